@@ -1,0 +1,3 @@
+module github.com/chorus-sync/chorus
+
+go 1.26

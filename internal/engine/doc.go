@@ -1,0 +1,9 @@
+// Package engine holds the rules of Sync, written once over chorus.Store:
+// validation and limits, unique names, revisions and If-Match, per-object
+// event ids allocated in the writing transaction, TTLs and the sweeper that
+// enforces them, ACLs, paging, and publishing committed events on the
+// chorus.Bus. REST v1, the realtime gateway and the admin console all call
+// the engine; none of them talks to the store directly for writes.
+//
+// An Engine is safe for concurrent use.
+package engine

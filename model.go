@@ -1,0 +1,213 @@
+package chorus
+
+import (
+	"encoding/json"
+	"strconv"
+	"time"
+)
+
+// Limits documented by Twilio and enforced by Chorus.
+const (
+	MaxDataBytes          = 16 * 1024 // document, list item and map item data
+	MaxMessageBytes       = 4 * 1024  // stream message data
+	MaxUniqueNameLen      = 320
+	MaxKeyLen             = 320
+	MaxIdentityLen        = 256
+	MaxTTL                = 31_536_000 // seconds; 0 means "never expires"
+	DefaultPageSize       = 50
+	MaxPageSize           = 1000
+	MaxSubscriptionsPerWS = 2000
+)
+
+// SystemIdentity is the created_by and webhook Identity of REST changes.
+const SystemIdentity = "system"
+
+// Kind is the type of a Sync object.
+type Kind string
+
+// The four kinds of Sync object.
+const (
+	KindDocument Kind = "document"
+	KindList     Kind = "list"
+	KindMap      Kind = "map"
+	KindStream   Kind = "stream"
+)
+
+// Kinds lists every kind, in documentation order.
+var Kinds = []Kind{KindDocument, KindList, KindMap, KindStream}
+
+// Prefix is the SID prefix of objects of kind k.
+func (k Kind) Prefix() string {
+	switch k {
+	case KindDocument:
+		return PrefixDocument
+	case KindList:
+		return PrefixList
+	case KindMap:
+		return PrefixMap
+	case KindStream:
+		return PrefixStream
+	}
+	return ""
+}
+
+// NotFound is the error for a missing object of kind k.
+func (k Kind) NotFound() *Error {
+	switch k {
+	case KindDocument:
+		return ErrDocumentNotFound
+	case KindList:
+		return ErrListNotFound
+	case KindMap:
+		return ErrMapNotFound
+	case KindStream:
+		return ErrStreamNotFound
+	}
+	return ErrNotFound
+}
+
+// ItemNotFound is the error for a missing item of a list or map.
+func (k Kind) ItemNotFound() *Error {
+	if k == KindMap {
+		return ErrMapItemNotFound
+	}
+	return ErrListItemNotFound
+}
+
+// KindOfSID returns the kind whose prefix sid carries.
+func KindOfSID(sid string) (Kind, bool) {
+	for _, k := range Kinds {
+		if IsSID(k.Prefix(), sid) {
+			return k, true
+		}
+	}
+	return "", false
+}
+
+// Account is a tenant. Its auth token authenticates REST calls and signs
+// webhooks.
+type Account struct {
+	SID          string
+	AuthToken    string
+	FriendlyName string
+	DateCreated  time.Time
+}
+
+// APIKey is a credential of an account: REST Basic auth and the HMAC key of
+// access tokens.
+type APIKey struct {
+	SID          string
+	AccountSID   string
+	Secret       string
+	FriendlyName string
+	DateCreated  time.Time
+}
+
+// Service is a Sync service instance: the namespace of objects.
+type Service struct {
+	SID                           string
+	AccountSID                    string
+	UniqueName                    string // "" when none
+	FriendlyName                  string
+	WebhookURL                    string
+	WebhooksFromRestEnabled       bool
+	ReachabilityWebhooksEnabled   bool
+	ACLEnabled                    bool
+	ReachabilityDebouncingEnabled bool
+	ReachabilityDebouncingWindow  int // milliseconds
+	DateCreated                   time.Time
+	DateUpdated                   time.Time
+}
+
+// Object is a Document, List, Map or Stream. Fields that a kind does not use
+// stay zero.
+type Object struct {
+	Kind        Kind
+	SID         string
+	AccountSID  string
+	ServiceSID  string
+	UniqueName  string          // "" when none
+	Revision    int64           // shown as lower-case hex, see RevisionString
+	Data        json.RawMessage // document data; list context; nil otherwise
+	LastEventID int64           // id of the object's latest event; 0 before any
+	NextIndex   int64           // lists: the index the next pushed item gets
+	CreatedBy   string
+	DateCreated time.Time
+	DateUpdated time.Time
+	DateExpires *time.Time // nil: never expires
+}
+
+// RevisionString is the opaque revision clients see and send in If-Match.
+func (o *Object) RevisionString() string { return FormatRevision(o.Revision) }
+
+// Expired reports whether the object's TTL has passed at now.
+func (o *Object) Expired(now time.Time) bool { return expired(o.DateExpires, now) }
+
+// Item is an element of a List (by Index) or a Map (by Key).
+type Item struct {
+	Kind        Kind // KindList or KindMap
+	ObjectSID   string
+	Index       int64  // lists
+	Key         string // maps
+	Data        json.RawMessage
+	Revision    int64
+	LastEventID int64 // id of the event of the item's latest change
+	CreatedBy   string
+	DateCreated time.Time
+	DateUpdated time.Time
+	DateExpires *time.Time
+}
+
+// RevisionString is the opaque revision clients see and send in If-Match.
+func (it *Item) RevisionString() string { return FormatRevision(it.Revision) }
+
+// Expired reports whether the item's TTL has passed at now.
+func (it *Item) Expired(now time.Time) bool { return expired(it.DateExpires, now) }
+
+// Permission is the access an identity has to one object when the service
+// has ACLs enabled.
+type Permission struct {
+	ObjectSID string
+	Identity  string
+	Read      bool
+	Write     bool
+	Manage    bool
+}
+
+// StreamMessage is an ephemeral message published to a stream.
+type StreamMessage struct {
+	SID  string
+	Data json.RawMessage
+}
+
+// FormatRevision renders a revision counter the way Twilio does.
+func FormatRevision(r int64) string { return strconv.FormatInt(r, 16) }
+
+// ParseRevision parses a revision as sent in If-Match: optionally quoted
+// (an ETag), lower- or upper-case hex.
+func ParseRevision(s string) (int64, error) {
+	if len(s) >= 2 && s[0] == '"' && s[len(s)-1] == '"' {
+		s = s[1 : len(s)-1]
+	}
+	if len(s) >= 2 && s[:2] == "W/" {
+		return ParseRevision(s[2:])
+	}
+	r, err := strconv.ParseInt(s, 16, 64)
+	if err != nil || r < 0 || s == "" {
+		return 0, Wrap(ErrInvalidIfMatch, err)
+	}
+	return r, nil
+}
+
+func expired(exp *time.Time, now time.Time) bool {
+	return exp != nil && !now.Before(*exp)
+}
+
+// ExpiresAt turns a TTL in seconds into an expiry time; 0 means never.
+func ExpiresAt(now time.Time, ttl int) *time.Time {
+	if ttl <= 0 {
+		return nil
+	}
+	t := now.Add(time.Duration(ttl) * time.Second)
+	return &t
+}

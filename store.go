@@ -1,0 +1,165 @@
+package chorus
+
+import (
+	"context"
+	"time"
+)
+
+// Store is durable state: credentials, services, objects, items,
+// permissions and the per-object event log. Backends live under
+// internal/store and all pass internal/store/storetest.
+//
+// The Store knows storage, not rules: validation, revisions, event ids,
+// TTLs and ACLs are the engine's (internal/engine), written once over Tx.
+type Store interface {
+	// View runs fn against a consistent read-only snapshot.
+	View(ctx context.Context, fn func(ReadTx) error) error
+
+	// Update runs fn in a read-write transaction and returns once the
+	// transaction is durably committed (fsynced), or with fn's error after
+	// rolling back everything fn wrote. Backends may run several concurrent
+	// Updates in one database transaction (group commit); each fn's writes
+	// still commit or roll back as a unit, and fns that touch the same rows
+	// see each other's writes in order. fn may run more than once if the
+	// backend retries a conflicted transaction, so fn must not have side
+	// effects outside tx.
+	Update(ctx context.Context, fn func(Tx) error) error
+
+	// Ping checks that the backend is reachable.
+	Ping(ctx context.Context) error
+
+	Close() error
+}
+
+// ReadTx reads. Lookups of missing rows return an error for which
+// errors.Is(err, ErrNotFound) is true (backends return a wrapped
+// chorus.ErrNotFound); callers translate it into the kind-specific code.
+type ReadTx interface {
+	Account(ctx context.Context, sid string) (*Account, error)
+	APIKey(ctx context.Context, sid string) (*APIKey, error)
+	APIKeys(ctx context.Context, accountSID string) ([]*APIKey, error)
+
+	Service(ctx context.Context, sid string) (*Service, error)
+	// Services returns the account's services ordered by (DateCreated,
+	// SID), starting after the cursor.
+	Services(ctx context.Context, accountSID string, after Cursor, limit int) ([]*Service, error)
+
+	// Object returns an object of kind k by SID. In an Update it also locks
+	// the row against concurrent writers until commit.
+	Object(ctx context.Context, k Kind, serviceSID, sid string) (*Object, error)
+	// ObjectByName returns an object by unique name (locking as Object).
+	ObjectByName(ctx context.Context, k Kind, serviceSID, uniqueName string) (*Object, error)
+	// Objects returns the service's objects of kind k ordered by
+	// (DateCreated, SID) after the cursor, hiding those expired at q.Now
+	// when q.Now is not zero.
+	Objects(ctx context.Context, k Kind, serviceSID string, q ObjectQuery) ([]*Object, error)
+
+	// Item returns the list item with index ref.Index or the map item with
+	// key ref.Key.
+	Item(ctx context.Context, objectSID string, ref ItemRef) (*Item, error)
+	// Items returns a page of items in index (lists) or key (maps) order.
+	Items(ctx context.Context, objectSID string, q ItemQuery) ([]*Item, error)
+	// ItemsChangedSince returns the items whose LastEventID is greater
+	// than eventID, in event order, at most limit.
+	ItemsChangedSince(ctx context.Context, objectSID string, eventID int64, limit int) ([]*Item, error)
+
+	Permission(ctx context.Context, objectSID, identity string) (*Permission, error)
+	// Permissions returns an object's permissions ordered by identity,
+	// after the identity afterIdentity.
+	Permissions(ctx context.Context, objectSID, afterIdentity string, limit int) ([]*Permission, error)
+
+	// Events returns an object's logged events with ID > afterID in ID
+	// order, at most limit.
+	Events(ctx context.Context, objectSID string, afterID int64, limit int) ([]*Event, error)
+
+	// ExpiredObjects and ExpiredItems find what the TTL sweeper deletes.
+	ExpiredObjects(ctx context.Context, now time.Time, limit int) ([]*Object, error)
+	ExpiredItems(ctx context.Context, now time.Time, limit int) ([]*Item, error)
+}
+
+// Tx reads and writes inside Store.Update.
+type Tx interface {
+	ReadTx
+
+	PutAccount(ctx context.Context, a *Account) error
+	PutAPIKey(ctx context.Context, k *APIKey) error
+	DeleteAPIKey(ctx context.Context, sid string) error
+
+	// PutService inserts or replaces a service.
+	PutService(ctx context.Context, s *Service) error
+	// DeleteService deletes a service with all its objects, items,
+	// permissions and events.
+	DeleteService(ctx context.Context, sid string) error
+
+	// InsertObject inserts a new object. A clash of (ServiceSID, Kind,
+	// UniqueName) returns ErrUniqueNameExists.
+	InsertObject(ctx context.Context, o *Object) error
+	// UpdateObject replaces the row of o.SID.
+	UpdateObject(ctx context.Context, o *Object) error
+	// DeleteObject deletes an object with its items and permissions. Its
+	// events stay until trimmed, so that subscribers can replay the removal.
+	DeleteObject(ctx context.Context, sid string) error
+
+	// PutItem inserts or replaces an item.
+	PutItem(ctx context.Context, it *Item) error
+	DeleteItem(ctx context.Context, objectSID string, ref ItemRef) error
+
+	PutPermission(ctx context.Context, p *Permission) error
+	DeletePermission(ctx context.Context, objectSID, identity string) error
+
+	// AppendEvent stores a logged event (e.ID > 0). IDs are allocated by
+	// the caller from the object's LastEventID inside the same Update.
+	AppendEvent(ctx context.Context, e *Event) error
+	// TrimEvents deletes events older than before, keeping at least the
+	// newest keep events of each object, and returns how many it deleted.
+	TrimEvents(ctx context.Context, before time.Time, keep int) (int, error)
+}
+
+// Cursor is a position in a (DateCreated, SID) ordering; the zero Cursor is
+// the start.
+type Cursor struct {
+	DateCreated time.Time
+	SID         string
+}
+
+// ObjectQuery selects a page of objects.
+type ObjectQuery struct {
+	After Cursor
+	Limit int
+	Now   time.Time // hide objects expired at Now; zero: hide nothing
+}
+
+// ItemRef names one item: Index for lists, Key for maps.
+type ItemRef struct {
+	Index int64
+	Key   string
+}
+
+// ItemQuery selects a page of items of a list (by index) or map (by key).
+type ItemQuery struct {
+	Kind      Kind // KindList or KindMap: which of FromIndex/FromKey applies
+	Desc      bool
+	HasFrom   bool
+	FromIndex int64
+	FromKey   string
+	Inclusive bool // with HasFrom: include the item at From
+	Limit     int
+	Now       time.Time // hide items expired at Now; zero: hide nothing
+}
+
+// Bus carries committed events to every node's realtime gateway.
+//
+// Publish is called after commit, possibly concurrently and out of order;
+// a Bus may also lose events (NATS core is at-most-once). Subscribers
+// therefore order by Event.ID and fill gaps from the Store's event log.
+type Bus interface {
+	// Publish hands events to every subscriber of their objects, on every
+	// node. It does not block on slow subscribers.
+	Publish(ctx context.Context, events ...*Event) error
+	// Subscribe calls fn for every event of the object published from now
+	// on, until the returned cancel function is called. fn must not block.
+	Subscribe(objectSID string, fn func(*Event)) (cancel func(), err error)
+	// Ping checks that the bus is reachable.
+	Ping(ctx context.Context) error
+	Close() error
+}
