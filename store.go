@@ -36,6 +36,8 @@ type Store interface {
 // chorus.ErrNotFound); callers translate it into the kind-specific code.
 type ReadTx interface {
 	Account(ctx context.Context, sid string) (*Account, error)
+	// Accounts returns every account, oldest first.
+	Accounts(ctx context.Context) ([]*Account, error)
 	APIKey(ctx context.Context, sid string) (*APIKey, error)
 	APIKeys(ctx context.Context, accountSID string) ([]*APIKey, error)
 
@@ -44,8 +46,9 @@ type ReadTx interface {
 	// SID), starting after the cursor.
 	Services(ctx context.Context, accountSID string, after Cursor, limit int) ([]*Service, error)
 
-	// Object returns an object of kind k by SID. In an Update it also locks
-	// the row against concurrent writers until commit.
+	// Object returns an object of kind k by SID, in the service serviceSID
+	// (any service when serviceSID is ""). In an Update it also locks the
+	// row against concurrent writers until commit.
 	Object(ctx context.Context, k Kind, serviceSID, sid string) (*Object, error)
 	// ObjectByName returns an object by unique name (locking as Object).
 	ObjectByName(ctx context.Context, k Kind, serviceSID, uniqueName string) (*Object, error)

@@ -1,0 +1,558 @@
+package engine_test
+
+import (
+	"context"
+	"encoding/json"
+		"fmt"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/chorus-sync/chorus"
+	"github.com/chorus-sync/chorus/internal/bus/mem"
+	"github.com/chorus-sync/chorus/internal/engine"
+	"github.com/chorus-sync/chorus/internal/store/sqlite"
+)
+
+// clock is a settable time source.
+type clock struct{ ns atomic.Int64 }
+
+func newClock() *clock {
+	c := &clock{}
+	c.ns.Store(time.Date(2026, 1, 5, 10, 0, 0, 0, time.UTC).UnixNano())
+	return c
+}
+func (c *clock) Now() time.Time          { return time.Unix(0, c.ns.Load()).UTC() }
+func (c *clock) Advance(d time.Duration) { c.ns.Add(int64(d)) }
+
+type fixture struct {
+	eng   *engine.Engine
+	bus   *mem.Bus
+	clock *clock
+	svc   *chorus.Service
+	creds engine.Credentials
+}
+
+func newFixture(t testing.TB) *fixture {
+	t.Helper()
+	ctx := context.Background()
+	st, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "chorus.db"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	f := &fixture{bus: mem.New(), clock: newClock()}
+	f.eng = engine.New(engine.Config{Store: st, Bus: f.bus, Now: f.clock.Now})
+	f.creds, _, err = f.eng.Bootstrap(ctx, engine.Credentials{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.svc, err = f.eng.Service(ctx, f.creds.AccountSID, f.creds.ServiceSID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+// record collects the events published for one object.
+type record struct {
+	mu  sync.Mutex
+	evs []*chorus.Event
+}
+
+func (f *fixture) watch(t testing.TB, objectSID string) *record {
+	r := &record{}
+	cancel, err := f.bus.Subscribe(objectSID, func(e *chorus.Event) {
+		r.mu.Lock()
+		r.evs = append(r.evs, e)
+		r.mu.Unlock()
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cancel)
+	return r
+}
+
+func (r *record) types() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []string
+	for _, e := range r.evs {
+		out = append(out, fmt.Sprintf("%s#%d", e.Type, e.ID))
+	}
+	return out
+}
+
+func wantCode(t testing.TB, err error, code int) {
+	t.Helper()
+	if got := chorus.ErrorCode(err); got != code {
+		t.Fatalf("error = %v (code %d), want code %d", err, got, code)
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
+
+var sys = engine.SystemActor()
+
+func TestBootstrapPersists(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	open := func() *engine.Engine {
+		st, err := sqlite.Open(ctx, filepath.Join(dir, "chorus.db"), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { st.Close() })
+		return engine.New(engine.Config{Store: st, Bus: mem.New()})
+	}
+	first, created, err := open().Bootstrap(ctx, engine.Credentials{})
+	if err != nil || !created {
+		t.Fatalf("first Bootstrap = %v, created %v", err, created)
+	}
+	for _, s := range []string{first.AuthToken, first.APISecret} {
+		if len(s) != 32 || strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789") != "" {
+			t.Errorf("secret %q is not 32 alphanumerics", s)
+		}
+	}
+	again, created, err := open().Bootstrap(ctx, engine.Credentials{})
+	if err != nil || created || again != first {
+		t.Fatalf("second Bootstrap = %+v, %v, %v; want %+v, false, nil", again, created, err, first)
+	}
+	eng := open()
+	want := engine.Credentials{
+		AccountSID: chorus.NewSID("AC"), AuthToken: "tok", APIKeySID: chorus.NewSID("SK"), APISecret: "sec",
+		ServiceSID: chorus.NewSID("IS"),
+	}
+	if _, _, err := eng.Bootstrap(ctx, want); err != nil {
+		t.Fatal(err)
+	}
+	if acct, err := eng.Authenticate(ctx, want.APIKeySID, "sec"); err != nil || acct != want.AccountSID {
+		t.Errorf("Authenticate(key) = %q, %v", acct, err)
+	}
+	if acct, err := eng.Authenticate(ctx, want.AccountSID, "tok"); err != nil || acct != want.AccountSID {
+		t.Errorf("Authenticate(account) = %q, %v", acct, err)
+	}
+	_, err = eng.Authenticate(ctx, want.AccountSID, "wrong")
+	wantCode(t, err, 20003)
+	if _, err := eng.Service(ctx, want.AccountSID, want.ServiceSID); err != nil {
+		t.Errorf("env service missing: %v", err)
+	}
+	_, err = eng.Service(ctx, want.AccountSID, first.ServiceSID)
+	wantCode(t, err, 54056)
+	_, err = eng.Service(ctx, want.AccountSID, chorus.NewSID("IS"))
+	wantCode(t, err, 54050)
+	def, err := eng.Service(ctx, first.AccountSID, "default")
+	if err != nil || def.SID != first.ServiceSID {
+		t.Errorf("Service(default) = %v, %v; want %s", def, err, first.ServiceSID)
+	}
+}
+
+func TestDocumentLifecycle(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t)
+	doc, err := f.eng.CreateObject(ctx, sys, f.svc, chorus.KindDocument, engine.CreateObject{UniqueName: "game"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(doc.Data) != "{}" || doc.RevisionString() != "0" || doc.LastEventID != 0 || doc.CreatedBy != "system" {
+		t.Errorf("new document = %+v", doc)
+	}
+	rec := f.watch(t, doc.SID)
+	_, err = f.eng.CreateObject(ctx, sys, f.svc, chorus.KindDocument, engine.CreateObject{UniqueName: "game"})
+	wantCode(t, err, 54301)
+
+	for i := 1; i <= 17; i++ {
+		doc, err = f.eng.UpdateObject(ctx, sys, f.svc, chorus.KindDocument, "game", engine.UpdateObject{
+			Data: json.RawMessage(fmt.Sprintf(`{ "n": %d }`, i)), IfMatch: doc.RevisionString(),
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if doc.LastEventID != int64(i) {
+			t.Fatalf("update %d: LastEventID = %d", i, doc.LastEventID)
+		}
+	}
+	if doc.RevisionString() != "11" || string(doc.Data) != `{"n":17}` {
+		t.Errorf("after 17 updates: revision %s data %s; want 11 and compact data", doc.RevisionString(), doc.Data)
+	}
+	_, err = f.eng.UpdateObject(ctx, sys, f.svc, chorus.KindDocument, doc.SID, engine.UpdateObject{Data: json.RawMessage(`{}`), IfMatch: "10"})
+	wantCode(t, err, 54103)
+	_, err = f.eng.UpdateObject(ctx, sys, f.svc, chorus.KindDocument, doc.SID, engine.UpdateObject{Data: json.RawMessage(`{}`), IfMatch: "zz"})
+	wantCode(t, err, 54003)
+	got, _ := f.eng.Object(ctx, sys, f.svc, chorus.KindDocument, doc.SID)
+	if string(got.Data) != `{"n":17}` {
+		t.Errorf("failed updates changed data to %s", got.Data)
+	}
+
+	// TTL only: data stays, expiry is set; 0 clears it.
+	doc, err = f.eng.UpdateObject(ctx, sys, f.svc, chorus.KindDocument, doc.SID, engine.UpdateObject{TTL: ptr(60)})
+	if err != nil || string(doc.Data) != `{"n":17}` || doc.DateExpires == nil || !doc.DateExpires.Equal(f.clock.Now().Add(time.Minute)) {
+		t.Fatalf("setTtl(60) = %+v, %v", doc, err)
+	}
+	doc, _ = f.eng.UpdateObject(ctx, sys, f.svc, chorus.KindDocument, doc.SID, engine.UpdateObject{TTL: ptr(0)})
+	if doc.DateExpires != nil {
+		t.Errorf("setTtl(0): DateExpires = %v, want nil", doc.DateExpires)
+	}
+	removed, err := f.eng.DeleteObject(ctx, sys, f.svc, chorus.KindDocument, "game")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = f.eng.Object(ctx, sys, f.svc, chorus.KindDocument, doc.SID)
+	wantCode(t, err, 54100)
+	types := rec.types()
+	if len(types) != 20 || types[0] != "document_updated#1" || types[19] != fmt.Sprintf("document_removed#%d", removed.LastEventID) {
+		t.Errorf("events = %v", types)
+	}
+	// The name is free again.
+	if _, err := f.eng.CreateObject(ctx, sys, f.svc, chorus.KindDocument, engine.CreateObject{UniqueName: "game"}); err != nil {
+		t.Errorf("re-create after delete: %v", err)
+	}
+}
+
+func TestValidation(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t)
+	big := `{"a":"` + strings.Repeat("x", chorus.MaxDataBytes) + `"}`
+	tests := []struct {
+		name string
+		p    engine.CreateObject
+		kind chorus.Kind
+		code int
+	}{
+		{"sid-shaped name", engine.CreateObject{UniqueName: "ET" + strings.Repeat("a", 32)}, chorus.KindDocument, 54302},
+		{"name too long", engine.CreateObject{UniqueName: strings.Repeat("n", 321)}, chorus.KindList, 54302},
+		{"bad json", engine.CreateObject{Data: json.RawMessage(`{"a":`)}, chorus.KindDocument, 54008},
+		{"array data", engine.CreateObject{Data: json.RawMessage(`[1]`)}, chorus.KindDocument, 54008},
+		{"null data", engine.CreateObject{Data: json.RawMessage(`null`)}, chorus.KindDocument, 54101},
+		{"too large", engine.CreateObject{Data: json.RawMessage(big)}, chorus.KindDocument, 54006},
+		{"negative ttl", engine.CreateObject{TTL: ptr(-1)}, chorus.KindMap, 54011},
+		{"ttl over a year", engine.CreateObject{TTL: ptr(chorus.MaxTTL + 1)}, chorus.KindStream, 54011},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := f.eng.CreateObject(ctx, sys, f.svc, tt.kind, tt.p)
+			wantCode(t, err, tt.code)
+		})
+	}
+	page, err := f.eng.Objects(ctx, sys, f.svc, chorus.KindDocument, engine.PageRequest{})
+	if err != nil || len(page.Items) != 0 {
+		t.Errorf("rejected creates left %d documents (err %v)", len(page.Items), err)
+	}
+	// Exactly at the limit is fine.
+	atLimit := `{"a":"` + strings.Repeat("x", chorus.MaxDataBytes-8) + `"}`
+	if _, err := f.eng.CreateObject(ctx, sys, f.svc, chorus.KindDocument, engine.CreateObject{Data: json.RawMessage(atLimit)}); err != nil {
+		t.Errorf("16 KiB document: %v", err)
+	}
+}
+
+func TestListItemsAndPaging(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t)
+	list, err := f.eng.CreateObject(ctx, sys, f.svc, chorus.KindList, engine.CreateObject{UniqueName: "todo"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := f.watch(t, list.SID)
+	for i := range 7 {
+		it, err := f.eng.AddListItem(ctx, sys, f.svc, "todo", engine.ItemWrite{Data: json.RawMessage(fmt.Sprintf(`{"n":%d}`, i))})
+		if err != nil || it.Index != int64(i) || it.LastEventID != int64(i+1) {
+			t.Fatalf("push %d = %+v, %v", i, it, err)
+		}
+	}
+	// Delete index 6: indexes are never reused.
+	if _, err := f.eng.DeleteItem(ctx, sys, f.svc, chorus.KindList, "todo", chorus.ItemRef{Index: 6}, ""); err != nil {
+		t.Fatal(err)
+	}
+	it, _ := f.eng.AddListItem(ctx, sys, f.svc, "todo", engine.ItemWrite{Data: json.RawMessage(`{"n":7}`)})
+	if it.Index != 7 {
+		t.Errorf("push after delete: index %d, want 7", it.Index)
+	}
+	indexes := func(p engine.Page[*chorus.Item]) string {
+		var s []string
+		for _, it := range p.Items {
+			s = append(s, fmt.Sprint(it.Index))
+		}
+		return strings.Join(s, ",")
+	}
+	tests := []struct {
+		req            engine.ItemPageRequest
+		want           string
+		hasPrev, hasNx bool
+	}{
+		{engine.ItemPageRequest{PageSize: 3}, "0,1,2", false, true},
+		{engine.ItemPageRequest{PageSize: 10}, "0,1,2,3,4,5,7", false, false},
+		{engine.ItemPageRequest{PageSize: 3, Order: "desc"}, "7,5,4", false, true},
+		{engine.ItemPageRequest{PageSize: 10, Order: "desc", From: "1"}, "1,0", true, false},
+		{engine.ItemPageRequest{PageSize: 2, From: "4", Bounds: "exclusive"}, "5,7", true, false},
+		{engine.ItemPageRequest{PageSize: 2, From: "6"}, "7", true, false},
+		{engine.ItemPageRequest{PageSize: 2, From: "8"}, "", true, false},
+	}
+	for _, tt := range tests {
+		t.Run(fmt.Sprintf("%+v", tt.req), func(t *testing.T) {
+			p, err := f.eng.Items(ctx, sys, f.svc, chorus.KindList, list.SID, tt.req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := indexes(p); got != tt.want || (p.PrevToken != "") != tt.hasPrev || (p.NextToken != "") != tt.hasNx {
+				t.Errorf("Items = %s prev=%v next=%v; want %s prev=%v next=%v", got, p.PrevToken != "", p.NextToken != "", tt.want, tt.hasPrev, tt.hasNx)
+			}
+		})
+	}
+	// Walk forward with tokens, then back from the end.
+	var walked []string
+	p, _ := f.eng.Items(ctx, sys, f.svc, chorus.KindList, list.SID, engine.ItemPageRequest{PageSize: 3})
+	for {
+		walked = append(walked, indexes(p))
+		if p.NextToken == "" {
+			break
+		}
+		p, err = f.eng.Items(ctx, sys, f.svc, chorus.KindList, list.SID, engine.ItemPageRequest{PageSize: 3, Token: p.NextToken})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := strings.Join(walked, "|"); got != "0,1,2|3,4,5|7" {
+		t.Errorf("forward walk = %s", got)
+	}
+	p, err = f.eng.Items(ctx, sys, f.svc, chorus.KindList, list.SID, engine.ItemPageRequest{PageSize: 3, Token: p.PrevToken})
+	if err != nil || indexes(p) != "3,4,5" || p.PrevToken == "" {
+		t.Errorf("previous page = %s (prev %q), %v; want 3,4,5 with a previous page", indexes(p), p.PrevToken, err)
+	}
+	for _, bad := range []engine.ItemPageRequest{{Order: "up"}, {Bounds: "open"}, {PageSize: 1001}, {Token: "PTnope"}, {From: "x"}} {
+		_, err := f.eng.Items(ctx, sys, f.svc, chorus.KindList, list.SID, bad)
+		if chorus.ErrorCode(err) == 0 {
+			t.Errorf("Items(%+v) = nil error", bad)
+		}
+	}
+	// Conditional item update.
+	item, _ := f.eng.Item(ctx, sys, f.svc, chorus.KindList, list.SID, chorus.ItemRef{Index: 0})
+	_, _, err = f.eng.WriteItem(ctx, sys, f.svc, chorus.KindList, list.SID, chorus.ItemRef{Index: 0},
+		engine.ItemWrite{Data: json.RawMessage(`{"n":"x"}`), IfMatch: "5"})
+	wantCode(t, err, 54155)
+	upd, created, err := f.eng.WriteItem(ctx, sys, f.svc, chorus.KindList, list.SID, chorus.ItemRef{Index: 0},
+		engine.ItemWrite{Data: json.RawMessage(`{"n":"x"}`), IfMatch: item.RevisionString()})
+	if err != nil || created || upd.RevisionString() != "1" {
+		t.Errorf("conditional update = %+v, %v, %v", upd, created, err)
+	}
+	_, _, err = f.eng.WriteItem(ctx, sys, f.svc, chorus.KindList, list.SID, chorus.ItemRef{Index: 42}, engine.ItemWrite{Data: json.RawMessage(`{}`)})
+	wantCode(t, err, 54151)
+	if got := rec.types(); len(got) != 10 || got[7] != "list_item_removed#8" || got[9] != "list_item_updated#10" {
+		t.Errorf("list events = %v", got)
+	}
+}
+
+func TestMapItemModes(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t)
+	m, err := f.eng.CreateObject(ctx, sys, f.svc, chorus.KindMap, engine.CreateObject{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := chorus.ItemRef{Key: "k/1 é"}
+	data := json.RawMessage(`{"v":1}`)
+	_, created, err := f.eng.WriteItem(ctx, sys, f.svc, chorus.KindMap, m.SID, key, engine.ItemWrite{Mode: engine.Upsert, Data: data})
+	if err != nil || !created {
+		t.Fatalf("upsert new = %v, created %v", err, created)
+	}
+	it, created, err := f.eng.WriteItem(ctx, sys, f.svc, chorus.KindMap, m.SID, key, engine.ItemWrite{Mode: engine.Upsert, Data: data})
+	if err != nil || created || it.Revision != 1 {
+		t.Fatalf("upsert existing = %+v, created %v, %v", it, created, err)
+	}
+	_, _, err = f.eng.WriteItem(ctx, sys, f.svc, chorus.KindMap, m.SID, key, engine.ItemWrite{Mode: engine.CreateOnly, Data: data})
+	wantCode(t, err, 54208)
+	if chorus.AsError(err).Status != 409 {
+		t.Errorf("REST create of existing key: status %d, want 409", chorus.AsError(err).Status)
+	}
+	_, _, err = f.eng.WriteItem(ctx, sys, f.svc, chorus.KindMap, m.SID, key, engine.ItemWrite{Mode: engine.Upsert, Data: data, IfMatch: "-1"})
+	if e := chorus.AsError(err); e.Code != 54208 || e.Status != 412 {
+		t.Errorf("If-Match -1 on existing key = %v, want 412 54208", err)
+	}
+	if _, err := f.eng.DeleteItem(ctx, sys, f.svc, chorus.KindMap, m.SID, key, ""); err != nil {
+		t.Fatal(err)
+	}
+	// A stale revision for an item that is gone is 412, never 404.
+	_, _, err = f.eng.WriteItem(ctx, sys, f.svc, chorus.KindMap, m.SID, key, engine.ItemWrite{Mode: engine.Upsert, Data: data, IfMatch: "1"})
+	if e := chorus.AsError(err); e.Status != 412 {
+		t.Errorf("stale revision on removed key = %v, want 412", err)
+	}
+	_, err = f.eng.DeleteItem(ctx, sys, f.svc, chorus.KindMap, m.SID, key, "")
+	wantCode(t, err, 54201)
+	_, _, err = f.eng.WriteItem(ctx, sys, f.svc, chorus.KindMap, m.SID, chorus.ItemRef{Key: strings.Repeat("k", 321)}, engine.ItemWrite{Mode: engine.Upsert, Data: data})
+	wantCode(t, err, 54209)
+	_, _, err = f.eng.WriteItem(ctx, sys, f.svc, chorus.KindMap, "nope", key, engine.ItemWrite{Mode: engine.Upsert, Data: data})
+	wantCode(t, err, 54200)
+}
+
+func TestStreamsArePublishedNotLogged(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t)
+	s, err := f.eng.CreateObject(ctx, sys, f.svc, chorus.KindStream, engine.CreateObject{UniqueName: "chat"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := f.watch(t, s.SID)
+	msg, err := f.eng.PublishMessage(ctx, sys, f.svc, "chat", json.RawMessage(`{"hello":"world"}`))
+	if err != nil || !chorus.IsSID("TZ", msg.SID) {
+		t.Fatalf("publish = %+v, %v", msg, err)
+	}
+	_, err = f.eng.PublishMessage(ctx, sys, f.svc, "chat", json.RawMessage(`{"a":"`+strings.Repeat("x", chorus.MaxMessageBytes)+`"}`))
+	wantCode(t, err, 54006)
+	if got := rec.types(); len(got) != 1 || got[0] != "stream_message_published#0" {
+		t.Errorf("stream events = %v", got)
+	}
+	evs, err := f.eng.Events(ctx, s.SID, 0, 10)
+	if err != nil || len(evs) != 0 {
+		t.Errorf("stream log = %v, %v; want empty", evs, err)
+	}
+}
+
+func TestACL(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t)
+	svc, err := f.eng.UpdateService(ctx, f.creds.AccountSID, f.svc.SID, engine.ServiceParams{ACLEnabled: ptr(true)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc, _ := f.eng.CreateObject(ctx, sys, svc, chorus.KindDocument, engine.CreateObject{UniqueName: "secret"})
+	alice := engine.Actor{Identity: "alice"}
+	_, err = f.eng.Object(ctx, alice, svc, chorus.KindDocument, "secret")
+	wantCode(t, err, 54007)
+	if _, err := f.eng.SetPermission(ctx, svc, chorus.KindDocument, doc.SID, chorus.Permission{Identity: "alice", Read: true}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.eng.Object(ctx, alice, svc, chorus.KindDocument, "secret"); err != nil {
+		t.Errorf("read with permission: %v", err)
+	}
+	_, err = f.eng.UpdateObject(ctx, alice, svc, chorus.KindDocument, "secret", engine.UpdateObject{Data: json.RawMessage(`{}`)})
+	wantCode(t, err, 54007)
+	_, err = f.eng.DeleteObject(ctx, alice, svc, chorus.KindDocument, "secret")
+	wantCode(t, err, 54007)
+	// Without ACLs any identity may do everything.
+	svc, _ = f.eng.UpdateService(ctx, f.creds.AccountSID, f.svc.SID, engine.ServiceParams{ACLEnabled: ptr(false)})
+	if _, err := f.eng.DeleteObject(ctx, engine.Actor{Identity: "bob"}, svc, chorus.KindDocument, "secret"); err != nil {
+		t.Errorf("delete without ACL: %v", err)
+	}
+}
+
+func TestTTLHidesAtOnceAndSweeperRemoves(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t)
+	doc, _ := f.eng.CreateObject(ctx, sys, f.svc, chorus.KindDocument, engine.CreateObject{UniqueName: "tmp", TTL: ptr(10)})
+	m, _ := f.eng.CreateObject(ctx, sys, f.svc, chorus.KindMap, engine.CreateObject{})
+	if _, _, err := f.eng.WriteItem(ctx, sys, f.svc, chorus.KindMap, m.SID, chorus.ItemRef{Key: "a"}, engine.ItemWrite{Mode: engine.Upsert, Data: json.RawMessage(`{}`), ItemTTL: ptr(5)}); err != nil {
+		t.Fatal(err)
+	}
+	docEvents, mapEvents := f.watch(t, doc.SID), f.watch(t, m.SID)
+	f.clock.Advance(11 * time.Second)
+	_, err := f.eng.Object(ctx, sys, f.svc, chorus.KindDocument, "tmp")
+	wantCode(t, err, 54100)
+	_, err = f.eng.Item(ctx, sys, f.svc, chorus.KindMap, m.SID, chorus.ItemRef{Key: "a"})
+	wantCode(t, err, 54201)
+	// The expired name can be taken before the sweeper runs.
+	if _, err := f.eng.CreateObject(ctx, sys, f.svc, chorus.KindDocument, engine.CreateObject{UniqueName: "tmp"}); err != nil {
+		t.Fatalf("reuse of expired name: %v", err)
+	}
+	if err := f.eng.Sweep(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := docEvents.types(); len(got) != 1 || got[0] != "document_removed#1" {
+		t.Errorf("document events = %v", got)
+	}
+	if got := mapEvents.types(); len(got) != 1 || got[0] != "map_item_removed#2" {
+		t.Errorf("map events = %v", got)
+	}
+}
+
+func TestReplayAndCatchUp(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t)
+	doc, _ := f.eng.CreateObject(ctx, sys, f.svc, chorus.KindDocument, engine.CreateObject{})
+	for i := range 5 {
+		doc, _ = f.eng.UpdateObject(ctx, sys, f.svc, chorus.KindDocument, doc.SID, engine.UpdateObject{Data: json.RawMessage(fmt.Sprintf(`{"i":%d}`, i))})
+	}
+	evs, truncated, err := f.eng.Replay(ctx, doc, 2, 100)
+	if err != nil || truncated || len(evs) != 3 || evs[0].ID != 3 || evs[2].ID != 5 {
+		t.Fatalf("Replay(after 2) = %d events, truncated %v, %v", len(evs), truncated, err)
+	}
+	// Trim everything but the newest event; a subscriber at 1 gets the
+	// current state instead of a silent gap.
+	f.clock.Advance(48 * time.Hour)
+	eng := engine.New(engine.Config{Store: f.eng.Store(), Bus: f.bus, Now: f.clock.Now, EventKeep: 1})
+	if err := eng.Sweep(ctx); err != nil {
+		t.Fatal(err)
+	}
+	evs, truncated, err = eng.Replay(ctx, doc, 1, 100)
+	if err != nil || !truncated || len(evs) != 1 || evs[0].ID != 5 || string(evs[0].Data) != `{"i":4}` {
+		t.Fatalf("Replay after trim = %+v, truncated %v, %v", evs, truncated, err)
+	}
+}
+
+func TestConcurrentWritesGetConsecutiveEventIDs(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t)
+	doc, _ := f.eng.CreateObject(ctx, sys, f.svc, chorus.KindDocument, engine.CreateObject{})
+	const writers, each = 16, 25
+	var wg sync.WaitGroup
+	errs := make(chan error, writers)
+	for w := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range each {
+				_, err := f.eng.UpdateObject(ctx, sys, f.svc, chorus.KindDocument, doc.SID, engine.UpdateObject{Data: json.RawMessage(fmt.Sprintf(`{"w":%d,"i":%d}`, w, i))})
+				if err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	evs, err := f.eng.Events(ctx, doc.SID, 0, 1000)
+	if err != nil || len(evs) != writers*each {
+		t.Fatalf("log has %d events (%v), want %d", len(evs), err, writers*each)
+	}
+	for i, e := range evs {
+		if e.ID != int64(i+1) {
+			t.Fatalf("event %d has id %d", i, e.ID)
+		}
+	}
+	got, _ := f.eng.Object(ctx, sys, f.svc, chorus.KindDocument, doc.SID)
+	if got.LastEventID != writers*each || got.Revision != writers*each {
+		t.Errorf("document LastEventID %d revision %d, want %d", got.LastEventID, got.Revision, writers*each)
+	}
+}
+
+func TestPermissionsCRUD(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t)
+	l, _ := f.eng.CreateObject(ctx, sys, f.svc, chorus.KindList, engine.CreateObject{})
+	for _, id := range []string{"carol", "alice", "bob"} {
+		if _, err := f.eng.SetPermission(ctx, f.svc, chorus.KindList, l.SID, chorus.Permission{Identity: id, Read: true}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p1, err := f.eng.Permissions(ctx, f.svc, chorus.KindList, l.SID, engine.PageRequest{PageSize: 2})
+	if err != nil || len(p1.Items) != 2 || p1.Items[0].Identity != "alice" || p1.NextToken == "" {
+		t.Fatalf("page 1 = %+v, %v", p1, err)
+	}
+	p2, err := f.eng.Permissions(ctx, f.svc, chorus.KindList, l.SID, engine.PageRequest{PageSize: 2, Token: p1.NextToken})
+	if err != nil || len(p2.Items) != 1 || p2.Items[0].Identity != "carol" || p2.NextToken != "" {
+		t.Fatalf("page 2 = %+v, %v", p2, err)
+	}
+	if err := f.eng.DeletePermission(ctx, f.svc, chorus.KindList, l.SID, "bob"); err != nil {
+		t.Fatal(err)
+	}
+	_, err = f.eng.Permission(ctx, f.svc, chorus.KindList, l.SID, "bob")
+	wantCode(t, err, 54354)
+	_, err = f.eng.SetPermission(ctx, f.svc, chorus.KindList, l.SID, chorus.Permission{Identity: strings.Repeat("i", 257)})
+	wantCode(t, err, 54351)
+}

@@ -1,0 +1,458 @@
+package engine
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"slices"
+	"strconv"
+
+	"github.com/chorus-sync/chorus"
+)
+
+func itemDataErr(k chorus.Kind) *chorus.Error {
+	if k == chorus.KindMap {
+		return chorus.ErrMapItemData
+	}
+	return chorus.ErrListItemData
+}
+
+func itemRevisionErr(k chorus.Kind) *chorus.Error {
+	if k == chorus.KindMap {
+		return chorus.ErrMapItemRevision
+	}
+	return chorus.ErrListItemRevision
+}
+
+// errMapItemExists412 is 54208 with the status the SDK handles for a PUT
+// with If-Match: -1.
+var errMapItemExists412 = &chorus.Error{Status: http.StatusPreconditionFailed, Code: chorus.ErrMapItemExists.Code, Message: chorus.ErrMapItemExists.Message}
+
+func itemEvent(k chorus.Kind, added, removed bool) chorus.EventType {
+	switch {
+	case k == chorus.KindMap && added:
+		return chorus.EventMapItemAdded
+	case k == chorus.KindMap && removed:
+		return chorus.EventMapItemRemoved
+	case k == chorus.KindMap:
+		return chorus.EventMapItemUpdated
+	case added:
+		return chorus.EventListItemAdded
+	case removed:
+		return chorus.EventListItemRemoved
+	}
+	return chorus.EventListItemUpdated
+}
+
+// checkItemWrite validates the parts of w that do not need the store.
+func checkItemWrite(k chorus.Kind, w *ItemWrite) error {
+	if err := validTTL(w.ItemTTL); err != nil {
+		return err
+	}
+	if err := validTTL(w.CollectionTTL); err != nil {
+		return err
+	}
+	if w.Data != nil {
+		d, err := validData(w.Data, chorus.MaxDataBytes, itemDataErr(k))
+		if err != nil {
+			return err
+		}
+		w.Data = d
+	}
+	if w.IfMatch != "" && w.IfMatch != "-1" {
+		if _, err := chorus.ParseRevision(w.IfMatch); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// AddListItem appends an item to a list.
+func (e *Engine) AddListItem(ctx context.Context, a Actor, svc *chorus.Service, listID string, w ItemWrite) (*chorus.Item, error) {
+	if w.Data == nil {
+		return nil, chorus.Errorf(chorus.ErrListItemData, "Invalid List Item data: Data is required")
+	}
+	if err := checkItemWrite(chorus.KindList, &w); err != nil {
+		return nil, err
+	}
+	var it *chorus.Item
+	err := e.update(ctx, a, func(tx chorus.Tx, c *change) error {
+		obj, err := e.lookup(ctx, tx, svc, chorus.KindList, listID)
+		if err != nil {
+			return err
+		}
+		if err := authorize(ctx, tx, a, svc, obj, accessWrite); err != nil {
+			return err
+		}
+		it = &chorus.Item{
+			Kind: chorus.KindList, ObjectSID: obj.SID, Index: obj.NextIndex, Data: w.Data, CreatedBy: a.Identity,
+			DateCreated: c.now, DateUpdated: c.now, DateExpires: chorus.ExpiresAt(c.now, deref(w.ItemTTL)),
+		}
+		obj.NextIndex++
+		return e.commitItem(ctx, tx, c, obj, it, w.CollectionTTL, chorus.EventListItemAdded)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return it, nil
+}
+
+// commitItem writes it, bumps its collection and logs the item event.
+func (e *Engine) commitItem(ctx context.Context, tx chorus.Tx, c *change, obj *chorus.Object, it *chorus.Item, collectionTTL *int, typ chorus.EventType) error {
+	obj.Revision++
+	obj.DateUpdated = c.now
+	if collectionTTL != nil {
+		obj.DateExpires = chorus.ExpiresAt(c.now, *collectionTTL)
+	}
+	ev := &chorus.Event{
+		Type: typ, Revision: obj.RevisionString(), ItemIndex: it.Index, ItemKey: it.Key,
+		ItemRevision: it.RevisionString(), ItemData: it.Data, DateExpires: it.DateExpires,
+	}
+	if err := c.emit(ctx, tx, obj, ev); err != nil {
+		return err
+	}
+	it.LastEventID = ev.ID
+	if err := tx.PutItem(ctx, it); err != nil {
+		return err
+	}
+	return tx.UpdateObject(ctx, obj)
+}
+
+// WriteItem updates, upserts or creates a list or map item according to
+// w.Mode. created reports whether the item is new.
+func (e *Engine) WriteItem(ctx context.Context, a Actor, svc *chorus.Service, k chorus.Kind, objectID string, ref chorus.ItemRef, w ItemWrite) (it *chorus.Item, created bool, err error) {
+	if k == chorus.KindMap {
+		if err := validKey(ref.Key); err != nil {
+			return nil, false, err
+		}
+	} else if w.Mode != Update || ref.Index < 0 {
+		return nil, false, chorus.ErrInvalidIndex
+	}
+	if err := checkItemWrite(k, &w); err != nil {
+		return nil, false, err
+	}
+	if w.IfMatch == "-1" {
+		w.Mode, w.IfMatch, w.ConflictStatus412 = CreateOnly, "", true
+	}
+	if w.Mode == Update && w.Data == nil && w.ItemTTL == nil && w.CollectionTTL == nil {
+		return nil, false, chorus.ErrNoParameters
+	}
+	err = e.update(ctx, a, func(tx chorus.Tx, c *change) error {
+		created = false
+		obj, err := e.lookup(ctx, tx, svc, k, objectID)
+		if err != nil {
+			return err
+		}
+		if err := authorize(ctx, tx, a, svc, obj, accessWrite); err != nil {
+			return err
+		}
+		old, err := tx.Item(ctx, obj.SID, ref)
+		switch {
+		case isNotFound(err) || (err == nil && old.Expired(c.now)):
+			old = nil
+		case err != nil:
+			return err
+		}
+		it, created, err = nextItem(k, obj, old, ref, w, a, c)
+		if err != nil {
+			return err
+		}
+		return e.commitItem(ctx, tx, c, obj, it, w.CollectionTTL, itemEvent(k, created, false))
+	})
+	if err != nil {
+		return nil, false, err
+	}
+	return it, created, nil
+}
+
+// nextItem decides what a write does to old (nil when absent) and returns
+// the item to store.
+func nextItem(k chorus.Kind, obj *chorus.Object, old *chorus.Item, ref chorus.ItemRef, w ItemWrite, a Actor, c *change) (*chorus.Item, bool, error) {
+	if old == nil {
+		switch {
+		case w.Mode == Update:
+			return nil, false, k.ItemNotFound()
+		case w.IfMatch != "": // a revision of an item that is gone: 412, never 404
+			return nil, false, itemRevisionErr(k)
+		case w.Data == nil:
+			return nil, false, chorus.Errorf(itemDataErr(k), "%s: Data is required", itemDataErr(k).Message)
+		}
+		return &chorus.Item{
+			Kind: k, ObjectSID: obj.SID, Index: ref.Index, Key: ref.Key, Data: w.Data, CreatedBy: a.Identity,
+			DateCreated: c.now, DateUpdated: c.now, DateExpires: chorus.ExpiresAt(c.now, deref(w.ItemTTL)),
+		}, true, nil
+	}
+	if w.Mode == CreateOnly {
+		if w.ConflictStatus412 {
+			return nil, false, errMapItemExists412
+		}
+		return nil, false, chorus.ErrMapItemExists
+	}
+	if w.IfMatch != "" {
+		rev, _ := chorus.ParseRevision(w.IfMatch) // validated in checkItemWrite
+		if rev != old.Revision {
+			return nil, false, itemRevisionErr(k)
+		}
+	}
+	it := *old
+	if w.Data != nil {
+		it.Data = w.Data
+	}
+	if w.ItemTTL != nil {
+		it.DateExpires = chorus.ExpiresAt(c.now, *w.ItemTTL)
+	}
+	it.Revision++
+	it.DateUpdated = c.now
+	return &it, false, nil
+}
+
+// Item returns one item.
+func (e *Engine) Item(ctx context.Context, a Actor, svc *chorus.Service, k chorus.Kind, objectID string, ref chorus.ItemRef) (*chorus.Item, error) {
+	var it *chorus.Item
+	err := e.view(ctx, func(tx chorus.ReadTx) error {
+		obj, err := e.lookup(ctx, tx, svc, k, objectID)
+		if err != nil {
+			return err
+		}
+		if err := authorize(ctx, tx, a, svc, obj, accessRead); err != nil {
+			return err
+		}
+		it, err = tx.Item(ctx, obj.SID, ref)
+		if err != nil {
+			return notFoundAs(err, k.ItemNotFound())
+		}
+		if it.Expired(e.cfg.Now()) {
+			return k.ItemNotFound()
+		}
+		return nil
+	})
+	return it, err
+}
+
+// itemPos is an item's place in its collection's order, as a string.
+func itemPos(it *chorus.Item) string {
+	if it.Kind == chorus.KindMap {
+		return it.Key
+	}
+	return strconv.FormatInt(it.Index, 10)
+}
+
+// setFrom fills the From fields of q from a position string.
+func setFrom(q *chorus.ItemQuery, k chorus.Kind, pos string, inclusive bool) error {
+	q.HasFrom, q.Inclusive = true, inclusive
+	if k == chorus.KindMap {
+		q.FromKey = pos
+		return nil
+	}
+	n, err := strconv.ParseInt(pos, 10, 64)
+	if err != nil || n < 0 {
+		return chorus.Errorf(chorus.ErrInvalidIndex, "Invalid From %q: expected a non-negative integer list index", pos)
+	}
+	q.FromIndex = n
+	return nil
+}
+
+// Items pages a list's or map's items.
+func (e *Engine) Items(ctx context.Context, a Actor, svc *chorus.Service, k chorus.Kind, objectID string, p ItemPageRequest) (Page[*chorus.Item], error) {
+	var page Page[*chorus.Item]
+	size, err := pageSize(p.PageSize)
+	if err != nil {
+		return page, err
+	}
+	order, inclusive := p.Order, true
+	switch order {
+	case "", "asc":
+		order = "asc"
+	case "desc":
+	default:
+		return page, chorus.ErrInvalidOrder
+	}
+	switch p.Bounds {
+	case "", "inclusive":
+	case "exclusive":
+		inclusive = false
+	default:
+		return page, chorus.ErrInvalidBounds
+	}
+	from, before := p.From, false
+	if p.Token != "" {
+		var t itemToken
+		if err := decodeToken(p.Token, &t); err != nil {
+			return page, err
+		}
+		if t.O != "asc" && t.O != "desc" {
+			return page, chorus.ErrInvalidPageToken
+		}
+		from, order, inclusive, before = t.F, t.O, t.I, t.B
+	}
+	q := chorus.ItemQuery{Kind: k, Desc: order == "desc", Limit: size + 1, Now: e.cfg.Now()}
+	if from != "" || p.Token != "" {
+		if err := setFrom(&q, k, from, inclusive); err != nil {
+			return page, err
+		}
+	}
+	if before {
+		q.Desc = !q.Desc
+	}
+	page.PageSize = size
+	err = e.view(ctx, func(tx chorus.ReadTx) error {
+		obj, err := e.lookup(ctx, tx, svc, k, objectID)
+		if err != nil {
+			return err
+		}
+		if err := authorize(ctx, tx, a, svc, obj, accessRead); err != nil {
+			return err
+		}
+		rows, err := tx.Items(ctx, obj.SID, q)
+		if err != nil {
+			return err
+		}
+		more := len(rows) > size
+		if more {
+			rows = rows[:size]
+		}
+		if before {
+			slices.Reverse(rows)
+			page.Items = rows
+			if len(rows) > 0 {
+				page.NextToken = encodeToken(itemToken{F: itemPos(rows[len(rows)-1]), O: order})
+				if more {
+					page.PrevToken = encodeToken(itemToken{F: itemPos(rows[0]), O: order, B: true})
+				}
+			}
+			return nil
+		}
+		page.Items = rows
+		if more {
+			page.NextToken = encodeToken(itemToken{F: itemPos(rows[len(rows)-1]), O: order})
+		}
+		return e.setPrevToken(ctx, tx, obj.SID, q, &page, order)
+	})
+	return page, err
+}
+
+// setPrevToken sets PrevToken when an item precedes the page in its order.
+func (e *Engine) setPrevToken(ctx context.Context, tx chorus.ReadTx, objectSID string, q chorus.ItemQuery, page *Page[*chorus.Item], order string) error {
+	probe := q
+	probe.Desc, probe.Limit = !q.Desc, 1
+	var first string
+	switch {
+	case len(page.Items) > 0:
+		first = itemPos(page.Items[0])
+		if err := setFrom(&probe, q.Kind, first, false); err != nil {
+			return err
+		}
+	case q.HasFrom:
+		// Nothing at or after From: whatever lies before From precedes.
+		probe.Inclusive = !q.Inclusive
+		if q.Kind == chorus.KindMap {
+			first = q.FromKey
+		} else {
+			first = strconv.FormatInt(q.FromIndex, 10)
+		}
+	default:
+		return nil
+	}
+	rows, err := tx.Items(ctx, objectSID, probe)
+	if err != nil || len(rows) == 0 {
+		return err
+	}
+	if len(page.Items) == 0 {
+		// Page backwards from the nearest preceding item, included.
+		page.PrevToken = encodeToken(itemToken{F: itemPos(rows[0]), O: order, B: true, I: true})
+		return nil
+	}
+	page.PrevToken = encodeToken(itemToken{F: first, O: order, B: true})
+	return nil
+}
+
+// DeleteItem deletes an item (If-Match optional) and returns it as it was,
+// with LastEventID set to the removal event's id and DateUpdated to the
+// time of removal.
+func (e *Engine) DeleteItem(ctx context.Context, a Actor, svc *chorus.Service, k chorus.Kind, objectID string, ref chorus.ItemRef, ifMatch string) (*chorus.Item, error) {
+	var rev int64 = -1
+	if ifMatch != "" {
+		r, err := chorus.ParseRevision(ifMatch)
+		if err != nil {
+			return nil, err
+		}
+		rev = r
+	}
+	var it *chorus.Item
+	err := e.update(ctx, a, func(tx chorus.Tx, c *change) error {
+		obj, err := e.lookup(ctx, tx, svc, k, objectID)
+		if err != nil {
+			return err
+		}
+		if err := authorize(ctx, tx, a, svc, obj, accessWrite); err != nil {
+			return err
+		}
+		it, err = tx.Item(ctx, obj.SID, ref)
+		if err != nil {
+			return notFoundAs(err, k.ItemNotFound())
+		}
+		if it.Expired(c.now) {
+			return k.ItemNotFound()
+		}
+		if rev >= 0 && rev != it.Revision {
+			return itemRevisionErr(k)
+		}
+		return e.removeItem(ctx, tx, c, obj, it)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return it, nil
+}
+
+// removeItem deletes it and logs its removal (carrying its last data).
+func (e *Engine) removeItem(ctx context.Context, tx chorus.Tx, c *change, obj *chorus.Object, it *chorus.Item) error {
+	if err := tx.DeleteItem(ctx, obj.SID, chorus.ItemRef{Index: it.Index, Key: it.Key}); err != nil {
+		return err
+	}
+	obj.Revision++
+	obj.DateUpdated = c.now
+	ev := &chorus.Event{
+		Type: itemEvent(it.Kind, false, true), Revision: obj.RevisionString(), ItemIndex: it.Index, ItemKey: it.Key,
+		ItemRevision: it.RevisionString(), ItemData: it.Data,
+	}
+	if err := c.emit(ctx, tx, obj, ev); err != nil {
+		return err
+	}
+	it.LastEventID = ev.ID
+	it.DateUpdated = c.now
+	return tx.UpdateObject(ctx, obj)
+}
+
+// PublishMessage publishes a message to a stream.
+func (e *Engine) PublishMessage(ctx context.Context, a Actor, svc *chorus.Service, streamID string, data json.RawMessage) (*chorus.StreamMessage, error) {
+	if data == nil {
+		return nil, chorus.Errorf(chorus.ErrStreamMessageData, "Invalid Stream Message data: Data is required")
+	}
+	d, err := validData(data, chorus.MaxMessageBytes, chorus.ErrStreamMessageData)
+	if err != nil {
+		return nil, err
+	}
+	msg := &chorus.StreamMessage{SID: chorus.NewSID(chorus.PrefixStreamMessage), Data: d}
+	var (
+		obj *chorus.Object
+		ev  = &chorus.Event{Type: chorus.EventStreamMessagePublished, Data: d, MessageSID: msg.SID}
+	)
+	// Messages are ephemeral: nothing is written, only the stream checked.
+	err = e.view(ctx, func(tx chorus.ReadTx) (err error) {
+		obj, err = e.lookup(ctx, tx, svc, chorus.KindStream, streamID)
+		if err != nil {
+			return err
+		}
+		return authorize(ctx, tx, a, svc, obj, accessWrite)
+	})
+	if err != nil {
+		return nil, err
+	}
+	c := &change{actor: a, now: e.now()}
+	if err := c.emit(ctx, nil, obj, ev); err != nil {
+		return nil, err
+	}
+	e.publish(ctx, c.events)
+	return msg, nil
+}

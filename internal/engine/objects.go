@@ -1,0 +1,290 @@
+package engine
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+
+	"github.com/chorus-sync/chorus"
+)
+
+// access is what an operation needs of the ACL.
+type access int
+
+const (
+	accessRead access = iota
+	accessWrite
+	accessManage
+)
+
+// authorize enforces the service's ACL for non-system actors.
+func authorize(ctx context.Context, tx chorus.ReadTx, a Actor, svc *chorus.Service, obj *chorus.Object, need access) error {
+	if a.System || !svc.ACLEnabled {
+		return nil
+	}
+	p, err := tx.Permission(ctx, obj.SID, a.Identity)
+	if isNotFound(err) {
+		return chorus.ErrForbidden
+	}
+	if err != nil {
+		return err
+	}
+	ok := (need == accessRead && p.Read) || (need == accessWrite && p.Write) || (need == accessManage && p.Manage)
+	if !ok {
+		return chorus.ErrForbidden
+	}
+	return nil
+}
+
+// lookup finds a live object of kind k in svc by SID or unique name.
+// Expired objects are not found: TTL hides them at once, before the sweeper
+// deletes them.
+func (e *Engine) lookup(ctx context.Context, tx chorus.ReadTx, svc *chorus.Service, k chorus.Kind, id string) (*chorus.Object, error) {
+	var (
+		obj *chorus.Object
+		err error
+	)
+	switch {
+	case chorus.IsSID(k.Prefix(), id):
+		obj, err = tx.Object(ctx, k, svc.SID, id)
+	case chorus.LooksLikeSID(id) || id == "":
+		return nil, k.NotFound()
+	default:
+		obj, err = tx.ObjectByName(ctx, k, svc.SID, id)
+	}
+	if err != nil {
+		return nil, notFoundAs(err, k.NotFound())
+	}
+	if obj.Expired(e.cfg.Now()) {
+		return nil, k.NotFound()
+	}
+	return obj, nil
+}
+
+// CreateObject creates a document, list, map or stream.
+func (e *Engine) CreateObject(ctx context.Context, a Actor, svc *chorus.Service, k chorus.Kind, p CreateObject) (*chorus.Object, error) {
+	if k.Prefix() == "" {
+		return nil, chorus.ErrNotFound
+	}
+	if p.UniqueName != "" {
+		if err := validUniqueName(p.UniqueName); err != nil {
+			return nil, err
+		}
+	}
+	if err := validTTL(p.TTL); err != nil {
+		return nil, err
+	}
+	var data json.RawMessage
+	switch {
+	case k == chorus.KindDocument && p.Data == nil:
+		data = json.RawMessage("{}")
+	case k == chorus.KindDocument || (k == chorus.KindList && p.Data != nil):
+		d, err := validData(p.Data, chorus.MaxDataBytes, chorus.ErrDocumentData)
+		if err != nil {
+			return nil, err
+		}
+		data = d
+	}
+	var obj *chorus.Object
+	err := e.update(ctx, a, func(tx chorus.Tx, c *change) error {
+		if p.UniqueName != "" {
+			if err := e.dropExpiredName(ctx, tx, c, svc, k, p.UniqueName); err != nil {
+				return err
+			}
+		}
+		obj = &chorus.Object{
+			Kind: k, SID: chorus.NewSID(k.Prefix()), AccountSID: svc.AccountSID, ServiceSID: svc.SID,
+			UniqueName: p.UniqueName, Data: data, CreatedBy: a.Identity,
+			DateCreated: c.now, DateUpdated: c.now, DateExpires: chorus.ExpiresAt(c.now, deref(p.TTL)),
+		}
+		if err := tx.InsertObject(ctx, obj); err != nil {
+			return err
+		}
+		return c.emit(ctx, tx, obj, &chorus.Event{Type: createdEvent[k], Data: obj.Data, Revision: obj.RevisionString()})
+	})
+	if err != nil {
+		return nil, err
+	}
+	return obj, nil
+}
+
+// dropExpiredName deletes an expired object that still holds a unique name
+// the sweeper has not got to yet, so the name can be taken again.
+func (e *Engine) dropExpiredName(ctx context.Context, tx chorus.Tx, c *change, svc *chorus.Service, k chorus.Kind, name string) error {
+	old, err := tx.ObjectByName(ctx, k, svc.SID, name)
+	if isNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if !old.Expired(c.now) {
+		return chorus.ErrUniqueNameExists
+	}
+	return e.removeObject(ctx, tx, c, old)
+}
+
+var createdEvent = map[chorus.Kind]chorus.EventType{
+	chorus.KindDocument: chorus.EventDocumentCreated,
+	chorus.KindList:     chorus.EventListCreated,
+	chorus.KindMap:      chorus.EventMapCreated,
+	chorus.KindStream:   chorus.EventStreamCreated,
+}
+
+var removedEvent = map[chorus.Kind]chorus.EventType{
+	chorus.KindDocument: chorus.EventDocumentRemoved,
+	chorus.KindList:     chorus.EventListRemoved,
+	chorus.KindMap:      chorus.EventMapRemoved,
+	chorus.KindStream:   chorus.EventStreamRemoved,
+}
+
+// Object returns an object by SID or unique name. Expired objects are not
+// found; a missing object is the kind's not-found code (54100 etc.).
+func (e *Engine) Object(ctx context.Context, a Actor, svc *chorus.Service, k chorus.Kind, id string) (*chorus.Object, error) {
+	var obj *chorus.Object
+	err := e.view(ctx, func(tx chorus.ReadTx) (err error) {
+		obj, err = e.lookup(ctx, tx, svc, k, id)
+		if err != nil {
+			return err
+		}
+		return authorize(ctx, tx, a, svc, obj, accessRead)
+	})
+	return obj, err
+}
+
+// Objects pages a service's objects of kind k. With ACLs on, a client sees
+// only the objects it may read.
+func (e *Engine) Objects(ctx context.Context, a Actor, svc *chorus.Service, k chorus.Kind, p PageRequest) (Page[*chorus.Object], error) {
+	size, after, err := pageStart(p)
+	if err != nil {
+		return Page[*chorus.Object]{}, err
+	}
+	var out []*chorus.Object
+	err = e.view(ctx, func(tx chorus.ReadTx) error {
+		rows, err := tx.Objects(ctx, k, svc.SID, chorus.ObjectQuery{After: after, Limit: size + 1, Now: e.cfg.Now()})
+		if err != nil {
+			return err
+		}
+		for _, o := range rows {
+			if err := authorize(ctx, tx, a, svc, o, accessRead); err == nil {
+				out = append(out, o)
+			} else if !errors.Is(err, chorus.ErrForbidden) {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return Page[*chorus.Object]{}, err
+	}
+	return cursorPage(out, size, func(o *chorus.Object) chorus.Cursor {
+		return chorus.Cursor{DateCreated: o.DateCreated, SID: o.SID}
+	}), nil
+}
+
+// UpdateObject updates an object; the result's LastEventID is the id of the
+// event this write produced.
+func (e *Engine) UpdateObject(ctx context.Context, a Actor, svc *chorus.Service, k chorus.Kind, id string, p UpdateObject) (*chorus.Object, error) {
+	if p.Data == nil && p.TTL == nil {
+		return nil, chorus.ErrNoParameters
+	}
+	if err := validTTL(p.TTL); err != nil {
+		return nil, err
+	}
+	var data json.RawMessage
+	if p.Data != nil {
+		if k != chorus.KindDocument && k != chorus.KindList {
+			return nil, chorus.Errorf(chorus.ErrInvalidParameter, "A %s has no data", k)
+		}
+		d, err := validData(p.Data, chorus.MaxDataBytes, chorus.ErrDocumentData)
+		if err != nil {
+			return nil, err
+		}
+		data = d
+	}
+	var rev int64 = -1
+	if p.IfMatch != "" {
+		r, err := chorus.ParseRevision(p.IfMatch)
+		if err != nil {
+			return nil, err
+		}
+		rev = r
+	}
+	var obj *chorus.Object
+	err := e.update(ctx, a, func(tx chorus.Tx, c *change) (err error) {
+		obj, err = e.lookup(ctx, tx, svc, k, id)
+		if err != nil {
+			return err
+		}
+		if err := authorize(ctx, tx, a, svc, obj, accessWrite); err != nil {
+			return err
+		}
+		if rev >= 0 && rev != obj.Revision {
+			return chorus.ErrDocumentRevision
+		}
+		if p.TTL != nil {
+			obj.DateExpires = chorus.ExpiresAt(c.now, *p.TTL)
+		}
+		obj.DateUpdated = c.now
+		switch {
+		case k == chorus.KindDocument:
+			if data != nil {
+				obj.Data = data
+			}
+			obj.Revision++
+			err = c.emit(ctx, tx, obj, &chorus.Event{
+				Type: chorus.EventDocumentUpdated, Data: obj.Data, Revision: obj.RevisionString(), DateExpires: obj.DateExpires,
+			})
+		case k == chorus.KindList && data != nil:
+			obj.Data = data
+			obj.Revision++
+			err = c.emit(ctx, tx, obj, &chorus.Event{
+				Type: chorus.EventListContextUpdated, Data: obj.Data, Revision: obj.RevisionString(), DateExpires: obj.DateExpires,
+			})
+		}
+		if err != nil {
+			return err
+		}
+		return tx.UpdateObject(ctx, obj)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return obj, nil
+}
+
+// DeleteObject deletes an object and returns it as it was, with
+// LastEventID set to the removal event's id.
+func (e *Engine) DeleteObject(ctx context.Context, a Actor, svc *chorus.Service, k chorus.Kind, id string) (*chorus.Object, error) {
+	var obj *chorus.Object
+	err := e.update(ctx, a, func(tx chorus.Tx, c *change) (err error) {
+		obj, err = e.lookup(ctx, tx, svc, k, id)
+		if err != nil {
+			return err
+		}
+		if err := authorize(ctx, tx, a, svc, obj, accessManage); err != nil {
+			return err
+		}
+		return e.removeObject(ctx, tx, c, obj)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return obj, nil
+}
+
+// removeObject logs the removal event and deletes the object.
+func (e *Engine) removeObject(ctx context.Context, tx chorus.Tx, c *change, obj *chorus.Object) error {
+	obj.DateUpdated = c.now
+	if err := c.emit(ctx, tx, obj, &chorus.Event{Type: removedEvent[obj.Kind], Revision: obj.RevisionString()}); err != nil {
+		return err
+	}
+	return tx.DeleteObject(ctx, obj.SID)
+}
+
+func deref(p *int) int {
+	if p == nil {
+		return 0
+	}
+	return *p
+}

@@ -1,0 +1,103 @@
+package engine
+
+import (
+	"context"
+
+	"github.com/chorus-sync/chorus"
+)
+
+// permissionTarget finds the document, list or map a permission belongs to.
+func (e *Engine) permissionTarget(ctx context.Context, tx chorus.ReadTx, svc *chorus.Service, k chorus.Kind, objectID string) (*chorus.Object, error) {
+	if k == chorus.KindStream {
+		return nil, chorus.ErrNotFound
+	}
+	return e.lookup(ctx, tx, svc, k, objectID)
+}
+
+// Permission returns an identity's permission on an object (54354 when
+// none is set).
+func (e *Engine) Permission(ctx context.Context, svc *chorus.Service, k chorus.Kind, objectID, identity string) (*chorus.Permission, error) {
+	if err := validIdentity(identity); err != nil {
+		return nil, err
+	}
+	var p *chorus.Permission
+	err := e.view(ctx, func(tx chorus.ReadTx) error {
+		obj, err := e.permissionTarget(ctx, tx, svc, k, objectID)
+		if err != nil {
+			return err
+		}
+		p, err = tx.Permission(ctx, obj.SID, identity)
+		return notFoundAs(err, chorus.ErrPermissionNotFound)
+	})
+	return p, err
+}
+
+// Permissions pages an object's permissions, by identity.
+func (e *Engine) Permissions(ctx context.Context, svc *chorus.Service, k chorus.Kind, objectID string, p PageRequest) (Page[*chorus.Permission], error) {
+	var page Page[*chorus.Permission]
+	size, err := pageSize(p.PageSize)
+	if err != nil {
+		return page, err
+	}
+	var after identityToken
+	if p.Token != "" {
+		if err := decodeToken(p.Token, &after); err != nil {
+			return page, err
+		}
+	}
+	page.PageSize = size
+	err = e.view(ctx, func(tx chorus.ReadTx) error {
+		obj, err := e.permissionTarget(ctx, tx, svc, k, objectID)
+		if err != nil {
+			return err
+		}
+		rows, err := tx.Permissions(ctx, obj.SID, after.I, size+1)
+		if err != nil {
+			return err
+		}
+		page.Items = rows
+		if len(rows) > size {
+			page.Items = rows[:size]
+			page.NextToken = encodeToken(identityToken{I: rows[size-1].Identity})
+		}
+		return nil
+	})
+	return page, err
+}
+
+// SetPermission upserts an identity's permission on an object.
+func (e *Engine) SetPermission(ctx context.Context, svc *chorus.Service, k chorus.Kind, objectID string, p chorus.Permission) (*chorus.Permission, error) {
+	if err := validIdentity(p.Identity); err != nil {
+		return nil, err
+	}
+	err := e.update(ctx, SystemActor(), func(tx chorus.Tx, c *change) error {
+		obj, err := e.permissionTarget(ctx, tx, svc, k, objectID)
+		if err != nil {
+			return err
+		}
+		p.ObjectSID = obj.SID
+		return tx.PutPermission(ctx, &p)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &p, nil
+}
+
+// DeletePermission removes an identity's permission on an object (54354
+// when none is set).
+func (e *Engine) DeletePermission(ctx context.Context, svc *chorus.Service, k chorus.Kind, objectID, identity string) error {
+	if err := validIdentity(identity); err != nil {
+		return err
+	}
+	return e.update(ctx, SystemActor(), func(tx chorus.Tx, c *change) error {
+		obj, err := e.permissionTarget(ctx, tx, svc, k, objectID)
+		if err != nil {
+			return err
+		}
+		if _, err := tx.Permission(ctx, obj.SID, identity); err != nil {
+			return notFoundAs(err, chorus.ErrPermissionNotFound)
+		}
+		return tx.DeletePermission(ctx, obj.SID, identity)
+	})
+}

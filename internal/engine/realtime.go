@@ -1,0 +1,192 @@
+package engine
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/chorus-sync/chorus"
+)
+
+// Subscribable checks that a may subscribe to the object with SID sid (it
+// exists, is not expired, and a may read it) and returns it. The gateway
+// turns a 404 or 403 into subscription_failed.
+func (e *Engine) Subscribable(ctx context.Context, a Actor, svc *chorus.Service, k chorus.Kind, sid string) (*chorus.Object, error) {
+	if !chorus.IsSID(k.Prefix(), sid) {
+		return nil, k.NotFound()
+	}
+	return e.Object(ctx, a, svc, k, sid)
+}
+
+// Events returns an object's logged events with ID > afterID, at most
+// limit, straight from the log (the gateway fills delivery gaps with it).
+func (e *Engine) Events(ctx context.Context, objectSID string, afterID int64, limit int) ([]*chorus.Event, error) {
+	var evs []*chorus.Event
+	err := e.view(ctx, func(tx chorus.ReadTx) (err error) {
+		evs, err = tx.Events(ctx, objectSID, afterID, limit)
+		return err
+	})
+	return evs, err
+}
+
+// Replay returns what a subscriber at position afterID missed: the logged
+// events with ID > afterID in order (at most limit). When the log no longer
+// reaches back to afterID+1, it returns synthetic catch-up events instead
+// (a document_updated with the current state; *_item_updated for every item
+// changed since afterID) and truncated=true.
+func (e *Engine) Replay(ctx context.Context, obj *chorus.Object, afterID int64, limit int) (events []*chorus.Event, truncated bool, err error) {
+	if obj.Kind == chorus.KindStream || afterID >= obj.LastEventID {
+		return nil, false, nil
+	}
+	err = e.view(ctx, func(tx chorus.ReadTx) error {
+		events, err = tx.Events(ctx, obj.SID, afterID, limit)
+		if err != nil {
+			return err
+		}
+		if len(events) > 0 && events[0].ID == afterID+1 {
+			return nil
+		}
+		// The log was trimmed past afterID: catch up from current state.
+		truncated = true
+		events, err = e.catchUp(ctx, tx, obj, afterID, limit)
+		return err
+	})
+	if err != nil {
+		return nil, false, fmt.Errorf("engine: replay %s after %d: %w", obj.SID, afterID, err)
+	}
+	return events, truncated, nil
+}
+
+// catchUp synthesizes events that bring a subscriber at afterID to the
+// object's current state. Item removals older than the log cannot be
+// recreated; everything that still exists is brought up to date.
+func (e *Engine) catchUp(ctx context.Context, tx chorus.ReadTx, obj *chorus.Object, afterID int64, limit int) ([]*chorus.Event, error) {
+	cur, err := tx.Object(ctx, obj.Kind, obj.ServiceSID, obj.SID)
+	if err != nil {
+		return nil, err
+	}
+	base := chorus.Event{
+		AccountSID: cur.AccountSID, ServiceSID: cur.ServiceSID, ObjectSID: cur.SID, Kind: cur.Kind,
+		UniqueName: cur.UniqueName, Revision: cur.RevisionString(), DateCreated: cur.DateUpdated,
+		Identity: chorus.SystemIdentity,
+	}
+	if cur.Kind == chorus.KindDocument {
+		ev := base
+		ev.Type, ev.ID, ev.Data, ev.DateExpires = chorus.EventDocumentUpdated, cur.LastEventID, cur.Data, cur.DateExpires
+		return []*chorus.Event{&ev}, nil
+	}
+	items, err := tx.ItemsChangedSince(ctx, cur.SID, afterID, limit)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]*chorus.Event, 0, len(items))
+	for _, it := range items {
+		ev := base
+		ev.Type, ev.ID = itemEvent(cur.Kind, false, false), it.LastEventID
+		ev.ItemIndex, ev.ItemKey, ev.ItemRevision, ev.ItemData = it.Index, it.Key, it.RevisionString(), it.Data
+		ev.DateCreated, ev.DateExpires = it.DateUpdated, it.DateExpires
+		out = append(out, &ev)
+	}
+	return out, nil
+}
+
+// Run sweeps expired objects and items (deleting them and publishing their
+// removal events) and trims the event log, every SweepInterval until ctx
+// is done.
+func (e *Engine) Run(ctx context.Context) error {
+	t := time.NewTicker(e.cfg.SweepInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		if e.cfg.Leader != nil && !e.cfg.Leader(ctx) {
+			continue
+		}
+		if err := e.Sweep(ctx); err != nil && ctx.Err() == nil {
+			e.log.Warn("sweep", "err", err)
+		}
+	}
+}
+
+// sweepBatch bounds the work of one sweep transaction.
+const sweepBatch = 200
+
+// Sweep deletes what has expired, publishing removal events, and trims the
+// event log once.
+func (e *Engine) Sweep(ctx context.Context) error {
+	for {
+		n, err := e.sweepObjects(ctx)
+		if err != nil {
+			return fmt.Errorf("engine: sweep objects: %w", err)
+		}
+		if n < sweepBatch {
+			break
+		}
+	}
+	for {
+		n, err := e.sweepItems(ctx)
+		if err != nil {
+			return fmt.Errorf("engine: sweep items: %w", err)
+		}
+		if n < sweepBatch {
+			break
+		}
+	}
+	return e.update(ctx, SystemActor(), func(tx chorus.Tx, c *change) error {
+		_, err := tx.TrimEvents(ctx, c.now.Add(-e.cfg.EventRetention), e.cfg.EventKeep)
+		return err
+	})
+}
+
+func (e *Engine) sweepObjects(ctx context.Context) (n int, err error) {
+	err = e.update(ctx, SystemActor(), func(tx chorus.Tx, c *change) error {
+		objs, err := tx.ExpiredObjects(ctx, c.now, sweepBatch)
+		if err != nil {
+			return err
+		}
+		n = len(objs)
+		for _, o := range objs {
+			if err := e.removeObject(ctx, tx, c, o); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	return n, err
+}
+
+func (e *Engine) sweepItems(ctx context.Context) (n int, err error) {
+	err = e.update(ctx, SystemActor(), func(tx chorus.Tx, c *change) error {
+		items, err := tx.ExpiredItems(ctx, c.now, sweepBatch)
+		if err != nil {
+			return err
+		}
+		n = len(items)
+		objs := map[string]*chorus.Object{}
+		for _, it := range items {
+			obj, ok := objs[it.ObjectSID]
+			if !ok {
+				o, err := e.objectBySID(ctx, tx, it.Kind, it.ObjectSID)
+				if err != nil {
+					return err
+				}
+				obj, objs[it.ObjectSID] = o, o
+			}
+			if err := e.removeItem(ctx, tx, c, obj, it); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	return n, err
+}
+
+// objectBySID finds an object by SID alone, for the sweeper. The store's
+// Object needs the service, which items do not carry, so try by kind
+// across the object row.
+func (e *Engine) objectBySID(ctx context.Context, tx chorus.ReadTx, k chorus.Kind, sid string) (*chorus.Object, error) {
+	return tx.Object(ctx, k, "", sid)
+}

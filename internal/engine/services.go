@@ -1,0 +1,330 @@
+package engine
+
+import (
+	"context"
+	"crypto/subtle"
+	"fmt"
+
+	"github.com/chorus-sync/chorus"
+)
+
+// Bootstrap makes want the valid credentials: it creates or updates the
+// account, key and service it names. With want zero it generates a
+// development account, key and default service on first start and returns
+// the stored ones afterwards. created reports whether anything was
+// generated or changed.
+func (e *Engine) Bootstrap(ctx context.Context, want Credentials) (got Credentials, created bool, err error) {
+	if want == (Credentials{}) {
+		got, err = e.storedCredentials(ctx)
+		if err == nil {
+			return got, false, nil
+		}
+		if !isNotFound(err) {
+			return Credentials{}, false, fmt.Errorf("engine: bootstrap: %w", err)
+		}
+		want = Credentials{
+			AccountSID: chorus.NewSID(chorus.PrefixAccount),
+			AuthToken:  chorus.NewSecret(32),
+			APIKeySID:  chorus.NewSID(chorus.PrefixAPIKey),
+			APISecret:  chorus.NewSecret(32),
+			ServiceSID: chorus.NewSID(chorus.PrefixService),
+		}
+	}
+	if err := validCredentials(want); err != nil {
+		return Credentials{}, false, err
+	}
+	now := e.now()
+	err = e.update(ctx, SystemActor(), func(tx chorus.Tx, c *change) error {
+		created = false
+		acct, err := tx.Account(ctx, want.AccountSID)
+		switch {
+		case isNotFound(err):
+			acct = &chorus.Account{SID: want.AccountSID, FriendlyName: "Chorus account", DateCreated: now}
+		case err != nil:
+			return err
+		}
+		if acct.AuthToken != want.AuthToken {
+			acct.AuthToken = want.AuthToken
+			created = true
+			if err := tx.PutAccount(ctx, acct); err != nil {
+				return err
+			}
+		}
+		key, err := tx.APIKey(ctx, want.APIKeySID)
+		switch {
+		case isNotFound(err):
+			key = &chorus.APIKey{SID: want.APIKeySID, FriendlyName: "Chorus key", DateCreated: now}
+		case err != nil:
+			return err
+		}
+		if key.Secret != want.APISecret || key.AccountSID != want.AccountSID {
+			key.Secret, key.AccountSID = want.APISecret, want.AccountSID
+			created = true
+			if err := tx.PutAPIKey(ctx, key); err != nil {
+				return err
+			}
+		}
+		if want.ServiceSID == "" {
+			return nil
+		}
+		svc, err := tx.Service(ctx, want.ServiceSID)
+		switch {
+		case isNotFound(err):
+			created = true
+			return tx.PutService(ctx, &chorus.Service{
+				SID: want.ServiceSID, AccountSID: want.AccountSID, FriendlyName: "Default Service",
+				ReachabilityDebouncingWindow: 5000, DateCreated: now, DateUpdated: now,
+			})
+		case err != nil:
+			return err
+		case svc.AccountSID != want.AccountSID:
+			return fmt.Errorf("service %s belongs to account %s, not %s", svc.SID, svc.AccountSID, want.AccountSID)
+		}
+		return nil
+	})
+	if err != nil {
+		return Credentials{}, false, fmt.Errorf("engine: bootstrap: %w", err)
+	}
+	return want, created, nil
+}
+
+func validCredentials(c Credentials) error {
+	switch {
+	case !chorus.IsSID(chorus.PrefixAccount, c.AccountSID):
+		return fmt.Errorf("engine: account SID %q: want AC followed by 32 lower-case hex digits", c.AccountSID)
+	case !chorus.IsSID(chorus.PrefixAPIKey, c.APIKeySID):
+		return fmt.Errorf("engine: API key SID %q: want SK followed by 32 lower-case hex digits", c.APIKeySID)
+	case c.ServiceSID != "" && !chorus.IsSID(chorus.PrefixService, c.ServiceSID):
+		return fmt.Errorf("engine: service SID %q: want IS followed by 32 lower-case hex digits", c.ServiceSID)
+	case c.AuthToken == "" || c.APISecret == "":
+		return fmt.Errorf("engine: auth token and API secret must not be empty")
+	}
+	return nil
+}
+
+// storedCredentials returns the oldest account with its oldest key and
+// oldest service: what the first start generated.
+func (e *Engine) storedCredentials(ctx context.Context) (Credentials, error) {
+	var c Credentials
+	err := e.view(ctx, func(tx chorus.ReadTx) error {
+		accts, err := tx.Accounts(ctx)
+		if err != nil {
+			return err
+		}
+		if len(accts) == 0 {
+			return chorus.ErrNotFound
+		}
+		c.AccountSID, c.AuthToken = accts[0].SID, accts[0].AuthToken
+		keys, err := tx.APIKeys(ctx, c.AccountSID)
+		if err != nil {
+			return err
+		}
+		if len(keys) == 0 {
+			return chorus.ErrNotFound
+		}
+		c.APIKeySID, c.APISecret = keys[0].SID, keys[0].Secret
+		svcs, err := tx.Services(ctx, c.AccountSID, chorus.Cursor{}, 1)
+		if err != nil {
+			return err
+		}
+		if len(svcs) > 0 {
+			c.ServiceSID = svcs[0].SID
+		}
+		return nil
+	})
+	return c, err
+}
+
+// StoredCredentials returns the credentials Bootstrap generated or was
+// given first, without creating anything (ErrNotFound when none).
+func (e *Engine) StoredCredentials(ctx context.Context) (Credentials, error) {
+	return e.storedCredentials(ctx)
+}
+
+// Authenticate checks REST Basic credentials (account SID + auth token, or
+// API key SID + secret) and returns the account SID, or ErrAuthenticate.
+func (e *Engine) Authenticate(ctx context.Context, username, password string) (accountSID string, err error) {
+	if username == "" || password == "" {
+		return "", chorus.ErrAuthenticate
+	}
+	var secret string
+	err = e.view(ctx, func(tx chorus.ReadTx) error {
+		switch {
+		case chorus.IsSID(chorus.PrefixAccount, username):
+			a, err := tx.Account(ctx, username)
+			if err != nil {
+				return err
+			}
+			accountSID, secret = a.SID, a.AuthToken
+		case chorus.IsSID(chorus.PrefixAPIKey, username):
+			k, err := tx.APIKey(ctx, username)
+			if err != nil {
+				return err
+			}
+			accountSID, secret = k.AccountSID, k.Secret
+		default:
+			return chorus.ErrNotFound
+		}
+		return nil
+	})
+	if isNotFound(err) {
+		return "", chorus.ErrAuthenticate
+	}
+	if err != nil {
+		return "", fmt.Errorf("engine: authenticate: %w", err)
+	}
+	if subtle.ConstantTimeCompare([]byte(secret), []byte(password)) != 1 {
+		return "", chorus.ErrAuthenticate
+	}
+	return accountSID, nil
+}
+
+// APIKey returns an API key (access token verification); ErrNotFound when
+// there is none.
+func (e *Engine) APIKey(ctx context.Context, sid string) (*chorus.APIKey, error) {
+	var k *chorus.APIKey
+	err := e.view(ctx, func(tx chorus.ReadTx) (err error) {
+		k, err = tx.APIKey(ctx, sid)
+		return err
+	})
+	return k, err
+}
+
+// Account returns an account (webhook signing); ErrNotFound when there is
+// none.
+func (e *Engine) Account(ctx context.Context, sid string) (*chorus.Account, error) {
+	var a *chorus.Account
+	err := e.view(ctx, func(tx chorus.ReadTx) (err error) {
+		a, err = tx.Account(ctx, sid)
+		return err
+	})
+	return a, err
+}
+
+// CreateService creates a service in the account.
+func (e *Engine) CreateService(ctx context.Context, accountSID string, p ServiceParams) (*chorus.Service, error) {
+	if err := validServiceParams(p); err != nil {
+		return nil, err
+	}
+	now := e.now()
+	s := &chorus.Service{
+		SID: chorus.NewSID(chorus.PrefixService), AccountSID: accountSID,
+		ReachabilityDebouncingWindow: 5000, DateCreated: now, DateUpdated: now,
+	}
+	applyServiceParams(s, p)
+	err := e.update(ctx, SystemActor(), func(tx chorus.Tx, c *change) error {
+		return tx.PutService(ctx, s)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("engine: create service: %w", err)
+	}
+	return s, nil
+}
+
+func applyServiceParams(s *chorus.Service, p ServiceParams) {
+	set := func(dst *string, src *string) {
+		if src != nil {
+			*dst = *src
+		}
+	}
+	setb := func(dst *bool, src *bool) {
+		if src != nil {
+			*dst = *src
+		}
+	}
+	set(&s.UniqueName, p.UniqueName)
+	set(&s.FriendlyName, p.FriendlyName)
+	set(&s.WebhookURL, p.WebhookURL)
+	setb(&s.WebhooksFromRestEnabled, p.WebhooksFromRestEnabled)
+	setb(&s.ReachabilityWebhooksEnabled, p.ReachabilityWebhooksEnabled)
+	setb(&s.ACLEnabled, p.ACLEnabled)
+	setb(&s.ReachabilityDebouncingEnabled, p.ReachabilityDebouncingEnabled)
+	if p.ReachabilityDebouncingWindow != nil {
+		s.ReachabilityDebouncingWindow = *p.ReachabilityDebouncingWindow
+	}
+}
+
+// Service returns the account's service by SID, or by the alias "default"
+// (the account's oldest service). Another account's service is 54056 (403);
+// a missing one 54050.
+func (e *Engine) Service(ctx context.Context, accountSID, sid string) (*chorus.Service, error) {
+	var s *chorus.Service
+	err := e.view(ctx, func(tx chorus.ReadTx) (err error) {
+		s, err = serviceIn(ctx, tx, accountSID, sid)
+		return err
+	})
+	return s, err
+}
+
+func serviceIn(ctx context.Context, tx chorus.ReadTx, accountSID, sid string) (*chorus.Service, error) {
+	if sid == "default" {
+		svcs, err := tx.Services(ctx, accountSID, chorus.Cursor{}, 1)
+		if err != nil {
+			return nil, err
+		}
+		if len(svcs) == 0 {
+			return nil, chorus.ErrServiceNotFound
+		}
+		return svcs[0], nil
+	}
+	if !chorus.IsSID(chorus.PrefixService, sid) {
+		return nil, chorus.ErrServiceNotFound
+	}
+	s, err := tx.Service(ctx, sid)
+	if err != nil {
+		return nil, notFoundAs(err, chorus.ErrServiceNotFound)
+	}
+	if s.AccountSID != accountSID {
+		return nil, chorus.ErrServiceAccount
+	}
+	return s, nil
+}
+
+// Services pages the account's services.
+func (e *Engine) Services(ctx context.Context, accountSID string, p PageRequest) (Page[*chorus.Service], error) {
+	size, after, err := pageStart(p)
+	if err != nil {
+		return Page[*chorus.Service]{}, err
+	}
+	var out []*chorus.Service
+	err = e.view(ctx, func(tx chorus.ReadTx) (err error) {
+		out, err = tx.Services(ctx, accountSID, after, size+1)
+		return err
+	})
+	if err != nil {
+		return Page[*chorus.Service]{}, err
+	}
+	return cursorPage(out, size, func(s *chorus.Service) chorus.Cursor {
+		return chorus.Cursor{DateCreated: s.DateCreated, SID: s.SID}
+	}), nil
+}
+
+// UpdateService updates a service.
+func (e *Engine) UpdateService(ctx context.Context, accountSID, sid string, p ServiceParams) (*chorus.Service, error) {
+	if err := validServiceParams(p); err != nil {
+		return nil, err
+	}
+	p.UniqueName = nil // read-only after creation
+	var s *chorus.Service
+	err := e.update(ctx, SystemActor(), func(tx chorus.Tx, c *change) (err error) {
+		s, err = serviceIn(ctx, tx, accountSID, sid)
+		if err != nil {
+			return err
+		}
+		applyServiceParams(s, p)
+		s.DateUpdated = c.now
+		return tx.PutService(ctx, s)
+	})
+	return s, err
+}
+
+// DeleteService deletes a service and everything in it.
+func (e *Engine) DeleteService(ctx context.Context, accountSID, sid string) error {
+	return e.update(ctx, SystemActor(), func(tx chorus.Tx, c *change) error {
+		s, err := serviceIn(ctx, tx, accountSID, sid)
+		if err != nil {
+			return err
+		}
+		return tx.DeleteService(ctx, s.SID)
+	})
+}

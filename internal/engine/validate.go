@@ -1,0 +1,90 @@
+package engine
+
+import (
+	"bytes"
+	"encoding/json"
+	"net/url"
+	"unicode/utf8"
+
+	"github.com/chorus-sync/chorus"
+)
+
+// validData checks a JSON object payload and returns it compacted. Data
+// must be a JSON object of at most max bytes once compacted; null is
+// nullErr (e.g. 54101 for documents), anything else not an object is
+// invalid JSON for Sync (54008).
+func validData(raw json.RawMessage, max int, nullErr *chorus.Error) (json.RawMessage, error) {
+	trimmed := bytes.TrimSpace(raw)
+	if len(trimmed) > 4*max {
+		return nil, chorus.Errorf(chorus.ErrTooLarge, "Request entity too large: data exceeds %d bytes", max)
+	}
+	if !json.Valid(trimmed) {
+		return nil, chorus.Errorf(chorus.ErrInvalidJSON, "Invalid JSON: data is not valid JSON")
+	}
+	if bytes.Equal(trimmed, []byte("null")) {
+		return nil, nullErr
+	}
+	if trimmed[0] != '{' {
+		return nil, chorus.Errorf(chorus.ErrInvalidJSON, "Invalid JSON: data must be a JSON object")
+	}
+	var buf bytes.Buffer
+	if err := json.Compact(&buf, trimmed); err != nil {
+		return nil, chorus.Wrap(chorus.ErrInvalidJSON, err)
+	}
+	if buf.Len() > max {
+		return nil, chorus.Errorf(chorus.ErrTooLarge, "Request entity too large: data is %d bytes, the limit is %d", buf.Len(), max)
+	}
+	return json.RawMessage(buf.Bytes()), nil
+}
+
+func validTTL(ttl *int) error {
+	if ttl != nil && (*ttl < 0 || *ttl > chorus.MaxTTL) {
+		return chorus.Errorf(chorus.ErrInvalidTTL, "Invalid TTL %d: expected an integer from 0 to %d", *ttl, chorus.MaxTTL)
+	}
+	return nil
+}
+
+func validUniqueName(name string) error {
+	n := utf8.RuneCountInString(name)
+	if n < 1 || n > chorus.MaxUniqueNameLen || chorus.LooksLikeSID(name) || !utf8.ValidString(name) {
+		return chorus.ErrUniqueNameInvalid
+	}
+	return nil
+}
+
+func validKey(key string) error {
+	n := utf8.RuneCountInString(key)
+	if n < 1 || n > chorus.MaxKeyLen || !utf8.ValidString(key) {
+		return chorus.ErrMapItemKey
+	}
+	return nil
+}
+
+func validIdentity(id string) error {
+	n := utf8.RuneCountInString(id)
+	if n < 1 || n > chorus.MaxIdentityLen || !utf8.ValidString(id) {
+		return chorus.ErrIdentityInvalid
+	}
+	return nil
+}
+
+func validServiceParams(p ServiceParams) error {
+	if p.FriendlyName != nil && utf8.RuneCountInString(*p.FriendlyName) > 64 {
+		return chorus.Errorf(chorus.ErrInvalidFriendly, "Invalid friendly name: at most 64 characters")
+	}
+	if p.WebhookURL != nil && *p.WebhookURL != "" {
+		u, err := url.Parse(*p.WebhookURL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || len(*p.WebhookURL) > 2048 {
+			return chorus.Errorf(chorus.ErrInvalidWebhookURL, "Invalid webhook URL: expected an absolute http(s) URL of at most 2048 characters")
+		}
+	}
+	if w := p.ReachabilityDebouncingWindow; w != nil && (*w < 1000 || *w > 30000) {
+		return chorus.Errorf(chorus.ErrInvalidParameter, "Invalid ReachabilityDebouncingWindow %d: expected 1000 to 30000 milliseconds", *w)
+	}
+	if p.UniqueName != nil && *p.UniqueName != "" {
+		if err := validUniqueName(*p.UniqueName); err != nil {
+			return err
+		}
+	}
+	return nil
+}
