@@ -3,7 +3,7 @@ package engine_test
 import (
 	"context"
 	"encoding/json"
-		"fmt"
+	"fmt"
 	"path/filepath"
 	"strings"
 	"sync"
