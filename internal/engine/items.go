@@ -157,6 +157,16 @@ func (e *Engine) WriteItem(ctx context.Context, a Actor, svc *chorus.Service, k 
 		if err != nil {
 			return err
 		}
+		if !created && w.Data == nil {
+			// TTL only: no new revision and no event, as for documents.
+			if w.CollectionTTL != nil {
+				obj.DateExpires = chorus.ExpiresAt(c.now, *w.CollectionTTL)
+			}
+			if err := tx.PutItem(ctx, it); err != nil {
+				return err
+			}
+			return tx.UpdateObject(ctx, obj)
+		}
 		return e.commitItem(ctx, tx, c, obj, it, w.CollectionTTL, itemEvent(k, created, false))
 	})
 	if err != nil {
@@ -197,11 +207,11 @@ func nextItem(k chorus.Kind, obj *chorus.Object, old *chorus.Item, ref chorus.It
 	it := *old
 	if w.Data != nil {
 		it.Data = w.Data
+		it.Revision++
 	}
 	if w.ItemTTL != nil {
 		it.DateExpires = chorus.ExpiresAt(c.now, *w.ItemTTL)
 	}
-	it.Revision++
 	it.DateUpdated = c.now
 	return &it, false, nil
 }

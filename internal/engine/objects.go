@@ -227,10 +227,11 @@ func (e *Engine) UpdateObject(ctx context.Context, a Actor, svc *chorus.Service,
 		}
 		obj.DateUpdated = c.now
 		switch {
-		case k == chorus.KindDocument:
-			if data != nil {
-				obj.Data = data
-			}
+		case k == chorus.KindDocument && data != nil:
+			// A TTL-only change is no new revision and no event: the SDK's
+			// setTtl() keeps its local revision and would otherwise see its
+			// own change as remote and pay a 412 on its next update().
+			obj.Data = data
 			obj.Revision++
 			err = c.emit(ctx, tx, obj, &chorus.Event{
 				Type: chorus.EventDocumentUpdated, Data: obj.Data, Revision: obj.RevisionString(), DateExpires: obj.DateExpires,

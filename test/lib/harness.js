@@ -14,7 +14,9 @@
 //   CHORUS_BIN        use this binary instead of building ./cmd/chorus
 //   CHORUS_LOG=1      echo the server's stdout/stderr to this process's stderr
 //   CHORUS_KEEP_DATA=1  do not delete the data dir on stop()
-// Server logs are always written to test/artifacts/server-<port>-<time>.log (git-ignored).
+//   CHORUS_NO_WS_GUARD=1  do not install the ws close-while-connecting guard (see below)
+// Server output is always appended to test/artifacts/server-<name>-<port>-<time>.log (git-ignored;
+// one file per server, restarts appended) — srv.logPath; srv.logs() returns the current tail.
 
 const { spawn, execFileSync } = require('node:child_process');
 const crypto = require('node:crypto');
@@ -25,6 +27,34 @@ const path = require('node:path');
 
 const twilio = require('twilio');
 const { SyncClient } = require('twilio-sync');
+
+// SDK teardown bug (Node < 22, where twilsock uses the `ws` package): client.shutdown() while the
+// WebSocket upgrade is still pending calls ws.close() after twilsock has nulled socket.onerror
+// (twilsock/builds/lib.js WebSocketChannel.close), so ws emits 'error' with no listener and Node
+// throws "WebSocket was closed before the connection was established" as an uncaught exception,
+// which node:test pins on whatever test is running. This is client-side only and independent of
+// the server, so the harness adds a no-op 'error' listener in exactly that situation.
+function installWsCloseGuard() {
+  if (process.env.CHORUS_NO_WS_GUARD) return;
+  let WS;
+  try {
+    const twilsockDir = path.dirname(require.resolve('twilsock/package.json', {
+      paths: [path.dirname(require.resolve('twilio-sync/package.json'))],
+    }));
+    WS = require(require.resolve('ws', { paths: [twilsockDir] }));
+  } catch {
+    return; // no ws (global WebSocket in use): nothing to guard
+  }
+  if (WS.prototype.close.__chorusGuard) return;
+  const orig = WS.prototype.close;
+  const guarded = function close(...args) {
+    if (this.readyState === WS.CONNECTING && this.listenerCount('error') === 0) this.on('error', () => {});
+    return orig.apply(this, args);
+  };
+  guarded.__chorusGuard = true;
+  WS.prototype.close = guarded;
+}
+installWsCloseGuard();
 
 const TEST_DIR = path.resolve(__dirname, '..');
 const REPO_ROOT = path.resolve(TEST_DIR, '..');
@@ -250,9 +280,12 @@ class ChorusServer {
 
   async _spawn() {
     fs.mkdirSync(ARTIFACTS_DIR, { recursive: true });
-    const logPath = path.join(ARTIFACTS_DIR, `server-${this.name}-${this.port}-${Date.now()}.log`);
-    this._logFile = fs.createWriteStream(logPath);
-    this.logPath = logPath;
+    if (!this.logPath) {
+      this.logPath = path.join(ARTIFACTS_DIR, `server-${this.name}-${this.port}-${Date.now()}.log`);
+    }
+    this._starts = (this._starts || 0) + 1;
+    this._logFile = fs.createWriteStream(this.logPath, { flags: 'a' });
+    this._logFile.write(`=== chorus start #${this._starts} at ${new Date().toISOString()} ===\n`);
     this._out = '';
     const args = ['serve', '--listen', `${this.host}:${this.port}`, ...this.extraArgs];
     const proc = spawn(this.bin, args, { env: this.env(), stdio: ['ignore', 'pipe', 'pipe'] });
@@ -350,22 +383,26 @@ class ChorusServer {
   }
 
   /**
-   * A real SyncClient pointed at this server. opts: ttl/serviceSid/... (token, see mintToken),
-   * token (use as is), clientOptions (merged over the defaults; `twilsock` is merged one level).
+   * A real SyncClient pointed at this server: {cdsUri: baseUrl, twilsock: {uri: wsUrl},
+   * retryPolicy: {min: 200, max: 2000, randomness: 0.2}, logLevel: 'error'}.
+   * opts: ttl/serviceSid/... (token, see mintToken), token (use as is), clientOptions (merged
+   * over the defaults; `twilsock` is merged one level; e.g. {Sync: {enableSessionStorage: false}}).
    * Clients are tracked and shut down by stop()/closeClients().
    */
   newClient(identity, opts = {}) {
     const token = opts.token || this.mintToken(identity, opts);
     const extra = opts.clientOptions || {};
+    // NB: the reconnect policy must be the TOP-LEVEL `retryPolicy` option. twilio-sync passes its
+    // whole options object to twilsock, whose Configuration reads `options.retryPolicy`
+    // (twilsock/builds/lib.js:380); `twilsock.retryPolicy` is silently ignored (verified).
+    // A fresh options object per client matters too: the SyncClient constructor mutates it
+    // (sets options.twilsockClient, so a reused object would share the first client's socket).
     const client = new SyncClient(token, {
       cdsUri: this.baseUrl,
       logLevel: 'error',
+      retryPolicy: { min: 200, max: 2000, randomness: 0.2 },
       ...extra,
-      twilsock: {
-        uri: this.wsUrl,
-        retryPolicy: { min: 200, max: 2000, randomness: 0.2 },
-        ...(extra.twilsock || {}),
-      },
+      twilsock: { uri: this.wsUrl, ...(extra.twilsock || {}) },
     });
     this.clients.add(client);
     return client;
@@ -423,7 +460,12 @@ async function startServer(opts = {}) {
     extraArgs: opts.args,
     name: opts.name,
   });
-  await srv._spawn();
+  try {
+    await srv._spawn();
+  } catch (err) {
+    if (!opts.dataDir && !process.env.CHORUS_KEEP_DATA) fs.rmSync(dataDir, { recursive: true, force: true });
+    throw err;
+  }
   return srv;
 }
 
