@@ -1,0 +1,133 @@
+package sqlite_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"runtime"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/chorus-sync/chorus"
+	"github.com/chorus-sync/chorus/internal/store/sqlite"
+)
+
+// benchFixture creates an account, a service and n documents.
+func benchFixture(b *testing.B, s *sqlite.Store, n int) []*chorus.Object {
+	b.Helper()
+	ctx := context.Background()
+	acc := &chorus.Account{SID: chorus.NewSID(chorus.PrefixAccount), AuthToken: "t", DateCreated: time.Now()}
+	svc := &chorus.Service{SID: chorus.NewSID(chorus.PrefixService), AccountSID: acc.SID, DateCreated: time.Now(), DateUpdated: time.Now()}
+	docs := make([]*chorus.Object, n)
+	for i := range docs {
+		docs[i] = &chorus.Object{
+			Kind: chorus.KindDocument, SID: chorus.NewSID(chorus.PrefixDocument),
+			AccountSID: acc.SID, ServiceSID: svc.SID, UniqueName: fmt.Sprintf("doc-%d", i),
+			Data: json.RawMessage(`{}`), CreatedBy: "bench", DateCreated: time.Now(), DateUpdated: time.Now(),
+		}
+	}
+	err := s.Update(ctx, func(tx chorus.Tx) error {
+		if err := tx.PutAccount(ctx, acc); err != nil {
+			return err
+		}
+		if err := tx.PutService(ctx, svc); err != nil {
+			return err
+		}
+		for _, d := range docs {
+			if err := tx.InsertObject(ctx, d); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return docs
+}
+
+var benchData = json.RawMessage(`{"title":"Quarterly report","status":"in review","owner":"alice","tags":["q3","finance"],"n":42}`)
+
+// writeDoc is what a document update does: read the object, bump its
+// revision and event id, write it back and log the event.
+func writeDoc(ctx context.Context, s *sqlite.Store, doc *chorus.Object) error {
+	return s.Update(ctx, func(tx chorus.Tx) error {
+		o, err := tx.Object(ctx, chorus.KindDocument, doc.ServiceSID, doc.SID)
+		if err != nil {
+			return err
+		}
+		now := time.Now()
+		o.Revision++
+		o.LastEventID++
+		o.Data = benchData
+		o.DateUpdated = now
+		if err := tx.UpdateObject(ctx, o); err != nil {
+			return err
+		}
+		return tx.AppendEvent(ctx, &chorus.Event{
+			Type: chorus.EventDocumentUpdated, ID: o.LastEventID,
+			AccountSID: o.AccountSID, ServiceSID: o.ServiceSID, ObjectSID: o.SID,
+			Kind: o.Kind, UniqueName: o.UniqueName, Revision: o.RevisionString(),
+			Data: o.Data, DateCreated: now, Identity: "bench",
+		})
+	})
+}
+
+// runWriters runs b.N document writes from writers goroutines; docOf picks
+// the document of goroutine i.
+func runWriters(b *testing.B, s *sqlite.Store, writers int, docOf func(i int) *chorus.Object) {
+	ctx := context.Background()
+	b.ReportAllocs()
+	if writers == 1 {
+		doc := docOf(0)
+		for b.Loop() {
+			if err := writeDoc(ctx, s, doc); err != nil {
+				b.Fatal(err)
+			}
+		}
+	} else {
+		// RunParallel starts parallelism × GOMAXPROCS goroutines.
+		b.SetParallelism((writers + runtime.GOMAXPROCS(0) - 1) / runtime.GOMAXPROCS(0))
+		var next atomic.Int64
+		b.RunParallel(func(pb *testing.PB) {
+			doc := docOf(int(next.Add(1) - 1))
+			for pb.Next() {
+				if err := writeDoc(ctx, s, doc); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+	}
+	// Update returns after commit: nothing is left in flight here.
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "writes/s")
+	if batches, reqs, commit := s.BatchStats(); batches > 0 {
+		b.ReportMetric(float64(reqs)/float64(batches), "writes/batch")
+		b.ReportMetric(float64(commit.Microseconds()), "µs/commit")
+	}
+}
+
+// BenchmarkUpdate measures durable document writes, each writer on its own
+// document.
+func BenchmarkUpdate(b *testing.B) {
+	for _, writers := range []int{1, 32} {
+		b.Run(fmt.Sprintf("writers=%d", writers), func(b *testing.B) {
+			s := open(b)
+			docs := benchFixture(b, s, 4*writers)
+			runWriters(b, s, writers, func(i int) *chorus.Object { return docs[i%len(docs)] })
+		})
+	}
+}
+
+// BenchmarkUpdateOneObject measures durable writes that all hit one
+// document: they serialize on it.
+func BenchmarkUpdateOneObject(b *testing.B) {
+	for _, writers := range []int{32} {
+		b.Run(fmt.Sprintf("writers=%d", writers), func(b *testing.B) {
+			s := open(b)
+			doc := benchFixture(b, s, 1)[0]
+			runWriters(b, s, writers, func(int) *chorus.Object { return doc })
+		})
+	}
+}

@@ -1,0 +1,153 @@
+package sqlite
+
+import (
+	"context"
+	"fmt"
+)
+
+// migrations are the schema steps, applied in order, each in its own
+// transaction; PRAGMA user_version records how many have been applied.
+// Append only: never edit a step that has shipped.
+var migrations = []string{
+	// 1: initial schema.
+	`
+CREATE TABLE accounts (
+	sid           TEXT PRIMARY KEY,
+	auth_token    TEXT NOT NULL,
+	friendly_name TEXT NOT NULL,
+	date_created  INTEGER NOT NULL
+);
+
+CREATE TABLE api_keys (
+	sid           TEXT PRIMARY KEY,
+	account_sid   TEXT NOT NULL,
+	secret        TEXT NOT NULL,
+	friendly_name TEXT NOT NULL,
+	date_created  INTEGER NOT NULL
+);
+CREATE INDEX api_keys_account ON api_keys (account_sid, date_created, sid);
+
+CREATE TABLE services (
+	sid                             TEXT PRIMARY KEY,
+	account_sid                     TEXT NOT NULL,
+	unique_name                     TEXT NOT NULL,
+	friendly_name                   TEXT NOT NULL,
+	webhook_url                     TEXT NOT NULL,
+	webhooks_from_rest_enabled      INTEGER NOT NULL,
+	reachability_webhooks_enabled   INTEGER NOT NULL,
+	acl_enabled                     INTEGER NOT NULL,
+	reachability_debouncing_enabled INTEGER NOT NULL,
+	reachability_debouncing_window  INTEGER NOT NULL,
+	date_created                    INTEGER NOT NULL,
+	date_updated                    INTEGER NOT NULL
+);
+CREATE INDEX services_account ON services (account_sid, date_created, sid);
+
+CREATE TABLE objects (
+	sid           TEXT PRIMARY KEY,
+	kind          TEXT NOT NULL,
+	service_sid   TEXT NOT NULL REFERENCES services (sid) ON DELETE CASCADE,
+	account_sid   TEXT NOT NULL,
+	unique_name   TEXT,
+	revision      INTEGER NOT NULL,
+	data          BLOB,
+	last_event_id INTEGER NOT NULL,
+	next_index    INTEGER NOT NULL,
+	created_by    TEXT NOT NULL,
+	date_created  INTEGER NOT NULL,
+	date_updated  INTEGER NOT NULL,
+	date_expires  INTEGER
+);
+CREATE UNIQUE INDEX objects_unique_name ON objects (service_sid, kind, unique_name);
+CREATE INDEX objects_page ON objects (service_sid, kind, date_created, sid);
+CREATE INDEX objects_expires ON objects (date_expires) WHERE date_expires IS NOT NULL;
+
+CREATE TABLE items (
+	object_sid    TEXT NOT NULL REFERENCES objects (sid) ON DELETE CASCADE,
+	idx           INTEGER NOT NULL,
+	key           TEXT NOT NULL,
+	kind          TEXT NOT NULL,
+	data          BLOB,
+	revision      INTEGER NOT NULL,
+	last_event_id INTEGER NOT NULL,
+	created_by    TEXT NOT NULL,
+	date_created  INTEGER NOT NULL,
+	date_updated  INTEGER NOT NULL,
+	date_expires  INTEGER,
+	PRIMARY KEY (object_sid, idx, key)
+);
+CREATE INDEX items_key ON items (object_sid, key);
+CREATE INDEX items_event ON items (object_sid, last_event_id);
+CREATE INDEX items_expires ON items (date_expires) WHERE date_expires IS NOT NULL;
+
+CREATE TABLE permissions (
+	object_sid TEXT NOT NULL REFERENCES objects (sid) ON DELETE CASCADE,
+	identity   TEXT NOT NULL,
+	read       INTEGER NOT NULL,
+	write      INTEGER NOT NULL,
+	manage     INTEGER NOT NULL,
+	PRIMARY KEY (object_sid, identity)
+) WITHOUT ROWID;
+
+-- events has no foreign key: an object's events outlive it (DeleteObject)
+-- until trimmed; DeleteService deletes them by service_sid.
+CREATE TABLE events (
+	object_sid  TEXT NOT NULL,
+	id          INTEGER NOT NULL,
+	service_sid TEXT NOT NULL,
+	created_at  INTEGER NOT NULL,
+	body        TEXT NOT NULL, -- JSON of chorus.Event without Data/ItemData
+	data        BLOB,
+	item_data   BLOB,
+	PRIMARY KEY (object_sid, id)
+) WITHOUT ROWID;
+CREATE INDEX events_service ON events (service_sid);
+CREATE INDEX events_created ON events (created_at);
+`,
+}
+
+// migrate applies the migrations not yet recorded in user_version. It is
+// idempotent: a database that is up to date is left alone.
+func migrate(ctx context.Context, c *conn) error {
+	var version int
+	if err := c.c.QueryRowContext(ctx, "PRAGMA user_version").Scan(&version); err != nil {
+		return fmt.Errorf("sqlite: migrate: read user_version: %w", err)
+	}
+	if version > len(migrations) {
+		return fmt.Errorf("sqlite: migrate: database schema version %d is newer than this binary's %d", version, len(migrations))
+	}
+	for i := version; i < len(migrations); i++ {
+		if err := migrateStep(ctx, c, i); err != nil {
+			return fmt.Errorf("sqlite: migrate to version %d: %w", i+1, err)
+		}
+	}
+	return nil
+}
+
+func migrateStep(ctx context.Context, c *conn, i int) (err error) {
+	if _, err := c.c.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
+		return err
+	}
+	defer func() {
+		if err != nil {
+			_, _ = c.c.ExecContext(context.Background(), "ROLLBACK")
+		}
+	}()
+	// Another process may have migrated while we waited for the lock.
+	var version int
+	if err := c.c.QueryRowContext(ctx, "PRAGMA user_version").Scan(&version); err != nil {
+		return err
+	}
+	if version > i {
+		_, err = c.c.ExecContext(ctx, "COMMIT")
+		return err
+	}
+	if _, err := c.c.ExecContext(ctx, migrations[i]); err != nil {
+		return err
+	}
+	if _, err := c.c.ExecContext(ctx, fmt.Sprintf("PRAGMA user_version = %d", i+1)); err != nil {
+		return err
+	}
+	_, err = c.c.ExecContext(ctx, "COMMIT")
+	return err
+}

@@ -1,0 +1,688 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"strings"
+	"time"
+
+	"github.com/chorus-sync/chorus"
+	msqlite "modernc.org/sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
+)
+
+var _ chorus.Tx = (*tx)(nil)
+
+// errTxDone is returned by a tx used after its View or Update returned.
+var errTxDone = errors.New("sqlite: transaction already finished")
+
+// tx implements chorus.Tx (and so chorus.ReadTx) over one connection. In
+// View its connection is a query_only reader, so writes fail.
+type tx struct {
+	c     *conn
+	write bool // runs on the writer inside a shared batch transaction
+	done  bool
+}
+
+func (t *tx) finish() { t.done = true }
+
+// ctx returns the context to run statements with. Writer statements never
+// see a cancelable context: interrupting a write statement can roll back
+// the whole batch transaction, which other requests share.
+func (t *tx) ctx(ctx context.Context) (context.Context, error) {
+	if t.done {
+		return nil, errTxDone
+	}
+	if t.write || ctx == nil {
+		return context.Background(), nil
+	}
+	return ctx, nil
+}
+
+func (t *tx) exec(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	ctx, err := t.ctx(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return t.c.exec(ctx, query, args...)
+}
+
+// execOne runs a statement that must change a row, else ErrNotFound.
+func (t *tx) execOne(ctx context.Context, query string, args ...any) error {
+	res, err := t.exec(ctx, query, args...)
+	if err != nil {
+		return err
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return err
+	}
+	if n == 0 {
+		return chorus.ErrNotFound
+	}
+	return nil
+}
+
+type scanner interface{ Scan(dest ...any) error }
+
+// queryAll runs query and scans every row.
+func queryAll[T any](ctx context.Context, t *tx, scan func(scanner) (*T, error), query string, args ...any) ([]*T, error) {
+	ctx, err := t.ctx(ctx)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := t.c.query(ctx, query, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []*T
+	for rows.Next() {
+		v, err := scan(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, v)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// queryOne runs query and scans its first row; no row is ErrNotFound.
+func queryOne[T any](ctx context.Context, t *tx, scan func(scanner) (*T, error), query string, args ...any) (*T, error) {
+	ctx, err := t.ctx(ctx)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := t.c.query(ctx, query, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	if !rows.Next() {
+		if err := rows.Err(); err != nil {
+			return nil, err
+		}
+		return nil, chorus.ErrNotFound
+	}
+	v, err := scan(rows)
+	if err != nil {
+		return nil, err
+	}
+	return v, rows.Close()
+}
+
+// Conversions. Times are UTC unix nanoseconds; the zero time is MinInt64 so
+// that it round-trips and sorts first.
+
+func nanos(t time.Time) int64 {
+	if t.IsZero() {
+		return math.MinInt64
+	}
+	return t.UnixNano()
+}
+
+func fromNanos(n int64) time.Time {
+	if n == math.MinInt64 {
+		return time.Time{}
+	}
+	return time.Unix(0, n).UTC()
+}
+
+func nullNanos(t *time.Time) any {
+	if t == nil {
+		return nil
+	}
+	return nanos(*t)
+}
+
+func fromNullNanos(n sql.NullInt64) *time.Time {
+	if !n.Valid {
+		return nil
+	}
+	t := fromNanos(n.Int64)
+	return &t
+}
+
+// blob binds JSON bytes verbatim; nil is NULL.
+func blob(b []byte) any {
+	if b == nil {
+		return nil
+	}
+	return []byte(b)
+}
+
+func nullString(s string) any {
+	if s == "" {
+		return nil
+	}
+	return s
+}
+
+func limitArg(limit int) int {
+	if limit <= 0 {
+		return -1 // no limit
+	}
+	return limit
+}
+
+// isUniqueViolation reports whether err is a UNIQUE constraint failure on
+// a column named col.
+func isUniqueViolation(err error, col string) bool {
+	var e *msqlite.Error
+	return errors.As(err, &e) && e.Code() == sqlite3.SQLITE_CONSTRAINT_UNIQUE && strings.Contains(e.Error(), col)
+}
+
+// Accounts and API keys.
+
+const accountCols = `sid, auth_token, friendly_name, date_created`
+
+func scanAccount(sc scanner) (*chorus.Account, error) {
+	var a chorus.Account
+	var dc int64
+	if err := sc.Scan(&a.SID, &a.AuthToken, &a.FriendlyName, &dc); err != nil {
+		return nil, err
+	}
+	a.DateCreated = fromNanos(dc)
+	return &a, nil
+}
+
+func (t *tx) Account(ctx context.Context, sid string) (*chorus.Account, error) {
+	a, err := queryOne(ctx, t, scanAccount, `SELECT `+accountCols+` FROM accounts WHERE sid = ?`, sid)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: get account %s: %w", sid, err)
+	}
+	return a, nil
+}
+
+// Accounts returns every account ordered by (DateCreated, SID).
+func (t *tx) Accounts(ctx context.Context) ([]*chorus.Account, error) {
+	as, err := queryAll(ctx, t, scanAccount, `SELECT `+accountCols+` FROM accounts ORDER BY date_created, sid`)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: list accounts: %w", err)
+	}
+	return as, nil
+}
+
+func (t *tx) PutAccount(ctx context.Context, a *chorus.Account) error {
+	_, err := t.exec(ctx, `INSERT INTO accounts (`+accountCols+`) VALUES (?, ?, ?, ?)
+		ON CONFLICT (sid) DO UPDATE SET auth_token = excluded.auth_token,
+			friendly_name = excluded.friendly_name, date_created = excluded.date_created`,
+		a.SID, a.AuthToken, a.FriendlyName, nanos(a.DateCreated))
+	if err != nil {
+		return fmt.Errorf("sqlite: put account %s: %w", a.SID, err)
+	}
+	return nil
+}
+
+const apiKeyCols = `sid, account_sid, secret, friendly_name, date_created`
+
+func scanAPIKey(sc scanner) (*chorus.APIKey, error) {
+	var k chorus.APIKey
+	var dc int64
+	if err := sc.Scan(&k.SID, &k.AccountSID, &k.Secret, &k.FriendlyName, &dc); err != nil {
+		return nil, err
+	}
+	k.DateCreated = fromNanos(dc)
+	return &k, nil
+}
+
+func (t *tx) APIKey(ctx context.Context, sid string) (*chorus.APIKey, error) {
+	k, err := queryOne(ctx, t, scanAPIKey, `SELECT `+apiKeyCols+` FROM api_keys WHERE sid = ?`, sid)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: get api key %s: %w", sid, err)
+	}
+	return k, nil
+}
+
+// APIKeys returns the account's keys ordered by (DateCreated, SID).
+func (t *tx) APIKeys(ctx context.Context, accountSID string) ([]*chorus.APIKey, error) {
+	ks, err := queryAll(ctx, t, scanAPIKey, `SELECT `+apiKeyCols+` FROM api_keys
+		WHERE account_sid = ? ORDER BY date_created, sid`, accountSID)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: list api keys of %s: %w", accountSID, err)
+	}
+	return ks, nil
+}
+
+func (t *tx) PutAPIKey(ctx context.Context, k *chorus.APIKey) error {
+	_, err := t.exec(ctx, `INSERT INTO api_keys (`+apiKeyCols+`) VALUES (?, ?, ?, ?, ?)
+		ON CONFLICT (sid) DO UPDATE SET account_sid = excluded.account_sid, secret = excluded.secret,
+			friendly_name = excluded.friendly_name, date_created = excluded.date_created`,
+		k.SID, k.AccountSID, k.Secret, k.FriendlyName, nanos(k.DateCreated))
+	if err != nil {
+		return fmt.Errorf("sqlite: put api key %s: %w", k.SID, err)
+	}
+	return nil
+}
+
+func (t *tx) DeleteAPIKey(ctx context.Context, sid string) error {
+	if err := t.execOne(ctx, `DELETE FROM api_keys WHERE sid = ?`, sid); err != nil {
+		return fmt.Errorf("sqlite: delete api key %s: %w", sid, err)
+	}
+	return nil
+}
+
+// Services.
+
+const serviceCols = `sid, account_sid, unique_name, friendly_name, webhook_url,
+	webhooks_from_rest_enabled, reachability_webhooks_enabled, acl_enabled,
+	reachability_debouncing_enabled, reachability_debouncing_window, date_created, date_updated`
+
+func scanService(sc scanner) (*chorus.Service, error) {
+	var s chorus.Service
+	var dc, du int64
+	if err := sc.Scan(&s.SID, &s.AccountSID, &s.UniqueName, &s.FriendlyName, &s.WebhookURL,
+		&s.WebhooksFromRestEnabled, &s.ReachabilityWebhooksEnabled, &s.ACLEnabled,
+		&s.ReachabilityDebouncingEnabled, &s.ReachabilityDebouncingWindow, &dc, &du); err != nil {
+		return nil, err
+	}
+	s.DateCreated, s.DateUpdated = fromNanos(dc), fromNanos(du)
+	return &s, nil
+}
+
+func (t *tx) Service(ctx context.Context, sid string) (*chorus.Service, error) {
+	s, err := queryOne(ctx, t, scanService, `SELECT `+serviceCols+` FROM services WHERE sid = ?`, sid)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: get service %s: %w", sid, err)
+	}
+	return s, nil
+}
+
+func (t *tx) Services(ctx context.Context, accountSID string, after chorus.Cursor, limit int) ([]*chorus.Service, error) {
+	ss, err := queryAll(ctx, t, scanService, `SELECT `+serviceCols+` FROM services
+		WHERE account_sid = ? AND (date_created, sid) > (?, ?)
+		ORDER BY date_created, sid LIMIT ?`,
+		accountSID, nanos(after.DateCreated), after.SID, limitArg(limit))
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: list services of %s: %w", accountSID, err)
+	}
+	return ss, nil
+}
+
+func (t *tx) PutService(ctx context.Context, s *chorus.Service) error {
+	// An upsert, not INSERT OR REPLACE: replacing would delete the row and
+	// cascade to the service's objects.
+	_, err := t.exec(ctx, `INSERT INTO services (`+serviceCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+		ON CONFLICT (sid) DO UPDATE SET account_sid = excluded.account_sid,
+			unique_name = excluded.unique_name, friendly_name = excluded.friendly_name,
+			webhook_url = excluded.webhook_url,
+			webhooks_from_rest_enabled = excluded.webhooks_from_rest_enabled,
+			reachability_webhooks_enabled = excluded.reachability_webhooks_enabled,
+			acl_enabled = excluded.acl_enabled,
+			reachability_debouncing_enabled = excluded.reachability_debouncing_enabled,
+			reachability_debouncing_window = excluded.reachability_debouncing_window,
+			date_created = excluded.date_created, date_updated = excluded.date_updated`,
+		s.SID, s.AccountSID, s.UniqueName, s.FriendlyName, s.WebhookURL,
+		s.WebhooksFromRestEnabled, s.ReachabilityWebhooksEnabled, s.ACLEnabled,
+		s.ReachabilityDebouncingEnabled, s.ReachabilityDebouncingWindow,
+		nanos(s.DateCreated), nanos(s.DateUpdated))
+	if err != nil {
+		return fmt.Errorf("sqlite: put service %s: %w", s.SID, err)
+	}
+	return nil
+}
+
+func (t *tx) DeleteService(ctx context.Context, sid string) error {
+	// Objects, items and permissions go by ON DELETE CASCADE; events have
+	// no foreign key (they outlive their object) and go explicitly.
+	if err := t.execOne(ctx, `DELETE FROM services WHERE sid = ?`, sid); err != nil {
+		return fmt.Errorf("sqlite: delete service %s: %w", sid, err)
+	}
+	if _, err := t.exec(ctx, `DELETE FROM events WHERE service_sid = ?`, sid); err != nil {
+		return fmt.Errorf("sqlite: delete service %s: events: %w", sid, err)
+	}
+	return nil
+}
+
+// Objects.
+
+const objectCols = `kind, sid, account_sid, service_sid, unique_name, revision, data,
+	last_event_id, next_index, created_by, date_created, date_updated, date_expires`
+
+func scanObject(sc scanner) (*chorus.Object, error) {
+	var o chorus.Object
+	var kind string
+	var un sql.NullString
+	var data []byte
+	var dc, du int64
+	var de sql.NullInt64
+	if err := sc.Scan(&kind, &o.SID, &o.AccountSID, &o.ServiceSID, &un, &o.Revision, &data,
+		&o.LastEventID, &o.NextIndex, &o.CreatedBy, &dc, &du, &de); err != nil {
+		return nil, err
+	}
+	o.Kind = chorus.Kind(kind)
+	o.UniqueName = un.String
+	if data != nil {
+		o.Data = json.RawMessage(data)
+	}
+	o.DateCreated, o.DateUpdated = fromNanos(dc), fromNanos(du)
+	o.DateExpires = fromNullNanos(de)
+	return &o, nil
+}
+
+func (t *tx) Object(ctx context.Context, k chorus.Kind, serviceSID, sid string) (*chorus.Object, error) {
+	// serviceSID "" matches any service.
+	o, err := queryOne(ctx, t, scanObject, `SELECT `+objectCols+` FROM objects
+		WHERE sid = ? AND kind = ? AND (service_sid = ?3 OR ?3 = '')`, sid, string(k), serviceSID)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: get %s %s: %w", k, sid, err)
+	}
+	return o, nil
+}
+
+func (t *tx) ObjectByName(ctx context.Context, k chorus.Kind, serviceSID, uniqueName string) (*chorus.Object, error) {
+	o, err := queryOne(ctx, t, scanObject, `SELECT `+objectCols+` FROM objects
+		WHERE service_sid = ? AND kind = ? AND unique_name = ?`, serviceSID, string(k), uniqueName)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: get %s named %q: %w", k, uniqueName, err)
+	}
+	return o, nil
+}
+
+func (t *tx) Objects(ctx context.Context, k chorus.Kind, serviceSID string, q chorus.ObjectQuery) ([]*chorus.Object, error) {
+	query := `SELECT ` + objectCols + ` FROM objects
+		WHERE service_sid = ? AND kind = ? AND (date_created, sid) > (?, ?)`
+	args := []any{serviceSID, string(k), nanos(q.After.DateCreated), q.After.SID}
+	if !q.Now.IsZero() {
+		query += ` AND (date_expires IS NULL OR date_expires > ?)`
+		args = append(args, nanos(q.Now))
+	}
+	query += ` ORDER BY date_created, sid LIMIT ?`
+	args = append(args, limitArg(q.Limit))
+	os, err := queryAll(ctx, t, scanObject, query, args...)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: list %ss of %s: %w", k, serviceSID, err)
+	}
+	return os, nil
+}
+
+func (t *tx) ExpiredObjects(ctx context.Context, now time.Time, limit int) ([]*chorus.Object, error) {
+	os, err := queryAll(ctx, t, scanObject, `SELECT `+objectCols+` FROM objects
+		WHERE date_expires IS NOT NULL AND date_expires <= ?
+		ORDER BY date_expires LIMIT ?`, nanos(now), limitArg(limit))
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: list expired objects: %w", err)
+	}
+	return os, nil
+}
+
+func (t *tx) InsertObject(ctx context.Context, o *chorus.Object) error {
+	_, err := t.exec(ctx, `INSERT INTO objects (`+objectCols+`)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		string(o.Kind), o.SID, o.AccountSID, o.ServiceSID, nullString(o.UniqueName), o.Revision,
+		blob(o.Data), o.LastEventID, o.NextIndex, o.CreatedBy,
+		nanos(o.DateCreated), nanos(o.DateUpdated), nullNanos(o.DateExpires))
+	if isUniqueViolation(err, "unique_name") {
+		err = chorus.ErrUniqueNameExists
+	}
+	if err != nil {
+		return fmt.Errorf("sqlite: insert %s %s: %w", o.Kind, o.SID, err)
+	}
+	return nil
+}
+
+func (t *tx) UpdateObject(ctx context.Context, o *chorus.Object) error {
+	err := t.execOne(ctx, `UPDATE objects SET kind = ?, account_sid = ?, service_sid = ?,
+			unique_name = ?, revision = ?, data = ?, last_event_id = ?, next_index = ?,
+			created_by = ?, date_created = ?, date_updated = ?, date_expires = ?
+		WHERE sid = ?`,
+		string(o.Kind), o.AccountSID, o.ServiceSID, nullString(o.UniqueName), o.Revision,
+		blob(o.Data), o.LastEventID, o.NextIndex, o.CreatedBy,
+		nanos(o.DateCreated), nanos(o.DateUpdated), nullNanos(o.DateExpires), o.SID)
+	if isUniqueViolation(err, "unique_name") {
+		err = chorus.ErrUniqueNameExists
+	}
+	if err != nil {
+		return fmt.Errorf("sqlite: update %s %s: %w", o.Kind, o.SID, err)
+	}
+	return nil
+}
+
+func (t *tx) DeleteObject(ctx context.Context, sid string) error {
+	// Items and permissions go by ON DELETE CASCADE; events stay.
+	if err := t.execOne(ctx, `DELETE FROM objects WHERE sid = ?`, sid); err != nil {
+		return fmt.Errorf("sqlite: delete object %s: %w", sid, err)
+	}
+	return nil
+}
+
+// Items. A list item has Key "", a map item Index 0: (object, index, key)
+// is the primary key of both.
+
+const itemCols = `kind, object_sid, idx, key, data, revision, last_event_id,
+	created_by, date_created, date_updated, date_expires`
+
+func scanItem(sc scanner) (*chorus.Item, error) {
+	var it chorus.Item
+	var kind string
+	var data []byte
+	var dc, du int64
+	var de sql.NullInt64
+	if err := sc.Scan(&kind, &it.ObjectSID, &it.Index, &it.Key, &data, &it.Revision,
+		&it.LastEventID, &it.CreatedBy, &dc, &du, &de); err != nil {
+		return nil, err
+	}
+	it.Kind = chorus.Kind(kind)
+	if data != nil {
+		it.Data = json.RawMessage(data)
+	}
+	it.DateCreated, it.DateUpdated = fromNanos(dc), fromNanos(du)
+	it.DateExpires = fromNullNanos(de)
+	return &it, nil
+}
+
+func (t *tx) Item(ctx context.Context, objectSID string, ref chorus.ItemRef) (*chorus.Item, error) {
+	it, err := queryOne(ctx, t, scanItem, `SELECT `+itemCols+` FROM items
+		WHERE object_sid = ? AND idx = ? AND key = ?`, objectSID, ref.Index, ref.Key)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: get item %s %d %q: %w", objectSID, ref.Index, ref.Key, err)
+	}
+	return it, nil
+}
+
+func (t *tx) Items(ctx context.Context, objectSID string, q chorus.ItemQuery) ([]*chorus.Item, error) {
+	col, from := "idx", any(q.FromIndex)
+	if q.Kind == chorus.KindMap {
+		col, from = "key", q.FromKey
+	}
+	var b strings.Builder
+	b.WriteString(`SELECT ` + itemCols + ` FROM items WHERE object_sid = ?`)
+	args := []any{objectSID}
+	if q.HasFrom {
+		op := ">"
+		if q.Desc {
+			op = "<"
+		}
+		if q.Inclusive {
+			op += "="
+		}
+		b.WriteString(` AND ` + col + ` ` + op + ` ?`)
+		args = append(args, from)
+	}
+	if !q.Now.IsZero() {
+		b.WriteString(` AND (date_expires IS NULL OR date_expires > ?)`)
+		args = append(args, nanos(q.Now))
+	}
+	b.WriteString(` ORDER BY ` + col)
+	if q.Desc {
+		b.WriteString(` DESC`)
+	}
+	b.WriteString(` LIMIT ?`)
+	args = append(args, limitArg(q.Limit))
+	its, err := queryAll(ctx, t, scanItem, b.String(), args...)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: list items of %s: %w", objectSID, err)
+	}
+	return its, nil
+}
+
+func (t *tx) ItemsChangedSince(ctx context.Context, objectSID string, eventID int64, limit int) ([]*chorus.Item, error) {
+	its, err := queryAll(ctx, t, scanItem, `SELECT `+itemCols+` FROM items
+		WHERE object_sid = ? AND last_event_id > ?
+		ORDER BY last_event_id LIMIT ?`, objectSID, eventID, limitArg(limit))
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: list items of %s changed since %d: %w", objectSID, eventID, err)
+	}
+	return its, nil
+}
+
+func (t *tx) ExpiredItems(ctx context.Context, now time.Time, limit int) ([]*chorus.Item, error) {
+	its, err := queryAll(ctx, t, scanItem, `SELECT `+itemCols+` FROM items
+		WHERE date_expires IS NOT NULL AND date_expires <= ?
+		ORDER BY date_expires LIMIT ?`, nanos(now), limitArg(limit))
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: list expired items: %w", err)
+	}
+	return its, nil
+}
+
+func (t *tx) PutItem(ctx context.Context, it *chorus.Item) error {
+	_, err := t.exec(ctx, `INSERT INTO items (`+itemCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+		ON CONFLICT (object_sid, idx, key) DO UPDATE SET kind = excluded.kind, data = excluded.data,
+			revision = excluded.revision, last_event_id = excluded.last_event_id,
+			created_by = excluded.created_by, date_created = excluded.date_created,
+			date_updated = excluded.date_updated, date_expires = excluded.date_expires`,
+		string(it.Kind), it.ObjectSID, it.Index, it.Key, blob(it.Data), it.Revision, it.LastEventID,
+		it.CreatedBy, nanos(it.DateCreated), nanos(it.DateUpdated), nullNanos(it.DateExpires))
+	if err != nil {
+		return fmt.Errorf("sqlite: put item %s %d %q: %w", it.ObjectSID, it.Index, it.Key, err)
+	}
+	return nil
+}
+
+func (t *tx) DeleteItem(ctx context.Context, objectSID string, ref chorus.ItemRef) error {
+	if err := t.execOne(ctx, `DELETE FROM items WHERE object_sid = ? AND idx = ? AND key = ?`,
+		objectSID, ref.Index, ref.Key); err != nil {
+		return fmt.Errorf("sqlite: delete item %s %d %q: %w", objectSID, ref.Index, ref.Key, err)
+	}
+	return nil
+}
+
+// Permissions.
+
+const permissionCols = `object_sid, identity, read, write, manage`
+
+func scanPermission(sc scanner) (*chorus.Permission, error) {
+	var p chorus.Permission
+	if err := sc.Scan(&p.ObjectSID, &p.Identity, &p.Read, &p.Write, &p.Manage); err != nil {
+		return nil, err
+	}
+	return &p, nil
+}
+
+func (t *tx) Permission(ctx context.Context, objectSID, identity string) (*chorus.Permission, error) {
+	p, err := queryOne(ctx, t, scanPermission, `SELECT `+permissionCols+` FROM permissions
+		WHERE object_sid = ? AND identity = ?`, objectSID, identity)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: get permission %s %q: %w", objectSID, identity, err)
+	}
+	return p, nil
+}
+
+func (t *tx) Permissions(ctx context.Context, objectSID, afterIdentity string, limit int) ([]*chorus.Permission, error) {
+	ps, err := queryAll(ctx, t, scanPermission, `SELECT `+permissionCols+` FROM permissions
+		WHERE object_sid = ? AND identity > ? ORDER BY identity LIMIT ?`,
+		objectSID, afterIdentity, limitArg(limit))
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: list permissions of %s: %w", objectSID, err)
+	}
+	return ps, nil
+}
+
+func (t *tx) PutPermission(ctx context.Context, p *chorus.Permission) error {
+	_, err := t.exec(ctx, `INSERT INTO permissions (`+permissionCols+`) VALUES (?, ?, ?, ?, ?)
+		ON CONFLICT (object_sid, identity) DO UPDATE SET read = excluded.read,
+			write = excluded.write, manage = excluded.manage`,
+		p.ObjectSID, p.Identity, p.Read, p.Write, p.Manage)
+	if err != nil {
+		return fmt.Errorf("sqlite: put permission %s %q: %w", p.ObjectSID, p.Identity, err)
+	}
+	return nil
+}
+
+func (t *tx) DeletePermission(ctx context.Context, objectSID, identity string) error {
+	if err := t.execOne(ctx, `DELETE FROM permissions WHERE object_sid = ? AND identity = ?`,
+		objectSID, identity); err != nil {
+		return fmt.Errorf("sqlite: delete permission %s %q: %w", objectSID, identity, err)
+	}
+	return nil
+}
+
+// Events. The body is the event's JSON without Data and ItemData, which are
+// stored verbatim beside it (encoding/json would compact and escape them).
+
+func scanEvent(sc scanner) (*chorus.Event, error) {
+	var body string
+	var data, itemData []byte
+	if err := sc.Scan(&body, &data, &itemData); err != nil {
+		return nil, err
+	}
+	var e chorus.Event
+	if err := json.Unmarshal([]byte(body), &e); err != nil {
+		return nil, fmt.Errorf("decode event: %w", err)
+	}
+	if data != nil {
+		e.Data = json.RawMessage(data)
+	}
+	if itemData != nil {
+		e.ItemData = json.RawMessage(itemData)
+	}
+	return &e, nil
+}
+
+func (t *tx) Events(ctx context.Context, objectSID string, afterID int64, limit int) ([]*chorus.Event, error) {
+	es, err := queryAll(ctx, t, scanEvent, `SELECT body, data, item_data FROM events
+		WHERE object_sid = ? AND id > ? ORDER BY id LIMIT ?`, objectSID, afterID, limitArg(limit))
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: list events of %s: %w", objectSID, err)
+	}
+	return es, nil
+}
+
+func (t *tx) AppendEvent(ctx context.Context, e *chorus.Event) error {
+	if e.ID <= 0 {
+		return fmt.Errorf("sqlite: append event to %s: id %d is not a log id", e.ObjectSID, e.ID)
+	}
+	meta := *e
+	meta.Data, meta.ItemData = nil, nil
+	body, err := json.Marshal(&meta)
+	if err != nil {
+		return fmt.Errorf("sqlite: append event %d to %s: %w", e.ID, e.ObjectSID, err)
+	}
+	if _, err := t.exec(ctx, `INSERT INTO events (object_sid, id, service_sid, created_at, body, data, item_data)
+		VALUES (?, ?, ?, ?, ?, ?, ?)`,
+		e.ObjectSID, e.ID, e.ServiceSID, nanos(e.DateCreated), string(body),
+		blob(e.Data), blob(e.ItemData)); err != nil {
+		return fmt.Errorf("sqlite: append event %d to %s: %w", e.ID, e.ObjectSID, err)
+	}
+	return nil
+}
+
+func (t *tx) TrimEvents(ctx context.Context, before time.Time, keep int) (int, error) {
+	var res sql.Result
+	var err error
+	if keep <= 0 {
+		res, err = t.exec(ctx, `DELETE FROM events WHERE created_at < ?`, nanos(before))
+	} else {
+		// An event goes if it is older than the keep-th newest event of its
+		// object; objects with fewer than keep events lose nothing (NULL).
+		res, err = t.exec(ctx, `DELETE FROM events WHERE created_at < ? AND id < (
+			SELECT e2.id FROM events AS e2 WHERE e2.object_sid = events.object_sid
+			ORDER BY e2.id DESC LIMIT 1 OFFSET ?)`, nanos(before), keep-1)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("sqlite: trim events: %w", err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return 0, fmt.Errorf("sqlite: trim events: %w", err)
+	}
+	return int(n), nil
+}

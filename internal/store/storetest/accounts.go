@@ -1,0 +1,220 @@
+package storetest
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"testing"
+	"time"
+
+	"github.com/chorus-sync/chorus"
+)
+
+func testPing(t *testing.T, s chorus.Store) {
+	if err := s.Ping(context.Background()); err != nil {
+		t.Errorf("Ping() = %v, want nil", err)
+	}
+}
+
+func testAccounts(t *testing.T, s chorus.Store) {
+	a1, a2, a3 := newAccount(3), newAccount(1), newAccount(2)
+	update(t, s, func(tx chorus.Tx) error {
+		for _, a := range []*chorus.Account{a1, a2, a3} {
+			if err := tx.PutAccount(context.Background(), a); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	got := mustGet(t, s, "Account", func(ctx context.Context, tx chorus.ReadTx) (*chorus.Account, error) {
+		return tx.Account(ctx, a1.SID)
+	})
+	checkEqual(t, "Account(a1)", got, a1)
+
+	all := mustGet(t, s, "Accounts", func(ctx context.Context, tx chorus.ReadTx) ([]*chorus.Account, error) {
+		return tx.Accounts(ctx)
+	})
+	checkList(t, "Accounts()", all, []*chorus.Account{a2, a3, a1})
+
+	_, err := get(t, s, func(ctx context.Context, tx chorus.ReadTx) (*chorus.Account, error) {
+		return tx.Account(ctx, chorus.NewSID(chorus.PrefixAccount))
+	})
+	wantNotFound(t, "Account(missing)", err)
+
+	// Put replaces.
+	a1b := *a1
+	a1b.AuthToken, a1b.FriendlyName = "new-token", "renamed"
+	update(t, s, func(tx chorus.Tx) error { return tx.PutAccount(context.Background(), &a1b) })
+	got = mustGet(t, s, "Account", func(ctx context.Context, tx chorus.ReadTx) (*chorus.Account, error) {
+		return tx.Account(ctx, a1.SID)
+	})
+	checkEqual(t, "Account(a1) after replace", got, &a1b)
+}
+
+func testAPIKeys(t *testing.T, s chorus.Store) {
+	acc, other := newAccount(0), newAccount(1)
+	mk := func(a *chorus.Account, i int, created time.Time) *chorus.APIKey {
+		return &chorus.APIKey{
+			SID:          chorus.NewSID(chorus.PrefixAPIKey),
+			AccountSID:   a.SID,
+			Secret:       chorus.NewSecret(32),
+			FriendlyName: fmt.Sprintf("key %d", i),
+			DateCreated:  created,
+		}
+	}
+	k1, k2, k3 := mk(acc, 1, at(time.Hour)), mk(acc, 2, at(0)), mk(acc, 3, at(0))
+	ko := mk(other, 4, at(0))
+	update(t, s, func(tx chorus.Tx) error {
+		ctx := context.Background()
+		for _, a := range []*chorus.Account{acc, other} {
+			if err := tx.PutAccount(ctx, a); err != nil {
+				return err
+			}
+		}
+		for _, k := range []*chorus.APIKey{k1, k2, k3, ko} {
+			if err := tx.PutAPIKey(ctx, k); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	got := mustGet(t, s, "APIKey", func(ctx context.Context, tx chorus.ReadTx) (*chorus.APIKey, error) {
+		return tx.APIKey(ctx, k1.SID)
+	})
+	checkEqual(t, "APIKey(k1)", got, k1)
+
+	// Ordered by (DateCreated, SID): k2 and k3 share a time.
+	want := []*chorus.APIKey{k2, k3}
+	sort.Slice(want, func(i, j int) bool { return want[i].SID < want[j].SID })
+	want = append(want, k1)
+	keys := mustGet(t, s, "APIKeys", func(ctx context.Context, tx chorus.ReadTx) ([]*chorus.APIKey, error) {
+		return tx.APIKeys(ctx, acc.SID)
+	})
+	checkList(t, "APIKeys(acc)", keys, want)
+
+	update(t, s, func(tx chorus.Tx) error { return tx.DeleteAPIKey(context.Background(), k2.SID) })
+	_, err := get(t, s, func(ctx context.Context, tx chorus.ReadTx) (*chorus.APIKey, error) {
+		return tx.APIKey(ctx, k2.SID)
+	})
+	wantNotFound(t, "APIKey(deleted)", err)
+	keys = mustGet(t, s, "APIKeys", func(ctx context.Context, tx chorus.ReadTx) ([]*chorus.APIKey, error) {
+		return tx.APIKeys(ctx, acc.SID)
+	})
+	checkList(t, "APIKeys(acc) after delete", keys, []*chorus.APIKey{k3, k1})
+
+	err = s.Update(context.Background(), func(tx chorus.Tx) error {
+		return tx.DeleteAPIKey(context.Background(), k2.SID)
+	})
+	wantNotFound(t, "DeleteAPIKey(deleted)", err)
+}
+
+func testServices(t *testing.T, s chorus.Store) {
+	f := setup(t, s)
+	svc := &chorus.Service{
+		SID:                           chorus.NewSID(chorus.PrefixService),
+		AccountSID:                    f.acc.SID,
+		UniqueName:                    "my-service",
+		FriendlyName:                  "My Service",
+		WebhookURL:                    "https://example.com/hook?a=1&b=2",
+		WebhooksFromRestEnabled:       true,
+		ReachabilityWebhooksEnabled:   true,
+		ACLEnabled:                    true,
+		ReachabilityDebouncingEnabled: true,
+		ReachabilityDebouncingWindow:  5000,
+		DateCreated:                   at(time.Second),
+		DateUpdated:                   at(2 * time.Second),
+	}
+	update(t, s, func(tx chorus.Tx) error { return tx.PutService(context.Background(), svc) })
+	got := mustGet(t, s, "Service", func(ctx context.Context, tx chorus.ReadTx) (*chorus.Service, error) {
+		return tx.Service(ctx, svc.SID)
+	})
+	checkEqual(t, "Service(all fields set)", got, svc)
+
+	got = mustGet(t, s, "Service", func(ctx context.Context, tx chorus.ReadTx) (*chorus.Service, error) {
+		return tx.Service(ctx, f.svc.SID)
+	})
+	checkEqual(t, "Service(zero fields)", got, f.svc)
+
+	_, err := get(t, s, func(ctx context.Context, tx chorus.ReadTx) (*chorus.Service, error) {
+		return tx.Service(ctx, chorus.NewSID(chorus.PrefixService))
+	})
+	wantNotFound(t, "Service(missing)", err)
+
+	// Replacing a service keeps its objects.
+	doc := f.newObject(chorus.KindDocument, at(0))
+	insert(t, s, doc)
+	svc2 := *f.svc
+	svc2.FriendlyName, svc2.ACLEnabled, svc2.DateUpdated = "renamed", true, at(time.Hour)
+	update(t, s, func(tx chorus.Tx) error { return tx.PutService(context.Background(), &svc2) })
+	got = mustGet(t, s, "Service", func(ctx context.Context, tx chorus.ReadTx) (*chorus.Service, error) {
+		return tx.Service(ctx, f.svc.SID)
+	})
+	checkEqual(t, "Service after replace", got, &svc2)
+	if _, err := get(t, s, func(ctx context.Context, tx chorus.ReadTx) (*chorus.Object, error) {
+		return tx.Object(ctx, chorus.KindDocument, f.svc.SID, doc.SID)
+	}); err != nil {
+		t.Errorf("Object after PutService replaced its service: %v, want the object kept", err)
+	}
+
+	err = s.Update(context.Background(), func(tx chorus.Tx) error {
+		return tx.DeleteService(context.Background(), chorus.NewSID(chorus.PrefixService))
+	})
+	wantNotFound(t, "DeleteService(missing)", err)
+}
+
+func testServicesPaging(t *testing.T, s chorus.Store) {
+	acc, other := newAccount(0), newAccount(1)
+	var want []*chorus.Service
+	update(t, s, func(tx chorus.Tx) error {
+		ctx := context.Background()
+		for _, a := range []*chorus.Account{acc, other} {
+			if err := tx.PutAccount(ctx, a); err != nil {
+				return err
+			}
+		}
+		for i := range 23 {
+			// Groups of three share a creation time, so the SID breaks ties;
+			// insertion order differs from the expected order.
+			svc := newService(acc.SID, at(time.Duration(7-i/3)*time.Second))
+			want = append(want, svc)
+			if err := tx.PutService(ctx, svc); err != nil {
+				return err
+			}
+			if err := tx.PutService(ctx, newService(other.SID, at(time.Duration(i)*time.Second))); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	sort.Slice(want, func(i, j int) bool {
+		a, b := want[i], want[j]
+		if !a.DateCreated.Equal(b.DateCreated) {
+			return a.DateCreated.Before(b.DateCreated)
+		}
+		return a.SID < b.SID
+	})
+	for _, limit := range []int{1, 5, 23, 100} {
+		t.Run(fmt.Sprintf("limit=%d", limit), func(t *testing.T) {
+			var all []*chorus.Service
+			var cur chorus.Cursor
+			for pages := 0; ; pages++ {
+				if pages > len(want)+1 {
+					t.Fatalf("Services: no end after %d pages", pages)
+				}
+				page := mustGet(t, s, "Services", func(ctx context.Context, tx chorus.ReadTx) ([]*chorus.Service, error) {
+					return tx.Services(ctx, acc.SID, cur, limit)
+				})
+				if len(page) > limit {
+					t.Fatalf("Services(limit %d) returned %d", limit, len(page))
+				}
+				all = append(all, page...)
+				if len(page) < limit {
+					break
+				}
+				last := page[len(page)-1]
+				cur = chorus.Cursor{DateCreated: last.DateCreated, SID: last.SID}
+			}
+			checkList(t, "Services pages", all, want)
+		})
+	}
+}
