@@ -21,6 +21,10 @@ type Config struct {
 	EventKeep      int           // newest events kept per object regardless of age; default 1000
 	SweepInterval  time.Duration // TTL sweeper / log trimmer period; default 5s
 
+	// Observe, when set, receives every batch of committed events after
+	// they were published (webhooks). It must not block.
+	Observe func(events []*chorus.Event)
+
 	// Leader, when set, is asked before each sweep whether this node should
 	// do the cluster's background work. Nil means always (a single node).
 	Leader func(ctx context.Context) bool
@@ -121,7 +125,13 @@ func (e *Engine) update(ctx context.Context, a Actor, fn func(tx chorus.Tx, c *c
 }
 
 func (e *Engine) publish(ctx context.Context, events []*chorus.Event) {
-	if len(events) == 0 || e.cfg.Bus == nil {
+	if len(events) == 0 {
+		return
+	}
+	if e.cfg.Observe != nil {
+		defer e.cfg.Observe(events)
+	}
+	if e.cfg.Bus == nil {
 		return
 	}
 	// The write is committed: publishing must not be cut short by the
