@@ -1,0 +1,16 @@
+// Command chorus is the Chorus server and its admin tool: a self-hosted,
+// Twilio Sync compatible real-time state-sync service in one binary.
+//
+//	chorus serve   [--listen ADDR] [--data-dir DIR] [--public-url URL] [--token-ttl 1h] [--log-level info]
+//	chorus token   --identity NAME [--ttl 1h] [--service IS…] [--data-dir DIR]
+//	chorus admin credentials [--data-dir DIR]
+//	chorus version
+//
+// Credentials come from TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN,
+// TWILIO_API_KEY, TWILIO_API_SECRET and TWILIO_SYNC_SERVICE_SID when set;
+// otherwise `chorus serve` generates them on first start and stores them in
+// the data directory (CHORUS_DATA_DIR, default ./chorus-data).
+//
+// The command only parses flags and the environment and wires the packages
+// under internal/ together; run is the testable entry point.
+package main

@@ -1,0 +1,361 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"runtime/debug"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/chorus-sync/chorus"
+	"github.com/chorus-sync/chorus/internal/bus/mem"
+	"github.com/chorus-sync/chorus/internal/engine"
+	"github.com/chorus-sync/chorus/internal/server"
+	"github.com/chorus-sync/chorus/internal/store/sqlite"
+	"github.com/chorus-sync/chorus/token"
+)
+
+// version is set at link time: -ldflags "-X main.version=v1.2.3".
+var version = ""
+
+// Exit codes.
+const (
+	exitOK    = 0
+	exitError = 1 // the command failed
+	exitUsage = 2 // bad flags, arguments or configuration
+)
+
+// Environment variables.
+const (
+	envDataDir    = "CHORUS_DATA_DIR"
+	envPort       = "PORT"
+	envAccountSID = "TWILIO_ACCOUNT_SID"
+	envAuthToken  = "TWILIO_AUTH_TOKEN"
+	envAPIKey     = "TWILIO_API_KEY"
+	envAPISecret  = "TWILIO_API_SECRET"
+	envServiceSID = "TWILIO_SYNC_SERVICE_SID"
+)
+
+const usage = `usage:
+  chorus serve [--listen ADDR] [--data-dir DIR] [--public-url URL] [--token-ttl 1h] [--log-level info]
+  chorus token --identity NAME [--ttl 1h] [--service IS...] [--data-dir DIR]
+  chorus admin credentials [--data-dir DIR]
+  chorus version
+`
+
+// getenv is os.Getenv; a variable so that in-process tests can replace it.
+var getenv = os.Getenv
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// usageError is a mistake in the command line or configuration (exit 2).
+type usageError struct{ msg string }
+
+func (e *usageError) Error() string { return e.msg }
+
+func usagef(format string, args ...any) error { return &usageError{fmt.Sprintf(format, args...)} }
+
+// run runs the command line args (without the program name) and returns
+// the exit code. Errors are one line on stderr.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return exitUsage
+	}
+	var err error
+	cmd := args[0]
+	switch cmd {
+	case "serve":
+		err = cmdServe(ctx, args[1:], stderr)
+	case "token":
+		err = cmdToken(ctx, args[1:], stdout)
+	case "admin":
+		if len(args) < 2 || args[1] != "credentials" {
+			err = usagef("admin: expected subcommand \"credentials\"")
+			break
+		}
+		cmd = "admin credentials"
+		err = cmdCredentials(ctx, args[2:], stdout)
+	case "version":
+		err = cmdVersion(args[1:], stdout)
+	case "help", "-h", "-help", "--help":
+		fmt.Fprint(stdout, usage)
+		return exitOK
+	default:
+		err = usagef("unknown command %q (want serve, token, admin or version)", cmd)
+		cmd = ""
+	}
+	switch {
+	case err == nil:
+		return exitOK
+	case errors.Is(err, flag.ErrHelp):
+		fmt.Fprint(stdout, usage)
+		return exitOK
+	}
+	prefix := "chorus: "
+	if cmd != "" {
+		prefix = "chorus " + cmd + ": "
+	}
+	fmt.Fprintln(stderr, prefix+oneLine(err.Error()))
+	var ue *usageError
+	if errors.As(err, &ue) {
+		return exitUsage
+	}
+	return exitError
+}
+
+func oneLine(s string) string {
+	return strings.Join(strings.Fields(strings.ReplaceAll(s, "\n", "; ")), " ")
+}
+
+// newFlags returns a flag set that reports errors instead of printing.
+func newFlags(name string) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	return fs
+}
+
+func parse(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return usagef("%v", err)
+	}
+	if fs.NArg() > 0 {
+		return usagef("unexpected argument %q", fs.Arg(0))
+	}
+	return nil
+}
+
+func defaultDataDir() string {
+	if d := getenv(envDataDir); d != "" {
+		return d
+	}
+	return "./chorus-data"
+}
+
+func defaultListen() string {
+	if p := getenv(envPort); p != "" {
+		return ":" + p
+	}
+	return ":3000"
+}
+
+func cmdServe(ctx context.Context, args []string, stderr io.Writer) error {
+	fs := newFlags("serve")
+	listen := fs.String("listen", defaultListen(), "address to listen on")
+	dataDir := fs.String("data-dir", defaultDataDir(), "data directory")
+	publicURL := fs.String("public-url", getenv("CHORUS_PUBLIC_URL"), "externally visible base URL (default: CHORUS_PUBLIC_URL, else from each request)")
+	ttl := fs.Duration("token-ttl", time.Hour, "lifetime of tokens from GET /token (max 24h)")
+	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
+		return usagef("invalid --log-level %q", *logLevel)
+	}
+	if *ttl < time.Second || *ttl > token.MaxTTL {
+		return usagef("invalid --token-ttl %v: want 1s to 24h", *ttl)
+	}
+	if *publicURL != "" && !strings.HasPrefix(*publicURL, "http://") && !strings.HasPrefix(*publicURL, "https://") {
+		return usagef("invalid --public-url %q: want http:// or https://", *publicURL)
+	}
+	creds, err := envCredentials(true)
+	if err != nil {
+		return err
+	}
+	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+
+	srv, err := server.New(ctx, server.Config{
+		Listen:    *listen,
+		DataDir:   *dataDir,
+		PublicURL: *publicURL,
+		TokenTTL:  *ttl,
+		Creds:     creds,
+		Logger:    logger,
+	})
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", *listen)
+	if err != nil {
+		_ = srv.Close()
+		return err
+	}
+	logger.Info("listening", "addr", ln.Addr().String(), "data_dir", *dataDir, "account_sid", srv.Credentials().AccountSID)
+	err = srv.Run(ctx, ln)
+	logger.Info("stopped")
+	return err
+}
+
+func cmdToken(ctx context.Context, args []string, stdout io.Writer) error {
+	fs := newFlags("token")
+	identity := fs.String("identity", "", "the token's identity (required)")
+	ttl := fs.Duration("ttl", time.Hour, "token lifetime (max 24h)")
+	service := fs.String("service", "", "Sync service SID (default: TWILIO_SYNC_SERVICE_SID or the default service)")
+	endpoint := fs.String("endpoint-id", "", "data_sync endpoint_id (optional)")
+	dataDir := fs.String("data-dir", defaultDataDir(), "data directory holding the stored credentials")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if *identity == "" {
+		return usagef("--identity is required")
+	}
+	if *ttl < time.Second || *ttl > token.MaxTTL {
+		return usagef("invalid --ttl %v: want 1s to 24h", *ttl)
+	}
+	creds, err := envCredentials(false)
+	if err != nil {
+		return err
+	}
+	if creds.APIKeySID == "" {
+		if creds, err = storedCredentials(ctx, *dataDir); err != nil {
+			return err
+		}
+	}
+	if *service != "" {
+		creds.ServiceSID = *service
+	}
+	tok, err := token.Mint(token.Params{
+		AccountSID: creds.AccountSID,
+		APIKeySID:  creds.APIKeySID,
+		APISecret:  creds.APISecret,
+		Identity:   *identity,
+		ServiceSID: creds.ServiceSID,
+		EndpointID: *endpoint,
+		TTL:        *ttl,
+	})
+	if err != nil {
+		return usagef("%v", err)
+	}
+	_, err = fmt.Fprintln(stdout, tok)
+	return err
+}
+
+func cmdCredentials(ctx context.Context, args []string, stdout io.Writer) error {
+	fs := newFlags("admin credentials")
+	dataDir := fs.String("data-dir", defaultDataDir(), "data directory")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	c, err := storedCredentials(ctx, *dataDir)
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(stdout, "%s=%s\n%s=%s\n%s=%s\n%s=%s\n%s=%s\n",
+		envAccountSID, c.AccountSID, envAuthToken, c.AuthToken,
+		envAPIKey, c.APIKeySID, envAPISecret, c.APISecret, envServiceSID, c.ServiceSID)
+	return err
+}
+
+func cmdVersion(args []string, stdout io.Writer) error {
+	if err := parse(newFlags("version"), args); err != nil {
+		return err
+	}
+	v := version
+	if v == "" {
+		v = "devel"
+		if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+			v = bi.Main.Version
+		}
+	}
+	_, err := fmt.Fprintf(stdout, "chorus %s %s %s/%s\n", v, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+	return err
+}
+
+// envCredentials reads the TWILIO_* variables. None set is the zero value.
+// serve needs the account, auth token, API key and secret; token needs the
+// account, API key and secret. The service is optional.
+func envCredentials(serve bool) (engine.Credentials, error) {
+	c := engine.Credentials{
+		AccountSID: getenv(envAccountSID),
+		AuthToken:  getenv(envAuthToken),
+		APIKeySID:  getenv(envAPIKey),
+		APISecret:  getenv(envAPISecret),
+		ServiceSID: getenv(envServiceSID),
+	}
+	required := map[string]string{envAccountSID: c.AccountSID, envAPIKey: c.APIKeySID, envAPISecret: c.APISecret}
+	order := []string{envAccountSID, envAuthToken, envAPIKey, envAPISecret}
+	if serve {
+		required[envAuthToken] = c.AuthToken
+	}
+	set := c.AccountSID != "" || c.APIKeySID != "" || c.APISecret != "" || (serve && (c.AuthToken != "" || c.ServiceSID != ""))
+	if !set {
+		// token: TWILIO_SYNC_SERVICE_SID alone still picks the service.
+		return engine.Credentials{ServiceSID: c.ServiceSID}, nil
+	}
+	var missing []string
+	for _, name := range order {
+		if v, ok := required[name]; ok && v == "" {
+			missing = append(missing, name)
+		}
+	}
+	switch {
+	case len(missing) > 0:
+		return engine.Credentials{}, usagef("incomplete credentials in the environment: %s not set (set all of %s, or none)",
+			strings.Join(missing, ", "), strings.Join(keys(required, order), ", "))
+	case !chorus.IsSID(chorus.PrefixAccount, c.AccountSID):
+		return engine.Credentials{}, usagef("%s is not an account SID (AC followed by 32 hex digits)", envAccountSID)
+	case !chorus.IsSID(chorus.PrefixAPIKey, c.APIKeySID):
+		return engine.Credentials{}, usagef("%s is not an API key SID (SK followed by 32 hex digits)", envAPIKey)
+	case c.ServiceSID != "" && !chorus.IsSID(chorus.PrefixService, c.ServiceSID):
+		return engine.Credentials{}, usagef("%s is not a Sync service SID (IS followed by 32 hex digits)", envServiceSID)
+	}
+	return c, nil
+}
+
+func keys(m map[string]string, order []string) []string {
+	var out []string
+	for _, k := range order {
+		if _, ok := m[k]; ok {
+			out = append(out, k)
+		}
+	}
+	return out
+}
+
+// storedCredentials reads the credentials that `chorus serve` stored in
+// dataDir. It refuses a directory without a database rather than create
+// one; on an existing database Bootstrap with zero credentials returns the
+// stored ones (and would only generate them if the database had none).
+func storedCredentials(ctx context.Context, dataDir string) (engine.Credentials, error) {
+	path := filepath.Join(dataDir, server.DBFile)
+	if _, err := os.Stat(path); err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return engine.Credentials{}, fmt.Errorf("no credentials: %s does not exist (run `chorus serve --data-dir %s` once, or set %s, %s and %s)",
+				path, dataDir, envAccountSID, envAPIKey, envAPISecret)
+		}
+		return engine.Credentials{}, err
+	}
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	st, err := sqlite.Open(ctx, path, logger)
+	if err != nil {
+		return engine.Credentials{}, fmt.Errorf("open store: %w", err)
+	}
+	defer st.Close()
+	bus := mem.New()
+	defer bus.Close()
+	eng := engine.New(engine.Config{Store: st, Bus: bus, Logger: logger})
+	c, _, err := eng.Bootstrap(ctx, engine.Credentials{})
+	if err != nil {
+		return engine.Credentials{}, fmt.Errorf("read credentials: %w", err)
+	}
+	return c, nil
+}

@@ -1,0 +1,384 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/chorus-sync/chorus"
+	"github.com/chorus-sync/chorus/token"
+)
+
+// binary is the chorus binary built once by TestMain.
+var binary string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "chorus-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	binary = filepath.Join(dir, "chorus")
+	gobin, err := exec.LookPath("go")
+	if err != nil {
+		gobin = filepath.Join(os.Getenv("GOROOT"), "bin", "go")
+	}
+	build := exec.Command(gobin, "build", "-o", binary, ".")
+	if out, err := build.CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "go build: %v\n%s", err, out)
+		os.RemoveAll(dir)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// cleanEnv is the test process's environment without variables that
+// change chorus's behaviour, plus extra.
+func cleanEnv(extra ...string) []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if strings.HasPrefix(kv, "TWILIO_") || strings.HasPrefix(kv, "CHORUS_") || strings.HasPrefix(kv, "PORT=") {
+			continue
+		}
+		env = append(env, kv)
+	}
+	return append(env, extra...)
+}
+
+// chorusCmd runs the binary to completion.
+func chorusCmd(tb testing.TB, env []string, args ...string) (stdout, stderr string, code int) {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, binary, args...)
+	cmd.Env = env
+	cmd.Dir = tb.TempDir()
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	code = cmd.ProcessState.ExitCode()
+	if err != nil && code == -1 {
+		tb.Fatalf("chorus %v: %v", args, err)
+	}
+	return out.String(), errb.String(), code
+}
+
+// lockedBuffer collects a process's stderr while the test reads it.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+type serveProc struct {
+	cmd    *exec.Cmd
+	stderr *lockedBuffer
+	base   string // http://127.0.0.1:port
+	done   chan struct{}
+}
+
+var listeningRE = regexp.MustCompile(`msg=listening addr=(\S+)`)
+
+// startServe runs `chorus serve` on a free port and waits until it listens.
+func startServe(tb testing.TB, dataDir string) *serveProc {
+	tb.Helper()
+	cmd := exec.Command(binary, "serve", "--listen", "127.0.0.1:0", "--data-dir", dataDir, "--log-level", "info")
+	cmd.Env = cleanEnv()
+	p := &serveProc{cmd: cmd, stderr: &lockedBuffer{}, done: make(chan struct{})}
+	cmd.Stderr = p.stderr
+	if err := cmd.Start(); err != nil {
+		tb.Fatal(err)
+	}
+	go func() { _ = cmd.Wait(); close(p.done) }()
+	tb.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		<-p.done
+	})
+	deadline := time.After(30 * time.Second)
+	for {
+		if m := listeningRE.FindStringSubmatch(p.stderr.String()); m != nil {
+			p.base = "http://" + m[1]
+			return p
+		}
+		select {
+		case <-p.done:
+			tb.Fatalf("chorus serve exited before listening: %s", p.stderr.String())
+		case <-deadline:
+			tb.Fatalf("chorus serve did not listen within 30s: %s", p.stderr.String())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// stop sends SIGTERM and waits for a clean exit.
+func (p *serveProc) stop(tb testing.TB) {
+	tb.Helper()
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		tb.Fatal(err)
+	}
+	select {
+	case <-p.done:
+	case <-time.After(20 * time.Second):
+		tb.Fatalf("chorus serve did not stop within 20s after SIGTERM: %s", p.stderr.String())
+	}
+	if code := p.cmd.ProcessState.ExitCode(); code != 0 {
+		tb.Errorf("chorus serve exit code after SIGTERM = %d, want 0; stderr: %s", code, p.stderr.String())
+	}
+}
+
+func get(tb testing.TB, url string) (int, []byte) {
+	tb.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return resp.StatusCode, b
+}
+
+// credentials runs `chorus admin credentials` and parses its lines.
+func credentials(tb testing.TB, dataDir string) map[string]string {
+	tb.Helper()
+	out, errOut, code := chorusCmd(tb, cleanEnv(), "admin", "credentials", "--data-dir", dataDir)
+	if code != 0 {
+		tb.Fatalf("chorus admin credentials exit %d: %s", code, errOut)
+	}
+	m := map[string]string{}
+	sc := bufio.NewScanner(strings.NewReader(out))
+	for sc.Scan() {
+		k, v, ok := strings.Cut(sc.Text(), "=")
+		if !ok {
+			tb.Fatalf("chorus admin credentials line %q is not KEY=VALUE", sc.Text())
+		}
+		m[k] = v
+	}
+	for _, k := range []string{envAccountSID, envAuthToken, envAPIKey, envAPISecret, envServiceSID} {
+		if m[k] == "" {
+			tb.Fatalf("chorus admin credentials: %s missing in %q", k, out)
+		}
+	}
+	return m
+}
+
+// verifierFor verifies tokens against the API key in creds only.
+func verifierFor(creds map[string]string) *token.Verifier {
+	return &token.Verifier{
+		RequireSync: true,
+		Keys: func(_ context.Context, sid string) (*chorus.APIKey, error) {
+			if sid != creds[envAPIKey] {
+				return nil, chorus.ErrNotFound
+			}
+			return &chorus.APIKey{SID: sid, AccountSID: creds[envAccountSID], Secret: creds[envAPISecret]}, nil
+		},
+	}
+}
+
+func verifyAs(tb testing.TB, v *token.Verifier, tok, identity, service string) {
+	tb.Helper()
+	c, err := v.Verify(context.Background(), strings.TrimSpace(tok))
+	if err != nil {
+		tb.Fatalf("Verify(token for %s) = %v", identity, err)
+	}
+	if c.Identity != identity || c.Sync == nil || c.Sync.ServiceSID != service {
+		tb.Errorf("Verify(token) identity %q sync %+v, want %q on %s", c.Identity, c.Sync, identity, service)
+	}
+}
+
+func TestServe(t *testing.T) {
+	dataDir := filepath.Join(t.TempDir(), "data")
+	p := startServe(t, dataDir)
+
+	if code, body := get(t, p.base+"/healthz"); code != 200 || string(body) != "ok" {
+		t.Errorf("GET /healthz = %d %q, want 200 ok", code, body)
+	}
+	if code, body := get(t, p.base+"/"); code != 200 || !bytes.Contains(body, []byte("<html")) {
+		t.Errorf("GET / = %d %q, want 200 and the quickstart page", code, body)
+	}
+
+	creds := credentials(t, dataDir)
+	if !strings.Contains(p.stderr.String(), creds[envAuthToken]) {
+		t.Errorf("first start did not log the generated credentials: %s", p.stderr.String())
+	}
+	v := verifierFor(creds)
+
+	// The printed credentials authenticate REST v1, both pairs.
+	for _, pair := range [][2]string{{creds[envAccountSID], creds[envAuthToken]}, {creds[envAPIKey], creds[envAPISecret]}} {
+		req, _ := http.NewRequest("GET", p.base+"/v1/Services/"+creds[envServiceSID], nil)
+		req.SetBasicAuth(pair[0], pair[1])
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Errorf("GET /v1/Services/%s as %s = %d, want 200", creds[envServiceSID], pair[0], resp.StatusCode)
+		}
+	}
+
+	var ids []string
+	for range 2 {
+		code, body := get(t, p.base+"/token")
+		if code != 200 {
+			t.Fatalf("GET /token = %d %s", code, body)
+		}
+		var tr struct{ Identity, Token string }
+		if err := json.Unmarshal(body, &tr); err != nil {
+			t.Fatalf("GET /token body %s: %v", body, err)
+		}
+		if tr.Identity == "" {
+			t.Fatalf("GET /token identity is empty: %s", body)
+		}
+		verifyAs(t, v, tr.Token, tr.Identity, creds[envServiceSID])
+		ids = append(ids, tr.Identity)
+	}
+	if ids[0] == ids[1] {
+		t.Errorf("two GET /token gave the same identity %q", ids[0])
+	}
+
+	out, errOut, code := chorusCmd(t, cleanEnv(), "token", "--identity", "x", "--data-dir", dataDir)
+	if code != 0 || strings.Count(out, "\n") != 1 {
+		t.Fatalf("chorus token = %d %q %q, want exit 0 and one line", code, out, errOut)
+	}
+	verifyAs(t, v, out, "x", creds[envServiceSID])
+
+	p.stop(t)
+
+	// A restart on the same data directory keeps the credentials and does
+	// not print them again.
+	p2 := startServe(t, dataDir)
+	if code, _ := get(t, p2.base+"/healthz"); code != 200 {
+		t.Errorf("GET /healthz after restart = %d, want 200", code)
+	}
+	if got := credentials(t, dataDir); fmt.Sprint(got) != fmt.Sprint(creds) {
+		t.Errorf("credentials after restart = %v, want %v", got, creds)
+	}
+	if strings.Contains(p2.stderr.String(), creds[envAuthToken]) {
+		t.Errorf("restart logged the stored auth token again: %s", p2.stderr.String())
+	}
+	_, body := get(t, p2.base+"/token")
+	var tr struct{ Identity, Token string }
+	if err := json.Unmarshal(body, &tr); err != nil {
+		t.Fatalf("GET /token after restart body %s: %v", body, err)
+	}
+	verifyAs(t, v, tr.Token, tr.Identity, creds[envServiceSID])
+	p2.stop(t)
+}
+
+func TestTokenFromEnv(t *testing.T) {
+	creds := map[string]string{
+		envAccountSID: "AC0123456789abcdef0123456789abcdef",
+		envAPIKey:     "SK0123456789abcdef0123456789abcdef",
+		envAPISecret:  "envsecretenvsecretenvsecret00000",
+		envServiceSID: "IS0123456789abcdef0123456789abcdef",
+	}
+	var env []string
+	for k, v := range creds {
+		env = append(env, k+"="+v)
+	}
+	// No data directory exists: the environment alone is enough.
+	out, errOut, code := chorusCmd(t, cleanEnv(env...), "token", "--identity", "envuser", "--ttl", "2h", "--data-dir", filepath.Join(t.TempDir(), "none"))
+	if code != 0 {
+		t.Fatalf("chorus token with env = %d %q", code, errOut)
+	}
+	v := verifierFor(creds)
+	verifyAs(t, v, out, "envuser", creds[envServiceSID])
+	c, _ := v.Verify(context.Background(), strings.TrimSpace(out))
+	if got := c.Expires.Sub(c.IssuedAt); got != 2*time.Hour {
+		t.Errorf("chorus token --ttl 2h lifetime = %v, want 2h", got)
+	}
+
+	out, _, code = chorusCmd(t, cleanEnv(env...), "token", "--identity", "envuser", "--service", "default")
+	if code != 0 {
+		t.Fatalf("chorus token --service default = %d", code)
+	}
+	verifyAs(t, v, out, "envuser", "default")
+}
+
+func TestErrors(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "file")
+	if err := os.WriteFile(file, []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name string
+		env  []string
+		args []string
+		code int
+		want string // substring of the one-line error
+	}{
+		{"no command", nil, nil, 2, "usage"},
+		{"unknown command", nil, []string{"frobnicate"}, 2, "unknown command"},
+		{"bad flag", nil, []string{"serve", "--bogus"}, 2, "bogus"},
+		{"bad duration", nil, []string{"serve", "--token-ttl", "soon"}, 2, "token-ttl"},
+		{"ttl too long", nil, []string{"serve", "--token-ttl", "48h"}, 2, "token-ttl"},
+		{"bad log level", nil, []string{"serve", "--log-level", "loud"}, 2, "log-level"},
+		{"bad public url", nil, []string{"serve", "--public-url", "example.com"}, 2, "public-url"},
+		{"extra argument", nil, []string{"serve", "now"}, 2, "now"},
+		{"partial env", []string{"TWILIO_ACCOUNT_SID=AC0123456789abcdef0123456789abcdef"}, []string{"serve", "--data-dir", filepath.Join(dir, "d1")}, 2, "TWILIO_API_KEY"},
+		{"malformed env SID", []string{"TWILIO_ACCOUNT_SID=ACnope", "TWILIO_AUTH_TOKEN=t", "TWILIO_API_KEY=SK0123456789abcdef0123456789abcdef", "TWILIO_API_SECRET=s"}, []string{"serve", "--data-dir", filepath.Join(dir, "d2")}, 2, "TWILIO_ACCOUNT_SID"},
+		{"unwritable data dir", nil, []string{"serve", "--listen", "127.0.0.1:0", "--data-dir", filepath.Join(file, "sub")}, 1, "data directory"},
+		{"token without identity", nil, []string{"token"}, 2, "--identity"},
+		{"token without credentials", nil, []string{"token", "--identity", "x", "--data-dir", filepath.Join(dir, "empty")}, 1, "no credentials"},
+		{"token bad service", []string{"TWILIO_ACCOUNT_SID=AC0123456789abcdef0123456789abcdef", "TWILIO_API_KEY=SK0123456789abcdef0123456789abcdef", "TWILIO_API_SECRET=s"}, []string{"token", "--identity", "x", "--service", "nope"}, 2, "service"},
+		{"admin without subcommand", nil, []string{"admin"}, 2, "credentials"},
+		{"admin credentials without data", nil, []string{"admin", "credentials", "--data-dir", filepath.Join(dir, "empty")}, 1, "no credentials"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, errOut, code := chorusCmd(t, cleanEnv(tt.env...), tt.args...)
+			if code != tt.code {
+				t.Errorf("chorus %v exit = %d, want %d; stderr %q", tt.args, code, tt.code, errOut)
+			}
+			if !strings.Contains(errOut, tt.want) {
+				t.Errorf("chorus %v stderr = %q, want it to mention %q", tt.args, errOut, tt.want)
+			}
+			if tt.args != nil && strings.Count(errOut, "\n") != 1 {
+				t.Errorf("chorus %v stderr = %q, want exactly one line", tt.args, errOut)
+			}
+			if strings.Contains(errOut, "panic") || strings.Contains(errOut, "goroutine") {
+				t.Errorf("chorus %v panicked: %s", tt.args, errOut)
+			}
+		})
+	}
+	if _, err := os.Stat(filepath.Join(dir, "empty")); err == nil {
+		t.Errorf("chorus token created the data directory it only reads")
+	}
+}
+
+func TestVersion(t *testing.T) {
+	out, errOut, code := chorusCmd(t, cleanEnv(), "version")
+	if code != 0 || !strings.HasPrefix(out, "chorus ") || errOut != "" {
+		t.Errorf("chorus version = %d %q %q, want exit 0 and \"chorus ...\"", code, out, errOut)
+	}
+}

@@ -1,0 +1,745 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/chorus-sync/chorus"
+	"github.com/chorus-sync/chorus/internal/engine"
+	"github.com/chorus-sync/chorus/protocol"
+)
+
+// request is one upstream (tunnelled HTTP) request.
+type request struct {
+	method  string
+	segs    []string // decoded path segments
+	query   url.Values
+	ifMatch string
+	body    []byte
+	base    string // public URL base for this reply
+}
+
+// response is an HTTP status and a JSON body (nil = empty).
+type response struct {
+	status int
+	body   []byte
+}
+
+func jsonResponse(status int, v any) response {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return errorResponse(chorus.Wrap(chorus.ErrInternal, err))
+	}
+	return response{status, b}
+}
+
+// errorResponse renders a Twilio error body.
+func errorResponse(e *chorus.Error) response {
+	b := []byte(`{"status":`)
+	b = strconv.AppendInt(b, int64(e.Status), 10)
+	b = append(b, `,"code":`...)
+	b = strconv.AppendInt(b, int64(e.Code), 10)
+	b = append(b, `,"message":`...)
+	b = appendString(b, e.Message)
+	b = append(b, `,"more_info":`...)
+	b = appendString(b, e.MoreInfo())
+	b = append(b, '}')
+	return response{e.Status, b}
+}
+
+// handleMessage answers one upstream request.
+func (c *conn) handleMessage(ctx context.Context, f *protocol.Frame) error {
+	if !c.isInitialized() {
+		return errNotInitialized
+	}
+	id := f.Header.ID
+	m, err := protocol.ParseMessage(&f.Header)
+	if err != nil {
+		c.sendHTTP(id, errorResponse(chorus.Errorf(chorus.ErrInvalidParameter, "Invalid request: %v", err)))
+		return nil
+	}
+	hr := &m.Request
+	base := c.g.cfg.PublicURL
+	if base == "" {
+		host := hr.Host
+		if host == "" {
+			host = "localhost"
+		}
+		base = "http://" + host
+	}
+	base = strings.TrimSuffix(base, "/")
+	if c.base == "" {
+		c.base = base
+	}
+	r := &request{method: strings.ToUpper(hr.Method), base: base, ifMatch: hr.Header("If-Match")}
+	if r.segs, err = hr.PathSegments(); err != nil {
+		c.sendHTTP(id, errorResponse(chorus.Errorf(chorus.ErrNotFound, "Invalid path")))
+		return nil
+	}
+	if r.query, err = hr.Query(); err != nil {
+		c.sendHTTP(id, errorResponse(chorus.Errorf(chorus.ErrInvalidParameter, "Invalid query parameter")))
+		return nil
+	}
+	if r.method != http.MethodDelete && r.method != http.MethodGet {
+		r.body = f.Payload
+	}
+	if len(r.segs) == 2 && r.segs[0] == "v4" && r.segs[1] == "Subscriptions" {
+		c.handleSubscriptions(ctx, id, r)
+		return nil
+	}
+	write := r.method != http.MethodGet
+	if write {
+		// Park events until the reply is queued: the writer learns of its
+		// write from the reply first (isLocal: true).
+		c.q.hold()
+	}
+	resp := c.route(ctx, r)
+	frame := protocol.AppendHTTPReply(nil, id, protocol.Status{Code: resp.status, Status: http.StatusText(resp.status)}, resp.body)
+	if write {
+		if !c.q.release(frame) {
+			c.slow()
+		}
+	} else {
+		c.send(frame)
+	}
+	return nil
+}
+
+func (c *conn) sendHTTP(id string, resp response) {
+	c.send(protocol.AppendHTTPReply(nil, id, protocol.Status{Code: resp.status, Status: http.StatusText(resp.status)}, resp.body))
+}
+
+// fail500 logs an unexpected error once and renders it.
+func (c *conn) errResponse(r *request, err error) response {
+	e := chorus.AsError(err)
+	if e.Status >= 500 {
+		c.log.Error("gateway: upstream request", slog.String(logMethod, r.method),
+			slog.String(logPath, strings.Join(r.segs, "/")), slog.Any(logError, err))
+		return errorResponse(chorus.ErrInternal)
+	}
+	return errorResponse(e)
+}
+
+var kindByCollection = map[string]chorus.Kind{
+	"Documents": chorus.KindDocument,
+	"Lists":     chorus.KindList,
+	"Maps":      chorus.KindMap,
+	"Streams":   chorus.KindStream,
+}
+
+// route dispatches a CDS request by path.
+func (c *conn) route(ctx context.Context, r *request) response {
+	segs := r.segs
+	if len(segs) < 2 || segs[0] != "v3" {
+		return errorResponse(chorus.ErrNotFound)
+	}
+	segs = segs[1:]
+	if segs[0] == "Services" {
+		if len(segs) < 3 {
+			return errorResponse(chorus.ErrNotFound)
+		}
+		if segs[1] != c.svc.SID && (c.svc.UniqueName == "" || segs[1] != c.svc.UniqueName) {
+			return errorResponse(chorus.Errorf(chorus.ErrForbidden, "Access forbidden: the token is for another service"))
+		}
+		segs = segs[2:]
+	}
+	k, ok := kindByCollection[segs[0]]
+	if !ok {
+		return errorResponse(chorus.ErrNotFound) // Insights and anything else: 20404
+	}
+	if len(segs) == 1 {
+		if r.method != http.MethodPost {
+			return errorResponse(chorus.ErrMethod)
+		}
+		return c.createObject(ctx, r, k)
+	}
+	id := segs[1]
+	if id == "" {
+		return errorResponse(chorus.ErrNotFound)
+	}
+	switch {
+	case len(segs) == 2:
+		return c.object(ctx, r, k, id)
+	case segs[2] == "Items" && (k == chorus.KindList || k == chorus.KindMap):
+		if len(segs) == 3 {
+			return c.items(ctx, r, k, id)
+		}
+		if len(segs) == 4 {
+			return c.item(ctx, r, k, id, segs[3])
+		}
+	case segs[2] == "Context" && k == chorus.KindList && len(segs) == 3:
+		return c.context(ctx, r, id)
+	case segs[2] == "Messages" && k == chorus.KindStream && len(segs) == 3:
+		if r.method != http.MethodPost {
+			return errorResponse(chorus.ErrMethod)
+		}
+		return c.publish(ctx, r, id)
+	}
+	return errorResponse(chorus.ErrNotFound)
+}
+
+// body is a CDS request body. Raw fields distinguish absent (nil) from
+// null.
+type body struct {
+	UniqueName json.RawMessage `json:"unique_name"`
+	Data       json.RawMessage `json:"data"`
+	Context    json.RawMessage `json:"context"`
+	TTL        json.RawMessage `json:"ttl"`
+	Key        *string         `json:"key"`
+}
+
+func parseBody(r *request) (*body, *int, *chorus.Error) {
+	b := new(body)
+	if len(bytes.TrimSpace(r.body)) > 0 {
+		if err := json.Unmarshal(r.body, b); err != nil {
+			return nil, nil, chorus.Wrap(chorus.ErrInvalidJSON, err)
+		}
+	}
+	var ttl *int
+	if len(b.TTL) > 0 && string(b.TTL) != "null" {
+		var n json.Number
+		if err := json.Unmarshal(b.TTL, &n); err != nil {
+			return nil, nil, chorus.Wrap(chorus.ErrInvalidTTL, err)
+		}
+		v, err := strconv.ParseInt(string(n), 10, 64)
+		if err != nil || v < 0 || v > chorus.MaxTTL {
+			return nil, nil, chorus.ErrInvalidTTL
+		}
+		t := int(v)
+		ttl = &t
+	}
+	return b, ttl, nil
+}
+
+func (b *body) uniqueName() (string, *chorus.Error) {
+	if len(b.UniqueName) == 0 || string(b.UniqueName) == "null" {
+		return "", nil
+	}
+	var s string
+	if err := json.Unmarshal(b.UniqueName, &s); err != nil {
+		return "", chorus.Wrap(chorus.ErrUniqueNameInvalid, err)
+	}
+	return s, nil
+}
+
+// tooLarge checks the data size limits.
+func tooLarge(data json.RawMessage, limit int) *chorus.Error {
+	if len(data) > limit {
+		return chorus.Errorf(chorus.ErrTooLarge, "Request entity too large: data exceeds %d bytes", limit)
+	}
+	return nil
+}
+
+func (c *conn) createObject(ctx context.Context, r *request, k chorus.Kind) response {
+	b, ttl, e := parseBody(r)
+	if e != nil {
+		return errorResponse(e)
+	}
+	name, e := b.uniqueName()
+	if e != nil {
+		return errorResponse(e)
+	}
+	p := engine.CreateObject{UniqueName: name, TTL: ttl}
+	switch k {
+	case chorus.KindDocument:
+		p.Data = b.Data
+	case chorus.KindList:
+		p.Data = b.Context
+	}
+	if e := tooLarge(p.Data, chorus.MaxDataBytes); e != nil {
+		return errorResponse(e)
+	}
+	obj, err := c.g.cfg.Engine.CreateObject(ctx, c.actor, c.svc, k, p)
+	if err != nil {
+		return c.errResponse(r, err)
+	}
+	return response{http.StatusCreated, appendObject(nil, obj, r.base, nil)}
+}
+
+func (c *conn) object(ctx context.Context, r *request, k chorus.Kind, id string) response {
+	eng := c.g.cfg.Engine
+	switch r.method {
+	case http.MethodGet:
+		obj, err := eng.Object(ctx, c.actor, c.svc, k, id)
+		if err != nil {
+			return c.errResponse(r, err)
+		}
+		var items []*chorus.Item
+		if k == chorus.KindMap && hasValue(r.query["Include"], "items") {
+			page, err := eng.Items(ctx, c.actor, c.svc, k, obj.SID, engine.ItemPageRequest{PageSize: chorus.MaxPageSize, HideExpired: true})
+			if err != nil {
+				return c.errResponse(r, err)
+			}
+			items = page.Items
+			if items == nil {
+				items = []*chorus.Item{}
+			}
+		}
+		return response{http.StatusOK, appendObject(nil, obj, r.base, items)}
+	case http.MethodPost:
+		b, ttl, e := parseBody(r)
+		if e != nil {
+			return errorResponse(e)
+		}
+		p := engine.UpdateObject{TTL: ttl, IfMatch: r.ifMatch}
+		switch k {
+		case chorus.KindDocument:
+			p.Data = b.Data
+		case chorus.KindList:
+			p.Data = b.Context
+		}
+		if e := tooLarge(p.Data, chorus.MaxDataBytes); e != nil {
+			return errorResponse(e)
+		}
+		obj, err := eng.UpdateObject(ctx, c.actor, c.svc, k, id, p)
+		if err != nil {
+			return c.errResponse(r, err)
+		}
+		return response{http.StatusOK, appendObject(nil, obj, r.base, nil)}
+	case http.MethodDelete:
+		obj, err := eng.DeleteObject(ctx, c.actor, c.svc, k, id)
+		if err != nil {
+			return c.errResponse(r, err)
+		}
+		return jsonResponse(http.StatusOK, map[string]any{
+			"sid": obj.SID, "last_event_id": obj.LastEventID, "date_updated": isoTime(c.g.cfg.Now()),
+		})
+	}
+	return errorResponse(chorus.ErrMethod)
+}
+
+func hasValue(vs []string, want string) bool {
+	for _, v := range vs {
+		for _, p := range strings.Split(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(p), want) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func isoTime(t time.Time) string { return t.UTC().Format(isoMillis) }
+
+// parseRef parses an item path segment.
+func parseRef(k chorus.Kind, seg string) (chorus.ItemRef, *chorus.Error) {
+	if k == chorus.KindMap {
+		if seg == "" || len(seg) > chorus.MaxKeyLen {
+			return chorus.ItemRef{}, chorus.ErrMapItemKey
+		}
+		return chorus.ItemRef{Key: seg}, nil
+	}
+	n, err := strconv.ParseInt(seg, 10, 64)
+	if err != nil || n < 0 {
+		return chorus.ItemRef{}, chorus.ErrInvalidIndex
+	}
+	return chorus.ItemRef{Index: n}, nil
+}
+
+func (c *conn) item(ctx context.Context, r *request, k chorus.Kind, id, seg string) response {
+	ref, e := parseRef(k, seg)
+	if e != nil {
+		return errorResponse(e)
+	}
+	eng := c.g.cfg.Engine
+	switch r.method {
+	case http.MethodGet:
+		it, err := eng.Item(ctx, c.actor, c.svc, k, id, ref)
+		if err != nil {
+			return c.errResponse(r, err)
+		}
+		return response{http.StatusOK, appendItem(nil, it, r.base, c.svc.SID, true)}
+	case http.MethodPost, http.MethodPut:
+		b, ttl, e := parseBody(r)
+		if e != nil {
+			return errorResponse(e)
+		}
+		if e := tooLarge(b.Data, chorus.MaxDataBytes); e != nil {
+			return errorResponse(e)
+		}
+		w := engine.ItemWrite{Mode: engine.Update, Data: b.Data, ItemTTL: ttl, IfMatch: r.ifMatch}
+		if r.method == http.MethodPut {
+			if k != chorus.KindMap {
+				return errorResponse(chorus.ErrMethod)
+			}
+			w.Mode = engine.Upsert
+			if strings.TrimSpace(r.ifMatch) == "-1" {
+				w.Mode, w.IfMatch, w.ConflictStatus412 = engine.CreateOnly, "", true
+			}
+		}
+		it, created, err := eng.WriteItem(ctx, c.actor, c.svc, k, id, ref, w)
+		if err != nil {
+			return c.errResponse(r, err)
+		}
+		status := http.StatusOK
+		if created {
+			status = http.StatusCreated
+		}
+		return response{status, appendItem(nil, it, r.base, c.svc.SID, false)}
+	case http.MethodDelete:
+		it, err := eng.DeleteItem(ctx, c.actor, c.svc, k, id, ref, r.ifMatch)
+		if err != nil {
+			return c.errResponse(r, err)
+		}
+		m := map[string]any{"last_event_id": it.LastEventID, "date_updated": isoTime(it.DateUpdated)}
+		if k == chorus.KindMap {
+			m["key"] = it.Key
+		} else {
+			m["index"] = it.Index
+		}
+		return jsonResponse(http.StatusOK, m)
+	}
+	return errorResponse(chorus.ErrMethod)
+}
+
+func (c *conn) items(ctx context.Context, r *request, k chorus.Kind, id string) response {
+	switch r.method {
+	case http.MethodGet:
+		return c.itemsPage(ctx, r, k, id)
+	case http.MethodPost:
+		b, ttl, e := parseBody(r)
+		if e != nil {
+			return errorResponse(e)
+		}
+		if e := tooLarge(b.Data, chorus.MaxDataBytes); e != nil {
+			return errorResponse(e)
+		}
+		w := engine.ItemWrite{Mode: engine.CreateOnly, Data: b.Data, ItemTTL: ttl}
+		if k == chorus.KindList {
+			it, err := c.g.cfg.Engine.AddListItem(ctx, c.actor, c.svc, id, w)
+			if err != nil {
+				return c.errResponse(r, err)
+			}
+			return response{http.StatusCreated, appendItem(nil, it, r.base, c.svc.SID, false)}
+		}
+		if b.Key == nil {
+			return errorResponse(chorus.ErrMapItemKey)
+		}
+		it, _, err := c.g.cfg.Engine.WriteItem(ctx, c.actor, c.svc, k, id, chorus.ItemRef{Key: *b.Key}, w)
+		if err != nil {
+			return c.errResponse(r, err)
+		}
+		return response{http.StatusCreated, appendItem(nil, it, r.base, c.svc.SID, false)}
+	}
+	return errorResponse(chorus.ErrMethod)
+}
+
+// pageToken is the opaque paging token of item pages: continue after From
+// in Order.
+type pageToken struct {
+	From  string `json:"from"`
+	Order string `json:"order"`
+}
+
+func encodeToken(from, order string) string {
+	b, _ := json.Marshal(pageToken{from, order})
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+func itemPos(k chorus.Kind, it *chorus.Item) string {
+	if k == chorus.KindMap {
+		return it.Key
+	}
+	return strconv.FormatInt(it.Index, 10)
+}
+
+// itemsPage answers the SDK's item queries: one item by Index or Key, or
+// a page From (inclusive) in Order.
+func (c *conn) itemsPage(ctx context.Context, r *request, k chorus.Kind, id string) response {
+	eng := c.g.cfg.Engine
+	q := r.query
+	single, isSingle := "", false
+	if k == chorus.KindList && q.Has("Index") {
+		single, isSingle = q.Get("Index"), true
+	}
+	if k == chorus.KindMap && q.Has("Key") {
+		single, isSingle = q.Get("Key"), true
+	}
+	if isSingle {
+		ref, e := parseRef(k, single)
+		if e != nil {
+			return errorResponse(e)
+		}
+		items := []*chorus.Item{}
+		it, err := eng.Item(ctx, c.actor, c.svc, k, id, ref)
+		switch {
+		case err == nil:
+			items = append(items, it)
+		case errors.Is(err, k.ItemNotFound()):
+		default:
+			return c.errResponse(r, err)
+		}
+		return response{http.StatusOK, appendItemsPage(nil, items, r.base, c.svc.SID, 1, "", "")}
+	}
+
+	order := strings.ToLower(q.Get("Order"))
+	if order == "" {
+		order = "asc"
+	}
+	if order != "asc" && order != "desc" {
+		return errorResponse(chorus.ErrInvalidOrder)
+	}
+	pageSize := chorus.DefaultPageSize
+	if s := q.Get("PageSize"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 {
+			return errorResponse(chorus.ErrInvalidPageSize)
+		}
+		pageSize = min(n, chorus.MaxPageSize-1)
+	}
+	from, bounds := q.Get("From"), "inclusive"
+	if b := q.Get("Bounds"); b != "" {
+		bounds = strings.ToLower(b)
+	}
+	if tok := q.Get("PageToken"); tok != "" {
+		raw, err := base64.RawURLEncoding.DecodeString(tok)
+		var pt pageToken
+		if err != nil || json.Unmarshal(raw, &pt) != nil || (pt.Order != "asc" && pt.Order != "desc") {
+			return errorResponse(chorus.ErrInvalidPageToken)
+		}
+		from, order, bounds = pt.From, pt.Order, "exclusive"
+	}
+	page, err := eng.Items(ctx, c.actor, c.svc, k, id, engine.ItemPageRequest{
+		Order: order, From: from, Bounds: bounds, PageSize: pageSize + 1, HideExpired: true,
+	})
+	if err != nil {
+		return c.errResponse(r, err)
+	}
+	items := page.Items
+	next := ""
+	if len(items) > pageSize {
+		items = items[:pageSize]
+		next = encodeToken(itemPos(k, items[len(items)-1]), order)
+	}
+	// previous_token: is there anything before the first item (or before
+	// From) in this order? Ask in the opposite order, exclusive.
+	prev := ""
+	anchor := from
+	if len(items) > 0 {
+		anchor = itemPos(k, items[0])
+	}
+	if anchor != "" {
+		opposite := "desc"
+		if order == "desc" {
+			opposite = "asc"
+		}
+		before, err := eng.Items(ctx, c.actor, c.svc, k, id, engine.ItemPageRequest{
+			Order: opposite, From: anchor, Bounds: "exclusive", PageSize: 1, HideExpired: true,
+		})
+		if err != nil {
+			return c.errResponse(r, err)
+		}
+		if len(before.Items) > 0 {
+			prev = encodeToken(anchor, opposite)
+		}
+	}
+	if items == nil {
+		items = []*chorus.Item{}
+	}
+	return response{http.StatusOK, appendItemsPage(nil, items, r.base, c.svc.SID, pageSize, prev, next)}
+}
+
+func (c *conn) context(ctx context.Context, r *request, id string) response {
+	eng := c.g.cfg.Engine
+	var obj *chorus.Object
+	var err error
+	switch r.method {
+	case http.MethodGet:
+		obj, err = eng.Object(ctx, c.actor, c.svc, chorus.KindList, id)
+	case http.MethodPost:
+		b, _, e := parseBody(r)
+		if e != nil {
+			return errorResponse(e)
+		}
+		data := b.Data
+		if data == nil {
+			data = b.Context
+		}
+		if e := tooLarge(data, chorus.MaxDataBytes); e != nil {
+			return errorResponse(e)
+		}
+		obj, err = eng.UpdateObject(ctx, c.actor, c.svc, chorus.KindList, id, engine.UpdateObject{Data: data})
+	default:
+		return errorResponse(chorus.ErrMethod)
+	}
+	if err != nil {
+		return c.errResponse(r, err)
+	}
+	b := []byte(`{"data":`)
+	if len(obj.Data) == 0 {
+		b = append(b, "{}"...)
+	} else {
+		b = appendRaw(b, obj.Data)
+	}
+	b = append(b, `,"last_event_id":`...)
+	b = strconv.AppendInt(b, obj.LastEventID, 10)
+	b = append(b, `,"date_updated":`...)
+	b = appendTime(b, obj.DateUpdated)
+	return response{http.StatusOK, append(b, '}')}
+}
+
+func (c *conn) publish(ctx context.Context, r *request, id string) response {
+	b, _, e := parseBody(r)
+	if e != nil {
+		return errorResponse(e)
+	}
+	if e := tooLarge(b.Data, chorus.MaxMessageBytes); e != nil {
+		return errorResponse(e)
+	}
+	msg, err := c.g.cfg.Engine.PublishMessage(ctx, c.actor, c.svc, id, b.Data)
+	if err != nil {
+		return c.errResponse(r, err)
+	}
+	out := []byte(`{"sid":`)
+	out = appendString(out, msg.SID)
+	out = append(out, `,"data":`...)
+	out = appendRaw(out, msg.Data)
+	return response{http.StatusCreated, append(out, '}')}
+}
+
+// appendObject renders an object descriptor; items != nil adds "items"
+// (map Include=items).
+func appendObject(dst []byte, o *chorus.Object, base string, items []*chorus.Item) []byte {
+	u := objectURL(base, o.ServiceSID, o.Kind, o.SID)
+	dst = append(dst, `{"sid":`...)
+	dst = appendString(dst, o.SID)
+	dst = append(dst, `,"account_sid":`...)
+	dst = appendString(dst, o.AccountSID)
+	dst = append(dst, `,"service_sid":`...)
+	dst = appendString(dst, o.ServiceSID)
+	dst = append(dst, `,"unique_name":`...)
+	if o.UniqueName == "" {
+		dst = append(dst, "null"...)
+	} else {
+		dst = appendString(dst, o.UniqueName)
+	}
+	dst = append(dst, `,"url":`...)
+	dst = appendString(dst, u)
+	switch o.Kind {
+	case chorus.KindDocument:
+		dst = append(dst, `,"revision":`...)
+		dst = appendString(dst, o.RevisionString())
+		dst = append(dst, `,"last_event_id":`...)
+		dst = strconv.AppendInt(dst, o.LastEventID, 10)
+		dst = append(dst, `,"data":`...)
+		if len(o.Data) == 0 {
+			dst = append(dst, "{}"...)
+		} else {
+			dst = appendRaw(dst, o.Data)
+		}
+		dst = append(dst, `,"links":{"permissions":`...)
+		dst = appendString(dst, u+"/Permissions")
+		dst = append(dst, '}')
+	case chorus.KindList, chorus.KindMap:
+		dst = append(dst, `,"revision":`...)
+		dst = appendString(dst, o.RevisionString())
+		dst = append(dst, `,"last_event_id":`...)
+		dst = strconv.AppendInt(dst, o.LastEventID, 10)
+		dst = append(dst, `,"links":{"items":`...)
+		dst = appendString(dst, u+"/Items")
+		if o.Kind == chorus.KindList {
+			dst = append(dst, `,"context":`...)
+			dst = appendString(dst, u+"/Context")
+		}
+		dst = append(dst, `,"permissions":`...)
+		dst = appendString(dst, u+"/Permissions")
+		dst = append(dst, '}')
+	case chorus.KindStream:
+		dst = append(dst, `,"links":{"messages":`...)
+		dst = appendString(dst, u+"/Messages")
+		dst = append(dst, `,"permissions":`...)
+		dst = appendString(dst, u+"/Permissions")
+		dst = append(dst, '}')
+	}
+	dst = append(dst, `,"created_by":`...)
+	dst = appendString(dst, o.CreatedBy)
+	dst = append(dst, `,"date_created":`...)
+	dst = appendTime(dst, o.DateCreated)
+	dst = append(dst, `,"date_updated":`...)
+	dst = appendTime(dst, o.DateUpdated)
+	dst = append(dst, `,"date_expires":`...)
+	dst = appendTimePtr(dst, o.DateExpires)
+	if items != nil {
+		dst = append(dst, `,"items":[`...)
+		for i, it := range items {
+			if i > 0 {
+				dst = append(dst, ',')
+			}
+			dst = appendItem(dst, it, base, o.ServiceSID, true)
+		}
+		dst = append(dst, ']')
+	}
+	return append(dst, '}')
+}
+
+// appendItem renders an item descriptor.
+func appendItem(dst []byte, it *chorus.Item, base, service string, withData bool) []byte {
+	dst = append(dst, '{')
+	if it.Kind == chorus.KindMap {
+		dst = append(dst, `"key":`...)
+		dst = appendString(dst, it.Key)
+		dst = append(dst, `,"map_sid":`...)
+	} else {
+		dst = append(dst, `"index":`...)
+		dst = strconv.AppendInt(dst, it.Index, 10)
+		dst = append(dst, `,"list_sid":`...)
+	}
+	dst = appendString(dst, it.ObjectSID)
+	dst = append(dst, `,"url":`...)
+	dst = appendString(dst, itemURL(base, service, it.Kind, it.ObjectSID, it.Index, it.Key))
+	dst = append(dst, `,"revision":`...)
+	dst = appendString(dst, it.RevisionString())
+	dst = append(dst, `,"last_event_id":`...)
+	dst = strconv.AppendInt(dst, it.LastEventID, 10)
+	if withData || len(it.Data) > 0 {
+		dst = append(dst, `,"data":`...)
+		if len(it.Data) == 0 {
+			dst = append(dst, "{}"...)
+		} else {
+			dst = appendRaw(dst, it.Data)
+		}
+	}
+	dst = append(dst, `,"created_by":`...)
+	dst = appendString(dst, it.CreatedBy)
+	dst = append(dst, `,"date_created":`...)
+	dst = appendTime(dst, it.DateCreated)
+	dst = append(dst, `,"date_updated":`...)
+	dst = appendTime(dst, it.DateUpdated)
+	dst = append(dst, `,"date_expires":`...)
+	dst = appendTimePtr(dst, it.DateExpires)
+	return append(dst, '}')
+}
+
+func appendItemsPage(dst []byte, items []*chorus.Item, base, service string, pageSize int, prev, next string) []byte {
+	dst = append(dst, `{"items":[`...)
+	for i, it := range items {
+		if i > 0 {
+			dst = append(dst, ',')
+		}
+		dst = appendItem(dst, it, base, service, true)
+	}
+	dst = append(dst, `],"meta":{"page_size":`...)
+	dst = strconv.AppendInt(dst, int64(pageSize), 10)
+	dst = append(dst, `,"previous_token":`...)
+	if prev == "" {
+		dst = append(dst, "null"...)
+	} else {
+		dst = appendString(dst, prev)
+	}
+	dst = append(dst, `,"next_token":`...)
+	if next == "" {
+		dst = append(dst, "null"...)
+	} else {
+		dst = appendString(dst, next)
+	}
+	return append(dst, `,"key":"items"}}`...)
+}

@@ -1,0 +1,199 @@
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+)
+
+func (e *env) session(identity string) *tclient {
+	e.t.Helper()
+	c := e.dial(context.Background())
+	c.mustInit(e.token(identity, time.Hour))
+	return c
+}
+
+func wantStatus(t testing.TB, what string, r httpResp, status, code int) map[string]any {
+	t.Helper()
+	if r.Status != status {
+		t.Fatalf("%s = %d %s, want %d", what, r.Status, r.Body, status)
+	}
+	m := r.json(t)
+	if code != 0 && (m["code"] == nil || num(m["code"]) != int64(code)) {
+		t.Fatalf("%s code = %v, want %d (%s)", what, m["code"], code, r.Body)
+	}
+	return m
+}
+
+func TestDocuments(t *testing.T) {
+	e := newEnv(t)
+	c := e.session("alice")
+
+	wantStatus(t, "open missing", c.do("GET", "/v3/Documents/doc1", nil, nil), 404, 0)
+	doc := wantStatus(t, "create", c.do("POST", "/v3/Documents", nil, map[string]any{"unique_name": "doc1", "data": map[string]any{"n": 0}}), 201, 0)
+	sid := doc["sid"].(string)
+	url := doc["url"].(string)
+	if !strings.HasPrefix(url, "http://cds.test:1/v3/Services/"+e.svc.SID+"/Documents/"+sid) {
+		t.Errorf("url = %q, want absolute service URL", url)
+	}
+	wantStatus(t, "create again", c.do("POST", "/v3/Documents", nil, map[string]any{"unique_name": "doc1", "data": map[string]any{}}), 409, 54301)
+	wantStatus(t, "sid-like name", c.do("POST", "/v3/Documents", nil, map[string]any{"unique_name": "ET" + strings.Repeat("0", 32), "data": map[string]any{}}), 400, 54302)
+
+	got := wantStatus(t, "open by name", c.do("GET", "/v3/Documents/doc1", nil, nil), 200, 0)
+	if got["sid"] != sid || got["revision"] == nil || got["last_event_id"] == nil {
+		t.Errorf("open = %v, want sid, revision, last_event_id", got)
+	}
+	rev := got["revision"].(string)
+
+	up := wantStatus(t, "update", c.do("POST", url, map[string]string{"If-Match": rev}, map[string]any{"data": map[string]any{"n": 1}}), 200, 0)
+	if up["revision"] == rev {
+		t.Errorf("revision unchanged after update")
+	}
+	wantStatus(t, "stale If-Match", c.do("POST", url, map[string]string{"If-Match": rev}, map[string]any{"data": map[string]any{"n": 2}}), 412, 54103)
+
+	ttl := wantStatus(t, "setTtl", c.do("POST", url, nil, map[string]any{"ttl": 60}), 200, 0)
+	if ttl["date_expires"] == nil {
+		t.Errorf("setTtl date_expires = nil, want a time")
+	}
+	got = wantStatus(t, "open after ttl", c.do("GET", "/v3/Documents/"+sid, nil, nil), 200, 0)
+	if d, _ := json.Marshal(got["data"]); string(d) != `{"n":1}` {
+		t.Errorf("data after setTtl = %s, want {\"n\":1}", d)
+	}
+	ttl = wantStatus(t, "setTtl 0", c.do("POST", url, nil, map[string]any{"ttl": 0}), 200, 0)
+	if ttl["date_expires"] != nil {
+		t.Errorf("setTtl(0) date_expires = %v, want null", ttl["date_expires"])
+	}
+
+	big := strings.Repeat("x", 17*1024)
+	wantStatus(t, "oversize", c.do("POST", url, nil, map[string]any{"data": map[string]any{"big": big}}), 413, 54006)
+
+	// The SDK's DELETE carries the non-JSON body "data_sync".
+	wantStatus(t, "delete", c.do("DELETE", url, nil, []byte("data_sync")), 200, 0)
+	wantStatus(t, "open deleted", c.do("GET", "/v3/Documents/"+sid, nil, nil), 404, 54100)
+	wantStatus(t, "update deleted", c.do("POST", url, nil, map[string]any{"data": map[string]any{}}), 404, 54100)
+
+	wantStatus(t, "insights", c.do("POST", "/v3/Insights/idx/Items", nil, map[string]any{"query_string": "x"}), 404, 20404)
+	wantStatus(t, "other service", c.do("GET", "/v3/Services/IS"+strings.Repeat("1", 32)+"/Documents/"+sid, nil, nil), 403, 0)
+}
+
+func TestLists(t *testing.T) {
+	e := newEnv(t)
+	c := e.session("alice")
+	list := wantStatus(t, "create", c.do("POST", "/v3/Lists", nil, map[string]any{"unique_name": "l1", "context": map[string]any{"a": 1}}), 201, 0)
+	links := list["links"].(map[string]any)
+	items := links["items"].(string)
+	for i := 0; i < 3; i++ {
+		it := wantStatus(t, "push", c.do("POST", items, nil, map[string]any{"data": map[string]any{"i": i}}), 201, 0)
+		if num(it["index"]) != int64(i) || !strings.HasSuffix(it["url"].(string), "/Items/"+string(rune('0'+i))) {
+			t.Errorf("push %d = %v, want index %d with url", i, it, i)
+		}
+	}
+	page := func(q string) ([]int64, bool, bool) {
+		t.Helper()
+		m := wantStatus(t, "page "+q, c.do("GET", items+"?"+q, nil, nil), 200, 0)
+		var idx []int64
+		for _, it := range m["items"].([]any) {
+			idx = append(idx, num(it.(map[string]any)["index"]))
+		}
+		meta := m["meta"].(map[string]any)
+		if meta["key"] != "items" {
+			t.Errorf("meta.key = %v, want items", meta["key"])
+		}
+		return idx, meta["previous_token"] != nil, meta["next_token"] != nil
+	}
+	tests := []struct {
+		q          string
+		want       []int64
+		prev, next bool
+	}{
+		{"HideExpired=true&PageSize=2&Order=asc", []int64{0, 1}, false, true},
+		{"HideExpired=true&From=1&PageSize=10&Order=asc", []int64{1, 2}, true, false},
+		{"HideExpired=true&From=1&PageSize=10&Order=desc", []int64{1, 0}, true, false},
+		{"HideExpired=true&PageSize=10&Order=desc", []int64{2, 1, 0}, false, false},
+		{"HideExpired=true&Index=1", []int64{1}, false, false},
+		{"HideExpired=true&Index=42", nil, false, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.q, func(t *testing.T) {
+			idx, prev, next := page(tt.q)
+			if len(idx) != len(tt.want) || prev != tt.prev || next != tt.next {
+				t.Fatalf("GET ?%s = %v prev %v next %v, want %v prev %v next %v", tt.q, idx, prev, next, tt.want, tt.prev, tt.next)
+			}
+			for i := range idx {
+				if idx[i] != tt.want[i] {
+					t.Fatalf("GET ?%s = %v, want %v", tt.q, idx, tt.want)
+				}
+			}
+		})
+	}
+	it := wantStatus(t, "get item", c.do("GET", items+"/1", nil, nil), 200, 0)
+	rev := it["revision"].(string)
+	wantStatus(t, "set item", c.do("POST", items+"/1", map[string]string{"If-Match": rev}, map[string]any{"data": map[string]any{"i": 10}}), 200, 0)
+	wantStatus(t, "stale item", c.do("POST", items+"/1", map[string]string{"If-Match": rev}, map[string]any{"data": map[string]any{"i": 11}}), 412, 54155)
+	del := wantStatus(t, "remove item", c.do("DELETE", items+"/0", nil, []byte("data_sync")), 200, 0)
+	if del["last_event_id"] == nil || del["date_updated"] == nil {
+		t.Errorf("remove item body = %v, want last_event_id and date_updated", del)
+	}
+	cx := wantStatus(t, "context", c.do("GET", links["context"].(string), nil, nil), 200, 0)
+	if d, _ := json.Marshal(cx["data"]); string(d) != `{"a":1}` || cx["last_event_id"] == nil {
+		t.Errorf("context = %v, want data {a:1} and last_event_id", cx)
+	}
+}
+
+func TestMaps(t *testing.T) {
+	e := newEnv(t)
+	c := e.session("alice")
+	m := wantStatus(t, "create", c.do("POST", "/v3/Maps", nil, map[string]any{"unique_name": "m1"}), 201, 0)
+	items := m["links"].(map[string]any)["items"].(string)
+	key := "k/1 é"
+	enc := encodeURIComponent(key)
+	if enc != "k%2F1%20%C3%A9" {
+		t.Fatalf("encodeURIComponent(%q) = %q", key, enc)
+	}
+	it := wantStatus(t, "put new", c.do("PUT", items+"/"+enc, nil, map[string]any{"data": map[string]any{"v": 1}}), 201, 0)
+	if it["key"] != key || !strings.HasSuffix(it["url"].(string), "/Items/"+enc) {
+		t.Errorf("put = %v, want key %q and encoded url", it, key)
+	}
+	wantStatus(t, "put existing", c.do("PUT", items+"/"+enc, nil, map[string]any{"data": map[string]any{"v": 2}}), 200, 0)
+	wantStatus(t, "put If-Match -1 existing", c.do("PUT", items+"/"+enc, map[string]string{"If-Match": "-1"}, map[string]any{"data": map[string]any{"v": 3}}), 412, 0)
+	wantStatus(t, "put If-Match -1 new", c.do("PUT", items+"/other", map[string]string{"If-Match": "-1"}, map[string]any{"data": map[string]any{"v": 3}}), 201, 0)
+	got := wantStatus(t, "get by Key", c.do("GET", items+"?HideExpired=true&Key="+enc, nil, nil), 200, 0)
+	if l := got["items"].([]any); len(l) != 1 || l[0].(map[string]any)["key"] != key {
+		t.Errorf("get by Key = %v, want the item", got)
+	}
+	ttl := wantStatus(t, "item ttl", c.do("POST", items+"/"+enc, nil, map[string]any{"ttl": 30}), 200, 0)
+	if ttl["date_expires"] == nil {
+		t.Errorf("item ttl date_expires = nil")
+	}
+	open := wantStatus(t, "open Include=items", c.do("GET", "/v3/Maps/m1?Include=items", nil, nil), 200, 0)
+	if l, _ := open["items"].([]any); len(l) != 2 {
+		t.Errorf("Include=items items = %v, want 2", open["items"])
+	}
+	wantStatus(t, "remove", c.do("DELETE", items+"/"+enc, nil, []byte("data_sync")), 200, 0)
+	got = wantStatus(t, "get removed", c.do("GET", items+"?HideExpired=true&Key="+enc, nil, nil), 200, 0)
+	if l := got["items"].([]any); len(l) != 0 {
+		t.Errorf("get removed = %v, want items []", got)
+	}
+	wantStatus(t, "remove missing", c.do("DELETE", items+"/"+enc, nil, []byte("data_sync")), 404, 54201)
+}
+
+func TestStreams(t *testing.T) {
+	e := newEnv(t)
+	a, b := e.session("alice"), e.session("bob")
+	s := wantStatus(t, "create", a.do("POST", "/v3/Streams", nil, map[string]any{"unique_name": "s1"}), 201, 0)
+	sid := s["sid"].(string)
+	wantStatus(t, "subscribe", b.subscribe("establish", 1700000000001, map[string]any{"object_sid": sid, "object_type": "stream", "last_event_id": nil}), 200, 0)
+	if n := b.nextOf("subscription_established", 5*time.Second); string(n.Correlation) != "1700000000001" {
+		t.Errorf("correlation_id = %s", n.Correlation)
+	}
+	msg := wantStatus(t, "publish", a.do("POST", s["links"].(map[string]any)["messages"].(string), nil, map[string]any{"data": map[string]any{"hello": "world"}}), 201, 0)
+	n := b.nextOf("stream_message_published", 5*time.Second)
+	ev := n.event()
+	if ev["message_sid"] != msg["sid"] || ev["stream_sid"] != sid || n.MessageType != "twilio.sync.event" {
+		t.Errorf("event = %v (%s), want message %v", ev, n.MessageType, msg["sid"])
+	}
+	big := strings.Repeat("x", 5*1024)
+	wantStatus(t, "oversize", a.do("POST", s["links"].(map[string]any)["messages"].(string), nil, map[string]any{"data": map[string]any{"big": big}}), 413, 54006)
+}

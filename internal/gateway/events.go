@@ -1,0 +1,284 @@
+package gateway
+
+import (
+	"bytes"
+	"encoding/json"
+	"strconv"
+	"time"
+	"unicode/utf8"
+
+	"github.com/chorus-sync/chorus"
+	"github.com/chorus-sync/chorus/protocol"
+)
+
+// isoMillis is the time format of CDS bodies and events.
+const isoMillis = "2006-01-02T15:04:05.000Z"
+
+func appendTime(dst []byte, t time.Time) []byte {
+	dst = append(dst, '"')
+	dst = t.UTC().AppendFormat(dst, isoMillis)
+	return append(dst, '"')
+}
+
+func appendTimePtr(dst []byte, t *time.Time) []byte {
+	if t == nil {
+		return append(dst, "null"...)
+	}
+	return appendTime(dst, *t)
+}
+
+// appendString appends s as a JSON string. Invalid UTF-8 becomes U+FFFD;
+// U+2028 and U+2029 are escaped.
+func appendString(dst []byte, s string) []byte {
+	dst = append(dst, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			if c >= 0x20 && c != '"' && c != '\\' {
+				i++
+				continue
+			}
+			dst = append(dst, s[start:i]...)
+			switch c {
+			case '"', '\\':
+				dst = append(dst, '\\', c)
+			case '\n':
+				dst = append(dst, '\\', 'n')
+			case '\r':
+				dst = append(dst, '\\', 'r')
+			case '\t':
+				dst = append(dst, '\\', 't')
+			default:
+				dst = append(dst, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, n := utf8.DecodeRuneInString(s[i:])
+		if (r == utf8.RuneError && n == 1) || r == '\u2028' || r == '\u2029' {
+			dst = append(dst, s[start:i]...)
+			if r == utf8.RuneError {
+				dst = append(dst, `\ufffd`...)
+			} else {
+				dst = append(dst, '\\', 'u', '2', '0', '2', hexDigits[r&0xf])
+			}
+			i += n
+			start = i
+			continue
+		}
+		i += n
+	}
+	dst = append(dst, s[start:]...)
+	return append(dst, '"')
+}
+
+const hexDigits = "0123456789abcdef"
+
+// appendRaw appends raw JSON, compacting it if it holds whitespace that
+// could include CR or LF; nil or empty becomes null.
+func appendRaw(dst []byte, raw json.RawMessage) []byte {
+	if len(raw) == 0 {
+		return append(dst, "null"...)
+	}
+	if bytes.ContainsAny(raw, "\r\n") {
+		var buf bytes.Buffer
+		if json.Compact(&buf, raw) == nil {
+			return append(dst, buf.Bytes()...)
+		}
+	}
+	return append(dst, raw...)
+}
+
+// messageType is the notification message_type of a live event.
+func messageType(k chorus.Kind) string {
+	switch k {
+	case chorus.KindDocument:
+		return protocol.MessageTypeDocument
+	case chorus.KindList:
+		return protocol.MessageTypeList
+	case chorus.KindMap:
+		return protocol.MessageTypeMap
+	}
+	return protocol.MessageTypeSyncEvent
+}
+
+// objectURL is the absolute URL of an object.
+func objectURL(base, service string, k chorus.Kind, sid string) string {
+	return base + "/v3/Services/" + service + "/" + collection(k) + "/" + sid
+}
+
+// itemURL is the absolute URL of a list or map item.
+func itemURL(base, service string, k chorus.Kind, sid string, index int64, key string) string {
+	u := objectURL(base, service, k, sid) + "/Items/"
+	if k == chorus.KindMap {
+		return u + encodeURIComponent(key)
+	}
+	return u + strconv.FormatInt(index, 10)
+}
+
+func collection(k chorus.Kind) string {
+	switch k {
+	case chorus.KindDocument:
+		return "Documents"
+	case chorus.KindList:
+		return "Lists"
+	case chorus.KindMap:
+		return "Maps"
+	case chorus.KindStream:
+		return "Streams"
+	}
+	return ""
+}
+
+// encodeURIComponent escapes s like JavaScript's encodeURIComponent.
+func encodeURIComponent(s string) string {
+	// url.PathEscape keeps sub-delims and ':' '@' that JS escapes, and
+	// escapes nothing JS keeps except that JS keeps !'()*.
+	const keep = "-_.!~*'()"
+	var b []byte
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || bytes.IndexByte([]byte(keep), c) >= 0 {
+			b = append(b, c)
+			continue
+		}
+		b = append(b, '%', "0123456789ABCDEF"[c>>4], "0123456789ABCDEF"[c&15])
+	}
+	return string(b)
+}
+
+// sidField is the event field naming the object.
+func sidField(k chorus.Kind) string {
+	switch k {
+	case chorus.KindDocument:
+		return "document_sid"
+	case chorus.KindList:
+		return "list_sid"
+	case chorus.KindMap:
+		return "map_sid"
+	}
+	return "stream_sid"
+}
+
+// appendEventBody appends the §5.2 "event" object of e.
+func appendEventBody(dst []byte, e *chorus.Event, base string) []byte {
+	dst = append(dst, '{')
+	if e.ID > 0 {
+		dst = append(dst, `"id":`...)
+		dst = strconv.AppendInt(dst, e.ID, 10)
+		dst = append(dst, ',')
+	}
+	dst = append(dst, '"')
+	dst = append(dst, sidField(e.Kind)...)
+	dst = append(dst, `":`...)
+	dst = appendString(dst, e.ObjectSID)
+	switch e.Type {
+	case chorus.EventDocumentUpdated:
+		dst = append(dst, `,"document_unique_name":`...)
+		if e.UniqueName == "" {
+			dst = append(dst, "null"...)
+		} else {
+			dst = appendString(dst, e.UniqueName)
+		}
+		dst = append(dst, `,"document_revision":`...)
+		dst = appendString(dst, e.Revision)
+		dst = append(dst, `,"document_data":`...)
+		dst = appendRaw(dst, e.Data)
+		dst = append(dst, `,"date_created":`...)
+		dst = appendTime(dst, e.DateCreated)
+		dst = append(dst, `,"date_expires":`...)
+		dst = appendTimePtr(dst, e.DateExpires)
+	case chorus.EventListItemAdded, chorus.EventListItemUpdated, chorus.EventListItemRemoved,
+		chorus.EventMapItemAdded, chorus.EventMapItemUpdated, chorus.EventMapItemRemoved:
+		if e.Kind == chorus.KindMap {
+			dst = append(dst, `,"item_key":`...)
+			dst = appendString(dst, e.ItemKey)
+		} else {
+			dst = append(dst, `,"item_index":`...)
+			dst = strconv.AppendInt(dst, e.ItemIndex, 10)
+		}
+		dst = append(dst, `,"item_url":`...)
+		dst = appendString(dst, itemURL(base, e.ServiceSID, e.Kind, e.ObjectSID, e.ItemIndex, e.ItemKey))
+		dst = append(dst, `,"item_revision":`...)
+		dst = appendString(dst, e.ItemRevision)
+		dst = append(dst, `,"item_data":`...)
+		dst = appendRaw(dst, e.ItemData)
+		dst = append(dst, `,"date_created":`...)
+		dst = appendTime(dst, e.DateCreated)
+		if e.Type != chorus.EventListItemRemoved && e.Type != chorus.EventMapItemRemoved {
+			dst = append(dst, `,"date_expires":`...)
+			dst = appendTimePtr(dst, e.DateExpires)
+		}
+		if e.Revision != "" {
+			if e.Kind == chorus.KindMap {
+				dst = append(dst, `,"map_revision":`...)
+			} else {
+				dst = append(dst, `,"list_revision":`...)
+			}
+			dst = appendString(dst, e.Revision)
+		}
+	case chorus.EventListContextUpdated:
+		dst = append(dst, `,"context_data":`...)
+		dst = appendRaw(dst, e.Data)
+		dst = append(dst, `,"date_created":`...)
+		dst = appendTime(dst, e.DateCreated)
+		if e.Revision != "" {
+			dst = append(dst, `,"list_revision":`...)
+			dst = appendString(dst, e.Revision)
+		}
+	case chorus.EventStreamMessagePublished:
+		dst = append(dst, `,"message_sid":`...)
+		dst = appendString(dst, e.MessageSID)
+		dst = append(dst, `,"message_data":`...)
+		dst = appendRaw(dst, e.Data)
+	default: // removals
+		if !e.DateCreated.IsZero() {
+			dst = append(dst, `,"date_created":`...)
+			dst = appendTime(dst, e.DateCreated)
+		}
+	}
+	return append(dst, '}')
+}
+
+// appendEventPayload appends a notification payload carrying e;
+// corr != nil adds the subscription's correlation_id.
+func appendEventPayload(dst []byte, e *chorus.Event, base string, corr json.Number) []byte {
+	dst = append(dst, `{"event_type":`...)
+	dst = appendString(dst, string(e.Type))
+	if corr != "" {
+		dst = append(dst, `,"correlation_id":`...)
+		dst = append(dst, corr...)
+	}
+	dst = append(dst, `,"event":`...)
+	dst = appendEventBody(dst, e, base)
+	return append(dst, '}')
+}
+
+// liveFrame encodes e as a complete live notification frame.
+func liveFrame(e *chorus.Event, base string) []byte {
+	payload := appendEventPayload(make([]byte, 0, 256+len(e.Data)+len(e.ItemData)), e, base, "")
+	return protocol.AppendNotification(make([]byte, 0, len(payload)+160), protocol.NewID(), messageType(e.Kind), payload)
+}
+
+// replayFrame encodes a replayed event (twilio.sync.event, with the
+// request's correlation id).
+func replayFrame(e *chorus.Event, base string, corr json.Number) []byte {
+	payload := appendEventPayload(nil, e, base, corr)
+	return protocol.AppendNotification(nil, protocol.NewID(), protocol.MessageTypeSyncEvent, payload)
+}
+
+// syncFrame encodes a subscription_* notification.
+func syncFrame(eventType string, corr json.Number, events any) []byte {
+	body, _ := json.Marshal(events) // plain maps and strings
+	payload := append([]byte(`{"event_type":`), appendString(nil, eventType)...)
+	if corr != "" {
+		payload = append(payload, `,"correlation_id":`...)
+		payload = append(payload, corr...)
+	}
+	payload = append(payload, `,"events":`...)
+	payload = append(payload, body...)
+	payload = append(payload, '}')
+	return protocol.AppendNotification(nil, protocol.NewID(), protocol.MessageTypeSyncEvent, payload)
+}

@@ -1,0 +1,195 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/chorus-sync/chorus/internal/engine"
+	"github.com/chorus-sync/chorus/token"
+)
+
+// Config configures a Gateway. Zero values take the documented defaults.
+type Config struct {
+	Engine   *engine.Engine
+	Verifier *token.Verifier
+	// PublicURL is the base of the absolute URLs in CDS responses and
+	// events, e.g. "https://sync.example.com". "" = "http://" + the host
+	// the client put in its request.
+	PublicURL string
+	Logger    *slog.Logger // default slog.Default()
+
+	PingInterval    time.Duration // twilsock ping period; default 30s
+	MaxFrameBytes   int           // largest accepted client frame; default 256 KiB
+	SendQueueFrames int           // per-connection send queue bound; default 1024
+	SendQueueBytes  int           // per-connection send queue bound; default 8 MiB
+	WriteTimeout    time.Duration // per write batch; default 10s
+	Now             func() time.Time
+
+	// GapWait is how long an out-of-order event waits for the missing ones
+	// before they are read from the store; default 30ms. GapGiveUp is when
+	// a gap the store cannot fill is skipped; default 2s.
+	GapWait   time.Duration
+	GapGiveUp time.Duration
+	// ReplayBatch is the number of events read per replay step; default 500.
+	ReplayBatch int
+	// InitTimeout closes connections that send no init; default 30s.
+	InitTimeout time.Duration
+}
+
+// Stats are live gateway counters.
+type Stats struct {
+	Connections   int
+	Subscriptions int
+	Topics        int    // objects with at least one subscriber
+	Delivered     uint64 // live event frames queued to connections
+	Replayed      uint64 // replayed event frames
+	SlowConsumers uint64 // connections closed for falling behind
+	Malformed     uint64 // connections closed for protocol violations
+	GapFills      uint64 // out-of-order gaps filled from the store
+	GapSkips      uint64 // gaps that could not be filled
+}
+
+// Gateway is the Twilsock V3.0 endpoint. Mount it at /v3/wsconnect.
+type Gateway struct {
+	cfg Config
+	log *slog.Logger
+	hub *hub
+
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	mu     sync.Mutex
+	conns  map[*conn]struct{}
+	closed bool
+	wg     sync.WaitGroup
+
+	replayed      atomic.Uint64
+	slowConsumers atomic.Uint64
+	malformed     atomic.Uint64
+}
+
+var _ http.Handler = (*Gateway)(nil)
+
+// New returns a Gateway. cfg.Engine and cfg.Verifier are required.
+func New(cfg Config) *Gateway {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.PingInterval <= 0 {
+		cfg.PingInterval = 30 * time.Second
+	}
+	if cfg.MaxFrameBytes <= 0 {
+		cfg.MaxFrameBytes = 256 << 10
+	}
+	if cfg.SendQueueFrames <= 0 {
+		cfg.SendQueueFrames = 1024
+	}
+	if cfg.SendQueueBytes <= 0 {
+		cfg.SendQueueBytes = 8 << 20
+	}
+	if cfg.WriteTimeout <= 0 {
+		cfg.WriteTimeout = 10 * time.Second
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.GapWait <= 0 {
+		cfg.GapWait = 30 * time.Millisecond
+	}
+	if cfg.GapGiveUp <= 0 {
+		cfg.GapGiveUp = 2 * time.Second
+	}
+	if cfg.ReplayBatch <= 0 {
+		cfg.ReplayBatch = 500
+	}
+	if cfg.InitTimeout <= 0 {
+		cfg.InitTimeout = 30 * time.Second
+	}
+	g := &Gateway{cfg: cfg, log: cfg.Logger, conns: make(map[*conn]struct{})}
+	g.ctx, g.cancel = context.WithCancel(context.Background())
+	g.hub = newHub(g)
+	return g
+}
+
+// ServeHTTP upgrades the request to a WebSocket and runs the session until
+// it ends. Any Origin is accepted; authentication happens in the protocol.
+func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	g.mu.Lock()
+	if g.closed {
+		g.mu.Unlock()
+		http.Error(w, "shutting down", http.StatusServiceUnavailable)
+		return
+	}
+	g.wg.Add(1)
+	g.mu.Unlock()
+	defer g.wg.Done()
+
+	ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{
+		InsecureSkipVerify: true,
+		CompressionMode:    websocket.CompressionDisabled,
+	})
+	if err != nil {
+		g.log.Debug("gateway: websocket accept", slog.Any(logError, err))
+		return
+	}
+	c := newConn(g, ws, r)
+	g.mu.Lock()
+	if g.closed {
+		g.mu.Unlock()
+		ws.CloseNow()
+		return
+	}
+	g.conns[c] = struct{}{}
+	g.mu.Unlock()
+	defer func() {
+		g.mu.Lock()
+		delete(g.conns, c)
+		g.mu.Unlock()
+	}()
+	c.run()
+}
+
+// Close ends every session and waits for them to finish, or for ctx.
+func (g *Gateway) Close(ctx context.Context) error {
+	g.mu.Lock()
+	g.closed = true
+	g.mu.Unlock()
+	g.cancel()
+	done := make(chan struct{})
+	go func() {
+		g.wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return errors.Join(errors.New("gateway: close: sessions still running"), ctx.Err())
+	}
+}
+
+// Stats returns live counters.
+func (g *Gateway) Stats() Stats {
+	g.mu.Lock()
+	n := len(g.conns)
+	g.mu.Unlock()
+	topics, subs := g.hub.counts()
+	return Stats{
+		Connections:   n,
+		Subscriptions: subs,
+		Topics:        topics,
+		Delivered:     g.hub.delivered.Load(),
+		Replayed:      g.replayed.Load(),
+		SlowConsumers: g.slowConsumers.Load(),
+		Malformed:     g.malformed.Load(),
+		GapFills:      g.hub.gapFills.Load(),
+		GapSkips:      g.hub.gapSkips.Load(),
+	}
+}

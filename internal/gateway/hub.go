@@ -1,0 +1,321 @@
+package gateway
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/chorus-sync/chorus"
+)
+
+// hub fans events out to subscribed connections. It holds one topic per
+// subscribed object, and one Bus subscription per topic.
+//
+// Lock order: hub.mu → topic.mu → sendQueue.mu. The Bus calls topic.onEvent
+// holding its own lock, so nothing may call the Bus while holding topic.mu,
+// and bus callbacks never take hub.mu.
+type hub struct {
+	g *Gateway
+
+	mu     sync.Mutex
+	topics map[string]*topic
+
+	delivered atomic.Uint64 // frames handed to connections
+	gapFills  atomic.Uint64
+	gapSkips  atomic.Uint64
+}
+
+func newHub(g *Gateway) *hub {
+	return &hub{g: g, topics: make(map[string]*topic)}
+}
+
+// topic orders one object's events by ID and delivers them to its
+// subscribers.
+type topic struct {
+	h    *hub
+	sid  string
+	kind chorus.Kind
+
+	cancel func() // Bus subscription; set under hub.mu
+	refs   int    // guarded by hub.mu
+
+	mu       sync.Mutex
+	baseline bool  // last is known
+	last     int64 // highest ID delivered in order
+	pending  map[int64]*chorus.Event
+	gapTimer *time.Timer
+	filling  bool
+	gapSince time.Time
+	removed  bool
+	subs     map[*conn]*subscription
+	frames   []baseFrame // scratch: one encoded frame per public base
+}
+
+type baseFrame struct {
+	base  string
+	frame []byte
+}
+
+// subscription is one connection's subscription to one object. Its fields
+// are guarded by the topic's mutex.
+type subscription struct {
+	c    *conn
+	t    *topic
+	sid  string
+	kind chorus.Kind
+
+	delivered int64 // highest event id sent on this connection
+	live      bool  // receives live events
+	gone      bool  // object removed or subscription canceled
+}
+
+// acquire returns the topic of sid, subscribing to the Bus when it is new.
+// Each acquire must be paired with a release.
+func (h *hub) acquire(sid string, k chorus.Kind) (*topic, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	t := h.topics[sid]
+	if t != nil {
+		t.mu.Lock()
+		removed := t.removed
+		t.mu.Unlock()
+		if removed {
+			t = nil
+		}
+	}
+	if t == nil {
+		t = &topic{h: h, sid: sid, kind: k, pending: make(map[int64]*chorus.Event), subs: make(map[*conn]*subscription)}
+		cancel, err := h.g.cfg.Engine.Bus().Subscribe(sid, t.onEvent)
+		if err != nil {
+			return nil, err
+		}
+		t.cancel = cancel
+		h.topics[sid] = t
+	}
+	t.refs++
+	return t, nil
+}
+
+// release drops one reference to t and, if s is not nil, its
+// subscription. The last release cancels the Bus subscription.
+func (h *hub) release(t *topic, s *subscription) {
+	h.mu.Lock()
+	if s != nil {
+		t.mu.Lock()
+		s.gone = true
+		if t.subs[s.c] == s {
+			delete(t.subs, s.c)
+		}
+		t.mu.Unlock()
+	}
+	t.refs--
+	var cancel func()
+	if t.refs == 0 {
+		if h.topics[t.sid] == t {
+			delete(h.topics, t.sid)
+		}
+		cancel, t.cancel = t.cancel, nil
+		t.mu.Lock()
+		if t.gapTimer != nil {
+			t.gapTimer.Stop()
+		}
+		t.mu.Unlock()
+	}
+	h.mu.Unlock()
+	if cancel != nil {
+		cancel()
+	}
+}
+
+// counts returns the number of topics and subscriptions.
+func (h *hub) counts() (topics, subs int) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, t := range h.topics {
+		t.mu.Lock()
+		subs += len(t.subs)
+		t.mu.Unlock()
+	}
+	return len(h.topics), subs
+}
+
+// setBaseline fixes the position from which the topic orders events: the
+// object's last event id as read after the Bus subscription started.
+func (t *topic) setBaseline(last int64) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.baseline {
+		return
+	}
+	t.baseline = true
+	t.last = last
+	t.drainLocked()
+}
+
+// onEvent is the Bus callback. It must not block.
+func (t *topic) onEvent(e *chorus.Event) {
+	if !e.Type.Realtime() {
+		return
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.acceptLocked(e)
+}
+
+func (t *topic) acceptLocked(e *chorus.Event) {
+	if t.removed {
+		return
+	}
+	if e.ID == 0 || t.kind == chorus.KindStream {
+		t.deliverLocked(e)
+		return
+	}
+	if t.baseline && e.ID <= t.last {
+		return // duplicate
+	}
+	t.pending[e.ID] = e
+	if t.baseline {
+		t.drainLocked()
+	}
+}
+
+// drainLocked delivers pending events in ID order while they are
+// contiguous, and arms the gap timer when some remain.
+func (t *topic) drainLocked() {
+	for id := range t.pending {
+		if id <= t.last {
+			delete(t.pending, id)
+		}
+	}
+	for !t.removed {
+		e, ok := t.pending[t.last+1]
+		if !ok {
+			break
+		}
+		delete(t.pending, e.ID)
+		t.deliverLocked(e)
+	}
+	if len(t.pending) == 0 || t.removed {
+		clear(t.pending)
+		t.gapSince = time.Time{}
+		if t.gapTimer != nil {
+			t.gapTimer.Stop()
+		}
+		return
+	}
+	if t.gapSince.IsZero() {
+		t.gapSince = time.Now()
+	}
+	if !t.filling {
+		if t.gapTimer == nil {
+			t.gapTimer = time.AfterFunc(t.h.g.cfg.GapWait, t.fillGap)
+		} else {
+			t.gapTimer.Reset(t.h.g.cfg.GapWait)
+		}
+	}
+}
+
+// fillGap reads missing events from the store log.
+func (t *topic) fillGap() {
+	t.mu.Lock()
+	if t.filling || len(t.pending) == 0 || t.removed {
+		t.mu.Unlock()
+		return
+	}
+	t.filling = true
+	after := t.last
+	since := t.gapSince
+	t.mu.Unlock()
+
+	g := t.h.g
+	ctx, cancel := context.WithTimeout(g.ctx, 5*time.Second)
+	events, err := g.cfg.Engine.Events(ctx, t.sid, after, 1000)
+	cancel()
+	if err != nil {
+		g.log.Warn("gateway: fill event gap", slog.String(logObject, t.sid), slog.Any(logError, err))
+	}
+	t.h.gapFills.Add(1)
+
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.filling = false
+	for _, e := range events {
+		if e.ID > t.last {
+			t.pending[e.ID] = e
+		}
+	}
+	if len(events) == 0 && len(t.pending) > 0 && !since.IsZero() && time.Since(since) > g.cfg.GapGiveUp {
+		// The log cannot fill the gap (trimmed, or the event was never
+		// committed): skip to the lowest pending event rather than stall.
+		low := int64(-1)
+		for id := range t.pending {
+			if low < 0 || id < low {
+				low = id
+			}
+		}
+		g.log.Warn("gateway: skipping unfillable event gap", slog.String(logObject, t.sid),
+			slog.Int64("from", t.last+1), slog.Int64("to", low-1))
+		t.h.gapSkips.Add(1)
+		t.last = low - 1
+	}
+	t.drainLocked()
+}
+
+// deliverLocked sends e to every live subscriber that has not seen it.
+// The frame is encoded once per public base URL.
+func (t *topic) deliverLocked(e *chorus.Event) {
+	if e.ID > t.last {
+		t.last = e.ID
+	}
+	frames := t.frames[:0]
+	n := 0
+	for c, s := range t.subs {
+		if !s.live || s.gone {
+			continue
+		}
+		if e.ID > 0 && t.kind != chorus.KindStream {
+			if e.ID <= s.delivered {
+				continue
+			}
+			s.delivered = e.ID
+		}
+		var f []byte
+		for i := range frames {
+			if frames[i].base == c.base {
+				f = frames[i].frame
+				break
+			}
+		}
+		if f == nil {
+			f = liveFrame(e, c.base)
+			frames = append(frames, baseFrame{c.base, f})
+		}
+		c.sendEvent(f)
+		n++
+	}
+	clear(frames)
+	t.frames = frames[:0]
+	t.h.delivered.Add(uint64(n))
+	if e.Type.Removal() {
+		t.removed = true
+		clear(t.pending)
+		subs := make([]*subscription, 0, len(t.subs))
+		for _, s := range t.subs {
+			s.gone = true
+			subs = append(subs, s)
+		}
+		// Not inline: the Bus lock is held by our caller.
+		go t.h.dropRemoved(t, subs)
+	}
+}
+
+// dropRemoved ends the subscriptions of a removed object.
+func (h *hub) dropRemoved(t *topic, subs []*subscription) {
+	for _, s := range subs {
+		if s.c.forget(s) {
+			h.release(t, s)
+		}
+	}
+}

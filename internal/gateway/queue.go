@@ -1,0 +1,118 @@
+package gateway
+
+import "sync"
+
+// sendQueue is a connection's bounded outbound queue. push never blocks:
+// over the frame or byte limit it reports false once and the connection is
+// closed as a slow consumer.
+//
+// While a write is in flight (hold), notifications are parked so that the
+// reply to the write is queued before the write's own event.
+type sendQueue struct {
+	maxFrames, maxBytes int
+
+	mu       sync.Mutex
+	frames   [][]byte
+	bytes    int
+	held     [][]byte
+	holding  int
+	overflow bool
+	wake     chan struct{} // capacity 1
+}
+
+func newSendQueue(maxFrames, maxBytes int) *sendQueue {
+	return &sendQueue{maxFrames: maxFrames, maxBytes: maxBytes, wake: make(chan struct{}, 1)}
+}
+
+// pushLocked appends f; it reports false when the queue is over its limits.
+func (q *sendQueue) pushLocked(f []byte, notification bool) bool {
+	if q.overflow {
+		return false
+	}
+	if len(q.frames)+len(q.held) >= q.maxFrames || q.bytes+len(f) > q.maxBytes {
+		q.overflow = true
+		return false
+	}
+	q.bytes += len(f)
+	if notification && q.holding > 0 {
+		q.held = append(q.held, f)
+		return true
+	}
+	q.frames = append(q.frames, f)
+	return true
+}
+
+func (q *sendQueue) signal() {
+	select {
+	case q.wake <- struct{}{}:
+	default:
+	}
+}
+
+// push queues a reply or control frame.
+func (q *sendQueue) push(f []byte) bool {
+	q.mu.Lock()
+	ok := q.pushLocked(f, false)
+	q.mu.Unlock()
+	q.signal()
+	return ok
+}
+
+// pushNotification queues an event frame, parking it while a write is in
+// flight.
+func (q *sendQueue) pushNotification(f []byte) bool {
+	q.mu.Lock()
+	ok := q.pushLocked(f, true)
+	q.mu.Unlock()
+	if ok {
+		q.signal()
+	}
+	return ok
+}
+
+// hold parks notifications until the matching release.
+func (q *sendQueue) hold() {
+	q.mu.Lock()
+	q.holding++
+	q.mu.Unlock()
+}
+
+// release queues reply and then, when no other hold remains, every parked
+// notification.
+func (q *sendQueue) release(reply []byte) bool {
+	q.mu.Lock()
+	ok := true
+	if reply != nil {
+		ok = q.pushLocked(reply, false)
+	}
+	q.holding--
+	if q.holding == 0 && len(q.held) > 0 {
+		q.frames = append(q.frames, q.held...)
+		clear(q.held)
+		q.held = q.held[:0]
+	}
+	q.mu.Unlock()
+	q.signal()
+	return ok
+}
+
+// drain moves every ready frame into dst (reusing its storage) and returns
+// it with the overflow flag.
+func (q *sendQueue) drain(dst [][]byte) ([][]byte, bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	dst = append(dst[:0], q.frames...)
+	clear(q.frames)
+	q.frames = q.frames[:0]
+	for _, f := range dst {
+		q.bytes -= len(f)
+	}
+	return dst, q.overflow
+}
+
+// len returns the number of queued frames (tests, stats).
+func (q *sendQueue) len() int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return len(q.frames) + len(q.held)
+}

@@ -1,0 +1,261 @@
+package gateway
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/chorus-sync/chorus"
+	"github.com/chorus-sync/chorus/protocol"
+)
+
+func TestInit(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	tests := []struct {
+		name      string
+		token     string
+		code      int
+		errorCode int
+	}{
+		{"valid", e.token("alice", time.Hour), 200, 0},
+		{"expired", e.tokenAt("alice", time.Hour, time.Now().Add(-3*time.Hour), e.creds.ServiceSID, e.creds.APISecret), 401, 20104},
+		{"bad signature", e.tokenAt("alice", time.Hour, time.Now(), e.creds.ServiceSID, "wrong-secret"), 401, 20107},
+		{"not a jwt", "hello", 401, 20160},
+		{"unknown service", e.tokenAt("alice", time.Hour, time.Now(), chorus.NewSID(chorus.PrefixService), e.creds.APISecret), 403, 54050},
+		{"default service", e.tokenAt("alice", time.Hour, time.Now(), "default", e.creds.APISecret), 200, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := e.dial(ctx)
+			f := c.init(tt.token)
+			st := f.Header.Status
+			if st == nil || st.Code != tt.code || st.ErrorCode != tt.errorCode {
+				t.Fatalf("init status = %+v, want code %d errorCode %d", st, tt.code, tt.errorCode)
+			}
+			if tt.code == 401 && st.Status != "UNAUTHORIZED" {
+				t.Errorf("init status text = %q, want UNAUTHORIZED", st.Status)
+			}
+			if tt.code != 200 {
+				return
+			}
+			var caps []string
+			if ok, _ := f.Header.Get("capabilities", &caps); !ok || len(caps) != 1 || caps[0] != "client_update" {
+				t.Errorf("init capabilities = %v, want [client_update]", caps)
+			}
+			var ct string
+			if ok, _ := f.Header.Get("continuation_token", &ct); !ok || ct == "" {
+				t.Errorf("init continuation_token = %q, want non-empty", ct)
+			}
+			// The session works.
+			if r := c.do("GET", "/v3/Documents/missing-doc", nil, nil); r.Status != 404 {
+				t.Errorf("GET missing document = %d, want 404", r.Status)
+			}
+		})
+	}
+}
+
+func TestUpdate(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	tests := []struct {
+		name      string
+		token     string
+		code      int
+		errorCode int
+	}{
+		{"same identity", e.token("alice", 2*time.Hour), 200, 0},
+		{"other identity", e.token("mallory", time.Hour), 401, 20101},
+		{"expired", e.tokenAt("alice", time.Hour, time.Now().Add(-3*time.Hour), e.creds.ServiceSID, e.creds.APISecret), 401, 20104},
+		{"garbage", "x.y.z", 401, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := e.dial(ctx)
+			c.mustInit(e.token("alice", time.Hour))
+			f := c.call(map[string]any{"method": "update", "token": tt.token}, nil)
+			st := f.Header.Status
+			if st == nil || st.Code != tt.code || (tt.errorCode != 0 && st.ErrorCode != tt.errorCode) {
+				t.Fatalf("update status = %+v, want code %d errorCode %d", st, tt.code, tt.errorCode)
+			}
+			if tt.code == 401 && st.Status != "UNAUTHORIZED" {
+				t.Errorf("update status text = %q, want UNAUTHORIZED", st.Status)
+			}
+		})
+	}
+}
+
+// shifted returns a clock running offset ahead of the real one.
+func shifted(offset time.Duration) func() time.Time {
+	return func() time.Time { return time.Now().Add(offset) }
+}
+
+func TestTokenAboutToExpire(t *testing.T) {
+	// Tokens carry whole seconds: a 185s token minted now expires in
+	// (184s, 185s]. The gateway's clock runs 3s ahead, so it sees
+	// (181s, 182s] left and warns 1–2s after init.
+	e := newEnv(t, withConfig(func(c *Config) { c.Now = shifted(3 * time.Second) }))
+	c := e.dial(context.Background())
+	start := time.Now()
+	c.mustInit(e.token("alice", 185*time.Second))
+	f := c.nextControl(5 * time.Second)
+	elapsed := time.Since(start)
+	var typ string
+	f.Header.Get("client_update_type", &typ)
+	if f.Header.Method != "client_update" || typ != "token_about_to_expire" {
+		t.Fatalf("frame = %s %q, want client_update token_about_to_expire", f.Header.Method, typ)
+	}
+	if elapsed < 800*time.Millisecond || elapsed > 2500*time.Millisecond {
+		t.Errorf("token_about_to_expire after %v, want 1–2s", elapsed)
+	}
+
+	// An update re-arms: a fresh 1h token is not about to expire.
+	if f := c.call(map[string]any{"method": "update", "token": e.token("alice", time.Hour)}, nil); f.Header.Status.Code != 200 {
+		t.Fatalf("update status = %+v, want 200", f.Header.Status)
+	}
+	select {
+	case f := <-c.control:
+		if f.Header.Method != "ping" {
+			t.Errorf("after update got %s, want nothing", f.Header.Method)
+		}
+	case <-time.After(1500 * time.Millisecond):
+	}
+}
+
+func TestTokenExpiryCloses410(t *testing.T) {
+	// A 10 minute token seen by a clock 598s ahead: less than 180s remain
+	// (warn at once) and it expires 1–2s after init (whole seconds).
+	e := newEnv(t, withConfig(func(c *Config) { c.Now = shifted(598 * time.Second) }))
+	c := e.dial(context.Background())
+	start := time.Now()
+	c.mustInit(e.token("alice", 10*time.Minute))
+	f := c.nextControl(2 * time.Second)
+	if f.Header.Method != "client_update" {
+		t.Fatalf("first frame after init = %s, want client_update", f.Header.Method)
+	}
+	if d := time.Since(start); d > 500*time.Millisecond {
+		t.Errorf("client_update after %v, want at once", d)
+	}
+	f = c.nextControl(5 * time.Second)
+	st := f.Header.Status
+	if f.Header.Method != "close" || st == nil || st.Code != 410 || st.ErrorCode != 20104 || st.Status != "TOKEN_EXPIRED" {
+		t.Fatalf("frame = %s %+v, want close 410 TOKEN_EXPIRED 20104", f.Header.Method, st)
+	}
+	if d := time.Since(start); d < 800*time.Millisecond || d > 3*time.Second {
+		t.Errorf("close after %v, want 1–2s", d)
+	}
+	if err := c.closed(5 * time.Second); err != nil {
+		t.Errorf("after close 410: %v", err)
+	}
+}
+
+func TestMalformedFrames(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	good := func(id string) []byte {
+		return protocol.Encode(nil, protocol.NewPing(id), nil)
+	}
+	tests := []struct {
+		name       string
+		init       bool
+		typ        websocket.MessageType
+		msg        []byte
+		wantClosed bool
+	}{
+		{"text frame", true, websocket.MessageText, good("TM1"), false},
+		{"truncated", true, websocket.MessageBinary, []byte("TWILSOCK V3.0 50\r\n{\"method\":\"mess"), true},
+		{"huge payload_size", true, websocket.MessageBinary, []byte("TWILSOCK V3.0 56\r\n{\"method\":\"message\",\"id\":\"TM1\",\"payload_size\":99999999}\r\n"), true},
+		{"bad json header", true, websocket.MessageBinary, []byte("TWILSOCK V3.0 5\r\n{nope\r\n"), true},
+		{"bad magic", true, websocket.MessageBinary, []byte("HELLO"), true},
+		{"oversize request", true, websocket.MessageBinary, oversizeFrame(300 << 10), false},
+		{"request before init", false, websocket.MessageBinary, protocol.Encode(nil, &protocol.Header{Method: "message", ID: "TM1"}, nil), true},
+		{"unknown method", true, websocket.MessageBinary, protocol.Encode(nil, &protocol.Header{Method: "frobnicate", ID: "TM1"}, nil), false},
+		{"telemetry", true, websocket.MessageBinary, protocol.Encode(nil, &protocol.Header{Method: "telemetry.v1", ID: "TM1"}, nil), false},
+	}
+	bystander := e.dial(ctx)
+	bystander.mustInit(e.token("bob", time.Hour))
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := e.dial(ctx)
+			if tt.init {
+				c.mustInit(e.token("alice", time.Hour))
+			}
+			if err := c.ws.Write(ctx, tt.typ, tt.msg); err != nil {
+				t.Fatalf("write: %v", err)
+			}
+			if tt.wantClosed {
+				if err := c.closed(5 * time.Second); err != nil {
+					t.Errorf("after %s: %v, want closed", tt.name, err)
+				}
+			} else if r := c.do("GET", "/v3/Documents/nope", nil, nil); r.Status != 404 {
+				t.Errorf("after %s: GET = %d, want 404 on a live session", tt.name, r.Status)
+			}
+			if r := bystander.do("GET", "/v3/Documents/nope", nil, nil); r.Status != 404 {
+				t.Errorf("bystander GET = %d, want 404", r.Status)
+			}
+		})
+	}
+	t.Run("oversize request answered", func(t *testing.T) {
+		c := e.dial(ctx)
+		c.mustInit(e.token("alice", time.Hour))
+		ch := make(chan *protocol.Frame, 1)
+		c.mu.Lock()
+		c.waiters["TMbig"] = ch
+		c.mu.Unlock()
+		c.ws.Write(ctx, websocket.MessageBinary, oversizeFrame(300<<10))
+		select {
+		case f := <-ch:
+			var hs protocol.Status
+			f.Header.Get("http_status", &hs)
+			if f.Header.Status.Code != 200 || hs.Code != 413 || !strings.Contains(string(f.Payload), "54006") {
+				t.Errorf("oversize reply = %+v http %+v %s, want 200 / 413 54006", f.Header.Status, hs, f.Payload)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("no reply to an oversize request")
+		}
+	})
+	t.Run("second init", func(t *testing.T) {
+		c := e.dial(ctx)
+		c.mustInit(e.token("alice", time.Hour))
+		f := c.init(e.token("alice", time.Hour))
+		if f.Header.Status == nil || f.Header.Status.Code < 400 {
+			t.Errorf("second init status = %+v, want an error", f.Header.Status)
+		}
+	})
+	t.Run("client close", func(t *testing.T) {
+		c := e.dial(ctx)
+		c.mustInit(e.token("alice", time.Hour))
+		c.sendFrame(map[string]any{"method": "close"}, nil)
+		if err := c.closed(5 * time.Second); err != nil {
+			t.Errorf("after client close: %v", err)
+		}
+	})
+}
+
+func TestPing(t *testing.T) {
+	e := newEnv(t, withConfig(func(c *Config) { c.PingInterval = 100 * time.Millisecond }))
+	c := e.dial(context.Background())
+	c.mustInit(e.token("alice", time.Hour))
+	f := c.nextControl(2 * time.Second)
+	if f.Header.Method != "ping" || f.Header.ID == "" {
+		t.Fatalf("frame = %s id %q, want ping", f.Header.Method, f.Header.ID)
+	}
+	// Acked pings keep the session alive well past 2 intervals.
+	time.Sleep(500 * time.Millisecond)
+	if r := c.do("GET", "/v3/Documents/nope", nil, nil); r.Status != 404 {
+		t.Errorf("GET = %d, want 404", r.Status)
+	}
+}
+
+// oversizeFrame is a well-formed document create whose payload is n bytes.
+func oversizeFrame(n int) []byte {
+	h, _ := protocol.HeaderOf(map[string]any{
+		"method": "message", "id": "TMbig", "payload_type": "application/json",
+		"http_request": map[string]any{"host": "h", "path": "/v3/Documents", "method": "POST", "params": map[string]any{}, "headers": map[string]any{}},
+	})
+	payload := append([]byte(`{"data":{"x":"`), strings.Repeat("x", n)...)
+	return protocol.Encode(nil, h, append(payload, `"}}`...))
+}

@@ -1,0 +1,267 @@
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"net/http"
+	"strconv"
+
+	"github.com/chorus-sync/chorus"
+)
+
+// subscriptionsReply is the body of every accepted /v4/Subscriptions
+// request.
+var subscriptionsReply = []byte(`{"estimated_delivery_in_ms":5000,"max_batch_size":100}`)
+
+type subscriptionsRequest struct {
+	EventProtocolVersion int         `json:"event_protocol_version"`
+	Action               string      `json:"action"`
+	CorrelationID        json.Number `json:"correlation_id"`
+	Requests             []struct {
+		ObjectSID   string          `json:"object_sid"`
+		ObjectType  string          `json:"object_type"`
+		LastEventID json.RawMessage `json:"last_event_id"`
+	} `json:"requests"`
+}
+
+type failedEntry struct {
+	ObjectSID string    `json:"object_sid"`
+	Error     failedErr `json:"error"`
+}
+
+type failedErr struct {
+	Status  int    `json:"status"`
+	Code    int    `json:"code"`
+	Message string `json:"message"`
+}
+
+// handleSubscriptions establishes or cancels subscriptions. The reply goes
+// first; replays and subscription_* notifications follow.
+func (c *conn) handleSubscriptions(ctx context.Context, id string, r *request) {
+	if r.method != http.MethodPost {
+		c.sendHTTP(id, errorResponse(chorus.ErrMethod))
+		return
+	}
+	var req subscriptionsRequest
+	if err := json.Unmarshal(r.body, &req); err != nil {
+		c.sendHTTP(id, errorResponse(chorus.Wrap(chorus.ErrInvalidJSON, err)))
+		return
+	}
+	corr := req.CorrelationID
+	if corr != "" {
+		if _, err := strconv.ParseInt(string(corr), 10, 64); err != nil {
+			c.sendHTTP(id, errorResponse(chorus.Errorf(chorus.ErrInvalidParameter, "Invalid correlation_id")))
+			return
+		}
+	}
+	switch req.Action {
+	case "establish", "cancel":
+	default:
+		c.sendHTTP(id, errorResponse(chorus.Errorf(chorus.ErrInvalidParameter, "Invalid action %q", req.Action)))
+		return
+	}
+	c.sendHTTP(id, response{http.StatusOK, subscriptionsReply})
+
+	if req.Action == "cancel" {
+		canceled := make([]map[string]string, 0, len(req.Requests))
+		for _, e := range req.Requests {
+			c.mu.Lock()
+			s := c.subs[e.ObjectSID]
+			if s != nil {
+				delete(c.subs, e.ObjectSID)
+			}
+			c.mu.Unlock()
+			if s != nil {
+				c.g.hub.release(s.t, s)
+			}
+			canceled = append(canceled, map[string]string{"object_sid": e.ObjectSID, "object_type": e.ObjectType})
+		}
+		if len(canceled) > 0 {
+			c.send(syncFrame("subscription_canceled", corr, canceled))
+		}
+		return
+	}
+
+	for _, e := range req.Requests {
+		var last *int64
+		if len(e.LastEventID) > 0 && string(e.LastEventID) != "null" {
+			n, err := strconv.ParseInt(string(e.LastEventID), 10, 64)
+			if err != nil || n < 0 {
+				c.failed(corr, e.ObjectSID, chorus.Errorf(chorus.ErrInvalidParameter, "Invalid last_event_id"))
+				continue
+			}
+			last = &n
+		}
+		k, ok := chorus.Kind(e.ObjectType), false
+		for _, kk := range chorus.Kinds {
+			ok = ok || kk == k
+		}
+		if !ok {
+			c.failed(corr, e.ObjectSID, chorus.ErrNotFound)
+			continue
+		}
+		if !chorus.IsSID(k.Prefix(), e.ObjectSID) {
+			c.failed(corr, e.ObjectSID, k.NotFound())
+			continue
+		}
+		if err := c.establish(ctx, corr, k, e.ObjectSID, last); err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			ce := chorus.AsError(err)
+			if ce.Status >= 500 {
+				c.log.Error("gateway: establish subscription", slog.String(logObject, e.ObjectSID), slog.Any(logError, err))
+				// Leave it pending: the SDK re-pokes after the delivery
+				// estimate.
+				continue
+			}
+			c.failed(corr, e.ObjectSID, ce)
+		}
+	}
+}
+
+func (c *conn) failed(corr json.Number, sid string, e *chorus.Error) {
+	c.send(syncFrame("subscription_failed", corr, []failedEntry{{
+		ObjectSID: sid, Error: failedErr{Status: e.Status, Code: e.Code, Message: e.Message},
+	}}))
+}
+
+// establish subscribes the connection to one object, replays what the
+// client missed after last (nil: nothing) and then goes live. It is
+// idempotent for an object already subscribed.
+func (c *conn) establish(ctx context.Context, corr json.Number, k chorus.Kind, sid string, last *int64) error {
+	h := c.g.hub
+	eng := c.g.cfg.Engine
+
+	c.mu.Lock()
+	s := c.subs[sid]
+	n := len(c.subs)
+	c.mu.Unlock()
+
+	if s == nil {
+		if n >= chorus.MaxSubscriptionsPerWS {
+			return chorus.ErrTooManySubscriptions
+		}
+		t, err := h.acquire(sid, k)
+		if err != nil {
+			return chorus.Wrap(chorus.ErrUnavailable, err)
+		}
+		// Read the object after the Bus subscription started: its
+		// LastEventID is then a valid ordering baseline for the topic.
+		obj, err := eng.Subscribable(ctx, c.actor, c.svc, k, sid)
+		if err != nil {
+			h.release(t, nil)
+			return err
+		}
+		t.setBaseline(obj.LastEventID)
+		s = &subscription{c: c, t: t, sid: sid, kind: k, delivered: obj.LastEventID}
+		t.mu.Lock()
+		if old := t.subs[c]; old != nil {
+			old.gone = true // cannot happen: c.subs had none
+		}
+		t.subs[c] = s
+		t.mu.Unlock()
+		c.mu.Lock()
+		c.subs[sid] = s
+		c.mu.Unlock()
+		return c.catchUp(ctx, corr, s, obj, last)
+	}
+
+	obj, err := eng.Subscribable(ctx, c.actor, c.svc, k, sid)
+	if err != nil {
+		if c.forget(s) {
+			h.release(s.t, s)
+		}
+		return err
+	}
+	return c.catchUp(ctx, corr, s, obj, last)
+}
+
+// catchUp replays events after the client's position until the
+// subscription has caught up with the topic, then makes it live and sends
+// subscription_established.
+func (c *conn) catchUp(ctx context.Context, corr json.Number, s *subscription, obj *chorus.Object, last *int64) error {
+	t := s.t
+	if s.kind == chorus.KindStream {
+		t.mu.Lock()
+		s.live = true
+		t.mu.Unlock()
+		c.send(syncFrame("subscription_established", corr, []map[string]any{{
+			"object_sid": s.sid, "object_type": string(s.kind), "replay_status": "completed", "last_event_id": nil,
+		}}))
+		return nil
+	}
+
+	t.mu.Lock()
+	if s.gone {
+		t.mu.Unlock()
+		return s.kind.NotFound()
+	}
+	pos := obj.LastEventID // no position: start from now
+	if last != nil {
+		pos = *last
+	}
+	if s.live && s.delivered > pos {
+		pos = s.delivered // never re-send what this connection has seen
+	}
+	s.live = false
+	s.delivered = pos
+	t.mu.Unlock()
+
+	eng := c.g.cfg.Engine
+	for round := 0; ; round++ {
+		// The first round may synthesize catch-up events when the log is
+		// trimmed; later rounds read the log past obj's snapshot.
+		var events []*chorus.Event
+		var err error
+		if round == 0 {
+			events, _, err = eng.Replay(ctx, obj, pos, c.g.cfg.ReplayBatch)
+		} else {
+			events, err = eng.Events(ctx, s.sid, pos, c.g.cfg.ReplayBatch)
+		}
+		if err != nil {
+			return err
+		}
+		removed := false
+		for _, e := range events {
+			if e.ID <= pos || !e.Type.Realtime() {
+				continue
+			}
+			c.send(replayFrame(e, c.base, corr))
+			c.g.replayed.Add(1)
+			pos = e.ID
+			if e.Type.Removal() {
+				removed = true
+				break
+			}
+		}
+		if removed {
+			if c.forget(s) {
+				c.g.hub.release(t, s)
+			}
+			return nil // the client learned of the removal from the event
+		}
+		t.mu.Lock()
+		if s.gone {
+			t.mu.Unlock()
+			return nil
+		}
+		// Caught up when the topic has delivered nothing beyond pos; from
+		// here on the topic delivers every later event in order. If the
+		// store has nothing more although the topic is ahead, trust the
+		// topic rather than loop.
+		if t.last <= pos || (round > 0 && len(events) == 0) || round > 1000 {
+			s.delivered = max(s.delivered, pos)
+			s.live = true
+			pos = s.delivered
+			t.mu.Unlock()
+			break
+		}
+		t.mu.Unlock()
+	}
+	c.send(syncFrame("subscription_established", corr, []map[string]any{{
+		"object_sid": s.sid, "object_type": string(s.kind), "replay_status": "completed", "last_event_id": pos,
+	}}))
+	return nil
+}

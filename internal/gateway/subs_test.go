@@ -1,0 +1,330 @@
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/chorus-sync/chorus"
+	"github.com/chorus-sync/chorus/internal/engine"
+	"github.com/chorus-sync/chorus/protocol"
+)
+
+func docSub(sid string, last any) map[string]any {
+	return map[string]any{"object_sid": sid, "object_type": "document", "last_event_id": last}
+}
+
+// establish subscribes and waits for subscription_established.
+func (c *tclient) establish(corr int64, sub map[string]any) *note {
+	c.t.Helper()
+	r := c.subscribe("establish", corr, sub)
+	m := wantStatus(c.t, "establish", r, 200, 0)
+	if num(m["estimated_delivery_in_ms"]) <= 0 {
+		c.t.Fatalf("estimated_delivery_in_ms = %v, want > 0", m["estimated_delivery_in_ms"])
+	}
+	n := c.nextOf("subscription_established", 5*time.Second)
+	if string(n.Correlation) != fmt.Sprint(corr) {
+		c.t.Fatalf("subscription_established correlation_id = %s, want %d", n.Correlation, corr)
+	}
+	return n
+}
+
+func TestSubscribeLiveAndReplay(t *testing.T) {
+	e := newEnv(t)
+	a, b := e.session("alice"), e.session("bob")
+	doc := wantStatus(t, "create", a.do("POST", "/v3/Documents", nil, map[string]any{"unique_name": "d", "data": map[string]any{"n": 0}}), 201, 0)
+	sid, url := doc["sid"].(string), doc["url"].(string)
+	start := num(doc["last_event_id"])
+
+	est := b.establish(1795897931583, docSub(sid, start))
+	var evs []map[string]any
+	json.Unmarshal(est.Events, &evs)
+	if len(evs) != 1 || evs[0]["replay_status"] != "completed" || evs[0]["object_sid"] != sid || num(evs[0]["last_event_id"]) != start {
+		t.Fatalf("subscription_established events = %s", est.Events)
+	}
+
+	// Live: the writer gets its reply, both get the event.
+	a.establish(2, docSub(sid, start))
+	up := wantStatus(t, "update", a.do("POST", url, nil, map[string]any{"data": map[string]any{"n": 1}}), 200, 0)
+	id1 := num(up["last_event_id"])
+	n := b.nextOf("document_updated", 5*time.Second)
+	ev := n.event()
+	if n.MessageType != protocol.MessageTypeDocument || n.id() != id1 || ev["document_sid"] != sid ||
+		ev["document_revision"] != up["revision"] || ev["document_unique_name"] != "d" {
+		t.Fatalf("live event = %s %s, want id %d revision %v", n.MessageType, n.Event, id1, up["revision"])
+	}
+	if d, _ := json.Marshal(ev["document_data"]); string(d) != `{"n":1}` {
+		t.Errorf("document_data = %s", d)
+	}
+	if !strings.HasSuffix(ev["date_created"].(string), "Z") || len(ev["date_created"].(string)) != len("2026-01-05T10:00:00.123Z") {
+		t.Errorf("date_created = %v, want ms ISO", ev["date_created"])
+	}
+
+	// B drops; A writes twice; B comes back at its position and gets both,
+	// as twilio.sync.event with the new correlation id, then established.
+	b.ws.CloseNow()
+	wantStatus(t, "update 2", a.do("POST", url, nil, map[string]any{"data": map[string]any{"n": 2}}), 200, 0)
+	up3 := wantStatus(t, "update 3", a.do("POST", url, nil, map[string]any{"data": map[string]any{"n": 3}}), 200, 0)
+	b2 := e.session("bob")
+	wantStatus(t, "re-establish", b2.subscribe("establish", 77, docSub(sid, id1)), 200, 0)
+	var ids []int64
+	for {
+		n := b2.next(5 * time.Second)
+		if n.EventType == "subscription_established" {
+			json.Unmarshal(n.Events, &evs)
+			if num(evs[0]["last_event_id"]) != num(up3["last_event_id"]) {
+				t.Errorf("established last_event_id = %v, want %v", evs[0]["last_event_id"], up3["last_event_id"])
+			}
+			break
+		}
+		if n.EventType != "document_updated" || n.MessageType != protocol.MessageTypeSyncEvent || string(n.Correlation) != "77" {
+			t.Fatalf("replay = %s %s corr %s", n.MessageType, n.EventType, n.Correlation)
+		}
+		ids = append(ids, n.id())
+	}
+	if len(ids) != 2 || ids[0] != id1+1 || ids[1] != id1+2 {
+		t.Fatalf("replayed ids = %v, want [%d %d]", ids, id1+1, id1+2)
+	}
+
+	// Re-establishing is idempotent: nothing is re-sent.
+	b2.establish(78, docSub(sid, id1))
+	wantStatus(t, "update 4", a.do("POST", url, nil, map[string]any{"data": map[string]any{"n": 4}}), 200, 0)
+	if n := b2.nextOf("document_updated", 5*time.Second); n.id() != id1+3 {
+		t.Errorf("after re-establish got id %d, want %d", n.id(), id1+3)
+	}
+
+	// Cancel: reply, subscription_canceled, then silence.
+	wantStatus(t, "cancel", b2.subscribe("cancel", 79, map[string]any{"object_sid": sid, "object_type": "document"}), 200, 0)
+	if n := b2.nextOf("subscription_canceled", 5*time.Second); string(n.Correlation) != "79" {
+		t.Errorf("subscription_canceled correlation = %s", n.Correlation)
+	}
+	wantStatus(t, "update 5", a.do("POST", url, nil, map[string]any{"data": map[string]any{"n": 5}}), 200, 0)
+	a.nextOf("document_updated", 5*time.Second) // id1+3 on a
+	a.nextOf("document_updated", 5*time.Second) // id1+4 on a: delivered by now
+	select {
+	case n := <-b2.notes:
+		t.Errorf("after cancel got %s %s", n.EventType, n.Event)
+	case <-time.After(200 * time.Millisecond):
+	}
+
+	// Removal reaches subscribers and ends their subscriptions.
+	before := e.gw.Stats().Subscriptions
+	wantStatus(t, "delete", b2.do("DELETE", url, nil, []byte("data_sync")), 200, 0)
+	if n := a.nextOf("document_removed", 5*time.Second); n.event()["document_sid"] != sid {
+		t.Errorf("document_removed = %s", n.Event)
+	}
+	waitFor(t, func() bool { return e.gw.Stats().Subscriptions < before })
+
+	// Subscribing to a deleted document fails with 404.
+	wantStatus(t, "establish deleted", b2.subscribe("establish", 80, docSub(sid, 0)), 200, 0)
+	n = b2.nextOf("subscription_failed", 5*time.Second)
+	json.Unmarshal(n.Events, &evs)
+	if len(evs) != 1 || num(evs[0]["error"].(map[string]any)["status"]) != 404 || string(n.Correlation) != "80" {
+		t.Errorf("subscription_failed = %s corr %s", n.Events, n.Correlation)
+	}
+}
+
+func waitFor(t testing.TB, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met within 5s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestReplyBeforeEvent(t *testing.T) {
+	e := newEnv(t)
+	c := e.session("alice")
+	doc := wantStatus(t, "create", c.do("POST", "/v3/Documents", nil, map[string]any{"data": map[string]any{}}), 201, 0)
+	c.establish(1, docSub(doc["sid"].(string), num(doc["last_event_id"])))
+	for i := 0; i < 20; i++ {
+		wantStatus(t, "update", c.do("POST", doc["url"].(string), nil, map[string]any{"data": map[string]any{"i": i}}), 200, 0)
+		replySeq := c.lastReplySeq.Load()
+		if n := c.nextOf("document_updated", 5*time.Second); n.seq < replySeq {
+			t.Fatalf("update %d: event read as frame %d, before its reply (frame %d)", i, n.seq, replySeq)
+		}
+	}
+}
+
+func TestOrderingUnderConcurrency(t *testing.T) {
+	const writers, writes, subscribers = 8, 100, 5
+	e := newEnv(t)
+	ctx := context.Background()
+	c0 := e.session("alice")
+	doc := wantStatus(t, "create", c0.do("POST", "/v3/Documents", nil, map[string]any{"data": map[string]any{}}), 201, 0)
+	sid := doc["sid"].(string)
+	start := num(doc["last_event_id"])
+	subs := make([]*tclient, subscribers)
+	for i := range subs {
+		subs[i] = e.session(fmt.Sprint("sub", i))
+		subs[i].establish(int64(i+1), docSub(sid, start))
+	}
+	var wg sync.WaitGroup
+	for w := 0; w < writers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < writes; i++ {
+				_, err := e.eng.UpdateObject(ctx, engine.SystemActor(), e.svc, chorus.KindDocument, sid,
+					engine.UpdateObject{Data: json.RawMessage(fmt.Sprintf(`{"w":%d,"i":%d}`, w, i))})
+				if err != nil {
+					t.Errorf("UpdateObject: %v", err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	for i, c := range subs {
+		want := start + 1
+		for want <= start+writers*writes {
+			n := c.next(10 * time.Second)
+			if n.EventType != "document_updated" {
+				continue
+			}
+			if got := n.id(); got != want {
+				t.Fatalf("subscriber %d: event id %d, want %d (strictly increasing, no gaps)", i, got, want)
+			}
+			want++
+		}
+	}
+	t.Logf("stats: %+v", e.gw.Stats())
+}
+
+func TestSlowConsumer(t *testing.T) {
+	e := newEnv(t, withConfig(func(c *Config) {
+		c.SendQueueFrames = 64
+		c.SendQueueBytes = 1 << 20
+		c.WriteTimeout = 2 * time.Second
+	}))
+	ctx := context.Background()
+	a := e.session("alice")
+	doc := wantStatus(t, "create", a.do("POST", "/v3/Documents", nil, map[string]any{"data": map[string]any{}}), 201, 0)
+	sid := doc["sid"].(string)
+	start := num(doc["last_event_id"])
+	fast := e.session("fast")
+	fast.establish(1, docSub(sid, start))
+	fast.mu.Lock()
+	fast.keep = false
+	fast.mu.Unlock()
+
+	slow := e.dialBuf(ctx, true)
+	slow.noAck = true
+	slow.mustInit(e.token("slow", time.Hour))
+	slow.establish(2, docSub(sid, start))
+	stopReading(slow)
+
+	// Publish straight on the bus (the fan-out path without the store),
+	// in bursts the fast subscriber can absorb.
+	data := json.RawMessage(`{"pad":"` + strings.Repeat("x", 15000) + `"}`)
+	id := start
+	base := fast.count.Load()
+	for e.gw.Stats().SlowConsumers == 0 && id < start+5000 {
+		for i := 0; i < 16; i++ {
+			id++
+			e.bus.Publish(ctx, &chorus.Event{Type: chorus.EventDocumentUpdated, ID: id, ObjectSID: sid, ServiceSID: e.svc.SID,
+				Kind: chorus.KindDocument, Revision: "1", Data: data, DateCreated: time.Now()})
+		}
+		want := base + id - start
+		for deadline := time.Now().Add(5 * time.Second); fast.count.Load() < want; time.Sleep(5 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("fast subscriber has %d notifications, want %d; stats %+v", fast.count.Load(), want, e.gw.Stats())
+			}
+		}
+	}
+	if st := e.gw.Stats(); st.SlowConsumers != 1 {
+		t.Fatalf("slow consumers = %d after %d events, want 1", st.SlowConsumers, id-start)
+	}
+	// The fast subscriber keeps receiving.
+	id++
+	e.bus.Publish(ctx, &chorus.Event{Type: chorus.EventDocumentUpdated, ID: id, ObjectSID: sid, ServiceSID: e.svc.SID,
+		Kind: chorus.KindDocument, Revision: "1", Data: data, DateCreated: time.Now()})
+	want := base + id - start
+	waitFor(t, func() bool { return fast.count.Load() >= want })
+	waitFor(t, func() bool { return e.gw.Stats().Connections == 2 })
+	t.Logf("slow consumer closed after %d events of %d bytes", id-start, len(data))
+}
+
+// stopReading makes c stop reading from its socket: its read loop blocks
+// on a full notes channel.
+func stopReading(c *tclient) {
+	for len(c.notes) < cap(c.notes) {
+		c.notes <- &note{}
+	}
+}
+
+func TestSubscriptionLimit(t *testing.T) {
+	e := newEnv(t)
+	c := e.session("alice")
+	// Fill the table without objects: the limit is checked first.
+	c.mu.Lock()
+	c.mu.Unlock()
+	var conn *conn
+	e.gw.mu.Lock()
+	for cc := range e.gw.conns {
+		conn = cc
+	}
+	e.gw.mu.Unlock()
+	conn.mu.Lock()
+	for i := 0; i < chorus.MaxSubscriptionsPerWS; i++ {
+		conn.subs[fmt.Sprint("fake", i)] = &subscription{}
+	}
+	conn.mu.Unlock()
+	doc := wantStatus(t, "create", c.do("POST", "/v3/Documents", nil, map[string]any{"data": map[string]any{}}), 201, 0)
+	wantStatus(t, "establish", c.subscribe("establish", 5, docSub(doc["sid"].(string), 0)), 200, 0)
+	n := c.nextOf("subscription_failed", 5*time.Second)
+	var evs []map[string]any
+	json.Unmarshal(n.Events, &evs)
+	if len(evs) != 1 || num(evs[0]["error"].(map[string]any)["code"]) != 54419 {
+		t.Errorf("subscription_failed = %s, want 54419", n.Events)
+	}
+	conn.mu.Lock()
+	for i := 0; i < chorus.MaxSubscriptionsPerWS; i++ {
+		delete(conn.subs, fmt.Sprint("fake", i))
+	}
+	conn.mu.Unlock()
+}
+
+func TestCollectionEvents(t *testing.T) {
+	e := newEnv(t)
+	a, b := e.session("alice"), e.session("bob")
+	list := wantStatus(t, "create list", a.do("POST", "/v3/Lists", nil, map[string]any{}), 201, 0)
+	m := wantStatus(t, "create map", a.do("POST", "/v3/Maps", nil, map[string]any{}), 201, 0)
+	b.establish(1, map[string]any{"object_sid": list["sid"], "object_type": "list", "last_event_id": num(list["last_event_id"])})
+	b.establish(2, map[string]any{"object_sid": m["sid"], "object_type": "map", "last_event_id": num(m["last_event_id"])})
+
+	pushed := wantStatus(t, "push", a.do("POST", list["links"].(map[string]any)["items"].(string), nil, map[string]any{"data": map[string]any{"n": 1}}), 201, 0)
+	n := b.nextOf("list_item_added", 5*time.Second)
+	ev := n.event()
+	if n.MessageType != protocol.MessageTypeList || ev["list_sid"] != list["sid"] || num(ev["item_index"]) != 0 ||
+		ev["item_url"] != pushed["url"] || ev["item_revision"] != pushed["revision"] || n.id() != num(pushed["last_event_id"]) {
+		t.Errorf("list_item_added = %s %s, want item %v", n.MessageType, n.Event, pushed)
+	}
+	if _, ok := ev["list_revision"]; !ok {
+		t.Errorf("list_item_added has no list_revision: %s", n.Event)
+	}
+	wantStatus(t, "remove item", a.do("DELETE", pushed["url"].(string), nil, []byte("data_sync")), 200, 0)
+	n = b.nextOf("list_item_removed", 5*time.Second)
+	if d, _ := json.Marshal(n.event()["item_data"]); string(d) != `{"n":1}` {
+		t.Errorf("list_item_removed item_data = %s, want the old data", d)
+	}
+
+	key := "a b/c"
+	put := wantStatus(t, "map put", a.do("PUT", m["links"].(map[string]any)["items"].(string)+"/"+encodeURIComponent(key), nil, map[string]any{"data": map[string]any{"v": 1}}), 201, 0)
+	n = b.nextOf("map_item_added", 5*time.Second)
+	ev = n.event()
+	if n.MessageType != protocol.MessageTypeMap || ev["item_key"] != key || ev["item_url"] != put["url"] || ev["map_sid"] != m["sid"] {
+		t.Errorf("map_item_added = %s, want key %q url %v", n.Event, key, put["url"])
+	}
+	wantStatus(t, "remove map", a.do("DELETE", m["url"].(string), nil, []byte("data_sync")), 200, 0)
+	if n := b.nextOf("map_removed", 5*time.Second); n.event()["map_sid"] != m["sid"] {
+		t.Errorf("map_removed = %s", n.Event)
+	}
+}

@@ -1,0 +1,280 @@
+package httpapi
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/chorus-sync/chorus"
+	"github.com/chorus-sync/chorus/internal/engine"
+)
+
+// maxBodyBytes bounds a request body. The largest legal body is a 16 KiB
+// Data value percent-encoded (at most 3 bytes per byte) plus a key and a few
+// small fields, so 64 KiB is ample.
+const maxBodyBytes = 64 << 10
+
+// Log attribute keys.
+const (
+	logMethod    = "method"
+	logPath      = "path"
+	logRequestID = "request_id"
+	logStatus    = "status"
+	logCode      = "code"
+	logErr       = "err"
+)
+
+// CORS headers, as Twilio sends them.
+const (
+	corsAllowHeaders  = "Accept, Authorization, Content-Type, If-Match, If-Modified-Since, If-None-Match, If-Unmodified-Since, Idempotency-Key"
+	corsAllowMethods  = "GET, POST, DELETE, OPTIONS"
+	corsExposeHeaders = "ETag, Twilio-Request-Id"
+)
+
+// Config configures the REST handler.
+type Config struct {
+	Engine *engine.Engine
+	// PublicURL is the externally visible base URL (scheme://host[:port])
+	// used in url, links and meta.*_url. "" derives it from each request:
+	// X-Forwarded-Proto (else TLS or not) and the Host header.
+	PublicURL string
+	Logger    *slog.Logger // default slog.Default()
+}
+
+// New returns the REST v1 handler. It expects full request paths
+// (/v1/Services/...); mount it at /v1/ without stripping the prefix.
+func New(cfg Config) http.Handler {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	a := &api{
+		eng:    cfg.Engine,
+		public: strings.TrimRight(cfg.PublicURL, "/"),
+		log:    cfg.Logger.With("component", "httpapi"),
+		mux:    http.NewServeMux(),
+	}
+	a.routes()
+	return a
+}
+
+type api struct {
+	eng    *engine.Engine
+	public string
+	log    *slog.Logger
+	mux    *http.ServeMux
+}
+
+type ctxKey struct{}
+
+// call is the per-request state handed to handlers.
+type call struct {
+	account string          // authenticated account SID
+	base    string          // public base URL, no trailing slash
+	form    url.Values      // query and form body, merged (body first)
+	svc     *chorus.Service // resolved {ServiceSid}, when the route has one
+}
+
+// handler handles one operation; a returned error becomes a Twilio error
+// body.
+type handler func(w http.ResponseWriter, r *http.Request, c *call) error
+
+func (a *api) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	h := w.Header()
+	rid := chorus.NewSID(chorus.PrefixRequest)
+	h.Set("Twilio-Request-Id", rid)
+	h.Set("Access-Control-Allow-Origin", "*")
+	h.Set("Access-Control-Allow-Methods", corsAllowMethods)
+	h.Set("Access-Control-Allow-Headers", corsAllowHeaders)
+	h.Set("Access-Control-Expose-Headers", corsExposeHeaders)
+	if r.Method == http.MethodOptions {
+		h.Set("Access-Control-Max-Age", "600")
+		w.WriteHeader(http.StatusNoContent)
+		return
+	}
+	account, err := a.authenticate(r)
+	if err != nil {
+		a.writeError(w, r, err)
+		return
+	}
+	c := &call{account: account, base: a.baseURL(r)}
+	a.mux.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), ctxKey{}, c)))
+}
+
+func (a *api) authenticate(r *http.Request) (string, error) {
+	user, pass, ok := r.BasicAuth()
+	if !ok || user == "" || pass == "" {
+		return "", chorus.ErrAuthenticate
+	}
+	acct, err := a.eng.Authenticate(r.Context(), user, pass)
+	if err != nil {
+		if chorus.ErrorCode(err) == chorus.ErrAuthenticate.Code {
+			return "", chorus.ErrAuthenticate
+		}
+		return "", err
+	}
+	return acct, nil
+}
+
+// baseURL is the scheme://host the client reached us at.
+func (a *api) baseURL(r *http.Request) string {
+	if a.public != "" {
+		return a.public
+	}
+	scheme := "http"
+	if r.TLS != nil {
+		scheme = "https"
+	}
+	if p := r.Header.Get("X-Forwarded-Proto"); p != "" {
+		p, _, _ = strings.Cut(p, ",")
+		p = strings.ToLower(strings.TrimSpace(p))
+		if p == "http" || p == "https" {
+			scheme = p
+		}
+	}
+	return scheme + "://" + r.Host
+}
+
+// route registers pattern "METHOD /path" and remembers the method for 405s.
+func (a *api) route(allowed map[string][]string, pattern string, h handler) {
+	method, path, _ := strings.Cut(pattern, " ")
+	allowed[path] = append(allowed[path], method)
+	a.mux.Handle(pattern, a.wrap(h))
+}
+
+// wrap parses the request, resolves the service and renders errors.
+func (a *api) wrap(h handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, _ := r.Context().Value(ctxKey{}).(*call)
+		if c == nil { // not reached through ServeHTTP
+			a.writeError(w, r, chorus.ErrAuthenticate)
+			return
+		}
+		if err := a.parseForm(w, r, c); err != nil {
+			a.writeError(w, r, err)
+			return
+		}
+		if sid := r.PathValue("ServiceSid"); sid != "" {
+			svc, err := a.eng.Service(r.Context(), c.account, sid)
+			if err != nil {
+				a.writeError(w, r, err)
+				return
+			}
+			c.svc = svc
+		}
+		if err := h(w, r, c); err != nil {
+			a.writeError(w, r, err)
+		}
+	})
+}
+
+func (a *api) parseForm(w http.ResponseWriter, r *http.Request, c *call) error {
+	if r.Body != nil {
+		r.Body = http.MaxBytesReader(w, r.Body, maxBodyBytes)
+	}
+	if err := r.ParseForm(); err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return chorus.Wrap(chorus.ErrTooLarge, err)
+		}
+		return chorus.Wrap(chorus.Errorf(chorus.ErrInvalidParameter, "Invalid request body: expected application/x-www-form-urlencoded"), err)
+	}
+	c.form = r.Form
+	return nil
+}
+
+// fallbacks answers unknown routes with 404 20404 and known routes with a
+// wrong method with 405.
+func (a *api) fallbacks(allowed map[string][]string) {
+	for path, methods := range allowed {
+		ms := append([]string{}, methods...)
+		if contains(ms, http.MethodGet) {
+			ms = append(ms, http.MethodHead)
+		}
+		ms = append(ms, http.MethodOptions)
+		sort.Strings(ms)
+		allow := strings.Join(ms, ", ")
+		a.mux.Handle(path, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Allow", allow)
+			a.writeError(w, r, chorus.Errorf(chorus.ErrMethod, "Method %s not allowed on %s", r.Method, r.URL.Path))
+		}))
+	}
+	a.mux.Handle("/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		a.writeError(w, r, chorus.Errorf(chorus.ErrNotFound, "The requested resource %s was not found", r.URL.Path))
+	}))
+}
+
+func contains(ss []string, s string) bool {
+	for _, x := range ss {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// errorBody is Twilio's error JSON.
+type errorBody struct {
+	Code     int    `json:"code"`
+	Message  string `json:"message"`
+	MoreInfo string `json:"more_info"`
+	Status   int    `json:"status"`
+}
+
+// writeError renders err as a Twilio error. Errors that are not a
+// *chorus.Error, and 5xx ones, are logged here, once.
+func (a *api) writeError(w http.ResponseWriter, r *http.Request, err error) {
+	var ce *chorus.Error
+	isChorus := errors.As(err, &ce)
+	e := chorus.AsError(err)
+	if !isChorus || e.Status >= 500 {
+		a.log.ErrorContext(r.Context(), "httpapi: request failed",
+			logMethod, r.Method, logPath, r.URL.Path,
+			logRequestID, w.Header().Get("Twilio-Request-Id"),
+			logStatus, e.Status, logCode, e.Code, logErr, err)
+	}
+	if e.Code == chorus.ErrAuthenticate.Code {
+		w.Header().Set("WWW-Authenticate", `Basic realm="Twilio API"`)
+	}
+	w.Header().Del("ETag")
+	writeJSON(w, e.Status, errorBody{Code: e.Code, Message: e.Message, MoreInfo: e.MoreInfo(), Status: e.Status})
+}
+
+// writeJSON writes v with status. HTML characters are not escaped so that
+// data round-trips byte for byte where JSON allows it.
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		// Only a broken json.RawMessage can get here; the engine
+		// validates data, so this is a bug.
+		status = http.StatusInternalServerError
+		buf.Reset()
+		e := chorus.ErrInternal
+		_ = json.NewEncoder(&buf).Encode(errorBody{Code: e.Code, Message: e.Message, MoreInfo: e.MoreInfo(), Status: e.Status})
+	}
+	h := w.Header()
+	h.Set("Content-Type", "application/json; charset=utf-8")
+	h.Set("Content-Length", strconv.Itoa(buf.Len()))
+	w.WriteHeader(status)
+	_, _ = w.Write(buf.Bytes())
+}
+
+// writeNoContent answers a delete.
+func writeNoContent(w http.ResponseWriter) {
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// setETag sets the ETag header to the bare revision, as Twilio does (its
+// docs show the ETag going "from 0 to 1" and being passed back verbatim in
+// If-Match). If-Match accepts it quoted too.
+func setETag(w http.ResponseWriter, revision string) {
+	w.Header().Set("ETag", revision)
+}

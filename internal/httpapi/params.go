@@ -1,0 +1,224 @@
+package httpapi
+
+import (
+	"encoding/json"
+	"net/url"
+	"strconv"
+	"strings"
+
+	"github.com/chorus-sync/chorus"
+)
+
+// value returns the first value of a form field and whether it was sent.
+func value(f url.Values, name string) (string, bool) {
+	vs, ok := f[name]
+	if !ok || len(vs) == 0 {
+		return "", false
+	}
+	return vs[0], true
+}
+
+// optString returns a string field, nil when absent.
+func optString(f url.Values, name string) *string {
+	v, ok := value(f, name)
+	if !ok {
+		return nil
+	}
+	return &v
+}
+
+// optBool parses a boolean field ("true"/"false", case-insensitive; also
+// "1"/"0"), nil when absent.
+func optBool(f url.Values, name string) (*bool, error) {
+	v, ok := value(f, name)
+	if !ok {
+		return nil, nil
+	}
+	switch strings.ToLower(strings.TrimSpace(v)) {
+	case "true", "1":
+		b := true
+		return &b, nil
+	case "false", "0":
+		b := false
+		return &b, nil
+	}
+	return nil, chorus.Errorf(chorus.ErrInvalidParameter, "Invalid parameter %s: expected true or false, got %q", name, clip(v))
+}
+
+// reqBool parses a required boolean field.
+func reqBool(f url.Values, name string) (bool, error) {
+	b, err := optBool(f, name)
+	if err != nil {
+		return false, err
+	}
+	if b == nil {
+		return false, chorus.Errorf(chorus.ErrInvalidParameter, "Missing required parameter %s: expected true or false", name)
+	}
+	return *b, nil
+}
+
+// optInt parses an integer field, nil when absent.
+func optInt(f url.Values, name string) (*int, error) {
+	v, ok := value(f, name)
+	if !ok {
+		return nil, nil
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(v))
+	if err != nil {
+		return nil, chorus.Wrap(chorus.Errorf(chorus.ErrInvalidParameter, "Invalid parameter %s: expected an integer, got %q", name, clip(v)), err)
+	}
+	return &n, nil
+}
+
+// optTTL parses a TTL field: absent or empty is nil; otherwise an integer
+// from 0 to chorus.MaxTTL, else 54011.
+func optTTL(f url.Values, name string) (*int, error) {
+	v, ok := value(f, name)
+	if !ok || strings.TrimSpace(v) == "" {
+		return nil, nil
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(v))
+	if err != nil || n < 0 || n > chorus.MaxTTL {
+		e := chorus.Errorf(chorus.ErrInvalidTTL, "Invalid %s %q: expected an integer from 0 to %d", name, clip(v), chorus.MaxTTL)
+		if err != nil {
+			return nil, chorus.Wrap(e, err)
+		}
+		return nil, e
+	}
+	return &n, nil
+}
+
+// ttlPair parses a primary TTL field and its alias; the primary wins when
+// both are sent ("If both parameters are provided, this value is
+// ignored"), but both must be valid.
+func ttlPair(f url.Values, primary, alias string) (*int, error) {
+	p, err := optTTL(f, primary)
+	if err != nil {
+		return nil, err
+	}
+	a, err := optTTL(f, alias)
+	if err != nil {
+		return nil, err
+	}
+	if p != nil {
+		return p, nil
+	}
+	return a, nil
+}
+
+// optData parses a Data field: JSON text of at most limit bytes. It
+// returns nil when the field is absent. Too large is 54006, not JSON 54008.
+func optData(f url.Values, limit int) (json.RawMessage, error) {
+	v, ok := value(f, "Data")
+	if !ok {
+		return nil, nil
+	}
+	if len(v) > limit {
+		return nil, chorus.Errorf(chorus.ErrTooLarge, "Request entity too large: Data is %d bytes, the limit is %d", len(v), limit)
+	}
+	if !json.Valid([]byte(v)) {
+		return nil, chorus.Errorf(chorus.ErrInvalidJSON, "Invalid JSON in parameter Data")
+	}
+	return json.RawMessage(v), nil
+}
+
+// reqData is optData for a required Data field; missing is missing.
+func reqData(f url.Values, limit int, missing *chorus.Error) (json.RawMessage, error) {
+	d, err := optData(f, limit)
+	if err != nil {
+		return nil, err
+	}
+	if d == nil {
+		return nil, chorus.Errorf(missing, "Missing required parameter Data")
+	}
+	return d, nil
+}
+
+// ifMatch validates the If-Match header. It returns "" when absent or "*"
+// (unconditional), else the revision in canonical form; a malformed value
+// is 54003.
+func ifMatch(h string) (string, error) {
+	h = strings.TrimSpace(h)
+	if h == "" || h == "*" {
+		return "", nil
+	}
+	r, err := chorus.ParseRevision(h)
+	if err != nil {
+		return "", chorus.Wrap(chorus.Errorf(chorus.ErrInvalidIfMatch, "Invalid If-Match header %q: expected a revision", clip(h)), err)
+	}
+	return chorus.FormatRevision(r), nil
+}
+
+// pageParams are the paging query parameters of a list operation.
+type pageParams struct {
+	size    int    // 0 = default
+	page    int    // echoed in meta.page
+	token   string // opaque engine token
+	filters []kv   // Order/From/Bounds of item listings, in URL order
+}
+
+type kv struct{ k, v string }
+
+// parsePage parses PageSize (1..1000, else 54454), Page (>= 0) and
+// PageToken.
+func parsePage(f url.Values) (pageParams, error) {
+	var p pageParams
+	if v, ok := value(f, "PageSize"); ok {
+		n, err := strconv.Atoi(strings.TrimSpace(v))
+		if err != nil || n < 1 || n > chorus.MaxPageSize {
+			return p, chorus.Errorf(chorus.ErrInvalidPageSize, "Invalid PageSize %q: expected an integer from 1 to %d", clip(v), chorus.MaxPageSize)
+		}
+		p.size = n
+	}
+	if v, ok := value(f, "Page"); ok && v != "" {
+		n, err := strconv.Atoi(strings.TrimSpace(v))
+		if err != nil || n < 0 {
+			return p, chorus.Errorf(chorus.ErrInvalidParameter, "Invalid Page %q: expected a non-negative integer", clip(v))
+		}
+		p.page = n
+	}
+	p.token, _ = value(f, "PageToken")
+	return p, nil
+}
+
+// parseItemPage is parsePage plus the item filters, which the engine
+// validates (54451, 54452, 54458).
+func parseItemPage(f url.Values) (pageParams, error) {
+	p, err := parsePage(f)
+	if err != nil {
+		return p, err
+	}
+	for _, name := range []string{"From", "Bounds", "Order"} {
+		if v, ok := value(f, name); ok {
+			p.filters = append(p.filters, kv{name, v})
+		}
+	}
+	return p, nil
+}
+
+func (p pageParams) filter(name string) string {
+	for _, f := range p.filters {
+		if f.k == name {
+			return f.v
+		}
+	}
+	return ""
+}
+
+// parseIndex parses a list item index path segment (54458).
+func parseIndex(s string) (int64, error) {
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n < 0 {
+		return 0, chorus.Errorf(chorus.ErrInvalidIndex, "Invalid List Item index %q: expected a non-negative integer", clip(s))
+	}
+	return n, nil
+}
+
+// clip shortens user input quoted in error messages.
+func clip(s string) string {
+	const max = 64
+	if len(s) <= max {
+		return s
+	}
+	return s[:max] + "…"
+}

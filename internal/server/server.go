@@ -1,0 +1,334 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/chorus-sync/chorus"
+	"github.com/chorus-sync/chorus/internal/bus/mem"
+	"github.com/chorus-sync/chorus/internal/engine"
+	"github.com/chorus-sync/chorus/internal/gateway"
+	"github.com/chorus-sync/chorus/internal/httpapi"
+	"github.com/chorus-sync/chorus/internal/store/sqlite"
+	"github.com/chorus-sync/chorus/internal/webhook"
+	"github.com/chorus-sync/chorus/token"
+	"github.com/chorus-sync/chorus/web"
+)
+
+// DBFile is the name of the SQLite database inside the data directory.
+const DBFile = "chorus.db"
+
+// Defaults.
+const (
+	DefaultTokenTTL        = time.Hour
+	DefaultShutdownTimeout = 10 * time.Second
+)
+
+// Log attribute keys.
+const (
+	logAddr      = "addr"
+	logErr       = "err"
+	logAccount   = "TWILIO_ACCOUNT_SID"
+	logAuthToken = "TWILIO_AUTH_TOKEN"
+	logAPIKey    = "TWILIO_API_KEY"
+	logAPISecret = "TWILIO_API_SECRET"
+	logService   = "TWILIO_SYNC_SERVICE_SID"
+)
+
+// Config configures a Server.
+type Config struct {
+	// Listen is the address the caller listens on; informational (Run
+	// takes the listener).
+	Listen string
+	// DataDir holds chorus.db; created if missing. Required unless Store
+	// is set.
+	DataDir string
+	// PublicURL is the externally visible base URL; "" derives it from
+	// each request.
+	PublicURL string
+	// TokenTTL is the lifetime of tokens from GET /token; default 1h, at
+	// most 24h.
+	TokenTTL time.Duration
+	// Creds are the credentials to make valid (from the environment); zero
+	// means "generate on first start, reuse afterwards".
+	Creds  engine.Credentials
+	Logger *slog.Logger // default slog.Default()
+	// Identities names the callers of GET /token; default RandomIdentity.
+	Identities IdentitySource
+
+	// Store replaces the SQLite store in DataDir; Bus replaces the
+	// in-process bus. The Server closes both.
+	Store chorus.Store
+	Bus   chorus.Bus
+
+	// ShutdownTimeout bounds the graceful shutdown; default 10s.
+	ShutdownTimeout time.Duration
+}
+
+// gatewayHandler is what internal/gateway's *Gateway provides.
+type gatewayHandler interface {
+	http.Handler
+	Close(ctx context.Context) error
+}
+
+// Server is one Chorus node.
+type Server struct {
+	cfg      Config
+	log      *slog.Logger
+	store    chorus.Store
+	bus      chorus.Bus
+	eng      *engine.Engine
+	creds    engine.Credentials
+	verifier *token.Verifier
+	gw       gatewayHandler // nil only if New failed before creating it
+	hooks    *webhook.Dispatcher
+	handler  http.Handler
+
+	ran       atomic.Bool
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// New opens the store and bus, bootstraps the credentials (logging them
+// when it generated them) and builds the HTTP handler. On error everything
+// opened is closed again.
+func New(ctx context.Context, cfg Config) (_ *Server, err error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.TokenTTL == 0 {
+		cfg.TokenTTL = DefaultTokenTTL
+	}
+	if cfg.TokenTTL < time.Second || cfg.TokenTTL > token.MaxTTL {
+		return nil, fmt.Errorf("server: token TTL %v is not between 1s and %v", cfg.TokenTTL, token.MaxTTL)
+	}
+	if cfg.ShutdownTimeout == 0 {
+		cfg.ShutdownTimeout = DefaultShutdownTimeout
+	}
+	if cfg.Identities == nil {
+		cfg.Identities = RandomIdentity{}
+	}
+	s := &Server{cfg: cfg, log: cfg.Logger, store: cfg.Store, bus: cfg.Bus}
+	defer func() {
+		if err != nil {
+			_ = s.Close()
+		}
+	}()
+
+	if s.store == nil {
+		if cfg.DataDir == "" {
+			return nil, errors.New("server: no data directory")
+		}
+		if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+			return nil, fmt.Errorf("server: create data directory: %w", err)
+		}
+		st, err := sqlite.Open(ctx, filepath.Join(cfg.DataDir, DBFile), cfg.Logger)
+		if err != nil {
+			return nil, fmt.Errorf("server: open store: %w", err)
+		}
+		s.store = st
+	}
+	if s.bus == nil {
+		s.bus = mem.New()
+	}
+	s.eng = engine.New(engine.Config{
+		Store: s.store, Bus: s.bus, Logger: cfg.Logger,
+		Observe: func(evs []*chorus.Event) { s.hooks.Observe(evs) },
+	})
+	s.hooks = webhook.New(webhook.Config{Lookup: s.eng, Logger: cfg.Logger})
+
+	creds, created, err := s.eng.Bootstrap(ctx, cfg.Creds)
+	if err != nil {
+		return nil, fmt.Errorf("server: bootstrap credentials: %w", err)
+	}
+	s.creds = creds
+	if created {
+		// Shown once, on the start that generated them; `chorus admin
+		// credentials` prints them again.
+		s.log.Info("generated credentials",
+			logAccount, creds.AccountSID, logAuthToken, creds.AuthToken,
+			logAPIKey, creds.APIKeySID, logAPISecret, creds.APISecret,
+			logService, creds.ServiceSID)
+	}
+	s.verifier = &token.Verifier{Keys: s.eng.APIKey, RequireSync: true}
+
+	s.gw = gateway.New(gateway.Config{Engine: s.eng, Verifier: s.verifier, PublicURL: cfg.PublicURL, Logger: cfg.Logger})
+
+	s.handler = s.routes()
+	return s, nil
+}
+
+func (s *Server) routes() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		_, _ = w.Write([]byte("ok"))
+	})
+	mux.HandleFunc("GET /token", s.serveToken)
+
+	// Mount point: REST v1 (internal/httpapi), full paths.
+	mux.Handle("/v1/", httpapi.New(httpapi.Config{Engine: s.eng, PublicURL: s.cfg.PublicURL, Logger: s.cfg.Logger}))
+
+	// Mount point: Twilsock/CDS gateway (internal/gateway).
+	if s.gw != nil {
+		mux.Handle("/v3/wsconnect", s.gw)
+	} else {
+		mux.HandleFunc("/v3/wsconnect", func(w http.ResponseWriter, r *http.Request) {
+			http.Error(w, "realtime gateway not available", http.StatusServiceUnavailable)
+		})
+	}
+
+	// The quickstart app.
+	static := http.FileServerFS(web.FS())
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			w.Header().Set("Allow", "GET, HEAD")
+			http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+			return
+		}
+		static.ServeHTTP(w, r)
+	})
+	return mux
+}
+
+// tokenResponse is the body of GET /token, as Twilio's quickstarts send it.
+type tokenResponse struct {
+	Identity string `json:"identity"`
+	Token    string `json:"token"`
+}
+
+func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) {
+	identity, err := s.cfg.Identities.Identity(r)
+	if err != nil {
+		e := chorus.AsError(err)
+		if e.Status >= 500 {
+			s.log.Error("token: identity", logErr, err)
+		}
+		http.Error(w, e.Message, e.Status)
+		return
+	}
+	tok, err := token.Mint(token.Params{
+		AccountSID: s.creds.AccountSID,
+		APIKeySID:  s.creds.APIKeySID,
+		APISecret:  s.creds.APISecret,
+		Identity:   identity,
+		ServiceSID: s.creds.ServiceSID,
+		TTL:        s.cfg.TokenTTL,
+	})
+	if err != nil {
+		s.log.Error("token: mint", logErr, err)
+		http.Error(w, "cannot mint token", http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	_ = json.NewEncoder(w).Encode(tokenResponse{Identity: identity, Token: tok})
+}
+
+// Handler is the whole HTTP surface.
+func (s *Server) Handler() http.Handler { return s.handler }
+
+// Credentials are the bootstrapped account, key and default service.
+func (s *Server) Credentials() engine.Credentials { return s.creds }
+
+// Engine is the server's engine.
+func (s *Server) Engine() *engine.Engine { return s.eng }
+
+// Verifier verifies access tokens against the server's API keys.
+func (s *Server) Verifier() *token.Verifier { return s.verifier }
+
+// Run serves on ln until ctx is done, then shuts down gracefully: HTTP
+// (bounded by ShutdownTimeout), the gateway, the engine's background work,
+// the bus and the store. It returns nil after a clean shutdown. Run may be
+// called once; the Server is closed when it returns.
+func (s *Server) Run(ctx context.Context, ln net.Listener) error {
+	if !s.ran.CompareAndSwap(false, true) {
+		return errors.New("server: Run called twice")
+	}
+	base, cancelBase := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelBase()
+
+	engDone := make(chan struct{})
+	go func() {
+		defer close(engDone)
+		if err := s.eng.Run(base); err != nil && !errors.Is(err, context.Canceled) {
+			s.log.Error("engine stopped", logErr, err)
+		}
+	}()
+
+	hs := &http.Server{
+		Handler:           s.handler,
+		ReadHeaderTimeout: 10 * time.Second,
+		BaseContext:       func(net.Listener) context.Context { return base },
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+	}
+	served := make(chan error, 1)
+	go func() { served <- hs.Serve(ln) }()
+
+	var errs []error
+	select {
+	case <-ctx.Done():
+	case err := <-served:
+		errs = append(errs, fmt.Errorf("server: serve: %w", err))
+	}
+
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.ShutdownTimeout)
+	defer cancel()
+	if err := hs.Shutdown(sctx); err != nil {
+		errs = append(errs, fmt.Errorf("server: shutdown http: %w", err))
+		_ = hs.Close()
+	}
+	if s.gw != nil {
+		if err := s.gw.Close(sctx); err != nil {
+			errs = append(errs, fmt.Errorf("server: close gateway: %w", err))
+		}
+	}
+	cancelBase()
+	if err := s.hooks.Close(sctx); err != nil {
+		errs = append(errs, fmt.Errorf("server: flush webhooks: %w", err))
+	}
+	select {
+	case <-engDone:
+	case <-sctx.Done():
+		errs = append(errs, errors.New("server: engine did not stop in time"))
+	}
+	if err := s.Close(); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// Close closes the bus and the store without serving; Run does it itself.
+// It is safe to call more than once.
+func (s *Server) Close() error {
+	s.closeOnce.Do(func() {
+		var errs []error
+		if s.hooks != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
+			_ = s.hooks.Close(ctx) // Run flushed already; this stops the senders
+			cancel()
+		}
+		if s.bus != nil {
+			if err := s.bus.Close(); err != nil {
+				errs = append(errs, fmt.Errorf("server: close bus: %w", err))
+			}
+		}
+		if s.store != nil {
+			if err := s.store.Close(); err != nil {
+				errs = append(errs, fmt.Errorf("server: close store: %w", err))
+			}
+		}
+		s.closeErr = errors.Join(errs...)
+	})
+	return s.closeErr
+}
