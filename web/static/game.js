@@ -1,0 +1,300 @@
+// Chorus Sync quickstart: a shared tic-tac-toe board in one Sync Document,
+// written the way Twilio's Sync quickstart is — fetch an Access Token from
+// /token, create Twilio.Sync.Client, open the document, react to 'updated',
+// renew the token on tokenAboutToExpire / tokenExpired.
+'use strict';
+
+(function () {
+  const DOC_NAME = 'SyncGame';
+  const LINES = [
+    [[0, 0], [0, 1], [0, 2]], [[1, 0], [1, 1], [1, 2]], [[2, 0], [2, 1], [2, 2]],
+    [[0, 0], [1, 0], [2, 0]], [[0, 1], [1, 1], [2, 1]], [[0, 2], [1, 2], [2, 2]],
+    [[0, 0], [1, 1], [2, 2]], [[0, 2], [1, 1], [2, 0]],
+  ];
+  const STATE_TEXT = {
+    connecting: 'Connecting…',
+    connected: 'Connected',
+    disconnecting: 'Disconnecting…',
+    disconnected: 'Offline — reconnecting…',
+    denied: 'Access denied',
+    error: 'Connection error',
+    unknown: 'Unknown',
+  };
+
+  const $ = (id) => document.getElementById(id);
+  const cells = Array.from(document.querySelectorAll('.cell'));
+  const boardEl = $('board');
+
+  // Everything a test (or a curious developer) may want to look at.
+  const app = (window.chorusGame = {
+    identity: null,
+    client: null,
+    doc: null,
+    data: null,
+    state: 'connecting',
+    tokenRenewals: 0,
+    ready: false,
+    error: null,
+    log: [],
+  });
+
+  function emptyGame() {
+    return {
+      board: [['', '', ''], ['', '', ''], ['', '', '']],
+      next: 'X',
+      lastMove: null,
+      winner: null,
+      moves: 0,
+    };
+  }
+
+  // Accept whatever is in the document (another client may have written an
+  // older shape, e.g. the classic quickstart's {board} only).
+  function normalize(data) {
+    const g = emptyGame();
+    if (!data || !Array.isArray(data.board)) return g;
+    for (let r = 0; r < 3; r++) {
+      for (let c = 0; c < 3; c++) {
+        const v = data.board[r] && data.board[r][c];
+        g.board[r][c] = v === 'X' || v === 'O' ? v : '';
+      }
+    }
+    const filled = g.board.flat().filter(Boolean);
+    const xs = filled.filter((v) => v === 'X').length;
+    g.moves = filled.length;
+    g.next = data.next === 'X' || data.next === 'O' ? data.next : xs > filled.length - xs ? 'O' : 'X';
+    g.lastMove = data.lastMove && typeof data.lastMove === 'object' ? data.lastMove : null;
+    g.winner = outcome(g.board);
+    return g;
+  }
+
+  // 'X' / 'O' with the winning line, 'draw', or null while the game goes on.
+  function outcome(board) {
+    for (const line of LINES) {
+      const [a, b, c] = line.map(([r, col]) => board[r][col]);
+      if (a && a === b && b === c) return { mark: a, line };
+    }
+    return board.flat().every(Boolean) ? { mark: 'draw', line: [] } : null;
+  }
+
+  function cellName(r, c) {
+    return 'ABC'[c] + (r + 1);
+  }
+
+  function timeStr(d) {
+    return d.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit', second: '2-digit' });
+  }
+
+  function log(text, kind) {
+    const at = new Date();
+    app.log.push({ at: at.toISOString(), text, kind: kind || 'info' });
+    const li = document.createElement('li');
+    li.className = 'log-' + (kind || 'info');
+    const t = document.createElement('time');
+    t.dateTime = at.toISOString();
+    t.textContent = timeStr(at);
+    const span = document.createElement('span');
+    span.textContent = text;
+    li.append(t, span);
+    const list = $('log');
+    list.prepend(li);
+    while (list.children.length > 30) list.lastChild.remove();
+  }
+
+  function setState(state) {
+    app.state = state;
+    const el = $('status');
+    el.dataset.state = state;
+    $('status-text').textContent = STATE_TEXT[state] || state;
+    render();
+  }
+
+  function render() {
+    const g = normalize(app.data);
+    const live = app.ready && app.state === 'connected';
+    const over = g.winner;
+    const winCells = new Set(over ? over.line.map(([r, c]) => r + ',' + c) : []);
+    for (const btn of cells) {
+      const r = +btn.dataset.row;
+      const c = +btn.dataset.col;
+      const v = g.board[r][c];
+      btn.textContent = v;
+      btn.dataset.mark = v;
+      btn.classList.toggle('win', winCells.has(r + ',' + c));
+      btn.classList.toggle('last', !!(g.lastMove && g.lastMove.row === r && g.lastMove.col === c));
+      btn.disabled = !live || !!v || !!over;
+      btn.setAttribute('aria-label', `${cellName(r, c)}, ${v || 'empty'}`);
+    }
+    boardEl.setAttribute('aria-busy', String(!app.ready));
+    boardEl.classList.toggle('over', !!over);
+    $('new-game').disabled = !live;
+
+    const mark = $('turn-mark');
+    const text = $('turn-text');
+    if (!app.ready) {
+      mark.dataset.mark = '';
+      mark.textContent = '…';
+      text.textContent = app.error ? app.error : 'Loading the board…';
+    } else if (over && over.mark === 'draw') {
+      mark.dataset.mark = 'draw';
+      mark.textContent = '=';
+      text.textContent = "It's a draw. Start a new game!";
+    } else if (over) {
+      mark.dataset.mark = over.mark;
+      mark.textContent = over.mark;
+      const who = g.lastMove && g.lastMove.by ? ` — ${g.lastMove.by === app.identity ? 'you' : g.lastMove.by}` : '';
+      text.textContent = `${over.mark} wins${who}!`;
+    } else {
+      mark.dataset.mark = g.next;
+      mark.textContent = g.next;
+      text.textContent = `${g.next} to move — anyone can play it`;
+    }
+
+    const lm = g.lastMove;
+    if (lm && lm.by) {
+      const who = lm.by === app.identity ? 'you' : lm.by;
+      const when = lm.at ? ` at ${timeStr(new Date(lm.at))}` : '';
+      const what = lm.mark ? `${lm.mark} on ${cellName(lm.row, lm.col)}` : 'a new game';
+      $('last-move').textContent = `Last move: ${what} by ${who}${when}`;
+    } else {
+      $('last-move').textContent = g.moves ? 'Last move by an unknown player.' : 'No moves yet.';
+    }
+    $('revision').textContent = app.doc ? String(app.doc.revision) : '–';
+    $('renewals').textContent = String(app.tokenRenewals);
+  }
+
+  // Step 1: the token, from our own backend (see the Twilio guide). The
+  // quickstart's backend hands out a random identity; a renewal asks for the
+  // same identity again, because the server only accepts an updated token
+  // for the identity the connection was opened with.
+  async function fetchAccessToken(identity) {
+    const url = identity ? '/token?identity=' + encodeURIComponent(identity) : '/token';
+    const res = await fetch(url, { cache: 'no-store' });
+    if (!res.ok) throw new Error(`GET /token answered ${res.status}`);
+    return res.json(); // {identity, token}
+  }
+
+  // Step 4: keep the session alive.
+  let renewing = null;
+  function renewToken(reason) {
+    if (renewing) return renewing;
+    renewing = (async () => {
+      try {
+        const { identity, token } = await fetchAccessToken(app.identity);
+        if (identity !== app.identity) {
+          throw new Error(`/token issued a token for ${identity}, not ${app.identity}; it must honour ?identity=`);
+        }
+        await app.client.updateToken(token);
+        app.tokenRenewals++;
+        log(`Token renewed (${reason})`, 'ok');
+        render();
+      } catch (e) {
+        log(`Token renewal failed: ${e.message || e}`, 'error');
+      } finally {
+        renewing = null;
+      }
+    })();
+    return renewing;
+  }
+
+  async function move(row, col) {
+    const me = app.identity;
+    try {
+      await app.doc.mutate((current) => {
+        const g = normalize(current);
+        if (g.winner || g.board[row][col]) return null; // someone was faster: cancel
+        const mark = g.next;
+        g.board[row][col] = mark;
+        return {
+          board: g.board,
+          next: mark === 'X' ? 'O' : 'X',
+          lastMove: { by: me, mark, row, col, at: new Date().toISOString() },
+        };
+      });
+    } catch (e) {
+      log(`Move failed: ${e.message || e}`, 'error');
+    }
+  }
+
+  async function newGame() {
+    try {
+      const g = emptyGame();
+      await app.doc.set({
+        board: g.board,
+        next: 'X',
+        lastMove: { by: app.identity, mark: null, row: null, col: null, at: new Date().toISOString() },
+      });
+      log('You started a new game', 'info');
+    } catch (e) {
+      log(`New game failed: ${e.message || e}`, 'error');
+    }
+  }
+
+  function describeRemote(data) {
+    const lm = data && data.lastMove;
+    if (!lm || !lm.by) return 'The board changed';
+    if (!lm.mark) return `${lm.by} started a new game`;
+    return `${lm.by} played ${lm.mark} on ${cellName(lm.row, lm.col)}`;
+  }
+
+  async function openDocument() {
+    const doc = await app.client.document(DOC_NAME);
+    app.doc = doc;
+    app.data = doc.data;
+    doc.on('updated', (e) => {
+      app.data = e.data;
+      if (!e.isLocal) log(describeRemote(e.data), 'remote');
+      render();
+    });
+    doc.on('removed', () => {
+      log('The document was removed; creating a fresh board', 'error');
+      app.ready = false;
+      app.doc = null;
+      app.data = null;
+      render();
+      openDocument().catch(fail);
+    });
+    app.ready = true;
+    render();
+  }
+
+  function fail(e) {
+    app.error = String((e && e.message) || e);
+    log(app.error, 'error');
+    render();
+  }
+
+  async function main() {
+    const { identity, token } = await fetchAccessToken();
+    app.identity = identity;
+    $('identity').textContent = identity;
+    $('identity').title = identity;
+
+    // Step 2: point the SDK at this Chorus server.
+    const client = new Twilio.Sync.Client(token, {
+      cdsUri: location.origin,
+      twilsock: {
+        uri: (location.protocol === 'https:' ? 'wss://' : 'ws://') + location.host + '/v3/wsconnect',
+      },
+      // Reconnect quickly after a server restart (top-level, see SDK notes).
+      retryPolicy: { min: 500, max: 5000, randomness: 0.2 },
+    });
+    app.client = client;
+    client.on('connectionStateChanged', (state) => {
+      if (state !== app.state) log(`Connection: ${STATE_TEXT[state] || state}`, state === 'connected' ? 'ok' : 'warn');
+      setState(state);
+    });
+    client.on('tokenAboutToExpire', () => renewToken('about to expire'));
+    client.on('tokenExpired', () => renewToken('expired'));
+    setState(client.connectionState || 'connecting');
+
+    // Step 3: open (or create) the shared document; this also subscribes.
+    await openDocument();
+    log(`Joined as ${identity}`, 'ok');
+  }
+
+  cells.forEach((btn) => btn.addEventListener('click', () => move(+btn.dataset.row, +btn.dataset.col)));
+  $('new-game').addEventListener('click', newGame);
+  render();
+  main().catch(fail);
+})();
