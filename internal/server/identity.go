@@ -4,6 +4,9 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/http"
+	"unicode/utf8"
+
+	"github.com/chorus-sync/chorus"
 )
 
 // IdentitySource decides who the caller of GET /token is. A real app
@@ -38,9 +41,18 @@ var (
 	}
 )
 
-// Identity returns a new random name: an adjective, an animal and a number
-// from 0 to 99.
-func (RandomIdentity) Identity(*http.Request) (string, error) {
+// Identity returns the name the caller asks for with ?identity= (so that a
+// page renewing its token keeps its identity: the gateway refuses an
+// updateToken that changes it), or else a new random name: an adjective, an
+// animal and a number from 0 to 99. Like Twilio's quickstart, it trusts
+// every caller; a real app authenticates instead.
+func (RandomIdentity) Identity(r *http.Request) (string, error) {
+	if id := r.URL.Query().Get("identity"); id != "" {
+		if utf8.RuneCountInString(id) > chorus.MaxIdentityLen || !utf8.ValidString(id) {
+			return "", chorus.ErrIdentityInvalid
+		}
+		return id, nil
+	}
 	return fmt.Sprintf("%s%s%d",
 		adjectives[rand.IntN(len(adjectives))], animals[rand.IntN(len(animals))], rand.IntN(100)), nil
 }

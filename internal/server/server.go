@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/chorus-sync/chorus"
+	"github.com/chorus-sync/chorus/internal/admin"
 	"github.com/chorus-sync/chorus/internal/bus/mem"
 	"github.com/chorus-sync/chorus/internal/engine"
 	"github.com/chorus-sync/chorus/internal/gateway"
@@ -75,12 +76,6 @@ type Config struct {
 	ShutdownTimeout time.Duration
 }
 
-// gatewayHandler is what internal/gateway's *Gateway provides.
-type gatewayHandler interface {
-	http.Handler
-	Close(ctx context.Context) error
-}
-
 // Server is one Chorus node.
 type Server struct {
 	cfg      Config
@@ -90,7 +85,7 @@ type Server struct {
 	eng      *engine.Engine
 	creds    engine.Credentials
 	verifier *token.Verifier
-	gw       gatewayHandler // nil only if New failed before creating it
+	gw       *gateway.Gateway // nil only if New failed before creating it
 	hooks    *webhook.Dispatcher
 	handler  http.Handler
 
@@ -175,9 +170,14 @@ func (s *Server) routes() http.Handler {
 		_, _ = w.Write([]byte("ok"))
 	})
 	mux.HandleFunc("GET /token", s.serveToken)
+	mux.HandleFunc("GET /readyz", s.serveReady)
+	mux.HandleFunc("GET /metrics", s.serveMetrics)
 
 	// Mount point: REST v1 (internal/httpapi), full paths.
 	mux.Handle("/v1/", httpapi.New(httpapi.Config{Engine: s.eng, PublicURL: s.cfg.PublicURL, Logger: s.cfg.Logger}))
+
+	// The admin API behind the console (internal/admin).
+	mux.Handle("/admin/", admin.New(admin.Config{Engine: s.eng, Gateway: s.gw, Logger: s.cfg.Logger}))
 
 	// Mount point: Twilsock/CDS gateway (internal/gateway).
 	if s.gw != nil {

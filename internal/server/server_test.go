@@ -39,7 +39,7 @@ func TestRandomIdentity(t *testing.T) {
 	re := regexp.MustCompile(`^[A-Z][a-z]+[A-Z][a-z]+[0-9]{1,2}$`)
 	seen := map[string]bool{}
 	for range 50 {
-		id, err := RandomIdentity{}.Identity(nil)
+		id, err := RandomIdentity{}.Identity(httptest.NewRequest("GET", "/token", nil))
 		if err != nil || !re.MatchString(id) {
 			t.Fatalf("RandomIdentity() = %q, %v, want AdjectiveAnimalNN", id, err)
 		}
@@ -47,6 +47,15 @@ func TestRandomIdentity(t *testing.T) {
 	}
 	if len(seen) < 45 {
 		t.Errorf("50 RandomIdentity() calls gave %d distinct names, want nearly 50", len(seen))
+	}
+	// A page renewing its token asks for its identity again.
+	id, err := RandomIdentity{}.Identity(httptest.NewRequest("GET", "/token?identity=Keep%20Me", nil))
+	if err != nil || id != "Keep Me" {
+		t.Errorf("RandomIdentity(?identity=Keep Me) = %q, %v", id, err)
+	}
+	_, err = RandomIdentity{}.Identity(httptest.NewRequest("GET", "/token?identity="+strings.Repeat("x", 257), nil))
+	if chorus.ErrorCode(err) != 54351 {
+		t.Errorf("RandomIdentity(257 chars) = %v, want 54351", err)
 	}
 }
 

@@ -1,0 +1,341 @@
+package admin
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/chorus-sync/chorus"
+	"github.com/chorus-sync/chorus/internal/engine"
+	"github.com/chorus-sync/chorus/internal/gateway"
+	"github.com/chorus-sync/chorus/token"
+)
+
+// Defaults.
+const (
+	// RateWindow is the span events_per_second is averaged over.
+	RateWindow = 5 * time.Second
+	// DefaultTokenTTL is the lifetime of console tokens without Ttl.
+	DefaultTokenTTL = time.Hour
+	// DefaultIdentity is the identity of console tokens without Identity.
+	DefaultIdentity = "console"
+
+	maxBodyBytes = 16 << 10
+	maxSamples   = 64
+)
+
+// Log attribute keys.
+const (
+	logMethod = "method"
+	logPath   = "path"
+	logStatus = "status"
+	logCode   = "code"
+	logErr    = "err"
+)
+
+// GatewayStats is what the admin API needs from the realtime gateway;
+// *gateway.Gateway implements it.
+type GatewayStats interface {
+	Stats() gateway.Stats
+}
+
+var _ GatewayStats = (*gateway.Gateway)(nil)
+
+// Config configures the admin handler.
+type Config struct {
+	Engine *engine.Engine
+	// Gateway reports connection and subscription counts; nil reports
+	// them as null.
+	Gateway interface{ Stats() gateway.Stats }
+	Logger  *slog.Logger // default slog.Default()
+}
+
+// New returns the admin API handler. It expects full request paths
+// (/admin/v1/...).
+func New(cfg Config) http.Handler {
+	return newHandler(cfg, time.Now)
+}
+
+func newHandler(cfg Config, now func() time.Time) *handler {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	h := &handler{
+		eng: cfg.Engine,
+		gw:  cfg.Gateway,
+		log: cfg.Logger.With("component", "admin"),
+		now: now,
+		mux: http.NewServeMux(),
+	}
+	h.mux.HandleFunc("GET /admin/v1/Account", h.wrap(h.account))
+	h.mux.HandleFunc("GET /admin/v1/Stats", h.wrap(h.stats))
+	h.mux.HandleFunc("POST /admin/v1/Tokens", h.wrap(h.mintToken))
+	h.mux.HandleFunc("/", h.wrap(func(http.ResponseWriter, *http.Request, *caller) error {
+		return chorus.ErrNotFound
+	}))
+	return h
+}
+
+type handler struct {
+	eng *engine.Engine
+	gw  interface{ Stats() gateway.Stats }
+	log *slog.Logger
+	now func() time.Time
+	mux *http.ServeMux
+
+	mu      sync.Mutex
+	samples []sample // oldest first, at most maxSamples
+}
+
+type sample struct {
+	at     time.Time
+	events uint64
+}
+
+// caller is the authenticated client of one request.
+type caller struct {
+	account  string // AC…
+	username string // the Basic user: AC… or SK…
+	password string
+}
+
+func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Cache-Control", "no-store")
+	h.mux.ServeHTTP(w, r)
+}
+
+func (h *handler) wrap(fn func(http.ResponseWriter, *http.Request, *caller) error) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		c, err := h.authenticate(r)
+		if err == nil {
+			err = fn(w, r, c)
+		}
+		if err != nil {
+			h.writeError(w, r, err)
+		}
+	}
+}
+
+func (h *handler) authenticate(r *http.Request) (*caller, error) {
+	user, pass, ok := r.BasicAuth()
+	if !ok || user == "" || pass == "" {
+		return nil, chorus.ErrAuthenticate
+	}
+	acct, err := h.eng.Authenticate(r.Context(), user, pass)
+	if err != nil {
+		if chorus.ErrorCode(err) == chorus.ErrAuthenticate.Code {
+			return nil, chorus.ErrAuthenticate
+		}
+		return nil, err
+	}
+	return &caller{account: acct, username: user, password: pass}, nil
+}
+
+// accountJSON is the body of GET /admin/v1/Account.
+type accountJSON struct {
+	AccountSID    string `json:"account_sid"`
+	CredentialSID string `json:"credential_sid"`
+	AuthMethod    string `json:"auth_method"` // "auth_token" or "api_key"
+}
+
+func (h *handler) account(w http.ResponseWriter, _ *http.Request, c *caller) error {
+	method := "auth_token"
+	if chorus.IsSID(chorus.PrefixAPIKey, c.username) {
+		method = "api_key"
+	}
+	writeJSON(w, http.StatusOK, accountJSON{AccountSID: c.account, CredentialSID: c.username, AuthMethod: method})
+	return nil
+}
+
+// statsJSON is the body of GET /admin/v1/Stats. Gateway counts are null
+// when no gateway is configured.
+type statsJSON struct {
+	Connections     *int    `json:"connections"`
+	Subscriptions   *int    `json:"subscriptions"`
+	Topics          *int    `json:"topics"`
+	Delivered       *uint64 `json:"events_delivered"`
+	EventsPerSecond float64 `json:"events_per_second"`
+	EventsPosted    uint64  `json:"events_posted"`
+	Writes          uint64  `json:"writes"`
+	UptimeSeconds   int64   `json:"uptime_seconds"`
+	Started         string  `json:"date_started"`
+}
+
+func (h *handler) stats(w http.ResponseWriter, _ *http.Request, _ *caller) error {
+	es := h.eng.Stats()
+	now := h.now()
+	out := statsJSON{
+		EventsPerSecond: h.rate(now, es.EventsPosted),
+		EventsPosted:    es.EventsPosted,
+		Writes:          es.Writes,
+		UptimeSeconds:   int64(now.Sub(es.Started) / time.Second),
+		Started:         es.Started.UTC().Format(time.RFC3339),
+	}
+	if out.UptimeSeconds < 0 {
+		out.UptimeSeconds = 0
+	}
+	if h.gw != nil {
+		gs := h.gw.Stats()
+		out.Connections, out.Subscriptions, out.Topics = &gs.Connections, &gs.Subscriptions, &gs.Topics
+		out.Delivered = &gs.Delivered
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+// rate records a sample of the events counter and returns events per
+// second since the baseline: the oldest sample within RateWindow of now,
+// or the newest one before it when none is that recent.
+func (h *handler) rate(now time.Time, events uint64) float64 {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	// The baseline is the oldest sample within the window, or the newest
+	// one when none is that recent; older samples are dropped.
+	base := len(h.samples) - 1
+	for i, s := range h.samples {
+		if now.Sub(s.at) <= RateWindow {
+			base = i
+			break
+		}
+	}
+	if base > 0 {
+		h.samples = h.samples[base:]
+	}
+	var r float64
+	if len(h.samples) > 0 {
+		base := h.samples[0]
+		dt := now.Sub(base.at).Seconds()
+		if dt > 0 && events >= base.events {
+			r = float64(events-base.events) / dt
+		}
+	}
+	h.samples = append(h.samples, sample{at: now, events: events})
+	if len(h.samples) > maxSamples {
+		h.samples = append(h.samples[:0], h.samples[len(h.samples)-maxSamples:]...)
+	}
+	return math.Round(r*100) / 100
+}
+
+// tokenJSON is the body of POST /admin/v1/Tokens.
+type tokenJSON struct {
+	Identity   string `json:"identity"`
+	Token      string `json:"token"`
+	ServiceSID string `json:"service_sid"`
+	TTL        int    `json:"ttl"`
+}
+
+func (h *handler) mintToken(w http.ResponseWriter, r *http.Request, c *caller) error {
+	r.Body = http.MaxBytesReader(w, r.Body, maxBodyBytes)
+	if err := r.ParseForm(); err != nil {
+		return chorus.Wrap(chorus.Errorf(chorus.ErrInvalidParameter, "Invalid request body: expected application/x-www-form-urlencoded"), err)
+	}
+	identity := r.PostForm.Get("Identity")
+	if identity == "" {
+		identity = DefaultIdentity
+	}
+	if len([]rune(identity)) > chorus.MaxIdentityLen {
+		return chorus.ErrIdentityInvalid
+	}
+	ttl := DefaultTokenTTL
+	if s := r.PostForm.Get("Ttl"); s != "" {
+		n, err := strconv.Atoi(strings.TrimSpace(s))
+		if err != nil || n < 1 || time.Duration(n)*time.Second > token.MaxTTL {
+			return chorus.Errorf(chorus.ErrInvalidParameter, "Invalid Ttl %q: expected whole seconds from 1 to %d", s, int(token.MaxTTL/time.Second))
+		}
+		ttl = time.Duration(n) * time.Second
+	}
+	svcID := r.PostForm.Get("ServiceSid")
+	if svcID == "" {
+		svcID = "default"
+	}
+	svc, err := h.eng.Service(r.Context(), c.account, svcID)
+	if err != nil {
+		return err
+	}
+	keySID, secret, err := h.signingKey(r, c)
+	if err != nil {
+		return err
+	}
+	tok, err := token.Mint(token.Params{
+		AccountSID: c.account,
+		APIKeySID:  keySID,
+		APISecret:  secret,
+		Identity:   identity,
+		ServiceSID: svc.SID,
+		TTL:        ttl,
+	})
+	if err != nil {
+		return fmt.Errorf("admin: mint token: %w", err)
+	}
+	writeJSON(w, http.StatusCreated, tokenJSON{Identity: identity, Token: tok, ServiceSID: svc.SID, TTL: int(ttl / time.Second)})
+	return nil
+}
+
+// errNoAPIKey answers a token request from an account without API keys.
+var errNoAPIKey = chorus.Errorf(chorus.ErrInvalidParameter, "The account has no API key to sign access tokens with")
+
+// signingKey picks the API key that signs console tokens: the caller's own
+// key when it signed in with one, else the account's oldest key.
+func (h *handler) signingKey(r *http.Request, c *caller) (sid, secret string, err error) {
+	if chorus.IsSID(chorus.PrefixAPIKey, c.username) {
+		return c.username, c.password, nil
+	}
+	var keys []*chorus.APIKey
+	err = h.eng.Store().View(r.Context(), func(tx chorus.ReadTx) (err error) {
+		keys, err = tx.APIKeys(r.Context(), c.account)
+		return err
+	})
+	if err != nil {
+		return "", "", fmt.Errorf("admin: api keys: %w", err)
+	}
+	if len(keys) == 0 {
+		return "", "", errNoAPIKey
+	}
+	return keys[0].SID, keys[0].Secret, nil
+}
+
+// errorBody is Twilio's error JSON.
+type errorBody struct {
+	Code     int    `json:"code"`
+	Message  string `json:"message"`
+	MoreInfo string `json:"more_info"`
+	Status   int    `json:"status"`
+}
+
+func (h *handler) writeError(w http.ResponseWriter, r *http.Request, err error) {
+	var ce *chorus.Error
+	isChorus := errors.As(err, &ce)
+	e := chorus.AsError(err)
+	if !isChorus || e.Status >= 500 {
+		h.log.ErrorContext(r.Context(), "admin: request failed",
+			logMethod, r.Method, logPath, r.URL.Path, logStatus, e.Status, logCode, e.Code, logErr, err)
+	}
+	if e.Code == chorus.ErrAuthenticate.Code {
+		w.Header().Set("WWW-Authenticate", `Basic realm="Twilio API"`)
+	}
+	writeJSON(w, e.Status, errorBody{Code: e.Code, Message: e.Message, MoreInfo: e.MoreInfo(), Status: e.Status})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		status = http.StatusInternalServerError
+		buf.Reset()
+		e := chorus.ErrInternal
+		_ = json.NewEncoder(&buf).Encode(errorBody{Code: e.Code, Message: e.Message, MoreInfo: e.MoreInfo(), Status: e.Status})
+	}
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	w.Header().Set("Content-Length", strconv.Itoa(buf.Len()))
+	w.WriteHeader(status)
+	_, _ = w.Write(buf.Bytes())
+}

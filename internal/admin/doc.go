@@ -1,0 +1,34 @@
+// Package admin is the small JSON API behind the admin console at /console:
+// live counts for the dashboard and access tokens that let the console watch
+// Sync objects through the real twilio-sync SDK.
+//
+// It serves under /admin/v1/ (full request paths; mount it at /admin/ or
+// /admin/v1/ without stripping the prefix):
+//
+//	GET  /admin/v1/Account  who the credentials belong to
+//	GET  /admin/v1/Stats    connections, subscriptions, events_per_second,
+//	                        writes, uptime_seconds (and a few more counters)
+//	POST /admin/v1/Tokens   form Identity (default "console"), ServiceSid
+//	                        (SID or "default", the default), Ttl (seconds,
+//	                        default 3600) -> {"identity", "token"}
+//
+// Every request authenticates with HTTP Basic exactly like REST v1: account
+// SID + auth token, or API key SID + secret (engine.Authenticate). Errors
+// are Twilio-style JSON bodies {code, message, more_info, status}.
+//
+// Tokens are how the console sees live updates: REST v1 has no push channel,
+// so the console mints an ordinary Access Token here (signed with one of the
+// authenticated account's API keys, the same way GET /token does for the
+// quickstart) and opens the object with the unmodified twilio-sync browser
+// SDK over /v3/wsconnect. The console never holds an API secret: when the
+// caller signed in with an API key, that key signs; with the auth token, the
+// account's oldest API key does.
+//
+// events_per_second is derived from engine.Stats().EventsPosted: each Stats
+// request records a sample, and the rate is the difference to the oldest
+// sample taken within the last RateWindow (or, if the API was not polled
+// for longer, to the newest older sample). The first request reports 0.
+//
+// Concurrency: the handler is safe for concurrent use; the sample ring is
+// guarded by a mutex. It starts no goroutines and needs no Close.
+package admin
