@@ -1,0 +1,247 @@
+'use strict';
+// The admin console at /console: sign-in over HTTP Basic, listings through
+// REST v1, live views through the twilio-sync SDK (token from
+// POST /admin/v1/Tokens), the JSON editor's If-Match writes.
+
+const test = require('node:test');
+const assert = require('node:assert/strict');
+const { useServer, waitForState, eventually, sleep } = require('../lib/harness');
+const { launch, screenshot } = require('./helpers');
+
+const srv = useServer({ name: 'browser-console' });
+
+let chrome;
+test.before(async () => {
+  chrome = await launch();
+});
+test.after(async () => {
+  if (chrome) await chrome.close();
+});
+
+function basic(user, pass) {
+  return 'Basic ' + Buffer.from(`${user}:${pass}`).toString('base64');
+}
+
+async function signIn(page, user, pass) {
+  await page.goto(srv.baseUrl + '/console/');
+  await page.fill('#login-user', user);
+  await page.fill('#login-pass', pass);
+  await page.click('#login-submit');
+}
+
+async function signedIn(label = 'console') {
+  const page = await chrome.newPage();
+  await signIn(page, srv.creds.apiKey, srv.creds.apiSecret);
+  try {
+    await page.waitForSelector('#services-table', { timeout: 10000 });
+  } catch (e) {
+    throw new Error(`${label}: sign-in failed: ${e.message}\n${page.__logs.join('\n')}`);
+  }
+  return page;
+}
+
+async function openObject(page, kind, sid) {
+  await page.goto(`${srv.baseUrl}/console/#/services/${srv.creds.serviceSid}/${kind}/${sid}`);
+  await page.waitForSelector('#object-meta');
+  await page.waitForFunction(() => document.getElementById('live-state').dataset.state === 'connected', null, { timeout: 15000 });
+}
+
+function docs() {
+  return srv.restClient().sync.v1.services(srv.creds.serviceSid).documents;
+}
+
+test('wrong credentials are refused and nothing is shown', async () => {
+  // The admin API itself answers 401 with a Twilio error body.
+  for (const auth of [basic(srv.creds.accountSid, 'wrong'), basic(srv.creds.apiKey, srv.creds.authToken), null]) {
+    const res = await fetch(srv.baseUrl + '/admin/v1/Stats', { headers: auth ? { Authorization: auth } : {} });
+    assert.equal(res.status, 401);
+    const body = await res.json();
+    assert.equal(body.code, 20003);
+    assert.equal(body.connections, undefined);
+  }
+
+  const page = await chrome.newPage();
+  await signIn(page, srv.creds.accountSid, 'definitely-not-the-token');
+  await page.waitForSelector('#login-error .notice.error');
+  assert.match(await page.textContent('#login-error'), /refused \(HTTP 401, error 20003\)/);
+  assert.equal(await page.$('#services-table'), null);
+  assert.equal(await page.isHidden('#topbar'), true, 'no counts or navigation before sign-in');
+  assert.equal(await page.evaluate(() => sessionStorage.length), 0, 'nothing stored');
+  assert.equal(await page.inputValue('#login-pass'), '', 'the refused secret is cleared');
+  await screenshot(page, 'console-login-refused');
+
+  // Navigating straight to a deep link still shows the sign-in form.
+  await page.goto(`${srv.baseUrl}/console/#/services/${srv.creds.serviceSid}/documents`);
+  await page.waitForSelector('#login-form');
+  assert.equal(await page.$('#objects-table'), null);
+});
+
+test('lists an object created through REST v1, with paging and search, and shows live SDK updates', async () => {
+  const name = 'console-doc-' + Date.now();
+  const created = await docs().create({ uniqueName: name, data: { greeting: 'hello', n: 1 } });
+  for (let i = 0; i < 21; i++) await docs().create({ uniqueName: `filler-${Date.now()}-${i}`, data: { i } });
+
+  const page = await signedIn();
+  // Sign-in with the auth token works too, in another context.
+  const page2 = await chrome.newPage();
+  await signIn(page2, srv.creds.accountSid, srv.creds.authToken);
+  await page2.waitForSelector('#services-table');
+  await page2.close();
+
+  await page.waitForSelector(`#services-table tr[data-sid="${srv.creds.serviceSid}"]`);
+  await page.waitForFunction(() => /^\d/.test(document.getElementById('stat-writes').textContent));
+  await screenshot(page, 'console-services');
+
+  await page.click(`#services-table tr[data-sid="${srv.creds.serviceSid}"] a`);
+  await page.waitForSelector('#objects-table');
+  // 22+ documents with 20 per page: the created one (oldest) is on page 1; paging works.
+  assert.ok(await page.$(`#objects-table tr[data-sid="${created.sid}"]`), 'first page lists the REST-created document');
+  assert.equal(await page.$$eval('#objects-table tbody tr', (r) => r.length), 20);
+  await page.click('#page-next');
+  await page.waitForFunction((sid) => !document.querySelector(`#objects-table tr[data-sid="${sid}"]`), created.sid);
+  assert.ok((await page.$$eval('#objects-table tbody tr', (r) => r.length)) >= 2);
+  await page.click('#page-prev');
+  await page.waitForSelector(`#objects-table tr[data-sid="${created.sid}"]`);
+  await screenshot(page, 'console-documents');
+
+  // Search by unique name opens the object view.
+  await page.fill('#search', 'no-such-' + Date.now());
+  await page.press('#search', 'Enter');
+  await page.waitForSelector('#search-message .notice');
+  assert.match(await page.textContent('#search-message'), /No document named/);
+  await page.fill('#search', name);
+  await page.press('#search', 'Enter');
+  await page.waitForSelector('#object-meta');
+  await page.waitForFunction(() => document.getElementById('live-state').dataset.state === 'connected', null, { timeout: 15000 });
+  assert.equal(await page.evaluate(() => location.hash), `#/services/${srv.creds.serviceSid}/documents/${created.sid}`);
+  assert.deepEqual(JSON.parse(await page.textContent('#object-data')), { greeting: 'hello', n: 1 });
+  assert.equal(await page.textContent('#object-revision'), created.revision);
+  assert.match(await page.textContent('#object-ttl'), /Never expires/);
+
+  // A write through the Node SDK appears without a reload.
+  await page.evaluate(() => { window.__noReload = true; });
+  const client = srv.newClient('sdk-writer');
+  await waitForState(client, 'connected');
+  const doc = await client.document({ id: name, mode: 'open_existing' });
+  await doc.update({ greeting: 'live from the SDK', n: 2 });
+  await page.waitForFunction(() => document.getElementById('object-data').textContent.includes('live from the SDK'), null, { timeout: 10000 });
+  assert.equal(await page.evaluate(() => window.__noReload), true, 'no page reload');
+  assert.equal(await page.textContent('#object-revision'), String(doc.revision));
+  assert.deepEqual(JSON.parse(await page.inputValue('#editor')), { greeting: 'live from the SDK', n: 2 }, 'a pristine editor follows');
+
+  // The counts panel sees the console's own SDK connection (and the writer's).
+  await page.waitForFunction(() => Number(document.getElementById('stat-connections').textContent) >= 2, null, { timeout: 6000 });
+  await page.waitForFunction(() => Number(document.getElementById('stat-subscriptions').textContent) >= 2, null, { timeout: 6000 });
+  await screenshot(page, 'console-document');
+
+  // Saving from the editor writes through REST with If-Match.
+  await page.fill('#editor', '{"greeting": "saved from the console", "n": 3}');
+  await page.click('#editor-save');
+  await page.waitForSelector('#editor-message .notice.ok');
+  const after = await docs()(created.sid).fetch();
+  assert.deepEqual(after.data, { greeting: 'saved from the console', n: 3 });
+  await eventually(() => doc.data.greeting === 'saved from the console', 10000);
+});
+
+test('invalid JSON in the editor: a message, nothing written', async () => {
+  const name = 'console-bad-json-' + Date.now();
+  const created = await docs().create({ uniqueName: name, data: { keep: true } });
+  const page = await signedIn();
+  await openObject(page, 'documents', created.sid);
+
+  for (const [text, want] of [['{"keep": false,', /Invalid JSON — nothing was written/], ['[1, 2]', /must be a JSON object/]]) {
+    await page.fill('#editor', text);
+    await page.click('#editor-save');
+    await page.waitForSelector('#editor-message .notice.error');
+    assert.match(await page.textContent('#editor-message'), want);
+    if (text.startsWith('{')) await screenshot(page, 'console-invalid-json');
+  }
+  const now = await docs()(created.sid).fetch();
+  assert.deepEqual(now.data, { keep: true });
+  assert.equal(now.revision, created.revision, 'revision unchanged');
+});
+
+test('stale revision: a conflict message offering to reload', async () => {
+  const name = 'console-conflict-' + Date.now();
+  const created = await docs().create({ uniqueName: name, data: { owner: 'console', v: 1 } });
+  const page = await signedIn();
+  await openObject(page, 'documents', created.sid);
+
+  // Start editing, then someone else writes.
+  await page.fill('#editor', '{"owner": "console", "v": 2}');
+  const other = await docs()(created.sid).update({ data: { owner: 'someone else', v: 99 } });
+  assert.notEqual(other.revision, created.revision);
+  await page.waitForFunction(() => document.getElementById('object-data').textContent.includes('someone else'), null, { timeout: 10000 });
+
+  await page.click('#editor-save');
+  await page.waitForSelector('#editor-message .notice.conflict');
+  assert.match(await page.textContent('#editor-message'), /Conflict — not saved/);
+  assert.ok(await page.$('#editor-reload'), 'offers to reload');
+  assert.deepEqual((await docs()(created.sid).fetch()).data, { owner: 'someone else', v: 99 }, 'the other write survived');
+  await screenshot(page, 'console-conflict');
+
+  await page.click('#editor-reload');
+  await page.waitForFunction(() => document.getElementById('editor').value.includes('someone else'));
+  // Saving on top of the reloaded revision now works.
+  await page.fill('#editor', '{"owner": "console", "v": 100}');
+  await page.click('#editor-save');
+  await page.waitForSelector('#editor-message .notice.ok');
+  assert.deepEqual((await docs()(created.sid).fetch()).data, { owner: 'console', v: 100 });
+});
+
+test('map items: edit with If-Match, live item updates', async () => {
+  const svc = srv.restClient().sync.v1.services(srv.creds.serviceSid);
+  const map = await svc.syncMaps.create({ uniqueName: 'console-map-' + Date.now() });
+  await svc.syncMaps(map.sid).syncMapItems.create({ key: 'alpha', data: { score: 1 } });
+  await svc.syncMaps(map.sid).syncMapItems.create({ key: 'beta', data: { score: 2 } });
+
+  const page = await signedIn();
+  await openObject(page, 'maps', map.sid);
+  await page.waitForSelector('#items-table tr[data-ref="beta"]');
+
+  // Live: an SDK write to an item shows up in the table.
+  const client = srv.newClient('map-writer');
+  await waitForState(client, 'connected');
+  const m = await client.map({ id: map.sid, mode: 'open_existing' });
+  await m.set('gamma', { score: 3 });
+  await page.waitForSelector('#items-table tr[data-ref="gamma"]', { timeout: 10000 });
+
+  await page.click('#items-table tr[data-ref="alpha"] button');
+  await page.fill('#item-editor', '{"score": 10}');
+  await page.click('#item-editor-save');
+  await page.waitForSelector('#item-editor-message .notice.ok');
+  const item = await svc.syncMaps(map.sid).syncMapItems('alpha').fetch();
+  assert.deepEqual(item.data, { score: 10 });
+  await screenshot(page, 'console-map');
+});
+
+test('stream tail shows messages published through the SDK', async () => {
+  const svc = srv.restClient().sync.v1.services(srv.creds.serviceSid);
+  const stream = await svc.syncStreams.create({ uniqueName: 'console-stream-' + Date.now() });
+  const page = await signedIn();
+  await openObject(page, 'streams', stream.sid);
+
+  const client = srv.newClient('publisher');
+  await waitForState(client, 'connected');
+  const s = await client.stream({ id: stream.sid, mode: 'open_existing' });
+  // Stream messages are not stored or replayed, and there is no public
+  // "subscribed" event: warm up until the console's subscription is live.
+  await eventually(async () => {
+    await s.publishMessage({ warmup: true });
+    await sleep(300);
+    return page.evaluate(() => document.querySelectorAll('#stream-tail li').length > 0);
+  }, 10000, 0);
+  const before = await page.$$eval('#stream-tail li', (l) => l.length);
+  for (let i = 1; i <= 3; i++) await s.publishMessage({ tick: i, from: 'node' });
+  await page.waitForFunction((n) => document.querySelectorAll('#stream-tail li').length >= n + 3, before, { timeout: 10000 });
+  const ticks = await page.$$eval('#stream-tail li pre', (l) => l.slice(0, 3).map((p) => JSON.parse(p.textContent).tick));
+  assert.deepEqual(ticks, [3, 2, 1], 'every message, newest on top');
+  const first = await page.textContent('#stream-tail li:first-child pre');
+  assert.deepEqual(JSON.parse(first), { tick: 3, from: 'node' }, 'newest on top');
+
+  // Publishing from the console goes through REST and comes back through the SDK.
+  await page.fill('#publish-data', '{"from": "console"}');
+  await page.click('#publish');
+  await page.waitForFunction(() => document.querySelector('#stream-tail li:first-child pre').textContent.includes('console'), null, { timeout: 10000 });
+  await screenshot(page, 'console-stream');
+});
