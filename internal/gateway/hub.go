@@ -319,3 +319,53 @@ func (h *hub) dropRemoved(t *topic, subs []*subscription) {
 		}
 	}
 }
+
+// Resync makes every topic read what it may have missed from the store's
+// event log. A Bus that can lose events (NATS core is at-most-once) calls it
+// after it reconnects: events published while it was away would otherwise
+// only be noticed when a later event arrives, and the last ones never.
+func (g *Gateway) Resync() {
+	g.hub.mu.Lock()
+	topics := make([]*topic, 0, len(g.hub.topics))
+	for _, t := range g.hub.topics {
+		topics = append(topics, t)
+	}
+	g.hub.mu.Unlock()
+	go func() {
+		for _, t := range topics {
+			if g.ctx.Err() != nil {
+				return
+			}
+			t.catchUp()
+		}
+	}()
+}
+
+// catchUp delivers the logged events after the topic's position.
+func (t *topic) catchUp() {
+	g := t.h.g
+	for {
+		t.mu.Lock()
+		if !t.baseline || t.removed || t.kind == chorus.KindStream {
+			t.mu.Unlock()
+			return
+		}
+		after := t.last
+		t.mu.Unlock()
+		ctx, cancel := context.WithTimeout(g.ctx, 5*time.Second)
+		events, err := g.cfg.Engine.Events(ctx, t.sid, after, 1000)
+		cancel()
+		if err != nil {
+			g.log.Warn("gateway: resync", slog.String(logObject, t.sid), slog.Any(logError, err))
+			return
+		}
+		t.mu.Lock()
+		for _, e := range events {
+			t.acceptLocked(e)
+		}
+		t.mu.Unlock()
+		if len(events) < 1000 {
+			return
+		}
+	}
+}
