@@ -21,6 +21,7 @@ import (
 	"github.com/chorus-sync/chorus/internal/bus/mem"
 	"github.com/chorus-sync/chorus/internal/engine"
 	"github.com/chorus-sync/chorus/internal/server"
+	"github.com/chorus-sync/chorus/internal/store/postgres"
 	"github.com/chorus-sync/chorus/internal/store/sqlite"
 	"github.com/chorus-sync/chorus/token"
 )
@@ -48,8 +49,10 @@ const (
 
 const usage = `usage:
   chorus serve [--listen ADDR] [--data-dir DIR] [--public-url URL] [--token-ttl 1h] [--log-level info]
+               [--store postgres://...] [--bus nats://...] [--node NAME]
   chorus token --identity NAME [--ttl 1h] [--service IS...] [--data-dir DIR]
   chorus admin credentials [--data-dir DIR]
+  chorus migrate --store postgres://...
   chorus version
 `
 
@@ -91,13 +94,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 		cmd = "admin credentials"
 		err = cmdCredentials(ctx, args[2:], stdout)
+	case "migrate":
+		err = cmdMigrate(ctx, args[1:], stdout)
 	case "version":
 		err = cmdVersion(args[1:], stdout)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
 		return exitOK
 	default:
-		err = usagef("unknown command %q (want serve, token, admin or version)", cmd)
+		err = usagef("unknown command %q (want serve, token, admin, migrate or version)", cmd)
 		cmd = ""
 	}
 	switch {
@@ -164,6 +169,9 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer) error {
 	publicURL := fs.String("public-url", getenv("CHORUS_PUBLIC_URL"), "externally visible base URL (default: CHORUS_PUBLIC_URL, else from each request)")
 	ttl := fs.Duration("token-ttl", time.Hour, "lifetime of tokens from GET /token (max 24h)")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	storeURL := fs.String("store", getenv("CHORUS_STORE_URL"), "postgres://… to use PostgreSQL (default: CHORUS_STORE_URL, else SQLite in --data-dir)")
+	busURL := fs.String("bus", getenv("CHORUS_BUS_URL"), "nats://… to fan out through NATS (default: CHORUS_BUS_URL, else in-process)")
+	node := fs.String("node", getenv("CHORUS_NODE_NAME"), "this node's name in logs and to NATS (default: CHORUS_NODE_NAME, else the host name)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -190,6 +198,9 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer) error {
 		TokenTTL:  *ttl,
 		Creds:     creds,
 		Logger:    logger,
+		StoreURL:  *storeURL,
+		BusURL:    *busURL,
+		NodeName:  *node,
 	})
 	if err != nil {
 		return err
@@ -358,4 +369,22 @@ func storedCredentials(ctx context.Context, dataDir string) (engine.Credentials,
 		return engine.Credentials{}, fmt.Errorf("read credentials: %w", err)
 	}
 	return c, nil
+}
+
+// cmdMigrate brings a PostgreSQL schema up to date (nodes also migrate on
+// start; both are safe to run concurrently).
+func cmdMigrate(ctx context.Context, args []string, stdout io.Writer) error {
+	fs := newFlags("migrate")
+	storeURL := fs.String("store", getenv("CHORUS_STORE_URL"), "postgres://… (default: CHORUS_STORE_URL)")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if !strings.HasPrefix(*storeURL, "postgres://") && !strings.HasPrefix(*storeURL, "postgresql://") {
+		return usagef("migrate: --store postgres://… is required (SQLite migrates itself on start)")
+	}
+	if err := postgres.Migrate(ctx, *storeURL); err != nil {
+		return err
+	}
+	fmt.Fprintln(stdout, "schema up to date")
+	return nil
 }

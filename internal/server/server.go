@@ -9,7 +9,9 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"net/url"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -17,9 +19,11 @@ import (
 	"github.com/chorus-sync/chorus"
 	"github.com/chorus-sync/chorus/internal/admin"
 	"github.com/chorus-sync/chorus/internal/bus/mem"
+	natsbus "github.com/chorus-sync/chorus/internal/bus/nats"
 	"github.com/chorus-sync/chorus/internal/engine"
 	"github.com/chorus-sync/chorus/internal/gateway"
 	"github.com/chorus-sync/chorus/internal/httpapi"
+	"github.com/chorus-sync/chorus/internal/store/postgres"
 	"github.com/chorus-sync/chorus/internal/store/sqlite"
 	"github.com/chorus-sync/chorus/internal/webhook"
 	"github.com/chorus-sync/chorus/token"
@@ -67,8 +71,16 @@ type Config struct {
 	// Identities names the callers of GET /token; default RandomIdentity.
 	Identities IdentitySource
 
-	// Store replaces the SQLite store in DataDir; Bus replaces the
-	// in-process bus. The Server closes both.
+	// StoreURL selects PostgreSQL (postgres://…) instead of the embedded
+	// SQLite store in DataDir; BusURL selects NATS (nats://…) instead of the
+	// in-process bus. Both are needed to run several nodes as one cluster.
+	StoreURL string
+	BusURL   string
+	// NodeName names this node in logs and to NATS; default host name.
+	NodeName string
+
+	// Store replaces the store and Bus the bus outright (tests). The
+	// Server closes both.
 	Store chorus.Store
 	Bus   chorus.Bus
 
@@ -120,24 +132,36 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 		}
 	}()
 
+	if cfg.NodeName == "" {
+		cfg.NodeName, _ = os.Hostname()
+		s.cfg.NodeName = cfg.NodeName
+	}
+	if cfg.NodeName != "" {
+		s.log = s.log.With("node", cfg.NodeName)
+		s.cfg.Logger = s.log
+		cfg.Logger = s.log
+	}
+	var leader func(context.Context) bool
 	if s.store == nil {
-		if cfg.DataDir == "" {
-			return nil, errors.New("server: no data directory")
-		}
-		if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
-			return nil, fmt.Errorf("server: create data directory: %w", err)
-		}
-		st, err := sqlite.Open(ctx, filepath.Join(cfg.DataDir, DBFile), cfg.Logger)
+		st, lead, err := openStore(ctx, cfg)
 		if err != nil {
-			return nil, fmt.Errorf("server: open store: %w", err)
+			return nil, err
 		}
-		s.store = st
+		s.store, leader = st, lead
 	}
 	if s.bus == nil {
-		s.bus = mem.New()
+		b, err := openBus(ctx, cfg, func() {
+			if s.gw != nil {
+				s.gw.Resync()
+			}
+		})
+		if err != nil {
+			return nil, err
+		}
+		s.bus = b
 	}
 	s.eng = engine.New(engine.Config{
-		Store: s.store, Bus: s.bus, Logger: cfg.Logger,
+		Store: s.store, Bus: s.bus, Logger: cfg.Logger, Leader: leader,
 		Observe: func(evs []*chorus.Event) { s.hooks.Observe(evs) },
 	})
 	s.hooks = webhook.New(webhook.Config{Lookup: s.eng, Logger: cfg.Logger})
@@ -331,4 +355,57 @@ func (s *Server) Close() error {
 		s.closeErr = errors.Join(errs...)
 	})
 	return s.closeErr
+}
+
+// openStore opens PostgreSQL when cfg.StoreURL names it, else SQLite in
+// the data directory. For PostgreSQL it also returns the cluster leader
+// test that keeps background work to one node.
+func openStore(ctx context.Context, cfg Config) (chorus.Store, func(context.Context) bool, error) {
+	switch {
+	case strings.HasPrefix(cfg.StoreURL, "postgres://") || strings.HasPrefix(cfg.StoreURL, "postgresql://"):
+		st, err := postgres.Open(ctx, cfg.StoreURL, cfg.Logger)
+		if err != nil {
+			return nil, nil, fmt.Errorf("server: open PostgreSQL store: %w", err)
+		}
+		return st, st.Leader, nil
+	case cfg.StoreURL != "":
+		return nil, nil, fmt.Errorf("server: store URL %q: want postgres://… (or none for the embedded SQLite store)", redact(cfg.StoreURL))
+	}
+	if cfg.DataDir == "" {
+		return nil, nil, errors.New("server: no data directory")
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, nil, fmt.Errorf("server: create data directory: %w", err)
+	}
+	st, err := sqlite.Open(ctx, filepath.Join(cfg.DataDir, DBFile), cfg.Logger)
+	if err != nil {
+		return nil, nil, fmt.Errorf("server: open store: %w", err)
+	}
+	return st, nil, nil
+}
+
+// openBus connects to NATS when cfg.BusURL names it, else returns the
+// in-process bus. resync runs after NATS reconnects, when events published
+// meanwhile may have been lost.
+func openBus(ctx context.Context, cfg Config, resync func()) (chorus.Bus, error) {
+	switch {
+	case strings.HasPrefix(cfg.BusURL, "nats://") || strings.HasPrefix(cfg.BusURL, "tls://"):
+		b, err := natsbus.Open(ctx, cfg.BusURL, cfg.Logger, natsbus.WithName(cfg.NodeName), natsbus.WithReconnectHandler(resync))
+		if err != nil {
+			return nil, fmt.Errorf("server: connect to NATS: %w", err)
+		}
+		return b, nil
+	case cfg.BusURL != "":
+		return nil, fmt.Errorf("server: bus URL %q: want nats://… (or none for the in-process bus)", redact(cfg.BusURL))
+	}
+	return mem.New(), nil
+}
+
+// redact drops the password from a URL for error messages.
+func redact(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(unparsable URL)"
+	}
+	return u.Redacted()
 }

@@ -1,0 +1,543 @@
+package nats
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/maphash"
+	"log/slog"
+	"math/rand/v2"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	natsgo "github.com/nats-io/nats.go"
+
+	"github.com/chorus-sync/chorus"
+)
+
+var _ chorus.Bus = (*Bus)(nil)
+
+// Log attribute keys.
+const (
+	logURL    = "url"
+	logError  = "err"
+	logNode   = "node"
+	logObject = "object"
+)
+
+// Defaults; see the Options.
+const (
+	DefaultPrefix          = "chorus"
+	DefaultReconnectBuffer = 1 << 20 // bytes kept while reconnecting
+	dispatchers            = 4       // delivery goroutines per Bus
+	dispatchQueue          = 16384   // messages queued per dispatcher
+	pingTimeout            = 2 * time.Second
+	subscribeFlushTimeout  = time.Second
+	reconnectMin           = 50 * time.Millisecond
+	reconnectMax           = 2 * time.Second
+)
+
+// Option configures Open.
+type Option func(*options)
+
+type options struct {
+	prefix      string
+	name        string
+	reconnBuf   int
+	pingEvery   time.Duration
+	onReconnect func()
+	drop        func(*chorus.Event) bool
+	delay       func(*chorus.Event) time.Duration
+}
+
+// WithPrefix sets the first subject tokens (default "chorus"): events go
+// to <prefix>.ev.<serviceSID>.<objectSID>. Nodes of one cluster must use
+// the same prefix; tests use a unique one each.
+func WithPrefix(prefix string) Option { return func(o *options) { o.prefix = prefix } }
+
+// WithName sets the node name, used as the NATS connection name (visible
+// in the server's connz monitoring) and in logs.
+func WithName(node string) Option { return func(o *options) { o.name = node } }
+
+// WithReconnectBuffer bounds, in bytes, what a publish racing a
+// disconnect may buffer for the reconnect (default 1 MiB). Publish
+// rejects events outright once the Bus knows it is disconnected.
+func WithReconnectBuffer(bytes int) Option { return func(o *options) { o.reconnBuf = bytes } }
+
+// WithPingInterval sets how often the client pings the server to detect a
+// dead connection (default 10s; two missed pongs disconnect).
+func WithPingInterval(d time.Duration) Option { return func(o *options) { o.pingEvery = d } }
+
+// WithReconnectHandler calls fn (on its own goroutine) after each
+// reconnect. Events published while this node was disconnected never
+// reach it; a subscriber learns of them at the next event of the object
+// (a gap), or sooner if fn makes it resync.
+func WithReconnectHandler(fn func()) Option { return func(o *options) { o.onReconnect = fn } }
+
+// WithFaults injects receive faults, for tests of gap filling: each
+// received event for which drop returns true is discarded, and each for
+// which delay returns d > 0 is handed to subscribers d later (so it
+// arrives after later events). Either function may be nil. They run on
+// delivery goroutines and must be safe for concurrent use.
+func WithFaults(drop func(*chorus.Event) bool, delay func(*chorus.Event) time.Duration) Option {
+	return func(o *options) { o.drop, o.delay = drop, delay }
+}
+
+// Bus is a chorus.Bus over a NATS core connection.
+type Bus struct {
+	nc     *natsgo.Conn
+	log    *slog.Logger
+	opts   options
+	url    string // redacted
+	evpre  string // "<prefix>.ev."
+	seed   maphash.Seed
+	queues [dispatchers]chan *natsgo.Msg
+	done   chan struct{}
+	wg     sync.WaitGroup
+	bufs   sync.Pool
+
+	mu     sync.RWMutex // guards topics, closed; lock order: mu → topic.mu
+	topics map[string]*topic
+	closed bool
+
+	warnMu   sync.Mutex
+	warnLast map[string]time.Time // rate limit of repeated warnings
+
+	published, received, faultDropped, decodeErrors atomic.Uint64
+}
+
+// topic is the NATS subscription of one object, shared by its local
+// subscribers.
+type topic struct {
+	sid   string
+	sub   *natsgo.Subscription
+	ready chan struct{} // closed once the server has seen the SUB (or gave up)
+
+	mu   sync.RWMutex // held for reading while calling subscribers
+	subs map[*subscriber]struct{}
+}
+
+type subscriber struct{ fn func(*chorus.Event) }
+
+// Stats are a Bus's counters since Open.
+type Stats struct {
+	Published    uint64 // events handed to NATS
+	Received     uint64 // events received from NATS
+	FaultDropped uint64 // received events discarded by WithFaults
+	DecodeErrors uint64 // received payloads that did not decode
+	Topics       int    // objects with a NATS subscription
+}
+
+// Open connects to the NATS server(s) at url (comma-separated for a
+// cluster) and returns a Bus. It fails, naming the URL without
+// credentials, if no server is reachable; after that it reconnects
+// forever.
+func Open(ctx context.Context, url string, logger *slog.Logger, opts ...Option) (*Bus, error) {
+	if logger == nil {
+		logger = slog.Default()
+	}
+	o := options{prefix: DefaultPrefix, name: "chorus", reconnBuf: DefaultReconnectBuffer, pingEvery: 10 * time.Second}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if err := checkSubject(o.prefix); err != nil {
+		return nil, fmt.Errorf("nats: open: prefix %q: %w", o.prefix, err)
+	}
+	b := &Bus{
+		opts:     o,
+		url:      redact(url),
+		evpre:    o.prefix + ".ev.",
+		seed:     maphash.MakeSeed(),
+		done:     make(chan struct{}),
+		topics:   make(map[string]*topic),
+		warnLast: make(map[string]time.Time),
+	}
+	b.log = logger.With(slog.String(logNode, o.name), slog.String(logURL, b.url))
+	b.bufs.New = func() any { p := make([]byte, 0, 2048); return &p }
+
+	nopts := []natsgo.Option{
+		natsgo.Name(o.name),
+		natsgo.MaxReconnects(-1),
+		natsgo.CustomReconnectDelay(backoff),
+		natsgo.ReconnectBufSize(o.reconnBuf),
+		natsgo.PingInterval(o.pingEvery),
+		natsgo.MaxPingsOutstanding(2),
+		natsgo.NoCallbacksAfterClientClose(),
+		natsgo.DisconnectErrHandler(func(_ *natsgo.Conn, err error) {
+			b.log.Warn("nats: disconnected", slog.Any(logError, err))
+		}),
+		natsgo.ReconnectHandler(func(nc *natsgo.Conn) {
+			b.log.Info("nats: reconnected", slog.String("server", nc.ConnectedUrlRedacted()))
+			if fn := b.opts.onReconnect; fn != nil {
+				go fn()
+			}
+		}),
+		natsgo.ErrorHandler(func(_ *natsgo.Conn, sub *natsgo.Subscription, err error) {
+			subj := ""
+			if sub != nil {
+				subj = sub.Subject
+			}
+			b.warn("nats: async error", slog.String("subject", subj), slog.Any(logError, err))
+		}),
+	}
+	if dl, ok := ctx.Deadline(); ok {
+		nopts = append(nopts, natsgo.Timeout(max(time.Until(dl), time.Millisecond)))
+	}
+	type result struct {
+		nc  *natsgo.Conn
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		nc, err := natsgo.Connect(url, nopts...)
+		ch <- result{nc, err}
+	}()
+	var r result
+	select {
+	case r = <-ch:
+	case <-ctx.Done():
+		go func() {
+			if r := <-ch; r.nc != nil {
+				r.nc.Close()
+			}
+		}()
+		return nil, fmt.Errorf("nats: connect %s: %w", b.url, chorus.Wrap(chorus.ErrUnavailable, ctx.Err()))
+	}
+	if r.err != nil {
+		return nil, fmt.Errorf("nats: connect %s: %w", b.url, chorus.Wrap(chorus.ErrUnavailable, scrub(r.err, url)))
+	}
+	b.nc = r.nc
+	for i := range b.queues {
+		b.queues[i] = make(chan *natsgo.Msg, dispatchQueue)
+		b.wg.Add(1)
+		go b.dispatch(b.queues[i])
+	}
+	b.log.Debug("nats: connected", slog.String("server", b.nc.ConnectedUrlRedacted()))
+	return b, nil
+}
+
+// backoff is the reconnect delay after a full pass over the server list:
+// exponential from 50ms to 2s, with 20% jitter.
+func backoff(attempts int) time.Duration {
+	d := reconnectMax
+	if attempts < 8 {
+		d = min(reconnectMin<<attempts, reconnectMax)
+	}
+	return d + rand.N(d/5+1)
+}
+
+// Publish sends each event on its object's subject. The events are
+// written to the connection's buffer and flushed in the background; it
+// does not wait for the server. It fails with an error wrapping
+// chorus.ErrUnavailable, without buffering, while the connection is down.
+func (b *Bus) Publish(ctx context.Context, events ...*chorus.Event) error {
+	if err := b.usable("publish"); err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("nats: publish: %w", err)
+	}
+	bp := b.bufs.Get().(*[]byte)
+	defer b.bufs.Put(bp)
+	var first error
+	for _, e := range events {
+		if err := checkToken(e.ObjectSID); err != nil {
+			first = cmpOr(first, fmt.Errorf("nats: publish: object SID %q: %w", e.ObjectSID, err))
+			continue
+		}
+		svc := e.ServiceSID
+		if svc == "" {
+			svc = "_"
+		} else if err := checkToken(svc); err != nil {
+			first = cmpOr(first, fmt.Errorf("nats: publish: service SID %q: %w", svc, err))
+			continue
+		}
+		*bp = appendEvent((*bp)[:0], e)
+		if err := b.nc.Publish(b.evpre+svc+"."+e.ObjectSID, *bp); err != nil {
+			switch {
+			case errors.Is(err, natsgo.ErrConnectionClosed), errors.Is(err, natsgo.ErrReconnectBufExceeded),
+				errors.Is(err, natsgo.ErrConnectionDraining):
+				return fmt.Errorf("nats: publish: %w", chorus.Wrap(chorus.ErrUnavailable, err))
+			}
+			first = cmpOr(first, fmt.Errorf("nats: publish: %w", err))
+			continue
+		}
+		b.published.Add(1)
+	}
+	return first
+}
+
+func cmpOr(a, b error) error {
+	if a != nil {
+		return a
+	}
+	return b
+}
+
+// usable returns an error wrapping chorus.ErrUnavailable unless the Bus
+// is open and connected.
+func (b *Bus) usable(op string) error {
+	b.mu.RLock()
+	closed := b.closed
+	b.mu.RUnlock()
+	if closed {
+		return fmt.Errorf("nats: %s: %w", op, chorus.Wrap(chorus.ErrUnavailable, errors.New("bus closed")))
+	}
+	if st := b.nc.Status(); st != natsgo.CONNECTED {
+		return fmt.Errorf("nats: %s: %w", op, chorus.Wrap(chorus.ErrUnavailable, fmt.Errorf("%s is %s", b.url, st)))
+	}
+	return nil
+}
+
+// Subscribe calls fn for the object's events until cancel is called. All
+// local subscribers of an object share one NATS subscription to
+// <prefix>.ev.*.<objectSID>. When the subscription is new and the
+// connection is up, Subscribe waits (up to 1s) for the server to confirm
+// it, so that events published on other nodes after Subscribe returns
+// are delivered. While disconnected it succeeds, and the subscription
+// starts with the reconnect.
+//
+// fn runs on one of the Bus's delivery goroutines, which an object's
+// events always share, so events published in order by one node arrive
+// in order unless lost. fn must not block and must not call the returned
+// cancel. Once cancel returns, fn is not called again; cancel is
+// idempotent.
+func (b *Bus) Subscribe(objectSID string, fn func(*chorus.Event)) (cancel func(), err error) {
+	if err := checkToken(objectSID); err != nil {
+		return nil, fmt.Errorf("nats: subscribe: object SID %q: %w", objectSID, err)
+	}
+	s := &subscriber{fn: fn}
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return nil, fmt.Errorf("nats: subscribe: %w", chorus.Wrap(chorus.ErrUnavailable, errors.New("bus closed")))
+	}
+	t := b.topics[objectSID]
+	isNew := t == nil
+	if isNew {
+		q := b.queues[maphash.String(b.seed, objectSID)%dispatchers]
+		sub, err := b.nc.ChanSubscribe(b.evpre+"*."+objectSID, q)
+		if err != nil {
+			b.mu.Unlock()
+			return nil, fmt.Errorf("nats: subscribe %s: %w", objectSID, chorus.Wrap(chorus.ErrUnavailable, err))
+		}
+		t = &topic{sid: objectSID, sub: sub, ready: make(chan struct{}), subs: make(map[*subscriber]struct{})}
+		b.topics[objectSID] = t
+	}
+	t.mu.Lock()
+	t.subs[s] = struct{}{}
+	t.mu.Unlock()
+	b.mu.Unlock()
+
+	if isNew {
+		if b.nc.Status() == natsgo.CONNECTED {
+			if err := b.nc.FlushTimeout(subscribeFlushTimeout); err != nil {
+				b.warn("nats: subscribe: flush", slog.String(logObject, objectSID), slog.Any(logError, err))
+			}
+		}
+		close(t.ready)
+	} else {
+		select {
+		case <-t.ready:
+		case <-time.After(subscribeFlushTimeout):
+		}
+	}
+
+	var once sync.Once
+	return func() { once.Do(func() { b.cancel(t, s) }) }, nil
+}
+
+func (b *Bus) cancel(t *topic, s *subscriber) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	t.mu.Lock()
+	delete(t.subs, s)
+	empty := len(t.subs) == 0
+	t.mu.Unlock()
+	if !empty || b.topics[t.sid] != t {
+		return
+	}
+	delete(b.topics, t.sid)
+	if err := t.sub.Unsubscribe(); err != nil && !errors.Is(err, natsgo.ErrConnectionClosed) {
+		b.warn("nats: unsubscribe", slog.String(logObject, t.sid), slog.Any(logError, err))
+	}
+}
+
+// dispatch decodes received messages and hands them to subscribers. Each
+// object's messages go to one dispatcher, in arrival order.
+func (b *Bus) dispatch(q chan *natsgo.Msg) {
+	defer b.wg.Done()
+	for {
+		select {
+		case <-b.done:
+			return
+		case m := <-q:
+			b.receive(m)
+		}
+	}
+}
+
+func (b *Bus) receive(m *natsgo.Msg) {
+	b.received.Add(1)
+	e, err := decodeEvent(m.Data)
+	if err != nil {
+		b.decodeErrors.Add(1)
+		b.warn("nats: drop undecodable event", slog.String("subject", m.Subject), slog.Any(logError, err))
+		return
+	}
+	if f := b.opts.drop; f != nil && f(e) {
+		b.faultDropped.Add(1)
+		return
+	}
+	if f := b.opts.delay; f != nil {
+		if d := f(e); d > 0 {
+			time.AfterFunc(d, func() { b.deliver(m.Sub, e) })
+			return
+		}
+	}
+	b.deliver(m.Sub, e)
+}
+
+// deliver calls the subscribers of the topic whose NATS subscription
+// received e, if that subscription is still current.
+func (b *Bus) deliver(sub *natsgo.Subscription, e *chorus.Event) {
+	b.mu.RLock()
+	t := b.topics[e.ObjectSID]
+	b.mu.RUnlock()
+	if t == nil || t.sub != sub {
+		return // canceled, or an event for another object on a wildcard
+	}
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	for s := range t.subs {
+		s.fn(e)
+	}
+}
+
+// Ping fails unless the connection is up and the server answers a ping
+// within ctx's deadline or 2s, whichever is sooner.
+func (b *Bus) Ping(ctx context.Context) error {
+	if err := b.usable("ping"); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, pingTimeout)
+	defer cancel()
+	if err := b.nc.FlushWithContext(ctx); err != nil {
+		return fmt.Errorf("nats: ping %s: %w", b.url, chorus.Wrap(chorus.ErrUnavailable, err))
+	}
+	return nil
+}
+
+// Stats returns the Bus's counters.
+func (b *Bus) Stats() Stats {
+	b.mu.RLock()
+	n := len(b.topics)
+	b.mu.RUnlock()
+	return Stats{
+		Published:    b.published.Load(),
+		Received:     b.received.Load(),
+		FaultDropped: b.faultDropped.Load(),
+		DecodeErrors: b.decodeErrors.Load(),
+		Topics:       n,
+	}
+}
+
+// Close drops every subscription and closes the connection, discarding
+// events not yet flushed. It is idempotent.
+func (b *Bus) Close() error {
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return nil
+	}
+	b.closed = true
+	b.topics = make(map[string]*topic)
+	b.mu.Unlock()
+	b.nc.Close()
+	close(b.done)
+	b.wg.Wait()
+	return nil
+}
+
+// warn logs at most one warning per message every 10 seconds.
+func (b *Bus) warn(msg string, attrs ...any) {
+	now := time.Now()
+	b.warnMu.Lock()
+	last, ok := b.warnLast[msg]
+	if ok && now.Sub(last) < 10*time.Second {
+		b.warnMu.Unlock()
+		return
+	}
+	b.warnLast[msg] = now
+	b.warnMu.Unlock()
+	b.log.Warn(msg, attrs...)
+}
+
+// checkToken reports whether s can be one subject token.
+func checkToken(s string) error {
+	if s == "" {
+		return errors.New("empty subject token")
+	}
+	if strings.ContainsAny(s, ".*> \t\r\n") {
+		return errors.New("subject token contains '.', '*', '>' or white space")
+	}
+	return nil
+}
+
+// checkSubject reports whether s is a literal subject of one or more
+// tokens.
+func checkSubject(s string) error {
+	for tok := range strings.SplitSeq(s, ".") {
+		if err := checkToken(tok); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// scrub returns err, or a copy of its message without the user
+// information of urls if it contains any (a URL parse error quotes the
+// URL).
+func scrub(err error, urls string) error {
+	msg := err.Error()
+	for p := range strings.SplitSeq(urls, ",") {
+		p = strings.TrimSpace(p)
+		at := strings.LastIndex(p, "@")
+		if at < 0 {
+			continue
+		}
+		start := strings.Index(p, "://") + 3 // 2 when there is no scheme
+		if start > at {
+			start = 0
+		}
+		if user := p[start:at]; user != "" && strings.Contains(msg, user) {
+			msg = strings.ReplaceAll(msg, user, "REDACTED")
+		}
+	}
+	if msg == err.Error() {
+		return err
+	}
+	return errors.New(msg)
+}
+
+// redact returns the server URLs without user information.
+func redact(urls string) string {
+	parts := strings.Split(urls, ",")
+	for i, p := range parts {
+		p = strings.TrimSpace(p)
+		u, err := url.Parse(p)
+		switch {
+		case err == nil && u.Host != "":
+			u.User = nil
+			parts[i] = u.String()
+		case strings.Contains(p, "@"):
+			parts[i] = p[strings.LastIndex(p, "@")+1:]
+		default:
+			parts[i] = p
+		}
+	}
+	return strings.Join(parts, ",")
+}

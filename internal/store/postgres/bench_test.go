@@ -1,0 +1,78 @@
+package postgres
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"github.com/chorus-sync/chorus"
+)
+
+// BenchmarkUpdate measures durable writes per second: each op is one
+// Update that locks a document (SELECT ... FOR NO KEY UPDATE), bumps its
+// revision and LastEventID, and writes it back with its event. Each writer
+// goroutine has a document of its own.
+func BenchmarkUpdate(b *testing.B) {
+	for _, batch := range []bool{true, false} {
+		for _, writers := range []int{1, 32} {
+			name := fmt.Sprintf("batch=%s/writers=%d", map[bool]string{true: "on", false: "off"}[batch], writers)
+			b.Run(name, func(b *testing.B) {
+				cfg := Config{NoBatch: !batch}
+				if !batch {
+					cfg.MaxConns = int32(writers) // a connection per writer
+				}
+				benchmarkUpdate(b, cfg, writers, false)
+			})
+		}
+	}
+}
+
+// BenchmarkUpdateHot is BenchmarkUpdate with every writer bumping the same
+// document: row locks serialize the transactions, so without batching
+// every write waits for the previous one's commit.
+func BenchmarkUpdateHot(b *testing.B) {
+	for _, batch := range []bool{true, false} {
+		name := fmt.Sprintf("batch=%s/writers=32", map[bool]string{true: "on", false: "off"}[batch])
+		b.Run(name, func(b *testing.B) {
+			benchmarkUpdate(b, Config{NoBatch: !batch, MaxConns: 32}, 32, true)
+		})
+	}
+}
+
+func benchmarkUpdate(b *testing.B, cfg Config, writers int, hot bool) {
+	s := open(b, cfg)
+	docs := make([]*chorus.Object, writers)
+	for i := range docs {
+		if hot && i > 0 {
+			docs[i] = docs[0]
+			continue
+		}
+		docs[i] = newDoc(b, s)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	var failed atomic.Value
+	ops := int64(b.N)
+	for w := range writers {
+		doc := docs[w]
+		wg.Go(func() {
+			ctx := context.Background()
+			for next.Add(1) <= ops {
+				if err := s.Update(ctx, func(tx chorus.Tx) error { return bump(ctx, tx, doc) }); err != nil {
+					failed.Store(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	b.StopTimer()
+	if err, _ := failed.Load().(error); err != nil {
+		b.Fatalf("Update: %v", err)
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "writes/s")
+}

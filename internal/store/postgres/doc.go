@@ -1,0 +1,43 @@
+// Package postgres is the clustered chorus.Store: PostgreSQL through
+// github.com/jackc/pgx/v5 (pgxpool), shared by every node of a cluster.
+//
+// Concurrency: a Store is safe for concurrent use, and several Stores (on
+// several nodes) may share one database. Update queues its function for
+// one of a few writer goroutines (Config.Writers). A writer takes
+// everything queued (up to Config.MaxBatch) and runs it in one READ
+// COMMITTED transaction on a pooled connection, each request inside its own
+// SAVEPOINT so that a failing request rolls back alone, and commits once
+// per batch with synchronous_commit=on: group commit. Update returns only
+// after COMMIT. Functions in one batch run one at a time, in queue order,
+// and see each other's writes. BEGIN and each SAVEPOINT are pipelined with
+// the first statement fn runs, so a request costs no extra round trip.
+//
+// In PostgreSQL a failed statement aborts the transaction (here: the
+// request's savepoint). The expected failures are therefore avoided rather
+// than caught: InsertObject uses ON CONFLICT DO NOTHING and UpdateObject
+// checks the unique name first, so fn may go on after ErrUniqueNameExists
+// as with sqlite. If fn ignores any other failed statement and returns
+// nil, its Update fails anyway.
+//
+// Object and ObjectByName inside Update lock the row (SELECT ... FOR NO KEY
+// UPDATE), which serializes read-modify-write across writers and nodes. So
+// that batching cannot create lock cycles, only the first request of a
+// batch waits for a row lock; later requests lock with NOWAIT and, when the
+// row is busy, are rolled back to their savepoint and moved to the next
+// batch. Deadlocks (40P01), serialization failures (40001) and busy locks
+// (55P03) therefore re-run the function: the Store contract allows it.
+//
+// View runs fn on a pooled connection in a REPEATABLE READ READ ONLY
+// transaction: a consistent snapshot that never blocks writers.
+//
+// Every transaction runs under Config.TxTimeout, so that a lost server
+// makes Update and View fail (with an error wrapping chorus.ErrUnavailable)
+// instead of hanging; pgxpool reconnects once the server is back.
+//
+// Leader reports whether this Store holds the cluster-wide session advisory
+// lock of its schema, on a dedicated connection: background work such as
+// TTL sweeping runs on one node at a time and moves when that node dies.
+//
+// Times are stored as BIGINT UTC unix nanoseconds and JSON data as BYTEA,
+// verbatim, exactly as the sqlite backend stores them.
+package postgres

@@ -1,0 +1,688 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/chorus-sync/chorus"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+var _ chorus.Store = (*Store)(nil)
+
+// Defaults of Config.
+const (
+	DefaultWriters        = 2
+	DefaultMaxBatch       = 64
+	DefaultTxTimeout      = 10 * time.Second
+	DefaultConnectTimeout = 5 * time.Second
+
+	// maxBatchLimit caps MaxBatch: each request of a batch runs in a
+	// subtransaction, and PostgreSQL caches only 64 subtransaction ids per
+	// backend; beyond that every snapshot in the cluster gets slower
+	// (subxid overflow).
+	maxBatchLimit = 64
+	// queueLen is the capacity of the writers' request queue.
+	queueLen = 1024
+	// maxAttempts bounds how often a request is re-run after lock
+	// conflicts, deadlocks or serialization failures.
+	maxAttempts = 100
+)
+
+// Log attribute keys.
+const (
+	logKeyAddr  = "addr"
+	logKeyBatch = "batch"
+	logKeyErr   = "err"
+
+	logKeySuppressed = "suppressed"
+)
+
+// ErrClosed is returned by calls on a closed Store.
+var ErrClosed = errors.New("postgres: store closed")
+
+// Config tunes a Store. The zero Config means the defaults.
+type Config struct {
+	// Writers is the number of writer goroutines, each running one batch
+	// transaction at a time on its own pooled connection. Default 2 (more writers
+	// overlap commits but compete for CPU; 2 measured best on a 2-core host).
+	Writers int
+	// MaxBatch caps how many Update requests share one transaction
+	// (at most 64). Default 64.
+	MaxBatch int
+	// NoBatch turns group commit off: every Update runs its own
+	// transaction on a pooled connection, in the caller's goroutine.
+	NoBatch bool
+	// MaxConns is the pool size. Default Writers+16.
+	MaxConns int32
+	// TxTimeout bounds every transaction (from acquiring its connection to
+	// COMMIT), so that a lost server fails calls instead of hanging them.
+	// Default 10s.
+	TxTimeout time.Duration
+	// ConnectTimeout bounds connecting to the server when the DSN sets no
+	// connect_timeout. Default 5s.
+	ConnectTimeout time.Duration
+}
+
+func (c Config) withDefaults() Config {
+	if c.Writers <= 0 {
+		c.Writers = DefaultWriters
+	}
+	if c.MaxBatch <= 0 {
+		c.MaxBatch = DefaultMaxBatch
+	}
+	c.MaxBatch = min(c.MaxBatch, maxBatchLimit)
+	if c.MaxConns <= 0 {
+		c.MaxConns = int32(c.Writers) + 16
+	}
+	if c.TxTimeout <= 0 {
+		c.TxTimeout = DefaultTxTimeout
+	}
+	if c.ConnectTimeout <= 0 {
+		c.ConnectTimeout = DefaultConnectTimeout
+	}
+	return c
+}
+
+// Store is a chorus.Store on PostgreSQL. See the package documentation for
+// its concurrency model.
+type Store struct {
+	cfg     Config
+	pool    *pgxpool.Pool
+	logger  *slog.Logger
+	addr    string // host:port, for messages
+	schema  string
+	connCfg *pgx.ConnConfig // for the leader connection
+
+	base   context.Context // canceled by Close, after the writers drained
+	cancel context.CancelFunc
+
+	mu     sync.RWMutex // guards closed and sends on queue
+	closed bool
+	queue  chan *request
+	wg     sync.WaitGroup // writer goroutines
+
+	leader leader
+
+	warnMu         sync.Mutex
+	warnLast       time.Time
+	warnSuppressed int
+}
+
+// warnEvery rate-limits the error log of failing batches: while the server
+// is down, every batch fails.
+const warnEvery = 10 * time.Second
+
+// warn logs an error at most once per warnEvery, counting the others.
+func (s *Store) warn(msg string, args ...any) {
+	s.warnMu.Lock()
+	if time.Since(s.warnLast) < warnEvery {
+		s.warnSuppressed++
+		s.warnMu.Unlock()
+		return
+	}
+	n := s.warnSuppressed
+	s.warnLast, s.warnSuppressed = time.Now(), 0
+	s.warnMu.Unlock()
+	if n > 0 {
+		args = append(args, logKeySuppressed, n)
+	}
+	s.logger.Error(msg, args...)
+}
+
+// Request states.
+const (
+	stateQueued int32 = iota
+	stateRunning
+	stateCanceled
+)
+
+// request is one Update waiting for a writer.
+type request struct {
+	ctx      context.Context
+	fn       func(chorus.Tx) error
+	state    atomic.Int32
+	attempts int
+	err      error
+	panic    any
+	done     chan struct{}
+}
+
+// answer hands the request's outcome to its caller.
+func (r *request) answer() { close(r.done) }
+
+// parseConfig parses dsn into a pool configuration with the session
+// settings every connection needs.
+func parseConfig(dsn string, cfg Config) (*pgxpool.Config, error) {
+	cfg = cfg.withDefaults()
+	pc, err := pgxpool.ParseConfig(dsn)
+	if err != nil {
+		// pgx's parse errors quote the DSN, password included: don't.
+		return nil, errors.New("invalid DSN")
+	}
+	cc := pc.ConnConfig
+	if cc.ConnectTimeout == 0 {
+		cc.ConnectTimeout = cfg.ConnectTimeout
+	}
+	if cc.RuntimeParams == nil {
+		cc.RuntimeParams = map[string]string{}
+	}
+	// Durability: COMMIT returns after the WAL is flushed, whatever the
+	// server's or role's default.
+	cc.RuntimeParams["synchronous_commit"] = "on"
+	cc.RuntimeParams["default_transaction_isolation"] = "read committed"
+	pc.MaxConns = cfg.MaxConns
+	return pc, nil
+}
+
+// addr names the server of c for messages, without credentials.
+func addr(c *pgx.ConnConfig) string {
+	return net.JoinHostPort(c.Host, strconv.Itoa(int(c.Port)))
+}
+
+// Open connects to the PostgreSQL database of dsn (a URL or key=value
+// string; its search_path selects the schema), brings the schema up to date
+// and starts the writers, with the default Config. A nil logger means
+// slog.Default().
+func Open(ctx context.Context, dsn string, logger *slog.Logger) (*Store, error) {
+	return OpenConfig(ctx, dsn, Config{}, logger)
+}
+
+// OpenConfig is Open with a Config.
+func OpenConfig(ctx context.Context, dsn string, cfg Config, logger *slog.Logger) (*Store, error) {
+	if logger == nil {
+		logger = slog.Default()
+	}
+	cfg = cfg.withDefaults()
+	pc, err := parseConfig(dsn, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: open: %w", err)
+	}
+	a := addr(pc.ConnConfig)
+	pool, err := pgxpool.NewWithConfig(ctx, pc)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: open %s: %w", a, err)
+	}
+	s := &Store{
+		cfg:     cfg,
+		pool:    pool,
+		logger:  logger.With(logKeyAddr, a),
+		addr:    a,
+		connCfg: pc.ConnConfig.Copy(),
+		queue:   make(chan *request, queueLen),
+	}
+	if err := s.init(ctx); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("postgres: open %s: %w", a, err)
+	}
+	s.base, s.cancel = context.WithCancel(context.WithoutCancel(ctx))
+	s.leader.key = lockKey("leader", s.schema)
+	if !cfg.NoBatch {
+		for range cfg.Writers {
+			s.wg.Go(s.writeLoop)
+		}
+	}
+	return s, nil
+}
+
+// init checks the connection and migrates.
+func (s *Store) init(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.TxTimeout+s.cfg.ConnectTimeout)
+	defer cancel()
+	c, err := s.pool.Acquire(ctx)
+	if err != nil {
+		return unavailable(err)
+	}
+	defer c.Release()
+	if s.schema, err = currentSchema(ctx, c.Conn()); err != nil {
+		return err
+	}
+	var sc string
+	if err := c.QueryRow(ctx, "SHOW synchronous_commit").Scan(&sc); err != nil {
+		return fmt.Errorf("read synchronous_commit: %w", err)
+	}
+	if sc != "on" {
+		return fmt.Errorf("synchronous_commit is %q, want on", sc)
+	}
+	if err := migrate(ctx, c.Conn()); err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	return nil
+}
+
+// Addr returns the server's host:port.
+func (s *Store) Addr() string { return s.addr }
+
+// Schema returns the schema the store works in.
+func (s *Store) Schema() string { return s.schema }
+
+// Close finishes every queued Update, releases leadership and closes the
+// pool (waiting for running Views). Calls after Close fail.
+func (s *Store) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return ErrClosed
+	}
+	s.closed = true
+	close(s.queue)
+	s.mu.Unlock()
+	s.wg.Wait()
+	s.cancel()
+	s.leader.close()
+	s.pool.Close()
+	return nil
+}
+
+func (s *Store) isClosed() bool {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.closed
+}
+
+// Ping checks that the server answers.
+func (s *Store) Ping(ctx context.Context) error {
+	if s.isClosed() {
+		return ErrClosed
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.TxTimeout)
+	defer cancel()
+	if err := s.pool.Ping(ctx); err != nil {
+		return fmt.Errorf("postgres: ping %s: %w", s.addr, unavailable(err))
+	}
+	return nil
+}
+
+// View runs fn in a REPEATABLE READ READ ONLY transaction: one snapshot.
+func (s *Store) View(ctx context.Context, fn func(chorus.ReadTx) error) (err error) {
+	if s.isClosed() {
+		return ErrClosed
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	tctx, cancel := context.WithTimeout(ctx, s.cfg.TxTimeout)
+	defer cancel()
+	c, err := s.pool.Acquire(tctx)
+	if err != nil {
+		return s.connError(ctx, "view: acquire", err)
+	}
+	defer c.Release()
+	t := &tx{c: c.Conn(), ctx: tctx, pending: []string{sqlBeginView}}
+	defer func() {
+		t.finish()
+		if !t.sent {
+			return
+		}
+		// Ending a read-only transaction cannot lose data: if it fails,
+		// the connection is broken and pgx discards it.
+		if _, rerr := c.Exec(context.WithoutCancel(tctx), "ROLLBACK"); rerr != nil && err == nil && t.broken == nil {
+			err = s.connError(ctx, "view: end", rerr)
+		}
+	}()
+	err = fn(t)
+	if t.broken != nil {
+		return s.connError(ctx, "view", t.broken)
+	}
+	return err
+}
+
+// connError wraps err, from talking to the server, with op; errors of a
+// lost or unusable connection wrap chorus.ErrUnavailable unless the
+// caller's own ctx ended.
+func (s *Store) connError(ctx context.Context, op string, err error) error {
+	if ctx.Err() != nil && errors.Is(err, ctx.Err()) {
+		return fmt.Errorf("postgres: %s: %w", op, err)
+	}
+	return fmt.Errorf("postgres: %s %s: %w", op, s.addr, unavailable(err))
+}
+
+// unavailable wraps err in chorus.ErrUnavailable when it means that the
+// server cannot be reached or used right now.
+func unavailable(err error) error {
+	if err == nil || !isConnError(err) {
+		return err
+	}
+	return chorus.Wrap(chorus.ErrUnavailable, err)
+}
+
+// isConnError reports whether err comes from a lost, unreachable or
+// unusable connection rather than from a statement the server rejected.
+func isConnError(err error) bool {
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		switch {
+		case len(pe.Code) == 5 && pe.Code[:2] == "08", // connection exception
+			pe.Code == "57P01", pe.Code == "57P02", pe.Code == "57P03", // shutdown, crash, starting up
+			pe.Code == "53300": // too many connections
+			return true
+		}
+		return false
+	}
+	return true
+}
+
+// isConflict reports whether err is a lock conflict, deadlock or
+// serialization failure, after which the transaction is worth re-running.
+func isConflict(err error) bool {
+	var pe *pgconn.PgError
+	if !errors.As(err, &pe) {
+		return false
+	}
+	switch pe.Code {
+	case "40001", "40P01", "55P03":
+		return true
+	}
+	return false
+}
+
+// Update runs fn in a read-write transaction and returns after COMMIT; see
+// the package documentation. If ctx is done before fn starts, fn does not
+// run and Update returns ctx.Err(). A panic in fn is re-raised in the
+// caller's goroutine.
+func (s *Store) Update(ctx context.Context, fn func(chorus.Tx) error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if s.cfg.NoBatch {
+		if s.isClosed() {
+			return ErrClosed
+		}
+		return s.updateDirect(ctx, fn)
+	}
+	r := &request{ctx: ctx, fn: fn, done: make(chan struct{})}
+	s.mu.RLock()
+	if s.closed {
+		s.mu.RUnlock()
+		return ErrClosed
+	}
+	select {
+	case s.queue <- r:
+	case <-ctx.Done():
+		s.mu.RUnlock()
+		return ctx.Err()
+	}
+	s.mu.RUnlock()
+	select {
+	case <-r.done:
+	case <-ctx.Done():
+		if r.state.CompareAndSwap(stateQueued, stateCanceled) {
+			return ctx.Err()
+		}
+		<-r.done // fn runs or ran: its outcome is the answer
+	}
+	if r.panic != nil {
+		panic(r.panic)
+	}
+	return r.err
+}
+
+// updateDirect runs fn in its own transaction (Config.NoBatch).
+func (s *Store) updateDirect(ctx context.Context, fn func(chorus.Tx) error) error {
+	for attempt := 1; ; attempt++ {
+		conflict, err := s.updateOnce(ctx, fn)
+		if conflict == nil {
+			return err
+		}
+		if attempt >= maxAttempts {
+			return fmt.Errorf("postgres: update: gave up after %d conflicts: %w", attempt, unavailableConflict(conflict))
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+	}
+}
+
+// unavailableConflict is the error of a request that kept conflicting.
+func unavailableConflict(err error) error { return chorus.Wrap(chorus.ErrUnavailable, err) }
+
+// updateOnce runs one attempt of updateDirect; a non-nil conflict asks for
+// another.
+func (s *Store) updateOnce(ctx context.Context, fn func(chorus.Tx) error) (conflict, err error) {
+	tctx, cancel := context.WithTimeout(ctx, s.cfg.TxTimeout)
+	defer cancel()
+	c, err := s.pool.Acquire(tctx)
+	if err != nil {
+		return nil, s.connError(ctx, "update: acquire", err)
+	}
+	defer c.Release()
+	t := &tx{c: c.Conn(), ctx: tctx, write: true, pending: []string{sqlBegin}}
+	var p any
+	func() {
+		defer func() {
+			t.finish()
+			p = recover()
+		}()
+		err = t.fnError(fn(t))
+	}()
+	if p != nil || err != nil || t.conflict != nil || t.broken != nil {
+		if t.sent {
+			if _, rerr := c.Exec(context.WithoutCancel(tctx), "ROLLBACK"); rerr != nil {
+				s.logger.Debug("postgres: rollback", logKeyErr, rerr)
+			}
+		}
+		switch {
+		case p != nil:
+			panic(p)
+		case t.broken != nil:
+			return nil, s.connError(ctx, "update", t.broken)
+		case t.conflict != nil:
+			return t.conflict, nil
+		}
+		return nil, err
+	}
+	if !t.sent {
+		return nil, nil // fn wrote nothing
+	}
+	if err := commit(tctx, c.Conn()); err != nil {
+		if isConflict(err) {
+			return err, nil
+		}
+		return nil, s.connError(ctx, "update: commit", err)
+	}
+	return nil, nil
+}
+
+// writeLoop is a writer goroutine: it takes what is queued, runs it as one
+// batch, and repeats until Close closes the queue and it is drained.
+// Requests deferred by a batch (lock conflicts) open the next one.
+func (s *Store) writeLoop() {
+	batch := make([]*request, 0, s.cfg.MaxBatch)
+	var carry []*request
+	open := true
+	for open || len(carry) > 0 {
+		batch = append(batch[:0], carry...)
+		carry = carry[:0]
+		if len(batch) == 0 {
+			r, ok := <-s.queue
+			if !ok {
+				return
+			}
+			batch = append(batch, r)
+		}
+	gather:
+		for open && len(batch) < s.cfg.MaxBatch {
+			select {
+			case r, ok := <-s.queue:
+				if !ok {
+					open = false
+					break gather
+				}
+				batch = append(batch, r)
+			default:
+				break gather
+			}
+		}
+		carry = s.runBatch(batch, carry)
+		clear(batch)
+	}
+}
+
+// Transaction statements. Requests of a batch nest their savepoints (no
+// RELEASE): ROLLBACK TO rolls back to the innermost one, the failing
+// request's, and COMMIT releases them all.
+const (
+	sqlBegin      = "BEGIN"
+	sqlBeginView  = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
+	sqlSavepoint  = "SAVEPOINT req"
+	sqlRollbackTo = "ROLLBACK TO SAVEPOINT req"
+)
+
+// runBatch runs the requests of one batch in one transaction and answers
+// each of them, except those that hit a lock conflict: it appends them to
+// carry, for the next batch, and returns carry.
+func (s *Store) runBatch(batch, carry []*request) []*request {
+	// Claim the requests whose callers still wait; answer the others.
+	run := batch[:0:0]
+	for _, r := range batch {
+		if !r.state.CompareAndSwap(stateQueued, stateRunning) {
+			continue // canceled: Update already returned
+		}
+		if err := r.ctx.Err(); err != nil {
+			r.err = err
+			r.answer()
+			continue
+		}
+		run = append(run, r)
+	}
+	if len(run) == 0 {
+		return carry
+	}
+	// Statements of a shared transaction never see a caller's ctx: one
+	// caller giving up must not break the others' transaction.
+	ctx, cancel := context.WithTimeout(s.base, s.cfg.TxTimeout)
+	defer cancel()
+	failAll := func(op string, err error) {
+		err = fmt.Errorf("postgres: update: %s %s: %w", op, s.addr, unavailable(err))
+		s.warn("postgres: write batch failed", logKeyBatch, len(run), logKeyErr, err)
+		for _, r := range run {
+			if r.err == nil && r.panic == nil {
+				r.err = err
+			}
+			r.answer()
+		}
+	}
+	c, err := s.pool.Acquire(ctx)
+	if err != nil {
+		failAll("acquire", err)
+		return carry
+	}
+	defer c.Release()
+	began := false // BEGIN was sent
+	abort := func() {
+		if !began {
+			return
+		}
+		if _, err := c.Exec(ctx, "ROLLBACK"); err != nil {
+			s.logger.Debug("postgres: rollback", logKeyErr, err)
+		}
+	}
+	// deferReq moves a conflicted request to the next batch (or fails it
+	// after too many attempts).
+	deferReq := func(r *request, conflict error) {
+		r.attempts++
+		if r.attempts >= maxAttempts {
+			r.err = fmt.Errorf("postgres: update: gave up after %d conflicts: %w", r.attempts, unavailableConflict(conflict))
+			r.answer()
+			return
+		}
+		r.err, r.panic = nil, nil
+		r.state.Store(stateQueued)
+		carry = append(carry, r)
+	}
+
+	// Alone in the batch, the transaction is the request's unit: no
+	// savepoint.
+	alone := len(run) == 1
+	done := run[:0:0] // requests to answer after COMMIT
+	for i, r := range run {
+		var pending []string
+		if !began {
+			pending = append(pending, sqlBegin)
+		}
+		if !alone {
+			pending = append(pending, sqlSavepoint)
+		}
+		// Only the first request may wait for row locks: a later one
+		// waiting while the batch holds its predecessors' locks could
+		// close a lock cycle with another transaction.
+		t := s.runFn(ctx, c.Conn(), r, pending, i > 0)
+		began = began || t.sent
+		if t.broken != nil {
+			abort()
+			run = append(done, run[i:]...)
+			failAll("run", t.broken)
+			return carry
+		}
+		if t.conflict != nil || r.err != nil || r.panic != nil {
+			switch {
+			case !t.sent: // fn wrote nothing
+			case alone:
+				abort()
+				began = false
+			default:
+				if _, err := c.Exec(ctx, sqlRollbackTo); err != nil {
+					abort()
+					run = append(done, run[i:]...)
+					failAll("rollback to savepoint", err)
+					return carry
+				}
+			}
+			if t.conflict != nil {
+				deferReq(r, t.conflict)
+				continue
+			}
+		}
+		done = append(done, r)
+	}
+	run = done
+	if began {
+		if err := commit(ctx, c.Conn()); err != nil {
+			// A failed COMMIT rolled everything back.
+			failAll("commit", err)
+			return carry
+		}
+	}
+	for _, r := range run {
+		r.answer()
+	}
+	return carry
+}
+
+// runFn runs one request's fn on c, catching a panic.
+func (s *Store) runFn(ctx context.Context, c *pgx.Conn, r *request, pending []string, nowait bool) (t *tx) {
+	t = &tx{c: c, ctx: ctx, write: true, nowait: nowait, pending: pending}
+	defer func() {
+		t.finish()
+		if p := recover(); p != nil {
+			r.panic = p
+		}
+	}()
+	r.err = t.fnError(r.fn(t))
+	return t
+}
+
+// errCommitRolledBack is the error of a COMMIT that rolled back: the
+// transaction had failed.
+var errCommitRolledBack = errors.New("transaction was aborted: COMMIT rolled back")
+
+// commit commits the transaction open on c.
+func commit(ctx context.Context, c *pgx.Conn) error {
+	tag, err := c.Exec(ctx, "COMMIT")
+	if err != nil {
+		return err
+	}
+	if tag.String() != "COMMIT" {
+		return errCommitRolledBack
+	}
+	return nil
+}

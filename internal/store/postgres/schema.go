@@ -1,0 +1,218 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// migrations are the schema steps, applied in order, each in its own
+// transaction; schema_migrations records the applied versions. Append
+// only: never edit a step that has shipped.
+//
+// The schema mirrors the sqlite backend's: times are BIGINT unix nanos
+// (math.MinInt64 for the zero time), JSON is BYTEA stored verbatim (never
+// jsonb, which reorders keys). Text columns that order pages use COLLATE
+// "C" so that they sort by bytes, as SQLite does.
+var migrations = []string{
+	// 1: initial schema.
+	`
+CREATE TABLE accounts (
+	sid           TEXT COLLATE "C" PRIMARY KEY,
+	auth_token    TEXT NOT NULL,
+	friendly_name TEXT NOT NULL,
+	date_created  BIGINT NOT NULL
+);
+
+CREATE TABLE api_keys (
+	sid           TEXT COLLATE "C" PRIMARY KEY,
+	account_sid   TEXT COLLATE "C" NOT NULL,
+	secret        TEXT NOT NULL,
+	friendly_name TEXT NOT NULL,
+	date_created  BIGINT NOT NULL
+);
+CREATE INDEX api_keys_account ON api_keys (account_sid, date_created, sid);
+
+CREATE TABLE services (
+	sid                             TEXT COLLATE "C" PRIMARY KEY,
+	account_sid                     TEXT COLLATE "C" NOT NULL,
+	unique_name                     TEXT NOT NULL,
+	friendly_name                   TEXT NOT NULL,
+	webhook_url                     TEXT NOT NULL,
+	webhooks_from_rest_enabled      BOOLEAN NOT NULL,
+	reachability_webhooks_enabled   BOOLEAN NOT NULL,
+	acl_enabled                     BOOLEAN NOT NULL,
+	reachability_debouncing_enabled BOOLEAN NOT NULL,
+	reachability_debouncing_window  BIGINT NOT NULL,
+	date_created                    BIGINT NOT NULL,
+	date_updated                    BIGINT NOT NULL
+);
+CREATE INDEX services_account ON services (account_sid, date_created, sid);
+
+CREATE TABLE objects (
+	sid           TEXT COLLATE "C" PRIMARY KEY,
+	kind          TEXT COLLATE "C" NOT NULL,
+	service_sid   TEXT COLLATE "C" NOT NULL REFERENCES services (sid) ON DELETE CASCADE,
+	account_sid   TEXT COLLATE "C" NOT NULL,
+	unique_name   TEXT COLLATE "C",
+	revision      BIGINT NOT NULL,
+	data          BYTEA,
+	last_event_id BIGINT NOT NULL,
+	next_index    BIGINT NOT NULL,
+	created_by    TEXT NOT NULL,
+	date_created  BIGINT NOT NULL,
+	date_updated  BIGINT NOT NULL,
+	date_expires  BIGINT
+);
+CREATE UNIQUE INDEX objects_unique_name ON objects (service_sid, kind, unique_name);
+CREATE INDEX objects_page ON objects (service_sid, kind, date_created, sid);
+CREATE INDEX objects_expires ON objects (date_expires) WHERE date_expires IS NOT NULL;
+
+CREATE TABLE items (
+	object_sid    TEXT COLLATE "C" NOT NULL REFERENCES objects (sid) ON DELETE CASCADE,
+	idx           BIGINT NOT NULL,
+	key           TEXT COLLATE "C" NOT NULL,
+	kind          TEXT COLLATE "C" NOT NULL,
+	data          BYTEA,
+	revision      BIGINT NOT NULL,
+	last_event_id BIGINT NOT NULL,
+	created_by    TEXT NOT NULL,
+	date_created  BIGINT NOT NULL,
+	date_updated  BIGINT NOT NULL,
+	date_expires  BIGINT,
+	PRIMARY KEY (object_sid, idx, key)
+);
+CREATE INDEX items_key ON items (object_sid, key);
+CREATE INDEX items_event ON items (object_sid, last_event_id);
+CREATE INDEX items_expires ON items (date_expires) WHERE date_expires IS NOT NULL;
+
+CREATE TABLE permissions (
+	object_sid TEXT COLLATE "C" NOT NULL REFERENCES objects (sid) ON DELETE CASCADE,
+	identity   TEXT COLLATE "C" NOT NULL,
+	read       BOOLEAN NOT NULL,
+	write      BOOLEAN NOT NULL,
+	manage     BOOLEAN NOT NULL,
+	PRIMARY KEY (object_sid, identity)
+);
+
+-- events has no foreign key: an object's events outlive it (DeleteObject)
+-- until trimmed; DeleteService deletes them by service_sid.
+CREATE TABLE events (
+	object_sid  TEXT COLLATE "C" NOT NULL,
+	id          BIGINT NOT NULL,
+	service_sid TEXT COLLATE "C" NOT NULL,
+	created_at  BIGINT NOT NULL,
+	body        TEXT NOT NULL, -- JSON of chorus.Event without Data/ItemData
+	data        BYTEA,
+	item_data   BYTEA,
+	PRIMARY KEY (object_sid, id)
+);
+CREATE INDEX events_service ON events (service_sid);
+CREATE INDEX events_created ON events (created_at);
+`,
+}
+
+// lockKey derives an advisory lock key from a purpose and the schema the
+// connection works in, so that stores in different schemas of one
+// database (tests, several tenants) do not share locks.
+func lockKey(purpose, schema string) int64 {
+	h := fnv.New64a()
+	h.Write([]byte("chorus/" + purpose + "/" + schema))
+	return int64(h.Sum64())
+}
+
+// currentSchema returns the schema that unqualified names resolve to: the
+// first existing schema of the connection's search_path.
+func currentSchema(ctx context.Context, c *pgx.Conn) (string, error) {
+	var schema *string
+	if err := c.QueryRow(ctx, "SELECT current_schema()").Scan(&schema); err != nil {
+		return "", fmt.Errorf("read current_schema: %w", err)
+	}
+	if schema == nil {
+		var path string
+		if err := c.QueryRow(ctx, "SHOW search_path").Scan(&path); err != nil {
+			return "", fmt.Errorf("read search_path: %w", err)
+		}
+		return "", fmt.Errorf("no schema of search_path %q exists", path)
+	}
+	return *schema, nil
+}
+
+// Migrate connects to dsn and brings the schema of its search_path up to
+// date. Several processes may migrate at once: they take turns under a
+// session advisory lock, and each applies only the steps not yet recorded
+// in schema_migrations. Open migrates too.
+func Migrate(ctx context.Context, dsn string) error {
+	cfg, err := parseConfig(dsn, Config{})
+	if err != nil {
+		return fmt.Errorf("postgres: migrate: %w", err)
+	}
+	c, err := pgx.ConnectConfig(ctx, cfg.ConnConfig)
+	if err != nil {
+		return fmt.Errorf("postgres: migrate: %s: %w", addr(cfg.ConnConfig), unavailable(err))
+	}
+	defer c.Close(context.WithoutCancel(ctx))
+	if err := migrate(ctx, c); err != nil {
+		return fmt.Errorf("postgres: migrate: %s: %w", addr(cfg.ConnConfig), err)
+	}
+	return nil
+}
+
+// migrate applies the missing migrations on c, holding the schema's
+// migration lock. It is idempotent.
+func migrate(ctx context.Context, c *pgx.Conn) (err error) {
+	schema, err := currentSchema(ctx, c)
+	if err != nil {
+		return err
+	}
+	key := lockKey("migrate", schema)
+	if _, err := c.Exec(ctx, "SELECT pg_advisory_lock($1)", key); err != nil {
+		return fmt.Errorf("lock: %w", err)
+	}
+	defer func() {
+		// Closing the connection would release the lock too; unlock
+		// explicitly so a pooled connection goes back clean.
+		if _, uerr := c.Exec(context.WithoutCancel(ctx), "SELECT pg_advisory_unlock($1)", key); uerr != nil && err == nil {
+			err = fmt.Errorf("unlock: %w", uerr)
+		}
+	}()
+	if _, err := c.Exec(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
+		version    INTEGER PRIMARY KEY,
+		applied_at BIGINT NOT NULL
+	)`); err != nil {
+		return fmt.Errorf("create schema_migrations: %w", err)
+	}
+	var version int
+	if err := c.QueryRow(ctx, "SELECT COALESCE(MAX(version), 0) FROM schema_migrations").Scan(&version); err != nil {
+		return fmt.Errorf("read schema version: %w", err)
+	}
+	if version > len(migrations) {
+		return fmt.Errorf("database schema %s is at version %d, newer than this binary's %d", schema, version, len(migrations))
+	}
+	for i := version; i < len(migrations); i++ {
+		if err := migrateStep(ctx, c, i); err != nil {
+			return fmt.Errorf("to version %d: %w", i+1, err)
+		}
+	}
+	return nil
+}
+
+func migrateStep(ctx context.Context, c *pgx.Conn, i int) error {
+	tx, err := c.Begin(ctx)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck // no-op after Commit
+	if _, err := tx.Exec(ctx, migrations[i]); err != nil {
+		return err
+	}
+	if _, err := tx.Exec(ctx, "INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)",
+		i+1, time.Now().UnixNano()); err != nil {
+		return err
+	}
+	return errors.Join(tx.Commit(ctx))
+}

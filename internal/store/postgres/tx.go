@@ -1,0 +1,845 @@
+package postgres
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/chorus-sync/chorus"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+var _ chorus.Tx = (*tx)(nil)
+
+// errTxDone is returned by a tx used after its View or Update returned.
+var errTxDone = errors.New("postgres: transaction already finished")
+
+// tx implements chorus.Tx (and so chorus.ReadTx) on one connection inside
+// an open transaction. In View the transaction is READ ONLY, so writes
+// fail.
+type tx struct {
+	c      *pgx.Conn
+	ctx    context.Context // statements run under it: the transaction's deadline
+	write  bool            // Update: lock rows that Object/ObjectByName read
+	nowait bool            // lock with NOWAIT (not the first request of a batch)
+	done   bool
+
+	// pending are statements to run before the next one, pipelined with
+	// it in one round trip: the transaction's BEGIN and the request's
+	// SAVEPOINT, sent only once fn talks to the database. sent reports
+	// that they were.
+	pending []string
+	sent    bool
+
+	// What went wrong beyond fn's control; the Store acts on it whatever
+	// fn returns.
+	conflict error // lock conflict, deadlock, serialization failure: re-run
+	broken   error // lost connection: fail
+	failed   error // a statement failed: the transaction is aborted
+}
+
+func (t *tx) finish() { t.done = true }
+
+// check returns the error to fail a statement with before running it.
+func (t *tx) check(ctx context.Context) error {
+	if t.done {
+		return errTxDone
+	}
+	if t.broken != nil {
+		return t.broken
+	}
+	if ctx != nil {
+		return ctx.Err()
+	}
+	return nil
+}
+
+// note records what a failed statement means for the transaction.
+func (t *tx) note(err error) error {
+	if err == nil || errors.Is(err, pgx.ErrNoRows) {
+		return err
+	}
+	var pe *pgconn.PgError
+	switch {
+	case isConflict(err):
+		if t.conflict == nil {
+			t.conflict = err
+		}
+	case errors.As(err, &pe) && !isConnError(err):
+		// The server rejected the statement, which aborted the
+		// transaction (or the request's savepoint).
+		if t.failed == nil {
+			t.failed = err
+		}
+	case errors.As(err, &pe), t.c.IsClosed(), pgconn.Timeout(err),
+		errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
+		if t.broken == nil {
+			t.broken = err
+		}
+		return unavailable(err)
+	}
+	// Otherwise a client-side error (encoding, scanning): the connection
+	// and the transaction are fine.
+	return err
+}
+
+// fnError is the outcome of fn, which returned err: a statement that failed
+// aborted the transaction, so fn cannot succeed after one even if it
+// ignored the error.
+func (t *tx) fnError(err error) error {
+	if err == nil && t.failed != nil {
+		return fmt.Errorf("postgres: update went on after a failed statement: %w", t.failed)
+	}
+	return err
+}
+
+// send runs the pending statements and starts query in one round trip.
+// The caller reads query's result from the returned BatchResults and
+// closes it.
+func (t *tx) send(query string, args []any) (pgx.BatchResults, error) {
+	b := &pgx.Batch{}
+	for _, p := range t.pending {
+		b.Queue(p)
+	}
+	b.Queue(query, args...)
+	n := len(t.pending)
+	t.pending, t.sent = nil, true
+	br := t.c.SendBatch(t.ctx, b)
+	for range n {
+		if _, err := br.Exec(); err != nil {
+			br.Close()
+			return nil, err
+		}
+	}
+	return br, nil
+}
+
+func (t *tx) exec(ctx context.Context, query string, args ...any) (pgconn.CommandTag, error) {
+	if err := t.check(ctx); err != nil {
+		return pgconn.CommandTag{}, err
+	}
+	if len(t.pending) == 0 {
+		tag, err := t.c.Exec(t.ctx, query, args...)
+		return tag, t.note(err)
+	}
+	br, err := t.send(query, args)
+	if err != nil {
+		return pgconn.CommandTag{}, t.note(err)
+	}
+	tag, err := br.Exec()
+	if cerr := br.Close(); err == nil {
+		err = cerr
+	}
+	return tag, t.note(err)
+}
+
+// execOne runs a statement that must change a row, else ErrNotFound.
+func (t *tx) execOne(ctx context.Context, query string, args ...any) error {
+	tag, err := t.exec(ctx, query, args...)
+	if err != nil {
+		return err
+	}
+	if tag.RowsAffected() == 0 {
+		return chorus.ErrNotFound
+	}
+	return nil
+}
+
+type scanner interface{ Scan(dest ...any) error }
+
+// queryAll runs query and scans every row.
+func queryAll[T any](ctx context.Context, t *tx, scan func(scanner) (*T, error), query string, args ...any) ([]*T, error) {
+	if err := t.check(ctx); err != nil {
+		return nil, err
+	}
+	var rows pgx.Rows
+	var br pgx.BatchResults
+	var err error
+	if len(t.pending) == 0 {
+		rows, err = t.c.Query(t.ctx, query, args...)
+	} else if br, err = t.send(query, args); err == nil {
+		rows, err = br.Query()
+	}
+	out, err := scanAll(rows, err, scan)
+	if br != nil {
+		if cerr := br.Close(); err == nil && cerr != nil {
+			out, err = nil, cerr
+		}
+	}
+	if err != nil {
+		return nil, t.note(err)
+	}
+	return out, nil
+}
+
+func scanAll[T any](rows pgx.Rows, err error, scan func(scanner) (*T, error)) ([]*T, error) {
+	if err != nil {
+		if rows != nil {
+			rows.Close()
+		}
+		return nil, err
+	}
+	defer rows.Close()
+	var out []*T
+	for rows.Next() {
+		v, err := scan(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, v)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// queryOne runs query and scans its first row; no row is ErrNotFound.
+func queryOne[T any](ctx context.Context, t *tx, scan func(scanner) (*T, error), query string, args ...any) (*T, error) {
+	if err := t.check(ctx); err != nil {
+		return nil, err
+	}
+	var v *T
+	var err error
+	if len(t.pending) == 0 {
+		v, err = scan(t.c.QueryRow(t.ctx, query, args...))
+	} else {
+		var br pgx.BatchResults
+		if br, err = t.send(query, args); err == nil {
+			v, err = scan(br.QueryRow())
+			if cerr := br.Close(); err == nil || errors.Is(err, pgx.ErrNoRows) {
+				if cerr != nil {
+					err = cerr
+				}
+			}
+		}
+	}
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, chorus.ErrNotFound
+	}
+	if err != nil {
+		return nil, t.note(err)
+	}
+	return v, nil
+}
+
+// lock is the locking clause of Object and ObjectByName.
+func (t *tx) lock() string {
+	switch {
+	case !t.write:
+		return ""
+	case t.nowait:
+		return " FOR NO KEY UPDATE NOWAIT"
+	}
+	// NO KEY UPDATE: serializes writers of the object like FOR UPDATE,
+	// without blocking inserts of items and permissions that reference it.
+	return " FOR NO KEY UPDATE"
+}
+
+// Conversions, as in the sqlite backend. Times are UTC unix nanoseconds;
+// the zero time is MinInt64 so that it round-trips and sorts first.
+
+func nanos(t time.Time) int64 {
+	if t.IsZero() {
+		return math.MinInt64
+	}
+	return t.UnixNano()
+}
+
+func fromNanos(n int64) time.Time {
+	if n == math.MinInt64 {
+		return time.Time{}
+	}
+	return time.Unix(0, n).UTC()
+}
+
+func nullNanos(t *time.Time) *int64 {
+	if t == nil {
+		return nil
+	}
+	n := nanos(*t)
+	return &n
+}
+
+func fromNullNanos(n *int64) *time.Time {
+	if n == nil {
+		return nil
+	}
+	t := fromNanos(*n)
+	return &t
+}
+
+// blob binds JSON bytes verbatim; nil is NULL.
+func blob(b []byte) []byte {
+	if b == nil {
+		return nil
+	}
+	return []byte(b)
+}
+
+func nullString(s string) *string {
+	if s == "" {
+		return nil
+	}
+	return &s
+}
+
+// limitArg is a LIMIT argument: NULL (no limit) for limit <= 0.
+func limitArg(limit int) *int64 {
+	if limit <= 0 {
+		return nil
+	}
+	n := int64(limit)
+	return &n
+}
+
+// isUniqueViolation reports whether err is a unique violation of the
+// index named constraint.
+func isUniqueViolation(err error, constraint string) bool {
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && pe.Code == "23505" && pe.ConstraintName == constraint
+}
+
+// Accounts and API keys.
+
+const accountCols = `sid, auth_token, friendly_name, date_created`
+
+func scanAccount(sc scanner) (*chorus.Account, error) {
+	var a chorus.Account
+	var dc int64
+	if err := sc.Scan(&a.SID, &a.AuthToken, &a.FriendlyName, &dc); err != nil {
+		return nil, err
+	}
+	a.DateCreated = fromNanos(dc)
+	return &a, nil
+}
+
+func (t *tx) Account(ctx context.Context, sid string) (*chorus.Account, error) {
+	a, err := queryOne(ctx, t, scanAccount, `SELECT `+accountCols+` FROM accounts WHERE sid = $1`, sid)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: get account %s: %w", sid, err)
+	}
+	return a, nil
+}
+
+// Accounts returns every account ordered by (DateCreated, SID).
+func (t *tx) Accounts(ctx context.Context) ([]*chorus.Account, error) {
+	as, err := queryAll(ctx, t, scanAccount, `SELECT `+accountCols+` FROM accounts ORDER BY date_created, sid`)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: list accounts: %w", err)
+	}
+	return as, nil
+}
+
+func (t *tx) PutAccount(ctx context.Context, a *chorus.Account) error {
+	_, err := t.exec(ctx, `INSERT INTO accounts (`+accountCols+`) VALUES ($1, $2, $3, $4)
+		ON CONFLICT (sid) DO UPDATE SET auth_token = excluded.auth_token,
+			friendly_name = excluded.friendly_name, date_created = excluded.date_created`,
+		a.SID, a.AuthToken, a.FriendlyName, nanos(a.DateCreated))
+	if err != nil {
+		return fmt.Errorf("postgres: put account %s: %w", a.SID, err)
+	}
+	return nil
+}
+
+const apiKeyCols = `sid, account_sid, secret, friendly_name, date_created`
+
+func scanAPIKey(sc scanner) (*chorus.APIKey, error) {
+	var k chorus.APIKey
+	var dc int64
+	if err := sc.Scan(&k.SID, &k.AccountSID, &k.Secret, &k.FriendlyName, &dc); err != nil {
+		return nil, err
+	}
+	k.DateCreated = fromNanos(dc)
+	return &k, nil
+}
+
+func (t *tx) APIKey(ctx context.Context, sid string) (*chorus.APIKey, error) {
+	k, err := queryOne(ctx, t, scanAPIKey, `SELECT `+apiKeyCols+` FROM api_keys WHERE sid = $1`, sid)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: get api key %s: %w", sid, err)
+	}
+	return k, nil
+}
+
+// APIKeys returns the account's keys ordered by (DateCreated, SID).
+func (t *tx) APIKeys(ctx context.Context, accountSID string) ([]*chorus.APIKey, error) {
+	ks, err := queryAll(ctx, t, scanAPIKey, `SELECT `+apiKeyCols+` FROM api_keys
+		WHERE account_sid = $1 ORDER BY date_created, sid`, accountSID)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: list api keys of %s: %w", accountSID, err)
+	}
+	return ks, nil
+}
+
+func (t *tx) PutAPIKey(ctx context.Context, k *chorus.APIKey) error {
+	_, err := t.exec(ctx, `INSERT INTO api_keys (`+apiKeyCols+`) VALUES ($1, $2, $3, $4, $5)
+		ON CONFLICT (sid) DO UPDATE SET account_sid = excluded.account_sid, secret = excluded.secret,
+			friendly_name = excluded.friendly_name, date_created = excluded.date_created`,
+		k.SID, k.AccountSID, k.Secret, k.FriendlyName, nanos(k.DateCreated))
+	if err != nil {
+		return fmt.Errorf("postgres: put api key %s: %w", k.SID, err)
+	}
+	return nil
+}
+
+func (t *tx) DeleteAPIKey(ctx context.Context, sid string) error {
+	if err := t.execOne(ctx, `DELETE FROM api_keys WHERE sid = $1`, sid); err != nil {
+		return fmt.Errorf("postgres: delete api key %s: %w", sid, err)
+	}
+	return nil
+}
+
+// Services.
+
+const serviceCols = `sid, account_sid, unique_name, friendly_name, webhook_url,
+	webhooks_from_rest_enabled, reachability_webhooks_enabled, acl_enabled,
+	reachability_debouncing_enabled, reachability_debouncing_window, date_created, date_updated`
+
+func scanService(sc scanner) (*chorus.Service, error) {
+	var s chorus.Service
+	var dc, du, window int64
+	if err := sc.Scan(&s.SID, &s.AccountSID, &s.UniqueName, &s.FriendlyName, &s.WebhookURL,
+		&s.WebhooksFromRestEnabled, &s.ReachabilityWebhooksEnabled, &s.ACLEnabled,
+		&s.ReachabilityDebouncingEnabled, &window, &dc, &du); err != nil {
+		return nil, err
+	}
+	s.ReachabilityDebouncingWindow = int(window)
+	s.DateCreated, s.DateUpdated = fromNanos(dc), fromNanos(du)
+	return &s, nil
+}
+
+func (t *tx) Service(ctx context.Context, sid string) (*chorus.Service, error) {
+	s, err := queryOne(ctx, t, scanService, `SELECT `+serviceCols+` FROM services WHERE sid = $1`, sid)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: get service %s: %w", sid, err)
+	}
+	return s, nil
+}
+
+func (t *tx) Services(ctx context.Context, accountSID string, after chorus.Cursor, limit int) ([]*chorus.Service, error) {
+	ss, err := queryAll(ctx, t, scanService, `SELECT `+serviceCols+` FROM services
+		WHERE account_sid = $1 AND (date_created, sid) > ($2, $3)
+		ORDER BY date_created, sid LIMIT $4`,
+		accountSID, nanos(after.DateCreated), after.SID, limitArg(limit))
+	if err != nil {
+		return nil, fmt.Errorf("postgres: list services of %s: %w", accountSID, err)
+	}
+	return ss, nil
+}
+
+func (t *tx) PutService(ctx context.Context, s *chorus.Service) error {
+	_, err := t.exec(ctx, `INSERT INTO services (`+serviceCols+`)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+		ON CONFLICT (sid) DO UPDATE SET account_sid = excluded.account_sid,
+			unique_name = excluded.unique_name, friendly_name = excluded.friendly_name,
+			webhook_url = excluded.webhook_url,
+			webhooks_from_rest_enabled = excluded.webhooks_from_rest_enabled,
+			reachability_webhooks_enabled = excluded.reachability_webhooks_enabled,
+			acl_enabled = excluded.acl_enabled,
+			reachability_debouncing_enabled = excluded.reachability_debouncing_enabled,
+			reachability_debouncing_window = excluded.reachability_debouncing_window,
+			date_created = excluded.date_created, date_updated = excluded.date_updated`,
+		s.SID, s.AccountSID, s.UniqueName, s.FriendlyName, s.WebhookURL,
+		s.WebhooksFromRestEnabled, s.ReachabilityWebhooksEnabled, s.ACLEnabled,
+		s.ReachabilityDebouncingEnabled, int64(s.ReachabilityDebouncingWindow),
+		nanos(s.DateCreated), nanos(s.DateUpdated))
+	if err != nil {
+		return fmt.Errorf("postgres: put service %s: %w", s.SID, err)
+	}
+	return nil
+}
+
+func (t *tx) DeleteService(ctx context.Context, sid string) error {
+	// Objects, items and permissions go by ON DELETE CASCADE; events have
+	// no foreign key (they outlive their object) and go explicitly.
+	if err := t.execOne(ctx, `DELETE FROM services WHERE sid = $1`, sid); err != nil {
+		return fmt.Errorf("postgres: delete service %s: %w", sid, err)
+	}
+	if _, err := t.exec(ctx, `DELETE FROM events WHERE service_sid = $1`, sid); err != nil {
+		return fmt.Errorf("postgres: delete service %s: events: %w", sid, err)
+	}
+	return nil
+}
+
+// Objects.
+
+const objectCols = `kind, sid, account_sid, service_sid, unique_name, revision, data,
+	last_event_id, next_index, created_by, date_created, date_updated, date_expires`
+
+func scanObject(sc scanner) (*chorus.Object, error) {
+	var o chorus.Object
+	var kind string
+	var un *string
+	var data []byte
+	var dc, du int64
+	var de *int64
+	if err := sc.Scan(&kind, &o.SID, &o.AccountSID, &o.ServiceSID, &un, &o.Revision, &data,
+		&o.LastEventID, &o.NextIndex, &o.CreatedBy, &dc, &du, &de); err != nil {
+		return nil, err
+	}
+	o.Kind = chorus.Kind(kind)
+	if un != nil {
+		o.UniqueName = *un
+	}
+	if data != nil {
+		o.Data = json.RawMessage(data)
+	}
+	o.DateCreated, o.DateUpdated = fromNanos(dc), fromNanos(du)
+	o.DateExpires = fromNullNanos(de)
+	return &o, nil
+}
+
+func (t *tx) Object(ctx context.Context, k chorus.Kind, serviceSID, sid string) (*chorus.Object, error) {
+	var o *chorus.Object
+	var err error
+	if serviceSID == "" { // any service
+		o, err = queryOne(ctx, t, scanObject, `SELECT `+objectCols+` FROM objects
+			WHERE sid = $1 AND kind = $2`+t.lock(), sid, string(k))
+	} else {
+		o, err = queryOne(ctx, t, scanObject, `SELECT `+objectCols+` FROM objects
+			WHERE sid = $1 AND kind = $2 AND service_sid = $3`+t.lock(), sid, string(k), serviceSID)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("postgres: get %s %s: %w", k, sid, err)
+	}
+	return o, nil
+}
+
+func (t *tx) ObjectByName(ctx context.Context, k chorus.Kind, serviceSID, uniqueName string) (*chorus.Object, error) {
+	o, err := queryOne(ctx, t, scanObject, `SELECT `+objectCols+` FROM objects
+		WHERE service_sid = $1 AND kind = $2 AND unique_name = $3`+t.lock(), serviceSID, string(k), uniqueName)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: get %s named %q: %w", k, uniqueName, err)
+	}
+	return o, nil
+}
+
+func (t *tx) Objects(ctx context.Context, k chorus.Kind, serviceSID string, q chorus.ObjectQuery) ([]*chorus.Object, error) {
+	query := `SELECT ` + objectCols + ` FROM objects
+		WHERE service_sid = $1 AND kind = $2 AND (date_created, sid) > ($3, $4)`
+	args := []any{serviceSID, string(k), nanos(q.After.DateCreated), q.After.SID}
+	if !q.Now.IsZero() {
+		args = append(args, nanos(q.Now))
+		query += ` AND (date_expires IS NULL OR date_expires > $` + strconv.Itoa(len(args)) + `)`
+	}
+	args = append(args, limitArg(q.Limit))
+	query += ` ORDER BY date_created, sid LIMIT $` + strconv.Itoa(len(args))
+	os, err := queryAll(ctx, t, scanObject, query, args...)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: list %ss of %s: %w", k, serviceSID, err)
+	}
+	return os, nil
+}
+
+func (t *tx) ExpiredObjects(ctx context.Context, now time.Time, limit int) ([]*chorus.Object, error) {
+	os, err := queryAll(ctx, t, scanObject, `SELECT `+objectCols+` FROM objects
+		WHERE date_expires IS NOT NULL AND date_expires <= $1
+		ORDER BY date_expires LIMIT $2`, nanos(now), limitArg(limit))
+	if err != nil {
+		return nil, fmt.Errorf("postgres: list expired objects: %w", err)
+	}
+	return os, nil
+}
+
+func (t *tx) InsertObject(ctx context.Context, o *chorus.Object) error {
+	// ON CONFLICT on the unique-name index, not a caught unique violation:
+	// a failed statement would abort the transaction, and the caller may
+	// go on after ErrUniqueNameExists. A concurrent insert of the same name
+	// makes this wait for that transaction, then conflict if it committed.
+	tag, err := t.exec(ctx, `INSERT INTO objects (`+objectCols+`)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+		ON CONFLICT (service_sid, kind, unique_name) DO NOTHING`,
+		string(o.Kind), o.SID, o.AccountSID, o.ServiceSID, nullString(o.UniqueName), o.Revision,
+		blob(o.Data), o.LastEventID, o.NextIndex, o.CreatedBy,
+		nanos(o.DateCreated), nanos(o.DateUpdated), nullNanos(o.DateExpires))
+	if err == nil && tag.RowsAffected() == 0 {
+		err = chorus.ErrUniqueNameExists
+	}
+	if err != nil {
+		return fmt.Errorf("postgres: insert %s %s: %w", o.Kind, o.SID, err)
+	}
+	return nil
+}
+
+func (t *tx) UpdateObject(ctx context.Context, o *chorus.Object) error {
+	query := `UPDATE objects SET kind = $1, account_sid = $2, service_sid = $3,
+			unique_name = $4, revision = $5, data = $6, last_event_id = $7, next_index = $8,
+			created_by = $9, date_created = $10, date_updated = $11, date_expires = $12
+		WHERE sid = $13`
+	if o.UniqueName != "" {
+		// Check the name first rather than catch the unique violation,
+		// which would abort the transaction (see InsertObject). A name
+		// taken by a concurrent transaction still ends in the violation.
+		query += ` AND NOT EXISTS (SELECT 1 FROM objects AS o2
+			WHERE o2.service_sid = $3 AND o2.kind = $1 AND o2.unique_name = $4 AND o2.sid <> $13)`
+	}
+	tag, err := t.exec(ctx, query,
+		string(o.Kind), o.AccountSID, o.ServiceSID, nullString(o.UniqueName), o.Revision,
+		blob(o.Data), o.LastEventID, o.NextIndex, o.CreatedBy,
+		nanos(o.DateCreated), nanos(o.DateUpdated), nullNanos(o.DateExpires), o.SID)
+	switch {
+	case isUniqueViolation(err, "objects_unique_name"):
+		err = chorus.Wrap(chorus.ErrUniqueNameExists, err)
+	case err == nil && tag.RowsAffected() == 0:
+		err = chorus.ErrNotFound
+		if o.UniqueName != "" {
+			var exists bool
+			if qerr := t.c.QueryRow(t.ctx, `SELECT EXISTS (SELECT 1 FROM objects WHERE sid = $1)`, o.SID).Scan(&exists); qerr != nil {
+				err = t.note(qerr)
+			} else if exists {
+				err = chorus.ErrUniqueNameExists
+			}
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("postgres: update %s %s: %w", o.Kind, o.SID, err)
+	}
+	return nil
+}
+
+func (t *tx) DeleteObject(ctx context.Context, sid string) error {
+	// Items and permissions go by ON DELETE CASCADE; events stay.
+	if err := t.execOne(ctx, `DELETE FROM objects WHERE sid = $1`, sid); err != nil {
+		return fmt.Errorf("postgres: delete object %s: %w", sid, err)
+	}
+	return nil
+}
+
+// Items. A list item has Key "", a map item Index 0: (object, index, key)
+// is the primary key of both.
+
+const itemCols = `kind, object_sid, idx, key, data, revision, last_event_id,
+	created_by, date_created, date_updated, date_expires`
+
+func scanItem(sc scanner) (*chorus.Item, error) {
+	var it chorus.Item
+	var kind string
+	var data []byte
+	var dc, du int64
+	var de *int64
+	if err := sc.Scan(&kind, &it.ObjectSID, &it.Index, &it.Key, &data, &it.Revision,
+		&it.LastEventID, &it.CreatedBy, &dc, &du, &de); err != nil {
+		return nil, err
+	}
+	it.Kind = chorus.Kind(kind)
+	if data != nil {
+		it.Data = json.RawMessage(data)
+	}
+	it.DateCreated, it.DateUpdated = fromNanos(dc), fromNanos(du)
+	it.DateExpires = fromNullNanos(de)
+	return &it, nil
+}
+
+func (t *tx) Item(ctx context.Context, objectSID string, ref chorus.ItemRef) (*chorus.Item, error) {
+	it, err := queryOne(ctx, t, scanItem, `SELECT `+itemCols+` FROM items
+		WHERE object_sid = $1 AND idx = $2 AND key = $3`, objectSID, ref.Index, ref.Key)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: get item %s %d %q: %w", objectSID, ref.Index, ref.Key, err)
+	}
+	return it, nil
+}
+
+func (t *tx) Items(ctx context.Context, objectSID string, q chorus.ItemQuery) ([]*chorus.Item, error) {
+	col, from := "idx", any(q.FromIndex)
+	if q.Kind == chorus.KindMap {
+		col, from = "key", q.FromKey
+	}
+	var b strings.Builder
+	b.WriteString(`SELECT ` + itemCols + ` FROM items WHERE object_sid = $1`)
+	args := []any{objectSID}
+	param := func(v any) string {
+		args = append(args, v)
+		return "$" + strconv.Itoa(len(args))
+	}
+	if q.HasFrom {
+		op := ">"
+		if q.Desc {
+			op = "<"
+		}
+		if q.Inclusive {
+			op += "="
+		}
+		b.WriteString(` AND ` + col + ` ` + op + ` ` + param(from))
+	}
+	if !q.Now.IsZero() {
+		b.WriteString(` AND (date_expires IS NULL OR date_expires > ` + param(nanos(q.Now)) + `)`)
+	}
+	b.WriteString(` ORDER BY ` + col)
+	if q.Desc {
+		b.WriteString(` DESC`)
+	}
+	b.WriteString(` LIMIT ` + param(limitArg(q.Limit)))
+	its, err := queryAll(ctx, t, scanItem, b.String(), args...)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: list items of %s: %w", objectSID, err)
+	}
+	return its, nil
+}
+
+func (t *tx) ItemsChangedSince(ctx context.Context, objectSID string, eventID int64, limit int) ([]*chorus.Item, error) {
+	its, err := queryAll(ctx, t, scanItem, `SELECT `+itemCols+` FROM items
+		WHERE object_sid = $1 AND last_event_id > $2
+		ORDER BY last_event_id LIMIT $3`, objectSID, eventID, limitArg(limit))
+	if err != nil {
+		return nil, fmt.Errorf("postgres: list items of %s changed since %d: %w", objectSID, eventID, err)
+	}
+	return its, nil
+}
+
+func (t *tx) ExpiredItems(ctx context.Context, now time.Time, limit int) ([]*chorus.Item, error) {
+	its, err := queryAll(ctx, t, scanItem, `SELECT `+itemCols+` FROM items
+		WHERE date_expires IS NOT NULL AND date_expires <= $1
+		ORDER BY date_expires LIMIT $2`, nanos(now), limitArg(limit))
+	if err != nil {
+		return nil, fmt.Errorf("postgres: list expired items: %w", err)
+	}
+	return its, nil
+}
+
+func (t *tx) PutItem(ctx context.Context, it *chorus.Item) error {
+	_, err := t.exec(ctx, `INSERT INTO items (`+itemCols+`)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+		ON CONFLICT (object_sid, idx, key) DO UPDATE SET kind = excluded.kind, data = excluded.data,
+			revision = excluded.revision, last_event_id = excluded.last_event_id,
+			created_by = excluded.created_by, date_created = excluded.date_created,
+			date_updated = excluded.date_updated, date_expires = excluded.date_expires`,
+		string(it.Kind), it.ObjectSID, it.Index, it.Key, blob(it.Data), it.Revision, it.LastEventID,
+		it.CreatedBy, nanos(it.DateCreated), nanos(it.DateUpdated), nullNanos(it.DateExpires))
+	if err != nil {
+		return fmt.Errorf("postgres: put item %s %d %q: %w", it.ObjectSID, it.Index, it.Key, err)
+	}
+	return nil
+}
+
+func (t *tx) DeleteItem(ctx context.Context, objectSID string, ref chorus.ItemRef) error {
+	if err := t.execOne(ctx, `DELETE FROM items WHERE object_sid = $1 AND idx = $2 AND key = $3`,
+		objectSID, ref.Index, ref.Key); err != nil {
+		return fmt.Errorf("postgres: delete item %s %d %q: %w", objectSID, ref.Index, ref.Key, err)
+	}
+	return nil
+}
+
+// Permissions.
+
+const permissionCols = `object_sid, identity, read, write, manage`
+
+func scanPermission(sc scanner) (*chorus.Permission, error) {
+	var p chorus.Permission
+	if err := sc.Scan(&p.ObjectSID, &p.Identity, &p.Read, &p.Write, &p.Manage); err != nil {
+		return nil, err
+	}
+	return &p, nil
+}
+
+func (t *tx) Permission(ctx context.Context, objectSID, identity string) (*chorus.Permission, error) {
+	p, err := queryOne(ctx, t, scanPermission, `SELECT `+permissionCols+` FROM permissions
+		WHERE object_sid = $1 AND identity = $2`, objectSID, identity)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: get permission %s %q: %w", objectSID, identity, err)
+	}
+	return p, nil
+}
+
+func (t *tx) Permissions(ctx context.Context, objectSID, afterIdentity string, limit int) ([]*chorus.Permission, error) {
+	ps, err := queryAll(ctx, t, scanPermission, `SELECT `+permissionCols+` FROM permissions
+		WHERE object_sid = $1 AND identity > $2 ORDER BY identity LIMIT $3`,
+		objectSID, afterIdentity, limitArg(limit))
+	if err != nil {
+		return nil, fmt.Errorf("postgres: list permissions of %s: %w", objectSID, err)
+	}
+	return ps, nil
+}
+
+func (t *tx) PutPermission(ctx context.Context, p *chorus.Permission) error {
+	_, err := t.exec(ctx, `INSERT INTO permissions (`+permissionCols+`) VALUES ($1, $2, $3, $4, $5)
+		ON CONFLICT (object_sid, identity) DO UPDATE SET read = excluded.read,
+			write = excluded.write, manage = excluded.manage`,
+		p.ObjectSID, p.Identity, p.Read, p.Write, p.Manage)
+	if err != nil {
+		return fmt.Errorf("postgres: put permission %s %q: %w", p.ObjectSID, p.Identity, err)
+	}
+	return nil
+}
+
+func (t *tx) DeletePermission(ctx context.Context, objectSID, identity string) error {
+	if err := t.execOne(ctx, `DELETE FROM permissions WHERE object_sid = $1 AND identity = $2`,
+		objectSID, identity); err != nil {
+		return fmt.Errorf("postgres: delete permission %s %q: %w", objectSID, identity, err)
+	}
+	return nil
+}
+
+// Events. The body is the event's JSON without Data and ItemData, which are
+// stored verbatim beside it (encoding/json would compact and escape them).
+
+func scanEvent(sc scanner) (*chorus.Event, error) {
+	var body string
+	var data, itemData []byte
+	if err := sc.Scan(&body, &data, &itemData); err != nil {
+		return nil, err
+	}
+	var e chorus.Event
+	if err := json.Unmarshal([]byte(body), &e); err != nil {
+		return nil, fmt.Errorf("decode event: %w", err)
+	}
+	if data != nil {
+		e.Data = json.RawMessage(data)
+	}
+	if itemData != nil {
+		e.ItemData = json.RawMessage(itemData)
+	}
+	return &e, nil
+}
+
+func (t *tx) Events(ctx context.Context, objectSID string, afterID int64, limit int) ([]*chorus.Event, error) {
+	es, err := queryAll(ctx, t, scanEvent, `SELECT body, data, item_data FROM events
+		WHERE object_sid = $1 AND id > $2 ORDER BY id LIMIT $3`, objectSID, afterID, limitArg(limit))
+	if err != nil {
+		return nil, fmt.Errorf("postgres: list events of %s: %w", objectSID, err)
+	}
+	return es, nil
+}
+
+func (t *tx) AppendEvent(ctx context.Context, e *chorus.Event) error {
+	if e.ID <= 0 {
+		return fmt.Errorf("postgres: append event to %s: id %d is not a log id", e.ObjectSID, e.ID)
+	}
+	meta := *e
+	meta.Data, meta.ItemData = nil, nil
+	body, err := json.Marshal(&meta)
+	if err != nil {
+		return fmt.Errorf("postgres: append event %d to %s: %w", e.ID, e.ObjectSID, err)
+	}
+	if _, err := t.exec(ctx, `INSERT INTO events (object_sid, id, service_sid, created_at, body, data, item_data)
+		VALUES ($1, $2, $3, $4, $5, $6, $7)`,
+		e.ObjectSID, e.ID, e.ServiceSID, nanos(e.DateCreated), string(body),
+		blob(e.Data), blob(e.ItemData)); err != nil {
+		return fmt.Errorf("postgres: append event %d to %s: %w", e.ID, e.ObjectSID, err)
+	}
+	return nil
+}
+
+func (t *tx) TrimEvents(ctx context.Context, before time.Time, keep int) (int, error) {
+	var tag pgconn.CommandTag
+	var err error
+	if keep <= 0 {
+		tag, err = t.exec(ctx, `DELETE FROM events WHERE created_at < $1`, nanos(before))
+	} else {
+		// An event goes if it is older than the keep-th newest event of its
+		// object; objects with fewer than keep events lose nothing (NULL).
+		tag, err = t.exec(ctx, `DELETE FROM events WHERE created_at < $1 AND id < (
+			SELECT e2.id FROM events AS e2 WHERE e2.object_sid = events.object_sid
+			ORDER BY e2.id DESC LIMIT 1 OFFSET $2)`, nanos(before), int64(keep-1))
+	}
+	if err != nil {
+		return 0, fmt.Errorf("postgres: trim events: %w", err)
+	}
+	return int(tag.RowsAffected()), nil
+}

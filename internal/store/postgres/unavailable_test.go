@@ -1,0 +1,263 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/chorus-sync/chorus"
+)
+
+// proxy is a TCP proxy in front of the test server that can freeze (stop
+// delivering bytes, like a network cut) or go away (refuse connections,
+// like a dead server).
+type proxy struct {
+	t      testing.TB
+	target string
+	addr   string
+	frozen atomic.Bool
+
+	mu    sync.Mutex
+	ln    net.Listener
+	conns []net.Conn
+	wg    sync.WaitGroup
+}
+
+func newProxy(t testing.TB, target string) *proxy {
+	t.Helper()
+	p := &proxy{t: t, target: target}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.addr = ln.Addr().String()
+	p.serve(ln)
+	t.Cleanup(func() {
+		p.kill()
+		p.wg.Wait()
+	})
+	return p
+}
+
+func (p *proxy) serve(ln net.Listener) {
+	p.mu.Lock()
+	p.ln = ln
+	p.mu.Unlock()
+	p.wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			p.wg.Go(func() { p.handle(c) })
+		}
+	})
+}
+
+func (p *proxy) handle(c net.Conn) {
+	s, err := net.Dial("tcp", p.target)
+	if err != nil {
+		c.Close()
+		return
+	}
+	p.mu.Lock()
+	p.conns = append(p.conns, c, s)
+	p.mu.Unlock()
+	var wg sync.WaitGroup
+	wg.Go(func() { p.pipe(s, c) })
+	wg.Go(func() { p.pipe(c, s) })
+	wg.Wait()
+}
+
+// pipe copies src to dst, dropping what it reads while frozen.
+func (p *proxy) pipe(dst, src net.Conn) {
+	defer dst.Close()
+	defer src.Close()
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 && !p.frozen.Load() {
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// kill closes the listener and every connection: the server is gone.
+func (p *proxy) kill() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.ln != nil {
+		p.ln.Close()
+		p.ln = nil
+	}
+	for _, c := range p.conns {
+		c.Close()
+	}
+	p.conns = nil
+}
+
+// restart listens again on the same address, unfrozen.
+func (p *proxy) restart() {
+	p.t.Helper()
+	p.frozen.Store(false)
+	ln, err := net.Listen("tcp", p.addr)
+	if err != nil {
+		p.t.Fatalf("proxy: listen again on %s: %v", p.addr, err)
+	}
+	p.serve(ln)
+}
+
+// viaProxy rewrites the test DSN (a URL) to go through addr.
+func viaProxy(t testing.TB, dsn, addr string) string {
+	t.Helper()
+	u, err := url.Parse(dsn)
+	if err != nil || u.Scheme == "" {
+		t.Fatalf("this test needs CHORUS_TEST_POSTGRES as a postgres:// URL, got %q", dsn)
+	}
+	u.Host = addr
+	return u.String()
+}
+
+// within runs fn and fails t unless it returns an ErrUnavailable error
+// within limit.
+func within(t *testing.T, what string, limit time.Duration, fn func() error) {
+	t.Helper()
+	start := time.Now()
+	err := fn()
+	took := time.Since(start)
+	if !errors.Is(err, chorus.ErrUnavailable) {
+		t.Errorf("%s = %v, want an error wrapping ErrUnavailable", what, err)
+	}
+	if took > limit {
+		t.Errorf("%s took %v, want at most %v", what, took, limit)
+	}
+	t.Logf("%s failed after %v: %v", what, took.Round(time.Millisecond), err)
+}
+
+func TestServerUnavailable(t *testing.T) {
+	for _, nobatch := range []bool{false, true} {
+		t.Run(fmt.Sprintf("nobatch=%t", nobatch), func(t *testing.T) {
+			testServerUnavailable(t, Config{NoBatch: nobatch, TxTimeout: 2 * time.Second, ConnectTimeout: time.Second})
+		})
+	}
+}
+
+func testServerUnavailable(t *testing.T, cfg Config) {
+	dsn := newSchema(t)
+	u, _ := url.Parse(dsn)
+	p := newProxy(t, u.Host)
+	s := openDSN(t, viaProxy(t, dsn, p.addr), cfg)
+	doc := newDoc(t, s)
+	ctx := context.Background()
+	update := func() error {
+		return s.Update(ctx, func(tx chorus.Tx) error { return bump(ctx, tx, doc) })
+	}
+	view := func() error {
+		return s.View(ctx, func(tx chorus.ReadTx) error {
+			_, err := tx.Object(ctx, chorus.KindDocument, doc.ServiceSID, doc.SID)
+			return err
+		})
+	}
+	if err := update(); err != nil {
+		t.Fatalf("Update: %v", err)
+	}
+
+	// Network cut: nothing answers; calls fail at TxTimeout, not later.
+	p.frozen.Store(true)
+	limit := cfg.TxTimeout + 2*time.Second
+	within(t, "Update(frozen server)", limit, update)
+	within(t, "View(frozen server)", limit, view)
+	within(t, "Ping(frozen server)", limit, func() error { return s.Ping(ctx) })
+
+	// Server gone: connections are refused; calls fail at once.
+	p.kill()
+	within(t, "Update(dead server)", time.Second, update)
+	within(t, "View(dead server)", time.Second, view)
+	within(t, "Ping(dead server)", time.Second, func() error { return s.Ping(ctx) })
+
+	// Back: the pool reconnects by itself.
+	p.restart()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		err := update()
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("Update 10s after the server came back = %v, want nil", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err := view(); err != nil {
+		t.Errorf("View after the server came back = %v, want nil", err)
+	}
+}
+
+func TestOpenUnreachable(t *testing.T) {
+	// A port nobody listens on.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+
+	tests := []struct {
+		name string
+		dsn  string
+	}{
+		{"url", "postgres://postgres:s3cretpw@" + addr + "/test?sslmode=disable"},
+		{"keyword/value", fmt.Sprintf("host=127.0.0.1 port=%s user=postgres password=s3cretpw dbname=test sslmode=disable", addr[strings.LastIndexByte(addr, ':')+1:])},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			start := time.Now()
+			s, err := Open(ctx, tt.dsn, nil)
+			took := time.Since(start)
+			if err == nil {
+				s.Close()
+				t.Fatalf("Open(closed port) = nil error, want one")
+			}
+			msg := err.Error()
+			if !strings.Contains(msg, addr) {
+				t.Errorf("Open(closed port) = %q, want it to name %s", msg, addr)
+			}
+			if strings.Contains(msg, "s3cretpw") {
+				t.Errorf("Open(closed port) = %q, which shows the password", msg)
+			}
+			if !errors.Is(err, chorus.ErrUnavailable) {
+				t.Errorf("Open(closed port) = %v, want an error wrapping ErrUnavailable", err)
+			}
+			if took > 5*time.Second {
+				t.Errorf("Open(closed port) took %v, want it to fail fast", took)
+			}
+			if err := Migrate(ctx, tt.dsn); err == nil || !strings.Contains(err.Error(), addr) || strings.Contains(err.Error(), "s3cretpw") {
+				t.Errorf("Migrate(closed port) = %v, want an error naming %s without the password", err, addr)
+			}
+		})
+	}
+	t.Run("invalid DSN", func(t *testing.T) {
+		dsn := "postgres://postgres:s3cretpw@127.0.0.1:notaport/test"
+		_, err := Open(context.Background(), dsn, nil)
+		if err == nil || strings.Contains(err.Error(), "s3cretpw") {
+			t.Errorf("Open(%q) = %v, want an error without the password", dsn, err)
+		}
+	})
+}
+
+var _ io.Closer = (*Store)(nil)
