@@ -7,7 +7,8 @@
 // <prefix>.ev.*.<objectSID> once per object while it has local
 // subscribers, so the server forwards to each node only the objects it
 // needs. Events travel in a compact binary encoding (codec.go) that keeps
-// json.RawMessage data byte-exact.
+// json.RawMessage data byte-exact (encoding/json would compact and
+// HTML-escape it); times arrive in UTC.
 //
 // Why not JetStream. NATS core is at-most-once, and that is enough: every
 // logged event is committed to the Store's per-object event log before it

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -275,4 +276,33 @@ func waitFor(t testing.TB, what string, cond func() bool) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+}
+
+// TestCloseLeaks checks that Close stops every goroutine the Bus started.
+func TestCloseLeaks(t *testing.T) {
+	u := testURL(t)
+	before := runtime.NumGoroutine()
+	for range 5 {
+		b := open(t, u, nats.WithPrefix(uniquePrefix(t)), nats.WithFaults(nil, func(*chorus.Event) time.Duration { return time.Millisecond }))
+		x := bustest.NewObjectSID()
+		if _, err := b.Subscribe(x, func(*chorus.Event) {}); err != nil {
+			t.Fatal(err)
+		}
+		if err := b.Publish(context.Background(), bustest.NewEvent(x, 1)); err != nil {
+			t.Fatal(err)
+		}
+		if err := b.Close(); err != nil {
+			t.Errorf("Close() = %v, want nil", err)
+		}
+		if err := b.Close(); err != nil {
+			t.Errorf("second Close() = %v, want nil", err)
+		}
+		if err := b.Publish(context.Background(), bustest.NewEvent(x, 2)); !errors.Is(err, chorus.ErrUnavailable) {
+			t.Errorf("Publish after Close = %v, want ErrUnavailable", err)
+		}
+		if err := b.Ping(context.Background()); !errors.Is(err, chorus.ErrUnavailable) {
+			t.Errorf("Ping after Close = %v, want ErrUnavailable", err)
+		}
+	}
+	waitFor(t, "goroutines to exit", func() bool { return runtime.NumGoroutine() <= before })
 }
