@@ -148,6 +148,8 @@ function freePort() {
 }
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+// A timeout that does not keep the process alive once everything else is done.
+const idleSleep = (ms) => new Promise((r) => setTimeout(r, ms).unref());
 
 /**
  * Resolve with the first `event` emitted by `emitter` whose arguments satisfy `predicate`
@@ -339,7 +341,7 @@ class ChorusServer {
     if (!proc) return null;
     if (proc.exitCode === null && proc.signalCode === null) {
       proc.kill(signal);
-      const timeout = sleep(STOP_TIMEOUT_MS).then(() => 'timeout');
+      const timeout = idleSleep(STOP_TIMEOUT_MS).then(() => 'timeout');
       if ((await Promise.race([this._exit, timeout])) === 'timeout') {
         proc.kill('SIGKILL');
       }
@@ -412,7 +414,7 @@ class ChorusServer {
     const all = [...this.clients];
     this.clients.clear();
     await Promise.all(
-      all.map((c) => Promise.race([c.shutdown().catch(() => {}), sleep(3000)])),
+      all.map((c) => Promise.race([c.shutdown().catch(() => {}), idleSleep(3000)])),
     );
   }
 
