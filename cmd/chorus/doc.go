@@ -2,8 +2,11 @@
 // Twilio Sync compatible real-time state-sync service in one binary.
 //
 //	chorus serve   [--listen ADDR] [--data-dir DIR] [--public-url URL] [--token-ttl 1h] [--log-level info]
+//	               [--store postgres://…] [--bus nats://…] [--node NAME]
 //	chorus token   --identity NAME [--ttl 1h] [--service IS…] [--data-dir DIR]
 //	chorus admin credentials [--data-dir DIR]
+//	chorus migrate --store postgres://…
+//	chorus bench   --url URL[,URL…] [--conns N] [--docs N] [--writers N] [--rate N/s] [--duration D] [--via client|rest]
 //	chorus version
 //
 // Credentials come from TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN,

@@ -53,6 +53,7 @@ const usage = `usage:
   chorus token --identity NAME [--ttl 1h] [--service IS...] [--data-dir DIR]
   chorus admin credentials [--data-dir DIR]
   chorus migrate --store postgres://...
+  chorus bench --url URL[,URL...] [--conns 1000] [--docs 1] [--writers 4] [--rate 200/s] [--duration 30s] [--via client|rest]
   chorus version
 `
 
@@ -96,6 +97,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = cmdCredentials(ctx, args[2:], stdout)
 	case "migrate":
 		err = cmdMigrate(ctx, args[1:], stdout)
+	case "bench":
+		err = cmdBench(ctx, args[1:], stdout)
 	case "version":
 		err = cmdVersion(args[1:], stdout)
 	case "help", "-h", "-help", "--help":

@@ -1,0 +1,515 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/chorus-sync/chorus"
+	"github.com/chorus-sync/chorus/protocol"
+)
+
+// Transport errors. Errors from the server are *chorus.Error instead.
+var (
+	// ErrClosed is returned by calls on a closed Client.
+	ErrClosed = errors.New("client: closed")
+	// ErrDisconnected fails a request that was in flight when its
+	// session ended. The request may or may not have been applied.
+	ErrDisconnected = errors.New("client: disconnected")
+)
+
+// Options configure a Client. Zero values take the documented defaults.
+type Options struct {
+	// URL is the server: an http(s) base ("http://127.0.0.1:3000"), a
+	// ws(s) base, or the full Twilsock URL ("ws://host/v3/wsconnect").
+	URL string
+	// TokenProvider returns a fresh access token. It is called when the
+	// server announces the token is about to expire, when it closes the
+	// session because the token expired (410), and when init is rejected
+	// with 20104. nil: the session ends when the token expires.
+	TokenProvider func(ctx context.Context) (string, error)
+	Logger        *slog.Logger // default slog.Default()
+	HTTPClient    *http.Client // for the WebSocket handshake; default http.DefaultClient
+
+	RequestTimeout time.Duration // reply timeout per request (and init); default 30s
+	DialTimeout    time.Duration // WebSocket handshake; default 10s
+	MinBackoff     time.Duration // first reconnect delay; default 250ms
+	MaxBackoff     time.Duration // reconnect delay cap; default 30s
+	MaxFrameBytes  int64         // largest accepted server frame; default 32 MiB
+	EventBuffer    int           // capacity of each Events channel; default 256
+}
+
+// OpenMode says how Document, List, Map and Stream find their object.
+type OpenMode int
+
+// Open modes, as in the JavaScript SDK.
+const (
+	OpenOrCreate OpenMode = iota // open by SID or unique name; create if missing
+	OpenExisting                 // open only; 404 if missing
+	CreateNew                    // create only; 409 (54301) if the name exists
+)
+
+func (m OpenMode) String() string {
+	switch m {
+	case OpenOrCreate:
+		return "open_or_create"
+	case OpenExisting:
+		return "open_existing"
+	case CreateNew:
+		return "create_new"
+	}
+	return fmt.Sprintf("OpenMode(%d)", int(m))
+}
+
+// Client is one Twilsock connection with its subscriptions. Create it
+// with New and release it with Close.
+type Client struct {
+	opts  Options
+	log   *slog.Logger
+	wsURL string
+	base  string // http(s)://host of the CDS URLs we build
+	host  string
+
+	ctx    context.Context // canceled by Close
+	cancel context.CancelFunc
+	done   chan struct{} // supervisor exited
+	disp   *dispatcher
+	corr   atomic.Int64
+
+	mu           sync.Mutex
+	token        string
+	continuation string
+	sess         *session      // nil while disconnected
+	ready        chan struct{} // open iff sess == nil && terminal == nil
+	terminal     error         // why the client gave up
+	objects      map[string]*entity
+	lastErr      error // last connection error, for New's error
+}
+
+// New connects to the server with token and returns once the server
+// accepted it. Transient failures (connection refused, 5xx, 429) are
+// retried with backoff until ctx is done; a rejected token fails at once
+// with its *chorus.Error (e.g. 401/20104 for an expired token). ctx bounds
+// only the connection attempt, not the Client's life.
+func New(ctx context.Context, token string, opts Options) (*Client, error) {
+	wsURL, base, host, err := parseURL(opts.URL)
+	if err != nil {
+		return nil, err
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.HTTPClient == nil {
+		opts.HTTPClient = http.DefaultClient
+	}
+	if opts.RequestTimeout <= 0 {
+		opts.RequestTimeout = 30 * time.Second
+	}
+	if opts.DialTimeout <= 0 {
+		opts.DialTimeout = 10 * time.Second
+	}
+	if opts.MinBackoff <= 0 {
+		opts.MinBackoff = 250 * time.Millisecond
+	}
+	if opts.MaxBackoff <= 0 {
+		opts.MaxBackoff = 30 * time.Second
+	}
+	if opts.MaxBackoff < opts.MinBackoff {
+		opts.MaxBackoff = opts.MinBackoff
+	}
+	if opts.MaxFrameBytes <= 0 {
+		opts.MaxFrameBytes = 32 << 20
+	}
+	if opts.EventBuffer <= 0 {
+		opts.EventBuffer = 256
+	}
+	c := &Client{
+		opts: opts, log: opts.Logger.With(slog.String("component", "chorus-client")),
+		wsURL: wsURL, base: base, host: host,
+		done: make(chan struct{}), token: token,
+		ready: make(chan struct{}), objects: make(map[string]*entity),
+	}
+	c.ctx, c.cancel = context.WithCancel(context.Background())
+	c.corr.Store(time.Now().UnixMilli())
+	c.disp = newDispatcher()
+	go c.disp.run(c.ctx)
+	go c.supervise()
+
+	select {
+	case <-c.readyOrTerminal():
+	case <-ctx.Done():
+	}
+	c.mu.Lock()
+	connected, term, last := c.sess != nil, c.terminal, c.lastErr
+	c.mu.Unlock()
+	switch {
+	case connected:
+		return c, nil
+	case term != nil:
+		c.Close()
+		return nil, fmt.Errorf("client: connect: %w", term)
+	default:
+		c.Close()
+		if last != nil {
+			return nil, fmt.Errorf("client: connect: %w (last error: %v)", ctx.Err(), last)
+		}
+		return nil, fmt.Errorf("client: connect: %w", ctx.Err())
+	}
+}
+
+// parseURL derives the Twilsock URL and the CDS base from u.
+func parseURL(u string) (wsURL, base, host string, err error) {
+	if u == "" {
+		return "", "", "", errors.New("client: Options.URL is empty")
+	}
+	p, err := url.Parse(u)
+	if err != nil {
+		return "", "", "", fmt.Errorf("client: parse URL: %w", err)
+	}
+	if p.Host == "" {
+		return "", "", "", fmt.Errorf("client: URL %q has no host", u)
+	}
+	var wsScheme, httpScheme string
+	switch p.Scheme {
+	case "http", "ws":
+		wsScheme, httpScheme = "ws", "http"
+	case "https", "wss":
+		wsScheme, httpScheme = "wss", "https"
+	default:
+		return "", "", "", fmt.Errorf("client: URL %q: scheme must be http, https, ws or wss", u)
+	}
+	path := strings.TrimSuffix(p.Path, "/")
+	if !strings.HasSuffix(path, "/v3/wsconnect") {
+		path += "/v3/wsconnect"
+	}
+	return wsScheme + "://" + p.Host + path, httpScheme + "://" + p.Host, p.Host, nil
+}
+
+// Close ends the session and stops reconnecting. Calls in progress fail
+// with ErrClosed or ErrDisconnected; Events channels are closed.
+func (c *Client) Close() error {
+	c.mu.Lock()
+	s := c.sess
+	c.mu.Unlock()
+	if s != nil {
+		// Tell the server, best effort (the SDK's shutdown does the same).
+		s.trySend(protocol.Encode(nil, &protocol.Header{Method: protocol.MethodClose, ID: protocol.NewID()}, nil))
+		s.flush(100 * time.Millisecond)
+	}
+	c.cancel()
+	<-c.done
+	<-c.disp.done
+	return nil
+}
+
+// Connected reports whether a session is live.
+func (c *Client) Connected() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.sess != nil
+}
+
+// UpdateToken replaces the session's token: an update on the live
+// session, or the token of the next init while disconnected.
+func (c *Client) UpdateToken(ctx context.Context, token string) error {
+	c.mu.Lock()
+	s := c.sess
+	c.token = token
+	c.mu.Unlock()
+	if s == nil {
+		return nil
+	}
+	return c.sendUpdate(ctx, s, token)
+}
+
+func (c *Client) sendUpdate(ctx context.Context, s *session, token string) error {
+	h := &protocol.Header{Method: protocol.MethodUpdate, ID: protocol.NewID()}
+	if err := h.Set("token", token); err != nil {
+		return fmt.Errorf("client: update token: %w", err)
+	}
+	f, err := s.call(ctx, h, nil, nil)
+	if err != nil {
+		return fmt.Errorf("client: update token: %w", err)
+	}
+	if st := f.Header.Status; st == nil || st.Code < 200 || st.Code > 299 {
+		return fmt.Errorf("client: update token: %w", statusError(st))
+	}
+	return nil
+}
+
+// readyOrTerminal returns a channel closed once connected or given up.
+func (c *Client) readyOrTerminal() <-chan struct{} {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.ready
+}
+
+// session waits for a live session.
+func (c *Client) session(ctx context.Context) (*session, error) {
+	for {
+		c.mu.Lock()
+		s, term, ready := c.sess, c.terminal, c.ready
+		c.mu.Unlock()
+		if s != nil {
+			return s, nil
+		}
+		if term != nil {
+			return nil, term
+		}
+		select {
+		case <-ready:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-c.ctx.Done():
+			return nil, ErrClosed
+		}
+	}
+}
+
+func (c *Client) setSession(s *session) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.sess = s
+	c.lastErr = nil
+	close(c.ready)
+}
+
+func (c *Client) dropSession() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.sess = nil
+	c.ready = make(chan struct{})
+}
+
+func (c *Client) giveUp(err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.terminal = err
+	c.sess = nil
+	close(c.ready)
+}
+
+// initRejected is a non-2xx init reply.
+type initRejected struct {
+	st        protocol.Status
+	backoffMS int
+}
+
+func (e *initRejected) Error() string {
+	return fmt.Sprintf("client: init rejected: %d %s (%d %s)", e.st.Code, e.st.Status, e.st.ErrorCode, e.st.Description)
+}
+
+// supervise connects, runs sessions and reconnects until Close.
+func (c *Client) supervise() {
+	defer close(c.done)
+	failures := 0
+	floor := time.Duration(0)
+	for c.ctx.Err() == nil {
+		c.mu.Lock()
+		tok, cont := c.token, c.continuation
+		c.mu.Unlock()
+		s, err := c.connect(tok, cont)
+		if err != nil {
+			if c.ctx.Err() != nil {
+				return
+			}
+			c.mu.Lock()
+			c.lastErr = err
+			c.mu.Unlock()
+			var rej *initRejected
+			if errors.As(err, &rej) {
+				switch code := rej.st.Code; {
+				case code == 401 || code == 403:
+					if rej.st.ErrorCode == chorus.ErrTokenExpired.Code && c.opts.TokenProvider != nil && failures < 5 {
+						if c.refreshToken() {
+							failures++
+							continue
+						}
+					}
+					c.log.Warn("client: token rejected", slog.Any("err", err))
+					c.giveUp(statusError(&rej.st))
+					return
+				case code == 429 && rej.backoffMS > 0:
+					floor = time.Duration(rej.backoffMS) * time.Millisecond
+				}
+			}
+			c.log.Debug("client: connect failed", slog.Any("err", err), slog.Int("failures", failures))
+			if !c.sleep(c.backoff(failures, floor)) {
+				return
+			}
+			failures++
+			continue
+		}
+		failures, floor = 0, 0
+		c.setSession(s)
+		go c.resubscribe(s)
+		cause := s.wait()
+		c.dropSession()
+		if c.ctx.Err() != nil {
+			return
+		}
+		c.log.Debug("client: session ended", slog.Any("cause", cause))
+		var ce *closeFrame
+		if errors.As(cause, &ce) {
+			switch ce.st.Code {
+			case 308:
+				floor = time.Duration(ce.backoffMS) * time.Millisecond
+			case 401, 410:
+				if c.opts.TokenProvider == nil || !c.refreshToken() {
+					e := statusError(&ce.st)
+					if ce.st.Code == 410 { // token expired while connected
+						e = chorus.Wrap(chorus.ErrTokenExpired, e)
+					}
+					c.giveUp(e)
+					return
+				}
+				continue // reconnect at once with the new token
+			case 406, 417:
+				c.giveUp(statusError(&ce.st))
+				return
+			}
+		}
+		if !c.sleep(c.backoff(0, floor)) {
+			return
+		}
+		floor = 0
+	}
+}
+
+// refreshToken asks the TokenProvider for a new token.
+func (c *Client) refreshToken() bool {
+	if c.opts.TokenProvider == nil {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(c.ctx, c.opts.RequestTimeout)
+	defer cancel()
+	tok, err := c.opts.TokenProvider(ctx)
+	if err != nil {
+		c.log.Warn("client: token provider", slog.Any("err", err))
+		return false
+	}
+	c.mu.Lock()
+	c.token = tok
+	c.mu.Unlock()
+	return true
+}
+
+// backoff is MinBackoff·2^n capped at MaxBackoff, at least floor, ±20 %.
+func (c *Client) backoff(n int, floor time.Duration) time.Duration {
+	d := c.opts.MinBackoff
+	for i := 0; i < n && d < c.opts.MaxBackoff; i++ {
+		d *= 2
+	}
+	d = min(d, c.opts.MaxBackoff)
+	d = max(d, floor)
+	return time.Duration(float64(d) * (0.8 + 0.4*rand.Float64()))
+}
+
+func (c *Client) sleep(d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-c.ctx.Done():
+		return false
+	}
+}
+
+// connect dials and runs the init handshake.
+func (c *Client) connect(tok, continuation string) (*session, error) {
+	ctx, cancel := context.WithTimeout(c.ctx, c.opts.DialTimeout+c.opts.RequestTimeout)
+	defer cancel()
+	dctx, dcancel := context.WithTimeout(ctx, c.opts.DialTimeout)
+	ws, resp, err := websocket.Dial(dctx, c.wsURL, &websocket.DialOptions{
+		HTTPClient:      c.opts.HTTPClient,
+		CompressionMode: websocket.CompressionDisabled,
+	})
+	dcancel()
+	if resp != nil && resp.Body != nil {
+		resp.Body.Close()
+	}
+	if err != nil {
+		return nil, fmt.Errorf("client: dial %s: %w", c.wsURL, err)
+	}
+	ws.SetReadLimit(c.opts.MaxFrameBytes)
+	h := &protocol.Header{Method: protocol.MethodInit, ID: protocol.NewID()}
+	_ = h.Set("token", tok)
+	if continuation != "" {
+		_ = h.Set("continuation_token", continuation)
+	}
+	_ = h.SetRaw("metadata", []byte(`{"ver":"1.0.2","env":"Go","type":"sync","sdk":"Go","sdkv":"0.1"}`))
+	_ = h.SetRaw("registrations", []byte(`[{"product":"data_sync","type":"ers","notification_protocol_version":0,"message_types":["twilio.sync.event","com.twilio.rtd.cds.document","com.twilio.rtd.cds.list","com.twilio.rtd.cds.map"]}]`))
+	_ = h.SetRaw("capabilities", []byte(`["client_update"]`))
+	if err := ws.Write(ctx, websocket.MessageBinary, protocol.Encode(nil, h, nil)); err != nil {
+		ws.CloseNow()
+		return nil, fmt.Errorf("client: send init: %w", err)
+	}
+	for {
+		typ, msg, err := ws.Read(ctx)
+		if err != nil {
+			ws.CloseNow()
+			return nil, fmt.Errorf("client: read init reply: %w", err)
+		}
+		if typ != websocket.MessageBinary {
+			continue
+		}
+		f, err := protocol.Decode(msg, int(c.opts.MaxFrameBytes))
+		if err != nil {
+			ws.CloseNow()
+			return nil, fmt.Errorf("client: init reply: %w", err)
+		}
+		if f.Header.Method != protocol.MethodReply || f.Header.ID != h.ID {
+			continue // nothing else is expected before the reply
+		}
+		st := f.Header.Status
+		if st == nil {
+			ws.CloseNow()
+			return nil, errors.New("client: init reply without status")
+		}
+		if st.Code < 200 || st.Code > 299 {
+			rej := &initRejected{st: *st}
+			var p struct {
+				Backoff struct {
+					Min int `json:"reconnect_min_ms"`
+				} `json:"backoff_policy"`
+			}
+			if jsonUnmarshal(f.Payload, &p) == nil {
+				rej.backoffMS = p.Backoff.Min
+			}
+			ws.Close(websocket.StatusNormalClosure, "")
+			return nil, rej
+		}
+		var ct string
+		if ok, _ := f.Header.Get("continuation_token", &ct); ok {
+			c.mu.Lock()
+			c.continuation = ct
+			c.mu.Unlock()
+		}
+		s := newSession(c, ws)
+		go s.run()
+		return s, nil
+	}
+}
+
+// statusError turns a twilsock status into a *chorus.Error.
+func statusError(st *protocol.Status) *chorus.Error {
+	if st == nil {
+		return &chorus.Error{Message: "reply without status"}
+	}
+	msg := st.Description
+	if msg == "" {
+		msg = st.Status
+	}
+	return &chorus.Error{Status: st.Code, Code: st.ErrorCode, Message: msg}
+}

@@ -1,0 +1,117 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chorus-sync/chorus/internal/server"
+)
+
+// benchNode runs an in-process server on 127.0.0.1 and returns its URL and
+// data directory.
+func benchNode(tb testing.TB) (string, string) {
+	tb.Helper()
+	dir := tb.TempDir()
+	ctx, cancel := context.WithCancel(context.Background())
+	srv, err := server.New(ctx, server.Config{DataDir: dir, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		cancel()
+		tb.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		cancel()
+		srv.Close()
+		tb.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- srv.Run(ctx, ln) }()
+	tb.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			tb.Errorf("server.Run: %v", err)
+		}
+	})
+	return "http://" + ln.Addr().String(), dir
+}
+
+var (
+	benchDeliveriesRE = regexp.MustCompile(`(?m)^deliveries: (\d+), [\d.]+/s$`)
+	benchWritesRE     = regexp.MustCompile(`(?m)^writes: (\d+) ok, (\d+) errors, [\d.]+/s`)
+	benchLatencyRE    = regexp.MustCompile(`(?m)^latency: p50 [\d.]+ms p90 [\d.]+ms p99 [\d.]+ms max [\d.]+ms$`)
+	benchIntegrityRE  = regexp.MustCompile(`(?m)^missed: (\d+) duplicated: (\d+) out-of-order: (\d+)$`)
+)
+
+func TestBench(t *testing.T) {
+	url, dir := benchNode(t)
+	for _, tc := range []struct {
+		name  string
+		conns int
+		args  []string
+	}{
+		{"client writers", 50, []string{"--writers", "2", "--rate", "40/s"}},
+		{"rest writers", 20, []string{"--writers", "2", "--rate", "20/s", "--docs", "2", "--via", "rest"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+			defer cancel()
+			var stdout, stderr bytes.Buffer
+			args := append([]string{"bench", "--url", url, "--data-dir", dir, "--conns", strconv.Itoa(tc.conns),
+				"--duration", "2s", "--settle", "10s"}, tc.args...)
+			if code := run(ctx, args, &stdout, &stderr); code != exitOK {
+				t.Fatalf("run(%q) = %d, want 0; stderr: %s; stdout: %s", args, code, stderr.String(), stdout.String())
+			}
+			out := stdout.String()
+			t.Logf("%s", out)
+			w := benchWritesRE.FindStringSubmatch(out)
+			d := benchDeliveriesRE.FindStringSubmatch(out)
+			in := benchIntegrityRE.FindStringSubmatch(out)
+			if w == nil || d == nil || in == nil || !benchLatencyRE.MatchString(out) {
+				t.Fatalf("output lacks the writes, deliveries, latency or integrity line:\n%s", out)
+			}
+			writes, _ := strconv.Atoi(w[1])
+			deliveries, _ := strconv.Atoi(d[1])
+			if writes == 0 {
+				t.Errorf("writes = 0, want > 0")
+			}
+			// Every subscriber gets every acknowledged write, once.
+			if want := writes * tc.conns; deliveries != want {
+				t.Errorf("deliveries = %d, want writes×conns = %d", deliveries, want)
+			}
+			if in[1] != "0" || in[2] != "0" || in[3] != "0" {
+				t.Errorf("missed/duplicated/out-of-order = %s/%s/%s, want 0/0/0", in[1], in[2], in[3])
+			}
+		})
+	}
+}
+
+func TestBenchUsage(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"bad rate", []string{"--rate", "fast"}, "invalid --rate"},
+		{"zero conns", []string{"--conns", "0"}, "invalid --conns"},
+		{"too many conns", []string{"--conns", "1000000"}, "invalid --conns"},
+		{"bad url", []string{"--url", "ftp://x"}, "invalid --url"},
+		{"long duration", []string{"--duration", "2h"}, "invalid --duration"},
+		{"bad via", []string{"--via", "carrier-pigeon"}, "invalid --via"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			code := run(context.Background(), append([]string{"bench"}, tc.args...), &stdout, &stderr)
+			if code != exitUsage || !strings.Contains(stderr.String(), tc.want) {
+				t.Errorf("run(bench %q) = %d, %q; want %d and %q", tc.args, code, stderr.String(), exitUsage, tc.want)
+			}
+		})
+	}
+}
