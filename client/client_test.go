@@ -459,7 +459,7 @@ func TestReconnectReplaysMissedEvents(t *testing.T) {
 	first := recv(t, events)
 
 	g.shut() // the reader cannot reconnect until released
-	n = n.restart()
+	n.restart() // same data directory and port; the handle is not needed again
 	const missed = 5
 	for i := 1; i <= missed; i++ {
 		if err := dw.Set(ctx, counter{N: i}); err != nil { // waits for the writer's reconnect

@@ -277,14 +277,6 @@ func itemTTLs(c *call) (item, coll *int, err error) {
 	return item, coll, nil
 }
 
-// itemDataError is the missing/invalid data code of k's items.
-func itemDataError(k chorus.Kind) *chorus.Error {
-	if k == chorus.KindMap {
-		return chorus.ErrMapItemData
-	}
-	return chorus.ErrListItemData
-}
-
 // itemRef parses the {Index} or {Key...} of an item path.
 func itemRef(r *http.Request, k chorus.Kind) (chorus.ItemRef, error) {
 	if k == chorus.KindMap {

@@ -1,20 +1,105 @@
 // Package sqlite is the embedded chorus.Store: one SQLite database file in
 // WAL mode, written through modernc.org/sqlite (pure Go, no cgo).
 //
-// Concurrency: a Store is safe for concurrent use. All writes go through a
-// single writer goroutine that owns the only read-write connection. Update
+// # Concurrency
+//
+// A Store is safe for concurrent use. All writes go through a single
+// writer goroutine that owns the only read-write connection. Update
 // enqueues its function; the writer gathers every queued request (up to
-// maxBatch) into one transaction, gives each request a SAVEPOINT so that a
-// failing request rolls back alone, and commits the batch with a single
-// fsync (synchronous=FULL): group commit. Functions therefore run one at a
-// time, in queue order, and each sees the writes of those before it, which
-// makes read-modify-write inside Update serializable. Update returns only
-// after the batch is durably committed.
+// maxBatch) into one transaction and commits the batch once: group commit.
+// Functions therefore run one at a time, in queue order, and each sees the
+// writes of those before it, which makes read-modify-write inside Update
+// serializable. Update returns only after the batch is durable.
+//
+// A request that fails without having run a write statement (a missing
+// object, a revision or permission check) has nothing to undo, so requests
+// run without savepoints. If one fails after writing, the writer rolls the
+// batch back and runs it again with a SAVEPOINT around each request, so
+// that the failing one rolls back alone (chorus.Store allows fn to run more
+// than once).
 //
 // View runs on a pool of query_only reader connections, each in its own
 // read transaction, so readers see a consistent committed snapshot and never
-// block the writer (WAL).
+// block the writer (WAL). Before returning, View waits until every batch it
+// could have seen is durable (below), so it never hands out a write that a
+// crash could still take back.
+//
+// Three more goroutines belong to a Store: the syncer (below), the
+// background checkpointer, and a watcher that closes done once the others
+// exit.
+//
+// # Durability: pipelined commit
+//
+// An acknowledged write survives kill -9 and power loss: no Update returns
+// nil before the WAL frames of its batch are on stable storage. The writer
+// does not wait for that itself, so that batch N+1 executes while batch N's
+// sync runs:
+//
+//  1. The writer connection runs with synchronous=NORMAL: COMMIT appends
+//     the batch's frames to the -wal file with write(2), without fsync.
+//     Before COMMIT (which publishes the batch to readers) the writer
+//     stores the batch's sequence number in pending.
+//  2. After COMMIT returns, the writer queues the batch for the syncer.
+//     Batches that committed nothing (all requests failed) are queued
+//     too, so that every answer, errors included, goes out in order and
+//     only once what it was based on is durable.
+//  3. The syncer takes every queued batch, calls fdatasync(2) on the WAL
+//     once, then sets durable to the highest sequence and answers their
+//     requests. Every COMMIT of those batches returned before the batch was
+//     queued, so its write(2)s completed before the sync began, and a sync
+//     flushes all of a file's dirty pages, whichever descriptor wrote them.
+//  4. A failed fdatasync leaves the WAL's state unknown: its requests get
+//     the error, and the store refuses all later writes and durable-waits.
+//
+// What the WAL file holds when the sync runs is the only question, and
+// SQLite changes it in two ways besides appending:
+//
+//   - Checkpoints copy WAL frames into the database file. Under
+//     synchronous=NORMAL (and FULL) a checkpoint fsyncs the WAL before
+//     copying and the database file after, whichever connection runs it (the
+//     writer's auto-checkpoint or the background checkpointer, both NORMAL;
+//     never OFF, which would skip those syncs and break this argument).
+//   - A WAL reset (the next write transaction after a checkpoint copied
+//     every frame) rewrites the WAL from its start, overwriting old frames.
+//     It happens only after a complete checkpoint, so every frame it
+//     overwrites is already durable in the database file.
+//
+// So each committed batch is durable either in the WAL, by the syncer's
+// fdatasync, or in the database file, by a checkpoint, before it is
+// answered. SQLite deletes the WAL only when the last connection closes,
+// and the writer's stays open, so the syncer's descriptor names the live
+// WAL; it still checks after each sync that the path names the same file,
+// and syncs the new one if not. Open fsyncs the WAL's directory once so
+// that its name is durable too (SQLite would have done so on its first
+// sync under FULL). Recovery after a crash replays the WAL's valid prefix
+// of committed transactions: a batch whose frames are only partly written
+// (not yet answered) is dropped whole, with those after it.
+//
+// Readers may see batch N before it is durable. View therefore reads
+// pending after fn (an upper bound on what fn's snapshot saw, since pending
+// was stored before COMMIT) and waits for durable to reach it, at most one
+// sync when writes are in flight.
+//
+// # Checkpoints
+//
+// The writer's wal_autocheckpoint is autoCheckpointPages; every
+// ckptEveryBatches batches the writer wakes a checkpointer goroutine that
+// runs a PASSIVE checkpoint on its own connection, so most copying and its
+// two fsyncs happen off the writer. The writer's own auto-checkpoint then
+// finds little left to copy, and, running between its transactions, is
+// what lets the next one reset the WAL (a concurrent checkpoint alone rarely
+// catches up with a busy writer).
+//
+// # Object cache
+//
+// Every write reads its object first. The writer keeps the object rows it
+// has read or written (objectCache) and serves those reads from memory;
+// see objectCache for why it stays coherent with the database.
+//
+// # Storage
 //
 // Times are stored as UTC unix nanoseconds; JSON data (json.RawMessage) is
-// stored as BLOB verbatim and round-trips byte for byte.
+// stored as BLOB verbatim and round-trips byte for byte. Events are kept in
+// insertion (rowid) order with a unique (object_sid, id) index, so that the
+// events of a batch share the table's last pages.
 package sqlite

@@ -1,6 +1,17 @@
 package sqlite
 
-import "time"
+import (
+	"context"
+	"log/slog"
+	"time"
+)
+
+// OpenLegacy opens a store that commits as the first version did
+// (synchronous=FULL, the writer waits for each fsync, a SAVEPOINT per
+// request), for before/after benchmarks.
+func OpenLegacy(ctx context.Context, path string, logger *slog.Logger) (*Store, error) {
+	return open(ctx, path, logger, true)
+}
 
 // BatchStats reports how many write batches the store committed, how many
 // requests they held, and the mean time of a COMMIT.
@@ -10,4 +21,14 @@ func (s *Store) BatchStats() (batches, requests int64, meanCommit time.Duration)
 		meanCommit = time.Duration(s.statCommitNanos.Load() / batches)
 	}
 	return batches, requests, meanCommit
+}
+
+// SyncStats reports how many WAL syncs the syncer ran, their mean time,
+// and how many batches were run again with savepoints.
+func (s *Store) SyncStats() (syncs int64, meanSync time.Duration, retries int64) {
+	syncs = s.statSyncs.Load()
+	if syncs > 0 {
+		meanSync = time.Duration(s.statSyncNanos.Load() / syncs)
+	}
+	return syncs, meanSync, s.statRetries.Load()
 }

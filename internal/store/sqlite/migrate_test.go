@@ -2,8 +2,11 @@ package sqlite
 
 import (
 	"context"
+	"database/sql"
 	"path/filepath"
 	"testing"
+
+	"github.com/chorus-sync/chorus"
 )
 
 func userVersion(t *testing.T, s *Store) int {
@@ -71,7 +74,7 @@ func TestPragmas(t *testing.T) {
 		want   string
 	}{
 		{s.writer, "journal_mode", "wal"},
-		{s.writer, "synchronous", "2"}, // FULL
+		{s.writer, "synchronous", "1"}, // NORMAL: the syncer fdatasyncs the WAL; never OFF (0)
 		{s.writer, "foreign_keys", "1"},
 		{s.writer, "query_only", "0"},
 	}
@@ -94,5 +97,57 @@ func TestPragmas(t *testing.T) {
 		if got != tt.want {
 			t.Errorf("PRAGMA %s = %s, want %s", tt.pragma, got, tt.want)
 		}
+	}
+}
+
+// TestMigrateEventsToRowidOrder checks migration 2 on a database written
+// by version 1: events keep their content and order, ids stay unique per
+// object.
+func TestMigrateEventsToRowidOrder(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "chorus.db")
+	db, err := sql.Open("sqlite", dsn(path, false, "FULL"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range []string{
+		migrations[0],
+		"PRAGMA user_version = 1",
+		`INSERT INTO events (object_sid, id, service_sid, created_at, body, data, item_data) VALUES
+			('ET2', 1, 'IS1', 30, '{"id":1,"object_sid":"ET2"}', NULL, NULL),
+			('ET1', 2, 'IS1', 20, '{"id":2,"object_sid":"ET1"}', x'7b7d', NULL),
+			('ET1', 1, 'IS1', 10, '{"id":1,"object_sid":"ET1"}', x'5b5d', x'31')`,
+	} {
+		if _, err := db.ExecContext(ctx, q); err != nil {
+			t.Fatalf("version 1 setup: %v", err)
+		}
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s, err := Open(ctx, path, nil)
+	if err != nil {
+		t.Fatalf("Open(version 1 database): %v", err)
+	}
+	defer s.Close()
+	if got := userVersion(t, s); got != len(migrations) {
+		t.Errorf("user_version = %d, want %d", got, len(migrations))
+	}
+	var got []*chorus.Event
+	if err := s.View(ctx, func(tx chorus.ReadTx) (err error) {
+		got, err = tx.Events(ctx, "ET1", 0, 0)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 || got[0].ID != 1 || got[1].ID != 2 ||
+		string(got[0].Data) != "[]" || string(got[0].ItemData) != "1" || string(got[1].Data) != "{}" {
+		t.Errorf("Events(ET1) after migration = %+v, want ids 1, 2 with their data", got)
+	}
+	err = s.Update(ctx, func(tx chorus.Tx) error {
+		return tx.AppendEvent(ctx, &chorus.Event{ID: 2, ObjectSID: "ET1", ServiceSID: "IS1", Type: chorus.EventDocumentUpdated})
+	})
+	if err == nil {
+		t.Errorf("AppendEvent(duplicate id) after migration = nil error, want one")
 	}
 }

@@ -27,6 +27,13 @@ const (
 	maxLinger = 500 * time.Microsecond
 	// queueLen is the capacity of the writer's request queue.
 	queueLen = 1024
+	// autoCheckpointPages is the writer's wal_autocheckpoint: a COMMIT
+	// that leaves at least this many frames in the WAL checkpoints inline
+	// (with two fsyncs), which lets the next transaction restart the WAL.
+	// The background checkpointer runs every ckptEveryBatches batches and
+	// keeps what is left to copy inline small.
+	autoCheckpointPages = 4096
+	ckptEveryBatches    = 32
 	// busyTimeoutMS is how long a connection waits for a lock held by
 	// another process (in-process writes never contend: one writer).
 	busyTimeoutMS = 10000
@@ -47,20 +54,50 @@ var ErrClosed = errors.New("sqlite: store closed")
 type Store struct {
 	path   string
 	logger *slog.Logger
+	// legacy commits as the first version did: synchronous=FULL (the
+	// writer waits for each batch's fsync) and a SAVEPOINT per request.
+	// Benchmarks set it to compare; it is otherwise false.
+	legacy bool
 
 	wdb     *sql.DB // one connection: the writer's
+	cdb     *sql.DB // one connection: the background checkpointer's
+	ckpt    *conn
+	ckptq   chan struct{} // wakes the checkpointer; closed when the writer exits
 	rdb     *sql.DB // the readers' pool
 	writer  *conn
 	readers chan *conn
 	nreader int
 
+	// Pipelined commit (see doc.go). The writer commits a batch with
+	// synchronous=NORMAL (no fsync), sets pending, and hands the batch to
+	// the syncer, which fdatasyncs the WAL and only then answers it and
+	// advances durable. Batch sequence numbers start at 1.
+	wal     *walFile
+	objs    *objectCache // writer's; nil in legacy mode
+	dataVer int64        // PRAGMA data_version at the last batch (writer's)
+	syncq   chan *batchDone
+	pending atomic.Uint64 // sequence of the last batch the writer began committing
+	durable atomic.Uint64 // sequence up to which every batch is durable (or rolled back)
+	durMu   sync.Mutex
+	durCh   chan struct{} // closed and replaced when durable advances
+	syncErr atomic.Pointer[error]
+
 	// Writer statistics, for tests and benchmarks.
-	statBatches, statRequests, statCommitNanos atomic.Int64
+	statBatches, statRequests, statCommitNanos, statSyncs, statSyncNanos, statRetries atomic.Int64
 
 	mu     sync.RWMutex // guards closed and sends on queue
 	closed bool
 	queue  chan *request
-	done   chan struct{} // closed when the writer goroutine exits
+	done   chan struct{} // closed when the writer and syncer goroutines exit
+}
+
+// batchDone is a batch whose transaction ended: its requests are answered
+// once every batch up to seq is durable. wrote is false when the batch
+// committed nothing (all its requests failed, or its commit failed).
+type batchDone struct {
+	seq   uint64
+	wrote bool
+	reqs  []*request
 }
 
 // Request states.
@@ -84,6 +121,10 @@ type request struct {
 // parent directory, and brings its schema up to date. A nil logger means
 // slog.Default().
 func Open(ctx context.Context, path string, logger *slog.Logger) (*Store, error) {
+	return open(ctx, path, logger, false)
+}
+
+func open(ctx context.Context, path string, logger *slog.Logger, legacy bool) (*Store, error) {
 	if logger == nil {
 		logger = slog.Default()
 	}
@@ -98,6 +139,10 @@ func Open(ctx context.Context, path string, logger *slog.Logger) (*Store, error)
 	s := &Store{
 		path:    path,
 		logger:  logger.With(logKeyPath, path),
+		legacy:  legacy,
+		syncq:   make(chan *batchDone, queueLen),
+		ckptq:   make(chan struct{}, 1),
+		durCh:   make(chan struct{}),
 		nreader: max(4, runtime.GOMAXPROCS(0)),
 		queue:   make(chan *request, queueLen),
 		done:    make(chan struct{}),
@@ -111,16 +156,23 @@ func Open(ctx context.Context, path string, logger *slog.Logger) (*Store, error)
 		s.closeDBs()
 		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
 	}
-	go s.writeLoop()
+	writerDone, syncerDone, ckptDone := make(chan struct{}), make(chan struct{}), make(chan struct{})
+	go func() { s.writeLoop(); close(s.ckptq); close(s.syncq); close(writerDone) }()
+	go func() { s.syncLoop(); close(syncerDone) }()
+	go func() { s.checkpointLoop(); close(ckptDone) }()
+	go func() { <-writerDone; <-syncerDone; <-ckptDone; close(s.done) }()
 	return s, nil
 }
 
 // dsn builds the connection string of modernc.org/sqlite.
-func dsn(path string, readOnly bool) string {
+func dsn(path string, readOnly bool, sync string, pragmas ...string) string {
 	q := url.Values{}
+	for _, p := range pragmas {
+		q.Add("_pragma", p)
+	}
 	q.Add("_pragma", fmt.Sprintf("busy_timeout(%d)", busyTimeoutMS))
 	q.Add("_pragma", "foreign_keys(1)")
-	q.Add("_pragma", "synchronous(FULL)")
+	q.Add("_pragma", "synchronous("+sync+")")
 	if readOnly {
 		q.Add("_pragma", "query_only(1)")
 	} else {
@@ -134,7 +186,18 @@ func (s *Store) open(ctx context.Context) error {
 	var err error
 	// The writer first: it creates the file, switches it to WAL and
 	// migrates before any reader looks at the schema.
-	if s.wdb, err = sql.Open("sqlite", dsn(s.path, false)); err != nil {
+	// synchronous=NORMAL: a commit writes its WAL frames without an fsync
+	// (the syncer makes them durable before anyone is answered), while a
+	// checkpoint still syncs the WAL before copying it into the database
+	// and the database before the WAL may be reset. Never OFF: see doc.go.
+	sync := "NORMAL"
+	var pragmas []string
+	if s.legacy {
+		sync = "FULL"
+	} else {
+		pragmas = append(pragmas, fmt.Sprintf("wal_autocheckpoint(%d)", autoCheckpointPages))
+	}
+	if s.wdb, err = sql.Open("sqlite", dsn(s.path, false, sync, pragmas...)); err != nil {
 		return err
 	}
 	s.wdb.SetMaxOpenConns(1)
@@ -157,7 +220,27 @@ func (s *Store) open(ctx context.Context) error {
 		return err
 	}
 
-	if s.rdb, err = sql.Open("sqlite", dsn(s.path, true)); err != nil {
+	if s.wal, err = openWAL(s.path); err != nil {
+		return err
+	}
+	if !s.legacy {
+		s.objs = newObjectCache()
+	}
+	// The checkpointer's connection syncs the WAL before copying it into
+	// the database, and the database after: synchronous must not be OFF.
+	if s.cdb, err = sql.Open("sqlite", dsn(s.path, false, "NORMAL")); err != nil {
+		return err
+	}
+	s.cdb.SetMaxOpenConns(1)
+	s.cdb.SetMaxIdleConns(1)
+	s.cdb.SetConnMaxLifetime(0)
+	s.cdb.SetConnMaxIdleTime(0)
+	cc, err := s.cdb.Conn(ctx)
+	if err != nil {
+		return err
+	}
+	s.ckpt = newConn(cc)
+	if s.rdb, err = sql.Open("sqlite", dsn(s.path, true, "FULL")); err != nil {
 		return err
 	}
 	s.rdb.SetMaxOpenConns(s.nreader)
@@ -189,6 +272,12 @@ func (s *Store) closeDBs() error {
 			}
 		}
 	}
+	if s.ckpt != nil {
+		errs = append(errs, s.ckpt.close())
+	}
+	if s.cdb != nil {
+		errs = append(errs, s.cdb.Close())
+	}
 	if s.writer != nil {
 		errs = append(errs, s.writer.close())
 	}
@@ -198,6 +287,7 @@ func (s *Store) closeDBs() error {
 	if s.wdb != nil {
 		errs = append(errs, s.wdb.Close())
 	}
+	errs = append(errs, s.wal.close())
 	return errors.Join(errs...)
 }
 
@@ -264,8 +354,48 @@ func (s *Store) View(ctx context.Context, fn func(chorus.ReadTx) error) (err err
 		}
 	}()
 	t := &tx{c: c}
-	defer t.finish()
-	return fn(t)
+	err = fn(t)
+	t.finish()
+	// fn may have read a batch that is committed but not yet durable: do
+	// not let what it read out before that batch is. The writer sets
+	// pending before a batch's COMMIT can make it visible, so every batch
+	// fn could have seen is at most the pending read now.
+	if werr := s.waitDurable(ctx, s.pending.Load()); werr != nil && err == nil {
+		err = fmt.Errorf("sqlite: view: %w", werr)
+	}
+	return err
+}
+
+// waitDurable waits until every batch up to seq is durable or rolled back.
+func (s *Store) waitDurable(ctx context.Context, seq uint64) error {
+	for {
+		if s.durable.Load() >= seq {
+			return nil
+		}
+		s.durMu.Lock()
+		ch := s.durCh
+		s.durMu.Unlock()
+		if s.durable.Load() >= seq {
+			return nil
+		}
+		if perr := s.syncErr.Load(); perr != nil {
+			return *perr
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// setDurable advances durable to seq and wakes waitDurable.
+func (s *Store) setDurable(seq uint64) {
+	s.durMu.Lock()
+	s.durable.Store(seq)
+	close(s.durCh)
+	s.durCh = make(chan struct{})
+	s.durMu.Unlock()
 }
 
 // Update queues fn for the writer and waits until its batch is committed.
@@ -311,12 +441,12 @@ func (s *Store) Update(ctx context.Context, fn func(chorus.Tx) error) error {
 // for as many requests as were in flight when it last answered. With one
 // writer it never waits.
 func (s *Store) writeLoop() {
-	defer close(s.done)
 	batch := make([]*request, 0, maxBatch)
 	linger := time.NewTimer(time.Hour)
 	linger.Stop()
 	target := 1                  // requests in flight at the last answer
 	var lastCommit time.Duration // duration of the last batch's commit
+	var nbatch int
 	for {
 		r, ok := <-s.queue
 		if !ok {
@@ -362,6 +492,12 @@ func (s *Store) writeLoop() {
 		start := time.Now()
 		s.runBatch(batch)
 		lastCommit = time.Since(start)
+		if nbatch++; nbatch%ckptEveryBatches == 0 && !s.legacy {
+			select {
+			case s.ckptq <- struct{}{}:
+			default: // one is running or due
+			}
+		}
 		target = min(len(batch)+len(s.queue), maxBatch)
 		clear(batch)
 		if !open {
@@ -377,8 +513,9 @@ const (
 	sqlRollbackTo = "ROLLBACK TO req"
 )
 
-// runBatch runs the requests of one batch in one transaction and answers
-// each of them.
+// runBatch runs the requests of one batch in one transaction and hands
+// them to the syncer (legacy: answers them), which answers them once the
+// batch is durable.
 func (s *Store) runBatch(batch []*request) {
 	// Claim the requests whose callers still wait; answer the others.
 	run := batch[:0:0]
@@ -396,6 +533,51 @@ func (s *Store) runBatch(batch []*request) {
 	if len(run) == 0 {
 		return
 	}
+	seq := s.pending.Load() // the batches this one may have read
+	wrote := false
+	if perr := s.syncErr.Load(); perr != nil {
+		// A failed fsync leaves the WAL's durability unknown: write no more.
+		for _, r := range run {
+			r.err = *perr
+		}
+	} else {
+		var retry bool
+		seq, wrote, retry = s.execBatch(run, false)
+		if retry {
+			// A request failed after writing: run the batch again with a
+			// savepoint around each request so that it rolls back alone.
+			s.statRetries.Add(1)
+			for _, r := range run {
+				r.err, r.panic = nil, nil
+			}
+			seq, wrote, _ = s.execBatch(run, true)
+		}
+	}
+	if s.legacy {
+		// synchronous=FULL: COMMIT returned after the fsync.
+		s.setDurable(seq)
+		for _, r := range run {
+			close(r.done)
+		}
+		return
+	}
+	s.syncq <- &batchDone{seq: seq, wrote: wrote, reqs: run}
+}
+
+// execBatch runs run in one transaction and commits it. Each request's
+// outcome is left in its err and panic fields. seq is the batch's sequence
+// number (the current one if it committed nothing); wrote reports whether
+// it tried to commit.
+//
+// Without savepoints a failing request that wrote nothing leaves nothing
+// to undo, which is the usual way to fail (a missing object, a revision
+// or permission check); one that did write makes execBatch roll the whole
+// transaction back and return retry (only with more than one request:
+// alone, the transaction is the request's unit). Store.Update allows fn to
+// run more than once.
+func (s *Store) execBatch(run []*request, savepoints bool) (seq uint64, wrote, retry bool) {
+	savepoints = savepoints || s.legacy
+	seq = s.pending.Load()
 	ctx := context.Background() // never interrupt a statement of a shared transaction
 	w := s.writer
 	failAll := func(err error) {
@@ -404,81 +586,202 @@ func (s *Store) runBatch(batch []*request) {
 			if r.err == nil && r.panic == nil {
 				r.err = err
 			}
-			close(r.done)
 		}
 	}
 	if _, err := w.exec(ctx, "BEGIN IMMEDIATE"); err != nil {
 		failAll(fmt.Errorf("sqlite: update: begin: %w", err))
-		return
+		return seq, false, false
 	}
-	ok := 0 // requests whose writes are in the transaction
-	if len(run) == 1 {
-		// Alone in the batch: the transaction is the request's unit.
-		r := run[0]
-		s.runFn(r)
-		if r.err != nil || r.panic != nil {
-			if _, err := w.exec(ctx, "ROLLBACK"); err != nil {
-				s.logger.Error("sqlite: rollback failed", logKeyErr, err)
+	if err := s.checkDataVersion(ctx); err != nil {
+		s.abort(ctx, true)
+		failAll(fmt.Errorf("sqlite: update: %w", err))
+		return seq, false, false
+	}
+	ok := 0        // requests whose writes are in the transaction
+	dirty := false // some request ran a write statement
+	if len(run) == 1 || !savepoints {
+		for _, r := range run {
+			d := s.runFn(r)
+			dirty = dirty || d
+			if r.err == nil && r.panic == nil {
+				ok++
+				continue
 			}
-			close(r.done)
-			return
+			if d && len(run) > 1 {
+				s.abort(ctx, true)
+				return seq, false, true
+			}
 		}
-		ok = 1
 	} else {
 		for _, r := range run {
 			if _, err := w.exec(ctx, sqlSavepoint); err != nil {
-				s.abort(ctx)
+				s.abort(ctx, true)
 				failAll(fmt.Errorf("sqlite: update: savepoint: %w", err))
-				return
+				return seq, false, false
 			}
-			s.runFn(r)
+			d := s.runFn(r)
+			dirty = dirty || d
 			if r.err != nil || r.panic != nil {
+				if d {
+					s.objs.clear()
+				}
 				if _, err := w.exec(ctx, sqlRollbackTo); err != nil {
-					s.abort(ctx)
+					s.abort(ctx, true)
 					failAll(fmt.Errorf("sqlite: update: rollback to savepoint: %w", err))
-					return
+					return seq, false, false
 				}
 			} else {
 				ok++
 			}
 			if _, err := w.exec(ctx, sqlRelease); err != nil {
-				s.abort(ctx)
+				s.abort(ctx, true)
 				failAll(fmt.Errorf("sqlite: update: release savepoint: %w", err))
-				return
+				return seq, false, false
 			}
 		}
 	}
 	s.statBatches.Add(1)
 	s.statRequests.Add(int64(len(run)))
-	start := time.Now()
 	if ok == 0 {
-		s.abort(ctx)
-	} else if _, err := w.exec(ctx, "COMMIT"); err != nil {
-		s.abort(ctx)
+		s.abort(ctx, dirty)
+		return seq, false, false
+	}
+	// Readers may see the batch as soon as COMMIT publishes it: announce it
+	// first (View waits for pending to be durable).
+	seq++
+	s.pending.Store(seq)
+	start := time.Now()
+	if _, err := w.exec(ctx, "COMMIT"); err != nil {
+		s.abort(ctx, true)
 		failAll(fmt.Errorf("sqlite: update: commit: %w", err))
-		return
+		return seq, true, false
 	}
 	s.statCommitNanos.Add(int64(time.Since(start)))
-	for _, r := range run {
-		close(r.done)
+	return seq, true, false
+}
+
+// syncLoop is the syncer goroutine: it takes every batch the writer has
+// committed, makes them durable with one fdatasync of the WAL, and answers
+// their requests, in commit order. It exits when the writer closes syncq.
+func (s *Store) syncLoop() {
+	var pend []*batchDone
+	for {
+		b, ok := <-s.syncq
+		if !ok {
+			return
+		}
+		pend = append(pend[:0], b)
+	drain:
+		for {
+			select {
+			case b, ok := <-s.syncq:
+				if !ok {
+					break drain // answer these; the next receive returns
+				}
+				pend = append(pend, b)
+			default:
+				break drain
+			}
+		}
+		var seq uint64
+		wrote := false
+		for _, b := range pend {
+			seq = max(seq, b.seq)
+			wrote = wrote || b.wrote
+		}
+		var err error
+		if perr := s.syncErr.Load(); perr != nil {
+			err = *perr
+		} else if wrote {
+			// Every COMMIT of pend returned before its batch was queued, so
+			// its frames were written to the WAL before this sync starts.
+			s.statSyncs.Add(1)
+			start := time.Now()
+			err = s.wal.sync()
+			s.statSyncNanos.Add(int64(time.Since(start)))
+			if err != nil {
+				err = fmt.Errorf("sqlite: update: %w", err)
+				s.syncErr.Store(&err)
+				s.logger.Error("sqlite: WAL sync failed; the store refuses further writes", logKeyErr, err)
+			}
+		}
+		if err == nil {
+			s.setDurable(seq)
+		} else {
+			s.setDurable(s.durable.Load()) // wake waiters to see syncErr
+		}
+		for _, b := range pend {
+			for _, r := range b.reqs {
+				if err != nil && r.err == nil && r.panic == nil {
+					r.err = err
+				}
+				close(r.done)
+			}
+		}
+		clear(pend)
 	}
 }
 
 // runFn runs one request's fn on the writer connection, catching a panic.
-func (s *Store) runFn(r *request) {
-	t := &tx{c: s.writer, write: true}
+// dirty reports whether fn ran a write statement (successful or not), so
+// that a failure may have left writes to undo.
+func (s *Store) runFn(r *request) (dirty bool) {
+	t := &tx{c: s.writer, write: true, objs: s.objs}
 	defer func() {
 		t.finish()
+		dirty = t.dirty
 		if p := recover(); p != nil {
 			r.panic = p
 		}
 	}()
 	r.err = r.fn(t)
+	return t.dirty
 }
 
-// abort rolls the writer's transaction back, if one is open.
-func (s *Store) abort(ctx context.Context) {
+// checkDataVersion clears the object cache if another connection (another
+// process) committed to the database since the writer's last batch.
+func (s *Store) checkDataVersion(ctx context.Context) error {
+	if s.objs == nil {
+		return nil
+	}
+	rows, err := s.writer.query(ctx, "PRAGMA data_version")
+	if err != nil {
+		return fmt.Errorf("data_version: %w", err)
+	}
+	defer rows.Close()
+	var v int64
+	if !rows.Next() {
+		return fmt.Errorf("data_version: no row: %w", rows.Err())
+	}
+	if err := rows.Scan(&v); err != nil {
+		return fmt.Errorf("data_version: %w", err)
+	}
+	if v != s.dataVer {
+		s.objs.clear()
+		s.dataVer = v
+	}
+	return rows.Close()
+}
+
+// abort rolls the writer's transaction back, if one is open. undo says
+// that it may undo writes, which the object cache may hold.
+func (s *Store) abort(ctx context.Context, undo bool) {
+	if undo {
+		s.objs.clear()
+	}
 	if _, err := s.writer.exec(ctx, "ROLLBACK"); err != nil {
 		s.logger.Debug("sqlite: rollback", logKeyErr, err)
+	}
+}
+
+// checkpointLoop is the background checkpointer: woken by the writer, it
+// copies the WAL into the database (PASSIVE: it never blocks the writer or
+// readers) on its own connection, so that the writer's inline
+// auto-checkpoint finds little left to copy.
+func (s *Store) checkpointLoop() {
+	for range s.ckptq {
+		if _, err := s.ckpt.exec(context.Background(), "PRAGMA wal_checkpoint(PASSIVE)"); err != nil {
+			s.logger.Warn("sqlite: background checkpoint", logKeyErr, err)
+		}
 	}
 }

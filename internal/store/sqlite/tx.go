@@ -25,6 +25,8 @@ var errTxDone = errors.New("sqlite: transaction already finished")
 type tx struct {
 	c     *conn
 	write bool // runs on the writer inside a shared batch transaction
+	dirty bool // a write statement ran (see Store.execBatch)
+	objs  *objectCache // the writer's object cache; nil in View
 	done  bool
 }
 
@@ -48,6 +50,7 @@ func (t *tx) exec(ctx context.Context, query string, args ...any) (sql.Result, e
 	if err != nil {
 		return nil, err
 	}
+	t.dirty = true
 	return t.c.exec(ctx, query, args...)
 }
 
@@ -332,6 +335,7 @@ func (t *tx) PutService(ctx context.Context, s *chorus.Service) error {
 func (t *tx) DeleteService(ctx context.Context, sid string) error {
 	// Objects, items and permissions go by ON DELETE CASCADE; events have
 	// no foreign key (they outlive their object) and go explicitly.
+	t.objs.clear() // the cascade deletes objects behind the cache's back
 	if err := t.execOne(ctx, `DELETE FROM services WHERE sid = ?`, sid); err != nil {
 		return fmt.Errorf("sqlite: delete service %s: %w", sid, err)
 	}
@@ -368,12 +372,21 @@ func scanObject(sc scanner) (*chorus.Object, error) {
 }
 
 func (t *tx) Object(ctx context.Context, k chorus.Kind, serviceSID, sid string) (*chorus.Object, error) {
+	if t.objs != nil && !t.done {
+		if o, ok := t.objs.get(sid); ok {
+			if o.Kind != k || (serviceSID != "" && o.ServiceSID != serviceSID) {
+				return nil, fmt.Errorf("sqlite: get %s %s: %w", k, sid, chorus.ErrNotFound)
+			}
+			return o, nil
+		}
+	}
 	// serviceSID "" matches any service.
 	o, err := queryOne(ctx, t, scanObject, `SELECT `+objectCols+` FROM objects
 		WHERE sid = ? AND kind = ? AND (service_sid = ?3 OR ?3 = '')`, sid, string(k), serviceSID)
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: get %s %s: %w", k, sid, err)
 	}
+	t.objs.put(o)
 	return o, nil
 }
 
@@ -383,6 +396,7 @@ func (t *tx) ObjectByName(ctx context.Context, k chorus.Kind, serviceSID, unique
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: get %s named %q: %w", k, uniqueName, err)
 	}
+	t.objs.put(o)
 	return o, nil
 }
 
@@ -425,11 +439,33 @@ func (t *tx) InsertObject(ctx context.Context, o *chorus.Object) error {
 	if err != nil {
 		return fmt.Errorf("sqlite: insert %s %s: %w", o.Kind, o.SID, err)
 	}
+	t.objs.put(o)
 	return nil
 }
 
 func (t *tx) UpdateObject(ctx context.Context, o *chorus.Object) error {
-	err := t.execOne(ctx, `UPDATE objects SET kind = ?, account_sid = ?, service_sid = ?,
+	// The usual update changes only the data, counters and date_updated:
+	// leaving the indexed columns and the foreign key out of the SET spares
+	// SQLite rewriting three index entries and checking the service. If
+	// any of them changed (or the row is missing) no row matches, and the
+	// full update below runs.
+	res, err := t.exec(ctx, `UPDATE objects SET revision = ?, data = ?, last_event_id = ?,
+			next_index = ?, date_updated = ?
+		WHERE sid = ? AND kind = ? AND account_sid = ? AND service_sid = ? AND unique_name IS ?
+			AND created_by = ? AND date_created = ? AND date_expires IS ?`,
+		o.Revision, blob(o.Data), o.LastEventID, o.NextIndex, nanos(o.DateUpdated),
+		o.SID, string(o.Kind), o.AccountSID, o.ServiceSID, nullString(o.UniqueName),
+		o.CreatedBy, nanos(o.DateCreated), nullNanos(o.DateExpires))
+	if err != nil {
+		return fmt.Errorf("sqlite: update %s %s: %w", o.Kind, o.SID, err)
+	}
+	if n, err := res.RowsAffected(); err != nil {
+		return fmt.Errorf("sqlite: update %s %s: %w", o.Kind, o.SID, err)
+	} else if n == 1 {
+		t.objs.put(o)
+		return nil
+	}
+	err = t.execOne(ctx, `UPDATE objects SET kind = ?, account_sid = ?, service_sid = ?,
 			unique_name = ?, revision = ?, data = ?, last_event_id = ?, next_index = ?,
 			created_by = ?, date_created = ?, date_updated = ?, date_expires = ?
 		WHERE sid = ?`,
@@ -442,11 +478,13 @@ func (t *tx) UpdateObject(ctx context.Context, o *chorus.Object) error {
 	if err != nil {
 		return fmt.Errorf("sqlite: update %s %s: %w", o.Kind, o.SID, err)
 	}
+	t.objs.put(o)
 	return nil
 }
 
 func (t *tx) DeleteObject(ctx context.Context, sid string) error {
 	// Items and permissions go by ON DELETE CASCADE; events stay.
+	t.objs.del(sid) // before: a failed statement leaves the row, which a miss rereads
 	if err := t.execOne(ctx, `DELETE FROM objects WHERE sid = ?`, sid); err != nil {
 		return fmt.Errorf("sqlite: delete object %s: %w", sid, err)
 	}

@@ -243,7 +243,7 @@ func testViewSnapshot(t *testing.T, s chorus.Store) {
 			o.Revision = 99
 			return tx.UpdateObject(ctx, &o)
 		}); err != nil {
-			return fmt.Errorf("Update during View: %w", err)
+			return fmt.Errorf("update during view: %w", err)
 		}
 		after, err := tx.Object(ctx, chorus.KindDocument, f.svc.SID, doc.SID)
 		if err != nil {
