@@ -458,7 +458,7 @@ func TestReconnectReplaysMissedEvents(t *testing.T) {
 	}
 	first := recv(t, events)
 
-	g.shut() // the reader cannot reconnect until released
+	g.shut()    // the reader cannot reconnect until released
 	n.restart() // same data directory and port; the handle is not needed again
 	const missed = 5
 	for i := 1; i <= missed; i++ {

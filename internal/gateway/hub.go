@@ -46,6 +46,7 @@ type topic struct {
 	last     int64 // highest ID delivered in order
 	pending  map[int64]*chorus.Event
 	gapTimer *time.Timer
+	gapArmed bool // gapTimer is pending
 	filling  bool
 	gapSince time.Time
 	removed  bool
@@ -203,12 +204,16 @@ func (t *topic) drainLocked() {
 		if t.gapTimer != nil {
 			t.gapTimer.Stop()
 		}
+		t.gapArmed = false
 		return
 	}
 	if t.gapSince.IsZero() {
 		t.gapSince = time.Now()
 	}
-	if !t.filling {
+	if !t.filling && !t.gapArmed {
+		// Armed once per gap: resetting on every event would postpone
+		// the fill for as long as events keep coming.
+		t.gapArmed = true
 		if t.gapTimer == nil {
 			t.gapTimer = time.AfterFunc(t.h.g.cfg.GapWait, t.fillGap)
 		} else {
@@ -220,6 +225,7 @@ func (t *topic) drainLocked() {
 // fillGap reads missing events from the store log.
 func (t *topic) fillGap() {
 	t.mu.Lock()
+	t.gapArmed = false
 	if t.filling || len(t.pending) == 0 || t.removed {
 		t.mu.Unlock()
 		return

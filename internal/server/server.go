@@ -171,7 +171,11 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 		return nil, fmt.Errorf("server: bootstrap credentials: %w", err)
 	}
 	s.creds = creds
-	if created {
+	switch {
+	case created && cfg.Creds != (engine.Credentials{}):
+		s.log.Info("stored the credentials from the environment", logAccount, creds.AccountSID,
+			logAPIKey, creds.APIKeySID, logService, creds.ServiceSID)
+	case created:
 		// Shown once, on the start that generated them; `chorus admin
 		// credentials` prints them again.
 		s.log.Info("generated credentials",
@@ -264,6 +268,9 @@ func (s *Server) Handler() http.Handler { return s.handler }
 
 // Credentials are the bootstrapped account, key and default service.
 func (s *Server) Credentials() engine.Credentials { return s.creds }
+
+// Gateway is the server's realtime gateway.
+func (s *Server) Gateway() *gateway.Gateway { return s.gw }
 
 // Engine is the server's engine.
 func (s *Server) Engine() *engine.Engine { return s.eng }

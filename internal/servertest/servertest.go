@@ -14,6 +14,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -242,14 +243,18 @@ func (c *Cluster) StartNode(t testing.TB) *Node {
 	name := fmt.Sprintf("n%d", i)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	opts := []natsbus.Option{natsbus.WithPrefix(c.Prefix), natsbus.WithName(name)}
+	// As the server does for a bus it opens itself: resync the gateway
+	// when NATS reconnects or dropped events.
+	var started atomic.Pointer[server.Server]
+	resync := func() {
+		if s := started.Load(); s != nil {
+			s.Gateway().Resync()
+		}
+	}
+	opts := []natsbus.Option{natsbus.WithPrefix(c.Prefix), natsbus.WithName(name), natsbus.WithReconnectHandler(resync)}
 	if c.cfg.BusOptions != nil {
 		opts = append(opts, c.cfg.BusOptions(i)...)
 	}
-	// The server wires its gateway's Resync to the reconnects of a bus it
-	// opens itself; it has no accessor to do that for a bus given in
-	// Config.Bus, so these nodes do not resync after a NATS reconnect
-	// (gaps are still filled at the object's next event).
 	bus, err := natsbus.Open(ctx, c.NATS, c.logger, opts...)
 	if err != nil {
 		t.Fatalf("servertest: node %s: %v", name, err)
@@ -266,6 +271,7 @@ func (c *Cluster) StartNode(t testing.TB) *Node {
 		bus.Close()
 		t.Fatalf("servertest: node %s: %v", name, err)
 	}
+	started.Store(srv)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		srv.Close()

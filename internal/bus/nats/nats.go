@@ -72,9 +72,10 @@ func WithReconnectBuffer(bytes int) Option { return func(o *options) { o.reconnB
 func WithPingInterval(d time.Duration) Option { return func(o *options) { o.pingEvery = d } }
 
 // WithReconnectHandler calls fn (on its own goroutine) after each
-// reconnect. Events published while this node was disconnected never
-// reach it; a subscriber learns of them at the next event of the object
-// (a gap), or sooner if fn makes it resync.
+// reconnect, and after the server dropped messages for this slow consumer
+// (at most once a second). Events published while this node was
+// disconnected, or dropped, never reach it; a subscriber learns of them at
+// the next event of the object (a gap), or at once if fn makes it resync.
 func WithReconnectHandler(fn func()) Option { return func(o *options) { o.onReconnect = fn } }
 
 // WithFaults injects receive faults, for tests of gap filling: each
@@ -98,6 +99,8 @@ type Bus struct {
 	done   chan struct{}
 	wg     sync.WaitGroup
 	bufs   sync.Pool
+
+	lastResync atomic.Int64 // unix ns of the last lostEvents call
 
 	mu     sync.RWMutex // guards topics, closed; lock order: mu → topic.mu
 	topics map[string]*topic
@@ -181,6 +184,9 @@ func Open(ctx context.Context, url string, logger *slog.Logger, opts ...Option) 
 				subj = sub.Subject
 			}
 			b.warn("nats: async error", slog.String("subject", subj), slog.Any(logError, err))
+			if errors.Is(err, natsgo.ErrSlowConsumer) {
+				b.lostEvents()
+			}
 		}),
 	}
 	if dl, ok := ctx.Deadline(); ok {
@@ -415,6 +421,18 @@ func (b *Bus) deliver(sub *natsgo.Subscription, e *chorus.Event) {
 	for s := range t.subs {
 		s.fn(e)
 	}
+}
+
+// lostEvents runs the reconnect handler after the server dropped events,
+// at most once a second.
+func (b *Bus) lostEvents() {
+	fn := b.opts.onReconnect
+	now := time.Now().UnixNano()
+	last := b.lastResync.Load()
+	if fn == nil || now-last < int64(time.Second) || !b.lastResync.CompareAndSwap(last, now) {
+		return
+	}
+	go fn()
 }
 
 // Ping fails unless the connection is up and the server answers a ping
