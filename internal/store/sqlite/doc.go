@@ -48,6 +48,9 @@
 //     requests. Every COMMIT of those batches returned before the batch was
 //     queued, so its write(2)s completed before the sync began, and a sync
 //     flushes all of a file's dirty pages, whichever descriptor wrote them.
+//     When the syncer holds no batch and no request is queued, there is
+//     nothing to overlap the sync with: the writer does step 3 itself
+//     (every earlier batch is answered, so the order holds).
 //  4. A failed fdatasync leaves the WAL's state unknown: its requests get
 //     the error, and the store refuses all later writes and durable-waits.
 //
@@ -68,10 +71,8 @@
 // fdatasync, or in the database file, by a checkpoint, before it is
 // answered. SQLite deletes the WAL only when the last connection closes,
 // and the writer's stays open, so the syncer's descriptor names the live
-// WAL; it still checks after each sync that the path names the same file,
-// and syncs the new one if not. Open fsyncs the WAL's directory once so
-// that its name is durable too (SQLite would have done so on its first
-// sync under FULL). Recovery after a crash replays the WAL's valid prefix
+// WAL. Open fsyncs the WAL's directory once so that its name is durable
+// too (SQLite would have done so on its first sync under FULL). Recovery after a crash replays the WAL's valid prefix
 // of committed transactions: a batch whose frames are only partly written
 // (not yet answered) is dropped whole, with those after it.
 //
@@ -83,7 +84,7 @@
 // # Checkpoints
 //
 // The writer's wal_autocheckpoint is autoCheckpointPages; every
-// ckptEveryBatches batches the writer wakes a checkpointer goroutine that
+// ckptEveryWrites requests the writer wakes a checkpointer goroutine that
 // runs a PASSIVE checkpoint on its own connection, so most copying and its
 // two fsyncs happen off the writer. The writer's own auto-checkpoint then
 // finds little left to copy, and, running between its transactions, is

@@ -30,10 +30,10 @@ const (
 	// autoCheckpointPages is the writer's wal_autocheckpoint: a COMMIT
 	// that leaves at least this many frames in the WAL checkpoints inline
 	// (with two fsyncs), which lets the next transaction restart the WAL.
-	// The background checkpointer runs every ckptEveryBatches batches and
-	// keeps what is left to copy inline small.
+	// The background checkpointer runs after every ckptEveryWrites
+	// requests and keeps what is left to copy inline small.
 	autoCheckpointPages = 4096
-	ckptEveryBatches    = 32
+	ckptEveryWrites     = 512
 	// busyTimeoutMS is how long a connection waits for a lock held by
 	// another process (in-process writes never contend: one writer).
 	busyTimeoutMS = 10000
@@ -63,7 +63,7 @@ type Store struct {
 	cdb     *sql.DB // one connection: the background checkpointer's
 	ckpt    *conn
 	ckptq   chan struct{} // wakes the checkpointer; closed when the writer exits
-	rdb     *sql.DB // the readers' pool
+	rdb     *sql.DB       // the readers' pool
 	writer  *conn
 	readers chan *conn
 	nreader int
@@ -81,6 +81,7 @@ type Store struct {
 	durMu   sync.Mutex
 	durCh   chan struct{} // closed and replaced when durable advances
 	syncErr atomic.Pointer[error]
+	syncing atomic.Int64 // batches queued to or held by the syncer
 
 	// Writer statistics, for tests and benchmarks.
 	statBatches, statRequests, statCommitNanos, statSyncs, statSyncNanos, statRetries atomic.Int64
@@ -446,7 +447,7 @@ func (s *Store) writeLoop() {
 	linger.Stop()
 	target := 1                  // requests in flight at the last answer
 	var lastCommit time.Duration // duration of the last batch's commit
-	var nbatch int
+	var nwrites int              // requests since the checkpointer was last woken
 	for {
 		r, ok := <-s.queue
 		if !ok {
@@ -492,7 +493,8 @@ func (s *Store) writeLoop() {
 		start := time.Now()
 		s.runBatch(batch)
 		lastCommit = time.Since(start)
-		if nbatch++; nbatch%ckptEveryBatches == 0 && !s.legacy {
+		if nwrites += len(batch); nwrites >= ckptEveryWrites && !s.legacy {
+			nwrites = 0
 			select {
 			case s.ckptq <- struct{}{}:
 			default: // one is running or due
@@ -561,7 +563,16 @@ func (s *Store) runBatch(batch []*request) {
 		}
 		return
 	}
-	s.syncq <- &batchDone{seq: seq, wrote: wrote, reqs: run}
+	b := &batchDone{seq: seq, wrote: wrote, reqs: run}
+	if s.syncing.Load() == 0 && len(s.queue) == 0 {
+		// Nothing to overlap the sync with, and no batch before this one
+		// unanswered (only the writer adds to syncing): sync and answer
+		// here, saving the hand-off to the syncer.
+		s.finish([]*batchDone{b})
+		return
+	}
+	s.syncing.Add(1)
+	s.syncq <- b
 }
 
 // execBatch runs run in one transaction and commits it. Each request's
@@ -683,42 +694,50 @@ func (s *Store) syncLoop() {
 				break drain
 			}
 		}
-		var seq uint64
-		wrote := false
-		for _, b := range pend {
-			seq = max(seq, b.seq)
-			wrote = wrote || b.wrote
-		}
-		var err error
-		if perr := s.syncErr.Load(); perr != nil {
-			err = *perr
-		} else if wrote {
-			// Every COMMIT of pend returned before its batch was queued, so
-			// its frames were written to the WAL before this sync starts.
-			s.statSyncs.Add(1)
-			start := time.Now()
-			err = s.wal.sync()
-			s.statSyncNanos.Add(int64(time.Since(start)))
-			if err != nil {
-				err = fmt.Errorf("sqlite: update: %w", err)
-				s.syncErr.Store(&err)
-				s.logger.Error("sqlite: WAL sync failed; the store refuses further writes", logKeyErr, err)
-			}
-		}
-		if err == nil {
-			s.setDurable(seq)
-		} else {
-			s.setDurable(s.durable.Load()) // wake waiters to see syncErr
-		}
-		for _, b := range pend {
-			for _, r := range b.reqs {
-				if err != nil && r.err == nil && r.panic == nil {
-					r.err = err
-				}
-				close(r.done)
-			}
-		}
+		s.finish(pend)
+		s.syncing.Add(-int64(len(pend)))
 		clear(pend)
+	}
+}
+
+// finish makes the batches of pend durable with one fdatasync of the WAL
+// (if any of them committed), advances durable and answers their requests.
+// pend is in commit order and every batch before it is answered.
+func (s *Store) finish(pend []*batchDone) {
+	var seq uint64
+	wrote := false
+	for _, b := range pend {
+		seq = max(seq, b.seq)
+		wrote = wrote || b.wrote
+	}
+	var err error
+	if perr := s.syncErr.Load(); perr != nil {
+		err = *perr
+	} else if wrote {
+		// Every COMMIT of pend returned before finish was called, so its
+		// frames were written to the WAL before this sync starts.
+		s.statSyncs.Add(1)
+		start := time.Now()
+		err = s.wal.sync()
+		s.statSyncNanos.Add(int64(time.Since(start)))
+		if err != nil {
+			err = fmt.Errorf("sqlite: update: %w", err)
+			s.syncErr.Store(&err)
+			s.logger.Error("sqlite: WAL sync failed; the store refuses further writes", logKeyErr, err)
+		}
+	}
+	if err == nil {
+		s.setDurable(seq)
+	} else {
+		s.setDurable(s.durable.Load()) // wake waiters to see syncErr
+	}
+	for _, b := range pend {
+		for _, r := range b.reqs {
+			if err != nil && r.err == nil && r.panic == nil {
+				r.err = err
+			}
+			close(r.done)
+		}
 	}
 }
 

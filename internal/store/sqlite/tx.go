@@ -24,8 +24,8 @@ var errTxDone = errors.New("sqlite: transaction already finished")
 // View its connection is a query_only reader, so writes fail.
 type tx struct {
 	c     *conn
-	write bool // runs on the writer inside a shared batch transaction
-	dirty bool // a write statement ran (see Store.execBatch)
+	write bool         // runs on the writer inside a shared batch transaction
+	dirty bool         // a write statement ran (see Store.execBatch)
 	objs  *objectCache // the writer's object cache; nil in View
 	done  bool
 }

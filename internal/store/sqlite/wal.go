@@ -1,7 +1,6 @@
 package sqlite
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -14,14 +13,12 @@ import (
 //
 // SQLite deletes the WAL only when the last connection to the database
 // closes, and the store's writer connection stays open, so the file this
-// handle names is the live WAL for the store's lifetime. sync still checks
-// that the path names the same file after each sync and, if it does not
-// (another process deleted or replaced it), opens the new file, syncs it
-// and its directory, and carries on.
+// handle names is the live WAL for the store's lifetime. (It does not
+// re-check that after each sync: on this VM's ext4 a stat or fstat right
+// after fdatasync costs as much as a third of the sync.)
 type walFile struct {
 	path string
 	f    *os.File
-	fi   os.FileInfo
 }
 
 func openWAL(dbPath string) (*walFile, error) {
@@ -40,11 +37,6 @@ func (w *walFile) open() error {
 	if err != nil {
 		return fmt.Errorf("open wal: %w", err)
 	}
-	fi, err := f.Stat()
-	if err != nil {
-		f.Close()
-		return fmt.Errorf("open wal: %w", err)
-	}
 	if err := syncDir(filepath.Dir(w.path)); err != nil {
 		f.Close()
 		return fmt.Errorf("open wal: %w", err)
@@ -52,26 +44,12 @@ func (w *walFile) open() error {
 	if w.f != nil {
 		w.f.Close()
 	}
-	w.f, w.fi = f, fi
+	w.f = f
 	return nil
 }
 
 // sync makes every frame written to the WAL before the call durable.
 func (w *walFile) sync() error {
-	if err := datasync(w.f); err != nil {
-		return fmt.Errorf("sync wal: %w", err)
-	}
-	fi, err := os.Stat(w.path)
-	if err == nil && os.SameFile(fi, w.fi) {
-		return nil
-	}
-	if err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("sync wal: %w", err)
-	}
-	// Replaced underneath us: sync the new file too.
-	if err := w.open(); err != nil {
-		return fmt.Errorf("sync wal: %w", err)
-	}
 	if err := datasync(w.f); err != nil {
 		return fmt.Errorf("sync wal: %w", err)
 	}

@@ -1,0 +1,201 @@
+package sqlite
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/chorus-sync/chorus"
+)
+
+func openInternal(t *testing.T) *Store {
+	t.Helper()
+	s, err := Open(context.Background(), filepath.Join(t.TempDir(), "chorus.db"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// seedDoc creates an account, a service and one document at revision 0.
+func seedDoc(t *testing.T, s *Store) *chorus.Object {
+	t.Helper()
+	ctx := context.Background()
+	now := time.Unix(1_700_000_000, 0).UTC()
+	doc := &chorus.Object{
+		Kind: chorus.KindDocument, SID: chorus.NewSID(chorus.PrefixDocument),
+		AccountSID: "AC1", ServiceSID: "IS1", Data: json.RawMessage(`{"v":0}`),
+		CreatedBy: "t", DateCreated: now, DateUpdated: now,
+	}
+	err := s.Update(ctx, func(tx chorus.Tx) error {
+		if err := tx.PutService(ctx, &chorus.Service{SID: "IS1", AccountSID: "AC1", DateCreated: now, DateUpdated: now}); err != nil {
+			return err
+		}
+		return tx.InsertObject(ctx, doc)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return doc
+}
+
+// batchOf runs fns as one batch: it holds the writer with a blocking
+// request until all of them are queued.
+func batchOf(t *testing.T, s *Store, fns ...func(chorus.Tx) error) []error {
+	t.Helper()
+	ctx := context.Background()
+	release := make(chan struct{})
+	held := make(chan struct{})
+	go s.Update(ctx, func(chorus.Tx) error { close(held); <-release; return nil })
+	<-held
+	errs := make([]error, len(fns))
+	var wg sync.WaitGroup
+	for i, fn := range fns {
+		wg.Add(1)
+		go func() { defer wg.Done(); errs[i] = s.Update(ctx, fn) }()
+		for len(s.queue) < i+1 { // keep queue order = fns order
+			time.Sleep(time.Millisecond)
+		}
+	}
+	close(release)
+	wg.Wait()
+	return errs
+}
+
+func TestBatchRetryAfterDirtyFailure(t *testing.T) {
+	s := openInternal(t)
+	doc := seedDoc(t, s)
+	ctx := context.Background()
+	errBoom := errors.New("boom")
+	bump := func(v string, fail bool) func(chorus.Tx) error {
+		return func(tx chorus.Tx) error {
+			o, err := tx.Object(ctx, chorus.KindDocument, "", doc.SID)
+			if err != nil {
+				return err
+			}
+			o.Revision++
+			o.Data = json.RawMessage(`{"v":` + v + `}`)
+			if err := tx.UpdateObject(ctx, o); err != nil {
+				return err
+			}
+			if fail {
+				return errBoom // after writing: must roll back alone
+			}
+			return nil
+		}
+	}
+	errs := batchOf(t, s, bump("1", false), bump("2", true), bump("3", false))
+	want := []error{nil, errBoom, nil}
+	for i := range errs {
+		if !errors.Is(errs[i], want[i]) {
+			t.Errorf("Update #%d = %v, want %v", i, errs[i], want[i])
+		}
+	}
+	if retries := s.statRetries.Load(); retries != 1 {
+		t.Errorf("retried batches = %d, want 1", retries)
+	}
+	// The writer's cache and the database agree: two bumps, the last {"v":3}.
+	check := func(name string, o *chorus.Object) {
+		t.Helper()
+		if o.Revision != 2 || string(o.Data) != `{"v":3}` {
+			t.Errorf("%s: revision %d data %s, want 2 {\"v\":3}", name, o.Revision, o.Data)
+		}
+	}
+	if err := s.Update(ctx, func(tx chorus.Tx) error {
+		o, err := tx.Object(ctx, chorus.KindDocument, "", doc.SID)
+		if err == nil {
+			check("writer", o)
+		}
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.View(ctx, func(tx chorus.ReadTx) error {
+		o, err := tx.Object(ctx, chorus.KindDocument, "", doc.SID)
+		if err == nil {
+			check("reader", o)
+		}
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestObjectCacheAfterRollback(t *testing.T) {
+	s := openInternal(t)
+	doc := seedDoc(t, s)
+	ctx := context.Background()
+	// Alone in its batch, a request that writes then fails rolls back the
+	// transaction; the cached row must not survive it.
+	err := s.Update(ctx, func(tx chorus.Tx) error {
+		o, err := tx.Object(ctx, chorus.KindDocument, "IS1", doc.SID)
+		if err != nil {
+			return err
+		}
+		o.Revision = 99
+		if err := tx.UpdateObject(ctx, o); err != nil {
+			return err
+		}
+		return errors.New("fail")
+	})
+	if err == nil {
+		t.Fatal("Update = nil, want its error")
+	}
+	tests := []struct {
+		name    string
+		kind    chorus.Kind
+		service string
+		wantErr bool
+	}{
+		{"same", chorus.KindDocument, "IS1", false},
+		{"any service", chorus.KindDocument, "", false},
+		{"other service", chorus.KindDocument, "IS2", true},
+		{"other kind", chorus.KindList, "IS1", true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := s.Update(ctx, func(tx chorus.Tx) error {
+				o, err := tx.Object(ctx, tt.kind, tt.service, doc.SID)
+				if err != nil {
+					return err
+				}
+				if o.Revision != 0 {
+					t.Errorf("Object(%s).Revision = %d, want 0", doc.SID, o.Revision)
+				}
+				return nil
+			})
+			if gotErr := err != nil; gotErr != tt.wantErr || (err != nil && !errors.Is(err, chorus.ErrNotFound)) {
+				t.Errorf("Object(%s, %q) error = %v, want not found: %v", tt.kind, tt.service, err, tt.wantErr)
+			}
+		})
+	}
+}
+
+func TestSyncFailureStopsWrites(t *testing.T) {
+	s := openInternal(t)
+	ctx := context.Background()
+	put := func() error {
+		return s.Update(ctx, func(tx chorus.Tx) error {
+			return tx.PutAccount(ctx, &chorus.Account{SID: chorus.NewSID(chorus.PrefixAccount)})
+		})
+	}
+	if err := put(); err != nil {
+		t.Fatal(err)
+	}
+	// Make the next fdatasync fail (EBADF).
+	s.wal.f.Close()
+	if err := put(); err == nil {
+		t.Fatalf("Update with a failing WAL sync = nil, want an error")
+	}
+	if err := put(); err == nil {
+		t.Errorf("Update after a failed WAL sync = nil, want an error")
+	}
+	if err := s.Ping(ctx); err == nil {
+		t.Errorf("View after a failed WAL sync = nil, want an error")
+	}
+}
