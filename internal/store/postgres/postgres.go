@@ -8,10 +8,10 @@ import (
 	"net"
 	"strconv"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/chorus-sync/chorus"
+	"github.com/chorus-sync/chorus/internal/store/groupcommit"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -106,10 +106,8 @@ type Store struct {
 	base   context.Context // canceled by Close, after the writers drained
 	cancel context.CancelFunc
 
-	mu     sync.RWMutex // guards closed and sends on queue
-	closed bool
-	queue  chan *request
-	wg     sync.WaitGroup // writer goroutines
+	queue *groupcommit.Queue
+	wg    sync.WaitGroup // writer goroutines
 
 	leader leader
 
@@ -138,27 +136,6 @@ func (s *Store) warn(msg string, args ...any) {
 	}
 	s.logger.Error(msg, args...)
 }
-
-// Request states.
-const (
-	stateQueued int32 = iota
-	stateRunning
-	stateCanceled
-)
-
-// request is one Update waiting for a writer.
-type request struct {
-	ctx      context.Context
-	fn       func(chorus.Tx) error
-	state    atomic.Int32
-	attempts int
-	err      error
-	panic    any
-	done     chan struct{}
-}
-
-// answer hands the request's outcome to its caller.
-func (r *request) answer() { close(r.done) }
 
 // parseConfig parses dsn into a pool configuration with the session
 // settings every connection needs.
@@ -218,7 +195,7 @@ func OpenConfig(ctx context.Context, dsn string, cfg Config, logger *slog.Logger
 		logger:  logger.With(logKeyAddr, a),
 		addr:    a,
 		connCfg: pc.ConnConfig.Copy(),
-		queue:   make(chan *request, queueLen),
+		queue:   groupcommit.NewQueue(queueLen),
 	}
 	if err := s.init(ctx); err != nil {
 		pool.Close()
@@ -268,14 +245,9 @@ func (s *Store) Schema() string { return s.schema }
 // Close finishes every queued Update, releases leadership and closes the
 // pool (waiting for running Views). Calls after Close fail.
 func (s *Store) Close() error {
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
+	if !s.queue.Close() {
 		return ErrClosed
 	}
-	s.closed = true
-	close(s.queue)
-	s.mu.Unlock()
 	s.wg.Wait()
 	s.cancel()
 	s.leader.close()
@@ -283,11 +255,7 @@ func (s *Store) Close() error {
 	return nil
 }
 
-func (s *Store) isClosed() bool {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	return s.closed
-}
+func (s *Store) isClosed() bool { return s.queue.Closed() }
 
 // Ping checks that the server answers.
 func (s *Store) Ping(ctx context.Context) error {
@@ -399,31 +367,7 @@ func (s *Store) Update(ctx context.Context, fn func(chorus.Tx) error) error {
 		}
 		return s.updateDirect(ctx, fn)
 	}
-	r := &request{ctx: ctx, fn: fn, done: make(chan struct{})}
-	s.mu.RLock()
-	if s.closed {
-		s.mu.RUnlock()
-		return ErrClosed
-	}
-	select {
-	case s.queue <- r:
-	case <-ctx.Done():
-		s.mu.RUnlock()
-		return ctx.Err()
-	}
-	s.mu.RUnlock()
-	select {
-	case <-r.done:
-	case <-ctx.Done():
-		if r.state.CompareAndSwap(stateQueued, stateCanceled) {
-			return ctx.Err()
-		}
-		<-r.done // fn runs or ran: its outcome is the answer
-	}
-	if r.panic != nil {
-		panic(r.panic)
-	}
-	return r.err
+	return s.queue.Submit(ctx, fn, ErrClosed)
 }
 
 // updateDirect runs fn in its own transaction (Config.NoBatch).
@@ -496,14 +440,14 @@ func (s *Store) updateOnce(ctx context.Context, fn func(chorus.Tx) error) (confl
 // batch, and repeats until Close closes the queue and it is drained.
 // Requests deferred by a batch (lock conflicts) open the next one.
 func (s *Store) writeLoop() {
-	batch := make([]*request, 0, s.cfg.MaxBatch)
-	var carry []*request
+	batch := make([]*groupcommit.Request, 0, s.cfg.MaxBatch)
+	var carry []*groupcommit.Request
 	open := true
 	for open || len(carry) > 0 {
 		batch = append(batch[:0], carry...)
 		carry = carry[:0]
 		if len(batch) == 0 {
-			r, ok := <-s.queue
+			r, ok := <-s.queue.C()
 			if !ok {
 				return
 			}
@@ -512,7 +456,7 @@ func (s *Store) writeLoop() {
 	gather:
 		for open && len(batch) < s.cfg.MaxBatch {
 			select {
-			case r, ok := <-s.queue:
+			case r, ok := <-s.queue.C():
 				if !ok {
 					open = false
 					break gather
@@ -540,16 +484,16 @@ const (
 // runBatch runs the requests of one batch in one transaction and answers
 // each of them, except those that hit a lock conflict: it appends them to
 // carry, for the next batch, and returns carry.
-func (s *Store) runBatch(batch, carry []*request) []*request {
+func (s *Store) runBatch(batch, carry []*groupcommit.Request) []*groupcommit.Request {
 	// Claim the requests whose callers still wait; answer the others.
 	run := batch[:0:0]
 	for _, r := range batch {
-		if !r.state.CompareAndSwap(stateQueued, stateRunning) {
+		if !r.Claim() {
 			continue // canceled: Update already returned
 		}
-		if err := r.ctx.Err(); err != nil {
-			r.err = err
-			r.answer()
+		if err := r.Ctx.Err(); err != nil {
+			r.Err = err
+			r.Answer()
 			continue
 		}
 		run = append(run, r)
@@ -565,10 +509,10 @@ func (s *Store) runBatch(batch, carry []*request) []*request {
 		err = fmt.Errorf("postgres: update: %s %s: %w", op, s.addr, unavailable(err))
 		s.warn("postgres: write batch failed", logKeyBatch, len(run), logKeyErr, err)
 		for _, r := range run {
-			if r.err == nil && r.panic == nil {
-				r.err = err
+			if r.Err == nil && r.Panic == nil {
+				r.Err = err
 			}
-			r.answer()
+			r.Answer()
 		}
 	}
 	c, err := s.pool.Acquire(ctx)
@@ -588,15 +532,15 @@ func (s *Store) runBatch(batch, carry []*request) []*request {
 	}
 	// deferReq moves a conflicted request to the next batch (or fails it
 	// after too many attempts).
-	deferReq := func(r *request, conflict error) {
-		r.attempts++
-		if r.attempts >= maxAttempts {
-			r.err = fmt.Errorf("postgres: update: gave up after %d conflicts: %w", r.attempts, unavailableConflict(conflict))
-			r.answer()
+	deferReq := func(r *groupcommit.Request, conflict error) {
+		r.Attempts++
+		if r.Attempts >= maxAttempts {
+			r.Err = fmt.Errorf("postgres: update: gave up after %d conflicts: %w", r.Attempts, unavailableConflict(conflict))
+			r.Answer()
 			return
 		}
-		r.err, r.panic = nil, nil
-		r.state.Store(stateQueued)
+		r.Err, r.Panic = nil, nil
+		r.Requeue()
 		carry = append(carry, r)
 	}
 
@@ -623,7 +567,7 @@ func (s *Store) runBatch(batch, carry []*request) []*request {
 			failAll("run", t.broken)
 			return carry
 		}
-		if t.conflict != nil || r.err != nil || r.panic != nil {
+		if t.conflict != nil || r.Err != nil || r.Panic != nil {
 			switch {
 			case !t.sent: // fn wrote nothing
 			case alone:
@@ -653,21 +597,21 @@ func (s *Store) runBatch(batch, carry []*request) []*request {
 		}
 	}
 	for _, r := range run {
-		r.answer()
+		r.Answer()
 	}
 	return carry
 }
 
 // runFn runs one request's fn on c, catching a panic.
-func (s *Store) runFn(ctx context.Context, c *pgx.Conn, r *request, pending []string, nowait bool) (t *tx) {
+func (s *Store) runFn(ctx context.Context, c *pgx.Conn, r *groupcommit.Request, pending []string, nowait bool) (t *tx) {
 	t = &tx{c: c, ctx: ctx, write: true, nowait: nowait, pending: pending}
 	defer func() {
 		t.finish()
 		if p := recover(); p != nil {
-			r.panic = p
+			r.Panic = p
 		}
 	}()
-	r.err = t.fnError(r.fn(t))
+	r.Err = t.fnError(r.Fn(t))
 	return t
 }
 

@@ -58,7 +58,7 @@ func batchOf(t *testing.T, s *Store, fns ...func(chorus.Tx) error) []error {
 	for i, fn := range fns {
 		wg.Add(1)
 		go func() { defer wg.Done(); errs[i] = s.Update(ctx, fn) }()
-		for len(s.queue) < i+1 { // keep queue order = fns order
+		for s.queue.Len() < i+1 { // keep queue order = fns order
 			time.Sleep(time.Millisecond)
 		}
 	}

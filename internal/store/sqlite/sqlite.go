@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/chorus-sync/chorus"
+	"github.com/chorus-sync/chorus/internal/store/groupcommit"
 	msqlite "modernc.org/sqlite" // also registers the "sqlite" database/sql driver
 )
 
@@ -86,10 +87,8 @@ type Store struct {
 	// Writer statistics, for tests and benchmarks.
 	statBatches, statRequests, statCommitNanos, statSyncs, statSyncNanos, statRetries atomic.Int64
 
-	mu     sync.RWMutex // guards closed and sends on queue
-	closed bool
-	queue  chan *request
-	done   chan struct{} // closed when the writer and syncer goroutines exit
+	queue *groupcommit.Queue
+	done  chan struct{} // closed when the writer and syncer goroutines exit
 }
 
 // batchDone is a batch whose transaction ended: its requests are answered
@@ -98,24 +97,7 @@ type Store struct {
 type batchDone struct {
 	seq   uint64
 	wrote bool
-	reqs  []*request
-}
-
-// Request states.
-const (
-	stateQueued int32 = iota
-	stateRunning
-	stateCanceled
-)
-
-// request is one Update waiting for the writer.
-type request struct {
-	ctx   context.Context
-	fn    func(chorus.Tx) error
-	state atomic.Int32
-	err   error
-	panic any
-	done  chan struct{}
+	reqs  []*groupcommit.Request
 }
 
 // Open opens (creating if needed) the database file at path, with its
@@ -145,7 +127,7 @@ func open(ctx context.Context, path string, logger *slog.Logger, legacy bool) (*
 		ckptq:   make(chan struct{}, 1),
 		durCh:   make(chan struct{}),
 		nreader: max(4, runtime.GOMAXPROCS(0)),
-		queue:   make(chan *request, queueLen),
+		queue:   groupcommit.NewQueue(queueLen),
 		done:    make(chan struct{}),
 	}
 	// Commit with fdatasync(2) like stock SQLite builds on Linux: as
@@ -298,14 +280,9 @@ func (s *Store) Path() string { return s.path }
 // Close finishes every queued Update, then closes the database. Calls
 // after Close fail.
 func (s *Store) Close() error {
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
+	if !s.queue.Close() {
 		return ErrClosed
 	}
-	s.closed = true
-	close(s.queue)
-	s.mu.Unlock()
 	<-s.done
 	// Wait for running Views to hand their connections back.
 	readers := make([]*conn, 0, s.nreader)
@@ -328,10 +305,7 @@ func (s *Store) Ping(ctx context.Context) error {
 
 // View runs fn in a read transaction on a reader connection.
 func (s *Store) View(ctx context.Context, fn func(chorus.ReadTx) error) (err error) {
-	s.mu.RLock()
-	closed := s.closed
-	s.mu.RUnlock()
-	if closed {
+	if s.queue.Closed() {
 		return ErrClosed
 	}
 	if err := ctx.Err(); err != nil {
@@ -406,31 +380,7 @@ func (s *Store) Update(ctx context.Context, fn func(chorus.Tx) error) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	r := &request{ctx: ctx, fn: fn, done: make(chan struct{})}
-	s.mu.RLock()
-	if s.closed {
-		s.mu.RUnlock()
-		return ErrClosed
-	}
-	select {
-	case s.queue <- r:
-	case <-ctx.Done():
-		s.mu.RUnlock()
-		return ctx.Err()
-	}
-	s.mu.RUnlock()
-	select {
-	case <-r.done:
-	case <-ctx.Done():
-		if r.state.CompareAndSwap(stateQueued, stateCanceled) {
-			return ctx.Err()
-		}
-		<-r.done // fn runs or ran: its outcome is the answer
-	}
-	if r.panic != nil {
-		panic(r.panic)
-	}
-	return r.err
+	return s.queue.Submit(ctx, fn, ErrClosed)
 }
 
 // writeLoop is the writer goroutine: it takes everything queued, runs it as
@@ -442,14 +392,14 @@ func (s *Store) Update(ctx context.Context, fn func(chorus.Tx) error) error {
 // for as many requests as were in flight when it last answered. With one
 // writer it never waits.
 func (s *Store) writeLoop() {
-	batch := make([]*request, 0, maxBatch)
+	batch := make([]*groupcommit.Request, 0, maxBatch)
 	linger := time.NewTimer(time.Hour)
 	linger.Stop()
 	target := 1                  // requests in flight at the last answer
 	var lastCommit time.Duration // duration of the last batch's commit
 	var nwrites int              // requests since the checkpointer was last woken
 	for {
-		r, ok := <-s.queue
+		r, ok := <-s.queue.C()
 		if !ok {
 			return
 		}
@@ -459,7 +409,7 @@ func (s *Store) writeLoop() {
 	gather:
 		for len(batch) < maxBatch {
 			select {
-			case r, ok := <-s.queue:
+			case r, ok := <-s.queue.C():
 				if !ok {
 					open = false
 					break gather
@@ -476,7 +426,7 @@ func (s *Store) writeLoop() {
 			linger.Reset(min(maxLinger, lastCommit/4))
 			for len(batch) < target && len(batch) < maxBatch {
 				select {
-				case r, ok := <-s.queue:
+				case r, ok := <-s.queue.C():
 					if !ok {
 						open = false
 						linger.Stop()
@@ -500,7 +450,7 @@ func (s *Store) writeLoop() {
 			default: // one is running or due
 			}
 		}
-		target = min(len(batch)+len(s.queue), maxBatch)
+		target = min(len(batch)+s.queue.Len(), maxBatch)
 		clear(batch)
 		if !open {
 			return
@@ -518,16 +468,16 @@ const (
 // runBatch runs the requests of one batch in one transaction and hands
 // them to the syncer (legacy: answers them), which answers them once the
 // batch is durable.
-func (s *Store) runBatch(batch []*request) {
+func (s *Store) runBatch(batch []*groupcommit.Request) {
 	// Claim the requests whose callers still wait; answer the others.
 	run := batch[:0:0]
 	for _, r := range batch {
-		if !r.state.CompareAndSwap(stateQueued, stateRunning) {
+		if !r.Claim() {
 			continue // canceled: Update already returned
 		}
-		if err := r.ctx.Err(); err != nil {
-			r.err = err
-			close(r.done)
+		if err := r.Ctx.Err(); err != nil {
+			r.Err = err
+			r.Answer()
 			continue
 		}
 		run = append(run, r)
@@ -540,7 +490,7 @@ func (s *Store) runBatch(batch []*request) {
 	if perr := s.syncErr.Load(); perr != nil {
 		// A failed fsync leaves the WAL's durability unknown: write no more.
 		for _, r := range run {
-			r.err = *perr
+			r.Err = *perr
 		}
 	} else {
 		var retry bool
@@ -550,7 +500,7 @@ func (s *Store) runBatch(batch []*request) {
 			// savepoint around each request so that it rolls back alone.
 			s.statRetries.Add(1)
 			for _, r := range run {
-				r.err, r.panic = nil, nil
+				r.Err, r.Panic = nil, nil
 			}
 			seq, wrote, _ = s.execBatch(run, true)
 		}
@@ -559,12 +509,12 @@ func (s *Store) runBatch(batch []*request) {
 		// synchronous=FULL: COMMIT returned after the fsync.
 		s.setDurable(seq)
 		for _, r := range run {
-			close(r.done)
+			r.Answer()
 		}
 		return
 	}
 	b := &batchDone{seq: seq, wrote: wrote, reqs: run}
-	if s.syncing.Load() == 0 && len(s.queue) == 0 {
+	if s.syncing.Load() == 0 && s.queue.Len() == 0 {
 		// Nothing to overlap the sync with, and no batch before this one
 		// unanswered (only the writer adds to syncing): sync and answer
 		// here, saving the hand-off to the syncer.
@@ -586,7 +536,7 @@ func (s *Store) runBatch(batch []*request) {
 // transaction back and return retry (only with more than one request:
 // alone, the transaction is the request's unit). Store.Update allows fn to
 // run more than once.
-func (s *Store) execBatch(run []*request, savepoints bool) (seq uint64, wrote, retry bool) {
+func (s *Store) execBatch(run []*groupcommit.Request, savepoints bool) (seq uint64, wrote, retry bool) {
 	savepoints = savepoints || s.legacy
 	seq = s.pending.Load()
 	ctx := context.Background() // never interrupt a statement of a shared transaction
@@ -594,8 +544,8 @@ func (s *Store) execBatch(run []*request, savepoints bool) (seq uint64, wrote, r
 	failAll := func(err error) {
 		s.logger.Error("sqlite: write batch failed", logKeyBatch, len(run), logKeyErr, err)
 		for _, r := range run {
-			if r.err == nil && r.panic == nil {
-				r.err = err
+			if r.Err == nil && r.Panic == nil {
+				r.Err = err
 			}
 		}
 	}
@@ -614,7 +564,7 @@ func (s *Store) execBatch(run []*request, savepoints bool) (seq uint64, wrote, r
 		for _, r := range run {
 			d := s.runFn(r)
 			dirty = dirty || d
-			if r.err == nil && r.panic == nil {
+			if r.Err == nil && r.Panic == nil {
 				ok++
 				continue
 			}
@@ -632,7 +582,7 @@ func (s *Store) execBatch(run []*request, savepoints bool) (seq uint64, wrote, r
 			}
 			d := s.runFn(r)
 			dirty = dirty || d
-			if r.err != nil || r.panic != nil {
+			if r.Err != nil || r.Panic != nil {
 				if d {
 					s.objs.clear()
 				}
@@ -733,10 +683,10 @@ func (s *Store) finish(pend []*batchDone) {
 	}
 	for _, b := range pend {
 		for _, r := range b.reqs {
-			if err != nil && r.err == nil && r.panic == nil {
-				r.err = err
+			if err != nil && r.Err == nil && r.Panic == nil {
+				r.Err = err
 			}
-			close(r.done)
+			r.Answer()
 		}
 	}
 }
@@ -744,16 +694,16 @@ func (s *Store) finish(pend []*batchDone) {
 // runFn runs one request's fn on the writer connection, catching a panic.
 // dirty reports whether fn ran a write statement (successful or not), so
 // that a failure may have left writes to undo.
-func (s *Store) runFn(r *request) (dirty bool) {
+func (s *Store) runFn(r *groupcommit.Request) (dirty bool) {
 	t := &tx{c: s.writer, write: true, objs: s.objs}
 	defer func() {
 		t.finish()
 		dirty = t.dirty
 		if p := recover(); p != nil {
-			r.panic = p
+			r.Panic = p
 		}
 	}()
-	r.err = r.fn(t)
+	r.Err = r.Fn(t)
 	return t.dirty
 }
 
