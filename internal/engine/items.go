@@ -345,21 +345,14 @@ func (e *Engine) Items(ctx context.Context, a Actor, svc *chorus.Service, k chor
 func (e *Engine) setPrevToken(ctx context.Context, tx chorus.ReadTx, objectSID string, q chorus.ItemQuery, page *Page[*chorus.Item], order string) error {
 	probe := q
 	probe.Desc, probe.Limit = !q.Desc, 1
-	var first string
 	switch {
 	case len(page.Items) > 0:
-		first = itemPos(page.Items[0])
-		if err := setFrom(&probe, q.Kind, first, false); err != nil {
+		if err := setFrom(&probe, q.Kind, itemPos(page.Items[0]), false); err != nil {
 			return err
 		}
 	case q.HasFrom:
 		// Nothing at or after From: whatever lies before From precedes.
 		probe.Inclusive = !q.Inclusive
-		if q.Kind == chorus.KindMap {
-			first = q.FromKey
-		} else {
-			first = strconv.FormatInt(q.FromIndex, 10)
-		}
 	default:
 		return nil
 	}
@@ -372,7 +365,7 @@ func (e *Engine) setPrevToken(ctx context.Context, tx chorus.ReadTx, objectSID s
 		page.PrevToken = encodeToken(itemToken{F: itemPos(rows[0]), O: order, B: true, I: true})
 		return nil
 	}
-	page.PrevToken = encodeToken(itemToken{F: first, O: order, B: true})
+	page.PrevToken = encodeToken(itemToken{F: itemPos(page.Items[0]), O: order, B: true})
 	return nil
 }
 

@@ -184,9 +184,8 @@ func (e *Engine) sweepItems(ctx context.Context) (n int, err error) {
 	return n, err
 }
 
-// objectBySID finds an object by SID alone, for the sweeper. The store's
-// Object needs the service, which items do not carry, so try by kind
-// across the object row.
+// objectBySID finds an object by SID in any service, for the sweeper:
+// expired items do not carry their service.
 func (e *Engine) objectBySID(ctx context.Context, tx chorus.ReadTx, k chorus.Kind, sid string) (*chorus.Object, error) {
 	return tx.Object(ctx, k, "", sid)
 }
