@@ -9,8 +9,9 @@ import (
 // and webhooks.
 type EventType string
 
-// Event types. The *_created types are webhook-only: they never reach
-// realtime subscribers and take no place in an object's event log.
+// Event types. The *_created and endpoint_* types are webhook-only: they
+// never reach realtime subscribers and take no place in an object's event
+// log.
 const (
 	EventDocumentCreated        EventType = "document_created"
 	EventDocumentUpdated        EventType = "document_updated"
@@ -29,13 +30,19 @@ const (
 	EventStreamCreated          EventType = "stream_created"
 	EventStreamMessagePublished EventType = "stream_message_published"
 	EventStreamRemoved          EventType = "stream_removed"
+
+	// Reachability (webhook only): a client endpoint of an identity
+	// connected, or the identity's last endpoint went away.
+	EventEndpointConnected    EventType = "endpoint_connected"
+	EventEndpointDisconnected EventType = "endpoint_disconnected"
 )
 
 // Realtime reports whether subscribers of the object receive events of
 // type t.
 func (t EventType) Realtime() bool {
 	switch t {
-	case EventDocumentCreated, EventListCreated, EventMapCreated, EventStreamCreated:
+	case EventDocumentCreated, EventListCreated, EventMapCreated, EventStreamCreated,
+		EventEndpointConnected, EventEndpointDisconnected:
 		return false
 	}
 	return true

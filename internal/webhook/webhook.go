@@ -49,6 +49,8 @@ type Dispatcher struct {
 	mu       sync.Mutex
 	services map[string]cachedService // by service SID
 
+	presence presence
+
 	Sent, Failed, Dropped atomic.Uint64
 }
 
@@ -70,6 +72,7 @@ func New(cfg Config) *Dispatcher {
 	d := &Dispatcher{
 		cfg: cfg, log: cfg.Logger.With("component", "webhook"), queue: make(chan *chorus.Event, cfg.Queue),
 		ctx: ctx, cancel: cancel, services: make(map[string]cachedService),
+		presence: presence{online: make(map[identityKey]int), pending: make(map[identityKey]*time.Timer)},
 	}
 	for range cfg.Workers {
 		d.wg.Add(1)
@@ -161,6 +164,9 @@ func (d *Dispatcher) deliver(ctx context.Context, e *chorus.Event) error {
 	if svc.WebhookURL == "" || (e.FromREST && !svc.WebhooksFromRestEnabled) {
 		return nil
 	}
+	if (e.Type == chorus.EventEndpointConnected || e.Type == chorus.EventEndpointDisconnected) && !svc.ReachabilityWebhooksEnabled {
+		return nil
+	}
 	acct, err := d.cfg.Lookup.Account(ctx, e.AccountSID)
 	if err != nil {
 		return fmt.Errorf("webhook: account: %w", err)
@@ -247,11 +253,12 @@ func Params(e *chorus.Event) url.Values {
 	if e.EndpointID != "" {
 		p.Set("EndpointId", e.EndpointID)
 	}
-	pre := prefixes[e.Kind]
-	p.Set(pre+"Sid", e.ObjectSID)
-	p.Set(pre+"UniqueName", e.UniqueName)
-	if e.Revision != "" {
-		p.Set(pre+"Revision", e.Revision)
+	if pre, ok := prefixes[e.Kind]; ok {
+		p.Set(pre+"Sid", e.ObjectSID)
+		p.Set(pre+"UniqueName", e.UniqueName)
+		if e.Revision != "" {
+			p.Set(pre+"Revision", e.Revision)
+		}
 	}
 	if e.ID > 0 {
 		p.Set("EventId", strconv.FormatInt(e.ID, 10))
