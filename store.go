@@ -43,8 +43,9 @@ type ReadTx interface {
 
 	Service(ctx context.Context, sid string) (*Service, error)
 	// Services returns the account's services ordered by (DateCreated,
-	// SID), starting after the cursor.
-	Services(ctx context.Context, accountSID string, after Cursor, limit int) ([]*Service, error)
+	// SID) after q.After, or with q.Backward those before q.After, newest
+	// first. q.Now is ignored: services do not expire.
+	Services(ctx context.Context, accountSID string, q ObjectQuery) ([]*Service, error)
 
 	// Object returns an object of kind k by SID, in the service serviceSID
 	// (any service when serviceSID is ""). In an Update it also locks the
@@ -53,8 +54,9 @@ type ReadTx interface {
 	// ObjectByName returns an object by unique name (locking as Object).
 	ObjectByName(ctx context.Context, k Kind, serviceSID, uniqueName string) (*Object, error)
 	// Objects returns the service's objects of kind k ordered by
-	// (DateCreated, SID) after the cursor, hiding those expired at q.Now
-	// when q.Now is not zero.
+	// (DateCreated, SID) after q.After, or with q.Backward those before
+	// q.After, newest first; it hides those expired at q.Now when q.Now is
+	// not zero.
 	Objects(ctx context.Context, k Kind, serviceSID string, q ObjectQuery) ([]*Object, error)
 
 	// Item returns the list item with index ref.Index or the map item with
@@ -67,9 +69,10 @@ type ReadTx interface {
 	ItemsChangedSince(ctx context.Context, objectSID string, eventID int64, limit int) ([]*Item, error)
 
 	Permission(ctx context.Context, objectSID, identity string) (*Permission, error)
-	// Permissions returns an object's permissions ordered by identity,
-	// after the identity afterIdentity.
-	Permissions(ctx context.Context, objectSID, afterIdentity string, limit int) ([]*Permission, error)
+	// Permissions returns an object's permissions ordered by identity
+	// (byte order) after q.After, or with q.Backward those before q.After
+	// in descending order.
+	Permissions(ctx context.Context, objectSID string, q PermissionQuery) ([]*Permission, error)
 
 	// Events returns an object's logged events with ID > afterID in ID
 	// order, at most limit.
@@ -125,11 +128,25 @@ type Cursor struct {
 	SID         string
 }
 
-// ObjectQuery selects a page of objects.
+// ObjectQuery selects a page of objects (or services) in (DateCreated, SID)
+// order.
 type ObjectQuery struct {
 	After Cursor
-	Limit int
-	Now   time.Time // hide objects expired at Now; zero: hide nothing
+	// Backward selects the objects before After, newest first; with a zero
+	// After, the newest objects.
+	Backward bool
+	Limit    int       // at most Limit rows; <= 0: no limit
+	Now      time.Time // hide objects expired at Now; zero: hide nothing
+}
+
+// PermissionQuery selects a page of an object's permissions in identity
+// (byte) order.
+type PermissionQuery struct {
+	After string // the identities after After ("": from the first)
+	// Backward selects the identities before After in descending order;
+	// with After "", the last identities.
+	Backward bool
+	Limit    int // at most Limit rows; <= 0: no limit
 }
 
 // ItemRef names one item: Index for lists, Key for maps.

@@ -2,6 +2,7 @@ package engine_test
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"path/filepath"
@@ -558,4 +559,252 @@ func TestPermissionsCRUD(t *testing.T) {
 	wantCode(t, err, 54354)
 	_, err = f.eng.SetPermission(ctx, f.svc, chorus.KindList, l.SID, chorus.Permission{Identity: strings.Repeat("i", 257)})
 	wantCode(t, err, 54351)
+}
+
+// pageResult is one page of a collection as the ids of its items.
+type pageResult struct {
+	ids        []string
+	next, prev string
+}
+
+func resultOf[T any](p engine.Page[T], err error, id func(T) string) (pageResult, error) {
+	r := pageResult{next: p.NextToken, prev: p.PrevToken}
+	for _, x := range p.Items {
+		r.ids = append(r.ids, id(x))
+	}
+	return r, err
+}
+
+// walkBothWays pages forward over a collection whose items are want, then
+// back from the last page over PrevToken, checking that every page going
+// back is the page seen going forward and that its NextToken leads to the
+// page after it again.
+func walkBothWays(t *testing.T, want []string, size int, read func(token string) (pageResult, error)) {
+	t.Helper()
+	var pages []pageResult
+	var all []string
+	for tok := ""; ; {
+		if len(pages) > len(want) {
+			t.Fatalf("no last page after %d pages", len(pages))
+		}
+		r, err := read(tok)
+		if err != nil {
+			t.Fatalf("page %d: %v", len(pages), err)
+		}
+		if len(r.ids) > size || (r.next != "" && len(r.ids) != size) {
+			t.Errorf("page %d = %v with next %v, want %d items", len(pages), r.ids, r.next != "", size)
+		}
+		if (r.prev != "") != (len(pages) > 0) {
+			t.Errorf("page %d PrevToken = %q, want one only after the first page", len(pages), r.prev)
+		}
+		pages = append(pages, r)
+		all = append(all, r.ids...)
+		if r.next == "" {
+			break
+		}
+		tok = r.next
+	}
+	if fmt.Sprint(all) != fmt.Sprint(want) {
+		t.Fatalf("forward = %v, want %v", all, want)
+	}
+	if n := (len(want) + size - 1) / size; len(pages) != n {
+		t.Errorf("forward pages = %d, want %d", len(pages), n)
+	}
+	tok := pages[len(pages)-1].prev
+	for k := len(pages) - 2; k >= 0; k-- {
+		r, err := read(tok)
+		if err != nil {
+			t.Fatalf("previous page %d: %v", k, err)
+		}
+		if fmt.Sprint(r.ids) != fmt.Sprint(pages[k].ids) {
+			t.Errorf("previous page %d = %v, want %v", k, r.ids, pages[k].ids)
+		}
+		if (r.prev != "") != (k > 0) {
+			t.Errorf("previous page %d PrevToken = %q, want one only when k > 0", k, r.prev)
+		}
+		if r.next == "" {
+			t.Errorf("previous page %d has no NextToken", k)
+			continue
+		}
+		n, err := read(r.next)
+		if err != nil || fmt.Sprint(n.ids) != fmt.Sprint(pages[k+1].ids) || n.prev == "" {
+			t.Errorf("next of previous page %d = %v (prev %q), %v; want %v with a PrevToken", k, n.ids, n.prev, err, pages[k+1].ids)
+		}
+		tok = r.prev
+	}
+}
+
+// rawToken builds a page token the way clients of older servers got them.
+func rawToken(json string) string {
+	return "PT" + base64.RawURLEncoding.EncodeToString([]byte(json))
+}
+
+func TestPagingBackward(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t)
+	sid := func(s *chorus.Service) string { return s.SID }
+	objSID := func(o *chorus.Object) string { return o.SID }
+	identity := func(p *chorus.Permission) string { return p.Identity }
+
+	services := []*chorus.Service{f.svc}
+	for range 6 {
+		f.clock.Advance(time.Second)
+		s, err := f.eng.CreateService(ctx, f.creds.AccountSID, engine.ServiceParams{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		services = append(services, s)
+	}
+	var docs []string
+	for i := range 7 {
+		f.clock.Advance(time.Second)
+		d, err := f.eng.CreateObject(ctx, sys, f.svc, chorus.KindDocument, engine.CreateObject{UniqueName: fmt.Sprint("d", i)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		docs = append(docs, d.SID)
+	}
+	list, _ := f.eng.CreateObject(ctx, sys, f.svc, chorus.KindList, engine.CreateObject{})
+	for _, id := range []string{"zed", "érin", "alice", "Bob", "carol", "dave", "frank"} {
+		if _, err := f.eng.SetPermission(ctx, f.svc, chorus.KindList, list.SID, chorus.Permission{Identity: id, Read: true}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	identities := []string{"Bob", "alice", "carol", "dave", "frank", "zed", "érin"} // byte order
+
+	var svcSIDs []string
+	for _, s := range services {
+		svcSIDs = append(svcSIDs, s.SID)
+	}
+	collections := []struct {
+		name string
+		want []string
+		read func(p engine.PageRequest) (pageResult, error)
+	}{
+		{"services", svcSIDs, func(p engine.PageRequest) (pageResult, error) {
+			pg, err := f.eng.Services(ctx, f.creds.AccountSID, p)
+			return resultOf(pg, err, sid)
+		}},
+		{"documents", docs, func(p engine.PageRequest) (pageResult, error) {
+			pg, err := f.eng.Objects(ctx, sys, f.svc, chorus.KindDocument, p)
+			return resultOf(pg, err, objSID)
+		}},
+		{"permissions", identities, func(p engine.PageRequest) (pageResult, error) {
+			pg, err := f.eng.Permissions(ctx, f.svc, chorus.KindList, list.SID, p)
+			return resultOf(pg, err, identity)
+		}},
+	}
+	for _, c := range collections {
+		for _, size := range []int{1, 2, 3, 7, 50} {
+			t.Run(fmt.Sprintf("%s/size=%d", c.name, size), func(t *testing.T) {
+				walkBothWays(t, c.want, size, func(tok string) (pageResult, error) {
+					return c.read(engine.PageRequest{PageSize: size, Token: tok})
+				})
+			})
+		}
+	}
+
+	// Tokens without the backward flag, as older servers issued them,
+	// still page forward.
+	old := []struct {
+		name  string
+		read  func(p engine.PageRequest) (pageResult, error)
+		token string
+		want  []string
+	}{
+		{"services", collections[0].read, rawToken(fmt.Sprintf(`{"t":%d,"s":%q}`, services[1].DateCreated.UnixNano(), services[1].SID)), svcSIDs[2:4]},
+		{"permissions", collections[2].read, rawToken(`{"i":"alice"}`), identities[2:4]},
+	}
+	for _, tt := range old {
+		r, err := tt.read(engine.PageRequest{PageSize: 2, Token: tt.token})
+		if err != nil || fmt.Sprint(r.ids) != fmt.Sprint(tt.want) || r.prev == "" {
+			t.Errorf("%s(old token) = %v (prev %q), %v; want %v with a PrevToken", tt.name, r.ids, r.prev, err, tt.want)
+		}
+	}
+
+	for _, tok := range []string{rawToken(`{"t":5,"b":true}`), rawToken(`{"t":5}`), rawToken(`{"s":""}`), "PT!!"} {
+		_, err := f.eng.Services(ctx, f.creds.AccountSID, engine.PageRequest{Token: tok})
+		wantCode(t, err, 54453)
+		_, err = f.eng.Objects(ctx, sys, f.svc, chorus.KindDocument, engine.PageRequest{Token: tok})
+		wantCode(t, err, 54453)
+	}
+}
+
+// TestPagingBackwardAfterDelete: a page that went empty because its objects
+// were deleted leads back to the last page.
+func TestPagingBackwardAfterDelete(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t)
+	var docs []string
+	for range 7 {
+		f.clock.Advance(time.Second)
+		d, _ := f.eng.CreateObject(ctx, sys, f.svc, chorus.KindDocument, engine.CreateObject{})
+		docs = append(docs, d.SID)
+	}
+	read := func(tok string) (pageResult, error) {
+		pg, err := f.eng.Objects(ctx, sys, f.svc, chorus.KindDocument, engine.PageRequest{PageSize: 2, Token: tok})
+		return resultOf(pg, err, func(o *chorus.Object) string { return o.SID })
+	}
+	p1, _ := read("")
+	p2, _ := read(p1.next)
+	for _, sid := range docs[2:6] {
+		if _, err := f.eng.DeleteObject(ctx, sys, f.svc, chorus.KindDocument, sid); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// p2 (docs 2, 3) is gone: its NextToken still leads to doc 6.
+	p3, err := read(p2.next)
+	if err != nil || fmt.Sprint(p3.ids) != fmt.Sprint(docs[6:]) || p3.next != "" {
+		t.Fatalf("page 3 = %+v, %v; want %v and no NextToken", p3, err, docs[6:])
+	}
+	back, err := read(p3.prev)
+	if err != nil || fmt.Sprint(back.ids) != fmt.Sprint(docs[:2]) || back.prev != "" || back.next == "" {
+		t.Errorf("previous of page 3 = %+v, %v; want %v, a NextToken and no PrevToken", back, err, docs[:2])
+	}
+	if _, err := f.eng.DeleteObject(ctx, sys, f.svc, chorus.KindDocument, docs[6]); err != nil {
+		t.Fatal(err)
+	}
+	empty, err := read(p2.next)
+	if err != nil || len(empty.ids) != 0 || empty.next != "" || empty.prev == "" {
+		t.Fatalf("emptied page = %+v, %v; want no items and a PrevToken", empty, err)
+	}
+	back, err = read(empty.prev)
+	if err != nil || fmt.Sprint(back.ids) != fmt.Sprint(docs[:2]) || back.prev != "" || back.next != "" {
+		t.Errorf("previous of the emptied page = %+v, %v; want %v and no tokens", back, err, docs[:2])
+	}
+}
+
+// TestPagingACL: with ACLs on, pages hold only readable objects and are
+// full but for the last, in both directions.
+func TestPagingACL(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t)
+	svc, err := f.eng.UpdateService(ctx, f.creds.AccountSID, f.svc.SID, engine.ServiceParams{ACLEnabled: ptr(true)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var visible []string
+	for i := range 12 {
+		f.clock.Advance(time.Second)
+		d, _ := f.eng.CreateObject(ctx, sys, svc, chorus.KindDocument, engine.CreateObject{})
+		switch i % 4 {
+		case 0, 3:
+			visible = append(visible, d.SID)
+			_, err = f.eng.SetPermission(ctx, svc, chorus.KindDocument, d.SID, chorus.Permission{Identity: "alice", Read: true})
+		case 1:
+			_, err = f.eng.SetPermission(ctx, svc, chorus.KindDocument, d.SID, chorus.Permission{Identity: "alice", Write: true})
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	alice := engine.Actor{Identity: "alice"}
+	for _, size := range []int{1, 2, 4} {
+		t.Run(fmt.Sprintf("size=%d", size), func(t *testing.T) {
+			walkBothWays(t, visible, size, func(tok string) (pageResult, error) {
+				pg, err := f.eng.Objects(ctx, alice, svc, chorus.KindDocument, engine.PageRequest{PageSize: size, Token: tok})
+				return resultOf(pg, err, func(o *chorus.Object) string { return o.SID })
+			})
+		})
+	}
 }

@@ -153,33 +153,60 @@ func (e *Engine) Object(ctx context.Context, a Actor, svc *chorus.Service, k cho
 }
 
 // Objects pages a service's objects of kind k. With ACLs on, a client sees
-// only the objects it may read.
+// only the objects it may read; its pages are filled past the objects it
+// may not.
 func (e *Engine) Objects(ctx context.Context, a Actor, svc *chorus.Service, k chorus.Kind, p PageRequest) (Page[*chorus.Object], error) {
-	size, after, err := pageStart(p)
+	size, after, backward, err := pageStart(p)
 	if err != nil {
 		return Page[*chorus.Object]{}, err
 	}
-	var out []*chorus.Object
-	err = e.view(ctx, func(tx chorus.ReadTx) error {
-		rows, err := tx.Objects(ctx, k, svc.SID, chorus.ObjectQuery{After: after, Limit: size + 1, Now: e.cfg.Now()})
-		if err != nil {
-			return err
+	now := e.cfg.Now()
+	var page Page[*chorus.Object]
+	err = e.view(ctx, func(tx chorus.ReadTx) (err error) {
+		ks := keyset[*chorus.Object, chorus.Cursor]{
+			fetch: func(after chorus.Cursor, backward bool, limit int) ([]*chorus.Object, error) {
+				return visibleObjects(ctx, tx, a, svc, k, chorus.ObjectQuery{After: after, Backward: backward, Limit: limit, Now: now})
+			},
+			key:   objectCursor,
+			token: encodeCursor,
 		}
-		for _, o := range rows {
-			if err := authorize(ctx, tx, a, svc, o, accessRead); err == nil {
-				out = append(out, o)
-			} else if !errors.Is(err, chorus.ErrForbidden) {
-				return err
-			}
-		}
-		return nil
+		page, err = ks.page(size, after, backward, p.Token != "")
+		return err
 	})
 	if err != nil {
 		return Page[*chorus.Object]{}, err
 	}
-	return cursorPage(out, size, func(o *chorus.Object) chorus.Cursor {
-		return chorus.Cursor{DateCreated: o.DateCreated, SID: o.SID}
-	}), nil
+	return page, nil
+}
+
+func objectCursor(o *chorus.Object) chorus.Cursor {
+	return chorus.Cursor{DateCreated: o.DateCreated, SID: o.SID}
+}
+
+// visibleObjects reads objects as tx.Objects does, skipping those a may
+// not read: it returns q.Limit of them, or fewer only at the end.
+func visibleObjects(ctx context.Context, tx chorus.ReadTx, a Actor, svc *chorus.Service, k chorus.Kind, q chorus.ObjectQuery) ([]*chorus.Object, error) {
+	var out []*chorus.Object
+	for {
+		rows, err := tx.Objects(ctx, k, svc.SID, q)
+		if err != nil {
+			return nil, err
+		}
+		for _, o := range rows {
+			if len(out) == q.Limit {
+				break
+			}
+			if err := authorize(ctx, tx, a, svc, o, accessRead); err == nil {
+				out = append(out, o)
+			} else if !errors.Is(err, chorus.ErrForbidden) {
+				return nil, err
+			}
+		}
+		if len(out) == q.Limit || len(rows) < q.Limit {
+			return out, nil
+		}
+		q.After = objectCursor(rows[len(rows)-1])
+	}
 }
 
 // UpdateObject updates an object; the result's LastEventID is the id of the

@@ -3,6 +3,7 @@ package engine
 import (
 	"encoding/base64"
 	"encoding/json"
+	"slices"
 	"strings"
 	"time"
 
@@ -43,43 +44,130 @@ func pageSize(n int) (int, error) {
 	return n, nil
 }
 
-// cursorToken is the position after which a (DateCreated, SID) page
-// starts.
+// cursorToken is a position in a (DateCreated, SID) ordering: the rows
+// after it, or, when B, the rows before it ("the page before the page that
+// starts here"). With B and S "" it is the end: the last rows. Tokens
+// written before B existed decode as forward tokens.
 type cursorToken struct {
 	T int64  `json:"t"`
 	S string `json:"s"`
+	B bool   `json:"b,omitempty"`
 }
 
-func pageStart(p PageRequest) (int, chorus.Cursor, error) {
-	size, err := pageSize(p.PageSize)
+// pageStart decodes a (DateCreated, SID) page request: the page size, the
+// position and whether the page lies before it.
+func pageStart(p PageRequest) (size int, after chorus.Cursor, backward bool, err error) {
+	size, err = pageSize(p.PageSize)
 	if err != nil || p.Token == "" {
-		return size, chorus.Cursor{}, err
+		return size, chorus.Cursor{}, false, err
 	}
 	var t cursorToken
 	if err := decodeToken(p.Token, &t); err != nil {
-		return 0, chorus.Cursor{}, err
+		return 0, chorus.Cursor{}, false, err
 	}
-	if t.S == "" {
-		return 0, chorus.Cursor{}, chorus.ErrInvalidPageToken
+	switch {
+	case t.S != "":
+		after = chorus.Cursor{DateCreated: time.Unix(0, t.T).UTC(), SID: t.S}
+	case !t.B || t.T != 0:
+		return 0, chorus.Cursor{}, false, chorus.ErrInvalidPageToken
 	}
-	return size, chorus.Cursor{DateCreated: time.Unix(0, t.T).UTC(), SID: t.S}, nil
+	return size, after, t.B, nil
 }
 
-// cursorPage trims rows (fetched with limit size+1) to size and sets
-// NextToken when there was more.
-func cursorPage[T any](rows []T, size int, cursorOf func(T) chorus.Cursor) Page[T] {
-	p := Page[T]{Items: rows, PageSize: size}
-	if len(rows) > size {
-		p.Items = rows[:size]
-		c := cursorOf(rows[size-1])
-		p.NextToken = encodeToken(cursorToken{T: c.DateCreated.UnixNano(), S: c.SID})
+func encodeCursor(c chorus.Cursor, backward bool) string {
+	if c == (chorus.Cursor{}) {
+		return encodeToken(cursorToken{B: backward})
 	}
-	return p
+	return encodeToken(cursorToken{T: c.DateCreated.UnixNano(), S: c.SID, B: backward})
 }
 
-// identityToken pages permissions by identity.
+// identityToken pages permissions by identity: the identities after I, or,
+// when B, those before I (with I "", the last ones).
 type identityToken struct {
 	I string `json:"i"`
+	B bool   `json:"b,omitempty"`
+}
+
+func encodeIdentity(identity string, backward bool) string {
+	return encodeToken(identityToken{I: identity, B: backward})
+}
+
+// keyset reads one page of a keyset ordering (ascending by K) whose zero K
+// is the start going forward and the end going backward.
+type keyset[T any, K comparable] struct {
+	// fetch returns at most limit rows strictly after after in ascending
+	// order, or, when backward, strictly before it in descending order;
+	// fewer than limit only at the end.
+	fetch func(after K, backward bool, limit int) ([]T, error)
+	key   func(T) K
+	token func(k K, backward bool) string
+}
+
+// page reads the size rows after the position (or, when backward, before
+// it) in ascending order. NextToken is set when rows follow the page,
+// PrevToken when rows precede a page that is not the first: a page reached
+// with a token (fromToken) or backwards. PrevToken means "the size rows
+// before my first row"; following it gives that page in ascending order
+// with its own NextToken and PrevToken.
+func (ks keyset[T, K]) page(size int, after K, backward, fromToken bool) (Page[T], error) {
+	var zero K
+	p := Page[T]{PageSize: size}
+	rows, err := ks.fetch(after, backward, size+1)
+	if err != nil {
+		return p, err
+	}
+	more := len(rows) > size
+	if more {
+		rows = rows[:size]
+	}
+	if backward {
+		slices.Reverse(rows)
+	}
+	p.Items = rows
+	if len(rows) == 0 {
+		if !backward && fromToken {
+			// Nothing after the position (rows there went away): every
+			// row lies before it, so the previous page is the last one.
+			if ok, err := ks.any(zero, true); err != nil || !ok {
+				return p, err
+			}
+			p.PrevToken = ks.token(zero, true)
+		}
+		return p, nil
+	}
+	first, last := ks.key(rows[0]), ks.key(rows[len(rows)-1])
+	if backward {
+		if more {
+			p.PrevToken = ks.token(first, true)
+		}
+		ok, err := ks.any(last, false)
+		if err != nil {
+			return p, err
+		}
+		if ok {
+			p.NextToken = ks.token(last, false)
+		}
+		return p, nil
+	}
+	if more {
+		p.NextToken = ks.token(last, false)
+	}
+	if fromToken {
+		ok, err := ks.any(first, true)
+		if err != nil {
+			return p, err
+		}
+		if ok {
+			p.PrevToken = ks.token(first, true)
+		}
+	}
+	return p, nil
+}
+
+// any reports whether a row lies after (or, when backward, before) k.
+func (ks keyset[T, K]) any(k K, backward bool) (bool, error) {
+	rows, err := ks.fetch(k, backward, 1)
+	return len(rows) > 0, err
 }
 
 // itemToken is a position in a list or map: the items after F in order O,

@@ -39,30 +39,31 @@ func (e *Engine) Permissions(ctx context.Context, svc *chorus.Service, k chorus.
 	if err != nil {
 		return page, err
 	}
-	var after identityToken
+	var at identityToken
 	if p.Token != "" {
-		if err := decodeToken(p.Token, &after); err != nil {
+		if err := decodeToken(p.Token, &at); err != nil {
 			return page, err
 		}
 	}
-	page.PageSize = size
 	err = e.view(ctx, func(tx chorus.ReadTx) error {
 		obj, err := e.permissionTarget(ctx, tx, svc, k, objectID)
 		if err != nil {
 			return err
 		}
-		rows, err := tx.Permissions(ctx, obj.SID, after.I, size+1)
-		if err != nil {
-			return err
+		ks := keyset[*chorus.Permission, string]{
+			fetch: func(after string, backward bool, limit int) ([]*chorus.Permission, error) {
+				return tx.Permissions(ctx, obj.SID, chorus.PermissionQuery{After: after, Backward: backward, Limit: limit})
+			},
+			key:   func(p *chorus.Permission) string { return p.Identity },
+			token: encodeIdentity,
 		}
-		page.Items = rows
-		if len(rows) > size {
-			page.Items = rows[:size]
-			page.NextToken = encodeToken(identityToken{I: rows[size-1].Identity})
-		}
-		return nil
+		page, err = ks.page(size, at.I, at.B, p.Token != "")
+		return err
 	})
-	return page, err
+	if err != nil {
+		return Page[*chorus.Permission]{}, err
+	}
+	return page, nil
 }
 
 // SetPermission upserts an identity's permission on an object.

@@ -123,7 +123,7 @@ func (e *Engine) storedCredentials(ctx context.Context) (Credentials, error) {
 			return chorus.ErrNotFound
 		}
 		c.APIKeySID, c.APISecret = keys[0].SID, keys[0].Secret
-		svcs, err := tx.Services(ctx, c.AccountSID, chorus.Cursor{}, 1)
+		svcs, err := tx.Services(ctx, c.AccountSID, chorus.ObjectQuery{Limit: 1})
 		if err != nil {
 			return err
 		}
@@ -258,7 +258,7 @@ func (e *Engine) Service(ctx context.Context, accountSID, sid string) (*chorus.S
 
 func serviceIn(ctx context.Context, tx chorus.ReadTx, accountSID, sid string) (*chorus.Service, error) {
 	if sid == "default" {
-		svcs, err := tx.Services(ctx, accountSID, chorus.Cursor{}, 1)
+		svcs, err := tx.Services(ctx, accountSID, chorus.ObjectQuery{Limit: 1})
 		if err != nil {
 			return nil, err
 		}
@@ -282,21 +282,28 @@ func serviceIn(ctx context.Context, tx chorus.ReadTx, accountSID, sid string) (*
 
 // Services pages the account's services.
 func (e *Engine) Services(ctx context.Context, accountSID string, p PageRequest) (Page[*chorus.Service], error) {
-	size, after, err := pageStart(p)
+	size, after, backward, err := pageStart(p)
 	if err != nil {
 		return Page[*chorus.Service]{}, err
 	}
-	var out []*chorus.Service
+	var page Page[*chorus.Service]
 	err = e.view(ctx, func(tx chorus.ReadTx) (err error) {
-		out, err = tx.Services(ctx, accountSID, after, size+1)
+		ks := keyset[*chorus.Service, chorus.Cursor]{
+			fetch: func(after chorus.Cursor, backward bool, limit int) ([]*chorus.Service, error) {
+				return tx.Services(ctx, accountSID, chorus.ObjectQuery{After: after, Backward: backward, Limit: limit})
+			},
+			key: func(s *chorus.Service) chorus.Cursor {
+				return chorus.Cursor{DateCreated: s.DateCreated, SID: s.SID}
+			},
+			token: encodeCursor,
+		}
+		page, err = ks.page(size, after, backward, p.Token != "")
 		return err
 	})
 	if err != nil {
 		return Page[*chorus.Service]{}, err
 	}
-	return cursorPage(out, size, func(s *chorus.Service) chorus.Cursor {
-		return chorus.Cursor{DateCreated: s.DateCreated, SID: s.SID}
-	}), nil
+	return page, nil
 }
 
 // UpdateService updates a service.

@@ -423,15 +423,32 @@ func (t *tx) Service(ctx context.Context, sid string) (*chorus.Service, error) {
 	return s, nil
 }
 
-func (t *tx) Services(ctx context.Context, accountSID string, after chorus.Cursor, limit int) ([]*chorus.Service, error) {
+func (t *tx) Services(ctx context.Context, accountSID string, q chorus.ObjectQuery) ([]*chorus.Service, error) {
+	args := []any{accountSID}
+	where, order := cursorRange(q, &args)
+	args = append(args, limitArg(q.Limit))
 	ss, err := queryAll(ctx, t, scanService, `SELECT `+serviceCols+` FROM services
-		WHERE account_sid = $1 AND (date_created, sid) > ($2, $3)
-		ORDER BY date_created, sid LIMIT $4`,
-		accountSID, nanos(after.DateCreated), after.SID, limitArg(limit))
+		WHERE account_sid = $1`+where+` ORDER BY `+order+` LIMIT $`+strconv.Itoa(len(args)), args...)
 	if err != nil {
 		return nil, fmt.Errorf("postgres: list services of %s: %w", accountSID, err)
 	}
 	return ss, nil
+}
+
+// cursorRange returns the condition (" AND ..." or "") and ORDER BY terms
+// that select q's side of q.After in (date_created, sid) order, appending
+// its arguments to args. sid is COLLATE "C": byte order.
+func cursorRange(q chorus.ObjectQuery, args *[]any) (where, order string) {
+	if q.Backward && q.After == (chorus.Cursor{}) {
+		return "", `date_created DESC, sid DESC`
+	}
+	*args = append(*args, nanos(q.After.DateCreated), q.After.SID)
+	n := len(*args)
+	params := ` ($` + strconv.Itoa(n-1) + `, $` + strconv.Itoa(n) + `)`
+	if q.Backward {
+		return ` AND (date_created, sid) <` + params, `date_created DESC, sid DESC`
+	}
+	return ` AND (date_created, sid) >` + params, `date_created, sid`
 }
 
 func (t *tx) PutService(ctx context.Context, s *chorus.Service) error {
@@ -522,15 +539,16 @@ func (t *tx) ObjectByName(ctx context.Context, k chorus.Kind, serviceSID, unique
 }
 
 func (t *tx) Objects(ctx context.Context, k chorus.Kind, serviceSID string, q chorus.ObjectQuery) ([]*chorus.Object, error) {
+	args := []any{serviceSID, string(k)}
+	where, order := cursorRange(q, &args)
 	query := `SELECT ` + objectCols + ` FROM objects
-		WHERE service_sid = $1 AND kind = $2 AND (date_created, sid) > ($3, $4)`
-	args := []any{serviceSID, string(k), nanos(q.After.DateCreated), q.After.SID}
+		WHERE service_sid = $1 AND kind = $2` + where
 	if !q.Now.IsZero() {
 		args = append(args, nanos(q.Now))
 		query += ` AND (date_expires IS NULL OR date_expires > $` + strconv.Itoa(len(args)) + `)`
 	}
 	args = append(args, limitArg(q.Limit))
-	query += ` ORDER BY date_created, sid LIMIT $` + strconv.Itoa(len(args))
+	query += ` ORDER BY ` + order + ` LIMIT $` + strconv.Itoa(len(args))
 	os, err := queryAll(ctx, t, scanObject, query, args...)
 	if err != nil {
 		return nil, fmt.Errorf("postgres: list %ss of %s: %w", k, serviceSID, err)
@@ -747,10 +765,19 @@ func (t *tx) Permission(ctx context.Context, objectSID, identity string) (*choru
 	return p, nil
 }
 
-func (t *tx) Permissions(ctx context.Context, objectSID, afterIdentity string, limit int) ([]*chorus.Permission, error) {
+func (t *tx) Permissions(ctx context.Context, objectSID string, q chorus.PermissionQuery) ([]*chorus.Permission, error) {
+	// identity is COLLATE "C": byte order.
+	where, order := ` AND identity > $2`, `identity`
+	args := []any{objectSID, q.After}
+	if q.Backward {
+		where, order = ` AND identity < $2`, `identity DESC`
+		if q.After == "" {
+			where, args = "", args[:1]
+		}
+	}
+	args = append(args, limitArg(q.Limit))
 	ps, err := queryAll(ctx, t, scanPermission, `SELECT `+permissionCols+` FROM permissions
-		WHERE object_sid = $1 AND identity > $2 ORDER BY identity LIMIT $3`,
-		objectSID, afterIdentity, limitArg(limit))
+		WHERE object_sid = $1`+where+` ORDER BY `+order+` LIMIT $`+strconv.Itoa(len(args)), args...)
 	if err != nil {
 		return nil, fmt.Errorf("postgres: list permissions of %s: %w", objectSID, err)
 	}

@@ -298,15 +298,30 @@ func (t *tx) Service(ctx context.Context, sid string) (*chorus.Service, error) {
 	return s, nil
 }
 
-func (t *tx) Services(ctx context.Context, accountSID string, after chorus.Cursor, limit int) ([]*chorus.Service, error) {
+func (t *tx) Services(ctx context.Context, accountSID string, q chorus.ObjectQuery) ([]*chorus.Service, error) {
+	where, order, args := cursorRange(q)
 	ss, err := queryAll(ctx, t, scanService, `SELECT `+serviceCols+` FROM services
-		WHERE account_sid = ? AND (date_created, sid) > (?, ?)
-		ORDER BY date_created, sid LIMIT ?`,
-		accountSID, nanos(after.DateCreated), after.SID, limitArg(limit))
+		WHERE account_sid = ?`+where+` ORDER BY `+order+` LIMIT ?`,
+		append(append([]any{accountSID}, args...), limitArg(q.Limit))...)
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: list services of %s: %w", accountSID, err)
 	}
 	return ss, nil
+}
+
+// cursorRange returns the condition (" AND ..." or ""), ORDER BY terms and
+// arguments that select q's side of q.After in (date_created, sid) order.
+func cursorRange(q chorus.ObjectQuery) (where, order string, args []any) {
+	switch {
+	case !q.Backward:
+		return ` AND (date_created, sid) > (?, ?)`, `date_created, sid`,
+			[]any{nanos(q.After.DateCreated), q.After.SID}
+	case q.After == (chorus.Cursor{}):
+		return "", `date_created DESC, sid DESC`, nil
+	default:
+		return ` AND (date_created, sid) < (?, ?)`, `date_created DESC, sid DESC`,
+			[]any{nanos(q.After.DateCreated), q.After.SID}
+	}
 }
 
 func (t *tx) PutService(ctx context.Context, s *chorus.Service) error {
@@ -401,14 +416,15 @@ func (t *tx) ObjectByName(ctx context.Context, k chorus.Kind, serviceSID, unique
 }
 
 func (t *tx) Objects(ctx context.Context, k chorus.Kind, serviceSID string, q chorus.ObjectQuery) ([]*chorus.Object, error) {
+	where, order, cargs := cursorRange(q)
 	query := `SELECT ` + objectCols + ` FROM objects
-		WHERE service_sid = ? AND kind = ? AND (date_created, sid) > (?, ?)`
-	args := []any{serviceSID, string(k), nanos(q.After.DateCreated), q.After.SID}
+		WHERE service_sid = ? AND kind = ?` + where
+	args := append([]any{serviceSID, string(k)}, cargs...)
 	if !q.Now.IsZero() {
 		query += ` AND (date_expires IS NULL OR date_expires > ?)`
 		args = append(args, nanos(q.Now))
 	}
-	query += ` ORDER BY date_created, sid LIMIT ?`
+	query += ` ORDER BY ` + order + ` LIMIT ?`
 	args = append(args, limitArg(q.Limit))
 	os, err := queryAll(ctx, t, scanObject, query, args...)
 	if err != nil {
@@ -624,10 +640,19 @@ func (t *tx) Permission(ctx context.Context, objectSID, identity string) (*choru
 	return p, nil
 }
 
-func (t *tx) Permissions(ctx context.Context, objectSID, afterIdentity string, limit int) ([]*chorus.Permission, error) {
+func (t *tx) Permissions(ctx context.Context, objectSID string, q chorus.PermissionQuery) ([]*chorus.Permission, error) {
+	// identity is TEXT with the default BINARY collation: byte order.
+	where, order := ` AND identity > ?`, `identity`
+	args := []any{objectSID, q.After}
+	if q.Backward {
+		where, order = ` AND identity < ?`, `identity DESC`
+		if q.After == "" {
+			where, args = "", args[:1]
+		}
+	}
 	ps, err := queryAll(ctx, t, scanPermission, `SELECT `+permissionCols+` FROM permissions
-		WHERE object_sid = ? AND identity > ? ORDER BY identity LIMIT ?`,
-		objectSID, afterIdentity, limitArg(limit))
+		WHERE object_sid = ?`+where+` ORDER BY `+order+` LIMIT ?`,
+		append(args, limitArg(q.Limit))...)
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: list permissions of %s: %w", objectSID, err)
 	}

@@ -202,7 +202,7 @@ func testServicesPaging(t *testing.T, s chorus.Store) {
 					t.Fatalf("Services: no end after %d pages", pages)
 				}
 				page := mustGet(t, s, "Services", func(ctx context.Context, tx chorus.ReadTx) ([]*chorus.Service, error) {
-					return tx.Services(ctx, acc.SID, cur, limit)
+					return tx.Services(ctx, acc.SID, chorus.ObjectQuery{After: cur, Limit: limit})
 				})
 				if len(page) > limit {
 					t.Fatalf("Services(limit %d) returned %d", limit, len(page))
@@ -215,6 +215,23 @@ func testServicesPaging(t *testing.T, s chorus.Store) {
 				cur = chorus.Cursor{DateCreated: last.DateCreated, SID: last.SID}
 			}
 			checkList(t, "Services pages", all, want)
+		})
+		t.Run(fmt.Sprintf("backward/limit=%d", limit), func(t *testing.T) {
+			fetch := func(after chorus.Cursor) []*chorus.Service {
+				return mustGet(t, s, "Services", func(ctx context.Context, tx chorus.ReadTx) ([]*chorus.Service, error) {
+					return tx.Services(ctx, acc.SID, chorus.ObjectQuery{After: after, Backward: true, Limit: limit})
+				})
+			}
+			checkList(t, "Services backward pages", walkBackward(t, "Services", limit, len(want)+1, fetch, serviceCursor), want)
+			// Before every service, between groups, before the first
+			// and after the last.
+			probes := []chorus.Cursor{{DateCreated: at(-time.Hour), SID: "A"}, {DateCreated: at(time.Hour), SID: "A"}}
+			for _, svc := range want {
+				probes = append(probes, serviceCursor(svc),
+					chorus.Cursor{DateCreated: svc.DateCreated.Add(time.Millisecond), SID: ""})
+			}
+			checkBefore(t, "Services backward", want, limit, probes,
+				func(svc *chorus.Service, c chorus.Cursor) bool { return cursorBefore(serviceCursor(svc), c) }, fetch)
 		})
 	}
 }

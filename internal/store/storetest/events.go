@@ -156,7 +156,7 @@ func testDeleteObject(t *testing.T, s chorus.Store) {
 	})
 	wantNotFound(t, "Permission(of deleted object)", err)
 	perms := mustGet(t, s, "Permissions", func(ctx context.Context, tx chorus.ReadTx) ([]*chorus.Permission, error) {
-		return tx.Permissions(ctx, m.SID, "", 10)
+		return tx.Permissions(ctx, m.SID, chorus.PermissionQuery{Limit: 10})
 	})
 	if len(perms) != 0 {
 		t.Errorf("Permissions(deleted object) = %d, want 0", len(perms))
@@ -269,7 +269,7 @@ func testDeleteService(t *testing.T, s chorus.Store) {
 				}
 			}
 			perms := mustGet(t, s, "Permissions", func(ctx context.Context, tx chorus.ReadTx) ([]*chorus.Permission, error) {
-				return tx.Permissions(ctx, o.SID, "", 10)
+				return tx.Permissions(ctx, o.SID, chorus.PermissionQuery{Limit: 10})
 			})
 			if alive != (len(perms) == 1) {
 				t.Errorf("Permissions(%s, alive=%v) = %d", o.Kind, alive, len(perms))

@@ -305,7 +305,7 @@ func testPermissions(t *testing.T, s chorus.Store) {
 			after := ""
 			for pages := 0; pages < 10; pages++ {
 				page := mustGet(t, s, "Permissions", func(ctx context.Context, tx chorus.ReadTx) ([]*chorus.Permission, error) {
-					return tx.Permissions(ctx, doc.SID, after, limit)
+					return tx.Permissions(ctx, doc.SID, chorus.PermissionQuery{After: after, Limit: limit})
 				})
 				if len(page) > limit {
 					t.Fatalf("Permissions(limit %d) returned %d", limit, len(page))
@@ -321,6 +321,23 @@ func testPermissions(t *testing.T, s chorus.Store) {
 				w = append(w, want[id])
 			}
 			checkList(t, "Permissions pages", all, w)
+		})
+		t.Run(fmt.Sprintf("backward/limit=%d", limit), func(t *testing.T) {
+			var w []*chorus.Permission
+			for _, id := range order {
+				w = append(w, want[id])
+			}
+			fetch := func(after string) []*chorus.Permission {
+				return mustGet(t, s, "Permissions", func(ctx context.Context, tx chorus.ReadTx) ([]*chorus.Permission, error) {
+					return tx.Permissions(ctx, doc.SID, chorus.PermissionQuery{After: after, Backward: true, Limit: limit})
+				})
+			}
+			identity := func(p *chorus.Permission) string { return p.Identity }
+			checkList(t, "Permissions backward pages", walkBackward(t, "Permissions", limit, len(w)+1, fetch, identity), w)
+			// Byte order: "Bob" < "a" < "alice", "zed" < "zzz" < "érin" < "ÿ".
+			probes := append([]string{"A", "a", "zzz", "ÿ"}, order...)
+			checkBefore(t, "Permissions backward", w, limit, probes,
+				func(p *chorus.Permission, c string) bool { return p.Identity < c }, fetch)
 		})
 	}
 

@@ -312,5 +312,21 @@ func testObjectsPaging(t *testing.T, s chorus.Store) {
 			}
 			checkList(t, "Objects pages", got, tt.want)
 		})
+		t.Run("backward/"+tt.name, func(t *testing.T) {
+			fetch := func(after chorus.Cursor) []*chorus.Object {
+				return mustGet(t, s, "Objects", func(ctx context.Context, tx chorus.ReadTx) ([]*chorus.Object, error) {
+					return tx.Objects(ctx, chorus.KindMap, f.svc.SID, chorus.ObjectQuery{After: after, Backward: true, Limit: tt.limit, Now: tt.now})
+				})
+			}
+			checkList(t, "Objects backward pages", walkBackward(t, "Objects", tt.limit, len(all)+1, fetch, objectCursor), tt.want)
+			// Before every object (expired ones too), before the first and
+			// after the last.
+			probes := []chorus.Cursor{{DateCreated: at(-time.Hour), SID: "A"}, {DateCreated: at(time.Hour), SID: ""}}
+			for _, o := range all {
+				probes = append(probes, objectCursor(o))
+			}
+			checkBefore(t, "Objects backward", tt.want, tt.limit, probes,
+				func(o *chorus.Object, c chorus.Cursor) bool { return cursorBefore(objectCursor(o), c) }, fetch)
+		})
 	}
 }
