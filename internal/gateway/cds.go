@@ -122,7 +122,7 @@ func (c *conn) sendHTTP(id string, resp response) {
 func (c *conn) errResponse(r *request, err error) response {
 	e := chorus.AsError(err)
 	if e.Status >= 500 {
-		c.log.Error("gateway: upstream request", slog.String(logMethod, r.method),
+		c.logger().Error("gateway: upstream request", slog.String(logMethod, r.method),
 			slog.String(logPath, strings.Join(r.segs, "/")), slog.Any(logError, err))
 		return errorResponse(chorus.ErrInternal)
 	}

@@ -1,19 +1,21 @@
 package gateway
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
-	"net/http"
+	"net"
+	"os"
 	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/coder/websocket"
-	"golang.org/x/sync/errgroup"
+	"github.com/gobwas/ws"
 
 	"github.com/chorus-sync/chorus"
 	"github.com/chorus-sync/chorus/internal/engine"
@@ -29,89 +31,208 @@ var (
 	errTokenExpired   = errors.New("gateway: token expired")
 	errIdle           = errors.New("gateway: idle connection")
 	errShutdown       = errors.New("gateway: shutting down")
+	errNoInit         = errors.New("gateway: no init within timeout")
 )
 
 // conn is one WebSocket session. Goroutines: the reader decodes frames and
 // hands requests to the worker; the worker runs init, update and upstream
-// requests one at a time in arrival order; the writer alone writes to the
-// socket. Hub deliveries enqueue from Bus goroutines.
+// requests one at a time in arrival order (it is started when a request
+// arrives and exits when none is left, so an idle session has none); the
+// writer alone writes to the socket, and ends the session. Hub deliveries
+// enqueue from Bus goroutines; timers enqueue pings and token notices.
 type conn struct {
-	g   *Gateway
-	ws  *websocket.Conn
-	id  string
-	log *slog.Logger
-	q   *sendQueue
+	g  *Gateway
+	nc net.Conn
+	br *bufio.Reader // small: an idle session holds it while it waits
+	id string
+	q  *sendQueue
 
-	ctx    context.Context
+	ctx    context.Context // canceled, with the reason, when the session ends
 	cancel context.CancelCauseFunc
 
 	work     chan *protocol.Frame
-	lastRead atomic.Int64 // unix nanos of the last inbound message
+	working  atomic.Bool    // a worker goroutine is running
+	workers  sync.WaitGroup // the worker goroutines
+	readDone chan struct{}  // closed when the reader returns
+	lastRead atomic.Int64   // unix nanos of the last inbound message
+	writing  atomic.Bool    // the writer is in a write with a deadline set
+	deadline time.Time      // the socket's write deadline (writer-owned)
+	pong     atomic.Pointer[[]byte]
 
 	// base is the public URL base of events; written once by the worker
 	// before the first subscription exists.
 	base string
 
-	// Worker-owned session state.
-	initialized bool
-	claims      *token.Claims
-	svc         *chorus.Service
-	actor       engine.Actor
-	textLogged  bool
+	// Reader-owned.
+	rhdr       [ws.MaxHeaderSize - 2]byte
+	textLogged bool
 
-	mu        sync.Mutex // guards subs and the token timers
-	subs      map[string]*subscription
-	tokenGen  uint64
-	warnTimer *time.Timer
-	expTimer  *time.Timer
-	slowOnce  sync.Once
+	// Worker-owned session state.
+	claims *token.Claims
+	svc    *chorus.Service
+	actor  engine.Actor
+
+	mu          sync.Mutex // guards the fields below
+	initialized bool
+	subs        map[string]*subscription
+	tokenGen    uint64
+	warnTimer   *time.Timer
+	expTimer    *time.Timer
+	pingTimer   *time.Timer
+	initTimer   *time.Timer
+	slowOnce    sync.Once
 }
 
-func newConn(g *Gateway, ws *websocket.Conn, r *http.Request) *conn {
-	c := &conn{
-		g:    g,
-		ws:   ws,
-		id:   chorus.NewSID("EP")[2:],
-		q:    newSendQueue(g.cfg.SendQueueFrames, g.cfg.SendQueueBytes),
-		work: make(chan *protocol.Frame, 64),
-		subs: make(map[string]*subscription),
+// I/O sizes.
+const (
+	// readBufferSize is the per-session read buffer. Acks and small
+	// requests fit; larger payloads are read straight into the message.
+	readBufferSize = 512
+	// writeBufferSize is the size of the pooled write buffers, held only
+	// while a batch is written.
+	writeBufferSize = 16 << 10
+	// closeWait bounds the closing handshake.
+	closeWait = 2 * time.Second
+)
+
+var writerPool = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, writeBufferSize) }}
+
+// prefixReader reads the bytes the HTTP server had already buffered
+// before the rest of the connection.
+type prefixReader struct {
+	r   io.Reader
+	pre []byte
+}
+
+func (p *prefixReader) Read(b []byte) (int, error) {
+	if len(p.pre) > 0 {
+		n := copy(b, p.pre)
+		p.pre = p.pre[n:]
+		return n, nil
 	}
-	c.log = g.log.With(slog.String(logConn, c.id))
-	c.ctx, c.cancel = context.WithCancelCause(g.ctx)
-	// Frames up to 4×MaxFrameBytes are read so that an oversize request
-	// can be answered with 413; larger messages close the socket.
-	ws.SetReadLimit(4*int64(g.cfg.MaxFrameBytes) + 1024)
+	return p.r.Read(b)
+}
+
+// newConn wraps an upgraded connection; buffered holds what the HTTP
+// server read past the handshake (nil if nothing).
+func newConn(g *Gateway, nc net.Conn, buffered *bufio.Reader) *conn {
+	var src io.Reader = nc
+	if buffered != nil && buffered.Buffered() > 0 {
+		pre, _ := buffered.Peek(buffered.Buffered())
+		src = &prefixReader{r: src, pre: bytes.Clone(pre)}
+	}
+	c := &conn{
+		g:        g,
+		nc:       nc,
+		br:       bufio.NewReaderSize(src, readBufferSize),
+		id:       chorus.NewSID("EP")[2:],
+		q:        newSendQueue(g.cfg.SendQueueFrames, g.cfg.SendQueueBytes),
+		work:     make(chan *protocol.Frame, 32),
+		readDone: make(chan struct{}),
+		subs:     make(map[string]*subscription),
+	}
+	c.ctx, c.cancel = context.WithCancelCause(context.Background())
 	c.lastRead.Store(time.Now().UnixNano())
 	return c
 }
 
-// run serves the session until it ends.
-func (c *conn) run() {
-	g, ctx := errgroup.WithContext(c.ctx)
-	// Reads and writes use a context without Done, which spares
-	// coder/websocket an AfterFunc per call; cancellation closes the
-	// socket instead, which unblocks both.
-	stop := context.AfterFunc(ctx, func() { c.ws.CloseNow() })
-	defer stop()
-	g.Go(func() error { return c.readLoop(ctx) })
-	g.Go(func() error { return c.writeLoop(ctx) })
-	g.Go(func() error { return c.workLoop(ctx) })
-	err := g.Wait()
-	if cause := context.Cause(c.ctx); cause != nil && !errors.Is(cause, context.Canceled) {
-		err = cause
+// logger returns the session's logger (built on demand: sessions are many
+// and log rarely).
+func (c *conn) logger() *slog.Logger { return c.g.log.With(slog.String(logConn, c.id)) }
+
+// start runs the session's reader and writer; the writer ends the session.
+func (c *conn) start() {
+	cfg := &c.g.cfg
+	c.mu.Lock()
+	c.pingTimer = time.AfterFunc(cfg.PingInterval, c.ping)
+	c.initTimer = time.AfterFunc(cfg.InitTimeout, func() {
+		if !c.isInitialized() {
+			c.fail(errNoInit)
+		}
+	})
+	c.mu.Unlock()
+	go c.readLoop()
+	go c.writeLoop()
+}
+
+// ping sends a twilsock ping and closes a session that has been silent
+// for more than two intervals.
+func (c *conn) ping() {
+	if c.ctx.Err() != nil {
+		return
 	}
-	c.cancel(err)
+	cfg := &c.g.cfg
+	if time.Since(time.Unix(0, c.lastRead.Load())) > 2*cfg.PingInterval+cfg.WriteTimeout {
+		c.fail(errIdle)
+		return
+	}
+	c.send(protocol.Encode(nil, protocol.NewPing(protocol.NewID()), nil))
+	c.mu.Lock()
+	c.pingTimer.Reset(cfg.PingInterval)
+	c.mu.Unlock()
+}
+
+// finish ends the session: it sends a close frame when the session ended
+// normally, closes the socket, waits for the reader and the worker, and
+// drops the subscriptions. The writer runs it.
+func (c *conn) finish() {
+	err := context.Cause(c.ctx)
+	c.mu.Lock()
+	c.pingTimer.Stop()
+	if c.initTimer != nil {
+		c.initTimer.Stop()
+	}
+	c.mu.Unlock()
+	code := closeCode(err)
+	if code != 0 && c.writeClose(code) == nil {
+		// Wait for the client's close frame: the reader ends on it.
+		t := time.NewTimer(closeWait)
+		select {
+		case <-c.readDone:
+		case <-t.C:
+		}
+		t.Stop()
+	}
+	c.nc.Close()
+	<-c.readDone
+	c.workers.Wait()
 	c.teardown()
-	switch {
-	case err == nil, errors.Is(err, errClientClosed), errors.Is(err, errTokenExpired), errors.Is(err, errShutdown):
-		c.log.Debug("gateway: session ended", slog.Any(logReason, err))
-		c.ws.Close(websocket.StatusNormalClosure, "")
-	case errors.Is(err, errSlowConsumer):
-		c.ws.CloseNow()
-	default:
-		c.log.Debug("gateway: session ended", slog.Any(logReason, err))
-		c.ws.CloseNow()
+	if errors.Is(err, errSlowConsumer) {
+		// Logged when detected.
+	} else {
+		c.logger().Debug("gateway: session ended", slog.Any(logReason, err))
 	}
+	c.g.remove(c)
+}
+
+// closeError is a WebSocket protocol violation to answer with a close
+// frame.
+type closeError struct {
+	code ws.StatusCode
+	err  error
+}
+
+func (e *closeError) Error() string { return e.err.Error() }
+func (e *closeError) Unwrap() error { return e.err }
+
+// closeCode returns the WebSocket close status to send for a session that
+// ended with err; 0 = close the socket without one.
+func closeCode(err error) ws.StatusCode {
+	var ce *closeError
+	switch {
+	case errors.Is(err, errClientClosed), errors.Is(err, errTokenExpired), errors.Is(err, errShutdown):
+		return ws.StatusNormalClosure
+	case errors.As(err, &ce):
+		return ce.code
+	}
+	return 0
+}
+
+// writeClose writes a close frame with code.
+func (c *conn) writeClose(code ws.StatusCode) error {
+	c.nc.SetWriteDeadline(time.Now().Add(closeWait))
+	_, err := c.nc.Write([]byte{0x80 | byte(ws.OpClose), 2, byte(code >> 8), byte(code)})
+	return err
 }
 
 // teardown drops the session's subscriptions and timers.
@@ -144,15 +265,22 @@ func (c *conn) forget(s *subscription) bool {
 	return true
 }
 
-// fail ends the session with cause.
-func (c *conn) fail(cause error) { c.cancel(cause) }
+// fail ends the session with cause (the first cause wins). A write in
+// flight is cut short.
+func (c *conn) fail(cause error) {
+	c.cancel(cause)
+	c.q.signal()
+	if c.writing.Load() {
+		c.nc.SetWriteDeadline(time.Now())
+	}
+}
 
 // slow ends the session as a slow consumer, once.
 func (c *conn) slow() {
 	c.slowOnce.Do(func() {
 		c.g.slowConsumers.Add(1)
-		c.log.Warn("gateway: closing slow consumer", slog.Int("queued", c.q.len()))
-		c.cancel(errSlowConsumer)
+		c.logger().Warn("gateway: closing slow consumer", slog.Int("queued", c.q.len()))
+		c.fail(errSlowConsumer)
 	})
 }
 
@@ -170,143 +298,262 @@ func (c *conn) sendEvent(f []byte) {
 	}
 }
 
-// readLoop decodes inbound frames. It never writes.
-func (c *conn) readLoop(ctx context.Context) error {
+// readLoop reads WebSocket frames until the connection fails or the client
+// closes it. It never writes.
+func (c *conn) readLoop() {
+	defer close(c.readDone)
+	c.fail(c.read())
+}
+
+func (c *conn) read() error {
+	limit := 4*int64(c.g.cfg.MaxFrameBytes) + 1024
+	var (
+		msg        []byte
+		op         ws.OpCode // of the message being assembled
+		fragmented bool
+	)
 	for {
-		typ, msg, err := c.ws.Read(context.Background())
+		h, err := ws.ReadHeaderBuffer(c.br, c.rhdr[:])
 		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			var ce websocket.CloseError
-			if errors.As(err, &ce) {
-				return errClientClosed
-			}
 			return fmt.Errorf("gateway: read: %w", err)
 		}
-		c.lastRead.Store(time.Now().UnixNano())
-		if typ != websocket.MessageBinary {
-			if !c.textLogged {
-				c.textLogged = true
-				c.log.Info("gateway: ignoring text message (twilsock frames are binary)")
+		state := ws.StateServerSide
+		if fragmented {
+			state |= ws.StateFragmented
+		}
+		if err := ws.CheckHeader(h, state); err != nil {
+			return &closeError{ws.StatusProtocolError, fmt.Errorf("gateway: read: %w", err)}
+		}
+		if h.OpCode.IsControl() {
+			p := make([]byte, h.Length)
+			if _, err := io.ReadFull(c.br, p); err != nil {
+				return fmt.Errorf("gateway: read: %w", err)
+			}
+			ws.Cipher(p, h.Mask, 0)
+			switch h.OpCode {
+			case ws.OpClose:
+				return errClientClosed
+			case ws.OpPing:
+				c.pong.Store(&p)
+				c.q.signal()
+			}
+			c.lastRead.Store(time.Now().UnixNano())
+			continue
+		}
+		if !fragmented {
+			op = h.OpCode
+		}
+		if !fragmented && h.Fin && h.Length <= readBufferSize {
+			// Small message (an ack, mostly): decode it in place in the
+			// read buffer, with no copy and no allocation.
+			m, err := c.br.Peek(int(h.Length))
+			if err != nil {
+				return fmt.Errorf("gateway: read: %w", err)
+			}
+			ws.Cipher(m, h.Mask, 0)
+			c.lastRead.Store(time.Now().UnixNano())
+			err = c.dispatch(op, m, true)
+			c.br.Discard(len(m))
+			if err != nil {
+				return err
 			}
 			continue
 		}
-		f, err := protocol.Decode(msg, c.g.cfg.MaxFrameBytes)
-		if errors.Is(err, protocol.ErrTooLarge) {
-			if id, ok := oversizeRequest(msg, c.g.cfg.MaxFrameBytes); ok && c.isInitialized() {
-				// A well-formed request that is merely too big: answer it
-				// like the SDK expects (413 inside a 200 reply).
-				c.sendHTTP(id, errorResponse(chorus.Errorf(chorus.ErrTooLarge, "Request entity too large: frame exceeds %d bytes", c.g.cfg.MaxFrameBytes)))
-				continue
-			}
+		n := int64(len(msg))
+		if n+h.Length > limit {
+			return &closeError{ws.StatusMessageTooBig, fmt.Errorf("gateway: read: message exceeds %d bytes", limit)}
 		}
-		if err != nil {
-			c.g.malformed.Add(1)
-			c.log.Info("gateway: closing on malformed frame", slog.Any(logError, err))
-			return fmt.Errorf("gateway: decode: %w", err)
+		if n == 0 {
+			msg = make([]byte, h.Length)
+		} else {
+			msg = append(msg, make([]byte, h.Length)...)
 		}
-		switch f.Header.Method {
-		case protocol.MethodReply, protocol.MethodTelemetry:
-			// Acks and telemetry need no answer.
-		case protocol.MethodClose:
-			return errClientClosed
-		case protocol.MethodInit, protocol.MethodUpdate, protocol.MethodMessage,
-			"put_notification_ctx", "delete_notification_ctx":
-			select {
-			case c.work <- f:
-			case <-ctx.Done():
-				return nil
-			}
-		default:
-			c.log.Debug("gateway: ignoring unknown method", slog.String(logMethod, f.Header.Method))
+		if _, err := io.ReadFull(c.br, msg[n:]); err != nil {
+			return fmt.Errorf("gateway: read: %w", err)
+		}
+		ws.Cipher(msg[n:], h.Mask, 0)
+		if fragmented = !h.Fin; fragmented {
+			continue
+		}
+		c.lastRead.Store(time.Now().UnixNano())
+		m := msg
+		msg = nil // the worker may keep it
+		if err := c.dispatch(op, m, false); err != nil {
+			return err
 		}
 	}
 }
 
-// writeLoop alone writes to the socket: every frame that is ready, back to
-// back, under one write deadline. It also sends pings and closes idle
-// connections.
-func (c *conn) writeLoop(ctx context.Context) error {
-	cfg := &c.g.cfg
-	ping := time.NewTicker(cfg.PingInterval)
-	defer ping.Stop()
-	initDeadline := time.NewTimer(cfg.InitTimeout)
-	defer initDeadline.Stop()
-	var batch [][]byte
-	// One timer per connection is the write deadline: it closes the
-	// socket if a batch takes longer than WriteTimeout.
-	var writing, timedOut atomic.Bool
-	deadline := time.AfterFunc(time.Hour, func() {
-		if writing.Load() {
-			timedOut.Store(true)
-			c.ws.CloseNow()
+// dispatch decodes one WebSocket message, a twilsock frame, and
+// passes requests to the worker. borrowed means msg is only valid during
+// the call.
+func (c *conn) dispatch(op ws.OpCode, msg []byte, borrowed bool) error {
+	if c.ctx.Err() != nil {
+		return nil // closing: discard until the client's close frame
+	}
+	if op != ws.OpBinary {
+		if !c.textLogged {
+			c.textLogged = true
+			c.logger().Info("gateway: ignoring text message (twilsock frames are binary)")
 		}
-	})
-	deadline.Stop()
-	defer deadline.Stop()
-	for {
-		select {
-		case <-ctx.Done():
+		return nil
+	}
+	f, err := protocol.Decode(msg, c.g.cfg.MaxFrameBytes)
+	if errors.Is(err, protocol.ErrTooLarge) {
+		if id, ok := oversizeRequest(msg, c.g.cfg.MaxFrameBytes); ok && c.isInitialized() {
+			// A well-formed request that is merely too big: answer it
+			// like the SDK expects (413 inside a 200 reply).
+			c.sendHTTP(id, errorResponse(chorus.Errorf(chorus.ErrTooLarge, "Request entity too large: frame exceeds %d bytes", c.g.cfg.MaxFrameBytes)))
 			return nil
-		case <-c.q.wake:
-		case <-initDeadline.C:
-			if !c.isInitialized() {
-				return errors.New("gateway: no init within timeout")
-			}
-			continue
-		case <-ping.C:
-			idle := time.Since(time.Unix(0, c.lastRead.Load()))
-			if idle > 2*cfg.PingInterval+cfg.WriteTimeout {
-				return errIdle
-			}
-			c.send(protocol.Encode(nil, protocol.NewPing(protocol.NewID()), nil))
+		}
+	}
+	if err != nil {
+		c.g.malformed.Add(1)
+		c.logger().Info("gateway: closing on malformed frame", slog.Any(logError, err))
+		return fmt.Errorf("gateway: decode: %w", err)
+	}
+	switch f.Header.Method {
+	case protocol.MethodReply, protocol.MethodTelemetry:
+		// Acks and telemetry need no answer.
+	case protocol.MethodClose:
+		// End the session but keep reading: the WebSocket close frame
+		// that the client sends next completes the closing handshake.
+		c.fail(errClientClosed)
+	case protocol.MethodInit, protocol.MethodUpdate, protocol.MethodMessage,
+		"put_notification_ctx", "delete_notification_ctx":
+		if borrowed && f.Payload != nil {
+			f.Payload = bytes.Clone(f.Payload) // header values are copies already
+		}
+		select {
+		case c.work <- f:
+		case <-c.ctx.Done():
+			return nil
+		}
+		if c.working.CompareAndSwap(false, true) {
+			c.workers.Add(1)
+			go c.workLoop()
+		}
+	default:
+		c.logger().Debug("gateway: ignoring unknown method", slog.String(logMethod, f.Header.Method))
+	}
+	return nil
+}
+
+// writeLoop alone writes to the socket: every frame that is ready goes
+// into one buffered write with one flush, under one write deadline. When
+// the session ends it runs finish.
+func (c *conn) writeLoop() {
+	defer c.finish()
+	var batch [][]byte
+	for {
+		<-c.q.wake
+		if c.ctx.Err() != nil {
+			return
 		}
 		var overflow bool
 		batch, overflow = c.q.drain(batch)
 		if overflow {
 			c.slow()
-			return errSlowConsumer
+			return
 		}
-		if len(batch) == 0 {
+		pong := c.pong.Swap(nil)
+		if len(batch) == 0 && pong == nil {
 			continue
 		}
-		writing.Store(true)
-		deadline.Reset(cfg.WriteTimeout)
-		for _, f := range batch {
-			if err := c.ws.Write(context.Background(), websocket.MessageBinary, f); err != nil {
-				deadline.Stop()
-				if timedOut.Load() {
-					c.slow()
-					return errSlowConsumer
-				}
-				if ctx.Err() != nil {
-					return nil
-				}
-				return fmt.Errorf("gateway: write: %w", err)
+		if err := c.writeBatch(pong, batch); err != nil {
+			switch {
+			case c.ctx.Err() != nil: // cut short by fail
+			case errors.Is(err, os.ErrDeadlineExceeded):
+				c.slow()
+			default:
+				c.fail(fmt.Errorf("gateway: write: %w", err))
 			}
+			return
 		}
-		deadline.Stop()
-		writing.Store(false)
 		clear(batch)
+		if cap(batch) > 64 {
+			batch = nil // do not keep a burst's storage
+		} else {
+			batch = batch[:0]
+		}
 	}
 }
 
-// isInitialized is read by the writer; the worker sets it.
+// writeBatch writes an optional pong and frames with one flush.
+//
+// The write deadline is moved only when less than half of WriteTimeout
+// is left, which spares a timer update per batch: a batch gets between
+// WriteTimeout/2 and WriteTimeout.
+func (c *conn) writeBatch(pong *[]byte, frames [][]byte) error {
+	timeout := c.g.cfg.WriteTimeout
+	if now := time.Now(); c.deadline.Sub(now) < timeout/2 {
+		c.deadline = now.Add(timeout)
+		c.nc.SetWriteDeadline(c.deadline)
+	}
+	c.writing.Store(true)
+	defer c.writing.Store(false)
+	if c.ctx.Err() != nil {
+		return context.Cause(c.ctx)
+	}
+	bw := writerPool.Get().(*bufio.Writer)
+	bw.Reset(c.nc)
+	if pong != nil {
+		writeFrameHeader(bw, ws.OpPong, len(*pong))
+		bw.Write(*pong)
+	}
+	for _, f := range frames {
+		writeFrameHeader(bw, ws.OpBinary, len(f))
+		bw.Write(f)
+	}
+	err := bw.Flush()
+	bw.Reset(nil)
+	writerPool.Put(bw)
+	return err
+}
+
+// writeFrameHeader writes the header of an unmasked final frame.
+func writeFrameHeader(bw *bufio.Writer, op ws.OpCode, n int) {
+	bw.WriteByte(0x80 | byte(op))
+	switch {
+	case n < 126:
+		bw.WriteByte(byte(n))
+	case n <= 0xffff:
+		bw.WriteByte(126)
+		bw.WriteByte(byte(n >> 8))
+		bw.WriteByte(byte(n))
+	default:
+		bw.WriteByte(127)
+		for s := 56; s >= 0; s -= 8 {
+			bw.WriteByte(byte(uint64(n) >> s))
+		}
+	}
+}
+
+// isInitialized is read by the reader and timers; the worker sets it.
 func (c *conn) isInitialized() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.initialized
 }
 
-// workLoop runs requests one at a time, in arrival order.
-func (c *conn) workLoop(ctx context.Context) error {
+// workLoop runs requests one at a time, in arrival order, and exits when
+// none is left.
+func (c *conn) workLoop() {
+	defer c.workers.Done()
+	ctx := c.ctx
 	for {
 		var f *protocol.Frame
 		select {
-		case <-ctx.Done():
-			return nil
 		case f = <-c.work:
+		default:
+			c.working.Store(false)
+			if len(c.work) == 0 || !c.working.CompareAndSwap(false, true) {
+				return
+			}
+			continue
+		}
+		if ctx.Err() != nil {
+			continue // the session is ending: drop it
 		}
 		var err error
 		switch f.Header.Method {
@@ -324,7 +571,7 @@ func (c *conn) workLoop(ctx context.Context) error {
 			c.send(protocol.Encode(nil, protocol.NewReply(f.Header.ID, protocol.StatusOK), nil))
 		}
 		if err != nil {
-			return err
+			c.fail(err)
 		}
 	}
 }
@@ -347,7 +594,7 @@ func (c *conn) authenticate(ctx context.Context, raw string) (*token.Claims, *ch
 	if err != nil {
 		e := chorus.AsError(err)
 		if e.Status >= 500 {
-			c.log.Error("gateway: verify token", slog.Any(logError, err))
+			c.logger().Error("gateway: verify token", slog.Any(logError, err))
 			return nil, nil, &statusInternal
 		}
 		st := statusUnauthorized(e)
@@ -365,7 +612,7 @@ func (c *conn) authenticate(ctx context.Context, raw string) (*token.Claims, *ch
 	if err != nil {
 		e := chorus.AsError(err)
 		if e.Status >= 500 {
-			c.log.Error("gateway: resolve service", slog.Any(logError, err))
+			c.logger().Error("gateway: resolve service", slog.Any(logError, err))
 			return nil, nil, &statusInternal
 		}
 		st := statusForbidden(e)
@@ -391,7 +638,7 @@ func (c *conn) handleInit(ctx context.Context, f *protocol.Frame) error {
 	}
 	claims, svc, st := c.authenticate(ctx, in.Token)
 	if st != nil {
-		c.log.Info("gateway: init rejected", slog.Int("code", st.ErrorCode), slog.String("description", st.Description))
+		c.logger().Info("gateway: init rejected", slog.Int("code", st.ErrorCode), slog.String("description", st.Description))
 		c.reply(id, *st)
 		return nil
 	}
@@ -399,8 +646,12 @@ func (c *conn) handleInit(ctx context.Context, f *protocol.Frame) error {
 	c.actor = engine.Actor{Identity: claims.Identity, EndpointID: c.id}
 	c.mu.Lock()
 	c.initialized = true
+	if c.initTimer != nil {
+		c.initTimer.Stop()
+		c.initTimer = nil
+	}
 	c.mu.Unlock()
-	c.log.Debug("gateway: session started", slog.String(logIdentity, claims.Identity), slog.String(logService, svc.SID))
+	c.logger().Debug("gateway: session started", slog.String(logIdentity, claims.Identity), slog.String(logService, svc.SID))
 	c.send(protocol.Encode(nil, protocol.NewInitReply(id, "ct_"+protocol.NewID()[2:], []string{protocol.CapabilityClientUpdate}), nil))
 	c.armTokenTimers(claims.Expires)
 	return nil
@@ -457,7 +708,7 @@ func (c *conn) armTokenTimers(exp time.Time) {
 		if !c.currentGen(gen) {
 			return
 		}
-		c.log.Info("gateway: token expired; closing session")
+		c.logger().Info("gateway: token expired; closing session")
 		e := chorus.ErrTokenExpired
 		c.send(protocol.Encode(nil, protocol.NewClose(protocol.NewID(), protocol.Status{
 			Code: 410, Status: "TOKEN_EXPIRED", ErrorCode: e.Code, Description: e.Message,

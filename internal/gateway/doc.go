@@ -5,13 +5,19 @@
 //
 // # Concurrency
 //
-// A Gateway is safe for concurrent use. Each connection runs three
-// goroutines in one errgroup: a reader that decodes frames (it never
-// writes), a worker that runs init, update and upstream requests one at a
-// time in arrival order, and a writer that alone writes to the socket,
-// draining the bounded send queue. Enqueueing never blocks: a connection
-// whose queue overflows or whose writes time out is closed as a slow
-// consumer, and the SDK reconnects and replays.
+// A Gateway is safe for concurrent use. ServeHTTP upgrades the connection
+// (github.com/gobwas/ws; no subprotocol, no compression, any Origin) and
+// returns; each session then runs on its own goroutines: a reader that
+// reads frames through a small buffer and decodes them (it never writes),
+// a writer that alone writes to the socket and ends the session, and a
+// worker that runs init, update and upstream requests one at a time in
+// arrival order (started when a request arrives, gone when none is left).
+// The writer drains every frame that is ready into one pooled buffered
+// writer and flushes it with one write under the write deadline; an idle
+// session holds no write buffer. Enqueueing never blocks: a connection
+// whose queue overflows (by frames or bytes) or whose writes time out is
+// closed as a slow consumer, and the SDK reconnects and replays. Pings and
+// token notices come from per-session timers.
 //
 // The hub keeps one topic per subscribed object with one Bus subscription.
 // A topic orders events by ID (buffering briefly across gaps and filling

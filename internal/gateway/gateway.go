@@ -9,7 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/coder/websocket"
+	"github.com/gobwas/ws"
 
 	"github.com/chorus-sync/chorus/internal/engine"
 	"github.com/chorus-sync/chorus/token"
@@ -29,7 +29,7 @@ type Config struct {
 	MaxFrameBytes   int           // largest accepted client frame; default 256 KiB
 	SendQueueFrames int           // per-connection send queue bound; default 1024
 	SendQueueBytes  int           // per-connection send queue bound; default 8 MiB
-	WriteTimeout    time.Duration // per write batch; default 10s
+	WriteTimeout    time.Duration // a write batch gets WriteTimeout/2 to WriteTimeout; default 10s
 	Now             func() time.Time
 
 	// GapWait is how long an out-of-order event waits for the missing ones
@@ -118,50 +118,64 @@ func New(cfg Config) *Gateway {
 	return g
 }
 
-// ServeHTTP upgrades the request to a WebSocket and runs the session until
-// it ends. Any Origin is accepted; authentication happens in the protocol.
+// upgrader accepts any Origin, selects no subprotocol and negotiates no
+// extension (so no permessage-deflate).
+var upgrader = ws.HTTPUpgrader{Timeout: 10 * time.Second}
+
+// ServeHTTP upgrades the request to a WebSocket and starts the session,
+// which runs on its own goroutines after ServeHTTP returns (so the HTTP
+// server's per-request state is released). Any Origin is accepted;
+// authentication happens in the protocol.
 func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	g.mu.Lock()
-	if g.closed {
-		g.mu.Unlock()
+	closed := g.closed
+	g.mu.Unlock()
+	if closed {
 		http.Error(w, "shutting down", http.StatusServiceUnavailable)
 		return
 	}
-	g.wg.Add(1)
-	g.mu.Unlock()
-	defer g.wg.Done()
-
-	ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{
-		InsecureSkipVerify: true,
-		CompressionMode:    websocket.CompressionDisabled,
-	})
+	nc, rw, _, err := upgrader.Upgrade(r, w)
 	if err != nil {
-		g.log.Debug("gateway: websocket accept", slog.Any(logError, err))
+		g.log.Debug("gateway: websocket upgrade", slog.Any(logError, err))
+		if nc != nil {
+			nc.Close()
+		}
 		return
 	}
-	c := newConn(g, ws, r)
+	c := newConn(g, nc, rw.Reader)
 	g.mu.Lock()
 	if g.closed {
 		g.mu.Unlock()
-		ws.CloseNow()
+		nc.Close()
 		return
 	}
 	g.conns[c] = struct{}{}
+	g.wg.Add(1)
 	g.mu.Unlock()
-	defer func() {
-		g.mu.Lock()
-		delete(g.conns, c)
-		g.mu.Unlock()
-	}()
-	c.run()
+	c.start()
+}
+
+// remove forgets a finished session.
+func (g *Gateway) remove(c *conn) {
+	g.mu.Lock()
+	delete(g.conns, c)
+	g.mu.Unlock()
+	g.wg.Done()
 }
 
 // Close ends every session and waits for them to finish, or for ctx.
 func (g *Gateway) Close(ctx context.Context) error {
 	g.mu.Lock()
 	g.closed = true
+	conns := make([]*conn, 0, len(g.conns))
+	for c := range g.conns {
+		conns = append(conns, c)
+	}
 	g.mu.Unlock()
 	g.cancel()
+	for _, c := range conns {
+		c.fail(errShutdown)
+	}
 	done := make(chan struct{})
 	go func() {
 		g.wg.Wait()

@@ -111,7 +111,7 @@ func (c *conn) handleSubscriptions(ctx context.Context, id string, r *request) {
 			}
 			ce := chorus.AsError(err)
 			if ce.Status >= 500 {
-				c.log.Error("gateway: establish subscription", slog.String(logObject, e.ObjectSID), slog.Any(logError, err))
+				c.logger().Error("gateway: establish subscription", slog.String(logObject, e.ObjectSID), slog.Any(logError, err))
 				// Leave it pending: the SDK re-pokes after the delivery
 				// estimate.
 				continue
