@@ -74,13 +74,18 @@ type conn struct {
 
 	mu          sync.Mutex // guards the fields below
 	initialized bool
-	subs        map[string]*subscription
-	tokenGen    uint64
-	warnTimer   *time.Timer
-	expTimer    *time.Timer
-	pingTimer   *time.Timer
-	initTimer   *time.Timer
-	slowOnce    sync.Once
+	offline     bool // teardown ran: Presence heard of the end
+	online      struct {
+		svc      *chorus.Service
+		identity string
+	} // the session Presence heard of at init
+	subs      map[string]*subscription
+	tokenGen  uint64
+	warnTimer *time.Timer
+	expTimer  *time.Timer
+	pingTimer *time.Timer
+	initTimer *time.Timer
+	slowOnce  sync.Once
 }
 
 // I/O sizes.
@@ -238,6 +243,9 @@ func (c *conn) writeClose(code ws.StatusCode) error {
 // teardown drops the session's subscriptions and timers.
 func (c *conn) teardown() {
 	c.mu.Lock()
+	online := c.initialized && !c.offline
+	svc, identity := c.online.svc, c.online.identity
+	c.offline = true
 	subs := c.subs
 	c.subs = make(map[string]*subscription)
 	c.tokenGen++
@@ -250,6 +258,9 @@ func (c *conn) teardown() {
 	c.mu.Unlock()
 	for _, s := range subs {
 		c.g.hub.release(s.t, s)
+	}
+	if p := c.g.cfg.Presence; online && p != nil {
+		p.Disconnected(svc, identity, c.id)
 	}
 }
 
@@ -646,6 +657,7 @@ func (c *conn) handleInit(ctx context.Context, f *protocol.Frame) error {
 	c.actor = engine.Actor{Identity: claims.Identity, EndpointID: c.id}
 	c.mu.Lock()
 	c.initialized = true
+	c.online.svc, c.online.identity = svc, claims.Identity
 	if c.initTimer != nil {
 		c.initTimer.Stop()
 		c.initTimer = nil
@@ -654,6 +666,9 @@ func (c *conn) handleInit(ctx context.Context, f *protocol.Frame) error {
 	c.logger().Debug("gateway: session started", slog.String(logIdentity, claims.Identity), slog.String(logService, svc.SID))
 	c.send(protocol.Encode(nil, protocol.NewInitReply(id, "ct_"+protocol.NewID()[2:], []string{protocol.CapabilityClientUpdate}), nil))
 	c.armTokenTimers(claims.Expires)
+	if p := c.g.cfg.Presence; p != nil {
+		p.Connected(svc, claims.Identity, c.id)
+	}
 	return nil
 }
 

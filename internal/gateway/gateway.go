@@ -11,6 +11,7 @@ import (
 
 	"github.com/gobwas/ws"
 
+	"github.com/chorus-sync/chorus"
 	"github.com/chorus-sync/chorus/internal/engine"
 	"github.com/chorus-sync/chorus/token"
 )
@@ -41,6 +42,16 @@ type Config struct {
 	ReplayBatch int
 	// InitTimeout closes connections that send no init; default 30s.
 	InitTimeout time.Duration
+
+	// Presence, when set, hears of every session that starts (a successful
+	// init) and ends: the reachability webhooks. Its methods must not block.
+	Presence Presence
+}
+
+// Presence is told when client endpoints come and go.
+type Presence interface {
+	Connected(svc *chorus.Service, identity, endpointID string)
+	Disconnected(svc *chorus.Service, identity, endpointID string)
 }
 
 // Stats are live gateway counters.

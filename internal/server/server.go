@@ -185,7 +185,9 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	}
 	s.verifier = &token.Verifier{Keys: s.eng.APIKey, RequireSync: true}
 
-	s.gw = gateway.New(gateway.Config{Engine: s.eng, Verifier: s.verifier, PublicURL: cfg.PublicURL, Logger: cfg.Logger})
+	s.gw = gateway.New(gateway.Config{
+		Engine: s.eng, Verifier: s.verifier, PublicURL: cfg.PublicURL, Logger: cfg.Logger, Presence: s.hooks,
+	})
 
 	s.handler = s.routes()
 	return s, nil
