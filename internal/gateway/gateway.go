@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -143,6 +144,13 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	g.mu.Unlock()
 	if closed {
 		http.Error(w, "shutting down", http.StatusServiceUnavailable)
+		return
+	}
+	if !strings.EqualFold(r.Header.Get("Upgrade"), "websocket") {
+		// A plain HTTP request: say what this endpoint speaks.
+		w.Header().Set("Upgrade", "websocket")
+		w.Header().Set("Connection", "Upgrade")
+		http.Error(w, "this is the Twilsock websocket endpoint: connect with a websocket client", http.StatusUpgradeRequired)
 		return
 	}
 	nc, rw, _, err := upgrader.Upgrade(r, w)
