@@ -51,6 +51,22 @@ func (k Kind) Prefix() string {
 	return ""
 }
 
+// Collection is the URL path segment of objects of kind k in the REST and
+// CDS APIs: "Documents", "Lists", "Maps" or "Streams".
+func (k Kind) Collection() string {
+	switch k {
+	case KindDocument:
+		return "Documents"
+	case KindList:
+		return "Lists"
+	case KindMap:
+		return "Maps"
+	case KindStream:
+		return "Streams"
+	}
+	return ""
+}
+
 // NotFound is the error for a missing object of kind k.
 func (k Kind) NotFound() *Error {
 	switch k {

@@ -280,22 +280,10 @@ func removalType(k chorus.Kind) chorus.EventType {
 	return chorus.EventDocumentRemoved
 }
 
-func collection(k chorus.Kind) string {
-	switch k {
-	case chorus.KindList:
-		return "Lists"
-	case chorus.KindMap:
-		return "Maps"
-	case chorus.KindStream:
-		return "Streams"
-	}
-	return "Documents"
-}
-
 // open finds or creates an object, registers it and waits until its
 // subscription is established.
 func (c *Client) open(ctx context.Context, k chorus.Kind, id string, mode OpenMode, newHandle func(*entity) any) (*entity, error) {
-	base := c.base + "/v3/" + collection(k)
+	base := c.base + "/v3/" + k.Collection()
 	get := func() (*reply, error) {
 		return c.do(ctx, &upstream{method: http.MethodGet, url: base + "/" + encodeURIComponent(id)})
 	}

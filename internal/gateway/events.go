@@ -106,7 +106,7 @@ func messageType(k chorus.Kind) string {
 
 // objectURL is the absolute URL of an object.
 func objectURL(base, service string, k chorus.Kind, sid string) string {
-	return base + "/v3/Services/" + service + "/" + collection(k) + "/" + sid
+	return base + "/v3/Services/" + service + "/" + k.Collection() + "/" + sid
 }
 
 // itemURL is the absolute URL of a list or map item.
@@ -116,20 +116,6 @@ func itemURL(base, service string, k chorus.Kind, sid string, index int64, key s
 		return u + encodeURIComponent(key)
 	}
 	return u + strconv.FormatInt(index, 10)
-}
-
-func collection(k chorus.Kind) string {
-	switch k {
-	case chorus.KindDocument:
-		return "Documents"
-	case chorus.KindList:
-		return "Lists"
-	case chorus.KindMap:
-		return "Maps"
-	case chorus.KindStream:
-		return "Streams"
-	}
-	return ""
 }
 
 // encodeURIComponent escapes s like JavaScript's encodeURIComponent.

@@ -24,7 +24,7 @@ func (a *api) routes() {
 	r("DELETE /v1/Services/{Sid}", a.deleteService)
 
 	for _, k := range chorus.Kinds {
-		coll := "/v1/Services/{ServiceSid}/" + collection(k)
+		coll := "/v1/Services/{ServiceSid}/" + k.Collection()
 		r("GET "+coll, a.listObjects(k))
 		r("POST "+coll, a.createObject(k))
 		r("GET "+coll+"/{Sid}", a.fetchObject(k))
@@ -47,7 +47,7 @@ func (a *api) routes() {
 	r("DELETE "+maps+"/{Key...}", a.deleteItem(chorus.KindMap))
 
 	for _, k := range []chorus.Kind{chorus.KindDocument, chorus.KindList, chorus.KindMap} {
-		perms := "/v1/Services/{ServiceSid}/" + collection(k) + "/{" + objectParam(k) + "}/Permissions"
+		perms := "/v1/Services/{ServiceSid}/" + k.Collection() + "/{" + objectParam(k) + "}/Permissions"
 		r("GET "+perms, a.listPermissions(k))
 		r("GET "+perms+"/{Identity...}", a.fetchPermission(k))
 		r("POST "+perms+"/{Identity...}", a.updatePermission(k))

@@ -31,23 +31,8 @@ func nullString(s string) *string {
 	return &s
 }
 
-// collection is the path segment of each kind.
-func collection(k chorus.Kind) string {
-	switch k {
-	case chorus.KindDocument:
-		return "Documents"
-	case chorus.KindList:
-		return "Lists"
-	case chorus.KindMap:
-		return "Maps"
-	case chorus.KindStream:
-		return "Streams"
-	}
-	return ""
-}
-
 // pageKey is the meta.key and array field of each kind's listing.
-func pageKey(k chorus.Kind) string { return strings.ToLower(collection(k)) }
+func pageKey(k chorus.Kind) string { return strings.ToLower(k.Collection()) }
 
 // pathSegment escapes s as one path segment. "." and ".." are escaped
 // too, since path cleaning would otherwise resolve them.
@@ -63,7 +48,7 @@ func serviceURL(base, svcSID string) string {
 }
 
 func objectURL(base, svcSID string, k chorus.Kind, sid string) string {
-	return serviceURL(base, svcSID) + "/" + collection(k) + "/" + url.PathEscape(sid)
+	return serviceURL(base, svcSID) + "/" + k.Collection() + "/" + url.PathEscape(sid)
 }
 
 func itemURL(base, svcSID string, it *chorus.Item) string {
