@@ -48,9 +48,9 @@ func finish(dst []byte, start int, payload []byte) []byte {
 // appendHeader appends the JSON object for h with the given payload_size.
 func appendHeader(dst []byte, h *Header, size int) []byte {
 	dst = append(dst, `{"method":`...)
-	dst = appendString(dst, h.Method)
+	dst = AppendJSONString(dst, h.Method)
 	dst = append(dst, `,"id":`...)
-	dst = appendString(dst, h.ID)
+	dst = AppendJSONString(dst, h.ID)
 	if h.Status != nil {
 		dst = append(dst, `,"status":`...)
 		dst = appendStatus(dst, h.Status)
@@ -64,14 +64,14 @@ func appendHeader(dst []byte, h *Header, size int) []byte {
 		slices.Sort(keys)
 		for _, k := range keys {
 			dst = append(dst, ',')
-			dst = appendString(dst, k)
+			dst = AppendJSONString(dst, k)
 			dst = append(dst, ':')
 			dst = append(dst, h.extra[k]...)
 		}
 	}
 	if h.PayloadType != "" {
 		dst = append(dst, `,"payload_type":`...)
-		dst = appendString(dst, h.PayloadType)
+		dst = AppendJSONString(dst, h.PayloadType)
 	}
 	dst = append(dst, `,"payload_size":`...)
 	dst = strconv.AppendInt(dst, int64(size), 10)
@@ -83,24 +83,25 @@ func appendStatus(dst []byte, st *Status) []byte {
 	dst = append(dst, `{"code":`...)
 	dst = strconv.AppendInt(dst, int64(st.Code), 10)
 	dst = append(dst, `,"status":`...)
-	dst = appendString(dst, st.Status)
+	dst = AppendJSONString(dst, st.Status)
 	if st.ErrorCode != 0 {
 		dst = append(dst, `,"errorCode":`...)
 		dst = strconv.AppendInt(dst, int64(st.ErrorCode), 10)
 	}
 	if st.Description != "" {
 		dst = append(dst, `,"description":`...)
-		dst = appendString(dst, st.Description)
+		dst = AppendJSONString(dst, st.Description)
 	}
 	return append(dst, '}')
 }
 
 const hexDigits = "0123456789abcdef"
 
-// appendString appends s as a JSON string. Like encoding/json it escapes
-// control characters, U+2028 and U+2029, and replaces invalid UTF-8 with
-// U+FFFD; unlike it, it leaves <, > and & alone.
-func appendString(dst []byte, s string) []byte {
+// AppendJSONString appends s as a JSON string. Like encoding/json it
+// escapes control characters, U+2028 and U+2029 and replaces invalid UTF-8
+// with U+FFFD; unlike it, it leaves <, > and & alone. The result never
+// contains a raw CR or LF, as frames require.
+func AppendJSONString(dst []byte, s string) []byte {
 	dst = append(dst, '"')
 	start := 0
 	for i := 0; i < len(s); {
@@ -158,9 +159,9 @@ func AppendNotification(dst []byte, id, messageType string, payload []byte) []by
 	dst = slices.Grow(dst, frameOverhead+110+len(id)+len(messageType)+len(payload))
 	start := len(dst)
 	dst = append(dst, preamble+lengthSlot+`{"method":"notification","id":`...)
-	dst = appendString(dst, id)
+	dst = AppendJSONString(dst, id)
 	dst = append(dst, `,"message_type":`...)
-	dst = appendString(dst, messageType)
+	dst = AppendJSONString(dst, messageType)
 	dst = append(dst, `,"payload_type":"application/json","payload_size":`...)
 	dst = strconv.AppendInt(dst, int64(len(payload)), 10)
 	dst = append(dst, '}')
@@ -180,11 +181,11 @@ func AppendHTTPReply(dst []byte, id string, httpStatus Status, payload []byte) [
 	dst = slices.Grow(dst, frameOverhead+220+len(id)+len(httpStatus.Status)+len(payload))
 	start := len(dst)
 	dst = append(dst, preamble+lengthSlot+`{"method":"reply","id":`...)
-	dst = appendString(dst, id)
+	dst = AppendJSONString(dst, id)
 	dst = append(dst, `,"status":{"code":200,"status":"OK"},"http_status":{"code":`...)
 	dst = strconv.AppendInt(dst, int64(httpStatus.Code), 10)
 	dst = append(dst, `,"status":`...)
-	dst = appendString(dst, httpStatus.Status)
+	dst = AppendJSONString(dst, httpStatus.Status)
 	dst = append(dst, '}')
 	if len(payload) > 0 {
 		dst = append(dst, `,"http_headers":{"Content-Type":"application/json"},"payload_type":"application/json"`...)
@@ -214,7 +215,7 @@ func NewInitReply(id, continuationToken string, capabilities []string) *Header {
 			if i > 0 {
 				raw = append(raw, ',')
 			}
-			raw = appendString(raw, c)
+			raw = AppendJSONString(raw, c)
 		}
 		h.setExtra("capabilities", append(raw, ']'))
 	}

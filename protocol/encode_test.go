@@ -213,8 +213,8 @@ func TestAppendStringMatchesEncodingJSON(t *testing.T) {
 			t.Fatal(err)
 		}
 		want := strings.TrimSuffix(buf.String(), "\n")
-		if got := string(appendString(nil, s)); got != want {
-			t.Errorf("appendString(%q) = %s, want %s", s, got, want)
+		if got := string(AppendJSONString(nil, s)); got != want {
+			t.Errorf("AppendJSONString(%q) = %s, want %s", s, got, want)
 		}
 	}
 }

@@ -141,7 +141,7 @@ func (h *Header) SetRaw(key string, raw []byte) error {
 
 // setString stores s as a JSON string; key must not be reserved.
 func (h *Header) setString(key, s string) {
-	h.setExtra(key, appendString(nil, s))
+	h.setExtra(key, AppendJSONString(nil, s))
 }
 
 // setExtra stores raw, which must be valid compact JSON, without checks.

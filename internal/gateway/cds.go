@@ -49,9 +49,9 @@ func errorResponse(e *chorus.Error) response {
 	b = append(b, `,"code":`...)
 	b = strconv.AppendInt(b, int64(e.Code), 10)
 	b = append(b, `,"message":`...)
-	b = appendString(b, e.Message)
+	b = protocol.AppendJSONString(b, e.Message)
 	b = append(b, `,"more_info":`...)
-	b = appendString(b, e.MoreInfo())
+	b = protocol.AppendJSONString(b, e.MoreInfo())
 	b = append(b, '}')
 	return response{e.Status, b}
 }
@@ -600,7 +600,7 @@ func (c *conn) publish(ctx context.Context, r *request, id string) response {
 		return c.errResponse(r, err)
 	}
 	out := []byte(`{"sid":`)
-	out = appendString(out, msg.SID)
+	out = protocol.AppendJSONString(out, msg.SID)
 	out = append(out, `,"data":`...)
 	out = appendRaw(out, msg.Data)
 	return response{http.StatusCreated, append(out, '}')}
@@ -611,23 +611,23 @@ func (c *conn) publish(ctx context.Context, r *request, id string) response {
 func appendObject(dst []byte, o *chorus.Object, base string, items []*chorus.Item) []byte {
 	u := objectURL(base, o.ServiceSID, o.Kind, o.SID)
 	dst = append(dst, `{"sid":`...)
-	dst = appendString(dst, o.SID)
+	dst = protocol.AppendJSONString(dst, o.SID)
 	dst = append(dst, `,"account_sid":`...)
-	dst = appendString(dst, o.AccountSID)
+	dst = protocol.AppendJSONString(dst, o.AccountSID)
 	dst = append(dst, `,"service_sid":`...)
-	dst = appendString(dst, o.ServiceSID)
+	dst = protocol.AppendJSONString(dst, o.ServiceSID)
 	dst = append(dst, `,"unique_name":`...)
 	if o.UniqueName == "" {
 		dst = append(dst, "null"...)
 	} else {
-		dst = appendString(dst, o.UniqueName)
+		dst = protocol.AppendJSONString(dst, o.UniqueName)
 	}
 	dst = append(dst, `,"url":`...)
-	dst = appendString(dst, u)
+	dst = protocol.AppendJSONString(dst, u)
 	switch o.Kind {
 	case chorus.KindDocument:
 		dst = append(dst, `,"revision":`...)
-		dst = appendString(dst, o.RevisionString())
+		dst = protocol.AppendJSONString(dst, o.RevisionString())
 		dst = append(dst, `,"last_event_id":`...)
 		dst = strconv.AppendInt(dst, o.LastEventID, 10)
 		dst = append(dst, `,"data":`...)
@@ -637,31 +637,31 @@ func appendObject(dst []byte, o *chorus.Object, base string, items []*chorus.Ite
 			dst = appendRaw(dst, o.Data)
 		}
 		dst = append(dst, `,"links":{"permissions":`...)
-		dst = appendString(dst, u+"/Permissions")
+		dst = protocol.AppendJSONString(dst, u+"/Permissions")
 		dst = append(dst, '}')
 	case chorus.KindList, chorus.KindMap:
 		dst = append(dst, `,"revision":`...)
-		dst = appendString(dst, o.RevisionString())
+		dst = protocol.AppendJSONString(dst, o.RevisionString())
 		dst = append(dst, `,"last_event_id":`...)
 		dst = strconv.AppendInt(dst, o.LastEventID, 10)
 		dst = append(dst, `,"links":{"items":`...)
-		dst = appendString(dst, u+"/Items")
+		dst = protocol.AppendJSONString(dst, u+"/Items")
 		if o.Kind == chorus.KindList {
 			dst = append(dst, `,"context":`...)
-			dst = appendString(dst, u+"/Context")
+			dst = protocol.AppendJSONString(dst, u+"/Context")
 		}
 		dst = append(dst, `,"permissions":`...)
-		dst = appendString(dst, u+"/Permissions")
+		dst = protocol.AppendJSONString(dst, u+"/Permissions")
 		dst = append(dst, '}')
 	case chorus.KindStream:
 		dst = append(dst, `,"links":{"messages":`...)
-		dst = appendString(dst, u+"/Messages")
+		dst = protocol.AppendJSONString(dst, u+"/Messages")
 		dst = append(dst, `,"permissions":`...)
-		dst = appendString(dst, u+"/Permissions")
+		dst = protocol.AppendJSONString(dst, u+"/Permissions")
 		dst = append(dst, '}')
 	}
 	dst = append(dst, `,"created_by":`...)
-	dst = appendString(dst, o.CreatedBy)
+	dst = protocol.AppendJSONString(dst, o.CreatedBy)
 	dst = append(dst, `,"date_created":`...)
 	dst = appendTime(dst, o.DateCreated)
 	dst = append(dst, `,"date_updated":`...)
@@ -686,18 +686,18 @@ func appendItem(dst []byte, it *chorus.Item, base, service string, withData bool
 	dst = append(dst, '{')
 	if it.Kind == chorus.KindMap {
 		dst = append(dst, `"key":`...)
-		dst = appendString(dst, it.Key)
+		dst = protocol.AppendJSONString(dst, it.Key)
 		dst = append(dst, `,"map_sid":`...)
 	} else {
 		dst = append(dst, `"index":`...)
 		dst = strconv.AppendInt(dst, it.Index, 10)
 		dst = append(dst, `,"list_sid":`...)
 	}
-	dst = appendString(dst, it.ObjectSID)
+	dst = protocol.AppendJSONString(dst, it.ObjectSID)
 	dst = append(dst, `,"url":`...)
-	dst = appendString(dst, itemURL(base, service, it.Kind, it.ObjectSID, it.Index, it.Key))
+	dst = protocol.AppendJSONString(dst, itemURL(base, service, it.Kind, it.ObjectSID, it.Index, it.Key))
 	dst = append(dst, `,"revision":`...)
-	dst = appendString(dst, it.RevisionString())
+	dst = protocol.AppendJSONString(dst, it.RevisionString())
 	dst = append(dst, `,"last_event_id":`...)
 	dst = strconv.AppendInt(dst, it.LastEventID, 10)
 	if withData || len(it.Data) > 0 {
@@ -709,7 +709,7 @@ func appendItem(dst []byte, it *chorus.Item, base, service string, withData bool
 		}
 	}
 	dst = append(dst, `,"created_by":`...)
-	dst = appendString(dst, it.CreatedBy)
+	dst = protocol.AppendJSONString(dst, it.CreatedBy)
 	dst = append(dst, `,"date_created":`...)
 	dst = appendTime(dst, it.DateCreated)
 	dst = append(dst, `,"date_updated":`...)
@@ -733,13 +733,13 @@ func appendItemsPage(dst []byte, items []*chorus.Item, base, service string, pag
 	if prev == "" {
 		dst = append(dst, "null"...)
 	} else {
-		dst = appendString(dst, prev)
+		dst = protocol.AppendJSONString(dst, prev)
 	}
 	dst = append(dst, `,"next_token":`...)
 	if next == "" {
 		dst = append(dst, "null"...)
 	} else {
-		dst = appendString(dst, next)
+		dst = protocol.AppendJSONString(dst, next)
 	}
 	return append(dst, `,"key":"items"}}`...)
 }

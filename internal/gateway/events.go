@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"strconv"
 	"time"
-	"unicode/utf8"
 
 	"github.com/chorus-sync/chorus"
 	"github.com/chorus-sync/chorus/protocol"
@@ -26,55 +25,6 @@ func appendTimePtr(dst []byte, t *time.Time) []byte {
 	}
 	return appendTime(dst, *t)
 }
-
-// appendString appends s as a JSON string. Invalid UTF-8 becomes U+FFFD;
-// U+2028 and U+2029 are escaped.
-func appendString(dst []byte, s string) []byte {
-	dst = append(dst, '"')
-	start := 0
-	for i := 0; i < len(s); {
-		c := s[i]
-		if c < utf8.RuneSelf {
-			if c >= 0x20 && c != '"' && c != '\\' {
-				i++
-				continue
-			}
-			dst = append(dst, s[start:i]...)
-			switch c {
-			case '"', '\\':
-				dst = append(dst, '\\', c)
-			case '\n':
-				dst = append(dst, '\\', 'n')
-			case '\r':
-				dst = append(dst, '\\', 'r')
-			case '\t':
-				dst = append(dst, '\\', 't')
-			default:
-				dst = append(dst, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
-			}
-			i++
-			start = i
-			continue
-		}
-		r, n := utf8.DecodeRuneInString(s[i:])
-		if (r == utf8.RuneError && n == 1) || r == '\u2028' || r == '\u2029' {
-			dst = append(dst, s[start:i]...)
-			if r == utf8.RuneError {
-				dst = append(dst, `\ufffd`...)
-			} else {
-				dst = append(dst, '\\', 'u', '2', '0', '2', hexDigits[r&0xf])
-			}
-			i += n
-			start = i
-			continue
-		}
-		i += n
-	}
-	dst = append(dst, s[start:]...)
-	return append(dst, '"')
-}
-
-const hexDigits = "0123456789abcdef"
 
 // appendRaw appends raw JSON, compacting it if it holds whitespace that
 // could include CR or LF; nil or empty becomes null.
@@ -159,17 +109,17 @@ func appendEventBody(dst []byte, e *chorus.Event, base string) []byte {
 	dst = append(dst, '"')
 	dst = append(dst, sidField(e.Kind)...)
 	dst = append(dst, `":`...)
-	dst = appendString(dst, e.ObjectSID)
+	dst = protocol.AppendJSONString(dst, e.ObjectSID)
 	switch e.Type {
 	case chorus.EventDocumentUpdated:
 		dst = append(dst, `,"document_unique_name":`...)
 		if e.UniqueName == "" {
 			dst = append(dst, "null"...)
 		} else {
-			dst = appendString(dst, e.UniqueName)
+			dst = protocol.AppendJSONString(dst, e.UniqueName)
 		}
 		dst = append(dst, `,"document_revision":`...)
-		dst = appendString(dst, e.Revision)
+		dst = protocol.AppendJSONString(dst, e.Revision)
 		dst = append(dst, `,"document_data":`...)
 		dst = appendRaw(dst, e.Data)
 		dst = append(dst, `,"date_created":`...)
@@ -180,15 +130,15 @@ func appendEventBody(dst []byte, e *chorus.Event, base string) []byte {
 		chorus.EventMapItemAdded, chorus.EventMapItemUpdated, chorus.EventMapItemRemoved:
 		if e.Kind == chorus.KindMap {
 			dst = append(dst, `,"item_key":`...)
-			dst = appendString(dst, e.ItemKey)
+			dst = protocol.AppendJSONString(dst, e.ItemKey)
 		} else {
 			dst = append(dst, `,"item_index":`...)
 			dst = strconv.AppendInt(dst, e.ItemIndex, 10)
 		}
 		dst = append(dst, `,"item_url":`...)
-		dst = appendString(dst, itemURL(base, e.ServiceSID, e.Kind, e.ObjectSID, e.ItemIndex, e.ItemKey))
+		dst = protocol.AppendJSONString(dst, itemURL(base, e.ServiceSID, e.Kind, e.ObjectSID, e.ItemIndex, e.ItemKey))
 		dst = append(dst, `,"item_revision":`...)
-		dst = appendString(dst, e.ItemRevision)
+		dst = protocol.AppendJSONString(dst, e.ItemRevision)
 		dst = append(dst, `,"item_data":`...)
 		dst = appendRaw(dst, e.ItemData)
 		dst = append(dst, `,"date_created":`...)
@@ -203,7 +153,7 @@ func appendEventBody(dst []byte, e *chorus.Event, base string) []byte {
 			} else {
 				dst = append(dst, `,"list_revision":`...)
 			}
-			dst = appendString(dst, e.Revision)
+			dst = protocol.AppendJSONString(dst, e.Revision)
 		}
 	case chorus.EventListContextUpdated:
 		dst = append(dst, `,"context_data":`...)
@@ -212,11 +162,11 @@ func appendEventBody(dst []byte, e *chorus.Event, base string) []byte {
 		dst = appendTime(dst, e.DateCreated)
 		if e.Revision != "" {
 			dst = append(dst, `,"list_revision":`...)
-			dst = appendString(dst, e.Revision)
+			dst = protocol.AppendJSONString(dst, e.Revision)
 		}
 	case chorus.EventStreamMessagePublished:
 		dst = append(dst, `,"message_sid":`...)
-		dst = appendString(dst, e.MessageSID)
+		dst = protocol.AppendJSONString(dst, e.MessageSID)
 		dst = append(dst, `,"message_data":`...)
 		dst = appendRaw(dst, e.Data)
 	default: // removals
@@ -232,7 +182,7 @@ func appendEventBody(dst []byte, e *chorus.Event, base string) []byte {
 // corr != nil adds the subscription's correlation_id.
 func appendEventPayload(dst []byte, e *chorus.Event, base string, corr json.Number) []byte {
 	dst = append(dst, `{"event_type":`...)
-	dst = appendString(dst, string(e.Type))
+	dst = protocol.AppendJSONString(dst, string(e.Type))
 	if corr != "" {
 		dst = append(dst, `,"correlation_id":`...)
 		dst = append(dst, corr...)
@@ -258,7 +208,7 @@ func replayFrame(e *chorus.Event, base string, corr json.Number) []byte {
 // syncFrame encodes a subscription_* notification.
 func syncFrame(eventType string, corr json.Number, events any) []byte {
 	body, _ := json.Marshal(events) // plain maps and strings
-	payload := append([]byte(`{"event_type":`), appendString(nil, eventType)...)
+	payload := append([]byte(`{"event_type":`), protocol.AppendJSONString(nil, eventType)...)
 	if corr != "" {
 		payload = append(payload, `,"correlation_id":`...)
 		payload = append(payload, corr...)
