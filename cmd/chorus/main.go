@@ -213,7 +213,16 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer) error {
 		_ = srv.Close()
 		return err
 	}
-	logger.Info("listening", "addr", ln.Addr().String(), "data_dir", *dataDir, "account_sid", srv.Credentials().AccountSID)
+	where := []any{"addr", ln.Addr().String(), "account_sid", srv.Credentials().AccountSID}
+	if *storeURL == "" {
+		where = append(where, "data_dir", *dataDir)
+	} else {
+		where = append(where, "store", "postgres")
+	}
+	if *busURL != "" {
+		where = append(where, "bus", "nats")
+	}
+	logger.Info("listening", where...)
 	err = srv.Run(ctx, ln)
 	logger.Info("stopped")
 	return err
