@@ -2,15 +2,14 @@ package postgres
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"math"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/chorus-sync/chorus"
+	"github.com/chorus-sync/chorus/internal/store/sqlrow"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 )
@@ -151,10 +150,8 @@ func (t *tx) execOne(ctx context.Context, query string, args ...any) error {
 	return nil
 }
 
-type scanner interface{ Scan(dest ...any) error }
-
 // queryAll runs query and scans every row.
-func queryAll[T any](ctx context.Context, t *tx, scan func(scanner) (*T, error), query string, args ...any) ([]*T, error) {
+func queryAll[T any](ctx context.Context, t *tx, scan func(sqlrow.Scanner) (*T, error), query string, args ...any) ([]*T, error) {
 	if err := t.check(ctx); err != nil {
 		return nil, err
 	}
@@ -178,7 +175,7 @@ func queryAll[T any](ctx context.Context, t *tx, scan func(scanner) (*T, error),
 	return out, nil
 }
 
-func scanAll[T any](rows pgx.Rows, err error, scan func(scanner) (*T, error)) ([]*T, error) {
+func scanAll[T any](rows pgx.Rows, err error, scan func(sqlrow.Scanner) (*T, error)) ([]*T, error) {
 	if err != nil {
 		if rows != nil {
 			rows.Close()
@@ -186,22 +183,11 @@ func scanAll[T any](rows pgx.Rows, err error, scan func(scanner) (*T, error)) ([
 		return nil, err
 	}
 	defer rows.Close()
-	var out []*T
-	for rows.Next() {
-		v, err := scan(rows)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, v)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, err
-	}
-	return out, nil
+	return sqlrow.Collect(rows, scan)
 }
 
 // queryOne runs query and scans its first row; no row is ErrNotFound.
-func queryOne[T any](ctx context.Context, t *tx, scan func(scanner) (*T, error), query string, args ...any) (*T, error) {
+func queryOne[T any](ctx context.Context, t *tx, scan func(sqlrow.Scanner) (*T, error), query string, args ...any) (*T, error) {
 	if err := t.check(ctx); err != nil {
 		return nil, err
 	}
@@ -242,54 +228,6 @@ func (t *tx) lock() string {
 	return " FOR NO KEY UPDATE"
 }
 
-// Conversions, as in the sqlite backend. Times are UTC unix nanoseconds;
-// the zero time is MinInt64 so that it round-trips and sorts first.
-
-func nanos(t time.Time) int64 {
-	if t.IsZero() {
-		return math.MinInt64
-	}
-	return t.UnixNano()
-}
-
-func fromNanos(n int64) time.Time {
-	if n == math.MinInt64 {
-		return time.Time{}
-	}
-	return time.Unix(0, n).UTC()
-}
-
-func nullNanos(t *time.Time) *int64 {
-	if t == nil {
-		return nil
-	}
-	n := nanos(*t)
-	return &n
-}
-
-func fromNullNanos(n *int64) *time.Time {
-	if n == nil {
-		return nil
-	}
-	t := fromNanos(*n)
-	return &t
-}
-
-// blob binds JSON bytes verbatim; nil is NULL.
-func blob(b []byte) []byte {
-	if b == nil {
-		return nil
-	}
-	return []byte(b)
-}
-
-func nullString(s string) *string {
-	if s == "" {
-		return nil
-	}
-	return &s
-}
-
 // limitArg is a LIMIT argument: NULL (no limit) for limit <= 0.
 func limitArg(limit int) *int64 {
 	if limit <= 0 {
@@ -308,20 +246,8 @@ func isUniqueViolation(err error, constraint string) bool {
 
 // Accounts and API keys.
 
-const accountCols = `sid, auth_token, friendly_name, date_created`
-
-func scanAccount(sc scanner) (*chorus.Account, error) {
-	var a chorus.Account
-	var dc int64
-	if err := sc.Scan(&a.SID, &a.AuthToken, &a.FriendlyName, &dc); err != nil {
-		return nil, err
-	}
-	a.DateCreated = fromNanos(dc)
-	return &a, nil
-}
-
 func (t *tx) Account(ctx context.Context, sid string) (*chorus.Account, error) {
-	a, err := queryOne(ctx, t, scanAccount, `SELECT `+accountCols+` FROM accounts WHERE sid = $1`, sid)
+	a, err := queryOne(ctx, t, sqlrow.ScanAccount, `SELECT `+sqlrow.AccountCols+` FROM accounts WHERE sid = $1`, sid)
 	if err != nil {
 		return nil, fmt.Errorf("postgres: get account %s: %w", sid, err)
 	}
@@ -330,7 +256,7 @@ func (t *tx) Account(ctx context.Context, sid string) (*chorus.Account, error) {
 
 // Accounts returns every account ordered by (DateCreated, SID).
 func (t *tx) Accounts(ctx context.Context) ([]*chorus.Account, error) {
-	as, err := queryAll(ctx, t, scanAccount, `SELECT `+accountCols+` FROM accounts ORDER BY date_created, sid`)
+	as, err := queryAll(ctx, t, sqlrow.ScanAccount, `SELECT `+sqlrow.AccountCols+` FROM accounts ORDER BY date_created, sid`)
 	if err != nil {
 		return nil, fmt.Errorf("postgres: list accounts: %w", err)
 	}
@@ -338,30 +264,18 @@ func (t *tx) Accounts(ctx context.Context) ([]*chorus.Account, error) {
 }
 
 func (t *tx) PutAccount(ctx context.Context, a *chorus.Account) error {
-	_, err := t.exec(ctx, `INSERT INTO accounts (`+accountCols+`) VALUES ($1, $2, $3, $4)
+	_, err := t.exec(ctx, `INSERT INTO accounts (`+sqlrow.AccountCols+`) VALUES ($1, $2, $3, $4)
 		ON CONFLICT (sid) DO UPDATE SET auth_token = excluded.auth_token,
 			friendly_name = excluded.friendly_name, date_created = excluded.date_created`,
-		a.SID, a.AuthToken, a.FriendlyName, nanos(a.DateCreated))
+		a.SID, a.AuthToken, a.FriendlyName, sqlrow.Nanos(a.DateCreated))
 	if err != nil {
 		return fmt.Errorf("postgres: put account %s: %w", a.SID, err)
 	}
 	return nil
 }
 
-const apiKeyCols = `sid, account_sid, secret, friendly_name, date_created`
-
-func scanAPIKey(sc scanner) (*chorus.APIKey, error) {
-	var k chorus.APIKey
-	var dc int64
-	if err := sc.Scan(&k.SID, &k.AccountSID, &k.Secret, &k.FriendlyName, &dc); err != nil {
-		return nil, err
-	}
-	k.DateCreated = fromNanos(dc)
-	return &k, nil
-}
-
 func (t *tx) APIKey(ctx context.Context, sid string) (*chorus.APIKey, error) {
-	k, err := queryOne(ctx, t, scanAPIKey, `SELECT `+apiKeyCols+` FROM api_keys WHERE sid = $1`, sid)
+	k, err := queryOne(ctx, t, sqlrow.ScanAPIKey, `SELECT `+sqlrow.APIKeyCols+` FROM api_keys WHERE sid = $1`, sid)
 	if err != nil {
 		return nil, fmt.Errorf("postgres: get api key %s: %w", sid, err)
 	}
@@ -370,7 +284,7 @@ func (t *tx) APIKey(ctx context.Context, sid string) (*chorus.APIKey, error) {
 
 // APIKeys returns the account's keys ordered by (DateCreated, SID).
 func (t *tx) APIKeys(ctx context.Context, accountSID string) ([]*chorus.APIKey, error) {
-	ks, err := queryAll(ctx, t, scanAPIKey, `SELECT `+apiKeyCols+` FROM api_keys
+	ks, err := queryAll(ctx, t, sqlrow.ScanAPIKey, `SELECT `+sqlrow.APIKeyCols+` FROM api_keys
 		WHERE account_sid = $1 ORDER BY date_created, sid`, accountSID)
 	if err != nil {
 		return nil, fmt.Errorf("postgres: list api keys of %s: %w", accountSID, err)
@@ -379,10 +293,10 @@ func (t *tx) APIKeys(ctx context.Context, accountSID string) ([]*chorus.APIKey, 
 }
 
 func (t *tx) PutAPIKey(ctx context.Context, k *chorus.APIKey) error {
-	_, err := t.exec(ctx, `INSERT INTO api_keys (`+apiKeyCols+`) VALUES ($1, $2, $3, $4, $5)
+	_, err := t.exec(ctx, `INSERT INTO api_keys (`+sqlrow.APIKeyCols+`) VALUES ($1, $2, $3, $4, $5)
 		ON CONFLICT (sid) DO UPDATE SET account_sid = excluded.account_sid, secret = excluded.secret,
 			friendly_name = excluded.friendly_name, date_created = excluded.date_created`,
-		k.SID, k.AccountSID, k.Secret, k.FriendlyName, nanos(k.DateCreated))
+		k.SID, k.AccountSID, k.Secret, k.FriendlyName, sqlrow.Nanos(k.DateCreated))
 	if err != nil {
 		return fmt.Errorf("postgres: put api key %s: %w", k.SID, err)
 	}
@@ -398,25 +312,8 @@ func (t *tx) DeleteAPIKey(ctx context.Context, sid string) error {
 
 // Services.
 
-const serviceCols = `sid, account_sid, unique_name, friendly_name, webhook_url,
-	webhooks_from_rest_enabled, reachability_webhooks_enabled, acl_enabled,
-	reachability_debouncing_enabled, reachability_debouncing_window, date_created, date_updated`
-
-func scanService(sc scanner) (*chorus.Service, error) {
-	var s chorus.Service
-	var dc, du, window int64
-	if err := sc.Scan(&s.SID, &s.AccountSID, &s.UniqueName, &s.FriendlyName, &s.WebhookURL,
-		&s.WebhooksFromRestEnabled, &s.ReachabilityWebhooksEnabled, &s.ACLEnabled,
-		&s.ReachabilityDebouncingEnabled, &window, &dc, &du); err != nil {
-		return nil, err
-	}
-	s.ReachabilityDebouncingWindow = int(window)
-	s.DateCreated, s.DateUpdated = fromNanos(dc), fromNanos(du)
-	return &s, nil
-}
-
 func (t *tx) Service(ctx context.Context, sid string) (*chorus.Service, error) {
-	s, err := queryOne(ctx, t, scanService, `SELECT `+serviceCols+` FROM services WHERE sid = $1`, sid)
+	s, err := queryOne(ctx, t, sqlrow.ScanService, `SELECT `+sqlrow.ServiceCols+` FROM services WHERE sid = $1`, sid)
 	if err != nil {
 		return nil, fmt.Errorf("postgres: get service %s: %w", sid, err)
 	}
@@ -427,7 +324,7 @@ func (t *tx) Services(ctx context.Context, accountSID string, q chorus.ObjectQue
 	args := []any{accountSID}
 	where, order := cursorRange(q, &args)
 	args = append(args, limitArg(q.Limit))
-	ss, err := queryAll(ctx, t, scanService, `SELECT `+serviceCols+` FROM services
+	ss, err := queryAll(ctx, t, sqlrow.ScanService, `SELECT `+sqlrow.ServiceCols+` FROM services
 		WHERE account_sid = $1`+where+` ORDER BY `+order+` LIMIT $`+strconv.Itoa(len(args)), args...)
 	if err != nil {
 		return nil, fmt.Errorf("postgres: list services of %s: %w", accountSID, err)
@@ -442,7 +339,7 @@ func cursorRange(q chorus.ObjectQuery, args *[]any) (where, order string) {
 	if q.Backward && q.After == (chorus.Cursor{}) {
 		return "", `date_created DESC, sid DESC`
 	}
-	*args = append(*args, nanos(q.After.DateCreated), q.After.SID)
+	*args = append(*args, sqlrow.Nanos(q.After.DateCreated), q.After.SID)
 	n := len(*args)
 	params := ` ($` + strconv.Itoa(n-1) + `, $` + strconv.Itoa(n) + `)`
 	if q.Backward {
@@ -452,7 +349,7 @@ func cursorRange(q chorus.ObjectQuery, args *[]any) (where, order string) {
 }
 
 func (t *tx) PutService(ctx context.Context, s *chorus.Service) error {
-	_, err := t.exec(ctx, `INSERT INTO services (`+serviceCols+`)
+	_, err := t.exec(ctx, `INSERT INTO services (`+sqlrow.ServiceCols+`)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
 		ON CONFLICT (sid) DO UPDATE SET account_sid = excluded.account_sid,
 			unique_name = excluded.unique_name, friendly_name = excluded.friendly_name,
@@ -466,7 +363,7 @@ func (t *tx) PutService(ctx context.Context, s *chorus.Service) error {
 		s.SID, s.AccountSID, s.UniqueName, s.FriendlyName, s.WebhookURL,
 		s.WebhooksFromRestEnabled, s.ReachabilityWebhooksEnabled, s.ACLEnabled,
 		s.ReachabilityDebouncingEnabled, int64(s.ReachabilityDebouncingWindow),
-		nanos(s.DateCreated), nanos(s.DateUpdated))
+		sqlrow.Nanos(s.DateCreated), sqlrow.Nanos(s.DateUpdated))
 	if err != nil {
 		return fmt.Errorf("postgres: put service %s: %w", s.SID, err)
 	}
@@ -487,40 +384,14 @@ func (t *tx) DeleteService(ctx context.Context, sid string) error {
 
 // Objects.
 
-const objectCols = `kind, sid, account_sid, service_sid, unique_name, revision, data,
-	last_event_id, next_index, created_by, date_created, date_updated, date_expires`
-
-func scanObject(sc scanner) (*chorus.Object, error) {
-	var o chorus.Object
-	var kind string
-	var un *string
-	var data []byte
-	var dc, du int64
-	var de *int64
-	if err := sc.Scan(&kind, &o.SID, &o.AccountSID, &o.ServiceSID, &un, &o.Revision, &data,
-		&o.LastEventID, &o.NextIndex, &o.CreatedBy, &dc, &du, &de); err != nil {
-		return nil, err
-	}
-	o.Kind = chorus.Kind(kind)
-	if un != nil {
-		o.UniqueName = *un
-	}
-	if data != nil {
-		o.Data = json.RawMessage(data)
-	}
-	o.DateCreated, o.DateUpdated = fromNanos(dc), fromNanos(du)
-	o.DateExpires = fromNullNanos(de)
-	return &o, nil
-}
-
 func (t *tx) Object(ctx context.Context, k chorus.Kind, serviceSID, sid string) (*chorus.Object, error) {
 	var o *chorus.Object
 	var err error
 	if serviceSID == "" { // any service
-		o, err = queryOne(ctx, t, scanObject, `SELECT `+objectCols+` FROM objects
+		o, err = queryOne(ctx, t, sqlrow.ScanObject, `SELECT `+sqlrow.ObjectCols+` FROM objects
 			WHERE sid = $1 AND kind = $2`+t.lock(), sid, string(k))
 	} else {
-		o, err = queryOne(ctx, t, scanObject, `SELECT `+objectCols+` FROM objects
+		o, err = queryOne(ctx, t, sqlrow.ScanObject, `SELECT `+sqlrow.ObjectCols+` FROM objects
 			WHERE sid = $1 AND kind = $2 AND service_sid = $3`+t.lock(), sid, string(k), serviceSID)
 	}
 	if err != nil {
@@ -530,7 +401,7 @@ func (t *tx) Object(ctx context.Context, k chorus.Kind, serviceSID, sid string) 
 }
 
 func (t *tx) ObjectByName(ctx context.Context, k chorus.Kind, serviceSID, uniqueName string) (*chorus.Object, error) {
-	o, err := queryOne(ctx, t, scanObject, `SELECT `+objectCols+` FROM objects
+	o, err := queryOne(ctx, t, sqlrow.ScanObject, `SELECT `+sqlrow.ObjectCols+` FROM objects
 		WHERE service_sid = $1 AND kind = $2 AND unique_name = $3`+t.lock(), serviceSID, string(k), uniqueName)
 	if err != nil {
 		return nil, fmt.Errorf("postgres: get %s named %q: %w", k, uniqueName, err)
@@ -541,15 +412,15 @@ func (t *tx) ObjectByName(ctx context.Context, k chorus.Kind, serviceSID, unique
 func (t *tx) Objects(ctx context.Context, k chorus.Kind, serviceSID string, q chorus.ObjectQuery) ([]*chorus.Object, error) {
 	args := []any{serviceSID, string(k)}
 	where, order := cursorRange(q, &args)
-	query := `SELECT ` + objectCols + ` FROM objects
+	query := `SELECT ` + sqlrow.ObjectCols + ` FROM objects
 		WHERE service_sid = $1 AND kind = $2` + where
 	if !q.Now.IsZero() {
-		args = append(args, nanos(q.Now))
+		args = append(args, sqlrow.Nanos(q.Now))
 		query += ` AND (date_expires IS NULL OR date_expires > $` + strconv.Itoa(len(args)) + `)`
 	}
 	args = append(args, limitArg(q.Limit))
 	query += ` ORDER BY ` + order + ` LIMIT $` + strconv.Itoa(len(args))
-	os, err := queryAll(ctx, t, scanObject, query, args...)
+	os, err := queryAll(ctx, t, sqlrow.ScanObject, query, args...)
 	if err != nil {
 		return nil, fmt.Errorf("postgres: list %ss of %s: %w", k, serviceSID, err)
 	}
@@ -557,9 +428,9 @@ func (t *tx) Objects(ctx context.Context, k chorus.Kind, serviceSID string, q ch
 }
 
 func (t *tx) ExpiredObjects(ctx context.Context, now time.Time, limit int) ([]*chorus.Object, error) {
-	os, err := queryAll(ctx, t, scanObject, `SELECT `+objectCols+` FROM objects
+	os, err := queryAll(ctx, t, sqlrow.ScanObject, `SELECT `+sqlrow.ObjectCols+` FROM objects
 		WHERE date_expires IS NOT NULL AND date_expires <= $1
-		ORDER BY date_expires LIMIT $2`, nanos(now), limitArg(limit))
+		ORDER BY date_expires LIMIT $2`, sqlrow.Nanos(now), limitArg(limit))
 	if err != nil {
 		return nil, fmt.Errorf("postgres: list expired objects: %w", err)
 	}
@@ -571,12 +442,12 @@ func (t *tx) InsertObject(ctx context.Context, o *chorus.Object) error {
 	// a failed statement would abort the transaction, and the caller may
 	// go on after ErrUniqueNameExists. A concurrent insert of the same name
 	// makes this wait for that transaction, then conflict if it committed.
-	tag, err := t.exec(ctx, `INSERT INTO objects (`+objectCols+`)
+	tag, err := t.exec(ctx, `INSERT INTO objects (`+sqlrow.ObjectCols+`)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
 		ON CONFLICT (service_sid, kind, unique_name) DO NOTHING`,
-		string(o.Kind), o.SID, o.AccountSID, o.ServiceSID, nullString(o.UniqueName), o.Revision,
-		blob(o.Data), o.LastEventID, o.NextIndex, o.CreatedBy,
-		nanos(o.DateCreated), nanos(o.DateUpdated), nullNanos(o.DateExpires))
+		string(o.Kind), o.SID, o.AccountSID, o.ServiceSID, sqlrow.NullString(o.UniqueName), o.Revision,
+		sqlrow.Blob(o.Data), o.LastEventID, o.NextIndex, o.CreatedBy,
+		sqlrow.Nanos(o.DateCreated), sqlrow.Nanos(o.DateUpdated), sqlrow.NullNanos(o.DateExpires))
 	if err == nil && tag.RowsAffected() == 0 {
 		err = chorus.ErrUniqueNameExists
 	}
@@ -599,9 +470,9 @@ func (t *tx) UpdateObject(ctx context.Context, o *chorus.Object) error {
 			WHERE o2.service_sid = $3 AND o2.kind = $1 AND o2.unique_name = $4 AND o2.sid <> $13)`
 	}
 	tag, err := t.exec(ctx, query,
-		string(o.Kind), o.AccountSID, o.ServiceSID, nullString(o.UniqueName), o.Revision,
-		blob(o.Data), o.LastEventID, o.NextIndex, o.CreatedBy,
-		nanos(o.DateCreated), nanos(o.DateUpdated), nullNanos(o.DateExpires), o.SID)
+		string(o.Kind), o.AccountSID, o.ServiceSID, sqlrow.NullString(o.UniqueName), o.Revision,
+		sqlrow.Blob(o.Data), o.LastEventID, o.NextIndex, o.CreatedBy,
+		sqlrow.Nanos(o.DateCreated), sqlrow.Nanos(o.DateUpdated), sqlrow.NullNanos(o.DateExpires), o.SID)
 	switch {
 	case isUniqueViolation(err, "objects_unique_name"):
 		err = chorus.Wrap(chorus.ErrUniqueNameExists, err)
@@ -633,30 +504,8 @@ func (t *tx) DeleteObject(ctx context.Context, sid string) error {
 // Items. A list item has Key "", a map item Index 0: (object, index, key)
 // is the primary key of both.
 
-const itemCols = `kind, object_sid, idx, key, data, revision, last_event_id,
-	created_by, date_created, date_updated, date_expires`
-
-func scanItem(sc scanner) (*chorus.Item, error) {
-	var it chorus.Item
-	var kind string
-	var data []byte
-	var dc, du int64
-	var de *int64
-	if err := sc.Scan(&kind, &it.ObjectSID, &it.Index, &it.Key, &data, &it.Revision,
-		&it.LastEventID, &it.CreatedBy, &dc, &du, &de); err != nil {
-		return nil, err
-	}
-	it.Kind = chorus.Kind(kind)
-	if data != nil {
-		it.Data = json.RawMessage(data)
-	}
-	it.DateCreated, it.DateUpdated = fromNanos(dc), fromNanos(du)
-	it.DateExpires = fromNullNanos(de)
-	return &it, nil
-}
-
 func (t *tx) Item(ctx context.Context, objectSID string, ref chorus.ItemRef) (*chorus.Item, error) {
-	it, err := queryOne(ctx, t, scanItem, `SELECT `+itemCols+` FROM items
+	it, err := queryOne(ctx, t, sqlrow.ScanItem, `SELECT `+sqlrow.ItemCols+` FROM items
 		WHERE object_sid = $1 AND idx = $2 AND key = $3`, objectSID, ref.Index, ref.Key)
 	if err != nil {
 		return nil, fmt.Errorf("postgres: get item %s %d %q: %w", objectSID, ref.Index, ref.Key, err)
@@ -670,7 +519,7 @@ func (t *tx) Items(ctx context.Context, objectSID string, q chorus.ItemQuery) ([
 		col, from = "key", q.FromKey
 	}
 	var b strings.Builder
-	b.WriteString(`SELECT ` + itemCols + ` FROM items WHERE object_sid = $1`)
+	b.WriteString(`SELECT ` + sqlrow.ItemCols + ` FROM items WHERE object_sid = $1`)
 	args := []any{objectSID}
 	param := func(v any) string {
 		args = append(args, v)
@@ -687,14 +536,14 @@ func (t *tx) Items(ctx context.Context, objectSID string, q chorus.ItemQuery) ([
 		b.WriteString(` AND ` + col + ` ` + op + ` ` + param(from))
 	}
 	if !q.Now.IsZero() {
-		b.WriteString(` AND (date_expires IS NULL OR date_expires > ` + param(nanos(q.Now)) + `)`)
+		b.WriteString(` AND (date_expires IS NULL OR date_expires > ` + param(sqlrow.Nanos(q.Now)) + `)`)
 	}
 	b.WriteString(` ORDER BY ` + col)
 	if q.Desc {
 		b.WriteString(` DESC`)
 	}
 	b.WriteString(` LIMIT ` + param(limitArg(q.Limit)))
-	its, err := queryAll(ctx, t, scanItem, b.String(), args...)
+	its, err := queryAll(ctx, t, sqlrow.ScanItem, b.String(), args...)
 	if err != nil {
 		return nil, fmt.Errorf("postgres: list items of %s: %w", objectSID, err)
 	}
@@ -702,7 +551,7 @@ func (t *tx) Items(ctx context.Context, objectSID string, q chorus.ItemQuery) ([
 }
 
 func (t *tx) ItemsChangedSince(ctx context.Context, objectSID string, eventID int64, limit int) ([]*chorus.Item, error) {
-	its, err := queryAll(ctx, t, scanItem, `SELECT `+itemCols+` FROM items
+	its, err := queryAll(ctx, t, sqlrow.ScanItem, `SELECT `+sqlrow.ItemCols+` FROM items
 		WHERE object_sid = $1 AND last_event_id > $2
 		ORDER BY last_event_id LIMIT $3`, objectSID, eventID, limitArg(limit))
 	if err != nil {
@@ -712,9 +561,9 @@ func (t *tx) ItemsChangedSince(ctx context.Context, objectSID string, eventID in
 }
 
 func (t *tx) ExpiredItems(ctx context.Context, now time.Time, limit int) ([]*chorus.Item, error) {
-	its, err := queryAll(ctx, t, scanItem, `SELECT `+itemCols+` FROM items
+	its, err := queryAll(ctx, t, sqlrow.ScanItem, `SELECT `+sqlrow.ItemCols+` FROM items
 		WHERE date_expires IS NOT NULL AND date_expires <= $1
-		ORDER BY date_expires LIMIT $2`, nanos(now), limitArg(limit))
+		ORDER BY date_expires LIMIT $2`, sqlrow.Nanos(now), limitArg(limit))
 	if err != nil {
 		return nil, fmt.Errorf("postgres: list expired items: %w", err)
 	}
@@ -722,14 +571,14 @@ func (t *tx) ExpiredItems(ctx context.Context, now time.Time, limit int) ([]*cho
 }
 
 func (t *tx) PutItem(ctx context.Context, it *chorus.Item) error {
-	_, err := t.exec(ctx, `INSERT INTO items (`+itemCols+`)
+	_, err := t.exec(ctx, `INSERT INTO items (`+sqlrow.ItemCols+`)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
 		ON CONFLICT (object_sid, idx, key) DO UPDATE SET kind = excluded.kind, data = excluded.data,
 			revision = excluded.revision, last_event_id = excluded.last_event_id,
 			created_by = excluded.created_by, date_created = excluded.date_created,
 			date_updated = excluded.date_updated, date_expires = excluded.date_expires`,
-		string(it.Kind), it.ObjectSID, it.Index, it.Key, blob(it.Data), it.Revision, it.LastEventID,
-		it.CreatedBy, nanos(it.DateCreated), nanos(it.DateUpdated), nullNanos(it.DateExpires))
+		string(it.Kind), it.ObjectSID, it.Index, it.Key, sqlrow.Blob(it.Data), it.Revision, it.LastEventID,
+		it.CreatedBy, sqlrow.Nanos(it.DateCreated), sqlrow.Nanos(it.DateUpdated), sqlrow.NullNanos(it.DateExpires))
 	if err != nil {
 		return fmt.Errorf("postgres: put item %s %d %q: %w", it.ObjectSID, it.Index, it.Key, err)
 	}
@@ -746,18 +595,8 @@ func (t *tx) DeleteItem(ctx context.Context, objectSID string, ref chorus.ItemRe
 
 // Permissions.
 
-const permissionCols = `object_sid, identity, read, write, manage`
-
-func scanPermission(sc scanner) (*chorus.Permission, error) {
-	var p chorus.Permission
-	if err := sc.Scan(&p.ObjectSID, &p.Identity, &p.Read, &p.Write, &p.Manage); err != nil {
-		return nil, err
-	}
-	return &p, nil
-}
-
 func (t *tx) Permission(ctx context.Context, objectSID, identity string) (*chorus.Permission, error) {
-	p, err := queryOne(ctx, t, scanPermission, `SELECT `+permissionCols+` FROM permissions
+	p, err := queryOne(ctx, t, sqlrow.ScanPermission, `SELECT `+sqlrow.PermissionCols+` FROM permissions
 		WHERE object_sid = $1 AND identity = $2`, objectSID, identity)
 	if err != nil {
 		return nil, fmt.Errorf("postgres: get permission %s %q: %w", objectSID, identity, err)
@@ -776,7 +615,7 @@ func (t *tx) Permissions(ctx context.Context, objectSID string, q chorus.Permiss
 		}
 	}
 	args = append(args, limitArg(q.Limit))
-	ps, err := queryAll(ctx, t, scanPermission, `SELECT `+permissionCols+` FROM permissions
+	ps, err := queryAll(ctx, t, sqlrow.ScanPermission, `SELECT `+sqlrow.PermissionCols+` FROM permissions
 		WHERE object_sid = $1`+where+` ORDER BY `+order+` LIMIT $`+strconv.Itoa(len(args)), args...)
 	if err != nil {
 		return nil, fmt.Errorf("postgres: list permissions of %s: %w", objectSID, err)
@@ -785,7 +624,7 @@ func (t *tx) Permissions(ctx context.Context, objectSID string, q chorus.Permiss
 }
 
 func (t *tx) PutPermission(ctx context.Context, p *chorus.Permission) error {
-	_, err := t.exec(ctx, `INSERT INTO permissions (`+permissionCols+`) VALUES ($1, $2, $3, $4, $5)
+	_, err := t.exec(ctx, `INSERT INTO permissions (`+sqlrow.PermissionCols+`) VALUES ($1, $2, $3, $4, $5)
 		ON CONFLICT (object_sid, identity) DO UPDATE SET read = excluded.read,
 			write = excluded.write, manage = excluded.manage`,
 		p.ObjectSID, p.Identity, p.Read, p.Write, p.Manage)
@@ -803,30 +642,10 @@ func (t *tx) DeletePermission(ctx context.Context, objectSID, identity string) e
 	return nil
 }
 
-// Events. The body is the event's JSON without Data and ItemData, which are
-// stored verbatim beside it (encoding/json would compact and escape them).
-
-func scanEvent(sc scanner) (*chorus.Event, error) {
-	var body string
-	var data, itemData []byte
-	if err := sc.Scan(&body, &data, &itemData); err != nil {
-		return nil, err
-	}
-	var e chorus.Event
-	if err := json.Unmarshal([]byte(body), &e); err != nil {
-		return nil, fmt.Errorf("decode event: %w", err)
-	}
-	if data != nil {
-		e.Data = json.RawMessage(data)
-	}
-	if itemData != nil {
-		e.ItemData = json.RawMessage(itemData)
-	}
-	return &e, nil
-}
+// Events, stored as sqlrow.EncodeEvent encodes them.
 
 func (t *tx) Events(ctx context.Context, objectSID string, afterID int64, limit int) ([]*chorus.Event, error) {
-	es, err := queryAll(ctx, t, scanEvent, `SELECT body, data, item_data FROM events
+	es, err := queryAll(ctx, t, sqlrow.ScanEvent, `SELECT `+sqlrow.EventCols+` FROM events
 		WHERE object_sid = $1 AND id > $2 ORDER BY id LIMIT $3`, objectSID, afterID, limitArg(limit))
 	if err != nil {
 		return nil, fmt.Errorf("postgres: list events of %s: %w", objectSID, err)
@@ -838,16 +657,13 @@ func (t *tx) AppendEvent(ctx context.Context, e *chorus.Event) error {
 	if e.ID <= 0 {
 		return fmt.Errorf("postgres: append event to %s: id %d is not a log id", e.ObjectSID, e.ID)
 	}
-	meta := *e
-	meta.Data, meta.ItemData = nil, nil
-	body, err := json.Marshal(&meta)
+	body, data, itemData, err := sqlrow.EncodeEvent(e)
 	if err != nil {
 		return fmt.Errorf("postgres: append event %d to %s: %w", e.ID, e.ObjectSID, err)
 	}
 	if _, err := t.exec(ctx, `INSERT INTO events (object_sid, id, service_sid, created_at, body, data, item_data)
 		VALUES ($1, $2, $3, $4, $5, $6, $7)`,
-		e.ObjectSID, e.ID, e.ServiceSID, nanos(e.DateCreated), string(body),
-		blob(e.Data), blob(e.ItemData)); err != nil {
+		e.ObjectSID, e.ID, e.ServiceSID, sqlrow.Nanos(e.DateCreated), body, data, itemData); err != nil {
 		return fmt.Errorf("postgres: append event %d to %s: %w", e.ID, e.ObjectSID, err)
 	}
 	return nil
@@ -857,13 +673,13 @@ func (t *tx) TrimEvents(ctx context.Context, before time.Time, keep int) (int, e
 	var tag pgconn.CommandTag
 	var err error
 	if keep <= 0 {
-		tag, err = t.exec(ctx, `DELETE FROM events WHERE created_at < $1`, nanos(before))
+		tag, err = t.exec(ctx, `DELETE FROM events WHERE created_at < $1`, sqlrow.Nanos(before))
 	} else {
 		// An event goes if it is older than the keep-th newest event of its
 		// object; objects with fewer than keep events lose nothing (NULL).
 		tag, err = t.exec(ctx, `DELETE FROM events WHERE created_at < $1 AND id < (
 			SELECT e2.id FROM events AS e2 WHERE e2.object_sid = events.object_sid
-			ORDER BY e2.id DESC LIMIT 1 OFFSET $2)`, nanos(before), int64(keep-1))
+			ORDER BY e2.id DESC LIMIT 1 OFFSET $2)`, sqlrow.Nanos(before), int64(keep-1))
 	}
 	if err != nil {
 		return 0, fmt.Errorf("postgres: trim events: %w", err)

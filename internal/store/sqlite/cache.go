@@ -4,6 +4,7 @@ import (
 	"bytes"
 
 	"github.com/chorus-sync/chorus"
+	"github.com/chorus-sync/chorus/internal/store/sqlrow"
 )
 
 // maxCachedObjects bounds the writer's object cache.
@@ -59,11 +60,11 @@ func (c *objectCache) put(o *chorus.Object) {
 		}
 	}
 	n := copyObject(o)
-	// As scanObject builds them: UTC times without monotonic readings.
-	n.DateCreated = fromNanos(nanos(n.DateCreated))
-	n.DateUpdated = fromNanos(nanos(n.DateUpdated))
+	// As sqlrow.ScanObject builds them: UTC times without monotonic readings.
+	n.DateCreated = sqlrow.Time(sqlrow.Nanos(n.DateCreated))
+	n.DateUpdated = sqlrow.Time(sqlrow.Nanos(n.DateUpdated))
 	if n.DateExpires != nil {
-		t := fromNanos(nanos(*n.DateExpires))
+		t := sqlrow.Time(sqlrow.Nanos(*n.DateExpires))
 		n.DateExpires = &t
 	}
 	c.m[o.SID] = n

@@ -100,7 +100,9 @@
 // # Storage
 //
 // Times are stored as UTC unix nanoseconds; JSON data (json.RawMessage) is
-// stored as BLOB verbatim and round-trips byte for byte. Events are kept in
-// insertion (rowid) order with a unique (object_sid, id) index, so that the
-// events of a batch share the table's last pages.
+// stored as BLOB verbatim and round-trips byte for byte. Package sqlrow,
+// shared with the postgres backend, holds these encodings and the row
+// scanning. Events are kept in insertion (rowid) order with a unique
+// (object_sid, id) index, so that the events of a batch share the table's
+// last pages.
 package sqlite

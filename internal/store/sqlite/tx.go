@@ -3,14 +3,13 @@ package sqlite
 import (
 	"context"
 	"database/sql"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"math"
 	"strings"
 	"time"
 
 	"github.com/chorus-sync/chorus"
+	"github.com/chorus-sync/chorus/internal/store/sqlrow"
 	msqlite "modernc.org/sqlite"
 	sqlite3 "modernc.org/sqlite/lib"
 )
@@ -70,10 +69,8 @@ func (t *tx) execOne(ctx context.Context, query string, args ...any) error {
 	return nil
 }
 
-type scanner interface{ Scan(dest ...any) error }
-
 // queryAll runs query and scans every row.
-func queryAll[T any](ctx context.Context, t *tx, scan func(scanner) (*T, error), query string, args ...any) ([]*T, error) {
+func queryAll[T any](ctx context.Context, t *tx, scan func(sqlrow.Scanner) (*T, error), query string, args ...any) ([]*T, error) {
 	ctx, err := t.ctx(ctx)
 	if err != nil {
 		return nil, err
@@ -83,22 +80,11 @@ func queryAll[T any](ctx context.Context, t *tx, scan func(scanner) (*T, error),
 		return nil, err
 	}
 	defer rows.Close()
-	var out []*T
-	for rows.Next() {
-		v, err := scan(rows)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, v)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, err
-	}
-	return out, nil
+	return sqlrow.Collect(rows, scan)
 }
 
 // queryOne runs query and scans its first row; no row is ErrNotFound.
-func queryOne[T any](ctx context.Context, t *tx, scan func(scanner) (*T, error), query string, args ...any) (*T, error) {
+func queryOne[T any](ctx context.Context, t *tx, scan func(sqlrow.Scanner) (*T, error), query string, args ...any) (*T, error) {
 	ctx, err := t.ctx(ctx)
 	if err != nil {
 		return nil, err
@@ -121,53 +107,6 @@ func queryOne[T any](ctx context.Context, t *tx, scan func(scanner) (*T, error),
 	return v, rows.Close()
 }
 
-// Conversions. Times are UTC unix nanoseconds; the zero time is MinInt64 so
-// that it round-trips and sorts first.
-
-func nanos(t time.Time) int64 {
-	if t.IsZero() {
-		return math.MinInt64
-	}
-	return t.UnixNano()
-}
-
-func fromNanos(n int64) time.Time {
-	if n == math.MinInt64 {
-		return time.Time{}
-	}
-	return time.Unix(0, n).UTC()
-}
-
-func nullNanos(t *time.Time) any {
-	if t == nil {
-		return nil
-	}
-	return nanos(*t)
-}
-
-func fromNullNanos(n sql.NullInt64) *time.Time {
-	if !n.Valid {
-		return nil
-	}
-	t := fromNanos(n.Int64)
-	return &t
-}
-
-// blob binds JSON bytes verbatim; nil is NULL.
-func blob(b []byte) any {
-	if b == nil {
-		return nil
-	}
-	return []byte(b)
-}
-
-func nullString(s string) any {
-	if s == "" {
-		return nil
-	}
-	return s
-}
-
 func limitArg(limit int) int {
 	if limit <= 0 {
 		return -1 // no limit
@@ -184,20 +123,8 @@ func isUniqueViolation(err error, col string) bool {
 
 // Accounts and API keys.
 
-const accountCols = `sid, auth_token, friendly_name, date_created`
-
-func scanAccount(sc scanner) (*chorus.Account, error) {
-	var a chorus.Account
-	var dc int64
-	if err := sc.Scan(&a.SID, &a.AuthToken, &a.FriendlyName, &dc); err != nil {
-		return nil, err
-	}
-	a.DateCreated = fromNanos(dc)
-	return &a, nil
-}
-
 func (t *tx) Account(ctx context.Context, sid string) (*chorus.Account, error) {
-	a, err := queryOne(ctx, t, scanAccount, `SELECT `+accountCols+` FROM accounts WHERE sid = ?`, sid)
+	a, err := queryOne(ctx, t, sqlrow.ScanAccount, `SELECT `+sqlrow.AccountCols+` FROM accounts WHERE sid = ?`, sid)
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: get account %s: %w", sid, err)
 	}
@@ -206,7 +133,7 @@ func (t *tx) Account(ctx context.Context, sid string) (*chorus.Account, error) {
 
 // Accounts returns every account ordered by (DateCreated, SID).
 func (t *tx) Accounts(ctx context.Context) ([]*chorus.Account, error) {
-	as, err := queryAll(ctx, t, scanAccount, `SELECT `+accountCols+` FROM accounts ORDER BY date_created, sid`)
+	as, err := queryAll(ctx, t, sqlrow.ScanAccount, `SELECT `+sqlrow.AccountCols+` FROM accounts ORDER BY date_created, sid`)
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: list accounts: %w", err)
 	}
@@ -214,30 +141,18 @@ func (t *tx) Accounts(ctx context.Context) ([]*chorus.Account, error) {
 }
 
 func (t *tx) PutAccount(ctx context.Context, a *chorus.Account) error {
-	_, err := t.exec(ctx, `INSERT INTO accounts (`+accountCols+`) VALUES (?, ?, ?, ?)
+	_, err := t.exec(ctx, `INSERT INTO accounts (`+sqlrow.AccountCols+`) VALUES (?, ?, ?, ?)
 		ON CONFLICT (sid) DO UPDATE SET auth_token = excluded.auth_token,
 			friendly_name = excluded.friendly_name, date_created = excluded.date_created`,
-		a.SID, a.AuthToken, a.FriendlyName, nanos(a.DateCreated))
+		a.SID, a.AuthToken, a.FriendlyName, sqlrow.Nanos(a.DateCreated))
 	if err != nil {
 		return fmt.Errorf("sqlite: put account %s: %w", a.SID, err)
 	}
 	return nil
 }
 
-const apiKeyCols = `sid, account_sid, secret, friendly_name, date_created`
-
-func scanAPIKey(sc scanner) (*chorus.APIKey, error) {
-	var k chorus.APIKey
-	var dc int64
-	if err := sc.Scan(&k.SID, &k.AccountSID, &k.Secret, &k.FriendlyName, &dc); err != nil {
-		return nil, err
-	}
-	k.DateCreated = fromNanos(dc)
-	return &k, nil
-}
-
 func (t *tx) APIKey(ctx context.Context, sid string) (*chorus.APIKey, error) {
-	k, err := queryOne(ctx, t, scanAPIKey, `SELECT `+apiKeyCols+` FROM api_keys WHERE sid = ?`, sid)
+	k, err := queryOne(ctx, t, sqlrow.ScanAPIKey, `SELECT `+sqlrow.APIKeyCols+` FROM api_keys WHERE sid = ?`, sid)
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: get api key %s: %w", sid, err)
 	}
@@ -246,7 +161,7 @@ func (t *tx) APIKey(ctx context.Context, sid string) (*chorus.APIKey, error) {
 
 // APIKeys returns the account's keys ordered by (DateCreated, SID).
 func (t *tx) APIKeys(ctx context.Context, accountSID string) ([]*chorus.APIKey, error) {
-	ks, err := queryAll(ctx, t, scanAPIKey, `SELECT `+apiKeyCols+` FROM api_keys
+	ks, err := queryAll(ctx, t, sqlrow.ScanAPIKey, `SELECT `+sqlrow.APIKeyCols+` FROM api_keys
 		WHERE account_sid = ? ORDER BY date_created, sid`, accountSID)
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: list api keys of %s: %w", accountSID, err)
@@ -255,10 +170,10 @@ func (t *tx) APIKeys(ctx context.Context, accountSID string) ([]*chorus.APIKey, 
 }
 
 func (t *tx) PutAPIKey(ctx context.Context, k *chorus.APIKey) error {
-	_, err := t.exec(ctx, `INSERT INTO api_keys (`+apiKeyCols+`) VALUES (?, ?, ?, ?, ?)
+	_, err := t.exec(ctx, `INSERT INTO api_keys (`+sqlrow.APIKeyCols+`) VALUES (?, ?, ?, ?, ?)
 		ON CONFLICT (sid) DO UPDATE SET account_sid = excluded.account_sid, secret = excluded.secret,
 			friendly_name = excluded.friendly_name, date_created = excluded.date_created`,
-		k.SID, k.AccountSID, k.Secret, k.FriendlyName, nanos(k.DateCreated))
+		k.SID, k.AccountSID, k.Secret, k.FriendlyName, sqlrow.Nanos(k.DateCreated))
 	if err != nil {
 		return fmt.Errorf("sqlite: put api key %s: %w", k.SID, err)
 	}
@@ -274,24 +189,8 @@ func (t *tx) DeleteAPIKey(ctx context.Context, sid string) error {
 
 // Services.
 
-const serviceCols = `sid, account_sid, unique_name, friendly_name, webhook_url,
-	webhooks_from_rest_enabled, reachability_webhooks_enabled, acl_enabled,
-	reachability_debouncing_enabled, reachability_debouncing_window, date_created, date_updated`
-
-func scanService(sc scanner) (*chorus.Service, error) {
-	var s chorus.Service
-	var dc, du int64
-	if err := sc.Scan(&s.SID, &s.AccountSID, &s.UniqueName, &s.FriendlyName, &s.WebhookURL,
-		&s.WebhooksFromRestEnabled, &s.ReachabilityWebhooksEnabled, &s.ACLEnabled,
-		&s.ReachabilityDebouncingEnabled, &s.ReachabilityDebouncingWindow, &dc, &du); err != nil {
-		return nil, err
-	}
-	s.DateCreated, s.DateUpdated = fromNanos(dc), fromNanos(du)
-	return &s, nil
-}
-
 func (t *tx) Service(ctx context.Context, sid string) (*chorus.Service, error) {
-	s, err := queryOne(ctx, t, scanService, `SELECT `+serviceCols+` FROM services WHERE sid = ?`, sid)
+	s, err := queryOne(ctx, t, sqlrow.ScanService, `SELECT `+sqlrow.ServiceCols+` FROM services WHERE sid = ?`, sid)
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: get service %s: %w", sid, err)
 	}
@@ -300,7 +199,7 @@ func (t *tx) Service(ctx context.Context, sid string) (*chorus.Service, error) {
 
 func (t *tx) Services(ctx context.Context, accountSID string, q chorus.ObjectQuery) ([]*chorus.Service, error) {
 	where, order, args := cursorRange(q)
-	ss, err := queryAll(ctx, t, scanService, `SELECT `+serviceCols+` FROM services
+	ss, err := queryAll(ctx, t, sqlrow.ScanService, `SELECT `+sqlrow.ServiceCols+` FROM services
 		WHERE account_sid = ?`+where+` ORDER BY `+order+` LIMIT ?`,
 		append(append([]any{accountSID}, args...), limitArg(q.Limit))...)
 	if err != nil {
@@ -315,19 +214,19 @@ func cursorRange(q chorus.ObjectQuery) (where, order string, args []any) {
 	switch {
 	case !q.Backward:
 		return ` AND (date_created, sid) > (?, ?)`, `date_created, sid`,
-			[]any{nanos(q.After.DateCreated), q.After.SID}
+			[]any{sqlrow.Nanos(q.After.DateCreated), q.After.SID}
 	case q.After == (chorus.Cursor{}):
 		return "", `date_created DESC, sid DESC`, nil
 	default:
 		return ` AND (date_created, sid) < (?, ?)`, `date_created DESC, sid DESC`,
-			[]any{nanos(q.After.DateCreated), q.After.SID}
+			[]any{sqlrow.Nanos(q.After.DateCreated), q.After.SID}
 	}
 }
 
 func (t *tx) PutService(ctx context.Context, s *chorus.Service) error {
 	// An upsert, not INSERT OR REPLACE: replacing would delete the row and
 	// cascade to the service's objects.
-	_, err := t.exec(ctx, `INSERT INTO services (`+serviceCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+	_, err := t.exec(ctx, `INSERT INTO services (`+sqlrow.ServiceCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 		ON CONFLICT (sid) DO UPDATE SET account_sid = excluded.account_sid,
 			unique_name = excluded.unique_name, friendly_name = excluded.friendly_name,
 			webhook_url = excluded.webhook_url,
@@ -340,7 +239,7 @@ func (t *tx) PutService(ctx context.Context, s *chorus.Service) error {
 		s.SID, s.AccountSID, s.UniqueName, s.FriendlyName, s.WebhookURL,
 		s.WebhooksFromRestEnabled, s.ReachabilityWebhooksEnabled, s.ACLEnabled,
 		s.ReachabilityDebouncingEnabled, s.ReachabilityDebouncingWindow,
-		nanos(s.DateCreated), nanos(s.DateUpdated))
+		sqlrow.Nanos(s.DateCreated), sqlrow.Nanos(s.DateUpdated))
 	if err != nil {
 		return fmt.Errorf("sqlite: put service %s: %w", s.SID, err)
 	}
@@ -362,30 +261,6 @@ func (t *tx) DeleteService(ctx context.Context, sid string) error {
 
 // Objects.
 
-const objectCols = `kind, sid, account_sid, service_sid, unique_name, revision, data,
-	last_event_id, next_index, created_by, date_created, date_updated, date_expires`
-
-func scanObject(sc scanner) (*chorus.Object, error) {
-	var o chorus.Object
-	var kind string
-	var un sql.NullString
-	var data []byte
-	var dc, du int64
-	var de sql.NullInt64
-	if err := sc.Scan(&kind, &o.SID, &o.AccountSID, &o.ServiceSID, &un, &o.Revision, &data,
-		&o.LastEventID, &o.NextIndex, &o.CreatedBy, &dc, &du, &de); err != nil {
-		return nil, err
-	}
-	o.Kind = chorus.Kind(kind)
-	o.UniqueName = un.String
-	if data != nil {
-		o.Data = json.RawMessage(data)
-	}
-	o.DateCreated, o.DateUpdated = fromNanos(dc), fromNanos(du)
-	o.DateExpires = fromNullNanos(de)
-	return &o, nil
-}
-
 func (t *tx) Object(ctx context.Context, k chorus.Kind, serviceSID, sid string) (*chorus.Object, error) {
 	if t.objs != nil && !t.done {
 		if o, ok := t.objs.get(sid); ok {
@@ -396,7 +271,7 @@ func (t *tx) Object(ctx context.Context, k chorus.Kind, serviceSID, sid string) 
 		}
 	}
 	// serviceSID "" matches any service.
-	o, err := queryOne(ctx, t, scanObject, `SELECT `+objectCols+` FROM objects
+	o, err := queryOne(ctx, t, sqlrow.ScanObject, `SELECT `+sqlrow.ObjectCols+` FROM objects
 		WHERE sid = ? AND kind = ? AND (service_sid = ?3 OR ?3 = '')`, sid, string(k), serviceSID)
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: get %s %s: %w", k, sid, err)
@@ -406,7 +281,7 @@ func (t *tx) Object(ctx context.Context, k chorus.Kind, serviceSID, sid string) 
 }
 
 func (t *tx) ObjectByName(ctx context.Context, k chorus.Kind, serviceSID, uniqueName string) (*chorus.Object, error) {
-	o, err := queryOne(ctx, t, scanObject, `SELECT `+objectCols+` FROM objects
+	o, err := queryOne(ctx, t, sqlrow.ScanObject, `SELECT `+sqlrow.ObjectCols+` FROM objects
 		WHERE service_sid = ? AND kind = ? AND unique_name = ?`, serviceSID, string(k), uniqueName)
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: get %s named %q: %w", k, uniqueName, err)
@@ -417,16 +292,16 @@ func (t *tx) ObjectByName(ctx context.Context, k chorus.Kind, serviceSID, unique
 
 func (t *tx) Objects(ctx context.Context, k chorus.Kind, serviceSID string, q chorus.ObjectQuery) ([]*chorus.Object, error) {
 	where, order, cargs := cursorRange(q)
-	query := `SELECT ` + objectCols + ` FROM objects
+	query := `SELECT ` + sqlrow.ObjectCols + ` FROM objects
 		WHERE service_sid = ? AND kind = ?` + where
 	args := append([]any{serviceSID, string(k)}, cargs...)
 	if !q.Now.IsZero() {
 		query += ` AND (date_expires IS NULL OR date_expires > ?)`
-		args = append(args, nanos(q.Now))
+		args = append(args, sqlrow.Nanos(q.Now))
 	}
 	query += ` ORDER BY ` + order + ` LIMIT ?`
 	args = append(args, limitArg(q.Limit))
-	os, err := queryAll(ctx, t, scanObject, query, args...)
+	os, err := queryAll(ctx, t, sqlrow.ScanObject, query, args...)
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: list %ss of %s: %w", k, serviceSID, err)
 	}
@@ -434,9 +309,9 @@ func (t *tx) Objects(ctx context.Context, k chorus.Kind, serviceSID string, q ch
 }
 
 func (t *tx) ExpiredObjects(ctx context.Context, now time.Time, limit int) ([]*chorus.Object, error) {
-	os, err := queryAll(ctx, t, scanObject, `SELECT `+objectCols+` FROM objects
+	os, err := queryAll(ctx, t, sqlrow.ScanObject, `SELECT `+sqlrow.ObjectCols+` FROM objects
 		WHERE date_expires IS NOT NULL AND date_expires <= ?
-		ORDER BY date_expires LIMIT ?`, nanos(now), limitArg(limit))
+		ORDER BY date_expires LIMIT ?`, sqlrow.Nanos(now), limitArg(limit))
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: list expired objects: %w", err)
 	}
@@ -444,11 +319,11 @@ func (t *tx) ExpiredObjects(ctx context.Context, now time.Time, limit int) ([]*c
 }
 
 func (t *tx) InsertObject(ctx context.Context, o *chorus.Object) error {
-	_, err := t.exec(ctx, `INSERT INTO objects (`+objectCols+`)
+	_, err := t.exec(ctx, `INSERT INTO objects (`+sqlrow.ObjectCols+`)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-		string(o.Kind), o.SID, o.AccountSID, o.ServiceSID, nullString(o.UniqueName), o.Revision,
-		blob(o.Data), o.LastEventID, o.NextIndex, o.CreatedBy,
-		nanos(o.DateCreated), nanos(o.DateUpdated), nullNanos(o.DateExpires))
+		string(o.Kind), o.SID, o.AccountSID, o.ServiceSID, sqlrow.NullString(o.UniqueName), o.Revision,
+		sqlrow.Blob(o.Data), o.LastEventID, o.NextIndex, o.CreatedBy,
+		sqlrow.Nanos(o.DateCreated), sqlrow.Nanos(o.DateUpdated), sqlrow.NullNanos(o.DateExpires))
 	if isUniqueViolation(err, "unique_name") {
 		err = chorus.ErrUniqueNameExists
 	}
@@ -469,9 +344,9 @@ func (t *tx) UpdateObject(ctx context.Context, o *chorus.Object) error {
 			next_index = ?, date_updated = ?
 		WHERE sid = ? AND kind = ? AND account_sid = ? AND service_sid = ? AND unique_name IS ?
 			AND created_by = ? AND date_created = ? AND date_expires IS ?`,
-		o.Revision, blob(o.Data), o.LastEventID, o.NextIndex, nanos(o.DateUpdated),
-		o.SID, string(o.Kind), o.AccountSID, o.ServiceSID, nullString(o.UniqueName),
-		o.CreatedBy, nanos(o.DateCreated), nullNanos(o.DateExpires))
+		o.Revision, sqlrow.Blob(o.Data), o.LastEventID, o.NextIndex, sqlrow.Nanos(o.DateUpdated),
+		o.SID, string(o.Kind), o.AccountSID, o.ServiceSID, sqlrow.NullString(o.UniqueName),
+		o.CreatedBy, sqlrow.Nanos(o.DateCreated), sqlrow.NullNanos(o.DateExpires))
 	if err != nil {
 		return fmt.Errorf("sqlite: update %s %s: %w", o.Kind, o.SID, err)
 	}
@@ -485,9 +360,9 @@ func (t *tx) UpdateObject(ctx context.Context, o *chorus.Object) error {
 			unique_name = ?, revision = ?, data = ?, last_event_id = ?, next_index = ?,
 			created_by = ?, date_created = ?, date_updated = ?, date_expires = ?
 		WHERE sid = ?`,
-		string(o.Kind), o.AccountSID, o.ServiceSID, nullString(o.UniqueName), o.Revision,
-		blob(o.Data), o.LastEventID, o.NextIndex, o.CreatedBy,
-		nanos(o.DateCreated), nanos(o.DateUpdated), nullNanos(o.DateExpires), o.SID)
+		string(o.Kind), o.AccountSID, o.ServiceSID, sqlrow.NullString(o.UniqueName), o.Revision,
+		sqlrow.Blob(o.Data), o.LastEventID, o.NextIndex, o.CreatedBy,
+		sqlrow.Nanos(o.DateCreated), sqlrow.Nanos(o.DateUpdated), sqlrow.NullNanos(o.DateExpires), o.SID)
 	if isUniqueViolation(err, "unique_name") {
 		err = chorus.ErrUniqueNameExists
 	}
@@ -510,30 +385,8 @@ func (t *tx) DeleteObject(ctx context.Context, sid string) error {
 // Items. A list item has Key "", a map item Index 0: (object, index, key)
 // is the primary key of both.
 
-const itemCols = `kind, object_sid, idx, key, data, revision, last_event_id,
-	created_by, date_created, date_updated, date_expires`
-
-func scanItem(sc scanner) (*chorus.Item, error) {
-	var it chorus.Item
-	var kind string
-	var data []byte
-	var dc, du int64
-	var de sql.NullInt64
-	if err := sc.Scan(&kind, &it.ObjectSID, &it.Index, &it.Key, &data, &it.Revision,
-		&it.LastEventID, &it.CreatedBy, &dc, &du, &de); err != nil {
-		return nil, err
-	}
-	it.Kind = chorus.Kind(kind)
-	if data != nil {
-		it.Data = json.RawMessage(data)
-	}
-	it.DateCreated, it.DateUpdated = fromNanos(dc), fromNanos(du)
-	it.DateExpires = fromNullNanos(de)
-	return &it, nil
-}
-
 func (t *tx) Item(ctx context.Context, objectSID string, ref chorus.ItemRef) (*chorus.Item, error) {
-	it, err := queryOne(ctx, t, scanItem, `SELECT `+itemCols+` FROM items
+	it, err := queryOne(ctx, t, sqlrow.ScanItem, `SELECT `+sqlrow.ItemCols+` FROM items
 		WHERE object_sid = ? AND idx = ? AND key = ?`, objectSID, ref.Index, ref.Key)
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: get item %s %d %q: %w", objectSID, ref.Index, ref.Key, err)
@@ -547,7 +400,7 @@ func (t *tx) Items(ctx context.Context, objectSID string, q chorus.ItemQuery) ([
 		col, from = "key", q.FromKey
 	}
 	var b strings.Builder
-	b.WriteString(`SELECT ` + itemCols + ` FROM items WHERE object_sid = ?`)
+	b.WriteString(`SELECT ` + sqlrow.ItemCols + ` FROM items WHERE object_sid = ?`)
 	args := []any{objectSID}
 	if q.HasFrom {
 		op := ">"
@@ -562,7 +415,7 @@ func (t *tx) Items(ctx context.Context, objectSID string, q chorus.ItemQuery) ([
 	}
 	if !q.Now.IsZero() {
 		b.WriteString(` AND (date_expires IS NULL OR date_expires > ?)`)
-		args = append(args, nanos(q.Now))
+		args = append(args, sqlrow.Nanos(q.Now))
 	}
 	b.WriteString(` ORDER BY ` + col)
 	if q.Desc {
@@ -570,7 +423,7 @@ func (t *tx) Items(ctx context.Context, objectSID string, q chorus.ItemQuery) ([
 	}
 	b.WriteString(` LIMIT ?`)
 	args = append(args, limitArg(q.Limit))
-	its, err := queryAll(ctx, t, scanItem, b.String(), args...)
+	its, err := queryAll(ctx, t, sqlrow.ScanItem, b.String(), args...)
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: list items of %s: %w", objectSID, err)
 	}
@@ -578,7 +431,7 @@ func (t *tx) Items(ctx context.Context, objectSID string, q chorus.ItemQuery) ([
 }
 
 func (t *tx) ItemsChangedSince(ctx context.Context, objectSID string, eventID int64, limit int) ([]*chorus.Item, error) {
-	its, err := queryAll(ctx, t, scanItem, `SELECT `+itemCols+` FROM items
+	its, err := queryAll(ctx, t, sqlrow.ScanItem, `SELECT `+sqlrow.ItemCols+` FROM items
 		WHERE object_sid = ? AND last_event_id > ?
 		ORDER BY last_event_id LIMIT ?`, objectSID, eventID, limitArg(limit))
 	if err != nil {
@@ -588,9 +441,9 @@ func (t *tx) ItemsChangedSince(ctx context.Context, objectSID string, eventID in
 }
 
 func (t *tx) ExpiredItems(ctx context.Context, now time.Time, limit int) ([]*chorus.Item, error) {
-	its, err := queryAll(ctx, t, scanItem, `SELECT `+itemCols+` FROM items
+	its, err := queryAll(ctx, t, sqlrow.ScanItem, `SELECT `+sqlrow.ItemCols+` FROM items
 		WHERE date_expires IS NOT NULL AND date_expires <= ?
-		ORDER BY date_expires LIMIT ?`, nanos(now), limitArg(limit))
+		ORDER BY date_expires LIMIT ?`, sqlrow.Nanos(now), limitArg(limit))
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: list expired items: %w", err)
 	}
@@ -598,13 +451,13 @@ func (t *tx) ExpiredItems(ctx context.Context, now time.Time, limit int) ([]*cho
 }
 
 func (t *tx) PutItem(ctx context.Context, it *chorus.Item) error {
-	_, err := t.exec(ctx, `INSERT INTO items (`+itemCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+	_, err := t.exec(ctx, `INSERT INTO items (`+sqlrow.ItemCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 		ON CONFLICT (object_sid, idx, key) DO UPDATE SET kind = excluded.kind, data = excluded.data,
 			revision = excluded.revision, last_event_id = excluded.last_event_id,
 			created_by = excluded.created_by, date_created = excluded.date_created,
 			date_updated = excluded.date_updated, date_expires = excluded.date_expires`,
-		string(it.Kind), it.ObjectSID, it.Index, it.Key, blob(it.Data), it.Revision, it.LastEventID,
-		it.CreatedBy, nanos(it.DateCreated), nanos(it.DateUpdated), nullNanos(it.DateExpires))
+		string(it.Kind), it.ObjectSID, it.Index, it.Key, sqlrow.Blob(it.Data), it.Revision, it.LastEventID,
+		it.CreatedBy, sqlrow.Nanos(it.DateCreated), sqlrow.Nanos(it.DateUpdated), sqlrow.NullNanos(it.DateExpires))
 	if err != nil {
 		return fmt.Errorf("sqlite: put item %s %d %q: %w", it.ObjectSID, it.Index, it.Key, err)
 	}
@@ -621,18 +474,8 @@ func (t *tx) DeleteItem(ctx context.Context, objectSID string, ref chorus.ItemRe
 
 // Permissions.
 
-const permissionCols = `object_sid, identity, read, write, manage`
-
-func scanPermission(sc scanner) (*chorus.Permission, error) {
-	var p chorus.Permission
-	if err := sc.Scan(&p.ObjectSID, &p.Identity, &p.Read, &p.Write, &p.Manage); err != nil {
-		return nil, err
-	}
-	return &p, nil
-}
-
 func (t *tx) Permission(ctx context.Context, objectSID, identity string) (*chorus.Permission, error) {
-	p, err := queryOne(ctx, t, scanPermission, `SELECT `+permissionCols+` FROM permissions
+	p, err := queryOne(ctx, t, sqlrow.ScanPermission, `SELECT `+sqlrow.PermissionCols+` FROM permissions
 		WHERE object_sid = ? AND identity = ?`, objectSID, identity)
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: get permission %s %q: %w", objectSID, identity, err)
@@ -650,7 +493,7 @@ func (t *tx) Permissions(ctx context.Context, objectSID string, q chorus.Permiss
 			where, args = "", args[:1]
 		}
 	}
-	ps, err := queryAll(ctx, t, scanPermission, `SELECT `+permissionCols+` FROM permissions
+	ps, err := queryAll(ctx, t, sqlrow.ScanPermission, `SELECT `+sqlrow.PermissionCols+` FROM permissions
 		WHERE object_sid = ?`+where+` ORDER BY `+order+` LIMIT ?`,
 		append(args, limitArg(q.Limit))...)
 	if err != nil {
@@ -660,7 +503,7 @@ func (t *tx) Permissions(ctx context.Context, objectSID string, q chorus.Permiss
 }
 
 func (t *tx) PutPermission(ctx context.Context, p *chorus.Permission) error {
-	_, err := t.exec(ctx, `INSERT INTO permissions (`+permissionCols+`) VALUES (?, ?, ?, ?, ?)
+	_, err := t.exec(ctx, `INSERT INTO permissions (`+sqlrow.PermissionCols+`) VALUES (?, ?, ?, ?, ?)
 		ON CONFLICT (object_sid, identity) DO UPDATE SET read = excluded.read,
 			write = excluded.write, manage = excluded.manage`,
 		p.ObjectSID, p.Identity, p.Read, p.Write, p.Manage)
@@ -678,30 +521,10 @@ func (t *tx) DeletePermission(ctx context.Context, objectSID, identity string) e
 	return nil
 }
 
-// Events. The body is the event's JSON without Data and ItemData, which are
-// stored verbatim beside it (encoding/json would compact and escape them).
-
-func scanEvent(sc scanner) (*chorus.Event, error) {
-	var body string
-	var data, itemData []byte
-	if err := sc.Scan(&body, &data, &itemData); err != nil {
-		return nil, err
-	}
-	var e chorus.Event
-	if err := json.Unmarshal([]byte(body), &e); err != nil {
-		return nil, fmt.Errorf("decode event: %w", err)
-	}
-	if data != nil {
-		e.Data = json.RawMessage(data)
-	}
-	if itemData != nil {
-		e.ItemData = json.RawMessage(itemData)
-	}
-	return &e, nil
-}
+// Events, stored as sqlrow.EncodeEvent encodes them.
 
 func (t *tx) Events(ctx context.Context, objectSID string, afterID int64, limit int) ([]*chorus.Event, error) {
-	es, err := queryAll(ctx, t, scanEvent, `SELECT body, data, item_data FROM events
+	es, err := queryAll(ctx, t, sqlrow.ScanEvent, `SELECT `+sqlrow.EventCols+` FROM events
 		WHERE object_sid = ? AND id > ? ORDER BY id LIMIT ?`, objectSID, afterID, limitArg(limit))
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: list events of %s: %w", objectSID, err)
@@ -713,16 +536,13 @@ func (t *tx) AppendEvent(ctx context.Context, e *chorus.Event) error {
 	if e.ID <= 0 {
 		return fmt.Errorf("sqlite: append event to %s: id %d is not a log id", e.ObjectSID, e.ID)
 	}
-	meta := *e
-	meta.Data, meta.ItemData = nil, nil
-	body, err := json.Marshal(&meta)
+	body, data, itemData, err := sqlrow.EncodeEvent(e)
 	if err != nil {
 		return fmt.Errorf("sqlite: append event %d to %s: %w", e.ID, e.ObjectSID, err)
 	}
 	if _, err := t.exec(ctx, `INSERT INTO events (object_sid, id, service_sid, created_at, body, data, item_data)
 		VALUES (?, ?, ?, ?, ?, ?, ?)`,
-		e.ObjectSID, e.ID, e.ServiceSID, nanos(e.DateCreated), string(body),
-		blob(e.Data), blob(e.ItemData)); err != nil {
+		e.ObjectSID, e.ID, e.ServiceSID, sqlrow.Nanos(e.DateCreated), body, data, itemData); err != nil {
 		return fmt.Errorf("sqlite: append event %d to %s: %w", e.ID, e.ObjectSID, err)
 	}
 	return nil
@@ -732,13 +552,13 @@ func (t *tx) TrimEvents(ctx context.Context, before time.Time, keep int) (int, e
 	var res sql.Result
 	var err error
 	if keep <= 0 {
-		res, err = t.exec(ctx, `DELETE FROM events WHERE created_at < ?`, nanos(before))
+		res, err = t.exec(ctx, `DELETE FROM events WHERE created_at < ?`, sqlrow.Nanos(before))
 	} else {
 		// An event goes if it is older than the keep-th newest event of its
 		// object; objects with fewer than keep events lose nothing (NULL).
 		res, err = t.exec(ctx, `DELETE FROM events WHERE created_at < ? AND id < (
 			SELECT e2.id FROM events AS e2 WHERE e2.object_sid = events.object_sid
-			ORDER BY e2.id DESC LIMIT 1 OFFSET ?)`, nanos(before), keep-1)
+			ORDER BY e2.id DESC LIMIT 1 OFFSET ?)`, sqlrow.Nanos(before), keep-1)
 	}
 	if err != nil {
 		return 0, fmt.Errorf("sqlite: trim events: %w", err)
