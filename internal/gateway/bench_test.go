@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"runtime"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -79,7 +80,9 @@ func BenchmarkDeliver(b *testing.B) {
 	t := &topic{h: h, sid: "ET0", kind: chorus.KindDocument, pending: map[int64]*chorus.Event{}, subs: map[*conn]*subscription{}, baseline: true}
 	var cs []*conn
 	for i := 0; i < subs; i++ {
-		c := &conn{g: g, q: newSendQueue(1<<30, 1<<40), base: "http://x"}
+		// Each session builds its base from its own request, so the
+		// strings are equal but distinct.
+		c := &conn{g: g, q: newSendQueue(1<<30, 1<<40), base: internBase(strings.Clone("http://localhost:8080"))}
 		c.cancel = func(error) {}
 		t.subs[c] = &subscription{c: c, t: t, live: true}
 		cs = append(cs, c)

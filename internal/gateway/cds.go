@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unique"
 
 	"github.com/chorus-sync/chorus"
 	"github.com/chorus-sync/chorus/internal/engine"
@@ -57,6 +58,11 @@ func errorResponse(e *chorus.Error) response {
 }
 
 // handleMessage answers one upstream request.
+// internBase returns the canonical copy of a public base URL. The hub
+// compares the base of every subscriber to pick the frame to send, and
+// equal strings that share their bytes compare at once.
+func internBase(base string) string { return unique.Make(base).Value() }
+
 func (c *conn) handleMessage(ctx context.Context, f *protocol.Frame) error {
 	if !c.isInitialized() {
 		return errNotInitialized
@@ -78,7 +84,7 @@ func (c *conn) handleMessage(ctx context.Context, f *protocol.Frame) error {
 	}
 	base = strings.TrimSuffix(base, "/")
 	if c.base == "" {
-		c.base = base
+		c.base = internBase(base)
 	}
 	r := &request{method: strings.ToUpper(hr.Method), base: base, ifMatch: hr.Header("If-Match")}
 	if r.segs, err = hr.PathSegments(); err != nil {

@@ -409,6 +409,9 @@ func (c *conn) dispatch(op ws.OpCode, msg []byte, borrowed bool) error {
 		}
 		return nil
 	}
+	if isPlainAck(msg, c.g.cfg.MaxFrameBytes) {
+		return nil // the common case: an ack needs no answer
+	}
 	f, err := protocol.Decode(msg, c.g.cfg.MaxFrameBytes)
 	if errors.Is(err, protocol.ErrTooLarge) {
 		if id, ok := oversizeRequest(msg, c.g.cfg.MaxFrameBytes); ok && c.isInitialized() {
