@@ -5,12 +5,10 @@
 const { test } = require('node:test');
 const assert = require('node:assert/strict');
 const { useServer, twilio } = require('../lib/harness');
+const { uniq } = require('./util');
 
 const { RestException } = twilio;
 const srv = useServer({ name: 'rest-errors' });
-
-let seq = 0;
-const uniq = (p) => `${p}-${process.pid}-${++seq}`;
 
 async function expectRestError(promise, status, code, what = '') {
   const err = await promise.then(

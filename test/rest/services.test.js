@@ -4,11 +4,10 @@
 const { test } = require('node:test');
 const assert = require('node:assert/strict');
 const { useServer, twilio } = require('../lib/harness');
+const { sidRe } = require('./util');
 
 const { RestException } = twilio;
 const srv = useServer({ name: 'rest-services' });
-
-const sidRe = (prefix) => new RegExp(`^${prefix}[0-9a-f]{32}$`);
 
 async function expectRestError(promise, status, code, what = '') {
   const err = await promise.then(
