@@ -533,7 +533,9 @@ func TestTokenRenewal(t *testing.T) {
 		}
 	})
 	t.Run("expired without provider", func(t *testing.T) {
-		c, err := client.New(ctx, n.token(t, "alice", time.Second), client.Options{URL: n.url(), Logger: quietLogger()})
+		// Long enough to open the document on a loaded machine; a 1 s token
+		// could expire before the open and fail it as disconnected.
+		c, err := client.New(ctx, n.token(t, "alice", 3*time.Second), client.Options{URL: n.url(), Logger: quietLogger()})
 		if err != nil {
 			t.Fatal(err)
 		}
