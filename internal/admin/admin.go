@@ -1,9 +1,6 @@
 package admin
 
 import (
-	"bytes"
-	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
 	"math"
@@ -16,6 +13,7 @@ import (
 	"github.com/chorus-sync/chorus"
 	"github.com/chorus-sync/chorus/internal/engine"
 	"github.com/chorus-sync/chorus/internal/gateway"
+	"github.com/chorus-sync/chorus/internal/twiliohttp"
 	"github.com/chorus-sync/chorus/token"
 )
 
@@ -30,15 +28,6 @@ const (
 
 	maxBodyBytes = 16 << 10
 	maxSamples   = 64
-)
-
-// Log attribute keys.
-const (
-	logMethod = "method"
-	logPath   = "path"
-	logStatus = "status"
-	logCode   = "code"
-	logErr    = "err"
 )
 
 // GatewayStats is what the admin API needs from the realtime gateway;
@@ -151,7 +140,7 @@ func (h *handler) account(w http.ResponseWriter, _ *http.Request, c *caller) err
 	if chorus.IsSID(chorus.PrefixAPIKey, c.username) {
 		method = "api_key"
 	}
-	writeJSON(w, http.StatusOK, accountJSON{AccountSID: c.account, CredentialSID: c.username, AuthMethod: method})
+	twiliohttp.WriteJSON(w, http.StatusOK, accountJSON{AccountSID: c.account, CredentialSID: c.username, AuthMethod: method})
 	return nil
 }
 
@@ -187,7 +176,7 @@ func (h *handler) stats(w http.ResponseWriter, _ *http.Request, _ *caller) error
 		out.Connections, out.Subscriptions, out.Topics = &gs.Connections, &gs.Subscriptions, &gs.Topics
 		out.Delivered = &gs.Delivered
 	}
-	writeJSON(w, http.StatusOK, out)
+	twiliohttp.WriteJSON(w, http.StatusOK, out)
 	return nil
 }
 
@@ -275,7 +264,7 @@ func (h *handler) mintToken(w http.ResponseWriter, r *http.Request, c *caller) e
 	if err != nil {
 		return fmt.Errorf("admin: mint token: %w", err)
 	}
-	writeJSON(w, http.StatusCreated, tokenJSON{Identity: identity, Token: tok, ServiceSID: svc.SID, TTL: int(ttl / time.Second)})
+	twiliohttp.WriteJSON(w, http.StatusCreated, tokenJSON{Identity: identity, Token: tok, ServiceSID: svc.SID, TTL: int(ttl / time.Second)})
 	return nil
 }
 
@@ -302,40 +291,6 @@ func (h *handler) signingKey(r *http.Request, c *caller) (sid, secret string, er
 	return keys[0].SID, keys[0].Secret, nil
 }
 
-// errorBody is Twilio's error JSON.
-type errorBody struct {
-	Code     int    `json:"code"`
-	Message  string `json:"message"`
-	MoreInfo string `json:"more_info"`
-	Status   int    `json:"status"`
-}
-
 func (h *handler) writeError(w http.ResponseWriter, r *http.Request, err error) {
-	var ce *chorus.Error
-	isChorus := errors.As(err, &ce)
-	e := chorus.AsError(err)
-	if !isChorus || e.Status >= 500 {
-		h.log.ErrorContext(r.Context(), "admin: request failed",
-			logMethod, r.Method, logPath, r.URL.Path, logStatus, e.Status, logCode, e.Code, logErr, err)
-	}
-	if e.Code == chorus.ErrAuthenticate.Code {
-		w.Header().Set("WWW-Authenticate", `Basic realm="Twilio API"`)
-	}
-	writeJSON(w, e.Status, errorBody{Code: e.Code, Message: e.Message, MoreInfo: e.MoreInfo(), Status: e.Status})
-}
-
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(v); err != nil {
-		status = http.StatusInternalServerError
-		buf.Reset()
-		e := chorus.ErrInternal
-		_ = json.NewEncoder(&buf).Encode(errorBody{Code: e.Code, Message: e.Message, MoreInfo: e.MoreInfo(), Status: e.Status})
-	}
-	w.Header().Set("Content-Type", "application/json; charset=utf-8")
-	w.Header().Set("Content-Length", strconv.Itoa(buf.Len()))
-	w.WriteHeader(status)
-	_, _ = w.Write(buf.Bytes())
+	twiliohttp.WriteError(w, r, h.log, err)
 }

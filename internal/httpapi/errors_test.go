@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/chorus-sync/chorus"
+	"github.com/chorus-sync/chorus/internal/twiliohttp"
 )
 
 // jsonOfSize returns a JSON object of exactly n bytes.
@@ -191,7 +192,7 @@ func TestErrors(t *testing.T) {
 				user, pass = tt.as[0], tt.as[1]
 			}
 			resp, b := f.doAs(user, pass, tt.method, tt.path, tt.form, tt.hdr)
-			var body errorBody
+			var body twiliohttp.ErrorBody
 			if err := json.Unmarshal(b, &body); err != nil {
 				t.Fatalf("%s %s: body %q is not JSON: %v", tt.method, tt.path, b, err)
 			}

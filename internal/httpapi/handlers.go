@@ -5,6 +5,7 @@ import (
 
 	"github.com/chorus-sync/chorus"
 	"github.com/chorus-sync/chorus/internal/engine"
+	"github.com/chorus-sync/chorus/internal/twiliohttp"
 )
 
 // routes registers the 48 operations of REST v1.
@@ -113,7 +114,7 @@ func (a *api) listServices(w http.ResponseWriter, r *http.Request, c *call) erro
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, renderPage(collURL(r, c), "services", p, pg, func(s *chorus.Service) any {
+	twiliohttp.WriteJSON(w, http.StatusOK, renderPage(collURL(r, c), "services", p, pg, func(s *chorus.Service) any {
 		return renderService(c.base, s)
 	}))
 	return nil
@@ -128,7 +129,7 @@ func (a *api) createService(w http.ResponseWriter, r *http.Request, c *call) err
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusCreated, renderService(c.base, s))
+	twiliohttp.WriteJSON(w, http.StatusCreated, renderService(c.base, s))
 	return nil
 }
 
@@ -137,7 +138,7 @@ func (a *api) fetchService(w http.ResponseWriter, r *http.Request, c *call) erro
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, renderService(c.base, s))
+	twiliohttp.WriteJSON(w, http.StatusOK, renderService(c.base, s))
 	return nil
 }
 
@@ -150,7 +151,7 @@ func (a *api) updateService(w http.ResponseWriter, r *http.Request, c *call) err
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, renderService(c.base, s))
+	twiliohttp.WriteJSON(w, http.StatusOK, renderService(c.base, s))
 	return nil
 }
 
@@ -183,7 +184,7 @@ func (a *api) listObjects(k chorus.Kind) handler {
 		if err != nil {
 			return err
 		}
-		writeJSON(w, http.StatusOK, renderPage(collURL(r, c), pageKey(k), p, pg, func(o *chorus.Object) any {
+		twiliohttp.WriteJSON(w, http.StatusOK, renderPage(collURL(r, c), pageKey(k), p, pg, func(o *chorus.Object) any {
 			return renderObject(c.base, c.svc, o)
 		}))
 		return nil
@@ -261,7 +262,7 @@ func (a *api) writeObject(w http.ResponseWriter, status int, c *call, o *chorus.
 	if o.Kind == chorus.KindDocument {
 		setETag(w, o.RevisionString())
 	}
-	writeJSON(w, status, renderObject(c.base, c.svc, o))
+	twiliohttp.WriteJSON(w, status, renderObject(c.base, c.svc, o))
 }
 
 // List and Map items.
@@ -302,7 +303,7 @@ func (a *api) listItems(k chorus.Kind) handler {
 		if err != nil {
 			return err
 		}
-		writeJSON(w, http.StatusOK, renderPage(collURL(r, c), "items", p, pg, func(it *chorus.Item) any {
+		twiliohttp.WriteJSON(w, http.StatusOK, renderPage(collURL(r, c), "items", p, pg, func(it *chorus.Item) any {
 			return renderItem(c.base, c.svc, it)
 		}))
 		return nil
@@ -407,7 +408,7 @@ func (a *api) deleteItem(k chorus.Kind) handler {
 
 func (a *api) writeItem(w http.ResponseWriter, status int, c *call, it *chorus.Item) {
 	setETag(w, it.RevisionString())
-	writeJSON(w, status, renderItem(c.base, c.svc, it))
+	twiliohttp.WriteJSON(w, status, renderItem(c.base, c.svc, it))
 }
 
 // Permissions.
@@ -422,7 +423,7 @@ func (a *api) listPermissions(k chorus.Kind) handler {
 		if err != nil {
 			return err
 		}
-		writeJSON(w, http.StatusOK, renderPage(collURL(r, c), "permissions", p, pg, func(pm *chorus.Permission) any {
+		twiliohttp.WriteJSON(w, http.StatusOK, renderPage(collURL(r, c), "permissions", p, pg, func(pm *chorus.Permission) any {
 			return renderPermission(c.base, c.svc, k, pm)
 		}))
 		return nil
@@ -435,7 +436,7 @@ func (a *api) fetchPermission(k chorus.Kind) handler {
 		if err != nil {
 			return err
 		}
-		writeJSON(w, http.StatusOK, renderPermission(c.base, c.svc, k, p))
+		twiliohttp.WriteJSON(w, http.StatusOK, renderPermission(c.base, c.svc, k, p))
 		return nil
 	}
 }
@@ -457,7 +458,7 @@ func (a *api) updatePermission(k chorus.Kind) handler {
 		if err != nil {
 			return err
 		}
-		writeJSON(w, http.StatusOK, renderPermission(c.base, c.svc, k, got))
+		twiliohttp.WriteJSON(w, http.StatusOK, renderPermission(c.base, c.svc, k, got))
 		return nil
 	}
 }
@@ -483,6 +484,6 @@ func (a *api) createStreamMessage(w http.ResponseWriter, r *http.Request, c *cal
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusCreated, streamMessageJSON{SID: m.SID, Data: m.Data})
+	twiliohttp.WriteJSON(w, http.StatusCreated, streamMessageJSON{SID: m.SID, Data: m.Data})
 	return nil
 }

@@ -17,6 +17,7 @@ import (
 
 	"github.com/chorus-sync/chorus"
 	"github.com/chorus-sync/chorus/internal/engine"
+	"github.com/chorus-sync/chorus/internal/twiliohttp"
 )
 
 // code returns the Twilio code of err, 0 for nil.
@@ -362,11 +363,11 @@ func TestWriteErrorInternalLoggedOnce(t *testing.T) {
 			if ct := rec.Header().Get("Content-Type"); ct != "application/json; charset=utf-8" {
 				t.Errorf("Content-Type = %q", ct)
 			}
-			var body errorBody
+			var body twiliohttp.ErrorBody
 			if err := json.Unmarshal(rec.Body.Bytes(), &body); err != nil {
 				t.Fatal(err)
 			}
-			want := errorBody{Code: tt.wantCode, Message: tt.wantMsg, MoreInfo: "https://www.twilio.com/docs/errors/" + itoa(tt.wantCode), Status: tt.wantStatus}
+			want := twiliohttp.ErrorBody{Code: tt.wantCode, Message: tt.wantMsg, MoreInfo: "https://www.twilio.com/docs/errors/" + itoa(tt.wantCode), Status: tt.wantStatus}
 			if body != want {
 				t.Errorf("body = %+v, want %+v", body, want)
 			}

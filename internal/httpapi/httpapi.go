@@ -1,19 +1,17 @@
 package httpapi
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"log/slog"
 	"net/http"
 	"net/url"
 	"sort"
-	"strconv"
 	"strings"
 
 	"github.com/chorus-sync/chorus"
 	"github.com/chorus-sync/chorus/internal/engine"
+	"github.com/chorus-sync/chorus/internal/twiliohttp"
 )
 
 // maxBodyBytes bounds a request body. The largest legal body is a 16 KiB
@@ -219,52 +217,10 @@ func contains(ss []string, s string) bool {
 	return false
 }
 
-// errorBody is Twilio's error JSON.
-type errorBody struct {
-	Code     int    `json:"code"`
-	Message  string `json:"message"`
-	MoreInfo string `json:"more_info"`
-	Status   int    `json:"status"`
-}
-
-// writeError renders err as a Twilio error. Errors that are not a
-// *chorus.Error, and 5xx ones, are logged here, once.
+// writeError renders err as a Twilio error (logging unexpected ones once).
 func (a *api) writeError(w http.ResponseWriter, r *http.Request, err error) {
-	var ce *chorus.Error
-	isChorus := errors.As(err, &ce)
-	e := chorus.AsError(err)
-	if !isChorus || e.Status >= 500 {
-		a.log.ErrorContext(r.Context(), "httpapi: request failed",
-			logMethod, r.Method, logPath, r.URL.Path,
-			logRequestID, w.Header().Get("Twilio-Request-Id"),
-			logStatus, e.Status, logCode, e.Code, logErr, err)
-	}
-	if e.Code == chorus.ErrAuthenticate.Code {
-		w.Header().Set("WWW-Authenticate", `Basic realm="Twilio API"`)
-	}
 	w.Header().Del("ETag")
-	writeJSON(w, e.Status, errorBody{Code: e.Code, Message: e.Message, MoreInfo: e.MoreInfo(), Status: e.Status})
-}
-
-// writeJSON writes v with status. HTML characters are not escaped so that
-// data round-trips byte for byte where JSON allows it.
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(v); err != nil {
-		// Only a broken json.RawMessage can get here; the engine
-		// validates data, so this is a bug.
-		status = http.StatusInternalServerError
-		buf.Reset()
-		e := chorus.ErrInternal
-		_ = json.NewEncoder(&buf).Encode(errorBody{Code: e.Code, Message: e.Message, MoreInfo: e.MoreInfo(), Status: e.Status})
-	}
-	h := w.Header()
-	h.Set("Content-Type", "application/json; charset=utf-8")
-	h.Set("Content-Length", strconv.Itoa(buf.Len()))
-	w.WriteHeader(status)
-	_, _ = w.Write(buf.Bytes())
+	twiliohttp.WriteError(w, r, a.log, err, logRequestID, w.Header().Get("Twilio-Request-Id"))
 }
 
 // writeNoContent answers a delete.

@@ -1,0 +1,7 @@
+// Package twiliohttp writes HTTP responses the way Twilio's APIs do: JSON
+// bodies with HTML characters left unescaped (so data round-trips byte for
+// byte), and errors as {code, message, more_info, status} from a
+// *chorus.Error. It is shared by the REST v1 API and the admin API.
+//
+// Its functions are safe for concurrent use; each writes one response.
+package twiliohttp
