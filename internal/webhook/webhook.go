@@ -84,6 +84,9 @@ func New(cfg Config) *Dispatcher {
 // Observe queues committed events; it is the engine's Config.Observe.
 func (d *Dispatcher) Observe(events []*chorus.Event) {
 	for _, e := range events {
+		if svc, fresh := d.cached(e.ServiceSID); fresh && !wants(svc, e) {
+			continue // the common case: no webhook for this event; queue nothing
+		}
 		select {
 		case d.queue <- e:
 		default:
@@ -128,12 +131,29 @@ type cachedService struct {
 	fetched time.Time
 }
 
-func (d *Dispatcher) service(ctx context.Context, accountSID, sid string) (*chorus.Service, error) {
+// wants reports whether svc's settings ask for a webhook of e.
+func wants(svc *chorus.Service, e *chorus.Event) bool {
+	switch {
+	case svc.WebhookURL == "", e.FromREST && !svc.WebhooksFromRestEnabled:
+		return false
+	case e.Type == chorus.EventEndpointConnected || e.Type == chorus.EventEndpointDisconnected:
+		return svc.ReachabilityWebhooksEnabled
+	}
+	return true
+}
+
+// cached returns the cached settings of service sid and whether they are
+// fresh.
+func (d *Dispatcher) cached(sid string) (*chorus.Service, bool) {
 	d.mu.Lock()
 	c, ok := d.services[sid]
 	d.mu.Unlock()
-	if ok && time.Since(c.fetched) < serviceTTL {
-		return c.svc, nil
+	return c.svc, ok && time.Since(c.fetched) < serviceTTL
+}
+
+func (d *Dispatcher) service(ctx context.Context, accountSID, sid string) (*chorus.Service, error) {
+	if svc, fresh := d.cached(sid); fresh {
+		return svc, nil
 	}
 	svc, err := d.cfg.Lookup.Service(ctx, accountSID, sid)
 	if err != nil {
@@ -161,10 +181,7 @@ func (d *Dispatcher) deliver(ctx context.Context, e *chorus.Event) error {
 	if err != nil {
 		return fmt.Errorf("webhook: service: %w", err)
 	}
-	if svc.WebhookURL == "" || (e.FromREST && !svc.WebhooksFromRestEnabled) {
-		return nil
-	}
-	if (e.Type == chorus.EventEndpointConnected || e.Type == chorus.EventEndpointDisconnected) && !svc.ReachabilityWebhooksEnabled {
+	if !wants(svc, e) {
 		return nil
 	}
 	acct, err := d.cfg.Lookup.Account(ctx, e.AccountSID)

@@ -141,3 +141,43 @@ func TestDeliveryEndToEnd(t *testing.T) {
 		t.Fatal("no webhook for a REST change with webhooks_from_rest_enabled")
 	}
 }
+
+// lookupFunc is a webhook.Lookup with function fields.
+type lookupFunc struct {
+	service func(ctx context.Context, accountSID, sid string) (*chorus.Service, error)
+}
+
+func (l lookupFunc) Service(ctx context.Context, accountSID, sid string) (*chorus.Service, error) {
+	return l.service(ctx, accountSID, sid)
+}
+
+func (l lookupFunc) Account(context.Context, string) (*chorus.Account, error) {
+	return &chorus.Account{}, nil
+}
+
+// A service without a webhook costs its writes nothing once its settings
+// are cached: events are not even queued (a queue of one would overflow).
+func TestNoWebhookQueuesNothing(t *testing.T) {
+	svc := &chorus.Service{SID: chorus.NewSID("IS")}
+	looked := make(chan struct{}, 1)
+	d := webhook.New(webhook.Config{Workers: 1, Queue: 1, Lookup: lookupFunc{service: func(context.Context, string, string) (*chorus.Service, error) {
+		select {
+		case looked <- struct{}{}:
+		default:
+		}
+		return svc, nil
+	}}})
+	defer d.Close(context.Background())
+	ev := &chorus.Event{Type: chorus.EventDocumentUpdated, ServiceSID: svc.SID, Kind: chorus.KindDocument}
+	d.Observe([]*chorus.Event{ev}) // caches the settings
+	<-looked
+	time.Sleep(50 * time.Millisecond)
+	batch := make([]*chorus.Event, 10_000)
+	for i := range batch {
+		batch[i] = ev
+	}
+	d.Observe(batch)
+	if n := d.Dropped.Load(); n != 0 {
+		t.Errorf("Dropped = %d, want 0: events of a service without a webhook were queued", n)
+	}
+}
