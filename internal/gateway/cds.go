@@ -440,14 +440,18 @@ func (c *conn) items(ctx context.Context, r *request, k chorus.Kind, id string) 
 }
 
 // pageToken is the opaque paging token of item pages: continue after From
-// in Order.
+// in Order, Size items a page. twilio-sync up to 3.2.x sends only the
+// PageToken on nextPage()/prevPage(), so the token carries everything the
+// next page needs; an explicit PageSize still wins. Tokens without a size
+// (issued before it was added) give the default page size.
 type pageToken struct {
 	From  string `json:"from"`
 	Order string `json:"order"`
+	Size  int    `json:"size,omitempty"`
 }
 
-func encodeToken(from, order string) string {
-	b, _ := json.Marshal(pageToken{from, order})
+func encodeToken(from, order string, size int) string {
+	b, _ := json.Marshal(pageToken{from, order, size})
 	return base64.RawURLEncoding.EncodeToString(b)
 }
 
@@ -509,10 +513,13 @@ func (c *conn) itemsPage(ctx context.Context, r *request, k chorus.Kind, id stri
 	if tok := q.Get("PageToken"); tok != "" {
 		raw, err := base64.RawURLEncoding.DecodeString(tok)
 		var pt pageToken
-		if err != nil || json.Unmarshal(raw, &pt) != nil || (pt.Order != "asc" && pt.Order != "desc") {
+		if err != nil || json.Unmarshal(raw, &pt) != nil || (pt.Order != "asc" && pt.Order != "desc") || pt.Size < 0 {
 			return errorResponse(chorus.ErrInvalidPageToken)
 		}
 		from, order, bounds = pt.From, pt.Order, "exclusive"
+		if pt.Size > 0 && !q.Has("PageSize") {
+			pageSize = min(pt.Size, chorus.MaxPageSize-1)
+		}
 	}
 	page, err := eng.Items(ctx, c.actor, c.svc, k, id, engine.ItemPageRequest{
 		Order: order, From: from, Bounds: bounds, PageSize: pageSize + 1, HideExpired: true,
@@ -524,7 +531,7 @@ func (c *conn) itemsPage(ctx context.Context, r *request, k chorus.Kind, id stri
 	next := ""
 	if len(items) > pageSize {
 		items = items[:pageSize]
-		next = encodeToken(itemPos(k, items[len(items)-1]), order)
+		next = encodeToken(itemPos(k, items[len(items)-1]), order, pageSize)
 	}
 	// previous_token: is there anything before the first item (or before
 	// From) in this order? Ask in the opposite order, exclusive.
@@ -545,7 +552,7 @@ func (c *conn) itemsPage(ctx context.Context, r *request, k chorus.Kind, id stri
 			return c.errResponse(r, err)
 		}
 		if len(before.Items) > 0 {
-			prev = encodeToken(anchor, opposite)
+			prev = encodeToken(anchor, opposite, pageSize)
 		}
 	}
 	if items == nil {

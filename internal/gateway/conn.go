@@ -58,6 +58,10 @@ type conn struct {
 	writing  atomic.Bool    // the writer is in a write with a deadline set
 	deadline time.Time      // the socket's write deadline (writer-owned)
 	pong     atomic.Pointer[[]byte]
+	// eventProtocol is the event_protocol_version of the session's last
+	// /v4/Subscriptions request (0 until one arrives): it picks the format
+	// of subscription_* notifications (see sendSync).
+	eventProtocol atomic.Int32
 
 	// base is the public URL base of events; written once by the worker
 	// before the first subscription exists.

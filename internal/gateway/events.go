@@ -205,16 +205,45 @@ func replayFrame(e *chorus.Event, base string, corr json.Number) []byte {
 	return protocol.AppendNotification(nil, protocol.NewID(), protocol.MessageTypeSyncEvent, payload)
 }
 
-// syncFrame encodes a subscription_* notification.
+// syncFrame encodes a subscription_* notification in event protocol 4:
+// every entry in one "events" array.
 func syncFrame(eventType string, corr json.Number, events any) []byte {
 	body, _ := json.Marshal(events) // plain maps and strings
+	return syncPayloadFrame(eventType, corr, "events", body)
+}
+
+// syncFrameV3 encodes one entry of a subscription_* notification in event
+// protocol 3 (twilio-sync ≤ 3.0.x), which reads a single "event" object
+// per message and throws on an "events" array.
+func syncFrameV3(eventType string, corr json.Number, event any) []byte {
+	body, _ := json.Marshal(event)
+	return syncPayloadFrame(eventType, corr, "event", body)
+}
+
+func syncPayloadFrame(eventType string, corr json.Number, field string, body []byte) []byte {
 	payload := append([]byte(`{"event_type":`), protocol.AppendJSONString(nil, eventType)...)
 	if corr != "" {
 		payload = append(payload, `,"correlation_id":`...)
 		payload = append(payload, corr...)
 	}
-	payload = append(payload, `,"events":`...)
+	payload = append(payload, `,"`...)
+	payload = append(payload, field...)
+	payload = append(payload, `":`...)
 	payload = append(payload, body...)
 	payload = append(payload, '}')
 	return protocol.AppendNotification(nil, protocol.NewID(), protocol.MessageTypeSyncEvent, payload)
+}
+
+// sendSync sends subscription_* notifications in the event protocol the
+// session asked for: 4 and later (and sessions that never said) get one
+// frame with an "events" array; 3 and earlier one frame per entry with a
+// single "event".
+func sendSync[E any](c *conn, eventType string, corr json.Number, entries []E) {
+	if v := c.eventProtocol.Load(); v > 0 && v < 4 {
+		for _, e := range entries {
+			c.send(syncFrameV3(eventType, corr, e))
+		}
+		return
+	}
+	c.send(syncFrame(eventType, corr, entries))
 }

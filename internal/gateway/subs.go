@@ -61,6 +61,9 @@ func (c *conn) handleSubscriptions(ctx context.Context, id string, r *request) {
 		c.sendHTTP(id, errorResponse(chorus.Errorf(chorus.ErrInvalidParameter, "Invalid action %q", req.Action)))
 		return
 	}
+	if v := req.EventProtocolVersion; v > 0 {
+		c.eventProtocol.Store(int32(min(v, 1<<20)))
+	}
 	c.sendHTTP(id, response{http.StatusOK, subscriptionsReply})
 
 	if req.Action == "cancel" {
@@ -78,7 +81,7 @@ func (c *conn) handleSubscriptions(ctx context.Context, id string, r *request) {
 			canceled = append(canceled, map[string]string{"object_sid": e.ObjectSID, "object_type": e.ObjectType})
 		}
 		if len(canceled) > 0 {
-			c.send(syncFrame("subscription_canceled", corr, canceled))
+			sendSync(c, "subscription_canceled", corr, canceled)
 		}
 		return
 	}
@@ -122,9 +125,9 @@ func (c *conn) handleSubscriptions(ctx context.Context, id string, r *request) {
 }
 
 func (c *conn) failed(corr json.Number, sid string, e *chorus.Error) {
-	c.send(syncFrame("subscription_failed", corr, []failedEntry{{
+	sendSync(c, "subscription_failed", corr, []failedEntry{{
 		ObjectSID: sid, Error: failedErr{Status: e.Status, Code: e.Code, Message: e.Message},
-	}}))
+	}})
 }
 
 // establish subscribes the connection to one object, replays what the
@@ -187,9 +190,9 @@ func (c *conn) catchUp(ctx context.Context, corr json.Number, s *subscription, o
 		t.mu.Lock()
 		s.live = true
 		t.mu.Unlock()
-		c.send(syncFrame("subscription_established", corr, []map[string]any{{
+		sendSync(c, "subscription_established", corr, []map[string]any{{
 			"object_sid": s.sid, "object_type": string(s.kind), "replay_status": "completed", "last_event_id": nil,
-		}}))
+		}})
 		return nil
 	}
 
@@ -260,8 +263,8 @@ func (c *conn) catchUp(ctx context.Context, corr json.Number, s *subscription, o
 		}
 		t.mu.Unlock()
 	}
-	c.send(syncFrame("subscription_established", corr, []map[string]any{{
+	sendSync(c, "subscription_established", corr, []map[string]any{{
 		"object_sid": s.sid, "object_type": string(s.kind), "replay_status": "completed", "last_event_id": pos,
-	}}))
+	}})
 	return nil
 }
