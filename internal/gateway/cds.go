@@ -98,6 +98,10 @@ func (c *conn) handleMessage(ctx context.Context, f *protocol.Frame) error {
 	if r.method != http.MethodDelete && r.method != http.MethodGet {
 		r.body = f.Payload
 	}
+	if isEMSToken(r.segs) { // twilio-sync 0.5–0.7, see ems.go
+		c.sendHTTP(id, c.g.emsToken(ctx, r.method, f.Payload))
+		return nil
+	}
 	if len(r.segs) == 2 && r.segs[0] == "v4" && r.segs[1] == "Subscriptions" {
 		c.handleSubscriptions(ctx, id, r)
 		return nil

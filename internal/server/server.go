@@ -212,6 +212,8 @@ func (s *Server) routes() http.Handler {
 	// Mount point: Twilsock/CDS gateway (internal/gateway).
 	if s.gw != nil {
 		mux.Handle("/v3/wsconnect", s.gw)
+		mux.HandleFunc("POST /v1/token", s.gw.ServeEMSToken) // twilio-sync 0.5–0.7 token exchange
+		mux.HandleFunc("OPTIONS /v1/token", s.gw.ServeEMSToken)
 	} else {
 		mux.HandleFunc("/v3/wsconnect", func(w http.ResponseWriter, r *http.Request) {
 			http.Error(w, "realtime gateway not available", http.StatusServiceUnavailable)

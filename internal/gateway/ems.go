@@ -1,0 +1,133 @@
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/chorus-sync/chorus"
+	"github.com/chorus-sync/chorus/protocol"
+)
+
+// The EMS token exchange of twilio-sync 0.5–0.7 (twilio-ems-client 0.2):
+// before anything else the SDK POSTs {"fpa_token", "continuation_token"} to
+// the EMS /v1/token endpoint, through the websocket when it is up and as
+// plain HTTP (XMLHttpRequest) when it is not, and waits for
+// {"twilio_rtd_token", "ttl", "status": {"status"}, "identity",
+// "account_sid", "instance_sids": {"data_sync"}, "continuation_token"}.
+// Chorus verifies the access token and hands it back as the "RTD token":
+// its CDS requests then carry the same token (X-Twilio-Token), which the
+// session has verified at init anyway.
+
+// emsMaxBody bounds the plain-HTTP exchange's body: a token and a
+// continuation token.
+const emsMaxBody = 64 << 10
+
+type emsRequest struct {
+	FPAToken          string `json:"fpa_token"`
+	ContinuationToken string `json:"continuation_token"`
+}
+
+type emsStatus struct {
+	Status string `json:"status"`
+}
+
+type emsReply struct {
+	Token             string            `json:"twilio_rtd_token"`
+	TTL               int64             `json:"ttl"`
+	Status            emsStatus         `json:"status"`
+	Identity          string            `json:"identity"`
+	AccountSID        string            `json:"account_sid"`
+	InstanceSIDs      map[string]string `json:"instance_sids"`
+	ContinuationToken string            `json:"continuation_token"`
+}
+
+// isEMSToken reports whether segs is the EMS token path, /v1/token.
+func isEMSToken(segs []string) bool {
+	return len(segs) == 2 && segs[0] == "v1" && segs[1] == "token"
+}
+
+// emsToken answers one token exchange.
+func (g *Gateway) emsToken(ctx context.Context, method string, body []byte) response {
+	if method != http.MethodPost {
+		return errorResponse(chorus.ErrMethod)
+	}
+	var req emsRequest
+	if err := json.Unmarshal(body, &req); err != nil {
+		return errorResponse(chorus.Wrap(chorus.ErrInvalidJSON, err))
+	}
+	if req.FPAToken == "" {
+		return errorResponse(chorus.Errorf(chorus.ErrTokenInvalid, "Invalid Access Token: fpa_token is required"))
+	}
+	claims, err := g.cfg.Verifier.Verify(ctx, req.FPAToken)
+	if err != nil {
+		return g.emsError(err)
+	}
+	if claims.Sync == nil {
+		return errorResponse(chorus.Errorf(chorus.ErrForbidden, "Access Token has no data_sync grant"))
+	}
+	sid := claims.Sync.ServiceSID
+	if sid == "" {
+		sid = "default"
+	}
+	svc, err := g.cfg.Engine.Service(ctx, claims.Subject, sid)
+	if err != nil {
+		if e := chorus.AsError(err); e.Status < 500 {
+			// The EMS client gives up on 401/403 and retries anything else.
+			return errorResponse(chorus.Errorf(chorus.ErrForbidden, "%s", e.Message))
+		}
+		return g.emsError(err)
+	}
+	status := "NEW"
+	if req.ContinuationToken != "" {
+		status = "UPDATED"
+	}
+	ttl := int64(claims.Expires.Sub(g.cfg.Now()) / time.Second)
+	return jsonResponse(http.StatusOK, emsReply{
+		Token:             req.FPAToken,
+		TTL:               max(ttl, 0),
+		Status:            emsStatus{Status: status},
+		Identity:          claims.Identity,
+		AccountSID:        claims.Subject,
+		InstanceSIDs:      map[string]string{"data_sync": svc.SID},
+		ContinuationToken: "ct_" + protocol.NewID()[2:],
+	})
+}
+
+func (g *Gateway) emsError(err error) response {
+	e := chorus.AsError(err)
+	if e.Status >= 500 {
+		g.log.Error("gateway: ems token exchange", slog.Any(logError, err))
+		return errorResponse(chorus.ErrInternal)
+	}
+	return errorResponse(e)
+}
+
+// ServeEMSToken answers the EMS token exchange of twilio-sync 0.5–0.7 over
+// plain HTTP (POST /v1/token; OPTIONS for the browser's CORS preflight).
+// The body carries the token, so any Origin may call it: it proves nothing
+// a caller does not already hold.
+func (g *Gateway) ServeEMSToken(w http.ResponseWriter, r *http.Request) {
+	h := w.Header()
+	h.Set("Access-Control-Allow-Origin", "*")
+	h.Set("Access-Control-Allow-Methods", "POST, OPTIONS")
+	h.Set("Access-Control-Allow-Headers", "Content-Type")
+	h.Set("Access-Control-Max-Age", "600")
+	if r.Method == http.MethodOptions {
+		w.WriteHeader(http.StatusNoContent)
+		return
+	}
+	var resp response
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, emsMaxBody))
+	if err != nil {
+		resp = errorResponse(chorus.Errorf(chorus.ErrTooLarge, "Request entity too large"))
+	} else {
+		resp = g.emsToken(r.Context(), r.Method, body)
+	}
+	h.Set("Content-Type", "application/json")
+	w.WriteHeader(resp.status)
+	_, _ = w.Write(resp.body)
+}
