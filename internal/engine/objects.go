@@ -79,7 +79,7 @@ func (e *Engine) CreateObject(ctx context.Context, a Actor, svc *chorus.Service,
 	case k == chorus.KindDocument && p.Data == nil:
 		data = json.RawMessage("{}")
 	case k == chorus.KindDocument || (k == chorus.KindList && p.Data != nil):
-		d, err := validData(p.Data, chorus.MaxDataBytes, chorus.ErrDocumentData)
+		d, err := validData(p.Data, chorus.MaxDataBytes, objectDataErr(k))
 		if err != nil {
 			return nil, err
 		}
@@ -223,7 +223,7 @@ func (e *Engine) UpdateObject(ctx context.Context, a Actor, svc *chorus.Service,
 		if k != chorus.KindDocument && k != chorus.KindList {
 			return nil, chorus.Errorf(chorus.ErrInvalidParameter, "A %s has no data", k)
 		}
-		d, err := validData(p.Data, chorus.MaxDataBytes, chorus.ErrDocumentData)
+		d, err := validData(p.Data, chorus.MaxDataBytes, objectDataErr(k))
 		if err != nil {
 			return nil, err
 		}
@@ -315,4 +315,13 @@ func deref(p *int) int {
 		return 0
 	}
 	return *p
+}
+
+// objectDataErr is the error for null object data: a document's data or a
+// list's context.
+func objectDataErr(k chorus.Kind) *chorus.Error {
+	if k == chorus.KindList {
+		return chorus.Errorf(chorus.ErrDocumentData, "Invalid List context")
+	}
+	return chorus.ErrDocumentData
 }

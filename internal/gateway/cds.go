@@ -265,6 +265,11 @@ func (c *conn) createObject(ctx context.Context, r *request, k chorus.Kind) resp
 	case chorus.KindList:
 		p.Data = b.Context
 	}
+	if string(bytes.TrimSpace(p.Data)) == "null" {
+		// twilio-sync 0.5–0.7 send "data": null / "context": null for
+		// "none given" on create.
+		p.Data = nil
+	}
 	if e := tooLarge(p.Data, chorus.MaxDataBytes); e != nil {
 		return errorResponse(e)
 	}
@@ -436,7 +441,11 @@ func (c *conn) items(ctx context.Context, r *request, k chorus.Kind, id string) 
 		}
 		it, _, err := c.g.cfg.Engine.WriteItem(ctx, c.actor, c.svc, k, id, chorus.ItemRef{Key: *b.Key}, w)
 		if err != nil {
-			return c.errResponse(r, err)
+			resp := c.errResponse(r, err)
+			if resp.status == http.StatusConflict {
+				resp.body = withItemLink(resp.body, objectURL(r.base, c.svc.SID, k, id)+"/Items/"+encodeURIComponent(*b.Key))
+			}
+			return resp
 		}
 		return response{http.StatusCreated, appendItem(nil, it, r.base, c.svc.SID, false)}
 	}
@@ -759,4 +768,16 @@ func appendItemsPage(dst []byte, items []*chorus.Item, base, service string, pag
 		dst = protocol.AppendJSONString(dst, next)
 	}
 	return append(dst, `,"key":"items"}}`...)
+}
+
+// withItemLink adds "links": {"item": url} to an error body: twilio-sync
+// 0.5 creates map items with POST and, on 409, updates the existing item
+// at err.body.links.item (SDK-NOTES.md).
+func withItemLink(errBody []byte, url string) []byte {
+	if len(errBody) == 0 || errBody[len(errBody)-1] != '}' {
+		return errBody
+	}
+	out := append(errBody[:len(errBody)-1:len(errBody)-1], `,"links":{"item":`...)
+	out = protocol.AppendJSONString(out, url)
+	return append(out, "}}"...)
 }
