@@ -1,0 +1,207 @@
+'use strict';
+// One twilio-sync generation against a running Chorus, in its own process (matrix.test.js spawns
+// one per SDK alias, so a crash in one SDK is that SDK's failure and nothing else's).
+//
+//   node run-sdk.js <alias>     env: CHORUS_URL, CHORUS_CREDS (JSON: accountSid, apiKey, apiSecret, serviceSid)
+//
+// Prints one line `RESULT <json>`: {alias, version, features: {name: {ok, ms, error?}}, crashes: [...]}.
+// Every feature runs even when an earlier one failed (each opens what it needs).
+
+const path = require('node:path');
+const twilio = require('twilio');
+
+const alias = process.argv[2];
+const url = process.env.CHORUS_URL;
+const creds = JSON.parse(process.env.CHORUS_CREDS || '{}');
+const pkgDir = path.dirname(require.resolve(`${alias}/package.json`));
+const version = require(`${alias}/package.json`).version;
+const [major, minor] = version.split('.').map(Number);
+const sdk = require(alias);
+const SyncClient = sdk.SyncClient || sdk.Client || sdk.default || sdk;
+// 0.5–0.7: twilsock 0.3 (Twilsock.uri without the path), Sync.cdsUri, and an EMS token exchange.
+const ems = major === 0 && minor <= 7;
+
+const crashes = [];
+process.on('uncaughtException', (e) => crashes.push(`uncaughtException: ${e && e.stack ? e.stack.split('\n').slice(0, 3).join(' | ') : e}`));
+process.on('unhandledRejection', (e) => crashes.push(`unhandledRejection: ${e && e.stack ? e.stack.split('\n').slice(0, 3).join(' | ') : e}`));
+process.on('exit', (code) => { if (!done) console.log(`RESULT ${JSON.stringify({ alias, version, features, crashes: [...crashes, `process exit ${code} before the end`] })}`); });
+
+let done = false;
+const features = {};
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const unique = `${alias}-${Date.now().toString(36)}`;
+
+function mint(identity, ttl = 3600) {
+  const { AccessToken } = twilio.jwt;
+  const t = new AccessToken(creds.accountSid, creds.apiKey, creds.apiSecret, { identity, ttl });
+  t.addGrant(new AccessToken.SyncGrant({ serviceSid: creds.serviceSid }));
+  return t.toJwt();
+}
+
+function newClient(identity) {
+  const token = mint(identity);
+  const ws = url.replace(/^http/, 'ws');
+  const retryPolicy = { min: 200, max: 2000, randomness: 0.2 };
+  if (!ems) {
+    return new SyncClient(token, { cdsUri: url, twilsock: { uri: `${ws}/v3/wsconnect` }, retryPolicy, logLevel: 'silent' });
+  }
+  // twilio-sync 0.7 builds `options.emsClient = options.emsClient || new EmsClient(options)`, so the
+  // only way to choose the EMS URL is to pass an EmsClient (twilio-ems-client reads
+  // `emsClient.url`); without it the token goes to https://ems.us1.twilio.com before the socket is up.
+  const Twilsock = require(require.resolve('twilsock', { paths: [pkgDir] }));
+  const { EmsClient } = require(require.resolve('twilio-ems-client', { paths: [pkgDir] }));
+  const opts = { logLevel: process.env.SDK_LOG || 'silent', Sync: { cdsUri: url }, Twilsock: { uri: ws } };
+  opts.twilsockClient = new Twilsock(token, opts);
+  opts.emsClient = new EmsClient({ emsClient: { url: `${url}/v1/token` }, twilsockClient: opts.twilsockClient });
+  return new SyncClient(token, opts);
+}
+
+function withTimeout(p, ms, what) {
+  let t;
+  return Promise.race([p, new Promise((_, rej) => { t = setTimeout(() => rej(new Error(`timeout after ${ms} ms: ${what}`)), ms); })])
+    .finally(() => clearTimeout(t));
+}
+
+// 0.5 emits positional arguments: updated(data, isLocal), itemAdded(item, isLocal),
+// itemRemoved(key, isLocal); 0.7 and later one object: {value|data|item|key|message, isLocal}.
+const positional = major === 0 && minor <= 5;
+const EVENT_FIELD = { updated: 'value', itemAdded: 'item', itemUpdated: 'item', itemRemoved: 'key', messagePublished: 'message' };
+function eventArg(name, args) {
+  if (!positional || !EVENT_FIELD[name]) return args[0];
+  return { [EVENT_FIELD[name]]: args[0], isLocal: args[1] };
+}
+
+function waitEvent(emitter, name, pred, ms, what) {
+  return withTimeout(new Promise((resolve) => {
+    const h = (...raw) => { const e = eventArg(name, raw); let hit = false; try { hit = pred(e); } catch { hit = false; } if (hit) { emitter.removeListener(name, h); resolve(e); } };
+    emitter.on(name, h);
+  }), ms, what || name);
+}
+
+async function feature(name, fn) {
+  const t0 = Date.now();
+  try {
+    await withTimeout(fn(), 20000, name);
+    features[name] = { ok: true, ms: Date.now() - t0 };
+  } catch (e) {
+    features[name] = { ok: false, ms: Date.now() - t0, error: String(e && e.message ? e.message : e).slice(0, 300), ...(process.env.SDK_STACK ? { stack: String(e && e.stack) } : {}) };
+  }
+}
+
+// Field names differ between generations: 0.x names the payload `value` (documents, items, stream
+// messages, the document's `updated` event), 1.0 and later `data`.
+const V = major === 0 ? 'value' : 'data';
+const val = (x) => x && x[V];
+const itemVal = val;
+// Stream messages: `value` up to 1.x, `data` from 2.0.
+const msgVal = (m) => m && (m.data !== undefined ? m.data : m.value);
+const isRemote = (e) => e && e.isLocal === false;
+
+async function pages(obj, label) {
+  const sizes = [];
+  let p = await obj.getItems({ pageSize: 3 });
+  sizes.push(p.items.length);
+  while (p.hasNextPage && sizes.length < 5) {
+    p = await p.nextPage();
+    sizes.push(p.items.length);
+  }
+  if (sizes.join(',') !== '3,3,1') throw new Error(`${label}: nextPage sizes ${sizes.join(',')}, want 3,3,1`);
+  if (!p.hasPrevPage) throw new Error(`${label}: last page has no previous page`);
+  const back = await p.prevPage();
+  if (back.items.length !== 3) throw new Error(`${label}: prevPage gave ${back.items.length} items, want 3`);
+}
+
+async function main() {
+  const a = newClient(`${unique}-a`);
+  const b = newClient(`${unique}-b`);
+  const ready = (c) => (c.connectionState === 'connected' ? Promise.resolve()
+    : waitEvent(c, 'connectionStateChanged', (s) => s === 'connected', 15000, 'connected'));
+
+  const states = [];
+  for (const c of [a, b]) c.on('connectionStateChanged', (st) => states.push(st));
+  await feature('connect', async () => {
+    try {
+      await Promise.all([ready(a), ready(b)]);
+    } catch (e) {
+      throw new Error(`${e.message}; states seen: ${states.join(',')}; now ${a.connectionState}/${b.connectionState}`);
+    }
+  });
+
+  await feature('document', async () => {
+    const d = await a.document(`${unique}-doc`);
+    await d.set({ n: 1 });
+    const d2 = await b.document(`${unique}-doc`);
+    if (val(d2).n !== 1) throw new Error(`second client read ${JSON.stringify(val(d2))}`);
+    const seen = waitEvent(d, 'updated', (e) => isRemote(e) && val(e).n === 2, 10000, 'remote document update');
+    await d2.set({ n: 2 });
+    await seen;
+  });
+
+  await feature('list', async () => {
+    const l = await a.list(`${unique}-list`);
+    await l.push({ i: 0 });
+    const l2 = await b.list(`${unique}-list`);
+    const seen = waitEvent(l, 'itemAdded', (e) => isRemote(e) && itemVal(e.item).i === 1, 10000, 'remote list itemAdded');
+    await l2.push({ i: 1 });
+    await seen;
+    const upd = waitEvent(l, 'itemUpdated', (e) => isRemote(e) && itemVal(e.item).i === 10, 10000, 'remote list itemUpdated');
+    await l2.set(0, { i: 10 });
+    await upd;
+  });
+
+  await feature('map', async () => {
+    const m = await a.map(`${unique}-map`);
+    await m.set('k0', { v: 0 });
+    const m2 = await b.map(`${unique}-map`);
+    const seen = waitEvent(m, 'itemAdded', (e) => isRemote(e) && e.item.key === 'k1', 10000, 'remote map itemAdded');
+    await m2.set('k1', { v: 1 });
+    await seen;
+    const upd = waitEvent(m, 'itemUpdated', (e) => isRemote(e) && e.item.key === 'k0' && itemVal(e.item).v === 5, 10000, 'remote map itemUpdated');
+    await m2.set('k0', { v: 5 });
+    await upd;
+    const rem = waitEvent(m, 'itemRemoved', (e) => isRemote(e) && (e.key === 'k1' || e === 'k1'), 10000, 'remote map itemRemoved');
+    await m2.remove('k1');
+    await rem;
+  });
+
+  if (typeof a.stream !== 'function') {
+    features.stream = { ok: true, na: 'the SDK has no streams', ms: 0 }; // 0.5: Message Streams came in 0.6
+  } else await feature('stream', async () => {
+    const s = await a.stream(`${unique}-stream`);
+    const s2 = await b.stream(`${unique}-stream`);
+    await sleep(300); // the SDK subscribes in the background; a message before that is not replayed
+    const seen = waitEvent(s, 'messagePublished', (e) => isRemote(e) && msgVal(e.message).m === 1, 10000, 'remote stream message');
+    for (let i = 0; i < 10; i++) {
+      await s2.publishMessage({ m: 1 });
+      try { await withTimeout(seen, 1000, 'message'); break; } catch { /* not subscribed yet */ }
+    }
+    await seen;
+  });
+
+  await feature('paging', async () => {
+    const l = await a.list(`${unique}-plist`);
+    const m = await a.map(`${unique}-pmap`);
+    for (let i = 0; i < 7; i++) {
+      await l.push({ i });
+      await m.set(`k${i}`, { i });
+    }
+    await pages(l, 'list');
+    await pages(m, 'map');
+  });
+
+  await feature('updateToken', async () => {
+    await a.updateToken(mint(`${unique}-a`));
+    const d = await a.document(`${unique}-doc`);
+    await d.set({ n: 3 });
+    if (a.connectionState !== 'connected') throw new Error(`state ${a.connectionState} after updateToken`);
+  });
+
+  await Promise.all([a, b].map((c) => withTimeout(c.shutdown(), 3000, 'shutdown').catch(() => {})));
+  await sleep(200);
+  features.noCrash = crashes.length === 0 ? { ok: true, ms: 0 } : { ok: false, ms: 0, error: crashes[0].slice(0, 300) };
+  done = true;
+  console.log(`RESULT ${JSON.stringify({ alias, version, features, crashes })}`);
+  process.exit(0);
+}
+
+main().catch((e) => { crashes.push(`main: ${e.stack}`); features.noCrash = { ok: false, ms: 0, error: String(e) }; done = true; console.log(`RESULT ${JSON.stringify({ alias, version, features, crashes })}`); process.exit(1); });
