@@ -1,0 +1,190 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+)
+
+// What older twilio-sync generations need (test/SDK-NOTES.md §0); the
+// official SDKs themselves run in test/sdk-compat.
+
+func TestEventProtocol3(t *testing.T) {
+	e := newEnv(t)
+	c := e.session("alice")
+	d1 := wantStatus(t, "create", c.do("POST", "/v3/Documents", nil, map[string]any{"unique_name": "d1"}), 201, 0)
+	d2 := wantStatus(t, "create", c.do("POST", "/v3/Documents", nil, map[string]any{"unique_name": "d2"}), 201, 0)
+	sub := func(version, corr int, action string, sids ...string) {
+		t.Helper()
+		var reqs []map[string]any
+		for _, s := range sids {
+			reqs = append(reqs, docSub(s, nil))
+		}
+		wantStatus(t, action, c.do("POST", "/v4/Subscriptions", nil, map[string]any{
+			"event_protocol_version": version, "action": action, "correlation_id": corr, "requests": reqs,
+		}), 200, 0)
+	}
+	sids := []string{d1["sid"].(string), d2["sid"].(string)}
+
+	// Version 3 (twilio-sync 0.5 … 3.0.x): one message per entry, a single
+	// "event" and no "events".
+	sub(3, 7, "establish", sids...)
+	for i := range sids {
+		n := c.nextOf("subscription_established", 5*time.Second)
+		if n.Events != nil || n.event()["object_sid"] != sids[i] || string(n.Correlation) != "7" {
+			t.Fatalf("v3 establish #%d = event %s events %s corr %s, want a single event for %s", i, n.Event, n.Events, n.Correlation, sids[i])
+		}
+	}
+	sub(3, 8, "cancel", sids...)
+	for i := range sids {
+		if n := c.nextOf("subscription_canceled", 5*time.Second); n.Events != nil || n.event()["object_sid"] != sids[i] {
+			t.Fatalf("v3 cancel #%d = event %s events %s", i, n.Event, n.Events)
+		}
+	}
+	sub(3, 9, "establish", "ET"+strings.Repeat("0", 32))
+	if n := c.nextOf("subscription_failed", 5*time.Second); n.Events != nil || n.event()["error"] == nil {
+		t.Fatalf("v3 failed = event %s events %s, want a single event with error", n.Event, n.Events)
+	}
+
+	// Version 4: one message, an "events" array.
+	sub(4, 10, "establish", sids...)
+	n := c.nextOf("subscription_established", 5*time.Second)
+	var evs []map[string]any
+	if err := json.Unmarshal(n.Events, &evs); err != nil || len(evs) != 1 && len(evs) != 2 || n.Event != nil {
+		t.Fatalf("v4 establish = event %s events %s, want an events array", n.Event, n.Events)
+	}
+}
+
+func TestPageTokenKeepsPageSize(t *testing.T) {
+	e := newEnv(t)
+	c := e.session("alice")
+	for _, kind := range []string{"Lists", "Maps"} {
+		t.Run(kind, func(t *testing.T) {
+			o := wantStatus(t, "create", c.do("POST", "/v3/"+kind, nil, map[string]any{"unique_name": "o"}), 201, 0)
+			items := o["links"].(map[string]any)["items"].(string)
+			for i := range 7 {
+				body := map[string]any{"data": map[string]any{"i": i}}
+				if kind == "Maps" {
+					body["key"] = fmt.Sprintf("k%d", i)
+				}
+				wantStatus(t, "add", c.do("POST", items, nil, body), 201, 0)
+			}
+			page := func(q string) (int, string, string) {
+				t.Helper()
+				m := wantStatus(t, "page "+q, c.do("GET", items+q, nil, nil), 200, 0)
+				meta := m["meta"].(map[string]any)
+				next, _ := meta["next_token"].(string)
+				prev, _ := meta["previous_token"].(string)
+				return len(m["items"].([]any)), next, prev
+			}
+			// twilio-sync ≤ 3.2 sends only the PageToken after the first page.
+			var sizes []int
+			n, next, _ := page("?PageSize=3&Order=asc")
+			sizes = append(sizes, n)
+			var prev string
+			for next != "" {
+				n, next, prev = page("?PageToken=" + next)
+				sizes = append(sizes, n)
+			}
+			if fmt.Sprint(sizes) != "[3 3 1]" {
+				t.Fatalf("page sizes = %v, want [3 3 1]", sizes)
+			}
+			if n, _, _ := page("?PageToken=" + prev); n != 3 {
+				t.Errorf("previous page = %d items, want 3", n)
+			}
+			// An explicit PageSize wins over the token's; a token without a
+			// size (issued before sizes were added) gives the default.
+			_, next, _ = page("?PageSize=3")
+			if n, _, _ := page("?PageSize=2&PageToken=" + next); n != 2 {
+				t.Errorf("PageSize=2 with a token = %d items, want 2", n)
+			}
+			old := encodeToken("", "asc", 0)
+			if n, _, _ := page("?PageToken=" + old); n != 7 {
+				t.Errorf("old token = %d items, want all 7", n)
+			}
+			wantStatus(t, "negative size", c.do("GET", items+"?PageToken="+encodeToken("", "asc", -1), nil, nil), 400, 54453)
+		})
+	}
+}
+
+func TestEMSTokenExchange(t *testing.T) {
+	e := newEnv(t)
+	tok := e.token("alice", time.Hour)
+	check := func(t *testing.T, status int, body []byte) {
+		t.Helper()
+		var r emsReply
+		if status != 200 || json.Unmarshal(body, &r) != nil {
+			t.Fatalf("exchange = %d %s, want 200", status, body)
+		}
+		if r.Token != tok || r.Identity != "alice" || r.AccountSID != e.creds.AccountSID ||
+			r.InstanceSIDs["data_sync"] != e.creds.ServiceSID || r.Status.Status != "NEW" || r.TTL < 3500 || r.TTL > 3600 || r.ContinuationToken == "" {
+			t.Fatalf("exchange = %s", body)
+		}
+	}
+	req, _ := json.Marshal(map[string]any{"fpa_token": tok})
+
+	t.Run("websocket", func(t *testing.T) {
+		c := e.session("alice")
+		r := c.do("POST", "https://ems.us1.twilio.com/v1/token", nil, json.RawMessage(req))
+		check(t, r.Status, r.Body)
+		wantStatus(t, "bad token", c.do("POST", "/v1/token", nil, map[string]any{"fpa_token": "x.y.z"}), 401, 0)
+	})
+	t.Run("http", func(t *testing.T) {
+		srv := httptest.NewServer(http.HandlerFunc(e.gw.ServeEMSToken))
+		defer srv.Close()
+		post := func(body string) (int, []byte, http.Header) {
+			t.Helper()
+			res, err := http.Post(srv.URL+"/v1/token", "application/json", strings.NewReader(body))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer res.Body.Close()
+			var b bytes.Buffer
+			b.ReadFrom(res.Body)
+			return res.StatusCode, b.Bytes(), res.Header
+		}
+		st, body, h := post(string(req))
+		check(t, st, body)
+		if h.Get("Access-Control-Allow-Origin") != "*" {
+			t.Errorf("no CORS header: %v", h)
+		}
+		for _, bad := range []string{"", "{", `{"fpa_token":""}`, `{"fpa_token":"a.b.c"}`, strings.Repeat("x", emsMaxBody+1)} {
+			if st, body, _ := post(bad); st < 400 || st >= 500 {
+				t.Errorf("POST %.20q = %d %s, want a 4xx", bad, st, body)
+			}
+		}
+		pre, _ := http.NewRequestWithContext(context.Background(), http.MethodOptions, srv.URL+"/v1/token", nil)
+		res, err := http.DefaultClient.Do(pre)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		if res.StatusCode != 204 || res.Header.Get("Access-Control-Allow-Headers") == "" {
+			t.Errorf("preflight = %d %v", res.StatusCode, res.Header)
+		}
+	})
+}
+
+func TestOldSDKCreates(t *testing.T) {
+	e := newEnv(t)
+	c := e.session("alice")
+	// 0.5–0.7 send null for "none given".
+	wantStatus(t, "document data null", c.do("POST", "/v3/Documents", nil, map[string]any{"unique_name": "d", "data": nil}), 201, 0)
+	wantStatus(t, "list context null", c.do("POST", "/v3/Lists", nil, map[string]any{"unique_name": "l", "purpose": nil, "context": nil}), 201, 0)
+	m := wantStatus(t, "map", c.do("POST", "/v3/Maps", nil, map[string]any{"unique_name": "m"}), 201, 0)
+	items := m["links"].(map[string]any)["items"].(string)
+	wantStatus(t, "add k", c.do("POST", items, nil, map[string]any{"key": "a b", "data": map[string]any{}}), 201, 0)
+	// 0.5 sets an existing key with POST, then updates err.body.links.item.
+	conflict := wantStatus(t, "add k again", c.do("POST", items, nil, map[string]any{"key": "a b", "data": map[string]any{}}), 409, 0)
+	link, _ := conflict["links"].(map[string]any)["item"].(string)
+	if !strings.HasSuffix(link, "/Items/a%20b") || conflict["code"] == nil {
+		t.Fatalf("409 body = %v, want code and links.item", conflict)
+	}
+	wantStatus(t, "update via link", c.do("POST", link, nil, map[string]any{"data": map[string]any{"v": 1}}), 200, 0)
+}
