@@ -10,6 +10,7 @@ import (
 
 	"github.com/chorus-sync/chorus"
 	"github.com/chorus-sync/chorus/protocol"
+	"github.com/chorus-sync/chorus/token"
 )
 
 // The EMS token exchange of twilio-sync 0.5–0.7 (twilio-ems-client 0.2):
@@ -62,24 +63,9 @@ func (g *Gateway) emsToken(ctx context.Context, method string, body []byte) resp
 	if req.FPAToken == "" {
 		return errorResponse(chorus.Errorf(chorus.ErrTokenInvalid, "Invalid Access Token: fpa_token is required"))
 	}
-	claims, err := g.cfg.Verifier.Verify(ctx, req.FPAToken)
-	if err != nil {
-		return g.emsError(err)
-	}
-	if claims.Sync == nil {
-		return errorResponse(chorus.Errorf(chorus.ErrForbidden, "Access Token has no data_sync grant"))
-	}
-	sid := claims.Sync.ServiceSID
-	if sid == "" {
-		sid = "default"
-	}
-	svc, err := g.cfg.Engine.Service(ctx, claims.Subject, sid)
-	if err != nil {
-		if e := chorus.AsError(err); e.Status < 500 {
-			// The EMS client gives up on 401/403 and retries anything else.
-			return errorResponse(chorus.Errorf(chorus.ErrForbidden, "%s", e.Message))
-		}
-		return g.emsError(err)
+	claims, svc, e := g.verify(ctx, req.FPAToken)
+	if e != nil {
+		return errorResponse(e)
 	}
 	status := "NEW"
 	if req.ContinuationToken != "" {
@@ -97,13 +83,40 @@ func (g *Gateway) emsToken(ctx context.Context, method string, body []byte) resp
 	})
 }
 
-func (g *Gateway) emsError(err error) response {
+// verify checks an access token that arrives outside a session (the EMS
+// exchange, plain-HTTP CDS requests) and resolves its service. Errors are
+// 401 for the token and 403 for the grant or service (the EMS client gives
+// up on those two and retries anything else), or 500.
+func (g *Gateway) verify(ctx context.Context, raw string) (*token.Claims, *chorus.Service, *chorus.Error) {
+	claims, err := g.cfg.Verifier.Verify(ctx, raw)
+	if err != nil {
+		return nil, nil, g.edgeError(err)
+	}
+	if claims.Sync == nil {
+		return nil, nil, chorus.Errorf(chorus.ErrForbidden, "Access Token has no data_sync grant")
+	}
+	sid := claims.Sync.ServiceSID
+	if sid == "" {
+		sid = "default"
+	}
+	svc, err := g.cfg.Engine.Service(ctx, claims.Subject, sid)
+	if err != nil {
+		if e := chorus.AsError(err); e.Status < 500 {
+			return nil, nil, chorus.Errorf(chorus.ErrForbidden, "%s", e.Message)
+		}
+		return nil, nil, g.edgeError(err)
+	}
+	return claims, svc, nil
+}
+
+// edgeError logs an unexpected error once and hides it.
+func (g *Gateway) edgeError(err error) *chorus.Error {
 	e := chorus.AsError(err)
 	if e.Status >= 500 {
-		g.log.Error("gateway: ems token exchange", slog.Any(logError, err))
-		return errorResponse(chorus.ErrInternal)
+		g.log.Error("gateway: verify token", slog.Any(logError, err))
+		return chorus.ErrInternal
 	}
-	return errorResponse(e)
+	return e
 }
 
 // ServeEMSToken answers the EMS token exchange of twilio-sync 0.5–0.7 over

@@ -188,3 +188,65 @@ func TestOldSDKCreates(t *testing.T) {
 	}
 	wantStatus(t, "update via link", c.do("POST", link, nil, map[string]any{"data": map[string]any{"v": 1}}), 200, 0)
 }
+
+func TestPlainHTTPCDS(t *testing.T) {
+	e := newEnv(t)
+	srv := httptest.NewServer(http.HandlerFunc(e.gw.ServeCDS))
+	defer srv.Close()
+	tok := e.token("alice", time.Hour)
+	call := func(method, path, token, body string) (int, map[string]any) {
+		t.Helper()
+		req, _ := http.NewRequestWithContext(context.Background(), method, srv.URL+path, strings.NewReader(body))
+		if token != "" {
+			req.Header.Set("X-Twilio-Token", token)
+		}
+		req.Header.Set("Content-Type", "application/json")
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer res.Body.Close()
+		var m map[string]any
+		json.NewDecoder(res.Body).Decode(&m)
+		return res.StatusCode, m
+	}
+	if st, m := call("POST", "/v3/Documents", tok, `{"unique_name":"d","data":null}`); st != 201 || m["sid"] == nil {
+		t.Fatalf("create = %d %v", st, m)
+	}
+	if st, m := call("GET", "/v3/Documents/d", tok, ""); st != 200 || !strings.HasPrefix(m["url"].(string), srv.URL+"/v3/Services/") {
+		t.Fatalf("get = %d %v", st, m)
+	}
+	if st, m := call("POST", "/v3/Maps", tok, `{"unique_name":"m"}`); st != 201 {
+		t.Fatalf("map = %d %v", st, m)
+	}
+	if st, _ := call("PUT", "/v3/Maps/m/Items/a%20b", tok, `{"data":{"v":1}}`); st != 201 {
+		t.Fatalf("put item = %d", st)
+	}
+	if st, m := call("GET", "/v3/Maps/m/Items?Key=a%20b", tok, ""); st != 200 || len(m["items"].([]any)) != 1 {
+		t.Fatalf("get item = %d %v", st, m)
+	}
+	for _, c := range []struct {
+		method, path, token, body string
+		status                    int
+	}{
+		{"GET", "/v3/Documents/d", "", "", 401},
+		{"GET", "/v3/Documents/d", "a.b.c", "", 401},
+		{"GET", "/v3/Documents/", tok, "", 404},
+		{"GET", "/v3/Nothing/x", tok, "", 404},
+		{"POST", "/v3/Documents", tok, `{"unique_name":"big","data":{"x":"` + strings.Repeat("x", 300<<10) + `"}}`, 413},
+		{"POST", "/v3/Documents", tok, `{`, 400},
+	} {
+		if st, m := call(c.method, c.path, c.token, c.body); st != c.status || m["code"] == nil {
+			t.Errorf("%s %s = %d %v, want %d with a code", c.method, c.path, st, m, c.status)
+		}
+	}
+	pre, _ := http.NewRequestWithContext(context.Background(), http.MethodOptions, srv.URL+"/v3/Documents", nil)
+	res, err := http.DefaultClient.Do(pre)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != 204 || !strings.Contains(res.Header.Get("Access-Control-Allow-Headers"), "X-Twilio-Token") {
+		t.Errorf("preflight = %d %v", res.StatusCode, res.Header)
+	}
+}

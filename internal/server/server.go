@@ -214,6 +214,7 @@ func (s *Server) routes() http.Handler {
 		mux.Handle("/v3/wsconnect", s.gw)
 		mux.HandleFunc("POST /v1/token", s.gw.ServeEMSToken) // twilio-sync 0.5–0.7 token exchange
 		mux.HandleFunc("OPTIONS /v1/token", s.gw.ServeEMSToken)
+		mux.HandleFunc("/v3/", s.gw.ServeCDS) // the same, plain HTTP: 0.5–0.7 while their socket is down
 	} else {
 		mux.HandleFunc("/v3/wsconnect", func(w http.ResponseWriter, r *http.Request) {
 			http.Error(w, "realtime gateway not available", http.StatusServiceUnavailable)
