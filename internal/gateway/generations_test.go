@@ -216,6 +216,9 @@ func TestPlainHTTPCDS(t *testing.T) {
 	if st, m := call("GET", "/v3/Documents/d", tok, ""); st != 200 || !strings.HasPrefix(m["url"].(string), srv.URL+"/v3/Services/") {
 		t.Fatalf("get = %d %v", st, m)
 	}
+	if st, m := call("GET", "/v3/Services/"+e.svc.SID+"/Documents/d", tok, ""); st != 200 {
+		t.Fatalf("get by service path = %d %v", st, m)
+	}
 	if st, m := call("POST", "/v3/Maps", tok, `{"unique_name":"m"}`); st != 201 {
 		t.Fatalf("map = %d %v", st, m)
 	}
@@ -233,6 +236,9 @@ func TestPlainHTTPCDS(t *testing.T) {
 		{"GET", "/v3/Documents/d", "a.b.c", "", 401},
 		{"GET", "/v3/Documents/", tok, "", 404},
 		{"GET", "/v3/Nothing/x", tok, "", 404},
+		{"POST", "/v3/Insights/idx/Items", tok, `{}`, 404},
+		{"GET", "/v3/Services", tok, "", 404},
+		{"GET", "/v3/Services/" + e.svc.SID, tok, "", 404},
 		{"POST", "/v3/Documents", tok, `{"unique_name":"big","data":{"x":"` + strings.Repeat("x", 300<<10) + `"}}`, 413},
 		{"POST", "/v3/Documents", tok, `{`, 400},
 	} {

@@ -66,6 +66,15 @@ func (g *Gateway) serveCDS(w http.ResponseWriter, r *http.Request) response {
 		}
 		req.body = body
 	}
+	// Only the object collections: 0.5–0.7 know nothing else, and routes
+	// added for newer SDKs may need a live session.
+	collection := 1 // /v3/{Collection}/… or /v3/Services/{sid}/{Collection}/…
+	if len(req.segs) > 1 && req.segs[1] == "Services" {
+		collection = 3
+	}
+	if len(req.segs) <= collection || req.segs[0] != "v3" || kindByCollection[req.segs[collection]] == "" {
+		return errorResponse(chorus.ErrNotFound)
+	}
 	// A request-scoped session: route reads only g, the service, the
 	// actor and the logger.
 	c := &conn{g: g, id: "http-" + protocol.NewID()[2:], claims: claims, svc: svc}
