@@ -12,7 +12,7 @@ import (
 	"time"
 )
 
-// What older twilio-sync generations need (test/SDK-NOTES.md §0); the
+// What older twilio-sync generations need (test/SDK-NOTES.md §11); the
 // official SDKs themselves run in test/sdk-compat.
 
 func TestEventProtocol3(t *testing.T) {
