@@ -13,7 +13,7 @@ const fs = require('node:fs');
 const path = require('node:path');
 const { startServer, ARTIFACTS_DIR, TEST_DIR } = require('../lib/harness');
 
-const PER_SDK_TIMEOUT_MS = 60000; // a healthy run takes 9–20 s per SDK on a loaded 2-core machine
+const PER_SDK_TIMEOUT_MS = 120000; // a healthy run takes 7–14 s per SDK on a busy 2-core machine
 const PARALLEL = 2;
 const RESULTS = path.join(ARTIFACTS_DIR, 'sdk-compat.json');
 
