@@ -6,6 +6,7 @@
 //
 // Prints one line `RESULT <json>`: {alias, version, features: {name: {ok, ms, error?}}, crashes: [...]}.
 // Every feature runs even when an earlier one failed (each opens what it needs).
+// Debugging: SDK_LOG=debug (0.5–0.7 SDK logs), SDK_STACK=1 (stacks of failed features).
 
 const path = require('node:path');
 const twilio = require('twilio');
