@@ -158,9 +158,12 @@ func (c *conn) route(ctx context.Context, r *request) response {
 		}
 		segs = segs[2:]
 	}
+	if segs[0] == "Insights" {
+		return c.insights(ctx, r, segs) // live and instant queries over Maps
+	}
 	k, ok := kindByCollection[segs[0]]
 	if !ok {
-		return errorResponse(chorus.ErrNotFound) // Insights and anything else: 20404
+		return errorResponse(chorus.ErrNotFound)
 	}
 	if len(segs) == 1 {
 		if r.method != http.MethodPost {
