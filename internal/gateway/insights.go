@@ -38,12 +38,16 @@ const (
 	// with 54006, and a live query whose result grows past it ends the
 	// connection (the SDK's re-subscription then fails with 54006).
 	MaxQueryResult = 1000
+	// MaxQueryResultBytes bounds the keys and data of a result (a reply
+	// must fit the connection's send queue); over it, 54006 as well.
+	MaxQueryResultBytes = 4 << 20
 	// MaxQueryScan bounds the items of a Map a query scans.
 	MaxQueryScan = 100_000
 	// maxQueryBacklog bounds the events a live query keeps while its Map
-	// is scanned, and the frames it keeps until the SDK subscribes; past
-	// it, the query rescans when the SDK subscribes.
-	maxQueryBacklog = 1000
+	// is scanned, and the frames it keeps until the SDK subscribes (also
+	// by bytes); past it, the query rescans when the SDK subscribes.
+	maxQueryBacklog      = 1000
+	maxQueryBacklogBytes = 256 << 10
 )
 
 // liveQueryType is the SDK's object_type of a live query.
@@ -68,12 +72,13 @@ type liveQuery struct {
 	mapSID string
 	q      *livequery.Query
 
-	state   lqState
-	gone    bool
-	keys    map[string]int64 // the keys in the result → revision (event id)
-	buf     []*chorus.Event  // lqScanning: events in arrival order
-	pending [][]byte         // lqPending: frames for the SDK
-	stale   bool             // backlog overflowed: rescan on subscribe
+	state        lqState
+	gone         bool
+	keys         map[string]int64 // the keys in the result → revision (event id)
+	buf          []*chorus.Event  // lqScanning: events in arrival order
+	pending      [][]byte         // lqPending: frames for the SDK
+	pendingBytes int
+	stale        bool // backlog overflowed: rescan on subscribe
 	// Events up to floor are in the scan. Events in (floor, ceil] may be:
 	// window holds the revision the scan saw for the keys changed then.
 	floor, ceil int64
@@ -148,6 +153,7 @@ func (c *conn) scanMap(ctx context.Context, mapSID string, q *livequery.Query, f
 		out     []*chorus.Item
 		window  map[string]int64
 		scanned int
+		size    int
 		tok     string
 	)
 	for {
@@ -169,8 +175,9 @@ func (c *conn) scanMap(ctx context.Context, mapSID string, q *livequery.Query, f
 				data = map[string]any{}
 			}
 			if q.Match(it.Key, data) {
-				if len(out) >= MaxQueryResult {
-					return nil, nil, chorus.Errorf(chorus.ErrTooLarge, "Request entity too large: the query matches more than %d items; narrow it", MaxQueryResult)
+				size += len(it.Key) + len(it.Data)
+				if len(out) >= MaxQueryResult || size > MaxQueryResultBytes {
+					return nil, nil, chorus.Errorf(chorus.ErrTooLarge, "Request entity too large: the query matches more than %d items or %d bytes; narrow it", MaxQueryResult, MaxQueryResultBytes)
 				}
 				out = append(out, it)
 			}
@@ -262,7 +269,7 @@ func (c *conn) scanLiveQuery(ctx context.Context, lq *liveQuery) ([]*chorus.Item
 	eng := c.g.cfg.Engine
 	t := lq.t
 	t.mu.Lock()
-	lq.state, lq.buf, lq.pending, lq.stale = lqScanning, nil, nil, false
+	lq.state, lq.buf, lq.pending, lq.pendingBytes, lq.stale = lqScanning, nil, nil, 0, false
 	t.mu.Unlock()
 	// The Map's position read after the topic took the query: every later
 	// event reaches the query.
@@ -298,6 +305,9 @@ func (c *conn) scanLiveQuery(ctx context.Context, lq *liveQuery) ([]*chorus.Item
 	for _, e := range buf {
 		dec.reset(e)
 		lq.offerLocked(e, &dec)
+	}
+	if lq.gone { // removed during the scan
+		return nil, 0, chorus.Errorf(chorus.ErrInvalidIndexName, "Invalid index name: the Map was removed")
 	}
 	return items, before.LastEventID, nil
 }
@@ -391,7 +401,7 @@ func (lq *liveQuery) offerLocked(e *chorus.Event, d *eventData) {
 // overflowLocked handles a result grown past MaxQueryResult.
 func (lq *liveQuery) overflowLocked() {
 	if lq.state == lqPending {
-		lq.stale, lq.pending = true, nil
+		lq.stale, lq.pending, lq.pendingBytes = true, nil, 0
 		return
 	}
 	// No message tells the SDK that a live query ended; a new session
@@ -410,11 +420,12 @@ func (lq *liveQuery) emitLocked(f []byte) {
 		if lq.stale {
 			return
 		}
-		if len(lq.pending) >= maxQueryBacklog {
-			lq.stale, lq.pending = true, nil
+		if len(lq.pending) >= maxQueryBacklog || lq.pendingBytes+len(f) > maxQueryBacklogBytes {
+			lq.stale, lq.pending, lq.pendingBytes = true, nil, 0
 			return
 		}
 		lq.pending = append(lq.pending, f)
+		lq.pendingBytes += len(f)
 	}
 }
 
@@ -577,7 +588,7 @@ func (c *conn) establishLiveQuery(ctx context.Context, corr json.Number, id, ind
 		for _, f := range lq.pending {
 			c.sendEvent(f)
 		}
-		lq.pending, lq.state = nil, lqLive
+		lq.pending, lq.pendingBytes, lq.state = nil, 0, lqLive
 	}
 	last := lq.ceil
 	t.mu.Unlock()

@@ -10,6 +10,7 @@ import (
 
 	"github.com/chorus-sync/chorus"
 	"github.com/chorus-sync/chorus/internal/engine"
+	"github.com/chorus-sync/chorus/internal/livequery"
 )
 
 func lqSub(id, index, query string) map[string]any {
@@ -331,4 +332,65 @@ func TestQueryACL(t *testing.T) {
 	if f := mallory.nextOf("subscription_failed", 5*time.Second); !strings.Contains(string(f.Events), "54007") {
 		t.Fatalf("subscription_failed = %s, want 54007", f.Events)
 	}
+}
+
+// TestLiveQueryBacklog: more changes than a live query keeps before the SDK
+// subscribes; the subscription then sends the whole result instead.
+func TestLiveQueryBacklog(t *testing.T) {
+	e := newEnv(t)
+	a, b := e.session("alice"), e.session("bob")
+	m := wantStatus(t, "create map", a.do("POST", "/v3/Maps", nil, map[string]any{"unique_name": "log"}), 201, 0)
+	putItem(t, a, m["url"].(string), "gone", map[string]any{"on": "y"})
+	const expr = `data.on == "y"`
+	res := wantStatus(t, "liveQuery", b.do("POST", "/v3/Insights/log/Items", nil, map[string]any{"query_string": expr, "type": "live_query"}), 200, 0)
+	big := strings.Repeat("x", 15<<10)
+	n := maxQueryBacklogBytes/len(big) + 2
+	for i := 0; i < n; i++ {
+		putItem(t, a, m["url"].(string), fmt.Sprint("k", i), map[string]any{"on": "y", "pad": big})
+	}
+	wantStatus(t, "delete", a.do("DELETE", m["url"].(string)+"/Items/gone", nil, nil), 200, 0)
+	before, _ := b.establishQuery(2, lqSub(res["query_id"].(string), "log", expr))
+	if len(before) != 1 || before[0].EventType != "live_query_updated" {
+		t.Fatalf("before subscription_established: %d events, want one live_query_updated", len(before))
+	}
+	if got := queryItems(t, before[0].event()["items"]); len(got) != n {
+		t.Fatalf("live_query_updated has %d items, want %d", len(got), n)
+	}
+	putItem(t, a, m["url"].(string), "k0", map[string]any{"on": "n"})
+	if ev := b.nextQueryEvent(5 * time.Second); ev.EventType != "live_query_item_removed" || ev.event()["item_key"] != "k0" {
+		t.Fatalf("event = %s %s, want k0 removed", ev.EventType, ev.Event)
+	}
+}
+
+func BenchmarkLiveQueryOffer(b *testing.B) {
+	q := mustParse(b, `(data.status == "open" OR data.team IN ["eng", "ops"]) AND key != "x"`)
+	for _, n := range []int{1, 100} {
+		b.Run(fmt.Sprintf("queries=%d", n), func(b *testing.B) {
+			t := &topic{queries: map[*liveQuery]struct{}{}}
+			c := &conn{q: newSendQueue(1<<30, 1<<40)}
+			for i := 0; i < n; i++ {
+				lq := &liveQuery{c: c, t: t, id: fmt.Sprint("QY", i), q: q, state: lqLive, keys: map[string]int64{}}
+				t.queries[lq] = struct{}{}
+			}
+			e := &chorus.Event{Type: chorus.EventMapItemUpdated, Kind: chorus.KindMap, ItemKey: "k",
+				ItemData: json.RawMessage(`{"status":"open","team":"eng","n":3,"who":{"name":"Ann"}}`)}
+			var id int64
+			b.ReportAllocs()
+			for b.Loop() {
+				id++
+				e.ID = id
+				t.offerQueriesLocked(e)
+				c.q.drain(nil)
+			}
+		})
+	}
+}
+
+func mustParse(t testing.TB, s string) *livequery.Query {
+	t.Helper()
+	q, err := livequery.Parse(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return q
 }

@@ -1,13 +1,18 @@
 'use strict';
 // Live Query and Instant Query over Maps: client.liveQuery(index, expr) and
 // client.instantQuery(index) of the official SDK, where the index is a Map's unique name or SID.
-const { test } = require('node:test');
+const { test, after } = require('node:test');
 const assert = require('node:assert/strict');
-const { useServer, sleep } = require('../lib/harness');
+const { useServer, sleep, waitFor, waitForState } = require('../lib/harness');
 const { uniq, tap, connect, expectReject, record, until } = require('./util');
+const { startProxy } = require('./proxy');
 
 tap.install();
 const srv = useServer({ name: 'livequery' });
+const proxies = [];
+after(async () => {
+  for (const p of proxies) await p.close();
+});
 
 let svcCache = null;
 const rest = () => (svcCache = svcCache || srv.restClient().sync.v1.services(srv.creds.serviceSid));
@@ -107,6 +112,47 @@ test('instantQuery: search → searchResult; a new expression; another index; su
   await until(() => upd.events.length === 1, 10000, 'p4 enters');
   assert.deepEqual(upd.events, ['p4']);
   a.shutdown();
+});
+
+test('reconnect: a live query re-subscribes and catches up with what changed while it was away', async () => {
+  const a = await connect(srv, uniq('a'));
+  const px = await startProxy(srv.port);
+  proxies.push(px);
+  const identity = uniq('b');
+  const token = srv.mintToken(identity);
+  const b = srv.newClient(identity, { token, clientOptions: { cdsUri: px.baseUrl, twilsock: { uri: px.wsUrl } } });
+  b.__token = token;
+  await waitForState(b, 'connected', 15000);
+  const name = uniq('rooms');
+  const m = await a.map(name);
+  await m.set('r1', { free: 'yes' });
+  await m.set('r2', { free: 'yes' });
+  await m.set('r3', { free: 'no' });
+  const q = await b.liveQuery(name, 'data.free == "yes"');
+  assert.deepEqual(Object.keys(q.getItems()).sort(), ['r1', 'r2']);
+  const upd = record(q, 'itemUpdated', (it) => [it.key, structuredClone(it.value)]);
+  const rem = record(q, 'itemRemoved', (e) => e.key);
+  await until(() => tap.socketsFor(token).some((s) => s.notifications((p) => p.event_type === 'subscription_established'
+    && (p.events || [p.event]).some((e) => e.object_sid === q.sid)).length > 0), 10000, 'subscription');
+
+  const left = waitFor(b, 'connectionStateChanged', (st) => st !== 'connected', 10000);
+  px.cut();
+  await left;
+  await m.set('r2', { free: 'no' }); // leaves
+  await m.set('r3', { free: 'yes' }); // enters
+  await m.set('r4', { free: 'no' }); // never in
+  px.resume();
+  await waitForState(b, 'connected', 20000);
+  await until(() => rem.events.length === 1 && upd.events.length === 1, 15000, 'catch-up after the reconnect');
+  assert.deepEqual(rem.events, ['r2']);
+  assert.deepEqual(upd.events, [['r3', { free: 'yes' }]], 'unchanged r1 is not reported again');
+  assert.deepEqual(Object.keys(q.getItems()).sort(), ['r1', 'r3']);
+  // And it is live again on the new connection.
+  await m.set('r1', { free: 'no' });
+  await until(() => rem.events.length === 2, 10000, 'r1 leaves');
+  assert.equal(rem.events[1], 'r1');
+  a.shutdown();
+  b.shutdown();
 });
 
 test('errors: invalid expression 54507, 30 operators 54509, 30 array items 54510, unknown index 54502', async () => {
