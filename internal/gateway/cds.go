@@ -102,7 +102,7 @@ func (c *conn) handleMessage(ctx context.Context, f *protocol.Frame) error {
 		c.handleSubscriptions(ctx, id, r)
 		return nil
 	}
-	write := r.method != http.MethodGet
+	write := r.method != http.MethodGet && !isInsights(r.segs)
 	if write {
 		// Park events until the reply is queued: the writer learns of its
 		// write from the reply first (isLocal: true).

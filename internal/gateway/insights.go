@@ -92,6 +92,12 @@ func queryID(svc, mapSID, expr string) string {
 	return "QY" + hex.EncodeToString(h[:16])
 }
 
+// isInsights reports whether a CDS path (segments) is an Insights query:
+// a read, although a POST, so it parks no events (see handleMessage).
+func isInsights(segs []string) bool {
+	return len(segs) > 1 && segs[1] == "Insights" || len(segs) > 3 && segs[1] == "Services" && segs[3] == "Insights"
+}
+
 type insightsBody struct {
 	QueryString *string `json:"query_string"`
 	Type        string  `json:"type"`
@@ -145,9 +151,9 @@ func (c *conn) queryMap(ctx context.Context, index string) (*chorus.Object, erro
 	return obj, err
 }
 
-// scanMap reads the Map's items and returns those that match q. It also
-// returns the revisions of the items changed after floor (any item when
-// floor is 0 is not recorded: pass the Map's last event id).
+// scanMap reads the Map's items and returns those that match q. With
+// floor > 0 it also returns the revisions of the items it read that changed
+// after event floor.
 func (c *conn) scanMap(ctx context.Context, mapSID string, q *livequery.Query, floor int64) ([]*chorus.Item, map[string]int64, error) {
 	var (
 		out     []*chorus.Item
@@ -226,15 +232,14 @@ func (c *conn) openLiveQuery(ctx context.Context, r *request, index string, q *l
 		return c.errResponse(r, err)
 	}
 	c.mu.Lock()
-	if old := c.queries[id]; old != nil || c.offline {
-		c.mu.Unlock()
-		c.g.hub.releaseQuery(lq)
-		if old == nil {
-			return errorResponse(chorus.ErrUnavailable)
-		}
-	} else {
+	offline := c.offline // requests run one at a time: only teardown races
+	if !offline {
 		c.queries[id] = lq
-		c.mu.Unlock()
+	}
+	c.mu.Unlock()
+	if offline {
+		c.g.hub.releaseQuery(lq)
+		return errorResponse(chorus.ErrUnavailable)
 	}
 	return response{http.StatusOK, appendQueryResult(nil, id, last, items)}
 }
@@ -517,8 +522,11 @@ func (c *conn) establishLiveQuery(ctx context.Context, corr json.Number, id, ind
 			return
 		}
 		ce := chorus.AsError(err)
-		if ce.Status >= 500 && ce.Code != chorus.ErrUnavailable.Code {
-			c.logger().Error("gateway: establish live query", slog.String(logObject, id), slog.Any(logError, err))
+		if ce.Status >= 500 {
+			if ce.Code != chorus.ErrUnavailable.Code {
+				c.logger().Error("gateway: establish live query", slog.String(logObject, id), slog.Any(logError, err))
+			}
+			return // left pending, as in establish: the SDK asks again
 		}
 		c.failed(corr, id, ce)
 	}
@@ -549,14 +557,16 @@ func (c *conn) establishLiveQuery(ctx context.Context, corr json.Number, id, ind
 			return
 		}
 		c.mu.Lock()
-		if c.queries[id] != nil || c.offline {
-			c.mu.Unlock()
+		offline := c.offline
+		if !offline {
+			c.queries[id] = lq
+		}
+		c.mu.Unlock()
+		if offline {
 			c.g.hub.releaseQuery(lq)
 			fail(chorus.ErrUnavailable)
 			return
 		}
-		c.queries[id] = lq
-		c.mu.Unlock()
 		resync = true
 	} else {
 		t := lq.t
