@@ -7,7 +7,8 @@
 // into a Query, and Query.Match, which decides whether one item (its key
 // and its decoded data) is in the result.
 //
-// The grammar is Twilio's: fields `key` and `data.a.b…`; comparison
+// The grammar is Twilio's: fields `key` and `data.a.b…` (path segments of
+// letters in any script, digits, _, - and $); comparison
 // operators eq/EQ/==, not_eq/NOT_EQ/!=, in/IN, not_in/NOT_IN,
 // contains/CONTAINS; boolean operators and/AND/&&, or/OR/||, with AND
 // binding tighter than OR, and parentheses; values are double-quoted JSON

@@ -259,8 +259,10 @@ var words = map[string]token{
 	"contains": {kind: tokOp, op: opContains}, "CONTAINS": {kind: tokOp, op: opContains},
 }
 
+// isWordByte: words are fields and keywords; bytes of non-ASCII letters
+// are word bytes, so that data.名前 is a field.
 func isWordByte(c byte) bool {
-	return c == '_' || c == '-' || c == '.' || c == '$' || '0' <= c && c <= '9' || 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z'
+	return c >= 0x80 || c == '_' || c == '-' || c == '.' || c == '$' || '0' <= c && c <= '9' || 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z'
 }
 
 // lex splits the source into tokens.

@@ -21,7 +21,7 @@ func decode(t testing.TB, s string) any {
 }
 
 func TestMatch(t *testing.T) {
-	const item = `{"status":"open","n":30,"ok":true,"tags":["red","blue",7],"owner":{"name":"Alice","team":"eng"},"nil":null}`
+	const item = `{"名前":"花子","status":"open","n":30,"ok":true,"tags":["red","blue",7],"owner":{"name":"Alice","team":"eng"},"nil":null}`
 	cases := []struct {
 		q    string
 		want bool
@@ -67,6 +67,7 @@ func TestMatch(t *testing.T) {
 		{`key=="k1"&&data.n=="30"`, true},
 		{`data.owner.name == "Al\u0069ce"`, true},
 		{`key == "k\"1"`, false},
+		{`data.名前 == "花子"`, true},
 	}
 	data := decode(t, item)
 	for _, c := range cases {
@@ -215,6 +216,32 @@ func FuzzParse(f *testing.F) {
 		q2, err := livequery.Parse(s)
 		if err != nil || q2.Match("k", data) != q.Match("k", data) || q2.Match("a", nil) != q.Match("a", nil) {
 			t.Fatalf("reparse of %q differs: %v", s, err)
+		}
+	})
+}
+
+func BenchmarkMatch(b *testing.B) {
+	q, err := livequery.Parse(`(data.status == "open" OR data.team IN ["eng", "ops", "qa"]) AND data.who.name contains "nn" AND key != "x"`)
+	if err != nil {
+		b.Fatal(err)
+	}
+	raw := json.RawMessage(`{"status":"open","team":"eng","n":3,"who":{"name":"Ann"},"tags":["a","b","c"]}`)
+	b.Run("decode+match", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			v, _ := livequery.Decode(raw)
+			if !q.Match("k", v) {
+				b.Fatal("no match")
+			}
+		}
+	})
+	v, _ := livequery.Decode(raw)
+	b.Run("match", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if !q.Match("k", v) {
+				b.Fatal("no match")
+			}
 		}
 	})
 }
