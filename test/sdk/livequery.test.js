@@ -3,7 +3,7 @@
 // client.instantQuery(index) of the official SDK, where the index is a Map's unique name or SID.
 const { test, after } = require('node:test');
 const assert = require('node:assert/strict');
-const { useServer, sleep, waitFor, waitForState } = require('../lib/harness');
+const { useServer, waitFor, waitForState } = require('../lib/harness');
 const { uniq, tap, connect, expectReject, record, until } = require('./util');
 const { startProxy } = require('./proxy');
 
@@ -71,9 +71,12 @@ test('liveQuery: initial items; items enter, change and leave as another client 
   q.close();
   await until(() => tap.socketsFor(b.__token).some((s) => s.notifications((p) => p.event_type === 'subscription_canceled'
     && (p.events || [p.event]).some((e) => e.object_sid === q.sid)).length > 0), 10000, 'subscription_canceled');
+  // t6 would enter q; t9 changes in q2 afterwards. Events of one Map reach a connection in order,
+  // so once q2 has seen t9, q would have seen t6.
   const before = upd.events.length;
   await m.set('t6', { status: 'open' });
-  await sleep(300);
+  await m.set('t9', { again: true });
+  await until(() => upd2.events.length === 2, 10000, 't9 changes in q2');
   assert.equal(upd.events.length, before, 'no event after close()');
   assert.deepEqual(tap.allBad(), []);
   a.shutdown();
