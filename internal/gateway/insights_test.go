@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
@@ -393,4 +394,151 @@ func mustParse(t testing.TB, s string) *livequery.Query {
 		t.Fatal(err)
 	}
 	return q
+}
+
+// TestLiveQueryConcurrentWrites: writers change a Map while a client opens
+// a live query and subscribes. Applying the reply and the events as the SDK
+// does (per-key revisions) must end with exactly the query's result.
+func TestLiveQueryConcurrentWrites(t *testing.T) {
+	e := newEnv(t)
+	a, b := e.session("alice"), e.session("bob")
+	m := wantStatus(t, "create map", a.do("POST", "/v3/Maps", nil, map[string]any{"unique_name": "race"}), 201, 0)
+	ctx := context.Background()
+	sys := engine.Actor{System: true}
+	write := func(i int) {
+		k := fmt.Sprintf("k%02d", i%40)
+		var err error
+		if i%7 == 3 {
+			_, err = e.eng.DeleteItem(ctx, sys, e.svc, chorus.KindMap, "race", chorus.ItemRef{Key: k}, "")
+			if errors.Is(err, chorus.ErrMapItemNotFound) {
+				err = nil
+			}
+		} else {
+			on := []string{"y", "n"}[(i/3)%2]
+			_, _, err = e.eng.WriteItem(ctx, sys, e.svc, chorus.KindMap, "race", chorus.ItemRef{Key: k},
+				engine.ItemWrite{Mode: engine.Upsert, Data: json.RawMessage(fmt.Sprintf(`{"on":%q,"i":%d}`, on, i))})
+		}
+		if err != nil {
+			t.Error(err)
+		}
+	}
+	for i := 0; i < 40; i++ {
+		write(i)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 40; i < 400; i++ {
+			write(i)
+		}
+	}()
+
+	type entry struct {
+		rev     int64
+		present bool
+	}
+	cache := map[string]entry{}
+	apply := func(key string, rev int64, present bool) {
+		if c, ok := cache[key]; ok && c.rev >= rev {
+			return
+		}
+		cache[key] = entry{rev, present}
+	}
+	const expr = `data.on == "y"`
+	res := wantStatus(t, "liveQuery", b.do("POST", "/v3/Insights/race/Items", nil, map[string]any{"query_string": expr, "type": "live_query"}), 200, 0)
+	for _, x := range res["items"].([]any) {
+		it := x.(map[string]any)
+		apply(it["key"].(string), num(it["revision"]), true)
+	}
+	wantStatus(t, "establish", b.subscribe("establish", 1, lqSub(res["query_id"].(string), "race", expr)), 200, 0)
+	<-done
+	marker := putItem(t, a, m["url"].(string), "zz", map[string]any{"on": "y"})
+	for {
+		n := b.next(10 * time.Second)
+		if !strings.HasPrefix(n.EventType, "live_query_") {
+			continue
+		}
+		ev := n.event()
+		switch n.EventType {
+		case "live_query_item_updated":
+			apply(ev["item_key"].(string), num(ev["item_revision"]), true)
+		case "live_query_item_removed":
+			apply(ev["item_key"].(string), num(ev["item_revision"]), false)
+		case "live_query_updated":
+			t.Fatalf("unexpected live_query_updated: %s", n.Event)
+		}
+		if ev["item_key"] == "zz" && num(ev["item_revision"]) == num(marker["last_event_id"]) {
+			break
+		}
+	}
+	got := map[string]string{}
+	for k, c := range cache {
+		if c.present {
+			got[k] = ""
+		}
+	}
+	want := wantStatus(t, "instant", a.do("POST", "/v3/Insights/race/Items", nil, map[string]any{"query_string": expr}), 200, 0)
+	wantKeys := queryItems(t, want["items"])
+	if len(got) != len(wantKeys) {
+		t.Fatalf("live result %v, want %v", got, wantKeys)
+	}
+	for k := range wantKeys {
+		if _, ok := got[k]; !ok {
+			t.Fatalf("live result %v, want %v", got, wantKeys)
+		}
+	}
+}
+
+// TestLiveQueryOfferRules: which events change a live query's result,
+// around a scan that read the Map between events floor and ceil.
+func TestLiveQueryOfferRules(t *testing.T) {
+	q := mustParse(t, `data.on == "y"`)
+	on, off := json.RawMessage(`{"on":"y"}`), json.RawMessage(`{"on":"n"}`)
+	ev := func(id int64, typ chorus.EventType, key string, data json.RawMessage) *chorus.Event {
+		return &chorus.Event{ID: id, Type: typ, Kind: chorus.KindMap, ItemKey: key, ItemData: data}
+	}
+	upd, rem := chorus.EventMapItemUpdated, chorus.EventMapItemRemoved
+	for _, tc := range []struct {
+		name string
+		e    *chorus.Event
+		want string // "updated", "removed" or ""
+	}{
+		{"before the scan", ev(10, upd, "b", on), ""},
+		{"in the window, seen by the scan", ev(12, upd, "w", on), ""},
+		{"in the window, before the scan saw the key out", ev(12, upd, "s", on), ""},
+		{"in the window, after the scan saw the key out", ev(14, upd, "s", on), "updated"},
+		{"in the window, after the scan read the key", ev(13, upd, "w", off), "removed"},
+		{"in the window, key not read", ev(12, upd, "n", on), "updated"},
+		{"after the scan, enters", ev(20, upd, "n", on), "updated"},
+		{"after the scan, stays out", ev(20, upd, "x", off), ""},
+		{"after the scan, leaves", ev(20, upd, "in", off), "removed"},
+		{"after the scan, changes within", ev(20, upd, "in", on), "updated"},
+		{"after the scan, removed", ev(20, rem, "in", nil), "removed"},
+		{"older than the key's revision", ev(14, upd, "in", off), ""},
+		{"removal of a key not in the result", ev(20, rem, "x", nil), ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := &conn{q: newSendQueue(100, 1<<20)}
+			tp := &topic{queries: map[*liveQuery]struct{}{}}
+			lq := &liveQuery{c: c, t: tp, id: "QY1", q: q, state: lqLive, floor: 10, ceil: 15,
+				keys: map[string]int64{"w": 12, "in": 15}, window: map[string]int64{"w": 12, "in": 15, "s": 13}}
+			tp.queries[lq] = struct{}{}
+			tp.offerQueriesLocked(tc.e)
+			frames, _ := c.q.drain(nil)
+			got := ""
+			if len(frames) == 1 {
+				switch s := string(frames[0]); {
+				case strings.Contains(s, "live_query_item_updated"):
+					got = "updated"
+				case strings.Contains(s, "live_query_item_removed"):
+					got = "removed"
+				}
+			} else if len(frames) > 1 {
+				got = fmt.Sprint(len(frames), " frames")
+			}
+			if got != tc.want {
+				t.Errorf("offer(%d %s %s %s) sent %q, want %q", tc.e.ID, tc.e.Type, tc.e.ItemKey, tc.e.ItemData, got, tc.want)
+			}
+		})
+	}
 }
