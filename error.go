@@ -146,3 +146,11 @@ var (
 	ErrInvalidPageSize      = newErr(http.StatusBadRequest, 54454, "Invalid PageSize: expected an integer from 1 to 1000")
 	ErrInvalidIndex         = newErr(http.StatusBadRequest, 54458, "Invalid List Item index: expected a non-negative integer")
 )
+
+// Live Query (liveQuery and instantQuery over Maps).
+var (
+	ErrInvalidIndexName = newErr(http.StatusBadRequest, 54502, "Invalid index name")
+	ErrInvalidQuery     = newErr(http.StatusBadRequest, 54507, "Invalid query")
+	ErrQueryOperators   = newErr(http.StatusBadRequest, 54509, "Query expression contains too many operators")
+	ErrQueryArrayItems  = newErr(http.StatusBadRequest, 54510, "Query expression contains an array with too many items")
+)

@@ -94,7 +94,7 @@ func TestImportRules(t *testing.T) {
 				bad = true
 			case strings.HasPrefix(dir, "internal/store/") || strings.HasPrefix(dir, "internal/bus/"):
 				bad = dep != "." && !strings.HasSuffix(dep, "test") && dep != "internal/store/groupcommit" && dep != "internal/store/sqlrow"
-			case dir == "token" || dir == "internal/engine" || dir == "internal/webhook":
+			case dir == "token" || dir == "internal/engine" || dir == "internal/webhook" || dir == "internal/livequery":
 				bad = dep != "."
 			case dir == "internal/httpapi" || dir == "internal/gateway" || dir == "internal/admin":
 				bad = strings.HasPrefix(dep, "internal/store") || strings.HasPrefix(dep, "internal/bus") ||

@@ -106,7 +106,7 @@ func (c *conn) handleMessage(ctx context.Context, f *protocol.Frame) error {
 		c.handleSubscriptions(ctx, id, r)
 		return nil
 	}
-	write := r.method != http.MethodGet
+	write := r.method != http.MethodGet && !isInsights(r.segs)
 	if write {
 		// Park events until the reply is queued: the writer learns of its
 		// write from the reply first (isLocal: true).
@@ -162,9 +162,12 @@ func (c *conn) route(ctx context.Context, r *request) response {
 		}
 		segs = segs[2:]
 	}
+	if segs[0] == "Insights" {
+		return c.insights(ctx, r, segs) // live and instant queries over Maps
+	}
 	k, ok := kindByCollection[segs[0]]
 	if !ok {
-		return errorResponse(chorus.ErrNotFound) // Insights and anything else: 20404
+		return errorResponse(chorus.ErrNotFound)
 	}
 	if len(segs) == 1 {
 		if r.method != http.MethodPost {

@@ -74,7 +74,7 @@ func TestDocuments(t *testing.T) {
 	wantStatus(t, "open deleted", c.do("GET", "/v3/Documents/"+sid, nil, nil), 404, 54100)
 	wantStatus(t, "update deleted", c.do("POST", url, nil, map[string]any{"data": map[string]any{}}), 404, 54100)
 
-	wantStatus(t, "insights", c.do("POST", "/v3/Insights/idx/Items", nil, map[string]any{"query_string": "x"}), 404, 20404)
+	wantStatus(t, "insights", c.do("POST", "/v3/Insights/idx/Items", nil, map[string]any{"query_string": "x"}), 400, 54507) // insights_test.go
 	wantStatus(t, "other service", c.do("GET", "/v3/Services/IS"+strings.Repeat("1", 32)+"/Documents/"+sid, nil, nil), 403, 0)
 }
 

@@ -84,6 +84,7 @@ type conn struct {
 		identity string
 	} // the session Presence heard of at init
 	subs      map[string]*subscription
+	queries   map[string]*liveQuery // by query_id (insights.go)
 	tokenGen  uint64
 	warnTimer *time.Timer
 	expTimer  *time.Timer
@@ -139,6 +140,7 @@ func newConn(g *Gateway, nc net.Conn, buffered *bufio.Reader) *conn {
 		work:     make(chan *protocol.Frame, 32),
 		readDone: make(chan struct{}),
 		subs:     make(map[string]*subscription),
+		queries:  make(map[string]*liveQuery),
 	}
 	c.ctx, c.cancel = context.WithCancelCause(context.Background())
 	c.lastRead.Store(time.Now().UnixNano())
@@ -263,6 +265,7 @@ func (c *conn) teardown() {
 	for _, s := range subs {
 		c.g.hub.release(s.t, s)
 	}
+	c.dropLiveQueries()
 	if p := c.g.cfg.Presence; online && p != nil {
 		p.Disconnected(svc, identity, c.id)
 	}

@@ -26,4 +26,9 @@
 // Gateway.mu; hub.mu → topic.mu → sendQueue.mu; conn.mu is never held while
 // taking a hub or topic lock. Bus callbacks hold the Bus's lock, so nothing
 // calls the Bus while holding a topic lock.
+//
+// Live queries over Maps (insights.go) hang off their Map's topic: the
+// topic offers each event it delivers to its live queries, whose state is
+// guarded by the topic's mutex, so they see the Map's events in order and
+// only their own Map's.
 package gateway

@@ -51,7 +51,8 @@ type topic struct {
 	gapSince time.Time
 	removed  bool
 	subs     map[*conn]*subscription
-	frames   []baseFrame // scratch: one encoded frame per public base
+	queries  map[*liveQuery]struct{} // live queries of a Map (insights.go)
+	frames   []baseFrame             // scratch: one encoded frame per public base
 }
 
 type baseFrame struct {
@@ -304,6 +305,9 @@ func (t *topic) deliverLocked(e *chorus.Event) {
 	clear(frames)
 	t.frames = frames[:0]
 	t.h.delivered.Add(uint64(n))
+	if len(t.queries) > 0 {
+		t.offerQueriesLocked(e)
+	}
 	if e.Type.Removal() {
 		t.removed = true
 		clear(t.pending)

@@ -22,6 +22,8 @@ type subscriptionsRequest struct {
 		ObjectSID   string          `json:"object_sid"`
 		ObjectType  string          `json:"object_type"`
 		LastEventID json.RawMessage `json:"last_event_id"`
+		IndexName   string          `json:"index_name"`   // live_query
+		QueryString string          `json:"query_string"` // live_query
 	} `json:"requests"`
 }
 
@@ -77,6 +79,8 @@ func (c *conn) handleSubscriptions(ctx context.Context, id string, r *request) {
 			c.mu.Unlock()
 			if s != nil {
 				c.g.hub.release(s.t, s)
+			} else {
+				c.cancelLiveQuery(e.ObjectSID)
 			}
 			canceled = append(canceled, map[string]string{"object_sid": e.ObjectSID, "object_type": e.ObjectType})
 		}
@@ -87,6 +91,10 @@ func (c *conn) handleSubscriptions(ctx context.Context, id string, r *request) {
 	}
 
 	for _, e := range req.Requests {
+		if e.ObjectType == liveQueryType {
+			c.establishLiveQuery(ctx, corr, e.ObjectSID, e.IndexName, e.QueryString)
+			continue
+		}
 		var last *int64
 		if len(e.LastEventID) > 0 && string(e.LastEventID) != "null" {
 			n, err := strconv.ParseInt(string(e.LastEventID), 10, 64)
