@@ -53,6 +53,10 @@ const usage = `usage:
   chorus token --identity NAME [--ttl 1h] [--service IS...] [--data-dir DIR]
   chorus admin credentials [--data-dir DIR]
   chorus migrate --store postgres://...
+  chorus import [--from https://sync.twilio.com] [--service IS...|NAME] [--data-dir DIR | --store postgres://...]
+                [--dry-run] [--overwrite] [--verify] [--json] [--concurrency 4]   (source credentials: TWILIO_*)
+  chorus backup [--data-dir DIR] --out FILE
+  chorus restore [--data-dir DIR] FILE
   chorus bench --url URL[,URL...] [--conns 1000] [--docs 1] [--writers 4] [--rate 200/s] [--duration 30s] [--via client|rest]
   chorus version
 `
@@ -99,13 +103,19 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = cmdMigrate(ctx, args[1:], stdout)
 	case "bench":
 		err = cmdBench(ctx, args[1:], stdout)
+	case "import":
+		err = cmdImport(ctx, args[1:], stdout, stderr)
+	case "backup":
+		err = cmdBackup(ctx, args[1:], stdout)
+	case "restore":
+		err = cmdRestore(ctx, args[1:], stdout)
 	case "version":
 		err = cmdVersion(args[1:], stdout)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
 		return exitOK
 	default:
-		err = usagef("unknown command %q (want serve, token, admin, migrate or version)", cmd)
+		err = usagef("unknown command %q (want serve, token, admin, migrate, import, backup, restore, bench or version)", cmd)
 		cmd = ""
 	}
 	switch {
@@ -123,6 +133,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	var ue *usageError
 	if errors.As(err, &ue) {
 		return exitUsage
+	}
+	var ce interface{ ExitCode() int }
+	if errors.As(err, &ce) {
+		return ce.ExitCode()
 	}
 	return exitError
 }
