@@ -1,0 +1,117 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestImportCommand runs `chorus import` against a running `chorus serve`:
+// wrong credentials and a dry run write nothing, a real run copies, a
+// second one finds nothing to do, and the imported data directory serves
+// the same documents with the same credentials.
+func TestImportCommand(t *testing.T) {
+	srcDir := t.TempDir()
+	src := startServe(t, srcDir)
+	creds := credentials(t, srcDir)
+	svc := creds[envServiceSID]
+	call := func(base, method, path string, form url.Values) (int, map[string]any) {
+		t.Helper()
+		var body io.Reader
+		if form != nil {
+			body = strings.NewReader(form.Encode())
+		}
+		req, _ := http.NewRequest(method, base+"/v1/Services/"+svc+path, body)
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		req.SetBasicAuth(creds[envAPIKey], creds[envAPISecret])
+		resp, err := (&http.Client{Timeout: 10 * time.Second}).Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var m map[string]any
+		_ = json.NewDecoder(resp.Body).Decode(&m)
+		return resp.StatusCode, m
+	}
+	for i := range 20 {
+		code, m := call(src.base, http.MethodPost, "/Documents", url.Values{"UniqueName": {fmt.Sprintf("doc %d ✓", i)}, "Data": {fmt.Sprintf(`{"i":%d}`, i)}, "Ttl": {"7200"}})
+		if code != http.StatusCreated {
+			t.Fatalf("create: %d %v", code, m)
+		}
+	}
+
+	dst := filepath.Join(t.TempDir(), "imported")
+	env := cleanEnv(envAccountSID+"="+creds[envAccountSID], envAPIKey+"="+creds[envAPIKey], envAPISecret+"="+creds[envAPISecret])
+
+	// Wrong credentials: one line, its own exit code, nothing written.
+	badEnv := cleanEnv(envAccountSID+"="+creds[envAccountSID], envAuthToken+"=wrong")
+	_, errOut, code := chorusCmd(t, badEnv, "import", "--from", src.base, "--data-dir", dst)
+	if code != exitCredentials || !strings.Contains(errOut, "refused the credentials") || strings.Count(strings.TrimSpace(errOut), "\n") != 0 {
+		t.Errorf("import with a wrong auth token: exit %d, stderr %q; want exit %d and one line", code, errOut, exitCredentials)
+	}
+	if _, err := os.Stat(dst); !os.IsNotExist(err) {
+		t.Fatalf("a refused import created %s: %v", dst, err)
+	}
+
+	out, errOut, code := chorusCmd(t, env, "import", "--from", src.base, "--data-dir", dst, "--dry-run")
+	if code != 0 || !strings.Contains(out, "dry run") || !strings.Contains(out, "20 new") {
+		t.Errorf("dry run: exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+	if _, err := os.Stat(dst); !os.IsNotExist(err) {
+		t.Fatalf("a dry run created %s: %v", dst, err)
+	}
+
+	var rep struct {
+		Objects struct{ Created, Unchanged int }
+		Error   string
+	}
+	out, errOut, code = chorusCmd(t, env, "import", "--from", src.base, "--data-dir", dst, "--json")
+	if code != 0 || json.Unmarshal([]byte(out), &rep) != nil || rep.Objects.Created != 20 {
+		t.Fatalf("import --json: exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+	if strings.Contains(errOut, "objects/s") {
+		t.Errorf("progress drawn on a non-terminal stderr: %q", errOut)
+	}
+	out, _, code = chorusCmd(t, env, "import", "--from", src.base, "--data-dir", dst, "--json")
+	if code != 0 || json.Unmarshal([]byte(out), &rep) != nil || rep.Objects.Created != 0 || rep.Objects.Unchanged != 20 {
+		t.Errorf("second import: exit %d, stdout %q", code, out)
+	}
+
+	// The imported directory serves the documents under the source's SIDs
+	// with the source's API key (imported with the account).
+	dstSrv := startServe(t, dst)
+	code, want := call(src.base, http.MethodGet, "/Documents/"+url.PathEscape("doc 7 ✓"), nil)
+	if code != http.StatusOK {
+		t.Fatalf("source GET: %d", code)
+	}
+	code, got := call(dstSrv.base, http.MethodGet, "/Documents/"+url.PathEscape("doc 7 ✓"), nil)
+	if code != http.StatusOK {
+		t.Fatalf("target GET: %d %v", code, got)
+	}
+	for _, f := range []string{"sid", "unique_name", "revision", "data", "date_created", "date_updated", "date_expires", "created_by"} {
+		if fmt.Sprint(want[f]) != fmt.Sprint(got[f]) {
+			t.Errorf("%s: target %v, source %v", f, got[f], want[f])
+		}
+	}
+
+	// Usage errors.
+	for _, args := range [][]string{
+		{"import", "--from", "ftp://x", "--data-dir", dst},
+		{"import", "--from", src.base + "/v1", "--data-dir", dst},
+		{"import", "--from", src.base, "--concurrency", "0"},
+	} {
+		if _, errOut, code := chorusCmd(t, env, args...); code != exitUsage {
+			t.Errorf("chorus %v: exit %d (%s), want %d", args, code, errOut, exitUsage)
+		}
+	}
+	if _, errOut, code := chorusCmd(t, cleanEnv(), "import", "--from", src.base); code != exitUsage || !strings.Contains(errOut, "no source credentials") {
+		t.Errorf("import without credentials: exit %d, %q", code, errOut)
+	}
+}
