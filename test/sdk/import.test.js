@@ -9,7 +9,8 @@ const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
 const { startServer, buildChorus, defaultCreds, waitFor } = require('../lib/harness');
-const { connect } = require('./util');
+const { connect, until } = require('./util');
+const { RawClient } = require('./raw');
 
 const creds = defaultCreds('import-source');
 const servers = [];
@@ -32,6 +33,19 @@ test('objects imported from another Chorus open by unique name in the SDK, with 
   const map = await rest.syncMaps.create({ uniqueName: mapName });
   await rest.syncMaps(map.sid).syncMapItems.create({ key: 'k 1 é', data: { v: 'one' } });
   await rest.syncMaps(map.sid).syncMapItems.create({ key: 'k 2', data: { v: 'two' } });
+  // A client of the source knows the document and the map at their latest event ids.
+  const seen = {};
+  {
+    const c = new RawClient(src.wsUrl);
+    await c.open(src.mintToken('old-client'));
+    for (const [kind, sid] of [['Documents', doc.sid], ['Maps', map.sid]]) {
+      const r = await c.http('GET', `/v3/${kind}/${sid}`);
+      assert.equal(r.status, 200);
+      seen[sid] = r.body.last_event_id;
+      assert.ok(seen[sid] > 0);
+    }
+    c.close();
+  }
   await src.closeClients();
 
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'chorus-import-'));
@@ -75,4 +89,34 @@ test('objects imported from another Chorus open by unique name in the SDK, with 
   const pushed = await (await b.list({ id: listName, mode: 'open_existing' })).push({ i: 4 });
   assert.equal(pushed.index, 4);
   await added;
+
+  // Cut-over: the source's client resubscribes on the target with the event ids it had. The target's
+  // ids are above them, so it is caught up from current state instead of ignoring later events.
+  const c = new RawClient(dst.wsUrl);
+  await c.open(dst.mintToken('old-client'));
+  try {
+    const corr = Date.now();
+    const sub = await c.http('POST', '/v4/Subscriptions', {
+      body: { event_protocol_version: 4, action: 'establish', correlation_id: corr, retried_requests: 0, ttl_in_s: -1,
+        requests: [{ object_sid: doc.sid, object_type: 'document', last_event_id: seen[doc.sid] },
+          { object_sid: map.sid, object_type: 'map', last_event_id: seen[map.sid] }] },
+    });
+    assert.equal(sub.status, 200);
+    const events = (f) => (f.payload.events || (f.payload.event ? [f.payload.event] : []));
+    const established = () => c.frames.filter((f) => f.header.method === 'notification' && f.payload.event_type === 'subscription_established')
+      .flatMap(events);
+    await until(() => established().length === 2, 10000, 'both subscriptions established');
+    const replayed = c.frames.filter((f) => f.header.method === 'notification' && f.payload.correlation_id === corr)
+      .flatMap((f) => events(f).map((e) => ({ ...e, type: f.payload.event_type })));
+    const docEvents = replayed.filter((e) => e.type === 'document_updated');
+    assert.equal(docEvents.length, 1, JSON.stringify(replayed));
+    assert.ok(docEvents[0].id > seen[doc.sid], `replayed id ${docEvents[0].id} > ${seen[doc.sid]}`);
+    assert.deepEqual(docEvents[0].document_data, { board: [], n: 3 });
+    const mapEvents = replayed.filter((e) => e.type === 'map_item_updated');
+    assert.deepEqual(mapEvents.map((e) => e.item_key).sort(), ['k 1 é', 'k 2']);
+    assert.ok(mapEvents.every((e) => e.id > seen[map.sid]));
+    for (const e of established()) assert.ok(e.last_event_id > seen[e.object_sid]);
+  } finally {
+    c.close();
+  }
 });
