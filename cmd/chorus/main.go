@@ -52,7 +52,7 @@ const usage = `usage:
                [--store postgres://...] [--bus nats://...] [--node NAME]
   chorus token --identity NAME [--ttl 1h] [--service IS...] [--data-dir DIR]
   chorus admin credentials [--data-dir DIR]
-  chorus migrate --store postgres://...
+  chorus migrate --store postgres://... [--from-data-dir DIR [--overwrite] [--json]]
   chorus import [--from https://sync.twilio.com] [--service IS...|NAME] [--data-dir DIR | --store postgres://...]
                 [--dry-run] [--overwrite] [--verify] [--json] [--concurrency 4]   (source credentials: TWILIO_*)
   chorus backup [--data-dir DIR] --out FILE
@@ -100,7 +100,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		cmd = "admin credentials"
 		err = cmdCredentials(ctx, args[2:], stdout)
 	case "migrate":
-		err = cmdMigrate(ctx, args[1:], stdout)
+		err = cmdMigrate(ctx, args[1:], stdout, stderr)
 	case "bench":
 		err = cmdBench(ctx, args[1:], stdout)
 	case "import":
@@ -398,10 +398,12 @@ func storedCredentials(ctx context.Context, dataDir string) (engine.Credentials,
 }
 
 // cmdMigrate brings a PostgreSQL schema up to date (nodes also migrate on
-// start; both are safe to run concurrently).
-func cmdMigrate(ctx context.Context, args []string, stdout io.Writer) error {
+// start; both are safe to run concurrently). With --from-data-dir it then
+// copies an embedded store into it (migrate_copy.go).
+func cmdMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("migrate")
 	storeURL := fs.String("store", getenv("CHORUS_STORE_URL"), "postgres://… (default: CHORUS_STORE_URL)")
+	from := addCopyFlags(fs)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -412,5 +414,8 @@ func cmdMigrate(ctx context.Context, args []string, stdout io.Writer) error {
 		return err
 	}
 	fmt.Fprintln(stdout, "schema up to date")
+	if from.dataDir != "" {
+		return copyStore(ctx, from, *storeURL, stdout, stderr)
+	}
 	return nil
 }

@@ -179,6 +179,9 @@ func populate(t *testing.T, n *node, docs, lists, maps, perObject int) dataset {
 					if i%4 == 0 {
 						p.TTL = &ttl
 					}
+					if k == chorus.KindList && i%5 == 0 {
+						p.Data = json.RawMessage(fmt.Sprintf(`{"context":%d}`, i)) // shown by the store only
+					}
 					o, err := eng.CreateObject(ctx, sys, svc, k, p)
 					if err != nil {
 						return err
@@ -420,6 +423,29 @@ func TestImport(t *testing.T) {
 		}
 		restored := startNode(t, server.Config{StoreURL: fresh, Creds: creds})
 		compareREST(t, src, restored, ds.services)
+	})
+
+	t.Run("store to postgres", func(t *testing.T) {
+		dsn := servertest.NewDatabase(t)
+		st, err := postgres.Open(ctx, dsn, quiet)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer st.Close()
+		from := &transfer.StoreReader{Store: src.srv.Engine().Store()}
+		rep, err := transfer.Import(ctx, from, st, transfer.Options{})
+		if err != nil {
+			t.Fatalf("Import: %v", err)
+		}
+		logRate(t, "SQLite store → PostgreSQL", rep)
+		if rep.Objects.Created != ds.objects || len(rep.Conflicts) != 0 {
+			t.Errorf("report %+v, want %d objects created", rep, ds.objects)
+		}
+		compareStores(t, from.Store, st, creds.AccountSID)
+		rep, err = transfer.Import(ctx, from, st, transfer.Options{})
+		if err != nil || rep.Objects.Unchanged != ds.objects || rep.Items.Created+rep.Items.Updated+rep.Items.Deleted != 0 {
+			t.Errorf("second copy = %v, report objects %+v items %+v, want all unchanged", err, rep.Objects, rep.Items)
+		}
 	})
 
 	resumed := t.TempDir() // the resumed import's, reused by "conflicts"
@@ -738,4 +764,82 @@ func faultProxy(t *testing.T, target string, fault func(i int64, path string) in
 	go hs.Serve(ln)
 	t.Cleanup(func() { hs.Close() })
 	return "http://" + ln.Addr().String()
+}
+
+// compareStores checks that dst holds exactly what src does, to the
+// millisecond, apart from event ids: credentials, services, objects (with
+// list context and next index), items and permissions.
+func compareStores(t *testing.T, src, dst chorus.Store, acct string) {
+	t.Helper()
+	ctx := context.Background()
+	type snapshot struct {
+		accts []*chorus.Account
+		keys  []*chorus.APIKey
+		svcs  []*chorus.Service
+		objs  []chorus.Object
+		items []chorus.Item
+		perms []*chorus.Permission
+	}
+	read := func(st chorus.Store) snapshot {
+		var s snapshot
+		err := st.View(ctx, func(tx chorus.ReadTx) error {
+			var err error
+			if s.accts, err = tx.Accounts(ctx); err != nil {
+				return err
+			}
+			if s.keys, err = tx.APIKeys(ctx, acct); err != nil {
+				return err
+			}
+			if s.svcs, err = tx.Services(ctx, acct, chorus.ObjectQuery{}); err != nil {
+				return err
+			}
+			for _, svc := range s.svcs {
+				for _, k := range chorus.Kinds {
+					objs, err := tx.Objects(ctx, k, svc.SID, chorus.ObjectQuery{})
+					if err != nil {
+						return err
+					}
+					for _, o := range objs {
+						c := *o
+						c.LastEventID = 0
+						s.objs = append(s.objs, c)
+						items, err := tx.Items(ctx, o.SID, chorus.ItemQuery{Kind: k})
+						if err != nil {
+							return err
+						}
+						for _, it := range items {
+							c := *it
+							c.LastEventID = 0
+							s.items = append(s.items, c)
+						}
+						ps, err := tx.Permissions(ctx, o.SID, chorus.PermissionQuery{})
+						if err != nil {
+							return err
+						}
+						s.perms = append(s.perms, ps...)
+					}
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	want, got := read(src), read(dst)
+	if len(want.objs) == 0 || len(want.items) == 0 {
+		t.Fatalf("nothing to compare: %d objects, %d items", len(want.objs), len(want.items))
+	}
+	for _, c := range []struct {
+		what      string
+		want, got any
+	}{
+		{"accounts", want.accts, got.accts}, {"API keys", want.keys, got.keys}, {"services", want.svcs, got.svcs},
+		{"objects", want.objs, got.objs}, {"items", want.items, got.items}, {"permissions", want.perms, got.perms},
+	} {
+		if !reflect.DeepEqual(c.want, c.got) {
+			t.Errorf("%s differ between the stores", c.what)
+		}
+	}
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -108,7 +109,7 @@ var errRefused = errors.New("transfer: refused")
 const itemBatch = 500
 
 type importer struct {
-	src  *Source
+	src  Reader
 	st   chorus.Store
 	opt  Options
 	log  *slog.Logger
@@ -123,10 +124,36 @@ type importer struct {
 	items int
 }
 
+// Reader is where Import reads: a REST v1 server (Source) or another
+// store (StoreReader). Expired objects and items are not returned.
+type Reader interface {
+	// Check fails (ErrCredentials, wrapped, for refused credentials) when
+	// the source cannot be read.
+	Check(ctx context.Context) error
+	// Services returns the services to copy, oldest first.
+	Services(ctx context.Context) ([]*chorus.Service, error)
+	Objects(ctx context.Context, svc *chorus.Service, k chorus.Kind) ([]*chorus.Object, error)
+	Items(ctx context.Context, obj *chorus.Object) ([]*chorus.Item, error)
+	Permissions(ctx context.Context, obj *chorus.Object) ([]*chorus.Permission, error)
+	// Requests counts the requests sent and retried (0 for a store).
+	Requests() (sent, retried int64)
+}
+
+// credentialReader is a Reader that also has the accounts and API keys
+// (a store): Import copies those the target lacks.
+type credentialReader interface {
+	Credentials(ctx context.Context) ([]*chorus.Account, []*chorus.APIKey, error)
+}
+
+var (
+	_ Reader           = (*Source)(nil)
+	_ credentialReader = (*StoreReader)(nil)
+)
+
 // Import copies the source's services (all, or opt.Services) with their
 // objects, items and permissions into st. st may be nil with DryRun when
 // the target does not exist yet. It returns the report also on error.
-func Import(ctx context.Context, src *Source, st chorus.Store, opt Options) (*Report, error) {
+func Import(ctx context.Context, src Reader, st chorus.Store, opt Options) (*Report, error) {
 	im := &importer{src: src, st: st, opt: opt, log: opt.Logger, now: opt.Now}
 	if im.log == nil {
 		im.log = slog.Default()
@@ -172,22 +199,32 @@ func (im *importer) run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	acct := im.opt.Account.SID
+	var accounts []string
 	for _, s := range svcs {
-		if acct == "" {
-			acct = s.AccountSID
+		if im.opt.Account.SID != "" && s.AccountSID != im.opt.Account.SID {
+			return fmt.Errorf("transfer: service %s belongs to account %s, not %s", s.SID, s.AccountSID, im.opt.Account.SID)
 		}
-		if s.AccountSID != acct {
-			return fmt.Errorf("transfer: service %s belongs to account %s, not %s", s.SID, s.AccountSID, acct)
+		if !slices.Contains(accounts, s.AccountSID) {
+			accounts = append(accounts, s.AccountSID)
 		}
 	}
-	im.rep.AccountSID = acct
+	im.rep.AccountSID = im.opt.Account.SID
+	if len(accounts) > 0 {
+		im.rep.AccountSID = accounts[0]
+	}
 	if len(svcs) == 0 {
 		return nil
 	}
 	if !im.opt.DryRun {
-		if err := im.ensureAccount(ctx, acct); err != nil {
-			return err
+		if cr, ok := im.src.(credentialReader); ok {
+			if err := im.copyCredentials(ctx, cr); err != nil {
+				return err
+			}
+		}
+		for _, acct := range accounts {
+			if err := im.ensureAccount(ctx, acct); err != nil {
+				return err
+			}
 		}
 	}
 	// List every object first: the total drives the progress and ETA.
@@ -310,7 +347,40 @@ func (im *importer) ensureAccount(ctx context.Context, sid string) error {
 	if err != nil {
 		return fmt.Errorf("transfer: create account %s: %w", sid, err)
 	}
-	im.rep.AccountCreated = created
+	im.rep.AccountCreated = im.rep.AccountCreated || created
+	return nil
+}
+
+// copyCredentials copies the accounts and API keys the target lacks.
+func (im *importer) copyCredentials(ctx context.Context, cr credentialReader) error {
+	accts, keys, err := cr.Credentials(ctx)
+	if err != nil {
+		return fmt.Errorf("transfer: read credentials: %w", err)
+	}
+	err = im.st.Update(ctx, func(tx chorus.Tx) error {
+		for _, a := range accts {
+			if _, err := tx.Account(ctx, a.SID); errors.Is(err, chorus.ErrNotFound) {
+				if err := tx.PutAccount(ctx, a); err != nil {
+					return err
+				}
+			} else if err != nil {
+				return err
+			}
+		}
+		for _, k := range keys {
+			if _, err := tx.APIKey(ctx, k.SID); errors.Is(err, chorus.ErrNotFound) {
+				if err := tx.PutAPIKey(ctx, k); err != nil {
+					return err
+				}
+			} else if err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("transfer: copy credentials: %w", err)
+	}
 	return nil
 }
 
@@ -408,7 +478,8 @@ func (im *importer) importService(ctx context.Context, svc *chorus.Service) (boo
 func sameObject(t, s *chorus.Object) bool {
 	return t.Kind == s.Kind && t.ServiceSID == s.ServiceSID && t.AccountSID == s.AccountSID &&
 		t.UniqueName == s.UniqueName && t.Revision == s.Revision && t.CreatedBy == s.CreatedBy &&
-		(s.Kind != chorus.KindDocument || bytes.Equal(t.Data, s.Data)) &&
+		(s.Kind != chorus.KindDocument && s.Data == nil || bytes.Equal(t.Data, s.Data)) &&
+		t.NextIndex >= s.NextIndex &&
 		!t.DateUpdated.Equal(markerUpdated) &&
 		sameTime(t.DateCreated, s.DateCreated) && sameTime(t.DateUpdated, s.DateUpdated) &&
 		sameTimePtr(t.DateExpires, s.DateExpires)
@@ -521,9 +592,9 @@ func (im *importer) importObject(ctx context.Context, obj *chorus.Object) (int, 
 	var puts []*chorus.Item
 	var dels []chorus.ItemRef
 	var itemCounts Counts
-	nextIndex := int64(0)
+	nextIndex := obj.NextIndex // a store source knows it; REST does not show it
 	if old != nil {
-		nextIndex = old.NextIndex
+		nextIndex = max(nextIndex, old.NextIndex)
 	}
 	if collection && (!unchanged || im.opt.Verify) {
 		seen := make(map[chorus.ItemRef]bool, len(items))
@@ -577,7 +648,7 @@ func (im *importer) importObject(ctx context.Context, obj *chorus.Object) (int, 
 		final.LastEventID = next + 1 // a new event id for the new state
 	}
 	if old != nil && final.Kind == chorus.KindList && final.Data == nil {
-		final.Data = old.Data // list context: REST does not show it
+		final.Data = old.Data // list context: REST does not show it (a store does)
 	}
 
 	if !im.opt.DryRun {
