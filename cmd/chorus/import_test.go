@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/chorus-sync/chorus/internal/servertest"
 )
 
 // TestImportCommand runs `chorus import` against a running `chorus serve`:
@@ -98,6 +100,17 @@ func TestImportCommand(t *testing.T) {
 	for _, f := range []string{"sid", "unique_name", "revision", "data", "date_created", "date_updated", "date_expires", "created_by"} {
 		if fmt.Sprint(want[f]) != fmt.Sprint(got[f]) {
 			t.Errorf("%s: target %v, source %v", f, got[f], want[f])
+		}
+	}
+
+	// Grow into PostgreSQL: copy the imported directory, then again (nothing to do).
+	dstSrv.stop(t)
+	dsn := servertest.NewDatabase(t)
+	for i, want := range []int{20, 0} {
+		out, errOut, code := chorusCmd(t, cleanEnv(), "migrate", "--store", dsn, "--from-data-dir", dst, "--json")
+		_, js, _ := strings.Cut(out, "schema up to date\n")
+		if code != 0 || json.Unmarshal([]byte(js), &rep) != nil || rep.Objects.Created != want {
+			t.Errorf("migrate --from-data-dir run %d: exit %d, stdout %q, stderr %q; want %d created", i+1, code, out, errOut, want)
 		}
 	}
 
