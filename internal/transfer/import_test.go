@@ -40,12 +40,12 @@ type node struct {
 	stop  func()
 }
 
-func startNode(t *testing.T, cfg server.Config) *node {
+func startNode(t testing.TB, cfg server.Config) *node {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	cfg.Logger = quiet
-	cfg.ShutdownTimeout = 5 * time.Second
+	cfg.ShutdownTimeout = 30 * time.Second // generous: a loaded machine
 	srv, err := server.New(ctx, cfg)
 	if err != nil {
 		t.Fatalf("server.New: %v", err)
@@ -90,7 +90,7 @@ type dataset struct {
 // TTLs, permissions, updates and deletions, and unique names and keys with
 // spaces and non-ASCII characters, through the engine (the same path as
 // REST and the SDK).
-func populate(t *testing.T, n *node, docs, lists, maps, perObject int) dataset {
+func populate(t testing.TB, n *node, docs, lists, maps, perObject int) dataset {
 	t.Helper()
 	ctx := context.Background()
 	eng := n.srv.Engine()
@@ -347,7 +347,7 @@ func account(n *node) transfer.Account {
 	return transfer.Account{SID: n.creds.AccountSID, AuthToken: n.creds.AuthToken, APIKeySID: n.creds.APIKeySID, APISecret: n.creds.APISecret}
 }
 
-func openSQLite(t *testing.T) (chorus.Store, string) {
+func openSQLite(t testing.TB) (chorus.Store, string) {
 	t.Helper()
 	dir := t.TempDir()
 	st, err := sqlite.Open(context.Background(), filepath.Join(dir, server.DBFile), quiet)
@@ -841,5 +841,47 @@ func compareStores(t *testing.T, src, dst chorus.Store, acct string) {
 		if !reflect.DeepEqual(c.want, c.got) {
 			t.Errorf("%s differ between the stores", c.what)
 		}
+	}
+}
+
+var benchConcurrency = 4
+
+// BenchmarkImport measures import throughput from a Chorus on this machine
+// into SQLite and PostgreSQL (objects and items per second of one run).
+func BenchmarkImport(b *testing.B) {
+	ctx := context.Background()
+	creds := servertest.NewCredentials()
+	src := startNode(b, server.Config{DataDir: b.TempDir(), Creds: creds})
+	ds := populate(b, src, 1000, 30, 30, 100)
+	b.Logf("source: %d objects, ~%d items", ds.objects, ds.items)
+	for _, target := range []string{"sqlite", "postgres"} {
+		b.Run("to="+target, func(b *testing.B) {
+			var objs, items, secs float64
+			for b.Loop() {
+				b.StopTimer()
+				var st chorus.Store
+				if target == "sqlite" {
+					st, _ = openSQLite(b)
+				} else {
+					var err error
+					if st, err = postgres.Open(ctx, servertest.NewDatabase(b), quiet); err != nil {
+						b.Fatal(err)
+					}
+				}
+				b.StartTimer()
+				rep, err := transfer.Import(ctx, src.source(), st, transfer.Options{Account: account(src), Concurrency: benchConcurrency})
+				b.StopTimer()
+				if err != nil {
+					b.Fatal(err)
+				}
+				st.Close()
+				objs += float64(rep.Objects.Created)
+				items += float64(rep.Items.Created)
+				secs += rep.Elapsed.Seconds()
+				b.StartTimer()
+			}
+			b.ReportMetric(objs/secs, "objects/s")
+			b.ReportMetric(items/secs, "items/s")
+		})
 	}
 }
