@@ -429,6 +429,11 @@ func (im *importer) importService(ctx context.Context, svc *chorus.Service) (boo
 			return false, fmt.Errorf("transfer: read service %s: %w", svc.SID, err)
 		}
 	}
+	if err := checkService(svc); err != nil {
+		im.conflict(Conflict{Kind: "service", SID: svc.SID, Reason: "invalid at the source: " + err.Error()})
+		im.count(func(r *Report) { r.Services.Refused++ })
+		return false, nil
+	}
 	var reason string
 	switch {
 	case old != nil && old.AccountSID != svc.AccountSID:
@@ -543,6 +548,9 @@ func (im *importer) readTarget(ctx context.Context, obj *chorus.Object, wantItem
 // importObject copies one object and returns how many items it saw.
 func (im *importer) importObject(ctx context.Context, obj *chorus.Object) (int, error) {
 	collection := obj.Kind == chorus.KindList || obj.Kind == chorus.KindMap
+	if err := checkObject(obj); err != nil {
+		return 0, im.refuse(obj, "invalid at the source: "+err.Error())
+	}
 	t, err := im.readTarget(ctx, obj, collection)
 	if err != nil {
 		return 0, fmt.Errorf("read target: %w", err)
@@ -577,6 +585,9 @@ func (im *importer) importObject(ctx context.Context, obj *chorus.Object) (int, 
 		if perms, err = im.src.Permissions(ctx, obj); err != nil {
 			return 0, fmt.Errorf("read permissions: %w", err)
 		}
+	}
+	if err := errors.Join(checkItems(items), checkPermissions(perms)); err != nil {
+		return 0, im.refuse(obj, "invalid at the source: "+err.Error())
 	}
 
 	// Event ids continue above everything the target has and above base.
