@@ -235,7 +235,12 @@ func (s *Source) list(ctx context.Context, path, key string, fn func(json.RawMes
 		return fmt.Errorf("transfer: source URL: %w", err)
 	}
 	u := s.BaseURL + path
+	seen := map[string]bool{}
 	for u != "" {
+		if seen[u] {
+			return fmt.Errorf("transfer: the source's next_page_url %s repeats a page", redactURL(u))
+		}
+		seen[u] = true
 		var page map[string]json.RawMessage
 		if err := s.getJSON(ctx, u, &page); err != nil {
 			return err
