@@ -487,6 +487,44 @@ func TestImport(t *testing.T) {
 			t.Errorf("third run wrote: %+v %+v %+v", rep.Objects, rep.Items, rep.Permissions)
 		}
 		checkEventIDs(t, st, rep)
+
+		// What a run killed inside a new map leaves: the row with the
+		// marker date (the Unix epoch) and only some items. The next run
+		// copies the rest.
+		removed := 0
+		err = st.Update(ctx, func(tx chorus.Tx) error {
+			removed = 0
+			m, err := tx.ObjectByName(ctx, chorus.KindMap, ds.services[1], "map 3 ☃ s1")
+			if err != nil {
+				return err
+			}
+			m.DateUpdated = time.Unix(0, 0).UTC()
+			if err := tx.UpdateObject(ctx, m); err != nil {
+				return err
+			}
+			items, err := tx.Items(ctx, m.SID, chorus.ItemQuery{Kind: chorus.KindMap})
+			if err != nil {
+				return err
+			}
+			for _, it := range items[len(items)/2:] {
+				if err := tx.DeleteItem(ctx, m.SID, chorus.ItemRef{Key: it.Key}); err != nil {
+					return err
+				}
+				removed++
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		rep, err = transfer.Import(ctx, src.source(), st, transfer.Options{Account: account(src)})
+		if err != nil {
+			t.Fatalf("fourth Import: %v", err)
+		}
+		if rep.Objects.Updated != 1 || rep.Items.Created != removed || removed == 0 {
+			t.Errorf("after an interrupted map: objects %+v items %+v, want 1 object updated and %d items created", rep.Objects, rep.Items, removed)
+		}
+		checkEventIDs(t, st, rep)
 		dst := startNode(t, server.Config{Store: st, Creds: creds})
 		compareREST(t, src, dst, ds.services)
 	})
