@@ -17,8 +17,7 @@ import (
 // leaves the source.
 func twilioLike(t *testing.T, acct, svc string, docs []string, next string) *httptest.Server {
 	t.Helper()
-	var srv *httptest.Server
-	srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if u, p, ok := r.BasicAuth(); !ok || u != acct || p != "token" {
 			w.WriteHeader(http.StatusUnauthorized)
 			fmt.Fprint(w, `{"code":20003,"message":"Authenticate","status":401}`)
