@@ -5,7 +5,11 @@
 //	               [--store postgres://…] [--bus nats://…] [--node NAME]
 //	chorus token   --identity NAME [--ttl 1h] [--service IS…] [--data-dir DIR]
 //	chorus admin credentials [--data-dir DIR]
-//	chorus migrate --store postgres://…
+//	chorus migrate --store postgres://… [--from-data-dir DIR [--overwrite] [--json]]
+//	chorus import  [--from https://sync.twilio.com] [--service IS…|NAME] [--data-dir DIR | --store postgres://…]
+//	               [--dry-run] [--overwrite] [--verify] [--json] [--concurrency N] [--attempts N]
+//	chorus backup  [--data-dir DIR] --out FILE
+//	chorus restore [--data-dir DIR] FILE
 //	chorus bench   --url URL[,URL…] [--conns N] [--docs N] [--writers N] [--rate N/s] [--duration D] [--via client|rest]
 //	chorus version
 //

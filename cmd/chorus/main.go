@@ -52,7 +52,11 @@ const usage = `usage:
                [--store postgres://...] [--bus nats://...] [--node NAME]
   chorus token --identity NAME [--ttl 1h] [--service IS...] [--data-dir DIR]
   chorus admin credentials [--data-dir DIR]
-  chorus migrate --store postgres://...
+  chorus migrate --store postgres://... [--from-data-dir DIR [--overwrite] [--json]]
+  chorus import [--from https://sync.twilio.com] [--service IS...|NAME] [--data-dir DIR | --store postgres://...]
+                [--dry-run] [--overwrite] [--verify] [--json] [--concurrency 4]   (source credentials: TWILIO_*)
+  chorus backup [--data-dir DIR] --out FILE
+  chorus restore [--data-dir DIR] FILE
   chorus bench --url URL[,URL...] [--conns 1000] [--docs 1] [--writers 4] [--rate 200/s] [--duration 30s] [--via client|rest]
   chorus version
 `
@@ -96,16 +100,22 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		cmd = "admin credentials"
 		err = cmdCredentials(ctx, args[2:], stdout)
 	case "migrate":
-		err = cmdMigrate(ctx, args[1:], stdout)
+		err = cmdMigrate(ctx, args[1:], stdout, stderr)
 	case "bench":
 		err = cmdBench(ctx, args[1:], stdout)
+	case "import":
+		err = cmdImport(ctx, args[1:], stdout, stderr)
+	case "backup":
+		err = cmdBackup(ctx, args[1:], stdout)
+	case "restore":
+		err = cmdRestore(ctx, args[1:], stdout)
 	case "version":
 		err = cmdVersion(args[1:], stdout)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
 		return exitOK
 	default:
-		err = usagef("unknown command %q (want serve, token, admin, migrate or version)", cmd)
+		err = usagef("unknown command %q (want serve, token, admin, migrate, import, backup, restore, bench or version)", cmd)
 		cmd = ""
 	}
 	switch {
@@ -123,6 +133,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	var ue *usageError
 	if errors.As(err, &ue) {
 		return exitUsage
+	}
+	var ce interface{ ExitCode() int }
+	if errors.As(err, &ce) {
+		return ce.ExitCode()
 	}
 	return exitError
 }
@@ -384,10 +398,12 @@ func storedCredentials(ctx context.Context, dataDir string) (engine.Credentials,
 }
 
 // cmdMigrate brings a PostgreSQL schema up to date (nodes also migrate on
-// start; both are safe to run concurrently).
-func cmdMigrate(ctx context.Context, args []string, stdout io.Writer) error {
+// start; both are safe to run concurrently). With --from-data-dir it then
+// copies an embedded store into it (migrate_copy.go).
+func cmdMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("migrate")
 	storeURL := fs.String("store", getenv("CHORUS_STORE_URL"), "postgres://… (default: CHORUS_STORE_URL)")
+	from := addCopyFlags(fs)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -398,5 +414,8 @@ func cmdMigrate(ctx context.Context, args []string, stdout io.Writer) error {
 		return err
 	}
 	fmt.Fprintln(stdout, "schema up to date")
+	if from.dataDir != "" {
+		return copyStore(ctx, from, *storeURL, stdout, stderr)
+	}
 	return nil
 }

@@ -97,6 +97,14 @@
 // has read or written (objectCache) and serves those reads from memory;
 // see objectCache for why it stays coherent with the database.
 //
+// # Backups
+//
+// Backup (backup.go) opens its own connection to the database file, in any
+// process, and copies one read transaction's snapshot with VACUUM INTO: it
+// never blocks the writer (WAL), and the snapshot holds every batch
+// committed before it began. Restore writes a new file under a temporary
+// name and renames it only after the checksum and the integrity check.
+//
 // # Storage
 //
 // Times are stored as UTC unix nanoseconds; JSON data (json.RawMessage) is

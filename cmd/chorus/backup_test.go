@@ -1,0 +1,192 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/chorus-sync/chorus"
+	"github.com/chorus-sync/chorus/internal/server"
+	"github.com/chorus-sync/chorus/internal/store/sqlite"
+)
+
+// TestBackupUnderWrites takes a backup with `chorus backup` while writers
+// keep writing to a running `chorus serve`, restores it with `chorus
+// restore` and checks that it passes the integrity check and holds every
+// write acknowledged before the backup began; then that truncated and
+// foreign files are refused without touching the data directory.
+func TestBackupUnderWrites(t *testing.T) {
+	dataDir := t.TempDir()
+	p := startServe(t, dataDir)
+	creds := credentials(t, dataDir)
+	svc := creds[envServiceSID]
+	client := &http.Client{Timeout: 10 * time.Second}
+	post := func(form url.Values) (int, error) {
+		req, _ := http.NewRequest(http.MethodPost, p.base+"/v1/Services/"+svc+"/Documents", strings.NewReader(form.Encode()))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		req.SetBasicAuth(creds[envAPIKey], creds[envAPISecret])
+		resp, err := client.Do(req)
+		if err != nil {
+			return 0, err
+		}
+		defer resp.Body.Close()
+		_, _ = io.Copy(io.Discard, resp.Body)
+		return resp.StatusCode, nil
+	}
+
+	var (
+		mu    sync.Mutex
+		acked = map[string]string{} // unique name → data, acknowledged
+		stop  = make(chan struct{})
+		wg    sync.WaitGroup
+		errs  = make(chan error, 8)
+	)
+	for w := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				name, data := fmt.Sprintf("w%d %d ü", w, i), fmt.Sprintf(`{"w":%d,"i":%d}`, w, i)
+				code, err := post(url.Values{"UniqueName": {name}, "Data": {data}})
+				if err != nil || code != http.StatusCreated {
+					errs <- fmt.Errorf("write %s: %d %v", name, code, err)
+					return
+				}
+				mu.Lock()
+				acked[name] = data
+				mu.Unlock()
+			}
+		}()
+	}
+	waitAcked := func(n int) {
+		deadline := time.Now().Add(60 * time.Second)
+		for {
+			mu.Lock()
+			got := len(acked)
+			mu.Unlock()
+			if got >= n {
+				return
+			}
+			select {
+			case err := <-errs:
+				t.Fatal(err)
+			default:
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("only %d writes acknowledged in 60s", got)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	waitAcked(300)
+	mu.Lock()
+	before := make(map[string]string, len(acked))
+	for k, v := range acked {
+		before[k] = v
+	}
+	mu.Unlock()
+
+	backup := filepath.Join(t.TempDir(), "chorus.backup")
+	out, errOut, code := chorusCmd(t, cleanEnv(), "backup", "--data-dir", dataDir, "--out", backup)
+	if code != 0 {
+		t.Fatalf("chorus backup exit %d: %s", code, errOut)
+	}
+	if !strings.Contains(out, "integrity check ok") {
+		t.Errorf("chorus backup output %q", out)
+	}
+	mu.Lock()
+	during := len(acked) - len(before)
+	mu.Unlock()
+	waitAcked(len(before) + during + 50) // writes kept flowing
+	close(stop)
+	wg.Wait()
+	p.stop(t)
+	t.Logf("%d writes acknowledged before the backup, %d during it", len(before), during)
+
+	restored := filepath.Join(t.TempDir(), "restored")
+	if _, errOut, code := chorusCmd(t, cleanEnv(), "restore", "--data-dir", restored, backup); code != 0 {
+		t.Fatalf("chorus restore exit %d: %s", code, errOut)
+	}
+	db := filepath.Join(restored, server.DBFile)
+	ctx := context.Background()
+	if err := sqlite.Check(ctx, db); err != nil {
+		t.Fatalf("restored database: %v", err)
+	}
+	st, err := sqlite.Open(ctx, db, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	missing := 0
+	err = st.View(ctx, func(tx chorus.ReadTx) error {
+		for name, data := range before {
+			o, err := tx.ObjectByName(ctx, chorus.KindDocument, svc, name)
+			if err != nil || string(o.Data) != data {
+				missing++
+				if missing < 5 {
+					t.Errorf("acknowledged document %q: %v (data %s, want %s)", name, err, o.Data, data)
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil || missing > 0 {
+		t.Fatalf("%d of %d acknowledged writes missing from the backup (%v)", missing, len(before), err)
+	}
+
+	// Refusals leave the target directory as it was.
+	raw, err := os.ReadFile(backup)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	truncated := filepath.Join(dir, "truncated.backup")
+	foreign := filepath.Join(dir, "foreign.db")
+	if err := os.WriteFile(truncated, raw[:len(raw)/2], 0o600); err != nil {
+		t.Fatal(err)
+	}
+	live, err := os.ReadFile(filepath.Join(dataDir, server.DBFile)) // a SQLite file, but no backup
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(foreign, live, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	empty := filepath.Join(dir, "empty")
+	if err := os.Mkdir(empty, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ file, into, want string }{
+		{truncated, filepath.Join(dir, "new"), "truncated"},
+		{truncated, empty, "truncated"},
+		{foreign, empty, "no Chorus backup header"},
+		{backup, restored, "not empty"},
+	} {
+		_, errOut, code := chorusCmd(t, cleanEnv(), "restore", "--data-dir", tc.into, tc.file)
+		if code != exitError || !strings.Contains(errOut, tc.want) || strings.Count(strings.TrimSpace(errOut), "\n") > 0 {
+			t.Errorf("restore %s into %s: exit %d, stderr %q; want exit 1 and one line with %q", filepath.Base(tc.file), filepath.Base(tc.into), code, errOut, tc.want)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dir, "new")); !os.IsNotExist(err) {
+		t.Errorf("a refused restore created the data directory: %v", err)
+	}
+	if ents, _ := os.ReadDir(empty); len(ents) != 0 {
+		t.Errorf("a refused restore left %d entries in the empty data directory", len(ents))
+	}
+	if ents, _ := os.ReadDir(dir); len(ents) != 3 {
+		t.Errorf("refused restores left files behind next to the data directory: %v", ents)
+	}
+}

@@ -1,0 +1,272 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/chorus-sync/chorus"
+	"github.com/chorus-sync/chorus/internal/server"
+	"github.com/chorus-sync/chorus/internal/store/postgres"
+	"github.com/chorus-sync/chorus/internal/store/sqlite"
+	"github.com/chorus-sync/chorus/internal/transfer"
+)
+
+// Exit codes of import besides exitOK, exitError and exitUsage.
+const (
+	exitCredentials = 3 // the source refused the credentials; nothing was written
+	exitRefused     = 4 // the import finished, but refused conflicting objects
+)
+
+// codeError is an error with its own exit code.
+type codeError struct {
+	code int
+	err  error
+}
+
+func (e *codeError) Error() string { return e.err.Error() }
+func (e *codeError) Unwrap() error { return e.err }
+func (e *codeError) ExitCode() int { return e.code }
+
+func cmdImport(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("import")
+	from := fs.String("from", transfer.DefaultSource, "the source's base URL (Twilio, or another Chorus)")
+	accountSID := fs.String("account-sid", getenv(envAccountSID), "the source account SID (default: TWILIO_ACCOUNT_SID)")
+	authToken := fs.String("auth-token", getenv(envAuthToken), "the source auth token (default: TWILIO_AUTH_TOKEN)")
+	apiKey := fs.String("api-key", getenv(envAPIKey), "a source API key SID, used instead of the auth token (default: TWILIO_API_KEY)")
+	apiSecret := fs.String("api-secret", getenv(envAPISecret), "the API key's secret (default: TWILIO_API_SECRET)")
+	var services []string
+	fs.Func("service", "copy only this service (SID or unique name; repeat or comma-separate); default all", func(v string) error {
+		for _, s := range strings.Split(v, ",") {
+			if s = strings.TrimSpace(s); s != "" {
+				services = append(services, s)
+			}
+		}
+		return nil
+	})
+	dataDir := fs.String("data-dir", defaultDataDir(), "target data directory (embedded store)")
+	storeURL := fs.String("store", getenv("CHORUS_STORE_URL"), "target postgres://… (default: CHORUS_STORE_URL, else SQLite in --data-dir)")
+	dryRun := fs.Bool("dry-run", false, "report what would be copied; write nothing")
+	overwrite := fs.Bool("overwrite", false, "replace target objects that hold a source object's SID or unique name")
+	verify := fs.Bool("verify", false, "compare the items of every list and map, also of those unchanged since the last run")
+	asJSON := fs.Bool("json", false, "print the summary as JSON")
+	concurrency := fs.Int("concurrency", 4, "objects copied at once")
+	attempts := fs.Int("attempts", 8, "tries per source request (429, 5xx, dropped connections) before giving up")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	base, err := url.Parse(strings.TrimRight(*from, "/"))
+	if err != nil || (base.Scheme != "http" && base.Scheme != "https") || base.Host == "" || base.Path != "" || base.RawQuery != "" || base.User != nil {
+		return usagef("invalid --from %q: want http(s)://host[:port]", *from)
+	}
+	if *concurrency < 1 || *concurrency > 64 {
+		return usagef("invalid --concurrency %d: want 1 to 64", *concurrency)
+	}
+	if *attempts < 1 {
+		return usagef("invalid --attempts %d: want at least 1", *attempts)
+	}
+	if *accountSID != "" && !chorus.IsSID(chorus.PrefixAccount, *accountSID) {
+		return usagef("invalid account SID %q: want AC followed by 32 hex digits", *accountSID)
+	}
+	src := &transfer.Source{BaseURL: base.String(), Attempts: *attempts}
+	acct := transfer.Account{SID: *accountSID}
+	switch {
+	case *apiKey != "":
+		if !chorus.IsSID(chorus.PrefixAPIKey, *apiKey) || *apiSecret == "" {
+			return usagef("--api-key needs an SK… SID and --api-secret (or TWILIO_API_KEY and TWILIO_API_SECRET)")
+		}
+		if *accountSID == "" {
+			return usagef("--api-key needs --account-sid (or TWILIO_ACCOUNT_SID), as the helper libraries do")
+		}
+		src.Username, src.Password = *apiKey, *apiSecret
+		acct.APIKeySID, acct.APISecret = *apiKey, *apiSecret
+		acct.AuthToken = *authToken
+	case *accountSID != "" && *authToken != "":
+		src.Username, src.Password = *accountSID, *authToken
+		acct.AuthToken = *authToken
+	default:
+		return usagef("no source credentials: set --account-sid and --auth-token, or --account-sid, --api-key and --api-secret (or the TWILIO_* variables)")
+	}
+	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	src.Logger = logger
+
+	// The credentials first: a refusal must leave the target untouched.
+	if err := src.Check(ctx); err != nil {
+		if errors.Is(err, transfer.ErrCredentials) {
+			why := "HTTP 401"
+			var se *transfer.SourceError
+			if errors.As(err, &se) {
+				why = fmt.Sprintf("HTTP %d %s (code %d)", se.Status, se.Message, se.Code)
+			}
+			return &codeError{exitCredentials, fmt.Errorf("%s refused the credentials of %s (%s); nothing was written", base.Host, src.Username, why)}
+		}
+		return fmt.Errorf("cannot read %s: %w; nothing was written", base.Host, err)
+	}
+
+	st, err := openTarget(ctx, *storeURL, *dataDir, *dryRun, logger)
+	if err != nil {
+		return err
+	}
+	if st != nil {
+		defer st.Close()
+	}
+
+	var prog *progress
+	if isTerminal(stderr) {
+		prog = &progress{w: stderr}
+	}
+	opt := transfer.Options{
+		Services: services, DryRun: *dryRun, Overwrite: *overwrite, Verify: *verify,
+		Concurrency: *concurrency, Account: acct, Logger: logger,
+	}
+	if prog != nil {
+		opt.Progress = prog.update
+	}
+	rep, err := transfer.Import(ctx, src, st, opt)
+	if prog != nil {
+		prog.finish()
+	}
+	if *asJSON {
+		out := struct {
+			*transfer.Report
+			Error string `json:"error,omitempty"`
+		}{Report: rep}
+		if err != nil {
+			out.Error = err.Error()
+		}
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		if werr := enc.Encode(out); werr != nil && err == nil {
+			err = werr
+		}
+	} else {
+		writeSummary(stdout, rep)
+	}
+	if err != nil {
+		return fmt.Errorf("%w (copied before the failure: %s; run the same command again to continue)", err, copied(rep))
+	}
+	if n := len(rep.Conflicts); n > 0 {
+		return &codeError{exitRefused, fmt.Errorf("refused %d conflicting records (listed above); --overwrite replaces them", n)}
+	}
+	return nil
+}
+
+// openTarget opens the store the import writes into. A dry run against a
+// data directory without a database has no target (nothing exists yet).
+func openTarget(ctx context.Context, storeURL, dataDir string, dryRun bool, logger *slog.Logger) (chorus.Store, error) {
+	switch {
+	case strings.HasPrefix(storeURL, "postgres://") || strings.HasPrefix(storeURL, "postgresql://"):
+		st, err := postgres.Open(ctx, storeURL, logger)
+		if err != nil {
+			return nil, fmt.Errorf("open target: %w", err)
+		}
+		return st, nil
+	case storeURL != "":
+		return nil, usagef("invalid --store: want postgres://… (or none for SQLite in --data-dir)")
+	}
+	path := filepath.Join(dataDir, server.DBFile)
+	if dryRun {
+		if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
+			return nil, nil
+		}
+	}
+	if err := os.MkdirAll(dataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("create data directory: %w", err)
+	}
+	st, err := sqlite.Open(ctx, path, logger)
+	if err != nil {
+		return nil, fmt.Errorf("open target: %w", err)
+	}
+	return st, nil
+}
+
+func copied(r *transfer.Report) string {
+	return fmt.Sprintf("%d services, %d objects, %d items, %d permissions",
+		r.Services.Created+r.Services.Updated+r.Services.Unchanged,
+		r.Objects.Created+r.Objects.Updated+r.Objects.Unchanged,
+		r.Items.Created+r.Items.Updated+r.Items.Unchanged,
+		r.Permissions.Created+r.Permissions.Updated+r.Permissions.Unchanged)
+}
+
+func writeSummary(w io.Writer, r *transfer.Report) {
+	verb := "import"
+	if r.DryRun {
+		verb = "dry run (nothing written)"
+	}
+	fmt.Fprintf(w, "%s of account %s in %.1fs:\n", verb, r.AccountSID, r.Elapsed.Seconds())
+	line := func(name string, c transfer.Counts) {
+		fmt.Fprintf(w, "  %-12s %7d new  %7d updated  %7d unchanged  %7d deleted  %5d refused\n",
+			name, c.Created, c.Updated, c.Unchanged, c.Deleted, c.Refused)
+	}
+	line("services", r.Services)
+	line("objects", r.Objects)
+	line("items", r.Items)
+	line("permissions", r.Permissions)
+	fmt.Fprintf(w, "  %.0f objects/s, %.0f items/s; %d requests to the source (%d retried)\n",
+		r.ObjectsPerSec, r.ItemsPerSec, r.Requests, r.Retries)
+	if r.AccountCreated {
+		fmt.Fprintf(w, "  created account %s in the target\n", r.AccountSID)
+	}
+	for _, c := range r.Conflicts {
+		name := ""
+		if c.UniqueName != "" {
+			name = fmt.Sprintf(" %q", c.UniqueName)
+		}
+		fmt.Fprintf(w, "  refused %s %s%s: %s\n", c.Kind, c.SID, name, c.Reason)
+	}
+}
+
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+}
+
+// progress draws one status line on a terminal, at most 5 times a second.
+type progress struct {
+	w    io.Writer
+	last time.Time
+	p    transfer.Progress
+}
+
+func (p *progress) update(tp transfer.Progress) {
+	p.p = tp
+	if time.Since(p.last) < 200*time.Millisecond && tp.ObjectsDone < tp.ObjectsTotal {
+		return
+	}
+	p.last = time.Now()
+	p.draw()
+}
+
+func (p *progress) draw() {
+	tp := p.p
+	secs := tp.Elapsed.Seconds()
+	var orate, irate float64
+	if secs > 0 {
+		orate, irate = float64(tp.ObjectsDone)/secs, float64(tp.Items)/secs
+	}
+	eta := "?"
+	if orate > 0 && tp.ObjectsTotal >= tp.ObjectsDone {
+		eta = time.Duration(float64(tp.ObjectsTotal-tp.ObjectsDone) / orate * float64(time.Second)).Round(time.Second).String()
+	}
+	fmt.Fprintf(p.w, "\r\033[Kobjects %d/%d  items %d  %.0f objects/s  %.0f items/s  ETA %s",
+		tp.ObjectsDone, tp.ObjectsTotal, tp.Items, orate, irate, eta)
+}
+
+func (p *progress) finish() {
+	if !p.last.IsZero() {
+		p.draw()
+		fmt.Fprintln(p.w)
+	}
+}

@@ -1,0 +1,267 @@
+package main
+
+import (
+	"database/sql"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chorus-sync/chorus/internal/server"
+	"github.com/chorus-sync/chorus/internal/servertest"
+	_ "modernc.org/sqlite" // the "sqlite" driver, to watch the target from outside
+)
+
+// TestImportCommand runs `chorus import` against a running `chorus serve`:
+// wrong credentials and a dry run write nothing, a real run copies, a
+// second one finds nothing to do, and the imported data directory serves
+// the same documents with the same credentials.
+func TestImportCommand(t *testing.T) {
+	srcDir := t.TempDir()
+	src := startServe(t, srcDir)
+	creds := credentials(t, srcDir)
+	svc := creds[envServiceSID]
+	call := func(base, method, path string, form url.Values) (int, map[string]any) {
+		t.Helper()
+		var body io.Reader
+		if form != nil {
+			body = strings.NewReader(form.Encode())
+		}
+		req, _ := http.NewRequest(method, base+"/v1/Services/"+svc+path, body)
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		req.SetBasicAuth(creds[envAPIKey], creds[envAPISecret])
+		resp, err := (&http.Client{Timeout: 10 * time.Second}).Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var m map[string]any
+		_ = json.NewDecoder(resp.Body).Decode(&m)
+		return resp.StatusCode, m
+	}
+	for i := range 20 {
+		code, m := call(src.base, http.MethodPost, "/Documents", url.Values{"UniqueName": {fmt.Sprintf("doc %d ✓", i)}, "Data": {fmt.Sprintf(`{"i":%d}`, i)}, "Ttl": {"7200"}})
+		if code != http.StatusCreated {
+			t.Fatalf("create: %d %v", code, m)
+		}
+	}
+
+	dst := filepath.Join(t.TempDir(), "imported")
+	env := cleanEnv(envAccountSID+"="+creds[envAccountSID], envAPIKey+"="+creds[envAPIKey], envAPISecret+"="+creds[envAPISecret])
+
+	// Wrong credentials: one line, its own exit code, nothing written.
+	badEnv := cleanEnv(envAccountSID+"="+creds[envAccountSID], envAuthToken+"=wrong")
+	_, errOut, code := chorusCmd(t, badEnv, "import", "--from", src.base, "--data-dir", dst)
+	if code != exitCredentials || !strings.Contains(errOut, "refused the credentials") || strings.Count(strings.TrimSpace(errOut), "\n") != 0 {
+		t.Errorf("import with a wrong auth token: exit %d, stderr %q; want exit %d and one line", code, errOut, exitCredentials)
+	}
+	if _, err := os.Stat(dst); !os.IsNotExist(err) {
+		t.Fatalf("a refused import created %s: %v", dst, err)
+	}
+
+	out, errOut, code := chorusCmd(t, env, "import", "--from", src.base, "--data-dir", dst, "--dry-run")
+	if code != 0 || !strings.Contains(out, "dry run") || !strings.Contains(out, "20 new") {
+		t.Errorf("dry run: exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+	if _, err := os.Stat(dst); !os.IsNotExist(err) {
+		t.Fatalf("a dry run created %s: %v", dst, err)
+	}
+
+	var rep struct {
+		Objects struct{ Created, Unchanged int }
+		Error   string
+	}
+	out, errOut, code = chorusCmd(t, env, "import", "--from", src.base, "--data-dir", dst, "--json")
+	if code != 0 || json.Unmarshal([]byte(out), &rep) != nil || rep.Objects.Created != 20 {
+		t.Fatalf("import --json: exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+	if strings.Contains(errOut, "objects/s") {
+		t.Errorf("progress drawn on a non-terminal stderr: %q", errOut)
+	}
+	out, _, code = chorusCmd(t, env, "import", "--from", src.base, "--data-dir", dst, "--json")
+	if code != 0 || json.Unmarshal([]byte(out), &rep) != nil || rep.Objects.Created != 0 || rep.Objects.Unchanged != 20 {
+		t.Errorf("second import: exit %d, stdout %q", code, out)
+	}
+
+	// The imported directory serves the documents under the source's SIDs
+	// with the source's API key (imported with the account).
+	dstSrv := startServe(t, dst)
+	code, want := call(src.base, http.MethodGet, "/Documents/"+url.PathEscape("doc 7 ✓"), nil)
+	if code != http.StatusOK {
+		t.Fatalf("source GET: %d", code)
+	}
+	code, got := call(dstSrv.base, http.MethodGet, "/Documents/"+url.PathEscape("doc 7 ✓"), nil)
+	if code != http.StatusOK {
+		t.Fatalf("target GET: %d %v", code, got)
+	}
+	for _, f := range []string{"sid", "unique_name", "revision", "data", "date_created", "date_updated", "date_expires", "created_by"} {
+		if fmt.Sprint(want[f]) != fmt.Sprint(got[f]) {
+			t.Errorf("%s: target %v, source %v", f, got[f], want[f])
+		}
+	}
+
+	// Grow into PostgreSQL: copy the imported directory, then again (nothing to do).
+	dstSrv.stop(t)
+	dsn := servertest.NewDatabase(t)
+	for i, want := range []int{20, 0} {
+		out, errOut, code := chorusCmd(t, cleanEnv(), "migrate", "--store", dsn, "--from-data-dir", dst, "--json")
+		_, js, _ := strings.Cut(out, "schema up to date\n")
+		if code != 0 || json.Unmarshal([]byte(js), &rep) != nil || rep.Objects.Created != want {
+			t.Errorf("migrate --from-data-dir run %d: exit %d, stdout %q, stderr %q; want %d created", i+1, code, out, errOut, want)
+		}
+	}
+
+	// Usage errors.
+	for _, args := range [][]string{
+		{"import", "--from", "ftp://x", "--data-dir", dst},
+		{"import", "--from", src.base + "/v1", "--data-dir", dst},
+		{"import", "--from", src.base, "--concurrency", "0"},
+	} {
+		if _, errOut, code := chorusCmd(t, env, args...); code != exitUsage {
+			t.Errorf("chorus %v: exit %d (%s), want %d", args, code, errOut, exitUsage)
+		}
+	}
+	if _, errOut, code := chorusCmd(t, cleanEnv(), "import", "--from", src.base); code != exitUsage || !strings.Contains(errOut, "no source credentials") {
+		t.Errorf("import without credentials: exit %d, %q", code, errOut)
+	}
+}
+
+// TestImportKilledAndRerun SIGKILLs `chorus import` half way and checks
+// that running it again converges: every document and map item of the
+// source is in the target, with the source's fields.
+func TestImportKilledAndRerun(t *testing.T) {
+	srcDir := t.TempDir()
+	src := startServe(t, srcDir)
+	creds := credentials(t, srcDir)
+	svc := creds[envServiceSID]
+	client := &http.Client{Timeout: 10 * time.Second}
+	call := func(base, method, path string, form url.Values) (int, map[string]any) {
+		t.Helper()
+		var body io.Reader
+		if form != nil {
+			body = strings.NewReader(form.Encode())
+		}
+		req, _ := http.NewRequest(method, base+"/v1/Services/"+svc+path, body)
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		req.SetBasicAuth(creds[envAPIKey], creds[envAPISecret])
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var m map[string]any
+		_ = json.NewDecoder(resp.Body).Decode(&m)
+		return resp.StatusCode, m
+	}
+	const docs, maps, items = 400, 4, 150
+	for i := range docs {
+		if code, m := call(src.base, http.MethodPost, "/Documents", url.Values{"UniqueName": {fmt.Sprintf("d %d é", i)}, "Data": {fmt.Sprintf(`{"i":%d}`, i)}}); code != http.StatusCreated {
+			t.Fatalf("create: %d %v", code, m)
+		}
+	}
+	for i := range maps {
+		name := fmt.Sprintf("m %d", i)
+		if code, m := call(src.base, http.MethodPost, "/Maps", url.Values{"UniqueName": {name}}); code != http.StatusCreated {
+			t.Fatalf("create map: %d %v", code, m)
+		}
+		for j := range items {
+			if code, m := call(src.base, http.MethodPost, "/Maps/"+url.PathEscape(name)+"/Items", url.Values{"Key": {fmt.Sprintf("k %d", j)}, "Data": {`{"x":1}`}}); code != http.StatusCreated {
+				t.Fatalf("create item: %d %v", code, m)
+			}
+		}
+	}
+
+	dst := filepath.Join(t.TempDir(), "imported")
+	env := cleanEnv(envAccountSID+"="+creds[envAccountSID], envAPIKey+"="+creds[envAPIKey], envAPISecret+"="+creds[envAPISecret])
+	cmd := exec.Command(binary, "import", "--from", src.base, "--data-dir", dst, "--concurrency", "1")
+	cmd.Env = env
+	var errb lockedBuffer
+	cmd.Stderr = &errb
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(exited) }()
+	// Kill it once some objects, not all, are in the target.
+	countObjects := func() int {
+		db, err := sql.Open("sqlite", "file:"+filepath.Join(dst, server.DBFile)+"?mode=ro&_pragma=busy_timeout(5000)")
+		if err != nil {
+			return 0
+		}
+		defer db.Close()
+		var n int
+		if err := db.QueryRow(`SELECT count(*) FROM objects`).Scan(&n); err != nil {
+			return 0
+		}
+		return n
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for countObjects() < 20 {
+		select {
+		case <-exited:
+			t.Fatalf("import finished before it could be killed (stderr %q); make the source larger", errb.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("import wrote nothing in 60s: %s", errb.String())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	_ = cmd.Process.Kill()
+	<-exited
+	killedAt := countObjects()
+	if killedAt >= docs+maps {
+		t.Fatalf("import had copied all %d objects when killed", killedAt)
+	}
+
+	out, errOut, code := chorusCmd(t, env, "import", "--from", src.base, "--data-dir", dst, "--json")
+	var rep struct {
+		Objects, Items struct{ Created, Updated, Unchanged int }
+	}
+	if code != 0 || json.Unmarshal([]byte(out), &rep) != nil {
+		t.Fatalf("re-run: exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+	if got := rep.Objects.Created + rep.Objects.Updated + rep.Objects.Unchanged; got != docs+maps || rep.Objects.Created == 0 {
+		t.Errorf("re-run after the kill at %d objects: %+v, want all %d objects, some new", killedAt, rep.Objects, docs+maps)
+	}
+	t.Logf("killed at %d objects; the re-run created %d and updated %d objects, created %d items",
+		killedAt, rep.Objects.Created, rep.Objects.Updated, rep.Items.Created)
+
+	dstSrv := startServe(t, dst)
+	compare := func(path, key, id string) {
+		t.Helper()
+		list := func(base string) map[string]string {
+			out := map[string]string{}
+			_, m := call(base, http.MethodGet, path+"?PageSize=1000", nil)
+			for _, e := range m[key].([]any) {
+				o := e.(map[string]any)
+				delete(o, "url")
+				delete(o, "links")
+				b, _ := json.Marshal(o)
+				out[fmt.Sprint(o[id])] = string(b)
+			}
+			return out
+		}
+		want, got := list(src.base), list(dstSrv.base)
+		if len(want) == 0 || len(want) != len(got) {
+			t.Errorf("%s: %d in the source, %d in the target", path, len(want), len(got))
+		}
+		for k, w := range want {
+			if got[k] != w {
+				t.Errorf("%s %s:\n source %s\n target %s", path, k, w, got[k])
+			}
+		}
+	}
+	compare("/Documents", "documents", "sid")
+	compare("/Maps", "maps", "sid")
+	for i := range maps {
+		compare("/Maps/"+url.PathEscape(fmt.Sprintf("m %d", i))+"/Items", "items", "key")
+	}
+}

@@ -1,0 +1,78 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+
+	"github.com/chorus-sync/chorus/internal/server"
+	"github.com/chorus-sync/chorus/internal/store/postgres"
+	"github.com/chorus-sync/chorus/internal/store/sqlite"
+	"github.com/chorus-sync/chorus/internal/transfer"
+)
+
+// copyFlags are the flags of `chorus migrate --from-data-dir`.
+type copyFlags struct {
+	dataDir   string
+	overwrite bool
+	asJSON    bool
+}
+
+func addCopyFlags(fs *flag.FlagSet) *copyFlags {
+	c := &copyFlags{}
+	fs.StringVar(&c.dataDir, "from-data-dir", "", "copy the embedded store of this data directory into --store (stop its server first)")
+	fs.BoolVar(&c.overwrite, "overwrite", false, "with --from-data-dir: replace target objects that hold a copied object's SID or unique name")
+	fs.BoolVar(&c.asJSON, "json", false, "with --from-data-dir: print the summary as JSON")
+	return c
+}
+
+// copyStore copies every account, API key, service, object, item and
+// permission of an embedded store into PostgreSQL: the way to grow from one
+// node to a cluster. It is the import of import.go with a store as source,
+// so it is idempotent and resumable the same way.
+func copyStore(ctx context.Context, c *copyFlags, storeURL string, stdout, stderr io.Writer) error {
+	path := filepath.Join(c.dataDir, server.DBFile)
+	if _, err := os.Stat(path); err != nil {
+		return fmt.Errorf("no embedded store to copy: %w", err)
+	}
+	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	src, err := sqlite.Open(ctx, path, logger)
+	if err != nil {
+		return fmt.Errorf("open %s: %w", path, err)
+	}
+	defer src.Close()
+	dst, err := postgres.Open(ctx, storeURL, logger)
+	if err != nil {
+		return fmt.Errorf("open target: %w", err)
+	}
+	defer dst.Close()
+	opt := transfer.Options{Overwrite: c.overwrite, Logger: logger}
+	var prog *progress
+	if isTerminal(stderr) {
+		prog = &progress{w: stderr}
+		opt.Progress = prog.update
+	}
+	rep, err := transfer.Import(ctx, &transfer.StoreReader{Store: src}, dst, opt)
+	if prog != nil {
+		prog.finish()
+	}
+	if c.asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		_ = enc.Encode(rep)
+	} else {
+		writeSummary(stdout, rep)
+	}
+	if err != nil {
+		return fmt.Errorf("%w (copied before the failure: %s; run the same command again to continue)", err, copied(rep))
+	}
+	if n := len(rep.Conflicts); n > 0 {
+		return &codeError{exitRefused, fmt.Errorf("refused %d conflicting records (listed above); --overwrite replaces them", n)}
+	}
+	return nil
+}

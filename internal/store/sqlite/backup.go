@@ -1,0 +1,227 @@
+package sqlite
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"database/sql"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"path/filepath"
+	"time"
+)
+
+// A backup file is a header followed by a plain SQLite database:
+//
+//	chorus-backup 1\n
+//	{"created":"…","schema_version":2,"size":N,"sha256":"…"}\n
+//	N bytes of the database
+//
+// The header tells restore that the file is a Chorus backup, and the size
+// and checksum that it is complete.
+const backupMagic = "chorus-backup 1\n"
+
+// maxBackupHeader bounds the JSON header line.
+const maxBackupHeader = 4096
+
+// BackupInfo is a backup's header.
+type BackupInfo struct {
+	Created       time.Time `json:"created"`
+	SchemaVersion int       `json:"schema_version"`
+	Size          int64     `json:"size"`
+	SHA256        string    `json:"sha256"`
+}
+
+// ErrNotBackup is returned (wrapped) by Restore for a file that is not a
+// complete, intact Chorus backup.
+var ErrNotBackup = errors.New("not a complete Chorus backup")
+
+// Backup writes a consistent snapshot of the database at dbPath to w,
+// while other connections (a running server) keep writing: VACUUM INTO
+// copies one read transaction's view into a temporary file next to tmpDir,
+// which is integrity-checked before it is written out with its header.
+func Backup(ctx context.Context, dbPath, tmpDir string, w io.Writer) (BackupInfo, error) {
+	if _, err := os.Stat(dbPath); err != nil {
+		return BackupInfo{}, fmt.Errorf("sqlite: backup: %w", err)
+	}
+	tmp, err := os.MkdirTemp(tmpDir, ".chorus-backup-")
+	if err != nil {
+		return BackupInfo{}, fmt.Errorf("sqlite: backup: %w", err)
+	}
+	defer os.RemoveAll(tmp)
+	snap := filepath.Join(tmp, "snapshot.db")
+
+	db, err := sql.Open("sqlite", dsn(dbPath, false, "NORMAL"))
+	if err != nil {
+		return BackupInfo{}, fmt.Errorf("sqlite: backup: %w", err)
+	}
+	db.SetMaxOpenConns(1)
+	_, err = db.ExecContext(ctx, `VACUUM INTO ?`, snap)
+	if cerr := db.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return BackupInfo{}, fmt.Errorf("sqlite: backup: VACUUM INTO: %w", err)
+	}
+	version, err := checkDatabase(ctx, snap)
+	if err != nil {
+		return BackupInfo{}, fmt.Errorf("sqlite: backup: snapshot: %w", err)
+	}
+	f, err := os.Open(snap)
+	if err != nil {
+		return BackupInfo{}, fmt.Errorf("sqlite: backup: %w", err)
+	}
+	defer f.Close()
+	h := sha256.New()
+	n, err := io.Copy(h, f)
+	if err != nil {
+		return BackupInfo{}, fmt.Errorf("sqlite: backup: %w", err)
+	}
+	info := BackupInfo{Created: time.Now().UTC(), SchemaVersion: version, Size: n, SHA256: hex.EncodeToString(h.Sum(nil))}
+	hdr, err := json.Marshal(info)
+	if err != nil {
+		return BackupInfo{}, err
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return BackupInfo{}, fmt.Errorf("sqlite: backup: %w", err)
+	}
+	if _, err := io.WriteString(w, backupMagic+string(hdr)+"\n"); err != nil {
+		return BackupInfo{}, fmt.Errorf("sqlite: backup: write: %w", err)
+	}
+	if m, err := io.Copy(w, f); err != nil || m != n {
+		return BackupInfo{}, fmt.Errorf("sqlite: backup: write: %d of %d bytes: %w", m, n, err)
+	}
+	return info, nil
+}
+
+// Restore reads a backup written by Backup from r into a new database file
+// at dbPath, which must not exist. It checks the header, the size, the
+// checksum and SQLite's integrity check before the file gets its name; on
+// any error dbPath does not exist afterwards.
+func Restore(ctx context.Context, r io.Reader, dbPath string) (BackupInfo, error) {
+	br := bufio.NewReader(r)
+	magic := make([]byte, len(backupMagic))
+	if _, err := io.ReadFull(br, magic); err != nil || string(magic) != backupMagic {
+		return BackupInfo{}, fmt.Errorf("sqlite: restore: %w: no Chorus backup header", ErrNotBackup)
+	}
+	line, err := br.ReadSlice('\n')
+	if err != nil || len(line) > maxBackupHeader {
+		return BackupInfo{}, fmt.Errorf("sqlite: restore: %w: unreadable header", ErrNotBackup)
+	}
+	var info BackupInfo
+	if err := json.Unmarshal(bytes.TrimSpace(line), &info); err != nil || info.Size <= 0 || len(info.SHA256) != 64 {
+		return BackupInfo{}, fmt.Errorf("sqlite: restore: %w: bad header", ErrNotBackup)
+	}
+	if info.SchemaVersion < 1 || info.SchemaVersion > len(migrations) {
+		return BackupInfo{}, fmt.Errorf("sqlite: restore: backup schema version %d: this binary knows 1 to %d", info.SchemaVersion, len(migrations))
+	}
+	if _, err := os.Lstat(dbPath); !errors.Is(err, os.ErrNotExist) {
+		return BackupInfo{}, fmt.Errorf("sqlite: restore: %s already exists", dbPath)
+	}
+	tmp := dbPath + ".restoring"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return BackupInfo{}, fmt.Errorf("sqlite: restore: %w", err)
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			f.Close()
+			os.Remove(tmp)
+		}
+	}()
+	h := sha256.New()
+	n, err := io.Copy(io.MultiWriter(f, h), io.LimitReader(br, info.Size+1))
+	if err != nil {
+		return BackupInfo{}, fmt.Errorf("sqlite: restore: %w", err)
+	}
+	if n != info.Size {
+		return BackupInfo{}, fmt.Errorf("sqlite: restore: %w: %d bytes of database, header says %d (truncated?)", ErrNotBackup, n, info.Size)
+	}
+	if hex.EncodeToString(h.Sum(nil)) != info.SHA256 {
+		return BackupInfo{}, fmt.Errorf("sqlite: restore: %w: checksum mismatch", ErrNotBackup)
+	}
+	if err := f.Sync(); err != nil {
+		return BackupInfo{}, fmt.Errorf("sqlite: restore: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		return BackupInfo{}, fmt.Errorf("sqlite: restore: %w", err)
+	}
+	if _, err := checkDatabase(ctx, tmp); err != nil {
+		return BackupInfo{}, fmt.Errorf("sqlite: restore: %w: %w", ErrNotBackup, err)
+	}
+	if err := os.Rename(tmp, dbPath); err != nil {
+		return BackupInfo{}, fmt.Errorf("sqlite: restore: %w", err)
+	}
+	ok = true
+	if err := syncDir(filepath.Dir(dbPath)); err != nil {
+		return info, fmt.Errorf("sqlite: restore: %w", err)
+	}
+	return info, nil
+}
+
+// Check runs SQLite's integrity check on the database at path and checks
+// that it holds a Chorus schema this binary knows.
+func Check(ctx context.Context, path string) error {
+	_, err := checkDatabase(ctx, path)
+	return err
+}
+
+// checkDatabase opens path read-only (without creating it) and returns its
+// schema version after PRAGMA integrity_check passed.
+func checkDatabase(ctx context.Context, path string) (int, error) {
+	if _, err := os.Stat(path); err != nil {
+		return 0, err
+	}
+	u := url.URL{Scheme: "file", Opaque: (&url.URL{Path: path}).EscapedPath(), RawQuery: "mode=ro&_pragma=busy_timeout(10000)"}
+	db, err := sql.Open("sqlite", u.String())
+	if err != nil {
+		return 0, err
+	}
+	defer db.Close()
+	db.SetMaxOpenConns(1)
+	rows, err := db.QueryContext(ctx, `PRAGMA integrity_check`)
+	if err != nil {
+		return 0, fmt.Errorf("integrity check: %w", err)
+	}
+	var problems []string
+	for rows.Next() {
+		var s string
+		if err := rows.Scan(&s); err != nil {
+			rows.Close()
+			return 0, fmt.Errorf("integrity check: %w", err)
+		}
+		if s != "ok" {
+			problems = append(problems, s)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		rows.Close()
+		return 0, fmt.Errorf("integrity check: %w", err)
+	}
+	rows.Close()
+	if len(problems) > 0 {
+		if len(problems) > 3 {
+			problems = append(problems[:3], "…")
+		}
+		return 0, fmt.Errorf("integrity check failed: %v", problems)
+	}
+	var version, tables int
+	if err := db.QueryRowContext(ctx, `PRAGMA user_version`).Scan(&version); err != nil {
+		return 0, err
+	}
+	if err := db.QueryRowContext(ctx, `SELECT count(*) FROM sqlite_schema WHERE type = 'table'
+		AND name IN ('accounts', 'api_keys', 'services', 'objects', 'items', 'permissions', 'events')`).Scan(&tables); err != nil {
+		return 0, err
+	}
+	if version < 1 || version > len(migrations) || tables != 7 {
+		return 0, fmt.Errorf("not a Chorus database (schema version %d, %d of 7 tables)", version, tables)
+	}
+	return version, nil
+}

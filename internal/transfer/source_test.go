@@ -1,0 +1,103 @@
+package transfer_test
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/chorus-sync/chorus"
+	"github.com/chorus-sync/chorus/internal/transfer"
+)
+
+// twilioLike serves hand-written answers in Twilio's shape for what a
+// Chorus source cannot produce: invalid records and a next_page_url that
+// leaves the source.
+func twilioLike(t *testing.T, acct, svc string, docs []string, next string) *httptest.Server {
+	t.Helper()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if u, p, ok := r.BasicAuth(); !ok || u != acct || p != "token" {
+			w.WriteHeader(http.StatusUnauthorized)
+			fmt.Fprint(w, `{"code":20003,"message":"Authenticate","status":401}`)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		path := r.URL.Path
+		switch {
+		case path == "/v1/Services":
+			fmt.Fprintf(w, `{"services":[{"sid":%q,"account_sid":%q,"unique_name":null,"friendly_name":"t","date_created":"2020-01-02T03:04:05Z","date_updated":"2020-01-02T03:04:05Z","webhook_url":null,"reachability_debouncing_window":5000}],"meta":{"next_page_url":null}}`, svc, acct)
+		case path == "/v1/Services/"+svc+"/Documents":
+			nextURL := "null"
+			if next != "" && r.URL.Query().Get("Page") == "" {
+				nextURL = fmt.Sprintf("%q", next+"/v1/Services/"+svc+"/Documents?PageSize=1000&Page=1")
+			}
+			fmt.Fprintf(w, `{"documents":[%s],"meta":{"next_page_url":%s}}`, strings.Join(docs, ","), nextURL)
+		case strings.HasSuffix(path, "/Permissions"):
+			fmt.Fprint(w, `{"permissions":[],"meta":{"next_page_url":null}}`)
+		case strings.HasPrefix(path, "/v1/Services/"+svc+"/"):
+			key := strings.ToLower(path[strings.LastIndex(path, "/")+1:])
+			fmt.Fprintf(w, `{%q:[],"meta":{"next_page_url":null}}`, key)
+		default:
+			w.WriteHeader(http.StatusNotFound)
+			fmt.Fprint(w, `{"code":20404,"message":"not found","status":404}`)
+		}
+	}))
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+func doc(sid, name, data string) string {
+	return fmt.Sprintf(`{"sid":%q,"unique_name":%q,"revision":"a","data":%s,"date_expires":null,"date_created":"2021-01-01T00:00:00Z","date_updated":"2021-01-02T00:00:00Z","created_by":"system","url":"https://sync.twilio.com/x"}`, sid, name, data)
+}
+
+func TestTwilioShapedSource(t *testing.T) {
+	ctx := context.Background()
+	acct, svc := chorus.NewSID(chorus.PrefixAccount), chorus.NewSID(chorus.PrefixService)
+	good, bad, sidName := chorus.NewSID(chorus.PrefixDocument), chorus.NewSID(chorus.PrefixDocument), chorus.NewSID(chorus.PrefixDocument)
+	src := twilioLike(t, acct, svc, []string{
+		doc(good, "ok ✓", `{"a": [1, 2], "b": "<&>"}`),
+		doc(bad, "array", `[1]`),
+		doc(sidName, chorus.NewSID("ET"), `{}`),
+	}, "")
+	st, _ := openSQLite(t)
+	defer st.Close()
+	s := &transfer.Source{BaseURL: src.URL, Username: acct, Password: "token", Logger: quiet}
+	rep, err := transfer.Import(ctx, s, st, transfer.Options{Account: transfer.Account{SID: acct, AuthToken: "token"}, Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Objects.Created != 1 || rep.Objects.Refused != 2 || len(rep.Conflicts) != 2 {
+		t.Fatalf("report %+v, want 1 created and 2 refused", rep)
+	}
+	err = st.View(ctx, func(tx chorus.ReadTx) error {
+		o, err := tx.Object(ctx, chorus.KindDocument, svc, good)
+		if err != nil {
+			return err
+		}
+		if string(o.Data) != `{"a":[1,2],"b":"<&>"}` || o.Revision != 10 || o.UniqueName != "ok ✓" || o.DateUpdated.Format("2006-01-02") != "2021-01-02" {
+			t.Errorf("imported %+v (data %s)", o, o.Data)
+		}
+		for _, sid := range []string{bad, sidName} {
+			if _, err := tx.Object(ctx, chorus.KindDocument, svc, sid); err == nil {
+				t.Errorf("invalid document %s was imported", sid)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// A next_page_url on another origin is not followed with the credentials.
+	other := twilioLike(t, acct, svc, nil, "")
+	leaky := twilioLike(t, acct, svc, []string{doc(good, "ok ✓", `{}`)}, other.URL)
+	st2, _ := openSQLite(t)
+	defer st2.Close()
+	s = &transfer.Source{BaseURL: leaky.URL, Username: acct, Password: "token", Logger: quiet}
+	_, err = transfer.Import(ctx, s, st2, transfer.Options{Logger: quiet})
+	if err == nil || !strings.Contains(err.Error(), "refusing to send credentials") {
+		t.Errorf("Import with a foreign next_page_url = %v, want a refusal", err)
+	}
+}

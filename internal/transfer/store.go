@@ -1,0 +1,101 @@
+package transfer
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/chorus-sync/chorus"
+)
+
+// StoreReader reads another store directly (`chorus migrate
+// --from-data-dir`): every account with its API keys and services, and
+// what REST does not show (millisecond dates, list context, the next list
+// index). The source should not be written meanwhile (stop its server);
+// each call reads one consistent snapshot.
+type StoreReader struct {
+	Store chorus.Store
+	Now   func() time.Time // hides what expired; default time.Now
+}
+
+func (r *StoreReader) now() time.Time {
+	if r.Now != nil {
+		return r.Now()
+	}
+	return time.Now()
+}
+
+// Check pings the store.
+func (r *StoreReader) Check(ctx context.Context) error {
+	if err := r.Store.Ping(ctx); err != nil {
+		return fmt.Errorf("transfer: source store: %w", err)
+	}
+	return nil
+}
+
+// Requests is zero: a store has no requests to count.
+func (r *StoreReader) Requests() (sent, retried int64) { return 0, 0 }
+
+// Credentials returns every account and API key.
+func (r *StoreReader) Credentials(ctx context.Context) (accts []*chorus.Account, keys []*chorus.APIKey, err error) {
+	err = r.Store.View(ctx, func(tx chorus.ReadTx) error {
+		if accts, err = tx.Accounts(ctx); err != nil {
+			return err
+		}
+		for _, a := range accts {
+			ks, err := tx.APIKeys(ctx, a.SID)
+			if err != nil {
+				return err
+			}
+			keys = append(keys, ks...)
+		}
+		return nil
+	})
+	return accts, keys, err
+}
+
+// Services returns the services of every account.
+func (r *StoreReader) Services(ctx context.Context) (out []*chorus.Service, err error) {
+	err = r.Store.View(ctx, func(tx chorus.ReadTx) error {
+		accts, err := tx.Accounts(ctx)
+		if err != nil {
+			return err
+		}
+		for _, a := range accts {
+			svcs, err := tx.Services(ctx, a.SID, chorus.ObjectQuery{})
+			if err != nil {
+				return err
+			}
+			out = append(out, svcs...)
+		}
+		return nil
+	})
+	return out, err
+}
+
+// Objects returns the service's live objects of kind k.
+func (r *StoreReader) Objects(ctx context.Context, svc *chorus.Service, k chorus.Kind) (out []*chorus.Object, err error) {
+	err = r.Store.View(ctx, func(tx chorus.ReadTx) error {
+		out, err = tx.Objects(ctx, k, svc.SID, chorus.ObjectQuery{Now: r.now()})
+		return err
+	})
+	return out, err
+}
+
+// Items returns the object's live items.
+func (r *StoreReader) Items(ctx context.Context, obj *chorus.Object) (out []*chorus.Item, err error) {
+	err = r.Store.View(ctx, func(tx chorus.ReadTx) error {
+		out, err = tx.Items(ctx, obj.SID, chorus.ItemQuery{Kind: obj.Kind, Now: r.now()})
+		return err
+	})
+	return out, err
+}
+
+// Permissions returns the object's permissions.
+func (r *StoreReader) Permissions(ctx context.Context, obj *chorus.Object) (out []*chorus.Permission, err error) {
+	err = r.Store.View(ctx, func(tx chorus.ReadTx) error {
+		out, err = tx.Permissions(ctx, obj.SID, chorus.PermissionQuery{})
+		return err
+	})
+	return out, err
+}
