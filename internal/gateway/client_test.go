@@ -30,6 +30,7 @@ import (
 type env struct {
 	t     testing.TB
 	eng   *engine.Engine
+	st    chorus.Store
 	bus   *mem.Bus
 	gw    *Gateway
 	srv   *httptest.Server
@@ -49,7 +50,7 @@ func newEnv(t testing.TB, opts ...envOption) *env {
 	if err != nil {
 		t.Fatalf("sqlite.Open: %v", err)
 	}
-	e := &env{t: t, bus: mem.New()}
+	e := &env{t: t, st: st, bus: mem.New()}
 	e.eng = engine.New(engine.Config{Store: st, Bus: e.bus})
 	e.creds, _, err = e.eng.Bootstrap(ctx, engine.Credentials{})
 	if err != nil {

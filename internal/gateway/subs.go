@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
+	"math"
 	"net/http"
 	"strconv"
 
@@ -222,26 +223,29 @@ func (c *conn) catchUp(ctx context.Context, corr json.Number, s *subscription, o
 
 	eng := c.g.cfg.Engine
 	for round := 0; ; round++ {
-		// The first round may synthesize catch-up events when the log is
-		// trimmed; later rounds read the log past obj's snapshot.
-		var events []*chorus.Event
-		var err error
-		if round == 0 {
-			events, _, err = eng.Replay(ctx, obj, pos, c.g.cfg.ReplayBatch)
-		} else {
-			events, err = eng.Events(ctx, s.sid, pos, c.g.cfg.ReplayBatch)
+		// Every round may synthesize catch-up events from current state
+		// when the log no longer reaches back to pos (a trimmed log, or an
+		// imported object): a list or map with more changed items than one
+		// batch needs several such rounds. Rounds after the first look
+		// past obj's snapshot, at whatever the store holds now.
+		snap := obj
+		if round > 0 {
+			cp := *obj
+			cp.LastEventID = math.MaxInt64
+			snap = &cp
 		}
+		events, _, err := eng.Replay(ctx, snap, pos, c.g.cfg.ReplayBatch)
 		if err != nil {
 			return err
 		}
-		removed := false
+		removed, progressed := false, false
 		for _, e := range events {
 			if e.ID <= pos || !e.Type.Realtime() {
 				continue
 			}
 			c.send(replayFrame(e, c.base, corr))
 			c.g.replayed.Add(1)
-			pos = e.ID
+			pos, progressed = e.ID, true
 			if e.Type.Removal() {
 				removed = true
 				break
@@ -262,7 +266,7 @@ func (c *conn) catchUp(ctx context.Context, corr json.Number, s *subscription, o
 		// here on the topic delivers every later event in order. If the
 		// store has nothing more although the topic is ahead, trust the
 		// topic rather than loop.
-		if t.last <= pos || (round > 0 && len(events) == 0) || round > 1000 {
+		if t.last <= pos || (round > 0 && !progressed) || round > 1000 {
 			s.delivered = max(s.delivered, pos)
 			s.live = true
 			pos = s.delivered

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -325,5 +326,67 @@ func TestCollectionEvents(t *testing.T) {
 	wantStatus(t, "remove map", a.do("DELETE", m["url"].(string), nil, []byte("data_sync")), 200, 0)
 	if n := b.nextOf("map_removed", 5*time.Second); n.event()["map_sid"] != m["sid"] {
 		t.Errorf("map_removed = %s", n.Event)
+	}
+}
+
+// TestCatchUpAcrossBatches: a subscriber whose position is older than the
+// event log (trimmed, or an imported object) is caught up from current
+// state, over as many replay batches as the changed items need — not only
+// the first batch.
+func TestCatchUpAcrossBatches(t *testing.T) {
+	for _, kind := range []string{"list", "map"} {
+		t.Run(kind, func(t *testing.T) {
+			e := newEnv(t, withConfig(func(c *Config) { c.ReplayBatch = 4 }))
+			a, b := e.session("alice"), e.session("bob")
+			coll := "/v3/Lists"
+			if kind == "map" {
+				coll = "/v3/Maps"
+			}
+			obj := wantStatus(t, "create", a.do("POST", coll, nil, map[string]any{}), 201, 0)
+			start := num(obj["last_event_id"])
+			items := obj["links"].(map[string]any)["items"].(string)
+			const n = 19
+			for i := range n {
+				body := map[string]any{"data": map[string]any{"i": i}}
+				if kind == "list" {
+					wantStatus(t, "push", a.do("POST", items, nil, body), 201, 0)
+				} else {
+					wantStatus(t, "put", a.do("PUT", items+"/k"+strconv.Itoa(i), nil, body), 201, 0)
+				}
+			}
+			ctx := context.Background()
+			if err := e.st.Update(ctx, func(tx chorus.Tx) error {
+				_, err := tx.TrimEvents(ctx, time.Now().Add(time.Hour), 0)
+				return err
+			}); err != nil {
+				t.Fatalf("TrimEvents: %v", err)
+			}
+
+			wantStatus(t, "establish", b.subscribe("establish", 5, map[string]any{
+				"object_sid": obj["sid"], "object_type": kind, "last_event_id": start}), 200, 0)
+			seen := map[float64]bool{}
+			var last int64
+			for {
+				nt := b.next(10 * time.Second)
+				if nt.EventType == "subscription_established" {
+					var evs []map[string]any
+					json.Unmarshal(nt.Events, &evs)
+					if got := num(evs[0]["last_event_id"]); got != last {
+						t.Errorf("established at %d, want the last replayed id %d", got, last)
+					}
+					break
+				}
+				if id := nt.id(); id <= last {
+					t.Fatalf("replayed id %d after %d", id, last)
+				} else {
+					last = id
+				}
+				data, _ := nt.event()["item_data"].(map[string]any)
+				seen[data["i"].(float64)] = true
+			}
+			if len(seen) != n {
+				t.Fatalf("caught up with %d of %d items (batch of 4)", len(seen), n)
+			}
+		})
 	}
 }
