@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"bufio"
 	"errors"
 	"fmt"
 	"io"
@@ -95,7 +96,15 @@ func readBody(r *http.Request) (url.Values, error) {
 		if boundary == "" {
 			return nil, chorus.Errorf(chorus.ErrInvalidParameter, "Invalid request body: %s without a boundary", mediaMultipart)
 		}
-		return readMultipart(multipart.NewReader(r.Body, boundary))
+		// twilio-node 3.x sends an empty body, not even a closing
+		// boundary, for a write without parameters.
+		br := bufio.NewReader(r.Body)
+		if _, err := br.Peek(1); err == io.EOF { //nolint:errorlint // bufio returns it bare
+			return url.Values{}, nil
+		} else if err != nil {
+			return nil, bodyErr(err, media)
+		}
+		return readMultipart(multipart.NewReader(br, boundary))
 	}
 	return nil, chorus.Errorf(chorus.ErrUnsupportedMediaType,
 		"Unsupported Content-Type %q: send parameters as %s or %s", clip(media), mediaURLEncoded, mediaMultipart)
