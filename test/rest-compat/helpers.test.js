@@ -100,6 +100,12 @@ for (const [alias, encoding] of VERSIONS) {
       assert.deepEqual(upd.data, { replaced: [DATA.text] });
       assert.notEqual(upd.revision, created.revision);
 
+      if (alias !== 'twilio-3-28') { // 3.28.1 has no ifMatch option (3.40.0 has)
+        await expectRestError(svc().documents(name).update({ data: { stale: true }, ifMatch: created.revision }), 412, 54103, 'stale If-Match');
+        const cond = await svc().documents(name).update({ data: { cond: true }, ifMatch: upd.revision });
+        assert.deepEqual(cond.data, { cond: true }, 'update with the current If-Match');
+      }
+
       const all = await svc().documents.list({ pageSize: 1 });
       assert.deepEqual(all.map((d) => d.sid).sort(), [created.sid, empty.sid].sort(), 'list pages through both');
 
