@@ -29,6 +29,8 @@ const (
 	// The body as a whole (headers of every part included) is bounded by
 	// maxBodyBytes.
 	maxFormParts = 64
+	// maxBoundary is RFC 2046's limit on a multipart boundary.
+	maxBoundary = 70
 )
 
 // Media types of form bodies.
@@ -93,8 +95,8 @@ func readBody(r *http.Request) (url.Values, error) {
 		return f, nil
 	case mediaMultipart:
 		boundary := params["boundary"]
-		if boundary == "" {
-			return nil, chorus.Errorf(chorus.ErrInvalidParameter, "Invalid request body: %s without a boundary", mediaMultipart)
+		if boundary == "" || len(boundary) > maxBoundary {
+			return nil, chorus.Errorf(chorus.ErrInvalidParameter, "Invalid request body: %s needs a boundary of 1 to %d characters", mediaMultipart, maxBoundary)
 		}
 		// twilio-node 3.x sends an empty body, not even a closing
 		// boundary, for a write without parameters.

@@ -238,6 +238,7 @@ func TestFormRefused(t *testing.T) {
 		{"urlencoded body, multipart type", svc + "/Documents", ctOK, "UniqueName=new", 400, 54060},
 		{"bad percent escape", svc + "/Documents", "application/x-www-form-urlencoded", "UniqueName=%zz", 400, 54060},
 		{"multipart without boundary", svc + "/Documents", "multipart/form-data", mpOK, 400, 54060},
+		{"multipart boundary over 70", svc + "/Documents", "multipart/form-data; boundary=" + strings.Repeat("b", 71), "--" + strings.Repeat("b", 71) + "--\r\n", 400, 54060},
 		{"multipart truncated", svc + "/Documents", b, truncated, 400, 54060},
 		{"multipart file part", svc + "/Documents", b, filePart, 400, 54060},
 		{"multipart part without name", svc + "/Documents", b, noName, 400, 54060},
