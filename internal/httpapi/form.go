@@ -24,10 +24,9 @@ import (
 // having dropped its data.
 
 const (
-	// maxFormParts bounds the parts of a multipart body. The widest Sync
-	// write has five parameters.
-	// The body as a whole (headers of every part included) is bounded by
-	// maxBodyBytes.
+	// maxFormParts bounds the parts of a multipart body (the widest Sync
+	// write has five parameters); the body as a whole, part headers
+	// included, is bounded by maxBodyBytes.
 	maxFormParts = 64
 	// maxBoundary is RFC 2046's limit on a multipart boundary.
 	maxBoundary = 70
@@ -65,7 +64,7 @@ func readForm(r *http.Request) (url.Values, error) {
 func readBody(r *http.Request) (url.Values, error) {
 	ct := r.Header.Get("Content-Type")
 	if ct == "" {
-		// Python's requests sends no Content-Type with an empty body; a
+		// A POST without a body (curl -X POST) has no Content-Type; a
 		// body without one has no defined meaning.
 		n, err := io.Copy(io.Discard, io.LimitReader(r.Body, 1))
 		if err != nil {
@@ -101,7 +100,7 @@ func readBody(r *http.Request) (url.Values, error) {
 		// twilio-node 3.x sends an empty body, not even a closing
 		// boundary, for a write without parameters.
 		br := bufio.NewReader(r.Body)
-		if _, err := br.Peek(1); err == io.EOF { //nolint:errorlint // bufio returns it bare
+		if _, err := br.Peek(1); err == io.EOF { // bufio returns it bare
 			return url.Values{}, nil
 		} else if err != nil {
 			return nil, bodyErr(err, media)
@@ -119,7 +118,9 @@ func readMultipart(mr *multipart.Reader) (url.Values, error) {
 	f := url.Values{}
 	for n := 0; ; n++ {
 		p, err := mr.NextPart()
-		if err == io.EOF { //nolint:errorlint // only a bare io.EOF is the end; a wrapped one is a body cut short
+		// Only a bare io.EOF is the end: NextPart wraps the io.EOF of a
+		// body cut short before its closing boundary.
+		if err == io.EOF {
 			return f, nil
 		}
 		if err != nil {

@@ -190,7 +190,7 @@ func TestFormBodies(t *testing.T) {
 		t.Errorf("query + body: %v", d)
 	}
 
-	// Python's requests sends an empty POST without a Content-Type.
+	// A POST without a body (curl -X POST) has no Content-Type.
 	if d := f.rawJSON(http.MethodPost, svc+"/Lists", "", "", 201); d["sid"] == nil {
 		t.Errorf("empty POST without Content-Type: %v", d)
 	}
