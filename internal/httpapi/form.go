@@ -15,7 +15,7 @@ import (
 
 // Request parameters, as the helper libraries send them (test/SDK-NOTES.md,
 // "REST helper libraries"): every write puts its parameters in a POST body,
-// application/x-www-form-urlencoded for twilio-node 3.41+, twilio-go and
+// application/x-www-form-urlencoded for twilio-node 3.41.1+, twilio-go and
 // twilio-python, multipart/form-data for twilio-node up to 3.40.0; reads
 // put paging and item filters in the query string, and deletes send none.
 //

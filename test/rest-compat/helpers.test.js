@@ -3,7 +3,7 @@
 // test/package.json): create / fetch / update / list / delete of Documents, Lists, Maps and
 // Streams, their items, permissions and stream messages, with data round-tripping exactly.
 // twilio-node up to 3.40.0 posts every write as multipart/form-data (the `request` package's
-// formData); 3.41.0 moved to axios and application/x-www-form-urlencoded. One server for all
+// formData); 3.41.1 (the next release) moved to axios and application/x-www-form-urlencoded. One server for all
 // versions; each client talks to it through a recording relay so the test can show which body
 // encoding each version really used. Identities and keys are URL-safe: twilio-node up to 3.41.x
 // puts path parameters into the URL unescaped, and 4.x+ refuse "/" and "?" in them.
