@@ -81,6 +81,9 @@ var (
 	ErrNotFound        = newErr(http.StatusNotFound, 20404, "The requested resource was not found")
 	ErrMethod          = newErr(http.StatusMethodNotAllowed, 20004, "Method not allowed")
 	ErrTooManyRequests = newErr(http.StatusTooManyRequests, 20429, "Too many requests")
+	// ErrUnsupportedMediaType refuses a write whose body is not a form
+	// (Twilio's 20xxx codes mirror the HTTP status: 20404, 20429…).
+	ErrUnsupportedMediaType = newErr(http.StatusUnsupportedMediaType, 20415, "Unsupported Media Type")
 
 	// Access tokens.
 	ErrTokenInvalid        = newErr(http.StatusUnauthorized, 20101, "Invalid Access Token")

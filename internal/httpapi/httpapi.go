@@ -2,7 +2,6 @@ package httpapi
 
 import (
 	"context"
-	"errors"
 	"log/slog"
 	"net/http"
 	"net/url"
@@ -176,14 +175,11 @@ func (a *api) parseForm(w http.ResponseWriter, r *http.Request, c *call) error {
 	if r.Body != nil {
 		r.Body = http.MaxBytesReader(w, r.Body, maxBodyBytes)
 	}
-	if err := r.ParseForm(); err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			return chorus.Wrap(chorus.ErrTooLarge, err)
-		}
-		return chorus.Wrap(chorus.Errorf(chorus.ErrInvalidParameter, "Invalid request body: expected application/x-www-form-urlencoded"), err)
+	f, err := readForm(r)
+	if err != nil {
+		return err
 	}
-	c.form = r.Form
+	c.form = f
 	return nil
 }
 

@@ -1,0 +1,158 @@
+package httpapi
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"mime/multipart"
+	"net/http"
+	"net/url"
+
+	"github.com/chorus-sync/chorus"
+)
+
+// Request parameters, as the helper libraries send them (test/SDK-NOTES.md,
+// "REST helper libraries"): every write puts its parameters in a POST body,
+// application/x-www-form-urlencoded for twilio-node 3.41.1+, twilio-go and
+// twilio-python, multipart/form-data for twilio-node up to 3.40.0; reads
+// put paging and item filters in the query string, and deletes send none.
+//
+// A POST body of any other type, or one that cannot be parsed, is refused:
+// answering as if no parameters had been sent would let a create succeed
+// having dropped its data.
+
+const (
+	// maxFormParts bounds the parts of a multipart body (the widest Sync
+	// write has five parameters); the body as a whole, part headers
+	// included, is bounded by maxBodyBytes.
+	maxFormParts = 64
+	// maxBoundary is RFC 2046's limit on a multipart boundary.
+	maxBoundary = 70
+)
+
+// Media types of form bodies.
+const (
+	mediaURLEncoded = "application/x-www-form-urlencoded"
+	mediaMultipart  = "multipart/form-data"
+)
+
+// readForm returns the parameters of r: for a POST, the form body followed
+// by the query string (body values first, as net/http's Request.Form); for
+// other methods the query string alone, the body unread. r.Body must
+// already be bounded (http.MaxBytesReader) by the caller.
+func readForm(r *http.Request) (url.Values, error) {
+	form, err := url.ParseQuery(r.URL.RawQuery)
+	if err != nil {
+		return nil, chorus.Wrap(chorus.Errorf(chorus.ErrInvalidParameter, "Invalid query string"), err)
+	}
+	if r.Method != http.MethodPost {
+		return form, nil
+	}
+	body, err := readBody(r)
+	if err != nil {
+		return nil, err
+	}
+	for k, vs := range form {
+		body[k] = append(body[k], vs...)
+	}
+	return body, nil
+}
+
+// readBody parses the form body of a POST by its Content-Type.
+func readBody(r *http.Request) (url.Values, error) {
+	ct := r.Header.Get("Content-Type")
+	if ct == "" {
+		// A POST without a body (curl -X POST) has no Content-Type; a
+		// body without one has no defined meaning.
+		n, err := io.Copy(io.Discard, io.LimitReader(r.Body, 1))
+		if err != nil {
+			return nil, bodyErr(err, "")
+		}
+		if n > 0 {
+			return nil, chorus.Errorf(chorus.ErrUnsupportedMediaType,
+				"Missing Content-Type: send parameters as %s or %s", mediaURLEncoded, mediaMultipart)
+		}
+		return url.Values{}, nil
+	}
+	media, params, err := mime.ParseMediaType(ct)
+	if err != nil {
+		return nil, chorus.Wrap(chorus.Errorf(chorus.ErrUnsupportedMediaType,
+			"Invalid Content-Type %q: send parameters as %s or %s", clip(ct), mediaURLEncoded, mediaMultipart), err)
+	}
+	switch media {
+	case mediaURLEncoded:
+		b, err := io.ReadAll(r.Body)
+		if err != nil {
+			return nil, bodyErr(err, media)
+		}
+		f, err := url.ParseQuery(string(b))
+		if err != nil {
+			return nil, bodyErr(err, media)
+		}
+		return f, nil
+	case mediaMultipart:
+		boundary := params["boundary"]
+		if boundary == "" || len(boundary) > maxBoundary {
+			return nil, chorus.Errorf(chorus.ErrInvalidParameter, "Invalid request body: %s needs a boundary of 1 to %d characters", mediaMultipart, maxBoundary)
+		}
+		// twilio-node 3.x sends an empty body, not even a closing
+		// boundary, for a write without parameters.
+		br := bufio.NewReader(r.Body)
+		if _, err := br.Peek(1); err == io.EOF { // bufio returns it bare
+			return url.Values{}, nil
+		} else if err != nil {
+			return nil, bodyErr(err, media)
+		}
+		return readMultipart(multipart.NewReader(br, boundary))
+	}
+	return nil, chorus.Errorf(chorus.ErrUnsupportedMediaType,
+		"Unsupported Content-Type %q: send parameters as %s or %s", clip(media), mediaURLEncoded, mediaMultipart)
+}
+
+// readMultipart reads the fields of a multipart/form-data body into memory
+// (never to temporary files), at most maxFormParts of them. A file part is
+// refused: no Sync parameter is a file.
+func readMultipart(mr *multipart.Reader) (url.Values, error) {
+	f := url.Values{}
+	for n := 0; ; n++ {
+		p, err := mr.NextPart()
+		// Only a bare io.EOF is the end: NextPart wraps the io.EOF of a
+		// body cut short before its closing boundary.
+		if err == io.EOF {
+			return f, nil
+		}
+		if err != nil {
+			return nil, bodyErr(err, mediaMultipart)
+		}
+		if n == maxFormParts {
+			return nil, chorus.Errorf(chorus.ErrInvalidParameter, "Invalid request body: more than %d form fields", maxFormParts)
+		}
+		name := p.FormName()
+		if name == "" {
+			return nil, chorus.Errorf(chorus.ErrInvalidParameter, "Invalid request body: a %s part without a form-data name", mediaMultipart)
+		}
+		if p.FileName() != "" {
+			return nil, chorus.Errorf(chorus.ErrInvalidParameter, "Invalid parameter %s: file uploads are not supported", clip(name))
+		}
+		v, err := io.ReadAll(p)
+		if err != nil {
+			return nil, bodyErr(err, mediaMultipart)
+		}
+		f[name] = append(f[name], string(v))
+	}
+}
+
+// bodyErr maps a failure reading or parsing the body: over the size limit
+// is 54006, anything else a malformed body (54060).
+func bodyErr(err error, media string) error {
+	var mbe *http.MaxBytesError
+	if errors.As(err, &mbe) {
+		return chorus.Wrap(chorus.Errorf(chorus.ErrTooLarge, "Request entity too large: the body exceeds %d bytes", mbe.Limit), err)
+	}
+	if media == "" {
+		return chorus.Wrap(chorus.Errorf(chorus.ErrInvalidParameter, "Invalid request body"), err)
+	}
+	return chorus.Wrap(chorus.Errorf(chorus.ErrInvalidParameter, "Invalid request body: malformed %s", media), fmt.Errorf("httpapi: read form: %w", err))
+}
