@@ -57,7 +57,7 @@ func (h *health) pause(mu *sync.Mutex) time.Time {
 
 // record notes an attempt's outcome. A receiver failing failingAfter
 // times in a row is paused, longer with every further failure.
-func (h *health) record(mu *sync.Mutex, e *chorus.OutboxEntry, res outcome, status int, why string, base time.Duration) {
+func (h *health) record(mu *sync.Mutex, e *chorus.OutboxEntry, attempt int, res outcome, status int, why string, base time.Duration) {
 	mu.Lock()
 	defer mu.Unlock()
 	now := time.Now().UTC()
@@ -90,7 +90,7 @@ func (h *health) record(mu *sync.Mutex, e *chorus.OutboxEntry, res outcome, stat
 	}
 	h.failures = append(h.failures, Failure{
 		Time: now, EventType: e.Event.Type, ObjectSID: e.Event.ObjectSID, Status: status, Error: why,
-		Attempt: e.Attempts, Outcome: out,
+		Attempt: attempt, Outcome: out,
 	})
 	if len(h.failures) > recentFailures {
 		h.failures = h.failures[len(h.failures)-recentFailures:]

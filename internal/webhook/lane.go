@@ -253,6 +253,7 @@ func (d *Dispatcher) round(ctx context.Context, l *lane, page []*chorus.OutboxEn
 // service's health; false when the store failed.
 func (d *Dispatcher) finish(ctx context.Context, h *health, e *chorus.OutboxEntry, res outcome, status int, why string) bool {
 	ctx = context.WithoutCancel(ctx) // the attempt happened: record it
+	attempt := e.Attempts + 1
 	var err error
 	switch res {
 	case delivered, abandon:
@@ -279,7 +280,7 @@ func (d *Dispatcher) finish(ctx context.Context, h *health, e *chorus.OutboxEntr
 		d.Abandoned.Add(1)
 		d.warnRateLimited("webhook: abandoned", "service", e.ServiceSID, "event", e.Event.Type, "status", status, "reason", why)
 	}
-	h.record(&d.mu, e, res, status, why, d.cfg.RetryBase)
+	h.record(&d.mu, e, attempt, res, status, why, d.cfg.RetryBase)
 	return true
 }
 
