@@ -55,9 +55,10 @@ type OfflineIdentity struct {
 
 // OutboxReader reads the webhook outbox and the reachability state.
 type OutboxReader interface {
-	// Outbox returns a service's pending entries in Seq order, at most
-	// limit.
-	Outbox(ctx context.Context, serviceSID string, limit int) ([]*OutboxEntry, error)
+	// Outbox returns a service's pending entries in Seq order: the first
+	// perKey of each OrderKey (so that objects whose first entries wait for
+	// a retry do not hide the others), at most limit.
+	Outbox(ctx context.Context, serviceSID string, perKey, limit int) ([]*OutboxEntry, error)
 	// OutboxBacklog returns every service with pending entries.
 	OutboxBacklog(ctx context.Context) ([]*OutboxBacklog, error)
 	// OfflineIdentities returns identities that have no endpoint left on

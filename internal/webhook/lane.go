@@ -89,7 +89,7 @@ func (d *Dispatcher) runLane(ctx context.Context, l *lane) {
 	for ctx.Err() == nil {
 		var page []*chorus.OutboxEntry
 		err := d.cfg.Store.View(ctx, func(tx chorus.ReadTx) (err error) {
-			page, err = tx.Outbox(ctx, l.svc, pageSize)
+			page, err = tx.Outbox(ctx, l.svc, perKey, pageSize)
 			return err
 		})
 		if err != nil {

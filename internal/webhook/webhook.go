@@ -42,8 +42,10 @@ const (
 	// failingAfter consecutive failures mark a receiver failing: it is
 	// paused between rounds instead of being sent everything due.
 	failingAfter = 3
-	// pageSize is the number of outbox entries a service's round reads.
+	// pageSize is the number of outbox entries a service's round reads,
+	// perKey of them at most per object.
 	pageSize = 200
+	perKey   = 20
 	// serviceTTL is how long a service's webhook settings are cached.
 	serviceTTL = time.Second
 	// recentFailures is the number of failures kept per service for the

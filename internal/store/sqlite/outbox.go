@@ -12,9 +12,11 @@ import (
 // The webhook outbox and the reachability state (chorus.OutboxReader and
 // chorus.OutboxWriter).
 
-func (t *tx) Outbox(ctx context.Context, serviceSID string, limit int) ([]*chorus.OutboxEntry, error) {
-	es, err := queryAll(ctx, t, sqlrow.ScanOutbox, `SELECT `+sqlrow.OutboxCols+` FROM outbox
-		WHERE service_sid = ? ORDER BY seq LIMIT ?`, serviceSID, limitArg(limit))
+func (t *tx) Outbox(ctx context.Context, serviceSID string, perKey, limit int) ([]*chorus.OutboxEntry, error) {
+	es, err := queryAll(ctx, t, sqlrow.ScanOutbox, `SELECT `+sqlrow.OutboxCols+` FROM (
+			SELECT *, ROW_NUMBER() OVER (PARTITION BY order_key ORDER BY seq) AS rank
+			FROM outbox WHERE service_sid = ?)
+		WHERE rank <= ? ORDER BY seq LIMIT ?`, serviceSID, perKey, limitArg(limit))
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: list outbox of %s: %w", serviceSID, err)
 	}

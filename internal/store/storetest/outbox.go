@@ -33,7 +33,7 @@ func testOutbox(t *testing.T, s chorus.Store) {
 		t.Fatalf("seqs %d, %d, %d: want increasing", a1.Seq, a2.Seq, b1.Seq)
 	}
 	got := mustGet(t, s, "Outbox", func(ctx context.Context, tx chorus.ReadTx) ([]*chorus.OutboxEntry, error) {
-		return tx.Outbox(ctx, f.svc.SID, 10)
+		return tx.Outbox(ctx, f.svc.SID, 10, 10)
 	})
 	if len(got) != 2 || got[0].Seq != a1.Seq || got[1].Seq != a2.Seq {
 		t.Fatalf("Outbox = %d entries, want a1, a2", len(got))
@@ -44,7 +44,7 @@ func testOutbox(t *testing.T, s chorus.Store) {
 	a1.Attempts, a1.NextAttempt, a1.LastStatus, a1.LastError = 2, at(time.Minute), 503, "busy"
 	update(t, s, func(tx chorus.Tx) error { return tx.UpdateOutbox(ctx, a1) })
 	got = mustGet(t, s, "Outbox", func(ctx context.Context, tx chorus.ReadTx) ([]*chorus.OutboxEntry, error) {
-		return tx.Outbox(ctx, f.svc.SID, 1)
+		return tx.Outbox(ctx, f.svc.SID, 10, 1)
 	})
 	if g := got[0]; len(got) != 1 || g.Attempts != 2 || !g.NextAttempt.Equal(at(time.Minute)) || g.LastStatus != 503 || g.LastError != "busy" {
 		t.Errorf("after UpdateOutbox: %+v", g)
@@ -71,7 +71,7 @@ func testOutbox(t *testing.T, s chorus.Store) {
 		t.Errorf("TrimOutbox(keep 1) = %d, want 1", n)
 	}
 	got = mustGet(t, s, "Outbox", func(ctx context.Context, tx chorus.ReadTx) ([]*chorus.OutboxEntry, error) {
-		return tx.Outbox(ctx, f.svc.SID, 10)
+		return tx.Outbox(ctx, f.svc.SID, 10, 10)
 	})
 	if len(got) != 1 || got[0].Seq != a2.Seq {
 		t.Errorf("after trim: %d entries, want the newest", len(got))
@@ -82,10 +82,23 @@ func testOutbox(t *testing.T, s chorus.Store) {
 		}
 		return tx.DeleteOutbox(ctx, a2.Seq) // missing: no error
 	})
-	update(t, s, func(tx chorus.Tx) error { return tx.AppendOutbox(ctx, entry(f.svc.SID, "ET3", `{}`, 0)) })
+	update(t, s, func(tx chorus.Tx) error {
+		for _, e := range []*chorus.OutboxEntry{entry(f.svc.SID, "ET3", `{}`, 0), entry(f.svc.SID, "ET3", `{}`, 0), entry(f.svc.SID, "ET4", `{}`, 0)} {
+			if err := tx.AppendOutbox(ctx, e); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	got = mustGet(t, s, "Outbox", func(ctx context.Context, tx chorus.ReadTx) ([]*chorus.OutboxEntry, error) {
+		return tx.Outbox(ctx, f.svc.SID, 1, 10)
+	})
+	if len(got) != 2 || got[0].OrderKey != "ET3" || got[1].OrderKey != "ET4" {
+		t.Errorf("Outbox(perKey 1) = %d entries, want the first of ET3 and of ET4", len(got))
+	}
 	update(t, s, func(tx chorus.Tx) error { return tx.DeleteService(ctx, f.svc.SID) })
 	got = mustGet(t, s, "Outbox", func(ctx context.Context, tx chorus.ReadTx) ([]*chorus.OutboxEntry, error) {
-		return tx.Outbox(ctx, f.svc.SID, 10)
+		return tx.Outbox(ctx, f.svc.SID, 10, 10)
 	})
 	if len(got) != 0 {
 		t.Errorf("DeleteService left %d outbox entries", len(got))
