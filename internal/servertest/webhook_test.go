@@ -96,11 +96,9 @@ func TestWebhookFailover(t *testing.T) {
 	time.Sleep(1100 * time.Millisecond) // nodes cache service settings for a second
 
 	const docs, updates = 6, 5
-	var sids []string
 	for i := range docs {
 		n := c.Nodes[i%len(c.Nodes)]
 		sid := sidOf(t, mustREST(t, n, "POST", "/Documents", url.Values{"Data": {`{"n":0}`}}, http.StatusCreated))
-		sids = append(sids, sid)
 		for j := 1; j <= updates; j++ {
 			mustREST(t, n, "POST", "/Documents/"+sid, url.Values{"Data": {fmt.Sprintf(`{"n":%d}`, j)}}, http.StatusOK)
 		}
