@@ -90,7 +90,10 @@ type OutboxWriter interface {
 	// before before, and reports whether it did: the caller then sends
 	// endpoint_disconnected.
 	GoneOffline(ctx context.Context, serviceSID, identity string, before time.Time) (bool, error)
-	// NodeHeartbeat records that node is alive at now and disconnects the
-	// endpoints of nodes not heard of since deadBefore.
-	NodeHeartbeat(ctx context.Context, node string, now, deadBefore time.Time) error
+	// NodeHeartbeat records that node is alive at now and reports whether
+	// the store knew it (false on its first heartbeat, and after it was
+	// presumed dead: its endpoints are gone then). Unless deadBefore is
+	// zero, it also disconnects the endpoints of nodes not heard of since
+	// deadBefore.
+	NodeHeartbeat(ctx context.Context, node string, now, deadBefore time.Time) (known bool, err error)
 }

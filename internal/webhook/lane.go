@@ -266,6 +266,9 @@ func (d *Dispatcher) finish(ctx context.Context, h *health, e *chorus.OutboxEntr
 		}
 		e.LastStatus, e.LastError = status, why
 		err = d.cfg.Store.Update(ctx, func(tx chorus.Tx) error { return tx.UpdateOutbox(ctx, e) })
+		if errors.Is(err, chorus.ErrNotFound) {
+			err = nil // trimmed meanwhile (the service's cap)
+		}
 	}
 	if err != nil {
 		d.warnRateLimited("webhook: record delivery", "service", e.ServiceSID, "err", err)

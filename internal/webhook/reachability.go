@@ -29,16 +29,21 @@ type presenceQueue struct {
 	d       *Dispatcher
 	mu      sync.Mutex
 	ops     []presenceOp
-	running bool                // a drain goroutine runs
-	idle    chan struct{}       // closed when the queue drains; nil while running
-	tracked map[endpointKey]int // sessions this node recorded, per endpoint
+	running bool                     // a drain goroutine runs
+	idle    chan struct{}            // closed when the queue drains; nil while running
+	tracked map[endpointKey]*tracked // sessions this node recorded, per endpoint
+}
+
+type tracked struct {
+	ep       chorus.Endpoint
+	sessions int
 }
 
 type endpointKey struct{ service, identity, endpoint string }
 
 func (q *presenceQueue) init(d *Dispatcher) {
 	q.d = d
-	q.tracked = make(map[endpointKey]int)
+	q.tracked = make(map[endpointKey]*tracked)
 }
 
 // Connected records that a client endpoint of identity opened a session on
@@ -64,21 +69,40 @@ func (q *presenceQueue) push(op presenceOp) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	k := endpointKey{op.ep.ServiceSID, op.ep.Identity, op.ep.EndpointID}
-	if op.connect {
-		q.tracked[k]++
-	} else {
-		if q.tracked[k] == 0 {
-			return // never recorded
-		}
-		if q.tracked[k]--; q.tracked[k] == 0 {
+	tr := q.tracked[k]
+	switch {
+	case op.connect && tr == nil:
+		q.tracked[k] = &tracked{ep: op.ep, sessions: 1}
+	case op.connect:
+		tr.sessions++
+	case tr == nil:
+		return // never recorded
+	default:
+		if tr.sessions--; tr.sessions == 0 {
 			delete(q.tracked, k)
 		}
 	}
+	q.enqueueLocked(op)
+}
+
+func (q *presenceQueue) enqueueLocked(op presenceOp) {
 	q.ops = append(q.ops, op)
 	if !q.running {
 		q.running = true
 		q.idle = make(chan struct{})
 		go q.drain()
+	}
+}
+
+// reconnectAll records every session this node has again: after the
+// store presumed the node dead and dropped its endpoints.
+func (q *presenceQueue) reconnectAll() {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for _, tr := range q.tracked {
+		for range tr.sessions {
+			q.enqueueLocked(presenceOp{ep: tr.ep, connect: true})
+		}
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chorus-sync/chorus"
 	"github.com/chorus-sync/chorus/internal/engine"
 	"github.com/chorus-sync/chorus/internal/webhook"
 )
@@ -56,4 +57,38 @@ func TestReachabilityWithDebouncing(t *testing.T) {
 	want("endpoint_connected bob b1")
 	e.d.Disconnected(svc, "bob", "b1")
 	want("endpoint_disconnected bob b1")
+}
+
+// A node that the cluster presumed dead (it could not heartbeat in time)
+// records its endpoints again once it heartbeats: its identities come
+// back online.
+func TestPresumedDeadNodeRecovers(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t, webhook.Config{Poll: 100 * time.Millisecond, Heartbeat: 100 * time.Millisecond})
+	rc := newReceiver(t, e.creds.AuthToken, nil)
+	hook, on := rc.URL(), true
+	svc, err := e.eng.UpdateService(ctx, e.creds.AccountSID, e.creds.ServiceSID, engine.ServiceParams{WebhookURL: &hook, ReachabilityWebhooksEnabled: &on})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := func(s string) {
+		t.Helper()
+		h := rc.next(t, 5*time.Second)
+		if got := h.form.Get("EventType") + " " + h.form.Get("Identity"); got != s {
+			t.Fatalf("webhook %q, want %q", got, s)
+		}
+	}
+	e.d.Connected(svc, "alice", "ep1")
+	want("endpoint_connected alice")
+	// Another node presumes every node silent since a second from now dead.
+	if err := e.st.Update(ctx, func(tx chorus.Tx) error {
+		_, err := tx.NodeHeartbeat(ctx, "other", time.Now().UTC(), time.Now().UTC().Add(time.Second))
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	want("endpoint_disconnected alice")
+	want("endpoint_connected alice")
+	e.d.Disconnected(svc, "alice", "ep1")
+	want("endpoint_disconnected alice")
 }

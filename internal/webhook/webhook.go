@@ -92,7 +92,8 @@ type Dispatcher struct {
 	wg     sync.WaitGroup
 	runs   atomic.Bool
 
-	leading atomic.Bool // this node delivers
+	leading atomic.Bool  // this node delivers
+	beats   atomic.Int64 // heartbeats the store did not know this node at
 	lastLog atomic.Int64
 
 	mu       sync.Mutex
@@ -343,14 +344,26 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	}
 }
 
-// heartbeat records that this node is alive; it also disconnects the
-// endpoints of dead nodes.
+// heartbeat records that this node is alive; the leader also disconnects
+// the endpoints of dead nodes. When the store had presumed this node dead
+// (it could not heartbeat for NodeTimeout), its endpoints are recorded
+// again.
 func (d *Dispatcher) heartbeat(ctx context.Context, now time.Time) error {
-	err := d.cfg.Store.Update(ctx, func(tx chorus.Tx) error {
-		return tx.NodeHeartbeat(ctx, d.cfg.Node, now.UTC(), now.UTC().Add(-d.cfg.NodeTimeout))
+	var deadBefore time.Time
+	if d.leading.Load() {
+		deadBefore = now.UTC().Add(-d.cfg.NodeTimeout)
+	}
+	var known bool
+	err := d.cfg.Store.Update(ctx, func(tx chorus.Tx) (err error) {
+		known, err = tx.NodeHeartbeat(ctx, d.cfg.Node, now.UTC(), deadBefore)
+		return err
 	})
 	if err != nil {
 		return fmt.Errorf("webhook: heartbeat: %w", err)
+	}
+	if !known && d.beats.Add(1) > 1 {
+		d.log.Warn("webhook: this node was presumed dead; recording its endpoints again")
+		d.presence.reconnectAll()
 	}
 	return nil
 }

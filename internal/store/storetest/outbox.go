@@ -170,9 +170,28 @@ func testPresence(t *testing.T, s chorus.Store) {
 		t.Error("connection after GoneOffline: first = false")
 	}
 	// Node n1 dies: its endpoints go, alice goes offline.
-	update(t, s, func(tx chorus.Tx) error { return tx.NodeHeartbeat(ctx, "n2", at(time.Minute), at(50*time.Second)) })
+	beat := func(node string, now, deadBefore time.Time) (known bool) {
+		t.Helper()
+		update(t, s, func(tx chorus.Tx) (err error) {
+			known, err = tx.NodeHeartbeat(ctx, node, now, deadBefore)
+			return err
+		})
+		return known
+	}
+	if beat("n3", at(10*time.Second), time.Time{}) {
+		t.Error("first heartbeat of n3: known = true")
+	}
+	if !beat("n3", at(20*time.Second), time.Time{}) {
+		t.Error("second heartbeat of n3: known = false")
+	}
+	if !beat("n2", at(time.Minute), at(50*time.Second)) {
+		t.Error("heartbeat of n2 (connected endpoints before): known = false")
+	}
 	o = offline(at(time.Hour))
 	if len(o) != 1 || !o[0].Since.Equal(at(time.Minute)) {
 		t.Fatalf("after n1 died: offline = %+v", o)
+	}
+	if beat("n1", at(61*time.Second), time.Time{}) {
+		t.Error("heartbeat of n1 after it was presumed dead: known = true")
 	}
 }
