@@ -162,6 +162,7 @@ var (
 	sixToFour  = netip.MustParsePrefix("2002::/16")
 	teredo     = netip.MustParsePrefix("2001::/32")
 	discard6   = netip.MustParsePrefix("100::/64")
+	compat4    = netip.MustParsePrefix("::/96") // IPv4-compatible (deprecated)
 )
 
 // checkAddr returns why p refuses a, or nil.
@@ -178,7 +179,7 @@ func (p Policy) checkAddr(a netip.Addr) error {
 		return errors.New("link-local addresses are not allowed")
 	case a.Is4() && (reserved4.Contains(a) || ietf4.Contains(a) || bench4.Contains(a)):
 		return errors.New("reserved addresses are not allowed")
-	case a.Is6() && (nat64.Contains(a) || nat64Local.Contains(a) || sixToFour.Contains(a) || teredo.Contains(a) || discard6.Contains(a)):
+	case a.Is6() && (nat64.Contains(a) || nat64Local.Contains(a) || sixToFour.Contains(a) || teredo.Contains(a) || discard6.Contains(a) || (compat4.Contains(a) && !a.IsLoopback())):
 		// Translation prefixes embed IPv4 addresses that could be anything.
 		return errors.New("IPv4-translating addresses are not allowed")
 	case p.AllowPrivate:

@@ -57,7 +57,8 @@ func (h *health) pause(mu *sync.Mutex) time.Time {
 
 // record notes an attempt's outcome. A receiver failing failingAfter
 // times in a row is paused, longer with every further failure.
-func (h *health) record(mu *sync.Mutex, e *chorus.OutboxEntry, attempt int, res outcome, status int, why string, base time.Duration) {
+// It returns how long the receiver is paused when this attempt paused it.
+func (h *health) record(mu *sync.Mutex, e *chorus.OutboxEntry, attempt int, res outcome, status int, why string, base time.Duration) (paused time.Duration) {
 	mu.Lock()
 	defer mu.Unlock()
 	now := time.Now().UTC()
@@ -67,21 +68,21 @@ func (h *health) record(mu *sync.Mutex, e *chorus.OutboxEntry, attempt int, res 
 		h.consecutive = 0
 		h.pausedUntil = time.Time{}
 		h.lastSuccess = now
-		return
+		return 0
 	case retry:
 		h.retried++
 	case abandon:
 		h.abandoned++
 	}
 	if status == 0 && why == "" {
-		return
+		return 0
 	}
 	h.failed++
 	if res == retry || status >= 500 || status == 429 {
 		h.consecutive++
 		if n := h.consecutive - failingAfter + 1; n > 0 {
-			p := min(backoff(base, min(n, 8)), maxPause)
-			h.pausedUntil = now.Add(p)
+			paused = min(backoff(base, min(n, 8)), maxPause)
+			h.pausedUntil = now.Add(paused)
 		}
 	}
 	out := "retry"
@@ -95,6 +96,7 @@ func (h *health) record(mu *sync.Mutex, e *chorus.OutboxEntry, attempt int, res 
 	if len(h.failures) > recentFailures {
 		h.failures = h.failures[len(h.failures)-recentFailures:]
 	}
+	return paused
 }
 
 // takeRetryAfter returns (and clears) the receiver's last Retry-After.

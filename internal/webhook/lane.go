@@ -283,7 +283,10 @@ func (d *Dispatcher) finish(ctx context.Context, h *health, e *chorus.OutboxEntr
 		d.Abandoned.Add(1)
 		d.warnRateLimited("webhook: abandoned", "service", e.ServiceSID, "event", e.Event.Type, "status", status, "reason", why)
 	}
-	h.record(&d.mu, e, attempt, res, status, why, d.cfg.RetryBase)
+	if paused := h.record(&d.mu, e, attempt, res, status, why, d.cfg.RetryBase); paused > 0 {
+		d.log.Warn("webhook: receiver failing: paused", "service", e.ServiceSID, "status", status,
+			"reason", why, "paused", paused.Round(time.Millisecond))
+	}
 	return true
 }
 
