@@ -151,9 +151,11 @@ func (d *Dispatcher) round(ctx context.Context, l *lane, page []*chorus.OutboxEn
 	switch {
 	case errors.Is(err, chorus.ErrNotFound) || (err == nil && svc.WebhookURL == ""):
 		// The service or its webhook went away: nothing to send to.
+		done := &doneSet{}
 		for _, e := range page {
-			d.finish(ctx, h, e, abandon, 0, "the service has no webhook URL any more")
+			d.finish(ctx, h, e, abandon, 0, "the service has no webhook URL any more", done)
 		}
+		d.remove(ctx, done)
 		return time.Time{}
 	case err != nil:
 		if ctx.Err() == nil {
@@ -175,7 +177,9 @@ func (d *Dispatcher) round(ctx context.Context, l *lane, page []*chorus.OutboxEn
 		progress bool
 		wg       sync.WaitGroup
 		sem      = make(chan struct{}, d.cfg.Concurrency)
+		done     = &doneSet{} // delivered or abandoned: deleted at the end of the round
 	)
+	defer d.remove(ctx, done)
 	note := func(t time.Time) {
 		mu.Lock()
 		if next.IsZero() || t.Before(next) {
@@ -208,7 +212,7 @@ func (d *Dispatcher) round(ctx context.Context, l *lane, page []*chorus.OutboxEn
 					return
 				}
 				if time.Since(e.DateCreated) >= d.cfg.MaxAge {
-					d.finish(ctx, h, e, abandon, e.LastStatus, "gave up: older than "+d.cfg.MaxAge.String())
+					d.finish(ctx, h, e, abandon, e.LastStatus, "gave up: older than "+d.cfg.MaxAge.String(), done)
 					mu.Lock()
 					progress = true
 					mu.Unlock()
@@ -225,7 +229,7 @@ func (d *Dispatcher) round(ctx context.Context, l *lane, page []*chorus.OutboxEn
 				if res == retry && e.Attempts+1 >= d.cfg.Attempts {
 					res, why = abandon, fmt.Sprintf("gave up after %d attempts: %s", e.Attempts+1, why)
 				}
-				if !d.finish(ctx, h, e, res, status, why) {
+				if !d.finish(ctx, h, e, res, status, why, done) {
 					note(time.Now().Add(d.cfg.Poll))
 					return
 				}
@@ -249,15 +253,49 @@ func (d *Dispatcher) round(ctx context.Context, l *lane, page []*chorus.OutboxEn
 	return next
 }
 
-// finish records the outcome of an attempt in the outbox and the
-// service's health; false when the store failed.
-func (d *Dispatcher) finish(ctx context.Context, h *health, e *chorus.OutboxEntry, res outcome, status int, why string) bool {
+// doneSet collects the entries of a round that leave the outbox: one
+// transaction deletes them when the round ends (a crash before that sends
+// them again: at least once).
+type doneSet struct {
+	mu   sync.Mutex
+	seqs []int64
+}
+
+func (s *doneSet) add(seq int64) {
+	s.mu.Lock()
+	s.seqs = append(s.seqs, seq)
+	s.mu.Unlock()
+}
+
+// remove deletes the entries of done from the outbox.
+func (d *Dispatcher) remove(ctx context.Context, done *doneSet) {
+	if len(done.seqs) == 0 {
+		return
+	}
+	ctx = context.WithoutCancel(ctx) // they were sent: record it
+	err := d.cfg.Store.Update(ctx, func(tx chorus.Tx) error {
+		for _, seq := range done.seqs {
+			if err := tx.DeleteOutbox(ctx, seq); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		d.warnRateLimited("webhook: delete delivered webhooks (they will be sent again)", "err", err)
+	}
+}
+
+// finish records the outcome of an attempt in the service's health and,
+// for a retry, in the outbox (false when the store failed); delivered and
+// abandoned entries go to done.
+func (d *Dispatcher) finish(ctx context.Context, h *health, e *chorus.OutboxEntry, res outcome, status int, why string, done *doneSet) bool {
 	ctx = context.WithoutCancel(ctx) // the attempt happened: record it
 	attempt := e.Attempts + 1
 	var err error
 	switch res {
 	case delivered, abandon:
-		err = d.cfg.Store.Update(ctx, func(tx chorus.Tx) error { return tx.DeleteOutbox(ctx, e.Seq) })
+		done.add(e.Seq)
 	case retry:
 		e.Attempts++
 		e.NextAttempt = time.Now().UTC().Add(backoff(d.cfg.RetryBase, e.Attempts))
