@@ -3,9 +3,11 @@ package servertest
 import (
 	"context"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"regexp"
 	"strconv"
 	"sync/atomic"
 	"testing"
@@ -105,6 +107,22 @@ func TestWebhookFailover(t *testing.T) {
 	}
 	rc.next(t, 15*time.Second) // delivery is under way, failing
 	old := leader(t, c)
+	// Every node reports the cluster-wide backlog.
+	for _, n := range c.Nodes {
+		res, err := http.Get(n.URL + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		m := regexp.MustCompile(`(?m)^chorus_webhooks_pending\{service="` + c.Creds.ServiceSID + `"\} (\d+)$`).FindSubmatch(b)
+		if m == nil || string(m[1]) == "0" {
+			t.Errorf("%s: /metrics has no pending webhooks of the service:\n%s", n.Name, b)
+		}
+		if !regexp.MustCompile(`(?m)^chorus_webhooks_oldest_pending_age_seconds [0-9.]+$`).Match(b) {
+			t.Errorf("%s: /metrics has no chorus_webhooks_oldest_pending_age_seconds", n.Name)
+		}
+	}
 	if err := old.Stop(); err != nil {
 		t.Fatalf("stop %s: %v", old.Name, err)
 	}
