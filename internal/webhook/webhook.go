@@ -235,14 +235,6 @@ func (d *Dispatcher) remember(svc *chorus.Service) {
 	d.mu.Unlock()
 }
 
-// Forget drops the cached settings of a service (after a change on this
-// node; other nodes see it within a second).
-func (d *Dispatcher) Forget(sid string) {
-	d.mu.Lock()
-	delete(d.services, sid)
-	d.mu.Unlock()
-}
-
 // serviceIn returns a service's settings, read in tx when not cached.
 func (d *Dispatcher) serviceIn(ctx context.Context, tx chorus.ReadTx, sid string) (*chorus.Service, error) {
 	if svc, fresh := d.cached(sid); fresh {

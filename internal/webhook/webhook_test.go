@@ -269,3 +269,42 @@ func TestHangingReceiverIsolated(t *testing.T) {
 		t.Errorf("service B's webhook took %v while A's receiver hangs (A's timeout is 3s)", worst)
 	}
 }
+
+// The cap: a service whose receiver keeps failing holds at most
+// MaxPending webhooks; the oldest beyond it are abandoned.
+func TestOutboxCap(t *testing.T) {
+	ctx := context.Background()
+	const maxPending = 5
+	e := newEnv(t, webhook.Config{MaxPending: maxPending, RetryBase: time.Hour, Poll: 100 * time.Millisecond})
+	rc := newReceiver(t, e.creds.AuthToken, func(*http.Request, int) int { return http.StatusServiceUnavailable })
+	svc := e.service(t, rc.URL())
+	var last string
+	for range 20 {
+		doc, err := e.eng.CreateObject(ctx, engine.SystemActor(), svc, chorus.KindDocument, engine.CreateObject{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		last = doc.SID
+	}
+	waitFor(t, 10*time.Second, "the outbox trimmed to its cap", func() bool { return e.pending(t) == maxPending })
+	if n := e.d.Abandoned.Load(); n != 20-maxPending {
+		t.Errorf("Abandoned = %d, want %d", n, 20-maxPending)
+	}
+	var kept []*chorus.OutboxEntry
+	if err := e.st.View(ctx, func(tx chorus.ReadTx) (err error) {
+		kept, err = tx.Outbox(ctx, svc.SID, 10, 10)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if got := kept[len(kept)-1].Event.ObjectSID; got != last {
+		t.Errorf("newest kept webhook is of %s, want the newest document %s", got, last)
+	}
+	hs, err := e.d.Health(ctx, []*chorus.Service{svc})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h := hs[0]; h.Pending != maxPending || h.Abandoned != 20-maxPending || h.State != "failing" || len(h.RecentFailures) == 0 || h.RecentFailures[0].Status != 503 {
+		t.Errorf("health = %+v", h)
+	}
+}
