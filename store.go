@@ -81,6 +81,8 @@ type ReadTx interface {
 	// ExpiredObjects and ExpiredItems find what the TTL sweeper deletes.
 	ExpiredObjects(ctx context.Context, now time.Time, limit int) ([]*Object, error)
 	ExpiredItems(ctx context.Context, now time.Time, limit int) ([]*Item, error)
+
+	OutboxReader
 }
 
 // Tx reads and writes inside Store.Update.
@@ -119,6 +121,8 @@ type Tx interface {
 	// TrimEvents deletes events older than before, keeping at least the
 	// newest keep events of each object, and returns how many it deleted.
 	TrimEvents(ctx context.Context, before time.Time, keep int) (int, error)
+
+	OutboxWriter
 }
 
 // Cursor is a position in a (DateCreated, SID) ordering; the zero Cursor is

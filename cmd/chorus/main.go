@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -189,8 +190,16 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer) error {
 	storeURL := fs.String("store", getenv("CHORUS_STORE_URL"), "postgres://… to use PostgreSQL (default: CHORUS_STORE_URL, else SQLite in --data-dir)")
 	busURL := fs.String("bus", getenv("CHORUS_BUS_URL"), "nats://… to fan out through NATS (default: CHORUS_BUS_URL, else in-process)")
 	node := fs.String("node", getenv("CHORUS_NODE_NAME"), "this node's name in logs and to NATS (default: CHORUS_NODE_NAME, else the host name)")
+	allowPrivate := fs.Bool("webhooks-allow-private", false, "let webhooks reach loopback and private addresses, for development and tests (default: CHORUS_WEBHOOKS_ALLOW_PRIVATE)")
 	if err := parse(fs, args); err != nil {
 		return err
+	}
+	if v := getenv("CHORUS_WEBHOOKS_ALLOW_PRIVATE"); v != "" && !flagSet(fs, "webhooks-allow-private") {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return usagef("invalid CHORUS_WEBHOOKS_ALLOW_PRIVATE %q: want true or false", v)
+		}
+		*allowPrivate = b
 	}
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
@@ -218,6 +227,8 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer) error {
 		StoreURL:  *storeURL,
 		BusURL:    *busURL,
 		NodeName:  *node,
+
+		WebhooksAllowPrivate: *allowPrivate,
 	})
 	if err != nil {
 		return err
@@ -235,6 +246,9 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	if *busURL != "" {
 		where = append(where, "bus", "nats")
+	}
+	if *allowPrivate {
+		where = append(where, "webhooks_allow_private", true)
 	}
 	logger.Info("listening", where...)
 	err = srv.Run(ctx, ln)
@@ -418,4 +432,11 @@ func cmdMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return copyStore(ctx, from, *storeURL, stdout, stderr)
 	}
 	return nil
+}
+
+// flagSet reports whether the flag name was given on the command line.
+func flagSet(fs *flag.FlagSet, name string) bool {
+	set := false
+	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
 }

@@ -105,10 +105,12 @@ type serveProc struct {
 
 var listeningRE = regexp.MustCompile(`msg=listening addr=(\S+)`)
 
-// startServe runs `chorus serve` on a free port and waits until it listens.
-func startServe(tb testing.TB, dataDir string) *serveProc {
+// startServe runs `chorus serve` on a free port, with extra arguments, and
+// waits until it listens.
+func startServe(tb testing.TB, dataDir string, extra ...string) *serveProc {
 	tb.Helper()
-	cmd := exec.Command(binary, "serve", "--listen", "127.0.0.1:0", "--data-dir", dataDir, "--log-level", "info")
+	args := append([]string{"serve", "--listen", "127.0.0.1:0", "--data-dir", dataDir, "--log-level", "info"}, extra...)
+	cmd := exec.Command(binary, args...)
 	cmd.Env = cleanEnv()
 	p := &serveProc{cmd: cmd, stderr: &lockedBuffer{}, done: make(chan struct{})}
 	cmd.Stderr = p.stderr

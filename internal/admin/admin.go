@@ -44,7 +44,9 @@ type Config struct {
 	// Gateway reports connection and subscription counts; nil reports
 	// them as null.
 	Gateway interface{ Stats() gateway.Stats }
-	Logger  *slog.Logger // default slog.Default()
+	// Webhooks reports webhook health (GET /admin/v1/Webhooks); nil: 404.
+	Webhooks WebhookHealth
+	Logger   *slog.Logger // default slog.Default()
 }
 
 // New returns the admin API handler. It expects full request paths
@@ -58,15 +60,17 @@ func newHandler(cfg Config, now func() time.Time) *handler {
 		cfg.Logger = slog.Default()
 	}
 	h := &handler{
-		eng: cfg.Engine,
-		gw:  cfg.Gateway,
-		log: cfg.Logger.With("component", "admin"),
-		now: now,
-		mux: http.NewServeMux(),
+		eng:   cfg.Engine,
+		gw:    cfg.Gateway,
+		hooks: cfg.Webhooks,
+		log:   cfg.Logger.With("component", "admin"),
+		now:   now,
+		mux:   http.NewServeMux(),
 	}
 	h.mux.HandleFunc("GET /admin/v1/Account", h.wrap(h.account))
 	h.mux.HandleFunc("GET /admin/v1/Stats", h.wrap(h.stats))
 	h.mux.HandleFunc("POST /admin/v1/Tokens", h.wrap(h.mintToken))
+	h.mux.HandleFunc("GET /admin/v1/Webhooks", h.wrap(h.webhooks))
 	h.mux.HandleFunc("/", h.wrap(func(http.ResponseWriter, *http.Request, *caller) error {
 		return chorus.ErrNotFound
 	}))
@@ -74,11 +78,12 @@ func newHandler(cfg Config, now func() time.Time) *handler {
 }
 
 type handler struct {
-	eng *engine.Engine
-	gw  interface{ Stats() gateway.Stats }
-	log *slog.Logger
-	now func() time.Time
-	mux *http.ServeMux
+	eng   *engine.Engine
+	gw    interface{ Stats() gateway.Stats }
+	hooks WebhookHealth
+	log   *slog.Logger
+	now   func() time.Time
+	mux   *http.ServeMux
 
 	mu      sync.Mutex
 	samples []sample // oldest first, at most maxSamples

@@ -25,9 +25,27 @@ type Config struct {
 	// they were published (webhooks). It must not block.
 	Observe func(events []*chorus.Event)
 
+	// Outbox, when set, is the webhook outbox: it writes the webhooks of
+	// every change in the change's own transaction.
+	Outbox Outbox
+
+	// CheckWebhookURL, when set, vets a service's WebhookURL (the SSRF
+	// policy); it returns a 54051 *chorus.Error.
+	CheckWebhookURL func(string) error
+
 	// Leader, when set, is asked before each sweep whether this node should
 	// do the cluster's background work. Nil means always (a single node).
 	Leader func(ctx context.Context) bool
+}
+
+// Outbox is the webhook outbox (internal/webhook's Dispatcher).
+type Outbox interface {
+	// Wants reports whether e may need a webhook; false only when surely
+	// not. It must be cheap.
+	Wants(e *chorus.Event) bool
+	// Append writes the webhooks of events in tx, the transaction that
+	// commits them.
+	Append(ctx context.Context, tx chorus.Tx, events []*chorus.Event) error
 }
 
 // Engine applies Sync's rules to a Store and publishes committed events on
@@ -114,7 +132,13 @@ func (e *Engine) update(ctx context.Context, a Actor, fn func(tx chorus.Tx, c *c
 	err := e.cfg.Store.Update(ctx, func(tx chorus.Tx) error {
 		c.now = e.now()
 		c.events = c.events[:0]
-		return fn(tx, c)
+		if err := fn(tx, c); err != nil {
+			return err
+		}
+		if e.cfg.Outbox != nil && len(c.events) > 0 {
+			return e.cfg.Outbox.Append(ctx, tx, c.events)
+		}
+		return nil
 	})
 	if err != nil {
 		return err

@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"slices"
 	"strconv"
@@ -455,6 +456,12 @@ func (e *Engine) PublishMessage(ctx context.Context, a Actor, svc *chorus.Servic
 	c := &change{actor: a, now: e.now()}
 	if err := c.emit(ctx, nil, obj, ev); err != nil {
 		return nil, err
+	}
+	if o := e.cfg.Outbox; o != nil && o.Wants(ev) {
+		// The message itself is not stored, but its webhook is.
+		if err := e.cfg.Store.Update(ctx, func(tx chorus.Tx) error { return o.Append(ctx, tx, c.events) }); err != nil {
+			return nil, fmt.Errorf("engine: publish message: webhook: %w", err)
+		}
 	}
 	e.publish(ctx, c.events)
 	return msg, nil

@@ -203,7 +203,7 @@ func (e *Engine) Account(ctx context.Context, sid string) (*chorus.Account, erro
 
 // CreateService creates a service in the account.
 func (e *Engine) CreateService(ctx context.Context, accountSID string, p ServiceParams) (*chorus.Service, error) {
-	if err := validServiceParams(p); err != nil {
+	if err := e.validServiceParams(p); err != nil {
 		return nil, err
 	}
 	now := e.now()
@@ -308,7 +308,7 @@ func (e *Engine) Services(ctx context.Context, accountSID string, p PageRequest)
 
 // UpdateService updates a service.
 func (e *Engine) UpdateService(ctx context.Context, accountSID, sid string, p ServiceParams) (*chorus.Service, error) {
-	if err := validServiceParams(p); err != nil {
+	if err := e.validServiceParams(p); err != nil {
 		return nil, err
 	}
 	p.UniqueName = nil // read-only after creation

@@ -68,7 +68,7 @@ func validIdentity(id string) error {
 	return nil
 }
 
-func validServiceParams(p ServiceParams) error {
+func (e *Engine) validServiceParams(p ServiceParams) error {
 	if p.FriendlyName != nil && utf8.RuneCountInString(*p.FriendlyName) > 64 {
 		return chorus.Errorf(chorus.ErrInvalidFriendly, "Invalid friendly name: at most 64 characters")
 	}
@@ -76,6 +76,11 @@ func validServiceParams(p ServiceParams) error {
 		u, err := url.Parse(*p.WebhookURL)
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || len(*p.WebhookURL) > 2048 {
 			return chorus.Errorf(chorus.ErrInvalidWebhookURL, "Invalid webhook URL: expected an absolute http(s) URL of at most 2048 characters")
+		}
+		if e.cfg.CheckWebhookURL != nil {
+			if err := e.cfg.CheckWebhookURL(*p.WebhookURL); err != nil {
+				return err
+			}
 		}
 	}
 	if w := p.ReachabilityDebouncingWindow; w != nil && (*w < 1000 || *w > 30000) {

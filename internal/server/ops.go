@@ -4,7 +4,11 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"net/url"
+	"sort"
 	"time"
+
+	"github.com/chorus-sync/chorus/internal/webhook"
 )
 
 // serveReady answers 200 when the store and the bus are reachable, 503
@@ -44,7 +48,55 @@ func (s *Server) serveMetrics(w http.ResponseWriter, r *http.Request) {
 	metric("chorus_malformed_total", "counter", "Sessions closed for protocol violations.", gs.Malformed)
 	metric("chorus_gap_fills_total", "counter", "Delivery gaps filled from the event log.", gs.GapFills)
 	metric("chorus_gap_skips_total", "counter", "Delivery gaps the event log could not fill.", gs.GapSkips)
-	metric("chorus_webhooks_sent_total", "counter", "Webhooks delivered.", s.hooks.Sent.Load())
-	metric("chorus_webhooks_failed_total", "counter", "Webhooks that failed.", s.hooks.Failed.Load())
-	metric("chorus_webhooks_dropped_total", "counter", "Webhooks dropped because the queue was full.", s.hooks.Dropped.Load())
+	metric("chorus_webhooks_sent_total", "counter", "Webhooks delivered (by this node).", s.hooks.Sent.Load())
+	metric("chorus_webhooks_failed_total", "counter", "Webhook delivery attempts that failed (by this node).", s.hooks.Failed.Load())
+	metric("chorus_webhooks_retried_total", "counter", "Webhooks rescheduled after a failed attempt (by this node).", s.hooks.Retried.Load())
+	metric("chorus_webhooks_abandoned_total", "counter", "Webhooks given up on: retries exhausted, too old, refused, or over the outbox cap (by this node).", s.hooks.Abandoned.Load())
+	s.webhookBacklogMetrics(r.Context(), w)
+}
+
+// webhookBacklogMetrics writes the cluster-wide outbox backlog per
+// service and the age of the oldest pending webhook.
+func (s *Server) webhookBacklogMetrics(ctx context.Context, w http.ResponseWriter) {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	backlog, err := s.hooks.Backlog(ctx)
+	if err != nil {
+		s.log.Warn("metrics: webhook backlog", logErr, err)
+		return
+	}
+	sort.Slice(backlog, func(i, j int) bool { return backlog[i].ServiceSID < backlog[j].ServiceSID })
+	fmt.Fprintf(w, "# HELP chorus_webhooks_pending Webhooks waiting in the outbox, per service.\n# TYPE chorus_webhooks_pending gauge\n")
+	for _, b := range backlog {
+		fmt.Fprintf(w, "chorus_webhooks_pending{service=%q} %d\n", b.ServiceSID, b.Pending)
+	}
+	fmt.Fprintf(w, "# HELP chorus_webhooks_oldest_pending_seconds Age of the oldest pending webhook, per service.\n# TYPE chorus_webhooks_oldest_pending_seconds gauge\n")
+	var oldest float64
+	for _, b := range backlog {
+		age := max(0, time.Since(b.Oldest).Seconds())
+		oldest = max(oldest, age)
+		fmt.Fprintf(w, "chorus_webhooks_oldest_pending_seconds{service=%q} %.3f\n", b.ServiceSID, age)
+	}
+	fmt.Fprintf(w, "# HELP chorus_webhooks_oldest_pending_age_seconds Age of the oldest pending webhook of any service.\n# TYPE chorus_webhooks_oldest_pending_age_seconds gauge\nchorus_webhooks_oldest_pending_age_seconds %.3f\n", oldest)
+}
+
+// refuseWebhooks answers 508 to requests that carry the webhook header: a
+// webhook pointed at a Chorus server (this one or another) must not loop.
+func refuseWebhooks(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get(webhook.LoopHeader) != "" {
+			http.Error(w, "webhooks may not call Chorus", http.StatusLoopDetected)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// publicHost is the host[:port] of the public URL, "" without one.
+func publicHost(publicURL string) string {
+	u, err := url.Parse(publicURL)
+	if err != nil {
+		return ""
+	}
+	return u.Host
 }

@@ -86,6 +86,13 @@ type Config struct {
 
 	// ShutdownTimeout bounds the graceful shutdown; default 10s.
 	ShutdownTimeout time.Duration
+
+	// WebhooksAllowPrivate lets webhooks reach loopback and private
+	// addresses (development, tests); see webhook.Policy.
+	WebhooksAllowPrivate bool
+	// Webhooks overrides the webhook dispatcher's settings (tests); its
+	// Store, Logger, Policy, Node and Leader are set by New.
+	Webhooks webhook.Config
 }
 
 // Server is one Chorus node.
@@ -160,11 +167,15 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 		}
 		s.bus = b
 	}
+	policy := webhook.Policy{AllowPrivate: cfg.WebhooksAllowPrivate, Self: publicHost(cfg.PublicURL)}
+	hooks := cfg.Webhooks
+	hooks.Store, hooks.Logger, hooks.Policy, hooks.Leader = s.store, cfg.Logger, policy, leader
+	hooks.Node = cfg.NodeName + "-" + chorus.NewSID("")[:8]
+	s.hooks = webhook.New(hooks)
 	s.eng = engine.New(engine.Config{
 		Store: s.store, Bus: s.bus, Logger: cfg.Logger, Leader: leader,
-		Observe: func(evs []*chorus.Event) { s.hooks.Observe(evs) },
+		Observe: s.hooks.Observe, Outbox: s.hooks, CheckWebhookURL: policy.CheckURL,
 	})
-	s.hooks = webhook.New(webhook.Config{Lookup: s.eng, Logger: cfg.Logger})
 
 	creds, created, err := s.eng.Bootstrap(ctx, cfg.Creds)
 	if err != nil {
@@ -189,7 +200,7 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 		Engine: s.eng, Verifier: s.verifier, PublicURL: cfg.PublicURL, Logger: cfg.Logger, Presence: s.hooks,
 	})
 
-	s.handler = s.routes()
+	s.handler = refuseWebhooks(s.routes())
 	return s, nil
 }
 
@@ -207,7 +218,7 @@ func (s *Server) routes() http.Handler {
 	mux.Handle("/v1/", httpapi.New(httpapi.Config{Engine: s.eng, PublicURL: s.cfg.PublicURL, Logger: s.cfg.Logger}))
 
 	// The admin API behind the console (internal/admin).
-	mux.Handle("/admin/", admin.New(admin.Config{Engine: s.eng, Gateway: s.gw, Logger: s.cfg.Logger}))
+	mux.Handle("/admin/", admin.New(admin.Config{Engine: s.eng, Gateway: s.gw, Webhooks: s.hooks, Logger: s.cfg.Logger}))
 
 	// Mount point: Twilsock/CDS gateway (internal/gateway).
 	if s.gw != nil {
@@ -308,6 +319,13 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 		BaseContext:       func(net.Listener) context.Context { return base },
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 	}
+	hooksDone := make(chan struct{})
+	go func() {
+		defer close(hooksDone)
+		if err := s.hooks.Run(base); err != nil {
+			s.log.Error("webhooks stopped", logErr, err)
+		}
+	}()
 	served := make(chan error, 1)
 	go func() { served <- hs.Serve(ln) }()
 
@@ -331,7 +349,11 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 	}
 	cancelBase()
 	if err := s.hooks.Close(sctx); err != nil {
-		errs = append(errs, fmt.Errorf("server: flush webhooks: %w", err))
+		errs = append(errs, fmt.Errorf("server: stop webhooks: %w", err))
+	}
+	select {
+	case <-hooksDone:
+	case <-sctx.Done():
 	}
 	select {
 	case <-engDone:

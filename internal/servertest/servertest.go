@@ -25,6 +25,7 @@ import (
 	"github.com/chorus-sync/chorus/internal/engine"
 	"github.com/chorus-sync/chorus/internal/server"
 	"github.com/chorus-sync/chorus/internal/store/postgres"
+	"github.com/chorus-sync/chorus/internal/webhook"
 	"github.com/chorus-sync/chorus/token"
 )
 
@@ -156,6 +157,9 @@ type Config struct {
 	// BusOptions returns extra NATS options for node i (0-based), e.g.
 	// natsbus.WithFaults; nil means none.
 	BusOptions func(i int) []natsbus.Option
+	// Webhooks overrides the webhook dispatcher's timings and limits.
+	// Webhooks may reach loopback receivers (WebhooksAllowPrivate).
+	Webhooks webhook.Config
 }
 
 // Cluster is a set of in-process nodes sharing one database and one NATS
@@ -266,6 +270,9 @@ func (c *Cluster) StartNode(t testing.TB) *Node {
 		Bus:             bus,
 		NodeName:        name,
 		ShutdownTimeout: 5 * time.Second,
+
+		WebhooksAllowPrivate: true,
+		Webhooks:             c.cfg.Webhooks,
 	})
 	if err != nil {
 		bus.Close()

@@ -1,78 +1,228 @@
 package webhook
 
 import (
+	"context"
+	"errors"
+	"fmt"
 	"sync"
 	"time"
 
 	"github.com/chorus-sync/chorus"
 )
 
-// presence tracks the connected endpoints of each (service, identity) on
-// this node, and the debounced endpoint_disconnected webhooks waiting to
-// be sent.
-type presence struct {
+// Reachability is cluster-wide: every node records its endpoints in the
+// store (chorus.Endpoint rows, with a heartbeat per node), an identity is
+// online while any endpoint on any node is connected, and the delivering
+// node sends endpoint_disconnected once an identity has had no endpoint
+// for its service's debouncing window, including when the node its
+// endpoints were on stopped heartbeating.
+
+// presenceOp is a connection or disconnection to record.
+type presenceOp struct {
+	ep      chorus.Endpoint
+	connect bool
+}
+
+// presenceQueue records presence changes in the store in the order they
+// happened, off the gateway's goroutines (whose calls must not block).
+type presenceQueue struct {
+	d       *Dispatcher
 	mu      sync.Mutex
-	online  map[identityKey]int
-	pending map[identityKey]*time.Timer
+	ops     []presenceOp
+	running bool                     // a drain goroutine runs
+	idle    chan struct{}            // closed when the queue drains; nil while running
+	tracked map[endpointKey]*tracked // sessions this node recorded, per endpoint
 }
 
-type identityKey struct{ service, identity string }
+type tracked struct {
+	ep       chorus.Endpoint
+	sessions int
+}
 
-// Connected reports that a client endpoint of identity opened a session on
-// svc: an endpoint_connected webhook (when the service has reachability
-// webhooks on), and it cancels a debounced endpoint_disconnected of that
-// identity.
+type endpointKey struct{ service, identity, endpoint string }
+
+func (q *presenceQueue) init(d *Dispatcher) {
+	q.d = d
+	q.tracked = make(map[endpointKey]*tracked)
+}
+
+// Connected records that a client endpoint of identity opened a session on
+// svc (the gateway's Presence). Services without reachability webhooks
+// are not tracked.
 func (d *Dispatcher) Connected(svc *chorus.Service, identity, endpointID string) {
-	k := identityKey{svc.SID, identity}
-	d.presence.mu.Lock()
-	d.presence.online[k]++
-	if t := d.presence.pending[k]; t != nil {
-		t.Stop()
-		delete(d.presence.pending, k)
+	if !svc.ReachabilityWebhooksEnabled || svc.WebhookURL == "" {
+		return
 	}
-	d.presence.mu.Unlock()
-	d.Observe([]*chorus.Event{reachabilityEvent(svc, identity, endpointID, chorus.EventEndpointConnected)})
+	d.presence.push(presenceOp{ep: d.endpoint(svc, identity, endpointID), connect: true})
 }
 
-// Disconnected reports that an endpoint's session ended. When it was the
-// identity's last endpoint on this node, endpoint_disconnected is sent at
-// once, or after the service's debouncing window when it has debouncing on
-// (a reconnection of the identity within the window cancels it).
+// Disconnected records that an endpoint's session ended.
 func (d *Dispatcher) Disconnected(svc *chorus.Service, identity, endpointID string) {
-	k := identityKey{svc.SID, identity}
-	ev := reachabilityEvent(svc, identity, endpointID, chorus.EventEndpointDisconnected)
-	d.presence.mu.Lock()
-	defer d.presence.mu.Unlock()
-	if d.presence.online[k]--; d.presence.online[k] > 0 {
-		return
-	}
-	delete(d.presence.online, k)
-	if !svc.ReachabilityDebouncingEnabled {
-		d.Observe([]*chorus.Event{ev})
-		return
-	}
-	if t := d.presence.pending[k]; t != nil {
-		t.Stop()
-	}
-	window := time.Duration(svc.ReachabilityDebouncingWindow) * time.Millisecond
-	var t *time.Timer
-	t = time.AfterFunc(window, func() {
-		d.presence.mu.Lock()
-		fire := d.presence.pending[k] == t
-		if fire {
-			delete(d.presence.pending, k)
-		}
-		d.presence.mu.Unlock()
-		if fire {
-			d.Observe([]*chorus.Event{ev})
-		}
-	})
-	d.presence.pending[k] = t
+	d.presence.push(presenceOp{ep: d.endpoint(svc, identity, endpointID)})
 }
 
-func reachabilityEvent(svc *chorus.Service, identity, endpointID string, typ chorus.EventType) *chorus.Event {
-	return &chorus.Event{
-		Type: typ, AccountSID: svc.AccountSID, ServiceSID: svc.SID,
-		Identity: identity, EndpointID: endpointID, DateCreated: time.Now().UTC(),
+func (d *Dispatcher) endpoint(svc *chorus.Service, identity, endpointID string) chorus.Endpoint {
+	return chorus.Endpoint{ServiceSID: svc.SID, AccountSID: svc.AccountSID, Identity: identity, EndpointID: endpointID, Node: d.cfg.Node}
+}
+
+func (q *presenceQueue) push(op presenceOp) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	k := endpointKey{op.ep.ServiceSID, op.ep.Identity, op.ep.EndpointID}
+	tr := q.tracked[k]
+	switch {
+	case op.connect && tr == nil:
+		q.tracked[k] = &tracked{ep: op.ep, sessions: 1}
+	case op.connect:
+		tr.sessions++
+	case tr == nil:
+		return // never recorded
+	default:
+		if tr.sessions--; tr.sessions == 0 {
+			delete(q.tracked, k)
+		}
+	}
+	q.enqueueLocked(op)
+}
+
+func (q *presenceQueue) enqueueLocked(op presenceOp) {
+	q.ops = append(q.ops, op)
+	if !q.running {
+		q.running = true
+		q.idle = make(chan struct{})
+		go q.drain()
 	}
 }
+
+// reconnectAll records every session this node has again: after the
+// store presumed the node dead and dropped its endpoints.
+func (q *presenceQueue) reconnectAll() {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for _, tr := range q.tracked {
+		for range tr.sessions {
+			q.enqueueLocked(presenceOp{ep: tr.ep, connect: true})
+		}
+	}
+}
+
+// drain records the queued operations one after the other.
+func (q *presenceQueue) drain() {
+	for {
+		q.mu.Lock()
+		if len(q.ops) == 0 {
+			q.running = false
+			close(q.idle)
+			q.mu.Unlock()
+			return
+		}
+		op := q.ops[0]
+		q.ops = q.ops[1:]
+		q.mu.Unlock()
+		q.d.record(op)
+	}
+}
+
+// flush waits until the queued operations are recorded.
+func (q *presenceQueue) flush(ctx context.Context) error {
+	q.mu.Lock()
+	idle := q.idle
+	running := q.running
+	q.mu.Unlock()
+	if !running {
+		return nil
+	}
+	select {
+	case <-idle:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("webhook: record presence: %w", ctx.Err())
+	}
+}
+
+// record writes one presence change, retrying while the store fails (the
+// change must not be lost) until the Dispatcher closes.
+func (d *Dispatcher) record(op presenceOp) {
+	ctx := context.WithoutCancel(d.ctx)
+	for attempt := 0; ; attempt++ {
+		err := d.cfg.Store.Update(ctx, func(tx chorus.Tx) error {
+			now := time.Now().UTC()
+			if !op.connect {
+				return tx.DisconnectEndpoint(ctx, op.ep, now)
+			}
+			first, err := tx.ConnectEndpoint(ctx, op.ep, now)
+			if err != nil || !first {
+				return err
+			}
+			return d.Append(ctx, tx, []*chorus.Event{reachabilityEvent(op.ep, chorus.EventEndpointConnected, now)})
+		})
+		if err == nil {
+			break
+		}
+		d.warnRateLimited("webhook: record presence", "service", op.ep.ServiceSID, "err", err)
+		if attempt >= 5 || d.ctx.Err() != nil {
+			return
+		}
+		time.Sleep(time.Duration(attempt+1) * 200 * time.Millisecond)
+	}
+	if op.connect {
+		d.kick(op.ep.ServiceSID)
+	} else {
+		d.poke()
+	}
+}
+
+func reachabilityEvent(ep chorus.Endpoint, typ chorus.EventType, now time.Time) *chorus.Event {
+	return &chorus.Event{
+		Type: typ, AccountSID: ep.AccountSID, ServiceSID: ep.ServiceSID,
+		Identity: ep.Identity, EndpointID: ep.EndpointID, DateCreated: now,
+	}
+}
+
+// reachability sends endpoint_disconnected for the identities whose
+// debouncing window has passed since they went offline, and returns when
+// the next one is due (zero: none pending).
+func (d *Dispatcher) reachability(ctx context.Context, now time.Time) (next time.Time, err error) {
+	var offline []*chorus.OfflineIdentity
+	err = d.cfg.Store.View(ctx, func(tx chorus.ReadTx) (err error) {
+		offline, err = tx.OfflineIdentities(ctx, now.UTC(), 1000)
+		return err
+	})
+	if err != nil {
+		return time.Time{}, fmt.Errorf("webhook: offline identities: %w", err)
+	}
+	for _, o := range offline {
+		var window time.Duration
+		svc, err := d.service(ctx, o.ServiceSID)
+		switch {
+		case err == nil && svc.ReachabilityDebouncingEnabled:
+			window = time.Duration(svc.ReachabilityDebouncingWindow) * time.Millisecond
+		case err != nil && !isNotFound(err):
+			return time.Time{}, err
+		}
+		if due := o.Since.Add(window); due.After(now) {
+			if next.IsZero() || due.Before(next) {
+				next = due
+			}
+			continue
+		}
+		var gone bool
+		err = d.cfg.Store.Update(ctx, func(tx chorus.Tx) (err error) {
+			gone, err = tx.GoneOffline(ctx, o.ServiceSID, o.Identity, now.UTC().Add(-window))
+			if err != nil || !gone || svc == nil {
+				return err
+			}
+			ep := chorus.Endpoint{ServiceSID: o.ServiceSID, AccountSID: o.AccountSID, Identity: o.Identity, EndpointID: o.EndpointID}
+			return d.Append(ctx, tx, []*chorus.Event{reachabilityEvent(ep, chorus.EventEndpointDisconnected, now.UTC())})
+		})
+		if err != nil {
+			return time.Time{}, fmt.Errorf("webhook: identity offline: %w", err)
+		}
+		if gone {
+			d.kick(o.ServiceSID)
+		}
+	}
+	return next, nil
+}
+
+func isNotFound(err error) bool { return errors.Is(err, chorus.ErrNotFound) }

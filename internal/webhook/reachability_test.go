@@ -2,40 +2,23 @@ package webhook_test
 
 import (
 	"context"
-	"net/http"
-	"net/http/httptest"
-	"path/filepath"
 	"testing"
 	"time"
 
-	"github.com/chorus-sync/chorus/internal/bus/mem"
+	"github.com/chorus-sync/chorus"
 	"github.com/chorus-sync/chorus/internal/engine"
-	"github.com/chorus-sync/chorus/internal/store/sqlite"
 	"github.com/chorus-sync/chorus/internal/webhook"
 )
 
+// One endpoint_connected when an identity's first endpoint connects, one
+// endpoint_disconnected after its last left and the debouncing window
+// passed; a reconnection within the window sends neither.
 func TestReachabilityWithDebouncing(t *testing.T) {
 	ctx := context.Background()
-	hits := make(chan string, 16)
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		_ = r.ParseForm()
-		hits <- r.PostForm.Get("EventType") + " " + r.PostForm.Get("Identity") + " " + r.PostForm.Get("EndpointId")
-	}))
-	defer srv.Close()
-	st, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "db"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	eng := engine.New(engine.Config{Store: st, Bus: mem.New()})
-	d := webhook.New(webhook.Config{Lookup: eng})
-	defer d.Close(ctx)
-	creds, _, err := eng.Bootstrap(ctx, engine.Credentials{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	hook, on, window := srv.URL, true, 1000
-	svc, err := eng.UpdateService(ctx, creds.AccountSID, creds.ServiceSID, engine.ServiceParams{
+	e := newEnv(t, webhook.Config{Poll: 100 * time.Millisecond})
+	rc := newReceiver(t, e.creds.AuthToken, nil)
+	hook, on, window := rc.URL(), true, 1000
+	svc, err := e.eng.UpdateService(ctx, e.creds.AccountSID, e.creds.ServiceSID, engine.ServiceParams{
 		WebhookURL: &hook, ReachabilityWebhooksEnabled: &on, ReachabilityDebouncingEnabled: &on, ReachabilityDebouncingWindow: &window,
 	})
 	if err != nil {
@@ -43,34 +26,69 @@ func TestReachabilityWithDebouncing(t *testing.T) {
 	}
 	want := func(s string) {
 		t.Helper()
-		select {
-		case got := <-hits:
-			if got != s {
-				t.Fatalf("webhook %q, want %q", got, s)
-			}
-		case <-time.After(5 * time.Second):
-			t.Fatalf("no webhook, want %q", s)
+		h := rc.next(t, 5*time.Second)
+		if got := h.form.Get("EventType") + " " + h.form.Get("Identity") + " " + h.form.Get("EndpointId"); got != s {
+			t.Fatalf("webhook %q, want %q", got, s)
 		}
 	}
-	none := func(d time.Duration) {
-		t.Helper()
-		select {
-		case got := <-hits:
-			t.Fatalf("unexpected webhook %q", got)
-		case <-time.After(d):
-		}
-	}
-	d.Connected(svc, "alice", "ep1")
+	e.d.Connected(svc, "alice", "ep1")
 	want("endpoint_connected alice ep1")
-	d.Connected(svc, "alice", "ep2")
-	want("endpoint_connected alice ep2")
-	d.Disconnected(svc, "alice", "ep1") // ep2 still online
-	d.Disconnected(svc, "alice", "ep2") // last one: debounced
-	none(500 * time.Millisecond)
-	d.Connected(svc, "alice", "ep3") // within the window: cancels it
-	want("endpoint_connected alice ep3")
-	none(800 * time.Millisecond)
-	d.Disconnected(svc, "alice", "ep3")
-	none(700 * time.Millisecond)
+	e.d.Connected(svc, "alice", "ep2") // online already
+	e.d.Disconnected(svc, "alice", "ep1")
+	rc.none(t, 300*time.Millisecond)
+	e.d.Disconnected(svc, "alice", "ep2") // the last one: debounced
+	rc.none(t, 500*time.Millisecond)
+	e.d.Connected(svc, "alice", "ep3") // within the window: cancels it
+	rc.none(t, 1200*time.Millisecond)
+	start := time.Now()
+	e.d.Disconnected(svc, "alice", "ep3")
 	want("endpoint_disconnected alice ep3")
+	if took := time.Since(start); took < 900*time.Millisecond {
+		t.Errorf("endpoint_disconnected after %v, before the 1s debouncing window", took)
+	}
+	// Without debouncing, at once.
+	off := false
+	if _, err := e.eng.UpdateService(ctx, e.creds.AccountSID, svc.SID, engine.ServiceParams{ReachabilityDebouncingEnabled: &off}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(1100 * time.Millisecond) // cached settings
+	svc.ReachabilityDebouncingEnabled = false
+	e.d.Connected(svc, "bob", "b1")
+	want("endpoint_connected bob b1")
+	e.d.Disconnected(svc, "bob", "b1")
+	want("endpoint_disconnected bob b1")
+}
+
+// A node that the cluster presumed dead (it could not heartbeat in time)
+// records its endpoints again once it heartbeats: its identities come
+// back online.
+func TestPresumedDeadNodeRecovers(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t, webhook.Config{Poll: 100 * time.Millisecond, Heartbeat: 100 * time.Millisecond})
+	rc := newReceiver(t, e.creds.AuthToken, nil)
+	hook, on := rc.URL(), true
+	svc, err := e.eng.UpdateService(ctx, e.creds.AccountSID, e.creds.ServiceSID, engine.ServiceParams{WebhookURL: &hook, ReachabilityWebhooksEnabled: &on})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := func(s string) {
+		t.Helper()
+		h := rc.next(t, 5*time.Second)
+		if got := h.form.Get("EventType") + " " + h.form.Get("Identity"); got != s {
+			t.Fatalf("webhook %q, want %q", got, s)
+		}
+	}
+	e.d.Connected(svc, "alice", "ep1")
+	want("endpoint_connected alice")
+	// Another node presumes every node silent since a second from now dead.
+	if err := e.st.Update(ctx, func(tx chorus.Tx) error {
+		_, err := tx.NodeHeartbeat(ctx, "other", time.Now().UTC(), time.Now().UTC().Add(time.Second))
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	want("endpoint_disconnected alice")
+	want("endpoint_connected alice")
+	e.d.Disconnected(svc, "alice", "ep1")
+	want("endpoint_disconnected alice")
 }

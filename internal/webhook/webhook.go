@@ -5,9 +5,10 @@ import (
 	"crypto/hmac"
 	"crypto/sha1"
 	"encoding/base64"
+	"errors"
 	"fmt"
-	"io"
 	"log/slog"
+	"math/rand/v2"
 	"net/http"
 	"net/url"
 	"sort"
@@ -20,115 +21,189 @@ import (
 	"github.com/chorus-sync/chorus"
 )
 
-// Lookup finds what a delivery needs: the event's service and its account.
-type Lookup interface {
-	Service(ctx context.Context, accountSID, sid string) (*chorus.Service, error)
-	Account(ctx context.Context, sid string) (*chorus.Account, error)
-}
+// Defaults: the delivery schedule and limits (README "Webhooks").
+const (
+	DefaultAttempts    = 5                // attempts per webhook
+	DefaultRetryBase   = 5 * time.Second  // first retry; each next one ×4
+	DefaultMaxAge      = 15 * time.Minute // abandoned when older
+	DefaultTimeout     = 10 * time.Second // per attempt
+	DefaultMaxPending  = 10_000           // outbox cap per service
+	DefaultConcurrency = 4                // requests in flight per service
+	DefaultPoll        = time.Second      // outbox scan period of the delivering node
+	DefaultHeartbeat   = 2 * time.Second  // node heartbeat period
+	DefaultNodeTimeout = 15 * time.Second // a node silent this long is dead
+
+	// retryFactor multiplies the delay of each further retry.
+	retryFactor = 4
+	// jitter spreads retries by ±jitter of their delay.
+	jitter = 0.2
+	// maxPause bounds how long a failing receiver is left alone.
+	maxPause = 5 * time.Minute
+	// failingAfter consecutive failures mark a receiver failing: it is
+	// paused between rounds instead of being sent everything due.
+	failingAfter = 3
+	// pageSize is the number of outbox entries a service's round reads,
+	// perKey of them at most per object.
+	pageSize = 200
+	perKey   = 20
+	// serviceTTL is how long a service's webhook settings are cached.
+	serviceTTL = time.Second
+	// recentFailures is the number of failures kept per service for the
+	// console.
+	recentFailures = 20
+)
 
 // Config configures a Dispatcher.
 type Config struct {
-	Lookup  Lookup
-	Client  *http.Client // default: 10 s timeout
-	Logger  *slog.Logger
-	Workers int // default 4
-	Queue   int // default 10,000 events
+	Store  chorus.Store
+	Logger *slog.Logger
+	// Policy is the SSRF policy, applied again to every connection.
+	Policy Policy
+	// Client sends the webhooks; default NewClient(Policy, Timeout, nil).
+	// Tests may set one with another resolver; it must not follow
+	// redirects.
+	Client *http.Client
+	// Node names this process in the reachability state; it must be
+	// unique to the process (a restarted node is another node).
+	Node string
+	// Leader, when set, reports whether this node delivers: exactly one
+	// node of a cluster should. Nil means always (a single node).
+	Leader func(ctx context.Context) bool
+
+	Attempts    int           // default DefaultAttempts
+	RetryBase   time.Duration // default DefaultRetryBase
+	MaxAge      time.Duration // default DefaultMaxAge
+	Timeout     time.Duration // default DefaultTimeout
+	MaxPending  int           // default DefaultMaxPending
+	Concurrency int           // default DefaultConcurrency
+	Poll        time.Duration // default DefaultPoll
+	Heartbeat   time.Duration // default DefaultHeartbeat
+	NodeTimeout time.Duration // default DefaultNodeTimeout
 }
 
-// Dispatcher delivers webhooks in the background.
+// Dispatcher delivers the webhook outbox. See the package documentation.
 type Dispatcher struct {
-	cfg     Config
-	log     *slog.Logger
-	queue   chan *chorus.Event
-	wg      sync.WaitGroup
-	cancel  context.CancelFunc
-	ctx     context.Context
-	once    sync.Once
+	cfg Config
+	log *slog.Logger
+
+	ctx    context.Context // canceled by Close
+	cancel context.CancelFunc
+	wake   chan struct{} // the run loop: something to look at
+	wg     sync.WaitGroup
+	runs   atomic.Bool
+
+	leading atomic.Bool  // this node delivers
+	beats   atomic.Int64 // heartbeats the store did not know this node at
 	lastLog atomic.Int64
 
 	mu       sync.Mutex
-	services map[string]cachedService // by service SID
+	services map[string]cachedService // by SID
+	lanes    map[string]*lane         // by service SID, while leading
+	health   map[string]*health       // by service SID
 
-	presence presence
+	presence presenceQueue
 
-	Sent, Failed, Dropped atomic.Uint64
+	Sent, Failed, Retried, Abandoned atomic.Uint64
 }
-
-// New starts a Dispatcher; Close stops it.
-func New(cfg Config) *Dispatcher {
-	if cfg.Client == nil {
-		cfg.Client = &http.Client{Timeout: 10 * time.Second}
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
-	}
-	if cfg.Workers <= 0 {
-		cfg.Workers = 4
-	}
-	if cfg.Queue <= 0 {
-		cfg.Queue = 10_000
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	d := &Dispatcher{
-		cfg: cfg, log: cfg.Logger.With("component", "webhook"), queue: make(chan *chorus.Event, cfg.Queue),
-		ctx: ctx, cancel: cancel, services: make(map[string]cachedService),
-		presence: presence{online: make(map[identityKey]int), pending: make(map[identityKey]*time.Timer)},
-	}
-	for range cfg.Workers {
-		d.wg.Add(1)
-		go d.work()
-	}
-	return d
-}
-
-// Observe queues committed events; it is the engine's Config.Observe.
-func (d *Dispatcher) Observe(events []*chorus.Event) {
-	for _, e := range events {
-		if svc, fresh := d.cached(e.ServiceSID); fresh && !wants(svc, e) {
-			continue // the common case: no webhook for this event; queue nothing
-		}
-		select {
-		case d.queue <- e:
-		default:
-			d.Dropped.Add(1)
-			d.warnRateLimited("webhook queue full: event dropped", "event", e.Type, "service", e.ServiceSID)
-		}
-	}
-}
-
-// Close stops the senders after the events already queued are sent or the
-// context ends.
-func (d *Dispatcher) Close(ctx context.Context) error {
-	d.once.Do(func() { close(d.queue) })
-	done := make(chan struct{})
-	go func() { d.wg.Wait(); close(done) }()
-	select {
-	case <-done:
-		return nil
-	case <-ctx.Done():
-		d.cancel()
-		<-done
-		return ctx.Err()
-	}
-}
-
-func (d *Dispatcher) work() {
-	defer d.wg.Done()
-	for e := range d.queue {
-		if err := d.deliver(d.ctx, e); err != nil {
-			d.Failed.Add(1)
-			d.warnRateLimited("webhook delivery failed", "event", e.Type, "service", e.ServiceSID, "err", err)
-		}
-	}
-}
-
-// serviceTTL is how long a service's webhook settings are cached: a busy
-// object must not cost a service lookup per event.
-const serviceTTL = time.Second
 
 type cachedService struct {
 	svc     *chorus.Service
 	fetched time.Time
+}
+
+// New returns a Dispatcher; Run delivers, Close stops it.
+func New(cfg Config) *Dispatcher {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	def := func(v *time.Duration, d time.Duration) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	defi := func(v *int, d int) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	defi(&cfg.Attempts, DefaultAttempts)
+	def(&cfg.RetryBase, DefaultRetryBase)
+	def(&cfg.MaxAge, DefaultMaxAge)
+	def(&cfg.Timeout, DefaultTimeout)
+	defi(&cfg.MaxPending, DefaultMaxPending)
+	defi(&cfg.Concurrency, DefaultConcurrency)
+	def(&cfg.Poll, DefaultPoll)
+	def(&cfg.Heartbeat, DefaultHeartbeat)
+	def(&cfg.NodeTimeout, DefaultNodeTimeout)
+	if cfg.Client == nil {
+		cfg.Client = NewClient(cfg.Policy, cfg.Timeout, nil)
+	}
+	if cfg.Node == "" {
+		cfg.Node = "node-" + strconv.FormatUint(rand.Uint64(), 36)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	d := &Dispatcher{
+		cfg: cfg, log: cfg.Logger.With("component", "webhook"),
+		ctx: ctx, cancel: cancel, wake: make(chan struct{}, 1),
+		services: make(map[string]cachedService), lanes: make(map[string]*lane), health: make(map[string]*health),
+	}
+	d.presence.init(d)
+	return d
+}
+
+// Wants reports whether e may need a webhook: false only when its
+// service's cached settings say no. The engine asks it before writing a
+// transaction for an event that writes nothing else (stream messages).
+func (d *Dispatcher) Wants(e *chorus.Event) bool {
+	svc, fresh := d.cached(e.ServiceSID)
+	return !fresh || wants(svc, e)
+}
+
+// Append writes the outbox entries of the events that their service wants
+// a webhook of, in tx: the transaction that commits the events. It is the
+// engine's outbox.
+func (d *Dispatcher) Append(ctx context.Context, tx chorus.Tx, events []*chorus.Event) error {
+	for _, e := range events {
+		svc, err := d.serviceIn(ctx, tx, e.ServiceSID)
+		if errors.Is(err, chorus.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("webhook: append: %w", err)
+		}
+		if !wants(svc, e) {
+			continue
+		}
+		if err := tx.AppendOutbox(ctx, newEntry(e)); err != nil {
+			return fmt.Errorf("webhook: append: %w", err)
+		}
+	}
+	return nil
+}
+
+func newEntry(e *chorus.Event) *chorus.OutboxEntry {
+	now := time.Now().UTC()
+	key := e.ObjectSID
+	if e.ObjectSID == "" {
+		key = "identity:" + e.Identity
+	}
+	return &chorus.OutboxEntry{ServiceSID: e.ServiceSID, OrderKey: key, Event: e, NextAttempt: now, DateCreated: now}
+}
+
+// Observe hears of committed events; it is the engine's Config.Observe.
+// It wakes the delivery of their services' outboxes on this node.
+func (d *Dispatcher) Observe(events []*chorus.Event) {
+	var last string
+	for _, e := range events {
+		if e.ServiceSID == last {
+			continue
+		}
+		last = e.ServiceSID
+		if svc, fresh := d.cached(e.ServiceSID); fresh && !wants(svc, e) {
+			continue
+		}
+		d.kick(e.ServiceSID)
+	}
 }
 
 // wants reports whether svc's settings ask for a webhook of e.
@@ -151,21 +226,37 @@ func (d *Dispatcher) cached(sid string) (*chorus.Service, bool) {
 	return c.svc, ok && time.Since(c.fetched) < serviceTTL
 }
 
-func (d *Dispatcher) service(ctx context.Context, accountSID, sid string) (*chorus.Service, error) {
-	if svc, fresh := d.cached(sid); fresh {
-		return svc, nil
-	}
-	svc, err := d.cfg.Lookup.Service(ctx, accountSID, sid)
-	if err != nil {
-		return nil, err
-	}
+func (d *Dispatcher) remember(svc *chorus.Service) {
 	d.mu.Lock()
 	if len(d.services) > 10_000 {
 		clear(d.services)
 	}
-	d.services[sid] = cachedService{svc: svc, fetched: time.Now()}
+	d.services[svc.SID] = cachedService{svc: svc, fetched: time.Now()}
 	d.mu.Unlock()
+}
+
+// serviceIn returns a service's settings, read in tx when not cached.
+func (d *Dispatcher) serviceIn(ctx context.Context, tx chorus.ReadTx, sid string) (*chorus.Service, error) {
+	if svc, fresh := d.cached(sid); fresh {
+		return svc, nil
+	}
+	svc, err := tx.Service(ctx, sid)
+	if err != nil {
+		return nil, err
+	}
+	d.remember(svc)
 	return svc, nil
+}
+
+// service returns a service's settings, read from the store when not
+// cached.
+func (d *Dispatcher) service(ctx context.Context, sid string) (*chorus.Service, error) {
+	var svc *chorus.Service
+	err := d.cfg.Store.View(ctx, func(tx chorus.ReadTx) (err error) {
+		svc, err = d.serviceIn(ctx, tx, sid)
+		return err
+	})
+	return svc, err
 }
 
 // warnRateLimited logs at most once a second.
@@ -176,57 +267,169 @@ func (d *Dispatcher) warnRateLimited(msg string, args ...any) {
 	}
 }
 
-func (d *Dispatcher) deliver(ctx context.Context, e *chorus.Event) error {
-	svc, err := d.service(ctx, e.AccountSID, e.ServiceSID)
-	if err != nil {
-		return fmt.Errorf("webhook: service: %w", err)
+// poke wakes the run loop.
+func (d *Dispatcher) poke() {
+	select {
+	case d.wake <- struct{}{}:
+	default:
 	}
-	if !wants(svc, e) {
-		return nil
+}
+
+// Run delivers until ctx is done or Close: it heartbeats this node, and
+// while this node leads, it runs a delivery lane per service with pending
+// webhooks, sends endpoint_disconnected when identities go offline, and
+// keeps each service's outbox under its cap.
+func (d *Dispatcher) Run(ctx context.Context) error {
+	if !d.runs.CompareAndSwap(false, true) {
+		return errors.New("webhook: Run called twice")
 	}
-	acct, err := d.cfg.Lookup.Account(ctx, e.AccountSID)
-	if err != nil {
-		return fmt.Errorf("webhook: account: %w", err)
-	}
-	params := Params(e)
-	for attempt := 0; ; attempt++ {
-		retry, err := d.post(ctx, svc.WebhookURL, acct.AuthToken, params)
-		if err == nil {
-			d.Sent.Add(1)
-			return nil
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stop := context.AfterFunc(d.ctx, cancel)
+	defer stop()
+	defer d.stopLanes()
+
+	tick := time.NewTicker(d.cfg.Poll)
+	defer tick.Stop()
+	var lastBeat, lastLead time.Time
+	due := time.NewTimer(time.Hour)
+	defer due.Stop()
+	for {
+		now := time.Now()
+		if now.Sub(lastBeat) >= d.cfg.Heartbeat {
+			lastBeat = now
+			if err := d.heartbeat(ctx, now); err != nil && ctx.Err() == nil {
+				d.warnRateLimited("webhook: heartbeat", "err", err)
+			}
 		}
-		if !retry || attempt == 1 || ctx.Err() != nil {
-			return err
+		if now.Sub(lastLead) >= d.cfg.Poll || !d.leading.Load() {
+			lastLead = now
+			lead := d.cfg.Leader == nil || d.cfg.Leader(ctx)
+			if d.leading.Swap(lead) != lead {
+				if lead {
+					d.log.Info("webhook: delivering the cluster's webhooks")
+				} else {
+					d.log.Info("webhook: no longer delivering")
+					d.stopLanes()
+				}
+			}
+		}
+		if d.leading.Load() {
+			next, err := d.reachability(ctx, now)
+			if err != nil && ctx.Err() == nil {
+				d.warnRateLimited("webhook: reachability", "err", err)
+			}
+			if err := d.sweepBacklog(ctx); err != nil && ctx.Err() == nil {
+				d.warnRateLimited("webhook: outbox", "err", err)
+			}
+			if !next.IsZero() {
+				due.Reset(max(time.Until(next), time.Millisecond))
+			}
 		}
 		select {
-		case <-time.After(time.Second):
 		case <-ctx.Done():
-			return ctx.Err()
+			return nil
+		case <-tick.C:
+		case <-d.wake:
+		case <-due.C:
 		}
 	}
 }
 
-func (d *Dispatcher) post(ctx context.Context, target, authToken string, params url.Values) (retry bool, err error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, target, strings.NewReader(params.Encode()))
+// heartbeat records that this node is alive; the leader also disconnects
+// the endpoints of dead nodes. When the store had presumed this node dead
+// (it could not heartbeat for NodeTimeout), its endpoints are recorded
+// again.
+func (d *Dispatcher) heartbeat(ctx context.Context, now time.Time) error {
+	var deadBefore time.Time
+	if d.leading.Load() {
+		deadBefore = now.UTC().Add(-d.cfg.NodeTimeout)
+	}
+	var known bool
+	err := d.cfg.Store.Update(ctx, func(tx chorus.Tx) (err error) {
+		known, err = tx.NodeHeartbeat(ctx, d.cfg.Node, now.UTC(), deadBefore)
+		return err
+	})
 	if err != nil {
-		return false, fmt.Errorf("webhook: %w", err)
+		return fmt.Errorf("webhook: heartbeat: %w", err)
 	}
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	req.Header.Set("User-Agent", "Chorus-Sync-Webhooks/1")
-	req.Header.Set("X-Twilio-Signature", Signature(authToken, target, params))
-	resp, err := d.cfg.Client.Do(req)
+	if !known && d.beats.Add(1) > 1 {
+		d.log.Warn("webhook: this node was presumed dead; recording its endpoints again")
+		d.presence.reconnectAll()
+	}
+	return nil
+}
+
+// sweepBacklog starts a lane for every service with pending webhooks and
+// trims outboxes over their cap: the oldest pending webhooks of the
+// service are abandoned.
+func (d *Dispatcher) sweepBacklog(ctx context.Context) error {
+	var backlog []*chorus.OutboxBacklog
+	err := d.cfg.Store.View(ctx, func(tx chorus.ReadTx) (err error) {
+		backlog, err = tx.OutboxBacklog(ctx)
+		return err
+	})
 	if err != nil {
-		return true, fmt.Errorf("webhook: post: %w", err)
+		return fmt.Errorf("webhook: backlog: %w", err)
 	}
-	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
-	resp.Body.Close()
-	if resp.StatusCode >= 500 {
-		return true, fmt.Errorf("webhook: %s answered %s", target, resp.Status)
+	for _, b := range backlog {
+		if b.Pending > d.cfg.MaxPending {
+			var n int
+			err := d.cfg.Store.Update(ctx, func(tx chorus.Tx) (err error) {
+				n, err = tx.TrimOutbox(ctx, b.ServiceSID, d.cfg.MaxPending)
+				return err
+			})
+			if err != nil {
+				return fmt.Errorf("webhook: trim outbox of %s: %w", b.ServiceSID, err)
+			}
+			d.Abandoned.Add(uint64(n))
+			h := d.healthOf(b.ServiceSID)
+			d.mu.Lock()
+			h.abandoned += uint64(n)
+			h.capped += uint64(n)
+			d.mu.Unlock()
+			d.warnRateLimited("webhook: outbox over its cap: oldest webhooks abandoned",
+				"service", b.ServiceSID, "abandoned", n, "cap", d.cfg.MaxPending)
+		}
+		d.kick(b.ServiceSID)
 	}
-	if resp.StatusCode >= 300 {
-		return false, fmt.Errorf("webhook: %s answered %s", target, resp.Status)
+	return nil
+}
+
+// Backlog returns the pending webhooks of every service, cluster-wide.
+func (d *Dispatcher) Backlog(ctx context.Context) ([]*chorus.OutboxBacklog, error) {
+	var backlog []*chorus.OutboxBacklog
+	err := d.cfg.Store.View(ctx, func(tx chorus.ReadTx) (err error) {
+		backlog, err = tx.OutboxBacklog(ctx)
+		return err
+	})
+	return backlog, err
+}
+
+// Close stops delivering: it records the presence changes already
+// reported (until ctx ends) and cancels deliveries in flight, which stay
+// in the outbox and are sent again later (at least once).
+func (d *Dispatcher) Close(ctx context.Context) error {
+	err := d.presence.flush(ctx)
+	d.cancel()
+	done := make(chan struct{})
+	go func() { d.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		return ctx.Err()
 	}
-	return false, nil
+	return err
+}
+
+// backoff is the delay before retry n (1, 2, …) with jitter.
+func backoff(base time.Duration, n int) time.Duration {
+	d := float64(base)
+	for range n - 1 {
+		d *= retryFactor
+	}
+	d *= 1 - jitter + 2*jitter*rand.Float64()
+	return time.Duration(d)
 }
 
 // Signature computes X-Twilio-Signature for a form POST to fullURL.

@@ -3,19 +3,18 @@ package webhook_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
-	"net/http/httptest"
 	"net/url"
-	"path/filepath"
+	"strconv"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/twilio/twilio-go/client"
 
 	"github.com/chorus-sync/chorus"
-	"github.com/chorus-sync/chorus/internal/bus/mem"
 	"github.com/chorus-sync/chorus/internal/engine"
-	"github.com/chorus-sync/chorus/internal/store/sqlite"
 	"github.com/chorus-sync/chorus/internal/webhook"
 )
 
@@ -52,132 +51,260 @@ func validate(authToken, target string, params map[string]string, sig string) bo
 	return v.Validate(target, params, sig)
 }
 
-type received struct {
-	form url.Values
-	sig  string
-	url  string
-}
-
 func TestDeliveryEndToEnd(t *testing.T) {
 	ctx := context.Background()
-	hits := make(chan received, 16)
-	var hookURL string
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if err := r.ParseForm(); err != nil {
-			t.Error(err)
-		}
-		hits <- received{form: r.PostForm, sig: r.Header.Get("X-Twilio-Signature"), url: hookURL}
-	}))
-	defer srv.Close()
-	hookURL = srv.URL + "/hook?x=1"
-
-	st, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "db"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	var d *webhook.Dispatcher
-	eng := engine.New(engine.Config{Store: st, Bus: mem.New(), Observe: func(evs []*chorus.Event) { d.Observe(evs) }})
-	d = webhook.New(webhook.Config{Lookup: eng})
-	defer d.Close(ctx)
-	creds, _, err := eng.Bootstrap(ctx, engine.Credentials{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	svc, err := eng.UpdateService(ctx, creds.AccountSID, creds.ServiceSID, engine.ServiceParams{WebhookURL: &hookURL})
+	e := newEnv(t, webhook.Config{})
+	rc := newReceiver(t, e.creds.AuthToken, nil)
+	hook := rc.URL()
+	svc, err := e.eng.UpdateService(ctx, e.creds.AccountSID, e.creds.ServiceSID, engine.ServiceParams{WebhookURL: &hook})
 	if err != nil {
 		t.Fatal(err)
 	}
 	// A REST change does not fire without webhooks_from_rest_enabled.
-	doc, err := eng.CreateObject(ctx, engine.SystemActor(), svc, chorus.KindDocument, engine.CreateObject{UniqueName: "game"})
+	doc, err := e.eng.CreateObject(ctx, engine.SystemActor(), svc, chorus.KindDocument, engine.CreateObject{UniqueName: "game"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	alice := engine.Actor{Identity: "alice", EndpointID: "ep-1"}
-	if _, err := eng.UpdateObject(ctx, alice, svc, chorus.KindDocument, doc.SID, engine.UpdateObject{Data: json.RawMessage(`{"turn":"O"}`)}); err != nil {
+	if _, err := e.eng.UpdateObject(ctx, alice, svc, chorus.KindDocument, doc.SID, engine.UpdateObject{Data: json.RawMessage(`{"turn":"O"}`)}); err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case h := <-hits:
-		want := map[string]string{
-			"EventType": "document_updated", "Identity": "alice", "EndpointId": "ep-1", "DocumentSid": doc.SID,
-			"DocumentUniqueName": "game", "DocumentRevision": "1", "DocumentData": `{"turn":"O"}`,
-			"AccountSid": creds.AccountSID, "ServiceSid": svc.SID, "EventId": "1",
-		}
-		for k, v := range want {
-			if got := h.form.Get(k); got != v {
-				t.Errorf("param %s = %q, want %q", k, got, v)
-			}
-		}
-		flat := map[string]string{}
-		for k, v := range h.form {
-			flat[k] = v[0]
-		}
-		if !validate(creds.AuthToken, h.url, flat, h.sig) {
-			t.Errorf("twilio-go rejects the delivered signature %q", h.sig)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("no webhook for a client change")
+	h := rc.next(t, 10*time.Second)
+	want := map[string]string{
+		"EventType": "document_updated", "Identity": "alice", "EndpointId": "ep-1", "DocumentSid": doc.SID,
+		"DocumentUniqueName": "game", "DocumentRevision": "1", "DocumentData": `{"turn":"O"}`,
+		"AccountSid": e.creds.AccountSID, "ServiceSid": svc.SID, "EventId": "1",
 	}
-	select {
-	case h := <-hits:
-		t.Fatalf("unexpected webhook %v (REST changes must not fire by default)", h.form)
-	case <-time.After(300 * time.Millisecond):
+	for k, v := range want {
+		if got := h.form.Get(k); got != v {
+			t.Errorf("param %s = %q, want %q", k, got, v)
+		}
 	}
+	rc.none(t, 300*time.Millisecond)
 	on := true
-	if _, err := eng.UpdateService(ctx, creds.AccountSID, svc.SID, engine.ServiceParams{WebhooksFromRestEnabled: &on}); err != nil {
+	if _, err := e.eng.UpdateService(ctx, e.creds.AccountSID, svc.SID, engine.ServiceParams{WebhooksFromRestEnabled: &on}); err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(1100 * time.Millisecond) // the dispatcher caches service settings for a second
-	if _, err := eng.DeleteObject(ctx, engine.SystemActor(), svc, chorus.KindDocument, doc.SID); err != nil {
+	if _, err := e.eng.DeleteObject(ctx, engine.SystemActor(), svc, chorus.KindDocument, doc.SID); err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case h := <-hits:
-		if h.form.Get("EventType") != "document_removed" || h.form.Get("Identity") != "system" || h.form.Has("EndpointId") || h.form.Has("DocumentData") {
-			t.Errorf("removal webhook = %v", h.form)
+	h = rc.next(t, 10*time.Second)
+	if h.form.Get("EventType") != "document_removed" || h.form.Get("Identity") != "system" || h.form.Has("EndpointId") || h.form.Has("DocumentData") {
+		t.Errorf("removal webhook = %v", h.form)
+	}
+	waitFor(t, 5*time.Second, "an empty outbox", func() bool { return e.pending(t) == 0 })
+}
+
+// A service without a webhook writes no outbox entries.
+func TestNoWebhookWritesNothing(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t, webhook.Config{})
+	svc, err := e.eng.Service(ctx, e.creds.AccountSID, e.creds.ServiceSID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 20 {
+		if _, err := e.eng.CreateObject(ctx, engine.Actor{Identity: "a"}, svc, chorus.KindDocument, engine.CreateObject{UniqueName: fmt.Sprint("d", i)}); err != nil {
+			t.Fatal(err)
 		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("no webhook for a REST change with webhooks_from_rest_enabled")
+	}
+	if n := e.pending(t); n != 0 {
+		t.Errorf("%d outbox entries for a service without a webhook", n)
 	}
 }
 
-// lookupFunc is a webhook.Lookup with function fields.
-type lookupFunc struct {
-	service func(ctx context.Context, accountSID, sid string) (*chorus.Service, error)
+// Retries: 5xx, 429 and unanswered requests are retried with backoff up
+// to Attempts; 4xx and 3xx (redirects are not followed) are not.
+func TestRetrySchedule(t *testing.T) {
+	ctx := context.Background()
+	const attempts = 4
+	e := newEnv(t, webhook.Config{Attempts: attempts, RetryBase: 100 * time.Millisecond})
+	cases := []struct {
+		status int
+		tries  int
+	}{
+		{http.StatusInternalServerError, attempts},
+		{http.StatusServiceUnavailable, attempts},
+		{http.StatusTooManyRequests, attempts},
+		{http.StatusBadRequest, 1},
+		{http.StatusNotFound, 1},
+		{http.StatusTemporaryRedirect, 1},
+		{http.StatusMovedPermanently, 1},
+	}
+	for _, tc := range cases {
+		t.Run(strconv.Itoa(tc.status), func(t *testing.T) {
+			var redirected atomic.Int32
+			rc := newReceiver(t, e.creds.AuthToken, func(r *http.Request, n int) int {
+				if r.URL.Path == "/elsewhere" {
+					redirected.Add(1)
+					return http.StatusOK
+				}
+				return tc.status
+			})
+			svc := e.service(t, rc.URL())
+			before := e.d.Abandoned.Load()
+			if _, err := e.eng.CreateObject(ctx, engine.SystemActor(), svc, chorus.KindDocument, engine.CreateObject{}); err != nil {
+				t.Fatal(err)
+			}
+			var at []time.Time
+			for range tc.tries {
+				at = append(at, rc.next(t, 10*time.Second).at)
+			}
+			rc.none(t, 800*time.Millisecond)
+			waitFor(t, 5*time.Second, "abandoned", func() bool { return e.d.Abandoned.Load() == before+1 })
+			if redirected.Load() != 0 {
+				t.Errorf("the redirect was followed")
+			}
+			// Exponential: each wait is longer than the one before (×4 ±20%).
+			for i := 2; i < len(at); i++ {
+				if prev, cur := at[i-1].Sub(at[i-2]), at[i].Sub(at[i-1]); cur < 2*prev {
+					t.Errorf("retry %d after %v, retry %d after %v: not backing off", i-1, prev, i, cur)
+				}
+			}
+		})
+	}
+	if n := e.pending(t); n != 0 {
+		t.Errorf("%d webhooks still pending after every one was abandoned", n)
+	}
 }
 
-func (l lookupFunc) Service(ctx context.Context, accountSID, sid string) (*chorus.Service, error) {
-	return l.service(ctx, accountSID, sid)
+// Per-object order holds although deliveries fail and are retried: a
+// later event of an object is never delivered before an earlier one, and
+// every event is delivered.
+func TestPerObjectOrder(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t, webhook.Config{RetryBase: 20 * time.Millisecond, Attempts: 10})
+	rc := newReceiver(t, e.creds.AuthToken, func(r *http.Request, n int) int {
+		if n%3 == 0 {
+			return http.StatusBadGateway
+		}
+		return http.StatusOK
+	})
+	svc := e.service(t, rc.URL())
+	const objects, updates = 4, 15
+	var docs []*chorus.Object
+	for range objects {
+		doc, err := e.eng.CreateObject(ctx, engine.SystemActor(), svc, chorus.KindDocument, engine.CreateObject{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		docs = append(docs, doc)
+	}
+	done := make(chan error, objects)
+	for _, doc := range docs {
+		go func() {
+			for i := range updates {
+				data := json.RawMessage(fmt.Sprintf(`{"i":%d}`, i))
+				if _, err := e.eng.UpdateObject(ctx, engine.SystemActor(), svc, chorus.KindDocument, doc.SID, engine.UpdateObject{Data: data}); err != nil {
+					done <- err
+					return
+				}
+			}
+			done <- nil
+		}()
+	}
+	for range objects {
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+	last := map[string]int{} // object → last EventId delivered (answered 200)
+	for sum := 0; sum < objects*updates; {
+		h := rc.next(t, 20*time.Second)
+		if h.form.Get("EventType") != "document_updated" {
+			continue // document_created
+		}
+		sid := h.form.Get("DocumentSid")
+		id, _ := strconv.Atoi(h.form.Get("EventId"))
+		if id > last[sid]+1 {
+			t.Fatalf("%s: event %d sent before %d was delivered", sid, id, last[sid]+1)
+		}
+		if id == last[sid]+1 && h.status == http.StatusOK {
+			last[sid] = id
+			sum++
+		}
+	}
+	// Some attempts failed with 502 and were retried: a failed event is
+	// delivered again before the next one of its object.
+	if e.d.Retried.Load() == 0 {
+		t.Error("no retries: the receiver's 502s were not retried")
+	}
 }
 
-func (l lookupFunc) Account(context.Context, string) (*chorus.Account, error) {
-	return &chorus.Account{}, nil
-}
-
-// A service without a webhook costs its writes nothing once its settings
-// are cached: events are not even queued (a queue of one would overflow).
-func TestNoWebhookQueuesNothing(t *testing.T) {
-	svc := &chorus.Service{SID: chorus.NewSID("IS")}
-	looked := make(chan struct{}, 1)
-	d := webhook.New(webhook.Config{Workers: 1, Queue: 1, Lookup: lookupFunc{service: func(context.Context, string, string) (*chorus.Service, error) {
+// Isolation: a receiver that hangs holds up its own service's webhooks
+// only; another service's arrive as fast as without it.
+func TestHangingReceiverIsolated(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t, webhook.Config{Timeout: 3 * time.Second, RetryBase: time.Second})
+	release := make(chan struct{})
+	defer close(release)
+	hang := newReceiver(t, e.creds.AuthToken, func(r *http.Request, n int) int {
 		select {
-		case looked <- struct{}{}:
-		default:
+		case <-release:
+		case <-r.Context().Done():
 		}
-		return svc, nil
-	}}})
-	defer d.Close(context.Background())
-	ev := &chorus.Event{Type: chorus.EventDocumentUpdated, ServiceSID: svc.SID, Kind: chorus.KindDocument}
-	d.Observe([]*chorus.Event{ev}) // caches the settings
-	<-looked
-	time.Sleep(50 * time.Millisecond)
-	batch := make([]*chorus.Event, 10_000)
-	for i := range batch {
-		batch[i] = ev
+		return http.StatusOK
+	})
+	fast := newReceiver(t, e.creds.AuthToken, nil)
+	a, b := e.service(t, hang.URL()), e.service(t, fast.URL())
+	// Service A: a backlog of many objects, each request of which hangs.
+	for range 50 {
+		if _, err := e.eng.CreateObject(ctx, engine.SystemActor(), a, chorus.KindDocument, engine.CreateObject{}); err != nil {
+			t.Fatal(err)
+		}
 	}
-	d.Observe(batch)
-	if n := d.Dropped.Load(); n != 0 {
-		t.Errorf("Dropped = %d, want 0: events of a service without a webhook were queued", n)
+	hang.next(t, 10*time.Second) // A's receiver is hanging now
+	var worst time.Duration
+	for range 10 {
+		start := time.Now()
+		if _, err := e.eng.CreateObject(ctx, engine.SystemActor(), b, chorus.KindDocument, engine.CreateObject{}); err != nil {
+			t.Fatal(err)
+		}
+		fast.next(t, 10*time.Second)
+		worst = max(worst, time.Since(start))
+	}
+	t.Logf("service B's slowest webhook while A's receiver hangs: %v", worst)
+	if worst > 2*time.Second {
+		t.Errorf("service B's webhook took %v while A's receiver hangs (A's timeout is 3s)", worst)
+	}
+}
+
+// The cap: a service whose receiver keeps failing holds at most
+// MaxPending webhooks; the oldest beyond it are abandoned.
+func TestOutboxCap(t *testing.T) {
+	ctx := context.Background()
+	const maxPending = 5
+	e := newEnv(t, webhook.Config{MaxPending: maxPending, RetryBase: time.Hour, Poll: 100 * time.Millisecond})
+	rc := newReceiver(t, e.creds.AuthToken, func(*http.Request, int) int { return http.StatusServiceUnavailable })
+	svc := e.service(t, rc.URL())
+	var last string
+	for range 20 {
+		doc, err := e.eng.CreateObject(ctx, engine.SystemActor(), svc, chorus.KindDocument, engine.CreateObject{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		last = doc.SID
+	}
+	waitFor(t, 10*time.Second, "the outbox trimmed to its cap", func() bool { return e.pending(t) == maxPending })
+	if n := e.d.Abandoned.Load(); n != 20-maxPending {
+		t.Errorf("Abandoned = %d, want %d", n, 20-maxPending)
+	}
+	var kept []*chorus.OutboxEntry
+	if err := e.st.View(ctx, func(tx chorus.ReadTx) (err error) {
+		kept, err = tx.Outbox(ctx, svc.SID, 10, 10)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if got := kept[len(kept)-1].Event.ObjectSID; got != last {
+		t.Errorf("newest kept webhook is of %s, want the newest document %s", got, last)
+	}
+	hs, err := e.d.Health(ctx, []*chorus.Service{svc})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h := hs[0]; h.Pending != maxPending || h.Abandoned != 20-maxPending || h.State != "failing" || len(h.RecentFailures) == 0 || h.RecentFailures[0].Status != 503 {
+		t.Errorf("health = %+v", h)
 	}
 }

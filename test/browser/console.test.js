@@ -245,3 +245,37 @@ test('stream tail shows messages published through the SDK', async () => {
   await page.waitForFunction(() => document.querySelector('#stream-tail li:first-child pre').textContent.includes('console'), null, { timeout: 10000 });
   await screenshot(page, 'console-stream');
 });
+
+test('the webhooks panel shows each service\'s webhook health and recent failures', async () => {
+  const http = require('node:http');
+  const receiver = http.createServer((req, res) => {
+    req.resume();
+    req.on('end', () => res.writeHead(404).end());
+  });
+  await new Promise((resolve) => receiver.listen(0, '127.0.0.1', resolve));
+  const client = srv.restClient();
+  const svc = await client.sync.v1.services.create({
+    friendlyName: 'hooked', webhooksFromRestEnabled: true,
+    webhookUrl: `http://127.0.0.1:${receiver.address().port}/hook?secret=do-not-show`,
+  });
+  try {
+    await sleep(1100); // service settings are cached for a second
+    await client.sync.v1.services(svc.sid).documents.create({ data: { a: 1 } });
+    const page = await signedIn('webhooks');
+    await page.waitForSelector(`#webhooks-table tr[data-sid="${svc.sid}"]`, { timeout: 10000 });
+    await eventually(async () => {
+      await page.click('#webhooks-refresh');
+      await sleep(200);
+      const text = await page.textContent(`#webhooks-table tr[data-sid="${svc.sid}"]`);
+      return /HTTP 404/.test(text) && /1 abandoned/.test(text);
+    }, 15000);
+    const text = await page.textContent(`#webhooks-table tr[data-sid="${svc.sid}"]`);
+    assert.ok(!text.includes('do-not-show'), 'the webhook URL\'s query is not shown');
+    assert.match(text, new RegExp(`http://127\\.0\\.0\\.1:${receiver.address().port}/hook`));
+    await screenshot(page, 'console-webhooks');
+    await page.close();
+  } finally {
+    await client.sync.v1.services(svc.sid).remove();
+    receiver.close();
+  }
+});

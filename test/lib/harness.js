@@ -271,6 +271,8 @@ class ChorusServer {
       TWILIO_API_KEY: this.creds.apiKey,
       TWILIO_API_SECRET: this.creds.apiSecret,
       TWILIO_SYNC_SERVICE_SID: this.creds.serviceSid,
+      // Test receivers listen on loopback (README "Webhooks").
+      CHORUS_WEBHOOKS_ALLOW_PRIVATE: '1',
       ...this.extraEnv,
     };
   }

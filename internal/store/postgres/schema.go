@@ -114,6 +114,51 @@ CREATE TABLE events (
 CREATE INDEX events_service ON events (service_sid);
 CREATE INDEX events_created ON events (created_at);
 `,
+	// 2: the webhook outbox (written in the transaction of its event) and
+	// the cluster-wide reachability state (issue 11).
+	`
+CREATE TABLE outbox (
+	seq          BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+	service_sid  TEXT COLLATE "C" NOT NULL,
+	order_key    TEXT COLLATE "C" NOT NULL,
+	created_at   BIGINT NOT NULL,
+	next_attempt BIGINT NOT NULL,
+	attempts     BIGINT NOT NULL,
+	last_status  BIGINT NOT NULL,
+	last_error   TEXT NOT NULL,
+	body         TEXT NOT NULL, -- JSON of chorus.Event without Data/ItemData
+	data         BYTEA,
+	item_data    BYTEA
+);
+CREATE INDEX outbox_service ON outbox (service_sid, seq);
+
+CREATE TABLE presence_nodes (
+	node      TEXT COLLATE "C" PRIMARY KEY,
+	heartbeat BIGINT NOT NULL
+);
+
+CREATE TABLE presence_endpoints (
+	service_sid TEXT COLLATE "C" NOT NULL,
+	identity    TEXT COLLATE "C" NOT NULL,
+	node        TEXT COLLATE "C" NOT NULL,
+	endpoint_id TEXT COLLATE "C" NOT NULL,
+	sessions    BIGINT NOT NULL,
+	PRIMARY KEY (service_sid, identity, node, endpoint_id)
+);
+CREATE INDEX presence_endpoints_node ON presence_endpoints (node);
+
+-- An identity is online while it has a row here with offline_since NULL;
+-- offline_since is when its last endpoint left (debouncing).
+CREATE TABLE presence_identities (
+	service_sid   TEXT COLLATE "C" NOT NULL,
+	identity      TEXT COLLATE "C" NOT NULL,
+	account_sid   TEXT COLLATE "C" NOT NULL,
+	last_endpoint TEXT NOT NULL,
+	offline_since BIGINT,
+	PRIMARY KEY (service_sid, identity)
+);
+CREATE INDEX presence_identities_offline ON presence_identities (offline_since) WHERE offline_since IS NOT NULL;
+`,
 }
 
 // lockKey derives an advisory lock key from a purpose and the schema the

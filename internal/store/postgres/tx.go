@@ -379,7 +379,7 @@ func (t *tx) DeleteService(ctx context.Context, sid string) error {
 	if _, err := t.exec(ctx, `DELETE FROM events WHERE service_sid = $1`, sid); err != nil {
 		return fmt.Errorf("postgres: delete service %s: events: %w", sid, err)
 	}
-	return nil
+	return t.deleteServiceWebhooks(ctx, sid)
 }
 
 // Objects.

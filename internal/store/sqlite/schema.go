@@ -131,6 +131,51 @@ CREATE UNIQUE INDEX events_object ON events (object_sid, id);
 CREATE INDEX events_service ON events (service_sid);
 CREATE INDEX events_created ON events (created_at);
 `,
+	// 3: the webhook outbox (written in the transaction of its event) and
+	// the cluster-wide reachability state (issue 11).
+	`
+CREATE TABLE outbox (
+	seq          INTEGER PRIMARY KEY AUTOINCREMENT,
+	service_sid  TEXT NOT NULL,
+	order_key    TEXT NOT NULL,
+	created_at   INTEGER NOT NULL,
+	next_attempt INTEGER NOT NULL,
+	attempts     INTEGER NOT NULL,
+	last_status  INTEGER NOT NULL,
+	last_error   TEXT NOT NULL,
+	body         TEXT NOT NULL, -- JSON of chorus.Event without Data/ItemData
+	data         BLOB,
+	item_data    BLOB
+);
+CREATE INDEX outbox_service ON outbox (service_sid, seq);
+
+CREATE TABLE presence_nodes (
+	node      TEXT PRIMARY KEY,
+	heartbeat INTEGER NOT NULL
+) WITHOUT ROWID;
+
+CREATE TABLE presence_endpoints (
+	service_sid TEXT NOT NULL,
+	identity    TEXT NOT NULL,
+	node        TEXT NOT NULL,
+	endpoint_id TEXT NOT NULL,
+	sessions    INTEGER NOT NULL,
+	PRIMARY KEY (service_sid, identity, node, endpoint_id)
+) WITHOUT ROWID;
+CREATE INDEX presence_endpoints_node ON presence_endpoints (node);
+
+-- An identity is online while it has a row here with offline_since NULL;
+-- offline_since is when its last endpoint left (debouncing).
+CREATE TABLE presence_identities (
+	service_sid   TEXT NOT NULL,
+	identity      TEXT NOT NULL,
+	account_sid   TEXT NOT NULL,
+	last_endpoint TEXT NOT NULL,
+	offline_since INTEGER,
+	PRIMARY KEY (service_sid, identity)
+) WITHOUT ROWID;
+CREATE INDEX presence_identities_offline ON presence_identities (offline_since) WHERE offline_since IS NOT NULL;
+`,
 }
 
 // migrate applies the migrations not yet recorded in user_version. It is

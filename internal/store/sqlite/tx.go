@@ -256,7 +256,7 @@ func (t *tx) DeleteService(ctx context.Context, sid string) error {
 	if _, err := t.exec(ctx, `DELETE FROM events WHERE service_sid = ?`, sid); err != nil {
 		return fmt.Errorf("sqlite: delete service %s: events: %w", sid, err)
 	}
-	return nil
+	return t.deleteServiceWebhooks(ctx, sid)
 }
 
 // Objects.

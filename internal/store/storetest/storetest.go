@@ -46,6 +46,8 @@ func Run(t *testing.T, open func(t testing.TB) chorus.Store) {
 		{"View", testView},
 		{"ViewSnapshot", testViewSnapshot},
 		{"CanceledContext", testCanceledContext},
+		{"Outbox", testOutbox},
+		{"Presence", testPresence},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

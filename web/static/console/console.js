@@ -390,7 +390,54 @@
             h('thead', {}, h('tr', {}, h('th', {}, 'Name'), h('th', {}, 'SID'), h('th', {}, 'Unique name'), h('th', {}, 'ACL'), h('th', {}, 'Created'))),
             h('tbody', {}, rows)))
           : h('p', { class: 'empty' }, 'No services yet.'),
-        pager(data.meta, (u) => renderServices(u), pageUrl))));
+        pager(data.meta, (u) => renderServices(u), pageUrl)),
+      webhooksPanel()));
+  }
+
+  // ------------------------------------------------------------ webhooks
+
+  // The webhook health of each service (GET /admin/v1/Webhooks): state,
+  // backlog, counters and recent failures with their status codes.
+  function webhooksPanel() {
+    const body = h('div', { id: 'webhooks-body' }, h('p', { class: 'empty' }, 'Loading…'));
+    const refresh = h('button', { class: 'btn small', type: 'button', id: 'webhooks-refresh' }, 'Refresh');
+    const load = async () => {
+      try {
+        const data = await api('GET', '/admin/v1/Webhooks');
+        consoleState.webhooks = data;
+        body.replaceChildren(renderWebhooks(data.services || []));
+      } catch (e) {
+        if (e.status === 401) return;
+        body.replaceChildren(notice('error', errText(e)));
+      }
+    };
+    refresh.addEventListener('click', load);
+    load();
+    return h('section', { class: 'card', id: 'webhooks-panel', 'aria-labelledby': 'webhooks-title' },
+      h('div', { class: 'card-head' }, h('h2', { id: 'webhooks-title' }, 'Webhooks'), refresh),
+      body);
+  }
+
+  function renderWebhooks(services) {
+    const withHooks = services.filter((s) => s.webhook_url || s.pending || s.recent_failures.length);
+    if (!withHooks.length) return h('p', { class: 'empty' }, 'No service has a webhook URL.');
+    const chip = (state) => h('span', { class: state === 'failing' || state === 'retrying' ? 'chip warn' : 'chip', dataset: { state } }, state);
+    const rows = withHooks.map((s) => {
+      const failures = s.recent_failures.slice(0, 5).map((f) =>
+        h('li', { class: 'small' },
+          h('span', { class: 'mono' }, f.status ? `HTTP ${f.status}` : 'no answer'), ' ',
+          h('span', { class: 'muted' }, `${fmtDate(f.time)} · ${f.event_type} · ${f.outcome} · attempt ${f.attempt}`), ' ',
+          f.error));
+      return h('tr', { dataset: { sid: s.service_sid } },
+        h('td', {}, h('div', { class: 'mono small' }, s.service_sid), h('div', { class: 'small muted' }, s.webhook_url || '–')),
+        h('td', {}, chip(s.state), s.paused_until ? h('div', { class: 'small muted' }, `paused until ${fmtDate(s.paused_until)}`) : null),
+        h('td', { class: 'num' }, String(s.pending), s.pending ? h('div', { class: 'small muted' }, `oldest ${fmtDuration(s.oldest_pending_age_seconds)}`) : null),
+        h('td', { class: 'small nowrap' }, `${s.sent} sent · ${s.failed} failed · ${s.retried} retried · ${s.abandoned} abandoned`),
+        h('td', {}, failures.length ? h('ul', { class: 'failures' }, failures) : h('span', { class: 'muted' }, 'none')));
+    });
+    return h('div', { class: 'table-wrap' }, h('table', { class: 'table', id: 'webhooks-table' },
+      h('thead', {}, h('tr', {}, h('th', {}, 'Service'), h('th', {}, 'Health'), h('th', {}, 'Pending'), h('th', {}, 'This node'), h('th', {}, 'Recent failures'))),
+      h('tbody', {}, rows)));
   }
 
   // Paging follows meta.next_page_url / previous_page_url. Where the server

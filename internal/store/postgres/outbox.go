@@ -1,0 +1,207 @@
+package postgres
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/chorus-sync/chorus"
+	"github.com/chorus-sync/chorus/internal/store/sqlrow"
+)
+
+// The webhook outbox and the reachability state (chorus.OutboxReader and
+// chorus.OutboxWriter).
+
+func (t *tx) Outbox(ctx context.Context, serviceSID string, perKey, limit int) ([]*chorus.OutboxEntry, error) {
+	es, err := queryAll(ctx, t, sqlrow.ScanOutbox, `SELECT `+sqlrow.OutboxCols+` FROM (
+			SELECT *, ROW_NUMBER() OVER (PARTITION BY order_key ORDER BY seq) AS rank
+			FROM outbox WHERE service_sid = $1) AS o
+		WHERE rank <= $2 ORDER BY seq LIMIT $3`, serviceSID, perKey, limitArg(limit))
+	if err != nil {
+		return nil, fmt.Errorf("postgres: list outbox of %s: %w", serviceSID, err)
+	}
+	return es, nil
+}
+
+func (t *tx) OutboxBacklog(ctx context.Context) ([]*chorus.OutboxBacklog, error) {
+	bs, err := queryAll(ctx, t, sqlrow.BacklogRow, `SELECT service_sid, COUNT(*), MIN(created_at) FROM outbox
+		GROUP BY service_sid ORDER BY service_sid`)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: outbox backlog: %w", err)
+	}
+	return bs, nil
+}
+
+func (t *tx) OfflineIdentities(ctx context.Context, before time.Time, limit int) ([]*chorus.OfflineIdentity, error) {
+	os, err := queryAll(ctx, t, sqlrow.ScanOffline, `SELECT `+sqlrow.OfflineCols+` FROM presence_identities
+		WHERE offline_since IS NOT NULL AND offline_since <= $1 ORDER BY offline_since LIMIT $2`,
+		sqlrow.Nanos(before), limitArg(limit))
+	if err != nil {
+		return nil, fmt.Errorf("postgres: list offline identities: %w", err)
+	}
+	return os, nil
+}
+
+func (t *tx) AppendOutbox(ctx context.Context, e *chorus.OutboxEntry) error {
+	body, data, itemData, err := sqlrow.EncodeEvent(e.Event)
+	if err != nil {
+		return fmt.Errorf("postgres: append outbox: %w", err)
+	}
+	seq, err := queryOne(ctx, t, func(sc sqlrow.Scanner) (*int64, error) {
+		var n int64
+		return &n, sc.Scan(&n)
+	}, `INSERT INTO outbox (service_sid, order_key, created_at, next_attempt, attempts,
+			last_status, last_error, body, data, item_data) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+		RETURNING seq`,
+		e.ServiceSID, e.OrderKey, sqlrow.Nanos(e.DateCreated), sqlrow.Nanos(e.NextAttempt), e.Attempts,
+		e.LastStatus, e.LastError, body, data, itemData)
+	if err != nil {
+		return fmt.Errorf("postgres: append outbox: %w", err)
+	}
+	e.Seq = *seq
+	return nil
+}
+
+func (t *tx) UpdateOutbox(ctx context.Context, e *chorus.OutboxEntry) error {
+	if err := t.execOne(ctx, `UPDATE outbox SET attempts = $1, next_attempt = $2, last_status = $3, last_error = $4
+		WHERE seq = $5`, e.Attempts, sqlrow.Nanos(e.NextAttempt), e.LastStatus, e.LastError, e.Seq); err != nil {
+		return fmt.Errorf("postgres: update outbox %d: %w", e.Seq, err)
+	}
+	return nil
+}
+
+func (t *tx) DeleteOutbox(ctx context.Context, seq int64) error {
+	if _, err := t.exec(ctx, `DELETE FROM outbox WHERE seq = $1`, seq); err != nil {
+		return fmt.Errorf("postgres: delete outbox %d: %w", seq, err)
+	}
+	return nil
+}
+
+func (t *tx) TrimOutbox(ctx context.Context, serviceSID string, keep int) (int, error) {
+	res, err := t.exec(ctx, `DELETE FROM outbox WHERE service_sid = $1 AND seq <= (
+		SELECT seq FROM outbox WHERE service_sid = $1 ORDER BY seq DESC LIMIT 1 OFFSET $2)`, serviceSID, keep)
+	if err != nil {
+		return 0, fmt.Errorf("postgres: trim outbox of %s: %w", serviceSID, err)
+	}
+	return int(res.RowsAffected()), nil
+}
+
+func (t *tx) ConnectEndpoint(ctx context.Context, e chorus.Endpoint, now time.Time) (bool, error) {
+	fail := func(err error) (bool, error) {
+		return false, fmt.Errorf("postgres: connect endpoint %s of %q: %w", e.EndpointID, e.Identity, err)
+	}
+	if _, err := t.exec(ctx, `INSERT INTO presence_nodes (node, heartbeat) VALUES ($1, $2)
+		ON CONFLICT (node) DO UPDATE SET heartbeat = excluded.heartbeat`, e.Node, sqlrow.Nanos(now)); err != nil {
+		return fail(err)
+	}
+	// The identity row first: its lock orders concurrent
+	// connections and disconnections of one identity.
+	res, err := t.exec(ctx, `INSERT INTO presence_identities (service_sid, identity, account_sid, last_endpoint, offline_since)
+		VALUES ($1, $2, $3, $4, NULL) ON CONFLICT (service_sid, identity) DO NOTHING`,
+		e.ServiceSID, e.Identity, e.AccountSID, e.EndpointID)
+	if err != nil {
+		return fail(err)
+	}
+	first := res.RowsAffected() == 1
+	if !first {
+		// Online already, or offline within the debouncing window: a
+		// reconnection cancels the pending endpoint_disconnected.
+		if _, err := t.exec(ctx, `UPDATE presence_identities SET offline_since = NULL
+			WHERE service_sid = $1 AND identity = $2`, e.ServiceSID, e.Identity); err != nil {
+			return fail(err)
+		}
+	}
+	if _, err := t.exec(ctx, `INSERT INTO presence_endpoints (service_sid, identity, node, endpoint_id, sessions)
+		VALUES ($1, $2, $3, $4, 1) ON CONFLICT (service_sid, identity, node, endpoint_id)
+		DO UPDATE SET sessions = presence_endpoints.sessions + 1`, e.ServiceSID, e.Identity, e.Node, e.EndpointID); err != nil {
+		return fail(err)
+	}
+	return first, nil
+}
+
+func (t *tx) DisconnectEndpoint(ctx context.Context, e chorus.Endpoint, now time.Time) error {
+	fail := func(err error) error {
+		return fmt.Errorf("postgres: disconnect endpoint %s of %q: %w", e.EndpointID, e.Identity, err)
+	}
+	if _, err := t.exec(ctx, `UPDATE presence_identities SET last_endpoint = $1
+		WHERE service_sid = $2 AND identity = $3 AND offline_since IS NULL`, e.EndpointID, e.ServiceSID, e.Identity); err != nil {
+		return fail(err)
+	}
+	if _, err := t.exec(ctx, `UPDATE presence_endpoints SET sessions = sessions - 1
+		WHERE service_sid = $1 AND identity = $2 AND node = $3 AND endpoint_id = $4`,
+		e.ServiceSID, e.Identity, e.Node, e.EndpointID); err != nil {
+		return fail(err)
+	}
+	if _, err := t.exec(ctx, `DELETE FROM presence_endpoints
+		WHERE service_sid = $1 AND identity = $2 AND node = $3 AND endpoint_id = $4 AND sessions <= 0`,
+		e.ServiceSID, e.Identity, e.Node, e.EndpointID); err != nil {
+		return fail(err)
+	}
+	if _, err := t.exec(ctx, `UPDATE presence_identities SET offline_since = $1
+		WHERE service_sid = $2 AND identity = $3 AND offline_since IS NULL AND NOT EXISTS (
+			SELECT 1 FROM presence_endpoints AS p
+			WHERE p.service_sid = presence_identities.service_sid AND p.identity = presence_identities.identity)`,
+		sqlrow.Nanos(now), e.ServiceSID, e.Identity); err != nil {
+		return fail(err)
+	}
+	return nil
+}
+
+func (t *tx) GoneOffline(ctx context.Context, serviceSID, identity string, before time.Time) (bool, error) {
+	res, err := t.exec(ctx, `DELETE FROM presence_identities
+		WHERE service_sid = $1 AND identity = $2 AND offline_since IS NOT NULL AND offline_since <= $3
+			AND NOT EXISTS (SELECT 1 FROM presence_endpoints AS p
+				WHERE p.service_sid = presence_identities.service_sid AND p.identity = presence_identities.identity)`,
+		serviceSID, identity, sqlrow.Nanos(before))
+	if err != nil {
+		return false, fmt.Errorf("postgres: identity %q offline: %w", identity, err)
+	}
+	return res.RowsAffected() == 1, nil
+}
+
+func (t *tx) NodeHeartbeat(ctx context.Context, node string, now, deadBefore time.Time) (bool, error) {
+	fail := func(err error) error { return fmt.Errorf("postgres: heartbeat of node %s: %w", node, err) }
+	res, err := t.exec(ctx, `UPDATE presence_nodes SET heartbeat = $1 WHERE node = $2`, sqlrow.Nanos(now), node)
+	if err != nil {
+		return false, fail(err)
+	}
+	known := res.RowsAffected() == 1
+	if !known {
+		if _, err := t.exec(ctx, `INSERT INTO presence_nodes (node, heartbeat) VALUES ($1, $2)
+			ON CONFLICT (node) DO UPDATE SET heartbeat = excluded.heartbeat`, node, sqlrow.Nanos(now)); err != nil {
+			return false, fail(err)
+		}
+	}
+	if deadBefore.IsZero() {
+		return known, nil
+	}
+	// The endpoints of dead (or unknown) nodes go; so do their identities
+	// when that left them without an endpoint.
+	res, err = t.exec(ctx, `DELETE FROM presence_endpoints WHERE node NOT IN (
+		SELECT node FROM presence_nodes WHERE heartbeat >= $1)`, sqlrow.Nanos(deadBefore))
+	if err != nil {
+		return known, fail(err)
+	}
+	if res.RowsAffected() > 0 {
+		if _, err := t.exec(ctx, `UPDATE presence_identities SET offline_since = $1
+			WHERE offline_since IS NULL AND NOT EXISTS (SELECT 1 FROM presence_endpoints AS p
+				WHERE p.service_sid = presence_identities.service_sid AND p.identity = presence_identities.identity)`,
+			sqlrow.Nanos(now)); err != nil {
+			return known, fail(err)
+		}
+	}
+	if _, err := t.exec(ctx, `DELETE FROM presence_nodes WHERE heartbeat < $1`, sqlrow.Nanos(deadBefore)); err != nil {
+		return known, fail(err)
+	}
+	return known, nil
+}
+
+// deleteServiceWebhooks deletes a service's outbox and reachability rows.
+func (t *tx) deleteServiceWebhooks(ctx context.Context, sid string) error {
+	for _, table := range []string{"outbox", "presence_endpoints", "presence_identities"} {
+		if _, err := t.exec(ctx, `DELETE FROM `+table+` WHERE service_sid = $1`, sid); err != nil {
+			return fmt.Errorf("postgres: delete service %s: %s: %w", sid, table, err)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,54 @@
+package sqlrow
+
+import (
+	"github.com/chorus-sync/chorus"
+)
+
+// Webhook outbox and reachability state.
+
+// OutboxCols are the outbox columns ScanOutbox reads, in order.
+const OutboxCols = `seq, service_sid, order_key, created_at, next_attempt, attempts, last_status, last_error, body, data, item_data`
+
+// ScanOutbox scans a row of OutboxCols.
+func ScanOutbox(sc Scanner) (*chorus.OutboxEntry, error) {
+	var e chorus.OutboxEntry
+	var created, next, attempts, status int64
+	var body string
+	var data, itemData []byte
+	if err := sc.Scan(&e.Seq, &e.ServiceSID, &e.OrderKey, &created, &next, &attempts, &status, &e.LastError,
+		&body, &data, &itemData); err != nil {
+		return nil, err
+	}
+	ev, err := DecodeEvent(body, data, itemData)
+	if err != nil {
+		return nil, err
+	}
+	e.Event, e.DateCreated, e.NextAttempt = ev, Time(created), Time(next)
+	e.Attempts, e.LastStatus = int(attempts), int(status)
+	return &e, nil
+}
+
+// OfflineCols are the presence_identities columns ScanOffline reads.
+const OfflineCols = `service_sid, account_sid, identity, last_endpoint, offline_since`
+
+// ScanOffline scans a row of OfflineCols.
+func ScanOffline(sc Scanner) (*chorus.OfflineIdentity, error) {
+	var o chorus.OfflineIdentity
+	var since int64
+	if err := sc.Scan(&o.ServiceSID, &o.AccountSID, &o.Identity, &o.EndpointID, &since); err != nil {
+		return nil, err
+	}
+	o.Since = Time(since)
+	return &o, nil
+}
+
+// BacklogRow scans a row of (service_sid, COUNT(*), MIN(created_at)).
+func BacklogRow(sc Scanner) (*chorus.OutboxBacklog, error) {
+	var b chorus.OutboxBacklog
+	var n, oldest int64
+	if err := sc.Scan(&b.ServiceSID, &n, &oldest); err != nil {
+		return nil, err
+	}
+	b.Pending, b.Oldest = int(n), Time(oldest)
+	return &b, nil
+}

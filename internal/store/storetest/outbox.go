@@ -1,0 +1,197 @@
+package storetest
+
+import (
+	"context"
+	"encoding/json"
+	"testing"
+	"time"
+
+	"github.com/chorus-sync/chorus"
+)
+
+func testOutbox(t *testing.T, s chorus.Store) {
+	ctx := context.Background()
+	f := setup(t, s)
+	other := "IS" + "ffffffffffffffffffffffffffffffff"
+	entry := func(svc, key string, data string, created time.Duration) *chorus.OutboxEntry {
+		return &chorus.OutboxEntry{
+			ServiceSID: svc, OrderKey: key, DateCreated: at(created), NextAttempt: at(created),
+			Event: &chorus.Event{Type: chorus.EventDocumentUpdated, ServiceSID: svc, ObjectSID: key,
+				Kind: chorus.KindDocument, Data: json.RawMessage(data), DateCreated: at(created)},
+		}
+	}
+	a1, a2, b1 := entry(f.svc.SID, "ET1", ` {"n" : 1} `, 0), entry(f.svc.SID, "ET1", `{"n":2}`, time.Second), entry(other, "ET2", `{}`, 2*time.Second)
+	update(t, s, func(tx chorus.Tx) error {
+		for _, e := range []*chorus.OutboxEntry{a1, a2, b1} {
+			if err := tx.AppendOutbox(ctx, e); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if !(a1.Seq < a2.Seq && a2.Seq < b1.Seq) {
+		t.Fatalf("seqs %d, %d, %d: want increasing", a1.Seq, a2.Seq, b1.Seq)
+	}
+	got := mustGet(t, s, "Outbox", func(ctx context.Context, tx chorus.ReadTx) ([]*chorus.OutboxEntry, error) {
+		return tx.Outbox(ctx, f.svc.SID, 10, 10)
+	})
+	if len(got) != 2 || got[0].Seq != a1.Seq || got[1].Seq != a2.Seq {
+		t.Fatalf("Outbox = %d entries, want a1, a2", len(got))
+	}
+	if g := got[0]; string(g.Event.Data) != ` {"n" : 1} ` || g.OrderKey != "ET1" || !g.DateCreated.Equal(at(0)) || g.Event.Type != chorus.EventDocumentUpdated {
+		t.Errorf("Outbox[0] = %+v (event %+v): does not round-trip", g, g.Event)
+	}
+	a1.Attempts, a1.NextAttempt, a1.LastStatus, a1.LastError = 2, at(time.Minute), 503, "busy"
+	update(t, s, func(tx chorus.Tx) error { return tx.UpdateOutbox(ctx, a1) })
+	got = mustGet(t, s, "Outbox", func(ctx context.Context, tx chorus.ReadTx) ([]*chorus.OutboxEntry, error) {
+		return tx.Outbox(ctx, f.svc.SID, 10, 1)
+	})
+	if g := got[0]; len(got) != 1 || g.Attempts != 2 || !g.NextAttempt.Equal(at(time.Minute)) || g.LastStatus != 503 || g.LastError != "busy" {
+		t.Errorf("after UpdateOutbox: %+v", g)
+	}
+	backlog := mustGet(t, s, "OutboxBacklog", func(ctx context.Context, tx chorus.ReadTx) ([]*chorus.OutboxBacklog, error) {
+		return tx.OutboxBacklog(ctx)
+	})
+	pending := map[string]int{}
+	for _, b := range backlog {
+		pending[b.ServiceSID] = b.Pending
+		if b.ServiceSID == f.svc.SID && !b.Oldest.Equal(at(0)) {
+			t.Errorf("backlog oldest = %v, want %v", b.Oldest, at(0))
+		}
+	}
+	if pending[f.svc.SID] != 2 || pending[other] != 1 {
+		t.Errorf("backlog = %v", pending)
+	}
+	var n int
+	update(t, s, func(tx chorus.Tx) (err error) {
+		n, err = tx.TrimOutbox(ctx, f.svc.SID, 1)
+		return err
+	})
+	if n != 1 {
+		t.Errorf("TrimOutbox(keep 1) = %d, want 1", n)
+	}
+	got = mustGet(t, s, "Outbox", func(ctx context.Context, tx chorus.ReadTx) ([]*chorus.OutboxEntry, error) {
+		return tx.Outbox(ctx, f.svc.SID, 10, 10)
+	})
+	if len(got) != 1 || got[0].Seq != a2.Seq {
+		t.Errorf("after trim: %d entries, want the newest", len(got))
+	}
+	update(t, s, func(tx chorus.Tx) error {
+		if err := tx.DeleteOutbox(ctx, a2.Seq); err != nil {
+			return err
+		}
+		return tx.DeleteOutbox(ctx, a2.Seq) // missing: no error
+	})
+	update(t, s, func(tx chorus.Tx) error {
+		for _, e := range []*chorus.OutboxEntry{entry(f.svc.SID, "ET3", `{}`, 0), entry(f.svc.SID, "ET3", `{}`, 0), entry(f.svc.SID, "ET4", `{}`, 0)} {
+			if err := tx.AppendOutbox(ctx, e); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	got = mustGet(t, s, "Outbox", func(ctx context.Context, tx chorus.ReadTx) ([]*chorus.OutboxEntry, error) {
+		return tx.Outbox(ctx, f.svc.SID, 1, 10)
+	})
+	if len(got) != 2 || got[0].OrderKey != "ET3" || got[1].OrderKey != "ET4" {
+		t.Errorf("Outbox(perKey 1) = %d entries, want the first of ET3 and of ET4", len(got))
+	}
+	update(t, s, func(tx chorus.Tx) error { return tx.DeleteService(ctx, f.svc.SID) })
+	got = mustGet(t, s, "Outbox", func(ctx context.Context, tx chorus.ReadTx) ([]*chorus.OutboxEntry, error) {
+		return tx.Outbox(ctx, f.svc.SID, 10, 10)
+	})
+	if len(got) != 0 {
+		t.Errorf("DeleteService left %d outbox entries", len(got))
+	}
+}
+
+func testPresence(t *testing.T, s chorus.Store) {
+	ctx := context.Background()
+	f := setup(t, s)
+	ep := func(node, id string) chorus.Endpoint {
+		return chorus.Endpoint{ServiceSID: f.svc.SID, AccountSID: f.acc.SID, Identity: "alice", EndpointID: id, Node: node}
+	}
+	connect := func(e chorus.Endpoint, now time.Time) (first bool) {
+		t.Helper()
+		update(t, s, func(tx chorus.Tx) (err error) {
+			first, err = tx.ConnectEndpoint(ctx, e, now)
+			return err
+		})
+		return first
+	}
+	disconnect := func(e chorus.Endpoint, now time.Time) {
+		t.Helper()
+		update(t, s, func(tx chorus.Tx) error { return tx.DisconnectEndpoint(ctx, e, now) })
+	}
+	offline := func(before time.Time) []*chorus.OfflineIdentity {
+		t.Helper()
+		return mustGet(t, s, "OfflineIdentities", func(ctx context.Context, tx chorus.ReadTx) ([]*chorus.OfflineIdentity, error) {
+			return tx.OfflineIdentities(ctx, before, 10)
+		})
+	}
+	gone := func(before time.Time) (ok bool) {
+		t.Helper()
+		update(t, s, func(tx chorus.Tx) (err error) {
+			ok, err = tx.GoneOffline(ctx, f.svc.SID, "alice", before)
+			return err
+		})
+		return ok
+	}
+	if !connect(ep("n1", "ep1"), at(0)) {
+		t.Fatal("first endpoint: first = false")
+	}
+	if connect(ep("n2", "ep2"), at(time.Second)) {
+		t.Fatal("second endpoint on another node: first = true")
+	}
+	disconnect(ep("n1", "ep1"), at(2*time.Second))
+	if o := offline(at(time.Hour)); len(o) != 0 {
+		t.Fatalf("offline with an endpoint left: %+v", o[0])
+	}
+	disconnect(ep("n2", "ep2"), at(3*time.Second))
+	o := offline(at(time.Hour))
+	if len(o) != 1 || o[0].Identity != "alice" || o[0].EndpointID != "ep2" || !o[0].Since.Equal(at(3*time.Second)) || o[0].AccountSID != f.acc.SID {
+		t.Fatalf("offline = %+v, want alice since 3s via ep2", o)
+	}
+	if gone(at(2 * time.Second)) {
+		t.Error("GoneOffline before the identity went offline = true")
+	}
+	// A reconnection within the window: online again, not first.
+	if connect(ep("n1", "ep3"), at(4*time.Second)) {
+		t.Error("reconnection within the window: first = true")
+	}
+	if o := offline(at(time.Hour)); len(o) != 0 {
+		t.Errorf("offline after reconnection: %+v", o[0])
+	}
+	disconnect(ep("n1", "ep3"), at(5*time.Second))
+	if !gone(at(5 * time.Second)) {
+		t.Fatal("GoneOffline = false")
+	}
+	if !connect(ep("n1", "ep4"), at(6*time.Second)) {
+		t.Error("connection after GoneOffline: first = false")
+	}
+	// Node n1 dies: its endpoints go, alice goes offline.
+	beat := func(node string, now, deadBefore time.Time) (known bool) {
+		t.Helper()
+		update(t, s, func(tx chorus.Tx) (err error) {
+			known, err = tx.NodeHeartbeat(ctx, node, now, deadBefore)
+			return err
+		})
+		return known
+	}
+	if beat("n3", at(10*time.Second), time.Time{}) {
+		t.Error("first heartbeat of n3: known = true")
+	}
+	if !beat("n3", at(20*time.Second), time.Time{}) {
+		t.Error("second heartbeat of n3: known = false")
+	}
+	if !beat("n2", at(time.Minute), at(50*time.Second)) {
+		t.Error("heartbeat of n2 (connected endpoints before): known = false")
+	}
+	o = offline(at(time.Hour))
+	if len(o) != 1 || !o[0].Since.Equal(at(time.Minute)) {
+		t.Fatalf("after n1 died: offline = %+v", o)
+	}
+	if beat("n1", at(61*time.Second), time.Time{}) {
+		t.Error("heartbeat of n1 after it was presumed dead: known = true")
+	}
+}

@@ -1,0 +1,234 @@
+package webhook
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/chorus-sync/chorus"
+)
+
+// MaxURLLen bounds a webhook URL.
+const MaxURLLen = 2048
+
+// ErrRefusedAddress is the cause of a refused connection: the webhook's
+// host resolved to an address webhooks may not reach.
+var ErrRefusedAddress = errors.New("webhook: address not allowed")
+
+// Policy is the SSRF policy: which addresses webhooks may reach. The zero
+// Policy allows only public unicast addresses.
+type Policy struct {
+	// AllowPrivate also allows loopback, private (RFC 1918, RFC 4193) and
+	// shared (RFC 6598) addresses and names such as localhost: for
+	// development and tests. Link-local (cloud metadata), unspecified,
+	// multicast, broadcast and reserved addresses stay refused.
+	AllowPrivate bool
+	// Self names this server's own public host (host or host:port, from
+	// its public URL): refused so that a webhook never calls Chorus.
+	Self string
+}
+
+// CheckURL checks a webhook URL at configuration time: an absolute http(s)
+// URL of at most MaxURLLen bytes, without userinfo, whose host is not an
+// address (or a name such as localhost) the policy refuses. Names are
+// resolved only when connecting, where the dialer checks again. It returns
+// a 54051 *chorus.Error. The empty URL (no webhook) is fine.
+func (p Policy) CheckURL(raw string) error {
+	if raw == "" {
+		return nil
+	}
+	bad := func(why string) error {
+		return chorus.Errorf(chorus.ErrInvalidWebhookURL, "Invalid webhook URL: %s", why)
+	}
+	if len(raw) > MaxURLLen {
+		return bad(fmt.Sprintf("at most %d characters", MaxURLLen))
+	}
+	u, err := url.Parse(raw)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.Opaque != "" {
+		return bad("expected an absolute http(s) URL")
+	}
+	if u.User != nil {
+		return bad("credentials (user:password@) are not allowed in the URL")
+	}
+	host := strings.ToLower(u.Hostname())
+	if host == "" {
+		return bad("expected a host")
+	}
+	if port := u.Port(); port != "" {
+		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+			return bad("invalid port")
+		}
+	}
+	if p.Self != "" && (strings.EqualFold(u.Host, p.Self) || strings.EqualFold(host, p.Self)) {
+		return bad("the webhook may not call this server")
+	}
+	if addr, numeric, ok := parseHostAddr(host); numeric {
+		if !ok {
+			return bad("malformed numeric host")
+		}
+		if err := p.checkAddr(addr); err != nil {
+			return bad(err.Error())
+		}
+		return nil
+	}
+	if !p.AllowPrivate && (host == "localhost" || strings.HasSuffix(host, ".localhost") ||
+		host == "localhost." || strings.HasSuffix(host, ".localhost.")) {
+		return bad("loopback hosts are not allowed")
+	}
+	return nil
+}
+
+// parseHostAddr parses host as an IP address, including the forms
+// inet_aton accepts (0x7f000001, 2130706433, 127.1, 0177.0.0.1), which
+// some resolvers turn into addresses. numeric reports that host is one of
+// those forms; ok that it denotes a valid address.
+func parseHostAddr(host string) (addr netip.Addr, numeric, ok bool) {
+	h := strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
+	if a, err := netip.ParseAddr(h); err == nil {
+		return a.WithZone(""), true, true
+	}
+	if strings.Contains(h, ":") {
+		return netip.Addr{}, true, false // something IPv6-like that does not parse
+	}
+	parts := strings.Split(strings.TrimSuffix(h, "."), ".")
+	if len(parts) > 4 {
+		return netip.Addr{}, false, false
+	}
+	nums := make([]uint64, len(parts))
+	for i, part := range parts {
+		n, err := strconv.ParseUint(part, 0, 32) // 0x…, 0… (octal), decimal
+		if part == "" || err != nil {
+			if i == len(parts)-1 && !isNumberish(part) {
+				return netip.Addr{}, false, false // a name (its last label is not a number)
+			}
+			return netip.Addr{}, isNumberish(part), false
+		}
+		nums[i] = n
+	}
+	// a, a.b (b: 24 bits), a.b.c (c: 16 bits), a.b.c.d.
+	var v uint64
+	last := len(nums) - 1
+	for i, n := range nums[:last] {
+		if n > 255 {
+			return netip.Addr{}, true, false
+		}
+		v |= n << (24 - 8*uint(i))
+	}
+	if nums[last] >= 1<<(32-8*uint(last)) {
+		return netip.Addr{}, true, false
+	}
+	v |= nums[last]
+	return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)}), true, true
+}
+
+// isNumberish reports whether s looks like a number of inet_aton (digits,
+// or 0x and hex digits).
+func isNumberish(s string) bool {
+	if s == "" {
+		return false
+	}
+	if rest, ok := strings.CutPrefix(strings.ToLower(s), "0x"); ok {
+		s = rest
+		for _, r := range s {
+			if !strings.ContainsRune("0123456789abcdef", r) {
+				return false
+			}
+		}
+		return true
+	}
+	for _, r := range s {
+		if r < '0' || r > '9' {
+			return false
+		}
+	}
+	return true
+}
+
+var (
+	sharedNet  = netip.MustParsePrefix("100.64.0.0/10")
+	thisNet    = netip.MustParsePrefix("0.0.0.0/8")
+	reserved4  = netip.MustParsePrefix("240.0.0.0/4") // and broadcast
+	ietf4      = netip.MustParsePrefix("192.0.0.0/24")
+	bench4     = netip.MustParsePrefix("198.18.0.0/15")
+	nat64      = netip.MustParsePrefix("64:ff9b::/96")
+	nat64Local = netip.MustParsePrefix("64:ff9b:1::/48")
+	sixToFour  = netip.MustParsePrefix("2002::/16")
+	teredo     = netip.MustParsePrefix("2001::/32")
+	discard6   = netip.MustParsePrefix("100::/64")
+	compat4    = netip.MustParsePrefix("::/96") // IPv4-compatible (deprecated)
+)
+
+// checkAddr returns why p refuses a, or nil.
+func (p Policy) checkAddr(a netip.Addr) error {
+	a = a.Unmap().WithZone("")
+	switch {
+	case !a.IsValid():
+		return errors.New("invalid address")
+	case a.IsUnspecified() || (a.Is4() && thisNet.Contains(a)):
+		return errors.New("unspecified addresses are not allowed")
+	case a.IsMulticast() || a.IsLinkLocalMulticast() || a.IsInterfaceLocalMulticast():
+		return errors.New("multicast addresses are not allowed")
+	case a.IsLinkLocalUnicast():
+		return errors.New("link-local addresses are not allowed")
+	case a.Is4() && (reserved4.Contains(a) || ietf4.Contains(a) || bench4.Contains(a)):
+		return errors.New("reserved addresses are not allowed")
+	case a.Is6() && (nat64.Contains(a) || nat64Local.Contains(a) || sixToFour.Contains(a) || teredo.Contains(a) || discard6.Contains(a) || (compat4.Contains(a) && !a.IsLoopback())):
+		// Translation prefixes embed IPv4 addresses that could be anything.
+		return errors.New("IPv4-translating addresses are not allowed")
+	case p.AllowPrivate:
+		return nil
+	case a.IsLoopback():
+		return errors.New("loopback addresses are not allowed")
+	case a.IsPrivate() || sharedNet.Contains(a):
+		return errors.New("private addresses are not allowed")
+	case !a.IsGlobalUnicast():
+		return errors.New("non-unicast addresses are not allowed")
+	}
+	return nil
+}
+
+// control is the dialer's Control hook: it runs after name resolution,
+// for the exact address about to be connected to, before the connection
+// is attempted, so DNS rebinding cannot get around the policy.
+func (p Policy) control(network, address string, _ syscall.RawConn) error {
+	ap, err := netip.ParseAddrPort(address)
+	if err != nil {
+		return fmt.Errorf("%w: %s: %v", ErrRefusedAddress, address, err)
+	}
+	if err := p.checkAddr(ap.Addr()); err != nil {
+		return fmt.Errorf("%w: %s: %v", ErrRefusedAddress, ap.Addr(), err)
+	}
+	return nil
+}
+
+// NewClient returns the HTTP client webhooks are sent with: every
+// connection's address checked against p after name resolution, no
+// proxy from the environment, redirects not followed (a 3xx is the
+// answer), and timeout per attempt.
+func NewClient(p Policy, timeout time.Duration, resolver *net.Resolver) *http.Client {
+	dialer := &net.Dialer{Timeout: timeout, Control: p.control, Resolver: resolver}
+	tr := &http.Transport{
+		Proxy:                 nil,
+		DialContext:           dialer.DialContext,
+		ForceAttemptHTTP2:     true,
+		MaxIdleConns:          100,
+		MaxIdleConnsPerHost:   4,
+		IdleConnTimeout:       90 * time.Second,
+		TLSHandshakeTimeout:   timeout,
+		ResponseHeaderTimeout: timeout,
+	}
+	return &http.Client{
+		Transport: tr,
+		Timeout:   timeout,
+		CheckRedirect: func(*http.Request, []*http.Request) error {
+			return http.ErrUseLastResponse
+		},
+	}
+}

@@ -1,0 +1,200 @@
+package webhook_test
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/chorus-sync/chorus"
+	"github.com/chorus-sync/chorus/internal/webhook"
+)
+
+// Every SSRF form is refused at configuration time with 54051.
+func TestCheckURL(t *testing.T) {
+	strict := webhook.Policy{Self: "sync.example.com"}
+	dev := webhook.Policy{AllowPrivate: true}
+	refused := []string{
+		"http://127.0.0.1:8080/hook",
+		"http://127.1/",
+		"http://0x7f000001/",
+		"http://2130706433/",
+		"http://0177.0.0.1/",
+		"http://[::1]:5432/",
+		"http://[::ffff:127.0.0.1]/",
+		"http://[0:0:0:0:0:ffff:7f00:1]/",
+		"http://169.254.169.254/latest/meta-data/",
+		"http://[fe80::1]/",
+		"http://10.0.0.1/",
+		"http://172.16.5.4/",
+		"http://192.168.1.1/",
+		"http://100.64.0.1/",
+		"http://[fd00::1]/",
+		"http://0.0.0.0/",
+		"http://[::]/",
+		"http://224.0.0.1/",
+		"http://[ff02::1]/",
+		"http://255.255.255.255/",
+		"http://[64:ff9b::7f00:1]/",
+		"http://[::7f00:1]/",
+		"http://[fe80::1%25eth0]/",
+		"http://127.0.0.1./",
+		"http://localhost/",
+		"http://LOCALHOST:3000/",
+		"http://api.localhost/",
+		"http://user:s3cr3t@hooks.example.com/",
+		"https://token@hooks.example.com/",
+		"http://sync.example.com/hook",
+		"ftp://hooks.example.com/",
+		"http:///nohost",
+		"http://08.1.1.1/",
+		"http://hooks.example.com:99999/",
+		"http://" + strings.Repeat("a", 2050) + ".com/",
+	}
+	for _, u := range refused {
+		err := strict.CheckURL(u)
+		if chorus.ErrorCode(err) != 54051 {
+			t.Errorf("CheckURL(%.60q) = %v, want 54051", u, err)
+		}
+		if e := chorus.AsError(err); e != nil && strings.Contains(e.Message, "s3cr3t") {
+			t.Errorf("CheckURL(%q): message %q repeats the password", u, e.Message)
+		}
+	}
+	allowed := []string{
+		"", "https://hooks.example.com/sync?tenant=acme", "http://93.184.216.34:8080/x", "http://[2606:2800:220:1::1]/",
+		"http://cafe.be/", "http://1e100.net/",
+	}
+	for _, u := range allowed {
+		if err := strict.CheckURL(u); err != nil {
+			t.Errorf("CheckURL(%q) = %v, want nil", u, err)
+		}
+	}
+	// The development switch allows loopback and private targets, never
+	// link-local (cloud metadata), unspecified, multicast or userinfo.
+	for _, u := range []string{"http://127.0.0.1:8080/", "http://localhost:3000/", "http://[::1]:5432/", "http://10.0.0.1/", "http://0x7f000001/"} {
+		if err := dev.CheckURL(u); err != nil {
+			t.Errorf("AllowPrivate: CheckURL(%q) = %v, want nil", u, err)
+		}
+	}
+	for _, u := range []string{"http://169.254.169.254/", "http://0.0.0.0/", "http://224.0.0.1/", "http://u:p@127.0.0.1/"} {
+		if err := dev.CheckURL(u); chorus.ErrorCode(err) != 54051 {
+			t.Errorf("AllowPrivate: CheckURL(%q) = %v, want 54051", u, err)
+		}
+	}
+}
+
+// The dial-time check refuses what a name resolves to, before any packet
+// is sent: localhost resolves to loopback, and the receiver listening
+// there never sees a connection.
+func TestDialTimeCheck(t *testing.T) {
+	var conns atomic.Int32
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	srv.Config.ConnState = func(net.Conn, http.ConnState) { conns.Add(1) }
+	srv.Start()
+	defer srv.Close()
+	_, port, _ := net.SplitHostPort(srv.Listener.Addr().String())
+	c := webhook.NewClient(webhook.Policy{}, 2*time.Second, nil)
+	ctx := context.Background()
+	for _, target := range []string{
+		"http://localhost:" + port + "/",
+		"http://127.0.0.1:" + port + "/",
+		// Never connected to: refused after resolution, before connect.
+		"http://10.255.255.1:9/",
+		"http://169.254.169.254/latest/meta-data/",
+	} {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, target, nil)
+		resp, err := c.Do(req)
+		if err == nil {
+			resp.Body.Close()
+			t.Errorf("POST %s: connected, want refused", target)
+			continue
+		}
+		if !errors.Is(err, webhook.ErrRefusedAddress) {
+			t.Errorf("POST %s: %v, want ErrRefusedAddress", target, err)
+		}
+	}
+	if n := conns.Load(); n != 0 {
+		t.Errorf("the loopback receiver saw %d connections", n)
+	}
+	// A resolver that answers loopback for any name (DNS rebinding) is
+	// refused the same way: the check runs on the resolved address.
+	rebind := &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, address string) (net.Conn, error) {
+		return fakeDNS(t, "127.0.0.1")
+	}}
+	c = webhook.NewClient(webhook.Policy{}, 2*time.Second, rebind)
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, "http://hooks.example.com:"+port+"/", nil)
+	if resp, err := c.Do(req); err == nil {
+		resp.Body.Close()
+		t.Error("a name resolving to loopback: connected, want refused")
+	} else if !errors.Is(err, webhook.ErrRefusedAddress) {
+		t.Errorf("a name resolving to loopback: %v, want ErrRefusedAddress", err)
+	}
+	if n := conns.Load(); n != 0 {
+		t.Errorf("the loopback receiver saw %d connections", n)
+	}
+	// With the development switch, loopback is reachable.
+	c = webhook.NewClient(webhook.Policy{AllowPrivate: true}, 2*time.Second, nil)
+	req, _ = http.NewRequestWithContext(ctx, http.MethodPost, "http://localhost:"+port+"/", nil)
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatalf("AllowPrivate: %v", err)
+	}
+	resp.Body.Close()
+}
+
+// fakeDNS returns one end of an in-memory connection whose other end
+// answers every DNS query (over TCP framing or UDP, as the Go resolver
+// sends it) with an A record of addr.
+func fakeDNS(t testing.TB, addr string) (net.Conn, error) {
+	client, server := net.Pipe()
+	ip := net.ParseIP(addr).To4()
+	go func() {
+		defer server.Close()
+		buf := make([]byte, 512)
+		for {
+			n, err := server.Read(buf)
+			if err != nil {
+				return
+			}
+			q := buf[:n]
+			tcp := false
+			if n >= 2 && int(q[0])<<8|int(q[1]) == n-2 {
+				q, tcp = q[2:], true
+			}
+			if len(q) < 12 {
+				return
+			}
+			// Header: same id, response, recursion available, 1 question, 1 answer
+			// (AAAA queries get none).
+			end := 12
+			for end < len(q) && q[end] != 0 {
+				end += int(q[end]) + 1
+			}
+			end += 5 // zero label, type, class
+			if end > len(q) {
+				return
+			}
+			qtype := int(q[end-4])<<8 | int(q[end-3])
+			resp := append([]byte{}, q[:2]...)
+			resp = append(resp, 0x81, 0x80, 0, 1, 0, 0, 0, 0, 0, 0)
+			resp = append(resp, q[12:end]...)
+			if qtype == 1 {
+				resp[7] = 1
+				resp = append(resp, 0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4)
+				resp = append(resp, ip...)
+			}
+			if tcp {
+				resp = append([]byte{byte(len(resp) >> 8), byte(len(resp))}, resp...)
+			}
+			if _, err := server.Write(resp); err != nil {
+				return
+			}
+		}
+	}()
+	return client, nil
+}

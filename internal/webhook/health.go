@@ -1,0 +1,184 @@
+package webhook
+
+import (
+	"context"
+	"net/url"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/chorus-sync/chorus"
+)
+
+// health is what this node saw of a service's receiver. Its fields are
+// guarded by Dispatcher.mu.
+type health struct {
+	sent, failed, retried, abandoned, capped uint64
+
+	consecutive int       // failed attempts since the last success
+	pausedUntil time.Time // a failing receiver is left alone until then
+	retryAfter  time.Duration
+	lastSuccess time.Time
+	failures    []Failure // the newest last, at most recentFailures
+}
+
+// Failure is one failed delivery attempt, for the console.
+type Failure struct {
+	Time      time.Time           `json:"time"`
+	EventType chorus.EventType    `json:"event_type"`
+	ObjectSID string              `json:"object_sid,omitempty"`
+	Status    int                 `json:"status"` // HTTP status; 0: no answer
+	Error     string              `json:"error"`
+	Attempt   int                 `json:"attempt"`
+	Outcome   string              `json:"outcome"` // "retry" or "abandoned"
+	Entry     *chorus.OutboxEntry `json:"-"`
+}
+
+func (d *Dispatcher) healthOf(sid string) *health {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	h := d.health[sid]
+	if h == nil {
+		if len(d.health) > 10_000 {
+			clear(d.health)
+		}
+		h = &health{}
+		d.health[sid] = h
+	}
+	return h
+}
+
+// pause returns until when the receiver is paused.
+func (h *health) pause(mu *sync.Mutex) time.Time {
+	mu.Lock()
+	defer mu.Unlock()
+	return h.pausedUntil
+}
+
+// record notes an attempt's outcome. A receiver failing failingAfter
+// times in a row is paused, longer with every further failure.
+// It returns how long the receiver is paused when this attempt paused it.
+func (h *health) record(mu *sync.Mutex, e *chorus.OutboxEntry, attempt int, res outcome, status int, why string, base time.Duration) (paused time.Duration) {
+	mu.Lock()
+	defer mu.Unlock()
+	now := time.Now().UTC()
+	switch res {
+	case delivered:
+		h.sent++
+		h.consecutive = 0
+		h.pausedUntil = time.Time{}
+		h.lastSuccess = now
+		return 0
+	case retry:
+		h.retried++
+	case abandon:
+		h.abandoned++
+	}
+	if status == 0 && why == "" {
+		return 0
+	}
+	h.failed++
+	if res == retry || status >= 500 || status == 429 {
+		h.consecutive++
+		if n := h.consecutive - failingAfter + 1; n > 0 {
+			paused = min(backoff(base, min(n, 8)), maxPause)
+			h.pausedUntil = now.Add(paused)
+		}
+	}
+	out := "retry"
+	if res == abandon {
+		out = "abandoned"
+	}
+	h.failures = append(h.failures, Failure{
+		Time: now, EventType: e.Event.Type, ObjectSID: e.Event.ObjectSID, Status: status, Error: why,
+		Attempt: attempt, Outcome: out,
+	})
+	if len(h.failures) > recentFailures {
+		h.failures = h.failures[len(h.failures)-recentFailures:]
+	}
+	return paused
+}
+
+// takeRetryAfter returns (and clears) the receiver's last Retry-After.
+func (h *health) takeRetryAfter(mu *sync.Mutex) time.Duration {
+	mu.Lock()
+	defer mu.Unlock()
+	ra := h.retryAfter
+	h.retryAfter = 0
+	return ra
+}
+
+// ServiceHealth is the state of a service's webhooks: the cluster-wide
+// backlog, and what this node saw when it delivered them.
+type ServiceHealth struct {
+	ServiceSID string `json:"service_sid"`
+	WebhookURL string `json:"webhook_url"` // without query and credentials
+	// State is "idle" (nothing pending), "healthy", "retrying" (some
+	// attempts failed) or "failing" (paused after failing repeatedly).
+	State              string     `json:"state"`
+	Pending            int        `json:"pending"`
+	OldestPendingAge   float64    `json:"oldest_pending_age_seconds"`
+	Sent               uint64     `json:"sent"`
+	Failed             uint64     `json:"failed"`
+	Retried            uint64     `json:"retried"`
+	Abandoned          uint64     `json:"abandoned"`
+	ConsecutiveFailing int        `json:"consecutive_failures"`
+	PausedUntil        *time.Time `json:"paused_until"`
+	LastSuccess        *time.Time `json:"last_success"`
+	RecentFailures     []Failure  `json:"recent_failures"`
+}
+
+// Health reports the webhooks of the given services (nil: every service
+// this node knows of, or has a backlog), newest failures first.
+func (d *Dispatcher) Health(ctx context.Context, services []*chorus.Service) ([]ServiceHealth, error) {
+	backlog, err := d.Backlog(ctx)
+	if err != nil {
+		return nil, err
+	}
+	pending := map[string]*chorus.OutboxBacklog{}
+	for _, b := range backlog {
+		pending[b.ServiceSID] = b
+	}
+	now := time.Now()
+	out := make([]ServiceHealth, 0, len(services))
+	for _, svc := range services {
+		sh := ServiceHealth{ServiceSID: svc.SID, WebhookURL: displayURL(svc.WebhookURL), State: "idle", RecentFailures: []Failure{}}
+		if b := pending[svc.SID]; b != nil {
+			sh.Pending, sh.State = b.Pending, "healthy"
+			sh.OldestPendingAge = max(0, now.Sub(b.Oldest).Seconds())
+		}
+		d.mu.Lock()
+		if h := d.health[svc.SID]; h != nil {
+			sh.Sent, sh.Failed, sh.Retried, sh.Abandoned = h.sent, h.failed, h.retried, h.abandoned
+			sh.ConsecutiveFailing = h.consecutive
+			if !h.lastSuccess.IsZero() {
+				t := h.lastSuccess
+				sh.LastSuccess = &t
+			}
+			if h.pausedUntil.After(now) {
+				t := h.pausedUntil.UTC()
+				sh.PausedUntil = &t
+				sh.State = "failing"
+			} else if h.consecutive > 0 {
+				sh.State = "retrying"
+			}
+			for i := len(h.failures) - 1; i >= 0; i-- {
+				sh.RecentFailures = append(sh.RecentFailures, h.failures[i])
+			}
+		}
+		d.mu.Unlock()
+		out = append(out, sh)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ServiceSID < out[j].ServiceSID })
+	return out, nil
+}
+
+// displayURL is a webhook URL without credentials, query or fragment.
+func displayURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil || raw == "" {
+		return ""
+	}
+	u.User, u.RawQuery, u.Fragment, u.RawFragment = nil, "", "", ""
+	return u.String()
+}

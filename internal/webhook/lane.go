@@ -1,0 +1,414 @@
+package webhook
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/chorus-sync/chorus"
+)
+
+// lane delivers one service's outbox: its own goroutine and its own
+// requests in flight, so that a receiver that hangs or fails delays only
+// its own webhooks.
+type lane struct {
+	svc    string
+	wake   chan struct{}
+	cancel context.CancelFunc
+}
+
+// kick makes sure the lane of service sid runs (while this node leads)
+// and looks at its outbox again.
+func (d *Dispatcher) kick(sid string) {
+	if !d.leading.Load() || d.ctx.Err() != nil {
+		return
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if l := d.lanes[sid]; l != nil {
+		select {
+		case l.wake <- struct{}{}:
+		default:
+		}
+		return
+	}
+	ctx, cancel := context.WithCancel(d.ctx)
+	l := &lane{svc: sid, wake: make(chan struct{}, 1), cancel: cancel}
+	d.lanes[sid] = l
+	d.wg.Add(1)
+	go func() {
+		defer d.wg.Done()
+		defer cancel()
+		d.runLane(ctx, l)
+	}()
+}
+
+// stopLanes cancels every lane (leadership lost, or Close).
+func (d *Dispatcher) stopLanes() {
+	d.mu.Lock()
+	for sid, l := range d.lanes {
+		l.cancel()
+		delete(d.lanes, sid)
+	}
+	d.mu.Unlock()
+}
+
+// exit removes l unless it was woken meanwhile; it reports whether l
+// should stop.
+func (d *Dispatcher) exit(l *lane) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	select {
+	case <-l.wake:
+		return false
+	default:
+	}
+	if d.lanes[l.svc] == l {
+		delete(d.lanes, l.svc)
+	}
+	return true
+}
+
+// outcome is what one attempt came to.
+type outcome int
+
+const (
+	delivered outcome = iota
+	retry             // try again later
+	abandon           // never again
+)
+
+func (d *Dispatcher) runLane(ctx context.Context, l *lane) {
+	for ctx.Err() == nil {
+		var page []*chorus.OutboxEntry
+		err := d.cfg.Store.View(ctx, func(tx chorus.ReadTx) (err error) {
+			page, err = tx.Outbox(ctx, l.svc, perKey, pageSize)
+			return err
+		})
+		if err != nil {
+			if ctx.Err() == nil {
+				d.warnRateLimited("webhook: read outbox", "service", l.svc, "err", err)
+			}
+			if !sleep(ctx, l, d.cfg.Poll) {
+				return
+			}
+			continue
+		}
+		if len(page) == 0 {
+			if d.exit(l) {
+				return
+			}
+			continue
+		}
+		next := d.round(ctx, l, page)
+		if next.IsZero() {
+			continue // progress: read on
+		}
+		if !sleep(ctx, l, time.Until(next)) {
+			return
+		}
+	}
+}
+
+// sleep waits d or until l is woken; false when ctx ended.
+func sleep(ctx context.Context, l *lane, d time.Duration) bool {
+	t := time.NewTimer(max(d, time.Millisecond))
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+	case <-l.wake:
+	}
+	return true
+}
+
+// round attempts what is due of a page of one service's outbox: the
+// entries of each object (OrderKey) in order, up to its first failure,
+// objects side by side up to Concurrency. It returns when the next entry
+// is due, or zero when it made progress.
+func (d *Dispatcher) round(ctx context.Context, l *lane, page []*chorus.OutboxEntry) (next time.Time) {
+	h := d.healthOf(l.svc)
+	now := time.Now()
+	if until := h.pause(&d.mu); until.After(now) {
+		return until
+	}
+	svc, err := d.service(ctx, l.svc)
+	var acct *chorus.Account
+	if err == nil {
+		err = d.cfg.Store.View(ctx, func(tx chorus.ReadTx) (err error) {
+			acct, err = tx.Account(ctx, svc.AccountSID)
+			return err
+		})
+	}
+	switch {
+	case errors.Is(err, chorus.ErrNotFound) || (err == nil && svc.WebhookURL == ""):
+		// The service or its webhook went away: nothing to send to.
+		done := &doneSet{}
+		for _, e := range page {
+			d.finish(ctx, h, e, abandon, 0, "the service has no webhook URL any more", done)
+		}
+		d.remove(ctx, done)
+		return time.Time{}
+	case err != nil:
+		if ctx.Err() == nil {
+			d.warnRateLimited("webhook: service lookup", "service", l.svc, "err", err)
+		}
+		return now.Add(d.cfg.Poll)
+	}
+
+	var order []string
+	byKey := map[string][]*chorus.OutboxEntry{}
+	for _, e := range page {
+		if _, ok := byKey[e.OrderKey]; !ok {
+			order = append(order, e.OrderKey)
+		}
+		byKey[e.OrderKey] = append(byKey[e.OrderKey], e)
+	}
+	var (
+		mu       sync.Mutex
+		progress bool
+		wg       sync.WaitGroup
+		sem      = make(chan struct{}, d.cfg.Concurrency)
+		done     = &doneSet{} // delivered or abandoned: deleted at the end of the round
+	)
+	defer d.remove(ctx, done)
+	note := func(t time.Time) {
+		mu.Lock()
+		if next.IsZero() || t.Before(next) {
+			next = t
+		}
+		mu.Unlock()
+	}
+	for _, key := range order {
+		entries := byKey[key]
+		if entries[0].NextAttempt.After(now) && now.Sub(entries[0].DateCreated) < d.cfg.MaxAge {
+			note(entries[0].NextAttempt)
+			continue
+		}
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+			wg.Wait()
+			return now
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			for _, e := range entries {
+				if ctx.Err() != nil {
+					return
+				}
+				if until := h.pause(&d.mu); until.After(time.Now()) {
+					note(until)
+					return
+				}
+				if time.Since(e.DateCreated) >= d.cfg.MaxAge {
+					d.finish(ctx, h, e, abandon, e.LastStatus, "gave up: older than "+d.cfg.MaxAge.String(), done)
+					mu.Lock()
+					progress = true
+					mu.Unlock()
+					continue
+				}
+				if e.NextAttempt.After(time.Now()) {
+					note(e.NextAttempt)
+					return
+				}
+				res, status, why := d.attempt(ctx, svc, acct, e)
+				if ctx.Err() != nil {
+					return // shutting down: the entry stays for later
+				}
+				if res == retry && e.Attempts+1 >= d.cfg.Attempts {
+					res, why = abandon, fmt.Sprintf("gave up after %d attempts: %s", e.Attempts+1, why)
+				}
+				if !d.finish(ctx, h, e, res, status, why, done) {
+					note(time.Now().Add(d.cfg.Poll))
+					return
+				}
+				if res == retry {
+					note(e.NextAttempt)
+					return
+				}
+				mu.Lock()
+				progress = true
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	if progress {
+		return time.Time{}
+	}
+	if next.IsZero() {
+		next = now.Add(d.cfg.Poll)
+	}
+	return next
+}
+
+// doneSet collects the entries of a round that leave the outbox: one
+// transaction deletes them when the round ends (a crash before that sends
+// them again: at least once).
+type doneSet struct {
+	mu   sync.Mutex
+	seqs []int64
+}
+
+func (s *doneSet) add(seq int64) {
+	s.mu.Lock()
+	s.seqs = append(s.seqs, seq)
+	s.mu.Unlock()
+}
+
+// remove deletes the entries of done from the outbox.
+func (d *Dispatcher) remove(ctx context.Context, done *doneSet) {
+	if len(done.seqs) == 0 {
+		return
+	}
+	ctx = context.WithoutCancel(ctx) // they were sent: record it
+	err := d.cfg.Store.Update(ctx, func(tx chorus.Tx) error {
+		for _, seq := range done.seqs {
+			if err := tx.DeleteOutbox(ctx, seq); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		d.warnRateLimited("webhook: delete delivered webhooks (they will be sent again)", "err", err)
+	}
+}
+
+// finish records the outcome of an attempt in the service's health and,
+// for a retry, in the outbox (false when the store failed); delivered and
+// abandoned entries go to done.
+func (d *Dispatcher) finish(ctx context.Context, h *health, e *chorus.OutboxEntry, res outcome, status int, why string, done *doneSet) bool {
+	ctx = context.WithoutCancel(ctx) // the attempt happened: record it
+	attempt := e.Attempts + 1
+	var err error
+	switch res {
+	case delivered, abandon:
+		done.add(e.Seq)
+	case retry:
+		e.Attempts++
+		e.NextAttempt = time.Now().UTC().Add(backoff(d.cfg.RetryBase, e.Attempts))
+		if ra := h.takeRetryAfter(&d.mu); ra > 0 {
+			e.NextAttempt = time.Now().UTC().Add(ra)
+		}
+		e.LastStatus, e.LastError = status, why
+		err = d.cfg.Store.Update(ctx, func(tx chorus.Tx) error { return tx.UpdateOutbox(ctx, e) })
+		if errors.Is(err, chorus.ErrNotFound) {
+			err = nil // trimmed meanwhile (the service's cap)
+		}
+	}
+	if err != nil {
+		d.warnRateLimited("webhook: record delivery", "service", e.ServiceSID, "err", err)
+		return false
+	}
+	switch res {
+	case delivered:
+		d.Sent.Add(1)
+	case retry:
+		d.Retried.Add(1)
+	case abandon:
+		d.Abandoned.Add(1)
+		d.warnRateLimited("webhook: abandoned", "service", e.ServiceSID, "event", e.Event.Type, "status", status, "reason", why)
+	}
+	if paused := h.record(&d.mu, e, attempt, res, status, why, d.cfg.RetryBase); paused > 0 {
+		d.log.Warn("webhook: receiver failing: paused", "service", e.ServiceSID, "status", status,
+			"reason", why, "paused", paused.Round(time.Millisecond))
+	}
+	return true
+}
+
+// attempt posts one outbox entry. It never logs the URL's secrets: the
+// URL has none (CheckURL refuses userinfo), and errors are redacted.
+func (d *Dispatcher) attempt(ctx context.Context, svc *chorus.Service, acct *chorus.Account, e *chorus.OutboxEntry) (outcome, int, string) {
+	target := svc.WebhookURL
+	if err := d.cfg.Policy.CheckURL(target); err != nil {
+		d.Failed.Add(1)
+		return abandon, 0, chorus.AsError(err).Message
+	}
+	params := Params(e.Event)
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, target, strings.NewReader(params.Encode()))
+	if err != nil {
+		d.Failed.Add(1)
+		return abandon, 0, "invalid webhook URL"
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("User-Agent", "Chorus-Sync-Webhooks/1")
+	req.Header.Set(LoopHeader, "1")
+	req.Header.Set("I-Twilio-Idempotency-Token", idempotencyToken(e))
+	req.Header.Set("X-Twilio-Signature", Signature(acct.AuthToken, target, params))
+	resp, err := d.cfg.Client.Do(req)
+	if err != nil {
+		d.Failed.Add(1)
+		if errors.Is(err, ErrRefusedAddress) {
+			return abandon, 0, redactErr(err)
+		}
+		return retry, 0, redactErr(err)
+	}
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	resp.Body.Close()
+	code := resp.StatusCode
+	switch {
+	case code >= 200 && code < 300:
+		return delivered, code, ""
+	case code == http.StatusLoopDetected:
+		d.Failed.Add(1)
+		return abandon, code, "the webhook URL points at a Chorus server (loop refused)"
+	case code == http.StatusTooManyRequests || code >= 500:
+		d.Failed.Add(1)
+		d.noteRetryAfter(svc.SID, resp.Header.Get("Retry-After"))
+		return retry, code, "answered " + resp.Status
+	case code >= 300 && code < 400:
+		d.Failed.Add(1)
+		return abandon, code, "answered " + resp.Status + " (redirects are not followed)"
+	default:
+		d.Failed.Add(1)
+		return abandon, code, "answered " + resp.Status
+	}
+}
+
+// LoopHeader marks the requests of webhooks: a Chorus server refuses a
+// request that carries it (508), so that a webhook never calls Chorus.
+const LoopHeader = "X-Chorus-Webhook"
+
+// idempotencyToken identifies an entry's event across redeliveries.
+func idempotencyToken(e *chorus.OutboxEntry) string {
+	return e.ServiceSID + "-" + strconv.FormatInt(e.Seq, 10)
+}
+
+// noteRetryAfter honors a receiver's Retry-After (seconds, at most
+// maxPause) for its service's next retry.
+func (d *Dispatcher) noteRetryAfter(sid, v string) {
+	secs, err := strconv.Atoi(strings.TrimSpace(v))
+	h := d.healthOf(sid)
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	h.retryAfter = 0
+	if err == nil && secs > 0 {
+		h.retryAfter = min(time.Duration(secs)*time.Second, maxPause)
+	}
+}
+
+// redactErr describes a delivery error without the URL's query (which may
+// carry a receiver's secret).
+func redactErr(err error) string {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		err = ue.Err
+	}
+	s := err.Error()
+	if len(s) > 200 {
+		s = s[:200]
+	}
+	return s
+}

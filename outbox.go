@@ -1,0 +1,99 @@
+package chorus
+
+import (
+	"context"
+	"time"
+)
+
+// OutboxEntry is a webhook waiting for delivery: written by the engine in
+// the transaction that commits its event, deleted once the receiver took
+// it or the dispatcher gave up on it.
+type OutboxEntry struct {
+	// Seq orders the outbox; AppendOutbox assigns it.
+	Seq        int64
+	ServiceSID string
+	// OrderKey groups the entries that must be delivered one after the
+	// other, in Seq order: an object's SID, or "identity:<name>" for the
+	// reachability events of an identity.
+	OrderKey string
+	Event    *Event
+
+	Attempts    int       // delivery attempts made so far
+	NextAttempt time.Time // not before
+	LastStatus  int       // HTTP status of the last attempt; 0: none or no answer
+	LastError   string    // why the last attempt failed, for operators
+	DateCreated time.Time
+}
+
+// OutboxBacklog is a service's pending webhooks.
+type OutboxBacklog struct {
+	ServiceSID string
+	Pending    int
+	Oldest     time.Time // DateCreated of the oldest pending entry
+}
+
+// Endpoint is one connected client endpoint of an identity, on one node:
+// the cluster-wide reachability state.
+type Endpoint struct {
+	ServiceSID string
+	AccountSID string
+	Identity   string
+	EndpointID string
+	Node       string // the node the endpoint's session runs on
+}
+
+// OfflineIdentity is an identity whose last endpoint went away at Since
+// and whose endpoint_disconnected webhook is due after its service's
+// debouncing window.
+type OfflineIdentity struct {
+	ServiceSID string
+	AccountSID string
+	Identity   string
+	EndpointID string // the last endpoint that left
+	Since      time.Time
+}
+
+// OutboxReader reads the webhook outbox and the reachability state.
+type OutboxReader interface {
+	// Outbox returns a service's pending entries in Seq order: the first
+	// perKey of each OrderKey (so that objects whose first entries wait for
+	// a retry do not hide the others), at most limit.
+	Outbox(ctx context.Context, serviceSID string, perKey, limit int) ([]*OutboxEntry, error)
+	// OutboxBacklog returns every service with pending entries.
+	OutboxBacklog(ctx context.Context) ([]*OutboxBacklog, error)
+	// OfflineIdentities returns identities that have no endpoint left on
+	// any node and went offline at or before before, at most limit.
+	OfflineIdentities(ctx context.Context, before time.Time, limit int) ([]*OfflineIdentity, error)
+}
+
+// OutboxWriter writes the webhook outbox and the reachability state.
+type OutboxWriter interface {
+	// AppendOutbox stores e and sets e.Seq.
+	AppendOutbox(ctx context.Context, e *OutboxEntry) error
+	// UpdateOutbox records a failed attempt: Attempts, NextAttempt,
+	// LastStatus and LastError of the entry e.Seq.
+	UpdateOutbox(ctx context.Context, e *OutboxEntry) error
+	// DeleteOutbox removes an entry; a missing one is not an error.
+	DeleteOutbox(ctx context.Context, seq int64) error
+	// TrimOutbox deletes a service's oldest entries beyond the newest
+	// keep and returns how many it deleted.
+	TrimOutbox(ctx context.Context, serviceSID string, keep int) (int, error)
+
+	// ConnectEndpoint records that e connected and reports whether its
+	// identity was offline before (no endpoint on any node, and no
+	// debounced disconnection pending).
+	ConnectEndpoint(ctx context.Context, e Endpoint, now time.Time) (first bool, err error)
+	// DisconnectEndpoint records that e went away at now; when it was its
+	// identity's last endpoint, the identity shows in OfflineIdentities.
+	DisconnectEndpoint(ctx context.Context, e Endpoint, now time.Time) error
+	// GoneOffline removes an identity that is still offline since at or
+	// before before, and reports whether it did: the caller then sends
+	// endpoint_disconnected.
+	GoneOffline(ctx context.Context, serviceSID, identity string, before time.Time) (bool, error)
+	// NodeHeartbeat records that node is alive at now and reports whether
+	// the store knew it (false on its first heartbeat, and after it was
+	// presumed dead: its endpoints are gone then). Unless deadBefore is
+	// zero, it also disconnects the endpoints of nodes not heard of since
+	// deadBefore.
+	NodeHeartbeat(ctx context.Context, node string, now, deadBefore time.Time) (known bool, err error)
+}
