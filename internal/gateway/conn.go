@@ -41,11 +41,15 @@ var (
 // writer alone writes to the socket, and ends the session. Hub deliveries
 // enqueue from Bus goroutines; timers enqueue pings and token notices.
 type conn struct {
-	g  *Gateway
-	nc net.Conn
-	br *bufio.Reader // small: an idle session holds it while it waits
-	id string
-	q  *sendQueue
+	g    *Gateway
+	nc   net.Conn
+	br   *bufio.Reader // small: an idle session holds it while it waits
+	id   string
+	q    *sendQueue
+	addr string // client IP, for MaxUnauthenticatedPerAddr
+
+	// unauth: counted in Gateway.unauth (guarded by Gateway.mu).
+	unauth bool
 
 	ctx    context.Context // canceled, with the reason, when the session ends
 	cancel context.CancelCauseFunc
@@ -66,6 +70,8 @@ type conn struct {
 	// Reader-owned.
 	rhdr       [ws.MaxHeaderSize - 2]byte
 	textLogged bool
+	authed     bool // init succeeded (a cache of initialized)
+	preInit    int  // requests queued before init succeeded
 
 	// Worker-owned session state.
 	claims *token.Claims
@@ -316,12 +322,35 @@ func (c *conn) readLoop() {
 	c.fail(c.read())
 }
 
+// readerAuthed reports whether init succeeded; the reader caches the
+// answer once it is yes.
+func (c *conn) readerAuthed() bool {
+	if !c.authed {
+		c.authed = c.isInitialized()
+	}
+	return c.authed
+}
+
+// messageLimit is the largest message the reader accepts now: a token's
+// worth before init succeeded, the frame limit (with room to answer an
+// oversize request with 413) after.
+func (c *conn) messageLimit() int64 {
+	if !c.readerAuthed() {
+		return int64(c.g.cfg.MaxInitBytes)
+	}
+	return 4*int64(c.g.cfg.MaxFrameBytes) + 1024
+}
+
+// read reads messages until the connection fails. A message's buffer
+// grows with the bytes that arrive (appendRead), never from the length a
+// header announces, and a message over messageLimit, as announced, closes
+// the session with 1009 before its payload is read.
 func (c *conn) read() error {
-	limit := 4*int64(c.g.cfg.MaxFrameBytes) + 1024
 	var (
 		msg        []byte
 		op         ws.OpCode // of the message being assembled
 		fragmented bool
+		limit      int64 // of the message being assembled
 	)
 	for {
 		h, err := ws.ReadHeaderBuffer(c.br, c.rhdr[:])
@@ -370,16 +399,14 @@ func (c *conn) read() error {
 			}
 			continue
 		}
+		if !fragmented {
+			limit = c.messageLimit()
+		}
 		n := int64(len(msg))
 		if n+h.Length > limit {
 			return &closeError{ws.StatusMessageTooBig, fmt.Errorf("gateway: read: message exceeds %d bytes", limit)}
 		}
-		if n == 0 {
-			msg = make([]byte, h.Length)
-		} else {
-			msg = append(msg, make([]byte, h.Length)...)
-		}
-		if _, err := io.ReadFull(c.br, msg[n:]); err != nil {
+		if msg, err = appendRead(c.br, msg, h.Length); err != nil {
 			return fmt.Errorf("gateway: read: %w", err)
 		}
 		ws.Cipher(msg[n:], h.Mask, 0)
@@ -412,9 +439,16 @@ func (c *conn) dispatch(op ws.OpCode, msg []byte, borrowed bool) error {
 	if isPlainAck(msg, c.g.cfg.MaxFrameBytes) {
 		return nil // the common case: an ack needs no answer
 	}
-	f, err := protocol.Decode(msg, c.g.cfg.MaxFrameBytes)
+	authed := c.readerAuthed()
+	limit := c.g.cfg.MaxFrameBytes
+	if !authed {
+		// Before init, payload_size is held to the init limit too (the
+		// whole message already is; Decode never allocates by it).
+		limit = min(limit, c.g.cfg.MaxInitBytes)
+	}
+	f, err := protocol.Decode(msg, limit)
 	if errors.Is(err, protocol.ErrTooLarge) {
-		if id, ok := oversizeRequest(msg, c.g.cfg.MaxFrameBytes); ok && c.isInitialized() {
+		if id, ok := oversizeRequest(msg, limit); ok && authed {
 			// A well-formed request that is merely too big: answer it
 			// like the SDK expects (413 inside a 200 reply).
 			c.sendHTTP(id, errorResponse(chorus.Errorf(chorus.ErrTooLarge, "Request entity too large: frame exceeds %d bytes", c.g.cfg.MaxFrameBytes)))
@@ -435,6 +469,11 @@ func (c *conn) dispatch(op ws.OpCode, msg []byte, borrowed bool) error {
 		c.fail(errClientClosed)
 	case protocol.MethodInit, protocol.MethodUpdate, protocol.MethodMessage,
 		"put_notification_ctx", "delete_notification_ctx":
+		if !authed {
+			if c.preInit++; c.preInit > maxPreInitRequests {
+				return &closeError{ws.StatusPolicyViolation, fmt.Errorf("gateway: more than %d requests before init", maxPreInitRequests)}
+			}
+		}
 		if borrowed && f.Payload != nil {
 			f.Payload = bytes.Clone(f.Payload) // header values are copies already
 		}
@@ -666,6 +705,7 @@ func (c *conn) handleInit(ctx context.Context, f *protocol.Frame) error {
 		c.initTimer = nil
 	}
 	c.mu.Unlock()
+	c.g.authenticated(c)
 	c.logger().Debug("gateway: session started", slog.String(logIdentity, claims.Identity), slog.String(logService, svc.SID))
 	c.send(protocol.Encode(nil, protocol.NewInitReply(id, "ct_"+protocol.NewID()[2:], []string{protocol.CapabilityClientUpdate}), nil))
 	c.armTokenTimers(claims.Expires)

@@ -86,6 +86,12 @@ type Config struct {
 
 	// ShutdownTimeout bounds the graceful shutdown; default 10s.
 	ShutdownTimeout time.Duration
+
+	// WSMaxConns caps this node's websocket connections (503 beyond);
+	// WSMaxUnauthPerAddr caps those of one client IP that have not
+	// completed init (429 beyond). 0 = no cap.
+	WSMaxConns         int
+	WSMaxUnauthPerAddr int
 }
 
 // Server is one Chorus node.
@@ -187,6 +193,7 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 
 	s.gw = gateway.New(gateway.Config{
 		Engine: s.eng, Verifier: s.verifier, PublicURL: cfg.PublicURL, Logger: cfg.Logger, Presence: s.hooks,
+		MaxConns: cfg.WSMaxConns, MaxUnauthenticatedPerAddr: cfg.WSMaxUnauthPerAddr,
 	})
 
 	s.handler = s.routes()
