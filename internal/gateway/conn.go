@@ -75,8 +75,12 @@ type conn struct {
 
 	// Worker-owned session state.
 	claims *token.Claims
-	svc    *chorus.Service
+	svc    *chorus.Service // refreshed from svcLatest before each request
 	actor  engine.Actor
+
+	svcLatest  atomic.Pointer[chorus.Service] // the service as last read (access.go)
+	accessGen  atomic.Uint64                  // bumped when svcLatest changes
+	revokeOnce sync.Once
 
 	mu          sync.Mutex // guards the fields below
 	initialized bool
@@ -86,6 +90,8 @@ type conn struct {
 		identity string
 	} // the session Presence heard of at init
 	subs      map[string]*subscription
+	account   string // the token's account (sub)
+	keySID    string // the API key that signed the token (iss)
 	tokenGen  uint64
 	warnTimer *time.Timer
 	expTimer  *time.Timer
@@ -231,7 +237,8 @@ func (e *closeError) Unwrap() error { return e.err }
 func closeCode(err error) ws.StatusCode {
 	var ce *closeError
 	switch {
-	case errors.Is(err, errClientClosed), errors.Is(err, errTokenExpired), errors.Is(err, errShutdown):
+	case errors.Is(err, errClientClosed), errors.Is(err, errTokenExpired), errors.Is(err, errShutdown),
+		errors.Is(err, errRevoked):
 		return ws.StatusNormalClosure
 	case errors.As(err, &ce):
 		return ce.code
@@ -608,6 +615,7 @@ func (c *conn) workLoop() {
 		if ctx.Err() != nil {
 			continue // the session is ending: drop it
 		}
+		c.refreshService()
 		var err error
 		switch f.Header.Method {
 		case protocol.MethodInit:
@@ -697,7 +705,9 @@ func (c *conn) handleInit(ctx context.Context, f *protocol.Frame) error {
 	}
 	c.claims, c.svc = claims, svc
 	c.actor = engine.Actor{Identity: claims.Identity, EndpointID: c.id}
+	c.svcLatest.Store(svc)
 	c.mu.Lock()
+	c.account, c.keySID = claims.Subject, claims.Issuer
 	c.initialized = true
 	c.online.svc, c.online.identity = svc, claims.Identity
 	if c.initTimer != nil {
@@ -738,6 +748,9 @@ func (c *conn) handleUpdate(ctx context.Context, f *protocol.Frame) error {
 		return nil
 	}
 	c.claims = claims
+	c.mu.Lock()
+	c.account, c.keySID = claims.Subject, claims.Issuer
+	c.mu.Unlock()
 	c.reply(id, protocol.StatusOK)
 	c.armTokenTimers(claims.Expires)
 	return nil

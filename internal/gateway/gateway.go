@@ -102,6 +102,7 @@ type Gateway struct {
 	refused       atomic.Uint64
 
 	lastRefusalLog atomic.Int64 // unix ns
+	controlCancel  func()       // the control topic's Bus subscription
 }
 
 var _ http.Handler = (*Gateway)(nil)
@@ -147,6 +148,7 @@ func New(cfg Config) *Gateway {
 	g := &Gateway{cfg: cfg, log: cfg.Logger, conns: make(map[*conn]struct{}), unauth: make(map[string]int)}
 	g.ctx, g.cancel = context.WithCancel(context.Background())
 	g.hub = newHub(g)
+	g.subscribeControl()
 	return g
 }
 
@@ -218,6 +220,9 @@ func (g *Gateway) Close(ctx context.Context) error {
 	}
 	g.mu.Unlock()
 	g.cancel()
+	if g.controlCancel != nil {
+		g.controlCancel()
+	}
 	for _, c := range conns {
 		c.fail(errShutdown)
 	}

@@ -50,6 +50,7 @@ type topic struct {
 	filling  bool
 	gapSince time.Time
 	removed  bool
+	access   uint64 // permission changes heard (access.go)
 	subs     map[*conn]*subscription
 	frames   []baseFrame // scratch: one encoded frame per public base
 }
@@ -157,6 +158,13 @@ func (t *topic) setBaseline(last int64) {
 
 // onEvent is the Bus callback. It must not block.
 func (t *topic) onEvent(e *chorus.Event) {
+	if e.Type == chorus.EventPermissionChanged {
+		t.mu.Lock()
+		t.access++
+		t.mu.Unlock()
+		go t.permissionChanged(e.Identity) // reads the store
+		return
+	}
 	if !e.Type.Realtime() {
 		return
 	}
@@ -330,7 +338,9 @@ func (h *hub) dropRemoved(t *topic, subs []*subscription) {
 // event log. A Bus that can lose events (NATS core is at-most-once) calls it
 // after it reconnects: events published while it was away would otherwise
 // only be noticed when a later event arrives, and the last ones never.
+// Access changes that may have been lost are re-checked too.
 func (g *Gateway) Resync() {
+	go g.recheckAccess()
 	g.hub.mu.Lock()
 	topics := make([]*topic, 0, len(g.hub.topics))
 	for _, t := range g.hub.topics {
