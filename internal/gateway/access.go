@@ -71,7 +71,7 @@ func (g *Gateway) onControl(e *chorus.Event) {
 				return
 			}
 		}
-		g.revokeLocal(e.AccountSID, keys)
+		g.revokeChecked(e.AccountSID, keys)
 	}
 }
 
@@ -257,12 +257,15 @@ func (c *conn) recheckIfChanged(ctx context.Context, s *subscription, before acc
 
 // RevokeKeys closes, on every node, the live sessions of accountSID whose
 // access token was signed by one of keySIDs (the token's iss); with no
-// keySIDs, every session of the account. Each gets the twilsock close
-// the SDK treats as a rejected token (401, 20103): it stops, and its
-// reconnect's init is refused when the key no longer verifies. Local
-// sessions are closed at once; an error means the other nodes could not
-// be told (the Bus is down: they re-check keys when it is back, see
-// Resync).
+// keySIDs, every session of the account. Call it after the keys were
+// deleted from the store: this node closes its sessions at once, while
+// the other nodes, told through the Bus, close only those whose key the
+// store no longer has (a Bus event names what to check, it is not
+// trusted). Each session gets the twilsock close the SDK treats as a
+// rejected token (401, 20103): it stops, and its reconnect's init is
+// refused because the key no longer verifies. An error means the other
+// nodes could not be told (the Bus is down: they re-check keys when it
+// is back, see Resync).
 func (g *Gateway) RevokeKeys(ctx context.Context, accountSID string, keySIDs ...string) error {
 	g.revokeLocal(accountSID, keySIDs)
 	data, err := json.Marshal(append([]string{}, keySIDs...))
@@ -277,6 +280,41 @@ func (g *Gateway) RevokeKeys(ctx context.Context, accountSID string, keySIDs ...
 		return fmt.Errorf("gateway: revoke keys: %w", err)
 	}
 	return nil
+}
+
+// revokeChecked closes this node's sessions signed by keys of accountSID
+// whose key the store no longer has: a keys_revoked event from the Bus
+// only names what to look up.
+func (g *Gateway) revokeChecked(accountSID string, keys []string) {
+	conns := g.sessions(func(c *conn) bool {
+		return c.account == accountSID && (len(keys) == 0 || slices.Contains(keys, c.keySID))
+	})
+	ctx, cancel := context.WithTimeout(g.ctx, recheckTimeout)
+	defer cancel()
+	valid := make(map[string]bool)
+	for _, c := range conns {
+		c.mu.Lock()
+		key := c.keySID
+		c.mu.Unlock()
+		ok, seen := valid[key]
+		if !seen {
+			ok = g.keyValid(ctx, accountSID, key)
+			valid[key] = ok
+		}
+		if !ok {
+			c.revoke()
+		}
+	}
+}
+
+// keyValid reports whether the store still has key, in account. A store
+// error counts as valid: the next re-check decides.
+func (g *Gateway) keyValid(ctx context.Context, account, key string) bool {
+	k, err := g.cfg.Engine.APIKey(ctx, key)
+	if err != nil {
+		return chorus.AsError(err).Status >= 500
+	}
+	return k != nil && k.AccountSID == account
 }
 
 // revokeLocal closes this node's sessions signed by keys of accountSID.
@@ -324,11 +362,7 @@ func (g *Gateway) recheckAccess() {
 		c.mu.Unlock()
 		ok, seen := keys[kr]
 		if !seen {
-			k, err := g.cfg.Engine.APIKey(ctx, kr.key)
-			switch {
-			case err == nil && k != nil && k.AccountSID == kr.account, err != nil && chorus.AsError(err).Status >= 500:
-				ok = true // keep on doubt: the next re-check decides
-			}
+			ok = g.keyValid(ctx, kr.account, kr.key)
 			keys[kr] = ok
 		}
 		if !ok {

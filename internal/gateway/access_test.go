@@ -213,3 +213,33 @@ func tokenWithKey(e *env, k *chorus.APIKey, identity string) (string, error) {
 		Identity: identity, ServiceSID: e.creds.ServiceSID, TTL: time.Hour,
 	})
 }
+
+// TestKeysRevokedEventChecksTheStore: a keys_revoked event from the Bus
+// closes only sessions whose key the store no longer has (a forged or
+// stale event closes nothing).
+func TestKeysRevokedEventChecksTheStore(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	alice := e.session("alice")
+	data, _ := json.Marshal([]string{e.creds.APIKeySID})
+	ev := &chorus.Event{Type: chorus.EventKeysRevoked, AccountSID: e.creds.AccountSID, ObjectSID: chorus.ControlTopic,
+		Data: data, DateCreated: time.Now()}
+	if err := e.bus.Publish(ctx, ev); err != nil {
+		t.Fatal(err)
+	}
+	if err := alice.closed(500 * time.Millisecond); err == nil {
+		t.Fatal("a keys_revoked event for a key still in the store closed the session")
+	}
+	if r := alice.do("GET", "/v3/Documents/nope", nil, nil); r.Status != 404 {
+		t.Fatalf("GET = %d, want 404 (alive)", r.Status)
+	}
+	if err := e.eng.Store().Update(ctx, func(tx chorus.Tx) error { return tx.DeleteAPIKey(ctx, e.creds.APIKeySID) }); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.bus.Publish(ctx, ev); err != nil {
+		t.Fatal(err)
+	}
+	if err := alice.closed(10 * time.Second); err != nil {
+		t.Fatalf("after the key was deleted: %v", err)
+	}
+}

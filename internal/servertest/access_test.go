@@ -106,6 +106,12 @@ func TestAccessChangesAcrossNodes(t *testing.T) {
 	// The API key revoked on A: the sessions it signed on B close.
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
+	// As the key's deletion does: first the store, then the sessions.
+	if err := a.Server.Engine().Store().Update(ctx, func(tx chorus.Tx) error {
+		return tx.DeleteAPIKey(ctx, c.Creds.APIKeySID)
+	}); err != nil {
+		t.Fatalf("delete the API key: %v", err)
+	}
 	if err := a.Server.Gateway().RevokeKeys(ctx, c.Creds.AccountSID, c.Creds.APIKeySID); err != nil {
 		t.Fatalf("RevokeKeys on %s: %v", a.Name, err)
 	}
