@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"io"
@@ -53,8 +54,14 @@ func TestMessageLimitBeforeInit(t *testing.T) {
 	})
 	t.Run("requests piled up before init close 1008", func(t *testing.T) {
 		c := e.rawDial()
-		for i := 0; i < maxPreInitRequests+2; i++ {
-			c.write(ws.OpBinary, true, initFrame("not-a-token"), false)
+		// One write, and nothing after the request that is one too many
+		// (unread bytes would make the close a reset).
+		var buf bytes.Buffer
+		for i := 0; i < maxPreInitRequests+1; i++ {
+			ws.WriteFrame(&buf, ws.MaskFrame(ws.NewFrame(ws.OpBinary, true, initFrame("not-a-token"))))
+		}
+		if _, err := c.nc.Write(buf.Bytes()); err != nil {
+			t.Fatalf("write: %v", err)
 		}
 		c.readFailClose(ws.StatusPolicyViolation)
 	})
