@@ -9,6 +9,8 @@ import (
 	"slices"
 	"time"
 
+	"golang.org/x/sync/errgroup"
+
 	"github.com/chorus-sync/chorus"
 	"github.com/chorus-sync/chorus/internal/engine"
 	"github.com/chorus-sync/chorus/protocol"
@@ -33,8 +35,12 @@ import (
 // / 54007 (the SDK reports it to the object's "failure" listeners) and
 // receives nothing after it.
 
-// recheckTimeout bounds one re-check's store reads.
-const recheckTimeout = 10 * time.Second
+// recheckTimeout bounds one re-check's store read; recheckParallel is
+// how many sessions are re-checked at once after a service change.
+const (
+	recheckTimeout  = 10 * time.Second
+	recheckParallel = 4
+)
 
 // revokeGrace is how long a revoked session has to close after its
 // twilsock close, before the gateway closes it.
@@ -104,8 +110,8 @@ func (g *Gateway) serviceChanged(accountSID, serviceSID string) {
 		return
 	}
 	ctx, cancel := context.WithTimeout(g.ctx, recheckTimeout)
-	defer cancel()
 	svc, err := g.cfg.Engine.Service(ctx, accountSID, serviceSID)
+	cancel()
 	if err != nil {
 		if chorus.AsError(err).Status != 404 {
 			g.log.Warn("gateway: re-read changed service", slog.String(logService, serviceSID), slog.Any(logError, err))
@@ -118,9 +124,15 @@ func (g *Gateway) serviceChanged(accountSID, serviceSID string) {
 	if !svc.ACLEnabled {
 		return
 	}
+	var eg errgroup.Group
+	eg.SetLimit(recheckParallel)
 	for _, c := range conns {
-		c.recheckAll(ctx, svc)
+		eg.Go(func() error {
+			c.recheckAll(g.ctx, svc)
+			return nil
+		})
 	}
+	eg.Wait()
 }
 
 // setService makes svc the session's service from its next request on,
@@ -167,6 +179,8 @@ func (c *conn) recheckAll(ctx context.Context, svc *chorus.Service) {
 // object. Other failures keep it: a missing object ends it by its removal
 // event, and a store error leaves it to the next re-check.
 func (c *conn) recheck(ctx context.Context, svc *chorus.Service, s *subscription) {
+	ctx, cancel := context.WithTimeout(ctx, recheckTimeout)
+	defer cancel()
 	_, err := c.g.cfg.Engine.Subscribable(ctx, c.actorOf(), svc, s.kind, s.sid)
 	if err == nil {
 		return
@@ -205,9 +219,7 @@ func (t *topic) permissionChanged(identity string) {
 		}
 	}
 	t.mu.Unlock()
-	g := t.h.g
-	ctx, cancel := context.WithTimeout(g.ctx, recheckTimeout)
-	defer cancel()
+	ctx := t.h.g.ctx
 	for _, s := range subs {
 		if ctx.Err() != nil {
 			return
@@ -289,8 +301,7 @@ func (g *Gateway) revokeChecked(accountSID string, keys []string) {
 	conns := g.sessions(func(c *conn) bool {
 		return c.account == accountSID && (len(keys) == 0 || slices.Contains(keys, c.keySID))
 	})
-	ctx, cancel := context.WithTimeout(g.ctx, recheckTimeout)
-	defer cancel()
+	ctx := g.ctx
 	valid := make(map[string]bool)
 	for _, c := range conns {
 		c.mu.Lock()
@@ -310,6 +321,8 @@ func (g *Gateway) revokeChecked(accountSID string, keys []string) {
 // keyValid reports whether the store still has key, in account. A store
 // error counts as valid: the next re-check decides.
 func (g *Gateway) keyValid(ctx context.Context, account, key string) bool {
+	ctx, cancel := context.WithTimeout(ctx, recheckTimeout)
+	defer cancel()
 	k, err := g.cfg.Engine.APIKey(ctx, key)
 	if err != nil {
 		return chorus.AsError(err).Status >= 500
@@ -348,8 +361,7 @@ func (c *conn) revoke() {
 // subscriptions of ACL services re-checked.
 func (g *Gateway) recheckAccess() {
 	conns := g.sessions(func(*conn) bool { return true })
-	ctx, cancel := context.WithTimeout(g.ctx, time.Minute)
-	defer cancel()
+	ctx := g.ctx
 	type keyRef struct{ account, key string }
 	services := make(map[string]*chorus.Service)
 	keys := make(map[keyRef]bool)
@@ -371,8 +383,10 @@ func (g *Gateway) recheckAccess() {
 		}
 		svc, seen := services[old.SID]
 		if !seen {
+			rctx, cancel := context.WithTimeout(ctx, recheckTimeout)
 			var err error
-			svc, err = g.cfg.Engine.Service(ctx, old.AccountSID, old.SID)
+			svc, err = g.cfg.Engine.Service(rctx, old.AccountSID, old.SID)
+			cancel()
 			if err != nil {
 				svc = nil
 			}

@@ -27,9 +27,19 @@ func (e *env) aclDoc(acl bool) *chorus.Object {
 	return obj
 }
 
+// service reads the test service as it is now.
+func (e *env) service() *chorus.Service {
+	e.t.Helper()
+	svc, err := e.eng.Service(context.Background(), e.creds.AccountSID, e.svc.SID)
+	if err != nil {
+		e.t.Fatalf("Service: %v", err)
+	}
+	return svc
+}
+
 func (e *env) grant(sid, identity string, read bool) {
 	e.t.Helper()
-	svc, _ := e.eng.Service(context.Background(), e.creds.AccountSID, e.svc.SID)
+	svc := e.service()
 	if _, err := e.eng.SetPermission(context.Background(), svc, chorus.KindDocument, sid, chorus.Permission{Identity: identity, Read: read}); err != nil {
 		e.t.Fatalf("SetPermission: %v", err)
 	}
@@ -37,7 +47,7 @@ func (e *env) grant(sid, identity string, read bool) {
 
 func (e *env) write(sid string, n int) {
 	e.t.Helper()
-	svc, _ := e.eng.Service(context.Background(), e.creds.AccountSID, e.svc.SID)
+	svc := e.service()
 	if _, err := e.eng.UpdateObject(context.Background(), engine.SystemActor(), svc, chorus.KindDocument, sid,
 		engine.UpdateObject{Data: json.RawMessage(`{"n":` + string(rune('0'+n)) + `}`)}); err != nil {
 		e.t.Fatalf("UpdateObject: %v", err)
@@ -78,7 +88,7 @@ func TestPermissionChangeEndsSubscription(t *testing.T) {
 		revoke func(e *env, sid string)
 	}{
 		{"deleted", func(e *env, sid string) {
-			svc, _ := e.eng.Service(context.Background(), e.creds.AccountSID, e.svc.SID)
+			svc := e.service()
 			if err := e.eng.DeletePermission(context.Background(), svc, chorus.KindDocument, sid, "alice"); err != nil {
 				t.Fatalf("DeletePermission: %v", err)
 			}
@@ -152,7 +162,7 @@ func TestAccessChangeDuringEstablish(t *testing.T) {
 		e.grant(doc.SID, "alice", true)
 		alice := e.session("alice")
 		alice.subscribe("establish", int64(i+1), docSub(doc.SID, nil))
-		svc, _ := e.eng.Service(context.Background(), e.creds.AccountSID, e.svc.SID)
+		svc := e.service()
 		if err := e.eng.DeletePermission(context.Background(), svc, chorus.KindDocument, doc.SID, "alice"); err != nil {
 			t.Fatal(err)
 		}
