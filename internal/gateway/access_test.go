@@ -198,6 +198,16 @@ func TestRevokeKeys(t *testing.T) {
 	if err := revoked.closed(10 * time.Second); err != nil {
 		t.Fatalf("revoked session: %v", err)
 	}
+	// What the SDK does next: reconnect and init with the same token. Once
+	// the key is gone from the store, that init is refused (401), which
+	// the SDK reports as a denied connection.
+	if err := e.eng.Store().Update(ctx, func(tx chorus.Tx) error { return tx.DeleteAPIKey(ctx, e.creds.APIKeySID) }); err != nil {
+		t.Fatal(err)
+	}
+	again := e.dial(ctx)
+	if f := again.init(e.token("alice", time.Hour)); f.Header.Status == nil || f.Header.Status.Code != 401 {
+		t.Fatalf("init with a token of the revoked key = %+v, want 401", f.Header.Status)
+	}
 	if r := c2.do("GET", "/v3/Documents/nope", nil, nil); r.Status != 404 {
 		t.Errorf("session of another key: GET = %d, want 404 (alive)", r.Status)
 	}

@@ -51,8 +51,8 @@ type Config struct {
 	// refused with 503 before the upgrade. 0 = no cap.
 	MaxConns int
 	// MaxUnauthenticatedPerAddr caps the connections from one client IP
-	// whose init has not succeeded yet; more are refused with 429 before
-	// the upgrade. 0 = no cap.
+	// (an IPv6 /64) whose init has not succeeded yet; more are refused
+	// with 429 before the upgrade. 0 = no cap.
 	MaxUnauthenticatedPerAddr int
 
 	// Presence, when set, hears of every session that starts (a successful

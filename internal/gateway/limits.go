@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"slices"
 	"time"
 
@@ -48,13 +49,23 @@ func appendRead(r io.Reader, dst []byte, n int64) ([]byte, error) {
 }
 
 // clientAddr is the address a connection counts against: the IP of the
-// TCP peer (a proxy's forwarding headers are not trusted).
+// TCP peer (a proxy's forwarding headers are not trusted), and for IPv6
+// its /64, which one host typically holds whole.
 func clientAddr(r *http.Request) string {
 	host, _, err := net.SplitHostPort(r.RemoteAddr)
 	if err != nil {
 		return r.RemoteAddr
 	}
-	return host
+	ip, err := netip.ParseAddr(host)
+	if err != nil {
+		return host
+	}
+	ip = ip.Unmap()
+	if ip.Is6() {
+		p, _ := ip.WithZone("").Prefix(64)
+		return p.String()
+	}
+	return ip.String()
 }
 
 // admit reserves a place for a new connection from addr, or writes the

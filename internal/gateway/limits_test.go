@@ -208,3 +208,19 @@ func TestConnectionCaps(t *testing.T) {
 		e.rawDial()
 	})
 }
+
+func TestClientAddr(t *testing.T) {
+	for _, tt := range []struct{ remote, want string }{
+		{"127.0.0.1:5000", "127.0.0.1"},
+		{"[::ffff:10.0.0.1]:5000", "10.0.0.1"},
+		{"[2001:db8:1:2:3:4:5:6]:5000", "2001:db8:1:2::/64"},
+		{"[2001:db8:1:2:ffff::1]:1", "2001:db8:1:2::/64"},
+		{"[fe80::1%eth0]:1", "fe80::/64"},
+		{"pipe", "pipe"},
+	} {
+		r := &http.Request{RemoteAddr: tt.remote}
+		if got := clientAddr(r); got != tt.want {
+			t.Errorf("clientAddr(%q) = %q, want %q", tt.remote, got, tt.want)
+		}
+	}
+}
