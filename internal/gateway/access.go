@@ -109,17 +109,23 @@ func (g *Gateway) serviceChanged(accountSID, serviceSID string) {
 	if len(conns) == 0 {
 		return
 	}
+	// Read and store under svcMu, so that a read made before a later
+	// change cannot overwrite what a read after it stored.
+	g.svcMu.Lock()
 	ctx, cancel := context.WithTimeout(g.ctx, recheckTimeout)
 	svc, err := g.cfg.Engine.Service(ctx, accountSID, serviceSID)
 	cancel()
+	if err == nil {
+		for _, c := range conns {
+			c.setService(svc)
+		}
+	}
+	g.svcMu.Unlock()
 	if err != nil {
 		if chorus.AsError(err).Status != 404 {
 			g.log.Warn("gateway: re-read changed service", slog.String(logService, serviceSID), slog.Any(logError, err))
 		}
 		return
-	}
-	for _, c := range conns {
-		c.setService(svc)
 	}
 	if !svc.ACLEnabled {
 		return
@@ -360,43 +366,65 @@ func (c *conn) revoke() {
 // re-read, keys looked up (a missing key closes its sessions), and the
 // subscriptions of ACL services re-checked.
 func (g *Gateway) recheckAccess() {
-	conns := g.sessions(func(*conn) bool { return true })
 	ctx := g.ctx
 	type keyRef struct{ account, key string }
-	services := make(map[string]*chorus.Service)
 	keys := make(map[keyRef]bool)
-	for _, c := range conns {
+	var live []*conn
+	for _, c := range g.sessions(func(*conn) bool { return true }) {
 		if ctx.Err() != nil {
 			return
 		}
 		c.mu.Lock()
-		old, kr := c.online.svc, keyRef{c.account, c.keySID}
+		kr := keyRef{c.account, c.keySID}
 		c.mu.Unlock()
 		ok, seen := keys[kr]
 		if !seen {
 			ok = g.keyValid(ctx, kr.account, kr.key)
 			keys[kr] = ok
 		}
-		if !ok {
+		if ok {
+			live = append(live, c)
+		} else {
 			c.revoke()
+		}
+	}
+
+	// Services: each read once and stored to its sessions, all under
+	// svcMu (see serviceChanged).
+	bySvc := make(map[string][]*conn)
+	first := make(map[string]*chorus.Service)
+	for _, c := range live {
+		c.mu.Lock()
+		old := c.online.svc
+		c.mu.Unlock()
+		bySvc[old.SID] = append(bySvc[old.SID], c)
+		first[old.SID] = old
+	}
+	fresh := make(map[string]*chorus.Service)
+	g.svcMu.Lock()
+	for sid, conns := range bySvc {
+		rctx, cancel := context.WithTimeout(ctx, recheckTimeout)
+		svc, err := g.cfg.Engine.Service(rctx, first[sid].AccountSID, sid)
+		cancel()
+		if err != nil {
 			continue
 		}
-		svc, seen := services[old.SID]
-		if !seen {
-			rctx, cancel := context.WithTimeout(ctx, recheckTimeout)
-			var err error
-			svc, err = g.cfg.Engine.Service(rctx, old.AccountSID, old.SID)
-			cancel()
-			if err != nil {
-				svc = nil
+		fresh[sid] = svc
+		for _, c := range conns {
+			c.setService(svc)
+		}
+	}
+	g.svcMu.Unlock()
+
+	for sid, conns := range bySvc {
+		svc := fresh[sid]
+		if svc == nil || !svc.ACLEnabled {
+			continue
+		}
+		for _, c := range conns {
+			if ctx.Err() != nil {
+				return
 			}
-			services[old.SID] = svc
-		}
-		if svc == nil {
-			continue
-		}
-		c.setService(svc)
-		if svc.ACLEnabled {
 			c.recheckAll(ctx, svc)
 		}
 	}

@@ -103,6 +103,7 @@ type Gateway struct {
 
 	lastRefusalLog atomic.Int64 // unix ns
 	controlCancel  func()       // the control topic's Bus subscription
+	svcMu          sync.Mutex   // orders service re-reads with their stores (access.go)
 }
 
 var _ http.Handler = (*Gateway)(nil)
