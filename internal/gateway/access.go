@@ -105,6 +105,7 @@ func (g *Gateway) sessions(match func(c *conn) bool) []*conn {
 // serviceChanged refreshes the service of its sessions and, if ACLs are
 // now on, re-checks their subscriptions.
 func (g *Gateway) serviceChanged(accountSID, serviceSID string) {
+	g.controlEpoch.Add(1) // before the snapshot: see checkNewSession
 	conns := g.sessions(func(c *conn) bool { return c.online.svc.SID == serviceSID })
 	if len(conns) == 0 {
 		return
@@ -241,7 +242,7 @@ func (t *topic) permissionChanged(identity string) {
 }
 
 // accessGeneration is a topic's count of permission changes; see
-// establishedStale.
+// recheckIfChanged.
 func (t *topic) accessGeneration() uint64 {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -286,6 +287,9 @@ func (c *conn) recheckIfChanged(ctx context.Context, s *subscription, before acc
 // is back, see Resync).
 func (g *Gateway) RevokeKeys(ctx context.Context, accountSID string, keySIDs ...string) error {
 	g.revokeLocal(accountSID, keySIDs)
+	if g.cfg.Engine.Bus() == nil {
+		return nil
+	}
 	data, err := json.Marshal(append([]string{}, keySIDs...))
 	if err != nil {
 		return fmt.Errorf("gateway: revoke keys: %w", err)
@@ -304,6 +308,7 @@ func (g *Gateway) RevokeKeys(ctx context.Context, accountSID string, keySIDs ...
 // whose key the store no longer has: a keys_revoked event from the Bus
 // only names what to look up.
 func (g *Gateway) revokeChecked(accountSID string, keys []string) {
+	g.controlEpoch.Add(1) // before the snapshot: see checkNewSession
 	conns := g.sessions(func(c *conn) bool {
 		return c.account == accountSID && (len(keys) == 0 || slices.Contains(keys, c.keySID))
 	})
@@ -338,6 +343,7 @@ func (g *Gateway) keyValid(ctx context.Context, account, key string) bool {
 
 // revokeLocal closes this node's sessions signed by keys of accountSID.
 func (g *Gateway) revokeLocal(accountSID string, keys []string) {
+	g.controlEpoch.Add(1) // before the snapshot: see checkNewSession
 	conns := g.sessions(func(c *conn) bool {
 		return c.account == accountSID && (len(keys) == 0 || slices.Contains(keys, c.keySID))
 	})
@@ -366,6 +372,7 @@ func (c *conn) revoke() {
 // re-read, keys looked up (a missing key closes its sessions), and the
 // subscriptions of ACL services re-checked.
 func (g *Gateway) recheckAccess() {
+	g.controlEpoch.Add(1)
 	ctx := g.ctx
 	type keyRef struct{ account, key string }
 	keys := make(map[keyRef]bool)
@@ -428,4 +435,31 @@ func (g *Gateway) recheckAccess() {
 			c.recheckAll(ctx, svc)
 		}
 	}
+}
+
+// checkNewSession closes the window between a session's authentication
+// and the moment control handlers can see it (initialized): if a service
+// change or key revocation was handled since epoch (read before the
+// token was verified), the key and service are read again. Worker only,
+// after init or an update took effect.
+func (c *conn) checkNewSession(ctx context.Context, epoch uint64) {
+	g := c.g
+	if g.controlEpoch.Load() == epoch {
+		return
+	}
+	c.mu.Lock()
+	account, key, svcSID := c.account, c.keySID, c.online.svc.SID
+	c.mu.Unlock()
+	if !g.keyValid(ctx, account, key) {
+		c.revoke()
+		return
+	}
+	g.svcMu.Lock()
+	rctx, cancel := context.WithTimeout(ctx, recheckTimeout)
+	svc, err := g.cfg.Engine.Service(rctx, account, svcSID)
+	cancel()
+	if err == nil {
+		c.setService(svc)
+	}
+	g.svcMu.Unlock()
 }

@@ -697,6 +697,7 @@ func (c *conn) handleInit(ctx context.Context, f *protocol.Frame) error {
 		c.reply(id, statusUnauthorized(chorus.Errorf(chorus.ErrTokenInvalid, "Invalid Access Token: %v", err)))
 		return nil
 	}
+	epoch := c.g.controlEpoch.Load()
 	claims, svc, st := c.authenticate(ctx, in.Token)
 	if st != nil {
 		c.logger().Info("gateway: init rejected", slog.Int("code", st.ErrorCode), slog.String("description", st.Description))
@@ -722,6 +723,7 @@ func (c *conn) handleInit(ctx context.Context, f *protocol.Frame) error {
 	if p := c.g.cfg.Presence; p != nil {
 		p.Connected(svc, claims.Identity, c.id)
 	}
+	c.checkNewSession(ctx, epoch)
 	return nil
 }
 
@@ -735,6 +737,7 @@ func (c *conn) handleUpdate(ctx context.Context, f *protocol.Frame) error {
 		c.reply(id, statusUnauthorized(chorus.Errorf(chorus.ErrTokenInvalid, "Invalid Access Token: %v", err)))
 		return nil
 	}
+	epoch := c.g.controlEpoch.Load()
 	claims, svc, st := c.authenticate(ctx, up.Token)
 	if st != nil {
 		if st.Code == 403 { // the SDK maps only "UNAUTHORIZED" to its 51130
@@ -753,6 +756,7 @@ func (c *conn) handleUpdate(ctx context.Context, f *protocol.Frame) error {
 	c.mu.Unlock()
 	c.reply(id, protocol.StatusOK)
 	c.armTokenTimers(claims.Expires)
+	c.checkNewSession(ctx, epoch)
 	return nil
 }
 

@@ -101,9 +101,10 @@ type Gateway struct {
 	malformed     atomic.Uint64
 	refused       atomic.Uint64
 
-	lastRefusalLog atomic.Int64 // unix ns
-	controlCancel  func()       // the control topic's Bus subscription
-	svcMu          sync.Mutex   // orders service re-reads with their stores (access.go)
+	lastRefusalLog atomic.Int64  // unix ns
+	controlCancel  func()        // the control topic's Bus subscription
+	svcMu          sync.Mutex    // orders service re-reads with their stores (access.go)
+	controlEpoch   atomic.Uint64 // control events handled (access.go)
 }
 
 var _ http.Handler = (*Gateway)(nil)
