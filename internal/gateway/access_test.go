@@ -263,3 +263,40 @@ func TestKeysRevokedEventChecksTheStore(t *testing.T) {
 		t.Fatalf("after the key was deleted: %v", err)
 	}
 }
+
+// TestCheckNewSession: a session that authenticated while a control
+// event was being handled re-reads its service and key.
+func TestCheckNewSession(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	e.session("alice")
+	var c *conn
+	waitFor(t, func() bool {
+		e.gw.mu.Lock()
+		defer e.gw.mu.Unlock()
+		for cc := range e.gw.conns {
+			c = cc
+		}
+		return c != nil && c.isInitialized()
+	})
+	// The service changes behind the gateway's back (no event).
+	svc := e.service()
+	svc.ACLEnabled = true
+	if err := e.eng.Store().Update(ctx, func(tx chorus.Tx) error { return tx.PutService(ctx, svc) }); err != nil {
+		t.Fatal(err)
+	}
+	epoch := e.gw.controlEpoch.Load()
+	c.checkNewSession(ctx, epoch)
+	if c.currentService().ACLEnabled {
+		t.Fatal("checkNewSession with no control event since re-read the service")
+	}
+	c.checkNewSession(ctx, epoch-1)
+	if !c.currentService().ACLEnabled {
+		t.Fatal("checkNewSession after a control event kept the stale service")
+	}
+	if err := e.eng.Store().Update(ctx, func(tx chorus.Tx) error { return tx.DeleteAPIKey(ctx, e.creds.APIKeySID) }); err != nil {
+		t.Fatal(err)
+	}
+	c.checkNewSession(ctx, epoch-1)
+	waitFor(t, func() bool { return e.gw.Stats().Connections == 0 })
+}
