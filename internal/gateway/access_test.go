@@ -269,7 +269,7 @@ func TestKeysRevokedEventChecksTheStore(t *testing.T) {
 func TestCheckNewSession(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
-	e.session("alice")
+	alice := e.session("alice")
 	var c *conn
 	waitFor(t, func() bool {
 		e.gw.mu.Lock()
@@ -298,5 +298,7 @@ func TestCheckNewSession(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.checkNewSession(ctx, epoch-1)
-	waitFor(t, func() bool { return e.gw.Stats().Connections == 0 })
+	if err := alice.closed(15 * time.Second); err != nil {
+		t.Fatalf("after checkNewSession found the key gone: %v", err)
+	}
 }
