@@ -184,6 +184,9 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		return
 	}
+	// Deadlines the HTTP server set (ReadTimeout, WriteTimeout) stay on a
+	// hijacked connection; the session manages its own.
+	_ = nc.SetDeadline(time.Time{})
 	c := newConn(g, nc, rw.Reader)
 	c.addr, c.unauth = addr, true
 	g.mu.Lock()
