@@ -35,14 +35,43 @@ const (
 	// connected, or the identity's last endpoint went away.
 	EventEndpointConnected    EventType = "endpoint_connected"
 	EventEndpointDisconnected EventType = "endpoint_disconnected"
+
+	// Access changes (Bus only): they never reach clients, webhooks or an
+	// object's log; gateways re-check live sessions and subscriptions.
+	//
+	// EventPermissionChanged: an identity's permission on the object
+	// ObjectSID was set or deleted (Identity names it).
+	EventPermissionChanged EventType = "permission_changed"
+	// EventServiceChanged: the service ServiceSID was updated (its ACL
+	// switch, among others). ObjectSID is ControlTopic.
+	EventServiceChanged EventType = "service_changed"
+	// EventKeysRevoked: the API keys listed in Data (a JSON array of SIDs;
+	// empty: every key) of account AccountSID no longer sign valid tokens.
+	// ObjectSID is ControlTopic.
+	EventKeysRevoked EventType = "keys_revoked"
 )
+
+// ControlTopic is the Bus "object SID" of cluster-wide control events
+// (EventServiceChanged, EventKeysRevoked); every gateway subscribes to it.
+const ControlTopic = "control"
+
+// Control reports whether t is an access change that travels on the Bus
+// only.
+func (t EventType) Control() bool {
+	switch t {
+	case EventPermissionChanged, EventServiceChanged, EventKeysRevoked:
+		return true
+	}
+	return false
+}
 
 // Realtime reports whether subscribers of the object receive events of
 // type t.
 func (t EventType) Realtime() bool {
 	switch t {
 	case EventDocumentCreated, EventListCreated, EventMapCreated, EventStreamCreated,
-		EventEndpointConnected, EventEndpointDisconnected:
+		EventEndpointConnected, EventEndpointDisconnected,
+		EventPermissionChanged, EventServiceChanged, EventKeysRevoked:
 		return false
 	}
 	return true

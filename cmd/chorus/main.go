@@ -191,6 +191,8 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer) error {
 	busURL := fs.String("bus", getenv("CHORUS_BUS_URL"), "nats://… to fan out through NATS (default: CHORUS_BUS_URL, else in-process)")
 	node := fs.String("node", getenv("CHORUS_NODE_NAME"), "this node's name in logs and to NATS (default: CHORUS_NODE_NAME, else the host name)")
 	allowPrivate := fs.Bool("webhooks-allow-private", false, "let webhooks reach loopback and private addresses, for development and tests (default: CHORUS_WEBHOOKS_ALLOW_PRIVATE)")
+	wsMaxConns := fs.Int("ws-max-conns", 0, "cap on this node's websocket connections, refused with 503 beyond (0 = no cap)")
+	wsMaxUnauth := fs.Int("ws-max-unauth-per-ip", 0, "cap on websocket connections per client IP that have not completed init, refused with 429 beyond (0 = no cap; not behind a proxy)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -207,6 +209,9 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	if *ttl < time.Second || *ttl > token.MaxTTL {
 		return usagef("invalid --token-ttl %v: want 1s to 24h", *ttl)
+	}
+	if *wsMaxConns < 0 || *wsMaxUnauth < 0 {
+		return usagef("invalid --ws-max-conns or --ws-max-unauth-per-ip: want 0 or more")
 	}
 	if *publicURL != "" && !strings.HasPrefix(*publicURL, "http://") && !strings.HasPrefix(*publicURL, "https://") {
 		return usagef("invalid --public-url %q: want http:// or https://", *publicURL)
@@ -229,6 +234,8 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer) error {
 		NodeName:  *node,
 
 		WebhooksAllowPrivate: *allowPrivate,
+		WSMaxConns:           *wsMaxConns,
+		WSMaxUnauthPerAddr:   *wsMaxUnauth,
 	})
 	if err != nil {
 		return err

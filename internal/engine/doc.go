@@ -4,6 +4,9 @@
 // enforces them, ACLs, paging, and publishing committed events on the
 // chorus.Bus. REST v1, the realtime gateway and the admin console all call
 // the engine; none of them talks to the store directly for writes.
+// Permission and service changes are announced on the Bus after commit
+// as control events (chorus.EventType.Control), which gateways use to
+// re-check live subscriptions; they are neither logged nor observed.
 //
 // An Engine is safe for concurrent use.
 package engine

@@ -82,6 +82,7 @@ func (e *Engine) SetPermission(ctx context.Context, svc *chorus.Service, k choru
 	if err != nil {
 		return nil, err
 	}
+	e.publishPermission(ctx, svc, k, p.ObjectSID, p.Identity)
 	return &p, nil
 }
 
@@ -91,7 +92,8 @@ func (e *Engine) DeletePermission(ctx context.Context, svc *chorus.Service, k ch
 	if err := validIdentity(identity); err != nil {
 		return err
 	}
-	return e.update(ctx, SystemActor(), func(tx chorus.Tx, c *change) error {
+	var objectSID string
+	err := e.update(ctx, SystemActor(), func(tx chorus.Tx, c *change) error {
 		obj, err := e.permissionTarget(ctx, tx, svc, k, objectID)
 		if err != nil {
 			return err
@@ -99,6 +101,22 @@ func (e *Engine) DeletePermission(ctx context.Context, svc *chorus.Service, k ch
 		if _, err := tx.Permission(ctx, obj.SID, identity); err != nil {
 			return notFoundAs(err, chorus.ErrPermissionNotFound)
 		}
+		objectSID = obj.SID
 		return tx.DeletePermission(ctx, obj.SID, identity)
+	})
+	if err != nil {
+		return err
+	}
+	e.publishPermission(ctx, svc, k, objectSID, identity)
+	return nil
+}
+
+// publishPermission announces a committed permission change on the
+// object's Bus topic, where the gateways that have subscribers to it
+// listen.
+func (e *Engine) publishPermission(ctx context.Context, svc *chorus.Service, k chorus.Kind, objectSID, identity string) {
+	e.publishAccess(ctx, &chorus.Event{
+		Type: chorus.EventPermissionChanged, AccountSID: svc.AccountSID, ServiceSID: svc.SID,
+		ObjectSID: objectSID, Kind: k, Identity: identity,
 	})
 }

@@ -322,7 +322,15 @@ func (e *Engine) UpdateService(ctx context.Context, accountSID, sid string, p Se
 		s.DateUpdated = c.now
 		return tx.PutService(ctx, s)
 	})
-	return s, err
+	if err != nil {
+		return nil, err
+	}
+	// Gateways refresh their sessions' copy of the service (the ACL
+	// switch) and, with ACLs on, re-check their subscriptions.
+	e.publishAccess(ctx, &chorus.Event{
+		Type: chorus.EventServiceChanged, AccountSID: s.AccountSID, ServiceSID: s.SID, ObjectSID: chorus.ControlTopic,
+	})
+	return s, nil
 }
 
 // DeleteService deletes a service and everything in it.

@@ -41,11 +41,15 @@ var (
 // writer alone writes to the socket, and ends the session. Hub deliveries
 // enqueue from Bus goroutines; timers enqueue pings and token notices.
 type conn struct {
-	g  *Gateway
-	nc net.Conn
-	br *bufio.Reader // small: an idle session holds it while it waits
-	id string
-	q  *sendQueue
+	g    *Gateway
+	nc   net.Conn
+	br   *bufio.Reader // small: an idle session holds it while it waits
+	id   string
+	q    *sendQueue
+	addr string // client IP, for MaxUnauthenticatedPerAddr
+
+	// unauth: counted in Gateway.unauth (guarded by Gateway.mu).
+	unauth bool
 
 	ctx    context.Context // canceled, with the reason, when the session ends
 	cancel context.CancelCauseFunc
@@ -70,11 +74,17 @@ type conn struct {
 	// Reader-owned.
 	rhdr       [ws.MaxHeaderSize - 2]byte
 	textLogged bool
+	authed     bool // init succeeded (a cache of initialized)
+	preInit    int  // requests queued before init succeeded
 
 	// Worker-owned session state.
 	claims *token.Claims
-	svc    *chorus.Service
+	svc    *chorus.Service // refreshed from svcLatest before each request
 	actor  engine.Actor
+
+	svcLatest  atomic.Pointer[chorus.Service] // the service as last read (access.go)
+	accessGen  atomic.Uint64                  // bumped when svcLatest changes
+	revokeOnce sync.Once
 
 	mu          sync.Mutex // guards the fields below
 	initialized bool
@@ -85,6 +95,8 @@ type conn struct {
 	} // the session Presence heard of at init
 	subs      map[string]*subscription
 	queries   map[string]*liveQuery // by query_id (insights.go)
+	account   string                // the token's account (sub)
+	keySID    string                // the API key that signed the token (iss)
 	tokenGen  uint64
 	warnTimer *time.Timer
 	expTimer  *time.Timer
@@ -231,7 +243,8 @@ func (e *closeError) Unwrap() error { return e.err }
 func closeCode(err error) ws.StatusCode {
 	var ce *closeError
 	switch {
-	case errors.Is(err, errClientClosed), errors.Is(err, errTokenExpired), errors.Is(err, errShutdown):
+	case errors.Is(err, errClientClosed), errors.Is(err, errTokenExpired), errors.Is(err, errShutdown),
+		errors.Is(err, errRevoked):
 		return ws.StatusNormalClosure
 	case errors.As(err, &ce):
 		return ce.code
@@ -323,12 +336,35 @@ func (c *conn) readLoop() {
 	c.fail(c.read())
 }
 
+// readerAuthed reports whether init succeeded; the reader caches the
+// answer once it is yes.
+func (c *conn) readerAuthed() bool {
+	if !c.authed {
+		c.authed = c.isInitialized()
+	}
+	return c.authed
+}
+
+// messageLimit is the largest message the reader accepts now: a token's
+// worth before init succeeded, the frame limit (with room to answer an
+// oversize request with 413) after.
+func (c *conn) messageLimit() int64 {
+	if !c.readerAuthed() {
+		return int64(c.g.cfg.MaxInitBytes)
+	}
+	return 4*int64(c.g.cfg.MaxFrameBytes) + 1024
+}
+
+// read reads messages until the connection fails. A message's buffer
+// grows with the bytes that arrive (appendRead), never from the length a
+// header announces, and a message over messageLimit, as announced, closes
+// the session with 1009 before its payload is read.
 func (c *conn) read() error {
-	limit := 4*int64(c.g.cfg.MaxFrameBytes) + 1024
 	var (
 		msg        []byte
 		op         ws.OpCode // of the message being assembled
 		fragmented bool
+		limit      int64 // of the message being assembled
 	)
 	for {
 		h, err := ws.ReadHeaderBuffer(c.br, c.rhdr[:])
@@ -377,16 +413,14 @@ func (c *conn) read() error {
 			}
 			continue
 		}
+		if !fragmented {
+			limit = c.messageLimit()
+		}
 		n := int64(len(msg))
 		if n+h.Length > limit {
 			return &closeError{ws.StatusMessageTooBig, fmt.Errorf("gateway: read: message exceeds %d bytes", limit)}
 		}
-		if n == 0 {
-			msg = make([]byte, h.Length)
-		} else {
-			msg = append(msg, make([]byte, h.Length)...)
-		}
-		if _, err := io.ReadFull(c.br, msg[n:]); err != nil {
+		if msg, err = appendRead(c.br, msg, h.Length); err != nil {
 			return fmt.Errorf("gateway: read: %w", err)
 		}
 		ws.Cipher(msg[n:], h.Mask, 0)
@@ -419,9 +453,16 @@ func (c *conn) dispatch(op ws.OpCode, msg []byte, borrowed bool) error {
 	if isPlainAck(msg, c.g.cfg.MaxFrameBytes) {
 		return nil // the common case: an ack needs no answer
 	}
-	f, err := protocol.Decode(msg, c.g.cfg.MaxFrameBytes)
+	authed := c.readerAuthed()
+	limit := c.g.cfg.MaxFrameBytes
+	if !authed {
+		// Before init, payload_size is held to the init limit too (the
+		// whole message already is; Decode never allocates by it).
+		limit = min(limit, c.g.cfg.MaxInitBytes)
+	}
+	f, err := protocol.Decode(msg, limit)
 	if errors.Is(err, protocol.ErrTooLarge) {
-		if id, ok := oversizeRequest(msg, c.g.cfg.MaxFrameBytes); ok && c.isInitialized() {
+		if id, ok := oversizeRequest(msg, limit); ok && authed {
 			// A well-formed request that is merely too big: answer it
 			// like the SDK expects (413 inside a 200 reply).
 			c.sendHTTP(id, errorResponse(chorus.Errorf(chorus.ErrTooLarge, "Request entity too large: frame exceeds %d bytes", c.g.cfg.MaxFrameBytes)))
@@ -442,6 +483,11 @@ func (c *conn) dispatch(op ws.OpCode, msg []byte, borrowed bool) error {
 		c.fail(errClientClosed)
 	case protocol.MethodInit, protocol.MethodUpdate, protocol.MethodMessage,
 		"put_notification_ctx", "delete_notification_ctx":
+		if !authed {
+			if c.preInit++; c.preInit > maxPreInitRequests {
+				return &closeError{ws.StatusPolicyViolation, fmt.Errorf("gateway: more than %d requests before init", maxPreInitRequests)}
+			}
+		}
 		if borrowed && f.Payload != nil {
 			f.Payload = bytes.Clone(f.Payload) // header values are copies already
 		}
@@ -576,6 +622,7 @@ func (c *conn) workLoop() {
 		if ctx.Err() != nil {
 			continue // the session is ending: drop it
 		}
+		c.refreshService()
 		var err error
 		switch f.Header.Method {
 		case protocol.MethodInit:
@@ -657,6 +704,7 @@ func (c *conn) handleInit(ctx context.Context, f *protocol.Frame) error {
 		c.reply(id, statusUnauthorized(chorus.Errorf(chorus.ErrTokenInvalid, "Invalid Access Token: %v", err)))
 		return nil
 	}
+	epoch := c.g.controlEpoch.Load()
 	claims, svc, st := c.authenticate(ctx, in.Token)
 	if st != nil {
 		c.logger().Info("gateway: init rejected", slog.Int("code", st.ErrorCode), slog.String("description", st.Description))
@@ -665,7 +713,9 @@ func (c *conn) handleInit(ctx context.Context, f *protocol.Frame) error {
 	}
 	c.claims, c.svc = claims, svc
 	c.actor = engine.Actor{Identity: claims.Identity, EndpointID: c.id}
+	c.svcLatest.Store(svc)
 	c.mu.Lock()
+	c.account, c.keySID = claims.Subject, claims.Issuer
 	c.initialized = true
 	c.online.svc, c.online.identity = svc, claims.Identity
 	if c.initTimer != nil {
@@ -673,12 +723,14 @@ func (c *conn) handleInit(ctx context.Context, f *protocol.Frame) error {
 		c.initTimer = nil
 	}
 	c.mu.Unlock()
+	c.g.authenticated(c)
 	c.logger().Debug("gateway: session started", slog.String(logIdentity, claims.Identity), slog.String(logService, svc.SID))
 	c.send(protocol.Encode(nil, protocol.NewInitReply(id, "ct_"+protocol.NewID()[2:], []string{protocol.CapabilityClientUpdate}), nil))
 	c.armTokenTimers(claims.Expires)
 	if p := c.g.cfg.Presence; p != nil {
 		p.Connected(svc, claims.Identity, c.id)
 	}
+	c.checkNewSession(ctx, epoch)
 	return nil
 }
 
@@ -692,6 +744,7 @@ func (c *conn) handleUpdate(ctx context.Context, f *protocol.Frame) error {
 		c.reply(id, statusUnauthorized(chorus.Errorf(chorus.ErrTokenInvalid, "Invalid Access Token: %v", err)))
 		return nil
 	}
+	epoch := c.g.controlEpoch.Load()
 	claims, svc, st := c.authenticate(ctx, up.Token)
 	if st != nil {
 		if st.Code == 403 { // the SDK maps only "UNAUTHORIZED" to its 51130
@@ -705,8 +758,12 @@ func (c *conn) handleUpdate(ctx context.Context, f *protocol.Frame) error {
 		return nil
 	}
 	c.claims = claims
+	c.mu.Lock()
+	c.account, c.keySID = claims.Subject, claims.Issuer
+	c.mu.Unlock()
 	c.reply(id, protocol.StatusOK)
 	c.armTokenTimers(claims.Expires)
+	c.checkNewSession(ctx, epoch)
 	return nil
 }
 

@@ -19,13 +19,49 @@
 // closed as a slow consumer, and the SDK reconnects and replays. Pings and
 // token notices come from per-session timers.
 //
+// # Limits
+//
+// Until init succeeds a WebSocket message may be at most MaxInitBytes
+// (32 KiB: a token and metadata), a Twilsock payload_size is held to the
+// same bound, and at most four requests may be queued; after init the
+// limit is 4×MaxFrameBytes+1 KiB (requests over MaxFrameBytes are answered
+// 413). A message over the limit closes the session with 1009 as soon as
+// its frame header announces it. Message buffers grow with the bytes that
+// arrive (16 KiB steps, append's growth), never from an announced length.
+// MaxConns (503) and MaxUnauthenticatedPerAddr (429, by the TCP peer's IP)
+// refuse connections before the upgrade, with a Twilio error body.
+//
+// # Live authorization
+//
+// Access changes come as control events on the Bus, published by the
+// engine after commit (chorus.EventType.Control; see access.go). A
+// permission change travels on the object's own topic, so it is heard by
+// the nodes with subscribers to that object, ordered after the events
+// that node published before it; a service change (the ACL switch) and a
+// key revocation travel on chorus.ControlTopic, heard by every node.
+// Their order relative to data events does not matter: a gateway never
+// acts on an event's content but re-reads the committed state (the
+// permission, the service, the API key) and then ends what is no longer
+// allowed. A subscription that lost read access is removed from its topic
+// first, then gets subscription_failed 403/54007 with correlation_id null,
+// so nothing of the object follows the denial; data events published
+// between the commit and the re-check may still reach it. A subscription
+// being established while access changes is re-checked by its own request
+// (topic and session access generations). If a control event is lost
+// (NATS core is at-most-once), the Bus's loss report calls Resync, which
+// re-reads every session's service and key and re-checks the
+// subscriptions of services with ACLs on; without such a report nothing
+// is re-checked until the next change.
+//
 // The hub keeps one topic per subscribed object with one Bus subscription.
 // A topic orders events by ID (buffering briefly across gaps and filling
 // them from the store's event log), encodes each event once per public base
 // URL, and enqueues the same bytes to every live subscriber. Lock order:
 // Gateway.mu; hub.mu → topic.mu → sendQueue.mu; conn.mu is never held while
-// taking a hub or topic lock. Bus callbacks hold the Bus's lock, so nothing
-// calls the Bus while holding a topic lock.
+// taking a hub or topic lock, and is taken after Gateway.mu and topic.mu
+// are released (access re-checks snapshot first, then inspect sessions).
+// Bus callbacks hold the Bus's lock, so nothing calls the Bus while holding
+// a topic lock, and control events are handled on their own goroutines.
 //
 // Live queries over Maps (insights.go) hang off their Map's topic: the
 // topic offers each event it delivers to its live queries, whose state is

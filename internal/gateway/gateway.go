@@ -43,6 +43,17 @@ type Config struct {
 	ReplayBatch int
 	// InitTimeout closes connections that send no init; default 30s.
 	InitTimeout time.Duration
+	// MaxInitBytes is the largest WebSocket message accepted before init
+	// succeeded; default DefaultMaxInitBytes (32 KiB). After init the
+	// limit is 4×MaxFrameBytes+1 KiB (larger requests are answered 413).
+	MaxInitBytes int
+	// MaxConns caps the websocket connections of this gateway; more are
+	// refused with 503 before the upgrade. 0 = no cap.
+	MaxConns int
+	// MaxUnauthenticatedPerAddr caps the connections from one client IP
+	// (an IPv6 /64) whose init has not succeeded yet; more are refused
+	// with 429 before the upgrade. 0 = no cap.
+	MaxUnauthenticatedPerAddr int
 
 	// Presence, when set, hears of every session that starts (a successful
 	// init) and ends: the reachability webhooks. Its methods must not block.
@@ -66,6 +77,7 @@ type Stats struct {
 	Malformed     uint64 // connections closed for protocol violations
 	GapFills      uint64 // out-of-order gaps filled from the store
 	GapSkips      uint64 // gaps that could not be filled
+	Refused       uint64 // connections refused by MaxConns or MaxUnauthenticatedPerAddr
 }
 
 // Gateway is the Twilsock V3.0 endpoint. Mount it at /v3/wsconnect.
@@ -77,14 +89,22 @@ type Gateway struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 
-	mu     sync.Mutex
-	conns  map[*conn]struct{}
-	closed bool
-	wg     sync.WaitGroup
+	mu        sync.Mutex
+	conns     map[*conn]struct{}
+	upgrading int            // admitted connections not yet in conns
+	unauth    map[string]int // connections without a successful init, by client IP
+	closed    bool
+	wg        sync.WaitGroup
 
 	replayed      atomic.Uint64
 	slowConsumers atomic.Uint64
 	malformed     atomic.Uint64
+	refused       atomic.Uint64
+
+	lastRefusalLog atomic.Int64  // unix ns
+	controlCancel  func()        // the control topic's Bus subscription
+	svcMu          sync.Mutex    // orders service re-reads with their stores (access.go)
+	controlEpoch   atomic.Uint64 // control events handled (access.go)
 }
 
 var _ http.Handler = (*Gateway)(nil)
@@ -124,9 +144,13 @@ func New(cfg Config) *Gateway {
 	if cfg.InitTimeout <= 0 {
 		cfg.InitTimeout = 30 * time.Second
 	}
-	g := &Gateway{cfg: cfg, log: cfg.Logger, conns: make(map[*conn]struct{})}
+	if cfg.MaxInitBytes <= 0 {
+		cfg.MaxInitBytes = DefaultMaxInitBytes
+	}
+	g := &Gateway{cfg: cfg, log: cfg.Logger, conns: make(map[*conn]struct{}), unauth: make(map[string]int)}
 	g.ctx, g.cancel = context.WithCancel(context.Background())
 	g.hub = newHub(g)
+	g.subscribeControl()
 	return g
 }
 
@@ -137,15 +161,9 @@ var upgrader = ws.HTTPUpgrader{Timeout: 10 * time.Second}
 // ServeHTTP upgrades the request to a WebSocket and starts the session,
 // which runs on its own goroutines after ServeHTTP returns (so the HTTP
 // server's per-request state is released). Any Origin is accepted;
-// authentication happens in the protocol.
+// authentication happens in the protocol. Connections over MaxConns or
+// MaxUnauthenticatedPerAddr are refused before the upgrade.
 func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	g.mu.Lock()
-	closed := g.closed
-	g.mu.Unlock()
-	if closed {
-		http.Error(w, "shutting down", http.StatusServiceUnavailable)
-		return
-	}
 	if !strings.EqualFold(r.Header.Get("Upgrade"), "websocket") {
 		// A plain HTTP request: say what this endpoint speaks.
 		w.Header().Set("Upgrade", "websocket")
@@ -153,17 +171,28 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "this is the Twilsock websocket endpoint: connect with a websocket client", http.StatusUpgradeRequired)
 		return
 	}
+	addr := clientAddr(r)
+	if !g.admit(w, addr) {
+		return
+	}
 	nc, rw, _, err := upgrader.Upgrade(r, w)
 	if err != nil {
+		g.unadmit(addr)
 		g.log.Debug("gateway: websocket upgrade", slog.Any(logError, err))
 		if nc != nil {
 			nc.Close()
 		}
 		return
 	}
+	// Deadlines the HTTP server set (ReadTimeout, WriteTimeout) stay on a
+	// hijacked connection; the session manages its own.
+	_ = nc.SetDeadline(time.Time{})
 	c := newConn(g, nc, rw.Reader)
+	c.addr, c.unauth = addr, true
 	g.mu.Lock()
+	g.upgrading--
 	if g.closed {
+		g.dropUnauthLocked(addr)
 		g.mu.Unlock()
 		nc.Close()
 		return
@@ -178,6 +207,10 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func (g *Gateway) remove(c *conn) {
 	g.mu.Lock()
 	delete(g.conns, c)
+	if c.unauth {
+		c.unauth = false
+		g.dropUnauthLocked(c.addr)
+	}
 	g.mu.Unlock()
 	g.wg.Done()
 }
@@ -192,6 +225,9 @@ func (g *Gateway) Close(ctx context.Context) error {
 	}
 	g.mu.Unlock()
 	g.cancel()
+	if g.controlCancel != nil {
+		g.controlCancel()
+	}
 	for _, c := range conns {
 		c.fail(errShutdown)
 	}
@@ -224,5 +260,6 @@ func (g *Gateway) Stats() Stats {
 		Malformed:     g.malformed.Load(),
 		GapFills:      g.hub.gapFills.Load(),
 		GapSkips:      g.hub.gapSkips.Load(),
+		Refused:       g.refused.Load(),
 	}
 }

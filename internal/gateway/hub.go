@@ -50,6 +50,7 @@ type topic struct {
 	filling  bool
 	gapSince time.Time
 	removed  bool
+	access   uint64 // permission changes heard (access.go)
 	subs     map[*conn]*subscription
 	queries  map[*liveQuery]struct{} // live queries of a Map (insights.go)
 	frames   []baseFrame             // scratch: one encoded frame per public base
@@ -158,6 +159,13 @@ func (t *topic) setBaseline(last int64) {
 
 // onEvent is the Bus callback. It must not block.
 func (t *topic) onEvent(e *chorus.Event) {
+	if e.Type == chorus.EventPermissionChanged {
+		t.mu.Lock()
+		t.access++
+		t.mu.Unlock()
+		go t.permissionChanged(e.Identity) // reads the store
+		return
+	}
 	if !e.Type.Realtime() {
 		return
 	}
@@ -334,7 +342,9 @@ func (h *hub) dropRemoved(t *topic, subs []*subscription) {
 // event log. A Bus that can lose events (NATS core is at-most-once) calls it
 // after it reconnects: events published while it was away would otherwise
 // only be noticed when a later event arrives, and the last ones never.
+// Access changes that may have been lost are re-checked too.
 func (g *Gateway) Resync() {
+	go g.recheckAccess()
 	g.hub.mu.Lock()
 	topics := make([]*topic, 0, len(g.hub.topics))
 	for _, t := range g.hub.topics {

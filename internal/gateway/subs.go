@@ -159,6 +159,7 @@ func (c *conn) establish(ctx context.Context, corr json.Number, k chorus.Kind, s
 		if err != nil {
 			return chorus.Wrap(chorus.ErrUnavailable, err)
 		}
+		access := c.accessToken(t)
 		// Read the object after the Bus subscription started: its
 		// LastEventID is then a valid ordering baseline for the topic.
 		obj, err := eng.Subscribable(ctx, c.actor, c.svc, k, sid)
@@ -177,6 +178,9 @@ func (c *conn) establish(ctx context.Context, corr json.Number, k chorus.Kind, s
 		c.mu.Lock()
 		c.subs[sid] = s
 		c.mu.Unlock()
+		if err := c.recheckIfChanged(ctx, s, access); err != nil {
+			return err
+		}
 		return c.catchUp(ctx, corr, s, obj, last)
 	}
 

@@ -179,7 +179,10 @@ func TestWebSocketFraming(t *testing.T) {
 	})
 	t.Run("message over the limit closes 1009", func(t *testing.T) {
 		c := e.rawDial()
-		// 4×MaxFrameBytes+1024 is read (to answer 413); one more is not.
+		c.write(ws.OpBinary, true, initFrame(tok), false)
+		c.readTwilsock("reply")
+		// After init, 4×MaxFrameBytes+1024 is read (to answer 413); one
+		// more is not. (Before init the limit is MaxInitBytes.)
 		c.write(ws.OpBinary, false, make([]byte, 4*4096), false)
 		c.write(ws.OpContinuation, true, make([]byte, 1025), false)
 		c.readFailClose(ws.StatusMessageTooBig)

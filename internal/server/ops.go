@@ -46,6 +46,7 @@ func (s *Server) serveMetrics(w http.ResponseWriter, r *http.Request) {
 	metric("chorus_replayed_total", "counter", "Replayed event frames.", gs.Replayed)
 	metric("chorus_slow_consumers_total", "counter", "Sessions closed for falling behind.", gs.SlowConsumers)
 	metric("chorus_malformed_total", "counter", "Sessions closed for protocol violations.", gs.Malformed)
+	metric("chorus_ws_refused_total", "counter", "Websocket connections refused by --ws-max-conns or --ws-max-unauth-per-ip.", gs.Refused)
 	metric("chorus_gap_fills_total", "counter", "Delivery gaps filled from the event log.", gs.GapFills)
 	metric("chorus_gap_skips_total", "counter", "Delivery gaps the event log could not fill.", gs.GapSkips)
 	metric("chorus_webhooks_sent_total", "counter", "Webhooks delivered (by this node).", s.hooks.Sent.Load())

@@ -93,6 +93,11 @@ type Config struct {
 	// Webhooks overrides the webhook dispatcher's settings (tests); its
 	// Store, Logger, Policy, Node and Leader are set by New.
 	Webhooks webhook.Config
+	// WSMaxConns caps this node's websocket connections (503 beyond);
+	// WSMaxUnauthPerAddr caps those of one client IP that have not
+	// completed init (429 beyond). 0 = no cap.
+	WSMaxConns         int
+	WSMaxUnauthPerAddr int
 }
 
 // Server is one Chorus node.
@@ -198,6 +203,7 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 
 	s.gw = gateway.New(gateway.Config{
 		Engine: s.eng, Verifier: s.verifier, PublicURL: cfg.PublicURL, Logger: cfg.Logger, Presence: s.hooks,
+		MaxConns: cfg.WSMaxConns, MaxUnauthenticatedPerAddr: cfg.WSMaxUnauthPerAddr,
 	})
 
 	s.handler = refuseWebhooks(s.routes())

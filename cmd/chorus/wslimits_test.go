@@ -1,0 +1,113 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/chorus-sync/chorus/protocol"
+	"github.com/chorus-sync/chorus/token"
+)
+
+// startServeWith is startServe with extra serve flags.
+func startServeWith(tb testing.TB, dataDir string, extra ...string) *serveProc {
+	tb.Helper()
+	args := append([]string{"serve", "--listen", "127.0.0.1:0", "--data-dir", dataDir, "--log-level", "info"}, extra...)
+	cmd := exec.Command(binary, args...)
+	cmd.Env = cleanEnv()
+	p := &serveProc{cmd: cmd, stderr: &lockedBuffer{}, done: make(chan struct{})}
+	cmd.Stderr = p.stderr
+	if err := cmd.Start(); err != nil {
+		tb.Fatal(err)
+	}
+	go func() { _ = cmd.Wait(); close(p.done) }()
+	tb.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		<-p.done
+	})
+	deadline := time.After(30 * time.Second)
+	for {
+		if m := listeningRE.FindStringSubmatch(p.stderr.String()); m != nil {
+			p.base = "http://" + m[1]
+			return p
+		}
+		select {
+		case <-p.done:
+			tb.Fatalf("chorus serve exited before listening: %s", p.stderr.String())
+		case <-deadline:
+			tb.Fatalf("chorus serve did not listen within 30s: %s", p.stderr.String())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// wsRefusal dials and returns the HTTP status and Twilio code of a
+// refused handshake, or 0, 0 and the connection.
+func wsRefusal(t *testing.T, url string) (int, int, *websocket.Conn) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, resp, err := websocket.Dial(ctx, url, nil)
+	if err == nil {
+		t.Cleanup(func() { c.CloseNow() })
+		return 0, 0, c
+	}
+	if resp == nil {
+		t.Fatalf("dial %s: %v", url, err)
+	}
+	var body struct {
+		Code int `json:"code"`
+	}
+	if resp.Body != nil {
+		b, _ := io.ReadAll(resp.Body)
+		json.Unmarshal(b, &body)
+	}
+	return resp.StatusCode, body.Code, nil
+}
+
+// TestServeWebsocketCaps: --ws-max-unauth-per-ip and --ws-max-conns reach
+// the gateway.
+func TestServeWebsocketCaps(t *testing.T) {
+	dir := t.TempDir()
+	p := startServeWith(t, dir, "--ws-max-conns", "2", "--ws-max-unauth-per-ip", "1")
+	defer p.stop(t)
+	url := "ws" + strings.TrimPrefix(p.base, "http") + "/v3/wsconnect"
+
+	_, _, first := wsRefusal(t, url)
+	if first == nil {
+		t.Fatal("first connection refused")
+	}
+	if st, code, _ := wsRefusal(t, url); st != http.StatusTooManyRequests || code != 20429 {
+		t.Fatalf("second unauthenticated connection = %d %d, want 429 20429", st, code)
+	}
+	// Authenticated, the first no longer counts against the address...
+	creds := credentials(t, dir)
+	tok, err := token.Mint(token.Params{AccountSID: creds[envAccountSID], APIKeySID: creds[envAPIKey], APISecret: creds[envAPISecret],
+		Identity: "alice", ServiceSID: creds[envServiceSID], TTL: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, _ := protocol.HeaderOf(map[string]any{"method": "init", "id": "TMinit", "token": tok, "metadata": map[string]any{}})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := first.Write(ctx, websocket.MessageBinary, protocol.Encode(nil, h, nil)); err != nil {
+		t.Fatal(err)
+	}
+	if _, msg, err := first.Read(ctx); err != nil || !strings.Contains(string(msg), `"code":200`) {
+		t.Fatalf("init reply = %q, %v", msg, err)
+	}
+	if _, _, second := wsRefusal(t, url); second == nil {
+		t.Fatal("connection after the first one's init refused")
+	}
+	// ...but the node holds only two.
+	if st, code, _ := wsRefusal(t, url); st != http.StatusServiceUnavailable || code != 20503 {
+		t.Fatalf("third connection = %d %d, want 503 20503", st, code)
+	}
+}

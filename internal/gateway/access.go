@@ -1,0 +1,465 @@
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/chorus-sync/chorus"
+	"github.com/chorus-sync/chorus/internal/engine"
+	"github.com/chorus-sync/chorus/protocol"
+)
+
+// Live authorization: access changes reach the gateways of every node as
+// control events on the Bus (chorus.EventType.Control), published by the
+// engine after the change committed. A gateway never trusts their
+// content beyond naming what to re-check: it re-reads the committed state
+// and ends what is no longer allowed.
+//
+//   - EventPermissionChanged arrives on the object's topic: the topic
+//     re-checks its subscribers of that identity.
+//   - EventServiceChanged arrives on chorus.ControlTopic: the sessions of
+//     the service get the re-read service (its ACL switch applies to their
+//     next request) and, with ACLs on, all their subscriptions are
+//     re-checked.
+//   - EventKeysRevoked arrives on chorus.ControlTopic: the sessions whose
+//     token an API key of the list signed are closed (RevokeKeys).
+//
+// A subscription that lost read access gets subscription_failed with 403
+// / 54007 (the SDK reports it to the object's "failure" listeners) and
+// receives nothing after it.
+
+// recheckTimeout bounds one re-check's store read; recheckParallel is
+// how many sessions are re-checked at once after a service change.
+const (
+	recheckTimeout  = 10 * time.Second
+	recheckParallel = 4
+)
+
+// revokeGrace is how long a revoked session has to close after its
+// twilsock close, before the gateway closes it.
+const revokeGrace = 3 * time.Second
+
+var errRevoked = errors.New("gateway: API key revoked")
+
+// subscribeControl listens to the cluster's control topic.
+func (g *Gateway) subscribeControl() {
+	if g.cfg.Engine == nil || g.cfg.Engine.Bus() == nil {
+		return
+	}
+	cancel, err := g.cfg.Engine.Bus().Subscribe(chorus.ControlTopic, func(e *chorus.Event) {
+		// Bus callbacks must not block; the handlers read the store.
+		go g.onControl(e)
+	})
+	if err != nil {
+		// Without it, access changes apply at the next Resync only.
+		g.log.Error("gateway: subscribe to control events", slog.Any(logError, err))
+		return
+	}
+	g.controlCancel = cancel
+}
+
+func (g *Gateway) onControl(e *chorus.Event) {
+	switch e.Type {
+	case chorus.EventServiceChanged:
+		g.serviceChanged(e.AccountSID, e.ServiceSID)
+	case chorus.EventKeysRevoked:
+		var keys []string
+		if len(e.Data) > 0 {
+			if err := json.Unmarshal(e.Data, &keys); err != nil {
+				g.log.Warn("gateway: malformed keys_revoked event", slog.Any(logError, err))
+				return
+			}
+		}
+		g.revokeChecked(e.AccountSID, keys)
+	}
+}
+
+// sessions returns the live sessions for which match (called with the
+// session's mu held) is true.
+func (g *Gateway) sessions(match func(c *conn) bool) []*conn {
+	g.mu.Lock()
+	all := make([]*conn, 0, len(g.conns))
+	for c := range g.conns {
+		all = append(all, c)
+	}
+	g.mu.Unlock()
+	out := all[:0]
+	for _, c := range all {
+		c.mu.Lock()
+		ok := c.initialized && !c.offline && match(c)
+		c.mu.Unlock()
+		if ok {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// serviceChanged refreshes the service of its sessions and, if ACLs are
+// now on, re-checks their subscriptions.
+func (g *Gateway) serviceChanged(accountSID, serviceSID string) {
+	g.controlEpoch.Add(1) // before the snapshot: see checkNewSession
+	conns := g.sessions(func(c *conn) bool { return c.online.svc.SID == serviceSID })
+	if len(conns) == 0 {
+		return
+	}
+	// Read and store under svcMu, so that a read made before a later
+	// change cannot overwrite what a read after it stored.
+	g.svcMu.Lock()
+	ctx, cancel := context.WithTimeout(g.ctx, recheckTimeout)
+	svc, err := g.cfg.Engine.Service(ctx, accountSID, serviceSID)
+	cancel()
+	if err == nil {
+		for _, c := range conns {
+			c.setService(svc)
+		}
+	}
+	g.svcMu.Unlock()
+	if err != nil {
+		if chorus.AsError(err).Status != 404 {
+			g.log.Warn("gateway: re-read changed service", slog.String(logService, serviceSID), slog.Any(logError, err))
+		}
+		return
+	}
+	if !svc.ACLEnabled {
+		return
+	}
+	var eg errgroup.Group
+	eg.SetLimit(recheckParallel)
+	for _, c := range conns {
+		eg.Go(func() error {
+			c.recheckAll(g.ctx, svc)
+			return nil
+		})
+	}
+	eg.Wait()
+}
+
+// setService makes svc the session's service from its next request on,
+// and marks subscriptions being established now for a re-check.
+func (c *conn) setService(svc *chorus.Service) {
+	c.svcLatest.Store(svc)
+	c.accessGen.Add(1)
+}
+
+// currentService is the session's service as last known.
+func (c *conn) currentService() *chorus.Service { return c.svcLatest.Load() }
+
+// refreshService lets the worker pick up a changed service.
+func (c *conn) refreshService() {
+	if s := c.svcLatest.Load(); s != nil && s != c.svc {
+		c.svc = s
+	}
+}
+
+// actorOf is the session's engine actor (safe off the worker).
+func (c *conn) actorOf() engine.Actor {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return engine.Actor{Identity: c.online.identity, EndpointID: c.id}
+}
+
+// recheckAll re-checks every subscription of the session.
+func (c *conn) recheckAll(ctx context.Context, svc *chorus.Service) {
+	c.mu.Lock()
+	subs := make([]*subscription, 0, len(c.subs))
+	for _, s := range c.subs {
+		subs = append(subs, s)
+	}
+	c.mu.Unlock()
+	for _, s := range subs {
+		if ctx.Err() != nil {
+			return
+		}
+		c.recheck(ctx, svc, s)
+	}
+}
+
+// recheck ends s with a denial if the session may no longer read its
+// object. Other failures keep it: a missing object ends it by its removal
+// event, and a store error leaves it to the next re-check.
+func (c *conn) recheck(ctx context.Context, svc *chorus.Service, s *subscription) {
+	ctx, cancel := context.WithTimeout(ctx, recheckTimeout)
+	defer cancel()
+	_, err := c.g.cfg.Engine.Subscribable(ctx, c.actorOf(), svc, s.kind, s.sid)
+	if err == nil {
+		return
+	}
+	e := chorus.AsError(err)
+	switch {
+	case e.Status == 403:
+		c.deny(s, e)
+	case e.Status >= 500:
+		c.logger().Warn("gateway: re-check subscription", slog.String(logObject, s.sid), slog.Any(logError, err))
+	}
+}
+
+// deny ends s because read access was withdrawn: it stops receiving
+// events, then the client gets subscription_failed (after any event
+// already queued). The correlation id is null, which the SDK matches
+// against an established subscription (no request pending).
+func (c *conn) deny(s *subscription, e *chorus.Error) {
+	if !c.forget(s) {
+		return
+	}
+	c.g.hub.release(s.t, s)
+	c.logger().Info("gateway: read access withdrawn; subscription ended",
+		slog.String(logObject, s.sid), slog.Int("code", e.Code))
+	c.failed("null", s.sid, e)
+}
+
+// permissionChanged re-checks the topic's subscribers that have identity
+// ("" = all of them). It runs off the Bus goroutine.
+func (t *topic) permissionChanged(identity string) {
+	t.mu.Lock()
+	subs := make([]*subscription, 0, len(t.subs))
+	for _, s := range t.subs {
+		if !s.gone {
+			subs = append(subs, s)
+		}
+	}
+	t.mu.Unlock()
+	ctx := t.h.g.ctx
+	for _, s := range subs {
+		if ctx.Err() != nil {
+			return
+		}
+		c := s.c
+		c.mu.Lock()
+		mine := identity == "" || c.online.identity == identity
+		c.mu.Unlock()
+		if mine {
+			c.recheck(ctx, c.currentService(), s)
+		}
+	}
+}
+
+// accessGeneration is a topic's count of permission changes; see
+// recheckIfChanged.
+func (t *topic) accessGeneration() uint64 {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.access
+}
+
+// accessToken captures the access generations before a subscription's
+// authorization is read.
+type accessToken struct{ topic, conn uint64 }
+
+func (c *conn) accessToken(t *topic) accessToken {
+	return accessToken{t.accessGeneration(), c.accessGen.Load()}
+}
+
+// recheckIfChanged re-runs the authorization of a subscription just
+// registered if access changed while it was being established (a change
+// whose re-check did not see it yet). Worker only.
+func (c *conn) recheckIfChanged(ctx context.Context, s *subscription, before accessToken) error {
+	if c.accessToken(s.t) == before {
+		return nil
+	}
+	c.refreshService()
+	if _, err := c.g.cfg.Engine.Subscribable(ctx, c.actor, c.svc, s.kind, s.sid); err != nil {
+		if c.forget(s) {
+			c.g.hub.release(s.t, s)
+		}
+		return err
+	}
+	return nil
+}
+
+// RevokeKeys closes, on every node, the live sessions of accountSID whose
+// access token was signed by one of keySIDs (the token's iss); with no
+// keySIDs, every session of the account. Call it after the keys were
+// deleted from the store: this node closes its sessions at once, while
+// the other nodes, told through the Bus, close only those whose key the
+// store no longer has (a Bus event names what to check, it is not
+// trusted). Each session gets the twilsock close the SDK treats as a
+// rejected token (401, 20103): it stops, and its reconnect's init is
+// refused because the key no longer verifies. An error means the other
+// nodes could not be told (the Bus is down: they re-check keys when it
+// is back, see Resync).
+func (g *Gateway) RevokeKeys(ctx context.Context, accountSID string, keySIDs ...string) error {
+	g.revokeLocal(accountSID, keySIDs)
+	if g.cfg.Engine.Bus() == nil {
+		return nil
+	}
+	data, err := json.Marshal(append([]string{}, keySIDs...))
+	if err != nil {
+		return fmt.Errorf("gateway: revoke keys: %w", err)
+	}
+	err = g.cfg.Engine.Bus().Publish(ctx, &chorus.Event{
+		Type: chorus.EventKeysRevoked, AccountSID: accountSID, ObjectSID: chorus.ControlTopic,
+		Data: data, DateCreated: time.Now().UTC(), FromREST: true,
+	})
+	if err != nil {
+		return fmt.Errorf("gateway: revoke keys: %w", err)
+	}
+	return nil
+}
+
+// revokeChecked closes this node's sessions signed by keys of accountSID
+// whose key the store no longer has: a keys_revoked event from the Bus
+// only names what to look up.
+func (g *Gateway) revokeChecked(accountSID string, keys []string) {
+	g.controlEpoch.Add(1) // before the snapshot: see checkNewSession
+	conns := g.sessions(func(c *conn) bool {
+		return c.account == accountSID && (len(keys) == 0 || slices.Contains(keys, c.keySID))
+	})
+	ctx := g.ctx
+	valid := make(map[string]bool)
+	for _, c := range conns {
+		c.mu.Lock()
+		key := c.keySID
+		c.mu.Unlock()
+		ok, seen := valid[key]
+		if !seen {
+			ok = g.keyValid(ctx, accountSID, key)
+			valid[key] = ok
+		}
+		if !ok {
+			c.revoke()
+		}
+	}
+}
+
+// keyValid reports whether the store still has key, in account. A store
+// error counts as valid: the next re-check decides.
+func (g *Gateway) keyValid(ctx context.Context, account, key string) bool {
+	ctx, cancel := context.WithTimeout(ctx, recheckTimeout)
+	defer cancel()
+	k, err := g.cfg.Engine.APIKey(ctx, key)
+	if err != nil {
+		return chorus.AsError(err).Status >= 500
+	}
+	return k != nil && k.AccountSID == account
+}
+
+// revokeLocal closes this node's sessions signed by keys of accountSID.
+func (g *Gateway) revokeLocal(accountSID string, keys []string) {
+	g.controlEpoch.Add(1) // before the snapshot: see checkNewSession
+	conns := g.sessions(func(c *conn) bool {
+		return c.account == accountSID && (len(keys) == 0 || slices.Contains(keys, c.keySID))
+	})
+	for _, c := range conns {
+		c.revoke()
+	}
+}
+
+// revoke ends the session because its token's key was revoked.
+func (c *conn) revoke() {
+	c.revokeOnce.Do(func() {
+		c.logger().Info("gateway: API key revoked; closing session")
+		c.mu.Lock()
+		c.tokenGen++ // no more token notices
+		c.mu.Unlock()
+		e := chorus.ErrTokenIssuer
+		c.send(protocol.Encode(nil, protocol.NewClose(protocol.NewID(), protocol.Status{
+			Code: 401, Status: "UNAUTHORIZED", ErrorCode: e.Code, Description: "API key revoked",
+		}), nil))
+		time.AfterFunc(revokeGrace, func() { c.fail(errRevoked) })
+	})
+}
+
+// recheckAccess re-checks every session after control events may have
+// been lost (the Bus reconnected or dropped messages): services are
+// re-read, keys looked up (a missing key closes its sessions), and the
+// subscriptions of ACL services re-checked.
+func (g *Gateway) recheckAccess() {
+	g.controlEpoch.Add(1)
+	ctx := g.ctx
+	type keyRef struct{ account, key string }
+	keys := make(map[keyRef]bool)
+	var live []*conn
+	for _, c := range g.sessions(func(*conn) bool { return true }) {
+		if ctx.Err() != nil {
+			return
+		}
+		c.mu.Lock()
+		kr := keyRef{c.account, c.keySID}
+		c.mu.Unlock()
+		ok, seen := keys[kr]
+		if !seen {
+			ok = g.keyValid(ctx, kr.account, kr.key)
+			keys[kr] = ok
+		}
+		if ok {
+			live = append(live, c)
+		} else {
+			c.revoke()
+		}
+	}
+
+	// Services: each read once and stored to its sessions, all under
+	// svcMu (see serviceChanged).
+	bySvc := make(map[string][]*conn)
+	first := make(map[string]*chorus.Service)
+	for _, c := range live {
+		c.mu.Lock()
+		old := c.online.svc
+		c.mu.Unlock()
+		bySvc[old.SID] = append(bySvc[old.SID], c)
+		first[old.SID] = old
+	}
+	fresh := make(map[string]*chorus.Service)
+	g.svcMu.Lock()
+	for sid, conns := range bySvc {
+		rctx, cancel := context.WithTimeout(ctx, recheckTimeout)
+		svc, err := g.cfg.Engine.Service(rctx, first[sid].AccountSID, sid)
+		cancel()
+		if err != nil {
+			continue
+		}
+		fresh[sid] = svc
+		for _, c := range conns {
+			c.setService(svc)
+		}
+	}
+	g.svcMu.Unlock()
+
+	for sid, conns := range bySvc {
+		svc := fresh[sid]
+		if svc == nil || !svc.ACLEnabled {
+			continue
+		}
+		for _, c := range conns {
+			if ctx.Err() != nil {
+				return
+			}
+			c.recheckAll(ctx, svc)
+		}
+	}
+}
+
+// checkNewSession closes the window between a session's authentication
+// and the moment control handlers can see it (initialized): if a service
+// change or key revocation was handled since epoch (read before the
+// token was verified), the key and service are read again. Worker only,
+// after init or an update took effect.
+func (c *conn) checkNewSession(ctx context.Context, epoch uint64) {
+	g := c.g
+	if g.controlEpoch.Load() == epoch {
+		return
+	}
+	c.mu.Lock()
+	account, key, svcSID := c.account, c.keySID, c.online.svc.SID
+	c.mu.Unlock()
+	if !g.keyValid(ctx, account, key) {
+		c.revoke()
+		return
+	}
+	g.svcMu.Lock()
+	rctx, cancel := context.WithTimeout(ctx, recheckTimeout)
+	svc, err := g.cfg.Engine.Service(rctx, account, svcSID)
+	cancel()
+	if err == nil {
+		c.setService(svc)
+	}
+	g.svcMu.Unlock()
+}

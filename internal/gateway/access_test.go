@@ -1,0 +1,304 @@
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"testing"
+	"time"
+
+	"github.com/chorus-sync/chorus"
+	"github.com/chorus-sync/chorus/internal/engine"
+	"github.com/chorus-sync/chorus/protocol"
+	"github.com/chorus-sync/chorus/token"
+)
+
+// aclDoc turns ACLs on and creates a document as the system.
+func (e *env) aclDoc(acl bool) *chorus.Object {
+	e.t.Helper()
+	ctx := context.Background()
+	svc, err := e.eng.UpdateService(ctx, e.creds.AccountSID, e.svc.SID, engine.ServiceParams{ACLEnabled: &acl})
+	if err != nil {
+		e.t.Fatalf("UpdateService: %v", err)
+	}
+	obj, err := e.eng.CreateObject(ctx, engine.SystemActor(), svc, chorus.KindDocument, engine.CreateObject{Data: json.RawMessage(`{"n":0}`)})
+	if err != nil {
+		e.t.Fatalf("CreateObject: %v", err)
+	}
+	return obj
+}
+
+// service reads the test service as it is now.
+func (e *env) service() *chorus.Service {
+	e.t.Helper()
+	svc, err := e.eng.Service(context.Background(), e.creds.AccountSID, e.svc.SID)
+	if err != nil {
+		e.t.Fatalf("Service: %v", err)
+	}
+	return svc
+}
+
+func (e *env) grant(sid, identity string, read bool) {
+	e.t.Helper()
+	svc := e.service()
+	if _, err := e.eng.SetPermission(context.Background(), svc, chorus.KindDocument, sid, chorus.Permission{Identity: identity, Read: read}); err != nil {
+		e.t.Fatalf("SetPermission: %v", err)
+	}
+}
+
+func (e *env) write(sid string, n int) {
+	e.t.Helper()
+	svc := e.service()
+	if _, err := e.eng.UpdateObject(context.Background(), engine.SystemActor(), svc, chorus.KindDocument, sid,
+		engine.UpdateObject{Data: json.RawMessage(`{"n":` + string(rune('0'+n)) + `}`)}); err != nil {
+		e.t.Fatalf("UpdateObject: %v", err)
+	}
+}
+
+// wantDenied waits for the unsolicited subscription_failed of sid: 403 /
+// 54007, correlation_id null.
+func wantDenied(t testing.TB, c *tclient, sid string) {
+	t.Helper()
+	n := c.nextOf("subscription_failed", 10*time.Second)
+	var evs []failedEntry
+	json.Unmarshal(n.Events, &evs)
+	if len(evs) != 1 || evs[0].ObjectSID != sid || evs[0].Error.Status != 403 || evs[0].Error.Code != 54007 || string(n.Correlation) != "null" {
+		t.Fatalf("subscription_failed = %s correlation %s, want %s 403/54007 with correlation null", n.Events, n.Correlation, sid)
+	}
+}
+
+// wantQuiet checks that no document event for sid arrives before a
+// marker event on another document does.
+func wantQuiet(t testing.TB, e *env, c *tclient, sid, marker string) {
+	t.Helper()
+	e.write(marker, 9)
+	for {
+		n := c.next(10 * time.Second)
+		if n.event()["document_sid"] == marker {
+			return
+		}
+		if n.event()["document_sid"] == sid {
+			t.Fatalf("event %s for %s after the denial", n.EventType, sid)
+		}
+	}
+}
+
+func TestPermissionChangeEndsSubscription(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		revoke func(e *env, sid string)
+	}{
+		{"deleted", func(e *env, sid string) {
+			svc := e.service()
+			if err := e.eng.DeletePermission(context.Background(), svc, chorus.KindDocument, sid, "alice"); err != nil {
+				t.Fatalf("DeletePermission: %v", err)
+			}
+		}},
+		{"downgraded", func(e *env, sid string) { e.grant(sid, "alice", false) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t)
+			doc := e.aclDoc(true)
+			marker := e.aclDoc(true)
+			for _, who := range []string{"alice", "bob"} {
+				e.grant(doc.SID, who, true)
+				e.grant(marker.SID, who, true)
+			}
+			alice, bob := e.session("alice"), e.session("bob")
+			for _, c := range []*tclient{alice, bob} {
+				c.establish(1, docSub(doc.SID, nil))
+				c.establish(2, docSub(marker.SID, nil))
+			}
+			e.write(doc.SID, 1)
+			alice.nextOf("document_updated", 5*time.Second)
+			bob.nextOf("document_updated", 5*time.Second)
+
+			tc.revoke(e, doc.SID)
+			wantDenied(t, alice, doc.SID)
+			e.write(doc.SID, 2)
+			wantQuiet(t, e, alice, doc.SID, marker.SID)
+			// Bob keeps his subscription.
+			if n := bob.nextOf("document_updated", 5*time.Second); n.event()["document_sid"] != doc.SID {
+				t.Fatalf("bob's event = %s, want %s", n.Event, doc.SID)
+			}
+			// Alice cannot subscribe again, until read is granted again.
+			alice.subscribe("establish", 3, docSub(doc.SID, nil))
+			if n := alice.nextOf("subscription_failed", 5*time.Second); string(n.Correlation) != "3" {
+				t.Fatalf("re-subscribe without access: correlation %s, want 3", n.Correlation)
+			}
+			e.grant(doc.SID, "alice", true)
+			alice.establish(4, docSub(doc.SID, nil))
+			e.write(doc.SID, 3)
+			if n := alice.nextOf("document_updated", 5*time.Second); n.event()["document_sid"] != doc.SID {
+				t.Fatalf("alice's event after re-grant = %s", n.Event)
+			}
+		})
+	}
+}
+
+func TestACLEnabledEndsSubscriptions(t *testing.T) {
+	e := newEnv(t)
+	doc := e.aclDoc(false)
+	alice := e.session("alice")
+	alice.establish(1, docSub(doc.SID, nil))
+	if r := alice.do("GET", "/v3/Documents/"+doc.SID, nil, nil); r.Status != 200 {
+		t.Fatalf("read without ACLs = %d, want 200", r.Status)
+	}
+	e.aclDoc(true)
+	wantDenied(t, alice, doc.SID)
+	// The session's next request sees the ACL too.
+	waitFor(t, func() bool { return alice.do("GET", "/v3/Documents/"+doc.SID, nil, nil).Status == 403 })
+	// Turning them off again lets alice back in.
+	e.aclDoc(false)
+	waitFor(t, func() bool { return alice.do("GET", "/v3/Documents/"+doc.SID, nil, nil).Status == 200 })
+	alice.establish(2, docSub(doc.SID, nil))
+}
+
+// TestAccessChangeDuringEstablish: a permission deleted while the
+// subscription is being established cannot leave it live.
+func TestAccessChangeDuringEstablish(t *testing.T) {
+	e := newEnv(t)
+	doc := e.aclDoc(true)
+	for i := 0; i < 20; i++ {
+		e.grant(doc.SID, "alice", true)
+		alice := e.session("alice")
+		alice.subscribe("establish", int64(i+1), docSub(doc.SID, nil))
+		svc := e.service()
+		if err := e.eng.DeletePermission(context.Background(), svc, chorus.KindDocument, doc.SID, "alice"); err != nil {
+			t.Fatal(err)
+		}
+		// Established then denied, or failed outright: either way it ends
+		// not subscribed.
+		waitFor(t, func() bool { return e.gw.Stats().Subscriptions == 0 })
+		alice.ws.CloseNow()
+	}
+}
+
+func TestRevokeKeys(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	other := &chorus.APIKey{SID: chorus.NewSID("SK"), AccountSID: e.creds.AccountSID, Secret: "other-secret-0123456789abcdef0123", DateCreated: time.Now()}
+	if err := e.eng.Store().Update(ctx, func(tx chorus.Tx) error { return tx.PutAPIKey(ctx, other) }); err != nil {
+		t.Fatal(err)
+	}
+	revoked := e.session("alice")
+	c2 := e.dial(ctx)
+	tok, err := tokenWithKey(e, other, "bob")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c2.mustInit(tok)
+
+	if err := e.gw.RevokeKeys(ctx, e.creds.AccountSID, e.creds.APIKeySID); err != nil {
+		t.Fatalf("RevokeKeys: %v", err)
+	}
+	f := revoked.nextControl(5 * time.Second)
+	if f.Header.Method != protocol.MethodClose || f.Header.Status == nil || f.Header.Status.Code != 401 || f.Header.Status.ErrorCode != 20103 {
+		t.Fatalf("frame after revocation = %s %+v, want close 401 20103", f.Header.Method, f.Header.Status)
+	}
+	if err := revoked.closed(10 * time.Second); err != nil {
+		t.Fatalf("revoked session: %v", err)
+	}
+	// What the SDK does next: reconnect and init with the same token. Once
+	// the key is gone from the store, that init is refused (401), which
+	// the SDK reports as a denied connection.
+	if err := e.eng.Store().Update(ctx, func(tx chorus.Tx) error { return tx.DeleteAPIKey(ctx, e.creds.APIKeySID) }); err != nil {
+		t.Fatal(err)
+	}
+	again := e.dial(ctx)
+	if f := again.init(e.token("alice", time.Hour)); f.Header.Status == nil || f.Header.Status.Code != 401 {
+		t.Fatalf("init with a token of the revoked key = %+v, want 401", f.Header.Status)
+	}
+	if r := c2.do("GET", "/v3/Documents/nope", nil, nil); r.Status != 404 {
+		t.Errorf("session of another key: GET = %d, want 404 (alive)", r.Status)
+	}
+	// Other accounts' keys of the same SID pattern are untouched; all of
+	// an account's sessions go with no key named.
+	if err := e.gw.RevokeKeys(ctx, chorus.NewSID("AC")); err != nil {
+		t.Fatal(err)
+	}
+	if r := c2.do("GET", "/v3/Documents/nope", nil, nil); r.Status != 404 {
+		t.Errorf("after revoking another account: GET = %d, want 404", r.Status)
+	}
+	if err := e.gw.RevokeKeys(ctx, e.creds.AccountSID); err != nil {
+		t.Fatal(err)
+	}
+	if err := c2.closed(10 * time.Second); err != nil {
+		t.Fatalf("after revoking the whole account: %v", err)
+	}
+}
+
+func tokenWithKey(e *env, k *chorus.APIKey, identity string) (string, error) {
+	return token.Mint(token.Params{
+		AccountSID: e.creds.AccountSID, APIKeySID: k.SID, APISecret: k.Secret,
+		Identity: identity, ServiceSID: e.creds.ServiceSID, TTL: time.Hour,
+	})
+}
+
+// TestKeysRevokedEventChecksTheStore: a keys_revoked event from the Bus
+// closes only sessions whose key the store no longer has (a forged or
+// stale event closes nothing).
+func TestKeysRevokedEventChecksTheStore(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	alice := e.session("alice")
+	data, _ := json.Marshal([]string{e.creds.APIKeySID})
+	ev := &chorus.Event{Type: chorus.EventKeysRevoked, AccountSID: e.creds.AccountSID, ObjectSID: chorus.ControlTopic,
+		Data: data, DateCreated: time.Now()}
+	if err := e.bus.Publish(ctx, ev); err != nil {
+		t.Fatal(err)
+	}
+	if err := alice.closed(500 * time.Millisecond); err == nil {
+		t.Fatal("a keys_revoked event for a key still in the store closed the session")
+	}
+	if r := alice.do("GET", "/v3/Documents/nope", nil, nil); r.Status != 404 {
+		t.Fatalf("GET = %d, want 404 (alive)", r.Status)
+	}
+	if err := e.eng.Store().Update(ctx, func(tx chorus.Tx) error { return tx.DeleteAPIKey(ctx, e.creds.APIKeySID) }); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.bus.Publish(ctx, ev); err != nil {
+		t.Fatal(err)
+	}
+	if err := alice.closed(10 * time.Second); err != nil {
+		t.Fatalf("after the key was deleted: %v", err)
+	}
+}
+
+// TestCheckNewSession: a session that authenticated while a control
+// event was being handled re-reads its service and key.
+func TestCheckNewSession(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	alice := e.session("alice")
+	var c *conn
+	waitFor(t, func() bool {
+		e.gw.mu.Lock()
+		defer e.gw.mu.Unlock()
+		for cc := range e.gw.conns {
+			c = cc
+		}
+		return c != nil && c.isInitialized()
+	})
+	// The service changes behind the gateway's back (no event).
+	svc := e.service()
+	svc.ACLEnabled = true
+	if err := e.eng.Store().Update(ctx, func(tx chorus.Tx) error { return tx.PutService(ctx, svc) }); err != nil {
+		t.Fatal(err)
+	}
+	epoch := e.gw.controlEpoch.Load()
+	c.checkNewSession(ctx, epoch)
+	if c.currentService().ACLEnabled {
+		t.Fatal("checkNewSession with no control event since re-read the service")
+	}
+	c.checkNewSession(ctx, epoch-1)
+	if !c.currentService().ACLEnabled {
+		t.Fatal("checkNewSession after a control event kept the stale service")
+	}
+	if err := e.eng.Store().Update(ctx, func(tx chorus.Tx) error { return tx.DeleteAPIKey(ctx, e.creds.APIKeySID) }); err != nil {
+		t.Fatal(err)
+	}
+	c.checkNewSession(ctx, epoch-1)
+	if err := alice.closed(15 * time.Second); err != nil {
+		t.Fatalf("after checkNewSession found the key gone: %v", err)
+	}
+}
