@@ -82,6 +82,9 @@ var (
 	ErrMethod          = newErr(http.StatusMethodNotAllowed, 20004, "Method not allowed")
 	ErrTooManyRequests = newErr(http.StatusTooManyRequests, 20429, "Too many requests")
 
+	// Browsers: a request made by a page of another site.
+	ErrForbiddenRequest = newErr(http.StatusForbidden, 20403, "Forbidden")
+
 	// Access tokens.
 	ErrTokenInvalid        = newErr(http.StatusUnauthorized, 20101, "Invalid Access Token")
 	ErrTokenHeader         = newErr(http.StatusUnauthorized, 20102, "Invalid Access Token header")

@@ -86,6 +86,11 @@ type Config struct {
 
 	// ShutdownTimeout bounds the graceful shutdown; default 10s.
 	ShutdownTimeout time.Duration
+
+	// Transport sets the HTTP timeouts, connection caps and TLS
+	// (transport.go); BusAuth the NATS credentials and TLS (busauth.go).
+	Transport Transport
+	BusAuth   natsbus.Auth
 }
 
 // Server is one Chorus node.
@@ -100,6 +105,10 @@ type Server struct {
 	gw       *gateway.Gateway // nil only if New failed before creating it
 	hooks    *webhook.Dispatcher
 	handler  http.Handler
+	cert     *certificate // nil without TLS
+	throttle *throttle
+
+	connsRefused atomic.Uint64
 
 	ran       atomic.Bool
 	closeOnce sync.Once
@@ -125,7 +134,17 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if cfg.Identities == nil {
 		cfg.Identities = RandomIdentity{}
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, store: cfg.Store, bus: cfg.Bus}
+	if err := cfg.Transport.check(); err != nil {
+		return nil, err
+	}
+	cfg.Transport.setDefaults()
+	s := &Server{cfg: cfg, log: cfg.Logger, store: cfg.Store, bus: cfg.Bus, throttle: newThrottle()}
+	if t := cfg.Transport; t.TLSCert != "" {
+		s.cert = &certificate{certFile: t.TLSCert, keyFile: t.TLSKey}
+		if err := s.cert.load(); err != nil {
+			return nil, err
+		}
+	}
 	defer func() {
 		if err != nil {
 			_ = s.Close()
@@ -189,7 +208,7 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 		Engine: s.eng, Verifier: s.verifier, PublicURL: cfg.PublicURL, Logger: cfg.Logger, Presence: s.hooks,
 	})
 
-	s.handler = s.routes()
+	s.handler = s.edge(s.routes())
 	return s, nil
 }
 
@@ -299,12 +318,8 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 		}
 	}()
 
-	hs := &http.Server{
-		Handler:           s.handler,
-		ReadHeaderTimeout: 10 * time.Second,
-		BaseContext:       func(net.Listener) context.Context { return base },
-		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
-	}
+	hs := s.httpServer(base)
+	ln = s.listener(ln)
 	served := make(chan error, 1)
 	go func() { served <- hs.Serve(ln) }()
 
@@ -399,7 +414,8 @@ func openStore(ctx context.Context, cfg Config) (chorus.Store, func(context.Cont
 func openBus(ctx context.Context, cfg Config, resync func()) (chorus.Bus, error) {
 	switch {
 	case strings.HasPrefix(cfg.BusURL, "nats://") || strings.HasPrefix(cfg.BusURL, "tls://"):
-		b, err := natsbus.Open(ctx, cfg.BusURL, cfg.Logger, natsbus.WithName(cfg.NodeName), natsbus.WithReconnectHandler(resync))
+		b, err := natsbus.Open(ctx, cfg.BusURL, cfg.Logger, natsbus.WithName(cfg.NodeName), natsbus.WithReconnectHandler(resync),
+			natsbus.WithAuth(cfg.BusAuth))
 		if err != nil {
 			return nil, fmt.Errorf("server: connect to NATS: %w", err)
 		}

@@ -51,6 +51,7 @@ type options struct {
 	onReconnect func()
 	drop        func(*chorus.Event) bool
 	delay       func(*chorus.Event) time.Duration
+	auth        Auth
 }
 
 // WithPrefix sets the first subject tokens (default "chorus"): events go
@@ -189,6 +190,11 @@ func Open(ctx context.Context, url string, logger *slog.Logger, opts ...Option) 
 			}
 		}),
 	}
+	aopts, err := o.auth.options()
+	if err != nil {
+		return nil, err
+	}
+	nopts = append(nopts, aopts...)
 	if dl, ok := ctx.Deadline(); ok {
 		nopts = append(nopts, natsgo.Timeout(max(time.Until(dl), time.Millisecond)))
 	}
