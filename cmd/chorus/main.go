@@ -50,6 +50,8 @@ const (
 const usage = `usage:
   chorus serve [--listen ADDR] [--data-dir DIR] [--public-url URL] [--token-ttl 1h] [--log-level info]
                [--store postgres://...] [--bus nats://...] [--node NAME]
+               [--tls-cert FILE --tls-key FILE] [--max-conns N] [--max-conns-per-ip N]
+               [--bus-creds FILE | --bus-nkey FILE] [--bus-tls-ca FILE] [--bus-tls-cert FILE --bus-tls-key FILE]
   chorus token --identity NAME [--ttl 1h] [--service IS...] [--data-dir DIR]
   chorus admin credentials [--data-dir DIR]
   chorus migrate --store postgres://...
@@ -175,6 +177,7 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer) error {
 	storeURL := fs.String("store", getenv("CHORUS_STORE_URL"), "postgres://… to use PostgreSQL (default: CHORUS_STORE_URL, else SQLite in --data-dir)")
 	busURL := fs.String("bus", getenv("CHORUS_BUS_URL"), "nats://… to fan out through NATS (default: CHORUS_BUS_URL, else in-process)")
 	node := fs.String("node", getenv("CHORUS_NODE_NAME"), "this node's name in logs and to NATS (default: CHORUS_NODE_NAME, else the host name)")
+	sec := addSecurityFlags(fs)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -194,7 +197,7 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 
-	srv, err := server.New(ctx, server.Config{
+	cfg := server.Config{
 		Listen:    *listen,
 		DataDir:   *dataDir,
 		PublicURL: *publicURL,
@@ -204,7 +207,11 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer) error {
 		StoreURL:  *storeURL,
 		BusURL:    *busURL,
 		NodeName:  *node,
-	})
+	}
+	if err := sec.apply(&cfg); err != nil {
+		return err
+	}
+	srv, err := server.New(ctx, cfg)
 	if err != nil {
 		return err
 	}
@@ -221,6 +228,10 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	if *busURL != "" {
 		where = append(where, "bus", "nats")
+	}
+	if cfg.Transport.TLSCert != "" {
+		where = append(where, "tls", true)
+		reloadOnHUP(ctx, srv)
 	}
 	logger.Info("listening", where...)
 	err = srv.Run(ctx, ln)
