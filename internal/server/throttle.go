@@ -108,6 +108,14 @@ func (t *throttle) fail(addr, user, account string, now time.Time) {
 	t.accounts.take(account, now, t.max)
 }
 
+// knownGood reports that addr authenticated as user in the last hour.
+func (t *throttle) knownGood(addr, user string, now time.Time) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	at, ok := t.good[user+" "+addr]
+	return ok && now.Sub(at) < time.Hour
+}
+
 // succeeded remembers that addr authenticated as user.
 func (t *throttle) succeeded(addr, user string, now time.Time) {
 	t.mu.Lock()
@@ -182,7 +190,7 @@ func (s *Server) loginThrottle(next http.Handler) http.Handler {
 			next.ServeHTTP(w, r)
 			return
 		}
-		user, _, basic := r.BasicAuth()
+		user, pass, basic := r.BasicAuth()
 		if !basic || !looksLikeCredentialSID(user) {
 			user = ""
 		}
@@ -200,8 +208,15 @@ func (s *Server) loginThrottle(next http.Handler) http.Handler {
 		switch {
 		case sw.status == http.StatusUnauthorized:
 			s.loginFailed(r, addr, user)
-		case user != "" && sw.status < 500:
-			s.throttle.succeeded(addr, user, time.Now())
+		case user != "" && sw.status >= 200 && sw.status < 300 && !s.throttle.knownGood(addr, user, time.Now()):
+			// Not every 2xx proves the credentials (a future route might
+			// answer before authenticating): check them once an hour.
+			ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), 2*time.Second)
+			_, err := s.eng.Authenticate(ctx, user, pass)
+			cancel()
+			if err == nil {
+				s.throttle.succeeded(addr, user, time.Now())
+			}
 		}
 	})
 }

@@ -26,7 +26,7 @@ const (
 	DefaultHandlerTimeout    = 30 * time.Second  // the context of one HTTP handler (not websockets)
 	// DefaultMaxBodyBytes bounds every request body; REST and the admin API
 	// have tighter limits of their own.
-	DefaultMaxBodyBytes = 1 << 20
+	DefaultMaxBodyBytes = 128 << 10
 )
 
 // Transport is the HTTP transport configuration of a Server: timeouts,
@@ -249,9 +249,10 @@ func addrKey(remote string) string {
 // edge is the middleware in front of every route: security headers and the
 // cross-site check, then (except for the websocket endpoint, whose
 // connection outlives any handler deadline) the handler deadline and body
-// bound, then the login throttle of the APIs.
+// bound, then for the APIs the text check and the login throttle.
 func (s *Server) edge(mux http.Handler) http.Handler {
-	apis := s.loginThrottle(mux)
+	// checkText before the throttle: its 400s must not count as logins.
+	apis := s.checkText(s.loginThrottle(mux))
 	limited := s.limits(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if isAPI(r.URL.Path) {
 			apis.ServeHTTP(w, r)
