@@ -8,20 +8,35 @@ import (
 )
 
 // serveReady answers 200 when the store and the bus are reachable, 503
-// naming the one that is not.
+// naming the one that is not. The body is for unauthenticated probes: it
+// never holds the dependency's address or error, which go to the log
+// (at most every readyLogEvery).
 func (s *Server) serveReady(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 	defer cancel()
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
 	if err := s.store.Ping(ctx); err != nil {
-		http.Error(w, "store unreachable: "+err.Error(), http.StatusServiceUnavailable)
+		s.notReady("store", err)
+		http.Error(w, "store unreachable", http.StatusServiceUnavailable)
 		return
 	}
 	if err := s.bus.Ping(ctx); err != nil {
-		http.Error(w, "bus unreachable: "+err.Error(), http.StatusServiceUnavailable)
+		s.notReady("bus", err)
+		http.Error(w, "bus unreachable", http.StatusServiceUnavailable)
 		return
 	}
 	_, _ = w.Write([]byte("ready"))
+}
+
+const readyLogEvery = 10 * time.Second
+
+func (s *Server) notReady(dep string, err error) {
+	now := time.Now().UnixNano()
+	if last := s.readyLogged.Load(); now-last < int64(readyLogEvery) || !s.readyLogged.CompareAndSwap(last, now) {
+		return
+	}
+	s.log.Warn("readyz: dependency unreachable", "dependency", dep, logErr, err)
 }
 
 // serveMetrics exposes the node's counters in the Prometheus text format.
@@ -47,4 +62,7 @@ func (s *Server) serveMetrics(w http.ResponseWriter, r *http.Request) {
 	metric("chorus_webhooks_sent_total", "counter", "Webhooks delivered.", s.hooks.Sent.Load())
 	metric("chorus_webhooks_failed_total", "counter", "Webhooks that failed.", s.hooks.Failed.Load())
 	metric("chorus_webhooks_dropped_total", "counter", "Webhooks dropped because the queue was full.", s.hooks.Dropped.Load())
+	metric("chorus_connections_refused_total", "counter", "Connections closed on accept for being over a connection cap.", s.connsRefused.Load())
+	metric("chorus_auth_failures_total", "counter", "Failed API authentications.", s.throttle.failures.Load())
+	metric("chorus_auth_throttled_total", "counter", "API requests refused with 429 after too many failed authentications.", s.throttle.refused.Load())
 }

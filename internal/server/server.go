@@ -109,6 +109,7 @@ type Server struct {
 	throttle *throttle
 
 	connsRefused atomic.Uint64
+	readyLogged  atomic.Int64 // unix ns of the last readyz warning
 
 	ran       atomic.Bool
 	closeOnce sync.Once

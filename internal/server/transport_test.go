@@ -12,9 +12,11 @@ import (
 	"encoding/pem"
 	"errors"
 	"io"
+	"log/slog"
 	"math/big"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -22,6 +24,9 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+	natsserver "github.com/nats-io/nats-server/v2/server"
+
+	natsbus "github.com/chorus-sync/chorus/internal/bus/nats"
 )
 
 // run serves s on a loopback port until the test ends and returns the
@@ -329,5 +334,65 @@ func TestTransportConfigErrors(t *testing.T) {
 		if _, err := New(context.Background(), Config{DataDir: t.TempDir(), Transport: tr}); err == nil {
 			t.Errorf("New(%+v) = nil error, want an error", tr)
 		}
+	}
+}
+
+// TestReadyzHidesAddresses: /readyz names the dependency that is down but
+// not its address, which goes to the log.
+func TestReadyzHidesAddresses(t *testing.T) {
+	ns, err := natsserver.NewServer(&natsserver.Options{Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns.Start()
+	if !ns.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats-server not ready")
+	}
+	defer ns.Shutdown()
+	addr := ns.Addr().String()
+	var logs syncBuffer
+	s := newServer(t, Config{BusURL: "nats://" + addr, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	ready := func() (int, string) {
+		rec := httptest.NewRecorder()
+		s.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/readyz", nil))
+		return rec.Code, rec.Body.String()
+	}
+	if code, body := ready(); code != 200 {
+		t.Fatalf("/readyz = %d %q, want 200", code, body)
+	}
+	ns.Shutdown()
+	ns.WaitForShutdown()
+	waitFor(t, "/readyz to fail", func() bool { code, _ := ready(); return code == 503 })
+	code, body := ready()
+	host, port, _ := net.SplitHostPort(addr)
+	if code != 503 || !strings.Contains(body, "bus unreachable") || strings.Contains(body, host) || strings.Contains(body, port) {
+		t.Errorf("/readyz with NATS down = %d %q, want 503 naming the bus without its address", code, body)
+	}
+	if !strings.Contains(logs.String(), "readyz: dependency unreachable") || !strings.Contains(logs.String(), port) {
+		t.Errorf("the log does not say what is unreachable: %s", logs.String())
+	}
+}
+
+// TestBusAuth: Config.BusAuth reaches the NATS connection.
+func TestBusAuth(t *testing.T) {
+	ns, err := natsserver.NewServer(&natsserver.Options{Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true, Authorization: "cluster-token-123"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns.Start()
+	if !ns.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats-server not ready")
+	}
+	defer ns.Shutdown()
+	u := "nats://" + ns.Addr().String()
+	_, err = New(context.Background(), Config{DataDir: t.TempDir(), BusURL: u, Logger: slog.New(slog.DiscardHandler)})
+	if err == nil || !strings.Contains(strings.ToLower(err.Error()), "authorization") {
+		t.Errorf("New without the bus token = %v, want an authorization error", err)
+	}
+	s := newServer(t, Config{BusURL: u, BusAuth: natsbus.Auth{Token: "cluster-token-123"}})
+	rec := httptest.NewRecorder()
+	s.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/readyz", nil))
+	if rec.Code != 200 {
+		t.Errorf("/readyz with the bus token = %d %s", rec.Code, rec.Body)
 	}
 }
