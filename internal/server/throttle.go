@@ -33,8 +33,8 @@ import (
 // Every table is bounded (throttleMaxEntries); when one is full, buckets
 // that have refilled are dropped first, then arbitrary ones.
 const (
-	AddrBurst          = 20
-	AddrEvery          = 3 * time.Second
+	AddrBurst          = 50
+	AddrEvery          = 2 * time.Second
 	AccountBurst       = 100
 	AccountEvery       = time.Second
 	KnownGoodTTL       = 24 * time.Hour
