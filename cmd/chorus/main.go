@@ -50,7 +50,7 @@ const (
 const usage = `usage:
   chorus serve [--listen ADDR] [--data-dir DIR] [--public-url URL] [--token-ttl 1h] [--log-level info]
                [--store postgres://...] [--bus nats://...] [--node NAME]
-               [--tls-cert FILE --tls-key FILE] [--max-conns N] [--max-conns-per-ip N]
+               [--tls-cert FILE --tls-key FILE] [--max-conns N] [--max-conns-per-ip N] [--trusted-proxies CIDR,...]
                [--bus-creds FILE | --bus-nkey FILE] [--bus-tls-ca FILE] [--bus-tls-cert FILE --bus-tls-key FILE]
   chorus token --identity NAME [--ttl 1h] [--service IS...] [--data-dir DIR]
   chorus admin credentials [--data-dir DIR]

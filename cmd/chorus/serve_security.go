@@ -3,9 +3,11 @@ package main
 import (
 	"context"
 	"flag"
+	"net/netip"
 	"os"
 	"os/signal"
 	"strconv"
+	"strings"
 	"syscall"
 
 	natsbus "github.com/chorus-sync/chorus/internal/bus/nats"
@@ -18,6 +20,7 @@ const (
 	envTLSKey        = "CHORUS_TLS_KEY"
 	envMaxConns      = "CHORUS_MAX_CONNS"
 	envMaxConnsPerIP = "CHORUS_MAX_CONNS_PER_IP"
+	envTrusted       = "CHORUS_TRUSTED_PROXIES"
 	envBusCreds      = "CHORUS_BUS_CREDS"
 	envBusNKey       = "CHORUS_BUS_NKEY"
 	envBusTLSCA      = "CHORUS_BUS_TLS_CA"
@@ -34,21 +37,23 @@ const (
 type securityFlags struct {
 	tlsCert, tlsKey         *string
 	maxConns, maxConnsPerIP *string
+	trustedProxies          *string
 	busCreds, busNKey       *string
 	busCA, busCert, busKey  *string
 }
 
 func addSecurityFlags(fs *flag.FlagSet) *securityFlags {
 	return &securityFlags{
-		tlsCert:       fs.String("tls-cert", getenv(envTLSCert), "PEM certificate (chain): serve HTTPS and WSS; SIGHUP reloads it (default: "+envTLSCert+")"),
-		tlsKey:        fs.String("tls-key", getenv(envTLSKey), "PEM private key of --tls-cert (default: "+envTLSKey+")"),
-		maxConns:      fs.String("max-conns", getenv(envMaxConns), "cap on open connections, 0 for none (default: "+envMaxConns+", else 0)"),
-		maxConnsPerIP: fs.String("max-conns-per-ip", getenv(envMaxConnsPerIP), "cap on open connections per client address, 0 for none; not behind a proxy (default: "+envMaxConnsPerIP+", else 0)"),
-		busCreds:      fs.String("bus-creds", getenv(envBusCreds), "NATS .creds file (JWT + NKey seed) (default: "+envBusCreds+")"),
-		busNKey:       fs.String("bus-nkey", getenv(envBusNKey), "file holding a NATS NKey user seed (default: "+envBusNKey+")"),
-		busCA:         fs.String("bus-tls-ca", getenv(envBusTLSCA), "PEM CA of the NATS servers' certificates (default: "+envBusTLSCA+")"),
-		busCert:       fs.String("bus-tls-cert", getenv(envBusTLSCert), "client certificate for NATS mutual TLS (default: "+envBusTLSCert+")"),
-		busKey:        fs.String("bus-tls-key", getenv(envBusTLSKey), "key of --bus-tls-cert (default: "+envBusTLSKey+")"),
+		tlsCert:        fs.String("tls-cert", getenv(envTLSCert), "PEM certificate (chain): serve HTTPS and WSS; SIGHUP reloads it (default: "+envTLSCert+")"),
+		tlsKey:         fs.String("tls-key", getenv(envTLSKey), "PEM private key of --tls-cert (default: "+envTLSKey+")"),
+		maxConns:       fs.String("max-conns", getenv(envMaxConns), "cap on open connections, 0 for none (default: "+envMaxConns+", else 0)"),
+		maxConnsPerIP:  fs.String("max-conns-per-ip", getenv(envMaxConnsPerIP), "cap on open connections per client address, 0 for none; not behind a proxy (default: "+envMaxConnsPerIP+", else 0)"),
+		trustedProxies: fs.String("trusted-proxies", getenv(envTrusted), "comma-separated addresses or CIDRs of reverse proxies whose X-Forwarded-For names the client, for the login throttle (default: "+envTrusted+")"),
+		busCreds:       fs.String("bus-creds", getenv(envBusCreds), "NATS .creds file (JWT + NKey seed) (default: "+envBusCreds+")"),
+		busNKey:        fs.String("bus-nkey", getenv(envBusNKey), "file holding a NATS NKey user seed (default: "+envBusNKey+")"),
+		busCA:          fs.String("bus-tls-ca", getenv(envBusTLSCA), "PEM CA of the NATS servers' certificates (default: "+envBusTLSCA+")"),
+		busCert:        fs.String("bus-tls-cert", getenv(envBusTLSCert), "client certificate for NATS mutual TLS (default: "+envBusTLSCert+")"),
+		busKey:         fs.String("bus-tls-key", getenv(envBusTLSKey), "key of --bus-tls-cert (default: "+envBusTLSKey+")"),
 	}
 }
 
@@ -64,6 +69,20 @@ func (f *securityFlags) apply(cfg *server.Config) error {
 	}
 	if cfg.Transport.MaxConnsPerIP, err = count("--max-conns-per-ip", *f.maxConnsPerIP); err != nil {
 		return err
+	}
+	for _, p := range strings.Split(*f.trustedProxies, ",") {
+		if p = strings.TrimSpace(p); p == "" {
+			continue
+		}
+		pfx, err := netip.ParsePrefix(p)
+		if err != nil {
+			a, aerr := netip.ParseAddr(p)
+			if aerr != nil {
+				return usagef("invalid --trusted-proxies entry %q: want an address or CIDR", p)
+			}
+			pfx = netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen())
+		}
+		cfg.Transport.TrustedProxies = append(cfg.Transport.TrustedProxies, pfx.Masked())
 	}
 	cfg.BusAuth = natsbus.Auth{
 		User: getenv(envBusUser), Password: getenv(envBusPassword), Token: getenv(envBusToken),

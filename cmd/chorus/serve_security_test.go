@@ -103,6 +103,7 @@ func TestServeSecurityUsage(t *testing.T) {
 		{"--max-conns", "-1"},
 		{"--max-conns-per-ip", "many"},
 		{"--bus-creds", "x.creds"}, // without --bus
+		{"--trusted-proxies", "10.0.0.0/8,nginx"},
 	} {
 		_, errOut, code := chorusCmd(t, cleanEnv(), append([]string{"serve", "--listen", "127.0.0.1:0"}, args...)...)
 		if code != exitUsage {

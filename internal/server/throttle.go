@@ -194,7 +194,7 @@ func (s *Server) loginThrottle(next http.Handler) http.Handler {
 		if !basic || !looksLikeCredentialSID(user) {
 			user = ""
 		}
-		addr := addrKey(r.RemoteAddr)
+		addr := s.clientAddr(r)
 		if d := s.throttle.wait(addr, user, time.Now()); d > 0 {
 			s.throttle.refused.Add(1)
 			secs := int(math.Ceil(d.Seconds()))

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http/httptest"
+	"net/netip"
 	"strconv"
 	"strings"
 	"sync"
@@ -250,5 +251,47 @@ func TestSecurityHeaders(t *testing.T) {
 		if !strings.HasPrefix(path, "/v1/") && !strings.HasPrefix(path, "/admin/") && !strings.Contains(h.Get("Content-Security-Policy"), "script-src 'self'") {
 			t.Errorf("GET %s CSP = %q, want the page policy", path, h.Get("Content-Security-Policy"))
 		}
+	}
+}
+
+// TestLoginThrottleBehindProxy: with the proxy trusted, the throttle counts
+// the client in X-Forwarded-For, so one client's failures do not lock out
+// the others behind the same proxy; an untrusted peer cannot pick its
+// address with the header.
+func TestLoginThrottleBehindProxy(t *testing.T) {
+	s := newServer(t, Config{Transport: Transport{TrustedProxies: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}}})
+	c := s.Credentials()
+	user := c.AccountSID
+	via := func(peer, xff, pass string) *httptest.ResponseRecorder {
+		req := httptest.NewRequest("GET", "/v1/Services", nil)
+		req.RemoteAddr = peer + ":5000"
+		if xff != "" {
+			req.Header.Set("X-Forwarded-For", xff)
+		}
+		req.SetBasicAuth(user, pass)
+		rec := httptest.NewRecorder()
+		s.Handler().ServeHTTP(rec, req)
+		return rec
+	}
+	for range AddrBurst + 1 {
+		via("127.0.0.1", "203.0.113.7", "wrong")
+	}
+	wantThrottled(t, "the guesser behind the proxy", via("127.0.0.1", "203.0.113.7", c.AuthToken))
+	if rec := via("127.0.0.1", "198.51.100.1, 203.0.113.8", c.AuthToken); rec.Code != 200 {
+		t.Errorf("another client behind the proxy = %d %s, want 200", rec.Code, rec.Body)
+	}
+	// The guesser cannot escape by prepending a forged hop.
+	wantThrottled(t, "forged leftmost hop", via("127.0.0.1", "192.0.2.99, 203.0.113.7", c.AuthToken))
+
+	// An untrusted peer's header is ignored: it is counted as itself. (An
+	// unknown user, so that the account's bucket stays out of it.)
+	user = "AC00000000000000000000000000000000"
+	for range AddrBurst + 1 {
+		via("10.5.5.5", "198.51.100.77", "wrong")
+	}
+	user = c.AccountSID
+	wantThrottled(t, "untrusted peer", via("10.5.5.5", "198.51.100.78", c.AuthToken))
+	if rec := via("127.0.0.1", "198.51.100.77", c.AuthToken); rec.Code != 200 {
+		t.Errorf("the address the untrusted peer claimed = %d, want 200 (not throttled)", rec.Code)
 	}
 }

@@ -8,6 +8,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -47,6 +49,13 @@ type Transport struct {
 	// proxy's address: leave MaxConnsPerIP at 0 there.
 	MaxConns      int
 	MaxConnsPerIP int
+
+	// TrustedProxies are the addresses of reverse proxies (nginx, a load
+	// balancer) whose X-Forwarded-For names the client. The login throttle
+	// counts per client, so behind a proxy it needs this; without it every
+	// client has the proxy's address. The connection caps always count the
+	// TCP peer.
+	TrustedProxies []netip.Prefix
 
 	// TLSCert and TLSKey are PEM files; both set serves HTTPS and WSS on
 	// the listener. ReloadTLS reads them again.
@@ -267,4 +276,46 @@ func (s *Server) edge(mux http.Handler) http.Handler {
 		}
 		limited.ServeHTTP(w, r)
 	}))
+}
+
+// clientAddr is the client address of r as the login throttle counts it
+// (addrKey): the TCP peer, or, when that is a trusted proxy, the rightmost
+// address in X-Forwarded-For that is not a trusted proxy.
+func (s *Server) clientAddr(r *http.Request) string {
+	peer := addrKey(r.RemoteAddr)
+	if len(s.cfg.Transport.TrustedProxies) == 0 || !s.trustedProxy(hostOf(r.RemoteAddr)) {
+		return peer
+	}
+	hops := strings.Split(strings.Join(r.Header.Values("X-Forwarded-For"), ","), ",")
+	for i := len(hops) - 1; i >= 0; i-- {
+		h := strings.TrimSpace(hops[i])
+		if h == "" {
+			continue
+		}
+		if !s.trustedProxy(h) {
+			return addrKey(h)
+		}
+	}
+	return peer
+}
+
+func hostOf(remote string) string {
+	if h, _, err := net.SplitHostPort(remote); err == nil {
+		return h
+	}
+	return remote
+}
+
+func (s *Server) trustedProxy(host string) bool {
+	a, err := netip.ParseAddr(host)
+	if err != nil {
+		return false
+	}
+	a = a.Unmap()
+	for _, p := range s.cfg.Transport.TrustedProxies {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
 }
