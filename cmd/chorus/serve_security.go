@@ -30,6 +30,7 @@ const (
 	envBusUser     = "CHORUS_BUS_USER"
 	envBusPassword = "CHORUS_BUS_PASSWORD"
 	envBusToken    = "CHORUS_BUS_TOKEN"
+	envClusterKey  = "CHORUS_CLUSTER_SECRET"
 )
 
 // securityFlags are serve's flags for TLS, connection caps and NATS
@@ -89,8 +90,12 @@ func (f *securityFlags) apply(cfg *server.Config) error {
 		CredsFile: *f.busCreds, NKeySeedFile: *f.busNKey,
 		CAFile: *f.busCA, CertFile: *f.busCert, KeyFile: *f.busKey,
 	}
-	if cfg.BusURL == "" && cfg.BusAuth != (natsbus.Auth{}) {
-		return usagef("NATS credentials or TLS settings without --bus")
+	cfg.ClusterSecret = getenv(envClusterKey)
+	if cfg.BusURL == "" && (cfg.BusAuth != (natsbus.Auth{}) || cfg.ClusterSecret != "") {
+		return usagef("NATS credentials, TLS settings or %s without --bus", envClusterKey)
+	}
+	if cfg.ClusterSecret != "" && len(cfg.ClusterSecret) < natsbus.MinSecretLen {
+		return usagef("%s is shorter than %d characters", envClusterKey, natsbus.MinSecretLen)
 	}
 	return nil
 }

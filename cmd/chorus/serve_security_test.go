@@ -110,4 +110,8 @@ func TestServeSecurityUsage(t *testing.T) {
 			t.Errorf("chorus serve %v = exit %d (%s), want %d", args, code, errOut, exitUsage)
 		}
 	}
+	_, errOut, code := chorusCmd(t, cleanEnv("CHORUS_CLUSTER_SECRET=short"), "serve", "--listen", "127.0.0.1:0", "--bus", "nats://127.0.0.1:1")
+	if code != exitUsage || !strings.Contains(errOut, "CHORUS_CLUSTER_SECRET") {
+		t.Errorf("chorus serve with a short cluster secret = exit %d (%s), want %d", code, errOut, exitUsage)
+	}
 }

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"net/http"
 	"time"
+
+	natsbus "github.com/chorus-sync/chorus/internal/bus/nats"
 )
 
 // serveReady answers 200 when the store and the bus are reachable, 503
@@ -64,5 +66,8 @@ func (s *Server) serveMetrics(w http.ResponseWriter, r *http.Request) {
 	metric("chorus_webhooks_dropped_total", "counter", "Webhooks dropped because the queue was full.", s.hooks.Dropped.Load())
 	metric("chorus_connections_refused_total", "counter", "Connections closed on accept for being over a connection cap.", s.connsRefused.Load())
 	metric("chorus_auth_failures_total", "counter", "Failed API authentications.", s.throttle.failures.Load())
+	if nb, ok := s.bus.(*natsbus.Bus); ok {
+		metric("chorus_bus_forged_total", "counter", "Bus events dropped for a missing or wrong cluster signature.", nb.Stats().Forged)
+	}
 	metric("chorus_auth_throttled_total", "counter", "API requests refused with 429 after too many failed authentications.", s.throttle.refused.Load())
 }

@@ -91,6 +91,9 @@ type Config struct {
 	// (transport.go); BusAuth the NATS credentials and TLS (busauth.go).
 	Transport Transport
 	BusAuth   natsbus.Auth
+	// ClusterSecret, when set, signs and verifies every bus event
+	// (natsbus.WithSecret); every node needs the same one.
+	ClusterSecret string
 }
 
 // Server is one Chorus node.
@@ -415,8 +418,11 @@ func openStore(ctx context.Context, cfg Config) (chorus.Store, func(context.Cont
 func openBus(ctx context.Context, cfg Config, resync func()) (chorus.Bus, error) {
 	switch {
 	case strings.HasPrefix(cfg.BusURL, "nats://") || strings.HasPrefix(cfg.BusURL, "tls://"):
-		b, err := natsbus.Open(ctx, cfg.BusURL, cfg.Logger, natsbus.WithName(cfg.NodeName), natsbus.WithReconnectHandler(resync),
-			natsbus.WithAuth(cfg.BusAuth))
+		opts := []natsbus.Option{natsbus.WithName(cfg.NodeName), natsbus.WithReconnectHandler(resync), natsbus.WithAuth(cfg.BusAuth)}
+		if cfg.ClusterSecret != "" {
+			opts = append(opts, natsbus.WithSecret([]byte(cfg.ClusterSecret)))
+		}
+		b, err := natsbus.Open(ctx, cfg.BusURL, cfg.Logger, opts...)
 		if err != nil {
 			return nil, fmt.Errorf("server: connect to NATS: %w", err)
 		}

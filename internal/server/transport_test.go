@@ -395,4 +395,16 @@ func TestBusAuth(t *testing.T) {
 	if rec.Code != 200 {
 		t.Errorf("/readyz with the bus token = %d %s", rec.Code, rec.Body)
 	}
+
+	// A cluster secret signs the node's events; too short is refused.
+	if _, err := New(context.Background(), Config{DataDir: t.TempDir(), BusURL: u, BusAuth: natsbus.Auth{Token: "cluster-token-123"},
+		ClusterSecret: "short", Logger: slog.New(slog.DiscardHandler)}); err == nil {
+		t.Errorf("New with a 5-byte cluster secret = nil error, want an error")
+	}
+	s = newServer(t, Config{BusURL: u, BusAuth: natsbus.Auth{Token: "cluster-token-123"}, ClusterSecret: strings.Repeat("k", 32)})
+	rec = httptest.NewRecorder()
+	s.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	if !strings.Contains(rec.Body.String(), "chorus_bus_forged_total 0") {
+		t.Errorf("/metrics has no chorus_bus_forged_total: %s", rec.Body)
+	}
 }
