@@ -47,7 +47,9 @@ func (s *Server) checkText(next http.Handler) http.Handler {
 			twiliohttp.WriteJSON(w, http.StatusBadRequest, twiliohttp.Body(errBadText))
 			return
 		}
-		if q, err := url.ParseQuery(r.URL.RawQuery); err == nil && !valuesOK(q) {
+		// ParseQuery returns every pair it could decode, with or without
+		// an error: check them all.
+		if q, _ := url.ParseQuery(r.URL.RawQuery); !valuesOK(q) {
 			twiliohttp.WriteJSON(w, http.StatusBadRequest, twiliohttp.Body(errBadText))
 			return
 		}
@@ -64,7 +66,7 @@ func (s *Server) checkText(next http.Handler) http.Handler {
 				return
 			}
 			r.Body = io.NopCloser(bytes.NewReader(b))
-			if v, err := url.ParseQuery(string(b)); err == nil && !valuesOK(v) {
+			if v, _ := url.ParseQuery(string(b)); !valuesOK(v) {
 				twiliohttp.WriteJSON(w, http.StatusBadRequest, twiliohttp.Body(errBadText))
 				return
 			}

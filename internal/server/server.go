@@ -88,7 +88,7 @@ type Config struct {
 	ShutdownTimeout time.Duration
 
 	// Transport sets the HTTP timeouts, connection caps and TLS
-	// (transport.go); BusAuth the NATS credentials and TLS (busauth.go).
+	// (transport.go); BusAuth the NATS credentials and TLS.
 	Transport Transport
 	BusAuth   natsbus.Auth
 	// ClusterSecret, when set, signs and verifies every bus event

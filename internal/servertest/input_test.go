@@ -119,6 +119,7 @@ func testBadTextREST(t *testing.T, s *server.Server) {
 			{"POST", svc + "/Streams", url.Values{"UniqueName": {bad}}},
 			{"GET", "/v1/Services?PageToken=" + url.QueryEscape(bad), nil},
 			{"GET", "/admin/v1/Account?x=" + url.QueryEscape(bad), nil},
+			{"GET", svc + "/Maps/map/Items?x=%zz&From=" + url.QueryEscape(bad), nil}, // a bad escape does not hide it
 		} {
 			st, code, b := do(tt.method, tt.path, tt.form)
 			if st != 400 || code == 0 {
