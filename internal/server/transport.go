@@ -292,6 +292,9 @@ func (s *Server) clientAddr(r *http.Request) string {
 		if h == "" {
 			continue
 		}
+		if _, err := netip.ParseAddr(h); err != nil {
+			return peer // not an address: the proxy does not append the client's
+		}
 		if !s.trustedProxy(h) {
 			return addrKey(h)
 		}

@@ -3,6 +3,7 @@ package servertest_test
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"log/slog"
 	"net/http"
@@ -165,6 +166,18 @@ func testBadTextEngine(t *testing.T, s *server.Server) {
 		_, err = eng.CreateObject(ctx, sys, svc, chorus.KindDocument, engine.CreateObject{Data: json.RawMessage("{\"k\":\"\xff\"}")})
 		wantBadRequest(t, "CreateObject(data)", err)
 	}
+	// A forged page token whose position holds NUL is refused too.
+	forged := "PT" + base64.RawURLEncoding.EncodeToString([]byte(`{"f":"a\u0000b","o":"asc"}`))
+	m, err := eng.Object(ctx, sys, svc, chorus.KindMap, "map")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = eng.Items(ctx, sys, svc, chorus.KindMap, m.SID, engine.ItemPageRequest{Token: forged})
+	wantBadRequest(t, "Items(forged page token)", err)
+	forged = "PT" + base64.RawURLEncoding.EncodeToString([]byte(`{"i":"a\u0000b"}`))
+	_, err = eng.Permissions(ctx, svc, chorus.KindMap, m.SID, engine.PageRequest{Token: forged})
+	wantBadRequest(t, "Permissions(forged page token)", err)
+
 	// A token identity with NUL under ACLs is denied, not a store error.
 	on := true
 	if _, err := eng.UpdateService(ctx, c.AccountSID, svc.SID, engine.ServiceParams{ACLEnabled: &on}); err != nil {
