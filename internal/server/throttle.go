@@ -9,8 +9,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"golang.org/x/time/rate"
-
 	"github.com/chorus-sync/chorus"
 	"github.com/chorus-sync/chorus/internal/twiliohttp"
 )
@@ -29,6 +27,12 @@ import (
 // the last KnownGoodTTL is still let in (it is only subject to its own
 // address's bucket); other addresses wait. So a flood against an account
 // from many addresses does not lock out the servers already using it.
+//
+// While an address or account has a bucket (it failed recently), each of
+// its requests holds a token while its credentials are checked, given back
+// unless they fail: concurrent guesses cannot overtake the count. A bucket
+// that has refilled is dropped, so clients that never fail are not limited
+// in concurrency.
 //
 // Every table is bounded (throttleMaxEntries); when one is full, buckets
 // that have refilled are dropped first, then arbitrary ones.
@@ -51,51 +55,87 @@ type throttle struct {
 	max      int
 
 	failures, refused atomic.Uint64
-	logLimit          *rate.Limiter // log lines about failed logins
+	logLines          bucket // log lines about failed logins: 20, then 10/s
 }
 
 func newThrottle() *throttle {
 	return &throttle{
-		addrs:    buckets{every: AddrEvery, burst: AddrBurst, m: map[string]*rate.Limiter{}},
-		accounts: buckets{every: AccountEvery, burst: AccountBurst, m: map[string]*rate.Limiter{}},
+		addrs:    buckets{every: AddrEvery, burst: AddrBurst, m: map[string]*bucket{}},
+		accounts: buckets{every: AccountEvery, burst: AccountBurst, m: map[string]*bucket{}},
 		aliases:  map[string]string{},
 		good:     map[string]time.Time{},
 		max:      throttleMaxEntries,
-		logLimit: rate.NewLimiter(rate.Every(100*time.Millisecond), 20),
+		logLines: bucket{tokens: 20},
 	}
 }
 
-// wait is how long a request from addr with Basic user must wait; 0 lets
-// it through.
-func (t *throttle) wait(addr, user string, now time.Time) time.Duration {
+// ticket is what admit reserved for one request: a token of the address's
+// and of the account's bucket (nil where there was no bucket).
+type ticket struct {
+	addr, acct *bucket
+	acctKey    string
+}
+
+// admit decides whether a request from addr with Basic user may have its
+// credentials checked now. If not, it returns how long to wait. If so, the
+// ticket holds a token of each existing bucket until settle.
+func (t *throttle) admit(addr, user string, now time.Time) (ticket, time.Duration) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if d := t.addrs.wait(addr, now); d > 0 {
-		return d
+	var tk ticket
+	r, d := t.addrs.reserve(addr, now)
+	if d > 0 {
+		return tk, d
 	}
+	tk.addr = r
 	if user == "" {
-		return 0
+		return tk, 0
 	}
 	acct := user
 	if a, ok := t.aliases[user]; ok {
 		acct = a
 	}
-	d := t.accounts.wait(acct, now)
-	if d > 0 {
-		if at, ok := t.good[user+" "+addr]; ok && now.Sub(at) < KnownGoodTTL {
-			return 0
-		}
+	if at, ok := t.good[user+" "+addr]; ok && now.Sub(at) < KnownGoodTTL {
+		return tk, 0 // known clients are not held back by the account's bucket
 	}
+	r, d = t.accounts.reserve(acct, now)
+	if d > 0 {
+		t.addrs.giveBack(tk.addr)
+		return ticket{}, d
+	}
+	tk.acct, tk.acctKey = r, acct
+	return tk, 0
+}
+
+// settle gives back the tokens of a request whose credentials did not fail.
+func (t *throttle) settle(tk ticket) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.addrs.giveBack(tk.addr)
+	t.accounts.giveBack(tk.acct)
+}
+
+// wait is how long a request from addr with Basic user must wait (admit
+// without reserving).
+func (t *throttle) wait(addr, user string, now time.Time) time.Duration {
+	tk, d := t.admit(addr, user, now)
+	t.settle(tk)
 	return d
 }
 
 // fail counts a failed login from addr; account is "" when the user names
-// no account or key.
-func (t *throttle) fail(addr, user, account string, now time.Time) {
+// no account or key. Tokens tk holds are kept as the failures' cost.
+func (t *throttle) fail(tk ticket, addr, user, account string, now time.Time) {
 	t.failures.Add(1)
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	t.addrs.take(addr, now, t.max)
+	if tk.addr == nil {
+		t.addrs.take(addr, now, t.max)
+	}
+	if tk.acct != nil && tk.acctKey != account {
+		t.accounts.giveBack(tk.acct) // reserved on the user before its account was known
+		tk.acct = nil
+	}
 	if account == "" {
 		return
 	}
@@ -105,7 +145,9 @@ func (t *throttle) fail(addr, user, account string, now time.Time) {
 		}
 		t.aliases[user] = account
 	}
-	t.accounts.take(account, now, t.max)
+	if tk.acct == nil {
+		t.accounts.take(account, now, t.max)
+	}
 }
 
 // knownGood reports that addr authenticated as user in the last hour.
@@ -137,41 +179,85 @@ func (t *throttle) succeeded(addr, user string, now time.Time) {
 	t.good[k] = now
 }
 
-// buckets is a bounded map of token buckets; the caller holds the lock.
+// logAllowed reports whether a failed login may be logged now.
+func (t *throttle) logAllowed(now time.Time) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.logLines.refill(now, 100*time.Millisecond, 20)
+	if t.logLines.tokens < 1 {
+		return false
+	}
+	t.logLines.tokens--
+	return true
+}
+
+// bucket is a token bucket; buckets says how it refills.
+type bucket struct {
+	tokens float64
+	last   time.Time
+}
+
+func (b *bucket) refill(now time.Time, every time.Duration, burst int) {
+	if now.After(b.last) {
+		b.tokens = min(float64(burst), b.tokens+float64(now.Sub(b.last))/float64(every))
+		b.last = now
+	}
+}
+
+// buckets is a bounded map of token buckets of burst tokens, one more
+// every every; the caller holds the throttle's lock.
 type buckets struct {
 	every time.Duration
 	burst int
-	m     map[string]*rate.Limiter
+	m     map[string]*bucket
 }
 
-func (b *buckets) wait(key string, now time.Time) time.Duration {
+// reserve takes a token of key's bucket, if it has one, or returns how
+// long until one is available. A bucket that has refilled is dropped: its
+// key has not failed for a while.
+func (b *buckets) reserve(key string, now time.Time) (*bucket, time.Duration) {
 	l := b.m[key]
 	if l == nil {
-		return 0
+		return nil, 0
 	}
-	tok := l.TokensAt(now)
-	if tok >= 1 {
-		return 0
+	l.refill(now, b.every, b.burst)
+	switch {
+	case l.tokens >= float64(b.burst):
+		delete(b.m, key)
+		return nil, 0
+	case l.tokens < 1:
+		return nil, time.Duration((1 - l.tokens) * float64(b.every))
 	}
-	return time.Duration((1 - tok) * float64(b.every))
+	l.tokens--
+	return l, 0
 }
 
+// giveBack returns a reserved token (l may be nil, or evicted meanwhile).
+func (b *buckets) giveBack(l *bucket) {
+	if l != nil {
+		l.tokens = min(float64(b.burst), l.tokens+1)
+	}
+}
+
+// take counts a failure of key without a reservation. Failures that raced
+// past an empty bucket drive it below zero, up to one more burst.
 func (b *buckets) take(key string, now time.Time, max int) {
 	l := b.m[key]
 	if l == nil {
 		if len(b.m) >= max {
 			b.evict(now, max)
 		}
-		l = rate.NewLimiter(rate.Every(b.every), b.burst)
+		l = &bucket{tokens: float64(b.burst), last: now}
 		b.m[key] = l
 	}
-	l.AllowN(now, 1)
+	l.refill(now, b.every, b.burst)
+	l.tokens = math.Max(l.tokens-1, -float64(b.burst))
 }
 
 // evict drops refilled buckets, then arbitrary ones down to 3/4 of max.
 func (b *buckets) evict(now time.Time, max int) {
 	for k, l := range b.m {
-		if l.TokensAt(now) >= float64(b.burst) {
+		if l.refill(now, b.every, b.burst); l.tokens >= float64(b.burst) {
 			delete(b.m, k)
 		}
 	}
@@ -195,7 +281,8 @@ func (s *Server) loginThrottle(next http.Handler) http.Handler {
 			user = ""
 		}
 		addr := s.clientAddr(r)
-		if d := s.throttle.wait(addr, user, time.Now()); d > 0 {
+		tk, d := s.throttle.admit(addr, user, time.Now())
+		if d > 0 {
 			s.throttle.refused.Add(1)
 			secs := int(math.Ceil(d.Seconds()))
 			w.Header().Set("Retry-After", strconv.Itoa(secs))
@@ -204,11 +291,19 @@ func (s *Server) loginThrottle(next http.Handler) http.Handler {
 			return
 		}
 		sw := &statusWriter{ResponseWriter: w}
+		failed := false
+		defer func() {
+			if !failed {
+				s.throttle.settle(tk) // also when the handler panics
+			}
+		}()
 		next.ServeHTTP(sw, r)
-		switch {
-		case sw.status == http.StatusUnauthorized:
-			s.loginFailed(r, addr, user)
-		case user != "" && sw.status >= 200 && sw.status < 300 && !s.throttle.knownGood(addr, user, time.Now()):
+		if sw.status == http.StatusUnauthorized {
+			failed = true
+			s.loginFailed(r, tk, addr, user)
+			return
+		}
+		if user != "" && sw.status >= 200 && sw.status < 300 && !s.throttle.knownGood(addr, user, time.Now()) {
 			// Not every 2xx proves the credentials (a future route might
 			// answer before authenticating): check them once an hour.
 			ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), 2*time.Second)
@@ -223,15 +318,15 @@ func (s *Server) loginThrottle(next http.Handler) http.Handler {
 
 // loginFailed counts and logs a failed login. The password is never
 // logged; the user only when it is an account or key SID.
-func (s *Server) loginFailed(r *http.Request, addr, user string) {
+func (s *Server) loginFailed(r *http.Request, tk ticket, addr, user string) {
 	account := ""
 	if user != "" {
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), 2*time.Second)
 		account = s.accountOf(ctx, user)
 		cancel()
 	}
-	s.throttle.fail(addr, user, account, time.Now())
-	if s.throttle.logLimit.Allow() {
+	s.throttle.fail(tk, addr, user, account, time.Now())
+	if s.throttle.logAllowed(time.Now()) {
 		s.log.Warn("authentication failed", "client", addr, "user", user, "method", r.Method, "path", r.URL.Path,
 			"failures_total", s.throttle.failures.Load())
 	}

@@ -134,7 +134,7 @@ func TestThrottleBounded(t *testing.T) {
 	th.max = 100
 	now := time.Now()
 	for i := range 1000 {
-		th.fail(fmt.Sprintf("10.0.%d.%d", i/250, i%250), "", "", now)
+		th.fail(ticket{}, fmt.Sprintf("10.0.%d.%d", i/250, i%250), "", "", now)
 		th.succeeded(fmt.Sprintf("10.0.%d.%d", i/250, i%250), "ACx", now)
 	}
 	if n := len(th.addrs.m); n > th.max {
@@ -144,11 +144,11 @@ func TestThrottleBounded(t *testing.T) {
 		t.Errorf("known-good pairs = %d, want at most %d", n, th.max)
 	}
 	// A refilled bucket lets the address in again.
-	for range AddrBurst + 1 {
-		th.fail("10.9.9.9", "", "", now)
+	for range AddrBurst {
+		th.fail(ticket{}, "10.9.9.9", "", "", now)
 	}
 	if d := th.wait("10.9.9.9", "", now); d <= 0 || d > AddrEvery {
-		t.Errorf("wait after burst+1 failures = %v, want (0, %v]", d, AddrEvery)
+		t.Errorf("wait after burst failures = %v, want (0, %v]", d, AddrEvery)
 	}
 	if d := th.wait("10.9.9.9", "", now.Add(AddrEvery*2)); d != 0 {
 		t.Errorf("wait after the refill = %v, want 0", d)
@@ -293,5 +293,41 @@ func TestLoginThrottleBehindProxy(t *testing.T) {
 	wantThrottled(t, "untrusted peer", via("10.5.5.5", "198.51.100.78", c.AuthToken))
 	if rec := via("127.0.0.1", "198.51.100.77", c.AuthToken); rec.Code != 200 {
 		t.Errorf("the address the untrusted peer claimed = %d, want 200 (not throttled)", rec.Code)
+	}
+}
+
+// TestLoginThrottleConcurrent: requests in flight hold a token each, so
+// concurrent guesses cannot get past an almost empty bucket together.
+func TestLoginThrottleConcurrent(t *testing.T) {
+	s := newServer(t, Config{})
+	c := s.Credentials()
+	for range AddrBurst - 1 {
+		restAs(s, "10.7.0.1", c.AccountSID, "wrong")
+	}
+	var wg sync.WaitGroup
+	codes := make(chan int, 30)
+	for range 30 {
+		wg.Go(func() { codes <- restAs(s, "10.7.0.1", c.AccountSID, "wrong").Code })
+	}
+	wg.Wait()
+	close(codes)
+	n := map[int]int{}
+	for code := range codes {
+		n[code]++
+	}
+	if n[401] > 2 || n[401]+n[429] != 30 {
+		t.Errorf("30 concurrent guesses with one token left: %v, want at most 2 checked (401), the rest 429", n)
+	}
+	// Right credentials from an address with a bucket still work, and give
+	// their token back.
+	for range 5 {
+		if rec := restAs(s, "10.7.0.2", c.AccountSID, "wrong"); rec.Code != 401 {
+			t.Fatalf("failure = %d", rec.Code)
+		}
+	}
+	for range AddrBurst {
+		if rec := restAs(s, "10.7.0.2", c.AccountSID, c.AuthToken); rec.Code != 200 {
+			t.Fatalf("right password after 5 failures = %d, want 200 every time", rec.Code)
+		}
 	}
 }
