@@ -85,6 +85,9 @@ var (
 	// (Twilio's 20xxx codes mirror the HTTP status: 20404, 20429…).
 	ErrUnsupportedMediaType = newErr(http.StatusUnsupportedMediaType, 20415, "Unsupported Media Type")
 
+	// Browsers: a request made by a page of another site.
+	ErrForbiddenRequest = newErr(http.StatusForbidden, 20403, "Forbidden")
+
 	// Access tokens.
 	ErrTokenInvalid        = newErr(http.StatusUnauthorized, 20101, "Invalid Access Token")
 	ErrTokenHeader         = newErr(http.StatusUnauthorized, 20102, "Invalid Access Token header")

@@ -51,6 +51,8 @@ const (
 const usage = `usage:
   chorus serve [--listen ADDR] [--data-dir DIR] [--public-url URL] [--token-ttl 1h] [--log-level info]
                [--store postgres://...] [--bus nats://...] [--node NAME]
+               [--tls-cert FILE --tls-key FILE] [--max-conns N] [--max-conns-per-ip N] [--trusted-proxies CIDR,...]
+               [--bus-creds FILE | --bus-nkey FILE] [--bus-tls-ca FILE] [--bus-tls-cert FILE --bus-tls-key FILE]
   chorus token --identity NAME [--ttl 1h] [--service IS...] [--data-dir DIR]
   chorus admin credentials [--data-dir DIR]
   chorus migrate --store postgres://... [--from-data-dir DIR [--overwrite] [--json]]
@@ -193,6 +195,7 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer) error {
 	allowPrivate := fs.Bool("webhooks-allow-private", false, "let webhooks reach loopback and private addresses, for development and tests (default: CHORUS_WEBHOOKS_ALLOW_PRIVATE)")
 	wsMaxConns := fs.Int("ws-max-conns", 0, "cap on this node's websocket connections, refused with 503 beyond (0 = no cap)")
 	wsMaxUnauth := fs.Int("ws-max-unauth-per-ip", 0, "cap on websocket connections per client IP that have not completed init, refused with 429 beyond (0 = no cap; not behind a proxy)")
+	sec := addSecurityFlags(fs)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -222,21 +225,24 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 
-	srv, err := server.New(ctx, server.Config{
-		Listen:    *listen,
-		DataDir:   *dataDir,
-		PublicURL: *publicURL,
-		TokenTTL:  *ttl,
-		Creds:     creds,
-		Logger:    logger,
-		StoreURL:  *storeURL,
-		BusURL:    *busURL,
-		NodeName:  *node,
-
+	cfg := server.Config{
+		Listen:               *listen,
+		DataDir:              *dataDir,
+		PublicURL:            *publicURL,
+		TokenTTL:             *ttl,
+		Creds:                creds,
+		Logger:               logger,
+		StoreURL:             *storeURL,
+		BusURL:               *busURL,
+		NodeName:             *node,
 		WebhooksAllowPrivate: *allowPrivate,
 		WSMaxConns:           *wsMaxConns,
 		WSMaxUnauthPerAddr:   *wsMaxUnauth,
-	})
+	}
+	if err := sec.apply(&cfg); err != nil {
+		return err
+	}
+	srv, err := server.New(ctx, cfg)
 	if err != nil {
 		return err
 	}
@@ -256,6 +262,10 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	if *allowPrivate {
 		where = append(where, "webhooks_allow_private", true)
+	}
+	if cfg.Transport.TLSCert != "" {
+		where = append(where, "tls", true)
+		reloadOnHUP(ctx, srv)
 	}
 	logger.Info("listening", where...)
 	err = srv.Run(ctx, ln)

@@ -219,6 +219,9 @@ func nextItem(k chorus.Kind, obj *chorus.Object, old *chorus.Item, ref chorus.It
 
 // Item returns one item.
 func (e *Engine) Item(ctx context.Context, a Actor, svc *chorus.Service, k chorus.Kind, objectID string, ref chorus.ItemRef) (*chorus.Item, error) {
+	if k == chorus.KindMap && !validText(ref.Key) {
+		return nil, chorus.ErrMapItemKey
+	}
 	var it *chorus.Item
 	err := e.view(ctx, func(tx chorus.ReadTx) error {
 		obj, err := e.lookup(ctx, tx, svc, k, objectID)
@@ -252,6 +255,9 @@ func itemPos(it *chorus.Item) string {
 func setFrom(q *chorus.ItemQuery, k chorus.Kind, pos string, inclusive bool) error {
 	q.HasFrom, q.Inclusive = true, inclusive
 	if k == chorus.KindMap {
+		if !validText(pos) {
+			return chorus.Errorf(chorus.ErrInvalidParameter, "Invalid From: expected valid UTF-8 without NUL")
+		}
 		q.FromKey = pos
 		return nil
 	}
@@ -374,6 +380,9 @@ func (e *Engine) setPrevToken(ctx context.Context, tx chorus.ReadTx, objectSID s
 // with LastEventID set to the removal event's id and DateUpdated to the
 // time of removal.
 func (e *Engine) DeleteItem(ctx context.Context, a Actor, svc *chorus.Service, k chorus.Kind, objectID string, ref chorus.ItemRef, ifMatch string) (*chorus.Item, error) {
+	if k == chorus.KindMap && !validText(ref.Key) {
+		return nil, chorus.ErrMapItemKey
+	}
 	var rev int64 = -1
 	if ifMatch != "" {
 		r, err := chorus.ParseRevision(ifMatch)

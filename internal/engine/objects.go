@@ -22,6 +22,9 @@ func authorize(ctx context.Context, tx chorus.ReadTx, a Actor, svc *chorus.Servi
 	if a.System || !svc.ACLEnabled {
 		return nil
 	}
+	if !validText(a.Identity) {
+		return chorus.ErrForbidden
+	}
 	p, err := tx.Permission(ctx, obj.SID, a.Identity)
 	if isNotFound(err) {
 		return chorus.ErrForbidden
@@ -49,6 +52,8 @@ func (e *Engine) lookup(ctx context.Context, tx chorus.ReadTx, svc *chorus.Servi
 		obj, err = tx.Object(ctx, k, svc.SID, id)
 	case chorus.LooksLikeSID(id) || id == "":
 		return nil, k.NotFound()
+	case !validText(id):
+		return nil, chorus.ErrUniqueNameInvalid
 	default:
 		obj, err = tx.ObjectByName(ctx, k, svc.SID, id)
 	}

@@ -31,6 +31,9 @@ func decodeToken(tok string, v any) error {
 	if err := json.Unmarshal(b, v); err != nil {
 		return chorus.Wrap(chorus.ErrInvalidPageToken, err)
 	}
+	if hasNULEscape(b) { // a forged token; its key or identity would reach the store
+		return chorus.ErrInvalidPageToken
+	}
 	return nil
 }
 

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"net/url"
+	"strings"
 	"unicode/utf8"
 
 	"github.com/chorus-sync/chorus"
@@ -18,7 +19,7 @@ func validData(raw json.RawMessage, max int, nullErr *chorus.Error) (json.RawMes
 	if len(trimmed) > 4*max {
 		return nil, chorus.Errorf(chorus.ErrTooLarge, "Request entity too large: data exceeds %d bytes", max)
 	}
-	if !json.Valid(trimmed) {
+	if !json.Valid(trimmed) || !validJSONText(trimmed) {
 		return nil, chorus.Errorf(chorus.ErrInvalidJSON, "Invalid JSON: data is not valid JSON")
 	}
 	if bytes.Equal(trimmed, []byte("null")) {
@@ -37,6 +38,34 @@ func validData(raw json.RawMessage, max int, nullErr *chorus.Error) (json.RawMes
 	return json.RawMessage(buf.Bytes()), nil
 }
 
+// validText reports a string that every store can hold in a text column:
+// valid UTF-8 without NUL (PostgreSQL rejects both). Names, keys,
+// identities and friendly names must be validText; lookups by an invalid
+// name are refused the same way, so SQLite and PostgreSQL answer alike.
+func validText(s string) bool {
+	return utf8.ValidString(s) && strings.IndexByte(s, 0) < 0
+}
+
+// validJSONText reports JSON text that is valid UTF-8 (json.Valid does not
+// check). A raw NUL is invalid JSON already; an escaped \u0000 is valid
+// JSON, stored verbatim (BYTEA on PostgreSQL) and round-trips.
+func validJSONText(b []byte) bool { return utf8.Valid(b) }
+
+// hasNULEscape reports a \u0000 escape in valid JSON text b (outside
+// strings JSON has no backslashes, so every backslash starts an escape).
+func hasNULEscape(b []byte) bool {
+	for i := 0; i < len(b); i++ {
+		if b[i] != '\\' || i+1 >= len(b) {
+			continue
+		}
+		if b[i+1] == 'u' && i+6 <= len(b) && string(b[i+2:i+6]) == "0000" {
+			return true
+		}
+		i++ // skip the escaped character
+	}
+	return false
+}
+
 func validTTL(ttl *int) error {
 	if ttl != nil && (*ttl < 0 || *ttl > chorus.MaxTTL) {
 		return chorus.Errorf(chorus.ErrInvalidTTL, "Invalid TTL %d: expected an integer from 0 to %d", *ttl, chorus.MaxTTL)
@@ -46,7 +75,7 @@ func validTTL(ttl *int) error {
 
 func validUniqueName(name string) error {
 	n := utf8.RuneCountInString(name)
-	if n < 1 || n > chorus.MaxUniqueNameLen || chorus.LooksLikeSID(name) || !utf8.ValidString(name) {
+	if n < 1 || n > chorus.MaxUniqueNameLen || chorus.LooksLikeSID(name) || !validText(name) {
 		return chorus.ErrUniqueNameInvalid
 	}
 	return nil
@@ -54,7 +83,7 @@ func validUniqueName(name string) error {
 
 func validKey(key string) error {
 	n := utf8.RuneCountInString(key)
-	if n < 1 || n > chorus.MaxKeyLen || !utf8.ValidString(key) {
+	if n < 1 || n > chorus.MaxKeyLen || !validText(key) {
 		return chorus.ErrMapItemKey
 	}
 	return nil
@@ -62,15 +91,15 @@ func validKey(key string) error {
 
 func validIdentity(id string) error {
 	n := utf8.RuneCountInString(id)
-	if n < 1 || n > chorus.MaxIdentityLen || !utf8.ValidString(id) {
+	if n < 1 || n > chorus.MaxIdentityLen || !validText(id) {
 		return chorus.ErrIdentityInvalid
 	}
 	return nil
 }
 
 func (e *Engine) validServiceParams(p ServiceParams) error {
-	if p.FriendlyName != nil && utf8.RuneCountInString(*p.FriendlyName) > 64 {
-		return chorus.Errorf(chorus.ErrInvalidFriendly, "Invalid friendly name: at most 64 characters")
+	if p.FriendlyName != nil && (utf8.RuneCountInString(*p.FriendlyName) > 64 || !validText(*p.FriendlyName)) {
+		return chorus.Errorf(chorus.ErrInvalidFriendly, "Invalid friendly name: at most 64 characters of valid UTF-8 without NUL")
 	}
 	if p.WebhookURL != nil && *p.WebhookURL != "" {
 		u, err := url.Parse(*p.WebhookURL)

@@ -3,7 +3,14 @@
 // gateway at /v3/wsconnect, the quickstart's /token endpoint and its static
 // files at /, /healthz) on one listener.
 //
+// Every request passes the edge middleware (transport.go, browser.go,
+// input.go, throttle.go): security headers and the refusal of cross-site
+// API requests; for everything but the websocket a handler deadline and a
+// body bound; for the APIs the NUL/UTF-8 check and the failed-login
+// throttle. Run adds the HTTP timeouts, the optional connection caps and
+// TLS (certificate reloaded by ReloadTLS).
+//
 // New opens everything, Run serves until its context is done and then shuts
 // down in order (HTTP, gateway, engine, bus, store). A Server's Handler is
-// safe for concurrent use; Run must be called at most once.
+// safe for concurrent use, as is ReloadTLS; Run must be called at most once.
 package server

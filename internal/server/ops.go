@@ -8,24 +8,40 @@ import (
 	"sort"
 	"time"
 
+	natsbus "github.com/chorus-sync/chorus/internal/bus/nats"
 	"github.com/chorus-sync/chorus/internal/webhook"
 )
 
 // serveReady answers 200 when the store and the bus are reachable, 503
-// naming the one that is not.
+// naming the one that is not. The body is for unauthenticated probes: it
+// never holds the dependency's address or error, which go to the log
+// (at most every readyLogEvery).
 func (s *Server) serveReady(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 	defer cancel()
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
 	if err := s.store.Ping(ctx); err != nil {
-		http.Error(w, "store unreachable: "+err.Error(), http.StatusServiceUnavailable)
+		s.notReady("store", err)
+		http.Error(w, "store unreachable", http.StatusServiceUnavailable)
 		return
 	}
 	if err := s.bus.Ping(ctx); err != nil {
-		http.Error(w, "bus unreachable: "+err.Error(), http.StatusServiceUnavailable)
+		s.notReady("bus", err)
+		http.Error(w, "bus unreachable", http.StatusServiceUnavailable)
 		return
 	}
 	_, _ = w.Write([]byte("ready"))
+}
+
+const readyLogEvery = 10 * time.Second
+
+func (s *Server) notReady(dep string, err error) {
+	now := time.Now().UnixNano()
+	if last := s.readyLogged.Load(); now-last < int64(readyLogEvery) || !s.readyLogged.CompareAndSwap(last, now) {
+		return
+	}
+	s.log.Warn("readyz: dependency unreachable", "dependency", dep, logErr, err)
 }
 
 // serveMetrics exposes the node's counters in the Prometheus text format.
@@ -49,6 +65,12 @@ func (s *Server) serveMetrics(w http.ResponseWriter, r *http.Request) {
 	metric("chorus_ws_refused_total", "counter", "Websocket connections refused by --ws-max-conns or --ws-max-unauth-per-ip.", gs.Refused)
 	metric("chorus_gap_fills_total", "counter", "Delivery gaps filled from the event log.", gs.GapFills)
 	metric("chorus_gap_skips_total", "counter", "Delivery gaps the event log could not fill.", gs.GapSkips)
+	metric("chorus_connections_refused_total", "counter", "Connections closed on accept for being over a connection cap.", s.connsRefused.Load())
+	metric("chorus_auth_failures_total", "counter", "Failed API authentications.", s.throttle.failures.Load())
+	if nb, ok := s.bus.(*natsbus.Bus); ok {
+		metric("chorus_bus_forged_total", "counter", "Bus events dropped for a missing or wrong cluster signature.", nb.Stats().Forged)
+	}
+	metric("chorus_auth_throttled_total", "counter", "API requests refused with 429 after too many failed authentications.", s.throttle.refused.Load())
 	metric("chorus_webhooks_sent_total", "counter", "Webhooks delivered (by this node).", s.hooks.Sent.Load())
 	metric("chorus_webhooks_failed_total", "counter", "Webhook delivery attempts that failed (by this node).", s.hooks.Failed.Load())
 	metric("chorus_webhooks_retried_total", "counter", "Webhooks rescheduled after a failed attempt (by this node).", s.hooks.Retried.Load())

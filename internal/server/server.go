@@ -98,6 +98,13 @@ type Config struct {
 	// completed init (429 beyond). 0 = no cap.
 	WSMaxConns         int
 	WSMaxUnauthPerAddr int
+	// Transport sets the HTTP timeouts, connection caps and TLS
+	// (transport.go); BusAuth the NATS credentials and TLS.
+	Transport Transport
+	BusAuth   natsbus.Auth
+	// ClusterSecret, when set, signs and verifies every bus event
+	// (natsbus.WithSecret); every node needs the same one.
+	ClusterSecret string
 }
 
 // Server is one Chorus node.
@@ -112,6 +119,11 @@ type Server struct {
 	gw       *gateway.Gateway // nil only if New failed before creating it
 	hooks    *webhook.Dispatcher
 	handler  http.Handler
+	cert     *certificate // nil without TLS
+	throttle *throttle
+
+	connsRefused atomic.Uint64
+	readyLogged  atomic.Int64 // unix ns of the last readyz warning
 
 	ran       atomic.Bool
 	closeOnce sync.Once
@@ -137,7 +149,17 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if cfg.Identities == nil {
 		cfg.Identities = RandomIdentity{}
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, store: cfg.Store, bus: cfg.Bus}
+	if err := cfg.Transport.check(); err != nil {
+		return nil, err
+	}
+	cfg.Transport.setDefaults()
+	s := &Server{cfg: cfg, log: cfg.Logger, store: cfg.Store, bus: cfg.Bus, throttle: newThrottle()}
+	if t := cfg.Transport; t.TLSCert != "" {
+		s.cert = &certificate{certFile: t.TLSCert, keyFile: t.TLSKey}
+		if err := s.cert.load(); err != nil {
+			return nil, err
+		}
+	}
 	defer func() {
 		if err != nil {
 			_ = s.Close()
@@ -206,7 +228,7 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 		MaxConns: cfg.WSMaxConns, MaxUnauthenticatedPerAddr: cfg.WSMaxUnauthPerAddr,
 	})
 
-	s.handler = refuseWebhooks(s.routes())
+	s.handler = s.edge(refuseWebhooks(s.routes()))
 	return s, nil
 }
 
@@ -319,12 +341,8 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 		}
 	}()
 
-	hs := &http.Server{
-		Handler:           s.handler,
-		ReadHeaderTimeout: 10 * time.Second,
-		BaseContext:       func(net.Listener) context.Context { return base },
-		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
-	}
+	hs := s.httpServer(base)
+	ln = s.listener(ln)
 	hooksDone := make(chan struct{})
 	go func() {
 		defer close(hooksDone)
@@ -430,7 +448,11 @@ func openStore(ctx context.Context, cfg Config) (chorus.Store, func(context.Cont
 func openBus(ctx context.Context, cfg Config, resync func()) (chorus.Bus, error) {
 	switch {
 	case strings.HasPrefix(cfg.BusURL, "nats://") || strings.HasPrefix(cfg.BusURL, "tls://"):
-		b, err := natsbus.Open(ctx, cfg.BusURL, cfg.Logger, natsbus.WithName(cfg.NodeName), natsbus.WithReconnectHandler(resync))
+		opts := []natsbus.Option{natsbus.WithName(cfg.NodeName), natsbus.WithReconnectHandler(resync), natsbus.WithAuth(cfg.BusAuth)}
+		if cfg.ClusterSecret != "" {
+			opts = append(opts, natsbus.WithSecret([]byte(cfg.ClusterSecret)))
+		}
+		b, err := natsbus.Open(ctx, cfg.BusURL, cfg.Logger, opts...)
 		if err != nil {
 			return nil, fmt.Errorf("server: connect to NATS: %w", err)
 		}

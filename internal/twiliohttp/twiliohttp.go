@@ -54,8 +54,5 @@ func WriteError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err er
 		attrs = append(attrs, "method", r.Method, "path", r.URL.Path, "status", e.Status, "code", e.Code, "err", err)
 		log.ErrorContext(r.Context(), "request failed", attrs...)
 	}
-	if e.Code == chorus.ErrAuthenticate.Code {
-		w.Header().Set("WWW-Authenticate", `Basic realm="Twilio API"`)
-	}
 	WriteJSON(w, e.Status, Body(e))
 }

@@ -23,6 +23,14 @@
 // while this node was disconnected): WithReconnectHandler signals when
 // to resync.
 //
+// Security: WithAuth authenticates to NATS (user/password, token, NKey
+// seed or .creds file; also user info in the URL) and secures the
+// connection with TLS (tls:// or a CA file, optionally a client
+// certificate). WithSecret adds an HMAC-SHA256 tag to every event and
+// drops received events without a valid one (Stats.Forged), so only nodes
+// holding the cluster secret can inject events, whoever else NATS lets
+// publish.
+//
 // Concurrency: a Bus is safe for concurrent use. Publish never waits for
 // the server and fails fast (wrapping chorus.ErrUnavailable) while the
 // connection is down; the client reconnects forever with backoff and

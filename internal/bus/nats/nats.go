@@ -51,6 +51,8 @@ type options struct {
 	onReconnect func()
 	drop        func(*chorus.Event) bool
 	delay       func(*chorus.Event) time.Duration
+	auth        Auth
+	secret      []byte
 }
 
 // WithPrefix sets the first subject tokens (default "chorus"): events go
@@ -109,7 +111,7 @@ type Bus struct {
 	warnMu   sync.Mutex
 	warnLast map[string]time.Time // rate limit of repeated warnings
 
-	published, received, faultDropped, decodeErrors atomic.Uint64
+	published, received, faultDropped, decodeErrors, forged atomic.Uint64
 }
 
 // topic is the NATS subscription of one object, shared by its local
@@ -131,6 +133,7 @@ type Stats struct {
 	Received     uint64 // events received from NATS
 	FaultDropped uint64 // received events discarded by WithFaults
 	DecodeErrors uint64 // received payloads that did not decode
+	Forged       uint64 // received events dropped for a missing or wrong cluster signature (WithSecret)
 	Topics       int    // objects with a NATS subscription
 }
 
@@ -189,6 +192,14 @@ func Open(ctx context.Context, url string, logger *slog.Logger, opts ...Option) 
 			}
 		}),
 	}
+	if err := checkSecret(o.secret); err != nil {
+		return nil, err
+	}
+	aopts, err := o.auth.options()
+	if err != nil {
+		return nil, err
+	}
+	nopts = append(nopts, aopts...)
 	if dl, ok := ctx.Deadline(); ok {
 		nopts = append(nopts, natsgo.Timeout(max(time.Until(dl), time.Millisecond)))
 	}
@@ -261,8 +272,12 @@ func (b *Bus) Publish(ctx context.Context, events ...*chorus.Event) error {
 			first = cmpOr(first, fmt.Errorf("nats: publish: service SID %q: %w", svc, err))
 			continue
 		}
+		subject := b.evpre + svc + "." + e.ObjectSID
 		*bp = appendEvent((*bp)[:0], e)
-		if err := b.nc.Publish(b.evpre+svc+"."+e.ObjectSID, *bp); err != nil {
+		if b.opts.secret != nil {
+			*bp = appendMAC(b.opts.secret, subject, *bp)
+		}
+		if err := b.nc.Publish(subject, *bp); err != nil {
 			switch {
 			case errors.Is(err, natsgo.ErrConnectionClosed), errors.Is(err, natsgo.ErrReconnectBufExceeded),
 				errors.Is(err, natsgo.ErrConnectionDraining):
@@ -388,7 +403,17 @@ func (b *Bus) dispatch(q chan *natsgo.Msg) {
 
 func (b *Bus) receive(m *natsgo.Msg) {
 	b.received.Add(1)
-	e, err := decodeEvent(m.Data)
+	data := m.Data
+	if b.opts.secret != nil {
+		payload, ok := verifyMAC(b.opts.secret, m.Subject, data)
+		if !ok {
+			b.forged.Add(1)
+			b.warn("nats: drop event without a valid cluster signature", slog.String("subject", m.Subject))
+			return
+		}
+		data = payload
+	}
+	e, err := decodeEvent(data)
 	if err != nil {
 		b.decodeErrors.Add(1)
 		b.warn("nats: drop undecodable event", slog.String("subject", m.Subject), slog.Any(logError, err))
@@ -459,6 +484,7 @@ func (b *Bus) Stats() Stats {
 		Received:     b.received.Load(),
 		FaultDropped: b.faultDropped.Load(),
 		DecodeErrors: b.decodeErrors.Load(),
+		Forged:       b.forged.Load(),
 		Topics:       n,
 	}
 }

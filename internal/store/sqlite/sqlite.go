@@ -7,8 +7,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/url"
-	"os"
-	"path/filepath"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -114,10 +112,8 @@ func open(ctx context.Context, path string, logger *slog.Logger, legacy bool) (*
 	if path == "" {
 		return nil, errors.New("sqlite: open: empty path")
 	}
-	if dir := filepath.Dir(path); dir != "" {
-		if err := os.MkdirAll(dir, 0o750); err != nil {
-			return nil, fmt.Errorf("sqlite: open %s: create directory: %w", path, err)
-		}
+	if err := restrictFiles(path); err != nil {
+		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
 	}
 	s := &Store{
 		path:    path,

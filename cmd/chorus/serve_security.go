@@ -1,0 +1,129 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"net/netip"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+
+	natsbus "github.com/chorus-sync/chorus/internal/bus/nats"
+	"github.com/chorus-sync/chorus/internal/server"
+)
+
+// Environment variables of serve's transport and cluster security.
+const (
+	envTLSCert       = "CHORUS_TLS_CERT"
+	envTLSKey        = "CHORUS_TLS_KEY"
+	envMaxConns      = "CHORUS_MAX_CONNS"
+	envMaxConnsPerIP = "CHORUS_MAX_CONNS_PER_IP"
+	envTrusted       = "CHORUS_TRUSTED_PROXIES"
+	envBusCreds      = "CHORUS_BUS_CREDS"
+	envBusNKey       = "CHORUS_BUS_NKEY"
+	envBusTLSCA      = "CHORUS_BUS_TLS_CA"
+	envBusTLSCert    = "CHORUS_BUS_TLS_CERT"
+	envBusTLSKey     = "CHORUS_BUS_TLS_KEY"
+	// Secrets come from the environment only (a flag shows in ps).
+	envBusUser     = "CHORUS_BUS_USER"
+	envBusPassword = "CHORUS_BUS_PASSWORD"
+	envBusToken    = "CHORUS_BUS_TOKEN"
+	envClusterKey  = "CHORUS_CLUSTER_SECRET"
+)
+
+// securityFlags are serve's flags for TLS, connection caps and NATS
+// authentication.
+type securityFlags struct {
+	tlsCert, tlsKey         *string
+	maxConns, maxConnsPerIP *string
+	trustedProxies          *string
+	busCreds, busNKey       *string
+	busCA, busCert, busKey  *string
+}
+
+func addSecurityFlags(fs *flag.FlagSet) *securityFlags {
+	return &securityFlags{
+		tlsCert:        fs.String("tls-cert", getenv(envTLSCert), "PEM certificate (chain): serve HTTPS and WSS; SIGHUP reloads it (default: "+envTLSCert+")"),
+		tlsKey:         fs.String("tls-key", getenv(envTLSKey), "PEM private key of --tls-cert (default: "+envTLSKey+")"),
+		maxConns:       fs.String("max-conns", getenv(envMaxConns), "cap on open connections, 0 for none (default: "+envMaxConns+", else 0)"),
+		maxConnsPerIP:  fs.String("max-conns-per-ip", getenv(envMaxConnsPerIP), "cap on open connections per client address, 0 for none; not behind a proxy (default: "+envMaxConnsPerIP+", else 0)"),
+		trustedProxies: fs.String("trusted-proxies", getenv(envTrusted), "comma-separated addresses or CIDRs of reverse proxies whose X-Forwarded-For names the client, for the login throttle (default: "+envTrusted+")"),
+		busCreds:       fs.String("bus-creds", getenv(envBusCreds), "NATS .creds file (JWT + NKey seed) (default: "+envBusCreds+")"),
+		busNKey:        fs.String("bus-nkey", getenv(envBusNKey), "file holding a NATS NKey user seed (default: "+envBusNKey+")"),
+		busCA:          fs.String("bus-tls-ca", getenv(envBusTLSCA), "PEM CA of the NATS servers' certificates (default: "+envBusTLSCA+")"),
+		busCert:        fs.String("bus-tls-cert", getenv(envBusTLSCert), "client certificate for NATS mutual TLS (default: "+envBusTLSCert+")"),
+		busKey:         fs.String("bus-tls-key", getenv(envBusTLSKey), "key of --bus-tls-cert (default: "+envBusTLSKey+")"),
+	}
+}
+
+// apply puts the flags into cfg.
+func (f *securityFlags) apply(cfg *server.Config) error {
+	if (*f.tlsCert == "") != (*f.tlsKey == "") {
+		return usagef("--tls-cert and --tls-key go together")
+	}
+	cfg.Transport.TLSCert, cfg.Transport.TLSKey = *f.tlsCert, *f.tlsKey
+	var err error
+	if cfg.Transport.MaxConns, err = count("--max-conns", *f.maxConns); err != nil {
+		return err
+	}
+	if cfg.Transport.MaxConnsPerIP, err = count("--max-conns-per-ip", *f.maxConnsPerIP); err != nil {
+		return err
+	}
+	for _, p := range strings.Split(*f.trustedProxies, ",") {
+		if p = strings.TrimSpace(p); p == "" {
+			continue
+		}
+		pfx, err := netip.ParsePrefix(p)
+		if err != nil {
+			a, aerr := netip.ParseAddr(p)
+			if aerr != nil {
+				return usagef("invalid --trusted-proxies entry %q: want an address or CIDR", p)
+			}
+			pfx = netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen())
+		}
+		cfg.Transport.TrustedProxies = append(cfg.Transport.TrustedProxies, pfx.Masked())
+	}
+	cfg.BusAuth = natsbus.Auth{
+		User: getenv(envBusUser), Password: getenv(envBusPassword), Token: getenv(envBusToken),
+		CredsFile: *f.busCreds, NKeySeedFile: *f.busNKey,
+		CAFile: *f.busCA, CertFile: *f.busCert, KeyFile: *f.busKey,
+	}
+	cfg.ClusterSecret = getenv(envClusterKey)
+	if cfg.BusURL == "" && (cfg.BusAuth != (natsbus.Auth{}) || cfg.ClusterSecret != "") {
+		return usagef("NATS credentials, TLS settings or %s without --bus", envClusterKey)
+	}
+	if cfg.ClusterSecret != "" && len(cfg.ClusterSecret) < natsbus.MinSecretLen {
+		return usagef("%s is shorter than %d characters", envClusterKey, natsbus.MinSecretLen)
+	}
+	return nil
+}
+
+func count(name, v string) (int, error) {
+	if v == "" {
+		return 0, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 0 {
+		return 0, usagef("invalid %s %q: want a count, 0 for no cap", name, v)
+	}
+	return n, nil
+}
+
+// reloadOnHUP reloads the TLS certificate on SIGHUP until ctx is done.
+func reloadOnHUP(ctx context.Context, srv *server.Server) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	go func() {
+		defer signal.Stop(hup)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+				_ = srv.ReloadTLS() // logs the outcome
+			}
+		}
+	}()
+}

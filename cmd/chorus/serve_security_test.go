@@ -1,0 +1,117 @@
+package main
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"math/big"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// selfSigned writes a self-signed certificate for 127.0.0.1 with serial.
+func selfSigned(t *testing.T, certFile, keyFile string, serial int64) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(serial),
+		Subject:      pkix.Name{CommonName: "chorus test"},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(time.Hour),
+		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kb, _ := x509.MarshalECPrivateKey(key)
+	os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600)
+	os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}), 0o600)
+}
+
+// TestServeTLS: --tls-cert/--tls-key serve HTTPS; SIGHUP reloads the files.
+func TestServeTLS(t *testing.T) {
+	dir := t.TempDir()
+	certFile, keyFile := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	selfSigned(t, certFile, keyFile, 7)
+	cmd := exec.Command(binary, "serve", "--listen", "127.0.0.1:0", "--data-dir", filepath.Join(dir, "data"),
+		"--tls-cert", certFile, "--tls-key", keyFile)
+	cmd.Env = cleanEnv()
+	p := &serveProc{cmd: cmd, stderr: &lockedBuffer{}, done: make(chan struct{})}
+	cmd.Stderr = p.stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = cmd.Wait(); close(p.done) }()
+	t.Cleanup(func() { _ = cmd.Process.Kill(); <-p.done })
+	var addr string
+	deadline := time.Now().Add(30 * time.Second)
+	for addr == "" {
+		if m := listeningRE.FindStringSubmatch(p.stderr.String()); m != nil {
+			addr = m[1]
+		} else if time.Now().After(deadline) {
+			t.Fatalf("chorus serve did not listen: %s", p.stderr.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	serial := func() int64 {
+		t.Helper()
+		c, err := tls.Dial("tcp", addr, &tls.Config{InsecureSkipVerify: true})
+		if err != nil {
+			t.Fatalf("TLS dial: %v", err)
+		}
+		defer c.Close()
+		return c.ConnectionState().PeerCertificates[0].SerialNumber.Int64()
+	}
+	if got := serial(); got != 7 {
+		t.Fatalf("serial = %d, want 7", got)
+	}
+	if !strings.Contains(p.stderr.String(), "tls=true") {
+		t.Errorf("the listening line does not say TLS: %s", p.stderr.String())
+	}
+	selfSigned(t, certFile, keyFile, 8)
+	if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	deadline = time.Now().Add(30 * time.Second)
+	for serial() != 8 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the certificate was not reloaded on SIGHUP: %s", p.stderr.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	p.stop(t)
+}
+
+func TestServeSecurityUsage(t *testing.T) {
+	for _, args := range [][]string{
+		{"--tls-cert", "x.pem"},
+		{"--max-conns", "-1"},
+		{"--max-conns-per-ip", "many"},
+		{"--bus-creds", "x.creds"}, // without --bus
+		{"--trusted-proxies", "10.0.0.0/8,nginx"},
+	} {
+		_, errOut, code := chorusCmd(t, cleanEnv(), append([]string{"serve", "--listen", "127.0.0.1:0"}, args...)...)
+		if code != exitUsage {
+			t.Errorf("chorus serve %v = exit %d (%s), want %d", args, code, errOut, exitUsage)
+		}
+	}
+	_, errOut, code := chorusCmd(t, cleanEnv("CHORUS_CLUSTER_SECRET=short"), "serve", "--listen", "127.0.0.1:0", "--bus", "nats://127.0.0.1:1")
+	if code != exitUsage || !strings.Contains(errOut, "CHORUS_CLUSTER_SECRET") {
+		t.Errorf("chorus serve with a short cluster secret = exit %d (%s), want %d", code, errOut, exitUsage)
+	}
+}

@@ -1,0 +1,324 @@
+package server
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Transport defaults. The timeouts bound what one client can hold: an idle
+// keep-alive connection, a request whose headers or body trickle in, a
+// response nobody reads. Websockets are not bound by them: the upgrade
+// (gobwas/ws) clears the connection's deadlines and the gateway sets its
+// own.
+const (
+	DefaultReadHeaderTimeout = 10 * time.Second
+	DefaultReadTimeout       = 30 * time.Second  // headers and body of one request
+	DefaultWriteTimeout      = 60 * time.Second  // from the end of the headers to the end of the response
+	DefaultIdleTimeout       = 120 * time.Second // a keep-alive connection between requests
+	DefaultHandlerTimeout    = 30 * time.Second  // the context of one HTTP handler (not websockets)
+	// DefaultMaxBodyBytes bounds every request body; REST and the admin API
+	// have tighter limits of their own.
+	DefaultMaxBodyBytes = 128 << 10
+)
+
+// Transport is the HTTP transport configuration of a Server: timeouts,
+// connection caps and TLS. The zero value means the defaults, no caps and
+// plain HTTP.
+type Transport struct {
+	ReadHeaderTimeout time.Duration
+	ReadTimeout       time.Duration
+	WriteTimeout      time.Duration
+	IdleTimeout       time.Duration
+	HandlerTimeout    time.Duration
+	MaxBodyBytes      int64
+
+	// MaxConns caps the open connections (HTTP and websocket) of the node,
+	// MaxConnsPerIP those from one client address (an IPv6 /64 counts as
+	// one address). 0 means no cap. A connection over a cap is closed as
+	// soon as it is accepted. Behind a reverse proxy every client has the
+	// proxy's address: leave MaxConnsPerIP at 0 there.
+	MaxConns      int
+	MaxConnsPerIP int
+
+	// TrustedProxies are the addresses of reverse proxies (nginx, a load
+	// balancer) whose X-Forwarded-For names the client. The login throttle
+	// counts per client, so behind a proxy it needs this; without it every
+	// client has the proxy's address. The connection caps always count the
+	// TCP peer.
+	TrustedProxies []netip.Prefix
+
+	// TLSCert and TLSKey are PEM files; both set serves HTTPS and WSS on
+	// the listener. ReloadTLS reads them again.
+	TLSCert string
+	TLSKey  string
+}
+
+func (t *Transport) setDefaults() {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d == 0 {
+			*d = v
+		}
+	}
+	def(&t.ReadHeaderTimeout, DefaultReadHeaderTimeout)
+	def(&t.ReadTimeout, DefaultReadTimeout)
+	def(&t.WriteTimeout, DefaultWriteTimeout)
+	def(&t.IdleTimeout, DefaultIdleTimeout)
+	def(&t.HandlerTimeout, DefaultHandlerTimeout)
+	if t.MaxBodyBytes == 0 {
+		t.MaxBodyBytes = DefaultMaxBodyBytes
+	}
+}
+
+func (t *Transport) check() error {
+	switch {
+	case (t.TLSCert == "") != (t.TLSKey == ""):
+		return errors.New("server: TLS needs both a certificate and a key file")
+	case t.MaxConns < 0 || t.MaxConnsPerIP < 0:
+		return errors.New("server: connection caps must not be negative")
+	case t.ReadHeaderTimeout < 0 || t.ReadTimeout < 0 || t.WriteTimeout < 0 || t.IdleTimeout < 0 || t.HandlerTimeout < 0 || t.MaxBodyBytes < 0:
+		return errors.New("server: timeouts and limits must not be negative")
+	}
+	return nil
+}
+
+// httpServer is the net/http server for the handler, with the timeouts.
+func (s *Server) httpServer(base context.Context) *http.Server {
+	t := s.cfg.Transport
+	return &http.Server{
+		Handler:           s.handler,
+		ReadHeaderTimeout: t.ReadHeaderTimeout,
+		ReadTimeout:       t.ReadTimeout,
+		WriteTimeout:      t.WriteTimeout,
+		IdleTimeout:       t.IdleTimeout,
+		BaseContext:       func(net.Listener) context.Context { return base },
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+	}
+}
+
+// listener wraps ln with the connection caps and TLS.
+func (s *Server) listener(ln net.Listener) net.Listener {
+	t := s.cfg.Transport
+	if t.MaxConns > 0 || t.MaxConnsPerIP > 0 {
+		ln = &capListener{Listener: ln, max: t.MaxConns, perIP: t.MaxConnsPerIP, byIP: map[string]int{}, srv: s}
+	}
+	if s.cert != nil {
+		ln = tls.NewListener(ln, &tls.Config{
+			MinVersion:     tls.VersionTLS12,
+			GetCertificate: s.cert.get,
+			// HTTP/1.1 only: websockets need it, REST gains nothing from h2.
+			NextProtos: []string{"http/1.1"},
+		})
+	}
+	return ln
+}
+
+// limits is the middleware for everything but the websocket endpoint: a
+// deadline on the handler's context and a bound on the request body.
+func (s *Server) limits(next http.Handler) http.Handler {
+	t := s.cfg.Transport
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), t.HandlerTimeout)
+		defer cancel()
+		if r.Body != nil && r.Body != http.NoBody {
+			r.Body = http.MaxBytesReader(w, r.Body, t.MaxBodyBytes)
+		}
+		next.ServeHTTP(w, r.WithContext(ctx))
+	})
+}
+
+// ReloadTLS reads the certificate and key files again (on SIGHUP); the
+// next handshake uses them. On error the old certificate stays. Without
+// TLS it does nothing.
+func (s *Server) ReloadTLS() error {
+	if s.cert == nil {
+		return nil
+	}
+	if err := s.cert.load(); err != nil {
+		s.log.Error("tls: reload certificate", logErr, err)
+		return err
+	}
+	s.log.Info("tls: certificate reloaded", "cert", s.cfg.Transport.TLSCert)
+	return nil
+}
+
+// certificate holds the current TLS certificate.
+type certificate struct {
+	certFile, keyFile string
+	cur               atomic.Pointer[tls.Certificate]
+}
+
+func (c *certificate) load() error {
+	kp, err := tls.LoadX509KeyPair(c.certFile, c.keyFile)
+	if err != nil {
+		return fmt.Errorf("server: load TLS certificate: %w", err)
+	}
+	c.cur.Store(&kp)
+	return nil
+}
+
+func (c *certificate) get(*tls.ClientHelloInfo) (*tls.Certificate, error) { return c.cur.Load(), nil }
+
+// capListener closes accepted connections over the caps.
+type capListener struct {
+	net.Listener
+	max, perIP int
+	srv        *Server
+
+	mu    sync.Mutex
+	total int
+	byIP  map[string]int
+
+	refused  atomic.Uint64
+	lastWarn atomic.Int64 // unix ns
+}
+
+func (l *capListener) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		ip := addrKey(c.RemoteAddr().String())
+		if l.acquire(ip) {
+			return &capConn{Conn: c, l: l, ip: ip}, nil
+		}
+		_ = c.Close()
+		l.refused.Add(1)
+		l.srv.connsRefused.Add(1)
+		if now := time.Now().UnixNano(); now-l.lastWarn.Load() > int64(10*time.Second) {
+			l.lastWarn.Store(now)
+			l.srv.log.Warn("connection refused: over the connection cap", "client", ip,
+				"max_conns", l.max, "max_conns_per_ip", l.perIP, "refused_total", l.refused.Load())
+		}
+	}
+}
+
+func (l *capListener) acquire(ip string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if (l.max > 0 && l.total >= l.max) || (l.perIP > 0 && l.byIP[ip] >= l.perIP) {
+		return false
+	}
+	l.total++
+	l.byIP[ip]++
+	return true
+}
+
+func (l *capListener) release(ip string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.total--
+	if l.byIP[ip]--; l.byIP[ip] <= 0 {
+		delete(l.byIP, ip)
+	}
+}
+
+// capConn gives its slot back on the first Close.
+type capConn struct {
+	net.Conn
+	l    *capListener
+	ip   string
+	once sync.Once
+}
+
+func (c *capConn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(func() { c.l.release(c.ip) })
+	return err
+}
+
+// addrKey is the client address of a remote "host:port" as the caps and
+// the login throttle count it: the IP, or for IPv6 its /64 (one host
+// usually has a whole /64).
+func addrKey(remote string) string {
+	host, _, err := net.SplitHostPort(remote)
+	if err != nil {
+		host = remote
+	}
+	ip := net.ParseIP(host)
+	if ip == nil {
+		return host
+	}
+	if ip.To4() != nil {
+		return ip.String()
+	}
+	return ip.Mask(net.CIDRMask(64, 128)).String() + "/64"
+}
+
+// edge is the middleware in front of every route: security headers and the
+// cross-site check, then (except for the websocket endpoint, whose
+// connection outlives any handler deadline) the handler deadline and body
+// bound, then for the APIs the text check and the login throttle.
+func (s *Server) edge(mux http.Handler) http.Handler {
+	// checkText before the throttle: its 400s must not count as logins.
+	apis := s.checkText(s.loginThrottle(mux))
+	limited := s.limits(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if isAPI(r.URL.Path) {
+			apis.ServeHTTP(w, r)
+			return
+		}
+		mux.ServeHTTP(w, r)
+	}))
+	return s.browserGuard(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/v3/wsconnect" {
+			mux.ServeHTTP(w, r)
+			return
+		}
+		limited.ServeHTTP(w, r)
+	}))
+}
+
+// clientAddr is the client address of r as the login throttle counts it
+// (addrKey): the TCP peer, or, when that is a trusted proxy, the rightmost
+// address in X-Forwarded-For that is not a trusted proxy.
+func (s *Server) clientAddr(r *http.Request) string {
+	peer := addrKey(r.RemoteAddr)
+	if len(s.cfg.Transport.TrustedProxies) == 0 || !s.trustedProxy(hostOf(r.RemoteAddr)) {
+		return peer
+	}
+	hops := strings.Split(strings.Join(r.Header.Values("X-Forwarded-For"), ","), ",")
+	for i := len(hops) - 1; i >= 0; i-- {
+		h := strings.TrimSpace(hops[i])
+		if h == "" {
+			continue
+		}
+		if _, err := netip.ParseAddr(h); err != nil {
+			return peer // not an address: the proxy does not append the client's
+		}
+		if !s.trustedProxy(h) {
+			return addrKey(h)
+		}
+	}
+	return peer
+}
+
+func hostOf(remote string) string {
+	if h, _, err := net.SplitHostPort(remote); err == nil {
+		return h
+	}
+	return remote
+}
+
+func (s *Server) trustedProxy(host string) bool {
+	a, err := netip.ParseAddr(host)
+	if err != nil {
+		return false
+	}
+	a = a.Unmap()
+	for _, p := range s.cfg.Transport.TrustedProxies {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,410 @@
+package server
+
+import (
+	"bufio"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"errors"
+	"io"
+	"log/slog"
+	"math/big"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+	natsserver "github.com/nats-io/nats-server/v2/server"
+
+	natsbus "github.com/chorus-sync/chorus/internal/bus/nats"
+)
+
+// run serves s on a loopback port until the test ends and returns the
+// address.
+func run(t *testing.T, s *Server) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx, ln) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(30 * time.Second):
+			t.Error("Run did not return")
+		}
+	})
+	return ln.Addr().String()
+}
+
+// closedWithin waits until the server closes c and returns how long that
+// took; it fails the test if c is still open after limit. Bytes the
+// server sends first (an error response) are skipped.
+func closedWithin(t *testing.T, c net.Conn, limit time.Duration) time.Duration {
+	t.Helper()
+	start := time.Now()
+	c.SetReadDeadline(start.Add(limit))
+	_, err := io.Copy(io.Discard, c)
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		t.Fatalf("connection still open after %v", limit)
+	}
+	return time.Since(start)
+}
+
+func get(t *testing.T, c net.Conn, path string) {
+	t.Helper()
+	if _, err := io.WriteString(c, "GET "+path+" HTTP/1.1\r\nHost: chorus\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatalf("GET %s: %v", path, err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("GET %s = %d", path, resp.StatusCode)
+	}
+}
+
+func dial(t *testing.T, addr string) net.Conn {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+func TestTimeouts(t *testing.T) {
+	const d = 500 * time.Millisecond
+	s := newServer(t, Config{Transport: Transport{IdleTimeout: d, ReadTimeout: d, WriteTimeout: 2 * d, ReadHeaderTimeout: d}})
+	addr := run(t, s)
+
+	t.Run("idle keep-alive", func(t *testing.T) {
+		c := dial(t, addr)
+		get(t, c, "/healthz")
+		if took := closedWithin(t, c, 20*time.Second); took < d/2 {
+			t.Errorf("idle connection closed after %v, want about %v", took, d)
+		}
+	})
+	t.Run("stalled body", func(t *testing.T) {
+		c := dial(t, addr)
+		io.WriteString(c, "POST /v1/Services HTTP/1.1\r\nHost: chorus\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\nFriendly")
+		closedWithin(t, c, 20*time.Second)
+	})
+	t.Run("stalled headers", func(t *testing.T) {
+		c := dial(t, addr)
+		io.WriteString(c, "GET /healthz HTTP/1.1\r\nHost: chor")
+		closedWithin(t, c, 20*time.Second)
+	})
+	t.Run("websocket outlives the timeouts", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		ws, _, err := websocket.Dial(ctx, "ws://"+addr+"/v3/wsconnect", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ws.CloseNow()
+		ws.CloseRead(ctx)
+		time.Sleep(4 * d) // past the read, write and idle timeouts
+		if err := ws.Ping(ctx); err != nil {
+			t.Fatalf("websocket ping after %v = %v, want the connection alive", 4*d, err)
+		}
+	})
+	t.Run("normal client", func(t *testing.T) {
+		c := dial(t, addr)
+		for range 3 {
+			get(t, c, "/healthz")
+			time.Sleep(d / 5)
+		}
+	})
+}
+
+func TestBodyLimit(t *testing.T) {
+	s := newServer(t, Config{Transport: Transport{MaxBodyBytes: 1 << 10}})
+	addr := run(t, s)
+	creds := s.Credentials()
+	req, _ := http.NewRequest("POST", "http://"+addr+"/admin/v1/Tokens", strings.NewReader("Identity="+strings.Repeat("x", 4<<10)))
+	req.SetBasicAuth(creds.AccountSID, creds.AuthToken)
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusRequestEntityTooLarge && resp.StatusCode != http.StatusBadRequest {
+		t.Errorf("POST 4 KiB with a 1 KiB limit = %d, want 413 or 400", resp.StatusCode)
+	}
+}
+
+func TestConnectionCaps(t *testing.T) {
+	t.Run("per address", func(t *testing.T) {
+		s := newServer(t, Config{Transport: Transport{MaxConnsPerIP: 2}})
+		addr := run(t, s)
+		a, b := dial(t, addr), dial(t, addr)
+		get(t, a, "/healthz")
+		get(t, b, "/healthz")
+		closedWithin(t, dial(t, addr), 20*time.Second) // the third from 127.0.0.1
+
+		// Another loopback address is not affected.
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 2)}, Timeout: 5 * time.Second}
+		other, err := d.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer other.Close()
+		get(t, other, "/healthz")
+
+		// A freed slot is usable again.
+		a.Close()
+		waitFor(t, "slot freed", func() bool {
+			c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+			if err != nil {
+				return false
+			}
+			defer c.Close()
+			io.WriteString(c, "GET /healthz HTTP/1.1\r\nHost: chorus\r\n\r\n")
+			c.SetReadDeadline(time.Now().Add(5 * time.Second))
+			resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+			if err != nil {
+				return false
+			}
+			resp.Body.Close()
+			return resp.StatusCode == 200
+		})
+		if n := s.connsRefused.Load(); n == 0 {
+			t.Errorf("connsRefused = 0, want > 0")
+		}
+	})
+	t.Run("total", func(t *testing.T) {
+		s := newServer(t, Config{Transport: Transport{MaxConns: 3}})
+		addr := run(t, s)
+		for range 3 {
+			get(t, dial(t, addr), "/healthz")
+		}
+		closedWithin(t, dial(t, addr), 20*time.Second)
+	})
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// writeCert writes a self-signed certificate for 127.0.0.1 and returns it.
+func writeCert(t *testing.T, certFile, keyFile string, serial int64) *x509.Certificate {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(serial),
+		Subject:      pkix.Name{CommonName: "chorus test"},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(time.Hour),
+		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
+		KeyUsage:     x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		IsCA:         true,
+
+		BasicConstraintsValid: true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kb, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func TestTLS(t *testing.T) {
+	dir := t.TempDir()
+	certFile, keyFile := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	first := writeCert(t, certFile, keyFile, 1)
+	s := newServer(t, Config{Transport: Transport{TLSCert: certFile, TLSKey: keyFile}})
+	addr := run(t, s)
+
+	client := func(ca *x509.Certificate) *http.Client {
+		pool := x509.NewCertPool()
+		pool.AddCert(ca)
+		return &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+			TLSClientConfig: &tls.Config{RootCAs: pool}, DisableKeepAlives: true}}
+	}
+	creds := s.Credentials()
+	req, _ := http.NewRequest("GET", "https://"+addr+"/v1/Services", nil)
+	req.SetBasicAuth(creds.AccountSID, creds.AuthToken)
+	resp, err := client(first).Do(req)
+	if err != nil {
+		t.Fatalf("HTTPS GET /v1/Services: %v", err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(string(body), `"url":"https://`) {
+		t.Errorf("HTTPS GET /v1/Services = %d %s, want 200 with https URLs", resp.StatusCode, body)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	ws, _, err := websocket.Dial(ctx, "wss://"+addr+"/v3/wsconnect", &websocket.DialOptions{HTTPClient: client(first)})
+	if err != nil {
+		t.Fatalf("WSS connect: %v", err)
+	}
+	ws.CloseRead(ctx)
+	if err := ws.Ping(ctx); err != nil {
+		t.Errorf("WSS ping: %v", err)
+	}
+	ws.CloseNow()
+
+	// Plain HTTP on the TLS port fails.
+	if resp, err := http.Get("http://" + addr + "/healthz"); err == nil {
+		resp.Body.Close()
+		if resp.StatusCode == 200 {
+			t.Errorf("plain HTTP on the TLS port = 200")
+		}
+	}
+
+	// Reload swaps the certificate for new handshakes.
+	second := writeCert(t, certFile, keyFile, 2)
+	if err := s.ReloadTLS(); err != nil {
+		t.Fatalf("ReloadTLS = %v", err)
+	}
+	c, err := tls.Dial("tcp", addr, &tls.Config{InsecureSkipVerify: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := c.ConnectionState().PeerCertificates[0]
+	c.Close()
+	if got.SerialNumber.Cmp(second.SerialNumber) != 0 {
+		t.Errorf("after ReloadTLS the server presents serial %v, want %v", got.SerialNumber, second.SerialNumber)
+	}
+	if _, err := client(second).Get("https://" + addr + "/healthz"); err != nil {
+		t.Errorf("HTTPS with the new certificate: %v", err)
+	}
+
+	// A broken file keeps the current certificate.
+	os.WriteFile(certFile, []byte("garbage"), 0o600)
+	if err := s.ReloadTLS(); err == nil {
+		t.Errorf("ReloadTLS(garbage) = nil, want an error")
+	}
+	if _, err := client(second).Get("https://" + addr + "/healthz"); err != nil {
+		t.Errorf("HTTPS after a failed reload: %v", err)
+	}
+}
+
+func TestTransportConfigErrors(t *testing.T) {
+	for _, tr := range []Transport{{TLSCert: "x"}, {MaxConns: -1}, {ReadTimeout: -1}, {TLSCert: "/nonexistent", TLSKey: "/nonexistent"}} {
+		if _, err := New(context.Background(), Config{DataDir: t.TempDir(), Transport: tr}); err == nil {
+			t.Errorf("New(%+v) = nil error, want an error", tr)
+		}
+	}
+}
+
+// TestReadyzHidesAddresses: /readyz names the dependency that is down but
+// not its address, which goes to the log.
+func TestReadyzHidesAddresses(t *testing.T) {
+	ns, err := natsserver.NewServer(&natsserver.Options{Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns.Start()
+	if !ns.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats-server not ready")
+	}
+	defer ns.Shutdown()
+	addr := ns.Addr().String()
+	var logs syncBuffer
+	s := newServer(t, Config{BusURL: "nats://" + addr, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	ready := func() (int, string) {
+		rec := httptest.NewRecorder()
+		s.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/readyz", nil))
+		return rec.Code, rec.Body.String()
+	}
+	if code, body := ready(); code != 200 {
+		t.Fatalf("/readyz = %d %q, want 200", code, body)
+	}
+	ns.Shutdown()
+	ns.WaitForShutdown()
+	waitFor(t, "/readyz to fail", func() bool { code, _ := ready(); return code == 503 })
+	code, body := ready()
+	host, port, _ := net.SplitHostPort(addr)
+	if code != 503 || !strings.Contains(body, "bus unreachable") || strings.Contains(body, host) || strings.Contains(body, port) {
+		t.Errorf("/readyz with NATS down = %d %q, want 503 naming the bus without its address", code, body)
+	}
+	if !strings.Contains(logs.String(), "readyz: dependency unreachable") || !strings.Contains(logs.String(), port) {
+		t.Errorf("the log does not say what is unreachable: %s", logs.String())
+	}
+}
+
+// TestBusAuth: Config.BusAuth reaches the NATS connection.
+func TestBusAuth(t *testing.T) {
+	ns, err := natsserver.NewServer(&natsserver.Options{Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true, Authorization: "cluster-token-123"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns.Start()
+	if !ns.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats-server not ready")
+	}
+	defer ns.Shutdown()
+	u := "nats://" + ns.Addr().String()
+	_, err = New(context.Background(), Config{DataDir: t.TempDir(), BusURL: u, Logger: slog.New(slog.DiscardHandler)})
+	if err == nil || !strings.Contains(strings.ToLower(err.Error()), "authorization") {
+		t.Errorf("New without the bus token = %v, want an authorization error", err)
+	}
+	s := newServer(t, Config{BusURL: u, BusAuth: natsbus.Auth{Token: "cluster-token-123"}})
+	rec := httptest.NewRecorder()
+	s.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/readyz", nil))
+	if rec.Code != 200 {
+		t.Errorf("/readyz with the bus token = %d %s", rec.Code, rec.Body)
+	}
+
+	// A cluster secret signs the node's events; too short is refused.
+	if _, err := New(context.Background(), Config{DataDir: t.TempDir(), BusURL: u, BusAuth: natsbus.Auth{Token: "cluster-token-123"},
+		ClusterSecret: "short", Logger: slog.New(slog.DiscardHandler)}); err == nil {
+		t.Errorf("New with a 5-byte cluster secret = nil error, want an error")
+	}
+	s = newServer(t, Config{BusURL: u, BusAuth: natsbus.Auth{Token: "cluster-token-123"}, ClusterSecret: strings.Repeat("k", 32)})
+	rec = httptest.NewRecorder()
+	s.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	if !strings.Contains(rec.Body.String(), "chorus_bus_forged_total 0") {
+		t.Errorf("/metrics has no chorus_bus_forged_total: %s", rec.Body)
+	}
+}
