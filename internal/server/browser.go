@@ -14,7 +14,11 @@ import (
 // The APIs (/v1/, /admin/, /2010-04-01/) are for servers and the
 // same-origin console: the twilio-sync SDK talks to Chorus only over the
 // websocket (its CDS calls are tunnelled through Twilsock), and the twilio
-// helper libraries send neither Origin nor Sec-Fetch-*. A browser request
+// helper libraries send neither Origin nor Sec-Fetch-*. The exceptions are
+// twilio-sync 0.5–0.7's EMS token exchange (POST /v1/token) and their
+// plain-HTTP CDS calls (/v3/): browsers make those cross-origin by design,
+// and they carry the access token in the request itself, never a
+// credential the browser holds, so they are not APIs in this sense. A browser request
 // from another site (Sec-Fetch-Site: cross-site or same-site, or, from a
 // browser without Fetch Metadata, an Origin other than this server) is
 // refused with 403 before it reaches a handler, so a page elsewhere cannot
@@ -36,6 +40,9 @@ var errCrossSite = chorus.Errorf(chorus.ErrForbiddenRequest, "Cross-site request
 
 // isAPI reports the paths of the authenticated APIs.
 func isAPI(path string) bool {
+	if path == "/v1/token" {
+		return false // the EMS token exchange: see the browser policy above
+	}
 	return strings.HasPrefix(path, "/v1/") || strings.HasPrefix(path, "/admin/") || strings.HasPrefix(path, "/2010-04-01/")
 }
 

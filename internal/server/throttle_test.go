@@ -238,6 +238,30 @@ func TestCrossSite(t *testing.T) {
 	}
 }
 
+// TestCrossSiteEMSExchange: twilio-sync 0.5–0.7 in a browser post the
+// access token to /v1/token from the app's own origin (with a CORS
+// preflight); that exchange carries no browser-held credential, so the
+// cross-site refusal of the APIs does not apply to it.
+func TestCrossSiteEMSExchange(t *testing.T) {
+	s := newServer(t, Config{})
+	for _, method := range []string{"OPTIONS", "POST"} {
+		req := httptest.NewRequest(method, "/v1/token", strings.NewReader(`{"fpa_token":"not-a-token"}`))
+		req.Header.Set("Origin", "https://app.example")
+		req.Header.Set("Sec-Fetch-Site", "cross-site")
+		req.Header.Set("Content-Type", "application/json")
+		rec := httptest.NewRecorder()
+		s.Handler().ServeHTTP(rec, req)
+		var body struct{ Code int }
+		_ = json.Unmarshal(rec.Body.Bytes(), &body)
+		if rec.Code == 403 && body.Code == 20403 {
+			t.Errorf("%s /v1/token cross-site = %d %s, want the EMS handler's answer", method, rec.Code, rec.Body)
+		}
+		if rec.Header().Get("Access-Control-Allow-Origin") == "" {
+			t.Errorf("%s /v1/token: no CORS header in %v", method, rec.Header())
+		}
+	}
+}
+
 func TestSecurityHeaders(t *testing.T) {
 	s := newServer(t, Config{})
 	for _, path := range []string{"/", "/console/", "/game.js", "/v1/Services", "/admin/v1/Account", "/token"} {
