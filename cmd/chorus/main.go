@@ -49,7 +49,7 @@ const (
 
 const usage = `usage:
   chorus serve [--listen ADDR] [--data-dir DIR] [--public-url URL] [--token-ttl 1h] [--log-level info]
-               [--store postgres://...] [--bus nats://...] [--node NAME]
+               [--store postgres://...] [--bus nats://...] [--node NAME] [--dev-tokens[=false]]
   chorus token --identity NAME [--ttl 1h] [--service IS...] [--data-dir DIR]
   chorus admin credentials [--data-dir DIR]
   chorus migrate --store postgres://...
@@ -162,7 +162,7 @@ func defaultListen() string {
 	if p := getenv(envPort); p != "" {
 		return ":" + p
 	}
-	return ":3000"
+	return "127.0.0.1:3000"
 }
 
 func cmdServe(ctx context.Context, args []string, stderr io.Writer) error {
@@ -175,6 +175,13 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer) error {
 	storeURL := fs.String("store", getenv("CHORUS_STORE_URL"), "postgres://… to use PostgreSQL (default: CHORUS_STORE_URL, else SQLite in --data-dir)")
 	busURL := fs.String("bus", getenv("CHORUS_BUS_URL"), "nats://… to fan out through NATS (default: CHORUS_BUS_URL, else in-process)")
 	node := fs.String("node", getenv("CHORUS_NODE_NAME"), "this node's name in logs and to NATS (default: CHORUS_NODE_NAME, else the host name)")
+	var devTokens devTokensFlag
+	if v := getenv(envDevTokens); v != "" {
+		if err := devTokens.Set(v); err != nil {
+			return usagef("invalid %s: %v", envDevTokens, err)
+		}
+	}
+	fs.Var(&devTokens, "dev-tokens", "serve the quickstart's /token endpoint: true, false or auto (default: CHORUS_DEV_TOKENS, else auto: on with generated credentials on a loopback address)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -204,6 +211,7 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer) error {
 		StoreURL:  *storeURL,
 		BusURL:    *busURL,
 		NodeName:  *node,
+		DevTokens: devTokens.mode,
 	})
 	if err != nil {
 		return err

@@ -2,7 +2,6 @@ package server
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -68,8 +67,11 @@ type Config struct {
 	// means "generate on first start, reuse afterwards".
 	Creds  engine.Credentials
 	Logger *slog.Logger // default slog.Default()
-	// Identities names the callers of GET /token; default RandomIdentity.
+	// Identities names the callers of /token who present no token to
+	// renew; default RandomIdentity.
 	Identities IdentitySource
+	// DevTokens turns /token on or off; see DevTokensAuto.
+	DevTokens DevTokens
 
 	// StoreURL selects PostgreSQL (postgres://…) instead of the embedded
 	// SQLite store in DataDir; BusURL selects NATS (nats://…) instead of the
@@ -100,6 +102,8 @@ type Server struct {
 	gw       *gateway.Gateway // nil only if New failed before creating it
 	hooks    *webhook.Dispatcher
 	handler  http.Handler
+	// devTokens: /token is served (DevTokens).
+	devTokens bool
 
 	ran       atomic.Bool
 	closeOnce sync.Once
@@ -122,10 +126,11 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if cfg.ShutdownTimeout == 0 {
 		cfg.ShutdownTimeout = DefaultShutdownTimeout
 	}
+	devTokens := devTokensOn(cfg)
 	if cfg.Identities == nil {
 		cfg.Identities = RandomIdentity{}
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, store: cfg.Store, bus: cfg.Bus}
+	s := &Server{cfg: cfg, log: cfg.Logger, store: cfg.Store, bus: cfg.Bus, devTokens: devTokens}
 	defer func() {
 		if err != nil {
 			_ = s.Close()
@@ -189,6 +194,10 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 		Engine: s.eng, Verifier: s.verifier, PublicURL: cfg.PublicURL, Logger: cfg.Logger, Presence: s.hooks,
 	})
 
+	if s.devTokens {
+		s.log.Warn("the /token endpoint is on: whoever reaches this server gets an access token for a new random identity " +
+			"(a development convenience; --dev-tokens=false turns it off, and a production app mints tokens in its backend)")
+	}
 	s.handler = s.routes()
 	return s, nil
 }
@@ -200,6 +209,7 @@ func (s *Server) routes() http.Handler {
 		_, _ = w.Write([]byte("ok"))
 	})
 	mux.HandleFunc("GET /token", s.serveToken)
+	mux.HandleFunc("POST /token", s.serveToken)
 	mux.HandleFunc("GET /readyz", s.serveReady)
 	mux.HandleFunc("GET /metrics", s.serveMetrics)
 
@@ -229,40 +239,6 @@ func (s *Server) routes() http.Handler {
 		static.ServeHTTP(w, r)
 	})
 	return mux
-}
-
-// tokenResponse is the body of GET /token, as Twilio's quickstarts send it.
-type tokenResponse struct {
-	Identity string `json:"identity"`
-	Token    string `json:"token"`
-}
-
-func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) {
-	identity, err := s.cfg.Identities.Identity(r)
-	if err != nil {
-		e := chorus.AsError(err)
-		if e.Status >= 500 {
-			s.log.Error("token: identity", logErr, err)
-		}
-		http.Error(w, e.Message, e.Status)
-		return
-	}
-	tok, err := token.Mint(token.Params{
-		AccountSID: s.creds.AccountSID,
-		APIKeySID:  s.creds.APIKeySID,
-		APISecret:  s.creds.APISecret,
-		Identity:   identity,
-		ServiceSID: s.creds.ServiceSID,
-		TTL:        s.cfg.TokenTTL,
-	})
-	if err != nil {
-		s.log.Error("token: mint", logErr, err)
-		http.Error(w, "cannot mint token", http.StatusInternalServerError)
-		return
-	}
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	_ = json.NewEncoder(w).Encode(tokenResponse{Identity: identity, Token: tok})
 }
 
 // Handler is the whole HTTP surface.
