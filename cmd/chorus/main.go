@@ -52,6 +52,7 @@ const usage = `usage:
                [--store postgres://...] [--bus nats://...] [--node NAME] [--dev-tokens[=false]]
   chorus token --identity NAME [--ttl 1h] [--service IS...] [--data-dir DIR]
   chorus admin credentials [--data-dir DIR]
+  chorus admin keys list|create [--name NAME]|revoke SK... [--url http://127.0.0.1:3000] [--data-dir DIR]
   chorus migrate --store postgres://...
   chorus bench --url URL[,URL...] [--conns 1000] [--docs 1] [--writers 4] [--rate 200/s] [--duration 30s] [--via client|rest]
   chorus version
@@ -89,12 +90,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	case "token":
 		err = cmdToken(ctx, args[1:], stdout)
 	case "admin":
-		if len(args) < 2 || args[1] != "credentials" {
-			err = usagef("admin: expected subcommand \"credentials\"")
-			break
+		switch {
+		case len(args) >= 2 && args[1] == "credentials":
+			cmd = "admin credentials"
+			err = cmdCredentials(ctx, args[2:], stdout)
+		case len(args) >= 2 && args[1] == "keys":
+			cmd = "admin keys"
+			err = cmdKeys(ctx, args[2:], stdout)
+		default:
+			err = usagef("admin: expected subcommand \"credentials\" or \"keys\"")
 		}
-		cmd = "admin credentials"
-		err = cmdCredentials(ctx, args[2:], stdout)
 	case "migrate":
 		err = cmdMigrate(ctx, args[1:], stdout)
 	case "bench":
@@ -348,6 +353,12 @@ func envCredentials(serve bool) (engine.Credentials, error) {
 		return engine.Credentials{}, usagef("%s is not an API key SID (SK followed by 32 hex digits)", envAPIKey)
 	case c.ServiceSID != "" && !chorus.IsSID(chorus.PrefixService, c.ServiceSID):
 		return engine.Credentials{}, usagef("%s is not a Sync service SID (IS followed by 32 hex digits)", envServiceSID)
+	case serve && len(c.AuthToken) < engine.MinSecretLen:
+		return engine.Credentials{}, usagef("%s is %d characters long: want at least %d (for example `openssl rand -hex 16`)",
+			envAuthToken, len(c.AuthToken), engine.MinSecretLen)
+	case len(c.APISecret) < engine.MinSecretLen:
+		return engine.Credentials{}, usagef("%s is %d characters long: want at least %d (for example `openssl rand -hex 16`)",
+			envAPISecret, len(c.APISecret), engine.MinSecretLen)
 	}
 	return c, nil
 }

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/chorus-sync/chorus"
+	"github.com/chorus-sync/chorus/internal/accountapi"
 	"github.com/chorus-sync/chorus/internal/admin"
 	"github.com/chorus-sync/chorus/internal/bus/mem"
 	natsbus "github.com/chorus-sync/chorus/internal/bus/nats"
@@ -123,6 +124,9 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if cfg.TokenTTL < time.Second || cfg.TokenTTL > token.MaxTTL {
 		return nil, fmt.Errorf("server: token TTL %v is not between 1s and %v", cfg.TokenTTL, token.MaxTTL)
 	}
+	if c := cfg.Creds; c != (engine.Credentials{}) && (len(c.AuthToken) < engine.MinSecretLen || len(c.APISecret) < engine.MinSecretLen) {
+		return nil, fmt.Errorf("server: the auth token and API secret must be at least %d characters long", engine.MinSecretLen)
+	}
 	if cfg.ShutdownTimeout == 0 {
 		cfg.ShutdownTimeout = DefaultShutdownTimeout
 	}
@@ -193,6 +197,11 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	s.gw = gateway.New(gateway.Config{
 		Engine: s.eng, Verifier: s.verifier, PublicURL: cfg.PublicURL, Logger: cfg.Logger, Presence: s.hooks,
 	})
+	if cfg.Creds != (engine.Credentials{}) {
+		if err := s.revokeOthers(ctx, creds); err != nil {
+			return nil, err
+		}
+	}
 
 	if s.devTokens {
 		s.log.Warn("the /token endpoint is on: whoever reaches this server gets an access token for a new random identity " +
@@ -215,6 +224,14 @@ func (s *Server) routes() http.Handler {
 
 	// Mount point: REST v1 (internal/httpapi), full paths.
 	mux.Handle("/v1/", httpapi.New(httpapi.Config{Engine: s.eng, PublicURL: s.cfg.PublicURL, Logger: s.cfg.Logger}))
+
+	// Twilio's credential APIs: API v2010 Keys, auth token rotation
+	// (internal/accountapi).
+	acctAPI := accountapi.New(accountapi.Config{
+		Engine: s.eng, Revoker: s.sessionRevoker(), PublicURL: s.cfg.PublicURL, Logger: s.cfg.Logger,
+	})
+	mux.Handle("/2010-04-01/", acctAPI)
+	mux.Handle("/v1/AuthTokens/", acctAPI)
 
 	// The admin API behind the console (internal/admin).
 	mux.Handle("/admin/", admin.New(admin.Config{Engine: s.eng, Gateway: s.gw, Logger: s.cfg.Logger}))
