@@ -234,7 +234,9 @@ func (s *Server) routes() http.Handler {
 	mux.Handle("/v1/AuthTokens/", acctAPI)
 
 	// The admin API behind the console (internal/admin).
-	mux.Handle("/admin/", admin.New(admin.Config{Engine: s.eng, Gateway: s.gw, Logger: s.cfg.Logger}))
+	mux.Handle("/admin/", admin.New(admin.Config{
+		Engine: s.eng, Gateway: s.gw, OperatorAccount: s.creds.AccountSID, Logger: s.cfg.Logger,
+	}))
 
 	// Mount point: Twilsock/CDS gateway (internal/gateway).
 	if s.gw != nil {
