@@ -292,6 +292,7 @@
     } catch (e) {
       if (e.status === 404) {
         app.tokensOff = true;
+        setState('denied');
         throw new Error('This server\'s /token endpoint is off, so the quickstart cannot get an access token. ' +
           'For development, start chorus with --dev-tokens (or CHORUS_DEV_TOKENS=1); ' +
           'in production your own backend mints the tokens (see the README, "Security").');
