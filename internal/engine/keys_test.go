@@ -20,6 +20,7 @@ func TestAPIKeys(t *testing.T) {
 	if err != nil || !main.Main {
 		t.Fatalf("the bootstrap key authenticates as %+v, %v; want a main key", main, err)
 	}
+	f.clock.Advance(time.Second) // keys list in creation order
 	k, err := f.eng.CreateAPIKey(ctx, main, "backend")
 	if err != nil || len(k.Secret) != engine.MinSecretLen || k.Main || k.FriendlyName != "backend" {
 		t.Fatalf("CreateAPIKey = %+v, %v", k, err)
