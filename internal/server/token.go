@@ -98,12 +98,12 @@ func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) tokenIdentity(w http.ResponseWriter, r *http.Request) (string, error) {
 	var presented string
-	if auth := r.Header.Get("Authorization"); auth != "" {
-		scheme, cred, _ := strings.Cut(auth, " ")
-		if !strings.EqualFold(scheme, "Bearer") || strings.TrimSpace(cred) == "" {
-			return "", chorus.Errorf(chorus.ErrTokenInvalid, "Invalid Access Token: /token takes Authorization: Bearer <token>")
+	// Other schemes (Basic credentials a browser cached for the origin) are
+	// not a token and are ignored.
+	if scheme, cred, _ := strings.Cut(r.Header.Get("Authorization"), " "); strings.EqualFold(scheme, "Bearer") {
+		if presented = strings.TrimSpace(cred); presented == "" {
+			return "", chorus.Errorf(chorus.ErrTokenInvalid, "Invalid Access Token: empty Bearer token")
 		}
-		presented = strings.TrimSpace(cred)
 	}
 	if r.Method == http.MethodPost {
 		r.Body = http.MaxBytesReader(w, r.Body, maxTokenForm)

@@ -176,9 +176,9 @@ func TestTokenRenewal(t *testing.T) {
 		{"expired token", bearer("POST", mint(expired)), 401, chorus.ErrTokenExpired.Code},
 		{"forged token", bearer("POST", mint(forged)), 401, chorus.ErrTokenSignature.Code},
 		{"garbage", bearer("POST", "x.y.z"), 401, 0},
-		{"Basic instead of Bearer", func() *http.Request {
+		{"empty Bearer", func() *http.Request {
 			r := httptest.NewRequest("POST", "/token", nil)
-			r.SetBasicAuth(creds.AccountSID, creds.AuthToken)
+			r.Header.Set("Authorization", "Bearer ")
 			return r
 		}(), 401, chorus.ErrTokenInvalid.Code},
 		{"token of another service", bearer("POST", mint(otherSvc)), 401, chorus.ErrTokenGrants.Code},
@@ -192,6 +192,13 @@ func TestTokenRenewal(t *testing.T) {
 				t.Errorf("/token = %d %d, want %d %d", code, ecode, tt.code, tt.want)
 			}
 		})
+	}
+
+	// Basic credentials a browser cached are not a token: a new identity.
+	r := httptest.NewRequest("GET", "/token", nil)
+	r.SetBasicAuth(creds.AccountSID, creds.AuthToken)
+	if got, code, _ := getToken(t, s, r); code != 200 || got.Identity == first.Identity || got.Identity == creds.AccountSID {
+		t.Errorf("GET /token with Basic = %d %q, want a new random identity", code, got.Identity)
 	}
 
 	// A token minted elsewhere for the quickstart's service (chorus token)
