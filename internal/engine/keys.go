@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/subtle"
 	"fmt"
+	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -87,8 +88,8 @@ func canManage(c Credential) error {
 }
 
 func validFriendlyName(name string) error {
-	if !utf8.ValidString(name) || utf8.RuneCountInString(name) > maxFriendlyName {
-		return chorus.Errorf(chorus.ErrInvalidFriendly, "Invalid friendly name: expected at most %d characters", maxFriendlyName)
+	if !utf8.ValidString(name) || strings.ContainsRune(name, 0) || utf8.RuneCountInString(name) > maxFriendlyName {
+		return chorus.Errorf(chorus.ErrInvalidFriendly, "Invalid friendly name: expected at most %d characters of UTF-8 text without NUL", maxFriendlyName)
 	}
 	return nil
 }

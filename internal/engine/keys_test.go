@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -37,8 +38,10 @@ func TestAPIKeys(t *testing.T) {
 	if err := f.eng.DeleteAPIKey(ctx, std, f.creds.APIKeySID); chorus.ErrorCode(err) != 20003 {
 		t.Errorf("DeleteAPIKey as a standard key = %v, want 20003", err)
 	}
-	if _, err := f.eng.CreateAPIKey(ctx, acct, string(make([]byte, 65))); chorus.ErrorCode(err) != chorus.ErrInvalidFriendly.Code {
-		t.Errorf("CreateAPIKey with a 65-byte name = %v, want 54053", err)
+	for _, bad := range []string{strings.Repeat("x", 65), "nul\x00", "\xff"} {
+		if _, err := f.eng.CreateAPIKey(ctx, acct, bad); chorus.ErrorCode(err) != chorus.ErrInvalidFriendly.Code {
+			t.Errorf("CreateAPIKey(name %q) = %v, want 54053", bad, err)
+		}
 	}
 
 	keys, err := f.eng.APIKeys(ctx, acct)
