@@ -321,7 +321,10 @@ func (e *Engine) RevokeOthers(ctx context.Context, keep Credentials) (Revoked, e
 				if a.SID == keep.AccountSID && (k.SID == keep.APIKeySID || !k.Main) {
 					continue
 				}
-				if err := tx.DeleteAPIKey(ctx, k.SID); err != nil {
+				switch err := tx.DeleteAPIKey(ctx, k.SID); {
+				case isNotFound(err):
+					continue // another node starting at the same time revoked it
+				case err != nil:
 					return err
 				}
 				r.APIKeys = append(r.APIKeys, k)
