@@ -150,7 +150,10 @@
   // own Basic-auth dialog on a 401.
   async function api(method, path, opts = {}) {
     const creds = opts.creds || loadCreds();
-    if (!creds) throw new ApiError(401, { code: 20003, message: 'Not signed in' });
+    if (!creds) {
+      if (session) signOut('Your console session expired. Please sign in again.');
+      throw new ApiError(401, { code: 20003, message: 'Not signed in' });
+    }
     const auth = opts.creds ? basic(opts.creds) : 'Bearer ' + creds.token;
     const headers = { Authorization: auth, Accept: 'application/json', ...(opts.headers || {}) };
     let body;
