@@ -64,6 +64,21 @@ func New(cfg Config) http.Handler {
 		h.mux.HandleFunc("DELETE "+prefix+"/Secondary"+ext, h.wrap(h.deleteSecondary))
 		h.mux.HandleFunc("POST "+prefix+"/Promote"+ext, h.wrap(h.promote))
 	}
+	// Known paths with another method: 405 (20004) with the Allow header.
+	methodNotAllowed := func(allow string) http.HandlerFunc {
+		return h.wrap(func(w http.ResponseWriter, _ *http.Request, _ *call) error {
+			w.Header().Set("Allow", allow)
+			return chorus.ErrMethod
+		})
+	}
+	h.mux.HandleFunc(acct+"/Keys.json", methodNotAllowed("GET, HEAD, POST"))
+	h.mux.HandleFunc(acct+"/Keys/{Sid}", methodNotAllowed("DELETE, GET, HEAD, POST"))
+	for _, p := range []string{acct + "/AuthTokens/Secondary.json", "/v1/AuthTokens/Secondary"} {
+		h.mux.HandleFunc(p, methodNotAllowed("DELETE, POST"))
+	}
+	for _, p := range []string{acct + "/AuthTokens/Promote.json", "/v1/AuthTokens/Promote"} {
+		h.mux.HandleFunc(p, methodNotAllowed("POST"))
+	}
 	h.mux.HandleFunc("/", h.wrap(func(http.ResponseWriter, *http.Request, *call) error { return chorus.ErrNotFound }))
 	return h
 }

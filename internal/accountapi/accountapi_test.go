@@ -110,6 +110,9 @@ func TestKeysPagingAndErrors(t *testing.T) {
 		{"GET", "/2010-04-01/Accounts/AC00000000000000000000000000000000/Keys.json", 404, 20404},
 		{"GET", "/2010-04-01/Accounts/" + cr.AccountSID + "/Calls.json", 404, 20404},
 		{"DELETE", "/v1/AuthTokens/Secondary", 404, 20404}, // none yet
+		{"PUT", base + "/Keys.json", 405, 20004},
+		{"PATCH", base + "/Keys/" + sids[0] + ".json", 405, 20004},
+		{"GET", "/v1/AuthTokens/Promote", 405, 20004},
 	}
 	for _, tt := range tests {
 		code, body := send(t, h, tt.method, tt.path, cr.AccountSID, cr.AuthToken, nil)
