@@ -151,6 +151,10 @@ var (
 	ErrInvalidPageToken     = newErr(http.StatusBadRequest, 54453, "Invalid PageToken")
 	ErrInvalidPageSize      = newErr(http.StatusBadRequest, 54454, "Invalid PageSize: expected an integer from 1 to 1000")
 	ErrInvalidIndex         = newErr(http.StatusBadRequest, 54458, "Invalid List Item index: expected a non-negative integer")
+
+	// Credentials (API v2010 Keys, auth token rotation): a standard API key
+	// may not manage credentials.
+	ErrPermissionDenied = newErr(http.StatusForbidden, 20003, "Permission Denied: only the auth token or a main API key may manage keys and auth tokens")
 )
 
 // Live Query (liveQuery and instantQuery over Maps).

@@ -96,7 +96,7 @@ func TestImportRules(t *testing.T) {
 				bad = dep != "." && !strings.HasSuffix(dep, "test") && dep != "internal/store/groupcommit" && dep != "internal/store/sqlrow"
 			case dir == "token" || dir == "internal/engine" || dir == "internal/webhook" || dir == "internal/livequery":
 				bad = dep != "."
-			case dir == "internal/httpapi" || dir == "internal/gateway" || dir == "internal/admin":
+			case dir == "internal/httpapi" || dir == "internal/gateway" || dir == "internal/admin" || dir == "internal/accountapi":
 				bad = strings.HasPrefix(dep, "internal/store") || strings.HasPrefix(dep, "internal/bus") ||
 					dep == "internal/server" || dep == "internal/httpapi" && dir != "internal/httpapi"
 			}

@@ -101,22 +101,30 @@ func KindOfSID(sid string) (Kind, bool) {
 }
 
 // Account is a tenant. Its auth token authenticates REST calls and signs
-// webhooks.
+// webhooks; while a rotation is under way the secondary auth token
+// authenticates REST calls too. An account whose AuthToken is "" is
+// revoked: nothing authenticates as it.
 type Account struct {
 	SID          string
 	AuthToken    string
 	FriendlyName string
 	DateCreated  time.Time
+	// SecondaryAuthToken is "" when there is none.
+	SecondaryAuthToken   string
+	SecondaryDateCreated time.Time
 }
 
 // APIKey is a credential of an account: REST Basic auth and the HMAC key of
-// access tokens.
+// access tokens. A main key (the operator's, Twilio's "Main" key) may
+// manage the account's keys and auth tokens; a standard key may not.
 type APIKey struct {
 	SID          string
 	AccountSID   string
 	Secret       string
 	FriendlyName string
+	Main         bool
 	DateCreated  time.Time
+	DateUpdated  time.Time
 }
 
 // Service is a Sync service instance: the namespace of objects.

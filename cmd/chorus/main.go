@@ -50,11 +50,12 @@ const (
 
 const usage = `usage:
   chorus serve [--listen ADDR] [--data-dir DIR] [--public-url URL] [--token-ttl 1h] [--log-level info]
-               [--store postgres://...] [--bus nats://...] [--node NAME]
+               [--store postgres://...] [--bus nats://...] [--node NAME] [--dev-tokens[=false]]
                [--tls-cert FILE --tls-key FILE] [--max-conns N] [--max-conns-per-ip N] [--trusted-proxies CIDR,...]
                [--bus-creds FILE | --bus-nkey FILE] [--bus-tls-ca FILE] [--bus-tls-cert FILE --bus-tls-key FILE]
   chorus token --identity NAME [--ttl 1h] [--service IS...] [--data-dir DIR]
   chorus admin credentials [--data-dir DIR]
+  chorus admin keys list|create [--name NAME]|revoke SK... [--url http://127.0.0.1:3000] [--data-dir DIR]
   chorus migrate --store postgres://... [--from-data-dir DIR [--overwrite] [--json]]
   chorus import [--from https://sync.twilio.com] [--service IS...|NAME] [--data-dir DIR | --store postgres://...]
                 [--dry-run] [--overwrite] [--verify] [--json] [--concurrency 4]   (source credentials: TWILIO_*)
@@ -96,12 +97,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	case "token":
 		err = cmdToken(ctx, args[1:], stdout)
 	case "admin":
-		if len(args) < 2 || args[1] != "credentials" {
-			err = usagef("admin: expected subcommand \"credentials\"")
-			break
+		switch {
+		case len(args) >= 2 && args[1] == "credentials":
+			cmd = "admin credentials"
+			err = cmdCredentials(ctx, args[2:], stdout)
+		case len(args) >= 2 && args[1] == "keys":
+			cmd = "admin keys"
+			err = cmdKeys(ctx, args[2:], stdout)
+		default:
+			err = usagef("admin: expected subcommand \"credentials\" or \"keys\"")
 		}
-		cmd = "admin credentials"
-		err = cmdCredentials(ctx, args[2:], stdout)
 	case "migrate":
 		err = cmdMigrate(ctx, args[1:], stdout, stderr)
 	case "bench":
@@ -179,7 +184,7 @@ func defaultListen() string {
 	if p := getenv(envPort); p != "" {
 		return ":" + p
 	}
-	return ":3000"
+	return "127.0.0.1:3000"
 }
 
 func cmdServe(ctx context.Context, args []string, stderr io.Writer) error {
@@ -196,6 +201,13 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer) error {
 	wsMaxConns := fs.Int("ws-max-conns", 0, "cap on this node's websocket connections, refused with 503 beyond (0 = no cap)")
 	wsMaxUnauth := fs.Int("ws-max-unauth-per-ip", 0, "cap on websocket connections per client IP that have not completed init, refused with 429 beyond (0 = no cap; not behind a proxy)")
 	sec := addSecurityFlags(fs)
+	var devTokens devTokensFlag
+	if v := getenv(envDevTokens); v != "" {
+		if err := devTokens.Set(v); err != nil {
+			return usagef("invalid %s: %v", envDevTokens, err)
+		}
+	}
+	fs.Var(&devTokens, "dev-tokens", "serve the quickstart's /token endpoint: true, false or auto (default: CHORUS_DEV_TOKENS, else auto: on with generated credentials on a loopback address)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -238,6 +250,7 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer) error {
 		WebhooksAllowPrivate: *allowPrivate,
 		WSMaxConns:           *wsMaxConns,
 		WSMaxUnauthPerAddr:   *wsMaxUnauth,
+		DevTokens:            devTokens.mode,
 	}
 	if err := sec.apply(&cfg); err != nil {
 		return err
@@ -385,6 +398,12 @@ func envCredentials(serve bool) (engine.Credentials, error) {
 		return engine.Credentials{}, usagef("%s is not an API key SID (SK followed by 32 hex digits)", envAPIKey)
 	case c.ServiceSID != "" && !chorus.IsSID(chorus.PrefixService, c.ServiceSID):
 		return engine.Credentials{}, usagef("%s is not a Sync service SID (IS followed by 32 hex digits)", envServiceSID)
+	case serve && len(c.AuthToken) < engine.MinSecretLen:
+		return engine.Credentials{}, usagef("%s is %d characters long: want at least %d (for example `openssl rand -hex 16`)",
+			envAuthToken, len(c.AuthToken), engine.MinSecretLen)
+	case len(c.APISecret) < engine.MinSecretLen:
+		return engine.Credentials{}, usagef("%s is %d characters long: want at least %d (for example `openssl rand -hex 16`)",
+			envAPISecret, len(c.APISecret), engine.MinSecretLen)
 	}
 	return c, nil
 }

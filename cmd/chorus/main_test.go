@@ -109,9 +109,15 @@ var listeningRE = regexp.MustCompile(`msg=listening addr=(\S+)`)
 // waits until it listens.
 func startServe(tb testing.TB, dataDir string, extra ...string) *serveProc {
 	tb.Helper()
-	args := append([]string{"serve", "--listen", "127.0.0.1:0", "--data-dir", dataDir, "--log-level", "info"}, extra...)
-	cmd := exec.Command(binary, args...)
-	cmd.Env = cleanEnv()
+	return startServeWith(tb, dataDir, nil, extra...)
+}
+
+// startServeWith is startServe with extra environment variables and
+// arguments.
+func startServeWith(tb testing.TB, dataDir string, env []string, args ...string) *serveProc {
+	tb.Helper()
+	cmd := exec.Command(binary, append([]string{"serve", "--listen", "127.0.0.1:0", "--data-dir", dataDir, "--log-level", "info"}, args...)...)
+	cmd.Env = cleanEnv(env...)
 	p := &serveProc{cmd: cmd, stderr: &lockedBuffer{}, done: make(chan struct{})}
 	cmd.Stderr = p.stderr
 	if err := cmd.Start(); err != nil {
@@ -326,6 +332,9 @@ func TestTokenFromEnv(t *testing.T) {
 	verifyAs(t, v, out, "envuser", "default")
 }
 
+// secret32 is a well-formed operator secret.
+const secret32 = "0123456789abcdef0123456789abcdef"
+
 func TestErrors(t *testing.T) {
 	dir := t.TempDir()
 	file := filepath.Join(dir, "file")
@@ -352,7 +361,15 @@ func TestErrors(t *testing.T) {
 		{"unwritable data dir", nil, []string{"serve", "--listen", "127.0.0.1:0", "--data-dir", filepath.Join(file, "sub")}, 1, "data directory"},
 		{"token without identity", nil, []string{"token"}, 2, "--identity"},
 		{"token without credentials", nil, []string{"token", "--identity", "x", "--data-dir", filepath.Join(dir, "empty")}, 1, "no credentials"},
-		{"token bad service", []string{"TWILIO_ACCOUNT_SID=AC0123456789abcdef0123456789abcdef", "TWILIO_API_KEY=SK0123456789abcdef0123456789abcdef", "TWILIO_API_SECRET=s"}, []string{"token", "--identity", "x", "--service", "nope"}, 2, "service"},
+		{"token bad service", []string{"TWILIO_ACCOUNT_SID=AC0123456789abcdef0123456789abcdef", "TWILIO_API_KEY=SK0123456789abcdef0123456789abcdef", "TWILIO_API_SECRET=" + secret32}, []string{"token", "--identity", "x", "--service", "nope"}, 2, "service"},
+		{"short auth token", []string{"TWILIO_ACCOUNT_SID=AC0123456789abcdef0123456789abcdef", "TWILIO_AUTH_TOKEN=" + secret32[:31], "TWILIO_API_KEY=SK0123456789abcdef0123456789abcdef", "TWILIO_API_SECRET=" + secret32}, []string{"serve", "--data-dir", filepath.Join(dir, "d3")}, 2, "TWILIO_AUTH_TOKEN is 31 characters long: want at least 32"},
+		{"short API secret", []string{"TWILIO_ACCOUNT_SID=AC0123456789abcdef0123456789abcdef", "TWILIO_AUTH_TOKEN=" + secret32, "TWILIO_API_KEY=SK0123456789abcdef0123456789abcdef", "TWILIO_API_SECRET=x"}, []string{"serve", "--data-dir", filepath.Join(dir, "d4")}, 2, "TWILIO_API_SECRET is 1 characters long"},
+		{"bad dev-tokens", nil, []string{"serve", "--dev-tokens=maybe"}, 2, "dev-tokens"},
+		{"bad CHORUS_DEV_TOKENS", []string{"CHORUS_DEV_TOKENS=maybe"}, []string{"serve"}, 2, "CHORUS_DEV_TOKENS"},
+		{"admin keys without subcommand", nil, []string{"admin", "keys"}, 2, "list, create or revoke"},
+		{"admin keys revoke without SID", nil, []string{"admin", "keys", "revoke"}, 2, "API key SID"},
+		{"admin keys revoke bad SID", nil, []string{"admin", "keys", "revoke", "SKnope"}, 2, "not an API key SID"},
+		{"admin keys bad url", nil, []string{"admin", "keys", "list", "--url", "ftp://x"}, 2, "--url"},
 		{"admin without subcommand", nil, []string{"admin"}, 2, "credentials"},
 		{"admin credentials without data", nil, []string{"admin", "credentials", "--data-dir", filepath.Join(dir, "empty")}, 1, "no credentials"},
 	}

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -15,38 +14,6 @@ import (
 	"github.com/chorus-sync/chorus/protocol"
 	"github.com/chorus-sync/chorus/token"
 )
-
-// startServeWith is startServe with extra serve flags.
-func startServeWith(tb testing.TB, dataDir string, extra ...string) *serveProc {
-	tb.Helper()
-	args := append([]string{"serve", "--listen", "127.0.0.1:0", "--data-dir", dataDir, "--log-level", "info"}, extra...)
-	cmd := exec.Command(binary, args...)
-	cmd.Env = cleanEnv()
-	p := &serveProc{cmd: cmd, stderr: &lockedBuffer{}, done: make(chan struct{})}
-	cmd.Stderr = p.stderr
-	if err := cmd.Start(); err != nil {
-		tb.Fatal(err)
-	}
-	go func() { _ = cmd.Wait(); close(p.done) }()
-	tb.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		<-p.done
-	})
-	deadline := time.After(30 * time.Second)
-	for {
-		if m := listeningRE.FindStringSubmatch(p.stderr.String()); m != nil {
-			p.base = "http://" + m[1]
-			return p
-		}
-		select {
-		case <-p.done:
-			tb.Fatalf("chorus serve exited before listening: %s", p.stderr.String())
-		case <-deadline:
-			tb.Fatalf("chorus serve did not listen within 30s: %s", p.stderr.String())
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
-}
 
 // wsRefusal dials and returns the HTTP status and Twilio code of a
 // refused handshake, or 0, 0 and the connection.
@@ -76,7 +43,7 @@ func wsRefusal(t *testing.T, url string) (int, int, *websocket.Conn) {
 // the gateway.
 func TestServeWebsocketCaps(t *testing.T) {
 	dir := t.TempDir()
-	p := startServeWith(t, dir, "--ws-max-conns", "2", "--ws-max-unauth-per-ip", "1")
+	p := startServe(t, dir, "--ws-max-conns", "2", "--ws-max-unauth-per-ip", "1")
 	defer p.stop(t)
 	url := "ws" + strings.TrimPrefix(p.base, "http") + "/v3/wsconnect"
 

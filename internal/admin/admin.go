@@ -1,6 +1,7 @@
 package admin
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"math"
@@ -46,7 +47,11 @@ type Config struct {
 	Gateway interface{ Stats() gateway.Stats }
 	// Webhooks reports webhook health (GET /admin/v1/Webhooks); nil: 404.
 	Webhooks WebhookHealth
-	Logger   *slog.Logger // default slog.Default()
+	// OperatorAccount is the account whose credentials see the node's
+	// totals in Stats (the operator's: the bootstrapped account); other
+	// accounts see their own counts only. "": no account sees them.
+	OperatorAccount string
+	Logger          *slog.Logger // default slog.Default()
 }
 
 // New returns the admin API handler. It expects full request paths
@@ -60,13 +65,15 @@ func newHandler(cfg Config, now func() time.Time) *handler {
 		cfg.Logger = slog.Default()
 	}
 	h := &handler{
-		eng:   cfg.Engine,
-		gw:    cfg.Gateway,
-		hooks: cfg.Webhooks,
-		log:   cfg.Logger.With("component", "admin"),
-		now:   now,
-		mux:   http.NewServeMux(),
+		eng:      cfg.Engine,
+		gw:       cfg.Gateway,
+		operator: cfg.OperatorAccount,
+		hooks:    cfg.Webhooks,
+		log:      cfg.Logger.With("component", "admin"),
+		now:      now,
+		mux:      http.NewServeMux(),
 	}
+	h.mux.HandleFunc("POST /admin/v1/Session", h.session)
 	h.mux.HandleFunc("GET /admin/v1/Account", h.wrap(h.account))
 	h.mux.HandleFunc("GET /admin/v1/Stats", h.wrap(h.stats))
 	h.mux.HandleFunc("POST /admin/v1/Tokens", h.wrap(h.mintToken))
@@ -78,12 +85,13 @@ func newHandler(cfg Config, now func() time.Time) *handler {
 }
 
 type handler struct {
-	eng   *engine.Engine
-	gw    interface{ Stats() gateway.Stats }
-	hooks WebhookHealth
-	log   *slog.Logger
-	now   func() time.Time
-	mux   *http.ServeMux
+	eng      *engine.Engine
+	gw       interface{ Stats() gateway.Stats }
+	operator string
+	hooks    WebhookHealth
+	log      *slog.Logger
+	now      func() time.Time
+	mux      *http.ServeMux
 
 	mu      sync.Mutex
 	samples []sample // oldest first, at most maxSamples
@@ -97,8 +105,7 @@ type sample struct {
 // caller is the authenticated client of one request.
 type caller struct {
 	account  string // AC…
-	username string // the Basic user: AC… or SK…
-	password string
+	username string // the credential: AC… (auth token) or SK…
 }
 
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -118,19 +125,62 @@ func (h *handler) wrap(fn func(http.ResponseWriter, *http.Request, *caller) erro
 	}
 }
 
+// authenticate accepts HTTP Basic (account SID + auth token, or API key
+// SID + secret) and console sessions (Authorization: Bearer).
 func (h *handler) authenticate(r *http.Request) (*caller, error) {
-	user, pass, ok := r.BasicAuth()
-	if !ok || user == "" || pass == "" {
-		return nil, chorus.ErrAuthenticate
-	}
-	acct, err := h.eng.Authenticate(r.Context(), user, pass)
+	cred, err := h.eng.AuthenticateHeader(r.Context(), r.Header.Get("Authorization"))
 	if err != nil {
 		if chorus.ErrorCode(err) == chorus.ErrAuthenticate.Code {
 			return nil, chorus.ErrAuthenticate
 		}
 		return nil, err
 	}
-	return &caller{account: acct, username: user, password: pass}, nil
+	return &caller{account: cred.AccountSID, username: cred.SID}, nil
+}
+
+// sessionJSON is the body of POST /admin/v1/Session.
+type sessionJSON struct {
+	Token         string `json:"token"`
+	ExpiresIn     int    `json:"expires_in"` // seconds
+	AccountSID    string `json:"account_sid"`
+	CredentialSID string `json:"credential_sid"`
+	AuthMethod    string `json:"auth_method"`
+}
+
+// session trades Basic credentials, or a console session about to expire
+// (Bearer), for a new console session token.
+func (h *handler) session(w http.ResponseWriter, r *http.Request) {
+	var (
+		tok  string
+		cred engine.Credential
+		exp  time.Time
+		err  error
+	)
+	if user, pass, ok := r.BasicAuth(); ok {
+		tok, cred, exp, err = h.eng.NewConsoleSession(r.Context(), user, pass)
+	} else if scheme, bearer, _ := strings.Cut(r.Header.Get("Authorization"), " "); strings.EqualFold(scheme, "Bearer") {
+		tok, cred, exp, err = h.eng.RenewConsoleSession(r.Context(), strings.TrimSpace(bearer))
+	} else {
+		err = chorus.ErrAuthenticate
+	}
+	if err != nil {
+		if chorus.ErrorCode(err) == chorus.ErrAuthenticate.Code {
+			err = chorus.ErrAuthenticate
+		}
+		h.writeError(w, r, err)
+		return
+	}
+	twiliohttp.WriteJSON(w, http.StatusCreated, sessionJSON{
+		Token: tok, ExpiresIn: int(time.Until(exp) / time.Second), AccountSID: cred.AccountSID,
+		CredentialSID: cred.SID, AuthMethod: authMethod(cred.SID),
+	})
+}
+
+func authMethod(sid string) string {
+	if chorus.IsSID(chorus.PrefixAPIKey, sid) {
+		return "api_key"
+	}
+	return "auth_token"
 }
 
 // accountJSON is the body of GET /admin/v1/Account.
@@ -141,41 +191,53 @@ type accountJSON struct {
 }
 
 func (h *handler) account(w http.ResponseWriter, _ *http.Request, c *caller) error {
-	method := "auth_token"
-	if chorus.IsSID(chorus.PrefixAPIKey, c.username) {
-		method = "api_key"
-	}
-	twiliohttp.WriteJSON(w, http.StatusOK, accountJSON{AccountSID: c.account, CredentialSID: c.username, AuthMethod: method})
+	twiliohttp.WriteJSON(w, http.StatusOK, accountJSON{AccountSID: c.account, CredentialSID: c.username, AuthMethod: authMethod(c.username)})
 	return nil
 }
 
 // statsJSON is the body of GET /admin/v1/Stats. Gateway counts are null
-// when no gateway is configured.
+// when no gateway is configured; every node total is null for an account
+// that is not the operator's (Scope "account").
 type statsJSON struct {
-	Connections     *int    `json:"connections"`
-	Subscriptions   *int    `json:"subscriptions"`
-	Topics          *int    `json:"topics"`
-	Delivered       *uint64 `json:"events_delivered"`
-	EventsPerSecond float64 `json:"events_per_second"`
-	EventsPosted    uint64  `json:"events_posted"`
-	Writes          uint64  `json:"writes"`
-	UptimeSeconds   int64   `json:"uptime_seconds"`
-	Started         string  `json:"date_started"`
+	Scope           string   `json:"scope"` // "node" or "account"
+	AccountSID      string   `json:"account_sid"`
+	Services        int      `json:"services"` // the caller's account's
+	Connections     *int     `json:"connections"`
+	Subscriptions   *int     `json:"subscriptions"`
+	Topics          *int     `json:"topics"`
+	Delivered       *uint64  `json:"events_delivered"`
+	EventsPerSecond *float64 `json:"events_per_second"`
+	EventsPosted    *uint64  `json:"events_posted"`
+	Writes          *uint64  `json:"writes"`
+	UptimeSeconds   int64    `json:"uptime_seconds"`
+	Started         string   `json:"date_started"`
 }
 
-func (h *handler) stats(w http.ResponseWriter, _ *http.Request, _ *caller) error {
+func (h *handler) stats(w http.ResponseWriter, r *http.Request, c *caller) error {
 	es := h.eng.Stats()
 	now := h.now()
+	var svcs []*chorus.Service
+	err := h.eng.Store().View(r.Context(), func(tx chorus.ReadTx) (err error) {
+		svcs, err = tx.Services(r.Context(), c.account, chorus.ObjectQuery{Limit: maxCountedServices})
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("admin: stats: %w", err)
+	}
 	out := statsJSON{
-		EventsPerSecond: h.rate(now, es.EventsPosted),
-		EventsPosted:    es.EventsPosted,
-		Writes:          es.Writes,
-		UptimeSeconds:   int64(now.Sub(es.Started) / time.Second),
-		Started:         es.Started.UTC().Format(time.RFC3339),
+		Scope:         "account",
+		AccountSID:    c.account,
+		Services:      len(svcs),
+		UptimeSeconds: max(int64(now.Sub(es.Started)/time.Second), 0),
+		Started:       es.Started.UTC().Format(time.RFC3339),
 	}
-	if out.UptimeSeconds < 0 {
-		out.UptimeSeconds = 0
+	rate := h.rate(now, es.EventsPosted)
+	if h.operator == "" || c.account != h.operator {
+		twiliohttp.WriteJSON(w, http.StatusOK, out)
+		return nil
 	}
+	out.Scope = "node"
+	out.EventsPerSecond, out.EventsPosted, out.Writes = &rate, &es.EventsPosted, &es.Writes
 	if h.gw != nil {
 		gs := h.gw.Stats()
 		out.Connections, out.Subscriptions, out.Topics = &gs.Connections, &gs.Subscriptions, &gs.Topics
@@ -184,6 +246,9 @@ func (h *handler) stats(w http.ResponseWriter, _ *http.Request, _ *caller) error
 	twiliohttp.WriteJSON(w, http.StatusOK, out)
 	return nil
 }
+
+// maxCountedServices bounds the services Stats counts.
+const maxCountedServices = 10000
 
 // rate records a sample of the events counter and returns events per
 // second since the baseline: the oldest sample within RateWindow of now,
@@ -277,16 +342,25 @@ func (h *handler) mintToken(w http.ResponseWriter, r *http.Request, c *caller) e
 var errNoAPIKey = chorus.Errorf(chorus.ErrInvalidParameter, "The account has no API key to sign access tokens with")
 
 // signingKey picks the API key that signs console tokens: the caller's own
-// key when it signed in with one, else the account's oldest key.
+// key when it signed in with one, else the account's oldest key. The secret
+// is read from the store, so a key revoked meanwhile signs nothing.
 func (h *handler) signingKey(r *http.Request, c *caller) (sid, secret string, err error) {
-	if chorus.IsSID(chorus.PrefixAPIKey, c.username) {
-		return c.username, c.password, nil
-	}
 	var keys []*chorus.APIKey
-	err = h.eng.Store().View(r.Context(), func(tx chorus.ReadTx) (err error) {
+	err = h.eng.Store().View(r.Context(), func(tx chorus.ReadTx) error {
+		if chorus.IsSID(chorus.PrefixAPIKey, c.username) {
+			k, err := tx.APIKey(r.Context(), c.username)
+			if err != nil {
+				return err
+			}
+			keys = []*chorus.APIKey{k}
+			return nil
+		}
 		keys, err = tx.APIKeys(r.Context(), c.account)
 		return err
 	})
+	if errors.Is(err, chorus.ErrNotFound) {
+		return "", "", chorus.ErrAuthenticate
+	}
 	if err != nil {
 		return "", "", fmt.Errorf("admin: api keys: %w", err)
 	}

@@ -161,7 +161,7 @@ func TestStatsCounts(t *testing.T) {
 	f := newFixture(t)
 	ctx := context.Background()
 	gw := fakeGateway{gateway.Stats{Connections: 3, Subscriptions: 7, Topics: 2, Delivered: 11}}
-	h := New(Config{Engine: f.eng, Gateway: gw, Logger: quietLogger()})
+	h := New(Config{Engine: f.eng, Gateway: gw, OperatorAccount: f.creds.AccountSID, Logger: quietLogger()})
 
 	before := f.eng.Stats()
 	svc, err := f.eng.Service(ctx, f.creds.AccountSID, "default")
@@ -202,7 +202,7 @@ func TestStatsCounts(t *testing.T) {
 	}
 
 	t.Run("without gateway", func(t *testing.T) {
-		h := New(Config{Engine: f.eng, Logger: quietLogger()})
+		h := New(Config{Engine: f.eng, OperatorAccount: f.creds.AccountSID, Logger: quietLogger()})
 		res := do(t, h, http.MethodGet, "/admin/v1/Stats", f.creds.APIKeySID, f.creds.APISecret, nil)
 		for _, k := range []string{"connections", "subscriptions"} {
 			if v, ok := res.body[k]; !ok || v != nil {
@@ -234,7 +234,7 @@ func TestEventsPerSecond(t *testing.T) {
 	f := newFixture(t)
 	ctx := context.Background()
 	clk := &fakeClock{t: time.Now()}
-	h := newHandler(Config{Engine: f.eng, Logger: quietLogger()}, clk.Now)
+	h := newHandler(Config{Engine: f.eng, OperatorAccount: f.creds.AccountSID, Logger: quietLogger()}, clk.Now)
 	svc, err := f.eng.Service(ctx, f.creds.AccountSID, "default")
 	if err != nil {
 		t.Fatalf("Service(default) = %v", err)

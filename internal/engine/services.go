@@ -2,7 +2,6 @@ package engine
 
 import (
 	"context"
-	"crypto/subtle"
 	"fmt"
 
 	"github.com/chorus-sync/chorus"
@@ -53,12 +52,13 @@ func (e *Engine) Bootstrap(ctx context.Context, want Credentials) (got Credentia
 		key, err := tx.APIKey(ctx, want.APIKeySID)
 		switch {
 		case isNotFound(err):
-			key = &chorus.APIKey{SID: want.APIKeySID, FriendlyName: "Chorus key", DateCreated: now}
+			key = &chorus.APIKey{SID: want.APIKeySID, FriendlyName: "Chorus key", DateCreated: now, DateUpdated: now}
 		case err != nil:
 			return err
 		}
-		if key.Secret != want.APISecret || key.AccountSID != want.AccountSID {
-			key.Secret, key.AccountSID = want.APISecret, want.AccountSID
+		if key.Secret != want.APISecret || key.AccountSID != want.AccountSID || !key.Main {
+			// The operator's key is a main key: it may manage keys.
+			key.Secret, key.AccountSID, key.Main = want.APISecret, want.AccountSID, true
 			created = true
 			if err := tx.PutAPIKey(ctx, key); err != nil {
 				return err
@@ -111,10 +111,19 @@ func (e *Engine) storedCredentials(ctx context.Context) (Credentials, error) {
 		if err != nil {
 			return err
 		}
-		if len(accts) == 0 {
+		// The oldest account that was not revoked, with its oldest main key
+		// (its oldest key, in a store from before main keys).
+		var acct *chorus.Account
+		for _, a := range accts {
+			if a.AuthToken != "" {
+				acct = a
+				break
+			}
+		}
+		if acct == nil {
 			return chorus.ErrNotFound
 		}
-		c.AccountSID, c.AuthToken = accts[0].SID, accts[0].AuthToken
+		c.AccountSID, c.AuthToken = acct.SID, acct.AuthToken
 		keys, err := tx.APIKeys(ctx, c.AccountSID)
 		if err != nil {
 			return err
@@ -122,7 +131,14 @@ func (e *Engine) storedCredentials(ctx context.Context) (Credentials, error) {
 		if len(keys) == 0 {
 			return chorus.ErrNotFound
 		}
-		c.APIKeySID, c.APISecret = keys[0].SID, keys[0].Secret
+		key := keys[0]
+		for _, k := range keys {
+			if k.Main {
+				key = k
+				break
+			}
+		}
+		c.APIKeySID, c.APISecret = key.SID, key.Secret
 		svcs, err := tx.Services(ctx, c.AccountSID, chorus.ObjectQuery{Limit: 1})
 		if err != nil {
 			return err
@@ -141,42 +157,11 @@ func (e *Engine) StoredCredentials(ctx context.Context) (Credentials, error) {
 	return e.storedCredentials(ctx)
 }
 
-// Authenticate checks REST Basic credentials (account SID + auth token, or
-// API key SID + secret) and returns the account SID, or ErrAuthenticate.
+// Authenticate checks REST Basic credentials (see AuthenticateCredential)
+// and returns the account SID, or ErrAuthenticate.
 func (e *Engine) Authenticate(ctx context.Context, username, password string) (accountSID string, err error) {
-	if username == "" || password == "" {
-		return "", chorus.ErrAuthenticate
-	}
-	var secret string
-	err = e.view(ctx, func(tx chorus.ReadTx) error {
-		switch {
-		case chorus.IsSID(chorus.PrefixAccount, username):
-			a, err := tx.Account(ctx, username)
-			if err != nil {
-				return err
-			}
-			accountSID, secret = a.SID, a.AuthToken
-		case chorus.IsSID(chorus.PrefixAPIKey, username):
-			k, err := tx.APIKey(ctx, username)
-			if err != nil {
-				return err
-			}
-			accountSID, secret = k.AccountSID, k.Secret
-		default:
-			return chorus.ErrNotFound
-		}
-		return nil
-	})
-	if isNotFound(err) {
-		return "", chorus.ErrAuthenticate
-	}
-	if err != nil {
-		return "", fmt.Errorf("engine: authenticate: %w", err)
-	}
-	if subtle.ConstantTimeCompare([]byte(secret), []byte(password)) != 1 {
-		return "", chorus.ErrAuthenticate
-	}
-	return accountSID, nil
+	c, err := e.AuthenticateCredential(ctx, username, password)
+	return c.AccountSID, err
 }
 
 // APIKey returns an API key (access token verification); ErrNotFound when

@@ -104,19 +104,17 @@ func (a *api) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	a.mux.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), ctxKey{}, c)))
 }
 
+// authenticate accepts HTTP Basic (account SID + auth token, or API key
+// SID + secret) and the admin console's session tokens (Bearer).
 func (a *api) authenticate(r *http.Request) (string, error) {
-	user, pass, ok := r.BasicAuth()
-	if !ok || user == "" || pass == "" {
-		return "", chorus.ErrAuthenticate
-	}
-	acct, err := a.eng.Authenticate(r.Context(), user, pass)
+	cred, err := a.eng.AuthenticateHeader(r.Context(), r.Header.Get("Authorization"))
 	if err != nil {
 		if chorus.ErrorCode(err) == chorus.ErrAuthenticate.Code {
 			return "", chorus.ErrAuthenticate
 		}
 		return "", err
 	}
-	return acct, nil
+	return cred.AccountSID, nil
 }
 
 // baseURL is the scheme://host the client reached us at.

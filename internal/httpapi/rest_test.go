@@ -745,8 +745,8 @@ func TestAuth(t *testing.T) {
 		t.Fatalf("CreateDocument with API key = %v, %v", d, err)
 	}
 	bad := []struct{ name, user, pass string }{
-		{"wrong token", f.creds.AccountSID, "x" + f.creds.AuthToken[1:]},
-		{"wrong secret", f.creds.APIKeySID, "x" + f.creds.APISecret[1:]},
+		{"wrong token", f.creds.AccountSID, f.creds.AuthToken + "x"},
+		{"wrong secret", f.creds.APIKeySID, f.creds.APISecret + "x"},
 		{"unknown account", "AC00000000000000000000000000000000", f.creds.AuthToken},
 		{"key secret as token", f.creds.AccountSID, f.creds.APISecret},
 	}

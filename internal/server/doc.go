@@ -1,7 +1,14 @@
 // Package server wires one Chorus node: the SQLite store, the in-process
 // bus, the engine and the HTTP surface (REST v1 at /v1/, the Twilsock
-// gateway at /v3/wsconnect, the quickstart's /token endpoint and its static
-// files at /, /healthz) on one listener.
+// gateway at /v3/wsconnect, API v2010 Keys and auth token rotation at
+// /2010-04-01/ and /v1/AuthTokens/, the admin API, the quickstart's /token
+// endpoint and its static files at /, /healthz) on one listener.
+//
+// /token is a development convenience, on by intent only (DevTokens): it
+// mints a new random identity, or renews the identity of a still-valid
+// token the caller presents, never one the caller names. With operator
+// credentials (Config.Creds) every other account and main key is revoked
+// at start.
 //
 // Every request passes the edge middleware (transport.go, browser.go,
 // input.go, throttle.go): security headers and the refusal of cross-site

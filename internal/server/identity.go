@@ -1,17 +1,19 @@
 package server
 
 import (
-	"fmt"
-	"math/rand/v2"
+	"crypto/rand"
+	"encoding/base32"
 	"net/http"
-	"unicode/utf8"
+	"strings"
+
+	mrand "math/rand/v2"
 
 	"github.com/chorus-sync/chorus"
 )
 
-// IdentitySource decides who the caller of GET /token is. A real app
-// authenticates the request (session cookie, OAuth, ...); the quickstart
-// hands out random names.
+// IdentitySource decides who the caller of /token is when it does not
+// present a token to renew. A real app authenticates the request (session
+// cookie, OAuth, ...); the quickstart hands out random names.
 type IdentitySource interface {
 	Identity(r *http.Request) (string, error)
 }
@@ -22,9 +24,16 @@ type IdentityFunc func(r *http.Request) (string, error)
 // Identity calls f.
 func (f IdentityFunc) Identity(r *http.Request) (string, error) { return f(r) }
 
-// RandomIdentity gives every caller a friendly random user name such as
-// "BrilliantBear42", like Twilio's quickstart token servers.
+// RandomIdentity gives every caller a new random identity such as
+// "BraveOtter-k2mq3x7fz5n4wd6ehr1c": a friendly adjective and animal for
+// people to tell players apart, then 96 random bits (20 base32 digits) so
+// that two callers never get the same identity. It never honours a name
+// the caller asks for: a page keeps its identity across renewals by
+// presenting its still-valid token to /token instead.
 type RandomIdentity struct{}
+
+// RandomIdentityBits is the entropy of a RandomIdentity beyond its words.
+const RandomIdentityBits = 96
 
 var (
 	adjectives = []string{
@@ -39,20 +48,19 @@ var (
 		"Moose", "Otter", "Owl", "Panda", "Panther", "Parrot", "Penguin", "Puffin", "Rabbit", "Raven",
 		"Seal", "Sparrow", "Squirrel", "Tiger", "Turtle", "Walrus", "Whale", "Wolf", "Wombat", "Zebra",
 	}
+	identityEncoding = base32.NewEncoding("0123456789abcdefghjkmnpqrstvwxyz").WithPadding(base32.NoPadding)
 )
 
-// Identity returns the name the caller asks for with ?identity= (so that a
-// page renewing its token keeps its identity: the gateway refuses an
-// updateToken that changes it), or else a new random name: an adjective, an
-// animal and a number from 0 to 99. Like Twilio's quickstart, it trusts
-// every caller; a real app authenticates instead.
-func (RandomIdentity) Identity(r *http.Request) (string, error) {
-	if id := r.URL.Query().Get("identity"); id != "" {
-		if utf8.RuneCountInString(id) > chorus.MaxIdentityLen || !utf8.ValidString(id) {
-			return "", chorus.ErrIdentityInvalid
-		}
-		return id, nil
-	}
-	return fmt.Sprintf("%s%s%d",
-		adjectives[rand.IntN(len(adjectives))], animals[rand.IntN(len(animals))], rand.IntN(100)), nil
+// Identity returns a new random identity; r is not consulted.
+func (RandomIdentity) Identity(*http.Request) (string, error) {
+	var b [RandomIdentityBits / 8]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails
+	return adjectives[mrand.IntN(len(adjectives))] + animals[mrand.IntN(len(animals))] + "-" +
+		identityEncoding.EncodeToString(b[:]), nil
+}
+
+// reservedIdentity reports whether /token must never mint id: the identity
+// of REST changes ("system", in any case) and an empty one.
+func reservedIdentity(id string) bool {
+	return id == "" || strings.EqualFold(id, chorus.SystemIdentity)
 }

@@ -2,7 +2,6 @@ package server
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -17,6 +16,7 @@ import (
 	"time"
 
 	"github.com/chorus-sync/chorus"
+	"github.com/chorus-sync/chorus/internal/accountapi"
 	"github.com/chorus-sync/chorus/internal/admin"
 	"github.com/chorus-sync/chorus/internal/bus/mem"
 	natsbus "github.com/chorus-sync/chorus/internal/bus/nats"
@@ -68,8 +68,11 @@ type Config struct {
 	// means "generate on first start, reuse afterwards".
 	Creds  engine.Credentials
 	Logger *slog.Logger // default slog.Default()
-	// Identities names the callers of GET /token; default RandomIdentity.
+	// Identities names the callers of /token who present no token to
+	// renew; default RandomIdentity.
 	Identities IdentitySource
+	// DevTokens turns /token on or off; see DevTokensAuto.
+	DevTokens DevTokens
 
 	// StoreURL selects PostgreSQL (postgres://…) instead of the embedded
 	// SQLite store in DataDir; BusURL selects NATS (nats://…) instead of the
@@ -124,6 +127,8 @@ type Server struct {
 
 	connsRefused atomic.Uint64
 	readyLogged  atomic.Int64 // unix ns of the last readyz warning
+	// devTokens: /token is served (DevTokens).
+	devTokens bool
 
 	ran       atomic.Bool
 	closeOnce sync.Once
@@ -143,9 +148,13 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if cfg.TokenTTL < time.Second || cfg.TokenTTL > token.MaxTTL {
 		return nil, fmt.Errorf("server: token TTL %v is not between 1s and %v", cfg.TokenTTL, token.MaxTTL)
 	}
+	if c := cfg.Creds; c != (engine.Credentials{}) && (len(c.AuthToken) < engine.MinSecretLen || len(c.APISecret) < engine.MinSecretLen) {
+		return nil, fmt.Errorf("server: the auth token and API secret must be at least %d characters long", engine.MinSecretLen)
+	}
 	if cfg.ShutdownTimeout == 0 {
 		cfg.ShutdownTimeout = DefaultShutdownTimeout
 	}
+	devTokens := devTokensOn(cfg)
 	if cfg.Identities == nil {
 		cfg.Identities = RandomIdentity{}
 	}
@@ -153,7 +162,7 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 		return nil, err
 	}
 	cfg.Transport.setDefaults()
-	s := &Server{cfg: cfg, log: cfg.Logger, store: cfg.Store, bus: cfg.Bus, throttle: newThrottle()}
+	s := &Server{cfg: cfg, log: cfg.Logger, store: cfg.Store, bus: cfg.Bus, throttle: newThrottle(), devTokens: devTokens}
 	if t := cfg.Transport; t.TLSCert != "" {
 		s.cert = &certificate{certFile: t.TLSCert, keyFile: t.TLSKey}
 		if err := s.cert.load(); err != nil {
@@ -227,7 +236,16 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 		Engine: s.eng, Verifier: s.verifier, PublicURL: cfg.PublicURL, Logger: cfg.Logger, Presence: s.hooks,
 		MaxConns: cfg.WSMaxConns, MaxUnauthenticatedPerAddr: cfg.WSMaxUnauthPerAddr,
 	})
+	if cfg.Creds != (engine.Credentials{}) {
+		if err := s.revokeOthers(ctx, creds); err != nil {
+			return nil, err
+		}
+	}
 
+	if s.devTokens {
+		s.log.Warn("the /token endpoint is on: whoever reaches this server gets an access token for a new random identity " +
+			"(a development convenience; --dev-tokens=false turns it off, and a production app mints tokens in its backend)")
+	}
 	s.handler = s.edge(refuseWebhooks(s.routes()))
 	return s, nil
 }
@@ -239,14 +257,25 @@ func (s *Server) routes() http.Handler {
 		_, _ = w.Write([]byte("ok"))
 	})
 	mux.HandleFunc("GET /token", s.serveToken)
+	mux.HandleFunc("POST /token", s.serveToken)
 	mux.HandleFunc("GET /readyz", s.serveReady)
 	mux.HandleFunc("GET /metrics", s.serveMetrics)
 
 	// Mount point: REST v1 (internal/httpapi), full paths.
 	mux.Handle("/v1/", httpapi.New(httpapi.Config{Engine: s.eng, PublicURL: s.cfg.PublicURL, Logger: s.cfg.Logger}))
 
+	// Twilio's credential APIs: API v2010 Keys, auth token rotation
+	// (internal/accountapi).
+	acctAPI := accountapi.New(accountapi.Config{
+		Engine: s.eng, Revoker: s.sessionRevoker(), PublicURL: s.cfg.PublicURL, Logger: s.cfg.Logger,
+	})
+	mux.Handle("/2010-04-01/", acctAPI)
+	mux.Handle("/v1/AuthTokens/", acctAPI)
+
 	// The admin API behind the console (internal/admin).
-	mux.Handle("/admin/", admin.New(admin.Config{Engine: s.eng, Gateway: s.gw, Webhooks: s.hooks, Logger: s.cfg.Logger}))
+	mux.Handle("/admin/", admin.New(admin.Config{
+		Engine: s.eng, Gateway: s.gw, Webhooks: s.hooks, OperatorAccount: s.creds.AccountSID, Logger: s.cfg.Logger,
+	}))
 
 	// Mount point: Twilsock/CDS gateway (internal/gateway).
 	if s.gw != nil {
@@ -271,40 +300,6 @@ func (s *Server) routes() http.Handler {
 		static.ServeHTTP(w, r)
 	})
 	return mux
-}
-
-// tokenResponse is the body of GET /token, as Twilio's quickstarts send it.
-type tokenResponse struct {
-	Identity string `json:"identity"`
-	Token    string `json:"token"`
-}
-
-func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) {
-	identity, err := s.cfg.Identities.Identity(r)
-	if err != nil {
-		e := chorus.AsError(err)
-		if e.Status >= 500 {
-			s.log.Error("token: identity", logErr, err)
-		}
-		http.Error(w, e.Message, e.Status)
-		return
-	}
-	tok, err := token.Mint(token.Params{
-		AccountSID: s.creds.AccountSID,
-		APIKeySID:  s.creds.APIKeySID,
-		APISecret:  s.creds.APISecret,
-		Identity:   identity,
-		ServiceSID: s.creds.ServiceSID,
-		TTL:        s.cfg.TokenTTL,
-	})
-	if err != nil {
-		s.log.Error("token: mint", logErr, err)
-		http.Error(w, "cannot mint token", http.StatusInternalServerError)
-		return
-	}
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	_ = json.NewEncoder(w).Encode(tokenResponse{Identity: identity, Token: tok})
 }
 
 // Handler is the whole HTTP surface.

@@ -1,5 +1,6 @@
 'use strict';
-// The admin console at /console: sign-in over HTTP Basic, listings through
+// The admin console at /console: sign-in trades HTTP Basic credentials for
+// an in-memory console session (POST /admin/v1/Session), listings through
 // REST v1, live views through the twilio-sync SDK (token from
 // POST /admin/v1/Tokens), the JSON editor's If-Match writes.
 
@@ -278,4 +279,46 @@ test('the webhooks panel shows each service\'s webhook health and recent failure
     await client.sync.v1.services(svc.sid).remove();
     receiver.close();
   }
+
+test('the console keeps only a short-lived session, in memory: nothing for other pages of the origin to read', async () => {
+  const page = await chrome.newPage();
+  const auths = [];
+  page.on('request', (r) => {
+    const p = new URL(r.url()).pathname;
+    if (p.startsWith('/v1/') || p.startsWith('/admin/')) auths.push({ path: `${r.method()} ${p}`, auth: r.headers().authorization || '' });
+  });
+  await signIn(page, srv.creds.apiKey, srv.creds.apiSecret);
+  await page.waitForSelector(`#services-table tr[data-sid="${srv.creds.serviceSid}"]`);
+  await page.waitForFunction(() => /^\d/.test(document.getElementById('stat-writes').textContent));
+
+  // Only the sign-in carries the secret; everything after it the session.
+  assert.equal(auths[0].path, 'POST /admin/v1/Session');
+  assert.match(auths[0].auth, /^Basic /);
+  assert.ok(auths.length >= 3, `requests: ${auths.map((a) => a.path).join(', ')}`);
+  for (const a of auths.slice(1)) assert.match(a.auth, /^Bearer chorus-session\./, `${a.path} uses the session`);
+  const secretB64 = Buffer.from(`${srv.creds.apiKey}:${srv.creds.apiSecret}`).toString('base64');
+  assert.ok(auths.slice(1).every((a) => !a.auth.includes(secretB64)));
+
+  // Nothing in storage or cookies, and the secret is nowhere a script can find it.
+  const stored = await page.evaluate(() => ({
+    session: sessionStorage.length, local: localStorage.length, cookie: document.cookie,
+    pass: document.getElementById('login-pass') ? document.getElementById('login-pass').value : '',
+  }));
+  assert.deepEqual(stored, { session: 0, local: 0, cookie: '', pass: '' });
+  const exp = await page.evaluate(() => window.chorusConsole.sessionExpiresAt);
+  assert.ok(exp - Date.now() <= 15 * 60 * 1000 + 5000, 'the session is short-lived');
+
+  // The session token authenticates REST, but is not an access token and is refused after sign-out.
+  const tokenUsed = auths[auths.length - 1].auth.slice('Bearer '.length);
+  let res = await fetch(`${srv.baseUrl}/v1/Services/${srv.creds.serviceSid}`, { headers: { Authorization: 'Bearer ' + tokenUsed } });
+  assert.equal(res.status, 200);
+  res = await fetch(`${srv.baseUrl}/v1/Services`, { headers: { Authorization: 'Bearer ' + srv.mintToken('alice') } });
+  assert.equal(res.status, 401);
+
+  // Another page of the origin, in the same tab, finds nothing; coming back means signing in again.
+  await page.goto(srv.baseUrl + '/');
+  assert.deepEqual(await page.evaluate(() => [sessionStorage.length, localStorage.length, document.cookie]), [0, 0, '']);
+  await page.goto(srv.baseUrl + '/console/#/services');
+  await page.waitForSelector('#login-form');
+  await screenshot(page, 'console-session-gone');
 });

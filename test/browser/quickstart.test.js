@@ -8,7 +8,7 @@ const assert = require('node:assert/strict');
 const { useServer, waitForState, eventually } = require('../lib/harness');
 const { launch, screenshot } = require('./helpers');
 
-const srv = useServer({ name: 'browser-quickstart' });
+const srv = useServer({ name: 'browser-quickstart', args: ['--dev-tokens'] });
 
 let chrome;
 test.before(async () => {

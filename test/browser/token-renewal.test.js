@@ -2,14 +2,17 @@
 // The quickstart renews its Access Token. The server hands out 190 s tokens
 // (--token-ttl 190s), so the server's token_about_to_expire (3 minutes before
 // exp) arrives about 10 s after connecting; the page must fetch a fresh token
-// from /token, call updateToken, and keep syncing.
+// from /token by presenting its still-valid one (Authorization: Bearer), call
+// updateToken, and keep syncing. /token is off by default with operator
+// credentials (the harness sets TWILIO_*), so this server has --dev-tokens;
+// the last test checks a server without it.
 
 const test = require('node:test');
 const assert = require('node:assert/strict');
-const { useServer, waitForState, eventually } = require('../lib/harness');
+const { useServer, startServer, waitForState, eventually } = require('../lib/harness');
 const { launch, screenshot } = require('./helpers');
 
-const srv = useServer({ name: 'browser-token', args: ['--token-ttl', '190s'] });
+const srv = useServer({ name: 'browser-token', args: ['--token-ttl', '190s', '--dev-tokens'] });
 
 let chrome;
 test.before(async () => {
@@ -31,8 +34,10 @@ test('a short-lived token is renewed and the board keeps syncing', async () => {
     null, { timeout: 20000 });
   const tokenFetches = [];
   page.on('request', (r) => {
-    if (new URL(r.url()).pathname === '/token') tokenFetches.push(Date.now());
+    if (new URL(r.url()).pathname === '/token') tokenFetches.push({ method: r.method(), auth: r.headers().authorization || '' });
   });
+  const identity = await page.evaluate(() => window.chorusGame.identity);
+  assert.match(identity, /^[A-Z][a-z]+[A-Z][a-z]+-[0-9a-z]{20}$/, 'a random identity with 96 random bits');
 
   const started = Date.now();
   try {
@@ -43,6 +48,9 @@ test('a short-lived token is renewed and the board keeps syncing', async () => {
   }
   const took = Date.now() - started;
   assert.ok(tokenFetches.length >= 1, 'the page fetched a fresh token from /token');
+  assert.equal(tokenFetches[0].method, 'POST');
+  assert.match(tokenFetches[0].auth, /^Bearer [\w-]+\.[\w-]+\.[\w-]+$/, 'the renewal presents the current token');
+  assert.equal(await page.evaluate(() => window.chorusGame.identity), identity, 'the identity is kept');
   const log = await page.evaluate(() => window.chorusGame.log.map((l) => l.text));
   assert.ok(log.some((t) => /^Token renewed \((about to expire|expired)\)$/.test(t)), `activity log: ${log.join(' | ')}`);
   assert.equal(await page.textContent('#renewals'), '1');
@@ -60,4 +68,36 @@ test('a short-lived token is renewed and the board keeps syncing', async () => {
   await page.waitForFunction(() => document.querySelector('.cell[data-row="0"][data-col="0"]').textContent === 'O', null, { timeout: 10000 });
   assert.match(await page.textContent('#last-move'), /by node-player/);
   await screenshot(page, 'quickstart-token-renewed');
+});
+
+test('/token never mints an identity because a caller names it', async () => {
+  let res = await fetch(srv.baseUrl + '/token?identity=alice');
+  assert.equal(res.status, 400);
+  assert.equal((await res.json()).code, 54060);
+  // A token of another identity, presented, renews that identity only.
+  const alice = srv.mintToken('alice');
+  res = await fetch(srv.baseUrl + '/token', { method: 'POST', headers: { Authorization: 'Bearer ' + alice } });
+  assert.equal(res.status, 200);
+  assert.equal((await res.json()).identity, 'alice');
+  const system = srv.mintToken('system');
+  res = await fetch(srv.baseUrl + '/token', { method: 'POST', headers: { Authorization: 'Bearer ' + system } });
+  assert.equal(res.status, 403);
+});
+
+test('without --dev-tokens, /token is off and the quickstart says how to turn it on', async () => {
+  const off = await startServer({ name: 'browser-token-off' });
+  try {
+    const res = await fetch(off.baseUrl + '/token');
+    assert.equal(res.status, 404);
+    const body = await res.json();
+    assert.equal(body.code, 20404);
+    assert.match(body.message, /--dev-tokens/);
+    const page = await chrome.newPage();
+    await page.goto(off.baseUrl + '/');
+    await page.waitForFunction(() => /--dev-tokens/.test(document.getElementById('turn-text').textContent), null, { timeout: 15000 });
+    assert.match(await page.textContent('#turn-text'), /CHORUS_DEV_TOKENS=1/);
+    await screenshot(page, 'quickstart-tokens-off');
+  } finally {
+    await off.stop();
+  }
 });

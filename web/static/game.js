@@ -28,6 +28,8 @@
   // Everything a test (or a curious developer) may want to look at.
   const app = (window.chorusGame = {
     identity: null,
+    token: null, // the current access token: presented to /token to renew it
+    tokensOff: false, // /token answered 404: the endpoint is off
     client: null,
     doc: null,
     data: null,
@@ -164,13 +166,25 @@
   }
 
   // Step 1: the token, from our own backend (see the Twilio guide). The
-  // quickstart's backend hands out a random identity; a renewal asks for the
-  // same identity again, because the server only accepts an updated token
-  // for the identity the connection was opened with.
-  async function fetchAccessToken(identity) {
-    const url = identity ? '/token?identity=' + encodeURIComponent(identity) : '/token';
-    const res = await fetch(url, { cache: 'no-store' });
-    if (!res.ok) throw new Error(`GET /token answered ${res.status}`);
+  // quickstart's backend hands out a random identity; a renewal presents the
+  // still-valid token to prove the identity it keeps (the server only
+  // accepts an updated token for the identity the connection was opened
+  // with, and /token never mints an identity because a caller names it).
+  async function fetchAccessToken(current) {
+    const opts = { method: current ? 'POST' : 'GET', cache: 'no-store' };
+    if (current) opts.headers = { Authorization: 'Bearer ' + current };
+    const res = await fetch('/token', opts);
+    if (!res.ok) {
+      let body = null;
+      try {
+        body = await res.json();
+      } catch {
+        body = null;
+      }
+      const err = new Error((body && body.message) || `/token answered ${res.status}`);
+      err.status = res.status;
+      throw err;
+    }
     return res.json(); // {identity, token}
   }
 
@@ -180,11 +194,18 @@
     if (renewing) return renewing;
     renewing = (async () => {
       try {
-        const { identity, token } = await fetchAccessToken(app.identity);
+        if (reason === 'expired') {
+          // The token no longer proves who we were: join again as someone new.
+          log('Token expired; joining again with a new identity', 'warn');
+          location.reload();
+          return;
+        }
+        const { identity, token } = await fetchAccessToken(app.token);
         if (identity !== app.identity) {
-          throw new Error(`/token issued a token for ${identity}, not ${app.identity}; it must honour ?identity=`);
+          throw new Error(`/token issued a token for ${identity}, not ${app.identity}`);
         }
         await app.client.updateToken(token);
+        app.token = token;
         app.tokenRenewals++;
         log(`Token renewed (${reason})`, 'ok');
         render();
@@ -265,8 +286,21 @@
   }
 
   async function main() {
-    const { identity, token } = await fetchAccessToken();
+    let identity, token;
+    try {
+      ({ identity, token } = await fetchAccessToken());
+    } catch (e) {
+      if (e.status === 404) {
+        app.tokensOff = true;
+        setState('denied');
+        throw new Error('This server\'s /token endpoint is off, so the quickstart cannot get an access token. ' +
+          'For development, start chorus with --dev-tokens (or CHORUS_DEV_TOKENS=1); ' +
+          'in production your own backend mints the tokens (see the README, "Security").');
+      }
+      throw e;
+    }
     app.identity = identity;
+    app.token = token;
     $('identity').textContent = identity;
     $('identity').title = identity;
 

@@ -159,6 +159,16 @@ CREATE TABLE presence_identities (
 );
 CREATE INDEX presence_identities_offline ON presence_identities (offline_since) WHERE offline_since IS NOT NULL;
 `,
+	// 3: credential rotation. Accounts get a secondary auth token; API
+	// keys a main flag (may manage keys: the keys that existed so far are
+	// the operator's bootstrap keys) and date_updated.
+	`
+ALTER TABLE accounts ADD COLUMN secondary_auth_token TEXT NOT NULL DEFAULT '';
+ALTER TABLE accounts ADD COLUMN secondary_date_created BIGINT NOT NULL DEFAULT -9223372036854775808;
+ALTER TABLE api_keys ADD COLUMN main BOOLEAN NOT NULL DEFAULT false;
+ALTER TABLE api_keys ADD COLUMN date_updated BIGINT NOT NULL DEFAULT -9223372036854775808;
+UPDATE api_keys SET main = true, date_updated = date_created;
+`,
 }
 
 // lockKey derives an advisory lock key from a purpose and the schema the

@@ -264,10 +264,11 @@ func (t *tx) Accounts(ctx context.Context) ([]*chorus.Account, error) {
 }
 
 func (t *tx) PutAccount(ctx context.Context, a *chorus.Account) error {
-	_, err := t.exec(ctx, `INSERT INTO accounts (`+sqlrow.AccountCols+`) VALUES ($1, $2, $3, $4)
+	_, err := t.exec(ctx, `INSERT INTO accounts (`+sqlrow.AccountCols+`) VALUES ($1, $2, $3, $4, $5, $6)
 		ON CONFLICT (sid) DO UPDATE SET auth_token = excluded.auth_token,
-			friendly_name = excluded.friendly_name, date_created = excluded.date_created`,
-		a.SID, a.AuthToken, a.FriendlyName, sqlrow.Nanos(a.DateCreated))
+			friendly_name = excluded.friendly_name, date_created = excluded.date_created,
+			secondary_auth_token = excluded.secondary_auth_token, secondary_date_created = excluded.secondary_date_created`,
+		sqlrow.AccountArgs(a)...)
 	if err != nil {
 		return fmt.Errorf("postgres: put account %s: %w", a.SID, err)
 	}
@@ -293,10 +294,11 @@ func (t *tx) APIKeys(ctx context.Context, accountSID string) ([]*chorus.APIKey, 
 }
 
 func (t *tx) PutAPIKey(ctx context.Context, k *chorus.APIKey) error {
-	_, err := t.exec(ctx, `INSERT INTO api_keys (`+sqlrow.APIKeyCols+`) VALUES ($1, $2, $3, $4, $5)
+	_, err := t.exec(ctx, `INSERT INTO api_keys (`+sqlrow.APIKeyCols+`) VALUES ($1, $2, $3, $4, $5, $6, $7)
 		ON CONFLICT (sid) DO UPDATE SET account_sid = excluded.account_sid, secret = excluded.secret,
-			friendly_name = excluded.friendly_name, date_created = excluded.date_created`,
-		k.SID, k.AccountSID, k.Secret, k.FriendlyName, sqlrow.Nanos(k.DateCreated))
+			friendly_name = excluded.friendly_name, date_created = excluded.date_created,
+			main = excluded.main, date_updated = excluded.date_updated`,
+		sqlrow.APIKeyArgs(k)...)
 	if err != nil {
 		return fmt.Errorf("postgres: put api key %s: %w", k.SID, err)
 	}

@@ -176,6 +176,16 @@ CREATE TABLE presence_identities (
 ) WITHOUT ROWID;
 CREATE INDEX presence_identities_offline ON presence_identities (offline_since) WHERE offline_since IS NOT NULL;
 `,
+	// 4: credential rotation. Accounts get a secondary auth token; API
+	// keys a main flag (may manage keys: the keys that existed so far are
+	// the operator's bootstrap keys) and date_updated.
+	`
+ALTER TABLE accounts ADD COLUMN secondary_auth_token TEXT NOT NULL DEFAULT '';
+ALTER TABLE accounts ADD COLUMN secondary_date_created INTEGER NOT NULL DEFAULT -9223372036854775808;
+ALTER TABLE api_keys ADD COLUMN main INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE api_keys ADD COLUMN date_updated INTEGER NOT NULL DEFAULT -9223372036854775808;
+UPDATE api_keys SET main = 1, date_updated = date_created;
+`,
 }
 
 // migrate applies the migrations not yet recorded in user_version. It is

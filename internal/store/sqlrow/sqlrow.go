@@ -101,30 +101,40 @@ func rawJSON(b []byte) json.RawMessage {
 // Accounts.
 
 // AccountCols are the accounts columns ScanAccount reads, in order.
-const AccountCols = `sid, auth_token, friendly_name, date_created`
+const AccountCols = `sid, auth_token, friendly_name, date_created, secondary_auth_token, secondary_date_created`
+
+// AccountArgs are a's values in AccountCols order.
+func AccountArgs(a *chorus.Account) []any {
+	return []any{a.SID, a.AuthToken, a.FriendlyName, Nanos(a.DateCreated), a.SecondaryAuthToken, Nanos(a.SecondaryDateCreated)}
+}
 
 // ScanAccount scans a row of AccountCols.
 func ScanAccount(sc Scanner) (*chorus.Account, error) {
 	var a chorus.Account
-	var dc int64
-	if err := sc.Scan(&a.SID, &a.AuthToken, &a.FriendlyName, &dc); err != nil {
+	var dc, sdc int64
+	if err := sc.Scan(&a.SID, &a.AuthToken, &a.FriendlyName, &dc, &a.SecondaryAuthToken, &sdc); err != nil {
 		return nil, err
 	}
-	a.DateCreated = Time(dc)
+	a.DateCreated, a.SecondaryDateCreated = Time(dc), Time(sdc)
 	return &a, nil
 }
 
 // APIKeyCols are the api_keys columns ScanAPIKey reads, in order.
-const APIKeyCols = `sid, account_sid, secret, friendly_name, date_created`
+const APIKeyCols = `sid, account_sid, secret, friendly_name, date_created, main, date_updated`
+
+// APIKeyArgs are k's values in APIKeyCols order.
+func APIKeyArgs(k *chorus.APIKey) []any {
+	return []any{k.SID, k.AccountSID, k.Secret, k.FriendlyName, Nanos(k.DateCreated), k.Main, Nanos(k.DateUpdated)}
+}
 
 // ScanAPIKey scans a row of APIKeyCols.
 func ScanAPIKey(sc Scanner) (*chorus.APIKey, error) {
 	var k chorus.APIKey
-	var dc int64
-	if err := sc.Scan(&k.SID, &k.AccountSID, &k.Secret, &k.FriendlyName, &dc); err != nil {
+	var dc, du int64
+	if err := sc.Scan(&k.SID, &k.AccountSID, &k.Secret, &k.FriendlyName, &dc, &k.Main, &du); err != nil {
 		return nil, err
 	}
-	k.DateCreated = Time(dc)
+	k.DateCreated, k.DateUpdated = Time(dc), Time(du)
 	return &k, nil
 }
 

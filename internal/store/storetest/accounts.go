@@ -44,11 +44,21 @@ func testAccounts(t *testing.T, s chorus.Store) {
 	// Put replaces.
 	a1b := *a1
 	a1b.AuthToken, a1b.FriendlyName = "new-token", "renamed"
+	a1b.SecondaryAuthToken, a1b.SecondaryDateCreated = "second-token", at(time.Minute)
 	update(t, s, func(tx chorus.Tx) error { return tx.PutAccount(context.Background(), &a1b) })
 	got = mustGet(t, s, "Account", func(ctx context.Context, tx chorus.ReadTx) (*chorus.Account, error) {
 		return tx.Account(ctx, a1.SID)
 	})
 	checkEqual(t, "Account(a1) after replace", got, &a1b)
+
+	// The secondary token is dropped again (promotion or deletion).
+	a1c := a1b
+	a1c.SecondaryAuthToken, a1c.SecondaryDateCreated = "", time.Time{}
+	update(t, s, func(tx chorus.Tx) error { return tx.PutAccount(context.Background(), &a1c) })
+	got = mustGet(t, s, "Account", func(ctx context.Context, tx chorus.ReadTx) (*chorus.Account, error) {
+		return tx.Account(ctx, a1.SID)
+	})
+	checkEqual(t, "Account(a1) without secondary", got, &a1c)
 }
 
 func testAPIKeys(t *testing.T, s chorus.Store) {
@@ -59,7 +69,9 @@ func testAPIKeys(t *testing.T, s chorus.Store) {
 			AccountSID:   a.SID,
 			Secret:       chorus.NewSecret(32),
 			FriendlyName: fmt.Sprintf("key %d", i),
+			Main:         i%2 == 1,
 			DateCreated:  created,
+			DateUpdated:  created.Add(time.Duration(i) * time.Second),
 		}
 	}
 	k1, k2, k3 := mk(acc, 1, at(time.Hour)), mk(acc, 2, at(0)), mk(acc, 3, at(0))
@@ -82,6 +94,16 @@ func testAPIKeys(t *testing.T, s chorus.Store) {
 		return tx.APIKey(ctx, k1.SID)
 	})
 	checkEqual(t, "APIKey(k1)", got, k1)
+
+	// Put replaces the name, flag and update time.
+	k3b := *k3
+	k3b.FriendlyName, k3b.Main, k3b.DateUpdated = "renamed", true, at(2*time.Hour)
+	update(t, s, func(tx chorus.Tx) error { return tx.PutAPIKey(context.Background(), &k3b) })
+	got = mustGet(t, s, "APIKey", func(ctx context.Context, tx chorus.ReadTx) (*chorus.APIKey, error) {
+		return tx.APIKey(ctx, k3.SID)
+	})
+	checkEqual(t, "APIKey(k3) after replace", got, &k3b)
+	k3 = &k3b
 
 	// Ordered by (DateCreated, SID): k2 and k3 share a time.
 	want := []*chorus.APIKey{k2, k3}

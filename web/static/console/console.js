@@ -1,12 +1,23 @@
 // Chorus admin console: a plain-JS single page app over REST v1 (/v1/...) and
-// the admin API (/admin/v1/...). Credentials (account SID + auth token, or
-// API key SID + secret) live in sessionStorage and go out as HTTP Basic on
-// every fetch. Live views use the official twilio-sync browser SDK with an
-// access token minted by POST /admin/v1/Tokens.
+// the admin API (/admin/v1/...). Signing in trades the credentials (account
+// SID + auth token, or API key SID + secret) for a short-lived console
+// session (POST /admin/v1/Session); the secret is then forgotten, and only
+// the session token is kept, in this closure's memory (never in
+// sessionStorage, localStorage or a cookie, where scripts of other pages on
+// the origin could read it). It goes out as "Authorization: Bearer" on every
+// fetch and is renewed before it expires; a reload signs out. Live views use
+// the official twilio-sync browser SDK with an access token minted by
+// POST /admin/v1/Tokens.
 'use strict';
 
 (function () {
-  const CREDS_KEY = 'chorus.console.creds';
+  // Older consoles kept the credentials here; drop them if still present.
+  const LEGACY_CREDS_KEY = 'chorus.console.creds';
+  try {
+    sessionStorage.removeItem(LEGACY_CREDS_KEY);
+  } catch {
+    // storage disabled: nothing to drop
+  }
   const KINDS = {
     documents: { label: 'Documents', one: 'document', coll: 'Documents', sdk: 'document', prefix: 'ET' },
     lists: { label: 'Lists', one: 'list', coll: 'Lists', sdk: 'list', prefix: 'ES' },
@@ -92,13 +103,12 @@
 
   // ------------------------------------------------------------ credentials
 
+  // The console session: { token, username, expiresAt }, in memory only.
+  let session = null;
+  let renewTimer = null;
+
   function loadCreds() {
-    try {
-      const c = JSON.parse(sessionStorage.getItem(CREDS_KEY) || 'null');
-      return c && c.username && c.password ? c : null;
-    } catch {
-      return null;
-    }
+    return session && Date.now() < session.expiresAt ? session : null;
   }
 
   function basic(c) {
@@ -106,6 +116,24 @@
     let bin = '';
     bytes.forEach((b) => (bin += String.fromCharCode(b)));
     return 'Basic ' + btoa(bin);
+  }
+
+  function setSession(s) {
+    session = { token: s.token, username: s.credential_sid, expiresAt: Date.now() + s.expires_in * 1000 };
+    consoleState.sessionExpiresAt = session.expiresAt;
+    clearTimeout(renewTimer);
+    // Renew at two thirds of the lifetime.
+    renewTimer = setTimeout(renewSession, Math.max(5, s.expires_in * 2 / 3) * 1000);
+  }
+
+  async function renewSession() {
+    if (!session) return;
+    try {
+      setSession(await api('POST', '/admin/v1/Session'));
+      consoleState.sessionRenewals = (consoleState.sessionRenewals || 0) + 1;
+    } catch (e) {
+      if (e.status !== 401) renewTimer = setTimeout(renewSession, 5000); // 401: api() signed out
+    }
   }
 
   class ApiError extends Error {
@@ -117,12 +145,17 @@
     }
   }
 
-  // Fetches path with the stored credentials. credentials:'omit' keeps the
-  // browser from popping up its own Basic-auth dialog on a 401.
+  // Fetches path with the console session (or, to sign in, with opts.creds
+  // as HTTP Basic). credentials:'omit' keeps the browser from popping up its
+  // own Basic-auth dialog on a 401.
   async function api(method, path, opts = {}) {
     const creds = opts.creds || loadCreds();
-    if (!creds) throw new ApiError(401, { code: 20003, message: 'Not signed in' });
-    const headers = { Authorization: basic(creds), Accept: 'application/json', ...(opts.headers || {}) };
+    if (!creds) {
+      if (session) signOut('Your console session expired. Please sign in again.');
+      throw new ApiError(401, { code: 20003, message: 'Not signed in' });
+    }
+    const auth = opts.creds ? basic(opts.creds) : 'Bearer ' + creds.token;
+    const headers = { Authorization: auth, Accept: 'application/json', ...(opts.headers || {}) };
     let body;
     if (opts.form) {
       body = new URLSearchParams(opts.form).toString();
@@ -304,7 +337,8 @@
   }
 
   function signOut(message) {
-    sessionStorage.removeItem(CREDS_KEY);
+    session = null;
+    clearTimeout(renewTimer);
     shutdownClients();
     runCleanup();
     showChrome(false);
@@ -343,8 +377,9 @@
       submit.disabled = true;
       submit.textContent = 'Signing in…';
       try {
-        await api('GET', '/admin/v1/Account', { creds });
-        sessionStorage.setItem(CREDS_KEY, JSON.stringify(creds));
+        const s = await api('POST', '/admin/v1/Session', { creds });
+        creds.password = ''; // only the session is kept
+        setSession(s);
         if (!location.hash || location.hash === '#/login') location.hash = '#/services';
         else route();
       } catch (e) {

@@ -1,0 +1,55 @@
+package main
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/chorus-sync/chorus/internal/server"
+)
+
+// envDevTokens switches the quickstart's /token endpoint like --dev-tokens.
+const envDevTokens = "CHORUS_DEV_TOKENS"
+
+// devTokensFlag is --dev-tokens: a boolean flag ("--dev-tokens",
+// "--dev-tokens=false") whose unset state is server.DevTokensAuto.
+type devTokensFlag struct{ mode server.DevTokens }
+
+func (f *devTokensFlag) String() string {
+	if f == nil {
+		return "auto"
+	}
+	switch f.mode {
+	case server.DevTokensOn:
+		return "true"
+	case server.DevTokensOff:
+		return "false"
+	}
+	return "auto"
+}
+
+func (f *devTokensFlag) Set(s string) error {
+	if strings.EqualFold(s, "auto") {
+		f.mode = server.DevTokensAuto
+		return nil
+	}
+	on, err := strconv.ParseBool(strings.ToLower(s))
+	if err != nil {
+		switch strings.ToLower(s) {
+		case "on", "yes":
+			on, err = true, nil
+		case "off", "no":
+			on, err = false, nil
+		default:
+			return fmt.Errorf("want true, false or auto, got %q", s)
+		}
+	}
+	f.mode = server.DevTokensOff
+	if on {
+		f.mode = server.DevTokensOn
+	}
+	return nil
+}
+
+// IsBoolFlag lets "--dev-tokens" alone mean true.
+func (f *devTokensFlag) IsBoolFlag() bool { return true }

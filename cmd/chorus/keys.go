@@ -1,0 +1,185 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/chorus-sync/chorus"
+)
+
+// envURL is the base URL `chorus admin keys` talks to.
+const envURL = "CHORUS_URL"
+
+// cmdKeys is `chorus admin keys list|create|revoke`: API key management
+// through a running server's API v2010 Keys resource, so that a revoked
+// key's live sessions are closed too. It signs in with TWILIO_ACCOUNT_SID
+// and TWILIO_AUTH_TOKEN (or a main key: TWILIO_API_KEY and
+// TWILIO_API_SECRET) from the environment, else with the credentials
+// stored in --data-dir.
+func cmdKeys(ctx context.Context, args []string, stdout io.Writer) error {
+	if len(args) == 0 {
+		return usagef("admin keys: expected list, create or revoke")
+	}
+	sub := args[0]
+	fs := newFlags("admin keys " + sub)
+	base := fs.String("url", defaultURL(), "the server's base URL (default: CHORUS_URL, else http://127.0.0.1:$PORT or :3000)")
+	dataDir := fs.String("data-dir", defaultDataDir(), "data directory holding the stored credentials (without TWILIO_*)")
+	name := ""
+	if sub == "create" {
+		fs.StringVar(&name, "name", "", "the key's friendly name")
+	}
+	var sid string
+	rest := args[1:]
+	if sub == "revoke" {
+		if len(rest) == 0 || strings.HasPrefix(rest[0], "-") {
+			return usagef("admin keys revoke: expected an API key SID (SK…)")
+		}
+		sid, rest = rest[0], rest[1:]
+		if !chorus.IsSID(chorus.PrefixAPIKey, sid) {
+			return usagef("admin keys revoke: %q is not an API key SID (SK followed by 32 hex digits)", sid)
+		}
+	}
+	if err := parse(fs, rest); err != nil {
+		return err
+	}
+	u, err := url.Parse(*base)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return usagef("invalid --url %q: want http://host:port or https://host", *base)
+	}
+	account, user, pass, err := keysCredentials(ctx, *dataDir)
+	if err != nil {
+		return err
+	}
+	c := &keysClient{base: strings.TrimRight(*base, "/") + "/2010-04-01/Accounts/" + account, user: user, pass: pass,
+		http: &http.Client{Timeout: 30 * time.Second}}
+	switch sub {
+	case "list":
+		return c.list(ctx, stdout)
+	case "create":
+		var k keyJSON
+		if err := c.do(ctx, http.MethodPost, "/Keys.json", url.Values{"FriendlyName": {name}}, &k); err != nil {
+			return err
+		}
+		_, err := fmt.Fprintf(stdout, "%s=%s\n%s=%s\n", envAPIKey, k.SID, envAPISecret, k.Secret)
+		return err
+	case "revoke":
+		if err := c.do(ctx, http.MethodDelete, "/Keys/"+sid+".json", nil, nil); err != nil {
+			return err
+		}
+		_, err := fmt.Fprintf(stdout, "revoked %s\n", sid)
+		return err
+	}
+	return usagef("admin keys: unknown subcommand %q (want list, create or revoke)", sub)
+}
+
+func defaultURL() string {
+	if u := getenv(envURL); u != "" {
+		return u
+	}
+	if p := getenv(envPort); p != "" {
+		return "http://127.0.0.1:" + p
+	}
+	return "http://127.0.0.1:3000"
+}
+
+// keysCredentials picks the credentials that manage keys.
+func keysCredentials(ctx context.Context, dataDir string) (account, user, pass string, err error) {
+	account = getenv(envAccountSID)
+	switch {
+	case account != "" && getenv(envAuthToken) != "":
+		return account, account, getenv(envAuthToken), nil
+	case account != "" && getenv(envAPIKey) != "" && getenv(envAPISecret) != "":
+		return account, getenv(envAPIKey), getenv(envAPISecret), nil
+	case account != "" || getenv(envAPIKey) != "":
+		return "", "", "", usagef("set %s with %s (or with a main key's %s and %s)", envAccountSID, envAuthToken, envAPIKey, envAPISecret)
+	}
+	c, err := storedCredentials(ctx, dataDir)
+	if err != nil {
+		return "", "", "", err
+	}
+	return c.AccountSID, c.AccountSID, c.AuthToken, nil
+}
+
+type keyJSON struct {
+	SID          string `json:"sid"`
+	FriendlyName string `json:"friendly_name"`
+	DateCreated  string `json:"date_created"`
+	Secret       string `json:"secret"`
+}
+
+type keysClient struct {
+	base, user, pass string
+	http             *http.Client
+}
+
+func (c *keysClient) list(ctx context.Context, stdout io.Writer) error {
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "SID\tFRIENDLY NAME\tCREATED")
+	path := "/Keys.json?PageSize=1000"
+	for page := 0; page < 1000; page++ {
+		var p struct {
+			Keys        []keyJSON `json:"keys"`
+			NextPageURI *string   `json:"next_page_uri"`
+		}
+		if err := c.do(ctx, http.MethodGet, fmt.Sprintf("%s&Page=%d", path, page), nil, &p); err != nil {
+			return err
+		}
+		for _, k := range p.Keys {
+			fmt.Fprintf(tw, "%s\t%s\t%s\n", k.SID, k.FriendlyName, k.DateCreated)
+		}
+		if p.NextPageURI == nil {
+			break
+		}
+	}
+	return tw.Flush()
+}
+
+// do sends one request; a Twilio error body becomes the error.
+func (c *keysClient) do(ctx context.Context, method, path string, form url.Values, out any) error {
+	var body io.Reader
+	if form != nil {
+		body = strings.NewReader(form.Encode())
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
+	if err != nil {
+		return err
+	}
+	req.SetBasicAuth(c.user, c.pass)
+	req.Header.Set("Accept", "application/json")
+	if form != nil {
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode >= 300 {
+		var e struct {
+			Code    int    `json:"code"`
+			Message string `json:"message"`
+		}
+		if json.Unmarshal(data, &e) == nil && e.Code != 0 {
+			return fmt.Errorf("%s %s: %d %s (HTTP %d)", method, req.URL.Path, e.Code, e.Message, resp.StatusCode)
+		}
+		return fmt.Errorf("%s %s: HTTP %d", method, req.URL.Path, resp.StatusCode)
+	}
+	if out == nil {
+		return nil
+	}
+	if err := json.Unmarshal(data, out); err != nil {
+		return fmt.Errorf("%s %s: %w", method, req.URL.Path, err)
+	}
+	return nil
+}

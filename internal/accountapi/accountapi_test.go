@@ -1,0 +1,137 @@
+package accountapi
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/chorus-sync/chorus/internal/bus/mem"
+	"github.com/chorus-sync/chorus/internal/engine"
+	"github.com/chorus-sync/chorus/internal/store/sqlite"
+)
+
+// revoker records RevokeKeys calls.
+type revoker struct {
+	mu    sync.Mutex
+	calls []string
+}
+
+func (r *revoker) RevokeKeys(_ context.Context, accountSID string, keySIDs ...string) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.calls = append(r.calls, accountSID+":"+strings.Join(keySIDs, ","))
+	return nil
+}
+
+func setup(t *testing.T) (http.Handler, engine.Credentials, *revoker) {
+	t.Helper()
+	ctx := context.Background()
+	st, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "chorus.db"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bus := mem.New()
+	t.Cleanup(func() { _ = bus.Close(); _ = st.Close() })
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	eng := engine.New(engine.Config{Store: st, Bus: bus, Logger: log})
+	creds, _, err := eng.Bootstrap(ctx, engine.Credentials{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rev := &revoker{}
+	return New(Config{Engine: eng, Revoker: rev, PublicURL: "https://sync.example.com", Logger: log}), creds, rev
+}
+
+func send(t *testing.T, h http.Handler, method, path, user, pass string, form url.Values) (int, map[string]any) {
+	t.Helper()
+	var body io.Reader
+	if form != nil {
+		body = strings.NewReader(form.Encode())
+	}
+	req := httptest.NewRequest(method, path, body)
+	if form != nil {
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	}
+	req.SetBasicAuth(user, pass)
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	var m map[string]any
+	if rec.Body.Len() > 0 {
+		if err := json.Unmarshal(rec.Body.Bytes(), &m); err != nil {
+			t.Fatalf("%s %s: body %q: %v", method, path, rec.Body, err)
+		}
+	}
+	return rec.Code, m
+}
+
+func TestKeysPagingAndErrors(t *testing.T) {
+	h, cr, rev := setup(t)
+	base := "/2010-04-01/Accounts/" + cr.AccountSID
+	var sids []string
+	for range 3 {
+		code, k := send(t, h, "POST", base+"/Keys.json", cr.AccountSID, cr.AuthToken, url.Values{"FriendlyName": {"k"}})
+		if code != 201 || k["secret"] == nil {
+			t.Fatalf("create = %d %v", code, k)
+		}
+		sids = append(sids, k["sid"].(string))
+	}
+	code, page := send(t, h, "GET", base+"/Keys.json?PageSize=2&Page=1", cr.AccountSID, cr.AuthToken, nil)
+	if code != 200 || page["page"] != float64(1) || page["page_size"] != float64(2) || page["start"] != float64(2) ||
+		page["next_page_uri"] != nil || page["previous_page_uri"] != base+"/Keys.json?PageSize=2&Page=0" ||
+		page["first_page_uri"] != base+"/Keys.json?PageSize=2&Page=0" || len(page["keys"].([]any)) != 2 {
+		t.Errorf("page 1 = %d %v", code, page)
+	}
+	_, page = send(t, h, "GET", base+"/Keys.json?PageSize=2", cr.AccountSID, cr.AuthToken, nil)
+	if page["next_page_uri"] != base+"/Keys.json?PageSize=2&Page=1" || page["end"] != float64(1) {
+		t.Errorf("page 0 = %v", page)
+	}
+	_, page = send(t, h, "GET", base+"/Keys.json?Page=9", cr.AccountSID, cr.AuthToken, nil)
+	if keys := page["keys"].([]any); len(keys) != 0 {
+		t.Errorf("a page past the end = %v", page)
+	}
+
+	tests := []struct {
+		method, path string
+		status, code int
+	}{
+		{"GET", base + "/Keys.json?PageSize=0", 400, 54060},
+		{"GET", base + "/Keys.json?PageSize=x", 400, 54060},
+		{"GET", base + "/Keys.json?Page=-1", 400, 54060},
+		{"GET", base + "/Keys/" + sids[0], 404, 20404}, // no .json
+		{"GET", base + "/Keys/SKnope.json", 404, 20404},
+		{"GET", "/2010-04-01/Accounts/AC00000000000000000000000000000000/Keys.json", 404, 20404},
+		{"GET", "/2010-04-01/Accounts/" + cr.AccountSID + "/Calls.json", 404, 20404},
+		{"DELETE", "/v1/AuthTokens/Secondary", 404, 20404}, // none yet
+		{"PUT", base + "/Keys.json", 405, 20004},
+		{"PATCH", base + "/Keys/" + sids[0] + ".json", 405, 20004},
+		{"GET", "/v1/AuthTokens/Promote", 405, 20004},
+	}
+	for _, tt := range tests {
+		code, body := send(t, h, tt.method, tt.path, cr.AccountSID, cr.AuthToken, nil)
+		if code != tt.status || body["code"] != float64(tt.code) {
+			t.Errorf("%s %s = %d %v, want %d %d", tt.method, tt.path, code, body, tt.status, tt.code)
+		}
+	}
+
+	// Deleting closes the key's sessions through the revoker.
+	if code, _ := send(t, h, "DELETE", base+"/Keys/"+sids[1]+".json", cr.AccountSID, cr.AuthToken, nil); code != 204 {
+		t.Fatalf("delete = %d", code)
+	}
+	if len(rev.calls) != 1 || rev.calls[0] != cr.AccountSID+":"+sids[1] {
+		t.Errorf("RevokeKeys calls = %v", rev.calls)
+	}
+
+	// The auth token resources carry Twilio's url.
+	code, sec := send(t, h, "POST", "/v1/AuthTokens/Secondary", cr.APIKeySID, cr.APISecret, nil)
+	if code != 201 || sec["url"] != "https://sync.example.com/v1/AuthTokens/Secondary" || sec["account_sid"] != cr.AccountSID {
+		t.Errorf("create secondary = %d %v", code, sec)
+	}
+}

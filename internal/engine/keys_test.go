@@ -1,0 +1,238 @@
+package engine_test
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chorus-sync/chorus"
+	"github.com/chorus-sync/chorus/internal/engine"
+)
+
+func TestAPIKeys(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	acct := engine.Credential{AccountSID: f.creds.AccountSID, SID: f.creds.AccountSID, Main: true}
+
+	main, err := f.eng.AuthenticateCredential(ctx, f.creds.APIKeySID, f.creds.APISecret)
+	if err != nil || !main.Main {
+		t.Fatalf("the bootstrap key authenticates as %+v, %v; want a main key", main, err)
+	}
+	f.clock.Advance(time.Second) // keys list in creation order
+	k, err := f.eng.CreateAPIKey(ctx, main, "backend")
+	if err != nil || len(k.Secret) != engine.MinSecretLen || k.Main || k.FriendlyName != "backend" {
+		t.Fatalf("CreateAPIKey = %+v, %v", k, err)
+	}
+	std, err := f.eng.AuthenticateCredential(ctx, k.SID, k.Secret)
+	if err != nil || std.Main || std.AccountSID != f.creds.AccountSID {
+		t.Fatalf("the new key authenticates as %+v, %v; want a standard key of the account", std, err)
+	}
+
+	// A standard key may not manage keys.
+	if _, err := f.eng.CreateAPIKey(ctx, std, "x"); chorus.ErrorCode(err) != 20003 || chorus.AsError(err).Status != 403 {
+		t.Errorf("CreateAPIKey as a standard key = %v, want 403 20003", err)
+	}
+	if err := f.eng.DeleteAPIKey(ctx, std, f.creds.APIKeySID); chorus.ErrorCode(err) != 20003 {
+		t.Errorf("DeleteAPIKey as a standard key = %v, want 20003", err)
+	}
+	for _, bad := range []string{strings.Repeat("x", 65), "nul\x00", "\xff"} {
+		if _, err := f.eng.CreateAPIKey(ctx, acct, bad); chorus.ErrorCode(err) != chorus.ErrInvalidFriendly.Code {
+			t.Errorf("CreateAPIKey(name %q) = %v, want 54053", bad, err)
+		}
+	}
+
+	keys, err := f.eng.APIKeys(ctx, acct)
+	if err != nil || len(keys) != 2 || keys[0].SID != f.creds.APIKeySID || keys[1].SID != k.SID {
+		t.Fatalf("APIKeys = %v, %v", keys, err)
+	}
+	name := "renamed"
+	f.clock.Advance(time.Minute)
+	up, err := f.eng.UpdateAPIKey(ctx, acct, k.SID, &name)
+	if err != nil || up.FriendlyName != name || !up.DateUpdated.After(up.DateCreated) {
+		t.Fatalf("UpdateAPIKey = %+v, %v", up, err)
+	}
+
+	// Another account sees none of them.
+	other := engine.Credential{AccountSID: chorus.NewSID(chorus.PrefixAccount), Main: true}
+	if _, err := f.eng.FetchAPIKey(ctx, other, k.SID); chorus.ErrorCode(err) != 20404 {
+		t.Errorf("FetchAPIKey of another account's key = %v, want 20404", err)
+	}
+	if err := f.eng.DeleteAPIKey(ctx, other, k.SID); chorus.ErrorCode(err) != 20404 {
+		t.Errorf("DeleteAPIKey of another account's key = %v, want 20404", err)
+	}
+
+	// Deleted: no more REST, no more tokens, at once.
+	if err := f.eng.DeleteAPIKey(ctx, acct, k.SID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.eng.AuthenticateCredential(ctx, k.SID, k.Secret); chorus.ErrorCode(err) != 20003 {
+		t.Errorf("a deleted key authenticates: %v", err)
+	}
+	if _, err := f.eng.APIKey(ctx, k.SID); !errors.Is(err, chorus.ErrNotFound) {
+		t.Errorf("APIKey(deleted) = %v, want not found", err)
+	}
+	if err := f.eng.DeleteAPIKey(ctx, acct, k.SID); chorus.ErrorCode(err) != 20404 {
+		t.Errorf("DeleteAPIKey twice = %v, want 20404", err)
+	}
+}
+
+func TestAuthTokenRotation(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	c, err := f.eng.AuthenticateCredential(ctx, f.creds.AccountSID, f.creds.AuthToken)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.eng.DeleteSecondaryAuthToken(ctx, c); chorus.ErrorCode(err) != 20404 {
+		t.Errorf("DeleteSecondaryAuthToken without one = %v, want 20404", err)
+	}
+	if _, err := f.eng.PromoteSecondaryAuthToken(ctx, c); chorus.ErrorCode(err) != 20404 {
+		t.Errorf("PromoteSecondaryAuthToken without one = %v, want 20404", err)
+	}
+	a, err := f.eng.CreateSecondaryAuthToken(ctx, c)
+	if err != nil || len(a.SecondaryAuthToken) != engine.MinSecretLen {
+		t.Fatalf("CreateSecondaryAuthToken = %+v, %v", a, err)
+	}
+	second := a.SecondaryAuthToken
+	// Both authenticate meanwhile.
+	for _, tok := range []string{f.creds.AuthToken, second} {
+		if _, err := f.eng.Authenticate(ctx, f.creds.AccountSID, tok); err != nil {
+			t.Errorf("Authenticate during rotation = %v", err)
+		}
+	}
+	// A session opened with the old primary ends with the promotion; one
+	// opened with the secondary lives on.
+	oldSess, _, _, err := f.eng.NewConsoleSession(ctx, f.creds.AccountSID, f.creds.AuthToken)
+	if err != nil {
+		t.Fatal(err)
+	}
+	newSess, _, _, err := f.eng.NewConsoleSession(ctx, f.creds.AccountSID, second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := f.eng.PromoteSecondaryAuthToken(ctx, c)
+	if err != nil || p.AuthToken != second || p.SecondaryAuthToken != "" {
+		t.Fatalf("PromoteSecondaryAuthToken = %+v, %v", p, err)
+	}
+	if _, err := f.eng.Authenticate(ctx, f.creds.AccountSID, f.creds.AuthToken); chorus.ErrorCode(err) != 20003 {
+		t.Errorf("the old primary still authenticates: %v", err)
+	}
+	if acct, err := f.eng.Account(ctx, f.creds.AccountSID); err != nil || acct.AuthToken != second {
+		t.Errorf("webhooks sign with %v, %v; want the promoted token", acct, err)
+	}
+	if _, err := f.eng.AuthenticateSession(ctx, oldSess); chorus.ErrorCode(err) != 20003 {
+		t.Errorf("a session of the old primary = %v, want 20003", err)
+	}
+	if _, err := f.eng.AuthenticateSession(ctx, newSess); err != nil {
+		t.Errorf("a session of the promoted token = %v", err)
+	}
+
+	// A secondary can also just be dropped.
+	if _, err := f.eng.CreateSecondaryAuthToken(ctx, c); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.eng.DeleteSecondaryAuthToken(ctx, c); err != nil {
+		t.Fatal(err)
+	}
+	if acct, _ := f.eng.Account(ctx, f.creds.AccountSID); acct.SecondaryAuthToken != "" || acct.AuthToken != second {
+		t.Errorf("after deleting the secondary: %+v", acct)
+	}
+}
+
+func TestConsoleSession(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	tok, c, exp, err := f.eng.NewConsoleSession(ctx, f.creds.APIKeySID, f.creds.APISecret)
+	if err != nil || c.SID != f.creds.APIKeySID || exp.Sub(f.clock.Now()) > engine.ConsoleSessionTTL {
+		t.Fatalf("NewConsoleSession = %q %+v %v %v", tok, c, exp, err)
+	}
+	if _, _, _, err := f.eng.NewConsoleSession(ctx, f.creds.APIKeySID, "wrong"); chorus.ErrorCode(err) != 20003 {
+		t.Errorf("NewConsoleSession(wrong secret) = %v", err)
+	}
+	got, err := f.eng.AuthenticateHeader(ctx, "Bearer "+tok)
+	if err != nil || got != c {
+		t.Fatalf("AuthenticateHeader(session) = %+v, %v, want %+v", got, err, c)
+	}
+	basic := "Basic " + base64.StdEncoding.EncodeToString([]byte(f.creds.AccountSID+":"+f.creds.AuthToken))
+	if got, err := f.eng.AuthenticateHeader(ctx, basic); err != nil || got.SID != f.creds.AccountSID {
+		t.Errorf("AuthenticateHeader(Basic) = %+v, %v", got, err)
+	}
+	// Tampering, garbage and access tokens are refused.
+	for _, bad := range []string{"Bearer " + tok[:len(tok)-2] + "AA", "Bearer chorus-session.x.y", "Bearer eyJ.a.b", "Token x", "Basic !!!", ""} {
+		if _, err := f.eng.AuthenticateHeader(ctx, bad); chorus.ErrorCode(err) != 20003 {
+			t.Errorf("AuthenticateHeader(%q) = %v, want 20003", bad, err)
+		}
+	}
+	// Renewal gives a later expiry; expiry ends the session.
+	f.clock.Advance(engine.ConsoleSessionTTL - time.Second)
+	tok2, _, exp2, err := f.eng.RenewConsoleSession(ctx, tok)
+	if err != nil || !exp2.After(exp) {
+		t.Fatalf("RenewConsoleSession = %v %v", exp2, err)
+	}
+	f.clock.Advance(2 * time.Second)
+	if _, err := f.eng.AuthenticateSession(ctx, tok); chorus.ErrorCode(err) != 20003 {
+		t.Errorf("an expired session = %v, want 20003", err)
+	}
+	if _, err := f.eng.AuthenticateSession(ctx, tok2); err != nil {
+		t.Errorf("the renewed session = %v", err)
+	}
+}
+
+func TestRevokeOthers(t *testing.T) {
+	f := newFixture(t) // generated development credentials
+	ctx := context.Background()
+	dev := f.creds
+	acct := engine.Credential{AccountSID: dev.AccountSID, SID: dev.AccountSID, Main: true}
+	devStd, err := f.eng.CreateAPIKey(ctx, acct, "dev backend")
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// The operator starts with its own credentials.
+	op := engine.Credentials{
+		AccountSID: chorus.NewSID(chorus.PrefixAccount), AuthToken: chorus.NewSecret(32),
+		APIKeySID: chorus.NewSID(chorus.PrefixAPIKey), APISecret: chorus.NewSecret(32), ServiceSID: chorus.NewSID(chorus.PrefixService),
+	}
+	if _, _, err := f.eng.Bootstrap(ctx, op); err != nil {
+		t.Fatal(err)
+	}
+	opAcct := engine.Credential{AccountSID: op.AccountSID, SID: op.AccountSID, Main: true}
+	opStd, err := f.eng.CreateAPIKey(ctx, opAcct, "backend")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.eng.CreateSecondaryAuthToken(ctx, opAcct); err != nil {
+		t.Fatal(err)
+	}
+	r, err := f.eng.RevokeOthers(ctx, op)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r.Accounts) != 1 || r.Accounts[0] != dev.AccountSID || len(r.APIKeys) != 2 {
+		t.Fatalf("RevokeOthers = %+v, want the dev account and its two keys", r)
+	}
+	for _, pair := range [][2]string{{dev.AccountSID, dev.AuthToken}, {dev.APIKeySID, dev.APISecret}, {devStd.SID, devStd.Secret}} {
+		if _, err := f.eng.AuthenticateCredential(ctx, pair[0], pair[1]); chorus.ErrorCode(err) != 20003 {
+			t.Errorf("revoked %s still authenticates: %v", pair[0], err)
+		}
+	}
+	for _, pair := range [][2]string{{op.AccountSID, op.AuthToken}, {op.APIKeySID, op.APISecret}, {opStd.SID, opStd.Secret}} {
+		if _, err := f.eng.AuthenticateCredential(ctx, pair[0], pair[1]); err != nil {
+			t.Errorf("%s no longer authenticates: %v", pair[0], err)
+		}
+	}
+	if a, _ := f.eng.Account(ctx, op.AccountSID); a.SecondaryAuthToken != "" {
+		t.Error("the operator's secondary auth token survived the start")
+	}
+	// The stored credentials are the operator's now.
+	if got, err := f.eng.StoredCredentials(ctx); err != nil || got.AccountSID != op.AccountSID || got.APIKeySID != op.APIKeySID {
+		t.Errorf("StoredCredentials = %+v, %v, want the operator's", got, err)
+	}
+	// A second run revokes nothing more.
+	if r, err := f.eng.RevokeOthers(ctx, op); err != nil || len(r.Accounts)+len(r.APIKeys) != 0 {
+		t.Errorf("RevokeOthers again = %+v, %v", r, err)
+	}
+}

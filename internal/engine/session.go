@@ -1,0 +1,174 @@
+package engine
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/chorus-sync/chorus"
+)
+
+// Console sessions stand in for the auth token or API secret in the admin
+// console: POST /admin/v1/Session trades Basic credentials for a
+// short-lived bearer token that the console keeps in memory only, so no
+// long-lived secret sits where scripts of other pages on the origin could
+// read it.
+//
+// A session token is stateless, so any node of a cluster accepts it:
+//
+//	chorus-session.<base64url(JSON {a, c, e, n})>.<base64url(HMAC-SHA256)>
+//
+// a is the account, c the credential that signed in (AC… or SK…), e the
+// expiry (unix seconds) and n a random nonce. The MAC key is derived from
+// that credential's secret, so deleting the key, or promoting a secondary
+// auth token over the primary that signed in, ends the session at once.
+const (
+	// ConsoleSessionTTL is how long a console session lasts; the console
+	// renews it while it is open.
+	ConsoleSessionTTL = 15 * time.Minute
+
+	sessionPrefix  = "chorus-session."
+	sessionContext = "chorus console session v1"
+	maxSessionLen  = 1024
+)
+
+type sessionClaims struct {
+	Account    string `json:"a"`
+	Credential string `json:"c"`
+	Expires    int64  `json:"e"`
+	Nonce      string `json:"n"`
+}
+
+func sessionMAC(secret, payload string) []byte {
+	k := hmac.New(sha256.New, []byte(secret))
+	k.Write([]byte(sessionContext))
+	m := hmac.New(sha256.New, k.Sum(nil))
+	m.Write([]byte(payload))
+	return m.Sum(nil)
+}
+
+// NewConsoleSession authenticates Basic credentials like
+// AuthenticateCredential and returns a session token for them that
+// expires after ConsoleSessionTTL.
+func (e *Engine) NewConsoleSession(ctx context.Context, username, password string) (string, Credential, time.Time, error) {
+	c, err := e.AuthenticateCredential(ctx, username, password)
+	if err != nil {
+		return "", Credential{}, time.Time{}, err
+	}
+	return e.signSession(c, password)
+}
+
+// RenewConsoleSession returns a fresh session token for the credential of
+// a still-valid session token.
+func (e *Engine) RenewConsoleSession(ctx context.Context, tok string) (string, Credential, time.Time, error) {
+	c, secret, err := e.verifySession(ctx, tok)
+	if err != nil {
+		return "", Credential{}, time.Time{}, err
+	}
+	return e.signSession(c, secret)
+}
+
+func (e *Engine) signSession(c Credential, secret string) (string, Credential, time.Time, error) {
+	exp := e.cfg.Now().Add(ConsoleSessionTTL).Truncate(time.Second)
+	var nonce [12]byte
+	_, _ = rand.Read(nonce[:])
+	body, err := json.Marshal(sessionClaims{Account: c.AccountSID, Credential: c.SID, Expires: exp.Unix(),
+		Nonce: base64.RawURLEncoding.EncodeToString(nonce[:])})
+	if err != nil {
+		return "", Credential{}, time.Time{}, fmt.Errorf("engine: console session: %w", err)
+	}
+	payload := base64.RawURLEncoding.EncodeToString(body)
+	return sessionPrefix + payload + "." + base64.RawURLEncoding.EncodeToString(sessionMAC(secret, payload)), c, exp, nil
+}
+
+// AuthenticateSession checks a console session token.
+func (e *Engine) AuthenticateSession(ctx context.Context, tok string) (Credential, error) {
+	c, _, err := e.verifySession(ctx, tok)
+	return c, err
+}
+
+// verifySession returns the session's credential and the secret that
+// signed it; anything wrong is ErrAuthenticate.
+func (e *Engine) verifySession(ctx context.Context, tok string) (Credential, string, error) {
+	rest, ok := strings.CutPrefix(tok, sessionPrefix)
+	if !ok || len(tok) > maxSessionLen {
+		return Credential{}, "", chorus.ErrAuthenticate
+	}
+	payload, mac64, ok := strings.Cut(rest, ".")
+	mac, err1 := base64.RawURLEncoding.DecodeString(mac64)
+	body, err2 := base64.RawURLEncoding.DecodeString(payload)
+	var sc sessionClaims
+	if !ok || err1 != nil || err2 != nil || json.Unmarshal(body, &sc) != nil {
+		return Credential{}, "", chorus.ErrAuthenticate
+	}
+	if e.cfg.Now().Unix() >= sc.Expires {
+		return Credential{}, "", chorus.Errorf(chorus.ErrAuthenticate, "Authenticate: the console session expired")
+	}
+	var c Credential
+	var secrets []string
+	err := e.view(ctx, func(tx chorus.ReadTx) error {
+		switch {
+		case chorus.IsSID(chorus.PrefixAccount, sc.Credential):
+			a, err := tx.Account(ctx, sc.Credential)
+			if err != nil {
+				return err
+			}
+			c = Credential{AccountSID: a.SID, SID: a.SID, Main: true}
+			secrets = []string{a.AuthToken, a.SecondaryAuthToken}
+		case chorus.IsSID(chorus.PrefixAPIKey, sc.Credential):
+			k, err := tx.APIKey(ctx, sc.Credential)
+			if err != nil {
+				return err
+			}
+			c = Credential{AccountSID: k.AccountSID, SID: k.SID, Main: k.Main}
+			secrets = []string{k.Secret}
+		default:
+			return chorus.ErrNotFound
+		}
+		return nil
+	})
+	if isNotFound(err) {
+		return Credential{}, "", chorus.ErrAuthenticate
+	}
+	if err != nil {
+		return Credential{}, "", fmt.Errorf("engine: console session: %w", err)
+	}
+	if c.AccountSID != sc.Account {
+		return Credential{}, "", chorus.ErrAuthenticate
+	}
+	for _, s := range secrets {
+		if s != "" && hmac.Equal(mac, sessionMAC(s, payload)) {
+			return c, s, nil
+		}
+	}
+	return Credential{}, "", chorus.ErrAuthenticate
+}
+
+// AuthenticateHeader checks an Authorization header value: "Basic …"
+// (account SID + auth token, or API key SID + secret) or "Bearer …" with
+// a console session token. Anything else is ErrAuthenticate.
+func (e *Engine) AuthenticateHeader(ctx context.Context, authorization string) (Credential, error) {
+	scheme, cred, _ := strings.Cut(authorization, " ")
+	cred = strings.TrimSpace(cred)
+	switch {
+	case strings.EqualFold(scheme, "Basic"):
+		raw, err := base64.StdEncoding.DecodeString(cred)
+		if err != nil {
+			return Credential{}, chorus.ErrAuthenticate
+		}
+		user, pass, ok := strings.Cut(string(raw), ":")
+		if !ok {
+			return Credential{}, chorus.ErrAuthenticate
+		}
+		return e.AuthenticateCredential(ctx, user, pass)
+	case strings.EqualFold(scheme, "Bearer") && strings.HasPrefix(cred, sessionPrefix):
+		return e.AuthenticateSession(ctx, cred)
+	}
+	return Credential{}, chorus.ErrAuthenticate
+}

@@ -1,0 +1,156 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"strings"
+
+	"github.com/chorus-sync/chorus"
+	"github.com/chorus-sync/chorus/internal/twiliohttp"
+	"github.com/chorus-sync/chorus/token"
+)
+
+// DevTokens says whether the server answers /token, the quickstart's
+// development token endpoint.
+type DevTokens int
+
+const (
+	// DevTokensAuto turns /token on only where that is safe: when the
+	// credentials are the data directory's own generated ones (Creds is
+	// zero) and Listen is a loopback address, or when an IdentitySource
+	// was configured (the app authenticates callers itself).
+	DevTokensAuto DevTokens = iota
+	// DevTokensOn serves /token whatever the credentials and address.
+	DevTokensOn
+	// DevTokensOff answers /token with 404 (20404).
+	DevTokensOff
+)
+
+// maxTokenForm bounds a POST /token body (a token and little else).
+const maxTokenForm = 2 * token.MaxTokenBytes
+
+// errDevTokensOff answers /token when the endpoint is off.
+var errDevTokensOff = chorus.Errorf(chorus.ErrNotFound,
+	"The /token endpoint is off. It is a development convenience: start chorus with --dev-tokens "+
+		"(or CHORUS_DEV_TOKENS=1) to turn it on; a production app mints access tokens in its own backend")
+
+// devTokensOn decides the auto mode; see DevTokensAuto.
+func devTokensOn(cfg Config) bool {
+	switch cfg.DevTokens {
+	case DevTokensOn:
+		return true
+	case DevTokensOff:
+		return false
+	}
+	return cfg.Identities != nil || (cfg.Creds.AccountSID == "" && isLoopback(cfg.Listen))
+}
+
+// isLoopback reports whether the listen address addr names only loopback
+// interfaces (127.0.0.0/8, ::1 or localhost). ":3000" (every interface)
+// is not.
+func isLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// DevTokensOn reports whether /token is served.
+func (s *Server) DevTokensOn() bool { return s.devTokens }
+
+// tokenResponse is the body of /token, as Twilio's quickstarts send it.
+type tokenResponse struct {
+	Identity string `json:"identity"`
+	Token    string `json:"token"`
+}
+
+// serveToken mints a quickstart token: for a new identity (from the
+// IdentitySource), or, when the caller presents a still-valid token of
+// this server's account and service (Authorization: Bearer, or the form
+// field "token" of a POST), for that token's identity again.
+func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Cache-Control", "no-store")
+	if !s.devTokens {
+		twiliohttp.WriteError(w, r, s.log, errDevTokensOff)
+		return
+	}
+	identity, err := s.tokenIdentity(w, r)
+	if err == nil && reservedIdentity(identity) {
+		err = chorus.Errorf(chorus.ErrForbidden, "The identity %q is reserved; /token never mints it", identity)
+	}
+	var tok string
+	if err == nil {
+		tok, err = s.mintDevToken(r.Context(), identity)
+	}
+	if err != nil {
+		twiliohttp.WriteError(w, r, s.log, err)
+		return
+	}
+	twiliohttp.WriteJSON(w, http.StatusOK, tokenResponse{Identity: identity, Token: tok})
+}
+
+func (s *Server) tokenIdentity(w http.ResponseWriter, r *http.Request) (string, error) {
+	var presented string
+	// Other schemes (Basic credentials a browser cached for the origin) are
+	// not a token and are ignored.
+	if scheme, cred, _ := strings.Cut(r.Header.Get("Authorization"), " "); strings.EqualFold(scheme, "Bearer") {
+		if presented = strings.TrimSpace(cred); presented == "" {
+			return "", chorus.Errorf(chorus.ErrTokenInvalid, "Invalid Access Token: empty Bearer token")
+		}
+	}
+	if r.Method == http.MethodPost {
+		r.Body = http.MaxBytesReader(w, r.Body, maxTokenForm)
+		if err := r.ParseForm(); err != nil {
+			var mbe *http.MaxBytesError
+			if errors.As(err, &mbe) {
+				return "", chorus.Wrap(chorus.ErrTooLarge, err)
+			}
+			return "", chorus.Wrap(chorus.Errorf(chorus.ErrInvalidParameter, "Invalid request body: expected application/x-www-form-urlencoded"), err)
+		}
+		if t := r.PostForm.Get("token"); t != "" && presented == "" {
+			presented = t
+		}
+	}
+	if r.URL.Query().Has("identity") || (r.PostForm != nil && r.PostForm.Has("identity")) {
+		return "", chorus.Errorf(chorus.ErrInvalidParameter,
+			"/token does not take an identity: present your still-valid token (Authorization: Bearer) to keep yours")
+	}
+	if presented == "" {
+		return s.cfg.Identities.Identity(r)
+	}
+	c, err := s.verifier.Verify(r.Context(), presented)
+	if err != nil {
+		return "", err
+	}
+	if c.Subject != s.creds.AccountSID || c.Sync == nil || c.Sync.ServiceSID != s.creds.ServiceSID {
+		return "", chorus.Errorf(chorus.ErrTokenGrants, "Invalid Access Token grants: not a token of this server's quickstart service")
+	}
+	return c.Identity, nil
+}
+
+// mintDevToken signs with the server's own API key, looked up afresh so
+// that a key revoked meanwhile signs nothing.
+func (s *Server) mintDevToken(ctx context.Context, identity string) (string, error) {
+	key, err := s.eng.APIKey(ctx, s.creds.APIKeySID)
+	if err != nil {
+		if errors.Is(err, chorus.ErrNotFound) {
+			return "", chorus.Errorf(chorus.ErrUnavailable, "The server's API key %s was revoked; restart with valid credentials", s.creds.APIKeySID)
+		}
+		return "", err
+	}
+	return token.Mint(token.Params{
+		AccountSID: key.AccountSID,
+		APIKeySID:  key.SID,
+		APISecret:  key.Secret,
+		Identity:   identity,
+		ServiceSID: s.creds.ServiceSID,
+		TTL:        s.cfg.TokenTTL,
+	})
+}

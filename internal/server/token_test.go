@@ -1,0 +1,217 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chorus-sync/chorus"
+	"github.com/chorus-sync/chorus/internal/engine"
+	"github.com/chorus-sync/chorus/token"
+)
+
+func TestRandomIdentity(t *testing.T) {
+	re := regexp.MustCompile(`^[A-Z][a-z]+[A-Z][a-z]+-[0-9a-z]{20}$`)
+	seen := map[string]bool{}
+	for range 1000 {
+		// ?identity= is not honoured.
+		id, err := RandomIdentity{}.Identity(httptest.NewRequest("GET", "/token?identity=alice", nil))
+		if err != nil || !re.MatchString(id) {
+			t.Fatalf("RandomIdentity() = %q, %v, want AdjectiveAnimal-<20 base32 digits>", id, err)
+		}
+		if seen[id] {
+			t.Fatalf("RandomIdentity() repeated %q", id)
+		}
+		seen[id] = true
+	}
+}
+
+func TestIsLoopback(t *testing.T) {
+	for addr, want := range map[string]bool{
+		"127.0.0.1:3000": true, "127.1.2.3:0": true, "[::1]:3000": true, "localhost:3000": true, "LOCALHOST:1": true,
+		":3000": false, "0.0.0.0:3000": false, "[::]:3000": false, "192.168.1.2:3000": false, "example.com:80": false,
+		"": false, "127.0.0.1": false,
+	} {
+		if got := isLoopback(addr); got != want {
+			t.Errorf("isLoopback(%q) = %v, want %v", addr, got, want)
+		}
+	}
+}
+
+// operatorCreds are credentials as an operator sets them with TWILIO_*.
+func operatorCreds() engine.Credentials {
+	return engine.Credentials{
+		AccountSID: chorus.NewSID(chorus.PrefixAccount), AuthToken: chorus.NewSecret(32),
+		APIKeySID: chorus.NewSID(chorus.PrefixAPIKey), APISecret: chorus.NewSecret(32),
+		ServiceSID: chorus.NewSID(chorus.PrefixService),
+	}
+}
+
+func TestDevTokensDefaults(t *testing.T) {
+	tests := []struct {
+		name string
+		cfg  Config
+		want bool
+	}{
+		{"generated credentials on loopback", Config{Listen: "127.0.0.1:3000"}, true},
+		{"generated credentials on every interface", Config{Listen: ":3000"}, false},
+		{"operator credentials on loopback", Config{Listen: "127.0.0.1:3000", Creds: operatorCreds()}, false},
+		{"switched on with operator credentials", Config{Listen: ":3000", Creds: operatorCreds(), DevTokens: DevTokensOn}, true},
+		{"switched off on loopback", Config{Listen: "127.0.0.1:3000", DevTokens: DevTokensOff}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := newServer(t, tt.cfg)
+			if s.DevTokensOn() != tt.want {
+				t.Fatalf("DevTokensOn() = %v, want %v", s.DevTokensOn(), tt.want)
+			}
+			rec := httptest.NewRecorder()
+			s.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/token", nil))
+			if tt.want {
+				if rec.Code != 200 {
+					t.Fatalf("GET /token = %d %s, want 200", rec.Code, rec.Body)
+				}
+				return
+			}
+			var body struct {
+				Code    int
+				Message string
+				Status  int
+			}
+			if err := json.Unmarshal(rec.Body.Bytes(), &body); err != nil {
+				t.Fatalf("GET /token body %q: %v", rec.Body, err)
+			}
+			if rec.Code != 404 || body.Code != 20404 || body.Status != 404 || !strings.Contains(body.Message, "--dev-tokens") {
+				t.Errorf("GET /token while off = %d %+v, want 404 20404 naming --dev-tokens", rec.Code, body)
+			}
+		})
+	}
+}
+
+// getToken calls /token and decodes a 200 answer; it returns the status
+// and Twilio error code otherwise.
+func getToken(t *testing.T, s *Server, r *http.Request) (tokenResponse, int, int) {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	s.Handler().ServeHTTP(rec, r)
+	var tr tokenResponse
+	if rec.Code != 200 {
+		var e struct{ Code int }
+		_ = json.Unmarshal(rec.Body.Bytes(), &e)
+		return tr, rec.Code, e.Code
+	}
+	if err := json.Unmarshal(rec.Body.Bytes(), &tr); err != nil {
+		t.Fatalf("/token body %q: %v", rec.Body, err)
+	}
+	return tr, 200, 0
+}
+
+func bearer(method, tok string) *http.Request {
+	r := httptest.NewRequest(method, "/token", nil)
+	r.Header.Set("Authorization", "Bearer "+tok)
+	return r
+}
+
+func TestTokenRenewal(t *testing.T) {
+	s := newServer(t, Config{Listen: "127.0.0.1:0", TokenTTL: time.Hour})
+	ctx := context.Background()
+	first, code, _ := getToken(t, s, httptest.NewRequest("GET", "/token", nil))
+	if code != 200 {
+		t.Fatalf("GET /token = %d", code)
+	}
+
+	// Presenting the token keeps the identity: Bearer on GET and POST, or
+	// the form field of a POST.
+	form := httptest.NewRequest("POST", "/token", strings.NewReader(url.Values{"token": {first.Token}}.Encode()))
+	form.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	for name, r := range map[string]*http.Request{
+		"GET Bearer": bearer("GET", first.Token), "POST Bearer": bearer("POST", first.Token), "POST form": form,
+	} {
+		got, code, ecode := getToken(t, s, r)
+		if code != 200 || got.Identity != first.Identity {
+			t.Fatalf("%s: /token = %d %d %q, want 200 and %q", name, code, ecode, got.Identity, first.Identity)
+		}
+		if c, err := s.Verifier().Verify(ctx, got.Token); err != nil || c.Identity != first.Identity {
+			t.Fatalf("%s: renewed token: %v %+v", name, err, c)
+		}
+	}
+
+	creds := s.Credentials()
+	mint := func(p token.Params) string {
+		t.Helper()
+		tok, err := token.Mint(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tok
+	}
+	base := token.Params{AccountSID: creds.AccountSID, APIKeySID: creds.APIKeySID, APISecret: creds.APISecret,
+		Identity: "alice", ServiceSID: creds.ServiceSID, TTL: time.Minute}
+	otherSvc := base
+	otherSvc.ServiceSID = chorus.NewSID(chorus.PrefixService)
+	expired := base
+	expired.Now = func() time.Time { return time.Now().Add(-2 * time.Hour) }
+	forged := base
+	forged.APISecret = strings.Repeat("f", 32)
+	system := base
+	system.Identity = "system"
+
+	tests := []struct {
+		name       string
+		r          *http.Request
+		code, want int
+	}{
+		{"asks for an identity", httptest.NewRequest("GET", "/token?identity=alice", nil), 400, 54060},
+		{"asks for an identity with a token", func() *http.Request {
+			r := bearer("GET", first.Token)
+			r.URL.RawQuery = "identity=alice"
+			return r
+		}(), 400, 54060},
+		{"expired token", bearer("POST", mint(expired)), 401, chorus.ErrTokenExpired.Code},
+		{"forged token", bearer("POST", mint(forged)), 401, chorus.ErrTokenSignature.Code},
+		{"garbage", bearer("POST", "x.y.z"), 401, 0},
+		{"empty Bearer", func() *http.Request {
+			r := httptest.NewRequest("POST", "/token", nil)
+			r.Header.Set("Authorization", "Bearer ")
+			return r
+		}(), 401, chorus.ErrTokenInvalid.Code},
+		{"token of another service", bearer("POST", mint(otherSvc)), 401, chorus.ErrTokenGrants.Code},
+		{"reserved identity", bearer("POST", mint(system)), 403, chorus.ErrForbidden.Code},
+		{"PUT", httptest.NewRequest("PUT", "/token", nil), 405, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, code, ecode := getToken(t, s, tt.r)
+			if code != tt.code || (tt.want != 0 && ecode != tt.want) {
+				t.Errorf("/token = %d %d, want %d %d", code, ecode, tt.code, tt.want)
+			}
+		})
+	}
+
+	// Basic credentials a browser cached are not a token: a new identity.
+	r := httptest.NewRequest("GET", "/token", nil)
+	r.SetBasicAuth(creds.AccountSID, creds.AuthToken)
+	if got, code, _ := getToken(t, s, r); code != 200 || got.Identity == first.Identity || got.Identity == creds.AccountSID {
+		t.Errorf("GET /token with Basic = %d %q, want a new random identity", code, got.Identity)
+	}
+
+	// A token minted elsewhere for the quickstart's service (chorus token)
+	// renews for its identity.
+	got, code, _ := getToken(t, s, bearer("POST", mint(base)))
+	if code != 200 || got.Identity != "alice" {
+		t.Errorf("renew alice's token = %d %q", code, got.Identity)
+	}
+}
+
+func TestTokenReservedIdentitySource(t *testing.T) {
+	s := newServer(t, Config{Identities: IdentityFunc(func(*http.Request) (string, error) { return "System", nil })})
+	if _, code, ecode := getToken(t, s, httptest.NewRequest("GET", "/token", nil)); code != 403 || ecode != chorus.ErrForbidden.Code {
+		t.Errorf("GET /token for System = %d %d, want 403 54007", code, ecode)
+	}
+}
