@@ -45,6 +45,7 @@ func startNode(t testing.TB, cfg server.Config) *node {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	cfg.Logger = quiet
+	cfg.WebhooksAllowPrivate = true        // populate gives a service a loopback webhook URL
 	cfg.ShutdownTimeout = 30 * time.Second // generous: a loaded machine
 	srv, err := server.New(ctx, cfg)
 	if err != nil {
