@@ -279,6 +279,7 @@ test('the webhooks panel shows each service\'s webhook health and recent failure
     await client.sync.v1.services(svc.sid).remove();
     receiver.close();
   }
+});
 
 test('the console keeps only a short-lived session, in memory: nothing for other pages of the origin to read', async () => {
   const page = await chrome.newPage();

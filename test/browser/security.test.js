@@ -10,7 +10,7 @@ const http = require('node:http');
 const { useServer } = require('../lib/harness');
 const { launch } = require('./helpers');
 
-const srv = useServer({ name: 'browser-security' });
+const srv = useServer({ name: 'browser-security', args: ['--dev-tokens'] }); // the quickstart needs /token
 
 let chrome;
 test.before(async () => {
