@@ -49,17 +49,22 @@ const (
 	// empty: every key) of account AccountSID no longer sign valid tokens.
 	// ObjectSID is ControlTopic.
 	EventKeysRevoked EventType = "keys_revoked"
+	// EventCredentialsChanged: an account's auth tokens or API keys were
+	// created, changed or deleted; engines drop their credential caches.
+	// ObjectSID is ControlTopic.
+	EventCredentialsChanged EventType = "credentials_changed"
 )
 
 // ControlTopic is the Bus "object SID" of cluster-wide control events
-// (EventServiceChanged, EventKeysRevoked); every gateway subscribes to it.
+// (EventServiceChanged, EventKeysRevoked, EventCredentialsChanged); every
+// gateway and engine subscribes to it.
 const ControlTopic = "control"
 
 // Control reports whether t is an access change that travels on the Bus
 // only.
 func (t EventType) Control() bool {
 	switch t {
-	case EventPermissionChanged, EventServiceChanged, EventKeysRevoked:
+	case EventPermissionChanged, EventServiceChanged, EventKeysRevoked, EventCredentialsChanged:
 		return true
 	}
 	return false
@@ -71,7 +76,7 @@ func (t EventType) Realtime() bool {
 	switch t {
 	case EventDocumentCreated, EventListCreated, EventMapCreated, EventStreamCreated,
 		EventEndpointConnected, EventEndpointDisconnected,
-		EventPermissionChanged, EventServiceChanged, EventKeysRevoked:
+		EventPermissionChanged, EventServiceChanged, EventKeysRevoked, EventCredentialsChanged:
 		return false
 	}
 	return true

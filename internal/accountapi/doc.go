@@ -21,8 +21,10 @@
 // in Keys, as API v2010 writes them, and ISO 8601 in the auth token
 // resources, as the Accounts API v1 does.
 //
-// Deleting a key takes effect at once: REST authentication and access
-// token verification read the store on every request. Live websocket
+// Deleting a key takes effect at once: access token verification reads
+// the store on every request, and the engine drops its cache of REST
+// credentials on every node (through the bus) before the delete is
+// answered. Live websocket
 // sessions opened with tokens the key signed are closed through the
 // SessionRevoker, when one is configured.
 //

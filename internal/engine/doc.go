@@ -8,5 +8,11 @@
 // as control events (chorus.EventType.Control), which gateways use to
 // re-check live subscriptions; they are neither logged nor observed.
 //
-// An Engine is safe for concurrent use.
+// The engine caches credentials and services in memory (cache.go): every
+// change drops the cache on the node that made it, a control event drops
+// it on the others, and Resync drops it all when the Bus may have lost
+// events.
+//
+// An Engine is safe for concurrent use; its caches are guarded by their
+// own locks.
 package engine

@@ -57,6 +57,9 @@ type Engine struct {
 
 	writes atomic.Uint64
 	posted atomic.Uint64
+
+	creds    cache[secretsOf]       // by account or API key SID (cache.go)
+	services cache[*chorus.Service] // by service SID
 }
 
 // New returns an Engine.
@@ -76,7 +79,9 @@ func New(cfg Config) *Engine {
 	if cfg.SweepInterval == 0 {
 		cfg.SweepInterval = 5 * time.Second
 	}
-	return &Engine{cfg: cfg, log: cfg.Logger, start: cfg.Now()}
+	e := &Engine{cfg: cfg, log: cfg.Logger, start: cfg.Now()}
+	e.subscribeControl()
+	return e
 }
 
 // Store is the engine's store.

@@ -30,37 +30,16 @@ type Credential struct {
 }
 
 // AuthenticateCredential checks REST Basic credentials: account SID with
-// its auth token (primary or secondary) or API key SID with its secret. It
-// reads the store on every call, so that a deleted key or a replaced token
-// stops authenticating at once. It returns ErrAuthenticate for anything
-// else.
+// its auth token (primary or secondary) or API key SID with its secret.
+// The credential comes from the engine's cache (cache.go), which every
+// change of credentials on any node drops, so that a deleted key or a
+// replaced token stops authenticating at once. It returns ErrAuthenticate
+// for anything else.
 func (e *Engine) AuthenticateCredential(ctx context.Context, username, password string) (Credential, error) {
 	if username == "" || password == "" {
 		return Credential{}, chorus.ErrAuthenticate
 	}
-	var c Credential
-	var secrets []string
-	err := e.view(ctx, func(tx chorus.ReadTx) error {
-		switch {
-		case chorus.IsSID(chorus.PrefixAccount, username):
-			a, err := tx.Account(ctx, username)
-			if err != nil {
-				return err
-			}
-			c = Credential{AccountSID: a.SID, SID: a.SID, Main: true}
-			secrets = []string{a.AuthToken, a.SecondaryAuthToken}
-		case chorus.IsSID(chorus.PrefixAPIKey, username):
-			k, err := tx.APIKey(ctx, username)
-			if err != nil {
-				return err
-			}
-			c = Credential{AccountSID: k.AccountSID, SID: k.SID, Main: k.Main}
-			secrets = []string{k.Secret}
-		default:
-			return chorus.ErrNotFound
-		}
-		return nil
-	})
+	cs, err := e.credentialSecrets(ctx, username)
 	if isNotFound(err) {
 		return Credential{}, chorus.ErrAuthenticate
 	}
@@ -68,7 +47,7 @@ func (e *Engine) AuthenticateCredential(ctx context.Context, username, password 
 		return Credential{}, fmt.Errorf("engine: authenticate: %w", err)
 	}
 	ok := 0
-	for _, s := range secrets {
+	for _, s := range cs.secrets {
 		// An empty secret (a revoked account, no secondary) matches nothing:
 		// password is not empty.
 		ok |= subtle.ConstantTimeCompare([]byte(s), []byte(password))
@@ -76,7 +55,7 @@ func (e *Engine) AuthenticateCredential(ctx context.Context, username, password 
 	if ok != 1 {
 		return Credential{}, chorus.ErrAuthenticate
 	}
-	return c, nil
+	return cs.cred, nil
 }
 
 // canManage refuses standard keys.
@@ -97,7 +76,14 @@ func validFriendlyName(name string) error {
 // updateCreds runs fn in a store transaction without counting it as a Sync
 // write.
 func (e *Engine) updateCreds(ctx context.Context, fn func(tx chorus.Tx) error) error {
-	return e.cfg.Store.Update(ctx, fn)
+	err := e.cfg.Store.Update(ctx, fn)
+	if err != nil {
+		// A failed commit may still have committed (a lost answer).
+		e.creds.drop()
+		return err
+	}
+	e.credentialsChanged(ctx)
+	return nil
 }
 
 // CreateAPIKey creates a standard API key of c's account; its secret is in

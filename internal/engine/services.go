@@ -83,7 +83,11 @@ func (e *Engine) Bootstrap(ctx context.Context, want Credentials) (got Credentia
 		return nil
 	})
 	if err != nil {
+		e.creds.drop()
 		return Credentials{}, false, fmt.Errorf("engine: bootstrap: %w", err)
+	}
+	if created {
+		e.credentialsChanged(ctx)
 	}
 	return want, created, nil
 }
@@ -232,7 +236,23 @@ func applyServiceParams(s *chorus.Service, p ServiceParams) {
 // Service returns the account's service by SID, or by the alias "default"
 // (the account's oldest service). Another account's service is 54056 (403);
 // a missing one 54050.
+//
+// Services named by SID come from the engine's cache (cache.go), which
+// every change of a service on any node drops.
 func (e *Engine) Service(ctx context.Context, accountSID, sid string) (*chorus.Service, error) {
+	if sid != "default" {
+		if !chorus.IsSID(chorus.PrefixService, sid) {
+			return nil, chorus.ErrServiceNotFound
+		}
+		s, err := e.cachedService(ctx, sid)
+		if err != nil {
+			return nil, notFoundAs(err, chorus.ErrServiceNotFound)
+		}
+		if s.AccountSID != accountSID {
+			return nil, chorus.ErrServiceAccount
+		}
+		return s, nil
+	}
 	var s *chorus.Service
 	err := e.view(ctx, func(tx chorus.ReadTx) (err error) {
 		s, err = serviceIn(ctx, tx, accountSID, sid)
@@ -240,6 +260,12 @@ func (e *Engine) Service(ctx context.Context, accountSID, sid string) (*chorus.S
 	})
 	return s, err
 }
+
+// ForgetServices drops the cached services. A caller that heard of a
+// change of a service (a gateway handling chorus.EventServiceChanged)
+// calls it before it reads the service, which then reflects the change
+// whether or not the engine heard of it yet.
+func (e *Engine) ForgetServices() { e.services.drop() }
 
 func serviceIn(ctx context.Context, tx chorus.ReadTx, accountSID, sid string) (*chorus.Service, error) {
 	if sid == "default" {
@@ -308,23 +334,30 @@ func (e *Engine) UpdateService(ctx context.Context, accountSID, sid string, p Se
 		return tx.PutService(ctx, s)
 	})
 	if err != nil {
+		e.services.drop() // a failed commit may still have committed
 		return nil, err
 	}
-	// Gateways refresh their sessions' copy of the service (the ACL
-	// switch) and, with ACLs on, re-check their subscriptions.
-	e.publishAccess(ctx, &chorus.Event{
-		Type: chorus.EventServiceChanged, AccountSID: s.AccountSID, ServiceSID: s.SID, ObjectSID: chorus.ControlTopic,
-	})
+	// Engines drop their cached copy; gateways refresh their sessions'
+	// copy of the service (the ACL switch) and, with ACLs on, re-check
+	// their subscriptions.
+	e.serviceChanged(ctx, s)
 	return s, nil
 }
 
 // DeleteService deletes a service and everything in it.
 func (e *Engine) DeleteService(ctx context.Context, accountSID, sid string) error {
-	return e.update(ctx, SystemActor(), func(tx chorus.Tx, c *change) error {
-		s, err := serviceIn(ctx, tx, accountSID, sid)
+	var s *chorus.Service
+	err := e.update(ctx, SystemActor(), func(tx chorus.Tx, c *change) (err error) {
+		s, err = serviceIn(ctx, tx, accountSID, sid)
 		if err != nil {
 			return err
 		}
 		return tx.DeleteService(ctx, s.SID)
 	})
+	if err != nil {
+		e.services.drop() // a failed commit may still have committed
+		return err
+	}
+	e.serviceChanged(ctx, s)
+	return nil
 }

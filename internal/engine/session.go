@@ -110,41 +110,19 @@ func (e *Engine) verifySession(ctx context.Context, tok string) (Credential, str
 	if e.cfg.Now().Unix() >= sc.Expires {
 		return Credential{}, "", chorus.Errorf(chorus.ErrAuthenticate, "Authenticate: the console session expired")
 	}
-	var c Credential
-	var secrets []string
-	err := e.view(ctx, func(tx chorus.ReadTx) error {
-		switch {
-		case chorus.IsSID(chorus.PrefixAccount, sc.Credential):
-			a, err := tx.Account(ctx, sc.Credential)
-			if err != nil {
-				return err
-			}
-			c = Credential{AccountSID: a.SID, SID: a.SID, Main: true}
-			secrets = []string{a.AuthToken, a.SecondaryAuthToken}
-		case chorus.IsSID(chorus.PrefixAPIKey, sc.Credential):
-			k, err := tx.APIKey(ctx, sc.Credential)
-			if err != nil {
-				return err
-			}
-			c = Credential{AccountSID: k.AccountSID, SID: k.SID, Main: k.Main}
-			secrets = []string{k.Secret}
-		default:
-			return chorus.ErrNotFound
-		}
-		return nil
-	})
+	cs, err := e.credentialSecrets(ctx, sc.Credential)
 	if isNotFound(err) {
 		return Credential{}, "", chorus.ErrAuthenticate
 	}
 	if err != nil {
 		return Credential{}, "", fmt.Errorf("engine: console session: %w", err)
 	}
-	if c.AccountSID != sc.Account {
+	if cs.cred.AccountSID != sc.Account {
 		return Credential{}, "", chorus.ErrAuthenticate
 	}
-	for _, s := range secrets {
+	for _, s := range cs.secrets {
 		if s != "" && hmac.Equal(mac, sessionMAC(s, payload)) {
-			return c, s, nil
+			return cs.cred, s, nil
 		}
 	}
 	return Credential{}, "", chorus.ErrAuthenticate

@@ -105,7 +105,8 @@ func (g *Gateway) sessions(match func(c *conn) bool) []*conn {
 // serviceChanged refreshes the service of its sessions and, if ACLs are
 // now on, re-checks their subscriptions.
 func (g *Gateway) serviceChanged(accountSID, serviceSID string) {
-	g.controlEpoch.Add(1) // before the snapshot: see checkNewSession
+	g.cfg.Engine.ForgetServices() // every read from here on sees the change
+	g.controlEpoch.Add(1)         // before the snapshot: see checkNewSession
 	conns := g.sessions(func(c *conn) bool { return c.online.svc.SID == serviceSID })
 	if len(conns) == 0 {
 		return
@@ -372,6 +373,7 @@ func (c *conn) revoke() {
 // re-read, keys looked up (a missing key closes its sessions), and the
 // subscriptions of ACL services re-checked.
 func (g *Gateway) recheckAccess() {
+	g.cfg.Engine.Resync() // the engine's caches may have missed changes too
 	g.controlEpoch.Add(1)
 	ctx := g.ctx
 	type keyRef struct{ account, key string }
@@ -455,6 +457,7 @@ func (c *conn) checkNewSession(ctx context.Context, epoch uint64) {
 		return
 	}
 	g.svcMu.Lock()
+	g.cfg.Engine.ForgetServices() // the engine may not have heard of the change yet
 	rctx, cancel := context.WithTimeout(ctx, recheckTimeout)
 	svc, err := g.cfg.Engine.Service(rctx, account, svcSID)
 	cancel()

@@ -1,34 +1,63 @@
 package httpapi
 
 import (
+	"fmt"
 	"net/http"
 	"net/url"
+	"runtime"
+	"sync/atomic"
 	"testing"
 )
 
 // BenchmarkREST measures one round trip over loopback HTTP, Basic auth
-// included, against the SQLite-backed engine.
+// included, against the SQLite-backed engine: sequentially, and from 32
+// closed-loop clients (rtbench's publish shape: each writes its own of 32
+// documents; every write is durable before its answer).
 func BenchmarkREST(b *testing.B) {
 	f := newFixture(b)
 	svc := "/v1/Services/" + f.svc
-	if resp, body := f.do(http.MethodPost, svc+"/Documents", url.Values{"UniqueName": {"d"}, "Data": {`{"a":1}`}}, nil); resp.StatusCode != 201 {
-		b.Fatalf("create = %d %s", resp.StatusCode, body)
+	const docs = 32
+	for i := range docs {
+		name := fmt.Sprintf("d%d", i)
+		if resp, body := f.do(http.MethodPost, svc+"/Documents", url.Values{"UniqueName": {name}, "Data": {`{"a":1}`}}, nil); resp.StatusCode != 201 {
+			b.Fatalf("create = %d %s", resp.StatusCode, body)
+		}
 	}
+	// The default transport keeps 2 idle connections per host; 32 clients
+	// would keep dialling.
+	f.srv.Client().Transport.(*http.Transport).MaxIdleConnsPerHost = 64
+	form := url.Values{"Data": {`{"title":"Quarterly report","status":"in review","owner":"alice","n":42}`}}
 	b.Run("op=fetch-document", func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
-			if resp, _ := f.do(http.MethodGet, svc+"/Documents/d", nil, nil); resp.StatusCode != 200 {
+			if resp, _ := f.do(http.MethodGet, svc+"/Documents/d0", nil, nil); resp.StatusCode != 200 {
 				b.Fatal(resp.Status)
 			}
 		}
 	})
 	b.Run("op=update-document", func(b *testing.B) {
 		b.ReportAllocs()
-		form := url.Values{"Data": {`{"a":2}`}}
 		for b.Loop() {
-			if resp, _ := f.do(http.MethodPost, svc+"/Documents/d", form, nil); resp.StatusCode != 200 {
+			if resp, _ := f.do(http.MethodPost, svc+"/Documents/d0", form, nil); resp.StatusCode != 200 {
 				b.Fatal(resp.Status)
 			}
 		}
 	})
+	parallel := func(b *testing.B, method string, form url.Values) {
+		procs := runtime.GOMAXPROCS(0)
+		b.SetParallelism((docs + procs - 1) / procs)
+		b.ReportAllocs()
+		var next atomic.Int64
+		b.RunParallel(func(pb *testing.PB) {
+			path := fmt.Sprintf("%s/Documents/d%d", svc, next.Add(1)%docs)
+			for pb.Next() {
+				if resp, _ := f.do(method, path, form, nil); resp.StatusCode != 200 {
+					b.Error(resp.Status)
+					return
+				}
+			}
+		})
+	}
+	b.Run("op=fetch-document/clients=32", func(b *testing.B) { parallel(b, http.MethodGet, nil) })
+	b.Run("op=update-document/clients=32", func(b *testing.B) { parallel(b, http.MethodPost, form) })
 }

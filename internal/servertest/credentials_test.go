@@ -36,8 +36,9 @@ func basicDo(t *testing.T, method, u, user, pass string, form url.Values) (int, 
 }
 
 // TestKeyRevocationAcrossNodes: a key deleted through one node stops
-// authenticating REST and verifying tokens on another node at once (no
-// node caches keys).
+// authenticating REST and verifying tokens on another node at once (the
+// REST credential cache is dropped through the bus before the delete is
+// answered).
 func TestKeyRevocationAcrossNodes(t *testing.T) {
 	c := NewCluster(t, Config{Nodes: 2})
 	a, b := c.Nodes[0], c.Nodes[1]
