@@ -85,6 +85,8 @@ type Gateway struct {
 	cfg Config
 	log *slog.Logger
 	hub *hub
+	// writers write the queues of sessions on plain sockets (writer.go).
+	writers *writers
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -150,6 +152,7 @@ func New(cfg Config) *Gateway {
 	g := &Gateway{cfg: cfg, log: cfg.Logger, conns: make(map[*conn]struct{}), unauth: make(map[string]int)}
 	g.ctx, g.cancel = context.WithCancel(context.Background())
 	g.hub = newHub(g)
+	g.writers = newWriters()
 	g.subscribeControl()
 	return g
 }

@@ -18,6 +18,9 @@ type sendQueue struct {
 	holding  int
 	overflow bool
 	wake     chan struct{} // capacity 1
+	// notify, when set, replaces wake: the connection is written by the
+	// gateway's writer pool (writer.go). Set before the queue is used.
+	notify func()
 }
 
 func newSendQueue(maxFrames, maxBytes int) *sendQueue {
@@ -43,6 +46,10 @@ func (q *sendQueue) pushLocked(f []byte, notification bool) bool {
 }
 
 func (q *sendQueue) signal() {
+	if q.notify != nil {
+		q.notify()
+		return
+	}
 	select {
 	case q.wake <- struct{}{}:
 	default:
@@ -108,6 +115,14 @@ func (q *sendQueue) drain(dst [][]byte) ([][]byte, bool) {
 		q.bytes -= len(f)
 	}
 	return dst, q.overflow
+}
+
+// ready reports whether frames are ready to write or the queue
+// overflowed.
+func (q *sendQueue) ready() bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return len(q.frames) > 0 || q.overflow
 }
 
 // len returns the number of queued frames (tests, stats).
