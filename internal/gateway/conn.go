@@ -403,7 +403,7 @@ func (c *conn) read() error {
 				return errClientClosed
 			case ws.OpPing:
 				c.pong.Store(&p)
-				c.q.signal()
+				c.q.signalAs(true)
 			}
 			c.lastRead.Store(time.Now().UnixNano())
 			continue

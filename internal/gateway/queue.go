@@ -19,8 +19,9 @@ type sendQueue struct {
 	overflow bool
 	wake     chan struct{} // capacity 1
 	// notify, when set, replaces wake: the connection is written by the
-	// gateway's writer pool (writer.go). Set before the queue is used.
-	notify func()
+	// gateway's writer pool (writer.go); urgent when a reply or control
+	// frame is ready. Set before the queue is used.
+	notify func(urgent bool)
 }
 
 func newSendQueue(maxFrames, maxBytes int) *sendQueue {
@@ -45,9 +46,11 @@ func (q *sendQueue) pushLocked(f []byte, notification bool) bool {
 	return true
 }
 
-func (q *sendQueue) signal() {
+func (q *sendQueue) signal() { q.signalAs(false) }
+
+func (q *sendQueue) signalAs(urgent bool) {
 	if q.notify != nil {
-		q.notify()
+		q.notify(urgent)
 		return
 	}
 	select {
@@ -61,7 +64,7 @@ func (q *sendQueue) push(f []byte) bool {
 	q.mu.Lock()
 	ok := q.pushLocked(f, false)
 	q.mu.Unlock()
-	q.signal()
+	q.signalAs(true)
 	return ok
 }
 
@@ -70,8 +73,9 @@ func (q *sendQueue) push(f []byte) bool {
 func (q *sendQueue) pushNotification(f []byte) bool {
 	q.mu.Lock()
 	ok := q.pushLocked(f, true)
+	parked := q.holding > 0
 	q.mu.Unlock()
-	if ok {
+	if ok && !parked { // a parked frame is signaled by release
 		q.signal()
 	}
 	return ok
@@ -99,7 +103,7 @@ func (q *sendQueue) release(reply []byte) bool {
 		q.held = q.held[:0]
 	}
 	q.mu.Unlock()
-	q.signal()
+	q.signalAs(reply != nil)
 	return ok
 }
 

@@ -21,7 +21,9 @@ import (
 // reaches 5,000 connections thus wakes a few goroutines, not 5,000, and a
 // writer yields the processor every writerYield connections so that a
 // request read meanwhile runs after at most that many writes instead of
-// behind every connection woken by the event.
+// behind every connection woken by the event. Connections with a reply or
+// control frame ready are served first (the urgent list), so a write's
+// reply does not wait behind the fan-out of its own event either.
 //
 // A write that the socket cannot take in full is finished by a goroutine
 // of the connection's own (conn.writeRest) with a blocking write under
@@ -33,9 +35,41 @@ type writers struct {
 	rests atomic.Uint64 // writes the socket did not take at once (tests)
 
 	mu      sync.Mutex
-	ready   []*conn // FIFO from head
-	head    int
+	urgent  fifo // connections with a reply or control frame ready
+	ready   fifo // the others
 	running int
+}
+
+// fifo is a queue of connections.
+type fifo struct {
+	q    []*conn
+	head int
+}
+
+func (f *fifo) push(c *conn) {
+	if f.head > 1024 && f.head > len(f.q)/2 {
+		// Under sustained load the queue may never empty: reuse its front.
+		n := copy(f.q, f.q[f.head:])
+		clear(f.q[n:])
+		f.q, f.head = f.q[:n], 0
+	}
+	f.q = append(f.q, c)
+}
+
+func (f *fifo) pop() *conn {
+	if f.head == len(f.q) {
+		if cap(f.q) > 4096 {
+			f.q = nil // do not keep a burst's storage
+		} else {
+			f.q = f.q[:0]
+		}
+		f.head = 0
+		return nil
+	}
+	c := f.q[f.head]
+	f.q[f.head] = nil
+	f.head++
+	return c
 }
 
 // writerYield is the number of connections a pool writer serves before it
@@ -51,16 +85,15 @@ func newWriters() *writers {
 	return &writers{max: max(runtime.GOMAXPROCS(0), 1)}
 }
 
-// push puts c on the ready list; the caller set c.sched.
-func (w *writers) push(c *conn) {
+// push puts c on the ready list, ahead of the connections with only
+// events to write when urgent; the caller set c.sched.
+func (w *writers) push(c *conn, urgent bool) {
 	w.mu.Lock()
-	if w.head > 1024 && w.head > len(w.ready)/2 {
-		// Under sustained load the list may never empty: reuse its front.
-		n := copy(w.ready, w.ready[w.head:])
-		clear(w.ready[n:])
-		w.ready, w.head = w.ready[:n], 0
+	if urgent {
+		w.urgent.push(c)
+	} else {
+		w.ready.push(c)
 	}
-	w.ready = append(w.ready, c)
 	start := w.running < w.max
 	if start {
 		w.running++
@@ -76,19 +109,13 @@ func (w *writers) push(c *conn) {
 func (w *writers) pop() *conn {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if w.head == len(w.ready) {
-		if cap(w.ready) > 4096 {
-			w.ready = nil // do not keep a burst's storage
-		} else {
-			w.ready = w.ready[:0]
-		}
-		w.head = 0
-		w.running--
-		return nil
+	c := w.urgent.pop()
+	if c == nil {
+		c = w.ready.pop()
 	}
-	c := w.ready[w.head]
-	w.ready[w.head] = nil
-	w.head++
+	if c == nil {
+		w.running--
+	}
 	return c
 }
 
@@ -127,10 +154,12 @@ func rawConn(nc any) syscall.RawConn {
 }
 
 // kick schedules c on the pool unless it is already scheduled (the
-// sendQueue's notify function in pool mode).
-func (c *conn) kick() {
+// sendQueue's notify function in pool mode). A reply is urgent: it goes
+// ahead of the sessions woken only by events, so a write's reply does not
+// wait behind the fan-out of its own event.
+func (c *conn) kick(urgent bool) {
 	if c.sched.CompareAndSwap(false, true) {
-		c.g.writers.push(c)
+		c.g.writers.push(c, urgent)
 	}
 }
 
@@ -139,7 +168,7 @@ func (c *conn) kick() {
 func (c *conn) unsched() {
 	c.sched.Store(false)
 	if c.ctx.Err() != nil || c.pong.Load() != nil || c.q.ready() {
-		c.kick()
+		c.kick(false)
 	}
 }
 

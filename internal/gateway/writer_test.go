@@ -100,3 +100,44 @@ func dialRcvBuf(e *env, ctx context.Context, size int) *tclient {
 	e.t.Cleanup(func() { ws.CloseNow() })
 	return c
 }
+
+// hideRawListener's connections do not expose their socket (like a TLS
+// connection), so sessions keep a writer goroutine of their own.
+type hideRawListener struct{ net.Listener }
+
+func (l hideRawListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return struct{ net.Conn }{c}, nil
+}
+
+// TestOwnWriter: without a raw socket a session writes on its own
+// goroutine: replies, events in order, and a clean close.
+func TestOwnWriter(t *testing.T) {
+	e := newEnv(t, func(e *env, _ *Config) { e.hideRaw = true })
+	a := e.session("alice")
+	doc := wantStatus(t, "create", a.do("POST", "/v3/Documents", nil, map[string]any{"data": map[string]any{}}), 201, 0)
+	sid := doc["sid"].(string)
+	start := num(doc["last_event_id"])
+	b := e.session("bob")
+	b.establish(1, docSub(sid, start))
+	e.gw.mu.Lock()
+	for c := range e.gw.conns {
+		if c.raw != nil {
+			t.Errorf("session %s has a raw socket, want none", c.id)
+		}
+	}
+	e.gw.mu.Unlock()
+	const n = 20
+	for i := 1; i <= n; i++ {
+		wantStatus(t, "update", a.do("POST", "/v3/Documents/"+sid, nil, map[string]any{"data": map[string]any{"i": i}}), 200, 0)
+	}
+	for i := 1; i <= n; i++ {
+		note := b.nextOf("document_updated", 10*time.Second)
+		if got, want := note.id(), start+int64(i); got != want {
+			t.Fatalf("event %d has id %d, want %d", i, got, want)
+		}
+	}
+}
