@@ -62,6 +62,11 @@
 // subscriptions of services with ACLs on; without such a report nothing
 // is re-checked until the next change.
 //
+// Token verification reads API keys through a per-gateway cache (keys.go):
+// RevokeKeys, every keys_revoked control event and Resync empty it before
+// anything else, so a revoked key stops verifying at once on every node
+// that hears of it; an entry lives at most 10 s otherwise.
+//
 // The hub keeps one topic per subscribed object with one Bus subscription.
 // A topic orders events by ID (buffering briefly across gaps and filling
 // them from the store's event log), encodes each event once per public base
