@@ -37,8 +37,13 @@ type writers struct {
 	mu      sync.Mutex
 	urgent  fifo // connections with a reply or control frame ready
 	ready   fifo // the others
+	streak  int  // urgent pops in a row
 	running int
 }
+
+// urgentStreak is how many urgent connections are served in a row before
+// one of the others, so a flood of requests cannot starve event delivery.
+const urgentStreak = 8
 
 // fifo is a queue of connections.
 type fifo struct {
@@ -109,9 +114,17 @@ func (w *writers) push(c *conn, urgent bool) {
 func (w *writers) pop() *conn {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	c := w.urgent.pop()
-	if c == nil {
-		c = w.ready.pop()
+	var c *conn
+	if w.streak < urgentStreak {
+		c = w.urgent.pop()
+	}
+	if c != nil {
+		w.streak++
+		return c
+	}
+	w.streak = 0
+	if c = w.ready.pop(); c == nil {
+		c = w.urgent.pop()
 	}
 	if c == nil {
 		w.running--

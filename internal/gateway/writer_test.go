@@ -141,3 +141,29 @@ func TestOwnWriter(t *testing.T) {
 		}
 	}
 }
+
+// TestWritersOrder: connections with a reply go first, but never more
+// than urgentStreak in a row while others wait.
+func TestWritersOrder(t *testing.T) {
+	w := &writers{} // max 0: no writer goroutine starts
+	var urgent, events []*conn
+	for i := 0; i < urgentStreak+2; i++ {
+		c := &conn{}
+		urgent = append(urgent, c)
+		w.push(c, true)
+	}
+	for i := 0; i < 2; i++ {
+		c := &conn{}
+		events = append(events, c)
+		w.push(c, false)
+	}
+	want := append(append(append(append([]*conn{}, urgent[:urgentStreak]...), events[0]), urgent[urgentStreak:]...), events[1])
+	for i, c := range want {
+		if got := w.pop(); got != c {
+			t.Fatalf("pop %d: got another connection than expected", i)
+		}
+	}
+	if c := w.pop(); c != nil {
+		t.Fatal("pop after the last connection is not nil")
+	}
+}
