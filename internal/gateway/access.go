@@ -70,6 +70,7 @@ func (g *Gateway) onControl(e *chorus.Event) {
 	case chorus.EventServiceChanged:
 		g.serviceChanged(e.AccountSID, e.ServiceSID)
 	case chorus.EventKeysRevoked:
+		g.forgetKeys() // whatever the event says
 		var keys []string
 		if len(e.Data) > 0 {
 			if err := json.Unmarshal(e.Data, &keys); err != nil {
@@ -287,6 +288,7 @@ func (c *conn) recheckIfChanged(ctx context.Context, s *subscription, before acc
 // nodes could not be told (the Bus is down: they re-check keys when it
 // is back, see Resync).
 func (g *Gateway) RevokeKeys(ctx context.Context, accountSID string, keySIDs ...string) error {
+	g.forgetKeys()
 	g.revokeLocal(accountSID, keySIDs)
 	if g.cfg.Engine.Bus() == nil {
 		return nil
@@ -303,6 +305,13 @@ func (g *Gateway) RevokeKeys(ctx context.Context, accountSID string, keySIDs ...
 		return fmt.Errorf("gateway: revoke keys: %w", err)
 	}
 	return nil
+}
+
+// forgetKeys empties the API key cache (keys.go).
+func (g *Gateway) forgetKeys() {
+	if g.keys != nil {
+		g.keys.invalidate()
+	}
 }
 
 // revokeChecked closes this node's sessions signed by keys of accountSID

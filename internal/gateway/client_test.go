@@ -37,6 +37,8 @@ type env struct {
 	creds engine.Credentials
 	svc   *chorus.Service
 	wsURL string
+
+	hideRaw bool // serve through a listener whose conns hide their socket
 }
 
 type envOption func(*env, *Config)
@@ -70,7 +72,11 @@ func newEnv(t testing.TB, opts ...envOption) *env {
 	e.gw = New(cfg)
 	mux := http.NewServeMux()
 	mux.Handle("/v3/wsconnect", e.gw)
-	e.srv = httptest.NewServer(mux)
+	e.srv = httptest.NewUnstartedServer(mux)
+	if e.hideRaw {
+		e.srv.Listener = hideRawListener{e.srv.Listener}
+	}
+	e.srv.Start()
 	e.wsURL = "ws" + strings.TrimPrefix(e.srv.URL, "http") + "/v3/wsconnect"
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

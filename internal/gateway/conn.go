@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/gobwas/ws"
@@ -38,7 +39,8 @@ var (
 // hands requests to the worker; the worker runs init, update and upstream
 // requests one at a time in arrival order (it is started when a request
 // arrives and exits when none is left, so an idle session has none); the
-// writer alone writes to the socket, and ends the session. Hub deliveries
+// writer alone writes to the socket, and ends the session: the gateway's
+// writer pool on a plain socket (writer.go), else writeLoop. Hub deliveries
 // enqueue from Bus goroutines; timers enqueue pings and token notices.
 type conn struct {
 	g    *Gateway
@@ -60,7 +62,13 @@ type conn struct {
 	readDone chan struct{}  // closed when the reader returns
 	lastRead atomic.Int64   // unix nanos of the last inbound message
 	writing  atomic.Bool    // the writer is in a write with a deadline set
-	deadline time.Time      // the socket's write deadline (writer-owned)
+	// raw is set when the socket is written by the gateway's writer pool
+	// (writer.go) rather than by a writer goroutine of the session's own;
+	// sched is then held by whoever may write: a pool writer, writeRest,
+	// or, once the session ended, finish.
+	raw      syscall.RawConn
+	sched    atomic.Bool
+	deadline time.Time // the socket's write deadline (writer-owned)
 	pong     atomic.Pointer[[]byte]
 	// eventProtocol is the event_protocol_version of the session's last
 	// /v4/Subscriptions request (0 until one arrives): it picks the format
@@ -154,6 +162,9 @@ func newConn(g *Gateway, nc net.Conn, buffered *bufio.Reader) *conn {
 		subs:     make(map[string]*subscription),
 		queries:  make(map[string]*liveQuery),
 	}
+	if c.raw = rawConn(nc); c.raw != nil {
+		c.q.notify = c.kick
+	}
 	c.ctx, c.cancel = context.WithCancelCause(context.Background())
 	c.lastRead.Store(time.Now().UnixNano())
 	return c
@@ -175,7 +186,9 @@ func (c *conn) start() {
 	})
 	c.mu.Unlock()
 	go c.readLoop()
-	go c.writeLoop()
+	if c.raw == nil {
+		go c.writeLoop()
+	}
 }
 
 // ping sends a twilsock ping and closes a session that has been silent
@@ -197,7 +210,8 @@ func (c *conn) ping() {
 
 // finish ends the session: it sends a close frame when the session ended
 // normally, closes the socket, waits for the reader and the worker, and
-// drops the subscriptions. The writer runs it.
+// drops the subscriptions. The writer runs it (writeLoop, or the holder
+// of sched in pool mode).
 func (c *conn) finish() {
 	err := context.Cause(c.ctx)
 	c.mu.Lock()
@@ -389,7 +403,7 @@ func (c *conn) read() error {
 				return errClientClosed
 			case ws.OpPing:
 				c.pong.Store(&p)
-				c.q.signal()
+				c.q.signalAs(true)
 			}
 			c.lastRead.Store(time.Now().UnixNano())
 			continue

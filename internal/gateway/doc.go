@@ -7,17 +7,26 @@
 //
 // A Gateway is safe for concurrent use. ServeHTTP upgrades the connection
 // (github.com/gobwas/ws; no subprotocol, no compression, any Origin) and
-// returns; each session then runs on its own goroutines: a reader that
-// reads frames through a small buffer and decodes them (it never writes),
-// a writer that alone writes to the socket and ends the session, and a
-// worker that runs init, update and upstream requests one at a time in
-// arrival order (started when a request arrives, gone when none is left).
-// The writer drains every frame that is ready into one pooled buffered
-// writer and flushes it with one write under the write deadline; an idle
-// session holds no write buffer. Enqueueing never blocks: a connection
-// whose queue overflows (by frames or bytes) or whose writes time out is
-// closed as a slow consumer, and the SDK reconnects and replays. Pings and
-// token notices come from per-session timers.
+// returns; each session then runs a reader goroutine that reads frames
+// through a small buffer and decodes them (it never writes), and a worker
+// that runs init, update and upstream requests one at a time in arrival
+// order (started when a request arrives, gone when none is left).
+//
+// Writes to a plain socket go through the gateway's shared writer pool
+// (writer.go): a session whose queue becomes ready is put once on a ready
+// list (conn.sched), and at most GOMAXPROCS pool goroutines drain it, each
+// writing every ready frame of a session with one non-blocking write and
+// yielding the processor every few sessions, so an event that wakes
+// thousands of sessions wakes a few goroutines and a request read
+// meanwhile does not wait behind all of them. What the socket does not
+// take at once is written by a goroutine of the session's own under
+// WriteTimeout. Whoever holds conn.sched alone writes to the socket; the
+// holder that finds the session ended runs its end (finish) and never
+// gives sched back. A TLS connection (no raw socket) keeps a writer
+// goroutine of its own with the same rules. Enqueueing never blocks: a
+// connection whose queue overflows (by frames or bytes) or whose writes
+// time out is closed as a slow consumer, and the SDK reconnects and
+// replays. Pings and token notices come from per-session timers.
 //
 // # Limits
 //
@@ -52,6 +61,11 @@
 // re-reads every session's service and key and re-checks the
 // subscriptions of services with ACLs on; without such a report nothing
 // is re-checked until the next change.
+//
+// Token verification reads API keys through a per-gateway cache (keys.go):
+// RevokeKeys, every keys_revoked control event and Resync empty it before
+// anything else, so a revoked key stops verifying at once on every node
+// that hears of it; an entry lives at most 10 s otherwise.
 //
 // The hub keeps one topic per subscribed object with one Bus subscription.
 // A topic orders events by ID (buffering briefly across gaps and filling

@@ -85,6 +85,11 @@ type Gateway struct {
 	cfg Config
 	log *slog.Logger
 	hub *hub
+	// writers write the queues of sessions on plain sockets (writer.go).
+	writers *writers
+	// keys caches the Verifier's key lookups (keys.go); nil without a
+	// Verifier.
+	keys *keyCache
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -148,8 +153,15 @@ func New(cfg Config) *Gateway {
 		cfg.MaxInitBytes = DefaultMaxInitBytes
 	}
 	g := &Gateway{cfg: cfg, log: cfg.Logger, conns: make(map[*conn]struct{}), unauth: make(map[string]int)}
+	if cfg.Verifier != nil && cfg.Verifier.Keys != nil {
+		v := *cfg.Verifier
+		g.keys = newKeyCache(v.Keys)
+		v.Keys = g.keys.get
+		g.cfg.Verifier = &v
+	}
 	g.ctx, g.cancel = context.WithCancel(context.Background())
 	g.hub = newHub(g)
+	g.writers = newWriters()
 	g.subscribeControl()
 	return g
 }

@@ -344,6 +344,7 @@ func (h *hub) dropRemoved(t *topic, subs []*subscription) {
 // only be noticed when a later event arrives, and the last ones never.
 // Access changes that may have been lost are re-checked too.
 func (g *Gateway) Resync() {
+	g.forgetKeys() // a keys_revoked event may be among the lost
 	go g.recheckAccess()
 	g.hub.mu.Lock()
 	topics := make([]*topic, 0, len(g.hub.topics))

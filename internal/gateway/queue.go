@@ -18,6 +18,10 @@ type sendQueue struct {
 	holding  int
 	overflow bool
 	wake     chan struct{} // capacity 1
+	// notify, when set, replaces wake: the connection is written by the
+	// gateway's writer pool (writer.go); urgent when a reply or control
+	// frame is ready. Set before the queue is used.
+	notify func(urgent bool)
 }
 
 func newSendQueue(maxFrames, maxBytes int) *sendQueue {
@@ -42,7 +46,13 @@ func (q *sendQueue) pushLocked(f []byte, notification bool) bool {
 	return true
 }
 
-func (q *sendQueue) signal() {
+func (q *sendQueue) signal() { q.signalAs(false) }
+
+func (q *sendQueue) signalAs(urgent bool) {
+	if q.notify != nil {
+		q.notify(urgent)
+		return
+	}
 	select {
 	case q.wake <- struct{}{}:
 	default:
@@ -54,7 +64,7 @@ func (q *sendQueue) push(f []byte) bool {
 	q.mu.Lock()
 	ok := q.pushLocked(f, false)
 	q.mu.Unlock()
-	q.signal()
+	q.signalAs(true)
 	return ok
 }
 
@@ -63,8 +73,9 @@ func (q *sendQueue) push(f []byte) bool {
 func (q *sendQueue) pushNotification(f []byte) bool {
 	q.mu.Lock()
 	ok := q.pushLocked(f, true)
+	parked := q.holding > 0
 	q.mu.Unlock()
-	if ok {
+	if ok && !parked { // a parked frame is signaled by release
 		q.signal()
 	}
 	return ok
@@ -92,7 +103,7 @@ func (q *sendQueue) release(reply []byte) bool {
 		q.held = q.held[:0]
 	}
 	q.mu.Unlock()
-	q.signal()
+	q.signalAs(reply != nil)
 	return ok
 }
 
@@ -108,6 +119,14 @@ func (q *sendQueue) drain(dst [][]byte) ([][]byte, bool) {
 		q.bytes -= len(f)
 	}
 	return dst, q.overflow
+}
+
+// ready reports whether frames are ready to write or the queue
+// overflowed.
+func (q *sendQueue) ready() bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return len(q.frames) > 0 || q.overflow
 }
 
 // len returns the number of queued frames (tests, stats).
