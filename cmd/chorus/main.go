@@ -207,7 +207,8 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer) error {
 			return usagef("invalid %s: %v", envDevTokens, err)
 		}
 	}
-	fs.Var(&devTokens, "dev-tokens", "serve the quickstart's /token endpoint: true, false or auto (default: CHORUS_DEV_TOKENS, else auto: on with generated credentials on a loopback address)")
+	fs.Var(&devTokens, "dev-tokens", "serve the quickstart's /token endpoint: true, false or auto (default: CHORUS_DEV_TOKENS, else auto: on with generated credentials on a loopback address and no --public-url or --trusted-proxies)")
+	devTokensPublic := fs.Bool("dev-tokens-public", false, "let /token answer requests for the --public-url host and requests forwarded by a proxy, not only localhost (needs --dev-tokens; default: "+envDevTokensPublic+")")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -251,6 +252,9 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer) error {
 		WSMaxConns:           *wsMaxConns,
 		WSMaxUnauthPerAddr:   *wsMaxUnauth,
 		DevTokens:            devTokens.mode,
+	}
+	if err := applyDevTokensPublic(fs, &cfg, *devTokensPublic); err != nil {
+		return err
 	}
 	if err := sec.apply(&cfg); err != nil {
 		return err

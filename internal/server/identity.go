@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"encoding/base32"
 	"net/http"
+	"regexp"
 	"strings"
 
 	mrand "math/rand/v2"
@@ -48,6 +49,8 @@ var (
 		"Moose", "Otter", "Owl", "Panda", "Panther", "Parrot", "Penguin", "Puffin", "Rabbit", "Raven",
 		"Seal", "Sparrow", "Squirrel", "Tiger", "Turtle", "Walrus", "Whale", "Wolf", "Wombat", "Zebra",
 	}
+	// randomIdentityRE matches what RandomIdentity returns.
+	randomIdentityRE = regexp.MustCompile(`^[A-Z][a-z]+[A-Z][a-z]+-[0-9a-hjkmnp-tv-z]{20}$`)
 	identityEncoding = base32.NewEncoding("0123456789abcdefghjkmnpqrstvwxyz").WithPadding(base32.NoPadding)
 )
 

@@ -73,6 +73,10 @@ type Config struct {
 	Identities IdentitySource
 	// DevTokens turns /token on or off; see DevTokensAuto.
 	DevTokens DevTokens
+	// DevTokensPublic lets /token (while on) answer requests addressed to
+	// PublicURL's host and requests forwarded by a proxy; without it only
+	// requests to a loopback Host, unforwarded, are answered.
+	DevTokensPublic bool
 
 	// StoreURL selects PostgreSQL (postgres://…) instead of the embedded
 	// SQLite store in DataDir; BusURL selects NATS (nats://…) instead of the
