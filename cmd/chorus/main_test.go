@@ -234,8 +234,11 @@ func TestServe(t *testing.T) {
 	}
 
 	creds := credentials(t, dataDir)
-	if !strings.Contains(p.stderr.String(), creds[envAuthToken]) {
-		t.Errorf("first start did not log the generated credentials: %s", p.stderr.String())
+	// The first start names the generated SIDs and how to print the
+	// secrets, and never logs a secret.
+	if log := p.stderr.String(); !strings.Contains(log, creds[envAPIKey]) || !strings.Contains(log, "chorus admin credentials") ||
+		strings.Contains(log, creds[envAuthToken]) || strings.Contains(log, creds[envAPISecret]) {
+		t.Errorf("first start's log: want the SIDs and `chorus admin credentials`, no secret: %s", log)
 	}
 	v := verifierFor(creds)
 

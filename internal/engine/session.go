@@ -150,6 +150,27 @@ func (e *Engine) verifySession(ctx context.Context, tok string) (Credential, str
 	return Credential{}, "", chorus.ErrAuthenticate
 }
 
+// ParseBasic parses an Authorization header value of the Basic scheme
+// exactly as net/http's Request.BasicAuth does ("Basic " and the base64
+// of user:password, nothing more: "Basic  <b64>" is refused), so that
+// whatever counts and logs logins by user (the server's throttle) sees the
+// same user as authentication.
+func ParseBasic(authorization string) (user, pass string, ok bool) {
+	const prefix = "Basic "
+	if len(authorization) < len(prefix) || !strings.EqualFold(authorization[:len(prefix)], prefix) {
+		return "", "", false
+	}
+	raw, err := base64.StdEncoding.DecodeString(authorization[len(prefix):])
+	if err != nil {
+		return "", "", false
+	}
+	user, pass, ok = strings.Cut(string(raw), ":")
+	if !ok {
+		return "", "", false
+	}
+	return user, pass, true
+}
+
 // AuthenticateHeader checks an Authorization header value: "Basic …"
 // (account SID + auth token, or API key SID + secret) or "Bearer …" with
 // a console session token. Anything else is ErrAuthenticate.
@@ -158,11 +179,7 @@ func (e *Engine) AuthenticateHeader(ctx context.Context, authorization string) (
 	cred = strings.TrimSpace(cred)
 	switch {
 	case strings.EqualFold(scheme, "Basic"):
-		raw, err := base64.StdEncoding.DecodeString(cred)
-		if err != nil {
-			return Credential{}, chorus.ErrAuthenticate
-		}
-		user, pass, ok := strings.Cut(string(raw), ":")
+		user, pass, ok := ParseBasic(authorization)
 		if !ok {
 			return Credential{}, chorus.ErrAuthenticate
 		}

@@ -41,13 +41,11 @@ const (
 
 // Log attribute keys.
 const (
-	logAddr      = "addr"
-	logErr       = "err"
-	logAccount   = "TWILIO_ACCOUNT_SID"
-	logAuthToken = "TWILIO_AUTH_TOKEN"
-	logAPIKey    = "TWILIO_API_KEY"
-	logAPISecret = "TWILIO_API_SECRET"
-	logService   = "TWILIO_SYNC_SERVICE_SID"
+	logAddr    = "addr"
+	logErr     = "err"
+	logAccount = "TWILIO_ACCOUNT_SID"
+	logAPIKey  = "TWILIO_API_KEY"
+	logService = "TWILIO_SYNC_SERVICE_SID"
 )
 
 // Config configures a Server.
@@ -139,8 +137,8 @@ type Server struct {
 	closeErr  error
 }
 
-// New opens the store and bus, bootstraps the credentials (logging them
-// when it generated them) and builds the HTTP handler. On error everything
+// New opens the store and bus, bootstraps the credentials (logging their
+// SIDs, never secrets, when it generated them) and builds the HTTP handler. On error everything
 // opened is closed again.
 func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if cfg.Logger == nil {
@@ -227,12 +225,10 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 		s.log.Info("stored the credentials from the environment", logAccount, creds.AccountSID,
 			logAPIKey, creds.APIKeySID, logService, creds.ServiceSID)
 	case created:
-		// Shown once, on the start that generated them; `chorus admin
-		// credentials` prints them again.
-		s.log.Info("generated credentials",
-			logAccount, creds.AccountSID, logAuthToken, creds.AuthToken,
-			logAPIKey, creds.APIKeySID, logAPISecret, creds.APISecret,
-			logService, creds.ServiceSID)
+		// Never the secrets: logs are shipped and kept where the data
+		// directory's 0600 files are not.
+		s.log.Info("generated credentials; run `chorus admin credentials` to print the auth token and API secret",
+			logAccount, creds.AccountSID, logAPIKey, creds.APIKeySID, logService, creds.ServiceSID)
 	}
 	s.verifier = &token.Verifier{Keys: s.eng.APIKey, RequireSync: true}
 

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/chorus-sync/chorus"
+	"github.com/chorus-sync/chorus/internal/engine"
 	"github.com/chorus-sync/chorus/internal/twiliohttp"
 )
 
@@ -276,7 +277,9 @@ func (s *Server) loginThrottle(next http.Handler) http.Handler {
 			next.ServeHTTP(w, r)
 			return
 		}
-		user, pass, basic := r.BasicAuth()
+		// The engine's parser, so that the user counted is the user
+		// authenticated.
+		user, pass, basic := engine.ParseBasic(r.Header.Get("Authorization"))
 		if !basic || !looksLikeCredentialSID(user) {
 			user = ""
 		}
