@@ -1,0 +1,43 @@
+package server
+
+import (
+	"net/http/httptest"
+	"testing"
+)
+
+// TestOptionsSaysNothingAndIsThrottled: OPTIONS (and any other method a
+// known path does not take) is answered 405 before the credentials are
+// looked at, so the answer is the same for a right and a wrong password;
+// and a request with credentials is counted by the login throttle whatever
+// its method.
+func TestOptionsSaysNothingAndIsThrottled(t *testing.T) {
+	s := newServer(t, Config{})
+	c := s.Credentials()
+	do := func(method, path, addr, user, pass string) *httptest.ResponseRecorder {
+		req := httptest.NewRequest(method, path, nil)
+		req.RemoteAddr = addr + ":40000"
+		req.SetBasicAuth(user, pass)
+		rec := httptest.NewRecorder()
+		s.Handler().ServeHTTP(rec, req)
+		return rec
+	}
+	for _, path := range []string{
+		"/admin/v1/Stats", "/admin/v1/Session", "/admin/v1/Tokens",
+		"/2010-04-01/Accounts/" + c.AccountSID + "/Keys.json", "/v1/AuthTokens/Promote",
+	} {
+		right := do("OPTIONS", path, "192.0.2.1", c.AccountSID, c.AuthToken)
+		wrong := do("OPTIONS", path, "192.0.2.2", c.AccountSID, "wrong-wrong-wrong-wrong-wrong-wrong")
+		if right.Code != 405 || wrong.Code != 405 || right.Body.String() != wrong.Body.String() {
+			t.Errorf("OPTIONS %s = %d %s (right) vs %d %s (wrong), want the same 405", path, right.Code, right.Body, wrong.Code, wrong.Body)
+		}
+	}
+	// Guesses by OPTIONS on a path that authenticates (the 404 fallback)
+	// are counted: the address is throttled, and says so before looking at
+	// the next password, even the right one.
+	for range AddrBurst + 1 {
+		if rec := do("OPTIONS", "/admin/v1/Nope", "192.0.2.3", c.AccountSID, "wrong-wrong-wrong-wrong-wrong-wrong"); rec.Code != 401 && rec.Code != 429 {
+			t.Fatalf("OPTIONS /admin/v1/Nope with a wrong password = %d %s", rec.Code, rec.Body)
+		}
+	}
+	wantThrottled(t, "right password after OPTIONS guesses", do("OPTIONS", "/admin/v1/Nope", "192.0.2.3", c.AccountSID, c.AuthToken))
+}
