@@ -315,6 +315,9 @@ func (h *handler) mintToken(w http.ResponseWriter, r *http.Request, c *caller) e
 	if len([]rune(identity)) > chorus.MaxIdentityLen {
 		return chorus.ErrIdentityInvalid
 	}
+	if chorus.ReservedIdentity(identity) {
+		return chorus.Errorf(chorus.ErrForbidden, "The identity %q is reserved; no token is minted for it", identity)
+	}
 	ttl := DefaultTokenTTL
 	if s := r.PostForm.Get("Ttl"); s != "" {
 		n, err := strconv.Atoi(strings.TrimSpace(s))

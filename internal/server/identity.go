@@ -5,7 +5,6 @@ import (
 	"encoding/base32"
 	"net/http"
 	"regexp"
-	"strings"
 
 	mrand "math/rand/v2"
 
@@ -64,6 +63,4 @@ func (RandomIdentity) Identity(*http.Request) (string, error) {
 
 // reservedIdentity reports whether /token must never mint id: the identity
 // of REST changes ("system", in any case) and an empty one.
-func reservedIdentity(id string) bool {
-	return id == "" || strings.EqualFold(id, chorus.SystemIdentity)
-}
+func reservedIdentity(id string) bool { return chorus.ReservedIdentity(id) }
