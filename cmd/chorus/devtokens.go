@@ -16,6 +16,11 @@ const (
 	envDevTokensPublic = "CHORUS_DEV_TOKENS_PUBLIC"
 )
 
+// defaultWSMaxUnauthPerIP is --ws-max-unauth-per-ip's default: clients
+// finish init within a round trip or two, so 64 connections of one address
+// still waiting for it are a flood, not a busy client.
+const defaultWSMaxUnauthPerIP = 64
+
 // applyDevTokensPublic sets cfg.DevTokensPublic from --dev-tokens-public
 // (or its environment variable). It only widens an endpoint switched on
 // explicitly, for a host named by --public-url.

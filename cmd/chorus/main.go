@@ -199,7 +199,7 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer) error {
 	node := fs.String("node", getenv("CHORUS_NODE_NAME"), "this node's name in logs and to NATS (default: CHORUS_NODE_NAME, else the host name)")
 	allowPrivate := fs.Bool("webhooks-allow-private", false, "let webhooks reach loopback and private addresses, for development and tests (default: CHORUS_WEBHOOKS_ALLOW_PRIVATE)")
 	wsMaxConns := fs.Int("ws-max-conns", 0, "cap on this node's websocket connections, refused with 503 beyond (0 = no cap)")
-	wsMaxUnauth := fs.Int("ws-max-unauth-per-ip", 0, "cap on websocket connections per client IP that have not completed init, refused with 429 beyond (0 = no cap; not behind a proxy)")
+	wsMaxUnauth := fs.Int("ws-max-unauth-per-ip", defaultWSMaxUnauthPerIP, "cap on websocket connections per client IP that have not completed init, refused with 429 beyond (0 = no cap; behind a proxy it counts the proxy: raise it or set 0)")
 	sec := addSecurityFlags(fs)
 	var devTokens devTokensFlag
 	if v := getenv(envDevTokens); v != "" {

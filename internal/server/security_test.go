@@ -41,3 +41,39 @@ func TestOptionsSaysNothingAndIsThrottled(t *testing.T) {
 	}
 	wantThrottled(t, "right password after OPTIONS guesses", do("OPTIONS", "/admin/v1/Nope", "192.0.2.3", c.AccountSID, c.AuthToken))
 }
+
+// TestMetricsLoopbackOnly: /metrics (node totals, every account's service
+// SIDs) is served to loopback peers only, not through a proxy, unless
+// MetricsPublic.
+func TestMetricsLoopbackOnly(t *testing.T) {
+	get := func(s *Server, remote string, hdr ...string) int {
+		req := httptest.NewRequest("GET", "/metrics", nil)
+		req.RemoteAddr = remote
+		for i := 0; i+1 < len(hdr); i += 2 {
+			req.Header.Set(hdr[i], hdr[i+1])
+		}
+		rec := httptest.NewRecorder()
+		s.Handler().ServeHTTP(rec, req)
+		return rec.Code
+	}
+	s := newServer(t, Config{})
+	open := newServer(t, Config{MetricsPublic: true})
+	for _, tt := range []struct {
+		name   string
+		s      *Server
+		remote string
+		hdr    []string
+		want   int
+	}{
+		{"loopback", s, "127.0.0.1:40000", nil, 200},
+		{"loopback v6", s, "[::1]:40000", nil, 200},
+		{"remote", s, "192.0.2.1:40000", nil, 403},
+		{"through a local proxy", s, "127.0.0.1:40000", []string{"X-Forwarded-For", "203.0.113.1"}, 403},
+		{"through a local proxy, Forwarded", s, "127.0.0.1:40000", []string{"Forwarded", "for=203.0.113.1"}, 403},
+		{"remote with MetricsPublic", open, "192.0.2.1:40000", nil, 200},
+	} {
+		if got := get(tt.s, tt.remote, tt.hdr...); got != tt.want {
+			t.Errorf("%s: GET /metrics = %d, want %d", tt.name, got, tt.want)
+		}
+	}
+}

@@ -75,6 +75,9 @@ type Config struct {
 	// PublicURL's host and requests forwarded by a proxy; without it only
 	// requests to a loopback Host, unforwarded, are answered.
 	DevTokensPublic bool
+	// MetricsPublic serves /metrics to every client; without it only to
+	// loopback peers whose request no proxy forwarded.
+	MetricsPublic bool
 
 	// StoreURL selects PostgreSQL (postgres://…) instead of the embedded
 	// SQLite store in DataDir; BusURL selects NATS (nats://…) instead of the
