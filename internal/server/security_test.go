@@ -1,7 +1,10 @@
 package server
 
 import (
+	"log/slog"
 	"net/http/httptest"
+	"strings"
+	"sync"
 	"testing"
 )
 
@@ -76,4 +79,63 @@ func TestMetricsLoopbackOnly(t *testing.T) {
 			t.Errorf("%s: GET /metrics = %d, want %d", tt.name, got, tt.want)
 		}
 	}
+}
+
+// TestKnownGoodPairOwnBucket: a guesser sharing a known client's address
+// throttles the address, not the client that authenticated from it; a
+// guesser naming the known user from that address gets only the pair's
+// small bucket. A peer sending X-Forwarded-For that is not a trusted
+// proxy is warned about once.
+func TestKnownGoodPairOwnBucket(t *testing.T) {
+	var logs lockedLog
+	s := newServer(t, Config{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	c := s.Credentials()
+	const shared = "198.51.100.7"
+	if rec := restAs(s, shared, c.APIKeySID, c.APISecret); rec.Code != 200 {
+		t.Fatalf("known client = %d", rec.Code)
+	}
+	for range AddrBurst + 1 {
+		restAs(s, shared, c.AccountSID, "wrong-wrong-wrong-wrong-wrong-wrong")
+	}
+	wantThrottled(t, "another user from the shared address", restAs(s, shared, c.AccountSID, c.AuthToken))
+	if rec := restAs(s, shared, c.APIKeySID, c.APISecret); rec.Code != 200 {
+		t.Errorf("known client after a flood from its address = %d %s, want 200", rec.Code, rec.Body)
+	}
+	// Guessing as the known user from the known address: KnownGoodBurst
+	// failures, then throttled.
+	for range KnownGoodBurst {
+		if rec := restAs(s, shared, c.APIKeySID, "wrong-wrong-wrong-wrong-wrong-wrong"); rec.Code != 401 {
+			t.Fatalf("guess as the known user = %d, want 401", rec.Code)
+		}
+	}
+	wantThrottled(t, "the known pair after its own burst", restAs(s, shared, c.APIKeySID, c.APISecret))
+
+	for range 2 {
+		req := httptest.NewRequest("GET", "/v1/Services", nil)
+		req.RemoteAddr = "192.0.2.50:1"
+		req.Header.Set("X-Forwarded-For", "203.0.113.5")
+		req.SetBasicAuth(c.AccountSID, c.AuthToken)
+		s.Handler().ServeHTTP(httptest.NewRecorder(), req)
+	}
+	if n := strings.Count(logs.String(), "--trusted-proxies does not name sent X-Forwarded-For"); n != 1 {
+		t.Errorf("X-Forwarded-For warning logged %d times, want once: %s", n, logs.String())
+	}
+}
+
+// lockedLog is a log sink safe for concurrent writes.
+type lockedLog struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedLog) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }

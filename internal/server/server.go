@@ -130,8 +130,9 @@ type Server struct {
 	cert     *certificate // nil without TLS
 	throttle *throttle
 
-	connsRefused atomic.Uint64
-	readyLogged  atomic.Int64 // unix ns of the last readyz warning
+	connsRefused  atomic.Uint64
+	warnedForward atomic.Bool  // warnUntrustedForward logged
+	readyLogged   atomic.Int64 // unix ns of the last readyz warning
 	// devTokens: /token is served (DevTokens).
 	devTokens bool
 
