@@ -27,9 +27,10 @@ import (
 // a is the account, c the credential that signed in (AC… or SK…), e the
 // expiry and s the sign-in time (unix seconds), n a random nonce. Renewal
 // carries s over and never sets e beyond s + ConsoleSessionMaxAge, so a
-// captured session dies within that even if its holder keeps renewing it. The MAC key is derived from
-// that credential's secret, so deleting the key, or promoting a secondary
-// auth token over the primary that signed in, ends the session at once.
+// captured session dies within that even if its holder keeps renewing it.
+// The MAC key is derived from that credential's secret, so deleting the
+// key, or promoting a secondary auth token over the primary that signed
+// in, ends the session at once.
 const (
 	// ConsoleSessionTTL is how long a console session lasts; the console
 	// renews it while it is open.
@@ -71,9 +72,8 @@ func (e *Engine) NewConsoleSession(ctx context.Context, username, password strin
 }
 
 // RenewConsoleSession returns a fresh session token for the credential of
-// a still-valid session token.
-// It keeps the session's sign-in time: past ConsoleSessionMaxAge from
-// it, the caller must sign in again.
+// a still-valid session token. It keeps the session's sign-in time: past
+// ConsoleSessionMaxAge from it, the caller must sign in again.
 func (e *Engine) RenewConsoleSession(ctx context.Context, tok string) (string, Credential, time.Time, error) {
 	c, secret, sc, err := e.verifySession(ctx, tok)
 	if err != nil {

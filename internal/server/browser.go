@@ -30,9 +30,9 @@ import (
 // rebinding page is same-origin with itself, but it holds no credentials
 // for the APIs (no Basic challenge means the browser caches none, and
 // console sessions live in the console's own page memory), and /token,
-// which needs none, checks the Host itself (tokenRequestAllowed). No 401 carries a Basic
-// challenge either, so browsers never prompt for and cache API
-// credentials.
+// which needs none, checks the Host itself (tokenRequestAllowed). No 401
+// carries a Basic challenge either, so browsers never prompt for and cache
+// API credentials.
 //
 // Pages (the quickstart and the console) get a Content-Security-Policy
 // that allows only this origin's scripts, styles and connections, may not

@@ -142,8 +142,8 @@ type Server struct {
 }
 
 // New opens the store and bus, bootstraps the credentials (logging their
-// SIDs, never secrets, when it generated them) and builds the HTTP handler. On error everything
-// opened is closed again.
+// SIDs, never secrets, when it generated them) and builds the HTTP
+// handler. On error everything opened is closed again.
 func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()

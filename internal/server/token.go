@@ -57,21 +57,23 @@ func devTokensOn(cfg Config) bool {
 // errTokenHost refuses /token for a Host or a forwarded request it does
 // not serve.
 var errTokenHost = chorus.Errorf(chorus.ErrForbiddenRequest,
-	"The /token endpoint answers only requests addressed to localhost (or, with --dev-tokens-public, to the --public-url host), "+
+	"The /token endpoint answers only requests from this machine to localhost (or, with --dev-tokens-public, to the --public-url host), "+
 		"never requests forwarded by a proxy unless --dev-tokens-public is set")
 
 // tokenRequestAllowed reports whether /token may answer r: its Host must be
-// a loopback name or address (any port), or, with DevTokensPublic, the
-// public URL's host; and a request a proxy forwarded (X-Forwarded-For,
-// Forwarded) is refused unless DevTokensPublic. The Host check is what
-// defeats DNS rebinding: a page of evil.example whose name now resolves to
-// 127.0.0.1 still sends Host: evil.example.
+// a loopback name or address (any port) and its TCP peer a loopback
+// address, or, with DevTokensPublic, the Host the public URL's host; and a
+// request a proxy forwarded (X-Forwarded-For, Forwarded) is refused unless
+// DevTokensPublic. The Host check is what defeats DNS rebinding: a page of
+// evil.example whose name now resolves to 127.0.0.1 still sends Host:
+// evil.example. The peer check keeps a remote client from merely claiming
+// Host: localhost.
 func (s *Server) tokenRequestAllowed(r *http.Request) bool {
 	forwarded := r.Header.Get("X-Forwarded-For") != "" || r.Header.Get("Forwarded") != ""
 	if forwarded && !s.cfg.DevTokensPublic {
 		return false
 	}
-	if loopbackHost(r.Host) {
+	if peer := net.ParseIP(hostOf(r.RemoteAddr)); loopbackHost(r.Host) && peer != nil && peer.IsLoopback() {
 		return true
 	}
 	pub := publicHost(s.cfg.PublicURL)

@@ -292,6 +292,11 @@ func TestTokenHost(t *testing.T) {
 		{"a .localhost name", local, req("app.localhost:3000"), 200},
 		{"DNS rebinding", local, req("rebind.evil.example", "Origin", "http://rebind.evil.example", "Sec-Fetch-Site", "same-origin"), 403},
 		{"LAN address", local, req("192.168.1.5:3000"), 403},
+		{"remote peer claiming localhost", local, func() *http.Request {
+			r := req("localhost:3000")
+			r.RemoteAddr = "203.0.113.9:40000"
+			return r
+		}(), 403},
 		{"X-Forwarded-For", local, req("localhost:3000", "X-Forwarded-For", "203.0.113.9"), 403},
 		{"Forwarded", local, req("localhost:3000", "Forwarded", "for=203.0.113.9"), 403},
 		{"public host without DevTokensPublic", pub, req("chorus.example.com"), 403},
