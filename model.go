@@ -3,6 +3,7 @@ package chorus
 import (
 	"encoding/json"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -21,6 +22,14 @@ const (
 
 // SystemIdentity is the created_by and webhook Identity of REST changes.
 const SystemIdentity = "system"
+
+// ReservedIdentity reports whether no access token minted by Chorus (the
+// /token endpoint, the admin API) may carry id: an empty identity, or
+// SystemIdentity in any case, which would pass for REST in created_by and
+// webhooks.
+func ReservedIdentity(id string) bool {
+	return id == "" || strings.EqualFold(id, SystemIdentity)
+}
 
 // Kind is the type of a Sync object.
 type Kind string

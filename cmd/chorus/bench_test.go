@@ -21,7 +21,8 @@ func benchNode(tb testing.TB) (string, string) {
 	tb.Helper()
 	dir := tb.TempDir()
 	ctx, cancel := context.WithCancel(context.Background())
-	srv, err := server.New(ctx, server.Config{DataDir: dir, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	// The cap chorus serve applies by default: bench dials within it.
+	srv, err := server.New(ctx, server.Config{DataDir: dir, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), WSMaxUnauthPerAddr: defaultWSMaxUnauthPerIP})
 	if err != nil {
 		cancel()
 		tb.Fatal(err)

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"flag"
 	"fmt"
 	"strconv"
 	"strings"
@@ -8,8 +9,38 @@ import (
 	"github.com/chorus-sync/chorus/internal/server"
 )
 
-// envDevTokens switches the quickstart's /token endpoint like --dev-tokens.
-const envDevTokens = "CHORUS_DEV_TOKENS"
+// envDevTokens switches the quickstart's /token endpoint like --dev-tokens,
+// envDevTokensPublic like --dev-tokens-public.
+const (
+	envDevTokens       = "CHORUS_DEV_TOKENS"
+	envDevTokensPublic = "CHORUS_DEV_TOKENS_PUBLIC"
+)
+
+// defaultWSMaxUnauthPerIP is --ws-max-unauth-per-ip's default: clients
+// finish init within a round trip or two, so 64 connections of one address
+// still waiting for it are a flood, not a busy client.
+const defaultWSMaxUnauthPerIP = 64
+
+// applyDevTokensPublic sets cfg.DevTokensPublic from --dev-tokens-public
+// (or its environment variable). It only widens an endpoint switched on
+// explicitly, for a host named by --public-url.
+func applyDevTokensPublic(fs *flag.FlagSet, cfg *server.Config, on bool) error {
+	if v := getenv(envDevTokensPublic); v != "" && !flagSet(fs, "dev-tokens-public") {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return usagef("invalid %s %q: want true or false", envDevTokensPublic, v)
+		}
+		on = b
+	}
+	if !on {
+		return nil
+	}
+	if cfg.DevTokens != server.DevTokensOn {
+		return usagef("--dev-tokens-public needs --dev-tokens")
+	}
+	cfg.DevTokensPublic = true
+	return nil
+}
 
 // devTokensFlag is --dev-tokens: a boolean flag ("--dev-tokens",
 // "--dev-tokens=false") whose unset state is server.DevTokensAuto.

@@ -199,7 +199,7 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer) error {
 	node := fs.String("node", getenv("CHORUS_NODE_NAME"), "this node's name in logs and to NATS (default: CHORUS_NODE_NAME, else the host name)")
 	allowPrivate := fs.Bool("webhooks-allow-private", false, "let webhooks reach loopback and private addresses, for development and tests (default: CHORUS_WEBHOOKS_ALLOW_PRIVATE)")
 	wsMaxConns := fs.Int("ws-max-conns", 0, "cap on this node's websocket connections, refused with 503 beyond (0 = no cap)")
-	wsMaxUnauth := fs.Int("ws-max-unauth-per-ip", 0, "cap on websocket connections per client IP that have not completed init, refused with 429 beyond (0 = no cap; not behind a proxy)")
+	wsMaxUnauth := fs.Int("ws-max-unauth-per-ip", defaultWSMaxUnauthPerIP, "cap on websocket connections per client IP that have not completed init, refused with 429 beyond (0 = no cap; behind a proxy it counts the proxy: raise it or set 0)")
 	sec := addSecurityFlags(fs)
 	var devTokens devTokensFlag
 	if v := getenv(envDevTokens); v != "" {
@@ -207,7 +207,8 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer) error {
 			return usagef("invalid %s: %v", envDevTokens, err)
 		}
 	}
-	fs.Var(&devTokens, "dev-tokens", "serve the quickstart's /token endpoint: true, false or auto (default: CHORUS_DEV_TOKENS, else auto: on with generated credentials on a loopback address)")
+	fs.Var(&devTokens, "dev-tokens", "serve the quickstart's /token endpoint: true, false or auto (default: CHORUS_DEV_TOKENS, else auto: on with generated credentials on a loopback address and no --public-url or --trusted-proxies)")
+	devTokensPublic := fs.Bool("dev-tokens-public", false, "let /token answer requests for the --public-url host and requests forwarded by a proxy, not only localhost (needs --dev-tokens; default: "+envDevTokensPublic+")")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -251,6 +252,9 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer) error {
 		WSMaxConns:           *wsMaxConns,
 		WSMaxUnauthPerAddr:   *wsMaxUnauth,
 		DevTokens:            devTokens.mode,
+	}
+	if err := applyDevTokensPublic(fs, &cfg, *devTokensPublic); err != nil {
+		return err
 	}
 	if err := sec.apply(&cfg); err != nil {
 		return err

@@ -234,8 +234,11 @@ func TestServe(t *testing.T) {
 	}
 
 	creds := credentials(t, dataDir)
-	if !strings.Contains(p.stderr.String(), creds[envAuthToken]) {
-		t.Errorf("first start did not log the generated credentials: %s", p.stderr.String())
+	// The first start names the generated SIDs and how to print the
+	// secrets, and never logs a secret.
+	if log := p.stderr.String(); !strings.Contains(log, creds[envAPIKey]) || !strings.Contains(log, "chorus admin credentials") ||
+		strings.Contains(log, creds[envAuthToken]) || strings.Contains(log, creds[envAPISecret]) {
+		t.Errorf("first start's log: want the SIDs and `chorus admin credentials`, no secret: %s", log)
 	}
 	v := verifierFor(creds)
 
@@ -365,6 +368,7 @@ func TestErrors(t *testing.T) {
 		{"short auth token", []string{"TWILIO_ACCOUNT_SID=AC0123456789abcdef0123456789abcdef", "TWILIO_AUTH_TOKEN=" + secret32[:31], "TWILIO_API_KEY=SK0123456789abcdef0123456789abcdef", "TWILIO_API_SECRET=" + secret32}, []string{"serve", "--data-dir", filepath.Join(dir, "d3")}, 2, "TWILIO_AUTH_TOKEN is 31 characters long: want at least 32"},
 		{"short API secret", []string{"TWILIO_ACCOUNT_SID=AC0123456789abcdef0123456789abcdef", "TWILIO_AUTH_TOKEN=" + secret32, "TWILIO_API_KEY=SK0123456789abcdef0123456789abcdef", "TWILIO_API_SECRET=x"}, []string{"serve", "--data-dir", filepath.Join(dir, "d4")}, 2, "TWILIO_API_SECRET is 1 characters long"},
 		{"bad dev-tokens", nil, []string{"serve", "--dev-tokens=maybe"}, 2, "dev-tokens"},
+		{"dev-tokens-public alone", nil, []string{"serve", "--dev-tokens-public"}, 2, "--dev-tokens-public needs --dev-tokens"},
 		{"bad CHORUS_DEV_TOKENS", []string{"CHORUS_DEV_TOKENS=maybe"}, []string{"serve"}, 2, "CHORUS_DEV_TOKENS"},
 		{"admin keys without subcommand", nil, []string{"admin", "keys"}, 2, "list, create or revoke"},
 		{"admin keys revoke without SID", nil, []string{"admin", "keys", "revoke"}, 2, "API key SID"},

@@ -21,6 +21,7 @@ const (
 	envMaxConns      = "CHORUS_MAX_CONNS"
 	envMaxConnsPerIP = "CHORUS_MAX_CONNS_PER_IP"
 	envTrusted       = "CHORUS_TRUSTED_PROXIES"
+	envMetricsPublic = "CHORUS_METRICS_PUBLIC"
 	envBusCreds      = "CHORUS_BUS_CREDS"
 	envBusNKey       = "CHORUS_BUS_NKEY"
 	envBusTLSCA      = "CHORUS_BUS_TLS_CA"
@@ -39,6 +40,8 @@ type securityFlags struct {
 	tlsCert, tlsKey         *string
 	maxConns, maxConnsPerIP *string
 	trustedProxies          *string
+	metricsPublic           *bool
+	fs                      *flag.FlagSet
 	busCreds, busNKey       *string
 	busCA, busCert, busKey  *string
 }
@@ -50,6 +53,8 @@ func addSecurityFlags(fs *flag.FlagSet) *securityFlags {
 		maxConns:       fs.String("max-conns", getenv(envMaxConns), "cap on open connections, 0 for none (default: "+envMaxConns+", else 0)"),
 		maxConnsPerIP:  fs.String("max-conns-per-ip", getenv(envMaxConnsPerIP), "cap on open connections per client address, 0 for none; not behind a proxy (default: "+envMaxConnsPerIP+", else 0)"),
 		trustedProxies: fs.String("trusted-proxies", getenv(envTrusted), "comma-separated addresses or CIDRs of reverse proxies whose X-Forwarded-For names the client, for the login throttle (default: "+envTrusted+")"),
+		metricsPublic:  fs.Bool("metrics-public", false, "serve /metrics to every client, not only unforwarded loopback ones (default: "+envMetricsPublic+")"),
+		fs:             fs,
 		busCreds:       fs.String("bus-creds", getenv(envBusCreds), "NATS .creds file (JWT + NKey seed) (default: "+envBusCreds+")"),
 		busNKey:        fs.String("bus-nkey", getenv(envBusNKey), "file holding a NATS NKey user seed (default: "+envBusNKey+")"),
 		busCA:          fs.String("bus-tls-ca", getenv(envBusTLSCA), "PEM CA of the NATS servers' certificates (default: "+envBusTLSCA+")"),
@@ -70,6 +75,12 @@ func (f *securityFlags) apply(cfg *server.Config) error {
 	}
 	if cfg.Transport.MaxConnsPerIP, err = count("--max-conns-per-ip", *f.maxConnsPerIP); err != nil {
 		return err
+	}
+	cfg.MetricsPublic = *f.metricsPublic
+	if v := getenv(envMetricsPublic); v != "" && !flagSet(f.fs, "metrics-public") {
+		if cfg.MetricsPublic, err = strconv.ParseBool(v); err != nil {
+			return usagef("invalid %s %q: want true or false", envMetricsPublic, v)
+		}
 	}
 	for _, p := range strings.Split(*f.trustedProxies, ",") {
 		if p = strings.TrimSpace(p); p == "" {

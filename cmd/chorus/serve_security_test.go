@@ -114,4 +114,8 @@ func TestServeSecurityUsage(t *testing.T) {
 	if code != exitUsage || !strings.Contains(errOut, "CHORUS_CLUSTER_SECRET") {
 		t.Errorf("chorus serve with a short cluster secret = exit %d (%s), want %d", code, errOut, exitUsage)
 	}
+	_, errOut, code = chorusCmd(t, cleanEnv(envMetricsPublic+"=maybe"), "serve", "--listen", "127.0.0.1:0")
+	if code != exitUsage || !strings.Contains(errOut, envMetricsPublic) {
+		t.Errorf("chorus serve with %s=maybe = exit %d (%s), want %d", envMetricsPublic, code, errOut, exitUsage)
+	}
 }

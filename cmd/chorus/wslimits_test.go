@@ -78,3 +78,20 @@ func TestServeWebsocketCaps(t *testing.T) {
 		t.Fatalf("third connection = %d %d, want 503 20503", st, code)
 	}
 }
+
+// TestServeWebsocketUnauthDefault: without --ws-max-unauth-per-ip, one
+// address may hold defaultWSMaxUnauthPerIP connections that have not sent
+// init, and no more.
+func TestServeWebsocketUnauthDefault(t *testing.T) {
+	p := startServe(t, t.TempDir())
+	defer p.stop(t)
+	url := "ws" + strings.TrimPrefix(p.base, "http") + "/v3/wsconnect"
+	for i := range defaultWSMaxUnauthPerIP {
+		if st, code, c := wsRefusal(t, url); c == nil {
+			t.Fatalf("unauthenticated connection %d = %d %d, want accepted", i+1, st, code)
+		}
+	}
+	if st, code, _ := wsRefusal(t, url); st != http.StatusTooManyRequests || code != 20429 {
+		t.Fatalf("connection %d = %d %d, want 429 20429", defaultWSMaxUnauthPerIP+1, st, code)
+	}
+}

@@ -64,12 +64,14 @@ func New(cfg Config) http.Handler {
 		h.mux.HandleFunc("DELETE "+prefix+"/Secondary"+ext, h.wrap(h.deleteSecondary))
 		h.mux.HandleFunc("POST "+prefix+"/Promote"+ext, h.wrap(h.promote))
 	}
-	// Known paths with another method: 405 (20004) with the Allow header.
+	// Known paths with another method (OPTIONS too): 405 (20004) with the
+	// Allow header, before and whatever the credentials, so that the
+	// answer says nothing about them.
 	methodNotAllowed := func(allow string) http.HandlerFunc {
-		return h.wrap(func(w http.ResponseWriter, _ *http.Request, _ *call) error {
+		return func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Allow", allow)
-			return chorus.ErrMethod
-		})
+			twiliohttp.WriteError(w, r, h.log, chorus.ErrMethod)
+		}
 	}
 	h.mux.HandleFunc(acct+"/Keys.json", methodNotAllowed("GET, HEAD, POST"))
 	h.mux.HandleFunc(acct+"/Keys/{Sid}", methodNotAllowed("DELETE, GET, HEAD, POST"))

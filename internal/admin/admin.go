@@ -78,6 +78,18 @@ func newHandler(cfg Config, now func() time.Time) *handler {
 	h.mux.HandleFunc("GET /admin/v1/Stats", h.wrap(h.stats))
 	h.mux.HandleFunc("POST /admin/v1/Tokens", h.wrap(h.mintToken))
 	h.mux.HandleFunc("GET /admin/v1/Webhooks", h.wrap(h.webhooks))
+	// Known paths with another method (OPTIONS too): 405 (20004) before
+	// and whatever the credentials, so that the answer says nothing
+	// about them.
+	for path, allow := range map[string]string{
+		"/admin/v1/Session": "POST", "/admin/v1/Account": "GET, HEAD", "/admin/v1/Stats": "GET, HEAD",
+		"/admin/v1/Tokens": "POST", "/admin/v1/Webhooks": "GET, HEAD",
+	} {
+		h.mux.HandleFunc(path, func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Allow", allow)
+			h.writeError(w, r, chorus.ErrMethod)
+		})
+	}
 	h.mux.HandleFunc("/", h.wrap(func(http.ResponseWriter, *http.Request, *caller) error {
 		return chorus.ErrNotFound
 	}))
@@ -302,6 +314,9 @@ func (h *handler) mintToken(w http.ResponseWriter, r *http.Request, c *caller) e
 	}
 	if len([]rune(identity)) > chorus.MaxIdentityLen {
 		return chorus.ErrIdentityInvalid
+	}
+	if chorus.ReservedIdentity(identity) {
+		return chorus.Errorf(chorus.ErrForbidden, "The identity %q is reserved; no token is minted for it", identity)
 	}
 	ttl := DefaultTokenTTL
 	if s := r.PostForm.Get("Ttl"); s != "" {

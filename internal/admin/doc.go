@@ -22,8 +22,9 @@
 // console session as "Authorization: Bearer chorus-session.…". The console
 // signs in once with POST /admin/v1/Session and keeps only the session
 // token, in memory (never in sessionStorage or a cookie): it expires after
-// engine.ConsoleSessionTTL, the console renews it while open, and it dies
-// with the key or auth token that opened it. Errors are Twilio-style JSON
+// engine.ConsoleSessionTTL, the console renews it while open (never past
+// engine.ConsoleSessionMaxAge from the sign-in), and it dies with the key
+// or auth token that opened it. Errors are Twilio-style JSON
 // bodies {code, message, more_info, status}.
 //
 // The operator (Config.OperatorAccount, the server's bootstrapped account)

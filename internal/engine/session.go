@@ -22,16 +22,22 @@ import (
 //
 // A session token is stateless, so any node of a cluster accepts it:
 //
-//	chorus-session.<base64url(JSON {a, c, e, n})>.<base64url(HMAC-SHA256)>
+//	chorus-session.<base64url(JSON {a, c, e, s, n})>.<base64url(HMAC-SHA256)>
 //
 // a is the account, c the credential that signed in (AC… or SK…), e the
-// expiry (unix seconds) and n a random nonce. The MAC key is derived from
-// that credential's secret, so deleting the key, or promoting a secondary
-// auth token over the primary that signed in, ends the session at once.
+// expiry and s the sign-in time (unix seconds), n a random nonce. Renewal
+// carries s over and never sets e beyond s + ConsoleSessionMaxAge, so a
+// captured session dies within that even if its holder keeps renewing it.
+// The MAC key is derived from that credential's secret, so deleting the
+// key, or promoting a secondary auth token over the primary that signed
+// in, ends the session at once.
 const (
 	// ConsoleSessionTTL is how long a console session lasts; the console
 	// renews it while it is open.
 	ConsoleSessionTTL = 15 * time.Minute
+	// ConsoleSessionMaxAge bounds a console session's total lifetime,
+	// renewals included, from its sign-in.
+	ConsoleSessionMaxAge = 12 * time.Hour
 
 	sessionPrefix  = "chorus-session."
 	sessionContext = "chorus console session v1"
@@ -42,6 +48,7 @@ type sessionClaims struct {
 	Account    string `json:"a"`
 	Credential string `json:"c"`
 	Expires    int64  `json:"e"`
+	SignedIn   int64  `json:"s"`
 	Nonce      string `json:"n"`
 }
 
@@ -61,24 +68,36 @@ func (e *Engine) NewConsoleSession(ctx context.Context, username, password strin
 	if err != nil {
 		return "", Credential{}, time.Time{}, err
 	}
-	return e.signSession(c, password)
+	return e.signSession(c, password, e.cfg.Now().Unix())
 }
 
 // RenewConsoleSession returns a fresh session token for the credential of
-// a still-valid session token.
+// a still-valid session token. It keeps the session's sign-in time: past
+// ConsoleSessionMaxAge from it, the caller must sign in again.
 func (e *Engine) RenewConsoleSession(ctx context.Context, tok string) (string, Credential, time.Time, error) {
-	c, secret, err := e.verifySession(ctx, tok)
+	c, secret, sc, err := e.verifySession(ctx, tok)
 	if err != nil {
 		return "", Credential{}, time.Time{}, err
 	}
-	return e.signSession(c, secret)
+	if sc.SignedIn == 0 {
+		// A session of a version without the sign-in time: sign in again.
+		return "", Credential{}, time.Time{}, chorus.Errorf(chorus.ErrAuthenticate, "Authenticate: sign in again")
+	}
+	return e.signSession(c, secret, sc.SignedIn)
 }
 
-func (e *Engine) signSession(c Credential, secret string) (string, Credential, time.Time, error) {
+func (e *Engine) signSession(c Credential, secret string, signedIn int64) (string, Credential, time.Time, error) {
 	exp := e.cfg.Now().Add(ConsoleSessionTTL).Truncate(time.Second)
+	if limit := time.Unix(signedIn, 0).Add(ConsoleSessionMaxAge); exp.After(limit) {
+		exp = limit
+	}
+	if !exp.After(e.cfg.Now()) {
+		return "", Credential{}, time.Time{}, chorus.Errorf(chorus.ErrAuthenticate,
+			"Authenticate: the console session reached its %v limit; sign in again", ConsoleSessionMaxAge)
+	}
 	var nonce [12]byte
 	_, _ = rand.Read(nonce[:])
-	body, err := json.Marshal(sessionClaims{Account: c.AccountSID, Credential: c.SID, Expires: exp.Unix(),
+	body, err := json.Marshal(sessionClaims{Account: c.AccountSID, Credential: c.SID, Expires: exp.Unix(), SignedIn: signedIn,
 		Nonce: base64.RawURLEncoding.EncodeToString(nonce[:])})
 	if err != nil {
 		return "", Credential{}, time.Time{}, fmt.Errorf("engine: console session: %w", err)
@@ -89,43 +108,65 @@ func (e *Engine) signSession(c Credential, secret string) (string, Credential, t
 
 // AuthenticateSession checks a console session token.
 func (e *Engine) AuthenticateSession(ctx context.Context, tok string) (Credential, error) {
-	c, _, err := e.verifySession(ctx, tok)
+	c, _, _, err := e.verifySession(ctx, tok)
 	return c, err
 }
 
-// verifySession returns the session's credential and the secret that
-// signed it; anything wrong is ErrAuthenticate.
-func (e *Engine) verifySession(ctx context.Context, tok string) (Credential, string, error) {
+// verifySession returns the session's credential, the secret that signed
+// it and its claims; anything wrong is ErrAuthenticate.
+func (e *Engine) verifySession(ctx context.Context, tok string) (Credential, string, sessionClaims, error) {
 	rest, ok := strings.CutPrefix(tok, sessionPrefix)
 	if !ok || len(tok) > maxSessionLen {
-		return Credential{}, "", chorus.ErrAuthenticate
+		return Credential{}, "", sessionClaims{}, chorus.ErrAuthenticate
 	}
 	payload, mac64, ok := strings.Cut(rest, ".")
 	mac, err1 := base64.RawURLEncoding.DecodeString(mac64)
 	body, err2 := base64.RawURLEncoding.DecodeString(payload)
 	var sc sessionClaims
 	if !ok || err1 != nil || err2 != nil || json.Unmarshal(body, &sc) != nil {
-		return Credential{}, "", chorus.ErrAuthenticate
+		return Credential{}, "", sessionClaims{}, chorus.ErrAuthenticate
 	}
-	if e.cfg.Now().Unix() >= sc.Expires {
-		return Credential{}, "", chorus.Errorf(chorus.ErrAuthenticate, "Authenticate: the console session expired")
+	now := e.cfg.Now().Unix()
+	if now >= sc.Expires || (sc.SignedIn != 0 && now >= sc.SignedIn+int64(ConsoleSessionMaxAge/time.Second)) {
+		return Credential{}, "", sessionClaims{}, chorus.Errorf(chorus.ErrAuthenticate, "Authenticate: the console session expired")
 	}
 	cs, err := e.credentialSecrets(ctx, sc.Credential)
 	if isNotFound(err) {
-		return Credential{}, "", chorus.ErrAuthenticate
+		return Credential{}, "", sessionClaims{}, chorus.ErrAuthenticate
 	}
 	if err != nil {
-		return Credential{}, "", fmt.Errorf("engine: console session: %w", err)
+		return Credential{}, "", sessionClaims{}, fmt.Errorf("engine: console session: %w", err)
 	}
 	if cs.cred.AccountSID != sc.Account {
-		return Credential{}, "", chorus.ErrAuthenticate
+		return Credential{}, "", sessionClaims{}, chorus.ErrAuthenticate
 	}
 	for _, s := range cs.secrets {
 		if s != "" && hmac.Equal(mac, sessionMAC(s, payload)) {
-			return cs.cred, s, nil
+			return cs.cred, s, sc, nil
 		}
 	}
-	return Credential{}, "", chorus.ErrAuthenticate
+	return Credential{}, "", sessionClaims{}, chorus.ErrAuthenticate
+}
+
+// ParseBasic parses an Authorization header value of the Basic scheme
+// exactly as net/http's Request.BasicAuth does ("Basic " and the base64
+// of user:password, nothing more: "Basic  <b64>" is refused), so that
+// whatever counts and logs logins by user (the server's throttle) sees the
+// same user as authentication.
+func ParseBasic(authorization string) (user, pass string, ok bool) {
+	const prefix = "Basic "
+	if len(authorization) < len(prefix) || !strings.EqualFold(authorization[:len(prefix)], prefix) {
+		return "", "", false
+	}
+	raw, err := base64.StdEncoding.DecodeString(authorization[len(prefix):])
+	if err != nil {
+		return "", "", false
+	}
+	user, pass, ok = strings.Cut(string(raw), ":")
+	if !ok {
+		return "", "", false
+	}
+	return user, pass, true
 }
 
 // AuthenticateHeader checks an Authorization header value: "Basic …"
@@ -136,11 +177,7 @@ func (e *Engine) AuthenticateHeader(ctx context.Context, authorization string) (
 	cred = strings.TrimSpace(cred)
 	switch {
 	case strings.EqualFold(scheme, "Basic"):
-		raw, err := base64.StdEncoding.DecodeString(cred)
-		if err != nil {
-			return Credential{}, chorus.ErrAuthenticate
-		}
-		user, pass, ok := strings.Cut(string(raw), ":")
+		user, pass, ok := ParseBasic(authorization)
 		if !ok {
 			return Credential{}, chorus.ErrAuthenticate
 		}

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -22,9 +23,16 @@ import (
 // from another site (Sec-Fetch-Site: cross-site or same-site, or, from a
 // browser without Fetch Metadata, an Origin other than this server) is
 // refused with 403 before it reaches a handler, so a page elsewhere cannot
-// use credentials the browser holds (CSRF). No 401 carries a Basic
-// challenge either, so browsers never prompt for and cache API
-// credentials.
+// use credentials the browser holds (CSRF). "This server" is the public
+// URL's host, or the request's Host when that is one of ours (ownHost):
+// an Origin that merely equals an arbitrary Host is what a DNS-rebinding
+// page sends. Sec-Fetch-Site: same-origin is trusted whatever the Host: a
+// rebinding page is same-origin with itself, but it holds no credentials
+// for the APIs (no Basic challenge means the browser caches none, and
+// console sessions live in the console's own page memory), and /token,
+// which needs none, checks the Host itself (tokenRequestAllowed). No 401
+// carries a Basic challenge either, so browsers never prompt for and cache
+// API credentials.
 //
 // Pages (the quickstart and the console) get a Content-Security-Policy
 // that allows only this origin's scripts, styles and connections, may not
@@ -62,13 +70,33 @@ func (s *Server) crossSite(r *http.Request) bool {
 	if err != nil || u.Host == "" {
 		return true // "null" (sandboxed frames, file:) or garbage
 	}
-	if strings.EqualFold(u.Host, r.Host) {
+	if strings.EqualFold(u.Host, r.Host) && s.ownHost(r.Host) {
 		return false
 	}
 	if p, err := url.Parse(s.cfg.PublicURL); err == nil && p.Host != "" && strings.EqualFold(u.Host, p.Host) {
 		return false
 	}
 	return true
+}
+
+// ownHost reports whether a Host header names this server in a way DNS
+// rebinding cannot fake: a loopback name or address, any IP literal (a
+// rebinding page's origin is a DNS name the attacker controls, never an
+// address), the public URL's host or the listen address's host. An Origin
+// equal to any other Host (rebind.evil.example, pointed at this server)
+// proves nothing.
+func (s *Server) ownHost(hostport string) bool {
+	h := hostOnly(hostport)
+	if loopbackHost(hostport) || net.ParseIP(h) != nil {
+		return true
+	}
+	if pub := publicHost(s.cfg.PublicURL); pub != "" && sameHost(hostport, pub) {
+		return true
+	}
+	if lh, _, err := net.SplitHostPort(s.cfg.Listen); err == nil && lh != "" && strings.EqualFold(lh, h) {
+		return true
+	}
+	return false
 }
 
 // securityHeaders sets the headers every response gets, and the page

@@ -6,7 +6,9 @@
 //
 // /token is a development convenience, on by intent only (DevTokens): it
 // mints a new random identity, or renews the identity of a still-valid
-// token the caller presents, never one the caller names. With operator
+// token it minted that the caller presents, never one the caller names; it
+// answers only loopback requests to a loopback Host unless DevTokensPublic.
+// /metrics is for loopback peers unless MetricsPublic. With operator
 // credentials (Config.Creds) every other account and main key is revoked
 // at start.
 //

@@ -4,7 +4,7 @@ import (
 	"crypto/rand"
 	"encoding/base32"
 	"net/http"
-	"strings"
+	"regexp"
 
 	mrand "math/rand/v2"
 
@@ -48,6 +48,8 @@ var (
 		"Moose", "Otter", "Owl", "Panda", "Panther", "Parrot", "Penguin", "Puffin", "Rabbit", "Raven",
 		"Seal", "Sparrow", "Squirrel", "Tiger", "Turtle", "Walrus", "Whale", "Wolf", "Wombat", "Zebra",
 	}
+	// randomIdentityRE matches what RandomIdentity returns.
+	randomIdentityRE = regexp.MustCompile(`^[A-Z][a-z]+[A-Z][a-z]+-[0-9a-hjkmnp-tv-z]{20}$`)
 	identityEncoding = base32.NewEncoding("0123456789abcdefghjkmnpqrstvwxyz").WithPadding(base32.NoPadding)
 )
 
@@ -61,6 +63,4 @@ func (RandomIdentity) Identity(*http.Request) (string, error) {
 
 // reservedIdentity reports whether /token must never mint id: the identity
 // of REST changes ("system", in any case) and an empty one.
-func reservedIdentity(id string) bool {
-	return id == "" || strings.EqualFold(id, chorus.SystemIdentity)
-}
+func reservedIdentity(id string) bool { return chorus.ReservedIdentity(id) }

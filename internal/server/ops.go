@@ -3,12 +3,15 @@ package server
 import (
 	"context"
 	"fmt"
+	"net"
 	"net/http"
 	"net/url"
 	"sort"
 	"time"
 
+	"github.com/chorus-sync/chorus"
 	natsbus "github.com/chorus-sync/chorus/internal/bus/nats"
+	"github.com/chorus-sync/chorus/internal/twiliohttp"
 	"github.com/chorus-sync/chorus/internal/webhook"
 )
 
@@ -44,8 +47,32 @@ func (s *Server) notReady(dep string, err error) {
 	s.log.Warn("readyz: dependency unreachable", "dependency", dep, logErr, err)
 }
 
-// serveMetrics exposes the node's counters in the Prometheus text format.
+// errMetricsPrivate refuses /metrics to a peer that is not local.
+var errMetricsPrivate = chorus.Errorf(chorus.ErrForbiddenRequest,
+	"/metrics is served to loopback clients only: start chorus with --metrics-public (or CHORUS_METRICS_PUBLIC=1) to open it")
+
+// metricsAllowed reports whether r may read /metrics: with MetricsPublic
+// anyone; else only a loopback TCP peer whose request no proxy forwarded
+// (a reverse proxy on the same host is a loopback peer too).
+func (s *Server) metricsAllowed(r *http.Request) bool {
+	if s.cfg.MetricsPublic {
+		return true
+	}
+	if r.Header.Get("X-Forwarded-For") != "" || r.Header.Get("Forwarded") != "" {
+		return false
+	}
+	ip := net.ParseIP(hostOf(r.RemoteAddr))
+	return ip != nil && ip.IsLoopback()
+}
+
+// serveMetrics exposes the node's counters in the Prometheus text format:
+// node totals and every account's service SIDs, so by default to loopback
+// peers only (metricsAllowed).
 func (s *Server) serveMetrics(w http.ResponseWriter, r *http.Request) {
+	if !s.metricsAllowed(r) {
+		twiliohttp.WriteError(w, r, s.log, errMetricsPrivate)
+		return
+	}
 	w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
 	es := s.eng.Stats()
 	gs := s.gw.Stats()

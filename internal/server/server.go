@@ -41,13 +41,11 @@ const (
 
 // Log attribute keys.
 const (
-	logAddr      = "addr"
-	logErr       = "err"
-	logAccount   = "TWILIO_ACCOUNT_SID"
-	logAuthToken = "TWILIO_AUTH_TOKEN"
-	logAPIKey    = "TWILIO_API_KEY"
-	logAPISecret = "TWILIO_API_SECRET"
-	logService   = "TWILIO_SYNC_SERVICE_SID"
+	logAddr    = "addr"
+	logErr     = "err"
+	logAccount = "TWILIO_ACCOUNT_SID"
+	logAPIKey  = "TWILIO_API_KEY"
+	logService = "TWILIO_SYNC_SERVICE_SID"
 )
 
 // Config configures a Server.
@@ -73,6 +71,13 @@ type Config struct {
 	Identities IdentitySource
 	// DevTokens turns /token on or off; see DevTokensAuto.
 	DevTokens DevTokens
+	// DevTokensPublic lets /token (while on) answer requests addressed to
+	// PublicURL's host and requests forwarded by a proxy; without it only
+	// requests to a loopback Host, unforwarded, are answered.
+	DevTokensPublic bool
+	// MetricsPublic serves /metrics to every client; without it only to
+	// loopback peers whose request no proxy forwarded.
+	MetricsPublic bool
 
 	// StoreURL selects PostgreSQL (postgres://…) instead of the embedded
 	// SQLite store in DataDir; BusURL selects NATS (nats://…) instead of the
@@ -125,8 +130,9 @@ type Server struct {
 	cert     *certificate // nil without TLS
 	throttle *throttle
 
-	connsRefused atomic.Uint64
-	readyLogged  atomic.Int64 // unix ns of the last readyz warning
+	connsRefused  atomic.Uint64
+	warnedForward atomic.Bool  // warnUntrustedForward logged
+	readyLogged   atomic.Int64 // unix ns of the last readyz warning
 	// devTokens: /token is served (DevTokens).
 	devTokens bool
 
@@ -135,9 +141,9 @@ type Server struct {
 	closeErr  error
 }
 
-// New opens the store and bus, bootstraps the credentials (logging them
-// when it generated them) and builds the HTTP handler. On error everything
-// opened is closed again.
+// New opens the store and bus, bootstraps the credentials (logging their
+// SIDs, never secrets, when it generated them) and builds the HTTP
+// handler. On error everything opened is closed again.
 func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -223,12 +229,10 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 		s.log.Info("stored the credentials from the environment", logAccount, creds.AccountSID,
 			logAPIKey, creds.APIKeySID, logService, creds.ServiceSID)
 	case created:
-		// Shown once, on the start that generated them; `chorus admin
-		// credentials` prints them again.
-		s.log.Info("generated credentials",
-			logAccount, creds.AccountSID, logAuthToken, creds.AuthToken,
-			logAPIKey, creds.APIKeySID, logAPISecret, creds.APISecret,
-			logService, creds.ServiceSID)
+		// Never the secrets: logs are shipped and kept where the data
+		// directory's 0600 files are not.
+		s.log.Info("generated credentials; run `chorus admin credentials` to print the auth token and API secret",
+			logAccount, creds.AccountSID, logAPIKey, creds.APIKeySID, logService, creds.ServiceSID)
 	}
 	s.verifier = &token.Verifier{Keys: s.eng.APIKey, RequireSync: true}
 

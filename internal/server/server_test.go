@@ -42,7 +42,7 @@ func TestTokenEndpoint(t *testing.T) {
 	if !s.DevTokensOn() {
 		t.Fatal("DevTokensOn() = false with an IdentitySource, want true")
 	}
-	req := httptest.NewRequest("GET", "/token", nil)
+	req := tokenRequest("GET", "/token", nil)
 	req.Header.Set("X-User", "carol")
 	rec := httptest.NewRecorder()
 	s.Handler().ServeHTTP(rec, req)
@@ -84,7 +84,7 @@ func TestTokenEndpoint(t *testing.T) {
 		return "", chorus.ErrAuthenticate
 	})})
 	rec = httptest.NewRecorder()
-	s2.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/token", nil))
+	s2.Handler().ServeHTTP(rec, tokenRequest("GET", "/token", nil))
 	if rec.Code != http.StatusUnauthorized {
 		t.Errorf("GET /token with failing identity = %d, want 401", rec.Code)
 	}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/chorus-sync/chorus"
+	"github.com/chorus-sync/chorus/internal/engine"
 	"github.com/chorus-sync/chorus/internal/twiliohttp"
 )
 
@@ -22,11 +23,14 @@ import (
 // The per-address bucket is small: one address can fail a burst of
 // AddrBurst times, then once every AddrEvery. The per-account bucket (an
 // account's auth tokens and API keys count together) is larger, so that
-// only a distributed guesser reaches it. Its lock-out risk: while it is
-// empty, a client whose address authenticated successfully as that user in
-// the last KnownGoodTTL is still let in (it is only subject to its own
-// address's bucket); other addresses wait. So a flood against an account
-// from many addresses does not lock out the servers already using it.
+// only a distributed guesser reaches it. Lock-out risk: a client whose
+// address authenticated successfully as that user in the last KnownGoodTTL
+// is counted in neither: the (user, address) pair has a small bucket of
+// its own (KnownGoodBurst, then one every AddrEvery). So neither a flood
+// against the account from many addresses nor a guesser sharing the
+// client's address (a NAT, the proxy's address without --trusted-proxies)
+// locks out the servers already using the account; a guesser that names
+// the known user from the known address gets that small bucket only.
 //
 // While an address or account has a bucket (it failed recently), each of
 // its requests holds a token while its credentials are checked, given back
@@ -42,6 +46,7 @@ const (
 	AccountBurst       = 100
 	AccountEvery       = time.Second
 	KnownGoodTTL       = 24 * time.Hour
+	KnownGoodBurst     = 10
 	throttleMaxEntries = 1 << 14
 )
 
@@ -50,6 +55,7 @@ type throttle struct {
 	mu       sync.Mutex
 	addrs    buckets
 	accounts buckets
+	pairs    buckets              // known-good user + " " + address
 	aliases  map[string]string    // API key SID → its account SID, learnt from failures
 	good     map[string]time.Time // user + " " + address → last successful login
 	max      int
@@ -62,6 +68,7 @@ func newThrottle() *throttle {
 	return &throttle{
 		addrs:    buckets{every: AddrEvery, burst: AddrBurst, m: map[string]*bucket{}},
 		accounts: buckets{every: AccountEvery, burst: AccountBurst, m: map[string]*bucket{}},
+		pairs:    buckets{every: AddrEvery, burst: KnownGoodBurst, m: map[string]*bucket{}},
 		aliases:  map[string]string{},
 		good:     map[string]time.Time{},
 		max:      throttleMaxEntries,
@@ -70,10 +77,11 @@ func newThrottle() *throttle {
 }
 
 // ticket is what admit reserved for one request: a token of the address's
-// and of the account's bucket (nil where there was no bucket).
+// and of the account's bucket, or for a known-good pair of the pair's
+// (nil where there was no bucket).
 type ticket struct {
-	addr, acct *bucket
-	acctKey    string
+	addr, acct, pair *bucket
+	acctKey, pairKey string // pairKey != "": a known-good pair
 }
 
 // admit decides whether a request from addr with Basic user may have its
@@ -83,6 +91,18 @@ func (t *throttle) admit(addr, user string, now time.Time) (ticket, time.Duratio
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	var tk ticket
+	if k := user + " " + addr; user != "" {
+		if at, ok := t.good[k]; ok && now.Sub(at) < KnownGoodTTL {
+			// Known clients are held back by neither the address's nor
+			// the account's bucket, only by their own.
+			r, d := t.pairs.reserve(k, now)
+			if d > 0 {
+				return tk, d
+			}
+			tk.pair, tk.pairKey = r, k
+			return tk, 0
+		}
+	}
 	r, d := t.addrs.reserve(addr, now)
 	if d > 0 {
 		return tk, d
@@ -94,9 +114,6 @@ func (t *throttle) admit(addr, user string, now time.Time) (ticket, time.Duratio
 	acct := user
 	if a, ok := t.aliases[user]; ok {
 		acct = a
-	}
-	if at, ok := t.good[user+" "+addr]; ok && now.Sub(at) < KnownGoodTTL {
-		return tk, 0 // known clients are not held back by the account's bucket
 	}
 	r, d = t.accounts.reserve(acct, now)
 	if d > 0 {
@@ -113,6 +130,7 @@ func (t *throttle) settle(tk ticket) {
 	defer t.mu.Unlock()
 	t.addrs.giveBack(tk.addr)
 	t.accounts.giveBack(tk.acct)
+	t.pairs.giveBack(tk.pair)
 }
 
 // wait is how long a request from addr with Basic user must wait (admit
@@ -129,7 +147,13 @@ func (t *throttle) fail(tk ticket, addr, user, account string, now time.Time) {
 	t.failures.Add(1)
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if tk.addr == nil {
+	switch {
+	case tk.pairKey != "":
+		if tk.pair == nil {
+			t.pairs.take(tk.pairKey, now, t.max)
+		}
+		return
+	case tk.addr == nil:
 		t.addrs.take(addr, now, t.max)
 	}
 	if tk.acct != nil && tk.acctKey != account {
@@ -272,15 +296,19 @@ func (b *buckets) evict(now time.Time, max int) {
 // loginThrottle is the middleware of the authenticated APIs.
 func (s *Server) loginThrottle(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Header.Get("Authorization") == "" || r.Method == http.MethodOptions {
+		// Every method: an OPTIONS with a password is a guess too.
+		if r.Header.Get("Authorization") == "" {
 			next.ServeHTTP(w, r)
 			return
 		}
-		user, pass, basic := r.BasicAuth()
+		// The engine's parser, so that the user counted is the user
+		// authenticated.
+		user, pass, basic := engine.ParseBasic(r.Header.Get("Authorization"))
 		if !basic || !looksLikeCredentialSID(user) {
 			user = ""
 		}
 		addr := s.clientAddr(r)
+		s.warnUntrustedForward(r)
 		tk, d := s.throttle.admit(addr, user, time.Now())
 		if d > 0 {
 			s.throttle.refused.Add(1)
@@ -314,6 +342,20 @@ func (s *Server) loginThrottle(next http.Handler) http.Handler {
 			}
 		}
 	})
+}
+
+// warnUntrustedForward warns, once, that a peer --trusted-proxies does not
+// name sent X-Forwarded-For: behind a proxy that is not trusted, the
+// throttle counts every client as the proxy.
+func (s *Server) warnUntrustedForward(r *http.Request) {
+	if r.Header.Get("X-Forwarded-For") == "" || s.warnedForward.Load() || s.trustedProxy(hostOf(r.RemoteAddr)) {
+		return
+	}
+	if s.warnedForward.CompareAndSwap(false, true) {
+		s.log.Warn("a client that --trusted-proxies does not name sent X-Forwarded-For: the login throttle counts it, "+
+			"not the address it forwards for; behind a reverse proxy, set --trusted-proxies to the proxy's address",
+			"client", addrKey(r.RemoteAddr))
+	}
 }
 
 // loginFailed counts and logs a failed login. The password is never

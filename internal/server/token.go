@@ -19,8 +19,10 @@ type DevTokens int
 const (
 	// DevTokensAuto turns /token on only where that is safe: when the
 	// credentials are the data directory's own generated ones (Creds is
-	// zero) and Listen is a loopback address, or when an IdentitySource
-	// was configured (the app authenticates callers itself).
+	// zero), Listen is a loopback address and nothing says a reverse
+	// proxy forwards to it (no PublicURL, no TrustedProxies), or when an
+	// IdentitySource was configured (the app authenticates callers
+	// itself).
 	DevTokensAuto DevTokens = iota
 	// DevTokensOn serves /token whatever the credentials and address.
 	DevTokensOn
@@ -44,7 +46,73 @@ func devTokensOn(cfg Config) bool {
 	case DevTokensOff:
 		return false
 	}
-	return cfg.Identities != nil || (cfg.Creds.AccountSID == "" && isLoopback(cfg.Listen))
+	if cfg.Identities != nil {
+		return true
+	}
+	// Behind a reverse proxy a loopback listener serves the internet.
+	proxied := cfg.PublicURL != "" || len(cfg.Transport.TrustedProxies) > 0
+	return cfg.Creds.AccountSID == "" && isLoopback(cfg.Listen) && !proxied
+}
+
+// errTokenHost refuses /token for a Host or a forwarded request it does
+// not serve.
+var errTokenHost = chorus.Errorf(chorus.ErrForbiddenRequest,
+	"The /token endpoint answers only requests from this machine to localhost (or, with --dev-tokens-public, to the --public-url host), "+
+		"never requests forwarded by a proxy unless --dev-tokens-public is set")
+
+// tokenRequestAllowed reports whether /token may answer r: its Host must be
+// a loopback name or address (any port) and its TCP peer a loopback
+// address, or, with DevTokensPublic, the Host the public URL's host; and a
+// request a proxy forwarded (X-Forwarded-For, Forwarded) is refused unless
+// DevTokensPublic. The Host check is what defeats DNS rebinding: a page of
+// evil.example whose name now resolves to 127.0.0.1 still sends Host:
+// evil.example. The peer check keeps a remote client from merely claiming
+// Host: localhost.
+func (s *Server) tokenRequestAllowed(r *http.Request) bool {
+	forwarded := r.Header.Get("X-Forwarded-For") != "" || r.Header.Get("Forwarded") != ""
+	if forwarded && !s.cfg.DevTokensPublic {
+		return false
+	}
+	if peer := net.ParseIP(hostOf(r.RemoteAddr)); loopbackHost(r.Host) && peer != nil && peer.IsLoopback() {
+		return true
+	}
+	pub := publicHost(s.cfg.PublicURL)
+	return s.cfg.DevTokensPublic && pub != "" && sameHost(r.Host, pub)
+}
+
+// loopbackHost reports whether the Host header host[:port] names this
+// machine's loopback: localhost (or a name under .localhost), 127.0.0.0/8
+// or ::1.
+func loopbackHost(hostport string) bool {
+	h := hostOnly(hostport)
+	if strings.EqualFold(h, "localhost") || strings.HasSuffix(strings.ToLower(h), ".localhost") {
+		return true
+	}
+	ip := net.ParseIP(h)
+	return ip != nil && ip.IsLoopback()
+}
+
+// hostOnly is the host of a Host header without its port and brackets.
+func hostOnly(hostport string) string {
+	if h, _, err := net.SplitHostPort(hostport); err == nil {
+		return h
+	}
+	return strings.TrimSuffix(strings.TrimPrefix(hostport, "["), "]")
+}
+
+// sameHost compares two Host values, a missing port meaning the default
+// one: "example.com" matches "example.com:443" only through the public
+// URL's scheme, so ports are compared only when both have one.
+func sameHost(a, b string) bool {
+	if strings.EqualFold(a, b) {
+		return true
+	}
+	_, pa, errA := net.SplitHostPort(a)
+	_, pb, errB := net.SplitHostPort(b)
+	if errA == nil && errB == nil && pa != pb {
+		return false
+	}
+	return strings.EqualFold(hostOnly(a), hostOnly(b))
 }
 
 // isLoopback reports whether the listen address addr names only loopback
@@ -79,6 +147,10 @@ func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Cache-Control", "no-store")
 	if !s.devTokens {
 		twiliohttp.WriteError(w, r, s.log, errDevTokensOff)
+		return
+	}
+	if !s.tokenRequestAllowed(r) {
+		twiliohttp.WriteError(w, r, s.log, errTokenHost)
 		return
 	}
 	identity, err := s.tokenIdentity(w, r)
@@ -131,6 +203,17 @@ func (s *Server) tokenIdentity(w http.ResponseWriter, r *http.Request) (string, 
 	}
 	if c.Subject != s.creds.AccountSID || c.Sync == nil || c.Sync.ServiceSID != s.creds.ServiceSID {
 		return "", chorus.Errorf(chorus.ErrTokenGrants, "Invalid Access Token grants: not a token of this server's quickstart service")
+	}
+	// Renew only what this endpoint minted: signed with the key it signs
+	// with and, for the built-in random identities, of their form. A token
+	// another key signed (a standard key's, with a short TTL of its own
+	// choosing) must not become a fresh operator-signed one here, nor
+	// outlive the deletion of its key.
+	if c.Issuer != s.creds.APIKeySID {
+		return "", chorus.Errorf(chorus.ErrTokenIssuer, "Invalid Access Token issuer: /token renews only the tokens it minted")
+	}
+	if _, random := s.cfg.Identities.(RandomIdentity); random && !randomIdentityRE.MatchString(c.Identity) {
+		return "", chorus.Errorf(chorus.ErrTokenGrants, "Invalid Access Token grants: /token renews only the random identities it hands out")
 	}
 	return c.Identity, nil
 }

@@ -3,8 +3,10 @@ package server
 import (
 	"context"
 	"encoding/json"
+	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"net/url"
 	"regexp"
 	"strings"
@@ -21,7 +23,7 @@ func TestRandomIdentity(t *testing.T) {
 	seen := map[string]bool{}
 	for range 1000 {
 		// ?identity= is not honoured.
-		id, err := RandomIdentity{}.Identity(httptest.NewRequest("GET", "/token?identity=alice", nil))
+		id, err := RandomIdentity{}.Identity(tokenRequest("GET", "/token?identity=alice", nil))
 		if err != nil || !re.MatchString(id) {
 			t.Fatalf("RandomIdentity() = %q, %v, want AdjectiveAnimal-<20 base32 digits>", id, err)
 		}
@@ -64,6 +66,10 @@ func TestDevTokensDefaults(t *testing.T) {
 		{"operator credentials on loopback", Config{Listen: "127.0.0.1:3000", Creds: operatorCreds()}, false},
 		{"switched on with operator credentials", Config{Listen: ":3000", Creds: operatorCreds(), DevTokens: DevTokensOn}, true},
 		{"switched off on loopback", Config{Listen: "127.0.0.1:3000", DevTokens: DevTokensOff}, false},
+		// Behind a reverse proxy a loopback listener serves the internet.
+		{"loopback behind a public URL", Config{Listen: "127.0.0.1:3000", PublicURL: "https://sync.example.com"}, false},
+		{"loopback with trusted proxies", Config{Listen: "127.0.0.1:3000",
+			Transport: Transport{TrustedProxies: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}}}, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -72,7 +78,7 @@ func TestDevTokensDefaults(t *testing.T) {
 				t.Fatalf("DevTokensOn() = %v, want %v", s.DevTokensOn(), tt.want)
 			}
 			rec := httptest.NewRecorder()
-			s.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/token", nil))
+			s.Handler().ServeHTTP(rec, tokenRequest("GET", "/token", nil))
 			if tt.want {
 				if rec.Code != 200 {
 					t.Fatalf("GET /token = %d %s, want 200", rec.Code, rec.Body)
@@ -113,22 +119,31 @@ func getToken(t *testing.T, s *Server, r *http.Request) (tokenResponse, int, int
 }
 
 func bearer(method, tok string) *http.Request {
-	r := httptest.NewRequest(method, "/token", nil)
+	r := tokenRequest(method, "/token", nil)
 	r.Header.Set("Authorization", "Bearer "+tok)
+	return r
+}
+
+// tokenRequest is a request to /token as a browser on this machine sends
+// it: Host localhost, no proxy headers.
+func tokenRequest(method, target string, body io.Reader) *http.Request {
+	r := httptest.NewRequest(method, target, body)
+	r.Host = "localhost:3000"
+	r.RemoteAddr = "127.0.0.1:40000"
 	return r
 }
 
 func TestTokenRenewal(t *testing.T) {
 	s := newServer(t, Config{Listen: "127.0.0.1:0", TokenTTL: time.Hour})
 	ctx := context.Background()
-	first, code, _ := getToken(t, s, httptest.NewRequest("GET", "/token", nil))
+	first, code, _ := getToken(t, s, tokenRequest("GET", "/token", nil))
 	if code != 200 {
 		t.Fatalf("GET /token = %d", code)
 	}
 
 	// Presenting the token keeps the identity: Bearer on GET and POST, or
 	// the form field of a POST.
-	form := httptest.NewRequest("POST", "/token", strings.NewReader(url.Values{"token": {first.Token}}.Encode()))
+	form := tokenRequest("POST", "/token", strings.NewReader(url.Values{"token": {first.Token}}.Encode()))
 	form.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	for name, r := range map[string]*http.Request{
 		"GET Bearer": bearer("GET", first.Token), "POST Bearer": bearer("POST", first.Token), "POST form": form,
@@ -167,7 +182,7 @@ func TestTokenRenewal(t *testing.T) {
 		r          *http.Request
 		code, want int
 	}{
-		{"asks for an identity", httptest.NewRequest("GET", "/token?identity=alice", nil), 400, 54060},
+		{"asks for an identity", tokenRequest("GET", "/token?identity=alice", nil), 400, 54060},
 		{"asks for an identity with a token", func() *http.Request {
 			r := bearer("GET", first.Token)
 			r.URL.RawQuery = "identity=alice"
@@ -177,13 +192,13 @@ func TestTokenRenewal(t *testing.T) {
 		{"forged token", bearer("POST", mint(forged)), 401, chorus.ErrTokenSignature.Code},
 		{"garbage", bearer("POST", "x.y.z"), 401, 0},
 		{"empty Bearer", func() *http.Request {
-			r := httptest.NewRequest("POST", "/token", nil)
+			r := tokenRequest("POST", "/token", nil)
 			r.Header.Set("Authorization", "Bearer ")
 			return r
 		}(), 401, chorus.ErrTokenInvalid.Code},
 		{"token of another service", bearer("POST", mint(otherSvc)), 401, chorus.ErrTokenGrants.Code},
-		{"reserved identity", bearer("POST", mint(system)), 403, chorus.ErrForbidden.Code},
-		{"PUT", httptest.NewRequest("PUT", "/token", nil), 405, 0},
+		{"reserved identity", bearer("POST", mint(system)), 401, chorus.ErrTokenGrants.Code},
+		{"PUT", tokenRequest("PUT", "/token", nil), 405, 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -195,23 +210,113 @@ func TestTokenRenewal(t *testing.T) {
 	}
 
 	// Basic credentials a browser cached are not a token: a new identity.
-	r := httptest.NewRequest("GET", "/token", nil)
+	r := tokenRequest("GET", "/token", nil)
 	r.SetBasicAuth(creds.AccountSID, creds.AuthToken)
 	if got, code, _ := getToken(t, s, r); code != 200 || got.Identity == first.Identity || got.Identity == creds.AccountSID {
 		t.Errorf("GET /token with Basic = %d %q, want a new random identity", code, got.Identity)
 	}
 
-	// A token minted elsewhere for the quickstart's service (chorus token)
-	// renews for its identity.
-	got, code, _ := getToken(t, s, bearer("POST", mint(base)))
-	if code != 200 || got.Identity != "alice" {
-		t.Errorf("renew alice's token = %d %q", code, got.Identity)
+	// A token of the quickstart's service with a name the endpoint never
+	// hands out (chorus token --identity alice) is not renewed.
+	if _, code, ecode := getToken(t, s, bearer("POST", mint(base))); code != 401 || ecode != chorus.ErrTokenGrants.Code {
+		t.Errorf("renew alice's token = %d %d, want 401 20106", code, ecode)
+	}
+}
+
+// TestTokenRenewalOnlyOwnTokens: /token renews only the tokens it minted.
+// A token of the quickstart's service signed by a standard key (minted
+// with a short TTL through /admin/v1/Tokens) is not re-signed with the
+// operator key, and the key's deletion ends it.
+func TestTokenRenewalOnlyOwnTokens(t *testing.T) {
+	s := newServer(t, Config{Listen: "127.0.0.1:0"})
+	ctx := context.Background()
+	c := s.Credentials()
+	first, code, _ := getToken(t, s, tokenRequest("GET", "/token", nil))
+	if code != 200 {
+		t.Fatalf("GET /token = %d", code)
+	}
+	// A standard key mints a 60 s token for the same random identity.
+	rec := httptest.NewRecorder()
+	req := httptest.NewRequest("POST", "/2010-04-01/Accounts/"+c.AccountSID+"/Keys.json", strings.NewReader("FriendlyName=backend"))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.SetBasicAuth(c.AccountSID, c.AuthToken)
+	s.Handler().ServeHTTP(rec, req)
+	var key struct{ Sid, Secret string }
+	if err := json.Unmarshal(rec.Body.Bytes(), &key); rec.Code != 201 || err != nil {
+		t.Fatalf("create key = %d %s", rec.Code, rec.Body)
+	}
+	short, err := token.Mint(token.Params{AccountSID: c.AccountSID, APIKeySID: key.Sid, APISecret: key.Secret,
+		Identity: first.Identity, ServiceSID: c.ServiceSID, TTL: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Verifier().Verify(ctx, short); err != nil {
+		t.Fatalf("the standard key's token does not verify: %v", err)
+	}
+	if got, code, ecode := getToken(t, s, bearer("POST", short)); code != 401 || ecode != chorus.ErrTokenIssuer.Code {
+		t.Errorf("renew a standard key's token = %d %d %q, want 401 20103", code, ecode, got.Identity)
+	}
+	// The endpoint's own token still renews.
+	if got, code, _ := getToken(t, s, bearer("POST", first.Token)); code != 200 || got.Identity != first.Identity {
+		t.Errorf("renew own token = %d %q", code, got.Identity)
+	}
+}
+
+// TestTokenHost: /token answers only requests to a loopback Host (or, with
+// DevTokensPublic, the public URL's host), and no request a proxy
+// forwarded; a DNS-rebinding page (Host rebind.evil.example, Origin of the
+// same name) gets nothing.
+func TestTokenHost(t *testing.T) {
+	req := func(host string, hdr ...string) *http.Request {
+		r := tokenRequest("GET", "/token", nil)
+		r.Host = host
+		for i := 0; i+1 < len(hdr); i += 2 {
+			r.Header.Set(hdr[i], hdr[i+1])
+		}
+		return r
+	}
+	local := newServer(t, Config{Listen: "127.0.0.1:0"})
+	pub := newServer(t, Config{DevTokens: DevTokensOn, PublicURL: "https://chorus.example.com"})
+	open := newServer(t, Config{DevTokens: DevTokensOn, PublicURL: "https://chorus.example.com", DevTokensPublic: true})
+	tests := []struct {
+		name string
+		s    *Server
+		r    *http.Request
+		want int
+	}{
+		{"localhost", local, req("localhost:3000"), 200},
+		{"localhost without port", local, req("localhost"), 200},
+		{"127.0.0.1", local, req("127.0.0.1:3000"), 200},
+		{"127.1.2.3", local, req("127.1.2.3"), 200},
+		{"::1", local, req("[::1]:3000"), 200},
+		{"a .localhost name", local, req("app.localhost:3000"), 200},
+		{"DNS rebinding", local, req("rebind.evil.example", "Origin", "http://rebind.evil.example", "Sec-Fetch-Site", "same-origin"), 403},
+		{"LAN address", local, req("192.168.1.5:3000"), 403},
+		{"remote peer claiming localhost", local, func() *http.Request {
+			r := req("localhost:3000")
+			r.RemoteAddr = "203.0.113.9:40000"
+			return r
+		}(), 403},
+		{"X-Forwarded-For", local, req("localhost:3000", "X-Forwarded-For", "203.0.113.9"), 403},
+		{"Forwarded", local, req("localhost:3000", "Forwarded", "for=203.0.113.9"), 403},
+		{"public host without DevTokensPublic", pub, req("chorus.example.com"), 403},
+		{"loopback with a public URL", pub, req("127.0.0.1:3000"), 200},
+		{"public host with DevTokensPublic", open, req("chorus.example.com", "X-Forwarded-For", "203.0.113.9"), 200},
+		{"public host and port with DevTokensPublic", open, req("chorus.example.com:443"), 200},
+		{"another host with DevTokensPublic", open, req("evil.example"), 403},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if _, code, ecode := getToken(t, tt.s, tt.r); code != tt.want || (code == 403 && ecode != chorus.ErrForbiddenRequest.Code) {
+				t.Errorf("GET /token Host %q = %d %d, want %d", tt.r.Host, code, ecode, tt.want)
+			}
+		})
 	}
 }
 
 func TestTokenReservedIdentitySource(t *testing.T) {
 	s := newServer(t, Config{Identities: IdentityFunc(func(*http.Request) (string, error) { return "System", nil })})
-	if _, code, ecode := getToken(t, s, httptest.NewRequest("GET", "/token", nil)); code != 403 || ecode != chorus.ErrForbidden.Code {
+	if _, code, ecode := getToken(t, s, tokenRequest("GET", "/token", nil)); code != 403 || ecode != chorus.ErrForbidden.Code {
 		t.Errorf("GET /token for System = %d %d, want 403 54007", code, ecode)
 	}
 }

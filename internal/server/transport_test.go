@@ -403,7 +403,9 @@ func TestBusAuth(t *testing.T) {
 	}
 	s = newServer(t, Config{BusURL: u, BusAuth: natsbus.Auth{Token: "cluster-token-123"}, ClusterSecret: strings.Repeat("k", 32)})
 	rec = httptest.NewRecorder()
-	s.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	mreq := httptest.NewRequest("GET", "/metrics", nil)
+	mreq.RemoteAddr = "127.0.0.1:40000"
+	s.Handler().ServeHTTP(rec, mreq)
 	if !strings.Contains(rec.Body.String(), "chorus_bus_forged_total 0") {
 		t.Errorf("/metrics has no chorus_bus_forged_total: %s", rec.Body)
 	}

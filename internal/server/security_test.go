@@ -1,0 +1,141 @@
+package server
+
+import (
+	"log/slog"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+)
+
+// TestOptionsSaysNothingAndIsThrottled: OPTIONS (and any other method a
+// known path does not take) is answered 405 before the credentials are
+// looked at, so the answer is the same for a right and a wrong password;
+// and a request with credentials is counted by the login throttle whatever
+// its method.
+func TestOptionsSaysNothingAndIsThrottled(t *testing.T) {
+	s := newServer(t, Config{})
+	c := s.Credentials()
+	do := func(method, path, addr, user, pass string) *httptest.ResponseRecorder {
+		req := httptest.NewRequest(method, path, nil)
+		req.RemoteAddr = addr + ":40000"
+		req.SetBasicAuth(user, pass)
+		rec := httptest.NewRecorder()
+		s.Handler().ServeHTTP(rec, req)
+		return rec
+	}
+	for _, path := range []string{
+		"/admin/v1/Stats", "/admin/v1/Session", "/admin/v1/Tokens",
+		"/2010-04-01/Accounts/" + c.AccountSID + "/Keys.json", "/v1/AuthTokens/Promote",
+	} {
+		right := do("OPTIONS", path, "192.0.2.1", c.AccountSID, c.AuthToken)
+		wrong := do("OPTIONS", path, "192.0.2.2", c.AccountSID, "wrong-wrong-wrong-wrong-wrong-wrong")
+		if right.Code != 405 || wrong.Code != 405 || right.Body.String() != wrong.Body.String() {
+			t.Errorf("OPTIONS %s = %d %s (right) vs %d %s (wrong), want the same 405", path, right.Code, right.Body, wrong.Code, wrong.Body)
+		}
+	}
+	// Guesses by OPTIONS on a path that authenticates (the 404 fallback)
+	// are counted: the address is throttled, and says so before looking at
+	// the next password, even the right one.
+	for range AddrBurst + 1 {
+		if rec := do("OPTIONS", "/admin/v1/Nope", "192.0.2.3", c.AccountSID, "wrong-wrong-wrong-wrong-wrong-wrong"); rec.Code != 401 && rec.Code != 429 {
+			t.Fatalf("OPTIONS /admin/v1/Nope with a wrong password = %d %s", rec.Code, rec.Body)
+		}
+	}
+	wantThrottled(t, "right password after OPTIONS guesses", do("OPTIONS", "/admin/v1/Nope", "192.0.2.3", c.AccountSID, c.AuthToken))
+}
+
+// TestMetricsLoopbackOnly: /metrics (node totals, every account's service
+// SIDs) is served to loopback peers only, not through a proxy, unless
+// MetricsPublic.
+func TestMetricsLoopbackOnly(t *testing.T) {
+	get := func(s *Server, remote string, hdr ...string) int {
+		req := httptest.NewRequest("GET", "/metrics", nil)
+		req.RemoteAddr = remote
+		for i := 0; i+1 < len(hdr); i += 2 {
+			req.Header.Set(hdr[i], hdr[i+1])
+		}
+		rec := httptest.NewRecorder()
+		s.Handler().ServeHTTP(rec, req)
+		return rec.Code
+	}
+	s := newServer(t, Config{})
+	open := newServer(t, Config{MetricsPublic: true})
+	for _, tt := range []struct {
+		name   string
+		s      *Server
+		remote string
+		hdr    []string
+		want   int
+	}{
+		{"loopback", s, "127.0.0.1:40000", nil, 200},
+		{"loopback v6", s, "[::1]:40000", nil, 200},
+		{"remote", s, "192.0.2.1:40000", nil, 403},
+		{"through a local proxy", s, "127.0.0.1:40000", []string{"X-Forwarded-For", "203.0.113.1"}, 403},
+		{"through a local proxy, Forwarded", s, "127.0.0.1:40000", []string{"Forwarded", "for=203.0.113.1"}, 403},
+		{"remote with MetricsPublic", open, "192.0.2.1:40000", nil, 200},
+	} {
+		if got := get(tt.s, tt.remote, tt.hdr...); got != tt.want {
+			t.Errorf("%s: GET /metrics = %d, want %d", tt.name, got, tt.want)
+		}
+	}
+}
+
+// TestKnownGoodPairOwnBucket: a guesser sharing a known client's address
+// throttles the address, not the client that authenticated from it; a
+// guesser naming the known user from that address gets only the pair's
+// small bucket. A peer sending X-Forwarded-For that is not a trusted
+// proxy is warned about once.
+func TestKnownGoodPairOwnBucket(t *testing.T) {
+	var logs lockedLog
+	s := newServer(t, Config{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	c := s.Credentials()
+	const shared = "198.51.100.7"
+	if rec := restAs(s, shared, c.APIKeySID, c.APISecret); rec.Code != 200 {
+		t.Fatalf("known client = %d", rec.Code)
+	}
+	for range AddrBurst + 1 {
+		restAs(s, shared, c.AccountSID, "wrong-wrong-wrong-wrong-wrong-wrong")
+	}
+	wantThrottled(t, "another user from the shared address", restAs(s, shared, c.AccountSID, c.AuthToken))
+	if rec := restAs(s, shared, c.APIKeySID, c.APISecret); rec.Code != 200 {
+		t.Errorf("known client after a flood from its address = %d %s, want 200", rec.Code, rec.Body)
+	}
+	// Guessing as the known user from the known address: KnownGoodBurst
+	// failures, then throttled.
+	for range KnownGoodBurst {
+		if rec := restAs(s, shared, c.APIKeySID, "wrong-wrong-wrong-wrong-wrong-wrong"); rec.Code != 401 {
+			t.Fatalf("guess as the known user = %d, want 401", rec.Code)
+		}
+	}
+	wantThrottled(t, "the known pair after its own burst", restAs(s, shared, c.APIKeySID, c.APISecret))
+
+	for range 2 {
+		req := httptest.NewRequest("GET", "/v1/Services", nil)
+		req.RemoteAddr = "192.0.2.50:1"
+		req.Header.Set("X-Forwarded-For", "203.0.113.5")
+		req.SetBasicAuth(c.AccountSID, c.AuthToken)
+		s.Handler().ServeHTTP(httptest.NewRecorder(), req)
+	}
+	if n := strings.Count(logs.String(), "--trusted-proxies does not name sent X-Forwarded-For"); n != 1 {
+		t.Errorf("X-Forwarded-For warning logged %d times, want once: %s", n, logs.String())
+	}
+}
+
+// lockedLog is a log sink safe for concurrent writes.
+type lockedLog struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedLog) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
