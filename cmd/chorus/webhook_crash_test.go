@@ -92,7 +92,9 @@ func TestWebhooksSurviveSIGKILL(t *testing.T) {
 		if err != nil || code != http.StatusCreated {
 			t.Fatalf("create %s: %d %s %v", name, code, body, err)
 		}
+		mu.Lock() // earlier writers already read acked
 		acked[name] = 0
+		mu.Unlock()
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
