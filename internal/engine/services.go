@@ -320,11 +320,20 @@ func (e *Engine) UpdateService(ctx context.Context, accountSID, sid string, p Se
 
 // DeleteService deletes a service and everything in it.
 func (e *Engine) DeleteService(ctx context.Context, accountSID, sid string) error {
-	return e.update(ctx, SystemActor(), func(tx chorus.Tx, c *change) error {
-		s, err := serviceIn(ctx, tx, accountSID, sid)
+	var s *chorus.Service
+	err := e.update(ctx, SystemActor(), func(tx chorus.Tx, c *change) (err error) {
+		s, err = serviceIn(ctx, tx, accountSID, sid)
 		if err != nil {
 			return err
 		}
 		return tx.DeleteService(ctx, s.SID)
 	})
+	if err != nil {
+		return err
+	}
+	// Gateways re-read the service, find it gone and close its sessions.
+	e.publishAccess(ctx, &chorus.Event{
+		Type: chorus.EventServiceChanged, AccountSID: s.AccountSID, ServiceSID: s.SID, ObjectSID: chorus.ControlTopic,
+	})
+	return nil
 }
