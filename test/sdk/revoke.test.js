@@ -29,7 +29,8 @@ test('deleting a key closes the SDK sessions it signed and refuses their token; 
   const victim = uniq('victim');
   const victimToken = sign(doomed, victim);
   const cv = await connect(srv, victim, { token: victimToken });
-  const ck = await connect(srv, uniq('kept'), { token: sign(kept, uniq('kept')) });
+  const keeper = uniq('kept');
+  const ck = await connect(srv, keeper, { token: sign(kept, keeper) });
 
   const name = uniq('revoke-doc');
   const dv = await cv.document(name);
