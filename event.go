@@ -43,7 +43,7 @@ const (
 	// ObjectSID was set or deleted (Identity names it).
 	EventPermissionChanged EventType = "permission_changed"
 	// EventServiceChanged: the service ServiceSID was updated (its ACL
-	// switch, among others). ObjectSID is ControlTopic.
+	// switch, among others) or deleted. ObjectSID is ControlTopic.
 	EventServiceChanged EventType = "service_changed"
 	// EventKeysRevoked: the API keys listed in Data (a JSON array of SIDs;
 	// empty: every key) of account AccountSID no longer sign valid tokens.

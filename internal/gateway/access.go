@@ -33,7 +33,13 @@ import (
 //
 // A subscription that lost read access gets subscription_failed with 403
 // / 54007 (the SDK reports it to the object's "failure" listeners) and
-// receives nothing after it.
+// receives nothing after it. Live queries (insights.go) follow their Map's
+// read access the same way: they ride on the Map's topic, so a permission
+// change of the Map re-checks them with its subscriptions (denyQuery).
+//
+// Deleting a service publishes EventServiceChanged too: the re-read finds
+// no service, and the sessions of that service are closed like those of
+// a revoked key (endService).
 
 // recheckTimeout bounds one re-check's store read; recheckParallel is
 // how many sessions are re-checked at once after a service change.
@@ -127,6 +133,13 @@ func (g *Gateway) serviceChanged(accountSID, serviceSID string) {
 	if err != nil {
 		if chorus.AsError(err).Status != 404 {
 			g.log.Warn("gateway: re-read changed service", slog.String(logService, serviceSID), slog.Any(logError, err))
+			return
+		}
+		// Deleted: the sessions of that service (in that account) end.
+		for _, c := range conns {
+			if c.currentService().AccountSID == accountSID {
+				c.endService()
+			}
 		}
 		return
 	}
@@ -168,12 +181,16 @@ func (c *conn) actorOf() engine.Actor {
 	return engine.Actor{Identity: c.online.identity, EndpointID: c.id}
 }
 
-// recheckAll re-checks every subscription of the session.
+// recheckAll re-checks every subscription and live query of the session.
 func (c *conn) recheckAll(ctx context.Context, svc *chorus.Service) {
 	c.mu.Lock()
 	subs := make([]*subscription, 0, len(c.subs))
 	for _, s := range c.subs {
 		subs = append(subs, s)
+	}
+	queries := make([]*liveQuery, 0, len(c.queries))
+	for _, lq := range c.queries {
+		queries = append(queries, lq)
 	}
 	c.mu.Unlock()
 	for _, s := range subs {
@@ -182,6 +199,72 @@ func (c *conn) recheckAll(ctx context.Context, svc *chorus.Service) {
 		}
 		c.recheck(ctx, svc, s)
 	}
+	for _, lq := range queries {
+		if ctx.Err() != nil {
+			return
+		}
+		c.recheckQuery(ctx, svc, lq)
+	}
+}
+
+// recheckQuery ends lq with a denial if the session may no longer read
+// its Map; other failures keep it, as in recheck.
+func (c *conn) recheckQuery(ctx context.Context, svc *chorus.Service, lq *liveQuery) {
+	ctx, cancel := context.WithTimeout(ctx, recheckTimeout)
+	defer cancel()
+	_, err := c.g.cfg.Engine.Subscribable(ctx, c.actorOf(), svc, chorus.KindMap, lq.mapSID)
+	if err == nil {
+		return
+	}
+	e := chorus.AsError(err)
+	switch {
+	case e.Status == 403:
+		c.denyQuery(lq, e)
+	case e.Status >= 500:
+		c.logger().Warn("gateway: re-check live query", slog.String(logObject, lq.mapSID), slog.Any(logError, err))
+	}
+}
+
+// denyQuery ends lq because read access to its Map was withdrawn: it
+// emits nothing more and leaves the connection. If the SDK subscribed to
+// it, the SDK gets subscription_failed 403 / 54007 for the query_id
+// (after the frames already emitted), which it reports to the LiveQuery's
+// "failure" listeners; a query the SDK has not subscribed to yet fails
+// that subscription with the denial (establishLiveQuery), and its
+// re-subscriptions fail while the access is missing.
+func (c *conn) denyQuery(lq *liveQuery, e *chorus.Error) {
+	t := lq.t
+	t.mu.Lock()
+	if lq.gone {
+		t.mu.Unlock()
+		return
+	}
+	live := lq.state == lqLive
+	lq.gone, lq.denied = true, e
+	lq.keys, lq.buf, lq.pending, lq.pendingBytes, lq.window = nil, nil, nil, 0, nil
+	if live {
+		c.failed("null", lq.id, e)
+	}
+	t.mu.Unlock()
+	c.logger().Info("gateway: read access withdrawn; live query ended",
+		slog.String(logObject, lq.mapSID), slog.Int("code", e.Code))
+	// Not registered yet (being opened): its opener finds it gone.
+	c.dropLiveQuery(lq)
+}
+
+// recheckQueryIfChanged re-runs the authorization of a live query just
+// registered on the connection if access changed since lq.access was
+// taken (a change whose re-check did not see it yet). Worker only.
+func (c *conn) recheckQueryIfChanged(ctx context.Context, lq *liveQuery) error {
+	if c.accessToken(lq.t) == lq.access {
+		return nil
+	}
+	c.refreshService()
+	if _, err := c.g.cfg.Engine.Subscribable(ctx, c.actor, c.svc, chorus.KindMap, lq.mapSID); err != nil {
+		c.dropLiveQuery(lq)
+		return err
+	}
+	return nil
 }
 
 // recheck ends s with a denial if the session may no longer read its
@@ -227,18 +310,33 @@ func (t *topic) permissionChanged(identity string) {
 			subs = append(subs, s)
 		}
 	}
+	queries := make([]*liveQuery, 0, len(t.queries))
+	for lq := range t.queries {
+		if !lq.gone {
+			queries = append(queries, lq)
+		}
+	}
 	t.mu.Unlock()
 	ctx := t.h.g.ctx
+	mine := func(c *conn) bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return identity == "" || c.online.identity == identity
+	}
 	for _, s := range subs {
 		if ctx.Err() != nil {
 			return
 		}
-		c := s.c
-		c.mu.Lock()
-		mine := identity == "" || c.online.identity == identity
-		c.mu.Unlock()
-		if mine {
+		if c := s.c; mine(c) {
 			c.recheck(ctx, c.currentService(), s)
+		}
+	}
+	for _, lq := range queries {
+		if ctx.Err() != nil {
+			return
+		}
+		if c := lq.c; mine(c) {
+			c.recheckQuery(ctx, c.currentService(), lq)
 		}
 	}
 }
@@ -364,16 +462,31 @@ func (g *Gateway) revokeLocal(accountSID string, keys []string) {
 
 // revoke ends the session because its token's key was revoked.
 func (c *conn) revoke() {
+	c.closeUnauthorized("API key revoked", chorus.ErrTokenIssuer.Code, errRevoked)
+}
+
+// endService ends the session because its token's service was deleted.
+// Its reconnect's init is refused: the token names no service (403,
+// 54050).
+func (c *conn) endService() {
+	c.closeUnauthorized("Service deleted", chorus.ErrServiceNotFound.Code, errServiceDeleted)
+}
+
+var errServiceDeleted = errors.New("gateway: service deleted")
+
+// closeUnauthorized ends the session, once, with the twilsock close that
+// the SDK treats as a rejected token (401): it stops instead of
+// reconnecting at once. The connection closes after revokeGrace.
+func (c *conn) closeUnauthorized(description string, code int, cause error) {
 	c.revokeOnce.Do(func() {
-		c.logger().Info("gateway: API key revoked; closing session")
+		c.logger().Info("gateway: closing session", slog.String("reason", description))
 		c.mu.Lock()
 		c.tokenGen++ // no more token notices
 		c.mu.Unlock()
-		e := chorus.ErrTokenIssuer
 		c.send(protocol.Encode(nil, protocol.NewClose(protocol.NewID(), protocol.Status{
-			Code: 401, Status: "UNAUTHORIZED", ErrorCode: e.Code, Description: "API key revoked",
+			Code: 401, Status: "UNAUTHORIZED", ErrorCode: code, Description: description,
 		}), nil))
-		time.AfterFunc(revokeGrace, func() { c.fail(errRevoked) })
+		time.AfterFunc(revokeGrace, func() { c.fail(cause) })
 	})
 }
 
@@ -425,6 +538,11 @@ func (g *Gateway) recheckAccess() {
 		svc, err := g.cfg.Engine.Service(rctx, first[sid].AccountSID, sid)
 		cancel()
 		if err != nil {
+			if chorus.AsError(err).Status == 404 { // deleted
+				for _, c := range conns {
+					c.endService()
+				}
+			}
 			continue
 		}
 		fresh[sid] = svc
@@ -474,4 +592,7 @@ func (c *conn) checkNewSession(ctx context.Context, epoch uint64) {
 		c.setService(svc)
 	}
 	g.svcMu.Unlock()
+	if err != nil && chorus.AsError(err).Status == 404 {
+		c.endService() // deleted since the token was verified
+	}
 }

@@ -80,5 +80,6 @@
 // Live queries over Maps (insights.go) hang off their Map's topic: the
 // topic offers each event it delivers to its live queries, whose state is
 // guarded by the topic's mutex, so they see the Map's events in order and
-// only their own Map's.
+// only their own Map's; access changes of the Map end them as they end its
+// subscriptions (access.go).
 package gateway

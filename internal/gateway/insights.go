@@ -83,6 +83,12 @@ type liveQuery struct {
 	// window holds the revision the scan saw for the keys changed then.
 	floor, ceil int64
 	window      map[string]int64
+	// denied is why the query ended when read access to its Map was
+	// withdrawn (gone is then set too); see denyQuery in access.go.
+	denied *chorus.Error
+	// access: the access generations before the query's authorization
+	// was read (worker only; see recheckQueryIfChanged).
+	access accessToken
 }
 
 // queryID names a live query: stable for one Map and expression, so that
@@ -241,6 +247,9 @@ func (c *conn) openLiveQuery(ctx context.Context, r *request, index string, q *l
 		c.g.hub.releaseQuery(lq)
 		return errorResponse(chorus.ErrUnavailable)
 	}
+	if err := c.recheckQueryIfChanged(ctx, lq); err != nil {
+		return c.errResponse(r, err)
+	}
 	return response{http.StatusOK, appendQueryResult(nil, id, last, items)}
 }
 
@@ -259,6 +268,10 @@ func (c *conn) startLiveQuery(ctx context.Context, id, mapSID string, q *liveque
 	}
 	t.queries[lq] = struct{}{}
 	t.mu.Unlock()
+	// From here on, access changes re-check lq (see denyQuery); one that
+	// the scan's reads did not see yet is caught after registration.
+	lq.access = c.accessToken(t)
+	c.refreshService()
 	items, last, err := c.scanLiveQuery(ctx, lq)
 	if err != nil {
 		h.releaseQuery(lq)
@@ -298,6 +311,9 @@ func (c *conn) scanLiveQuery(ctx context.Context, lq *liveQuery) ([]*chorus.Item
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if lq.gone {
+		if lq.denied != nil {
+			return nil, 0, lq.denied
+		}
 		return nil, 0, chorus.ErrMapNotFound
 	}
 	lq.keys, lq.floor, lq.ceil, lq.window = keys, before.LastEventID, after.LastEventID, window
@@ -567,6 +583,10 @@ func (c *conn) establishLiveQuery(ctx context.Context, corr json.Number, id, ind
 			fail(chorus.ErrUnavailable)
 			return
 		}
+		if err := c.recheckQueryIfChanged(ctx, lq); err != nil {
+			fail(err)
+			return
+		}
 		resync = true
 	} else {
 		t := lq.t
@@ -586,8 +606,13 @@ func (c *conn) establishLiveQuery(ctx context.Context, corr json.Number, id, ind
 	t := lq.t
 	t.mu.Lock()
 	if lq.gone {
+		denied := lq.denied
 		t.mu.Unlock()
 		c.dropLiveQuery(lq)
+		if denied != nil {
+			fail(denied)
+			return
+		}
 		fail(chorus.Errorf(chorus.ErrInvalidIndexName, "Invalid index name: the Map was removed"))
 		return
 	}
@@ -600,11 +625,11 @@ func (c *conn) establishLiveQuery(ctx context.Context, corr json.Number, id, ind
 		}
 		lq.pending, lq.pendingBytes, lq.state = nil, 0, lqLive
 	}
-	last := lq.ceil
-	t.mu.Unlock()
+	// Sent under the topic's lock: a denial (denyQuery) comes after it.
 	c.send(syncFrame("subscription_established", corr, []map[string]any{{
-		"object_sid": id, "object_type": liveQueryType, "replay_status": "completed", "last_event_id": last,
+		"object_sid": id, "object_type": liveQueryType, "replay_status": "completed", "last_event_id": lq.ceil,
 	}}))
+	t.mu.Unlock()
 }
 
 // cancelLiveQuery ends the live query id; false if there is none.

@@ -2,11 +2,13 @@
 // Live authorization: a subscription that is already live ends when the identity loses read access
 // (permission deleted or downgraded through REST, or ACLs turned on for the service). The SDK reports
 // it with a 'failure' event (SyncError 403 / 54007) and receives no more updates; once read is granted
-// again, reopening the object subscribes again and updates flow.
+// again, reopening the object subscribes again and updates flow. A live query (client.liveQuery over a
+// Map) follows its Map's read access the same way: the SDK emits 'failure' on the LiveQuery (an event it
+// does not document, see SDK-NOTES.md) and no more itemUpdated/itemRemoved.
 const { test } = require('node:test');
 const assert = require('node:assert/strict');
 const { useServer, waitFor, sleep } = require('../lib/harness');
-const { uniq, tap, connect, record, established } = require('./util');
+const { uniq, tap, connect, record, established, expectReject } = require('./util');
 
 tap.install();
 const srv = useServer({ name: 'acl-live' });
@@ -115,6 +117,51 @@ test('lists: downgrading the permission to no read ends the live subscription', 
   const l2 = await c.list({ id: list.sid, mode: 'open_existing' });
   const again = waitFor(l2, 'itemAdded', (e) => e.item.data.i === 2, DENIAL_MS);
   await rest().syncLists(list.sid).syncListItems.create({ data: { i: 2 } });
+  await again;
+});
+
+test('liveQuery: losing read on the Map ends the live query with a failure; a grant and a new liveQuery restore it', async () => {
+  const name = uniq('live-q');
+  const map = await rest().syncMaps.create({ uniqueName: name });
+  const reader = uniq('qreader');
+  const other = uniq('qother');
+  await rest().syncMaps(map.sid).syncMapPermissions(reader).update(RO);
+  await rest().syncMaps(map.sid).syncMapPermissions(other).update(RO);
+  const items = rest().syncMaps(map.sid).syncMapItems;
+  await items.create({ key: 'a', data: { s: 'open' } });
+  const cr = await connect(srv, reader);
+  const co = await connect(srv, other);
+  const expr = 'data.s == "open"';
+  const q = await cr.liveQuery(name, expr);
+  const qOther = await co.liveQuery(name, expr);
+  assert.deepEqual(q.getItems(), { a: { s: 'open' } });
+  await established(cr, q.sid);
+  await established(co, qOther.sid);
+  const live = waitFor(q, 'itemUpdated', (it) => it.key === 'b', DENIAL_MS);
+  await items.create({ key: 'b', data: { s: 'open' } });
+  await live;
+
+  const t0 = Date.now();
+  const denied = expectDenied(q);
+  await rest().syncMaps(map.sid).syncMapPermissions(reader).remove();
+  await denied;
+  const took = Date.now() - t0;
+  assert.ok(took < DENIAL_MS, `denial after ${took} ms`);
+
+  const otherSees = waitFor(qOther, 'itemUpdated', (it) => it.key === 'c', DENIAL_MS);
+  await expectNoUpdates(q, 'itemUpdated', () => items.create({ key: 'c', data: { s: 'open' } }));
+  await otherSees;
+  const frames = tap.socketsForAny([cr.__token]).flatMap((s) => s.notifications((p) =>
+    typeof p.event_type === 'string' && p.event_type.startsWith('live_query_') && p.event && p.event.item_key === 'c'));
+  assert.deepEqual(frames, [], 'no live query event reached the denied socket');
+  await expectReject(cr.liveQuery(name, expr), { status: 403, code: 54007 });
+
+  await rest().syncMaps(map.sid).syncMapPermissions(reader).update(RO);
+  q.close();
+  const q2 = await cr.liveQuery(name, expr);
+  assert.deepEqual(Object.keys(q2.getItems()).sort(), ['a', 'b', 'c']);
+  const again = waitFor(q2, 'itemUpdated', (it) => it.key === 'd', DENIAL_MS);
+  await items.create({ key: 'd', data: { s: 'open' } });
   await again;
 });
 
