@@ -162,8 +162,10 @@ func newConn(g *Gateway, nc net.Conn, buffered *bufio.Reader) *conn {
 		subs:     make(map[string]*subscription),
 		queries:  make(map[string]*liveQuery),
 	}
-	if c.raw = rawConn(nc); c.raw != nil {
-		c.q.notify = c.kick
+	if g.cfg.WriterPool {
+		if c.raw = rawConn(nc); c.raw != nil {
+			c.q.notify = c.kick
+		}
 	}
 	c.ctx, c.cancel = context.WithCancelCause(context.Background())
 	c.lastRead.Store(time.Now().UnixNano())

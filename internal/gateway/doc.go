@@ -12,8 +12,11 @@
 // that runs init, update and upstream requests one at a time in arrival
 // order (started when a request arrives, gone when none is left).
 //
-// Writes to a plain socket go through the gateway's shared writer pool
-// (writer.go): a session whose queue becomes ready is put once on a ready
+// By default each session writes its socket from a writer goroutine of
+// its own. With Config.WriterPool (experimental, off: it delayed
+// deliveries by seconds under many-object load in rtbench's channels
+// scenario), writes to a plain socket go through the gateway's shared
+// writer pool (writer.go) instead: a session whose queue becomes ready is put once on a ready
 // list (conn.sched), and at most GOMAXPROCS pool goroutines drain it, each
 // writing every ready frame of a session with one non-blocking write and
 // yielding the processor every few sessions, so an event that wakes
@@ -22,8 +25,8 @@
 // take at once is written by a goroutine of the session's own under
 // WriteTimeout. Whoever holds conn.sched alone writes to the socket; the
 // holder that finds the session ended runs its end (finish) and never
-// gives sched back. A TLS connection (no raw socket) keeps a writer
-// goroutine of its own with the same rules. Enqueueing never blocks: a
+// gives sched back. A TLS connection (no raw socket) keeps its writer
+// goroutine either way. Enqueueing never blocks: a
 // connection whose queue overflows (by frames or bytes) or whose writes
 // time out is closed as a slow consumer, and the SDK reconnects and
 // replays. Pings and token notices come from per-session timers.

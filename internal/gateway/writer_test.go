@@ -20,7 +20,7 @@ import (
 // reads again (the pool hands the rest of a write to the session's own
 // goroutine), and the client is not closed as a slow consumer.
 func TestPoolWriteBackpressure(t *testing.T) {
-	e := newEnv(t)
+	e := newEnv(t, withConfig(func(c *Config) { c.WriterPool = true }))
 	ctx := context.Background()
 	a := e.session("alice")
 	doc := wantStatus(t, "create", a.do("POST", "/v3/Documents", nil, map[string]any{"data": map[string]any{}}), 201, 0)
@@ -116,7 +116,7 @@ func (l hideRawListener) Accept() (net.Conn, error) {
 // TestOwnWriter: without a raw socket a session writes on its own
 // goroutine: replies, events in order, and a clean close.
 func TestOwnWriter(t *testing.T) {
-	e := newEnv(t, func(e *env, _ *Config) { e.hideRaw = true })
+	e := newEnv(t, func(e *env, c *Config) { e.hideRaw, c.WriterPool = true, true })
 	a := e.session("alice")
 	doc := wantStatus(t, "create", a.do("POST", "/v3/Documents", nil, map[string]any{"data": map[string]any{}}), 201, 0)
 	sid := doc["sid"].(string)
