@@ -25,8 +25,9 @@ import (
 // account's auth tokens and API keys count together) is larger, so that
 // only a distributed guesser reaches it. Lock-out risk: a client whose
 // address authenticated successfully as that user in the last KnownGoodTTL
-// is counted in neither: the (user, address) pair has a small bucket of
-// its own (KnownGoodBurst, then one every AddrEvery). So neither a flood
+// is counted in neither: the (user, address) pair has a bucket of its own
+// (KnownGoodBurst, as large as an address's, then one every AddrEvery), so
+// a known client is never held back sooner than an unknown one. So neither a flood
 // against the account from many addresses nor a guesser sharing the
 // client's address (a NAT, the proxy's address without --trusted-proxies)
 // locks out the servers already using the account; a guesser that names
@@ -46,7 +47,7 @@ const (
 	AccountBurst       = 100
 	AccountEvery       = time.Second
 	KnownGoodTTL       = 24 * time.Hour
-	KnownGoodBurst     = 10
+	KnownGoodBurst     = AddrBurst
 	throttleMaxEntries = 1 << 14
 )
 
