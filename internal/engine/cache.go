@@ -10,7 +10,10 @@ import (
 
 // The engine keeps in memory what every request reads before it does
 // anything: the credential it authenticates with and the service it
-// addresses. A cache entry is trusted until
+// addresses — on a single node. In a cluster (Config.SharedStore) both
+// caches are off, because another node's change would be heard only when
+// its control event arrives, after that node answered. A cache entry is
+// trusted until
 //
 //   - this node changes credentials or a service: the change drops the
 //     cache right after it commits, before it returns;

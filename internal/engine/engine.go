@@ -12,10 +12,16 @@ import (
 
 // Config configures an Engine.
 type Config struct {
-	Store  chorus.Store
-	Bus    chorus.Bus
-	Logger *slog.Logger     // default slog.Default()
-	Now    func() time.Time // default time.Now
+	Store chorus.Store
+	Bus   chorus.Bus
+	// SharedStore says other nodes write the same store (a cluster). The
+	// credential and service caches are then off: another node's change
+	// reaches this one only when the bus delivers its control event, a
+	// few milliseconds after that node answered, and a revoked key or a
+	// deleted service must take effect at once on every node.
+	SharedStore bool
+	Logger      *slog.Logger     // default slog.Default()
+	Now         func() time.Time // default time.Now
 
 	EventRetention time.Duration // how long events stay replayable; default 24h
 	EventKeep      int           // newest events kept per object regardless of age; default 1000
@@ -81,6 +87,9 @@ func New(cfg Config) *Engine {
 	}
 	e := &Engine{cfg: cfg, log: cfg.Logger, start: cfg.Now()}
 	e.subscribeControl()
+	if cfg.SharedStore {
+		e.creds.off, e.services.off = true, true
+	}
 	return e
 }
 

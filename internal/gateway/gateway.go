@@ -26,6 +26,11 @@ type Config struct {
 	// REST writers, one core) it delayed deliveries by seconds (p50
 	// 3.6–7.3 s against 12–15 ms without it), which is not understood yet.
 	WriterPool bool
+	// SharedStore says other nodes write the same store (a cluster): API
+	// keys are then read from the store at every init and update instead
+	// of a per-node cache, so a key revoked through another node is
+	// refused at once, not when its keys_revoked event arrives.
+	SharedStore bool
 
 	Engine   *engine.Engine
 	Verifier *token.Verifier
@@ -161,7 +166,7 @@ func New(cfg Config) *Gateway {
 		cfg.MaxInitBytes = DefaultMaxInitBytes
 	}
 	g := &Gateway{cfg: cfg, log: cfg.Logger, conns: make(map[*conn]struct{}), unauth: make(map[string]int)}
-	if cfg.Verifier != nil && cfg.Verifier.Keys != nil {
+	if cfg.Verifier != nil && cfg.Verifier.Keys != nil && !cfg.SharedStore {
 		v := *cfg.Verifier
 		g.keys = newKeyCache(v.Keys)
 		v.Keys = g.keys.get

@@ -214,8 +214,9 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	hooks.Store, hooks.Logger, hooks.Policy, hooks.Leader = s.store, cfg.Logger, policy, leader
 	hooks.Node = cfg.NodeName + "-" + chorus.NewSID("")[:8]
 	s.hooks = webhook.New(hooks)
+	_, oneNode := s.bus.(*mem.Bus) // an in-process bus: no other node shares the store
 	s.eng = engine.New(engine.Config{
-		Store: s.store, Bus: s.bus, Logger: cfg.Logger, Leader: leader,
+		Store: s.store, Bus: s.bus, Logger: cfg.Logger, Leader: leader, SharedStore: !oneNode,
 		Observe: s.hooks.Observe, Outbox: s.hooks, CheckWebhookURL: policy.CheckURL,
 	})
 
@@ -239,6 +240,7 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	s.gw = gateway.New(gateway.Config{
 		Engine: s.eng, Verifier: s.verifier, PublicURL: cfg.PublicURL, Logger: cfg.Logger, Presence: s.hooks,
 		MaxConns: cfg.WSMaxConns, MaxUnauthenticatedPerAddr: cfg.WSMaxUnauthPerAddr,
+		SharedStore: !oneNode,
 	})
 	if cfg.Creds != (engine.Credentials{}) {
 		if err := s.revokeOthers(ctx, creds); err != nil {
