@@ -375,34 +375,25 @@ func (p *parser) expectMore(what string) error {
 
 // parseOr: and ( OR and )*. depth bounds recursion (parentheses).
 func (p *parser) parseOr(depth int) (*node, error) {
-	first, err := p.parseAnd(depth)
-	if err != nil {
-		return nil, err
-	}
-	n := &node{kind: nodeOr, children: []*node{first}}
-	for t := p.peek(); t != nil && t.kind == tokOr; t = p.peek() {
-		p.pos++
-		c, err := p.parseAnd(depth)
-		if err != nil {
-			return nil, err
-		}
-		n.children = append(n.children, c)
-	}
-	if len(n.children) == 1 {
-		return first, nil
-	}
-	return n, nil
+	return p.parseChain(depth, tokOr, nodeOr, p.parseAnd)
 }
 
+// parseAnd: primary ( AND primary )*; AND binds tighter than OR.
 func (p *parser) parseAnd(depth int) (*node, error) {
-	first, err := p.parsePrimary(depth)
+	return p.parseChain(depth, tokAnd, nodeAnd, p.parsePrimary)
+}
+
+// parseChain parses operand ( op operand )* into one node of kind, or the
+// lone operand when there is no op.
+func (p *parser) parseChain(depth int, op tokKind, kind nodeKind, operand func(int) (*node, error)) (*node, error) {
+	first, err := operand(depth)
 	if err != nil {
 		return nil, err
 	}
-	n := &node{kind: nodeAnd, children: []*node{first}}
-	for t := p.peek(); t != nil && t.kind == tokAnd; t = p.peek() {
+	n := &node{kind: kind, children: []*node{first}}
+	for t := p.peek(); t != nil && t.kind == op; t = p.peek() {
 		p.pos++
-		c, err := p.parsePrimary(depth)
+		c, err := operand(depth)
 		if err != nil {
 			return nil, err
 		}

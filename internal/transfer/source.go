@@ -495,10 +495,16 @@ func (s *Source) Objects(ctx context.Context, svc *chorus.Service, k chorus.Kind
 	return out, err
 }
 
+// childrenPath is the first page (of the largest size) of an object's
+// Items or Permissions.
+func childrenPath(obj *chorus.Object, children string) string {
+	return objectsPath(&chorus.Service{SID: obj.ServiceSID}, obj.Kind) + "/" + url.PathEscape(obj.SID) + "/" + children + "?PageSize=1000"
+}
+
 // Items returns a list's items in index order or a map's in key order.
 func (s *Source) Items(ctx context.Context, obj *chorus.Object) ([]*chorus.Item, error) {
 	var out []*chorus.Item
-	path := objectsPath(&chorus.Service{SID: obj.ServiceSID}, obj.Kind) + "/" + url.PathEscape(obj.SID) + "/Items?PageSize=1000"
+	path := childrenPath(obj, "Items")
 	err := s.list(ctx, path, "items", func(raw json.RawMessage) error {
 		var w itemWire
 		if err := json.Unmarshal(raw, &w); err != nil {
@@ -517,7 +523,7 @@ func (s *Source) Items(ctx context.Context, obj *chorus.Object) ([]*chorus.Item,
 // Permissions returns a document's, list's or map's permissions.
 func (s *Source) Permissions(ctx context.Context, obj *chorus.Object) ([]*chorus.Permission, error) {
 	var out []*chorus.Permission
-	path := objectsPath(&chorus.Service{SID: obj.ServiceSID}, obj.Kind) + "/" + url.PathEscape(obj.SID) + "/Permissions?PageSize=1000"
+	path := childrenPath(obj, "Permissions")
 	err := s.list(ctx, path, "permissions", func(raw json.RawMessage) error {
 		var w permissionWire
 		if err := json.Unmarshal(raw, &w); err != nil {
