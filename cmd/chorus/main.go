@@ -200,6 +200,7 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer) error {
 	allowPrivate := fs.Bool("webhooks-allow-private", false, "let webhooks reach loopback and private addresses, for development and tests (default: CHORUS_WEBHOOKS_ALLOW_PRIVATE)")
 	wsMaxConns := fs.Int("ws-max-conns", 0, "cap on this node's websocket connections, refused with 503 beyond (0 = no cap)")
 	wsMaxUnauth := fs.Int("ws-max-unauth-per-ip", defaultWSMaxUnauthPerIP, "cap on websocket connections per client IP that have not completed init, refused with 429 beyond (0 = no cap; behind a proxy it counts the proxy: raise it or set 0)")
+	pprofListen := fs.String("pprof-listen", "", "serve Go's /debug/pprof/ profiling endpoints on this loopback address (off by default)")
 	sec := addSecurityFlags(fs)
 	var devTokens devTokensFlag
 	if v := getenv(envDevTokens); v != "" {
@@ -259,9 +260,22 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer) error {
 	if err := sec.apply(&cfg); err != nil {
 		return err
 	}
+	if *pprofListen != "" {
+		if err := loopbackAddr(*pprofListen); err != nil {
+			return err
+		}
+	}
 	srv, err := server.New(ctx, cfg)
 	if err != nil {
 		return err
+	}
+	if *pprofListen != "" {
+		stop, err := servePprof(ctx, *pprofListen, logger)
+		if err != nil {
+			_ = srv.Close()
+			return err
+		}
+		defer stop()
 	}
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {

@@ -405,3 +405,20 @@ func TestVersion(t *testing.T) {
 		t.Errorf("chorus version = %d %q %q, want exit 0 and \"chorus ...\"", code, out, errOut)
 	}
 }
+
+func TestPprofListenLoopbackOnly(t *testing.T) {
+	for addr, ok := range map[string]bool{
+		"127.0.0.1:6060": true, "[::1]:6060": true, "localhost:6060": true, "127.8.0.1:0": true,
+		":6060": false, "0.0.0.0:6060": false, "10.0.0.1:6060": false, "[::]:6060": false, "example.com:6060": false, "6060": false,
+	} {
+		if err := loopbackAddr(addr); (err == nil) != ok {
+			t.Errorf("loopbackAddr(%q) = %v, want ok=%v", addr, err, ok)
+		}
+	}
+	// serve refuses it before opening anything.
+	var stderr strings.Builder
+	code := run(context.Background(), []string{"serve", "--pprof-listen", "0.0.0.0:6060", "--data-dir", t.TempDir()}, io.Discard, &stderr)
+	if code != exitUsage || !strings.Contains(stderr.String(), "loopback") {
+		t.Errorf("serve --pprof-listen 0.0.0.0:6060: exit %d, %q; want a usage error naming loopback", code, stderr.String())
+	}
+}

@@ -89,7 +89,7 @@ func BenchmarkDeliver(b *testing.B) {
 	}
 	ev := &chorus.Event{Type: chorus.EventDocumentUpdated, ObjectSID: "ET0", Kind: chorus.KindDocument, Revision: "1",
 		Data: json.RawMessage(`{"temperature":23}`), DateCreated: time.Now()}
-	var batch [][]byte
+	var batch []outFrame
 	b.ReportAllocs()
 	for b.Loop() {
 		ev.ID++

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -199,7 +200,7 @@ func (c *tclient) readLoop() {
 		fastCount := c.counter != nil && !c.keep
 		c.mu.Unlock()
 		if fastCount { // benchmark subscriber: count only
-			c.counter.Add(1)
+			c.counter.Add(int64(eventsIn(msg)))
 			continue
 		}
 		if typ != websocket.MessageBinary {
@@ -234,24 +235,60 @@ func (c *tclient) readLoop() {
 			c.control <- f
 			continue
 		}
-		c.count.Add(1)
-		c.mu.Lock()
-		keep, counter := c.keep, c.counter
-		c.mu.Unlock()
-		if counter != nil {
-			counter.Add(1)
-		}
-		if !keep {
-			continue
-		}
 		n := &note{seq: c.seq}
 		f.Header.Get("message_type", &n.MessageType)
 		if err := json.Unmarshal(f.Payload, n); err != nil {
 			c.t.Errorf("notification payload: %v: %q", err, f.Payload)
 			continue
 		}
-		c.notes <- n
+		// Like the SDK (acceptMessage), read an object notification's
+		// "events" array as that many events, in order (merge.go).
+		notes := []*note{n}
+		if n.Events != nil && !strings.HasPrefix(n.EventType, "subscription_") {
+			var evs []json.RawMessage
+			if err := json.Unmarshal(n.Events, &evs); err != nil {
+				c.t.Errorf("notification events: %v: %q", err, n.Events)
+				continue
+			}
+			notes = notes[:0]
+			for _, ev := range evs {
+				notes = append(notes, &note{seq: n.seq, MessageType: n.MessageType, EventType: n.EventType, Correlation: n.Correlation, Event: ev})
+			}
+		}
+		c.count.Add(int64(len(notes)))
+		c.mu.Lock()
+		keep, counter := c.keep, c.counter
+		c.mu.Unlock()
+		if counter != nil {
+			counter.Add(int64(len(notes)))
+		}
+		if !keep {
+			continue
+		}
+		for _, n := range notes {
+			c.notes <- n
+		}
 	}
+}
+
+// eventsIn returns the number of object events a notification frame
+// carries: the length of its "events" array when merged, else 1.
+func eventsIn(msg []byte) int {
+	if !bytes.Contains(msg, []byte(`"events":[`)) {
+		return 1
+	}
+	f, err := protocol.Decode(msg, 0)
+	if err != nil {
+		return 1
+	}
+	var p struct {
+		EventType string            `json:"event_type"`
+		Events    []json.RawMessage `json:"events"`
+	}
+	if json.Unmarshal(f.Payload, &p) != nil || strings.HasPrefix(p.EventType, "subscription_") {
+		return 1
+	}
+	return len(p.Events)
 }
 
 // sendFrame writes a frame built from fields.

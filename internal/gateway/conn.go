@@ -340,10 +340,31 @@ func (c *conn) send(f []byte) {
 
 // sendEvent queues a notification (called by the hub under a topic lock).
 func (c *conn) sendEvent(f []byte) {
-	if !c.q.pushNotification(f) {
+	if !c.q.pushNotification(outFrame{b: f}) {
 		c.slow()
 	}
 }
+
+// sendReplay queues a replayed event like a reply (in order with the
+// subscription's replies); the writer may merge it with its neighbours.
+func (c *conn) sendReplay(e *liveEvent) {
+	if !c.q.pushFrame(outFrame{b: e.frame, live: e}) {
+		c.slow()
+	}
+}
+
+// sendLive queues a live object event, which the writer may merge with
+// the live events next to it (merge.go).
+func (c *conn) sendLive(e *liveEvent) {
+	if !c.q.pushNotification(outFrame{b: e.frame, live: e}) {
+		c.slow()
+	}
+}
+
+// mergesEvents reports whether the session reads "events" arrays in object
+// notifications: its last /v4/Subscriptions asked for event protocol 4 or
+// later.
+func (c *conn) mergesEvents() bool { return c.eventProtocol.Load() >= 4 }
 
 // readLoop reads WebSocket frames until the connection fails or the client
 // closes it. It never writes.
@@ -527,7 +548,7 @@ func (c *conn) dispatch(op ws.OpCode, msg []byte, borrowed bool) error {
 // the session ends it runs finish.
 func (c *conn) writeLoop() {
 	defer c.finish()
-	var batch [][]byte
+	var batch []outFrame
 	for {
 		<-c.q.wake
 		if c.ctx.Err() != nil {
@@ -567,7 +588,7 @@ func (c *conn) writeLoop() {
 // The write deadline is moved only when less than half of WriteTimeout
 // is left, which spares a timer update per batch: a batch gets between
 // WriteTimeout/2 and WriteTimeout.
-func (c *conn) writeBatch(pong *[]byte, frames [][]byte) error {
+func (c *conn) writeBatch(pong *[]byte, frames []outFrame) error {
 	timeout := c.g.cfg.WriteTimeout
 	if now := time.Now(); c.deadline.Sub(now) < timeout/2 {
 		c.deadline = now.Add(timeout)
@@ -584,9 +605,11 @@ func (c *conn) writeBatch(pong *[]byte, frames [][]byte) error {
 		writeFrameHeader(bw, ws.OpPong, len(*pong))
 		bw.Write(*pong)
 	}
-	for _, f := range frames {
+	if saved := eachWireFrame(frames, c.mergesEvents(), func(f []byte) {
 		writeFrameHeader(bw, ws.OpBinary, len(f))
 		bw.Write(f)
+	}); saved > 0 {
+		c.g.merged.Add(uint64(saved))
 	}
 	err := bw.Flush()
 	bw.Reset(nil)

@@ -178,31 +178,33 @@ func appendEventBody(dst []byte, e *chorus.Event, base string) []byte {
 	return append(dst, '}')
 }
 
-// appendEventPayload appends a notification payload carrying e;
-// corr != nil adds the subscription's correlation_id.
-func appendEventPayload(dst []byte, e *chorus.Event, base string, corr json.Number) []byte {
+// eventNotification encodes e as a notification of message type msgType
+// with the payload {"event_type":…[,"correlation_id":corr],"event":{…}}.
+func eventNotification(e *chorus.Event, base, msgType string, corr json.Number) *liveEvent {
+	dst := make([]byte, 0, 256+len(e.Data)+len(e.ItemData))
 	dst = append(dst, `{"event_type":`...)
 	dst = protocol.AppendJSONString(dst, string(e.Type))
 	if corr != "" {
 		dst = append(dst, `,"correlation_id":`...)
 		dst = append(dst, corr...)
 	}
+	head := len(dst)
 	dst = append(dst, `,"event":`...)
 	dst = appendEventBody(dst, e, base)
-	return append(dst, '}')
+	dst = append(dst, '}')
+	return newLiveEvent(msgType, dst, head)
 }
 
-// liveFrame encodes e as a complete live notification frame.
-func liveFrame(e *chorus.Event, base string) []byte {
-	payload := appendEventPayload(make([]byte, 0, 256+len(e.Data)+len(e.ItemData)), e, base, "")
-	return protocol.AppendNotification(make([]byte, 0, len(payload)+160), protocol.NewID(), messageType(e.Kind), payload)
+// liveFrame encodes e as a live notification for subscribers with the
+// public URL base.
+func liveFrame(e *chorus.Event, base string) *liveEvent {
+	return eventNotification(e, base, messageType(e.Kind), "")
 }
 
 // replayFrame encodes a replayed event (twilio.sync.event, with the
 // request's correlation id).
-func replayFrame(e *chorus.Event, base string, corr json.Number) []byte {
-	payload := appendEventPayload(nil, e, base, corr)
-	return protocol.AppendNotification(nil, protocol.NewID(), protocol.MessageTypeSyncEvent, payload)
+func replayFrame(e *chorus.Event, base string, corr json.Number) *liveEvent {
+	return eventNotification(e, base, protocol.MessageTypeSyncEvent, corr)
 }
 
 // syncFrame encodes a subscription_* notification in event protocol 4:

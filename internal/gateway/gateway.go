@@ -85,6 +85,7 @@ type Stats struct {
 	Subscriptions int
 	Topics        int    // objects with at least one subscriber
 	Delivered     uint64 // live event frames queued to connections
+	Merged        uint64 // of those, events sent inside another's frame (merge.go)
 	Replayed      uint64 // replayed event frames
 	SlowConsumers uint64 // connections closed for falling behind
 	Malformed     uint64 // connections closed for protocol violations
@@ -115,6 +116,7 @@ type Gateway struct {
 	wg        sync.WaitGroup
 
 	replayed      atomic.Uint64
+	merged        atomic.Uint64
 	slowConsumers atomic.Uint64
 	malformed     atomic.Uint64
 	refused       atomic.Uint64
@@ -281,6 +283,7 @@ func (g *Gateway) Stats() Stats {
 		Topics:        topics,
 		Delivered:     g.hub.delivered.Load(),
 		Replayed:      g.replayed.Load(),
+		Merged:        g.merged.Load(),
 		SlowConsumers: g.slowConsumers.Load(),
 		Malformed:     g.malformed.Load(),
 		GapFills:      g.hub.gapFills.Load(),

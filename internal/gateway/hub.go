@@ -58,7 +58,7 @@ type topic struct {
 
 type baseFrame struct {
 	base  string
-	frame []byte
+	event *liveEvent
 }
 
 // subscription is one connection's subscription to one object. Its fields
@@ -296,10 +296,10 @@ func (t *topic) deliverLocked(e *chorus.Event) {
 			}
 			s.delivered = e.ID
 		}
-		var f []byte
+		var f *liveEvent
 		for i := range frames {
 			if frames[i].base == c.base {
-				f = frames[i].frame
+				f = frames[i].event
 				break
 			}
 		}
@@ -307,7 +307,7 @@ func (t *topic) deliverLocked(e *chorus.Event) {
 			f = liveFrame(e, c.base)
 			frames = append(frames, baseFrame{c.base, f})
 		}
-		c.sendEvent(f)
+		c.sendLive(f)
 		n++
 	}
 	clear(frames)

@@ -527,7 +527,7 @@ func TestLiveQueryOfferRules(t *testing.T) {
 			frames, _ := c.q.drain(nil)
 			got := ""
 			if len(frames) == 1 {
-				switch s := string(frames[0]); {
+				switch s := string(frames[0].b); {
 				case strings.Contains(s, "live_query_item_updated"):
 					got = "updated"
 				case strings.Contains(s, "live_query_item_removed"):

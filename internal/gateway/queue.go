@@ -12,9 +12,9 @@ type sendQueue struct {
 	maxFrames, maxBytes int
 
 	mu       sync.Mutex
-	frames   [][]byte
+	frames   []outFrame
 	bytes    int
-	held     [][]byte
+	held     []outFrame
 	holding  int
 	overflow bool
 	wake     chan struct{} // capacity 1
@@ -29,15 +29,15 @@ func newSendQueue(maxFrames, maxBytes int) *sendQueue {
 }
 
 // pushLocked appends f; it reports false when the queue is over its limits.
-func (q *sendQueue) pushLocked(f []byte, notification bool) bool {
+func (q *sendQueue) pushLocked(f outFrame, notification bool) bool {
 	if q.overflow {
 		return false
 	}
-	if len(q.frames)+len(q.held) >= q.maxFrames || q.bytes+len(f) > q.maxBytes {
+	if len(q.frames)+len(q.held) >= q.maxFrames || q.bytes+len(f.b) > q.maxBytes {
 		q.overflow = true
 		return false
 	}
-	q.bytes += len(f)
+	q.bytes += len(f.b)
 	if notification && q.holding > 0 {
 		q.held = append(q.held, f)
 		return true
@@ -60,7 +60,10 @@ func (q *sendQueue) signalAs(urgent bool) {
 }
 
 // push queues a reply or control frame.
-func (q *sendQueue) push(f []byte) bool {
+func (q *sendQueue) push(f []byte) bool { return q.pushFrame(outFrame{b: f}) }
+
+// pushFrame is push for a frame that may carry a mergeable event.
+func (q *sendQueue) pushFrame(f outFrame) bool {
 	q.mu.Lock()
 	ok := q.pushLocked(f, false)
 	q.mu.Unlock()
@@ -70,7 +73,7 @@ func (q *sendQueue) push(f []byte) bool {
 
 // pushNotification queues an event frame, parking it while a write is in
 // flight.
-func (q *sendQueue) pushNotification(f []byte) bool {
+func (q *sendQueue) pushNotification(f outFrame) bool {
 	q.mu.Lock()
 	ok := q.pushLocked(f, true)
 	parked := q.holding > 0
@@ -94,7 +97,7 @@ func (q *sendQueue) release(reply []byte) bool {
 	q.mu.Lock()
 	ok := true
 	if reply != nil {
-		ok = q.pushLocked(reply, false)
+		ok = q.pushLocked(outFrame{b: reply}, false)
 	}
 	q.holding--
 	if q.holding == 0 && len(q.held) > 0 {
@@ -109,14 +112,14 @@ func (q *sendQueue) release(reply []byte) bool {
 
 // drain moves every ready frame into dst (reusing its storage) and returns
 // it with the overflow flag.
-func (q *sendQueue) drain(dst [][]byte) ([][]byte, bool) {
+func (q *sendQueue) drain(dst []outFrame) ([]outFrame, bool) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	dst = append(dst[:0], q.frames...)
 	clear(q.frames)
 	q.frames = q.frames[:0]
 	for _, f := range dst {
-		q.bytes -= len(f)
+		q.bytes -= len(f.b)
 	}
 	return dst, q.overflow
 }

@@ -247,7 +247,7 @@ func (c *conn) catchUp(ctx context.Context, corr json.Number, s *subscription, o
 			if e.ID <= pos || !e.Type.Realtime() {
 				continue
 			}
-			c.send(replayFrame(e, c.base, corr))
+			c.sendReplay(replayFrame(e, c.base, corr))
 			c.g.replayed.Add(1)
 			pos, progressed = e.ID, true
 			if e.Type.Removal() {

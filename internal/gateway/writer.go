@@ -135,7 +135,7 @@ func (w *writers) pop() *conn {
 func (w *writers) run() {
 	bp := poolBuffers.Get().(*[]byte)
 	buf := *bp
-	var batch [][]byte
+	var batch []outFrame
 	for n := 1; ; n++ {
 		c := w.pop()
 		if c == nil {
@@ -189,7 +189,7 @@ func (c *conn) unsched() {
 // c.sched. When the session has ended it starts finish and keeps sched,
 // so nothing else writes to the socket. buf and batch are the writer's
 // scratch storage.
-func (c *conn) flush(buf []byte, batch [][]byte) ([]byte, [][]byte) {
+func (c *conn) flush(buf []byte, batch []outFrame) ([]byte, []outFrame) {
 	if c.ctx.Err() != nil {
 		go c.finish()
 		return buf, batch
@@ -211,8 +211,10 @@ func (c *conn) flush(buf []byte, batch [][]byte) ([]byte, [][]byte) {
 	if pong != nil {
 		buf = appendFrame(buf, ws.OpPong, *pong)
 	}
-	for _, f := range batch {
+	if saved := eachWireFrame(batch, c.mergesEvents(), func(f []byte) {
 		buf = appendFrame(buf, ws.OpBinary, f)
+	}); saved > 0 {
+		c.g.merged.Add(uint64(saved))
 	}
 	clear(batch)
 	batch = batch[:0]

@@ -249,9 +249,9 @@ func TestWriteBatchOneWrite(t *testing.T) {
 			cc := &countingConn{}
 			c := &conn{g: g, nc: cc}
 			c.ctx, c.cancel = context.WithCancelCause(context.Background())
-			var frames [][]byte
+			var frames []outFrame
 			for i := 0; i < tt.frames; i++ {
-				frames = append(frames, bytes.Repeat([]byte{byte('a' + i%26)}, tt.size))
+				frames = append(frames, outFrame{b: bytes.Repeat([]byte{byte('a' + i%26)}, tt.size)})
 			}
 			pong := []byte("p")
 			if err := c.writeBatch(&pong, frames); err != nil {
@@ -272,7 +272,7 @@ func TestWriteBatchOneWrite(t *testing.T) {
 				}
 				p := make([]byte, h.Length)
 				io.ReadFull(r, p)
-				if h.OpCode != want || !h.Fin || h.Masked || (i >= 0 && !bytes.Equal(p, frames[i])) {
+				if h.OpCode != want || !h.Fin || h.Masked || (i >= 0 && !bytes.Equal(p, frames[i].b)) {
 					t.Fatalf("frame %d = %+v (%d bytes), want final unmasked %v of %d bytes", i, h, len(p), want, tt.size)
 				}
 			}

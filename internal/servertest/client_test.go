@@ -120,7 +120,22 @@ func (c *tclient) readLoop() {
 			c.t.Errorf("notification payload: %v: %q", err, f.Payload)
 			continue
 		}
-		c.notes <- n
+		if n.Events == nil || strings.HasPrefix(n.EventType, "subscription_") {
+			c.notes <- n
+			continue
+		}
+		// Like the SDK (acceptMessage), read an object notification's
+		// "events" array as that many events, in order.
+		var evs []json.RawMessage
+		if err := json.Unmarshal(n.Events, &evs); err != nil {
+			c.t.Errorf("notification events: %v: %q", err, n.Events)
+			continue
+		}
+		for _, ev := range evs {
+			m := *n
+			m.Event, m.Events = ev, nil
+			c.notes <- &m
+		}
 	}
 }
 
