@@ -18,10 +18,12 @@ import (
 // whose queue becomes ready is put on the ready list once (conn.sched);
 // at most GOMAXPROCS writer goroutines drain the list, each writing a
 // connection's whole queue with one non-blocking write. An event that
-// reaches 5,000 connections thus wakes a few goroutines, not 5,000, and a
-// writer yields the processor every writerYield connections so that a
-// request read meanwhile runs after at most that many writes instead of
-// behind every connection woken by the event. Connections with a reply or
+// reaches 5,000 connections thus wakes a few goroutines, not 5,000.
+// Writers do not yield (runtime.Gosched) between connections: a yielded
+// goroutine waits on the global run queue, which a busy processor serves
+// once in 61 turns, and with one processor that starved the pool (rtbench
+// channels -channels 1000 -subs-per-channel 1: delivery p50 3.6 s with a
+// yield every 32 connections, 5.6 ms without). Connections with a reply or
 // control frame ready are served first (the urgent list), so a write's
 // reply does not wait behind the fan-out of its own event either.
 //
@@ -76,10 +78,6 @@ func (f *fifo) pop() *conn {
 	f.head++
 	return c
 }
-
-// writerYield is the number of connections a pool writer serves before it
-// yields the processor.
-const writerYield = 32
 
 // maxPoolBuffer bounds the write buffer a pool writer keeps between runs.
 const maxPoolBuffer = 1 << 20
@@ -136,15 +134,12 @@ func (w *writers) run() {
 	bp := poolBuffers.Get().(*[]byte)
 	buf := *bp
 	var batch []outFrame
-	for n := 1; ; n++ {
+	for {
 		c := w.pop()
 		if c == nil {
 			break
 		}
 		buf, batch = c.flush(buf, batch)
-		if n%writerYield == 0 {
-			runtime.Gosched()
-		}
 	}
 	if cap(buf) <= maxPoolBuffer {
 		*bp = buf[:0]
