@@ -238,6 +238,7 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	raiseProcs(logger)
 
 	cfg := server.Config{
 		Listen:               *listen,
