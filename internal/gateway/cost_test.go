@@ -346,7 +346,9 @@ func costSession(ctx context.Context, p costParams, corr int64, onEvent func()) 
 				close(established)
 				continue
 			}
-			onEvent()
+			for range eventsIn(msg) { // a merged notification carries several
+				onEvent()
+			}
 		}
 	}()
 	call := func(fields map[string]any, payload []byte) error {
