@@ -7,7 +7,7 @@ import (
 	"github.com/chorus-sync/chorus/protocol"
 )
 
-// Merging live events.
+// Merging object events.
 //
 // An object event is encoded once per frame format (liveEvent): a live
 // event's frame is shared by every subscriber, a replayed one carries the
@@ -83,7 +83,7 @@ type mergeBuf struct{ payload, frame []byte }
 
 var mergeBufs = sync.Pool{New: func() any { return new(mergeBuf) }}
 
-// frame returns one notification carrying the events of run, in order.
+// merge returns one notification carrying the events of run, in order.
 // The result lives in m until its next use.
 func (m *mergeBuf) merge(run []outFrame) []byte {
 	first := run[0].live
