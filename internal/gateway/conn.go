@@ -338,7 +338,8 @@ func (c *conn) send(f []byte) {
 	}
 }
 
-// sendEvent queues a notification (called by the hub under a topic lock).
+// sendEvent queues a live query notification (called under a topic lock);
+// it is never merged with other frames.
 func (c *conn) sendEvent(f []byte) {
 	if !c.q.pushNotification(outFrame{b: f}) {
 		c.slow()

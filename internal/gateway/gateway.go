@@ -85,7 +85,7 @@ type Stats struct {
 	Subscriptions int
 	Topics        int    // objects with at least one subscriber
 	Delivered     uint64 // live event frames queued to connections
-	Merged        uint64 // of those, events sent inside another's frame (merge.go)
+	Merged        uint64 // events, live or replayed, sent inside another's notification (merge.go)
 	Replayed      uint64 // replayed event frames
 	SlowConsumers uint64 // connections closed for falling behind
 	Malformed     uint64 // connections closed for protocol violations
