@@ -12,16 +12,15 @@
 // that runs init, update and upstream requests one at a time in arrival
 // order (started when a request arrives, gone when none is left).
 //
-// By default each session writes its socket from a writer goroutine of
-// its own. With Config.WriterPool (experimental, off: it delayed
-// deliveries by seconds under many-object load in rtbench's channels
-// scenario), writes to a plain socket go through the gateway's shared
-// writer pool (writer.go) instead: a session whose queue becomes ready is put once on a ready
-// list (conn.sched), and at most GOMAXPROCS pool goroutines drain it, each
-// writing every ready frame of a session with one non-blocking write and
-// yielding the processor every few sessions, so an event that wakes
-// thousands of sessions wakes a few goroutines and a request read
-// meanwhile does not wait behind all of them. What the socket does not
+// With Config.WriterPool (the server turns it on), writes to a plain
+// socket go through the gateway's shared writer pool (writer.go): a
+// session whose queue becomes ready is put once on a ready list
+// (conn.sched), and at most GOMAXPROCS pool goroutines drain it, each
+// writing every ready frame of a session (merged, see merge.go) with one
+// non-blocking write, so an event that wakes thousands of sessions wakes a
+// few goroutines, and a request read meanwhile waits behind those few
+// rather than behind thousands. Without it each session writes its socket
+// from a writer goroutine of its own. What the socket does not
 // take at once is written by a goroutine of the session's own under
 // WriteTimeout. Whoever holds conn.sched alone writes to the socket; the
 // holder that finds the session ended runs its end (finish) and never
