@@ -10,7 +10,6 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -260,7 +259,7 @@ func TestOperatorCredentialsRevokeOthers(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	var logs lockedBuf
+	var logs syncBuffer
 	op := operatorCreds()
 	s := newServer(t, Config{DataDir: dir, Creds: op, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	srv := httptest.NewServer(s.Handler())
@@ -291,22 +290,4 @@ func TestOperatorCredentialsRevokeOthers(t *testing.T) {
 	if _, err := New(context.Background(), Config{DataDir: dir, Creds: short}); err == nil || !strings.Contains(err.Error(), "32") {
 		t.Errorf("New with a 5-character secret = %v, want a refusal", err)
 	}
-}
-
-// lockedBuf is a log sink safe for concurrent writes.
-type lockedBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuf) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }

@@ -340,15 +340,7 @@ func TestTransportConfigErrors(t *testing.T) {
 // TestReadyzHidesAddresses: /readyz names the dependency that is down but
 // not its address, which goes to the log.
 func TestReadyzHidesAddresses(t *testing.T) {
-	ns, err := natsserver.NewServer(&natsserver.Options{Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ns.Start()
-	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats-server not ready")
-	}
-	defer ns.Shutdown()
+	ns := startNATS(t, &natsserver.Options{})
 	addr := ns.Addr().String()
 	var logs syncBuffer
 	s := newServer(t, Config{BusURL: "nats://" + addr, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
@@ -375,17 +367,9 @@ func TestReadyzHidesAddresses(t *testing.T) {
 
 // TestBusAuth: Config.BusAuth reaches the NATS connection.
 func TestBusAuth(t *testing.T) {
-	ns, err := natsserver.NewServer(&natsserver.Options{Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true, Authorization: "cluster-token-123"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ns.Start()
-	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats-server not ready")
-	}
-	defer ns.Shutdown()
+	ns := startNATS(t, &natsserver.Options{Authorization: "cluster-token-123"})
 	u := "nats://" + ns.Addr().String()
-	_, err = New(context.Background(), Config{DataDir: t.TempDir(), BusURL: u, Logger: slog.New(slog.DiscardHandler)})
+	_, err := New(context.Background(), Config{DataDir: t.TempDir(), BusURL: u, Logger: slog.New(slog.DiscardHandler)})
 	if err == nil || !strings.Contains(strings.ToLower(err.Error()), "authorization") {
 		t.Errorf("New without the bus token = %v, want an authorization error", err)
 	}
@@ -409,4 +393,21 @@ func TestBusAuth(t *testing.T) {
 	if !strings.Contains(rec.Body.String(), "chorus_bus_forged_total 0") {
 		t.Errorf("/metrics has no chorus_bus_forged_total: %s", rec.Body)
 	}
+}
+
+// startNATS runs an embedded NATS server on a free loopback port with opts
+// (Host, Port, logging and signals are set here) until the test ends.
+func startNATS(t *testing.T, opts *natsserver.Options) *natsserver.Server {
+	t.Helper()
+	opts.Host, opts.Port, opts.NoLog, opts.NoSigs = "127.0.0.1", -1, true, true
+	ns, err := natsserver.NewServer(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns.Start()
+	if !ns.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats-server not ready")
+	}
+	t.Cleanup(ns.Shutdown)
+	return ns
 }
