@@ -60,6 +60,22 @@ func readForm(r *http.Request) (url.Values, error) {
 	return body, nil
 }
 
+// mergeQuery is readForm for a POST whose form body is already parsed:
+// body's values, then the query string's.
+func mergeQuery(r *http.Request, body url.Values) (url.Values, error) {
+	if r.URL.RawQuery == "" {
+		return body, nil
+	}
+	form, err := url.ParseQuery(r.URL.RawQuery)
+	if err != nil {
+		return nil, chorus.Wrap(chorus.Errorf(chorus.ErrInvalidParameter, "Invalid query string"), err)
+	}
+	for k, vs := range form {
+		body[k] = append(body[k], vs...)
+	}
+	return body, nil
+}
+
 // readBody parses the form body of a POST by its Content-Type.
 func readBody(r *http.Request) (url.Values, error) {
 	ct := r.Header.Get("Content-Type")

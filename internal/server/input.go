@@ -65,10 +65,16 @@ func (s *Server) checkText(next http.Handler) http.Handler {
 				twiliohttp.WriteJSON(w, http.StatusBadRequest, twiliohttp.Body(chorus.Errorf(chorus.ErrInvalidParameter, "Invalid request body: could not read it")))
 				return
 			}
-			r.Body = io.NopCloser(bytes.NewReader(b))
-			if v, _ := url.ParseQuery(string(b)); !valuesOK(v) {
+			v, err := url.ParseQuery(string(b))
+			if !valuesOK(v) {
 				twiliohttp.WriteJSON(w, http.StatusBadRequest, twiliohttp.Body(errBadText))
 				return
+			}
+			if err == nil {
+				// The API need not parse it again (httpapi.parseForm).
+				r.Body = &twiliohttp.ParsedForm{Reader: bytes.NewReader(b), Size: len(b), Values: v}
+			} else {
+				r.Body = io.NopCloser(bytes.NewReader(b))
 			}
 		}
 		next.ServeHTTP(w, r)

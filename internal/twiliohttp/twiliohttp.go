@@ -6,7 +6,9 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"strconv"
+	"sync"
 
 	"github.com/chorus-sync/chorus"
 )
@@ -24,17 +26,38 @@ func Body(e *chorus.Error) ErrorBody {
 	return ErrorBody{Code: e.Code, Message: e.Message, MoreInfo: e.MoreInfo(), Status: e.Status}
 }
 
+// jsonWriter is a reusable response buffer with its encoder.
+type jsonWriter struct {
+	buf bytes.Buffer
+	enc *json.Encoder
+}
+
+// maxPooledJSON bounds the buffers kept for reuse: a large page is not kept.
+const maxPooledJSON = 64 << 10
+
+var jsonWriters = sync.Pool{New: func() any {
+	jw := &jsonWriter{}
+	jw.enc = json.NewEncoder(&jw.buf)
+	jw.enc.SetEscapeHTML(false)
+	return jw
+}}
+
 // WriteJSON writes v with status. HTML characters are not escaped.
 func WriteJSON(w http.ResponseWriter, status int, v any) {
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(v); err != nil {
+	jw := jsonWriters.Get().(*jsonWriter)
+	defer func() {
+		if jw.buf.Cap() <= maxPooledJSON {
+			jw.buf.Reset()
+			jsonWriters.Put(jw)
+		}
+	}()
+	buf := &jw.buf
+	if err := jw.enc.Encode(v); err != nil {
 		// Only a broken json.RawMessage can get here; data is validated
 		// before it is stored, so this is a bug.
 		status = http.StatusInternalServerError
 		buf.Reset()
-		_ = json.NewEncoder(&buf).Encode(Body(chorus.ErrInternal))
+		_ = json.NewEncoder(buf).Encode(Body(chorus.ErrInternal))
 	}
 	h := w.Header()
 	h.Set("Content-Type", "application/json; charset=utf-8")
@@ -42,6 +65,21 @@ func WriteJSON(w http.ResponseWriter, status int, v any) {
 	w.WriteHeader(status)
 	_, _ = w.Write(buf.Bytes())
 }
+
+// ParsedForm is a request body that the server's edge has read whole and
+// parsed as application/x-www-form-urlencoded (to refuse text no store
+// can hold) before the API handler runs. It still reads as the original
+// bytes; a handler that accepts such a body may take Values instead of
+// parsing it again. Values are exactly url.ParseQuery of the body, which
+// succeeded; the handler owns them.
+type ParsedForm struct {
+	*bytes.Reader
+	Size   int // bytes in the body
+	Values url.Values
+}
+
+// Close does nothing: the body is in memory.
+func (*ParsedForm) Close() error { return nil }
 
 // WriteError renders err as a Twilio error. Errors that are not a
 // *chorus.Error, and 5xx ones, are logged here, once, with attrs; their
