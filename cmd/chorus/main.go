@@ -239,6 +239,9 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 	raiseProcs(logger)
+	if gc := tuneGC(logger); gc != nil {
+		defer gc.stop()
+	}
 
 	cfg := server.Config{
 		Listen:               *listen,
