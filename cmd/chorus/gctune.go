@@ -5,6 +5,7 @@ import (
 	"runtime"
 	"runtime/debug"
 	"runtime/metrics"
+	"sync"
 	"sync/atomic"
 )
 
@@ -35,12 +36,15 @@ const (
 
 // gcTuner adjusts the GC percent after every collection (a finalizer on
 // a sentinel object that is garbage at once runs after each cycle and
-// re-arms itself). It runs on the runtime's finalizer goroutine.
+// re-arms itself). adjust runs on the runtime's finalizer goroutine; stop
+// may be called from any goroutine, and no adjustment follows it.
 type gcTuner struct {
 	headroom uint64
 	percent  atomic.Int64 // the GC percent last set
-	stopped  atomic.Bool
-	live     []metrics.Sample
+
+	mu      sync.Mutex // orders adjust and stop
+	stopped bool
+	live    []metrics.Sample
 }
 
 // gcSentinel is large enough not to share a tiny-allocator block, whose
@@ -66,27 +70,32 @@ func newGCTuner(headroom uint64) *gcTuner {
 
 func (t *gcTuner) arm() {
 	runtime.SetFinalizer(&gcSentinel{}, func(*gcSentinel) {
-		if t.stopped.Load() {
-			return
+		if t.adjust() {
+			t.arm()
 		}
-		t.adjust()
-		t.arm()
 	})
 }
 
-// adjust sets the GC percent for the live heap of the last collection.
-// It changes it only when it moves by more than a tenth: SetGCPercent
-// stops the world briefly.
-func (t *gcTuner) adjust() {
+// adjust sets the GC percent for the live heap of the last collection,
+// and reports false once the tuner is stopped. It changes the percent only
+// when it moves by more than a tenth: SetGCPercent stops the world
+// briefly.
+func (t *gcTuner) adjust() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.stopped {
+		return false
+	}
 	metrics.Read(t.live)
 	if t.live[0].Value.Kind() != metrics.KindUint64 {
-		return
+		return true
 	}
 	p := gcPercentFor(t.live[0].Value.Uint64(), t.headroom)
 	if cur := t.percent.Load(); p*10 > cur*11 || p*10 < cur*9 || (p == 100 && cur != 100) {
 		debug.SetGCPercent(int(p))
 		t.percent.Store(p)
 	}
+	return true
 }
 
 // gcPercentFor is the GC percent that lets a heap of live bytes grow by
@@ -100,7 +109,10 @@ func gcPercentFor(live, headroom uint64) int64 {
 
 // stop ends the tuning and restores Go's default.
 func (t *gcTuner) stop() {
-	if t.stopped.CompareAndSwap(false, true) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if !t.stopped {
+		t.stopped = true
 		debug.SetGCPercent(100)
 	}
 }
