@@ -6,7 +6,6 @@ import (
 	"runtime/debug"
 	"runtime/metrics"
 	"sync"
-	"sync/atomic"
 )
 
 // GC headroom for serve.
@@ -18,17 +17,19 @@ import (
 // a second: 9.5 % of the CPU of rtbench publish (32 REST writers) went to
 // marking, sweeping and assists. gcTuner gives the heap a floor of
 // headroom instead: after each collection it sets the GC percent to
-// 100 x gcHeadroom / live heap, at least 100 (Go's default) and at most
-// gcMaxPercent, so a small heap may grow by gcHeadroom before the next
-// collection, and a heap whose live part exceeds gcHeadroom is collected
-// exactly as Go's default would. Measured with rtbench, server on one
-// pinned CPU, tuner vs Go's default, alternated pairs: publish (4 pairs)
-// 95.8-102 vs 113-119 µs of server CPU per durable write, 8,310-8,770 vs
-// 7,030-7,780 writes/s; channels (3 pairs) 42.3-43.9 vs 43.5-46.2 s CPU
-// per million deliveries, e2e p99 26.3-26.6 vs 26.6-28.2 ms; idle 5,000
-// connections (2 pairs) 13.7-14.4 vs 16.4-16.7 KB RSS per connection,
-// 0.32 vs 0.34-0.35 ms CPU per connect. The operator's GOGC or GOMEMLIMIT
-// turns it off.
+// 100 x gcHeadroom / (live heap + goroutine stacks + globals), at least
+// 100 (Go's default) and at most gcMaxPercent. Go's heap goal is
+// live + (live + stacks + globals) x percent/100, so a small heap may grow
+// by about gcHeadroom before the next collection (never more than Go's
+// default plus gcHeadroom), and a node whose live heap and stacks exceed
+// gcHeadroom is collected exactly as Go's default would. Measured with
+// rtbench, server on one pinned CPU, tuner vs Go's default, alternated
+// pairs: publish (3 pairs) 94.6-97.2 vs 109-115 µs of server CPU per
+// durable write, 8,950-9,250 vs 7,750-8,170 writes/s; channels (2 pairs,
+// 5,000 connections whose stacks already exceed the headroom) unchanged,
+// 40.6-44.1 vs 41.4-44.2 s CPU per million deliveries; idle 5,000
+// connections 13.1 vs 17.7 KB RSS per connection. The operator's GOGC or
+// GOMEMLIMIT turns it off.
 const (
 	gcHeadroom   = 32 << 20
 	gcMaxPercent = 500
@@ -40,11 +41,20 @@ const (
 // may be called from any goroutine, and no adjustment follows it.
 type gcTuner struct {
 	headroom uint64
-	percent  atomic.Int64 // the GC percent last set
+	prev     int64 // the GC percent before the tuner started, restored by stop
 
 	mu      sync.Mutex // orders adjust and stop
 	stopped bool
-	live    []metrics.Sample
+	samples []metrics.Sample
+}
+
+// The runtime metrics the tuner reads. Go's heap goal is
+// live + (live + stacks + globals) x GOGC/100, so all three count.
+var gcMetrics = []string{
+	"/gc/heap/live:bytes",
+	"/gc/scan/stack:bytes",
+	"/gc/scan/globals:bytes",
+	"/gc/gogc:percent",
 }
 
 // gcSentinel is large enough not to share a tiny-allocator block, whose
@@ -62,10 +72,25 @@ func tuneGC(logger *slog.Logger) *gcTuner {
 }
 
 func newGCTuner(headroom uint64) *gcTuner {
-	t := &gcTuner{headroom: headroom, live: []metrics.Sample{{Name: "/gc/heap/live:bytes"}}}
-	t.percent.Store(100)
+	t := &gcTuner{headroom: headroom, samples: make([]metrics.Sample, len(gcMetrics))}
+	for i, name := range gcMetrics {
+		t.samples[i].Name = name
+	}
+	t.prev = t.read()[3]
 	t.arm()
 	return t
+}
+
+// read samples gcMetrics; a metric this runtime lacks reads as 0.
+func (t *gcTuner) read() [4]int64 {
+	metrics.Read(t.samples)
+	var v [4]int64
+	for i, s := range t.samples {
+		if s.Value.Kind() == metrics.KindUint64 {
+			v[i] = int64(min(s.Value.Uint64(), 1<<62))
+		}
+	}
+	return v
 }
 
 func (t *gcTuner) arm() {
@@ -76,8 +101,8 @@ func (t *gcTuner) arm() {
 	})
 }
 
-// adjust sets the GC percent for the live heap of the last collection,
-// and reports false once the tuner is stopped. It changes the percent only
+// adjust sets the GC percent for the heap of the last collection, and
+// reports false once the tuner is stopped. It changes the percent only
 // when it moves by more than a tenth: SetGCPercent stops the world
 // briefly.
 func (t *gcTuner) adjust() bool {
@@ -86,33 +111,30 @@ func (t *gcTuner) adjust() bool {
 	if t.stopped {
 		return false
 	}
-	metrics.Read(t.live)
-	if t.live[0].Value.Kind() != metrics.KindUint64 {
-		return true
-	}
-	p := gcPercentFor(t.live[0].Value.Uint64(), t.headroom)
-	if cur := t.percent.Load(); p*10 > cur*11 || p*10 < cur*9 || (p == 100 && cur != 100) {
+	v := t.read()
+	p := gcPercentFor(uint64(v[0]+v[1]+v[2]), t.headroom)
+	if cur := v[3]; p*10 > cur*11 || p*10 < cur*9 || (p == 100 && cur != 100) {
 		debug.SetGCPercent(int(p))
-		t.percent.Store(p)
 	}
 	return true
 }
 
-// gcPercentFor is the GC percent that lets a heap of live bytes grow by
-// headroom: between 100 and gcMaxPercent.
-func gcPercentFor(live, headroom uint64) int64 {
-	if live == 0 {
+// gcPercentFor is the GC percent that lets the heap grow by headroom past
+// its live part when scanned bytes (live heap, stacks, globals) are
+// scanned: between 100 and gcMaxPercent.
+func gcPercentFor(scanned, headroom uint64) int64 {
+	if scanned == 0 {
 		return gcMaxPercent
 	}
-	return min(max(int64(headroom*100/live), 100), gcMaxPercent)
+	return min(max(int64(headroom*100/scanned), 100), gcMaxPercent)
 }
 
-// stop ends the tuning and restores Go's default.
+// stop ends the tuning and restores the GC percent the tuner found.
 func (t *gcTuner) stop() {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if !t.stopped {
 		t.stopped = true
-		debug.SetGCPercent(100)
+		debug.SetGCPercent(int(t.prev))
 	}
 }

@@ -53,7 +53,10 @@ func (s *Server) checkText(next http.Handler) http.Handler {
 			twiliohttp.WriteJSON(w, http.StatusBadRequest, twiliohttp.Body(errBadText))
 			return
 		}
-		ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
+		// ParseMediaType names the type even when a parameter is broken
+		// (mediaErr): the body is checked all the same, but only a clean
+		// header is handed on parsed, as httpapi would refuse the other.
+		ct, _, mediaErr := mime.ParseMediaType(r.Header.Get("Content-Type"))
 		if ct == "application/x-www-form-urlencoded" && r.Body != nil && r.Body != http.NoBody {
 			b, err := io.ReadAll(r.Body)
 			if err != nil {
@@ -70,7 +73,7 @@ func (s *Server) checkText(next http.Handler) http.Handler {
 				twiliohttp.WriteJSON(w, http.StatusBadRequest, twiliohttp.Body(errBadText))
 				return
 			}
-			if err == nil {
+			if err == nil && mediaErr == nil {
 				// The API need not parse it again (httpapi.parseForm).
 				r.Body = &twiliohttp.ParsedForm{Reader: bytes.NewReader(b), Size: len(b), Values: v}
 			} else {

@@ -68,7 +68,8 @@ func WriteJSON(w http.ResponseWriter, status int, v any) {
 
 // ParsedForm is a request body that the server's edge has read whole and
 // parsed as application/x-www-form-urlencoded (to refuse text no store
-// can hold) before the API handler runs. It still reads as the original
+// can hold) before the API handler runs; the edge makes one only when the
+// request's Content-Type parsed without error as that type. It still reads as the original
 // bytes; a handler that accepts such a body may take Values instead of
 // parsing it again. Values are exactly url.ParseQuery of the body, which
 // succeeded; the handler owns them.
