@@ -48,13 +48,19 @@ type gcTuner struct {
 	samples []metrics.Sample
 }
 
-// The runtime metrics the tuner reads. Go's heap goal is
-// live + (live + stacks + globals) x GOGC/100, so all three count.
+// The runtime metrics the tuner reads, in gcReading's order. Go's heap
+// goal is live + (live + stacks + globals) x GOGC/100, so all three count.
 var gcMetrics = []string{
 	"/gc/heap/live:bytes",
 	"/gc/scan/stack:bytes",
 	"/gc/scan/globals:bytes",
 	"/gc/gogc:percent",
+}
+
+// gcReading is one sample of gcMetrics; a metric the runtime lacks reads 0.
+type gcReading struct {
+	live, stacks, globals uint64
+	percent               int64
 }
 
 // gcSentinel is large enough not to share a tiny-allocator block, whose
@@ -76,21 +82,21 @@ func newGCTuner(headroom uint64) *gcTuner {
 	for i, name := range gcMetrics {
 		t.samples[i].Name = name
 	}
-	t.prev = t.read()[3]
+	t.prev = t.read().percent
 	t.arm()
 	return t
 }
 
-// read samples gcMetrics; a metric this runtime lacks reads as 0.
-func (t *gcTuner) read() [4]int64 {
+// read samples gcMetrics.
+func (t *gcTuner) read() gcReading {
 	metrics.Read(t.samples)
-	var v [4]int64
+	var v [4]uint64
 	for i, s := range t.samples {
 		if s.Value.Kind() == metrics.KindUint64 {
-			v[i] = int64(min(s.Value.Uint64(), 1<<62))
+			v[i] = s.Value.Uint64()
 		}
 	}
-	return v
+	return gcReading{live: v[0], stacks: v[1], globals: v[2], percent: int64(min(v[3], 1<<31))}
 }
 
 func (t *gcTuner) arm() {
@@ -112,8 +118,10 @@ func (t *gcTuner) adjust() bool {
 		return false
 	}
 	v := t.read()
-	p := gcPercentFor(uint64(v[0]+v[1]+v[2]), t.headroom)
-	if cur := v[3]; p*10 > cur*11 || p*10 < cur*9 || (p == 100 && cur != 100) {
+	p := gcPercentFor(v.live+v.stacks+v.globals, t.headroom)
+	// Within a tenth is close enough, except that Go's default is set
+	// exactly once the heap no longer needs the floor.
+	if cur := v.percent; p*10 > cur*11 || p*10 < cur*9 || (p == 100 && cur != 100) {
 		debug.SetGCPercent(int(p))
 	}
 	return true

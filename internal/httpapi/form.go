@@ -43,37 +43,42 @@ const (
 // other methods the query string alone, the body unread. r.Body must
 // already be bounded (http.MaxBytesReader) by the caller.
 func readForm(r *http.Request) (url.Values, error) {
-	form, err := url.ParseQuery(r.URL.RawQuery)
-	if err != nil {
-		return nil, chorus.Wrap(chorus.Errorf(chorus.ErrInvalidParameter, "Invalid query string"), err)
-	}
-	if r.Method != http.MethodPost {
-		return form, nil
+	query, err := readQuery(r)
+	if err != nil || r.Method != http.MethodPost {
+		return query, err
 	}
 	body, err := readBody(r)
 	if err != nil {
 		return nil, err
 	}
-	for k, vs := range form {
-		body[k] = append(body[k], vs...)
-	}
-	return body, nil
+	return appendValues(body, query), nil
 }
 
 // mergeQuery is readForm for a POST whose form body is already parsed:
 // body's values, then the query string's.
 func mergeQuery(r *http.Request, body url.Values) (url.Values, error) {
-	if r.URL.RawQuery == "" {
-		return body, nil
+	query, err := readQuery(r)
+	if err != nil {
+		return nil, err
 	}
-	form, err := url.ParseQuery(r.URL.RawQuery)
+	return appendValues(body, query), nil
+}
+
+// readQuery parses r's query string.
+func readQuery(r *http.Request) (url.Values, error) {
+	query, err := url.ParseQuery(r.URL.RawQuery)
 	if err != nil {
 		return nil, chorus.Wrap(chorus.Errorf(chorus.ErrInvalidParameter, "Invalid query string"), err)
 	}
-	for k, vs := range form {
-		body[k] = append(body[k], vs...)
+	return query, nil
+}
+
+// appendValues appends more's values to form's, key by key, and returns form.
+func appendValues(form, more url.Values) url.Values {
+	for k, vs := range more {
+		form[k] = append(form[k], vs...)
 	}
-	return body, nil
+	return form
 }
 
 // readBody parses the form body of a POST by its Content-Type.
