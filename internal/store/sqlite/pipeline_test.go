@@ -199,3 +199,63 @@ func TestSyncFailureStopsWrites(t *testing.T) {
 		t.Errorf("View after a failed WAL sync = nil, want an error")
 	}
 }
+
+// TestOneCommitPerSync checks that requests arriving while a WAL sync runs
+// share one commit: with syncs made slow and 16 writers in a closed loop,
+// the writer commits no more batches than the syncer runs syncs (plus the
+// one waiting at the end), and every write is durable and counted.
+func TestOneCommitPerSync(t *testing.T) {
+	s := openInternal(t)
+	doc := seedDoc(t, s)
+	ctx := context.Background()
+	batches0, _, _ := s.BatchStats()
+	syncs0, _, _ := s.SyncStats()
+	// Set before any write below: the writer and syncer read it after
+	// receiving those writes from their queues.
+	s.beforeSync = func() { time.Sleep(3 * time.Millisecond) }
+
+	const writers, each = 16, 20
+	var wg sync.WaitGroup
+	errs := make(chan error, writers*each)
+	for range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range each {
+				errs <- s.Update(ctx, func(tx chorus.Tx) error {
+					o, err := tx.Object(ctx, chorus.KindDocument, "IS1", doc.SID)
+					if err != nil {
+						return err
+					}
+					o.Revision++
+					return tx.UpdateObject(ctx, o)
+				})
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	batches, _, _ := s.BatchStats()
+	syncs, _, _ := s.SyncStats()
+	nb, ns := batches-batches0, syncs-syncs0
+	if nb > ns+1 {
+		t.Errorf("%d batches for %d syncs: batches committed while a sync ran were not merged", nb, ns)
+	}
+	if ns >= writers*each/2 {
+		t.Errorf("%d syncs for %d writes: requests did not share commits", ns, writers*each)
+	}
+	if err := s.View(ctx, func(tx chorus.ReadTx) error {
+		o, err := tx.Object(ctx, chorus.KindDocument, "IS1", doc.SID)
+		if err == nil && o.Revision != writers*each {
+			t.Errorf("revision %d, want %d", o.Revision, writers*each)
+		}
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+}
