@@ -38,7 +38,10 @@ import (
 // to a transaction that has not committed, which a crash would discard
 // anyway. Only a transaction that spills pages to the WAL before its
 // commit leaves frames buffered across calls; a read of them (pread)
-// writes them out first.
+// writes them out first. If that transaction rolls back instead, its
+// frames are garbage: they are dropped when the WAL write lock is released
+// (fcntl on the -shm file), never written after it, when another process
+// may have committed frames at the same offsets.
 
 // walBufferMax bounds the bytes held for one descriptor.
 const walBufferMax = 4 << 20
@@ -51,6 +54,8 @@ const walFrameHeader = 24
 // connection using the descriptor.
 type walBuffer struct {
 	wal      bool   // a -wal file: its appends are buffered
+	shm      bool   // a -shm file: its locks are watched
+	db       string // a -wal or -shm file's database path
 	end      int64  // end of the frames appended so far (written or pending)
 	start    int64  // file offset of buf[0]
 	buf      []byte // pending bytes, contiguous from start to end
@@ -60,6 +65,7 @@ type walBuffer struct {
 
 type (
 	fnClose     = func(*libc.TLS, int32) int32
+	fnFcntl     = func(*libc.TLS, int32, int32, uintptr) int32
 	fnFstat     = func(*libc.TLS, int32, uintptr) int32
 	fnFtruncate = func(*libc.TLS, int32, int64) int32
 	fnPread     = func(*libc.TLS, int32, uintptr, uint64, int64) int64
@@ -74,9 +80,10 @@ var walWrites struct {
 	mu  sync.RWMutex
 	fds map[int32]*walBuffer // descriptors seen, until SQLite closes them
 
-	gathered, flushes atomic.Int64 // WAL writes buffered; writes of buffers (tests)
+	gathered, flushes, dropped atomic.Int64 // WAL writes buffered; buffers written; dropped (tests)
 
 	close     fnClose
+	fcntl     fnFcntl
 	fstat     fnFstat
 	ftruncate fnFtruncate
 	pread     fnPread
@@ -118,6 +125,7 @@ func installWALWrites() error {
 	}
 	var (
 		close     fnClose     = walClose
+		fcntl     fnFcntl     = walFcntl
 		fstat     fnFstat     = walFstat
 		ftruncate fnFtruncate = walFtruncate
 		pread     fnPread     = walPread
@@ -128,6 +136,7 @@ func installWALWrites() error {
 		old, repl unsafe.Pointer
 	}{
 		{"close", unsafe.Pointer(&walWrites.close), unsafe.Pointer(&close)},
+		{"fcntl", unsafe.Pointer(&walWrites.fcntl), unsafe.Pointer(&fcntl)},
 		{"fstat", unsafe.Pointer(&walWrites.fstat), unsafe.Pointer(&fstat)},
 		{"ftruncate", unsafe.Pointer(&walWrites.ftruncate), unsafe.Pointer(&ftruncate)},
 		{"pread", unsafe.Pointer(&walWrites.pread), unsafe.Pointer(&pread)},
@@ -151,23 +160,72 @@ func init() {
 // outside Go's) into a pointer.
 func cmem(addr uintptr) unsafe.Pointer { return *(*unsafe.Pointer)(unsafe.Pointer(&addr)) }
 
-// walFD returns fd's state if it is open on a -wal file, looking the
-// descriptor up once; nil for other files.
-func walFD(fd int32) *walBuffer {
+// fdState returns fd's state, looking the descriptor up once.
+func fdState(fd int32) *walBuffer {
 	walWrites.mu.RLock()
 	b, ok := walWrites.fds[fd]
 	walWrites.mu.RUnlock()
-	if !ok {
-		target, err := os.Readlink("/proc/self/fd/" + strconv.Itoa(int(fd)))
-		b = &walBuffer{wal: err == nil && strings.HasSuffix(target, "-wal")}
-		walWrites.mu.Lock()
-		walWrites.fds[fd] = b
-		walWrites.mu.Unlock()
+	if ok {
+		return b
 	}
-	if !b.wal {
-		return nil
+	b = &walBuffer{}
+	if target, err := os.Readlink("/proc/self/fd/" + strconv.Itoa(int(fd))); err == nil {
+		if db, ok := strings.CutSuffix(target, "-wal"); ok {
+			b.wal, b.db = true, db
+		} else if db, ok := strings.CutSuffix(target, "-shm"); ok {
+			b.shm, b.db = true, db
+		}
 	}
+	walWrites.mu.Lock()
+	walWrites.fds[fd] = b
+	walWrites.mu.Unlock()
 	return b
+}
+
+// walFD returns fd's state if it is open on a -wal file, else nil.
+func walFD(fd int32) *walBuffer {
+	if b := fdState(fd); b.wal {
+		return b
+	}
+	return nil
+}
+
+// walWriteLockByte is the -shm byte whose lock is the WAL write lock
+// (UNIX_SHM_BASE + WAL_WRITE_LOCK).
+const walWriteLockByte = 120
+
+// walFcntl drops what a WAL holds pending when the WAL write lock is
+// released. A commit has written everything by then, so pending bytes are
+// frames of a transaction that rolled back after spilling pages: garbage,
+// which must never be written after the lock is gone, when another
+// process may commit frames at the same offsets.
+func walFcntl(tls *libc.TLS, fd, cmd int32, va uintptr) int32 {
+	if cmd == syscall.F_SETLK {
+		if st := fdState(fd); st.shm {
+			ap := va
+			lk := (*sqlite3.Tflock)(cmem(libc.VaUintptr(&ap)))
+			if lk.Fl_type == syscall.F_UNLCK && lk.Fl_start <= walWriteLockByte &&
+				(lk.Fl_len == 0 || walWriteLockByte < lk.Fl_start+lk.Fl_len) {
+				dropPending(st.db)
+			}
+		}
+	}
+	return walWrites.fcntl(tls, fd, cmd, va)
+}
+
+// dropPending forgets the pending bytes of db's WAL descriptors. Only the
+// connection that held the write lock can have any: no other writes
+// frames meanwhile, so the others' state is only read.
+func dropPending(db string) {
+	walWrites.mu.RLock()
+	defer walWrites.mu.RUnlock()
+	for _, b := range walWrites.fds {
+		if b.wal && b.db == db && (len(b.buf) > 0 || b.wantPage) {
+			walWrites.dropped.Add(1)
+			b.end = b.start
+			b.buf, b.wantPage, b.commit = b.buf[:0], false, false
+		}
+	}
 }
 
 // flushWAL writes fd's pending bytes; on failure it sets errno and
@@ -200,11 +258,13 @@ func flushWAL(tls *libc.TLS, fd int32, b *walBuffer) bool {
 // walPwrite gathers the frames SQLite appends to a WAL (a 24-byte header
 // at the end of what was written, then its page) and writes them once the
 // commit frame's page arrives. Every other write goes to the file at once,
-// after what is pending: the WAL header (offset 0, which also starts a
-// new end after a reset), and the in-place rewrites of a frame's page or
-// header (below the end) that SQLite makes when a transaction writes a
-// page twice; it rewrites headers after the commit frame, so they must
-// not wait for a page that never follows.
+// after what is pending: the WAL header (offset 0, after a reset), and the
+// in-place rewrites of a frame's page or header (below the end) that
+// SQLite makes when a transaction writes a page twice; it rewrites headers
+// after the commit frame, so they must not wait for a page that never
+// follows. Only the bytes pending must be contiguous and go first; the end
+// is a guess of where the next append lands, and a wrong guess costs only
+// a write that is not gathered.
 func walPwrite(tls *libc.TLS, fd int32, buf uintptr, n uint64, off int64) int64 {
 	b := walFD(fd)
 	if b == nil {
@@ -236,11 +296,10 @@ func walPwrite(tls *libc.TLS, fd int32, buf uintptr, n uint64, off int64) int64 
 		return -1
 	}
 	b.wantPage = false
-	rc := walWrites.pwrite(tls, fd, buf, n, off)
-	if rc >= 0 && (off == 0 || off+int64(n) > b.end) {
-		b.end = off + int64(n)
-	}
-	return rc
+	// The end follows the last write, so after an in-place rewrite the next
+	// append is written through and the end found again.
+	b.end = off + int64(n)
+	return walWrites.pwrite(tls, fd, buf, n, off)
 }
 
 func walPread(tls *libc.TLS, fd int32, buf uintptr, n uint64, off int64) int64 {
