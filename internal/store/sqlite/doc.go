@@ -43,9 +43,6 @@
 //     Batches that committed nothing (all requests failed) are queued
 //     too, so that every answer, errors included, goes out in order and
 //     only once what it was based on is durable.
-//     The writer then waits until the syncer has taken the batch: while a
-//     sync runs, the requests that arrive gather into one batch instead of
-//     several commits that the same next sync would cover (awaitSyncer).
 //  3. The syncer takes every queued batch, calls fdatasync(2) on the WAL
 //     once, then sets durable to the highest sequence and answers their
 //     requests. Every COMMIT of those batches returned before the batch was

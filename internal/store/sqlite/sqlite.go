@@ -80,11 +80,7 @@ type Store struct {
 	durMu   sync.Mutex
 	durCh   chan struct{} // closed and replaced when durable advances
 	syncErr atomic.Pointer[error]
-	syncing atomic.Int64  // batches queued to or held by the syncer
-	taken   chan struct{} // the syncer took batches off syncq (buffer 1)
-
-	// beforeSync, when set (tests), runs before each WAL sync.
-	beforeSync func()
+	syncing atomic.Int64 // batches queued to or held by the syncer
 
 	// Writer statistics, for tests and benchmarks.
 	statBatches, statRequests, statCommitNanos, statSyncs, statSyncNanos, statRetries atomic.Int64
@@ -124,7 +120,6 @@ func open(ctx context.Context, path string, logger *slog.Logger, legacy bool) (*
 		logger:  logger.With(logKeyPath, path),
 		legacy:  legacy,
 		syncq:   make(chan *batchDone, queueLen),
-		taken:   make(chan struct{}, 1),
 		ckptq:   make(chan struct{}, 1),
 		durCh:   make(chan struct{}),
 		nreader: max(4, runtime.GOMAXPROCS(0)),
@@ -444,7 +439,6 @@ func (s *Store) writeLoop() {
 		start := time.Now()
 		s.runBatch(batch)
 		lastCommit = time.Since(start)
-		s.awaitSyncer()
 		if nwrites += len(batch); nwrites >= ckptEveryWrites && !s.legacy {
 			nwrites = 0
 			select {
@@ -457,21 +451,6 @@ func (s *Store) writeLoop() {
 		if !open {
 			return
 		}
-	}
-}
-
-// awaitSyncer waits, after a batch went to the syncer, until the syncer
-// has taken every batch queued for it. A batch queued while a sync runs
-// waits for the next one; a second batch committed meanwhile would be made
-// durable by that same sync, so the writer gathers it into one batch
-// instead: the requests that arrive during a sync share one commit. Every
-// COMMIT costs its own WAL frames for the pages the batch shares (the
-// events table's last page and its indexes, the objects' pages), so fewer,
-// larger batches write fewer frames per request, and no request is
-// answered later for it. The wait is at most the sync that runs.
-func (s *Store) awaitSyncer() {
-	for len(s.syncq) > 0 {
-		<-s.taken
 	}
 }
 
@@ -661,10 +640,6 @@ func (s *Store) syncLoop() {
 				break drain
 			}
 		}
-		select {
-		case s.taken <- struct{}{}: // wake awaitSyncer
-		default: // a wake-up is pending already
-		}
 		s.finish(pend)
 		s.syncing.Add(-int64(len(pend)))
 		clear(pend)
@@ -688,9 +663,6 @@ func (s *Store) finish(pend []*batchDone) {
 		// Every COMMIT of pend returned before finish was called, so its
 		// frames were written to the WAL before this sync starts.
 		s.statSyncs.Add(1)
-		if s.beforeSync != nil {
-			s.beforeSync()
-		}
 		start := time.Now()
 		err = s.wal.sync()
 		s.statSyncNanos.Add(int64(time.Since(start)))
