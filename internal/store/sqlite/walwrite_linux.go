@@ -91,8 +91,9 @@ var walWrites struct {
 }
 
 // installWALWrites replaces the unix VFS's pwrite, pread, fstat,
-// ftruncate and close. It runs from init, before any connection opens
-// (xSetSystemCall is not thread-safe).
+// ftruncate, close and fcntl. It runs from init, before any connection
+// opens (xSetSystemCall is not thread-safe). Each WAL descriptor that
+// writes keeps its buffer's storage, at most about walBufferMax.
 func installWALWrites() error {
 	walWrites.fds = make(map[int32]*walBuffer)
 	tls := libc.NewTLS()
@@ -160,7 +161,9 @@ func init() {
 // outside Go's) into a pointer.
 func cmem(addr uintptr) unsafe.Pointer { return *(*unsafe.Pointer)(unsafe.Pointer(&addr)) }
 
-// fdState returns fd's state, looking the descriptor up once.
+// fdState returns fd's state, looking the descriptor up once. A lookup
+// that fails is not remembered (the descriptor is treated as an ordinary
+// file this time), so a -shm file is never taken for one for good.
 func fdState(fd int32) *walBuffer {
 	walWrites.mu.RLock()
 	b, ok := walWrites.fds[fd]
@@ -169,12 +172,14 @@ func fdState(fd int32) *walBuffer {
 		return b
 	}
 	b = &walBuffer{}
-	if target, err := os.Readlink("/proc/self/fd/" + strconv.Itoa(int(fd))); err == nil {
-		if db, ok := strings.CutSuffix(target, "-wal"); ok {
-			b.wal, b.db = true, db
-		} else if db, ok := strings.CutSuffix(target, "-shm"); ok {
-			b.shm, b.db = true, db
-		}
+	target, err := os.Readlink("/proc/self/fd/" + strconv.Itoa(int(fd)))
+	if err != nil {
+		return b
+	}
+	if db, ok := strings.CutSuffix(target, "-wal"); ok {
+		b.wal, b.db = true, db
+	} else if db, ok := strings.CutSuffix(target, "-shm"); ok {
+		b.shm, b.db = true, db
 	}
 	walWrites.mu.Lock()
 	walWrites.fds[fd] = b
@@ -198,7 +203,10 @@ const walWriteLockByte = 120
 // released. A commit has written everything by then, so pending bytes are
 // frames of a transaction that rolled back after spilling pages: garbage,
 // which must never be written after the lock is gone, when another
-// process may commit frames at the same offsets.
+// process may commit frames at the same offsets. Every end of a write
+// transaction unlocks the byte with a system call, except under
+// locking_mode=EXCLUSIVE, where SQLite keeps the lock (and no other
+// process can write); the store never sets that mode.
 func walFcntl(tls *libc.TLS, fd, cmd int32, va uintptr) int32 {
 	if cmd == syscall.F_SETLK {
 		if st := fdState(fd); st.shm {
