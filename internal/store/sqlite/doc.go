@@ -94,13 +94,15 @@
 // # WAL writes
 //
 // On Linux (amd64, arm64) the store replaces the unix VFS's pwrite (and
-// pread, fstat, ftruncate, close) through sqlite3_vfs.xSetSystemCall, so
-// that a commit's WAL frames reach the file in one write(2) instead of two
-// per frame (walwrite_linux.go). The commit frame's page triggers the
-// write, before COMMIT returns, so everything above holds unchanged: what
-// COMMIT returned is in the file when the syncer's fdatasync starts. The
-// state is process-wide and keyed by descriptor; it is installed at init,
-// before any connection opens.
+// pread, fstat, ftruncate, close and fcntl) through
+// sqlite3_vfs.xSetSystemCall, so that a commit's WAL frames reach the file
+// in one write(2) instead of two per frame (walwrite_linux.go). The commit
+// frame's page triggers the write, before COMMIT returns, so everything
+// above holds unchanged: what COMMIT returned is in the file when the
+// syncer's fdatasync starts. Frames of a transaction that rolls back are
+// dropped when the WAL write lock is released, never written after it.
+// The state is process-wide and keyed by descriptor; it is installed at
+// init, before any connection opens.
 //
 // # Object cache
 //

@@ -50,8 +50,9 @@ const walBufferMax = 4 << 20
 // database size after a commit frame, zero otherwise.
 const walFrameHeader = 24
 
-// walBuffer is a descriptor's state; buf, start and commit belong to the
-// connection using the descriptor.
+// walBuffer is a descriptor's state. wal, shm and db are set once; the
+// other fields belong to the connection using the descriptor (and to
+// dropPending, which runs while that connection holds the write lock).
 type walBuffer struct {
 	wal      bool   // a -wal file: its appends are buffered
 	shm      bool   // a -shm file: its locks are watched
