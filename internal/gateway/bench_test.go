@@ -13,15 +13,22 @@ import (
 	"github.com/chorus-sync/chorus"
 )
 
+// BenchmarkFanout measures deliveries of bursts of events to N subscribed
+// connections, with a writer goroutine per session and with the shared
+// writer pool (what serve runs). Run it pinned to one CPU (taskset -c 0,
+// -cpu 2, as serve raises GOMAXPROCS to 2) to see how the pool shares
+// the CPU.
 func BenchmarkFanout(b *testing.B) {
 	for _, conns := range []int{1000} {
-		b.Run(fmt.Sprintf("conns=%d", conns), func(b *testing.B) { benchFanout(b, conns) })
+		for _, pool := range []bool{false, true} {
+			b.Run(fmt.Sprintf("conns=%d/pool=%v", conns, pool), func(b *testing.B) { benchFanout(b, conns, pool) })
+		}
 	}
 }
 
-func benchFanout(b *testing.B, conns int) {
+func benchFanout(b *testing.B, conns int, pool bool) {
 	const burst = 10
-	e := newEnv(b, withConfig(func(c *Config) { c.SendQueueFrames = 4096 }))
+	e := newEnv(b, withConfig(func(c *Config) { c.SendQueueFrames, c.WriterPool = 4096, pool }))
 	ctx := context.Background()
 	c0 := e.session("writer")
 	doc := wantStatus(b, "create", c0.do("POST", "/v3/Documents", nil, map[string]any{"data": map[string]any{}}), 201, 0)
