@@ -15,9 +15,9 @@ import (
 
 // BenchmarkFanout measures deliveries of bursts of events to N subscribed
 // connections, with a writer goroutine per session and with the shared
-// writer pool (what serve runs). Run it pinned to one CPU (taskset -c 0,
-// -cpu 2, as serve raises GOMAXPROCS to 2) to see how the pool shares
-// the CPU.
+// writer pool (what serve runs). The clients read in the same process, so
+// it measures client and server together; ../shared/rtbench measures the
+// server alone.
 func BenchmarkFanout(b *testing.B) {
 	for _, conns := range []int{1000} {
 		for _, pool := range []bool{false, true} {
@@ -48,6 +48,14 @@ func benchFanout(b *testing.B, conns int, pool bool) {
 		c.counter = &received
 	}
 	received.Store(0)
+	e.gw.mu.Lock()
+	for c := range e.gw.conns {
+		if pooled := c.raw != nil; pooled != pool {
+			e.gw.mu.Unlock()
+			b.Fatalf("a session writes through the pool: %v, want %v", pooled, pool)
+		}
+	}
+	e.gw.mu.Unlock()
 
 	data := json.RawMessage(`{"temperature":23,"label":"benchmark payload"}`)
 	id := start
