@@ -536,7 +536,7 @@ func (c *conn) dispatch(op ws.OpCode, msg []byte, borrowed bool) error {
 		}
 		if c.working.CompareAndSwap(false, true) {
 			c.workers.Add(1)
-			go c.workLoop()
+			c.g.tasks.Go(c.workLoop)
 		}
 	default:
 		c.logger().Debug("gateway: ignoring unknown method", slog.String(logMethod, f.Header.Method))

@@ -10,7 +10,9 @@
 // returns; each session then runs a reader goroutine that reads frames
 // through a small buffer and decodes them (it never writes), and a worker
 // that runs init, update and upstream requests one at a time in arrival
-// order (started when a request arrives, gone when none is left).
+// order (started when a request arrives, gone when none is left; it runs
+// on a goroutine of the gateway's task pool, taskpool.go, which keeps a
+// few idle goroutines with their grown stacks for the next session).
 //
 // With Config.WriterPool (the server turns it on), writes to a plain
 // socket go through the gateway's shared writer pool (writer.go): a

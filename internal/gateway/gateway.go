@@ -103,6 +103,8 @@ type Gateway struct {
 	hub *hub
 	// writers write the queues of sessions on plain sockets (writer.go).
 	writers *writers
+	// tasks runs the sessions' request workers (taskpool.go).
+	tasks *taskPool
 	// keys caches the Verifier's key lookups (keys.go); nil without a
 	// Verifier.
 	keys *keyCache
@@ -179,6 +181,7 @@ func New(cfg Config) *Gateway {
 	g.ctx, g.cancel = context.WithCancel(context.Background())
 	g.hub = newHub(g)
 	g.writers = newWriters()
+	g.tasks = newTaskPool(taskPoolIdle, taskPoolIdleTimeout)
 	g.subscribeControl()
 	return g
 }
