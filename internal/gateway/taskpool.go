@@ -38,8 +38,8 @@ type taskWorker struct {
 }
 
 const (
-	// taskPoolIdle bounds idle worker goroutines: enough for the requests
-	// of a reconnect storm in flight at once on a small machine.
+	// taskPoolIdle bounds the goroutines, and so the grown stacks, kept
+	// idle between requests.
 	taskPoolIdle = 128
 	// taskPoolIdleTimeout is how long an idle worker goroutine waits for
 	// a task before it exits.

@@ -47,10 +47,18 @@ func TestTaskPoolMaxIdle(t *testing.T) {
 	release := make(chan struct{})
 	var started sync.WaitGroup
 	started.Add(burst)
-	for range burst {
-		p.Go(func() { started.Done(); <-release })
+	go func() { // a Go that blocked would block this goroutine, not the test's
+		for range burst {
+			p.Go(func() { started.Done(); <-release })
+		}
+	}()
+	all := make(chan struct{})
+	go func() { started.Wait(); close(all) }()
+	select {
+	case <-all: // all run at once: none waited for another
+	case <-time.After(10 * time.Second):
+		t.Fatalf("a burst of %d tasks did not all start: Go waited for a free goroutine", burst)
 	}
-	started.Wait() // all run at once: none waited for another
 	close(release)
 	waitFor(t, func() bool { return p.idleCount() == maxIdle })
 	time.Sleep(20 * time.Millisecond)
