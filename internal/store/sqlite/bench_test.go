@@ -158,3 +158,31 @@ func BenchmarkUpdateOneObject(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkViewObject measures the read every subscription and REST fetch
+// makes: one object row in its own read transaction. ctx=cancellable is
+// what request and connection contexts are.
+func BenchmarkViewObject(b *testing.B) {
+	s := open(b)
+	doc := benchFixture(b, s, 1)[0]
+	for _, cancellable := range []bool{false, true} {
+		b.Run(fmt.Sprintf("ctx=%s", map[bool]string{false: "background", true: "cancellable"}[cancellable]), func(b *testing.B) {
+			ctx := context.Background()
+			if cancellable {
+				var cancel context.CancelFunc
+				ctx, cancel = context.WithCancel(ctx)
+				defer cancel()
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				err := s.View(ctx, func(tx chorus.ReadTx) error {
+					_, err := tx.Object(ctx, chorus.KindDocument, doc.ServiceSID, doc.SID)
+					return err
+				})
+				if err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

@@ -314,7 +314,7 @@ func (s *Store) View(ctx context.Context, fn func(chorus.ReadTx) error) (err err
 		return ctx.Err()
 	}
 	defer func() { s.readers <- c }()
-	if _, err := c.exec(ctx, "BEGIN"); err != nil {
+	if _, err := c.exec(context.Background(), "BEGIN"); err != nil { // not cancelable: see tx.ctx
 		return fmt.Errorf("sqlite: view: begin: %w", err)
 	}
 	// Rolling back a read transaction only releases its snapshot; do it

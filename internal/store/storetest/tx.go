@@ -284,6 +284,21 @@ func testCanceledContext(t *testing.T, s chorus.Store) {
 	if !errors.Is(err, context.Canceled) {
 		t.Errorf("View(canceled ctx) = %v, want context.Canceled", err)
 	}
+	// A ctx done in the middle of a View stops its next statement.
+	f := setup(t, s)
+	ctx, cancel = context.WithCancel(context.Background())
+	defer cancel()
+	err = s.View(ctx, func(tx chorus.ReadTx) error {
+		if _, err := tx.Service(ctx, f.svc.SID); err != nil {
+			return fmt.Errorf("before cancel: %w", err)
+		}
+		cancel()
+		_, err := tx.Service(ctx, f.svc.SID)
+		return err
+	})
+	if !errors.Is(err, context.Canceled) {
+		t.Errorf("View whose ctx is canceled between two reads = %v, want context.Canceled", err)
+	}
 	// The store still works.
 	setup(t, s)
 }
