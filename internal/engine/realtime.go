@@ -18,6 +18,38 @@ func (e *Engine) Subscribable(ctx context.Context, a Actor, svc *chorus.Service,
 	return e.Object(ctx, a, svc, k, sid)
 }
 
+// recentObjectStore is a store that keeps recently written objects in
+// memory (the SQLite store's RecentObject).
+type recentObjectStore interface {
+	RecentObject(ctx context.Context, k chorus.Kind, serviceSID, sid string) (*chorus.Object, bool, error)
+}
+
+// SubscribableRecent is Subscribable for a caller that has subscribed to
+// the object's topic on the Bus first: it may answer from the store's
+// memory of recently written objects, without a read transaction. The
+// object returned has no Data, and it may lack changes committed just
+// before the call; every such change is published on the Bus after the
+// call began, so the caller receives it. The same checks apply: the object
+// exists in svc, has not expired, and a may read it (with ACLs on, for an
+// identity, it reads the permission from the store).
+func (e *Engine) SubscribableRecent(ctx context.Context, a Actor, svc *chorus.Service, k chorus.Kind, sid string) (*chorus.Object, error) {
+	rs, ok := e.cfg.Store.(recentObjectStore)
+	if !ok || !chorus.IsSID(k.Prefix(), sid) || !(a.System || !svc.ACLEnabled) {
+		return e.Subscribable(ctx, a, svc, k, sid)
+	}
+	obj, ok, err := rs.RecentObject(ctx, k, svc.SID, sid)
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		return e.Subscribable(ctx, a, svc, k, sid)
+	}
+	if obj.Expired(e.cfg.Now()) {
+		return nil, k.NotFound()
+	}
+	return obj, nil
+}
+
 // Events returns an object's logged events with ID > afterID, at most
 // limit, straight from the log (the gateway fills delivery gaps with it).
 func (e *Engine) Events(ctx context.Context, objectSID string, afterID int64, limit int) ([]*chorus.Event, error) {

@@ -161,8 +161,10 @@ func (c *conn) establish(ctx context.Context, corr json.Number, k chorus.Kind, s
 		}
 		access := c.accessToken(t)
 		// Read the object after the Bus subscription started: its
-		// LastEventID is then a valid ordering baseline for the topic.
-		obj, err := eng.Subscribable(ctx, c.actor, c.svc, k, sid)
+		// LastEventID is then a valid ordering baseline for the topic
+		// (every later change reaches the topic, which is why a recent
+		// row from memory will do).
+		obj, err := eng.SubscribableRecent(ctx, c.actor, c.svc, k, sid)
 		if err != nil {
 			h.release(t, nil)
 			return err

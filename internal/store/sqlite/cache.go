@@ -2,6 +2,7 @@ package sqlite
 
 import (
 	"bytes"
+	"sync"
 
 	"github.com/chorus-sync/chorus"
 	"github.com/chorus-sync/chorus/internal/store/sqlrow"
@@ -23,12 +24,22 @@ const maxCachedObjects = 4096
 // that fails. Another process writing the file is detected at the start
 // of each batch by PRAGMA data_version, which clears it. It is used by
 // the writer goroutine only: no lock.
+//
+// It also feeds the readers' recentObjects: every row it stores or drops
+// during a batch is noted in journal and handed over by publish once the
+// batch committed; clear empties recentObjects at once.
 type objectCache struct {
-	m map[string]*chorus.Object
+	m       map[string]*chorus.Object
+	journal map[string]*chorus.Object // this batch's rows by SID; nil: deleted
+	recent  *recentObjects
 }
 
 func newObjectCache() *objectCache {
-	return &objectCache{m: make(map[string]*chorus.Object)}
+	return &objectCache{
+		m:       make(map[string]*chorus.Object),
+		journal: make(map[string]*chorus.Object),
+		recent:  &recentObjects{m: make(map[string]recentObject)},
+	}
 }
 
 // get returns a copy of the cached row of sid, if any.
@@ -51,6 +62,7 @@ func (c *objectCache) put(o *chorus.Object) {
 	}
 	if o.Data != nil && len(o.Data) == 0 {
 		delete(c.m, o.SID)
+		c.journal[o.SID] = nil
 		return
 	}
 	if _, ok := c.m[o.SID]; !ok && len(c.m) >= maxCachedObjects {
@@ -68,18 +80,96 @@ func (c *objectCache) put(o *chorus.Object) {
 		n.DateExpires = &t
 	}
 	c.m[o.SID] = n
+	r := *n
+	r.Data = nil // recentObjects holds metadata only: bounded memory
+	c.journal[o.SID] = &r
 }
 
 func (c *objectCache) del(sid string) {
 	if c != nil {
 		delete(c.m, sid)
+		c.journal[sid] = nil
 	}
 }
 
+// clear forgets every row, here and in recentObjects: the database may
+// have changed behind the cache's back, or writes the cache holds may be
+// undone.
 func (c *objectCache) clear() {
 	if c != nil {
 		clear(c.m)
+		clear(c.journal)
+		c.recent.clear()
 	}
+}
+
+// publish hands the rows of the batch that just committed as seq to
+// recentObjects. The writer calls it after COMMIT and before the batch's
+// requests are answered, so before their events are published.
+func (c *objectCache) publish(seq uint64) {
+	if c == nil || len(c.journal) == 0 {
+		return
+	}
+	c.recent.apply(c.journal, seq)
+	clear(c.journal)
+}
+
+// maxRecentObjects bounds recentObjects (rows without data: a few hundred
+// bytes each).
+const maxRecentObjects = 32768
+
+// recentObjects holds the object rows (without data) the writer wrote or
+// read in committed batches, each with the sequence number of its batch,
+// so that a reader can get a recently written object without a read
+// transaction (Store.RecentObject).
+//
+// A row here is never newer than the database: it is stored after the
+// COMMIT that made it visible. It may be older for a moment: between a
+// COMMIT and publish, a reader can still get the previous row (or a row
+// whose object that batch deleted). publish runs before the batch's
+// requests are answered, so every change a row here lacks is answered,
+// and its events published, after the reader's call began. A row may also
+// belong to a batch not yet durable; RecentObject waits for it as View
+// does. Safe for concurrent use.
+type recentObjects struct {
+	mu sync.Mutex
+	m  map[string]recentObject
+}
+
+type recentObject struct {
+	o   *chorus.Object // never modified; Data nil
+	seq uint64         // the batch that committed o
+}
+
+func (r *recentObjects) get(sid string) (recentObject, bool) {
+	r.mu.Lock()
+	e, ok := r.m[sid]
+	r.mu.Unlock()
+	return e, ok
+}
+
+func (r *recentObjects) apply(rows map[string]*chorus.Object, seq uint64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for sid, o := range rows {
+		if o == nil {
+			delete(r.m, sid)
+			continue
+		}
+		if _, ok := r.m[sid]; !ok && len(r.m) >= maxRecentObjects {
+			for k := range r.m { // evict one at random
+				delete(r.m, k)
+				break
+			}
+		}
+		r.m[sid] = recentObject{o: o, seq: seq}
+	}
+}
+
+func (r *recentObjects) clear() {
+	r.mu.Lock()
+	clear(r.m)
+	r.mu.Unlock()
 }
 
 func copyObject(o *chorus.Object) *chorus.Object {

@@ -108,7 +108,11 @@
 //
 // Every write reads its object first. The writer keeps the object rows it
 // has read or written (objectCache) and serves those reads from memory;
-// see objectCache for why it stays coherent with the database.
+// see objectCache for why it stays coherent with the database. After each
+// COMMIT it hands the rows of that batch, without data, to recentObjects,
+// from which RecentObject serves readers (the gateway's subscription
+// check) without a read transaction; see recentObjects for what a reader
+// may and may not see there.
 //
 // # Backups
 //

@@ -337,6 +337,26 @@ func (s *Store) View(ctx context.Context, fn func(chorus.ReadTx) error) (err err
 	return err
 }
 
+// RecentObject returns the object sid of kind k (in service serviceSID;
+// "" matches any) from memory if a recent batch wrote or read it, else
+// ok=false. The object has no Data. It may lack changes committed just
+// before the call, but only changes whose writes are answered after the
+// call began (see recentObjects); use View for a read that must see every
+// committed write. Like View, it never returns what is not yet durable.
+func (s *Store) RecentObject(ctx context.Context, k chorus.Kind, serviceSID, sid string) (o *chorus.Object, ok bool, err error) {
+	if s.objs == nil || s.queue.Closed() {
+		return nil, false, nil
+	}
+	e, ok := s.objs.recent.get(sid)
+	if !ok || e.o.Kind != k || (serviceSID != "" && e.o.ServiceSID != serviceSID) {
+		return nil, false, nil
+	}
+	if err := s.waitDurable(ctx, e.seq); err != nil {
+		return nil, false, fmt.Errorf("sqlite: recent object %s: %w", sid, err)
+	}
+	return copyObject(e.o), true, nil
+}
+
 // waitDurable waits until every batch up to seq is durable or rolled back.
 func (s *Store) waitDurable(ctx context.Context, seq uint64) error {
 	for {
@@ -614,6 +634,7 @@ func (s *Store) execBatch(run []*groupcommit.Request, savepoints bool) (seq uint
 		return seq, true, false
 	}
 	s.statCommitNanos.Add(int64(time.Since(start)))
+	s.objs.publish(seq)
 	return seq, true, false
 }
 
