@@ -2,6 +2,7 @@ package protocol
 
 import (
 	"bytes"
+	"strings"
 	"testing"
 )
 
@@ -94,5 +95,23 @@ func BenchmarkDecode(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// BenchmarkParseInit parses the init request every connection opens with
+// (the real SDK's, with a 400-byte token).
+func BenchmarkParseInit(b *testing.B) {
+	tok := `eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCIsImN0eSI6InR3aWxpby1mcGE7dj0xIn0.` + strings.Repeat("eyJqdGkiOiJTSzAxMjM0NTY3ODkwYWJj", 10) + `.c2lnbmF0dXJlLXNpZ25hdHVyZS1zaWduYXR1cmU`
+	msg := []byte(frame(strings.Replace(specInit, `"eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCIsImN0eSI6InR3aWxpby1mcGE7dj0xIn0.eyJ"`, `"`+tok+`"`, 1), "\r\n"))
+	b.ReportAllocs()
+	for b.Loop() {
+		fr, err := Decode(msg, 1<<20)
+		if err != nil {
+			b.Fatal(err)
+		}
+		in, err := ParseInit(&fr.Header)
+		if err != nil || in.Token != tok {
+			b.Fatalf("ParseInit = %+v, %v", in, err)
+		}
 	}
 }

@@ -170,3 +170,24 @@ func checkAgainstEncodingJSON(t *testing.T, msg []byte, h *Header) {
 		}
 	}
 }
+
+// Header.Get into a string gives what json.Unmarshal gives, for every
+// valid JSON value (its fast path takes strings without escapes).
+func FuzzHeaderGetString(f *testing.F) {
+	for _, s := range []string{`"abc"`, `""`, `"a\"b"`, `"\u00e9t\u00e9"`, `"été"`, `null`, `1`, `{"a":1}`, `["x"]`, `"\ud800"`, `"a\\b"`, "\"\xff\xfe\""} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		if !json.Valid(raw) {
+			return
+		}
+		var h Header
+		h.setExtra("k", raw) // as Decode stores what it validated
+		got, want := "unset", "unset"
+		_, gerr := h.Get("k", &got)
+		werr := json.Unmarshal(raw, &want)
+		if got != want || (gerr == nil) != (werr == nil) {
+			t.Fatalf("Get(%q) = %q, %v; json.Unmarshal = %q, %v", raw, got, gerr, want, werr)
+		}
+	})
+}

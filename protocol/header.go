@@ -1,6 +1,7 @@
 package protocol
 
 import (
+	"bytes"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
@@ -105,10 +106,30 @@ func (h *Header) Get(key string, v any) (bool, error) {
 	if !ok {
 		return false, nil
 	}
+	if sp, ok := v.(*string); ok {
+		if s, ok := plainString(raw); ok {
+			*sp = s // what json.Unmarshal would store, without its two passes
+			return true, nil
+		}
+	}
 	if err := json.Unmarshal(raw, v); err != nil {
 		return true, fmt.Errorf("protocol: header field %q: %w", key, err)
 	}
 	return true, nil
+}
+
+// plainString returns the value of raw, a valid JSON value, if it is just
+// a string without escapes in valid UTF-8: then its bytes between the
+// quotes are its value.
+func plainString(raw []byte) (string, bool) {
+	if len(raw) < 2 || raw[0] != '"' || raw[len(raw)-1] != '"' {
+		return "", false
+	}
+	in := raw[1 : len(raw)-1]
+	if bytes.IndexByte(in, '\\') >= 0 || bytes.IndexByte(in, '"') >= 0 || !utf8.Valid(in) {
+		return "", false
+	}
+	return string(in), true
 }
 
 // Set marshals v with encoding/json and stores it as the extra field key.
