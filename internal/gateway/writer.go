@@ -82,7 +82,18 @@ func (f *fifo) pop() *conn {
 // maxPoolBuffer bounds the write buffer a pool writer keeps between runs.
 const maxPoolBuffer = 1 << 20
 
-var poolBuffers = sync.Pool{New: func() any { b := make([]byte, 0, writeBufferSize); return &b }}
+// maxPoolBatch bounds the frame slice a pool writer keeps between runs.
+const maxPoolBatch = 4096
+
+// writerScratch is a pool writer's reusable storage: the bytes it writes
+// and the frames it drains. Pool writers come and go with the work, so it
+// is kept in poolScratch between runs.
+type writerScratch struct {
+	buf   []byte
+	batch []outFrame
+}
+
+var poolScratch = sync.Pool{New: func() any { return &writerScratch{buf: make([]byte, 0, writeBufferSize)} }}
 
 func newWriters() *writers {
 	return &writers{max: max(runtime.GOMAXPROCS(0), 1)}
@@ -131,19 +142,17 @@ func (w *writers) pop() *conn {
 }
 
 func (w *writers) run() {
-	bp := poolBuffers.Get().(*[]byte)
-	buf := *bp
-	var batch []outFrame
+	sc := poolScratch.Get().(*writerScratch)
 	for {
 		c := w.pop()
 		if c == nil {
 			break
 		}
-		buf, batch = c.flush(buf, batch)
+		sc.buf, sc.batch = c.flush(sc.buf, sc.batch)
 	}
-	if cap(buf) <= maxPoolBuffer {
-		*bp = buf[:0]
-		poolBuffers.Put(bp)
+	if cap(sc.buf) <= maxPoolBuffer && cap(sc.batch) <= maxPoolBatch {
+		sc.buf = sc.buf[:0]
+		poolScratch.Put(sc) // flush leaves batch empty and cleared
 	}
 }
 
