@@ -31,29 +31,36 @@ type tx struct {
 
 func (t *tx) finish() { t.done = true }
 
-// ctx returns the context to run statements with; no statement sees a
-// cancelable context.
+// ctx returns the context to run a statement with.
 //
-// Writer statements must not: interrupting one can roll back the whole
-// batch transaction, which other requests share. Read statements need not:
-// each is one indexed lookup or one bounded page, and a done ctx stops the
-// next statement here. A cancelable context would cost every statement a
-// watcher goroutine in the driver and another in database/sql for its rows
-// (BenchmarkViewObject: ~20 % of a one-row read).
-func (t *tx) ctx(ctx context.Context) (context.Context, error) {
+// Writer statements never see a cancelable context: interrupting one can
+// roll back the whole batch transaction, which other requests share.
+//
+// A read of at most one row (one indexed lookup) does not either: a done
+// ctx stops it here instead. A cancelable context would cost each such
+// read a watcher goroutine in the driver and another in database/sql for
+// its rows (BenchmarkViewObject: ~20 % of a one-row read), and these are
+// the reads on every request's path. A read of many rows (a page, or a
+// whole table for an export) keeps ctx, so that a long scan ends when its
+// caller goes away.
+func (t *tx) ctx(ctx context.Context, oneRow bool) (context.Context, error) {
 	if t.done {
 		return nil, errTxDone
 	}
-	if !t.write && ctx != nil {
-		if err := ctx.Err(); err != nil {
-			return nil, err
-		}
+	if t.write || ctx == nil {
+		return context.Background(), nil
 	}
-	return context.Background(), nil
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if oneRow {
+		return context.Background(), nil
+	}
+	return ctx, nil
 }
 
 func (t *tx) exec(ctx context.Context, query string, args ...any) (sql.Result, error) {
-	ctx, err := t.ctx(ctx)
+	ctx, err := t.ctx(ctx, true) // a write: only the writer's succeed
 	if err != nil {
 		return nil, err
 	}
@@ -79,7 +86,7 @@ func (t *tx) execOne(ctx context.Context, query string, args ...any) error {
 
 // queryAll runs query and scans every row.
 func queryAll[T any](ctx context.Context, t *tx, scan func(sqlrow.Scanner) (*T, error), query string, args ...any) ([]*T, error) {
-	ctx, err := t.ctx(ctx)
+	ctx, err := t.ctx(ctx, false)
 	if err != nil {
 		return nil, err
 	}
@@ -93,7 +100,7 @@ func queryAll[T any](ctx context.Context, t *tx, scan func(sqlrow.Scanner) (*T, 
 
 // queryOne runs query and scans its first row; no row is ErrNotFound.
 func queryOne[T any](ctx context.Context, t *tx, scan func(sqlrow.Scanner) (*T, error), query string, args ...any) (*T, error) {
-	ctx, err := t.ctx(ctx)
+	ctx, err := t.ctx(ctx, true)
 	if err != nil {
 		return nil, err
 	}
