@@ -34,7 +34,8 @@ type recentObjectStore interface {
 // identity, it reads the permission from the store).
 func (e *Engine) SubscribableRecent(ctx context.Context, a Actor, svc *chorus.Service, k chorus.Kind, sid string) (*chorus.Object, error) {
 	rs, ok := e.cfg.Store.(recentObjectStore)
-	if !ok || !chorus.IsSID(k.Prefix(), sid) || !(a.System || !svc.ACLEnabled) {
+	needsPermission := svc.ACLEnabled && !a.System // as authorize decides
+	if !ok || needsPermission || !chorus.IsSID(k.Prefix(), sid) {
 		return e.Subscribable(ctx, a, svc, k, sid)
 	}
 	obj, ok, err := rs.RecentObject(ctx, k, svc.SID, sid)

@@ -189,3 +189,19 @@ func TestRecentObjectNeverAheadOfView(t *testing.T) {
 		t.Error("no read found the document in memory")
 	}
 }
+
+// A row whose batch never became durable is not served: after a failed
+// WAL sync, RecentObject fails as View does.
+func TestRecentObjectNotDurable(t *testing.T) {
+	ctx := context.Background()
+	s := openInternal(t)
+	doc := seedDoc(t, s)
+	s.wal.f.Close() // the next fdatasync fails (EBADF)
+	if err := bumpDoc(ctx, s, doc.SID, nil); err == nil {
+		t.Fatal("update with a failing WAL sync = nil, want an error")
+	}
+	o, ok, err := s.RecentObject(ctx, chorus.KindDocument, "IS1", doc.SID)
+	if err == nil {
+		t.Errorf("RecentObject after a failed sync = %+v, %v, nil; want an error", o, ok)
+	}
+}
