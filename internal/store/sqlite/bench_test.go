@@ -159,9 +159,10 @@ func BenchmarkUpdateOneObject(b *testing.B) {
 	}
 }
 
-// BenchmarkViewObject measures the read every subscription and REST fetch
-// makes: one object row in its own read transaction. ctx=cancellable is
-// what request and connection contexts are.
+// BenchmarkViewObject measures the read every REST fetch makes (and every
+// subscription made before RecentObject): one object row in its own read
+// transaction. ctx=cancellable is what request and connection contexts
+// are.
 func BenchmarkViewObject(b *testing.B) {
 	s := open(b)
 	doc := benchFixture(b, s, 1)[0]
@@ -185,4 +186,16 @@ func BenchmarkViewObject(b *testing.B) {
 			}
 		})
 	}
+	// What a subscription's check reads instead when a recent batch wrote
+	// the object (Store.RecentObject).
+	b.Run("recent", func(b *testing.B) {
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, ok, err := s.RecentObject(ctx, chorus.KindDocument, doc.ServiceSID, doc.SID); err != nil || !ok {
+				b.Fatalf("RecentObject = %v, %v", ok, err)
+			}
+		}
+	})
 }
