@@ -34,8 +34,7 @@ type recentObjectStore interface {
 // identity, it reads the permission from the store).
 func (e *Engine) SubscribableRecent(ctx context.Context, a Actor, svc *chorus.Service, k chorus.Kind, sid string) (*chorus.Object, error) {
 	rs, ok := e.cfg.Store.(recentObjectStore)
-	needsPermission := svc.ACLEnabled && !a.System // as authorize decides
-	if !ok || needsPermission || !chorus.IsSID(k.Prefix(), sid) {
+	if !ok || needsPermission(a, svc) || !chorus.IsSID(k.Prefix(), sid) {
 		return e.Subscribable(ctx, a, svc, k, sid)
 	}
 	obj, ok, err := rs.RecentObject(ctx, k, svc.SID, sid)

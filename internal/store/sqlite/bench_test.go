@@ -166,14 +166,14 @@ func BenchmarkUpdateOneObject(b *testing.B) {
 func BenchmarkViewObject(b *testing.B) {
 	s := open(b)
 	doc := benchFixture(b, s, 1)[0]
-	for _, cancellable := range []bool{false, true} {
-		b.Run(fmt.Sprintf("ctx=%s", map[bool]string{false: "background", true: "cancellable"}[cancellable]), func(b *testing.B) {
-			ctx := context.Background()
-			if cancellable {
-				var cancel context.CancelFunc
-				ctx, cancel = context.WithCancel(ctx)
-				defer cancel()
-			}
+	cancellable, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	for _, c := range []struct {
+		name string
+		ctx  context.Context
+	}{{"background", context.Background()}, {"cancellable", cancellable}} {
+		ctx := c.ctx
+		b.Run("ctx="+c.name, func(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
 				err := s.View(ctx, func(tx chorus.ReadTx) error {

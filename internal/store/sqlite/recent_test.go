@@ -106,6 +106,18 @@ func TestRecentObject(t *testing.T) {
 	if o, ok := recent(); ok && o.LastEventID != v.LastEventID {
 		t.Errorf("after a batch with a failed update: event %d, View has %d", o.LastEventID, v.LastEventID)
 	}
+	// The same with the failed request last: nothing after it in the
+	// batch writes the row again.
+	errs = batchOf(t, s, bump(ctx, doc.SID, nil), bump(ctx, doc.SID, errBoom))
+	if errs[0] != nil || !errors.Is(errs[1], errBoom) {
+		t.Fatalf("batch = %v, want nil, boom", errs)
+	}
+	if v, err = viewObject(t, s, doc.SID); err != nil {
+		t.Fatal(err)
+	}
+	if o, ok := recent(); ok && o.LastEventID != v.LastEventID {
+		t.Errorf("after a batch ending in a failed update: event %d, View has %d", o.LastEventID, v.LastEventID)
+	}
 
 	// Deleted: gone from memory.
 	if err := s.Update(ctx, func(tx chorus.Tx) error { return tx.DeleteObject(ctx, doc.SID) }); err != nil {
