@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"path/filepath"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -197,5 +198,44 @@ func TestSyncFailureStopsWrites(t *testing.T) {
 	}
 	if err := s.Ping(ctx); err == nil {
 		t.Errorf("View after a failed WAL sync = nil, want an error")
+	}
+}
+
+// TestBatchGathersRunnableWriters: with one processor, requests whose
+// callers are all runnable when the first one submits share one batch.
+// Without the writer's yield, the first request ran alone (the channel
+// send readies the writer to run next) and the rest followed in a second
+// batch.
+func TestBatchGathersRunnableWriters(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	s := openInternal(t)
+	doc := seedDoc(t, s)
+	ctx := context.Background()
+	const rounds, writers = 20, 16
+	before := s.statBatches.Load()
+	for range rounds {
+		start := make(chan struct{})
+		var wg sync.WaitGroup
+		for range writers {
+			wg.Go(func() {
+				<-start
+				err := s.Update(ctx, func(tx chorus.Tx) error {
+					_, err := tx.Object(ctx, chorus.KindDocument, doc.ServiceSID, doc.SID)
+					return err
+				})
+				if err != nil {
+					t.Error(err)
+				}
+			})
+		}
+		close(start) // all writers runnable at once
+		wg.Wait()
+	}
+	// A round may take two batches when the scheduler serves its global
+	// queue (where the yield puts the writer) first, one turn in 61.
+	batches := s.statBatches.Load() - before
+	t.Logf("%d rounds of %d writers: %d batches", rounds, writers, batches)
+	if batches > rounds*3/2 {
+		t.Errorf("%d rounds of %d concurrent writers took %d batches, want at most %d", rounds, writers, batches, rounds*3/2)
 	}
 }
