@@ -7,9 +7,9 @@
 // writer goroutine that owns the only read-write connection. Update
 // enqueues its function; the writer gathers every queued request (up to
 // maxBatch) into one transaction and commits the batch once: group commit.
-// Woken by a request, the writer first yields once (runtime.Gosched), so
-// that callers already runnable submit theirs before the batch is cut;
-// with one processor the first request otherwise went alone.
+// With one processor (GOMAXPROCS 1), the writer woken by a request first
+// yields once (runtime.Gosched), so that callers already runnable submit
+// theirs before the batch is cut; the first request otherwise went alone.
 // Functions therefore run one at a time, in queue order, and each sees the
 // writes of those before it, which makes read-modify-write inside Update
 // serializable. Update returns only after the batch is durable.
