@@ -7,7 +7,7 @@
 // writer goroutine that owns the only read-write connection. Update
 // enqueues its function; the writer gathers every queued request (up to
 // maxBatch) into one transaction and commits the batch once: group commit.
-// With one processor (GOMAXPROCS 1), the writer woken by a request first
+// On one CPU (or with GOMAXPROCS 1), the writer woken by a request first
 // yields once (runtime.Gosched), so that callers already runnable submit
 // theirs before the batch is cut; the first request otherwise went alone.
 // Functions therefore run one at a time, in queue order, and each sees the

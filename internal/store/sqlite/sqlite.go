@@ -426,9 +426,11 @@ func (s *Store) writeLoop() {
 		// batches stayed small (rtbench publish: ~5 REST writes per
 		// COMMIT with 32 writers). Yielding once lets them submit first;
 		// with nothing else runnable it costs well under a microsecond.
-		// With more processors they run beside the writer, and the yield
-		// only delayed it (BenchmarkCDS, 32 sessions, -cpu 2: +11 %).
-		if runtime.GOMAXPROCS(0) == 1 {
+		// Serve runs two processors on one CPU (cmd/chorus/procs.go),
+		// which behaves alike. With more CPUs the handlers run beside the
+		// writer, and the yield only delayed it (BenchmarkCDS, 32
+		// sessions, -cpu 2: +11 %).
+		if oneCPU() {
 			runtime.Gosched()
 		}
 		batch = append(batch[:0], r)
@@ -485,6 +487,11 @@ func (s *Store) writeLoop() {
 		}
 	}
 }
+
+// oneCPU reports whether the process runs on one CPU (its affinity at
+// start) or with one Go processor. A CPU quota (cgroup) below two CPUs on a
+// larger machine is not seen once GOMAXPROCS has been set explicitly.
+func oneCPU() bool { return runtime.NumCPU() == 1 || runtime.GOMAXPROCS(0) == 1 }
 
 // Savepoint statements; one name suffices as requests never nest.
 const (
