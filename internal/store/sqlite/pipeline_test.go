@@ -203,9 +203,8 @@ func TestSyncFailureStopsWrites(t *testing.T) {
 
 // TestBatchGathersRunnableWriters: with one processor, requests whose
 // callers are all runnable when the first one submits share one batch.
-// Without the writer's yield, the first request ran alone (the channel
-// send readies the writer to run next) and the rest followed in a second
-// batch.
+// Without the writer's yield every request went alone (320 batches): the
+// channel send readies the writer to run next, ahead of the other callers.
 func TestBatchGathersRunnableWriters(t *testing.T) {
 	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
 	s := openInternal(t)
