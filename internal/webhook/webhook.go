@@ -382,12 +382,14 @@ func (d *Dispatcher) sweepBacklog(ctx context.Context) error {
 			if err != nil {
 				return fmt.Errorf("webhook: trim outbox of %s: %w", b.ServiceSID, err)
 			}
-			d.Abandoned.Add(uint64(n))
+			// The service's health first, so that whoever sees the
+			// dispatcher's total sees the service's share too.
 			h := d.healthOf(b.ServiceSID)
 			d.mu.Lock()
 			h.abandoned += uint64(n)
 			h.capped += uint64(n)
 			d.mu.Unlock()
+			d.Abandoned.Add(uint64(n))
 			d.warnRateLimited("webhook: outbox over its cap: oldest webhooks abandoned",
 				"service", b.ServiceSID, "abandoned", n, "cap", d.cfg.MaxPending)
 		}

@@ -286,7 +286,11 @@ func TestOutboxCap(t *testing.T) {
 		}
 		last = doc.SID
 	}
-	waitFor(t, 10*time.Second, "the outbox trimmed to its cap", func() bool { return e.pending(t) == maxPending })
+	// The trim is visible once it commits; the dispatcher counts it after
+	// its Update returns, so wait for both.
+	waitFor(t, 10*time.Second, "the outbox trimmed to its cap and the trim counted", func() bool {
+		return e.pending(t) == maxPending && e.d.Abandoned.Load() >= 20-maxPending
+	})
 	if n := e.d.Abandoned.Load(); n != 20-maxPending {
 		t.Errorf("Abandoned = %d, want %d", n, 20-maxPending)
 	}
