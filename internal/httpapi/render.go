@@ -108,47 +108,64 @@ func renderService(base string, s *chorus.Service) serviceJSON {
 
 // documentJSON is sync.v1.service.document.
 type documentJSON struct {
-	SID         string            `json:"sid"`
-	UniqueName  *string           `json:"unique_name"`
-	AccountSID  string            `json:"account_sid"`
-	ServiceSID  string            `json:"service_sid"`
-	URL         string            `json:"url"`
-	Links       map[string]string `json:"links"`
-	Revision    string            `json:"revision"`
-	Data        json.RawMessage   `json:"data"`
-	DateExpires *string           `json:"date_expires"`
-	DateCreated string            `json:"date_created"`
-	DateUpdated string            `json:"date_updated"`
-	CreatedBy   string            `json:"created_by"`
+	SID         string          `json:"sid"`
+	UniqueName  *string         `json:"unique_name"`
+	AccountSID  string          `json:"account_sid"`
+	ServiceSID  string          `json:"service_sid"`
+	URL         string          `json:"url"`
+	Links       documentLinks   `json:"links"`
+	Revision    string          `json:"revision"`
+	Data        json.RawMessage `json:"data"`
+	DateExpires *string         `json:"date_expires"`
+	DateCreated string          `json:"date_created"`
+	DateUpdated string          `json:"date_updated"`
+	CreatedBy   string          `json:"created_by"`
 }
+
+// The links of objects are structs, not maps: encoding/json writes a
+// struct's fields without building, reflecting on and sorting a map for
+// every response (keys in the order Twilio sends them, which is also
+// sorted).
+type (
+	documentLinks struct {
+		Permissions string `json:"permissions"`
+	}
+	collectionLinks struct {
+		Items       string `json:"items"`
+		Permissions string `json:"permissions"`
+	}
+	streamLinks struct {
+		Messages string `json:"messages"`
+	}
+)
 
 // collectionJSON is sync.v1.service.sync_list and sync_map.
 type collectionJSON struct {
-	SID         string            `json:"sid"`
-	UniqueName  *string           `json:"unique_name"`
-	AccountSID  string            `json:"account_sid"`
-	ServiceSID  string            `json:"service_sid"`
-	URL         string            `json:"url"`
-	Links       map[string]string `json:"links"`
-	Revision    string            `json:"revision"`
-	DateExpires *string           `json:"date_expires"`
-	DateCreated string            `json:"date_created"`
-	DateUpdated string            `json:"date_updated"`
-	CreatedBy   string            `json:"created_by"`
+	SID         string          `json:"sid"`
+	UniqueName  *string         `json:"unique_name"`
+	AccountSID  string          `json:"account_sid"`
+	ServiceSID  string          `json:"service_sid"`
+	URL         string          `json:"url"`
+	Links       collectionLinks `json:"links"`
+	Revision    string          `json:"revision"`
+	DateExpires *string         `json:"date_expires"`
+	DateCreated string          `json:"date_created"`
+	DateUpdated string          `json:"date_updated"`
+	CreatedBy   string          `json:"created_by"`
 }
 
 // streamJSON is sync.v1.service.sync_stream.
 type streamJSON struct {
-	SID         string            `json:"sid"`
-	UniqueName  *string           `json:"unique_name"`
-	AccountSID  string            `json:"account_sid"`
-	ServiceSID  string            `json:"service_sid"`
-	URL         string            `json:"url"`
-	Links       map[string]string `json:"links"`
-	DateExpires *string           `json:"date_expires"`
-	DateCreated string            `json:"date_created"`
-	DateUpdated string            `json:"date_updated"`
-	CreatedBy   string            `json:"created_by"`
+	SID         string      `json:"sid"`
+	UniqueName  *string     `json:"unique_name"`
+	AccountSID  string      `json:"account_sid"`
+	ServiceSID  string      `json:"service_sid"`
+	URL         string      `json:"url"`
+	Links       streamLinks `json:"links"`
+	DateExpires *string     `json:"date_expires"`
+	DateCreated string      `json:"date_created"`
+	DateUpdated string      `json:"date_updated"`
+	CreatedBy   string      `json:"created_by"`
 }
 
 // renderObject renders any kind of object with its kind's fields.
@@ -170,7 +187,7 @@ func renderObject(base string, svc *chorus.Service, o *chorus.Object) any {
 		}
 		return documentJSON{
 			SID: o.SID, UniqueName: nullString(o.UniqueName), AccountSID: acct, ServiceSID: svcSID,
-			URL: u, Links: map[string]string{"permissions": u + "/Permissions"},
+			URL: u, Links: documentLinks{Permissions: u + "/Permissions"},
 			Revision: o.RevisionString(), Data: data,
 			DateExpires: fmtTimePtr(o.DateExpires), DateCreated: fmtTime(o.DateCreated), DateUpdated: fmtTime(o.DateUpdated),
 			CreatedBy: o.CreatedBy,
@@ -178,14 +195,14 @@ func renderObject(base string, svc *chorus.Service, o *chorus.Object) any {
 	case chorus.KindStream:
 		return streamJSON{
 			SID: o.SID, UniqueName: nullString(o.UniqueName), AccountSID: acct, ServiceSID: svcSID,
-			URL: u, Links: map[string]string{"messages": u + "/Messages"},
+			URL: u, Links: streamLinks{Messages: u + "/Messages"},
 			DateExpires: fmtTimePtr(o.DateExpires), DateCreated: fmtTime(o.DateCreated), DateUpdated: fmtTime(o.DateUpdated),
 			CreatedBy: o.CreatedBy,
 		}
 	default:
 		return collectionJSON{
 			SID: o.SID, UniqueName: nullString(o.UniqueName), AccountSID: acct, ServiceSID: svcSID,
-			URL: u, Links: map[string]string{"items": u + "/Items", "permissions": u + "/Permissions"},
+			URL: u, Links: collectionLinks{Items: u + "/Items", Permissions: u + "/Permissions"},
 			Revision:    o.RevisionString(),
 			DateExpires: fmtTimePtr(o.DateExpires), DateCreated: fmtTime(o.DateCreated), DateUpdated: fmtTime(o.DateUpdated),
 			CreatedBy: o.CreatedBy,
