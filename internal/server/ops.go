@@ -11,6 +11,7 @@ import (
 
 	"github.com/chorus-sync/chorus"
 	natsbus "github.com/chorus-sync/chorus/internal/bus/nats"
+	"github.com/chorus-sync/chorus/internal/store/sqlite"
 	"github.com/chorus-sync/chorus/internal/twiliohttp"
 	"github.com/chorus-sync/chorus/internal/webhook"
 )
@@ -97,6 +98,15 @@ func (s *Server) serveMetrics(w http.ResponseWriter, r *http.Request) {
 	metric("chorus_auth_failures_total", "counter", "Failed API authentications.", s.throttle.failures.Load())
 	if nb, ok := s.bus.(*natsbus.Bus); ok {
 		metric("chorus_bus_forged_total", "counter", "Bus events dropped for a missing or wrong cluster signature.", nb.Stats().Forged)
+	}
+	if st, ok := s.store.(*sqlite.Store); ok {
+		ws := st.WriteStats()
+		metric("chorus_store_write_batches_total", "counter", "Write transactions the embedded store ran (group commit: several writes each).", ws.Batches)
+		metric("chorus_store_batched_writes_total", "counter", "Writes run in those transactions; divided by the batches, the writes per commit.", ws.Writes)
+		metric("chorus_store_commit_seconds_total", "counter", "Time spent in COMMIT, WAL appends and the writer's checkpoints included.", ws.CommitTime.Seconds())
+		metric("chorus_store_wal_syncs_total", "counter", "fdatasync calls that made committed batches durable before they were answered.", ws.Syncs)
+		metric("chorus_store_wal_sync_seconds_total", "counter", "Time spent in those syncs; divided by the syncs, the storage's sync latency.", ws.SyncTime.Seconds())
+		metric("chorus_store_batch_retries_total", "counter", "Batches run again with a savepoint per write after one failed half-way.", ws.Retries)
 	}
 	metric("chorus_auth_throttled_total", "counter", "API requests refused with 429 after too many failed authentications.", s.throttle.refused.Load())
 	metric("chorus_webhooks_sent_total", "counter", "Webhooks delivered (by this node).", s.hooks.Sent.Load())

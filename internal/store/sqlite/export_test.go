@@ -16,19 +16,19 @@ func OpenLegacy(ctx context.Context, path string, logger *slog.Logger) (*Store, 
 // BatchStats reports how many write batches the store committed, how many
 // requests they held, and the mean time of a COMMIT.
 func (s *Store) BatchStats() (batches, requests int64, meanCommit time.Duration) {
-	batches, requests = s.statBatches.Load(), s.statRequests.Load()
-	if batches > 0 {
-		meanCommit = time.Duration(s.statCommitNanos.Load() / batches)
+	st := s.WriteStats()
+	if st.Batches > 0 {
+		meanCommit = st.CommitTime / time.Duration(st.Batches)
 	}
-	return batches, requests, meanCommit
+	return st.Batches, st.Writes, meanCommit
 }
 
 // SyncStats reports how many WAL syncs the syncer ran, their mean time,
 // and how many batches were run again with savepoints.
 func (s *Store) SyncStats() (syncs int64, meanSync time.Duration, retries int64) {
-	syncs = s.statSyncs.Load()
-	if syncs > 0 {
-		meanSync = time.Duration(s.statSyncNanos.Load() / syncs)
+	st := s.WriteStats()
+	if st.Syncs > 0 {
+		meanSync = st.SyncTime / time.Duration(st.Syncs)
 	}
-	return syncs, meanSync, s.statRetries.Load()
+	return st.Syncs, meanSync, st.Retries
 }

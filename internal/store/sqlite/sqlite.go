@@ -82,11 +82,36 @@ type Store struct {
 	syncErr atomic.Pointer[error]
 	syncing atomic.Int64 // batches queued to or held by the syncer
 
-	// Writer statistics, for tests and benchmarks.
+	// Writer statistics (WriteStats).
 	statBatches, statRequests, statCommitNanos, statSyncs, statSyncNanos, statRetries atomic.Int64
 
 	queue *groupcommit.Queue
 	done  chan struct{} // closed when the writer and syncer goroutines exit
+}
+
+// WriteStats are a store's write path totals since Open: what group commit
+// achieves (writes per batch) and what durability costs (time in COMMIT and
+// in the WAL syncs that answer the batches).
+type WriteStats struct {
+	Batches    int64         // write transactions the writer ran
+	Writes     int64         // Update requests they ran
+	CommitTime time.Duration // spent in COMMIT (WAL appends, auto-checkpoints)
+	Syncs      int64         // fdatasyncs of the WAL that made batches durable
+	SyncTime   time.Duration // spent in them
+	Retries    int64         // batches run again with a savepoint per request
+}
+
+// WriteStats returns the write path totals. It is safe to call at any
+// time; each field is read atomically, not all of them together.
+func (s *Store) WriteStats() WriteStats {
+	return WriteStats{
+		Batches:    s.statBatches.Load(),
+		Writes:     s.statRequests.Load(),
+		CommitTime: time.Duration(s.statCommitNanos.Load()),
+		Syncs:      s.statSyncs.Load(),
+		SyncTime:   time.Duration(s.statSyncNanos.Load()),
+		Retries:    s.statRetries.Load(),
+	}
 }
 
 // batchDone is a batch whose transaction ended: its requests are answered
