@@ -167,6 +167,68 @@ func TestWebSocketFraming(t *testing.T) {
 			t.Fatalf("init reply status = %+v, want 200", f.Header.Status)
 		}
 	})
+	t.Run("a message in single bytes", func(t *testing.T) {
+		// Every read ends inside a header or a payload.
+		c := e.rawDial()
+		f := ws.MaskFrame(ws.NewFrame(ws.OpBinary, true, initFrame(tok)))
+		var b bytes.Buffer
+		if err := ws.WriteFrame(&b, f); err != nil {
+			t.Fatal(err)
+		}
+		for _, x := range b.Bytes() {
+			if _, err := c.nc.Write([]byte{x}); err != nil {
+				t.Fatalf("write: %v", err)
+			}
+			time.Sleep(200 * time.Microsecond)
+		}
+		if f := c.readTwilsock("reply"); f.Header.Status == nil || f.Header.Status.Code != 200 {
+			t.Fatalf("init reply status = %+v, want 200", f.Header.Status)
+		}
+	})
+	t.Run("many frames in one write", func(t *testing.T) {
+		// Pings, a message larger than the read buffer, more pings, all
+		// in one write: reads end at every kind of boundary, and the
+		// bytes after the large message must not be lost.
+		c := e.rawDial()
+		var b bytes.Buffer
+		frame := func(op ws.OpCode, p []byte) {
+			if err := ws.WriteFrame(&b, ws.MaskFrame(ws.NewFrame(op, true, p))); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for i := range 40 {
+			frame(ws.OpPing, []byte{byte(i)})
+		}
+		h, _ := protocol.HeaderOf(map[string]any{"method": "init", "id": "TMinit", "token": tok,
+			"metadata": map[string]any{"pad": string(bytes.Repeat([]byte("x"), 2000))}})
+		frame(ws.OpBinary, protocol.Encode(nil, h, nil))
+		for i := 40; i < 80; i++ {
+			frame(ws.OpPing, []byte{byte(i)})
+		}
+		if _, err := c.nc.Write(b.Bytes()); err != nil {
+			t.Fatalf("write: %v", err)
+		}
+		// A pong may answer several pings (the latest one's payload).
+		last, replied := -1, false
+		for last < 79 || !replied {
+			h, p := c.read()
+			switch h.OpCode {
+			case ws.OpPong:
+				if len(p) != 1 || int(p[0]) <= last {
+					t.Fatalf("pong %v after pong %d", p, last)
+				}
+				last = int(p[0])
+			case ws.OpBinary:
+				f, err := protocol.Decode(p, 0)
+				if err != nil || f.Header.Method != "reply" || f.Header.Status == nil || f.Header.Status.Code != 200 {
+					t.Fatalf("binary frame %q (%v), want the init reply with 200", p, err)
+				}
+				replied = true
+			default:
+				t.Fatalf("frame %v", h.OpCode)
+			}
+		}
+	})
 	t.Run("unmasked frame closes 1002", func(t *testing.T) {
 		c := e.rawDial()
 		c.write(ws.OpBinary, true, initFrame(tok), true)
@@ -207,8 +269,8 @@ func TestWebSocketFraming(t *testing.T) {
 		c.write(ws.OpBinary, true, protocol.Encode(nil, &protocol.Header{Method: "close", ID: "TMc"}, nil), false)
 		c.readClose(ws.StatusNormalClosure)
 	})
-	// The three sessions of the first subtests remain; the others ended.
-	waitFor(t, func() bool { return e.gw.Stats().Connections == 3 })
+	// The sessions of the first five subtests remain; the others ended.
+	waitFor(t, func() bool { return e.gw.Stats().Connections == 5 })
 }
 
 // countingConn records the writes made to it.
