@@ -53,8 +53,22 @@ var benchData = json.RawMessage(`{"title":"Quarterly report","status":"in review
 // writeDoc is what a document update does: read the object, bump its
 // revision and event id, write it back and log the event.
 func writeDoc(ctx context.Context, s *sqlite.Store, doc *chorus.Object) error {
+	return updateDoc(ctx, s, func(tx chorus.Tx) (*chorus.Object, error) {
+		return tx.Object(ctx, chorus.KindDocument, doc.ServiceSID, doc.SID)
+	})
+}
+
+// writeDocByName is writeDoc for a request that names the document by its
+// unique name.
+func writeDocByName(ctx context.Context, s *sqlite.Store, doc *chorus.Object) error {
+	return updateDoc(ctx, s, func(tx chorus.Tx) (*chorus.Object, error) {
+		return tx.ObjectByName(ctx, chorus.KindDocument, doc.ServiceSID, doc.UniqueName)
+	})
+}
+
+func updateDoc(ctx context.Context, s *sqlite.Store, read func(chorus.Tx) (*chorus.Object, error)) error {
 	return s.Update(ctx, func(tx chorus.Tx) error {
-		o, err := tx.Object(ctx, chorus.KindDocument, doc.ServiceSID, doc.SID)
+		o, err := read(tx)
 		if err != nil {
 			return err
 		}
@@ -78,6 +92,12 @@ func writeDoc(ctx context.Context, s *sqlite.Store, doc *chorus.Object) error {
 // runWriters runs b.N document writes from writers goroutines; docOf picks
 // the document of goroutine i.
 func runWriters(b *testing.B, s *sqlite.Store, writers int, docOf func(i int) *chorus.Object) {
+	runWritersOf(b, s, writers, docOf, writeDoc)
+}
+
+// runWritersOf is runWriters with write for writeDoc.
+func runWritersOf(b *testing.B, s *sqlite.Store, writers int, docOf func(i int) *chorus.Object,
+	writeDoc func(context.Context, *sqlite.Store, *chorus.Object) error) {
 	ctx := context.Background()
 	b.ReportAllocs()
 	if writers == 1 {
@@ -144,6 +164,18 @@ func BenchmarkUpdate(b *testing.B) {
 				runWriters(b, s, writers, func(i int) *chorus.Object { return docs[i%len(docs)] })
 			})
 		}
+	}
+}
+
+// BenchmarkUpdateByName is BenchmarkUpdate (pipelined) for writes that
+// name their document by its unique name, as REST URLs and SDKs may.
+func BenchmarkUpdateByName(b *testing.B) {
+	for _, writers := range []int{1, 32} {
+		b.Run(fmt.Sprintf("writers=%d", writers), func(b *testing.B) {
+			s := open(b)
+			docs := benchFixture(b, s, 4*writers)
+			runWritersOf(b, s, writers, func(i int) *chorus.Object { return docs[i%len(docs)] }, writeDocByName)
+		})
 	}
 }
 

@@ -11,9 +11,10 @@ import (
 // maxCachedObjects bounds the writer's object cache.
 const maxCachedObjects = 4096
 
-// objectCache is the writer's cache of object rows, keyed by SID: a read
-// of an object inside Update (every write reads its object first) is
-// served from it instead of SQLite.
+// objectCache is the writer's cache of object rows, keyed by SID and by
+// unique name: a read of an object inside Update (every write reads its
+// object first, by the SID or the unique name in its URL) is served from
+// it instead of SQLite.
 //
 // It holds the rows as the writer's open transaction sees them, which is
 // coherent because only the writer connection writes objects and every
@@ -25,18 +26,36 @@ const maxCachedObjects = 4096
 // of each batch by PRAGMA data_version, which clears it. It is used by
 // the writer goroutine only: no lock.
 //
+// names maps the unique name of every row in m that has one to its SID,
+// and nothing else: each change to m goes through put, del or clear,
+// which keep the two in step.
+//
 // It also feeds the readers' recentObjects: every row it stores or drops
 // during a batch is noted in journal and handed over by publish once the
 // batch committed; clear empties recentObjects at once.
 type objectCache struct {
 	m       map[string]*chorus.Object
+	names   map[objectName]string     // SIDs of the rows in m by unique name
 	journal map[string]*chorus.Object // this batch's rows by SID; nil: deleted
 	recent  *recentObjects
+}
+
+// objectName is an object's unique name, unique per service and kind (the
+// objects_unique_name index).
+type objectName struct {
+	service string
+	kind    chorus.Kind
+	name    string
+}
+
+func nameOf(o *chorus.Object) objectName {
+	return objectName{service: o.ServiceSID, kind: o.Kind, name: o.UniqueName}
 }
 
 func newObjectCache() *objectCache {
 	return &objectCache{
 		m:       make(map[string]*chorus.Object),
+		names:   make(map[objectName]string),
 		journal: make(map[string]*chorus.Object),
 		recent:  &recentObjects{m: make(map[string]recentObject)},
 	}
@@ -54,6 +73,19 @@ func (c *objectCache) get(sid string) (*chorus.Object, bool) {
 	return copyObject(o), true
 }
 
+// byName returns a copy of the cached row of the object of kind k named
+// name in the service, if any.
+func (c *objectCache) byName(k chorus.Kind, serviceSID, name string) (*chorus.Object, bool) {
+	if c == nil || name == "" {
+		return nil, false
+	}
+	sid, ok := c.names[objectName{service: serviceSID, kind: k, name: name}]
+	if !ok {
+		return nil, false
+	}
+	return c.get(sid)
+}
+
 // put caches o as SQLite would return it. Rows whose round trip the cache
 // cannot reproduce exactly (empty, non-NULL data) are dropped instead.
 func (c *objectCache) put(o *chorus.Object) {
@@ -61,13 +93,15 @@ func (c *objectCache) put(o *chorus.Object) {
 		return
 	}
 	if o.Data != nil && len(o.Data) == 0 {
-		delete(c.m, o.SID)
+		c.drop(o.SID)
 		c.journal[o.SID] = nil
 		return
 	}
-	if _, ok := c.m[o.SID]; !ok && len(c.m) >= maxCachedObjects {
+	if _, ok := c.m[o.SID]; ok {
+		c.drop(o.SID) // its unique name may have changed
+	} else if len(c.m) >= maxCachedObjects {
 		for k := range c.m { // evict one at random
-			delete(c.m, k)
+			c.drop(k)
 			break
 		}
 	}
@@ -80,6 +114,9 @@ func (c *objectCache) put(o *chorus.Object) {
 		n.DateExpires = &t
 	}
 	c.m[o.SID] = n
+	if n.UniqueName != "" {
+		c.names[nameOf(n)] = n.SID
+	}
 	r := *n
 	r.Data = nil // recentObjects holds metadata only: bounded memory
 	c.journal[o.SID] = &r
@@ -87,8 +124,20 @@ func (c *objectCache) put(o *chorus.Object) {
 
 func (c *objectCache) del(sid string) {
 	if c != nil {
-		delete(c.m, sid)
+		c.drop(sid)
 		c.journal[sid] = nil
+	}
+}
+
+// drop removes the row of sid, and its unique name, from m.
+func (c *objectCache) drop(sid string) {
+	o, ok := c.m[sid]
+	if !ok {
+		return
+	}
+	delete(c.m, sid)
+	if k := nameOf(o); o.UniqueName != "" && c.names[k] == sid {
+		delete(c.names, k)
 	}
 }
 
@@ -98,6 +147,7 @@ func (c *objectCache) del(sid string) {
 func (c *objectCache) clear() {
 	if c != nil {
 		clear(c.m)
+		clear(c.names)
 		clear(c.journal)
 		c.recent.clear()
 	}

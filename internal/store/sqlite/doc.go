@@ -109,8 +109,9 @@
 //
 // # Object cache
 //
-// Every write reads its object first. The writer keeps the object rows it
-// has read or written (objectCache) and serves those reads from memory;
+// Every write reads its object first, by SID or by unique name. The
+// writer keeps the object rows it has read or written (objectCache),
+// indexed both ways, and serves those reads from memory;
 // see objectCache for why it stays coherent with the database. After each
 // COMMIT it hands the rows of that batch, without data, to recentObjects,
 // from which RecentObject serves readers (the gateway's subscription

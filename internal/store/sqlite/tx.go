@@ -298,6 +298,11 @@ func (t *tx) Object(ctx context.Context, k chorus.Kind, serviceSID, sid string) 
 }
 
 func (t *tx) ObjectByName(ctx context.Context, k chorus.Kind, serviceSID, uniqueName string) (*chorus.Object, error) {
+	if t.objs != nil && !t.done {
+		if o, ok := t.objs.byName(k, serviceSID, uniqueName); ok {
+			return o, nil
+		}
+	}
 	o, err := queryOne(ctx, t, sqlrow.ScanObject, `SELECT `+sqlrow.ObjectCols+` FROM objects
 		WHERE service_sid = ? AND kind = ? AND unique_name = ?`, serviceSID, string(k), uniqueName)
 	if err != nil {
