@@ -163,6 +163,46 @@ func (e *Engine) Object(ctx context.Context, a Actor, svc *chorus.Service, k cho
 	return obj, err
 }
 
+// cachedObjectStore is a store that can serve whole object rows from
+// memory (the SQLite store's CachedObject).
+type cachedObjectStore interface {
+	CachedObject(ctx context.Context, k chorus.Kind, serviceSID, sid, name string) (*chorus.Object, bool, error)
+}
+
+// FetchObject is Object for a client's fetch (REST and CDS GET): it may
+// answer from the store's memory of recently written objects, without a
+// read transaction. Like a read transaction begun a moment earlier, the
+// object may lack changes committed just before the call, but only those
+// whose writes are answered after the call began; a fetch that follows
+// the answer to a write sees it. Use Object when the object is combined
+// with other reads that must not be newer than it.
+func (e *Engine) FetchObject(ctx context.Context, a Actor, svc *chorus.Service, k chorus.Kind, id string) (*chorus.Object, error) {
+	cs, ok := e.cfg.Store.(cachedObjectStore)
+	if !ok || needsPermission(a, svc) {
+		return e.Object(ctx, a, svc, k, id)
+	}
+	var sid, name string
+	switch {
+	case chorus.IsSID(k.Prefix(), id):
+		sid = id
+	case chorus.LooksLikeSID(id) || id == "" || !validText(id):
+		return e.Object(ctx, a, svc, k, id) // lookup has the answer
+	default:
+		name = id
+	}
+	obj, ok, err := cs.CachedObject(ctx, k, svc.SID, sid, name)
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		return e.Object(ctx, a, svc, k, id)
+	}
+	if obj.Expired(e.cfg.Now()) {
+		return nil, k.NotFound()
+	}
+	return obj, nil
+}
+
 // Objects pages a service's objects of kind k. With ACLs on, a client sees
 // only the objects it may read; its pages are filled past the objects it
 // may not.

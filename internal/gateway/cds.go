@@ -287,12 +287,17 @@ func (c *conn) object(ctx context.Context, r *request, k chorus.Kind, id string)
 	eng := c.g.cfg.Engine
 	switch r.method {
 	case http.MethodGet:
-		obj, err := eng.Object(ctx, c.actor, c.svc, k, id)
+		withItems := k == chorus.KindMap && hasValue(r.query["Include"], "items")
+		fetch := eng.FetchObject
+		if withItems {
+			fetch = eng.Object // the map comes with its items: read it in a transaction, as before
+		}
+		obj, err := fetch(ctx, c.actor, c.svc, k, id)
 		if err != nil {
 			return c.errResponse(r, err)
 		}
 		var items []*chorus.Item
-		if k == chorus.KindMap && hasValue(r.query["Include"], "items") {
+		if withItems {
 			page, err := eng.Items(ctx, c.actor, c.svc, k, obj.SID, engine.ItemPageRequest{PageSize: chorus.MaxPageSize, HideExpired: true})
 			if err != nil {
 				return c.errResponse(r, err)

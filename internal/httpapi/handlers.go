@@ -215,7 +215,7 @@ func (a *api) createObject(k chorus.Kind) handler {
 
 func (a *api) fetchObject(k chorus.Kind) handler {
 	return func(w http.ResponseWriter, r *http.Request, c *call) error {
-		o, err := a.eng.Object(r.Context(), engine.SystemActor(), c.svc, k, r.PathValue("Sid"))
+		o, err := a.eng.FetchObject(r.Context(), engine.SystemActor(), c.svc, k, r.PathValue("Sid"))
 		if err != nil {
 			return err
 		}

@@ -35,7 +35,7 @@ const maxCachedObjects = 4096
 // batch committed; clear empties recentObjects at once.
 type objectCache struct {
 	m       map[string]*chorus.Object
-	names   map[objectName]string     // SIDs of the rows in m by unique name
+	names   nameIndex                 // the rows in m that have a unique name
 	journal map[string]*chorus.Object // this batch's rows by SID; nil: deleted
 	recent  *recentObjects
 }
@@ -52,12 +52,37 @@ func nameOf(o *chorus.Object) objectName {
 	return objectName{service: o.ServiceSID, kind: o.Kind, name: o.UniqueName}
 }
 
+// nameIndex maps the unique names of a set of rows to their SIDs. Its
+// owner adds every named row it stores and removes every row it drops.
+type nameIndex map[objectName]string
+
+func (x nameIndex) add(o *chorus.Object) {
+	if o.UniqueName != "" {
+		x[nameOf(o)] = o.SID
+	}
+}
+
+// remove forgets o's name, unless another row has taken it since.
+func (x nameIndex) remove(o *chorus.Object) {
+	if k := nameOf(o); o.UniqueName != "" && x[k] == o.SID {
+		delete(x, k)
+	}
+}
+
+func (x nameIndex) sid(k chorus.Kind, serviceSID, name string) (string, bool) {
+	if name == "" {
+		return "", false
+	}
+	sid, ok := x[objectName{service: serviceSID, kind: k, name: name}]
+	return sid, ok
+}
+
 func newObjectCache() *objectCache {
 	return &objectCache{
 		m:       make(map[string]*chorus.Object),
-		names:   make(map[objectName]string),
+		names:   make(nameIndex),
 		journal: make(map[string]*chorus.Object),
-		recent:  &recentObjects{m: make(map[string]recentObject)},
+		recent:  &recentObjects{m: make(map[string]recentObject), names: make(nameIndex)},
 	}
 }
 
@@ -76,10 +101,10 @@ func (c *objectCache) get(sid string) (*chorus.Object, bool) {
 // byName returns a copy of the cached row of the object of kind k named
 // name in the service, if any.
 func (c *objectCache) byName(k chorus.Kind, serviceSID, name string) (*chorus.Object, bool) {
-	if c == nil || name == "" {
+	if c == nil {
 		return nil, false
 	}
-	sid, ok := c.names[objectName{service: serviceSID, kind: k, name: name}]
+	sid, ok := c.names.sid(k, serviceSID, name)
 	if !ok {
 		return nil, false
 	}
@@ -114,12 +139,8 @@ func (c *objectCache) put(o *chorus.Object) {
 		n.DateExpires = &t
 	}
 	c.m[o.SID] = n
-	if n.UniqueName != "" {
-		c.names[nameOf(n)] = n.SID
-	}
-	r := *n
-	r.Data = nil // recentObjects holds metadata only: bounded memory
-	c.journal[o.SID] = &r
+	c.names.add(n)
+	c.journal[o.SID] = n // never modified: put replaces rows whole
 }
 
 func (c *objectCache) del(sid string) {
@@ -136,9 +157,7 @@ func (c *objectCache) drop(sid string) {
 		return
 	}
 	delete(c.m, sid)
-	if k := nameOf(o); o.UniqueName != "" && c.names[k] == sid {
-		delete(c.names, k)
-	}
+	c.names.remove(o)
 }
 
 // clear forgets every row, here and in recentObjects: the database may
@@ -164,14 +183,19 @@ func (c *objectCache) publish(seq uint64) {
 	clear(c.journal)
 }
 
-// maxRecentObjects bounds recentObjects (rows without data: a few hundred
-// bytes each).
-const maxRecentObjects = 32768
+// maxRecentObjects bounds recentObjects' rows, and maxRecentData the
+// bytes of data they hold: a row that would exceed it is held without its
+// data (metadata is a few hundred bytes).
+const (
+	maxRecentObjects = 32768
+	maxRecentData    = 8 << 20
+)
 
-// recentObjects holds the object rows (without data) the writer wrote or
-// read in committed batches, each with the sequence number of its batch,
-// so that a reader can get a recently written object without a read
-// transaction (Store.RecentObject).
+// recentObjects holds the object rows the writer wrote or read in
+// committed batches, each with the sequence number of its batch, so that
+// a reader can get a recently written object without a read transaction
+// (Store.RecentObject, Store.CachedObject), by SID or unique name. Within
+// maxRecentData, a row holds its data too.
 //
 // A row here is never newer than the database: it is stored after the
 // COMMIT that made it visible. It may be older for a moment: between a
@@ -180,21 +204,34 @@ const maxRecentObjects = 32768
 // requests are answered, so every change a row here lacks is answered,
 // and its events published, after the reader's call began. A row may also
 // belong to a batch not yet durable; RecentObject waits for it as View
-// does. Safe for concurrent use.
+// does. And the rows only move forward: publish runs before the batch is
+// queued for its sync, so a View that saw a batch returned after that
+// batch's rows got here. Safe for concurrent use.
 type recentObjects struct {
-	mu sync.Mutex
-	m  map[string]recentObject
+	mu    sync.Mutex
+	m     map[string]recentObject
+	names nameIndex // the rows in m that have a unique name
+	data  int       // bytes of data held
 }
 
 type recentObject struct {
-	o   *chorus.Object // never modified; Data nil
-	seq uint64         // the batch that committed o
+	o    *chorus.Object // never modified; Data nil unless full
+	full bool           // o.Data is the row's data
+	seq  uint64         // the batch that committed o
 }
 
-func (r *recentObjects) get(sid string) (recentObject, bool) {
+// get returns the row of sid, or of the object of kind k named name in
+// the service serviceSID when sid is "".
+func (r *recentObjects) get(k chorus.Kind, serviceSID, sid, name string) (recentObject, bool) {
 	r.mu.Lock()
+	defer r.mu.Unlock()
+	if sid == "" {
+		var ok bool
+		if sid, ok = r.names.sid(k, serviceSID, name); !ok {
+			return recentObject{}, false
+		}
+	}
 	e, ok := r.m[sid]
-	r.mu.Unlock()
 	return e, ok
 }
 
@@ -202,23 +239,45 @@ func (r *recentObjects) apply(rows map[string]*chorus.Object, seq uint64) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for sid, o := range rows {
-		if o == nil {
-			delete(r.m, sid)
-			continue
-		}
-		if _, ok := r.m[sid]; !ok && len(r.m) >= maxRecentObjects {
+		if _, ok := r.m[sid]; ok {
+			r.drop(sid)
+		} else if o != nil && len(r.m) >= maxRecentObjects {
 			for k := range r.m { // evict one at random
-				delete(r.m, k)
+				r.drop(k)
 				break
 			}
 		}
-		r.m[sid] = recentObject{o: o, seq: seq}
+		if o == nil {
+			continue
+		}
+		e := recentObject{o: o, full: true, seq: seq}
+		if r.data+len(o.Data) > maxRecentData {
+			n := *o
+			n.Data = nil
+			e.o, e.full = &n, false
+		}
+		r.m[sid] = e
+		r.names.add(e.o)
+		r.data += len(e.o.Data)
 	}
+}
+
+// drop removes the row of sid; r.mu is held.
+func (r *recentObjects) drop(sid string) {
+	e, ok := r.m[sid]
+	if !ok {
+		return
+	}
+	delete(r.m, sid)
+	r.names.remove(e.o)
+	r.data -= len(e.o.Data)
 }
 
 func (r *recentObjects) clear() {
 	r.mu.Lock()
 	clear(r.m)
+	clear(r.names)
+	r.data = 0
 	r.mu.Unlock()
 }
 

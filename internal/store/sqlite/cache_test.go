@@ -6,13 +6,15 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/chorus-sync/chorus"
 )
 
-// TestObjectCacheNames drives the cache with random writes that keep
+// TestObjectCacheNames drives the cache with 40,000 random writes that keep
 // unique names unique, as the objects_unique_name index does (inserts,
 // renames, deletions, evictions, clears), against a model of the
 // database: byName never returns a row the database would not, and names
@@ -25,14 +27,14 @@ func TestObjectCacheNames(t *testing.T) {
 	kinds := []chorus.Kind{chorus.KindDocument, chorus.KindMap}
 	services := []string{"IS1", "IS2"}
 	randomName := func() objectName {
-		return objectName{service: services[rng.IntN(2)], kind: kinds[rng.IntN(2)], name: fmt.Sprintf("n%d", rng.IntN(40))}
+		return objectName{service: services[rng.IntN(2)], kind: kinds[rng.IntN(2)], name: fmt.Sprintf("n%d", rng.IntN(8000))}
 	}
 	rename := func(o *chorus.Object) {
 		if o.UniqueName != "" {
 			delete(owner, nameOf(o))
 		}
 		o.UniqueName = ""
-		if k := (objectName{o.ServiceSID, o.Kind, fmt.Sprintf("n%d", rng.IntN(40))}); rng.IntN(4) > 0 && owner[k] == "" {
+		if k := (objectName{o.ServiceSID, o.Kind, fmt.Sprintf("n%d", rng.IntN(8000))}); rng.IntN(4) > 0 && owner[k] == "" {
 			o.UniqueName = k.name
 			owner[k] = o.SID
 		}
@@ -43,15 +45,16 @@ func TestObjectCacheNames(t *testing.T) {
 		}
 		return ""
 	}
-	for i := range 20000 {
-		switch op := rng.IntN(100); {
-		case op < 50 || len(db) == 0: // insert
+	var maxRows, maxNames, maxRecent int
+	for i := range 40000 {
+		switch op := rng.IntN(1000); {
+		case op < 400 || len(db) == 0: // insert
 			k := randomName()
 			o := &chorus.Object{SID: fmt.Sprintf("ET%d", i), ServiceSID: k.service, Kind: k.kind, Data: json.RawMessage(`{}`)}
 			rename(o)
 			db[o.SID] = o
 			c.put(o)
-		case op < 75: // update, sometimes under another name
+		case op < 650: // update, sometimes under another name
 			sid := someSID()
 			o := copyObject(db[sid])
 			o.Revision++
@@ -60,9 +63,9 @@ func TestObjectCacheNames(t *testing.T) {
 			}
 			db[sid] = o
 			c.put(o)
-		case op < 85: // read a row into the cache
+		case op < 750: // read a row into the cache
 			c.put(db[someSID()])
-		case op < 99: // delete
+		case op < 999: // delete
 			sid := someSID()
 			if o := db[sid]; o.UniqueName != "" {
 				delete(owner, nameOf(o))
@@ -70,7 +73,19 @@ func TestObjectCacheNames(t *testing.T) {
 			delete(db, sid)
 			c.del(sid)
 		default:
-			c.clear()
+			if rng.IntN(8) == 0 {
+				c.clear()
+			}
+		}
+		k := randomName()
+		if o, ok := c.byName(k.kind, k.service, k.name); ok {
+			want := db[owner[k]]
+			if want == nil || o.SID != want.SID || o.Revision != want.Revision {
+				t.Fatalf("op %d: byName(%v) = %s rev %d, want %v", i, k, o.SID, o.Revision, want)
+			}
+		}
+		if i%16 != 0 {
+			continue
 		}
 		for k, sid := range c.names {
 			if o, ok := c.m[sid]; !ok || nameOf(o) != k || o.UniqueName == "" {
@@ -82,16 +97,72 @@ func TestObjectCacheNames(t *testing.T) {
 				t.Fatalf("op %d: row %s named %q is not in names", i, sid, o.UniqueName)
 			}
 		}
-		k := randomName()
-		if o, ok := c.byName(k.kind, k.service, k.name); ok {
-			want := db[owner[k]]
-			if want == nil || o.SID != want.SID || o.Revision != want.Revision {
-				t.Fatalf("op %d: byName(%v) = %s rev %d, want %v", i, k, o.SID, o.Revision, want)
-			}
+		c.publish(uint64(i))
+		checkRecent(t, i, c.recent)
+		maxRows, maxNames, maxRecent = max(maxRows, len(c.m)), max(maxNames, len(c.names)), max(maxRecent, len(c.recent.names))
+	}
+	if maxNames < 2000 || maxRecent < 2000 || maxRows < maxCachedObjects {
+		t.Fatalf("the cache held at most %d rows, %d names, recentObjects %d names: the test exercised too little", maxRows, maxNames, maxRecent)
+	}
+}
+
+// checkRecent checks recentObjects' invariants: names indexes exactly its
+// named rows, and data counts the bytes of the rows held with their data.
+func checkRecent(t *testing.T, op int, r *recentObjects) {
+	t.Helper()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for k, sid := range r.names {
+		if e, ok := r.m[sid]; !ok || nameOf(e.o) != k {
+			t.Fatalf("op %d: recent names[%v] = %s, whose row is %+v", op, k, sid, e.o)
 		}
 	}
-	if len(c.m) == 0 || len(c.names) == 0 {
-		t.Fatalf("the cache ended with %d rows, %d names: the test exercised nothing", len(c.m), len(c.names))
+	bytes := 0
+	for sid, e := range r.m {
+		if e.o.UniqueName != "" && r.names[nameOf(e.o)] != sid {
+			t.Fatalf("op %d: recent row %s named %q is not in names", op, sid, e.o.UniqueName)
+		}
+		if !e.full && e.o.Data != nil {
+			t.Fatalf("op %d: recent row %s holds data it does not count", op, sid)
+		}
+		bytes += len(e.o.Data)
+	}
+	if bytes != r.data || r.data > maxRecentData {
+		t.Fatalf("op %d: recent rows hold %d bytes of data, counted %d (at most %d)", op, bytes, r.data, maxRecentData)
+	}
+}
+
+// TestRecentObjectsDataBudget: past maxRecentData, rows are held without
+// their data, and the budget is given back as rows go.
+func TestRecentObjectsDataBudget(t *testing.T) {
+	r := &recentObjects{m: make(map[string]recentObject), names: make(nameIndex)}
+	big := json.RawMessage(`"` + strings.Repeat("x", 16<<10) + `"`)
+	n := maxRecentData/len(big) + 10
+	for i := range n {
+		r.apply(map[string]*chorus.Object{fmt.Sprintf("ET%d", i): {SID: fmt.Sprintf("ET%d", i), Kind: chorus.KindDocument, ServiceSID: "IS1", Data: big}}, uint64(i))
+	}
+	checkRecent(t, 0, r)
+	full := 0
+	for _, e := range r.m {
+		if e.full {
+			full++
+		}
+	}
+	if full != maxRecentData/len(big) || len(r.m) != n {
+		t.Fatalf("%d rows, %d with data; want %d, %d", len(r.m), full, n, maxRecentData/len(big))
+	}
+	// Deleting the rows with data makes room again.
+	del := map[string]*chorus.Object{}
+	for sid, e := range r.m {
+		if e.full {
+			del[sid] = nil
+		}
+	}
+	r.apply(del, uint64(n))
+	r.apply(map[string]*chorus.Object{"ETnew": {SID: "ETnew", Kind: chorus.KindDocument, ServiceSID: "IS1", Data: big}}, uint64(n+1))
+	checkRecent(t, 1, r)
+	if e, ok := r.get(chorus.KindDocument, "IS1", "ETnew", ""); !ok || !e.full {
+		t.Fatalf("a row after the deletions: %+v, %v; want it with its data", e, ok)
 	}
 }
 
@@ -194,5 +265,56 @@ func TestObjectByNameInWriter(t *testing.T) {
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestCachedObjectSeesOtherProcess: a write to the file by another store
+// (another process: chorus import into a running server) is not hidden by
+// the rows the readers' memory holds, at least not for longer than
+// dataVersionPoll, although the first store runs no batch.
+func TestCachedObjectSeesOtherProcess(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "chorus.db")
+	a, err := Open(ctx, path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	doc := seedDoc(t, a)
+	if o, ok, err := a.CachedObject(ctx, chorus.KindDocument, "IS1", doc.SID, ""); err != nil || !ok || string(o.Data) != `{"v":0}` {
+		t.Fatalf("CachedObject = %v, %v, %v; want the seeded row", o, ok, err)
+	}
+	b, err := Open(ctx, path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = b.Update(ctx, func(tx chorus.Tx) error {
+		o, err := tx.Object(ctx, chorus.KindDocument, "IS1", doc.SID)
+		if err != nil {
+			return err
+		}
+		o.Data, o.Revision = json.RawMessage(`{"v":1}`), o.Revision+1
+		return tx.UpdateObject(ctx, o)
+	})
+	b.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(dataVersionPoll + 2*time.Second)
+	for {
+		o, ok, err := a.CachedObject(ctx, chorus.KindDocument, "IS1", doc.SID, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !ok || string(o.Data) == `{"v":1}` {
+			break // gone from memory (a read transaction sees the write), or fresh
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("CachedObject still serves %s %v after the other store's write", o.Data, time.Since(deadline.Add(-dataVersionPoll-2*time.Second)))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if o, err := viewObject(t, a, doc.SID); err != nil || string(o.Data) != `{"v":1}` {
+		t.Fatalf("View = %v, %v; want the other store's write", o, err)
 	}
 }

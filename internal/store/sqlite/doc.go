@@ -113,10 +113,11 @@
 // writer keeps the object rows it has read or written (objectCache),
 // indexed both ways, and serves those reads from memory;
 // see objectCache for why it stays coherent with the database. After each
-// COMMIT it hands the rows of that batch, without data, to recentObjects,
-// from which RecentObject serves readers (the gateway's subscription
-// check) without a read transaction; see recentObjects for what a reader
-// may and may not see there.
+// COMMIT it hands the rows of that batch to recentObjects (with their
+// data while those fit in maxRecentData), from which RecentObject (the
+// gateway's subscription check) and CachedObject (REST and CDS fetches,
+// by SID or unique name) serve readers without a read transaction; see
+// recentObjects for what a reader may and may not see there.
 //
 // # Backups
 //

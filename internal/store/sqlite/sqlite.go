@@ -33,6 +33,9 @@ const (
 	// requests and keeps what is left to copy inline small.
 	autoCheckpointPages = 4096
 	ckptEveryWrites     = 512
+	// dataVersionPoll is how often the writer looks for another process's
+	// writes to the file when it runs no batch (writeLoop).
+	dataVersionPoll = time.Second
 	// busyTimeoutMS is how long a connection waits for a lock held by
 	// another process (in-process writes never contend: one writer).
 	busyTimeoutMS = 10000
@@ -372,12 +375,34 @@ func (s *Store) RecentObject(ctx context.Context, k chorus.Kind, serviceSID, sid
 	if s.objs == nil || s.queue.Closed() {
 		return nil, false, nil
 	}
-	e, ok := s.objs.recent.get(sid)
+	e, ok := s.objs.recent.get(k, serviceSID, sid, "")
 	if !ok || e.o.Kind != k || (serviceSID != "" && e.o.ServiceSID != serviceSID) {
 		return nil, false, nil
 	}
 	if err := s.waitDurable(ctx, e.seq); err != nil {
 		return nil, false, fmt.Errorf("sqlite: recent object %s: %w", sid, err)
+	}
+	meta := *e.o
+	meta.Data = nil // the caller wants metadata: do not copy the data
+	return copyObject(&meta), true, nil
+}
+
+// CachedObject is RecentObject for a reader that wants the whole row: it
+// returns the object of kind k in service serviceSID with SID sid, or, if
+// sid is "", the one named name, Data included, if it is in memory with
+// its data (maxRecentData), else ok=false. The same guarantees hold: it
+// may lack only changes whose writes are answered after the call began,
+// and never returns what is not yet durable.
+func (s *Store) CachedObject(ctx context.Context, k chorus.Kind, serviceSID, sid, name string) (o *chorus.Object, ok bool, err error) {
+	if s.objs == nil || s.queue.Closed() || serviceSID == "" {
+		return nil, false, nil
+	}
+	e, ok := s.objs.recent.get(k, serviceSID, sid, name)
+	if !ok || !e.full || e.o.Kind != k || e.o.ServiceSID != serviceSID {
+		return nil, false, nil
+	}
+	if err := s.waitDurable(ctx, e.seq); err != nil {
+		return nil, false, fmt.Errorf("sqlite: cached object %s: %w", e.o.SID, err)
 	}
 	return copyObject(e.o), true, nil
 }
@@ -432,15 +457,30 @@ func (s *Store) Update(ctx context.Context, fn func(chorus.Tx) error) error {
 // waits briefly (a quarter of the last commit's time, at most maxLinger)
 // for as many requests as were in flight when it last answered. With one
 // writer it never waits.
+//
+// Every dataVersionPoll it also checks whether another process wrote the
+// file (checkDataVersion), so that the rows the readers' recentObjects
+// serve do not outlive such a write by more than that while no batch runs.
 func (s *Store) writeLoop() {
 	batch := make([]*groupcommit.Request, 0, maxBatch)
 	linger := time.NewTimer(time.Hour)
 	linger.Stop()
+	poll := time.NewTicker(dataVersionPoll)
+	defer poll.Stop()
 	target := 1                  // requests in flight at the last answer
 	var lastCommit time.Duration // duration of the last batch's commit
 	var nwrites int              // requests since the checkpointer was last woken
 	for {
-		r, ok := <-s.queue.C()
+		var r *groupcommit.Request
+		ok := true
+		select {
+		case r, ok = <-s.queue.C():
+		case <-poll.C:
+			if err := s.checkDataVersion(context.Background()); err != nil {
+				s.logger.Debug("sqlite: data version", logKeyErr, err)
+			}
+			continue
+		}
 		if !ok {
 			return
 		}
