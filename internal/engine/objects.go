@@ -174,8 +174,9 @@ type cachedObjectStore interface {
 // read transaction. Like a read transaction begun a moment earlier, the
 // object may lack changes committed just before the call, but only those
 // whose writes are answered after the call began; a fetch that follows
-// the answer to a write sees it. Use Object when the object is combined
-// with other reads that must not be newer than it.
+// the answer to a write sees it (with SQLite, writes by another process
+// to the same file are seen up to a second late). Use Object when the
+// object is combined with other reads that must not be newer than it.
 func (e *Engine) FetchObject(ctx context.Context, a Actor, svc *chorus.Service, k chorus.Kind, id string) (*chorus.Object, error) {
 	cs, ok := e.cfg.Store.(cachedObjectStore)
 	if !ok || needsPermission(a, svc) {

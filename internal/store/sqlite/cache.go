@@ -108,7 +108,11 @@ func (c *objectCache) byName(k chorus.Kind, serviceSID, name string) (*chorus.Ob
 	if !ok {
 		return nil, false
 	}
-	return c.get(sid)
+	o, ok := c.get(sid)
+	if !ok || o.UniqueName != name {
+		return nil, false // never the wrong object, whatever the index says
+	}
+	return o, true
 }
 
 // put caches o as SQLite would return it. Rows whose round trip the cache
@@ -184,8 +188,9 @@ func (c *objectCache) publish(seq uint64) {
 }
 
 // maxRecentObjects bounds recentObjects' rows, and maxRecentData the
-// bytes of data they hold: a row that would exceed it is held without its
-// data (metadata is a few hundred bytes).
+// bytes of data they hold: a new row takes the place of other rows' data
+// (makeRoom), or is held without its own (metadata is a few hundred
+// bytes).
 const (
 	maxRecentObjects = 32768
 	maxRecentData    = 8 << 20
@@ -225,13 +230,17 @@ type recentObject struct {
 func (r *recentObjects) get(k chorus.Kind, serviceSID, sid, name string) (recentObject, bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if sid == "" {
+	byName := sid == ""
+	if byName {
 		var ok bool
 		if sid, ok = r.names.sid(k, serviceSID, name); !ok {
 			return recentObject{}, false
 		}
 	}
 	e, ok := r.m[sid]
+	if byName && ok && e.o.UniqueName != name {
+		return recentObject{}, false // never the wrong object, whatever the index says
+	}
 	return e, ok
 }
 
@@ -251,7 +260,7 @@ func (r *recentObjects) apply(rows map[string]*chorus.Object, seq uint64) {
 			continue
 		}
 		e := recentObject{o: o, full: true, seq: seq}
-		if r.data+len(o.Data) > maxRecentData {
+		if r.data+len(o.Data) > maxRecentData && !r.makeRoom(len(o.Data)) {
 			n := *o
 			n.Data = nil
 			e.o, e.full = &n, false
@@ -261,6 +270,31 @@ func (r *recentObjects) apply(rows map[string]*chorus.Object, seq uint64) {
 		r.data += len(e.o.Data)
 	}
 }
+
+// makeRoom keeps the newest rows' data within maxRecentData: it drops the
+// data of other rows, picked at random (the writer's next write or read of
+// one of them brings it back), until n more bytes fit, looking at no more
+// than maxRoomScan rows. It reports whether they fit; r.mu is held.
+func (r *recentObjects) makeRoom(n int) bool {
+	scanned := 0
+	for sid, e := range r.m {
+		if r.data+n <= maxRecentData || scanned == maxRoomScan {
+			break
+		}
+		scanned++
+		if !e.full || len(e.o.Data) == 0 {
+			continue
+		}
+		meta := *e.o
+		meta.Data = nil
+		r.data -= len(e.o.Data)
+		r.m[sid] = recentObject{o: &meta, seq: e.seq}
+	}
+	return r.data+n <= maxRecentData
+}
+
+// maxRoomScan bounds the rows makeRoom looks at for one new row.
+const maxRoomScan = 64
 
 // drop removes the row of sid; r.mu is held.
 func (r *recentObjects) drop(sid string) {

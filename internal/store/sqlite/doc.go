@@ -117,7 +117,9 @@
 // data while those fit in maxRecentData), from which RecentObject (the
 // gateway's subscription check) and CachedObject (REST and CDS fetches,
 // by SID or unique name) serve readers without a read transaction; see
-// recentObjects for what a reader may and may not see there.
+// recentObjects for what a reader may and may not see there. Another
+// process's writes to the file reach those rows late: they are cleared at
+// the writer's next batch, or within dataVersionPoll when it runs none.
 //
 // # Backups
 //

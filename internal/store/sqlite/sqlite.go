@@ -392,7 +392,9 @@ func (s *Store) RecentObject(ctx context.Context, k chorus.Kind, serviceSID, sid
 // sid is "", the one named name, Data included, if it is in memory with
 // its data (maxRecentData), else ok=false. The same guarantees hold: it
 // may lack only changes whose writes are answered after the call began,
-// and never returns what is not yet durable.
+// and never returns what is not yet durable. Writes by another process to
+// the same file are the exception: they are seen at the writer's next
+// batch or data_version poll (dataVersionPoll), not at once.
 func (s *Store) CachedObject(ctx context.Context, k chorus.Kind, serviceSID, sid, name string) (o *chorus.Object, ok bool, err error) {
 	if s.objs == nil || s.queue.Closed() || serviceSID == "" {
 		return nil, false, nil
@@ -470,15 +472,19 @@ func (s *Store) writeLoop() {
 	target := 1                  // requests in flight at the last answer
 	var lastCommit time.Duration // duration of the last batch's commit
 	var nwrites int              // requests since the checkpointer was last woken
+	var pollFailing bool         // the last data_version poll failed
 	for {
 		var r *groupcommit.Request
 		ok := true
 		select {
 		case r, ok = <-s.queue.C():
 		case <-poll.C:
-			if err := s.checkDataVersion(context.Background()); err != nil {
-				s.logger.Debug("sqlite: data version", logKeyErr, err)
+			err := s.checkDataVersion(context.Background())
+			if err != nil && !pollFailing {
+				// Once a streak: the next batch fails on it too.
+				s.logger.Warn("sqlite: checking for other processes' writes", logKeyErr, err)
 			}
+			pollFailing = err != nil
 			continue
 		}
 		if !ok {
