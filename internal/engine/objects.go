@@ -49,19 +49,15 @@ func needsPermission(a Actor, svc *chorus.Service) bool {
 // Expired objects are not found: TTL hides them at once, before the sweeper
 // deletes them.
 func (e *Engine) lookup(ctx context.Context, tx chorus.ReadTx, svc *chorus.Service, k chorus.Kind, id string) (*chorus.Object, error) {
-	var (
-		obj *chorus.Object
-		err error
-	)
-	switch {
-	case chorus.IsSID(k.Prefix(), id):
-		obj, err = tx.Object(ctx, k, svc.SID, id)
-	case chorus.LooksLikeSID(id) || id == "":
-		return nil, k.NotFound()
-	case !validText(id):
-		return nil, chorus.ErrUniqueNameInvalid
-	default:
-		obj, err = tx.ObjectByName(ctx, k, svc.SID, id)
+	sid, name, err := objectRef(k, id)
+	if err != nil {
+		return nil, err
+	}
+	var obj *chorus.Object
+	if sid != "" {
+		obj, err = tx.Object(ctx, k, svc.SID, sid)
+	} else {
+		obj, err = tx.ObjectByName(ctx, k, svc.SID, name)
 	}
 	if err != nil {
 		return nil, notFoundAs(err, k.NotFound())
@@ -70,6 +66,21 @@ func (e *Engine) lookup(ctx context.Context, tx chorus.ReadTx, svc *chorus.Servi
 		return nil, k.NotFound()
 	}
 	return obj, nil
+}
+
+// objectRef reads the id of an object of kind k in a URL: its SID or its
+// unique name (one of the two is set), or the error that answers it (an
+// id shaped like another kind's SID, or not valid text).
+func objectRef(k chorus.Kind, id string) (sid, name string, err error) {
+	switch {
+	case chorus.IsSID(k.Prefix(), id):
+		return id, "", nil
+	case chorus.LooksLikeSID(id) || id == "":
+		return "", "", k.NotFound()
+	case !validText(id):
+		return "", "", chorus.ErrUniqueNameInvalid
+	}
+	return "", id, nil
 }
 
 // CreateObject creates a document, list, map or stream.
@@ -182,14 +193,9 @@ func (e *Engine) FetchObject(ctx context.Context, a Actor, svc *chorus.Service, 
 	if !ok || needsPermission(a, svc) {
 		return e.Object(ctx, a, svc, k, id)
 	}
-	var sid, name string
-	switch {
-	case chorus.IsSID(k.Prefix(), id):
-		sid = id
-	case chorus.LooksLikeSID(id) || id == "" || !validText(id):
-		return e.Object(ctx, a, svc, k, id) // lookup has the answer
-	default:
-		name = id
+	sid, name, err := objectRef(k, id)
+	if err != nil {
+		return nil, err
 	}
 	obj, ok, err := cs.CachedObject(ctx, k, svc.SID, sid, name)
 	if err != nil {

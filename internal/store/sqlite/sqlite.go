@@ -372,15 +372,9 @@ func (s *Store) View(ctx context.Context, fn func(chorus.ReadTx) error) (err err
 // call began (see recentObjects); use View for a read that must see every
 // committed write. Like View, it never returns what is not yet durable.
 func (s *Store) RecentObject(ctx context.Context, k chorus.Kind, serviceSID, sid string) (o *chorus.Object, ok bool, err error) {
-	if s.objs == nil || s.queue.Closed() {
-		return nil, false, nil
-	}
-	e, ok := s.objs.recent.get(k, serviceSID, sid, "")
-	if !ok || e.o.Kind != k || (serviceSID != "" && e.o.ServiceSID != serviceSID) {
-		return nil, false, nil
-	}
-	if err := s.waitDurable(ctx, e.seq); err != nil {
-		return nil, false, fmt.Errorf("sqlite: recent object %s: %w", sid, err)
+	e, ok, err := s.recentRow(ctx, k, serviceSID, sid, "")
+	if !ok || err != nil {
+		return nil, false, err
 	}
 	meta := *e.o
 	meta.Data = nil // the caller wants metadata: do not copy the data
@@ -396,17 +390,31 @@ func (s *Store) RecentObject(ctx context.Context, k chorus.Kind, serviceSID, sid
 // the same file are the exception: they are seen at the writer's next
 // batch or data_version poll (dataVersionPoll), not at once.
 func (s *Store) CachedObject(ctx context.Context, k chorus.Kind, serviceSID, sid, name string) (o *chorus.Object, ok bool, err error) {
-	if s.objs == nil || s.queue.Closed() || serviceSID == "" {
+	if serviceSID == "" {
 		return nil, false, nil
 	}
-	e, ok := s.objs.recent.get(k, serviceSID, sid, name)
-	if !ok || !e.full || e.o.Kind != k || e.o.ServiceSID != serviceSID {
-		return nil, false, nil
-	}
-	if err := s.waitDurable(ctx, e.seq); err != nil {
-		return nil, false, fmt.Errorf("sqlite: cached object %s: %w", e.o.SID, err)
+	e, ok, err := s.recentRow(ctx, k, serviceSID, sid, name)
+	if !ok || err != nil || !e.full {
+		return nil, false, err
 	}
 	return copyObject(e.o), true, nil
+}
+
+// recentRow finds a row in recentObjects (by sid, or by name when sid is
+// "") of kind k in service serviceSID ("" matches any), and waits until
+// its batch is durable.
+func (s *Store) recentRow(ctx context.Context, k chorus.Kind, serviceSID, sid, name string) (recentObject, bool, error) {
+	if s.objs == nil || s.queue.Closed() {
+		return recentObject{}, false, nil
+	}
+	e, ok := s.objs.recent.get(k, serviceSID, sid, name)
+	if !ok || e.o.Kind != k || (serviceSID != "" && e.o.ServiceSID != serviceSID) {
+		return recentObject{}, false, nil
+	}
+	if err := s.waitDurable(ctx, e.seq); err != nil {
+		return recentObject{}, false, fmt.Errorf("sqlite: recent object %s: %w", e.o.SID, err)
+	}
+	return e, true, nil
 }
 
 // waitDurable waits until every batch up to seq is durable or rolled back.
