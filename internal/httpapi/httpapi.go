@@ -28,11 +28,13 @@ const (
 	logErr       = "err"
 )
 
-// CORS headers, as Twilio sends them.
-const (
-	corsAllowHeaders  = "Accept, Authorization, Content-Type, If-Match, If-Modified-Since, If-None-Match, If-Unmodified-Since, Idempotency-Key"
-	corsAllowMethods  = "GET, POST, DELETE, OPTIONS"
-	corsExposeHeaders = "ETag, Twilio-Request-Id"
+// CORS headers, as Twilio sends them on every response.
+var (
+	corsAllowOrigin   = twiliohttp.NewStaticHeader("Access-Control-Allow-Origin", "*")
+	corsAllowMethods  = twiliohttp.NewStaticHeader("Access-Control-Allow-Methods", "GET, POST, DELETE, OPTIONS")
+	corsAllowHeaders  = twiliohttp.NewStaticHeader("Access-Control-Allow-Headers", "Accept, Authorization, Content-Type, If-Match, If-Modified-Since, If-None-Match, If-Unmodified-Since, Idempotency-Key")
+	corsExposeHeaders = twiliohttp.NewStaticHeader("Access-Control-Expose-Headers", "ETag, Twilio-Request-Id")
+	corsMaxAge        = twiliohttp.NewStaticHeader("Access-Control-Max-Age", "600")
 )
 
 // Config configures the REST handler.
@@ -86,12 +88,12 @@ func (a *api) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h := w.Header()
 	rid := chorus.NewSID(chorus.PrefixRequest)
 	h.Set("Twilio-Request-Id", rid)
-	h.Set("Access-Control-Allow-Origin", "*")
-	h.Set("Access-Control-Allow-Methods", corsAllowMethods)
-	h.Set("Access-Control-Allow-Headers", corsAllowHeaders)
-	h.Set("Access-Control-Expose-Headers", corsExposeHeaders)
+	corsAllowOrigin.Set(h)
+	corsAllowMethods.Set(h)
+	corsAllowHeaders.Set(h)
+	corsExposeHeaders.Set(h)
 	if r.Method == http.MethodOptions {
-		h.Set("Access-Control-Max-Age", "600")
+		corsMaxAge.Set(h)
 		w.WriteHeader(http.StatusNoContent)
 		return
 	}

@@ -102,15 +102,23 @@ func (s *Server) ownHost(hostport string) bool {
 // securityHeaders sets the headers every response gets, and the page
 // policy on everything that is not an API.
 func securityHeaders(h http.Header, api bool) {
-	h.Set("X-Content-Type-Options", "nosniff")
-	h.Set("X-Frame-Options", "DENY")
-	h.Set("Referrer-Policy", "no-referrer")
+	noSniff.Set(h)
+	noFrames.Set(h)
+	noReferrer.Set(h)
 	if api {
-		h.Set("Content-Security-Policy", apiCSP)
+		apiPolicy.Set(h)
 	} else {
-		h.Set("Content-Security-Policy", pageCSP)
+		pagePolicy.Set(h)
 	}
 }
+
+var (
+	noSniff    = twiliohttp.NewStaticHeader("X-Content-Type-Options", "nosniff")
+	noFrames   = twiliohttp.NewStaticHeader("X-Frame-Options", "DENY")
+	noReferrer = twiliohttp.NewStaticHeader("Referrer-Policy", "no-referrer")
+	apiPolicy  = twiliohttp.NewStaticHeader("Content-Security-Policy", apiCSP)
+	pagePolicy = twiliohttp.NewStaticHeader("Content-Security-Policy", pageCSP)
+)
 
 // browserGuard refuses cross-site API requests and sets the security
 // headers.

@@ -13,6 +13,28 @@ import (
 	"github.com/chorus-sync/chorus"
 )
 
+// StaticHeader is a response header with the same value on every response.
+// Setting it costs no allocation and no canonicalisation per response:
+// every response shares one value slice. That is safe because nothing
+// writes into a header's value slice in place: net/http only reads it
+// (Header.Clone copies), Set replaces the slice and Add appends past its
+// capacity of one, so no response can change another's.
+type StaticHeader struct {
+	key string
+	val []string
+}
+
+// NewStaticHeader returns the header key: value. Call it once, at package
+// or server set-up, not per response.
+func NewStaticHeader(key, value string) StaticHeader {
+	return StaticHeader{key: http.CanonicalHeaderKey(key), val: []string{value}}
+}
+
+// Set sets the header in h, replacing any value it had.
+func (s StaticHeader) Set(h http.Header) { h[s.key] = s.val }
+
+var contentTypeJSON = NewStaticHeader("Content-Type", "application/json; charset=utf-8")
+
 // ErrorBody is Twilio's error JSON.
 type ErrorBody struct {
 	Code     int    `json:"code"`
@@ -60,7 +82,7 @@ func WriteJSON(w http.ResponseWriter, status int, v any) {
 		_ = json.NewEncoder(buf).Encode(Body(chorus.ErrInternal))
 	}
 	h := w.Header()
-	h.Set("Content-Type", "application/json; charset=utf-8")
+	contentTypeJSON.Set(h)
 	h.Set("Content-Length", strconv.Itoa(buf.Len()))
 	w.WriteHeader(status)
 	_, _ = w.Write(buf.Bytes())

@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 
@@ -58,5 +60,54 @@ func TestWriteJSONKeepsHTML(t *testing.T) {
 	twiliohttp.WriteJSON(rec, 201, map[string]json.RawMessage{"data": json.RawMessage(`{"a":"<&>"}`)})
 	if rec.Code != 201 || !strings.Contains(rec.Body.String(), `"<&>"`) || rec.Header().Get("Content-Type") != "application/json; charset=utf-8" {
 		t.Errorf("WriteJSON = %d %q %q", rec.Code, rec.Body, rec.Header().Get("Content-Type"))
+	}
+}
+
+// A static header's shared value must not let one response change
+// another's: Add on one response's header, and net/http's own cloning
+// and writing, leave the next response's value as it was.
+func TestStaticHeaderIsNotShared(t *testing.T) {
+	hdr := twiliohttp.NewStaticHeader("x-chorus-test", "a")
+	one, two := http.Header{}, http.Header{}
+	hdr.Set(one)
+	hdr.Set(two)
+	one.Add("X-Chorus-Test", "b")
+	if got := one.Values("X-Chorus-Test"); len(got) != 2 || got[0] != "a" || got[1] != "b" {
+		t.Fatalf("after Add: %q", got)
+	}
+	if got := two.Values("X-Chorus-Test"); len(got) != 1 || got[0] != "a" {
+		t.Fatalf("another response's header changed to %q", got)
+	}
+	two.Add("X-Chorus-Test", "x")
+	if got := one.Values("X-Chorus-Test"); len(got) != 2 || got[1] != "b" {
+		t.Fatalf("Add on another response changed this one's header to %q", got)
+	}
+	three := http.Header{}
+	hdr.Set(three)
+	if got := three.Values("X-Chorus-Test"); len(got) != 1 || got[0] != "a" {
+		t.Fatalf("a later response's header is %q", got)
+	}
+
+	// Over a real connection, with the canonical key on the wire.
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hdr.Set(w.Header())
+		if r.URL.Query().Get("add") != "" {
+			w.Header().Add("X-Chorus-Test", r.URL.Query().Get("add"))
+		}
+	}))
+	defer srv.Close()
+	for _, q := range []string{"?add=c", "", "?add=d", ""} {
+		resp, err := srv.Client().Get(srv.URL + q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		want := []string{"a"}
+		if q != "" {
+			want = append(want, q[len("?add="):])
+		}
+		if got := resp.Header.Values("X-Chorus-Test"); !slices.Equal(got, want) {
+			t.Fatalf("GET %q: header %q, want %q", q, got, want)
+		}
 	}
 }
