@@ -117,6 +117,10 @@ type Tx interface {
 
 	// AppendEvent stores a logged event (e.ID > 0). IDs are allocated by
 	// the caller from the object's LastEventID inside the same Update.
+	// A store may send it with the transaction's next statement: its
+	// error may then come from that statement's method, or from Update
+	// itself, and fails the Update either way. Later reads in the same
+	// Update see the event.
 	AppendEvent(ctx context.Context, e *Event) error
 	// TrimEvents deletes events older than before, keeping at least the
 	// newest keep events of each object, and returns how many it deleted.

@@ -173,12 +173,13 @@ func bump(ctx context.Context, tx chorus.Tx, doc *chorus.Object) error {
 	o.Revision++
 	o.LastEventID++
 	o.DateUpdated = time.Now()
-	if err := tx.UpdateObject(ctx, o); err != nil {
+	// The engine's order: the event, then the row.
+	if err := tx.AppendEvent(ctx, &chorus.Event{Type: chorus.EventDocumentUpdated, ID: o.LastEventID,
+		AccountSID: o.AccountSID, ServiceSID: o.ServiceSID, ObjectSID: o.SID, Kind: o.Kind,
+		Revision: o.RevisionString(), Data: o.Data, DateCreated: o.DateUpdated}); err != nil {
 		return err
 	}
-	return tx.AppendEvent(ctx, &chorus.Event{Type: chorus.EventDocumentUpdated, ID: o.LastEventID,
-		AccountSID: o.AccountSID, ServiceSID: o.ServiceSID, ObjectSID: o.SID, Kind: o.Kind,
-		Revision: o.RevisionString(), Data: o.Data, DateCreated: o.DateUpdated})
+	return tx.UpdateObject(ctx, o)
 }
 
 func checkBumped(t *testing.T, s chorus.Store, doc *chorus.Object, want int64) {

@@ -10,7 +10,11 @@
 // per batch with synchronous_commit=on: group commit. Update returns only
 // after COMMIT. Functions in one batch run one at a time, in queue order,
 // and see each other's writes. BEGIN and each SAVEPOINT are pipelined with
-// the first statement fn runs, so a request costs no extra round trip.
+// the first statement fn runs, so a request costs no extra round trip, and
+// an AppendEvent inside Update is held back to ride with fn's next
+// statement (the engine's UPDATE of the object), or with a last round trip
+// when fn returns nil: an engine write is one round trip shorter. Its error
+// then comes from the method that carried it, and fails the Update.
 //
 // In PostgreSQL a failed statement aborts the transaction (here: the
 // request's savepoint). The expected failures are therefore avoided rather

@@ -71,6 +71,8 @@ type Config struct {
 	// ConnectTimeout bounds connecting to the server when the DSN sets no
 	// connect_timeout. Default 5s.
 	ConnectTimeout time.Duration
+
+	tracer pgx.QueryTracer // tests: sees every statement of every connection
 }
 
 func (c Config) withDefaults() Config {
@@ -158,6 +160,9 @@ func parseConfig(dsn string, cfg Config) (*pgxpool.Config, error) {
 	cc.RuntimeParams["synchronous_commit"] = "on"
 	cc.RuntimeParams["default_transaction_isolation"] = "read committed"
 	pc.MaxConns = cfg.MaxConns
+	if cfg.tracer != nil {
+		cc.Tracer = cfg.tracer
+	}
 	return pc, nil
 }
 
@@ -406,7 +411,7 @@ func (s *Store) updateOnce(ctx context.Context, fn func(chorus.Tx) error) (confl
 			t.finish()
 			p = recover()
 		}()
-		err = t.fnError(fn(t))
+		err = t.runFn(fn)
 	}()
 	if p != nil || err != nil || t.conflict != nil || t.broken != nil {
 		if t.sent {
@@ -611,7 +616,7 @@ func (s *Store) runFn(ctx context.Context, c *pgx.Conn, r *groupcommit.Request, 
 			r.Panic = p
 		}
 	}()
-	r.Err = t.fnError(r.Fn(t))
+	r.Err = t.runFn(r.Fn)
 	return t
 }
 

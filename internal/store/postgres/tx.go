@@ -35,6 +35,12 @@ type tx struct {
 	// that they were.
 	pending []string
 	sent    bool
+	// deferred are writes whose outcome fn does not need at once (an
+	// Update's AppendEvent), held back to go after pending in the round
+	// trip of the next statement, or of flush when fn returns. A held
+	// write's error is returned by the method whose round trip carried
+	// it, and fails the Update either way.
+	deferred []deferredStmt
 
 	// What went wrong beyond fn's control; the Store acts on it whatever
 	// fn returns.
@@ -88,6 +94,16 @@ func (t *tx) note(err error) error {
 	return err
 }
 
+// runFn runs an Update's fn on t and sends what fn left deferred: its
+// error is the Update's.
+func (t *tx) runFn(fn func(chorus.Tx) error) error {
+	err := fn(t)
+	if err == nil {
+		err = t.flush()
+	}
+	return t.fnError(err)
+}
+
 // fnError is the outcome of fn, which returned err: a statement that failed
 // aborted the transaction, so fn cannot succeed after one even if it
 // ignored the error.
@@ -98,32 +114,70 @@ func (t *tx) fnError(err error) error {
 	return err
 }
 
-// send runs the pending statements and starts query in one round trip.
-// The caller reads query's result from the returned BatchResults and
-// closes it.
+// deferredStmt is a held-back write; wrap gives its error the context
+// its method would have.
+type deferredStmt struct {
+	query string
+	args  []any
+	wrap  func(error) error
+}
+
+// queued reports whether statements wait for the next round trip.
+func (t *tx) queued() bool { return len(t.pending) > 0 || len(t.deferred) > 0 }
+
+// send runs the pending and deferred statements and starts query ("" for
+// none) in one round trip. The caller reads query's result from the
+// returned BatchResults and closes it.
 func (t *tx) send(query string, args []any) (pgx.BatchResults, error) {
 	b := &pgx.Batch{}
 	for _, p := range t.pending {
 		b.Queue(p)
 	}
-	b.Queue(query, args...)
-	n := len(t.pending)
-	t.pending, t.sent = nil, true
+	for _, d := range t.deferred {
+		b.Queue(d.query, d.args...)
+	}
+	if query != "" {
+		b.Queue(query, args...)
+	}
+	pending, deferred := len(t.pending), t.deferred
+	t.pending, t.deferred, t.sent = nil, nil, true
 	br := t.c.SendBatch(t.ctx, b)
-	for range n {
+	for range pending {
 		if _, err := br.Exec(); err != nil {
 			br.Close()
 			return nil, err
 		}
 	}
+	for _, d := range deferred {
+		if _, err := br.Exec(); err != nil {
+			br.Close()
+			return nil, d.wrap(err)
+		}
+	}
 	return br, nil
+}
+
+// flush sends the deferred statements, if any, with what is pending. The
+// Store calls it when fn returns nil, before COMMIT or the next request.
+func (t *tx) flush() error {
+	if len(t.deferred) == 0 {
+		return nil
+	}
+	if err := t.check(t.ctx); err != nil {
+		return err
+	}
+	br, err := t.send("", nil)
+	if err == nil {
+		err = br.Close()
+	}
+	return t.note(err)
 }
 
 func (t *tx) exec(ctx context.Context, query string, args ...any) (pgconn.CommandTag, error) {
 	if err := t.check(ctx); err != nil {
 		return pgconn.CommandTag{}, err
 	}
-	if len(t.pending) == 0 {
+	if !t.queued() {
 		tag, err := t.c.Exec(t.ctx, query, args...)
 		return tag, t.note(err)
 	}
@@ -158,7 +212,7 @@ func queryAll[T any](ctx context.Context, t *tx, scan func(sqlrow.Scanner) (*T, 
 	var rows pgx.Rows
 	var br pgx.BatchResults
 	var err error
-	if len(t.pending) == 0 {
+	if !t.queued() {
 		rows, err = t.c.Query(t.ctx, query, args...)
 	} else if br, err = t.send(query, args); err == nil {
 		rows, err = br.Query()
@@ -193,7 +247,7 @@ func queryOne[T any](ctx context.Context, t *tx, scan func(sqlrow.Scanner) (*T, 
 	}
 	var v *T
 	var err error
-	if len(t.pending) == 0 {
+	if !t.queued() {
 		v, err = scan(t.c.QueryRow(t.ctx, query, args...))
 	} else {
 		var br pgx.BatchResults
@@ -663,10 +717,25 @@ func (t *tx) AppendEvent(ctx context.Context, e *chorus.Event) error {
 	if err != nil {
 		return fmt.Errorf("postgres: append event %d to %s: %w", e.ID, e.ObjectSID, err)
 	}
-	if _, err := t.exec(ctx, `INSERT INTO events (object_sid, id, service_sid, created_at, body, data, item_data)
-		VALUES ($1, $2, $3, $4, $5, $6, $7)`,
-		e.ObjectSID, e.ID, e.ServiceSID, sqlrow.Nanos(e.DateCreated), body, data, itemData); err != nil {
-		return fmt.Errorf("postgres: append event %d to %s: %w", e.ID, e.ObjectSID, err)
+	const insert = `INSERT INTO events (object_sid, id, service_sid, created_at, body, data, item_data)
+		VALUES ($1, $2, $3, $4, $5, $6, $7)`
+	args := []any{e.ObjectSID, e.ID, e.ServiceSID, sqlrow.Nanos(e.DateCreated), body, data, itemData}
+	id, obj := e.ID, e.ObjectSID
+	wrap := func(err error) error { return fmt.Errorf("postgres: append event %d to %s: %w", id, obj, err) }
+	if t.write {
+		// Nothing fn does next depends on this insert's outcome but
+		// success, so it rides in the round trip of the statement after
+		// it (the object's UPDATE, in every engine write): one round trip
+		// less per write. fn's later statements still see the event, which
+		// runs before them.
+		if err := t.check(ctx); err != nil {
+			return wrap(err)
+		}
+		t.deferred = append(t.deferred, deferredStmt{query: insert, args: args, wrap: wrap})
+		return nil
+	}
+	if _, err := t.exec(ctx, insert, args...); err != nil {
+		return wrap(err)
 	}
 	return nil
 }

@@ -1,0 +1,176 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/chorus-sync/chorus"
+	"github.com/jackc/pgx/v5"
+)
+
+// roundTrips counts the round trips (statements and batches, each one
+// exchange with the server) made under a context marked with it.
+type roundTrips struct{ n atomic.Int64 }
+
+type roundTripsKey struct{}
+
+func (c *roundTrips) mark(ctx context.Context) context.Context {
+	return context.WithValue(ctx, roundTripsKey{}, c)
+}
+
+func (c *roundTrips) count(ctx context.Context) {
+	if rt, _ := ctx.Value(roundTripsKey{}).(*roundTrips); rt == c {
+		c.n.Add(1)
+	}
+}
+
+func (c *roundTrips) TraceQueryStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceQueryStartData) context.Context {
+	c.count(ctx)
+	return ctx
+}
+func (*roundTrips) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
+func (c *roundTrips) TraceBatchStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceBatchStartData) context.Context {
+	c.count(ctx)
+	return ctx
+}
+func (*roundTrips) TraceBatchQuery(context.Context, *pgx.Conn, pgx.TraceBatchQueryData) {}
+func (*roundTrips) TraceBatchEnd(context.Context, *pgx.Conn, pgx.TraceBatchEndData)     {}
+
+// engineWrite is what the engine does to update a document: lock and read
+// it, log the event, write the row.
+func engineWrite(ctx context.Context, tx chorus.Tx, doc *chorus.Object, eventID int64) error {
+	o, err := tx.Object(ctx, chorus.KindDocument, doc.ServiceSID, doc.SID)
+	if err != nil {
+		return err
+	}
+	o.Revision++
+	o.LastEventID = eventID
+	o.DateUpdated = time.Now()
+	if err := tx.AppendEvent(ctx, &chorus.Event{Type: chorus.EventDocumentUpdated, ID: eventID,
+		AccountSID: o.AccountSID, ServiceSID: o.ServiceSID, ObjectSID: o.SID, Kind: o.Kind,
+		Revision: o.RevisionString(), Data: o.Data, DateCreated: o.DateUpdated}); err != nil {
+		return err
+	}
+	return tx.UpdateObject(ctx, o)
+}
+
+// An Update's event rides in the round trip of the object's UPDATE: an
+// engine write is three round trips (BEGIN with the locking read, the
+// event with the UPDATE, COMMIT), not four.
+func TestAppendEventRoundTrips(t *testing.T) {
+	rt := &roundTrips{}
+	s := open(t, Config{NoBatch: true, tracer: rt})
+	doc := newDoc(t, s)
+	for id := int64(1); id <= 3; id++ { // the first ones prepare the statements
+		rt.n.Store(0)
+		ctx := rt.mark(context.Background())
+		if err := s.Update(ctx, func(tx chorus.Tx) error { return engineWrite(ctx, tx, doc, id) }); err != nil {
+			t.Fatalf("write %d: %v", id, err)
+		}
+	}
+	if got := rt.n.Load(); got != 3 {
+		t.Errorf("an engine write took %d round trips, want 3", got)
+	}
+	checkBumped(t, s, doc, 3)
+}
+
+// A held-back event behaves as if it had been written at once: fn's later
+// reads see it, its failure fails the Update and keeps nothing of it, and
+// an fn that fails after it leaves no event. Batched, a failing request
+// rolls back alone.
+func TestAppendEventDeferred(t *testing.T) {
+	for _, cfg := range []Config{{}, {NoBatch: true}} {
+		t.Run(map[bool]string{false: "batched", true: "nobatch"}[cfg.NoBatch], func(t *testing.T) {
+			s := open(t, cfg)
+			ctx := context.Background()
+			doc := newDoc(t, s)
+			if err := s.Update(ctx, func(tx chorus.Tx) error {
+				if err := engineWrite(ctx, tx, doc, 1); err != nil {
+					return err
+				}
+				es, err := tx.Events(ctx, doc.SID, 0, 0)
+				if err != nil {
+					return err
+				}
+				if len(es) != 1 || es[0].ID != 1 {
+					t.Errorf("Events in the writing Update = %d events, want event 1", len(es))
+				}
+				return nil
+			}); err != nil {
+				t.Fatalf("write 1: %v", err)
+			}
+
+			// Event 1 again: the duplicate fails in UpdateObject's round
+			// trip, and neither the row nor the log changes.
+			err := s.Update(ctx, func(tx chorus.Tx) error { return engineWrite(ctx, tx, doc, 1) })
+			if err == nil || !strings.Contains(err.Error(), "append event 1 to "+doc.SID) {
+				t.Errorf("Update with a duplicate event = %v, want the append's error", err)
+			}
+			checkBumped(t, s, doc, 1)
+
+			// fn fails after the append: nothing is written.
+			errFn := errors.New("fn gives up")
+			err = s.Update(ctx, func(tx chorus.Tx) error {
+				if err := engineWrite(ctx, tx, doc, 2); err != nil {
+					return err
+				}
+				return tx.AppendEvent(ctx, &chorus.Event{Type: chorus.EventDocumentUpdated, ID: 3,
+					AccountSID: doc.AccountSID, ServiceSID: doc.ServiceSID, ObjectSID: doc.SID, Kind: doc.Kind,
+					DateCreated: time.Now()})
+			})
+			if err != nil {
+				t.Fatalf("write 2 and 3: %v", err)
+			}
+			err = s.Update(ctx, func(tx chorus.Tx) error {
+				if err := tx.AppendEvent(ctx, &chorus.Event{Type: chorus.EventDocumentUpdated, ID: 4,
+					AccountSID: doc.AccountSID, ServiceSID: doc.ServiceSID, ObjectSID: doc.SID, Kind: doc.Kind,
+					DateCreated: time.Now()}); err != nil {
+					return err
+				}
+				return errFn
+			})
+			if !errors.Is(err, errFn) {
+				t.Fatalf("Update = %v, want %v", err, errFn)
+			}
+			var ids []int64
+			if err := s.View(ctx, func(tx chorus.ReadTx) error {
+				es, err := tx.Events(ctx, doc.SID, 0, 0)
+				for _, e := range es {
+					ids = append(ids, e.ID)
+				}
+				return err
+			}); err != nil {
+				t.Fatal(err)
+			}
+			if len(ids) != 3 || ids[0] != 1 || ids[1] != 2 || ids[2] != 3 {
+				t.Errorf("events = %v, want [1 2 3]", ids)
+			}
+			if cfg.NoBatch {
+				return
+			}
+
+			// Batched: the request whose event fails rolls back alone.
+			other := newDoc(t, s)
+			errs := make(chan error, 2)
+			go func() { errs <- s.Update(ctx, func(tx chorus.Tx) error { return engineWrite(ctx, tx, doc, 3) }) }()
+			go func() { errs <- s.Update(ctx, func(tx chorus.Tx) error { return engineWrite(ctx, tx, other, 1) }) }()
+			var failed int
+			for range 2 {
+				if err := <-errs; err != nil {
+					failed++
+					if !strings.Contains(err.Error(), "append event 3 to "+doc.SID) {
+						t.Errorf("failed write: %v, want the duplicate event 3", err)
+					}
+				}
+			}
+			if failed != 1 {
+				t.Errorf("%d writes failed, want 1", failed)
+			}
+			checkBumped(t, s, other, 1)
+		})
+	}
+}
