@@ -17,7 +17,12 @@
 // then comes from the method that carried it, and fails the Update.
 //
 // In PostgreSQL a failed statement aborts the transaction (here: the
-// request's savepoint). The expected failures are therefore avoided rather
+// request's savepoint). When a request's round trip fails before its
+// SAVEPOINT ran (pgx fails a whole pipeline when one of its statements does
+// not prepare, as after a schema change under an old node), there is no
+// savepoint of its own: the batch is rolled back, that request fails and
+// the requests before it run again in the next batch, since ROLLBACK TO
+// would undo the previous request, already counted as committed. The expected failures are therefore avoided rather
 // than caught: InsertObject uses ON CONFLICT DO NOTHING and UpdateObject
 // checks the unique name first, so fn may go on after ErrUniqueNameExists
 // as with sqlite. If fn ignores any other failed statement and returns

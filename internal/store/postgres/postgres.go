@@ -412,6 +412,9 @@ func (s *Store) updateOnce(ctx context.Context, fn func(chorus.Tx) error) (confl
 			p = recover()
 		}()
 		err = t.runFn(fn)
+		if err == nil && t.unsaved != nil && t.conflict == nil {
+			err = fmt.Errorf("postgres: update: %w", t.unsaved) // BEGIN never ran
+		}
 	}()
 	if p != nil || err != nil || t.conflict != nil || t.broken != nil {
 		if t.sent {
@@ -566,6 +569,31 @@ func (s *Store) runBatch(batch, carry []*groupcommit.Request) []*groupcommit.Req
 		// close a lock cycle with another transaction.
 		t := s.runFn(ctx, c.Conn(), r, pending, i > 0)
 		began = began || t.sent
+		if t.unsaved != nil && t.broken == nil {
+			// r's SAVEPOINT never ran and the transaction is aborted:
+			// ROLLBACK TO would undo the request before r, which would
+			// then be answered as committed. Roll everything back, fail
+			// or re-run r, and run the others again in the next batch.
+			abort()
+			if r.Err == nil && r.Panic == nil && t.conflict == nil {
+				r.Err = fmt.Errorf("postgres: update: %w", t.unsaved)
+			}
+			for _, d := range done {
+				d.Err, d.Panic = nil, nil
+				d.Requeue()
+				carry = append(carry, d)
+			}
+			if t.conflict != nil {
+				deferReq(r, t.conflict)
+			} else {
+				r.Answer()
+			}
+			for _, d := range run[i+1:] {
+				d.Requeue()
+				carry = append(carry, d)
+			}
+			return carry
+		}
 		if t.broken != nil {
 			abort()
 			run = append(done, run[i:]...)

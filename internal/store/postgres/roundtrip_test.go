@@ -10,6 +10,7 @@ import (
 
 	"github.com/chorus-sync/chorus"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // roundTrips counts the round trips (statements and batches, each one
@@ -173,4 +174,90 @@ func TestAppendEventDeferred(t *testing.T) {
 			checkBumped(t, s, other, 1)
 		})
 	}
+}
+
+// A request whose round trip fails as a whole, before its SAVEPOINT ran
+// (here a statement that no longer prepares: the schema changed under a
+// node), must not roll back the request before it in the same batch:
+// that one is answered as committed, so it must be. The batch is rolled
+// back and the earlier request runs again.
+func TestBatchFailureBeforeSavepoint(t *testing.T) {
+	dsn := newSchema(t)
+	s := openDSN(t, dsn, Config{Writers: 1})
+	ctx := context.Background()
+	doc := newDoc(t, s)
+	c, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(ctx)
+	// The events INSERT has not run on any connection yet, so it is
+	// prepared in the failing request's round trip.
+	if _, err := c.Exec(ctx, `ALTER TABLE events RENAME COLUMN item_data TO item_data_renamed`); err != nil {
+		t.Fatal(err)
+	}
+
+	// Hold the writer so that the next two requests share a batch, in order.
+	started, release := make(chan struct{}), make(chan struct{})
+	held := make(chan error, 1)
+	go func() {
+		held <- s.Update(ctx, func(chorus.Tx) error { close(started); <-release; return nil })
+	}()
+	<-started
+	waitQueued := func(n int) {
+		t.Helper()
+		for deadline := time.Now().Add(10 * time.Second); s.queue.Len() < n; time.Sleep(time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%d requests queued, want %d", s.queue.Len(), n)
+			}
+		}
+	}
+	acc := &chorus.Account{SID: chorus.NewSID(chorus.PrefixAccount), DateCreated: time.Now()}
+	first, second := make(chan error, 1), make(chan error, 1)
+	go func() { first <- s.Update(ctx, func(tx chorus.Tx) error { return tx.PutAccount(ctx, acc) }) }()
+	waitQueued(1)
+	go func() {
+		second <- s.Update(ctx, func(tx chorus.Tx) error {
+			return tx.AppendEvent(ctx, &chorus.Event{Type: chorus.EventDocumentUpdated, ID: 1,
+				AccountSID: doc.AccountSID, ServiceSID: doc.ServiceSID, ObjectSID: doc.SID, Kind: doc.Kind,
+				DateCreated: time.Now()})
+		})
+	}()
+	waitQueued(2)
+	close(release)
+	if err := <-held; err != nil {
+		t.Fatalf("holding request: %v", err)
+	}
+	if err := <-second; err == nil {
+		t.Errorf("the request that cannot prepare = nil, want an error")
+	}
+	if err := <-first; err != nil {
+		t.Fatalf("the request before it: %v", err)
+	}
+	if err := s.View(ctx, func(tx chorus.ReadTx) error {
+		_, err := tx.Account(ctx, acc.SID)
+		return err
+	}); err != nil {
+		t.Errorf("the request before it was answered as committed, but its account: %v", err)
+	}
+}
+
+// An fn that ignores a failed statement and then appends an event fails
+// with the failed statement's error, not with the event's.
+func TestSwallowedErrorBeforeAppend(t *testing.T) {
+	s := open(t, Config{})
+	ctx := context.Background()
+	doc := newDoc(t, s)
+	err := s.Update(ctx, func(tx chorus.Tx) error {
+		// An item of a missing object: a foreign key violation.
+		_ = tx.PutItem(ctx, &chorus.Item{Kind: chorus.KindMap, ObjectSID: chorus.NewSID(chorus.PrefixMap), Key: "k"})
+		return tx.AppendEvent(ctx, &chorus.Event{Type: chorus.EventDocumentUpdated, ID: 1,
+			AccountSID: doc.AccountSID, ServiceSID: doc.ServiceSID, ObjectSID: doc.SID, Kind: doc.Kind,
+			DateCreated: time.Now()})
+	})
+	var pe *pgconn.PgError
+	if !errors.As(err, &pe) || pe.Code != "23503" {
+		t.Errorf("Update = %v, want the foreign key violation (23503)", err)
+	}
+	checkBumped(t, s, doc, 0)
 }

@@ -47,6 +47,10 @@ type tx struct {
 	conflict error // lock conflict, deadlock, serialization failure: re-run
 	broken   error // lost connection: fail
 	failed   error // a statement failed: the transaction is aborted
+	// unsaved: a round trip failed before pending ran (pgx fails a whole
+	// pipeline when one of its statements fails to prepare), so this
+	// request's SAVEPOINT does not exist and the transaction is aborted.
+	unsaved error
 }
 
 func (t *tx) finish() { t.done = true }
@@ -145,6 +149,7 @@ func (t *tx) send(query string, args []any) (pgx.BatchResults, error) {
 	for range pending {
 		if _, err := br.Exec(); err != nil {
 			br.Close()
+			t.unsaved = err
 			return nil, err
 		}
 	}
@@ -161,6 +166,13 @@ func (t *tx) send(query string, args []any) (pgx.BatchResults, error) {
 // Store calls it when fn returns nil, before COMMIT or the next request.
 func (t *tx) flush() error {
 	if len(t.deferred) == 0 {
+		return nil
+	}
+	if t.failed != nil || t.conflict != nil || t.broken != nil {
+		// fn went on after a failed statement: the transaction is
+		// aborted, and the Update fails with that statement's error
+		// (fnError), not with this one's.
+		t.deferred = nil
 		return nil
 	}
 	if err := t.check(t.ctx); err != nil {
