@@ -156,6 +156,12 @@ func (t *tx) send(query string, args []any) (pgx.BatchResults, error) {
 	for _, d := range deferred {
 		if _, err := br.Exec(); err != nil {
 			br.Close()
+			if t.failed == nil {
+				// The write was promised to fn: its failure fails the
+				// Update even if fn ignores the error it got (a
+				// client-side one would not abort the transaction).
+				t.failed = d.wrap(err)
+			}
 			return nil, d.wrap(err)
 		}
 	}
