@@ -12,7 +12,8 @@ import (
 // BenchmarkREST measures one round trip over loopback HTTP, Basic auth
 // included, against the SQLite-backed engine: sequentially, and from 32
 // closed-loop clients (rtbench's publish shape: each writes its own of 32
-// documents; every write is durable before its answer).
+// documents, or its own key of one map; every write is durable before its
+// answer).
 func BenchmarkREST(b *testing.B) {
 	f := newFixture(b)
 	svc := "/v1/Services/" + f.svc
@@ -21,6 +22,16 @@ func BenchmarkREST(b *testing.B) {
 		name := fmt.Sprintf("d%d", i)
 		if resp, body := f.do(http.MethodPost, svc+"/Documents", url.Values{"UniqueName": {name}, "Data": {`{"a":1}`}}, nil); resp.StatusCode != 201 {
 			b.Fatalf("create = %d %s", resp.StatusCode, body)
+		}
+	}
+	// A map with an item per client: a map item set by key is how Sync
+	// is used as a key-value store.
+	if resp, body := f.do(http.MethodPost, svc+"/Maps", url.Values{"UniqueName": {"m"}}, nil); resp.StatusCode != 201 {
+		b.Fatalf("create map = %d %s", resp.StatusCode, body)
+	}
+	for i := range docs {
+		if resp, body := f.do(http.MethodPost, svc+"/Maps/m/Items", url.Values{"Key": {fmt.Sprintf("k%d", i)}, "Data": {`{"a":1}`}}, nil); resp.StatusCode != 201 {
+			b.Fatalf("create item = %d %s", resp.StatusCode, body)
 		}
 	}
 	// The default transport keeps 2 idle connections per host; 32 clients
@@ -60,4 +71,27 @@ func BenchmarkREST(b *testing.B) {
 	}
 	b.Run("op=fetch-document/clients=32", func(b *testing.B) { parallel(b, http.MethodGet, nil) })
 	b.Run("op=update-document/clients=32", func(b *testing.B) { parallel(b, http.MethodPost, form) })
+	b.Run("op=update-map-item", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if resp, _ := f.do(http.MethodPost, svc+"/Maps/m/Items/k0", form, nil); resp.StatusCode != 200 {
+				b.Fatal(resp.Status)
+			}
+		}
+	})
+	b.Run("op=update-map-item/clients=32", func(b *testing.B) {
+		procs := runtime.GOMAXPROCS(0)
+		b.SetParallelism((docs + procs - 1) / procs)
+		b.ReportAllocs()
+		var next atomic.Int64
+		b.RunParallel(func(pb *testing.PB) {
+			path := fmt.Sprintf("%s/Maps/m/Items/k%d", svc, next.Add(1)%docs)
+			for pb.Next() {
+				if resp, _ := f.do(http.MethodPost, path, form, nil); resp.StatusCode != 200 {
+					b.Error(resp.Status)
+					return
+				}
+			}
+		})
+	})
 }

@@ -231,3 +231,73 @@ func BenchmarkViewObject(b *testing.B) {
 		}
 	})
 }
+
+// BenchmarkUpdateItem measures durable writes of map items (Sync as a
+// key-value store), each writer on an item of its own map: read the map
+// and the item, log the event, write both back.
+func BenchmarkUpdateItem(b *testing.B) {
+	for _, writers := range []int{1, 32} {
+		b.Run(fmt.Sprintf("writers=%d", writers), func(b *testing.B) {
+			s := open(b)
+			maps := benchFixture(b, s, writers)
+			ctx := context.Background()
+			err := s.Update(ctx, func(tx chorus.Tx) error {
+				for _, m := range maps {
+					o := *m
+					o.Kind, o.Data = chorus.KindMap, nil
+					if err := tx.DeleteObject(ctx, m.SID); err != nil {
+						return err
+					}
+					o.SID = chorus.NewSID(chorus.PrefixMap)
+					*m = o
+					if err := tx.InsertObject(ctx, m); err != nil {
+						return err
+					}
+					if err := tx.PutItem(ctx, &chorus.Item{Kind: chorus.KindMap, ObjectSID: m.SID, Key: "k",
+						Data: benchData, CreatedBy: "bench", DateCreated: time.Now(), DateUpdated: time.Now()}); err != nil {
+						return err
+					}
+				}
+				return nil
+			})
+			if err != nil {
+				b.Fatal(err)
+			}
+			runWritersOf(b, s, writers, func(i int) *chorus.Object { return maps[i] }, writeItem)
+		})
+	}
+}
+
+// writeItem is what a map item update does (engine.WriteItem).
+func writeItem(ctx context.Context, s *sqlite.Store, m *chorus.Object) error {
+	return s.Update(ctx, func(tx chorus.Tx) error {
+		o, err := tx.Object(ctx, chorus.KindMap, m.ServiceSID, m.SID)
+		if err != nil {
+			return err
+		}
+		it, err := tx.Item(ctx, o.SID, chorus.ItemRef{Key: "k"})
+		if err != nil {
+			return err
+		}
+		now := time.Now()
+		o.Revision++
+		o.LastEventID++
+		o.DateUpdated = now
+		it.Revision++
+		it.Data = benchData
+		it.DateUpdated = now
+		it.LastEventID = o.LastEventID
+		if err := tx.AppendEvent(ctx, &chorus.Event{
+			Type: chorus.EventMapItemUpdated, ID: o.LastEventID,
+			AccountSID: o.AccountSID, ServiceSID: o.ServiceSID, ObjectSID: o.SID, Kind: o.Kind,
+			Revision: o.RevisionString(), ItemKey: it.Key, ItemRevision: it.RevisionString(),
+			ItemData: it.Data, DateCreated: now, Identity: "bench",
+		}); err != nil {
+			return err
+		}
+		if err := tx.PutItem(ctx, it); err != nil {
+			return err
+		}
+		return tx.UpdateObject(ctx, o)
+	})
+}

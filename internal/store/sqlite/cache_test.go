@@ -8,6 +8,8 @@ import (
 	"math/rand/v2"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -321,5 +323,179 @@ func TestCachedObjectSeesOtherProcess(t *testing.T) {
 	}
 	if o, err := viewObject(t, a, doc.SID); err != nil || string(o.Data) != `{"v":1}` {
 		t.Fatalf("View = %v, %v; want the other store's write", o, err)
+	}
+}
+
+// The writer's item rows answer Item inside Update exactly as SQLite
+// would, whatever happened before: writes, deletes, requests rolled back
+// inside a shared batch, the deletion of the item's object, and another
+// store's write to the file. The test runs random requests, some failing
+// after they wrote and some concurrent (so that they share batches), and
+// after each round compares Item in Update (the cache, when it holds the
+// row) with Item in View (always SQLite) for every item it may touch.
+func TestItemCacheCoherent(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "chorus.db")
+	s, err := Open(ctx, path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	seedDoc(t, s) // the service
+	now := time.Unix(1_700_000_000, 0).UTC()
+	newCollection := func(k chorus.Kind) *chorus.Object {
+		o := &chorus.Object{Kind: k, SID: chorus.NewSID(chorus.PrefixMap), AccountSID: "AC1", ServiceSID: "IS1",
+			CreatedBy: "t", DateCreated: now, DateUpdated: now}
+		if k == chorus.KindList {
+			o.SID = chorus.NewSID(chorus.PrefixList)
+		}
+		if err := s.Update(ctx, func(tx chorus.Tx) error { return tx.InsertObject(ctx, o) }); err != nil {
+			t.Fatal(err)
+		}
+		return o
+	}
+	m, l := newCollection(chorus.KindMap), newCollection(chorus.KindList)
+	type target struct {
+		obj *chorus.Object
+		ref chorus.ItemRef
+	}
+	var targets []target
+	refresh := func() {
+		targets = targets[:0]
+		for i := range 4 {
+			targets = append(targets, target{m, chorus.ItemRef{Key: fmt.Sprintf("k%d", i)}}, target{l, chorus.ItemRef{Index: int64(i)}})
+		}
+	}
+	refresh()
+	rng := rand.New(rand.NewPCG(1, 2))
+	var rev atomic.Int64
+	errFail := errors.New("fail after writing")
+	// op is one random request: a few writes and reads, and sometimes a
+	// failure after them.
+	op := func(seed uint64) func(tx chorus.Tx) error {
+		r := rand.New(rand.NewPCG(seed, 7))
+		return func(tx chorus.Tx) error {
+			for range 1 + r.IntN(3) {
+				tg := targets[r.IntN(len(targets))]
+				switch r.IntN(4) {
+				case 0, 1:
+					it := &chorus.Item{Kind: tg.obj.Kind, ObjectSID: tg.obj.SID, Index: tg.ref.Index, Key: tg.ref.Key,
+						Data: json.RawMessage(fmt.Sprintf(`{"n":%d}`, r.IntN(1000))), Revision: rev.Add(1),
+						LastEventID: rev.Load(), CreatedBy: "t", DateCreated: now, DateUpdated: time.Now()}
+					if r.IntN(3) == 0 {
+						exp := time.Now().Add(time.Duration(r.IntN(100)) * time.Hour)
+						it.DateExpires = &exp
+					}
+					if r.IntN(10) == 0 {
+						it.Data = nil
+					}
+					if err := tx.PutItem(ctx, it); err != nil {
+						return err
+					}
+				case 2:
+					if err := tx.DeleteItem(ctx, tg.obj.SID, tg.ref); err != nil && !errors.Is(err, chorus.ErrNotFound) {
+						return err
+					}
+				default:
+					if _, err := tx.Item(ctx, tg.obj.SID, tg.ref); err != nil && !errors.Is(err, chorus.ErrNotFound) {
+						return err
+					}
+				}
+			}
+			if r.IntN(5) == 0 {
+				return errFail
+			}
+			return nil
+		}
+	}
+	items := func(in func(func(chorus.ReadTx) error) error) []string {
+		out := make([]string, len(targets))
+		if err := in(func(tx chorus.ReadTx) error {
+			for i, tg := range targets {
+				it, err := tx.Item(ctx, tg.obj.SID, tg.ref)
+				switch {
+				case errors.Is(err, chorus.ErrNotFound):
+					out[i] = "none"
+				case err != nil:
+					return err
+				default:
+					out[i] = fmt.Sprintf("%+v %s %v", *it, it.Data, it.DateExpires)
+				}
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	inWriter := func(fn func(chorus.ReadTx) error) error {
+		return s.Update(ctx, func(tx chorus.Tx) error { return fn(tx) })
+	}
+	inView := func(fn func(chorus.ReadTx) error) error { return s.View(ctx, fn) }
+	var hits int
+	for round := range 200 {
+		var wg sync.WaitGroup
+		for range 1 + rng.IntN(4) {
+			seed := rng.Uint64()
+			wg.Go(func() {
+				if err := s.Update(ctx, op(seed)); err != nil && !errors.Is(err, errFail) {
+					t.Errorf("round %d: %v", round, err)
+				}
+			})
+		}
+		wg.Wait()
+		switch rng.IntN(20) {
+		case 0: // the map goes, with its items; a new one takes its place
+			if err := s.Update(ctx, func(tx chorus.Tx) error { return tx.DeleteObject(ctx, m.SID) }); err != nil {
+				t.Fatal(err)
+			}
+			old := m
+			m = newCollection(chorus.KindMap)
+			refresh()
+			for i := range 4 {
+				ref := chorus.ItemRef{Key: fmt.Sprintf("k%d", i)}
+				for _, in := range []func(func(chorus.ReadTx) error) error{inWriter, inView} {
+					if err := in(func(tx chorus.ReadTx) error {
+						_, err := tx.Item(ctx, old.SID, ref)
+						return err
+					}); !errors.Is(err, chorus.ErrNotFound) {
+						t.Fatalf("round %d: item %s of a deleted map: %v", round, ref.Key, err)
+					}
+				}
+			}
+		case 1: // another store writes the file
+			o, err := Open(ctx, path, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = o.Update(ctx, func(tx chorus.Tx) error {
+				return tx.PutItem(ctx, &chorus.Item{Kind: chorus.KindMap, ObjectSID: m.SID, Key: "k1",
+					Data: json.RawMessage(`{"other":"process"}`), Revision: rev.Add(1), CreatedBy: "other",
+					DateCreated: now, DateUpdated: now})
+			})
+			o.Close()
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		got, want := items(inWriter), items(inView)
+		for i := range got {
+			if got[i] != want[i] {
+				t.Fatalf("round %d: Item(%s %v) in Update = %s, in View = %s", round, targets[i].obj.SID, targets[i].ref, got[i], want[i])
+			}
+		}
+		if err := s.Update(ctx, func(chorus.Tx) error {
+			for _, tg := range targets {
+				if _, ok := s.objs.item(tg.obj.SID, tg.ref); ok {
+					hits++
+				}
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if hits == 0 {
+		t.Fatal("the writer never held an item row: the test checked nothing")
 	}
 }

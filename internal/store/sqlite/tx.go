@@ -398,6 +398,7 @@ func (t *tx) UpdateObject(ctx context.Context, o *chorus.Object) error {
 func (t *tx) DeleteObject(ctx context.Context, sid string) error {
 	// Items and permissions go by ON DELETE CASCADE; events stay.
 	t.objs.del(sid) // before: a failed statement leaves the row, which a miss rereads
+	t.objs.clearItems()
 	if err := t.execOne(ctx, `DELETE FROM objects WHERE sid = ?`, sid); err != nil {
 		return fmt.Errorf("sqlite: delete object %s: %w", sid, err)
 	}
@@ -408,11 +409,17 @@ func (t *tx) DeleteObject(ctx context.Context, sid string) error {
 // is the primary key of both.
 
 func (t *tx) Item(ctx context.Context, objectSID string, ref chorus.ItemRef) (*chorus.Item, error) {
+	if t.objs != nil && !t.done {
+		if it, ok := t.objs.item(objectSID, ref); ok {
+			return it, nil
+		}
+	}
 	it, err := queryOne(ctx, t, sqlrow.ScanItem, `SELECT `+sqlrow.ItemCols+` FROM items
 		WHERE object_sid = ? AND idx = ? AND key = ?`, objectSID, ref.Index, ref.Key)
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: get item %s %d %q: %w", objectSID, ref.Index, ref.Key, err)
 	}
+	t.objs.putItem(it)
 	return it, nil
 }
 
@@ -483,10 +490,12 @@ func (t *tx) PutItem(ctx context.Context, it *chorus.Item) error {
 	if err != nil {
 		return fmt.Errorf("sqlite: put item %s %d %q: %w", it.ObjectSID, it.Index, it.Key, err)
 	}
+	t.objs.putItem(it)
 	return nil
 }
 
 func (t *tx) DeleteItem(ctx context.Context, objectSID string, ref chorus.ItemRef) error {
+	t.objs.delItem(objectSID, ref) // before: a failed statement leaves the row, which a miss rereads
 	if err := t.execOne(ctx, `DELETE FROM items WHERE object_sid = ? AND idx = ? AND key = ?`,
 		objectSID, ref.Index, ref.Key); err != nil {
 		return fmt.Errorf("sqlite: delete item %s %d %q: %w", objectSID, ref.Index, ref.Key, err)
