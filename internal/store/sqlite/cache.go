@@ -2,6 +2,7 @@ package sqlite
 
 import (
 	"bytes"
+	"strings"
 	"sync"
 
 	"github.com/chorus-sync/chorus"
@@ -34,25 +35,13 @@ const maxCachedObjects = 4096
 // during a batch is noted in journal and handed over by publish once the
 // batch committed; clear empties recentObjects at once.
 //
-// items caches item rows the same way, for the writes to list and map
-// items (each reads its item first): PutItem stores the row it wrote,
-// DeleteItem drops it, and DeleteObject (whose cascade deletes items)
-// and everything that clears the object rows forget them all.
+// items holds item rows the same way (itemCache); clear forgets them too.
 type objectCache struct {
 	m       map[string]*chorus.Object
 	names   nameIndex                 // the rows in m that have a unique name
 	journal map[string]*chorus.Object // this batch's rows by SID; nil: deleted
 	recent  *recentObjects
-	items   map[itemKey]*chorus.Item
-}
-
-// maxCachedItems bounds the writer's item rows.
-const maxCachedItems = 4096
-
-// itemKey is an item's primary key: (object, index, key).
-type itemKey struct {
-	object string
-	ref    chorus.ItemRef
+	items   itemCache
 }
 
 // objectName is an object's unique name, unique per service and kind (the
@@ -98,63 +87,7 @@ func newObjectCache() *objectCache {
 		names:   make(nameIndex),
 		journal: make(map[string]*chorus.Object),
 		recent:  &recentObjects{m: make(map[string]recentObject), names: make(nameIndex)},
-		items:   make(map[itemKey]*chorus.Item),
-	}
-}
-
-// item returns a copy of the cached row of the item ref of objectSID, if
-// any.
-func (c *objectCache) item(objectSID string, ref chorus.ItemRef) (*chorus.Item, bool) {
-	if c == nil {
-		return nil, false
-	}
-	it, ok := c.items[itemKey{objectSID, ref}]
-	if !ok {
-		return nil, false
-	}
-	return copyItem(it), true
-}
-
-// putItem caches it as SQLite would return it. Rows whose round trip the
-// cache cannot reproduce exactly (empty, non-NULL data) are dropped
-// instead.
-func (c *objectCache) putItem(it *chorus.Item) {
-	if c == nil {
-		return
-	}
-	k := itemKey{it.ObjectSID, chorus.ItemRef{Index: it.Index, Key: it.Key}}
-	if it.Data != nil && len(it.Data) == 0 {
-		delete(c.items, k)
-		return
-	}
-	if _, ok := c.items[k]; !ok && len(c.items) >= maxCachedItems {
-		for old := range c.items { // evict one at random
-			delete(c.items, old)
-			break
-		}
-	}
-	n := copyItem(it)
-	// As sqlrow.ScanItem builds them: UTC times without monotonic readings.
-	n.DateCreated = sqlrow.Time(sqlrow.Nanos(n.DateCreated))
-	n.DateUpdated = sqlrow.Time(sqlrow.Nanos(n.DateUpdated))
-	if n.DateExpires != nil {
-		t := sqlrow.Time(sqlrow.Nanos(*n.DateExpires))
-		n.DateExpires = &t
-	}
-	c.items[k] = n
-}
-
-// delItem forgets the row of the item ref of objectSID.
-func (c *objectCache) delItem(objectSID string, ref chorus.ItemRef) {
-	if c != nil {
-		delete(c.items, itemKey{objectSID, ref})
-	}
-}
-
-// clearItems forgets every item row.
-func (c *objectCache) clearItems() {
-	if c != nil {
-		clear(c.items)
+		items:   itemCache{m: make(map[itemKey]*chorus.Item)},
 	}
 }
 
@@ -198,7 +131,14 @@ func (c *objectCache) put(o *chorus.Object) {
 		c.journal[o.SID] = nil
 		return
 	}
-	if _, ok := c.m[o.SID]; ok {
+	n := copyObject(o)
+	// Own the strings a request may have cut from its body (a unique
+	// name in a 64 KiB form would pin the form): reuse the old row's when
+	// unchanged, so an update allocates nothing more.
+	old, had := c.m[o.SID]
+	n.UniqueName = ownString(n.UniqueName, old, had, func(o *chorus.Object) string { return o.UniqueName })
+	n.CreatedBy = ownString(n.CreatedBy, old, had, func(o *chorus.Object) string { return o.CreatedBy })
+	if had {
 		c.drop(o.SID) // its unique name may have changed
 	} else if len(c.m) >= maxCachedObjects {
 		for k := range c.m { // evict one at random
@@ -206,7 +146,6 @@ func (c *objectCache) put(o *chorus.Object) {
 			break
 		}
 	}
-	n := copyObject(o)
 	// As sqlrow.ScanObject builds them: UTC times without monotonic readings.
 	n.DateCreated = sqlrow.Time(sqlrow.Nanos(n.DateCreated))
 	n.DateUpdated = sqlrow.Time(sqlrow.Nanos(n.DateUpdated))
@@ -244,7 +183,7 @@ func (c *objectCache) clear() {
 		clear(c.m)
 		clear(c.names)
 		clear(c.journal)
-		clear(c.items)
+		c.items.clear()
 		c.recent.clear()
 	}
 }
@@ -388,18 +327,6 @@ func (r *recentObjects) clear() {
 	r.mu.Unlock()
 }
 
-func copyItem(it *chorus.Item) *chorus.Item {
-	n := *it
-	if it.Data != nil {
-		n.Data = bytes.Clone(it.Data)
-	}
-	if it.DateExpires != nil {
-		t := *it.DateExpires
-		n.DateExpires = &t
-	}
-	return &n
-}
-
 func copyObject(o *chorus.Object) *chorus.Object {
 	n := *o
 	if o.Data != nil {
@@ -410,4 +337,13 @@ func copyObject(o *chorus.Object) *chorus.Object {
 		n.DateExpires = &t
 	}
 	return &n
+}
+
+// ownString is s, with memory of its own: the old row's string when it is
+// equal, else a clone.
+func ownString(s string, old *chorus.Object, had bool, field func(*chorus.Object) string) string {
+	if had && field(old) == s {
+		return field(old)
+	}
+	return strings.Clone(s)
 }

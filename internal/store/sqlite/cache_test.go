@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/chorus-sync/chorus"
 )
@@ -386,19 +387,45 @@ func TestItemCacheCoherent(t *testing.T) {
 						exp := time.Now().Add(time.Duration(r.IntN(100)) * time.Hour)
 						it.DateExpires = &exp
 					}
-					if r.IntN(10) == 0 {
+					switch r.IntN(10) {
+					case 0:
 						it.Data = nil
+					case 1:
+						it.Data = json.RawMessage{} // stored as an empty blob
+					case 2:
+						it.DateUpdated = it.DateUpdated.In(time.FixedZone("UTC+5", 5*3600))
+					}
+					if r.IntN(15) == 0 { // an item of no object: refused, and SQLite goes on
+						bogus := *it
+						bogus.ObjectSID = chorus.NewSID(chorus.PrefixMap)
+						if err := tx.PutItem(ctx, &bogus); err == nil {
+							return fmt.Errorf("PutItem of a missing object = nil")
+						}
 					}
 					if err := tx.PutItem(ctx, it); err != nil {
 						return err
+					}
+					it.Data, it.Revision = json.RawMessage(`{"changed":"by the caller"}`), -1 // not the cache's
+					if it.DateExpires != nil {
+						*it.DateExpires = time.Time{}
 					}
 				case 2:
 					if err := tx.DeleteItem(ctx, tg.obj.SID, tg.ref); err != nil && !errors.Is(err, chorus.ErrNotFound) {
 						return err
 					}
 				default:
-					if _, err := tx.Item(ctx, tg.obj.SID, tg.ref); err != nil && !errors.Is(err, chorus.ErrNotFound) {
+					it, err := tx.Item(ctx, tg.obj.SID, tg.ref)
+					if err != nil && !errors.Is(err, chorus.ErrNotFound) {
 						return err
+					}
+					if it != nil { // the caller owns what it got
+						it.Revision = -1
+						if len(it.Data) > 0 {
+							it.Data[0] = 'X'
+						}
+						if it.DateExpires != nil {
+							*it.DateExpires = time.Time{}
+						}
 					}
 				}
 			}
@@ -419,7 +446,7 @@ func TestItemCacheCoherent(t *testing.T) {
 				case err != nil:
 					return err
 				default:
-					out[i] = fmt.Sprintf("%+v %s %v", *it, it.Data, it.DateExpires)
+					out[i] = fmt.Sprintf("%+v nil=%t %s %v", *it, it.Data == nil, it.Data, it.DateExpires)
 				}
 			}
 			return nil
@@ -433,7 +460,7 @@ func TestItemCacheCoherent(t *testing.T) {
 	}
 	inView := func(fn func(chorus.ReadTx) error) error { return s.View(ctx, fn) }
 	var hits int
-	for round := range 200 {
+	for round := range 300 {
 		var wg sync.WaitGroup
 		for range 1 + rng.IntN(4) {
 			seed := rng.Uint64()
@@ -484,18 +511,104 @@ func TestItemCacheCoherent(t *testing.T) {
 				t.Fatalf("round %d: Item(%s %v) in Update = %s, in View = %s", round, targets[i].obj.SID, targets[i].ref, got[i], want[i])
 			}
 		}
-		if err := s.Update(ctx, func(chorus.Tx) error {
-			for _, tg := range targets {
-				if _, ok := s.objs.item(tg.obj.SID, tg.ref); ok {
-					hits++
-				}
-			}
-			return nil
-		}); err != nil {
-			t.Fatal(err)
-		}
+	}
+	if err := s.Update(ctx, func(chorus.Tx) error { hits = s.objs.items.hits; return nil }); err != nil {
+		t.Fatal(err)
 	}
 	if hits == 0 {
-		t.Fatal("the writer never held an item row: the test checked nothing")
+		t.Fatal("the writer's item rows never answered a read: the test checked nothing")
+	}
+
+	// A deleted service takes its objects' items with it.
+	if err := s.Update(ctx, func(tx chorus.Tx) error { return tx.DeleteService(ctx, "IS1") }); err != nil {
+		t.Fatal(err)
+	}
+	for i, got := range items(inWriter) {
+		if got != "none" {
+			t.Errorf("Item(%v) after its service was deleted = %s", targets[i].ref, got)
+		}
+	}
+}
+
+// The writer's item rows stay within their bounds, account their bytes
+// exactly, and own their memory.
+func TestItemCacheBounds(t *testing.T) {
+	c := itemCache{m: make(map[itemKey]*chorus.Item)}
+	check := func() {
+		t.Helper()
+		sum := 0
+		for _, it := range c.m {
+			sum += rowBytes(it)
+		}
+		if sum != c.bytes {
+			t.Fatalf("bytes = %d, the rows add up to %d", c.bytes, sum)
+		}
+		if len(c.m) > maxCachedItems || c.bytes > maxCachedItemBytes {
+			t.Fatalf("%d rows, %d bytes: over the bounds", len(c.m), c.bytes)
+		}
+	}
+	body := strings.Repeat("k", 1<<16) // a request body the key is cut from
+	small := json.RawMessage(`{"n":1}`)
+	for i := range 2 * maxCachedItems {
+		c.fill(&chorus.Item{Kind: chorus.KindMap, ObjectSID: fmt.Sprintf("MP%d", i%7), Key: body[:8+i%100] + fmt.Sprint(i), Data: small})
+	}
+	check()
+	if len(c.m) != maxCachedItems {
+		t.Errorf("%d small rows held, want %d", len(c.m), maxCachedItems)
+	}
+	for k, it := range c.m {
+		if unsafe.StringData(k.ref.Key) == unsafe.StringData(body) || unsafe.StringData(it.Key) == unsafe.StringData(body) {
+			t.Fatal("a held row shares the request body's memory")
+		}
+	}
+	big := json.RawMessage(`"` + strings.Repeat("x", 16<<10) + `"`)
+	for i := range 2000 {
+		c.fill(&chorus.Item{Kind: chorus.KindMap, ObjectSID: "MPbig", Key: fmt.Sprint(i), Data: big})
+	}
+	check()
+	if c.bytes < maxCachedItemBytes*9/10 {
+		t.Errorf("%d bytes held, want the budget of %d nearly used", c.bytes, maxCachedItemBytes)
+	}
+	c.dropObject("MPbig")
+	check()
+	for k := range c.m {
+		if k.object == "MPbig" {
+			t.Fatal("dropObject left a row of its object")
+		}
+	}
+	huge := &chorus.Item{Kind: chorus.KindMap, ObjectSID: "MP1", Key: "huge", Data: json.RawMessage(`"` + strings.Repeat("x", maxCachedItemBytes/32) + `"`)}
+	c.fill(huge)
+	if _, ok := c.get("MP1", chorus.ItemRef{Key: "huge"}); ok {
+		t.Error("a row larger than 1/64 of the budget is held")
+	}
+	c.wrote(&chorus.Item{Kind: chorus.KindList, ObjectSID: "ES1", Index: 7, Data: small})
+	if _, ok := c.get("ES1", chorus.ItemRef{Index: 7}); ok {
+		t.Error("wrote held a row it did not hold before (a list append)")
+	}
+	c.clear()
+	check()
+	if len(c.m) != 0 {
+		t.Error("clear left rows")
+	}
+}
+
+// A cached object row does not pin the request its unique name was cut
+// from, and an update that keeps the name costs no copy of it.
+func TestObjectCacheOwnsStrings(t *testing.T) {
+	c := newObjectCache()
+	body := "UniqueName=" + strings.Repeat("n", 1<<16)
+	o := &chorus.Object{Kind: chorus.KindDocument, SID: "ET1", ServiceSID: "IS1", UniqueName: body[len("UniqueName="):][:20], CreatedBy: body[:5]}
+	c.put(o)
+	held := c.m["ET1"]
+	if unsafe.StringData(held.UniqueName) == unsafe.StringData(o.UniqueName) || unsafe.StringData(held.CreatedBy) == unsafe.StringData(o.CreatedBy) {
+		t.Fatal("the cached row shares the request's memory")
+	}
+	o.Revision++
+	c.put(o)
+	if unsafe.StringData(c.m["ET1"].UniqueName) != unsafe.StringData(held.UniqueName) {
+		t.Error("an update that kept the name copied it again")
+	}
+	if got, ok := c.byName(chorus.KindDocument, "IS1", o.UniqueName); !ok || got.Revision != 1 {
+		t.Errorf("byName after the update = %v, %v", got, ok)
 	}
 }

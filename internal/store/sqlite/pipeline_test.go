@@ -2,8 +2,10 @@ package sqlite
 
 import (
 	"context"
+	"database/sql"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"path/filepath"
 	"runtime"
 	"sync"
@@ -236,5 +238,72 @@ func TestBatchGathersRunnableWriters(t *testing.T) {
 	t.Logf("%d rounds of %d writers: %d batches", rounds, writers, batches)
 	if batches > rounds*3/2 {
 		t.Errorf("%d rounds of %d concurrent writers took %d batches, want at most %d", rounds, writers, batches, rounds*3/2)
+	}
+}
+
+// A read that fails on the writer for another reason than a missing row
+// counts as a write: SQLite rolls the whole transaction back on some such
+// errors (I/O, out of memory), so the request's failure must roll the
+// batch back and run it again with savepoints, as after a failed write.
+// Here the read fails on a row another connection corrupted.
+func TestFailedReadRetriesBatch(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "chorus.db")
+	s, err := Open(ctx, path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	doc := seedDoc(t, s)
+	m := &chorus.Object{Kind: chorus.KindMap, SID: chorus.NewSID(chorus.PrefixMap), AccountSID: "AC1", ServiceSID: "IS1",
+		CreatedBy: "t", DateCreated: time.Now(), DateUpdated: time.Now()}
+	if err := s.Update(ctx, func(tx chorus.Tx) error {
+		if err := tx.InsertObject(ctx, m); err != nil {
+			return err
+		}
+		return tx.PutItem(ctx, &chorus.Item{Kind: chorus.KindMap, ObjectSID: m.SID, Key: "bad", CreatedBy: "t",
+			DateCreated: time.Now(), DateUpdated: time.Now()})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	db, err := sql.Open("sqlite", dsn(path, false, "FULL"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := db.ExecContext(ctx, `UPDATE items SET revision = 'not a number' WHERE key = 'bad'`); err != nil {
+		t.Fatal(err)
+	}
+	write := func(v string) func(chorus.Tx) error {
+		return func(tx chorus.Tx) error {
+			o, err := tx.Object(ctx, chorus.KindDocument, "", doc.SID)
+			if err != nil {
+				return err
+			}
+			o.Revision++
+			o.Data = json.RawMessage(`{"v":` + v + `}`)
+			return tx.UpdateObject(ctx, o)
+		}
+	}
+	readBad := func(tx chorus.Tx) error {
+		_, err := tx.Item(ctx, m.SID, chorus.ItemRef{Key: "bad"})
+		return err
+	}
+	before := s.statRetries.Load()
+	errs := batchOf(t, s, write("1"), readBad, write("2"))
+	if errs[0] != nil || errs[1] == nil || errors.Is(errs[1], chorus.ErrNotFound) || errs[2] != nil {
+		t.Fatalf("Update errors = %v; want nil, the scan error, nil", errs)
+	}
+	if retries := s.statRetries.Load() - before; retries != 1 {
+		t.Errorf("retried batches = %d, want 1: the failed read must count as a write", retries)
+	}
+	if err := s.View(ctx, func(tx chorus.ReadTx) error {
+		o, err := tx.Object(ctx, chorus.KindDocument, "", doc.SID)
+		if err == nil && (o.Revision != 2 || string(o.Data) != `{"v":2}`) {
+			err = fmt.Errorf("document at revision %d with %s, want both writes", o.Revision, o.Data)
+		}
+		return err
+	}); err != nil {
+		t.Error(err)
 	}
 }

@@ -92,10 +92,15 @@ func queryAll[T any](ctx context.Context, t *tx, scan func(sqlrow.Scanner) (*T, 
 	}
 	rows, err := t.c.query(ctx, query, args...)
 	if err != nil {
+		t.readFailed()
 		return nil, err
 	}
 	defer rows.Close()
-	return sqlrow.Collect(rows, scan)
+	out, err := sqlrow.Collect(rows, scan)
+	if err != nil {
+		t.readFailed()
+	}
+	return out, err
 }
 
 // queryOne runs query and scans its first row; no row is ErrNotFound.
@@ -106,20 +111,37 @@ func queryOne[T any](ctx context.Context, t *tx, scan func(sqlrow.Scanner) (*T, 
 	}
 	rows, err := t.c.query(ctx, query, args...)
 	if err != nil {
+		t.readFailed()
 		return nil, err
 	}
 	defer rows.Close()
 	if !rows.Next() {
 		if err := rows.Err(); err != nil {
+			t.readFailed()
 			return nil, err
 		}
 		return nil, chorus.ErrNotFound
 	}
 	v, err := scan(rows)
+	if err == nil {
+		err = rows.Close()
+	}
 	if err != nil {
+		t.readFailed()
 		return nil, err
 	}
-	return v, rows.Close()
+	return v, nil
+}
+
+// readFailed counts a failed read on the writer as a write: SQLite rolls
+// the whole transaction back on some errors (I/O, out of memory, a full
+// disk), which would undo what the cache holds and leave the batch's later
+// statements outside any transaction. As a write, its request's failure
+// makes the batch roll back and run again with a savepoint per request.
+func (t *tx) readFailed() {
+	if t.write {
+		t.dirty = true
+	}
 }
 
 func limitArg(limit int) int {
@@ -398,7 +420,9 @@ func (t *tx) UpdateObject(ctx context.Context, o *chorus.Object) error {
 func (t *tx) DeleteObject(ctx context.Context, sid string) error {
 	// Items and permissions go by ON DELETE CASCADE; events stay.
 	t.objs.del(sid) // before: a failed statement leaves the row, which a miss rereads
-	t.objs.clearItems()
+	if t.objs != nil {
+		t.objs.items.dropObject(sid)
+	}
 	if err := t.execOne(ctx, `DELETE FROM objects WHERE sid = ?`, sid); err != nil {
 		return fmt.Errorf("sqlite: delete object %s: %w", sid, err)
 	}
@@ -410,7 +434,7 @@ func (t *tx) DeleteObject(ctx context.Context, sid string) error {
 
 func (t *tx) Item(ctx context.Context, objectSID string, ref chorus.ItemRef) (*chorus.Item, error) {
 	if t.objs != nil && !t.done {
-		if it, ok := t.objs.item(objectSID, ref); ok {
+		if it, ok := t.objs.items.get(objectSID, ref); ok {
 			return it, nil
 		}
 	}
@@ -419,7 +443,9 @@ func (t *tx) Item(ctx context.Context, objectSID string, ref chorus.ItemRef) (*c
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: get item %s %d %q: %w", objectSID, ref.Index, ref.Key, err)
 	}
-	t.objs.putItem(it)
+	if t.objs != nil {
+		t.objs.items.fill(it)
+	}
 	return it, nil
 }
 
@@ -490,12 +516,16 @@ func (t *tx) PutItem(ctx context.Context, it *chorus.Item) error {
 	if err != nil {
 		return fmt.Errorf("sqlite: put item %s %d %q: %w", it.ObjectSID, it.Index, it.Key, err)
 	}
-	t.objs.putItem(it)
+	if t.objs != nil {
+		t.objs.items.wrote(it)
+	}
 	return nil
 }
 
 func (t *tx) DeleteItem(ctx context.Context, objectSID string, ref chorus.ItemRef) error {
-	t.objs.delItem(objectSID, ref) // before: a failed statement leaves the row, which a miss rereads
+	if t.objs != nil { // before: a failed statement leaves the row, which a miss rereads
+		t.objs.items.del(itemKey{objectSID, ref})
+	}
 	if err := t.execOne(ctx, `DELETE FROM items WHERE object_sid = ? AND idx = ? AND key = ?`,
 		objectSID, ref.Index, ref.Key); err != nil {
 		return fmt.Errorf("sqlite: delete item %s %d %q: %w", objectSID, ref.Index, ref.Key, err)
