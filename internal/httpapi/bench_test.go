@@ -54,13 +54,14 @@ func BenchmarkREST(b *testing.B) {
 			}
 		}
 	})
-	parallel := func(b *testing.B, method string, form url.Values) {
+	// parallel runs 32 closed-loop clients, client i on pathOf(i).
+	parallel := func(b *testing.B, method string, form url.Values, pathOf func(i int64) string) {
 		procs := runtime.GOMAXPROCS(0)
 		b.SetParallelism((docs + procs - 1) / procs)
 		b.ReportAllocs()
 		var next atomic.Int64
 		b.RunParallel(func(pb *testing.PB) {
-			path := fmt.Sprintf("%s/Documents/d%d", svc, next.Add(1)%docs)
+			path := pathOf(next.Add(1) % docs)
 			for pb.Next() {
 				if resp, _ := f.do(method, path, form, nil); resp.StatusCode != 200 {
 					b.Error(resp.Status)
@@ -69,8 +70,9 @@ func BenchmarkREST(b *testing.B) {
 			}
 		})
 	}
-	b.Run("op=fetch-document/clients=32", func(b *testing.B) { parallel(b, http.MethodGet, nil) })
-	b.Run("op=update-document/clients=32", func(b *testing.B) { parallel(b, http.MethodPost, form) })
+	doc := func(i int64) string { return fmt.Sprintf("%s/Documents/d%d", svc, i) }
+	b.Run("op=fetch-document/clients=32", func(b *testing.B) { parallel(b, http.MethodGet, nil, doc) })
+	b.Run("op=update-document/clients=32", func(b *testing.B) { parallel(b, http.MethodPost, form, doc) })
 	b.Run("op=update-map-item", func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
@@ -80,18 +82,6 @@ func BenchmarkREST(b *testing.B) {
 		}
 	})
 	b.Run("op=update-map-item/clients=32", func(b *testing.B) {
-		procs := runtime.GOMAXPROCS(0)
-		b.SetParallelism((docs + procs - 1) / procs)
-		b.ReportAllocs()
-		var next atomic.Int64
-		b.RunParallel(func(pb *testing.PB) {
-			path := fmt.Sprintf("%s/Maps/m/Items/k%d", svc, next.Add(1)%docs)
-			for pb.Next() {
-				if resp, _ := f.do(http.MethodPost, path, form, nil); resp.StatusCode != 200 {
-					b.Error(resp.Status)
-					return
-				}
-			}
-		})
+		parallel(b, http.MethodPost, form, func(i int64) string { return fmt.Sprintf("%s/Maps/m/Items/k%d", svc, i) })
 	})
 }
