@@ -15,19 +15,28 @@ import (
 	"github.com/chorus-sync/chorus/internal/store/sqlite"
 )
 
-// SubscribableRecent answers from the store's memory of recent writes but
-// applies every check Subscribable does.
-func TestSubscribableRecent(t *testing.T) {
+// writtenDoc creates a document (named name, unless "") with a TTL and
+// updates it: the store's memory holds it, as it does a document in use.
+func writtenDoc(t *testing.T, f *fixture, name string) *chorus.Object {
+	t.Helper()
 	ctx := context.Background()
-	f := newFixture(t)
-	alice := engine.Actor{Identity: "alice"}
-	doc, err := f.eng.CreateObject(ctx, sys, f.svc, chorus.KindDocument, engine.CreateObject{TTL: ptr(10)})
+	doc, err := f.eng.CreateObject(ctx, sys, f.svc, chorus.KindDocument, engine.CreateObject{UniqueName: name, TTL: ptr(10)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if _, err := f.eng.UpdateObject(ctx, sys, f.svc, chorus.KindDocument, doc.SID, engine.UpdateObject{Data: json.RawMessage(`{"n":1}`)}); err != nil {
 		t.Fatal(err)
 	}
+	return doc
+}
+
+// SubscribableRecent answers from the store's memory of recent writes but
+// applies every check Subscribable does.
+func TestSubscribableRecent(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t)
+	alice := engine.Actor{Identity: "alice"}
+	doc := writtenDoc(t, f, "")
 	got, err := f.eng.SubscribableRecent(ctx, alice, f.svc, chorus.KindDocument, doc.SID)
 	if err != nil {
 		t.Fatalf("SubscribableRecent: %v", err)
@@ -109,13 +118,7 @@ func TestFetchObject(t *testing.T) {
 		t.Fatal(err)
 	}
 	alice := engine.Actor{Identity: "alice"}
-	doc, err := f.eng.CreateObject(ctx, sys, f.svc, chorus.KindDocument, engine.CreateObject{UniqueName: "report", TTL: ptr(10)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := f.eng.UpdateObject(ctx, sys, f.svc, chorus.KindDocument, doc.SID, engine.UpdateObject{Data: json.RawMessage(`{"n":2}`)}); err != nil {
-		t.Fatal(err)
-	}
+	doc := writtenDoc(t, f, "report")
 	want, err := f.eng.Object(ctx, alice, f.svc, chorus.KindDocument, doc.SID)
 	if err != nil {
 		t.Fatal(err)

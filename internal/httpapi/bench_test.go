@@ -38,22 +38,17 @@ func BenchmarkREST(b *testing.B) {
 	// would keep dialling.
 	f.srv.Client().Transport.(*http.Transport).MaxIdleConnsPerHost = 64
 	form := url.Values{"Data": {`{"title":"Quarterly report","status":"in review","owner":"alice","n":42}`}}
-	b.Run("op=fetch-document", func(b *testing.B) {
+	// sequential runs one client on path.
+	sequential := func(b *testing.B, method, path string, form url.Values) {
 		b.ReportAllocs()
 		for b.Loop() {
-			if resp, _ := f.do(http.MethodGet, svc+"/Documents/d0", nil, nil); resp.StatusCode != 200 {
+			if resp, _ := f.do(method, path, form, nil); resp.StatusCode != 200 {
 				b.Fatal(resp.Status)
 			}
 		}
-	})
-	b.Run("op=update-document", func(b *testing.B) {
-		b.ReportAllocs()
-		for b.Loop() {
-			if resp, _ := f.do(http.MethodPost, svc+"/Documents/d0", form, nil); resp.StatusCode != 200 {
-				b.Fatal(resp.Status)
-			}
-		}
-	})
+	}
+	b.Run("op=fetch-document", func(b *testing.B) { sequential(b, http.MethodGet, svc+"/Documents/d0", nil) })
+	b.Run("op=update-document", func(b *testing.B) { sequential(b, http.MethodPost, svc+"/Documents/d0", form) })
 	// parallel runs 32 closed-loop clients, client i on pathOf(i).
 	parallel := func(b *testing.B, method string, form url.Values, pathOf func(i int64) string) {
 		procs := runtime.GOMAXPROCS(0)
@@ -73,14 +68,7 @@ func BenchmarkREST(b *testing.B) {
 	doc := func(i int64) string { return fmt.Sprintf("%s/Documents/d%d", svc, i) }
 	b.Run("op=fetch-document/clients=32", func(b *testing.B) { parallel(b, http.MethodGet, nil, doc) })
 	b.Run("op=update-document/clients=32", func(b *testing.B) { parallel(b, http.MethodPost, form, doc) })
-	b.Run("op=update-map-item", func(b *testing.B) {
-		b.ReportAllocs()
-		for b.Loop() {
-			if resp, _ := f.do(http.MethodPost, svc+"/Maps/m/Items/k0", form, nil); resp.StatusCode != 200 {
-				b.Fatal(resp.Status)
-			}
-		}
-	})
+	b.Run("op=update-map-item", func(b *testing.B) { sequential(b, http.MethodPost, svc+"/Maps/m/Items/k0", form) })
 	b.Run("op=update-map-item/clients=32", func(b *testing.B) {
 		parallel(b, http.MethodPost, form, func(i int64) string { return fmt.Sprintf("%s/Maps/m/Items/k%d", svc, i) })
 	})

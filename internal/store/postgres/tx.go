@@ -35,12 +35,12 @@ type tx struct {
 	// that they were.
 	pending []string
 	sent    bool
-	// deferred are writes whose outcome fn does not need at once (an
-	// Update's AppendEvent), held back to go after pending in the round
-	// trip of the next statement, or of flush when fn returns. A held
-	// write's error is returned by the method whose round trip carried
-	// it, and fails the Update either way.
-	deferred []deferredStmt
+	// deferred are the Update's AppendEvents, whose outcome fn does not
+	// need at once: held back to go after pending in the round trip of
+	// the next statement, or of flush when fn returns. A held event's
+	// error is returned by the method whose round trip carried it, and
+	// fails the Update either way.
+	deferred []heldEvent
 
 	// What went wrong beyond fn's control; the Store acts on it whatever
 	// fn returns.
@@ -118,13 +118,24 @@ func (t *tx) fnError(err error) error {
 	return err
 }
 
-// deferredStmt is a held-back write; wrap gives its error the context
-// its method would have.
-type deferredStmt struct {
-	query string
-	args  []any
-	wrap  func(error) error
+// heldEvent is an AppendEvent held back: its INSERT's arguments, and what
+// its error names.
+type heldEvent struct {
+	id   int64
+	obj  string
+	args []any
 }
+
+func (h heldEvent) fail(err error) error { return eventError(h.id, h.obj, err) }
+
+// eventError is AppendEvent's error for event id of object obj.
+func eventError(id int64, obj string, err error) error {
+	return fmt.Errorf("postgres: append event %d to %s: %w", id, obj, err)
+}
+
+// sqlInsertEvent is AppendEvent's statement.
+const sqlInsertEvent = `INSERT INTO events (object_sid, id, service_sid, created_at, body, data, item_data)
+	VALUES ($1, $2, $3, $4, $5, $6, $7)`
 
 // queued reports whether statements wait for the next round trip.
 func (t *tx) queued() bool { return len(t.pending) > 0 || len(t.deferred) > 0 }
@@ -137,8 +148,8 @@ func (t *tx) send(query string, args []any) (pgx.BatchResults, error) {
 	for _, p := range t.pending {
 		b.Queue(p)
 	}
-	for _, d := range t.deferred {
-		b.Queue(d.query, d.args...)
+	for _, h := range t.deferred {
+		b.Queue(sqlInsertEvent, h.args...)
 	}
 	if query != "" {
 		b.Queue(query, args...)
@@ -153,16 +164,17 @@ func (t *tx) send(query string, args []any) (pgx.BatchResults, error) {
 			return nil, err
 		}
 	}
-	for _, d := range deferred {
+	for _, h := range deferred {
 		if _, err := br.Exec(); err != nil {
 			br.Close()
+			err = h.fail(err)
 			if t.failed == nil {
 				// The write was promised to fn: its failure fails the
 				// Update even if fn ignores the error it got (a
 				// client-side one would not abort the transaction).
-				t.failed = d.wrap(err)
+				t.failed = err
 			}
-			return nil, d.wrap(err)
+			return nil, err
 		}
 	}
 	return br, nil
@@ -733,13 +745,10 @@ func (t *tx) AppendEvent(ctx context.Context, e *chorus.Event) error {
 	}
 	body, data, itemData, err := sqlrow.EncodeEvent(e)
 	if err != nil {
-		return fmt.Errorf("postgres: append event %d to %s: %w", e.ID, e.ObjectSID, err)
+		return eventError(e.ID, e.ObjectSID, err)
 	}
-	const insert = `INSERT INTO events (object_sid, id, service_sid, created_at, body, data, item_data)
-		VALUES ($1, $2, $3, $4, $5, $6, $7)`
-	args := []any{e.ObjectSID, e.ID, e.ServiceSID, sqlrow.Nanos(e.DateCreated), body, data, itemData}
-	id, obj := e.ID, e.ObjectSID
-	wrap := func(err error) error { return fmt.Errorf("postgres: append event %d to %s: %w", id, obj, err) }
+	h := heldEvent{id: e.ID, obj: e.ObjectSID,
+		args: []any{e.ObjectSID, e.ID, e.ServiceSID, sqlrow.Nanos(e.DateCreated), body, data, itemData}}
 	if t.write {
 		// Nothing fn does next depends on this insert's outcome but
 		// success, so it rides in the round trip of the statement after
@@ -747,13 +756,13 @@ func (t *tx) AppendEvent(ctx context.Context, e *chorus.Event) error {
 		// less per write. fn's later statements still see the event, which
 		// runs before them.
 		if err := t.check(ctx); err != nil {
-			return wrap(err)
+			return h.fail(err)
 		}
-		t.deferred = append(t.deferred, deferredStmt{query: insert, args: args, wrap: wrap})
+		t.deferred = append(t.deferred, h)
 		return nil
 	}
-	if _, err := t.exec(ctx, insert, args...); err != nil {
-		return wrap(err)
+	if _, err := t.exec(ctx, sqlInsertEvent, h.args...); err != nil {
+		return h.fail(err)
 	}
 	return nil
 }

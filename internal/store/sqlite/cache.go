@@ -136,8 +136,10 @@ func (c *objectCache) put(o *chorus.Object) {
 	// name in a 64 KiB form would pin the form): reuse the old row's when
 	// unchanged, so an update allocates nothing more.
 	old, had := c.m[o.SID]
-	n.UniqueName = ownString(n.UniqueName, old, had, func(o *chorus.Object) string { return o.UniqueName })
-	n.CreatedBy = ownString(n.CreatedBy, old, had, func(o *chorus.Object) string { return o.CreatedBy })
+	if !had {
+		old = &chorus.Object{}
+	}
+	n.UniqueName, n.CreatedBy = ownString(n.UniqueName, old.UniqueName), ownString(n.CreatedBy, old.CreatedBy)
 	if had {
 		c.drop(o.SID) // its unique name may have changed
 	} else if len(c.m) >= maxCachedObjects {
@@ -339,11 +341,11 @@ func copyObject(o *chorus.Object) *chorus.Object {
 	return &n
 }
 
-// ownString is s, with memory of its own: the old row's string when it is
-// equal, else a clone.
-func ownString(s string, old *chorus.Object, had bool, field func(*chorus.Object) string) string {
-	if had && field(old) == s {
-		return field(old)
+// ownString is s with memory of its own: was (a string the cache already
+// owns) when they are equal, else a clone of s.
+func ownString(s, was string) string {
+	if s == was {
+		return was
 	}
 	return strings.Clone(s)
 }

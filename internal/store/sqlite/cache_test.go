@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -281,12 +280,7 @@ func TestObjectByNameInWriter(t *testing.T) {
 // dataVersionPoll, although the first store runs no batch.
 func TestCachedObjectSeesOtherProcess(t *testing.T) {
 	ctx := context.Background()
-	path := filepath.Join(t.TempDir(), "chorus.db")
-	a, err := Open(ctx, path, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.Close()
+	a, path := openFile(t)
 	doc := seedDoc(t, a)
 	if o, ok, err := a.CachedObject(ctx, chorus.KindDocument, "IS1", doc.SID, ""); err != nil || !ok || string(o.Data) != `{"v":0}` {
 		t.Fatalf("CachedObject = %v, %v, %v; want the seeded row", o, ok, err)
@@ -336,12 +330,7 @@ func TestCachedObjectSeesOtherProcess(t *testing.T) {
 // row) with Item in View (always SQLite) for every item it may touch.
 func TestItemCacheCoherent(t *testing.T) {
 	ctx := context.Background()
-	path := filepath.Join(t.TempDir(), "chorus.db")
-	s, err := Open(ctx, path, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s, path := openFile(t)
 	seedDoc(t, s) // the service
 	now := time.Unix(1_700_000_000, 0).UTC()
 	newCollection := func(k chorus.Kind) *chorus.Object {

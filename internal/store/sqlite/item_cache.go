@@ -2,7 +2,6 @@ package sqlite
 
 import (
 	"bytes"
-	"strings"
 
 	"github.com/chorus-sync/chorus"
 	"github.com/chorus-sync/chorus/internal/store/sqlrow"
@@ -64,8 +63,9 @@ func (c *itemCache) get(objectSID string, ref chorus.ItemRef) (*chorus.Item, boo
 
 // fill holds it, a row SQLite returned.
 func (c *itemCache) fill(it *chorus.Item) {
-	old := c.m[keyOf(it)]
-	c.del(keyOf(it))
+	k := keyOf(it)
+	old := c.m[k]
+	c.del(k)
 	if it.Data != nil && len(it.Data) == 0 {
 		return
 	}
@@ -80,7 +80,7 @@ func (c *itemCache) fill(it *chorus.Item) {
 			break
 		}
 	}
-	c.m[keyOf(n)] = n
+	c.m[k] = n
 	c.bytes += size
 }
 
@@ -117,15 +117,12 @@ func (c *itemCache) clear() {
 // to those of old (the row it replaces, or nil) are old's, already owned.
 func ownedItem(it, old *chorus.Item) *chorus.Item {
 	n := copyItem(it)
-	own := func(s string, was func(*chorus.Item) string) string {
-		if old != nil && was(old) == s {
-			return was(old)
-		}
-		return strings.Clone(s)
+	if old == nil {
+		old = &chorus.Item{}
 	}
-	n.ObjectSID = own(it.ObjectSID, func(o *chorus.Item) string { return o.ObjectSID })
-	n.Key = own(it.Key, func(o *chorus.Item) string { return o.Key })
-	n.CreatedBy = own(it.CreatedBy, func(o *chorus.Item) string { return o.CreatedBy })
+	n.ObjectSID = ownString(it.ObjectSID, old.ObjectSID)
+	n.Key = ownString(it.Key, old.Key)
+	n.CreatedBy = ownString(it.CreatedBy, old.CreatedBy)
 	n.DateCreated = sqlrow.Time(sqlrow.Nanos(n.DateCreated))
 	n.DateUpdated = sqlrow.Time(sqlrow.Nanos(n.DateUpdated))
 	if n.DateExpires != nil {

@@ -17,12 +17,34 @@ import (
 
 func openInternal(t *testing.T) *Store {
 	t.Helper()
-	s, err := Open(context.Background(), filepath.Join(t.TempDir(), "chorus.db"), nil)
+	s, _ := openFile(t)
+	return s
+}
+
+// openFile opens a store on a new file, closed when the test ends, and
+// returns the file's path too (for another connection or store).
+func openFile(t *testing.T) (*Store, string) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "chorus.db")
+	s, err := Open(context.Background(), path, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.Close() })
-	return s
+	return s, path
+}
+
+// setData is a request that writes v as the data of doc (a new revision).
+func setData(ctx context.Context, doc *chorus.Object, v string) func(chorus.Tx) error {
+	return func(tx chorus.Tx) error {
+		o, err := tx.Object(ctx, chorus.KindDocument, "", doc.SID)
+		if err != nil {
+			return err
+		}
+		o.Revision++
+		o.Data = json.RawMessage(`{"v":` + v + `}`)
+		return tx.UpdateObject(ctx, o)
+	}
 }
 
 // seedDoc creates an account, a service and one document at revision 0.
@@ -77,13 +99,7 @@ func TestBatchRetryAfterDirtyFailure(t *testing.T) {
 	errBoom := errors.New("boom")
 	bump := func(v string, fail bool) func(chorus.Tx) error {
 		return func(tx chorus.Tx) error {
-			o, err := tx.Object(ctx, chorus.KindDocument, "", doc.SID)
-			if err != nil {
-				return err
-			}
-			o.Revision++
-			o.Data = json.RawMessage(`{"v":` + v + `}`)
-			if err := tx.UpdateObject(ctx, o); err != nil {
+			if err := setData(ctx, doc, v)(tx); err != nil {
 				return err
 			}
 			if fail {
@@ -248,12 +264,7 @@ func TestBatchGathersRunnableWriters(t *testing.T) {
 // Here the read fails on a row another connection corrupted.
 func TestFailedReadRetriesBatch(t *testing.T) {
 	ctx := context.Background()
-	path := filepath.Join(t.TempDir(), "chorus.db")
-	s, err := Open(ctx, path, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s, path := openFile(t)
 	doc := seedDoc(t, s)
 	m := &chorus.Object{Kind: chorus.KindMap, SID: chorus.NewSID(chorus.PrefixMap), AccountSID: "AC1", ServiceSID: "IS1",
 		CreatedBy: "t", DateCreated: time.Now(), DateUpdated: time.Now()}
@@ -274,23 +285,12 @@ func TestFailedReadRetriesBatch(t *testing.T) {
 	if _, err := db.ExecContext(ctx, `UPDATE items SET revision = 'not a number' WHERE key = 'bad'`); err != nil {
 		t.Fatal(err)
 	}
-	write := func(v string) func(chorus.Tx) error {
-		return func(tx chorus.Tx) error {
-			o, err := tx.Object(ctx, chorus.KindDocument, "", doc.SID)
-			if err != nil {
-				return err
-			}
-			o.Revision++
-			o.Data = json.RawMessage(`{"v":` + v + `}`)
-			return tx.UpdateObject(ctx, o)
-		}
-	}
 	readBad := func(tx chorus.Tx) error {
 		_, err := tx.Item(ctx, m.SID, chorus.ItemRef{Key: "bad"})
 		return err
 	}
 	before := s.statRetries.Load()
-	errs := batchOf(t, s, write("1"), readBad, write("2"))
+	errs := batchOf(t, s, setData(ctx, doc, "1"), readBad, setData(ctx, doc, "2"))
 	if errs[0] != nil || errs[1] == nil || errors.Is(errs[1], chorus.ErrNotFound) || errs[2] != nil {
 		t.Fatalf("Update errors = %v; want nil, the scan error, nil", errs)
 	}
