@@ -55,13 +55,14 @@ func benchDocs(b *testing.B, eng *engine.Engine, svc *chorus.Service, n int) []*
 	return docs
 }
 
-// runDocumentWrites runs b.N engine.UpdateObject calls from writers
-// goroutines; goroutine i writes docs[i%len(docs)]. Each call returns
-// only once its write is durable, so writes/s is durable writes per second.
-func runDocumentWrites(b *testing.B, eng *engine.Engine, svc *chorus.Service, writers int, docs []*chorus.Object) {
+// runDocumentWrites runs b.N engine.UpdateObject calls by actor from
+// writers goroutines; goroutine i writes docs[i%len(docs)]. Each call
+// returns only once its write is durable, so writes/s is durable writes
+// per second.
+func runDocumentWrites(b *testing.B, eng *engine.Engine, svc *chorus.Service, actor engine.Actor, writers int, docs []*chorus.Object) {
 	ctx := context.Background()
 	write := func(doc *chorus.Object) error {
-		_, err := eng.UpdateObject(ctx, engine.SystemActor(), svc, chorus.KindDocument, doc.SID,
+		_, err := eng.UpdateObject(ctx, actor, svc, chorus.KindDocument, doc.SID,
 			engine.UpdateObject{Data: benchBody})
 		return err
 	}
@@ -93,16 +94,45 @@ func runDocumentWrites(b *testing.B, eng *engine.Engine, svc *chorus.Service, wr
 
 // BenchmarkDocumentWrites measures durable document updates through the
 // engine on a real SQLite store: writers=N gives each of N concurrent
-// writers its own document; one-document puts them all on one.
+// writers its own document; one-document puts them all on one; acl
+// writes as an SDK client's identity in a service with ACLs on, which
+// checks the identity's permission on every write.
 func BenchmarkDocumentWrites(b *testing.B) {
 	for _, writers := range []int{1, 32} {
 		b.Run(fmt.Sprintf("writers=%d", writers), func(b *testing.B) {
 			eng, svc := benchEngine(b)
-			runDocumentWrites(b, eng, svc, writers, benchDocs(b, eng, svc, writers))
+			runDocumentWrites(b, eng, svc, engine.SystemActor(), writers, benchDocs(b, eng, svc, writers))
 		})
 	}
 	b.Run("one-document/writers=32", func(b *testing.B) {
 		eng, svc := benchEngine(b)
-		runDocumentWrites(b, eng, svc, 32, benchDocs(b, eng, svc, 1))
+		runDocumentWrites(b, eng, svc, engine.SystemActor(), 32, benchDocs(b, eng, svc, 1))
 	})
+	for _, writers := range []int{1, 32} {
+		b.Run(fmt.Sprintf("acl/writers=%d", writers), func(b *testing.B) {
+			eng, svc := benchEngine(b)
+			docs := benchDocs(b, eng, svc, writers)
+			svc = aclFor(b, eng, svc, "alice", docs)
+			runDocumentWrites(b, eng, svc, engine.Actor{Identity: "alice"}, writers, docs)
+		})
+	}
+}
+
+// aclFor turns svc's ACLs on and lets identity write docs; it returns the
+// updated service.
+func aclFor(b *testing.B, eng *engine.Engine, svc *chorus.Service, identity string, docs []*chorus.Object) *chorus.Service {
+	b.Helper()
+	ctx := context.Background()
+	on := true
+	svc, err := eng.UpdateService(ctx, svc.AccountSID, svc.SID, engine.ServiceParams{ACLEnabled: &on})
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, d := range docs {
+		if _, err := eng.SetPermission(ctx, svc, chorus.KindDocument, d.SID,
+			chorus.Permission{Identity: identity, Read: true, Write: true}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	return svc
 }

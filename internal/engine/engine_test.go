@@ -442,6 +442,63 @@ func TestACL(t *testing.T) {
 	}
 }
 
+// TestACLChangesTakeEffectAtOnce: the writer keeps the permission rows its
+// writes read (internal/store/sqlite), so every way a permission changes
+// must show on the very next write: a downgrade, a deletion, a grant, and
+// an object deleted and created again under its name.
+func TestACLChangesTakeEffectAtOnce(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t)
+	svc, err := f.eng.UpdateService(ctx, f.creds.AccountSID, f.svc.SID, engine.ServiceParams{ACLEnabled: ptr(true)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	alice := engine.Actor{Identity: "alice"}
+	write := func(name string) error {
+		_, err := f.eng.UpdateObject(ctx, alice, svc, chorus.KindDocument, name, engine.UpdateObject{Data: json.RawMessage(`{}`)})
+		return err
+	}
+	set := func(sid string, w bool) {
+		t.Helper()
+		if _, err := f.eng.SetPermission(ctx, svc, chorus.KindDocument, sid, chorus.Permission{Identity: "alice", Read: true, Write: w}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	doc, err := f.eng.CreateObject(ctx, sys, svc, chorus.KindDocument, engine.CreateObject{UniqueName: "shared"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantCode(t, write("shared"), 54007)
+	set(doc.SID, true)
+	for range 3 {
+		if err := write("shared"); err != nil {
+			t.Fatalf("write with permission: %v", err)
+		}
+	}
+	set(doc.SID, false)
+	wantCode(t, write("shared"), 54007)
+	set(doc.SID, true)
+	if err := write("shared"); err != nil {
+		t.Fatalf("write after the grant: %v", err)
+	}
+	if err := f.eng.DeletePermission(ctx, svc, chorus.KindDocument, doc.SID, "alice"); err != nil {
+		t.Fatal(err)
+	}
+	wantCode(t, write("shared"), 54007)
+	set(doc.SID, true)
+	if err := write("shared"); err != nil {
+		t.Fatalf("write after the second grant: %v", err)
+	}
+	// A new document under the old name has none of the old one's grants.
+	if _, err := f.eng.DeleteObject(ctx, sys, svc, chorus.KindDocument, "shared"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.eng.CreateObject(ctx, sys, svc, chorus.KindDocument, engine.CreateObject{UniqueName: "shared"}); err != nil {
+		t.Fatal(err)
+	}
+	wantCode(t, write("shared"), 54007)
+}
+
 func TestTTLHidesAtOnceAndSweeperRemoves(t *testing.T) {
 	ctx := context.Background()
 	f := newFixture(t)

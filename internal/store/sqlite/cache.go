@@ -35,13 +35,15 @@ const maxCachedObjects = 4096
 // during a batch is noted in journal and handed over by publish once the
 // batch committed; clear empties recentObjects at once.
 //
-// items holds item rows the same way (itemCache); clear forgets them too.
+// items and perms hold item and permission rows the same way (itemCache,
+// permissionCache); clear forgets them too.
 type objectCache struct {
 	m       map[string]*chorus.Object
 	names   nameIndex                 // the rows in m that have a unique name
 	journal map[string]*chorus.Object // this batch's rows by SID; nil: deleted
 	recent  *recentObjects
 	items   itemCache
+	perms   permissionCache
 }
 
 // objectName is an object's unique name, unique per service and kind (the
@@ -88,6 +90,7 @@ func newObjectCache() *objectCache {
 		journal: make(map[string]*chorus.Object),
 		recent:  &recentObjects{m: make(map[string]recentObject), names: make(nameIndex)},
 		items:   itemCache{m: make(map[itemKey]*chorus.Item)},
+		perms:   permissionCache{m: make(map[string]map[string]permissionFlags)},
 	}
 }
 
@@ -186,6 +189,7 @@ func (c *objectCache) clear() {
 		clear(c.names)
 		clear(c.journal)
 		c.items.clear()
+		c.perms.clear()
 		c.recent.clear()
 	}
 }

@@ -112,8 +112,11 @@
 // Every write reads its object first, by SID or by unique name. The
 // writer keeps the object rows it has read or written (objectCache),
 // indexed both ways, and serves those reads from memory, as it does the
-// item read of every list and map item write (up to maxCachedItems rows);
-// see objectCache for why it stays coherent with the database. After each
+// item read of every list and map item write (up to maxCachedItems rows)
+// and, with ACLs on, the permission read of every write by an identity
+// (up to maxCachedPermissions rows); see objectCache for why it stays
+// coherent with the database. Readers (View) never see these rows: a
+// permission check outside Update reads SQLite. After each
 // COMMIT it hands the rows of that batch to recentObjects (with their
 // data while those fit in maxRecentData), from which RecentObject (the
 // gateway's subscription check) and CachedObject (REST and CDS fetches,

@@ -418,10 +418,12 @@ func (t *tx) UpdateObject(ctx context.Context, o *chorus.Object) error {
 }
 
 func (t *tx) DeleteObject(ctx context.Context, sid string) error {
-	// Items and permissions go by ON DELETE CASCADE; events stay.
+	// Items and permissions go by ON DELETE CASCADE (their cached rows go
+	// here); events stay.
 	t.objs.del(sid) // before: a failed statement leaves the row, which a miss rereads
 	if t.objs != nil {
 		t.objs.items.dropObject(sid)
+		t.objs.perms.dropObject(sid)
 	}
 	if err := t.execOne(ctx, `DELETE FROM objects WHERE sid = ?`, sid); err != nil {
 		return fmt.Errorf("sqlite: delete object %s: %w", sid, err)
@@ -536,10 +538,18 @@ func (t *tx) DeleteItem(ctx context.Context, objectSID string, ref chorus.ItemRe
 // Permissions.
 
 func (t *tx) Permission(ctx context.Context, objectSID, identity string) (*chorus.Permission, error) {
+	if t.objs != nil && !t.done {
+		if p, ok := t.objs.perms.get(objectSID, identity); ok {
+			return p, nil
+		}
+	}
 	p, err := queryOne(ctx, t, sqlrow.ScanPermission, `SELECT `+sqlrow.PermissionCols+` FROM permissions
 		WHERE object_sid = ? AND identity = ?`, objectSID, identity)
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: get permission %s %q: %w", objectSID, identity, err)
+	}
+	if t.objs != nil {
+		t.objs.perms.put(p)
 	}
 	return p, nil
 }
@@ -571,10 +581,16 @@ func (t *tx) PutPermission(ctx context.Context, p *chorus.Permission) error {
 	if err != nil {
 		return fmt.Errorf("sqlite: put permission %s %q: %w", p.ObjectSID, p.Identity, err)
 	}
+	if t.objs != nil {
+		t.objs.perms.put(p)
+	}
 	return nil
 }
 
 func (t *tx) DeletePermission(ctx context.Context, objectSID, identity string) error {
+	if t.objs != nil { // before: a failed statement leaves the row, which a miss rereads
+		t.objs.perms.del(objectSID, identity)
+	}
 	if err := t.execOne(ctx, `DELETE FROM permissions WHERE object_sid = ? AND identity = ?`,
 		objectSID, identity); err != nil {
 		return fmt.Errorf("sqlite: delete permission %s %q: %w", objectSID, identity, err)
