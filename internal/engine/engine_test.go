@@ -445,7 +445,8 @@ func TestACL(t *testing.T) {
 // TestACLChangesTakeEffectAtOnce: the writer keeps the permission rows its
 // writes read (internal/store/sqlite), so every way a permission changes
 // must show on the very next write: a downgrade, a deletion, a grant, and
-// an object deleted and created again under its name.
+// a new object under a deleted one's name (a new SID: the sqlite tests
+// cover an SID that comes back, as an import does).
 func TestACLChangesTakeEffectAtOnce(t *testing.T) {
 	ctx := context.Background()
 	f := newFixture(t)

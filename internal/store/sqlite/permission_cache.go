@@ -60,7 +60,7 @@ func (c *permissionCache) put(p *chorus.Permission) {
 	if len(p.Identity) > maxCachedIdentityBytes {
 		return
 	}
-	for c.n >= maxCachedPermissions {
+	for c.n >= maxCachedPermissions && len(c.m) > 0 {
 		c.evictOne()
 	}
 	rows, ok := c.m[p.ObjectSID]

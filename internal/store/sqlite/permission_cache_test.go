@@ -63,6 +63,9 @@ func TestPermissionCacheCoherent(t *testing.T) {
 						if err := tx.PutPermission(ctx, &bogus); err == nil {
 							return fmt.Errorf("PutPermission on a missing object = nil")
 						}
+						if _, err := tx.Permission(ctx, bogus.ObjectSID, bogus.Identity); !errors.Is(err, chorus.ErrNotFound) {
+							return fmt.Errorf("Permission after a refused put = %w, want not found", err)
+						}
 					}
 					if err := tx.PutPermission(ctx, p); err != nil {
 						return err
@@ -331,4 +334,39 @@ func TestPermissionReadServedInWriter(t *testing.T) {
 	if got := hits() - before; got != 3 {
 		t.Errorf("%d of 3 permission reads answered from memory", got)
 	}
+}
+
+// A tx used after its Update returned fails its deletions before they
+// touch the writer's caches, which the writer goroutine is using
+// meanwhile (the race detector sees it when they do).
+func TestLeakedTxLeavesCachesAlone(t *testing.T) {
+	ctx := context.Background()
+	s, _ := openFile(t)
+	doc := seedDoc(t, s)
+	var leaked chorus.Tx
+	if err := s.Update(ctx, func(tx chorus.Tx) error { leaked = tx; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for range 200 {
+			if err := errors.Join(leaked.DeletePermission(ctx, doc.SID, "alice"), leaked.DeleteObject(ctx, doc.SID),
+				leaked.DeleteItem(ctx, doc.SID, chorus.ItemRef{Key: "k"}), leaked.DeleteService(ctx, doc.ServiceSID)); err == nil {
+				t.Error("deletions on a finished tx = nil error, want one")
+				return
+			}
+		}
+	}()
+	for range 200 {
+		if err := s.Update(ctx, func(tx chorus.Tx) error {
+			if err := tx.PutPermission(ctx, &chorus.Permission{ObjectSID: doc.SID, Identity: "alice", Read: true}); err != nil {
+				return err
+			}
+			return tx.DeletePermission(ctx, doc.SID, "alice")
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	<-done
 }

@@ -286,6 +286,9 @@ func (t *tx) PutService(ctx context.Context, s *chorus.Service) error {
 }
 
 func (t *tx) DeleteService(ctx context.Context, sid string) error {
+	if t.done { // before the writer's caches, which only its goroutine may touch
+		return errTxDone
+	}
 	// Objects, items and permissions go by ON DELETE CASCADE; events have
 	// no foreign key (they outlive their object) and go explicitly.
 	t.objs.clear() // the cascade deletes objects behind the cache's back
@@ -418,6 +421,9 @@ func (t *tx) UpdateObject(ctx context.Context, o *chorus.Object) error {
 }
 
 func (t *tx) DeleteObject(ctx context.Context, sid string) error {
+	if t.done { // before the writer's caches, which only its goroutine may touch
+		return errTxDone
+	}
 	// Items and permissions go by ON DELETE CASCADE (their cached rows go
 	// here); events stay.
 	t.objs.del(sid) // before: a failed statement leaves the row, which a miss rereads
@@ -525,6 +531,9 @@ func (t *tx) PutItem(ctx context.Context, it *chorus.Item) error {
 }
 
 func (t *tx) DeleteItem(ctx context.Context, objectSID string, ref chorus.ItemRef) error {
+	if t.done { // before the writer's caches, which only its goroutine may touch
+		return errTxDone
+	}
 	if t.objs != nil { // before: a failed statement leaves the row, which a miss rereads
 		t.objs.items.del(itemKey{objectSID, ref})
 	}
@@ -588,6 +597,9 @@ func (t *tx) PutPermission(ctx context.Context, p *chorus.Permission) error {
 }
 
 func (t *tx) DeletePermission(ctx context.Context, objectSID, identity string) error {
+	if t.done { // before the writer's caches, which only its goroutine may touch
+		return errTxDone
+	}
 	if t.objs != nil { // before: a failed statement leaves the row, which a miss rereads
 		t.objs.perms.del(objectSID, identity)
 	}
