@@ -9,7 +9,8 @@ import (
 // the transaction that commits its event, deleted once the receiver took
 // it or the dispatcher gave up on it.
 type OutboxEntry struct {
-	// Seq orders the outbox; AppendOutbox assigns it.
+	// Seq orders the outbox: the store assigns it when the entry is
+	// written, increasing in the order of the appends.
 	Seq        int64
 	ServiceSID string
 	// OrderKey groups the entries that must be delivered one after the
@@ -68,7 +69,10 @@ type OutboxReader interface {
 
 // OutboxWriter writes the webhook outbox and the reachability state.
 type OutboxWriter interface {
-	// AppendOutbox stores e and sets e.Seq.
+	// AppendOutbox stores e with a new Seq. Like AppendEvent, a store
+	// may send it with the transaction's next statement (its error may
+	// then come from that statement's method, and fails the Update either
+	// way), so e.Seq need not be set: Outbox reads it back.
 	AppendOutbox(ctx context.Context, e *OutboxEntry) error
 	// UpdateOutbox records a failed attempt: Attempts, NextAttempt,
 	// LastStatus and LastError of the entry e.Seq.

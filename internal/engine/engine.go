@@ -113,11 +113,15 @@ type change struct {
 	actor  Actor
 	now    time.Time
 	events []*chorus.Event
+	outbox Outbox // Config.Outbox: emit writes each event's webhooks
 }
 
 // emit fills in ev's object fields, allocates its id from obj when the
-// event is logged (realtime events of documents, lists and maps), appends it to the log, and queues it for publishing. The
-// caller persists obj (whose LastEventID emit advanced) afterwards.
+// event is logged (realtime events of documents, lists and maps), appends
+// it to the log, writes its webhooks to the outbox (in tx, when there is
+// one) and queues it for publishing. ev must be complete: the store may
+// encode it at once. The caller persists obj (whose LastEventID emit
+// advanced) afterwards.
 func (c *change) emit(ctx context.Context, tx chorus.Tx, obj *chorus.Object, ev *chorus.Event) error {
 	ev.AccountSID = obj.AccountSID
 	ev.ServiceSID = obj.ServiceSID
@@ -136,23 +140,23 @@ func (c *change) emit(ctx context.Context, tx chorus.Tx, obj *chorus.Object, ev 
 		}
 	}
 	c.events = append(c.events, ev)
+	if c.outbox != nil && tx != nil {
+		// In the transaction, before the statement that persists obj:
+		// a store that holds writes back (PostgreSQL) sends the event,
+		// its webhooks and obj's row in one round trip.
+		return c.outbox.Append(ctx, tx, c.events[len(c.events)-1:])
+	}
 	return nil
 }
 
 // update runs fn in a store transaction and, once it committed, publishes
 // the events fn emitted.
 func (e *Engine) update(ctx context.Context, a Actor, fn func(tx chorus.Tx, c *change) error) error {
-	c := &change{actor: a}
+	c := &change{actor: a, outbox: e.cfg.Outbox}
 	err := e.cfg.Store.Update(ctx, func(tx chorus.Tx) error {
 		c.now = e.now()
 		c.events = c.events[:0]
-		if err := fn(tx, c); err != nil {
-			return err
-		}
-		if e.cfg.Outbox != nil && len(c.events) > 0 {
-			return e.cfg.Outbox.Append(ctx, tx, c.events)
-		}
-		return nil
+		return fn(tx, c)
 	})
 	if err != nil {
 		return err

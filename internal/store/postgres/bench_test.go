@@ -41,7 +41,23 @@ func BenchmarkUpdateHot(b *testing.B) {
 	}
 }
 
+// BenchmarkUpdateWebhook is BenchmarkUpdate with webhooks on: each write
+// also appends its event's outbox entry, as the engine does.
+func BenchmarkUpdateWebhook(b *testing.B) {
+	b.Run("batch=on/writers=32", func(b *testing.B) {
+		benchmarkWrites(b, Config{}, 32, false, func(ctx context.Context, tx chorus.Tx, doc *chorus.Object) error {
+			return webhookWrite(ctx, tx, doc, 0, "")
+		})
+	})
+}
+
 func benchmarkUpdate(b *testing.B, cfg Config, writers int, hot bool) {
+	benchmarkWrites(b, cfg, writers, hot, bump)
+}
+
+// benchmarkWrites runs b.N Updates of write from writers goroutines, each
+// on a document of its own, or all on one when hot.
+func benchmarkWrites(b *testing.B, cfg Config, writers int, hot bool, write func(context.Context, chorus.Tx, *chorus.Object) error) {
 	s := open(b, cfg)
 	docs := make([]*chorus.Object, writers)
 	for i := range docs {
@@ -62,7 +78,7 @@ func benchmarkUpdate(b *testing.B, cfg Config, writers int, hot bool) {
 		wg.Go(func() {
 			ctx := context.Background()
 			for next.Add(1) <= ops {
-				if err := s.Update(ctx, func(tx chorus.Tx) error { return bump(ctx, tx, doc) }); err != nil {
+				if err := s.Update(ctx, func(tx chorus.Tx) error { return write(ctx, tx, doc) }); err != nil {
 					failed.Store(err)
 					return
 				}

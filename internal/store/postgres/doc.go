@@ -11,9 +11,10 @@
 // after COMMIT. Functions in one batch run one at a time, in queue order,
 // and see each other's writes. BEGIN and each SAVEPOINT are pipelined with
 // the first statement fn runs, so a request costs no extra round trip, and
-// an AppendEvent inside Update is held back to ride with fn's next
-// statement (the engine's UPDATE of the object), or with a last round trip
-// when fn returns nil: an engine write is one round trip shorter. Its error
+// an AppendEvent or AppendOutbox inside Update is held back to ride with
+// fn's next statement (the engine's UPDATE of the object), or with a last
+// round trip when fn returns nil: an engine write costs one round trip for
+// its event, its webhooks and its object together. A held write's error
 // then comes from the method that carried it, and fails the Update.
 //
 // In PostgreSQL a failed statement aborts the transaction (here: the
@@ -22,8 +23,8 @@
 // not prepare, as after a schema change under an old node), there is no
 // savepoint of its own: the batch is rolled back, that request fails and
 // the requests before it run again in the next batch, since ROLLBACK TO
-// would undo the previous request, already counted as committed. The expected failures are therefore avoided rather
-// than caught: InsertObject uses ON CONFLICT DO NOTHING and UpdateObject
+// would undo the previous request, already counted as committed. The
+// expected failures are therefore avoided rather than caught: InsertObject uses ON CONFLICT DO NOTHING and UpdateObject
 // checks the unique name first, so fn may go on after ErrUniqueNameExists
 // as with sqlite. If fn ignores any other failed statement and returns
 // nil, its Update fails anyway.

@@ -45,21 +45,24 @@ func (t *tx) OfflineIdentities(ctx context.Context, before time.Time, limit int)
 func (t *tx) AppendOutbox(ctx context.Context, e *chorus.OutboxEntry) error {
 	body, data, itemData, err := sqlrow.EncodeEvent(e.Event)
 	if err != nil {
-		return fmt.Errorf("postgres: append outbox: %w", err)
+		return outboxError(e.OrderKey, err)
 	}
-	seq, err := queryOne(ctx, t, func(sc sqlrow.Scanner) (*int64, error) {
-		var n int64
-		return &n, sc.Scan(&n)
-	}, `INSERT INTO outbox (service_sid, order_key, created_at, next_attempt, attempts,
-			last_status, last_error, body, data, item_data) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
-		RETURNING seq`,
+	// Held back like AppendEvent: the sequence numbers the row when the
+	// INSERT runs, still in the order of the appends, and e.Seq is left
+	// unset (chorus.OutboxWriter).
+	return t.hold(ctx, heldWrite{outbox: true, obj: e.OrderKey, args: []any{
 		e.ServiceSID, e.OrderKey, sqlrow.Nanos(e.DateCreated), sqlrow.Nanos(e.NextAttempt), e.Attempts,
-		e.LastStatus, e.LastError, body, data, itemData)
-	if err != nil {
-		return fmt.Errorf("postgres: append outbox: %w", err)
-	}
-	e.Seq = *seq
-	return nil
+		e.LastStatus, e.LastError, body, data, itemData,
+	}})
+}
+
+// sqlInsertOutbox is AppendOutbox's statement.
+const sqlInsertOutbox = `INSERT INTO outbox (service_sid, order_key, created_at, next_attempt, attempts,
+	last_status, last_error, body, data, item_data) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`
+
+// outboxError is AppendOutbox's error for an entry of key.
+func outboxError(key string, err error) error {
+	return fmt.Errorf("postgres: append outbox entry of %s: %w", key, err)
 }
 
 func (t *tx) UpdateOutbox(ctx context.Context, e *chorus.OutboxEntry) error {

@@ -59,6 +59,134 @@ func engineWrite(ctx context.Context, tx chorus.Tx, doc *chorus.Object, eventID 
 	return tx.UpdateObject(ctx, o)
 }
 
+// webhookWrite is engineWrite with webhooks on: the engine writes the
+// event's outbox entry (with errText as its LastError) before the row.
+// eventID 0 is the document's next.
+func webhookWrite(ctx context.Context, tx chorus.Tx, doc *chorus.Object, eventID int64, errText string) error {
+	o, err := tx.Object(ctx, chorus.KindDocument, doc.ServiceSID, doc.SID)
+	if err != nil {
+		return err
+	}
+	if eventID == 0 {
+		eventID = o.LastEventID + 1
+	}
+	o.Revision++
+	o.LastEventID = eventID
+	o.DateUpdated = time.Now()
+	ev := &chorus.Event{Type: chorus.EventDocumentUpdated, ID: eventID,
+		AccountSID: o.AccountSID, ServiceSID: o.ServiceSID, ObjectSID: o.SID, Kind: o.Kind,
+		Revision: o.RevisionString(), Data: o.Data, DateCreated: o.DateUpdated}
+	if err := tx.AppendEvent(ctx, ev); err != nil {
+		return err
+	}
+	if err := tx.AppendOutbox(ctx, &chorus.OutboxEntry{ServiceSID: o.ServiceSID, OrderKey: o.SID, Event: ev,
+		NextAttempt: o.DateUpdated, DateCreated: o.DateUpdated, LastError: errText}); err != nil {
+		return err
+	}
+	return tx.UpdateObject(ctx, o)
+}
+
+// outboxOf is the pending webhooks of doc's service.
+func outboxOf(t *testing.T, s chorus.Store, doc *chorus.Object) []*chorus.OutboxEntry {
+	t.Helper()
+	var es []*chorus.OutboxEntry
+	if err := s.View(context.Background(), func(tx chorus.ReadTx) (err error) {
+		es, err = tx.Outbox(context.Background(), doc.ServiceSID, 100, 100)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return es
+}
+
+// With webhooks on, the outbox entry rides in the same round trip as the
+// event and the row: still three round trips, not four.
+func TestAppendOutboxRoundTrips(t *testing.T) {
+	rt := &roundTrips{}
+	s := open(t, Config{NoBatch: true, tracer: rt})
+	doc := newDoc(t, s)
+	for id := int64(1); id <= 3; id++ { // the first ones prepare the statements
+		rt.n.Store(0)
+		ctx := rt.mark(context.Background())
+		if err := s.Update(ctx, func(tx chorus.Tx) error { return webhookWrite(ctx, tx, doc, id, "") }); err != nil {
+			t.Fatalf("write %d: %v", id, err)
+		}
+	}
+	if got := rt.n.Load(); got != 3 {
+		t.Errorf("an engine write with a webhook took %d round trips, want 3", got)
+	}
+	checkBumped(t, s, doc, 3)
+	es := outboxOf(t, s, doc)
+	if len(es) != 3 || es[0].Event.ID != 1 || es[2].Event.ID != 3 || !(es[0].Seq < es[1].Seq && es[1].Seq < es[2].Seq) {
+		t.Errorf("outbox = %d entries, want events 1, 2, 3 in Seq order", len(es))
+	}
+}
+
+// A held-back outbox entry behaves as if written at once: fn's later
+// reads see it, and its failure fails the Update with its own error and
+// keeps nothing of the write, batched or not.
+func TestAppendOutboxDeferred(t *testing.T) {
+	for _, cfg := range []Config{{}, {NoBatch: true}} {
+		t.Run(map[bool]string{false: "batched", true: "nobatch"}[cfg.NoBatch], func(t *testing.T) {
+			s := open(t, cfg)
+			ctx := context.Background()
+			doc := newDoc(t, s)
+			if err := s.Update(ctx, func(tx chorus.Tx) error {
+				if err := webhookWrite(ctx, tx, doc, 1, ""); err != nil {
+					return err
+				}
+				es, err := tx.Outbox(ctx, doc.ServiceSID, 10, 10)
+				if err != nil {
+					return err
+				}
+				if len(es) != 1 || es[0].Event.ID != 1 {
+					t.Errorf("Outbox in the writing Update = %d entries, want event 1's", len(es))
+				}
+				return nil
+			}); err != nil {
+				t.Fatalf("write 1: %v", err)
+			}
+			// PostgreSQL refuses a NUL in text: the entry fails in the
+			// round trip of the UPDATE, and the whole write is undone.
+			err := s.Update(ctx, func(tx chorus.Tx) error { return webhookWrite(ctx, tx, doc, 2, "bad\x00byte") })
+			if err == nil || !strings.Contains(err.Error(), "append outbox entry of "+doc.SID) {
+				t.Errorf("Update with a refused outbox entry = %v, want the append's error", err)
+			}
+			checkBumped(t, s, doc, 1)
+			if es := outboxOf(t, s, doc); len(es) != 1 {
+				t.Errorf("outbox after the failed write = %d entries, want 1", len(es))
+			}
+			if cfg.NoBatch {
+				return
+			}
+			// Batched: the request whose entry fails rolls back alone.
+			other := newDoc(t, s)
+			errs := make(chan error, 2)
+			go func() {
+				errs <- s.Update(ctx, func(tx chorus.Tx) error { return webhookWrite(ctx, tx, doc, 2, "bad\x00byte") })
+			}()
+			go func() { errs <- s.Update(ctx, func(tx chorus.Tx) error { return webhookWrite(ctx, tx, other, 1, "") }) }()
+			var failed int
+			for range 2 {
+				if err := <-errs; err != nil {
+					failed++
+					if !strings.Contains(err.Error(), "append outbox entry of "+doc.SID) {
+						t.Errorf("failed write: %v, want the refused entry", err)
+					}
+				}
+			}
+			if failed != 1 {
+				t.Errorf("%d writes failed, want 1", failed)
+			}
+			checkBumped(t, s, doc, 1)
+			checkBumped(t, s, other, 1)
+			if es := outboxOf(t, s, other); len(es) != 1 {
+				t.Errorf("outbox of the other write = %d entries, want 1", len(es))
+			}
+		})
+	}
+}
+
 // An Update's event rides in the round trip of the object's UPDATE: an
 // engine write is three round trips (BEGIN with the locking read, the
 // event with the UPDATE, COMMIT), not four.

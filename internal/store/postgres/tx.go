@@ -35,12 +35,12 @@ type tx struct {
 	// that they were.
 	pending []string
 	sent    bool
-	// deferred are the Update's AppendEvents, whose outcome fn does not
-	// need at once: held back to go after pending in the round trip of
-	// the next statement, or of flush when fn returns. A held event's
-	// error is returned by the method whose round trip carried it, and
-	// fails the Update either way.
-	deferred []heldEvent
+	// deferred are the Update's AppendEvents and AppendOutboxes, whose
+	// outcome fn does not need at once: held back to go after pending in
+	// the round trip of the next statement, or of flush when fn returns.
+	// A held write's error is returned by the method whose round trip
+	// carried it, and fails the Update either way.
+	deferred []heldWrite
 
 	// What went wrong beyond fn's control; the Store acts on it whatever
 	// fn returns.
@@ -118,15 +118,28 @@ func (t *tx) fnError(err error) error {
 	return err
 }
 
-// heldEvent is an AppendEvent held back: its INSERT's arguments, and what
-// its error names.
-type heldEvent struct {
-	id   int64
-	obj  string
-	args []any
+// heldWrite is an AppendEvent or an AppendOutbox held back: its INSERT's
+// arguments, and what its error names.
+type heldWrite struct {
+	outbox bool  // an AppendOutbox; else an AppendEvent
+	id     int64 // the event's id (AppendEvent)
+	obj    string
+	args   []any
 }
 
-func (h heldEvent) fail(err error) error { return eventError(h.id, h.obj, err) }
+func (h heldWrite) query() string {
+	if h.outbox {
+		return sqlInsertOutbox
+	}
+	return sqlInsertEvent
+}
+
+func (h heldWrite) fail(err error) error {
+	if h.outbox {
+		return outboxError(h.obj, err)
+	}
+	return eventError(h.id, h.obj, err)
+}
 
 // eventError is AppendEvent's error for event id of object obj.
 func eventError(id int64, obj string, err error) error {
@@ -149,7 +162,7 @@ func (t *tx) send(query string, args []any) (pgx.BatchResults, error) {
 		b.Queue(p)
 	}
 	for _, h := range t.deferred {
-		b.Queue(sqlInsertEvent, h.args...)
+		b.Queue(h.query(), h.args...)
 	}
 	if query != "" {
 		b.Queue(query, args...)
@@ -201,6 +214,25 @@ func (t *tx) flush() error {
 		err = br.Close()
 	}
 	return t.note(err)
+}
+
+// hold runs h, a write whose outcome fn does not need at once. In Update,
+// where nothing fn does next depends on it but its success, h rides in the
+// round trip of the statement after it (the object's UPDATE, in every
+// engine write), or of flush: a round trip less per write. fn's later
+// statements still see its row, which runs before them.
+func (t *tx) hold(ctx context.Context, h heldWrite) error {
+	if !t.write {
+		if _, err := t.exec(ctx, h.query(), h.args...); err != nil {
+			return h.fail(err)
+		}
+		return nil
+	}
+	if err := t.check(ctx); err != nil {
+		return h.fail(err)
+	}
+	t.deferred = append(t.deferred, h)
+	return nil
 }
 
 func (t *tx) exec(ctx context.Context, query string, args ...any) (pgconn.CommandTag, error) {
@@ -747,24 +779,8 @@ func (t *tx) AppendEvent(ctx context.Context, e *chorus.Event) error {
 	if err != nil {
 		return eventError(e.ID, e.ObjectSID, err)
 	}
-	h := heldEvent{id: e.ID, obj: e.ObjectSID,
-		args: []any{e.ObjectSID, e.ID, e.ServiceSID, sqlrow.Nanos(e.DateCreated), body, data, itemData}}
-	if t.write {
-		// Nothing fn does next depends on this insert's outcome but
-		// success, so it rides in the round trip of the statement after
-		// it (the object's UPDATE, in every engine write): one round trip
-		// less per write. fn's later statements still see the event, which
-		// runs before them.
-		if err := t.check(ctx); err != nil {
-			return h.fail(err)
-		}
-		t.deferred = append(t.deferred, h)
-		return nil
-	}
-	if _, err := t.exec(ctx, sqlInsertEvent, h.args...); err != nil {
-		return h.fail(err)
-	}
-	return nil
+	return t.hold(ctx, heldWrite{id: e.ID, obj: e.ObjectSID,
+		args: []any{e.ObjectSID, e.ID, e.ServiceSID, sqlrow.Nanos(e.DateCreated), body, data, itemData}})
 }
 
 func (t *tx) TrimEvents(ctx context.Context, before time.Time, keep int) (int, error) {
