@@ -31,11 +31,17 @@ type env struct {
 // timings.
 func newEnv(t testing.TB, cfg webhook.Config) *env {
 	t.Helper()
-	ctx := context.Background()
-	st, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "db"), nil)
+	st, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "db"), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return newEnvOn(t, cfg, st)
+}
+
+// newEnvOn is newEnv on st, which it closes when the test ends.
+func newEnvOn(t testing.TB, cfg webhook.Config, st chorus.Store) *env {
+	t.Helper()
+	ctx := context.Background()
 	cfg.Store = st
 	cfg.Policy.AllowPrivate = true
 	d := webhook.New(cfg)

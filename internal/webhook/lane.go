@@ -11,6 +11,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/chorus-sync/chorus"
 )
@@ -291,6 +293,7 @@ func (d *Dispatcher) remove(ctx context.Context, done *doneSet) {
 // abandoned entries go to done.
 func (d *Dispatcher) finish(ctx context.Context, h *health, e *chorus.OutboxEntry, res outcome, status int, why string, done *doneSet) bool {
 	ctx = context.WithoutCancel(ctx) // the attempt happened: record it
+	why = reasonText(why)
 	attempt := e.Attempts + 1
 	var err error
 	switch res {
@@ -397,6 +400,31 @@ func (d *Dispatcher) noteRetryAfter(sid, v string) {
 	if err == nil && secs > 0 {
 		h.retryAfter = min(time.Duration(secs)*time.Second, maxPause)
 	}
+}
+
+// maxReason bounds the reason an outbox entry records for its last attempt.
+const maxReason = 256
+
+// reasonText is why as the outbox records it and the log shows it: valid
+// UTF-8 without control characters, at most maxReason bytes. It may quote
+// a receiver's status line, which is arbitrary bytes, and PostgreSQL
+// refuses a NUL or invalid UTF-8 in text: a retry it cannot record would
+// be sent again at every poll, without backoff.
+func reasonText(why string) string {
+	why = strings.Map(func(r rune) rune {
+		if unicode.IsControl(r) {
+			return '?'
+		}
+		return r
+	}, strings.ToValidUTF8(why, "\uFFFD"))
+	if len(why) <= maxReason {
+		return why
+	}
+	cut := maxReason
+	for cut > 0 && !utf8.RuneStart(why[cut]) {
+		cut--
+	}
+	return why[:cut]
 }
 
 // redactErr describes a delivery error without the URL's query (which may

@@ -4,17 +4,24 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
 	"net/url"
+	"path/filepath"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/twilio/twilio-go/client"
 
 	"github.com/chorus-sync/chorus"
 	"github.com/chorus-sync/chorus/internal/engine"
+	"github.com/chorus-sync/chorus/internal/servertest"
+	"github.com/chorus-sync/chorus/internal/store/postgres"
+	"github.com/chorus-sync/chorus/internal/store/sqlite"
 	"github.com/chorus-sync/chorus/internal/webhook"
 )
 
@@ -310,5 +317,75 @@ func TestOutboxCap(t *testing.T) {
 	}
 	if h := hs[0]; h.Pending != maxPending || h.Abandoned != 20-maxPending || h.State != "failing" || len(h.RecentFailures) == 0 || h.RecentFailures[0].Status != 503 {
 		t.Errorf("health = %+v", h)
+	}
+}
+
+// A receiver's status line is recorded as the entry's LastError on every
+// store: PostgreSQL refuses a NUL and invalid UTF-8 in text, and a retry
+// that cannot be recorded would be sent again every poll, without backoff
+// and without ever counting against the attempts.
+func TestHostileStatusLineRecorded(t *testing.T) {
+	stores := map[string]func(t *testing.T) chorus.Store{
+		"sqlite": func(t *testing.T) chorus.Store {
+			st, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "db"), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return st
+		},
+		"postgres": func(t *testing.T) chorus.Store {
+			st, err := postgres.Open(context.Background(), servertest.NewDatabase(t), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return st
+		},
+	}
+	for name, open := range stores {
+		t.Run(name, func(t *testing.T) {
+			ctx := context.Background()
+			e := newEnvOn(t, webhook.Config{Attempts: 5, RetryBase: time.Hour}, open(t))
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { ln.Close() })
+			var hits atomic.Int32
+			go func() {
+				for {
+					c, err := ln.Accept()
+					if err != nil {
+						return
+					}
+					hits.Add(1)
+					_, _ = c.Read(make([]byte, 64<<10))
+					_, _ = c.Write([]byte("HTTP/1.1 503 busy\x00\xff" + strings.Repeat("é", 1000) + "\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"))
+					c.Close()
+				}
+			}()
+			svc := e.service(t, "http://"+ln.Addr().String()+"/hook")
+			if _, err := e.eng.CreateObject(ctx, engine.SystemActor(), svc, chorus.KindDocument, engine.CreateObject{}); err != nil {
+				t.Fatal(err)
+			}
+			var got *chorus.OutboxEntry
+			waitFor(t, 10*time.Second, "the retry recorded", func() bool {
+				_ = e.st.View(ctx, func(tx chorus.ReadTx) error {
+					es, err := tx.Outbox(ctx, svc.SID, 10, 10)
+					if err == nil && len(es) == 1 && es[0].Attempts == 1 {
+						got = es[0]
+					}
+					return err
+				})
+				return got != nil
+			})
+			if got.LastStatus != 503 || !utf8.ValidString(got.LastError) || strings.ContainsRune(got.LastError, 0) ||
+				!strings.HasPrefix(got.LastError, "answered 503 busy") || len(got.LastError) > 256 {
+				t.Errorf("LastError = %q (status %d): want the status line, valid UTF-8 without control characters, bounded", got.LastError, got.LastStatus)
+			}
+			time.Sleep(2500 * time.Millisecond) // a few polls
+			if n := hits.Load(); n != 1 {
+				t.Errorf("the receiver was called %d times within the hour's backoff, want 1", n)
+			}
+		})
 	}
 }
