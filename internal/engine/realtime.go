@@ -181,7 +181,20 @@ func (e *Engine) sweepObjects(ctx context.Context) (n int, err error) {
 		}
 		n = len(objs)
 		for _, o := range objs {
-			if err := e.removeObject(ctx, tx, c, o); err != nil {
+			// The list was read without locks: a write may have extended
+			// the object's TTL since (PostgreSQL, another request or node).
+			// Read it again, locked, and sweep it only if still expired.
+			cur, err := e.objectBySID(ctx, tx, o.Kind, o.SID)
+			if isNotFound(err) {
+				continue // deleted meanwhile
+			}
+			if err != nil {
+				return err
+			}
+			if !cur.Expired(c.now) {
+				continue
+			}
+			if err := e.removeObject(ctx, tx, c, cur); err != nil {
 				return err
 			}
 		}
@@ -202,12 +215,27 @@ func (e *Engine) sweepItems(ctx context.Context) (n int, err error) {
 			obj, ok := objs[it.ObjectSID]
 			if !ok {
 				o, err := e.objectBySID(ctx, tx, it.Kind, it.ObjectSID)
-				if err != nil {
+				if err != nil && !isNotFound(err) {
 					return err
 				}
-				obj, objs[it.ObjectSID] = o, o
+				obj, objs[it.ObjectSID] = o, o // nil: deleted meanwhile, with its items
 			}
-			if err := e.removeItem(ctx, tx, c, obj, it); err != nil {
+			if obj == nil {
+				continue
+			}
+			// As in sweepObjects: the item may have been written since the
+			// unlocked list; with its object locked, read it again.
+			cur, err := tx.Item(ctx, obj.SID, chorus.ItemRef{Index: it.Index, Key: it.Key})
+			if isNotFound(err) {
+				continue
+			}
+			if err != nil {
+				return err
+			}
+			if !cur.Expired(c.now) {
+				continue
+			}
+			if err := e.removeItem(ctx, tx, c, obj, cur); err != nil {
 				return err
 			}
 		}

@@ -1,0 +1,147 @@
+package engine_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/chorus-sync/chorus"
+	"github.com/chorus-sync/chorus/internal/bus/mem"
+	"github.com/chorus-sync/chorus/internal/engine"
+	"github.com/chorus-sync/chorus/internal/servertest"
+	"github.com/chorus-sync/chorus/internal/store/postgres"
+)
+
+// TestSweepSparesExtendedTTL: on PostgreSQL the sweeper lists what expired
+// without locks, so a write that extends a TTL may commit between that
+// list and the deletion (another request, another node). The sweeper must
+// then leave the object or item alone, not delete what was just made to
+// live longer. A raw transaction plays the writer: it locks the row as
+// the engine's writes do, extends the TTL, and commits while the sweep
+// waits for its lock.
+func TestSweepSparesExtendedTTL(t *testing.T) {
+	ctx := context.Background()
+	dsn := servertest.NewDatabase(t)
+	st, err := postgres.Open(ctx, dsn, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	clock := newClock()
+	eng := engine.New(engine.Config{Store: st, Bus: mem.New(), Now: clock.Now})
+	creds, _, err := eng.Bootstrap(ctx, engine.Credentials{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc, err := eng.Service(ctx, creds.AccountSID, creds.ServiceSID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc, err := eng.CreateObject(ctx, sys, svc, chorus.KindDocument, engine.CreateObject{TTL: ptr(10)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := eng.CreateObject(ctx, sys, svc, chorus.KindMap, engine.CreateObject{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	clock.Advance(11 * time.Second) // the document expired
+	later := clock.Now().Add(time.Hour).UnixNano()
+
+	c, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(ctx)
+	watch, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer watch.Close(ctx)
+	// extendDuringSweep extends a TTL in a transaction that holds the
+	// object's lock until the sweep has listed the row and waits for it.
+	extendDuringSweep := func(objectSID, extend string) {
+		t.Helper()
+		w, err := c.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer w.Rollback(ctx)
+		if _, err := w.Exec(ctx, `SELECT 1 FROM objects WHERE sid = $1 FOR NO KEY UPDATE`, objectSID); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := w.Exec(ctx, extend, objectSID, later); err != nil {
+			t.Fatalf("%s: %v", extend, err)
+		}
+		swept := make(chan error, 1)
+		go func() { swept <- eng.Sweep(ctx) }()
+		waitForLockWait(t, watch, swept)
+		if err := w.Commit(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if err := <-swept; err != nil {
+			t.Fatalf("Sweep: %v", err)
+		}
+	}
+	extendDuringSweep(doc.SID, `UPDATE objects SET date_expires = $2 WHERE sid = $1`)
+	if _, err := eng.Object(ctx, sys, svc, chorus.KindDocument, doc.SID); err != nil {
+		t.Errorf("the document whose TTL was extended: %v, want it kept", err)
+	}
+	if _, _, err := eng.WriteItem(ctx, sys, svc, chorus.KindMap, m.SID, chorus.ItemRef{Key: "k"},
+		engine.ItemWrite{Mode: engine.Upsert, Data: json.RawMessage(`{}`), ItemTTL: ptr(10)}); err != nil {
+		t.Fatal(err)
+	}
+	clock.Advance(11 * time.Second) // the item expired
+	extendDuringSweep(m.SID, `UPDATE items SET date_expires = $2 WHERE object_sid = $1 AND key = 'k'`)
+	if _, err := eng.Item(ctx, sys, svc, chorus.KindMap, m.SID, chorus.ItemRef{Key: "k"}); err != nil {
+		t.Errorf("the item whose TTL was extended: %v, want it kept", err)
+	}
+	// What is still expired goes, once its extended TTL has passed.
+	clock.Advance(2 * time.Hour)
+	if err := eng.Sweep(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.View(ctx, func(tx chorus.ReadTx) error {
+		if _, err := tx.Object(ctx, chorus.KindDocument, "", doc.SID); !errors.Is(err, chorus.ErrNotFound) {
+			t.Errorf("the document's row after its extended TTL: %v, want it swept", err)
+		}
+		if _, err := tx.Item(ctx, m.SID, chorus.ItemRef{Key: "k"}); !errors.Is(err, chorus.ErrNotFound) {
+			t.Errorf("the item's row after its extended TTL: %v, want it swept", err)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// waitForLockWait returns once a session of the database waits for a
+// lock (the sweep, on the writer's row), and fails if the sweep ends
+// first.
+func waitForLockWait(t *testing.T, c *pgx.Conn, swept <-chan error) {
+	t.Helper()
+	ctx := context.Background()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var n int
+		if err := c.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
+			WHERE datname = current_database() AND wait_event_type = 'Lock'`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if n > 0 {
+			return
+		}
+		select {
+		case err := <-swept:
+			t.Fatalf("the sweep did not wait for the writer's lock: %v", err)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the sweep never waited for the writer's lock")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
