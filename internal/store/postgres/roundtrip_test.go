@@ -149,8 +149,8 @@ func TestAppendOutboxDeferred(t *testing.T) {
 			// PostgreSQL refuses a NUL in text: the entry fails in the
 			// round trip of the UPDATE, and the whole write is undone.
 			err := s.Update(ctx, func(tx chorus.Tx) error { return webhookWrite(ctx, tx, doc, 2, "bad\x00byte") })
-			if err == nil || !strings.Contains(err.Error(), "append outbox entry of "+doc.SID) {
-				t.Errorf("Update with a refused outbox entry = %v, want the append's error", err)
+			if err == nil || !strings.Contains(err.Error(), "append outbox entry of "+doc.SID+": held back and sent with the next statement") {
+				t.Errorf("Update with a refused outbox entry = %v, want the append's error, saying it rode with the next statement", err)
 			}
 			checkBumped(t, s, doc, 1)
 			if es := outboxOf(t, s, doc); len(es) != 1 {

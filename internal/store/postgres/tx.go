@@ -180,7 +180,9 @@ func (t *tx) send(query string, args []any) (pgx.BatchResults, error) {
 	for _, h := range deferred {
 		if _, err := br.Exec(); err != nil {
 			br.Close()
-			err = h.fail(err)
+			// The method that carried the write wraps this error in its
+			// own words: say whose statement failed.
+			err = h.fail(fmt.Errorf("held back and sent with the next statement: %w", err))
 			if t.failed == nil {
 				// The write was promised to fn: its failure fails the
 				// Update even if fn ignores the error it got (a
