@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"path/filepath"
 	"runtime"
 	"sync/atomic"
 	"testing"
@@ -12,7 +11,6 @@ import (
 	"github.com/chorus-sync/chorus"
 	"github.com/chorus-sync/chorus/internal/bus/mem"
 	"github.com/chorus-sync/chorus/internal/engine"
-	"github.com/chorus-sync/chorus/internal/store/sqlite"
 )
 
 // benchBody is the small JSON body every benchmark write sets.
@@ -22,21 +20,8 @@ var benchBody = json.RawMessage(`{"title":"Quarterly report","status":"in review
 // engine over it with an in-memory bus, bootstrapped with one service.
 func benchEngine(b *testing.B) (*engine.Engine, *chorus.Service) {
 	b.Helper()
-	ctx := context.Background()
-	st, err := sqlite.Open(ctx, filepath.Join(b.TempDir(), "chorus.db"), nil)
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { st.Close() })
-	eng := engine.New(engine.Config{Store: st, Bus: mem.New()})
-	creds, _, err := eng.Bootstrap(ctx, engine.Credentials{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	svc, err := eng.Service(ctx, creds.AccountSID, creds.ServiceSID)
-	if err != nil {
-		b.Fatal(err)
-	}
+	eng := engine.New(engine.Config{Store: openSQLite(b), Bus: mem.New()})
+	_, svc := bootstrap(b, eng)
 	return eng, svc
 }
 

@@ -39,23 +39,37 @@ type fixture struct {
 
 func newFixture(t testing.TB) *fixture {
 	t.Helper()
-	ctx := context.Background()
-	st, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "chorus.db"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
 	f := &fixture{bus: mem.New(), clock: newClock()}
-	f.eng = engine.New(engine.Config{Store: st, Bus: f.bus, Now: f.clock.Now})
-	f.creds, _, err = f.eng.Bootstrap(ctx, engine.Credentials{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.svc, err = f.eng.Service(ctx, f.creds.AccountSID, f.creds.ServiceSID)
-	if err != nil {
-		t.Fatal(err)
-	}
+	f.eng = engine.New(engine.Config{Store: openSQLite(t), Bus: f.bus, Now: f.clock.Now})
+	f.creds, f.svc = bootstrap(t, f.eng)
 	return f
+}
+
+// openSQLite opens a real SQLite store in a temporary directory, closed
+// when the test ends.
+func openSQLite(tb testing.TB) *sqlite.Store {
+	tb.Helper()
+	st, err := sqlite.Open(context.Background(), filepath.Join(tb.TempDir(), "chorus.db"), nil)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { st.Close() })
+	return st
+}
+
+// bootstrap creates eng's account, key and default service.
+func bootstrap(tb testing.TB, eng *engine.Engine) (engine.Credentials, *chorus.Service) {
+	tb.Helper()
+	ctx := context.Background()
+	creds, _, err := eng.Bootstrap(ctx, engine.Credentials{})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	svc, err := eng.Service(ctx, creds.AccountSID, creds.ServiceSID)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return creds, svc
 }
 
 // record collects the events published for one object.

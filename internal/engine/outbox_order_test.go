@@ -3,7 +3,6 @@ package engine_test
 import (
 	"context"
 	"encoding/json"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -12,7 +11,6 @@ import (
 	"github.com/chorus-sync/chorus"
 	"github.com/chorus-sync/chorus/internal/bus/mem"
 	"github.com/chorus-sync/chorus/internal/engine"
-	"github.com/chorus-sync/chorus/internal/store/sqlite"
 )
 
 // callLog records the writes an engine makes through a store's Tx.
@@ -95,21 +93,9 @@ func (everyEvent) Append(ctx context.Context, tx chorus.Tx, events []*chorus.Eve
 // webhook and the row in one round trip.
 func TestOutboxBeforeTheRow(t *testing.T) {
 	ctx := context.Background()
-	st, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "chorus.db"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
 	log := &callLog{}
-	eng := engine.New(engine.Config{Store: loggingStore{st, log}, Bus: mem.New(), Outbox: everyEvent{}})
-	creds, _, err := eng.Bootstrap(ctx, engine.Credentials{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	svc, err := eng.Service(ctx, creds.AccountSID, creds.ServiceSID)
-	if err != nil {
-		t.Fatal(err)
-	}
+	eng := engine.New(engine.Config{Store: loggingStore{openSQLite(t), log}, Bus: mem.New(), Outbox: everyEvent{}})
+	_, svc := bootstrap(t, eng)
 	doc, err := eng.CreateObject(ctx, sys, svc, chorus.KindDocument, engine.CreateObject{})
 	if err != nil {
 		t.Fatal(err)

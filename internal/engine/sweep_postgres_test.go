@@ -33,14 +33,7 @@ func TestSweepSparesExtendedTTL(t *testing.T) {
 	t.Cleanup(func() { st.Close() })
 	clock := newClock()
 	eng := engine.New(engine.Config{Store: st, Bus: mem.New(), Now: clock.Now})
-	creds, _, err := eng.Bootstrap(ctx, engine.Credentials{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	svc, err := eng.Service(ctx, creds.AccountSID, creds.ServiceSID)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, svc := bootstrap(t, eng)
 	doc, err := eng.CreateObject(ctx, sys, svc, chorus.KindDocument, engine.CreateObject{TTL: ptr(10)})
 	if err != nil {
 		t.Fatal(err)

@@ -161,23 +161,9 @@ func TestAppendOutboxDeferred(t *testing.T) {
 			}
 			// Batched: the request whose entry fails rolls back alone.
 			other := newDoc(t, s)
-			errs := make(chan error, 2)
-			go func() {
-				errs <- s.Update(ctx, func(tx chorus.Tx) error { return webhookWrite(ctx, tx, doc, 2, "bad\x00byte") })
-			}()
-			go func() { errs <- s.Update(ctx, func(tx chorus.Tx) error { return webhookWrite(ctx, tx, other, 1, "") }) }()
-			var failed int
-			for range 2 {
-				if err := <-errs; err != nil {
-					failed++
-					if !strings.Contains(err.Error(), "append outbox entry of "+doc.SID) {
-						t.Errorf("failed write: %v, want the refused entry", err)
-					}
-				}
-			}
-			if failed != 1 {
-				t.Errorf("%d writes failed, want 1", failed)
-			}
+			failsAlone(t, s, "append outbox entry of "+doc.SID,
+				func(tx chorus.Tx) error { return webhookWrite(ctx, tx, doc, 2, "bad\x00byte") },
+				func(tx chorus.Tx) error { return webhookWrite(ctx, tx, other, 1, "") })
 			checkBumped(t, s, doc, 1)
 			checkBumped(t, s, other, 1)
 			if es := outboxOf(t, s, other); len(es) != 1 {
@@ -284,21 +270,9 @@ func TestAppendEventDeferred(t *testing.T) {
 
 			// Batched: the request whose event fails rolls back alone.
 			other := newDoc(t, s)
-			errs := make(chan error, 2)
-			go func() { errs <- s.Update(ctx, func(tx chorus.Tx) error { return engineWrite(ctx, tx, doc, 3) }) }()
-			go func() { errs <- s.Update(ctx, func(tx chorus.Tx) error { return engineWrite(ctx, tx, other, 1) }) }()
-			var failed int
-			for range 2 {
-				if err := <-errs; err != nil {
-					failed++
-					if !strings.Contains(err.Error(), "append event 3 to "+doc.SID) {
-						t.Errorf("failed write: %v, want the duplicate event 3", err)
-					}
-				}
-			}
-			if failed != 1 {
-				t.Errorf("%d writes failed, want 1", failed)
-			}
+			failsAlone(t, s, "append event 3 to "+doc.SID,
+				func(tx chorus.Tx) error { return engineWrite(ctx, tx, doc, 3) },
+				func(tx chorus.Tx) error { return engineWrite(ctx, tx, other, 1) })
 			checkBumped(t, s, other, 1)
 		})
 	}
@@ -388,4 +362,21 @@ func TestSwallowedErrorBeforeAppend(t *testing.T) {
 		t.Errorf("Update = %v, want the foreign key violation (23503)", err)
 	}
 	checkBumped(t, s, doc, 0)
+}
+
+// failsAlone runs failing and ok as concurrent Updates (so that they may
+// share a batch): failing must fail with an error that says want, and
+// ok must succeed.
+func failsAlone(t *testing.T, s chorus.Store, want string, failing, ok func(chorus.Tx) error) {
+	t.Helper()
+	ctx := context.Background()
+	failed, succeeded := make(chan error, 1), make(chan error, 1)
+	go func() { failed <- s.Update(ctx, failing) }()
+	go func() { succeeded <- s.Update(ctx, ok) }()
+	if err := <-failed; err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("failing write: %v, want %q", err, want)
+	}
+	if err := <-succeeded; err != nil {
+		t.Errorf("the other write: %v, want it committed", err)
+	}
 }

@@ -444,10 +444,7 @@ func TestItemCacheCoherent(t *testing.T) {
 		}
 		return out
 	}
-	inWriter := func(fn func(chorus.ReadTx) error) error {
-		return s.Update(ctx, func(tx chorus.Tx) error { return fn(tx) })
-	}
-	inView := func(fn func(chorus.ReadTx) error) error { return s.View(ctx, fn) }
+	inWriter, inView := readIn(ctx, s)
 	var hits int
 	for round := range 300 {
 		var wg sync.WaitGroup
@@ -600,4 +597,14 @@ func TestObjectCacheOwnsStrings(t *testing.T) {
 	if got, ok := c.byName(chorus.KindDocument, "IS1", o.UniqueName); !ok || got.Revision != 1 {
 		t.Errorf("byName after the update = %v, %v", got, ok)
 	}
+}
+
+// readIn returns the two ways to read s: in the writer (Update, answered
+// from its caches where they hold the row) and in a reader (View: SQLite).
+func readIn(ctx context.Context, s *Store) (inWriter, inView func(func(chorus.ReadTx) error) error) {
+	inWriter = func(fn func(chorus.ReadTx) error) error {
+		return s.Update(ctx, func(tx chorus.Tx) error { return fn(tx) })
+	}
+	inView = func(fn func(chorus.ReadTx) error) error { return s.View(ctx, fn) }
+	return inWriter, inView
 }

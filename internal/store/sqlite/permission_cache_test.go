@@ -111,10 +111,7 @@ func TestPermissionCacheCoherent(t *testing.T) {
 		}
 		return out
 	}
-	inWriter := func(fn func(chorus.ReadTx) error) error {
-		return s.Update(ctx, func(tx chorus.Tx) error { return fn(tx) })
-	}
-	inView := func(fn func(chorus.ReadTx) error) error { return s.View(ctx, fn) }
+	inWriter, inView := readIn(ctx, s)
 	rng := rand.New(rand.NewPCG(3, 4))
 	for round := range 300 {
 		ts := targets()
