@@ -149,21 +149,24 @@ const sweepBatch = 200
 // Sweep deletes what has expired, publishing removal events, and trims the
 // event log once.
 func (e *Engine) Sweep(ctx context.Context) error {
+	// Each pass lists up to sweepBatch rows and removes those still
+	// expired; another pass follows while a full list removed something
+	// (a list of rows that all stay is left to the next sweep).
 	for {
-		n, err := e.sweepObjects(ctx)
+		listed, removed, err := e.sweepObjects(ctx)
 		if err != nil {
 			return fmt.Errorf("engine: sweep objects: %w", err)
 		}
-		if n < sweepBatch {
+		if listed < sweepBatch || removed == 0 {
 			break
 		}
 	}
 	for {
-		n, err := e.sweepItems(ctx)
+		listed, removed, err := e.sweepItems(ctx)
 		if err != nil {
 			return fmt.Errorf("engine: sweep items: %w", err)
 		}
-		if n < sweepBatch {
+		if listed < sweepBatch || removed == 0 {
 			break
 		}
 	}
@@ -173,13 +176,13 @@ func (e *Engine) Sweep(ctx context.Context) error {
 	})
 }
 
-func (e *Engine) sweepObjects(ctx context.Context) (n int, err error) {
+func (e *Engine) sweepObjects(ctx context.Context) (listed, removed int, err error) {
 	err = e.update(ctx, SystemActor(), func(tx chorus.Tx, c *change) error {
 		objs, err := tx.ExpiredObjects(ctx, c.now, sweepBatch)
 		if err != nil {
 			return err
 		}
-		n = len(objs)
+		listed, removed = len(objs), 0
 		for _, o := range objs {
 			// The list was read without locks: a write may have extended
 			// the object's TTL since (PostgreSQL, another request or node).
@@ -197,19 +200,20 @@ func (e *Engine) sweepObjects(ctx context.Context) (n int, err error) {
 			if err := e.removeObject(ctx, tx, c, cur); err != nil {
 				return err
 			}
+			removed++
 		}
 		return nil
 	})
-	return n, err
+	return listed, removed, err
 }
 
-func (e *Engine) sweepItems(ctx context.Context) (n int, err error) {
+func (e *Engine) sweepItems(ctx context.Context) (listed, removed int, err error) {
 	err = e.update(ctx, SystemActor(), func(tx chorus.Tx, c *change) error {
 		items, err := tx.ExpiredItems(ctx, c.now, sweepBatch)
 		if err != nil {
 			return err
 		}
-		n = len(items)
+		listed, removed = len(items), 0
 		objs := map[string]*chorus.Object{}
 		for _, it := range items {
 			obj, ok := objs[it.ObjectSID]
@@ -238,10 +242,11 @@ func (e *Engine) sweepItems(ctx context.Context) (n int, err error) {
 			if err := e.removeItem(ctx, tx, c, obj, cur); err != nil {
 				return err
 			}
+			removed++
 		}
 		return nil
 	})
-	return n, err
+	return listed, removed, err
 }
 
 // objectBySID finds an object by SID in any service, for the sweeper:

@@ -406,13 +406,14 @@ func (d *Dispatcher) noteRetryAfter(sid, v string) {
 const maxReason = 256
 
 // reasonText is why as the outbox records it and the log shows it: valid
-// UTF-8 without control characters, at most maxReason bytes. It may quote
-// a receiver's status line, which is arbitrary bytes, and PostgreSQL
-// refuses a NUL or invalid UTF-8 in text: a retry it cannot record would
-// be sent again at every poll, without backoff.
+// UTF-8 without control or format characters (a bidirectional override
+// would garble the console's list of failures), at most maxReason bytes.
+// It may quote a receiver's status line, which is arbitrary bytes, and
+// PostgreSQL refuses a NUL or invalid UTF-8 in text: a retry it cannot
+// record would be sent again at every poll, without backoff.
 func reasonText(why string) string {
 	why = strings.Map(func(r rune) rune {
-		if unicode.IsControl(r) {
+		if unicode.IsControl(r) || unicode.Is(unicode.Cf, r) {
 			return '?'
 		}
 		return r

@@ -359,7 +359,7 @@ func TestHostileStatusLineRecorded(t *testing.T) {
 					}
 					hits.Add(1)
 					_, _ = c.Read(make([]byte, 64<<10))
-					_, _ = c.Write([]byte("HTTP/1.1 503 busy\x00\xff" + strings.Repeat("é", 1000) + "\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"))
+					_, _ = c.Write([]byte("HTTP/1.1 503 busy!\x00\xff\u202e" + strings.Repeat("é", 1000) + "\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"))
 					c.Close()
 				}
 			}()
@@ -378,7 +378,7 @@ func TestHostileStatusLineRecorded(t *testing.T) {
 				})
 				return got != nil
 			})
-			if got.LastStatus != 503 || !utf8.ValidString(got.LastError) || strings.ContainsRune(got.LastError, 0) ||
+			if got.LastStatus != 503 || !utf8.ValidString(got.LastError) || strings.ContainsAny(got.LastError, "\x00\u202e") ||
 				!strings.HasPrefix(got.LastError, "answered 503 busy") || len(got.LastError) > 256 {
 				t.Errorf("LastError = %q (status %d): want the status line, valid UTF-8 without control characters, bounded", got.LastError, got.LastStatus)
 			}

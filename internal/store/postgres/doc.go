@@ -24,10 +24,11 @@
 // savepoint of its own: the batch is rolled back, that request fails and
 // the requests before it run again in the next batch, since ROLLBACK TO
 // would undo the previous request, already counted as committed. The
-// expected failures are therefore avoided rather than caught: InsertObject uses ON CONFLICT DO NOTHING and UpdateObject
-// checks the unique name first, so fn may go on after ErrUniqueNameExists
-// as with sqlite. If fn ignores any other failed statement and returns
-// nil, its Update fails anyway.
+// expected failures are therefore avoided rather than caught: InsertObject
+// uses ON CONFLICT DO NOTHING and UpdateObject checks the unique name
+// first, so fn may go on after ErrUniqueNameExists as with sqlite. If fn
+// ignores any other failed statement and returns nil, its Update fails
+// anyway.
 //
 // Object and ObjectByName inside Update lock the row (SELECT ... FOR NO KEY
 // UPDATE), which serializes read-modify-write across writers and nodes. So
