@@ -166,6 +166,7 @@ func (d *Dispatcher) round(ctx context.Context, l *lane, page []*chorus.OutboxEn
 		return now.Add(d.cfg.Poll)
 	}
 
+	d.applyUnrecorded(page)
 	var order []string
 	byKey := map[string][]*chorus.OutboxEntry{}
 	for _, e := range page {
@@ -313,8 +314,10 @@ func (d *Dispatcher) finish(ctx context.Context, h *health, e *chorus.OutboxEntr
 	}
 	if err != nil {
 		d.warnRateLimited("webhook: record delivery", "service", e.ServiceSID, "err", err)
+		d.noteUnrecorded(e)
 		return false
 	}
+	d.forgetUnrecorded(e.Seq)
 	switch res {
 	case delivered:
 		d.Sent.Add(1)
@@ -399,6 +402,48 @@ func (d *Dispatcher) noteRetryAfter(sid, v string) {
 	h.retryAfter = 0
 	if err == nil && secs > 0 {
 		h.retryAfter = min(time.Duration(secs)*time.Second, maxPause)
+	}
+}
+
+// maxUnrecorded bounds Dispatcher.unrecorded; past it the store's state
+// (an earlier attempt count and due time) applies again.
+const maxUnrecorded = 10_000
+
+// unrecordedRetry is what the store failed to record of a retry.
+type unrecordedRetry struct {
+	attempts int
+	next     time.Time
+}
+
+// noteUnrecorded remembers e's retry, which the store did not record.
+func (d *Dispatcher) noteUnrecorded(e *chorus.OutboxEntry) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if len(d.unrecorded) >= maxUnrecorded {
+		clear(d.unrecorded)
+	}
+	d.unrecorded[e.Seq] = unrecordedRetry{attempts: e.Attempts, next: e.NextAttempt}
+}
+
+func (d *Dispatcher) forgetUnrecorded(seq int64) {
+	d.mu.Lock()
+	delete(d.unrecorded, seq)
+	d.mu.Unlock()
+}
+
+// applyUnrecorded gives the entries of page the retries the store failed
+// to record: without them an entry stays due and is sent again at every
+// poll, without backoff and without ever reaching the attempt limit.
+func (d *Dispatcher) applyUnrecorded(page []*chorus.OutboxEntry) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if len(d.unrecorded) == 0 {
+		return
+	}
+	for _, e := range page {
+		if u, ok := d.unrecorded[e.Seq]; ok && u.attempts > e.Attempts {
+			e.Attempts, e.NextAttempt = u.attempts, u.next
+		}
 	}
 }
 

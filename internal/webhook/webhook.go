@@ -100,6 +100,10 @@ type Dispatcher struct {
 	services map[string]cachedService // by SID
 	lanes    map[string]*lane         // by service SID, while leading
 	health   map[string]*health       // by service SID
+	// unrecorded are retries the store failed to record (UpdateOutbox),
+	// by Seq: rounds apply them to the entries they read, so that the
+	// receiver still sees the backoff and the attempt limit.
+	unrecorded map[int64]unrecordedRetry
 
 	presence presenceQueue
 
@@ -146,6 +150,7 @@ func New(cfg Config) *Dispatcher {
 		cfg: cfg, log: cfg.Logger.With("component", "webhook"),
 		ctx: ctx, cancel: cancel, wake: make(chan struct{}, 1),
 		services: make(map[string]cachedService), lanes: make(map[string]*lane), health: make(map[string]*health),
+		unrecorded: make(map[int64]unrecordedRetry),
 	}
 	d.presence.init(d)
 	return d

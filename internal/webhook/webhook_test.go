@@ -3,6 +3,7 @@ package webhook_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -385,6 +386,61 @@ func TestHostileStatusLineRecorded(t *testing.T) {
 			time.Sleep(2500 * time.Millisecond) // a few polls
 			if n := hits.Load(); n != 1 {
 				t.Errorf("the receiver was called %d times within the hour's backoff, want 1", n)
+			}
+		})
+	}
+}
+
+// unrecordingStore fails every UpdateOutbox: the store cannot record a
+// retry (the disk is full, PostgreSQL refuses the row).
+type unrecordingStore struct{ chorus.Store }
+
+func (s unrecordingStore) Update(ctx context.Context, fn func(chorus.Tx) error) error {
+	return s.Store.Update(ctx, func(tx chorus.Tx) error { return fn(unrecordingTx{tx}) })
+}
+
+type unrecordingTx struct{ chorus.Tx }
+
+func (unrecordingTx) UpdateOutbox(context.Context, *chorus.OutboxEntry) error {
+	return errors.New("cannot record the attempt")
+}
+
+// A retry the store fails to record still backs off and counts against
+// the attempt limit: the receiver is not called again at every poll, and
+// the webhook is abandoned after Attempts tries.
+func TestUnrecordedRetryBacksOff(t *testing.T) {
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name      string
+		retryBase time.Duration
+		want      int32 // calls in all
+		pending   int   // after them
+	}{
+		{"long backoff", time.Hour, 1, 1},
+		{"attempt limit", 200 * time.Millisecond, 2, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			st, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "db"), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			e := newEnvOn(t, webhook.Config{Attempts: 2, RetryBase: tc.retryBase}, unrecordingStore{st})
+			var calls atomic.Int32
+			rc := newReceiver(t, e.creds.AuthToken, func(*http.Request, int) int {
+				calls.Add(1)
+				return http.StatusServiceUnavailable
+			})
+			svc := e.service(t, rc.URL())
+			if _, err := e.eng.CreateObject(ctx, engine.SystemActor(), svc, chorus.KindDocument, engine.CreateObject{}); err != nil {
+				t.Fatal(err)
+			}
+			waitFor(t, 10*time.Second, "the calls", func() bool { return calls.Load() >= tc.want })
+			time.Sleep(3 * time.Second) // three more polls
+			if n := calls.Load(); n != tc.want {
+				t.Errorf("the receiver was called %d times, want %d", n, tc.want)
+			}
+			if n := e.pending(t); n != tc.pending {
+				t.Errorf("%d webhooks pending, want %d", n, tc.pending)
 			}
 		})
 	}
