@@ -166,20 +166,7 @@ func newDoc(t testing.TB, s chorus.Store) *chorus.Object {
 
 // bump is one read-modify-write of a document: lock, increment, log.
 func bump(ctx context.Context, tx chorus.Tx, doc *chorus.Object) error {
-	o, err := tx.Object(ctx, chorus.KindDocument, doc.ServiceSID, doc.SID)
-	if err != nil {
-		return err
-	}
-	o.Revision++
-	o.LastEventID++
-	o.DateUpdated = time.Now()
-	// The engine's order: the event, then the row.
-	if err := tx.AppendEvent(ctx, &chorus.Event{Type: chorus.EventDocumentUpdated, ID: o.LastEventID,
-		AccountSID: o.AccountSID, ServiceSID: o.ServiceSID, ObjectSID: o.SID, Kind: o.Kind,
-		Revision: o.RevisionString(), Data: o.Data, DateCreated: o.DateUpdated}); err != nil {
-		return err
-	}
-	return tx.UpdateObject(ctx, o)
+	return writeDocument(ctx, tx, doc, 0, nil)
 }
 
 func checkBumped(t *testing.T, s chorus.Store, doc *chorus.Object, want int64) {

@@ -41,28 +41,11 @@ func (c *roundTrips) TraceBatchStart(ctx context.Context, _ *pgx.Conn, _ pgx.Tra
 func (*roundTrips) TraceBatchQuery(context.Context, *pgx.Conn, pgx.TraceBatchQueryData) {}
 func (*roundTrips) TraceBatchEnd(context.Context, *pgx.Conn, pgx.TraceBatchEndData)     {}
 
-// engineWrite is what the engine does to update a document: lock and read
-// it, log the event, write the row.
-func engineWrite(ctx context.Context, tx chorus.Tx, doc *chorus.Object, eventID int64) error {
-	o, err := tx.Object(ctx, chorus.KindDocument, doc.ServiceSID, doc.SID)
-	if err != nil {
-		return err
-	}
-	o.Revision++
-	o.LastEventID = eventID
-	o.DateUpdated = time.Now()
-	if err := tx.AppendEvent(ctx, &chorus.Event{Type: chorus.EventDocumentUpdated, ID: eventID,
-		AccountSID: o.AccountSID, ServiceSID: o.ServiceSID, ObjectSID: o.SID, Kind: o.Kind,
-		Revision: o.RevisionString(), Data: o.Data, DateCreated: o.DateUpdated}); err != nil {
-		return err
-	}
-	return tx.UpdateObject(ctx, o)
-}
-
-// webhookWrite is engineWrite with webhooks on: the engine writes the
-// event's outbox entry (with errText as its LastError) before the row.
-// eventID 0 is the document's next.
-func webhookWrite(ctx context.Context, tx chorus.Tx, doc *chorus.Object, eventID int64, errText string) error {
+// writeDocument is what the engine does to update a document: lock and
+// read it, log the event (eventID, or the document's next when 0), with
+// webhooks on (webhookErr non-nil) write the event's outbox entry, with
+// *webhookErr as its LastError, and write the row.
+func writeDocument(ctx context.Context, tx chorus.Tx, doc *chorus.Object, eventID int64, webhookErr *string) error {
 	o, err := tx.Object(ctx, chorus.KindDocument, doc.ServiceSID, doc.SID)
 	if err != nil {
 		return err
@@ -79,11 +62,23 @@ func webhookWrite(ctx context.Context, tx chorus.Tx, doc *chorus.Object, eventID
 	if err := tx.AppendEvent(ctx, ev); err != nil {
 		return err
 	}
-	if err := tx.AppendOutbox(ctx, &chorus.OutboxEntry{ServiceSID: o.ServiceSID, OrderKey: o.SID, Event: ev,
-		NextAttempt: o.DateUpdated, DateCreated: o.DateUpdated, LastError: errText}); err != nil {
-		return err
+	if webhookErr != nil {
+		if err := tx.AppendOutbox(ctx, &chorus.OutboxEntry{ServiceSID: o.ServiceSID, OrderKey: o.SID, Event: ev,
+			NextAttempt: o.DateUpdated, DateCreated: o.DateUpdated, LastError: *webhookErr}); err != nil {
+			return err
+		}
 	}
 	return tx.UpdateObject(ctx, o)
+}
+
+// engineWrite is writeDocument without webhooks.
+func engineWrite(ctx context.Context, tx chorus.Tx, doc *chorus.Object, eventID int64) error {
+	return writeDocument(ctx, tx, doc, eventID, nil)
+}
+
+// webhookWrite is writeDocument with webhooks on.
+func webhookWrite(ctx context.Context, tx chorus.Tx, doc *chorus.Object, eventID int64, errText string) error {
+	return writeDocument(ctx, tx, doc, eventID, &errText)
 }
 
 // outboxOf is the pending webhooks of doc's service.
@@ -97,29 +92,6 @@ func outboxOf(t *testing.T, s chorus.Store, doc *chorus.Object) []*chorus.Outbox
 		t.Fatal(err)
 	}
 	return es
-}
-
-// With webhooks on, the outbox entry rides in the same round trip as the
-// event and the row: still three round trips, not four.
-func TestAppendOutboxRoundTrips(t *testing.T) {
-	rt := &roundTrips{}
-	s := open(t, Config{NoBatch: true, tracer: rt})
-	doc := newDoc(t, s)
-	for id := int64(1); id <= 3; id++ { // the first ones prepare the statements
-		rt.n.Store(0)
-		ctx := rt.mark(context.Background())
-		if err := s.Update(ctx, func(tx chorus.Tx) error { return webhookWrite(ctx, tx, doc, id, "") }); err != nil {
-			t.Fatalf("write %d: %v", id, err)
-		}
-	}
-	if got := rt.n.Load(); got != 3 {
-		t.Errorf("an engine write with a webhook took %d round trips, want 3", got)
-	}
-	checkBumped(t, s, doc, 3)
-	es := outboxOf(t, s, doc)
-	if len(es) != 3 || es[0].Event.ID != 1 || es[2].Event.ID != 3 || !(es[0].Seq < es[1].Seq && es[1].Seq < es[2].Seq) {
-		t.Errorf("outbox = %d entries, want events 1, 2, 3 in Seq order", len(es))
-	}
 }
 
 // A held-back outbox entry behaves as if written at once: fn's later
@@ -173,24 +145,41 @@ func TestAppendOutboxDeferred(t *testing.T) {
 	}
 }
 
-// An Update's event rides in the round trip of the object's UPDATE: an
-// engine write is three round trips (BEGIN with the locking read, the
-// event with the UPDATE, COMMIT), not four.
-func TestAppendEventRoundTrips(t *testing.T) {
-	rt := &roundTrips{}
-	s := open(t, Config{NoBatch: true, tracer: rt})
-	doc := newDoc(t, s)
-	for id := int64(1); id <= 3; id++ { // the first ones prepare the statements
-		rt.n.Store(0)
-		ctx := rt.mark(context.Background())
-		if err := s.Update(ctx, func(tx chorus.Tx) error { return engineWrite(ctx, tx, doc, id) }); err != nil {
-			t.Fatalf("write %d: %v", id, err)
-		}
+// An Update's event, and with webhooks on its outbox entry, ride in the
+// round trip of the object's UPDATE: an engine write is three round trips
+// (BEGIN with the locking read, the held writes with the UPDATE, COMMIT),
+// not four (five with a webhook).
+func TestEngineWriteRoundTrips(t *testing.T) {
+	for _, webhook := range []bool{false, true} {
+		t.Run(map[bool]string{false: "event", true: "event+webhook"}[webhook], func(t *testing.T) {
+			rt := &roundTrips{}
+			s := open(t, Config{NoBatch: true, tracer: rt})
+			doc := newDoc(t, s)
+			for id := int64(1); id <= 3; id++ { // the first ones prepare the statements
+				rt.n.Store(0)
+				ctx := rt.mark(context.Background())
+				if err := s.Update(ctx, func(tx chorus.Tx) error {
+					if webhook {
+						return webhookWrite(ctx, tx, doc, id, "")
+					}
+					return engineWrite(ctx, tx, doc, id)
+				}); err != nil {
+					t.Fatalf("write %d: %v", id, err)
+				}
+			}
+			if got := rt.n.Load(); got != 3 {
+				t.Errorf("an engine write took %d round trips, want 3", got)
+			}
+			checkBumped(t, s, doc, 3)
+			if !webhook {
+				return
+			}
+			es := outboxOf(t, s, doc)
+			if len(es) != 3 || es[0].Event.ID != 1 || es[2].Event.ID != 3 || !(es[0].Seq < es[1].Seq && es[1].Seq < es[2].Seq) {
+				t.Errorf("outbox = %d entries, want events 1, 2, 3 in Seq order", len(es))
+			}
+		})
 	}
-	if got := rt.n.Load(); got != 3 {
-		t.Errorf("an engine write took %d round trips, want 3", got)
-	}
-	checkBumped(t, s, doc, 3)
 }
 
 // A held-back event behaves as if it had been written at once: fn's later
