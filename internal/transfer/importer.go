@@ -765,6 +765,13 @@ func (im *importer) write(ctx context.Context, src, old, final *chorus.Object, d
 			dbatch, dels = dels[:m], dels[m:]
 		}
 		err := im.st.Update(ctx, func(tx chorus.Tx) error {
+			// Lock the object first, as the engine's item writes do, so
+			// that a sweep of a live target (which re-reads an expired
+			// item under that lock before deleting it) cannot delete an
+			// item this batch has just written.
+			if _, err := tx.Object(ctx, final.Kind, final.ServiceSID, final.SID); err != nil {
+				return err
+			}
 			for _, it := range batch {
 				if err := tx.PutItem(ctx, it); err != nil {
 					return err
