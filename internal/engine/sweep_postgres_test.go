@@ -72,7 +72,7 @@ func TestSweepSparesExtendedTTL(t *testing.T) {
 		}
 		swept := make(chan error, 1)
 		go func() { swept <- eng.Sweep(ctx) }()
-		waitForLockWait(t, watch, swept)
+		servertest.WaitForLockWait(t, watch, swept, "the sweep")
 		if err := w.Commit(ctx); err != nil {
 			t.Fatal(err)
 		}
@@ -108,33 +108,5 @@ func TestSweepSparesExtendedTTL(t *testing.T) {
 		return nil
 	}); err != nil {
 		t.Fatal(err)
-	}
-}
-
-// waitForLockWait returns once a session of the database waits for a
-// lock (the sweep, on the writer's row), and fails if the sweep ends
-// first.
-func waitForLockWait(t *testing.T, c *pgx.Conn, swept <-chan error) {
-	t.Helper()
-	ctx := context.Background()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		var n int
-		if err := c.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
-			WHERE datname = current_database() AND wait_event_type = 'Lock'`).Scan(&n); err != nil {
-			t.Fatal(err)
-		}
-		if n > 0 {
-			return
-		}
-		select {
-		case err := <-swept:
-			t.Fatalf("the sweep did not wait for the writer's lock: %v", err)
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the sweep never waited for the writer's lock")
-		}
-		time.Sleep(10 * time.Millisecond)
 	}
 }

@@ -109,6 +109,34 @@ func NewDatabase(t testing.TB) string {
 	return dsn
 }
 
+// WaitForLockWait returns once a session of c's database waits for a
+// lock. It fails t if done delivers first (what ended without waiting) or
+// after 10 s; what names the waiter in those messages.
+func WaitForLockWait(t testing.TB, c *pgx.Conn, done <-chan error, what string) {
+	t.Helper()
+	ctx := context.Background()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var n int
+		if err := c.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
+			WHERE datname = current_database() AND wait_event_type = 'Lock'`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if n > 0 {
+			return
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("%s did not wait for the lock: %v", what, err)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s never waited for the lock", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 // withDatabase returns the postgres:// URL u with its database replaced.
 func withDatabase(u, db string) (string, error) {
 	p, err := url.Parse(u)

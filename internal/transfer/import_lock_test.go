@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"path/filepath"
 	"testing"
-	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -40,7 +39,7 @@ func TestImportItemsLockTheObject(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sys := engine.Actor{System: true}
+	sys := engine.SystemActor()
 	m, err := eng.CreateObject(ctx, sys, svc, chorus.KindMap, engine.CreateObject{})
 	if err != nil {
 		t.Fatal(err)
@@ -98,26 +97,7 @@ func TestImportItemsLockTheObject(t *testing.T) {
 		_, err := transfer.Import(ctx, from, dst, transfer.Options{})
 		done <- err
 	}()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		var n int
-		if err := watch.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
-			WHERE datname = current_database() AND wait_event_type = 'Lock'`).Scan(&n); err != nil {
-			t.Fatal(err)
-		}
-		if n > 0 {
-			break
-		}
-		select {
-		case err := <-done:
-			t.Fatalf("the import never waited for the map's lock (Import: %v)", err)
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the import never waited for the map's lock")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	servertest.WaitForLockWait(t, watch, done, "the import")
 	if n := items(); n != 3 {
 		t.Errorf("the target holds %d items while the map is locked, want the 3 of the first run", n)
 	}
