@@ -75,6 +75,20 @@ func randomHex(n int) string {
 // ends, and returns its URL. It fails t if the server is unreachable.
 func NewDatabase(t testing.TB) string {
 	t.Helper()
+	return newDatabase(t, "")
+}
+
+// NewDatabaseEncoded is NewDatabase for a database in the given server
+// encoding (such as LATIN1 or SQL_ASCII), created from template0 with the
+// C locale, which suits every encoding.
+func NewDatabaseEncoded(t testing.TB, encoding string) string {
+	t.Helper()
+	return newDatabase(t, fmt.Sprintf(" ENCODING '%s' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0", encoding))
+}
+
+// newDatabase creates the database with the CREATE DATABASE options opts.
+func newDatabase(t testing.TB, opts string) string {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), serviceTimeout)
 	defer cancel()
 	admin := PostgresURL()
@@ -86,7 +100,7 @@ func NewDatabase(t testing.TB) string {
 	}
 	defer c.Close(context.Background())
 	name := "chorus_st_" + randomHex(6)
-	if _, err := c.Exec(ctx, "CREATE DATABASE "+name); err != nil {
+	if _, err := c.Exec(ctx, "CREATE DATABASE "+name+opts); err != nil {
 		t.Fatalf("servertest: CREATE DATABASE %s: %v", name, err)
 	}
 	t.Cleanup(func() {

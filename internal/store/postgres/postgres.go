@@ -235,10 +235,36 @@ func (s *Store) init(ctx context.Context) error {
 	if sc != "on" {
 		return fmt.Errorf("synchronous_commit is %q, want on", sc)
 	}
+	if err := checkEncoding(ctx, c.Conn()); err != nil {
+		return err
+	}
 	if err := migrate(ctx, c.Conn()); err != nil {
 		return fmt.Errorf("migrate: %w", err)
 	}
 	return nil
+}
+
+// checkEncoding refuses a database whose server encoding cannot hold every
+// Unicode character. Unique names, item keys, event bodies and webhook
+// failure reasons (which may carry U+FFFD) are text columns. In a LATIN1
+// database, say, pgx takes the database's encoding for the session and the
+// UTF-8 bytes are stored as other characters, which psql and every other
+// UTF-8 client then read wrongly; with client_encoding=UTF8 in the DSN, or
+// in a multi-byte encoding such as EUC_JP, the first write of such a name
+// fails, long after the store opened. UTF8 holds them all; SQL_ASCII
+// stores the bytes unchecked, which for the valid UTF-8 Chorus writes is
+// the same.
+func checkEncoding(ctx context.Context, c *pgx.Conn) error {
+	var enc string
+	if err := c.QueryRow(ctx, "SHOW server_encoding").Scan(&enc); err != nil {
+		return fmt.Errorf("read server_encoding: %w", err)
+	}
+	switch enc {
+	case "UTF8", "SQL_ASCII":
+		return nil
+	}
+	return fmt.Errorf("the database's encoding is %s, want UTF8: names, keys and events are Unicode text "+
+		"(create the database with ENCODING 'UTF8' TEMPLATE template0)", enc)
 }
 
 // Addr returns the server's host:port.

@@ -1,0 +1,90 @@
+package postgres_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/chorus-sync/chorus"
+	"github.com/chorus-sync/chorus/internal/servertest"
+	"github.com/chorus-sync/chorus/internal/store/postgres"
+)
+
+// TestDatabaseEncoding: a database whose encoding cannot hold every Unicode
+// character is refused when the store opens, with the fix in the message,
+// instead of failing the first write of a name outside it; SQL_ASCII
+// (bytes unchecked) and UTF8 open and keep any name.
+func TestDatabaseEncoding(t *testing.T) {
+	ctx := context.Background()
+	const name = "日本語 ✓ \uFFFD"
+
+	t.Run("LATIN1 is refused", func(t *testing.T) {
+		dsn := servertest.NewDatabaseEncoded(t, "LATIN1")
+		// Why: a client that speaks UTF-8 (psql, or a DSN with
+		// client_encoding=UTF8) is refused most of what Chorus writes; one
+		// that takes the database's encoding, as pgx does by default, stores
+		// UTF-8 bytes that every other client reads as other characters.
+		cfg, err := pgx.ParseConfig(dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg.RuntimeParams["client_encoding"] = "UTF8"
+		c, err := pgx.ConnectConfig(ctx, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close(ctx)
+		var pgErr *pgconn.PgError
+		if _, err := c.Exec(ctx, "SELECT $1::text", name); !errors.As(err, &pgErr) || pgErr.Code != "22P05" {
+			t.Fatalf("SELECT %q::text in LATIN1 = %v, want SQLSTATE 22P05 (no equivalent in LATIN1)", name, err)
+		}
+		s, err := postgres.Open(ctx, dsn, nil)
+		if err == nil {
+			s.Close()
+			t.Fatal("Open on a LATIN1 database succeeded, want an error")
+		}
+		for _, want := range []string{"LATIN1", "UTF8", "TEMPLATE template0"} {
+			if !strings.Contains(err.Error(), want) {
+				t.Errorf("Open error %q does not mention %q", err, want)
+			}
+		}
+	})
+
+	for _, enc := range []string{"SQL_ASCII", "UTF8"} {
+		t.Run(enc+" opens and keeps any name", func(t *testing.T) {
+			s, err := postgres.Open(ctx, servertest.NewDatabaseEncoded(t, enc), nil)
+			if err != nil {
+				t.Fatalf("Open on a %s database: %v", enc, err)
+			}
+			defer s.Close()
+			now := time.Now()
+			acc := &chorus.Account{SID: chorus.NewSID(chorus.PrefixAccount), DateCreated: now}
+			svc := &chorus.Service{SID: chorus.NewSID(chorus.PrefixService), AccountSID: acc.SID, DateCreated: now, DateUpdated: now}
+			doc := &chorus.Object{Kind: chorus.KindDocument, SID: chorus.NewSID(chorus.PrefixDocument), UniqueName: name,
+				AccountSID: acc.SID, ServiceSID: svc.SID, Data: json.RawMessage(`{}`), DateCreated: now, DateUpdated: now}
+			if err := s.Update(ctx, func(tx chorus.Tx) error {
+				return errors.Join(tx.PutAccount(ctx, acc), tx.PutService(ctx, svc), tx.InsertObject(ctx, doc))
+			}); err != nil {
+				t.Fatalf("create a document named %q: %v", name, err)
+			}
+			if err := s.View(ctx, func(tx chorus.ReadTx) error {
+				got, err := tx.ObjectByName(ctx, chorus.KindDocument, svc.SID, name)
+				if err != nil {
+					return err
+				}
+				if got.SID != doc.SID || got.UniqueName != name {
+					t.Errorf("ObjectByName = %s %q, want %s %q", got.SID, got.UniqueName, doc.SID, name)
+				}
+				return nil
+			}); err != nil {
+				t.Fatalf("read it back: %v", err)
+			}
+		})
+	}
+}
