@@ -247,7 +247,7 @@ func (c *conn) writeNow(p []byte) (int, error) {
 	)
 	err := c.raw.Write(func(fd uintptr) bool {
 		for n < len(p) {
-			m, err := syscall.Write(int(fd), p[n:])
+			m, err := socketWrite(fd, p[n:])
 			if m > 0 {
 				n += m
 			}
