@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"regexp"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -83,6 +84,9 @@ func NewDatabase(t testing.TB) string {
 // C locale, which suits every encoding.
 func NewDatabaseEncoded(t testing.TB, encoding string) string {
 	t.Helper()
+	if !regexp.MustCompile(`^[A-Z0-9_]+$`).MatchString(encoding) {
+		t.Fatalf("servertest: %q is not an encoding name", encoding)
+	}
 	return newDatabase(t, fmt.Sprintf(" ENCODING '%s' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0", encoding))
 }
 

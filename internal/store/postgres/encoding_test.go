@@ -17,9 +17,10 @@ import (
 )
 
 // TestDatabaseEncoding: a database whose encoding cannot hold every Unicode
-// character is refused when the store opens, with the fix in the message,
-// instead of failing the first write of a name outside it; SQL_ASCII
-// (bytes unchecked) and UTF8 open and keep any name.
+// character is refused by Open and Migrate, before any DDL and with the fix
+// in the message, instead of failing the first write of a name outside it;
+// SQL_ASCII (bytes unchecked) and UTF8 open and keep any name, as other
+// UTF-8 clients read it, whatever the database's default client_encoding.
 func TestDatabaseEncoding(t *testing.T) {
 	ctx := context.Background()
 	const name = "日本語 ✓ \uFFFD"
@@ -44,23 +45,42 @@ func TestDatabaseEncoding(t *testing.T) {
 		if _, err := c.Exec(ctx, "SELECT $1::text", name); !errors.As(err, &pgErr) || pgErr.Code != "22P05" {
 			t.Fatalf("SELECT %q::text in LATIN1 = %v, want SQLSTATE 22P05 (no equivalent in LATIN1)", name, err)
 		}
+		// `chorus migrate` fails as the nodes would, before any DDL.
+		err = postgres.Migrate(ctx, dsn)
+		checkRefusal(t, "Migrate", err)
+		var table *string
+		if err := c.QueryRow(ctx, "SELECT to_regclass('schema_migrations')::text").Scan(&table); err != nil || table != nil {
+			t.Errorf("after a refused Migrate, schema_migrations = %v (err %v), want none", table, err)
+		}
 		s, err := postgres.Open(ctx, dsn, nil)
 		if err == nil {
 			s.Close()
-			t.Fatal("Open on a LATIN1 database succeeded, want an error")
 		}
-		for _, want := range []string{"LATIN1", "UTF8", "TEMPLATE template0"} {
-			if !strings.Contains(err.Error(), want) {
-				t.Errorf("Open error %q does not mention %q", err, want)
-			}
-		}
+		checkRefusal(t, "Open", err)
 	})
 
-	for _, enc := range []string{"SQL_ASCII", "UTF8"} {
-		t.Run(enc+" opens and keeps any name", func(t *testing.T) {
-			s, err := postgres.Open(ctx, servertest.NewDatabaseEncoded(t, enc), nil)
+	for _, tt := range []struct{ name, encoding, clientDefault string }{
+		{"SQL_ASCII", "SQL_ASCII", ""},
+		{"UTF8", "UTF8", ""},
+		// The database's default client_encoding is not the store's.
+		{"UTF8 with client_encoding LATIN1", "UTF8", "LATIN1"},
+	} {
+		t.Run(tt.name+" opens and keeps any name", func(t *testing.T) {
+			dsn := servertest.NewDatabaseEncoded(t, tt.encoding)
+			if tt.clientDefault != "" {
+				c, err := pgx.Connect(ctx, dsn)
+				if err != nil {
+					t.Fatal(err)
+				}
+				_, err = c.Exec(ctx, "DO $$BEGIN EXECUTE format('ALTER DATABASE %I SET client_encoding = "+tt.clientDefault+"', current_database()); END$$")
+				c.Close(ctx)
+				if err != nil {
+					t.Fatal(err)
+				}
+			}
+			s, err := postgres.Open(ctx, dsn, nil)
 			if err != nil {
-				t.Fatalf("Open on a %s database: %v", enc, err)
+				t.Fatalf("Open on a %s database: %v", tt.encoding, err)
 			}
 			defer s.Close()
 			now := time.Now()
@@ -85,6 +105,39 @@ func TestDatabaseEncoding(t *testing.T) {
 			}); err != nil {
 				t.Fatalf("read it back: %v", err)
 			}
+			// What another client sees: the same characters, over UTF-8.
+			cfg, err := pgx.ParseConfig(dsn)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cfg.RuntimeParams["client_encoding"] = "UTF8"
+			c, err := pgx.ConnectConfig(ctx, cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close(ctx)
+			var stored string
+			if err := c.QueryRow(ctx, "SELECT unique_name FROM objects WHERE sid = $1", doc.SID).Scan(&stored); err != nil {
+				t.Fatal(err)
+			}
+			if stored != name {
+				t.Errorf("a UTF-8 client reads the name as %q, want %q", stored, name)
+			}
 		})
+	}
+}
+
+// checkRefusal fails t unless err refuses the LATIN1 database and says how
+// to fix it.
+func checkRefusal(t *testing.T, what string, err error) {
+	t.Helper()
+	if err == nil {
+		t.Errorf("%s on a LATIN1 database succeeded, want an error", what)
+		return
+	}
+	for _, want := range []string{"LATIN1", "UTF8", "TEMPLATE template0", "README"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("%s error %q does not mention %q", what, err, want)
+		}
 	}
 }

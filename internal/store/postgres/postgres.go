@@ -158,6 +158,9 @@ func parseConfig(dsn string, cfg Config) (*pgxpool.Config, error) {
 	// Durability: COMMIT returns after the WAL is flushed, whatever the
 	// server's or role's default.
 	cc.RuntimeParams["synchronous_commit"] = "on"
+	// Text goes over the wire as UTF-8, whatever the role's or database's
+	// client_encoding (with another one, non-ASCII names would be converted).
+	cc.RuntimeParams["client_encoding"] = "UTF8"
 	cc.RuntimeParams["default_transaction_isolation"] = "read committed"
 	pc.MaxConns = cfg.MaxConns
 	if cfg.tracer != nil {
@@ -235,9 +238,6 @@ func (s *Store) init(ctx context.Context) error {
 	if sc != "on" {
 		return fmt.Errorf("synchronous_commit is %q, want on", sc)
 	}
-	if err := checkEncoding(ctx, c.Conn()); err != nil {
-		return err
-	}
 	if err := migrate(ctx, c.Conn()); err != nil {
 		return fmt.Errorf("migrate: %w", err)
 	}
@@ -246,14 +246,17 @@ func (s *Store) init(ctx context.Context) error {
 
 // checkEncoding refuses a database whose server encoding cannot hold every
 // Unicode character. Unique names, item keys, event bodies and webhook
-// failure reasons (which may carry U+FFFD) are text columns. In a LATIN1
-// database, say, pgx takes the database's encoding for the session and the
-// UTF-8 bytes are stored as other characters, which psql and every other
-// UTF-8 client then read wrongly; with client_encoding=UTF8 in the DSN, or
-// in a multi-byte encoding such as EUC_JP, the first write of such a name
-// fails, long after the store opened. UTF8 holds them all; SQL_ASCII
-// stores the bytes unchecked, which for the valid UTF-8 Chorus writes is
-// the same.
+// failure reasons (which may carry U+FFFD) are text columns, sent as UTF-8
+// (parseConfig): in a LATIN1 database, say, the first write of a name
+// outside LATIN1 would fail, long after the store opened. UTF8 holds them
+// all; SQL_ASCII stores the bytes unchecked (the server still checks that
+// the client's UTF-8 is valid). Open and Migrate check it (migrate) before
+// any DDL, so that `chorus migrate` fails as the nodes would.
+//
+// Releases before this check connected with pgx's default, the database's
+// encoding, so a LATIN1 database holds Chorus's UTF-8 bytes labelled as
+// LATIN1; README ("Running a cluster") shows how to move it to UTF8
+// without converting them twice.
 func checkEncoding(ctx context.Context, c *pgx.Conn) error {
 	var enc string
 	if err := c.QueryRow(ctx, "SHOW server_encoding").Scan(&enc); err != nil {
@@ -264,7 +267,8 @@ func checkEncoding(ctx context.Context, c *pgx.Conn) error {
 		return nil
 	}
 	return fmt.Errorf("the database's encoding is %s, want UTF8: names, keys and events are Unicode text "+
-		"(create the database with ENCODING 'UTF8' TEMPLATE template0)", enc)
+		"(create the database with ENCODING 'UTF8' TEMPLATE template0; to move an existing one, "+
+		"see \"Running a cluster\" in the README)", enc)
 }
 
 // Addr returns the server's host:port.

@@ -220,6 +220,9 @@ func Migrate(ctx context.Context, dsn string) error {
 // migrate applies the missing migrations on c, holding the schema's
 // migration lock. It is idempotent.
 func migrate(ctx context.Context, c *pgx.Conn) (err error) {
+	if err := checkEncoding(ctx, c); err != nil {
+		return err
+	}
 	schema, err := currentSchema(ctx, c)
 	if err != nil {
 		return err
