@@ -4,8 +4,12 @@ package gateway
 
 import "syscall"
 
-// socketWrite writes nothing where the gateway has no non-blocking write
-// of its own (Windows, whose sockets are overlapped): the caller then
-// writes the frame through net.Conn on the connection's goroutine
-// (writeRest), as after a full socket buffer. Correct, and slower.
+// rawConn returns nil where the gateway has no non-blocking write of its
+// own (Windows, whose sockets are overlapped): every session then writes
+// through net.Conn on its own goroutine (writeLoop), as TLS sessions do.
+// Correct, and slower, on platforms the project does not claim.
+func rawConn(any) syscall.RawConn { return nil }
+
+// socketWrite is not reached here (rawConn returns nil); it reports a full
+// socket, which would send the frame the writeRest way.
 func socketWrite(uintptr, []byte) (int, error) { return 0, syscall.EAGAIN }

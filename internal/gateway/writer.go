@@ -156,20 +156,6 @@ func (w *writers) run() {
 	}
 }
 
-// rawConn returns the socket's raw connection when writes can go through
-// the pool (a plain TCP or Unix socket), else nil.
-func rawConn(nc any) syscall.RawConn {
-	sc, ok := nc.(syscall.Conn)
-	if !ok {
-		return nil
-	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
-		return nil
-	}
-	return rc
-}
-
 // kick schedules c on the pool unless it is already scheduled (the
 // sendQueue's notify function in pool mode). A reply is urgent: it goes
 // ahead of the sessions woken only by events, so a write's reply does not
