@@ -7,8 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-
 	"github.com/chorus-sync/chorus"
 	"github.com/chorus-sync/chorus/internal/bus/mem"
 	"github.com/chorus-sync/chorus/internal/engine"
@@ -45,16 +43,8 @@ func TestSweepSparesExtendedTTL(t *testing.T) {
 	clock.Advance(11 * time.Second) // the document expired
 	later := clock.Now().Add(time.Hour).UnixNano()
 
-	c, err := pgx.Connect(ctx, dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close(ctx)
-	watch, err := pgx.Connect(ctx, dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer watch.Close(ctx)
+	c := servertest.Connect(t, dsn, nil)
+	watch := servertest.Connect(t, dsn, nil)
 	// extendDuringSweep extends a TTL in a transaction that holds the
 	// object's lock until the sweep has listed the row and waits for it.
 	extendDuringSweep := func(objectSID, extend string) {

@@ -84,11 +84,13 @@ func NewDatabase(t testing.TB) string {
 // C locale, which suits every encoding.
 func NewDatabaseEncoded(t testing.TB, encoding string) string {
 	t.Helper()
-	if !regexp.MustCompile(`^[A-Z0-9_]+$`).MatchString(encoding) {
+	if !encodingName.MatchString(encoding) {
 		t.Fatalf("servertest: %q is not an encoding name", encoding)
 	}
 	return newDatabase(t, fmt.Sprintf(" ENCODING '%s' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0", encoding))
 }
+
+var encodingName = regexp.MustCompile(`^[A-Z0-9_]+$`)
 
 // newDatabase creates the database with the CREATE DATABASE options opts.
 func newDatabase(t testing.TB, opts string) string {
@@ -125,6 +127,28 @@ func newDatabase(t testing.TB, opts string) string {
 		t.Fatalf("servertest: %v", err)
 	}
 	return dsn
+}
+
+// Connect opens a session on the PostgreSQL database dsn, closed when the
+// test ends. params are runtime parameters set over the DSN's (such as
+// client_encoding); nil keeps the DSN's.
+func Connect(t testing.TB, dsn string, params map[string]string) *pgx.Conn {
+	t.Helper()
+	cfg, err := pgx.ParseConfig(dsn)
+	if err != nil {
+		t.Fatalf("servertest: %v", err)
+	}
+	for k, v := range params {
+		cfg.RuntimeParams[k] = v
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), serviceTimeout)
+	defer cancel()
+	c, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		t.Fatalf("servertest: connect to %s: %v", redact(dsn), err)
+	}
+	t.Cleanup(func() { c.Close(context.Background()) })
+	return c
 }
 
 // WaitForLockWait returns once a session of c's database waits for a

@@ -7,8 +7,6 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/jackc/pgx/v5"
-
 	"github.com/chorus-sync/chorus"
 	"github.com/chorus-sync/chorus/internal/bus/mem"
 	"github.com/chorus-sync/chorus/internal/engine"
@@ -66,16 +64,8 @@ func TestImportItemsLockTheObject(t *testing.T) {
 	}
 	put(3, 8) // five new items for the second run
 
-	lock, err := pgx.Connect(ctx, dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer lock.Close(ctx)
-	watch, err := pgx.Connect(ctx, dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer watch.Close(ctx)
+	lock := servertest.Connect(t, dsn, nil)
+	watch := servertest.Connect(t, dsn, nil)
 	items := func() int {
 		var n int
 		if err := watch.QueryRow(ctx, `SELECT count(*) FROM items WHERE object_sid = $1`, m.SID).Scan(&n); err != nil {

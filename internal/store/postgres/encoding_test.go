@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/chorus-sync/chorus"
@@ -31,22 +30,13 @@ func TestDatabaseEncoding(t *testing.T) {
 		// client_encoding=UTF8) is refused most of what Chorus writes; one
 		// that takes the database's encoding, as pgx does by default, stores
 		// UTF-8 bytes that every other client reads as other characters.
-		cfg, err := pgx.ParseConfig(dsn)
-		if err != nil {
-			t.Fatal(err)
-		}
-		cfg.RuntimeParams["client_encoding"] = "UTF8"
-		c, err := pgx.ConnectConfig(ctx, cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close(ctx)
+		c := servertest.Connect(t, dsn, utf8Session)
 		var pgErr *pgconn.PgError
 		if _, err := c.Exec(ctx, "SELECT $1::text", name); !errors.As(err, &pgErr) || pgErr.Code != "22P05" {
 			t.Fatalf("SELECT %q::text in LATIN1 = %v, want SQLSTATE 22P05 (no equivalent in LATIN1)", name, err)
 		}
 		// `chorus migrate` fails as the nodes would, before any DDL.
-		err = postgres.Migrate(ctx, dsn)
+		err := postgres.Migrate(ctx, dsn)
 		checkRefusal(t, "Migrate", err)
 		var table *string
 		if err := c.QueryRow(ctx, "SELECT to_regclass('schema_migrations')::text").Scan(&table); err != nil || table != nil {
@@ -68,12 +58,8 @@ func TestDatabaseEncoding(t *testing.T) {
 		t.Run(tt.name+" opens and keeps any name", func(t *testing.T) {
 			dsn := servertest.NewDatabaseEncoded(t, tt.encoding)
 			if tt.clientDefault != "" {
-				c, err := pgx.Connect(ctx, dsn)
-				if err != nil {
-					t.Fatal(err)
-				}
-				_, err = c.Exec(ctx, "DO $$BEGIN EXECUTE format('ALTER DATABASE %I SET client_encoding = "+tt.clientDefault+"', current_database()); END$$")
-				c.Close(ctx)
+				_, err := servertest.Connect(t, dsn, nil).Exec(ctx,
+					"DO $$BEGIN EXECUTE format('ALTER DATABASE %I SET client_encoding = "+tt.clientDefault+"', current_database()); END$$")
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -106,18 +92,8 @@ func TestDatabaseEncoding(t *testing.T) {
 				t.Fatalf("read it back: %v", err)
 			}
 			// What another client sees: the same characters, over UTF-8.
-			cfg, err := pgx.ParseConfig(dsn)
-			if err != nil {
-				t.Fatal(err)
-			}
-			cfg.RuntimeParams["client_encoding"] = "UTF8"
-			c, err := pgx.ConnectConfig(ctx, cfg)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer c.Close(ctx)
 			var stored string
-			if err := c.QueryRow(ctx, "SELECT unique_name FROM objects WHERE sid = $1", doc.SID).Scan(&stored); err != nil {
+			if err := servertest.Connect(t, dsn, utf8Session).QueryRow(ctx, "SELECT unique_name FROM objects WHERE sid = $1", doc.SID).Scan(&stored); err != nil {
 				t.Fatal(err)
 			}
 			if stored != name {
@@ -126,6 +102,9 @@ func TestDatabaseEncoding(t *testing.T) {
 		})
 	}
 }
+
+// utf8Session makes a session speak UTF-8, as psql and most clients do.
+var utf8Session = map[string]string{"client_encoding": "UTF8"}
 
 // checkRefusal fails t unless err refuses the LATIN1 database and says how
 // to fix it.
