@@ -21,6 +21,7 @@ import (
 	"github.com/chorus-sync/chorus"
 	"github.com/chorus-sync/chorus/internal/bus/mem"
 	"github.com/chorus-sync/chorus/internal/engine"
+	"github.com/chorus-sync/chorus/internal/gateway"
 	"github.com/chorus-sync/chorus/internal/server"
 	"github.com/chorus-sync/chorus/internal/store/postgres"
 	"github.com/chorus-sync/chorus/internal/store/sqlite"
@@ -200,6 +201,7 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer) error {
 	allowPrivate := fs.Bool("webhooks-allow-private", false, "let webhooks reach loopback and private addresses, for development and tests (default: CHORUS_WEBHOOKS_ALLOW_PRIVATE)")
 	wsMaxConns := fs.Int("ws-max-conns", 0, "cap on this node's websocket connections, refused with 503 beyond (0 = no cap)")
 	wsMaxUnauth := fs.Int("ws-max-unauth-per-ip", defaultWSMaxUnauthPerIP, "cap on websocket connections per client IP that have not completed init, refused with 429 beyond (0 = no cap; behind a proxy it counts the proxy: raise it or set 0)")
+	wsCoalesce := fs.Duration("ws-coalesce", gateway.DefaultCoalesceInterval, "while the websocket writer pool is behind, write live events to a session at most this often, merged (0 = write each as soon as possible)")
 	pprofListen := fs.String("pprof-listen", "", "serve Go's /debug/pprof/ profiling endpoints on this loopback address (off by default)")
 	sec := addSecurityFlags(fs)
 	var devTokens devTokensFlag
@@ -230,6 +232,9 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer) error {
 	if *wsMaxConns < 0 || *wsMaxUnauth < 0 {
 		return usagef("invalid --ws-max-conns or --ws-max-unauth-per-ip: want 0 or more")
 	}
+	if *wsCoalesce < 0 || *wsCoalesce > time.Second {
+		return usagef("invalid --ws-coalesce %v: want 0 to 1s", *wsCoalesce)
+	}
 	if *publicURL != "" && !strings.HasPrefix(*publicURL, "http://") && !strings.HasPrefix(*publicURL, "https://") {
 		return usagef("invalid --public-url %q: want http:// or https://", *publicURL)
 	}
@@ -256,6 +261,7 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer) error {
 		WebhooksAllowPrivate: *allowPrivate,
 		WSMaxConns:           *wsMaxConns,
 		WSMaxUnauthPerAddr:   *wsMaxUnauth,
+		WSCoalesce:           coalesceSetting(*wsCoalesce),
 		DevTokens:            devTokens.mode,
 	}
 	if err := applyDevTokensPublic(fs, &cfg, *devTokensPublic); err != nil {
@@ -497,4 +503,13 @@ func flagSet(fs *flag.FlagSet, name string) bool {
 	set := false
 	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
 	return set
+}
+
+// coalesceSetting maps --ws-coalesce to gateway.Config.CoalesceInterval,
+// where 0 means the default and a negative value means off.
+func coalesceSetting(d time.Duration) time.Duration {
+	if d == 0 {
+		return -1
+	}
+	return d
 }

@@ -357,6 +357,8 @@ func TestErrors(t *testing.T) {
 		{"bad duration", nil, []string{"serve", "--token-ttl", "soon"}, 2, "token-ttl"},
 		{"ttl too long", nil, []string{"serve", "--token-ttl", "48h"}, 2, "token-ttl"},
 		{"bad log level", nil, []string{"serve", "--log-level", "loud"}, 2, "log-level"},
+		{"negative ws-coalesce", nil, []string{"serve", "--ws-coalesce", "-1ms"}, 2, "ws-coalesce"},
+		{"ws-coalesce too long", nil, []string{"serve", "--ws-coalesce", "2s"}, 2, "ws-coalesce"},
 		{"bad public url", nil, []string{"serve", "--public-url", "example.com"}, 2, "public-url"},
 		{"extra argument", nil, []string{"serve", "now"}, 2, "now"},
 		{"partial env", []string{"TWILIO_ACCOUNT_SID=AC0123456789abcdef0123456789abcdef"}, []string{"serve", "--data-dir", filepath.Join(dir, "d1")}, 2, "TWILIO_API_KEY"},
@@ -420,5 +422,16 @@ func TestPprofListenLoopbackOnly(t *testing.T) {
 	code := run(context.Background(), []string{"serve", "--pprof-listen", "0.0.0.0:6060", "--data-dir", t.TempDir()}, io.Discard, &stderr)
 	if code != exitUsage || !strings.Contains(stderr.String(), "loopback") {
 		t.Errorf("serve --pprof-listen 0.0.0.0:6060: exit %d, %q; want a usage error naming loopback", code, stderr.String())
+	}
+}
+
+// TestCoalesceSetting: --ws-coalesce 0 turns holding off (the gateway's 0
+// would mean its default).
+func TestCoalesceSetting(t *testing.T) {
+	if got := coalesceSetting(0); got >= 0 {
+		t.Errorf("coalesceSetting(0) = %v, want negative (off)", got)
+	}
+	if got := coalesceSetting(50 * time.Millisecond); got != 50*time.Millisecond {
+		t.Errorf("coalesceSetting(50ms) = %v", got)
 	}
 }

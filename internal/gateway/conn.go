@@ -70,6 +70,10 @@ type conn struct {
 	sched    atomic.Bool
 	deadline time.Time // the socket's write deadline (writer-owned)
 	pong     atomic.Pointer[[]byte]
+	// Holding back writes while the pool is behind (coalesce.go).
+	deferred   atomic.Bool // held: the timer or an urgent kick takes it
+	lastFanout int64       // Unix nanos of the last write of live events
+	deferTimer *time.Timer
 	// eventProtocol is the event_protocol_version of the session's last
 	// /v4/Subscriptions request (0 until one arrives): it picks the format
 	// of subscription_* notifications (see sendSync).
@@ -222,6 +226,9 @@ func (c *conn) finish() {
 		c.initTimer.Stop()
 	}
 	c.mu.Unlock()
+	if c.deferTimer != nil { // finish holds sched
+		c.deferTimer.Stop()
+	}
 	code := closeCode(err)
 	if code != 0 && c.writeClose(code) == nil {
 		// Wait for the client's close frame: the reader ends on it.
@@ -357,7 +364,7 @@ func (c *conn) sendReplay(e *liveEvent) {
 // sendLive queues a live object event, which the writer may merge with
 // the live events next to it (merge.go).
 func (c *conn) sendLive(e *liveEvent) {
-	if !c.q.pushNotification(outFrame{b: e.frame, live: e}) {
+	if !c.q.pushNotification(outFrame{b: e.frame, live: e, fanout: true}) {
 		c.slow()
 	}
 }

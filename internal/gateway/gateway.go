@@ -47,7 +47,12 @@ type Config struct {
 	SendQueueFrames int           // per-connection send queue bound; default 1024
 	SendQueueBytes  int           // per-connection send queue bound; default 8 MiB
 	WriteTimeout    time.Duration // a write batch gets WriteTimeout/2 to WriteTimeout; default 10s
-	Now             func() time.Time
+	// CoalesceInterval is the shortest time between two writes of live
+	// events to one session while the writer pool is behind (coalesce.go;
+	// pool mode only). Default DefaultCoalesceInterval; negative = never
+	// hold a write.
+	CoalesceInterval time.Duration
+	Now              func() time.Time
 
 	// GapWait is how long an out-of-order event waits for the missing ones
 	// before they are read from the store; default 30ms. GapGiveUp is when
@@ -88,6 +93,7 @@ type Stats struct {
 	Topics        int    // objects with at least one subscriber
 	Delivered     uint64 // live event frames queued to connections
 	Merged        uint64 // events, live or replayed, sent inside another's notification (merge.go)
+	Coalesced     uint64 // session writes held back while the writer pool was behind (coalesce.go)
 	Replayed      uint64 // replayed event frames
 	SlowConsumers uint64 // connections closed for falling behind
 	Malformed     uint64 // connections closed for protocol violations
@@ -121,6 +127,7 @@ type Gateway struct {
 
 	replayed      atomic.Uint64
 	merged        atomic.Uint64
+	coalesced     atomic.Uint64
 	slowConsumers atomic.Uint64
 	malformed     atomic.Uint64
 	refused       atomic.Uint64
@@ -152,6 +159,9 @@ func New(cfg Config) *Gateway {
 	}
 	if cfg.WriteTimeout <= 0 {
 		cfg.WriteTimeout = 10 * time.Second
+	}
+	if cfg.CoalesceInterval == 0 {
+		cfg.CoalesceInterval = DefaultCoalesceInterval
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -289,6 +299,7 @@ func (g *Gateway) Stats() Stats {
 		Delivered:     g.hub.delivered.Load(),
 		Replayed:      g.replayed.Load(),
 		Merged:        g.merged.Load(),
+		Coalesced:     g.coalesced.Load(),
 		SlowConsumers: g.slowConsumers.Load(),
 		Malformed:     g.malformed.Load(),
 		GapFills:      g.hub.gapFills.Load(),

@@ -55,10 +55,13 @@ func newLiveEvent(msgType string, payload []byte, headLen int) *liveEvent {
 }
 
 // outFrame is a queued outbound frame; live is set for an object event,
-// which the writer may merge with its neighbours.
+// which the writer may merge with its neighbours, and fanout for a live one
+// from the hub, which may wait while the writer pool is behind
+// (coalesce.go).
 type outFrame struct {
-	b    []byte
-	live *liveEvent
+	b      []byte
+	live   *liveEvent
+	fanout bool
 }
 
 // mergeRunEnd returns the end (exclusive) of the run of live events that

@@ -132,6 +132,22 @@ func (q *sendQueue) ready() bool {
 	return len(q.frames) > 0 || q.overflow
 }
 
+// onlyFanout reports whether frames are queued and all of them are live
+// events of the hub's fan-out (coalesce.go).
+func (q *sendQueue) onlyFanout() bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.overflow || len(q.frames) == 0 {
+		return false
+	}
+	for _, f := range q.frames {
+		if !f.fanout {
+			return false
+		}
+	}
+	return true
+}
+
 // len returns the number of queued frames (tests, stats).
 func (q *sendQueue) len() int {
 	q.mu.Lock()

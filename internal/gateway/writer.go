@@ -32,9 +32,14 @@ import (
 // WriteTimeout, so a slow client never holds a pool writer. Writers exit
 // when the list is empty and are started again by the next push.
 type writers struct {
-	max int // writer goroutines at most
+	max       int           // writer goroutines at most
+	lag, hold time.Duration // coalesceLag, coalesceHold
 
 	rests atomic.Uint64 // writes the socket did not take at once (tests)
+	// busySince is when the lists last became non-empty, in Unix nanos;
+	// 0 while they are empty (coalesce.go).
+	busySince   atomic.Int64
+	behindUntil atomic.Int64 // Unix nanos
 
 	mu      sync.Mutex
 	urgent  fifo // connections with a reply or control frame ready
@@ -96,7 +101,7 @@ type writerScratch struct {
 var poolScratch = sync.Pool{New: func() any { return &writerScratch{buf: make([]byte, 0, writeBufferSize)} }}
 
 func newWriters() *writers {
-	return &writers{max: max(runtime.GOMAXPROCS(0), 1)}
+	return &writers{max: max(runtime.GOMAXPROCS(0), 1), lag: coalesceLag, hold: coalesceHold}
 }
 
 // push puts c on the ready list, ahead of the connections with only
@@ -111,6 +116,9 @@ func (w *writers) push(c *conn, urgent bool) {
 	start := w.running < w.max
 	if start {
 		w.running++
+	}
+	if w.busySince.Load() == 0 {
+		w.busySince.Store(time.Now().UnixNano())
 	}
 	w.mu.Unlock()
 	if start {
@@ -137,6 +145,7 @@ func (w *writers) pop() *conn {
 	}
 	if c == nil {
 		w.running--
+		w.busySince.Store(0)
 	}
 	return c
 }
@@ -159,10 +168,15 @@ func (w *writers) run() {
 // kick schedules c on the pool unless it is already scheduled (the
 // sendQueue's notify function in pool mode). A reply is urgent: it goes
 // ahead of the sessions woken only by events, so a write's reply does not
-// wait behind the fan-out of its own event.
+// wait behind the fan-out of its own event. An urgent kick, or any kick
+// once the session has ended, also ends a hold (coalesce.go).
 func (c *conn) kick(urgent bool) {
 	if c.sched.CompareAndSwap(false, true) {
 		c.g.writers.push(c, urgent)
+		return
+	}
+	if (urgent || c.ctx.Err() != nil) && c.deferred.Load() && c.deferred.CompareAndSwap(true, false) {
+		c.g.writers.push(c, true)
 	}
 }
 
@@ -184,6 +198,13 @@ func (c *conn) flush(buf []byte, batch []outFrame) ([]byte, []outFrame) {
 		go c.finish()
 		return buf, batch
 	}
+	var now int64
+	if c.g.cfg.CoalesceInterval > 0 {
+		now = time.Now().UnixNano()
+		if c.holdBack(now) {
+			return buf, batch
+		}
+	}
 	var overflow bool
 	batch, overflow = c.q.drain(batch)
 	if overflow {
@@ -200,6 +221,9 @@ func (c *conn) flush(buf []byte, batch []outFrame) ([]byte, []outFrame) {
 	buf = buf[:0]
 	if pong != nil {
 		buf = appendFrame(buf, ws.OpPong, *pong)
+	}
+	if now != 0 && hasFanout(batch) {
+		c.lastFanout = now
 	}
 	if saved := eachWireFrame(batch, c.mergesEvents(), func(f []byte) {
 		buf = appendFrame(buf, ws.OpBinary, f)

@@ -106,6 +106,9 @@ type Config struct {
 	// completed init (429 beyond). 0 = no cap.
 	WSMaxConns         int
 	WSMaxUnauthPerAddr int
+	// WSCoalesce is gateway.Config.CoalesceInterval: 0 = its default,
+	// negative = off.
+	WSCoalesce time.Duration
 	// Transport sets the HTTP timeouts, connection caps and TLS
 	// (transport.go); BusAuth the NATS credentials and TLS.
 	Transport Transport
@@ -240,8 +243,9 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	s.gw = gateway.New(gateway.Config{
 		Engine: s.eng, Verifier: s.verifier, PublicURL: cfg.PublicURL, Logger: cfg.Logger, Presence: s.hooks,
 		MaxConns: cfg.WSMaxConns, MaxUnauthenticatedPerAddr: cfg.WSMaxUnauthPerAddr,
-		SharedStore: !oneNode,
-		WriterPool:  true,
+		CoalesceInterval: cfg.WSCoalesce,
+		SharedStore:      !oneNode,
+		WriterPool:       true,
 	})
 	if cfg.Creds != (engine.Credentials{}) {
 		if err := s.revokeOthers(ctx, creds); err != nil {
