@@ -10,33 +10,41 @@ const DefaultCoalesceInterval = 100 * time.Millisecond
 // Each notification costs both ends a frame: here a write(2) and the read
 // of the SDK's ack, in the client a websocket message, a twilsock decode
 // and an ack to send. When the writer pool is behind (it has had sessions
-// waiting for a writer, without a break, for coalesceLag), a session that was last sent live
-// events less than CoalesceInterval ago and has nothing but live events
-// queued is not written yet: it keeps its place (conn.sched) and a timer
-// hands it back to the pool when the interval is up. Its events then leave
-// together, merged into one notification for sessions on event protocol 4
-// (merge.go), in one write for the others. A session that keeps up with
-// its events is never held: a first event after CoalesceInterval of quiet
-// goes out at once, and when few sessions wait nothing is held at all. A
-// reply, a control frame, a pong or the end of the session ends the wait
-// at once (kick), so only live events ever wait, and the order of what a
-// session is sent is unchanged. No event is dropped: held events stay in
-// the session's queue, under its limits.
+// waiting for a writer, without a break, for coalesceLag), a session that
+// was last sent live events less than CoalesceInterval ago and has nothing
+// but live events queued is not written yet: it keeps its place
+// (conn.sched) and a timer hands it back to the pool when the interval is
+// up. Its events then leave together, merged into one notification for
+// sessions on event protocol 4 (merge.go), in one write for the others.
+//
+// What never waits:
+//   - a session that keeps up with its events: the first event after
+//     CoalesceInterval of quiet goes out at once;
+//   - anything, when the pool is not behind;
+//   - a session with a full merged notification's worth of events queued
+//     (mergeMaxEvents), so a hold never brings a session nearer its
+//     queue's limits than that;
+//   - a reply, a control frame, a replayed event, a pong or the end of the
+//     session: each ends the hold at once (kick), and the frames leave in
+//     the order they were queued, held events first.
+//
+// No event is dropped, and none waits more than CoalesceInterval beyond
+// the pool's own delay.
 //
 // Why: with 1,000 sessions on an object written 600 times a second, the
 // pool left alone sends each session a notification every 25-50 ms, and
 // whether a run settles at 25 ms or 50 ms decides whether it delivers 350k
 // or 550k events a second (the client side's cost is per frame). Holding
 // each session to at most one write of live events per 100 ms under such
-// load cuts the frames to a few per second per session, at the price of up
-// to CoalesceInterval of extra delay for the events that wait; README,
+// load cuts the frames to a few per second per session; README,
 // "Performance", has the measurements.
 //
 // Concurrency: lastFanout and deferTimer belong to whoever holds sched;
 // deferTimer is created before deferred is set, so the goroutine that
 // takes the session from deferred sees it. deferred is taken (CAS to
-// false) exactly once per wait, by the timer or by an urgent kick, and the
-// taker pushes the session to the pool.
+// false) exactly once per hold, by the timer or by an urgent kick, and the
+// taker pushes the session to the pool. A timer left armed by a hold that
+// a kick ended fires into a failed CAS, or ends a later hold early.
 
 // holdBack reports whether c's write waits; c then keeps sched until its
 // timer or an urgent kick puts it back on the pool. now is in Unix nanos.
@@ -46,7 +54,7 @@ func (c *conn) holdBack(now int64) bool {
 		return false
 	}
 	wait := c.lastFanout + int64(iv) - now
-	if wait <= 0 || !c.g.writers.behind(now) || c.pong.Load() != nil || !c.q.onlyFanout() {
+	if wait <= 0 || !c.g.writers.behind(now) || c.pong.Load() != nil || !c.q.holdable() {
 		return false
 	}
 	if c.deferTimer == nil {

@@ -153,3 +153,19 @@ func TestCoalesceEndEndsHold(t *testing.T) {
 	ce.sub.ws.CloseNow()
 	waitFor(t, func() bool { return ce.gw.Stats().Subscriptions == 0 })
 }
+
+// TestCoalesceFullNotificationNotHeld: a session with a whole merged
+// notification's worth of events queued is written at once, hold or not,
+// so holds never bring it nearer its queue's limits.
+func TestCoalesceFullNotificationNotHeld(t *testing.T) {
+	ce := newCoalesceEnv(t, 30*time.Second, true)
+	ce.publish(1)
+	ce.receive(t, 1, 1, 5*time.Second)
+	ce.publish(mergeMaxEvents - 1)
+	waitFor(t, func() bool { return ce.gw.Stats().Coalesced > 0 })
+	ce.publish(1)
+	seqs := ce.receive(t, 2, mergeMaxEvents, 10*time.Second) // held, they would take 30 s
+	if seqs[0] != seqs[len(seqs)-1] {
+		t.Fatalf("the %d events came in frames %d to %d, want one merged notification", mergeMaxEvents, seqs[0], seqs[len(seqs)-1])
+	}
+}

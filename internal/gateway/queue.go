@@ -77,12 +77,17 @@ func (q *sendQueue) pushNotification(f outFrame) bool {
 	q.mu.Lock()
 	ok := q.pushLocked(f, true)
 	parked := q.holding > 0
+	full := q.fullLocked()
 	q.mu.Unlock()
 	if ok && !parked { // a parked frame is signaled by release
-		q.signal()
+		q.signalAs(full)
 	}
 	return ok
 }
+
+// fullLocked reports whether a whole merged notification's worth of frames
+// is ready: that ends a hold at once, like a reply (coalesce.go).
+func (q *sendQueue) fullLocked() bool { return len(q.frames) >= mergeMaxEvents }
 
 // hold parks notifications until the matching release.
 func (q *sendQueue) hold() {
@@ -105,8 +110,9 @@ func (q *sendQueue) release(reply []byte) bool {
 		clear(q.held)
 		q.held = q.held[:0]
 	}
+	full := q.fullLocked()
 	q.mu.Unlock()
-	q.signalAs(reply != nil)
+	q.signalAs(reply != nil || full)
 	return ok
 }
 
@@ -132,12 +138,13 @@ func (q *sendQueue) ready() bool {
 	return len(q.frames) > 0 || q.overflow
 }
 
-// onlyFanout reports whether frames are queued and all of them are live
-// events of the hub's fan-out (coalesce.go).
-func (q *sendQueue) onlyFanout() bool {
+// holdable reports whether the queue may wait for a hold (coalesce.go):
+// it holds frames, all of them live events of the fan-out, fewer than one
+// merged notification carries.
+func (q *sendQueue) holdable() bool {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	if q.overflow || len(q.frames) == 0 {
+	if q.overflow || len(q.frames) == 0 || len(q.frames) >= mergeMaxEvents {
 		return false
 	}
 	for _, f := range q.frames {
