@@ -92,7 +92,7 @@ func hasFanout(batch []outFrame) bool {
 // lists, which must not end them. (writers.lag and writers.hold; tests
 // change them.)
 const (
-	coalesceLag  = 20 * time.Millisecond
+	coalesceLag  = 50 * time.Millisecond
 	coalesceHold = 500 * time.Millisecond
 )
 
