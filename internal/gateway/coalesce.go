@@ -10,17 +10,18 @@ const DefaultCoalesceInterval = 100 * time.Millisecond
 // Each notification costs both ends a frame: here a write(2) and the read
 // of the SDK's ack, in the client a websocket message, a twilsock decode
 // and an ack to send. When the writer pool is behind (it has had sessions
-// waiting for a writer, without a break, for coalesceLag), a session that
-// was last sent live events less than CoalesceInterval ago and has nothing
-// but live events queued is not written yet: it keeps its place
+// waiting for a writer, without a break, for coalesceLag; it then counts
+// as behind for coalesceHold more), a session that has fallen behind its
+// events (two or more queued) less than CoalesceInterval after its last
+// write of live events is not written yet: it keeps its place
 // (conn.sched) and a timer hands it back to the pool when the interval is
 // up. Its events then leave together, merged into one notification for
 // sessions on event protocol 4 (merge.go), in one write for the others.
 //
 // What never waits:
-//   - a session that keeps up with its events: the first event after
-//     CoalesceInterval of quiet goes out at once;
 //   - anything, when the pool is not behind;
+//   - a session that keeps up with its events (one queued when its turn
+//     comes), and the first events after CoalesceInterval of quiet;
 //   - a session with a full merged notification's worth of events queued
 //     (mergeMaxEvents), so a hold never brings a session nearer its
 //     queue's limits than that;
@@ -29,7 +30,8 @@ const DefaultCoalesceInterval = 100 * time.Millisecond
 //     the order they were queued, held events first.
 //
 // No event is dropped, and none waits more than CoalesceInterval beyond
-// the pool's own delay.
+// the pool's own delay (a released session joins the back of the ready
+// list). Times come from the monotonic clock (monoNow).
 //
 // Why: with 1,000 sessions on an object written 600 times a second, the
 // pool left alone sends each session a notification every 25-50 ms, and
@@ -47,25 +49,42 @@ const DefaultCoalesceInterval = 100 * time.Millisecond
 // a kick ended fires into a failed CAS, or ends a later hold early.
 
 // holdBack reports whether c's write waits; c then keeps sched until its
-// timer or an urgent kick puts it back on the pool. now is in Unix nanos.
+// timer or an urgent kick puts it back on the pool. now is monoNow's.
 func (c *conn) holdBack(now int64) bool {
-	iv := c.g.cfg.CoalesceInterval
+	iv := int64(c.g.cfg.CoalesceInterval)
 	if iv <= 0 {
 		return false
 	}
-	wait := c.lastFanout + int64(iv) - now
-	if wait <= 0 || !c.g.writers.behind(now) || c.pong.Load() != nil || !c.q.holdable() {
+	wait := min(c.lastFanout+iv-now, iv)
+	if wait <= 0 || !c.g.writers.behind(now) || !c.holdable() {
 		return false
 	}
 	if c.deferTimer == nil {
 		c.deferTimer = time.AfterFunc(time.Hour, c.undefer)
 		c.deferTimer.Stop()
 	}
-	c.g.coalesced.Add(1)
+	if gap := c.g.writers.holdGap; gap != nil {
+		gap(c) // tests: a frame queued between the check and the hold
+	}
 	c.deferred.Store(true)
+	// A kick that came after holdable looked and before deferred was set
+	// found nothing to take: look again, and give the hold up unless
+	// such a kick has taken it meanwhile (then c is on the pool already).
+	if !c.holdable() {
+		return !c.deferred.CompareAndSwap(true, false)
+	}
 	// From here on c may be taken and written by another goroutine.
+	c.g.heldWrites.Add(1)
 	c.deferTimer.Reset(time.Duration(wait))
 	return true
+}
+
+// holdable reports whether nothing but held-back-able events wait: the
+// session is live, no pong is due and its queue holds only live events of
+// the fan-out, at least two (it has fallen behind its events, so waiting
+// merges them) and fewer than a merged notification carries.
+func (c *conn) holdable() bool {
+	return c.ctx.Err() == nil && c.pong.Load() == nil && c.q.holdable()
 }
 
 // undefer is the hold's timer: the interval is up.
@@ -96,8 +115,8 @@ const (
 	coalesceHold = 500 * time.Millisecond
 )
 
-// behind reports whether the pool is behind (coalesceLag); now is in Unix
-// nanos.
+// behind reports whether the pool is behind (coalesceLag); now is
+// monoNow's.
 func (w *writers) behind(now int64) bool {
 	if since := w.busySince.Load(); since != 0 && now-since >= int64(w.lag) {
 		if until := now + int64(w.hold); w.behindUntil.Load() < until {
@@ -107,3 +126,9 @@ func (w *writers) behind(now int64) bool {
 	}
 	return now < w.behindUntil.Load()
 }
+
+// monoEpoch and monoNow give the pool's times: nanoseconds on the monotonic
+// clock, never 0 (0 means unset), unmoved by changes of the wall clock.
+var monoEpoch = time.Now()
+
+func monoNow() int64 { return max(int64(time.Since(monoEpoch)), 1) }

@@ -3,15 +3,18 @@ package gateway
 import (
 	"context"
 	"encoding/json"
+	"math"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/chorus-sync/chorus"
+	"github.com/chorus-sync/chorus/protocol"
 )
 
 // coalesceEnv is a pool-mode gateway holding writes for interval, whose
-// writer pool counts as behind as soon as a session waits for it when
-// alwaysBehind is set (coalesce.go), with one subscriber to a document.
+// writer pool counts as behind throughout when alwaysBehind is set
+// (coalesce.go), with one subscriber to a document.
 type coalesceEnv struct {
 	*env
 	sid   string
@@ -23,7 +26,7 @@ type coalesceEnv struct {
 func newCoalesceEnv(t *testing.T, interval time.Duration, alwaysBehind bool) *coalesceEnv {
 	e := newEnv(t, withConfig(func(c *Config) { c.WriterPool, c.CoalesceInterval = true, interval }))
 	if alwaysBehind {
-		e.gw.writers.lag = 0 // before any session exists
+		e.gw.writers.behindUntil.Store(math.MaxInt64)
 	}
 	a := e.session("alice")
 	doc := wantStatus(t, "create", a.do("POST", "/v3/Documents", nil, map[string]any{"data": map[string]any{}}), 201, 0)
@@ -45,6 +48,35 @@ func (ce *coalesceEnv) publish(n int) {
 	}
 }
 
+// session returns the subscriber's session on the server.
+func (ce *coalesceEnv) session() *conn {
+	ce.t.Helper()
+	ce.gw.mu.Lock()
+	defer ce.gw.mu.Unlock()
+	for c := range ce.gw.conns {
+		c.mu.Lock()
+		_, ok := c.subs[ce.sid]
+		c.mu.Unlock()
+		if ok {
+			return c
+		}
+	}
+	ce.t.Fatal("no session subscribed to the document")
+	return nil
+}
+
+// publishQueued publishes n events while the subscriber's session is
+// taken off the pool (as if a pool writer had it), so that all n are
+// queued when a pool writer next flushes it; then it hands the session
+// back.
+func (ce *coalesceEnv) publishQueued(n int) {
+	ce.t.Helper()
+	c := ce.session()
+	waitFor(ce.t, func() bool { return c.sched.CompareAndSwap(false, true) })
+	ce.publish(n)
+	c.unsched()
+}
+
 // receive reads the next n events, checks that they are the next ids in
 // order, and returns the frame (seq) each came in.
 func (ce *coalesceEnv) receive(t *testing.T, first int64, n int, timeout time.Duration) []int64 {
@@ -61,42 +93,83 @@ func (ce *coalesceEnv) receive(t *testing.T, first int64, n int, timeout time.Du
 	return seqs
 }
 
-// TestCoalesceHoldsEventsWhileBehind: while the pool is behind, events that
-// follow a session's last write within the interval wait for the interval
-// and then arrive together, in order, in one notification.
+// hold makes the subscriber's session hold events 2 and 3: event 1 is
+// written, and the next two find it written just now.
+func (ce *coalesceEnv) hold(t *testing.T) {
+	t.Helper()
+	ce.publish(1)
+	ce.receive(t, 1, 1, 5*time.Second)
+	ce.publishQueued(2)
+	waitFor(t, func() bool { return ce.gw.Stats().HeldWrites > 0 })
+}
+
+// TestCoalesceHoldsEventsWhileBehind: while the pool is behind, events
+// that a session fell behind on within the interval after its last write
+// wait for the interval and then arrive together, in order, in one
+// notification.
 func TestCoalesceHoldsEventsWhileBehind(t *testing.T) {
-	const interval = 400 * time.Millisecond
+	const interval = time.Second
 	ce := newCoalesceEnv(t, interval, true)
 
 	ce.publish(1)
 	ce.receive(t, 1, 1, 5*time.Second) // nothing written before: not held
 	sent := time.Now()
-	ce.publish(4)
+	ce.publishQueued(4)
 	seqs := ce.receive(t, 2, 4, 5*time.Second)
-	if waited := time.Since(sent); waited < interval/2 {
-		t.Fatalf("events 2-5 arrived %v after they were published, want them held about %v", waited, interval)
+	if waited := time.Since(sent); waited < interval/10 {
+		t.Fatalf("events 2-5 arrived %v after they were published, want them held up to %v", waited, interval)
 	}
 	for _, s := range seqs[1:] {
 		if s != seqs[0] {
 			t.Fatalf("events 2-5 came in frames %v, want one merged notification", seqs)
 		}
 	}
-	if st := ce.gw.Stats(); st.Coalesced == 0 || st.Merged != 3 {
-		t.Fatalf("stats %+v: want Coalesced > 0 and Merged 3", st)
+	if st := ce.gw.Stats(); st.HeldWrites != 1 || st.Merged != 3 {
+		t.Fatalf("stats %+v: want HeldWrites 1 and Merged 3", st)
 	}
 }
 
-// TestCoalesceNotWhenKeepingUp: a pool that writes a burst within
-// coalesceLag is not behind, so nothing is held, however short the time
-// since the session's last write.
+// TestCoalesceNotWhenKeepingUp: a session that has not fallen behind its
+// events (one queued when it is written) is never held, even while the
+// pool is behind.
 func TestCoalesceNotWhenKeepingUp(t *testing.T) {
-	ce := newCoalesceEnv(t, 30*time.Second, false)
+	ce := newCoalesceEnv(t, 30*time.Second, true)
 	for i := int64(0); i < 5; i++ {
 		ce.publish(1)
 		ce.receive(t, i+1, 1, 5*time.Second) // held, it would take 30 s
 	}
-	if st := ce.gw.Stats(); st.Coalesced != 0 {
-		t.Fatalf("Coalesced = %d, want 0", st.Coalesced)
+	if st := ce.gw.Stats(); st.HeldWrites != 0 {
+		t.Fatalf("HeldWrites = %d, want 0", st.HeldWrites)
+	}
+}
+
+// TestCoalesceBehind: the pool is behind once it has had sessions waiting
+// for coalesceLag without a break, and stays so for coalesceHold after;
+// a shorter burst never makes it so.
+func TestCoalesceBehind(t *testing.T) {
+	const ms = int64(time.Millisecond)
+	w := &writers{lag: 50 * time.Millisecond, hold: 500 * time.Millisecond}
+	if w.behind(1000 * ms) {
+		t.Fatal("idle pool behind")
+	}
+	w.busySince.Store(1000 * ms) // a burst from t=1000 ms
+	if w.behind(1049 * ms) {
+		t.Fatal("behind after 49 ms busy")
+	}
+	w.busySince.Store(0) // written within 50 ms: not behind
+	if w.behind(1060 * ms) {
+		t.Fatal("behind after a 49 ms burst")
+	}
+	w.busySince.Store(2000 * ms)
+	if !w.behind(2050 * ms) {
+		t.Fatal("not behind after 50 ms busy")
+	}
+	w.busySince.Store(0) // idle again
+	if !w.behind(2549 * ms) {
+		t.Fatal("not behind 499 ms after it was")
+	}
+	if w.behind(2550 * ms) {
+		t.Fatal("still behind 500 ms after it was")
 	}
 }
 
@@ -104,10 +177,7 @@ func TestCoalesceNotWhenKeepingUp(t *testing.T) {
 // at once, after the held events (the order of frames never changes).
 func TestCoalesceReplyEndsHold(t *testing.T) {
 	ce := newCoalesceEnv(t, 30*time.Second, true)
-	ce.publish(1)
-	ce.receive(t, 1, 1, 5*time.Second)
-	ce.publish(2)
-	waitFor(t, func() bool { return ce.gw.Stats().Coalesced > 0 })
+	ce.hold(t)
 
 	done := make(chan httpResp, 1)
 	go func() { done <- ce.sub.do("GET", "/v3/Documents/"+ce.sid, nil, nil) }()
@@ -130,28 +200,40 @@ func TestCoalesceReplyEndsHold(t *testing.T) {
 // events or not.
 func TestCoalescePingEndsHold(t *testing.T) {
 	ce := newCoalesceEnv(t, 30*time.Second, true)
-	ce.publish(1)
-	ce.receive(t, 1, 1, 5*time.Second)
-	ce.publish(1)
-	waitFor(t, func() bool { return ce.gw.Stats().Coalesced > 0 })
+	ce.hold(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := ce.sub.ws.Ping(ctx); err != nil {
 		t.Fatalf("ping while events were held: %v", err)
 	}
-	ce.receive(t, 2, 1, time.Second)
+	ce.receive(t, 2, 2, time.Second)
 }
 
 // TestCoalesceEndEndsHold: a session that ends while events are held is
 // torn down at once, not when its hold would have run out.
 func TestCoalesceEndEndsHold(t *testing.T) {
 	ce := newCoalesceEnv(t, 30*time.Second, true)
-	ce.publish(1)
-	ce.receive(t, 1, 1, 5*time.Second)
-	ce.publish(3)
-	waitFor(t, func() bool { return ce.gw.Stats().Coalesced > 0 })
+	ce.hold(t)
 	ce.sub.ws.CloseNow()
 	waitFor(t, func() bool { return ce.gw.Stats().Subscriptions == 0 })
+}
+
+// TestCoalesceFrameDuringHoldCheck: a frame queued after the hold was
+// decided but before it was set (a kick that then found nothing to take)
+// is not left waiting for the hold.
+func TestCoalesceFrameDuringHoldCheck(t *testing.T) {
+	ce := newCoalesceEnv(t, 30*time.Second, true)
+	var once sync.Once
+	ce.gw.writers.holdGap = func(c *conn) {
+		once.Do(func() { c.send(protocol.Encode(nil, protocol.NewPing(protocol.NewID()), nil)) })
+	}
+	ce.publish(1)
+	ce.receive(t, 1, 1, 5*time.Second)
+	ce.publishQueued(2)
+	if f := ce.sub.nextControl(10 * time.Second); f.Header.Method != "ping" {
+		t.Fatalf("control frame %q, want the ping", f.Header.Method)
+	}
+	ce.receive(t, 2, 2, time.Second)
 }
 
 // TestCoalesceFullNotificationNotHeld: a session with a whole merged
@@ -161,8 +243,8 @@ func TestCoalesceFullNotificationNotHeld(t *testing.T) {
 	ce := newCoalesceEnv(t, 30*time.Second, true)
 	ce.publish(1)
 	ce.receive(t, 1, 1, 5*time.Second)
-	ce.publish(mergeMaxEvents - 1)
-	waitFor(t, func() bool { return ce.gw.Stats().Coalesced > 0 })
+	ce.publishQueued(mergeMaxEvents - 1)
+	waitFor(t, func() bool { return ce.gw.Stats().HeldWrites > 0 })
 	ce.publish(1)
 	seqs := ce.receive(t, 2, mergeMaxEvents, 10*time.Second) // held, they would take 30 s
 	if seqs[0] != seqs[len(seqs)-1] {

@@ -93,7 +93,7 @@ type Stats struct {
 	Topics        int    // objects with at least one subscriber
 	Delivered     uint64 // live event frames queued to connections
 	Merged        uint64 // events, live or replayed, sent inside another's notification (merge.go)
-	Coalesced     uint64 // session writes held back while the writer pool was behind (coalesce.go)
+	HeldWrites    uint64 // session writes of live events held back while the writer pool was behind (coalesce.go)
 	Replayed      uint64 // replayed event frames
 	SlowConsumers uint64 // connections closed for falling behind
 	Malformed     uint64 // connections closed for protocol violations
@@ -127,7 +127,7 @@ type Gateway struct {
 
 	replayed      atomic.Uint64
 	merged        atomic.Uint64
-	coalesced     atomic.Uint64
+	heldWrites    atomic.Uint64
 	slowConsumers atomic.Uint64
 	malformed     atomic.Uint64
 	refused       atomic.Uint64
@@ -299,7 +299,7 @@ func (g *Gateway) Stats() Stats {
 		Delivered:     g.hub.delivered.Load(),
 		Replayed:      g.replayed.Load(),
 		Merged:        g.merged.Load(),
-		Coalesced:     g.coalesced.Load(),
+		HeldWrites:    g.heldWrites.Load(),
 		SlowConsumers: g.slowConsumers.Load(),
 		Malformed:     g.malformed.Load(),
 		GapFills:      g.hub.gapFills.Load(),

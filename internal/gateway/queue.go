@@ -139,12 +139,12 @@ func (q *sendQueue) ready() bool {
 }
 
 // holdable reports whether the queue may wait for a hold (coalesce.go):
-// it holds frames, all of them live events of the fan-out, fewer than one
-// merged notification carries.
+// it holds only live events of the fan-out, at least two and fewer than
+// one merged notification carries.
 func (q *sendQueue) holdable() bool {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	if q.overflow || len(q.frames) == 0 || len(q.frames) >= mergeMaxEvents {
+	if q.overflow || len(q.frames) < 2 || len(q.frames) >= mergeMaxEvents {
 		return false
 	}
 	for _, f := range q.frames {

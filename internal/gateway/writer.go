@@ -36,10 +36,11 @@ type writers struct {
 	lag, hold time.Duration // coalesceLag, coalesceHold
 
 	rests atomic.Uint64 // writes the socket did not take at once (tests)
-	// busySince is when the lists last became non-empty, in Unix nanos;
-	// 0 while they are empty (coalesce.go).
+	// busySince is when the lists last became non-empty (monoNow); 0
+	// while they are empty. behindUntil: see behind (coalesce.go).
 	busySince   atomic.Int64
-	behindUntil atomic.Int64 // Unix nanos
+	behindUntil atomic.Int64
+	holdGap     func(*conn) // tests (coalesce.go)
 
 	mu      sync.Mutex
 	urgent  fifo // connections with a reply or control frame ready
@@ -118,7 +119,7 @@ func (w *writers) push(c *conn, urgent bool) {
 		w.running++
 	}
 	if w.busySince.Load() == 0 {
-		w.busySince.Store(time.Now().UnixNano())
+		w.busySince.Store(monoNow())
 	}
 	w.mu.Unlock()
 	if start {
@@ -200,7 +201,7 @@ func (c *conn) flush(buf []byte, batch []outFrame) ([]byte, []outFrame) {
 	}
 	var now int64
 	if c.g.cfg.CoalesceInterval > 0 {
-		now = time.Now().UnixNano()
+		now = monoNow()
 		if c.holdBack(now) {
 			return buf, batch
 		}

@@ -88,7 +88,7 @@ func (s *Server) serveMetrics(w http.ResponseWriter, r *http.Request) {
 	metric("chorus_subscribed_objects", "gauge", "Objects with at least one local subscriber.", gs.Topics)
 	metric("chorus_deliveries_total", "counter", "Live event frames queued to sessions.", gs.Delivered)
 	metric("chorus_deliveries_merged_total", "counter", "Events, live or replayed, sent inside another event's notification (sessions on event protocol 4 that fell behind).", gs.Merged)
-	metric("chorus_deliveries_coalesced_total", "counter", "Session writes of live events held back (--ws-coalesce) while the websocket writer pool was behind.", gs.Coalesced)
+	metric("chorus_ws_writes_held_total", "counter", "Writes of live events to a session held back (--ws-coalesce) while the websocket writer pool was behind.", gs.HeldWrites)
 	metric("chorus_replayed_total", "counter", "Replayed event frames.", gs.Replayed)
 	metric("chorus_slow_consumers_total", "counter", "Sessions closed for falling behind.", gs.SlowConsumers)
 	metric("chorus_malformed_total", "counter", "Sessions closed for protocol violations.", gs.Malformed)
