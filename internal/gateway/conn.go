@@ -345,6 +345,14 @@ func (c *conn) send(f []byte) {
 	}
 }
 
+// sendOrdered queues a control frame after the notifications parked
+// while a write is in flight (sendQueue.pushOrdered).
+func (c *conn) sendOrdered(f []byte) {
+	if !c.q.pushOrdered(f) {
+		c.slow()
+	}
+}
+
 // sendEvent queues a live query notification (called under a topic lock);
 // it is never merged with other frames.
 func (c *conn) sendEvent(f []byte) {

@@ -241,11 +241,16 @@ func syncPayloadFrame(eventType string, corr json.Number, field string, body []b
 // frame with an "events" array; 3 and earlier one frame per entry with a
 // single "event".
 func sendSync[E any](c *conn, eventType string, corr json.Number, entries []E) {
+	sendSyncWith(c, c.send, eventType, corr, entries)
+}
+
+// sendSyncWith is sendSync queueing through send.
+func sendSyncWith[E any](c *conn, send func([]byte), eventType string, corr json.Number, entries []E) {
 	if v := c.eventProtocol.Load(); v > 0 && v < 4 {
 		for _, e := range entries {
-			c.send(syncFrameV3(eventType, corr, e))
+			send(syncFrameV3(eventType, corr, e))
 		}
 		return
 	}
-	c.send(syncFrame(eventType, corr, entries))
+	send(syncFrame(eventType, corr, entries))
 }
