@@ -25,9 +25,10 @@ const DefaultCoalesceInterval = 100 * time.Millisecond
 //   - a session with a full merged notification's worth of events queued
 //     (mergeMaxEvents), so a hold never brings a session nearer its
 //     queue's limits than that;
-//   - a reply, a control frame, a replayed event, a pong or the end of the
-//     session: each ends the hold at once (kick), and the frames leave in
-//     the order they were queued, held events first.
+//   - a reply, a control frame, a replayed event, a live query's
+//     notification, a pong or the end of the session: each ends the hold
+//     at once (kick), and the frames leave in the order they were queued,
+//     held events first.
 //
 // No event is dropped, and none waits more than CoalesceInterval beyond
 // the pool's own delay (a released session joins the back of the ready
@@ -42,11 +43,14 @@ const DefaultCoalesceInterval = 100 * time.Millisecond
 // "Performance", has the measurements.
 //
 // Concurrency: lastFanout and deferTimer belong to whoever holds sched;
-// deferTimer is created before deferred is set, so the goroutine that
-// takes the session from deferred sees it. deferred is taken (CAS to
-// false) exactly once per hold, by the timer or by an urgent kick, and the
-// taker pushes the session to the pool. A timer left armed by a hold that
-// a kick ended fires into a failed CAS, or ends a later hold early.
+// deferTimer is created and armed before deferred is set, so the
+// goroutine that takes the session from deferred sees it, and nothing
+// touches it after. deferred is taken (CAS to false) exactly once per
+// hold: by the timer, by an urgent kick or one after the session ended
+// (which push the session to the pool), or by holdBack itself when its
+// second look finds the hold should not be (it then writes). A timer left
+// armed by a hold that a kick ended fires into a failed CAS, or is re-armed
+// by the next hold.
 
 // holdBack reports whether c's write waits; c then keeps sched until its
 // timer or an urgent kick puts it back on the pool. now is monoNow's.
@@ -54,6 +58,9 @@ func (c *conn) holdBack(now int64) bool {
 	iv := int64(c.g.cfg.CoalesceInterval)
 	if iv <= 0 {
 		return false
+	}
+	if c.lastFanout == 0 {
+		return false // never written live events
 	}
 	wait := min(c.lastFanout+iv-now, iv)
 	if wait <= 0 || !c.g.writers.behind(now) || !c.holdable() {
@@ -63,19 +70,22 @@ func (c *conn) holdBack(now int64) bool {
 		c.deferTimer = time.AfterFunc(time.Hour, c.undefer)
 		c.deferTimer.Stop()
 	}
+	// The timer is armed before the hold is set, so that nothing touches
+	// it once another goroutine may have the session; it cannot fire
+	// before now+wait.
+	c.deferTimer.Reset(time.Duration(wait))
 	if gap := c.g.writers.holdGap; gap != nil {
 		gap(c) // tests: a frame queued between the check and the hold
 	}
 	c.deferred.Store(true)
 	// A kick that came after holdable looked and before deferred was set
-	// found nothing to take: look again, and give the hold up unless
-	// such a kick has taken it meanwhile (then c is on the pool already).
-	if !c.holdable() {
+	// found nothing to take, and a timer that fired before it found no
+	// hold: look again, and give the hold up unless a kick or the timer
+	// has taken it meanwhile (then c is on the pool already).
+	if !c.holdable() || monoNow() >= now+wait {
 		return !c.deferred.CompareAndSwap(true, false)
 	}
-	// From here on c may be taken and written by another goroutine.
 	c.g.heldWrites.Add(1)
-	c.deferTimer.Reset(time.Duration(wait))
 	return true
 }
 

@@ -108,7 +108,7 @@ func (ce *coalesceEnv) hold(t *testing.T) {
 // wait for the interval and then arrive together, in order, in one
 // notification.
 func TestCoalesceHoldsEventsWhileBehind(t *testing.T) {
-	const interval = time.Second
+	const interval = 3 * time.Second
 	ce := newCoalesceEnv(t, interval, true)
 
 	ce.publish(1)
@@ -116,7 +116,7 @@ func TestCoalesceHoldsEventsWhileBehind(t *testing.T) {
 	sent := time.Now()
 	ce.publishQueued(4)
 	seqs := ce.receive(t, 2, 4, 5*time.Second)
-	if waited := time.Since(sent); waited < interval/10 {
+	if waited := time.Since(sent); waited < 100*time.Millisecond {
 		t.Fatalf("events 2-5 arrived %v after they were published, want them held up to %v", waited, interval)
 	}
 	for _, s := range seqs[1:] {
@@ -250,4 +250,25 @@ func TestCoalesceFullNotificationNotHeld(t *testing.T) {
 	if seqs[0] != seqs[len(seqs)-1] {
 		t.Fatalf("the %d events came in frames %d to %d, want one merged notification", mergeMaxEvents, seqs[0], seqs[len(seqs)-1])
 	}
+}
+
+// TestCoalesceLiveQueryEndsHold: a live query's notification (not a
+// fan-out event) does not wait for a hold either.
+func TestCoalesceLiveQueryEndsHold(t *testing.T) {
+	ce := newCoalesceEnv(t, 30*time.Second, true)
+	ce.hold(t)
+	ce.session().sendEvent(protocol.AppendNotification(nil, protocol.NewID(), protocol.MessageTypeSyncEvent,
+		[]byte(`{"event_type":"live_query_test","event":{}}`)))
+	ce.receive(t, 2, 2, 10*time.Second) // held, they would take 30 s
+	if n := ce.sub.next(time.Second); n.EventType != "live_query_test" {
+		t.Fatalf("next notification %q, want the live query's", n.EventType)
+	}
+}
+
+// TestCoalesceFirstEventsNotHeld: a session never sent live events is not
+// held on its first ones, however soon after the process started.
+func TestCoalesceFirstEventsNotHeld(t *testing.T) {
+	ce := newCoalesceEnv(t, time.Hour, true)
+	ce.publishQueued(3)
+	ce.receive(t, 1, 3, 10*time.Second) // held, they would take an hour
 }

@@ -72,7 +72,7 @@ type conn struct {
 	pong     atomic.Pointer[[]byte]
 	// Holding back writes while the pool is behind (coalesce.go).
 	deferred   atomic.Bool // held: the timer or an urgent kick takes it
-	lastFanout int64       // Unix nanos of the last write of live events
+	lastFanout int64       // monoNow of the last write of live events; 0: none yet
 	deferTimer *time.Timer
 	// eventProtocol is the event_protocol_version of the session's last
 	// /v4/Subscriptions request (0 until one arrives): it picks the format

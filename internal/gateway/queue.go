@@ -94,7 +94,9 @@ func (q *sendQueue) pushNotification(f outFrame) bool {
 	full := q.fullLocked()
 	q.mu.Unlock()
 	if ok && !parked { // a parked frame is signaled by release
-		q.signalAs(full)
+		// Anything but a fan-out event (a live query's notification)
+		// ends a hold at once, like a reply (coalesce.go).
+		q.signalAs(full || !f.fanout)
 	}
 	return ok
 }
