@@ -39,7 +39,7 @@ const DefaultCoalesceInterval = 100 * time.Millisecond
 // whether a run settles at 25 ms or 50 ms decides whether it delivers 350k
 // or 550k events a second (the client side's cost is per frame). Holding
 // each session to at most one write of live events per 100 ms under such
-// load cuts the frames to a few per second per session; README,
+// load cuts the frames to ten a second per session at most; README,
 // "Performance", has the measurements.
 //
 // Concurrency: lastFanout and deferTimer belong to whoever holds sched;

@@ -30,10 +30,10 @@
 // goroutine either way. While the pool is behind, a session written live
 // events less than Config.CoalesceInterval ago with only live events
 // queued, two or more and fewer than 64, waits, keeping sched, until a
-// timer or an urgent frame hands it back (coalesce.go). Enqueueing never blocks: a
-// connection whose queue overflows (by frames or bytes) or whose writes
-// time out is closed as a slow consumer, and the SDK reconnects and
-// replays. Pings and token notices come from per-session timers.
+// timer or an urgent frame hands it back (coalesce.go). Enqueueing never
+// blocks: a connection whose queue overflows (by frames or bytes) or whose
+// writes time out is closed as a slow consumer, and the SDK reconnects
+// and replays. Pings and token notices come from per-session timers.
 //
 // # Limits
 //

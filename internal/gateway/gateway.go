@@ -49,8 +49,8 @@ type Config struct {
 	WriteTimeout    time.Duration // a write batch gets WriteTimeout/2 to WriteTimeout; default 10s
 	// CoalesceInterval is the shortest time between two writes of live
 	// events alone to one session that has fallen behind them, while the
-	// writer pool is behind (coalesce.go; pool mode only). Default DefaultCoalesceInterval; negative = never
-	// hold a write.
+	// writer pool is behind (coalesce.go; pool mode only). Default
+	// DefaultCoalesceInterval; negative = never hold a write.
 	CoalesceInterval time.Duration
 	Now              func() time.Time
 
