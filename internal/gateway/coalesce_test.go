@@ -13,8 +13,8 @@ import (
 )
 
 // coalesceEnv is a pool-mode gateway holding writes for interval, whose
-// writer pool counts as behind throughout when alwaysBehind is set
-// (coalesce.go), with one subscriber to a document.
+// writer pool counts as behind throughout when behind is set and never
+// otherwise (coalesce.go), with one subscriber to a document.
 type coalesceEnv struct {
 	*env
 	sid   string
@@ -23,10 +23,12 @@ type coalesceEnv struct {
 	next  int64 // events published so far
 }
 
-func newCoalesceEnv(t *testing.T, interval time.Duration, alwaysBehind bool) *coalesceEnv {
+func newCoalesceEnv(t *testing.T, interval time.Duration, behind bool) *coalesceEnv {
 	e := newEnv(t, withConfig(func(c *Config) { c.WriterPool, c.CoalesceInterval = true, interval }))
-	if alwaysBehind {
+	if behind {
 		e.gw.writers.behindUntil.Store(math.MaxInt64)
+	} else {
+		e.gw.writers.lag = time.Hour // before any session exists
 	}
 	a := e.session("alice")
 	doc := wantStatus(t, "create", a.do("POST", "/v3/Documents", nil, map[string]any{"data": map[string]any{}}), 201, 0)
@@ -138,6 +140,20 @@ func TestCoalesceNotWhenKeepingUp(t *testing.T) {
 		ce.publish(1)
 		ce.receive(t, i+1, 1, 5*time.Second) // held, it would take 30 s
 	}
+	if st := ce.gw.Stats(); st.HeldWrites != 0 {
+		t.Fatalf("HeldWrites = %d, want 0", st.HeldWrites)
+	}
+}
+
+// TestCoalesceNotWhenPoolKeepsUp: while the pool is not behind, nothing
+// is held, even a session that has fallen behind its events right after
+// a write.
+func TestCoalesceNotWhenPoolKeepsUp(t *testing.T) {
+	ce := newCoalesceEnv(t, 30*time.Second, false)
+	ce.publish(1)
+	ce.receive(t, 1, 1, 5*time.Second)
+	ce.publishQueued(3)
+	ce.receive(t, 2, 3, 10*time.Second) // held, they would take 30 s
 	if st := ce.gw.Stats(); st.HeldWrites != 0 {
 		t.Fatalf("HeldWrites = %d, want 0", st.HeldWrites)
 	}
