@@ -62,7 +62,7 @@ func (c *conn) holdBack(now int64) bool {
 	if c.lastFanout == 0 {
 		return false // never written live events
 	}
-	wait := min(c.lastFanout+iv-now, iv)
+	wait := c.lastFanout + iv - now // at most iv: monotonic, lastFanout <= now
 	if wait <= 0 || !c.g.writers.behind(now) || !c.holdable() {
 		return false
 	}

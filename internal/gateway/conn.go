@@ -345,16 +345,11 @@ func (c *conn) send(f []byte) {
 	}
 }
 
-// sendOrdered queues a control frame after the notifications parked
-// while a write is in flight (sendQueue.pushOrdered).
-func (c *conn) sendOrdered(f []byte) {
-	if !c.q.pushOrdered(f) {
-		c.slow()
-	}
-}
-
-// sendEvent queues a live query notification (called under a topic lock);
-// it is never merged with other frames.
+// sendEvent queues a notification that is not an object event: a live
+// query's (called under a topic lock) or a subscription's denial. It is
+// parked like the object events while a write is in flight, so it keeps
+// its place after those queued before it; otherwise it is signaled like a
+// reply, which ends a hold (coalesce.go). It is never merged.
 func (c *conn) sendEvent(f []byte) {
 	if !c.q.pushNotification(outFrame{b: f}) {
 		c.slow()

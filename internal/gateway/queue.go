@@ -71,20 +71,6 @@ func (q *sendQueue) pushFrame(f outFrame) bool {
 	return ok
 }
 
-// pushOrdered queues a control frame that must not overtake the
-// notifications parked while a write is in flight: it is parked after
-// them then, and queued like a reply (urgent) otherwise.
-func (q *sendQueue) pushOrdered(f []byte) bool {
-	q.mu.Lock()
-	ok := q.pushLocked(outFrame{b: f}, true)
-	parked := q.holding > 0
-	q.mu.Unlock()
-	if ok && !parked { // a parked frame is signaled by release
-		q.signalAs(true)
-	}
-	return ok
-}
-
 // pushNotification queues an event frame, parking it while a write is in
 // flight.
 func (q *sendQueue) pushNotification(f outFrame) bool {

@@ -134,11 +134,11 @@ func (c *conn) handleSubscriptions(ctx context.Context, id string, r *request) {
 }
 
 // failed sends subscription_failed for sid. It is queued in order with
-// the live events parked while a write is in flight (sendOrdered): a
-// denial from an access re-check must follow the object's events queued
-// before it, not overtake them.
+// the live events parked while a write is in flight (sendEvent): a denial
+// from an access re-check must follow the object's events queued before
+// it, not overtake them.
 func (c *conn) failed(corr json.Number, sid string, e *chorus.Error) {
-	sendSyncWith(c, c.sendOrdered, "subscription_failed", corr, []failedEntry{{
+	sendSyncWith(c, c.sendEvent, "subscription_failed", corr, []failedEntry{{
 		ObjectSID: sid, Error: failedErr{Status: e.Status, Code: e.Code, Message: e.Message},
 	}})
 }

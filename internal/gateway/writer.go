@@ -176,7 +176,9 @@ func (c *conn) kick(urgent bool) {
 		c.g.writers.push(c, urgent)
 		return
 	}
-	if (urgent || c.ctx.Err() != nil) && c.deferred.Load() && c.deferred.CompareAndSwap(true, false) {
+	// deferred first: it is false but for held sessions, and this runs
+	// for every event queued to a session already scheduled.
+	if c.deferred.Load() && (urgent || c.ctx.Err() != nil) && c.deferred.CompareAndSwap(true, false) {
 		c.g.writers.push(c, true)
 	}
 }
