@@ -1,12 +1,17 @@
 package httpapi
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/url"
 	"runtime"
 	"sync/atomic"
 	"testing"
+	"time"
+
+	"github.com/chorus-sync/chorus"
+	"github.com/chorus-sync/chorus/internal/twiliohttp"
 )
 
 // BenchmarkREST measures one round trip over loopback HTTP, Basic auth
@@ -73,3 +78,25 @@ func BenchmarkREST(b *testing.B) {
 		parallel(b, http.MethodPost, form, func(i int64) string { return fmt.Sprintf("%s/Maps/m/Items/k%d", svc, i) })
 	})
 }
+
+// BenchmarkWriteObject measures rendering a document as a REST response
+// body, the last step of every document write and fetch.
+func BenchmarkWriteObject(b *testing.B) {
+	svc := &chorus.Service{SID: "IS0123456789abcdef0123456789abcdef", AccountSID: "AC0123456789abcdef0123456789abcdef"}
+	now := time.Now()
+	o := &chorus.Object{Kind: chorus.KindDocument, SID: "ET0123456789abcdef0123456789abcdef", UniqueName: "hist:bench-7",
+		ServiceSID: svc.SID, AccountSID: svc.AccountSID, Revision: 41, DateCreated: now, DateUpdated: now, CreatedBy: "system",
+		Data: json.RawMessage(`{"title":"Quarterly report","status":"in review","owner":"alice","n":42}`)}
+	w := discardWriter{h: http.Header{}}
+	b.ReportAllocs()
+	for b.Loop() {
+		twiliohttp.WriteJSON(w, http.StatusOK, renderObject("http://127.0.0.1:3000", svc, o))
+		clear(w.h)
+	}
+}
+
+type discardWriter struct{ h http.Header }
+
+func (d discardWriter) Header() http.Header         { return d.h }
+func (d discardWriter) Write(p []byte) (int, error) { return len(p), nil }
+func (d discardWriter) WriteHeader(int)             {}
