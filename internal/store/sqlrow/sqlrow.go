@@ -225,9 +225,8 @@ const EventCols = `body, data, item_data`
 // EncodeEvent returns the body, data and item_data values to store e as,
 // ready to bind: body is TEXT; a nil Data or ItemData is NULL.
 func EncodeEvent(e *chorus.Event) (body string, data, itemData any, err error) {
-	meta := *e
-	meta.Data, meta.ItemData = nil, nil
-	b, err := json.Marshal(&meta)
+	var buf [512]byte
+	b, err := appendEventBody(buf[:0], e)
 	if err != nil {
 		return "", nil, nil, err
 	}
