@@ -3,6 +3,7 @@ package chorus_test
 import (
 	"errors"
 	"fmt"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -61,6 +62,30 @@ func TestSIDs(t *testing.T) {
 	}
 }
 
+// TestLooksLikeSIDMatchesPattern: the loop accepts exactly what the
+// pattern it replaced, ^[A-Z]{2}[a-f0-9]{32}$, accepts, on strings one
+// edit away from SIDs (each position set to a character at or next to the
+// edges of the allowed ranges, lengths 33 to 35, a trailing newline).
+func TestLooksLikeSIDMatchesPattern(t *testing.T) {
+	pattern := regexp.MustCompile(`^[A-Z]{2}[a-f0-9]{32}$`)
+	base := chorus.NewSID("ET")
+	edges := "@AZ[`az{/09:fgFG\n\x00\xff"
+	cases := []string{base, base[:33], base + "0", base + "\n", "\n" + base[1:], "", "ET"}
+	for i := range len(base) {
+		for j := range len(edges) {
+			cases = append(cases, base[:i]+edges[j:j+1]+base[i+1:])
+		}
+	}
+	for _, s := range cases {
+		if got, want := chorus.LooksLikeSID(s), pattern.MatchString(s); got != want {
+			t.Errorf("LooksLikeSID(%q) = %v, the pattern says %v", s, got, want)
+		}
+		if got, want := chorus.IsSID("ET", s), pattern.MatchString(s) && strings.HasPrefix(s, "ET"); got != want {
+			t.Errorf("IsSID(ET, %q) = %v, want %v", s, got, want)
+		}
+	}
+}
+
 func TestNewSecret(t *testing.T) {
 	seen := map[byte]int{}
 	for range 200 {
@@ -107,4 +132,25 @@ func TestExpiry(t *testing.T) {
 	if o.Expired(now.Add(9*time.Second)) || !o.Expired(now.Add(10*time.Second)) {
 		t.Error("an object expires exactly at its DateExpires")
 	}
+}
+
+// BenchmarkIsSID checks a service SID, as every REST request does a few
+// times, against the regexp it replaced.
+func BenchmarkIsSID(b *testing.B) {
+	sid := chorus.NewSID("IS")
+	b.Run("impl=loop", func(b *testing.B) {
+		for b.Loop() {
+			if !chorus.IsSID("IS", sid) {
+				b.Fatal(sid)
+			}
+		}
+	})
+	pattern := regexp.MustCompile(`^[A-Z]{2}[a-f0-9]{32}$`)
+	b.Run("impl=regexp", func(b *testing.B) {
+		for b.Loop() {
+			if !pattern.MatchString(sid) {
+				b.Fatal(sid)
+			}
+		}
+	})
 }
