@@ -1,140 +1,177 @@
 package httpapi
 
 import (
-	"encoding/json"
+	"net/url"
 	"strconv"
+	"time"
 
+	"github.com/chorus-sync/chorus"
 	"github.com/chorus-sync/chorus/protocol"
 )
 
-// The resources written on every REST write and fetch (documents, lists,
-// maps, streams and their items) render themselves (twiliohttp.Appender):
-// field for field what encoding/json writes for their struct tags, without
-// reflection and without re-validating the stored data. append_test.go
-// compares each with encoding/json's output, token for token.
+// The resources answered on every REST write and fetch of an object or
+// item render themselves (twiliohttp.Appender) straight from the model:
+// the bytes renderObject and renderItem's structs give encoding/json,
+// without reflection, without re-validating the stored data, and without
+// building each URL and date as a string first. Listings still go through
+// those structs. append_test.go compares the two, token for token.
 
-func appendString(dst []byte, s string) []byte { return protocol.AppendJSONString(dst, s) }
-
-// appendNullable writes *s, or null.
-func appendNullable(dst []byte, s *string) []byte {
-	if s == nil {
-		return append(dst, "null"...)
-	}
-	return appendString(dst, *s)
+// objectView renders an object as renderObject(base, svc, o) does.
+type objectView struct {
+	base string
+	svc  *chorus.Service
+	o    *chorus.Object
 }
 
-// appendData writes stored JSON data as it is: the engine validated and
-// compacted it before storing it. Empty is null, as encoding/json writes
-// an empty json.RawMessage.
-func appendData(dst []byte, data json.RawMessage) []byte {
-	if len(data) == 0 {
-		return append(dst, "null"...)
-	}
-	return append(dst, data...)
+// itemView renders an item as renderItem(base, svc, it) does.
+type itemView struct {
+	base string
+	svc  *chorus.Service
+	it   *chorus.Item
 }
 
-// appendHead writes the fields every object starts with, from {"sid"
-// through "url".
-func appendHead(dst []byte, sid string, uniqueName *string, account, service, url string) []byte {
+// streamMessageView renders a published stream message.
+type streamMessageView struct{ m *chorus.StreamMessage }
+
+// AppendJSON implements twiliohttp.Appender.
+func (v objectView) AppendJSON(dst []byte) []byte {
+	o := v.o
+	svcSID, acct := o.ServiceSID, o.AccountSID
+	if svcSID == "" {
+		svcSID = v.svc.SID
+	}
+	if acct == "" {
+		acct = v.svc.AccountSID
+	}
 	dst = append(dst, `{"sid":`...)
-	dst = appendString(dst, sid)
+	dst = appendString(dst, o.SID)
 	dst = append(dst, `,"unique_name":`...)
-	dst = appendNullable(dst, uniqueName)
+	if o.UniqueName == "" {
+		dst = append(dst, "null"...)
+	} else {
+		dst = appendString(dst, o.UniqueName)
+	}
 	dst = append(dst, `,"account_sid":`...)
-	dst = appendString(dst, account)
+	dst = appendString(dst, acct)
 	dst = append(dst, `,"service_sid":`...)
-	dst = appendString(dst, service)
+	dst = appendString(dst, svcSID)
 	dst = append(dst, `,"url":`...)
-	return appendString(dst, url)
+	dst = appendObjectURL(dst, v.base, svcSID, o.Kind, o.SID, "")
+	switch o.Kind {
+	case chorus.KindDocument:
+		dst = append(dst, `,"links":{"permissions":`...)
+		dst = appendObjectURL(dst, v.base, svcSID, o.Kind, o.SID, "/Permissions")
+		dst = append(dst, `},"revision":"`...)
+		dst = strconv.AppendInt(dst, o.Revision, 16)
+		dst = append(dst, `","data":`...)
+		if len(o.Data) == 0 {
+			dst = append(dst, "{}"...)
+		} else {
+			dst = append(dst, o.Data...) // validated and compacted when stored
+		}
+	case chorus.KindStream:
+		dst = append(dst, `,"links":{"messages":`...)
+		dst = appendObjectURL(dst, v.base, svcSID, o.Kind, o.SID, "/Messages")
+		dst = append(dst, '}')
+	default:
+		dst = append(dst, `,"links":{"items":`...)
+		dst = appendObjectURL(dst, v.base, svcSID, o.Kind, o.SID, "/Items")
+		dst = append(dst, `,"permissions":`...)
+		dst = appendObjectURL(dst, v.base, svcSID, o.Kind, o.SID, "/Permissions")
+		dst = append(dst, `},"revision":"`...)
+		dst = strconv.AppendInt(dst, o.Revision, 16)
+		dst = append(dst, '"')
+	}
+	return appendTail(dst, o.DateExpires, o.DateCreated, o.DateUpdated, o.CreatedBy)
 }
 
-// appendTail writes the fields every resource ends with, from
-// "date_expires" through the closing brace.
-func appendTail(dst []byte, expires *string, created, updated, createdBy string) []byte {
-	dst = append(dst, `,"date_expires":`...)
-	dst = appendNullable(dst, expires)
-	dst = append(dst, `,"date_created":`...)
-	dst = appendString(dst, created)
-	dst = append(dst, `,"date_updated":`...)
-	dst = appendString(dst, updated)
-	dst = append(dst, `,"created_by":`...)
-	dst = appendString(dst, createdBy)
+// AppendJSON implements twiliohttp.Appender.
+func (v itemView) AppendJSON(dst []byte) []byte {
+	it, svc := v.it, v.svc
+	objectField := `,"list_sid":`
+	if it.Kind == chorus.KindMap {
+		objectField = `,"map_sid":`
+		dst = append(dst, `{"key":`...)
+		dst = appendString(dst, it.Key)
+	} else {
+		dst = append(dst, `{"index":`...)
+		dst = strconv.AppendInt(dst, it.Index, 10)
+	}
+	dst = append(dst, `,"account_sid":`...)
+	dst = appendString(dst, svc.AccountSID)
+	dst = append(dst, `,"service_sid":`...)
+	dst = appendString(dst, svc.SID)
+	dst = append(dst, objectField...)
+	dst = appendString(dst, it.ObjectSID)
+	dst = append(dst, `,"url":`...)
+	if it.Kind == chorus.KindMap {
+		dst = appendObjectURL(dst, v.base, svc.SID, it.Kind, it.ObjectSID, "/Items/"+pathSegment(it.Key))
+	} else {
+		dst = appendObjectURL(dst, v.base, svc.SID, it.Kind, it.ObjectSID, "/Items/"+strconv.FormatInt(it.Index, 10))
+	}
+	dst = append(dst, `,"revision":"`...)
+	dst = strconv.AppendInt(dst, it.Revision, 16)
+	dst = append(dst, `","data":`...)
+	if len(it.Data) == 0 {
+		dst = append(dst, "{}"...)
+	} else {
+		dst = append(dst, it.Data...)
+	}
+	return appendTail(dst, it.DateExpires, it.DateCreated, it.DateUpdated, it.CreatedBy)
+}
+
+// AppendJSON implements twiliohttp.Appender.
+func (v streamMessageView) AppendJSON(dst []byte) []byte {
+	dst = append(dst, `{"sid":`...)
+	dst = appendString(dst, v.m.SID)
+	dst = append(dst, `,"data":`...)
+	if len(v.m.Data) == 0 {
+		return append(dst, "null}"...)
+	}
+	dst = append(dst, v.m.Data...)
 	return append(dst, '}')
 }
 
-// AppendJSON implements twiliohttp.Appender.
-func (d documentJSON) AppendJSON(dst []byte) []byte {
-	dst = appendHead(dst, d.SID, d.UniqueName, d.AccountSID, d.ServiceSID, d.URL)
-	dst = append(dst, `,"links":{"permissions":`...)
-	dst = appendString(dst, d.Links.Permissions)
-	dst = append(dst, `},"revision":`...)
-	dst = appendString(dst, d.Revision)
-	dst = append(dst, `,"data":`...)
-	dst = appendData(dst, d.Data)
-	return appendTail(dst, d.DateExpires, d.DateCreated, d.DateUpdated, d.CreatedBy)
+func appendString(dst []byte, s string) []byte { return protocol.AppendJSONString(dst, s) }
+
+// appendObjectURL appends the JSON string objectURL(base, svcSID, k, sid)
+// + suffix. Only base can need JSON escapes: the path segments are
+// path-escaped, which leaves no quote, backslash, control or non-ASCII
+// byte, and suffix is made of path-escaped segments too.
+func appendObjectURL(dst []byte, base, svcSID string, k chorus.Kind, sid, suffix string) []byte {
+	dst = appendString(dst, base)
+	dst = dst[:len(dst)-1] // reopen the string
+	dst = append(dst, "/v1/Services/"...)
+	dst = append(dst, url.PathEscape(svcSID)...)
+	dst = append(dst, '/')
+	dst = append(dst, k.Collection()...)
+	dst = append(dst, '/')
+	dst = append(dst, url.PathEscape(sid)...)
+	dst = append(dst, suffix...)
+	return append(dst, '"')
 }
 
-// AppendJSON implements twiliohttp.Appender.
-func (c collectionJSON) AppendJSON(dst []byte) []byte {
-	dst = appendHead(dst, c.SID, c.UniqueName, c.AccountSID, c.ServiceSID, c.URL)
-	dst = append(dst, `,"links":{"items":`...)
-	dst = appendString(dst, c.Links.Items)
-	dst = append(dst, `,"permissions":`...)
-	dst = appendString(dst, c.Links.Permissions)
-	dst = append(dst, `},"revision":`...)
-	dst = appendString(dst, c.Revision)
-	return appendTail(dst, c.DateExpires, c.DateCreated, c.DateUpdated, c.CreatedBy)
+// appendTime appends t as fmtTime writes it, quoted.
+func appendTime(dst []byte, t time.Time) []byte {
+	dst = append(dst, '"')
+	dst = t.UTC().AppendFormat(dst, timeFormat)
+	return append(dst, '"')
 }
 
-// AppendJSON implements twiliohttp.Appender.
-func (s streamJSON) AppendJSON(dst []byte) []byte {
-	dst = appendHead(dst, s.SID, s.UniqueName, s.AccountSID, s.ServiceSID, s.URL)
-	dst = append(dst, `,"links":{"messages":`...)
-	dst = appendString(dst, s.Links.Messages)
-	dst = append(dst, '}')
-	return appendTail(dst, s.DateExpires, s.DateCreated, s.DateUpdated, s.CreatedBy)
-}
-
-// appendItemBody writes an item's fields after its index or key, from
-// "account_sid" through the closing brace.
-func appendItemBody(dst []byte, account, service, objectField, object, url, revision string, data json.RawMessage,
-	expires *string, created, updated, createdBy string) []byte {
-	dst = append(dst, `,"account_sid":`...)
-	dst = appendString(dst, account)
-	dst = append(dst, `,"service_sid":`...)
-	dst = appendString(dst, service)
-	dst = append(dst, objectField...)
-	dst = appendString(dst, object)
-	dst = append(dst, `,"url":`...)
-	dst = appendString(dst, url)
-	dst = append(dst, `,"revision":`...)
-	dst = appendString(dst, revision)
-	dst = append(dst, `,"data":`...)
-	dst = appendData(dst, data)
-	return appendTail(dst, expires, created, updated, createdBy)
-}
-
-// AppendJSON implements twiliohttp.Appender.
-func (it listItemJSON) AppendJSON(dst []byte) []byte {
-	dst = append(dst, `{"index":`...)
-	dst = strconv.AppendInt(dst, it.Index, 10)
-	return appendItemBody(dst, it.AccountSID, it.ServiceSID, `,"list_sid":`, it.ListSID, it.URL, it.Revision, it.Data,
-		it.DateExpires, it.DateCreated, it.DateUpdated, it.CreatedBy)
-}
-
-// AppendJSON implements twiliohttp.Appender.
-func (it mapItemJSON) AppendJSON(dst []byte) []byte {
-	dst = append(dst, `{"key":`...)
-	dst = appendString(dst, it.Key)
-	return appendItemBody(dst, it.AccountSID, it.ServiceSID, `,"map_sid":`, it.MapSID, it.URL, it.Revision, it.Data,
-		it.DateExpires, it.DateCreated, it.DateUpdated, it.CreatedBy)
-}
-
-// AppendJSON implements twiliohttp.Appender.
-func (m streamMessageJSON) AppendJSON(dst []byte) []byte {
-	dst = append(dst, `{"sid":`...)
-	dst = appendString(dst, m.SID)
-	dst = append(dst, `,"data":`...)
-	dst = appendData(dst, m.Data)
+// appendTail writes the fields every object and item ends with, from
+// "date_expires" through the closing brace.
+func appendTail(dst []byte, expires *time.Time, created, updated time.Time, createdBy string) []byte {
+	dst = append(dst, `,"date_expires":`...)
+	if expires == nil {
+		dst = append(dst, "null"...)
+	} else {
+		dst = appendTime(dst, *expires)
+	}
+	dst = append(dst, `,"date_created":`...)
+	dst = appendTime(dst, created)
+	dst = append(dst, `,"date_updated":`...)
+	dst = appendTime(dst, updated)
+	dst = append(dst, `,"created_by":`...)
+	dst = appendString(dst, createdBy)
 	return append(dst, '}')
 }

@@ -6,7 +6,10 @@ import (
 	"errors"
 	"io"
 	"math/rand/v2"
+	"net/http"
+	"net/url"
 	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -34,31 +37,6 @@ func tokens(t *testing.T, b []byte) []any {
 	}
 }
 
-// checkAppender compares v's AppendJSON with encoding/json's encoding of
-// the same struct (HTML escaping off, as twiliohttp.WriteJSON encodes):
-// same keys in the same order, same values.
-func checkAppender(t *testing.T, v twiliohttp.Appender) {
-	t.Helper()
-	var want bytes.Buffer
-	enc := json.NewEncoder(&want)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(v); err != nil {
-		t.Fatal(err)
-	}
-	prefix := []byte("prefix")
-	got := v.AppendJSON(bytes.Clone(prefix))
-	if !bytes.HasPrefix(got, prefix) {
-		t.Fatalf("AppendJSON lost dst: %q", got)
-	}
-	got = got[len(prefix):]
-	if !json.Valid(got) {
-		t.Fatalf("%T: invalid JSON %q", v, got)
-	}
-	if g, w := tokens(t, got), tokens(t, want.Bytes()); !reflect.DeepEqual(g, w) {
-		t.Fatalf("%T:\n got %s\nwant %s", v, got, want.Bytes())
-	}
-}
-
 // nasty are strings that JSON escaping gets wrong if anything does.
 var nasty = []string{
 	"", "plain", `quote " and \ backslash`, "ctl \x00\x01\x1f \b\f\n\r\t", "html <a href='x'>&amp;</a>",
@@ -81,61 +59,130 @@ func pick(r *rand.Rand) string {
 	return b.String()
 }
 
-func pickPtr(r *rand.Rand) *string {
-	if r.IntN(3) == 0 {
-		return nil
-	}
-	s := pick(r)
-	return &s
-}
-
 var datas = []json.RawMessage{nil, json.RawMessage(`{}`), json.RawMessage(`{"a":1,"b":[true,false,null],"c":{"d":"e\"\\\u2028<>&"}}`),
 	json.RawMessage(`{"n":-1.5e+10,"s":"日本","u":"\ud83c\udf89"}`)}
 
-// TestAppendersMatchEncodingJSON: every resource that renders itself
-// writes what encoding/json writes for it, for random fields made of
-// strings that need escaping.
-func TestAppendersMatchEncodingJSON(t *testing.T) {
+// streamMessageJSON is sync.v1.service.sync_stream.stream_message, the
+// shape streamMessageView writes.
+type streamMessageJSON struct {
+	SID  string          `json:"sid"`
+	Data json.RawMessage `json:"data"`
+}
+
+func pickTime(r *rand.Rand) time.Time {
+	t := time.Unix(r.Int64N(1<<34), r.Int64N(1e9))
+	if r.IntN(2) == 0 {
+		return t.In(time.FixedZone("", (r.IntN(48)-24)*1800))
+	}
+	return t
+}
+
+func pickTimePtr(r *rand.Rand) *time.Time {
+	if r.IntN(3) == 0 {
+		return nil
+	}
+	t := pickTime(r)
+	return &t
+}
+
+var kinds = []chorus.Kind{chorus.KindDocument, chorus.KindList, chorus.KindMap, chorus.KindStream}
+
+// TestViewsMatchRender: what the handlers write for an object, an item and
+// a stream message is what encoding/json writes for renderObject's,
+// renderItem's and streamMessageJSON's structs (HTML escaping off, as
+// twiliohttp.WriteJSON encodes), for random resources whose strings need
+// escaping, in the URL's base and path segments too.
+func TestViewsMatchRender(t *testing.T) {
 	r := rand.New(rand.NewPCG(1, 2))
-	for range 2000 {
-		d := func() json.RawMessage { return datas[r.IntN(len(datas))] }
-		checkAppender(t, documentJSON{SID: pick(r), UniqueName: pickPtr(r), AccountSID: pick(r), ServiceSID: pick(r), URL: pick(r),
-			Links: documentLinks{Permissions: pick(r)}, Revision: pick(r), Data: d(), DateExpires: pickPtr(r),
-			DateCreated: pick(r), DateUpdated: pick(r), CreatedBy: pick(r)})
-		checkAppender(t, collectionJSON{SID: pick(r), UniqueName: pickPtr(r), AccountSID: pick(r), ServiceSID: pick(r), URL: pick(r),
-			Links: collectionLinks{Items: pick(r), Permissions: pick(r)}, Revision: pick(r), DateExpires: pickPtr(r),
-			DateCreated: pick(r), DateUpdated: pick(r), CreatedBy: pick(r)})
-		checkAppender(t, streamJSON{SID: pick(r), UniqueName: pickPtr(r), AccountSID: pick(r), ServiceSID: pick(r), URL: pick(r),
-			Links: streamLinks{Messages: pick(r)}, DateExpires: pickPtr(r), DateCreated: pick(r), DateUpdated: pick(r), CreatedBy: pick(r)})
-		checkAppender(t, listItemJSON{Index: r.Int64N(1<<62) - 1<<61, AccountSID: pick(r), ServiceSID: pick(r), ListSID: pick(r), URL: pick(r),
-			Revision: pick(r), Data: d(), DateExpires: pickPtr(r), DateCreated: pick(r), DateUpdated: pick(r), CreatedBy: pick(r)})
-		checkAppender(t, mapItemJSON{Key: pick(r), AccountSID: pick(r), ServiceSID: pick(r), MapSID: pick(r), URL: pick(r),
-			Revision: pick(r), Data: d(), DateExpires: pickPtr(r), DateCreated: pick(r), DateUpdated: pick(r), CreatedBy: pick(r)})
-		checkAppender(t, streamMessageJSON{SID: pick(r), Data: d()})
+	for range 3000 {
+		base := "http://127.0.0.1:3000"
+		if r.IntN(2) == 0 {
+			base = pick(r)
+		}
+		svc := &chorus.Service{SID: pick(r), AccountSID: pick(r)}
+		o := &chorus.Object{Kind: kinds[r.IntN(len(kinds))], SID: pick(r), UniqueName: pick(r), Revision: r.Int64N(1 << 40),
+			Data: datas[r.IntN(len(datas))], DateCreated: pickTime(r), DateUpdated: pickTime(r), DateExpires: pickTimePtr(r),
+			CreatedBy: pick(r)}
+		if r.IntN(2) == 0 { // else the service's
+			o.ServiceSID, o.AccountSID = pick(r), pick(r)
+		}
+		checkView(t, objectView{base, svc, o}, renderObject(base, svc, o))
+		it := &chorus.Item{Kind: kinds[1+r.IntN(2)], ObjectSID: pick(r), Index: r.Int64N(1 << 40), Key: pick(r),
+			Revision: r.Int64N(1 << 40), Data: datas[r.IntN(len(datas))], DateCreated: pickTime(r), DateUpdated: pickTime(r),
+			DateExpires: pickTimePtr(r), CreatedBy: pick(r)}
+		checkView(t, itemView{base, svc, it}, renderItem(base, svc, it))
+		m := &chorus.StreamMessage{SID: pick(r), Data: datas[r.IntN(len(datas))]}
+		checkView(t, streamMessageView{m}, streamMessageJSON{SID: m.SID, Data: m.Data})
 	}
 }
 
-// TestRenderedResourcesAppend: what the handlers render for each kind goes
-// through the appender (a renderer returning another type would fall back
-// to reflection unnoticed), and matches encoding/json.
-func TestRenderedResourcesAppend(t *testing.T) {
-	svc := &chorus.Service{SID: "IS00000000000000000000000000000001", AccountSID: "AC00000000000000000000000000000001"}
-	now := time.Date(2026, 12, 5, 10, 0, 0, 0, time.UTC)
-	var rendered []any
-	for _, k := range []chorus.Kind{chorus.KindDocument, chorus.KindList, chorus.KindMap, chorus.KindStream} {
-		o := &chorus.Object{Kind: k, SID: "XX1", UniqueName: "name \"<é>\"", ServiceSID: svc.SID, AccountSID: svc.AccountSID,
-			Data: json.RawMessage(`{"a":"b"}`), DateCreated: now, DateUpdated: now, DateExpires: &now, CreatedBy: "alice\n"}
-		rendered = append(rendered, renderObject("http://h", svc, o))
+// checkView compares v's AppendJSON with encoding/json's encoding of want:
+// same keys in the same order, same values.
+func checkView(t *testing.T, v twiliohttp.Appender, want any) {
+	t.Helper()
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(want); err != nil {
+		t.Fatal(err)
 	}
-	for _, k := range []chorus.Kind{chorus.KindList, chorus.KindMap} {
-		it := &chorus.Item{Kind: k, ObjectSID: "XX1", Index: 3, Key: "k/ é", Data: json.RawMessage(`{"x":[1]}`), DateCreated: now, DateUpdated: now, CreatedBy: "bob"}
-		rendered = append(rendered, renderItem("http://h", svc, it))
+	prefix := []byte("prefix")
+	got := v.AppendJSON(bytes.Clone(prefix))
+	if !bytes.HasPrefix(got, prefix) {
+		t.Fatalf("AppendJSON lost dst: %q", got)
 	}
-	for _, v := range rendered {
-		a, ok := v.(twiliohttp.Appender)
-		if !ok {
-			t.Fatalf("%T does not render itself", v)
+	got = got[len(prefix):]
+	if !json.Valid(got) {
+		t.Fatalf("%T: invalid JSON %q", v, got)
+	}
+	if g, w := tokens(t, got), tokens(t, buf.Bytes()); !reflect.DeepEqual(g, w) {
+		t.Fatalf("%T:\n got %s\nwant %s", v, got, buf.Bytes())
+	}
+}
+
+// TestViewsMatchListings: through the server, the answer to a write (a
+// view) is the resource as its listing shows it (the render structs,
+// encoded by reflection), for names, keys and data that need escaping.
+func TestViewsMatchListings(t *testing.T) {
+	f := newFixture(t)
+	svc := "/v1/Services/" + f.svc
+	for _, c := range []struct {
+		create  string
+		form    url.Values
+		list    string
+		listKey string
+	}{
+		{svc + "/Documents", url.Values{"UniqueName": {"v<&>\"é\u2028"}, "Data": {`{ "a" : "\u003c", "b": [1, 2.50] }`}}, svc + "/Documents", "documents"},
+		{svc + "/Maps", url.Values{"UniqueName": {"m"}}, svc + "/Maps", "maps"},
+		{svc + "/Maps/m/Items", url.Values{"Key": {"k/ é\"%"}, "Data": {`{"x":[1, 2]}`}}, svc + "/Maps/m/Items", "items"},
+		{svc + "/Lists", url.Values{"UniqueName": {"l"}}, svc + "/Lists", "lists"},
+		{svc + "/Lists/l/Items", url.Values{"Data": {`{"y":null}`}}, svc + "/Lists/l/Items", "items"},
+		{svc + "/Streams", url.Values{"UniqueName": {"s"}}, svc + "/Streams", "streams"},
+	} {
+		resp, body := f.do(http.MethodPost, c.create, c.form, nil)
+		if resp.StatusCode != http.StatusCreated {
+			t.Fatalf("POST %s = %d %s", c.create, resp.StatusCode, body)
 		}
-		checkAppender(t, a)
+		if got, want := resp.Header.Get("Content-Length"), strconv.Itoa(len(body)); got != want {
+			t.Errorf("POST %s: Content-Length %s, body %s bytes", c.create, got, want)
+		}
+		resp, page := f.do(http.MethodGet, c.list, nil, nil)
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("GET %s = %d %s", c.list, resp.StatusCode, page)
+		}
+		var listing map[string]json.RawMessage
+		if err := json.Unmarshal(page, &listing); err != nil {
+			t.Fatal(err)
+		}
+		var entries []json.RawMessage
+		if err := json.Unmarshal(listing[c.listKey], &entries); err != nil {
+			t.Fatalf("GET %s: %v: %s", c.list, err, page)
+		}
+		if len(entries) != 1 {
+			t.Fatalf("GET %s: %d %s, want 1: %s", c.list, len(entries), c.listKey, page)
+		}
+		if got, want := tokens(t, body), tokens(t, entries[0]); !reflect.DeepEqual(got, want) {
+			t.Errorf("POST %s answered\n%s\nits listing shows\n%s", c.create, body, entries[0])
+		}
 	}
 }

@@ -90,7 +90,7 @@ func BenchmarkWriteObject(b *testing.B) {
 	w := discardWriter{h: http.Header{}}
 	b.ReportAllocs()
 	for b.Loop() {
-		twiliohttp.WriteJSON(w, http.StatusOK, renderObject("http://127.0.0.1:3000", svc, o))
+		twiliohttp.WriteJSON(w, http.StatusOK, objectView{"http://127.0.0.1:3000", svc, o})
 		clear(w.h)
 	}
 }

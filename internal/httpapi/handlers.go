@@ -262,7 +262,7 @@ func (a *api) writeObject(w http.ResponseWriter, status int, c *call, o *chorus.
 	if o.Kind == chorus.KindDocument {
 		setETag(w, o.RevisionString())
 	}
-	twiliohttp.WriteJSON(w, status, renderObject(c.base, c.svc, o))
+	twiliohttp.WriteJSON(w, status, objectView{c.base, c.svc, o})
 }
 
 // List and Map items.
@@ -408,7 +408,7 @@ func (a *api) deleteItem(k chorus.Kind) handler {
 
 func (a *api) writeItem(w http.ResponseWriter, status int, c *call, it *chorus.Item) {
 	setETag(w, it.RevisionString())
-	twiliohttp.WriteJSON(w, status, renderItem(c.base, c.svc, it))
+	twiliohttp.WriteJSON(w, status, itemView{c.base, c.svc, it})
 }
 
 // Permissions.
@@ -484,6 +484,6 @@ func (a *api) createStreamMessage(w http.ResponseWriter, r *http.Request, c *cal
 	if err != nil {
 		return err
 	}
-	twiliohttp.WriteJSON(w, http.StatusCreated, streamMessageJSON{SID: m.SID, Data: m.Data})
+	twiliohttp.WriteJSON(w, http.StatusCreated, streamMessageView{m})
 	return nil
 }

@@ -309,12 +309,6 @@ func renderPermission(base string, svc *chorus.Service, k chorus.Kind, p *chorus
 	return documentPermissionJSON{svc.AccountSID, svc.SID, p.ObjectSID, p.Identity, p.Read, p.Write, p.Manage, u}
 }
 
-// streamMessageJSON is sync.v1.service.sync_stream.stream_message.
-type streamMessageJSON struct {
-	SID  string          `json:"sid"`
-	Data json.RawMessage `json:"data"`
-}
-
 // metaJSON is the paging envelope's meta.
 type metaJSON struct {
 	FirstPageURL    string  `json:"first_page_url"`
