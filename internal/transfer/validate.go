@@ -1,6 +1,7 @@
 package transfer
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"unicode/utf8"
@@ -27,14 +28,23 @@ func clip(s string) string {
 	return s
 }
 
-func checkData(data json.RawMessage) error {
+// checkData checks data as the engine checks a write's (a JSON object of
+// valid UTF-8, at most MaxDataBytes once compacted) and returns it
+// compacted, as every write path stores it: the REST and CDS answers copy
+// stored data into their JSON as it is, so a store source (chorus migrate)
+// must not bring in anything else.
+func checkData(data json.RawMessage) (json.RawMessage, error) {
 	if len(data) == 0 || data[0] != '{' {
-		return fmt.Errorf("data is not a JSON object")
+		return nil, fmt.Errorf("data is not a JSON object")
 	}
-	if len(data) > chorus.MaxDataBytes {
-		return fmt.Errorf("data is %d bytes, over the %d limit", len(data), chorus.MaxDataBytes)
+	var b bytes.Buffer
+	if err := json.Compact(&b, data); err != nil || !utf8.Valid(data) {
+		return nil, fmt.Errorf("data is not valid JSON")
 	}
-	return nil
+	if b.Len() > chorus.MaxDataBytes {
+		return nil, fmt.Errorf("data is %d bytes, over the %d limit", b.Len(), chorus.MaxDataBytes)
+	}
+	return json.RawMessage(b.Bytes()), nil
 }
 
 func checkService(s *chorus.Service) error {
@@ -46,6 +56,7 @@ func checkService(s *chorus.Service) error {
 	return nil
 }
 
+// checkObject checks o and compacts a document's data in place.
 func checkObject(o *chorus.Object) error {
 	if o.UniqueName != "" {
 		if err := checkLen("unique name", o.UniqueName, chorus.MaxUniqueNameLen); err != nil {
@@ -56,9 +67,11 @@ func checkObject(o *chorus.Object) error {
 		}
 	}
 	if o.Kind == chorus.KindDocument {
-		if err := checkData(o.Data); err != nil {
+		d, err := checkData(o.Data)
+		if err != nil {
 			return err
 		}
+		o.Data = d
 	}
 	if o.Revision < 0 {
 		return fmt.Errorf("negative revision")
@@ -73,6 +86,7 @@ func checkCreatedBy(s string) error {
 	return nil
 }
 
+// checkItems checks items and compacts their data in place.
 func checkItems(items []*chorus.Item) error {
 	for _, it := range items {
 		if it.Kind == chorus.KindMap {
@@ -80,9 +94,11 @@ func checkItems(items []*chorus.Item) error {
 				return err
 			}
 		}
-		if err := checkData(it.Data); err != nil {
+		d, err := checkData(it.Data)
+		if err != nil {
 			return fmt.Errorf("item %d %q: %w", it.Index, clip(it.Key), err)
 		}
+		it.Data = d
 		if err := checkCreatedBy(it.CreatedBy); err != nil {
 			return err
 		}
