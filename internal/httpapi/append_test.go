@@ -138,6 +138,35 @@ func checkView(t *testing.T, v twiliohttp.Appender, want any) {
 	if g, w := tokens(t, got), tokens(t, buf.Bytes()); !reflect.DeepEqual(g, w) {
 		t.Fatalf("%T:\n got %s\nwant %s", v, got, buf.Bytes())
 	}
+	// Tokens hide how strings are escaped (invalid UTF-8 decodes to
+	// U+FFFD either way), so compare the bytes too: the same but for the
+	// short escapes \b and \f, which protocol.AppendJSONString writes as
+	// \u0008 and \u000c.
+	if want := longEscapes(bytes.TrimSuffix(buf.Bytes(), []byte("\n"))); !bytes.Equal(got, want) {
+		t.Fatalf("%T:\n got %q\nwant %q", v, got, want)
+	}
+}
+
+// longEscapes rewrites the \b and \f escapes of JSON text b as \u0008
+// and \u000c.
+func longEscapes(b []byte) []byte {
+	out := make([]byte, 0, len(b))
+	for i := 0; i < len(b); i++ {
+		if b[i] != '\\' || i+1 == len(b) {
+			out = append(out, b[i])
+			continue
+		}
+		i++
+		switch b[i] {
+		case 'b':
+			out = append(out, `\u0008`...)
+		case 'f':
+			out = append(out, `\u000c`...)
+		default:
+			out = append(out, '\\', b[i])
+		}
+	}
+	return out
 }
 
 // TestViewsMatchListings: through the server, the answer to a write (a

@@ -48,10 +48,11 @@ func Body(e *chorus.Error) ErrorBody {
 	return ErrorBody{Code: e.Code, Message: e.Message, MoreInfo: e.MoreInfo(), Status: e.Status}
 }
 
-// Appender is a response body that writes its own JSON, as encoding/json
-// would write it with HTML escaping off: WriteJSON appends it instead of
-// encoding it by reflection. Implement it only for a value whose output a
-// test compares with encoding/json's.
+// Appender is a response body that writes its own JSON: WriteJSON
+// appends it instead of encoding it by reflection. Its output must carry
+// the tokens encoding/json would write for the resource (escapes may
+// differ: \u0008 for \b), and its raw data must already be valid, compact
+// JSON; implement it only where a test compares the two.
 type Appender interface {
 	AppendJSON(dst []byte) []byte
 }

@@ -35,11 +35,15 @@ func randString(r *rand.Rand) string {
 
 func randTime(r *rand.Rand) time.Time {
 	t := time.Unix(r.Int64N(1<<34), r.Int64N(1e9))
-	switch r.IntN(3) {
+	switch r.IntN(5) {
 	case 0:
 		return t.UTC()
 	case 1:
 		return t.In(time.FixedZone("", (r.IntN(48)-24)*1800))
+	case 2:
+		return time.Time{}
+	case 3:
+		return time.Now() // a monotonic reading, which JSON drops
 	}
 	return t.Truncate(time.Second).UTC()
 }
@@ -49,7 +53,7 @@ func randTime(r *rand.Rand) time.Time {
 func TestEventBodyMatchesMarshal(t *testing.T) {
 	r := rand.New(rand.NewPCG(3, 4))
 	for range 5000 {
-		e := &chorus.Event{Type: chorus.EventType(randString(r)), ID: r.Int64N(1 << 40), AccountSID: randString(r),
+		e := &chorus.Event{Type: chorus.EventType(randString(r)), ID: r.Int64N(1<<40) - 1<<39, AccountSID: randString(r),
 			ServiceSID: randString(r), ObjectSID: randString(r), Kind: chorus.Kind(randString(r)), UniqueName: randString(r),
 			Revision: randString(r), Data: json.RawMessage(`{"a":1}`), ItemKey: randString(r), ItemRevision: randString(r),
 			ItemData: json.RawMessage(`{"b":2}`), MessageSID: randString(r), DateCreated: randTime(r),
