@@ -14,7 +14,8 @@ import (
 // the bytes renderObject and renderItem's structs give encoding/json,
 // without reflection, without re-validating the stored data, and without
 // building each URL and date as a string first. Listings still go through
-// those structs. append_test.go compares the two, token for token.
+// those structs. append_test.go compares the two, token for token and byte
+// for byte but for the \b and \f escapes (written \u0008 and \u000c).
 
 // objectView renders an object as renderObject(base, svc, o) does.
 type objectView struct {
@@ -104,11 +105,14 @@ func (v itemView) AppendJSON(dst []byte) []byte {
 	dst = append(dst, objectField...)
 	dst = appendString(dst, it.ObjectSID)
 	dst = append(dst, `,"url":`...)
+	dst = appendObjectURL(dst, v.base, svc.SID, it.Kind, it.ObjectSID, "/Items/")
+	dst = dst[:len(dst)-1] // reopen the string for the item's segment (JSON-safe, as path segments are)
 	if it.Kind == chorus.KindMap {
-		dst = appendObjectURL(dst, v.base, svc.SID, it.Kind, it.ObjectSID, "/Items/"+pathSegment(it.Key))
+		dst = append(dst, pathSegment(it.Key)...)
 	} else {
-		dst = appendObjectURL(dst, v.base, svc.SID, it.Kind, it.ObjectSID, "/Items/"+strconv.FormatInt(it.Index, 10))
+		dst = strconv.AppendInt(dst, it.Index, 10)
 	}
+	dst = append(dst, '"')
 	dst = append(dst, `,"revision":"`...)
 	dst = strconv.AppendInt(dst, it.Revision, 16)
 	dst = append(dst, `","data":`...)

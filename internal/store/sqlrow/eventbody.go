@@ -62,7 +62,9 @@ func appendOptString(dst []byte, key, s string) []byte {
 	return appendString(append(dst, key...), s)
 }
 
-// appendString appends s as json.Marshal writes it. SIDs, revisions and
+// appendString appends s as json.Marshal writes it (the store packages
+// import no codec of ours, so not protocol.AppendJSONString, which also
+// escapes differently: <, > and & as they are). SIDs, revisions and
 // most names are printable ASCII that JSON writes as it is; anything else
 // (quotes, backslashes, control characters, <, > and &, which json.Marshal
 // escapes, and non-ASCII) goes through json.Marshal.
