@@ -64,6 +64,8 @@ type Engine struct {
 	writes atomic.Uint64
 	posted atomic.Uint64
 
+	lastCreated atomic.Int64 // unix ms of the newest creation time given (createdAt)
+
 	creds    cache[secretsOf]       // by account or API key SID (cache.go)
 	services cache[*chorus.Service] // by service SID
 }
@@ -107,6 +109,35 @@ func (e *Engine) Stats() Stats {
 // now is the engine's clock, truncated to milliseconds: the precision the
 // realtime protocol shows, and one every backend stores exactly.
 func (e *Engine) now() time.Time { return e.cfg.Now().UTC().Truncate(time.Millisecond) }
+
+// maxCreateLead bounds how far createdAt runs ahead of the clock.
+const maxCreateLead = 50 * time.Millisecond
+
+// createdAt is a new object's creation time: now, or a millisecond after
+// the newest this engine gave if now is not later. Listings order objects
+// by (date_created, sid) and times are kept to the millisecond, so two
+// objects created one after the other within a millisecond (a REST create
+// takes about that) would otherwise list in the order of their random
+// SIDs. A flood of creations can push it at most maxCreateLead ahead of
+// the clock; past that it gives the newest time again (ties with it)
+// rather than run further ahead. Per engine: creations on different nodes
+// are ordered by their clocks only.
+func (e *Engine) createdAt(now time.Time) time.Time {
+	t := now.UnixMilli()
+	for {
+		last := e.lastCreated.Load()
+		next := t
+		if next <= last {
+			if last+1-t > maxCreateLead.Milliseconds() {
+				return time.UnixMilli(last).UTC()
+			}
+			next = last + 1
+		}
+		if e.lastCreated.CompareAndSwap(last, next) {
+			return time.UnixMilli(next).UTC()
+		}
+	}
+}
 
 // change collects the events of one Store.Update.
 type change struct {

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -878,5 +879,44 @@ func TestPagingACL(t *testing.T) {
 				return resultOf(pg, err, func(o *chorus.Object) string { return o.SID })
 			})
 		})
+	}
+}
+
+// TestCreationOrder: objects created one after another within a
+// millisecond (here: on a stopped clock) get increasing creation times and
+// list in creation order, not in the order of their random SIDs; a flood
+// of creations runs at most 50 ms ahead of the clock.
+func TestCreationOrder(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	var made []string
+	for i := range 60 {
+		o, err := f.eng.CreateObject(ctx, engine.SystemActor(), f.svc, chorus.KindDocument, engine.CreateObject{UniqueName: fmt.Sprintf("d%02d", i)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if lead := o.DateCreated.Sub(f.clock.Now()); lead < 0 || lead > 50*time.Millisecond || !o.DateUpdated.Equal(o.DateCreated) {
+			t.Fatalf("object %d: created %v (clock %v), updated %v", i, o.DateCreated, f.clock.Now(), o.DateUpdated)
+		}
+		made = append(made, o.SID)
+	}
+	pg, err := f.eng.Objects(ctx, engine.SystemActor(), f.svc, chorus.KindDocument, engine.PageRequest{PageSize: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var listed []string
+	for _, o := range pg.Items {
+		listed = append(listed, o.SID)
+	}
+	// The first 50 (from the clock's millisecond to 49 ahead) are in
+	// creation order; the rest share the 50th millisecond ahead, in SID
+	// order.
+	if len(listed) != 60 || !slices.Equal(listed[:50], made[:50]) {
+		t.Errorf("listed %d objects; want the first 50 in creation order:\n%v\n%v", len(listed), listed, made)
+	}
+	f.clock.Advance(time.Second) // the clock moves on: creation times follow it again
+	o, err := f.eng.CreateObject(ctx, engine.SystemActor(), f.svc, chorus.KindDocument, engine.CreateObject{})
+	if err != nil || !o.DateCreated.Equal(f.clock.Now()) {
+		t.Errorf("after the clock moved: created %v, clock %v (%v)", o.DateCreated, f.clock.Now(), err)
 	}
 }

@@ -114,10 +114,11 @@ func (e *Engine) CreateObject(ctx context.Context, a Actor, svc *chorus.Service,
 				return err
 			}
 		}
+		created := e.createdAt(c.now)
 		obj = &chorus.Object{
 			Kind: k, SID: chorus.NewSID(k.Prefix()), AccountSID: svc.AccountSID, ServiceSID: svc.SID,
 			UniqueName: p.UniqueName, Data: data, CreatedBy: a.Identity,
-			DateCreated: c.now, DateUpdated: c.now, DateExpires: chorus.ExpiresAt(c.now, deref(p.TTL)),
+			DateCreated: created, DateUpdated: created, DateExpires: chorus.ExpiresAt(created, deref(p.TTL)),
 		}
 		if err := tx.InsertObject(ctx, obj); err != nil {
 			return err
