@@ -22,7 +22,7 @@ func BenchmarkConnect(b *testing.B) {
 	var corr int64
 	for b.Loop() {
 		corr++
-		c := e.dial(ctx)
+		c := e.dialWith(ctx, dialOptions{notes: 4})
 		c.mustInit(tok)
 		c.establish(corr, docSub(sid, start))
 		c.ws.CloseNow()

@@ -154,14 +154,26 @@ func (n *note) id() int64 {
 	return v.ID
 }
 
-func (e *env) dial(ctx context.Context) *tclient { return e.dialBuf(ctx, false) }
+func (e *env) dial(ctx context.Context) *tclient { return e.dialWith(ctx, dialOptions{}) }
 
-// dialBuf dials; small shrinks the client's receive buffer so that a
-// client that stops reading backs up quickly.
-func (e *env) dialBuf(ctx context.Context, small bool) *tclient {
+// dialOptions shape a test client.
+type dialOptions struct {
+	// smallReadBuffer shrinks the client's socket receive buffer, so that
+	// a client that stops reading backs up quickly.
+	smallReadBuffer bool
+	// notes is how many notifications the client queues unread; 0 means
+	// 100,000. Benchmarks that dial in a loop keep it small, so that the
+	// queue's allocation does not swamp the server's work.
+	notes int
+}
+
+func (e *env) dialWith(ctx context.Context, o dialOptions) *tclient {
 	e.t.Helper()
+	if o.notes == 0 {
+		o.notes = 100000
+	}
 	opts := &websocket.DialOptions{}
-	if small {
+	if o.smallReadBuffer {
 		d := &net.Dialer{}
 		opts.HTTPClient = &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
 			c, err := d.DialContext(ctx, network, addr)
@@ -179,7 +191,7 @@ func (e *env) dialBuf(ctx context.Context, small bool) *tclient {
 	c := &tclient{
 		t: e.t, ws: ws, keep: true,
 		waiters: make(map[string]chan *protocol.Frame),
-		notes:   make(chan *note, 100000),
+		notes:   make(chan *note, o.notes),
 		control: make(chan *protocol.Frame, 100),
 		done:    make(chan struct{}),
 	}

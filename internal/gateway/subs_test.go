@@ -216,7 +216,7 @@ func TestSlowConsumer(t *testing.T) {
 	fast.keep = false
 	fast.mu.Unlock()
 
-	slow := e.dialBuf(ctx, true)
+	slow := e.dialWith(ctx, dialOptions{smallReadBuffer: true})
 	slow.noAck = true
 	slow.mustInit(e.token("slow", time.Hour))
 	slow.establish(2, docSub(sid, start))
