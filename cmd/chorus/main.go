@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -287,7 +286,7 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer) error {
 		}
 		defer stop()
 	}
-	ln, err := net.Listen("tcp", *listen)
+	ln, err := server.Listen(ctx, *listen)
 	if err != nil {
 		_ = srv.Close()
 		return err
