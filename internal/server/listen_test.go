@@ -59,3 +59,55 @@ func TestListenError(t *testing.T) {
 		t.Fatal("Listen on port -1 succeeded")
 	}
 }
+
+// TestCapConnExposesSocket checks that a connection accepted under the
+// connection caps still hands out its socket (syscall.Conn), which the
+// gateway's writer pool needs, and that its Close still frees the slot.
+func TestCapConnExposesSocket(t *testing.T) {
+	inner, err := Listen(context.Background(), "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := newServer(t, Config{})
+	ln := &capListener{Listener: inner, max: 1, byIP: map[string]int{}, srv: s}
+	defer ln.Close()
+	client, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	c, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		t.Fatalf("%T does not implement syscall.Conn", c)
+	}
+	raw, err := sc.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var fd uintptr
+	if err := raw.Control(func(f uintptr) { fd = f }); err != nil {
+		t.Fatal(err)
+	}
+	peer := &syscall.SockaddrInet4{}
+	sa, err := syscall.Getpeername(int(fd))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p, ok := sa.(*syscall.SockaddrInet4); ok {
+		peer = p
+	}
+	if want := client.LocalAddr().(*net.TCPAddr).Port; peer.Port != want {
+		t.Errorf("the socket's peer port is %d, want the client's %d", peer.Port, want)
+	}
+	c.Close()
+	ln.mu.Lock()
+	total := ln.total
+	ln.mu.Unlock()
+	if total != 0 {
+		t.Errorf("%d slots held after Close, want 0", total)
+	}
+}

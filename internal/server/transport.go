@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -251,6 +252,18 @@ func (c *capConn) Close() error {
 	err := c.Conn.Close()
 	c.once.Do(func() { c.l.release(c.ip) })
 	return err
+}
+
+// SyscallConn hands out the socket under the connection, as a *net.TCPConn
+// would. The gateway writes events to a websocket through it with its
+// shared writer pool; without it, a node started with --max-conns gave
+// every websocket session a writer goroutine of its own.
+func (c *capConn) SyscallConn() (syscall.RawConn, error) {
+	sc, ok := c.Conn.(syscall.Conn)
+	if !ok {
+		return nil, errors.New("server: connection has no socket")
+	}
+	return sc.SyscallConn()
 }
 
 // addrKey is the client address of a remote "host:port" as the caps and
