@@ -88,17 +88,19 @@ func TestCapConnExposesSocket(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var fd uintptr
-	if err := raw.Control(func(f uintptr) { fd = f }); err != nil {
+	var (
+		sa    syscall.Sockaddr
+		opErr error
+	)
+	if err := raw.Control(func(fd uintptr) { sa, opErr = syscall.Getpeername(int(fd)) }); err != nil {
 		t.Fatal(err)
 	}
-	peer := &syscall.SockaddrInet4{}
-	sa, err := syscall.Getpeername(int(fd))
-	if err != nil {
-		t.Fatal(err)
+	if opErr != nil {
+		t.Fatal(opErr)
 	}
-	if p, ok := sa.(*syscall.SockaddrInet4); ok {
-		peer = p
+	peer, ok := sa.(*syscall.SockaddrInet4)
+	if !ok {
+		t.Fatalf("peer address %T, want IPv4", sa)
 	}
 	if want := client.LocalAddr().(*net.TCPAddr).Port; peer.Port != want {
 		t.Errorf("the socket's peer port is %d, want the client's %d", peer.Port, want)
