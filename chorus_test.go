@@ -154,3 +154,24 @@ func BenchmarkIsSID(b *testing.B) {
 		}
 	})
 }
+
+// TestCompactJSON: the one check every way into a store applies to data.
+func TestCompactJSON(t *testing.T) {
+	for _, c := range []struct {
+		in, want string
+		ok       bool
+	}{
+		{"{ \"a\" : [1, 2] ,\n\"b\":\"x y\" }", `{"a":[1,2],"b":"x y"}`, true},
+		{`{"nul":"\u0000"}`, `{"nul":"\u0000"}`, true},
+		{`"just a string"`, `"just a string"`, true}, // callers decide what kind of value they take
+		{"{\"a\":\"\xff\"}", "", false},              // not UTF-8
+		{`{"a":1}}`, "", false},                      // trailing garbage
+		{`{"a":}`, "", false},
+		{"", "", false},
+	} {
+		got, ok := chorus.CompactJSON([]byte(c.in))
+		if ok != c.ok || string(got) != c.want {
+			t.Errorf("CompactJSON(%q) = %q, %v; want %q, %v", c.in, got, ok, c.want, c.ok)
+		}
+	}
+}

@@ -1,10 +1,12 @@
 package chorus
 
 import (
+	"bytes"
 	"encoding/json"
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // Limits documented by Twilio and enforced by Chorus.
@@ -19,6 +21,20 @@ const (
 	MaxPageSize           = 1000
 	MaxSubscriptionsPerWS = 2000
 )
+
+// CompactJSON returns b compacted, as the stores hold data, and reports
+// whether b is JSON text in valid UTF-8 (json.Valid does not check the
+// encoding). Stored data is copied into REST and CDS answers as it is, so
+// every way into a store (a write, an import) checks data with it. A raw
+// NUL is invalid JSON; an escaped \u0000 is valid and kept (PostgreSQL
+// stores data as BYTEA, so it round-trips).
+func CompactJSON(b []byte) (json.RawMessage, bool) {
+	var buf bytes.Buffer
+	if json.Compact(&buf, b) != nil || !utf8.Valid(b) {
+		return nil, false
+	}
+	return json.RawMessage(buf.Bytes()), true
+}
 
 // SystemIdentity is the created_by and webhook Identity of REST changes.
 const SystemIdentity = "system"

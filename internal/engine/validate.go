@@ -19,10 +19,8 @@ func validData(raw json.RawMessage, max int, nullErr *chorus.Error) (json.RawMes
 	if len(trimmed) > 4*max {
 		return nil, chorus.Errorf(chorus.ErrTooLarge, "Request entity too large: data exceeds %d bytes", max)
 	}
-	// Compact checks the syntax as it goes: one pass, not a json.Valid
-	// before it.
-	var buf bytes.Buffer
-	if json.Compact(&buf, trimmed) != nil || !validJSONText(trimmed) {
+	compacted, ok := chorus.CompactJSON(trimmed)
+	if !ok {
 		return nil, chorus.Errorf(chorus.ErrInvalidJSON, "Invalid JSON: data is not valid JSON")
 	}
 	if bytes.Equal(trimmed, []byte("null")) {
@@ -31,10 +29,10 @@ func validData(raw json.RawMessage, max int, nullErr *chorus.Error) (json.RawMes
 	if trimmed[0] != '{' {
 		return nil, chorus.Errorf(chorus.ErrInvalidJSON, "Invalid JSON: data must be a JSON object")
 	}
-	if buf.Len() > max {
-		return nil, chorus.Errorf(chorus.ErrTooLarge, "Request entity too large: data is %d bytes, the limit is %d", buf.Len(), max)
+	if len(compacted) > max {
+		return nil, chorus.Errorf(chorus.ErrTooLarge, "Request entity too large: data is %d bytes, the limit is %d", len(compacted), max)
 	}
-	return json.RawMessage(buf.Bytes()), nil
+	return compacted, nil
 }
 
 // validText reports a string that every store can hold in a text column:
@@ -44,11 +42,6 @@ func validData(raw json.RawMessage, max int, nullErr *chorus.Error) (json.RawMes
 func validText(s string) bool {
 	return utf8.ValidString(s) && strings.IndexByte(s, 0) < 0
 }
-
-// validJSONText reports JSON text that is valid UTF-8 (json.Valid does not
-// check). A raw NUL is invalid JSON already; an escaped \u0000 is valid
-// JSON, stored verbatim (BYTEA on PostgreSQL) and round-trips.
-func validJSONText(b []byte) bool { return utf8.Valid(b) }
 
 // hasNULEscape reports a \u0000 escape in valid JSON text b (outside
 // strings JSON has no backslashes, so every backslash starts an escape).

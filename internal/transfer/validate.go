@@ -1,7 +1,6 @@
 package transfer
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"unicode/utf8"
@@ -37,14 +36,14 @@ func checkData(data json.RawMessage) (json.RawMessage, error) {
 	if len(data) == 0 || data[0] != '{' {
 		return nil, fmt.Errorf("data is not a JSON object")
 	}
-	var b bytes.Buffer
-	if err := json.Compact(&b, data); err != nil || !utf8.Valid(data) {
+	compacted, ok := chorus.CompactJSON(data)
+	if !ok {
 		return nil, fmt.Errorf("data is not valid JSON")
 	}
-	if b.Len() > chorus.MaxDataBytes {
-		return nil, fmt.Errorf("data is %d bytes, over the %d limit", b.Len(), chorus.MaxDataBytes)
+	if len(compacted) > chorus.MaxDataBytes {
+		return nil, fmt.Errorf("data is %d bytes, over the %d limit", len(compacted), chorus.MaxDataBytes)
 	}
-	return json.RawMessage(b.Bytes()), nil
+	return compacted, nil
 }
 
 func checkService(s *chorus.Service) error {
