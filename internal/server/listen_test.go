@@ -9,25 +9,40 @@ import (
 	"testing"
 )
 
-// TestListenNoKeepalive checks that connections accepted through Listen
-// carry no TCP keepalive (Go's listener default turns it on with four
-// setsockopt calls per accept), and that they still get TCP_NODELAY.
-func TestListenNoKeepalive(t *testing.T) {
+// listenLoopback listens with Listen on a free loopback port until the
+// test ends.
+func listenLoopback(t *testing.T) net.Listener {
+	t.Helper()
 	ln, err := Listen(context.Background(), "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
+	t.Cleanup(func() { ln.Close() })
+	return ln
+}
+
+// acceptOne dials ln and returns both ends, closed when the test ends.
+func acceptOne(t *testing.T, ln net.Listener) (client, accepted net.Conn) {
+	t.Helper()
 	client, err := net.Dial("tcp", ln.Addr().String())
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer client.Close()
-	c, err := ln.Accept()
+	t.Cleanup(func() { client.Close() })
+	accepted, err = ln.Accept()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
+	t.Cleanup(func() { accepted.Close() })
+	return client, accepted
+}
+
+// TestListenNoKeepalive checks that connections accepted through Listen
+// carry no TCP keepalive (Go's listener default turns it on with four
+// setsockopt calls per accept), and that they still get TCP_NODELAY.
+func TestListenNoKeepalive(t *testing.T) {
+	ln := listenLoopback(t)
+	_, c := acceptOne(t, ln)
 	raw, err := c.(*net.TCPConn).SyscallConn()
 	if err != nil {
 		t.Fatal(err)
@@ -64,22 +79,9 @@ func TestListenError(t *testing.T) {
 // connection caps still hands out its socket (syscall.Conn), which the
 // gateway's writer pool needs, and that its Close still frees the slot.
 func TestCapConnExposesSocket(t *testing.T) {
-	inner, err := Listen(context.Background(), "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
 	s := newServer(t, Config{})
-	ln := &capListener{Listener: inner, max: 1, byIP: map[string]int{}, srv: s}
-	defer ln.Close()
-	client, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer client.Close()
-	c, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
+	ln := &capListener{Listener: listenLoopback(t), max: 1, byIP: map[string]int{}, srv: s}
+	client, c := acceptOne(t, ln)
 	sc, ok := c.(syscall.Conn)
 	if !ok {
 		t.Fatalf("%T does not implement syscall.Conn", c)
