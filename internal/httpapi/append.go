@@ -105,10 +105,9 @@ func (v itemView) AppendJSON(dst []byte) []byte {
 	dst = append(dst, objectField...)
 	dst = appendString(dst, it.ObjectSID)
 	dst = append(dst, `,"url":`...)
-	dst = appendObjectURL(dst, v.base, svc.SID, it.Kind, it.ObjectSID, "/Items/")
-	dst = dst[:len(dst)-1] // reopen the string for the item's segment (JSON-safe, as path segments are)
+	dst = appendObjectPath(dst, v.base, svc.SID, it.Kind, it.ObjectSID, "/Items/")
 	if it.Kind == chorus.KindMap {
-		dst = append(dst, pathSegment(it.Key)...)
+		dst = append(dst, pathSegment(it.Key)...) // path-escaped: JSON-safe
 	} else {
 		dst = strconv.AppendInt(dst, it.Index, 10)
 	}
@@ -143,6 +142,12 @@ func appendString(dst []byte, s string) []byte { return protocol.AppendJSONStrin
 // path-escaped, which leaves no quote, backslash, control or non-ASCII
 // byte, and suffix is made of path-escaped segments too.
 func appendObjectURL(dst []byte, base, svcSID string, k chorus.Kind, sid, suffix string) []byte {
+	return append(appendObjectPath(dst, base, svcSID, k, sid, suffix), '"')
+}
+
+// appendObjectPath appends appendObjectURL's string without its closing
+// quote, for a caller that appends more path-escaped segments first.
+func appendObjectPath(dst []byte, base, svcSID string, k chorus.Kind, sid, suffix string) []byte {
 	dst = appendString(dst, base)
 	dst = dst[:len(dst)-1] // reopen the string
 	dst = append(dst, "/v1/Services/"...)
@@ -151,8 +156,7 @@ func appendObjectURL(dst []byte, base, svcSID string, k chorus.Kind, sid, suffix
 	dst = append(dst, k.Collection()...)
 	dst = append(dst, '/')
 	dst = append(dst, url.PathEscape(sid)...)
-	dst = append(dst, suffix...)
-	return append(dst, '"')
+	return append(dst, suffix...)
 }
 
 // appendTime appends t as fmtTime writes it, quoted.

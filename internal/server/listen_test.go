@@ -4,7 +4,9 @@ package server
 
 import (
 	"context"
+	"errors"
 	"net"
+	"strings"
 	"syscall"
 	"testing"
 )
@@ -68,10 +70,16 @@ func TestListenNoKeepalive(t *testing.T) {
 	}
 }
 
-// TestListenError checks that a listen failure names its cause.
+// TestListenError checks that a listen failure says where it came from
+// and keeps the network error it wraps.
 func TestListenError(t *testing.T) {
-	if _, err := Listen(context.Background(), "127.0.0.1:-1"); err == nil {
+	_, err := Listen(context.Background(), "127.0.0.1:-1")
+	if err == nil {
 		t.Fatal("Listen on port -1 succeeded")
+	}
+	var opErr *net.OpError
+	if !strings.HasPrefix(err.Error(), "server: listen: ") || !errors.As(err, &opErr) {
+		t.Errorf("Listen error %q (%T): want it prefixed \"server: listen: \" and wrapping a *net.OpError", err, err)
 	}
 }
 
