@@ -465,7 +465,7 @@ func (c *conn) read() error {
 			limit = c.messageLimit()
 		}
 		n := int64(len(msg))
-		if n+h.Length > limit {
+		if h.Length > limit-n { // not n+h.Length: a length near 2^63 would wrap it negative (n <= limit)
 			return &closeError{ws.StatusMessageTooBig, fmt.Errorf("gateway: read: message exceeds %d bytes", limit)}
 		}
 		if msg, err = appendRead(c.br, msg, h.Length); err != nil {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"math"
 	"net/http"
 	"strings"
 	"testing"
@@ -42,6 +43,17 @@ func TestMessageLimitBeforeInit(t *testing.T) {
 	t.Run("a 1 MiB announcement closes 1009", func(t *testing.T) {
 		c := e.rawDial()
 		c.writeHeader(1<<20, []byte("TWILSOCK"))
+		c.readFailClose(ws.StatusMessageTooBig)
+	})
+	t.Run("a continuation announcing 2^63-1 bytes closes 1009 before the payload", func(t *testing.T) {
+		// The fragment's length plus what is already buffered must not wrap
+		// past the limit check: the reader would then buffer whatever came.
+		c := e.rawDial()
+		c.write(ws.OpBinary, false, []byte("T"), false)
+		h := ws.Header{Fin: true, OpCode: ws.OpContinuation, Length: math.MaxInt64, Masked: true, Mask: ws.NewMask()}
+		if err := ws.WriteHeader(c.nc, h); err != nil {
+			t.Fatalf("write header: %v", err)
+		}
 		c.readFailClose(ws.StatusMessageTooBig)
 	})
 	t.Run("payload_size over the init limit closes", func(t *testing.T) {
