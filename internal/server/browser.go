@@ -46,10 +46,14 @@ const (
 // errCrossSite is the refusal of a cross-site browser request.
 var errCrossSite = chorus.Errorf(chorus.ErrForbiddenRequest, "Cross-site requests are not allowed: call this API from your server, or from a page on this origin")
 
-// isAPI reports the paths of the authenticated APIs.
-func isAPI(path string) bool {
-	if path == "/v1/token" {
-		return false // the EMS token exchange: see the browser policy above
+// isAPI reports the requests to the authenticated APIs. POST and OPTIONS
+// /v1/token are the EMS token exchange (see the browser policy above);
+// any other method there reaches REST v1, which checks Basic credentials
+// like every API and so gets the API's throttle and cross-site check.
+func isAPI(r *http.Request) bool {
+	path := r.URL.Path
+	if path == "/v1/token" && (r.Method == http.MethodPost || r.Method == http.MethodOptions) {
+		return false
 	}
 	return strings.HasPrefix(path, "/v1/") || strings.HasPrefix(path, "/admin/") || strings.HasPrefix(path, "/2010-04-01/")
 }
@@ -124,7 +128,7 @@ var (
 // headers.
 func (s *Server) browserGuard(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		api := isAPI(r.URL.Path)
+		api := isAPI(r)
 		securityHeaders(w.Header(), api)
 		if api && s.crossSite(r) {
 			twiliohttp.WriteJSON(w, http.StatusForbidden, twiliohttp.Body(errCrossSite))

@@ -269,6 +269,43 @@ func TestCrossSiteEMSExchange(t *testing.T) {
 	}
 }
 
+// Only POST and OPTIONS /v1/token are the EMS exchange; any other method
+// there is REST v1 and must count failed logins like every API, or it
+// would be an unthrottled, unlogged password oracle (401 wrong, 404 right).
+func TestV1TokenOtherMethodsThrottled(t *testing.T) {
+	for _, method := range []string{"GET", "HEAD", "PUT", "DELETE"} {
+		s := newServer(t, Config{}) // the account's own bucket starts full
+		c := s.Credentials()
+		const addr = "10.0.1.1"
+		send := func(secret string) *httptest.ResponseRecorder {
+			req := httptest.NewRequest(method, "/v1/token", nil)
+			req.RemoteAddr = addr + ":40000"
+			req.SetBasicAuth(c.AccountSID, secret)
+			rec := httptest.NewRecorder()
+			s.Handler().ServeHTTP(rec, req)
+			return rec
+		}
+		for i := range AddrBurst {
+			if rec := send("wrong-password-xyzzy"); rec.Code != 401 {
+				t.Fatalf("%s /v1/token failure %d = %d, want 401", method, i+1, rec.Code)
+			}
+		}
+		wantThrottled(t, method+" /v1/token, one failure too many", send("wrong-password-xyzzy"))
+		wantThrottled(t, method+" /v1/token, the right password after them", send(c.AuthToken))
+	}
+	// Cross-site browsers may not use it either.
+	s := newServer(t, Config{})
+	c := s.Credentials()
+	req := httptest.NewRequest("GET", "/v1/token", nil)
+	req.Header.Set("Sec-Fetch-Site", "cross-site")
+	req.SetBasicAuth(c.AccountSID, c.AuthToken)
+	rec := httptest.NewRecorder()
+	s.Handler().ServeHTTP(rec, req)
+	if rec.Code != 403 {
+		t.Errorf("cross-site GET /v1/token = %d %s, want 403", rec.Code, rec.Body)
+	}
+}
+
 func TestSecurityHeaders(t *testing.T) {
 	s := newServer(t, Config{})
 	for _, path := range []string{"/", "/console/", "/game.js", "/v1/Services", "/admin/v1/Account", "/token"} {

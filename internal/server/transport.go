@@ -292,7 +292,7 @@ func (s *Server) edge(mux http.Handler) http.Handler {
 	// checkText before the throttle: its 400s must not count as logins.
 	apis := s.checkText(s.loginThrottle(mux))
 	limited := s.limits(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if isAPI(r.URL.Path) {
+		if isAPI(r) {
 			apis.ServeHTTP(w, r)
 			return
 		}
