@@ -210,6 +210,9 @@ func writeSummary(w io.Writer, r *transfer.Report) {
 	line("objects", r.Objects)
 	line("items", r.Items)
 	line("permissions", r.Permissions)
+	if r.Objects.Gone > 0 {
+		fmt.Fprintf(w, "  %d objects were deleted or expired at the source during the import: not copied\n", r.Objects.Gone)
+	}
 	fmt.Fprintf(w, "  %.0f objects/s, %.0f items/s; %d requests to the source (%d retried)\n",
 		r.ObjectsPerSec, r.ItemsPerSec, r.Requests, r.Retries)
 	if r.AccountCreated {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"slices"
 	"sync"
 	"time"
@@ -68,6 +69,10 @@ type Counts struct {
 	Unchanged int `json:"unchanged"`
 	Deleted   int `json:"deleted"`
 	Refused   int `json:"refused"`
+	// Gone counts objects the source listed and then answered 404 for
+	// when their items or permissions were read: deleted or expired at
+	// the source meanwhile. They are not copied.
+	Gone int `json:"gone"`
 }
 
 // Conflict is a source record the import refused to write.
@@ -573,17 +578,21 @@ func (im *importer) importObject(ctx context.Context, obj *chorus.Object) (int, 
 	}
 
 	old := t.bySID
+	if old != nil && !im.opt.Overwrite && writtenSince(old, obj) {
+		return 0, im.refuse(obj, fmt.Sprintf("the target's copy was written at %s, after the source's last update (%s): it holds changes the source does not have",
+			old.DateUpdated.UTC().Format(time.RFC3339), obj.DateUpdated.UTC().Format(time.RFC3339)))
+	}
 	unchanged := old != nil && sameObject(old, obj)
 	var items []*chorus.Item
 	if collection && (!unchanged || im.opt.Verify) {
 		if items, err = im.src.Items(ctx, obj); err != nil {
-			return 0, fmt.Errorf("read items: %w", err)
+			return 0, im.goneOr(obj, fmt.Errorf("read items: %w", err))
 		}
 	}
 	var perms []*chorus.Permission
 	if obj.Kind != chorus.KindStream {
 		if perms, err = im.src.Permissions(ctx, obj); err != nil {
-			return 0, fmt.Errorf("read permissions: %w", err)
+			return 0, im.goneOr(obj, fmt.Errorf("read permissions: %w", err))
 		}
 	}
 	if err := errors.Join(checkItems(items), checkPermissions(perms)); err != nil {
@@ -691,6 +700,32 @@ func addCounts(dst *Counts, c Counts) {
 	dst.Unchanged += c.Unchanged
 	dst.Deleted += c.Deleted
 	dst.Refused += c.Refused
+}
+
+// writtenSince reports whether the target's copy of an object was
+// written after the source's last update of it: by the target's own
+// clients after a cut-over, since an import keeps the source's
+// date_updated. Such a copy holds changes the source does not have, and
+// copying the source over it would silently undo them (and, for lists and
+// maps, delete the items added since: an item write updates its
+// container's date_updated too). REST shows whole seconds, so the target's
+// date is compared at that precision; the marker of an interrupted copy
+// is older than any source date.
+func writtenSince(target, source *chorus.Object) bool {
+	return target.DateUpdated.Truncate(time.Second).After(source.DateUpdated.Truncate(time.Second))
+}
+
+// goneOr counts obj as gone at the source when err is the source's 404
+// (the object was deleted or expired after it was listed) and returns
+// nil; any other error is returned as it is.
+func (im *importer) goneOr(obj *chorus.Object, err error) error {
+	var se *SourceError
+	if !errors.As(err, &se) || se.Status != http.StatusNotFound {
+		return err
+	}
+	im.log.Info("object gone at the source; not copied", "kind", obj.Kind, "sid", obj.SID, "service", obj.ServiceSID)
+	im.count(func(r *Report) { r.Objects.Gone++ })
+	return nil
 }
 
 func (im *importer) refuse(obj *chorus.Object, reason string) error {

@@ -227,8 +227,8 @@ type pageMeta struct {
 
 // list GETs every page of the collection at path (relative to BaseURL,
 // with its query) and calls fn with each element of the array key.
-// next_page_url is followed only on the source's own origin, so that the
-// credentials never go elsewhere.
+// next_page_url's path and query are followed on the source's own origin,
+// so that the credentials never go elsewhere.
 func (s *Source) list(ctx context.Context, path, key string, fn func(json.RawMessage) error) error {
 	base, err := url.Parse(s.BaseURL)
 	if err != nil {
@@ -268,11 +268,11 @@ func (s *Source) list(ctx context.Context, path, key string, fn func(json.RawMes
 			if err != nil {
 				return fmt.Errorf("transfer: next_page_url: %w", err)
 			}
-			next = base.ResolveReference(next)
-			if next.Scheme != base.Scheme || next.Host != base.Host {
-				return fmt.Errorf("transfer: the source's next_page_url %s leaves %s; refusing to send credentials there", next.Redacted(), base.Host)
-			}
-			u = next.String()
+			// Only its path and query are followed, on the source's own
+			// origin: a source names itself by another origin when it sits
+			// behind a proxy (Chorus's --public-url) or leaves out a default
+			// port (Twilio), and the credentials go nowhere but BaseURL.
+			u = base.ResolveReference(&url.URL{Path: next.Path, RawPath: next.RawPath, RawQuery: next.RawQuery}).String()
 		}
 	}
 	return nil

@@ -1,0 +1,241 @@
+package transfer_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/chorus-sync/chorus"
+	"github.com/chorus-sync/chorus/internal/engine"
+	"github.com/chorus-sync/chorus/internal/server"
+	"github.com/chorus-sync/chorus/internal/servertest"
+	"github.com/chorus-sync/chorus/internal/store/sqlite"
+	"github.com/chorus-sync/chorus/internal/transfer"
+)
+
+// After the cut-over the target's clients write to it. An import run again
+// (a leftover loop, or "to be sure") must not copy the frozen source over
+// those writes: the objects written since are refused and listed, and only
+// --overwrite replaces them.
+func TestRerunAfterCutOverKeepsTargetWrites(t *testing.T) {
+	ctx := context.Background()
+	creds := servertest.NewCredentials()
+	src := startNode(t, server.Config{DataDir: t.TempDir(), Creds: creds})
+	eng := src.srv.Engine()
+	svc, err := eng.Service(ctx, creds.AccountSID, creds.ServiceSID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sys := engine.SystemActor()
+	doc, err := eng.CreateObject(ctx, sys, svc, chorus.KindDocument, engine.CreateObject{UniqueName: "cfg", Data: json.RawMessage(`{"v":"source"}`)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := eng.CreateObject(ctx, sys, svc, chorus.KindMap, engine.CreateObject{UniqueName: "m"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := eng.WriteItem(ctx, sys, svc, chorus.KindMap, m.SID, chorus.ItemRef{Key: "a"}, engine.ItemWrite{Mode: engine.CreateOnly, Data: json.RawMessage(`{"a":1}`)}); err != nil {
+		t.Fatal(err)
+	}
+	untouched, err := eng.CreateObject(ctx, sys, svc, chorus.KindDocument, engine.CreateObject{UniqueName: "untouched", Data: json.RawMessage(`{"u":1}`)})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	st, dir := openSQLite(t)
+	if _, err := transfer.Import(ctx, src.source(), st, transfer.Options{Account: account(src), Logger: quiet}); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// The source's dates have whole seconds (REST); the target's writes
+	// must land in a later second to be told apart.
+	time.Sleep(time.Until(time.Now().Truncate(time.Second).Add(time.Second)))
+
+	// Cut-over: the target serves, and its clients write.
+	dst := startNode(t, server.Config{DataDir: dir, Creds: creds})
+	deng := dst.srv.Engine()
+	dsvc, err := deng.Service(ctx, creds.AccountSID, creds.ServiceSID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := deng.UpdateObject(ctx, sys, dsvc, chorus.KindDocument, doc.SID, engine.UpdateObject{Data: json.RawMessage(`{"v":"target"}`)}); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := deng.WriteItem(ctx, sys, dsvc, chorus.KindMap, m.SID, chorus.ItemRef{Key: "new"}, engine.ItemWrite{Mode: engine.CreateOnly, Data: json.RawMessage(`{"n":1}`)}); err != nil {
+		t.Fatal(err)
+	}
+	dst.stop()
+
+	reopen := func() chorus.Store {
+		st, err := sqlite.Open(ctx, filepath.Join(dir, server.DBFile), quiet)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st
+	}
+	targetState := func(st chorus.Store) (data string, keys []string) {
+		err := st.View(ctx, func(tx chorus.ReadTx) error {
+			o, err := tx.Object(ctx, chorus.KindDocument, creds.ServiceSID, doc.SID)
+			if err != nil {
+				return err
+			}
+			data = string(o.Data)
+			its, err := tx.Items(ctx, m.SID, chorus.ItemQuery{Kind: chorus.KindMap})
+			for _, it := range its {
+				keys = append(keys, it.Key)
+			}
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return data, keys
+	}
+
+	st = reopen()
+	rep, err := transfer.Import(ctx, src.source(), st, transfer.Options{Account: account(src), Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Objects.Refused != 2 || len(rep.Conflicts) != 2 || rep.Objects.Unchanged != 1 {
+		t.Errorf("re-run report objects %+v, %d conflicts, want the 2 written objects refused and 1 unchanged", rep.Objects, len(rep.Conflicts))
+	}
+	for _, c := range rep.Conflicts {
+		if (c.SID != doc.SID && c.SID != m.SID) || !strings.Contains(c.Reason, "after the source's last update") {
+			t.Errorf("conflict %+v, want the document or the map, written after the source's last update", c)
+		}
+	}
+	if data, keys := targetState(st); data != `{"v":"target"}` || strings.Join(keys, ",") != "a,new" {
+		t.Errorf("after the re-run the target holds %s and items %v, want its own write and the item it added", data, keys)
+	}
+	if err := st.View(ctx, func(tx chorus.ReadTx) error {
+		_, err := tx.Object(ctx, chorus.KindDocument, creds.ServiceSID, untouched.SID)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+
+	// --overwrite is the operator saying the source wins.
+	rep, err = transfer.Import(ctx, src.source(), st, transfer.Options{Account: account(src), Logger: quiet, Overwrite: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Objects.Refused != 0 || rep.Objects.Updated != 2 {
+		t.Errorf("--overwrite report objects %+v, want the 2 objects updated", rep.Objects)
+	}
+	if data, keys := targetState(st); data != `{"v":"source"}` || strings.Join(keys, ",") != "a" {
+		t.Errorf("after --overwrite the target holds %s and items %v, want the source's", data, keys)
+	}
+	if err := st.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// An object the source listed and then deleted (or let expire) before its
+// items were read answers 404: the import counts it as gone and copies
+// the rest, instead of failing the whole run.
+func TestObjectGoneAtSourceMidImport(t *testing.T) {
+	ctx := context.Background()
+	acct, svc := chorus.NewSID(chorus.PrefixAccount), chorus.NewSID(chorus.PrefixService)
+	gone, kept := chorus.NewSID("ES"), chorus.NewSID("ES")
+	list := func(sid string) string {
+		return fmt.Sprintf(`{"sid":%q,"unique_name":null,"revision":"1","date_expires":null,"date_created":"2021-01-01T00:00:00Z","date_updated":"2021-01-02T00:00:00Z","created_by":"system"}`, sid)
+	}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p := r.URL.Path
+		w.Header().Set("Content-Type", "application/json")
+		switch {
+		case p == "/v1/Services":
+			fmt.Fprintf(w, `{"services":[{"sid":%q,"account_sid":%q,"unique_name":null,"friendly_name":"t","date_created":"2020-01-02T03:04:05Z","date_updated":"2020-01-02T03:04:05Z","webhook_url":null,"reachability_debouncing_window":5000}],"meta":{"next_page_url":null}}`, svc, acct)
+		case p == "/v1/Services/"+svc+"/Lists":
+			fmt.Fprintf(w, `{"lists":[%s,%s],"meta":{"next_page_url":null}}`, list(gone), list(kept))
+		case strings.Contains(p, gone):
+			w.WriteHeader(http.StatusNotFound)
+			fmt.Fprint(w, `{"code":20404,"message":"not found","status":404}`)
+		case strings.HasSuffix(p, "/Items"):
+			fmt.Fprint(w, `{"items":[{"index":0,"revision":"0","data":{"a":1},"date_expires":null,"date_created":"2021-01-01T00:00:00Z","date_updated":"2021-01-01T00:00:00Z","created_by":"system"}],"meta":{"next_page_url":null}}`)
+		default:
+			key := strings.ToLower(p[strings.LastIndex(p, "/")+1:])
+			fmt.Fprintf(w, `{%q:[],"meta":{"next_page_url":null}}`, key)
+		}
+	}))
+	defer srv.Close()
+	st, _ := openSQLite(t)
+	defer st.Close()
+	s := &transfer.Source{BaseURL: srv.URL, Username: acct, Password: "x", Logger: quiet}
+	rep, err := transfer.Import(ctx, s, st, transfer.Options{Account: transfer.Account{SID: acct, AuthToken: "token"}, Logger: quiet, Concurrency: 1})
+	if err != nil {
+		t.Fatalf("Import with one object gone at the source: %v", err)
+	}
+	if rep.Objects.Gone != 1 || rep.Objects.Created != 1 || rep.Items.Created != 1 {
+		t.Errorf("objects %+v, items %+v; want 1 gone, 1 created with its item", rep.Objects, rep.Items)
+	}
+	err = st.View(ctx, func(tx chorus.ReadTx) error {
+		if _, err := tx.Object(ctx, chorus.KindList, svc, gone); err == nil {
+			t.Errorf("the list gone at the source was written")
+		}
+		_, err := tx.Object(ctx, chorus.KindList, svc, kept)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A source names its next page by an origin of its own: Chorus by its
+// --public-url (behind a proxy), Twilio without a default port. The import
+// follows that page's path and query on the origin it was given, and its
+// credentials never reach the origin the page names.
+func TestNextPageOnAnotherOriginStaysOnTheSource(t *testing.T) {
+	ctx := context.Background()
+	acct, svc := chorus.NewSID(chorus.PrefixAccount), chorus.NewSID(chorus.PrefixService)
+	var leaked atomic.Int64
+	other := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		leaked.Add(1)
+		w.WriteHeader(http.StatusNotFound)
+	}))
+	defer other.Close()
+	first, second := chorus.NewSID(chorus.PrefixDocument), chorus.NewSID(chorus.PrefixDocument)
+	src := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if u, p, ok := r.BasicAuth(); !ok || u != acct || p != "token" {
+			w.WriteHeader(http.StatusUnauthorized)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		switch p := r.URL.Path; {
+		case p == "/v1/Services":
+			fmt.Fprintf(w, `{"services":[{"sid":%q,"account_sid":%q,"unique_name":null,"friendly_name":"t","date_created":"2020-01-02T03:04:05Z","date_updated":"2020-01-02T03:04:05Z","webhook_url":null,"reachability_debouncing_window":5000}],"meta":{"next_page_url":null}}`, svc, acct)
+		case p == "/v1/Services/"+svc+"/Documents" && r.URL.Query().Get("PageToken") == "":
+			fmt.Fprintf(w, `{"documents":[%s],"meta":{"next_page_url":%q}}`, doc(first, "one", `{}`), other.URL+"/v1/Services/"+svc+"/Documents?PageSize=1&PageToken=PT1")
+		case p == "/v1/Services/"+svc+"/Documents":
+			fmt.Fprintf(w, `{"documents":[%s],"meta":{"next_page_url":null}}`, doc(second, "two", `{}`))
+		default:
+			key := strings.ToLower(p[strings.LastIndex(p, "/")+1:])
+			fmt.Fprintf(w, `{%q:[],"meta":{"next_page_url":null}}`, key)
+		}
+	}))
+	defer src.Close()
+	st, _ := openSQLite(t)
+	defer st.Close()
+	s := &transfer.Source{BaseURL: src.URL, Username: acct, Password: "token", Logger: quiet}
+	rep, err := transfer.Import(ctx, s, st, transfer.Options{Account: transfer.Account{SID: acct, AuthToken: "token"}, Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if leaked.Load() != 0 {
+		t.Errorf("%d requests reached the origin the next page named", leaked.Load())
+	}
+	if rep.Objects.Created != 2 {
+		t.Errorf("objects %+v, want both pages' documents created", rep.Objects)
+	}
+}
