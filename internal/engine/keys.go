@@ -286,9 +286,11 @@ type Revoked struct {
 // RevokeOthers makes keep the operator's only credentials: every other
 // account's keys are deleted and its auth tokens cleared (its data stays,
 // but nothing authenticates as it); in keep's account every other main key
-// is deleted (an earlier TWILIO_API_KEY, generated development keys) and
-// the secondary auth token dropped. Standard keys created through the Keys
-// API stay: they are managed, and revoked, there. The caller closes live
+// is deleted (an earlier TWILIO_API_KEY, generated development keys). Its
+// secondary auth token stays, so that a rotation in progress survives
+// restarts; Bootstrap drops it when the operator's credentials change.
+// Standard keys created through the Keys API stay: they are managed, and
+// revoked, there. The caller closes live
 // sessions opened with tokens of the deleted keys.
 func (e *Engine) RevokeOthers(ctx context.Context, keep Credentials) (Revoked, error) {
 	var r Revoked
@@ -316,8 +318,6 @@ func (e *Engine) RevokeOthers(ctx context.Context, keep Credentials) (Revoked, e
 				r.APIKeys = append(r.APIKeys, k)
 			}
 			switch {
-			case a.SID == keep.AccountSID && a.SecondaryAuthToken != "":
-				a.SecondaryAuthToken, a.SecondaryDateCreated = "", zeroTime
 			case a.SID != keep.AccountSID && (a.AuthToken != "" || a.SecondaryAuthToken != ""):
 				a.AuthToken, a.SecondaryAuthToken, a.SecondaryDateCreated = "", "", zeroTime
 				r.Accounts = append(r.Accounts, a.SID)

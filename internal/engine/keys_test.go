@@ -224,8 +224,16 @@ func TestRevokeOthers(t *testing.T) {
 			t.Errorf("%s no longer authenticates: %v", pair[0], err)
 		}
 	}
-	if a, _ := f.eng.Account(ctx, op.AccountSID); a.SecondaryAuthToken != "" {
-		t.Error("the operator's secondary auth token survived the start")
+	// A rotation in progress survives a restart with the same credentials.
+	sec, err := f.eng.Account(ctx, op.AccountSID)
+	if err != nil || sec.SecondaryAuthToken == "" {
+		t.Fatalf("the operator's secondary auth token did not survive a restart with the same credentials: %+v, %v", sec, err)
+	}
+	if _, _, err := f.eng.Bootstrap(ctx, op); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.eng.AuthenticateCredential(ctx, op.AccountSID, sec.SecondaryAuthToken); err != nil {
+		t.Errorf("the secondary auth token no longer authenticates after Bootstrap with the same credentials: %v", err)
 	}
 	// The stored credentials are the operator's now.
 	if got, err := f.eng.StoredCredentials(ctx); err != nil || got.AccountSID != op.AccountSID || got.APIKeySID != op.APIKeySID {
@@ -234,5 +242,46 @@ func TestRevokeOthers(t *testing.T) {
 	// A second run revokes nothing more.
 	if r, err := f.eng.RevokeOthers(ctx, op); err != nil || len(r.Accounts)+len(r.APIKeys) != 0 {
 		t.Errorf("RevokeOthers again = %+v, %v", r, err)
+	}
+}
+
+// New operator credentials (a rotation of TWILIO_AUTH_TOKEN or of the
+// main key, as after a leak) end a secondary auth token that whoever held
+// the old ones may have created; the same credentials keep it.
+func TestBootstrapNewCredentialsDropSecondary(t *testing.T) {
+	for _, change := range []string{"auth token", "key secret", "key"} {
+		t.Run(change, func(t *testing.T) {
+			f := newFixture(t)
+			ctx := context.Background()
+			op := engine.Credentials{
+				AccountSID: chorus.NewSID(chorus.PrefixAccount), AuthToken: chorus.NewSecret(32),
+				APIKeySID: chorus.NewSID(chorus.PrefixAPIKey), APISecret: chorus.NewSecret(32), ServiceSID: chorus.NewSID(chorus.PrefixService),
+			}
+			if _, _, err := f.eng.Bootstrap(ctx, op); err != nil {
+				t.Fatal(err)
+			}
+			a, err := f.eng.CreateSecondaryAuthToken(ctx, engine.Credential{AccountSID: op.AccountSID, SID: op.AccountSID, Main: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			next := op
+			switch change {
+			case "auth token":
+				next.AuthToken = chorus.NewSecret(32)
+			case "key secret":
+				next.APISecret = chorus.NewSecret(32)
+			case "key":
+				next.APIKeySID = chorus.NewSID(chorus.PrefixAPIKey)
+			}
+			if _, _, err := f.eng.Bootstrap(ctx, next); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := f.eng.AuthenticateCredential(ctx, op.AccountSID, a.SecondaryAuthToken); chorus.ErrorCode(err) != 20003 {
+				t.Errorf("after a new %s the secondary auth token still authenticates: %v", change, err)
+			}
+			if _, err := f.eng.AuthenticateCredential(ctx, next.AccountSID, next.AuthToken); err != nil {
+				t.Errorf("the operator's auth token: %v", err)
+			}
+		})
 	}
 }

@@ -33,8 +33,9 @@ func (e *Engine) Bootstrap(ctx context.Context, want Credentials) (got Credentia
 		return Credentials{}, false, err
 	}
 	now := e.now()
+	var droppedSecondary bool
 	err = e.update(ctx, SystemActor(), func(tx chorus.Tx, c *change) error {
-		created = false
+		created, droppedSecondary = false, false
 		acct, err := tx.Account(ctx, want.AccountSID)
 		switch {
 		case isNotFound(err):
@@ -42,13 +43,8 @@ func (e *Engine) Bootstrap(ctx context.Context, want Credentials) (got Credentia
 		case err != nil:
 			return err
 		}
-		if acct.AuthToken != want.AuthToken {
-			acct.AuthToken = want.AuthToken
-			created = true
-			if err := tx.PutAccount(ctx, acct); err != nil {
-				return err
-			}
-		}
+		credsChanged := acct.AuthToken != want.AuthToken
+		acct.AuthToken = want.AuthToken
 		key, err := tx.APIKey(ctx, want.APIKeySID)
 		switch {
 		case isNotFound(err):
@@ -56,7 +52,22 @@ func (e *Engine) Bootstrap(ctx context.Context, want Credentials) (got Credentia
 		case err != nil:
 			return err
 		}
-		if key.Secret != want.APISecret || key.AccountSID != want.AccountSID || !key.Main {
+		keyChanged := key.Secret != want.APISecret || key.AccountSID != want.AccountSID || !key.Main
+		// New operator credentials (a rotation, or the answer to a leak)
+		// also end a secondary auth token, which whoever held the old
+		// ones may have created. The same credentials at a restart keep
+		// it: a rotation in progress survives the nodes' restarts.
+		if (credsChanged || keyChanged) && acct.SecondaryAuthToken != "" {
+			acct.SecondaryAuthToken, acct.SecondaryDateCreated = "", zeroTime
+			droppedSecondary, credsChanged = true, true
+		}
+		if credsChanged {
+			created = true
+			if err := tx.PutAccount(ctx, acct); err != nil {
+				return err
+			}
+		}
+		if keyChanged {
 			// The operator's key is a main key: it may manage keys.
 			key.Secret, key.AccountSID, key.Main = want.APISecret, want.AccountSID, true
 			created = true
@@ -88,6 +99,9 @@ func (e *Engine) Bootstrap(ctx context.Context, want Credentials) (got Credentia
 	}
 	if created {
 		e.credentialsChanged(ctx)
+	}
+	if droppedSecondary {
+		e.log.Warn("revoked the secondary auth token: the operator's credentials changed", "account_sid", want.AccountSID)
 	}
 	return want, created, nil
 }

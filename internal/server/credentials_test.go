@@ -291,3 +291,42 @@ func TestOperatorCredentialsRevokeOthers(t *testing.T) {
 		t.Errorf("New with a 5-character secret = %v, want a refusal", err)
 	}
 }
+
+// An auth token rotation outlives a node's restart: README's rotation
+// creates a secondary token, moves the apps to it and promotes it, and a
+// node may restart meanwhile with the same TWILIO_* variables. New
+// operator credentials end the secondary, with a log line.
+func TestRotationSurvivesRestart(t *testing.T) {
+	dir := t.TempDir()
+	op := operatorCreds()
+	s := newServer(t, Config{DataDir: dir, Creds: op})
+	a, err := s.Engine().CreateSecondaryAuthToken(context.Background(), engine.Credential{AccountSID: op.AccountSID, SID: op.AccountSID, Main: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = newServer(t, Config{DataDir: dir, Creds: op})
+	srv := httptest.NewServer(s.Handler())
+	if code := restStatus(t, srv, op.AccountSID, a.SecondaryAuthToken); code != 200 {
+		t.Errorf("REST with the secondary auth token after a restart with the same credentials = %d, want 200", code)
+	}
+	srv.Close()
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	var logs syncBuffer
+	next := op
+	next.AuthToken = "a-new-auth-token-of-32-characters-or-more"
+	s = newServer(t, Config{DataDir: dir, Creds: next, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	srv = httptest.NewServer(s.Handler())
+	t.Cleanup(srv.Close)
+	if code := restStatus(t, srv, op.AccountSID, a.SecondaryAuthToken); code != 401 {
+		t.Errorf("REST with the secondary auth token after a new TWILIO_AUTH_TOKEN = %d, want 401", code)
+	}
+	if out := logs.String(); !strings.Contains(out, "revoked the secondary auth token") || !strings.Contains(out, op.AccountSID) || strings.Contains(out, a.SecondaryAuthToken) {
+		t.Errorf("log of the revoked secondary: %s", out)
+	}
+}
