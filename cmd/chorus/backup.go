@@ -64,8 +64,9 @@ func cmdBackup(ctx context.Context, args []string, stdout io.Writer) error {
 }
 
 // cmdRestore restores a backup into an empty (or new) data directory. The
-// database is assembled and verified in a sibling directory first, so a
-// refused file leaves --data-dir exactly as it was.
+// database is assembled and verified in a staging directory first (inside
+// an existing data directory, next to a new one), so a refused file leaves
+// --data-dir exactly as it was.
 func cmdRestore(ctx context.Context, args []string, stdout io.Writer) error {
 	fs := newFlags("restore")
 	dataDir := fs.String("data-dir", defaultDataDir(), "the data directory to restore into (must be empty or missing)")
@@ -92,8 +93,14 @@ func cmdRestore(ctx context.Context, args []string, stdout io.Writer) error {
 		return err
 	}
 	defer f.Close()
-	parent := filepath.Dir(filepath.Clean(*dataDir))
-	stage, err := os.MkdirTemp(parent, "."+filepath.Base(filepath.Clean(*dataDir))+".restore-")
+	// An existing directory may be a mounted volume, another filesystem
+	// than its parent: the database is staged inside it then.
+	var stage string
+	if exists {
+		stage, err = os.MkdirTemp(*dataDir, ".restore-")
+	} else {
+		stage, err = os.MkdirTemp(filepath.Dir(filepath.Clean(*dataDir)), "."+filepath.Base(filepath.Clean(*dataDir))+".restore-")
+	}
 	if err != nil {
 		return err
 	}
@@ -102,15 +109,45 @@ func cmdRestore(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("%s refused, %s left untouched: %w", file, *dataDir, err)
 	}
-	if exists {
-		err = os.Rename(filepath.Join(stage, server.DBFile), filepath.Join(*dataDir, server.DBFile))
-	} else {
-		err = os.Rename(stage, *dataDir)
-	}
-	if err != nil {
-		return err
+	if err := installRestored(stage, *dataDir, exists); err != nil {
+		return fmt.Errorf("restore into %s: %w", *dataDir, err)
 	}
 	_, err = fmt.Fprintf(stdout, "restored %s into %s: schema version %d, taken %s, checksum and integrity check ok\n",
 		file, *dataDir, info.SchemaVersion, info.Created.Format("2006-01-02T15:04:05Z"))
 	return err
+}
+
+// installRestored gives the verified database staged in stage its name in
+// dataDir, never replacing a file there: a server started on the directory
+// during the restore keeps its database, and the restore fails. Then it
+// syncs the directory that gained the name, so that a restore reported
+// done survives a power loss.
+func installRestored(stage, dataDir string, exists bool) error {
+	if !exists {
+		// rename(2) onto a directory fails unless it is empty.
+		if err := os.Rename(stage, dataDir); err != nil {
+			return err
+		}
+		return syncDir(filepath.Dir(filepath.Clean(dataDir)))
+	}
+	if err := os.Link(filepath.Join(stage, server.DBFile), filepath.Join(dataDir, server.DBFile)); err != nil {
+		return fmt.Errorf("%w: something wrote to the data directory during the restore", err)
+	}
+	if err := os.RemoveAll(stage); err != nil {
+		return err
+	}
+	return syncDir(dataDir)
+}
+
+// syncDir fsyncs a directory, making the names in it durable.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("sync %s: %w", dir, err)
+	}
+	return nil
 }

@@ -190,3 +190,43 @@ func TestBackupUnderWrites(t *testing.T) {
 		t.Errorf("refused restores left files behind next to the data directory: %v", ents)
 	}
 }
+
+// The restored database never replaces one that appeared in the data
+// directory after the emptiness check (a `chorus serve` started on it
+// during the restore): rename(2) would have, and the running server would
+// have kept writing to an unlinked file.
+func TestInstallRestoredNeverReplaces(t *testing.T) {
+	dataDir := t.TempDir()
+	stage, err := os.MkdirTemp(dataDir, ".restore-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(stage, server.DBFile), []byte("restored"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	live := filepath.Join(dataDir, server.DBFile)
+	if err := os.WriteFile(live, []byte("live"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := installRestored(stage, dataDir, true); err == nil || !strings.Contains(err.Error(), "during the restore") {
+		t.Errorf("installRestored over an existing database = %v, want a refusal", err)
+	}
+	if b, _ := os.ReadFile(live); string(b) != "live" {
+		t.Errorf("the existing database now holds %q", b)
+	}
+
+	// Into the empty directory it was checked to be: the staged file takes
+	// its name and the staging directory goes.
+	if err := os.Remove(live); err != nil {
+		t.Fatal(err)
+	}
+	if err := installRestored(stage, dataDir, true); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(live); string(b) != "restored" {
+		t.Errorf("the restored database holds %q", b)
+	}
+	if ents, _ := os.ReadDir(dataDir); len(ents) != 1 {
+		t.Errorf("the data directory holds %v, want the database alone", ents)
+	}
+}
