@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"database/sql"
 	"encoding/json"
 	"fmt"
@@ -14,8 +15,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chorus-sync/chorus"
 	"github.com/chorus-sync/chorus/internal/server"
 	"github.com/chorus-sync/chorus/internal/servertest"
+	"github.com/chorus-sync/chorus/internal/store/sqlite"
 	_ "modernc.org/sqlite" // the "sqlite" driver, to watch the target from outside
 )
 
@@ -116,6 +119,25 @@ func TestImportCommand(t *testing.T) {
 		if code != 0 || json.Unmarshal([]byte(js), &rep) != nil || rep.Objects.Created != want {
 			t.Errorf("migrate --from-data-dir run %d: exit %d, stdout %q, stderr %q; want %d created", i+1, code, out, errOut, want)
 		}
+		if strings.Contains(errOut, "webhooks") {
+			t.Errorf("migrate --from-data-dir run %d warned of webhooks with none pending: %q", i+1, errOut)
+		}
+	}
+	// A webhook the old node never delivered is not copied: the copy says so.
+	st, err := sqlite.Open(context.Background(), filepath.Join(dst, server.DBFile), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	err = st.Update(context.Background(), func(tx chorus.Tx) error {
+		return tx.AppendOutbox(context.Background(), &chorus.OutboxEntry{ServiceSID: creds[envServiceSID], OrderKey: "ET0", DateCreated: now, NextAttempt: now,
+			Event: &chorus.Event{Type: chorus.EventDocumentUpdated, ID: 1, ServiceSID: creds[envServiceSID], ObjectSID: "ET0", Kind: chorus.KindDocument, DateCreated: now}})
+	})
+	if cerr := st.Close(); err != nil || cerr != nil {
+		t.Fatal(err, cerr)
+	}
+	if _, errOut, code := chorusCmd(t, cleanEnv(), "migrate", "--store", dsn, "--from-data-dir", dst); code != 0 || !strings.Contains(errOut, "1 webhooks of 1 services were still waiting") {
+		t.Errorf("migrate with a pending webhook: exit %d, stderr %q; want a warning", code, errOut)
 	}
 
 	// Usage errors.

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/chorus-sync/chorus"
 	"github.com/chorus-sync/chorus/internal/server"
 	"github.com/chorus-sync/chorus/internal/store/postgres"
 	"github.com/chorus-sync/chorus/internal/store/sqlite"
@@ -61,6 +62,7 @@ func copyStore(ctx context.Context, c *copyFlags, storeURL string, stdout, stder
 	if prog != nil {
 		prog.finish()
 	}
+	warnPendingWebhooks(ctx, src, stderr)
 	if c.asJSON {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
@@ -75,4 +77,28 @@ func copyStore(ctx context.Context, c *copyFlags, storeURL string, stdout, stder
 		return &codeError{exitRefused, fmt.Errorf("refused %d conflicting records (listed above); --overwrite replaces them", n)}
 	}
 	return nil
+}
+
+// warnPendingWebhooks says so when the embedded store still holds
+// webhooks that were never delivered. The copy does not carry them: the
+// PostgreSQL nodes would deliver them again at every run of the copy,
+// which is meant to be repeated. Let the old node deliver them first.
+func warnPendingWebhooks(ctx context.Context, src chorus.Store, stderr io.Writer) {
+	var backlog []*chorus.OutboxBacklog
+	err := src.View(ctx, func(tx chorus.ReadTx) (err error) {
+		backlog, err = tx.OutboxBacklog(ctx)
+		return err
+	})
+	if err != nil {
+		fmt.Fprintf(stderr, "warning: could not read the embedded store's webhook outbox: %v\n", err)
+		return
+	}
+	n := 0
+	for _, b := range backlog {
+		n += b.Pending
+	}
+	if n > 0 {
+		fmt.Fprintf(stderr, "warning: %d webhooks of %d services were still waiting for delivery in %s and are not copied; "+
+			"run its server until chorus_webhooks_pending is 0 (/metrics), then copy again, or they are lost\n", n, len(backlog), "the embedded store")
+	}
 }
