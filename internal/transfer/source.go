@@ -34,8 +34,8 @@ type Source struct {
 	// Attempts is how often one request is tried before giving up (429,
 	// 5xx, a dropped connection); default 8.
 	Attempts int
-	// MaxBackoff caps the wait between attempts (and a Retry-After);
-	// default 30 s.
+	// MaxBackoff caps the wait between attempts; default 30 s. A
+	// source's Retry-After is waited for in full, up to maxRetryAfter.
 	MaxBackoff time.Duration
 	Logger     *slog.Logger // default slog.Default()
 
@@ -105,6 +105,9 @@ func (s *Source) getJSON(ctx context.Context, u string, v any) error {
 	return nil
 }
 
+// maxRetryAfter bounds the wait a source's Retry-After asks for.
+const maxRetryAfter = 5 * time.Minute
+
 // maxBody bounds one answer of the source (a page of 1000 documents of
 // 16 KiB is 16 MiB).
 const maxBody = 64 << 20
@@ -136,11 +139,12 @@ func (s *Source) get(ctx context.Context, u string) ([]byte, error) {
 		if attempt >= attempts {
 			return nil, fmt.Errorf("transfer: gave up after %d attempts: %w", attempt, last)
 		}
-		wait := backoff + rand.N(backoff/2+1)
+		wait := min(backoff+rand.N(backoff/2+1), maxWait)
 		if retryAfter > 0 {
-			wait = retryAfter
+			// The source's own answer: waiting less only spends an
+			// attempt on another 429.
+			wait = min(retryAfter, maxRetryAfter)
 		}
-		wait = min(wait, maxWait)
 		backoff = min(backoff*2, maxWait)
 		s.retries.Add(1)
 		s.logger().Warn("source request failed; retrying", "url", redactURL(u), "err", err, "attempt", attempt, "wait", wait)

@@ -6,7 +6,9 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/chorus-sync/chorus"
 	"github.com/chorus-sync/chorus/internal/transfer"
@@ -83,5 +85,35 @@ func TestTwilioShapedSource(t *testing.T) {
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A 429's Retry-After is waited for in full, not cut to the backoff's
+// cap: retrying sooner only spends an attempt on another 429.
+func TestRetryAfterWaitedInFull(t *testing.T) {
+	ctx := context.Background()
+	var throttled atomic.Bool
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/v1/Services" && throttled.CompareAndSwap(false, true) {
+			w.Header().Set("Retry-After", "1")
+			w.WriteHeader(http.StatusTooManyRequests)
+			fmt.Fprint(w, `{"code":20429,"message":"Too Many Requests","status":429}`)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		key := strings.ToLower(r.URL.Path[strings.LastIndex(r.URL.Path, "/")+1:])
+		fmt.Fprintf(w, `{%q:[],"meta":{"next_page_url":null}}`, key)
+	}))
+	defer srv.Close()
+	st, _ := openSQLite(t)
+	defer st.Close()
+	s := &transfer.Source{BaseURL: srv.URL, Username: chorus.NewSID(chorus.PrefixAccount), Password: "x", Logger: quiet, MaxBackoff: 50 * time.Millisecond, Attempts: 2}
+	start := time.Now()
+	rep, err := transfer.Import(ctx, s, st, transfer.Options{Account: transfer.Account{SID: s.Username, AuthToken: "token"}, Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if waited := time.Since(start); waited < time.Second || rep.Retries != 1 {
+		t.Errorf("import after a 429 with Retry-After: 1 took %v with %d retries, want at least 1s and 1 retry", waited, rep.Retries)
 	}
 }
