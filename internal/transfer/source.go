@@ -105,6 +105,11 @@ func (s *Source) getJSON(ctx context.Context, u string, v any) error {
 	return nil
 }
 
+// maxEmptyPages is how many empty pages in a row list follows to a next
+// page (a page may come back empty when its elements were deleted or
+// expired meanwhile) before it takes the source for a broken one.
+const maxEmptyPages = 10
+
 // maxRetryAfter bounds the wait a source's Retry-After asks for.
 const maxRetryAfter = 5 * time.Minute
 
@@ -240,6 +245,7 @@ func (s *Source) list(ctx context.Context, path, key string, fn func(json.RawMes
 	}
 	u := s.BaseURL + path
 	seen := map[string]bool{}
+	empty := 0 // pages in a row without elements
 	for u != "" {
 		if seen[u] {
 			return fmt.Errorf("transfer: the source's next_page_url %s repeats a page", redactURL(u))
@@ -250,10 +256,14 @@ func (s *Source) list(ctx context.Context, path, key string, fn func(json.RawMes
 			return err
 		}
 		var elems []json.RawMessage
-		if raw, ok := page[key]; ok {
-			if err := json.Unmarshal(raw, &elems); err != nil {
-				return fmt.Errorf("transfer: GET %s: %s: %w", redactURL(u), key, err)
-			}
+		raw, ok := page[key]
+		if !ok {
+			// Not an empty collection: taking it for one would delete the
+			// target's copies of what the source still has.
+			return fmt.Errorf("transfer: GET %s: the answer has no %q list", redactURL(u), key)
+		}
+		if err := json.Unmarshal(raw, &elems); err != nil {
+			return fmt.Errorf("transfer: GET %s: %s: %w", redactURL(u), key, err)
 		}
 		for _, e := range elems {
 			if err := fn(e); err != nil {
@@ -266,8 +276,16 @@ func (s *Source) list(ctx context.Context, path, key string, fn func(json.RawMes
 				return fmt.Errorf("transfer: GET %s: meta: %w", redactURL(u), err)
 			}
 		}
+		if len(elems) == 0 {
+			empty++
+		} else {
+			empty = 0
+		}
+		if meta.NextPageURL != nil && *meta.NextPageURL != "" && empty > maxEmptyPages {
+			return fmt.Errorf("transfer: GET %s: %d empty pages in a row that each name a next page", redactURL(u), empty)
+		}
 		u = ""
-		if meta.NextPageURL != nil && *meta.NextPageURL != "" && len(elems) > 0 {
+		if meta.NextPageURL != nil && *meta.NextPageURL != "" {
 			next, err := url.Parse(*meta.NextPageURL)
 			if err != nil {
 				return fmt.Errorf("transfer: next_page_url: %w", err)
@@ -481,9 +499,11 @@ func objectsPath(svc *chorus.Service, k chorus.Kind) string {
 	return "/v1/Services/" + url.PathEscape(svc.SID) + "/" + k.Collection()
 }
 
-// Objects returns the service's objects of kind k.
+// Objects returns the service's objects of kind k. Twilio may still list
+// an object that expired and was not purged yet; it is left out.
 func (s *Source) Objects(ctx context.Context, svc *chorus.Service, k chorus.Kind) ([]*chorus.Object, error) {
 	var out []*chorus.Object
+	now := time.Now()
 	err := s.list(ctx, objectsPath(svc, k)+"?PageSize=1000", strings.ToLower(k.Collection()), func(raw json.RawMessage) error {
 		var w objectWire
 		if err := json.Unmarshal(raw, &w); err != nil {
@@ -493,7 +513,9 @@ func (s *Source) Objects(ctx context.Context, svc *chorus.Service, k chorus.Kind
 		if err != nil {
 			return fmt.Errorf("transfer: %w", err)
 		}
-		out = append(out, o)
+		if !o.Expired(now) {
+			out = append(out, o)
+		}
 		return nil
 	})
 	return out, err
@@ -505,9 +527,11 @@ func childrenPath(obj *chorus.Object, children string) string {
 	return objectsPath(&chorus.Service{SID: obj.ServiceSID}, obj.Kind) + "/" + url.PathEscape(obj.SID) + "/" + children + "?PageSize=1000"
 }
 
-// Items returns a list's items in index order or a map's in key order.
+// Items returns a list's items in index order or a map's in key order,
+// but those that expired (see Objects).
 func (s *Source) Items(ctx context.Context, obj *chorus.Object) ([]*chorus.Item, error) {
 	var out []*chorus.Item
+	now := time.Now()
 	path := childrenPath(obj, "Items")
 	err := s.list(ctx, path, "items", func(raw json.RawMessage) error {
 		var w itemWire
@@ -518,7 +542,9 @@ func (s *Source) Items(ctx context.Context, obj *chorus.Object) ([]*chorus.Item,
 		if err != nil {
 			return fmt.Errorf("transfer: %w", err)
 		}
-		out = append(out, it)
+		if !it.Expired(now) {
+			out = append(out, it)
+		}
 		return nil
 	})
 	return out, err

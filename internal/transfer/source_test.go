@@ -117,3 +117,77 @@ func TestRetryAfterWaitedInFull(t *testing.T) {
 		t.Errorf("import after a 429 with Retry-After: 1 took %v with %d retries, want at least 1s and 1 retry", waited, rep.Retries)
 	}
 }
+
+// Twilio may list what expired and was not purged yet, and may answer a
+// page emptied meanwhile with a next page: the import leaves the expired
+// out and follows the empty page.
+func TestExpiredAndEmptyPages(t *testing.T) {
+	ctx := context.Background()
+	acct, svc := chorus.NewSID(chorus.PrefixAccount), chorus.NewSID(chorus.PrefixService)
+	live, expired, list := chorus.NewSID(chorus.PrefixDocument), chorus.NewSID(chorus.PrefixDocument), chorus.NewSID("ES")
+	past := time.Now().Add(-time.Hour).UTC().Format(time.RFC3339)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		p := r.URL.Path
+		switch {
+		case p == "/v1/Services":
+			fmt.Fprintf(w, `{"services":[{"sid":%q,"account_sid":%q,"unique_name":null,"friendly_name":"t","date_created":"2020-01-02T03:04:05Z","date_updated":"2020-01-02T03:04:05Z","webhook_url":null,"reachability_debouncing_window":5000}],"meta":{"next_page_url":null}}`, svc, acct)
+		case p == "/v1/Services/"+svc+"/Documents" && r.URL.Query().Get("PageToken") == "":
+			fmt.Fprintf(w, `{"documents":[],"meta":{"next_page_url":"/v1/Services/%s/Documents?PageSize=1000&PageToken=PT1"}}`, svc)
+		case p == "/v1/Services/"+svc+"/Documents":
+			gone := strings.Replace(doc(expired, "old", `{}`), `"date_expires":null`, `"date_expires":"`+past+`"`, 1)
+			fmt.Fprintf(w, `{"documents":[%s,%s],"meta":{"next_page_url":null}}`, doc(live, "live", `{}`), gone)
+		case p == "/v1/Services/"+svc+"/Lists":
+			fmt.Fprintf(w, `{"lists":[{"sid":%q,"unique_name":null,"revision":"1","date_expires":null,"date_created":"2021-01-01T00:00:00Z","date_updated":"2021-01-02T00:00:00Z","created_by":"system"}],"meta":{"next_page_url":null}}`, list)
+		case strings.HasSuffix(p, "/Items"):
+			fmt.Fprintf(w, `{"items":[{"index":0,"revision":"0","data":{},"date_expires":null,"date_created":"2021-01-01T00:00:00Z","date_updated":"2021-01-01T00:00:00Z","created_by":"system"},`+
+				`{"index":1,"revision":"0","data":{},"date_expires":%q,"date_created":"2021-01-01T00:00:00Z","date_updated":"2021-01-01T00:00:00Z","created_by":"system"}],"meta":{"next_page_url":null}}`, past)
+		default:
+			key := strings.ToLower(p[strings.LastIndex(p, "/")+1:])
+			fmt.Fprintf(w, `{%q:[],"meta":{"next_page_url":null}}`, key)
+		}
+	}))
+	defer srv.Close()
+	st, _ := openSQLite(t)
+	defer st.Close()
+	s := &transfer.Source{BaseURL: srv.URL, Username: acct, Password: "x", Logger: quiet}
+	rep, err := transfer.Import(ctx, s, st, transfer.Options{Account: transfer.Account{SID: acct, AuthToken: "token"}, Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Objects.Created != 2 || rep.Items.Created != 1 {
+		t.Errorf("objects %+v, items %+v; want the live document and the list with its live item", rep.Objects, rep.Items)
+	}
+	err = st.View(ctx, func(tx chorus.ReadTx) error {
+		if _, err := tx.Object(ctx, chorus.KindDocument, svc, expired); err == nil {
+			t.Error("the expired document was imported")
+		}
+		_, err := tx.Object(ctx, chorus.KindDocument, svc, live)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// An answer without its list is not an empty collection: taking it for
+// one would delete the target's copies of items the source still has.
+func TestAnswerWithoutItsList(t *testing.T) {
+	ctx := context.Background()
+	acct, svc := chorus.NewSID(chorus.PrefixAccount), chorus.NewSID(chorus.PrefixService)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		if r.URL.Path == "/v1/Services" {
+			fmt.Fprintf(w, `{"services":[{"sid":%q,"account_sid":%q,"unique_name":null,"friendly_name":"t","date_created":"2020-01-02T03:04:05Z","date_updated":"2020-01-02T03:04:05Z","webhook_url":null,"reachability_debouncing_window":5000}],"meta":{"next_page_url":null}}`, svc, acct)
+			return
+		}
+		fmt.Fprint(w, `{"meta":{"next_page_url":null}}`)
+	}))
+	defer srv.Close()
+	st, _ := openSQLite(t)
+	defer st.Close()
+	s := &transfer.Source{BaseURL: srv.URL, Username: acct, Password: "x", Logger: quiet}
+	if _, err := transfer.Import(ctx, s, st, transfer.Options{Account: transfer.Account{SID: acct, AuthToken: "token"}, Logger: quiet}); err == nil || !strings.Contains(err.Error(), `has no "documents" list`) {
+		t.Errorf("Import from answers without their lists = %v, want an error naming the missing list", err)
+	}
+}
