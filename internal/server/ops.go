@@ -59,7 +59,7 @@ func (s *Server) metricsAllowed(r *http.Request) bool {
 	if s.cfg.MetricsPublic {
 		return true
 	}
-	if r.Header.Get("X-Forwarded-For") != "" || r.Header.Get("Forwarded") != "" {
+	if proxied(r) {
 		return false
 	}
 	ip := net.ParseIP(hostOf(r.RemoteAddr))

@@ -55,6 +55,10 @@ func TestMetricsLoopbackOnly(t *testing.T) {
 		req := httptest.NewRequest("GET", "/metrics", nil)
 		req.RemoteAddr = remote
 		for i := 0; i+1 < len(hdr); i += 2 {
+			if hdr[i] == "proto" { // HTTP/1.0: a default nginx proxy_pass
+				req.Proto, req.ProtoMajor, req.ProtoMinor = hdr[i+1], 1, 0
+				continue
+			}
 			req.Header.Set(hdr[i], hdr[i+1])
 		}
 		rec := httptest.NewRecorder()
@@ -75,6 +79,8 @@ func TestMetricsLoopbackOnly(t *testing.T) {
 		{"remote", s, "192.0.2.1:40000", nil, 403},
 		{"through a local proxy", s, "127.0.0.1:40000", []string{"X-Forwarded-For", "203.0.113.1"}, 403},
 		{"through a local proxy, Forwarded", s, "127.0.0.1:40000", []string{"Forwarded", "for=203.0.113.1"}, 403},
+		{"through a local proxy, Via", s, "127.0.0.1:40000", []string{"Via", "1.1 proxy"}, 403},
+		{"through a default nginx (HTTP/1.0, no forwarding header)", s, "127.0.0.1:40000", []string{"proto", "HTTP/1.0"}, 403},
 		{"remote with MetricsPublic", open, "192.0.2.1:40000", nil, 200},
 	} {
 		if got := get(tt.s, tt.remote, tt.hdr...); got != tt.want {

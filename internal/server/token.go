@@ -63,14 +63,13 @@ var errTokenHost = chorus.Errorf(chorus.ErrForbiddenRequest,
 // tokenRequestAllowed reports whether /token may answer r: its Host must be
 // a loopback name or address (any port) and its TCP peer a loopback
 // address, or, with DevTokensPublic, the Host the public URL's host; and a
-// request a proxy forwarded (X-Forwarded-For, Forwarded) is refused unless
+// request a proxy forwarded (see proxied) is refused unless
 // DevTokensPublic. The Host check is what defeats DNS rebinding: a page of
 // evil.example whose name now resolves to 127.0.0.1 still sends Host:
 // evil.example. The peer check keeps a remote client from merely claiming
 // Host: localhost.
 func (s *Server) tokenRequestAllowed(r *http.Request) bool {
-	forwarded := r.Header.Get("X-Forwarded-For") != "" || r.Header.Get("Forwarded") != ""
-	if forwarded && !s.cfg.DevTokensPublic {
+	if proxied(r) && !s.cfg.DevTokensPublic {
 		return false
 	}
 	if peer := net.ParseIP(hostOf(r.RemoteAddr)); loopbackHost(r.Host) && peer != nil && peer.IsLoopback() {
@@ -236,4 +235,20 @@ func (s *Server) mintDevToken(ctx context.Context, identity string) (string, err
 		ServiceSID: s.creds.ServiceSID,
 		TTL:        s.cfg.TokenTTL,
 	})
+}
+
+// proxied reports a request that shows a reverse proxy forwarded it: a
+// forwarding header (X-Forwarded-For, Forwarded, X-Real-IP, Via), or
+// HTTP/1.0, which nginx speaks to its upstream unless told otherwise
+// (proxy_http_version), with Host: 127.0.0.1:3000 ($proxy_host) and no
+// forwarding header: from a loopback peer, with a loopback Host, it would
+// otherwise look like this machine's own browser. Browsers, curl, Node
+// and Prometheus speak HTTP/1.1 or later.
+func proxied(r *http.Request) bool {
+	for _, h := range [...]string{"X-Forwarded-For", "Forwarded", "X-Real-Ip", "Via"} {
+		if r.Header.Get(h) != "" {
+			return true
+		}
+	}
+	return !r.ProtoAtLeast(1, 1)
 }

@@ -299,6 +299,15 @@ func TestTokenHost(t *testing.T) {
 		}(), 403},
 		{"X-Forwarded-For", local, req("localhost:3000", "X-Forwarded-For", "203.0.113.9"), 403},
 		{"Forwarded", local, req("localhost:3000", "Forwarded", "for=203.0.113.9"), 403},
+		{"X-Real-IP", local, req("localhost:3000", "X-Real-IP", "203.0.113.9"), 403},
+		{"Via", local, req("localhost:3000", "Via", "1.1 proxy"), 403},
+		// A default nginx proxy_pass: HTTP/1.0, Host 127.0.0.1:3000, no
+		// forwarding header.
+		{"HTTP/1.0 from a default nginx", local, func() *http.Request {
+			r := req("127.0.0.1:3000")
+			r.Proto, r.ProtoMajor, r.ProtoMinor = "HTTP/1.0", 1, 0
+			return r
+		}(), 403},
 		{"public host without DevTokensPublic", pub, req("chorus.example.com"), 403},
 		{"loopback with a public URL", pub, req("127.0.0.1:3000"), 200},
 		{"public host with DevTokensPublic", open, req("chorus.example.com", "X-Forwarded-For", "203.0.113.9"), 200},
