@@ -57,12 +57,36 @@ func errorResponse(e *chorus.Error) response {
 	return response{e.Status, b}
 }
 
-// handleMessage answers one upstream request.
+// maxHost bounds the host a request names (a DNS name is at most 253
+// bytes; a port and brackets add a few).
+const maxHost = 261
+
+// validHost reports whether a request's host may become the base of the
+// URLs in its answers and in its session's events: a host name, an IPv4
+// or a bracketed IPv6 address, with an optional port (the SDK sends its
+// cdsUri's host). Each distinct base costs every event of a topic one more
+// encoding, so a client must not make it long or arbitrary.
+func validHost(h string) bool {
+	if h == "" || len(h) > maxHost {
+		return false
+	}
+	for i := 0; i < len(h); i++ {
+		switch c := h[i]; {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		case c == '.' || c == '-' || c == '_' || c == ':' || c == '[' || c == ']':
+		default:
+			return false
+		}
+	}
+	return true
+}
+
 // internBase returns the canonical copy of a public base URL. The hub
 // compares the base of every subscriber to pick the frame to send, and
 // equal strings that share their bytes compare at once.
 func internBase(base string) string { return unique.Make(base).Value() }
 
+// handleMessage answers one upstream request.
 func (c *conn) handleMessage(ctx context.Context, f *protocol.Frame) error {
 	if !c.isInitialized() {
 		return errNotInitialized
@@ -79,6 +103,10 @@ func (c *conn) handleMessage(ctx context.Context, f *protocol.Frame) error {
 		host := hr.Host
 		if host == "" {
 			host = "localhost"
+		}
+		if !validHost(host) {
+			c.sendHTTP(id, errorResponse(chorus.Errorf(chorus.ErrInvalidParameter, "Invalid host: want a host name or address with an optional port")))
+			return nil
 		}
 		base = "http://" + host
 	}

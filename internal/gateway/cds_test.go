@@ -3,9 +3,12 @@ package gateway
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/chorus-sync/chorus/protocol"
 )
 
 func (e *env) session(identity string) *tclient {
@@ -196,4 +199,57 @@ func TestStreams(t *testing.T) {
 	}
 	big := strings.Repeat("x", 5*1024)
 	wantStatus(t, "oversize", a.do("POST", s["links"].(map[string]any)["messages"].(string), nil, map[string]any{"data": map[string]any{"big": big}}), 413, 54006)
+}
+
+// The host a request names becomes the base of the URLs in its answers
+// and its session's events: one more encoding per event for each distinct
+// one, so it must be a short host[:port], not anything a client sends.
+func TestRequestHostValidated(t *testing.T) {
+	e := newEnv(t)
+	c := e.session("alice")
+	send := func(host string) int {
+		f := c.call(map[string]any{
+			"method": "message", "active_grant": "data_sync", "payload_type": "application/json",
+			"http_request": map[string]any{"host": host, "path": "/v3/Documents", "method": "POST", "params": map[string]any{},
+				"headers": map[string]any{"Content-Type": "application/json"}},
+		}, []byte(`{"data":{}}`))
+		var hs protocol.Status
+		if ok, err := f.Header.Get("http_status", &hs); !ok || err != nil {
+			t.Fatalf("host %.40q: no http_status (%v)", host, err)
+		}
+		return hs.Code
+	}
+	for _, host := range []string{strings.Repeat("a", maxHost+1), "evil.example/x", "a b", "h\u00e9", "h\"x", "h?x"} {
+		if code := send(host); code != 400 {
+			t.Errorf("request naming host %.40q = %d, want 400", host, code)
+		}
+	}
+	for _, host := range []string{"cds.test:1", "127.0.0.1:3000", "[::1]:3000", "chorus.example.com", strings.Repeat("a", maxHost)} {
+		if code := send(host); code != 201 {
+			t.Errorf("request naming host %.40q = %d, want 201", host, code)
+		}
+	}
+}
+
+// Sessions that name more hosts than delivery searches linearly each get
+// the event encoded for their own host (found by the topic's index).
+func TestEventPerHostBeyondLinearSearch(t *testing.T) {
+	e := newEnv(t)
+	w := e.session("writer")
+	m := wantStatus(t, "create map", w.do("POST", "/v3/Maps", nil, map[string]any{"unique_name": "m"}), 201, 0)
+	sid := m["sid"].(string)
+	var subs []*tclient
+	for i := range linearBases + 4 {
+		c := e.session(fmt.Sprintf("s%d", i))
+		c.host = fmt.Sprintf("h%d.example:3000", i)
+		c.establish(int64(i+1), map[string]any{"object_sid": sid, "object_type": "map", "last_event_id": num(m["last_event_id"])})
+		subs = append(subs, c)
+	}
+	wantStatus(t, "add item", w.do("POST", "/v3/Maps/"+sid+"/Items", nil, map[string]any{"key": "k", "data": map[string]any{}}), 201, 0)
+	for i, c := range subs {
+		ev := c.nextOf("map_item_added", 5*time.Second).event()
+		if u, _ := ev["item_url"].(string); !strings.HasPrefix(u, "http://"+c.host+"/") {
+			t.Errorf("session %d (host %s): item_url %q", i, c.host, u)
+		}
+	}
 }

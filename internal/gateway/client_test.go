@@ -128,6 +128,7 @@ type tclient struct {
 	seq          int64         // frames read (reader goroutine)
 	lastReplySeq atomic.Int64
 	noAck        bool
+	host         string // http_request.host of do; default cds.test:1
 }
 
 // note is a decoded notification.
@@ -407,9 +408,13 @@ func (c *tclient) do(method, path string, headers map[string]string, body any) h
 	default:
 		payload, _ = json.Marshal(b)
 	}
+	host := c.host
+	if host == "" {
+		host = "cds.test:1"
+	}
 	f := c.call(map[string]any{
 		"method": "message", "active_grant": "data_sync", "payload_type": "application/json",
-		"http_request": map[string]any{"host": "cds.test:1", "path": path, "method": method, "params": params, "headers": hdr},
+		"http_request": map[string]any{"host": host, "path": path, "method": method, "params": params, "headers": hdr},
 	}, payload)
 	if f.Header.Status == nil || f.Header.Status.Code != 200 {
 		c.t.Fatalf("%s %s: twilsock status = %+v, want 200", method, path, f.Header.Status)

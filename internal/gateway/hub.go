@@ -54,7 +54,15 @@ type topic struct {
 	subs     map[*conn]*subscription
 	queries  map[*liveQuery]struct{} // live queries of a Map (insights.go)
 	frames   []baseFrame             // scratch: one encoded frame per public base
+	// frameIndex finds the frames past the first linearBases (scratch, as
+	// frames): sessions may name many hosts, and a linear search of each
+	// for every subscriber would be quadratic.
+	frameIndex map[string]*liveEvent
 }
+
+// linearBases is how many public bases an event's delivery looks up by
+// a linear search (one, nearly always: the public URL or the SDK's host).
+const linearBases = 8
 
 type baseFrame struct {
 	base  string
@@ -297,21 +305,31 @@ func (t *topic) deliverLocked(e *chorus.Event) {
 			s.delivered = e.ID
 		}
 		var f *liveEvent
-		for i := range frames {
+		for i := range min(len(frames), linearBases) {
 			if frames[i].base == c.base {
 				f = frames[i].event
 				break
 			}
 		}
+		if f == nil && len(frames) > linearBases {
+			f = t.frameIndex[c.base]
+		}
 		if f == nil {
 			f = liveFrame(e, c.base)
 			frames = append(frames, baseFrame{c.base, f})
+			if len(frames) > linearBases {
+				if t.frameIndex == nil {
+					t.frameIndex = make(map[string]*liveEvent)
+				}
+				t.frameIndex[c.base] = f
+			}
 		}
 		c.sendLive(f)
 		n++
 	}
 	clear(frames)
 	t.frames = frames[:0]
+	t.frameIndex = nil // rare: sessions named more than linearBases hosts
 	t.h.delivered.Add(uint64(n))
 	if len(t.queries) > 0 {
 		t.offerQueriesLocked(e)
