@@ -288,7 +288,9 @@ func selectServices(all []*chorus.Service, sel []string) ([]*chorus.Service, err
 		if found == nil {
 			return nil, fmt.Errorf("transfer: the source has no service %q", name)
 		}
-		out = append(out, found)
+		if !slices.Contains(out, found) { // named twice (by SID and by unique name): copied once
+			out = append(out, found)
+		}
 	}
 	return out, nil
 }

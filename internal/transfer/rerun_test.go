@@ -239,3 +239,25 @@ func TestNextPageOnAnotherOriginStaysOnTheSource(t *testing.T) {
 		t.Errorf("objects %+v, want both pages' documents created", rep.Objects)
 	}
 }
+
+// A service named twice, by SID and by unique name, is copied once.
+func TestServiceNamedTwice(t *testing.T) {
+	ctx := context.Background()
+	creds := servertest.NewCredentials()
+	src := startNode(t, server.Config{DataDir: t.TempDir(), Creds: creds})
+	ds := populate(t, src, 4, 1, 1, 2)
+	st, _ := openSQLite(t)
+	defer st.Close()
+	one, err := transfer.Import(ctx, src.source(), st, transfer.Options{Account: account(src), Logger: quiet, Services: []string{ds.services[1]}, DryRun: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	twice, err := transfer.Import(ctx, src.source(), st, transfer.Options{Account: account(src), Logger: quiet, Services: []string{ds.services[1], "svc two ü"}, DryRun: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if twice.Services != one.Services || twice.Objects != one.Objects || twice.Items != one.Items {
+		t.Errorf("named twice: services %+v, objects %+v, items %+v; named once: %+v, %+v, %+v",
+			twice.Services, twice.Objects, twice.Items, one.Services, one.Objects, one.Items)
+	}
+}
