@@ -457,6 +457,16 @@ func (im *importer) importService(ctx context.Context, svc *chorus.Service) (boo
 		im.count(func(r *Report) { r.Services.Unchanged++ })
 		return true, nil
 	}
+	if old != nil && reason == "" && !im.opt.Overwrite &&
+		old.DateUpdated.Truncate(time.Second).After(svc.DateUpdated.Truncate(time.Second)) {
+		// Its settings (ACLs, webhooks) were changed on the target after
+		// the source's last change: keep them, and compare its objects.
+		im.conflict(Conflict{Kind: "service", SID: svc.SID, UniqueName: svc.UniqueName, Reason: fmt.Sprintf(
+			"the target's service was changed at %s, after the source's last update (%s): its settings are kept",
+			old.DateUpdated.UTC().Format(time.RFC3339), svc.DateUpdated.UTC().Format(time.RFC3339))})
+		im.count(func(r *Report) { r.Services.Refused++ })
+		return true, nil
+	}
 	if !im.opt.DryRun {
 		err := im.st.Update(ctx, func(tx chorus.Tx) error {
 			if clash != nil {
@@ -718,12 +728,12 @@ func writtenSince(target, source *chorus.Object) bool {
 }
 
 // goneOr counts obj as gone at the source when err is the source's 404
-// (the object was deleted or expired after it was listed) and returns
-// nil; any other error is returned as it is.
+// with Twilio's code 20404 (the object was deleted or expired after it was
+// listed) and returns nil; any other error is returned as it is.
 func (im *importer) goneOr(obj *chorus.Object, err error) error {
 	var se *SourceError
-	if !errors.As(err, &se) || se.Status != http.StatusNotFound {
-		return err
+	if !errors.As(err, &se) || se.Status != http.StatusNotFound || se.Code != 20404 {
+		return err // a 404 without Twilio's code is not the resource's answer (a proxy's page, say)
 	}
 	im.log.Info("object gone at the source; not copied", "kind", obj.Kind, "sid", obj.SID, "service", obj.ServiceSID)
 	im.count(func(r *Report) { r.Objects.Gone++ })

@@ -74,6 +74,10 @@ func TestRerunAfterCutOverKeepsTargetWrites(t *testing.T) {
 	if _, _, err := deng.WriteItem(ctx, sys, dsvc, chorus.KindMap, m.SID, chorus.ItemRef{Key: "new"}, engine.ItemWrite{Mode: engine.CreateOnly, Data: json.RawMessage(`{"n":1}`)}); err != nil {
 		t.Fatal(err)
 	}
+	acl := true
+	if _, err := deng.UpdateService(ctx, creds.AccountSID, creds.ServiceSID, engine.ServiceParams{ACLEnabled: &acl}); err != nil {
+		t.Fatal(err)
+	}
 	dst.stop()
 
 	reopen := func() chorus.Store {
@@ -107,13 +111,23 @@ func TestRerunAfterCutOverKeepsTargetWrites(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if rep.Objects.Refused != 2 || len(rep.Conflicts) != 2 || rep.Objects.Unchanged != 1 {
-		t.Errorf("re-run report objects %+v, %d conflicts, want the 2 written objects refused and 1 unchanged", rep.Objects, len(rep.Conflicts))
+	if rep.Objects.Refused != 2 || rep.Services.Refused != 1 || len(rep.Conflicts) != 3 || rep.Objects.Unchanged != 1 {
+		t.Errorf("re-run report services %+v, objects %+v, %d conflicts; want the service and the 2 written objects refused, 1 unchanged",
+			rep.Services, rep.Objects, len(rep.Conflicts))
 	}
 	for _, c := range rep.Conflicts {
-		if (c.SID != doc.SID && c.SID != m.SID) || !strings.Contains(c.Reason, "after the source's last update") {
-			t.Errorf("conflict %+v, want the document or the map, written after the source's last update", c)
+		if (c.SID != doc.SID && c.SID != m.SID && c.SID != creds.ServiceSID) || !strings.Contains(c.Reason, "after the source's last update") {
+			t.Errorf("conflict %+v, want the service, the document or the map, changed after the source's last update", c)
 		}
+	}
+	if err := st.View(ctx, func(tx chorus.ReadTx) error {
+		svc, err := tx.Service(ctx, creds.ServiceSID)
+		if err == nil && !svc.ACLEnabled {
+			t.Error("the re-run turned the target service's ACLs off again")
+		}
+		return err
+	}); err != nil {
+		t.Fatal(err)
 	}
 	if data, keys := targetState(st); data != `{"v":"target"}` || strings.Join(keys, ",") != "a,new" {
 		t.Errorf("after the re-run the target holds %s and items %v, want its own write and the item it added", data, keys)
@@ -130,8 +144,8 @@ func TestRerunAfterCutOverKeepsTargetWrites(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if rep.Objects.Refused != 0 || rep.Objects.Updated != 2 {
-		t.Errorf("--overwrite report objects %+v, want the 2 objects updated", rep.Objects)
+	if rep.Objects.Refused != 0 || rep.Objects.Updated != 2 || rep.Services.Updated != 1 {
+		t.Errorf("--overwrite report services %+v, objects %+v, want the service and the 2 objects updated", rep.Services, rep.Objects)
 	}
 	if data, keys := targetState(st); data != `{"v":"source"}` || strings.Join(keys, ",") != "a" {
 		t.Errorf("after --overwrite the target holds %s and items %v, want the source's", data, keys)
