@@ -6,8 +6,10 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/chorus-sync/chorus/internal/server"
 	"github.com/chorus-sync/chorus/internal/store/sqlite"
@@ -82,10 +84,18 @@ func cmdRestore(ctx context.Context, args []string, stdout io.Writer) error {
 	file := fs.Arg(0)
 	entries, err := os.ReadDir(*dataDir)
 	exists := err == nil
-	switch {
-	case err != nil && !errors.Is(err, os.ErrNotExist):
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return err
-	case len(entries) > 0:
+	}
+	for _, e := range entries {
+		// A restore killed while staging (SIGKILL, power loss) left its
+		// staging directory: nothing of it was ever named chorus.db.
+		if e.IsDir() && strings.HasPrefix(e.Name(), restoreStagePrefix) {
+			if err := os.RemoveAll(filepath.Join(*dataDir, e.Name())); err != nil {
+				return err
+			}
+			continue
+		}
 		return fmt.Errorf("%s is not empty; restore only into an empty or new data directory", *dataDir)
 	}
 	f, err := os.Open(file)
@@ -97,7 +107,7 @@ func cmdRestore(ctx context.Context, args []string, stdout io.Writer) error {
 	// than its parent: the database is staged inside it then.
 	var stage string
 	if exists {
-		stage, err = os.MkdirTemp(*dataDir, ".restore-")
+		stage, err = os.MkdirTemp(*dataDir, restoreStagePrefix)
 	} else {
 		stage, err = os.MkdirTemp(filepath.Dir(filepath.Clean(*dataDir)), "."+filepath.Base(filepath.Clean(*dataDir))+".restore-")
 	}
@@ -117,6 +127,10 @@ func cmdRestore(ctx context.Context, args []string, stdout io.Writer) error {
 	return err
 }
 
+// restoreStagePrefix names the staging directory of a restore inside an
+// existing data directory.
+const restoreStagePrefix = ".restore-"
+
 // installRestored gives the verified database staged in stage its name in
 // dataDir, never replacing a file there: a server started on the directory
 // during the restore keeps its database, and the restore fails. Then it
@@ -130,8 +144,20 @@ func installRestored(stage, dataDir string, exists bool) error {
 		}
 		return syncDir(filepath.Dir(filepath.Clean(dataDir)))
 	}
-	if err := os.Link(filepath.Join(stage, server.DBFile), filepath.Join(dataDir, server.DBFile)); err != nil {
+	staged, dst := filepath.Join(stage, server.DBFile), filepath.Join(dataDir, server.DBFile)
+	switch err := os.Link(staged, dst); {
+	case errors.Is(err, fs.ErrExist):
 		return fmt.Errorf("%w: something wrote to the data directory during the restore", err)
+	case err != nil:
+		// A filesystem without hard links (SMB, exFAT, some FUSE): check
+		// again, then rename (a database that appears in between would
+		// be replaced; the window is this one call).
+		if _, serr := os.Lstat(dst); !errors.Is(serr, fs.ErrNotExist) {
+			return fmt.Errorf("%s exists: something wrote to the data directory during the restore", dst)
+		}
+		if err := os.Rename(staged, dst); err != nil {
+			return err
+		}
 	}
 	if err := os.RemoveAll(stage); err != nil {
 		return err

@@ -189,6 +189,22 @@ func TestBackupUnderWrites(t *testing.T) {
 	if ents, _ := os.ReadDir(dir); len(ents) != 3 {
 		t.Errorf("refused restores left files behind next to the data directory: %v", ents)
 	}
+
+	// A restore killed while staging left its staging directory inside the
+	// data directory: the next restore clears it instead of refusing.
+	stale := filepath.Join(empty, ".restore-4242")
+	if err := os.Mkdir(stale, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(stale, server.DBFile), raw[:100], 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, errOut, code := chorusCmd(t, cleanEnv(), "restore", "--data-dir", empty, backup); code != 0 {
+		t.Errorf("restore over a killed restore's staging directory: exit %d, stderr %q", code, errOut)
+	}
+	if ents, _ := os.ReadDir(empty); len(ents) != 1 || ents[0].Name() != server.DBFile {
+		t.Errorf("after the restore the data directory holds %v, want the database alone", ents)
+	}
 }
 
 // The restored database never replaces one that appeared in the data
