@@ -62,9 +62,9 @@ func errorResponse(e *chorus.Error) response {
 const maxHost = 261
 
 // validHost reports whether a request's host may become the base of the
-// URLs in its answers and in its session's events: a host name, an IPv4
-// or a bracketed IPv6 address, with an optional port (the SDK sends its
-// cdsUri's host). Each distinct base costs every event of a topic one more
+// URLs in its answers and in its session's events: a host name (also an
+// internationalized one, as UTF-8), an IPv4 or a bracketed IPv6 address
+// (with a zone), with an optional port (the SDK sends its cdsUri's host). Each distinct base costs every event of a topic one more
 // encoding, so a client must not make it long or arbitrary.
 func validHost(h string) bool {
 	if h == "" || len(h) > maxHost {
@@ -72,8 +72,8 @@ func validHost(h string) bool {
 	}
 	for i := 0; i < len(h); i++ {
 		switch c := h[i]; {
-		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
-		case c == '.' || c == '-' || c == '_' || c == ':' || c == '[' || c == ']':
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9', c >= 0x80: // an IDN as UTF-8
+		case c == '.' || c == '-' || c == '_' || c == ':' || c == '[' || c == ']' || c == '%': // % for an IPv6 zone
 		default:
 			return false
 		}

@@ -219,12 +219,12 @@ func TestRequestHostValidated(t *testing.T) {
 		}
 		return hs.Code
 	}
-	for _, host := range []string{strings.Repeat("a", maxHost+1), "evil.example/x", "a b", "h\u00e9", "h\"x", "h?x"} {
+	for _, host := range []string{strings.Repeat("a", maxHost+1), "evil.example/x", "a b", "h\"x", "h?x", "h\\x", "h\x00"} {
 		if code := send(host); code != 400 {
 			t.Errorf("request naming host %.40q = %d, want 400", host, code)
 		}
 	}
-	for _, host := range []string{"cds.test:1", "127.0.0.1:3000", "[::1]:3000", "chorus.example.com", strings.Repeat("a", maxHost)} {
+	for _, host := range []string{"cds.test:1", "127.0.0.1:3000", "[::1]:3000", "[fe80::1%25eth0]:3000", "bücher.local:3000", "chorus.example.com", strings.Repeat("a", maxHost)} {
 		if code := send(host); code != 201 {
 			t.Errorf("request naming host %.40q = %d, want 201", host, code)
 		}

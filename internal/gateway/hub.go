@@ -329,7 +329,7 @@ func (t *topic) deliverLocked(e *chorus.Event) {
 	}
 	clear(frames)
 	t.frames = frames[:0]
-	t.frameIndex = nil // rare: sessions named more than linearBases hosts
+	clear(t.frameIndex) // nil but when sessions named more than linearBases hosts
 	t.h.delivered.Add(uint64(n))
 	if len(t.queries) > 0 {
 		t.offerQueriesLocked(e)
