@@ -249,7 +249,7 @@ func TestRevokeOthers(t *testing.T) {
 // main key, as after a leak) end a secondary auth token that whoever held
 // the old ones may have created; the same credentials keep it.
 func TestBootstrapNewCredentialsDropSecondary(t *testing.T) {
-	for _, change := range []string{"auth token", "key secret", "key"} {
+	for _, change := range []string{"auth token", "key secret", "key", "auth token = the secondary"} {
 		t.Run(change, func(t *testing.T) {
 			f := newFixture(t)
 			ctx := context.Background()
@@ -272,9 +272,20 @@ func TestBootstrapNewCredentialsDropSecondary(t *testing.T) {
 				next.APISecret = chorus.NewSecret(32)
 			case "key":
 				next.APIKeySID = chorus.NewSID(chorus.PrefixAPIKey)
+			case "auth token = the secondary": // promoted through the environment
+				next.AuthToken = a.SecondaryAuthToken
 			}
 			if _, _, err := f.eng.Bootstrap(ctx, next); err != nil {
 				t.Fatal(err)
+			}
+			if next.AuthToken == a.SecondaryAuthToken {
+				if _, err := f.eng.AuthenticateCredential(ctx, op.AccountSID, op.AuthToken); chorus.ErrorCode(err) != 20003 {
+					t.Errorf("the old primary still authenticates after the promotion: %v", err)
+				}
+				if acct, err := f.eng.Account(ctx, op.AccountSID); err != nil || acct.SecondaryAuthToken != "" || acct.AuthToken != a.SecondaryAuthToken {
+					t.Errorf("after the promotion the account is %+v, %v", acct, err)
+				}
+				return
 			}
 			if _, err := f.eng.AuthenticateCredential(ctx, op.AccountSID, a.SecondaryAuthToken); chorus.ErrorCode(err) != 20003 {
 				t.Errorf("after a new %s the secondary auth token still authenticates: %v", change, err)

@@ -33,9 +33,9 @@ func (e *Engine) Bootstrap(ctx context.Context, want Credentials) (got Credentia
 		return Credentials{}, false, err
 	}
 	now := e.now()
-	var droppedSecondary bool
+	var droppedSecondary, promoted bool
 	err = e.update(ctx, SystemActor(), func(tx chorus.Tx, c *change) error {
-		created, droppedSecondary = false, false
+		created, droppedSecondary, promoted = false, false, false
 		acct, err := tx.Account(ctx, want.AccountSID)
 		switch {
 		case isNotFound(err):
@@ -58,8 +58,11 @@ func (e *Engine) Bootstrap(ctx context.Context, want Credentials) (got Credentia
 		// ones may have created. The same credentials at a restart keep
 		// it: a rotation in progress survives the nodes' restarts.
 		if (credsChanged || keyChanged) && acct.SecondaryAuthToken != "" {
+			// TWILIO_AUTH_TOKEN naming the secondary promotes it.
+			droppedSecondary = acct.SecondaryAuthToken != want.AuthToken
+			promoted = !droppedSecondary
 			acct.SecondaryAuthToken, acct.SecondaryDateCreated = "", zeroTime
-			droppedSecondary, credsChanged = true, true
+			credsChanged = true
 		}
 		if credsChanged {
 			created = true
@@ -100,8 +103,11 @@ func (e *Engine) Bootstrap(ctx context.Context, want Credentials) (got Credentia
 	if created {
 		e.credentialsChanged(ctx)
 	}
-	if droppedSecondary {
+	switch {
+	case droppedSecondary:
 		e.log.Warn("revoked the secondary auth token: the operator's credentials changed", "account_sid", want.AccountSID)
+	case promoted:
+		e.log.Info("the secondary auth token is the primary now: TWILIO_AUTH_TOKEN names it", "account_sid", want.AccountSID)
 	}
 	return want, created, nil
 }
