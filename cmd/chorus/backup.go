@@ -27,6 +27,9 @@ func cmdBackup(ctx context.Context, args []string, stdout io.Writer) error {
 	if *out == "" {
 		return usagef("--out FILE is required (for PostgreSQL use pg_dump, see README)")
 	}
+	if err := embeddedStoreMeant(fs); err != nil {
+		return err
+	}
 	db := filepath.Join(*dataDir, server.DBFile)
 	if _, err := os.Stat(db); err != nil {
 		return fmt.Errorf("no database to back up: %w", err)
@@ -176,4 +179,21 @@ func syncDir(dir string) error {
 		return fmt.Errorf("sync %s: %w", dir, err)
 	}
 	return nil
+}
+
+// embeddedStoreMeant refuses a command that reads the embedded store's data
+// directory when CHORUS_STORE_URL says the deployment keeps its state in
+// PostgreSQL and --data-dir was not named: ./chorus-data is then a leftover
+// from before a migration, and backing it up or printing its credentials
+// would look like success.
+func embeddedStoreMeant(fs *flag.FlagSet) error {
+	if getenv("CHORUS_STORE_URL") == "" {
+		return nil
+	}
+	named := false
+	fs.Visit(func(f *flag.Flag) { named = named || f.Name == "data-dir" })
+	if named {
+		return nil
+	}
+	return fmt.Errorf("CHORUS_STORE_URL is set: the state is in PostgreSQL (back it up with pg_dump, see README; the credentials are the TWILIO_* variables); name --data-dir to use an embedded store anyway")
 }

@@ -246,3 +246,23 @@ func TestInstallRestoredNeverReplaces(t *testing.T) {
 		t.Errorf("the data directory holds %v, want the database alone", ents)
 	}
 }
+
+// With CHORUS_STORE_URL set the state is in PostgreSQL: `chorus backup`
+// and `chorus admin credentials` refuse to read ./chorus-data (a leftover
+// from before a migration) unless --data-dir names a directory.
+func TestEmbeddedCommandsUnderPostgres(t *testing.T) {
+	pg := cleanEnv("CHORUS_STORE_URL=postgres://127.0.0.1:1/none")
+	out := filepath.Join(t.TempDir(), "b.backup")
+	for _, args := range [][]string{{"backup", "--out", out}, {"admin", "credentials"}} {
+		if _, errOut, code := chorusCmd(t, pg, args...); code != exitError || !strings.Contains(errOut, "CHORUS_STORE_URL is set") {
+			t.Errorf("chorus %v with CHORUS_STORE_URL: exit %d, stderr %q; want a refusal naming it", args, code, errOut)
+		}
+	}
+	if _, err := os.Stat(out); !os.IsNotExist(err) {
+		t.Errorf("a refused backup wrote %s: %v", out, err)
+	}
+	// Named, the directory is used: this one holds no database.
+	if _, errOut, code := chorusCmd(t, pg, "admin", "credentials", "--data-dir", t.TempDir()); code != exitError || !strings.Contains(errOut, "no credentials") {
+		t.Errorf("admin credentials --data-dir with CHORUS_STORE_URL: exit %d, stderr %q; want the data directory read", code, errOut)
+	}
+}

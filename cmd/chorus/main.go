@@ -363,6 +363,9 @@ func cmdCredentials(ctx context.Context, args []string, stdout io.Writer) error 
 	if err := parse(fs, args); err != nil {
 		return err
 	}
+	if err := embeddedStoreMeant(fs); err != nil {
+		return err
+	}
 	c, err := storedCredentials(ctx, *dataDir)
 	if err != nil {
 		return err
