@@ -13,7 +13,8 @@ import (
 // Map keys and identities are matched with a trailing {Key...} wildcard:
 // twilio-go substitutes path parameters without escaping them, so a key
 // "a/b" arrives either as a%2Fb (escaped by the caller) or as a/b; both
-// decode to the same key.
+// decode to the same key (KeepKeyPath keeps ServeMux from cleaning "a//b"
+// or "x/.." into another item's path).
 func (a *api) routes() {
 	allowed := map[string][]string{}
 	r := func(pattern string, h handler) { a.route(allowed, pattern, h) }

@@ -103,7 +103,35 @@ func (a *api) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	c := &call{account: account, base: a.baseURL(r)}
+	KeepKeyPath(r)
 	a.mux.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), ctxKey{}, c)))
+}
+
+// KeepKeyPath lets a map item's key or a permission's identity, the last
+// part of its path, hold "/" and dot segments unescaped, as twilio-go
+// sends them. ServeMux cleans "…/Items/a//b" to "…/Items/a/b" and
+// "…/Items/x/../y" to "…/Items/y" and answers 307 there: a client that
+// does not follow redirects (twilio-go) takes it for success, one that
+// does (Go's default client) deletes another item. KeepKeyPath escapes
+// that part as one segment in RawPath, which ServeMux matches; Path, and
+// so the key, are unchanged. Call it before any ServeMux sees r.
+func KeepKeyPath(r *http.Request) {
+	esc := r.URL.EscapedPath()
+	parts := strings.SplitN(esc, "/", 8) // "", v1, Services, S, collection, object, Items|Permissions, tail
+	if len(parts) != 8 || parts[1] != "v1" || parts[2] != "Services" {
+		return
+	}
+	switch {
+	case parts[6] == "Items" && parts[4] == "Maps":
+	case parts[6] == "Permissions" && (parts[4] == "Documents" || parts[4] == "Lists" || parts[4] == "Maps"):
+	default:
+		return
+	}
+	tail := parts[7]
+	if !strings.Contains(tail, "/") && tail != "." && tail != ".." {
+		return
+	}
+	r.URL.RawPath = strings.Join(parts[:7], "/") + "/" + strings.NewReplacer("/", "%2F", ".", "%2E").Replace(tail)
 }
 
 // authenticate accepts HTTP Basic (account SID + auth token, or API key

@@ -14,6 +14,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/chorus-sync/chorus/internal/httpapi"
 )
 
 // Transport defaults. The timeouts bound what one client can hold: an idle
@@ -299,6 +301,7 @@ func (s *Server) edge(mux http.Handler) http.Handler {
 		mux.ServeHTTP(w, r)
 	}))
 	return s.browserGuard(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		httpapi.KeepKeyPath(r) // before the mux, which would clean a key's "//" and ".."
 		if r.URL.Path == "/v3/wsconnect" {
 			mux.ServeHTTP(w, r)
 			return
