@@ -95,7 +95,7 @@ func (e *Engine) validServiceParams(p ServiceParams) error {
 	}
 	if p.WebhookURL != nil && *p.WebhookURL != "" {
 		u, err := url.Parse(*p.WebhookURL)
-		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || len(*p.WebhookURL) > 2048 {
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || len(*p.WebhookURL) > 2048 || !validText(*p.WebhookURL) {
 			return chorus.Errorf(chorus.ErrInvalidWebhookURL, "Invalid webhook URL: expected an absolute http(s) URL of at most 2048 characters")
 		}
 		if e.cfg.CheckWebhookURL != nil {

@@ -34,3 +34,18 @@ func TestValidData(t *testing.T) {
 		}
 	}
 }
+
+// A webhook URL must be text: invalid UTF-8 (a multipart form carries it
+// unchecked) was stored on SQLite and failed PostgreSQL's insert with a 500.
+func TestValidServiceParamsWebhookText(t *testing.T) {
+	e := &Engine{}
+	for _, u := range []string{"https://example.com/\xff", "https://example.com/a\x00b"} {
+		if err := e.validServiceParams(ServiceParams{WebhookURL: &u}); chorus.ErrorCode(err) != chorus.ErrInvalidWebhookURL.Code {
+			t.Errorf("webhook URL %q: %v, want %d", u, err, chorus.ErrInvalidWebhookURL.Code)
+		}
+	}
+	ok := "https://example.com/ü?a=b"
+	if err := e.validServiceParams(ServiceParams{WebhookURL: &ok}); err != nil {
+		t.Errorf("webhook URL %q: %v", ok, err)
+	}
+}
