@@ -113,6 +113,9 @@ func TestErrors(t *testing.T) {
 		{"doc create Ttl over a year", "POST", svc + "/Documents", url.Values{"UniqueName": {"new"}, "Ttl": {"31536001"}}, nil, nil, 400, 54011},
 		{"list create CollectionTtl -1", "POST", svc + "/Lists", url.Values{"UniqueName": {"new"}, "CollectionTtl": {"-1"}}, nil, nil, 400, 54011},
 		{"map item update ItemTtl x", "POST", svc + "/Maps/m1/Items/k", url.Values{"Data": {`{}`}, "ItemTtl": {"x"}}, nil, nil, 400, 54011},
+		// Twilio: CollectionTtl only with the item's Data or Ttl.
+		{"map item update CollectionTtl alone", "POST", svc + "/Maps/m1/Items/k", url.Values{"CollectionTtl": {"100"}}, nil, nil, 400, 54010},
+		{"list item update CollectionTtl alone", "POST", svc + "/Lists/l1/Items/0", url.Values{"CollectionTtl": {"100"}}, nil, nil, 400, 54010},
 		{"stream update Ttl 1.5", "POST", svc + "/Streams/s1", url.Values{"Ttl": {"1.5"}}, nil, nil, 400, 54011},
 
 		// Paging and item queries.

@@ -377,6 +377,11 @@ func (a *api) updateItem(k chorus.Kind) handler {
 		if iw.ItemTTL, iw.CollectionTTL, err = itemTTLs(c); err != nil {
 			return err
 		}
+		if iw.CollectionTTL != nil && iw.Data == nil && iw.ItemTTL == nil {
+			// Twilio: CollectionTtl "can only be used when the item's data
+			// or ttl is updated in the same request".
+			return chorus.Errorf(chorus.ErrNoParameters, "CollectionTtl can only be used with Data or Ttl in the same request")
+		}
 		if iw.IfMatch, err = ifMatch(r.Header.Get("If-Match")); err != nil {
 			return err
 		}
