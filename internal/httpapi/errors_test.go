@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/url"
 	"strings"
@@ -228,6 +229,9 @@ func TestLimitsAccepted(t *testing.T) {
 		{"doc 16KiB multibyte", svc + "/Documents", url.Values{"Data": {`{"a":"` + strings.Repeat("é", (chorus.MaxDataBytes-8)/2) + `"}`}}},
 		{"stream message 4KiB", svc + "/Streams", url.Values{"UniqueName": {"s"}}},
 		{"stream message 4KiB publish", svc + "/Streams/s/Messages", url.Values{"Data": {jsonOfSize(chorus.MaxMessageBytes)}}},
+		// twilio-python's json.dumps writes ", " and ": ": over 16 KiB as
+		// sent, under it compacted, which is what the limit measures.
+		{"doc 16KiB compacted, spaced as json.dumps writes it", svc + "/Documents", url.Values{"Data": {spacedJSON(chorus.MaxDataBytes)}}},
 		{"Ttl max", svc + "/Documents", url.Values{"Ttl": {"31536000"}}},
 	}
 	for _, tt := range tests {
@@ -238,4 +242,30 @@ func TestLimitsAccepted(t *testing.T) {
 			}
 		})
 	}
+}
+
+// spacedJSON is a JSON object of many small members, as Python's
+// json.dumps writes it (", " and ": "), whose compacted form is at most
+// compact bytes and whose text is longer than compact.
+func spacedJSON(compact int) string {
+	var b strings.Builder
+	b.WriteString("{")
+	n := 2 // the braces, compacted
+	for i := 0; ; i++ {
+		member := fmt.Sprintf(`"k%d":%d`, i, i) // compacted
+		if n+len(member)+1 > compact {
+			break
+		}
+		if i > 0 {
+			b.WriteString(", ")
+			n++
+		}
+		fmt.Fprintf(&b, `"k%d": %d`, i, i)
+		n += len(member)
+	}
+	b.WriteString("}")
+	if b.Len() <= compact {
+		panic("spacedJSON: not longer than its compacted form's limit")
+	}
+	return b.String()
 }
