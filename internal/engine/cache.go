@@ -162,6 +162,7 @@ func (e *Engine) subscribeControl() {
 		switch ev.Type {
 		case chorus.EventServiceChanged:
 			e.services.drop()
+			e.outboxServiceChanged(ev.ServiceSID)
 		case chorus.EventCredentialsChanged, chorus.EventKeysRevoked:
 			e.creds.drop()
 		}
@@ -190,6 +191,7 @@ func (e *Engine) credentialsChanged(ctx context.Context) {
 // serviceChanged does the same after a committed change of a service.
 func (e *Engine) serviceChanged(ctx context.Context, s *chorus.Service) {
 	e.services.drop()
+	e.outboxServiceChanged(s.SID)
 	e.announce(ctx, &chorus.Event{
 		Type: chorus.EventServiceChanged, AccountSID: s.AccountSID, ServiceSID: s.SID, ObjectSID: chorus.ControlTopic,
 	})
@@ -207,5 +209,14 @@ func (e *Engine) announce(ctx context.Context, ev *chorus.Event) {
 	}
 	if err := e.cfg.Bus.Ping(context.WithoutCancel(ctx)); err != nil {
 		e.log.Warn("flush a control event", "err", err, "type", string(ev.Type))
+	}
+}
+
+// outboxServiceChanged tells the outbox, when it caches services (see
+// ServiceCache), that one changed: a write committed after the change must
+// see the new webhook settings.
+func (e *Engine) outboxServiceChanged(sid string) {
+	if c, ok := e.cfg.Outbox.(ServiceCache); ok {
+		c.ServiceChanged(sid)
 	}
 }

@@ -54,6 +54,13 @@ type Outbox interface {
 	Append(ctx context.Context, tx chorus.Tx, events []*chorus.Event) error
 }
 
+// ServiceCache is an Outbox that caches services' webhook settings: the
+// engine calls ServiceChanged after it commits a change of a service, and
+// when another node announces one, before the change is answered.
+type ServiceCache interface {
+	ServiceChanged(serviceSID string)
+}
+
 // Engine applies Sync's rules to a Store and publishes committed events on
 // a Bus. It is safe for concurrent use.
 type Engine struct {

@@ -231,6 +231,16 @@ func (d *Dispatcher) cached(sid string) (*chorus.Service, bool) {
 	return c.svc, ok && time.Since(c.fetched) < serviceTTL
 }
 
+// ServiceChanged forgets the cached settings of service sid: the engine
+// calls it after committing a change of the service (and when another node
+// announces one), so that a write answered after the change is appended
+// with the new settings (engine.ServiceCache).
+func (d *Dispatcher) ServiceChanged(sid string) {
+	d.mu.Lock()
+	delete(d.services, sid)
+	d.mu.Unlock()
+}
+
 func (d *Dispatcher) remember(svc *chorus.Service) {
 	d.mu.Lock()
 	if len(d.services) > 10_000 {

@@ -445,3 +445,36 @@ func TestUnrecordedRetryBacksOff(t *testing.T) {
 		})
 	}
 }
+
+// A write answered after the service's WebhookUrl was set is appended to
+// the outbox with the new settings: the dispatcher's service cache (1 s)
+// is dropped by the change, not outlived by it.
+func TestWriteRightAfterWebhookURLIsSet(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t, webhook.Config{})
+	rc := newReceiver(t, e.creds.AuthToken, nil)
+	on := true
+	svc, err := e.eng.CreateService(ctx, e.creds.AccountSID, engine.ServiceParams{WebhooksFromRestEnabled: &on})
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc, err := e.eng.CreateObject(ctx, engine.SystemActor(), svc, chorus.KindDocument, engine.CreateObject{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hook := rc.URL()
+	if svc, err = e.eng.UpdateService(ctx, e.creds.AccountSID, svc.SID, engine.ServiceParams{WebhookURL: &hook}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.eng.UpdateObject(ctx, engine.SystemActor(), svc, chorus.KindDocument, doc.SID, engine.UpdateObject{Data: json.RawMessage(`{"a":1}`)}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case h := <-rc.hits:
+		if got := h.form.Get("EventType"); got != "document_updated" {
+			t.Errorf("webhook %s, want document_updated", got)
+		}
+	case <-time.After(5 * time.Second):
+		t.Errorf("a document update answered after WebhookUrl was set produced no webhook (outbox pending=%d)", e.pending(t))
+	}
+}
