@@ -352,7 +352,7 @@ func (d *Dispatcher) attempt(ctx context.Context, svc *chorus.Service, acct *cho
 	req.Header.Set("User-Agent", "Chorus-Sync-Webhooks/1")
 	req.Header.Set(LoopHeader, "1")
 	req.Header.Set("I-Twilio-Idempotency-Token", idempotencyToken(e))
-	req.Header.Set("X-Twilio-Signature", Signature(acct.AuthToken, target, params))
+	req.Header.Set("X-Twilio-Signature", Signature(acct.AuthToken, requestedURL(req.URL), params))
 	resp, err := d.cfg.Client.Do(req)
 	if err != nil {
 		d.Failed.Add(1)
@@ -388,6 +388,20 @@ func (d *Dispatcher) attempt(ctx context.Context, svc *chorus.Service, acct *cho
 const LoopHeader = "X-Chorus-Webhook"
 
 // idempotencyToken identifies an entry's event across redeliveries.
+// requestedURL is the webhook URL as its receiver sees it requested, which
+// is what a validator (twilio's validateRequest) signs again: without its
+// fragment (never sent), with "/" for an empty path (what goes on the
+// wire), percent-encoded as on the wire. For an ordinary URL it is the URL
+// as configured.
+func requestedURL(u *url.URL) string {
+	c := *u
+	c.Fragment, c.RawFragment = "", ""
+	if c.Path == "" {
+		c.Path, c.RawPath = "/", ""
+	}
+	return c.String()
+}
+
 func idempotencyToken(e *chorus.OutboxEntry) string {
 	return e.ServiceSID + "-" + strconv.FormatInt(e.Seq, 10)
 }

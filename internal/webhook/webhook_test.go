@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"path/filepath"
 	"strconv"
@@ -476,5 +477,48 @@ func TestWriteRightAfterWebhookURLIsSet(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Errorf("a document update answered after WebhookUrl was set produced no webhook (outbox pending=%d)", e.pending(t))
+	}
+}
+
+// The signature covers the URL its receiver sees requested, which is what
+// twilio-go's validator signs again: "http://host" is requested as
+// "http://host/", a fragment is never sent, a non-ASCII path goes
+// percent-encoded.
+func TestSignatureOverTheRequestedURL(t *testing.T) {
+	ctx := context.Background()
+	for _, tc := range []struct{ name, suffix string }{
+		{"path and query", "/hook?b=2&a=1"},
+		{"no path", ""},
+		{"fragment", "/hook#x"},
+		{"non-ASCII path", "/hoök"},
+		{"escaped space", "/a%20b"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t, webhook.Config{})
+			valid := make(chan bool, 10)
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				_ = r.ParseForm()
+				flat := map[string]string{}
+				for k, v := range r.PostForm {
+					flat[k] = v[0]
+				}
+				seen := "http://" + r.Host + r.URL.RequestURI() // what a receiver knows
+				v := client.NewRequestValidator(e.creds.AuthToken)
+				valid <- v.Validate(seen, flat, r.Header.Get("X-Twilio-Signature"))
+			}))
+			defer srv.Close()
+			svc := e.service(t, srv.URL+tc.suffix)
+			if _, err := e.eng.CreateObject(ctx, engine.SystemActor(), svc, chorus.KindDocument, engine.CreateObject{}); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case ok := <-valid:
+				if !ok {
+					t.Errorf("twilio-go's validator refuses the signature of a webhook to %s", srv.URL+tc.suffix)
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatal("no webhook")
+			}
+		})
 	}
 }
