@@ -2,6 +2,8 @@ package webhook
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -402,8 +404,20 @@ func requestedURL(u *url.URL) string {
 	return c.String()
 }
 
+// idempotencyToken names an outbox entry's event for its receiver's
+// deduplication: the same for every attempt, different for every event.
+// It is derived from the event, not from the outbox's Seq, which starts
+// again at 1 in a store the data was migrated or restored into and would
+// then name new events like ones already delivered.
 func idempotencyToken(e *chorus.OutboxEntry) string {
-	return e.ServiceSID + "-" + strconv.FormatInt(e.Seq, 10)
+	ev := e.Event
+	h := sha256.New()
+	for _, s := range []string{e.ServiceSID, e.OrderKey, string(ev.Type), ev.ObjectSID, ev.Identity, ev.EndpointID,
+		strconv.FormatInt(ev.ID, 10), strconv.FormatInt(ev.DateCreated.UnixNano(), 10)} {
+		h.Write([]byte(s))
+		h.Write([]byte{0})
+	}
+	return e.ServiceSID + "-" + hex.EncodeToString(h.Sum(nil)[:16])
 }
 
 // noteRetryAfter honors a receiver's Retry-After (seconds, at most
