@@ -140,10 +140,17 @@ func (q *presenceQueue) flush(ctx context.Context) error {
 	}
 }
 
+// presenceRetryFor is how long record retries a presence change while the
+// store fails: longer than a PostgreSQL failover. A change given up on
+// leaves the identity's state wrong until this node restarts.
+const presenceRetryFor = 2 * time.Minute
+
 // record writes one presence change, retrying while the store fails (the
-// change must not be lost) until the Dispatcher closes.
+// change must not be lost) for presenceRetryFor or until the Dispatcher
+// closes.
 func (d *Dispatcher) record(op presenceOp) {
 	ctx := context.WithoutCancel(d.ctx)
+	giveUp := time.Now().Add(presenceRetryFor)
 	for attempt := 0; ; attempt++ {
 		err := d.cfg.Store.Update(ctx, func(tx chorus.Tx) error {
 			now := time.Now().UTC()
@@ -160,10 +167,15 @@ func (d *Dispatcher) record(op presenceOp) {
 			break
 		}
 		d.warnRateLimited("webhook: record presence", "service", op.ep.ServiceSID, "err", err)
-		if attempt >= 5 || d.ctx.Err() != nil {
+		if time.Now().After(giveUp) {
+			d.log.Error("webhook: gave up recording a presence change", "service", op.ep.ServiceSID, "connect", op.connect, "err", err)
 			return
 		}
-		time.Sleep(time.Duration(attempt+1) * 200 * time.Millisecond)
+		select {
+		case <-d.ctx.Done():
+			return
+		case <-time.After(min(time.Duration(attempt+1)*200*time.Millisecond, 5*time.Second)):
+		}
 	}
 	if op.connect {
 		d.kick(op.ep.ServiceSID)

@@ -2,11 +2,15 @@ package webhook_test
 
 import (
 	"context"
+	"errors"
+	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/chorus-sync/chorus"
 	"github.com/chorus-sync/chorus/internal/engine"
+	"github.com/chorus-sync/chorus/internal/store/sqlite"
 	"github.com/chorus-sync/chorus/internal/webhook"
 )
 
@@ -104,4 +108,56 @@ func TestPresumedDeadNodeRecovers(t *testing.T) {
 	// Either way alice is online again: her last endpoint leaving is news.
 	e.d.Disconnected(svc, "alice", "ep1")
 	want("endpoint_disconnected alice")
+}
+
+// outageStore fails every write while fail is set: a PostgreSQL failover.
+type outageStore struct {
+	chorus.Store
+	fail *atomic.Bool
+}
+
+func (s outageStore) Update(ctx context.Context, fn func(chorus.Tx) error) error {
+	if s.fail.Load() {
+		return errors.New("store unavailable (failover)")
+	}
+	return s.Store.Update(ctx, fn)
+}
+
+// A presence change made while the store is down for longer than a few
+// seconds is recorded once it is back: the disconnection is sent, and the
+// identity is not left online.
+func TestPresenceSurvivesStoreOutage(t *testing.T) {
+	ctx := context.Background()
+	st, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "db"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fail := &atomic.Bool{}
+	e := newEnvOn(t, webhook.Config{Poll: 100 * time.Millisecond}, outageStore{st, fail})
+	rc := newReceiver(t, e.creds.AuthToken, nil)
+	on, hook := true, rc.URL()
+	svc, err := e.eng.CreateService(ctx, e.creds.AccountSID, engine.ServiceParams{WebhookURL: &hook, ReachabilityWebhooksEnabled: &on})
+	if err != nil {
+		t.Fatal(err)
+	}
+	next := func(within time.Duration) string {
+		select {
+		case h := <-rc.hits:
+			return h.form.Get("EventType")
+		case <-time.After(within):
+			return ""
+		}
+	}
+	e.d.Connected(svc, "alice", "ep1")
+	if got := next(5 * time.Second); got != "endpoint_connected" {
+		t.Fatalf("first webhook %q, want endpoint_connected", got)
+	}
+	waitFor(t, 5*time.Second, "the delivered webhook deleted", func() bool { return e.pending(t) == 0 })
+	fail.Store(true)
+	e.d.Disconnected(svc, "alice", "ep1")
+	time.Sleep(4 * time.Second) // longer than the retries used to last
+	fail.Store(false)
+	if got := next(10 * time.Second); got != "endpoint_disconnected" {
+		t.Errorf("after a 4 s store outage: webhook %q, want endpoint_disconnected", got)
+	}
 }
