@@ -144,6 +144,13 @@ func (d *Dispatcher) round(ctx context.Context, l *lane, page []*chorus.OutboxEn
 	if until := h.pause(&d.mu); until.After(now) {
 		return until
 	}
+	page, ok := d.deleteUndeleted(ctx, page)
+	if !ok {
+		return now.Add(d.cfg.Poll) // the store still cannot delete: send nothing again
+	}
+	if len(page) == 0 {
+		return time.Time{} // progress: read on
+	}
 	svc, err := d.service(ctx, l.svc)
 	var acct *chorus.Account
 	if err == nil {
@@ -159,7 +166,9 @@ func (d *Dispatcher) round(ctx context.Context, l *lane, page []*chorus.OutboxEn
 		for _, e := range page {
 			d.finish(ctx, h, e, abandon, 0, "the service has no webhook URL any more", done)
 		}
-		d.remove(ctx, done)
+		if !d.remove(ctx, done) {
+			return now.Add(d.cfg.Poll)
+		}
 		return time.Time{}
 	case err != nil:
 		if ctx.Err() == nil {
@@ -184,7 +193,11 @@ func (d *Dispatcher) round(ctx context.Context, l *lane, page []*chorus.OutboxEn
 		sem      = make(chan struct{}, d.cfg.Concurrency)
 		done     = &doneSet{} // delivered or abandoned: deleted at the end of the round
 	)
-	defer d.remove(ctx, done)
+	defer func() {
+		if !d.remove(ctx, done) {
+			next = time.Now().Add(d.cfg.Poll) // no progress: the next round deletes them first
+		}
+	}()
 	note := func(t time.Time) {
 		mu.Lock()
 		if next.IsZero() || t.Before(next) {
@@ -272,23 +285,71 @@ func (s *doneSet) add(seq int64) {
 	s.mu.Unlock()
 }
 
-// remove deletes the entries of done from the outbox.
-func (d *Dispatcher) remove(ctx context.Context, done *doneSet) {
+// remove deletes the entries of done from the outbox and reports whether
+// the store did. What it failed to delete is kept in d.undeleted, so that
+// the next rounds delete those entries again rather than send them again.
+func (d *Dispatcher) remove(ctx context.Context, done *doneSet) bool {
 	if len(done.seqs) == 0 {
-		return
+		return true
 	}
-	ctx = context.WithoutCancel(ctx) // they were sent: record it
-	err := d.cfg.Store.Update(ctx, func(tx chorus.Tx) error {
+	if err := d.deleteOutbox(ctx, done.seqs); err != nil {
+		d.warnRateLimited("webhook: delete delivered webhooks (deleted again before anything is sent)", "err", err)
+		d.mu.Lock()
 		for _, seq := range done.seqs {
+			if len(d.undeleted) < maxUnrecorded {
+				d.undeleted[seq] = struct{}{} // past the bound: sent again, at least once
+			}
+		}
+		d.mu.Unlock()
+		return false
+	}
+	return true
+}
+
+func (d *Dispatcher) deleteOutbox(ctx context.Context, seqs []int64) error {
+	ctx = context.WithoutCancel(ctx) // they were sent: record it
+	return d.cfg.Store.Update(ctx, func(tx chorus.Tx) error {
+		for _, seq := range seqs {
 			if err := tx.DeleteOutbox(ctx, seq); err != nil {
 				return err
 			}
 		}
 		return nil
 	})
-	if err != nil {
-		d.warnRateLimited("webhook: delete delivered webhooks (they will be sent again)", "err", err)
+}
+
+// deleteUndeleted deletes the entries of page that an earlier round sent
+// but could not delete, and returns the rest of the page; false when the
+// store still fails (the caller sends nothing and waits).
+func (d *Dispatcher) deleteUndeleted(ctx context.Context, page []*chorus.OutboxEntry) ([]*chorus.OutboxEntry, bool) {
+	d.mu.Lock()
+	if len(d.undeleted) == 0 {
+		d.mu.Unlock()
+		return page, true
 	}
+	var seqs []int64
+	rest := page[:0:0]
+	for _, e := range page {
+		if _, ok := d.undeleted[e.Seq]; ok {
+			seqs = append(seqs, e.Seq)
+		} else {
+			rest = append(rest, e)
+		}
+	}
+	d.mu.Unlock()
+	if len(seqs) == 0 {
+		return page, true
+	}
+	if err := d.deleteOutbox(ctx, seqs); err != nil {
+		d.warnRateLimited("webhook: delete delivered webhooks (deleted again before anything is sent)", "err", err)
+		return nil, false
+	}
+	d.mu.Lock()
+	for _, seq := range seqs {
+		delete(d.undeleted, seq)
+	}
+	d.mu.Unlock()
+	return rest, true
 }
 
 // finish records the outcome of an attempt in the service's health and,

@@ -104,6 +104,11 @@ type Dispatcher struct {
 	// by Seq: rounds apply them to the entries they read, so that the
 	// receiver still sees the backoff and the attempt limit.
 	unrecorded map[int64]unrecordedRetry
+	// undeleted are entries delivered or given up on that the store failed
+	// to delete, by Seq: rounds delete them again instead of sending them
+	// again (a store that reads but cannot write would otherwise have each
+	// round post the same page once more, without pause).
+	undeleted map[int64]struct{}
 
 	presence presenceQueue
 
@@ -151,6 +156,7 @@ func New(cfg Config) *Dispatcher {
 		ctx: ctx, cancel: cancel, wake: make(chan struct{}, 1),
 		services: make(map[string]cachedService), lanes: make(map[string]*lane), health: make(map[string]*health),
 		unrecorded: make(map[int64]unrecordedRetry),
+		undeleted:  make(map[int64]struct{}),
 	}
 	d.presence.init(d)
 	return d

@@ -522,3 +522,55 @@ func TestSignatureOverTheRequestedURL(t *testing.T) {
 		})
 	}
 }
+
+// undeletingStore fails every outbox delete while fail is set: a store
+// that still reads but cannot write (a full disk, a read-only replica).
+type undeletingStore struct {
+	chorus.Store
+	fail *atomic.Bool
+}
+
+func (s undeletingStore) Update(ctx context.Context, fn func(chorus.Tx) error) error {
+	return s.Store.Update(ctx, func(tx chorus.Tx) error { return fn(undeletingTx{tx, s.fail}) })
+}
+
+type undeletingTx struct {
+	chorus.Tx
+	fail *atomic.Bool
+}
+
+func (t undeletingTx) DeleteOutbox(ctx context.Context, seq int64) error {
+	if t.fail.Load() {
+		return errors.New("disk full")
+	}
+	return t.Tx.DeleteOutbox(ctx, seq)
+}
+
+// A webhook the receiver took is not sent again while the store cannot
+// delete it: before, every round posted the same page once more, without
+// pause (thousands of posts a second), and counted them as sent.
+func TestDeliveredNotResentWhileDeleteFails(t *testing.T) {
+	ctx := context.Background()
+	st, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "db"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fail := &atomic.Bool{}
+	fail.Store(true)
+	e := newEnvOn(t, webhook.Config{Poll: 100 * time.Millisecond}, undeletingStore{st, fail})
+	var calls atomic.Int32
+	rc := newReceiver(t, e.creds.AuthToken, func(*http.Request, int) int { calls.Add(1); return 200 })
+	svc := e.service(t, rc.URL())
+	if _, err := e.eng.CreateObject(ctx, engine.SystemActor(), svc, chorus.KindDocument, engine.CreateObject{}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2 * time.Second)
+	if n := calls.Load(); n != 1 {
+		t.Errorf("one event, taken by the receiver, was posted %d times in 2 s while deletes failed; want 1", n)
+	}
+	fail.Store(false)
+	waitFor(t, 5*time.Second, "the delivered entry deleted", func() bool { return e.pending(t) == 0 })
+	if n := calls.Load(); n != 1 {
+		t.Errorf("posted %d times in all, want 1", n)
+	}
+}
