@@ -17,7 +17,6 @@ type health struct {
 
 	consecutive int       // failed attempts since the last success
 	pausedUntil time.Time // a failing receiver is left alone until then
-	retryAfter  time.Duration
 	lastSuccess time.Time
 	failures    []Failure // the newest last, at most recentFailures
 }
@@ -97,15 +96,6 @@ func (h *health) record(mu *sync.Mutex, e *chorus.OutboxEntry, attempt int, res 
 		h.failures = h.failures[len(h.failures)-recentFailures:]
 	}
 	return paused
-}
-
-// takeRetryAfter returns (and clears) the receiver's last Retry-After.
-func (h *health) takeRetryAfter(mu *sync.Mutex) time.Duration {
-	mu.Lock()
-	defer mu.Unlock()
-	ra := h.retryAfter
-	h.retryAfter = 0
-	return ra
 }
 
 // ServiceHealth is the state of a service's webhooks: the cluster-wide

@@ -164,7 +164,7 @@ func (d *Dispatcher) round(ctx context.Context, l *lane, page []*chorus.OutboxEn
 		// The service or its webhook went away: nothing to send to.
 		done := &doneSet{}
 		for _, e := range page {
-			d.finish(ctx, h, e, abandon, 0, "the service has no webhook URL any more", done)
+			d.finish(ctx, h, e, attemptResult{res: abandon, why: "the service has no webhook URL any more"}, done)
 		}
 		if !d.remove(ctx, done) {
 			return now.Add(d.cfg.Poll)
@@ -230,7 +230,7 @@ func (d *Dispatcher) round(ctx context.Context, l *lane, page []*chorus.OutboxEn
 					return
 				}
 				if time.Since(e.DateCreated) >= d.cfg.MaxAge {
-					d.finish(ctx, h, e, abandon, e.LastStatus, "gave up: older than "+d.cfg.MaxAge.String(), done)
+					d.finish(ctx, h, e, attemptResult{res: abandon, status: e.LastStatus, why: "gave up: older than " + d.cfg.MaxAge.String()}, done)
 					mu.Lock()
 					progress = true
 					mu.Unlock()
@@ -240,18 +240,18 @@ func (d *Dispatcher) round(ctx context.Context, l *lane, page []*chorus.OutboxEn
 					note(e.NextAttempt)
 					return
 				}
-				res, status, why := d.attempt(ctx, svc, acct, e)
+				r := d.attempt(ctx, svc, acct, e)
 				if ctx.Err() != nil {
 					return // shutting down: the entry stays for later
 				}
-				if res == retry && e.Attempts+1 >= d.cfg.Attempts {
-					res, why = abandon, fmt.Sprintf("gave up after %d attempts: %s", e.Attempts+1, why)
+				if r.res == retry && e.Attempts+1 >= d.cfg.Attempts {
+					r.res, r.why = abandon, fmt.Sprintf("gave up after %d attempts: %s", e.Attempts+1, r.why)
 				}
-				if !d.finish(ctx, h, e, res, status, why, done) {
+				if !d.finish(ctx, h, e, r, done) {
 					note(time.Now().Add(d.cfg.Poll))
 					return
 				}
-				if res == retry {
+				if r.res == retry {
 					note(e.NextAttempt)
 					return
 				}
@@ -355,9 +355,9 @@ func (d *Dispatcher) deleteUndeleted(ctx context.Context, page []*chorus.OutboxE
 // finish records the outcome of an attempt in the service's health and,
 // for a retry, in the outbox (false when the store failed); delivered and
 // abandoned entries go to done.
-func (d *Dispatcher) finish(ctx context.Context, h *health, e *chorus.OutboxEntry, res outcome, status int, why string, done *doneSet) bool {
+func (d *Dispatcher) finish(ctx context.Context, h *health, e *chorus.OutboxEntry, r attemptResult, done *doneSet) bool {
 	ctx = context.WithoutCancel(ctx) // the attempt happened: record it
-	why = reasonText(why)
+	res, status, why := r.res, r.status, reasonText(r.why)
 	attempt := e.Attempts + 1
 	var err error
 	switch res {
@@ -366,8 +366,8 @@ func (d *Dispatcher) finish(ctx context.Context, h *health, e *chorus.OutboxEntr
 	case retry:
 		e.Attempts++
 		e.NextAttempt = time.Now().UTC().Add(backoff(d.cfg.RetryBase, e.Attempts))
-		if ra := h.takeRetryAfter(&d.mu); ra > 0 {
-			e.NextAttempt = time.Now().UTC().Add(ra)
+		if r.retryAfter > 0 {
+			e.NextAttempt = time.Now().UTC().Add(r.retryAfter)
 		}
 		e.LastStatus, e.LastError = status, why
 		err = d.cfg.Store.Update(ctx, func(tx chorus.Tx) error { return tx.UpdateOutbox(ctx, e) })
@@ -399,17 +399,25 @@ func (d *Dispatcher) finish(ctx context.Context, h *health, e *chorus.OutboxEntr
 
 // attempt posts one outbox entry. It never logs the URL's secrets: the
 // URL has none (CheckURL refuses userinfo), and errors are redacted.
-func (d *Dispatcher) attempt(ctx context.Context, svc *chorus.Service, acct *chorus.Account, e *chorus.OutboxEntry) (outcome, int, string) {
+// attemptResult is how one attempt went.
+type attemptResult struct {
+	res        outcome
+	status     int           // the receiver's HTTP status; 0: none
+	why        string        // for a failure
+	retryAfter time.Duration // the receiver's Retry-After, for this entry's retry
+}
+
+func (d *Dispatcher) attempt(ctx context.Context, svc *chorus.Service, acct *chorus.Account, e *chorus.OutboxEntry) attemptResult {
 	target := svc.WebhookURL
 	if err := d.cfg.Policy.CheckURL(target); err != nil {
 		d.Failed.Add(1)
-		return abandon, 0, chorus.AsError(err).Message
+		return attemptResult{abandon, 0, chorus.AsError(err).Message, 0}
 	}
 	params := Params(e.Event)
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, target, strings.NewReader(params.Encode()))
 	if err != nil {
 		d.Failed.Add(1)
-		return abandon, 0, "invalid webhook URL"
+		return attemptResult{abandon, 0, "invalid webhook URL", 0}
 	}
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	req.Header.Set("User-Agent", "Chorus-Sync-Webhooks/1")
@@ -420,29 +428,28 @@ func (d *Dispatcher) attempt(ctx context.Context, svc *chorus.Service, acct *cho
 	if err != nil {
 		d.Failed.Add(1)
 		if errors.Is(err, ErrRefusedAddress) {
-			return abandon, 0, redactErr(err)
+			return attemptResult{abandon, 0, redactErr(err), 0}
 		}
-		return retry, 0, redactErr(err)
+		return attemptResult{retry, 0, redactErr(err), 0}
 	}
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 	resp.Body.Close()
 	code := resp.StatusCode
 	switch {
 	case code >= 200 && code < 300:
-		return delivered, code, ""
+		return attemptResult{delivered, code, "", 0}
 	case code == http.StatusLoopDetected:
 		d.Failed.Add(1)
-		return abandon, code, "the webhook URL points at a Chorus server (loop refused)"
+		return attemptResult{abandon, code, "the webhook URL points at a Chorus server (loop refused)", 0}
 	case code == http.StatusTooManyRequests || code >= 500:
 		d.Failed.Add(1)
-		d.noteRetryAfter(svc.SID, resp.Header.Get("Retry-After"))
-		return retry, code, "answered " + resp.Status
+		return attemptResult{retry, code, "answered " + resp.Status, retryAfter(resp.Header.Get("Retry-After"))}
 	case code >= 300 && code < 400:
 		d.Failed.Add(1)
-		return abandon, code, "answered " + resp.Status + " (redirects are not followed)"
+		return attemptResult{abandon, code, "answered " + resp.Status + " (redirects are not followed)", 0}
 	default:
 		d.Failed.Add(1)
-		return abandon, code, "answered " + resp.Status
+		return attemptResult{abandon, code, "answered " + resp.Status, 0}
 	}
 }
 
@@ -481,17 +488,14 @@ func idempotencyToken(e *chorus.OutboxEntry) string {
 	return e.ServiceSID + "-" + hex.EncodeToString(h.Sum(nil)[:16])
 }
 
-// noteRetryAfter honors a receiver's Retry-After (seconds, at most
-// maxPause) for its service's next retry.
-func (d *Dispatcher) noteRetryAfter(sid, v string) {
+// retryAfter reads a receiver's Retry-After (seconds, at most maxPause)
+// for the retry of the entry it answered; 0 when absent.
+func retryAfter(v string) time.Duration {
 	secs, err := strconv.Atoi(strings.TrimSpace(v))
-	h := d.healthOf(sid)
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	h.retryAfter = 0
-	if err == nil && secs > 0 {
-		h.retryAfter = min(time.Duration(secs)*time.Second, maxPause)
+	if err != nil || secs <= 0 {
+		return 0
 	}
+	return min(time.Duration(secs)*time.Second, maxPause)
 }
 
 // maxUnrecorded bounds Dispatcher.unrecorded; past it the store's state

@@ -574,3 +574,38 @@ func TestDeliveredNotResentWhileDeleteFails(t *testing.T) {
 		t.Errorf("posted %d times in all, want 1", n)
 	}
 }
+
+// A receiver's Retry-After sets the retry of the entry it answered (kept
+// with that entry's outcome, not in state its service's other requests in
+// flight could overwrite or take).
+func TestRetryAfterSetsThatEntrysRetry(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t, webhook.Config{RetryBase: 50 * time.Millisecond, Poll: 50 * time.Millisecond})
+	var first atomic.Bool
+	at := make(chan time.Time, 4)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if first.CompareAndSwap(false, true) {
+			w.Header().Set("Retry-After", "2")
+			w.WriteHeader(http.StatusServiceUnavailable)
+			at <- time.Now()
+			return
+		}
+		at <- time.Now()
+	}))
+	defer srv.Close()
+	svc := e.service(t, srv.URL+"/hook")
+	if _, err := e.eng.CreateObject(ctx, engine.SystemActor(), svc, chorus.KindDocument, engine.CreateObject{}); err != nil {
+		t.Fatal(err)
+	}
+	var t0, t1 time.Time
+	for i, tp := range []*time.Time{&t0, &t1} {
+		select {
+		case *tp = <-at:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("attempt %d never came", i+1)
+		}
+	}
+	if gap := t1.Sub(t0); gap < 1900*time.Millisecond {
+		t.Errorf("retry %v after a 503 with Retry-After: 2, want at least 2 s (the backoff alone is 50 ms)", gap)
+	}
+}
