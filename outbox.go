@@ -56,9 +56,11 @@ type OfflineIdentity struct {
 
 // OutboxReader reads the webhook outbox and the reachability state.
 type OutboxReader interface {
-	// Outbox returns a service's pending entries in Seq order: the first
-	// perKey of each OrderKey (so that objects whose first entries wait for
-	// a retry do not hide the others), at most limit.
+	// Outbox returns a service's pending entries: the first perKey of each
+	// OrderKey, each OrderKey's in Seq order, the OrderKeys in the order
+	// their first entry is due (NextAttempt, then Seq), at most limit; so
+	// objects whose first entries wait for a retry hide neither the others'
+	// later entries nor the objects behind them.
 	Outbox(ctx context.Context, serviceSID string, perKey, limit int) ([]*OutboxEntry, error)
 	// OutboxBacklog returns every service with pending entries.
 	OutboxBacklog(ctx context.Context) ([]*OutboxBacklog, error)

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -608,4 +609,55 @@ func TestRetryAfterSetsThatEntrysRetry(t *testing.T) {
 	if gap := t1.Sub(t0); gap < 1900*time.Millisecond {
 		t.Errorf("retry %v after a 503 with Retry-After: 2, want at least 2 s (the backoff alone is 50 ms)", gap)
 	}
+}
+
+// Objects whose first entries wait for a retry do not hide the others:
+// with 10 such objects of 20 pending events each (a page's worth), a new
+// object's webhook still goes out at once.
+func TestRetryingObjectsDoNotStarveOthers(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t, webhook.Config{RetryBase: time.Hour, Attempts: 10, Poll: 100 * time.Millisecond})
+	var poisoned sync.Map
+	delivered := make(chan string, 1000)
+	rc := newReceiver(t, e.creds.AuthToken, func(r *http.Request, n int) int {
+		sid := r.PostForm.Get("DocumentSid")
+		if _, bad := poisoned.Load(sid); bad {
+			return http.StatusInternalServerError
+		}
+		delivered <- sid
+		return http.StatusOK
+	})
+	svc := e.service(t, rc.URL())
+	healthyDelivered := func(phase int) {
+		t.Helper()
+		ok, err := e.eng.CreateObject(ctx, engine.SystemActor(), svc, chorus.KindDocument, engine.CreateObject{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		timeout := time.After(5 * time.Second)
+		for {
+			select {
+			case sid := <-delivered:
+				if sid == ok.SID {
+					return
+				}
+			case <-timeout:
+				t.Fatalf("phase %d: a new object's webhook was not sent in 5 s (%d entries pending)", phase, e.pending(t))
+			}
+		}
+	}
+	for i := range 10 {
+		doc, err := e.eng.CreateObject(ctx, engine.SystemActor(), svc, chorus.KindDocument, engine.CreateObject{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		poisoned.Store(doc.SID, true)
+		for j := range 19 {
+			if _, err := e.eng.UpdateObject(ctx, engine.SystemActor(), svc, chorus.KindDocument, doc.SID, engine.UpdateObject{Data: json.RawMessage(fmt.Sprintf(`{"j":%d}`, j))}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		healthyDelivered(i) // a success between failures: the receiver is not paused
+	}
+	healthyDelivered(10)
 }

@@ -14,9 +14,10 @@ import (
 
 func (t *tx) Outbox(ctx context.Context, serviceSID string, perKey, limit int) ([]*chorus.OutboxEntry, error) {
 	es, err := queryAll(ctx, t, sqlrow.ScanOutbox, `SELECT `+sqlrow.OutboxCols+` FROM (
-			SELECT *, ROW_NUMBER() OVER (PARTITION BY order_key ORDER BY seq) AS rank
+			SELECT *, ROW_NUMBER() OVER (PARTITION BY order_key ORDER BY seq) AS rank,
+				FIRST_VALUE(next_attempt) OVER (PARTITION BY order_key ORDER BY seq) AS head_next
 			FROM outbox WHERE service_sid = $1) AS o
-		WHERE rank <= $2 ORDER BY seq LIMIT $3`, serviceSID, perKey, limitArg(limit))
+		WHERE rank <= $2 ORDER BY head_next, seq LIMIT $3`, serviceSID, perKey, limitArg(limit))
 	if err != nil {
 		return nil, fmt.Errorf("postgres: list outbox of %s: %w", serviceSID, err)
 	}

@@ -3,6 +3,7 @@ package storetest
 import (
 	"context"
 	"encoding/json"
+	"strings"
 	"testing"
 	"time"
 
@@ -100,6 +101,28 @@ func testOutbox(t *testing.T, s chorus.Store) {
 	})
 	if len(got) != 2 || got[0].OrderKey != "ET3" || got[1].OrderKey != "ET4" {
 		t.Errorf("Outbox(perKey 1) = %d entries, want the first of ET3 and of ET4", len(got))
+	}
+	// Objects come in the order their first entry is due: an older object
+	// waiting for a retry does not hide a newer one that is due.
+	waiting := entry(f.svc.SID, "ET5", `{}`, time.Second)
+	waiting.NextAttempt = at(time.Hour)
+	update(t, s, func(tx chorus.Tx) error {
+		for _, e := range []*chorus.OutboxEntry{waiting, entry(f.svc.SID, "ET5", `{}`, time.Second), entry(f.svc.SID, "ET6", `{}`, 2*time.Second)} {
+			if err := tx.AppendOutbox(ctx, e); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	got = mustGet(t, s, "Outbox", func(ctx context.Context, tx chorus.ReadTx) ([]*chorus.OutboxEntry, error) {
+		return tx.Outbox(ctx, f.svc.SID, 10, 10)
+	})
+	var keys []string
+	for _, e := range got {
+		keys = append(keys, e.OrderKey)
+	}
+	if want := "ET3 ET3 ET4 ET6 ET5 ET5"; strings.Join(keys, " ") != want {
+		t.Errorf("Outbox order %v, want %s (ET5's first entry is due in an hour)", keys, want)
 	}
 	update(t, s, func(tx chorus.Tx) error { return tx.DeleteService(ctx, f.svc.SID) })
 	got = mustGet(t, s, "Outbox", func(ctx context.Context, tx chorus.ReadTx) ([]*chorus.OutboxEntry, error) {
