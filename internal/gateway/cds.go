@@ -64,7 +64,8 @@ const maxHost = 261
 // validHost reports whether a request's host may become the base of the
 // URLs in its answers and in its session's events: a host name (also an
 // internationalized one, as UTF-8), an IPv4 or a bracketed IPv6 address
-// (with a zone), with an optional port (the SDK sends its cdsUri's host). Each distinct base costs every event of a topic one more
+// (with a zone), with an optional port (the SDK sends its cdsUri's
+// host). Each distinct base costs every event of a topic one more
 // encoding, so a client must not make it long or arbitrary.
 func validHost(h string) bool {
 	if h == "" || len(h) > maxHost {

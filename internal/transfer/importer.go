@@ -457,10 +457,13 @@ func (im *importer) importService(ctx context.Context, svc *chorus.Service) (boo
 		im.count(func(r *Report) { r.Services.Unchanged++ })
 		return true, nil
 	}
-	if old != nil && reason == "" && !im.opt.Overwrite &&
+	if old != nil && reason == "" && !im.opt.Overwrite && sameTime(old.DateCreated, svc.DateCreated) &&
 		old.DateUpdated.Truncate(time.Second).After(svc.DateUpdated.Truncate(time.Second)) {
-		// Its settings (ACLs, webhooks) were changed on the target after
-		// the source's last change: keep them, and compare its objects.
+		// The import's copy (it keeps date_created), whose settings (ACLs,
+		// webhooks) were changed on the target after the source's last
+		// change: keep them, and compare its objects. A service the target
+		// made itself (`chorus serve` with TWILIO_SYNC_SERVICE_SID before
+		// the first import) takes the source's settings.
 		im.conflict(Conflict{Kind: "service", SID: svc.SID, UniqueName: svc.UniqueName, Reason: fmt.Sprintf(
 			"the target's service was changed at %s, after the source's last update (%s): its settings are kept",
 			old.DateUpdated.UTC().Format(time.RFC3339), svc.DateUpdated.UTC().Format(time.RFC3339))})

@@ -275,3 +275,41 @@ func TestServiceNamedTwice(t *testing.T) {
 			twice.Services, twice.Objects, twice.Items, one.Services, one.Objects, one.Items)
 	}
 }
+
+// A target started with the same TWILIO_* before the first import made its
+// own default service: that one takes the source's settings (it is not the
+// import's copy changed since), as before the re-run guard.
+func TestImportIntoBootstrappedTarget(t *testing.T) {
+	ctx := context.Background()
+	creds := servertest.NewCredentials()
+	src := startNode(t, server.Config{DataDir: t.TempDir(), Creds: creds})
+	acl := true
+	if _, err := src.srv.Engine().UpdateService(ctx, creds.AccountSID, creds.ServiceSID, engine.ServiceParams{ACLEnabled: &acl}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Until(time.Now().Truncate(time.Second).Add(time.Second))) // the target's service is a second newer
+	dir := t.TempDir()
+	dst := startNode(t, server.Config{DataDir: dir, Creds: creds})
+	dst.stop()
+	st, err := sqlite.Open(ctx, filepath.Join(dir, server.DBFile), quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	rep, err := transfer.Import(ctx, src.source(), st, transfer.Options{Account: account(src), Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Services.Refused != 0 || len(rep.Conflicts) != 0 || rep.Services.Updated != 1 {
+		t.Errorf("services %+v, %d conflicts; want the target's own service updated from the source", rep.Services, len(rep.Conflicts))
+	}
+	if err := st.View(ctx, func(tx chorus.ReadTx) error {
+		svc, err := tx.Service(ctx, creds.ServiceSID)
+		if err == nil && !svc.ACLEnabled {
+			t.Error("the source's ACL setting was not copied")
+		}
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+}
