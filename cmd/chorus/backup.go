@@ -145,7 +145,7 @@ func installRestored(stage, dataDir string, exists bool) error {
 		if err := os.Rename(stage, dataDir); err != nil {
 			return err
 		}
-		return syncDir(filepath.Dir(filepath.Clean(dataDir)))
+		return sqlite.SyncDir(filepath.Dir(filepath.Clean(dataDir)))
 	}
 	staged, dst := filepath.Join(stage, server.DBFile), filepath.Join(dataDir, server.DBFile)
 	switch err := os.Link(staged, dst); {
@@ -165,20 +165,7 @@ func installRestored(stage, dataDir string, exists bool) error {
 	if err := os.RemoveAll(stage); err != nil {
 		return err
 	}
-	return syncDir(dataDir)
-}
-
-// syncDir fsyncs a directory, making the names in it durable.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("sync %s: %w", dir, err)
-	}
-	return nil
+	return sqlite.SyncDir(dataDir)
 }
 
 // embeddedStoreMeant refuses a command that reads the embedded store's data

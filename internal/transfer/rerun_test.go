@@ -170,7 +170,7 @@ func TestObjectGoneAtSourceMidImport(t *testing.T) {
 		w.Header().Set("Content-Type", "application/json")
 		switch {
 		case p == "/v1/Services":
-			fmt.Fprintf(w, `{"services":[{"sid":%q,"account_sid":%q,"unique_name":null,"friendly_name":"t","date_created":"2020-01-02T03:04:05Z","date_updated":"2020-01-02T03:04:05Z","webhook_url":null,"reachability_debouncing_window":5000}],"meta":{"next_page_url":null}}`, svc, acct)
+			fmt.Fprint(w, servicesPage(acct, svc))
 		case p == "/v1/Services/"+svc+"/Lists":
 			fmt.Fprintf(w, `{"lists":[%s,%s],"meta":{"next_page_url":null}}`, list(gone), list(kept))
 		case strings.Contains(p, gone):
@@ -228,7 +228,7 @@ func TestNextPageOnAnotherOriginStaysOnTheSource(t *testing.T) {
 		w.Header().Set("Content-Type", "application/json")
 		switch p := r.URL.Path; {
 		case p == "/v1/Services":
-			fmt.Fprintf(w, `{"services":[{"sid":%q,"account_sid":%q,"unique_name":null,"friendly_name":"t","date_created":"2020-01-02T03:04:05Z","date_updated":"2020-01-02T03:04:05Z","webhook_url":null,"reachability_debouncing_window":5000}],"meta":{"next_page_url":null}}`, svc, acct)
+			fmt.Fprint(w, servicesPage(acct, svc))
 		case p == "/v1/Services/"+svc+"/Documents" && r.URL.Query().Get("PageToken") == "":
 			fmt.Fprintf(w, `{"documents":[%s],"meta":{"next_page_url":%q}}`, doc(first, "one", `{}`), other.URL+"/v1/Services/"+svc+"/Documents?PageSize=1&PageToken=PT1")
 		case p == "/v1/Services/"+svc+"/Documents":

@@ -28,7 +28,7 @@ func twilioLike(t *testing.T, acct, svc string, docs []string) *httptest.Server 
 		path := r.URL.Path
 		switch {
 		case path == "/v1/Services":
-			fmt.Fprintf(w, `{"services":[{"sid":%q,"account_sid":%q,"unique_name":null,"friendly_name":"t","date_created":"2020-01-02T03:04:05Z","date_updated":"2020-01-02T03:04:05Z","webhook_url":null,"reachability_debouncing_window":5000}],"meta":{"next_page_url":null}}`, svc, acct)
+			fmt.Fprint(w, servicesPage(acct, svc))
 		case path == "/v1/Services/"+svc+"/Documents":
 			fmt.Fprintf(w, `{"documents":[%s],"meta":{"next_page_url":null}}`, strings.Join(docs, ","))
 		case strings.HasSuffix(path, "/Permissions"):
@@ -43,6 +43,11 @@ func twilioLike(t *testing.T, acct, svc string, docs []string) *httptest.Server 
 	}))
 	t.Cleanup(srv.Close)
 	return srv
+}
+
+// servicesPage is a Twilio-shaped listing of one service, svc of acct.
+func servicesPage(acct, svc string) string {
+	return fmt.Sprintf(`{"services":[{"sid":%q,"account_sid":%q,"unique_name":null,"friendly_name":"t","date_created":"2020-01-02T03:04:05Z","date_updated":"2020-01-02T03:04:05Z","webhook_url":null,"reachability_debouncing_window":5000}],"meta":{"next_page_url":null}}`, svc, acct)
 }
 
 func doc(sid, name, data string) string {
@@ -131,7 +136,7 @@ func TestExpiredAndEmptyPages(t *testing.T) {
 		p := r.URL.Path
 		switch {
 		case p == "/v1/Services":
-			fmt.Fprintf(w, `{"services":[{"sid":%q,"account_sid":%q,"unique_name":null,"friendly_name":"t","date_created":"2020-01-02T03:04:05Z","date_updated":"2020-01-02T03:04:05Z","webhook_url":null,"reachability_debouncing_window":5000}],"meta":{"next_page_url":null}}`, svc, acct)
+			fmt.Fprint(w, servicesPage(acct, svc))
 		case p == "/v1/Services/"+svc+"/Documents" && r.URL.Query().Get("PageToken") == "":
 			fmt.Fprintf(w, `{"documents":[],"meta":{"next_page_url":"/v1/Services/%s/Documents?PageSize=1000&PageToken=PT1"}}`, svc)
 		case p == "/v1/Services/"+svc+"/Documents":
@@ -178,7 +183,7 @@ func TestAnswerWithoutItsList(t *testing.T) {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		if r.URL.Path == "/v1/Services" {
-			fmt.Fprintf(w, `{"services":[{"sid":%q,"account_sid":%q,"unique_name":null,"friendly_name":"t","date_created":"2020-01-02T03:04:05Z","date_updated":"2020-01-02T03:04:05Z","webhook_url":null,"reachability_debouncing_window":5000}],"meta":{"next_page_url":null}}`, svc, acct)
+			fmt.Fprint(w, servicesPage(acct, svc))
 			return
 		}
 		fmt.Fprint(w, `{"meta":{"next_page_url":null}}`)

@@ -160,7 +160,7 @@ func Restore(ctx context.Context, r io.Reader, dbPath string) (BackupInfo, error
 		return BackupInfo{}, fmt.Errorf("sqlite: restore: %w", err)
 	}
 	ok = true
-	if err := syncDir(filepath.Dir(dbPath)); err != nil {
+	if err := SyncDir(filepath.Dir(dbPath)); err != nil {
 		return info, fmt.Errorf("sqlite: restore: %w", err)
 	}
 	return info, nil

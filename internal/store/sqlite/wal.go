@@ -37,7 +37,7 @@ func (w *walFile) open() error {
 	if err != nil {
 		return fmt.Errorf("open wal: %w", err)
 	}
-	if err := syncDir(filepath.Dir(w.path)); err != nil {
+	if err := SyncDir(filepath.Dir(w.path)); err != nil {
 		f.Close()
 		return fmt.Errorf("open wal: %w", err)
 	}
@@ -63,8 +63,9 @@ func (w *walFile) close() error {
 	return w.f.Close()
 }
 
-// syncDir fsyncs a directory, making the names in it durable.
-func syncDir(dir string) error {
+// SyncDir fsyncs a directory, making the names in it durable (the WAL's,
+// a restored database's).
+func SyncDir(dir string) error {
 	d, err := os.Open(dir)
 	if err != nil {
 		return err
