@@ -245,7 +245,7 @@ type progress struct {
 
 func (p *progress) update(tp transfer.Progress) {
 	p.p = tp
-	if time.Since(p.last) < 200*time.Millisecond && tp.ObjectsDone < tp.ObjectsTotal {
+	if time.Since(p.last) < 200*time.Millisecond && (tp.Listing || tp.ObjectsDone < tp.ObjectsTotal) {
 		return
 	}
 	p.last = time.Now()
@@ -259,12 +259,15 @@ func (p *progress) draw() {
 	if secs > 0 {
 		orate, irate = float64(tp.ObjectsDone)/secs, float64(tp.Items)/secs
 	}
-	eta := "?"
-	if orate > 0 && tp.ObjectsTotal >= tp.ObjectsDone {
+	eta, more := "?", "+" // no ETA before the listing's end gives the total
+	if !tp.Listing {
+		more = ""
+	}
+	if orate > 0 && !tp.Listing && tp.ObjectsTotal >= tp.ObjectsDone {
 		eta = time.Duration(float64(tp.ObjectsTotal-tp.ObjectsDone) / orate * float64(time.Second)).Round(time.Second).String()
 	}
-	fmt.Fprintf(p.w, "\r\033[Kobjects %d/%d  items %d  %.0f objects/s  %.0f items/s  ETA %s",
-		tp.ObjectsDone, tp.ObjectsTotal, tp.Items, orate, irate, eta)
+	fmt.Fprintf(p.w, "\r\033[Kobjects %d/%d%s  items %d  %.0f objects/s  %.0f items/s  ETA %s",
+		tp.ObjectsDone, tp.ObjectsTotal, more, tp.Items, orate, irate, eta)
 }
 
 func (p *progress) finish() {

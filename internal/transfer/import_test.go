@@ -380,7 +380,9 @@ func TestImport(t *testing.T) {
 
 	t.Run("sqlite", func(t *testing.T) {
 		st, _ := openSQLite(t)
-		rep, err := transfer.Import(ctx, src.source(), st, transfer.Options{Account: account(src)})
+		s := src.source()
+		s.PageSize = 64 // listings cross page boundaries
+		rep, err := transfer.Import(ctx, s, st, transfer.Options{Account: account(src)})
 		if err != nil {
 			t.Fatalf("Import: %v", err)
 		}
@@ -433,7 +435,8 @@ func TestImport(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer st.Close()
-		from := &transfer.StoreReader{Store: src.srv.Engine().Store()}
+		// Pages of 7 objects: a kind's listing crosses page boundaries.
+		from := &transfer.StoreReader{Store: src.srv.Engine().Store(), PageSize: 7}
 		rep, err := transfer.Import(ctx, from, st, transfer.Options{})
 		if err != nil {
 			t.Fatalf("Import: %v", err)

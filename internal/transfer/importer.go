@@ -49,7 +49,8 @@ type Options struct {
 	// Account to create in the target if missing (SID required unless
 	// DryRun).
 	Account Account
-	// Progress, if set, is called after each object (not concurrently).
+	// Progress, if set, is called after each object and when the listing
+	// ends (not concurrently).
 	Progress func(Progress)
 	Logger   *slog.Logger
 	Now      func() time.Time
@@ -57,7 +58,10 @@ type Options struct {
 
 // Progress is the state of a running import.
 type Progress struct {
+	// ObjectsTotal counts the objects listed so far; while Listing, more
+	// are still to come.
 	ObjectsDone, ObjectsTotal int
+	Listing                   bool
 	Items                     int // items seen (copied or already equal)
 	Elapsed                   time.Duration
 }
@@ -121,12 +125,13 @@ type importer struct {
 	base int64
 	now  func() time.Time
 
-	start time.Time
-	mu    sync.Mutex // guards rep and progress counters
-	rep   Report
-	done  int
-	total int
-	items int
+	start  time.Time
+	mu     sync.Mutex // guards rep and progress counters
+	rep    Report
+	done   int
+	total  int  // objects listed so far
+	listed bool // the listing ended: total is final
+	items  int
 }
 
 // Reader is where Import reads: a REST v1 server (Source) or another
@@ -137,7 +142,10 @@ type Reader interface {
 	Check(ctx context.Context) error
 	// Services returns the services to copy, oldest first.
 	Services(ctx context.Context) ([]*chorus.Service, error)
-	Objects(ctx context.Context, svc *chorus.Service, k chorus.Kind) ([]*chorus.Object, error)
+	// Objects calls fn with each of the service's objects of kind k, one
+	// page at a time: an account of any size is never held whole. It
+	// stops at fn's first error and returns it.
+	Objects(ctx context.Context, svc *chorus.Service, k chorus.Kind, fn func(*chorus.Object) error) error
 	Items(ctx context.Context, obj *chorus.Object) ([]*chorus.Item, error)
 	Permissions(ctx context.Context, obj *chorus.Object) ([]*chorus.Permission, error)
 	// Requests counts the requests sent and retried (0 for a store).
@@ -232,8 +240,42 @@ func (im *importer) run(ctx context.Context) error {
 			}
 		}
 	}
-	// List every object first: the total drives the progress and ETA.
-	var jobs []*chorus.Object
+	// Objects are copied as their pages arrive: the source is listed once,
+	// and at most a page and the objects in flight are held, whatever the
+	// account's size. The total (and so the ETA) is known when the
+	// listing ends.
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(im.opt.Concurrency)
+	listErr := im.listObjects(gctx, svcs, func(obj *chorus.Object) error {
+		if err := gctx.Err(); err != nil {
+			return err
+		}
+		im.mu.Lock()
+		im.total++
+		im.mu.Unlock()
+		g.Go(func() error {
+			n, err := im.importObject(gctx, obj)
+			if err != nil {
+				return fmt.Errorf("transfer: %s %s: %w", obj.Kind, obj.SID, err)
+			}
+			im.advance(n)
+			return nil
+		})
+		return nil
+	})
+	im.mu.Lock()
+	im.listed = true
+	im.progress() // the total is final: the ETA can be told
+	im.mu.Unlock()
+	if err := g.Wait(); err != nil {
+		return err // the copy's error; the listing then only saw the cancellation
+	}
+	return listErr
+}
+
+// listObjects imports each service's settings, then lists its objects of
+// every kind into fn.
+func (im *importer) listObjects(ctx context.Context, svcs []*chorus.Service, fn func(*chorus.Object) error) error {
 	for _, svc := range svcs {
 		ok, err := im.importService(ctx, svc)
 		if err != nil {
@@ -243,32 +285,12 @@ func (im *importer) run(ctx context.Context) error {
 			continue
 		}
 		for _, k := range chorus.Kinds {
-			objs, err := im.src.Objects(ctx, svc, k)
-			if err != nil {
+			if err := im.src.Objects(ctx, svc, k, fn); err != nil {
 				return fmt.Errorf("transfer: list %ss of %s: %w", k, svc.SID, err)
 			}
-			jobs = append(jobs, objs...)
-			im.mu.Lock()
-			im.total += len(objs)
-			im.mu.Unlock()
 		}
 	}
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(im.opt.Concurrency)
-	for _, obj := range jobs {
-		if gctx.Err() != nil {
-			break
-		}
-		g.Go(func() error {
-			n, err := im.importObject(gctx, obj)
-			if err != nil {
-				return fmt.Errorf("transfer: %s %s: %w", obj.Kind, obj.SID, err)
-			}
-			im.advance(n)
-			return nil
-		})
-	}
-	return g.Wait()
+	return nil
 }
 
 // selectServices keeps the services named (by SID or unique name) in sel.
@@ -295,15 +317,20 @@ func selectServices(all []*chorus.Service, sel []string) ([]*chorus.Service, err
 	return out, nil
 }
 
+// advance counts an object done and reports the progress.
 func (im *importer) advance(items int) {
 	im.mu.Lock()
+	defer im.mu.Unlock()
 	im.done++
 	im.items += items
-	p := Progress{ObjectsDone: im.done, ObjectsTotal: im.total, Items: im.items, Elapsed: im.now().Sub(im.start)}
+	im.progress()
+}
+
+// progress calls opt.Progress; im.mu must be held.
+func (im *importer) progress() {
 	if im.opt.Progress != nil {
-		im.opt.Progress(p)
+		im.opt.Progress(Progress{ObjectsDone: im.done, ObjectsTotal: im.total, Listing: !im.listed, Items: im.items, Elapsed: im.now().Sub(im.start)})
 	}
-	im.mu.Unlock()
 }
 
 func (im *importer) count(f func(r *Report)) {

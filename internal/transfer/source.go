@@ -38,6 +38,9 @@ type Source struct {
 	// source's Retry-After is waited for in full, up to maxRetryAfter.
 	MaxBackoff time.Duration
 	Logger     *slog.Logger // default slog.Default()
+	// PageSize is the PageSize asked of every listing; default (and
+	// Twilio's maximum) 1000.
+	PageSize int
 
 	requests atomic.Int64
 	retries  atomic.Int64
@@ -480,7 +483,7 @@ func (w *itemWire) item(obj *chorus.Object) (*chorus.Item, error) {
 // Services returns the account's services, oldest first.
 func (s *Source) Services(ctx context.Context) ([]*chorus.Service, error) {
 	var out []*chorus.Service
-	err := s.list(ctx, "/v1/Services?PageSize=1000", "services", func(raw json.RawMessage) error {
+	err := s.list(ctx, "/v1/Services"+s.pageQuery(), "services", func(raw json.RawMessage) error {
 		var w serviceWire
 		if err := json.Unmarshal(raw, &w); err != nil {
 			return fmt.Errorf("transfer: service: %w", err)
@@ -495,16 +498,25 @@ func (s *Source) Services(ctx context.Context) ([]*chorus.Service, error) {
 	return out, err
 }
 
+// pageQuery is the query of a listing's first page.
+func (s *Source) pageQuery() string {
+	n := s.PageSize
+	if n <= 0 {
+		n = 1000
+	}
+	return "?PageSize=" + strconv.Itoa(n)
+}
+
 func objectsPath(svc *chorus.Service, k chorus.Kind) string {
 	return "/v1/Services/" + url.PathEscape(svc.SID) + "/" + k.Collection()
 }
 
-// Objects returns the service's objects of kind k. Twilio may still list
-// an object that expired and was not purged yet; it is left out.
-func (s *Source) Objects(ctx context.Context, svc *chorus.Service, k chorus.Kind) ([]*chorus.Object, error) {
-	var out []*chorus.Object
+// Objects calls fn with the service's objects of kind k as each page
+// arrives. Twilio may still list an object that expired and was not
+// purged yet; it is left out.
+func (s *Source) Objects(ctx context.Context, svc *chorus.Service, k chorus.Kind, fn func(*chorus.Object) error) error {
 	now := time.Now()
-	err := s.list(ctx, objectsPath(svc, k)+"?PageSize=1000", strings.ToLower(k.Collection()), func(raw json.RawMessage) error {
+	return s.list(ctx, objectsPath(svc, k)+s.pageQuery(), strings.ToLower(k.Collection()), func(raw json.RawMessage) error {
 		var w objectWire
 		if err := json.Unmarshal(raw, &w); err != nil {
 			return fmt.Errorf("transfer: %s: %w", k, err)
@@ -513,18 +525,16 @@ func (s *Source) Objects(ctx context.Context, svc *chorus.Service, k chorus.Kind
 		if err != nil {
 			return fmt.Errorf("transfer: %w", err)
 		}
-		if !o.Expired(now) {
-			out = append(out, o)
+		if o.Expired(now) {
+			return nil
 		}
-		return nil
+		return fn(o)
 	})
-	return out, err
 }
 
-// childrenPath is the first page (of the largest size) of an object's
-// Items or Permissions.
-func childrenPath(obj *chorus.Object, children string) string {
-	return objectsPath(&chorus.Service{SID: obj.ServiceSID}, obj.Kind) + "/" + url.PathEscape(obj.SID) + "/" + children + "?PageSize=1000"
+// childrenPath is the first page of an object's Items or Permissions.
+func (s *Source) childrenPath(obj *chorus.Object, children string) string {
+	return objectsPath(&chorus.Service{SID: obj.ServiceSID}, obj.Kind) + "/" + url.PathEscape(obj.SID) + "/" + children + s.pageQuery()
 }
 
 // Items returns a list's items in index order or a map's in key order,
@@ -532,7 +542,7 @@ func childrenPath(obj *chorus.Object, children string) string {
 func (s *Source) Items(ctx context.Context, obj *chorus.Object) ([]*chorus.Item, error) {
 	var out []*chorus.Item
 	now := time.Now()
-	path := childrenPath(obj, "Items")
+	path := s.childrenPath(obj, "Items")
 	err := s.list(ctx, path, "items", func(raw json.RawMessage) error {
 		var w itemWire
 		if err := json.Unmarshal(raw, &w); err != nil {
@@ -553,7 +563,7 @@ func (s *Source) Items(ctx context.Context, obj *chorus.Object) ([]*chorus.Item,
 // Permissions returns a document's, list's or map's permissions.
 func (s *Source) Permissions(ctx context.Context, obj *chorus.Object) ([]*chorus.Permission, error) {
 	var out []*chorus.Permission
-	path := childrenPath(obj, "Permissions")
+	path := s.childrenPath(obj, "Permissions")
 	err := s.list(ctx, path, "permissions", func(raw json.RawMessage) error {
 		var w permissionWire
 		if err := json.Unmarshal(raw, &w); err != nil {

@@ -11,11 +11,15 @@ import (
 // StoreReader reads another store directly (`chorus migrate
 // --from-data-dir`): every account with its API keys and services, and
 // what REST does not show (millisecond dates, list context, the next list
-// index). The source should not be written meanwhile (stop its server);
-// each call reads one consistent snapshot.
+// index). The source should not be written meanwhile (stop its server):
+// each call but Objects, which reads a page at a time, reads one
+// consistent snapshot.
 type StoreReader struct {
 	Store chorus.Store
 	Now   func() time.Time // hides what expired; default time.Now
+	// PageSize is how many objects one read of Objects takes; default
+	// 1000.
+	PageSize int
 }
 
 func (r *StoreReader) now() time.Time {
@@ -73,13 +77,35 @@ func (r *StoreReader) Services(ctx context.Context) (out []*chorus.Service, err 
 	return out, err
 }
 
-// Objects returns the service's live objects of kind k.
-func (r *StoreReader) Objects(ctx context.Context, svc *chorus.Service, k chorus.Kind) (out []*chorus.Object, err error) {
-	err = r.Store.View(ctx, func(tx chorus.ReadTx) error {
-		out, err = tx.Objects(ctx, k, svc.SID, chorus.ObjectQuery{Now: r.now()})
-		return err
-	})
-	return out, err
+// Objects calls fn with the service's live objects of kind k, PageSize
+// at a time (each page one snapshot; fn runs outside it).
+func (r *StoreReader) Objects(ctx context.Context, svc *chorus.Service, k chorus.Kind, fn func(*chorus.Object) error) error {
+	size := r.PageSize
+	if size <= 0 {
+		size = 1000
+	}
+	q := chorus.ObjectQuery{Limit: size, Now: r.now()}
+	for {
+		var page []*chorus.Object
+		err := r.Store.View(ctx, func(tx chorus.ReadTx) error {
+			var err error
+			page, err = tx.Objects(ctx, k, svc.SID, q)
+			return err
+		})
+		if err != nil {
+			return err
+		}
+		for _, o := range page {
+			if err := fn(o); err != nil {
+				return err
+			}
+		}
+		if len(page) < size {
+			return nil
+		}
+		last := page[len(page)-1]
+		q.After = chorus.Cursor{DateCreated: last.DateCreated, SID: last.SID}
+	}
 }
 
 // Items returns the object's live items.
