@@ -428,7 +428,7 @@ func (g *Gateway) revokeChecked(accountSID string, keys []string) {
 		c.mu.Unlock()
 		ok, seen := valid[key]
 		if !seen {
-			ok = g.keyValid(ctx, accountSID, key)
+			ok, _ = g.keyValid(ctx, accountSID, key) // a store error: Resync decides
 			valid[key] = ok
 		}
 		if !ok {
@@ -438,15 +438,18 @@ func (g *Gateway) revokeChecked(accountSID string, keys []string) {
 }
 
 // keyValid reports whether the store still has key, in account. A store
-// error counts as valid: the next re-check decides.
-func (g *Gateway) keyValid(ctx context.Context, account, key string) bool {
+// error counts as valid, and is returned: a later re-check decides.
+func (g *Gateway) keyValid(ctx context.Context, account, key string) (bool, error) {
 	ctx, cancel := context.WithTimeout(ctx, recheckTimeout)
 	defer cancel()
 	k, err := g.cfg.Engine.APIKey(ctx, key)
 	if err != nil {
-		return chorus.AsError(err).Status >= 500
+		if chorus.AsError(err).Status >= 500 {
+			return true, err
+		}
+		return false, nil
 	}
-	return k != nil && k.AccountSID == account
+	return k != nil && k.AccountSID == account, nil
 }
 
 // revokeLocal closes this node's sessions signed by keys of accountSID.
@@ -493,24 +496,30 @@ func (c *conn) closeUnauthorized(description string, code int, cause error) {
 // recheckAccess re-checks every session after control events may have
 // been lost (the Bus reconnected or dropped messages): services are
 // re-read, keys looked up (a missing key closes its sessions), and the
-// subscriptions of ACL services re-checked.
-func (g *Gateway) recheckAccess() {
+// subscriptions of ACL services re-checked. It returns the first store
+// error that left a key or service unchecked: Resync then runs it again.
+func (g *Gateway) recheckAccess() error {
 	g.cfg.Engine.Resync() // the engine's caches may have missed changes too
 	g.controlEpoch.Add(1)
 	ctx := g.ctx
+	var storeErr error
 	type keyRef struct{ account, key string }
 	keys := make(map[keyRef]bool)
 	var live []*conn
 	for _, c := range g.sessions(func(*conn) bool { return true }) {
 		if ctx.Err() != nil {
-			return
+			return ctx.Err()
 		}
 		c.mu.Lock()
 		kr := keyRef{c.account, c.keySID}
 		c.mu.Unlock()
 		ok, seen := keys[kr]
 		if !seen {
-			ok = g.keyValid(ctx, kr.account, kr.key)
+			var err error
+			ok, err = g.keyValid(ctx, kr.account, kr.key)
+			if err != nil && storeErr == nil {
+				storeErr = fmt.Errorf("gateway: re-check key %s: %w", kr.key, err)
+			}
 			keys[kr] = ok
 		}
 		if ok {
@@ -542,6 +551,8 @@ func (g *Gateway) recheckAccess() {
 				for _, c := range conns {
 					c.endService()
 				}
+			} else if storeErr == nil {
+				storeErr = fmt.Errorf("gateway: re-check service %s: %w", sid, err)
 			}
 			continue
 		}
@@ -559,11 +570,12 @@ func (g *Gateway) recheckAccess() {
 		}
 		for _, c := range conns {
 			if ctx.Err() != nil {
-				return
+				return ctx.Err()
 			}
 			c.recheckAll(ctx, svc)
 		}
 	}
+	return storeErr
 }
 
 // checkNewSession closes the window between a session's authentication
@@ -579,7 +591,7 @@ func (c *conn) checkNewSession(ctx context.Context, epoch uint64) {
 	c.mu.Lock()
 	account, key, svcSID := c.account, c.keySID, c.online.svc.SID
 	c.mu.Unlock()
-	if !g.keyValid(ctx, account, key) {
+	if ok, _ := g.keyValid(ctx, account, key); !ok { // a store error: Resync decides
 		c.revoke()
 		return
 	}

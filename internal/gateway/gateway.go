@@ -59,6 +59,10 @@ type Config struct {
 	// a gap the store cannot fill is skipped; default 2s.
 	GapWait   time.Duration
 	GapGiveUp time.Duration
+	// ResyncRetry is the first wait before a gap fill or a Resync pass
+	// that a store error failed is tried again (doubling up to 30 s for
+	// Resync); default 1s.
+	ResyncRetry time.Duration
 	// ReplayBatch is the number of events read per replay step; default 500.
 	ReplayBatch int
 	// InitTimeout closes connections that send no init; default 30s.
@@ -99,6 +103,7 @@ type Stats struct {
 	Malformed     uint64 // connections closed for protocol violations
 	GapFills      uint64 // out-of-order gaps filled from the store
 	GapSkips      uint64 // gaps that could not be filled
+	ResyncRetries uint64 // Resync passes run again after a store error
 	Refused       uint64 // connections refused by MaxConns or MaxUnauthenticatedPerAddr
 }
 
@@ -132,10 +137,13 @@ type Gateway struct {
 	malformed     atomic.Uint64
 	refused       atomic.Uint64
 
-	lastRefusalLog atomic.Int64  // unix ns
-	controlCancel  func()        // the control topic's Bus subscription
-	svcMu          sync.Mutex    // orders service re-reads with their stores (access.go)
-	controlEpoch   atomic.Uint64 // control events handled (access.go)
+	lastRefusalLog atomic.Int64 // unix ns
+
+	// Resync's single flight: a pass is wanted, a loop runs it.
+	resyncWanted, resyncRunning atomic.Bool
+	controlCancel               func()        // the control topic's Bus subscription
+	svcMu                       sync.Mutex    // orders service re-reads with their stores (access.go)
+	controlEpoch                atomic.Uint64 // control events handled (access.go)
 }
 
 var _ http.Handler = (*Gateway)(nil)
@@ -171,6 +179,9 @@ func New(cfg Config) *Gateway {
 	}
 	if cfg.GapGiveUp <= 0 {
 		cfg.GapGiveUp = 2 * time.Second
+	}
+	if cfg.ResyncRetry <= 0 {
+		cfg.ResyncRetry = time.Second
 	}
 	if cfg.ReplayBatch <= 0 {
 		cfg.ReplayBatch = 500
@@ -304,6 +315,7 @@ func (g *Gateway) Stats() Stats {
 		Malformed:     g.malformed.Load(),
 		GapFills:      g.hub.gapFills.Load(),
 		GapSkips:      g.hub.gapSkips.Load(),
+		ResyncRetries: g.hub.resyncRetries.Load(),
 		Refused:       g.refused.Load(),
 	}
 }

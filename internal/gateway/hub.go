@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -25,6 +26,8 @@ type hub struct {
 	delivered atomic.Uint64 // frames handed to connections
 	gapFills  atomic.Uint64
 	gapSkips  atomic.Uint64
+
+	resyncRetries atomic.Uint64
 }
 
 func newHub(g *Gateway) *hub {
@@ -256,14 +259,22 @@ func (t *topic) fillGap() {
 	ctx, cancel := context.WithTimeout(g.ctx, 5*time.Second)
 	events, err := g.cfg.Engine.Events(ctx, t.sid, after, 1000)
 	cancel()
-	if err != nil {
-		g.log.Warn("gateway: fill event gap", slog.String(logObject, t.sid), slog.Any(logError, err))
-	}
 	t.h.gapFills.Add(1)
 
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.filling = false
+	if err != nil {
+		// A failed read says nothing of the log: the gap is read again,
+		// never skipped, however long the store is away. Skipping would
+		// move every subscriber past events the log still holds.
+		g.log.Warn("gateway: fill event gap", slog.String(logObject, t.sid), slog.Any(logError, err))
+		if !t.removed && !t.gapArmed {
+			t.gapArmed = true
+			t.gapTimer.Reset(g.cfg.ResyncRetry)
+		}
+		return
+	}
 	for _, e := range events {
 		if e.ID > t.last {
 			t.pending[e.ID] = e
@@ -361,33 +372,96 @@ func (h *hub) dropRemoved(t *topic, subs []*subscription) {
 // after it reconnects: events published while it was away would otherwise
 // only be noticed when a later event arrives, and the last ones never.
 // Access changes that may have been lost are re-checked too.
+//
+// The reconnect is the only signal that something was lost, and a
+// partition often takes the store with the bus: a pass that a store error
+// left incomplete is run again, with backoff, until one completes. Calls
+// while a pass runs are merged into one more pass.
 func (g *Gateway) Resync() {
 	g.forgetKeys() // a keys_revoked event may be among the lost
-	go g.recheckAccess()
+	g.resyncWanted.Store(true)
+	if g.resyncRunning.CompareAndSwap(false, true) {
+		go g.resyncLoop()
+	}
+}
+
+// resyncLoop runs passes while Resync asks for them. One at a time
+// (resyncRunning).
+func (g *Gateway) resyncLoop() {
+	for {
+		for g.resyncWanted.Swap(false) {
+			g.resyncUntilDone()
+		}
+		g.resyncRunning.Store(false)
+		// A Resync between the Swap and the Store found the loop running.
+		if !g.resyncWanted.Load() || !g.resyncRunning.CompareAndSwap(false, true) {
+			return
+		}
+	}
+}
+
+// resyncUntilDone re-checks access and catches every topic up, retrying
+// what a store error left undone until nothing is.
+func (g *Gateway) resyncUntilDone() {
+	accessDone := false
 	g.hub.mu.Lock()
 	topics := make([]*topic, 0, len(g.hub.topics))
 	for _, t := range g.hub.topics {
 		topics = append(topics, t)
 	}
 	g.hub.mu.Unlock()
-	go func() {
+	backoff := g.cfg.ResyncRetry
+	for attempt := 0; ; attempt++ {
+		if !accessDone {
+			err := g.recheckAccess()
+			accessDone = err == nil
+			if err != nil {
+				g.log.Warn("gateway: resync access", slog.Any(logError, err))
+			}
+		}
+		var failed []*topic
+		var firstErr error
 		for _, t := range topics {
 			if g.ctx.Err() != nil {
 				return
 			}
-			t.catchUp()
+			if err := t.catchUp(); err != nil {
+				failed = append(failed, t)
+				if firstErr == nil {
+					firstErr = err
+				}
+			}
 		}
-	}()
+		if len(failed) > 0 {
+			g.log.Warn("gateway: resync", slog.Int("topics_left", len(failed)), slog.Any(logError, firstErr))
+		}
+		topics = failed
+		if accessDone && len(topics) == 0 {
+			return
+		}
+		g.hub.resyncRetries.Add(1)
+		select {
+		case <-g.ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, maxResyncRetry)
+	}
 }
 
-// catchUp delivers the logged events after the topic's position.
-func (t *topic) catchUp() {
+// maxResyncRetry caps the wait between two passes of a Resync that the
+// store keeps failing.
+const maxResyncRetry = 30 * time.Second
+
+// catchUp delivers the logged events after the topic's position. It
+// fails when the store could not be read.
+func (t *topic) catchUp() error {
 	g := t.h.g
 	for {
 		t.mu.Lock()
 		if !t.baseline || t.removed || t.kind == chorus.KindStream {
 			t.mu.Unlock()
-			return
+			return nil
 		}
 		after := t.last
 		t.mu.Unlock()
@@ -395,8 +469,7 @@ func (t *topic) catchUp() {
 		events, err := g.cfg.Engine.Events(ctx, t.sid, after, 1000)
 		cancel()
 		if err != nil {
-			g.log.Warn("gateway: resync", slog.String(logObject, t.sid), slog.Any(logError, err))
-			return
+			return fmt.Errorf("gateway: catch up %s: %w", t.sid, err)
 		}
 		t.mu.Lock()
 		for _, e := range events {
@@ -404,7 +477,7 @@ func (t *topic) catchUp() {
 		}
 		t.mu.Unlock()
 		if len(events) < 1000 {
-			return
+			return nil
 		}
 	}
 }

@@ -3,9 +3,11 @@ package gateway
 import (
 	"context"
 	"encoding/json"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/chorus-sync/chorus"
 	"github.com/chorus-sync/chorus/internal/engine"
 )
 
@@ -42,5 +44,100 @@ func TestResyncDeliversLostTail(t *testing.T) {
 	}
 	if got := e.gw.Stats().Delivered; got != 3 {
 		t.Errorf("Delivered = %d, want 3", got)
+	}
+}
+
+// failingReads is a store whose reads fail while fail is set.
+type failingReads struct {
+	chorus.Store
+	fail *atomic.Bool
+}
+
+func (s failingReads) View(ctx context.Context, fn func(chorus.ReadTx) error) error {
+	if s.fail.Load() {
+		return chorus.Errorf(chorus.ErrUnavailable, "test: the store is away")
+	}
+	return s.Store.View(ctx, fn)
+}
+
+// withFailingReads gives the gateway an engine over the env's store and
+// bus whose reads fail while fail is set.
+func withFailingReads(fail *atomic.Bool) envOption {
+	return func(e *env, c *Config) {
+		c.Engine = engine.New(engine.Config{Store: failingReads{e.st, fail}, Bus: e.bus})
+		c.GapGiveUp = 50 * time.Millisecond
+		c.ResyncRetry = 50 * time.Millisecond
+	}
+}
+
+// TestGapOutlivesStoreOutage: an event the bus lost, and the store away
+// while the gap is filled for longer than GapGiveUp. The event is in the
+// log: it must arrive, in order, once the store answers, not be skipped.
+func TestGapOutlivesStoreOutage(t *testing.T) {
+	var fail atomic.Bool
+	e := newEnv(t, withFailingReads(&fail))
+	ctx := context.Background()
+	sub := e.session("bob")
+	doc := wantStatus(t, "create", sub.do("POST", "/v3/Documents", nil, map[string]any{"unique_name": "d"}), 201, 0)
+	sid := doc["sid"].(string)
+	sub.establish(1, docSub(sid, num(doc["last_event_id"])))
+
+	lost := engine.New(engine.Config{Store: e.eng.Store()}) // another node, its publish lost
+	if _, err := lost.UpdateObject(ctx, engine.SystemActor(), e.svc, "document", sid, engine.UpdateObject{Data: json.RawMessage(`{"n":1}`)}); err != nil {
+		t.Fatal(err)
+	}
+	fail.Store(true)
+	if _, err := e.eng.UpdateObject(ctx, engine.SystemActor(), e.svc, "document", sid, engine.UpdateObject{Data: json.RawMessage(`{"n":2}`)}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(400 * time.Millisecond) // GapGiveUp 8 times over, reads failing
+	select {
+	case n := <-sub.notes:
+		t.Fatalf("event %d (%s) arrived while its predecessor could not be read", n.id(), n.EventType)
+	default:
+	}
+	fail.Store(false)
+	for want := int64(1); want <= 2; want++ {
+		n := sub.nextOf("document_updated", 5*time.Second)
+		if n.id() != want {
+			t.Fatalf("event id %d, want %d: the gap was skipped", n.id(), want)
+		}
+	}
+	if s := e.gw.Stats(); s.GapSkips != 0 {
+		t.Errorf("GapSkips = %d, want 0", s.GapSkips)
+	}
+}
+
+// TestResyncRetriesUntilStoreAnswers: the bus reconnects while the store
+// is still away (a partition takes both). Resync's pass fails; it must be
+// run again until the lost events are delivered.
+func TestResyncRetriesUntilStoreAnswers(t *testing.T) {
+	var fail atomic.Bool
+	e := newEnv(t, withFailingReads(&fail))
+	ctx := context.Background()
+	sub := e.session("bob")
+	doc := wantStatus(t, "create", sub.do("POST", "/v3/Documents", nil, map[string]any{"unique_name": "d"}), 201, 0)
+	sid := doc["sid"].(string)
+	sub.establish(1, docSub(sid, num(doc["last_event_id"])))
+
+	lost := engine.New(engine.Config{Store: e.eng.Store()})
+	for i := 1; i <= 2; i++ {
+		data, _ := json.Marshal(map[string]int{"n": i})
+		if _, err := lost.UpdateObject(ctx, engine.SystemActor(), e.svc, "document", sid, engine.UpdateObject{Data: data}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fail.Store(true)
+	e.gw.Resync()
+	time.Sleep(300 * time.Millisecond)
+	if e.gw.Stats().ResyncRetries == 0 {
+		t.Fatal("no Resync pass was retried while the store failed")
+	}
+	fail.Store(false)
+	for want := int64(1); want <= 2; want++ {
+		n := sub.nextOf("document_updated", 5*time.Second)
+		if n.id() != want {
+			t.Fatalf("after the store came back: event id %d, want %d", n.id(), want)
+		}
 	}
 }
