@@ -483,6 +483,8 @@ var errServiceDeleted = errors.New("gateway: service deleted")
 func (c *conn) closeUnauthorized(description string, code int, cause error) {
 	c.revokeOnce.Do(func() {
 		c.logger().Info("gateway: closing session", slog.String("reason", description))
+		c.closeReason.Store(&chorus.Error{Status: 401, Code: code, Message: description})
+		c.closing.Store(closingRevoked)
 		c.mu.Lock()
 		c.tokenGen++ // no more token notices
 		c.mu.Unlock()

@@ -93,6 +93,9 @@ func (c *conn) handleMessage(ctx context.Context, f *protocol.Frame) error {
 		return errNotInitialized
 	}
 	id := f.Header.ID
+	if c.refusedWhileClosing(id) {
+		return nil
+	}
 	m, err := protocol.ParseMessage(&f.Header)
 	if err != nil {
 		c.sendHTTP(id, errorResponse(chorus.Errorf(chorus.ErrInvalidParameter, "Invalid request: %v", err)))

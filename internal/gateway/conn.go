@@ -97,6 +97,14 @@ type conn struct {
 	svcLatest  atomic.Pointer[chorus.Service] // the service as last read (access.go)
 	accessGen  atomic.Uint64                  // bumped when svcLatest changes
 	revokeOnce sync.Once
+	// closing is set when the session's close (401 revoked, 410 expired)
+	// is sent: from then on requests are refused, though the socket lives
+	// a grace period longer. A revoked session also gets no more events;
+	// an expired one still does, because an update in its grace (sent
+	// before the client saw the 410) revives it, and a client that skipped
+	// events would not know to resume them.
+	closing     atomic.Int32
+	closeReason atomic.Pointer[chorus.Error] // what requests get once closingRevoked
 
 	mu          sync.Mutex // guards the fields below
 	initialized bool
@@ -811,10 +819,38 @@ func (c *conn) handleUpdate(ctx context.Context, f *protocol.Frame) error {
 	c.mu.Lock()
 	c.account, c.keySID = claims.Subject, claims.Issuer
 	c.mu.Unlock()
+	c.closing.CompareAndSwap(closingExpired, closingNone) // revived in its grace
 	c.reply(id, protocol.StatusOK)
-	c.armTokenTimers(claims.Expires)
+	c.armTokenTimers(claims.Expires) // calls the expired session's end off
 	c.checkNewSession(ctx, epoch)
 	return nil
+}
+
+// Values of conn.closing.
+const (
+	closingNone int32 = iota
+	closingExpired
+	closingRevoked
+)
+
+// refusedWhileClosing answers a request that arrived after the session's
+// close was sent: false when the session is open.
+func (c *conn) refusedWhileClosing(id string) bool {
+	switch c.closing.Load() {
+	case closingNone:
+		return false
+	case closingExpired:
+		c.sendHTTP(id, errorResponse(chorus.ErrTokenExpired))
+	default:
+		c.sendHTTP(id, errorResponse(c.closeReason.Load()))
+	}
+	return true
+}
+
+// heldBack reports whether live events must not reach the session: its
+// key was revoked (or its service deleted) and its close sent.
+func (c *conn) heldBack() bool {
+	return c.closing.Load() == closingRevoked
 }
 
 // armTokenTimers schedules token_about_to_expire at exp-180s (at once if
@@ -841,6 +877,7 @@ func (c *conn) armTokenTimers(exp time.Time) {
 			return
 		}
 		c.logger().Info("gateway: token expired; closing session")
+		c.closing.CompareAndSwap(closingNone, closingExpired)
 		e := chorus.ErrTokenExpired
 		c.send(protocol.Encode(nil, protocol.NewClose(protocol.NewID(), protocol.Status{
 			Code: 410, Status: "TOKEN_EXPIRED", ErrorCode: e.Code, Description: e.Message,

@@ -306,7 +306,7 @@ func (t *topic) deliverLocked(e *chorus.Event) {
 	frames := t.frames[:0]
 	n := 0
 	for c, s := range t.subs {
-		if !s.live || s.gone {
+		if !s.live || s.gone || c.heldBack() {
 			continue
 		}
 		if e.ID > 0 && t.kind != chorus.KindStream {
