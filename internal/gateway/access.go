@@ -23,7 +23,11 @@ import (
 // and ends what is no longer allowed.
 //
 //   - EventPermissionChanged arrives on the object's topic: the topic
-//     re-checks its subscribers of that identity.
+//     holds its subscribers of that identity at once (in the Bus
+//     callback, before any later event of the object) and re-checks them
+//     off the Bus goroutine. Denied, they end; allowed, they get what was
+//     held from the log, in order, and go on (holdLocked, release).
+//     Stream subscribers are not held (no ids to resume from).
 //   - EventServiceChanged arrives on chorus.ControlTopic: the sessions of
 //     the service get the re-read service (its ACL switch applies to their
 //     next request) and, with ACLs on, all their subscriptions are
@@ -300,9 +304,27 @@ func (c *conn) deny(s *subscription, e *chorus.Error) {
 	c.failed("null", s.sid, e)
 }
 
+// holdLocked stops live events to the topic's subscriptions of identity
+// ("" = all) until the re-check of access generation gen releases them:
+// called in the Bus callback of a permission change, so that no event
+// after the change reaches a subscriber whose access it withdrew. Stream
+// subscriptions are not held: their messages have no ids to resume from.
+// t.mu held.
+func (t *topic) holdLocked(identity string, gen uint64) {
+	if t.kind == chorus.KindStream {
+		return
+	}
+	for _, s := range t.subs {
+		if !s.gone && (identity == "" || s.identity == identity) {
+			s.held = gen
+		}
+	}
+}
+
 // permissionChanged re-checks the topic's subscribers that have identity
-// ("" = all of them). It runs off the Bus goroutine.
-func (t *topic) permissionChanged(identity string) {
+// ("" = all of them), held for access generation gen, and releases those
+// that may still read. It runs off the Bus goroutine.
+func (t *topic) permissionChanged(identity string, gen uint64) {
 	t.mu.Lock()
 	subs := make([]*subscription, 0, len(t.subs))
 	for _, s := range t.subs {
@@ -328,7 +350,7 @@ func (t *topic) permissionChanged(identity string) {
 			return
 		}
 		if c := s.c; mine(c) {
-			c.recheck(ctx, c.currentService(), s)
+			c.recheckHeld(ctx, s, gen)
 		}
 	}
 	for _, lq := range queries {
@@ -337,6 +359,93 @@ func (t *topic) permissionChanged(identity string) {
 		}
 		if c := lq.c; mine(c) {
 			c.recheckQuery(ctx, c.currentService(), lq)
+		}
+	}
+}
+
+// recheckHeld re-checks a subscription held for access generation gen:
+// denied, it ends; allowed, it gets the events held back and is released.
+// A store error is retried (the subscription stays held: no event
+// reaches it unchecked).
+func (c *conn) recheckHeld(ctx context.Context, s *subscription, gen uint64) {
+	wait := c.g.cfg.ResyncRetry
+	for {
+		rctx, cancel := context.WithTimeout(ctx, recheckTimeout)
+		_, err := c.g.cfg.Engine.Subscribable(rctx, c.actorOf(), c.currentService(), s.kind, s.sid)
+		cancel()
+		e := chorus.AsError(err)
+		switch {
+		case err == nil:
+			s.t.release(ctx, s, gen)
+			return
+		case e.Status == 403:
+			c.deny(s, e)
+			return
+		case e.Status < 500:
+			return // gone (404): its removal event ends it
+		}
+		c.logger().Warn("gateway: re-check subscription", slog.String(logObject, s.sid), slog.Any(logError, err))
+		select {
+		case <-ctx.Done():
+			return
+		case <-c.ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, maxResyncRetry)
+	}
+}
+
+// release sends s the events it was held back from, from the store's log,
+// and lets live events reach it again, unless a later permission change
+// holds it (its own re-check releases it).
+func (t *topic) release(ctx context.Context, s *subscription, gen uint64) {
+	g := t.h.g
+	for {
+		t.mu.Lock()
+		if s.held != gen || s.gone {
+			t.mu.Unlock()
+			return
+		}
+		if !s.live || s.delivered >= t.last {
+			// Caught up; or being established, whose replay reads the log
+			// up to the topic's position before it goes live.
+			s.held = 0
+			t.mu.Unlock()
+			return
+		}
+		after := s.delivered
+		t.mu.Unlock()
+		rctx, cancel := context.WithTimeout(ctx, recheckTimeout)
+		events, err := g.cfg.Engine.Events(rctx, t.sid, after, 1000)
+		cancel()
+		t.mu.Lock()
+		if s.held != gen || s.gone {
+			t.mu.Unlock()
+			return
+		}
+		if err == nil && len(events) == 0 {
+			// The log no longer has them (trimmed): what was missed is
+			// lost to this subscriber as it is to one that reconnects.
+			s.delivered = max(s.delivered, t.last)
+		}
+		for _, e := range events {
+			if e.ID <= s.delivered {
+				continue
+			}
+			s.delivered = e.ID
+			if e.Type.Realtime() {
+				s.c.sendLive(liveFrame(e, s.c.base))
+			}
+		}
+		t.mu.Unlock()
+		if err != nil {
+			g.log.Warn("gateway: events held back during a re-check", slog.String(logObject, t.sid), slog.Any(logError, err))
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(g.cfg.ResyncRetry):
+			}
 		}
 	}
 }

@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"testing"
 	"time"
 
@@ -300,5 +301,79 @@ func TestCheckNewSession(t *testing.T) {
 	c.checkNewSession(ctx, epoch-1)
 	if err := alice.closed(15 * time.Second); err != nil {
 		t.Fatalf("after checkNewSession found the key gone: %v", err)
+	}
+}
+
+// TestNoEventAfterPermissionWithdrawn: a write made after the permission's
+// deletion returned must never reach the subscriber whose read it took:
+// the subscription is held from the Bus callback on, not from the moment
+// its background re-check ends. Many rounds, because the re-check races
+// with the write.
+func TestNoEventAfterPermissionWithdrawn(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	doc := e.aclDoc(true)
+	alice := e.session("alice")
+	for round := range 30 {
+		e.grant(doc.SID, "alice", true)
+		alice.establish(int64(round+1), docSub(doc.SID, nil))
+		if err := e.eng.DeletePermission(ctx, e.service(), chorus.KindDocument, doc.SID, "alice"); err != nil {
+			t.Fatal(err)
+		}
+		e.write(doc.SID, round%10)
+		for {
+			n := alice.next(10 * time.Second)
+			if n.EventType == "subscription_failed" {
+				break
+			}
+			if n.event()["document_sid"] == doc.SID {
+				t.Fatalf("round %d: %s (event %d) reached alice after her permission was deleted", round, n.EventType, n.id())
+			}
+		}
+	}
+}
+
+// TestHeldSubscriptionMissesNothing: permission changes that keep read
+// access hold the subscription while they are re-checked; the events
+// written meanwhile reach it afterwards, in order, none lost or repeated.
+func TestHeldSubscriptionMissesNothing(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	doc := e.aclDoc(true)
+	e.grant(doc.SID, "alice", true)
+	alice := e.session("alice")
+	alice.establish(1, docSub(doc.SID, nil))
+	const writes = 200
+	done := make(chan error, 1)
+	go func() {
+		svc := e.service()
+		for i := range writes {
+			data := json.RawMessage(fmt.Sprintf(`{"n":%d}`, i))
+			if _, err := e.eng.UpdateObject(ctx, engine.SystemActor(), svc, chorus.KindDocument, doc.SID, engine.UpdateObject{Data: data}); err != nil {
+				done <- err
+				return
+			}
+		}
+		done <- nil
+	}()
+	svc := e.service()
+	for i := range 40 {
+		p := chorus.Permission{Identity: "alice", Read: true, Write: i%2 == 0}
+		if _, err := e.eng.SetPermission(ctx, svc, chorus.KindDocument, doc.SID, p); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	for want := int64(1); want <= writes; want++ {
+		n := alice.nextOf("document_updated", 10*time.Second)
+		if n.id() != want {
+			t.Fatalf("event %d, want %d", n.id(), want)
+		}
+	}
+	if n := len(alice.notes); n != 0 {
+		t.Errorf("%d notifications after the last write's", n)
 	}
 }

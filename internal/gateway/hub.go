@@ -80,9 +80,12 @@ type subscription struct {
 	sid  string
 	kind chorus.Kind
 
-	delivered int64 // highest event id sent on this connection
-	live      bool  // receives live events
-	gone      bool  // object removed or subscription canceled
+	identity string // the session's (fixed for its life)
+
+	delivered int64  // highest event id sent on this connection
+	live      bool   // receives live events
+	gone      bool   // object removed or subscription canceled
+	held      uint64 // the topic's access generation it waits for a re-check of; 0: none
 }
 
 // acquire returns the topic of sid, subscribing to the Bus when it is new.
@@ -173,8 +176,10 @@ func (t *topic) onEvent(e *chorus.Event) {
 	if e.Type == chorus.EventPermissionChanged {
 		t.mu.Lock()
 		t.access++
+		gen := t.access
+		t.holdLocked(e.Identity, gen)
 		t.mu.Unlock()
-		go t.permissionChanged(e.Identity) // reads the store
+		go t.permissionChanged(e.Identity, gen) // reads the store
 		return
 	}
 	if !e.Type.Realtime() {
@@ -306,7 +311,7 @@ func (t *topic) deliverLocked(e *chorus.Event) {
 	frames := t.frames[:0]
 	n := 0
 	for c, s := range t.subs {
-		if !s.live || s.gone || c.heldBack() {
+		if !s.live || s.gone || s.held != 0 || c.heldBack() {
 			continue
 		}
 		if e.ID > 0 && t.kind != chorus.KindStream {

@@ -174,7 +174,7 @@ func (c *conn) establish(ctx context.Context, corr json.Number, k chorus.Kind, s
 			return err
 		}
 		t.setBaseline(obj.LastEventID)
-		s = &subscription{c: c, t: t, sid: sid, kind: k, delivered: obj.LastEventID}
+		s = &subscription{c: c, t: t, sid: sid, kind: k, delivered: obj.LastEventID, identity: c.actor.Identity}
 		t.mu.Lock()
 		if old := t.subs[c]; old != nil {
 			old.gone = true // cannot happen: c.subs had none
