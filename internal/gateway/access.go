@@ -64,8 +64,16 @@ func (g *Gateway) subscribeControl() {
 		return
 	}
 	cancel, err := g.cfg.Engine.Bus().Subscribe(chorus.ControlTopic, func(e *chorus.Event) {
+		if e.Type == chorus.EventServiceChanged {
+			g.noteServiceChange(e.ServiceSID) // takes effect at once: servicegen.go
+		}
 		// Bus callbacks must not block; the handlers read the store.
-		go g.onControl(e)
+		go func() {
+			if d := g.controlDelay.Load(); d > 0 { // tests: a slow handler
+				time.Sleep(time.Duration(d))
+			}
+			g.onControl(e)
+		}()
 	})
 	if err != nil {
 		// Without it, access changes apply at the next Resync only.
@@ -124,19 +132,23 @@ func (g *Gateway) serviceChanged(accountSID, serviceSID string) {
 	}
 	// Read and store under svcMu, so that a read made before a later
 	// change cannot overwrite what a read after it stored.
+	changes, gen := g.svcChanges.Load(), g.serviceGen(serviceSID)
 	g.svcMu.Lock()
 	ctx, cancel := context.WithTimeout(g.ctx, recheckTimeout)
 	svc, err := g.cfg.Engine.Service(ctx, accountSID, serviceSID)
 	cancel()
 	if err == nil {
 		for _, c := range conns {
-			c.setService(svc)
+			c.adoptService(svc, gen, changes)
 		}
 	}
 	g.svcMu.Unlock()
 	if err != nil {
 		if chorus.AsError(err).Status != 404 {
+			// Its sessions stay stale (held, and their requests read the
+			// service first) until a read succeeds: Resync retries.
 			g.log.Warn("gateway: re-read changed service", slog.String(logService, serviceSID), slog.Any(logError, err))
+			g.Resync()
 			return
 		}
 		// Deleted: the sessions of that service (in that account) end.
@@ -147,14 +159,14 @@ func (g *Gateway) serviceChanged(accountSID, serviceSID string) {
 		}
 		return
 	}
-	if !svc.ACLEnabled {
-		return
-	}
 	var eg errgroup.Group
 	eg.SetLimit(recheckParallel)
 	for _, c := range conns {
 		eg.Go(func() error {
-			c.recheckAll(g.ctx, svc)
+			c.releaseServiceHolds(g.ctx, svc)
+			if svc.ACLEnabled {
+				c.recheckAll(g.ctx, svc)
+			}
 			return nil
 		})
 	}
@@ -652,6 +664,11 @@ func (g *Gateway) recheckAccess() error {
 		first[old.SID] = old
 	}
 	fresh := make(map[string]*chorus.Service)
+	changes := g.svcChanges.Load()
+	gens := make(map[string]uint64, len(bySvc))
+	for sid := range bySvc {
+		gens[sid] = g.serviceGen(sid)
+	}
 	g.svcMu.Lock()
 	for sid, conns := range bySvc {
 		rctx, cancel := context.WithTimeout(ctx, recheckTimeout)
@@ -669,21 +686,24 @@ func (g *Gateway) recheckAccess() error {
 		}
 		fresh[sid] = svc
 		for _, c := range conns {
-			c.setService(svc)
+			c.adoptService(svc, gens[sid], changes)
 		}
 	}
 	g.svcMu.Unlock()
 
 	for sid, conns := range bySvc {
 		svc := fresh[sid]
-		if svc == nil || !svc.ACLEnabled {
+		if svc == nil {
 			continue
 		}
 		for _, c := range conns {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
-			c.recheckAll(ctx, svc)
+			c.releaseServiceHolds(ctx, svc)
+			if svc.ACLEnabled {
+				c.recheckAll(ctx, svc)
+			}
 		}
 	}
 	return storeErr
@@ -706,13 +726,14 @@ func (c *conn) checkNewSession(ctx context.Context, epoch uint64) {
 		c.revoke()
 		return
 	}
+	changes, gen := g.svcChanges.Load(), g.serviceGen(svcSID)
 	g.svcMu.Lock()
 	g.cfg.Engine.ForgetServices() // the engine may not have heard of the change yet
 	rctx, cancel := context.WithTimeout(ctx, recheckTimeout)
 	svc, err := g.cfg.Engine.Service(rctx, account, svcSID)
 	cancel()
 	if err == nil {
-		c.setService(svc)
+		c.adoptService(svc, gen, changes)
 	}
 	g.svcMu.Unlock()
 	if err != nil && chorus.AsError(err).Status == 404 {

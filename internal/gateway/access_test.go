@@ -377,3 +377,79 @@ func TestHeldSubscriptionMissesNothing(t *testing.T) {
 		t.Errorf("%d notifications after the last write's", n)
 	}
 }
+
+// TestACLSwitchTakesEffectAtOnce: a request or a write made after the
+// service update that turned ACLs on returned is checked with them: a
+// tunnelled read is refused, and no event of the write reaches a
+// subscriber without permission. Turning them off lets the next request
+// in at once too. The control handler that re-reads the service for all
+// sessions is slowed down: nothing may wait for it.
+func TestACLSwitchTakesEffectAtOnce(t *testing.T) {
+	e := newEnv(t)
+	e.gw.controlDelay.Store(int64(20 * time.Millisecond)) // the re-read of the service lags
+	doc := e.aclDoc(false)
+	alice := e.session("alice")
+	for round := range 30 {
+		e.aclDoc(false)
+		if r := alice.do("GET", "/v3/Documents/"+doc.SID, nil, nil); r.Status != 200 {
+			t.Fatalf("round %d: read right after ACLs were turned off = %d, want 200", round, r.Status)
+		}
+		alice.establish(int64(round+1), docSub(doc.SID, nil))
+		e.aclDoc(true)
+		if round%2 == 0 {
+			if r := alice.do("GET", "/v3/Documents/"+doc.SID, nil, nil); r.Status != 403 {
+				t.Fatalf("round %d: read right after ACLs were turned on = %d %s, want 403", round, r.Status, r.Body)
+			}
+		}
+		e.write(doc.SID, round%10)
+		for {
+			n := alice.next(10 * time.Second)
+			if n.EventType == "subscription_failed" {
+				break
+			}
+			if n.event()["document_sid"] == doc.SID {
+				t.Fatalf("round %d: %s (event %d) reached alice after ACLs were turned on", round, n.EventType, n.id())
+			}
+		}
+	}
+}
+
+// TestServiceChangeHoldsNothingBack: a service change that withdraws no
+// access (ACLs stay off) holds its sessions' events only until the
+// service is read again; writes made meanwhile all arrive, in order.
+func TestServiceChangeHoldsNothingBack(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	doc := e.aclDoc(false)
+	alice := e.session("alice")
+	alice.establish(1, docSub(doc.SID, nil))
+	const writes = 200
+	done := make(chan error, 1)
+	go func() {
+		svc := e.service()
+		for i := range writes {
+			data := json.RawMessage(fmt.Sprintf(`{"n":%d}`, i))
+			if _, err := e.eng.UpdateObject(ctx, engine.SystemActor(), svc, chorus.KindDocument, doc.SID, engine.UpdateObject{Data: data}); err != nil {
+				done <- err
+				return
+			}
+		}
+		done <- nil
+	}()
+	for i := range 40 {
+		name := fmt.Sprintf("name %d", i)
+		if _, err := e.eng.UpdateService(ctx, e.creds.AccountSID, e.svc.SID, engine.ServiceParams{FriendlyName: &name}); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	for want := int64(1); want <= writes; want++ {
+		n := alice.nextOf("document_updated", 10*time.Second)
+		if n.id() != want {
+			t.Fatalf("event %d, want %d", n.id(), want)
+		}
+	}
+}

@@ -103,6 +103,11 @@ type conn struct {
 	// an expired one still does, because an update in its grace (sent
 	// before the client saw the 410) revives it, and a client that skipped
 	// events would not know to resume them.
+	// The service as last read is current while svcChecked equals the
+	// gateway's svcChanges, or its svcGen equals svcGenSeen (servicegen.go).
+	svcChecked, svcGenSeen atomic.Uint64
+	svcHolds               atomic.Bool // some subscription is held for a stale service
+
 	closing     atomic.Int32
 	closeReason atomic.Pointer[chorus.Error] // what requests get once closingRevoked
 
@@ -680,6 +685,14 @@ func (c *conn) workLoop() {
 		if ctx.Err() != nil {
 			continue // the session is ending: drop it
 		}
+		if f.Header.Method == protocol.MethodMessage && c.isInitialized() && c.serviceStale() {
+			// Changed since the session read it (its ACL switch among
+			// others): read it again before the request is served.
+			if err := c.loadService(ctx); err != nil {
+				c.sendHTTP(f.Header.ID, errorResponse(chorus.AsError(err)))
+				continue
+			}
+		}
 		c.refreshService()
 		var err error
 		switch f.Header.Method {
@@ -763,6 +776,7 @@ func (c *conn) handleInit(ctx context.Context, f *protocol.Frame) error {
 		return nil
 	}
 	epoch := c.g.controlEpoch.Load()
+	changes := c.g.svcChanges.Load()
 	claims, svc, st := c.authenticate(ctx, in.Token)
 	if st != nil {
 		c.logger().Info("gateway: init rejected", slog.Int("code", st.ErrorCode), slog.String("description", st.Description))
@@ -772,6 +786,7 @@ func (c *conn) handleInit(ctx context.Context, f *protocol.Frame) error {
 	c.claims, c.svc = claims, svc
 	c.actor = engine.Actor{Identity: claims.Identity, EndpointID: c.id}
 	c.svcLatest.Store(svc)
+	c.markServiceRead(c.g.serviceGen(svc.SID), changes)
 	c.mu.Lock()
 	c.account, c.keySID = claims.Subject, claims.Issuer
 	c.initialized = true

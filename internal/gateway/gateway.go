@@ -141,9 +141,18 @@ type Gateway struct {
 
 	// Resync's single flight: a pass is wanted, a loop runs it.
 	resyncWanted, resyncRunning atomic.Bool
-	controlCancel               func()        // the control topic's Bus subscription
-	svcMu                       sync.Mutex    // orders service re-reads with their stores (access.go)
-	controlEpoch                atomic.Uint64 // control events handled (access.go)
+
+	// Service changes noted in the Bus callback (noteServiceChange):
+	// svcChanges counts them all, svcGen those of each service.
+	svcChanges atomic.Uint64
+	svcGenMu   sync.Mutex
+	svcGen     map[string]uint64
+	// controlDelay (ns) delays the control handlers: tests show that
+	// access changes do not wait for them.
+	controlDelay  atomic.Int64
+	controlCancel func()        // the control topic's Bus subscription
+	svcMu         sync.Mutex    // orders service re-reads with their stores (access.go)
+	controlEpoch  atomic.Uint64 // control events handled (access.go)
 }
 
 var _ http.Handler = (*Gateway)(nil)

@@ -314,6 +314,11 @@ func (t *topic) deliverLocked(e *chorus.Event) {
 		if !s.live || s.gone || s.held != 0 || c.heldBack() {
 			continue
 		}
+		if t.kind != chorus.KindStream && c.serviceStale() {
+			s.held = heldForService // until the session's service is read again
+			c.svcHolds.Store(true)
+			continue
+		}
 		if e.ID > 0 && t.kind != chorus.KindStream {
 			if e.ID <= s.delivered {
 				continue
