@@ -112,8 +112,20 @@ func (h *handler) wrap(fn func(http.ResponseWriter, *http.Request, *call) error)
 	}
 }
 
+// errBearer refuses a Bearer credential, a console session above all: a
+// session lives at most engine.ConsoleSessionMaxAge, and must not mint
+// credentials that outlive it (a key, a secondary auth token that a
+// Promote would make the only one).
+var errBearer = chorus.Errorf(chorus.ErrPermissionDenied,
+	"Permission Denied: keys and auth tokens are managed with HTTP Basic authentication (the account SID and auth token, "+
+		"or a main API key SID and secret), never with a console session or another Bearer token")
+
 func (h *handler) serve(w http.ResponseWriter, r *http.Request, fn func(http.ResponseWriter, *http.Request, *call) error) error {
-	cred, err := h.cfg.Engine.AuthenticateHeader(r.Context(), r.Header.Get("Authorization"))
+	authorization := r.Header.Get("Authorization")
+	if scheme, _, _ := strings.Cut(authorization, " "); strings.EqualFold(scheme, "Bearer") {
+		return errBearer
+	}
+	cred, err := h.cfg.Engine.AuthenticateHeader(r.Context(), authorization)
 	if err != nil {
 		if chorus.ErrorCode(err) == chorus.ErrAuthenticate.Code {
 			return chorus.ErrAuthenticate

@@ -14,9 +14,14 @@
 //	  DELETE /v1/AuthTokens/Secondary                      drop it
 //	  POST   /v1/AuthTokens/Promote                        the secondary becomes primary; the old primary is revoked
 //
-// Requests authenticate like REST v1 (engine.AuthenticateHeader: Basic, or
-// a console session). Only the auth token or a main API key may manage
-// credentials, as on Twilio; a standard key gets 403 with code 20003, and
+// Requests authenticate with HTTP Basic only (account SID + auth token, or
+// API key SID + secret). A Bearer credential, in particular a console
+// session of the admin console, is refused on every endpoint with 403
+// (20003) before it is looked at: a session ends 12 hours after its
+// sign-in, and must not mint keys or auth tokens that outlive it (the
+// console itself never calls these endpoints). Only the auth token or a
+// main API key may manage credentials, as on Twilio; a standard key gets
+// 403 with code 20003, and
 // an {AC} other than the caller's account 404 (20404). Times are RFC 2822
 // in Keys, as API v2010 writes them, and ISO 8601 in the auth token
 // resources, as the Accounts API v1 does.

@@ -1,6 +1,8 @@
 package admin
 
 import (
+	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -118,6 +120,9 @@ type sample struct {
 type caller struct {
 	account  string // AC…
 	username string // the credential: AC… (auth token) or SK…
+	// sessionEnd is, for a console session, when it ends for good (its
+	// sign-in plus engine.ConsoleSessionMaxAge); zero for Basic auth.
+	sessionEnd time.Time
 }
 
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -140,14 +145,45 @@ func (h *handler) wrap(fn func(http.ResponseWriter, *http.Request, *caller) erro
 // authenticate accepts HTTP Basic (account SID + auth token, or API key
 // SID + secret) and console sessions (Authorization: Bearer).
 func (h *handler) authenticate(r *http.Request) (*caller, error) {
-	cred, err := h.eng.AuthenticateHeader(r.Context(), r.Header.Get("Authorization"))
+	authorization := r.Header.Get("Authorization")
+	cred, err := h.eng.AuthenticateHeader(r.Context(), authorization)
 	if err != nil {
 		if chorus.ErrorCode(err) == chorus.ErrAuthenticate.Code {
 			return nil, chorus.ErrAuthenticate
 		}
 		return nil, err
 	}
-	return &caller{account: cred.AccountSID, username: cred.SID}, nil
+	c := &caller{account: cred.AccountSID, username: cred.SID}
+	if scheme, tok, _ := strings.Cut(authorization, " "); strings.EqualFold(scheme, "Bearer") {
+		c.sessionEnd = h.sessionEnd(strings.TrimSpace(tok))
+	}
+	return c, nil
+}
+
+// sessionEnd is when the console session tok, which the engine has just
+// verified (so its claims are the engine's own), ends whatever its
+// renewals: its sign-in time plus engine.ConsoleSessionMaxAge, or its
+// expiry for a session of a version without the sign-in time. It reads
+// the claims of the engine's format (engine/session.go:
+// chorus-session.<base64url(JSON {a, c, e, s, n})>.<MAC>); should that
+// change, it falls back to engine.ConsoleSessionTTL from now, the life of
+// one unrenewed session, rather than to no bound
+// (TestTokensSessionTTLCap checks the format against the engine).
+func (h *handler) sessionEnd(tok string) time.Time {
+	var claims struct {
+		Expires  int64 `json:"e"`
+		SignedIn int64 `json:"s"`
+	}
+	rest, _ := strings.CutPrefix(tok, "chorus-session.")
+	payload, _, _ := strings.Cut(rest, ".")
+	body, err := base64.RawURLEncoding.DecodeString(payload)
+	if err != nil || json.Unmarshal(body, &claims) != nil || claims.Expires <= 0 {
+		return h.now().Add(engine.ConsoleSessionTTL)
+	}
+	if claims.SignedIn > 0 {
+		return time.Unix(claims.SignedIn, 0).Add(engine.ConsoleSessionMaxAge)
+	}
+	return time.Unix(claims.Expires, 0)
 }
 
 // sessionJSON is the body of POST /admin/v1/Session.
@@ -322,9 +358,21 @@ func (h *handler) mintToken(w http.ResponseWriter, r *http.Request, c *caller) e
 	if s := r.PostForm.Get("Ttl"); s != "" {
 		n, err := strconv.Atoi(strings.TrimSpace(s))
 		if err != nil || n < 1 || time.Duration(n)*time.Second > token.MaxTTL {
-			return chorus.Errorf(chorus.ErrInvalidParameter, "Invalid Ttl %q: expected whole seconds from 1 to %d", s, int(token.MaxTTL/time.Second))
+			return chorus.Errorf(chorus.ErrInvalidParameter,
+				"Invalid Ttl %q: expected whole seconds from 1 to %d (with a console session, capped at what remains of the session's %v)",
+				s, int(token.MaxTTL/time.Second), engine.ConsoleSessionMaxAge)
 		}
 		ttl = time.Duration(n) * time.Second
+	}
+	// A token minted with a console session does not outlive the session:
+	// a captured session dies ConsoleSessionMaxAge after its sign-in, and
+	// so do the tokens it minted. Basic callers hold the credential itself.
+	if !c.sessionEnd.IsZero() {
+		left := c.sessionEnd.Sub(h.now()).Truncate(time.Second)
+		if left < time.Second {
+			return chorus.Errorf(chorus.ErrAuthenticate, "Authenticate: the console session reached its %v limit; sign in again", engine.ConsoleSessionMaxAge)
+		}
+		ttl = min(ttl, left)
 	}
 	svcID := r.PostForm.Get("ServiceSid")
 	if svcID == "" {
@@ -345,6 +393,7 @@ func (h *handler) mintToken(w http.ResponseWriter, r *http.Request, c *caller) e
 		Identity:   identity,
 		ServiceSID: svc.SID,
 		TTL:        ttl,
+		Now:        h.now,
 	})
 	if err != nil {
 		return fmt.Errorf("admin: mint token: %w", err)

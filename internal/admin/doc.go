@@ -15,7 +15,11 @@
 //	                        ("scope": "account")
 //	POST /admin/v1/Tokens   form Identity (default "console"), ServiceSid
 //	                        (SID or "default", the default), Ttl (seconds,
-//	                        default 3600) -> {"identity", "token"}
+//	                        default 3600, at most token.MaxTTL) ->
+//	                        {"identity", "token", "service_sid", "ttl"}; with
+//	                        a console session the TTL is capped at what
+//	                        remains of the session (engine.ConsoleSessionMaxAge
+//	                        from its sign-in), and "ttl" says what was given
 //
 // Every request authenticates like REST v1 (engine.AuthenticateHeader):
 // HTTP Basic with account SID + auth token or API key SID + secret, or a

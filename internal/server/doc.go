@@ -8,9 +8,9 @@
 // mints a new random identity, or renews the identity of a still-valid
 // token it minted that the caller presents, never one the caller names; it
 // answers only loopback requests to a loopback Host unless DevTokensPublic.
-// /metrics is for loopback peers unless MetricsPublic. With operator
-// credentials (Config.Creds) every other account and main key is revoked
-// at start.
+// /metrics is for loopback peers addressing this server by its own name
+// (ownHost) unless MetricsPublic. With operator credentials (Config.Creds)
+// every other account and main key is revoked at start.
 //
 // Every request passes the edge middleware (transport.go, browser.go,
 // input.go, throttle.go): security headers and the refusal of cross-site

@@ -48,18 +48,24 @@ func (s *Server) notReady(dep string, err error) {
 	s.log.Warn("readyz: dependency unreachable", "dependency", dep, logErr, err)
 }
 
-// errMetricsPrivate refuses /metrics to a peer that is not local.
+// errMetricsPrivate refuses /metrics to a peer that is not local, or to a
+// request for a Host that is not one of this server's names.
 var errMetricsPrivate = chorus.Errorf(chorus.ErrForbiddenRequest,
-	"/metrics is served to loopback clients only: start chorus with --metrics-public (or CHORUS_METRICS_PUBLIC=1) to open it")
+	"/metrics is served to loopback clients only, addressed to localhost, an IP address or this server's --public-url or --listen host: "+
+		"start chorus with --metrics-public (or CHORUS_METRICS_PUBLIC=1) to open it")
 
 // metricsAllowed reports whether r may read /metrics: with MetricsPublic
 // anyone; else only a loopback TCP peer whose request no proxy forwarded
-// (a reverse proxy on the same host is a loopback peer too).
+// (a reverse proxy on the same host is a loopback peer too) and whose Host
+// names this server (ownHost: a loopback name, an IP address, the public
+// URL's or the listen address's host). The Host check defeats DNS
+// rebinding as on /token: a page of evil.example whose name now resolves
+// to 127.0.0.1 is a loopback peer but still sends Host: evil.example.
 func (s *Server) metricsAllowed(r *http.Request) bool {
 	if s.cfg.MetricsPublic {
 		return true
 	}
-	if proxied(r) {
+	if proxied(r) || !s.ownHost(r.Host) {
 		return false
 	}
 	ip := net.ParseIP(hostOf(r.RemoteAddr))

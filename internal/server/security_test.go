@@ -48,13 +48,18 @@ func TestOptionsSaysNothingAndIsThrottled(t *testing.T) {
 }
 
 // TestMetricsLoopbackOnly: /metrics (node totals, every account's service
-// SIDs) is served to loopback peers only, not through a proxy, unless
-// MetricsPublic.
+// SIDs) is served to loopback peers only, not through a proxy, and only for
+// a Host that names this server (DNS rebinding), unless MetricsPublic.
 func TestMetricsLoopbackOnly(t *testing.T) {
 	get := func(s *Server, remote string, hdr ...string) int {
 		req := httptest.NewRequest("GET", "/metrics", nil)
 		req.RemoteAddr = remote
+		req.Host = "127.0.0.1:3000"
 		for i := 0; i+1 < len(hdr); i += 2 {
+			if hdr[i] == "Host" {
+				req.Host = hdr[i+1]
+				continue
+			}
 			if hdr[i] == "proto" { // HTTP/1.0: a default nginx proxy_pass
 				req.Proto, req.ProtoMajor, req.ProtoMinor = hdr[i+1], 1, 0
 				continue
@@ -82,6 +87,10 @@ func TestMetricsLoopbackOnly(t *testing.T) {
 		{"through a local proxy, Via", s, "127.0.0.1:40000", []string{"Via", "1.1 proxy"}, 403},
 		{"through a default nginx (HTTP/1.0, no forwarding header)", s, "127.0.0.1:40000", []string{"proto", "HTTP/1.0"}, 403},
 		{"remote with MetricsPublic", open, "192.0.2.1:40000", nil, 200},
+		{"loopback, Host localhost", s, "127.0.0.1:40000", []string{"Host", "localhost:3000"}, 200},
+		{"loopback, Host an IP address", s, "127.0.0.1:40000", []string{"Host", "[::1]:3000"}, 200},
+		{"DNS rebinding: loopback peer, Host another name", s, "127.0.0.1:40000", []string{"Host", "evil.example:3000"}, 403},
+		{"DNS rebinding with MetricsPublic", open, "127.0.0.1:40000", []string{"Host", "evil.example:3000"}, 200},
 	} {
 		if got := get(tt.s, tt.remote, tt.hdr...); got != tt.want {
 			t.Errorf("%s: GET /metrics = %d, want %d", tt.name, got, tt.want)
@@ -154,7 +163,7 @@ func TestMetricsStoreWrites(t *testing.T) {
 	s := newServer(t, Config{})
 	scrape := func() map[string]float64 {
 		req := httptest.NewRequest("GET", "/metrics", nil)
-		req.RemoteAddr = "127.0.0.1:40000"
+		req.RemoteAddr, req.Host = "127.0.0.1:40000", "127.0.0.1:3000"
 		rec := httptest.NewRecorder()
 		s.Handler().ServeHTTP(rec, req)
 		if rec.Code != 200 {

@@ -388,7 +388,7 @@ func TestBusAuth(t *testing.T) {
 	s = newServer(t, Config{BusURL: u, BusAuth: natsbus.Auth{Token: "cluster-token-123"}, ClusterSecret: strings.Repeat("k", 32)})
 	rec = httptest.NewRecorder()
 	mreq := httptest.NewRequest("GET", "/metrics", nil)
-	mreq.RemoteAddr = "127.0.0.1:40000"
+	mreq.RemoteAddr, mreq.Host = "127.0.0.1:40000", "127.0.0.1:3000"
 	s.Handler().ServeHTTP(rec, mreq)
 	if !strings.Contains(rec.Body.String(), "chorus_bus_forged_total 0") {
 		t.Errorf("/metrics has no chorus_bus_forged_total: %s", rec.Body)

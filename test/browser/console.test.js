@@ -315,6 +315,11 @@ test('the console keeps only a short-lived session, in memory: nothing for other
   assert.equal(res.status, 200);
   res = await fetch(`${srv.baseUrl}/v1/Services`, { headers: { Authorization: 'Bearer ' + srv.mintToken('alice') } });
   assert.equal(res.status, 401);
+  // Nor does it manage credentials, which would outlive it: 403 (20003), use Basic.
+  res = await fetch(`${srv.baseUrl}/2010-04-01/Accounts/${srv.creds.accountSid}/Keys.json`,
+    { method: 'POST', headers: { Authorization: 'Bearer ' + tokenUsed } });
+  assert.equal(res.status, 403);
+  assert.equal((await res.json()).code, 20003);
 
   // Another page of the origin, in the same tab, finds nothing; coming back means signing in again.
   await page.goto(srv.baseUrl + '/');
@@ -322,4 +327,19 @@ test('the console keeps only a short-lived session, in memory: nothing for other
   await page.goto(srv.baseUrl + '/console/#/services');
   await page.waitForSelector('#login-form');
   await screenshot(page, 'console-session-gone');
+});
+
+test('a link with broken percent-encoding shows the not-found page, not a blank one', async () => {
+  const page = await signedIn('bad link');
+  for (const hash of ['#/services/%', `#/services/${srv.creds.serviceSid}/documents/%E0%A4%A`]) {
+    await page.evaluate((h) => { location.hash = h; }, hash);
+    await page.waitForSelector('#not-found');
+    assert.match(await page.textContent('#not-found'), /Page not found/);
+    assert.equal(await page.isHidden('#topbar'), false, 'still signed in, with the navigation');
+  }
+  assert.deepEqual(page.__logs.filter((l) => l.startsWith('[pageerror]')), [], 'no uncaught error');
+  await screenshot(page, 'console-bad-link');
+  await page.click('#not-found a');
+  await page.waitForSelector(`#services-table tr[data-sid="${srv.creds.serviceSid}"]`);
+  await page.close();
 });

@@ -260,9 +260,21 @@
     }
   }
 
+  // The hash's path segments, decoded; null when one is not valid
+  // percent-encoding (#/services/%), which decodeURIComponent throws on.
   function parseRoute() {
-    const parts = location.hash.replace(/^#\/?/, '').split('/').filter(Boolean).map(decodeURIComponent);
-    return parts;
+    try {
+      return location.hash.replace(/^#\/?/, '').split('/').filter(Boolean).map(decodeURIComponent);
+    } catch (e) {
+      if (e instanceof URIError) return null;
+      throw e;
+    }
+  }
+
+  function renderNotFound() {
+    setView(h('div', { class: 'page', id: 'not-found' },
+      notice('error', h('strong', {}, 'Page not found. '), 'This console address is not valid: ', h('code', {}, location.hash), '.'),
+      h('p', {}, h('a', { href: '#/services' }, 'Back to the services'))));
   }
 
   function go(...parts) {
@@ -274,13 +286,18 @@
     nav = { stack: [] };
     const creds = loadCreds();
     const parts = parseRoute();
-    consoleState.route = parts.join('/');
+    consoleState.route = parts ? parts.join('/') : null;
     if (!creds) {
       showChrome(false);
       renderLogin();
       return;
     }
     showChrome(true, creds);
+    if (!parts) {
+      renderNotFound();
+      main.focus({ preventScroll: true });
+      return;
+    }
     try {
       if (parts[0] === 'services' && parts[1] && KINDS[parts[2]] && parts[3]) {
         await renderObject(parts[1], parts[2], parts[3]);

@@ -1,0 +1,67 @@
+package server
+
+import (
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+)
+
+// TestMetricsDNSRebinding: on a real loopback listener, /metrics answers a
+// request whose Host is this machine (an IP address, localhost) or the
+// public URL's host, and refuses one for another name: a page of
+// evil.example whose name was rebound to 127.0.0.1 is a loopback peer that
+// sends Host: evil.example. --metrics-public serves every Host.
+func TestMetricsDNSRebinding(t *testing.T) {
+	get := func(addr, host string) (int, string) {
+		t.Helper()
+		req, err := http.NewRequest("GET", "http://"+addr+"/metrics", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Host = host
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatalf("GET /metrics Host %s: %v", host, err)
+		}
+		defer res.Body.Close()
+		b, _ := io.ReadAll(res.Body)
+		return res.StatusCode, string(b)
+	}
+	addr := run(t, newServer(t, Config{PublicURL: "https://sync.example.com"}))
+	_, port, _ := net.SplitHostPort(addr)
+	for _, tt := range []struct {
+		host string
+		want int
+	}{
+		{addr, 200},
+		{"localhost:" + port, 200},
+		{"LOCALHOST", 200},
+		{"metrics.localhost:" + port, 200},
+		{"[::1]:" + port, 200},
+		{"sync.example.com", 200},
+		{"evil.example:" + port, 403},
+		{"evil.example", 403},
+		{"127.0.0.1.evil.example:" + port, 403},
+		{"localhost.evil.example:" + port, 403},
+		{"sync.example.com.evil.example", 403},
+	} {
+		code, body := get(addr, tt.host)
+		if code != tt.want {
+			t.Errorf("GET /metrics from 127.0.0.1 with Host %q = %d, want %d", tt.host, code, tt.want)
+		}
+		if code == 200 && !strings.Contains(body, "chorus_writes_total") {
+			t.Errorf("GET /metrics with Host %q: no metrics in %q", tt.host, body)
+		}
+		if code == 403 && (strings.Contains(body, "chorus_writes_total") || !strings.Contains(body, `"code":20403`) ||
+			!strings.Contains(body, "--metrics-public")) {
+			t.Errorf("GET /metrics with Host %q: refusal body %q", tt.host, body)
+		}
+	}
+
+	open := run(t, newServer(t, Config{MetricsPublic: true}))
+	if code, _ := get(open, "evil.example"); code != 200 {
+		t.Errorf("GET /metrics with --metrics-public and Host evil.example = %d, want 200", code)
+	}
+}
