@@ -218,6 +218,13 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	hooks.Node = cfg.NodeName + "-" + chorus.NewSID("")[:8]
 	s.hooks = webhook.New(hooks)
 	_, oneNode := s.bus.(*mem.Bus) // an in-process bus: no other node shares the store
+	if pg, ok := s.store.(*postgres.Store); ok && oneNode {
+		// Make sure of it: a second node without a bus on the database
+		// would serve stale credentials and miss this node's events.
+		if err := pg.LockSingleNode(ctx); err != nil {
+			return nil, fmt.Errorf("server: %w", err)
+		}
+	}
 	s.eng = engine.New(engine.Config{
 		Store: s.store, Bus: s.bus, Logger: cfg.Logger, Leader: leader, SharedStore: !oneNode,
 		Observe: s.hooks.Observe, Outbox: s.hooks, CheckWebhookURL: policy.CheckURL,

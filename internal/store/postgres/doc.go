@@ -37,6 +37,20 @@
 // row is busy, are rolled back to their savepoint and moved to the next
 // batch. Deadlocks (40P01), serialization failures (40001) and busy locks
 // (55P03) therefore re-run the function: the Store contract allows it.
+// A lock wait, though, lasts at most the session's lock_timeout
+// (TxTimeout/4 unless the DSN sets it): a row locked that long is held by
+// a transaction that is not finishing (a frozen node), so its request is
+// rolled back to its savepoint and answered with a 503 that says the
+// resource is locked, and the rest of the batch runs. When a batch's
+// transaction is lost all the same (its connection broke, or TxTimeout ran
+// out), only the request that was running fails: those before it (rolled
+// back) and after it (never run) go to the next batch, once.
+//
+// A node that stops inside a transaction (frozen, or cut off) must not
+// keep its row locks: every session sets idle_in_transaction_session_timeout
+// (2×TxTimeout), after which the server ends it and rolls back, and TCP
+// keepalives (idle 10 s, 3 probes 5 s apart) that end it when the host is
+// gone. A DSN that sets any of these, or lock_timeout, keeps its value.
 //
 // View runs fn on a pooled connection in a REPEATABLE READ READ ONLY
 // transaction: a consistent snapshot that never blocks writers.
@@ -48,6 +62,8 @@
 // Leader reports whether this Store holds the cluster-wide session advisory
 // lock of its schema, on a dedicated connection: background work such as
 // TTL sweeping runs on one node at a time and moves when that node dies.
+// LockSingleNode takes another such lock, held until Close, for a node
+// that runs without a bus and so must be the schema's only node.
 //
 // Times are stored as BIGINT UTC unix nanoseconds and JSON data as BYTEA,
 // verbatim, exactly as the sqlite backend stores them.

@@ -2,23 +2,71 @@ package postgres
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 )
 
-// leader holds the cluster-wide leadership lock: a session-level advisory
-// lock on a connection of its own, outside the pool (a pooled connection
-// would hand the lock to whoever acquires it next).
-type leader struct {
+// sessionLock is a session-level advisory lock held on a connection of its
+// own, outside the pool (a pooled connection would hand the lock to
+// whoever acquires it next). The server releases it when the session ends:
+// when the lock is closed, when the process dies (the kernel closes its
+// socket), or when the host vanishes (the keepalives of parseConfig).
+type sessionLock struct {
 	key int64
+	app string // application_name of the lock's connection
 
-	mu     sync.Mutex // guards the fields below and serializes Leader calls
+	mu     sync.Mutex // guards the fields below and serializes their users
 	conn   *pgx.Conn
 	held   bool
 	closed bool
 	warned time.Time // last connection warning, for rate limiting
+}
+
+// connectLocked opens the lock's connection, with the pool's session
+// settings (keepalives included).
+func (l *sessionLock) connectLocked(ctx context.Context, s *Store) error {
+	cfg := s.connCfg.Copy()
+	cfg.RuntimeParams["application_name"] = l.app
+	c, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	l.conn = c
+	return nil
+}
+
+// takeLocked tries to take the lock on its open connection and reports
+// whether it is held. On error it drops the connection.
+func (l *sessionLock) takeLocked(ctx context.Context) (bool, error) {
+	var ok bool
+	if err := l.conn.QueryRow(ctx, "SELECT pg_try_advisory_lock($1)", l.key).Scan(&ok); err != nil {
+		l.dropLocked()
+		return false, err
+	}
+	l.held = ok
+	return ok, nil
+}
+
+// dropLocked closes the lock's connection, which releases the lock.
+func (l *sessionLock) dropLocked() {
+	if l.conn != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		l.conn.Close(ctx)
+		cancel()
+	}
+	l.conn, l.held = nil, false
+}
+
+// close releases the lock for good.
+func (l *sessionLock) close() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.closed = true
+	l.dropLocked()
 }
 
 // leaderWarnEvery rate-limits the warning about an unreachable server.
@@ -56,50 +104,65 @@ func (s *Store) Leader(ctx context.Context) bool {
 		}
 	}
 	if l.conn == nil {
-		cfg := s.connCfg.Copy()
-		cfg.RuntimeParams["application_name"] = "chorus-leader"
-		// Let the server notice a vanished leader (and free the lock)
-		// within half a minute even without a clean disconnect.
-		cfg.RuntimeParams["tcp_keepalives_idle"] = "10"
-		cfg.RuntimeParams["tcp_keepalives_interval"] = "5"
-		cfg.RuntimeParams["tcp_keepalives_count"] = "3"
-		c, err := pgx.ConnectConfig(ctx, cfg)
-		if err != nil {
+		if err := l.connectLocked(ctx, s); err != nil {
 			if time.Since(l.warned) > leaderWarnEvery {
 				l.warned = time.Now()
 				s.logger.Warn("postgres: leader election: connect failed", logKeyErr, err)
 			}
 			return false
 		}
-		l.conn = c
 	}
-	var ok bool
-	if err := l.conn.QueryRow(ctx, "SELECT pg_try_advisory_lock($1)", l.key).Scan(&ok); err != nil {
+	wasHeld := l.held
+	ok, err := l.takeLocked(ctx)
+	if err != nil {
 		s.logger.Warn("postgres: leader election failed", logKeyErr, err)
-		l.dropLocked()
 		return false
 	}
-	if ok && !l.held {
+	if ok && !wasHeld {
 		s.logger.Info("postgres: became cluster leader")
 	}
-	l.held = ok
 	return ok
 }
 
-// dropLocked closes the lock's connection, which releases the lock.
-func (l *leader) dropLocked() {
-	if l.conn != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		l.conn.Close(ctx)
-		cancel()
-	}
-	l.conn, l.held = nil, false
-}
+// ErrSingleNodeInUse is the error of LockSingleNode when another Store
+// holds the single-node lock.
+var ErrSingleNodeInUse = errors.New("another Chorus node without a bus is using this database: " +
+	"run every node with --bus nats://… (cluster) or only one node")
 
-// close gives up leadership for good.
-func (l *leader) close() {
+// LockSingleNode claims the store's schema for a node that runs alone: one
+// without a bus, which caches credentials and never hears of other
+// nodes' writes. It takes the schema's single-node lock, a session
+// advisory lock on a connection of its own held until Close (or until the
+// process or its host dies, when the server ends the session), and
+// returns an error wrapping ErrSingleNodeInUse when another Store holds
+// it. Nodes that share the database through a bus must not call it.
+//
+// The lock is taken once: if its connection is lost later (a database
+// restart), it is not taken again.
+func (s *Store) LockSingleNode(ctx context.Context) error {
+	l := &s.single
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.closed = true
-	l.dropLocked()
+	switch {
+	case l.closed:
+		return ErrClosed
+	case l.held:
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.ConnectTimeout)
+	defer cancel()
+	if l.conn == nil {
+		if err := l.connectLocked(ctx, s); err != nil {
+			return fmt.Errorf("postgres: single-node lock %s: %w", s.addr, unavailable(err))
+		}
+	}
+	ok, err := l.takeLocked(ctx)
+	if err != nil {
+		return fmt.Errorf("postgres: single-node lock %s: %w", s.addr, unavailable(err))
+	}
+	if !ok {
+		l.dropLocked()
+		return fmt.Errorf("postgres: %s (schema %s): %w", s.addr, s.schema, ErrSingleNodeInUse)
+	}
+	return nil
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -66,7 +67,9 @@ type Config struct {
 	MaxConns int32
 	// TxTimeout bounds every transaction (from acquiring its connection to
 	// COMMIT), so that a lost server fails calls instead of hanging them.
-	// Default 10s.
+	// Default 10s. It also sets the sessions' lock_timeout (TxTimeout/4)
+	// and idle_in_transaction_session_timeout (2×TxTimeout), unless the
+	// DSN sets them.
 	TxTimeout time.Duration
 	// ConnectTimeout bounds connecting to the server when the DSN sets no
 	// connect_timeout. Default 5s.
@@ -74,6 +77,16 @@ type Config struct {
 
 	tracer pgx.QueryTracer // tests: sees every statement of every connection
 }
+
+// lockTimeout is the sessions' default lock_timeout: a quarter of
+// TxTimeout. An Update whose statement waited that long for a lock (held,
+// say, by a node that froze inside its transaction) fails with a clear
+// error rather than eat the batch's whole TxTimeout.
+func (c Config) lockTimeout() time.Duration { return c.TxTimeout / 4 }
+
+// millis formats d for a PostgreSQL setting whose unit is milliseconds
+// (at least 1: 0 would turn it off).
+func millis(d time.Duration) string { return strconv.FormatInt(max(d.Milliseconds(), 1), 10) }
 
 func (c Config) withDefaults() Config {
 	if c.Writers <= 0 {
@@ -111,7 +124,8 @@ type Store struct {
 	queue *groupcommit.Queue
 	wg    sync.WaitGroup // writer goroutines
 
-	leader leader
+	leader sessionLock // cluster leadership (Leader)
+	single sessionLock // the database's only node without a bus (LockSingleNode)
 
 	warnMu         sync.Mutex
 	warnLast       time.Time
@@ -162,6 +176,26 @@ func parseConfig(dsn string, cfg Config) (*pgxpool.Config, error) {
 	// client_encoding (with another one, non-ASCII names would be converted).
 	cc.RuntimeParams["client_encoding"] = "UTF8"
 	cc.RuntimeParams["default_transaction_isolation"] = "read committed"
+	// A session whose client stopped (a frozen or partitioned node) must
+	// not keep its row locks: the server ends it, rolling back, after
+	// idling in a transaction for twice TxTimeout (a live Store never
+	// does: its transactions end within TxTimeout), or when keepalives go
+	// unanswered for about 25 s (a vanished host). A statement gives up
+	// waiting for a lock after lockTimeout, long before TxTimeout, so that
+	// the rest of its batch still runs. Unlike synchronous_commit, which
+	// durability needs, these are tuning: a DSN that sets one keeps its
+	// value (0 turns a timeout off).
+	for k, v := range map[string]string{
+		"idle_in_transaction_session_timeout": millis(2 * cfg.TxTimeout),
+		"lock_timeout":                        millis(cfg.lockTimeout()),
+		"tcp_keepalives_idle":                 "10",
+		"tcp_keepalives_interval":             "5",
+		"tcp_keepalives_count":                "3",
+	} {
+		if _, ok := cc.RuntimeParams[k]; !ok {
+			cc.RuntimeParams[k] = v
+		}
+	}
 	pc.MaxConns = cfg.MaxConns
 	if cfg.tracer != nil {
 		cc.Tracer = cfg.tracer
@@ -210,7 +244,8 @@ func OpenConfig(ctx context.Context, dsn string, cfg Config, logger *slog.Logger
 		return nil, fmt.Errorf("postgres: open %s: %w", a, err)
 	}
 	s.base, s.cancel = context.WithCancel(context.WithoutCancel(ctx))
-	s.leader.key = lockKey("leader", s.schema)
+	s.leader.key, s.leader.app = lockKey("leader", s.schema), "chorus-leader"
+	s.single.key, s.single.app = lockKey("single-node", s.schema), "chorus-single-node"
 	if !cfg.NoBatch {
 		for range cfg.Writers {
 			s.wg.Go(s.writeLoop)
@@ -277,8 +312,9 @@ func (s *Store) Addr() string { return s.addr }
 // Schema returns the schema the store works in.
 func (s *Store) Schema() string { return s.schema }
 
-// Close finishes every queued Update, releases leadership and closes the
-// pool (waiting for running Views). Calls after Close fail.
+// Close finishes every queued Update, releases leadership and the
+// single-node lock, and closes the pool (waiting for running Views). Calls
+// after Close fail.
 func (s *Store) Close() error {
 	if !s.queue.Close() {
 		return ErrClosed
@@ -286,6 +322,7 @@ func (s *Store) Close() error {
 	s.wg.Wait()
 	s.cancel()
 	s.leader.close()
+	s.single.close()
 	s.pool.Close()
 	return nil
 }
@@ -374,6 +411,10 @@ func isConnError(err error) bool {
 	return true
 }
 
+// codeLockNotAvailable is lock_not_available: a NOWAIT lock found the row
+// busy, or a lock wait ran out of lock_timeout.
+const codeLockNotAvailable = "55P03"
+
 // isConflict reports whether err is a lock conflict, deadlock or
 // serialization failure, after which the transaction is worth re-running.
 func isConflict(err error) bool {
@@ -382,10 +423,18 @@ func isConflict(err error) bool {
 		return false
 	}
 	switch pe.Code {
-	case "40001", "40P01", "55P03":
+	case "40001", "40P01", codeLockNotAvailable:
 		return true
 	}
 	return false
+}
+
+// lockedError is the answer to a request whose statement waited for a lock
+// longer than lock_timeout (err): a 503 that says why and to retry.
+func lockedError(err error) error {
+	return &chorus.Error{Status: chorus.ErrUnavailable.Status, Code: chorus.ErrUnavailable.Code,
+		Message: "Service unavailable: the resource is locked by another write that has not finished; retry later",
+		Err:     err}
 }
 
 // Update runs fn in a read-write transaction and returns after COMMIT; see
@@ -457,6 +506,8 @@ func (s *Store) updateOnce(ctx context.Context, fn func(chorus.Tx) error) (confl
 			panic(p)
 		case t.broken != nil:
 			return nil, s.connError(ctx, "update", t.broken)
+		case t.lockTimedOut:
+			return nil, fmt.Errorf("postgres: update: %w", lockedError(t.conflict))
 		case t.conflict != nil:
 			return t.conflict, nil
 		}
@@ -480,6 +531,7 @@ func (s *Store) updateOnce(ctx context.Context, fn func(chorus.Tx) error) (confl
 func (s *Store) writeLoop() {
 	batch := make([]*groupcommit.Request, 0, s.cfg.MaxBatch)
 	var carry []*groupcommit.Request
+	spared := map[*groupcommit.Request]bool{} // see runBatch
 	open := true
 	for open || len(carry) > 0 {
 		batch = append(batch[:0], carry...)
@@ -504,7 +556,12 @@ func (s *Store) writeLoop() {
 				break gather
 			}
 		}
-		carry = s.runBatch(batch, carry)
+		carry = s.runBatch(batch, carry, spared)
+		for r := range spared {
+			if !slices.Contains(carry, r) {
+				delete(spared, r) // answered, or given up by its caller
+			}
+		}
 		clear(batch)
 	}
 }
@@ -522,7 +579,15 @@ const (
 // runBatch runs the requests of one batch in one transaction and answers
 // each of them, except those that hit a lock conflict: it appends them to
 // carry, for the next batch, and returns carry.
-func (s *Store) runBatch(batch, carry []*groupcommit.Request) []*groupcommit.Request {
+//
+// When the transaction is lost while a request runs (its connection
+// broke, or the batch's TxTimeout ran out), that request fails; the
+// requests before it, rolled back, and those after it, which never ran,
+// go to the next batch instead of failing with it, and are recorded in
+// spared. A spared request fails with the next batch that is lost, so that
+// while the server does not answer every request still fails within about
+// two TxTimeouts.
+func (s *Store) runBatch(batch, carry []*groupcommit.Request, spared map[*groupcommit.Request]bool) []*groupcommit.Request {
 	// Claim the requests whose callers still wait; answer the others.
 	run := batch[:0:0]
 	for _, r := range batch {
@@ -568,9 +633,40 @@ func (s *Store) runBatch(batch, carry []*groupcommit.Request) []*groupcommit.Req
 			s.logger.Debug("postgres: rollback", logKeyErr, err)
 		}
 	}
+	// lose ends the batch, whose transaction is lost, after run[i] failed
+	// with err in step op; done ran before it. Nothing committed.
+	lose := func(i int, done []*groupcommit.Request, op string, err error) []*groupcommit.Request {
+		abort()
+		err = fmt.Errorf("postgres: update: %s %s: %w", op, s.addr, unavailable(err))
+		s.warn("postgres: write batch failed", logKeyBatch, len(run), logKeyErr, err)
+		fail := func(r *groupcommit.Request) {
+			if r.Err == nil && r.Panic == nil {
+				r.Err = err
+			}
+			r.Answer()
+		}
+		fail(run[i])
+		for _, r := range slices.Concat(done, run[i+1:]) {
+			if spared[r] {
+				fail(r)
+				continue
+			}
+			spared[r] = true
+			r.Err, r.Panic = nil, nil
+			r.Requeue()
+			carry = append(carry, r)
+		}
+		return carry
+	}
 	// deferReq moves a conflicted request to the next batch (or fails it
-	// after too many attempts).
-	deferReq := func(r *groupcommit.Request, conflict error) {
+	// after too many attempts), or answers it after a lock timeout.
+	deferReq := func(r *groupcommit.Request, t *tx) {
+		conflict := t.conflict
+		if t.lockTimedOut {
+			r.Err, r.Panic = fmt.Errorf("postgres: update: %w", lockedError(conflict)), nil
+			r.Answer()
+			return
+		}
 		r.Attempts++
 		if r.Attempts >= maxAttempts {
 			r.Err = fmt.Errorf("postgres: update: gave up after %d conflicts: %w", r.Attempts, unavailableConflict(conflict))
@@ -614,7 +710,7 @@ func (s *Store) runBatch(batch, carry []*groupcommit.Request) []*groupcommit.Req
 				carry = append(carry, d)
 			}
 			if t.conflict != nil {
-				deferReq(r, t.conflict)
+				deferReq(r, t)
 			} else {
 				r.Answer()
 			}
@@ -625,10 +721,7 @@ func (s *Store) runBatch(batch, carry []*groupcommit.Request) []*groupcommit.Req
 			return carry
 		}
 		if t.broken != nil {
-			abort()
-			run = append(done, run[i:]...)
-			failAll("run", t.broken)
-			return carry
+			return lose(i, done, "run", t.broken)
 		}
 		if t.conflict != nil || r.Err != nil || r.Panic != nil {
 			switch {
@@ -638,14 +731,11 @@ func (s *Store) runBatch(batch, carry []*groupcommit.Request) []*groupcommit.Req
 				began = false
 			default:
 				if _, err := c.Exec(ctx, sqlRollbackTo); err != nil {
-					abort()
-					run = append(done, run[i:]...)
-					failAll("rollback to savepoint", err)
-					return carry
+					return lose(i, done, "rollback to savepoint", err)
 				}
 			}
 			if t.conflict != nil {
-				deferReq(r, t.conflict)
+				deferReq(r, t)
 				continue
 			}
 		}

@@ -227,6 +227,18 @@ func migrate(ctx context.Context, c *pgx.Conn) (err error) {
 	if err != nil {
 		return err
 	}
+	// Migrations wait for each other (the advisory lock) and their DDL for
+	// the nodes' transactions: the sessions' lock_timeout (parseConfig),
+	// meant for row locks, is lifted meanwhile; ctx bounds the wait.
+	if _, err := c.Exec(ctx, "SET lock_timeout = 0"); err != nil {
+		return fmt.Errorf("lift lock_timeout: %w", err)
+	}
+	defer func() {
+		// Back to the session's value (a pooled connection goes back clean).
+		if _, rerr := c.Exec(context.WithoutCancel(ctx), "RESET lock_timeout"); rerr != nil && err == nil {
+			err = fmt.Errorf("reset lock_timeout: %w", rerr)
+		}
+	}()
 	key := lockKey("migrate", schema)
 	if _, err := c.Exec(ctx, "SELECT pg_advisory_lock($1)", key); err != nil {
 		return fmt.Errorf("lock: %w", err)

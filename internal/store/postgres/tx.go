@@ -47,6 +47,11 @@ type tx struct {
 	conflict error // lock conflict, deadlock, serialization failure: re-run
 	broken   error // lost connection: fail
 	failed   error // a statement failed: the transaction is aborted
+	// lockTimedOut: conflict is a lock wait that ran out of lock_timeout,
+	// not a NOWAIT conflict. The lock's holder has been at it for long
+	// (a frozen node, until the server ends its session): the request is
+	// answered with lockedError rather than re-run to wait again.
+	lockTimedOut bool
 	// unsaved: a round trip failed before pending ran (pgx fails a whole
 	// pipeline when one of its statements fails to prepare), so this
 	// request's SAVEPOINT does not exist and the transaction is aborted.
@@ -79,6 +84,11 @@ func (t *tx) note(err error) error {
 	case isConflict(err):
 		if t.conflict == nil {
 			t.conflict = err
+			// Without NOWAIT, lock_not_available is lock_timeout's.
+			t.lockTimedOut = !t.nowait && errors.As(err, &pe) && pe.Code == codeLockNotAvailable
+		}
+		if t.lockTimedOut {
+			return lockedError(err)
 		}
 	case errors.As(err, &pe) && !isConnError(err):
 		// The server rejected the statement, which aborted the

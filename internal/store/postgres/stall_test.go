@@ -1,0 +1,289 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chorus-sync/chorus"
+	"github.com/jackc/pgx/v5"
+)
+
+// holdRowLock locks doc's row from a session of its own inside a
+// transaction that stays open until the test ends, as a node frozen in
+// the middle of a write would (its session sets no timeouts).
+func holdRowLock(t *testing.T, dsn string, doc *chorus.Object) {
+	t.Helper()
+	ctx := context.Background()
+	c, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close(context.Background()) })
+	if _, err := c.Exec(ctx, "BEGIN"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Exec(ctx, "SELECT 1 FROM objects WHERE sid = $1 FOR UPDATE", doc.SID); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// isLockedError reports whether err is the Store's answer to a lock wait
+// that timed out: a 503 that says the resource is locked.
+func isLockedError(err error) bool {
+	return errors.Is(err, chorus.ErrUnavailable) && strings.Contains(chorus.AsError(err).Message, "locked")
+}
+
+// TestLockedRowDoesNotFailItsBatch: a row locked by a stalled session
+// fails the writes to it, and only those. The write to the locked
+// document opens a batch of 10 writes to another document: with the
+// sessions' lock_timeout it gives up after TxTimeout/4 with a clear error
+// and the 10 commit; with lock_timeout off (the DSN's choice) it runs
+// into TxTimeout, which loses the transaction, and the 10, which never
+// ran, go to the next batch rather than fail with it.
+func TestLockedRowDoesNotFailItsBatch(t *testing.T) {
+	const txTimeout = 2 * time.Second
+	for _, tt := range []struct {
+		name      string
+		dsnParams string
+		nobatch   bool
+		wantErr   func(error) bool
+		maxWait   time.Duration // for the write to the locked document
+	}{
+		{"lock_timeout", "", false, isLockedError, txTimeout / 2},
+		{"lock_timeout/nobatch", "", true, isLockedError, txTimeout / 2},
+		{"no lock_timeout", "&lock_timeout=0", false, func(err error) bool { return errors.Is(err, chorus.ErrUnavailable) }, 2 * txTimeout},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			dsn := newSchema(t)
+			s := openDSN(t, dsn+tt.dsnParams, Config{Writers: 1, NoBatch: tt.nobatch, TxTimeout: txTimeout})
+			locked, other := newDoc(t, s), newDoc(t, s)
+			holdRowLock(t, dsn, locked)
+			ctx := context.Background()
+
+			// Keep the only writer busy until both writes are queued,
+			// the locked document's first: they make one batch.
+			started, release := make(chan struct{}), make(chan struct{})
+			go func() {
+				_ = s.Update(ctx, func(chorus.Tx) error {
+					close(started)
+					<-release
+					return nil
+				})
+			}()
+			<-started
+			type result struct {
+				err  error
+				took time.Duration
+			}
+			update := func(doc *chorus.Object, res chan<- result) {
+				start := time.Now()
+				err := s.Update(ctx, func(tx chorus.Tx) error { return bump(ctx, tx, doc) })
+				res <- result{err, time.Since(start)}
+			}
+			waitQueued := func(n int) {
+				if tt.nobatch {
+					time.Sleep(50 * time.Millisecond)
+					return
+				}
+				for s.queue.Len() < n {
+					time.Sleep(time.Millisecond)
+				}
+			}
+			lockedRes := make(chan result, 1)
+			go update(locked, lockedRes)
+			waitQueued(1)
+			const others = 10
+			otherRes := make(chan result, others)
+			for range others {
+				go update(other, otherRes)
+			}
+			waitQueued(1 + others)
+			close(release)
+
+			r := <-lockedRes
+			if !tt.wantErr(r.err) {
+				t.Errorf("write to the locked document = %v, want a 503 that says it is locked", r.err)
+			}
+			if r.took > tt.maxWait {
+				t.Errorf("write to the locked document failed after %v, want at most %v", r.took, tt.maxWait)
+			}
+			t.Logf("write to the locked document failed after %v: %v", r.took.Round(time.Millisecond), r.err)
+			var slowest time.Duration
+			for range others {
+				r := <-otherRes
+				if r.err != nil {
+					t.Errorf("write to another document of the batch = %v, want nil", r.err)
+				}
+				slowest = max(slowest, r.took)
+			}
+			t.Logf("the %d other writes took at most %v", others, slowest.Round(time.Millisecond))
+			checkBumped(t, s, other, others)
+			checkBumped(t, s, locked, 0)
+		})
+	}
+}
+
+// TestStalledSessionEnded: a node frozen inside a write transaction (here:
+// a pooled connection that began one, locked a document and went quiet)
+// loses its session after idle_in_transaction_session_timeout, 2×TxTimeout,
+// and with it the lock: another node's writes to the document, failing
+// fast meanwhile, succeed again.
+func TestStalledSessionEnded(t *testing.T) {
+	const txTimeout = time.Second
+	dsn := newSchema(t)
+	frozen := openDSN(t, dsn, Config{TxTimeout: txTimeout})
+	live := openDSN(t, dsn, Config{TxTimeout: txTimeout})
+	doc := newDoc(t, live)
+	ctx := context.Background()
+
+	c, err := frozen.pool.Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Release()
+	if _, err := c.Exec(ctx, "BEGIN"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Exec(ctx, "SELECT 1 FROM objects WHERE sid = $1 FOR UPDATE", doc.SID); err != nil {
+		t.Fatal(err)
+	}
+	pid := c.Conn().PgConn().PID()
+	start := time.Now()
+
+	failures := 0
+	for {
+		err := live.Update(ctx, func(tx chorus.Tx) error { return bump(ctx, tx, doc) })
+		if err == nil {
+			break
+		}
+		if !isLockedError(err) {
+			t.Fatalf("write while the frozen session holds the lock = %v, want a 503 that says it is locked", err)
+		}
+		failures++
+		if time.Since(start) > 4*txTimeout {
+			t.Fatalf("the document is still locked %v after its session went idle in its transaction", time.Since(start))
+		}
+	}
+	t.Logf("the write succeeded %v after the session froze (%d failed before)", time.Since(start).Round(time.Millisecond), failures)
+	if failures == 0 {
+		t.Errorf("the first write succeeded at once: the lock was not held")
+	}
+	var alive bool
+	if err := adminConn(t).QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = $1)", pid).Scan(&alive); err != nil {
+		t.Fatal(err)
+	}
+	if alive {
+		t.Errorf("the frozen session (pid %d) is still there", pid)
+	}
+	checkBumped(t, live, doc, 1)
+}
+
+func TestSessionTimeouts(t *testing.T) {
+	show := func(t *testing.T, s *Store) map[string]string {
+		t.Helper()
+		ctx := context.Background()
+		c, err := s.pool.Acquire(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Release()
+		got := map[string]string{}
+		for _, k := range []string{"lock_timeout", "idle_in_transaction_session_timeout",
+			"tcp_keepalives_idle", "tcp_keepalives_interval", "tcp_keepalives_count"} {
+			var v string
+			if err := c.QueryRow(ctx, "SHOW "+k).Scan(&v); err != nil {
+				t.Fatal(err)
+			}
+			got[k] = v
+		}
+		return got
+	}
+	check := func(t *testing.T, got, want map[string]string) {
+		t.Helper()
+		for k, v := range want {
+			if got[k] != v {
+				t.Errorf("SHOW %s = %q, want %q", k, got[k], v)
+			}
+		}
+	}
+	// Open's migration lifts lock_timeout on the pool's first connection
+	// and must put it back.
+	t.Run("defaults", func(t *testing.T) {
+		check(t, show(t, open(t, Config{MaxConns: 1})), map[string]string{
+			"lock_timeout": "2500ms", "idle_in_transaction_session_timeout": "20s",
+			"tcp_keepalives_idle": "10", "tcp_keepalives_interval": "5", "tcp_keepalives_count": "3",
+		})
+		check(t, show(t, open(t, Config{MaxConns: 1, TxTimeout: 2 * time.Second})), map[string]string{
+			"lock_timeout": "500ms", "idle_in_transaction_session_timeout": "4s",
+		})
+	})
+	t.Run("dsn", func(t *testing.T) {
+		s := openDSN(t, newSchema(t)+"&lock_timeout=7s&tcp_keepalives_idle=60&idle_in_transaction_session_timeout=0",
+			Config{MaxConns: 1})
+		check(t, show(t, s), map[string]string{
+			"lock_timeout": "7s", "idle_in_transaction_session_timeout": "0", "tcp_keepalives_idle": "60",
+			"tcp_keepalives_interval": "5",
+		})
+	})
+}
+
+// TestSingleNodeLock: one Store per schema holds the single-node lock,
+// until it closes or its session dies; leadership is another lock.
+func TestSingleNodeLock(t *testing.T) {
+	ctx := context.Background()
+	dsn := newSchema(t)
+	a, b := openDSN(t, dsn, Config{}), openDSN(t, dsn, Config{})
+	if err := a.LockSingleNode(ctx); err != nil {
+		t.Fatalf("LockSingleNode = %v, want nil", err)
+	}
+	if err := a.LockSingleNode(ctx); err != nil {
+		t.Errorf("LockSingleNode again = %v, want nil", err)
+	}
+	err := b.LockSingleNode(ctx)
+	if !errors.Is(err, ErrSingleNodeInUse) {
+		t.Fatalf("LockSingleNode of a second store = %v, want ErrSingleNodeInUse", err)
+	}
+	t.Logf("second store: %v", err)
+	if !a.Leader(ctx) && !b.Leader(ctx) {
+		t.Errorf("no leader while one store holds the single-node lock")
+	}
+	// Another schema is another deployment.
+	if err := open(t, Config{}).LockSingleNode(ctx); err != nil {
+		t.Errorf("LockSingleNode in another schema = %v, want nil", err)
+	}
+
+	// Close releases it.
+	if err := a.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.LockSingleNode(ctx); !errors.Is(err, ErrClosed) {
+		t.Errorf("LockSingleNode after Close = %v, want ErrClosed", err)
+	}
+	if err := b.LockSingleNode(ctx); err != nil {
+		t.Fatalf("LockSingleNode after the holder closed = %v, want nil", err)
+	}
+
+	// A dead process's session ends, and its lock with it.
+	c := openDSN(t, dsn, Config{})
+	if err := c.LockSingleNode(ctx); !errors.Is(err, ErrSingleNodeInUse) {
+		t.Fatalf("LockSingleNode of a third store = %v, want ErrSingleNodeInUse", err)
+	}
+	var killed bool
+	if err := adminConn(t).QueryRow(ctx, "SELECT pg_terminate_backend($1)", b.single.conn.PgConn().PID()).Scan(&killed); err != nil || !killed {
+		t.Fatalf("pg_terminate_backend = %v, %v", killed, err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		err := c.LockSingleNode(ctx)
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("LockSingleNode 10s after the holder's session died = %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
