@@ -53,6 +53,11 @@ const (
 	// created, changed or deleted; engines drop their credential caches.
 	// ObjectSID is ControlTopic.
 	EventCredentialsChanged EventType = "credentials_changed"
+	// EventResync: a node committed changes it could not publish (its Bus
+	// was down) and now can: every gateway reads again what it may have
+	// missed (events from the log, access from the store). ObjectSID is
+	// ControlTopic.
+	EventResync EventType = "resync"
 )
 
 // ControlTopic is the Bus "object SID" of cluster-wide control events
@@ -64,7 +69,7 @@ const ControlTopic = "control"
 // only.
 func (t EventType) Control() bool {
 	switch t {
-	case EventPermissionChanged, EventServiceChanged, EventKeysRevoked, EventCredentialsChanged:
+	case EventPermissionChanged, EventServiceChanged, EventKeysRevoked, EventCredentialsChanged, EventResync:
 		return true
 	}
 	return false
@@ -76,7 +81,7 @@ func (t EventType) Realtime() bool {
 	switch t {
 	case EventDocumentCreated, EventListCreated, EventMapCreated, EventStreamCreated,
 		EventEndpointConnected, EventEndpointDisconnected,
-		EventPermissionChanged, EventServiceChanged, EventKeysRevoked, EventCredentialsChanged:
+		EventPermissionChanged, EventServiceChanged, EventKeysRevoked, EventCredentialsChanged, EventResync:
 		return false
 	}
 	return true

@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"sync/atomic"
 	"time"
@@ -70,6 +71,9 @@ type Engine struct {
 
 	writes atomic.Uint64
 	posted atomic.Uint64
+	// unposted: a committed change could not be published since the last
+	// AnnounceUnposted (the Bus was down).
+	unposted atomic.Bool
 
 	lastCreated atomic.Int64 // unix ms of the newest creation time given (createdAt)
 
@@ -217,10 +221,29 @@ func (e *Engine) publish(ctx context.Context, events []*chorus.Event) {
 	// The write is committed: publishing must not be cut short by the
 	// caller going away. Subscribers recover lost events from the log.
 	if err := e.cfg.Bus.Publish(context.WithoutCancel(ctx), events...); err != nil {
+		e.unposted.Store(true)
 		e.log.Warn("publish events", "err", err, "events", len(events))
 		return
 	}
 	e.posted.Add(uint64(len(events)))
+}
+
+// AnnounceUnposted tells every node to read again what it may have
+// missed (chorus.EventResync) if this engine committed changes it could
+// not publish since the last call. Call it when the Bus reconnects: the
+// other nodes' own connections never dropped, so without it they would
+// learn of those events only at the object's next write, and of lost
+// access changes never. If it fails, the next call tries again.
+func (e *Engine) AnnounceUnposted(ctx context.Context) error {
+	if e.cfg.Bus == nil || !e.unposted.Swap(false) {
+		return nil
+	}
+	ev := &chorus.Event{Type: chorus.EventResync, ObjectSID: chorus.ControlTopic, DateCreated: e.now(), FromREST: true}
+	if err := e.cfg.Bus.Publish(context.WithoutCancel(ctx), ev); err != nil {
+		e.unposted.Store(true)
+		return fmt.Errorf("engine: announce unposted changes: %w", err)
+	}
+	return nil
 }
 
 func (e *Engine) view(ctx context.Context, fn func(tx chorus.ReadTx) error) error {

@@ -87,6 +87,8 @@ func (g *Gateway) onControl(e *chorus.Event) {
 	switch e.Type {
 	case chorus.EventServiceChanged:
 		g.serviceChanged(e.AccountSID, e.ServiceSID)
+	case chorus.EventResync:
+		g.Resync() // a node could not publish for a while
 	case chorus.EventKeysRevoked:
 		g.forgetKeys() // whatever the event says
 		var keys []string

@@ -141,3 +141,68 @@ func TestResyncRetriesUntilStoreAnswers(t *testing.T) {
 		}
 	}
 }
+
+// failingPublish is a Bus whose Publish fails while fail is set, as a
+// node's NATS connection does while it is down.
+type failingPublish struct {
+	chorus.Bus
+	fail      *atomic.Bool
+	published atomic.Int64
+}
+
+func (b *failingPublish) Publish(ctx context.Context, events ...*chorus.Event) error {
+	if b.fail.Load() {
+		return chorus.Errorf(chorus.ErrUnavailable, "test: the bus is away")
+	}
+	b.published.Add(int64(len(events)))
+	return b.Bus.Publish(ctx, events...)
+}
+
+// TestUnpostedChangesAnnounced: another node commits two writes while its
+// own bus connection is down; this node's connection never dropped, so it
+// has no reason to resync. When the writer's bus is back, its
+// AnnounceUnposted (the server calls it on reconnect) has every node read
+// again: the subscriber gets both events, in order.
+func TestUnpostedChangesAnnounced(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	sub := e.session("bob")
+	doc := wantStatus(t, "create", sub.do("POST", "/v3/Documents", nil, map[string]any{"unique_name": "d"}), 201, 0)
+	sid := doc["sid"].(string)
+	sub.establish(1, docSub(sid, num(doc["last_event_id"])))
+
+	var fail atomic.Bool
+	bus := &failingPublish{Bus: e.bus, fail: &fail}
+	writer := engine.New(engine.Config{Store: e.eng.Store(), Bus: bus})
+	if err := writer.AnnounceUnposted(ctx); err != nil || bus.published.Load() != 0 {
+		t.Fatalf("AnnounceUnposted with nothing unposted: err %v, %d events published; want none", err, bus.published.Load())
+	}
+	fail.Store(true)
+	for i := 1; i <= 2; i++ {
+		data, _ := json.Marshal(map[string]int{"n": i})
+		if _, err := writer.UpdateObject(ctx, engine.SystemActor(), e.svc, "document", sid, engine.UpdateObject{Data: data}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := writer.AnnounceUnposted(ctx); err == nil {
+		t.Fatal("AnnounceUnposted succeeded while the bus was away")
+	}
+	select {
+	case n := <-sub.notes:
+		t.Fatalf("event %s arrived without a publish", n.EventType)
+	case <-time.After(200 * time.Millisecond):
+	}
+	fail.Store(false)
+	if err := writer.AnnounceUnposted(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for want := int64(1); want <= 2; want++ {
+		n := sub.nextOf("document_updated", 5*time.Second)
+		if n.id() != want {
+			t.Fatalf("after the announcement: event id %d, want %d", n.id(), want)
+		}
+	}
+	if err := writer.AnnounceUnposted(ctx); err != nil || bus.published.Load() != 1 {
+		t.Errorf("second AnnounceUnposted: err %v, %d events published in all; want 1 (nothing new was unposted)", err, bus.published.Load())
+	}
+}

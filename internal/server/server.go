@@ -206,6 +206,16 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 			if s.gw != nil {
 				s.gw.Resync()
 			}
+			if s.eng != nil {
+				// Changes this node committed while it could not publish:
+				// the other nodes must read them again (their own
+				// connections never dropped, so they would not know).
+				go func() {
+					if err := s.eng.AnnounceUnposted(context.Background()); err != nil {
+						s.log.Warn("announce unpublished changes", logErr, err)
+					}
+				}()
+			}
 		})
 		if err != nil {
 			return nil, err
