@@ -2,6 +2,8 @@ package client
 
 import (
 	"context"
+	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -89,11 +91,20 @@ type Client struct {
 	mu           sync.Mutex
 	token        string
 	continuation string
-	sess         *session      // nil while disconnected
-	ready        chan struct{} // open iff sess == nil && terminal == nil
-	terminal     error         // why the client gave up
-	objects      map[string]*entity
-	lastErr      error // last connection error, for New's error
+	sess         *session                 // nil while disconnected
+	ready        chan struct{}            // open iff sess == nil && terminal == nil
+	terminal     error                    // why the client gave up
+	objects      map[string]*entity       // live entities only
+	canceling    map[string]chan struct{} // SID → closed once its cancel is answered
+	lastErr      error                    // last connection error, for New's error
+
+	// Token renewal (renewLoop): one loop at a time; renewAgain records a
+	// token_about_to_expire it has not handled, renewSess the session it
+	// arrived on; notBefore is the earliest renewal of the current token.
+	renewing   bool
+	renewAgain bool
+	renewSess  *session
+	notBefore  time.Time
 }
 
 // New connects to the server with token and returns once the server
@@ -137,7 +148,7 @@ func New(ctx context.Context, token string, opts Options) (*Client, error) {
 		opts: opts, log: opts.Logger.With(slog.String("component", "chorus-client")),
 		wsURL: wsURL, base: base, host: host,
 		done: make(chan struct{}), token: token,
-		ready: make(chan struct{}), objects: make(map[string]*entity),
+		ready: make(chan struct{}), objects: make(map[string]*entity), canceling: make(map[string]chan struct{}),
 	}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.corr.Store(time.Now().UnixMilli())
@@ -161,7 +172,7 @@ func New(ctx context.Context, token string, opts Options) (*Client, error) {
 	default:
 		c.Close()
 		if last != nil {
-			return nil, fmt.Errorf("client: connect: %w (last error: %v)", ctx.Err(), last)
+			return nil, fmt.Errorf("client: connect: %w (last error: %w)", ctx.Err(), last)
 		}
 		return nil, fmt.Errorf("client: connect: %w", ctx.Err())
 	}
@@ -196,7 +207,10 @@ func parseURL(u string) (wsURL, base, host string, err error) {
 }
 
 // Close ends the session and stops reconnecting. Calls in progress fail
-// with ErrClosed or ErrDisconnected; Events channels are closed.
+// with ErrClosed or ErrDisconnected; Events channels are closed and no
+// callback runs after Close returns. Called from a callback, Close does
+// not wait for that callback: it returns, and the channels are closed
+// once the callback returns.
 func (c *Client) Close() error {
 	c.mu.Lock()
 	s := c.sess
@@ -208,7 +222,9 @@ func (c *Client) Close() error {
 	}
 	c.cancel()
 	<-c.done
-	<-c.disp.done
+	if !c.disp.onDispatcher() { // a callback waits for nothing of its own
+		<-c.disp.done
+	}
 	return nil
 }
 
@@ -220,11 +236,21 @@ func (c *Client) Connected() bool {
 }
 
 // UpdateToken replaces the session's token: an update on the live
-// session, or the token of the next init while disconnected.
+// session, or the token of the next init while disconnected. A Client
+// that gave up (see New) returns the error it gave up with, and a closed
+// one ErrClosed.
 func (c *Client) UpdateToken(ctx context.Context, token string) error {
 	c.mu.Lock()
+	if term := c.terminal; term != nil {
+		c.mu.Unlock()
+		return fmt.Errorf("client: update token: %w", term)
+	}
+	if c.ctx.Err() != nil {
+		c.mu.Unlock()
+		return fmt.Errorf("client: update token: %w", ErrClosed)
+	}
 	s := c.sess
-	c.token = token
+	c.setToken(token)
 	c.mu.Unlock()
 	if s == nil {
 		return nil
@@ -331,7 +357,7 @@ func (c *Client) supervise() {
 				switch code := rej.st.Code; {
 				case code == 401 || code == 403:
 					if rej.st.ErrorCode == chorus.ErrTokenExpired.Code && c.opts.TokenProvider != nil && failures < 5 {
-						if c.refreshToken() {
+						if _, ok := c.refreshToken(); ok {
 							failures++
 							continue
 						}
@@ -365,10 +391,10 @@ func (c *Client) supervise() {
 			case 308:
 				floor = time.Duration(ce.backoffMS) * time.Millisecond
 			case 401, 410:
-				if c.opts.TokenProvider == nil || !c.refreshToken() {
+				if _, ok := c.refreshToken(); !ok {
 					e := statusError(&ce.st)
-					if ce.st.Code == 410 { // token expired while connected
-						e = chorus.Wrap(chorus.ErrTokenExpired, e)
+					if ce.st.Code == 410 { // token expired while connected: 401/20104 like init
+						e.Status, e.Code = chorus.ErrTokenExpired.Status, chorus.ErrTokenExpired.Code
 					}
 					c.giveUp(e)
 					return
@@ -386,22 +412,114 @@ func (c *Client) supervise() {
 	}
 }
 
-// refreshToken asks the TokenProvider for a new token.
-func (c *Client) refreshToken() bool {
+// refreshToken asks the TokenProvider for a new token and makes it the
+// Client's.
+func (c *Client) refreshToken() (string, bool) {
 	if c.opts.TokenProvider == nil {
-		return false
+		return "", false
 	}
 	ctx, cancel := context.WithTimeout(c.ctx, c.opts.RequestTimeout)
 	defer cancel()
 	tok, err := c.opts.TokenProvider(ctx)
 	if err != nil {
 		c.log.Warn("client: token provider", slog.Any("err", err))
-		return false
+		return "", false
 	}
 	c.mu.Lock()
-	c.token = tok
+	c.setToken(tok)
 	c.mu.Unlock()
-	return true
+	return tok, true
+}
+
+// setToken makes tok the Client's token (c.mu held). A token that is
+// renewed is renewed no sooner than half-way through the lifetime it had
+// when it arrived: the server warns at max(exp-180s, 0), at once for a
+// token with less than 3 minutes left, and renewing at once each time
+// would call the TokenProvider in a loop when it hands out such tokens.
+func (c *Client) setToken(tok string) {
+	c.token = tok
+	c.notBefore = time.Time{}
+	if exp, ok := tokenExpiry(tok); ok {
+		now := time.Now()
+		if left := exp.Sub(now); left > 0 {
+			c.notBefore = now.Add(left / 2)
+		}
+	}
+}
+
+// tokenExpiry reads the exp claim of a JWT without verifying it.
+func tokenExpiry(tok string) (time.Time, bool) {
+	parts := strings.Split(tok, ".")
+	if len(parts) != 3 {
+		return time.Time{}, false
+	}
+	b, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(parts[1], "="))
+	if err != nil {
+		return time.Time{}, false
+	}
+	var claims struct {
+		Exp *float64 `json:"exp"`
+	}
+	if json.Unmarshal(b, &claims) != nil || claims.Exp == nil {
+		return time.Time{}, false
+	}
+	return time.Unix(int64(*claims.Exp), 0), true
+}
+
+// tokenAboutToExpire handles the server's token_about_to_expire (reader
+// goroutine): it starts the renewal loop unless it runs already, in which
+// case the loop handles this warning after the renewal in progress.
+func (c *Client) tokenAboutToExpire(s *session) {
+	if c.opts.TokenProvider == nil {
+		c.log.Info("client: token about to expire and no TokenProvider")
+		return
+	}
+	c.mu.Lock()
+	c.renewAgain, c.renewSess = true, s
+	start := !c.renewing
+	c.renewing = true
+	c.mu.Unlock()
+	if start {
+		go c.renewLoop()
+	}
+}
+
+// renewLoop renews the token, one renewal at a time, while warnings are
+// pending. A warning is about the token that was current when it arrived:
+// if that token was replaced meanwhile (UpdateToken, a reconnect's
+// renewal), it needs no renewal; otherwise the token is renewed once its
+// notBefore has passed, and the live session updated.
+func (c *Client) renewLoop() {
+	for {
+		c.mu.Lock()
+		if !c.renewAgain || c.ctx.Err() != nil {
+			c.renewing = false
+			c.mu.Unlock()
+			return
+		}
+		c.renewAgain = false
+		s, tok, notBefore := c.renewSess, c.token, c.notBefore
+		c.renewSess = nil
+		c.mu.Unlock()
+		if d := time.Until(notBefore); d > 0 && !c.sleep(d) {
+			continue // closed: the loop ends above
+		}
+		c.mu.Lock()
+		current := c.token == tok
+		c.mu.Unlock()
+		if !current || s.ctx.Err() != nil {
+			continue // renewed meanwhile, or the session ended (the next init renews it)
+		}
+		fresh, ok := c.refreshToken()
+		if !ok {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(s.ctx, c.opts.RequestTimeout)
+		if err := c.sendUpdate(ctx, s, fresh); err != nil && s.ctx.Err() == nil {
+			c.log.Warn("client: token update", slog.Any("err", err))
+		}
+		cancel()
+	}
 }
 
 // backoff is MinBackoff·2^n capped at MaxBackoff, at least floor, ±20 %.

@@ -57,8 +57,8 @@ func TestDocumentEventsBetweenClients(t *testing.T) {
 		t.Fatalf("SIDs = %q, %q (name %q), want the same ET… SID", da.SID(), db.SID(), da.UniqueName())
 	}
 	again, err := a.Document(ctx, da.SID(), client.OpenExisting)
-	if err != nil || again != da {
-		t.Fatalf("Document(SID) = %p, %v, want the open handle %p", again, err, da)
+	if err != nil || again == da || again.SID() != da.SID() || string(again.Data()) != string(da.Data()) {
+		t.Fatalf("Document(SID) = %p, %v, want a new handle of the open object %p", again, err, da)
 	}
 	evA, evB := da.Events(), db.Events()
 
@@ -554,6 +554,14 @@ func TestTokenRenewal(t *testing.T) {
 		}
 		if !errors.Is(err, chorus.ErrTokenExpired) {
 			t.Errorf("Set after expiry = %v, want 20104", err)
+		}
+		if err != nil && strings.Count(err.Error(), chorus.ErrTokenExpired.Message) != 1 {
+			t.Errorf("Set after expiry = %q, want the message once", err)
+		}
+		// The client gave up: a fresh token does not bring it back, and
+		// UpdateToken says so.
+		if err := c.UpdateToken(ctx, n.token(t, "alice", time.Hour)); !errors.Is(err, chorus.ErrTokenExpired) {
+			t.Errorf("UpdateToken after giving up = %v, want 20104", err)
 		}
 	})
 }

@@ -1,14 +1,18 @@
 package client
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"log/slog"
 	"net/http"
+	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/chorus-sync/chorus"
@@ -33,12 +37,23 @@ type Event struct {
 	DateExpires *time.Time
 	// Local reports that this client's own write caused the event.
 	Local bool
+	// Err is the server's error of an EventSubscriptionFailed.
+	Err error
 
 	objRevision string // list_revision / map_revision
 }
 
-// entity is the shared state of an open object; Document, List, Map and
-// Stream embed it.
+// EventSubscriptionFailed is the Type of the last event of a handle whose
+// subscription the server ended while it was open (subscription_failed,
+// e.g. 403/54007 after the identity lost read access). Event.Err holds the
+// server's *chorus.Error; the Events channels are closed after it, as after
+// a removal, and Err reports it. A later open of the object subscribes
+// again.
+const EventSubscriptionFailed chorus.EventType = "subscription_failed"
+
+// entity is the shared state of an open object: one subscription, shared
+// by every handle (Document, List, Map or Stream) this Client opened for
+// the object.
 type entity struct {
 	c           *Client
 	kind        chorus.Kind
@@ -48,7 +63,6 @@ type entity struct {
 	itemsURL    string
 	contextURL  string
 	messagesURL string
-	handle      any // *Document, *List, *Map or *Stream
 
 	mu          sync.Mutex
 	data        json.RawMessage
@@ -58,18 +72,38 @@ type entity struct {
 	dateUpdated time.Time
 	dateExpires *time.Time
 	removed     bool
-	closed      bool
-	refs        int
+	closed      bool  // every handle closed; out of Client.objects
+	failErr     error // the subscription failed; out of Client.objects
+	handles     []*handle
 	local       map[int64]struct{}
-	chans       []chan Event
-	cbs         []callback
-	nextCB      int
 
 	subCorr   int64 // correlation id of the latest establish
 	estCorr   int64 // correlation id of the latest subscription_established
 	estabDone bool
 	estab     chan struct{} // closed on the first established or failed
 	subErr    error
+}
+
+// handle is one open of an object: its own Events channels and callbacks
+// over the entity it shares with the other handles of the same object.
+// Close ends this handle alone, once.
+type handle struct {
+	*entity
+
+	done      chan struct{} // closed by Close
+	closeOnce sync.Once
+
+	// sendMu is held by the dispatcher while it sends to this handle's
+	// channels and by whoever closes them, so that no channel is closed
+	// during a send. Lock order: sendMu → hmu → dispatcher.mu.
+	sendMu sync.Mutex
+
+	hmu     sync.Mutex
+	hclosed bool // Close was called
+	ended   bool // the channels were closed after a removal or failure
+	chans   []chan Event
+	cbs     []callback
+	nextCB  int
 }
 
 type callback struct {
@@ -100,70 +134,148 @@ func (e *entity) Removed() bool {
 	return e.removed
 }
 
+// over reports whether the object's events ended (removal or failure).
+func (e *entity) over() bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.removed || e.failErr != nil
+}
+
+// newHandle adds a handle to e.
+func (e *entity) newHandle() *handle {
+	h := &handle{entity: e, done: make(chan struct{})}
+	e.mu.Lock()
+	e.handles = append(e.handles, h)
+	e.mu.Unlock()
+	return h
+}
+
+// Err reports why the handle receives no more events: the server's
+// *chorus.Error if the subscription failed (see EventSubscriptionFailed),
+// ErrClosed after Close of the handle or of the Client, and nil while it
+// is live and after the object's removal (see Removed).
+func (h *handle) Err() error {
+	h.entity.mu.Lock()
+	err := h.failErr
+	h.entity.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	if h.isClosed() || h.c.ctx.Err() != nil {
+		return ErrClosed
+	}
+	return nil
+}
+
+func (h *handle) isClosed() bool {
+	select {
+	case <-h.done:
+		return true
+	default:
+		return false
+	}
+}
+
 // Events returns a new channel that receives every later event of the
-// object. It is closed after the object's removal event, when the handle
-// is closed, or when the Client is closed. Drain it: a full channel holds
-// up the Client's event delivery.
-func (e *entity) Events() <-chan Event {
-	ch := make(chan Event, e.c.opts.EventBuffer)
-	if !e.c.disp.register(ch) {
+// object. It is closed after the object's removal event or the
+// subscription's failure (EventSubscriptionFailed), when the handle is
+// closed, or when the Client is closed. Drain it until the handle is
+// closed: a full channel holds up the Client's event delivery (a closed
+// handle's channels never do).
+func (h *handle) Events() <-chan Event {
+	ch := make(chan Event, h.c.opts.EventBuffer)
+	if h.over() {
 		close(ch)
 		return ch
 	}
-	e.mu.Lock()
-	if e.closed || e.removed {
-		e.mu.Unlock()
-		e.c.disp.push(dispatchItem{closeChans: []chan Event{ch}})
+	h.hmu.Lock()
+	defer h.hmu.Unlock()
+	if h.hclosed || h.ended || !h.c.disp.register(ch) {
+		close(ch)
 		return ch
 	}
-	e.chans = append(e.chans, ch)
-	e.mu.Unlock()
+	h.chans = append(h.chans, ch)
 	return ch
 }
 
 // OnEvent calls fn for every later event of the object, on the Client's
-// dispatcher goroutine. The returned func removes it.
-func (e *entity) OnEvent(fn func(Event)) (remove func()) {
-	e.mu.Lock()
-	e.nextCB++
-	id := e.nextCB
-	e.cbs = append(e.cbs, callback{id, fn})
-	e.mu.Unlock()
+// dispatcher goroutine, until the handle is closed. The returned func
+// removes it.
+func (h *handle) OnEvent(fn func(Event)) (remove func()) {
+	h.hmu.Lock()
+	defer h.hmu.Unlock()
+	if h.hclosed {
+		return func() {}
+	}
+	h.nextCB++
+	id := h.nextCB
+	h.cbs = append(h.cbs, callback{id, fn})
 	return func() {
-		e.mu.Lock()
-		defer e.mu.Unlock()
-		e.cbs = slices.DeleteFunc(e.cbs, func(cb callback) bool { return cb.id == id })
+		h.hmu.Lock()
+		defer h.hmu.Unlock()
+		h.cbs = slices.DeleteFunc(h.cbs, func(cb callback) bool { return cb.id == id })
 	}
 }
 
-// Close releases this handle. When every handle of the object opened by
-// this Client is closed, the subscription is canceled and the Events
-// channels are closed.
-func (e *entity) Close() error {
-	e.mu.Lock()
-	if e.closed {
-		e.mu.Unlock()
+// Close releases this handle: its Events channels are closed at once and
+// its callbacks removed. Closing a handle again does nothing, and never
+// affects the other handles of the object. When every handle of the
+// object opened by this Client is closed, the subscription is canceled.
+func (h *handle) Close() error {
+	first := false
+	h.closeOnce.Do(func() {
+		first = true
+		close(h.done) // a send to this handle in progress gives up
+	})
+	if !first {
 		return nil
 	}
-	e.refs--
-	if e.refs > 0 {
-		e.mu.Unlock()
-		return nil
-	}
-	e.closed = true
-	chans := e.chans
-	e.chans, e.cbs = nil, nil
-	removed := e.removed
-	e.mu.Unlock()
+	h.sendMu.Lock()
+	h.hmu.Lock()
+	h.hclosed = true
+	chans := h.chans
+	h.chans, h.cbs = nil, nil
+	h.hmu.Unlock()
+	h.c.disp.closeChans(chans)
+	h.sendMu.Unlock()
+	return h.entity.release(h)
+}
+
+// release drops h from e; the last handle cancels the subscription.
+func (e *entity) release(h *handle) error {
 	c := e.c
-	c.forget(e)
-	c.disp.push(dispatchItem{closeChans: chans})
-	if removed {
-		return nil
-	}
 	c.mu.Lock()
+	e.mu.Lock()
+	e.handles = slices.DeleteFunc(e.handles, func(x *handle) bool { return x == h })
+	last := len(e.handles) == 0 && !e.closed
+	cancelSub := last && !e.removed && e.failErr == nil
+	var canceled chan struct{}
+	if last {
+		e.closed = true
+		if c.objects[e.sid] == e {
+			delete(c.objects, e.sid)
+		}
+		if cancelSub {
+			// A new open of the object waits for the cancel to be sent, so
+			// that the server sees it before the new establish.
+			canceled = make(chan struct{})
+			c.canceling[e.sid] = canceled
+		}
+	}
+	e.mu.Unlock()
 	s := c.sess
 	c.mu.Unlock()
+	if !cancelSub {
+		return nil
+	}
+	defer func() {
+		c.mu.Lock()
+		if c.canceling[e.sid] == canceled {
+			delete(c.canceling, e.sid)
+		}
+		c.mu.Unlock()
+		close(canceled)
+	}()
 	if s == nil {
 		return nil // the server forgets subscriptions with the socket
 	}
@@ -199,7 +311,7 @@ func (e *entity) markLocal(id int64) {
 // apply handles one event routed to the object.
 func (e *entity) apply(ev Event) {
 	e.mu.Lock()
-	if e.removed || e.closed {
+	if e.removed || e.closed || e.failErr != nil {
 		e.mu.Unlock()
 		return
 	}
@@ -231,9 +343,9 @@ func (e *entity) apply(ev Event) {
 	if removal {
 		e.removed = true
 	}
-	listen := len(e.chans) > 0 || len(e.cbs) > 0
+	listen := len(e.handles) > 0
 	e.mu.Unlock()
-	if listen || removal {
+	if listen {
 		e.c.disp.push(dispatchItem{e: e, ev: ev})
 	}
 	if removal {
@@ -253,18 +365,45 @@ func (e *entity) established(corr int64) {
 	}
 }
 
-// failed records a subscription_failed; 404 means the object is gone.
-func (e *entity) failed(err *chorus.Error) {
+// failed records a subscription_failed for the establish corr (0: the
+// server ended a live subscription, e.g. after an access change). 404
+// means the object is gone: its removal. Any other failure ends the
+// subscription: the entity leaves the routing table (a later open
+// subscribes again) and its handles get EventSubscriptionFailed.
+func (e *entity) failed(corr int64, err *chorus.Error) {
+	c := e.c
+	c.mu.Lock()
 	e.mu.Lock()
-	e.subErr = err
+	if (corr != 0 && corr < e.subCorr) || e.removed || e.closed || e.failErr != nil {
+		// An answer to an earlier establish, or the entity is done.
+		e.mu.Unlock()
+		c.mu.Unlock()
+		return
+	}
 	first := !e.estabDone
 	e.estabDone = true
+	if first {
+		e.subErr = err
+	}
+	gone := err.Status == http.StatusNotFound
+	if !gone {
+		e.failErr = err
+		if c.objects[e.sid] == e {
+			delete(c.objects, e.sid)
+		}
+	}
+	listen := len(e.handles) > 0
 	e.mu.Unlock()
+	c.mu.Unlock()
 	if first {
 		close(e.estab)
 	}
-	if err.Status == http.StatusNotFound {
+	switch {
+	case gone:
 		e.apply(Event{Type: removalType(e.kind), ObjectSID: e.sid})
+	case listen && !first: // a failed open reports it to its caller instead
+		c.log.Debug("client: subscription failed", slog.String("sid", e.sid), slog.Any("err", err))
+		c.disp.push(dispatchItem{e: e, ev: Event{Type: EventSubscriptionFailed, ObjectSID: e.sid, Err: err}})
 	}
 }
 
@@ -280,9 +419,9 @@ func removalType(k chorus.Kind) chorus.EventType {
 	return chorus.EventDocumentRemoved
 }
 
-// open finds or creates an object, registers it and waits until its
-// subscription is established.
-func (c *Client) open(ctx context.Context, k chorus.Kind, id string, mode OpenMode, newHandle func(*entity) any) (*entity, error) {
+// open finds or creates an object, registers a new handle of it and waits
+// until its subscription is established.
+func (c *Client) open(ctx context.Context, k chorus.Kind, id string, mode OpenMode) (*handle, error) {
 	base := c.base + "/v3/" + k.Collection()
 	get := func() (*reply, error) {
 		return c.do(ctx, &upstream{method: http.MethodGet, url: base + "/" + encodeURIComponent(id)})
@@ -331,6 +470,8 @@ func (c *Client) open(ctx context.Context, k chorus.Kind, id string, mode OpenMo
 	if c.ctx.Err() != nil {
 		return nil, ErrClosed
 	}
+	// c.objects holds live entities: closing the last handle and a failure
+	// take theirs out under c.mu, a removal right after it is marked.
 	c.mu.Lock()
 	e := c.objects[d.SID]
 	fresh := e == nil
@@ -344,38 +485,44 @@ func (c *Client) open(ctx context.Context, k chorus.Kind, id string, mode OpenMo
 		if d.LastEventID != nil {
 			e.stateID, e.delivered = *d.LastEventID, *d.LastEventID
 		}
-		e.handle = newHandle(e)
 		c.objects[d.SID] = e
 	}
-	e.mu.Lock()
-	e.refs++
-	e.mu.Unlock()
+	h := e.newHandle()
+	canceling := c.canceling[d.SID]
 	c.mu.Unlock()
 
 	if fresh {
+		if canceling != nil { // an earlier handle's cancel goes first
+			select {
+			case <-canceling:
+			case <-ctx.Done():
+				h.Close()
+				return nil, ctx.Err()
+			}
+		}
 		s, err := c.session(ctx)
 		if err == nil {
 			err = c.subscribe(ctx, s, []*entity{e})
 		}
 		if err != nil && !errors.Is(err, ErrDisconnected) {
-			e.Close()
+			h.Close()
 			return nil, err
 		}
 	}
 	select {
 	case <-e.estab:
 	case <-ctx.Done():
-		e.Close()
+		h.Close()
 		return nil, ctx.Err()
 	}
 	e.mu.Lock()
 	subErr := e.subErr
 	e.mu.Unlock()
 	if subErr != nil {
-		e.Close()
+		h.Close()
 		return nil, subErr
 	}
-	return e, nil
+	return h, nil
 }
 
 func isStatus(err error, status int) bool {
@@ -438,7 +585,7 @@ func (c *Client) subscribe(ctx context.Context, s *session, ents []*entity) erro
 		var again []*entity
 		for _, e := range ents {
 			e.mu.Lock()
-			if e.subCorr == corr && e.estCorr < corr && !e.removed && !e.closed && e.subErr == nil {
+			if e.subCorr == corr && e.estCorr < corr && !e.removed && !e.closed && e.failErr == nil {
 				again = append(again, e)
 			}
 			e.mu.Unlock()
@@ -465,7 +612,7 @@ func (c *Client) resubscribe(s *session) {
 	ents = slices.DeleteFunc(ents, func(e *entity) bool {
 		e.mu.Lock()
 		defer e.mu.Unlock()
-		return e.removed || e.closed || e.subErr != nil
+		return e.removed || e.closed || e.failErr != nil
 	})
 	for batch := range slices.Chunk(ents, 100) {
 		if err := c.subscribe(s.ctx, s, batch); err != nil {
@@ -548,7 +695,7 @@ func (c *Client) handleNotification(s *session, payload []byte) {
 				if w.Error != nil {
 					ce = &chorus.Error{Status: w.Error.Status, Code: w.Error.Code, Message: w.Error.Message}
 				}
-				e.failed(ce)
+				e.failed(corr, ce)
 			}
 			continue
 		case "subscription_canceled":
@@ -589,11 +736,10 @@ func cmp(ss ...string) string {
 	return ""
 }
 
-// dispatchItem is an event for e's listeners, or channels to close.
+// dispatchItem is an event for e's handles.
 type dispatchItem struct {
-	e          *entity
-	ev         Event
-	closeChans []chan Event
+	e  *entity
+	ev Event
 }
 
 // dispatcher runs callbacks and feeds Events channels in arrival order,
@@ -601,6 +747,7 @@ type dispatchItem struct {
 type dispatcher struct {
 	wake chan struct{}
 	done chan struct{}
+	gid  atomic.Uint64 // the dispatcher goroutine's id
 
 	mu     sync.Mutex
 	q      []dispatchItem
@@ -632,7 +779,31 @@ func (d *dispatcher) push(it dispatchItem) {
 	}
 }
 
+// onDispatcher reports whether the caller runs on the dispatcher
+// goroutine, i.e. in a callback.
+func (d *dispatcher) onDispatcher() bool {
+	id := d.gid.Load()
+	return id != 0 && id == goid()
+}
+
+// goid is the calling goroutine's id, from the first line of its stack
+// trace ("goroutine 18 [running]:"); 0 if that cannot be read.
+func goid() uint64 {
+	var buf [64]byte
+	b := buf[:runtime.Stack(buf[:], false)]
+	b, ok := bytes.CutPrefix(b, []byte("goroutine "))
+	if !ok {
+		return 0
+	}
+	if i := bytes.IndexByte(b, ' '); i >= 0 {
+		b = b[:i]
+	}
+	id, _ := strconv.ParseUint(string(b), 10, 64)
+	return id
+}
+
 func (d *dispatcher) run(ctx context.Context) {
+	d.gid.Store(goid())
 	defer close(d.done)
 	defer func() {
 		d.mu.Lock()
@@ -658,7 +829,7 @@ func (d *dispatcher) run(ctx context.Context) {
 				break
 			}
 			for _, it := range batch {
-				if !d.deliver(ctx, it) {
+				if ctx.Err() != nil || !d.deliver(ctx, it) {
 					return
 				}
 			}
@@ -666,6 +837,7 @@ func (d *dispatcher) run(ctx context.Context) {
 	}
 }
 
+// closeChans closes those of chans still open.
 func (d *dispatcher) closeChans(chans []chan Event) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -677,37 +849,63 @@ func (d *dispatcher) closeChans(chans []chan Event) {
 	}
 }
 
+// deliver runs the callbacks of e's handles, then feeds their channels.
+// After a removal or failure the channels are closed.
 func (d *dispatcher) deliver(ctx context.Context, it dispatchItem) bool {
-	if it.e == nil {
-		d.closeChans(it.closeChans)
-		return true
-	}
 	e := it.e
 	e.mu.Lock()
-	cbs := slices.Clone(e.cbs)
-	chans := slices.Clone(e.chans)
-	removal := it.ev.Type.Removal()
-	if removal {
-		e.chans = nil
-	}
+	hs := slices.Clone(e.handles)
 	e.mu.Unlock()
-	for _, cb := range cbs {
-		cb.fn(it.ev)
-	}
-	for _, ch := range chans {
-		d.mu.Lock()
-		_, ok := d.open[ch]
-		d.mu.Unlock()
-		if !ok {
-			continue
+	for _, h := range hs {
+		h.hmu.Lock()
+		cbs := slices.Clone(h.cbs)
+		h.hmu.Unlock()
+		for _, cb := range cbs {
+			if ctx.Err() != nil {
+				return false
+			}
+			if h.isClosed() {
+				break
+			}
+			cb.fn(it.ev)
 		}
-		select {
-		case ch <- it.ev:
-		case <-ctx.Done():
+	}
+	end := it.ev.Type.Removal() || it.ev.Type == EventSubscriptionFailed
+	for _, h := range hs {
+		if !d.send(ctx, h, it.ev, end) {
 			return false
 		}
 	}
-	if removal {
+	return true
+}
+
+// send feeds ev to h's channels; a closed handle (or Client) ends the
+// wait for a full one. end closes them after ev.
+func (d *dispatcher) send(ctx context.Context, h *handle, ev Event, end bool) bool {
+	h.sendMu.Lock()
+	defer h.sendMu.Unlock()
+	h.hmu.Lock()
+	chans := h.chans
+	if end {
+		h.chans, h.ended = nil, true
+	} else {
+		chans = slices.Clone(chans)
+	}
+	h.hmu.Unlock()
+loop:
+	for _, ch := range chans {
+		if h.isClosed() {
+			break
+		}
+		select {
+		case ch <- ev:
+		case <-h.done:
+			break loop
+		case <-ctx.Done():
+			return false // run closes every channel
+		}
+	}
+	if end {
 		d.closeChans(chans)
 	}
 	return true

@@ -66,17 +66,19 @@ type writeResult struct {
 }
 
 // Document is an open Sync document.
-type Document struct{ *entity }
+type Document struct{ *handle }
 
 // Document opens the document id (a SID or unique name; "" with
 // OpenOrCreate or CreateNew creates an anonymous one) and subscribes to
-// it. Opening the same SID twice returns the same handle.
+// it. Each call returns a new handle with its own Events channels,
+// callbacks and Close; handles of the same object share its subscription
+// and state, which ends when the last of them is closed.
 func (c *Client) Document(ctx context.Context, id string, mode OpenMode) (*Document, error) {
-	e, err := c.open(ctx, chorus.KindDocument, id, mode, func(e *entity) any { return &Document{e} })
+	h, err := c.open(ctx, chorus.KindDocument, id, mode)
 	if err != nil {
 		return nil, fmt.Errorf("client: open document %q: %w", id, err)
 	}
-	return e.handle.(*Document), nil
+	return &Document{h}, nil
 }
 
 // Data is the document's current data (a copy).
@@ -350,15 +352,15 @@ func mutateItem(ctx context.Context, fn Mutator, get func() (Item, error),
 }
 
 // List is an open Sync list.
-type List struct{ *entity }
+type List struct{ *handle }
 
 // List opens the list id and subscribes to it; see Document.
 func (c *Client) List(ctx context.Context, id string, mode OpenMode) (*List, error) {
-	e, err := c.open(ctx, chorus.KindList, id, mode, func(e *entity) any { return &List{e} })
+	h, err := c.open(ctx, chorus.KindList, id, mode)
 	if err != nil {
 		return nil, fmt.Errorf("client: open list %q: %w", id, err)
 	}
-	return e.handle.(*List), nil
+	return &List{h}, nil
 }
 
 func (l *List) ops() collectionOps { return collectionOps{l.entity} }
@@ -439,15 +441,15 @@ func (l *List) RemoveList(ctx context.Context) error {
 }
 
 // Map is an open Sync map.
-type Map struct{ *entity }
+type Map struct{ *handle }
 
 // Map opens the map id and subscribes to it; see Document.
 func (c *Client) Map(ctx context.Context, id string, mode OpenMode) (*Map, error) {
-	e, err := c.open(ctx, chorus.KindMap, id, mode, func(e *entity) any { return &Map{e} })
+	h, err := c.open(ctx, chorus.KindMap, id, mode)
 	if err != nil {
 		return nil, fmt.Errorf("client: open map %q: %w", id, err)
 	}
-	return e.handle.(*Map), nil
+	return &Map{h}, nil
 }
 
 func (m *Map) ops() collectionOps { return collectionOps{m.entity} }
@@ -520,15 +522,15 @@ func (m *Map) RemoveMap(ctx context.Context) error {
 }
 
 // Stream is an open Sync message stream.
-type Stream struct{ *entity }
+type Stream struct{ *handle }
 
 // Stream opens the stream id and subscribes to it; see Document.
 func (c *Client) Stream(ctx context.Context, id string, mode OpenMode) (*Stream, error) {
-	e, err := c.open(ctx, chorus.KindStream, id, mode, func(e *entity) any { return &Stream{e} })
+	h, err := c.open(ctx, chorus.KindStream, id, mode)
 	if err != nil {
 		return nil, fmt.Errorf("client: open stream %q: %w", id, err)
 	}
-	return e.handle.(*Stream), nil
+	return &Stream{h}, nil
 }
 
 // Publish sends a message (at most 4 KiB of JSON) to every subscriber,

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"sync"
 	"time"
 
@@ -130,7 +129,7 @@ func (s *session) readLoop() error {
 		case protocol.MethodClientUpdate:
 			var typ string
 			if _, err := h.Get("client_update_type", &typ); err == nil && typ == protocol.ClientUpdateTokenAboutToExpire {
-				go s.renewToken()
+				s.c.tokenAboutToExpire(s)
 			}
 		case protocol.MethodClose:
 			ce := &closeFrame{}
@@ -148,26 +147,6 @@ func (s *session) readLoop() error {
 			s.flush(time.Second) // let the ack out
 			return ce
 		}
-	}
-}
-
-// renewToken answers token_about_to_expire with an update.
-func (s *session) renewToken() {
-	c := s.c
-	if c.opts.TokenProvider == nil {
-		c.log.Info("client: token about to expire and no TokenProvider")
-		return
-	}
-	if !c.refreshToken() {
-		return
-	}
-	c.mu.Lock()
-	tok := c.token
-	c.mu.Unlock()
-	ctx, cancel := context.WithTimeout(s.ctx, c.opts.RequestTimeout)
-	defer cancel()
-	if err := c.sendUpdate(ctx, s, tok); err != nil && s.ctx.Err() == nil {
-		c.log.Warn("client: token update", slog.Any("err", err))
 	}
 }
 
@@ -238,6 +217,6 @@ func (s *session) call(ctx context.Context, h *protocol.Header, payload []byte, 
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	case <-t.C:
-		return nil, fmt.Errorf("client: no reply within %v", s.c.opts.RequestTimeout)
+		return nil, fmt.Errorf("client: no reply within %v: %w", s.c.opts.RequestTimeout, context.DeadlineExceeded)
 	}
 }
