@@ -174,8 +174,18 @@ func openTarget(ctx context.Context, storeURL, dataDir string, dryRun bool, logg
 	}
 	path := filepath.Join(dataDir, server.DBFile)
 	if dryRun {
-		if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
+		behind, err := sqlite.SchemaBehind(ctx, path)
+		switch {
+		case errors.Is(err, os.ErrNotExist):
 			return nil, nil
+		case err != nil:
+			return nil, fmt.Errorf("open target: %w", err)
+		case behind > 0:
+			// Opening it would upgrade its schema, which a dry run must
+			// not do: it reads an upgraded snapshot instead.
+			logger.Info("dry run: the target's schema is older than this binary's; reading an upgraded snapshot of it (the original is not changed)",
+				"migrations", behind)
+			return openSnapshot(ctx, dataDir, path, logger)
 		}
 	}
 	if err := os.MkdirAll(dataDir, 0o700); err != nil {
@@ -186,6 +196,42 @@ func openTarget(ctx context.Context, storeURL, dataDir string, dryRun bool, logg
 		return nil, fmt.Errorf("open target: %w", err)
 	}
 	return st, nil
+}
+
+// snapshotStore is a store opened on a snapshot in its own directory,
+// removed on Close.
+type snapshotStore struct {
+	chorus.Store
+	dir string
+}
+
+func (s snapshotStore) Close() error {
+	err := s.Store.Close()
+	if rerr := os.RemoveAll(s.dir); err == nil {
+		err = rerr
+	}
+	return err
+}
+
+// openSnapshot opens a snapshot of the database at path, made in a new
+// directory inside dataDir (the filesystem that holds the database has
+// room for it; /tmp may not).
+func openSnapshot(ctx context.Context, dataDir, path string, logger *slog.Logger) (chorus.Store, error) {
+	dir, err := os.MkdirTemp(dataDir, ".chorus-dry-run-")
+	if err != nil {
+		return nil, fmt.Errorf("dry run: %w", err)
+	}
+	snap := filepath.Join(dir, server.DBFile)
+	if err := sqlite.Snapshot(ctx, path, snap); err != nil {
+		os.RemoveAll(dir)
+		return nil, fmt.Errorf("dry run: %w", err)
+	}
+	st, err := sqlite.Open(ctx, snap, logger)
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, fmt.Errorf("dry run: open snapshot: %w", err)
+	}
+	return snapshotStore{Store: st, dir: dir}, nil
 }
 
 func copied(r *transfer.Report) string {

@@ -93,6 +93,50 @@ func TestImportCommand(t *testing.T) {
 		t.Errorf("second import: exit %d, stdout %q", code, out)
 	}
 
+	// A dry run into a database of an older schema leaves it as it was:
+	// opening it would upgrade it, so the dry run reads an upgraded
+	// snapshot. The database is taken back one version (4: credential
+	// rotation) by hand.
+	dbPath := filepath.Join(dst, server.DBFile)
+	schemaVersion := func() int {
+		t.Helper()
+		db, err := sql.Open("sqlite", "file:"+dbPath+"?mode=ro&_pragma=busy_timeout(5000)")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer db.Close()
+		var v int
+		if err := db.QueryRow(`PRAGMA user_version`).Scan(&v); err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	current := schemaVersion()
+	old, err := sql.Open("sqlite", "file:"+dbPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range []string{
+		`ALTER TABLE api_keys DROP COLUMN date_updated`, `ALTER TABLE api_keys DROP COLUMN main`,
+		`ALTER TABLE accounts DROP COLUMN secondary_date_created`, `ALTER TABLE accounts DROP COLUMN secondary_auth_token`,
+		fmt.Sprintf(`PRAGMA user_version = %d`, current-1),
+	} {
+		if _, err := old.Exec(q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	old.Close()
+	out, errOut, code = chorusCmd(t, env, "import", "--from", src.base, "--data-dir", dst, "--dry-run")
+	if code != 0 || !strings.Contains(out, "dry run") || !strings.Contains(out, "20 unchanged") {
+		t.Errorf("dry run into an older schema: exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+	if v := schemaVersion(); v != current-1 {
+		t.Errorf("the dry run upgraded the target's schema to version %d (was %d)", v, current-1)
+	}
+	if left, _ := filepath.Glob(filepath.Join(dst, ".chorus-dry-run-*")); len(left) != 0 {
+		t.Errorf("the dry run left %v", left)
+	}
+
 	// The imported directory serves the documents under the source's SIDs
 	// with the source's API key (imported with the account).
 	dstSrv := startServe(t, dst)

@@ -57,17 +57,8 @@ func Backup(ctx context.Context, dbPath, tmpDir string, w io.Writer) (BackupInfo
 	defer os.RemoveAll(tmp)
 	snap := filepath.Join(tmp, "snapshot.db")
 
-	db, err := sql.Open("sqlite", dsn(dbPath, false, "NORMAL"))
-	if err != nil {
+	if err := vacuumInto(ctx, dbPath, snap); err != nil {
 		return BackupInfo{}, fmt.Errorf("sqlite: backup: %w", err)
-	}
-	db.SetMaxOpenConns(1)
-	_, err = db.ExecContext(ctx, `VACUUM INTO ?`, snap)
-	if cerr := db.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return BackupInfo{}, fmt.Errorf("sqlite: backup: VACUUM INTO: %w", err)
 	}
 	version, err := checkDatabase(ctx, snap)
 	if err != nil {
@@ -179,8 +170,7 @@ func checkDatabase(ctx context.Context, path string) (int, error) {
 	if _, err := os.Stat(path); err != nil {
 		return 0, err
 	}
-	u := url.URL{Scheme: "file", Opaque: (&url.URL{Path: path}).EscapedPath(), RawQuery: "mode=ro&_pragma=busy_timeout(10000)"}
-	db, err := sql.Open("sqlite", u.String())
+	db, err := sql.Open("sqlite", readOnlyDSN(path))
 	if err != nil {
 		return 0, err
 	}
@@ -224,4 +214,59 @@ func checkDatabase(ctx context.Context, path string) (int, error) {
 		return 0, fmt.Errorf("not a Chorus database (schema version %d, %d of 7 tables)", version, tables)
 	}
 	return version, nil
+}
+
+// vacuumInto copies one read transaction's view of the database at dbPath
+// into the new file dst, while other connections keep writing.
+func vacuumInto(ctx context.Context, dbPath, dst string) error {
+	db, err := sql.Open("sqlite", dsn(dbPath, false, "NORMAL"))
+	if err != nil {
+		return err
+	}
+	db.SetMaxOpenConns(1)
+	_, err = db.ExecContext(ctx, `VACUUM INTO ?`, dst)
+	if cerr := db.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("VACUUM INTO: %w", err)
+	}
+	return nil
+}
+
+// readOnlyDSN opens path read-only, never creating it.
+func readOnlyDSN(path string) string {
+	u := url.URL{Scheme: "file", Opaque: (&url.URL{Path: path}).EscapedPath(), RawQuery: "mode=ro&_pragma=busy_timeout(10000)"}
+	return u.String()
+}
+
+// SchemaBehind reports how many of this binary's schema migrations the
+// database at path lacks, reading it without writing to it: Open would
+// apply them. The error wraps os.ErrNotExist when there is no database.
+func SchemaBehind(ctx context.Context, path string) (int, error) {
+	if _, err := os.Stat(path); err != nil {
+		return 0, fmt.Errorf("sqlite: %w", err)
+	}
+	db, err := sql.Open("sqlite", readOnlyDSN(path))
+	if err != nil {
+		return 0, fmt.Errorf("sqlite: %w", err)
+	}
+	defer db.Close()
+	var version int
+	if err := db.QueryRowContext(ctx, `PRAGMA user_version`).Scan(&version); err != nil {
+		return 0, fmt.Errorf("sqlite: read schema version of %s: %w", path, err)
+	}
+	if version > len(migrations) {
+		return 0, fmt.Errorf("sqlite: database schema version %d is newer than this binary's %d", version, len(migrations))
+	}
+	return len(migrations) - version, nil
+}
+
+// Snapshot writes a consistent copy of the database at dbPath to the new
+// file dst, while other connections (a running server) keep writing.
+func Snapshot(ctx context.Context, dbPath, dst string) error {
+	if err := vacuumInto(ctx, dbPath, dst); err != nil {
+		return fmt.Errorf("sqlite: snapshot %s: %w", dbPath, err)
+	}
+	return nil
 }
