@@ -421,6 +421,14 @@ func (t *topic) release(ctx context.Context, s *subscription, gen uint64) {
 			t.mu.Unlock()
 			return
 		}
+		if s.c.serviceStale() && s.kind != chorus.KindStream {
+			// The service changed meanwhile (ACLs turned on?): its own
+			// re-read re-checks and releases the subscription.
+			s.held = heldForService
+			s.c.svcHolds.Store(true)
+			t.mu.Unlock()
+			return
+		}
 		if !s.live || s.delivered >= t.last {
 			// Caught up; or being established, whose replay reads the log
 			// up to the topic's position before it goes live.

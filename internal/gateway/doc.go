@@ -60,14 +60,20 @@
 // permission, the service, the API key) and then ends what is no longer
 // allowed. A subscription that lost read access is removed from its topic
 // first, then gets subscription_failed 403/54007 with correlation_id null,
-// so nothing of the object follows the denial; data events published
-// between the commit and the re-check may still reach it. A subscription
-// being established while access changes is re-checked by its own request
+// so nothing of the object follows the denial. Nothing published after
+// the change reaches a subscription it may deny: the Bus callback itself
+// holds the affected subscriptions (subscription.held: a permission change
+// holds the identity's subscriptions of the object; a service change marks
+// its sessions' service stale, servicegen.go) and the re-check releases
+// them with what was held, from the log, or denies them. A stale session
+// reads its service again before its next request. A subscription being
+// established while access changes is re-checked by its own request
 // (topic and session access generations). If a control event is lost
 // (NATS core is at-most-once), the Bus's loss report calls Resync, which
 // re-reads every session's service and key and re-checks the
-// subscriptions of services with ACLs on; without such a report nothing
-// is re-checked until the next change.
+// subscriptions of services with ACLs on, retrying until a pass completes;
+// a node that could not publish has every node Resync once it can
+// (chorus.EventResync).
 //
 // Token verification reads API keys through a per-gateway cache (keys.go):
 // RevokeKeys, every keys_revoked control event and Resync empty it before
@@ -78,7 +84,8 @@
 // A topic orders events by ID (buffering briefly across gaps and filling
 // them from the store's event log), encodes each event once per public base
 // URL, and enqueues the same bytes to every live subscriber. Lock order:
-// Gateway.mu; hub.mu → topic.mu → sendQueue.mu; conn.mu is never held while
+// Gateway.mu; hub.mu → topic.mu → sendQueue.mu; Gateway.svcGenMu is a leaf
+// (taken under topic.mu and in Bus callbacks); conn.mu is never held while
 // taking a hub or topic lock, and is taken after Gateway.mu and topic.mu
 // are released (access re-checks snapshot first, then inspect sessions).
 // Bus callbacks hold the Bus's lock, so nothing calls the Bus while holding

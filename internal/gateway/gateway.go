@@ -103,7 +103,7 @@ type Stats struct {
 	Malformed     uint64 // connections closed for protocol violations
 	GapFills      uint64 // out-of-order gaps filled from the store
 	GapSkips      uint64 // gaps that could not be filled
-	ResyncRetries uint64 // Resync passes run again after a store error
+	ResyncRetries uint64 // gap fills and Resync passes run again after a store error
 	Refused       uint64 // connections refused by MaxConns or MaxUnauthenticatedPerAddr
 }
 

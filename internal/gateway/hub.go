@@ -277,6 +277,7 @@ func (t *topic) fillGap() {
 		if !t.removed && !t.gapArmed {
 			t.gapArmed = true
 			t.gapTimer.Reset(g.cfg.ResyncRetry)
+			t.h.resyncRetries.Add(1)
 		}
 		return
 	}
