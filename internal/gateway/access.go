@@ -86,7 +86,7 @@ func (g *Gateway) subscribeControl() {
 func (g *Gateway) onControl(e *chorus.Event) {
 	switch e.Type {
 	case chorus.EventServiceChanged:
-		g.serviceChanged(e.AccountSID, e.ServiceSID)
+		g.serviceChangedMerged(e.AccountSID, e.ServiceSID)
 	case chorus.EventResync:
 		g.Resync() // a node could not publish for a while
 	case chorus.EventKeysRevoked:
@@ -123,9 +123,42 @@ func (g *Gateway) sessions(match func(c *conn) bool) []*conn {
 	return out
 }
 
+// serviceChangedMerged runs serviceChanged for a service, one pass at a
+// time per service: changes that arrive while a pass runs are merged into
+// one more pass. A burst of updates of one service (anyone with its API
+// key can make them) costs every node at most two passes over its
+// sessions, not one each.
+func (g *Gateway) serviceChangedMerged(accountSID, serviceSID string) {
+	g.svcPassMu.Lock()
+	if again, running := g.svcPass[serviceSID]; running {
+		if !again {
+			g.svcPass[serviceSID] = true
+		}
+		g.svcPassMu.Unlock()
+		return
+	}
+	if g.svcPass == nil {
+		g.svcPass = make(map[string]bool)
+	}
+	g.svcPass[serviceSID] = false
+	g.svcPassMu.Unlock()
+	for {
+		g.serviceChanged(accountSID, serviceSID)
+		g.svcPassMu.Lock()
+		if !g.svcPass[serviceSID] {
+			delete(g.svcPass, serviceSID)
+			g.svcPassMu.Unlock()
+			return
+		}
+		g.svcPass[serviceSID] = false
+		g.svcPassMu.Unlock()
+	}
+}
+
 // serviceChanged refreshes the service of its sessions and, if ACLs are
 // now on, re-checks their subscriptions.
 func (g *Gateway) serviceChanged(accountSID, serviceSID string) {
+	g.svcPasses.Add(1)
 	g.cfg.Engine.ForgetServices() // every read from here on sees the change
 	g.controlEpoch.Add(1)         // before the snapshot: see checkNewSession
 	conns := g.sessions(func(c *conn) bool { return c.online.svc.SID == serviceSID })

@@ -453,3 +453,46 @@ func TestServiceChangeHoldsNothingBack(t *testing.T) {
 		}
 	}
 }
+
+// slowReads is a store whose reads take at least delay.
+type slowReads struct {
+	chorus.Store
+	delay time.Duration
+}
+
+func (s slowReads) View(ctx context.Context, fn func(chorus.ReadTx) error) error {
+	time.Sleep(s.delay)
+	return s.Store.View(ctx, fn)
+}
+
+// TestServiceChangesMerged: a burst of updates of one service (anyone with
+// its API key can send them) costs the gateway a pass or two over the
+// service's sessions, not one pass each; the sessions end with the last
+// version of the service.
+func TestServiceChangesMerged(t *testing.T) {
+	e := newEnv(t, func(e *env, c *Config) {
+		c.Engine = engine.New(engine.Config{Store: slowReads{e.st, 10 * time.Millisecond}, Bus: e.bus})
+	})
+	ctx := context.Background()
+	alice := e.session("alice")
+	const updates = 50
+	var last string
+	for i := range updates {
+		last = fmt.Sprintf("name %d", i)
+		if _, err := e.eng.UpdateService(ctx, e.creds.AccountSID, e.svc.SID, engine.ServiceParams{FriendlyName: &last}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var c *conn
+	for _, s := range e.gw.sessions(func(*conn) bool { return true }) {
+		c = s
+	}
+	waitFor(t, func() bool { return c.currentService().FriendlyName == last })
+	time.Sleep(100 * time.Millisecond) // let any pass still running end
+	n := e.gw.svcPasses.Load()
+	t.Logf("%d passes over the sessions for %d updates", n, updates)
+	if n > updates/2 {
+		t.Errorf("%d passes over the sessions for %d updates of the service, want them merged", n, updates)
+	}
+	wantStatus(t, "read after the burst", alice.do("GET", "/v3/Documents/nope", nil, nil), 404, 0)
+}

@@ -147,6 +147,11 @@ type Gateway struct {
 	svcChanges atomic.Uint64
 	svcGenMu   sync.Mutex
 	svcGen     map[string]uint64
+	// serviceChangedMerged's passes: a service is in svcPass while a pass
+	// runs, true when another was asked for meanwhile.
+	svcPassMu sync.Mutex
+	svcPass   map[string]bool
+	svcPasses atomic.Uint64 // serviceChanged passes run (tests)
 	// controlDelay (ns) delays the control handlers: tests show that
 	// access changes do not wait for them.
 	controlDelay  atomic.Int64
