@@ -423,7 +423,7 @@ func TestStreamsArePublishedNotLogged(t *testing.T) {
 	if got := rec.types(); len(got) != 1 || got[0] != "stream_message_published#0" {
 		t.Errorf("stream events = %v", got)
 	}
-	evs, err := f.eng.Events(ctx, s.SID, 0, 10)
+	evs, err := f.eng.Events(ctx, f.svc.SID, s.SID, 0, 10)
 	if err != nil || len(evs) != 0 {
 		t.Errorf("stream log = %v, %v; want empty", evs, err)
 	}
@@ -593,7 +593,7 @@ func TestConcurrentWritesGetConsecutiveEventIDs(t *testing.T) {
 	for err := range errs {
 		t.Fatal(err)
 	}
-	evs, err := f.eng.Events(ctx, doc.SID, 0, 1000)
+	evs, err := f.eng.Events(ctx, f.svc.SID, doc.SID, 0, 1000)
 	if err != nil || len(evs) != writers*each {
 		t.Fatalf("log has %d events (%v), want %d", len(evs), err, writers*each)
 	}

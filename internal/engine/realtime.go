@@ -50,15 +50,30 @@ func (e *Engine) SubscribableRecent(ctx context.Context, a Actor, svc *chorus.Se
 	return obj, nil
 }
 
-// Events returns an object's logged events with ID > afterID, at most
-// limit, straight from the log (the gateway fills delivery gaps with it).
-func (e *Engine) Events(ctx context.Context, objectSID string, afterID int64, limit int) ([]*chorus.Event, error) {
+// Events returns the logged events of object objectSID of service
+// serviceSID with ID > afterID, at most limit, straight from the log (the
+// gateway fills delivery gaps with it).
+func (e *Engine) Events(ctx context.Context, serviceSID, objectSID string, afterID int64, limit int) ([]*chorus.Event, error) {
 	var evs []*chorus.Event
 	err := e.view(ctx, func(tx chorus.ReadTx) (err error) {
 		evs, err = tx.Events(ctx, objectSID, afterID, limit)
 		return err
 	})
-	return evs, err
+	return ofService(evs, serviceSID), err
+}
+
+// ofService keeps the events of service serviceSID. An object's SID may
+// have logged events of another object that held it before, in another
+// service or account: deleted, and the SID reused by an import (which
+// keeps its source's SIDs). Those are never anyone else's to see.
+func ofService(evs []*chorus.Event, serviceSID string) []*chorus.Event {
+	out := evs[:0]
+	for _, ev := range evs {
+		if ev.ServiceSID == serviceSID {
+			out = append(out, ev)
+		}
+	}
+	return out
 }
 
 // Replay returns what a subscriber at position afterID missed: the logged
@@ -75,6 +90,7 @@ func (e *Engine) Replay(ctx context.Context, obj *chorus.Object, afterID int64, 
 		if err != nil {
 			return err
 		}
+		events = ofService(events, obj.ServiceSID)
 		if len(events) > 0 && events[0].ID == afterID+1 {
 			return nil
 		}

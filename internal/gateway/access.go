@@ -472,7 +472,7 @@ func (t *topic) release(ctx context.Context, s *subscription, gen uint64) {
 		after := s.delivered
 		t.mu.Unlock()
 		rctx, cancel := context.WithTimeout(ctx, recheckTimeout)
-		events, err := g.cfg.Engine.Events(rctx, t.sid, after, 1000)
+		events, err := g.cfg.Engine.Events(rctx, t.service, t.sid, after, 1000)
 		cancel()
 		t.mu.Lock()
 		if s.held != gen || s.gone {

@@ -45,8 +45,9 @@ type topic struct {
 	refs   int    // guarded by hub.mu
 
 	mu       sync.Mutex
-	baseline bool  // last is known
-	last     int64 // highest ID delivered in order
+	baseline bool   // last is known
+	service  string // the object's service, set with the baseline
+	last     int64  // highest ID delivered in order
 	pending  map[int64]*chorus.Event
 	gapTimer *time.Timer
 	gapArmed bool // gapTimer is pending
@@ -159,15 +160,17 @@ func (h *hub) counts() (topics, subs int) {
 }
 
 // setBaseline fixes the position from which the topic orders events: the
-// object's last event id as read after the Bus subscription started.
-func (t *topic) setBaseline(last int64) {
+// object's last event id as read after the Bus subscription started. Its
+// service selects the events the topic reads from the log.
+func (t *topic) setBaseline(obj *chorus.Object) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.baseline {
 		return
 	}
 	t.baseline = true
-	t.last = last
+	t.service = obj.ServiceSID
+	t.last = obj.LastEventID
 	t.drainLocked()
 }
 
@@ -262,7 +265,7 @@ func (t *topic) fillGap() {
 
 	g := t.h.g
 	ctx, cancel := context.WithTimeout(g.ctx, 5*time.Second)
-	events, err := g.cfg.Engine.Events(ctx, t.sid, after, 1000)
+	events, err := g.cfg.Engine.Events(ctx, t.service, t.sid, after, 1000)
 	cancel()
 	t.h.gapFills.Add(1)
 
@@ -477,7 +480,7 @@ func (t *topic) catchUp() error {
 		after := t.last
 		t.mu.Unlock()
 		ctx, cancel := context.WithTimeout(g.ctx, 5*time.Second)
-		events, err := g.cfg.Engine.Events(ctx, t.sid, after, 1000)
+		events, err := g.cfg.Engine.Events(ctx, t.service, t.sid, after, 1000)
 		cancel()
 		if err != nil {
 			return fmt.Errorf("gateway: catch up %s: %w", t.sid, err)

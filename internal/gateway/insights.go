@@ -295,7 +295,7 @@ func (c *conn) scanLiveQuery(ctx context.Context, lq *liveQuery) ([]*chorus.Item
 	if err != nil {
 		return nil, 0, err
 	}
-	t.setBaseline(before.LastEventID)
+	t.setBaseline(before)
 	items, window, err := c.scanMap(ctx, lq.mapSID, lq.q, before.LastEventID)
 	if err != nil {
 		return nil, 0, err

@@ -173,7 +173,7 @@ func (c *conn) establish(ctx context.Context, corr json.Number, k chorus.Kind, s
 			h.release(t, nil)
 			return err
 		}
-		t.setBaseline(obj.LastEventID)
+		t.setBaseline(obj)
 		s = &subscription{c: c, t: t, sid: sid, kind: k, delivered: obj.LastEventID, identity: c.actor.Identity}
 		t.mu.Lock()
 		if old := t.subs[c]; old != nil {

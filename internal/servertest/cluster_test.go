@@ -267,7 +267,11 @@ func removals(t testing.TB, n *Node, sids []string) map[string]int {
 	defer cancel()
 	out := make(map[string]int, len(sids))
 	for _, sid := range sids {
-		evs, err := n.Server.Engine().Events(ctx, sid, 0, 1000)
+		var evs []*chorus.Event
+		err := n.Server.Engine().Store().View(ctx, func(tx chorus.ReadTx) (err error) {
+			evs, err = tx.Events(ctx, sid, 0, 1000)
+			return err
+		})
 		if err != nil {
 			t.Fatalf("Events(%s) on %s: %v", sid, n.Name, err)
 		}

@@ -475,7 +475,9 @@ func (im *importer) importService(ctx context.Context, svc *chorus.Service) (boo
 	case clash != nil:
 		reason = fmt.Sprintf("the target's service %s already has the unique name %q", clash.SID, svc.UniqueName)
 	}
-	if reason != "" && !im.opt.Overwrite {
+	if reason != "" && (!im.opt.Overwrite || old != nil && old.AccountSID != svc.AccountSID) {
+		// --overwrite never crosses accounts: another tenant's service
+		// is not the import's to delete.
 		im.conflict(Conflict{Kind: "service", SID: svc.SID, UniqueName: svc.UniqueName, Reason: reason})
 		im.count(func(r *Report) { r.Services.Refused++ })
 		return false, nil
@@ -606,7 +608,10 @@ func (im *importer) importObject(ctx context.Context, obj *chorus.Object) (int, 
 	var drop []string // target objects to delete first (Overwrite)
 	if old := t.bySID; old != nil && (old.ServiceSID != obj.ServiceSID || old.AccountSID != obj.AccountSID || !sameTime(old.DateCreated, obj.DateCreated)) {
 		reason := fmt.Sprintf("the target holds a different %s with this SID (service %s, created %s)", obj.Kind, old.ServiceSID, old.DateCreated.UTC().Format(time.RFC3339))
-		if !im.opt.Overwrite {
+		if !im.opt.Overwrite || old.AccountSID != obj.AccountSID {
+			// Never across accounts: a source names whatever SIDs it
+			// likes, and another tenant's data is not the import's to
+			// delete.
 			return 0, im.refuse(obj, reason)
 		}
 		drop = append(drop, old.SID)

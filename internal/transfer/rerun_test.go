@@ -313,3 +313,54 @@ func TestImportIntoBootstrappedTarget(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// --overwrite never crosses accounts: a source may name any SID, and a
+// target object or service of another account with that SID is refused,
+// not deleted.
+func TestOverwriteStaysInItsAccount(t *testing.T) {
+	ctx := context.Background()
+	st, _ := openSQLite(t)
+	defer st.Close()
+	acctB, svcB := chorus.NewSID(chorus.PrefixAccount), chorus.NewSID(chorus.PrefixService)
+	x := chorus.NewSID(chorus.PrefixDocument)
+	srcB := twilioLike(t, acctB, svcB, []string{doc(x, "b's", `{"pw":"b"}`)})
+	sB := &transfer.Source{BaseURL: srcB.URL, Username: acctB, Password: "token", Logger: quiet}
+	if _, err := transfer.Import(ctx, sB, st, transfer.Options{Account: transfer.Account{SID: acctB, AuthToken: "token"}, Logger: quiet}); err != nil {
+		t.Fatal(err)
+	}
+
+	for _, tc := range []struct{ name, svc string }{
+		{"an object of another account", chorus.NewSID(chorus.PrefixService)},
+		{"a service of another account", svcB},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			acctC := chorus.NewSID(chorus.PrefixAccount)
+			srcC := twilioLike(t, acctC, tc.svc, []string{doc(x, "c's", `{"pw":"c"}`)})
+			sC := &transfer.Source{BaseURL: srcC.URL, Username: acctC, Password: "token", Logger: quiet}
+			rep, err := transfer.Import(ctx, sC, st, transfer.Options{Account: transfer.Account{SID: acctC, AuthToken: "token"}, Logger: quiet, Overwrite: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(rep.Conflicts) != 1 || rep.Objects.Created+rep.Objects.Updated != 0 {
+				t.Errorf("report %+v, want the other account's %s refused", rep, tc.name)
+			}
+			err = st.View(ctx, func(tx chorus.ReadTx) error {
+				o, err := tx.Object(ctx, chorus.KindDocument, svcB, x)
+				if err != nil {
+					return fmt.Errorf("account B's document: %w", err)
+				}
+				if string(o.Data) != `{"pw":"b"}` || o.AccountSID != acctB {
+					t.Errorf("account B's document now %s in account %s", o.Data, o.AccountSID)
+				}
+				s, err := tx.Service(ctx, svcB)
+				if err != nil || s.AccountSID != acctB {
+					t.Errorf("account B's service: %+v, %v", s, err)
+				}
+				return nil
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
