@@ -167,14 +167,14 @@ func (g *Gateway) serviceChanged(accountSID, serviceSID string) {
 	}
 	// Read and store under svcMu, so that a read made before a later
 	// change cannot overwrite what a read after it stored.
-	changes, gen := g.svcChanges.Load(), g.serviceGen(serviceSID)
+	gen := g.serviceCounter(serviceSID).Load()
 	g.svcMu.Lock()
 	ctx, cancel := context.WithTimeout(g.ctx, recheckTimeout)
 	svc, err := g.cfg.Engine.Service(ctx, accountSID, serviceSID)
 	cancel()
 	if err == nil {
 		for _, c := range conns {
-			c.adoptService(svc, gen, changes)
+			c.adoptService(svc, gen)
 		}
 	}
 	g.svcMu.Unlock()
@@ -417,14 +417,17 @@ func (t *topic) permissionChanged(identity string, gen uint64) {
 func (c *conn) recheckHeld(ctx context.Context, s *subscription, gen uint64) {
 	wait := c.g.cfg.ResyncRetry
 	for {
+		svc := c.currentService()
 		rctx, cancel := context.WithTimeout(ctx, recheckTimeout)
-		_, err := c.g.cfg.Engine.Subscribable(rctx, c.actorOf(), c.currentService(), s.kind, s.sid)
+		_, err := c.g.cfg.Engine.Subscribable(rctx, c.actorOf(), svc, s.kind, s.sid)
 		cancel()
 		e := chorus.AsError(err)
 		switch {
 		case err == nil:
-			s.t.release(ctx, s, gen)
-			return
+			err = s.t.release(ctx, s, gen, svc)
+			if err == nil {
+				return
+			}
 		case e.Status == 403:
 			c.deny(s, e)
 			return
@@ -444,64 +447,82 @@ func (c *conn) recheckHeld(ctx context.Context, s *subscription, gen uint64) {
 }
 
 // release sends s the events it was held back from, from the store's log,
-// and lets live events reach it again, unless a later permission change
-// holds it (its own re-check releases it).
-func (t *topic) release(ctx context.Context, s *subscription, gen uint64) {
+// and lets live events reach it again. It stops without releasing when a
+// later change holds s (its own re-check releases it): a later permission
+// change, or a change of the session's service since svc, the service
+// the re-check used. Only events up to the topic's position are sent from
+// the log: later ones come through the topic, after any access change
+// this node hears of before them. A store error leaves s held and is
+// returned.
+func (t *topic) release(ctx context.Context, s *subscription, gen uint64, svc *chorus.Service) error {
 	g := t.h.g
-	for {
-		t.mu.Lock()
+	// superseded reports (t.mu held) whether s is no longer this
+	// release's to let go, handing it to the service's re-check if the
+	// service changed.
+	superseded := func() bool {
 		if s.held != gen || s.gone {
-			t.mu.Unlock()
-			return
+			return true
 		}
-		if s.c.serviceStale() && s.kind != chorus.KindStream {
-			// The service changed meanwhile (ACLs turned on?): its own
-			// re-read re-checks and releases the subscription.
+		if s.c.svcLatest.Load() != svc || s.c.serviceStale() {
 			s.held = heldForService
 			s.c.svcHolds.Store(true)
+			go s.c.releaseServiceHolds(g.ctx, s.c.svcLatest.Load())
+			return true
+		}
+		return false
+	}
+	for {
+		t.mu.Lock()
+		if superseded() {
 			t.mu.Unlock()
-			return
+			return nil
 		}
 		if !s.live || s.delivered >= t.last {
 			// Caught up; or being established, whose replay reads the log
 			// up to the topic's position before it goes live.
 			s.held = 0
 			t.mu.Unlock()
-			return
+			return nil
 		}
 		after := s.delivered
 		t.mu.Unlock()
 		rctx, cancel := context.WithTimeout(ctx, recheckTimeout)
 		events, err := g.cfg.Engine.Events(rctx, t.service, t.sid, after, 1000)
 		cancel()
+		if err != nil {
+			g.log.Warn("gateway: events held back during a re-check", slog.String(logObject, t.sid), slog.Any(logError, err))
+			return err
+		}
 		t.mu.Lock()
-		if s.held != gen || s.gone {
+		if superseded() {
 			t.mu.Unlock()
-			return
+			return nil
 		}
-		if err == nil && len(events) == 0 {
-			// The log no longer has them (trimmed): what was missed is
-			// lost to this subscriber as it is to one that reconnects.
-			s.delivered = max(s.delivered, t.last)
+		if !s.live {
+			s.held = 0 // re-established meanwhile: its replay sends them
+			t.mu.Unlock()
+			return nil
 		}
+		sent := false
 		for _, e := range events {
 			if e.ID <= s.delivered {
 				continue
 			}
+			if e.ID > t.last {
+				break // the topic delivers it, in order with access changes
+			}
 			s.delivered = e.ID
-			if e.Type.Realtime() {
+			sent = true
+			if e.Type.Realtime() && !s.c.heldBack() {
 				s.c.sendLive(liveFrame(e, s.c.base))
 			}
 		}
-		t.mu.Unlock()
-		if err != nil {
-			g.log.Warn("gateway: events held back during a re-check", slog.String(logObject, t.sid), slog.Any(logError, err))
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(g.cfg.ResyncRetry):
-			}
+		if !sent && s.delivered < t.last {
+			// The log no longer has them (trimmed): what was missed is
+			// lost to this subscriber as it is to one that reconnects.
+			s.delivered = t.last
 		}
+		t.mu.Unlock()
 	}
 }
 
@@ -707,10 +728,9 @@ func (g *Gateway) recheckAccess() error {
 		first[old.SID] = old
 	}
 	fresh := make(map[string]*chorus.Service)
-	changes := g.svcChanges.Load()
 	gens := make(map[string]uint64, len(bySvc))
 	for sid := range bySvc {
-		gens[sid] = g.serviceGen(sid)
+		gens[sid] = g.serviceCounter(sid).Load()
 	}
 	g.svcMu.Lock()
 	for sid, conns := range bySvc {
@@ -729,7 +749,7 @@ func (g *Gateway) recheckAccess() error {
 		}
 		fresh[sid] = svc
 		for _, c := range conns {
-			c.adoptService(svc, gens[sid], changes)
+			c.adoptService(svc, gens[sid])
 		}
 	}
 	g.svcMu.Unlock()
@@ -769,14 +789,14 @@ func (c *conn) checkNewSession(ctx context.Context, epoch uint64) {
 		c.revoke()
 		return
 	}
-	changes, gen := g.svcChanges.Load(), g.serviceGen(svcSID)
+	gen := g.serviceCounter(svcSID).Load()
 	g.svcMu.Lock()
 	g.cfg.Engine.ForgetServices() // the engine may not have heard of the change yet
 	rctx, cancel := context.WithTimeout(ctx, recheckTimeout)
 	svc, err := g.cfg.Engine.Service(rctx, account, svcSID)
 	cancel()
 	if err == nil {
-		c.adoptService(svc, gen, changes)
+		c.adoptService(svc, gen)
 	}
 	g.svcMu.Unlock()
 	if err != nil && chorus.AsError(err).Status == 404 {

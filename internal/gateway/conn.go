@@ -103,10 +103,11 @@ type conn struct {
 	// an expired one still does, because an update in its grace (sent
 	// before the client saw the 410) revives it, and a client that skipped
 	// events would not know to resume them.
-	// The service as last read is current while svcChecked equals the
-	// gateway's svcChanges, or its svcGen equals svcGenSeen (servicegen.go).
-	svcChecked, svcGenSeen atomic.Uint64
-	svcHolds               atomic.Bool // some subscription is held for a stale service
+	// The service as last read is current while its change counter
+	// (svcGen, set at init) equals svcGenSeen (servicegen.go).
+	svcGen     atomic.Pointer[atomic.Uint64]
+	svcGenSeen atomic.Uint64
+	svcHolds   atomic.Bool // some subscription is held for a stale service
 
 	closing     atomic.Int32
 	closeReason atomic.Pointer[chorus.Error] // what requests get once closingRevoked
@@ -776,7 +777,6 @@ func (c *conn) handleInit(ctx context.Context, f *protocol.Frame) error {
 		return nil
 	}
 	epoch := c.g.controlEpoch.Load()
-	changes := c.g.svcChanges.Load()
 	claims, svc, st := c.authenticate(ctx, in.Token)
 	if st != nil {
 		c.logger().Info("gateway: init rejected", slog.Int("code", st.ErrorCode), slog.String("description", st.Description))
@@ -786,7 +786,11 @@ func (c *conn) handleInit(ctx context.Context, f *protocol.Frame) error {
 	c.claims, c.svc = claims, svc
 	c.actor = engine.Actor{Identity: claims.Identity, EndpointID: c.id}
 	c.svcLatest.Store(svc)
-	c.markServiceRead(c.g.serviceGen(svc.SID), changes)
+	// A change between the read above and this is caught by
+	// checkNewSession (the control epoch) and the change's own pass.
+	ctr := c.g.serviceCounter(svc.SID)
+	c.markServiceRead(ctr.Load())
+	c.svcGen.Store(ctr)
 	c.mu.Lock()
 	c.account, c.keySID = claims.Subject, claims.Issuer
 	c.initialized = true

@@ -84,8 +84,7 @@
 // A topic orders events by ID (buffering briefly across gaps and filling
 // them from the store's event log), encodes each event once per public base
 // URL, and enqueues the same bytes to every live subscriber. Lock order:
-// Gateway.mu; hub.mu → topic.mu → sendQueue.mu; Gateway.svcGenMu is a leaf
-// (taken under topic.mu and in Bus callbacks); conn.mu is never held while
+// Gateway.mu; hub.mu → topic.mu → sendQueue.mu; conn.mu is never held while
 // taking a hub or topic lock, and is taken after Gateway.mu and topic.mu
 // are released (access re-checks snapshot first, then inspect sessions).
 // Bus callbacks hold the Bus's lock, so nothing calls the Bus while holding

@@ -142,11 +142,9 @@ type Gateway struct {
 	// Resync's single flight: a pass is wanted, a loop runs it.
 	resyncWanted, resyncRunning atomic.Bool
 
-	// Service changes noted in the Bus callback (noteServiceChange):
-	// svcChanges counts them all, svcGen those of each service.
-	svcChanges atomic.Uint64
-	svcGenMu   sync.Mutex
-	svcGen     map[string]uint64
+	// Service change counters, bumped in the Bus callback
+	// (noteServiceChange): service SID → *atomic.Uint64.
+	svcGens sync.Map
 	// serviceChangedMerged's passes: a service is in svcPass while a pass
 	// runs, true when another was asked for meanwhile.
 	svcPassMu sync.Mutex

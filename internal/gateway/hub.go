@@ -321,6 +321,11 @@ func (t *topic) deliverLocked(e *chorus.Event) {
 		if t.kind != chorus.KindStream && c.serviceStale() {
 			s.held = heldForService // until the session's service is read again
 			c.svcHolds.Store(true)
+			if !c.serviceStale() {
+				// Read and released between the check and the flag: this
+				// hold would wait for nothing.
+				go c.releaseServiceHolds(t.h.g.ctx, c.svcLatest.Load())
+			}
 			continue
 		}
 		if e.ID > 0 && t.kind != chorus.KindStream {
@@ -363,7 +368,13 @@ func (t *topic) deliverLocked(e *chorus.Event) {
 		t.removed = true
 		clear(t.pending)
 		subs := make([]*subscription, 0, len(t.subs))
-		for _, s := range t.subs {
+		for c, s := range t.subs {
+			if s.held != 0 && s.live && !s.gone && !c.heldBack() && t.kind != chorus.KindStream && e.ID > s.delivered {
+				// Held for a re-check that ends with the object: it must
+				// still learn of the removal (which carries no data).
+				s.delivered = e.ID
+				c.sendLive(liveFrame(e, c.base))
+			}
 			s.gone = true
 			subs = append(subs, s)
 		}

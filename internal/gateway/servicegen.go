@@ -4,6 +4,8 @@ import (
 	"context"
 	"log/slog"
 	"math"
+	"sync/atomic"
+	"time"
 
 	"github.com/chorus-sync/chorus"
 )
@@ -24,50 +26,49 @@ import (
 //     none is released unchecked. Stream subscriptions are not held: their
 //     messages have no ids to resume from.
 //
-// The check costs two atomic loads per request and per delivery while no
-// service changed since the session last looked.
+// The check costs two atomic loads per request and per delivery: the
+// session holds its service's change counter.
 
 // heldForService marks a subscription held until its session's service is
 // read again (subscription.held; permission holds use the topic's access
 // generation, which never reaches it).
 const heldForService = math.MaxUint64
 
+// serviceCounter is the change counter of service sid, made on first use.
+// Counters are never dropped: one per service this node has seen.
+func (g *Gateway) serviceCounter(sid string) *atomic.Uint64 {
+	if v, ok := g.svcGens.Load(sid); ok {
+		return v.(*atomic.Uint64)
+	}
+	v, _ := g.svcGens.LoadOrStore(sid, new(atomic.Uint64))
+	return v.(*atomic.Uint64)
+}
+
 // noteServiceChange records a change of service sid. Called in the Bus
 // callback: it must not block.
 func (g *Gateway) noteServiceChange(sid string) {
-	g.svcGenMu.Lock()
-	if g.svcGen == nil {
-		g.svcGen = make(map[string]uint64)
-	}
-	g.svcGen[sid]++
-	g.svcGenMu.Unlock()
-	g.svcChanges.Add(1) // after the generation: see serviceStale
+	g.serviceCounter(sid).Add(1)
 }
 
-// serviceGen is the number of changes of service sid noted so far.
-func (g *Gateway) serviceGen(sid string) uint64 {
-	g.svcGenMu.Lock()
-	defer g.svcGenMu.Unlock()
-	return g.svcGen[sid]
-}
-
-// markServiceRead records that the session's service was read after
-// change number changes (of all services) and gen (of its own).
-func (c *conn) markServiceRead(gen, changes uint64) {
+// markServiceRead records that the session's service was read after its
+// change number gen.
+func (c *conn) markServiceRead(gen uint64) {
 	c.svcGenSeen.Store(gen)
-	c.svcChecked.Store(changes)
 }
 
-// adoptService makes svc, read after changes and gen, the session's
-// service. If it turned ACLs on, every subscription is held first, so
-// that none gets an event before releaseServiceHolds re-checked it.
-// Callers hold g.svcMu.
-func (c *conn) adoptService(svc *chorus.Service, gen, changes uint64) {
+// adoptService makes svc, read after change number gen, the session's
+// service, unless a read after a later change was adopted already. If it
+// turned ACLs on, every subscription is held first, so that none gets an
+// event before releaseServiceHolds re-checked it.
+func (c *conn) adoptService(svc *chorus.Service, gen uint64) {
+	if gen < c.svcGenSeen.Load() {
+		return // older than what the session has: it stays as it is
+	}
 	if old := c.svcLatest.Load(); svc.ACLEnabled && (old == nil || !old.ACLEnabled) {
 		c.holdForService()
 	}
 	c.setService(svc)
-	c.markServiceRead(gen, changes)
+	c.markServiceRead(gen)
 }
 
 // holdForService holds every subscription of the session but streams'
@@ -84,8 +85,8 @@ func (c *conn) holdForService() {
 			continue
 		}
 		s.t.mu.Lock()
-		if s.held == 0 && !s.gone {
-			s.held = heldForService
+		if !s.gone {
+			s.held = heldForService // over a permission hold too: this re-check covers it
 		}
 		s.t.mu.Unlock()
 	}
@@ -93,23 +94,10 @@ func (c *conn) holdForService() {
 }
 
 // serviceStale reports whether the session's service changed since the
-// session read it. Safe anywhere; cheap while no service changed.
+// session read it. Safe anywhere once the session is initialized.
 func (c *conn) serviceStale() bool {
-	n := c.g.svcChanges.Load()
-	if n == c.svcChecked.Load() {
-		return false
-	}
-	svc := c.svcLatest.Load()
-	if svc == nil {
-		return false
-	}
-	// The generation is read after n: a change of this service that n
-	// does not count shows in a later n.
-	if c.g.serviceGen(svc.SID) != c.svcGenSeen.Load() {
-		return true
-	}
-	c.svcChecked.Store(n) // another service changed
-	return false
+	ctr := c.svcGen.Load()
+	return ctr != nil && ctr.Load() != c.svcGenSeen.Load()
 }
 
 // loadService reads the session's service again, makes it the session's
@@ -118,29 +106,25 @@ func (c *conn) serviceStale() bool {
 func (c *conn) loadService(ctx context.Context) error {
 	g := c.g
 	old := c.svcLatest.Load()
-	n := g.svcChanges.Load()
-	gen := g.serviceGen(old.SID)
-	g.svcMu.Lock()
+	gen := c.svcGen.Load().Load() // before the read: a later change makes it stale again
 	rctx, cancel := context.WithTimeout(ctx, recheckTimeout)
 	svc, err := g.cfg.Engine.Service(rctx, old.AccountSID, old.SID)
 	cancel()
-	if err == nil {
-		c.adoptService(svc, gen, n)
-	}
-	g.svcMu.Unlock()
 	if err != nil {
 		if chorus.AsError(err).Status == 404 {
 			c.endService()
 		}
 		return err
 	}
-	c.releaseServiceHolds(ctx, svc)
+	c.adoptService(svc, gen)
+	go c.releaseServiceHolds(g.ctx, c.svcLatest.Load()) // reads the store: not on the worker
 	return nil
 }
 
 // releaseServiceHolds lets the subscriptions held for a stale service
 // go on, now that svc was read: with ACLs on, each is re-checked first
-// (denied, it ends). A store error leaves it held for the next read.
+// (denied, it ends). What a store error leaves held is tried again after
+// ResyncRetry, for as long as the session lives.
 func (c *conn) releaseServiceHolds(ctx context.Context, svc *chorus.Service) {
 	if !c.svcHolds.Swap(false) {
 		return
@@ -151,6 +135,7 @@ func (c *conn) releaseServiceHolds(ctx context.Context, svc *chorus.Service) {
 		subs = append(subs, s)
 	}
 	c.mu.Unlock()
+	failed := false
 	for _, s := range subs {
 		s.t.mu.Lock()
 		held := s.held == heldForService
@@ -167,12 +152,22 @@ func (c *conn) releaseServiceHolds(ctx context.Context, svc *chorus.Service) {
 				case e.Status == 403:
 					c.deny(s, e)
 				case e.Status >= 500:
-					c.svcHolds.Store(true) // the next read of the service tries again
+					failed = true
 					c.logger().Warn("gateway: re-check subscription", slog.String(logObject, s.sid), slog.Any(logError, err))
 				}
 				continue
 			}
 		}
-		s.t.release(ctx, s, heldForService)
+		if err := s.t.release(ctx, s, heldForService, svc); err != nil {
+			failed = true
+		}
+	}
+	if failed {
+		c.svcHolds.Store(true)
+		time.AfterFunc(c.g.cfg.ResyncRetry, func() {
+			if c.ctx.Err() == nil {
+				c.releaseServiceHolds(ctx, c.svcLatest.Load())
+			}
+		})
 	}
 }
