@@ -46,6 +46,7 @@ type topic struct {
 
 	mu       sync.Mutex
 	baseline bool   // last is known
+	closed   bool   // its last reference was released
 	service  string // the object's service, set with the baseline
 	last     int64  // highest ID delivered in order
 	pending  map[int64]*chorus.Event
@@ -136,6 +137,7 @@ func (h *hub) release(t *topic, s *subscription) {
 		}
 		cancel, t.cancel = t.cancel, nil
 		t.mu.Lock()
+		t.closed = true // a gap fill running now must not re-arm the timer
 		if t.gapTimer != nil {
 			t.gapTimer.Stop()
 		}
@@ -277,7 +279,7 @@ func (t *topic) fillGap() {
 		// never skipped, however long the store is away. Skipping would
 		// move every subscriber past events the log still holds.
 		g.log.Warn("gateway: fill event gap", slog.String(logObject, t.sid), slog.Any(logError, err))
-		if !t.removed && !t.gapArmed {
+		if !t.removed && !t.closed && !t.gapArmed {
 			t.gapArmed = true
 			t.gapTimer.Reset(g.cfg.ResyncRetry)
 			t.h.resyncRetries.Add(1)
