@@ -1,8 +1,6 @@
 package admin
 
 import (
-	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -145,45 +143,14 @@ func (h *handler) wrap(fn func(http.ResponseWriter, *http.Request, *caller) erro
 // authenticate accepts HTTP Basic (account SID + auth token, or API key
 // SID + secret) and console sessions (Authorization: Bearer).
 func (h *handler) authenticate(r *http.Request) (*caller, error) {
-	authorization := r.Header.Get("Authorization")
-	cred, err := h.eng.AuthenticateHeader(r.Context(), authorization)
+	cred, err := h.eng.AuthenticateHeader(r.Context(), r.Header.Get("Authorization"))
 	if err != nil {
 		if chorus.ErrorCode(err) == chorus.ErrAuthenticate.Code {
 			return nil, chorus.ErrAuthenticate
 		}
 		return nil, err
 	}
-	c := &caller{account: cred.AccountSID, username: cred.SID}
-	if scheme, tok, _ := strings.Cut(authorization, " "); strings.EqualFold(scheme, "Bearer") {
-		c.sessionEnd = h.sessionEnd(strings.TrimSpace(tok))
-	}
-	return c, nil
-}
-
-// sessionEnd is when the console session tok, which the engine has just
-// verified (so its claims are the engine's own), ends whatever its
-// renewals: its sign-in time plus engine.ConsoleSessionMaxAge, or its
-// expiry for a session of a version without the sign-in time. It reads
-// the claims of the engine's format (engine/session.go:
-// chorus-session.<base64url(JSON {a, c, e, s, n})>.<MAC>); should that
-// change, it falls back to engine.ConsoleSessionTTL from now, the life of
-// one unrenewed session, rather than to no bound
-// (TestTokensSessionTTLCap checks the format against the engine).
-func (h *handler) sessionEnd(tok string) time.Time {
-	var claims struct {
-		Expires  int64 `json:"e"`
-		SignedIn int64 `json:"s"`
-	}
-	rest, _ := strings.CutPrefix(tok, "chorus-session.")
-	payload, _, _ := strings.Cut(rest, ".")
-	body, err := base64.RawURLEncoding.DecodeString(payload)
-	if err != nil || json.Unmarshal(body, &claims) != nil || claims.Expires <= 0 {
-		return h.now().Add(engine.ConsoleSessionTTL)
-	}
-	if claims.SignedIn > 0 {
-		return time.Unix(claims.SignedIn, 0).Add(engine.ConsoleSessionMaxAge)
-	}
-	return time.Unix(claims.Expires, 0)
+	return &caller{account: cred.AccountSID, username: cred.SID, sessionEnd: cred.SessionEnd}, nil
 }
 
 // sessionJSON is the body of POST /admin/v1/Session.

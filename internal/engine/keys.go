@@ -27,6 +27,9 @@ type Credential struct {
 	// Main reports whether the credential may manage the account's keys
 	// and auth tokens: the auth token or a main key.
 	Main bool
+	// SessionEnd is, for a console session, when it ends whatever its
+	// renewals (its sign-in plus ConsoleSessionMaxAge); zero otherwise.
+	SessionEnd time.Time
 }
 
 // AuthenticateCredential checks REST Basic credentials: account SID with

@@ -156,6 +156,9 @@ func TestConsoleSession(t *testing.T) {
 	if err != nil || got != c {
 		t.Fatalf("AuthenticateHeader(session) = %+v, %v, want %+v", got, err, c)
 	}
+	if want := time.Unix(f.clock.Now().Unix(), 0).Add(engine.ConsoleSessionMaxAge); !got.SessionEnd.Equal(want) {
+		t.Errorf("session's end = %v, want its sign-in + %v = %v", got.SessionEnd, engine.ConsoleSessionMaxAge, want)
+	}
 	basic := "Basic " + base64.StdEncoding.EncodeToString([]byte(f.creds.AccountSID+":"+f.creds.AuthToken))
 	if got, err := f.eng.AuthenticateHeader(ctx, basic); err != nil || got.SID != f.creds.AccountSID {
 		t.Errorf("AuthenticateHeader(Basic) = %+v, %v", got, err)

@@ -103,13 +103,21 @@ func (e *Engine) signSession(c Credential, secret string, signedIn int64) (strin
 		return "", Credential{}, time.Time{}, fmt.Errorf("engine: console session: %w", err)
 	}
 	payload := base64.RawURLEncoding.EncodeToString(body)
+	c.SessionEnd = time.Unix(signedIn, 0).Add(ConsoleSessionMaxAge)
 	return sessionPrefix + payload + "." + base64.RawURLEncoding.EncodeToString(sessionMAC(secret, payload)), c, exp, nil
 }
 
 // AuthenticateSession checks a console session token.
 func (e *Engine) AuthenticateSession(ctx context.Context, tok string) (Credential, error) {
-	c, _, _, err := e.verifySession(ctx, tok)
-	return c, err
+	c, _, sc, err := e.verifySession(ctx, tok)
+	if err != nil {
+		return c, err
+	}
+	c.SessionEnd = time.Unix(sc.Expires, 0) // a session of a version without the sign-in time
+	if sc.SignedIn != 0 {
+		c.SessionEnd = time.Unix(sc.SignedIn, 0).Add(ConsoleSessionMaxAge)
+	}
+	return c, nil
 }
 
 // verifySession returns the session's credential, the secret that signed
