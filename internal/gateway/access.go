@@ -155,8 +155,8 @@ func (g *Gateway) serviceChangedMerged(accountSID, serviceSID string) {
 	}
 }
 
-// serviceChanged refreshes the service of its sessions and, if ACLs are
-// now on, re-checks their subscriptions.
+// serviceChanged refreshes the service of its sessions and, if that turned
+// ACLs on, re-checks their subscriptions (afterServiceRead).
 func (g *Gateway) serviceChanged(accountSID, serviceSID string) {
 	g.svcPasses.Add(1)
 	g.cfg.Engine.ForgetServices() // every read from here on sees the change
@@ -198,10 +198,7 @@ func (g *Gateway) serviceChanged(accountSID, serviceSID string) {
 	eg.SetLimit(recheckParallel)
 	for _, c := range conns {
 		eg.Go(func() error {
-			c.releaseServiceHolds(g.ctx, svc)
-			if svc.ACLEnabled {
-				c.recheckAll(g.ctx, svc)
-			}
+			c.afterServiceRead(g.ctx, svc)
 			return nil
 		})
 	}
@@ -234,11 +231,8 @@ func (c *conn) actorOf() engine.Actor {
 
 // recheckAll re-checks every subscription and live query of the session.
 func (c *conn) recheckAll(ctx context.Context, svc *chorus.Service) {
+	subs := c.subscriptions()
 	c.mu.Lock()
-	subs := make([]*subscription, 0, len(c.subs))
-	for _, s := range c.subs {
-		subs = append(subs, s)
-	}
 	queries := make([]*liveQuery, 0, len(c.queries))
 	for _, lq := range c.queries {
 		queries = append(queries, lq)
@@ -375,7 +369,9 @@ func (t *topic) permissionChanged(identity string, gen uint64) {
 	t.mu.Lock()
 	subs := make([]*subscription, 0, len(t.subs))
 	for _, s := range t.subs {
-		if !s.gone {
+		// Held for a later change, or for the service, its own re-check
+		// covers it: no store read for one that is already superseded.
+		if !s.gone && (identity == "" || s.identity == identity) && (s.kind == chorus.KindStream || s.held == gen) {
 			subs = append(subs, s)
 		}
 	}
@@ -396,9 +392,7 @@ func (t *topic) permissionChanged(identity string, gen uint64) {
 		if ctx.Err() != nil {
 			return
 		}
-		if c := s.c; mine(c) {
-			c.recheckHeld(ctx, s, gen)
-		}
+		s.c.recheckHeld(ctx, s, gen)
 	}
 	for _, lq := range queries {
 		if ctx.Err() != nil {
@@ -764,7 +758,8 @@ func (g *Gateway) recheckAccess() error {
 				return ctx.Err()
 			}
 			c.releaseServiceHolds(ctx, svc)
-			if svc.ACLEnabled {
+			// Lost permission changes too: with ACLs on, re-check all.
+			if c.aclTurnedOn.Swap(false) || svc.ACLEnabled {
 				c.recheckAll(ctx, svc)
 			}
 		}
@@ -799,7 +794,10 @@ func (c *conn) checkNewSession(ctx context.Context, epoch uint64) {
 		c.adoptService(svc, gen)
 	}
 	g.svcMu.Unlock()
-	if err != nil && chorus.AsError(err).Status == 404 {
+	switch {
+	case err == nil:
+		go c.afterServiceRead(g.ctx, svc) // an update's session may hold subscriptions
+	case chorus.AsError(err).Status == 404:
 		c.endService() // deleted since the token was verified
 	}
 }

@@ -105,9 +105,10 @@ type conn struct {
 	// events would not know to resume them.
 	// The service as last read is current while its change counter
 	// (svcGen, set at init) equals svcGenSeen (servicegen.go).
-	svcGen     atomic.Pointer[atomic.Uint64]
-	svcGenSeen atomic.Uint64
-	svcHolds   atomic.Bool // some subscription is held for a stale service
+	svcGen      atomic.Pointer[atomic.Uint64]
+	svcGenSeen  atomic.Uint64
+	svcHolds    atomic.Bool // some subscription is held for a stale service
+	aclTurnedOn atomic.Bool // a service read turned ACLs on: afterServiceRead re-checks
 
 	closing     atomic.Int32
 	closeReason atomic.Pointer[chorus.Error] // what requests get once closingRevoked
@@ -686,7 +687,7 @@ func (c *conn) workLoop() {
 		if ctx.Err() != nil {
 			continue // the session is ending: drop it
 		}
-		if f.Header.Method == protocol.MethodMessage && c.isInitialized() && c.serviceStale() {
+		if f.Header.Method == protocol.MethodMessage && c.serviceStale() { // false before init
 			// Changed since the session read it (its ACL switch among
 			// others): read it again before the request is served.
 			if err := c.loadService(ctx); err != nil {

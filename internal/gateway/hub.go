@@ -438,7 +438,7 @@ func (g *Gateway) resyncUntilDone() {
 	}
 	g.hub.mu.Unlock()
 	backoff := g.cfg.ResyncRetry
-	for attempt := 0; ; attempt++ {
+	for {
 		if !accessDone {
 			err := g.recheckAccess()
 			accessDone = err == nil

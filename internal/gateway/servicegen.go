@@ -66,6 +66,7 @@ func (c *conn) adoptService(svc *chorus.Service, gen uint64) {
 	}
 	if old := c.svcLatest.Load(); svc.ACLEnabled && (old == nil || !old.ACLEnabled) {
 		c.holdForService()
+		c.aclTurnedOn.Store(true) // afterServiceRead re-checks what holds do not cover
 	}
 	c.setService(svc)
 	c.markServiceRead(gen)
@@ -74,13 +75,7 @@ func (c *conn) adoptService(svc *chorus.Service, gen uint64) {
 // holdForService holds every subscription of the session but streams'
 // (see heldForService).
 func (c *conn) holdForService() {
-	c.mu.Lock()
-	subs := make([]*subscription, 0, len(c.subs))
-	for _, s := range c.subs {
-		subs = append(subs, s)
-	}
-	c.mu.Unlock()
-	for _, s := range subs {
+	for _, s := range c.subscriptions() {
 		if s.kind == chorus.KindStream {
 			continue
 		}
@@ -117,8 +112,30 @@ func (c *conn) loadService(ctx context.Context) error {
 		return err
 	}
 	c.adoptService(svc, gen)
-	go c.releaseServiceHolds(g.ctx, c.svcLatest.Load()) // reads the store: not on the worker
+	go c.afterServiceRead(g.ctx, c.svcLatest.Load()) // reads the store: not on the worker
 	return nil
+}
+
+// afterServiceRead releases what was held for the stale service and, if
+// reading it turned ACLs on, re-checks what holds do not cover (stream
+// subscriptions, live queries). A change that leaves ACLs as they were
+// changes no one's access: nothing else is re-checked.
+func (c *conn) afterServiceRead(ctx context.Context, svc *chorus.Service) {
+	c.releaseServiceHolds(ctx, svc)
+	if c.aclTurnedOn.Swap(false) {
+		c.recheckAll(ctx, svc)
+	}
+}
+
+// subscriptions returns a snapshot of the session's subscriptions.
+func (c *conn) subscriptions() []*subscription {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	subs := make([]*subscription, 0, len(c.subs))
+	for _, s := range c.subs {
+		subs = append(subs, s)
+	}
+	return subs
 }
 
 // releaseServiceHolds lets the subscriptions held for a stale service
@@ -129,14 +146,8 @@ func (c *conn) releaseServiceHolds(ctx context.Context, svc *chorus.Service) {
 	if !c.svcHolds.Swap(false) {
 		return
 	}
-	c.mu.Lock()
-	subs := make([]*subscription, 0, len(c.subs))
-	for _, s := range c.subs {
-		subs = append(subs, s)
-	}
-	c.mu.Unlock()
 	failed := false
-	for _, s := range subs {
+	for _, s := range c.subscriptions() {
 		s.t.mu.Lock()
 		held := s.held == heldForService
 		s.t.mu.Unlock()
