@@ -33,6 +33,15 @@ func (r *revoker) RevokeKeys(_ context.Context, accountSID string, keySIDs ...st
 
 func setup(t *testing.T) (http.Handler, engine.Credentials, *revoker) {
 	t.Helper()
+	eng, creds, log := newEngine(t)
+	rev := &revoker{}
+	return New(Config{Engine: eng, Revoker: rev, PublicURL: "https://sync.example.com", Logger: log}), creds, rev
+}
+
+// newEngine opens an engine on a real SQLite file and bootstraps its
+// credentials.
+func newEngine(t *testing.T) (*engine.Engine, engine.Credentials, *slog.Logger) {
+	t.Helper()
 	ctx := context.Background()
 	st, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "chorus.db"), nil)
 	if err != nil {
@@ -46,8 +55,7 @@ func setup(t *testing.T) (http.Handler, engine.Credentials, *revoker) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rev := &revoker{}
-	return New(Config{Engine: eng, Revoker: rev, PublicURL: "https://sync.example.com", Logger: log}), creds, rev
+	return eng, creds, log
 }
 
 func send(t *testing.T, h http.Handler, method, path, user, pass string, form url.Values) (int, map[string]any) {

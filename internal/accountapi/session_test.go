@@ -3,18 +3,11 @@ package accountapi
 import (
 	"context"
 	"encoding/json"
-	"io"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
-	"path/filepath"
 	"strings"
 	"testing"
-
-	"github.com/chorus-sync/chorus/internal/bus/mem"
-	"github.com/chorus-sync/chorus/internal/engine"
-	"github.com/chorus-sync/chorus/internal/store/sqlite"
 )
 
 // TestConsoleSessionRefused: a console session (12 hours at most) cannot
@@ -23,18 +16,7 @@ import (
 // and changes nothing; the same requests with Basic still work.
 func TestConsoleSessionRefused(t *testing.T) {
 	ctx := context.Background()
-	st, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "chorus.db"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	bus := mem.New()
-	t.Cleanup(func() { _ = bus.Close(); _ = st.Close() })
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	eng := engine.New(engine.Config{Store: st, Bus: bus, Logger: log})
-	cr, _, err := eng.Bootstrap(ctx, engine.Credentials{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	eng, cr, log := newEngine(t)
 	rev := &revoker{}
 	h := New(Config{Engine: eng, Revoker: rev, Logger: log})
 

@@ -344,18 +344,7 @@ func TestHeldSubscriptionMissesNothing(t *testing.T) {
 	alice := e.session("alice")
 	alice.establish(1, docSub(doc.SID, nil))
 	const writes = 200
-	done := make(chan error, 1)
-	go func() {
-		svc := e.service()
-		for i := range writes {
-			data := json.RawMessage(fmt.Sprintf(`{"n":%d}`, i))
-			if _, err := e.eng.UpdateObject(ctx, engine.SystemActor(), svc, chorus.KindDocument, doc.SID, engine.UpdateObject{Data: data}); err != nil {
-				done <- err
-				return
-			}
-		}
-		done <- nil
-	}()
+	done := e.writeInBackground(doc.SID, writes)
 	svc := e.service()
 	for i := range 40 {
 		p := chorus.Permission{Identity: "alice", Read: true, Write: i%2 == 0}
@@ -367,12 +356,7 @@ func TestHeldSubscriptionMissesNothing(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
-	for want := int64(1); want <= writes; want++ {
-		n := alice.nextOf("document_updated", 10*time.Second)
-		if n.id() != want {
-			t.Fatalf("event %d, want %d", n.id(), want)
-		}
-	}
+	wantUpdates(t, alice, 1, writes)
 	if n := len(alice.notes); n != 0 {
 		t.Errorf("%d notifications after the last write's", n)
 	}
@@ -424,18 +408,7 @@ func TestServiceChangeHoldsNothingBack(t *testing.T) {
 	alice := e.session("alice")
 	alice.establish(1, docSub(doc.SID, nil))
 	const writes = 200
-	done := make(chan error, 1)
-	go func() {
-		svc := e.service()
-		for i := range writes {
-			data := json.RawMessage(fmt.Sprintf(`{"n":%d}`, i))
-			if _, err := e.eng.UpdateObject(ctx, engine.SystemActor(), svc, chorus.KindDocument, doc.SID, engine.UpdateObject{Data: data}); err != nil {
-				done <- err
-				return
-			}
-		}
-		done <- nil
-	}()
+	done := e.writeInBackground(doc.SID, writes)
 	for i := range 40 {
 		name := fmt.Sprintf("name %d", i)
 		if _, err := e.eng.UpdateService(ctx, e.creds.AccountSID, e.svc.SID, engine.ServiceParams{FriendlyName: &name}); err != nil {
@@ -446,9 +419,32 @@ func TestServiceChangeHoldsNothingBack(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
-	for want := int64(1); want <= writes; want++ {
-		n := alice.nextOf("document_updated", 10*time.Second)
-		if n.id() != want {
+	wantUpdates(t, alice, 1, writes)
+}
+
+// writeInBackground updates document sid n times as the system, and
+// sends the first error (or nil) on the channel it returns.
+func (e *env) writeInBackground(sid string, n int) <-chan error {
+	done := make(chan error, 1)
+	svc := e.service()
+	go func() {
+		for i := range n {
+			data := json.RawMessage(fmt.Sprintf(`{"n":%d}`, i))
+			if _, err := e.eng.UpdateObject(context.Background(), engine.SystemActor(), svc, chorus.KindDocument, sid, engine.UpdateObject{Data: data}); err != nil {
+				done <- err
+				return
+			}
+		}
+		done <- nil
+	}()
+	return done
+}
+
+// wantUpdates waits for document_updated events from..to, in order.
+func wantUpdates(t *testing.T, c *tclient, from, to int64) {
+	t.Helper()
+	for want := from; want <= to; want++ {
+		if n := c.nextOf("document_updated", 10*time.Second); n.id() != want {
 			t.Fatalf("event %d, want %d", n.id(), want)
 		}
 	}

@@ -116,10 +116,7 @@ func TestRemovalReachesHeldSubscription(t *testing.T) {
 	alice, bob := e.session("alice"), e.session("bob")
 	alice.establish(1, docSub(doc.SID, nil))
 	bob.establish(1, docSub(doc.SID, nil))
-	x.failPerm.Store(true)
-	if _, err := e.eng.SetPermission(ctx, e.service(), chorus.KindDocument, doc.SID, chorus.Permission{Identity: "alice", Read: true, Write: true}); err != nil {
-		t.Fatal(err)
-	}
+	e.holdAlice(x, doc.SID)
 	e.writeID(doc.SID, 1)
 	if _, err := e.eng.DeleteObject(ctx, engine.SystemActor(), e.service(), chorus.KindDocument, doc.SID); err != nil {
 		t.Fatal(err)
@@ -134,15 +131,11 @@ func TestRemovalReachesHeldSubscription(t *testing.T) {
 func TestReestablishDuringRelease(t *testing.T) {
 	x := newCtl()
 	e := newEnv(t, withHoldStore(x))
-	ctx := context.Background()
 	doc := e.aclDoc(true)
 	e.grant(doc.SID, "alice", true)
 	alice := e.session("alice")
 	alice.establish(1, docSub(doc.SID, doc.LastEventID))
-	x.failPerm.Store(true)
-	if _, err := e.eng.SetPermission(ctx, e.service(), chorus.KindDocument, doc.SID, chorus.Permission{Identity: "alice", Read: true, Write: true}); err != nil {
-		t.Fatal(err)
-	}
+	e.holdAlice(x, doc.SID)
 	id1 := e.writeID(doc.SID, 1)
 	id2 := e.writeID(doc.SID, 2)
 	x.slowEvents.Store(int64(400 * time.Millisecond))
@@ -204,10 +197,7 @@ func TestReleaseStopsAtTopicPosition(t *testing.T) {
 	e.grant(doc.SID, "alice", true)
 	alice := e.session("alice")
 	alice.establish(1, docSub(doc.SID, doc.LastEventID))
-	x.failPerm.Store(true)
-	if _, err := e.eng.SetPermission(ctx, e.service(), chorus.KindDocument, doc.SID, chorus.Permission{Identity: "alice", Read: true, Write: true}); err != nil {
-		t.Fatal(err)
-	}
+	e.holdAlice(x, doc.SID)
 	e.writeID(doc.SID, 1)
 	remote := engine.New(engine.Config{Store: e.st, Bus: newDelayedBus(e.bus, 500*time.Millisecond)})
 	x.slowEvents.Store(int64(300 * time.Millisecond))
@@ -269,5 +259,16 @@ func TestReleaseAfterACLOn(t *testing.T) {
 		if n.id() == id {
 			t.Fatalf("event %d, written after ACLs were turned on, reached alice", id)
 		}
+	}
+}
+
+// holdAlice changes alice's permission on sid (she keeps read) while the
+// store fails permission reads: her subscription stays held until
+// x.failPerm is cleared.
+func (e *env) holdAlice(x *holdCtl, sid string) {
+	e.t.Helper()
+	x.failPerm.Store(true)
+	if _, err := e.eng.SetPermission(context.Background(), e.service(), chorus.KindDocument, sid, chorus.Permission{Identity: "alice", Read: true, Write: true}); err != nil {
+		e.t.Fatal(err)
 	}
 }

@@ -16,20 +16,10 @@ import (
 // no later event exposes the gap.
 func TestResyncDeliversLostTail(t *testing.T) {
 	e := newEnv(t)
-	ctx := context.Background()
-	sub := e.session("bob")
-	doc := wantStatus(t, "create", sub.do("POST", "/v3/Documents", nil, map[string]any{"unique_name": "d"}), 201, 0)
-	sid := doc["sid"].(string)
-	sub.establish(1, docSub(sid, num(doc["last_event_id"])))
+	sub, sid := e.subscribedDoc()
 
 	// Another node's engine on the same store, whose publishes are lost.
-	lost := engine.New(engine.Config{Store: e.eng.Store()})
-	for i := 1; i <= 3; i++ {
-		data, _ := json.Marshal(map[string]int{"n": i})
-		if _, err := lost.UpdateObject(ctx, engine.SystemActor(), e.svc, "document", sid, engine.UpdateObject{Data: data}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	e.writeDoc(t, engine.New(engine.Config{Store: e.eng.Store()}), sid, 3)
 	select {
 	case n := <-sub.notes:
 		t.Fatalf("event %s arrived without a publish", n.EventType)
@@ -77,10 +67,7 @@ func TestGapOutlivesStoreOutage(t *testing.T) {
 	var fail atomic.Bool
 	e := newEnv(t, withFailingReads(&fail))
 	ctx := context.Background()
-	sub := e.session("bob")
-	doc := wantStatus(t, "create", sub.do("POST", "/v3/Documents", nil, map[string]any{"unique_name": "d"}), 201, 0)
-	sid := doc["sid"].(string)
-	sub.establish(1, docSub(sid, num(doc["last_event_id"])))
+	sub, sid := e.subscribedDoc()
 
 	lost := engine.New(engine.Config{Store: e.eng.Store()}) // another node, its publish lost
 	if _, err := lost.UpdateObject(ctx, engine.SystemActor(), e.svc, "document", sid, engine.UpdateObject{Data: json.RawMessage(`{"n":1}`)}); err != nil {
@@ -114,19 +101,9 @@ func TestGapOutlivesStoreOutage(t *testing.T) {
 func TestResyncRetriesUntilStoreAnswers(t *testing.T) {
 	var fail atomic.Bool
 	e := newEnv(t, withFailingReads(&fail))
-	ctx := context.Background()
-	sub := e.session("bob")
-	doc := wantStatus(t, "create", sub.do("POST", "/v3/Documents", nil, map[string]any{"unique_name": "d"}), 201, 0)
-	sid := doc["sid"].(string)
-	sub.establish(1, docSub(sid, num(doc["last_event_id"])))
+	sub, sid := e.subscribedDoc()
 
-	lost := engine.New(engine.Config{Store: e.eng.Store()})
-	for i := 1; i <= 2; i++ {
-		data, _ := json.Marshal(map[string]int{"n": i})
-		if _, err := lost.UpdateObject(ctx, engine.SystemActor(), e.svc, "document", sid, engine.UpdateObject{Data: data}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	e.writeDoc(t, engine.New(engine.Config{Store: e.eng.Store()}), sid, 2) // another node, its publishes lost
 	fail.Store(true)
 	e.gw.Resync()
 	time.Sleep(300 * time.Millisecond)
@@ -166,10 +143,7 @@ func (b *failingPublish) Publish(ctx context.Context, events ...*chorus.Event) e
 func TestUnpostedChangesAnnounced(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
-	sub := e.session("bob")
-	doc := wantStatus(t, "create", sub.do("POST", "/v3/Documents", nil, map[string]any{"unique_name": "d"}), 201, 0)
-	sid := doc["sid"].(string)
-	sub.establish(1, docSub(sid, num(doc["last_event_id"])))
+	sub, sid := e.subscribedDoc()
 
 	var fail atomic.Bool
 	bus := &failingPublish{Bus: e.bus, fail: &fail}
@@ -178,12 +152,7 @@ func TestUnpostedChangesAnnounced(t *testing.T) {
 		t.Fatalf("AnnounceUnposted with nothing unposted: err %v, %d events published; want none", err, bus.published.Load())
 	}
 	fail.Store(true)
-	for i := 1; i <= 2; i++ {
-		data, _ := json.Marshal(map[string]int{"n": i})
-		if _, err := writer.UpdateObject(ctx, engine.SystemActor(), e.svc, "document", sid, engine.UpdateObject{Data: data}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	e.writeDoc(t, writer, sid, 2)
 	if err := writer.AnnounceUnposted(ctx); err == nil {
 		t.Fatal("AnnounceUnposted succeeded while the bus was away")
 	}
@@ -204,5 +173,27 @@ func TestUnpostedChangesAnnounced(t *testing.T) {
 	}
 	if err := writer.AnnounceUnposted(ctx); err != nil || bus.published.Load() != 1 {
 		t.Errorf("second AnnounceUnposted: err %v, %d events published in all; want 1 (nothing new was unposted)", err, bus.published.Load())
+	}
+}
+
+// subscribedDoc creates a document and subscribes a session of bob to it.
+func (e *env) subscribedDoc() (*tclient, string) {
+	e.t.Helper()
+	sub := e.session("bob")
+	doc := wantStatus(e.t, "create", sub.do("POST", "/v3/Documents", nil, map[string]any{"unique_name": "d"}), 201, 0)
+	sid := doc["sid"].(string)
+	sub.establish(1, docSub(sid, num(doc["last_event_id"])))
+	return sub, sid
+}
+
+// writeDoc updates document sid n times through eng (another node's
+// engine on the env's store, say).
+func (e *env) writeDoc(t testing.TB, eng *engine.Engine, sid string, n int) {
+	t.Helper()
+	for i := 1; i <= n; i++ {
+		data, _ := json.Marshal(map[string]int{"n": i})
+		if _, err := eng.UpdateObject(context.Background(), engine.SystemActor(), e.svc, "document", sid, engine.UpdateObject{Data: data}); err != nil {
+			t.Fatal(err)
+		}
 	}
 }

@@ -163,15 +163,23 @@ func TestExpiredAndEmptyPages(t *testing.T) {
 	if rep.Objects.Created != 2 || rep.Items.Created != 1 {
 		t.Errorf("objects %+v, items %+v; want the live document and the list with its live item", rep.Objects, rep.Items)
 	}
-	err = st.View(ctx, func(tx chorus.ReadTx) error {
-		if _, err := tx.Object(ctx, chorus.KindDocument, svc, expired); err == nil {
-			t.Error("the expired document was imported")
+	wantObjects(t, st, chorus.KindDocument, svc, live, expired)
+}
+
+// wantObjects checks that the store holds object present of kind k in
+// service svc, and not absent.
+func wantObjects(t *testing.T, st chorus.Store, k chorus.Kind, svc, present, absent string) {
+	t.Helper()
+	ctx := context.Background()
+	err := st.View(ctx, func(tx chorus.ReadTx) error {
+		if _, err := tx.Object(ctx, k, svc, absent); err == nil {
+			t.Errorf("%s %s was imported", k, absent)
 		}
-		_, err := tx.Object(ctx, chorus.KindDocument, svc, live)
+		_, err := tx.Object(ctx, k, svc, present)
 		return err
 	})
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("%s %s: %v", k, present, err)
 	}
 }
 
