@@ -77,6 +77,9 @@ type ReadTx interface {
 	// Events returns an object's logged events with ID > afterID in ID
 	// order, at most limit.
 	Events(ctx context.Context, objectSID string, afterID int64, limit int) ([]*Event, error)
+	// EventsOfType returns an object's logged events of type t with ID >
+	// afterID in ID order, at most limit.
+	EventsOfType(ctx context.Context, objectSID string, t EventType, afterID int64, limit int) ([]*Event, error)
 
 	// ExpiredObjects and ExpiredItems find what the TTL sweeper deletes.
 	ExpiredObjects(ctx context.Context, now time.Time, limit int) ([]*Object, error)

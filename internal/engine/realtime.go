@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/chorus-sync/chorus"
@@ -77,10 +78,13 @@ func ofService(evs []*chorus.Event, serviceSID string) []*chorus.Event {
 }
 
 // Replay returns what a subscriber at position afterID missed: the logged
-// events with ID > afterID in order (at most limit). When the log no longer
-// reaches back to afterID+1, it returns synthetic catch-up events instead
-// (a document_updated with the current state; *_item_updated for every item
-// changed since afterID) and truncated=true.
+// events with ID > afterID in order (at most limit), as far as the log has
+// them without a gap. When the log no longer has the event after afterID
+// (trimmed), it returns synthetic catch-up events instead and
+// truncated=true: a document_updated with the current state; for a list or
+// map, *_item_updated for every item changed since afterID and the logged
+// removals of items since then, in ID order. A caller at the last returned
+// ID calls again for the rest.
 func (e *Engine) Replay(ctx context.Context, obj *chorus.Object, afterID int64, limit int) (events []*chorus.Event, truncated bool, err error) {
 	if obj.Kind == chorus.KindStream || afterID >= obj.LastEventID {
 		return nil, false, nil
@@ -90,8 +94,7 @@ func (e *Engine) Replay(ctx context.Context, obj *chorus.Object, afterID int64, 
 		if err != nil {
 			return err
 		}
-		events = ofService(events, obj.ServiceSID)
-		if len(events) > 0 && events[0].ID == afterID+1 {
+		if events = unbroken(ofService(events, obj.ServiceSID), afterID); len(events) > 0 {
 			return nil
 		}
 		// The log was trimmed past afterID: catch up from current state.
@@ -105,9 +108,26 @@ func (e *Engine) Replay(ctx context.Context, obj *chorus.Object, afterID int64, 
 	return events, truncated, nil
 }
 
+// unbroken is the run of evs that follows afterID without a gap in IDs:
+// what a subscriber at afterID may be sent as it was logged. A log that
+// starts later (trimmed) gives nothing; one with a hole further on (an
+// event trimmed out of order, its clock having stepped back) ends before it.
+func unbroken(evs []*chorus.Event, afterID int64) []*chorus.Event {
+	for i, ev := range evs {
+		if ev.ID != afterID+int64(i)+1 {
+			return evs[:i]
+		}
+	}
+	return evs
+}
+
 // catchUp synthesizes events that bring a subscriber at afterID to the
-// object's current state. Item removals older than the log cannot be
-// recreated; everything that still exists is brought up to date.
+// object's current state, at most limit. For a list or map they are the
+// items changed since afterID as they are now, and the removals the log
+// still has, merged in ID order: replayed in that order they leave every
+// item as it is now (an item removed and added again is removed, then
+// updated) and every removed item gone, as far as the log reaches back.
+// Item removals older than the log cannot be recreated.
 func (e *Engine) catchUp(ctx context.Context, tx chorus.ReadTx, obj *chorus.Object, afterID int64, limit int) ([]*chorus.Event, error) {
 	cur, err := tx.Object(ctx, obj.Kind, obj.ServiceSID, obj.SID)
 	if err != nil {
@@ -127,13 +147,39 @@ func (e *Engine) catchUp(ctx context.Context, tx chorus.ReadTx, obj *chorus.Obje
 	if err != nil {
 		return nil, err
 	}
-	out := make([]*chorus.Event, 0, len(items))
-	for _, it := range items {
-		ev := base
-		ev.Type, ev.ID = itemEvent(cur.Kind, false, false), it.LastEventID
-		ev.ItemIndex, ev.ItemKey, ev.ItemRevision, ev.ItemData = it.Index, it.Key, it.RevisionString(), it.Data
-		ev.DateCreated, ev.DateExpires = it.DateUpdated, it.DateExpires
-		out = append(out, &ev)
+	removals, err := tx.EventsOfType(ctx, cur.SID, itemEvent(cur.Kind, false, true), afterID, limit)
+	if err != nil {
+		return nil, err
+	}
+	removals = ofService(removals, cur.ServiceSID)
+	// A source that filled its limit may have more after its last ID:
+	// nothing beyond that may be sent yet, or the next call, starting
+	// after it, would skip the rest of that source.
+	upTo := int64(math.MaxInt64)
+	if limit > 0 && len(items) == limit {
+		upTo = items[len(items)-1].LastEventID
+	}
+	if limit > 0 && len(removals) == limit {
+		upTo = min(upTo, removals[len(removals)-1].ID)
+	}
+	out := make([]*chorus.Event, 0, len(items)+len(removals))
+	for len(items) > 0 || len(removals) > 0 {
+		var ev *chorus.Event
+		if len(removals) > 0 && (len(items) == 0 || removals[0].ID < items[0].LastEventID) {
+			ev, removals = removals[0], removals[1:]
+		} else {
+			it := items[0]
+			items = items[1:]
+			cp := base
+			cp.Type, cp.ID = itemEvent(cur.Kind, false, false), it.LastEventID
+			cp.ItemIndex, cp.ItemKey, cp.ItemRevision, cp.ItemData = it.Index, it.Key, it.RevisionString(), it.Data
+			cp.DateCreated, cp.DateExpires = it.DateUpdated, it.DateExpires
+			ev = &cp
+		}
+		if ev.ID > upTo {
+			break
+		}
+		out = append(out, ev)
 	}
 	return out, nil
 }

@@ -783,6 +783,15 @@ func (t *tx) Events(ctx context.Context, objectSID string, afterID int64, limit 
 	return es, nil
 }
 
+func (t *tx) EventsOfType(ctx context.Context, objectSID string, typ chorus.EventType, afterID int64, limit int) ([]*chorus.Event, error) {
+	es, err := queryAll(ctx, t, sqlrow.ScanEvent, `SELECT `+sqlrow.EventCols+` FROM events
+		WHERE object_sid = $1 AND id > $2 AND body LIKE $3 ESCAPE '\' ORDER BY id LIMIT $4`, objectSID, afterID, sqlrow.EventTypePattern(typ), limitArg(limit))
+	if err != nil {
+		return nil, fmt.Errorf("postgres: list %s events of %s: %w", typ, objectSID, err)
+	}
+	return es, nil
+}
+
 func (t *tx) AppendEvent(ctx context.Context, e *chorus.Event) error {
 	if e.ID <= 0 {
 		return fmt.Errorf("postgres: append event to %s: id %d is not a log id", e.ObjectSID, e.ID)

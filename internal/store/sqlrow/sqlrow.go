@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
+	"strings"
 	"time"
 
 	"github.com/chorus-sync/chorus"
@@ -231,6 +232,22 @@ func EncodeEvent(e *chorus.Event) (body string, data, itemData any, err error) {
 		return "", nil, nil, err
 	}
 	return string(b), Blob(e.Data), Blob(e.ItemData), nil
+}
+
+// EventTypePattern is a LIKE pattern, with a backslash as its escape character,
+// that matches the body EncodeEvent stores for an event of type t and no
+// other: every body starts with its type.
+func EventTypePattern(t chorus.EventType) string {
+	prefix := string(appendString([]byte(`{"type":`), string(t))) + ","
+	var b strings.Builder
+	for _, c := range []byte(prefix) {
+		if c == '%' || c == '_' || c == '\\' {
+			b.WriteByte('\\')
+		}
+		b.WriteByte(c)
+	}
+	b.WriteByte('%')
+	return b.String()
 }
 
 // DecodeEvent is the event stored as body, data and itemData (nil: NULL).

@@ -109,6 +109,59 @@ func testEvents(t *testing.T, s chorus.Store) {
 	}
 }
 
+func testEventsOfType(t *testing.T, s chorus.Store) {
+	f := setup(t, s)
+	m := f.newObject(chorus.KindMap, at(0))
+	other := f.newObject(chorus.KindMap, at(0))
+	insert(t, s, m, other)
+	typed := func(obj *chorus.Object, id int64, typ chorus.EventType, key string) *chorus.Event {
+		e := newEvent(obj, id, at(time.Duration(id)*time.Second))
+		e.Type, e.ItemKey = typ, key
+		return e
+	}
+	appendEvents(t, s,
+		typed(m, 1, chorus.EventMapItemAdded, "a"),
+		typed(m, 2, chorus.EventMapItemRemoved, "a"),
+		// Bodies that contain a removal's type elsewhere, or differ from
+		// it only where LIKE has wildcards, are not removals.
+		typed(m, 3, chorus.EventMapItemUpdated, `{"type":"map_item_removed",`),
+		typed(m, 4, chorus.EventType("mapXitemXremoved"), "b"),
+		typed(m, 5, chorus.EventMapItemRemoved, `100% _\\ "quoted"`),
+		typed(m, 6, chorus.EventMapItemRemoved, "c"),
+		typed(other, 1, chorus.EventMapItemRemoved, "a"),
+	)
+	tests := []struct {
+		obj   string
+		typ   chorus.EventType
+		after int64
+		limit int
+		want  []int64
+	}{
+		{m.SID, chorus.EventMapItemRemoved, 0, 100, []int64{2, 5, 6}},
+		{m.SID, chorus.EventMapItemRemoved, 2, 1, []int64{5}},
+		{m.SID, chorus.EventMapItemRemoved, 5, 100, []int64{6}},
+		{m.SID, chorus.EventMapItemRemoved, 6, 100, []int64{}},
+		{m.SID, chorus.EventMapItemUpdated, 0, 100, []int64{3}},
+		{m.SID, chorus.EventListItemRemoved, 0, 100, []int64{}},
+		{other.SID, chorus.EventMapItemRemoved, 0, 100, []int64{1}},
+	}
+	for _, tt := range tests {
+		t.Run(fmt.Sprintf("%s/%s/after=%d/limit=%d", tt.obj[:6], tt.typ, tt.after, tt.limit), func(t *testing.T) {
+			got := mustGet(t, s, "EventsOfType", func(ctx context.Context, tx chorus.ReadTx) ([]*chorus.Event, error) {
+				return tx.EventsOfType(ctx, tt.obj, tt.typ, tt.after, tt.limit)
+			})
+			if ids := eventIDs(got); fmt.Sprint(ids) != fmt.Sprint(tt.want) {
+				t.Errorf("EventsOfType(%s, %s, %d, %d) = %v, want %v", tt.obj, tt.typ, tt.after, tt.limit, ids, tt.want)
+			}
+			for _, e := range got {
+				if e.ObjectSID != tt.obj || e.Type != tt.typ {
+					t.Errorf("EventsOfType(%s, %s) returned %s of %s", tt.obj, tt.typ, e.Type, e.ObjectSID)
+				}
+			}
+		})
+	}
+}
+
 func testDeleteObject(t *testing.T, s chorus.Store) {
 	f := setup(t, s)
 	m := f.newObject(chorus.KindMap, at(0))

@@ -35,6 +35,7 @@ func Run(t *testing.T, open func(t testing.TB) chorus.Store) {
 		{"ItemsChangedSince", testItemsChangedSince},
 		{"Permissions", testPermissions},
 		{"Events", testEvents},
+		{"EventsOfType", testEventsOfType},
 		{"DeleteObject", testDeleteObject},
 		{"DeleteService", testDeleteService},
 		{"ExpiredObjects", testExpiredObjects},
