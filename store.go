@@ -125,9 +125,9 @@ type Tx interface {
 	// itself, and fails the Update either way. Later reads in the same
 	// Update see the event.
 	AppendEvent(ctx context.Context, e *Event) error
-	// TrimEvents deletes events older than before, keeping at least the
-	// newest keep events of each object, and returns how many it deleted.
-	TrimEvents(ctx context.Context, before time.Time, keep int) (int, error)
+	// TrimEvents deletes the logged events p selects and returns how many
+	// it deleted.
+	TrimEvents(ctx context.Context, p EventTrim) (int, error)
 
 	OutboxWriter
 }
@@ -193,4 +193,19 @@ type Bus interface {
 	// Ping checks that the bus is reachable.
 	Ping(ctx context.Context) error
 	Close() error
+}
+
+// EventTrim selects the logged events TrimEvents deletes: those created
+// before Before (and at After or later, unless After is zero), except
+// those among the Keep newest IDs of their object (none when Keep is 0: as
+// IDs count up by one, the newest Keep events) and the item removals
+// (list_item_removed, map_item_removed) created at RemovalsBefore or
+// later. Those stay as tombstones, so that a client further behind than
+// the rest of the log still learns what was removed. A zero
+// RemovalsBefore keeps no removal beyond the rest.
+type EventTrim struct {
+	Before         time.Time
+	After          time.Time
+	Keep           int
+	RemovalsBefore time.Time
 }

@@ -76,9 +76,10 @@ func currentItems(t *testing.T, f *fixture, m *chorus.Object) map[string]string 
 
 // TestCatchUpReplaysRemovals: a client whose position the trimmed log no
 // longer reaches is brought up to date from the items as they are and
-// learns of the removals the log still holds, in ID order, whatever the
-// size of each replay call. Before, catch-up sent only the items that
-// exist: a removed item stayed in such a client for good.
+// learns of the removals the log still holds, tombstones included, in ID
+// order, whatever the size of each replay call. Before, catch-up sent only
+// the items that exist, and the trim kept no removal: a removed item stayed
+// in such a client for good.
 func TestCatchUpReplaysRemovals(t *testing.T) {
 	ctx := context.Background()
 	f := newFixture(t)
@@ -126,30 +127,46 @@ func TestCatchUpReplaysRemovals(t *testing.T) {
 	del("y")
 	del("a")
 
-	const keep = 10
-	eng := engine.New(engine.Config{Store: f.eng.Store(), Bus: f.bus, Now: f.clock.Now, EventKeep: keep})
-	if err := eng.Sweep(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if evs, err := eng.Events(ctx, f.svc.SID, m.SID, 0, 100); err != nil || len(evs) != keep || evs[0].ID != 12 {
-		t.Fatalf("log after the trim = %d events from %v (%v), want %d from 12", len(evs), eventIDs(evs), err, keep)
-	}
 	m, err = f.eng.Object(ctx, sys, f.svc, chorus.KindMap, m.SID)
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := currentItems(t, f, m)
-	// b's removal (7) was trimmed: no store can replay it.
-	want["b"] = client.items["b"]
+	now := currentItems(t, f, m)
 
-	for _, limit := range []int{1, 2, 3, 100} {
-		t.Run(fmt.Sprintf("limit=%d", limit), func(t *testing.T) {
-			c := &mapClient{pos: client.pos, items: maps.Clone(client.items)}
-			if !catchUpMap(t, eng, m, c, limit) {
-				t.Error("replay from 5 was not a catch-up")
+	const keep = 10
+	for _, tt := range []struct {
+		name      string
+		removals  time.Duration // RemovalRetention (0: the default)
+		log       string        // what the trim leaves
+		keepsItem bool          // whether the client still holds b, whose removal (7) is trimmed
+	}{
+		// The default keeps removals for 7 days: b's and x's (7 and 10)
+		// outlive the events around them.
+		{"tombstones", 0, "[7 10 12 13 14 15 16 17 18 19 20 21]", false},
+		// Removals kept no longer than the rest: b's is gone, and no
+		// store can replay it.
+		{"no tombstones", time.Hour, "[12 13 14 15 16 17 18 19 20 21]", true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			eng := engine.New(engine.Config{Store: f.eng.Store(), Bus: f.bus, Now: f.clock.Now, EventKeep: keep, RemovalRetention: tt.removals})
+			if err := eng.Sweep(ctx); err != nil {
+				t.Fatal(err)
 			}
-			if !maps.Equal(c.items, want) {
-				t.Errorf("client after catch-up holds %v, want %v", c.items, want)
+			if evs, err := eng.Events(ctx, f.svc.SID, m.SID, 0, 100); err != nil || fmt.Sprint(eventIDs(evs)) != tt.log {
+				t.Fatalf("log after the trim = %v (%v), want %s", eventIDs(evs), err, tt.log)
+			}
+			want := maps.Clone(now)
+			if tt.keepsItem {
+				want["b"] = client.items["b"]
+			}
+			for _, limit := range []int{1, 2, 3, 100} {
+				c := &mapClient{pos: client.pos, items: maps.Clone(client.items)}
+				if !catchUpMap(t, eng, m, c, limit) {
+					t.Errorf("limit %d: replay from 5 was not a catch-up", limit)
+				}
+				if !maps.Equal(c.items, want) {
+					t.Errorf("limit %d: client after catch-up holds %v, want %v", limit, c.items, want)
+				}
 			}
 		})
 	}
@@ -201,4 +218,42 @@ func eventIDs(evs []*chorus.Event) []int64 {
 		ids[i] = e.ID
 	}
 	return ids
+}
+
+// TestTrimLooksAtKeptEventsHourly: a sweep trims the events that became old
+// since the last one; those an earlier trim kept (an object's newest, the
+// tombstones) are looked at again by the hourly trim of the whole log, so
+// that what the log keeps costs a scan once an hour, not at every sweep.
+func TestTrimLooksAtKeptEventsHourly(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t)
+	eng := engine.New(engine.Config{Store: f.eng.Store(), Bus: f.bus, Now: f.clock.Now, EventKeep: 2, EventRetention: 10 * time.Minute})
+	doc, _ := eng.CreateObject(ctx, sys, f.svc, chorus.KindDocument, engine.CreateObject{})
+	write := func(n int) {
+		t.Helper()
+		for range n {
+			if _, err := eng.UpdateObject(ctx, sys, f.svc, chorus.KindDocument, doc.SID, engine.UpdateObject{Data: json.RawMessage(`{}`)}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	sweep := func(want string) {
+		t.Helper()
+		if err := eng.Sweep(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if evs, err := eng.Events(ctx, f.svc.SID, doc.SID, 0, 100); err != nil || fmt.Sprint(eventIDs(evs)) != want {
+			t.Fatalf("log after the sweep = %v (%v), want %s", eventIDs(evs), err, want)
+		}
+	}
+	write(3)
+	f.clock.Advance(20 * time.Minute)
+	sweep("[2 3]") // the whole log: 1 is old and not among the newest 2
+	write(4)
+	f.clock.Advance(15 * time.Minute)
+	// 4-7 became old: 4 and 5 go. 2 and 3 are no longer among the newest
+	// but were looked at 15 minutes ago.
+	sweep("[2 3 6 7]")
+	f.clock.Advance(46 * time.Minute)
+	sweep("[6 7]") // an hour after the last look at the whole log
 }

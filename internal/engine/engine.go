@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -26,7 +27,12 @@ type Config struct {
 
 	EventRetention time.Duration // how long events stay replayable; default 24h
 	EventKeep      int           // newest events kept per object regardless of age; default 1000
-	SweepInterval  time.Duration // TTL sweeper / log trimmer period; default 5s
+	// RemovalRetention is how long list and map item removals stay in the
+	// log (tombstones), when longer than EventRetention; default 7 days.
+	// A client that resumes from further back than the rest of the log
+	// still learns of the removals this covers (Replay).
+	RemovalRetention time.Duration
+	SweepInterval    time.Duration // TTL sweeper / log trimmer period; default 5s
 
 	// Observe, when set, receives every batch of committed events after
 	// they were published (webhooks). It must not block.
@@ -79,6 +85,13 @@ type Engine struct {
 
 	creds    cache[secretsOf]       // by account or API key SID (cache.go)
 	services cache[*chorus.Service] // by service SID
+
+	// The log trim's progress (trimEvents), under trimMu: the Before of
+	// the last trim (older events have been looked at) and when the last
+	// trim that looked at the whole log ran.
+	trimMu       sync.Mutex
+	trimmedTo    time.Time
+	lastFullTrim time.Time
 }
 
 // New returns an Engine.
@@ -94,6 +107,9 @@ func New(cfg Config) *Engine {
 	}
 	if cfg.EventKeep == 0 {
 		cfg.EventKeep = 1000
+	}
+	if cfg.RemovalRetention == 0 {
+		cfg.RemovalRetention = 7 * 24 * time.Hour
 	}
 	if cfg.SweepInterval == 0 {
 		cfg.SweepInterval = 5 * time.Second

@@ -232,10 +232,42 @@ func (e *Engine) Sweep(ctx context.Context) error {
 			break
 		}
 	}
-	return e.update(ctx, SystemActor(), func(tx chorus.Tx, c *change) error {
-		_, err := tx.TrimEvents(ctx, c.now.Add(-e.cfg.EventRetention), e.cfg.EventKeep)
+	return e.trimEvents(ctx)
+}
+
+// fullTrimEvery is how often the log trim looks at the whole log. The trims
+// between look only at events that became old since the last one, so that
+// what a trim keeps (each object's newest events, the tombstones of item
+// removals) costs a scan once per period, not at every sweep.
+const fullTrimEvery = time.Hour
+
+// trimEvents trims the event log: see Config.EventRetention, EventKeep and
+// RemovalRetention.
+func (e *Engine) trimEvents(ctx context.Context) error {
+	e.trimMu.Lock()
+	defer e.trimMu.Unlock()
+	var p chorus.EventTrim
+	var now time.Time
+	err := e.update(ctx, SystemActor(), func(tx chorus.Tx, c *change) error {
+		now = c.now
+		p = chorus.EventTrim{
+			Before: c.now.Add(-e.cfg.EventRetention), Keep: e.cfg.EventKeep,
+			RemovalsBefore: c.now.Add(-e.cfg.RemovalRetention),
+		}
+		if !e.trimmedTo.IsZero() && c.now.Sub(e.lastFullTrim) < fullTrimEvery && !p.Before.Before(e.trimmedTo) {
+			p.After = e.trimmedTo
+		}
+		_, err := tx.TrimEvents(ctx, p)
 		return err
 	})
+	if err != nil {
+		return err
+	}
+	e.trimmedTo = p.Before
+	if p.After.IsZero() {
+		e.lastFullTrim = now
+	}
+	return nil
 }
 
 func (e *Engine) sweepObjects(ctx context.Context) (listed, removed int, err error) {

@@ -356,7 +356,7 @@ func TestCatchUpAcrossBatches(t *testing.T) {
 			}
 			ctx := context.Background()
 			if err := e.st.Update(ctx, func(tx chorus.Tx) error {
-				_, err := tx.TrimEvents(ctx, time.Now().Add(time.Hour), 0)
+				_, err := tx.TrimEvents(ctx, chorus.EventTrim{Before: time.Now().Add(time.Hour)})
 				return err
 			}); err != nil {
 				t.Fatalf("TrimEvents: %v", err)

@@ -804,18 +804,27 @@ func (t *tx) AppendEvent(ctx context.Context, e *chorus.Event) error {
 		args: []any{e.ObjectSID, e.ID, e.ServiceSID, sqlrow.Nanos(e.DateCreated), body, data, itemData}})
 }
 
-func (t *tx) TrimEvents(ctx context.Context, before time.Time, keep int) (int, error) {
-	var tag pgconn.CommandTag
-	var err error
-	if keep <= 0 {
-		tag, err = t.exec(ctx, `DELETE FROM events WHERE created_at < $1`, sqlrow.Nanos(before))
-	} else {
-		// An event goes if it is older than the keep-th newest event of its
-		// object; objects with fewer than keep events lose nothing (NULL).
-		tag, err = t.exec(ctx, `DELETE FROM events WHERE created_at < $1 AND id < (
-			SELECT e2.id FROM events AS e2 WHERE e2.object_sid = events.object_sid
-			ORDER BY e2.id DESC LIMIT 1 OFFSET $2)`, sqlrow.Nanos(before), int64(keep-1))
+func (t *tx) TrimEvents(ctx context.Context, p chorus.EventTrim) (int, error) {
+	var args []any
+	arg := func(v any) string { args = append(args, v); return "$" + strconv.Itoa(len(args)) }
+	q := `DELETE FROM events WHERE created_at < ` + arg(sqlrow.Nanos(p.Before))
+	if !p.After.IsZero() {
+		q += ` AND created_at >= ` + arg(sqlrow.Nanos(p.After))
 	}
+	if !p.RemovalsBefore.IsZero() && p.RemovalsBefore.Before(p.Before) {
+		// Tombstones: recent item removals stay.
+		q += ` AND NOT (created_at >= ` + arg(sqlrow.Nanos(p.RemovalsBefore)) +
+			` AND (body LIKE ` + arg(sqlrow.EventTypePattern(chorus.EventListItemRemoved)) + ` ESCAPE '\'` +
+			` OR body LIKE ` + arg(sqlrow.EventTypePattern(chorus.EventMapItemRemoved)) + ` ESCAPE '\'))`
+	}
+	if p.Keep > 0 {
+		// Each object keeps the events of its Keep newest IDs: an object's
+		// event IDs count up by one, so those are the newest Keep events
+		// but for holes the trim itself made. MAX is one index lookup (an
+		// OFFSET Keep-1 walked Keep index entries for every old row).
+		q += ` AND id <= (SELECT MAX(e2.id) FROM events AS e2 WHERE e2.object_sid = events.object_sid) - ` + arg(int64(p.Keep))
+	}
+	tag, err := t.exec(ctx, q, args...)
 	if err != nil {
 		return 0, fmt.Errorf("postgres: trim events: %w", err)
 	}

@@ -162,6 +162,58 @@ func testEventsOfType(t *testing.T, s chorus.Store) {
 	}
 }
 
+// testTrimTombstones: item removals newer than RemovalsBefore outlive the
+// rest of the log; older ones, and every other event, are trimmed as usual.
+func testTrimTombstones(t *testing.T, s chorus.Store) {
+	f := setup(t, s)
+	l := f.newObject(chorus.KindList, at(0))
+	m := f.newObject(chorus.KindMap, at(0))
+	insert(t, s, l, m)
+	typed := func(obj *chorus.Object, id int64, typ chorus.EventType, created time.Duration) *chorus.Event {
+		e := newEvent(obj, id, at(created))
+		e.Type = typ
+		return e
+	}
+	appendEvents(t, s,
+		typed(l, 1, chorus.EventListItemAdded, time.Hour),
+		typed(l, 2, chorus.EventListItemRemoved, time.Hour),   // older than RemovalsBefore
+		typed(l, 3, chorus.EventListItemRemoved, 3*time.Hour), // a tombstone
+		typed(l, 4, chorus.EventListItemUpdated, 3*time.Hour),
+		typed(l, 5, chorus.EventListItemAdded, 10*time.Hour), // younger than Before
+		typed(m, 1, chorus.EventMapItemRemoved, 3*time.Hour), // a tombstone
+		typed(m, 2, chorus.EventMapItemUpdated, 3*time.Hour),
+		typed(m, 3, chorus.EventMapRemoved, 3*time.Hour),     // the map's own removal is no tombstone
+		typed(m, 4, chorus.EventMapItemRemoved, 4*time.Hour), // kept by Keep anyway
+	)
+	var n int
+	update(t, s, func(tx chorus.Tx) error {
+		var err error
+		n, err = tx.TrimEvents(context.Background(), chorus.EventTrim{Before: at(5 * time.Hour), Keep: 1, RemovalsBefore: at(2 * time.Hour)})
+		return err
+	})
+	if n != 5 {
+		t.Errorf("TrimEvents = %d, want 5", n)
+	}
+	if got := fmt.Sprint(eventIDs(getEvents(t, s, l.SID, 0, 100))); got != "[3 5]" {
+		t.Errorf("list events = %s, want [3 5]", got)
+	}
+	if got := fmt.Sprint(eventIDs(getEvents(t, s, m.SID, 0, 100))); got != "[1 4]" {
+		t.Errorf("map events = %s, want [1 4]", got)
+	}
+	// Once older than RemovalsBefore, tombstones go too.
+	update(t, s, func(tx chorus.Tx) error {
+		var err error
+		n, err = tx.TrimEvents(context.Background(), chorus.EventTrim{Before: at(5 * time.Hour), Keep: 1, RemovalsBefore: at(5 * time.Hour)})
+		return err
+	})
+	if n != 2 {
+		t.Errorf("TrimEvents past the tombstones = %d, want 2", n)
+	}
+	if got := fmt.Sprint(eventIDs(getEvents(t, s, l.SID, 0, 100))) + fmt.Sprint(eventIDs(getEvents(t, s, m.SID, 0, 100))); got != "[5][4]" {
+		t.Errorf("events after the tombstones went = %s, want [5][4]", got)
+	}
+}
+
 func testDeleteObject(t *testing.T, s chorus.Store) {
 	f := setup(t, s)
 	m := f.newObject(chorus.KindMap, at(0))
@@ -443,25 +495,27 @@ func testTrimEvents(t *testing.T, s chorus.Store) {
 	appendEvents(t, s, events...)
 	far := at(1000 * time.Hour)
 	steps := []struct {
-		before  time.Time
-		keep    int
-		deleted int
-		a, b    string
+		before, after time.Time
+		keep          int
+		deleted       int
+		a, b          string
 	}{
+		// Only those from 3 min on: a's 3-6; b has only 3, all kept.
+		{at(6*time.Minute + 30*time.Second), at(3 * time.Minute), 3, 4, "[1 2 7 8 9 10]", "[1 2 3]"},
 		// Older than 6.5 min: a's 1-6 go (the newest 3 are younger
-		// anyway); b has only 3, all kept.
-		{at(6*time.Minute + 30*time.Second), 3, 6, "[7 8 9 10]", "[1 2 3]"},
-		{at(6*time.Minute + 30*time.Second), 3, 0, "[7 8 9 10]", "[1 2 3]"},
+		// anyway).
+		{at(6*time.Minute + 30*time.Second), time.Time{}, 3, 2, "[7 8 9 10]", "[1 2 3]"},
+		{at(6*time.Minute + 30*time.Second), time.Time{}, 3, 0, "[7 8 9 10]", "[1 2 3]"},
 		// Everything is old: keep the newest 2 of each.
-		{far, 2, 3, "[9 10]", "[2 3]"},
-		{far, 1, 2, "[10]", "[3]"},
-		{far, 0, 2, "[]", "[]"},
+		{far, time.Time{}, 2, 3, "[9 10]", "[2 3]"},
+		{far, time.Time{}, 1, 2, "[10]", "[3]"},
+		{far, time.Time{}, 0, 2, "[]", "[]"},
 	}
 	for i, st := range steps {
 		var n int
 		update(t, s, func(tx chorus.Tx) error {
 			var err error
-			n, err = tx.TrimEvents(context.Background(), st.before, st.keep)
+			n, err = tx.TrimEvents(context.Background(), chorus.EventTrim{Before: st.before, After: st.after, Keep: st.keep})
 			return err
 		})
 		if n != st.deleted {
