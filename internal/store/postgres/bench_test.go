@@ -6,6 +6,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/chorus-sync/chorus"
 )
@@ -91,4 +92,67 @@ func benchmarkWrites(b *testing.B, cfg Config, writers int, hot bool, write func
 		b.Fatalf("Update: %v", err)
 	}
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "writes/s")
+}
+
+// BenchmarkTrimEvents is the SQLite store's BenchmarkTrimEvents on
+// PostgreSQL: a sweep's log trim over 100,000 item-removal tombstones (2
+// days old) and 100 objects' newest 1,000 events, none of which it may
+// delete, looking at the whole log (the hourly trim) against looking only
+// at the last 5 s (the sweeps between).
+func BenchmarkTrimEvents(b *testing.B) {
+	s := open(b, Config{})
+	ctx := context.Background()
+	objs := make([]*chorus.Object, 100)
+	for i := range objs {
+		objs[i] = newDoc(b, s)
+	}
+	now := time.Now()
+	const tombstones, kept = 100_000, 1000
+	ids := make([]int64, len(objs))
+	for start := 0; start < tombstones+len(objs)*kept; start += 10_000 {
+		err := s.Update(ctx, func(tx chorus.Tx) error {
+			for i := start; i < start+10_000 && i < tombstones+len(objs)*kept; i++ {
+				o := objs[i%len(objs)]
+				ids[i%len(objs)]++
+				e := &chorus.Event{
+					Type: chorus.EventMapItemRemoved, ID: ids[i%len(objs)], AccountSID: o.AccountSID, ServiceSID: o.ServiceSID,
+					ObjectSID: o.SID, Kind: chorus.KindMap, ItemKey: fmt.Sprintf("k%d", i), DateCreated: now.Add(-48 * time.Hour),
+				}
+				if i >= tombstones {
+					e.Type, e.DateCreated = chorus.EventMapItemUpdated, now.Add(-30*time.Hour)
+				}
+				if err := tx.AppendEvent(ctx, e); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+	if _, err := s.pool.Exec(ctx, "ANALYZE events"); err != nil {
+		b.Fatal(err)
+	}
+	trim := chorus.EventTrim{Before: now.Add(-24 * time.Hour), Keep: kept, RemovalsBefore: now.Add(-7 * 24 * time.Hour)}
+	for _, tt := range []struct {
+		name  string
+		after time.Time
+	}{{"whole-log", time.Time{}}, {"since-last-trim", trim.Before.Add(-5 * time.Second)}} {
+		b.Run(tt.name, func(b *testing.B) {
+			p := trim
+			p.After = tt.after
+			for b.Loop() {
+				var n int
+				err := s.Update(ctx, func(tx chorus.Tx) error {
+					var err error
+					n, err = tx.TrimEvents(ctx, p)
+					return err
+				})
+				if err != nil || n != 0 {
+					b.Fatalf("TrimEvents = %d, %v; want 0 deleted", n, err)
+				}
+			}
+		})
+	}
 }
