@@ -253,13 +253,39 @@ func (c *conn) recheckAll(ctx context.Context, svc *chorus.Service) {
 }
 
 // recheckQuery ends lq with a denial if the session may no longer read
-// its Map; other failures keep it, as in recheck.
+// its Map. A store error is retried in the background, with backoff, until
+// a re-check completes or lq or the session ends: nothing else would look
+// at lq's access again before the next change. A re-check that finds the
+// object gone leaves lq to its removal event.
 func (c *conn) recheckQuery(ctx context.Context, svc *chorus.Service, lq *liveQuery) {
+	if c.checkQuery(ctx, svc, lq) || !lq.retrying.CompareAndSwap(false, true) {
+		return // done, or a retry already runs (its next try reads the current state)
+	}
+	go func() {
+		defer lq.retrying.Store(false)
+		wait := c.g.cfg.ResyncRetry
+		for {
+			select {
+			case <-c.ctx.Done():
+				return
+			case <-time.After(wait):
+			}
+			if c.queryGone(lq) || c.checkQuery(c.ctx, c.currentService(), lq) {
+				return
+			}
+			wait = min(2*wait, maxResyncRetry)
+		}
+	}()
+}
+
+// checkQuery re-checks lq's access once: it ends lq if read access was
+// withdrawn, and reports false when the store could not answer.
+func (c *conn) checkQuery(ctx context.Context, svc *chorus.Service, lq *liveQuery) (done bool) {
 	ctx, cancel := context.WithTimeout(ctx, recheckTimeout)
 	defer cancel()
 	_, err := c.g.cfg.Engine.Subscribable(ctx, c.actorOf(), svc, chorus.KindMap, lq.mapSID)
 	if err == nil {
-		return
+		return true
 	}
 	e := chorus.AsError(err)
 	switch {
@@ -267,7 +293,16 @@ func (c *conn) recheckQuery(ctx context.Context, svc *chorus.Service, lq *liveQu
 		c.denyQuery(lq, e)
 	case e.Status >= 500:
 		c.logger().Warn("gateway: re-check live query", slog.String(logObject, lq.mapSID), slog.Any(logError, err))
+		return false
 	}
+	return true
+}
+
+// queryGone reports whether lq has ended.
+func (c *conn) queryGone(lq *liveQuery) bool {
+	lq.t.mu.Lock()
+	defer lq.t.mu.Unlock()
+	return lq.gone
 }
 
 // denyQuery ends lq because read access to its Map was withdrawn: it

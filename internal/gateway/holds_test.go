@@ -272,3 +272,27 @@ func (e *env) holdAlice(x *holdCtl, sid string) {
 		e.t.Fatal(err)
 	}
 }
+
+// A live query whose access re-check the store fails is re-checked again:
+// withdrawn access ends it once the store answers, not at the next change
+// (before, the failure was logged and the query went on for good).
+func TestLiveQueryRecheckRetriedAfterStoreError(t *testing.T) {
+	x := newCtl()
+	e := newEnv(t, withHoldStore(x))
+	m := e.aclMap(true, "alice")
+	e.putMapItem(m.SID, "t1", "open")
+	alice := e.session("alice")
+	id := openQuery(t, alice)
+	alice.establishQuery(1, lqSub(id, "tasks", openExpr))
+	e.putMapItem(m.SID, "t2", "open")
+	wantQueryItem(t, alice, "t2")
+
+	x.failPerm.Store(true)
+	if err := e.eng.DeletePermission(context.Background(), e.service(), chorus.KindMap, m.SID, "alice"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond) // the re-check runs and fails
+	x.failPerm.Store(false)
+	wantDenied(t, alice, id)
+	waitFor(t, func() bool { return e.gw.hub.liveQueries() == 0 })
+}

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
+	"sync/atomic"
 
 	"github.com/chorus-sync/chorus"
 	"github.com/chorus-sync/chorus/internal/engine"
@@ -89,6 +90,8 @@ type liveQuery struct {
 	// access: the access generations before the query's authorization
 	// was read (worker only; see recheckQueryIfChanged).
 	access accessToken
+	// retrying: a re-check the store failed is being retried (recheckQuery).
+	retrying atomic.Bool
 }
 
 // queryID names a live query: stable for one Map and expression, so that
