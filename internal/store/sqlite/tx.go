@@ -653,18 +653,27 @@ func (t *tx) TrimEvents(ctx context.Context, p chorus.EventTrim) (int, error) {
 	if !p.After.IsZero() {
 		q += ` AND created_at >= ` + arg(sqlrow.Nanos(p.After))
 	}
+	// What an existing object keeps although old: recent item removals
+	// (tombstones) and the events of its Keep newest IDs. A deleted
+	// object's events go by age alone: a client that subscribes to it is
+	// told it is gone, so nothing of its log is replayed past the
+	// retention, and kept by Keep they would outlive it for good.
+	var kept []string
 	if !p.RemovalsBefore.IsZero() && p.RemovalsBefore.Before(p.Before) {
-		// Tombstones: recent item removals stay.
-		q += ` AND NOT (created_at >= ` + arg(sqlrow.Nanos(p.RemovalsBefore)) +
-			` AND (body LIKE ` + arg(sqlrow.EventTypePattern(chorus.EventListItemRemoved)) + ` ESCAPE '\'` +
-			` OR body LIKE ` + arg(sqlrow.EventTypePattern(chorus.EventMapItemRemoved)) + ` ESCAPE '\'))`
+		kept = append(kept, `(created_at >= `+arg(sqlrow.Nanos(p.RemovalsBefore))+
+			` AND (body LIKE `+arg(sqlrow.EventTypePattern(chorus.EventListItemRemoved))+` ESCAPE '\'`+
+			` OR body LIKE `+arg(sqlrow.EventTypePattern(chorus.EventMapItemRemoved))+` ESCAPE '\'))`)
 	}
 	if p.Keep > 0 {
-		// Each object keeps the events of its Keep newest IDs: an object's
-		// event IDs count up by one, so those are the newest Keep events
-		// but for holes the trim itself made. MAX is one index lookup (an
-		// OFFSET Keep-1 walked Keep index entries for every old row).
-		q += ` AND id <= (SELECT MAX(e2.id) FROM events AS e2 WHERE e2.object_sid = events.object_sid) - ` + arg(p.Keep)
+		// An object's event IDs count up by one, so its Keep newest IDs
+		// are its newest Keep events but for holes the trim itself made.
+		// MAX is one index lookup (an OFFSET Keep-1 walked Keep index
+		// entries for every old row).
+		kept = append(kept, `id > (SELECT MAX(e2.id) FROM events AS e2 WHERE e2.object_sid = events.object_sid) - `+arg(p.Keep))
+	}
+	if len(kept) > 0 {
+		q += ` AND (NOT EXISTS (SELECT 1 FROM objects WHERE objects.sid = events.object_sid) OR NOT (` +
+			strings.Join(kept, ` OR `) + `))`
 	}
 	res, err := t.exec(ctx, q, args...)
 	if err != nil {

@@ -200,6 +200,27 @@ func testTrimTombstones(t *testing.T, s chorus.Store) {
 	if got := fmt.Sprint(eventIDs(getEvents(t, s, m.SID, 0, 100))); got != "[1 4]" {
 		t.Errorf("map events = %s, want [1 4]", got)
 	}
+	// A deleted object's events go by age alone: neither Keep nor a
+	// tombstone keeps them.
+	gone := f.newObject(chorus.KindMap, at(0))
+	insert(t, s, gone)
+	appendEvents(t, s,
+		typed(gone, 1, chorus.EventMapItemAdded, time.Hour),
+		typed(gone, 2, chorus.EventMapItemRemoved, 3*time.Hour),
+		typed(gone, 3, chorus.EventMapItemAdded, 10*time.Hour), // younger than Before
+	)
+	update(t, s, func(tx chorus.Tx) error { return tx.DeleteObject(context.Background(), gone.SID) })
+	update(t, s, func(tx chorus.Tx) error {
+		var err error
+		n, err = tx.TrimEvents(context.Background(), chorus.EventTrim{Before: at(5 * time.Hour), Keep: 10, RemovalsBefore: at(2 * time.Hour)})
+		return err
+	})
+	if got := fmt.Sprint(eventIDs(getEvents(t, s, gone.SID, 0, 100))); n != 2 || got != "[3]" {
+		t.Errorf("a deleted object's trim = %d, events %s; want 2 deleted, [3] left", n, got)
+	}
+	if got := fmt.Sprint(eventIDs(getEvents(t, s, l.SID, 0, 100))) + fmt.Sprint(eventIDs(getEvents(t, s, m.SID, 0, 100))); got != "[3 5][1 4]" {
+		t.Errorf("existing objects' events after that trim = %s, want [3 5][1 4]", got)
+	}
 	// Once older than RemovalsBefore, tombstones go too.
 	update(t, s, func(tx chorus.Tx) error {
 		var err error
