@@ -180,9 +180,19 @@ func (t *tx) NodeHeartbeat(ctx context.Context, node string, now, deadBefore tim
 		return known, nil
 	}
 	// The endpoints of dead (or unknown) nodes go; so do their identities
-	// when that left them without an endpoint.
-	res, err = t.exec(ctx, `DELETE FROM presence_endpoints WHERE node NOT IN (
-		SELECT node FROM presence_nodes WHERE heartbeat >= $1)`, sqlrow.Nanos(deadBefore))
+	// when that left them without an endpoint. The nodes that have
+	// endpoints are found by walking presence_endpoints_node from one node
+	// to the next (a handful of lookups), not by reading every endpoint
+	// row, which took 130-180 ms every heartbeat with 100,000 endpoints.
+	res, err = t.exec(ctx, `DELETE FROM presence_endpoints WHERE node IN (
+		WITH RECURSIVE nodes (node) AS (
+			SELECT MIN(node) FROM presence_endpoints
+			UNION ALL
+			SELECT (SELECT MIN(e.node) FROM presence_endpoints AS e WHERE e.node > nodes.node)
+			FROM nodes WHERE nodes.node IS NOT NULL
+		)
+		SELECT node FROM nodes WHERE node IS NOT NULL AND node NOT IN (
+			SELECT node FROM presence_nodes WHERE heartbeat >= $1))`, sqlrow.Nanos(deadBefore))
 	if err != nil {
 		return known, fail(err)
 	}
