@@ -77,9 +77,10 @@ type ReadTx interface {
 	// Events returns an object's logged events with ID > afterID in ID
 	// order, at most limit.
 	Events(ctx context.Context, objectSID string, afterID int64, limit int) ([]*Event, error)
-	// EventsOfType returns an object's logged events of type t with ID >
-	// afterID in ID order, at most limit.
-	EventsOfType(ctx context.Context, objectSID string, t EventType, afterID int64, limit int) ([]*Event, error)
+	// EventsOfType returns the logged events of the given types that
+	// service serviceSID logged for an object, with afterID < ID <=
+	// throughID, in ID order, at most limit.
+	EventsOfType(ctx context.Context, serviceSID, objectSID string, types []EventType, afterID, throughID int64, limit int) ([]*Event, error)
 
 	// ExpiredObjects and ExpiredItems find what the TTL sweeper deletes.
 	ExpiredObjects(ctx context.Context, now time.Time, limit int) ([]*Object, error)
@@ -196,16 +197,11 @@ type Bus interface {
 }
 
 // EventTrim selects the logged events TrimEvents deletes: those created
-// before Before (and at After or later, unless After is zero), except
-// those among the Keep newest IDs of their object (none when Keep is 0: as
-// IDs count up by one, the newest Keep events) and the item removals
-// (list_item_removed, map_item_removed) created at RemovalsBefore or
-// later. Those stay as tombstones, so that a client further behind than
-// the rest of the log still learns what was removed. A zero
-// RemovalsBefore keeps no removal beyond the rest.
+// before Before (and at After or later, unless After is zero), except,
+// while their object exists, those among the Keep newest IDs of the object
+// (none when Keep is 0: as IDs count up by one, the newest Keep events).
 type EventTrim struct {
-	Before         time.Time
-	After          time.Time
-	Keep           int
-	RemovalsBefore time.Time
+	Before time.Time
+	After  time.Time
+	Keep   int
 }

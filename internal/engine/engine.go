@@ -27,12 +27,7 @@ type Config struct {
 
 	EventRetention time.Duration // how long events stay replayable; default 24h
 	EventKeep      int           // newest events kept per object regardless of age; default 1000
-	// RemovalRetention is how long list and map item removals stay in the
-	// log (tombstones), when longer than EventRetention; default 7 days.
-	// A client that resumes from further back than the rest of the log
-	// still learns of the removals this covers (Replay).
-	RemovalRetention time.Duration
-	SweepInterval    time.Duration // TTL sweeper / log trimmer period; default 5s
+	SweepInterval  time.Duration // TTL sweeper / log trimmer period; default 5s
 
 	// Observe, when set, receives every batch of committed events after
 	// they were published (webhooks). It must not block.
@@ -107,9 +102,6 @@ func New(cfg Config) *Engine {
 	}
 	if cfg.EventKeep == 0 {
 		cfg.EventKeep = 1000
-	}
-	if cfg.RemovalRetention == 0 {
-		cfg.RemovalRetention = 7 * 24 * time.Hour
 	}
 	if cfg.SweepInterval == 0 {
 		cfg.SweepInterval = 5 * time.Second

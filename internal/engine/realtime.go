@@ -123,11 +123,12 @@ func unbroken(evs []*chorus.Event, afterID int64) []*chorus.Event {
 
 // catchUp synthesizes events that bring a subscriber at afterID to the
 // object's current state, at most limit. For a list or map they are the
-// items changed since afterID as they are now, and the removals the log
-// still has, merged in ID order: replayed in that order they leave every
-// item as it is now (an item removed and added again is removed, then
-// updated) and every removed item gone, as far as the log reaches back.
-// Item removals older than the log cannot be recreated.
+// items changed since afterID as they are now, merged in ID order with the
+// item removals (and a list's context updates) the log still holds:
+// replayed in that order they leave every item as it is now (an item
+// removed and added again is removed, then updated) and every removed item
+// gone, as far as the log reaches back. Item removals older than the log
+// cannot be recreated.
 func (e *Engine) catchUp(ctx context.Context, tx chorus.ReadTx, obj *chorus.Object, afterID int64, limit int) ([]*chorus.Event, error) {
 	cur, err := tx.Object(ctx, obj.Kind, obj.ServiceSID, obj.SID)
 	if err != nil {
@@ -147,26 +148,32 @@ func (e *Engine) catchUp(ctx context.Context, tx chorus.ReadTx, obj *chorus.Obje
 	if err != nil {
 		return nil, err
 	}
-	removals, err := tx.EventsOfType(ctx, cur.SID, itemEvent(cur.Kind, false, true), afterID, limit)
+	// A source that filled its limit may have more after its last ID:
+	// nothing beyond that is sent yet, or the next call, starting after
+	// it, would skip the rest of that source. The log is read only that
+	// far, so that the calls of one catch-up read it once between them.
+	through := int64(math.MaxInt64)
+	if limit > 0 && len(items) == limit {
+		through = items[len(items)-1].LastEventID
+	}
+	types := []chorus.EventType{itemEvent(cur.Kind, false, true)}
+	if cur.Kind == chorus.KindList {
+		types = append(types, chorus.EventListContextUpdated)
+	}
+	// Only the service's own events: another service's, under a reused
+	// SID, would fill the limit unseen (see ofService).
+	logged, err := tx.EventsOfType(ctx, cur.ServiceSID, cur.SID, types, afterID, through, limit)
 	if err != nil {
 		return nil, err
 	}
-	removals = ofService(removals, cur.ServiceSID)
-	// A source that filled its limit may have more after its last ID:
-	// nothing beyond that may be sent yet, or the next call, starting
-	// after it, would skip the rest of that source.
-	upTo := int64(math.MaxInt64)
-	if limit > 0 && len(items) == limit {
-		upTo = items[len(items)-1].LastEventID
+	if limit > 0 && len(logged) == limit {
+		through = logged[len(logged)-1].ID
 	}
-	if limit > 0 && len(removals) == limit {
-		upTo = min(upTo, removals[len(removals)-1].ID)
-	}
-	out := make([]*chorus.Event, 0, len(items)+len(removals))
-	for len(items) > 0 || len(removals) > 0 {
+	out := make([]*chorus.Event, 0, len(items)+len(logged))
+	for len(items) > 0 || len(logged) > 0 {
 		var ev *chorus.Event
-		if len(removals) > 0 && (len(items) == 0 || removals[0].ID < items[0].LastEventID) {
-			ev, removals = removals[0], removals[1:]
+		if len(logged) > 0 && (len(items) == 0 || logged[0].ID < items[0].LastEventID) {
+			ev, logged = logged[0], logged[1:]
 		} else {
 			it := items[0]
 			items = items[1:]
@@ -176,7 +183,7 @@ func (e *Engine) catchUp(ctx context.Context, tx chorus.ReadTx, obj *chorus.Obje
 			cp.DateCreated, cp.DateExpires = it.DateUpdated, it.DateExpires
 			ev = &cp
 		}
-		if ev.ID > upTo {
+		if ev.ID > through {
 			break
 		}
 		out = append(out, ev)
@@ -237,12 +244,11 @@ func (e *Engine) Sweep(ctx context.Context) error {
 
 // fullTrimEvery is how often the log trim looks at the whole log. The trims
 // between look only at events that became old since the last one, so that
-// what a trim keeps (each object's newest events, the tombstones of item
-// removals) costs a scan once per period, not at every sweep.
+// what a trim keeps (each object's newest events) costs a scan once per
+// period, not at every sweep.
 const fullTrimEvery = time.Hour
 
-// trimEvents trims the event log: see Config.EventRetention, EventKeep and
-// RemovalRetention.
+// trimEvents trims the event log: see Config.EventRetention and EventKeep.
 func (e *Engine) trimEvents(ctx context.Context) error {
 	e.trimMu.Lock()
 	defer e.trimMu.Unlock()
@@ -252,7 +258,6 @@ func (e *Engine) trimEvents(ctx context.Context) error {
 		now = c.now
 		p = chorus.EventTrim{
 			Before: c.now.Add(-e.cfg.EventRetention), Keep: e.cfg.EventKeep,
-			RemovalsBefore: c.now.Add(-e.cfg.RemovalRetention),
 		}
 		if !e.trimmedTo.IsZero() && c.now.Sub(e.lastFullTrim) < fullTrimEvery && !p.Before.Before(e.trimmedTo) {
 			p.After = e.trimmedTo

@@ -95,10 +95,9 @@ func benchmarkWrites(b *testing.B, cfg Config, writers int, hot bool, write func
 }
 
 // BenchmarkTrimEvents is the SQLite store's BenchmarkTrimEvents on
-// PostgreSQL: a sweep's log trim over 100,000 item-removal tombstones (2
-// days old) and 100 objects' newest 1,000 events, none of which it may
-// delete, looking at the whole log (the hourly trim) against looking only
-// at the last 5 s (the sweeps between).
+// PostgreSQL: a sweep's log trim over 100 objects' newest 2,000 events, a
+// day old, none of which it may delete, looking at the whole log (the
+// hourly trim) against looking only at the last 5 s (the sweeps between).
 func BenchmarkTrimEvents(b *testing.B) {
 	s := open(b, Config{})
 	ctx := context.Background()
@@ -107,19 +106,14 @@ func BenchmarkTrimEvents(b *testing.B) {
 		objs[i] = newDoc(b, s)
 	}
 	now := time.Now()
-	const tombstones, kept = 100_000, 1000
-	ids := make([]int64, len(objs))
-	for start := 0; start < tombstones+len(objs)*kept; start += 10_000 {
+	const kept = 2000
+	for start := 0; start < len(objs)*kept; start += 10_000 {
 		err := s.Update(ctx, func(tx chorus.Tx) error {
-			for i := start; i < start+10_000 && i < tombstones+len(objs)*kept; i++ {
+			for i := start; i < start+10_000; i++ {
 				o := objs[i%len(objs)]
-				ids[i%len(objs)]++
 				e := &chorus.Event{
-					Type: chorus.EventMapItemRemoved, ID: ids[i%len(objs)], AccountSID: o.AccountSID, ServiceSID: o.ServiceSID,
-					ObjectSID: o.SID, Kind: chorus.KindMap, ItemKey: fmt.Sprintf("k%d", i), DateCreated: now.Add(-48 * time.Hour),
-				}
-				if i >= tombstones {
-					e.Type, e.DateCreated = chorus.EventMapItemUpdated, now.Add(-30*time.Hour)
+					Type: chorus.EventMapItemUpdated, ID: int64(i/len(objs) + 1), AccountSID: o.AccountSID, ServiceSID: o.ServiceSID,
+					ObjectSID: o.SID, Kind: chorus.KindMap, ItemKey: fmt.Sprintf("k%d", i), DateCreated: now.Add(-30 * time.Hour),
 				}
 				if err := tx.AppendEvent(ctx, e); err != nil {
 					return err
@@ -134,7 +128,7 @@ func BenchmarkTrimEvents(b *testing.B) {
 	if _, err := s.pool.Exec(ctx, "ANALYZE events"); err != nil {
 		b.Fatal(err)
 	}
-	trim := chorus.EventTrim{Before: now.Add(-24 * time.Hour), Keep: kept, RemovalsBefore: now.Add(-7 * 24 * time.Hour)}
+	trim := chorus.EventTrim{Before: now.Add(-24 * time.Hour), Keep: kept}
 	for _, tt := range []struct {
 		name  string
 		after time.Time

@@ -783,11 +783,26 @@ func (t *tx) Events(ctx context.Context, objectSID string, afterID int64, limit 
 	return es, nil
 }
 
-func (t *tx) EventsOfType(ctx context.Context, objectSID string, typ chorus.EventType, afterID int64, limit int) ([]*chorus.Event, error) {
-	es, err := queryAll(ctx, t, sqlrow.ScanEvent, `SELECT `+sqlrow.EventCols+` FROM events
-		WHERE object_sid = $1 AND id > $2 AND body LIKE $3 ESCAPE '\' ORDER BY id LIMIT $4`, objectSID, afterID, sqlrow.EventTypePattern(typ), limitArg(limit))
+func (t *tx) EventsOfType(ctx context.Context, serviceSID, objectSID string, types []chorus.EventType, afterID, throughID int64, limit int) ([]*chorus.Event, error) {
+	if len(types) == 0 {
+		return nil, nil
+	}
+	var args []any
+	arg := func(v any) string { args = append(args, v); return "$" + strconv.Itoa(len(args)) }
+	q := `SELECT ` + sqlrow.EventCols + ` FROM events WHERE object_sid = ` + arg(objectSID) + ` AND service_sid = ` + arg(serviceSID) +
+		` AND id > ` + arg(afterID) + ` AND id <= ` + arg(throughID) + ` AND (`
+	for i, typ := range types {
+		if i > 0 {
+			q += ` OR `
+		}
+		// A prefix compare: no LIKE, whose escapes depend on settings.
+		prefix := sqlrow.EventTypePrefix(typ)
+		q += `starts_with(body, ` + arg(prefix) + `)`
+	}
+	q += `) ORDER BY id LIMIT ` + arg(limitArg(limit))
+	es, err := queryAll(ctx, t, sqlrow.ScanEvent, q, args...)
 	if err != nil {
-		return nil, fmt.Errorf("postgres: list %s events of %s: %w", typ, objectSID, err)
+		return nil, fmt.Errorf("postgres: list %v events of %s: %w", types, objectSID, err)
 	}
 	return es, nil
 }
@@ -811,27 +826,17 @@ func (t *tx) TrimEvents(ctx context.Context, p chorus.EventTrim) (int, error) {
 	if !p.After.IsZero() {
 		q += ` AND created_at >= ` + arg(sqlrow.Nanos(p.After))
 	}
-	// What an existing object keeps although old: recent item removals
-	// (tombstones) and the events of its Keep newest IDs. A deleted
-	// object's events go by age alone: a client that subscribes to it is
-	// told it is gone, so nothing of its log is replayed past the
-	// retention, and kept by Keep they would outlive it for good.
-	var kept []string
-	if !p.RemovalsBefore.IsZero() && p.RemovalsBefore.Before(p.Before) {
-		kept = append(kept, `(created_at >= `+arg(sqlrow.Nanos(p.RemovalsBefore))+
-			` AND (body LIKE `+arg(sqlrow.EventTypePattern(chorus.EventListItemRemoved))+` ESCAPE '\'`+
-			` OR body LIKE `+arg(sqlrow.EventTypePattern(chorus.EventMapItemRemoved))+` ESCAPE '\'))`)
-	}
 	if p.Keep > 0 {
-		// An object's event IDs count up by one, so its Keep newest IDs
-		// are its newest Keep events but for holes the trim itself made.
-		// MAX is one index lookup (an OFFSET Keep-1 walked Keep index
-		// entries for every old row).
-		kept = append(kept, `id > (SELECT MAX(e2.id) FROM events AS e2 WHERE e2.object_sid = events.object_sid) - `+arg(int64(p.Keep)))
-	}
-	if len(kept) > 0 {
-		q += ` AND (NOT EXISTS (SELECT 1 FROM objects WHERE objects.sid = events.object_sid) OR NOT (` +
-			strings.Join(kept, ` OR `) + `))`
+		// An existing object keeps the events of its Keep newest IDs: its
+		// event IDs count up by one, so those are its newest Keep events
+		// but for holes the trim itself made. MAX is one index lookup (an
+		// OFFSET Keep-1 walked Keep index entries for every old row). A
+		// deleted object's events go by age alone: a client that
+		// subscribes to it is told it is gone, so nothing of its log is
+		// replayed past the retention, and kept by Keep they would
+		// outlive it for good.
+		q += ` AND (NOT EXISTS (SELECT 1 FROM objects WHERE objects.sid = events.object_sid)
+			OR id <= (SELECT MAX(e2.id) FROM events AS e2 WHERE e2.object_sid = events.object_sid) - ` + arg(int64(p.Keep)) + `)`
 	}
 	tag, err := t.exec(ctx, q, args...)
 	if err != nil {

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
-	"strings"
 	"time"
 
 	"github.com/chorus-sync/chorus"
@@ -234,20 +233,10 @@ func EncodeEvent(e *chorus.Event) (body string, data, itemData any, err error) {
 	return string(b), Blob(e.Data), Blob(e.ItemData), nil
 }
 
-// EventTypePattern is a LIKE pattern, with a backslash as its escape character,
-// that matches the body EncodeEvent stores for an event of type t and no
-// other: every body starts with its type.
-func EventTypePattern(t chorus.EventType) string {
-	prefix := string(appendString([]byte(`{"type":`), string(t))) + ","
-	var b strings.Builder
-	for _, c := range []byte(prefix) {
-		if c == '%' || c == '_' || c == '\\' {
-			b.WriteByte('\\')
-		}
-		b.WriteByte(c)
-	}
-	b.WriteByte('%')
-	return b.String()
+// EventTypePrefix is how the body EncodeEvent stores for an event of type
+// t starts, and no other type's body: every body starts with its type.
+func EventTypePrefix(t chorus.EventType) string {
+	return string(appendString([]byte(`{"type":`), string(t))) + ","
 }
 
 // DecodeEvent is the event stored as body, data and itemData (nil: NULL).

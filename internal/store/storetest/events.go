@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math"
+	"slices"
 	"testing"
 	"time"
 
@@ -122,116 +124,84 @@ func testEventsOfType(t *testing.T, s chorus.Store) {
 	appendEvents(t, s,
 		typed(m, 1, chorus.EventMapItemAdded, "a"),
 		typed(m, 2, chorus.EventMapItemRemoved, "a"),
-		// Bodies that contain a removal's type elsewhere, or differ from
-		// it only where LIKE has wildcards, are not removals.
+		// Bodies that contain a removal's type elsewhere, or a type that
+		// starts like it, are not removals.
 		typed(m, 3, chorus.EventMapItemUpdated, `{"type":"map_item_removed",`),
-		typed(m, 4, chorus.EventType("mapXitemXremoved"), "b"),
+		typed(m, 4, chorus.EventType("map_item_removed_x"), "b"),
 		typed(m, 5, chorus.EventMapItemRemoved, `100% _\\ "quoted"`),
 		typed(m, 6, chorus.EventMapItemRemoved, "c"),
 		typed(other, 1, chorus.EventMapItemRemoved, "a"),
 	)
+	// Another service's event under m's SID (a reused SID).
+	foreign := typed(m, 7, chorus.EventMapItemRemoved, "z")
+	foreign.ServiceSID = "ISother"
+	appendEvents(t, s, foreign)
+	removed := []chorus.EventType{chorus.EventMapItemRemoved}
 	tests := []struct {
-		obj   string
-		typ   chorus.EventType
-		after int64
-		limit int
-		want  []int64
+		svc, obj       string
+		types          []chorus.EventType
+		after, through int64
+		limit          int
+		want           []int64
 	}{
-		{m.SID, chorus.EventMapItemRemoved, 0, 100, []int64{2, 5, 6}},
-		{m.SID, chorus.EventMapItemRemoved, 2, 1, []int64{5}},
-		{m.SID, chorus.EventMapItemRemoved, 5, 100, []int64{6}},
-		{m.SID, chorus.EventMapItemRemoved, 6, 100, []int64{}},
-		{m.SID, chorus.EventMapItemUpdated, 0, 100, []int64{3}},
-		{m.SID, chorus.EventListItemRemoved, 0, 100, []int64{}},
-		{other.SID, chorus.EventMapItemRemoved, 0, 100, []int64{1}},
+		{f.svc.SID, m.SID, removed, 0, math.MaxInt64, 100, []int64{2, 5, 6}},
+		{f.svc.SID, m.SID, removed, 2, math.MaxInt64, 1, []int64{5}},
+		{f.svc.SID, m.SID, removed, 5, math.MaxInt64, 100, []int64{6}},
+		{f.svc.SID, m.SID, removed, 6, math.MaxInt64, 100, []int64{}},
+		{f.svc.SID, m.SID, removed, 6, math.MaxInt64, 1, []int64{}},
+		{f.svc.SID, m.SID, removed, 0, 5, 100, []int64{2, 5}},
+		{f.svc.SID, m.SID, removed, 0, 4, 100, []int64{2}},
+		{f.svc.SID, m.SID, []chorus.EventType{chorus.EventMapItemUpdated}, 0, math.MaxInt64, 100, []int64{3}},
+		{f.svc.SID, m.SID, []chorus.EventType{chorus.EventMapItemAdded, chorus.EventMapItemUpdated}, 0, math.MaxInt64, 100, []int64{1, 3}},
+		{f.svc.SID, m.SID, []chorus.EventType{chorus.EventListItemRemoved}, 0, math.MaxInt64, 100, []int64{}},
+		{f.svc.SID, m.SID, nil, 0, math.MaxInt64, 100, []int64{}},
+		{f.svc.SID, other.SID, removed, 0, math.MaxInt64, 100, []int64{1}},
+		{"ISother", m.SID, removed, 0, math.MaxInt64, 100, []int64{7}},
 	}
 	for _, tt := range tests {
-		t.Run(fmt.Sprintf("%s/%s/after=%d/limit=%d", tt.obj[:6], tt.typ, tt.after, tt.limit), func(t *testing.T) {
+		t.Run(fmt.Sprintf("%s/%v/after=%d/through=%d/limit=%d", tt.obj[:6], tt.types, tt.after, tt.through, tt.limit), func(t *testing.T) {
 			got := mustGet(t, s, "EventsOfType", func(ctx context.Context, tx chorus.ReadTx) ([]*chorus.Event, error) {
-				return tx.EventsOfType(ctx, tt.obj, tt.typ, tt.after, tt.limit)
+				return tx.EventsOfType(ctx, tt.svc, tt.obj, tt.types, tt.after, tt.through, tt.limit)
 			})
 			if ids := eventIDs(got); fmt.Sprint(ids) != fmt.Sprint(tt.want) {
-				t.Errorf("EventsOfType(%s, %s, %d, %d) = %v, want %v", tt.obj, tt.typ, tt.after, tt.limit, ids, tt.want)
+				t.Errorf("EventsOfType(%s, %v, %d, %d, %d) = %v, want %v", tt.obj, tt.types, tt.after, tt.through, tt.limit, ids, tt.want)
 			}
 			for _, e := range got {
-				if e.ObjectSID != tt.obj || e.Type != tt.typ {
-					t.Errorf("EventsOfType(%s, %s) returned %s of %s", tt.obj, tt.typ, e.Type, e.ObjectSID)
+				if e.ObjectSID != tt.obj || !slices.Contains(tt.types, e.Type) {
+					t.Errorf("EventsOfType(%s, %v) returned %s of %s", tt.obj, tt.types, e.Type, e.ObjectSID)
 				}
 			}
 		})
 	}
 }
 
-// testTrimTombstones: item removals newer than RemovalsBefore outlive the
-// rest of the log; older ones, and every other event, are trimmed as usual.
-func testTrimTombstones(t *testing.T, s chorus.Store) {
+func testTrimDeletedObject(t *testing.T, s chorus.Store) {
 	f := setup(t, s)
-	l := f.newObject(chorus.KindList, at(0))
-	m := f.newObject(chorus.KindMap, at(0))
-	insert(t, s, l, m)
-	typed := func(obj *chorus.Object, id int64, typ chorus.EventType, created time.Duration) *chorus.Event {
-		e := newEvent(obj, id, at(created))
-		e.Type = typ
-		return e
+	kept := f.newObject(chorus.KindMap, at(0))
+	gone := f.newObject(chorus.KindMap, at(0))
+	insert(t, s, kept, gone)
+	for _, o := range []*chorus.Object{kept, gone} {
+		appendEvents(t, s,
+			newEvent(o, 1, at(time.Hour)),
+			newEvent(o, 2, at(3*time.Hour)),
+			newEvent(o, 3, at(10*time.Hour)), // younger than Before
+		)
 	}
-	appendEvents(t, s,
-		typed(l, 1, chorus.EventListItemAdded, time.Hour),
-		typed(l, 2, chorus.EventListItemRemoved, time.Hour),   // older than RemovalsBefore
-		typed(l, 3, chorus.EventListItemRemoved, 3*time.Hour), // a tombstone
-		typed(l, 4, chorus.EventListItemUpdated, 3*time.Hour),
-		typed(l, 5, chorus.EventListItemAdded, 10*time.Hour), // younger than Before
-		typed(m, 1, chorus.EventMapItemRemoved, 3*time.Hour), // a tombstone
-		typed(m, 2, chorus.EventMapItemUpdated, 3*time.Hour),
-		typed(m, 3, chorus.EventMapRemoved, 3*time.Hour),     // the map's own removal is no tombstone
-		typed(m, 4, chorus.EventMapItemRemoved, 4*time.Hour), // kept by Keep anyway
-	)
+	update(t, s, func(tx chorus.Tx) error { return tx.DeleteObject(context.Background(), gone.SID) })
 	var n int
 	update(t, s, func(tx chorus.Tx) error {
 		var err error
-		n, err = tx.TrimEvents(context.Background(), chorus.EventTrim{Before: at(5 * time.Hour), Keep: 1, RemovalsBefore: at(2 * time.Hour)})
-		return err
-	})
-	if n != 5 {
-		t.Errorf("TrimEvents = %d, want 5", n)
-	}
-	if got := fmt.Sprint(eventIDs(getEvents(t, s, l.SID, 0, 100))); got != "[3 5]" {
-		t.Errorf("list events = %s, want [3 5]", got)
-	}
-	if got := fmt.Sprint(eventIDs(getEvents(t, s, m.SID, 0, 100))); got != "[1 4]" {
-		t.Errorf("map events = %s, want [1 4]", got)
-	}
-	// A deleted object's events go by age alone: neither Keep nor a
-	// tombstone keeps them.
-	gone := f.newObject(chorus.KindMap, at(0))
-	insert(t, s, gone)
-	appendEvents(t, s,
-		typed(gone, 1, chorus.EventMapItemAdded, time.Hour),
-		typed(gone, 2, chorus.EventMapItemRemoved, 3*time.Hour),
-		typed(gone, 3, chorus.EventMapItemAdded, 10*time.Hour), // younger than Before
-	)
-	update(t, s, func(tx chorus.Tx) error { return tx.DeleteObject(context.Background(), gone.SID) })
-	update(t, s, func(tx chorus.Tx) error {
-		var err error
-		n, err = tx.TrimEvents(context.Background(), chorus.EventTrim{Before: at(5 * time.Hour), Keep: 10, RemovalsBefore: at(2 * time.Hour)})
-		return err
-	})
-	if got := fmt.Sprint(eventIDs(getEvents(t, s, gone.SID, 0, 100))); n != 2 || got != "[3]" {
-		t.Errorf("a deleted object's trim = %d, events %s; want 2 deleted, [3] left", n, got)
-	}
-	if got := fmt.Sprint(eventIDs(getEvents(t, s, l.SID, 0, 100))) + fmt.Sprint(eventIDs(getEvents(t, s, m.SID, 0, 100))); got != "[3 5][1 4]" {
-		t.Errorf("existing objects' events after that trim = %s, want [3 5][1 4]", got)
-	}
-	// Once older than RemovalsBefore, tombstones go too.
-	update(t, s, func(tx chorus.Tx) error {
-		var err error
-		n, err = tx.TrimEvents(context.Background(), chorus.EventTrim{Before: at(5 * time.Hour), Keep: 1, RemovalsBefore: at(5 * time.Hour)})
+		n, err = tx.TrimEvents(context.Background(), chorus.EventTrim{Before: at(5 * time.Hour), Keep: 10})
 		return err
 	})
 	if n != 2 {
-		t.Errorf("TrimEvents past the tombstones = %d, want 2", n)
+		t.Errorf("TrimEvents = %d, want 2 (the deleted object's old events)", n)
 	}
-	if got := fmt.Sprint(eventIDs(getEvents(t, s, l.SID, 0, 100))) + fmt.Sprint(eventIDs(getEvents(t, s, m.SID, 0, 100))); got != "[5][4]" {
-		t.Errorf("events after the tombstones went = %s, want [5][4]", got)
+	if got := fmt.Sprint(eventIDs(getEvents(t, s, gone.SID, 0, 100))); got != "[3]" {
+		t.Errorf("deleted object's events = %s, want [3]", got)
+	}
+	if got := fmt.Sprint(eventIDs(getEvents(t, s, kept.SID, 0, 100))); got != "[1 2 3]" {
+		t.Errorf("existing object's events = %s, want [1 2 3]", got)
 	}
 }
 

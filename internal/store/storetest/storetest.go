@@ -41,7 +41,7 @@ func Run(t *testing.T, open func(t testing.TB) chorus.Store) {
 		{"ExpiredObjects", testExpiredObjects},
 		{"ExpiredItems", testExpiredItems},
 		{"TrimEvents", testTrimEvents},
-		{"TrimTombstones", testTrimTombstones},
+		{"TrimDeletedObject", testTrimDeletedObject},
 		{"Rollback", testRollback},
 		{"ConcurrentRollback", testConcurrentRollback},
 		{"ReadModifyWrite", testReadModifyWrite},
