@@ -30,7 +30,7 @@ type OutboxEntry struct {
 type OutboxBacklog struct {
 	ServiceSID string
 	Pending    int
-	Oldest     time.Time // DateCreated of the oldest pending entry
+	Oldest     time.Time // DateCreated of the first (lowest Seq) or the earliest pending entry: the same unless nodes' clocks differ
 }
 
 // Endpoint is one connected client endpoint of an identity, on one node:

@@ -25,6 +25,9 @@ func (t *tx) Outbox(ctx context.Context, serviceSID string, perKey, limit int) (
 }
 
 func (t *tx) OutboxBacklog(ctx context.Context) ([]*chorus.OutboxBacklog, error) {
+	// One pass over the table: with 200,000 webhooks pending in 100
+	// services, 56-59 ms against 215-244 ms for SQLite's walk of the
+	// service index, whose counts visit the heap (BenchmarkOutboxBacklog).
 	bs, err := queryAll(ctx, t, sqlrow.BacklogRow, `SELECT service_sid, COUNT(*), MIN(created_at) FROM outbox
 		GROUP BY service_sid ORDER BY service_sid`)
 	if err != nil {

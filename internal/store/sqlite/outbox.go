@@ -25,8 +25,20 @@ func (t *tx) Outbox(ctx context.Context, serviceSID string, perKey, limit int) (
 }
 
 func (t *tx) OutboxBacklog(ctx context.Context) ([]*chorus.OutboxBacklog, error) {
-	bs, err := queryAll(ctx, t, sqlrow.BacklogRow, `SELECT service_sid, COUNT(*), MIN(created_at) FROM outbox
-		GROUP BY service_sid ORDER BY service_sid`)
+	// The services are found by walking outbox_service from one service to
+	// the next, each counted on that index and dated by its first entry:
+	// one GROUP BY read every row of the table, 4 s every second for the
+	// leader's sweep with 1M webhooks pending (receivers down).
+	bs, err := queryAll(ctx, t, sqlrow.BacklogRow, `WITH RECURSIVE svc (sid) AS (
+			SELECT MIN(service_sid) FROM outbox
+			UNION ALL
+			SELECT (SELECT MIN(o.service_sid) FROM outbox AS o WHERE o.service_sid > svc.sid)
+			FROM svc WHERE svc.sid IS NOT NULL
+		)
+		SELECT sid,
+			(SELECT COUNT(*) FROM outbox AS o WHERE o.service_sid = svc.sid),
+			(SELECT o.created_at FROM outbox AS o WHERE o.service_sid = svc.sid ORDER BY o.seq LIMIT 1)
+		FROM svc WHERE sid IS NOT NULL ORDER BY sid`)
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: outbox backlog: %w", err)
 	}
