@@ -81,10 +81,8 @@ func ofService(evs []*chorus.Event, serviceSID string) []*chorus.Event {
 // events with ID > afterID in order (at most limit), as far as the log has
 // them without a gap. When the log no longer has the event after afterID
 // (trimmed), it returns synthetic catch-up events instead and
-// truncated=true: a document_updated with the current state; for a list or
-// map, *_item_updated for every item changed since afterID and the logged
-// removals of items since then, in ID order. A caller at the last returned
-// ID calls again for the rest.
+// truncated=true (see catchUp). A caller at the last returned ID calls
+// again for the rest.
 func (e *Engine) Replay(ctx context.Context, obj *chorus.Object, afterID int64, limit int) (events []*chorus.Event, truncated bool, err error) {
 	if obj.Kind == chorus.KindStream || afterID >= obj.LastEventID {
 		return nil, false, nil
