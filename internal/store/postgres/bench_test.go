@@ -2,14 +2,13 @@ package postgres
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/chorus-sync/chorus"
+	"github.com/chorus-sync/chorus/internal/store/storetest"
 )
 
 // BenchmarkUpdate measures durable writes per second: each op is one
@@ -95,100 +94,19 @@ func benchmarkWrites(b *testing.B, cfg Config, writers int, hot bool, write func
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "writes/s")
 }
 
-// BenchmarkTrimEvents is the SQLite store's BenchmarkTrimEvents on
-// PostgreSQL: a sweep's log trim over 100 objects' newest 2,000 events, a
-// day old, none of which it may delete, looking at the whole log (the
-// hourly trim) against looking only at the last 5 s (the sweeps between).
+// BenchmarkTrimEvents: storetest.BenchTrimEvents over 100 documents, as
+// on SQLite.
 func BenchmarkTrimEvents(b *testing.B) {
 	s := open(b, Config{})
-	ctx := context.Background()
 	objs := make([]*chorus.Object, 100)
 	for i := range objs {
 		objs[i] = newDoc(b, s)
 	}
-	now := time.Now()
-	const kept = 2000
-	for start := 0; start < len(objs)*kept; start += 10_000 {
-		err := s.Update(ctx, func(tx chorus.Tx) error {
-			for i := start; i < start+10_000; i++ {
-				o := objs[i%len(objs)]
-				e := &chorus.Event{
-					Type: chorus.EventMapItemUpdated, ID: int64(i/len(objs) + 1), AccountSID: o.AccountSID, ServiceSID: o.ServiceSID,
-					ObjectSID: o.SID, Kind: chorus.KindMap, ItemKey: fmt.Sprintf("k%d", i), DateCreated: now.Add(-30 * time.Hour),
-				}
-				if err := tx.AppendEvent(ctx, e); err != nil {
-					return err
-				}
-			}
-			return nil
-		})
-		if err != nil {
-			b.Fatal(err)
-		}
-	}
-	if _, err := s.pool.Exec(ctx, "ANALYZE events"); err != nil {
-		b.Fatal(err)
-	}
-	trim := chorus.EventTrim{Before: now.Add(-24 * time.Hour), Keep: kept}
-	for _, tt := range []struct {
-		name  string
-		after time.Time
-	}{{"whole-log", time.Time{}}, {"since-last-trim", trim.Before.Add(-5 * time.Second)}} {
-		b.Run(tt.name, func(b *testing.B) {
-			p := trim
-			p.After = tt.after
-			for b.Loop() {
-				var n int
-				err := s.Update(ctx, func(tx chorus.Tx) error {
-					var err error
-					n, err = tx.TrimEvents(ctx, p)
-					return err
-				})
-				if err != nil || n != 0 {
-					b.Fatalf("TrimEvents = %d, %v; want 0 deleted", n, err)
-				}
-			}
-		})
-	}
+	storetest.BenchTrimEvents(b, s, objs, func() error {
+		_, err := s.pool.Exec(context.Background(), "ANALYZE events")
+		return err
+	})
 }
 
-// BenchmarkOutboxBacklog measures the webhook leader's backlog query (every
-// second, and every /metrics scrape) with 200,000 webhooks pending in 100
-// services, as when receivers are down.
-func BenchmarkOutboxBacklog(b *testing.B) {
-	s := open(b, Config{})
-	ctx := context.Background()
-	now := time.Now()
-	const services, each = 100, 2000
-	sids := make([]string, services)
-	for i := range sids {
-		sids[i] = chorus.NewSID(chorus.PrefixService)
-	}
-	for start := 0; start < services*each; start += 10_000 {
-		err := s.Update(ctx, func(tx chorus.Tx) error {
-			for i := start; i < start+10_000; i++ {
-				svc := sids[i%services]
-				e := &chorus.OutboxEntry{ServiceSID: svc, OrderKey: fmt.Sprintf("ET%d", i%50), DateCreated: now, NextAttempt: now,
-					Event: &chorus.Event{Type: chorus.EventDocumentUpdated, ServiceSID: svc, ObjectSID: "ET1", Kind: chorus.KindDocument,
-						Data: json.RawMessage(`{"title":"Quarterly report","n":42}`), DateCreated: now}}
-				if err := tx.AppendOutbox(ctx, e); err != nil {
-					return err
-				}
-			}
-			return nil
-		})
-		if err != nil {
-			b.Fatal(err)
-		}
-	}
-	for b.Loop() {
-		var backlog []*chorus.OutboxBacklog
-		err := s.View(ctx, func(tx chorus.ReadTx) (err error) {
-			backlog, err = tx.OutboxBacklog(ctx)
-			return err
-		})
-		if err != nil || len(backlog) != services || backlog[0].Pending != each {
-			b.Fatalf("OutboxBacklog = %d services (%v)", len(backlog), err)
-		}
-	}
-}
+// BenchmarkOutboxBacklog: storetest.BenchOutboxBacklog.
+func BenchmarkOutboxBacklog(b *testing.B) { storetest.BenchOutboxBacklog(b, open(b, Config{})) }

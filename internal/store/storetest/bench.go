@@ -1,0 +1,108 @@
+package storetest
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/chorus-sync/chorus"
+)
+
+// The bodies of benchmarks that both stores run on the same data.
+
+// BenchTrimEvents measures a sweep's log trim over objs' newest 2,000
+// events, a day old, none of which it may delete: looking at the whole log
+// (the hourly trim) against looking only at the last 5 s (the sweeps
+// between). objs must exist; analyze, if set, runs after the log is
+// written.
+func BenchTrimEvents(b *testing.B, s chorus.Store, objs []*chorus.Object, analyze func() error) {
+	ctx := context.Background()
+	now := time.Now()
+	const kept = 2000
+	for start := 0; start < len(objs)*kept; start += 10_000 {
+		err := s.Update(ctx, func(tx chorus.Tx) error {
+			for i := start; i < min(start+10_000, len(objs)*kept); i++ {
+				o := objs[i%len(objs)]
+				e := &chorus.Event{
+					Type: chorus.EventMapItemUpdated, ID: int64(i/len(objs) + 1), AccountSID: o.AccountSID, ServiceSID: o.ServiceSID,
+					ObjectSID: o.SID, Kind: chorus.KindMap, ItemKey: fmt.Sprintf("k%d", i), DateCreated: now.Add(-30 * time.Hour),
+				}
+				if err := tx.AppendEvent(ctx, e); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+	if analyze != nil {
+		if err := analyze(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	trim := chorus.EventTrim{Before: now.Add(-24 * time.Hour), Keep: kept}
+	for _, tt := range []struct {
+		name  string
+		after time.Time
+	}{{"whole-log", time.Time{}}, {"since-last-trim", trim.Before.Add(-5 * time.Second)}} {
+		b.Run(tt.name, func(b *testing.B) {
+			p := trim
+			p.After = tt.after
+			for b.Loop() {
+				var n int
+				err := s.Update(ctx, func(tx chorus.Tx) error {
+					var err error
+					n, err = tx.TrimEvents(ctx, p)
+					return err
+				})
+				if err != nil || n != 0 {
+					b.Fatalf("TrimEvents = %d, %v; want 0 deleted", n, err)
+				}
+			}
+		})
+	}
+}
+
+// BenchOutboxBacklog measures the webhook leader's backlog query (every
+// second, and every /metrics scrape) with 200,000 webhooks pending in 100
+// services, as when receivers are down.
+func BenchOutboxBacklog(b *testing.B, s chorus.Store) {
+	ctx := context.Background()
+	now := time.Now()
+	const services, each = 100, 2000
+	sids := make([]string, services)
+	for i := range sids {
+		sids[i] = chorus.NewSID(chorus.PrefixService)
+	}
+	for start := 0; start < services*each; start += 10_000 {
+		err := s.Update(ctx, func(tx chorus.Tx) error {
+			for i := start; i < start+10_000; i++ {
+				svc := sids[i%services]
+				e := &chorus.OutboxEntry{ServiceSID: svc, OrderKey: fmt.Sprintf("ET%d", i%50), DateCreated: now, NextAttempt: now,
+					Event: &chorus.Event{Type: chorus.EventDocumentUpdated, ServiceSID: svc, ObjectSID: "ET1", Kind: chorus.KindDocument,
+						Data: json.RawMessage(`{"title":"Quarterly report","n":42}`), DateCreated: now}}
+				if err := tx.AppendOutbox(ctx, e); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+	for b.Loop() {
+		var backlog []*chorus.OutboxBacklog
+		err := s.View(ctx, func(tx chorus.ReadTx) (err error) {
+			backlog, err = tx.OutboxBacklog(ctx)
+			return err
+		})
+		if err != nil || len(backlog) != services || backlog[0].Pending != each {
+			b.Fatalf("OutboxBacklog = %d services (%v)", len(backlog), err)
+		}
+	}
+}
