@@ -81,6 +81,10 @@ type ReadTx interface {
 	// service serviceSID logged for an object, with afterID < ID <=
 	// throughID, in ID order, at most limit.
 	EventsOfType(ctx context.Context, serviceSID, objectSID string, types []EventType, afterID, throughID int64, limit int) ([]*Event, error)
+	// EventTime returns the creation time of the n-th event (counting
+	// from 0) of all objects' events created at from or later, in
+	// creation order; ok is false when there are no more than n.
+	EventTime(ctx context.Context, from time.Time, n int) (t time.Time, ok bool, err error)
 
 	// ExpiredObjects and ExpiredItems find what the TTL sweeper deletes.
 	ExpiredObjects(ctx context.Context, now time.Time, limit int) ([]*Object, error)

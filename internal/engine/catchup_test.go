@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -338,5 +339,63 @@ func TestCatchUpSendsListContext(t *testing.T) {
 	}
 	if last := got[len(got)-1]; last.Type != chorus.EventListContextUpdated || string(last.Data) != `{"i":3}` {
 		t.Errorf("last replayed = %s %s, want list_context_updated {\"i\":3}", last.Type, last.Data)
+	}
+}
+
+// trimCounter counts TrimEvents calls: one per trim transaction.
+type trimCounter struct {
+	chorus.Store
+	n *atomic.Int64
+}
+type trimCountTx struct {
+	chorus.Tx
+	n *atomic.Int64
+}
+
+func (s trimCounter) Update(ctx context.Context, fn func(chorus.Tx) error) error {
+	return s.Store.Update(ctx, func(tx chorus.Tx) error { return fn(trimCountTx{tx, s.n}) })
+}
+func (t trimCountTx) TrimEvents(ctx context.Context, p chorus.EventTrim) (int, error) {
+	t.n.Add(1)
+	return t.Tx.TrimEvents(ctx, p)
+}
+
+// TestTrimWholeLogInChunks: the hourly trim of the whole log runs in
+// transactions of TrimChunk events, ties at one instant kept together, and
+// leaves what one transaction would: each existing object's newest Keep
+// events, nothing old of a deleted one.
+func TestTrimWholeLogInChunks(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t)
+	docs := make([]*chorus.Object, 3)
+	for i := range docs {
+		docs[i], _ = f.eng.CreateObject(ctx, sys, f.svc, chorus.KindDocument, engine.CreateObject{})
+	}
+	for round := range 6 {
+		for _, d := range docs { // the three writes of a round share one instant
+			if _, err := f.eng.UpdateObject(ctx, sys, f.svc, chorus.KindDocument, d.SID, engine.UpdateObject{Data: json.RawMessage(`{}`)}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		f.clock.Advance(time.Duration(round+1) * time.Minute)
+	}
+	if _, err := f.eng.DeleteObject(ctx, sys, f.svc, chorus.KindDocument, docs[2].SID); err != nil {
+		t.Fatal(err)
+	}
+	f.clock.Advance(48 * time.Hour)
+	var trims atomic.Int64
+	eng := engine.New(engine.Config{Store: trimCounter{f.eng.Store(), &trims}, Bus: f.bus, Now: f.clock.Now, EventKeep: 2, TrimChunk: 2})
+	if err := eng.Sweep(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// 19 events (6 per document and a removal) over 7 instants: a
+	// transaction per instant, and one for the rest.
+	if n := trims.Load(); n < 7 {
+		t.Errorf("the whole-log trim ran in %d transactions, want one per instant at least (7)", n)
+	}
+	for i, want := range []string{"[5 6]", "[5 6]", "[]"} {
+		if evs, err := eng.Events(ctx, f.svc.SID, docs[i].SID, 0, 100); err != nil || fmt.Sprint(eventIDs(evs)) != want {
+			t.Errorf("document %d's log = %v (%v), want %s", i, eventIDs(evs), err, want)
+		}
 	}
 }

@@ -27,7 +27,11 @@ type Config struct {
 
 	EventRetention time.Duration // how long events stay replayable; default 24h
 	EventKeep      int           // newest events kept per object regardless of age; default 1000
-	SweepInterval  time.Duration // TTL sweeper / log trimmer period; default 5s
+	// TrimChunk is how many events one transaction of the hourly
+	// whole-log trim looks at (more only when more were created at one
+	// instant); default 10,000.
+	TrimChunk     int
+	SweepInterval time.Duration // TTL sweeper / log trimmer period; default 5s
 
 	// Observe, when set, receives every batch of committed events after
 	// they were published (webhooks). It must not block.
@@ -102,6 +106,9 @@ func New(cfg Config) *Engine {
 	}
 	if cfg.EventKeep == 0 {
 		cfg.EventKeep = 1000
+	}
+	if cfg.TrimChunk <= 0 {
+		cfg.TrimChunk = 10_000
 	}
 	if cfg.SweepInterval == 0 {
 		cfg.SweepInterval = 5 * time.Second

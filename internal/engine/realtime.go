@@ -246,31 +246,67 @@ func (e *Engine) Sweep(ctx context.Context) error {
 // period, not at every sweep.
 const fullTrimEvery = time.Hour
 
-// trimEvents trims the event log: see Config.EventRetention and EventKeep.
+// trimEvents trims the event log: see Config.EventRetention, EventKeep and
+// TrimChunk.
 func (e *Engine) trimEvents(ctx context.Context) error {
 	e.trimMu.Lock()
 	defer e.trimMu.Unlock()
-	var p chorus.EventTrim
-	var now time.Time
-	err := e.update(ctx, SystemActor(), func(tx chorus.Tx, c *change) error {
-		now = c.now
-		p = chorus.EventTrim{
-			Before: c.now.Add(-e.cfg.EventRetention), Keep: e.cfg.EventKeep,
+	now := e.now()
+	p := chorus.EventTrim{Before: now.Add(-e.cfg.EventRetention), Keep: e.cfg.EventKeep}
+	if !e.trimmedTo.IsZero() && now.Sub(e.lastFullTrim) < fullTrimEvery && !p.Before.Before(e.trimmedTo) {
+		p.After = e.trimmedTo
+		if err := e.trim(ctx, p); err != nil {
+			return err
 		}
-		if !e.trimmedTo.IsZero() && c.now.Sub(e.lastFullTrim) < fullTrimEvery && !p.Before.Before(e.trimmedTo) {
-			p.After = e.trimmedTo
+	} else {
+		if err := e.trimWhole(ctx, p); err != nil {
+			return err
 		}
+		e.lastFullTrim = now
+	}
+	e.trimmedTo = p.Before
+	return nil
+}
+
+// trimWhole trims the whole log below p.Before in creation order, in
+// transactions of about TrimChunk events each, so that no one of them holds
+// the writer for long (on SQLite one transaction over 200,000 kept events
+// took 0.3 s).
+func (e *Engine) trimWhole(ctx context.Context, p chorus.EventTrim) error {
+	var from time.Time // zero: from the oldest event
+	for {
+		var end time.Time
+		var more bool
+		err := e.view(ctx, func(tx chorus.ReadTx) (err error) {
+			end, more, err = tx.EventTime(ctx, from, e.cfg.TrimChunk)
+			return err
+		})
+		if err != nil {
+			return err
+		}
+		chunk := p
+		chunk.After = from
+		if !more || !end.Before(p.Before) {
+			return e.trim(ctx, chunk) // the rest
+		}
+		if !end.After(from) {
+			// More than a chunk created at one instant: all of them.
+			end = from.Add(time.Nanosecond)
+		}
+		chunk.Before = end
+		if err := e.trim(ctx, chunk); err != nil {
+			return err
+		}
+		from = end
+	}
+}
+
+// trim runs one trim transaction.
+func (e *Engine) trim(ctx context.Context, p chorus.EventTrim) error {
+	return e.update(ctx, SystemActor(), func(tx chorus.Tx, _ *change) error {
 		_, err := tx.TrimEvents(ctx, p)
 		return err
 	})
-	if err != nil {
-		return err
-	}
-	e.trimmedTo = p.Before
-	if p.After.IsZero() {
-		e.lastFullTrim = now
-	}
-	return nil
 }
 
 func (e *Engine) sweepObjects(ctx context.Context) (listed, removed int, err error) {

@@ -661,6 +661,20 @@ func (t *tx) AppendEvent(ctx context.Context, e *chorus.Event) error {
 	return nil
 }
 
+func (t *tx) EventTime(ctx context.Context, from time.Time, n int) (time.Time, bool, error) {
+	ts, err := queryAll(ctx, t, func(sc sqlrow.Scanner) (*int64, error) {
+		var n int64
+		return &n, sc.Scan(&n)
+	}, `SELECT created_at FROM events WHERE created_at >= ? ORDER BY created_at LIMIT 1 OFFSET ?`, sqlrow.Nanos(from), int64(n))
+	if err != nil {
+		return time.Time{}, false, fmt.Errorf("sqlite: event time: %w", err)
+	}
+	if len(ts) == 0 {
+		return time.Time{}, false, nil
+	}
+	return sqlrow.Time(*ts[0]), true, nil
+}
+
 func (t *tx) TrimEvents(ctx context.Context, p chorus.EventTrim) (int, error) {
 	var args []any
 	arg := func(v any) string { args = append(args, v); return "?" }

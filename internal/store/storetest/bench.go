@@ -14,8 +14,8 @@ import (
 
 // BenchTrimEvents measures a sweep's log trim over objs' newest 2,000
 // events, a day old, none of which it may delete: looking at the whole log
-// (the hourly trim) against looking only at the last 5 s (the sweeps
-// between). objs must exist; analyze, if set, runs after the log is
+// at once, at one chunk of the hourly whole-log trim (10,000 events), and
+// only at the last 5 s (the sweeps between). objs must exist; analyze, if set, runs after the log is
 // written.
 func BenchTrimEvents(b *testing.B, s chorus.Store, objs []*chorus.Object, analyze func() error) {
 	ctx := context.Background()
@@ -27,7 +27,8 @@ func BenchTrimEvents(b *testing.B, s chorus.Store, objs []*chorus.Object, analyz
 				o := objs[i%len(objs)]
 				e := &chorus.Event{
 					Type: chorus.EventMapItemUpdated, ID: int64(i/len(objs) + 1), AccountSID: o.AccountSID, ServiceSID: o.ServiceSID,
-					ObjectSID: o.SID, Kind: chorus.KindMap, ItemKey: fmt.Sprintf("k%d", i), DateCreated: now.Add(-30 * time.Hour),
+					ObjectSID: o.SID, Kind: chorus.KindMap, ItemKey: fmt.Sprintf("k%d", i),
+					DateCreated: now.Add(-30*time.Hour + time.Duration(i)*time.Millisecond), // a write per ms
 				}
 				if err := tx.AppendEvent(ctx, e); err != nil {
 					return err
@@ -45,13 +46,25 @@ func BenchTrimEvents(b *testing.B, s chorus.Store, objs []*chorus.Object, analyz
 		}
 	}
 	trim := chorus.EventTrim{Before: now.Add(-24 * time.Hour), Keep: kept}
+	// The engine's chunk: the events up to the 10,000th.
+	var chunkEnd time.Time
+	if err := s.View(ctx, func(tx chorus.ReadTx) (err error) {
+		chunkEnd, _, err = tx.EventTime(ctx, time.Time{}, 10_000)
+		return err
+	}); err != nil {
+		b.Fatal(err)
+	}
 	for _, tt := range []struct {
-		name  string
-		after time.Time
-	}{{"whole-log", time.Time{}}, {"since-last-trim", trim.Before.Add(-5 * time.Second)}} {
+		name          string
+		after, before time.Time
+	}{
+		{"whole-log", time.Time{}, trim.Before},
+		{"chunk-of-10000", time.Time{}, chunkEnd},
+		{"since-last-trim", trim.Before.Add(-5 * time.Second), trim.Before},
+	} {
 		b.Run(tt.name, func(b *testing.B) {
 			p := trim
-			p.After = tt.after
+			p.After, p.Before = tt.after, tt.before
 			for b.Loop() {
 				var n int
 				err := s.Update(ctx, func(tx chorus.Tx) error {

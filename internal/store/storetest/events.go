@@ -205,6 +205,47 @@ func testTrimDeletedObject(t *testing.T, s chorus.Store) {
 	}
 }
 
+// testEventTime: the n-th event's creation time in creation order, from a
+// time on, across objects; ties count one by one.
+func testEventTime(t *testing.T, s chorus.Store) {
+	f := setup(t, s)
+	a := f.newObject(chorus.KindDocument, at(0))
+	b := f.newObject(chorus.KindDocument, at(0))
+	insert(t, s, a, b)
+	appendEvents(t, s,
+		newEvent(a, 1, at(time.Second)),
+		newEvent(b, 1, at(2*time.Second)),
+		newEvent(a, 2, at(2*time.Second)),
+		newEvent(b, 2, at(5*time.Second)),
+	)
+	tests := []struct {
+		from time.Time
+		n    int
+		want time.Time
+		ok   bool
+	}{
+		{time.Time{}, 0, at(time.Second), true},
+		{time.Time{}, 1, at(2 * time.Second), true},
+		{time.Time{}, 2, at(2 * time.Second), true},
+		{time.Time{}, 3, at(5 * time.Second), true},
+		{time.Time{}, 4, time.Time{}, false},
+		{at(2 * time.Second), 0, at(2 * time.Second), true},
+		{at(2 * time.Second), 2, at(5 * time.Second), true},
+		{at(3 * time.Second), 1, time.Time{}, false},
+	}
+	for _, tt := range tests {
+		var got time.Time
+		var ok bool
+		err := s.View(context.Background(), func(tx chorus.ReadTx) (err error) {
+			got, ok, err = tx.EventTime(context.Background(), tt.from, tt.n)
+			return err
+		})
+		if err != nil || ok != tt.ok || !got.Equal(tt.want) {
+			t.Errorf("EventTime(%v, %d) = %v, %v, %v; want %v, %v", tt.from, tt.n, got, ok, err, tt.want, tt.ok)
+		}
+	}
+}
+
 func testDeleteObject(t *testing.T, s chorus.Store) {
 	f := setup(t, s)
 	m := f.newObject(chorus.KindMap, at(0))

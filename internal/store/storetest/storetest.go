@@ -42,6 +42,7 @@ func Run(t *testing.T, open func(t testing.TB) chorus.Store) {
 		{"ExpiredItems", testExpiredItems},
 		{"TrimEvents", testTrimEvents},
 		{"TrimDeletedObject", testTrimDeletedObject},
+		{"EventTime", testEventTime},
 		{"Rollback", testRollback},
 		{"ConcurrentRollback", testConcurrentRollback},
 		{"ReadModifyWrite", testReadModifyWrite},
