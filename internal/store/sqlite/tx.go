@@ -662,17 +662,14 @@ func (t *tx) AppendEvent(ctx context.Context, e *chorus.Event) error {
 }
 
 func (t *tx) EventTime(ctx context.Context, from time.Time, n int) (time.Time, bool, error) {
-	ts, err := queryAll(ctx, t, func(sc sqlrow.Scanner) (*int64, error) {
-		var n int64
-		return &n, sc.Scan(&n)
-	}, `SELECT created_at FROM events WHERE created_at >= ? ORDER BY created_at LIMIT 1 OFFSET ?`, sqlrow.Nanos(from), int64(n))
+	ts, err := queryOne(ctx, t, sqlrow.ScanTime, `SELECT created_at FROM events WHERE created_at >= ? ORDER BY created_at LIMIT 1 OFFSET ?`, sqlrow.Nanos(from), int64(n))
+	if errors.Is(err, chorus.ErrNotFound) {
+		return time.Time{}, false, nil
+	}
 	if err != nil {
 		return time.Time{}, false, fmt.Errorf("sqlite: event time: %w", err)
 	}
-	if len(ts) == 0 {
-		return time.Time{}, false, nil
-	}
-	return sqlrow.Time(*ts[0]), true, nil
+	return *ts, true, nil
 }
 
 func (t *tx) TrimEvents(ctx context.Context, p chorus.EventTrim) (int, error) {

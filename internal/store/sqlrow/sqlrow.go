@@ -249,6 +249,16 @@ func DecodeEvent(body string, data, itemData []byte) (*chorus.Event, error) {
 	return &e, nil
 }
 
+// ScanTime scans a row of one time column (Nanos).
+func ScanTime(sc Scanner) (*time.Time, error) {
+	var n int64
+	if err := sc.Scan(&n); err != nil {
+		return nil, err
+	}
+	t := Time(n)
+	return &t, nil
+}
+
 // ScanEvent scans a row of EventCols.
 func ScanEvent(sc Scanner) (*chorus.Event, error) {
 	var body string
