@@ -258,20 +258,30 @@ func (c *conn) recheckAll(ctx context.Context, svc *chorus.Service) {
 // at lq's access again before the next change. A re-check that finds the
 // object gone leaves lq to its removal event.
 func (c *conn) recheckQuery(ctx context.Context, svc *chorus.Service, lq *liveQuery) {
-	if c.checkQuery(ctx, svc, lq) || !lq.retrying.CompareAndSwap(false, true) {
-		return // done, or a retry already runs (its next try reads the current state)
+	if c.checkQuery(ctx, svc, lq) {
+		return
+	}
+	lq.failedChecks.Add(1)
+	if !lq.retrying.CompareAndSwap(false, true) {
+		return // the running retry sees this failure and tries again
 	}
 	go func() {
-		defer lq.retrying.Store(false)
 		wait := c.g.cfg.ResyncRetry
 		for {
+			failed := lq.failedChecks.Load()
 			select {
 			case <-c.ctx.Done():
+				lq.retrying.Store(false)
 				return
 			case <-time.After(wait):
 			}
 			if c.queryGone(lq) || c.checkQuery(c.ctx, c.currentService(), lq) {
-				return
+				lq.retrying.Store(false)
+				// A check that failed meanwhile, after this one read the
+				// state, found this retry running and left it to it.
+				if lq.failedChecks.Load() == failed || !lq.retrying.CompareAndSwap(false, true) {
+					return
+				}
 			}
 			wait = min(2*wait, maxResyncRetry)
 		}

@@ -90,8 +90,10 @@ type liveQuery struct {
 	// access: the access generations before the query's authorization
 	// was read (worker only; see recheckQueryIfChanged).
 	access accessToken
-	// retrying: a re-check the store failed is being retried (recheckQuery).
-	retrying atomic.Bool
+	// retrying: a re-check the store failed is being retried; failedChecks
+	// counts such failures (recheckQuery).
+	retrying     atomic.Bool
+	failedChecks atomic.Uint64
 }
 
 // queryID names a live query: stable for one Map and expression, so that
