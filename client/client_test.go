@@ -13,6 +13,7 @@ import (
 
 	"github.com/chorus-sync/chorus"
 	"github.com/chorus-sync/chorus/client"
+	"github.com/chorus-sync/chorus/internal/server"
 )
 
 type counter struct {
@@ -439,7 +440,14 @@ func TestStreamPublish(t *testing.T) {
 }
 
 func TestReconnectReplaysMissedEvents(t *testing.T) {
-	n := startNode(t, "", "")
+	t.Run("one replay", func(t *testing.T) { testReconnectReplays(t, 0, 0) })
+	// The server interrupts each replay after 2 events: the reader
+	// subscribes again from the last event it got, twice (2 + 2 + 1).
+	t.Run("interrupted replays", func(t *testing.T) { testReconnectReplays(t, 2, 2) })
+}
+
+func testReconnectReplays(t *testing.T, limit int, interruptions uint64) {
+	n := startNodeWith(t, "", "", server.Config{WSReplayLimit: limit})
 	ctx := ctxT(t)
 	writer := n.connect(t, "writer", client.Options{})
 	g := newGate()
@@ -458,8 +466,8 @@ func TestReconnectReplaysMissedEvents(t *testing.T) {
 	}
 	first := recv(t, events)
 
-	g.shut()    // the reader cannot reconnect until released
-	n.restart() // same data directory and port; the handle is not needed again
+	g.shut()        // the reader cannot reconnect until released
+	n = n.restart() // same data directory and port
 	const missed = 5
 	for i := 1; i <= missed; i++ {
 		if err := dw.Set(ctx, counter{N: i}); err != nil { // waits for the writer's reconnect
@@ -480,6 +488,11 @@ func TestReconnectReplaysMissedEvents(t *testing.T) {
 	}
 	if got := counterOf(t, dr.Data()); got != missed {
 		t.Errorf("reader data n = %d, want %d", got, missed)
+	}
+	// At least: the writer's own subscription may have been replayed too,
+	// when its re-subscription came after some of its writes.
+	if got := n.srv.Gateway().Stats().ReplaysInterrupted; got < interruptions || (interruptions == 0 && got != 0) {
+		t.Errorf("replays interrupted = %d, want %d", got, interruptions)
 	}
 	// Live events continue on the new session, without duplicates.
 	if err := dw.Set(ctx, counter{N: 99}); err != nil {

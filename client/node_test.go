@@ -19,6 +19,7 @@ import (
 // on the same data directory and port.
 type node struct {
 	tb     testing.TB
+	cfg    server.Config // kept across restarts
 	dir    string
 	addr   string
 	srv    *server.Server
@@ -31,6 +32,13 @@ func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard
 // startNode starts a server on dir; addr "" picks a free port.
 func startNode(tb testing.TB, dir, addr string) *node {
 	tb.Helper()
+	return startNodeWith(tb, dir, addr, server.Config{})
+}
+
+// startNodeWith is startNode with cfg's settings (its DataDir and Logger
+// are set here).
+func startNodeWith(tb testing.TB, dir, addr string, cfg server.Config) *node {
+	tb.Helper()
 	if dir == "" {
 		dir = tb.TempDir()
 	}
@@ -38,7 +46,8 @@ func startNode(tb testing.TB, dir, addr string) *node {
 		addr = "127.0.0.1:0"
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	srv, err := server.New(ctx, server.Config{DataDir: dir, Logger: quietLogger()})
+	cfg.DataDir, cfg.Logger = dir, quietLogger()
+	srv, err := server.New(ctx, cfg)
 	if err != nil {
 		cancel()
 		tb.Fatalf("server.New: %v", err)
@@ -56,7 +65,7 @@ func startNode(tb testing.TB, dir, addr string) *node {
 		srv.Close()
 		tb.Fatalf("listen %s: %v", addr, err)
 	}
-	n := &node{tb: tb, dir: dir, addr: ln.Addr().String(), srv: srv, cancel: cancel, done: make(chan error, 1)}
+	n := &node{tb: tb, cfg: cfg, dir: dir, addr: ln.Addr().String(), srv: srv, cancel: cancel, done: make(chan error, 1)}
 	go func() { n.done <- srv.Run(ctx, ln) }()
 	tb.Cleanup(n.stop)
 	return n
@@ -79,7 +88,7 @@ func (n *node) stop() {
 func (n *node) restart() *node {
 	n.tb.Helper()
 	n.stop()
-	return startNode(n.tb, n.dir, n.addr)
+	return startNodeWith(n.tb, n.dir, n.addr, n.cfg)
 }
 
 func (n *node) url() string { return "http://" + n.addr }

@@ -201,6 +201,7 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer) error {
 	wsMaxConns := fs.Int("ws-max-conns", 0, "cap on this node's websocket connections, refused with 503 beyond (0 = no cap)")
 	wsMaxUnauth := fs.Int("ws-max-unauth-per-ip", defaultWSMaxUnauthPerIP, "cap on websocket connections per client IP that have not completed init, refused with 429 beyond (0 = no cap; behind a proxy it counts the proxy: raise it or set 0)")
 	wsCoalesce := fs.Duration("ws-coalesce", gateway.DefaultCoalesceInterval, "while the websocket writer pool is behind, write live events to a session at most this often, merged (0 = write each as soon as possible)")
+	wsReplayLimit := fs.Int("ws-replay-limit", gateway.DefaultReplayLimit, "events one subscription request replays at most; past it the client is told the replay was interrupted and subscribes again from where it got to")
 	pprofListen := fs.String("pprof-listen", "", "serve Go's /debug/pprof/ profiling endpoints on this loopback address (off by default)")
 	sec := addSecurityFlags(fs)
 	var devTokens devTokensFlag
@@ -230,6 +231,9 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	if *wsMaxConns < 0 || *wsMaxUnauth < 0 {
 		return usagef("invalid --ws-max-conns or --ws-max-unauth-per-ip: want 0 or more")
+	}
+	if *wsReplayLimit < 1 {
+		return usagef("invalid --ws-replay-limit %d: want 1 or more", *wsReplayLimit)
 	}
 	if *wsCoalesce < 0 || *wsCoalesce > time.Second {
 		return usagef("invalid --ws-coalesce %v: want 0 to 1s", *wsCoalesce)
@@ -261,6 +265,7 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer) error {
 		WSMaxConns:           *wsMaxConns,
 		WSMaxUnauthPerAddr:   *wsMaxUnauth,
 		WSCoalesce:           coalesceSetting(*wsCoalesce),
+		WSReplayLimit:        *wsReplayLimit,
 		DevTokens:            devTokens.mode,
 	}
 	if err := applyDevTokensPublic(fs, &cfg, *devTokensPublic); err != nil {

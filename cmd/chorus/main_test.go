@@ -359,6 +359,7 @@ func TestErrors(t *testing.T) {
 		{"bad log level", nil, []string{"serve", "--log-level", "loud"}, 2, "log-level"},
 		{"negative ws-coalesce", nil, []string{"serve", "--ws-coalesce", "-1ms"}, 2, "ws-coalesce"},
 		{"ws-coalesce too long", nil, []string{"serve", "--ws-coalesce", "2s"}, 2, "ws-coalesce"},
+		{"ws-replay-limit 0", nil, []string{"serve", "--ws-replay-limit", "0"}, 2, "ws-replay-limit"},
 		{"bad public url", nil, []string{"serve", "--public-url", "example.com"}, 2, "public-url"},
 		{"extra argument", nil, []string{"serve", "now"}, 2, "now"},
 		{"partial env", []string{"TWILIO_ACCOUNT_SID=AC0123456789abcdef0123456789abcdef"}, []string{"serve", "--data-dir", filepath.Join(dir, "d1")}, 2, "TWILIO_API_KEY"},

@@ -17,6 +17,10 @@ import (
 	"github.com/chorus-sync/chorus/token"
 )
 
+// DefaultReplayLimit is Config.ReplayLimit's default: 20 store reads of
+// ReplayBatch's default per subscription request.
+const DefaultReplayLimit = 10_000
+
 // Config configures a Gateway. Zero values take the documented defaults.
 type Config struct {
 	// WriterPool writes sessions' sockets through the shared writer pool
@@ -65,6 +69,11 @@ type Config struct {
 	ResyncRetry time.Duration
 	// ReplayBatch is the number of events read per replay step; default 500.
 	ReplayBatch int
+	// ReplayLimit is the number of events one subscription request
+	// replays at most; past it the subscription is established with
+	// replay_status "interrupted" and the client subscribes again from
+	// where the replay got to. Default DefaultReplayLimit.
+	ReplayLimit int
 	// InitTimeout closes connections that send no init; default 30s.
 	InitTimeout time.Duration
 	// MaxInitBytes is the largest WebSocket message accepted before init
@@ -99,12 +108,15 @@ type Stats struct {
 	Merged        uint64 // events, live or replayed, sent inside another's notification (merge.go)
 	HeldWrites    uint64 // session writes of live events held back while the writer pool was behind (coalesce.go)
 	Replayed      uint64 // replayed event frames
-	SlowConsumers uint64 // connections closed for falling behind
-	Malformed     uint64 // connections closed for protocol violations
-	GapFills      uint64 // out-of-order gaps filled from the store
-	GapSkips      uint64 // gaps that could not be filled
-	ResyncRetries uint64 // gap fills and Resync passes run again after a store error
-	Refused       uint64 // connections refused by MaxConns or MaxUnauthenticatedPerAddr
+	// ReplaysInterrupted counts replays stopped at ReplayLimit, for the
+	// client to subscribe again from where they got to.
+	ReplaysInterrupted uint64
+	SlowConsumers      uint64 // connections closed for falling behind
+	Malformed          uint64 // connections closed for protocol violations
+	GapFills           uint64 // out-of-order gaps filled from the store
+	GapSkips           uint64 // gaps that could not be filled
+	ResyncRetries      uint64 // gap fills and Resync passes run again after a store error
+	Refused            uint64 // connections refused by MaxConns or MaxUnauthenticatedPerAddr
 }
 
 // Gateway is the Twilsock V3.0 endpoint. Mount it at /v3/wsconnect.
@@ -130,12 +142,13 @@ type Gateway struct {
 	closed    bool
 	wg        sync.WaitGroup
 
-	replayed      atomic.Uint64
-	merged        atomic.Uint64
-	heldWrites    atomic.Uint64
-	slowConsumers atomic.Uint64
-	malformed     atomic.Uint64
-	refused       atomic.Uint64
+	replayed           atomic.Uint64
+	replaysInterrupted atomic.Uint64
+	merged             atomic.Uint64
+	heldWrites         atomic.Uint64
+	slowConsumers      atomic.Uint64
+	malformed          atomic.Uint64
+	refused            atomic.Uint64
 
 	lastRefusalLog atomic.Int64 // unix ns
 
@@ -194,6 +207,9 @@ func New(cfg Config) *Gateway {
 	}
 	if cfg.ResyncRetry <= 0 {
 		cfg.ResyncRetry = time.Second
+	}
+	if cfg.ReplayLimit <= 0 {
+		cfg.ReplayLimit = DefaultReplayLimit
 	}
 	if cfg.ReplayBatch <= 0 {
 		cfg.ReplayBatch = 500
@@ -316,18 +332,19 @@ func (g *Gateway) Stats() Stats {
 	g.mu.Unlock()
 	topics, subs := g.hub.counts()
 	return Stats{
-		Connections:   n,
-		Subscriptions: subs,
-		Topics:        topics,
-		Delivered:     g.hub.delivered.Load(),
-		Replayed:      g.replayed.Load(),
-		Merged:        g.merged.Load(),
-		HeldWrites:    g.heldWrites.Load(),
-		SlowConsumers: g.slowConsumers.Load(),
-		Malformed:     g.malformed.Load(),
-		GapFills:      g.hub.gapFills.Load(),
-		GapSkips:      g.hub.gapSkips.Load(),
-		ResyncRetries: g.hub.resyncRetries.Load(),
-		Refused:       g.refused.Load(),
+		Connections:        n,
+		Subscriptions:      subs,
+		Topics:             topics,
+		Delivered:          g.hub.delivered.Load(),
+		Replayed:           g.replayed.Load(),
+		ReplaysInterrupted: g.replaysInterrupted.Load(),
+		Merged:             g.merged.Load(),
+		HeldWrites:         g.heldWrites.Load(),
+		SlowConsumers:      g.slowConsumers.Load(),
+		Malformed:          g.malformed.Load(),
+		GapFills:           g.hub.gapFills.Load(),
+		GapSkips:           g.hub.gapSkips.Load(),
+		ResyncRetries:      g.hub.resyncRetries.Load(),
+		Refused:            g.refused.Load(),
 	}
 }

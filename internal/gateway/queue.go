@@ -1,6 +1,9 @@
 package gateway
 
-import "sync"
+import (
+	"context"
+	"sync"
+)
 
 // sendQueue is a connection's bounded outbound queue. push never blocks:
 // over the frame or byte limit it reports false once and the connection is
@@ -22,6 +25,9 @@ type sendQueue struct {
 	// gateway's writer pool (writer.go); urgent when a reply or control
 	// frame is ready. Set before the queue is used.
 	notify func(urgent bool)
+	// roomc, while a replay waits for room (waitRoom), is closed by the
+	// next drain.
+	roomc chan struct{}
 }
 
 func newSendQueue(maxFrames, maxBytes int) *sendQueue {
@@ -129,7 +135,36 @@ func (q *sendQueue) drain(dst []outFrame) ([]outFrame, bool) {
 	for _, f := range dst {
 		q.bytes -= len(f.b)
 	}
+	if q.roomc != nil && len(dst) > 0 {
+		close(q.roomc)
+		q.roomc = nil
+	}
 	return dst, q.overflow
+}
+
+// waitRoom blocks while the queue is at least half full, by frames or by
+// bytes, so that a replay queues events only as fast as the client reads
+// them: a client behind by more than the queue holds is paced, not closed
+// as a slow consumer. It returns at once when the queue has overflowed
+// (the session is closing), and false when ctx ends.
+func (q *sendQueue) waitRoom(ctx context.Context) bool {
+	for {
+		q.mu.Lock()
+		if q.overflow || (len(q.frames)+len(q.held) < q.maxFrames/2 && q.bytes < q.maxBytes/2) {
+			q.mu.Unlock()
+			return ctx.Err() == nil
+		}
+		if q.roomc == nil {
+			q.roomc = make(chan struct{})
+		}
+		room := q.roomc
+		q.mu.Unlock()
+		select {
+		case <-ctx.Done():
+			return false
+		case <-room:
+		}
+	}
 }
 
 // ready reports whether frames are ready to write or the queue

@@ -202,7 +202,13 @@ func (c *conn) establish(ctx context.Context, corr json.Number, k chorus.Kind, s
 
 // catchUp replays events after the client's position until the
 // subscription has caught up with the topic, then makes it live and sends
-// subscription_established.
+// subscription_established. Replayed events are queued only as fast as the
+// client reads them (sendQueue.waitRoom). After ReplayLimit events the
+// replay stops short with replay_status "interrupted" and the subscription
+// stays off the live stream: every SDK generation (0.5 to 4.x, and the Go
+// client) then subscribes again from the last event it received, so a
+// client far behind is caught up in steps, with its other requests served
+// between them, and never skips an event.
 func (c *conn) catchUp(ctx context.Context, corr json.Number, s *subscription, obj *chorus.Object, last *int64) error {
 	t := s.t
 	if s.kind == chorus.KindStream {
@@ -232,6 +238,7 @@ func (c *conn) catchUp(ctx context.Context, corr json.Number, s *subscription, o
 	t.mu.Unlock()
 
 	eng := c.g.cfg.Engine
+	status, sent := "completed", 0
 	for round := 0; ; round++ {
 		// Every round may synthesize catch-up events from current state
 		// when the log no longer reaches back to pos (a trimmed log, or an
@@ -244,7 +251,7 @@ func (c *conn) catchUp(ctx context.Context, corr json.Number, s *subscription, o
 			cp.LastEventID = math.MaxInt64
 			snap = &cp
 		}
-		events, _, err := eng.Replay(ctx, snap, pos, c.g.cfg.ReplayBatch)
+		events, _, err := eng.Replay(ctx, snap, pos, min(c.g.cfg.ReplayBatch, c.g.cfg.ReplayLimit-sent))
 		if err != nil {
 			return err
 		}
@@ -253,9 +260,13 @@ func (c *conn) catchUp(ctx context.Context, corr json.Number, s *subscription, o
 			if e.ID <= pos || !e.Type.Realtime() {
 				continue
 			}
+			if !c.q.waitRoom(ctx) {
+				return ctx.Err()
+			}
 			c.sendReplay(replayFrame(e, c.base, corr))
 			c.g.replayed.Add(1)
 			pos, progressed = e.ID, true
+			sent++
 			if e.Type.Removal() {
 				removed = true
 				break
@@ -276,17 +287,25 @@ func (c *conn) catchUp(ctx context.Context, corr json.Number, s *subscription, o
 		// here on the topic delivers every later event in order. If the
 		// store has nothing more although the topic is ahead, trust the
 		// topic rather than loop.
-		if t.last <= pos || (round > 0 && !progressed) || round > 1000 {
+		if t.last <= pos || (round > 0 && !progressed) {
 			s.delivered = max(s.delivered, pos)
 			s.live = true
 			pos = s.delivered
 			t.mu.Unlock()
 			break
 		}
+		if sent >= c.g.cfg.ReplayLimit {
+			// Not live: the client's next establish replays from pos.
+			s.delivered = pos
+			status = "interrupted"
+			t.mu.Unlock()
+			c.g.replaysInterrupted.Add(1)
+			break
+		}
 		t.mu.Unlock()
 	}
 	sendSync(c, "subscription_established", corr, []map[string]any{{
-		"object_sid": s.sid, "object_type": string(s.kind), "replay_status": "completed", "last_event_id": pos,
+		"object_sid": s.sid, "object_type": string(s.kind), "replay_status": status, "last_event_id": pos,
 	}})
 	return nil
 }

@@ -109,6 +109,8 @@ type Config struct {
 	// WSCoalesce is gateway.Config.CoalesceInterval: 0 = its default,
 	// negative = off.
 	WSCoalesce time.Duration
+	// WSReplayLimit is gateway.Config.ReplayLimit: 0 = its default.
+	WSReplayLimit int
 	// Transport sets the HTTP timeouts, connection caps and TLS
 	// (transport.go); BusAuth the NATS credentials and TLS.
 	Transport Transport
@@ -261,6 +263,7 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 		Engine: s.eng, Verifier: s.verifier, PublicURL: cfg.PublicURL, Logger: cfg.Logger, Presence: s.hooks,
 		MaxConns: cfg.WSMaxConns, MaxUnauthenticatedPerAddr: cfg.WSMaxUnauthPerAddr,
 		CoalesceInterval: cfg.WSCoalesce,
+		ReplayLimit:      cfg.WSReplayLimit,
 		SharedStore:      !oneNode,
 		WriterPool:       true,
 	})

@@ -16,6 +16,7 @@ const { startServer, ARTIFACTS_DIR, TEST_DIR } = require('../lib/harness');
 const PER_SDK_TIMEOUT_MS = 120000; // a healthy run takes 7–14 s per SDK on a busy 2-core machine
 const PARALLEL = 2;
 const RESULTS = path.join(ARTIFACTS_DIR, 'sdk-compat.json');
+const REPLAY_LIMIT = 5; // run-sdk.js's resume feature misses 12 events of each of two objects
 
 const pkg = require('../package.json');
 const aliases = Object.keys(pkg.devDependencies)
@@ -63,7 +64,7 @@ const results = new Map(); // alias → Promise<result>
 // The pool starts in before() and runs in the background, two SDKs at a time; each test awaits its
 // SDK's result, so every test (not the hook) carries its own time budget.
 before(async () => {
-  srv = await startServer({ name: 'sdk-compat' });
+  srv = await startServer({ name: 'sdk-compat', args: ['--ws-replay-limit', String(REPLAY_LIMIT)] });
   const queue = [...aliases];
   const resolvers = new Map();
   for (const { alias } of aliases) results.set(alias, new Promise((r) => resolvers.set(alias, r)));
@@ -86,7 +87,16 @@ after(async () => {
   if (srv) await srv.stop();
 });
 
-const FEATURES = ['connect', 'document', 'list', 'map', 'stream', 'paging', 'updateToken', 'noCrash'];
+test('the resume feature of every SDK went through interrupted replays', async () => {
+  await Promise.all(aliases.map(({ alias }) => results.get(alias)));
+  const text = await (await fetch(`${srv.baseUrl}/metrics`)).text();
+  const m = /^chorus_replays_interrupted_total (\d+)$/m.exec(text);
+  assert.ok(m, 'chorus_replays_interrupted_total in /metrics');
+  // 12 missed events of each of two objects, 5 per replay: at least 2 interruptions per object.
+  assert.ok(Number(m[1]) >= 4 * aliases.length, `${m[1]} interrupted replays for ${aliases.length} SDKs, want at least 4 each`);
+});
+
+const FEATURES = ['connect', 'document', 'list', 'map', 'stream', 'paging', 'updateToken', 'resume', 'noCrash'];
 
 for (const { alias, version } of aliases) {
   test(`twilio-sync ${version} (${alias})`, async () => {

@@ -25,6 +25,7 @@ const COLUMNS = [
   ['stream', 'stream'],
   ['paging', 'pages of 3'],
   ['updateToken', 'updateToken'],
+  ['resume', 'resume (interrupted replays)'],
   ['noCrash', 'no crash'],
 ];
 

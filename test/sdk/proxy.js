@@ -62,9 +62,22 @@ async function startProxy(targetPort, targetHost = '127.0.0.1') {
     resume() {
       refusing = false;
     },
-    close() {
+    /**
+     * Stop. { gentle: true } closes the relayed connections with a FIN even when data is unread
+     * (destroying such a socket sends a reset): twilio-sync 0.5's twilsock, once shut down, has no
+     * error handler left on its socket, and a reset then throws ECONNRESET out of the process.
+     */
+    close({ gentle = false } = {}) {
       refusing = true;
       for (const { client, upstream } of conns) {
+        if (gentle) {
+          client.unpipe(upstream);
+          upstream.unpipe(client);
+          client.resume();
+          client.end();
+          upstream.end();
+          continue;
+        }
         client.destroy();
         upstream.destroy();
       }
