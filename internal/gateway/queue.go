@@ -143,14 +143,15 @@ func (q *sendQueue) drain(dst []outFrame) ([]outFrame, bool) {
 }
 
 // waitRoom blocks while the queue is at least half full, by frames or by
-// bytes, so that a replay queues events only as fast as the client reads
+// bytes (an empty queue always has room), so that a replay queues events only as fast as the client reads
 // them: a client behind by more than the queue holds is paced, not closed
 // as a slow consumer. It returns at once when the queue has overflowed
 // (the session is closing), and false when ctx ends.
 func (q *sendQueue) waitRoom(ctx context.Context) bool {
 	for {
 		q.mu.Lock()
-		if q.overflow || (len(q.frames)+len(q.held) < q.maxFrames/2 && q.bytes < q.maxBytes/2) {
+		n := len(q.frames) + len(q.held)
+		if q.overflow || n == 0 || (n < q.maxFrames/2 && q.bytes < q.maxBytes/2) {
 			q.mu.Unlock()
 			return ctx.Err() == nil
 		}

@@ -7,51 +7,111 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/chorus-sync/chorus"
+	"github.com/chorus-sync/chorus/internal/engine"
 )
 
-// A client that resumes far behind, with a send queue much smaller than its
-// backlog, and that reads slowly, gets every event of the replay: the replay
-// waits for the client instead of overflowing the queue and closing the
-// session as a slow consumer.
+// stallEvents is how many updates of 16 KB fill the send queue and the
+// loopback sockets' buffers (a few MB) with room to spare.
+const stallEvents = 600
+
+// bigUpdates writes n updates of 16 KB to document sid, straight through
+// the engine, and returns the last event id.
+func bigUpdates(t *testing.T, e *env, sid string, n int) int64 {
+	t.Helper()
+	data := json.RawMessage(`{"pad":"` + strings.Repeat("x", 16000) + `"}`)
+	svc := e.service()
+	var last int64
+	for range n {
+		obj, err := e.eng.UpdateObject(context.Background(), engine.SystemActor(), svc, chorus.KindDocument, sid, engine.UpdateObject{Data: data})
+		if err != nil {
+			t.Fatalf("UpdateObject: %v", err)
+		}
+		last = obj.LastEventID
+	}
+	return last
+}
+
+// stalledReplay subscribes a new session of identity to document sid from
+// position start and stops reading, so that the replay of what follows
+// start fills the sockets and has to wait for the client. It returns once
+// the replay has stopped progressing, and a function that makes the
+// session read on, at full speed.
+func stalledReplay(t *testing.T, e *env, identity, sid string, start, last int64) (*tclient, func()) {
+	t.Helper()
+	c := e.dialWith(context.Background(), dialOptions{notes: 16})
+	c.mustInit(e.token(identity, time.Hour))
+	stopReading(c) // replies still arrive; the first notification blocks the reader
+	wantStatus(t, "establish", c.subscribe("establish", 9, docSub(sid, start)), 200, 0)
+	prev := uint64(1<<64 - 1)
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		n := e.gw.Stats().Replayed
+		if n >= uint64(last-start) {
+			t.Fatalf("all %d events were queued while the client read nothing: the replay did not wait for it", n)
+		}
+		if n == prev {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the replay did not settle: %d events queued", n)
+		}
+		prev = n
+	}
+	return c, func() {
+		for range cap(c.notes) {
+			<-c.notes // the placeholders: the reader goes on
+		}
+	}
+}
+
+// notesUntilClosed returns the notifications c receives until its session
+// ends.
+func notesUntilClosed(t *testing.T, c *tclient) []*note {
+	t.Helper()
+	var got []*note
+	timeout := time.After(20 * time.Second)
+	for {
+		select {
+		case n := <-c.notes:
+			got = append(got, n)
+		case <-c.done:
+			for len(c.notes) > 0 {
+				got = append(got, <-c.notes)
+			}
+			return got
+		case <-timeout:
+			t.Fatalf("session still open after %d notifications", len(got))
+		}
+	}
+}
+
+// A client that resumes far behind, with more to replay than its send
+// queue and socket buffers hold, and that stops reading, gets every event
+// of the replay once it reads on: the replay waits for the client instead
+// of overflowing the queue and closing the session as a slow consumer.
 func TestReplayPacedToTheReader(t *testing.T) {
 	e := newEnv(t, withConfig(func(c *Config) {
 		c.SendQueueFrames = 16
-		c.SendQueueBytes = 1 << 20
 		c.WriteTimeout = 10 * time.Second
 		c.ReplayBatch = 50
 	}))
-	a := e.session("alice")
-	doc := wantStatus(t, "create", a.do("POST", "/v3/Documents", nil, map[string]any{"data": map[string]any{}}), 201, 0)
-	sid, url := doc["sid"].(string), doc["url"].(string)
-	start := num(doc["last_event_id"])
-	pad := strings.Repeat("x", 1000)
-	const n = 200 // 12 queues' worth
-	for i := range n {
-		wantStatus(t, "update", a.do("POST", url, nil, map[string]any{"data": map[string]any{"i": i, "pad": pad}}), 200, 0)
-	}
-
-	slow := e.dialWith(context.Background(), dialOptions{smallReadBuffer: true, notes: 16})
-	slow.mustInit(e.token("slow", time.Hour))
-	stopReading(slow) // replies still arrive; the first notification blocks its reader
-	wantStatus(t, "establish", slow.subscribe("establish", 9, docSub(sid, start)), 200, 0)
-	time.Sleep(500 * time.Millisecond) // an unpaced replay overflows the queue within milliseconds
+	doc := e.aclDoc(false)
+	const n = stallEvents
+	last := bigUpdates(t, e, doc.SID, n)
+	c, resume := stalledReplay(t, e, "alice", doc.SID, doc.LastEventID, last)
 	if st := e.gw.Stats(); st.SlowConsumers != 0 {
 		t.Fatalf("slow consumers = %d while the client paused reading, want 0", st.SlowConsumers)
 	}
-	// Read on, at full speed: the 4 KiB socket buffer that made the pause
-	// bite would take the replay seconds through delayed ACKs.
-	slow.tcp.SetReadBuffer(1 << 20)
-	for range cap(slow.notes) {
-		<-slow.notes // the placeholders: the reader goes on
-	}
-	want := start
+	resume()
+	want := doc.LastEventID
 	for {
-		nt := slow.next(20 * time.Second)
+		nt := c.next(20 * time.Second)
 		if nt.EventType == "subscription_established" {
 			var evs []map[string]any
 			json.Unmarshal(nt.Events, &evs)
-			if evs[0]["replay_status"] != "completed" || num(evs[0]["last_event_id"]) != start+n {
-				t.Fatalf("subscription_established = %s, want completed at %d", nt.Events, start+n)
+			if evs[0]["replay_status"] != "completed" || num(evs[0]["last_event_id"]) != last {
+				t.Fatalf("subscription_established = %s, want completed at %d", nt.Events, last)
 			}
 			break
 		}
@@ -59,11 +119,84 @@ func TestReplayPacedToTheReader(t *testing.T) {
 			t.Fatalf("replayed %s %d, want document_updated %d", nt.EventType, nt.id(), want)
 		}
 	}
-	if want != start+n {
-		t.Fatalf("replayed up to %d, want %d", want, start+n)
+	if want != last {
+		t.Fatalf("replayed up to %d, want %d", want, last)
 	}
 	if st := e.gw.Stats(); st.SlowConsumers != 0 || st.Replayed != n {
 		t.Fatalf("stats %+v, want no slow consumer and %d replayed", st, n)
+	}
+}
+
+// A revocation of the session's key while its replay waits for the client
+// stops the replay: nothing written after it reaches the session.
+func TestReplayStopsAtRevocation(t *testing.T) {
+	e := newEnv(t, withConfig(func(c *Config) { c.SendQueueFrames = 16 }))
+	doc := e.aclDoc(false)
+	last := bigUpdates(t, e, doc.SID, stallEvents)
+	c, resume := stalledReplay(t, e, "alice", doc.SID, doc.LastEventID, last)
+	if err := e.gw.RevokeKeys(context.Background(), e.creds.AccountSID, e.creds.APIKeySID); err != nil {
+		t.Fatalf("RevokeKeys: %v", err)
+	}
+	after := bigUpdates(t, e, doc.SID, 5)
+	resume()
+	for _, nt := range notesUntilClosed(t, c) {
+		if nt.id() > last {
+			t.Fatalf("%s %d (written after the revocation, up to %d) reached the revoked session", nt.EventType, nt.id(), after)
+		}
+	}
+}
+
+// Read access withdrawn while a replay waits for the client: the
+// subscription_failed ends the replay; no event of the object follows it.
+func TestReplayStopsAtDenial(t *testing.T) {
+	e := newEnv(t, withConfig(func(c *Config) { c.SendQueueFrames = 16 }))
+	doc := e.aclDoc(true)
+	e.grant(doc.SID, "alice", true)
+	last := bigUpdates(t, e, doc.SID, stallEvents)
+	c, resume := stalledReplay(t, e, "alice", doc.SID, doc.LastEventID, last)
+	if err := e.eng.DeletePermission(context.Background(), e.service(), chorus.KindDocument, doc.SID, "alice"); err != nil {
+		t.Fatal(err)
+	}
+	bigUpdates(t, e, doc.SID, 2)
+	resume()
+	wantDenied(t, c, doc.SID) // skips the events before it
+	marker := e.aclDoc(false)
+	wantStatus(t, "establish marker", c.subscribe("establish", 10, docSub(marker.SID, nil)), 200, 0)
+	e.write(marker.SID, 1)
+	for {
+		nt := c.next(10 * time.Second)
+		if nt.event()["document_sid"] == doc.SID || (nt.EventType == "subscription_established" && strings.Contains(string(nt.Events), doc.SID)) {
+			t.Fatalf("%s %s after the denial", nt.EventType, nt.Events)
+		}
+		if nt.event()["document_sid"] == marker.SID {
+			break
+		}
+	}
+}
+
+// An object removed while its replay waits for the client: the client
+// still gets the events before the removal, then the removal.
+func TestReplaySendsRemovalMidway(t *testing.T) {
+	e := newEnv(t, withConfig(func(c *Config) { c.SendQueueFrames = 16 }))
+	doc := e.aclDoc(false)
+	last := bigUpdates(t, e, doc.SID, stallEvents)
+	c, resume := stalledReplay(t, e, "alice", doc.SID, doc.LastEventID, last)
+	if _, err := e.eng.DeleteObject(context.Background(), engine.SystemActor(), e.service(), chorus.KindDocument, doc.SID); err != nil {
+		t.Fatalf("DeleteObject: %v", err)
+	}
+	resume()
+	want := doc.LastEventID
+	for {
+		nt := c.next(20 * time.Second)
+		if nt.EventType == "document_removed" {
+			if want != last {
+				t.Fatalf("removal after event %d, want every event up to %d first", want, last)
+			}
+			return
+		}
+		if want++; nt.EventType != "document_updated" || nt.id() != want {
+			t.Fatalf("replayed %s %d %s, want document_updated %d", nt.EventType, nt.id(), nt.Events, want)
+		}
 	}
 }
 
@@ -133,5 +266,68 @@ func TestReplayInterruptedAtLimit(t *testing.T) {
 	id := update(26)
 	if nt := b.nextOf("document_updated", 5*time.Second); nt.id() != id {
 		t.Fatalf("live event %d, want %d", nt.id(), id)
+	}
+}
+
+// ReplayLimit bounds a whole subscription request, not each object in it:
+// the SDK asks for up to 100 objects at once, and the session's other
+// requests wait behind the replays.
+func TestReplayLimitPerRequest(t *testing.T) {
+	e := newEnv(t, withConfig(func(c *Config) { c.ReplayLimit = 10 }))
+	b := e.session("bob")
+	var subs []map[string]any
+	var sids []string
+	for range 3 {
+		doc := e.aclDoc(false)
+		for i := range 8 {
+			e.write(doc.SID, i)
+		}
+		subs = append(subs, docSub(doc.SID, doc.LastEventID))
+		sids = append(sids, doc.SID)
+	}
+	wantStatus(t, "establish", b.subscribe("establish", 7, subs...), 200, 0)
+	replayed := map[string]int{}
+	status := map[string]string{}
+	for len(status) < 3 {
+		nt := b.next(10 * time.Second)
+		if nt.EventType == "subscription_established" {
+			var evs []map[string]any
+			json.Unmarshal(nt.Events, &evs)
+			for _, ev := range evs {
+				status[ev["object_sid"].(string)] = ev["replay_status"].(string)
+			}
+			continue
+		}
+		replayed[nt.event()["document_sid"].(string)]++
+	}
+	got := []string{}
+	for _, sid := range sids {
+		got = append(got, strconv.Itoa(replayed[sid])+" "+status[sid])
+	}
+	if want := "8 completed, 2 interrupted, 0 interrupted"; strings.Join(got, ", ") != want {
+		t.Fatalf("replays %s, want %s", strings.Join(got, ", "), want)
+	}
+}
+
+// An empty queue always has room, whatever its bounds.
+func TestWaitRoomTinyQueue(t *testing.T) {
+	q := newSendQueue(1, 1<<20)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if !q.waitRoom(ctx) {
+		t.Fatal("waitRoom on an empty queue of 1 frame blocked")
+	}
+	q.push([]byte("x"))
+	short, cancelShort := context.WithTimeout(ctx, 50*time.Millisecond)
+	defer cancelShort()
+	if q.waitRoom(short) {
+		t.Fatal("waitRoom on a full queue returned room")
+	}
+	go func() {
+		time.Sleep(20 * time.Millisecond)
+		q.drain(nil)
+	}()
+	if !q.waitRoom(ctx) {
+		t.Fatal("waitRoom did not wake on drain")
 	}
 }

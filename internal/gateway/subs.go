@@ -7,6 +7,7 @@ import (
 	"math"
 	"net/http"
 	"strconv"
+	"time"
 
 	"github.com/chorus-sync/chorus"
 )
@@ -91,6 +92,7 @@ func (c *conn) handleSubscriptions(ctx context.Context, id string, r *request) {
 		return
 	}
 
+	budget := c.newReplayBudget()
 	for _, e := range req.Requests {
 		if e.ObjectType == liveQueryType {
 			c.establishLiveQuery(ctx, corr, e.ObjectSID, e.IndexName, e.QueryString)
@@ -117,7 +119,7 @@ func (c *conn) handleSubscriptions(ctx context.Context, id string, r *request) {
 			c.failed(corr, e.ObjectSID, k.NotFound())
 			continue
 		}
-		if err := c.establish(ctx, corr, k, e.ObjectSID, last); err != nil {
+		if err := c.establish(ctx, corr, k, e.ObjectSID, last, budget); err != nil {
 			if ctx.Err() != nil {
 				return
 			}
@@ -146,7 +148,7 @@ func (c *conn) failed(corr json.Number, sid string, e *chorus.Error) {
 // establish subscribes the connection to one object, replays what the
 // client missed after last (nil: nothing) and then goes live. It is
 // idempotent for an object already subscribed.
-func (c *conn) establish(ctx context.Context, corr json.Number, k chorus.Kind, sid string, last *int64) error {
+func (c *conn) establish(ctx context.Context, corr json.Number, k chorus.Kind, sid string, last *int64, budget *replayBudget) error {
 	h := c.g.hub
 	eng := c.g.cfg.Engine
 
@@ -187,7 +189,7 @@ func (c *conn) establish(ctx context.Context, corr json.Number, k chorus.Kind, s
 		if err := c.recheckIfChanged(ctx, s, access); err != nil {
 			return err
 		}
-		return c.catchUp(ctx, corr, s, obj, last)
+		return c.catchUp(ctx, corr, s, obj, last, budget)
 	}
 
 	obj, err := eng.Subscribable(ctx, c.actor, c.svc, k, sid)
@@ -197,19 +199,69 @@ func (c *conn) establish(ctx context.Context, corr json.Number, k chorus.Kind, s
 		}
 		return err
 	}
-	return c.catchUp(ctx, corr, s, obj, last)
+	return c.catchUp(ctx, corr, s, obj, last, budget)
+}
+
+// replayStepTime bounds the time one subscription request spends
+// replaying (see replayBudget).
+const replayStepTime = 5 * time.Second
+
+// replayBudget bounds the replays of one subscription request: at most
+// ReplayLimit events and replayStepTime in all. A request for many objects
+// far behind, or a client that reads slowly, thus holds the session's
+// worker, and the requests queued behind it (a token update among them:
+// twilsock gives a request 20 s), for a bounded time. What it leaves is
+// answered "interrupted", and the client asks again.
+type replayBudget struct {
+	events int
+	until  time.Time
+}
+
+func (c *conn) newReplayBudget() *replayBudget {
+	return &replayBudget{events: c.g.cfg.ReplayLimit, until: time.Now().Add(replayStepTime)}
+}
+
+func (b *replayBudget) spent() bool { return b.events <= 0 || time.Now().After(b.until) }
+
+// replayStep is what became of a replayed event (sendReplayed).
+type replayStep int
+
+const (
+	replaySent replayStep = iota
+	replayHeld            // an access re-check holds the subscription: not sent
+	replayEnd             // canceled, denied or revoked: not sent, and nothing more is
+)
+
+// sendReplayed queues one replayed event unless s may not have it now.
+// It runs under t.mu, as a live delivery does, so that a hold or a denial
+// from an access re-check, or a revocation, falls between two events and
+// stops the replay there. A subscription ended by its object's removal
+// goes on: the log holds the removal, which the client must get.
+func (c *conn) sendReplayed(s *subscription, f *liveEvent) replayStep {
+	t := s.t
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	switch {
+	case c.heldBack() || (s.gone && !t.removed):
+		return replayEnd
+	case s.held != 0 && !s.gone:
+		return replayHeld
+	}
+	c.sendReplay(f)
+	return replaySent
 }
 
 // catchUp replays events after the client's position until the
 // subscription has caught up with the topic, then makes it live and sends
 // subscription_established. Replayed events are queued only as fast as the
-// client reads them (sendQueue.waitRoom). After ReplayLimit events the
-// replay stops short with replay_status "interrupted" and the subscription
-// stays off the live stream: every SDK generation (0.5 to 4.x, and the Go
-// client) then subscribes again from the last event it received, so a
-// client far behind is caught up in steps, with its other requests served
-// between them, and never skips an event.
-func (c *conn) catchUp(ctx context.Context, corr json.Number, s *subscription, obj *chorus.Object, last *int64) error {
+// client reads them (sendQueue.waitRoom). When the request's budget is
+// spent, or an access re-check holds the subscription, the replay stops
+// with replay_status "interrupted" and the subscription stays off the live
+// stream: every SDK generation (0.5 to 4.x, and the Go client) then
+// subscribes again from the last event it received, so a client far behind
+// is caught up in steps, with its other requests served between them, and
+// never skips an event.
+func (c *conn) catchUp(ctx context.Context, corr json.Number, s *subscription, obj *chorus.Object, last *int64, budget *replayBudget) error {
 	t := s.t
 	if s.kind == chorus.KindStream {
 		t.mu.Lock()
@@ -238,35 +290,52 @@ func (c *conn) catchUp(ctx context.Context, corr json.Number, s *subscription, o
 	t.mu.Unlock()
 
 	eng := c.g.cfg.Engine
-	status, sent := "completed", 0
+	status := "completed"
+	chase := false // removed meanwhile: read on to the removal, budget or not
 	for round := 0; ; round++ {
-		// Every round may synthesize catch-up events from current state
-		// when the log no longer reaches back to pos (a trimmed log, or an
-		// imported object): a list or map with more changed items than one
-		// batch needs several such rounds. Rounds after the first look
-		// past obj's snapshot, at whatever the store holds now.
-		snap := obj
-		if round > 0 {
-			cp := *obj
-			cp.LastEventID = math.MaxInt64
-			snap = &cp
+		var events []*chorus.Event
+		if round == 0 || chase || !budget.spent() {
+			// Every round may synthesize catch-up events from current
+			// state when the log no longer reaches back to pos (a trimmed
+			// log, or an imported object): a list or map with more
+			// changed items than one batch needs several such rounds.
+			// Rounds after the first look past obj's snapshot, at
+			// whatever the store holds now.
+			snap := obj
+			if round > 0 {
+				cp := *obj
+				cp.LastEventID = math.MaxInt64
+				snap = &cp
+			}
+			var err error
+			events, _, err = eng.Replay(ctx, snap, pos, max(1, min(c.g.cfg.ReplayBatch, budget.events)))
+			if err != nil {
+				return err
+			}
 		}
-		events, _, err := eng.Replay(ctx, snap, pos, min(c.g.cfg.ReplayBatch, c.g.cfg.ReplayLimit-sent))
-		if err != nil {
-			return err
-		}
-		removed, progressed := false, false
+		removed, progressed, held := false, false, false
 		for _, e := range events {
 			if e.ID <= pos || !e.Type.Realtime() {
 				continue
 			}
+			if budget.spent() && !chase && !e.Type.Removal() {
+				break
+			}
 			if !c.q.waitRoom(ctx) {
 				return ctx.Err()
 			}
-			c.sendReplay(replayFrame(e, c.base, corr))
+			switch c.sendReplayed(s, replayFrame(e, c.base, corr)) {
+			case replayEnd:
+				return nil
+			case replayHeld:
+				held = true
+			}
+			if held {
+				break
+			}
 			c.g.replayed.Add(1)
 			pos, progressed = e.ID, true
-			sent++
+			budget.events--
 			if e.Type.Removal() {
 				removed = true
 				break
@@ -280,21 +349,26 @@ func (c *conn) catchUp(ctx context.Context, corr json.Number, s *subscription, o
 		}
 		t.mu.Lock()
 		if s.gone {
+			gone := !t.removed || (round > 0 && !progressed)
 			t.mu.Unlock()
-			return nil
+			if gone {
+				return nil
+			}
+			chase = true
+			continue
 		}
 		// Caught up when the topic has delivered nothing beyond pos; from
 		// here on the topic delivers every later event in order. If the
 		// store has nothing more although the topic is ahead, trust the
 		// topic rather than loop.
-		if t.last <= pos || (round > 0 && !progressed) {
+		if !held && (t.last <= pos || (round > 0 && !progressed && !budget.spent())) {
 			s.delivered = max(s.delivered, pos)
 			s.live = true
 			pos = s.delivered
 			t.mu.Unlock()
 			break
 		}
-		if sent >= c.g.cfg.ReplayLimit {
+		if held || budget.spent() {
 			// Not live: the client's next establish replays from pos.
 			s.delivered = pos
 			status = "interrupted"
