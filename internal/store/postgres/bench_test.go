@@ -110,3 +110,6 @@ func BenchmarkTrimEvents(b *testing.B) {
 
 // BenchmarkOutboxBacklog: storetest.BenchOutboxBacklog.
 func BenchmarkOutboxBacklog(b *testing.B) { storetest.BenchOutboxBacklog(b, open(b, Config{})) }
+
+// BenchmarkOutboxPage: storetest.BenchOutboxPage.
+func BenchmarkOutboxPage(b *testing.B) { storetest.BenchOutboxPage(b, open(b, Config{})) }

@@ -352,3 +352,6 @@ func BenchmarkNodeHeartbeat(b *testing.B) {
 
 // BenchmarkOutboxBacklog: storetest.BenchOutboxBacklog.
 func BenchmarkOutboxBacklog(b *testing.B) { storetest.BenchOutboxBacklog(b, open(b)) }
+
+// BenchmarkOutboxPage: storetest.BenchOutboxPage.
+func BenchmarkOutboxPage(b *testing.B) { storetest.BenchOutboxPage(b, open(b)) }

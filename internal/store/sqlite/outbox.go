@@ -13,11 +13,16 @@ import (
 // chorus.OutboxWriter).
 
 func (t *tx) Outbox(ctx context.Context, serviceSID string, perKey, limit int) ([]*chorus.OutboxEntry, error) {
-	es, err := queryAll(ctx, t, sqlrow.ScanOutbox, `SELECT `+sqlrow.OutboxCols+` FROM (
-			SELECT *, ROW_NUMBER() OVER (PARTITION BY order_key ORDER BY seq) AS rank,
-				FIRST_VALUE(next_attempt) OVER (PARTITION BY order_key ORDER BY seq) AS head_next
-			FROM outbox WHERE service_sid = ?)
-		WHERE rank <= ? ORDER BY head_next, seq LIMIT ?`, serviceSID, perKey, limitArg(limit))
+	// The page is chosen on the narrow columns and only its rows are read
+	// whole: ranking whole rows sorted every pending body and its data,
+	// 86-96 ms against 39 ms now for a page of 10,000 pending (BenchmarkOutboxPage).
+	es, err := queryAll(ctx, t, sqlrow.ScanOutbox, `WITH page AS (
+			SELECT seq, head_next FROM (
+				SELECT seq, ROW_NUMBER() OVER w AS rank, FIRST_VALUE(next_attempt) OVER w AS head_next
+				FROM outbox WHERE service_sid = ?
+				WINDOW w AS (PARTITION BY order_key ORDER BY seq)) AS ranked
+			WHERE rank <= ? ORDER BY head_next, seq LIMIT ?)
+		SELECT `+sqlrow.OutboxCols+` FROM outbox JOIN page USING (seq) ORDER BY page.head_next, seq`, serviceSID, perKey, limitArg(limit))
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: list outbox of %s: %w", serviceSID, err)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -117,5 +118,45 @@ func BenchOutboxBacklog(b *testing.B, s chorus.Store) {
 		if err != nil || len(backlog) != services || backlog[0].Pending != each {
 			b.Fatalf("OutboxBacklog = %d services (%v)", len(backlog), err)
 		}
+	}
+}
+
+// BenchOutboxPage measures the webhook lane's read of one page (200
+// entries, at most 20 per object) of a service with 10,000 pending
+// webhooks of 1 KB of data each (its receiver down): spread over 10,000
+// objects, or queued behind 50.
+func BenchOutboxPage(b *testing.B, s chorus.Store) {
+	ctx := context.Background()
+	now := time.Now()
+	data := json.RawMessage(`{"pad":"` + strings.Repeat("x", 1000) + `"}`)
+	for _, keys := range []int{10_000, 50} {
+		svc := chorus.NewSID(chorus.PrefixService)
+		err := s.Update(ctx, func(tx chorus.Tx) error {
+			for i := range 10_000 {
+				key := fmt.Sprintf("ET%d", i%keys)
+				e := &chorus.OutboxEntry{ServiceSID: svc, OrderKey: key, DateCreated: now, NextAttempt: now.Add(time.Duration(i%keys) * time.Millisecond),
+					Event: &chorus.Event{Type: chorus.EventDocumentUpdated, ServiceSID: svc, ObjectSID: key, Kind: chorus.KindDocument,
+						Data: data, DateCreated: now}}
+				if err := tx.AppendOutbox(ctx, e); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Run(fmt.Sprintf("objects=%d", keys), func(b *testing.B) {
+			for b.Loop() {
+				var page []*chorus.OutboxEntry
+				err := s.View(ctx, func(tx chorus.ReadTx) (err error) {
+					page, err = tx.Outbox(ctx, svc, 20, 200)
+					return err
+				})
+				if err != nil || len(page) != 200 {
+					b.Fatalf("Outbox = %d entries (%v)", len(page), err)
+				}
+			}
+		})
 	}
 }
