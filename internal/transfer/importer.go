@@ -146,7 +146,11 @@ type Reader interface {
 	// page at a time: an account of any size is never held whole. It
 	// stops at fn's first error and returns it.
 	Objects(ctx context.Context, svc *chorus.Service, k chorus.Kind, fn func(*chorus.Object) error) error
-	Items(ctx context.Context, obj *chorus.Object) ([]*chorus.Item, error)
+	// Items calls fn with the items of a list (in index order) or map (in
+	// the source's key order, which need not be the target's), one page at
+	// a time. fn may keep the page. It stops at fn's first error and
+	// returns it.
+	Items(ctx context.Context, obj *chorus.Object, fn func([]*chorus.Item) error) error
 	Permissions(ctx context.Context, obj *chorus.Object) ([]*chorus.Permission, error)
 	// Requests counts the requests sent and retried (0 for a store).
 	Requests() (sent, retried int64)
@@ -632,7 +636,11 @@ func (im *importer) importObject(ctx context.Context, obj *chorus.Object) (int, 
 	unchanged := old != nil && sameObject(old, obj)
 	var items []*chorus.Item
 	if collection && (!unchanged || im.opt.Verify) {
-		if items, err = im.src.Items(ctx, obj); err != nil {
+		err := im.src.Items(ctx, obj, func(page []*chorus.Item) error {
+			items = append(items, page...)
+			return nil
+		})
+		if err != nil {
 			return 0, im.goneOr(obj, fmt.Errorf("read items: %w", err))
 		}
 	}

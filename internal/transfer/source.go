@@ -239,9 +239,23 @@ type pageMeta struct {
 
 // list GETs every page of the collection at path (relative to BaseURL,
 // with its query) and calls fn with each element of the array key.
+func (s *Source) list(ctx context.Context, path, key string, fn func(json.RawMessage) error) error {
+	return s.listPages(ctx, path, key, func(elems []json.RawMessage) error {
+		for _, e := range elems {
+			if err := fn(e); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// listPages GETs every page of the collection at path (relative to
+// BaseURL, with its query) and calls fn with each page's elements of the
+// array key (also with none, for an empty page); fn must not keep elems.
 // next_page_url's path and query are followed on the source's own origin,
 // so that the credentials never go elsewhere.
-func (s *Source) list(ctx context.Context, path, key string, fn func(json.RawMessage) error) error {
+func (s *Source) listPages(ctx context.Context, path, key string, fn func(elems []json.RawMessage) error) error {
 	base, err := url.Parse(s.BaseURL)
 	if err != nil {
 		return fmt.Errorf("transfer: source URL: %w", err)
@@ -268,10 +282,8 @@ func (s *Source) list(ctx context.Context, path, key string, fn func(json.RawMes
 		if err := json.Unmarshal(raw, &elems); err != nil {
 			return fmt.Errorf("transfer: GET %s: %s: %w", redactURL(u), key, err)
 		}
-		for _, e := range elems {
-			if err := fn(e); err != nil {
-				return err
-			}
+		if err := fn(elems); err != nil {
+			return err
 		}
 		var meta pageMeta
 		if raw, ok := page["meta"]; ok {
@@ -537,27 +549,34 @@ func (s *Source) childrenPath(obj *chorus.Object, children string) string {
 	return objectsPath(&chorus.Service{SID: obj.ServiceSID}, obj.Kind) + "/" + url.PathEscape(obj.SID) + "/" + children + s.pageQuery()
 }
 
-// Items returns a list's items in index order or a map's in key order,
-// but those that expired (see Objects).
-func (s *Source) Items(ctx context.Context, obj *chorus.Object) ([]*chorus.Item, error) {
-	var out []*chorus.Item
+// Items calls fn with a list's items in index order or a map's in key
+// order (the source's order), one page at a time, leaving out those that
+// expired (see Objects): an object of any size is never held whole. A page
+// that only held expired items is not passed on. fn may keep the page; it
+// stops at fn's first error and returns it.
+func (s *Source) Items(ctx context.Context, obj *chorus.Object, fn func([]*chorus.Item) error) error {
 	now := time.Now()
 	path := s.childrenPath(obj, "Items")
-	err := s.list(ctx, path, "items", func(raw json.RawMessage) error {
-		var w itemWire
-		if err := json.Unmarshal(raw, &w); err != nil {
-			return fmt.Errorf("transfer: item of %s: %w", obj.SID, err)
+	return s.listPages(ctx, path, "items", func(elems []json.RawMessage) error {
+		page := make([]*chorus.Item, 0, len(elems))
+		for _, raw := range elems {
+			var w itemWire
+			if err := json.Unmarshal(raw, &w); err != nil {
+				return fmt.Errorf("transfer: item of %s: %w", obj.SID, err)
+			}
+			it, err := w.item(obj)
+			if err != nil {
+				return fmt.Errorf("transfer: %w", err)
+			}
+			if !it.Expired(now) {
+				page = append(page, it)
+			}
 		}
-		it, err := w.item(obj)
-		if err != nil {
-			return fmt.Errorf("transfer: %w", err)
+		if len(page) == 0 {
+			return nil
 		}
-		if !it.Expired(now) {
-			out = append(out, it)
-		}
-		return nil
+		return fn(page)
 	})
-	return out, err
 }
 
 // Permissions returns a document's, list's or map's permissions.

@@ -12,13 +12,13 @@ import (
 // --from-data-dir`): every account with its API keys and services, and
 // what REST does not show (millisecond dates, list context, the next list
 // index). The source should not be written meanwhile (stop its server):
-// each call but Objects, which reads a page at a time, reads one
+// each call but Objects and Items, which read a page at a time, reads one
 // consistent snapshot.
 type StoreReader struct {
 	Store chorus.Store
 	Now   func() time.Time // hides what expired; default time.Now
-	// PageSize is how many objects one read of Objects takes; default
-	// 1000.
+	// PageSize is how many objects or items one read of Objects or Items
+	// takes; default 1000.
 	PageSize int
 }
 
@@ -27,6 +27,13 @@ func (r *StoreReader) now() time.Time {
 		return r.Now()
 	}
 	return time.Now()
+}
+
+func (r *StoreReader) pageSize() int {
+	if r.PageSize > 0 {
+		return r.PageSize
+	}
+	return 1000
 }
 
 // Check pings the store.
@@ -80,10 +87,7 @@ func (r *StoreReader) Services(ctx context.Context) (out []*chorus.Service, err 
 // Objects calls fn with the service's live objects of kind k, PageSize
 // at a time (each page one snapshot; fn runs outside it).
 func (r *StoreReader) Objects(ctx context.Context, svc *chorus.Service, k chorus.Kind, fn func(*chorus.Object) error) error {
-	size := r.PageSize
-	if size <= 0 {
-		size = 1000
-	}
+	size := r.pageSize()
 	q := chorus.ObjectQuery{Limit: size, Now: r.now()}
 	for {
 		var page []*chorus.Object
@@ -108,13 +112,32 @@ func (r *StoreReader) Objects(ctx context.Context, svc *chorus.Service, k chorus
 	}
 }
 
-// Items returns the object's live items.
-func (r *StoreReader) Items(ctx context.Context, obj *chorus.Object) (out []*chorus.Item, err error) {
-	err = r.Store.View(ctx, func(tx chorus.ReadTx) error {
-		out, err = tx.Items(ctx, obj.SID, chorus.ItemQuery{Kind: obj.Kind, Now: r.now()})
-		return err
-	})
-	return out, err
+// Items calls fn with the object's live items in the store's index or key
+// order, PageSize at a time (each page one snapshot; fn runs outside it).
+func (r *StoreReader) Items(ctx context.Context, obj *chorus.Object, fn func([]*chorus.Item) error) error {
+	size := r.pageSize()
+	q := chorus.ItemQuery{Kind: obj.Kind, Limit: size, Now: r.now()}
+	for {
+		var page []*chorus.Item
+		err := r.Store.View(ctx, func(tx chorus.ReadTx) error {
+			var err error
+			page, err = tx.Items(ctx, obj.SID, q)
+			return err
+		})
+		if err != nil {
+			return err
+		}
+		if len(page) > 0 {
+			if err := fn(page); err != nil {
+				return err
+			}
+		}
+		if len(page) < size {
+			return nil
+		}
+		last := page[len(page)-1]
+		q.HasFrom, q.FromIndex, q.FromKey = true, last.Index, last.Key
+	}
 }
 
 // Permissions returns the object's permissions.
