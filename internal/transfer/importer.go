@@ -49,11 +49,17 @@ type Options struct {
 	// Account to create in the target if missing (SID required unless
 	// DryRun).
 	Account Account
+	// TempDir is where the items a list or map needs written wait, beyond
+	// a few MiB of them, until all its pages were read and checked (see
+	// items.go); default os.TempDir().
+	TempDir string
 	// Progress, if set, is called after each object and when the listing
 	// ends (not concurrently).
 	Progress func(Progress)
 	Logger   *slog.Logger
 	Now      func() time.Time
+
+	spoolMem int // bytes of item data an object's spool keeps in memory; default defaultSpoolMem
 }
 
 // Progress is the state of a running import.
@@ -148,8 +154,8 @@ type Reader interface {
 	Objects(ctx context.Context, svc *chorus.Service, k chorus.Kind, fn func(*chorus.Object) error) error
 	// Items calls fn with the items of a list (in index order) or map (in
 	// the source's key order, which need not be the target's), one page at
-	// a time. fn may keep the page. It stops at fn's first error and
-	// returns it.
+	// a time: an object of any size is never held whole. fn may keep the
+	// page. It stops at fn's first error and returns it.
 	Items(ctx context.Context, obj *chorus.Object, fn func([]*chorus.Item) error) error
 	Permissions(ctx context.Context, obj *chorus.Object) ([]*chorus.Permission, error)
 	// Requests counts the requests sent and retried (0 for a store).
@@ -551,15 +557,16 @@ func sameItem(t, s *chorus.Item) bool {
 
 func itemRef(it *chorus.Item) chorus.ItemRef { return chorus.ItemRef{Index: it.Index, Key: it.Key} }
 
-// target is what the store holds of one source object.
+// target is what the store holds of one source object: its row, the
+// object holding its unique name and its permissions. Its items are read
+// a page at a time (items.go).
 type target struct {
 	bySID  *chorus.Object
 	byName *chorus.Object
-	items  []*chorus.Item
 	perms  []*chorus.Permission
 }
 
-func (im *importer) readTarget(ctx context.Context, obj *chorus.Object, wantItems bool) (*target, error) {
+func (im *importer) readTarget(ctx context.Context, obj *chorus.Object) (*target, error) {
 	t := &target{}
 	if im.st == nil {
 		return t, nil
@@ -585,11 +592,6 @@ func (im *importer) readTarget(ctx context.Context, obj *chorus.Object, wantItem
 		if t.bySID == nil {
 			return nil
 		}
-		if wantItems {
-			if t.items, err = tx.Items(ctx, obj.SID, chorus.ItemQuery{Kind: obj.Kind}); err != nil {
-				return err
-			}
-		}
 		if obj.Kind != chorus.KindStream {
 			t.perms, err = tx.Permissions(ctx, obj.SID, chorus.PermissionQuery{})
 		}
@@ -604,7 +606,7 @@ func (im *importer) importObject(ctx context.Context, obj *chorus.Object) (int, 
 	if err := checkObject(obj); err != nil {
 		return 0, im.refuse(obj, "invalid at the source: "+err.Error())
 	}
-	t, err := im.readTarget(ctx, obj, collection)
+	t, err := im.readTarget(ctx, obj)
 	if err != nil {
 		return 0, fmt.Errorf("read target: %w", err)
 	}
@@ -619,7 +621,7 @@ func (im *importer) importObject(ctx context.Context, obj *chorus.Object) (int, 
 			return 0, im.refuse(obj, reason)
 		}
 		drop = append(drop, old.SID)
-		t.bySID, t.items, t.perms = nil, nil, nil
+		t.bySID, t.perms = nil, nil // its items are not compared either: old is nil
 	}
 	if o := t.byName; o != nil && o.SID != obj.SID {
 		if !o.Expired(now) && !im.opt.Overwrite {
@@ -634,14 +636,26 @@ func (im *importer) importObject(ctx context.Context, obj *chorus.Object) (int, 
 			old.DateUpdated.UTC().Format(time.RFC3339), obj.DateUpdated.UTC().Format(time.RFC3339)))
 	}
 	unchanged := old != nil && sameObject(old, obj)
-	var items []*chorus.Item
-	if collection && (!unchanged || im.opt.Verify) {
-		err := im.src.Items(ctx, obj, func(page []*chorus.Item) error {
-			items = append(items, page...)
-			return nil
-		})
-		if err != nil {
-			return 0, im.goneOr(obj, fmt.Errorf("read items: %w", err))
+	readItems := collection && (!unchanged || im.opt.Verify)
+
+	spoolMem := im.opt.spoolMem
+	if spoolMem <= 0 {
+		spoolMem = defaultSpoolMem
+	}
+	d := &itemDiff{
+		puts:      &spool{dir: im.opt.TempDir, max: spoolMem, discard: im.opt.DryRun},
+		nextIndex: obj.NextIndex, // a store source knows it; REST does not show it
+	}
+	defer d.puts.close()
+	if old != nil {
+		d.nextIndex = max(d.nextIndex, old.NextIndex)
+	}
+	var seen map[chorus.ItemRef]struct{} // the source's items
+	var invalid error
+	if readItems {
+		seen = make(map[chorus.ItemRef]struct{})
+		if invalid, err = im.readSourceItems(ctx, obj, old, d, seen); err != nil {
+			return 0, im.goneOr(obj, err)
 		}
 	}
 	var perms []*chorus.Permission
@@ -650,60 +664,40 @@ func (im *importer) importObject(ctx context.Context, obj *chorus.Object) (int, 
 			return 0, im.goneOr(obj, fmt.Errorf("read permissions: %w", err))
 		}
 	}
-	if err := errors.Join(checkItems(items), checkPermissions(perms)); err != nil {
+	if err := errors.Join(invalid, checkPermissions(perms)); err != nil {
 		return 0, im.refuse(obj, "invalid at the source: "+err.Error())
 	}
+	if collection && old != nil {
+		// The target's items the source does not have, and the highest
+		// event id of them all.
+		err := im.pageTarget(ctx, obj, func(page []*chorus.Item) {
+			for _, it := range page {
+				d.maxEvent = max(d.maxEvent, it.LastEventID)
+				if !readItems {
+					d.counts.Unchanged++
+				} else if _, ok := seen[itemRef(it)]; !ok {
+					d.dels = append(d.dels, itemRef(it))
+					d.counts.Deleted++
+				}
+			}
+		})
+		if err != nil {
+			return 0, err
+		}
+	}
+	seen = nil
 
 	// Event ids continue above everything the target has and above base.
-	next := im.base
+	next := max(im.base, d.maxEvent)
 	if old != nil {
 		next = max(next, old.LastEventID)
 	}
-	have := make(map[chorus.ItemRef]*chorus.Item, len(t.items))
-	for _, it := range t.items {
-		have[itemRef(it)] = it
-		next = max(next, it.LastEventID)
-	}
-	var puts []*chorus.Item
-	var dels []chorus.ItemRef
-	var itemCounts Counts
-	nextIndex := obj.NextIndex // a store source knows it; REST does not show it
-	if old != nil {
-		nextIndex = max(nextIndex, old.NextIndex)
-	}
-	if collection && (!unchanged || im.opt.Verify) {
-		seen := make(map[chorus.ItemRef]bool, len(items))
-		for _, it := range items {
-			ref := itemRef(it)
-			seen[ref] = true
-			if it.Kind == chorus.KindList {
-				nextIndex = max(nextIndex, it.Index+1)
-			}
-			if cur := have[ref]; cur != nil && sameItem(cur, it) {
-				itemCounts.Unchanged++
-				continue
-			} else if cur != nil {
-				itemCounts.Updated++
-			} else {
-				itemCounts.Created++
-			}
-			next++
-			it.LastEventID = next
-			puts = append(puts, it)
-		}
-		for _, it := range t.items {
-			if !seen[itemRef(it)] {
-				dels = append(dels, itemRef(it))
-				itemCounts.Deleted++
-			}
-		}
-	} else if collection {
-		itemCounts.Unchanged = len(t.items)
-	}
+	itemCounts := d.counts
+	nputs := d.puts.len()
 
 	permPuts, permDels, permCounts := diffPermissions(t.perms, perms)
 
-	objChanged := !unchanged || len(puts) > 0 || len(dels) > 0
+	objChanged := !unchanged || nputs > 0 || len(d.dels) > 0
 	if !objChanged && len(permPuts) == 0 && len(permDels) == 0 {
 		im.count(func(r *Report) {
 			r.Objects.Unchanged++
@@ -713,12 +707,12 @@ func (im *importer) importObject(ctx context.Context, obj *chorus.Object) (int, 
 		return itemCounts.Unchanged, nil
 	}
 	final := *obj
-	final.NextIndex = nextIndex
+	final.NextIndex = d.nextIndex
 	switch {
 	case !objChanged:
 		final.LastEventID = old.LastEventID // permissions only
-	case len(puts) > 0:
-		final.LastEventID = next // the id of the last item written
+	case nputs > 0:
+		final.LastEventID = next + int64(nputs) // the id of the last item written
 	default:
 		final.LastEventID = next + 1 // a new event id for the new state
 	}
@@ -727,7 +721,7 @@ func (im *importer) importObject(ctx context.Context, obj *chorus.Object) (int, 
 	}
 
 	if !im.opt.DryRun {
-		err := im.write(ctx, obj, old, &final, drop, puts, dels, permPuts, permDels)
+		err := im.write(ctx, obj, old, &final, drop, d.puts, next, d.dels, permPuts, permDels)
 		if errors.Is(err, errRefused) {
 			return 0, nil
 		}
@@ -821,10 +815,13 @@ func diffPermissions(have, want []*chorus.Permission) (puts []*chorus.Permission
 // collection with the marker date), then the items in batches, then the
 // permissions and the final object row. An interruption anywhere leaves a
 // row that the next run sees as changed.
-func (im *importer) write(ctx context.Context, src, old, final *chorus.Object, drop []string, puts []*chorus.Item, dels []chorus.ItemRef, permPuts []*chorus.Permission, permDels []string) error {
+//
+// The items of puts get the event ids after next, in order.
+func (im *importer) write(ctx context.Context, src, old, final *chorus.Object, drop []string, puts *spool, next int64, dels []chorus.ItemRef, permPuts []*chorus.Permission, permDels []string) error {
 	collection := final.Kind == chorus.KindList || final.Kind == chorus.KindMap
 	insert := old == nil
-	if insert && collection && (len(puts) > 0 || len(dels) > 0) {
+	pending := puts.len()
+	if insert && collection && (pending > 0 || len(dels) > 0) {
 		// The row must exist before its items; marked until they all are.
 		first := *final
 		first.DateUpdated = markerUpdated
@@ -845,12 +842,25 @@ func (im *importer) write(ctx context.Context, src, old, final *chorus.Object, d
 		}
 		insert, drop = false, nil
 	}
-	for len(puts) > 0 || len(dels) > 0 {
-		n := min(len(puts), itemBatch)
-		batch := puts[:n]
-		puts = puts[n:]
+	readPut, err := puts.reader()
+	if err != nil {
+		return err
+	}
+	batch := make([]*chorus.Item, 0, min(pending, itemBatch))
+	for pending > 0 || len(dels) > 0 {
+		batch = batch[:0]
+		for range min(pending, itemBatch) {
+			it, err := readPut()
+			if err != nil {
+				return err // io.EOF too: the spool lost items
+			}
+			next++
+			it.LastEventID = next
+			batch = append(batch, it)
+		}
+		pending -= len(batch)
 		var dbatch []chorus.ItemRef
-		if len(puts) == 0 {
+		if pending == 0 {
 			m := min(len(dels), itemBatch)
 			dbatch, dels = dels[:m], dels[m:]
 		}
@@ -878,7 +888,7 @@ func (im *importer) write(ctx context.Context, src, old, final *chorus.Object, d
 			return fmt.Errorf("write items: %w", err)
 		}
 	}
-	err := im.st.Update(ctx, func(tx chorus.Tx) error {
+	err = im.st.Update(ctx, func(tx chorus.Tx) error {
 		for _, sid := range drop {
 			if err := tx.DeleteObject(ctx, sid); err != nil {
 				return err
