@@ -170,12 +170,13 @@ type spool struct {
 	max     int
 	discard bool
 
-	n     int
-	mem   []*chorus.Item
-	bytes int
-	f     *os.File
-	w     *bufio.Writer
-	enc   *gob.Encoder
+	n        int
+	mem      []*chorus.Item
+	bytes    int
+	f        *os.File
+	unlinked bool
+	w        *bufio.Writer
+	enc      *gob.Encoder
 }
 
 func (s *spool) len() int { return s.n }
@@ -197,10 +198,7 @@ func (s *spool) add(it *chorus.Item) error {
 		}
 		// Unlinked at once where the system allows it: nothing is left
 		// behind by a crash. (Windows refuses; close removes it there.)
-		if os.Remove(f.Name()) == nil {
-			s.dir = ""
-		}
-		s.f = f
+		s.f, s.unlinked = f, os.Remove(f.Name()) == nil
 		s.w = bufio.NewWriterSize(f, 1<<20)
 		s.enc = gob.NewEncoder(s.w)
 		for _, m := range s.mem {
@@ -255,7 +253,7 @@ func (s *spool) close() {
 	s.mem = nil
 	if s.f != nil {
 		s.f.Close()
-		if s.dir != "" {
+		if !s.unlinked {
 			os.Remove(s.f.Name())
 		}
 		s.f = nil

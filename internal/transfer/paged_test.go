@@ -370,6 +370,28 @@ func TestInterruptedPagedImportIsCompleted(t *testing.T) {
 	}
 	compareStores(t, src, st, creds.AccountSID)
 	checkEventIDs(t, st, rep)
+
+	// An update of the now existing map interrupted the same way leaves
+	// 500 items with event ids above its row's LastEventID (the row is
+	// written last): the rerun, with the same event base, continues above
+	// them, not above the row.
+	putRawItems(t, src, m, func(i int) string { return fmt.Sprintf(`{"i":%d,"v":2}`, i) }, idx...)
+	opt.EventBase = time.Now().Add(-time.Minute).UnixMilli()
+	ws.failItemUpdate = 2
+	ws.itemUpdates.Store(0)
+	if _, err := transfer.Import(ctx, &transfer.StoreReader{Store: src, PageSize: 100}, ws, opt); !errors.Is(err, errInjected) {
+		t.Fatalf("interrupted update: %v, want the injected failure", err)
+	}
+	ws.failItemUpdate = 0
+	rep, err = transfer.Import(ctx, &transfer.StoreReader{Store: src, PageSize: 100}, ws, opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := (transfer.Counts{Updated: n - 500, Unchanged: 500}); rep.Items != want || rep.Objects.Updated != 1 {
+		t.Errorf("rerun of the update: items %+v, want %+v; objects %+v", rep.Items, want, rep.Objects)
+	}
+	compareStores(t, src, st, creds.AccountSID)
+	checkEventIDs(t, st, rep)
 }
 
 // A source that fails on a page of items part way: nothing of the object
