@@ -64,6 +64,9 @@ type ReadTx interface {
 	Item(ctx context.Context, objectSID string, ref ItemRef) (*Item, error)
 	// Items returns a page of items in index (lists) or key (maps) order.
 	Items(ctx context.Context, objectSID string, q ItemQuery) ([]*Item, error)
+	// ItemsOf returns the items of refs that exist, expired ones too, in
+	// no particular order: one round trip for many lookups.
+	ItemsOf(ctx context.Context, objectSID string, refs []ItemRef) ([]*Item, error)
 	// ItemsChangedSince returns the items whose LastEventID is greater
 	// than eventID, in event order, at most limit.
 	ItemsChangedSince(ctx context.Context, objectSID string, eventID int64, limit int) ([]*Item, error)

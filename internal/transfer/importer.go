@@ -59,7 +59,7 @@ type Options struct {
 	Logger   *slog.Logger
 	Now      func() time.Time
 
-	spoolMem int // bytes of item data an object's spool keeps in memory; default defaultSpoolMem
+	spoolMem int // bytes of items an object's spool keeps in memory; default defaultSpoolMem
 }
 
 // Progress is the state of a running import.
@@ -653,7 +653,9 @@ func (im *importer) importObject(ctx context.Context, obj *chorus.Object) (int, 
 	var seen map[chorus.ItemRef]struct{} // the source's items
 	var invalid error
 	if readItems {
-		seen = make(map[chorus.ItemRef]struct{})
+		if old != nil {
+			seen = make(map[chorus.ItemRef]struct{}) // for the deletions: a new object has none
+		}
 		if invalid, err = im.readSourceItems(ctx, obj, old, d, seen); err != nil {
 			return 0, im.goneOr(obj, err)
 		}

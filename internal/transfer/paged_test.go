@@ -85,6 +85,11 @@ func (tx *watchedTx) Item(ctx context.Context, objectSID string, ref chorus.Item
 	return tx.ReadTx.Item(ctx, objectSID, ref)
 }
 
+func (tx *watchedTx) ItemsOf(ctx context.Context, objectSID string, refs []chorus.ItemRef) ([]*chorus.Item, error) {
+	tx.log.add("target ItemsOf %d", len(refs))
+	return tx.ReadTx.ItemsOf(ctx, objectSID, refs)
+}
+
 type watchedWriteTx struct {
 	chorus.Tx
 	puts int
@@ -213,6 +218,8 @@ func TestImportPagesItems(t *testing.T) {
 			pages++
 			lookups = 0
 		case strings.HasPrefix(l, "target Item "):
+			t.Errorf("a target item looked up alone: %s (a round trip per item)", l)
+		case strings.HasPrefix(l, "target ItemsOf "):
 			lookups++
 		}
 	}

@@ -643,6 +643,20 @@ func (t *tx) Item(ctx context.Context, objectSID string, ref chorus.ItemRef) (*c
 	return it, nil
 }
 
+func (t *tx) ItemsOf(ctx context.Context, objectSID string, refs []chorus.ItemRef) ([]*chorus.Item, error) {
+	idx := make([]int64, len(refs))
+	keys := make([]string, len(refs))
+	for i, ref := range refs {
+		idx[i], keys[i] = ref.Index, ref.Key
+	}
+	its, err := queryAll(ctx, t, sqlrow.ScanItem, `SELECT `+sqlrow.ItemCols+` FROM items
+		WHERE object_sid = $1 AND (idx, key) IN (SELECT * FROM unnest($2::bigint[], $3::text[]))`, objectSID, idx, keys)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: items of %s: %w", objectSID, err)
+	}
+	return its, nil
+}
+
 func (t *tx) Items(ctx context.Context, objectSID string, q chorus.ItemQuery) ([]*chorus.Item, error) {
 	col, from := "idx", any(q.FromIndex)
 	if q.Kind == chorus.KindMap {

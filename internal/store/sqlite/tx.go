@@ -457,6 +457,36 @@ func (t *tx) Item(ctx context.Context, objectSID string, ref chorus.ItemRef) (*c
 	return it, nil
 }
 
+// itemsOfChunk bounds the refs of one ItemsOf statement (2 parameters
+// each, within SQLite's 32,766).
+const itemsOfChunk = 1000
+
+func (t *tx) ItemsOf(ctx context.Context, objectSID string, refs []chorus.ItemRef) ([]*chorus.Item, error) {
+	var out []*chorus.Item
+	for len(refs) > 0 {
+		chunk := refs[:min(len(refs), itemsOfChunk)]
+		refs = refs[len(chunk):]
+		var b strings.Builder
+		b.WriteString(`SELECT ` + sqlrow.ItemCols + ` FROM items WHERE object_sid = ? AND (idx, key) IN (VALUES `)
+		args := make([]any, 0, 1+2*len(chunk))
+		args = append(args, objectSID)
+		for i, ref := range chunk {
+			if i > 0 {
+				b.WriteString(", ")
+			}
+			b.WriteString("(?, ?)")
+			args = append(args, ref.Index, ref.Key)
+		}
+		b.WriteString(")")
+		its, err := queryAll(ctx, t, sqlrow.ScanItem, b.String(), args...)
+		if err != nil {
+			return nil, fmt.Errorf("sqlite: items of %s: %w", objectSID, err)
+		}
+		out = append(out, its...)
+	}
+	return out, nil
+}
+
 func (t *tx) Items(ctx context.Context, objectSID string, q chorus.ItemQuery) ([]*chorus.Item, error) {
 	col, from := "idx", any(q.FromIndex)
 	if q.Kind == chorus.KindMap {

@@ -41,6 +41,43 @@ func testItems(t *testing.T, s chorus.Store) {
 		{"map/empty key", m.SID, chorus.ItemRef{Key: ""}, mi2},
 		{"map/missing", m.SID, chorus.ItemRef{Key: "K/é 😀"}, nil},
 	}
+	t.Run("ItemsOf", func(t *testing.T) {
+		for _, obj := range []string{list.SID, m.SID} {
+			var refs []chorus.ItemRef
+			want := map[chorus.ItemRef]*chorus.Item{}
+			for _, tt := range tests {
+				refs = append(refs, tt.ref)
+				if tt.want != nil && tt.obj == obj {
+					want[tt.ref] = tt.want
+				}
+			}
+			refs = append(refs, refs...) // asked twice, returned once
+			got := mustGet(t, s, "ItemsOf", func(ctx context.Context, tx chorus.ReadTx) ([]*chorus.Item, error) {
+				return tx.ItemsOf(ctx, obj, refs)
+			})
+			if len(got) != len(want) {
+				t.Fatalf("ItemsOf(%s, %d refs) = %d items, want %d", obj, len(refs), len(got), len(want))
+			}
+			for _, it := range got {
+				ref := chorus.ItemRef{Index: it.Index, Key: it.Key}
+				if want[ref] == nil {
+					t.Fatalf("ItemsOf(%s) returned %+v, not asked for", obj, ref)
+				}
+				checkEqual(t, fmt.Sprintf("ItemsOf %+v", ref), it, want[ref])
+			}
+		}
+		// More refs than one statement takes.
+		many := make([]chorus.ItemRef, 2500)
+		for i := range many {
+			many[i] = chorus.ItemRef{Index: int64(i)}
+		}
+		got := mustGet(t, s, "ItemsOf", func(ctx context.Context, tx chorus.ReadTx) ([]*chorus.Item, error) {
+			return tx.ItemsOf(ctx, list.SID, many)
+		})
+		if len(got) != 2 {
+			t.Fatalf("ItemsOf(2,500 indexes) = %d items, want li and li0", len(got))
+		}
+	})
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			got, err := get(t, s, func(ctx context.Context, tx chorus.ReadTx) (*chorus.Item, error) {
