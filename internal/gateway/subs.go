@@ -223,6 +223,22 @@ func (c *conn) newReplayBudget() *replayBudget {
 
 func (b *replayBudget) spent() bool { return b.events <= 0 || time.Now().After(b.until) }
 
+// replayHoldPoll is how often a replay held by an access re-check looks
+// whether the re-check has ended.
+const replayHoldPoll = 10 * time.Millisecond
+
+// sleepCtx sleeps d; false when ctx ended first.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
 // replayStep is what became of a replayed event (sendReplayed).
 type replayStep int
 
@@ -254,10 +270,10 @@ func (c *conn) sendReplayed(s *subscription, f *liveEvent) replayStep {
 // catchUp replays events after the client's position until the
 // subscription has caught up with the topic, then makes it live and sends
 // subscription_established. Replayed events are queued only as fast as the
-// client reads them (sendQueue.waitRoom). When the request's budget is
-// spent, or an access re-check holds the subscription, the replay stops
-// with replay_status "interrupted" and the subscription stays off the live
-// stream: every SDK generation (0.5 to 4.x, and the Go client) then
+// client reads them (sendQueue.waitRoom), and wait while an access re-check
+// holds the subscription. When the request's budget is spent, the replay
+// stops with replay_status "interrupted" and the subscription stays off the
+// live stream: every SDK generation (0.5 to 4.x, and the Go client) then
 // subscribes again from the last event it received, so a client far behind
 // is caught up in steps, with its other requests served between them, and
 // never skips an event.
@@ -324,13 +340,17 @@ func (c *conn) catchUp(ctx context.Context, corr json.Number, s *subscription, o
 			if !c.q.waitRoom(ctx) {
 				return ctx.Err()
 			}
-			switch c.sendReplayed(s, replayFrame(e, c.base, corr)) {
-			case replayEnd:
-				return nil
-			case replayHeld:
-				held = true
+			step := c.sendReplayed(s, replayFrame(e, c.base, corr))
+			for step == replayHeld && !budget.spent() && sleepCtx(ctx, replayHoldPoll) {
+				// The re-check ends in a release, which lets the replay
+				// go on, or a denial, which ends it.
+				step = c.sendReplayed(s, replayFrame(e, c.base, corr))
 			}
-			if held {
+			if step == replayEnd || ctx.Err() != nil {
+				return ctx.Err()
+			}
+			if step == replayHeld {
+				held = true // still, at the end of the budget
 				break
 			}
 			c.g.replayed.Add(1)
