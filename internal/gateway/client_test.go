@@ -128,8 +128,7 @@ type tclient struct {
 	seq          int64         // frames read (reader goroutine)
 	lastReplySeq atomic.Int64
 	noAck        bool
-	host         string       // http_request.host of do; default cds.test:1
-	tcp          *net.TCPConn // with dialOptions.smallReadBuffer
+	host         string // http_request.host of do; default cds.test:1
 }
 
 // note is a decoded notification.
@@ -175,14 +174,12 @@ func (e *env) dialWith(ctx context.Context, o dialOptions) *tclient {
 		o.notes = 100000
 	}
 	opts := &websocket.DialOptions{}
-	var tcp *net.TCPConn
 	if o.smallReadBuffer {
 		d := &net.Dialer{}
 		opts.HTTPClient = &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
 			c, err := d.DialContext(ctx, network, addr)
 			if tc, ok := c.(*net.TCPConn); ok {
 				tc.SetReadBuffer(4096)
-				tcp = tc
 			}
 			return c, err
 		}}}
@@ -193,7 +190,7 @@ func (e *env) dialWith(ctx context.Context, o dialOptions) *tclient {
 	}
 	ws.SetReadLimit(-1)
 	c := &tclient{
-		t: e.t, ws: ws, tcp: tcp, keep: true,
+		t: e.t, ws: ws, keep: true,
 		waiters: make(map[string]chan *protocol.Frame),
 		notes:   make(chan *note, o.notes),
 		control: make(chan *protocol.Frame, 100),

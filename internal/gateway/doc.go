@@ -33,7 +33,11 @@
 // timer or an urgent frame hands it back (coalesce.go). Enqueueing never
 // blocks: a connection whose queue overflows (by frames or bytes) or whose
 // writes time out is closed as a slow consumer, and the SDK reconnects
-// and replays. Pings and token notices come from per-session timers.
+// and replays. The one wait is a replay's, on the session's own worker:
+// it queues each replayed event only while the queue is less than half
+// full (sendQueue.waitRoom, woken by the writer's drain), within the
+// subscription request's ReplayLimit and ReplayTime, and never while
+// holding a lock. Pings and token notices come from per-session timers.
 //
 // # Limits
 //

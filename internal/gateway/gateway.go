@@ -74,6 +74,9 @@ type Config struct {
 	// replay_status "interrupted" and the client subscribes again from
 	// where the replay got to. Default DefaultReplayLimit.
 	ReplayLimit int
+	// ReplayTime bounds one subscription request's replays likewise, the
+	// time spent waiting for the client to read included; default 5s.
+	ReplayTime time.Duration
 	// InitTimeout closes connections that send no init; default 30s.
 	InitTimeout time.Duration
 	// MaxInitBytes is the largest WebSocket message accepted before init
@@ -108,8 +111,9 @@ type Stats struct {
 	Merged        uint64 // events, live or replayed, sent inside another's notification (merge.go)
 	HeldWrites    uint64 // session writes of live events held back while the writer pool was behind (coalesce.go)
 	Replayed      uint64 // replayed event frames
-	// ReplaysInterrupted counts replays stopped at ReplayLimit, for the
-	// client to subscribe again from where they got to.
+	// ReplaysInterrupted counts replays stopped at ReplayLimit or
+	// ReplayTime, for the client to subscribe again from where they got
+	// to.
 	ReplaysInterrupted uint64
 	SlowConsumers      uint64 // connections closed for falling behind
 	Malformed          uint64 // connections closed for protocol violations
@@ -210,6 +214,9 @@ func New(cfg Config) *Gateway {
 	}
 	if cfg.ReplayLimit <= 0 {
 		cfg.ReplayLimit = DefaultReplayLimit
+	}
+	if cfg.ReplayTime <= 0 {
+		cfg.ReplayTime = 5 * time.Second
 	}
 	if cfg.ReplayBatch <= 0 {
 		cfg.ReplayBatch = 500

@@ -143,9 +143,9 @@ func (q *sendQueue) drain(dst []outFrame) ([]outFrame, bool) {
 }
 
 // waitRoom blocks while the queue is at least half full, by frames or by
-// bytes (an empty queue always has room), so that a replay queues events only as fast as the client reads
-// them: a client behind by more than the queue holds is paced, not closed
-// as a slow consumer. It returns at once when the queue has overflowed
+// bytes (an empty queue always has room), so that a replay queues events
+// only as fast as the client reads them: a client behind by more than the
+// queue holds is paced, not closed as a slow consumer. It returns at once when the queue has overflowed
 // (the session is closing), and false when ctx ends.
 func (q *sendQueue) waitRoom(ctx context.Context) bool {
 	for {

@@ -92,7 +92,8 @@ func (c *conn) handleSubscriptions(ctx context.Context, id string, r *request) {
 		return
 	}
 
-	budget := c.newReplayBudget()
+	budget := c.newReplayBudget(ctx)
+	defer budget.cancel()
 	for _, e := range req.Requests {
 		if e.ObjectType == liveQueryType {
 			c.establishLiveQuery(ctx, corr, e.ObjectSID, e.IndexName, e.QueryString)
@@ -202,26 +203,26 @@ func (c *conn) establish(ctx context.Context, corr json.Number, k chorus.Kind, s
 	return c.catchUp(ctx, corr, s, obj, last, budget)
 }
 
-// replayStepTime bounds the time one subscription request spends
-// replaying (see replayBudget).
-const replayStepTime = 5 * time.Second
-
 // replayBudget bounds the replays of one subscription request: at most
-// ReplayLimit events and replayStepTime in all. A request for many objects
-// far behind, or a client that reads slowly, thus holds the session's
-// worker, and the requests queued behind it (a token update among them:
-// twilsock gives a request 20 s), for a bounded time. What it leaves is
-// answered "interrupted", and the client asks again.
+// ReplayLimit events, and ReplayTime in all, waiting for the client
+// included. A request for many objects far behind, or a client that reads
+// slowly, thus holds the session's worker, and the requests queued behind
+// it (a token update among them: twilsock gives a request 20 s), for a
+// bounded time. What it leaves is answered "interrupted", and the client
+// asks again.
 type replayBudget struct {
 	events int
-	until  time.Time
+	ctx    context.Context // ends at the deadline, or with the session
+	cancel context.CancelFunc
 }
 
-func (c *conn) newReplayBudget() *replayBudget {
-	return &replayBudget{events: c.g.cfg.ReplayLimit, until: time.Now().Add(replayStepTime)}
+func (c *conn) newReplayBudget(ctx context.Context) *replayBudget {
+	b := &replayBudget{events: c.g.cfg.ReplayLimit}
+	b.ctx, b.cancel = context.WithTimeout(ctx, c.g.cfg.ReplayTime)
+	return b
 }
 
-func (b *replayBudget) spent() bool { return b.events <= 0 || time.Now().After(b.until) }
+func (b *replayBudget) spent() bool { return b.events <= 0 || b.ctx.Err() != nil }
 
 // replayHoldPoll is how often a replay held by an access re-check looks
 // whether the re-check has ended.
@@ -323,50 +324,26 @@ func (c *conn) catchUp(ctx context.Context, corr json.Number, s *subscription, o
 				cp.LastEventID = math.MaxInt64
 				snap = &cp
 			}
+			limit := c.g.cfg.ReplayBatch
+			if !chase {
+				limit = max(1, min(limit, budget.events))
+			}
 			var err error
-			events, _, err = eng.Replay(ctx, snap, pos, max(1, min(c.g.cfg.ReplayBatch, budget.events)))
-			if err != nil {
+			if events, _, err = eng.Replay(ctx, snap, pos, limit); err != nil {
 				return err
 			}
 		}
-		removed, progressed, held := false, false, false
-		for _, e := range events {
-			if e.ID <= pos || !e.Type.Realtime() {
-				continue
-			}
-			if budget.spent() && !chase && !e.Type.Removal() {
-				break
-			}
-			if !c.q.waitRoom(ctx) {
-				return ctx.Err()
-			}
-			step := c.sendReplayed(s, replayFrame(e, c.base, corr))
-			for step == replayHeld && !budget.spent() && sleepCtx(ctx, replayHoldPoll) {
-				// The re-check ends in a release, which lets the replay
-				// go on, or a denial, which ends it.
-				step = c.sendReplayed(s, replayFrame(e, c.base, corr))
-			}
-			if step == replayEnd || ctx.Err() != nil {
-				return ctx.Err()
-			}
-			if step == replayHeld {
-				held = true // still, at the end of the budget
-				break
-			}
-			c.g.replayed.Add(1)
-			pos, progressed = e.ID, true
-			budget.events--
-			if e.Type.Removal() {
-				removed = true
-				break
-			}
-		}
-		if removed {
+		end, progressed := c.replayEvents(s, events, &pos, corr, budget, chase)
+		switch end {
+		case batchStop:
+			return ctx.Err()
+		case batchRemoved:
 			if c.forget(s) {
 				c.g.hub.release(t, s)
 			}
 			return nil // the client learned of the removal from the event
 		}
+		held := end == batchHeld
 		t.mu.Lock()
 		if s.gone {
 			gone := !t.removed || (round > 0 && !progressed)
@@ -402,4 +379,64 @@ func (c *conn) catchUp(ctx context.Context, corr json.Number, s *subscription, o
 		"object_sid": s.sid, "object_type": string(s.kind), "replay_status": status, "last_event_id": pos,
 	}})
 	return nil
+}
+
+// batchEnd is how replayEvents ended.
+type batchEnd int
+
+const (
+	batchDone    batchEnd = iota // sent what the budget allowed
+	batchHeld                    // an access re-check outlasted the budget: not sent
+	batchRemoved                 // sent the object's removal
+	batchStop                    // the subscription or the session ended: nothing more is sent
+)
+
+// replayEvents sends s the events after *pos, in the request's
+// correlation, as fast as the client reads them and while budget lasts
+// (when chase, up to the object's removal whatever the budget). It moves
+// *pos past every event it sends and every one that is not sent to
+// clients (an access change, a creation), and reports whether it did.
+func (c *conn) replayEvents(s *subscription, events []*chorus.Event, pos *int64, corr json.Number, budget *replayBudget, chase bool) (end batchEnd, progressed bool) {
+	wait := budget.ctx // waiting for the client counts against the budget
+	if chase {
+		wait = c.ctx
+	}
+	for _, e := range events {
+		if e.ID <= *pos {
+			continue
+		}
+		if !e.Type.Realtime() {
+			*pos, progressed = e.ID, true
+			continue
+		}
+		if budget.spent() && !chase && !e.Type.Removal() {
+			return batchDone, progressed
+		}
+		if !c.q.waitRoom(wait) {
+			if c.ctx.Err() != nil {
+				return batchStop, progressed
+			}
+			return batchDone, progressed // the budget's time ran out
+		}
+		f := replayFrame(e, c.base, corr)
+		step := c.sendReplayed(s, f)
+		for step == replayHeld && sleepCtx(wait, replayHoldPoll) {
+			// The re-check ends in a release, which lets the replay go
+			// on, or a denial, which ends it.
+			step = c.sendReplayed(s, f)
+		}
+		switch {
+		case step == replayEnd || c.ctx.Err() != nil:
+			return batchStop, progressed
+		case step == replayHeld:
+			return batchHeld, progressed
+		}
+		c.g.replayed.Add(1)
+		*pos, progressed = e.ID, true
+		budget.events--
+		if e.Type.Removal() {
+			return batchRemoved, progressed
+		}
+	}
+	return batchDone, progressed
 }

@@ -96,7 +96,7 @@ func (s *Server) serveMetrics(w http.ResponseWriter, r *http.Request) {
 	metric("chorus_deliveries_merged_total", "counter", "Events, live or replayed, sent inside another event's notification (sessions on event protocol 4 that fell behind).", gs.Merged)
 	metric("chorus_ws_writes_held_total", "counter", "Writes of live events to a session held back (--ws-coalesce) while the websocket writer pool was behind.", gs.HeldWrites)
 	metric("chorus_replayed_total", "counter", "Replayed event frames.", gs.Replayed)
-	metric("chorus_replays_interrupted_total", "counter", "Replays stopped at the replay limit; the client resubscribes from where they got to.", gs.ReplaysInterrupted)
+	metric("chorus_replays_interrupted_total", "counter", "Replays answered \"interrupted\" at a subscription request's replay limit (events or time); the client resubscribes from where they got to.", gs.ReplaysInterrupted)
 	metric("chorus_slow_consumers_total", "counter", "Sessions closed for falling behind.", gs.SlowConsumers)
 	metric("chorus_malformed_total", "counter", "Sessions closed for protocol violations.", gs.Malformed)
 	metric("chorus_ws_refused_total", "counter", "Websocket connections refused by --ws-max-conns or --ws-max-unauth-per-ip.", gs.Refused)

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"slices"
@@ -854,7 +855,10 @@ func (im *importer) write(ctx context.Context, src, old, final *chorus.Object, d
 		for range min(pending, itemBatch) {
 			it, err := readPut()
 			if err != nil {
-				return err // io.EOF too: the spool lost items
+				if errors.Is(err, io.EOF) {
+					err = io.ErrUnexpectedEOF
+				}
+				return fmt.Errorf("write items: spool: %d of its items missing: %w", pending-len(batch), err)
 			}
 			next++
 			it.LastEventID = next

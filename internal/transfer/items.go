@@ -165,7 +165,8 @@ func (im *importer) pageTarget(ctx context.Context, obj *chorus.Object, fn func(
 }
 
 // spool holds the items an object's copy will write, in the order added:
-// in memory up to max bytes of data, then in a temporary file in dir. With
+// in memory up to max bytes (their data, keys and creators, and
+// itemOverhead each), then in a temporary file in dir. With
 // discard (a dry run) it only counts them.
 type spool struct {
 	dir     string
@@ -188,7 +189,7 @@ func (s *spool) add(it *chorus.Item) error {
 	if s.discard {
 		return nil
 	}
-	// An item costs its data, key and creator and some 200 bytes more in
+	// An item costs its data, key and creator and itemOverhead more in
 	// memory: counted by data alone, 300,000 items of {"a":1} stayed in
 	// memory, 62 MiB of them, for 2 MiB of data.
 	size := itemOverhead + len(it.Data) + len(it.Key) + len(it.CreatedBy)

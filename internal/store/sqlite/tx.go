@@ -462,6 +462,17 @@ func (t *tx) Item(ctx context.Context, objectSID string, ref chorus.ItemRef) (*c
 const itemsOfChunk = 1000
 
 func (t *tx) ItemsOf(ctx context.Context, objectSID string, refs []chorus.ItemRef) ([]*chorus.Item, error) {
+	if len(refs) > itemsOfChunk { // one chunk's IN ignores repeats; across chunks they would return twice
+		seen := make(map[chorus.ItemRef]struct{}, len(refs))
+		uniq := make([]chorus.ItemRef, 0, len(refs))
+		for _, ref := range refs {
+			if _, ok := seen[ref]; !ok {
+				seen[ref] = struct{}{}
+				uniq = append(uniq, ref)
+			}
+		}
+		refs = uniq
+	}
 	var out []*chorus.Item
 	for len(refs) > 0 {
 		chunk := refs[:min(len(refs), itemsOfChunk)]
