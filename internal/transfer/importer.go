@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"os"
 	"slices"
 	"sync"
 	"time"
@@ -214,6 +215,11 @@ func (im *importer) run(ctx context.Context) error {
 	}
 	if im.st == nil && !im.opt.DryRun {
 		return errors.New("transfer: no target store")
+	}
+	if !im.opt.DryRun {
+		if err := checkTempDir(im.opt.TempDir); err != nil {
+			return err
+		}
 	}
 	svcs, err := im.src.Services(ctx)
 	if err != nil {
@@ -927,4 +933,20 @@ func (im *importer) write(ctx context.Context, src, old, final *chorus.Object, d
 		return fmt.Errorf("write object: %w", err)
 	}
 	return nil
+}
+
+// checkTempDir makes sure the spools can be written to dir (os.TempDir()
+// when empty) before anything is copied: a missing or read-only directory
+// is otherwise found only when a list or map first has more than a few
+// MiB of changes, hours into an import.
+func checkTempDir(dir string) error {
+	f, err := os.CreateTemp(dir, "chorus-import-check-*")
+	if err != nil {
+		if dir == "" {
+			dir = os.TempDir()
+		}
+		return fmt.Errorf("transfer: temporary directory %s (TMPDIR) for the items of large lists and maps: %w", dir, err)
+	}
+	name := f.Name()
+	return errors.Join(f.Close(), os.Remove(name))
 }

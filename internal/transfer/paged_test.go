@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -489,5 +490,29 @@ func TestInvalidItemOnLastPageWritesNothing(t *testing.T) {
 	after := itemsOf(t, st, m.SID)
 	if fmt.Sprint(after) != fmt.Sprint(before) {
 		t.Errorf("the refused map's items were written:\nbefore %v\nafter  %v", before, after)
+	}
+}
+
+// An import that could not spool a large list's or map's changes says so
+// before it copies anything, not when the first such object comes.
+func TestImportChecksTempDirFirst(t *testing.T) {
+	ctx := context.Background()
+	src, creds := storeSource(t)
+	m := newMap(creds)
+	putRawItems(t, src, m, func(i int) string { return fmt.Sprintf(`{"i":%d}`, i) }, 0, 1, 2)
+	st, _ := openSQLite(t)
+	defer st.Close()
+	missing := filepath.Join(t.TempDir(), "gone")
+	opt := transfer.Options{Account: transfer.Account{SID: creds.AccountSID}, Logger: quiet, TempDir: missing}
+	rep, err := transfer.Import(ctx, &transfer.StoreReader{Store: src}, st, opt)
+	if err == nil || !strings.Contains(err.Error(), missing) {
+		t.Fatalf("import with TempDir %s: %v, want an error naming it", missing, err)
+	}
+	if rep.Objects.Created != 0 || len(itemsOf(t, st, m.SID)) != 0 {
+		t.Fatalf("objects %+v written before the temporary directory was found missing", rep.Objects)
+	}
+	opt.DryRun = true // writes nothing, needs no spool
+	if _, err := transfer.Import(ctx, &transfer.StoreReader{Store: src}, st, opt); err != nil {
+		t.Fatalf("dry run with a missing TempDir: %v", err)
 	}
 }
