@@ -65,6 +65,27 @@ func stalledReplay(t *testing.T, e *env, identity, sid string, start, last int64
 	}
 }
 
+// replayedUntilEstablished reads c's notifications: document_updated
+// events with consecutive ids after from, then subscription_established.
+// It returns the last id replayed and the replay_status and last_event_id
+// established.
+func replayedUntilEstablished(t *testing.T, c *tclient, from int64) (last int64, status string, at int64) {
+	t.Helper()
+	last = from
+	for {
+		nt := c.next(20 * time.Second)
+		if nt.EventType == "subscription_established" {
+			var evs []map[string]any
+			json.Unmarshal(nt.Events, &evs)
+			status, _ = evs[0]["replay_status"].(string)
+			return last, status, num(evs[0]["last_event_id"])
+		}
+		if last++; nt.EventType != "document_updated" || nt.id() != last {
+			t.Fatalf("replayed %s %d, want document_updated %d", nt.EventType, nt.id(), last)
+		}
+	}
+}
+
 // notesUntilClosed returns the notifications c receives until its session
 // ends.
 func notesUntilClosed(t *testing.T, c *tclient) []*note {
@@ -105,23 +126,8 @@ func TestReplayPacedToTheReader(t *testing.T) {
 		t.Fatalf("slow consumers = %d while the client paused reading, want 0", st.SlowConsumers)
 	}
 	resume()
-	want := doc.LastEventID
-	for {
-		nt := c.next(20 * time.Second)
-		if nt.EventType == "subscription_established" {
-			var evs []map[string]any
-			json.Unmarshal(nt.Events, &evs)
-			if evs[0]["replay_status"] != "completed" || num(evs[0]["last_event_id"]) != last {
-				t.Fatalf("subscription_established = %s, want completed at %d", nt.Events, last)
-			}
-			break
-		}
-		if want++; nt.EventType != "document_updated" || nt.id() != want {
-			t.Fatalf("replayed %s %d, want document_updated %d", nt.EventType, nt.id(), want)
-		}
-	}
-	if want != last {
-		t.Fatalf("replayed up to %d, want %d", want, last)
+	if got, status, at := replayedUntilEstablished(t, c, doc.LastEventID); got != last || status != "completed" || at != last {
+		t.Fatalf("replayed up to %d, then %s at %d; want every event up to %d, then completed there", got, status, at, last)
 	}
 	if st := e.gw.Stats(); st.SlowConsumers != 0 || st.Replayed != n {
 		t.Fatalf("stats %+v, want no slow consumer and %d replayed", st, n)
@@ -211,20 +217,8 @@ func TestReplayInterruptedAtReplayTime(t *testing.T) {
 	c, resume := stalledReplay(t, e, "alice", doc.SID, doc.LastEventID, last)
 	time.Sleep(500 * time.Millisecond)
 	resume()
-	want := doc.LastEventID
-	for {
-		nt := c.next(20 * time.Second)
-		if nt.EventType == "subscription_established" {
-			var evs []map[string]any
-			json.Unmarshal(nt.Events, &evs)
-			if evs[0]["replay_status"] != "interrupted" || num(evs[0]["last_event_id"]) != want || want >= last {
-				t.Fatalf("subscription_established = %s after event %d of %d, want interrupted there", nt.Events, want, last)
-			}
-			break
-		}
-		if want++; nt.id() != want {
-			t.Fatalf("replayed %s %d, want %d", nt.EventType, nt.id(), want)
-		}
+	if got, status, at := replayedUntilEstablished(t, c, doc.LastEventID); got >= last || status != "interrupted" || at != got {
+		t.Fatalf("replayed up to %d of %d, then %s at %d; want interrupted where the replay stopped", got, last, status, at)
 	}
 	if st := e.gw.Stats(); st.ReplaysInterrupted != 1 || st.SlowConsumers != 0 {
 		t.Fatalf("stats %+v, want 1 interrupted replay and no slow consumer", st)
