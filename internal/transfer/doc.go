@@ -13,10 +13,11 @@
 // a page at a time on both sides, never held whole (items.go); what
 // differs waits in a spool (Options.TempDir) until every page of the
 // source was read and checked, so that an invalid source is refused before
-// anything of the object is written. Event ids of what the import writes start above
-// EventBase (by default the import's start time in milliseconds), so a
-// client that resumes with an event id it got from the source is always
-// behind the target and is caught up from current state (see README).
+// anything of the object is written. Event ids of what the import writes
+// start above EventBase (by default the import's start time in
+// milliseconds), so a client that resumes with an event id it got from the
+// source is always behind the target and is caught up from current state
+// (see README).
 //
 // # Concurrency
 //

@@ -17,9 +17,9 @@ import (
 //
 //   - The source is read a page at a time (Reader.Items). Each page is
 //     checked (checkItems), and the target's copies of its items are
-//     looked up by index or key in one read transaction: the source's key
-//     order (Twilio's collation) need not be the target store's, so pages
-//     are never matched by position.
+//     looked up by index or key in one statement (ReadTx.ItemsOf): the
+//     source's key order (Twilio's collation) need not be the target
+//     store's, so pages are never matched by position.
 //   - Items that differ wait in a spool: in memory up to 8 MiB of them
 //     (Options.spoolMem), then in a temporary file (Options.TempDir).
 //   - The target's items are then paged in the store's own order; those
@@ -37,8 +37,8 @@ import (
 //     left a refused object's earlier pages written.
 //
 // What stays in memory per object is a page of items, the spool's memory
-// part, and one ItemRef per source item (to find the deletions) and per
-// item to delete.
+// part and, for an object the target has, one ItemRef per source item (to
+// find the deletions) and per item to delete.
 
 // targetPage is how many target items one read of the deletion pass takes.
 const targetPage = 500
