@@ -93,7 +93,7 @@ func (c *conn) handleSubscriptions(ctx context.Context, id string, r *request) {
 	}
 
 	budget := c.newReplayBudget(ctx)
-	defer budget.cancel()
+	defer budget.close()
 	for _, e := range req.Requests {
 		if e.ObjectType == liveQueryType {
 			c.establishLiveQuery(ctx, corr, e.ObjectSID, e.IndexName, e.QueryString)
@@ -212,17 +212,34 @@ func (c *conn) establish(ctx context.Context, corr json.Number, k chorus.Kind, s
 // asks again.
 type replayBudget struct {
 	events int
-	ctx    context.Context // ends at the deadline, or with the session
+	until  time.Time
+	parent context.Context
+	// wait ends at until, or with the session. Made by the first replay
+	// that waits for its client: most requests (a connect's first
+	// subscription) replay nothing, and need no timer.
+	wait   context.Context
 	cancel context.CancelFunc
 }
 
 func (c *conn) newReplayBudget(ctx context.Context) *replayBudget {
-	b := &replayBudget{events: c.g.cfg.ReplayLimit}
-	b.ctx, b.cancel = context.WithTimeout(ctx, c.g.cfg.ReplayTime)
-	return b
+	return &replayBudget{events: c.g.cfg.ReplayLimit, until: time.Now().Add(c.g.cfg.ReplayTime), parent: ctx}
 }
 
-func (b *replayBudget) spent() bool { return b.events <= 0 || b.ctx.Err() != nil }
+func (b *replayBudget) spent() bool { return b.events <= 0 || !time.Now().Before(b.until) }
+
+// waitCtx is the context a replay waits for its client under.
+func (b *replayBudget) waitCtx() context.Context {
+	if b.wait == nil {
+		b.wait, b.cancel = context.WithDeadline(b.parent, b.until)
+	}
+	return b.wait
+}
+
+func (b *replayBudget) close() {
+	if b.cancel != nil {
+		b.cancel()
+	}
+}
 
 // replayHoldPoll is how often a replay held by an access re-check looks
 // whether the re-check has ended.
@@ -397,9 +414,11 @@ const (
 // *pos past every event it sends and every one that is not sent to
 // clients (an access change, a creation), and reports whether it did.
 func (c *conn) replayEvents(s *subscription, events []*chorus.Event, pos *int64, corr json.Number, budget *replayBudget, chase bool) (end batchEnd, progressed bool) {
-	wait := budget.ctx // waiting for the client counts against the budget
-	if chase {
-		wait = c.ctx
+	wait := func() context.Context {
+		if chase {
+			return c.ctx
+		}
+		return budget.waitCtx() // waiting for the client counts against the budget
 	}
 	for _, e := range events {
 		if e.ID <= *pos {
@@ -412,7 +431,7 @@ func (c *conn) replayEvents(s *subscription, events []*chorus.Event, pos *int64,
 		if budget.spent() && !chase && !e.Type.Removal() {
 			return batchDone, progressed
 		}
-		if !c.q.waitRoom(wait) {
+		if !c.q.waitRoom(wait()) {
 			if c.ctx.Err() != nil {
 				return batchStop, progressed
 			}
@@ -420,7 +439,7 @@ func (c *conn) replayEvents(s *subscription, events []*chorus.Event, pos *int64,
 		}
 		f := replayFrame(e, c.base, corr)
 		step := c.sendReplayed(s, f)
-		for step == replayHeld && sleepCtx(wait, replayHoldPoll) {
+		for step == replayHeld && sleepCtx(wait(), replayHoldPoll) {
 			// The re-check ends in a release, which lets the replay go
 			// on, or a denial, which ends it.
 			step = c.sendReplayed(s, f)
