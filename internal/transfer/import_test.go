@@ -40,6 +40,20 @@ type node struct {
 	stop  func()
 }
 
+// sourceNode starts a node to import from, with fresh credentials, and
+// returns its engine and its service.
+func sourceNode(t testing.TB) (*node, *engine.Engine, *chorus.Service, engine.Credentials) {
+	t.Helper()
+	creds := servertest.NewCredentials()
+	src := startNode(t, server.Config{DataDir: t.TempDir(), Creds: creds})
+	eng := src.srv.Engine()
+	svc, err := eng.Service(context.Background(), creds.AccountSID, creds.ServiceSID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return src, eng, svc, creds
+}
+
 func startNode(t testing.TB, cfg server.Config) *node {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

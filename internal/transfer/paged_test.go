@@ -19,8 +19,6 @@ import (
 	"github.com/chorus-sync/chorus"
 	"github.com/chorus-sync/chorus/internal/bus/mem"
 	"github.com/chorus-sync/chorus/internal/engine"
-	"github.com/chorus-sync/chorus/internal/server"
-	"github.com/chorus-sync/chorus/internal/servertest"
 	"github.com/chorus-sync/chorus/internal/transfer"
 )
 
@@ -123,13 +121,7 @@ func mapKey(i int) string { return fmt.Sprintf("k%03d", i) }
 // the target ends equal to the source with event ids above all it had.
 func TestImportPagesItems(t *testing.T) {
 	ctx := context.Background()
-	creds := servertest.NewCredentials()
-	src := startNode(t, server.Config{DataDir: t.TempDir(), Creds: creds})
-	eng := src.srv.Engine()
-	svc, err := eng.Service(ctx, creds.AccountSID, creds.ServiceSID)
-	if err != nil {
-		t.Fatal(err)
-	}
+	src, eng, svc, _ := sourceNode(t)
 	m, err := eng.CreateObject(ctx, engine.SystemActor(), svc, chorus.KindMap, engine.CreateObject{UniqueName: "paged"})
 	if err != nil {
 		t.Fatal(err)
@@ -406,13 +398,7 @@ func TestInterruptedPagedImportIsCompleted(t *testing.T) {
 // is written, and the next run copies it whole.
 func TestImportSourceFailsMidPages(t *testing.T) {
 	ctx := context.Background()
-	creds := servertest.NewCredentials()
-	src := startNode(t, server.Config{DataDir: t.TempDir(), Creds: creds})
-	eng := src.srv.Engine()
-	svc, err := eng.Service(ctx, creds.AccountSID, creds.ServiceSID)
-	if err != nil {
-		t.Fatal(err)
-	}
+	src, eng, svc, _ := sourceNode(t)
 	m, err := eng.CreateObject(ctx, engine.SystemActor(), svc, chorus.KindMap, engine.CreateObject{})
 	if err != nil {
 		t.Fatal(err)

@@ -26,13 +26,7 @@ import (
 // --overwrite replaces them.
 func TestRerunAfterCutOverKeepsTargetWrites(t *testing.T) {
 	ctx := context.Background()
-	creds := servertest.NewCredentials()
-	src := startNode(t, server.Config{DataDir: t.TempDir(), Creds: creds})
-	eng := src.srv.Engine()
-	svc, err := eng.Service(ctx, creds.AccountSID, creds.ServiceSID)
-	if err != nil {
-		t.Fatal(err)
-	}
+	src, eng, svc, creds := sourceNode(t)
 	sys := engine.SystemActor()
 	doc, err := eng.CreateObject(ctx, sys, svc, chorus.KindDocument, engine.CreateObject{UniqueName: "cfg", Data: json.RawMessage(`{"v":"source"}`)})
 	if err != nil {

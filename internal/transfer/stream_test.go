@@ -14,8 +14,6 @@ import (
 
 	"github.com/chorus-sync/chorus"
 	"github.com/chorus-sync/chorus/internal/engine"
-	"github.com/chorus-sync/chorus/internal/server"
-	"github.com/chorus-sync/chorus/internal/servertest"
 	"github.com/chorus-sync/chorus/internal/transfer"
 )
 
@@ -26,13 +24,7 @@ import (
 // progress says the total is open until the listing ends.
 func TestImportCopiesWhileListing(t *testing.T) {
 	ctx := context.Background()
-	creds := servertest.NewCredentials()
-	src := startNode(t, server.Config{DataDir: t.TempDir(), Creds: creds})
-	eng := src.srv.Engine()
-	svc, err := eng.Service(ctx, creds.AccountSID, creds.ServiceSID)
-	if err != nil {
-		t.Fatal(err)
-	}
+	src, eng, svc, _ := sourceNode(t)
 	const lists = 6
 	for i := range lists {
 		o, err := eng.CreateObject(ctx, engine.SystemActor(), svc, chorus.KindList, engine.CreateObject{})
