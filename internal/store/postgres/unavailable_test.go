@@ -8,117 +8,12 @@ import (
 	"net"
 	"net/url"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/chorus-sync/chorus"
+	"github.com/chorus-sync/chorus/internal/testrelay"
 )
-
-// proxy is a TCP proxy in front of the test server that can freeze (stop
-// delivering bytes, like a network cut) or go away (refuse connections,
-// like a dead server).
-type proxy struct {
-	t      testing.TB
-	target string
-	addr   string
-	frozen atomic.Bool
-
-	mu    sync.Mutex
-	ln    net.Listener
-	conns []net.Conn
-	wg    sync.WaitGroup
-}
-
-func newProxy(t testing.TB, target string) *proxy {
-	t.Helper()
-	p := &proxy{t: t, target: target}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p.addr = ln.Addr().String()
-	p.serve(ln)
-	t.Cleanup(func() {
-		p.kill()
-		p.wg.Wait()
-	})
-	return p
-}
-
-func (p *proxy) serve(ln net.Listener) {
-	p.mu.Lock()
-	p.ln = ln
-	p.mu.Unlock()
-	p.wg.Go(func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			p.wg.Go(func() { p.handle(c) })
-		}
-	})
-}
-
-func (p *proxy) handle(c net.Conn) {
-	s, err := net.Dial("tcp", p.target)
-	if err != nil {
-		c.Close()
-		return
-	}
-	p.mu.Lock()
-	p.conns = append(p.conns, c, s)
-	p.mu.Unlock()
-	var wg sync.WaitGroup
-	wg.Go(func() { p.pipe(s, c) })
-	wg.Go(func() { p.pipe(c, s) })
-	wg.Wait()
-}
-
-// pipe copies src to dst, dropping what it reads while frozen.
-func (p *proxy) pipe(dst, src net.Conn) {
-	defer dst.Close()
-	defer src.Close()
-	buf := make([]byte, 32<<10)
-	for {
-		n, err := src.Read(buf)
-		if n > 0 && !p.frozen.Load() {
-			if _, werr := dst.Write(buf[:n]); werr != nil {
-				return
-			}
-		}
-		if err != nil {
-			return
-		}
-	}
-}
-
-// kill closes the listener and every connection: the server is gone.
-func (p *proxy) kill() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.ln != nil {
-		p.ln.Close()
-		p.ln = nil
-	}
-	for _, c := range p.conns {
-		c.Close()
-	}
-	p.conns = nil
-}
-
-// restart listens again on the same address, unfrozen.
-func (p *proxy) restart() {
-	p.t.Helper()
-	p.frozen.Store(false)
-	ln, err := net.Listen("tcp", p.addr)
-	if err != nil {
-		p.t.Fatalf("proxy: listen again on %s: %v", p.addr, err)
-	}
-	p.serve(ln)
-}
 
 // viaProxy rewrites the test DSN (a URL) to go through addr.
 func viaProxy(t testing.TB, dsn, addr string) string {
@@ -158,8 +53,8 @@ func TestServerUnavailable(t *testing.T) {
 func testServerUnavailable(t *testing.T, cfg Config) {
 	dsn := newSchema(t)
 	u, _ := url.Parse(dsn)
-	p := newProxy(t, u.Host)
-	s := openDSN(t, viaProxy(t, dsn, p.addr), cfg)
+	p := testrelay.New(t, u.Host)
+	s := openDSN(t, viaProxy(t, dsn, p.Addr), cfg)
 	doc := newDoc(t, s)
 	ctx := context.Background()
 	update := func() error {
@@ -176,20 +71,20 @@ func testServerUnavailable(t *testing.T, cfg Config) {
 	}
 
 	// Network cut: nothing answers; calls fail at TxTimeout, not later.
-	p.frozen.Store(true)
+	p.Freeze()
 	limit := cfg.TxTimeout + 2*time.Second
 	within(t, "Update(frozen server)", limit, update)
 	within(t, "View(frozen server)", limit, view)
 	within(t, "Ping(frozen server)", limit, func() error { return s.Ping(ctx) })
 
 	// Server gone: connections are refused; calls fail at once.
-	p.kill()
+	p.Kill()
 	within(t, "Update(dead server)", time.Second, update)
 	within(t, "View(dead server)", time.Second, view)
 	within(t, "Ping(dead server)", time.Second, func() error { return s.Ping(ctx) })
 
 	// Back: the pool reconnects by itself.
-	p.restart()
+	p.Restart()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		err := update()
