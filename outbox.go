@@ -99,7 +99,12 @@ type OutboxWriter interface {
 	// NodeHeartbeat records that node is alive at now and reports whether
 	// the store knew it (false on its first heartbeat, and after it was
 	// presumed dead: its endpoints are gone then). Unless deadBefore is
-	// zero, it also disconnects the endpoints of nodes not heard of since
-	// deadBefore.
-	NodeHeartbeat(ctx context.Context, node string, now, deadBefore time.Time) (known bool, err error)
+	// zero, it also presumes dead the nodes not heard of since deadBefore:
+	// it forgets them, disconnects their endpoints, and reports how many
+	// it forgot (each is reported once, by the heartbeat that forgot it).
+	NodeHeartbeat(ctx context.Context, node string, now, deadBefore time.Time) (known bool, dead int, err error)
+	// RemoveNode forgets node without presuming it dead: a node that
+	// leaves having handed every change it committed to the Bus. A
+	// missing node is not an error.
+	RemoveNode(ctx context.Context, node string) error
 }

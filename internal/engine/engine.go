@@ -253,13 +253,32 @@ func (e *Engine) AnnounceUnposted(ctx context.Context) error {
 	if e.cfg.Bus == nil || !e.unposted.Swap(false) {
 		return nil
 	}
+	return e.announceResync(ctx)
+}
+
+// AnnounceResync tells every node, this one included, to read again what
+// its sessions may have missed (chorus.EventResync): call it when another
+// node may have committed changes it did not publish (it was presumed
+// dead). If it fails, the next AnnounceUnposted tries again.
+func (e *Engine) AnnounceResync(ctx context.Context) error {
+	if e.cfg.Bus == nil {
+		return nil
+	}
+	return e.announceResync(ctx)
+}
+
+func (e *Engine) announceResync(ctx context.Context) error {
 	ev := &chorus.Event{Type: chorus.EventResync, ObjectSID: chorus.ControlTopic, DateCreated: e.now(), FromREST: true}
 	if err := e.cfg.Bus.Publish(context.WithoutCancel(ctx), ev); err != nil {
 		e.unposted.Store(true)
-		return fmt.Errorf("engine: announce unposted changes: %w", err)
+		return fmt.Errorf("engine: announce resync: %w", err)
 	}
 	return nil
 }
+
+// Unposted reports whether a committed change could not be published
+// since the last successful announcement: the other nodes may lack it.
+func (e *Engine) Unposted() bool { return e.unposted.Load() }
 
 func (e *Engine) view(ctx context.Context, fn func(tx chorus.ReadTx) error) error {
 	return e.cfg.Store.View(ctx, fn)

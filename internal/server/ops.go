@@ -121,6 +121,7 @@ func (s *Server) serveMetrics(w http.ResponseWriter, r *http.Request) {
 	metric("chorus_webhooks_sent_total", "counter", "Webhooks delivered (by this node).", s.hooks.Sent.Load())
 	metric("chorus_webhooks_failed_total", "counter", "Webhook delivery attempts that failed (by this node).", s.hooks.Failed.Load())
 	metric("chorus_webhooks_retried_total", "counter", "Webhooks rescheduled after a failed attempt (by this node).", s.hooks.Retried.Load())
+	metric("chorus_cluster_nodes_presumed_dead_total", "counter", "Nodes this node presumed dead as the leader: silent for the node timeout without having left (a node leaves on shutdown once its bus confirmed its publishes). In a cluster each makes every node read again what its sessions may have missed.", s.hooks.DeadNodes.Load())
 	metric("chorus_webhooks_abandoned_total", "counter", "Webhooks given up on: retries exhausted, too old, refused, or over the outbox cap (by this node).", s.hooks.Abandoned.Load())
 	s.webhookBacklogMetrics(r.Context(), w)
 }

@@ -228,8 +228,19 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	hooks := cfg.Webhooks
 	hooks.Store, hooks.Logger, hooks.Policy, hooks.Leader = s.store, cfg.Logger, policy, leader
 	hooks.Node = cfg.NodeName + "-" + chorus.NewSID("")[:8]
-	s.hooks = webhook.New(hooks)
 	_, oneNode := s.bus.(*mem.Bus) // an in-process bus: no other node shares the store
+	if !oneNode {
+		hooks.NodesDead = func(int) {
+			// A node that died between committing and publishing left
+			// the other nodes' sessions without those events.
+			go func() {
+				if err := s.eng.AnnounceResync(context.Background()); err != nil {
+					s.log.Warn("announce resync after nodes died", logErr, err)
+				}
+			}()
+		}
+	}
+	s.hooks = webhook.New(hooks)
 	if pg, ok := s.store.(*postgres.Store); ok && oneNode {
 		// Make sure of it: a second node without a bus on the database
 		// would serve stale credentials and miss this node's events.
@@ -410,10 +421,40 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 	case <-sctx.Done():
 		errs = append(errs, errors.New("server: engine did not stop in time"))
 	}
+	s.leave(sctx, len(errs) == 0)
 	if err := s.Close(); err != nil {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
+}
+
+// leave forgets this node in the store, so that the other nodes do not
+// presume it dead and read again what their sessions may have missed
+// (webhook.Config.NodesDead), if and only if everything it committed
+// reached them: its requests all ended (drained) and its bus confirmed
+// every publish. Otherwise it stays, and is presumed dead.
+func (s *Server) leave(ctx context.Context, drained bool) {
+	why := ""
+	switch {
+	case !drained:
+		why = "requests were cut short"
+	case s.eng.Unposted():
+		why = "changes could not be published"
+	}
+	if why == "" {
+		if p, ok := s.bus.(interface{ Ping(context.Context) error }); ok {
+			if err := p.Ping(ctx); err != nil {
+				why = "the bus did not confirm the last publishes: " + err.Error()
+			}
+		}
+	}
+	if why != "" {
+		s.log.Warn("leaving without a goodbye: the other nodes will presume this node dead and read again what their sessions may have missed", "reason", why)
+		return
+	}
+	if err := s.hooks.Leave(ctx); err != nil {
+		s.log.Warn("leaving: the other nodes will presume this node dead", logErr, err)
+	}
 }
 
 // Close closes the bus and the store without serving; Run does it itself.

@@ -227,6 +227,10 @@ type Config struct {
 	// BusOptions returns extra NATS options for node i (0-based), e.g.
 	// natsbus.WithFaults; nil means none.
 	BusOptions func(i int) []natsbus.Option
+	// NATSURL, when set, returns the URL node i (0-based) connects to NATS
+	// at, given the cluster's, e.g. a relay that a test cuts; nil means
+	// the cluster's.
+	NATSURL func(i int, clusterURL string) string
 	// Webhooks overrides the webhook dispatcher's timings and limits.
 	// Webhooks may reach loopback receivers (WebhooksAllowPrivate).
 	Webhooks webhook.Config
@@ -329,7 +333,11 @@ func (c *Cluster) StartNode(t testing.TB) *Node {
 	if c.cfg.BusOptions != nil {
 		opts = append(opts, c.cfg.BusOptions(i)...)
 	}
-	bus, err := natsbus.Open(ctx, c.NATS, c.logger, opts...)
+	natsURL := c.NATS
+	if c.cfg.NATSURL != nil {
+		natsURL = c.cfg.NATSURL(i, c.NATS)
+	}
+	bus, err := natsbus.Open(ctx, natsURL, c.logger, opts...)
 	if err != nil {
 		t.Fatalf("servertest: node %s: %v", name, err)
 	}

@@ -86,7 +86,7 @@ func TestPresumedDeadNodeRecovers(t *testing.T) {
 	want("endpoint_connected alice")
 	// Another node presumes every node silent since a second from now dead.
 	if err := e.st.Update(ctx, func(tx chorus.Tx) error {
-		_, err := tx.NodeHeartbeat(ctx, "other", time.Now().UTC(), time.Now().UTC().Add(time.Second))
+		_, _, err := tx.NodeHeartbeat(ctx, "other", time.Now().UTC(), time.Now().UTC().Add(time.Second))
 		return err
 	}); err != nil {
 		t.Fatal(err)

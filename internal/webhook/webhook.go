@@ -79,6 +79,12 @@ type Config struct {
 	Poll        time.Duration // default DefaultPoll
 	Heartbeat   time.Duration // default DefaultHeartbeat
 	NodeTimeout time.Duration // default DefaultNodeTimeout
+	// NodesDead, when set, is called (on the run loop; it must not block)
+	// when the leader presumed nodes dead that had not left (Leave): they
+	// may have died between committing changes and publishing them, so
+	// the other nodes must read again what their sessions may have
+	// missed.
+	NodesDead func(n int)
 }
 
 // Dispatcher delivers the webhook outbox. See the package documentation.
@@ -113,6 +119,8 @@ type Dispatcher struct {
 	presence presenceQueue
 
 	Sent, Failed, Retried, Abandoned atomic.Uint64
+	// DeadNodes counts the nodes this node presumed dead as the leader.
+	DeadNodes atomic.Uint64
 }
 
 type cachedService struct {
@@ -367,8 +375,9 @@ func (d *Dispatcher) heartbeat(ctx context.Context, now time.Time) error {
 		deadBefore = now.UTC().Add(-d.cfg.NodeTimeout)
 	}
 	var known bool
+	var dead int
 	err := d.cfg.Store.Update(ctx, func(tx chorus.Tx) (err error) {
-		known, err = tx.NodeHeartbeat(ctx, d.cfg.Node, now.UTC(), deadBefore)
+		known, dead, err = tx.NodeHeartbeat(ctx, d.cfg.Node, now.UTC(), deadBefore)
 		return err
 	})
 	if err != nil {
@@ -377,6 +386,27 @@ func (d *Dispatcher) heartbeat(ctx context.Context, now time.Time) error {
 	if !known && d.beats.Add(1) > 1 {
 		d.log.Warn("webhook: this node was presumed dead; recording its endpoints again")
 		d.presence.reconnectAll()
+	}
+	if dead > 0 {
+		d.DeadNodes.Add(uint64(dead))
+		d.log.Warn("webhook: nodes presumed dead, silent since "+deadBefore.Format(time.RFC3339), "nodes", dead)
+		if fn := d.cfg.NodesDead; fn != nil {
+			fn(dead)
+		}
+	}
+	return nil
+}
+
+// Leave forgets this node in the store without its being presumed dead
+// (Config.NodesDead): call it after Close, once everything the node
+// committed has reached the other nodes. A node that does not leave is
+// presumed dead NodeTimeout after its last heartbeat.
+func (d *Dispatcher) Leave(ctx context.Context) error {
+	err := d.cfg.Store.Update(ctx, func(tx chorus.Tx) error {
+		return tx.RemoveNode(ctx, d.cfg.Node)
+	})
+	if err != nil {
+		return fmt.Errorf("webhook: leave: %w", err)
 	}
 	return nil
 }

@@ -172,21 +172,21 @@ func (t *tx) GoneOffline(ctx context.Context, serviceSID, identity string, befor
 	return res.RowsAffected() == 1, nil
 }
 
-func (t *tx) NodeHeartbeat(ctx context.Context, node string, now, deadBefore time.Time) (bool, error) {
+func (t *tx) NodeHeartbeat(ctx context.Context, node string, now, deadBefore time.Time) (bool, int, error) {
 	fail := func(err error) error { return fmt.Errorf("postgres: heartbeat of node %s: %w", node, err) }
 	res, err := t.exec(ctx, `UPDATE presence_nodes SET heartbeat = $1 WHERE node = $2`, sqlrow.Nanos(now), node)
 	if err != nil {
-		return false, fail(err)
+		return false, 0, fail(err)
 	}
 	known := res.RowsAffected() == 1
 	if !known {
 		if _, err := t.exec(ctx, `INSERT INTO presence_nodes (node, heartbeat) VALUES ($1, $2)
 			ON CONFLICT (node) DO UPDATE SET heartbeat = excluded.heartbeat`, node, sqlrow.Nanos(now)); err != nil {
-			return false, fail(err)
+			return false, 0, fail(err)
 		}
 	}
 	if deadBefore.IsZero() {
-		return known, nil
+		return known, 0, nil
 	}
 	// The endpoints of dead (or unknown) nodes go; so do their identities
 	// when that left them without an endpoint. The nodes that have
@@ -203,20 +203,28 @@ func (t *tx) NodeHeartbeat(ctx context.Context, node string, now, deadBefore tim
 		SELECT node FROM nodes WHERE node IS NOT NULL AND node NOT IN (
 			SELECT node FROM presence_nodes WHERE heartbeat >= $1))`, sqlrow.Nanos(deadBefore))
 	if err != nil {
-		return known, fail(err)
+		return known, 0, fail(err)
 	}
 	if res.RowsAffected() > 0 {
 		if _, err := t.exec(ctx, `UPDATE presence_identities SET offline_since = $1
 			WHERE offline_since IS NULL AND NOT EXISTS (SELECT 1 FROM presence_endpoints AS p
 				WHERE p.service_sid = presence_identities.service_sid AND p.identity = presence_identities.identity)`,
 			sqlrow.Nanos(now)); err != nil {
-			return known, fail(err)
+			return known, 0, fail(err)
 		}
 	}
-	if _, err := t.exec(ctx, `DELETE FROM presence_nodes WHERE heartbeat < $1`, sqlrow.Nanos(deadBefore)); err != nil {
-		return known, fail(err)
+	res, err = t.exec(ctx, `DELETE FROM presence_nodes WHERE heartbeat < $1`, sqlrow.Nanos(deadBefore))
+	if err != nil {
+		return known, 0, fail(err)
 	}
-	return known, nil
+	return known, int(res.RowsAffected()), nil
+}
+
+func (t *tx) RemoveNode(ctx context.Context, node string) error {
+	if _, err := t.exec(ctx, `DELETE FROM presence_nodes WHERE node = $1`, node); err != nil {
+		return fmt.Errorf("postgres: remove node %s: %w", node, err)
+	}
+	return nil
 }
 
 // deleteServiceWebhooks deletes a service's outbox and reachability rows.

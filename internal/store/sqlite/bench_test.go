@@ -323,7 +323,7 @@ func BenchmarkNodeHeartbeat(b *testing.B) {
 			for i := start; i < start+10_000; i++ {
 				node := fmt.Sprintf("node-%d", i%nodes)
 				if i < nodes {
-					if _, err := tx.NodeHeartbeat(ctx, node, now, time.Time{}); err != nil {
+					if _, _, err := tx.NodeHeartbeat(ctx, node, now, time.Time{}); err != nil {
 						return err
 					}
 				}
@@ -341,7 +341,7 @@ func BenchmarkNodeHeartbeat(b *testing.B) {
 	}
 	for b.Loop() {
 		err := s.Update(ctx, func(tx chorus.Tx) error {
-			_, err := tx.NodeHeartbeat(ctx, "node-0", now, now.Add(-time.Minute))
+			_, _, err := tx.NodeHeartbeat(ctx, "node-0", now, now.Add(-time.Minute))
 			return err
 		})
 		if err != nil {

@@ -198,10 +198,11 @@ func testPresence(t *testing.T, s chorus.Store) {
 		t.Error("connection after GoneOffline: first = false")
 	}
 	// Node n1 dies: its endpoints go, alice goes offline.
+	var dead int // nodes the last heartbeat presumed dead
 	beat := func(node string, now, deadBefore time.Time) (known bool) {
 		t.Helper()
 		update(t, s, func(tx chorus.Tx) (err error) {
-			known, err = tx.NodeHeartbeat(ctx, node, now, deadBefore)
+			known, dead, err = tx.NodeHeartbeat(ctx, node, now, deadBefore)
 			return err
 		})
 		return known
@@ -215,11 +216,28 @@ func testPresence(t *testing.T, s chorus.Store) {
 	if !beat("n2", at(time.Minute), at(50*time.Second)) {
 		t.Error("heartbeat of n2 (connected endpoints before): known = false")
 	}
+	// n1 (endpoints) and n3 (none) went silent: both presumed dead, once.
+	if dead != 2 {
+		t.Errorf("heartbeat that found n1 and n3 silent: dead = %d, want 2", dead)
+	}
+	if beat("n2", at(61*time.Second), at(51*time.Second)); dead != 0 {
+		t.Errorf("next heartbeat: dead = %d, want 0 (n1 and n3 were reported)", dead)
+	}
 	o = offline(at(time.Hour))
 	if len(o) != 1 || !o[0].Since.Equal(at(time.Minute)) {
 		t.Fatalf("after n1 died: offline = %+v", o)
 	}
 	if beat("n1", at(61*time.Second), time.Time{}) {
 		t.Error("heartbeat of n1 after it was presumed dead: known = true")
+	}
+	// A node that leaves is forgotten without being presumed dead.
+	beat("n4", at(62*time.Second), time.Time{})
+	update(t, s, func(tx chorus.Tx) error { return tx.RemoveNode(ctx, "n4") })
+	update(t, s, func(tx chorus.Tx) error { return tx.RemoveNode(ctx, "n4") }) // gone: no error
+	if beat("n2", at(2*time.Minute), at(100*time.Second)); dead != 1 {
+		t.Errorf("heartbeat after n4 left and n1 went silent again: dead = %d, want 1 (n1)", dead)
+	}
+	if beat("n4", at(2*time.Minute), time.Time{}) {
+		t.Error("heartbeat of n4 after it left: known = true")
 	}
 }

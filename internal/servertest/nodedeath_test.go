@@ -1,0 +1,82 @@
+package servertest
+
+import (
+	"encoding/json"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chorus-sync/chorus"
+	"github.com/chorus-sync/chorus/internal/testrelay"
+	"github.com/chorus-sync/chorus/internal/webhook"
+)
+
+// TestDeadNodesChangesReachOtherNodes: a node that dies between committing
+// a change and its reaching the bus must not leave the other nodes'
+// subscribers without it. Node n2 talks to NATS through a relay that is
+// cut: its REST write commits, and the event it publishes is lost on the
+// way, unnoticed. n2 then stops without being able to confirm its
+// publishes, so it does not leave; the leader presumes it dead after
+// NodeTimeout and every node reads again what its sessions may have
+// missed. A node that leaves after confirming its publishes is not
+// presumed dead.
+func TestDeadNodesChangesReachOtherNodes(t *testing.T) {
+	// Longer than the dying node takes to stop while its bus is cut (a
+	// second or two), so that only its not leaving gets it presumed dead.
+	const nodeTimeout = 5 * time.Second
+	relays := map[int]*testrelay.Relay{} // by node index; node 0 connects straight
+	c := NewCluster(t, Config{
+		Nodes: 1,
+		// The run loop heartbeats at most once a Poll.
+		Webhooks: webhook.Config{Heartbeat: 100 * time.Millisecond, Poll: 100 * time.Millisecond, NodeTimeout: nodeTimeout},
+		NATSURL: func(i int, u string) string {
+			if i == 0 {
+				return u
+			}
+			relays[i] = testrelay.New(t, strings.TrimPrefix(u, "nats://"))
+			return "nats://" + relays[i].Addr
+		},
+	})
+	a := c.Nodes[0]
+	if l := leader(t, c); l != a {
+		t.Fatalf("leader = %s, want %s", l.Name, a.Name)
+	}
+	doc := sidOf(t, mustREST(t, a, "POST", "/Documents", url.Values{"Data": {`{"n":0}`}}, http.StatusCreated))
+	sub := dial(t, a.WSURL, c.Token(t, "watcher"))
+	sub.establish(chorus.KindDocument, doc)
+
+	// A node that leaves cleanly: its writes arrive, and nobody mourns it.
+	clean := c.StartNode(t) // n1: through the relay, not yet cut
+	mustREST(t, clean, "POST", "/Documents/"+doc, url.Values{"Data": {`{"n":1}`}}, http.StatusOK)
+	checkSequence(t, "subscriber on "+a.Name, sub.collect(1, 10*time.Second), "document_updated", 1)
+	if err := clean.Stop(); err != nil {
+		t.Fatalf("stop %s: %v", clean.Name, err)
+	}
+	time.Sleep(nodeTimeout + time.Second)
+	if got := metric(t, a, "chorus_cluster_nodes_presumed_dead_total"); got != 0 {
+		t.Fatalf("chorus_cluster_nodes_presumed_dead_total = %d after %s left cleanly, want 0", got, clean.Name)
+	}
+
+	// A node whose last publish is lost, and which then goes away.
+	dying := c.StartNode(t) // n2
+	relays[2].Freeze()
+	mustREST(t, dying, "POST", "/Documents/"+doc, url.Values{"Data": {`{"n":2}`}}, http.StatusOK)
+	sub.quiet(500 * time.Millisecond) // the publish was lost: nothing yet
+	if err := dying.Stop(); err != nil {
+		t.Fatalf("stop %s: %v", dying.Name, err)
+	}
+	notes := sub.collect(1, nodeTimeout+10*time.Second)
+	checkSequence(t, "subscriber on "+a.Name, notes, "document_updated", 2)
+	var data struct {
+		N int `json:"n"`
+	}
+	if err := json.Unmarshal(notes[0].field("document_data"), &data); err != nil || data.N != 2 {
+		t.Errorf("document_data = %s, want {\"n\":2}", notes[0].field("document_data"))
+	}
+	if got := metric(t, a, "chorus_cluster_nodes_presumed_dead_total"); got != 1 {
+		t.Errorf("chorus_cluster_nodes_presumed_dead_total = %d, want 1 (%s)", got, dying.Name)
+	}
+	sub.quiet(300 * time.Millisecond)
+}
