@@ -204,21 +204,7 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 		s.store, leader = st, lead
 	}
 	if s.bus == nil {
-		b, err := openBus(ctx, cfg, func() {
-			if s.gw != nil {
-				s.gw.Resync()
-			}
-			if s.eng != nil {
-				// Changes this node committed while it could not publish:
-				// the other nodes must read them again (their own
-				// connections never dropped, so they would not know).
-				go func() {
-					if err := s.eng.AnnounceUnposted(context.Background()); err != nil {
-						s.log.Warn("announce unpublished changes", logErr, err)
-					}
-				}()
-			}
-		})
+		b, err := openBus(ctx, cfg, s.BusLost)
 		if err != nil {
 			return nil, err
 		}
@@ -428,6 +414,31 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 	return errors.Join(errs...)
 }
 
+// BusLost is the handler of a Bus that can lose events (NATS core): call
+// it after the Bus reconnected (reconnected true) or dropped events it
+// received (false). This node's sessions read again what they missed.
+// After a reconnect the other nodes must too: events this node published
+// just before its connection was found dead were written into it and
+// lost, and changes it committed while it could not publish never went
+// out, while the other nodes' own connections never dropped.
+func (s *Server) BusLost(reconnected bool) {
+	if s.gw != nil {
+		s.gw.Resync()
+	}
+	if s.eng == nil {
+		return
+	}
+	go func() {
+		announce := s.eng.AnnounceUnposted
+		if reconnected {
+			announce = s.eng.AnnounceResync
+		}
+		if err := announce(context.Background()); err != nil {
+			s.log.Warn("announce resync", logErr, err)
+		}
+	}()
+}
+
 // leave forgets this node in the store, so that the other nodes do not
 // presume it dead and read again what their sessions may have missed
 // (webhook.Config.NodesDead), if and only if everything it committed
@@ -512,7 +523,7 @@ func openStore(ctx context.Context, cfg Config) (chorus.Store, func(context.Cont
 // openBus connects to NATS when cfg.BusURL names it, else returns the
 // in-process bus. resync runs after NATS reconnects, when events published
 // meanwhile may have been lost.
-func openBus(ctx context.Context, cfg Config, resync func()) (chorus.Bus, error) {
+func openBus(ctx context.Context, cfg Config, resync func(reconnected bool)) (chorus.Bus, error) {
 	switch {
 	case strings.HasPrefix(cfg.BusURL, "nats://") || strings.HasPrefix(cfg.BusURL, "tls://"):
 		opts := []natsbus.Option{natsbus.WithName(cfg.NodeName), natsbus.WithReconnectHandler(resync), natsbus.WithAuth(cfg.BusAuth)}

@@ -80,3 +80,39 @@ func TestDeadNodesChangesReachOtherNodes(t *testing.T) {
 	}
 	sub.quiet(300 * time.Millisecond)
 }
+
+// TestLostPublishesAnnouncedOnReconnect: node n1's connection to NATS is
+// cut without either side noticing (a relay drops every byte), so the
+// event of its REST write is written into the connection and lost. When
+// the cut is found (the relay closes) and n1 reconnects, every node must
+// read again what its sessions missed, not only n1: the subscriber on n0,
+// whose own connection never dropped, gets the event.
+func TestLostPublishesAnnouncedOnReconnect(t *testing.T) {
+	var relay *testrelay.Relay
+	c := NewCluster(t, Config{
+		Nodes: 2,
+		NATSURL: func(i int, u string) string {
+			if i == 0 {
+				return u
+			}
+			relay = testrelay.New(t, strings.TrimPrefix(u, "nats://"))
+			return "nats://" + relay.Addr
+		},
+	})
+	a, b := c.Nodes[0], c.Nodes[1]
+	doc := sidOf(t, mustREST(t, a, "POST", "/Documents", url.Values{"Data": {`{"n":0}`}}, http.StatusCreated))
+	sub := dial(t, a.WSURL, c.Token(t, "watcher"))
+	sub.establish(chorus.KindDocument, doc)
+
+	relay.Freeze()
+	mustREST(t, b, "POST", "/Documents/"+doc, url.Values{"Data": {`{"n":1}`}}, http.StatusOK)
+	sub.quiet(500 * time.Millisecond) // lost on the way: nothing yet
+	relay.Kill()
+	relay.Restart()
+	notes := sub.collect(1, 15*time.Second)
+	checkSequence(t, "subscriber on "+a.Name, notes, "document_updated", 1)
+	if got := jsonString(notes[0].field("document_data")); got != `{"n":1}` {
+		t.Errorf("document_data = %s, want {\"n\":1}", got)
+	}
+	sub.quiet(300 * time.Millisecond)
+}

@@ -321,12 +321,11 @@ func (c *Cluster) StartNode(t testing.TB) *Node {
 	name := fmt.Sprintf("n%d", i)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	// As the server does for a bus it opens itself: resync the gateway
-	// when NATS reconnects or dropped events.
+	// As the server does for a bus it opens itself.
 	var started atomic.Pointer[server.Server]
-	resync := func() {
+	resync := func(reconnected bool) {
 		if s := started.Load(); s != nil {
-			s.Gateway().Resync()
+			s.BusLost(reconnected)
 		}
 	}
 	opts := []natsbus.Option{natsbus.WithPrefix(c.Prefix), natsbus.WithName(name), natsbus.WithReconnectHandler(resync)}

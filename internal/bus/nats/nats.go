@@ -48,7 +48,7 @@ type options struct {
 	name        string
 	reconnBuf   int
 	pingEvery   time.Duration
-	onReconnect func()
+	onReconnect func(reconnected bool)
 	drop        func(*chorus.Event) bool
 	delay       func(*chorus.Event) time.Duration
 	auth        Auth
@@ -73,12 +73,16 @@ func WithReconnectBuffer(bytes int) Option { return func(o *options) { o.reconnB
 // dead connection (default 10s; two missed pongs disconnect).
 func WithPingInterval(d time.Duration) Option { return func(o *options) { o.pingEvery = d } }
 
-// WithReconnectHandler calls fn (on its own goroutine) after each
-// reconnect, and after the server dropped messages for this slow consumer
-// (at most once a second). Events published while this node was
-// disconnected, or dropped, never reach it; a subscriber learns of them at
-// the next event of the object (a gap), or at once if fn makes it resync.
-func WithReconnectHandler(fn func()) Option { return func(o *options) { o.onReconnect = fn } }
+// WithReconnectHandler calls fn (on its own goroutine) with true after
+// each reconnect, and with false after the server dropped messages for
+// this slow consumer (at most once a second). Events published while this
+// node was disconnected, or dropped, never reach it; a subscriber learns
+// of them at the next event of the object (a gap), or at once if fn makes
+// it resync. After a reconnect, this node's own last publishes may be
+// lost too: those written into the connection before it was found dead.
+func WithReconnectHandler(fn func(reconnected bool)) Option {
+	return func(o *options) { o.onReconnect = fn }
+}
 
 // WithFaults injects receive faults, for tests of gap filling: each
 // received event for which drop returns true is discarded, and each for
@@ -178,7 +182,7 @@ func Open(ctx context.Context, url string, logger *slog.Logger, opts ...Option) 
 		natsgo.ReconnectHandler(func(nc *natsgo.Conn) {
 			b.log.Info("nats: reconnected", slog.String("server", nc.ConnectedUrlRedacted()))
 			if fn := b.opts.onReconnect; fn != nil {
-				go fn()
+				go fn(true)
 			}
 		}),
 		natsgo.ErrorHandler(func(_ *natsgo.Conn, sub *natsgo.Subscription, err error) {
@@ -457,7 +461,7 @@ func (b *Bus) lostEvents() {
 	if fn == nil || now-last < int64(time.Second) || !b.lastResync.CompareAndSwap(last, now) {
 		return
 	}
-	go fn()
+	go fn(false)
 }
 
 // Ping fails unless the connection is up and the server answers a ping

@@ -41,7 +41,7 @@ func TestRestart(t *testing.T) {
 	u := fmt.Sprintf("nats://127.0.0.1:%d", port)
 	reconnected := make(chan struct{}, 10)
 	a := open(t, u, nats.WithName("node-a"))
-	b := open(t, u, nats.WithName("node-b"), nats.WithReconnectHandler(func() { reconnected <- struct{}{} }))
+	b := open(t, u, nats.WithName("node-b"), nats.WithReconnectHandler(func(bool) { reconnected <- struct{}{} }))
 
 	// The node names reach the server as connection names.
 	cz, err := srv.Connz(&server.ConnzOptions{})
