@@ -257,13 +257,15 @@ func (e *Engine) AnnounceUnposted(ctx context.Context) error {
 }
 
 // AnnounceResync tells every node, this one included, to read again what
-// its sessions may have missed (chorus.EventResync): call it when another
-// node may have committed changes it did not publish (it was presumed
-// dead). If it fails, the next AnnounceUnposted tries again.
+// its sessions may have missed (chorus.EventResync): call it when events
+// may have been lost on their way (a node presumed dead, a connection
+// found dead). It covers this node's unposted changes too. If it fails,
+// Unposted reports true, and the next AnnounceUnposted tries again.
 func (e *Engine) AnnounceResync(ctx context.Context) error {
 	if e.cfg.Bus == nil {
 		return nil
 	}
+	e.unposted.Store(false) // what was committed before is re-read
 	return e.announceResync(ctx)
 }
 

@@ -131,6 +131,8 @@ type Server struct {
 	verifier *token.Verifier
 	gw       *gateway.Gateway // nil only if New failed before creating it
 	hooks    *webhook.Dispatcher
+	// ann sends this node's resync announcements (BusLost, dead nodes).
+	ann      *announcer
 	handler  http.Handler
 	cert     *certificate // nil without TLS
 	throttle *throttle
@@ -215,16 +217,13 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	hooks.Store, hooks.Logger, hooks.Policy, hooks.Leader = s.store, cfg.Logger, policy, leader
 	hooks.Node = cfg.NodeName + "-" + chorus.NewSID("")[:8]
 	_, oneNode := s.bus.(*mem.Bus) // an in-process bus: no other node shares the store
+	s.ann = &announcer{every: announceEvery, log: s.log, send: func(ctx context.Context) error {
+		return s.eng.AnnounceResync(ctx)
+	}}
 	if !oneNode {
-		hooks.NodesDead = func(int) {
-			// A node that died between committing and publishing left
-			// the other nodes' sessions without those events.
-			go func() {
-				if err := s.eng.AnnounceResync(context.Background()); err != nil {
-					s.log.Warn("announce resync after nodes died", logErr, err)
-				}
-			}()
-		}
+		// A node that died between committing and publishing left the
+		// other nodes' sessions without those events.
+		hooks.NodesDead = func(int) { go s.ann.request() }
 	}
 	s.hooks = webhook.New(hooks)
 	if pg, ok := s.store.(*postgres.Store); ok && oneNode {
@@ -355,6 +354,12 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 	}
 	base, cancelBase := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelBase()
+	// Known to the store before it writes anything, so that if it dies
+	// before publishing a change, it is presumed dead (the leader then
+	// has every node read again).
+	if err := s.hooks.Heartbeat(base); err != nil {
+		s.log.Warn("first heartbeat; the webhook loop retries", logErr, err)
+	}
 
 	engDone := make(chan struct{})
 	go func() {
@@ -385,13 +390,16 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.ShutdownTimeout)
 	defer cancel()
+	drained := true // every request that could write ended
 	if err := hs.Shutdown(sctx); err != nil {
 		errs = append(errs, fmt.Errorf("server: shutdown http: %w", err))
 		_ = hs.Close()
+		drained = false
 	}
 	if s.gw != nil {
 		if err := s.gw.Close(sctx); err != nil {
 			errs = append(errs, fmt.Errorf("server: close gateway: %w", err))
+			drained = false
 		}
 	}
 	cancelBase()
@@ -406,8 +414,12 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 	case <-engDone:
 	case <-sctx.Done():
 		errs = append(errs, errors.New("server: engine did not stop in time"))
+		drained = false
 	}
-	s.leave(sctx, len(errs) == 0)
+	// Its own time: the shutdown may have used up sctx.
+	lctx, lcancel := context.WithTimeout(context.WithoutCancel(ctx), leaveTimeout)
+	s.leave(lctx, drained)
+	lcancel()
 	if err := s.Close(); err != nil {
 		errs = append(errs, err)
 	}
@@ -415,35 +427,30 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 }
 
 // BusLost is the handler of a Bus that can lose events (NATS core): call
-// it after the Bus reconnected (reconnected true) or dropped events it
-// received (false). This node's sessions read again what they missed.
-// After a reconnect the other nodes must too: events this node published
-// just before its connection was found dead were written into it and
-// lost, and changes it committed while it could not publish never went
-// out, while the other nodes' own connections never dropped.
-func (s *Server) BusLost(reconnected bool) {
+// it after the Bus reconnected or dropped events it received. This node's
+// sessions read again what they missed. The other nodes' own connections
+// never dropped, so they are told to as well (a resync announcement,
+// rate-limited) when this node's events may be lost: changes it committed
+// while it could not publish, and when publishesLost, the events it wrote
+// into a connection before it was found dead.
+func (s *Server) BusLost(publishesLost bool) {
 	if s.gw != nil {
 		s.gw.Resync()
 	}
-	if s.eng == nil {
-		return
+	if s.eng != nil && s.ann != nil && (publishesLost || s.eng.Unposted()) {
+		s.ann.request()
 	}
-	go func() {
-		announce := s.eng.AnnounceUnposted
-		if reconnected {
-			announce = s.eng.AnnounceResync
-		}
-		if err := announce(context.Background()); err != nil {
-			s.log.Warn("announce resync", logErr, err)
-		}
-	}()
 }
+
+// leaveTimeout bounds leave: a bus ping and one store transaction.
+const leaveTimeout = 5 * time.Second
 
 // leave forgets this node in the store, so that the other nodes do not
 // presume it dead and read again what their sessions may have missed
 // (webhook.Config.NodesDead), if and only if everything it committed
-// reached them: its requests all ended (drained) and its bus confirmed
-// every publish. Otherwise it stays, and is presumed dead.
+// reached them: its requests all ended (drained), no change is unposted,
+// no resync announcement waits, its bus handled every reconnect and
+// confirmed every publish. Otherwise it stays, and is presumed dead.
 func (s *Server) leave(ctx context.Context, drained bool) {
 	why := ""
 	switch {
@@ -451,12 +458,14 @@ func (s *Server) leave(ctx context.Context, drained bool) {
 		why = "requests were cut short"
 	case s.eng.Unposted():
 		why = "changes could not be published"
+	case s.ann.pending():
+		why = "a resync announcement is still due"
 	}
-	if why == "" {
-		if p, ok := s.bus.(interface{ Ping(context.Context) error }); ok {
-			if err := p.Ping(ctx); err != nil {
-				why = "the bus did not confirm the last publishes: " + err.Error()
-			}
+	if nb, ok := s.bus.(*natsbus.Bus); ok && why == "" {
+		if !nb.Settled() {
+			why = "the bus has not recovered from its last disconnection"
+		} else if err := nb.Ping(ctx); err != nil {
+			why = "the bus did not confirm the last publishes: " + err.Error()
 		}
 	}
 	if why != "" {
@@ -473,6 +482,9 @@ func (s *Server) leave(ctx context.Context, drained bool) {
 func (s *Server) Close() error {
 	s.closeOnce.Do(func() {
 		var errs []error
+		if s.ann != nil {
+			s.ann.close()
+		}
 		if s.hooks != nil {
 			ctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
 			_ = s.hooks.Close(ctx) // Run flushed already; this stops the senders
@@ -523,7 +535,7 @@ func openStore(ctx context.Context, cfg Config) (chorus.Store, func(context.Cont
 // openBus connects to NATS when cfg.BusURL names it, else returns the
 // in-process bus. resync runs after NATS reconnects, when events published
 // meanwhile may have been lost.
-func openBus(ctx context.Context, cfg Config, resync func(reconnected bool)) (chorus.Bus, error) {
+func openBus(ctx context.Context, cfg Config, resync func(publishesLost bool)) (chorus.Bus, error) {
 	switch {
 	case strings.HasPrefix(cfg.BusURL, "nats://") || strings.HasPrefix(cfg.BusURL, "tls://"):
 		opts := []natsbus.Option{natsbus.WithName(cfg.NodeName), natsbus.WithReconnectHandler(resync), natsbus.WithAuth(cfg.BusAuth)}

@@ -116,3 +116,104 @@ func TestLostPublishesAnnouncedOnReconnect(t *testing.T) {
 	}
 	sub.quiet(300 * time.Millisecond)
 }
+
+// TestReconnectedNodeLeavesCleanly: node n1 commits a write while it knows
+// it is cut off from NATS, so the publish fails; once back it has every
+// node read again, and the subscriber on n0 gets the event. That done, n1
+// must be able to leave cleanly: it is not presumed dead when it stops.
+func TestReconnectedNodeLeavesCleanly(t *testing.T) {
+	const nodeTimeout = 3 * time.Second
+	relays := map[int]*testrelay.Relay{}
+	c := NewCluster(t, Config{
+		Nodes:    1,
+		Webhooks: webhook.Config{Heartbeat: 100 * time.Millisecond, Poll: 100 * time.Millisecond, NodeTimeout: nodeTimeout},
+		NATSURL: func(i int, u string) string {
+			if i == 0 {
+				return u
+			}
+			relays[i] = testrelay.New(t, strings.TrimPrefix(u, "nats://"))
+			return "nats://" + relays[i].Addr
+		},
+	})
+	a := c.Nodes[0]
+	doc := sidOf(t, mustREST(t, a, "POST", "/Documents", url.Values{"Data": {`{"n":0}`}}, http.StatusCreated))
+	sub := dial(t, a.WSURL, c.Token(t, "watcher"))
+	sub.establish(chorus.KindDocument, doc)
+	b := c.StartNode(t)
+
+	settled := func(want bool) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for b.Bus.Settled() != want {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: Bus.Settled() still %t after 10s", b.Name, !want)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	relays[1].Kill()
+	settled(false) // n1 knows it is disconnected
+	mustREST(t, b, "POST", "/Documents/"+doc, url.Values{"Data": {`{"n":1}`}}, http.StatusOK)
+	relays[1].Restart()
+	notes := sub.collect(1, 15*time.Second)
+	checkSequence(t, "subscriber on "+a.Name, notes, "document_updated", 1)
+	settled(true)
+
+	if err := b.Stop(); err != nil {
+		t.Fatalf("stop %s: %v", b.Name, err)
+	}
+	time.Sleep(nodeTimeout + time.Second)
+	if got := metric(t, a, "chorus_cluster_nodes_presumed_dead_total"); got != 0 {
+		t.Errorf("chorus_cluster_nodes_presumed_dead_total = %d after %s stopped cleanly, want 0: "+
+			"a node that announced its unposted changes must be able to leave", got, b.Name)
+	}
+	sub.quiet(300 * time.Millisecond)
+}
+
+// TestStoreOutagePresumesNoNodeDead: while PostgreSQL is unreachable for
+// longer than the node timeout, no node can heartbeat, nor commit. When it
+// is back, the leader must not presume the others dead before they had
+// the time to beat again (here it is reachable again for the leader a
+// second before the others): nothing can have gone unpublished, and a
+// cluster-wide re-read is the last thing a recovering database needs.
+func TestStoreOutagePresumesNoNodeDead(t *testing.T) {
+	const nodeTimeout = 3 * time.Second
+	relays := map[int]*testrelay.Relay{}
+	c := NewCluster(t, Config{
+		Nodes:    3,
+		Webhooks: webhook.Config{Heartbeat: 500 * time.Millisecond, Poll: 500 * time.Millisecond, NodeTimeout: nodeTimeout},
+		StoreURL: func(i int, dsn string) string {
+			u, err := url.Parse(dsn)
+			if err != nil {
+				t.Fatalf("database URL %q: %v", dsn, err)
+			}
+			relays[i] = testrelay.New(t, u.Host)
+			u.Host = relays[i].Addr
+			return u.String()
+		},
+	})
+	lead := leader(t, c)
+	time.Sleep(nodeTimeout) // the leader may presume nodes dead from now on
+
+	for _, r := range relays {
+		r.Kill()
+	}
+	time.Sleep(nodeTimeout + 2*time.Second)
+	for i, n := range c.Nodes {
+		if n == lead {
+			relays[i].Restart()
+		}
+	}
+	time.Sleep(time.Second)
+	for i, n := range c.Nodes {
+		if n != lead {
+			relays[i].Restart()
+		}
+	}
+	time.Sleep(2 * nodeTimeout)
+	for _, n := range c.Nodes {
+		if got := metric(t, n, "chorus_cluster_nodes_presumed_dead_total"); got != 0 {
+			t.Errorf("%s presumed %d nodes dead after a store outage, want 0", n.Name, got)
+		}
+	}
+}

@@ -231,6 +231,9 @@ type Config struct {
 	// at, given the cluster's, e.g. a relay that a test cuts; nil means
 	// the cluster's.
 	NATSURL func(i int, clusterURL string) string
+	// StoreURL, likewise, returns the PostgreSQL URL of node i given the
+	// cluster's database; nil means the database itself.
+	StoreURL func(i int, dsn string) string
 	// Webhooks overrides the webhook dispatcher's timings and limits.
 	// Webhooks may reach loopback receivers (WebhooksAllowPrivate).
 	Webhooks webhook.Config
@@ -340,10 +343,14 @@ func (c *Cluster) StartNode(t testing.TB) *Node {
 	if err != nil {
 		t.Fatalf("servertest: node %s: %v", name, err)
 	}
+	storeURL := c.DSN
+	if c.cfg.StoreURL != nil {
+		storeURL = c.cfg.StoreURL(i, c.DSN)
+	}
 	srv, err := server.New(ctx, server.Config{
 		Creds:           c.Creds,
 		Logger:          c.logger,
-		StoreURL:        c.DSN,
+		StoreURL:        storeURL,
 		Bus:             bus,
 		NodeName:        name,
 		ShutdownTimeout: 5 * time.Second,

@@ -100,7 +100,13 @@ type Dispatcher struct {
 
 	leading atomic.Bool  // this node delivers
 	beats   atomic.Int64 // heartbeats the store did not know this node at
-	lastLog atomic.Int64
+	// beatingSince is the unix ns of the first of this node's unbroken
+	// run of heartbeats (none missed for NodeTimeout), lastBeat the last
+	// one's; 0 before any. Only a leader that has been beating for
+	// NodeTimeout presumes others dead: after a store outage the others
+	// need that long to beat again.
+	beatingSince, lastBeat atomic.Int64
+	lastLog                atomic.Int64
 
 	mu       sync.Mutex
 	services map[string]cachedService // by SID
@@ -365,13 +371,24 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	}
 }
 
+// Heartbeat records that this node is alive, as Run does every
+// Config.Heartbeat: call it before the node first writes, so that the
+// store knows it from then on.
+func (d *Dispatcher) Heartbeat(ctx context.Context) error {
+	return d.heartbeat(ctx, time.Now())
+}
+
 // heartbeat records that this node is alive; the leader also disconnects
 // the endpoints of dead nodes. When the store had presumed this node dead
 // (it could not heartbeat for NodeTimeout), its endpoints are recorded
 // again.
 func (d *Dispatcher) heartbeat(ctx context.Context, now time.Time) error {
+	since := d.beatingSince.Load()
+	if last := d.lastBeat.Load(); last == 0 || now.Sub(time.Unix(0, last)) > d.cfg.NodeTimeout {
+		since = 0 // the run is broken: this beat starts another
+	}
 	var deadBefore time.Time
-	if d.leading.Load() {
+	if d.leading.Load() && since != 0 && now.Sub(time.Unix(0, since)) >= d.cfg.NodeTimeout {
 		deadBefore = now.UTC().Add(-d.cfg.NodeTimeout)
 	}
 	var known bool
@@ -383,6 +400,11 @@ func (d *Dispatcher) heartbeat(ctx context.Context, now time.Time) error {
 	if err != nil {
 		return fmt.Errorf("webhook: heartbeat: %w", err)
 	}
+	if since == 0 {
+		since = now.UnixNano()
+	}
+	d.beatingSince.Store(since)
+	d.lastBeat.Store(now.UnixNano())
 	if !known && d.beats.Add(1) > 1 {
 		d.log.Warn("webhook: this node was presumed dead; recording its endpoints again")
 		d.presence.reconnectAll()

@@ -48,7 +48,7 @@ type options struct {
 	name        string
 	reconnBuf   int
 	pingEvery   time.Duration
-	onReconnect func(reconnected bool)
+	onReconnect func(publishesLost bool)
 	drop        func(*chorus.Event) bool
 	delay       func(*chorus.Event) time.Duration
 	auth        Auth
@@ -73,14 +73,17 @@ func WithReconnectBuffer(bytes int) Option { return func(o *options) { o.reconnB
 // dead connection (default 10s; two missed pongs disconnect).
 func WithPingInterval(d time.Duration) Option { return func(o *options) { o.pingEvery = d } }
 
-// WithReconnectHandler calls fn (on its own goroutine) with true after
-// each reconnect, and with false after the server dropped messages for
-// this slow consumer (at most once a second). Events published while this
-// node was disconnected, or dropped, never reach it; a subscriber learns
-// of them at the next event of the object (a gap), or at once if fn makes
-// it resync. After a reconnect, this node's own last publishes may be
-// lost too: those written into the connection before it was found dead.
-func WithReconnectHandler(fn func(reconnected bool)) Option {
+// WithReconnectHandler calls fn (on its own goroutine) after each
+// reconnect, and after the server dropped messages for this slow consumer
+// (at most once a second). Events published while this node was
+// disconnected, or dropped, never reach it; a subscriber learns of them at
+// the next event of the object (a gap), or at once if fn makes it resync.
+//
+// publishesLost is true after a reconnect when this node published in the
+// time a dead connection can go unnoticed (three ping intervals) before it
+// was found dead: those events were written into it and may be lost, and
+// the other nodes' own connections never dropped.
+func WithReconnectHandler(fn func(publishesLost bool)) Option {
 	return func(o *options) { o.onReconnect = fn }
 }
 
@@ -107,6 +110,14 @@ type Bus struct {
 	bufs   sync.Pool
 
 	lastResync atomic.Int64 // unix ns of the last lostEvents call
+	// lastPublish is the unix ns of the last Publish that wrote to the
+	// connection; suspect says the connection last found dead may have
+	// taken some of them (set on disconnect, read on reconnect).
+	lastPublish atomic.Int64
+	suspect     atomic.Bool
+	// disconnects and recovered count disconnections and the reconnect
+	// handlers that returned after them (Settled).
+	disconnects, recovered atomic.Int64
 
 	mu     sync.RWMutex // guards topics, closed; lock order: mu → topic.mu
 	topics map[string]*topic
@@ -177,13 +188,24 @@ func Open(ctx context.Context, url string, logger *slog.Logger, opts ...Option) 
 		natsgo.MaxPingsOutstanding(2),
 		natsgo.NoCallbacksAfterClientClose(),
 		natsgo.DisconnectErrHandler(func(_ *natsgo.Conn, err error) {
+			b.disconnects.Add(1)
+			// A dead connection is found at most MaxPingsOutstanding+1
+			// ping intervals after it died.
+			unnoticed := 3 * o.pingEvery
+			b.suspect.Store(time.Since(time.Unix(0, b.lastPublish.Load())) < unnoticed+time.Second)
 			b.log.Warn("nats: disconnected", slog.Any(logError, err))
 		}),
 		natsgo.ReconnectHandler(func(nc *natsgo.Conn) {
 			b.log.Info("nats: reconnected", slog.String("server", nc.ConnectedUrlRedacted()))
-			if fn := b.opts.onReconnect; fn != nil {
-				go fn(true)
+			fn := b.opts.onReconnect
+			if fn == nil {
+				b.recovered.Add(1)
+				return
 			}
+			go func() {
+				defer b.recovered.Add(1)
+				fn(b.suspect.Load())
+			}()
 		}),
 		natsgo.ErrorHandler(func(_ *natsgo.Conn, sub *natsgo.Subscription, err error) {
 			subj := ""
@@ -292,7 +314,15 @@ func (b *Bus) Publish(ctx context.Context, events ...*chorus.Event) error {
 		}
 		b.published.Add(1)
 	}
+	b.lastPublish.Store(time.Now().UnixNano())
 	return first
+}
+
+// Settled reports whether the connection is up and the reconnect handler
+// returned after every disconnection so far: what it had to tell the
+// other nodes was told (or its failure recorded by the handler).
+func (b *Bus) Settled() bool {
+	return b.nc.Status() == natsgo.CONNECTED && b.recovered.Load() == b.disconnects.Load()
 }
 
 func cmpOr(a, b error) error {
