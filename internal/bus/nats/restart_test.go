@@ -39,9 +39,11 @@ func TestRestart(t *testing.T) {
 	srv := runServer(t, -1)
 	port := srv.Addr().(*net.TCPAddr).Port
 	u := fmt.Sprintf("nats://127.0.0.1:%d", port)
-	reconnected := make(chan struct{}, 10)
-	a := open(t, u, nats.WithName("node-a"))
-	b := open(t, u, nats.WithName("node-b"), nats.WithReconnectHandler(func(bool) { reconnected <- struct{}{} }))
+	// The reconnect handlers say whether the node's own publishes may
+	// be lost: a published just before the outage, b never did.
+	lostA, lostB := make(chan bool, 10), make(chan bool, 10)
+	a := open(t, u, nats.WithName("node-a"), nats.WithReconnectHandler(func(lost bool) { lostA <- lost }))
+	b := open(t, u, nats.WithName("node-b"), nats.WithReconnectHandler(func(lost bool) { lostB <- lost }))
 
 	// The node names reach the server as connection names.
 	cz, err := srv.Connz(&server.ConnzOptions{})
@@ -100,13 +102,26 @@ func TestRestart(t *testing.T) {
 	}
 	defer cancelY()
 
+	if a.Settled() || b.Settled() {
+		t.Errorf("Settled() while down = %t, %t, want false", a.Settled(), b.Settled())
+	}
+
 	runServer(t, port)
 	waitFor(t, "both buses to reconnect", func() bool { return a.Ping(ctx) == nil && b.Ping(ctx) == nil })
-	select {
-	case <-reconnected:
-	case <-time.After(bustest.Deadline):
-		t.Errorf("reconnect handler not called")
+	for name, c := range map[string]struct {
+		lost <-chan bool
+		want bool
+	}{"a": {lostA, true}, "b": {lostB, false}} {
+		select {
+		case lost := <-c.lost:
+			if lost != c.want {
+				t.Errorf("reconnect handler of %s: publishesLost = %t, want %t", name, lost, c.want)
+			}
+		case <-time.After(bustest.Deadline):
+			t.Errorf("reconnect handler of %s not called", name)
+		}
 	}
+	waitFor(t, "both buses to settle", func() bool { return a.Settled() && b.Settled() })
 	if err := a.Publish(ctx, bustest.NewEvent(x, 2), bustest.NewEvent(y, 1)); err != nil {
 		t.Fatalf("Publish after restart = %v", err)
 	}
