@@ -16,6 +16,11 @@ import (
 type Config struct {
 	Store chorus.Store
 	Bus   chorus.Bus
+	// Unposted, when set, is called (on the writing goroutine; it must
+	// not block) when a committed change could not be published, the
+	// first time since the last announcement (AnnounceResync): a Bus
+	// that is back already will not report a loss to cover it.
+	Unposted func()
 	// SharedStore says other nodes write the same store (a cluster). The
 	// credential and service caches are then off: another node's change
 	// reaches this one only when the bus delivers its control event, a
@@ -236,7 +241,7 @@ func (e *Engine) publish(ctx context.Context, events []*chorus.Event) {
 	// The write is committed: publishing must not be cut short by the
 	// caller going away. Subscribers recover lost events from the log.
 	if err := e.cfg.Bus.Publish(context.WithoutCancel(ctx), events...); err != nil {
-		e.unposted.Store(true)
+		e.markUnposted()
 		e.log.Warn("publish events", "err", err, "events", len(events))
 		return
 	}
@@ -276,6 +281,14 @@ func (e *Engine) announceResync(ctx context.Context) error {
 		return fmt.Errorf("engine: announce resync: %w", err)
 	}
 	return nil
+}
+
+// markUnposted records that a committed change could not be published,
+// and tells Config.Unposted the first time since the last announcement.
+func (e *Engine) markUnposted() {
+	if !e.unposted.Swap(true) && e.cfg.Unposted != nil {
+		e.cfg.Unposted()
+	}
 }
 
 // Unposted reports whether a committed change could not be published

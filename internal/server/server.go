@@ -233,9 +233,17 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 			return nil, fmt.Errorf("server: %w", err)
 		}
 	}
+	unposted := func() {
+		// A publish that failed just as the bus came back, after
+		// BusLost looked: announce it now.
+		if nb, ok := s.bus.(*natsbus.Bus); ok && nb.Settled() {
+			go s.ann.request()
+		}
+	}
 	s.eng = engine.New(engine.Config{
 		Store: s.store, Bus: s.bus, Logger: cfg.Logger, Leader: leader, SharedStore: !oneNode,
 		Observe: s.hooks.Observe, Outbox: s.hooks, CheckWebhookURL: policy.CheckURL,
+		Unposted: unposted,
 	})
 
 	creds, created, err := s.eng.Bootstrap(ctx, cfg.Creds)

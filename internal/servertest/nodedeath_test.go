@@ -170,50 +170,65 @@ func TestReconnectedNodeLeavesCleanly(t *testing.T) {
 	sub.quiet(300 * time.Millisecond)
 }
 
-// TestStoreOutagePresumesNoNodeDead: while PostgreSQL is unreachable for
-// longer than the node timeout, no node can heartbeat, nor commit. When it
-// is back, the leader must not presume the others dead before they had
-// the time to beat again (here it is reachable again for the leader a
-// second before the others): nothing can have gone unpublished, and a
-// cluster-wide re-read is the last thing a recovering database needs.
+// TestStoreOutagePresumesNoNodeDead: while PostgreSQL is unreachable, no
+// node can heartbeat, nor commit. When it is back, the leader must not
+// presume the others dead before they had the time to beat again: nothing
+// can have gone unpublished, and a cluster-wide re-read is the last thing
+// a recovering database needs. The database comes back for the leader
+// first, after an outage longer than the node timeout or a short one, and
+// for the others later (past the node timeout since their last beat).
 func TestStoreOutagePresumesNoNodeDead(t *testing.T) {
 	const nodeTimeout = 3 * time.Second
-	relays := map[int]*testrelay.Relay{}
-	c := NewCluster(t, Config{
-		Nodes:    3,
-		Webhooks: webhook.Config{Heartbeat: 500 * time.Millisecond, Poll: 500 * time.Millisecond, NodeTimeout: nodeTimeout},
-		StoreURL: func(i int, dsn string) string {
-			u, err := url.Parse(dsn)
-			if err != nil {
-				t.Fatalf("database URL %q: %v", dsn, err)
-			}
-			relays[i] = testrelay.New(t, u.Host)
-			u.Host = relays[i].Addr
-			return u.String()
-		},
-	})
-	lead := leader(t, c)
-	time.Sleep(nodeTimeout) // the leader may presume nodes dead from now on
+	for _, tc := range []struct {
+		name              string
+		leaderOut, others time.Duration // the others come back this long after the leader
+	}{
+		{"long", nodeTimeout + 2*time.Second, time.Second},
+		// Back 2 s after the leader: within the node timeout of its return
+		// (1 s to spare), and 4 s after the outage began, past the node
+		// timeout since their last beat (1 s to spare): a leader counting
+		// its short outage as unbroken would presume them dead.
+		{"short for the leader", 2 * time.Second, 2 * time.Second},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			relays := map[int]*testrelay.Relay{}
+			c := NewCluster(t, Config{
+				Nodes:    3,
+				Webhooks: webhook.Config{Heartbeat: 200 * time.Millisecond, Poll: 200 * time.Millisecond, NodeTimeout: nodeTimeout},
+				StoreURL: func(i int, dsn string) string {
+					u, err := url.Parse(dsn)
+					if err != nil {
+						t.Fatalf("database URL %q: %v", dsn, err)
+					}
+					relays[i] = testrelay.New(t, u.Host)
+					u.Host = relays[i].Addr
+					return u.String()
+				},
+			})
+			lead := leader(t, c)
+			time.Sleep(nodeTimeout) // the leader may presume nodes dead from now on
 
-	for _, r := range relays {
-		r.Kill()
-	}
-	time.Sleep(nodeTimeout + 2*time.Second)
-	for i, n := range c.Nodes {
-		if n == lead {
-			relays[i].Restart()
-		}
-	}
-	time.Sleep(time.Second)
-	for i, n := range c.Nodes {
-		if n != lead {
-			relays[i].Restart()
-		}
-	}
-	time.Sleep(2 * nodeTimeout)
-	for _, n := range c.Nodes {
-		if got := metric(t, n, "chorus_cluster_nodes_presumed_dead_total"); got != 0 {
-			t.Errorf("%s presumed %d nodes dead after a store outage, want 0", n.Name, got)
-		}
+			for _, r := range relays {
+				r.Kill()
+			}
+			time.Sleep(tc.leaderOut)
+			for i, n := range c.Nodes {
+				if n == lead {
+					relays[i].Restart()
+				}
+			}
+			time.Sleep(tc.others)
+			for i, n := range c.Nodes {
+				if n != lead {
+					relays[i].Restart()
+				}
+			}
+			time.Sleep(2 * nodeTimeout)
+			for _, n := range c.Nodes {
+				if got := metric(t, n, "chorus_cluster_nodes_presumed_dead_total"); got != 0 {
+					t.Errorf("%s presumed %d nodes dead after a store outage, want 0", n.Name, got)
+				}
+			}
+		})
 	}
 }

@@ -101,8 +101,8 @@ type Dispatcher struct {
 	leading atomic.Bool  // this node delivers
 	beats   atomic.Int64 // heartbeats the store did not know this node at
 	// beatingSince is the unix ns of the first of this node's unbroken
-	// run of heartbeats (none missed for NodeTimeout), lastBeat the last
-	// one's; 0 before any. Only a leader that has been beating for
+	// run of heartbeats (none failed, none missed for NodeTimeout),
+	// lastBeat the last one's; 0 before any and after a failure. Only a leader that has been beating for
 	// NodeTimeout presumes others dead: after a store outage the others
 	// need that long to beat again.
 	beatingSince, lastBeat atomic.Int64
@@ -398,6 +398,7 @@ func (d *Dispatcher) heartbeat(ctx context.Context, now time.Time) error {
 		return err
 	})
 	if err != nil {
+		d.lastBeat.Store(0) // the store was out of reach: the next beat starts another run
 		return fmt.Errorf("webhook: heartbeat: %w", err)
 	}
 	if since == 0 {

@@ -202,9 +202,10 @@ func Open(ctx context.Context, url string, logger *slog.Logger, opts ...Option) 
 				b.recovered.Add(1)
 				return
 			}
+			lost := b.suspect.Swap(false) // before the next disconnection sets it again
 			go func() {
 				defer b.recovered.Add(1)
-				fn(b.suspect.Load())
+				fn(lost)
 			}()
 		}),
 		natsgo.ErrorHandler(func(_ *natsgo.Conn, sub *natsgo.Subscription, err error) {

@@ -1,0 +1,67 @@
+package engine_test
+
+import (
+	"context"
+	"errors"
+	"sync/atomic"
+	"testing"
+
+	"github.com/chorus-sync/chorus"
+	"github.com/chorus-sync/chorus/internal/bus/mem"
+	"github.com/chorus-sync/chorus/internal/engine"
+)
+
+// downBus is an in-process bus whose Publish fails while down is set.
+type downBus struct {
+	*mem.Bus
+	down atomic.Bool
+}
+
+func (b *downBus) Publish(ctx context.Context, events ...*chorus.Event) error {
+	if b.down.Load() {
+		return chorus.Wrap(chorus.ErrUnavailable, errors.New("bus down"))
+	}
+	return b.Bus.Publish(ctx, events...)
+}
+
+// TestUnpostedReportedOncePerAnnouncement: a change committed while its
+// events cannot be published is reported to Config.Unposted the first
+// time, not at every such change; after AnnounceResync the next one is
+// reported again. Unposted stays true until the announcement.
+func TestUnpostedReportedOncePerAnnouncement(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	bus := &downBus{Bus: mem.New()}
+	t.Cleanup(func() { bus.Close() })
+	var reported atomic.Int32
+	eng := engine.New(engine.Config{Store: f.eng.Store(), Bus: bus, Now: f.clock.Now, Unposted: func() { reported.Add(1) }})
+	create := func() {
+		t.Helper()
+		if _, err := eng.CreateObject(ctx, engine.SystemActor(), f.svc, chorus.KindDocument, engine.CreateObject{}); err != nil {
+			t.Fatalf("CreateObject: %v", err)
+		}
+	}
+
+	create()
+	if eng.Unposted() || reported.Load() != 0 {
+		t.Fatalf("bus up: Unposted() = %t, reported %d times, want false, 0", eng.Unposted(), reported.Load())
+	}
+	bus.down.Store(true)
+	create()
+	create()
+	if !eng.Unposted() || reported.Load() != 1 {
+		t.Fatalf("two changes while down: Unposted() = %t, reported %d times, want true, 1", eng.Unposted(), reported.Load())
+	}
+	bus.down.Store(false)
+	if err := eng.AnnounceResync(ctx); err != nil {
+		t.Fatalf("AnnounceResync: %v", err)
+	}
+	if eng.Unposted() {
+		t.Fatal("Unposted() after the announcement = true, want false")
+	}
+	bus.down.Store(true)
+	create()
+	if reported.Load() != 2 {
+		t.Fatalf("a change while down after the announcement: reported %d times in all, want 2", reported.Load())
+	}
+}
