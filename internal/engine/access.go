@@ -18,7 +18,7 @@ func (e *Engine) publishAccess(ctx context.Context, ev *chorus.Event) {
 	ev.DateCreated = e.now()
 	ev.FromREST = true
 	if err := e.cfg.Bus.Publish(context.WithoutCancel(ctx), ev); err != nil {
-		e.markUnposted() // AnnounceUnposted has the other nodes re-check
+		e.markUnposted() // a resync announcement has the other nodes re-check
 		e.log.Warn("publish access change", "err", err, "type", string(ev.Type), "object", ev.ObjectSID)
 	}
 }

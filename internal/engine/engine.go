@@ -82,7 +82,7 @@ type Engine struct {
 	writes atomic.Uint64
 	posted atomic.Uint64
 	// unposted: a committed change could not be published since the last
-	// AnnounceUnposted (the Bus was down).
+	// announcement (AnnounceResync, AnnounceUnposted): the Bus was down.
 	unposted atomic.Bool
 
 	lastCreated atomic.Int64 // unix ms of the newest creation time given (createdAt)
@@ -265,7 +265,8 @@ func (e *Engine) AnnounceUnposted(ctx context.Context) error {
 // its sessions may have missed (chorus.EventResync): call it when events
 // may have been lost on their way (a node presumed dead, a connection
 // found dead). It covers this node's unposted changes too. If it fails,
-// Unposted reports true, and the next AnnounceUnposted tries again.
+// Unposted reports true, and the server announces again at the bus's
+// next reconnect (Server.BusLost).
 func (e *Engine) AnnounceResync(ctx context.Context) error {
 	if e.cfg.Bus == nil {
 		return nil

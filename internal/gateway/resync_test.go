@@ -138,8 +138,9 @@ func (b *failingPublish) Publish(ctx context.Context, events ...*chorus.Event) e
 // TestUnpostedChangesAnnounced: another node commits two writes while its
 // own bus connection is down; this node's connection never dropped, so it
 // has no reason to resync. When the writer's bus is back, its
-// AnnounceUnposted (the server calls it on reconnect) has every node read
-// again: the subscriber gets both events, in order.
+// announcement (AnnounceUnposted: only when something is unposted; the
+// server's reconnect handler announces with AnnounceResync) has every
+// node read again: the subscriber gets both events, in order.
 func TestUnpostedChangesAnnounced(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()

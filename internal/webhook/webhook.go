@@ -102,9 +102,9 @@ type Dispatcher struct {
 	beats   atomic.Int64 // heartbeats the store did not know this node at
 	// beatingSince is the unix ns of the first of this node's unbroken
 	// run of heartbeats (none failed, none missed for NodeTimeout),
-	// lastBeat the last one's; 0 before any and after a failure. Only a leader that has been beating for
-	// NodeTimeout presumes others dead: after a store outage the others
-	// need that long to beat again.
+	// lastBeat the last one's; 0 before any and after a failure. Only a
+	// leader that has been beating for NodeTimeout presumes others dead:
+	// after a store outage the others need that long to beat again.
 	beatingSince, lastBeat atomic.Int64
 	lastLog                atomic.Int64
 
