@@ -43,12 +43,10 @@ func (a *announcer) request() {
 		a.mu.Unlock()
 		return
 	}
-	a.last = time.Now()
-	a.inflight++
-	a.mu.Unlock()
-	a.announce()
+	a.announce() // unlocks
 }
 
+// fire sends the announcement that was due.
 func (a *announcer) fire() {
 	a.mu.Lock()
 	a.due = nil
@@ -56,13 +54,15 @@ func (a *announcer) fire() {
 		a.mu.Unlock()
 		return
 	}
+	a.announce() // unlocks
+}
+
+// announce sends an announcement; it is called with mu held and unlocks it
+// while sending.
+func (a *announcer) announce() {
 	a.last = time.Now()
 	a.inflight++
 	a.mu.Unlock()
-	a.announce()
-}
-
-func (a *announcer) announce() {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if err := a.send(ctx); err != nil {

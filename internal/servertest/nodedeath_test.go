@@ -13,6 +13,27 @@ import (
 	"github.com/chorus-sync/chorus/internal/webhook"
 )
 
+// relayedCluster starts a cluster of one node connected straight to NATS;
+// each node started after it reaches NATS through a relay of its own
+// (relays, by node index) that a test can cut. Heartbeats run every
+// 100 ms (the run loop beats at most once a Poll).
+func relayedCluster(t *testing.T, nodeTimeout time.Duration) (*Cluster, map[int]*testrelay.Relay) {
+	t.Helper()
+	relays := map[int]*testrelay.Relay{}
+	c := NewCluster(t, Config{
+		Nodes:    1,
+		Webhooks: webhook.Config{Heartbeat: 100 * time.Millisecond, Poll: 100 * time.Millisecond, NodeTimeout: nodeTimeout},
+		NATSURL: func(i int, u string) string {
+			if i == 0 {
+				return u
+			}
+			relays[i] = testrelay.New(t, strings.TrimPrefix(u, "nats://"))
+			return "nats://" + relays[i].Addr
+		},
+	})
+	return c, relays
+}
+
 // TestDeadNodesChangesReachOtherNodes: a node that dies between committing
 // a change and its reaching the bus must not leave the other nodes'
 // subscribers without it. Node n2 talks to NATS through a relay that is
@@ -26,19 +47,7 @@ func TestDeadNodesChangesReachOtherNodes(t *testing.T) {
 	// Longer than the dying node takes to stop while its bus is cut (a
 	// second or two), so that only its not leaving gets it presumed dead.
 	const nodeTimeout = 5 * time.Second
-	relays := map[int]*testrelay.Relay{} // by node index; node 0 connects straight
-	c := NewCluster(t, Config{
-		Nodes: 1,
-		// The run loop heartbeats at most once a Poll.
-		Webhooks: webhook.Config{Heartbeat: 100 * time.Millisecond, Poll: 100 * time.Millisecond, NodeTimeout: nodeTimeout},
-		NATSURL: func(i int, u string) string {
-			if i == 0 {
-				return u
-			}
-			relays[i] = testrelay.New(t, strings.TrimPrefix(u, "nats://"))
-			return "nats://" + relays[i].Addr
-		},
-	})
+	c, relays := relayedCluster(t, nodeTimeout)
 	a := c.Nodes[0]
 	if l := leader(t, c); l != a {
 		t.Fatalf("leader = %s, want %s", l.Name, a.Name)
@@ -88,18 +97,9 @@ func TestDeadNodesChangesReachOtherNodes(t *testing.T) {
 // read again what its sessions missed, not only n1: the subscriber on n0,
 // whose own connection never dropped, gets the event.
 func TestLostPublishesAnnouncedOnReconnect(t *testing.T) {
-	var relay *testrelay.Relay
-	c := NewCluster(t, Config{
-		Nodes: 2,
-		NATSURL: func(i int, u string) string {
-			if i == 0 {
-				return u
-			}
-			relay = testrelay.New(t, strings.TrimPrefix(u, "nats://"))
-			return "nats://" + relay.Addr
-		},
-	})
-	a, b := c.Nodes[0], c.Nodes[1]
+	c, relays := relayedCluster(t, webhook.DefaultNodeTimeout)
+	a, b := c.Nodes[0], c.StartNode(t)
+	relay := relays[1]
 	doc := sidOf(t, mustREST(t, a, "POST", "/Documents", url.Values{"Data": {`{"n":0}`}}, http.StatusCreated))
 	sub := dial(t, a.WSURL, c.Token(t, "watcher"))
 	sub.establish(chorus.KindDocument, doc)
@@ -123,18 +123,7 @@ func TestLostPublishesAnnouncedOnReconnect(t *testing.T) {
 // must be able to leave cleanly: it is not presumed dead when it stops.
 func TestReconnectedNodeLeavesCleanly(t *testing.T) {
 	const nodeTimeout = 3 * time.Second
-	relays := map[int]*testrelay.Relay{}
-	c := NewCluster(t, Config{
-		Nodes:    1,
-		Webhooks: webhook.Config{Heartbeat: 100 * time.Millisecond, Poll: 100 * time.Millisecond, NodeTimeout: nodeTimeout},
-		NATSURL: func(i int, u string) string {
-			if i == 0 {
-				return u
-			}
-			relays[i] = testrelay.New(t, strings.TrimPrefix(u, "nats://"))
-			return "nats://" + relays[i].Addr
-		},
-	})
+	c, relays := relayedCluster(t, nodeTimeout)
 	a := c.Nodes[0]
 	doc := sidOf(t, mustREST(t, a, "POST", "/Documents", url.Values{"Data": {`{"n":0}`}}, http.StatusCreated))
 	sub := dial(t, a.WSURL, c.Token(t, "watcher"))
