@@ -326,9 +326,9 @@ func (c *Cluster) StartNode(t testing.TB) *Node {
 	defer cancel()
 	// As the server does for a bus it opens itself.
 	var started atomic.Pointer[server.Server]
-	resync := func(reconnected bool) {
+	resync := func(publishesLost bool) {
 		if s := started.Load(); s != nil {
-			s.BusLost(reconnected)
+			s.BusLost(publishesLost)
 		}
 	}
 	opts := []natsbus.Option{natsbus.WithPrefix(c.Prefix), natsbus.WithName(name), natsbus.WithReconnectHandler(resync)}
