@@ -56,6 +56,13 @@ type OfflineIdentity struct {
 
 // OutboxReader reads the webhook outbox and the reachability state.
 type OutboxReader interface {
+	// Now reads the store's clock. It is the cluster's clock: every node
+	// of a cluster reads the same one (PostgreSQL's), so that times one
+	// node records and another compares (heartbeats, when an identity
+	// went offline) do not depend on how far the nodes' own clocks
+	// disagree. A store that one machine's processes share reads that
+	// machine's clock.
+	Now(ctx context.Context) (time.Time, error)
 	// Outbox returns a service's pending entries: the first perKey of each
 	// OrderKey, each OrderKey's in Seq order, the OrderKeys in the order
 	// their first entry is due (NextAttempt, then Seq), at most limit; so

@@ -237,6 +237,9 @@ type Config struct {
 	// Webhooks overrides the webhook dispatcher's timings and limits.
 	// Webhooks may reach loopback receivers (WebhooksAllowPrivate).
 	Webhooks webhook.Config
+	// Clock, when set, returns node i's wall clock (webhook.Config.Clock);
+	// nil means time.Now for every node.
+	Clock func(i int) func() time.Time
 }
 
 // Cluster is a set of in-process nodes sharing one database and one NATS
@@ -347,6 +350,10 @@ func (c *Cluster) StartNode(t testing.TB) *Node {
 	if c.cfg.StoreURL != nil {
 		storeURL = c.cfg.StoreURL(i, c.DSN)
 	}
+	hooks := c.cfg.Webhooks
+	if c.cfg.Clock != nil {
+		hooks.Clock = c.cfg.Clock(i)
+	}
 	srv, err := server.New(ctx, server.Config{
 		Creds:           c.Creds,
 		Logger:          c.logger,
@@ -356,7 +363,7 @@ func (c *Cluster) StartNode(t testing.TB) *Node {
 		ShutdownTimeout: 5 * time.Second,
 
 		WebhooksAllowPrivate: true,
-		Webhooks:             c.cfg.Webhooks,
+		Webhooks:             hooks,
 	})
 	if err != nil {
 		bus.Close()

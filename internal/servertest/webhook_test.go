@@ -210,3 +210,57 @@ func TestReachabilityAcrossNodes(t *testing.T) {
 		t.Errorf("endpoint_disconnected of a dead node's identity after %v, before the node timeout", took)
 	}
 }
+
+// TestSkewedNodeClocks: nodes whose clocks are a minute behind and a
+// minute ahead of the leader's are not presumed dead, their identities'
+// debouncing neither ends early nor late, and the webhooks of their writes
+// are not held back: what one node records and another compares
+// (heartbeats, when an identity went offline, when a webhook is due) does
+// not depend on the nodes' clocks agreeing.
+func TestSkewedNodeClocks(t *testing.T) {
+	skews := []time.Duration{0, -time.Minute, time.Minute}
+	c := NewCluster(t, Config{Nodes: len(skews), Webhooks: fastHooks, Clock: func(i int) func() time.Time {
+		return func() time.Time { return time.Now().Add(skews[i]) }
+	}})
+	lead := c.Nodes[0]
+	if l := leader(t, c); l != lead {
+		t.Fatalf("leader = %s, want %s", l.Name, lead.Name)
+	}
+	rc := newHookReceiver(t, c.Creds.AuthToken)
+	mustREST(t, lead, "POST", "", url.Values{
+		"WebhookUrl": {rc.URL + "/hook"}, "WebhooksFromRestEnabled": {"true"}, "ReachabilityWebhooksEnabled": {"true"},
+		"ReachabilityDebouncingEnabled": {"true"}, "ReachabilityDebouncingWindow": {"2000"},
+	}, http.StatusOK)
+	// The leader presumes nodes dead once it has beaten for NodeTimeout
+	// (3 s); give it a few of its beats after that. The nodes also need a
+	// second to see the service's new settings.
+	time.Sleep(fastHooks.NodeTimeout + 1500*time.Millisecond)
+	if got := metric(t, lead, "chorus_cluster_nodes_presumed_dead_total"); got != 0 {
+		t.Fatalf("chorus_cluster_nodes_presumed_dead_total = %d on the leader, whose clock is between the others'", got)
+	}
+	want := func(typ, what string, within time.Duration) {
+		t.Helper()
+		h := rc.next(t, within)
+		if got := h.form.Get("EventType"); got != typ {
+			t.Fatalf("%s: webhook %v, want %s", what, h.form, typ)
+		}
+	}
+	for i, n := range c.Nodes[1:] {
+		what := fmt.Sprintf("%s, clock %v off", n.Name, skews[i+1])
+		mustREST(t, n, "POST", "/Documents", url.Values{"Data": {`{}`}}, http.StatusCreated)
+		want("document_created", "REST write on "+what, 5*time.Second)
+
+		ws := dial(t, n.WSURL, c.Token(t, "id-"+n.Name))
+		want("endpoint_connected", "connection to "+what, 5*time.Second)
+		start := time.Now()
+		ws.ws.Close(websocket.StatusNormalClosure, "")
+		want("endpoint_disconnected", "disconnection from "+what, 6*time.Second)
+		if took := time.Since(start); took < 1900*time.Millisecond {
+			t.Errorf("endpoint_disconnected %v after the endpoint left %s, within the 2 s debouncing window", took, what)
+		}
+	}
+	rc.none(t, time.Second)
+	if got := metric(t, lead, "chorus_cluster_nodes_presumed_dead_total"); got != 0 {
+		t.Errorf("chorus_cluster_nodes_presumed_dead_total = %d on the leader at the end", got)
+	}
+}

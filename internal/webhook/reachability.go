@@ -153,7 +153,10 @@ func (d *Dispatcher) record(op presenceOp) {
 	giveUp := time.Now().Add(presenceRetryFor)
 	for attempt := 0; ; attempt++ {
 		err := d.cfg.Store.Update(ctx, func(tx chorus.Tx) error {
-			now := time.Now().UTC()
+			now, err := tx.Now(ctx) // the cluster's clock: the leader compares it
+			if err != nil {
+				return err
+			}
 			if !op.connect {
 				return tx.DisconnectEndpoint(ctx, op.ep, now)
 			}
@@ -193,16 +196,23 @@ func reachabilityEvent(ep chorus.Endpoint, typ chorus.EventType, now time.Time) 
 
 // reachability sends endpoint_disconnected for the identities whose
 // debouncing window has passed since they went offline, and returns when
-// the next one is due (zero: none pending).
-func (d *Dispatcher) reachability(ctx context.Context, now time.Time) (next time.Time, err error) {
+// the next one is due (zero: none pending), on this node's clock. The
+// times it compares are the store's (chorus.OutboxReader.Now): the node
+// that recorded when an identity went offline may not be this one.
+func (d *Dispatcher) reachability(ctx context.Context) (next time.Time, err error) {
 	var offline []*chorus.OfflineIdentity
+	var now time.Time // the store's
 	err = d.cfg.Store.View(ctx, func(tx chorus.ReadTx) (err error) {
-		offline, err = tx.OfflineIdentities(ctx, now.UTC(), 1000)
+		if now, err = tx.Now(ctx); err != nil {
+			return err
+		}
+		offline, err = tx.OfflineIdentities(ctx, now, 1000)
 		return err
 	})
 	if err != nil {
 		return time.Time{}, fmt.Errorf("webhook: offline identities: %w", err)
 	}
+	local := time.Now()
 	for _, o := range offline {
 		var window time.Duration
 		svc, err := d.service(ctx, o.ServiceSID)
@@ -213,19 +223,23 @@ func (d *Dispatcher) reachability(ctx context.Context, now time.Time) (next time
 			return time.Time{}, err
 		}
 		if due := o.Since.Add(window); due.After(now) {
-			if next.IsZero() || due.Before(next) {
-				next = due
+			if at := local.Add(due.Sub(now)); next.IsZero() || at.Before(next) {
+				next = at
 			}
 			continue
 		}
 		var gone bool
-		err = d.cfg.Store.Update(ctx, func(tx chorus.Tx) (err error) {
-			gone, err = tx.GoneOffline(ctx, o.ServiceSID, o.Identity, now.UTC().Add(-window))
+		err = d.cfg.Store.Update(ctx, func(tx chorus.Tx) error {
+			now, err := tx.Now(ctx)
+			if err != nil {
+				return err
+			}
+			gone, err = tx.GoneOffline(ctx, o.ServiceSID, o.Identity, now.Add(-window))
 			if err != nil || !gone || svc == nil {
 				return err
 			}
 			ep := chorus.Endpoint{ServiceSID: o.ServiceSID, AccountSID: o.AccountSID, Identity: o.Identity, EndpointID: o.EndpointID}
-			return d.Append(ctx, tx, []*chorus.Event{reachabilityEvent(ep, chorus.EventEndpointDisconnected, now.UTC())})
+			return d.Append(ctx, tx, []*chorus.Event{reachabilityEvent(ep, chorus.EventEndpointDisconnected, now)})
 		})
 		if err != nil {
 			return time.Time{}, fmt.Errorf("webhook: identity offline: %w", err)

@@ -85,6 +85,11 @@ type Config struct {
 	// the other nodes must read again what their sessions may have
 	// missed.
 	NodesDead func(n int)
+	// Clock is this node's wall clock, which stamps the outbox entries it
+	// appends (DateCreated); nil means time.Now. Tests set one that is off,
+	// as a node's clock may be. What nodes compare across the cluster
+	// (heartbeats, when an identity went offline) is on the store's clock.
+	Clock func() time.Time
 }
 
 // Dispatcher delivers the webhook outbox. See the package documentation.
@@ -100,12 +105,14 @@ type Dispatcher struct {
 
 	leading atomic.Bool  // this node delivers
 	beats   atomic.Int64 // heartbeats the store did not know this node at
-	// beatingSince is the unix ns of the first of this node's unbroken
-	// run of heartbeats (none failed, none missed for NodeTimeout),
-	// lastBeat the last one's; 0 before any and after a failure. Only a
-	// leader that has been beating for NodeTimeout presumes others dead:
-	// after a store outage the others need that long to beat again.
-	beatingSince, lastBeat atomic.Int64
+	// beatingSince is when (sinceStart) the first of this node's
+	// unbroken run of heartbeats started (none failed, none missed for
+	// NodeTimeout), lastBeat the last one; 0 before any and after a
+	// failure. Only a leader that has been beating for NodeTimeout
+	// presumes others dead: after a store outage the others need that long
+	// to beat again.
+	beatingSince, lastBeat atomic.Int64 // time.Duration
+	started                time.Time    // New's time, monotonic
 	lastLog                atomic.Int64
 
 	mu       sync.Mutex
@@ -158,6 +165,9 @@ func New(cfg Config) *Dispatcher {
 	def(&cfg.Poll, DefaultPoll)
 	def(&cfg.Heartbeat, DefaultHeartbeat)
 	def(&cfg.NodeTimeout, DefaultNodeTimeout)
+	if cfg.Clock == nil {
+		cfg.Clock = time.Now
+	}
 	if cfg.Client == nil {
 		cfg.Client = NewClient(cfg.Policy, cfg.Timeout, nil)
 	}
@@ -166,7 +176,7 @@ func New(cfg Config) *Dispatcher {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	d := &Dispatcher{
-		cfg: cfg, log: cfg.Logger.With("component", "webhook"),
+		cfg: cfg, log: cfg.Logger.With("component", "webhook"), started: time.Now(),
 		ctx: ctx, cancel: cancel, wake: make(chan struct{}, 1),
 		services: make(map[string]cachedService), lanes: make(map[string]*lane), health: make(map[string]*health),
 		unrecorded: make(map[int64]unrecordedRetry),
@@ -199,20 +209,22 @@ func (d *Dispatcher) Append(ctx context.Context, tx chorus.Tx, events []*chorus.
 		if !wants(svc, e) {
 			continue
 		}
-		if err := tx.AppendOutbox(ctx, newEntry(e)); err != nil {
+		if err := tx.AppendOutbox(ctx, d.newEntry(e)); err != nil {
 			return fmt.Errorf("webhook: append: %w", err)
 		}
 	}
 	return nil
 }
 
-func newEntry(e *chorus.Event) *chorus.OutboxEntry {
-	now := time.Now().UTC()
+// newEntry is e's outbox entry, due at once: its NextAttempt is zero, not
+// this node's time, which the leader would wait for if this node's clock
+// were ahead of its own.
+func (d *Dispatcher) newEntry(e *chorus.Event) *chorus.OutboxEntry {
 	key := e.ObjectSID
 	if e.ObjectSID == "" {
 		key = "identity:" + e.Identity
 	}
-	return &chorus.OutboxEntry{ServiceSID: e.ServiceSID, OrderKey: key, Event: e, NextAttempt: now, DateCreated: now}
+	return &chorus.OutboxEntry{ServiceSID: e.ServiceSID, OrderKey: key, Event: e, DateCreated: d.cfg.Clock().UTC()}
 }
 
 // Observe hears of committed events; it is the engine's Config.Observe.
@@ -333,7 +345,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 		now := time.Now()
 		if now.Sub(lastBeat) >= d.cfg.Heartbeat {
 			lastBeat = now
-			if err := d.heartbeat(ctx, now); err != nil && ctx.Err() == nil {
+			if err := d.heartbeat(ctx); err != nil && ctx.Err() == nil {
 				d.warnRateLimited("webhook: heartbeat", "err", err)
 			}
 		}
@@ -350,7 +362,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 			}
 		}
 		if d.leading.Load() {
-			next, err := d.reachability(ctx, now)
+			next, err := d.reachability(ctx)
 			if err != nil && ctx.Err() == nil {
 				d.warnRateLimited("webhook: reachability", "err", err)
 			}
@@ -375,26 +387,38 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 // Config.Heartbeat: call it before the node first writes, so that the
 // store knows it from then on.
 func (d *Dispatcher) Heartbeat(ctx context.Context) error {
-	return d.heartbeat(ctx, time.Now())
+	return d.heartbeat(ctx)
 }
 
 // heartbeat records that this node is alive; the leader also disconnects
 // the endpoints of dead nodes. When the store had presumed this node dead
 // (it could not heartbeat for NodeTimeout), its endpoints are recorded
 // again.
-func (d *Dispatcher) heartbeat(ctx context.Context, now time.Time) error {
-	since := d.beatingSince.Load()
-	if last := d.lastBeat.Load(); last == 0 || now.Sub(time.Unix(0, last)) > d.cfg.NodeTimeout {
+//
+// Heartbeats are stamped, and compared, on the store's clock: a node
+// whose own clock is behind the leader's by more than NodeTimeout would
+// otherwise be presumed dead at every beat of the leader. The run of beats
+// is timed on this process's monotonic clock.
+func (d *Dispatcher) heartbeat(ctx context.Context) error {
+	start := d.sinceStart()
+	since := time.Duration(d.beatingSince.Load())
+	if last := time.Duration(d.lastBeat.Load()); last == 0 || start-last > d.cfg.NodeTimeout {
 		since = 0 // the run is broken: this beat starts another
 	}
-	var deadBefore time.Time
-	if d.leading.Load() && since != 0 && now.Sub(time.Unix(0, since)) >= d.cfg.NodeTimeout {
-		deadBefore = now.UTC().Add(-d.cfg.NodeTimeout)
-	}
+	presume := d.leading.Load() && since != 0 && start-since >= d.cfg.NodeTimeout
 	var known bool
 	var dead int
-	err := d.cfg.Store.Update(ctx, func(tx chorus.Tx) (err error) {
-		known, dead, err = tx.NodeHeartbeat(ctx, d.cfg.Node, now.UTC(), deadBefore)
+	var deadBefore time.Time
+	err := d.cfg.Store.Update(ctx, func(tx chorus.Tx) error {
+		now, err := tx.Now(ctx)
+		if err != nil {
+			return err
+		}
+		deadBefore = time.Time{}
+		if presume {
+			deadBefore = now.Add(-d.cfg.NodeTimeout)
+		}
+		known, dead, err = tx.NodeHeartbeat(ctx, d.cfg.Node, now, deadBefore)
 		return err
 	})
 	if err != nil {
@@ -402,10 +426,10 @@ func (d *Dispatcher) heartbeat(ctx context.Context, now time.Time) error {
 		return fmt.Errorf("webhook: heartbeat: %w", err)
 	}
 	if since == 0 {
-		since = now.UnixNano()
+		since = start
 	}
-	d.beatingSince.Store(since)
-	d.lastBeat.Store(now.UnixNano())
+	d.beatingSince.Store(int64(since))
+	d.lastBeat.Store(int64(start))
 	if !known && d.beats.Add(1) > 1 {
 		d.log.Warn("webhook: this node was presumed dead; recording its endpoints again")
 		d.presence.reconnectAll()
@@ -418,6 +442,12 @@ func (d *Dispatcher) heartbeat(ctx context.Context, now time.Time) error {
 		}
 	}
 	return nil
+}
+
+// sinceStart is the time since New on the monotonic clock, at least 1ns
+// (0 marks "none" in beatingSince and lastBeat).
+func (d *Dispatcher) sinceStart() time.Duration {
+	return max(time.Since(d.started), 1)
 }
 
 // Leave forgets this node in the store without its being presumed dead

@@ -236,3 +236,13 @@ func (t *tx) deleteServiceWebhooks(ctx context.Context, sid string) error {
 	}
 	return nil
 }
+
+// Now reads the server's clock (clock_timestamp: the time of the call,
+// not of the transaction's start), to the microsecond.
+func (t *tx) Now(ctx context.Context) (time.Time, error) {
+	ts, err := queryOne(ctx, t, sqlrow.ScanTime, `SELECT (extract(epoch FROM clock_timestamp()) * 1000000)::bigint * 1000`)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("postgres: now: %w", err)
+	}
+	return ts.UTC(), nil
+}

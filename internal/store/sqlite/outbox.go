@@ -262,3 +262,12 @@ func (t *tx) deleteServiceWebhooks(ctx context.Context, sid string) error {
 	}
 	return nil
 }
+
+// Now reads this machine's clock: the processes that share a database
+// file share it.
+func (t *tx) Now(ctx context.Context) (time.Time, error) {
+	if err := ctx.Err(); err != nil {
+		return time.Time{}, fmt.Errorf("sqlite: now: %w", err)
+	}
+	return time.Now().UTC(), nil
+}

@@ -241,3 +241,51 @@ func testPresence(t *testing.T, s chorus.Store) {
 		t.Error("heartbeat of n4 after it left: known = true")
 	}
 }
+
+// testNow: the store's clock reads the time of the call, not of the
+// transaction's start, in View and in Update. The stores under test run
+// on this machine, whose clock they read (PostgreSQL's server is local).
+func testNow(t *testing.T, s chorus.Store) {
+	ctx := context.Background()
+	check := func(what string, now func(context.Context) (time.Time, error)) {
+		t.Helper()
+		before := time.Now()
+		first, err := now(ctx)
+		if err != nil {
+			t.Fatalf("%s: Now: %v", what, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+		second, err := now(ctx)
+		if err != nil {
+			t.Fatalf("%s: Now: %v", what, err)
+		}
+		after := time.Now()
+		// PostgreSQL reads to the microsecond, and its clock may be read
+		// a little before ours.
+		if first.Before(before.Add(-time.Second)) || second.After(after.Add(time.Second)) {
+			t.Errorf("%s: Now read %v and %v between %v and %v", what, first, second, before, after)
+		}
+		if d := second.Sub(first); d < 19*time.Millisecond {
+			t.Errorf("%s: Now advanced %v over 20 ms: it reads the transaction's start", what, d)
+		}
+		if first.Location() != time.UTC {
+			t.Errorf("%s: Now in %v, want UTC", what, first.Location())
+		}
+	}
+	view(t, s, func(tx chorus.ReadTx) error {
+		check("View", tx.Now)
+		return nil
+	})
+	update(t, s, func(tx chorus.Tx) error {
+		check("Update", tx.Now)
+		return nil
+	})
+	cctx, cancel := context.WithCancel(ctx)
+	cancel()
+	view(t, s, func(tx chorus.ReadTx) error {
+		if _, err := tx.Now(cctx); err == nil {
+			t.Error("Now with a canceled context: no error")
+		}
+		return nil
+	})
+}

@@ -51,6 +51,7 @@ func Run(t *testing.T, open func(t testing.TB) chorus.Store) {
 		{"CanceledContext", testCanceledContext},
 		{"Outbox", testOutbox},
 		{"Presence", testPresence},
+		{"Now", testNow},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
