@@ -80,6 +80,11 @@ type ReadTx interface {
 	// Events returns an object's logged events with ID > afterID in ID
 	// order, at most limit.
 	Events(ctx context.Context, objectSID string, afterID int64, limit int) ([]*Event, error)
+	// LastEventIDs returns the ID of the newest logged event of each of
+	// the objects that has one, by object SID. It reads the log, so a
+	// deleted object's removal counts while it is logged, and the events
+	// of every service that held the SID count (Events returns them too).
+	LastEventIDs(ctx context.Context, objectSIDs []string) (map[string]int64, error)
 	// EventsOfType returns the logged events of the given types that
 	// service serviceSID logged for an object, with afterID < ID <=
 	// throughID, in ID order, at most limit.

@@ -3,7 +3,9 @@ package engine
 import (
 	"context"
 	"fmt"
+	"maps"
 	"math"
+	"slices"
 	"time"
 
 	"github.com/chorus-sync/chorus"
@@ -61,6 +63,29 @@ func (e *Engine) Events(ctx context.Context, serviceSID, objectSID string, after
 		return err
 	})
 	return ofService(evs, serviceSID), err
+}
+
+// lastEventIDsBatch bounds the objects of one LastEventIDs query.
+const lastEventIDsBatch = 500
+
+// LastEventIDs returns the ID of the newest logged event of each of the
+// objects that has one (chorus.ReadTx.LastEventIDs), by object SID,
+// reading lastEventIDsBatch objects per query. It is how a resync finds
+// the few objects that missed something among the many that did not, with
+// a query per batch rather than one per object.
+func (e *Engine) LastEventIDs(ctx context.Context, objectSIDs []string) (map[string]int64, error) {
+	out := make(map[string]int64, len(objectSIDs))
+	for batch := range slices.Chunk(objectSIDs, lastEventIDsBatch) {
+		err := e.view(ctx, func(tx chorus.ReadTx) error {
+			ids, err := tx.LastEventIDs(ctx, batch)
+			maps.Copy(out, ids)
+			return err
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
 }
 
 // ofService keeps the events of service serviceSID. An object's SID may

@@ -120,6 +120,7 @@ type Stats struct {
 	GapFills           uint64 // out-of-order gaps filled from the store
 	GapSkips           uint64 // gaps that could not be filled
 	ResyncRetries      uint64 // gap fills and Resync passes run again after a store error
+	Resyncs            uint64 // Resync passes completed
 	Refused            uint64 // connections refused by MaxConns or MaxUnauthenticatedPerAddr
 }
 
@@ -352,6 +353,7 @@ func (g *Gateway) Stats() Stats {
 		GapFills:           g.hub.gapFills.Load(),
 		GapSkips:           g.hub.gapSkips.Load(),
 		ResyncRetries:      g.hub.resyncRetries.Load(),
+		Resyncs:            g.hub.resyncs.Load(),
 		Refused:            g.refused.Load(),
 	}
 }

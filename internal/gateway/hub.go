@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -28,6 +29,7 @@ type hub struct {
 	gapSkips  atomic.Uint64
 
 	resyncRetries atomic.Uint64
+	resyncs       atomic.Uint64 // Resync passes completed
 }
 
 func newHub(g *Gateway) *hub {
@@ -446,24 +448,16 @@ func (g *Gateway) resyncUntilDone() {
 				g.log.Warn("gateway: resync access", slog.Any(logError, err))
 			}
 		}
-		var failed []*topic
-		var firstErr error
-		for _, t := range topics {
-			if g.ctx.Err() != nil {
-				return
-			}
-			if err := t.catchUp(); err != nil {
-				failed = append(failed, t)
-				if firstErr == nil {
-					firstErr = err
-				}
-			}
+		failed, firstErr := g.catchUpAll(topics)
+		if g.ctx.Err() != nil {
+			return
 		}
 		if len(failed) > 0 {
 			g.log.Warn("gateway: resync", slog.Int("topics_left", len(failed)), slog.Any(logError, firstErr))
 		}
 		topics = failed
 		if accessDone && len(topics) == 0 {
+			g.hub.resyncs.Add(1)
 			return
 		}
 		g.hub.resyncRetries.Add(1)
@@ -474,6 +468,63 @@ func (g *Gateway) resyncUntilDone() {
 		}
 		backoff = min(2*backoff, maxResyncRetry)
 	}
+}
+
+// catchUpAll catches up the topics that missed logged events and returns
+// those it could not (the store failed), with the first error. It finds
+// them with a query per lastEventIDsBatch topics (Engine.LastEventIDs),
+// not one per topic: most topics missed nothing.
+func (g *Gateway) catchUpAll(topics []*topic) (failed []*topic, firstErr error) {
+	fail := func(err error, ts ...*topic) {
+		failed = append(failed, ts...)
+		if firstErr == nil {
+			firstErr = err
+		}
+	}
+	for batch := range slices.Chunk(topics, resyncBatch) {
+		if g.ctx.Err() != nil {
+			return failed, firstErr
+		}
+		sids := make([]string, 0, len(batch))
+		for _, t := range batch {
+			if t.catchesUp() {
+				sids = append(sids, t.sid)
+			}
+		}
+		if len(sids) == 0 {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(g.ctx, 5*time.Second)
+		last, err := g.cfg.Engine.LastEventIDs(ctx, sids)
+		cancel()
+		if err != nil {
+			fail(fmt.Errorf("gateway: resync: %w", err), batch...)
+			continue
+		}
+		for _, t := range batch {
+			t.mu.Lock()
+			behind := last[t.sid] > t.last
+			t.mu.Unlock()
+			if !behind {
+				continue
+			}
+			if err := t.catchUp(); err != nil {
+				fail(err, t)
+			}
+		}
+	}
+	return failed, firstErr
+}
+
+// resyncBatch is how many topics catchUpAll looks at per query.
+const resyncBatch = 500
+
+// catchesUp reports whether catchUp reads the log for t: it has a
+// position, and a log (Streams have none).
+func (t *topic) catchesUp() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.baseline && !t.removed && t.kind != chorus.KindStream
 }
 
 // maxResyncRetry caps the wait between two passes of a Resync that the

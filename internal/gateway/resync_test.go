@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -34,6 +35,98 @@ func TestResyncDeliversLostTail(t *testing.T) {
 	}
 	if got := e.gw.Stats().Delivered; got != 3 {
 		t.Errorf("Delivered = %d, want 3", got)
+	}
+}
+
+// TestResyncFindsTopicsBehind: among 1,200 subscribed documents (three
+// of Resync's batches), the few whose events the bus lost, in the first,
+// middle and last batch, and one deleted meanwhile, get what they missed,
+// in order; the others get nothing.
+func TestResyncFindsTopicsBehind(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	sids, sessions := e.subscribedDocs(2*resyncBatch+200, true)
+	for quiet := false; !quiet; {
+		quiet = true
+		time.Sleep(100 * time.Millisecond)
+		for _, c := range sessions {
+			for drained := false; !drained; {
+				select {
+				case n := <-c.notes:
+					if n.EventType != "subscription_established" {
+						t.Fatalf("before any write: %s %s", n.EventType, n.Event)
+					}
+					quiet = false
+				default:
+					drained = true
+				}
+			}
+		}
+	}
+	lost := engine.New(engine.Config{Store: e.eng.Store()}) // another node, its publishes lost
+	behind := map[string]int{sids[0]: 2, sids[resyncBatch+7]: 1, sids[len(sids)-1]: 3}
+	for sid, n := range behind {
+		e.writeDoc(t, lost, sid, n)
+	}
+	deleted := sids[2*resyncBatch+1]
+	if _, err := lost.DeleteObject(ctx, engine.SystemActor(), e.svc, chorus.KindDocument, deleted); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond)
+	for _, c := range sessions {
+		select {
+		case n := <-c.notes:
+			t.Fatalf("before Resync: %s %s arrived without a publish", n.EventType, n.Event)
+		default:
+		}
+	}
+	e.gw.Resync()
+	got := map[string][]string{} // by document: event types and ids
+	deadline := time.After(10 * time.Second)
+	for want := 2 + 1 + 3 + 1; want > 0; want-- {
+		var n *note
+		for n == nil {
+			for _, c := range sessions {
+				select {
+				case n = <-c.notes:
+				default:
+					continue
+				}
+				break
+			}
+			select {
+			case <-deadline:
+				t.Fatalf("after Resync: %d notifications missing; got %v", want, got)
+			case <-time.After(time.Millisecond):
+			}
+		}
+		var ev struct {
+			SID string `json:"document_sid"`
+		}
+		if err := json.Unmarshal(n.Event, &ev); err != nil {
+			t.Fatalf("%s: %v", n.Event, err)
+		}
+		got[ev.SID] = append(got[ev.SID], fmt.Sprintf("%s %d", n.EventType, n.id()))
+	}
+	for sid, n := range behind {
+		var want []string
+		for i := 1; i <= n; i++ {
+			want = append(want, fmt.Sprintf("document_updated %d", i))
+		}
+		if fmt.Sprint(got[sid]) != fmt.Sprint(want) {
+			t.Errorf("document %s: got %v, want %v", sid, got[sid], want)
+		}
+	}
+	if fmt.Sprint(got[deleted]) != "[document_removed 1]" {
+		t.Errorf("deleted document: got %v, want [document_removed 1]", got[deleted])
+	}
+	time.Sleep(200 * time.Millisecond)
+	for _, c := range sessions {
+		select {
+		case n := <-c.notes:
+			t.Errorf("after Resync: more: %s %s", n.EventType, n.Event)
+		default:
+		}
 	}
 }
 

@@ -102,6 +102,7 @@ func (s *Server) serveMetrics(w http.ResponseWriter, r *http.Request) {
 	metric("chorus_ws_refused_total", "counter", "Websocket connections refused by --ws-max-conns or --ws-max-unauth-per-ip.", gs.Refused)
 	metric("chorus_gap_fills_total", "counter", "Delivery gaps filled from the event log.", gs.GapFills)
 	metric("chorus_gap_skips_total", "counter", "Delivery gaps the event log could not fill.", gs.GapSkips)
+	metric("chorus_resyncs_total", "counter", "Resync passes completed: every subscribed object re-read from the event log after the bus may have lost events.", gs.Resyncs)
 	metric("chorus_resync_retries_total", "counter", "Gap fills and resync passes run again after the store failed them.", gs.ResyncRetries)
 	metric("chorus_connections_refused_total", "counter", "Connections closed on accept for being over a connection cap.", s.connsRefused.Load())
 	metric("chorus_auth_failures_total", "counter", "Failed API authentications.", s.throttle.failures.Load())

@@ -797,6 +797,27 @@ func (t *tx) Events(ctx context.Context, objectSID string, afterID int64, limit 
 	return es, nil
 }
 
+func (t *tx) LastEventIDs(ctx context.Context, objectSIDs []string) (map[string]int64, error) {
+	out := make(map[string]int64, len(objectSIDs))
+	if len(objectSIDs) == 0 {
+		return out, nil
+	}
+	// One backward scan of the primary key per object, stopped at its
+	// first row (PostgreSQL's min/max optimization); COLLATE "C" is the
+	// key's.
+	ids, err := queryAll(ctx, t, sqlrow.ScanLastEventID, `SELECT s.sid, (SELECT MAX(e.id) FROM events AS e WHERE e.object_sid = s.sid COLLATE "C")
+		FROM unnest($1::text[]) AS s (sid)`, objectSIDs)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: last event ids: %w", err)
+	}
+	for _, l := range ids {
+		if l.ID != nil {
+			out[l.ObjectSID] = *l.ID
+		}
+	}
+	return out, nil
+}
+
 func (t *tx) EventsOfType(ctx context.Context, serviceSID, objectSID string, types []chorus.EventType, afterID, throughID int64, limit int) ([]*chorus.Event, error) {
 	if len(types) == 0 {
 		return nil, nil

@@ -3,6 +3,7 @@ package sqlite
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -660,6 +661,29 @@ func (t *tx) Events(ctx context.Context, objectSID string, afterID int64, limit 
 		return nil, fmt.Errorf("sqlite: list events of %s: %w", objectSID, err)
 	}
 	return es, nil
+}
+
+func (t *tx) LastEventIDs(ctx context.Context, objectSIDs []string) (map[string]int64, error) {
+	out := make(map[string]int64, len(objectSIDs))
+	if len(objectSIDs) == 0 {
+		return out, nil
+	}
+	list, err := json.Marshal(objectSIDs)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: last event ids: %w", err)
+	}
+	// One seek of events_object per object (SQLite's min/max optimization).
+	ids, err := queryAll(ctx, t, sqlrow.ScanLastEventID, `SELECT j.value, (SELECT MAX(e.id) FROM events AS e WHERE e.object_sid = j.value)
+		FROM json_each(?) AS j`, string(list))
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: last event ids: %w", err)
+	}
+	for _, l := range ids {
+		if l.ID != nil {
+			out[l.ObjectSID] = *l.ID
+		}
+	}
+	return out, nil
 }
 
 func (t *tx) EventsOfType(ctx context.Context, serviceSID, objectSID string, types []chorus.EventType, afterID, throughID int64, limit int) ([]*chorus.Event, error) {

@@ -268,3 +268,19 @@ func ScanEvent(sc Scanner) (*chorus.Event, error) {
 	}
 	return DecodeEvent(body, data, itemData)
 }
+
+// LastEventID is a row of ReadTx.LastEventIDs' query: an object's SID and
+// the ID of its newest logged event (nil: none).
+type LastEventID struct {
+	ObjectSID string
+	ID        *int64
+}
+
+// ScanLastEventID scans a row of (object SID, MAX(id)).
+func ScanLastEventID(sc Scanner) (*LastEventID, error) {
+	var l LastEventID
+	if err := sc.Scan(&l.ObjectSID, &l.ID); err != nil {
+		return nil, err
+	}
+	return &l, nil
+}

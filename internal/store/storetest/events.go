@@ -19,6 +19,16 @@ func getEvents(t testing.TB, s chorus.Store, objectSID string, after int64, limi
 	})
 }
 
+func lastEventIDs(t testing.TB, s chorus.Store, objectSIDs ...string) map[string]int64 {
+	t.Helper()
+	var out map[string]int64
+	view(t, s, func(tx chorus.ReadTx) (err error) {
+		out, err = tx.LastEventIDs(context.Background(), objectSIDs)
+		return err
+	})
+	return out
+}
+
 func testEvents(t *testing.T, s chorus.Store) {
 	f := setup(t, s)
 	a := f.newObject(chorus.KindList, at(0))
@@ -97,6 +107,22 @@ func testEvents(t *testing.T, s chorus.Store) {
 				}
 			}
 		})
+	}
+
+	// The newest logged ID of each object that has one; objects without
+	// events (c), and SIDs without an object, are absent. A long list
+	// binds as one argument.
+	c := f.newObject(chorus.KindList, at(0))
+	insert(t, s, c)
+	sids := []string{a.SID, c.SID, b.SID}
+	for range 1000 {
+		sids = append(sids, chorus.NewSID(chorus.PrefixList))
+	}
+	if got := lastEventIDs(t, s, sids...); fmt.Sprint(got) != fmt.Sprint(map[string]int64{a.SID: 10, b.SID: 3}) {
+		t.Errorf("LastEventIDs(a, c, b, 1000 unknown) = %v, want a: 10, b: 3", got)
+	}
+	if got := lastEventIDs(t, s); len(got) != 0 {
+		t.Errorf("LastEventIDs() = %v, want none", got)
 	}
 
 	// An ID is logged once per object.
@@ -273,6 +299,9 @@ func testDeleteObject(t *testing.T, s chorus.Store) {
 		return tx.AppendEvent(ctx, newEvent(m, 3, at(0)))
 	})
 
+	if got := lastEventIDs(t, s, m.SID, keep.SID); got[m.SID] != 3 || got[keep.SID] != 1 {
+		t.Errorf("LastEventIDs(deleted, kept) = %v, want the removal's 3 and 1", got)
+	}
 	if _, err := getObject(t, s, chorus.KindMap, f.svc.SID, m.SID); err == nil {
 		t.Errorf("Object(deleted) = nil error, want ErrNotFound")
 	} else {
