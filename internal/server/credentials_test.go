@@ -94,6 +94,9 @@ func TestKeysWithTwilioGo(t *testing.T) {
 			t.Errorf("date_created %q (%v), date_updated %q: want RFC 2822 times of now", *k.DateCreated, err, *k.DateUpdated)
 		}
 		created = append(created, k)
+		// Keys list in creation order to the millisecond, then by SID:
+		// keep the two apart so that the order below is the creation's.
+		time.Sleep(2 * time.Millisecond)
 	}
 
 	// Listing pages through all three keys, one per page, without secrets.

@@ -137,6 +137,7 @@ func (s *Server) webhookBacklogMetrics(ctx context.Context, w http.ResponseWrite
 		s.log.Warn("metrics: webhook backlog", logErr, err)
 		return
 	}
+	now := s.hooks.Now() // the store's clock, which dates the entries
 	sort.Slice(backlog, func(i, j int) bool { return backlog[i].ServiceSID < backlog[j].ServiceSID })
 	fmt.Fprintf(w, "# HELP chorus_webhooks_pending Webhooks waiting in the outbox, per service.\n# TYPE chorus_webhooks_pending gauge\n")
 	for _, b := range backlog {
@@ -145,7 +146,7 @@ func (s *Server) webhookBacklogMetrics(ctx context.Context, w http.ResponseWrite
 	fmt.Fprintf(w, "# HELP chorus_webhooks_oldest_pending_seconds Age of the oldest pending webhook, per service.\n# TYPE chorus_webhooks_oldest_pending_seconds gauge\n")
 	var oldest float64
 	for _, b := range backlog {
-		age := max(0, time.Since(b.Oldest).Seconds())
+		age := max(0, now.Sub(b.Oldest).Seconds())
 		oldest = max(oldest, age)
 		fmt.Fprintf(w, "chorus_webhooks_oldest_pending_seconds{service=%q} %.3f\n", b.ServiceSID, age)
 	}

@@ -211,14 +211,15 @@ func TestReachabilityAcrossNodes(t *testing.T) {
 	}
 }
 
-// TestSkewedNodeClocks: nodes whose clocks are a minute behind and a
-// minute ahead of the leader's are not presumed dead, their identities'
-// debouncing neither ends early nor late, and the webhooks of their writes
-// are not held back: what one node records and another compares
-// (heartbeats, when an identity went offline, when a webhook is due) does
-// not depend on the nodes' clocks agreeing.
+// TestSkewedNodeClocks: nodes whose clocks are off (the leader's 20
+// minutes ahead, another's 16 minutes behind, a third's a minute ahead;
+// webhooks older than 15 minutes are given up on) are not presumed dead,
+// their identities' debouncing neither ends early nor late, the webhooks
+// of their writes are neither held back nor given up on as too old, and
+// the leader reports pending webhooks' true age: what one node records and
+// another compares does not depend on the nodes' clocks agreeing.
 func TestSkewedNodeClocks(t *testing.T) {
-	skews := []time.Duration{0, -time.Minute, time.Minute}
+	skews := []time.Duration{20 * time.Minute, -16 * time.Minute, time.Minute}
 	c := NewCluster(t, Config{Nodes: len(skews), Webhooks: fastHooks, Clock: func(i int) func() time.Time {
 		return func() time.Time { return time.Now().Add(skews[i]) }
 	}})
@@ -236,7 +237,7 @@ func TestSkewedNodeClocks(t *testing.T) {
 	// second to see the service's new settings.
 	time.Sleep(fastHooks.NodeTimeout + 1500*time.Millisecond)
 	if got := metric(t, lead, "chorus_cluster_nodes_presumed_dead_total"); got != 0 {
-		t.Fatalf("chorus_cluster_nodes_presumed_dead_total = %d on the leader, whose clock is between the others'", got)
+		t.Fatalf("chorus_cluster_nodes_presumed_dead_total = %d on the leader", got)
 	}
 	want := func(typ, what string, within time.Duration) {
 		t.Helper()
@@ -245,8 +246,8 @@ func TestSkewedNodeClocks(t *testing.T) {
 			t.Fatalf("%s: webhook %v, want %s", what, h.form, typ)
 		}
 	}
-	for i, n := range c.Nodes[1:] {
-		what := fmt.Sprintf("%s, clock %v off", n.Name, skews[i+1])
+	for i, n := range c.Nodes {
+		what := fmt.Sprintf("%s, clock %v off", n.Name, skews[i])
 		mustREST(t, n, "POST", "/Documents", url.Values{"Data": {`{}`}}, http.StatusCreated)
 		want("document_created", "REST write on "+what, 5*time.Second)
 
@@ -260,6 +261,26 @@ func TestSkewedNodeClocks(t *testing.T) {
 		}
 	}
 	rc.none(t, time.Second)
+
+	// A webhook the receiver refuses stays pending: its age on the leader
+	// is the time since its write, not the writer's skew from the leader.
+	rc.failing.Store(true)
+	start := time.Now()
+	mustREST(t, c.Nodes[1], "POST", "/Documents", url.Values{"Data": {`{}`}}, http.StatusCreated)
+	rc.next(t, 5*time.Second)
+	res, err := http.Get(lead.URL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	m := regexp.MustCompile(`(?m)^chorus_webhooks_oldest_pending_age_seconds ([0-9.]+)$`).FindSubmatch(b)
+	if m == nil {
+		t.Fatalf("no chorus_webhooks_oldest_pending_age_seconds in /metrics of %s", lead.Name)
+	}
+	if age, _ := strconv.ParseFloat(string(m[1]), 64); age > time.Since(start).Seconds()+1 {
+		t.Errorf("chorus_webhooks_oldest_pending_age_seconds = %s on the leader, %v after the write", m[1], time.Since(start))
+	}
 	if got := metric(t, lead, "chorus_cluster_nodes_presumed_dead_total"); got != 0 {
 		t.Errorf("chorus_cluster_nodes_presumed_dead_total = %d on the leader at the end", got)
 	}

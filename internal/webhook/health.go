@@ -57,10 +57,10 @@ func (h *health) pause(mu *sync.Mutex) time.Time {
 // record notes an attempt's outcome. A receiver failing failingAfter
 // times in a row is paused, longer with every further failure.
 // It returns how long the receiver is paused when this attempt paused it.
-func (h *health) record(mu *sync.Mutex, e *chorus.OutboxEntry, attempt int, res outcome, status int, why string, base time.Duration) (paused time.Duration) {
+// now is Dispatcher.Now.
+func (h *health) record(mu *sync.Mutex, now time.Time, e *chorus.OutboxEntry, attempt int, res outcome, status int, why string, base time.Duration) (paused time.Duration) {
 	mu.Lock()
 	defer mu.Unlock()
-	now := time.Now().UTC()
 	switch res {
 	case delivered:
 		h.sent++
@@ -129,7 +129,7 @@ func (d *Dispatcher) Health(ctx context.Context, services []*chorus.Service) ([]
 	for _, b := range backlog {
 		pending[b.ServiceSID] = b
 	}
-	now := time.Now()
+	now := d.Now()
 	out := make([]ServiceHealth, 0, len(services))
 	for _, svc := range services {
 		sh := ServiceHealth{ServiceSID: svc.SID, WebhookURL: displayURL(svc.WebhookURL), State: "idle", RecentFailures: []Failure{}}

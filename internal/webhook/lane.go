@@ -115,7 +115,7 @@ func (d *Dispatcher) runLane(ctx context.Context, l *lane) {
 		if next.IsZero() {
 			continue // progress: read on
 		}
-		if !sleep(ctx, l, time.Until(next)) {
+		if !sleep(ctx, l, next.Sub(d.Now())) {
 			return
 		}
 	}
@@ -140,7 +140,7 @@ func sleep(ctx context.Context, l *lane, d time.Duration) bool {
 // is due, or zero when it made progress.
 func (d *Dispatcher) round(ctx context.Context, l *lane, page []*chorus.OutboxEntry) (next time.Time) {
 	h := d.healthOf(l.svc)
-	now := time.Now()
+	now := d.Now()
 	if until := h.pause(&d.mu); until.After(now) {
 		return until
 	}
@@ -195,7 +195,7 @@ func (d *Dispatcher) round(ctx context.Context, l *lane, page []*chorus.OutboxEn
 	)
 	defer func() {
 		if !d.remove(ctx, done) {
-			next = time.Now().Add(d.cfg.Poll) // no progress: the next round deletes them first
+			next = d.Now().Add(d.cfg.Poll) // no progress: the next round deletes them first
 		}
 	}()
 	note := func(t time.Time) {
@@ -225,18 +225,18 @@ func (d *Dispatcher) round(ctx context.Context, l *lane, page []*chorus.OutboxEn
 				if ctx.Err() != nil {
 					return
 				}
-				if until := h.pause(&d.mu); until.After(time.Now()) {
+				if until := h.pause(&d.mu); until.After(d.Now()) {
 					note(until)
 					return
 				}
-				if time.Since(e.DateCreated) >= d.cfg.MaxAge {
+				if d.Now().Sub(e.DateCreated) >= d.cfg.MaxAge {
 					d.finish(ctx, h, e, attemptResult{res: abandon, status: e.LastStatus, why: "gave up: older than " + d.cfg.MaxAge.String()}, done)
 					mu.Lock()
 					progress = true
 					mu.Unlock()
 					continue
 				}
-				if e.NextAttempt.After(time.Now()) {
+				if e.NextAttempt.After(d.Now()) {
 					note(e.NextAttempt)
 					return
 				}
@@ -248,7 +248,7 @@ func (d *Dispatcher) round(ctx context.Context, l *lane, page []*chorus.OutboxEn
 					r.res, r.why = abandon, fmt.Sprintf("gave up after %d attempts: %s", e.Attempts+1, r.why)
 				}
 				if !d.finish(ctx, h, e, r, done) {
-					note(time.Now().Add(d.cfg.Poll))
+					note(d.Now().Add(d.cfg.Poll))
 					return
 				}
 				if r.res == retry {
@@ -365,9 +365,9 @@ func (d *Dispatcher) finish(ctx context.Context, h *health, e *chorus.OutboxEntr
 		done.add(e.Seq)
 	case retry:
 		e.Attempts++
-		e.NextAttempt = time.Now().UTC().Add(backoff(d.cfg.RetryBase, e.Attempts))
+		e.NextAttempt = d.Now().Add(backoff(d.cfg.RetryBase, e.Attempts))
 		if r.retryAfter > 0 {
-			e.NextAttempt = time.Now().UTC().Add(r.retryAfter)
+			e.NextAttempt = d.Now().Add(r.retryAfter)
 		}
 		e.LastStatus, e.LastError = status, why
 		err = d.cfg.Store.Update(ctx, func(tx chorus.Tx) error { return tx.UpdateOutbox(ctx, e) })
@@ -390,7 +390,7 @@ func (d *Dispatcher) finish(ctx context.Context, h *health, e *chorus.OutboxEntr
 		d.Abandoned.Add(1)
 		d.warnRateLimited("webhook: abandoned", "service", e.ServiceSID, "event", e.Event.Type, "status", status, "reason", why)
 	}
-	if paused := h.record(&d.mu, e, attempt, res, status, why, d.cfg.RetryBase); paused > 0 {
+	if paused := h.record(&d.mu, d.Now(), e, attempt, res, status, why, d.cfg.RetryBase); paused > 0 {
 		d.log.Warn("webhook: receiver failing: paused", "service", e.ServiceSID, "status", status,
 			"reason", why, "paused", paused.Round(time.Millisecond))
 	}

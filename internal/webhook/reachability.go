@@ -196,9 +196,9 @@ func reachabilityEvent(ep chorus.Endpoint, typ chorus.EventType, now time.Time) 
 
 // reachability sends endpoint_disconnected for the identities whose
 // debouncing window has passed since they went offline, and returns when
-// the next one is due (zero: none pending), on this node's clock. The
-// times it compares are the store's (chorus.OutboxReader.Now): the node
-// that recorded when an identity went offline may not be this one.
+// the next one is due (zero: none pending), as a time of Now. The times
+// it compares are the store's (chorus.OutboxReader.Now): the node that
+// recorded when an identity went offline may not be this one.
 func (d *Dispatcher) reachability(ctx context.Context) (next time.Time, err error) {
 	var offline []*chorus.OfflineIdentity
 	var now time.Time // the store's
@@ -212,7 +212,7 @@ func (d *Dispatcher) reachability(ctx context.Context) (next time.Time, err erro
 	if err != nil {
 		return time.Time{}, fmt.Errorf("webhook: offline identities: %w", err)
 	}
-	local := time.Now()
+	local := d.Now()
 	for _, o := range offline {
 		var window time.Duration
 		svc, err := d.service(ctx, o.ServiceSID)

@@ -85,10 +85,9 @@ type Config struct {
 	// the other nodes must read again what their sessions may have
 	// missed.
 	NodesDead func(n int)
-	// Clock is this node's wall clock, which stamps the outbox entries it
-	// appends (DateCreated); nil means time.Now. Tests set one that is off,
-	// as a node's clock may be. What nodes compare across the cluster
-	// (heartbeats, when an identity went offline) is on the store's clock.
+	// Clock is this node's wall clock; nil means time.Now. Tests set one
+	// that is off, as a node's clock may be. The dispatcher does not stamp
+	// or compare times with it directly: see Dispatcher.Now.
 	Clock func() time.Time
 }
 
@@ -113,7 +112,10 @@ type Dispatcher struct {
 	// to beat again.
 	beatingSince, lastBeat atomic.Int64 // time.Duration
 	started                time.Time    // New's time, monotonic
-	lastLog                atomic.Int64
+	// skew is the store's clock minus Config.Clock, in ns, as the last
+	// heartbeat read them (Now).
+	skew    atomic.Int64
+	lastLog atomic.Int64
 
 	mu       sync.Mutex
 	services map[string]cachedService // by SID
@@ -216,15 +218,25 @@ func (d *Dispatcher) Append(ctx context.Context, tx chorus.Tx, events []*chorus.
 	return nil
 }
 
-// newEntry is e's outbox entry, due at once: its NextAttempt is zero, not
-// this node's time, which the leader would wait for if this node's clock
-// were ahead of its own.
 func (d *Dispatcher) newEntry(e *chorus.Event) *chorus.OutboxEntry {
+	now := d.Now()
 	key := e.ObjectSID
 	if e.ObjectSID == "" {
 		key = "identity:" + e.Identity
 	}
-	return &chorus.OutboxEntry{ServiceSID: e.ServiceSID, OrderKey: key, Event: e, DateCreated: d.cfg.Clock().UTC()}
+	return &chorus.OutboxEntry{ServiceSID: e.ServiceSID, OrderKey: key, Event: e, NextAttempt: now, DateCreated: now}
+}
+
+// Now is the time on the store's clock, as far as this node knows it:
+// Config.Clock corrected by the difference between the two that the last
+// heartbeat read (chorus.OutboxReader.Now). Every time the dispatcher
+// stores or compares with a stored time is on it, so that a node whose
+// own clock is off neither has its webhooks held back (NextAttempt),
+// given up on as too old (DateCreated, MaxAge) nor shown with a wrong age
+// on another node. The heartbeat and presence changes read the store's
+// clock itself.
+func (d *Dispatcher) Now() time.Time {
+	return d.cfg.Clock().Add(time.Duration(d.skew.Load())).UTC()
 }
 
 // Observe hears of committed events; it is the engine's Config.Observe.
@@ -370,7 +382,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 				d.warnRateLimited("webhook: outbox", "err", err)
 			}
 			if !next.IsZero() {
-				due.Reset(max(time.Until(next), time.Millisecond))
+				due.Reset(max(next.Sub(d.Now()), time.Millisecond))
 			}
 		}
 		select {
@@ -410,10 +422,12 @@ func (d *Dispatcher) heartbeat(ctx context.Context) error {
 	var dead int
 	var deadBefore time.Time
 	err := d.cfg.Store.Update(ctx, func(tx chorus.Tx) error {
+		local := d.cfg.Clock()
 		now, err := tx.Now(ctx)
 		if err != nil {
 			return err
 		}
+		d.skew.Store(int64(now.Sub(local)))
 		deadBefore = time.Time{}
 		if presume {
 			deadBefore = now.Add(-d.cfg.NodeTimeout)
