@@ -113,9 +113,11 @@ type Dispatcher struct {
 	beatingSince, lastBeat atomic.Int64 // time.Duration
 	started                time.Time    // New's time, monotonic
 	// skew is the store's clock minus Config.Clock, in ns, as the last
-	// heartbeat read them (Now).
-	skew    atomic.Int64
-	lastLog atomic.Int64
+	// heartbeat read them (Now); skewKnown once one has (or Append did,
+	// before any heartbeat succeeded).
+	skew      atomic.Int64
+	skewKnown atomic.Bool
+	lastLog   atomic.Int64
 
 	mu       sync.Mutex
 	services map[string]cachedService // by SID
@@ -211,6 +213,13 @@ func (d *Dispatcher) Append(ctx context.Context, tx chorus.Tx, events []*chorus.
 		if !wants(svc, e) {
 			continue
 		}
+		if !d.skewKnown.Load() {
+			// No heartbeat has read the store's clock yet (the store was
+			// away at start): this entry's times would be this node's.
+			if _, err := d.learnSkew(ctx, tx); err != nil {
+				return fmt.Errorf("webhook: append: %w", err)
+			}
+		}
 		if err := tx.AppendOutbox(ctx, d.newEntry(e)); err != nil {
 			return fmt.Errorf("webhook: append: %w", err)
 		}
@@ -225,6 +234,19 @@ func (d *Dispatcher) newEntry(e *chorus.Event) *chorus.OutboxEntry {
 		key = "identity:" + e.Identity
 	}
 	return &chorus.OutboxEntry{ServiceSID: e.ServiceSID, OrderKey: key, Event: e, NextAttempt: now, DateCreated: now}
+}
+
+// learnSkew reads the store's clock in tx and records how far this node's
+// is from it (Now); it returns the store's time.
+func (d *Dispatcher) learnSkew(ctx context.Context, tx chorus.ReadTx) (time.Time, error) {
+	local := d.cfg.Clock()
+	now, err := tx.Now(ctx)
+	if err != nil {
+		return time.Time{}, err
+	}
+	d.skew.Store(int64(now.Sub(local)))
+	d.skewKnown.Store(true)
+	return now, nil
 }
 
 // Now is the time on the store's clock, as far as this node knows it:
@@ -363,7 +385,9 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 		}
 		if now.Sub(lastLead) >= d.cfg.Poll || !d.leading.Load() {
 			lastLead = now
-			lead := d.cfg.Leader == nil || d.cfg.Leader(ctx)
+			// Not before the store's clock is known: the lanes compare it
+			// with the times the outbox holds.
+			lead := d.skewKnown.Load() && (d.cfg.Leader == nil || d.cfg.Leader(ctx))
 			if d.leading.Swap(lead) != lead {
 				if lead {
 					d.log.Info("webhook: delivering the cluster's webhooks")
@@ -422,12 +446,10 @@ func (d *Dispatcher) heartbeat(ctx context.Context) error {
 	var dead int
 	var deadBefore time.Time
 	err := d.cfg.Store.Update(ctx, func(tx chorus.Tx) error {
-		local := d.cfg.Clock()
-		now, err := tx.Now(ctx)
+		now, err := d.learnSkew(ctx, tx)
 		if err != nil {
 			return err
 		}
-		d.skew.Store(int64(now.Sub(local)))
 		deadBefore = time.Time{}
 		if presume {
 			deadBefore = now.Add(-d.cfg.NodeTimeout)
