@@ -47,6 +47,15 @@ func ReservedIdentity(id string) bool {
 	return id == "" || strings.EqualFold(id, SystemIdentity)
 }
 
+// ValidIdentity reports whether id can be an identity: 1 to
+// MaxIdentityLen characters of valid UTF-8 without NUL (which no
+// PostgreSQL text column holds, and which REST refuses in a permission's
+// identity). Access tokens with another identity are refused.
+func ValidIdentity(id string) bool {
+	n := utf8.RuneCountInString(id)
+	return n >= 1 && n <= MaxIdentityLen && utf8.ValidString(id) && strings.IndexByte(id, 0) < 0
+}
+
 // Kind is the type of a Sync object.
 type Kind string
 

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"time"
-	"unicode/utf8"
 
 	"github.com/golang-jwt/jwt/v5"
 
@@ -128,8 +127,8 @@ func (p *Params) validate() error {
 		return errors.New("API secret is empty")
 	case p.Identity == "":
 		return errors.New("identity is empty")
-	case utf8.RuneCountInString(p.Identity) > chorus.MaxIdentityLen:
-		return fmt.Errorf("identity is longer than %d characters", chorus.MaxIdentityLen)
+	case !chorus.ValidIdentity(p.Identity):
+		return fmt.Errorf("identity is not 1-%d characters of valid UTF-8 without NUL", chorus.MaxIdentityLen)
 	case p.ServiceSID != "" && !validServiceSID(p.ServiceSID):
 		return fmt.Errorf("service SID %q is neither IS followed by 32 hex digits nor \"default\"", p.ServiceSID)
 	case p.TTL < 0:

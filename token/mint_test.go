@@ -134,6 +134,8 @@ func TestMintRejects(t *testing.T) {
 		{"no secret", func(p *Params) { p.APISecret = "" }},
 		{"no identity", func(p *Params) { p.Identity = "" }},
 		{"long identity", func(p *Params) { p.Identity = strings.Repeat("a", 257) }},
+		{"identity with NUL", func(p *Params) { p.Identity = "a\x00b" }},
+		{"identity not UTF-8", func(p *Params) { p.Identity = "a\xffb" }},
 		{"bad service", func(p *Params) { p.ServiceSID = "MyService" }},
 	}
 	for _, tt := range tests {

@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/golang-jwt/jwt/v5"
 
@@ -228,8 +227,8 @@ func (v *Verifier) checkGrants(g any, c *Claims) error {
 	if !ok {
 		return chorus.Errorf(chorus.ErrTokenGrants, "Invalid Access Token grants: identity is required and must be a string")
 	}
-	if n := utf8.RuneCountInString(id); n < 1 || n > chorus.MaxIdentityLen {
-		return chorus.Errorf(chorus.ErrTokenGrants, "Invalid Access Token grants: identity must be 1-%d characters", chorus.MaxIdentityLen)
+	if !chorus.ValidIdentity(id) {
+		return chorus.Errorf(chorus.ErrTokenGrants, "Invalid Access Token grants: identity must be 1-%d characters of valid UTF-8 without NUL", chorus.MaxIdentityLen)
 	}
 	c.Identity = id
 

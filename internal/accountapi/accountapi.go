@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -95,6 +96,7 @@ type handler struct {
 type call struct {
 	cred engine.Credential
 	base string
+	form url.Values // the request's parameters (twiliohttp.ReadForm)
 }
 
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -135,17 +137,12 @@ func (h *handler) serve(w http.ResponseWriter, r *http.Request, fn func(http.Res
 	if ac := r.PathValue("AccountSid"); ac != "" && ac != cred.AccountSID {
 		return chorus.Errorf(chorus.ErrNotFound, "The requested resource %s was not found", r.URL.Path)
 	}
-	if r.Body != nil {
-		r.Body = http.MaxBytesReader(w, r.Body, maxBodyBytes)
+	// urlencoded or multipart (twilio-node up to 3.40), as the REST API
+	form, err := twiliohttp.ReadForm(w, r, maxBodyBytes)
+	if err != nil {
+		return err
 	}
-	if err := r.ParseForm(); err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			return chorus.Wrap(chorus.ErrTooLarge, err)
-		}
-		return chorus.Wrap(chorus.Errorf(chorus.ErrInvalidParameter, "Invalid request body: expected application/x-www-form-urlencoded"), err)
-	}
-	return fn(w, r, &call{cred: cred, base: h.baseURL(r)})
+	return fn(w, r, &call{cred: cred, base: h.baseURL(r), form: form})
 }
 
 func (h *handler) baseURL(r *http.Request) string {
@@ -195,7 +192,7 @@ func keySID(r *http.Request) (string, error) {
 }
 
 func (h *handler) createKey(w http.ResponseWriter, r *http.Request, c *call) error {
-	k, err := h.cfg.Engine.CreateAPIKey(r.Context(), c.cred, r.PostForm.Get("FriendlyName"))
+	k, err := h.cfg.Engine.CreateAPIKey(r.Context(), c.cred, c.form.Get("FriendlyName"))
 	if err != nil {
 		return err
 	}
@@ -221,14 +218,14 @@ type keyPage struct {
 
 func (h *handler) listKeys(w http.ResponseWriter, r *http.Request, c *call) error {
 	size, page := defaultPageSize, 0
-	if s := r.Form.Get("PageSize"); s != "" {
+	if s := c.form.Get("PageSize"); s != "" {
 		n, err := strconv.Atoi(s)
 		if err != nil || n < 1 || n > maxPageSize {
 			return chorus.Errorf(chorus.ErrInvalidParameter, "Invalid PageSize %q: expected an integer from 1 to %d", s, maxPageSize)
 		}
 		size = n
 	}
-	if s := r.Form.Get("Page"); s != "" {
+	if s := c.form.Get("Page"); s != "" {
 		n, err := strconv.Atoi(s)
 		if err != nil || n < 0 || n > 1<<20 {
 			return chorus.Errorf(chorus.ErrInvalidParameter, "Invalid Page %q: expected a non-negative integer", s)
@@ -279,8 +276,8 @@ func (h *handler) updateKey(w http.ResponseWriter, r *http.Request, c *call) err
 		return err
 	}
 	var name *string
-	if r.PostForm.Has("FriendlyName") {
-		n := r.PostForm.Get("FriendlyName")
+	if c.form.Has("FriendlyName") {
+		n := c.form.Get("FriendlyName")
 		name = &n
 	}
 	k, err := h.cfg.Engine.UpdateAPIKey(r.Context(), c.cred, sid, name)

@@ -143,3 +143,52 @@ func TestKeysPagingAndErrors(t *testing.T) {
 		t.Errorf("create secondary = %d %v", code, sec)
 	}
 }
+
+// TestKeyBodies: the Keys API reads its parameters as the REST API does:
+// urlencoded, or multipart as twilio-node up to 3.40 sends it, and a body
+// of another type or with a Content-Encoding is refused (415) rather than
+// answered as if it had sent no FriendlyName.
+func TestKeyBodies(t *testing.T) {
+	h, cr, _ := setup(t)
+	keys := "/2010-04-01/Accounts/" + cr.AccountSID + "/Keys.json"
+	raw := func(method, path, ct, enc, body string) (int, map[string]any) {
+		t.Helper()
+		req := httptest.NewRequest(method, path, strings.NewReader(body))
+		req.Header.Set("Content-Type", ct)
+		if enc != "" {
+			req.Header.Set("Content-Encoding", enc)
+		}
+		req.SetBasicAuth(cr.AccountSID, cr.AuthToken)
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		var m map[string]any
+		if err := json.Unmarshal(rec.Body.Bytes(), &m); err != nil {
+			t.Fatalf("%s %s: body %q: %v", method, path, rec.Body, err)
+		}
+		return rec.Code, m
+	}
+	mp := "--x\r\nContent-Disposition: form-data; name=\"FriendlyName\"\r\n\r\nmpkey\r\n--x--\r\n"
+	code, k := raw("POST", keys, "multipart/form-data; boundary=x", "", mp)
+	if code != 201 || k["friendly_name"] != "mpkey" {
+		t.Fatalf("create (multipart) = %d %v, want 201 named mpkey", code, k)
+	}
+	sid := k["sid"].(string)
+	one := "/2010-04-01/Accounts/" + cr.AccountSID + "/Keys/" + sid + ".json"
+	code, k = raw("POST", one, "multipart/form-data; boundary=x", "", strings.ReplaceAll(mp, "mpkey", "renamed"))
+	if code != 200 || k["friendly_name"] != "renamed" {
+		t.Fatalf("update (multipart) = %d %v, want 200 renamed", code, k)
+	}
+	for _, tc := range []struct{ path, ct, enc, body string }{
+		{keys, "application/json", "", `{"FriendlyName":"j"}`},
+		{one, "application/json", "", `{"FriendlyName":"j"}`},
+		{keys, "text/plain", "", "FriendlyName=t"},
+		{one, "application/x-www-form-urlencoded", "gzip", "FriendlyName=g"},
+	} {
+		if code, e := raw("POST", tc.path, tc.ct, tc.enc, tc.body); code != 415 || e["code"] != float64(20415) {
+			t.Errorf("POST %s as %s (encoding %q) = %d %v, want 415 20415", tc.path, tc.ct, tc.enc, code, e)
+		}
+	}
+	if _, k = raw("GET", one, "", "", ""); k["friendly_name"] != "renamed" {
+		t.Errorf("after the refused updates: %v, want still renamed", k)
+	}
+}

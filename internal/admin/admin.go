@@ -307,22 +307,22 @@ type tokenJSON struct {
 }
 
 func (h *handler) mintToken(w http.ResponseWriter, r *http.Request, c *caller) error {
-	r.Body = http.MaxBytesReader(w, r.Body, maxBodyBytes)
-	if err := r.ParseForm(); err != nil {
-		return chorus.Wrap(chorus.Errorf(chorus.ErrInvalidParameter, "Invalid request body: expected application/x-www-form-urlencoded"), err)
+	form, err := twiliohttp.ReadForm(w, r, maxBodyBytes)
+	if err != nil {
+		return err
 	}
-	identity := r.PostForm.Get("Identity")
+	identity := form.Get("Identity")
 	if identity == "" {
 		identity = DefaultIdentity
 	}
-	if len([]rune(identity)) > chorus.MaxIdentityLen {
+	if !chorus.ValidIdentity(identity) {
 		return chorus.ErrIdentityInvalid
 	}
 	if chorus.ReservedIdentity(identity) {
 		return chorus.Errorf(chorus.ErrForbidden, "The identity %q is reserved; no token is minted for it", identity)
 	}
 	ttl := DefaultTokenTTL
-	if s := r.PostForm.Get("Ttl"); s != "" {
+	if s := form.Get("Ttl"); s != "" {
 		n, err := strconv.Atoi(strings.TrimSpace(s))
 		if err != nil || n < 1 || time.Duration(n)*time.Second > token.MaxTTL {
 			return chorus.Errorf(chorus.ErrInvalidParameter,
@@ -341,7 +341,7 @@ func (h *handler) mintToken(w http.ResponseWriter, r *http.Request, c *caller) e
 		}
 		ttl = min(ttl, left)
 	}
-	svcID := r.PostForm.Get("ServiceSid")
+	svcID := form.Get("ServiceSid")
 	if svcID == "" {
 		svcID = "default"
 	}

@@ -414,3 +414,41 @@ func TestUnknownRoute(t *testing.T) {
 		t.Errorf("GET /admin/v1/Nope without credentials = %d, want 401", res.status)
 	}
 }
+
+// TestTokenBodies: POST /admin/v1/Tokens reads multipart as well as
+// urlencoded parameters, and refuses (415) a JSON or text body, or an
+// encoded one, rather than minting a default token for "console" that
+// ignores the Identity and Ttl it was sent.
+func TestTokenBodies(t *testing.T) {
+	f := newFixture(t)
+	h := New(Config{Engine: f.eng, Logger: quietLogger()})
+	post := func(ct, enc, body string) response {
+		t.Helper()
+		req := httptest.NewRequest("POST", "/admin/v1/Tokens", strings.NewReader(body))
+		req.Header.Set("Content-Type", ct)
+		if enc != "" {
+			req.Header.Set("Content-Encoding", enc)
+		}
+		req.SetBasicAuth(f.creds.AccountSID, f.creds.AuthToken)
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		res := response{status: rec.Code, header: rec.Header()}
+		if err := json.Unmarshal(rec.Body.Bytes(), &res.body); err != nil {
+			t.Fatalf("body %q: %v", rec.Body.String(), err)
+		}
+		return res
+	}
+	mp := "--b\r\nContent-Disposition: form-data; name=\"Identity\"\r\n\r\nbob\r\n--b\r\nContent-Disposition: form-data; name=\"Ttl\"\r\n\r\n60\r\n--b--\r\n"
+	if res := post("multipart/form-data; boundary=b", "", mp); res.status != http.StatusCreated || res.body["identity"] != "bob" || res.body["ttl"] != float64(60) {
+		t.Errorf("multipart = %d %v, want 201 for bob, ttl 60", res.status, res.body)
+	}
+	for _, tc := range []struct{ ct, enc, body string }{
+		{"application/json", "", `{"Identity":"bob","Ttl":60}`},
+		{"text/plain", "", "Identity=bob&Ttl=60"},
+		{"application/x-www-form-urlencoded", "br", "Identity=bob&Ttl=60"},
+	} {
+		if res := post(tc.ct, tc.enc, tc.body); res.status != http.StatusUnsupportedMediaType || res.body["code"] != float64(20415) {
+			t.Errorf("%s (encoding %q) = %d %v, want 415 20415", tc.ct, tc.enc, res.status, res.body)
+		}
+	}
+}

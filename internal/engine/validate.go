@@ -82,8 +82,7 @@ func validKey(key string) error {
 }
 
 func validIdentity(id string) error {
-	n := utf8.RuneCountInString(id)
-	if n < 1 || n > chorus.MaxIdentityLen || !validText(id) {
+	if !chorus.ValidIdentity(id) {
 		return chorus.ErrIdentityInvalid
 	}
 	return nil

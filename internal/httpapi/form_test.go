@@ -211,8 +211,8 @@ func TestFormRefused(t *testing.T) {
 		f.rawJSON(http.MethodPost, svc+"/"+obj, "application/x-www-form-urlencoded", "UniqueName="+strings.ToLower(obj[:1])+"1", 201)
 	}
 
-	tooMany := make([]string, 0, 2*(maxFormParts+1))
-	for i := 0; i <= maxFormParts; i++ {
+	tooMany := make([]string, 0, 2*(twiliohttp.MaxFormParts+1))
+	for i := 0; i <= twiliohttp.MaxFormParts; i++ {
 		tooMany = append(tooMany, fmt.Sprintf("F%d", i), "x")
 	}
 	mpTooMany, ctTooMany := multipartBody(t, tooMany...)
@@ -265,49 +265,6 @@ func TestFormRefused(t *testing.T) {
 			}
 		})
 	}
-}
-
-// FuzzReadForm: any body under any form Content-Type parses or fails with
-// a Twilio error, never panics, and what parses stays within the limits.
-func FuzzReadForm(f *testing.F) {
-	mp, ct := multipartBody(f, "UniqueName", "a", "Data", `{"x":[1]}`)
-	f.Add(ct, mp)
-	f.Add("multipart/form-data; boundary=B", "--B\r\nContent-Disposition: form-data; name=\"a\"\r\n\r\nv\r\n--B--")
-	f.Add("multipart/form-data; boundary=B", "--B\r\nContent-Type: text/plain\r\nContent-Transfer-Encoding: quoted-printable\r\nContent-Disposition: form-data; name=\"a\"\r\n\r\n=C3=A9\r\n--B--\r\n")
-	f.Add("application/x-www-form-urlencoded", "a=1&b=%zz;c")
-	f.Add("", "x")
-	f.Add("text/plain", "")
-	f.Fuzz(func(t *testing.T, ct, body string) {
-		r := httptest.NewRequest(http.MethodPost, "/v1/Services?x=1", strings.NewReader(body))
-		if ct != "" {
-			r.Header.Set("Content-Type", ct)
-		}
-		rec := httptest.NewRecorder()
-		r.Body = http.MaxBytesReader(rec, r.Body, maxBodyBytes)
-		form, err := readForm(r)
-		if err != nil {
-			if code := chorus.ErrorCode(err); code != 20415 && code != 54060 && code != 54006 {
-				t.Fatalf("readForm(%q) error %v: not a form error", ct, err)
-			}
-			return
-		}
-		n, size := 0, 0
-		for k, vs := range form {
-			for _, v := range vs {
-				n++
-				size += len(k) + len(v)
-			}
-		}
-		if size > maxBodyBytes+2 {
-			t.Fatalf("readForm kept %d bytes of a body bounded to %d", size, maxBodyBytes)
-		}
-		if strings.HasPrefix(strings.ToLower(ct), "multipart/") && n > maxFormParts+1 {
-			t.Fatalf("readForm kept %d fields, limit %d", n, maxFormParts)
-		}
-		if xs := form["x"]; len(xs) == 0 || xs[len(xs)-1] != "1" {
-			t.Fatalf("query parameter lost: %v", form)
-		}
-	})
 }
 
 // TestParsedFormHandedDown: a form body the server's edge already parsed

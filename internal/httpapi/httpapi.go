@@ -206,21 +206,7 @@ func (a *api) wrap(h handler) http.Handler {
 }
 
 func (a *api) parseForm(w http.ResponseWriter, r *http.Request, c *call) error {
-	if pf, ok := r.Body.(*twiliohttp.ParsedForm); ok && pf.Size <= maxBodyBytes && r.Method == http.MethodPost {
-		// The server's edge read and parsed this form body already
-		// (server.checkText); readBody would parse the same bytes the
-		// same way.
-		f, err := mergeQuery(r, pf.Values)
-		if err != nil {
-			return err
-		}
-		c.form = f
-		return nil
-	}
-	if r.Body != nil {
-		r.Body = http.MaxBytesReader(w, r.Body, maxBodyBytes)
-	}
-	f, err := readForm(r)
+	f, err := twiliohttp.ReadForm(w, r, maxBodyBytes)
 	if err != nil {
 		return err
 	}

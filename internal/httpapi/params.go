@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/chorus-sync/chorus"
+	"github.com/chorus-sync/chorus/internal/twiliohttp"
 )
 
 // value returns the first value of a form field and whether it was sent.
@@ -42,7 +43,7 @@ func optBool(f url.Values, name string) (*bool, error) {
 		b := false
 		return &b, nil
 	}
-	return nil, chorus.Errorf(chorus.ErrInvalidParameter, "Invalid parameter %s: expected true or false, got %q", name, clip(v))
+	return nil, chorus.Errorf(chorus.ErrInvalidParameter, "Invalid parameter %s: expected true or false, got %q", name, twiliohttp.Clip(v))
 }
 
 // reqBool parses a required boolean field.
@@ -65,7 +66,7 @@ func optInt(f url.Values, name string) (*int, error) {
 	}
 	n, err := strconv.Atoi(strings.TrimSpace(v))
 	if err != nil {
-		return nil, chorus.Wrap(chorus.Errorf(chorus.ErrInvalidParameter, "Invalid parameter %s: expected an integer, got %q", name, clip(v)), err)
+		return nil, chorus.Wrap(chorus.Errorf(chorus.ErrInvalidParameter, "Invalid parameter %s: expected an integer, got %q", name, twiliohttp.Clip(v)), err)
 	}
 	return &n, nil
 }
@@ -79,7 +80,7 @@ func optTTL(f url.Values, name string) (*int, error) {
 	}
 	n, err := strconv.Atoi(strings.TrimSpace(v))
 	if err != nil || n < 0 || n > chorus.MaxTTL {
-		e := chorus.Errorf(chorus.ErrInvalidTTL, "Invalid %s %q: expected an integer from 0 to %d", name, clip(v), chorus.MaxTTL)
+		e := chorus.Errorf(chorus.ErrInvalidTTL, "Invalid %s %q: expected an integer from 0 to %d", name, twiliohttp.Clip(v), chorus.MaxTTL)
 		if err != nil {
 			return nil, chorus.Wrap(e, err)
 		}
@@ -147,7 +148,7 @@ func ifMatch(h string) (string, error) {
 	}
 	r, err := chorus.ParseRevision(h)
 	if err != nil {
-		return "", chorus.Wrap(chorus.Errorf(chorus.ErrInvalidIfMatch, "Invalid If-Match header %q: expected a revision", clip(h)), err)
+		return "", chorus.Wrap(chorus.Errorf(chorus.ErrInvalidIfMatch, "Invalid If-Match header %q: expected a revision", twiliohttp.Clip(h)), err)
 	}
 	return chorus.FormatRevision(r), nil
 }
@@ -169,14 +170,14 @@ func parsePage(f url.Values) (pageParams, error) {
 	if v, ok := value(f, "PageSize"); ok {
 		n, err := strconv.Atoi(strings.TrimSpace(v))
 		if err != nil || n < 1 || n > chorus.MaxPageSize {
-			return p, chorus.Errorf(chorus.ErrInvalidPageSize, "Invalid PageSize %q: expected an integer from 1 to %d", clip(v), chorus.MaxPageSize)
+			return p, chorus.Errorf(chorus.ErrInvalidPageSize, "Invalid PageSize %q: expected an integer from 1 to %d", twiliohttp.Clip(v), chorus.MaxPageSize)
 		}
 		p.size = n
 	}
 	if v, ok := value(f, "Page"); ok && v != "" {
 		n, err := strconv.Atoi(strings.TrimSpace(v))
 		if err != nil || n < 0 {
-			return p, chorus.Errorf(chorus.ErrInvalidParameter, "Invalid Page %q: expected a non-negative integer", clip(v))
+			return p, chorus.Errorf(chorus.ErrInvalidParameter, "Invalid Page %q: expected a non-negative integer", twiliohttp.Clip(v))
 		}
 		p.page = n
 	}
@@ -212,16 +213,7 @@ func (p pageParams) filter(name string) string {
 func parseIndex(s string) (int64, error) {
 	n, err := strconv.ParseInt(s, 10, 64)
 	if err != nil || n < 0 {
-		return 0, chorus.Errorf(chorus.ErrInvalidIndex, "Invalid List Item index %q: expected a non-negative integer", clip(s))
+		return 0, chorus.Errorf(chorus.ErrInvalidIndex, "Invalid List Item index %q: expected a non-negative integer", twiliohttp.Clip(s))
 	}
 	return n, nil
-}
-
-// clip shortens user input quoted in error messages.
-func clip(s string) string {
-	const max = 64
-	if len(s) <= max {
-		return s
-	}
-	return s[:max] + "…"
 }

@@ -58,6 +58,10 @@ func (s *Server) checkText(next http.Handler) http.Handler {
 		// header is handed on parsed, as httpapi would refuse the other.
 		ct, _, mediaErr := mime.ParseMediaType(r.Header.Get("Content-Type"))
 		if ct == "application/x-www-form-urlencoded" && r.Body != nil && r.Body != http.NoBody {
+			if err := twiliohttp.CheckContentEncoding(r); err != nil {
+				twiliohttp.WriteJSON(w, http.StatusUnsupportedMediaType, twiliohttp.Body(chorus.AsError(err)))
+				return
+			}
 			b, err := io.ReadAll(r.Body)
 			if err != nil {
 				var mbe *http.MaxBytesError

@@ -16,10 +16,14 @@ func TestFormThroughEdge(t *testing.T) {
 	s := newServer(t, Config{})
 	creds := s.Credentials()
 	docs := "/v1/Services/" + creds.ServiceSID + "/Documents"
+	encoding := ""
 	post := func(path, contentType, body string) (int, map[string]any) {
 		t.Helper()
 		req := httptest.NewRequest(http.MethodPost, path, strings.NewReader(body))
 		req.Header.Set("Content-Type", contentType)
+		if encoding != "" {
+			req.Header.Set("Content-Encoding", encoding)
+		}
 		req.SetBasicAuth(creds.AccountSID, creds.AuthToken)
 		rec := httptest.NewRecorder()
 		s.Handler().ServeHTTP(rec, req)
@@ -46,5 +50,17 @@ func TestFormThroughEdge(t *testing.T) {
 	}
 	if code, body := post(docs, form, "UniqueName=nul%00&Data=%7B%7D"); code != 400 || body["code"] != 54060.0 {
 		t.Errorf("NUL in a value: %d %v, want 400 54060", code, body)
+	}
+	// A body in an encoding the server does not decode is refused, on
+	// every API, not read as if it were plain.
+	for _, path := range []string{docs, "/2010-04-01/Accounts/" + creds.AccountSID + "/Keys.json", "/admin/v1/Tokens"} {
+		encoding = "br"
+		if code, body := post(path, form, "UniqueName=encoded&FriendlyName=encoded&Identity=encoded"); code != 415 || body["code"] != 20415.0 {
+			t.Errorf("POST %s with Content-Encoding br: %d %v, want 415 20415", path, code, body)
+		}
+	}
+	encoding = ""
+	if code, body := post(docs+"/encoded", form, "Data=%7B%7D"); code != 404 {
+		t.Errorf("the refused create made a document: %d %v", code, body)
 	}
 }

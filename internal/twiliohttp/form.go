@@ -1,4 +1,4 @@
-package httpapi
+package twiliohttp
 
 import (
 	"bufio"
@@ -9,6 +9,7 @@ import (
 	"mime/multipart"
 	"net/http"
 	"net/url"
+	"strings"
 
 	"github.com/chorus-sync/chorus"
 )
@@ -24,10 +25,10 @@ import (
 // having dropped its data.
 
 const (
-	// maxFormParts bounds the parts of a multipart body (the widest Sync
+	// MaxFormParts bounds the parts of a multipart body (the widest Sync
 	// write has five parameters); the body as a whole, part headers
 	// included, is bounded by maxBodyBytes.
-	maxFormParts = 64
+	MaxFormParts = 64
 	// maxBoundary is RFC 2046's limit on a multipart boundary.
 	maxBoundary = 70
 )
@@ -38,10 +39,27 @@ const (
 	mediaMultipart  = "multipart/form-data"
 )
 
-// readForm returns the parameters of r: for a POST, the form body followed
-// by the query string (body values first, as net/http's Request.Form); for
-// other methods the query string alone, the body unread. r.Body must
-// already be bounded (http.MaxBytesReader) by the caller.
+// ReadForm returns the parameters of r, as every Twilio-style API of the
+// server reads them: for a POST, the form body followed by the query
+// string (body values first, as net/http's Request.Form); for other
+// methods the query string alone, the body unread. The body is bounded to
+// maxBody bytes (413, 54006, beyond). A body the server's edge parsed
+// already (ParsedForm) is not parsed again.
+func ReadForm(w http.ResponseWriter, r *http.Request, maxBody int64) (url.Values, error) {
+	if pf, ok := r.Body.(*ParsedForm); ok && int64(pf.Size) <= maxBody && r.Method == http.MethodPost {
+		// readBody would parse the same bytes the same way.
+		if err := CheckContentEncoding(r); err != nil {
+			return nil, err
+		}
+		return mergeQuery(r, pf.Values)
+	}
+	if r.Body != nil {
+		r.Body = http.MaxBytesReader(w, r.Body, maxBody)
+	}
+	return readForm(r)
+}
+
+// readForm is ReadForm on a body already bounded.
 func readForm(r *http.Request) (url.Values, error) {
 	query, err := readQuery(r)
 	if err != nil || r.Method != http.MethodPost {
@@ -81,8 +99,14 @@ func appendValues(form, more url.Values) url.Values {
 	return form
 }
 
-// readBody parses the form body of a POST by its Content-Type.
+// readBody parses the form body of a POST by its Content-Type. A body
+// with a Content-Encoding (gzip, br…) is refused: the server does not
+// decode one, and parsing the encoded bytes would drop or garble the
+// parameters.
 func readBody(r *http.Request) (url.Values, error) {
+	if err := CheckContentEncoding(r); err != nil {
+		return nil, err
+	}
 	ct := r.Header.Get("Content-Type")
 	if ct == "" {
 		// A POST without a body (curl -X POST) has no Content-Type; a
@@ -100,7 +124,7 @@ func readBody(r *http.Request) (url.Values, error) {
 	media, params, err := mime.ParseMediaType(ct)
 	if err != nil {
 		return nil, chorus.Wrap(chorus.Errorf(chorus.ErrUnsupportedMediaType,
-			"Invalid Content-Type %q: send parameters as %s or %s", clip(ct), mediaURLEncoded, mediaMultipart), err)
+			"Invalid Content-Type %q: send parameters as %s or %s", Clip(ct), mediaURLEncoded, mediaMultipart), err)
 	}
 	switch media {
 	case mediaURLEncoded:
@@ -129,11 +153,11 @@ func readBody(r *http.Request) (url.Values, error) {
 		return readMultipart(multipart.NewReader(br, boundary))
 	}
 	return nil, chorus.Errorf(chorus.ErrUnsupportedMediaType,
-		"Unsupported Content-Type %q: send parameters as %s or %s", clip(media), mediaURLEncoded, mediaMultipart)
+		"Unsupported Content-Type %q: send parameters as %s or %s", Clip(media), mediaURLEncoded, mediaMultipart)
 }
 
 // readMultipart reads the fields of a multipart/form-data body into memory
-// (never to temporary files), at most maxFormParts of them. A file part is
+// (never to temporary files), at most MaxFormParts of them. A file part is
 // refused: no Sync parameter is a file.
 func readMultipart(mr *multipart.Reader) (url.Values, error) {
 	f := url.Values{}
@@ -147,15 +171,15 @@ func readMultipart(mr *multipart.Reader) (url.Values, error) {
 		if err != nil {
 			return nil, bodyErr(err, mediaMultipart)
 		}
-		if n == maxFormParts {
-			return nil, chorus.Errorf(chorus.ErrInvalidParameter, "Invalid request body: more than %d form fields", maxFormParts)
+		if n == MaxFormParts {
+			return nil, chorus.Errorf(chorus.ErrInvalidParameter, "Invalid request body: more than %d form fields", MaxFormParts)
 		}
 		name := p.FormName()
 		if name == "" {
 			return nil, chorus.Errorf(chorus.ErrInvalidParameter, "Invalid request body: a %s part without a form-data name", mediaMultipart)
 		}
 		if p.FileName() != "" {
-			return nil, chorus.Errorf(chorus.ErrInvalidParameter, "Invalid parameter %s: file uploads are not supported", clip(name))
+			return nil, chorus.Errorf(chorus.ErrInvalidParameter, "Invalid parameter %s: file uploads are not supported", Clip(name))
 		}
 		v, err := io.ReadAll(p)
 		if err != nil {
@@ -176,4 +200,26 @@ func bodyErr(err error, media string) error {
 		return chorus.Wrap(chorus.Errorf(chorus.ErrInvalidParameter, "Invalid request body"), err)
 	}
 	return chorus.Wrap(chorus.Errorf(chorus.ErrInvalidParameter, "Invalid request body: malformed %s", media), fmt.Errorf("httpapi: read form: %w", err))
+}
+
+// CheckContentEncoding refuses (415, 20415) a request body with a
+// Content-Encoding other than identity.
+func CheckContentEncoding(r *http.Request) error {
+	for _, v := range r.Header.Values("Content-Encoding") {
+		for enc := range strings.SplitSeq(v, ",") {
+			if enc = strings.TrimSpace(enc); enc != "" && !strings.EqualFold(enc, "identity") {
+				return chorus.Errorf(chorus.ErrUnsupportedMediaType, "Unsupported Content-Encoding %q: send the body unencoded", Clip(enc))
+			}
+		}
+	}
+	return nil
+}
+
+// Clip shortens s for an error message.
+func Clip(s string) string {
+	const max = 64
+	if len(s) <= max {
+		return s
+	}
+	return s[:max] + "…"
 }
