@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
 	"os"
+	"path"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -25,6 +27,7 @@ import (
 	"github.com/chorus-sync/chorus/internal/httpapi"
 	"github.com/chorus-sync/chorus/internal/store/postgres"
 	"github.com/chorus-sync/chorus/internal/store/sqlite"
+	"github.com/chorus-sync/chorus/internal/twiliohttp"
 	"github.com/chorus-sync/chorus/internal/webhook"
 	"github.com/chorus-sync/chorus/token"
 	"github.com/chorus-sync/chorus/web"
@@ -324,17 +327,50 @@ func (s *Server) routes() http.Handler {
 		})
 	}
 
-	// The quickstart app.
-	static := http.FileServerFS(web.FS())
+	// The quickstart app. Any other path is answered as the APIs answer
+	// one they do not know (404, 20404, in JSON), so that a client that
+	// got an API path wrong (/V1/…, /v2/…) is told so in its own terms.
+	files := web.FS()
+	static := http.FileServerFS(files)
+	// The routes above that take only some methods; "/" also matches
+	// their other methods.
+	methods := map[string]string{"/healthz": "GET, HEAD", "/token": "GET, HEAD, POST", "/readyz": "GET, HEAD", "/metrics": "GET, HEAD"}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		if allow, ok := methods[r.URL.Path]; ok {
+			w.Header().Set("Allow", allow)
+			twiliohttp.WriteError(w, r, s.log, chorus.ErrMethod)
+			return
+		}
+		if !staticPath(files, r.URL.Path) {
+			twiliohttp.WriteError(w, r, s.log, chorus.Errorf(chorus.ErrNotFound, "The requested resource %s was not found", twiliohttp.Clip(r.URL.Path)))
+			return
+		}
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
 			w.Header().Set("Allow", "GET, HEAD")
-			http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+			twiliohttp.WriteError(w, r, s.log, chorus.ErrMethod)
 			return
 		}
 		static.ServeHTTP(w, r)
 	})
 	return mux
+}
+
+// staticPath reports whether the quickstart app has a file (or, for a
+// directory, an index.html) at URL path p.
+func staticPath(files fs.FS, p string) bool {
+	name := strings.TrimPrefix(path.Clean("/"+p), "/")
+	if name == "" {
+		name = "."
+	}
+	fi, err := fs.Stat(files, name)
+	if err != nil {
+		return false
+	}
+	if fi.IsDir() {
+		_, err = fs.Stat(files, path.Join(name, "index.html"))
+		return err == nil
+	}
+	return true
 }
 
 // Handler is the whole HTTP surface.

@@ -100,8 +100,16 @@ func TestRoutes(t *testing.T) {
 		{"GET", "/healthz", 200, "ok"},
 		{"GET", "/", 200, "<html"},
 		{"HEAD", "/", 200, ""},
-		{"POST", "/", 405, ""},
-		{"GET", "/nope.js", 404, ""},
+		{"POST", "/", 405, `"code":20004`},
+		{"GET", "/style.css", 200, ""},
+		{"GET", "/console/", 200, "<html"},
+		// Unknown paths are answered like unknown API routes.
+		{"GET", "/nope.js", 404, `"code":20404`},
+		{"GET", "/V1/Services", 404, `"code":20404`},
+		{"POST", "/v2/Services", 404, `"code":20404`},
+		{"DELETE", "/console/nope", 404, `"code":20404`},
+		{"POST", "/healthz", 405, `"code":20004`},
+		{"PUT", "/token", 405, `"code":20004`},
 		{"GET", "/v1/Services", 401, ""},  // REST v1 is mounted and wants Basic auth
 		{"GET", "/v3/wsconnect", 426, ""}, // the gateway is mounted and wants a WebSocket
 	}
