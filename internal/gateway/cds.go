@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf16"
+	"unicode/utf8"
 	"unique"
 
 	"github.com/chorus-sync/chorus"
@@ -239,7 +241,7 @@ type body struct {
 	Data       json.RawMessage `json:"data"`
 	Context    json.RawMessage `json:"context"`
 	TTL        json.RawMessage `json:"ttl"`
-	Key        *string         `json:"key"`
+	Key        json.RawMessage `json:"key"`
 }
 
 func parseBody(r *request) (*body, *int, *chorus.Error) {
@@ -269,11 +271,76 @@ func (b *body) uniqueName() (string, *chorus.Error) {
 	if len(b.UniqueName) == 0 || string(b.UniqueName) == "null" {
 		return "", nil
 	}
-	var s string
-	if err := json.Unmarshal(b.UniqueName, &s); err != nil {
+	s, err := decodeText(b.UniqueName)
+	if err != nil {
 		return "", chorus.Wrap(chorus.ErrUniqueNameInvalid, err)
 	}
 	return s, nil
+}
+
+// key is the item key of a Map item create; ok is false when absent or
+// null.
+func (b *body) key() (key string, ok bool, e *chorus.Error) {
+	if len(b.Key) == 0 || string(b.Key) == "null" {
+		return "", false, nil
+	}
+	s, err := decodeText(b.Key)
+	if err != nil {
+		return "", false, chorus.Wrap(chorus.ErrMapItemKey, err)
+	}
+	return s, true, nil
+}
+
+// errReplacedText refuses a JSON string that decoding would change.
+var errReplacedText = errors.New("a lone UTF-16 surrogate or invalid UTF-8: the text cannot be stored as sent")
+
+// decodeText decodes the JSON string raw, refusing one that encoding/json
+// would silently change: it reads a lone surrogate escape (\ud800) or
+// invalid UTF-8 as U+FFFD, which would store another name or key than the
+// client sent.
+func decodeText(raw json.RawMessage) (string, error) {
+	var s string
+	if err := json.Unmarshal(raw, &s); err != nil {
+		return "", err
+	}
+	if !utf8.Valid(raw) || loneSurrogate(raw) {
+		return "", errReplacedText
+	}
+	return s, nil
+}
+
+// loneSurrogate reports a \uXXXX escape of a UTF-16 surrogate that is not
+// half of a pair in the JSON string raw (which json.Unmarshal accepted).
+func loneSurrogate(raw []byte) bool {
+	unit := func(i int) (rune, bool) { // the escape at raw[i:], if any
+		if i+6 > len(raw) || raw[i] != '\\' || raw[i+1] != 'u' {
+			return 0, false
+		}
+		n, err := strconv.ParseUint(string(raw[i+2:i+6]), 16, 16)
+		return rune(n), err == nil
+	}
+	for i := 0; i < len(raw); i++ {
+		if raw[i] != '\\' {
+			continue
+		}
+		r, ok := unit(i)
+		if !ok {
+			i++ // another escape: skip its character
+			continue
+		}
+		switch {
+		case utf16.IsSurrogate(r) && r < 0xDC00: // high: a low must follow
+			if lo, ok := unit(i + 6); !ok || lo < 0xDC00 || lo > 0xDFFF {
+				return true
+			}
+			i += 11
+		case utf16.IsSurrogate(r): // a low without a high
+			return true
+		default:
+			i += 5
+		}
+	}
+	return false
 }
 
 // tooLarge checks the data size limits.
@@ -476,14 +543,18 @@ func (c *conn) items(ctx context.Context, r *request, k chorus.Kind, id string) 
 			}
 			return response{http.StatusCreated, appendItem(nil, it, r.base, c.svc.SID, false)}
 		}
-		if b.Key == nil {
+		key, ok, e := b.key()
+		if e != nil {
+			return errorResponse(e)
+		}
+		if !ok {
 			return errorResponse(chorus.ErrMapItemKey)
 		}
-		it, _, err := c.g.cfg.Engine.WriteItem(ctx, c.actor, c.svc, k, id, chorus.ItemRef{Key: *b.Key}, w)
+		it, _, err := c.g.cfg.Engine.WriteItem(ctx, c.actor, c.svc, k, id, chorus.ItemRef{Key: key}, w)
 		if err != nil {
 			resp := c.errResponse(r, err)
 			if resp.status == http.StatusConflict {
-				resp.body = withItemLink(resp.body, objectURL(r.base, c.svc.SID, k, id)+"/Items/"+encodeURIComponent(*b.Key))
+				resp.body = withItemLink(resp.body, objectURL(r.base, c.svc.SID, k, id)+"/Items/"+encodeURIComponent(key))
 			}
 			return resp
 		}

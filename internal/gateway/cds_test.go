@@ -253,3 +253,41 @@ func TestEventPerHostBeyondLinearSearch(t *testing.T) {
 		}
 	}
 }
+
+// TestCDSTextAsSent: a unique name or Map item key is stored as the
+// client sent it or refused: a lone UTF-16 surrogate escape, which
+// encoding/json would read as U+FFFD, is a 400; a surrogate pair, an
+// escaped U+FFFD and an escaped backslash before "ud800" are text like
+// any other.
+func TestCDSTextAsSent(t *testing.T) {
+	e := newEnv(t)
+	c := e.session("alice")
+	for _, tc := range []struct {
+		name string // JSON string literal
+		code int    // 0: created with the decoded name
+		want string
+	}{
+		{`"a\ud800b"`, 54302, ""},
+		{`"a\udc00b"`, 54302, ""},
+		{`"a\ud800\u0041"`, 54302, ""},
+		{`"end\ud83d"`, 54302, ""},
+		{`"smile\ud83d\ude00"`, 0, "smile\U0001F600"},
+		{`"repl\ufffd"`, 0, "repl\uFFFD"},
+		{`"bs\\ud800"`, 0, `bs\ud800`},
+	} {
+		r := c.do("POST", "/v3/Documents", nil, []byte(`{"unique_name":`+tc.name+`,"data":{}}`))
+		if tc.code != 0 {
+			wantStatus(t, "create "+tc.name, r, 400, tc.code)
+			continue
+		}
+		if m := wantStatus(t, "create "+tc.name, r, 201, 0); m["unique_name"] != tc.want {
+			t.Errorf("create %s: unique_name %q, want %q", tc.name, m["unique_name"], tc.want)
+		}
+	}
+	m := wantStatus(t, "create map", c.do("POST", "/v3/Maps", nil, []byte(`{}`)), 201, 0)
+	items := "/v3/Maps/" + m["sid"].(string) + "/Items"
+	wantStatus(t, "lone surrogate key", c.do("POST", items, nil, []byte(`{"key":"k\udfff","data":{}}`)), 400, 54209)
+	if it := wantStatus(t, "pair key", c.do("POST", items, nil, []byte(`{"key":"k\ud83d\ude00","data":{}}`)), 201, 0); it["key"] != "k\U0001F600" {
+		t.Errorf("pair key: %v", it["key"])
+	}
+}
