@@ -82,7 +82,7 @@ type Engine struct {
 	writes atomic.Uint64
 	posted atomic.Uint64
 	// unposted: a committed change could not be published since the last
-	// announcement (AnnounceResync, AnnounceUnposted): the Bus was down.
+	// announcement (AnnounceResync): the Bus was down.
 	unposted atomic.Bool
 
 	lastCreated atomic.Int64 // unix ms of the newest creation time given (createdAt)
@@ -248,34 +248,20 @@ func (e *Engine) publish(ctx context.Context, events []*chorus.Event) {
 	e.posted.Add(uint64(len(events)))
 }
 
-// AnnounceUnposted tells every node to read again what it may have
-// missed (chorus.EventResync) if this engine committed changes it could
-// not publish since the last call. Call it when the Bus reconnects: the
-// other nodes' own connections never dropped, so without it they would
-// learn of those events only at the object's next write, and of lost
-// access changes never. If it fails, the next call tries again.
-func (e *Engine) AnnounceUnposted(ctx context.Context) error {
-	if e.cfg.Bus == nil || !e.unposted.Swap(false) {
-		return nil
-	}
-	return e.announceResync(ctx)
-}
-
 // AnnounceResync tells every node, this one included, to read again what
 // its sessions may have missed (chorus.EventResync): call it when events
 // may have been lost on their way (a node presumed dead, a connection
-// found dead). It covers this node's unposted changes too. If it fails,
-// Unposted reports true, and the server announces again at the bus's
-// next reconnect (Server.BusLost).
+// found dead), and when the Bus reconnects while Unposted (the other
+// nodes' own connections never dropped, so without it they would learn of
+// this node's unposted events only at the object's next write, and of lost
+// access changes never). It covers this node's unposted changes. If it
+// fails, Unposted reports true, and the server announces again at the
+// bus's next reconnect (Server.BusLost).
 func (e *Engine) AnnounceResync(ctx context.Context) error {
 	if e.cfg.Bus == nil {
 		return nil
 	}
 	e.unposted.Store(false) // what was committed before is re-read
-	return e.announceResync(ctx)
-}
-
-func (e *Engine) announceResync(ctx context.Context) error {
 	ev := &chorus.Event{Type: chorus.EventResync, ObjectSID: chorus.ControlTopic, DateCreated: e.now(), FromREST: true}
 	if err := e.cfg.Bus.Publish(context.WithoutCancel(ctx), ev); err != nil {
 		e.unposted.Store(true)

@@ -230,10 +230,10 @@ func (b *failingPublish) Publish(ctx context.Context, events ...*chorus.Event) e
 
 // TestUnpostedChangesAnnounced: another node commits two writes while its
 // own bus connection is down; this node's connection never dropped, so it
-// has no reason to resync. When the writer's bus is back, its
-// announcement (AnnounceUnposted: only when something is unposted; the
-// server's reconnect handler announces with AnnounceResync) has every
-// node read again: the subscriber gets both events, in order.
+// has no reason to resync. The writer knows its changes are unposted, and
+// when its bus is back its announcement (AnnounceResync, which the
+// server's reconnect handler sends when Unposted) has every node read
+// again: the subscriber gets both events, in order.
 func TestUnpostedChangesAnnounced(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
@@ -242,13 +242,19 @@ func TestUnpostedChangesAnnounced(t *testing.T) {
 	var fail atomic.Bool
 	bus := &failingPublish{Bus: e.bus, fail: &fail}
 	writer := engine.New(engine.Config{Store: e.eng.Store(), Bus: bus})
-	if err := writer.AnnounceUnposted(ctx); err != nil || bus.published.Load() != 0 {
-		t.Fatalf("AnnounceUnposted with nothing unposted: err %v, %d events published; want none", err, bus.published.Load())
+	if writer.Unposted() {
+		t.Fatal("Unposted before any write")
 	}
 	fail.Store(true)
 	e.writeDoc(t, writer, sid, 2)
-	if err := writer.AnnounceUnposted(ctx); err == nil {
-		t.Fatal("AnnounceUnposted succeeded while the bus was away")
+	if !writer.Unposted() {
+		t.Fatal("Unposted = false after writes the bus refused")
+	}
+	if err := writer.AnnounceResync(ctx); err == nil {
+		t.Fatal("AnnounceResync succeeded while the bus was away")
+	}
+	if !writer.Unposted() {
+		t.Fatal("Unposted = false after an announcement that failed")
 	}
 	select {
 	case n := <-sub.notes:
@@ -256,7 +262,7 @@ func TestUnpostedChangesAnnounced(t *testing.T) {
 	case <-time.After(200 * time.Millisecond):
 	}
 	fail.Store(false)
-	if err := writer.AnnounceUnposted(ctx); err != nil {
+	if err := writer.AnnounceResync(ctx); err != nil {
 		t.Fatal(err)
 	}
 	for want := int64(1); want <= 2; want++ {
@@ -265,8 +271,8 @@ func TestUnpostedChangesAnnounced(t *testing.T) {
 			t.Fatalf("after the announcement: event id %d, want %d", n.id(), want)
 		}
 	}
-	if err := writer.AnnounceUnposted(ctx); err != nil || bus.published.Load() != 1 {
-		t.Errorf("second AnnounceUnposted: err %v, %d events published in all; want 1 (nothing new was unposted)", err, bus.published.Load())
+	if writer.Unposted() || bus.published.Load() != 1 {
+		t.Errorf("after the announcement: Unposted %v, %d events published in all; want false, 1", writer.Unposted(), bus.published.Load())
 	}
 }
 
