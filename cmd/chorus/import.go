@@ -55,7 +55,7 @@ func cmdImport(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	dataDir := fs.String("data-dir", defaultDataDir(), "target data directory (embedded store)")
 	storeURL := fs.String("store", getenv("CHORUS_STORE_URL"), "target postgres://… (default: CHORUS_STORE_URL, else SQLite in --data-dir)")
 	dryRun := fs.Bool("dry-run", false, "report what would be copied; write nothing")
-	overwrite := fs.Bool("overwrite", false, "replace target objects that hold a source object's SID or unique name")
+	overwrite := fs.Bool("overwrite", false, "replace target objects that hold a source object's SID or unique name, and an auth token the source accepted that the target lacks")
 	verify := fs.Bool("verify", false, "compare the items of every list and map, also of those unchanged since the last run")
 	asJSON := fs.Bool("json", false, "print the summary as JSON")
 	concurrency := fs.Int("concurrency", 4, "objects copied at once")
@@ -263,6 +263,13 @@ func writeSummary(w io.Writer, r *transfer.Report) {
 		r.ObjectsPerSec, r.ItemsPerSec, r.Requests, r.Retries)
 	if r.AccountCreated {
 		fmt.Fprintf(w, "  created account %s in the target\n", r.AccountSID)
+	}
+	if c := r.Credentials; c.AccountsCreated+c.AccountsUpdated+c.KeysCreated+c.KeysUpdated+len(c.KeysRemoved) > 0 {
+		fmt.Fprintf(w, "  credentials: %d accounts new, %d updated; %d API keys new, %d updated, %d removed\n",
+			c.AccountsCreated, c.AccountsUpdated, c.KeysCreated, c.KeysUpdated, len(c.KeysRemoved))
+		for _, sid := range c.KeysRemoved {
+			fmt.Fprintf(w, "  removed API key %s: the source no longer has it\n", sid)
+		}
 	}
 	for _, c := range r.Conflicts {
 		name := ""

@@ -27,7 +27,7 @@ type copyFlags struct {
 func addCopyFlags(fs *flag.FlagSet) *copyFlags {
 	c := &copyFlags{}
 	fs.StringVar(&c.dataDir, "from-data-dir", "", "copy the embedded store of this data directory into --store (stop its server first)")
-	fs.BoolVar(&c.overwrite, "overwrite", false, "with --from-data-dir: replace target objects that hold a copied object's SID or unique name")
+	fs.BoolVar(&c.overwrite, "overwrite", false, "with --from-data-dir: replace target objects that hold a copied object's SID or unique name, and make the target's credentials of the copied accounts the source's (revoked keys removed)")
 	fs.BoolVar(&c.asJSON, "json", false, "with --from-data-dir: print the summary as JSON")
 	return c
 }

@@ -99,20 +99,39 @@ type Conflict struct {
 // Report is the outcome of an import (also of one that failed part way:
 // it then says what was copied).
 type Report struct {
-	DryRun         bool          `json:"dry_run"`
-	AccountSID     string        `json:"account_sid"`
-	AccountCreated bool          `json:"account_created"`
-	Services       Counts        `json:"services"`
-	Objects        Counts        `json:"objects"`
-	Items          Counts        `json:"items"`
-	Permissions    Counts        `json:"permissions"`
-	Conflicts      []Conflict    `json:"conflicts"`
-	Requests       int64         `json:"requests"`
-	Retries        int64         `json:"retries"`
-	Elapsed        time.Duration `json:"-"`
-	ElapsedSeconds float64       `json:"elapsed_seconds"`
-	ObjectsPerSec  float64       `json:"objects_per_second"`
-	ItemsPerSec    float64       `json:"items_per_second"`
+	DryRun         bool   `json:"dry_run"`
+	AccountSID     string `json:"account_sid"`
+	AccountCreated bool   `json:"account_created"`
+	// Credentials is what the run changed in the target's accounts and
+	// API keys.
+	Credentials    CredentialCounts `json:"credentials"`
+	Services       Counts           `json:"services"`
+	Objects        Counts           `json:"objects"`
+	Items          Counts           `json:"items"`
+	Permissions    Counts           `json:"permissions"`
+	Conflicts      []Conflict       `json:"conflicts"`
+	Requests       int64            `json:"requests"`
+	Retries        int64            `json:"retries"`
+	Elapsed        time.Duration    `json:"-"`
+	ElapsedSeconds float64          `json:"elapsed_seconds"`
+	ObjectsPerSec  float64          `json:"objects_per_second"`
+	ItemsPerSec    float64          `json:"items_per_second"`
+}
+
+// CredentialCounts are the changes a run made to the target's
+// credentials: from a store, the source's accounts and API keys; over
+// REST, the auth token the import authenticated with (Options.Account).
+type CredentialCounts struct {
+	AccountsCreated int `json:"accounts_created"`
+	// AccountsUpdated counts accounts made the source's (auth tokens
+	// rotated at the source since the last run, with Overwrite).
+	AccountsUpdated int `json:"accounts_updated"`
+	KeysCreated     int `json:"keys_created"`
+	KeysUpdated     int `json:"keys_updated"`
+	// KeysRemoved are the SIDs of the target's keys of the source's
+	// accounts that the source no longer has (revoked there), removed
+	// with Overwrite.
+	KeysRemoved []string `json:"keys_removed"`
 }
 
 // markerUpdated is the date_updated of a list or map whose items are not
@@ -362,15 +381,35 @@ func (im *importer) conflict(c Conflict) {
 }
 
 // ensureAccount creates the account (and API key) in the target when
-// missing; existing ones are left as they are.
+// missing. Over REST, an existing account whose auth token is not the one
+// the source just accepted (rotated at the source since the last run, or
+// in the target) is refused and reported, and Overwrite makes that token
+// the target's: apps moved to the target keep the source's credentials.
 func (im *importer) ensureAccount(ctx context.Context, sid string) error {
 	a := im.opt.Account
-	created := false
+	_, fromStore := im.src.(credentialReader) // copyCredentials did the rest
+	created, updated := false, false
+	var refused *Conflict
 	err := im.st.Update(ctx, func(tx chorus.Tx) error {
-		created = false
+		created, updated, refused = false, false, nil
 		now := im.now().UTC().Truncate(time.Millisecond)
-		_, err := tx.Account(ctx, sid)
+		old, err := tx.Account(ctx, sid)
 		switch {
+		case err == nil && !fromStore && a.SID == sid && a.AuthToken != "" && old.AuthToken != a.AuthToken:
+			if !im.opt.Overwrite {
+				refused = &Conflict{Kind: "account", SID: sid, Reason: "its auth token in the target is not the one the source accepted for " +
+					"this import (rotated at the source since the last run, or in the target): apps using the source's get 401 from the " +
+					"target; run with --overwrite to make it the target's"}
+				break
+			}
+			if old.SecondaryAuthToken == a.AuthToken {
+				old.SecondaryAuthToken, old.SecondaryDateCreated = "", time.Time{}
+			}
+			old.AuthToken = a.AuthToken
+			if err := tx.PutAccount(ctx, old); err != nil {
+				return err
+			}
+			updated = true
 		case errors.Is(err, chorus.ErrNotFound):
 			tok := a.AuthToken
 			if tok == "" || a.SID != sid {
@@ -399,32 +438,98 @@ func (im *importer) ensureAccount(ctx context.Context, sid string) error {
 		return fmt.Errorf("transfer: create account %s: %w", sid, err)
 	}
 	im.rep.AccountCreated = im.rep.AccountCreated || created
+	if updated {
+		im.rep.Credentials.AccountsUpdated++
+	}
+	if refused != nil {
+		im.conflict(*refused)
+	}
 	return nil
 }
 
-// copyCredentials copies the accounts and API keys the target lacks.
+// copyCredentials copies the source's accounts and API keys (a store's:
+// migrate). What the target lacks is created. Where the two differ the
+// target may be stale (a key revoked or a token rotated at the source
+// between two runs: the cut-over runs the copy once more after the old
+// node stops) or newer (changed in the target after it took over): such
+// accounts and keys are refused and reported, as objects are, and
+// Overwrite makes them the source's, removing the keys of the source's
+// accounts that the source no longer has.
 func (im *importer) copyCredentials(ctx context.Context, cr credentialReader) error {
 	accts, keys, err := cr.Credentials(ctx)
 	if err != nil {
 		return fmt.Errorf("transfer: read credentials: %w", err)
 	}
+	keysOf := map[string]map[string]*chorus.APIKey{} // by account, by SID
+	for _, k := range keys {
+		if keysOf[k.AccountSID] == nil {
+			keysOf[k.AccountSID] = map[string]*chorus.APIKey{}
+		}
+		keysOf[k.AccountSID][k.SID] = k
+	}
+	var (
+		c       CredentialCounts
+		refused []Conflict
+	)
 	err = im.st.Update(ctx, func(tx chorus.Tx) error {
+		c, refused = CredentialCounts{}, nil // Update may run fn again
 		for _, a := range accts {
-			if _, err := tx.Account(ctx, a.SID); errors.Is(err, chorus.ErrNotFound) {
+			old, err := tx.Account(ctx, a.SID)
+			put := true
+			switch {
+			case errors.Is(err, chorus.ErrNotFound):
+				c.AccountsCreated++
+			case err != nil:
+				return err
+			case sameAccount(old, a):
+				put = false
+			case (old.AuthToken != a.AuthToken || old.SecondaryAuthToken != a.SecondaryAuthToken) && !im.opt.Overwrite:
+				refused = append(refused, Conflict{Kind: "account", SID: a.SID, Reason: "its auth tokens differ from the source's " +
+					"(rotated at the source since the last run, or in the target): run with --overwrite to take the source's"})
+				put = false
+			default:
+				c.AccountsUpdated++
+			}
+			if put {
 				if err := tx.PutAccount(ctx, a); err != nil {
 					return err
 				}
-			} else if err != nil {
+			}
+			have, err := tx.APIKeys(ctx, a.SID)
+			if err != nil {
 				return err
 			}
-		}
-		for _, k := range keys {
-			if _, err := tx.APIKey(ctx, k.SID); errors.Is(err, chorus.ErrNotFound) {
+			had := map[string]*chorus.APIKey{}
+			for _, k := range have {
+				had[k.SID] = k
+				if keysOf[a.SID][k.SID] != nil {
+					continue
+				}
+				if !im.opt.Overwrite {
+					refused = append(refused, Conflict{Kind: "api key", SID: k.SID, Reason: "the source no longer has this key " +
+						"(revoked at the source, or created in the target): run with --overwrite to remove it"})
+					continue
+				}
+				if err := tx.DeleteAPIKey(ctx, k.SID); err != nil {
+					return err
+				}
+				c.KeysRemoved = append(c.KeysRemoved, k.SID)
+			}
+			for _, k := range keysOf[a.SID] {
+				switch old := had[k.SID]; {
+				case old == nil:
+					c.KeysCreated++
+				case sameAPIKey(old, k):
+					continue
+				case old.DateUpdated.After(k.DateUpdated) && !im.opt.Overwrite:
+					refused = append(refused, Conflict{Kind: "api key", SID: k.SID, Reason: "the target changed this key after the source last did: run with --overwrite to take the source's"})
+					continue
+				default:
+					c.KeysUpdated++
+				}
 				if err := tx.PutAPIKey(ctx, k); err != nil {
 					return err
 				}
-			} else if err != nil {
-				return err
 			}
 		}
 		return nil
@@ -432,7 +537,22 @@ func (im *importer) copyCredentials(ctx context.Context, cr credentialReader) er
 	if err != nil {
 		return fmt.Errorf("transfer: copy credentials: %w", err)
 	}
+	slices.Sort(c.KeysRemoved)
+	im.rep.Credentials = c
+	for _, r := range refused {
+		im.conflict(r)
+	}
 	return nil
+}
+
+func sameAccount(a, b *chorus.Account) bool {
+	return a.AuthToken == b.AuthToken && a.SecondaryAuthToken == b.SecondaryAuthToken && a.FriendlyName == b.FriendlyName &&
+		a.DateCreated.Equal(b.DateCreated) && a.SecondaryDateCreated.Equal(b.SecondaryDateCreated)
+}
+
+func sameAPIKey(a, b *chorus.APIKey) bool {
+	return a.AccountSID == b.AccountSID && a.Secret == b.Secret && a.FriendlyName == b.FriendlyName && a.Main == b.Main &&
+		a.DateCreated.Equal(b.DateCreated) && a.DateUpdated.Equal(b.DateUpdated)
 }
 
 func sameTime(a, b time.Time) bool {

@@ -1,0 +1,181 @@
+package transfer_test
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/chorus-sync/chorus"
+	"github.com/chorus-sync/chorus/internal/engine"
+	"github.com/chorus-sync/chorus/internal/server"
+	"github.com/chorus-sync/chorus/internal/servertest"
+	"github.com/chorus-sync/chorus/internal/transfer"
+)
+
+// conflictsOf lists a report's conflicts as "kind SID".
+func conflictsOf(rep *transfer.Report) []string {
+	var out []string
+	for _, c := range rep.Conflicts {
+		out = append(out, c.Kind+" "+c.SID)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// TestMigrateCarriesRevocations: the cut-over copies a store while the
+// old node serves, then once more after it stops. A key revoked and an
+// auth token rotated at the source in between must not keep working in
+// the target: the second run reports them (as it reports objects the two
+// sides changed both), and with --overwrite makes the target's
+// credentials the source's, the revoked key gone. A key only the target
+// has is reported the same way, not removed unasked.
+func TestMigrateCarriesRevocations(t *testing.T) {
+	ctx := context.Background()
+	src, _ := openSQLite(t)
+	eng := engine.New(engine.Config{Store: src, Logger: quiet})
+	creds, _, err := eng.Bootstrap(ctx, engine.Credentials{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	main := engine.Credential{AccountSID: creds.AccountSID, SID: creds.APIKeySID, Main: true}
+	var made []*chorus.APIKey
+	for _, name := range []string{"backend", "worker"} {
+		k, err := eng.CreateAPIKey(ctx, main, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		made = append(made, k)
+	}
+	dst, _ := openSQLite(t)
+	from := &transfer.StoreReader{Store: src}
+	rep, err := transfer.Import(ctx, from, dst, transfer.Options{Logger: quiet})
+	if err != nil || len(rep.Conflicts) != 0 || rep.Credentials.KeysCreated != 3 || rep.Credentials.AccountsCreated != 1 {
+		t.Fatalf("first copy: %v, credentials %+v, conflicts %v", err, rep.Credentials, conflictsOf(rep))
+	}
+
+	// At the source: "worker" revoked, the auth token rotated.
+	if err := src.Update(ctx, func(tx chorus.Tx) error { return tx.DeleteAPIKey(ctx, made[1].SID) }); err != nil {
+		t.Fatal(err)
+	}
+	rotated := chorus.NewSecret(32)
+	if err := src.Update(ctx, func(tx chorus.Tx) error {
+		a, err := tx.Account(ctx, creds.AccountSID)
+		if err != nil {
+			return err
+		}
+		a.AuthToken = rotated
+		return tx.PutAccount(ctx, a)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	// In the target: a key of its own.
+	own := &chorus.APIKey{SID: chorus.NewSID(chorus.PrefixAPIKey), AccountSID: creds.AccountSID, Secret: chorus.NewSecret(32),
+		DateCreated: time.Now().UTC().Truncate(time.Millisecond), DateUpdated: time.Now().UTC().Truncate(time.Millisecond)}
+	if err := dst.Update(ctx, func(tx chorus.Tx) error { return tx.PutAPIKey(ctx, own) }); err != nil {
+		t.Fatal(err)
+	}
+
+	rep, err = transfer.Import(ctx, from, dst, transfer.Options{Logger: quiet})
+	want := []string{"account " + creds.AccountSID, "api key " + made[1].SID, "api key " + own.SID}
+	slices.Sort(want)
+	if err != nil || fmt.Sprint(conflictsOf(rep)) != fmt.Sprint(want) {
+		t.Fatalf("second copy: %v, conflicts %v, want %v", err, conflictsOf(rep), want)
+	}
+	checkCreds := func(when, token string, keys ...string) {
+		t.Helper()
+		if err := dst.View(ctx, func(tx chorus.ReadTx) error {
+			a, err := tx.Account(ctx, creds.AccountSID)
+			if err != nil {
+				return err
+			}
+			if a.AuthToken != token {
+				t.Errorf("%s: the target's auth token is not the expected one", when)
+			}
+			ks, err := tx.APIKeys(ctx, creds.AccountSID)
+			var sids []string
+			for _, k := range ks {
+				sids = append(sids, k.SID)
+			}
+			slices.Sort(sids)
+			slices.Sort(keys)
+			if fmt.Sprint(sids) != fmt.Sprint(keys) {
+				t.Errorf("%s: the target's keys are %v, want %v", when, sids, keys)
+			}
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	checkCreds("refused", creds.AuthToken, creds.APIKeySID, made[0].SID, made[1].SID, own.SID)
+
+	rep, err = transfer.Import(ctx, from, dst, transfer.Options{Logger: quiet, Overwrite: true})
+	removed := []string{made[1].SID, own.SID}
+	slices.Sort(removed)
+	if err != nil || len(rep.Conflicts) != 0 || rep.Credentials.AccountsUpdated != 1 || fmt.Sprint(rep.Credentials.KeysRemoved) != fmt.Sprint(removed) {
+		t.Fatalf("--overwrite: %v, credentials %+v, conflicts %v", err, rep.Credentials, conflictsOf(rep))
+	}
+	checkCreds("overwritten", rotated, creds.APIKeySID, made[0].SID)
+	rep, err = transfer.Import(ctx, from, dst, transfer.Options{Logger: quiet})
+	if err != nil || len(rep.Conflicts) != 0 || rep.Credentials.AccountsUpdated+rep.Credentials.KeysCreated+rep.Credentials.KeysUpdated+len(rep.Credentials.KeysRemoved) != 0 {
+		t.Errorf("a run after: %v, credentials %+v, conflicts %v; want nothing to do", err, rep.Credentials, conflictsOf(rep))
+	}
+}
+
+// TestImportTakesRotatedToken: over REST only the credentials the import
+// authenticated with are known. When the source's auth token was rotated
+// since the last run, the target's stale one is reported, and with
+// --overwrite replaced by the one the source accepted, so that apps moved
+// to the target keep working with the source's current token.
+func TestImportTakesRotatedToken(t *testing.T) {
+	ctx := context.Background()
+	creds := servertest.NewCredentials()
+	src := startNode(t, server.Config{DataDir: t.TempDir(), Creds: creds})
+	dst, _ := openSQLite(t)
+	withToken := func(tok string) transfer.Account {
+		return transfer.Account{SID: creds.AccountSID, AuthToken: tok}
+	}
+	sourceWith := func(tok string) *transfer.Source {
+		s := src.source()
+		s.Username, s.Password = creds.AccountSID, tok
+		return s
+	}
+	if _, err := transfer.Import(ctx, sourceWith(creds.AuthToken), dst, transfer.Options{Account: withToken(creds.AuthToken), Logger: quiet}); err != nil {
+		t.Fatal(err)
+	}
+	// The source's token rotated (a secondary made primary): a later run
+	// authenticates with the new one.
+	owner := engine.Credential{AccountSID: creds.AccountSID, SID: creds.AccountSID, Main: true}
+	eng := src.srv.Engine()
+	a, err := eng.CreateSecondaryAuthToken(ctx, owner)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rotated := a.SecondaryAuthToken
+	if _, err := eng.PromoteSecondaryAuthToken(ctx, owner); err != nil {
+		t.Fatal(err)
+	}
+	source := sourceWith(rotated)
+	tokenOf := func() string {
+		var tok string
+		if err := dst.View(ctx, func(tx chorus.ReadTx) error {
+			a, err := tx.Account(ctx, creds.AccountSID)
+			if err == nil {
+				tok = a.AuthToken
+			}
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		return tok
+	}
+	rep, err := transfer.Import(ctx, source, dst, transfer.Options{Account: withToken(rotated), Logger: quiet})
+	if err != nil || fmt.Sprint(conflictsOf(rep)) != fmt.Sprint([]string{"account " + creds.AccountSID}) || tokenOf() != creds.AuthToken {
+		t.Fatalf("run with the rotated token: %v, conflicts %v; want the account refused, its token unchanged", err, conflictsOf(rep))
+	}
+	rep, err = transfer.Import(ctx, source, dst, transfer.Options{Account: withToken(rotated), Logger: quiet, Overwrite: true})
+	if err != nil || len(rep.Conflicts) != 0 || rep.Credentials.AccountsUpdated != 1 || tokenOf() != rotated {
+		t.Fatalf("--overwrite: %v, credentials %+v, conflicts %v; want the rotated token taken", err, rep.Credentials, conflictsOf(rep))
+	}
+}
