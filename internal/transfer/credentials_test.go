@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -177,5 +178,48 @@ func TestImportTakesRotatedToken(t *testing.T) {
 	rep, err = transfer.Import(ctx, source, dst, transfer.Options{Account: withToken(rotated), Logger: quiet, Overwrite: true})
 	if err != nil || len(rep.Conflicts) != 0 || rep.Credentials.AccountsUpdated != 1 || tokenOf() != rotated {
 		t.Fatalf("--overwrite: %v, credentials %+v, conflicts %v; want the rotated token taken", err, rep.Credentials, conflictsOf(rep))
+	}
+}
+
+// TestImportWebhookURLChorusRefuses: Twilio takes a webhook URL with
+// user:password@, which Chorus refuses (54051) and would never call. The
+// service is copied without it, and the report says so, instead of a
+// copy whose every webhook is given up on unsent.
+func TestImportWebhookURLChorusRefuses(t *testing.T) {
+	ctx := context.Background()
+	src, _ := openSQLite(t)
+	eng := engine.New(engine.Config{Store: src, Logger: quiet})
+	creds, _, err := eng.Bootstrap(ctx, engine.Credentials{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := src.Update(ctx, func(tx chorus.Tx) error {
+		svc, err := tx.Service(ctx, creds.ServiceSID)
+		if err != nil {
+			return err
+		}
+		svc.WebhookURL, svc.WebhooksFromRestEnabled = "https://user:HookSecret77@hooks.example.com/sync", true
+		return tx.PutService(ctx, svc)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	dst, _ := openSQLite(t)
+	for run := range 2 {
+		rep, err := transfer.Import(ctx, &transfer.StoreReader{Store: src}, dst, transfer.Options{Logger: quiet})
+		if err != nil || fmt.Sprint(conflictsOf(rep)) != fmt.Sprint([]string{"service " + creds.ServiceSID}) {
+			t.Fatalf("run %d: %v, conflicts %v; want the service's webhook URL reported", run, err, conflictsOf(rep))
+		}
+		if strings.Contains(rep.Conflicts[0].Reason, "HookSecret77") {
+			t.Errorf("the report shows the URL's password: %s", rep.Conflicts[0].Reason)
+		}
+	}
+	if err := dst.View(ctx, func(tx chorus.ReadTx) error {
+		svc, err := tx.Service(ctx, creds.ServiceSID)
+		if err == nil && (svc.WebhookURL != "" || !svc.WebhooksFromRestEnabled) {
+			t.Errorf("target service: webhook URL %q, from REST %v; want none, the rest copied", svc.WebhookURL, svc.WebhooksFromRestEnabled)
+		}
+		return err
+	}); err != nil {
+		t.Fatal(err)
 	}
 }

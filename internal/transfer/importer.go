@@ -605,6 +605,16 @@ func (im *importer) importService(ctx context.Context, svc *chorus.Service) (boo
 		im.count(func(r *Report) { r.Services.Refused++ })
 		return false, nil
 	}
+	if err := checkWebhookURL(svc.WebhookURL); err != nil {
+		// Twilio takes URLs Chorus refuses (user:password@): copied, its
+		// every webhook would be given up on unsent. The service is
+		// copied without it, and said so.
+		c := *svc
+		c.WebhookURL = ""
+		svc = &c
+		im.conflict(Conflict{Kind: "service", SID: svc.SID, UniqueName: svc.UniqueName, Reason: "its webhook URL is one Chorus refuses (" +
+			chorus.AsError(err).Message + "): the service is copied without it; set one on the target"})
+	}
 	var reason string
 	switch {
 	case old != nil && old.AccountSID != svc.AccountSID:

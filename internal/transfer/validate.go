@@ -6,6 +6,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/chorus-sync/chorus"
+	"github.com/chorus-sync/chorus/internal/webhook"
 )
 
 // The import writes below the engine, so it checks what a source sends
@@ -44,6 +45,14 @@ func checkData(data json.RawMessage) (json.RawMessage, error) {
 		return nil, fmt.Errorf("data is %d bytes, over the %d limit", len(compacted), chorus.MaxDataBytes)
 	}
 	return compacted, nil
+}
+
+// checkWebhookURL checks a service's webhook URL as the API does when one
+// is set (webhook.Policy.CheckURL), except for private addresses, which
+// depend on how the target serves (--webhooks-allow-private) and are
+// checked again at every delivery.
+func checkWebhookURL(raw string) error {
+	return webhook.Policy{AllowPrivate: true}.CheckURL(raw)
 }
 
 func checkService(s *chorus.Service) error {
