@@ -34,6 +34,9 @@ func cmdBackup(ctx context.Context, args []string, stdout io.Writer) error {
 	if _, err := os.Stat(db); err != nil {
 		return fmt.Errorf("no database to back up: %w", err)
 	}
+	if _, err := os.Lstat(*out); err == nil {
+		return usagef("--out %s exists: a backup never replaces a file; name a new one", *out)
+	}
 	// Written under a temporary name and renamed once complete and synced:
 	// a failed backup leaves no file that looks like one.
 	tmp, err := os.CreateTemp(filepath.Dir(*out), "."+filepath.Base(*out)+".tmp-")

@@ -107,6 +107,10 @@ func TestBackupUnderWrites(t *testing.T) {
 	if !strings.Contains(out, "integrity check ok") {
 		t.Errorf("chorus backup output %q", out)
 	}
+	// A second backup to the same name is refused up front, in words.
+	if _, errOut, code := chorusCmd(t, cleanEnv(), "backup", "--data-dir", dataDir, "--out", backup); code != exitUsage || !strings.Contains(errOut, "exists") {
+		t.Errorf("backup over an existing file: exit %d, stderr %q; want %d saying it exists", code, errOut, exitUsage)
+	}
 	mu.Lock()
 	during := len(acked) - len(before)
 	mu.Unlock()

@@ -45,10 +45,16 @@ func cmdImport(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	apiSecret := fs.String("api-secret", getenv(envAPISecret), "the API key's secret (default: TWILIO_API_SECRET)")
 	var services []string
 	fs.Func("service", "copy only this service (SID or unique name; repeat or comma-separate); default all", func(v string) error {
+		n := len(services)
 		for _, s := range strings.Split(v, ",") {
 			if s = strings.TrimSpace(s); s != "" {
 				services = append(services, s)
 			}
+		}
+		if len(services) == n {
+			// An unset variable (--service "$SVC") must not widen the
+			// copy to every service.
+			return errors.New("names no service")
 		}
 		return nil
 	})
@@ -65,7 +71,7 @@ func cmdImport(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	base, err := url.Parse(strings.TrimRight(*from, "/"))
 	if err != nil || (base.Scheme != "http" && base.Scheme != "https") || base.Host == "" || base.Path != "" || base.RawQuery != "" || base.User != nil {
-		return usagef("invalid --from %q: want http(s)://host[:port]", *from)
+		return usagef("invalid --from %q: want http(s)://host[:port], credentials in --account-sid and --auth-token or --api-key and --api-secret", redactURL(*from))
 	}
 	if *concurrency < 1 || *concurrency > 64 {
 		return usagef("invalid --concurrency %d: want 1 to 64", *concurrency)
@@ -151,6 +157,9 @@ func cmdImport(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		writeSummary(stdout, rep)
 	}
 	if err != nil {
+		if rep.Services.Created+rep.Services.Updated+rep.Services.Unchanged+rep.Objects.Created+rep.Objects.Updated+rep.Objects.Unchanged == 0 {
+			return err // nothing was copied: nothing to continue
+		}
 		return fmt.Errorf("%w (copied before the failure: %s; run the same command again to continue)", err, copied(rep))
 	}
 	if n := len(rep.Conflicts); n > 0 {
@@ -328,4 +337,17 @@ func (p *progress) finish() {
 		p.draw()
 		fmt.Fprintln(p.w)
 	}
+}
+
+// redactURL hides the password of a URL given on the command line (an
+// error message must not print it back).
+func redactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		if i := strings.LastIndexByte(raw, '@'); i >= 0 {
+			return "…@" + raw[i+1:]
+		}
+		return raw
+	}
+	return u.Redacted()
 }

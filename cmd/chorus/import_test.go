@@ -189,10 +189,17 @@ func TestImportCommand(t *testing.T) {
 		{"import", "--from", "ftp://x", "--data-dir", dst},
 		{"import", "--from", src.base + "/v1", "--data-dir", dst},
 		{"import", "--from", src.base, "--concurrency", "0"},
+		{"import", "--from", src.base, "--service", "", "--data-dir", dst},    // an unset variable: not every service
+		{"import", "--from", src.base, "--service", " , ", "--data-dir", dst}, // the same
 	} {
 		if _, errOut, code := chorusCmd(t, env, args...); code != exitUsage {
 			t.Errorf("chorus %v: exit %d (%s), want %d", args, code, errOut, exitUsage)
 		}
+	}
+	// A password in --from is refused and not printed back.
+	withPassword := strings.Replace(src.base, "://", "://user:SecretInURL9@", 1)
+	if _, errOut, code := chorusCmd(t, env, "import", "--from", withPassword, "--data-dir", dst); code != exitUsage || strings.Contains(errOut, "SecretInURL9") {
+		t.Errorf("import --from with a password: exit %d, stderr %q; want %d without the password", code, errOut, exitUsage)
 	}
 	if _, errOut, code := chorusCmd(t, cleanEnv(), "import", "--from", src.base); code != exitUsage || !strings.Contains(errOut, "no source credentials") {
 		t.Errorf("import without credentials: exit %d, %q", code, errOut)
