@@ -223,3 +223,73 @@ func TestImportWebhookURLChorusRefuses(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestStoreCopyRestoresMilliseconds: a REST import shows dates to the
+// second; a later copy from the source's store (migrate --from-data-dir,
+// the cut-over's last run) brings their milliseconds back instead of
+// finding the objects and items unchanged to the second.
+func TestStoreCopyRestoresMilliseconds(t *testing.T) {
+	ctx := context.Background()
+	creds := servertest.NewCredentials()
+	src := startNode(t, server.Config{DataDir: t.TempDir(), Creds: creds})
+	eng := src.srv.Engine()
+	svc, err := eng.Service(ctx, creds.AccountSID, creds.ServiceSID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc, m *chorus.Object
+	for {
+		// Dates with milliseconds, or the test proves nothing.
+		doc, err = eng.CreateObject(ctx, engine.SystemActor(), svc, chorus.KindDocument, engine.CreateObject{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if doc.DateUpdated.Nanosecond() != 0 {
+			break
+		}
+	}
+	if m, err = eng.CreateObject(ctx, engine.SystemActor(), svc, chorus.KindMap, engine.CreateObject{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := eng.WriteItem(ctx, engine.SystemActor(), svc, chorus.KindMap, m.SID, chorus.ItemRef{Key: "k"},
+		engine.ItemWrite{Mode: engine.CreateOnly, Data: []byte(`{}`)}); err != nil {
+		t.Fatal(err)
+	}
+	dst, _ := openSQLite(t)
+	if _, err := transfer.Import(ctx, src.source(), dst, transfer.Options{Account: account(src), Logger: quiet}); err != nil {
+		t.Fatal(err)
+	}
+	dateOf := func(st chorus.Store) (docDate, itemDate time.Time) {
+		t.Helper()
+		if err := st.View(ctx, func(tx chorus.ReadTx) error {
+			o, err := tx.Object(ctx, chorus.KindDocument, svc.SID, doc.SID)
+			if err != nil {
+				return err
+			}
+			it, err := tx.Item(ctx, m.SID, chorus.ItemRef{Key: "k"})
+			if err != nil {
+				return err
+			}
+			docDate, itemDate = o.DateUpdated, it.DateUpdated
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		return docDate, itemDate
+	}
+	srcDoc, srcItem := dateOf(eng.Store())
+	if d, _ := dateOf(dst); d.Equal(srcDoc) || !d.Equal(srcDoc.Truncate(time.Second)) {
+		t.Fatalf("after the REST import the document's date is %v, want %v to the second", d, srcDoc)
+	}
+	rep, err := transfer.Import(ctx, &transfer.StoreReader{Store: eng.Store()}, dst, transfer.Options{Logger: quiet})
+	if err != nil || rep.Objects.Updated == 0 {
+		t.Fatalf("store copy: %v, objects %+v; want the objects updated", err, rep.Objects)
+	}
+	if d, it := dateOf(dst); !d.Equal(srcDoc) || !it.Equal(srcItem) {
+		t.Errorf("after the store copy: document %v, item %v; want %v, %v", d, it, srcDoc, srcItem)
+	}
+	rep, err = transfer.Import(ctx, &transfer.StoreReader{Store: eng.Store()}, dst, transfer.Options{Logger: quiet})
+	if err != nil || rep.Objects.Updated+rep.Objects.Created+rep.Items.Updated+rep.Items.Created != 0 {
+		t.Errorf("a second store copy: %v, objects %+v, items %+v; want all unchanged", err, rep.Objects, rep.Items)
+	}
+}

@@ -151,6 +151,7 @@ type importer struct {
 	log  *slog.Logger
 	base int64
 	now  func() time.Time
+	prec time.Duration // datePrecision of src
 
 	start  time.Time
 	mu     sync.Mutex // guards rep and progress counters
@@ -198,7 +199,7 @@ var (
 // objects, items and permissions into st. st may be nil with DryRun when
 // the target does not exist yet. It returns the report also on error.
 func Import(ctx context.Context, src Reader, st chorus.Store, opt Options) (*Report, error) {
-	im := &importer{src: src, st: st, opt: opt, log: opt.Logger, now: opt.Now}
+	im := &importer{src: src, st: st, opt: opt, log: opt.Logger, now: opt.Now, prec: datePrecision(src)}
 	if im.log == nil {
 		im.log = slog.Default()
 	}
@@ -555,21 +556,39 @@ func sameAPIKey(a, b *chorus.APIKey) bool {
 		a.DateCreated.Equal(b.DateCreated) && a.DateUpdated.Equal(b.DateUpdated)
 }
 
-func sameTime(a, b time.Time) bool {
-	return a.Truncate(time.Second).Equal(b.Truncate(time.Second))
+// sameTime reports whether a and b are the same second: whether two rows
+// are the same record (date created), or which side changed later, as far
+// as REST shows dates.
+func sameTime(a, b time.Time) bool { return sameTimeTo(a, b, time.Second) }
+
+// sameTimeTo reports whether a and b agree to prec, the precision of the
+// source's dates (datePrecision): a copy is unchanged only if its dates
+// are the source's as precisely as the source shows them, so that a store
+// copied after a REST import gets its dates' milliseconds back.
+func sameTimeTo(a, b time.Time, prec time.Duration) bool {
+	return a.Truncate(prec).Equal(b.Truncate(prec))
 }
 
-func sameTimePtr(a, b *time.Time) bool {
+func sameTimePtr(a, b *time.Time, prec time.Duration) bool {
 	if a == nil || b == nil {
 		return a == nil && b == nil
 	}
-	return sameTime(*a, *b)
+	return sameTimeTo(*a, *b, prec)
 }
 
-func sameService(a, b *chorus.Service) bool {
+// datePrecision is how precisely the source shows dates: to the second
+// over REST, to the millisecond from a store (StoreReader).
+func datePrecision(src Reader) time.Duration {
+	if p, ok := src.(interface{ DatePrecision() time.Duration }); ok {
+		return p.DatePrecision()
+	}
+	return time.Second
+}
+
+func sameService(a, b *chorus.Service, prec time.Duration) bool {
 	x, y := *a, *b
 	x.DateCreated, y.DateCreated, x.DateUpdated, y.DateUpdated = time.Time{}, time.Time{}, time.Time{}, time.Time{}
-	return x == y && sameTime(a.DateCreated, b.DateCreated) && sameTime(a.DateUpdated, b.DateUpdated)
+	return x == y && sameTimeTo(a.DateCreated, b.DateCreated, prec) && sameTimeTo(a.DateUpdated, b.DateUpdated, prec)
 }
 
 // importService writes the service row; false means it was refused.
@@ -629,7 +648,7 @@ func (im *importer) importService(ctx context.Context, svc *chorus.Service) (boo
 		im.count(func(r *Report) { r.Services.Refused++ })
 		return false, nil
 	}
-	if old != nil && reason == "" && sameService(old, svc) {
+	if old != nil && reason == "" && sameService(old, svc, im.prec) {
 		im.count(func(r *Report) { r.Services.Unchanged++ })
 		return true, nil
 	}
@@ -675,21 +694,21 @@ func (im *importer) importService(ctx context.Context, svc *chorus.Service) (boo
 }
 
 // sameObject reports whether the target row t shows what the source shows
-// of s (dates to the second, as REST shows them).
-func sameObject(t, s *chorus.Object) bool {
+// of s (dates to prec: datePrecision).
+func sameObject(t, s *chorus.Object, prec time.Duration) bool {
 	return t.Kind == s.Kind && t.ServiceSID == s.ServiceSID && t.AccountSID == s.AccountSID &&
 		t.UniqueName == s.UniqueName && t.Revision == s.Revision && t.CreatedBy == s.CreatedBy &&
 		(s.Kind != chorus.KindDocument && s.Data == nil || bytes.Equal(t.Data, s.Data)) &&
 		t.NextIndex >= s.NextIndex &&
 		!t.DateUpdated.Equal(markerUpdated) &&
-		sameTime(t.DateCreated, s.DateCreated) && sameTime(t.DateUpdated, s.DateUpdated) &&
-		sameTimePtr(t.DateExpires, s.DateExpires)
+		sameTimeTo(t.DateCreated, s.DateCreated, prec) && sameTimeTo(t.DateUpdated, s.DateUpdated, prec) &&
+		sameTimePtr(t.DateExpires, s.DateExpires, prec)
 }
 
-func sameItem(t, s *chorus.Item) bool {
+func sameItem(t, s *chorus.Item, prec time.Duration) bool {
 	return t.Revision == s.Revision && t.CreatedBy == s.CreatedBy && bytes.Equal(t.Data, s.Data) &&
-		sameTime(t.DateCreated, s.DateCreated) && sameTime(t.DateUpdated, s.DateUpdated) &&
-		sameTimePtr(t.DateExpires, s.DateExpires)
+		sameTimeTo(t.DateCreated, s.DateCreated, prec) && sameTimeTo(t.DateUpdated, s.DateUpdated, prec) &&
+		sameTimePtr(t.DateExpires, s.DateExpires, prec)
 }
 
 func itemRef(it *chorus.Item) chorus.ItemRef { return chorus.ItemRef{Index: it.Index, Key: it.Key} }
@@ -772,7 +791,7 @@ func (im *importer) importObject(ctx context.Context, obj *chorus.Object) (int, 
 		return 0, im.refuse(obj, fmt.Sprintf("the target's copy was written at %s, after the source's last update (%s): it holds changes the source does not have",
 			old.DateUpdated.UTC().Format(time.RFC3339), obj.DateUpdated.UTC().Format(time.RFC3339)))
 	}
-	unchanged := old != nil && sameObject(old, obj)
+	unchanged := old != nil && sameObject(old, obj, im.prec)
 	readItems := collection && (!unchanged || im.opt.Verify)
 
 	spoolMem := im.opt.spoolMem

@@ -92,7 +92,7 @@ func (im *importer) readSourceItems(ctx context.Context, obj, old *chorus.Object
 				d.nextIndex = max(d.nextIndex, it.Index+1)
 			}
 			switch cur := have[ref]; {
-			case cur != nil && sameItem(cur, it):
+			case cur != nil && sameItem(cur, it, im.prec):
 				d.counts.Unchanged++
 				continue
 			case cur != nil:

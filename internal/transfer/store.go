@@ -44,6 +44,9 @@ func (r *StoreReader) Check(ctx context.Context) error {
 	return nil
 }
 
+// DatePrecision is a store's: dates to the millisecond.
+func (r *StoreReader) DatePrecision() time.Duration { return time.Millisecond }
+
 // Requests is zero: a store has no requests to count.
 func (r *StoreReader) Requests() (sent, retried int64) { return 0, 0 }
 
