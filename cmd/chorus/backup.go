@@ -9,7 +9,9 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 
 	"github.com/chorus-sync/chorus/internal/server"
 	"github.com/chorus-sync/chorus/internal/store/sqlite"
@@ -38,8 +40,13 @@ func cmdBackup(ctx context.Context, args []string, stdout io.Writer) error {
 		return usagef("--out %s exists: a backup never replaces a file; name a new one", *out)
 	}
 	// Written under a temporary name and renamed once complete and synced:
-	// a failed backup leaves no file that looks like one.
-	tmp, err := os.CreateTemp(filepath.Dir(*out), "."+filepath.Base(*out)+".tmp-")
+	// a failed backup leaves no file that looks like one. What a backup
+	// killed with SIGKILL left (a full copy of the database, secrets
+	// included) goes first.
+	outDir, tmpPrefix := filepath.Dir(*out), "."+filepath.Base(*out)+".tmp-"
+	removeAbandoned(outDir, sqlite.BackupStagePrefix)
+	removeAbandoned(outDir, tmpPrefix)
+	tmp, err := os.CreateTemp(outDir, stagingPrefix(tmpPrefix))
 	if err != nil {
 		return err
 	}
@@ -115,7 +122,9 @@ func cmdRestore(ctx context.Context, args []string, stdout io.Writer) error {
 	if exists {
 		stage, err = os.MkdirTemp(*dataDir, restoreStagePrefix)
 	} else {
-		stage, err = os.MkdirTemp(filepath.Dir(filepath.Clean(*dataDir)), "."+filepath.Base(filepath.Clean(*dataDir))+".restore-")
+		parent, prefix := filepath.Dir(filepath.Clean(*dataDir)), "."+filepath.Base(filepath.Clean(*dataDir))+".restore-"
+		removeAbandoned(parent, prefix)
+		stage, err = os.MkdirTemp(parent, stagingPrefix(prefix))
 	}
 	if err != nil {
 		return err
@@ -131,6 +140,43 @@ func cmdRestore(ctx context.Context, args []string, stdout io.Writer) error {
 	_, err = fmt.Fprintf(stdout, "restored %s into %s: schema version %d, taken %s, checksum and integrity check ok\n",
 		file, *dataDir, info.SchemaVersion, info.Created.Format("2006-01-02T15:04:05Z"))
 	return err
+}
+
+// stagingPrefix is prefix followed by this process's ID and "-": the name
+// of a backup's or restore's staging file or directory, which a later run
+// removes if the process is gone (removeAbandoned).
+func stagingPrefix(prefix string) string { return prefix + strconv.Itoa(os.Getpid()) + "-" }
+
+// removeAbandoned removes the entries of dir named prefix, a process ID
+// and "-", whose process no longer runs: what a backup or restore killed
+// with SIGKILL left behind. One whose process runs (another backup) is
+// left alone; so is everything on a system that cannot tell.
+func removeAbandoned(dir, prefix string) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		rest, ok := strings.CutPrefix(e.Name(), prefix)
+		if !ok {
+			continue
+		}
+		digits, _, ok := strings.Cut(rest, "-")
+		pid, err := strconv.Atoi(digits)
+		if !ok || err != nil || pid <= 0 || pid == os.Getpid() || !processGone(pid) {
+			continue
+		}
+		_ = os.RemoveAll(filepath.Join(dir, e.Name()))
+	}
+}
+
+// processGone reports whether no process has ID pid (signal 0: ESRCH).
+func processGone(pid int) bool {
+	p, err := os.FindProcess(pid)
+	if err != nil {
+		return false
+	}
+	return errors.Is(p.Signal(syscall.Signal(0)), os.ErrProcessDone)
 }
 
 // restoreStagePrefix names the staging directory of a restore inside an

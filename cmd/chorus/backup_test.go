@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -268,5 +269,57 @@ func TestEmbeddedCommandsUnderPostgres(t *testing.T) {
 	// Named, the directory is used: this one holds no database.
 	if _, errOut, code := chorusCmd(t, pg, "admin", "credentials", "--data-dir", t.TempDir()); code != exitError || !strings.Contains(errOut, "no credentials") {
 		t.Errorf("admin credentials --data-dir with CHORUS_STORE_URL: exit %d, stderr %q; want the data directory read", code, errOut)
+	}
+}
+
+// TestBackupRemovesAbandonedStaging: a backup killed with SIGKILL leaves
+// its staging copy (the whole database, secrets included) and its
+// temporary output next to --out, and a restore into a new directory its
+// staging directory next to it. The next backup or restore there removes
+// those of processes that are gone, and leaves those of a running one and
+// anything else alone.
+func TestBackupRemovesAbandonedStaging(t *testing.T) {
+	dataDir := t.TempDir()
+	startServe(t, dataDir).stop(t) // a database to back up
+
+	dead := exec.Command("true")
+	if err := dead.Run(); err != nil {
+		t.Fatal(err)
+	}
+	gone, alive := dead.Process.Pid, os.Getpid() // this test runs: alive
+	dir := t.TempDir()
+	backup := filepath.Join(dir, "chorus.backup")
+	made := map[string]bool{ // name: whether it must survive
+		fmt.Sprintf(".chorus-backup-%d-123", gone):     false,
+		fmt.Sprintf(".chorus.backup.tmp-%d-456", gone): false,
+		fmt.Sprintf(".chorus-backup-%d-789", alive):    true,
+		fmt.Sprintf(".other.backup.tmp-%d-1", gone):    true, // another backup's name
+		".chorus-backup-notapid-1":                     true,
+		fmt.Sprintf(".restored.restore-%d-2", gone):    false,
+		fmt.Sprintf(".restored.restore-%d-3", alive):   true,
+	}
+	for name := range made {
+		if strings.Contains(name, "backup-") || strings.Contains(name, ".restore-") {
+			if err := os.MkdirAll(filepath.Join(dir, name), 0o700); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(dir, name, "snapshot.db"), []byte("secret"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+		} else if err := os.WriteFile(filepath.Join(dir, name), []byte("partial"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, errOut, code := chorusCmd(t, cleanEnv(), "backup", "--data-dir", dataDir, "--out", backup); code != 0 {
+		t.Fatalf("backup: exit %d: %s", code, errOut)
+	}
+	if _, errOut, code := chorusCmd(t, cleanEnv(), "restore", "--data-dir", filepath.Join(dir, "restored"), backup); code != 0 {
+		t.Fatalf("restore: exit %d: %s", code, errOut)
+	}
+	for name, keep := range made {
+		_, err := os.Lstat(filepath.Join(dir, name))
+		if exists := err == nil; exists != keep {
+			t.Errorf("%s: exists %v, want %v", name, exists, keep)
+		}
 	}
 }

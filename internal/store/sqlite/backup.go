@@ -14,6 +14,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"time"
 )
 
@@ -42,6 +43,11 @@ type BackupInfo struct {
 // complete, intact Chorus backup.
 var ErrNotBackup = errors.New("not a complete Chorus backup")
 
+// BackupStagePrefix begins the name of the directory in which Backup
+// stages its snapshot, followed by the process ID and "-": a backup killed
+// with SIGKILL leaves it, and a later one can tell it from one in use.
+const BackupStagePrefix = ".chorus-backup-"
+
 // Backup writes a consistent snapshot of the database at dbPath to w,
 // while other connections (a running server) keep writing: VACUUM INTO
 // copies one read transaction's view into a temporary file next to tmpDir,
@@ -50,7 +56,7 @@ func Backup(ctx context.Context, dbPath, tmpDir string, w io.Writer) (BackupInfo
 	if _, err := os.Stat(dbPath); err != nil {
 		return BackupInfo{}, fmt.Errorf("sqlite: backup: %w", err)
 	}
-	tmp, err := os.MkdirTemp(tmpDir, ".chorus-backup-")
+	tmp, err := os.MkdirTemp(tmpDir, BackupStagePrefix+strconv.Itoa(os.Getpid())+"-")
 	if err != nil {
 		return BackupInfo{}, fmt.Errorf("sqlite: backup: %w", err)
 	}
