@@ -61,7 +61,8 @@ func cmdImport(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	dataDir := fs.String("data-dir", defaultDataDir(), "target data directory (embedded store)")
 	storeURL := fs.String("store", getenv("CHORUS_STORE_URL"), "target postgres://… (default: CHORUS_STORE_URL, else SQLite in --data-dir)")
 	dryRun := fs.Bool("dry-run", false, "report what would be copied; write nothing")
-	overwrite := fs.Bool("overwrite", false, "replace target objects that hold a source object's SID or unique name, and an auth token the source accepted that the target lacks")
+	overwrite := fs.Bool("overwrite", false, "replace target objects that hold a source object's SID or unique name")
+	overwriteCreds := fs.Bool("overwrite-credentials", false, "make the auth token the source accepted the target's when the target lacks it")
 	verify := fs.Bool("verify", false, "compare the items of every list and map, also of those unchanged since the last run")
 	asJSON := fs.Bool("json", false, "print the summary as JSON")
 	concurrency := fs.Int("concurrency", 4, "objects copied at once")
@@ -130,7 +131,7 @@ func cmdImport(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		prog = &progress{w: stderr}
 	}
 	opt := transfer.Options{
-		Services: services, DryRun: *dryRun, Overwrite: *overwrite, Verify: *verify,
+		Services: services, DryRun: *dryRun, Overwrite: *overwrite, OverwriteCredentials: *overwriteCreds, Verify: *verify,
 		Concurrency: *concurrency, Account: acct, Logger: logger,
 	}
 	if prog != nil {
@@ -163,7 +164,7 @@ func cmdImport(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return fmt.Errorf("%w (copied before the failure: %s; run the same command again to continue)", err, copied(rep))
 	}
 	if n := len(rep.Conflicts); n > 0 {
-		return &codeError{exitRefused, fmt.Errorf("refused %d conflicting records (listed above); --overwrite replaces them", n)}
+		return &codeError{exitRefused, fmt.Errorf("refused %d conflicting records (listed above); --overwrite replaces objects, --overwrite-credentials credentials", n)}
 	}
 	return nil
 }
@@ -339,15 +340,18 @@ func (p *progress) finish() {
 	}
 }
 
-// redactURL hides the password of a URL given on the command line (an
-// error message must not print it back).
+// redactURL hides whatever precedes the last "@" of a URL given on the
+// command line (userinfo: a token, or user:password, which an error
+// message must not print back, however the URL parses).
 func redactURL(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil {
-		if i := strings.LastIndexByte(raw, '@'); i >= 0 {
-			return "…@" + raw[i+1:]
-		}
-		return raw
+	scheme, rest, ok := strings.Cut(raw, "://")
+	if !ok {
+		scheme, rest = "", raw
+	} else {
+		scheme += "://"
 	}
-	return u.Redacted()
+	if i := strings.LastIndexByte(rest, '@'); i >= 0 {
+		return scheme + "…@" + rest[i+1:]
+	}
+	return raw
 }

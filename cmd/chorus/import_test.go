@@ -196,10 +196,13 @@ func TestImportCommand(t *testing.T) {
 			t.Errorf("chorus %v: exit %d (%s), want %d", args, code, errOut, exitUsage)
 		}
 	}
-	// A password in --from is refused and not printed back.
-	withPassword := strings.Replace(src.base, "://", "://user:SecretInURL9@", 1)
-	if _, errOut, code := chorusCmd(t, env, "import", "--from", withPassword, "--data-dir", dst); code != exitUsage || strings.Contains(errOut, "SecretInURL9") {
-		t.Errorf("import --from with a password: exit %d, stderr %q; want %d without the password", code, errOut, exitUsage)
+	// Credentials in --from are refused and not printed back, however
+	// the URL parses.
+	for _, userinfo := range []string{"user:SecretInURL9@", "SecretInURL9@", "user:123/SecretInURL9@"} {
+		withSecret := strings.Replace(src.base, "://", "://"+userinfo, 1)
+		if _, errOut, code := chorusCmd(t, env, "import", "--from", withSecret, "--data-dir", dst); code != exitUsage || strings.Contains(errOut, "SecretInURL9") {
+			t.Errorf("import --from %s…: exit %d, stderr %q; want %d without the secret", userinfo, code, errOut, exitUsage)
+		}
 	}
 	if _, errOut, code := chorusCmd(t, cleanEnv(), "import", "--from", src.base); code != exitUsage || !strings.Contains(errOut, "no source credentials") {
 		t.Errorf("import without credentials: exit %d, %q", code, errOut)

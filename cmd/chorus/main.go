@@ -56,9 +56,9 @@ const usage = `usage:
   chorus token --identity NAME [--ttl 1h] [--service IS...] [--data-dir DIR]
   chorus admin credentials [--data-dir DIR]
   chorus admin keys list|create [--name NAME]|revoke SK... [--url http://127.0.0.1:3000] [--data-dir DIR]
-  chorus migrate --store postgres://... [--from-data-dir DIR [--overwrite] [--json]]
+  chorus migrate --store postgres://... [--from-data-dir DIR [--overwrite] [--overwrite-credentials] [--json]]
   chorus import [--from https://sync.twilio.com] [--service IS...|NAME] [--data-dir DIR | --store postgres://...]
-                [--dry-run] [--overwrite] [--verify] [--json] [--concurrency 4]   (source credentials: TWILIO_*)
+                [--dry-run] [--overwrite] [--overwrite-credentials] [--verify] [--json] [--concurrency 4]   (source credentials: TWILIO_*)
   chorus backup [--data-dir DIR] --out FILE
   chorus restore [--data-dir DIR] FILE
   chorus bench --url URL[,URL...] [--conns 1000] [--docs 1] [--writers 4] [--rate 200/s] [--duration 30s] [--via client|rest]

@@ -19,15 +19,17 @@ import (
 
 // copyFlags are the flags of `chorus migrate --from-data-dir`.
 type copyFlags struct {
-	dataDir   string
-	overwrite bool
-	asJSON    bool
+	dataDir        string
+	overwrite      bool
+	overwriteCreds bool
+	asJSON         bool
 }
 
 func addCopyFlags(fs *flag.FlagSet) *copyFlags {
 	c := &copyFlags{}
 	fs.StringVar(&c.dataDir, "from-data-dir", "", "copy the embedded store of this data directory into --store (stop its server first)")
-	fs.BoolVar(&c.overwrite, "overwrite", false, "with --from-data-dir: replace target objects that hold a copied object's SID or unique name, and make the target's credentials of the copied accounts the source's (revoked keys removed)")
+	fs.BoolVar(&c.overwrite, "overwrite", false, "with --from-data-dir: replace target objects that hold a copied object's SID or unique name")
+	fs.BoolVar(&c.overwriteCreds, "overwrite-credentials", false, "with --from-data-dir: make the target's auth tokens and API keys of the copied accounts the source's (keys the source no longer has removed; the target's main keys kept)")
 	fs.BoolVar(&c.asJSON, "json", false, "with --from-data-dir: print the summary as JSON")
 	return c
 }
@@ -52,7 +54,7 @@ func copyStore(ctx context.Context, c *copyFlags, storeURL string, stdout, stder
 		return fmt.Errorf("open target: %w", err)
 	}
 	defer dst.Close()
-	opt := transfer.Options{Overwrite: c.overwrite, Logger: logger}
+	opt := transfer.Options{Overwrite: c.overwrite, OverwriteCredentials: c.overwriteCreds, Logger: logger}
 	var prog *progress
 	if isTerminal(stderr) {
 		prog = &progress{w: stderr}

@@ -29,9 +29,12 @@ func conflictsOf(rep *transfer.Report) []string {
 // old node serves, then once more after it stops. A key revoked and an
 // auth token rotated at the source in between must not keep working in
 // the target: the second run reports them (as it reports objects the two
-// sides changed both), and with --overwrite makes the target's
-// credentials the source's, the revoked key gone. A key only the target
-// has is reported the same way, not removed unasked.
+// sides changed both), and with --overwrite-credentials makes the
+// target's credentials the source's, the revoked key gone. A key only the
+// target has is reported the same way, not removed unasked; the target's
+// own main key (its nodes' TWILIO_API_KEY) is never touched, and a key
+// whose name and dates the target changed (its nodes' bootstrap) is the
+// same key.
 func TestMigrateCarriesRevocations(t *testing.T) {
 	ctx := context.Background()
 	src, _ := openSQLite(t)
@@ -71,10 +74,23 @@ func TestMigrateCarriesRevocations(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	// In the target: a key of its own.
+	// In the target: a key of its own, a main key of its own (an
+	// operator's), and the copied "backend" renamed and re-dated.
+	now := time.Now().UTC().Truncate(time.Millisecond)
 	own := &chorus.APIKey{SID: chorus.NewSID(chorus.PrefixAPIKey), AccountSID: creds.AccountSID, Secret: chorus.NewSecret(32),
-		DateCreated: time.Now().UTC().Truncate(time.Millisecond), DateUpdated: time.Now().UTC().Truncate(time.Millisecond)}
-	if err := dst.Update(ctx, func(tx chorus.Tx) error { return tx.PutAPIKey(ctx, own) }); err != nil {
+		DateCreated: now, DateUpdated: now}
+	operator := &chorus.APIKey{SID: chorus.NewSID(chorus.PrefixAPIKey), AccountSID: creds.AccountSID, Secret: chorus.NewSecret(32),
+		Main: true, DateCreated: now, DateUpdated: now}
+	renamed := *made[0]
+	renamed.FriendlyName, renamed.DateUpdated = "backend (cluster)", now.Add(time.Hour)
+	if err := dst.Update(ctx, func(tx chorus.Tx) error {
+		for _, k := range []*chorus.APIKey{own, operator, &renamed} {
+			if err := tx.PutAPIKey(ctx, k); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
 		t.Fatal(err)
 	}
 
@@ -109,15 +125,19 @@ func TestMigrateCarriesRevocations(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	checkCreds("refused", creds.AuthToken, creds.APIKeySID, made[0].SID, made[1].SID, own.SID)
-
+	checkCreds("refused", creds.AuthToken, creds.APIKeySID, made[0].SID, made[1].SID, own.SID, operator.SID)
 	rep, err = transfer.Import(ctx, from, dst, transfer.Options{Logger: quiet, Overwrite: true})
+	if err != nil || len(rep.Conflicts) != 3 {
+		t.Fatalf("--overwrite (objects only): %v, conflicts %v; want the same three", err, conflictsOf(rep))
+	}
+
+	rep, err = transfer.Import(ctx, from, dst, transfer.Options{Logger: quiet, OverwriteCredentials: true})
 	removed := []string{made[1].SID, own.SID}
 	slices.Sort(removed)
 	if err != nil || len(rep.Conflicts) != 0 || rep.Credentials.AccountsUpdated != 1 || fmt.Sprint(rep.Credentials.KeysRemoved) != fmt.Sprint(removed) {
-		t.Fatalf("--overwrite: %v, credentials %+v, conflicts %v", err, rep.Credentials, conflictsOf(rep))
+		t.Fatalf("--overwrite-credentials: %v, credentials %+v, conflicts %v", err, rep.Credentials, conflictsOf(rep))
 	}
-	checkCreds("overwritten", rotated, creds.APIKeySID, made[0].SID)
+	checkCreds("overwritten", rotated, creds.APIKeySID, made[0].SID, operator.SID)
 	rep, err = transfer.Import(ctx, from, dst, transfer.Options{Logger: quiet})
 	if err != nil || len(rep.Conflicts) != 0 || rep.Credentials.AccountsUpdated+rep.Credentials.KeysCreated+rep.Credentials.KeysUpdated+len(rep.Credentials.KeysRemoved) != 0 {
 		t.Errorf("a run after: %v, credentials %+v, conflicts %v; want nothing to do", err, rep.Credentials, conflictsOf(rep))
@@ -127,8 +147,9 @@ func TestMigrateCarriesRevocations(t *testing.T) {
 // TestImportTakesRotatedToken: over REST only the credentials the import
 // authenticated with are known. When the source's auth token was rotated
 // since the last run, the target's stale one is reported, and with
-// --overwrite replaced by the one the source accepted, so that apps moved
-// to the target keep working with the source's current token.
+// --overwrite-credentials replaced by the one the source accepted, so that
+// apps moved to the target keep working with the source's current token.
+// A token the run did not authenticate with is not compared.
 func TestImportTakesRotatedToken(t *testing.T) {
 	ctx := context.Background()
 	creds := servertest.NewCredentials()
@@ -175,9 +196,16 @@ func TestImportTakesRotatedToken(t *testing.T) {
 	if err != nil || fmt.Sprint(conflictsOf(rep)) != fmt.Sprint([]string{"account " + creds.AccountSID}) || tokenOf() != creds.AuthToken {
 		t.Fatalf("run with the rotated token: %v, conflicts %v; want the account refused, its token unchanged", err, conflictsOf(rep))
 	}
-	rep, err = transfer.Import(ctx, source, dst, transfer.Options{Account: withToken(rotated), Logger: quiet, Overwrite: true})
+	// A run with an API key proves nothing about a token it carries.
+	keyed := src.source()
+	unchecked := transfer.Account{SID: creds.AccountSID, AuthToken: "not-the-token", APIKeySID: creds.APIKeySID, APISecret: creds.APISecret}
+	if rep, err := transfer.Import(ctx, keyed, dst, transfer.Options{Account: unchecked, Logger: quiet, OverwriteCredentials: true}); err != nil ||
+		len(rep.Conflicts) != 0 || tokenOf() != creds.AuthToken {
+		t.Fatalf("run with a key and an unchecked token: %v, conflicts %v; want nothing about the token", err, conflictsOf(rep))
+	}
+	rep, err = transfer.Import(ctx, source, dst, transfer.Options{Account: withToken(rotated), Logger: quiet, OverwriteCredentials: true})
 	if err != nil || len(rep.Conflicts) != 0 || rep.Credentials.AccountsUpdated != 1 || tokenOf() != rotated {
-		t.Fatalf("--overwrite: %v, credentials %+v, conflicts %v; want the rotated token taken", err, rep.Credentials, conflictsOf(rep))
+		t.Fatalf("--overwrite-credentials: %v, credentials %+v, conflicts %v; want the rotated token taken", err, rep.Credentials, conflictsOf(rep))
 	}
 }
 
@@ -217,6 +245,34 @@ func TestImportWebhookURLChorusRefuses(t *testing.T) {
 		svc, err := tx.Service(ctx, creds.ServiceSID)
 		if err == nil && (svc.WebhookURL != "" || !svc.WebhooksFromRestEnabled) {
 			t.Errorf("target service: webhook URL %q, from REST %v; want none, the rest copied", svc.WebhookURL, svc.WebhooksFromRestEnabled)
+		}
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	// The operator sets one on the target, as told: later runs keep it,
+	// with --overwrite too, and have nothing more to say.
+	const fixed = "https://hooks.example.com/sync?token=abc"
+	if err := dst.Update(ctx, func(tx chorus.Tx) error {
+		svc, err := tx.Service(ctx, creds.ServiceSID)
+		if err != nil {
+			return err
+		}
+		svc.WebhookURL = fixed
+		return tx.PutService(ctx, svc)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	for _, overwrite := range []bool{false, true} {
+		rep, err := transfer.Import(ctx, &transfer.StoreReader{Store: src}, dst, transfer.Options{Logger: quiet, Overwrite: overwrite})
+		if err != nil || len(rep.Conflicts) != 0 {
+			t.Fatalf("run after the fix (overwrite %v): %v, conflicts %v; want none", overwrite, err, conflictsOf(rep))
+		}
+	}
+	if err := dst.View(ctx, func(tx chorus.ReadTx) error {
+		svc, err := tx.Service(ctx, creds.ServiceSID)
+		if err == nil && svc.WebhookURL != fixed {
+			t.Errorf("target webhook URL %q after later runs, want the one set on the target", svc.WebhookURL)
 		}
 		return err
 	}); err != nil {

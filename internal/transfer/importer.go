@@ -40,6 +40,10 @@ type Options struct {
 	// or unique name of a source one but is a different object; without
 	// it such objects are refused and reported.
 	Overwrite bool
+	// OverwriteCredentials makes the target's credentials of the source's
+	// accounts the source's where they differ (see copyCredentials and
+	// ensureAccount); without it those are refused and reported.
+	OverwriteCredentials bool
 	// Verify compares the items of every list and map, also those whose
 	// revision and date_updated show no change since the last run.
 	Verify bool
@@ -382,13 +386,17 @@ func (im *importer) conflict(c Conflict) {
 }
 
 // ensureAccount creates the account (and API key) in the target when
-// missing. Over REST, an existing account whose auth token is not the one
-// the source just accepted (rotated at the source since the last run, or
-// in the target) is refused and reported, and Overwrite makes that token
-// the target's: apps moved to the target keep the source's credentials.
+// missing. Over REST, an existing account that has neither as its primary
+// nor as its secondary the auth token the source just accepted (rotated at
+// the source since the last run, or in the target) is refused and
+// reported, and OverwriteCredentials makes that token the target's: apps
+// moved to the target keep the source's credentials.
 func (im *importer) ensureAccount(ctx context.Context, sid string) error {
 	a := im.opt.Account
-	_, fromStore := im.src.(credentialReader) // copyCredentials did the rest
+	verified := false // the source accepted a.AuthToken: the run authenticated with it
+	if src, ok := im.src.(*Source); ok {
+		verified = a.AuthToken != "" && src.Username == sid && src.Password == a.AuthToken
+	}
 	created, updated := false, false
 	var refused *Conflict
 	err := im.st.Update(ctx, func(tx chorus.Tx) error {
@@ -396,15 +404,12 @@ func (im *importer) ensureAccount(ctx context.Context, sid string) error {
 		now := im.now().UTC().Truncate(time.Millisecond)
 		old, err := tx.Account(ctx, sid)
 		switch {
-		case err == nil && !fromStore && a.SID == sid && a.AuthToken != "" && old.AuthToken != a.AuthToken:
-			if !im.opt.Overwrite {
-				refused = &Conflict{Kind: "account", SID: sid, Reason: "its auth token in the target is not the one the source accepted for " +
+		case err == nil && verified && old.AuthToken != a.AuthToken && old.SecondaryAuthToken != a.AuthToken:
+			if !im.opt.OverwriteCredentials {
+				refused = &Conflict{Kind: "account", SID: sid, Reason: "the target does not have the auth token the source accepted for " +
 					"this import (rotated at the source since the last run, or in the target): apps using the source's get 401 from the " +
-					"target; run with --overwrite to make it the target's"}
+					"target; run with --overwrite-credentials to make it the target's"}
 				break
-			}
-			if old.SecondaryAuthToken == a.AuthToken {
-				old.SecondaryAuthToken, old.SecondaryDateCreated = "", time.Time{}
 			}
 			old.AuthToken = a.AuthToken
 			if err := tx.PutAccount(ctx, old); err != nil {
@@ -449,13 +454,16 @@ func (im *importer) ensureAccount(ctx context.Context, sid string) error {
 }
 
 // copyCredentials copies the source's accounts and API keys (a store's:
-// migrate). What the target lacks is created. Where the two differ the
-// target may be stale (a key revoked or a token rotated at the source
-// between two runs: the cut-over runs the copy once more after the old
-// node stops) or newer (changed in the target after it took over): such
-// accounts and keys are refused and reported, as objects are, and
-// Overwrite makes them the source's, removing the keys of the source's
-// accounts that the source no longer has.
+// migrate). What the target lacks is created, except the source's main
+// keys (its operator's) in an account that has main keys of its own: the
+// target's operator credentials (TWILIO_API_KEY of its nodes) decide
+// those. Where the two differ the target may be stale (a key revoked or a
+// token rotated at the source between two runs: the cut-over runs the
+// copy once more after the old node stops) or newer (changed in the
+// target after it took over): such auth tokens, keys the source no longer
+// has and keys whose secret differs are refused and reported, as objects
+// are, and OverwriteCredentials makes them the source's, removing those
+// keys. The target's main keys are never removed.
 func (im *importer) copyCredentials(ctx context.Context, cr credentialReader) error {
 	accts, keys, err := cr.Credentials(ctx)
 	if err != nil {
@@ -468,6 +476,7 @@ func (im *importer) copyCredentials(ctx context.Context, cr credentialReader) er
 		}
 		keysOf[k.AccountSID][k.SID] = k
 	}
+	overwrite := im.opt.OverwriteCredentials
 	var (
 		c       CredentialCounts
 		refused []Conflict
@@ -482,11 +491,11 @@ func (im *importer) copyCredentials(ctx context.Context, cr credentialReader) er
 				c.AccountsCreated++
 			case err != nil:
 				return err
-			case sameAccount(old, a):
-				put = false
-			case (old.AuthToken != a.AuthToken || old.SecondaryAuthToken != a.SecondaryAuthToken) && !im.opt.Overwrite:
+			case old.AuthToken == a.AuthToken && old.SecondaryAuthToken == a.SecondaryAuthToken:
+				put = false // a name or a date is the target's business
+			case !overwrite:
 				refused = append(refused, Conflict{Kind: "account", SID: a.SID, Reason: "its auth tokens differ from the source's " +
-					"(rotated at the source since the last run, or in the target): run with --overwrite to take the source's"})
+					"(rotated at the source since the last run, or in the target): run with --overwrite-credentials to take the source's"})
 				put = false
 			default:
 				c.AccountsUpdated++
@@ -500,15 +509,32 @@ func (im *importer) copyCredentials(ctx context.Context, cr credentialReader) er
 			if err != nil {
 				return err
 			}
-			had := map[string]*chorus.APIKey{}
+			had, ownMain := map[string]*chorus.APIKey{}, false
 			for _, k := range have {
 				had[k.SID] = k
-				if keysOf[a.SID][k.SID] != nil {
+				ownMain = ownMain || k.Main
+				src := keysOf[a.SID][k.SID]
+				var why string
+				switch {
+				case src != nil && src.Secret == k.Secret:
+					continue // the same key; its name and dates are the target's business
+				case src != nil:
+					why = "its secret differs from the source's key of that SID: run with --overwrite-credentials to take the source's"
+				case k.Main:
+					continue // the target's operator key
+				default:
+					why = "the source no longer has this key (revoked at the source, or created in the target): " +
+						"run with --overwrite-credentials to remove it"
+				}
+				if !overwrite {
+					refused = append(refused, Conflict{Kind: "api key", SID: k.SID, Reason: why})
 					continue
 				}
-				if !im.opt.Overwrite {
-					refused = append(refused, Conflict{Kind: "api key", SID: k.SID, Reason: "the source no longer has this key " +
-						"(revoked at the source, or created in the target): run with --overwrite to remove it"})
+				if src != nil {
+					if err := tx.PutAPIKey(ctx, src); err != nil {
+						return err
+					}
+					c.KeysUpdated++
 					continue
 				}
 				if err := tx.DeleteAPIKey(ctx, k.SID); err != nil {
@@ -517,20 +543,13 @@ func (im *importer) copyCredentials(ctx context.Context, cr credentialReader) er
 				c.KeysRemoved = append(c.KeysRemoved, k.SID)
 			}
 			for _, k := range keysOf[a.SID] {
-				switch old := had[k.SID]; {
-				case old == nil:
-					c.KeysCreated++
-				case sameAPIKey(old, k):
+				if had[k.SID] != nil || k.Main && ownMain {
 					continue
-				case old.DateUpdated.After(k.DateUpdated) && !im.opt.Overwrite:
-					refused = append(refused, Conflict{Kind: "api key", SID: k.SID, Reason: "the target changed this key after the source last did: run with --overwrite to take the source's"})
-					continue
-				default:
-					c.KeysUpdated++
 				}
 				if err := tx.PutAPIKey(ctx, k); err != nil {
 					return err
 				}
+				c.KeysCreated++
 			}
 		}
 		return nil
@@ -544,16 +563,6 @@ func (im *importer) copyCredentials(ctx context.Context, cr credentialReader) er
 		im.conflict(r)
 	}
 	return nil
-}
-
-func sameAccount(a, b *chorus.Account) bool {
-	return a.AuthToken == b.AuthToken && a.SecondaryAuthToken == b.SecondaryAuthToken && a.FriendlyName == b.FriendlyName &&
-		a.DateCreated.Equal(b.DateCreated) && a.SecondaryDateCreated.Equal(b.SecondaryDateCreated)
-}
-
-func sameAPIKey(a, b *chorus.APIKey) bool {
-	return a.AccountSID == b.AccountSID && a.Secret == b.Secret && a.FriendlyName == b.FriendlyName && a.Main == b.Main &&
-		a.DateCreated.Equal(b.DateCreated) && a.DateUpdated.Equal(b.DateUpdated)
 }
 
 // sameTime reports whether a and b are the same second: whether two rows
@@ -627,12 +636,18 @@ func (im *importer) importService(ctx context.Context, svc *chorus.Service) (boo
 	if err := checkWebhookURL(svc.WebhookURL); err != nil {
 		// Twilio takes URLs Chorus refuses (user:password@): copied, its
 		// every webhook would be given up on unsent. The service is
-		// copied without it, and said so.
+		// copied with the URL the target set instead, or without one,
+		// and said so.
 		c := *svc
 		c.WebhookURL = ""
+		if old != nil && old.AccountSID == svc.AccountSID {
+			c.WebhookURL = old.WebhookURL
+		}
 		svc = &c
-		im.conflict(Conflict{Kind: "service", SID: svc.SID, UniqueName: svc.UniqueName, Reason: "its webhook URL is one Chorus refuses (" +
-			chorus.AsError(err).Message + "): the service is copied without it; set one on the target"})
+		if c.WebhookURL == "" {
+			im.conflict(Conflict{Kind: "service", SID: svc.SID, UniqueName: svc.UniqueName, Reason: "its webhook URL is one Chorus refuses (" +
+				chorus.AsError(err).Message + "): the service is copied without it; set one on the target"})
+		}
 	}
 	var reason string
 	switch {
