@@ -11,7 +11,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
+	"time"
 
 	"github.com/chorus-sync/chorus/internal/server"
 	"github.com/chorus-sync/chorus/internal/store/sqlite"
@@ -143,40 +143,58 @@ func cmdRestore(ctx context.Context, args []string, stdout io.Writer) error {
 }
 
 // stagingPrefix is prefix followed by this process's ID and "-": the name
-// of a backup's or restore's staging file or directory, which a later run
-// removes if the process is gone (removeAbandoned).
+// of a backup's or restore's staging file or directory (the ID tells an
+// operator whose it was; removeAbandoned goes by age).
 func stagingPrefix(prefix string) string { return prefix + strconv.Itoa(os.Getpid()) + "-" }
 
-// removeAbandoned removes the entries of dir named prefix, a process ID
-// and "-", whose process no longer runs: what a backup or restore killed
-// with SIGKILL left behind. One whose process runs (another backup) is
-// left alone; so is everything on a system that cannot tell.
+// abandonedAfter is how long a staging entry goes unmodified before the
+// next backup or restore takes it for a killed one's. A running one writes
+// its files all along; a process ID would not tell (another PID namespace,
+// another host sharing the directory, every container's PID 1).
+const abandonedAfter = time.Hour
+
+// removeAbandoned removes the entries of dir named prefix… that nothing
+// has modified for abandonedAfter: what a backup or restore killed with
+// SIGKILL left behind (a full copy of the database, secrets included).
 func removeAbandoned(dir, prefix string) {
 	entries, err := os.ReadDir(dir)
 	if err != nil {
 		return
 	}
+	cutoff := time.Now().Add(-abandonedAfter)
 	for _, e := range entries {
-		rest, ok := strings.CutPrefix(e.Name(), prefix)
-		if !ok {
+		if !strings.HasPrefix(e.Name(), prefix) {
 			continue
 		}
-		digits, _, ok := strings.Cut(rest, "-")
-		pid, err := strconv.Atoi(digits)
-		if !ok || err != nil || pid <= 0 || pid == os.Getpid() || !processGone(pid) {
-			continue
+		path := filepath.Join(dir, e.Name())
+		if lastModified(path).Before(cutoff) {
+			_ = os.RemoveAll(path)
 		}
-		_ = os.RemoveAll(filepath.Join(dir, e.Name()))
 	}
 }
 
-// processGone reports whether no process has ID pid (signal 0: ESRCH).
-func processGone(pid int) bool {
-	p, err := os.FindProcess(pid)
+// lastModified is the newest modification time of path and, for a
+// directory, of what is in it (a snapshot being written); a path that
+// cannot be read counts as modified now.
+func lastModified(path string) time.Time {
+	newest := time.Time{}
+	err := filepath.WalkDir(path, func(_ string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
+		if info.ModTime().After(newest) {
+			newest = info.ModTime()
+		}
+		return nil
+	})
 	if err != nil {
-		return false
+		return time.Now()
 	}
-	return errors.Is(p.Signal(syscall.Signal(0)), os.ErrProcessDone)
+	return newest
 }
 
 // restoreStagePrefix names the staging directory of a restore inside an

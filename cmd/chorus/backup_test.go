@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -276,38 +275,47 @@ func TestEmbeddedCommandsUnderPostgres(t *testing.T) {
 // its staging copy (the whole database, secrets included) and its
 // temporary output next to --out, and a restore into a new directory its
 // staging directory next to it. The next backup or restore there removes
-// those of processes that are gone, and leaves those of a running one and
-// anything else alone.
+// those untouched for an hour, and leaves recent ones (another backup
+// running, whatever its process ID says) and anything else alone.
 func TestBackupRemovesAbandonedStaging(t *testing.T) {
 	dataDir := t.TempDir()
 	startServe(t, dataDir).stop(t) // a database to back up
 
-	dead := exec.Command("true")
-	if err := dead.Run(); err != nil {
-		t.Fatal(err)
-	}
-	gone, alive := dead.Process.Pid, os.Getpid() // this test runs: alive
 	dir := t.TempDir()
 	backup := filepath.Join(dir, "chorus.backup")
-	made := map[string]bool{ // name: whether it must survive
-		fmt.Sprintf(".chorus-backup-%d-123", gone):     false,
-		fmt.Sprintf(".chorus.backup.tmp-%d-456", gone): false,
-		fmt.Sprintf(".chorus-backup-%d-789", alive):    true,
-		fmt.Sprintf(".other.backup.tmp-%d-1", gone):    true, // another backup's name
-		".chorus-backup-notapid-1":                     true,
-		fmt.Sprintf(".restored.restore-%d-2", gone):    false,
-		fmt.Sprintf(".restored.restore-%d-3", alive):   true,
+	old := time.Now().Add(-2 * time.Hour)
+	made := []struct {
+		name       string
+		dir, stale bool
+		keep       bool
+	}{
+		{".chorus-backup-4242-123", true, true, false},
+		{".chorus.backup.tmp-4242-456", false, true, false},
+		{".restored.restore-4242-2", true, true, false},
+		{fmt.Sprintf(".chorus-backup-%d-789", os.Getpid()), true, true, false}, // a live PID, in another namespace say
+		{".chorus-backup-1-5", true, false, true},                              // recent: in use
+		{".chorus.backup.tmp-1-6", false, false, true},
+		{".other.backup.tmp-4242-1", false, true, true}, // another backup's name
+		{"chorus-backup-notes", true, true, true},
 	}
-	for name := range made {
-		if strings.Contains(name, "backup-") || strings.Contains(name, ".restore-") {
-			if err := os.MkdirAll(filepath.Join(dir, name), 0o700); err != nil {
+	for _, m := range made {
+		path := filepath.Join(dir, m.name)
+		file := path
+		if m.dir {
+			if err := os.MkdirAll(path, 0o700); err != nil {
 				t.Fatal(err)
 			}
-			if err := os.WriteFile(filepath.Join(dir, name, "snapshot.db"), []byte("secret"), 0o600); err != nil {
-				t.Fatal(err)
-			}
-		} else if err := os.WriteFile(filepath.Join(dir, name), []byte("partial"), 0o600); err != nil {
+			file = filepath.Join(path, "snapshot.db")
+		}
+		if err := os.WriteFile(file, []byte("secret"), 0o600); err != nil {
 			t.Fatal(err)
+		}
+		if m.stale {
+			for _, p := range []string{file, path} {
+				if err := os.Chtimes(p, old, old); err != nil {
+					t.Fatal(err)
+				}
+			}
 		}
 	}
 	if _, errOut, code := chorusCmd(t, cleanEnv(), "backup", "--data-dir", dataDir, "--out", backup); code != 0 {
@@ -316,10 +324,10 @@ func TestBackupRemovesAbandonedStaging(t *testing.T) {
 	if _, errOut, code := chorusCmd(t, cleanEnv(), "restore", "--data-dir", filepath.Join(dir, "restored"), backup); code != 0 {
 		t.Fatalf("restore: exit %d: %s", code, errOut)
 	}
-	for name, keep := range made {
-		_, err := os.Lstat(filepath.Join(dir, name))
-		if exists := err == nil; exists != keep {
-			t.Errorf("%s: exists %v, want %v", name, exists, keep)
+	for _, m := range made {
+		_, err := os.Lstat(filepath.Join(dir, m.name))
+		if exists := err == nil; exists != m.keep {
+			t.Errorf("%s: exists %v, want %v", m.name, exists, m.keep)
 		}
 	}
 }

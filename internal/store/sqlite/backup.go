@@ -44,8 +44,8 @@ type BackupInfo struct {
 var ErrNotBackup = errors.New("not a complete Chorus backup")
 
 // BackupStagePrefix begins the name of the directory in which Backup
-// stages its snapshot, followed by the process ID and "-": a backup killed
-// with SIGKILL leaves it, and a later one can tell it from one in use.
+// stages its snapshot (followed by the process ID and "-"): a backup
+// killed with SIGKILL leaves it behind, for the next one to remove.
 const BackupStagePrefix = ".chorus-backup-"
 
 // Backup writes a consistent snapshot of the database at dbPath to w,
