@@ -62,7 +62,7 @@ func cmdImport(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	storeURL := fs.String("store", getenv("CHORUS_STORE_URL"), "target postgres://… (default: CHORUS_STORE_URL, else SQLite in --data-dir)")
 	dryRun := fs.Bool("dry-run", false, "report what would be copied; write nothing")
 	overwrite := fs.Bool("overwrite", false, "replace target objects that hold a source object's SID or unique name")
-	overwriteCreds := fs.Bool("overwrite-credentials", false, "make the auth token the source accepted the target's when the target lacks it")
+	overwriteCreds := fs.Bool("overwrite-credentials", false, "add the auth token the source accepted as the target's secondary when the target lacks it")
 	verify := fs.Bool("verify", false, "compare the items of every list and map, also of those unchanged since the last run")
 	asJSON := fs.Bool("json", false, "print the summary as JSON")
 	concurrency := fs.Int("concurrency", 4, "objects copied at once")
@@ -275,11 +275,14 @@ func writeSummary(w io.Writer, r *transfer.Report) {
 		fmt.Fprintf(w, "  created account %s in the target\n", r.AccountSID)
 	}
 	if c := r.Credentials; c.AccountsCreated+c.AccountsUpdated+c.KeysCreated+c.KeysUpdated+len(c.KeysRemoved) > 0 {
-		fmt.Fprintf(w, "  credentials: %d accounts new, %d updated; %d API keys new, %d updated, %d removed\n",
+		fmt.Fprintf(w, "  credentials: %d accounts new, %d given the source's token as secondary; %d API keys new, %d updated, %d removed\n",
 			c.AccountsCreated, c.AccountsUpdated, c.KeysCreated, c.KeysUpdated, len(c.KeysRemoved))
 		for _, sid := range c.KeysRemoved {
 			fmt.Fprintf(w, "  removed API key %s: the source no longer has it\n", sid)
 		}
+	}
+	for _, n := range r.Notes {
+		fmt.Fprintf(w, "  note: %s %s: %s\n", n.Kind, n.SID, n.Reason)
 	}
 	for _, c := range r.Conflicts {
 		name := ""

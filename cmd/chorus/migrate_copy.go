@@ -29,7 +29,7 @@ func addCopyFlags(fs *flag.FlagSet) *copyFlags {
 	c := &copyFlags{}
 	fs.StringVar(&c.dataDir, "from-data-dir", "", "copy the embedded store of this data directory into --store (stop its server first)")
 	fs.BoolVar(&c.overwrite, "overwrite", false, "with --from-data-dir: replace target objects that hold a copied object's SID or unique name")
-	fs.BoolVar(&c.overwriteCreds, "overwrite-credentials", false, "with --from-data-dir: make the target's auth tokens and API keys of the copied accounts the source's (keys the source no longer has removed; the target's main keys kept)")
+	fs.BoolVar(&c.overwriteCreds, "overwrite-credentials", false, "with --from-data-dir: make the target's API keys of the copied accounts the source's (keys the source no longer has removed; the target's auth tokens and main keys kept)")
 	fs.BoolVar(&c.asJSON, "json", false, "with --from-data-dir: print the summary as JSON")
 	return c
 }
@@ -76,7 +76,7 @@ func copyStore(ctx context.Context, c *copyFlags, storeURL string, stdout, stder
 		return fmt.Errorf("%w (copied before the failure: %s; run the same command again to continue)", err, copied(rep))
 	}
 	if n := len(rep.Conflicts); n > 0 {
-		return &codeError{exitRefused, fmt.Errorf("refused %d conflicting records (listed above); --overwrite replaces them", n)}
+		return &codeError{exitRefused, fmt.Errorf("refused %d conflicting records (listed above); --overwrite replaces objects, --overwrite-credentials API keys", n)}
 	}
 	return nil
 }

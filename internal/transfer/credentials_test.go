@@ -26,15 +26,15 @@ func conflictsOf(rep *transfer.Report) []string {
 }
 
 // TestMigrateCarriesRevocations: the cut-over copies a store while the
-// old node serves, then once more after it stops. A key revoked and an
-// auth token rotated at the source in between must not keep working in
-// the target: the second run reports them (as it reports objects the two
-// sides changed both), and with --overwrite-credentials makes the
-// target's credentials the source's, the revoked key gone. A key only the
-// target has is reported the same way, not removed unasked; the target's
-// own main key (its nodes' TWILIO_API_KEY) is never touched, and a key
-// whose name and dates the target changed (its nodes' bootstrap) is the
-// same key.
+// old node serves, then once more after it stops. A key revoked at the
+// source in between must not keep working in the target unreported: the
+// second run refuses it (as it refuses objects the two sides changed
+// both), and with --overwrite-credentials removes it; a key only the
+// target has is reported the same way. The target's operator credentials
+// are its own: its auth tokens and main keys (its nodes' TWILIO_*, rotated
+// after a leak, say) are never replaced or removed, differences are only
+// noted, and the source's main keys are not added beside them. A key whose
+// name and dates the target changed (its nodes' bootstrap) is the same key.
 func TestMigrateCarriesRevocations(t *testing.T) {
 	ctx := context.Background()
 	src, _ := openSQLite(t)
@@ -55,65 +55,91 @@ func TestMigrateCarriesRevocations(t *testing.T) {
 	dst, _ := openSQLite(t)
 	from := &transfer.StoreReader{Store: src}
 	rep, err := transfer.Import(ctx, from, dst, transfer.Options{Logger: quiet})
-	if err != nil || len(rep.Conflicts) != 0 || rep.Credentials.KeysCreated != 3 || rep.Credentials.AccountsCreated != 1 {
-		t.Fatalf("first copy: %v, credentials %+v, conflicts %v", err, rep.Credentials, conflictsOf(rep))
+	if err != nil || len(rep.Conflicts)+len(rep.Notes) != 0 || rep.Credentials.KeysCreated != 3 || rep.Credentials.AccountsCreated != 1 {
+		t.Fatalf("first copy: %v, credentials %+v, conflicts %v, notes %d", err, rep.Credentials, conflictsOf(rep), len(rep.Notes))
 	}
 
-	// At the source: "worker" revoked, the auth token rotated.
+	now := time.Now().UTC().Truncate(time.Millisecond)
+	newKey := func(main bool) *chorus.APIKey {
+		return &chorus.APIKey{SID: chorus.NewSID(chorus.PrefixAPIKey), AccountSID: creds.AccountSID, Secret: chorus.NewSecret(32),
+			Main: main, DateCreated: now, DateUpdated: now}
+	}
+	put := func(st chorus.Store, keys ...*chorus.APIKey) {
+		t.Helper()
+		if err := st.Update(ctx, func(tx chorus.Tx) error {
+			for _, k := range keys {
+				if err := tx.PutAPIKey(ctx, k); err != nil {
+					return err
+				}
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	setToken := func(st chorus.Store, tok string) {
+		t.Helper()
+		if err := st.Update(ctx, func(tx chorus.Tx) error {
+			a, err := tx.Account(ctx, creds.AccountSID)
+			if err != nil {
+				return err
+			}
+			a.AuthToken = tok
+			return tx.PutAccount(ctx, a)
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// At the source: "worker" revoked, the token rotated, a new main key.
 	if err := src.Update(ctx, func(tx chorus.Tx) error { return tx.DeleteAPIKey(ctx, made[1].SID) }); err != nil {
 		t.Fatal(err)
 	}
-	rotated := chorus.NewSecret(32)
-	if err := src.Update(ctx, func(tx chorus.Tx) error {
-		a, err := tx.Account(ctx, creds.AccountSID)
-		if err != nil {
-			return err
-		}
-		a.AuthToken = rotated
-		return tx.PutAccount(ctx, a)
-	}); err != nil {
-		t.Fatal(err)
-	}
-	// In the target: a key of its own, a main key of its own (an
-	// operator's), and the copied "backend" renamed and re-dated.
-	now := time.Now().UTC().Truncate(time.Millisecond)
-	own := &chorus.APIKey{SID: chorus.NewSID(chorus.PrefixAPIKey), AccountSID: creds.AccountSID, Secret: chorus.NewSecret(32),
-		DateCreated: now, DateUpdated: now}
-	operator := &chorus.APIKey{SID: chorus.NewSID(chorus.PrefixAPIKey), AccountSID: creds.AccountSID, Secret: chorus.NewSecret(32),
-		Main: true, DateCreated: now, DateUpdated: now}
+	setToken(src, chorus.NewSecret(32))
+	put(src, newKey(true))
+	// In the target: its nodes' credentials after a leak (the main key's
+	// secret and the token rotated), a key of its own, and the copied
+	// "backend" renamed and re-dated.
+	clusterToken := chorus.NewSecret(32)
+	setToken(dst, clusterToken)
+	rotatedMain := &chorus.APIKey{SID: creds.APIKeySID, AccountSID: creds.AccountSID, Secret: chorus.NewSecret(32), Main: true, DateCreated: now, DateUpdated: now}
+	own := newKey(false)
 	renamed := *made[0]
 	renamed.FriendlyName, renamed.DateUpdated = "backend (cluster)", now.Add(time.Hour)
-	if err := dst.Update(ctx, func(tx chorus.Tx) error {
-		for _, k := range []*chorus.APIKey{own, operator, &renamed} {
-			if err := tx.PutAPIKey(ctx, k); err != nil {
-				return err
-			}
-		}
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
+	put(dst, rotatedMain, own, &renamed)
 
-	rep, err = transfer.Import(ctx, from, dst, transfer.Options{Logger: quiet})
-	want := []string{"account " + creds.AccountSID, "api key " + made[1].SID, "api key " + own.SID}
-	slices.Sort(want)
-	if err != nil || fmt.Sprint(conflictsOf(rep)) != fmt.Sprint(want) {
-		t.Fatalf("second copy: %v, conflicts %v, want %v", err, conflictsOf(rep), want)
+	notesOf := func(rep *transfer.Report) []string {
+		var out []string
+		for _, n := range rep.Notes {
+			out = append(out, n.Kind+" "+n.SID)
+		}
+		slices.Sort(out)
+		return out
 	}
-	checkCreds := func(when, token string, keys ...string) {
+	wantNotes := []string{"account " + creds.AccountSID, "api key " + creds.APIKeySID}
+	slices.Sort(wantNotes)
+	rep, err = transfer.Import(ctx, from, dst, transfer.Options{Logger: quiet})
+	want := []string{"api key " + made[1].SID, "api key " + own.SID}
+	slices.Sort(want)
+	if err != nil || fmt.Sprint(conflictsOf(rep)) != fmt.Sprint(want) || fmt.Sprint(notesOf(rep)) != fmt.Sprint(wantNotes) {
+		t.Fatalf("second copy: %v, conflicts %v, want %v; notes %v, want %v", err, conflictsOf(rep), want, notesOf(rep), wantNotes)
+	}
+	checkCreds := func(when string, keys ...string) {
 		t.Helper()
 		if err := dst.View(ctx, func(tx chorus.ReadTx) error {
 			a, err := tx.Account(ctx, creds.AccountSID)
 			if err != nil {
 				return err
 			}
-			if a.AuthToken != token {
-				t.Errorf("%s: the target's auth token is not the expected one", when)
+			if a.AuthToken != clusterToken {
+				t.Errorf("%s: the target's auth token is not its own any more", when)
 			}
 			ks, err := tx.APIKeys(ctx, creds.AccountSID)
 			var sids []string
 			for _, k := range ks {
 				sids = append(sids, k.SID)
+				if k.SID == creds.APIKeySID && k.Secret != rotatedMain.Secret {
+					t.Errorf("%s: the target's main key has the source's secret back", when)
+				}
 			}
 			slices.Sort(sids)
 			slices.Sort(keys)
@@ -125,31 +151,33 @@ func TestMigrateCarriesRevocations(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	checkCreds("refused", creds.AuthToken, creds.APIKeySID, made[0].SID, made[1].SID, own.SID, operator.SID)
+	checkCreds("refused", creds.APIKeySID, made[0].SID, made[1].SID, own.SID)
 	rep, err = transfer.Import(ctx, from, dst, transfer.Options{Logger: quiet, Overwrite: true})
-	if err != nil || len(rep.Conflicts) != 3 {
-		t.Fatalf("--overwrite (objects only): %v, conflicts %v; want the same three", err, conflictsOf(rep))
+	if err != nil || len(rep.Conflicts) != 2 {
+		t.Fatalf("--overwrite (objects only): %v, conflicts %v; want the same two", err, conflictsOf(rep))
 	}
 
 	rep, err = transfer.Import(ctx, from, dst, transfer.Options{Logger: quiet, OverwriteCredentials: true})
 	removed := []string{made[1].SID, own.SID}
 	slices.Sort(removed)
-	if err != nil || len(rep.Conflicts) != 0 || rep.Credentials.AccountsUpdated != 1 || fmt.Sprint(rep.Credentials.KeysRemoved) != fmt.Sprint(removed) {
+	if err != nil || len(rep.Conflicts) != 0 || fmt.Sprint(rep.Credentials.KeysRemoved) != fmt.Sprint(removed) || rep.Credentials.KeysCreated != 0 {
 		t.Fatalf("--overwrite-credentials: %v, credentials %+v, conflicts %v", err, rep.Credentials, conflictsOf(rep))
 	}
-	checkCreds("overwritten", rotated, creds.APIKeySID, made[0].SID, operator.SID)
+	checkCreds("overwritten", creds.APIKeySID, made[0].SID)
 	rep, err = transfer.Import(ctx, from, dst, transfer.Options{Logger: quiet})
-	if err != nil || len(rep.Conflicts) != 0 || rep.Credentials.AccountsUpdated+rep.Credentials.KeysCreated+rep.Credentials.KeysUpdated+len(rep.Credentials.KeysRemoved) != 0 {
+	if err != nil || len(rep.Conflicts) != 0 || rep.Credentials.KeysCreated+rep.Credentials.KeysUpdated+len(rep.Credentials.KeysRemoved) != 0 {
 		t.Errorf("a run after: %v, credentials %+v, conflicts %v; want nothing to do", err, rep.Credentials, conflictsOf(rep))
 	}
 }
 
 // TestImportTakesRotatedToken: over REST only the credentials the import
 // authenticated with are known. When the source's auth token was rotated
-// since the last run, the target's stale one is reported, and with
-// --overwrite-credentials replaced by the one the source accepted, so that
-// apps moved to the target keep working with the source's current token.
-// A token the run did not authenticate with is not compared.
+// since the last run, the target lacking it is reported, and with
+// --overwrite-credentials the token the source accepted becomes the
+// target's secondary: apps moved to the target keep working with the
+// source's current token, and the target's primary keeps working too. A
+// token the target has as its secondary is not reported; a token the run
+// did not authenticate with is not compared.
 func TestImportTakesRotatedToken(t *testing.T) {
 	ctx := context.Background()
 	creds := servertest.NewCredentials()
@@ -179,33 +207,36 @@ func TestImportTakesRotatedToken(t *testing.T) {
 		t.Fatal(err)
 	}
 	source := sourceWith(rotated)
-	tokenOf := func() string {
-		var tok string
+	tokensOf := func() (primary, secondary string) {
 		if err := dst.View(ctx, func(tx chorus.ReadTx) error {
 			a, err := tx.Account(ctx, creds.AccountSID)
 			if err == nil {
-				tok = a.AuthToken
+				primary, secondary = a.AuthToken, a.SecondaryAuthToken
 			}
 			return err
 		}); err != nil {
 			t.Fatal(err)
 		}
-		return tok
+		return primary, secondary
 	}
 	rep, err := transfer.Import(ctx, source, dst, transfer.Options{Account: withToken(rotated), Logger: quiet})
-	if err != nil || fmt.Sprint(conflictsOf(rep)) != fmt.Sprint([]string{"account " + creds.AccountSID}) || tokenOf() != creds.AuthToken {
-		t.Fatalf("run with the rotated token: %v, conflicts %v; want the account refused, its token unchanged", err, conflictsOf(rep))
+	if p, s := tokensOf(); err != nil || fmt.Sprint(conflictsOf(rep)) != fmt.Sprint([]string{"account " + creds.AccountSID}) || p != creds.AuthToken || s != "" {
+		t.Fatalf("run with the rotated token: %v, conflicts %v; want the account refused, its tokens unchanged", err, conflictsOf(rep))
 	}
 	// A run with an API key proves nothing about a token it carries.
-	keyed := src.source()
 	unchecked := transfer.Account{SID: creds.AccountSID, AuthToken: "not-the-token", APIKeySID: creds.APIKeySID, APISecret: creds.APISecret}
-	if rep, err := transfer.Import(ctx, keyed, dst, transfer.Options{Account: unchecked, Logger: quiet, OverwriteCredentials: true}); err != nil ||
-		len(rep.Conflicts) != 0 || tokenOf() != creds.AuthToken {
+	if rep, err := transfer.Import(ctx, src.source(), dst, transfer.Options{Account: unchecked, Logger: quiet, OverwriteCredentials: true}); err != nil ||
+		len(rep.Conflicts) != 0 {
 		t.Fatalf("run with a key and an unchecked token: %v, conflicts %v; want nothing about the token", err, conflictsOf(rep))
 	}
 	rep, err = transfer.Import(ctx, source, dst, transfer.Options{Account: withToken(rotated), Logger: quiet, OverwriteCredentials: true})
-	if err != nil || len(rep.Conflicts) != 0 || rep.Credentials.AccountsUpdated != 1 || tokenOf() != rotated {
-		t.Fatalf("--overwrite-credentials: %v, credentials %+v, conflicts %v; want the rotated token taken", err, rep.Credentials, conflictsOf(rep))
+	if p, s := tokensOf(); err != nil || len(rep.Conflicts) != 0 || rep.Credentials.AccountsUpdated != 1 || p != creds.AuthToken || s != rotated {
+		t.Fatalf("--overwrite-credentials: %v, credentials %+v, conflicts %v; want the rotated token as the secondary, the primary kept",
+			err, rep.Credentials, conflictsOf(rep))
+	}
+	rep, err = transfer.Import(ctx, source, dst, transfer.Options{Account: withToken(rotated), Logger: quiet})
+	if err != nil || len(rep.Conflicts) != 0 {
+		t.Errorf("a run after: %v, conflicts %v; want none (the target has the token as its secondary)", err, conflictsOf(rep))
 	}
 }
 

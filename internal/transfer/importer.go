@@ -40,9 +40,11 @@ type Options struct {
 	// or unique name of a source one but is a different object; without
 	// it such objects are refused and reported.
 	Overwrite bool
-	// OverwriteCredentials makes the target's credentials of the source's
-	// accounts the source's where they differ (see copyCredentials and
-	// ensureAccount); without it those are refused and reported.
+	// OverwriteCredentials makes the target's API keys of the source's
+	// accounts (not its main keys) the source's, and adds an auth token a
+	// REST source accepted as the target's secondary (see copyCredentials
+	// and ensureAccount); without it those differences are refused and
+	// reported.
 	OverwriteCredentials bool
 	// Verify compares the items of every list and map, also those whose
 	// revision and date_updated show no change since the last run.
@@ -108,27 +110,31 @@ type Report struct {
 	AccountCreated bool   `json:"account_created"`
 	// Credentials is what the run changed in the target's accounts and
 	// API keys.
-	Credentials    CredentialCounts `json:"credentials"`
-	Services       Counts           `json:"services"`
-	Objects        Counts           `json:"objects"`
-	Items          Counts           `json:"items"`
-	Permissions    Counts           `json:"permissions"`
-	Conflicts      []Conflict       `json:"conflicts"`
-	Requests       int64            `json:"requests"`
-	Retries        int64            `json:"retries"`
-	Elapsed        time.Duration    `json:"-"`
-	ElapsedSeconds float64          `json:"elapsed_seconds"`
-	ObjectsPerSec  float64          `json:"objects_per_second"`
-	ItemsPerSec    float64          `json:"items_per_second"`
+	Credentials CredentialCounts `json:"credentials"`
+	Services    Counts           `json:"services"`
+	Objects     Counts           `json:"objects"`
+	Items       Counts           `json:"items"`
+	Permissions Counts           `json:"permissions"`
+	Conflicts   []Conflict       `json:"conflicts"`
+	// Notes are differences the run left alone on purpose and says so
+	// (they do not fail it): the target's own operator credentials.
+	Notes          []Conflict    `json:"notes"`
+	Requests       int64         `json:"requests"`
+	Retries        int64         `json:"retries"`
+	Elapsed        time.Duration `json:"-"`
+	ElapsedSeconds float64       `json:"elapsed_seconds"`
+	ObjectsPerSec  float64       `json:"objects_per_second"`
+	ItemsPerSec    float64       `json:"items_per_second"`
 }
 
 // CredentialCounts are the changes a run made to the target's
-// credentials: from a store, the source's accounts and API keys; over
-// REST, the auth token the import authenticated with (Options.Account).
+// credentials: from a store, the source's accounts and API keys (never the
+// target's auth tokens or main keys); over REST, the auth token the import
+// authenticated with (Options.Account).
 type CredentialCounts struct {
 	AccountsCreated int `json:"accounts_created"`
-	// AccountsUpdated counts accounts made the source's (auth tokens
-	// rotated at the source since the last run, with Overwrite).
+	// AccountsUpdated counts accounts given, with OverwriteCredentials,
+	// the auth token a REST source accepted as their secondary.
 	AccountsUpdated int `json:"accounts_updated"`
 	KeysCreated     int `json:"keys_created"`
 	KeysUpdated     int `json:"keys_updated"`
@@ -389,8 +395,9 @@ func (im *importer) conflict(c Conflict) {
 // missing. Over REST, an existing account that has neither as its primary
 // nor as its secondary the auth token the source just accepted (rotated at
 // the source since the last run, or in the target) is refused and
-// reported, and OverwriteCredentials makes that token the target's: apps
-// moved to the target keep the source's credentials.
+// reported, and OverwriteCredentials makes that token the target's
+// secondary: apps moved to the target keep the source's credentials, and
+// the target's primary keeps working.
 func (im *importer) ensureAccount(ctx context.Context, sid string) error {
 	a := im.opt.Account
 	verified := false // the source accepted a.AuthToken: the run authenticated with it
@@ -408,10 +415,13 @@ func (im *importer) ensureAccount(ctx context.Context, sid string) error {
 			if !im.opt.OverwriteCredentials {
 				refused = &Conflict{Kind: "account", SID: sid, Reason: "the target does not have the auth token the source accepted for " +
 					"this import (rotated at the source since the last run, or in the target): apps using the source's get 401 from the " +
-					"target; run with --overwrite-credentials to make it the target's"}
+					"target; run with --overwrite-credentials to add it as the target's secondary auth token"}
 				break
 			}
-			old.AuthToken = a.AuthToken
+			// As the secondary: the target's primary, which its nodes or
+			// its apps may use, keeps working; the AuthTokens API promotes
+			// or deletes it.
+			old.SecondaryAuthToken, old.SecondaryDateCreated = a.AuthToken, now
 			if err := tx.PutAccount(ctx, old); err != nil {
 				return err
 			}
@@ -455,15 +465,17 @@ func (im *importer) ensureAccount(ctx context.Context, sid string) error {
 
 // copyCredentials copies the source's accounts and API keys (a store's:
 // migrate). What the target lacks is created, except the source's main
-// keys (its operator's) in an account that has main keys of its own: the
-// target's operator credentials (TWILIO_API_KEY of its nodes) decide
-// those. Where the two differ the target may be stale (a key revoked or a
-// token rotated at the source between two runs: the cut-over runs the
-// copy once more after the old node stops) or newer (changed in the
-// target after it took over): such auth tokens, keys the source no longer
-// has and keys whose secret differs are refused and reported, as objects
-// are, and OverwriteCredentials makes them the source's, removing those
-// keys. The target's main keys are never removed.
+// keys in an account that has main keys of its own.
+//
+// The target's operator credentials are its own: its auth tokens and main
+// keys are what its nodes' TWILIO_* variables made them (after a leak, new
+// ones), so they are never replaced or removed, and where they differ from
+// the source's the run only notes it. The other keys may be stale (a key
+// revoked at the source between two runs: the cut-over runs the copy once
+// more after the old node stops) or newer (made in the target after it
+// took over): keys the source no longer has, and keys whose secret
+// differs, are refused and reported, as objects are, and
+// OverwriteCredentials makes them the source's, removing those keys.
 func (im *importer) copyCredentials(ctx context.Context, cr credentialReader) error {
 	accts, keys, err := cr.Credentials(ctx)
 	if err != nil {
@@ -478,32 +490,25 @@ func (im *importer) copyCredentials(ctx context.Context, cr credentialReader) er
 	}
 	overwrite := im.opt.OverwriteCredentials
 	var (
-		c       CredentialCounts
-		refused []Conflict
+		c              CredentialCounts
+		refused, notes []Conflict
 	)
 	err = im.st.Update(ctx, func(tx chorus.Tx) error {
-		c, refused = CredentialCounts{}, nil // Update may run fn again
+		c, refused, notes = CredentialCounts{}, nil, nil // Update may run fn again
 		for _, a := range accts {
 			old, err := tx.Account(ctx, a.SID)
-			put := true
 			switch {
 			case errors.Is(err, chorus.ErrNotFound):
-				c.AccountsCreated++
-			case err != nil:
-				return err
-			case old.AuthToken == a.AuthToken && old.SecondaryAuthToken == a.SecondaryAuthToken:
-				put = false // a name or a date is the target's business
-			case !overwrite:
-				refused = append(refused, Conflict{Kind: "account", SID: a.SID, Reason: "its auth tokens differ from the source's " +
-					"(rotated at the source since the last run, or in the target): run with --overwrite-credentials to take the source's"})
-				put = false
-			default:
-				c.AccountsUpdated++
-			}
-			if put {
 				if err := tx.PutAccount(ctx, a); err != nil {
 					return err
 				}
+				c.AccountsCreated++
+			case err != nil:
+				return err
+			case old.AuthToken != a.AuthToken || old.SecondaryAuthToken != a.SecondaryAuthToken:
+				notes = append(notes, Conflict{Kind: "account", SID: a.SID, Reason: "its auth tokens differ from the source's: the " +
+					"target keeps its own (what its nodes' TWILIO_AUTH_TOKEN made them); if the source's is the current one, " +
+					"start the nodes with it"})
 			}
 			have, err := tx.APIKeys(ctx, a.SID)
 			if err != nil {
@@ -518,10 +523,12 @@ func (im *importer) copyCredentials(ctx context.Context, cr credentialReader) er
 				switch {
 				case src != nil && src.Secret == k.Secret:
 					continue // the same key; its name and dates are the target's business
+				case k.Main:
+					notes = append(notes, Conflict{Kind: "api key", SID: k.SID, Reason: "a main key of the target that the source " +
+						"does not have as it is: the target keeps it; it goes when the nodes start without it in TWILIO_API_KEY"})
+					continue
 				case src != nil:
 					why = "its secret differs from the source's key of that SID: run with --overwrite-credentials to take the source's"
-				case k.Main:
-					continue // the target's operator key
 				default:
 					why = "the source no longer has this key (revoked at the source, or created in the target): " +
 						"run with --overwrite-credentials to remove it"
@@ -562,6 +569,7 @@ func (im *importer) copyCredentials(ctx context.Context, cr credentialReader) er
 	for _, r := range refused {
 		im.conflict(r)
 	}
+	im.count(func(r *Report) { r.Notes = append(r.Notes, notes...) })
 	return nil
 }
 
