@@ -50,6 +50,7 @@ func cmdBackup(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
+	defer sqlite.KeepFresh(tmp.Name())() // written only once the snapshot is checked
 	done := false
 	defer func() {
 		if !done {
@@ -130,6 +131,7 @@ func cmdRestore(ctx context.Context, args []string, stdout io.Writer) error {
 		return err
 	}
 	defer os.RemoveAll(stage)
+	defer sqlite.KeepFresh(stage)()
 	info, err := sqlite.Restore(ctx, f, filepath.Join(stage, server.DBFile))
 	if err != nil {
 		return fmt.Errorf("%s refused, %s left untouched: %w", file, *dataDir, err)

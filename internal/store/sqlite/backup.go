@@ -15,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"time"
 )
 
@@ -48,6 +49,37 @@ var ErrNotBackup = errors.New("not a complete Chorus backup")
 // killed with SIGKILL leaves it behind, for the next one to remove.
 const BackupStagePrefix = ".chorus-backup-"
 
+// keepFreshEvery is KeepFresh's interval; tests shorten it.
+var keepFreshEvery = time.Minute
+
+// KeepFresh sets the modification time of paths to now every minute until
+// the returned function is called: a staging file or directory in use
+// looks in use (recently modified) to whoever cleans up abandoned ones,
+// also through long stretches that write nothing (an integrity check).
+func KeepFresh(paths ...string) (stop func()) {
+	done, exited := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(exited)
+		t := time.NewTicker(keepFreshEvery)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case now := <-t.C:
+				for _, p := range paths {
+					_ = os.Chtimes(p, now, now)
+				}
+			}
+		}
+	}()
+	var once sync.Once
+	return func() {
+		once.Do(func() { close(done) })
+		<-exited // no touch after stop returns (the caller removes the paths)
+	}
+}
+
 // Backup writes a consistent snapshot of the database at dbPath to w,
 // while other connections (a running server) keep writing: VACUUM INTO
 // copies one read transaction's view into a temporary file next to tmpDir,
@@ -61,6 +93,7 @@ func Backup(ctx context.Context, dbPath, tmpDir string, w io.Writer) (BackupInfo
 		return BackupInfo{}, fmt.Errorf("sqlite: backup: %w", err)
 	}
 	defer os.RemoveAll(tmp)
+	defer KeepFresh(tmp)() // the checks below write nothing for a while
 	snap := filepath.Join(tmp, "snapshot.db")
 
 	if err := vacuumInto(ctx, dbPath, snap); err != nil {

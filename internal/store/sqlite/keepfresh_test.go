@@ -1,0 +1,47 @@
+package sqlite
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+// TestKeepFresh: while KeepFresh runs, its paths' modification times stay
+// recent (a backup in use does not look abandoned); once stopped, they are
+// left alone.
+func TestKeepFresh(t *testing.T) {
+	defer func(d time.Duration) { keepFreshEvery = d }(keepFreshEvery)
+	keepFreshEvery = 20 * time.Millisecond
+	dir := t.TempDir()
+	file := filepath.Join(dir, "snapshot.db")
+	if err := os.WriteFile(file, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	old := time.Now().Add(-2 * time.Hour)
+	for _, p := range []string{dir, file} {
+		if err := os.Chtimes(p, old, old); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stop := KeepFresh(dir, file)
+	time.Sleep(100 * time.Millisecond)
+	stop()
+	stop() // twice is fine
+	for _, p := range []string{dir, file} {
+		fi, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if time.Since(fi.ModTime()) > time.Minute {
+			t.Errorf("%s: modified %v ago while kept fresh", p, time.Since(fi.ModTime()))
+		}
+	}
+	if err := os.Chtimes(file, old, old); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond)
+	if fi, _ := os.Stat(file); time.Since(fi.ModTime()) < time.Hour {
+		t.Error("KeepFresh touched the file after it was stopped")
+	}
+}
