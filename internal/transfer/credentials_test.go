@@ -95,7 +95,8 @@ func TestMigrateCarriesRevocations(t *testing.T) {
 		t.Fatal(err)
 	}
 	setToken(src, chorus.NewSecret(32))
-	put(src, newKey(true))
+	srcMain := newKey(true)
+	put(src, srcMain)
 	// In the target: its nodes' credentials after a leak (the main key's
 	// secret and the token rotated), a key of its own, and the copied
 	// "backend" renamed and re-dated.
@@ -115,7 +116,7 @@ func TestMigrateCarriesRevocations(t *testing.T) {
 		slices.Sort(out)
 		return out
 	}
-	wantNotes := []string{"account " + creds.AccountSID, "api key " + creds.APIKeySID}
+	wantNotes := []string{"account " + creds.AccountSID, "api key " + creds.APIKeySID, "api key " + srcMain.SID}
 	slices.Sort(wantNotes)
 	rep, err = transfer.Import(ctx, from, dst, transfer.Options{Logger: quiet})
 	want := []string{"api key " + made[1].SID, "api key " + own.SID}
@@ -164,6 +165,40 @@ func TestMigrateCarriesRevocations(t *testing.T) {
 		t.Fatalf("--overwrite-credentials: %v, credentials %+v, conflicts %v", err, rep.Credentials, conflictsOf(rep))
 	}
 	checkCreds("overwritten", creds.APIKeySID, made[0].SID)
+
+	// A rotation in progress at the source (a secondary token): with
+	// --overwrite-credentials it is added beside the target's primary, which
+	// stays; never without.
+	secondary := chorus.NewSecret(32)
+	if err := src.Update(ctx, func(tx chorus.Tx) error {
+		a, err := tx.Account(ctx, creds.AccountSID)
+		if err != nil {
+			return err
+		}
+		a.SecondaryAuthToken, a.SecondaryDateCreated = secondary, now
+		return tx.PutAccount(ctx, a)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	secondaryOf := func() string {
+		var s string
+		if err := dst.View(ctx, func(tx chorus.ReadTx) error {
+			a, err := tx.Account(ctx, creds.AccountSID)
+			s = a.SecondaryAuthToken
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	if _, err := transfer.Import(ctx, from, dst, transfer.Options{Logger: quiet}); err != nil || secondaryOf() != "" {
+		t.Fatalf("plain run: %v, target secondary %q; want none added", err, secondaryOf())
+	}
+	if rep, err := transfer.Import(ctx, from, dst, transfer.Options{Logger: quiet, OverwriteCredentials: true}); err != nil ||
+		secondaryOf() != secondary || rep.Credentials.AccountsUpdated != 1 {
+		t.Fatalf("--overwrite-credentials: %v, target secondary added %v; want the source's", err, secondaryOf() == secondary)
+	}
+	checkCreds("secondary added", creds.APIKeySID, made[0].SID)
 	rep, err = transfer.Import(ctx, from, dst, transfer.Options{Logger: quiet})
 	if err != nil || len(rep.Conflicts) != 0 || rep.Credentials.KeysCreated+rep.Credentials.KeysUpdated+len(rep.Credentials.KeysRemoved) != 0 {
 		t.Errorf("a run after: %v, credentials %+v, conflicts %v; want nothing to do", err, rep.Credentials, conflictsOf(rep))
@@ -235,8 +270,23 @@ func TestImportTakesRotatedToken(t *testing.T) {
 			err, rep.Credentials, conflictsOf(rep))
 	}
 	rep, err = transfer.Import(ctx, source, dst, transfer.Options{Account: withToken(rotated), Logger: quiet})
-	if err != nil || len(rep.Conflicts) != 0 {
-		t.Errorf("a run after: %v, conflicts %v; want none (the target has the token as its secondary)", err, conflictsOf(rep))
+	if err != nil || len(rep.Conflicts) != 0 || len(rep.Notes) != 1 {
+		t.Errorf("a run after: %v, conflicts %v, %d notes; want none, and a note that the primary may be revoked", err, conflictsOf(rep), len(rep.Notes))
+	}
+
+	// Rotated again at the source: the target's secondary is taken, and
+	// is not replaced silently, even with --overwrite-credentials.
+	if _, err := eng.CreateSecondaryAuthToken(ctx, owner); err != nil {
+		t.Fatal(err)
+	}
+	a, err = eng.PromoteSecondaryAuthToken(ctx, owner)
+	if err != nil {
+		t.Fatal(err)
+	}
+	third := a.AuthToken
+	rep, err = transfer.Import(ctx, sourceWith(third), dst, transfer.Options{Account: withToken(third), Logger: quiet, OverwriteCredentials: true})
+	if p, s := tokensOf(); err != nil || len(rep.Conflicts) != 1 || p != creds.AuthToken || s != rotated {
+		t.Errorf("a second rotation with --overwrite-credentials: %v, conflicts %v; want the account refused, its tokens kept", err, conflictsOf(rep))
 	}
 }
 

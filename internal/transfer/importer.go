@@ -134,7 +134,8 @@ type Report struct {
 type CredentialCounts struct {
 	AccountsCreated int `json:"accounts_created"`
 	// AccountsUpdated counts accounts given, with OverwriteCredentials,
-	// the auth token a REST source accepted as their secondary.
+	// a secondary auth token: the one a REST source accepted, or a
+	// store's secondary where the target had none.
 	AccountsUpdated int `json:"accounts_updated"`
 	KeysCreated     int `json:"keys_created"`
 	KeysUpdated     int `json:"keys_updated"`
@@ -405,13 +406,21 @@ func (im *importer) ensureAccount(ctx context.Context, sid string) error {
 		verified = a.AuthToken != "" && src.Username == sid && src.Password == a.AuthToken
 	}
 	created, updated := false, false
-	var refused *Conflict
+	var refused, note *Conflict
 	err := im.st.Update(ctx, func(tx chorus.Tx) error {
-		created, updated, refused = false, false, nil
+		created, updated, refused, note = false, false, nil, nil
 		now := im.now().UTC().Truncate(time.Millisecond)
 		old, err := tx.Account(ctx, sid)
 		switch {
-		case err == nil && verified && old.AuthToken != a.AuthToken && old.SecondaryAuthToken != a.AuthToken:
+		case err == nil && verified && old.AuthToken != a.AuthToken && old.SecondaryAuthToken == a.AuthToken:
+			note = &Conflict{Kind: "account", SID: sid, Reason: "the target has the auth token the source accepted for this import " +
+				"only as its secondary: its primary may be one the source revoked; promote the secondary (POST /v1/AuthTokens/Promote) " +
+				"or start the nodes with the source's token"}
+		case err == nil && verified && old.AuthToken != a.AuthToken && old.SecondaryAuthToken != "":
+			refused = &Conflict{Kind: "account", SID: sid, Reason: "the target does not have the auth token the source accepted for " +
+				"this import, and has a secondary auth token already: delete or promote it (/v1/AuthTokens), then run with " +
+				"--overwrite-credentials to add the source's as the secondary"}
+		case err == nil && verified && old.AuthToken != a.AuthToken:
 			if !im.opt.OverwriteCredentials {
 				refused = &Conflict{Kind: "account", SID: sid, Reason: "the target does not have the auth token the source accepted for " +
 					"this import (rotated at the source since the last run, or in the target): apps using the source's get 401 from the " +
@@ -460,6 +469,9 @@ func (im *importer) ensureAccount(ctx context.Context, sid string) error {
 	if refused != nil {
 		im.conflict(*refused)
 	}
+	if note != nil {
+		im.count(func(r *Report) { r.Notes = append(r.Notes, *note) })
+	}
 	return nil
 }
 
@@ -505,10 +517,22 @@ func (im *importer) copyCredentials(ctx context.Context, cr credentialReader) er
 				c.AccountsCreated++
 			case err != nil:
 				return err
+			case overwrite && old.SecondaryAuthToken == "" && a.SecondaryAuthToken != "" && a.SecondaryAuthToken != old.AuthToken:
+				// Additive: the source's secondary (a rotation in progress
+				// there) beside the target's primary, which stays.
+				old.SecondaryAuthToken, old.SecondaryDateCreated = a.SecondaryAuthToken, a.SecondaryDateCreated
+				if err := tx.PutAccount(ctx, old); err != nil {
+					return err
+				}
+				c.AccountsUpdated++
+				if old.AuthToken != a.AuthToken {
+					notes = append(notes, Conflict{Kind: "account", SID: a.SID, Reason: "its primary auth token differs from the " +
+						"source's: the target keeps its own; the source's secondary was added"})
+				}
 			case old.AuthToken != a.AuthToken || old.SecondaryAuthToken != a.SecondaryAuthToken:
 				notes = append(notes, Conflict{Kind: "account", SID: a.SID, Reason: "its auth tokens differ from the source's: the " +
-					"target keeps its own (what its nodes' TWILIO_AUTH_TOKEN made them); if the source's is the current one, " +
-					"start the nodes with it"})
+					"target keeps its own (what its nodes' TWILIO_AUTH_TOKEN made them); start the nodes with the source's if it is " +
+					"the current one, or run with --overwrite-credentials to add the source's secondary where the target has none"})
 			}
 			have, err := tx.APIKeys(ctx, a.SID)
 			if err != nil {
@@ -550,7 +574,12 @@ func (im *importer) copyCredentials(ctx context.Context, cr credentialReader) er
 				c.KeysRemoved = append(c.KeysRemoved, k.SID)
 			}
 			for _, k := range keysOf[a.SID] {
-				if had[k.SID] != nil || k.Main && ownMain {
+				if had[k.SID] != nil {
+					continue
+				}
+				if k.Main && ownMain {
+					notes = append(notes, Conflict{Kind: "api key", SID: k.SID, Reason: "a main key of the source, not added: the " +
+						"target's account has main keys of its own (its nodes' TWILIO_API_KEY); tokens minted with it fail there"})
 					continue
 				}
 				if err := tx.PutAPIKey(ctx, k); err != nil {

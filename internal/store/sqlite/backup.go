@@ -52,6 +52,10 @@ const BackupStagePrefix = ".chorus-backup-"
 // keepFreshEvery is KeepFresh's interval; tests shorten it.
 var keepFreshEvery = time.Minute
 
+// backupChecking, when set (tests), is called with Backup's staging
+// directory before the snapshot's integrity check.
+var backupChecking func(stage string)
+
 // KeepFresh sets the modification time of paths to now every minute until
 // the returned function is called: a staging file or directory in use
 // looks in use (recently modified) to whoever cleans up abandoned ones,
@@ -98,6 +102,9 @@ func Backup(ctx context.Context, dbPath, tmpDir string, w io.Writer) (BackupInfo
 
 	if err := vacuumInto(ctx, dbPath, snap); err != nil {
 		return BackupInfo{}, fmt.Errorf("sqlite: backup: %w", err)
+	}
+	if backupChecking != nil {
+		backupChecking(tmp)
 	}
 	version, err := checkDatabase(ctx, snap)
 	if err != nil {

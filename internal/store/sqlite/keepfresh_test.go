@@ -1,6 +1,7 @@
 package sqlite
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"testing"
@@ -43,5 +44,45 @@ func TestKeepFresh(t *testing.T) {
 	time.Sleep(100 * time.Millisecond)
 	if fi, _ := os.Stat(file); time.Since(fi.ModTime()) < time.Hour {
 		t.Error("KeepFresh touched the file after it was stopped")
+	}
+}
+
+// TestBackupKeepsStagingFresh: Backup's staging directory looks in use
+// (recently modified) while its checks run, however long they take.
+func TestBackupKeepsStagingFresh(t *testing.T) {
+	defer func(d time.Duration) { keepFreshEvery = d }(keepFreshEvery)
+	keepFreshEvery = 20 * time.Millisecond
+	defer func() { backupChecking = nil }()
+	var age time.Duration
+	backupChecking = func(stage string) {
+		old := time.Now().Add(-2 * time.Hour)
+		if err := os.Chtimes(stage, old, old); err != nil {
+			t.Error(err)
+		}
+		time.Sleep(200 * time.Millisecond) // a long check writes nothing
+		fi, err := os.Stat(stage)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		age = time.Since(fi.ModTime())
+	}
+	dir := t.TempDir()
+	db := filepath.Join(dir, "chorus.db")
+	st, err := Open(context.Background(), db, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	out, err := os.Create(filepath.Join(t.TempDir(), "b"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.Close()
+	if _, err := Backup(context.Background(), db, t.TempDir(), out); err != nil {
+		t.Fatal(err)
+	}
+	if age > time.Minute {
+		t.Errorf("the staging directory was last modified %v before the check ended: not kept fresh", age)
 	}
 }
