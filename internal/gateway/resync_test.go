@@ -73,13 +73,7 @@ func TestResyncFindsTopicsBehind(t *testing.T) {
 		t.Fatal(err)
 	}
 	time.Sleep(100 * time.Millisecond)
-	for _, c := range sessions {
-		select {
-		case n := <-c.notes:
-			t.Fatalf("before Resync: %s %s arrived without a publish", n.EventType, n.Event)
-		default:
-		}
-	}
+	noNotes(t, "before Resync, without a publish", sessions)
 	e.gw.Resync()
 	got := map[string][]string{} // by document: event types and ids
 	deadline := time.After(10 * time.Second)
@@ -121,10 +115,16 @@ func TestResyncFindsTopicsBehind(t *testing.T) {
 		t.Errorf("deleted document: got %v, want [document_removed 1]", got[deleted])
 	}
 	time.Sleep(200 * time.Millisecond)
+	noNotes(t, "after Resync, more", sessions)
+}
+
+// noNotes fails t if any of sessions has a notification queued.
+func noNotes(t *testing.T, what string, sessions map[string]*tclient) {
+	t.Helper()
 	for _, c := range sessions {
 		select {
 		case n := <-c.notes:
-			t.Errorf("after Resync: more: %s %s", n.EventType, n.Event)
+			t.Fatalf("%s: %s %s", what, n.EventType, n.Event)
 		default:
 		}
 	}

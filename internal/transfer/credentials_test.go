@@ -15,6 +15,38 @@ import (
 	"github.com/chorus-sync/chorus/internal/transfer"
 )
 
+// changeAccount applies fn to account sid in st.
+func changeAccount(t *testing.T, st chorus.Store, sid string, fn func(*chorus.Account)) {
+	t.Helper()
+	ctx := context.Background()
+	if err := st.Update(ctx, func(tx chorus.Tx) error {
+		a, err := tx.Account(ctx, sid)
+		if err != nil {
+			return err
+		}
+		fn(a)
+		return tx.PutAccount(ctx, a)
+	}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// changeService applies fn to service sid in st.
+func changeService(t *testing.T, st chorus.Store, sid string, fn func(*chorus.Service)) {
+	t.Helper()
+	ctx := context.Background()
+	if err := st.Update(ctx, func(tx chorus.Tx) error {
+		svc, err := tx.Service(ctx, sid)
+		if err != nil {
+			return err
+		}
+		fn(svc)
+		return tx.PutService(ctx, svc)
+	}); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // conflictsOf lists a report's conflicts as "kind SID".
 func conflictsOf(rep *transfer.Report) []string {
 	var out []string
@@ -79,16 +111,7 @@ func TestMigrateCarriesRevocations(t *testing.T) {
 	}
 	setToken := func(st chorus.Store, tok string) {
 		t.Helper()
-		if err := st.Update(ctx, func(tx chorus.Tx) error {
-			a, err := tx.Account(ctx, creds.AccountSID)
-			if err != nil {
-				return err
-			}
-			a.AuthToken = tok
-			return tx.PutAccount(ctx, a)
-		}); err != nil {
-			t.Fatal(err)
-		}
+		changeAccount(t, st, creds.AccountSID, func(a *chorus.Account) { a.AuthToken = tok })
 	}
 	// At the source: "worker" revoked, the token rotated, a new main key.
 	if err := src.Update(ctx, func(tx chorus.Tx) error { return tx.DeleteAPIKey(ctx, made[1].SID) }); err != nil {
@@ -170,16 +193,7 @@ func TestMigrateCarriesRevocations(t *testing.T) {
 	// --overwrite-credentials it is added beside the target's primary, which
 	// stays; never without.
 	secondary := chorus.NewSecret(32)
-	if err := src.Update(ctx, func(tx chorus.Tx) error {
-		a, err := tx.Account(ctx, creds.AccountSID)
-		if err != nil {
-			return err
-		}
-		a.SecondaryAuthToken, a.SecondaryDateCreated = secondary, now
-		return tx.PutAccount(ctx, a)
-	}); err != nil {
-		t.Fatal(err)
-	}
+	changeAccount(t, src, creds.AccountSID, func(a *chorus.Account) { a.SecondaryAuthToken, a.SecondaryDateCreated = secondary, now })
 	secondaryOf := func() string {
 		var s string
 		if err := dst.View(ctx, func(tx chorus.ReadTx) error {
@@ -302,16 +316,9 @@ func TestImportWebhookURLChorusRefuses(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := src.Update(ctx, func(tx chorus.Tx) error {
-		svc, err := tx.Service(ctx, creds.ServiceSID)
-		if err != nil {
-			return err
-		}
+	changeService(t, src, creds.ServiceSID, func(svc *chorus.Service) {
 		svc.WebhookURL, svc.WebhooksFromRestEnabled = "https://user:HookSecret77@hooks.example.com/sync", true
-		return tx.PutService(ctx, svc)
-	}); err != nil {
-		t.Fatal(err)
-	}
+	})
 	dst, _ := openSQLite(t)
 	for run := range 2 {
 		rep, err := transfer.Import(ctx, &transfer.StoreReader{Store: src}, dst, transfer.Options{Logger: quiet})
@@ -334,16 +341,7 @@ func TestImportWebhookURLChorusRefuses(t *testing.T) {
 	// The operator sets one on the target, as told: later runs keep it,
 	// with --overwrite too, and have nothing more to say.
 	const fixed = "https://hooks.example.com/sync?token=abc"
-	if err := dst.Update(ctx, func(tx chorus.Tx) error {
-		svc, err := tx.Service(ctx, creds.ServiceSID)
-		if err != nil {
-			return err
-		}
-		svc.WebhookURL = fixed
-		return tx.PutService(ctx, svc)
-	}); err != nil {
-		t.Fatal(err)
-	}
+	changeService(t, dst, creds.ServiceSID, func(svc *chorus.Service) { svc.WebhookURL = fixed })
 	for _, overwrite := range []bool{false, true} {
 		rep, err := transfer.Import(ctx, &transfer.StoreReader{Store: src}, dst, transfer.Options{Logger: quiet, Overwrite: overwrite})
 		if err != nil || len(rep.Conflicts) != 0 {

@@ -664,9 +664,8 @@ func (t *tx) Events(ctx context.Context, objectSID string, afterID int64, limit 
 }
 
 func (t *tx) LastEventIDs(ctx context.Context, objectSIDs []string) (map[string]int64, error) {
-	out := make(map[string]int64, len(objectSIDs))
 	if len(objectSIDs) == 0 {
-		return out, nil
+		return map[string]int64{}, nil
 	}
 	list, err := json.Marshal(objectSIDs)
 	if err != nil {
@@ -678,12 +677,7 @@ func (t *tx) LastEventIDs(ctx context.Context, objectSIDs []string) (map[string]
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: last event ids: %w", err)
 	}
-	for _, l := range ids {
-		if l.ID != nil {
-			out[l.ObjectSID] = *l.ID
-		}
-	}
-	return out, nil
+	return sqlrow.LastEventIDMap(ids), nil
 }
 
 func (t *tx) EventsOfType(ctx context.Context, serviceSID, objectSID string, types []chorus.EventType, afterID, throughID int64, limit int) ([]*chorus.Event, error) {

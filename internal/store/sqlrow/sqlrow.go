@@ -276,6 +276,18 @@ type LastEventID struct {
 	ID        *int64
 }
 
+// LastEventIDMap is ReadTx.LastEventIDs' result from its query's rows:
+// the objects that have a logged event.
+func LastEventIDMap(rows []*LastEventID) map[string]int64 {
+	out := make(map[string]int64, len(rows))
+	for _, l := range rows {
+		if l.ID != nil {
+			out[l.ObjectSID] = *l.ID
+		}
+	}
+	return out
+}
+
 // ScanLastEventID scans a row of (object SID, MAX(id)).
 func ScanLastEventID(sc Scanner) (*LastEventID, error) {
 	var l LastEventID
