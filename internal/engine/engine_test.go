@@ -889,6 +889,7 @@ func TestPagingACL(t *testing.T) {
 func TestCreationOrder(t *testing.T) {
 	f := newFixture(t)
 	ctx := context.Background()
+	f.clock.Advance(time.Second) // past the fixture's service, which took a creation time too
 	var made []string
 	for i := range 60 {
 		o, err := f.eng.CreateObject(ctx, engine.SystemActor(), f.svc, chorus.KindDocument, engine.CreateObject{UniqueName: fmt.Sprintf("d%02d", i)})

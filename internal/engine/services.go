@@ -85,9 +85,12 @@ func (e *Engine) Bootstrap(ctx context.Context, want Credentials) (got Credentia
 		switch {
 		case isNotFound(err):
 			created = true
+			// createdAt: services order by creation ("default" is the
+			// oldest), so one created in the same millisecond must not tie.
+			at := e.createdAt(now)
 			return tx.PutService(ctx, &chorus.Service{
 				SID: want.ServiceSID, AccountSID: want.AccountSID, FriendlyName: "Default Service",
-				ReachabilityDebouncingWindow: 5000, DateCreated: now, DateUpdated: now,
+				ReachabilityDebouncingWindow: 5000, DateCreated: at, DateUpdated: at,
 			})
 		case err != nil:
 			return err
@@ -215,7 +218,7 @@ func (e *Engine) CreateService(ctx context.Context, accountSID string, p Service
 	if err := e.validServiceParams(p); err != nil {
 		return nil, err
 	}
-	now := e.now()
+	now := e.createdAt(e.now()) // after every service this process created: paging and "default" follow creation
 	s := &chorus.Service{
 		SID: chorus.NewSID(chorus.PrefixService), AccountSID: accountSID,
 		ReachabilityDebouncingWindow: 5000, DateCreated: now, DateUpdated: now,
