@@ -27,7 +27,7 @@ import (
 const (
 	// MaxFormParts bounds the parts of a multipart body (the widest Sync
 	// write has five parameters); the body as a whole, part headers
-	// included, is bounded by maxBodyBytes.
+	// included, is bounded by ReadForm's maxBody.
 	MaxFormParts = 64
 	// maxBoundary is RFC 2046's limit on a multipart boundary.
 	maxBoundary = 70
