@@ -153,7 +153,7 @@ func (d *Dispatcher) record(op presenceOp) {
 	giveUp := time.Now().Add(presenceRetryFor)
 	for attempt := 0; ; attempt++ {
 		err := d.cfg.Store.Update(ctx, func(tx chorus.Tx) error {
-			now, err := tx.Now(ctx) // the cluster's clock: the leader compares it
+			now, err := d.storeNow(ctx, tx) // the cluster's clock: the leader compares it
 			if err != nil {
 				return err
 			}
@@ -196,23 +196,19 @@ func reachabilityEvent(ep chorus.Endpoint, typ chorus.EventType, now time.Time) 
 
 // reachability sends endpoint_disconnected for the identities whose
 // debouncing window has passed since they went offline, and returns when
-// the next one is due (zero: none pending), as a time of Now. The times
-// it compares are the store's (chorus.OutboxReader.Now): the node that
-// recorded when an identity went offline may not be this one.
+// the next one is due (zero: none pending). Its times are Now's, the
+// store's clock: the node that recorded when an identity went offline may
+// not be this one. Only a leader runs it, and a leader knows that clock.
 func (d *Dispatcher) reachability(ctx context.Context) (next time.Time, err error) {
 	var offline []*chorus.OfflineIdentity
-	var now time.Time // the store's
+	now := d.Now()
 	err = d.cfg.Store.View(ctx, func(tx chorus.ReadTx) (err error) {
-		if now, err = tx.Now(ctx); err != nil {
-			return err
-		}
 		offline, err = tx.OfflineIdentities(ctx, now, 1000)
 		return err
 	})
 	if err != nil {
 		return time.Time{}, fmt.Errorf("webhook: offline identities: %w", err)
 	}
-	local := d.Now()
 	for _, o := range offline {
 		var window time.Duration
 		svc, err := d.service(ctx, o.ServiceSID)
@@ -223,17 +219,14 @@ func (d *Dispatcher) reachability(ctx context.Context) (next time.Time, err erro
 			return time.Time{}, err
 		}
 		if due := o.Since.Add(window); due.After(now) {
-			if at := local.Add(due.Sub(now)); next.IsZero() || at.Before(next) {
-				next = at
+			if next.IsZero() || due.Before(next) {
+				next = due
 			}
 			continue
 		}
 		var gone bool
-		err = d.cfg.Store.Update(ctx, func(tx chorus.Tx) error {
-			now, err := tx.Now(ctx)
-			if err != nil {
-				return err
-			}
+		err = d.cfg.Store.Update(ctx, func(tx chorus.Tx) (err error) {
+			now := d.Now()
 			gone, err = tx.GoneOffline(ctx, o.ServiceSID, o.Identity, now.Add(-window))
 			if err != nil || !gone || svc == nil {
 				return err

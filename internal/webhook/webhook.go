@@ -213,27 +213,35 @@ func (d *Dispatcher) Append(ctx context.Context, tx chorus.Tx, events []*chorus.
 		if !wants(svc, e) {
 			continue
 		}
-		if !d.skewKnown.Load() {
-			// No heartbeat has read the store's clock yet (the store was
-			// away at start): this entry's times would be this node's.
-			if _, err := d.learnSkew(ctx, tx); err != nil {
-				return fmt.Errorf("webhook: append: %w", err)
-			}
+		now, err := d.storeNow(ctx, tx)
+		if err != nil {
+			return fmt.Errorf("webhook: append: %w", err)
 		}
-		if err := tx.AppendOutbox(ctx, d.newEntry(e)); err != nil {
+		if err := tx.AppendOutbox(ctx, newEntry(e, now)); err != nil {
 			return fmt.Errorf("webhook: append: %w", err)
 		}
 	}
 	return nil
 }
 
-func (d *Dispatcher) newEntry(e *chorus.Event) *chorus.OutboxEntry {
-	now := d.Now()
+// newEntry is e's outbox entry, due at its creation, now (storeNow).
+func newEntry(e *chorus.Event, now time.Time) *chorus.OutboxEntry {
 	key := e.ObjectSID
 	if e.ObjectSID == "" {
 		key = "identity:" + e.Identity
 	}
 	return &chorus.OutboxEntry{ServiceSID: e.ServiceSID, OrderKey: key, Event: e, NextAttempt: now, DateCreated: now}
+}
+
+// storeNow is the store's time for what tx records: Now, or, while no
+// heartbeat has read the store's clock yet (the store was away at start),
+// that clock read in tx (learnSkew), so that nothing is dated on this
+// node's own clock.
+func (d *Dispatcher) storeNow(ctx context.Context, tx chorus.ReadTx) (time.Time, error) {
+	if d.skewKnown.Load() {
+		return d.Now(), nil
+	}
+	return d.learnSkew(ctx, tx)
 }
 
 // learnSkew reads the store's clock in tx and records how far this node's
@@ -255,8 +263,8 @@ func (d *Dispatcher) learnSkew(ctx context.Context, tx chorus.ReadTx) (time.Time
 // stores or compares with a stored time is on it, so that a node whose
 // own clock is off neither has its webhooks held back (NextAttempt),
 // given up on as too old (DateCreated, MaxAge) nor shown with a wrong age
-// on another node. The heartbeat and presence changes read the store's
-// clock itself.
+// on another node, nor cuts an identity's debouncing short. Only the
+// heartbeat reads the store's clock itself, every Heartbeat.
 func (d *Dispatcher) Now() time.Time {
 	return d.cfg.Clock().Add(time.Duration(d.skew.Load())).UTC()
 }
