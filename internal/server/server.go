@@ -12,6 +12,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -290,14 +291,28 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 
 func (s *Server) routes() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+	// only serves path with h for methods, and answers any other method
+	// 405 20004 (without it, "/" below would take them).
+	only := func(path string, h http.HandlerFunc, methods ...string) {
+		for _, m := range methods {
+			mux.HandleFunc(m+" "+path, h)
+		}
+		if slices.Contains(methods, http.MethodGet) {
+			methods = append(methods, http.MethodHead) // GET patterns serve HEAD
+		}
+		allow := strings.Join(methods, ", ")
+		mux.HandleFunc(path, func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Allow", allow)
+			twiliohttp.WriteError(w, r, s.log, chorus.ErrMethod)
+		})
+	}
+	only("/healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		_, _ = w.Write([]byte("ok"))
-	})
-	mux.HandleFunc("GET /token", s.serveToken)
-	mux.HandleFunc("POST /token", s.serveToken)
-	mux.HandleFunc("GET /readyz", s.serveReady)
-	mux.HandleFunc("GET /metrics", s.serveMetrics)
+	}, http.MethodGet)
+	only("/token", s.serveToken, http.MethodGet, http.MethodPost)
+	only("/readyz", s.serveReady, http.MethodGet)
+	only("/metrics", s.serveMetrics, http.MethodGet)
 
 	// Mount point: REST v1 (internal/httpapi), full paths.
 	mux.Handle("/v1/", httpapi.New(httpapi.Config{Engine: s.eng, PublicURL: s.cfg.PublicURL, Logger: s.cfg.Logger}))
@@ -332,15 +347,7 @@ func (s *Server) routes() http.Handler {
 	// got an API path wrong (/V1/…, /v2/…) is told so in its own terms.
 	files := web.FS()
 	static := http.FileServerFS(files)
-	// The routes above that take only some methods; "/" also matches
-	// their other methods.
-	methods := map[string]string{"/healthz": "GET, HEAD", "/token": "GET, HEAD, POST", "/readyz": "GET, HEAD", "/metrics": "GET, HEAD"}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		if allow, ok := methods[r.URL.Path]; ok {
-			w.Header().Set("Allow", allow)
-			twiliohttp.WriteError(w, r, s.log, chorus.ErrMethod)
-			return
-		}
 		if !staticPath(files, r.URL.Path) {
 			twiliohttp.WriteError(w, r, s.log, chorus.Errorf(chorus.ErrNotFound, "The requested resource %s was not found", twiliohttp.Clip(r.URL.Path)))
 			return
