@@ -202,6 +202,7 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer) error {
 	wsMaxUnauth := fs.Int("ws-max-unauth-per-ip", defaultWSMaxUnauthPerIP, "cap on websocket connections per client IP that have not completed init, refused with 429 beyond (0 = no cap; behind a proxy it counts the proxy: raise it or set 0)")
 	wsCoalesce := fs.Duration("ws-coalesce", gateway.DefaultCoalesceInterval, "while the websocket writer pool is behind, write live events to a session at most this often, merged (0 = write each as soon as possible)")
 	wsReplayLimit := fs.Int("ws-replay-limit", gateway.DefaultReplayLimit, "events one subscription request replays at most; past it the client is told the replay was interrupted and subscribes again from where it got to")
+	startWait := fs.Duration("start-wait", time.Minute, "how long to keep trying to reach a PostgreSQL store or NATS bus that does not answer at start (0 = give up at once)")
 	pprofListen := fs.String("pprof-listen", "", "serve Go's /debug/pprof/ profiling endpoints on this loopback address (off by default)")
 	sec := addSecurityFlags(fs)
 	var devTokens devTokensFlag
@@ -231,6 +232,9 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	if *wsMaxConns < 0 || *wsMaxUnauth < 0 {
 		return usagef("invalid --ws-max-conns or --ws-max-unauth-per-ip: want 0 or more")
+	}
+	if *startWait < 0 {
+		return usagef("invalid --start-wait %v: want 0 or more", *startWait)
 	}
 	if *wsReplayLimit < 1 {
 		return usagef("invalid --ws-replay-limit %d: want 1 or more", *wsReplayLimit)
@@ -267,6 +271,7 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer) error {
 		WSCoalesce:           coalesceSetting(*wsCoalesce),
 		WSReplayLimit:        *wsReplayLimit,
 		DevTokens:            devTokens.mode,
+		StartWait:            *startWait,
 	}
 	if err := applyDevTokensPublic(fs, &cfg, *devTokensPublic); err != nil {
 		return err

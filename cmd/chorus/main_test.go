@@ -371,6 +371,7 @@ func TestErrors(t *testing.T) {
 		{"short auth token", []string{"TWILIO_ACCOUNT_SID=AC0123456789abcdef0123456789abcdef", "TWILIO_AUTH_TOKEN=" + secret32[:31], "TWILIO_API_KEY=SK0123456789abcdef0123456789abcdef", "TWILIO_API_SECRET=" + secret32}, []string{"serve", "--data-dir", filepath.Join(dir, "d3")}, 2, "TWILIO_AUTH_TOKEN is 31 characters long: want at least 32"},
 		{"short API secret", []string{"TWILIO_ACCOUNT_SID=AC0123456789abcdef0123456789abcdef", "TWILIO_AUTH_TOKEN=" + secret32, "TWILIO_API_KEY=SK0123456789abcdef0123456789abcdef", "TWILIO_API_SECRET=x"}, []string{"serve", "--data-dir", filepath.Join(dir, "d4")}, 2, "TWILIO_API_SECRET is 1 characters long"},
 		{"bad dev-tokens", nil, []string{"serve", "--dev-tokens=maybe"}, 2, "dev-tokens"},
+		{"negative start wait", nil, []string{"serve", "--start-wait=-1s"}, 2, "--start-wait"},
 		{"dev-tokens-public alone", nil, []string{"serve", "--dev-tokens-public"}, 2, "--dev-tokens-public needs --dev-tokens"},
 		{"bad CHORUS_DEV_TOKENS", []string{"CHORUS_DEV_TOKENS=maybe"}, []string{"serve"}, 2, "CHORUS_DEV_TOKENS"},
 		{"admin keys without subcommand", nil, []string{"admin", "keys"}, 2, "list, create or revoke"},

@@ -122,6 +122,13 @@ type Config struct {
 	// ClusterSecret, when set, signs and verifies every bus event
 	// (natsbus.WithSecret); every node needs the same one.
 	ClusterSecret string
+	// StartWait is how long New keeps trying to reach a PostgreSQL store
+	// or NATS bus that does not answer (connection refused, timeout,
+	// server starting up) before it gives up: nodes started with or
+	// before their dependencies (a machine's boot, a whole cluster's
+	// restart) come up once those do. Other errors (authentication, TLS,
+	// a bad URL) fail at once, as does everything when it is 0.
+	StartWait time.Duration
 }
 
 // Server is one Chorus node.
@@ -203,14 +210,19 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	}
 	var leader func(context.Context) bool
 	if s.store == nil {
-		st, lead, err := openStore(ctx, cfg)
+		opened, err := untilAvailable(ctx, s.log, "PostgreSQL", cfg.StartWait, func(ctx context.Context) (openedStore, error) {
+			st, lead, err := openStore(ctx, cfg)
+			return openedStore{st, lead}, err
+		})
 		if err != nil {
 			return nil, err
 		}
-		s.store, leader = st, lead
+		s.store, leader = opened.store, opened.leader
 	}
 	if s.bus == nil {
-		b, err := openBus(ctx, cfg, s.BusLost)
+		b, err := untilAvailable(ctx, s.log, "NATS", cfg.StartWait, func(ctx context.Context) (chorus.Bus, error) {
+			return openBus(ctx, cfg, s.BusLost)
+		})
 		if err != nil {
 			return nil, err
 		}
@@ -581,6 +593,47 @@ func openStore(ctx context.Context, cfg Config) (chorus.Store, func(context.Cont
 		return nil, nil, fmt.Errorf("server: open store: %w", err)
 	}
 	return st, nil, nil
+}
+
+type openedStore struct {
+	store  chorus.Store
+	leader func(context.Context) bool
+}
+
+// startRetryMax caps the pause between untilAvailable's attempts.
+const startRetryMax = 5 * time.Second
+
+// untilAvailable calls open until it succeeds, fails with an error that
+// does not wrap chorus.ErrUnavailable, ctx ends, or wait has passed since
+// the first attempt, logging each failure: what New does with the store
+// and bus it has to reach (Config.StartWait).
+func untilAvailable[T any](ctx context.Context, log *slog.Logger, what string, wait time.Duration, open func(context.Context) (T, error)) (T, error) {
+	giveUp := time.Now().Add(wait)
+	pause := 250 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		v, err := open(ctx)
+		if err == nil || !errors.Is(err, chorus.ErrUnavailable) || ctx.Err() != nil {
+			return v, err
+		}
+		left := time.Until(giveUp)
+		if left <= 0 {
+			if wait > 0 {
+				err = fmt.Errorf("%w (still unreachable after %v)", err, wait)
+			}
+			return v, err
+		}
+		pause = min(pause, left)
+		log.Warn("server: waiting for "+what, slog.Int("attempt", attempt),
+			slog.Duration("retry_in", pause), slog.Duration("gives_up_in", left.Round(time.Second)), slog.Any("error", err))
+		t := time.NewTimer(pause)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return v, err
+		case <-t.C:
+		}
+		pause = min(2*pause, startRetryMax)
+	}
 }
 
 // openBus connects to NATS when cfg.BusURL names it, else returns the

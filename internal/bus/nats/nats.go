@@ -7,6 +7,7 @@ import (
 	"hash/maphash"
 	"log/slog"
 	"math/rand/v2"
+	"net"
 	"net/url"
 	"strings"
 	"sync"
@@ -154,8 +155,9 @@ type Stats struct {
 
 // Open connects to the NATS server(s) at url (comma-separated for a
 // cluster) and returns a Bus. It fails, naming the URL without
-// credentials, if no server is reachable; after that it reconnects
-// forever.
+// credentials, if no server is reachable (an error wrapping
+// chorus.ErrUnavailable) or the server refuses the client (one that does
+// not); after that it reconnects forever.
 func Open(ctx context.Context, url string, logger *slog.Logger, opts ...Option) (*Bus, error) {
 	if logger == nil {
 		logger = slog.Default()
@@ -251,7 +253,11 @@ func Open(ctx context.Context, url string, logger *slog.Logger, opts ...Option) 
 		return nil, fmt.Errorf("nats: connect %s: %w", b.url, chorus.Wrap(chorus.ErrUnavailable, ctx.Err()))
 	}
 	if r.err != nil {
-		return nil, fmt.Errorf("nats: connect %s: %w", b.url, chorus.Wrap(chorus.ErrUnavailable, scrub(r.err, url)))
+		err := scrub(r.err, url)
+		if unreachable(r.err) {
+			err = chorus.Wrap(chorus.ErrUnavailable, err)
+		}
+		return nil, fmt.Errorf("nats: connect %s: %w", b.url, err)
 	}
 	b.nc = r.nc
 	for i := range b.queues {
@@ -261,6 +267,15 @@ func Open(ctx context.Context, url string, logger *slog.Logger, opts ...Option) 
 	}
 	b.log.Debug("nats: connected", slog.String("server", b.nc.ConnectedUrlRedacted()))
 	return b, nil
+}
+
+// unreachable reports whether a failed Connect found no server to talk to
+// (refused, timed out, a name that did not resolve), as opposed to one
+// that refused this client (authentication, TLS, protocol): only the
+// first may go away by itself.
+func unreachable(err error) bool {
+	var ne net.Error
+	return errors.Is(err, natsgo.ErrNoServers) || errors.Is(err, natsgo.ErrTimeout) || errors.As(err, &ne)
 }
 
 // backoff is the reconnect delay after a full pass over the server list:
