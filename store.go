@@ -40,6 +40,10 @@ type ReadTx interface {
 	Accounts(ctx context.Context) ([]*Account, error)
 	APIKey(ctx context.Context, sid string) (*APIKey, error)
 	APIKeys(ctx context.Context, accountSID string) ([]*APIKey, error)
+	// APIKeyRevoked reports whether key sid was deleted (Tx.DeleteAPIKey):
+	// the store remembers revoked SIDs, so that a copy from another store
+	// (chorus migrate, import) never brings a revoked key back.
+	APIKeyRevoked(ctx context.Context, sid string) (bool, error)
 
 	Service(ctx context.Context, sid string) (*Service, error)
 	// Services returns the account's services ordered by (DateCreated,
@@ -107,6 +111,7 @@ type Tx interface {
 
 	PutAccount(ctx context.Context, a *Account) error
 	PutAPIKey(ctx context.Context, k *APIKey) error
+	// DeleteAPIKey deletes key sid and records it as revoked.
 	DeleteAPIKey(ctx context.Context, sid string) error
 
 	// PutService inserts or replaces a service.

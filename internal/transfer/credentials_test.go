@@ -2,6 +2,7 @@ package transfer_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -216,6 +217,51 @@ func TestMigrateCarriesRevocations(t *testing.T) {
 	rep, err = transfer.Import(ctx, from, dst, transfer.Options{Logger: quiet})
 	if err != nil || len(rep.Conflicts) != 0 || rep.Credentials.KeysCreated+rep.Credentials.KeysUpdated+len(rep.Credentials.KeysRemoved) != 0 {
 		t.Errorf("a run after: %v, credentials %+v, conflicts %v; want nothing to do", err, rep.Credentials, conflictsOf(rep))
+	}
+}
+
+// TestMigrateKeepsRevokedKeysOut: a key revoked in the target (a leak found
+// after the first copy) is not created again by the next run, with or
+// without --overwrite-credentials, while the source still has it: the run
+// notes it instead.
+func TestMigrateKeepsRevokedKeysOut(t *testing.T) {
+	ctx := context.Background()
+	src, _ := openSQLite(t)
+	eng := engine.New(engine.Config{Store: src, Logger: quiet})
+	creds, _, err := eng.Bootstrap(ctx, engine.Credentials{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	main := engine.Credential{AccountSID: creds.AccountSID, SID: creds.APIKeySID, Main: true}
+	leaked, err := eng.CreateAPIKey(ctx, main, "leaked")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dst, _ := openSQLite(t)
+	from := &transfer.StoreReader{Store: src}
+	if rep, err := transfer.Import(ctx, from, dst, transfer.Options{Logger: quiet}); err != nil || rep.Credentials.KeysCreated != 2 {
+		t.Fatalf("first copy: %v, credentials %+v", err, rep.Credentials)
+	}
+	if err := engine.New(engine.Config{Store: dst, Logger: quiet}).DeleteAPIKey(ctx, main, leaked.SID); err != nil {
+		t.Fatal(err)
+	}
+	for _, overwrite := range []bool{false, true} {
+		rep, err := transfer.Import(ctx, from, dst, transfer.Options{Logger: quiet, OverwriteCredentials: overwrite})
+		if err != nil || len(rep.Conflicts) != 0 || rep.Credentials.KeysCreated != 0 {
+			t.Fatalf("overwrite-credentials %v: %v, credentials %+v, conflicts %v", overwrite, err, rep.Credentials, conflictsOf(rep))
+		}
+		if len(rep.Notes) != 1 || rep.Notes[0].SID != leaked.SID || !strings.Contains(rep.Notes[0].Reason, "revoked in the target") {
+			t.Errorf("overwrite-credentials %v: notes %+v, want one saying %s was revoked in the target", overwrite, rep.Notes, leaked.SID)
+		}
+		if err := dst.View(ctx, func(tx chorus.ReadTx) error {
+			_, err := tx.APIKey(ctx, leaked.SID)
+			if !errors.Is(err, chorus.ErrNotFound) {
+				t.Errorf("overwrite-credentials %v: the revoked key is back in the target (%v)", overwrite, err)
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
 

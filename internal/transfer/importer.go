@@ -487,7 +487,8 @@ func (im *importer) ensureAccount(ctx context.Context, sid string) error {
 // more after the old node stops) or newer (made in the target after it
 // took over): keys the source no longer has, and keys whose secret
 // differs, are refused and reported, as objects are, and
-// OverwriteCredentials makes them the source's, removing those keys.
+// OverwriteCredentials makes them the source's, removing those keys. A
+// key the target revoked is never created again, whatever the options.
 func (im *importer) copyCredentials(ctx context.Context, cr credentialReader) error {
 	accts, keys, err := cr.Credentials(ctx)
 	if err != nil {
@@ -575,6 +576,14 @@ func (im *importer) copyCredentials(ctx context.Context, cr credentialReader) er
 			}
 			for _, k := range keysOf[a.SID] {
 				if had[k.SID] != nil {
+					continue
+				}
+				switch revoked, err := tx.APIKeyRevoked(ctx, k.SID); {
+				case err != nil:
+					return err
+				case revoked:
+					notes = append(notes, Conflict{Kind: "api key", SID: k.SID, Reason: "revoked in the target, which never " +
+						"takes a revoked key back: revoke it at the source too"})
 					continue
 				}
 				if k.Main && ownMain {

@@ -169,6 +169,14 @@ ALTER TABLE api_keys ADD COLUMN main BOOLEAN NOT NULL DEFAULT false;
 ALTER TABLE api_keys ADD COLUMN date_updated BIGINT NOT NULL DEFAULT -9223372036854775808;
 UPDATE api_keys SET main = true, date_updated = date_created;
 `,
+	// 4: revoked API keys, remembered so that a copy from another store
+	// never brings one back (Tx.DeleteAPIKey, ReadTx.APIKeyRevoked).
+	`
+CREATE TABLE revoked_api_keys (
+	sid          TEXT PRIMARY KEY,
+	date_revoked BIGINT NOT NULL
+);
+`,
 }
 
 // lockKey derives an advisory lock key from a purpose and the schema the

@@ -186,6 +186,14 @@ ALTER TABLE api_keys ADD COLUMN main INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE api_keys ADD COLUMN date_updated INTEGER NOT NULL DEFAULT -9223372036854775808;
 UPDATE api_keys SET main = 1, date_updated = date_created;
 `,
+	// 5: revoked API keys, remembered so that a copy from another store
+	// never brings one back (Tx.DeleteAPIKey, ReadTx.APIKeyRevoked).
+	`
+CREATE TABLE revoked_api_keys (
+	sid          TEXT PRIMARY KEY,
+	date_revoked INTEGER NOT NULL
+) WITHOUT ROWID;
+`,
 }
 
 // migrate applies the migrations not yet recorded in user_version. It is

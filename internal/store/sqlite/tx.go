@@ -224,7 +224,21 @@ func (t *tx) DeleteAPIKey(ctx context.Context, sid string) error {
 	if err := t.execOne(ctx, `DELETE FROM api_keys WHERE sid = ?`, sid); err != nil {
 		return fmt.Errorf("sqlite: delete api key %s: %w", sid, err)
 	}
+	if _, err := t.exec(ctx, `INSERT INTO revoked_api_keys (sid, date_revoked) VALUES (?, ?) ON CONFLICT (sid) DO NOTHING`, sid, sqlrow.Nanos(time.Now())); err != nil {
+		return fmt.Errorf("sqlite: delete api key %s: record the revocation: %w", sid, err)
+	}
 	return nil
+}
+
+func (t *tx) APIKeyRevoked(ctx context.Context, sid string) (bool, error) {
+	_, err := queryOne(ctx, t, sqlrow.ScanTime, `SELECT date_revoked FROM revoked_api_keys WHERE sid = ?`, sid)
+	switch {
+	case errors.Is(err, chorus.ErrNotFound):
+		return false, nil
+	case err != nil:
+		return false, fmt.Errorf("sqlite: api key %s revoked: %w", sid, err)
+	}
+	return true, nil
 }
 
 // Services.

@@ -114,11 +114,23 @@ func testAPIKeys(t *testing.T, s chorus.Store) {
 	})
 	checkList(t, "APIKeys(acc)", keys, want)
 
+	revoked := func(sid string) bool {
+		t.Helper()
+		return mustGet(t, s, "APIKeyRevoked", func(ctx context.Context, tx chorus.ReadTx) (bool, error) {
+			return tx.APIKeyRevoked(ctx, sid)
+		})
+	}
+	if revoked(k2.SID) || revoked(k3.SID) {
+		t.Errorf("APIKeyRevoked = true for a key never deleted")
+	}
 	update(t, s, func(tx chorus.Tx) error { return tx.DeleteAPIKey(context.Background(), k2.SID) })
 	_, err := get(t, s, func(ctx context.Context, tx chorus.ReadTx) (*chorus.APIKey, error) {
 		return tx.APIKey(ctx, k2.SID)
 	})
 	wantNotFound(t, "APIKey(deleted)", err)
+	if !revoked(k2.SID) || revoked(k3.SID) {
+		t.Errorf("APIKeyRevoked(deleted, kept) = %v, %v; want true, false", revoked(k2.SID), revoked(k3.SID))
+	}
 	keys = mustGet(t, s, "APIKeys", func(ctx context.Context, tx chorus.ReadTx) ([]*chorus.APIKey, error) {
 		return tx.APIKeys(ctx, acc.SID)
 	})
