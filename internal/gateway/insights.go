@@ -631,9 +631,9 @@ func (c *conn) establishLiveQuery(ctx context.Context, corr json.Number, id, ind
 		lq.pending, lq.pendingBytes, lq.state = nil, 0, lqLive
 	}
 	// Sent under the topic's lock: a denial (denyQuery) comes after it.
-	c.send(syncFrame("subscription_established", corr, []map[string]any{{
+	sendSync(c, "subscription_established", corr, []map[string]any{{
 		"object_sid": id, "object_type": liveQueryType, "replay_status": "completed", "last_event_id": lq.ceil,
-	}}))
+	}})
 	t.mu.Unlock()
 }
 
