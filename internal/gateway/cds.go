@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -563,20 +564,31 @@ func (c *conn) items(ctx context.Context, r *request, k chorus.Kind, id string) 
 	return errorResponse(chorus.ErrMethod)
 }
 
-// pageToken is the opaque paging token of item pages: continue after From
-// in Order, Size items a page. twilio-sync up to 3.2.x sends only the
-// PageToken on nextPage()/prevPage(), so the token carries everything the
-// next page needs; an explicit PageSize still wins. Tokens without a size
-// (issued before it was added) give the default page size.
+// pageToken is the opaque paging token of item pages: the page after From
+// in Order, Size items a page, or with Back the page before From, still
+// in Order. twilio-sync up to 3.2.x sends only the PageToken on
+// nextPage()/prevPage() and shows the items as they come, so the token
+// carries everything the page needs; an explicit PageSize still wins.
+// Tokens without a size (issued before it was added) give the default
+// page size; previous-page tokens issued before Back was added name the
+// opposite order and still work as they did (the page before, reversed).
 type pageToken struct {
 	From  string `json:"from"`
 	Order string `json:"order"`
 	Size  int    `json:"size,omitempty"`
+	Back  bool   `json:"back,omitempty"`
 }
 
-func encodeToken(from, order string, size int) string {
-	b, _ := json.Marshal(pageToken{from, order, size})
+func encodeToken(from, order string, size int, back bool) string {
+	b, _ := json.Marshal(pageToken{from, order, size, back})
 	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+func oppositeOrder(order string) string {
+	if order == "desc" {
+		return "asc"
+	}
+	return "desc"
 }
 
 func itemPos(k chorus.Kind, it *chorus.Item) string {
@@ -630,7 +642,7 @@ func (c *conn) itemsPage(ctx context.Context, r *request, k chorus.Kind, id stri
 		}
 		pageSize = min(n, chorus.MaxPageSize-1)
 	}
-	from, bounds := q.Get("From"), "inclusive"
+	from, bounds, back := q.Get("From"), "inclusive", false
 	if b := q.Get("Bounds"); b != "" {
 		bounds = strings.ToLower(b)
 	}
@@ -640,43 +652,65 @@ func (c *conn) itemsPage(ctx context.Context, r *request, k chorus.Kind, id stri
 		if err != nil || json.Unmarshal(raw, &pt) != nil || (pt.Order != "asc" && pt.Order != "desc") || pt.Size < 0 {
 			return errorResponse(chorus.ErrInvalidPageToken)
 		}
-		from, order, bounds = pt.From, pt.Order, "exclusive"
+		from, order, bounds, back = pt.From, pt.Order, "exclusive", pt.Back
 		if pt.Size > 0 && !q.Has("PageSize") {
 			pageSize = min(pt.Size, chorus.MaxPageSize-1)
 		}
 	}
+	// A previous page is read backwards from From and shown in order.
+	fetchOrder := order
+	if back {
+		fetchOrder = oppositeOrder(order)
+	}
 	page, err := eng.Items(ctx, c.actor, c.svc, k, id, engine.ItemPageRequest{
-		Order: order, From: from, Bounds: bounds, PageSize: pageSize + 1, HideExpired: true,
+		Order: fetchOrder, From: from, Bounds: bounds, PageSize: pageSize + 1, HideExpired: true,
 	})
 	if err != nil {
 		return c.errResponse(r, err)
 	}
 	items := page.Items
-	next := ""
-	if len(items) > pageSize {
+	more := len(items) > pageSize // past the page, in the direction read
+	if more {
 		items = items[:pageSize]
-		next = encodeToken(itemPos(k, items[len(items)-1]), order, pageSize)
 	}
-	// previous_token: is there anything before the first item (or before
-	// From) in this order? Ask in the opposite order, exclusive.
-	prev := ""
-	anchor := from
-	if len(items) > 0 {
-		anchor = itemPos(k, items[0])
+	if back {
+		slices.Reverse(items)
 	}
-	if anchor != "" {
-		opposite := "desc"
-		if order == "desc" {
-			opposite = "asc"
+	// The token of the far side is known from the read; the near side's
+	// (previous for a page read forwards, next for one read backwards)
+	// needs to know whether anything lies beyond the page's edge (or
+	// beyond From when the page is empty).
+	prev, next := "", ""
+	edge, beyond := from, oppositeOrder(order)
+	if back {
+		if more {
+			prev = encodeToken(itemPos(k, items[0]), order, pageSize, true)
 		}
-		before, err := eng.Items(ctx, c.actor, c.svc, k, id, engine.ItemPageRequest{
-			Order: opposite, From: anchor, Bounds: "exclusive", PageSize: 1, HideExpired: true,
+		beyond = order
+		if len(items) > 0 {
+			edge = itemPos(k, items[len(items)-1])
+		}
+	} else {
+		if more {
+			next = encodeToken(itemPos(k, items[len(items)-1]), order, pageSize, false)
+		}
+		if len(items) > 0 {
+			edge = itemPos(k, items[0])
+		}
+	}
+	if edge != "" {
+		across, err := eng.Items(ctx, c.actor, c.svc, k, id, engine.ItemPageRequest{
+			Order: beyond, From: edge, Bounds: "exclusive", PageSize: 1, HideExpired: true,
 		})
 		if err != nil {
 			return c.errResponse(r, err)
 		}
-		if len(before.Items) > 0 {
-			prev = encodeToken(anchor, opposite, pageSize)
+		switch {
+		case len(across.Items) == 0:
+		case back:
+			next = encodeToken(edge, order, pageSize, false)
+		default:
+			prev = encodeToken(edge, order, pageSize, true)
 		}
 	}
 	if items == nil {

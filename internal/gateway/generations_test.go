@@ -104,12 +104,76 @@ func TestPageTokenKeepsPageSize(t *testing.T) {
 			if n, _, _ := page("?PageSize=2&PageToken=" + next); n != 2 {
 				t.Errorf("PageSize=2 with a token = %d items, want 2", n)
 			}
-			old := encodeToken("", "asc", 0)
+			old := encodeToken("", "asc", 0, false)
 			if n, _, _ := page("?PageToken=" + old); n != 7 {
 				t.Errorf("old token = %d items, want all 7", n)
 			}
-			wantStatus(t, "negative size", c.do("GET", items+"?PageToken="+encodeToken("", "asc", -1), nil, nil), 400, 54453)
+			wantStatus(t, "negative size", c.do("GET", items+"?PageToken="+encodeToken("", "asc", -1, false), nil, nil), 400, 54453)
 		})
+	}
+}
+
+// TestPageTokensBothWays: twilio-sync ≤ 3.1 pages with the tokens alone
+// and shows the items as they come, so a previous page must come in the
+// page's own order with tokens that go on from it: walking back from the
+// last page ends at the first, and nextPage after prevPage goes forwards.
+// (A previous token used to name the opposite order: the page came
+// reversed and its own previous token pointed forwards again, for ever.)
+func TestPageTokensBothWays(t *testing.T) {
+	e := newEnv(t)
+	c := e.session("alice")
+	for _, kind := range []string{"Lists", "Maps"} {
+		o := wantStatus(t, "create", c.do("POST", "/v3/"+kind, nil, map[string]any{"unique_name": "both-" + kind}), 201, 0)
+		items := o["links"].(map[string]any)["items"].(string)
+		for i := range 7 {
+			body := map[string]any{"data": map[string]any{"i": i}}
+			if kind == "Maps" {
+				body["key"] = fmt.Sprintf("k%d", i)
+			}
+			wantStatus(t, "add", c.do("POST", items, nil, body), 201, 0)
+		}
+		type page struct{ ids, prev, next string }
+		get := func(q string) page {
+			t.Helper()
+			m := wantStatus(t, "page "+q, c.do("GET", items+q, nil, nil), 200, 0)
+			var ids []string
+			for _, it := range m["items"].([]any) {
+				ids = append(ids, fmt.Sprint(it.(map[string]any)["data"].(map[string]any)["i"]))
+			}
+			meta := m["meta"].(map[string]any)
+			prev, _ := meta["previous_token"].(string)
+			next, _ := meta["next_token"].(string)
+			return page{strings.Join(ids, ","), prev, next}
+		}
+		for _, order := range []string{"asc", "desc"} {
+			want := []string{"0,1,2", "3,4,5", "6"}
+			if order == "desc" {
+				want = []string{"6,5,4", "3,2,1", "0"}
+			}
+			p := get("?PageSize=3&Order=" + order)
+			seen := []string{p.ids}
+			for p.next != "" && len(seen) < 5 {
+				p = get("?PageToken=" + p.next)
+				seen = append(seen, p.ids)
+			}
+			if fmt.Sprint(seen) != fmt.Sprint(want) {
+				t.Fatalf("%s %s: forwards %v, want %v", kind, order, seen, want)
+			}
+			back := []string{}
+			for p.prev != "" && len(back) < 5 {
+				p = get("?PageToken=" + p.prev)
+				back = append(back, p.ids)
+			}
+			if wantBack := []string{want[1], want[0]}; fmt.Sprint(back) != fmt.Sprint(wantBack) {
+				t.Errorf("%s %s: backwards %v, want %v", kind, order, back, wantBack)
+			}
+			if p.next == "" {
+				t.Fatalf("%s %s: the first page, reached backwards, has no next page", kind, order)
+			}
+			if again := get("?PageToken=" + p.next); again.ids != want[1] || again.prev == "" || again.next == "" {
+				t.Errorf("%s %s: next after going back = %+v, want %s with both tokens", kind, order, again, want[1])
+			}
+		}
 	}
 }
 

@@ -2,7 +2,8 @@
 // The twilio-sync compatibility matrix: every SDK generation installed as an npm alias in
 // test/package.json ("twilio-sync-0-7": "npm:twilio-sync@0.7.5", …, and "twilio-sync" itself) runs
 // run-sdk.js in its own process against one Chorus: connect, document/list/map/stream with another
-// client's changes, three pages of a list and a map with pageSize 3, updateToken, and no uncaught
+// client's changes, three pages of a list and a map with pageSize 3 and back (both orders), a live
+// query, updateToken, and no uncaught
 // exception or early exit. Two SDKs run at a time. The results go to
 // test/artifacts/sdk-compat.json; `node sdk-compat/table.js --write` turns them into the README table.
 
@@ -96,7 +97,7 @@ test('the resume feature of every SDK went through interrupted replays', async (
   assert.ok(Number(m[1]) >= 4 * aliases.length, `${m[1]} interrupted replays for ${aliases.length} SDKs, want at least 4 each`);
 });
 
-const FEATURES = ['connect', 'document', 'list', 'map', 'stream', 'paging', 'updateToken', 'resume', 'noCrash'];
+const FEATURES = ['connect', 'document', 'list', 'map', 'stream', 'paging', 'liveQuery', 'updateToken', 'resume', 'noCrash'];
 
 for (const { alias, version } of aliases) {
   test(`twilio-sync ${version} (${alias})`, async () => {

@@ -23,7 +23,8 @@ const COLUMNS = [
   ['list', 'list'],
   ['map', 'map'],
   ['stream', 'stream'],
-  ['paging', 'pages of 3'],
+  ['paging', 'pages of 3, and back'],
+  ['liveQuery', 'live query'],
   ['updateToken', 'updateToken'],
   ['resume', 'resume (interrupted replays)'],
   ['noCrash', 'no crash'],
@@ -43,7 +44,7 @@ function table(data) {
     });
     lines.push(`| ${r.version} | ${cells.join(' | ')} |`);
   }
-  lines.push('', `From \`test/sdk-compat\` run on ${data.date.slice(0, 10)} (Node ${data.node}); n/a: 0.5 has no Message Streams.`);
+  lines.push('', `From \`test/sdk-compat\` run on ${data.date.slice(0, 10)} (Node ${data.node}); n/a: 0.5 has no Message Streams, 0.5–0.8 no live queries.`);
   return lines.join('\n');
 }
 
