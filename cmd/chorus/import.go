@@ -125,6 +125,13 @@ func cmdImport(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if st != nil {
 		defer st.Close()
 	}
+	if !*dryRun {
+		unlock, err := lockImport(ctx, st, *dataDir)
+		if err != nil {
+			return err
+		}
+		defer unlock()
+	}
 
 	var prog *progress
 	if isTerminal(stderr) {

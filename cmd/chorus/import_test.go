@@ -18,6 +18,7 @@ import (
 	"github.com/chorus-sync/chorus"
 	"github.com/chorus-sync/chorus/internal/server"
 	"github.com/chorus-sync/chorus/internal/servertest"
+	"github.com/chorus-sync/chorus/internal/store/postgres"
 	"github.com/chorus-sync/chorus/internal/store/sqlite"
 	_ "modernc.org/sqlite" // the "sqlite" driver, to watch the target from outside
 )
@@ -339,5 +340,56 @@ func TestImportKilledAndRerun(t *testing.T) {
 	compare("/Maps", "maps", "sid")
 	for i := range maps {
 		compare("/Maps/"+url.PathEscape(fmt.Sprintf("m %d", i))+"/Items", "items", "key")
+	}
+}
+
+// TestImportOneAtATime: a copy into a target another copy is writing into
+// stops at once, saying so, instead of refusing the other's writes as
+// conflicts (two imports at once each listed dozens of "conflicts" and
+// exited 4); it runs once the other is done. Embedded store and
+// PostgreSQL.
+func TestImportOneAtATime(t *testing.T) {
+	ctx := context.Background()
+	srcDir := t.TempDir()
+	src := startServe(t, srcDir)
+	creds := credentials(t, srcDir)
+	env := cleanEnv(envAccountSID+"="+creds[envAccountSID], envAPIKey+"="+creds[envAPIKey], envAPISecret+"="+creds[envAPISecret])
+	dst := filepath.Join(t.TempDir(), "target")
+	if err := os.MkdirAll(dst, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	unlock, err := lockImport(ctx, nil, dst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, errOut, code := chorusCmd(t, env, "import", "--from", src.base, "--data-dir", dst)
+	if code != exitError || !strings.Contains(errOut, "another chorus import or migrate is copying into this data directory") {
+		t.Errorf("import while another holds the target: exit %d, stderr %q", code, errOut)
+	}
+	if _, errOut, code := chorusCmd(t, env, "import", "--from", src.base, "--data-dir", dst, "--dry-run"); code != 0 {
+		t.Errorf("a dry run while another import holds the target: exit %d, stderr %q; want it to run", code, errOut)
+	}
+	unlock()
+	if _, errOut, code := chorusCmd(t, env, "import", "--from", src.base, "--data-dir", dst); code != 0 {
+		t.Fatalf("import after the other ended: exit %d, stderr %q", code, errOut)
+	}
+
+	dsn := servertest.NewDatabase(t)
+	other, err := postgres.Open(ctx, dsn, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := other.LockImport(ctx); err != nil {
+		t.Fatal(err)
+	}
+	_, errOut, code = chorusCmd(t, cleanEnv(), "migrate", "--store", dsn, "--from-data-dir", dst)
+	if code != exitError || !strings.Contains(errOut, "another chorus import or migrate is copying into this database") {
+		t.Errorf("migrate while another holds the database: exit %d, stderr %q", code, errOut)
+	}
+	if err := other.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, errOut, code := chorusCmd(t, cleanEnv(), "migrate", "--store", dsn, "--from-data-dir", dst); code != 0 {
+		t.Errorf("migrate after the other ended: exit %d, stderr %q", code, errOut)
 	}
 }

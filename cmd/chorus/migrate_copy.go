@@ -54,6 +54,9 @@ func copyStore(ctx context.Context, c *copyFlags, storeURL string, stdout, stder
 		return fmt.Errorf("open target: %w", err)
 	}
 	defer dst.Close()
+	if err := dst.LockImport(ctx); err != nil { // released by Close
+		return err
+	}
 	opt := transfer.Options{Overwrite: c.overwrite, OverwriteCredentials: c.overwriteCreds, Logger: logger}
 	var prog *progress
 	if isTerminal(stderr) {

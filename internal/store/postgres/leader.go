@@ -166,3 +166,41 @@ func (s *Store) LockSingleNode(ctx context.Context) error {
 	}
 	return nil
 }
+
+// ErrImportRunning is the error of LockImport when another Store holds the
+// import lock.
+var ErrImportRunning = errors.New("another chorus import or migrate is copying into this database: " +
+	"wait for it to finish, then run again")
+
+// LockImport claims the store's schema for one copy into it (chorus import,
+// migrate --from-data-dir): two at once would each take the other's writes
+// for changes made in the target and refuse them as conflicts. Like
+// LockSingleNode it takes a session advisory lock on a connection of its
+// own, held until Close or the process's death, and returns an error
+// wrapping ErrImportRunning when another Store holds it. Serving nodes do
+// not take it.
+func (s *Store) LockImport(ctx context.Context) error {
+	l := &s.imports
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	switch {
+	case l.closed:
+		return ErrClosed
+	case l.held:
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.ConnectTimeout)
+	defer cancel()
+	if err := l.connectLocked(ctx, s); err != nil {
+		return fmt.Errorf("postgres: import lock %s: %w", s.addr, unavailable(err))
+	}
+	ok, err := l.takeLocked(ctx)
+	if err != nil {
+		return fmt.Errorf("postgres: import lock %s: %w", s.addr, unavailable(err))
+	}
+	if !ok {
+		l.dropLocked()
+		return fmt.Errorf("postgres: %s (schema %s): %w", s.addr, s.schema, ErrImportRunning)
+	}
+	return nil
+}

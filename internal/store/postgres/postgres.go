@@ -124,8 +124,9 @@ type Store struct {
 	queue *groupcommit.Queue
 	wg    sync.WaitGroup // writer goroutines
 
-	leader sessionLock // cluster leadership (Leader)
-	single sessionLock // the database's only node without a bus (LockSingleNode)
+	leader  sessionLock // cluster leadership (Leader)
+	single  sessionLock // the database's only node without a bus (LockSingleNode)
+	imports sessionLock // one copy into the database at a time (LockImport)
 
 	warnMu         sync.Mutex
 	warnLast       time.Time
@@ -246,6 +247,7 @@ func OpenConfig(ctx context.Context, dsn string, cfg Config, logger *slog.Logger
 	s.base, s.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	s.leader.key, s.leader.app = lockKey("leader", s.schema), "chorus-leader"
 	s.single.key, s.single.app = lockKey("single-node", s.schema), "chorus-single-node"
+	s.imports.key, s.imports.app = lockKey("import", s.schema), "chorus-import"
 	if !cfg.NoBatch {
 		for range cfg.Writers {
 			s.wg.Go(s.writeLoop)
@@ -323,6 +325,7 @@ func (s *Store) Close() error {
 	s.cancel()
 	s.leader.close()
 	s.single.close()
+	s.imports.close()
 	s.pool.Close()
 	return nil
 }
