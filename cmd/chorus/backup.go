@@ -43,10 +43,15 @@ func cmdBackup(ctx context.Context, args []string, stdout io.Writer) error {
 	// a failed backup leaves no file that looks like one. What a backup
 	// killed with SIGKILL left (a full copy of the database, secrets
 	// included) goes first.
-	outDir, tmpPrefix := filepath.Dir(*out), "."+filepath.Base(*out)+".tmp-"
-	removeAbandoned(outDir, sqlite.BackupStagePrefix)
-	removeAbandoned(outDir, tmpPrefix)
-	tmp, err := os.CreateTemp(outDir, stagingPrefix(tmpPrefix))
+	// Backups are usually named by date, so those of every name go, not
+	// only this name's (and this name's of the form before the marker).
+	outDir := filepath.Dir(*out)
+	removeAbandoned(outDir, func(name string) bool {
+		return strings.HasPrefix(name, sqlite.BackupStagePrefix) ||
+			strings.HasPrefix(name, ".") && strings.Contains(name, backupTmpMarker) ||
+			strings.HasPrefix(name, "."+filepath.Base(*out)+".tmp-")
+	})
+	tmp, err := os.CreateTemp(outDir, stagingPrefix("."+filepath.Base(*out)+backupTmpMarker))
 	if err != nil {
 		return err
 	}
@@ -124,7 +129,7 @@ func cmdRestore(ctx context.Context, args []string, stdout io.Writer) error {
 		stage, err = os.MkdirTemp(*dataDir, restoreStagePrefix)
 	} else {
 		parent, prefix := filepath.Dir(filepath.Clean(*dataDir)), "."+filepath.Base(filepath.Clean(*dataDir))+".restore-"
-		removeAbandoned(parent, prefix)
+		removeAbandoned(parent, func(name string) bool { return strings.HasPrefix(name, prefix) })
 		stage, err = os.MkdirTemp(parent, stagingPrefix(prefix))
 	}
 	if err != nil {
@@ -155,17 +160,22 @@ func stagingPrefix(prefix string) string { return prefix + strconv.Itoa(os.Getpi
 // another host sharing the directory, every container's PID 1).
 const abandonedAfter = time.Hour
 
-// removeAbandoned removes the entries of dir named prefix… that nothing
-// has modified for abandonedAfter: what a backup or restore killed with
-// SIGKILL left behind (a full copy of the database, secrets included).
-func removeAbandoned(dir, prefix string) {
+// backupTmpMarker is in the name of a backup's output while it is written
+// (.NAME.chorus-tmp-PID-RANDOM beside NAME).
+const backupTmpMarker = ".chorus-tmp-"
+
+// removeAbandoned removes the entries of dir whose name staging accepts
+// and that nothing has modified for abandonedAfter: what a backup or
+// restore killed with SIGKILL left behind (a full copy of the database,
+// secrets included).
+func removeAbandoned(dir string, staging func(name string) bool) {
 	entries, err := os.ReadDir(dir)
 	if err != nil {
 		return
 	}
 	cutoff := time.Now().Add(-abandonedAfter)
 	for _, e := range entries {
-		if !strings.HasPrefix(e.Name(), prefix) {
+		if !staging(e.Name()) {
 			continue
 		}
 		path := filepath.Join(dir, e.Name())

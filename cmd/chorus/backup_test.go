@@ -296,7 +296,10 @@ func TestBackupRemovesAbandonedStaging(t *testing.T) {
 		{".chorus-backup-1-5", true, false, true},                              // recent: in use
 		{".chorus-backup-2-6", true, true, true},                               // an old directory, a recent file in it
 		{".chorus.backup.tmp-1-6", false, false, true},
-		{".other.backup.tmp-4242-1", false, true, true}, // another backup's name
+		{".other.backup.tmp-4242-1", false, true, true},         // another backup's name, before the marker
+		{".other.backup.chorus-tmp-4242-1", false, true, false}, // another backup's name
+		{".other.backup.chorus-tmp-4242-2", false, false, true}, // in use
+		{"other.backup.chorus-tmp-4242-3", false, true, true},   // not hidden: not one of ours
 		{"chorus-backup-notes", true, true, true},
 	}
 	for _, m := range made {
