@@ -96,8 +96,8 @@ func TestImportCommand(t *testing.T) {
 
 	// A dry run into a database of an older schema leaves it as it was:
 	// opening it would upgrade it, so the dry run reads an upgraded
-	// snapshot. The database is taken back one version (4: credential
-	// rotation) by hand.
+	// snapshot. The database is taken back one version (5: revoked API
+	// keys) by hand.
 	dbPath := filepath.Join(dst, server.DBFile)
 	schemaVersion := func() int {
 		t.Helper()
@@ -118,8 +118,7 @@ func TestImportCommand(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, q := range []string{
-		`ALTER TABLE api_keys DROP COLUMN date_updated`, `ALTER TABLE api_keys DROP COLUMN main`,
-		`ALTER TABLE accounts DROP COLUMN secondary_date_created`, `ALTER TABLE accounts DROP COLUMN secondary_auth_token`,
+		`DROP TABLE revoked_api_keys`,
 		fmt.Sprintf(`PRAGMA user_version = %d`, current-1),
 	} {
 		if _, err := old.Exec(q); err != nil {
