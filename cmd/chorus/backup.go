@@ -115,6 +115,9 @@ func cmdRestore(ctx context.Context, args []string, stdout io.Writer) error {
 			}
 			continue
 		}
+		if name := e.Name(); !e.IsDir() && (name == server.ServeLockFile || name == importLockFile) {
+			continue // what a server or import that ran there left: no data
+		}
 		return fmt.Errorf("%s is not empty; restore only into an empty or new data directory", *dataDir)
 	}
 	f, err := os.Open(file)

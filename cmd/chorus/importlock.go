@@ -4,17 +4,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 
 	"github.com/chorus-sync/chorus"
 	"github.com/chorus-sync/chorus/internal/server"
 	"github.com/chorus-sync/chorus/internal/store/postgres"
+	"github.com/chorus-sync/chorus/internal/store/sqlite"
 )
 
 // importLockFile sits beside an embedded store's database; a copy into the
-// store holds an exclusive lock on it (lockFile), which the kernel drops
-// when the process ends, however it ends.
+// store holds an exclusive lock on it (sqlite.LockFile).
 const importLockFile = server.DBFile + "-import.lock"
 
 // errImportRunning is lockImport's error when another copy holds the lock.
@@ -33,16 +32,9 @@ func lockImport(ctx context.Context, st chorus.Store, dataDir string) (func(), e
 		}
 		return func() {}, nil
 	}
-	f, err := os.OpenFile(filepath.Join(dataDir, importLockFile), os.O_CREATE|os.O_RDWR, 0o600)
-	if err != nil {
-		return nil, fmt.Errorf("import lock: %w", err)
+	unlock, err := sqlite.LockFile(filepath.Join(dataDir, importLockFile))
+	if errors.Is(err, sqlite.ErrLocked) {
+		return nil, fmt.Errorf("%s: %w", dataDir, errImportRunning)
 	}
-	if err := lockFile(f); err != nil {
-		f.Close()
-		if errors.Is(err, errLocked) {
-			return nil, fmt.Errorf("%s: %w", dataDir, errImportRunning)
-		}
-		return nil, fmt.Errorf("import lock: %w", err)
-	}
-	return func() { f.Close() }, nil
+	return unlock, err
 }

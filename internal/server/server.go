@@ -133,15 +133,18 @@ type Config struct {
 
 // Server is one Chorus node.
 type Server struct {
-	cfg      Config
-	log      *slog.Logger
-	store    chorus.Store
-	bus      chorus.Bus
-	eng      *engine.Engine
-	creds    engine.Credentials
-	verifier *token.Verifier
-	gw       *gateway.Gateway // nil only if New failed before creating it
-	hooks    *webhook.Dispatcher
+	cfg   Config
+	log   *slog.Logger
+	store chorus.Store
+	bus   chorus.Bus
+	eng   *engine.Engine
+	// unlockDir releases the data directory's serve lock (SQLite; nil
+	// otherwise).
+	unlockDir func()
+	creds     engine.Credentials
+	verifier  *token.Verifier
+	gw        *gateway.Gateway // nil only if New failed before creating it
+	hooks     *webhook.Dispatcher
 	// ann sends this node's resync announcements (BusLost, dead nodes).
 	ann      *announcer
 	handler  http.Handler
@@ -211,13 +214,12 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	var leader func(context.Context) bool
 	if s.store == nil {
 		opened, err := untilAvailable(ctx, s.log, "PostgreSQL", cfg.StartWait, func(ctx context.Context) (openedStore, error) {
-			st, lead, err := openStore(ctx, cfg)
-			return openedStore{st, lead}, err
+			return openStore(ctx, cfg)
 		})
 		if err != nil {
 			return nil, err
 		}
-		s.store, leader = opened.store, opened.leader
+		s.store, leader, s.unlockDir = opened.store, opened.leader, opened.unlock
 	}
 	if s.bus == nil {
 		b, err := untilAvailable(ctx, s.log, "NATS", cfg.StartWait, func(ctx context.Context) (chorus.Bus, error) {
@@ -563,6 +565,9 @@ func (s *Server) Close() error {
 				errs = append(errs, fmt.Errorf("server: close store: %w", err))
 			}
 		}
+		if s.unlockDir != nil {
+			s.unlockDir() // after the store: the next server may open it
+		}
 		s.closeErr = errors.Join(errs...)
 	})
 	return s.closeErr
@@ -570,34 +575,57 @@ func (s *Server) Close() error {
 
 // openStore opens PostgreSQL when cfg.StoreURL names it, else SQLite in
 // the data directory. For PostgreSQL it also returns the cluster leader
-// test that keeps background work to one node.
-func openStore(ctx context.Context, cfg Config) (chorus.Store, func(context.Context) bool, error) {
+// test that keeps background work to one node; for SQLite it holds the
+// data directory's serve lock.
+func openStore(ctx context.Context, cfg Config) (openedStore, error) {
 	switch {
 	case strings.HasPrefix(cfg.StoreURL, "postgres://") || strings.HasPrefix(cfg.StoreURL, "postgresql://"):
 		st, err := postgres.Open(ctx, cfg.StoreURL, cfg.Logger)
 		if err != nil {
-			return nil, nil, fmt.Errorf("server: open PostgreSQL store: %w", err)
+			return openedStore{}, fmt.Errorf("server: open PostgreSQL store: %w", err)
 		}
-		return st, st.Leader, nil
+		return openedStore{store: st, leader: st.Leader}, nil
 	case cfg.StoreURL != "":
-		return nil, nil, fmt.Errorf("server: store URL %q: want postgres://… (or none for the embedded SQLite store)", redact(cfg.StoreURL))
+		return openedStore{}, fmt.Errorf("server: store URL %q: want postgres://… (or none for the embedded SQLite store)", redact(cfg.StoreURL))
 	}
 	if cfg.DataDir == "" {
-		return nil, nil, errors.New("server: no data directory")
+		return openedStore{}, errors.New("server: no data directory")
 	}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
-		return nil, nil, fmt.Errorf("server: create data directory: %w", err)
+		return openedStore{}, fmt.Errorf("server: create data directory: %w", err)
+	}
+	// A second server on the directory would serve the same database
+	// without hearing the first one's events (its subscribers would miss
+	// every write made through the other), and both would sweep and send
+	// webhooks.
+	unlock, err := sqlite.LockFile(filepath.Join(cfg.DataDir, ServeLockFile))
+	if errors.Is(err, sqlite.ErrLocked) {
+		return openedStore{}, fmt.Errorf("server: %s: %w", cfg.DataDir, ErrDataDirInUse)
+	}
+	if err != nil {
+		return openedStore{}, fmt.Errorf("server: %w", err)
 	}
 	st, err := sqlite.Open(ctx, filepath.Join(cfg.DataDir, DBFile), cfg.Logger)
 	if err != nil {
-		return nil, nil, fmt.Errorf("server: open store: %w", err)
+		unlock()
+		return openedStore{}, fmt.Errorf("server: open store: %w", err)
 	}
-	return st, nil, nil
+	return openedStore{store: st, unlock: unlock}, nil
 }
+
+// ServeLockFile is the file in the data directory that a server on the
+// embedded store holds a lock on while it runs.
+const ServeLockFile = DBFile + "-serve.lock"
+
+// ErrDataDirInUse is New's error when another server runs on the data
+// directory.
+var ErrDataDirInUse = errors.New("another chorus serve is using this data directory: " +
+	"stop it first, or run a cluster on PostgreSQL and NATS for more than one node")
 
 type openedStore struct {
 	store  chorus.Store
-	leader func(context.Context) bool
+	leader func(context.Context) bool // PostgreSQL's cluster leader test
+	unlock func()                     // releases SQLite's serve lock
 }
 
 // startRetryMax caps the pause between untilAvailable's attempts.

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"net"
 	"net/http/httptest"
@@ -128,4 +129,21 @@ func newRefused(t *testing.T, cfg Config) {
 	if took := time.Since(start); took > 10*time.Second || strings.Contains(logs.String(), "waiting for") {
 		t.Errorf("New(%s%s) retried a refusal for %v: %v\n%s", cfg.BusURL, cfg.StoreURL, took, err, logs.String())
 	}
+}
+
+// TestOneServerPerDataDir: a second server on an embedded store's data
+// directory stops at start (it would serve the database without hearing
+// the first one's events: its subscribers missed every write made through
+// the other), until the first has closed.
+func TestOneServerPerDataDir(t *testing.T) {
+	dir := t.TempDir()
+	first := newServer(t, Config{DataDir: dir})
+	_, err := New(context.Background(), Config{DataDir: dir, Logger: slog.New(slog.DiscardHandler)})
+	if !errors.Is(err, ErrDataDirInUse) || !strings.Contains(err.Error(), dir) {
+		t.Fatalf("a second New on %s = %v, want ErrDataDirInUse naming the directory", dir, err)
+	}
+	if err := first.Close(); err != nil {
+		t.Fatal(err)
+	}
+	checkReady(t, newServer(t, Config{DataDir: dir}))
 }

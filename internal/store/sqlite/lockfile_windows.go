@@ -1,6 +1,6 @@
 //go:build windows
 
-package main
+package sqlite
 
 import (
 	"errors"
@@ -9,16 +9,13 @@ import (
 	"golang.org/x/sys/windows"
 )
 
-// errLocked is lockFile's error when another process holds the lock.
-var errLocked = errors.New("locked by another process")
-
 // lockFile takes an exclusive lock on f's first byte without waiting;
 // closing f (or the process's end) releases it.
 func lockFile(f *os.File) error {
 	ol := new(windows.Overlapped)
 	err := windows.LockFileEx(windows.Handle(f.Fd()), windows.LOCKFILE_EXCLUSIVE_LOCK|windows.LOCKFILE_FAIL_IMMEDIATELY, 0, 1, 0, ol)
 	if errors.Is(err, windows.ERROR_LOCK_VIOLATION) {
-		return errLocked
+		return ErrLocked
 	}
 	return err
 }
