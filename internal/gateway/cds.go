@@ -163,10 +163,17 @@ func (c *conn) sendHTTP(id string, resp response) {
 	c.send(protocol.AppendHTTPReply(nil, id, protocol.Status{Code: resp.status, Status: http.StatusText(resp.status)}, resp.body))
 }
 
-// fail500 logs an unexpected error once and renders it.
+// errResponse renders err for the client, logging a server-side one once:
+// 5xx errors become 20500, but for an unavailable dependency (20503).
 func (c *conn) errResponse(r *request, err error) response {
 	e := chorus.AsError(err)
-	if e.Status >= 500 {
+	switch {
+	case e.Code == chorus.ErrUnavailable.Code:
+		// A dependency down (the store, the bus): the client may retry,
+		// and REST says the same. Its message names no cause.
+		c.logger().Warn("gateway: upstream request", slog.String(logMethod, r.method),
+			slog.String(logPath, strings.Join(r.segs, "/")), slog.Any(logError, err))
+	case e.Status >= 500:
 		c.logger().Error("gateway: upstream request", slog.String(logMethod, r.method),
 			slog.String(logPath, strings.Join(r.segs, "/")), slog.Any(logError, err))
 		return errorResponse(chorus.ErrInternal)

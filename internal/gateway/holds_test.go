@@ -296,3 +296,40 @@ func TestLiveQueryRecheckRetriedAfterStoreError(t *testing.T) {
 	wantDenied(t, alice, id)
 	waitFor(t, func() bool { return e.gw.hub.liveQueries() == 0 })
 }
+
+// awayStore fails every transaction with ErrUnavailable while away.
+type awayStore struct {
+	chorus.Store
+	away *atomic.Bool
+}
+
+func (s awayStore) View(ctx context.Context, fn func(chorus.ReadTx) error) error {
+	if s.away.Load() {
+		return chorus.Errorf(chorus.ErrUnavailable, "test: the store is away")
+	}
+	return s.Store.View(ctx, fn)
+}
+
+func (s awayStore) Update(ctx context.Context, fn func(chorus.Tx) error) error {
+	if s.away.Load() {
+		return chorus.Errorf(chorus.ErrUnavailable, "test: the store is away")
+	}
+	return s.Store.Update(ctx, fn)
+}
+
+// A request tunnelled over the websocket that finds the store away gets
+// 503 20503, as over REST, not 500 20500: the client may retry.
+func TestCDSStoreAwayIs503(t *testing.T) {
+	var away atomic.Bool
+	e := newEnv(t, func(e *env, c *Config) {
+		c.Engine = engine.New(engine.Config{Store: awayStore{e.st, &away}, Bus: e.bus})
+	})
+	c := e.session("alice")
+	o := wantStatus(t, "create", c.do("POST", "/v3/Documents", nil, map[string]any{"unique_name": "away", "data": map[string]any{}}), 201, 0)
+	doc := "/v3/Documents/" + o["sid"].(string)
+	away.Store(true)
+	wantStatus(t, "write with the store away", c.do("POST", doc, nil, map[string]any{"data": map[string]any{"n": 1}}), 503, 20503)
+	wantStatus(t, "create with the store away", c.do("POST", "/v3/Lists", nil, map[string]any{"unique_name": "l"}), 503, 20503)
+	away.Store(false)
+	wantStatus(t, "write with the store back", c.do("POST", doc, nil, map[string]any{"data": map[string]any{"n": 2}}), 200, 0)
+}

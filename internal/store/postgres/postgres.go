@@ -332,15 +332,22 @@ func (s *Store) Close() error {
 
 func (s *Store) isClosed() bool { return s.queue.Closed() }
 
-// Ping checks that the server answers.
+// Ping checks that the server answers and takes writes: a standby, or a
+// primary set read-only (a failover under way), fails it with an error
+// wrapping chorus.ErrUnavailable, as it fails every write.
 func (s *Store) Ping(ctx context.Context) error {
 	if s.isClosed() {
 		return ErrClosed
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.TxTimeout)
 	defer cancel()
-	if err := s.pool.Ping(ctx); err != nil {
+	var readOnly bool
+	if err := s.pool.QueryRow(ctx, "SELECT pg_is_in_recovery() OR current_setting('transaction_read_only') = 'on'").Scan(&readOnly); err != nil {
 		return fmt.Errorf("postgres: ping %s: %w", s.addr, unavailable(err))
+	}
+	if readOnly {
+		return fmt.Errorf("postgres: ping %s: %w", s.addr, chorus.Wrap(chorus.ErrUnavailable,
+			errors.New("the server takes no writes (a standby, or read-only)")))
 	}
 	return nil
 }
@@ -406,7 +413,10 @@ func isConnError(err error) bool {
 		switch {
 		case len(pe.Code) == 5 && pe.Code[:2] == "08", // connection exception
 			pe.Code == "57P01", pe.Code == "57P02", pe.Code == "57P03", // shutdown, crash, starting up
-			pe.Code == "53300": // too many connections
+			pe.Code == "53300", // too many connections
+			// read_only_sql_transaction: a standby, or a primary set read-only
+			// (a failover under way); another connection may reach the primary.
+			pe.Code == "25006":
 			return true
 		}
 		return false

@@ -258,11 +258,20 @@ func migrate(ctx context.Context, c *pgx.Conn) (err error) {
 			err = fmt.Errorf("unlock: %w", uerr)
 		}
 	}()
-	if _, err := c.Exec(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
-		version    INTEGER PRIMARY KEY,
-		applied_at BIGINT NOT NULL
-	)`); err != nil {
-		return fmt.Errorf("create schema_migrations: %w", err)
+	// Created only when missing: a schema that is up to date is only read,
+	// so that a node can open it on a server that takes no writes now (a
+	// failover under way), and waits for writes rather than failing.
+	var exists bool
+	if err := c.QueryRow(ctx, "SELECT to_regclass('schema_migrations') IS NOT NULL").Scan(&exists); err != nil {
+		return fmt.Errorf("find schema_migrations: %w", err)
+	}
+	if !exists {
+		if _, err := c.Exec(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
+			version    INTEGER PRIMARY KEY,
+			applied_at BIGINT NOT NULL
+		)`); err != nil {
+			return fmt.Errorf("create schema_migrations: %w", err)
+		}
 	}
 	var version int
 	if err := c.QueryRow(ctx, "SELECT COALESCE(MAX(version), 0) FROM schema_migrations").Scan(&version); err != nil {

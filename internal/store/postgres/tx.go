@@ -96,6 +96,11 @@ func (t *tx) note(err error) error {
 		if t.failed == nil {
 			t.failed = err
 		}
+		if strings.HasPrefix(pe.Code, "53") {
+			// insufficient_resources (disk full, out of memory): not a
+			// bug of the request; the client may retry.
+			return chorus.Wrap(chorus.ErrUnavailable, err)
+		}
 	case errors.As(err, &pe), t.c.IsClosed(), pgconn.Timeout(err),
 		errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
 		if t.broken == nil {

@@ -156,3 +156,31 @@ func TestOpenUnreachable(t *testing.T) {
 }
 
 var _ io.Closer = (*Store)(nil)
+
+// TestReadOnlyServerIsUnavailable: a server that takes no writes (a
+// standby, or a primary set read-only during a failover) makes writes fail
+// with 20503, which clients may retry, not 20500.
+func TestReadOnlyServerIsUnavailable(t *testing.T) {
+	dsn := newSchema(t)
+	openDSN(t, dsn, Config{}) // the schema, migrated
+	u, err := url.Parse(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := u.Query()
+	q.Set("default_transaction_read_only", "on")
+	u.RawQuery = q.Encode()
+	for _, cfg := range []Config{{}, {NoBatch: true}} {
+		s := openDSN(t, u.String(), cfg)
+		err := s.Update(context.Background(), func(tx chorus.Tx) error {
+			return tx.PutAccount(context.Background(), &chorus.Account{SID: chorus.NewSID(chorus.PrefixAccount), AuthToken: "x"})
+		})
+		if chorus.ErrorCode(err) != chorus.ErrUnavailable.Code || !strings.Contains(err.Error(), "read-only") {
+			t.Errorf("NoBatch %v: a write to a read-only server = %v, want 20503 naming the cause", cfg.NoBatch, err)
+		}
+		// Readiness says so too.
+		if err := s.Ping(context.Background()); chorus.ErrorCode(err) != chorus.ErrUnavailable.Code {
+			t.Errorf("NoBatch %v: Ping on a read-only server = %v, want 20503", cfg.NoBatch, err)
+		}
+	}
+}

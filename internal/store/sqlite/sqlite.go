@@ -83,7 +83,10 @@ type Store struct {
 	durMu   sync.Mutex
 	durCh   chan struct{} // closed and replaced when durable advances
 	syncErr atomic.Pointer[error]
-	syncing atomic.Int64 // batches queued to or held by the syncer
+	// writeFailing is the error of the last Update when the database
+	// failed it (unavailable), nil after one that succeeded: Ping reports it.
+	writeFailing atomic.Pointer[error]
+	syncing      atomic.Int64 // batches queued to or held by the syncer
 
 	// Writer statistics (WriteStats).
 	statBatches, statRequests, statCommitNanos, statSyncs, statSyncNanos, statRetries atomic.Int64
@@ -322,13 +325,19 @@ func (s *Store) Close() error {
 	return nil
 }
 
-// Ping checks that a reader connection answers.
+// Ping checks that a reader connection answers and that the last write
+// did not fail for want of the database (the disk full, an I/O error, a
+// read-only file), which a successful write clears.
 func (s *Store) Ping(ctx context.Context) error {
+	if p := s.writeFailing.Load(); p != nil {
+		return fmt.Errorf("sqlite: writes failing: %w", *p)
+	}
 	return s.View(ctx, func(chorus.ReadTx) error { return nil })
 }
 
 // View runs fn in a read transaction on a reader connection.
 func (s *Store) View(ctx context.Context, fn func(chorus.ReadTx) error) (err error) {
+	defer func() { err = unavailable(err) }()
 	if s.queue.Closed() {
 		return ErrClosed
 	}
@@ -456,7 +465,14 @@ func (s *Store) Update(ctx context.Context, fn func(chorus.Tx) error) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	return s.queue.Submit(ctx, fn, ErrClosed)
+	err := unavailable(s.queue.Submit(ctx, fn, ErrClosed))
+	switch {
+	case err == nil:
+		s.writeFailing.Store(nil)
+	case chorus.ErrorCode(err) == chorus.ErrUnavailable.Code && !errors.Is(err, ErrClosed):
+		s.writeFailing.Store(&err) // the disk full, say: Ping reports it
+	}
+	return err
 }
 
 // writeLoop is the writer goroutine: it takes everything queued, runs it as

@@ -159,6 +159,28 @@ func isUniqueViolation(err error, col string) bool {
 	return errors.As(err, &e) && e.Code() == sqlite3.SQLITE_CONSTRAINT_UNIQUE && strings.Contains(e.Error(), col)
 }
 
+// unavailable wraps chorus.ErrUnavailable around an SQLite error that says
+// the database cannot be written or read now (the disk full, an I/O
+// error, a read-only file, lock contention beyond the busy timeout): the
+// client gets 503 and may retry, and the error is no bug of Chorus's.
+// Other errors are returned as they are.
+func unavailable(err error) error {
+	var e *msqlite.Error
+	if err == nil || !errors.As(err, &e) {
+		return err
+	}
+	switch e.Code() & 0xff { // the primary result code
+	case sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_READONLY, sqlite3.SQLITE_CANTOPEN,
+		sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED, sqlite3.SQLITE_NOMEM, sqlite3.SQLITE_PROTOCOL:
+		var ce *chorus.Error
+		if errors.As(err, &ce) {
+			return err // fn's own verdict
+		}
+		return chorus.Wrap(chorus.ErrUnavailable, err)
+	}
+	return err
+}
+
 // Accounts and API keys.
 
 func (t *tx) Account(ctx context.Context, sid string) (*chorus.Account, error) {

@@ -1,0 +1,90 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/chorus-sync/chorus"
+)
+
+// TestUnavailableErrors: SQLite's "cannot write now" errors (a full
+// database, a read-only one) become 20503, which clients may retry;
+// others, such as a constraint failure, stay what they are.
+func TestUnavailableErrors(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "x.db")
+	db, err := sql.Open("sqlite", "file:"+path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	db.SetMaxOpenConns(1)
+	for _, q := range []string{`CREATE TABLE t (k INTEGER PRIMARY KEY, v BLOB)`, `INSERT INTO t VALUES (1, x'00')`} {
+		if _, err := db.Exec(q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, dup := db.Exec(`INSERT INTO t VALUES (1, x'00')`)
+	if dup == nil || chorus.ErrorCode(unavailable(dup)) != 0 {
+		t.Errorf("a constraint failure: unavailable(%v) has code %d, want none", dup, chorus.ErrorCode(unavailable(dup)))
+	}
+	// The disk full, as SQLite sees it: no page may be added.
+	if _, err := db.Exec(`PRAGMA max_page_count = 3`); err != nil {
+		t.Fatal(err)
+	}
+	_, full := db.Exec(`INSERT INTO t VALUES (2, randomblob(100000))`)
+	if full == nil || !strings.Contains(full.Error(), "full") || chorus.ErrorCode(unavailable(full)) != chorus.ErrUnavailable.Code {
+		t.Errorf("a full database: unavailable(%v) has code %d, want 20503", full, chorus.ErrorCode(unavailable(full)))
+	}
+	ro, err := sql.Open("sqlite", "file:"+path+"?mode=ro")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ro.Close()
+	_, readOnly := ro.Exec(`INSERT INTO t VALUES (3, x'00')`)
+	if readOnly == nil || chorus.ErrorCode(unavailable(readOnly)) != chorus.ErrUnavailable.Code {
+		t.Errorf("a read-only database: unavailable(%v) has code %d, want 20503", readOnly, chorus.ErrorCode(unavailable(readOnly)))
+	}
+	if unavailable(nil) != nil {
+		t.Error("unavailable(nil) != nil")
+	}
+}
+
+// TestFullDatabaseFailsWritesAndPing: with no room left for the database,
+// writes fail with 20503 and Ping (readiness) fails too, until a write
+// succeeds again.
+func TestFullDatabaseFailsWritesAndPing(t *testing.T) {
+	ctx := context.Background()
+	s, err := Open(ctx, filepath.Join(t.TempDir(), "chorus.db"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	// No page may be added (SQLite's view of a full disk). It is a setting
+	// of the writer's connection, so it is made in a write.
+	limit := func(pages string) error {
+		return s.Update(ctx, func(wtx chorus.Tx) error {
+			_, err := wtx.(*tx).exec(ctx, "PRAGMA max_page_count = "+pages)
+			return err
+		})
+	}
+	if err := limit("1"); err != nil { // at most the current size
+		t.Fatal(err)
+	}
+	big := &chorus.Account{SID: chorus.NewSID(chorus.PrefixAccount), AuthToken: strings.Repeat("x", 200_000)}
+	err = s.Update(ctx, func(tx chorus.Tx) error { return tx.PutAccount(ctx, big) })
+	if chorus.ErrorCode(err) != chorus.ErrUnavailable.Code {
+		t.Fatalf("a write into a full database = %v, want 20503", err)
+	}
+	if err := s.Ping(ctx); chorus.ErrorCode(err) != chorus.ErrUnavailable.Code || !strings.Contains(err.Error(), "full") {
+		t.Errorf("Ping after the failed write = %v, want 20503 saying the database is full", err)
+	}
+	if err := limit("1073741823"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Ping(ctx); err != nil {
+		t.Errorf("Ping after a write succeeded again = %v", err)
+	}
+}
