@@ -147,8 +147,9 @@ func cmdRestore(ctx context.Context, args []string, stdout io.Writer) error {
 	if err := installRestored(stage, *dataDir, exists); err != nil {
 		return fmt.Errorf("restore into %s: %w", *dataDir, err)
 	}
-	_, err = fmt.Fprintf(stdout, "restored %s into %s: schema version %d, taken %s, checksum and integrity check ok\n",
-		file, *dataDir, info.SchemaVersion, info.Created.Format("2006-01-02T15:04:05Z"))
+	_, err = fmt.Fprintf(stdout, "restored %s into %s: schema version %d, taken %s, checksum and integrity check ok; "+
+		"event ids moved up by %d, so that clients that saw later events catch up\n",
+		file, *dataDir, info.SchemaVersion, info.Created.Format("2006-01-02T15:04:05Z"), info.EventIDShift)
 	return err
 }
 

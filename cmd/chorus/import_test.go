@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -390,5 +391,15 @@ func TestImportOneAtATime(t *testing.T) {
 	}
 	if _, errOut, code := chorusCmd(t, cleanEnv(), "migrate", "--store", dsn, "--from-data-dir", dst); code != 0 {
 		t.Errorf("migrate after the other ended: exit %d, stderr %q", code, errOut)
+	}
+}
+
+// TestMigrateAfterRestore: migrate --after-restore moves a restored
+// database's event ids up and says by how much.
+func TestMigrateAfterRestore(t *testing.T) {
+	dsn := servertest.NewDatabase(t)
+	out, errOut, code := chorusCmd(t, cleanEnv(), "migrate", "--store", dsn, "--after-restore")
+	if code != 0 || !regexp.MustCompile(`event ids moved up by [1-9][0-9]{12,}`).MatchString(out) {
+		t.Errorf("migrate --after-restore: exit %d, stdout %q, stderr %q", code, out, errOut)
 	}
 }

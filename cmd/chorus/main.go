@@ -494,16 +494,27 @@ func cmdMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	fs := newFlags("migrate")
 	storeURL := fs.String("store", getenv("CHORUS_STORE_URL"), "postgres://… (default: CHORUS_STORE_URL)")
 	from := addCopyFlags(fs)
+	afterRestore := fs.Bool("after-restore", false, "the database was just restored from a dump: move its event ids up so that clients that saw later events catch up (run before starting the nodes)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
 	if !strings.HasPrefix(*storeURL, "postgres://") && !strings.HasPrefix(*storeURL, "postgresql://") {
 		return usagef("migrate: --store postgres://… is required (SQLite migrates itself on start)")
 	}
+	if *afterRestore && from.dataDir != "" {
+		return usagef("migrate: --after-restore and --from-data-dir do not go together")
+	}
 	if err := postgres.Migrate(ctx, *storeURL); err != nil {
 		return err
 	}
 	fmt.Fprintln(stdout, "schema up to date")
+	if *afterRestore {
+		shift, err := postgres.RenumberEvents(ctx, *storeURL, time.Now())
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "event ids moved up by %d, so that clients that saw later events catch up\n", shift)
+	}
 	if from.dataDir != "" {
 		return copyStore(ctx, from, *storeURL, stdout, stderr)
 	}

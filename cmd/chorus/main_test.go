@@ -372,6 +372,7 @@ func TestErrors(t *testing.T) {
 		{"short API secret", []string{"TWILIO_ACCOUNT_SID=AC0123456789abcdef0123456789abcdef", "TWILIO_AUTH_TOKEN=" + secret32, "TWILIO_API_KEY=SK0123456789abcdef0123456789abcdef", "TWILIO_API_SECRET=x"}, []string{"serve", "--data-dir", filepath.Join(dir, "d4")}, 2, "TWILIO_API_SECRET is 1 characters long"},
 		{"bad dev-tokens", nil, []string{"serve", "--dev-tokens=maybe"}, 2, "dev-tokens"},
 		{"negative start wait", nil, []string{"serve", "--start-wait=-1s"}, 2, "--start-wait"},
+		{"after-restore with a copy", nil, []string{"migrate", "--store", "postgres://127.0.0.1:1/x", "--after-restore", "--from-data-dir", dir}, 2, "--after-restore"},
 		{"dev-tokens-public alone", nil, []string{"serve", "--dev-tokens-public"}, 2, "--dev-tokens-public needs --dev-tokens"},
 		{"bad CHORUS_DEV_TOKENS", []string{"CHORUS_DEV_TOKENS=maybe"}, []string{"serve"}, 2, "CHORUS_DEV_TOKENS"},
 		{"admin keys without subcommand", nil, []string{"admin", "keys"}, 2, "list, create or revoke"},

@@ -225,3 +225,45 @@ test('server SIGKILL + restart: acknowledged writes survive, clients reconnect o
 test('every server frame seen in this file was well-formed', () => {
   assert.deepEqual(tap.allBad(), []);
 });
+
+test('after a restore from backup, a client that saw later events catches up and hears new writes', async () => {
+  // The client saw 20 updates made after the backup; the restore loses them. The restored store's
+  // event ids would otherwise start again below the client's, and the SDK would drop every new event
+  // as one it already has (the document stuck at v=20 while the server holds v=100).
+  const { execFileSync } = require('node:child_process');
+  const fs = require('node:fs');
+  const os = require('node:os');
+  const path = require('node:path');
+  const name = uniq('restored');
+  const a = await connect(srv, uniq('writer'));
+  const obs = await connect(srv, uniq('observer'));
+  const d = await a.document(name);
+  await d.set({ v: 0 });
+  const m = await a.map(name);
+  await m.set('k1', { v: 0 });
+  const backup = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'chorus-e2e-backup-')), 'chorus.backup');
+  execFileSync(srv.bin, ['backup', '--data-dir', srv.dataDir, '--out', backup]);
+
+  const od = await obs.document(name);
+  const om = await obs.map(name);
+  let k1 = 0; // the observer's k1, as its events left it
+  om.on('itemUpdated', (e) => { if (e.item.key === 'k1') k1 = e.item.data.v; });
+  for (let v = 1; v <= 20; v++) {
+    await d.set({ v });
+    await m.set('k1', { v });
+  }
+  await until(() => od.data.v === 20 && k1 === 20, 15000, 'the observer at v=20');
+
+  await srv.kill('SIGTERM');
+  fs.rmSync(srv.dataDir, { recursive: true, force: true });
+  const out = execFileSync(srv.bin, ['restore', '--data-dir', srv.dataDir, backup]).toString();
+  assert.match(out, /event ids moved up by \d+/);
+  await srv.start();
+  await waitForState(obs, 'connected', 20000);
+
+  const rest = srv.restClient().sync.v1.services(srv.creds.serviceSid);
+  await rest.documents(name).update({ data: { v: 100 } });
+  await rest.syncMaps(name).syncMapItems('k1').update({ data: { v: 100 } });
+  await until(() => od.data.v === 100 && k1 === 100, 20000, 'the observer to hear the writes made after the restore');
+  fs.rmSync(path.dirname(backup), { recursive: true, force: true });
+});

@@ -38,6 +38,9 @@ type BackupInfo struct {
 	SchemaVersion int       `json:"schema_version"`
 	Size          int64     `json:"size"`
 	SHA256        string    `json:"sha256"`
+	// EventIDShift is how far Restore moved the restored store's event
+	// ids (sqlrow.RenumberShift); not in a backup's header.
+	EventIDShift int64 `json:"-"`
 }
 
 // ErrNotBackup is returned (wrapped) by Restore for a file that is not a
@@ -192,6 +195,11 @@ func Restore(ctx context.Context, r io.Reader, dbPath string) (BackupInfo, error
 	}
 	if _, err := checkDatabase(ctx, tmp); err != nil {
 		return BackupInfo{}, fmt.Errorf("sqlite: restore: %w: %w", ErrNotBackup, err)
+	}
+	// Clients that saw events after the backup was taken must not take the
+	// restored store's events for ones they have (sqlrow.RenumberShift).
+	if info.EventIDShift, err = renumberEvents(ctx, tmp, time.Now()); err != nil {
+		return BackupInfo{}, fmt.Errorf("sqlite: restore: %w", err)
 	}
 	if err := os.Rename(tmp, dbPath); err != nil {
 		return BackupInfo{}, fmt.Errorf("sqlite: restore: %w", err)

@@ -1,0 +1,89 @@
+package postgres
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/chorus-sync/chorus"
+	"github.com/chorus-sync/chorus/internal/bus/mem"
+	"github.com/chorus-sync/chorus/internal/engine"
+)
+
+// TestRenumberEvents: after a restore from a dump, every object's and
+// item's event id moves up past twice the time in milliseconds (where no
+// lost write can have taken them), keeping their order; the log keeps its
+// ids, and writes go on from the new ones. It refuses while a node runs.
+func TestRenumberEvents(t *testing.T) {
+	ctx := context.Background()
+	dsn := newSchema(t)
+	st := openDSN(t, dsn, Config{})
+	eng := engine.New(engine.Config{Store: st, Bus: mem.New()})
+	creds, _, err := eng.Bootstrap(ctx, engine.Credentials{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc, err := eng.Service(ctx, creds.AccountSID, creds.ServiceSID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sys := engine.SystemActor()
+	doc, err := eng.CreateObject(ctx, sys, svc, chorus.KindDocument, engine.CreateObject{Data: json.RawMessage(`{"v":0}`)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for v := 1; v <= 3; v++ {
+		if doc, err = eng.UpdateObject(ctx, sys, svc, chorus.KindDocument, doc.SID, engine.UpdateObject{Data: json.RawMessage(`{"v":1}`)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m, err := eng.CreateObject(ctx, sys, svc, chorus.KindMap, engine.CreateObject{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var items []*chorus.Item
+	for _, k := range []string{"a", "b"} {
+		it, _, err := eng.WriteItem(ctx, sys, svc, chorus.KindMap, m.SID, chorus.ItemRef{Key: k}, engine.ItemWrite{Mode: engine.Upsert, Data: json.RawMessage(`{}`)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		items = append(items, it)
+	}
+	beat := func(at string) {
+		t.Helper()
+		if _, err := st.pool.Exec(ctx, `INSERT INTO presence_nodes (node, heartbeat) VALUES ('n1', (extract(epoch FROM clock_timestamp() - $1::interval) * 1e9)::bigint)
+			ON CONFLICT (node) DO UPDATE SET heartbeat = excluded.heartbeat`, at); err != nil {
+			t.Fatal(err)
+		}
+	}
+	beat("1 second")
+	if _, err := RenumberEvents(ctx, dsn, time.Now()); !errors.Is(err, ErrNodesRunning) {
+		t.Fatalf("RenumberEvents with a node heartbeating = %v, want ErrNodesRunning", err)
+	}
+	beat("1 minute") // killed a while ago
+	now := time.Now()
+	shift, err := RenumberEvents(ctx, dsn, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if shift <= 2*now.UnixMilli() {
+		t.Errorf("shift %d, want more than twice the time in ms (%d)", shift, 2*now.UnixMilli())
+	}
+	eng2 := engine.New(engine.Config{Store: openDSN(t, dsn, Config{}), Bus: mem.New()}) // a fresh node: no cache
+	got, err := eng2.Object(ctx, sys, svc, chorus.KindDocument, doc.SID)
+	if err != nil || got.LastEventID != doc.LastEventID+shift {
+		t.Fatalf("document's last event id = %v (%v), want %d", got.LastEventID, err, doc.LastEventID+shift)
+	}
+	for _, want := range items {
+		it, err := eng2.Item(ctx, sys, svc, chorus.KindMap, m.SID, chorus.ItemRef{Key: want.Key})
+		if err != nil || it.LastEventID != want.LastEventID+shift {
+			t.Errorf("item %s: last event id %v (%v), want %d", want.Key, it.LastEventID, err, want.LastEventID+shift)
+		}
+	}
+	next, err := eng2.UpdateObject(ctx, sys, svc, chorus.KindDocument, doc.SID, engine.UpdateObject{Data: json.RawMessage(`{"v":9}`)})
+	if err != nil || next.LastEventID != doc.LastEventID+shift+1 {
+		t.Errorf("a write after: event id %v (%v), want %d", next.LastEventID, err, doc.LastEventID+shift+1)
+	}
+}
