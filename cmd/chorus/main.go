@@ -196,6 +196,7 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer) error {
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	storeURL := fs.String("store", getenv("CHORUS_STORE_URL"), "postgres://… to use PostgreSQL (default: CHORUS_STORE_URL, else SQLite in --data-dir)")
 	busURL := fs.String("bus", getenv("CHORUS_BUS_URL"), "nats://… to fan out through NATS (default: CHORUS_BUS_URL, else in-process)")
+	busPrefix := fs.String("bus-prefix", getenv("CHORUS_BUS_PREFIX"), "the NATS subject prefix, the same on every node of a cluster; clusters sharing a NATS server each need their own (default: CHORUS_BUS_PREFIX, else chorus)")
 	node := fs.String("node", getenv("CHORUS_NODE_NAME"), "this node's name in logs and to NATS (default: CHORUS_NODE_NAME, else the host name)")
 	allowPrivate := fs.Bool("webhooks-allow-private", false, "let webhooks reach loopback and private addresses, for development and tests (default: CHORUS_WEBHOOKS_ALLOW_PRIVATE)")
 	wsMaxConns := fs.Int("ws-max-conns", 0, "cap on this node's websocket connections, refused with 503 beyond (0 = no cap)")
@@ -264,6 +265,7 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer) error {
 		Logger:               logger,
 		StoreURL:             *storeURL,
 		BusURL:               *busURL,
+		BusPrefix:            *busPrefix,
 		NodeName:             *node,
 		WebhooksAllowPrivate: *allowPrivate,
 		WSMaxConns:           *wsMaxConns,

@@ -108,6 +108,7 @@ func (s *Server) serveMetrics(w http.ResponseWriter, r *http.Request) {
 	metric("chorus_auth_failures_total", "counter", "Failed API authentications.", s.throttle.failures.Load())
 	if nb, ok := s.bus.(*natsbus.Bus); ok {
 		metric("chorus_bus_forged_total", "counter", "Bus events dropped for a missing or wrong cluster signature.", nb.Stats().Forged)
+		metric("chorus_bus_foreign_total", "counter", "Bus events of another cluster on the same NATS server and prefix, dropped.", nb.Stats().Foreign)
 	}
 	if st, ok := s.store.(*sqlite.Store); ok {
 		ws := st.WriteStats()

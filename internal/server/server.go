@@ -129,6 +129,12 @@ type Config struct {
 	// restart) come up once those do. Other errors (authentication, TLS,
 	// a bad URL) fail at once, as does everything when it is 0.
 	StartWait time.Duration
+	// BusPrefix is the NATS subject prefix (natsbus.WithPrefix; default
+	// "chorus"): every node of a cluster uses the same, and clusters that
+	// share a NATS server had better each have their own.
+	BusPrefix string
+
+	clusterID string // the store's cluster identity (New sets it)
 }
 
 // Server is one Chorus node.
@@ -222,6 +228,17 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 		s.store, leader, s.unlockDir = opened.store, opened.leader, opened.unlock
 	}
 	if s.bus == nil {
+		if pg, ok := s.store.(*postgres.Store); ok && cfg.BusURL != "" {
+			id, copied, err := pg.ClusterIdentity(ctx)
+			if err != nil {
+				return nil, fmt.Errorf("server: %w", err)
+			}
+			if copied {
+				s.log.Warn("server: this database looks restored from a dump or copied from another: if it was, stop the nodes " +
+					"and run chorus migrate --after-restore on it (clients that saw later events would ignore new ones)")
+			}
+			cfg.clusterID = id
+		}
 		b, err := untilAvailable(ctx, s.log, "NATS", cfg.StartWait, func(ctx context.Context) (chorus.Bus, error) {
 			return openBus(ctx, cfg, s.BusLost)
 		})
@@ -670,7 +687,11 @@ func untilAvailable[T any](ctx context.Context, log *slog.Logger, what string, w
 func openBus(ctx context.Context, cfg Config, resync func(publishesLost bool)) (chorus.Bus, error) {
 	switch {
 	case strings.HasPrefix(cfg.BusURL, "nats://") || strings.HasPrefix(cfg.BusURL, "tls://"):
-		opts := []natsbus.Option{natsbus.WithName(cfg.NodeName), natsbus.WithReconnectHandler(resync), natsbus.WithAuth(cfg.BusAuth)}
+		opts := []natsbus.Option{natsbus.WithName(cfg.NodeName), natsbus.WithReconnectHandler(resync), natsbus.WithAuth(cfg.BusAuth),
+			natsbus.WithCluster(cfg.clusterID)}
+		if cfg.BusPrefix != "" {
+			opts = append(opts, natsbus.WithPrefix(cfg.BusPrefix))
+		}
 		if cfg.ClusterSecret != "" {
 			opts = append(opts, natsbus.WithSecret([]byte(cfg.ClusterSecret)))
 		}

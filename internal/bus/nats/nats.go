@@ -54,6 +54,27 @@ type options struct {
 	delay       func(*chorus.Event) time.Duration
 	auth        Auth
 	secret      []byte
+	clusterID   string        // WithCluster's
+	cluster     natsgo.Header // carrying clusterID, on every published message
+}
+
+// ClusterHeader is the NATS message header that carries the cluster's
+// identity (WithCluster).
+const ClusterHeader = "Chorus-Cluster"
+
+// WithCluster sets the cluster's identity (the store's, e.g.
+// postgres.Store.ClusterIdentity): every event goes out with it in the
+// Chorus-Cluster header, and events with another one are dropped and
+// counted (Stats.Foreign), so that two clusters that share a NATS server
+// and subject prefix (production, and staging restored from its dump)
+// never deliver each other's events. Events without the header (nodes of
+// an earlier version, during a rolling upgrade) are taken.
+func WithCluster(id string) Option {
+	return func(o *options) {
+		if id != "" {
+			o.clusterID, o.cluster = id, natsgo.Header{ClusterHeader: []string{id}}
+		}
+	}
 }
 
 // WithPrefix sets the first subject tokens (default "chorus"): events go
@@ -127,7 +148,7 @@ type Bus struct {
 	warnMu   sync.Mutex
 	warnLast map[string]time.Time // rate limit of repeated warnings
 
-	published, received, faultDropped, decodeErrors, forged atomic.Uint64
+	published, received, faultDropped, decodeErrors, forged, foreign atomic.Uint64
 }
 
 // topic is the NATS subscription of one object, shared by its local
@@ -150,6 +171,7 @@ type Stats struct {
 	FaultDropped uint64 // received events discarded by WithFaults
 	DecodeErrors uint64 // received payloads that did not decode
 	Forged       uint64 // received events dropped for a missing or wrong cluster signature (WithSecret)
+	Foreign      uint64 // received events of another cluster, dropped (WithCluster)
 	Topics       int    // objects with a NATS subscription
 }
 
@@ -319,7 +341,13 @@ func (b *Bus) Publish(ctx context.Context, events ...*chorus.Event) error {
 		if b.opts.secret != nil {
 			*bp = appendMAC(b.opts.secret, subject, *bp)
 		}
-		if err := b.nc.Publish(subject, *bp); err != nil {
+		var err error
+		if b.opts.cluster != nil {
+			err = b.nc.PublishMsg(&natsgo.Msg{Subject: subject, Data: *bp, Header: b.opts.cluster})
+		} else {
+			err = b.nc.Publish(subject, *bp)
+		}
+		if err != nil {
 			switch {
 			case errors.Is(err, natsgo.ErrConnectionClosed), errors.Is(err, natsgo.ErrReconnectBufExceeded),
 				errors.Is(err, natsgo.ErrConnectionDraining):
@@ -453,6 +481,14 @@ func (b *Bus) dispatch(q chan *natsgo.Msg) {
 
 func (b *Bus) receive(m *natsgo.Msg) {
 	b.received.Add(1)
+	if b.opts.cluster != nil {
+		if id := m.Header.Get(ClusterHeader); id != "" && id != b.opts.clusterID {
+			b.foreign.Add(1)
+			b.warn("nats: drop another cluster's event (two clusters share this NATS server and subject prefix: "+
+				"give each its own, see --bus-prefix)", slog.String("subject", m.Subject))
+			return
+		}
+	}
 	data := m.Data
 	if b.opts.secret != nil {
 		payload, ok := verifyMAC(b.opts.secret, m.Subject, data)
@@ -535,6 +571,7 @@ func (b *Bus) Stats() Stats {
 		FaultDropped: b.faultDropped.Load(),
 		DecodeErrors: b.decodeErrors.Load(),
 		Forged:       b.forged.Load(),
+		Foreign:      b.foreign.Load(),
 		Topics:       n,
 	}
 }

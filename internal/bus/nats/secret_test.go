@@ -3,6 +3,7 @@ package nats_test
 import (
 	"context"
 	"encoding/json"
+	"slices"
 	"testing"
 	"time"
 
@@ -64,5 +65,51 @@ func TestSecretTooShort(t *testing.T) {
 	_, err := nats.Open(context.Background(), testURL(t), quietLogger(), nats.WithSecret([]byte("short")))
 	if err == nil {
 		t.Fatal("Open(WithSecret(short)) = nil error, want an error")
+	}
+}
+
+// TestCluster: two clusters on one NATS server and prefix (production, and
+// staging restored from its dump: the same object SIDs) never deliver each
+// other's events; a node that sets no cluster identity (an earlier
+// version, during a rolling upgrade) is heard by all.
+func TestCluster(t *testing.T) {
+	u := testURL(t)
+	prefix := uniquePrefix(t)
+	prod := open(t, u, nats.WithPrefix(prefix), nats.WithCluster("prod-id"))
+	prod2 := open(t, u, nats.WithPrefix(prefix), nats.WithCluster("prod-id"))
+	staging := open(t, u, nats.WithPrefix(prefix), nats.WithCluster("staging-id"))
+	older := open(t, u, nats.WithPrefix(prefix))
+
+	x := bustest.NewObjectSID()
+	got := make(chan *chorus.Event, 10)
+	cancel, err := prod2.Subscribe(x, func(e *chorus.Event) { got <- e })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cancel()
+	ctx := context.Background()
+	for i, b := range []*nats.Bus{staging, prod, older} {
+		if err := b.Publish(ctx, bustest.NewEvent(x, int64(i+1))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var ids []int64
+	for len(ids) < 2 {
+		select {
+		case e := <-got:
+			ids = append(ids, e.ID)
+		case <-time.After(bustest.Deadline):
+			t.Fatalf("delivered %v, want the events of prod (2) and of the node without an identity (3)", ids)
+		}
+	}
+	slices.Sort(ids) // from two connections: in either order
+	if ids[0] != 2 || ids[1] != 3 {
+		t.Errorf("delivered %v, want [2 3]", ids)
+	}
+	waitFor(t, "the other cluster's event counted", func() bool { return prod2.Stats().Foreign == 1 })
+	select {
+	case e := <-got:
+		t.Errorf("another event was delivered: %d", e.ID)
+	case <-time.After(200 * time.Millisecond):
 	}
 }

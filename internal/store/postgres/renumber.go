@@ -20,10 +20,12 @@ var ErrNodesRunning = errors.New("nodes are serving this database (a heartbeat i
 const nodeQuiet = 15 * time.Second
 
 // RenumberEvents moves every event id of the store at dsn up, as a restore
-// must (sqlrow.RenumberShift): run it on a database restored from a dump
+// must (sqlrow.RenumberShift), and gives it a new cluster identity
+// (ClusterIdentity): run it on a database restored from a dump
 // (pg_restore), before the nodes start, so that clients that saw events
-// after the dump was taken catch up instead of ignoring new events. It
-// refuses while a node heartbeats, and returns the shift.
+// after the dump was taken catch up instead of ignoring new events, and
+// the copy's nodes and the original's never take each other's bus
+// messages. It refuses while a node heartbeats, and returns the shift.
 func RenumberEvents(ctx context.Context, dsn string, now time.Time) (int64, error) {
 	cfg, err := parseConfig(dsn, Config{})
 	if err != nil {
@@ -55,10 +57,34 @@ func RenumberEvents(ctx context.Context, dsn string, now time.Time) (int64, erro
 				return err
 			}
 		}
-		return nil
+		// A restored copy is another cluster than the one it was dumped
+		// from, which may share its NATS.
+		_, err := tx.Exec(ctx, newClusterID)
+		return err
 	})
 	if err != nil {
 		return 0, fmt.Errorf("postgres: renumber events: %s: %w", addr(cfg.ConnConfig), err)
 	}
 	return shift, nil
+}
+
+// newClusterID is the statement that gives the cluster a new identity in
+// the database it is in now (ClusterIdentity).
+const newClusterID = `UPDATE cluster_identity SET
+	id = md5(random()::text || clock_timestamp()::text || pg_backend_pid()::text),
+	db_oid = (SELECT oid::bigint FROM pg_database WHERE datname = current_database())`
+
+// ClusterIdentity returns the cluster's identity, which its nodes put on
+// their bus messages (natsbus.WithCluster), and whether the database looks
+// copied from another (restored from a dump without migrate
+// --after-restore): it is not the database the identity was made in.
+func (s *Store) ClusterIdentity(ctx context.Context) (id string, copied bool, err error) {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.TxTimeout)
+	defer cancel()
+	err = s.pool.QueryRow(ctx, `SELECT id, db_oid <> (SELECT oid::bigint FROM pg_database WHERE datname = current_database())
+		FROM cluster_identity`).Scan(&id, &copied)
+	if err != nil {
+		return "", false, fmt.Errorf("postgres: cluster identity %s: %w", s.addr, unavailable(err))
+	}
+	return id, copied, nil
 }

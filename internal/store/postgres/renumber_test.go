@@ -87,3 +87,32 @@ func TestRenumberEvents(t *testing.T) {
 		t.Errorf("a write after: event id %v (%v), want %d", next.LastEventID, err, doc.LastEventID+shift+1)
 	}
 }
+
+// TestClusterIdentity: a database's cluster identity is the same for
+// every node; a copy (another database) is noticed; migrate
+// --after-restore gives the copy its own identity, in its own database.
+func TestClusterIdentity(t *testing.T) {
+	ctx := context.Background()
+	dsn := newSchema(t)
+	a, b := openDSN(t, dsn, Config{}), openDSN(t, dsn, Config{})
+	idA, copied, err := a.ClusterIdentity(ctx)
+	if err != nil || idA == "" || copied {
+		t.Fatalf("ClusterIdentity = %q, copied %v, %v; want an identity, not copied", idA, copied, err)
+	}
+	if idB, _, _ := b.ClusterIdentity(ctx); idB != idA {
+		t.Errorf("two nodes of one database: identities %q and %q", idA, idB)
+	}
+	// As if the row came from a dump of another database.
+	if _, err := a.pool.Exec(ctx, `UPDATE cluster_identity SET db_oid = 1`); err != nil {
+		t.Fatal(err)
+	}
+	if id, copied, err := a.ClusterIdentity(ctx); err != nil || !copied || id != idA {
+		t.Errorf("after a copy: %q, copied %v, %v; want the same identity, copied", id, copied, err)
+	}
+	if _, err := RenumberEvents(ctx, dsn, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if id, copied, err := b.ClusterIdentity(ctx); err != nil || copied || id == idA || id == "" {
+		t.Errorf("after migrate --after-restore: %q (was %q), copied %v, %v; want a new identity, not copied", id, idA, copied, err)
+	}
+}

@@ -177,6 +177,20 @@ CREATE TABLE revoked_api_keys (
 	date_revoked BIGINT NOT NULL
 );
 `,
+	// 5: the cluster's identity (ClusterIdentity): a random id that the
+	// nodes put on their bus messages, so that two clusters on one NATS
+	// (production, and staging restored from its dump) never take each
+	// other's events; and the database it was made in, to notice a copy.
+	`
+CREATE TABLE cluster_identity (
+	one    BOOLEAN PRIMARY KEY DEFAULT true CHECK (one),
+	id     TEXT NOT NULL,
+	db_oid BIGINT NOT NULL
+);
+INSERT INTO cluster_identity (id, db_oid)
+	SELECT md5(random()::text || clock_timestamp()::text || pg_backend_pid()::text), oid::bigint
+	FROM pg_database WHERE datname = current_database();
+`,
 }
 
 // lockKey derives an advisory lock key from a purpose and the schema the
