@@ -84,6 +84,10 @@ type Engine struct {
 	// unposted: a committed change could not be published since the last
 	// announcement (AnnounceResync): the Bus was down.
 	unposted atomic.Bool
+	// unpublished counts the changes the bus refused since the last
+	// warning, logged at unpublishedWarned (unix ns) (warnUnpublished).
+	unpublished       atomic.Uint64
+	unpublishedWarned atomic.Int64
 
 	lastCreated atomic.Int64 // unix ms of the newest creation time given (createdAt)
 
@@ -242,10 +246,28 @@ func (e *Engine) publish(ctx context.Context, events []*chorus.Event) {
 	// caller going away. Subscribers recover lost events from the log.
 	if err := e.cfg.Bus.Publish(context.WithoutCancel(ctx), events...); err != nil {
 		e.markUnposted()
-		e.log.Warn("publish events", "err", err, "events", len(events))
+		e.warnUnpublished(err)
 		return
 	}
 	e.posted.Add(uint64(len(events)))
+}
+
+// publishWarnEvery spaces the warnings about changes the bus did not take:
+// while it is down, every write fails to publish.
+const publishWarnEvery = 10 * time.Second
+
+// warnUnpublished logs that the bus refused a committed change's events,
+// at most every publishWarnEvery, with how many changes it refused since
+// the last warning (this one's included).
+func (e *Engine) warnUnpublished(err error) {
+	e.unpublished.Add(1)
+	now := time.Now().UnixNano()
+	last := e.unpublishedWarned.Load()
+	if now-last < int64(publishWarnEvery) || !e.unpublishedWarned.CompareAndSwap(last, now) {
+		return
+	}
+	e.log.Warn("publish events: the bus did not take committed changes; subscribers get them from the log once it is back",
+		"err", err, "changes", e.unpublished.Swap(0))
 }
 
 // AnnounceResync tells every node, this one included, to read again what

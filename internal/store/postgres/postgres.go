@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"regexp"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -156,12 +158,26 @@ func (s *Store) warn(msg string, args ...any) {
 
 // parseConfig parses dsn into a pool configuration with the session
 // settings every connection needs.
+// quoted matches what pgx's parse errors quote: the DSN, or a token of it.
+var quoted = regexp.MustCompile("`[^`]*`|\"[^\"]*\"")
+
+// parseReason is why pgx could not parse a DSN, without the DSN or any
+// part of it that pgx quotes (a token with a bad escape may be the
+// password): "invalid port", "failed to configure TLS (sslmode is
+// invalid)".
+func parseReason(err error) string {
+	r := err.Error()
+	if i := strings.LastIndex(r, "`: "); i >= 0 {
+		r = r[i+3:]
+	}
+	return quoted.ReplaceAllString(r, "…")
+}
+
 func parseConfig(dsn string, cfg Config) (*pgxpool.Config, error) {
 	cfg = cfg.withDefaults()
 	pc, err := pgxpool.ParseConfig(dsn)
 	if err != nil {
-		// pgx's parse errors quote the DSN, password included: don't.
-		return nil, errors.New("invalid DSN")
+		return nil, fmt.Errorf("invalid DSN: %s", parseReason(err))
 	}
 	cc := pc.ConnConfig
 	if cc.ConnectTimeout == 0 {

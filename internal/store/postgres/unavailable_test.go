@@ -147,10 +147,16 @@ func TestOpenUnreachable(t *testing.T) {
 		})
 	}
 	t.Run("invalid DSN", func(t *testing.T) {
-		dsn := "postgres://postgres:s3cretpw@127.0.0.1:notaport/test"
-		_, err := Open(context.Background(), dsn, nil)
-		if err == nil || strings.Contains(err.Error(), "s3cretpw") {
-			t.Errorf("Open(%q) = %v, want an error without the password", dsn, err)
+		for dsn, why := range map[string]string{
+			"postgres://postgres:s3cretpw@127.0.0.1:notaport/test":  "invalid port",
+			"postgres://postgres:s3cretpw@127.0.0.1/test?sslmode=x": "sslmode is invalid",
+			"postgres://postgres:s3cr%zzetpw@127.0.0.1/test":        "invalid percent-encoded token",
+			"host=127.0.0.1 password=s3cretpw port=x":               "invalid port",
+		} {
+			_, err := Open(context.Background(), dsn, nil)
+			if err == nil || strings.Contains(err.Error(), "s3cr") || !strings.Contains(err.Error(), why) {
+				t.Errorf("Open(%q) = %v, want an error saying %q without the password", dsn, err, why)
+			}
 		}
 	})
 }
