@@ -227,15 +227,16 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 		}
 		s.store, leader, s.unlockDir = opened.store, opened.leader, opened.unlock
 	}
+	if pg, ok := s.store.(*postgres.Store); ok {
+		if err := s.adoptCopy(ctx, pg); err != nil {
+			return nil, err
+		}
+	}
 	if s.bus == nil {
 		if pg, ok := s.store.(*postgres.Store); ok && cfg.BusURL != "" {
-			id, copied, err := pg.ClusterIdentity(ctx)
+			id, _, err := pg.ClusterIdentity(ctx)
 			if err != nil {
 				return nil, fmt.Errorf("server: %w", err)
-			}
-			if copied {
-				s.log.Warn("server: this database looks restored from a dump or copied from another: if it was, stop the nodes " +
-					"and run chorus migrate --after-restore on it (clients that saw later events would ignore new ones)")
 			}
 			cfg.clusterID = id
 		}
@@ -588,6 +589,25 @@ func (s *Server) Close() error {
 		s.closeErr = errors.Join(errs...)
 	})
 	return s.closeErr
+}
+
+// adoptCopy makes a PostgreSQL database restored from a dump (or copied)
+// without migrate --after-restore what that command makes it, when no
+// node serves it yet (postgres.Store.AdoptCopy); with nodes serving it,
+// it only warns.
+func (s *Server) adoptCopy(ctx context.Context, pg *postgres.Store) error {
+	shift, err := pg.AdoptCopy(ctx, time.Now())
+	switch {
+	case errors.Is(err, postgres.ErrNodesRunning):
+		s.log.Warn("server: this database looks restored from a dump or copied from another, and nodes serve it: " +
+			"if it was, stop them all and run chorus migrate --after-restore on it (clients that saw later events ignore new ones)")
+	case err != nil:
+		return fmt.Errorf("server: %w", err)
+	case shift > 0:
+		s.log.Warn("server: this database was restored from a dump or copied from another: its event ids moved up, "+
+			"as chorus migrate --after-restore does, and it has a cluster identity of its own", "shift", shift)
+	}
+	return nil
 }
 
 // openStore opens PostgreSQL when cfg.StoreURL names it, else SQLite in

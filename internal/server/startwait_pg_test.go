@@ -1,7 +1,10 @@
 package server_test
 
 import (
+	"context"
+	"log/slog"
 	"net/url"
+	"strings"
 	"testing"
 	"time"
 
@@ -36,4 +39,40 @@ func TestStartWaitRefusedByPostgres(t *testing.T) {
 	}
 	missing.Path = "/chorus_no_such_database"
 	server.NewRefused(t, server.Config{StoreURL: missing.String()})
+}
+
+// TestNodeAdoptsRestoredCopy: a node starting on a PostgreSQL database
+// restored from a dump without migrate --after-restore (its identity was
+// made in another database) does what that command does, and says so.
+func TestNodeAdoptsRestoredCopy(t *testing.T) {
+	ctx := context.Background()
+	db := servertest.NewDatabase(t)
+	first, err := server.New(ctx, server.Config{StoreURL: db, Creds: creds, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := first.Close(); err != nil {
+		t.Fatal(err)
+	}
+	c := servertest.Connect(t, db, nil)
+	var before string
+	if err := c.QueryRow(ctx, `UPDATE cluster_identity SET db_oid = 1 RETURNING id`).Scan(&before); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Exec(ctx, `DELETE FROM presence_nodes`); err != nil {
+		t.Fatal(err)
+	}
+	var logs server.SyncBuffer
+	s, err := server.New(ctx, server.Config{StoreURL: db, Creds: creds, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	var after string
+	if err := c.QueryRow(ctx, `SELECT id FROM cluster_identity`).Scan(&after); err != nil {
+		t.Fatal(err)
+	}
+	if after == before || !strings.Contains(logs.String(), "was restored from a dump") {
+		t.Errorf("a node on a restored copy: identity %q (was %q); log:\n%s", after, before, logs.String())
+	}
 }

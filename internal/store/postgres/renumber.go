@@ -37,33 +37,73 @@ func RenumberEvents(ctx context.Context, dsn string, now time.Time) (int64, erro
 	}
 	defer c.Close(context.WithoutCancel(ctx))
 	var shift int64
-	err = pgx.BeginFunc(ctx, c, func(tx pgx.Tx) error {
-		// The store's clock, as the heartbeats are written with it.
-		var running int
-		if err := tx.QueryRow(ctx, `SELECT count(*) FROM presence_nodes
-			WHERE heartbeat > (extract(epoch FROM clock_timestamp()) * 1e9)::bigint - $1`, nodeQuiet.Nanoseconds()).Scan(&running); err != nil {
-			return err
-		}
-		if running > 0 {
-			return ErrNodesRunning
-		}
-		var maxID int64
-		if err := tx.QueryRow(ctx, sqlrow.RenumberQuery).Scan(&maxID); err != nil {
-			return err
-		}
-		shift = sqlrow.RenumberShift(maxID, now)
-		for _, q := range sqlrow.RenumberStatements {
-			if _, err := tx.Exec(ctx, strings.Replace(q, "%s", "$1", 1), shift); err != nil {
-				return err
-			}
-		}
-		// A restored copy is another cluster than the one it was dumped
-		// from, which may share its NATS.
-		_, err := tx.Exec(ctx, newClusterID)
+	err = pgx.BeginFunc(ctx, c, func(tx pgx.Tx) (err error) {
+		shift, err = renumber(ctx, tx, now, false)
 		return err
 	})
 	if err != nil {
 		return 0, fmt.Errorf("postgres: renumber events: %s: %w", addr(cfg.ConnConfig), err)
+	}
+	return shift, nil
+}
+
+// renumber moves the event ids up and makes a new cluster identity in tx,
+// unless a node heartbeats (ErrNodesRunning) or, with onlyCopied, the
+// database is the one its identity was made in (a shift of 0). It locks
+// the identity's row first: of two nodes adopting one copy at once, the
+// second finds it adopted.
+func renumber(ctx context.Context, tx pgx.Tx, now time.Time, onlyCopied bool) (int64, error) {
+	var copied bool
+	if err := tx.QueryRow(ctx, `SELECT db_oid <> (SELECT oid::bigint FROM pg_database WHERE datname = current_database())
+		FROM cluster_identity FOR UPDATE`).Scan(&copied); err != nil {
+		return 0, err
+	}
+	if onlyCopied && !copied {
+		return 0, nil
+	}
+	// The store's clock, as the heartbeats are written with it.
+	var running int
+	if err := tx.QueryRow(ctx, `SELECT count(*) FROM presence_nodes
+		WHERE heartbeat > (extract(epoch FROM clock_timestamp()) * 1e9)::bigint - $1`, nodeQuiet.Nanoseconds()).Scan(&running); err != nil {
+		return 0, err
+	}
+	if running > 0 {
+		return 0, ErrNodesRunning
+	}
+	var maxID int64
+	if err := tx.QueryRow(ctx, sqlrow.RenumberQuery).Scan(&maxID); err != nil {
+		return 0, err
+	}
+	shift := sqlrow.RenumberShift(maxID, now)
+	for _, q := range sqlrow.RenumberStatements {
+		if _, err := tx.Exec(ctx, strings.Replace(q, "%s", "$1", 1), shift); err != nil {
+			return 0, err
+		}
+	}
+	// A restored copy is another cluster than the one it was dumped from,
+	// which may share its NATS.
+	if _, err := tx.Exec(ctx, newClusterID); err != nil {
+		return 0, err
+	}
+	return shift, nil
+}
+
+// AdoptCopy does what RenumberEvents does when the database looks restored
+// from a dump or copied (ClusterIdentity) and no node heartbeats on it: a
+// node starting on a copy whose operator did not run migrate
+// --after-restore. It returns the shift (0: nothing to do), or an error
+// wrapping ErrNodesRunning for a copy that nodes serve already.
+func (s *Store) AdoptCopy(ctx context.Context, now time.Time) (int64, error) {
+	var shift int64
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) (err error) {
+		shift, err = renumber(ctx, tx, now, true)
+		return err
+	})
+	switch {
+	case errors.Is(err, ErrNodesRunning):
+		return 0, fmt.Errorf("postgres: adopt a copied database %s: %w", s.addr, err)
+	case err != nil:
+		return 0, fmt.Errorf("postgres: adopt a copied database %s: %w", s.addr, unavailable(err))
 	}
 	return shift, nil
 }

@@ -116,3 +116,49 @@ func TestClusterIdentity(t *testing.T) {
 		t.Errorf("after migrate --after-restore: %q (was %q), copied %v, %v; want a new identity, not copied", id, idA, copied, err)
 	}
 }
+
+// TestAdoptCopy: a node starting on a copy (restored without migrate
+// --after-restore) makes it its own when no node serves it; two at once
+// adopt it once; a database that is no copy, or a copy nodes serve, is
+// left as it is.
+func TestAdoptCopy(t *testing.T) {
+	ctx := context.Background()
+	dsn := newSchema(t)
+	a, b := openDSN(t, dsn, Config{}), openDSN(t, dsn, Config{})
+	id, _, err := a.ClusterIdentity(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if shift, err := a.AdoptCopy(ctx, time.Now()); err != nil || shift != 0 {
+		t.Fatalf("AdoptCopy on the original = %d, %v; want 0, nil", shift, err)
+	}
+	exec := func(q string) {
+		t.Helper()
+		if _, err := a.pool.Exec(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	exec(`UPDATE cluster_identity SET db_oid = 1`) // as if restored from another database's dump
+	exec(`INSERT INTO presence_nodes (node, heartbeat) VALUES ('live', (extract(epoch FROM clock_timestamp()) * 1e9)::bigint)`)
+	if _, err := a.AdoptCopy(ctx, time.Now()); !errors.Is(err, ErrNodesRunning) {
+		t.Fatalf("AdoptCopy on a copy nodes serve = %v, want ErrNodesRunning", err)
+	}
+	exec(`DELETE FROM presence_nodes`)
+	shifts := make(chan int64, 2)
+	for _, s := range []*Store{a, b} {
+		go func() {
+			shift, err := s.AdoptCopy(ctx, time.Now())
+			if err != nil {
+				t.Error(err)
+			}
+			shifts <- shift
+		}()
+	}
+	s1, s2 := <-shifts, <-shifts
+	if (s1 == 0) == (s2 == 0) {
+		t.Errorf("two nodes adopting one copy at once shifted %d and %d, want exactly one shift", s1, s2)
+	}
+	if newID, copied, err := b.ClusterIdentity(ctx); err != nil || copied || newID == id {
+		t.Errorf("after adoption: identity %q (was %q), copied %v, %v", newID, id, copied, err)
+	}
+}
