@@ -468,7 +468,9 @@ func (s *Store) Update(ctx context.Context, fn func(chorus.Tx) error) error {
 	err := unavailable(s.queue.Submit(ctx, fn, ErrClosed))
 	switch {
 	case err == nil:
-		s.writeFailing.Store(nil)
+		if s.writeFailing.Load() != nil { // no shared write on the hot path
+			s.writeFailing.Store(nil)
+		}
 	case chorus.ErrorCode(err) == chorus.ErrUnavailable.Code && !errors.Is(err, ErrClosed):
 		s.writeFailing.Store(&err) // the disk full, say: Ping reports it
 	}
