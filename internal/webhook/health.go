@@ -55,10 +55,14 @@ func (h *health) pause(mu *sync.Mutex) time.Time {
 }
 
 // record notes an attempt's outcome. A receiver failing failingAfter
-// times in a row is paused, longer with every further failure.
-// It returns how long the receiver is paused when this attempt paused it.
-// now is Dispatcher.Now.
-func (h *health) record(mu *sync.Mutex, now time.Time, e *chorus.OutboxEntry, attempt int, res outcome, status int, why string, base time.Duration) (paused time.Duration) {
+// times in a row is paused, longer with every further failure. A failure
+// while it is paused was an attempt that began before the pause (up to
+// MaxInFlight run at once): it tells nothing new, and does not lengthen
+// the pause (four requests failing together once paused a receiver for 5
+// minutes within a second). Neither does an entry given up on without an
+// attempt (attempted false: too old). It returns how long the receiver
+// is paused when this attempt paused it. now is Dispatcher.Now.
+func (h *health) record(mu *sync.Mutex, now time.Time, e *chorus.OutboxEntry, attempt int, attempted bool, res outcome, status int, why string, base time.Duration) (paused time.Duration) {
 	mu.Lock()
 	defer mu.Unlock()
 	switch res {
@@ -77,7 +81,7 @@ func (h *health) record(mu *sync.Mutex, now time.Time, e *chorus.OutboxEntry, at
 		return 0
 	}
 	h.failed++
-	if res == retry || status >= 500 || status == 429 {
+	if attempted && (res == retry || status >= 500 || status == 429) && !now.Before(h.pausedUntil) {
 		h.consecutive++
 		if n := h.consecutive - failingAfter + 1; n > 0 {
 			paused = min(backoff(base, min(n, 8)), maxPause)

@@ -207,7 +207,7 @@ func (d *Dispatcher) round(ctx context.Context, l *lane, page []*chorus.OutboxEn
 	}
 	for _, key := range order {
 		entries := byKey[key]
-		if entries[0].NextAttempt.After(now) && now.Sub(entries[0].DateCreated) < d.cfg.MaxAge {
+		if entries[0].NextAttempt.After(now) && (now.Sub(entries[0].DateCreated) < d.cfg.MaxAge || entries[0].Attempts == 0) {
 			note(entries[0].NextAttempt)
 			continue
 		}
@@ -229,8 +229,11 @@ func (d *Dispatcher) round(ctx context.Context, l *lane, page []*chorus.OutboxEn
 					note(until)
 					return
 				}
-				if d.Now().Sub(e.DateCreated) >= d.cfg.MaxAge {
-					d.finish(ctx, h, e, attemptResult{res: abandon, status: e.LastStatus, why: "gave up: older than " + d.cfg.MaxAge.String()}, done)
+				// Too old, but only once attempted: a webhook whose
+				// event committed is sent at least once, even after the
+				// server was down for longer than MaxAge.
+				if d.Now().Sub(e.DateCreated) >= d.cfg.MaxAge && e.Attempts > 0 {
+					d.finish(ctx, h, e, attemptResult{res: abandon, status: e.LastStatus, why: "gave up: older than " + d.cfg.MaxAge.String(), unattempted: true}, done)
 					mu.Lock()
 					progress = true
 					mu.Unlock()
@@ -365,10 +368,9 @@ func (d *Dispatcher) finish(ctx context.Context, h *health, e *chorus.OutboxEntr
 		done.add(e.Seq)
 	case retry:
 		e.Attempts++
-		e.NextAttempt = d.Now().Add(backoff(d.cfg.RetryBase, e.Attempts))
-		if r.retryAfter > 0 {
-			e.NextAttempt = d.Now().Add(r.retryAfter)
-		}
+		// A Retry-After is the least the receiver asks for: a short one
+		// must not use up the attempts faster than the backoff would.
+		e.NextAttempt = d.Now().Add(max(backoff(d.cfg.RetryBase, e.Attempts), r.retryAfter))
 		e.LastStatus, e.LastError = status, why
 		err = d.cfg.Store.Update(ctx, func(tx chorus.Tx) error { return tx.UpdateOutbox(ctx, e) })
 		if errors.Is(err, chorus.ErrNotFound) {
@@ -390,7 +392,7 @@ func (d *Dispatcher) finish(ctx context.Context, h *health, e *chorus.OutboxEntr
 		d.Abandoned.Add(1)
 		d.warnRateLimited("webhook: abandoned", "service", e.ServiceSID, "event", e.Event.Type, "status", status, "reason", why)
 	}
-	if paused := h.record(&d.mu, d.Now(), e, attempt, res, status, why, d.cfg.RetryBase); paused > 0 {
+	if paused := h.record(&d.mu, d.Now(), e, attempt, !r.unattempted, res, status, why, d.cfg.RetryBase); paused > 0 {
 		d.log.Warn("webhook: receiver failing: paused", "service", e.ServiceSID, "status", status,
 			"reason", why, "paused", paused.Round(time.Millisecond))
 	}
@@ -405,19 +407,22 @@ type attemptResult struct {
 	status     int           // the receiver's HTTP status; 0: none
 	why        string        // for a failure
 	retryAfter time.Duration // the receiver's Retry-After, for this entry's retry
+	// unattempted: given up on without a request (too old), which says
+	// nothing of the receiver.
+	unattempted bool
 }
 
 func (d *Dispatcher) attempt(ctx context.Context, svc *chorus.Service, acct *chorus.Account, e *chorus.OutboxEntry) attemptResult {
 	target := svc.WebhookURL
 	if err := d.cfg.Policy.CheckURL(target); err != nil {
 		d.Failed.Add(1)
-		return attemptResult{abandon, 0, chorus.AsError(err).Message, 0}
+		return attemptResult{abandon, 0, chorus.AsError(err).Message, 0, false}
 	}
 	params := Params(e.Event)
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, target, strings.NewReader(params.Encode()))
 	if err != nil {
 		d.Failed.Add(1)
-		return attemptResult{abandon, 0, "invalid webhook URL", 0}
+		return attemptResult{abandon, 0, "invalid webhook URL", 0, false}
 	}
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	req.Header.Set("User-Agent", "Chorus-Sync-Webhooks/1")
@@ -428,28 +433,28 @@ func (d *Dispatcher) attempt(ctx context.Context, svc *chorus.Service, acct *cho
 	if err != nil {
 		d.Failed.Add(1)
 		if errors.Is(err, ErrRefusedAddress) {
-			return attemptResult{abandon, 0, redactErr(err), 0}
+			return attemptResult{abandon, 0, redactErr(err), 0, false}
 		}
-		return attemptResult{retry, 0, redactErr(err), 0}
+		return attemptResult{retry, 0, redactErr(err), 0, false}
 	}
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 	resp.Body.Close()
 	code := resp.StatusCode
 	switch {
 	case code >= 200 && code < 300:
-		return attemptResult{delivered, code, "", 0}
+		return attemptResult{delivered, code, "", 0, false}
 	case code == http.StatusLoopDetected:
 		d.Failed.Add(1)
-		return attemptResult{abandon, code, "the webhook URL points at a Chorus server (loop refused)", 0}
+		return attemptResult{abandon, code, "the webhook URL points at a Chorus server (loop refused)", 0, false}
 	case code == http.StatusTooManyRequests || code >= 500:
 		d.Failed.Add(1)
-		return attemptResult{retry, code, "answered " + resp.Status, retryAfter(resp.Header.Get("Retry-After"))}
+		return attemptResult{retry, code, "answered " + resp.Status, retryAfter(resp.Header.Get("Retry-After")), false}
 	case code >= 300 && code < 400:
 		d.Failed.Add(1)
-		return attemptResult{abandon, code, "answered " + resp.Status + " (redirects are not followed)", 0}
+		return attemptResult{abandon, code, "answered " + resp.Status + " (redirects are not followed)", 0, false}
 	default:
 		d.Failed.Add(1)
-		return attemptResult{abandon, code, "answered " + resp.Status, 0}
+		return attemptResult{abandon, code, "answered " + resp.Status, 0, false}
 	}
 }
 

@@ -21,6 +21,7 @@ import (
 	"github.com/twilio/twilio-go/client"
 
 	"github.com/chorus-sync/chorus"
+	"github.com/chorus-sync/chorus/internal/bus/mem"
 	"github.com/chorus-sync/chorus/internal/engine"
 	"github.com/chorus-sync/chorus/internal/servertest"
 	"github.com/chorus-sync/chorus/internal/store/postgres"
@@ -660,4 +661,119 @@ func TestRetryingObjectsDoNotStarveOthers(t *testing.T) {
 		healthyDelivered(i) // a success between failures: the receiver is not paused
 	}
 	healthyDelivered(10)
+}
+
+// Requests in flight together that fail together pause the receiver once,
+// not once each: four 503s in the same second used to pause it for 5
+// minutes (5 s, 20 s, 80 s, 5 min) and hold back every event, the ones
+// made after it recovered included.
+func TestConcurrentFailuresPauseOnce(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t, webhook.Config{Poll: 50 * time.Millisecond})
+	gate := make(chan struct{})
+	var arrived atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		arrived.Add(1)
+		select { // hold them, so that they fail together
+		case <-gate:
+		case <-time.After(5 * time.Second):
+		}
+		w.WriteHeader(http.StatusServiceUnavailable)
+	}))
+	defer srv.Close()
+	svc := e.service(t, srv.URL+"/hook")
+	for range 8 { // 8 objects: 4 requests in flight
+		if _, err := e.eng.CreateObject(ctx, engine.SystemActor(), svc, chorus.KindDocument, engine.CreateObject{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, 10*time.Second, "4 requests in flight", func() bool { return arrived.Load() >= 4 })
+	close(gate)
+	var h webhook.ServiceHealth
+	waitFor(t, 10*time.Second, "the receiver paused", func() bool {
+		hs, err := e.d.Health(ctx, []*chorus.Service{svc})
+		if err != nil {
+			t.Fatal(err)
+		}
+		h = hs[0]
+		return h.PausedUntil != nil
+	})
+	time.Sleep(300 * time.Millisecond) // the other failures are recorded
+	hs, err := e.d.Health(ctx, []*chorus.Service{svc})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h = hs[0]
+	if h.PausedUntil == nil || time.Until(*h.PausedUntil) > 10*time.Second {
+		t.Errorf("after one round of 4 concurrent failures the receiver is paused until %v (%d consecutive failures), want about 5 s from now",
+			h.PausedUntil, h.ConsecutiveFailing)
+	}
+}
+
+// A Retry-After shorter than the backoff does not make the retries come
+// faster than the backoff: it is a minimum, or a receiver asking for a
+// second would use up all the attempts in half a minute.
+func TestShortRetryAfterKeepsBackoff(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t, webhook.Config{RetryBase: 2 * time.Second, Poll: 50 * time.Millisecond})
+	at := make(chan time.Time, 4)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		at <- time.Now()
+		w.Header().Set("Retry-After", "1")
+		w.WriteHeader(http.StatusTooManyRequests)
+	}))
+	defer srv.Close()
+	svc := e.service(t, srv.URL+"/hook")
+	if _, err := e.eng.CreateObject(ctx, engine.SystemActor(), svc, chorus.KindDocument, engine.CreateObject{}); err != nil {
+		t.Fatal(err)
+	}
+	var t0, t1 time.Time
+	for i, tp := range []*time.Time{&t0, &t1} {
+		select {
+		case *tp = <-at:
+		case <-time.After(15 * time.Second):
+			t.Fatalf("attempt %d never came", i+1)
+		}
+	}
+	if gap := t1.Sub(t0); gap < 1500*time.Millisecond {
+		t.Errorf("retry %v after a 429 with Retry-After: 1, want the backoff (2 s ± 20%%)", gap)
+	}
+}
+
+// A webhook older than MaxAge that was never attempted (the server was
+// down longer than that) is attempted once before it is given up on: a
+// committed change is a webhook that is sent.
+func TestOldWebhookAttemptedOnce(t *testing.T) {
+	ctx := context.Background()
+	st, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "db"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	cfg := webhook.Config{Store: st, MaxAge: 300 * time.Millisecond, Poll: 50 * time.Millisecond, Policy: webhook.Policy{AllowPrivate: true}}
+	d := webhook.New(cfg) // not running yet: the server is down
+	eng := engine.New(engine.Config{Store: st, Bus: mem.New(), Observe: d.Observe, Outbox: d, CheckWebhookURL: cfg.Policy.CheckURL})
+	creds, _, err := eng.Bootstrap(ctx, engine.Credentials{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &env{st: st, eng: eng, d: d, creds: creds}
+	rc := newReceiver(t, creds.AuthToken, nil)
+	svc := e.service(t, rc.URL())
+	for range 3 {
+		if _, err := eng.CreateObject(ctx, engine.SystemActor(), svc, chorus.KindDocument, engine.CreateObject{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(500 * time.Millisecond) // older than MaxAge
+	runCtx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); _ = d.Run(runCtx) }()
+	t.Cleanup(func() { _ = d.Close(context.Background()); cancel(); <-done })
+	for range 3 {
+		rc.next(t, 10*time.Second)
+	}
+	if n := d.Abandoned.Load(); n != 0 {
+		t.Errorf("%d old webhooks abandoned without an attempt", n)
+	}
 }
