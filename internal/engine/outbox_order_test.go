@@ -1,8 +1,10 @@
 package engine_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"log/slog"
 	"slices"
 	"strings"
 	"sync"
@@ -130,5 +132,30 @@ func TestOutboxBeforeTheRow(t *testing.T) {
 		if got := log.take(); !slices.Equal(got, tc.want) {
 			t.Errorf("%s wrote %s, want %s", tc.name, strings.Join(got, ", "), strings.Join(tc.want, ", "))
 		}
+	}
+}
+
+// TestDeleteServiceSaysWhatItDrops: deleting a service deletes its pending
+// webhooks with it (nothing could send them); the log says how many, so
+// that the drop is not silent (clearing the webhook URL counts them too).
+func TestDeleteServiceSaysWhatItDrops(t *testing.T) {
+	ctx := context.Background()
+	var logs bytes.Buffer
+	eng := engine.New(engine.Config{Store: openSQLite(t), Bus: mem.New(), Outbox: everyEvent{}, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	creds, _ := bootstrap(t, eng)
+	svc, err := eng.CreateService(ctx, creds.AccountSID, engine.ServiceParams{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		if _, err := eng.CreateObject(ctx, sys, svc, chorus.KindDocument, engine.CreateObject{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := eng.DeleteService(ctx, creds.AccountSID, svc.SID); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(logs.String(), "webhooks pending") || !strings.Contains(logs.String(), "webhooks=3") {
+		t.Errorf("deleting a service with 3 webhooks pending logged:\n%s", logs.String())
 	}
 }

@@ -370,16 +370,31 @@ func (e *Engine) UpdateService(ctx context.Context, accountSID, sid string, p Se
 // DeleteService deletes a service and everything in it.
 func (e *Engine) DeleteService(ctx context.Context, accountSID, sid string) error {
 	var s *chorus.Service
+	var dropped int // webhooks still pending, deleted with the service
 	err := e.update(ctx, SystemActor(), func(tx chorus.Tx, c *change) (err error) {
 		s, err = serviceIn(ctx, tx, accountSID, sid)
 		if err != nil {
 			return err
+		}
+		backlog, err := tx.OutboxBacklog(ctx)
+		if err != nil {
+			return err
+		}
+		dropped = 0
+		for _, b := range backlog {
+			if b.ServiceSID == s.SID {
+				dropped = b.Pending
+			}
 		}
 		return tx.DeleteService(ctx, s.SID)
 	})
 	if err != nil {
 		e.services.drop() // a failed commit may still have committed
 		return err
+	}
+	if dropped > 0 {
+		e.log.Warn("deleted a service with webhooks pending: they are dropped, never sent",
+			"account_sid", accountSID, "service_sid", s.SID, "webhooks", dropped)
 	}
 	e.serviceChanged(ctx, s)
 	return nil

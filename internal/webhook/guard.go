@@ -50,12 +50,19 @@ func (p Policy) CheckURL(raw string) error {
 	if len(raw) > MaxURLLen {
 		return bad(fmt.Sprintf("at most %d characters", MaxURLLen))
 	}
+
 	u, err := url.Parse(raw)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.Opaque != "" {
 		return bad("expected an absolute http(s) URL")
 	}
 	if u.User != nil {
 		return bad("credentials (user:password@) are not allowed in the URL")
+	}
+	// The path is sent percent-encoded, but the query as it is (and signed
+	// as it is): a space or a non-ASCII byte there makes a request line
+	// receivers refuse (400), and every webhook would be given up on.
+	if strings.IndexFunc(u.RawQuery, func(r rune) bool { return r <= ' ' || r >= 0x7f }) >= 0 {
+		return bad("a space or non-ASCII character in the query: percent-encode it")
 	}
 	host := strings.ToLower(u.Hostname())
 	if host == "" {
@@ -163,6 +170,9 @@ var (
 	teredo     = netip.MustParsePrefix("2001::/32")
 	discard6   = netip.MustParsePrefix("100::/64")
 	compat4    = netip.MustParsePrefix("::/96") // IPv4-compatible (deprecated)
+	// IPv4-translated (RFC 2765, SIIT): ::ffff:0:a.b.c.d, which a
+	// translator turns into a.b.c.d.
+	translated4 = netip.MustParsePrefix("::ffff:0:0:0/96")
 )
 
 // checkAddr returns why p refuses a, or nil.
@@ -179,7 +189,7 @@ func (p Policy) checkAddr(a netip.Addr) error {
 		return errors.New("link-local addresses are not allowed")
 	case a.Is4() && (reserved4.Contains(a) || ietf4.Contains(a) || bench4.Contains(a)):
 		return errors.New("reserved addresses are not allowed")
-	case a.Is6() && (nat64.Contains(a) || nat64Local.Contains(a) || sixToFour.Contains(a) || teredo.Contains(a) || discard6.Contains(a) || (compat4.Contains(a) && !a.IsLoopback())):
+	case a.Is6() && (nat64.Contains(a) || nat64Local.Contains(a) || sixToFour.Contains(a) || teredo.Contains(a) || discard6.Contains(a) || translated4.Contains(a) || (compat4.Contains(a) && !a.IsLoopback())):
 		// Translation prefixes embed IPv4 addresses that could be anything.
 		return errors.New("IPv4-translating addresses are not allowed")
 	case p.AllowPrivate:

@@ -41,6 +41,10 @@ func TestCheckURL(t *testing.T) {
 		"http://[ff02::1]/",
 		"http://255.255.255.255/",
 		"http://[64:ff9b::7f00:1]/",
+		"http://[::ffff:0:7f00:1]/",         // IPv4-translated (SIIT) 127.0.0.1
+		"http://[::ffff:0:a9fe:a9fe]/",      // … 169.254.169.254
+		"http://hooks.example.com/ok?x=a b", // sent raw: receivers answer 400
+		"http://hooks.example.com/ok?x=\u00fc",
 		"http://[::7f00:1]/",
 		"http://[fe80::1%25eth0]/",
 		"http://127.0.0.1./",
@@ -67,7 +71,7 @@ func TestCheckURL(t *testing.T) {
 	}
 	allowed := []string{
 		"", "https://hooks.example.com/sync?tenant=acme", "http://93.184.216.34:8080/x", "http://[2606:2800:220:1::1]/",
-		"http://cafe.be/", "http://1e100.net/",
+		"http://cafe.be/", "http://1e100.net/", "https://hooks.example.com/hoök?x=%C3%BC", // a path is sent percent-encoded
 	}
 	for _, u := range allowed {
 		if err := strict.CheckURL(u); err != nil {
