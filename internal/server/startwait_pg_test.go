@@ -3,6 +3,7 @@ package server_test
 import (
 	"context"
 	"log/slog"
+	"net/http/httptest"
 	"net/url"
 	"strings"
 	"testing"
@@ -74,5 +75,37 @@ func TestNodeAdoptsRestoredCopy(t *testing.T) {
 	}
 	if after == before || !strings.Contains(logs.String(), "was restored from a dump") {
 		t.Errorf("a node on a restored copy: identity %q (was %q); log:\n%s", after, before, logs.String())
+	}
+}
+
+// TestNodeStartsOnReadOnlyServer: a node starts on a PostgreSQL server
+// that takes no writes now (a failover under way) when the schema is up to
+// date, and says it is not ready.
+func TestNodeStartsOnReadOnlyServer(t *testing.T) {
+	ctx := context.Background()
+	db := servertest.NewDatabase(t)
+	first, err := server.New(ctx, server.Config{StoreURL: db, Creds: creds, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := first.Close(); err != nil {
+		t.Fatal(err)
+	}
+	u, err := url.Parse(db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := u.Query()
+	q.Set("default_transaction_read_only", "on")
+	u.RawQuery = q.Encode()
+	s, err := server.New(ctx, server.Config{StoreURL: u.String(), Creds: creds, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatalf("New on a read-only server = %v, want it to start", err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	rec := httptest.NewRecorder()
+	s.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/readyz", nil))
+	if rec.Code != 503 {
+		t.Errorf("/readyz on a read-only server = %d %s, want 503", rec.Code, rec.Body)
 	}
 }

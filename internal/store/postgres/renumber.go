@@ -94,6 +94,12 @@ func renumber(ctx context.Context, tx pgx.Tx, now time.Time, onlyCopied bool) (i
 // --after-restore. It returns the shift (0: nothing to do), or an error
 // wrapping ErrNodesRunning for a copy that nodes serve already.
 func (s *Store) AdoptCopy(ctx context.Context, now time.Time) (int64, error) {
+	// Read first, without a row lock: a node must start on a server that
+	// takes no writes now (a failover under way) when there is nothing to
+	// adopt.
+	if _, copied, err := s.ClusterIdentity(ctx); err != nil || !copied {
+		return 0, err
+	}
 	var shift int64
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) (err error) {
 		shift, err = renumber(ctx, tx, now, true)

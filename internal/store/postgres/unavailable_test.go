@@ -188,5 +188,9 @@ func TestReadOnlyServerIsUnavailable(t *testing.T) {
 		if err := s.Ping(context.Background()); chorus.ErrorCode(err) != chorus.ErrUnavailable.Code {
 			t.Errorf("NoBatch %v: Ping on a read-only server = %v, want 20503", cfg.NoBatch, err)
 		}
+		// What a node does at start passes: it starts, and serves reads.
+		if shift, err := s.AdoptCopy(context.Background(), time.Now()); err != nil || shift != 0 {
+			t.Errorf("NoBatch %v: AdoptCopy on a read-only server = %d, %v; want 0, nil", cfg.NoBatch, shift, err)
+		}
 	}
 }
