@@ -592,18 +592,14 @@ func (s *Server) Close() error {
 }
 
 // adoptCopy makes a PostgreSQL database restored from a dump (or copied)
-// without migrate --after-restore what that command makes it, when no
-// node serves it yet (postgres.Store.AdoptCopy); with nodes serving it,
-// it only warns.
+// without migrate --after-restore what that command makes it
+// (postgres.Store.AdoptCopy), and says so.
 func (s *Server) adoptCopy(ctx context.Context, pg *postgres.Store) error {
 	shift, err := pg.AdoptCopy(ctx, time.Now())
-	switch {
-	case errors.Is(err, postgres.ErrNodesRunning):
-		s.log.Warn("server: this database looks restored from a dump or copied from another, and nodes serve it: " +
-			"if it was, stop them all and run chorus migrate --after-restore on it (clients that saw later events ignore new ones)")
-	case err != nil:
+	if err != nil {
 		return fmt.Errorf("server: %w", err)
-	case shift > 0:
+	}
+	if shift > 0 {
 		s.log.Warn("server: this database was restored from a dump or copied from another: its event ids moved up, "+
 			"as chorus migrate --after-restore does, and it has a cluster identity of its own", "shift", shift)
 	}

@@ -48,11 +48,17 @@ func RenumberEvents(ctx context.Context, dsn string, now time.Time) (int64, erro
 }
 
 // renumber moves the event ids up and makes a new cluster identity in tx,
-// unless a node heartbeats (ErrNodesRunning) or, with onlyCopied, the
-// database is the one its identity was made in (a shift of 0). It locks
-// the identity's row first: of two nodes adopting one copy at once, the
-// second finds it adopted.
+// unless a node heartbeats on a database that is no copy
+// (ErrNodesRunning) or, with onlyCopied, the database is the one its
+// identity was made in (a shift of 0). It locks the identity's row first:
+// of two nodes adopting one copy at once, the second finds it adopted.
 func renumber(ctx context.Context, tx pgx.Tx, now time.Time, onlyCopied bool) (int64, error) {
+	// A whole-store update, which a second node adopting the same copy
+	// waits for (then finds it adopted): the sessions' lock_timeout, meant
+	// for row locks of requests, is lifted.
+	if _, err := tx.Exec(ctx, "SET LOCAL lock_timeout = 0"); err != nil {
+		return 0, err
+	}
 	var copied bool
 	if err := tx.QueryRow(ctx, `SELECT db_oid <> (SELECT oid::bigint FROM pg_database WHERE datname = current_database())
 		FROM cluster_identity FOR UPDATE`).Scan(&copied); err != nil {
@@ -61,20 +67,27 @@ func renumber(ctx context.Context, tx pgx.Tx, now time.Time, onlyCopied bool) (i
 	if onlyCopied && !copied {
 		return 0, nil
 	}
-	// The store's clock, as the heartbeats are written with it.
-	var running int
-	if err := tx.QueryRow(ctx, `SELECT count(*) FROM presence_nodes
-		WHERE heartbeat > (extract(epoch FROM clock_timestamp()) * 1e9)::bigint - $1`, nodeQuiet.Nanoseconds()).Scan(&running); err != nil {
-		return 0, err
-	}
-	if running > 0 {
-		return 0, ErrNodesRunning
+	// The store's clock, as the heartbeats are written with it. In a copy,
+	// they are the original's nodes' (a dump taken while they ran), not
+	// this database's.
+	if !copied {
+		var running int
+		if err := tx.QueryRow(ctx, `SELECT count(*) FROM presence_nodes
+			WHERE heartbeat > (extract(epoch FROM clock_timestamp()) * 1e9)::bigint - $1`, nodeQuiet.Nanoseconds()).Scan(&running); err != nil {
+			return 0, err
+		}
+		if running > 0 {
+			return 0, ErrNodesRunning
+		}
 	}
 	var maxID int64
 	if err := tx.QueryRow(ctx, sqlrow.RenumberQuery).Scan(&maxID); err != nil {
 		return 0, err
 	}
-	shift := sqlrow.RenumberShift(maxID, now)
+	shift := sqlrow.RenumberShift(now)
+	if err := sqlrow.RenumberCheck(maxID, shift); err != nil {
+		return 0, err
+	}
 	for _, q := range sqlrow.RenumberStatements {
 		if _, err := tx.Exec(ctx, strings.Replace(q, "%s", "$1", 1), shift); err != nil {
 			return 0, err
@@ -89,10 +102,11 @@ func renumber(ctx context.Context, tx pgx.Tx, now time.Time, onlyCopied bool) (i
 }
 
 // AdoptCopy does what RenumberEvents does when the database looks restored
-// from a dump or copied (ClusterIdentity) and no node heartbeats on it: a
-// node starting on a copy whose operator did not run migrate
-// --after-restore. It returns the shift (0: nothing to do), or an error
-// wrapping ErrNodesRunning for a copy that nodes serve already.
+// from a dump or copied (ClusterIdentity): a node starting on a copy whose
+// operator did not run migrate --after-restore. The heartbeats in a copy
+// are the original's nodes' (a dump taken while they ran), so they do not
+// stop it. It returns the shift (0: nothing to do). Of nodes starting
+// together on one copy, one adopts it and the others wait for it.
 func (s *Store) AdoptCopy(ctx context.Context, now time.Time) (int64, error) {
 	// Read first, without a row lock: a node must start on a server that
 	// takes no writes now (a failover under way) when there is nothing to
@@ -105,10 +119,7 @@ func (s *Store) AdoptCopy(ctx context.Context, now time.Time) (int64, error) {
 		shift, err = renumber(ctx, tx, now, true)
 		return err
 	})
-	switch {
-	case errors.Is(err, ErrNodesRunning):
-		return 0, fmt.Errorf("postgres: adopt a copied database %s: %w", s.addr, err)
-	case err != nil:
+	if err != nil {
 		return 0, fmt.Errorf("postgres: adopt a copied database %s: %w", s.addr, unavailable(err))
 	}
 	return shift, nil

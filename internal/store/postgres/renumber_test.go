@@ -118,9 +118,9 @@ func TestClusterIdentity(t *testing.T) {
 }
 
 // TestAdoptCopy: a node starting on a copy (restored without migrate
-// --after-restore) makes it its own when no node serves it; two at once
-// adopt it once; a database that is no copy, or a copy nodes serve, is
-// left as it is.
+// --after-restore) makes it its own, even with the original's heartbeats
+// in it; nodes starting at once adopt it once, and wait for each other
+// beyond lock_timeout; a database that is no copy is left as it is.
 func TestAdoptCopy(t *testing.T) {
 	ctx := context.Background()
 	dsn := newSchema(t)
@@ -138,12 +138,21 @@ func TestAdoptCopy(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	exec(`UPDATE cluster_identity SET db_oid = 1`) // as if restored from another database's dump
-	exec(`INSERT INTO presence_nodes (node, heartbeat) VALUES ('live', (extract(epoch FROM clock_timestamp()) * 1e9)::bigint)`)
-	if _, err := a.AdoptCopy(ctx, time.Now()); !errors.Is(err, ErrNodesRunning) {
-		t.Fatalf("AdoptCopy on a copy nodes serve = %v, want ErrNodesRunning", err)
+	// As if restored from another database's dump, taken while its nodes
+	// ran: their heartbeats came with it, and must not stop the adoption.
+	exec(`UPDATE cluster_identity SET db_oid = 1`)
+	exec(`INSERT INTO presence_nodes (node, heartbeat) VALUES ('original', (extract(epoch FROM clock_timestamp()) * 1e9)::bigint)`)
+	// One node adopting holds the row a while (a big store): another
+	// starting meanwhile waits past the sessions' lock_timeout, and finds
+	// it adopted.
+	hold, err := a.pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
 	}
-	exec(`DELETE FROM presence_nodes`)
+	if _, err := hold.Exec(ctx, `SELECT 1 FROM cluster_identity FOR UPDATE`); err != nil {
+		t.Fatal(err)
+	}
+	time.AfterFunc(3*time.Second, func() { _ = hold.Rollback(ctx) }) // lock_timeout is 2.5 s
 	shifts := make(chan int64, 2)
 	for _, s := range []*Store{a, b} {
 		go func() {

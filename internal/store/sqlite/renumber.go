@@ -35,7 +35,10 @@ func renumberEvents(ctx context.Context, path string, now time.Time) (shift int6
 	if err := tx.QueryRowContext(ctx, sqlrow.RenumberQuery).Scan(&maxID); err != nil {
 		return 0, fmt.Errorf("renumber events: %w", err)
 	}
-	shift = sqlrow.RenumberShift(maxID, now)
+	shift = sqlrow.RenumberShift(now)
+	if err := sqlrow.RenumberCheck(maxID, shift); err != nil {
+		return 0, err
+	}
 	for _, q := range sqlrow.RenumberStatements {
 		if _, err := tx.ExecContext(ctx, strings.Replace(q, "%s", "?", 1), shift); err != nil {
 			return 0, fmt.Errorf("renumber events: %w", err)

@@ -1,6 +1,9 @@
 package sqlrow
 
-import "time"
+import (
+	"fmt"
+	"time"
+)
 
 // Renumbering after a restore.
 //
@@ -27,14 +30,28 @@ var RenumberStatements = []string{
 	`UPDATE items SET last_event_id = last_event_id + %s`,
 }
 
-// RenumberShift is how far a restore at now moves the event ids of a store
-// whose highest is maxID: past maxID, so that no shifted id meets an
-// unshifted one, and past twice the time in milliseconds. The lost history
-// went on from the backup one id per write, or from an import's base (its
-// time in milliseconds, before now): fewer than now-in-milliseconds
-// writes (1.8 × 10¹² in 2026) cannot reach the shifted ids. Ids stay
-// exact in JavaScript's numbers (below 2⁵³, 9 × 10¹⁵) for some two
-// thousand restores.
-func RenumberShift(maxID int64, now time.Time) int64 {
-	return maxID + 2*now.UnixMilli() + 1
+// RenumberShift is how far a restore at now moves the event ids: twice the
+// time in milliseconds. The lost history went on from the backup one id
+// per write, from an import's base (its time in milliseconds, before now),
+// or from an earlier restore's shift (twice an earlier time): fewer than
+// now-in-milliseconds writes to one object (1.8 × 10¹² in 2026) cannot
+// reach the shifted ids. The shift does not depend on the ids held, so
+// restores add up rather than compound: ids stay exact in JavaScript's
+// numbers (below 2⁵³, 9 × 10¹⁵) for some two thousand restores, and
+// RenumberCheck refuses a shift that would pass that.
+func RenumberShift(now time.Time) int64 {
+	return 2*now.UnixMilli() + 1
+}
+
+// MaxEventID is the highest event id the SDKs read exactly (2⁵³ − 1: they
+// parse ids as JavaScript numbers).
+const MaxEventID = 1<<53 - 1
+
+// RenumberCheck refuses a shift that would take the store's highest id,
+// maxID, past MaxEventID.
+func RenumberCheck(maxID, shift int64) error {
+	if maxID > MaxEventID-shift {
+		return fmt.Errorf("renumber events: the highest event id %d moved up by %d would pass 2^53, beyond what the SDKs read exactly", maxID, shift)
+	}
+	return nil
 }
