@@ -369,22 +369,22 @@ func (e *Engine) UpdateService(ctx context.Context, accountSID, sid string, p Se
 
 // DeleteService deletes a service and everything in it.
 func (e *Engine) DeleteService(ctx context.Context, accountSID, sid string) error {
+	// The webhooks still pending, deleted with the service, for the log:
+	// counted in a read beforehand, not in the write (the count reads the
+	// whole outbox, which would hold every other write back).
+	pending := map[string]int{}
+	_ = e.view(ctx, func(tx chorus.ReadTx) error {
+		backlog, err := tx.OutboxBacklog(ctx)
+		for _, b := range backlog {
+			pending[b.ServiceSID] = b.Pending
+		}
+		return err
+	})
 	var s *chorus.Service
-	var dropped int // webhooks still pending, deleted with the service
 	err := e.update(ctx, SystemActor(), func(tx chorus.Tx, c *change) (err error) {
 		s, err = serviceIn(ctx, tx, accountSID, sid)
 		if err != nil {
 			return err
-		}
-		backlog, err := tx.OutboxBacklog(ctx)
-		if err != nil {
-			return err
-		}
-		dropped = 0
-		for _, b := range backlog {
-			if b.ServiceSID == s.SID {
-				dropped = b.Pending
-			}
 		}
 		return tx.DeleteService(ctx, s.SID)
 	})
@@ -392,9 +392,9 @@ func (e *Engine) DeleteService(ctx context.Context, accountSID, sid string) erro
 		e.services.drop() // a failed commit may still have committed
 		return err
 	}
-	if dropped > 0 {
+	if n := pending[s.SID]; n > 0 {
 		e.log.Warn("deleted a service with webhooks pending: they are dropped, never sent",
-			"account_sid", accountSID, "service_sid", s.SID, "webhooks", dropped)
+			"account_sid", accountSID, "service_sid", s.SID, "webhooks", n)
 	}
 	e.serviceChanged(ctx, s)
 	return nil

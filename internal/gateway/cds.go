@@ -584,10 +584,17 @@ type pageToken struct {
 	Order string `json:"order"`
 	Size  int    `json:"size,omitempty"`
 	Back  bool   `json:"back,omitempty"`
+	// Incl: From itself belongs to the page (the token of an empty page's
+	// neighbour, whose edge is From).
+	Incl bool `json:"incl,omitempty"`
 }
 
 func encodeToken(from, order string, size int, back bool) string {
-	b, _ := json.Marshal(pageToken{from, order, size, back})
+	return pageToken{From: from, Order: order, Size: size, Back: back}.encode()
+}
+
+func (pt pageToken) encode() string {
+	b, _ := json.Marshal(pt)
 	return base64.RawURLEncoding.EncodeToString(b)
 }
 
@@ -660,6 +667,9 @@ func (c *conn) itemsPage(ctx context.Context, r *request, k chorus.Kind, id stri
 			return errorResponse(chorus.ErrInvalidPageToken)
 		}
 		from, order, bounds, back = pt.From, pt.Order, "exclusive", pt.Back
+		if pt.Incl {
+			bounds = "inclusive"
+		}
 		if pt.Size > 0 && !q.Has("PageSize") {
 			pageSize = min(pt.Size, chorus.MaxPageSize-1)
 		}
@@ -706,18 +716,27 @@ func (c *conn) itemsPage(ctx context.Context, r *request, k chorus.Kind, id stri
 		}
 	}
 	if edge != "" {
+		// An empty page's edge is From, which may be an item (the edge of
+		// the page the client came from, everything beyond it since
+		// removed): the neighbour page holds it.
+		incl := len(items) == 0
+		edgeBounds := "exclusive"
+		if incl {
+			edgeBounds = "inclusive"
+		}
 		across, err := eng.Items(ctx, c.actor, c.svc, k, id, engine.ItemPageRequest{
-			Order: beyond, From: edge, Bounds: "exclusive", PageSize: 1, HideExpired: true,
+			Order: beyond, From: edge, Bounds: edgeBounds, PageSize: 1, HideExpired: true,
 		})
 		if err != nil {
 			return c.errResponse(r, err)
 		}
-		switch {
-		case len(across.Items) == 0:
-		case back:
-			next = encodeToken(edge, order, pageSize, false)
-		default:
-			prev = encodeToken(edge, order, pageSize, true)
+		if len(across.Items) > 0 {
+			pt := pageToken{From: edge, Order: order, Size: pageSize, Back: !back, Incl: incl}
+			if back {
+				next = pt.encode()
+			} else {
+				prev = pt.encode()
+			}
 		}
 	}
 	if items == nil {

@@ -320,3 +320,43 @@ func TestPlainHTTPCDS(t *testing.T) {
 		t.Errorf("preflight = %d %v", res.StatusCode, res.Header)
 	}
 }
+
+// An empty previous page (everything before the page removed meanwhile)
+// leads forwards to the page the client came from, its first item
+// included.
+func TestEmptyPreviousPageLeadsBack(t *testing.T) {
+	e := newEnv(t)
+	c := e.session("alice")
+	o := wantStatus(t, "create", c.do("POST", "/v3/Lists", nil, map[string]any{"unique_name": "emptied"}), 201, 0)
+	items := o["links"].(map[string]any)["items"].(string)
+	for i := range 7 {
+		wantStatus(t, "add", c.do("POST", items, nil, map[string]any{"data": map[string]any{"i": i}}), 201, 0)
+	}
+	page := func(q string) (string, string, string) {
+		t.Helper()
+		m := wantStatus(t, "page "+q, c.do("GET", items+q, nil, nil), 200, 0)
+		var ids []string
+		for _, it := range m["items"].([]any) {
+			ids = append(ids, fmt.Sprint(it.(map[string]any)["index"]))
+		}
+		meta := m["meta"].(map[string]any)
+		prev, _ := meta["previous_token"].(string)
+		next, _ := meta["next_token"].(string)
+		return strings.Join(ids, ","), prev, next
+	}
+	_, _, next := page("?PageSize=3")
+	ids, prev, _ := page("?PageToken=" + next)
+	if ids != "3,4,5" || prev == "" {
+		t.Fatalf("second page %q, previous token %q", ids, prev)
+	}
+	for i := range 3 {
+		wantStatus(t, "remove", c.do("DELETE", fmt.Sprintf("%s/%d", items, i), nil, nil), 200, 0)
+	}
+	ids, _, next = page("?PageToken=" + prev)
+	if ids != "" || next == "" {
+		t.Fatalf("the emptied previous page = %q with next token %q, want empty with a next token", ids, next)
+	}
+	if ids, _, _ = page("?PageToken=" + next); ids != "3,4,5" {
+		t.Errorf("forwards from the emptied page = %q, want 3,4,5", ids)
+	}
+}

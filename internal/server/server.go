@@ -219,7 +219,11 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	}
 	var leader func(context.Context) bool
 	if s.store == nil {
-		opened, err := untilAvailable(ctx, s.log, "PostgreSQL", cfg.StartWait, func(ctx context.Context) (openedStore, error) {
+		what := "the store"
+		if cfg.StoreURL != "" {
+			what = "PostgreSQL"
+		}
+		opened, err := untilAvailable(ctx, s.log, what, cfg.StartWait, func(ctx context.Context) (openedStore, error) {
 			return openStore(ctx, cfg)
 		})
 		if err != nil {

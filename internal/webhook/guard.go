@@ -41,6 +41,13 @@ type Policy struct {
 // resolved only when connecting, where the dialer checks again. It returns
 // a 54051 *chorus.Error. The empty URL (no webhook) is fine.
 func (p Policy) CheckURL(raw string) error {
+	return p.checkURL(raw, true)
+}
+
+// checkURL is CheckURL; the rule on the query's characters applies only
+// when configuring (newURL): a URL set before the rule came keeps working
+// with the receivers that took it.
+func (p Policy) checkURL(raw string, newURL bool) error {
 	if raw == "" {
 		return nil
 	}
@@ -61,7 +68,7 @@ func (p Policy) CheckURL(raw string) error {
 	// The path is sent percent-encoded, but the query as it is (and signed
 	// as it is): a space or a non-ASCII byte there makes a request line
 	// receivers refuse (400), and every webhook would be given up on.
-	if strings.IndexFunc(u.RawQuery, func(r rune) bool { return r <= ' ' || r >= 0x7f }) >= 0 {
+	if newURL && strings.IndexFunc(u.RawQuery, func(r rune) bool { return r <= ' ' || r >= 0x7f }) >= 0 {
 		return bad("a space or non-ASCII character in the query: percent-encode it")
 	}
 	host := strings.ToLower(u.Hostname())

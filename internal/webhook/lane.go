@@ -207,7 +207,7 @@ func (d *Dispatcher) round(ctx context.Context, l *lane, page []*chorus.OutboxEn
 	}
 	for _, key := range order {
 		entries := byKey[key]
-		if entries[0].NextAttempt.After(now) && (now.Sub(entries[0].DateCreated) < d.cfg.MaxAge || entries[0].Attempts == 0) {
+		if age := now.Sub(entries[0].DateCreated); entries[0].NextAttempt.After(now) && (age < d.cfg.MaxAge || entries[0].Attempts == 0 && age < maxUnattemptedAge) {
 			note(entries[0].NextAttempt)
 			continue
 		}
@@ -231,8 +231,10 @@ func (d *Dispatcher) round(ctx context.Context, l *lane, page []*chorus.OutboxEn
 				}
 				// Too old, but only once attempted: a webhook whose
 				// event committed is sent at least once, even after the
-				// server was down for longer than MaxAge.
-				if d.Now().Sub(e.DateCreated) >= d.cfg.MaxAge && e.Attempts > 0 {
+				// server was down for longer than MaxAge, unless it is
+				// older than maxUnattemptedAge (a backlog of days is not
+				// news to any receiver).
+				if age := d.Now().Sub(e.DateCreated); age >= d.cfg.MaxAge && (e.Attempts > 0 || age >= maxUnattemptedAge) {
 					d.finish(ctx, h, e, attemptResult{res: abandon, status: e.LastStatus, why: "gave up: older than " + d.cfg.MaxAge.String(), unattempted: true}, done)
 					mu.Lock()
 					progress = true
@@ -399,6 +401,10 @@ func (d *Dispatcher) finish(ctx context.Context, h *health, e *chorus.OutboxEntr
 	return true
 }
 
+// maxUnattemptedAge is the age past which a webhook is given up on
+// without an attempt (MaxAge applies only once attempted).
+const maxUnattemptedAge = 24 * time.Hour
+
 // attempt posts one outbox entry. It never logs the URL's secrets: the
 // URL has none (CheckURL refuses userinfo), and errors are redacted.
 // attemptResult is how one attempt went.
@@ -414,7 +420,7 @@ type attemptResult struct {
 
 func (d *Dispatcher) attempt(ctx context.Context, svc *chorus.Service, acct *chorus.Account, e *chorus.OutboxEntry) attemptResult {
 	target := svc.WebhookURL
-	if err := d.cfg.Policy.CheckURL(target); err != nil {
+	if err := d.cfg.Policy.checkURL(target, false); err != nil {
 		d.Failed.Add(1)
 		return attemptResult{abandon, 0, chorus.AsError(err).Message, 0, false}
 	}

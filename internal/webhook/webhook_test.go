@@ -777,3 +777,61 @@ func TestOldWebhookAttemptedOnce(t *testing.T) {
 		t.Errorf("%d old webhooks abandoned without an attempt", n)
 	}
 }
+
+// A webhook URL stored before the query rule (a raw non-ASCII byte in its
+// query, which receivers such as Go's and nginx take) keeps being
+// delivered: the rule refuses such URLs when they are set, not when sent.
+func TestStoredURLWithRawQueryStillDelivered(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t, webhook.Config{})
+	queries := make(chan string, 4)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { queries <- r.URL.RawQuery }))
+	defer srv.Close()
+	raw := srv.URL + "/hook?team=müller"
+	svc := e.service(t, srv.URL+"/hook")
+	if err := e.st.Update(ctx, func(tx chorus.Tx) error {
+		s, err := tx.Service(ctx, svc.SID)
+		if err != nil {
+			return err
+		}
+		s.WebhookURL = raw
+		return tx.PutService(ctx, s)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(1100 * time.Millisecond) // the dispatcher caches service settings for a second
+	if _, err := e.eng.CreateObject(ctx, engine.SystemActor(), svc, chorus.KindDocument, engine.CreateObject{}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case q := <-queries:
+		if q != "team=müller" {
+			t.Errorf("the receiver saw query %q, want the stored one", q)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no webhook to the stored URL")
+	}
+	if err := (webhook.Policy{AllowPrivate: true}).CheckURL(raw); chorus.ErrorCode(err) != 54051 {
+		t.Errorf("CheckURL(%q) = %v, want it refused when set", raw, err)
+	}
+}
+
+// A webhook never attempted but older than a day (the server was down that
+// long) is given up on without a request: a backlog of days is news to no
+// receiver. One younger than that is still sent once (see
+// TestOldWebhookAttemptedOnce).
+func TestDayOldWebhookNotSent(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t, webhook.Config{Poll: 50 * time.Millisecond})
+	rc := newReceiver(t, e.creds.AuthToken, nil)
+	svc := e.service(t, rc.URL())
+	old := time.Now().Add(-25 * time.Hour)
+	if err := e.st.Update(ctx, func(tx chorus.Tx) error {
+		return tx.AppendOutbox(ctx, &chorus.OutboxEntry{ServiceSID: svc.SID, OrderKey: "ET0", DateCreated: old, NextAttempt: old,
+			Event: &chorus.Event{Type: chorus.EventDocumentUpdated, ID: 1, ServiceSID: svc.SID, ObjectSID: "ET0", Kind: chorus.KindDocument, DateCreated: old}})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "the day-old webhook given up on", func() bool { return e.d.Abandoned.Load() == 1 })
+	rc.none(t, 300*time.Millisecond)
+}

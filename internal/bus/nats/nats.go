@@ -282,6 +282,13 @@ func Open(ctx context.Context, url string, logger *slog.Logger, opts ...Option) 
 		return nil, fmt.Errorf("nats: connect %s: %w", b.url, err)
 	}
 	b.nc = r.nc
+	if b.opts.cluster != nil && !b.nc.HeadersSupported() {
+		// A server before 2.2, or one with no_header_support, refuses
+		// every message with a header: publish without the identity.
+		b.log.Warn("nats: the server does not support message headers: events go out without the cluster's identity " +
+			"(clusters sharing this server are told apart only by --bus-prefix)")
+		b.opts.cluster, b.opts.clusterID = nil, ""
+	}
 	for i := range b.queues {
 		b.queues[i] = make(chan *natsgo.Msg, dispatchQueue)
 		b.wg.Add(1)

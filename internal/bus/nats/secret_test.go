@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	natsserver "github.com/nats-io/nats-server/v2/server"
+
 	"github.com/chorus-sync/chorus"
 	"github.com/chorus-sync/chorus/internal/bus/bustest"
 	"github.com/chorus-sync/chorus/internal/bus/nats"
@@ -111,5 +113,38 @@ func TestCluster(t *testing.T) {
 	case e := <-got:
 		t.Errorf("another event was delivered: %d", e.ID)
 	case <-time.After(200 * time.Millisecond):
+	}
+}
+
+// TestClusterWithoutHeaderSupport: on a NATS server that takes no message
+// headers (before 2.2, or no_header_support), events still flow, without
+// the cluster's identity; with the header every publish would fail.
+func TestClusterWithoutHeaderSupport(t *testing.T) {
+	ns, err := natsserver.NewServer(&natsserver.Options{Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true, NoHeaderSupport: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns.Start()
+	t.Cleanup(ns.Shutdown)
+	if !ns.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats-server not ready")
+	}
+	u := "nats://" + ns.Addr().String()
+	a := open(t, u, nats.WithCluster("prod-id"))
+	b := open(t, u, nats.WithCluster("prod-id"))
+	x := bustest.NewObjectSID()
+	got := make(chan *chorus.Event, 1)
+	cancel, err := b.Subscribe(x, func(e *chorus.Event) { got <- e })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cancel()
+	if err := a.Publish(context.Background(), bustest.NewEvent(x, 1)); err != nil {
+		t.Fatalf("Publish on a server without header support = %v", err)
+	}
+	select {
+	case <-got:
+	case <-time.After(bustest.Deadline):
+		t.Fatal("the event was not delivered")
 	}
 }

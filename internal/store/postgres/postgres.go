@@ -415,7 +415,9 @@ func (s *Store) connError(ctx context.Context, op string, err error) error {
 // unavailable wraps err in chorus.ErrUnavailable when it means that the
 // server cannot be reached or used right now.
 func unavailable(err error) error {
-	if err == nil || !isConnError(err) {
+	var pe *pgconn.PgError
+	readOnly := errors.As(err, &pe) && pe.Code == codeReadOnly // a write's (tx.note)
+	if err == nil || !isConnError(err) && !readOnly {
 		return err
 	}
 	return chorus.Wrap(chorus.ErrUnavailable, err)
@@ -429,16 +431,20 @@ func isConnError(err error) bool {
 		switch {
 		case len(pe.Code) == 5 && pe.Code[:2] == "08", // connection exception
 			pe.Code == "57P01", pe.Code == "57P02", pe.Code == "57P03", // shutdown, crash, starting up
-			pe.Code == "53300", // too many connections
-			// read_only_sql_transaction: a standby, or a primary set read-only
-			// (a failover under way); another connection may reach the primary.
-			pe.Code == "25006":
+			pe.Code == "53300": // too many connections
 			return true
 		}
 		return false
 	}
 	return true
 }
+
+// SQLSTATEs of a server that cannot take a write now.
+const (
+	codeReadOnly    = "25006" // read_only_sql_transaction
+	codeDiskFull    = "53100" // disk_full
+	codeOutOfMemory = "53200" // out_of_memory
+)
 
 // codeLockNotAvailable is lock_not_available: a NOWAIT lock found the row
 // busy, or a lock wait ran out of lock_timeout.

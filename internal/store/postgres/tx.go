@@ -90,15 +90,23 @@ func (t *tx) note(err error) error {
 		if t.lockTimedOut {
 			return lockedError(err)
 		}
+	case errors.As(err, &pe) && t.write && pe.Code == codeReadOnly:
+		// A write on a server that takes none now (a standby, or a primary
+		// set read-only: a failover under way): the client may retry, and
+		// the connection goes, so that the next one may reach the primary.
+		// In a read-only View it would be a bug, and stays a 500.
+		if t.broken == nil {
+			t.broken = err
+		}
+		return chorus.Wrap(chorus.ErrUnavailable, err)
 	case errors.As(err, &pe) && !isConnError(err):
 		// The server rejected the statement, which aborted the
 		// transaction (or the request's savepoint).
 		if t.failed == nil {
 			t.failed = err
 		}
-		if strings.HasPrefix(pe.Code, "53") {
-			// insufficient_resources (disk full, out of memory): not a
-			// bug of the request; the client may retry.
+		if pe.Code == codeDiskFull || pe.Code == codeOutOfMemory {
+			// Not a bug of the request; the client may retry.
 			return chorus.Wrap(chorus.ErrUnavailable, err)
 		}
 	case errors.As(err, &pe), t.c.IsClosed(), pgconn.Timeout(err),

@@ -471,7 +471,7 @@ func (s *Store) Update(ctx context.Context, fn func(chorus.Tx) error) error {
 		if s.writeFailing.Load() != nil { // no shared write on the hot path
 			s.writeFailing.Store(nil)
 		}
-	case chorus.ErrorCode(err) == chorus.ErrUnavailable.Code && !errors.Is(err, ErrClosed):
+	case chorus.ErrorCode(err) == chorus.ErrUnavailable.Code && !errors.Is(err, ErrClosed) && !contended(err):
 		s.writeFailing.Store(&err) // the disk full, say: Ping reports it
 	}
 	return err

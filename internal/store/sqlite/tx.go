@@ -181,6 +181,18 @@ func unavailable(err error) error {
 	return err
 }
 
+// contended reports whether err is lock contention (another process
+// holding the database past the busy timeout): a 503 for that request,
+// but not a database that fails writes (readiness).
+func contended(err error) bool {
+	var e *msqlite.Error
+	if !errors.As(err, &e) {
+		return false
+	}
+	c := e.Code() & 0xff
+	return c == sqlite3.SQLITE_BUSY || c == sqlite3.SQLITE_LOCKED
+}
+
 // Accounts and API keys.
 
 func (t *tx) Account(ctx context.Context, sid string) (*chorus.Account, error) {
