@@ -140,31 +140,7 @@ var ErrSingleNodeInUse = errors.New("another Chorus node without a bus is using 
 // The lock is taken once: if its connection is lost later (a database
 // restart), it is not taken again.
 func (s *Store) LockSingleNode(ctx context.Context) error {
-	l := &s.single
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	switch {
-	case l.closed:
-		return ErrClosed
-	case l.held:
-		return nil
-	}
-	ctx, cancel := context.WithTimeout(ctx, s.cfg.ConnectTimeout)
-	defer cancel()
-	if l.conn == nil {
-		if err := l.connectLocked(ctx, s); err != nil {
-			return fmt.Errorf("postgres: single-node lock %s: %w", s.addr, unavailable(err))
-		}
-	}
-	ok, err := l.takeLocked(ctx)
-	if err != nil {
-		return fmt.Errorf("postgres: single-node lock %s: %w", s.addr, unavailable(err))
-	}
-	if !ok {
-		l.dropLocked()
-		return fmt.Errorf("postgres: %s (schema %s): %w", s.addr, s.schema, ErrSingleNodeInUse)
-	}
-	return nil
+	return s.claim(ctx, &s.single, "single-node lock", ErrSingleNodeInUse)
 }
 
 // ErrImportRunning is the error of LockImport when another Store holds the
@@ -180,7 +156,14 @@ var ErrImportRunning = errors.New("another chorus import or migrate is copying i
 // wrapping ErrImportRunning when another Store holds it. Serving nodes do
 // not take it.
 func (s *Store) LockImport(ctx context.Context) error {
-	l := &s.imports
+	return s.claim(ctx, &s.imports, "import lock", ErrImportRunning)
+}
+
+// claim takes the session lock l once, for the Store's life: an error
+// wrapping inUse when another Store holds it, one wrapping
+// chorus.ErrUnavailable when the server cannot be asked. A lock whose
+// connection is lost later (a database restart) is not taken again.
+func (s *Store) claim(ctx context.Context, l *sessionLock, what string, inUse error) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	switch {
@@ -191,16 +174,18 @@ func (s *Store) LockImport(ctx context.Context) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.ConnectTimeout)
 	defer cancel()
-	if err := l.connectLocked(ctx, s); err != nil {
-		return fmt.Errorf("postgres: import lock %s: %w", s.addr, unavailable(err))
+	if l.conn == nil {
+		if err := l.connectLocked(ctx, s); err != nil {
+			return fmt.Errorf("postgres: %s %s: %w", what, s.addr, unavailable(err))
+		}
 	}
 	ok, err := l.takeLocked(ctx)
 	if err != nil {
-		return fmt.Errorf("postgres: import lock %s: %w", s.addr, unavailable(err))
+		return fmt.Errorf("postgres: %s %s: %w", what, s.addr, unavailable(err))
 	}
 	if !ok {
 		l.dropLocked()
-		return fmt.Errorf("postgres: %s (schema %s): %w", s.addr, s.schema, ErrImportRunning)
+		return fmt.Errorf("postgres: %s (schema %s): %w", s.addr, s.schema, inUse)
 	}
 	return nil
 }
