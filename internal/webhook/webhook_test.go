@@ -669,42 +669,56 @@ func TestRetryingObjectsDoNotStarveOthers(t *testing.T) {
 // made after it recovered included.
 func TestConcurrentFailuresPauseOnce(t *testing.T) {
 	ctx := context.Background()
-	e := newEnv(t, webhook.Config{Poll: 50 * time.Millisecond})
 	gate := make(chan struct{})
 	var arrived atomic.Int32
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		arrived.Add(1)
 		select { // hold them, so that they fail together
 		case <-gate:
-		case <-time.After(5 * time.Second):
+		case <-time.After(20 * time.Second):
 		}
 		w.WriteHeader(http.StatusServiceUnavailable)
 	}))
 	defer srv.Close()
-	svc := e.service(t, srv.URL+"/hook")
-	for range 8 { // 8 objects: 4 requests in flight
-		if _, err := e.eng.CreateObject(ctx, engine.SystemActor(), svc, chorus.KindDocument, engine.CreateObject{}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	waitFor(t, 10*time.Second, "4 requests in flight", func() bool { return arrived.Load() >= 4 })
-	close(gate)
-	var h webhook.ServiceHealth
-	waitFor(t, 10*time.Second, "the receiver paused", func() bool {
-		hs, err := e.d.Health(ctx, []*chorus.Service{svc})
-		if err != nil {
-			t.Fatal(err)
-		}
-		h = hs[0]
-		return h.PausedUntil != nil
-	})
-	time.Sleep(300 * time.Millisecond) // the other failures are recorded
-	hs, err := e.d.Health(ctx, []*chorus.Service{svc})
+	// The 8 webhooks (8 objects) are pending before the dispatcher runs,
+	// so that its first round sends 4 at once.
+	st, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "db"), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	h = hs[0]
-	if h.PausedUntil == nil || time.Until(*h.PausedUntil) > 10*time.Second {
+	t.Cleanup(func() { st.Close() })
+	cfg := webhook.Config{Store: st, Poll: 50 * time.Millisecond, Policy: webhook.Policy{AllowPrivate: true}}
+	d := webhook.New(cfg)
+	eng := engine.New(engine.Config{Store: st, Bus: mem.New(), Observe: d.Observe, Outbox: d, CheckWebhookURL: cfg.Policy.CheckURL})
+	creds, _, err := eng.Bootstrap(ctx, engine.Credentials{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &env{st: st, eng: eng, d: d, creds: creds}
+	svc := e.service(t, srv.URL+"/hook")
+	for range 8 {
+		if _, err := eng.CreateObject(ctx, engine.SystemActor(), svc, chorus.KindDocument, engine.CreateObject{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	runCtx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); _ = d.Run(runCtx) }()
+	t.Cleanup(func() { _ = d.Close(context.Background()); cancel(); <-done })
+	waitFor(t, 20*time.Second, "4 requests in flight", func() bool { return arrived.Load() >= 4 })
+	close(gate)
+	waitFor(t, 20*time.Second, "the 4 failures recorded", func() bool {
+		hs, err := d.Health(ctx, []*chorus.Service{svc})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return hs[0].Failed >= 4
+	})
+	hs, err := d.Health(ctx, []*chorus.Service{svc})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h := hs[0]; h.PausedUntil == nil || time.Until(*h.PausedUntil) > 10*time.Second {
 		t.Errorf("after one round of 4 concurrent failures the receiver is paused until %v (%d consecutive failures), want about 5 s from now",
 			h.PausedUntil, h.ConsecutiveFailing)
 	}
