@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -60,8 +59,7 @@ func renumber(ctx context.Context, tx pgx.Tx, now time.Time, onlyCopied bool) (i
 		return 0, err
 	}
 	var copied bool
-	if err := tx.QueryRow(ctx, `SELECT db_oid <> (SELECT oid::bigint FROM pg_database WHERE datname = current_database())
-		FROM cluster_identity FOR UPDATE`).Scan(&copied); err != nil {
+	if err := tx.QueryRow(ctx, `SELECT db_oid <> `+thisDatabase+` FROM cluster_identity FOR UPDATE`).Scan(&copied); err != nil {
 		return 0, err
 	}
 	if onlyCopied && !copied {
@@ -88,8 +86,8 @@ func renumber(ctx context.Context, tx pgx.Tx, now time.Time, onlyCopied bool) (i
 	if err := sqlrow.RenumberCheck(maxID, shift); err != nil {
 		return 0, err
 	}
-	for _, q := range sqlrow.RenumberStatements {
-		if _, err := tx.Exec(ctx, strings.Replace(q, "%s", "$1", 1), shift); err != nil {
+	for _, q := range sqlrow.RenumberStatements("$1") {
+		if _, err := tx.Exec(ctx, q, shift); err != nil {
 			return 0, err
 		}
 	}
@@ -127,9 +125,15 @@ func (s *Store) AdoptCopy(ctx context.Context, now time.Time) (int64, error) {
 
 // newClusterID is the statement that gives the cluster a new identity in
 // the database it is in now (ClusterIdentity).
-const newClusterID = `UPDATE cluster_identity SET
-	id = md5(random()::text || clock_timestamp()::text || pg_backend_pid()::text),
-	db_oid = (SELECT oid::bigint FROM pg_database WHERE datname = current_database())`
+const newClusterID = `UPDATE cluster_identity SET id = ` + newIdentity + `, db_oid = ` + thisDatabase
+
+// newIdentity is SQL for a new random cluster identity (as schema
+// migration 5 makes the first, in text of its own: migrations do not
+// change); thisDatabase for the OID of the database the session is in.
+const (
+	newIdentity  = `md5(random()::text || clock_timestamp()::text || pg_backend_pid()::text)`
+	thisDatabase = `(SELECT oid::bigint FROM pg_database WHERE datname = current_database())`
+)
 
 // ClusterIdentity returns the cluster's identity, which its nodes put on
 // their bus messages (natsbus.WithCluster), and whether the database looks
@@ -138,8 +142,7 @@ const newClusterID = `UPDATE cluster_identity SET
 func (s *Store) ClusterIdentity(ctx context.Context) (id string, copied bool, err error) {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.TxTimeout)
 	defer cancel()
-	err = s.pool.QueryRow(ctx, `SELECT id, db_oid <> (SELECT oid::bigint FROM pg_database WHERE datname = current_database())
-		FROM cluster_identity`).Scan(&id, &copied)
+	err = s.pool.QueryRow(ctx, `SELECT id, db_oid <> `+thisDatabase+` FROM cluster_identity`).Scan(&id, &copied)
 	if err != nil {
 		return "", false, fmt.Errorf("postgres: cluster identity %s: %w", s.addr, unavailable(err))
 	}

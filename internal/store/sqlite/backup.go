@@ -289,8 +289,12 @@ func vacuumInto(ctx context.Context, dbPath, dst string) error {
 }
 
 // readOnlyDSN opens path read-only, never creating it.
-func readOnlyDSN(path string) string {
-	u := url.URL{Scheme: "file", Opaque: (&url.URL{Path: path}).EscapedPath(), RawQuery: "mode=ro&_pragma=busy_timeout(10000)"}
+func readOnlyDSN(path string) string { return fileDSN(path, "mode=ro&_pragma=busy_timeout(10000)") }
+
+// fileDSN is the driver's DSN of the database file at path (any
+// characters) with the URL query rawQuery.
+func fileDSN(path, rawQuery string) string {
+	u := url.URL{Scheme: "file", Opaque: (&url.URL{Path: path}).EscapedPath(), RawQuery: rawQuery}
 	return u.String()
 }
 

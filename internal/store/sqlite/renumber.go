@@ -4,8 +4,6 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
-	"net/url"
-	"strings"
 	"time"
 
 	"github.com/chorus-sync/chorus/internal/store/sqlrow"
@@ -15,8 +13,7 @@ import (
 // restore must (sqlrow.RenumberShift), in one transaction, and leaves the
 // database in one file (its WAL checkpointed). It returns the shift.
 func renumberEvents(ctx context.Context, path string, now time.Time) (shift int64, err error) {
-	u := url.URL{Scheme: "file", Opaque: (&url.URL{Path: path}).EscapedPath(), RawQuery: "_pragma=busy_timeout(10000)"}
-	db, err := sql.Open("sqlite", u.String())
+	db, err := sql.Open("sqlite", fileDSN(path, "_pragma=busy_timeout(10000)"))
 	if err != nil {
 		return 0, err
 	}
@@ -39,8 +36,8 @@ func renumberEvents(ctx context.Context, path string, now time.Time) (shift int6
 	if err := sqlrow.RenumberCheck(maxID, shift); err != nil {
 		return 0, err
 	}
-	for _, q := range sqlrow.RenumberStatements {
-		if _, err := tx.ExecContext(ctx, strings.Replace(q, "%s", "?", 1), shift); err != nil {
+	for _, q := range sqlrow.RenumberStatements("?") {
+		if _, err := tx.ExecContext(ctx, q, shift); err != nil {
 			return 0, fmt.Errorf("renumber events: %w", err)
 		}
 	}

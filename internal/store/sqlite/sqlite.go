@@ -188,8 +188,7 @@ func dsn(path string, readOnly bool, sync string, pragmas ...string) string {
 	} else {
 		q.Add("_pragma", "journal_mode(WAL)")
 	}
-	u := url.URL{Scheme: "file", Opaque: (&url.URL{Path: path}).EscapedPath(), RawQuery: q.Encode()}
-	return u.String()
+	return fileDSN(path, q.Encode())
 }
 
 func (s *Store) open(ctx context.Context) error {

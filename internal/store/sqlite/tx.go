@@ -163,20 +163,15 @@ func isUniqueViolation(err error, col string) bool {
 // the database cannot be written or read now (the disk full, an I/O
 // error, a read-only file, lock contention beyond the busy timeout): the
 // client gets 503 and may retry, and the error is no bug of Chorus's.
-// Other errors are returned as they are.
+// Other errors, and fn's own *chorus.Error, are returned as they are.
 func unavailable(err error) error {
-	var e *msqlite.Error
-	if err == nil || !errors.As(err, &e) {
-		return err
-	}
-	switch e.Code() & 0xff { // the primary result code
+	switch primaryCode(err) {
 	case sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_READONLY, sqlite3.SQLITE_CANTOPEN,
 		sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED, sqlite3.SQLITE_NOMEM, sqlite3.SQLITE_PROTOCOL:
 		var ce *chorus.Error
-		if errors.As(err, &ce) {
-			return err // fn's own verdict
+		if !errors.As(err, &ce) {
+			return chorus.Wrap(chorus.ErrUnavailable, err)
 		}
-		return chorus.Wrap(chorus.ErrUnavailable, err)
 	}
 	return err
 }
@@ -185,12 +180,18 @@ func unavailable(err error) error {
 // holding the database past the busy timeout): a 503 for that request,
 // but not a database that fails writes (readiness).
 func contended(err error) bool {
+	c := primaryCode(err)
+	return c == sqlite3.SQLITE_BUSY || c == sqlite3.SQLITE_LOCKED
+}
+
+// primaryCode is the primary result code of the SQLite error in err's
+// chain (SQLITE_OK, 0, for none).
+func primaryCode(err error) int {
 	var e *msqlite.Error
 	if !errors.As(err, &e) {
-		return false
+		return sqlite3.SQLITE_OK
 	}
-	c := e.Code() & 0xff
-	return c == sqlite3.SQLITE_BUSY || c == sqlite3.SQLITE_LOCKED
+	return e.Code() & 0xff
 }
 
 // Accounts and API keys.

@@ -24,10 +24,13 @@ const RenumberQuery = `SELECT MAX(m) FROM (
 	UNION ALL SELECT COALESCE(MAX(last_event_id), 0) FROM items
 	UNION ALL SELECT COALESCE(MAX(id), 0) FROM events) AS ids`
 
-// RenumberStatements shift the ids by their one parameter.
-var RenumberStatements = []string{
-	`UPDATE objects SET last_event_id = last_event_id + %s`,
-	`UPDATE items SET last_event_id = last_event_id + %s`,
+// RenumberStatements shift the ids by their one parameter, written param
+// (the backend's placeholder: ? or $1).
+func RenumberStatements(param string) []string {
+	return []string{
+		`UPDATE objects SET last_event_id = last_event_id + ` + param,
+		`UPDATE items SET last_event_id = last_event_id + ` + param,
+	}
 }
 
 // RenumberShift is how far a restore at now moves the event ids: twice the
