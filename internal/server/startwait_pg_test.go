@@ -42,19 +42,26 @@ func TestStartWaitRefusedByPostgres(t *testing.T) {
 	server.NewRefused(t, server.Config{StoreURL: missing.String()})
 }
 
-// TestNodeAdoptsRestoredCopy: a node starting on a PostgreSQL database
-// restored from a dump without migrate --after-restore (its identity was
-// made in another database) does what that command does, and says so.
-func TestNodeAdoptsRestoredCopy(t *testing.T) {
-	ctx := context.Background()
+// servedDatabase is a new database that a node has migrated and left.
+func servedDatabase(t *testing.T) string {
+	t.Helper()
 	db := servertest.NewDatabase(t)
-	first, err := server.New(ctx, server.Config{StoreURL: db, Creds: creds, Logger: slog.New(slog.DiscardHandler)})
+	first, err := server.New(context.Background(), server.Config{StoreURL: db, Creds: creds, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := first.Close(); err != nil {
 		t.Fatal(err)
 	}
+	return db
+}
+
+// TestNodeAdoptsRestoredCopy: a node starting on a PostgreSQL database
+// restored from a dump without migrate --after-restore (its identity was
+// made in another database) does what that command does, and says so.
+func TestNodeAdoptsRestoredCopy(t *testing.T) {
+	ctx := context.Background()
+	db := servedDatabase(t)
 	c := servertest.Connect(t, db, nil)
 	var before string
 	if err := c.QueryRow(ctx, `UPDATE cluster_identity SET db_oid = 1 RETURNING id`).Scan(&before); err != nil {
@@ -82,17 +89,10 @@ func TestNodeAdoptsRestoredCopy(t *testing.T) {
 
 // TestNodeStartsOnReadOnlyServer: a node starts on a PostgreSQL server
 // that takes no writes now (a failover under way) when the schema is up to
-// date, and says it is not ready.
+// date, serves reads, and says it is not ready.
 func TestNodeStartsOnReadOnlyServer(t *testing.T) {
 	ctx := context.Background()
-	db := servertest.NewDatabase(t)
-	first, err := server.New(ctx, server.Config{StoreURL: db, Creds: creds, Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := first.Close(); err != nil {
-		t.Fatal(err)
-	}
+	db := servedDatabase(t)
 	u, err := url.Parse(db)
 	if err != nil {
 		t.Fatal(err)
@@ -109,5 +109,13 @@ func TestNodeStartsOnReadOnlyServer(t *testing.T) {
 	s.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/readyz", nil))
 	if rec.Code != 503 {
 		t.Errorf("/readyz on a read-only server = %d %s, want 503", rec.Code, rec.Body)
+	}
+	// It serves reads.
+	req := httptest.NewRequest("GET", "/v1/Services/"+creds.ServiceSID, nil)
+	req.SetBasicAuth(creds.AccountSID, creds.AuthToken)
+	rec = httptest.NewRecorder()
+	s.Handler().ServeHTTP(rec, req)
+	if rec.Code != 200 {
+		t.Errorf("a REST read on a read-only server = %d %s, want 200", rec.Code, rec.Body)
 	}
 }

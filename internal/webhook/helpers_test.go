@@ -41,27 +41,48 @@ func newEnv(t testing.TB, cfg webhook.Config) *env {
 // newEnvOn is newEnv on st, which it closes when the test ends.
 func newEnvOn(t testing.TB, cfg webhook.Config, st chorus.Store) *env {
 	t.Helper()
+	e, start := stoppedEnvOn(t, cfg, st)
+	start()
+	return e
+}
+
+// newStoppedEnv is newEnv with a dispatcher that does not run until start
+// is called (the server is down while webhooks queue up).
+func newStoppedEnv(t testing.TB, cfg webhook.Config) (e *env, start func()) {
+	t.Helper()
+	st, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "db"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return stoppedEnvOn(t, cfg, st)
+}
+
+// stoppedEnvOn builds the env on st (closed when the test ends, after the
+// dispatcher) and returns what starts its dispatcher.
+func stoppedEnvOn(t testing.TB, cfg webhook.Config, st chorus.Store) (*env, func()) {
+	t.Helper()
 	ctx := context.Background()
-	cfg.Store = st
-	cfg.Policy.AllowPrivate = true
+	t.Cleanup(func() { st.Close() })
+	cfg.Store, cfg.Policy.AllowPrivate = st, true
 	d := webhook.New(cfg)
 	eng := engine.New(engine.Config{Store: st, Bus: mem.New(), Observe: d.Observe, Outbox: d, CheckWebhookURL: cfg.Policy.CheckURL})
-	runCtx, cancel := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() { defer close(done); _ = d.Run(runCtx) }()
-	t.Cleanup(func() {
-		cctx, ccancel := context.WithTimeout(ctx, 10*time.Second)
-		defer ccancel()
-		_ = d.Close(cctx)
-		cancel()
-		<-done
-		st.Close()
-	})
 	creds, _, err := eng.Bootstrap(ctx, engine.Credentials{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &env{st: st, eng: eng, d: d, creds: creds}
+	start := func() {
+		runCtx, cancel := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() { defer close(done); _ = d.Run(runCtx) }()
+		t.Cleanup(func() {
+			cctx, ccancel := context.WithTimeout(ctx, 10*time.Second)
+			defer ccancel()
+			_ = d.Close(cctx)
+			cancel()
+			<-done
+		})
+	}
+	return &env{st: st, eng: eng, d: d, creds: creds}, start
 }
 
 // service creates a service with a webhook to hook.

@@ -21,7 +21,6 @@ import (
 	"github.com/twilio/twilio-go/client"
 
 	"github.com/chorus-sync/chorus"
-	"github.com/chorus-sync/chorus/internal/bus/mem"
 	"github.com/chorus-sync/chorus/internal/engine"
 	"github.com/chorus-sync/chorus/internal/servertest"
 	"github.com/chorus-sync/chorus/internal/store/postgres"
@@ -577,6 +576,26 @@ func TestDeliveredNotResentWhileDeleteFails(t *testing.T) {
 	}
 }
 
+// retryGap is the time between the first two attempts reported on at,
+// each awaited for at most within.
+func retryGap(t *testing.T, at <-chan time.Time, within time.Duration) time.Duration {
+	t.Helper()
+	var first time.Time
+	for i := range 2 {
+		select {
+		case when := <-at:
+			if i == 0 {
+				first = when
+				continue
+			}
+			return when.Sub(first)
+		case <-time.After(within):
+			t.Fatalf("attempt %d never came", i+1)
+		}
+	}
+	return 0
+}
+
 // A receiver's Retry-After sets the retry of the entry it answered (kept
 // with that entry's outcome, not in state its service's other requests in
 // flight could overwrite or take).
@@ -599,15 +618,7 @@ func TestRetryAfterSetsThatEntrysRetry(t *testing.T) {
 	if _, err := e.eng.CreateObject(ctx, engine.SystemActor(), svc, chorus.KindDocument, engine.CreateObject{}); err != nil {
 		t.Fatal(err)
 	}
-	var t0, t1 time.Time
-	for i, tp := range []*time.Time{&t0, &t1} {
-		select {
-		case *tp = <-at:
-		case <-time.After(10 * time.Second):
-			t.Fatalf("attempt %d never came", i+1)
-		}
-	}
-	if gap := t1.Sub(t0); gap < 1900*time.Millisecond {
+	if gap := retryGap(t, at, 10*time.Second); gap < 1900*time.Millisecond {
 		t.Errorf("retry %v after a 503 with Retry-After: 2, want at least 2 s (the backoff alone is 50 ms)", gap)
 	}
 }
@@ -682,29 +693,15 @@ func TestConcurrentFailuresPauseOnce(t *testing.T) {
 	defer srv.Close()
 	// The 8 webhooks (8 objects) are pending before the dispatcher runs,
 	// so that its first round sends 4 at once.
-	st, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "db"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	cfg := webhook.Config{Store: st, Poll: 50 * time.Millisecond, Policy: webhook.Policy{AllowPrivate: true}}
-	d := webhook.New(cfg)
-	eng := engine.New(engine.Config{Store: st, Bus: mem.New(), Observe: d.Observe, Outbox: d, CheckWebhookURL: cfg.Policy.CheckURL})
-	creds, _, err := eng.Bootstrap(ctx, engine.Credentials{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	e := &env{st: st, eng: eng, d: d, creds: creds}
+	e, start := newStoppedEnv(t, webhook.Config{Poll: 50 * time.Millisecond})
+	d := e.d
 	svc := e.service(t, srv.URL+"/hook")
 	for range 8 {
-		if _, err := eng.CreateObject(ctx, engine.SystemActor(), svc, chorus.KindDocument, engine.CreateObject{}); err != nil {
+		if _, err := e.eng.CreateObject(ctx, engine.SystemActor(), svc, chorus.KindDocument, engine.CreateObject{}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	runCtx, cancel := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() { defer close(done); _ = d.Run(runCtx) }()
-	t.Cleanup(func() { _ = d.Close(context.Background()); cancel(); <-done })
+	start()
 	waitFor(t, 20*time.Second, "4 requests in flight", func() bool { return arrived.Load() >= 4 })
 	close(gate)
 	waitFor(t, 20*time.Second, "the 4 failures recorded", func() bool {
@@ -741,15 +738,7 @@ func TestShortRetryAfterKeepsBackoff(t *testing.T) {
 	if _, err := e.eng.CreateObject(ctx, engine.SystemActor(), svc, chorus.KindDocument, engine.CreateObject{}); err != nil {
 		t.Fatal(err)
 	}
-	var t0, t1 time.Time
-	for i, tp := range []*time.Time{&t0, &t1} {
-		select {
-		case *tp = <-at:
-		case <-time.After(15 * time.Second):
-			t.Fatalf("attempt %d never came", i+1)
-		}
-	}
-	if gap := t1.Sub(t0); gap < 1500*time.Millisecond {
+	if gap := retryGap(t, at, 15*time.Second); gap < 1500*time.Millisecond {
 		t.Errorf("retry %v after a 429 with Retry-After: 1, want the backoff (2 s ± 20%%)", gap)
 	}
 }
@@ -759,35 +748,20 @@ func TestShortRetryAfterKeepsBackoff(t *testing.T) {
 // committed change is a webhook that is sent.
 func TestOldWebhookAttemptedOnce(t *testing.T) {
 	ctx := context.Background()
-	st, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "db"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	cfg := webhook.Config{Store: st, MaxAge: 300 * time.Millisecond, Poll: 50 * time.Millisecond, Policy: webhook.Policy{AllowPrivate: true}}
-	d := webhook.New(cfg) // not running yet: the server is down
-	eng := engine.New(engine.Config{Store: st, Bus: mem.New(), Observe: d.Observe, Outbox: d, CheckWebhookURL: cfg.Policy.CheckURL})
-	creds, _, err := eng.Bootstrap(ctx, engine.Credentials{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	e := &env{st: st, eng: eng, d: d, creds: creds}
-	rc := newReceiver(t, creds.AuthToken, nil)
+	e, start := newStoppedEnv(t, webhook.Config{MaxAge: 300 * time.Millisecond, Poll: 50 * time.Millisecond})
+	rc := newReceiver(t, e.creds.AuthToken, nil)
 	svc := e.service(t, rc.URL())
 	for range 3 {
-		if _, err := eng.CreateObject(ctx, engine.SystemActor(), svc, chorus.KindDocument, engine.CreateObject{}); err != nil {
+		if _, err := e.eng.CreateObject(ctx, engine.SystemActor(), svc, chorus.KindDocument, engine.CreateObject{}); err != nil {
 			t.Fatal(err)
 		}
 	}
 	time.Sleep(500 * time.Millisecond) // older than MaxAge
-	runCtx, cancel := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() { defer close(done); _ = d.Run(runCtx) }()
-	t.Cleanup(func() { _ = d.Close(context.Background()); cancel(); <-done })
+	start()
 	for range 3 {
 		rc.next(t, 10*time.Second)
 	}
-	if n := d.Abandoned.Load(); n != 0 {
+	if n := e.d.Abandoned.Load(); n != 0 {
 		t.Errorf("%d old webhooks abandoned without an attempt", n)
 	}
 }
