@@ -501,100 +501,15 @@ func (im *importer) copyCredentials(ctx context.Context, cr credentialReader) er
 		}
 		keysOf[k.AccountSID][k.SID] = k
 	}
-	overwrite := im.opt.OverwriteCredentials
-	var (
-		c              CredentialCounts
-		refused, notes []Conflict
-	)
+	var cc credentialCopy
 	err = im.st.Update(ctx, func(tx chorus.Tx) error {
-		c, refused, notes = CredentialCounts{}, nil, nil // Update may run fn again
+		cc = credentialCopy{overwrite: im.opt.OverwriteCredentials} // Update may run fn again
 		for _, a := range accts {
-			old, err := tx.Account(ctx, a.SID)
-			switch {
-			case errors.Is(err, chorus.ErrNotFound):
-				if err := tx.PutAccount(ctx, a); err != nil {
-					return err
-				}
-				c.AccountsCreated++
-			case err != nil:
-				return err
-			case overwrite && old.SecondaryAuthToken == "" && a.SecondaryAuthToken != "" && a.SecondaryAuthToken != old.AuthToken:
-				// Additive: the source's secondary (a rotation in progress
-				// there) beside the target's primary, which stays.
-				old.SecondaryAuthToken, old.SecondaryDateCreated = a.SecondaryAuthToken, a.SecondaryDateCreated
-				if err := tx.PutAccount(ctx, old); err != nil {
-					return err
-				}
-				c.AccountsUpdated++
-				if old.AuthToken != a.AuthToken {
-					notes = append(notes, Conflict{Kind: "account", SID: a.SID, Reason: "its primary auth token differs from the " +
-						"source's: the target keeps its own; the source's secondary was added"})
-				}
-			case old.AuthToken != a.AuthToken || old.SecondaryAuthToken != a.SecondaryAuthToken:
-				notes = append(notes, Conflict{Kind: "account", SID: a.SID, Reason: "its auth tokens differ from the source's: the " +
-					"target keeps its own (what its nodes' TWILIO_AUTH_TOKEN made them); start the nodes with the source's if it is " +
-					"the current one, or run with --overwrite-credentials to add the source's secondary where the target has none"})
-			}
-			have, err := tx.APIKeys(ctx, a.SID)
-			if err != nil {
+			if err := cc.account(ctx, tx, a); err != nil {
 				return err
 			}
-			had, ownMain := map[string]*chorus.APIKey{}, false
-			for _, k := range have {
-				had[k.SID] = k
-				ownMain = ownMain || k.Main
-				src := keysOf[a.SID][k.SID]
-				var why string
-				switch {
-				case src != nil && src.Secret == k.Secret:
-					continue // the same key; its name and dates are the target's business
-				case k.Main:
-					notes = append(notes, Conflict{Kind: "api key", SID: k.SID, Reason: "a main key of the target that the source " +
-						"does not have as it is: the target keeps it; it goes when the nodes start without it in TWILIO_API_KEY"})
-					continue
-				case src != nil:
-					why = "its secret differs from the source's key of that SID: run with --overwrite-credentials to take the source's"
-				default:
-					why = "the source no longer has this key (revoked at the source, or created in the target): " +
-						"run with --overwrite-credentials to remove it"
-				}
-				if !overwrite {
-					refused = append(refused, Conflict{Kind: "api key", SID: k.SID, Reason: why})
-					continue
-				}
-				if src != nil {
-					if err := tx.PutAPIKey(ctx, src); err != nil {
-						return err
-					}
-					c.KeysUpdated++
-					continue
-				}
-				if err := tx.DeleteAPIKey(ctx, k.SID); err != nil {
-					return err
-				}
-				c.KeysRemoved = append(c.KeysRemoved, k.SID)
-			}
-			for _, k := range keysOf[a.SID] {
-				if had[k.SID] != nil {
-					continue
-				}
-				switch revoked, err := tx.APIKeyRevoked(ctx, k.SID); {
-				case err != nil:
-					return err
-				case revoked:
-					notes = append(notes, Conflict{Kind: "api key", SID: k.SID, Reason: "revoked in the target, which never " +
-						"takes a revoked key back: revoke it at the source too"})
-					continue
-				}
-				if k.Main && ownMain {
-					notes = append(notes, Conflict{Kind: "api key", SID: k.SID, Reason: "a main key of the source, not added: the " +
-						"target's account has main keys of its own (its nodes' TWILIO_API_KEY); tokens minted with it fail there"})
-					continue
-				}
-				if err := tx.PutAPIKey(ctx, k); err != nil {
-					return err
-				}
-				c.KeysCreated++
+			if err := cc.keys(ctx, tx, a.SID, keysOf[a.SID]); err != nil {
+				return err
 			}
 		}
 		return nil
@@ -602,12 +517,128 @@ func (im *importer) copyCredentials(ctx context.Context, cr credentialReader) er
 	if err != nil {
 		return fmt.Errorf("transfer: copy credentials: %w", err)
 	}
-	slices.Sort(c.KeysRemoved)
-	im.rep.Credentials = c
-	for _, r := range refused {
+	slices.Sort(cc.counts.KeysRemoved)
+	im.rep.Credentials = cc.counts
+	for _, r := range cc.refused {
 		im.conflict(r)
 	}
-	im.count(func(r *Report) { r.Notes = append(r.Notes, notes...) })
+	im.count(func(r *Report) { r.Notes = append(r.Notes, cc.notes...) })
+	return nil
+}
+
+// credentialCopy is what copyCredentials' transaction did and found:
+// its counts, the records it refused and the differences it only notes.
+type credentialCopy struct {
+	overwrite      bool // Options.OverwriteCredentials
+	counts         CredentialCounts
+	refused, notes []Conflict
+}
+
+// account creates the source's account a where the target lacks it; else
+// the target's auth tokens stay, and a source's secondary is added where
+// the target has none (with overwrite), or the difference is noted.
+func (cc *credentialCopy) account(ctx context.Context, tx chorus.Tx, a *chorus.Account) error {
+	old, err := tx.Account(ctx, a.SID)
+	switch {
+	case errors.Is(err, chorus.ErrNotFound):
+		if err := tx.PutAccount(ctx, a); err != nil {
+			return err
+		}
+		cc.counts.AccountsCreated++
+	case err != nil:
+		return err
+	case cc.overwrite && old.SecondaryAuthToken == "" && a.SecondaryAuthToken != "" && a.SecondaryAuthToken != old.AuthToken:
+		// Additive: the source's secondary (a rotation in progress there)
+		// beside the target's primary, which stays.
+		old.SecondaryAuthToken, old.SecondaryDateCreated = a.SecondaryAuthToken, a.SecondaryDateCreated
+		if err := tx.PutAccount(ctx, old); err != nil {
+			return err
+		}
+		cc.counts.AccountsUpdated++
+		if old.AuthToken != a.AuthToken {
+			cc.notes = append(cc.notes, Conflict{Kind: "account", SID: a.SID, Reason: "its primary auth token differs from the " +
+				"source's: the target keeps its own; the source's secondary was added"})
+		}
+	case old.AuthToken != a.AuthToken || old.SecondaryAuthToken != a.SecondaryAuthToken:
+		cc.notes = append(cc.notes, Conflict{Kind: "account", SID: a.SID, Reason: "its auth tokens differ from the source's: the " +
+			"target keeps its own (what its nodes' TWILIO_AUTH_TOKEN made them); start the nodes with the source's if it is " +
+			"the current one, or run with --overwrite-credentials to add the source's secondary where the target has none"})
+	}
+	return nil
+}
+
+// keys reconciles account's keys in the target with the source's, src (by
+// SID): see copyCredentials.
+func (cc *credentialCopy) keys(ctx context.Context, tx chorus.Tx, account string, src map[string]*chorus.APIKey) error {
+	have, err := tx.APIKeys(ctx, account)
+	if err != nil {
+		return err
+	}
+	had, ownMain := map[string]bool{}, false
+	for _, k := range have {
+		had[k.SID], ownMain = true, ownMain || k.Main
+		if err := cc.targetKey(ctx, tx, k, src[k.SID]); err != nil {
+			return err
+		}
+	}
+	for _, k := range src {
+		if had[k.SID] {
+			continue
+		}
+		switch revoked, err := tx.APIKeyRevoked(ctx, k.SID); {
+		case err != nil:
+			return err
+		case revoked:
+			cc.notes = append(cc.notes, Conflict{Kind: "api key", SID: k.SID, Reason: "revoked in the target, which never " +
+				"takes a revoked key back: revoke it at the source too"})
+			continue
+		}
+		if k.Main && ownMain {
+			cc.notes = append(cc.notes, Conflict{Kind: "api key", SID: k.SID, Reason: "a main key of the source, not added: the " +
+				"target's account has main keys of its own (its nodes' TWILIO_API_KEY); tokens minted with it fail there"})
+			continue
+		}
+		if err := tx.PutAPIKey(ctx, k); err != nil {
+			return err
+		}
+		cc.counts.KeysCreated++
+	}
+	return nil
+}
+
+// targetKey settles the target's key k against the source's key of its
+// SID, src (nil: the source has none): the same key stays, a main key is
+// the target's and only noted, and another difference is refused or, with
+// overwrite, made the source's (the key replaced, or removed).
+func (cc *credentialCopy) targetKey(ctx context.Context, tx chorus.Tx, k, src *chorus.APIKey) error {
+	var why string
+	switch {
+	case src != nil && src.Secret == k.Secret:
+		return nil // the same key; its name and dates are the target's business
+	case k.Main:
+		cc.notes = append(cc.notes, Conflict{Kind: "api key", SID: k.SID, Reason: "a main key of the target that the source " +
+			"does not have as it is: the target keeps it; it goes when the nodes start without it in TWILIO_API_KEY"})
+		return nil
+	case src != nil:
+		why = "its secret differs from the source's key of that SID: run with --overwrite-credentials to take the source's"
+	default:
+		why = "the source no longer has this key (revoked at the source, or created in the target): " +
+			"run with --overwrite-credentials to remove it"
+	}
+	switch {
+	case !cc.overwrite:
+		cc.refused = append(cc.refused, Conflict{Kind: "api key", SID: k.SID, Reason: why})
+	case src != nil:
+		if err := tx.PutAPIKey(ctx, src); err != nil {
+			return err
+		}
+		cc.counts.KeysUpdated++
+	default:
+		if err := tx.DeleteAPIKey(ctx, k.SID); err != nil {
+			return err
+		}
+		cc.counts.KeysRemoved = append(cc.counts.KeysRemoved, k.SID)
+	}
 	return nil
 }
 
