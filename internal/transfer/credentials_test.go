@@ -350,10 +350,12 @@ func TestImportTakesRotatedToken(t *testing.T) {
 	}
 }
 
-// TestImportWebhookURLChorusRefuses: Twilio takes a webhook URL with
-// user:password@, which Chorus refuses (54051) and would never call. The
-// service is copied without it, and the report says so, instead of a
-// copy whose every webhook is given up on unsent.
+// TestImportWebhookURLChorusRefuses: Twilio takes a webhook URL with a
+// raw space in its query, which Chorus refuses (54051: receivers answer
+// the request line with 400) and would never call. The service is copied
+// without it, and the report says so, instead of a copy whose every
+// webhook is given up on unsent. A URL with user:password@ is copied as
+// it is (Chorus calls it with Basic authentication, as Twilio does).
 func TestImportWebhookURLChorusRefuses(t *testing.T) {
 	ctx := context.Background()
 	src, _ := openSQLite(t)
@@ -363,7 +365,7 @@ func TestImportWebhookURLChorusRefuses(t *testing.T) {
 		t.Fatal(err)
 	}
 	changeService(t, src, creds.ServiceSID, func(svc *chorus.Service) {
-		svc.WebhookURL, svc.WebhooksFromRestEnabled = "https://user:HookSecret77@hooks.example.com/sync", true
+		svc.WebhookURL, svc.WebhooksFromRestEnabled = "https://hooks.example.com/sync?secret=HookSecret77 x", true
 	})
 	dst, _ := openSQLite(t)
 	for run := range 2 {
@@ -398,6 +400,34 @@ func TestImportWebhookURLChorusRefuses(t *testing.T) {
 		svc, err := tx.Service(ctx, creds.ServiceSID)
 		if err == nil && svc.WebhookURL != fixed {
 			t.Errorf("target webhook URL %q after later runs, want the one set on the target", svc.WebhookURL)
+		}
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestImportBasicAuthWebhookURL: a webhook URL with user:password@ is
+// copied as it is, without a conflict: Chorus calls it as Twilio does.
+func TestImportBasicAuthWebhookURL(t *testing.T) {
+	ctx := context.Background()
+	src, _ := openSQLite(t)
+	eng := engine.New(engine.Config{Store: src, Logger: quiet})
+	creds, _, err := eng.Bootstrap(ctx, engine.Credentials{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const hook = "https://hook-user:HookSecret77@hooks.example.com/sync"
+	changeService(t, src, creds.ServiceSID, func(svc *chorus.Service) { svc.WebhookURL = hook })
+	dst, _ := openSQLite(t)
+	rep, err := transfer.Import(ctx, &transfer.StoreReader{Store: src}, dst, transfer.Options{Logger: quiet})
+	if err != nil || len(rep.Conflicts) != 0 {
+		t.Fatalf("import: %v, conflicts %v; want none", err, conflictsOf(rep))
+	}
+	if err := dst.View(ctx, func(tx chorus.ReadTx) error {
+		svc, err := tx.Service(ctx, creds.ServiceSID)
+		if err == nil && svc.WebhookURL != hook {
+			t.Errorf("target webhook URL %q, want %q", svc.WebhookURL, hook)
 		}
 		return err
 	}); err != nil {

@@ -711,8 +711,8 @@ func (im *importer) importService(ctx context.Context, svc *chorus.Service) (boo
 		return false, nil
 	}
 	if err := checkWebhookURL(svc.WebhookURL); err != nil {
-		// Twilio takes URLs Chorus refuses (user:password@): copied, its
-		// every webhook would be given up on unsent. The service is
+		// Twilio takes URLs Chorus refuses (a raw space in the query):
+		// copied, its every webhook would be given up on unsent. The service is
 		// copied with the URL the target set instead, or without one,
 		// and said so.
 		c := *svc

@@ -36,7 +36,7 @@ type Policy struct {
 }
 
 // CheckURL checks a webhook URL at configuration time: an absolute http(s)
-// URL of at most MaxURLLen bytes, without userinfo, whose host is not an
+// URL of at most MaxURLLen bytes whose host is not an
 // address (or a name such as localhost) the policy refuses. Names are
 // resolved only when connecting, where the dialer checks again. It returns
 // a 54051 *chorus.Error. The empty URL (no webhook) is fine.
@@ -62,9 +62,8 @@ func (p Policy) checkURL(raw string, newURL bool) error {
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.Opaque != "" {
 		return bad("expected an absolute http(s) URL")
 	}
-	if u.User != nil {
-		return bad("credentials (user:password@) are not allowed in the URL")
-	}
+	// user:password@ is allowed, as Twilio allows it: the webhook goes
+	// with HTTP Basic authentication (see Dispatcher.attempt).
 	// The path is sent percent-encoded, but the query as it is (and signed
 	// as it is): a space or a non-ASCII byte there makes a request line
 	// receivers refuse (400), and every webhook would be given up on.

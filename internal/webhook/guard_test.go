@@ -51,8 +51,6 @@ func TestCheckURL(t *testing.T) {
 		"http://localhost/",
 		"http://LOCALHOST:3000/",
 		"http://api.localhost/",
-		"http://user:s3cr3t@hooks.example.com/",
-		"https://token@hooks.example.com/",
 		"http://sync.example.com/hook",
 		"ftp://hooks.example.com/",
 		"http:///nohost",
@@ -72,6 +70,7 @@ func TestCheckURL(t *testing.T) {
 	allowed := []string{
 		"", "https://hooks.example.com/sync?tenant=acme", "http://93.184.216.34:8080/x", "http://[2606:2800:220:1::1]/",
 		"http://cafe.be/", "http://1e100.net/", "https://hooks.example.com/hoök?x=%C3%BC", // a path is sent percent-encoded
+		"http://user:s3cr3t@hooks.example.com/", "https://token@hooks.example.com/", // Basic authentication, as with Twilio
 	}
 	for _, u := range allowed {
 		if err := strict.CheckURL(u); err != nil {
@@ -79,13 +78,14 @@ func TestCheckURL(t *testing.T) {
 		}
 	}
 	// The development switch allows loopback and private targets, never
-	// link-local (cloud metadata), unspecified, multicast or userinfo.
+	// link-local (cloud metadata), unspecified or multicast, with or
+	// without credentials.
 	for _, u := range []string{"http://127.0.0.1:8080/", "http://localhost:3000/", "http://[::1]:5432/", "http://10.0.0.1/", "http://0x7f000001/"} {
 		if err := dev.CheckURL(u); err != nil {
 			t.Errorf("AllowPrivate: CheckURL(%q) = %v, want nil", u, err)
 		}
 	}
-	for _, u := range []string{"http://169.254.169.254/", "http://0.0.0.0/", "http://224.0.0.1/", "http://u:p@127.0.0.1/"} {
+	for _, u := range []string{"http://169.254.169.254/", "http://0.0.0.0/", "http://224.0.0.1/", "http://u:s3cr3t@169.254.169.254/"} {
 		if err := dev.CheckURL(u); chorus.ErrorCode(err) != 54051 {
 			t.Errorf("AllowPrivate: CheckURL(%q) = %v, want 54051", u, err)
 		}

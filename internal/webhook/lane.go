@@ -405,8 +405,6 @@ func (d *Dispatcher) finish(ctx context.Context, h *health, e *chorus.OutboxEntr
 // without an attempt (MaxAge applies only once attempted).
 const maxUnattemptedAge = 24 * time.Hour
 
-// attempt posts one outbox entry. It never logs the URL's secrets: the
-// URL has none (CheckURL refuses userinfo), and errors are redacted.
 // attemptResult is how one attempt went.
 type attemptResult struct {
 	res        outcome
@@ -418,6 +416,9 @@ type attemptResult struct {
 	unattempted bool
 }
 
+// attempt posts one outbox entry. It never logs the URL's secrets
+// (user:password@, a token in the query): errors are redacted and the URL
+// is never part of a reason.
 func (d *Dispatcher) attempt(ctx context.Context, svc *chorus.Service, acct *chorus.Account, e *chorus.OutboxEntry) attemptResult {
 	target := svc.WebhookURL
 	if err := d.cfg.Policy.checkURL(target, false); err != nil {
@@ -434,6 +435,13 @@ func (d *Dispatcher) attempt(ctx context.Context, svc *chorus.Service, acct *cho
 	req.Header.Set("User-Agent", "Chorus-Sync-Webhooks/1")
 	req.Header.Set(LoopHeader, "1")
 	req.Header.Set("I-Twilio-Idempotency-Token", idempotencyToken(e))
+	if u := req.URL.User; u != nil {
+		// Twilio's user:password@ in a webhook URL: HTTP Basic
+		// authentication. Twilio sends it once the receiver asks (401);
+		// every receiver that asks accepts it sent at once.
+		password, _ := u.Password()
+		req.SetBasicAuth(u.Username(), password)
+	}
 	req.Header.Set("X-Twilio-Signature", Signature(acct.AuthToken, requestedURL(req.URL), params))
 	resp, err := d.cfg.Client.Do(req)
 	if err != nil {
@@ -468,12 +476,13 @@ func (d *Dispatcher) attempt(ctx context.Context, svc *chorus.Service, acct *cho
 // request that carries it (508), so that a webhook never calls Chorus.
 const LoopHeader = "X-Chorus-Webhook"
 
-// idempotencyToken identifies an entry's event across redeliveries.
 // requestedURL is the webhook URL as its receiver sees it requested, which
 // is what a validator (twilio's validateRequest) signs again: without its
 // fragment (never sent), with "/" for an empty path (what goes on the
 // wire), percent-encoded as on the wire. For an ordinary URL it is the URL
-// as configured.
+// as configured. It keeps user:password@, as Twilio signs the URL set in
+// it (twilio-node's validateRequest keeps them when it tries the URL with
+// and without its port).
 func requestedURL(u *url.URL) string {
 	c := *u
 	c.Fragment, c.RawFragment = "", ""

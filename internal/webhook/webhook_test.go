@@ -524,6 +524,48 @@ func TestSignatureOverTheRequestedURL(t *testing.T) {
 	}
 }
 
+// A webhook URL with user:password@ (Twilio allows it) is called with
+// HTTP Basic authentication, and its signature covers the URL as set,
+// credentials included, as Twilio signs it: twilio-go's validator accepts
+// it given that URL. Percent-encoded credentials are decoded for Basic.
+func TestBasicAuthWebhookURL(t *testing.T) {
+	ctx := context.Background()
+	type seen struct {
+		user, password string
+		ok, valid      bool
+	}
+	got := make(chan seen, 10)
+	var configured string
+	e := newEnv(t, webhook.Config{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_ = r.ParseForm()
+		flat := map[string]string{}
+		for k, v := range r.PostForm {
+			flat[k] = v[0]
+		}
+		user, password, ok := r.BasicAuth()
+		v := client.NewRequestValidator(e.creds.AuthToken)
+		got <- seen{user, password, ok, v.Validate(configured, flat, r.Header.Get("X-Twilio-Signature"))}
+	}))
+	defer srv.Close()
+	configured = strings.Replace(srv.URL, "http://", "http://hook-user:p%40ss%3Aw0rd@", 1) + "/hook?tenant=acme"
+	svc := e.service(t, configured)
+	if _, err := e.eng.CreateObject(ctx, engine.SystemActor(), svc, chorus.KindDocument, engine.CreateObject{}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case s := <-got:
+		if !s.ok || s.user != "hook-user" || s.password != "p@ss:w0rd" {
+			t.Errorf("Basic authentication: %v %q %q; want hook-user and p@ss:w0rd", s.ok, s.user, s.password)
+		}
+		if !s.valid {
+			t.Errorf("twilio-go's validator refuses the signature given the configured URL %s", configured)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no webhook")
+	}
+}
+
 // undeletingStore fails every outbox delete while fail is set: a store
 // that still reads but cannot write (a full disk, a read-only replica).
 type undeletingStore struct {

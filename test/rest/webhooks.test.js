@@ -17,7 +17,7 @@ before(async () => {
     req.on('data', (c) => { body += c; });
     req.on('end', () => {
       const params = Object.fromEntries(new URLSearchParams(body));
-      hits.push({ params, signature: req.headers['x-twilio-signature'], path: req.url });
+      hits.push({ params, signature: req.headers['x-twilio-signature'], path: req.url, authorization: req.headers.authorization });
       res.writeHead(200).end();
     });
   });
@@ -53,6 +53,29 @@ test('webhooks arrive signed: twilio.validateRequest accepts them', async () => 
   assert.equal(hits[1].params.EventId, '1');
 });
 
+// Twilio allows user:password@ in a webhook URL and authenticates with it; it signs the URL
+// as set, so a validator is given that URL. Every generation of the helper library accepts the
+// signature (twilio-node 3.x–6.x, each npm alias).
+test('a webhook URL with user:password@ is called with Basic auth and validates in every twilio-node', async () => {
+  const client = srv.restClient();
+  const svc = await client.sync.v1.services.create({ friendlyName: 'basic-auth', webhooksFromRestEnabled: true });
+  const hookUrl = `http://hook-user:p%40ss@127.0.0.1:${receiver.address().port}/basic?tenant=acme`;
+  await client.sync.v1.services(svc.sid).update({ webhookUrl: hookUrl });
+  assert.equal((await client.sync.v1.services(svc.sid).fetch()).webhookUrl, hookUrl, 'the URL is kept as set');
+  await sleep(1100); // service settings are cached for a second
+  const doc = await client.sync.v1.services(svc.sid).documents.create({ data: { a: 1 } });
+  let h;
+  await eventually(() => (h = hits.find((x) => x.params.DocumentSid === doc.sid)), 10000);
+  assert.equal(h.path, '/basic?tenant=acme');
+  assert.equal(h.authorization, 'Basic ' + Buffer.from('hook-user:p@ss').toString('base64'));
+  for (const name of ['twilio-3-28', 'twilio-3-84', 'twilio-4', 'twilio-5', 'twilio']) {
+    const lib = require(name);
+    assert.ok(lib.validateRequest(srv.creds.authToken, h.signature, hookUrl, h.params), `${name} validates the signature`);
+    assert.ok(!lib.validateRequest(srv.creds.authToken, h.signature, hookUrl.replace('p%40ss', 'other'), h.params),
+      `${name}: the credentials are part of what is signed`);
+  }
+});
+
 test('SSRF targets are refused with 54051 and nothing changes', async () => {
   const strict = await startServer({ name: 'rest-webhooks-strict', env: { CHORUS_WEBHOOKS_ALLOW_PRIVATE: '0' } });
   try {
@@ -72,7 +95,7 @@ test('SSRF targets are refused with 54051 and nothing changes', async () => {
       'http://[fe80::1]/',
       'http://0.0.0.0/',
       'http://224.0.0.1/',
-      'http://user:s3cr3t@hooks.example.com/',
+      'http://user:s3cr3t@10.0.0.1/',
     ]) {
       await expect54051(svc.update({ webhookUrl: bad }), `update to ${bad}`);
       await expect54051(client.sync.v1.services.create({ webhookUrl: bad }), `create with ${bad}`);
