@@ -148,6 +148,16 @@ type Account struct {
 	SecondaryDateCreated time.Time
 }
 
+// OperatorCredentials names the credentials a server last started with
+// (generated on its first start, or given in TWILIO_*): what `chorus admin
+// credentials`, `chorus token` and the quickstart's /token use. A store
+// holds them as SIDs only; the secrets stay with the account and key.
+type OperatorCredentials struct {
+	AccountSID string
+	APIKeySID  string
+	ServiceSID string // "" when none was named
+}
+
 // APIKey is a credential of an account: REST Basic auth and the HMAC key of
 // access tokens. A main key (the operator's, Twilio's "Main" key) may
 // manage the account's keys and auth tokens; a standard key may not.

@@ -44,6 +44,10 @@ type ReadTx interface {
 	// the store remembers revoked SIDs, so that a copy from another store
 	// (chorus migrate, import) never brings a revoked key back.
 	APIKeyRevoked(ctx context.Context, sid string) (bool, error)
+	// OperatorCredentials returns what Tx.PutOperatorCredentials recorded
+	// last; ErrNotFound in a store that has none (a new one, or one from
+	// before they were recorded). Copies between stores never carry them.
+	OperatorCredentials(ctx context.Context) (*OperatorCredentials, error)
 
 	Service(ctx context.Context, sid string) (*Service, error)
 	// Services returns the account's services ordered by (DateCreated,
@@ -113,6 +117,9 @@ type Tx interface {
 	PutAPIKey(ctx context.Context, k *APIKey) error
 	// DeleteAPIKey deletes key sid and records it as revoked.
 	DeleteAPIKey(ctx context.Context, sid string) error
+	// PutOperatorCredentials records the operator's credentials,
+	// replacing the previous ones.
+	PutOperatorCredentials(ctx context.Context, c *OperatorCredentials) error
 
 	// PutService inserts or replaces a service.
 	PutService(ctx context.Context, s *Service) error

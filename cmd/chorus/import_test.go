@@ -97,8 +97,8 @@ func TestImportCommand(t *testing.T) {
 
 	// A dry run into a database of an older schema leaves it as it was:
 	// opening it would upgrade it, so the dry run reads an upgraded
-	// snapshot. The database is taken back one version (5: revoked API
-	// keys) by hand.
+	// snapshot. The database is taken back one version (6: the operator's
+	// credentials) by hand.
 	dbPath := filepath.Join(dst, server.DBFile)
 	schemaVersion := func() int {
 		t.Helper()
@@ -119,7 +119,7 @@ func TestImportCommand(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, q := range []string{
-		`DROP TABLE revoked_api_keys`,
+		`DROP TABLE operator_credentials`,
 		fmt.Sprintf(`PRAGMA user_version = %d`, current-1),
 	} {
 		if _, err := old.Exec(q); err != nil {

@@ -461,9 +461,9 @@ func keys(m map[string]string, order []string) []string {
 }
 
 // storedCredentials reads the credentials that `chorus serve` stored in
-// dataDir. It refuses a directory without a database rather than create
-// one; on an existing database Bootstrap with zero credentials returns the
-// stored ones (and would only generate them if the database had none).
+// dataDir. It never writes: it refuses a directory without a database
+// rather than create one, and a database without credentials rather than
+// generate them (which is `chorus serve`'s job).
 func storedCredentials(ctx context.Context, dataDir string) (engine.Credentials, error) {
 	path := filepath.Join(dataDir, server.DBFile)
 	if _, err := os.Stat(path); err != nil {
@@ -482,8 +482,12 @@ func storedCredentials(ctx context.Context, dataDir string) (engine.Credentials,
 	bus := mem.New()
 	defer bus.Close()
 	eng := engine.New(engine.Config{Store: st, Bus: bus, Logger: logger})
-	c, _, err := eng.Bootstrap(ctx, engine.Credentials{})
-	if err != nil {
+	c, err := eng.StoredCredentials(ctx)
+	switch {
+	case errors.Is(err, chorus.ErrNotFound):
+		return engine.Credentials{}, fmt.Errorf("no credentials in %s (run `chorus serve --data-dir %s` once, or set %s, %s and %s)",
+			path, dataDir, envAccountSID, envAPIKey, envAPISecret)
+	case err != nil:
 		return engine.Credentials{}, fmt.Errorf("read credentials: %w", err)
 	}
 	return c, nil

@@ -921,3 +921,112 @@ func TestCreationOrder(t *testing.T) {
 		t.Errorf("after the clock moved: created %v, clock %v (%v)", o.DateCreated, f.clock.Now(), err)
 	}
 }
+
+// TestOperatorCredentialsAfterImport: an import brings accounts older than
+// the operator's (their source's dates), with a standard key or none.
+// Their owner is a tenant: the stored credentials stay the generated
+// ones, every start and every read finds the same, nothing new is
+// generated, and a later Bootstrap with other credentials names those.
+func TestOperatorCredentialsAfterImport(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	open := func() (*engine.Engine, *sqlite.Store) {
+		st, err := sqlite.Open(ctx, filepath.Join(dir, "chorus.db"), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { st.Close() })
+		return engine.New(engine.Config{Store: st, Bus: mem.New()}), st
+	}
+	// What an import wrote before the first start: two tenants' accounts,
+	// years older, one with a standard key, one (imported with its auth
+	// token) with none.
+	eng, st := open()
+	old := time.Date(2019, 1, 1, 0, 0, 0, 0, time.UTC)
+	keyed, bare := chorus.NewSID("AC"), chorus.NewSID("AC")
+	if err := st.Update(ctx, func(tx chorus.Tx) error {
+		for _, a := range []string{bare, keyed} {
+			if err := tx.PutAccount(ctx, &chorus.Account{SID: a, AuthToken: "tenant-token", DateCreated: old}); err != nil {
+				return err
+			}
+		}
+		return tx.PutAPIKey(ctx, &chorus.APIKey{SID: chorus.NewSID("SK"), AccountSID: keyed, Secret: "tenant-secret", DateCreated: old, DateUpdated: old})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	first, created, err := eng.Bootstrap(ctx, engine.Credentials{})
+	if err != nil || !created || first.AccountSID == keyed || first.AccountSID == bare {
+		t.Fatalf("first start: %+v, created %v, %v; want new credentials", first, created, err)
+	}
+	for i := range 3 {
+		eng, st = open()
+		if got, err := eng.StoredCredentials(ctx); err != nil || got != first {
+			t.Errorf("read %d: %+v, %v; want %+v", i, got, err, first)
+		}
+		if got, created, err := eng.Bootstrap(ctx, engine.Credentials{}); err != nil || created || got != first {
+			t.Errorf("start %d: %+v, created %v, %v; want %+v and nothing generated", i, got, created, err, first)
+		}
+	}
+	var accounts int
+	if err := st.View(ctx, func(tx chorus.ReadTx) error {
+		all, err := tx.Accounts(ctx)
+		accounts = len(all)
+		return err
+	}); err != nil || accounts != 3 {
+		t.Errorf("%d accounts (%v), want 3: the tenants' and the one generated", accounts, err)
+	}
+	// Credentials from the environment are the operator's from then on.
+	env := engine.Credentials{AccountSID: chorus.NewSID("AC"), AuthToken: "tok", APIKeySID: chorus.NewSID("SK"), APISecret: "sec", ServiceSID: chorus.NewSID("IS")}
+	if _, _, err := eng.Bootstrap(ctx, env); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := eng.StoredCredentials(ctx); err != nil || got != env {
+		t.Errorf("after a start with TWILIO_*: %+v, %v; want %+v", got, err, env)
+	}
+}
+
+// TestOperatorCredentialsGuessed: a store from before the operator's
+// credentials were recorded has them guessed, never as an account without
+// a main key, and the first start records the guess.
+func TestOperatorCredentialsGuessed(t *testing.T) {
+	ctx := context.Background()
+	st := openSQLite(t)
+	eng := engine.New(engine.Config{Store: st, Bus: mem.New()})
+	tenant, operator := chorus.NewSID("AC"), chorus.NewSID("AC")
+	opKey, svc := chorus.NewSID("SK"), chorus.NewSID("IS")
+	t0 := time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC)
+	if err := st.Update(ctx, func(tx chorus.Tx) error {
+		if err := tx.PutAccount(ctx, &chorus.Account{SID: tenant, AuthToken: "t1", DateCreated: t0}); err != nil {
+			return err
+		}
+		if err := tx.PutAPIKey(ctx, &chorus.APIKey{SID: chorus.NewSID("SK"), AccountSID: tenant, Secret: "s1", DateCreated: t0, DateUpdated: t0}); err != nil {
+			return err
+		}
+		t1 := t0.Add(time.Hour)
+		if err := tx.PutAccount(ctx, &chorus.Account{SID: operator, AuthToken: "t2", DateCreated: t1}); err != nil {
+			return err
+		}
+		if err := tx.PutAPIKey(ctx, &chorus.APIKey{SID: opKey, AccountSID: operator, Secret: "s2", Main: true, DateCreated: t1, DateUpdated: t1}); err != nil {
+			return err
+		}
+		return tx.PutService(ctx, &chorus.Service{SID: svc, AccountSID: operator, FriendlyName: "Default Service", DateCreated: t1, DateUpdated: t1})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	want := engine.Credentials{AccountSID: operator, AuthToken: "t2", APIKeySID: opKey, APISecret: "s2", ServiceSID: svc}
+	if got, err := eng.StoredCredentials(ctx); err != nil || got != want {
+		t.Fatalf("guessed: %+v, %v; want %+v", got, err, want)
+	}
+	if got, created, err := eng.Bootstrap(ctx, engine.Credentials{}); err != nil || created || got != want {
+		t.Fatalf("start: %+v, created %v, %v; want %+v", got, created, err, want)
+	}
+	if err := st.View(ctx, func(tx chorus.ReadTx) error {
+		op, err := tx.OperatorCredentials(ctx)
+		if err == nil && (op.AccountSID != operator || op.APIKeySID != opKey || op.ServiceSID != svc) {
+			t.Errorf("recorded %+v, want the guess", op)
+		}
+		return err
+	}); err != nil {
+		t.Errorf("the start recorded nothing: %v", err)
+	}
+}

@@ -8,25 +8,29 @@ import (
 )
 
 // Bootstrap makes want the valid credentials: it creates or updates the
-// account, key and service it names. With want zero it generates a
-// development account, key and default service on first start and returns
-// the stored ones afterwards. created reports whether anything was
-// generated or changed.
+// account, key and service it names, and records them as the operator's
+// (chorus.OperatorCredentials). With want zero it generates a development
+// account, key and default service on first start and returns the stored
+// ones afterwards (StoredCredentials). created reports whether anything
+// was generated or changed.
 func (e *Engine) Bootstrap(ctx context.Context, want Credentials) (got Credentials, created bool, err error) {
 	if want == (Credentials{}) {
 		got, err = e.storedCredentials(ctx)
-		if err == nil {
-			return got, false, nil
-		}
-		if !isNotFound(err) {
+		switch {
+		case err == nil:
+			// The stored ones, recorded below if the store only had them
+			// guessed (a store from before they were recorded).
+			want = got
+		case !isNotFound(err):
 			return Credentials{}, false, fmt.Errorf("engine: bootstrap: %w", err)
-		}
-		want = Credentials{
-			AccountSID: chorus.NewSID(chorus.PrefixAccount),
-			AuthToken:  chorus.NewSecret(32),
-			APIKeySID:  chorus.NewSID(chorus.PrefixAPIKey),
-			APISecret:  chorus.NewSecret(32),
-			ServiceSID: chorus.NewSID(chorus.PrefixService),
+		default:
+			want = Credentials{
+				AccountSID: chorus.NewSID(chorus.PrefixAccount),
+				AuthToken:  chorus.NewSecret(32),
+				APIKeySID:  chorus.NewSID(chorus.PrefixAPIKey),
+				APISecret:  chorus.NewSecret(32),
+				ServiceSID: chorus.NewSID(chorus.PrefixService),
+			}
 		}
 	}
 	if err := validCredentials(want); err != nil {
@@ -77,6 +81,15 @@ func (e *Engine) Bootstrap(ctx context.Context, want Credentials) (got Credentia
 			if err := tx.PutAPIKey(ctx, key); err != nil {
 				return err
 			}
+		}
+		op := &chorus.OperatorCredentials{AccountSID: want.AccountSID, APIKeySID: want.APIKeySID, ServiceSID: want.ServiceSID}
+		switch was, err := tx.OperatorCredentials(ctx); {
+		case isNotFound(err) || (err == nil && *was != *op):
+			if err := tx.PutOperatorCredentials(ctx, op); err != nil {
+				return err
+			}
+		case err != nil:
+			return err
 		}
 		if want.ServiceSID == "" {
 			return nil
@@ -129,47 +142,51 @@ func validCredentials(c Credentials) error {
 	return nil
 }
 
-// storedCredentials returns the oldest account with its oldest key and
-// oldest service: what the first start generated.
+// storedCredentials returns the operator's credentials as the store
+// records them (Bootstrap), with their secrets, and the recorded service,
+// or the account's oldest if that one is gone. A store from before they
+// were recorded names none: then they are the oldest account with a main
+// key and that key (an imported account without a main key is a
+// tenant's, never the operator's). ErrNotFound when there are none, or
+// the recorded account or key is gone.
 func (e *Engine) storedCredentials(ctx context.Context) (Credentials, error) {
 	var c Credentials
 	err := e.view(ctx, func(tx chorus.ReadTx) error {
-		accts, err := tx.Accounts(ctx)
+		op, err := tx.OperatorCredentials(ctx)
+		switch {
+		case isNotFound(err):
+			if op, err = guessOperator(ctx, tx); err != nil {
+				return err
+			}
+		case err != nil:
+			return err
+		}
+		acct, err := tx.Account(ctx, op.AccountSID)
 		if err != nil {
 			return err
 		}
-		// The oldest account that was not revoked, with its oldest main key
-		// (its oldest key, in a store from before main keys).
-		var acct *chorus.Account
-		for _, a := range accts {
-			if a.AuthToken != "" {
-				acct = a
-				break
-			}
+		key, err := tx.APIKey(ctx, op.APIKeySID)
+		if err != nil {
+			return err
 		}
-		if acct == nil {
+		if acct.AuthToken == "" || key.AccountSID != acct.SID {
 			return chorus.ErrNotFound
 		}
-		c.AccountSID, c.AuthToken = acct.SID, acct.AuthToken
-		keys, err := tx.APIKeys(ctx, c.AccountSID)
-		if err != nil {
-			return err
-		}
-		if len(keys) == 0 {
-			return chorus.ErrNotFound
-		}
-		key := keys[0]
-		for _, k := range keys {
-			if k.Main {
-				key = k
-				break
+		c = Credentials{AccountSID: acct.SID, AuthToken: acct.AuthToken, APIKeySID: key.SID, APISecret: key.Secret, ServiceSID: op.ServiceSID}
+		if c.ServiceSID != "" {
+			switch svc, err := tx.Service(ctx, c.ServiceSID); {
+			case err == nil && svc.AccountSID == acct.SID:
+				return nil
+			case err != nil && !isNotFound(err):
+				return err
 			}
 		}
-		c.APIKeySID, c.APISecret = key.SID, key.Secret
-		svcs, err := tx.Services(ctx, c.AccountSID, chorus.ObjectQuery{Limit: 1})
+		// The service is gone (or none was named): the account's oldest.
+		svcs, err := tx.Services(ctx, acct.SID, chorus.ObjectQuery{Limit: 1})
 		if err != nil {
 			return err
 		}
+		c.ServiceSID = ""
 		if len(svcs) > 0 {
 			c.ServiceSID = svcs[0].SID
 		}
@@ -178,8 +195,34 @@ func (e *Engine) storedCredentials(ctx context.Context) (Credentials, error) {
 	return c, err
 }
 
+// guessOperator finds the operator's credentials in a store that does not
+// record them: the oldest account that was not revoked and has a main key,
+// and its oldest main key (the service: see storedCredentials).
+func guessOperator(ctx context.Context, tx chorus.ReadTx) (*chorus.OperatorCredentials, error) {
+	accts, err := tx.Accounts(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for _, a := range accts {
+		if a.AuthToken == "" {
+			continue
+		}
+		keys, err := tx.APIKeys(ctx, a.SID)
+		if err != nil {
+			return nil, err
+		}
+		for _, k := range keys {
+			if !k.Main {
+				continue
+			}
+			return &chorus.OperatorCredentials{AccountSID: a.SID, APIKeySID: k.SID}, nil
+		}
+	}
+	return nil, chorus.ErrNotFound
+}
+
 // StoredCredentials returns the credentials Bootstrap generated or was
-// given first, without creating anything (ErrNotFound when none).
+// given last, without creating anything (ErrNotFound when none).
 func (e *Engine) StoredCredentials(ctx context.Context) (Credentials, error) {
 	return e.storedCredentials(ctx)
 }

@@ -191,6 +191,17 @@ INSERT INTO cluster_identity (id, db_oid)
 	SELECT md5(random()::text || clock_timestamp()::text || pg_backend_pid()::text), oid::bigint
 	FROM pg_database WHERE datname = current_database();
 `,
+	// 6: the operator's credentials (Tx.PutOperatorCredentials), named
+	// instead of guessed as "the oldest account", which an import made
+	// another tenant's.
+	`
+CREATE TABLE operator_credentials (
+	one         BOOLEAN PRIMARY KEY DEFAULT true CHECK (one),
+	account_sid TEXT NOT NULL,
+	api_key_sid TEXT NOT NULL,
+	service_sid TEXT NOT NULL
+);
+`,
 }
 
 // lockKey derives an advisory lock key from a purpose and the schema the

@@ -467,6 +467,26 @@ func (t *tx) APIKeyRevoked(ctx context.Context, sid string) (bool, error) {
 	return true, nil
 }
 
+func (t *tx) OperatorCredentials(ctx context.Context) (*chorus.OperatorCredentials, error) {
+	c, err := queryOne(ctx, t, func(r sqlrow.Scanner) (*chorus.OperatorCredentials, error) {
+		var c chorus.OperatorCredentials
+		return &c, r.Scan(&c.AccountSID, &c.APIKeySID, &c.ServiceSID)
+	}, `SELECT account_sid, api_key_sid, service_sid FROM operator_credentials`)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: operator credentials: %w", err)
+	}
+	return c, nil
+}
+
+func (t *tx) PutOperatorCredentials(ctx context.Context, c *chorus.OperatorCredentials) error {
+	if _, err := t.exec(ctx, `INSERT INTO operator_credentials (one, account_sid, api_key_sid, service_sid) VALUES (true, $1, $2, $3)
+		ON CONFLICT (one) DO UPDATE SET account_sid = excluded.account_sid, api_key_sid = excluded.api_key_sid, service_sid = excluded.service_sid`,
+		c.AccountSID, c.APIKeySID, c.ServiceSID); err != nil {
+		return fmt.Errorf("postgres: put operator credentials: %w", err)
+	}
+	return nil
+}
+
 // Services.
 
 func (t *tx) Service(ctx context.Context, sid string) (*chorus.Service, error) {

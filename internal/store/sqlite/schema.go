@@ -194,6 +194,17 @@ CREATE TABLE revoked_api_keys (
 	date_revoked INTEGER NOT NULL
 ) WITHOUT ROWID;
 `,
+	// 6: the operator's credentials (Tx.PutOperatorCredentials), named
+	// instead of guessed as "the oldest account", which an import made
+	// another tenant's.
+	`
+CREATE TABLE operator_credentials (
+	one         INTEGER PRIMARY KEY CHECK (one = 1),
+	account_sid TEXT NOT NULL,
+	api_key_sid TEXT NOT NULL,
+	service_sid TEXT NOT NULL
+);
+`,
 }
 
 // migrate applies the migrations not yet recorded in user_version. It is

@@ -2,6 +2,7 @@ package storetest
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sort"
 	"testing"
@@ -140,6 +141,41 @@ func testAPIKeys(t *testing.T, s chorus.Store) {
 		return tx.DeleteAPIKey(context.Background(), k2.SID)
 	})
 	wantNotFound(t, "DeleteAPIKey(deleted)", err)
+}
+
+// testOperatorCredentials: none in a new store, the last put wins, a
+// rollback keeps the previous ones.
+func testOperatorCredentials(t *testing.T, s chorus.Store) {
+	read := func() (*chorus.OperatorCredentials, error) {
+		t.Helper()
+		return get(t, s, func(ctx context.Context, tx chorus.ReadTx) (*chorus.OperatorCredentials, error) {
+			return tx.OperatorCredentials(ctx)
+		})
+	}
+	_, err := read()
+	wantNotFound(t, "OperatorCredentials(new store)", err)
+	first := &chorus.OperatorCredentials{AccountSID: chorus.NewSID(chorus.PrefixAccount), APIKeySID: chorus.NewSID(chorus.PrefixAPIKey)}
+	second := &chorus.OperatorCredentials{AccountSID: chorus.NewSID(chorus.PrefixAccount), APIKeySID: chorus.NewSID(chorus.PrefixAPIKey),
+		ServiceSID: chorus.NewSID(chorus.PrefixService)}
+	for _, want := range []*chorus.OperatorCredentials{first, second} {
+		update(t, s, func(tx chorus.Tx) error { return tx.PutOperatorCredentials(context.Background(), want) })
+		if got, err := read(); err != nil || *got != *want {
+			t.Errorf("OperatorCredentials = %+v, %v; want %+v", got, err, want)
+		}
+	}
+	errRollback := errors.New("rollback")
+	err = s.Update(context.Background(), func(tx chorus.Tx) error {
+		if err := tx.PutOperatorCredentials(context.Background(), first); err != nil {
+			return err
+		}
+		return errRollback
+	})
+	if !errors.Is(err, errRollback) {
+		t.Fatalf("Update = %v, want the rollback", err)
+	}
+	if got, err := read(); err != nil || *got != *second {
+		t.Errorf("after a rollback: %+v, %v; want %+v", got, err, second)
+	}
 }
 
 func testServices(t *testing.T, s chorus.Store) {

@@ -22,6 +22,7 @@ func Run(t *testing.T, open func(t testing.TB) chorus.Store) {
 		{"Ping", testPing},
 		{"Accounts", testAccounts},
 		{"APIKeys", testAPIKeys},
+		{"OperatorCredentials", testOperatorCredentials},
 		{"Services", testServices},
 		{"ServicesPaging", testServicesPaging},
 		{"ObjectRoundTrip", testObjectRoundTrip},

@@ -1,0 +1,60 @@
+package main
+
+import (
+	"context"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chorus-sync/chorus"
+	"github.com/chorus-sync/chorus/internal/server"
+	"github.com/chorus-sync/chorus/internal/store/sqlite"
+)
+
+// TestReadingCredentialsNeverWrites: `chorus admin credentials` and
+// `chorus token` read the data directory's credentials. In a database
+// that has none of its own yet (an import wrote only a tenant's account,
+// before the first `chorus serve`), they say so, and generate nothing:
+// they used to add a new account, key and service at every run.
+func TestReadingCredentialsNeverWrites(t *testing.T) {
+	ctx := context.Background()
+	dataDir := t.TempDir()
+	path := filepath.Join(dataDir, server.DBFile)
+	st, err := sqlite.Open(ctx, path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tenant := chorus.NewSID(chorus.PrefixAccount)
+	old := time.Date(2019, 1, 1, 0, 0, 0, 0, time.UTC)
+	if err := st.Update(ctx, func(tx chorus.Tx) error {
+		return tx.PutAccount(ctx, &chorus.Account{SID: tenant, AuthToken: "tenant-token", DateCreated: old})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+	for _, args := range [][]string{
+		{"admin", "credentials", "--data-dir", dataDir},
+		{"admin", "credentials", "--data-dir", dataDir},
+		{"token", "--identity", "alice", "--data-dir", dataDir},
+	} {
+		out, errOut, code := chorusCmd(t, cleanEnv(), args...)
+		if code != exitError || !strings.Contains(errOut, "no credentials") || strings.Contains(out, tenant) {
+			t.Errorf("chorus %v: exit %d, stdout %q, stderr %q; want exit %d, no credentials", args, code, out, errOut, exitError)
+		}
+	}
+	st, err = sqlite.Open(ctx, path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if err := st.View(ctx, func(tx chorus.ReadTx) error {
+		accts, err := tx.Accounts(ctx)
+		if err == nil && len(accts) != 1 {
+			t.Errorf("%d accounts after the reads, want the tenant's alone", len(accts))
+		}
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+}
