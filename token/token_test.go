@@ -175,6 +175,9 @@ func TestVerifyRejects(t *testing.T) {
 		{"iss of another account", sign(t, goodHeader(), with(goodPayload(), "iss", otherKey), hs, otherSecret), Verifier{}, 20103},
 		{"expired", sign(t, goodHeader(), with(goodPayload(), "iat", vectorTime-7200, "exp", vectorTime-61), hs, testSecret), Verifier{}, 20104},
 		{"expired without skew", sign(t, goodHeader(), with(goodPayload(), "iat", vectorTime-7200, "exp", vectorTime-1), hs, testSecret), Verifier{Skew: -1}, 20104},
+		// No skew on exp: a session opened with it would be closed (410) at once.
+		{"expired a second ago", sign(t, goodHeader(), with(goodPayload(), "iat", vectorTime-7200, "exp", vectorTime-1), hs, testSecret), Verifier{}, 20104},
+		{"expiring now", sign(t, goodHeader(), with(goodPayload(), "iat", vectorTime-7200, "exp", vectorTime), hs, testSecret), Verifier{}, 20104},
 		{"missing exp", sign(t, goodHeader(), with(goodPayload(), "exp", nil), hs, testSecret), Verifier{}, 20104},
 		{"exp not a number", sign(t, goodHeader(), with(goodPayload(), "exp", "soon"), hs, testSecret), Verifier{}, 20104},
 		{"nbf future", sign(t, goodHeader(), with(goodPayload(), "nbf", vectorTime+61), hs, testSecret), Verifier{}, 20105},
@@ -236,7 +239,7 @@ func TestVerifyAccepts(t *testing.T) {
 				t.Errorf("claims = %+v, want alice on %s", c, testService)
 			}
 		}},
-		{"expired within skew", with(goodPayload(), "exp", vectorTime-59), nil},
+		{"a second left", with(goodPayload(), "exp", vectorTime+1), nil},
 		{"nbf within skew", with(goodPayload(), "nbf", vectorTime+59), nil},
 		{"exactly 24h", with(goodPayload(), "exp", vectorTime+86400), nil},
 		{"fractional dates (python)", with(goodPayload(), "iat", nil, "nbf", 1699999999.734512, "exp", 1700003599.734512), func(t *testing.T, c *Claims) {

@@ -42,8 +42,11 @@ type KeyLookup func(ctx context.Context, apiKeySID string) (*chorus.APIKey, erro
 // required.
 type Verifier struct {
 	Keys KeyLookup
-	// Skew is the clock skew tolerated on exp, nbf and the 24 h lifetime
-	// limit; 0 means DefaultSkew. A negative value means no skew.
+	// Skew is the clock skew tolerated on nbf and the 24 h lifetime limit;
+	// 0 means DefaultSkew. A negative value means no skew. exp has none: a
+	// token past it is expired, as the session it would open is closed at
+	// exp (410), which would strand the SDK (it renews on the 401 of an
+	// expired token, but cannot in the middle of closing).
 	Skew time.Duration
 	// Now is the clock; default time.Now.
 	Now func() time.Time
@@ -199,7 +202,7 @@ func (v *Verifier) checkTimes(mc jwt.MapClaims, c *Claims) error {
 		c.IssuedAt = iat.Time
 	}
 
-	if now.After(c.Expires.Add(skew)) {
+	if !now.Before(c.Expires) {
 		return chorus.Errorf(chorus.ErrTokenExpired, "Access Token expired at %s", c.Expires.UTC().Format(time.RFC3339))
 	}
 	if nbf != nil && c.NotBefore.After(now.Add(skew)) {

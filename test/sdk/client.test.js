@@ -52,6 +52,10 @@ const refused = [
   { name: 'unknown API key', token: (s) => s.mintToken('unknownkey', { apiKey: 'SK' + otherHex() }) },
   { name: 'token for a non-existent service', token: (s) => s.mintToken('nosvc', { serviceSid: 'IS' + otherHex() }), statuses: [401, 403] },
   { name: 'expired (exp 60 s ago)', token: (s) => s.mintToken('expired', { ttl: -60 }), expired: true },
+  // Not accepted and then closed (410) at once: the SDK cannot renew while it closes, and stayed
+  // disconnected with its updateToken pending for good.
+  { name: 'expired (exp 30 s ago)', token: (s) => s.mintToken('expired30', { ttl: -30 }), expired: true },
+  { name: 'expired (exp 1 s ago)', token: (s) => s.mintToken('expired1', { ttl: -1 }), expired: true },
   { name: 'not yet valid (nbf in 1 h)', token: (s) => s.mintToken('nbf', { nbf: Math.floor(Date.now() / 1000) + 3600 }) },
   { name: 'no data_sync grant', token: (s) => s.mintToken('nogrant', { grant: false }), statuses: [401, 403] },
   { name: 'not a JWT', token: () => 'definitely-not-a-jwt' },
