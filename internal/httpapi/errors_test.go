@@ -143,25 +143,25 @@ func TestErrors(t *testing.T) {
 		{"identity 257 chars", "POST", svc + "/Documents/d1/Permissions/" + strings.Repeat("i", chorus.MaxIdentityLen+1), url.Values{"Read": {"true"}, "Write": {"true"}, "Manage": {"true"}}, nil, nil, 400, 54351},
 
 		// Not found.
-		{"unknown service", "GET", unknownSvc + "/Documents", nil, nil, nil, 404, 54050},
-		{"unknown service create", "POST", unknownSvc + "/Documents", url.Values{"Data": {`{}`}}, nil, nil, 404, 54050},
-		{"unknown service fetch", "GET", unknownSvc, nil, nil, nil, 404, 54050},
-		{"unknown service update", "POST", unknownSvc, url.Values{"FriendlyName": {"x"}}, nil, nil, 404, 54050},
-		{"unknown document SID", "GET", svc + "/Documents/ET" + sidHex, nil, nil, nil, 404, 54100},
-		{"unknown document name", "POST", svc + "/Documents/nope", url.Values{"Data": {`{}`}}, nil, nil, 404, 54100},
-		{"unknown document delete", "DELETE", svc + "/Documents/nope", nil, nil, nil, 404, 54100},
-		{"unknown document permissions", "GET", svc + "/Documents/nope/Permissions", nil, nil, nil, 404, 54100},
-		{"unknown list", "GET", svc + "/Lists/nope", nil, nil, nil, 404, 54150},
-		{"unknown list items", "POST", svc + "/Lists/nope/Items", url.Values{"Data": {`{}`}}, nil, nil, 404, 54150},
-		{"unknown map", "DELETE", svc + "/Maps/nope", nil, nil, nil, 404, 54200},
-		{"unknown map item create", "POST", svc + "/Maps/nope/Items", url.Values{"Key": {"k"}, "Data": {`{}`}}, nil, nil, 404, 54200},
-		{"unknown stream", "POST", svc + "/Streams/nope", url.Values{"Ttl": {"5"}}, nil, nil, 404, 54250},
-		{"unknown stream message", "POST", svc + "/Streams/nope/Messages", url.Values{"Data": {`{}`}}, nil, nil, 404, 54250},
-		{"unknown list item", "GET", svc + "/Lists/l1/Items/999999", nil, nil, nil, 404, 54151},
-		{"unknown list item update", "POST", svc + "/Lists/l1/Items/999999", url.Values{"Data": {`{}`}}, nil, nil, 404, 54151},
-		{"unknown map item", "GET", svc + "/Maps/m1/Items/nope", nil, nil, nil, 404, 54201},
-		{"unknown map item delete", "DELETE", svc + "/Maps/m1/Items/nope", nil, nil, nil, 404, 54201},
-		{"unknown permission", "GET", svc + "/Documents/d1/Permissions/nobody", nil, nil, nil, 404, 54354},
+		{"unknown service", "GET", unknownSvc + "/Documents", nil, nil, nil, 404, 20404},
+		{"unknown service create", "POST", unknownSvc + "/Documents", url.Values{"Data": {`{}`}}, nil, nil, 404, 20404},
+		{"unknown service fetch", "GET", unknownSvc, nil, nil, nil, 404, 20404},
+		{"unknown service update", "POST", unknownSvc, url.Values{"FriendlyName": {"x"}}, nil, nil, 404, 20404},
+		{"unknown document SID", "GET", svc + "/Documents/ET" + sidHex, nil, nil, nil, 404, 20404},
+		{"unknown document name", "POST", svc + "/Documents/nope", url.Values{"Data": {`{}`}}, nil, nil, 404, 20404},
+		{"unknown document delete", "DELETE", svc + "/Documents/nope", nil, nil, nil, 404, 20404},
+		{"unknown document permissions", "GET", svc + "/Documents/nope/Permissions", nil, nil, nil, 404, 20404},
+		{"unknown list", "GET", svc + "/Lists/nope", nil, nil, nil, 404, 20404},
+		{"unknown list items", "POST", svc + "/Lists/nope/Items", url.Values{"Data": {`{}`}}, nil, nil, 404, 20404},
+		{"unknown map", "DELETE", svc + "/Maps/nope", nil, nil, nil, 404, 20404},
+		{"unknown map item create", "POST", svc + "/Maps/nope/Items", url.Values{"Key": {"k"}, "Data": {`{}`}}, nil, nil, 404, 20404},
+		{"unknown stream", "POST", svc + "/Streams/nope", url.Values{"Ttl": {"5"}}, nil, nil, 404, 20404},
+		{"unknown stream message", "POST", svc + "/Streams/nope/Messages", url.Values{"Data": {`{}`}}, nil, nil, 404, 20404},
+		{"unknown list item", "GET", svc + "/Lists/l1/Items/999999", nil, nil, nil, 404, 20404},
+		{"unknown list item update", "POST", svc + "/Lists/l1/Items/999999", url.Values{"Data": {`{}`}}, nil, nil, 404, 20404},
+		{"unknown map item", "GET", svc + "/Maps/m1/Items/nope", nil, nil, nil, 404, 20404},
+		{"unknown map item delete", "DELETE", svc + "/Maps/m1/Items/nope", nil, nil, nil, 404, 20404},
+		{"unknown permission", "GET", svc + "/Documents/d1/Permissions/nobody", nil, nil, nil, 404, 20404},
 
 		// If-Match.
 		{"doc stale If-Match", "POST", svc + "/Documents/d1", url.Values{"Data": {`{"v":9}`}}, map[string]string{"If-Match": stale}, nil, 412, 54103},
@@ -205,6 +205,10 @@ func TestErrors(t *testing.T) {
 			}
 			if body.Message == "" || body.MoreInfo != "https://www.twilio.com/docs/errors/"+itoa(tt.code) {
 				t.Errorf("message %q more_info %q", body.Message, body.MoreInfo)
+			}
+			// Twilio's not-found answer names the path without the version.
+			if want := "The requested resource " + strings.TrimPrefix(tt.path, "/v1") + " was not found"; tt.code == 20404 && body.Message != want {
+				t.Errorf("message %q, want %q", body.Message, want)
 			}
 			if resp.Header.Get("ETag") != "" {
 				t.Errorf("error carries ETag %q", resp.Header.Get("ETag"))

@@ -354,7 +354,7 @@ func TestWriteErrorInternalLoggedOnce(t *testing.T) {
 		wantLogs   int
 	}{
 		{"plain", errors.New("disk on fire"), 500, 20500, chorus.ErrInternal.Message, 1},
-		{"chorus 404", chorus.Errorf(chorus.ErrDocumentNotFound, "Document not found"), 404, 54100, "Document not found", 0},
+		{"chorus 404: Twilio REST's 20404", chorus.Errorf(chorus.ErrDocumentNotFound, "Document not found"), 404, 20404, "The requested resource /Services was not found", 0},
 		{"wrapped chorus", errorsJoin(chorus.ErrMapItemExists), 409, 54208, chorus.ErrMapItemExists.Message, 0},
 		{"auth", chorus.ErrAuthenticate, 401, 20003, "Authenticate", 0},
 	}

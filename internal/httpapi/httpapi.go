@@ -231,7 +231,7 @@ func (a *api) fallbacks(allowed map[string][]string) {
 		}))
 	}
 	a.mux.Handle("/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		a.writeError(w, r, chorus.Errorf(chorus.ErrNotFound, "The requested resource %s was not found", r.URL.Path))
+		a.writeError(w, r, notFound(r))
 	}))
 }
 
@@ -245,9 +245,22 @@ func contains(ss []string, s string) bool {
 }
 
 // writeError renders err as a Twilio error (logging unexpected ones once).
+// A missing resource is Twilio REST's 404 20404, whatever the Sync code
+// (54100 Document not found, 54201 Map Item not found…, which the SDK's
+// CDS API answers): apps branch on it ("update, on 20404 create").
 func (a *api) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	w.Header().Del("ETag")
+	if e := chorus.AsError(err); e.Status == http.StatusNotFound && e.Code != chorus.ErrNotFound.Code {
+		err = notFound(r)
+	}
 	twiliohttp.WriteError(w, r, a.log, err, logRequestID, w.Header().Get("Twilio-Request-Id"))
+}
+
+// notFound is Twilio's answer for a resource or route that does not
+// exist: 20404 naming the path without the API version, as in "The
+// requested resource /Services/IS…/Maps/scores/Items/alice was not found".
+func notFound(r *http.Request) error {
+	return chorus.Errorf(chorus.ErrNotFound, "The requested resource %s was not found", strings.TrimPrefix(r.URL.Path, "/v1"))
 }
 
 // writeNoContent answers a delete.

@@ -90,7 +90,7 @@ func TestServices(t *testing.T) {
 		t.Fatalf("DeleteService = %v, %v, want 204", del, err)
 	}
 	_, err = f.sync.FetchService(sid)
-	wantTwilioErr(t, "FetchService(deleted)", err, 404, 54050)
+	wantTwilioErr(t, "FetchService(deleted)", err, 404, 20404)
 }
 
 func TestDocuments(t *testing.T) {
@@ -192,7 +192,7 @@ func TestDocuments(t *testing.T) {
 		t.Fatalf("DeleteDocument = %v, %v", dm, err)
 	}
 	_, err = f.sync.FetchDocument(f.svc, sid)
-	wantTwilioErr(t, "FetchDocument(deleted)", err, 404, 54100)
+	wantTwilioErr(t, "FetchDocument(deleted)", err, 404, 20404)
 }
 
 // permissionOps abstracts the three permission sub-resources so that one
@@ -365,7 +365,7 @@ func TestPermissions(t *testing.T) {
 				t.Fatalf("delete(%q): %v", bob, err)
 			}
 			_, _, err = op.fetch(f, obj, bob)
-			wantTwilioErr(t, "fetch(deleted permission)", err, 404, 54354)
+			wantTwilioErr(t, "fetch(deleted permission)", err, 404, 20404)
 			if ids, err := op.list(f, obj); err != nil || len(ids) != 1 || ids[0] != alice {
 				t.Errorf("list after delete = %q, %v, want [alice]", ids, err)
 			}
@@ -457,7 +457,7 @@ func TestLists(t *testing.T) {
 		t.Fatalf("DeleteSyncListItem: %v", err)
 	}
 	_, err = f.sync.FetchSyncListItem(f.svc, lsid, idx[2])
-	wantTwilioErr(t, "FetchSyncListItem(deleted)", err, 404, 54151)
+	wantTwilioErr(t, "FetchSyncListItem(deleted)", err, 404, 20404)
 
 	// ListSyncListItem: order, from, bounds, across pages.
 	left := []int{idx[0], idx[1], idx[3], idx[4]}
@@ -492,7 +492,7 @@ func TestLists(t *testing.T) {
 		t.Fatalf("DeleteSyncList: %v", err)
 	}
 	_, err = f.sync.FetchSyncList(f.svc, lsid)
-	wantTwilioErr(t, "FetchSyncList(deleted)", err, 404, 54150)
+	wantTwilioErr(t, "FetchSyncList(deleted)", err, 404, 20404)
 }
 
 func equalInts(a, b []int) bool {
@@ -571,7 +571,7 @@ func TestMaps(t *testing.T) {
 	err = f.sync.DeleteSyncMapItem(f.svc, msid, url.PathEscape(odd), (&openapi.DeleteSyncMapItemParams{}).SetIfMatch(str(it.Revision)))
 	wantTwilioErr(t, "DeleteSyncMapItem(stale)", err, 412, 54205)
 	_, err = f.sync.UpdateSyncMapItem(f.svc, msid, "nope", (&openapi.UpdateSyncMapItemParams{}).SetData(map[string]any{}))
-	wantTwilioErr(t, "UpdateSyncMapItem(missing)", err, 404, 54201)
+	wantTwilioErr(t, "UpdateSyncMapItem(missing)", err, 404, 20404)
 
 	// ListSyncMapItem: order, from, bounds, across pages.
 	tests := []struct {
@@ -606,12 +606,12 @@ func TestMaps(t *testing.T) {
 		t.Fatalf("DeleteSyncMapItem(raw odd key): %v", err)
 	}
 	_, err = f.sync.FetchSyncMapItem(f.svc, msid, url.PathEscape(odd))
-	wantTwilioErr(t, "FetchSyncMapItem(deleted)", err, 404, 54201)
+	wantTwilioErr(t, "FetchSyncMapItem(deleted)", err, 404, 20404)
 	if err := f.sync.DeleteSyncMap(f.svc, msid); err != nil {
 		t.Fatalf("DeleteSyncMap: %v", err)
 	}
 	_, err = f.sync.FetchSyncMap(f.svc, "users")
-	wantTwilioErr(t, "FetchSyncMap(deleted)", err, 404, 54200)
+	wantTwilioErr(t, "FetchSyncMap(deleted)", err, 404, 20404)
 }
 
 func TestStreams(t *testing.T) {
@@ -646,9 +646,9 @@ func TestStreams(t *testing.T) {
 		t.Fatalf("DeleteSyncStream: %v", err)
 	}
 	_, err = f.sync.FetchSyncStream(f.svc, ssid)
-	wantTwilioErr(t, "FetchSyncStream(deleted)", err, 404, 54250)
+	wantTwilioErr(t, "FetchSyncStream(deleted)", err, 404, 20404)
 	_, err = f.sync.CreateStreamMessage(f.svc, ssid, (&openapi.CreateStreamMessageParams{}).SetData(map[string]any{}))
-	wantTwilioErr(t, "CreateStreamMessage(deleted stream)", err, 404, 54250)
+	wantTwilioErr(t, "CreateStreamMessage(deleted stream)", err, 404, 20404)
 }
 
 // TestPaging pages 7 documents 3 at a time through twilio-go, which

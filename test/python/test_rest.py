@@ -182,7 +182,7 @@ class RestTest(unittest.TestCase):
 
         self.assertTrue(self.svc.documents("py-doc").delete())
         self.assertTrue(self.svc.documents(empty.sid).delete())
-        self.assertRestError(lambda: self.svc.documents("py-doc").fetch(), 404, 54100)
+        self.assertRestError(lambda: self.svc.documents("py-doc").fetch(), 404, 20404)
 
     def test_lists(self):
         lst = self.svc.sync_lists.create(unique_name="py-list", ttl=3600)
@@ -200,7 +200,7 @@ class RestTest(unittest.TestCase):
         desc = items.list(order="desc", from_="3", bounds="exclusive", page_size=2)
         self.assertEqual([it.index for it in desc], [2, 1, 0])
         self.assertTrue(self.svc.sync_lists("py-list").sync_list_items(0).delete())
-        self.assertRestError(lambda: self.svc.sync_lists("py-list").sync_list_items(0).fetch(), 404, 54151)
+        self.assertRestError(lambda: self.svc.sync_lists("py-list").sync_list_items(0).fetch(), 404, 20404)
 
         perm = self.svc.sync_lists("py-list").sync_list_permissions("bob").update(read=True, write=True, manage=False)
         self.assertEqual((perm.read, perm.write, perm.manage), (True, True, False))
@@ -208,7 +208,7 @@ class RestTest(unittest.TestCase):
 
         self.assertIn(lst.sid, [l.sid for l in self.svc.sync_lists.list()])
         self.assertTrue(self.svc.sync_lists("py-list").delete())
-        self.assertRestError(lambda: self.svc.sync_lists("py-list").fetch(), 404, 54150)
+        self.assertRestError(lambda: self.svc.sync_lists("py-list").fetch(), 404, 20404)
 
     def test_maps(self):
         m = self.svc.sync_maps.create(unique_name="py-map")
@@ -233,7 +233,7 @@ class RestTest(unittest.TestCase):
         self.assertTrue(self.svc.sync_maps("py-map").sync_map_permissions("carol").delete())
 
         self.assertTrue(self.svc.sync_maps("py-map").delete())
-        self.assertRestError(lambda: self.svc.sync_maps("py-map").fetch(), 404, 54200)
+        self.assertRestError(lambda: self.svc.sync_maps("py-map").fetch(), 404, 20404)
 
     def test_streams(self):
         st = self.svc.sync_streams.create(unique_name="py-stream", ttl=3600)
@@ -247,7 +247,7 @@ class RestTest(unittest.TestCase):
         self.assertRestError(lambda: self.svc.sync_streams("py-stream").stream_messages.create(data={"x": "y" * 5000}), 413, 54006)
         self.assertIn(st.sid, [s.sid for s in self.svc.sync_streams.list()])
         self.assertTrue(self.svc.sync_streams("py-stream").delete())
-        self.assertRestError(lambda: self.svc.sync_streams("py-stream").fetch(), 404, 54250)
+        self.assertRestError(lambda: self.svc.sync_streams("py-stream").fetch(), 404, 20404)
 
     def test_requests_are_forms(self):
         """twilio-python posts urlencoded bodies and pages through the query string."""

@@ -119,7 +119,7 @@ for (const [alias, encoding] of VERSIONS) {
 
       assert.equal(await svc().documents(name).remove(), true);
       assert.equal(await svc().documents(empty.sid).remove(), true);
-      await expectRestError(svc().documents(name).fetch(), 404, 54100, 'fetch after remove');
+      await expectRestError(svc().documents(name).fetch(), 404, 20404, 'fetch after remove');
     });
 
     test('lists, list items and list permissions', async () => {
@@ -147,7 +147,7 @@ for (const [alias, encoding] of VERSIONS) {
       assert.deepEqual(desc.map((it) => it.index), [2, 1, 0], 'Order/From/Bounds in the query');
 
       assert.equal(await svc().syncLists(name).syncListItems(0).remove(), true);
-      await expectRestError(svc().syncLists(name).syncListItems(0).fetch(), 404, 54151, 'item after remove');
+      await expectRestError(svc().syncLists(name).syncListItems(0).fetch(), 404, 20404, 'item after remove');
 
       const perm = await svc().syncLists(name).syncListPermissions('bob').update({ read: true, write: true, manage: false });
       assert.deepEqual([perm.read, perm.write, perm.manage], [true, true, false]);
@@ -156,7 +156,7 @@ for (const [alias, encoding] of VERSIONS) {
 
       assert.deepEqual((await svc().syncLists.list()).map((l) => l.sid), [list.sid]);
       assert.equal(await svc().syncLists(name).remove(), true);
-      await expectRestError(svc().syncLists(name).fetch(), 404, 54150, 'list after remove');
+      await expectRestError(svc().syncLists(name).fetch(), 404, 20404, 'list after remove');
     });
 
     test('maps, map items and map permissions', async () => {
@@ -186,7 +186,7 @@ for (const [alias, encoding] of VERSIONS) {
       assert.deepEqual(desc.map((it) => it.key), ['c', 'a']);
 
       assert.equal(await svc().syncMaps(name).syncMapItems('k-2.x_y~').remove(), true);
-      await expectRestError(svc().syncMaps(name).syncMapItems('k-2.x_y~').fetch(), 404, 54201, 'item after remove');
+      await expectRestError(svc().syncMaps(name).syncMapItems('k-2.x_y~').fetch(), 404, 20404, 'item after remove');
 
       const perm = await svc().syncMaps(name).syncMapPermissions('carol').update({ read: false, write: true, manage: true });
       assert.deepEqual([perm.read, perm.write, perm.manage], [false, true, true]);
@@ -194,7 +194,7 @@ for (const [alias, encoding] of VERSIONS) {
       assert.equal(await svc().syncMaps(name).syncMapPermissions('carol').remove(), true);
 
       assert.equal(await svc().syncMaps(name).remove(), true);
-      await expectRestError(svc().syncMaps(name).fetch(), 404, 54200, 'map after remove');
+      await expectRestError(svc().syncMaps(name).fetch(), 404, 20404, 'map after remove');
     });
 
     test('streams and stream messages', async () => {
@@ -215,7 +215,7 @@ for (const [alias, encoding] of VERSIONS) {
 
       assert.deepEqual((await svc().syncStreams.list()).map((s) => s.sid), [stream.sid]);
       assert.equal(await svc().syncStreams(name).remove(), true);
-      await expectRestError(svc().syncStreams(name).fetch(), 404, 54250, 'stream after remove');
+      await expectRestError(svc().syncStreams(name).fetch(), 404, 20404, 'stream after remove');
     });
 
     test(`writes were sent as ${encoding}, paging parameters in the query`, async () => {

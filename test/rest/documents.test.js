@@ -72,9 +72,9 @@ test('documents.create / fetch (by SID and unique name) / update / remove: every
   assert.deepEqual(asString.data, { s: 'str' });
 
   assert.equal(await svc().documents(name).remove(), true);
-  await expectRestError(svc().documents(created.sid).fetch(), 404, 54100, 'fetch removed document by SID');
-  await expectRestError(svc().documents(name).fetch(), 404, 54100, 'fetch removed document by name');
-  await expectRestError(svc().documents(created.sid).remove(), 404, 54100, 'remove twice');
+  await expectRestError(svc().documents(created.sid).fetch(), 404, 20404, 'fetch removed document by SID');
+  await expectRestError(svc().documents(name).fetch(), 404, 20404, 'fetch removed document by name');
+  await expectRestError(svc().documents(created.sid).remove(), 404, 20404, 'remove twice');
   // The unique name is free again.
   const again = await svc().documents.create({ uniqueName: name });
   assert.notEqual(again.sid, created.sid);
@@ -106,7 +106,7 @@ test('unique names with spaces, non-ASCII and punctuation work as path segments'
     const p = await svc().documents(name).documentPermissions('x').update({ read: true, write: true, manage: false });
     assert.equal(p.documentSid, d.sid);
     assert.equal(await svc().documents(name).remove(), true);
-    await expectRestError(svc().documents(d.sid).fetch(), 404, 54100, `removed ${name}`);
+    await expectRestError(svc().documents(d.sid).fetch(), 404, 20404, `removed ${name}`);
   }
 });
 
@@ -224,7 +224,7 @@ test('a document whose ttl elapsed is gone', async () => {
   // date_expires has whole seconds; wait until it is well in the past.
   const wait = d.dateExpires.getTime() + 1100 - Date.now();
   if (wait > 0) await new Promise((r) => setTimeout(r, wait));
-  await expectRestError(svc().documents(d.sid).fetch(), 404, 54100, 'expired document');
+  await expectRestError(svc().documents(d.sid).fetch(), 404, 20404, 'expired document');
   const listed = await svc().documents.list();
   assert.ok(!listed.some((x) => x.sid === d.sid), 'expired document is not listed');
   // Its unique name can be reused.
@@ -349,15 +349,15 @@ test('document permissions: update (upsert) / fetch / list / remove, identities 
   assert.ok(pg.nextPageUrl.startsWith(`${srv.baseUrl}/v1/Services/${svcSid}/Documents/${d.sid}/Permissions?`), pg.nextPageUrl);
 
   assert.equal(await svc().documents(d.sid).documentPermissions(identity).remove(), true);
-  await expectRestError(svc().documents(d.sid).documentPermissions(identity).fetch(), 404, 54354, 'removed permission');
-  await expectRestError(svc().documents(d.sid).documentPermissions('nobody').fetch(), 404, 54354, 'never-set permission');
+  await expectRestError(svc().documents(d.sid).documentPermissions(identity).fetch(), 404, 20404, 'removed permission');
+  await expectRestError(svc().documents(d.sid).documentPermissions('nobody').fetch(), 404, 20404, 'never-set permission');
   assert.equal((await perms.list()).length, ids.length);
 
   // Permissions of a missing document.
-  await expectRestError(svc().documents('ET' + '0'.repeat(32)).documentPermissions.list(), 404, 54100, 'permissions of unknown document');
+  await expectRestError(svc().documents('ET' + '0'.repeat(32)).documentPermissions.list(), 404, 20404, 'permissions of unknown document');
   await expectRestError(
     svc().documents('no such doc').documentPermissions('bob').update({ read: true, write: true, manage: true }),
-    404, 54100, 'set permission on unknown document',
+    404, 20404, 'set permission on unknown document',
   );
   // Removing the document removes its permissions.
   await d.remove();

@@ -57,41 +57,48 @@ test('wrong credentials are 401 / 20003 for every credential style and operation
   assert.deepEqual(await svc().documents.list(), []);
 });
 
-test('unknown objects: 404 with the per-kind code, by SID and by unique name', async () => {
+// Twilio's REST API answers every missing resource with 404 20404 naming the path (the per-kind 54xxx
+// codes are the SDK's); apps branch on it.
+test('unknown objects: 404 20404, by SID and by unique name', async () => {
   await ready();
   const cases = [
-    ['document fetch SID', () => svc().documents(fakeSid('ET')).fetch(), 54100],
-    ['document fetch name', () => svc().documents('no such doc').fetch(), 54100],
-    ['document update', () => svc().documents('no such doc').update({ data: {} }), 54100],
-    ['document remove', () => svc().documents(fakeSid('ET')).remove(), 54100],
-    ['list fetch', () => svc().syncLists(fakeSid('ES')).fetch(), 54150],
-    ['list update', () => svc().syncLists('nope').update({ ttl: 1 }), 54150],
-    ['list remove', () => svc().syncLists('nope').remove(), 54150],
-    ['list items of unknown list', () => svc().syncLists('nope').syncListItems.list(), 54150],
-    ['list item create in unknown list', () => svc().syncLists('nope').syncListItems.create({ data: {} }), 54150],
-    ['map fetch', () => svc().syncMaps(fakeSid('MP')).fetch(), 54200],
-    ['map update', () => svc().syncMaps('nope').update({ ttl: 1 }), 54200],
-    ['map remove', () => svc().syncMaps('nope').remove(), 54200],
-    ['map item create in unknown map', () => svc().syncMaps('nope').syncMapItems.create({ key: 'k', data: {} }), 54200],
-    ['map items of unknown map', () => svc().syncMaps('nope').syncMapItems.list(), 54200],
-    ['stream fetch', () => svc().syncStreams(fakeSid('TO')).fetch(), 54250],
-    ['stream update', () => svc().syncStreams('nope').update({ ttl: 1 }), 54250],
-    ['stream remove', () => svc().syncStreams('nope').remove(), 54250],
-    ['service fetch', () => srv.restClient().sync.v1.services(fakeSid('IS')).fetch(), 54050],
-    ['objects of unknown service', () => srv.restClient().sync.v1.services(fakeSid('IS')).syncMaps.list(), 54050],
+    ['document fetch SID', () => svc().documents(fakeSid('ET')).fetch(), 20404],
+    ['document fetch name', () => svc().documents('no such doc').fetch(), 20404],
+    ['document update', () => svc().documents('no such doc').update({ data: {} }), 20404],
+    ['document remove', () => svc().documents(fakeSid('ET')).remove(), 20404],
+    ['list fetch', () => svc().syncLists(fakeSid('ES')).fetch(), 20404],
+    ['list update', () => svc().syncLists('nope').update({ ttl: 1 }), 20404],
+    ['list remove', () => svc().syncLists('nope').remove(), 20404],
+    ['list items of unknown list', () => svc().syncLists('nope').syncListItems.list(), 20404],
+    ['list item create in unknown list', () => svc().syncLists('nope').syncListItems.create({ data: {} }), 20404],
+    ['map fetch', () => svc().syncMaps(fakeSid('MP')).fetch(), 20404],
+    ['map update', () => svc().syncMaps('nope').update({ ttl: 1 }), 20404],
+    ['map remove', () => svc().syncMaps('nope').remove(), 20404],
+    ['map item create in unknown map', () => svc().syncMaps('nope').syncMapItems.create({ key: 'k', data: {} }), 20404],
+    ['map items of unknown map', () => svc().syncMaps('nope').syncMapItems.list(), 20404],
+    ['stream fetch', () => svc().syncStreams(fakeSid('TO')).fetch(), 20404],
+    ['stream update', () => svc().syncStreams('nope').update({ ttl: 1 }), 20404],
+    ['stream remove', () => svc().syncStreams('nope').remove(), 20404],
+    ['service fetch', () => srv.restClient().sync.v1.services(fakeSid('IS')).fetch(), 20404],
+    ['objects of unknown service', () => srv.restClient().sync.v1.services(fakeSid('IS')).syncMaps.list(), 20404],
   ];
   for (const [what, call, code] of cases) await expectRestError(call(), 404, code, what);
 
   const l = await svc().syncLists.create({ uniqueName: uniq('l') });
   const m = await svc().syncMaps.create({ uniqueName: uniq('m') });
-  await expectRestError(svc().syncLists(l.sid).syncListItems(0).fetch(), 404, 54151, 'list item fetch');
-  await expectRestError(svc().syncLists(l.sid).syncListItems(5).update({ data: {} }), 404, 54151, 'list item update');
-  await expectRestError(svc().syncLists(l.sid).syncListItems(5).remove(), 404, 54151, 'list item remove');
-  await expectRestError(svc().syncMaps(m.sid).syncMapItems('missing').fetch(), 404, 54201, 'map item fetch');
-  await expectRestError(svc().syncMaps(m.sid).syncMapItems('missing').update({ data: {} }), 404, 54201, 'map item update');
-  await expectRestError(svc().syncMaps(m.sid).syncMapItems('missing').remove(), 404, 54201, 'map item remove');
-  await expectRestError(svc().syncMaps(m.sid).syncMapPermissions('nobody').fetch(), 404, 54354, 'map permission fetch');
-  await expectRestError(svc().syncLists(l.sid).syncListPermissions('nobody').fetch(), 404, 54354, 'list permission fetch');
+  await expectRestError(svc().syncLists(l.sid).syncListItems(0).fetch(), 404, 20404, 'list item fetch');
+  await expectRestError(svc().syncLists(l.sid).syncListItems(5).update({ data: {} }), 404, 20404, 'list item update');
+  await expectRestError(svc().syncLists(l.sid).syncListItems(5).remove(), 404, 20404, 'list item remove');
+  await expectRestError(svc().syncMaps(m.sid).syncMapItems('missing').fetch(), 404, 20404, 'map item fetch');
+  await expectRestError(svc().syncMaps(m.sid).syncMapItems('missing').update({ data: {} }), 404, 20404, 'map item update');
+  await expectRestError(svc().syncMaps(m.sid).syncMapItems('missing').remove(), 404, 20404, 'map item remove');
+  await expectRestError(svc().syncMaps(m.sid).syncMapPermissions('nobody').fetch(), 404, 20404, 'map permission fetch');
+  await expectRestError(svc().syncLists(l.sid).syncListPermissions('nobody').fetch(), 404, 20404, 'list permission fetch');
+  // The common pattern: update, and on 20404 create.
+  const err = await expectRestError(svc().syncMaps(m.sid).syncMapItems('alice').update({ data: { score: 1 } }), 404, 20404, 'upsert');
+  assert.equal(err.message, `The requested resource /Services/${svcSid}/Maps/${m.sid}/Items/alice was not found`);
+  await svc().syncMaps(m.sid).syncMapItems.create({ key: 'alice', data: { score: 1 } });
+  assert.deepEqual((await svc().syncMaps(m.sid).syncMapItems('alice').fetch()).data, { score: 1 });
   await l.remove();
   await m.remove();
 });

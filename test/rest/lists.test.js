@@ -75,8 +75,8 @@ test('syncLists.create / fetch (SID, unique name) / update / list / remove', asy
 
   assert.equal(await svc().syncLists(name).remove(), true);
   assert.equal(await anon.remove(), true);
-  await expectRestError(svc().syncLists(l.sid).fetch(), 404, 54150, 'removed list');
-  await expectRestError(svc().syncLists(name).syncListItems.list(), 404, 54150, 'items of removed list');
+  await expectRestError(svc().syncLists(l.sid).fetch(), 404, 20404, 'removed list');
+  await expectRestError(svc().syncLists(name).syncListItems.list(), 404, 20404, 'items of removed list');
   assert.deepEqual(await svc().syncLists.list(), []);
 });
 
@@ -122,10 +122,10 @@ test('list items: create returns increasing indexes; fetch / update / remove; ET
   assert.equal(u.headers.etag, u.body.revision);
 
   assert.equal(await svc().syncLists(l.sid).syncListItems(0).remove(), true);
-  await expectRestError(svc().syncLists(l.sid).syncListItems(0).fetch(), 404, 54151, 'removed item');
-  await expectRestError(svc().syncLists(l.sid).syncListItems(0).update({ data: {} }), 404, 54151, 'update removed item');
-  await expectRestError(svc().syncLists(l.sid).syncListItems(0).remove(), 404, 54151, 'remove removed item');
-  await expectRestError(svc().syncLists(l.sid).syncListItems(99).fetch(), 404, 54151, 'never-created item');
+  await expectRestError(svc().syncLists(l.sid).syncListItems(0).fetch(), 404, 20404, 'removed item');
+  await expectRestError(svc().syncLists(l.sid).syncListItems(0).update({ data: {} }), 404, 20404, 'update removed item');
+  await expectRestError(svc().syncLists(l.sid).syncListItems(0).remove(), 404, 20404, 'remove removed item');
+  await expectRestError(svc().syncLists(l.sid).syncListItems(99).fetch(), 404, 20404, 'never-created item');
 
   // Indexes are never reused after a removal.
   const third = await items.create({ data: { n: 2 } });
@@ -151,7 +151,7 @@ test('list items conditional update / remove: ifMatch stale is 412 / 54155', asy
   assert.deepEqual(cur.data, { v: 1 });
   assert.equal(cur.revision, u1.revision);
   assert.equal(await ctx().remove({ ifMatch: u1.revision }), true);
-  await expectRestError(ctx().fetch(), 404, 54151, 'conditionally removed');
+  await expectRestError(ctx().fetch(), 404, 20404, 'conditionally removed');
   await l.remove();
 });
 
@@ -263,8 +263,8 @@ test('list permissions: update / fetch / list / remove (identity with spaces, li
   await svc().syncLists(name).syncListPermissions.each({ pageSize: 1 }, (x) => eachIds.push(x.identity));
   assert.deepEqual(eachIds.sort(), ['a', 'b', 'c', identity].sort());
   assert.equal(await svc().syncLists(l.sid).syncListPermissions(identity).remove(), true);
-  await expectRestError(svc().syncLists(l.sid).syncListPermissions(identity).fetch(), 404, 54354, 'removed permission');
-  await expectRestError(svc().syncLists(l.sid).syncListPermissions(identity).remove(), 404, 54354, 'remove twice');
-  await expectRestError(svc().syncLists('no such list').syncListPermissions.list(), 404, 54150, 'permissions of unknown list');
+  await expectRestError(svc().syncLists(l.sid).syncListPermissions(identity).fetch(), 404, 20404, 'removed permission');
+  await expectRestError(svc().syncLists(l.sid).syncListPermissions(identity).remove(), 404, 20404, 'remove twice');
+  await expectRestError(svc().syncLists('no such list').syncListPermissions.list(), 404, 20404, 'permissions of unknown list');
   await l.remove();
 });

@@ -83,8 +83,8 @@ test('syncMaps.create / fetch (SID, unique name) / update / list / remove, ttl a
 
   assert.equal(await svc().syncMaps(name).remove(), true);
   assert.equal(await withTtl.remove(), true);
-  await expectRestError(svc().syncMaps(m.sid).fetch(), 404, 54200, 'removed map');
-  await expectRestError(svc().syncMaps(name).syncMapItems('k').fetch(), 404, 54200, 'item of removed map');
+  await expectRestError(svc().syncMaps(m.sid).fetch(), 404, 20404, 'removed map');
+  await expectRestError(svc().syncMaps(name).syncMapItems('k').fetch(), 404, 20404, 'item of removed map');
   assert.deepEqual(await svc().syncMaps.list(), []);
 });
 
@@ -113,9 +113,9 @@ test('map items: create / fetch / update / remove, ETag = revision, duplicate ke
   assert.equal(u.headers.etag, u.body.revision);
 
   assert.equal(await svc().syncMaps(m.sid).syncMapItems('alpha').remove(), true);
-  await expectRestError(svc().syncMaps(m.sid).syncMapItems('alpha').fetch(), 404, 54201, 'removed item');
-  await expectRestError(svc().syncMaps(m.sid).syncMapItems('alpha').update({ data: {} }), 404, 54201, 'update missing item');
-  await expectRestError(svc().syncMaps(m.sid).syncMapItems('alpha').remove(), 404, 54201, 'remove missing item');
+  await expectRestError(svc().syncMaps(m.sid).syncMapItems('alpha').fetch(), 404, 20404, 'removed item');
+  await expectRestError(svc().syncMaps(m.sid).syncMapItems('alpha').update({ data: {} }), 404, 20404, 'update missing item');
+  await expectRestError(svc().syncMaps(m.sid).syncMapItems('alpha').remove(), 404, 20404, 'remove missing item');
   // The key can be created again after removal.
   const again = await svc().syncMaps(m.sid).syncMapItems.create({ key: 'alpha', data: { again: true } });
   assertItem(again, m.sid, 'alpha', { again: true });
@@ -172,7 +172,7 @@ test('map items conditional update / remove: ifMatch stale is 412 / 54205', asyn
   assert.deepEqual(cur.data, { v: 1 });
   assert.equal(cur.revision, u1.revision);
   assert.equal(await ctx().remove({ ifMatch: u1.revision }), true);
-  await expectRestError(ctx().fetch(), 404, 54201, 'conditionally removed');
+  await expectRestError(ctx().fetch(), 404, 20404, 'conditionally removed');
   await m.remove();
 });
 
@@ -205,7 +205,7 @@ test('an expired map item is gone and its key can be created again', async () =>
   const it = await svc().syncMaps(m.sid).syncMapItems.create({ key: 'short', data: { x: 1 }, itemTtl: 1 });
   const wait = it.dateExpires.getTime() + 1100 - Date.now();
   if (wait > 0) await new Promise((r) => setTimeout(r, wait));
-  await expectRestError(svc().syncMaps(m.sid).syncMapItems('short').fetch(), 404, 54201, 'expired item');
+  await expectRestError(svc().syncMaps(m.sid).syncMapItems('short').fetch(), 404, 20404, 'expired item');
   assert.deepEqual(await svc().syncMaps(m.sid).syncMapItems.list(), []);
   const again = await svc().syncMaps(m.sid).syncMapItems.create({ key: 'short', data: { x: 2 } });
   assert.deepEqual(again.data, { x: 2 });
@@ -267,9 +267,9 @@ test('map permissions: update / fetch / list / remove (identity with spaces, map
   assert.equal(pg.instances.length, 2);
   assert.equal((await pg.nextPage()).instances.length, 1);
   assert.equal(await svc().syncMaps(m.sid).syncMapPermissions('x').remove(), true);
-  await expectRestError(svc().syncMaps(m.sid).syncMapPermissions('x').fetch(), 404, 54354, 'removed permission');
+  await expectRestError(svc().syncMaps(m.sid).syncMapPermissions('x').fetch(), 404, 20404, 'removed permission');
   assert.deepEqual((await svc().syncMaps(name).syncMapPermissions.list()).map((x) => x.identity).sort(), [identity, 'y'].sort());
-  await expectRestError(svc().syncMaps('MP' + 'a'.repeat(32)).syncMapPermissions.list(), 404, 54200, 'permissions of unknown map');
+  await expectRestError(svc().syncMaps('MP' + 'a'.repeat(32)).syncMapPermissions.list(), 404, 20404, 'permissions of unknown map');
   await m.remove();
 });
 

@@ -115,10 +115,10 @@ test('services.create with every flag, fetch, update every flag, partial update,
   assert.equal(viaInstance.friendlyName, 'via instance');
 
   assert.equal(await client.sync.v1.services(created.sid).remove(), true);
-  await expectRestError(client.sync.v1.services(created.sid).fetch(), 404, 54050, 'fetch removed service');
-  await expectRestError(client.sync.v1.services(created.sid).remove(), 404, 54050, 'remove removed service');
-  await expectRestError(client.sync.v1.services(created.sid).update({ friendlyName: 'x' }), 404, 54050, 'update removed service');
-  await expectRestError(client.sync.v1.services(created.sid).documents.list(), 404, 54050, 'documents of removed service');
+  await expectRestError(client.sync.v1.services(created.sid).fetch(), 404, 20404, 'fetch removed service');
+  await expectRestError(client.sync.v1.services(created.sid).remove(), 404, 20404, 'remove removed service');
+  await expectRestError(client.sync.v1.services(created.sid).update({ friendlyName: 'x' }), 404, 20404, 'update removed service');
+  await expectRestError(client.sync.v1.services(created.sid).documents.list(), 404, 20404, 'documents of removed service');
 });
 
 test('services.create with no parameters takes the documented defaults', async () => {
@@ -148,8 +148,8 @@ test('removing a service removes its objects; the SIDs stay unknown afterwards',
   await svc.syncMaps(map.sid).syncMapItems.create({ key: 'k', data: { k: 1 } });
   await svc.syncStreams.create({ uniqueName: 's' });
   assert.equal(await svc.remove(), true);
-  await expectRestError(svc.documents(doc.sid).fetch(), 404, 54050, 'document of removed service');
-  await expectRestError(svc.syncLists('l').syncListItems(0).fetch(), 404, 54050, 'list item of removed service');
+  await expectRestError(svc.documents(doc.sid).fetch(), 404, 20404, 'document of removed service');
+  await expectRestError(svc.syncLists('l').syncListItems(0).fetch(), 404, 20404, 'list item of removed service');
   // A new service does not inherit anything.
   const s2 = await client.sync.v1.services.create({ friendlyName: 'fresh' });
   const svc2 = client.sync.v1.services(s2.sid);
@@ -269,7 +269,7 @@ test('service parameter validation: webhook URL 54051, debouncing window 1000-30
   const lo = await client.sync.v1.services.create({ reachabilityDebouncingWindow: 1000 });
   assert.equal(lo.reachabilityDebouncingWindow, 1000);
   await lo.remove();
-  // A SID-shaped but unknown service is 54050; a malformed one too.
-  await expectRestError(client.sync.v1.services('IS' + '0'.repeat(32)).fetch(), 404, 54050, 'unknown IS sid');
-  await expectRestError(client.sync.v1.services('nonsense').fetch(), 404, 54050, 'malformed service sid');
+  // A SID-shaped but unknown service is 20404 (Twilio REST's not-found); a malformed one too.
+  await expectRestError(client.sync.v1.services('IS' + '0'.repeat(32)).fetch(), 404, 20404, 'unknown IS sid');
+  await expectRestError(client.sync.v1.services('nonsense').fetch(), 404, 20404, 'malformed service sid');
 });

@@ -61,10 +61,10 @@ test('syncStreams.create / fetch (SID, unique name) / update ttl / list / each /
   assert.equal(p2.nextPageUrl, undefined);
 
   for (const x of [s, anon, third]) assert.equal(await svc().syncStreams(x.sid).remove(), true);
-  await expectRestError(svc().syncStreams(s.sid).fetch(), 404, 54250, 'removed stream by SID');
-  await expectRestError(svc().syncStreams(name).fetch(), 404, 54250, 'removed stream by name');
-  await expectRestError(svc().syncStreams(s.sid).remove(), 404, 54250, 'remove twice');
-  await expectRestError(svc().syncStreams(s.sid).update({ ttl: 5 }), 404, 54250, 'update removed');
+  await expectRestError(svc().syncStreams(s.sid).fetch(), 404, 20404, 'removed stream by SID');
+  await expectRestError(svc().syncStreams(name).fetch(), 404, 20404, 'removed stream by name');
+  await expectRestError(svc().syncStreams(s.sid).remove(), 404, 20404, 'remove twice');
+  await expectRestError(svc().syncStreams(s.sid).update({ ttl: 5 }), 404, 20404, 'update removed');
   assert.deepEqual(await svc().syncStreams.list(), []);
 });
 
@@ -89,9 +89,9 @@ test('streamMessages.create returns {sid: TZ…, data}; by SID and by unique nam
   );
   await expectRestError(svc().syncStreams(s.sid).streamMessages.create({ data: '{not json' }), 400, 54008, 'invalid JSON');
   await expectRestError(
-    svc().syncStreams('TO' + '0'.repeat(32)).streamMessages.create({ data: {} }), 404, 54250, 'message to unknown stream',
+    svc().syncStreams('TO' + '0'.repeat(32)).streamMessages.create({ data: {} }), 404, 20404, 'message to unknown stream',
   );
-  await expectRestError(svc().syncStreams('no such stream').streamMessages.create({ data: {} }), 404, 54250, 'unknown name');
+  await expectRestError(svc().syncStreams('no such stream').streamMessages.create({ data: {} }), 404, 20404, 'unknown name');
   await s.remove();
 });
 
