@@ -509,7 +509,7 @@ func (c *conn) dispatch(op ws.OpCode, msg []byte, borrowed bool) error {
 	if op != ws.OpBinary {
 		if !c.textLogged {
 			c.textLogged = true
-			c.logger().Info("gateway: ignoring text message (twilsock frames are binary)")
+			c.g.noisy.log(c.logger(), slog.LevelInfo, "gateway: ignoring text message (twilsock frames are binary)")
 		}
 		return nil
 	}
@@ -534,7 +534,7 @@ func (c *conn) dispatch(op ws.OpCode, msg []byte, borrowed bool) error {
 	}
 	if err != nil {
 		c.g.malformed.Add(1)
-		c.logger().Info("gateway: closing on malformed frame", slog.Any(logError, err))
+		c.g.noisy.log(c.logger(), slog.LevelInfo, "gateway: closing on malformed frame", slog.Any(logError, err))
 		return fmt.Errorf("gateway: decode: %w", err)
 	}
 	switch f.Header.Method {
@@ -780,7 +780,8 @@ func (c *conn) handleInit(ctx context.Context, f *protocol.Frame) error {
 	epoch := c.g.controlEpoch.Load()
 	claims, svc, st := c.authenticate(ctx, in.Token)
 	if st != nil {
-		c.logger().Info("gateway: init rejected", slog.Int("code", st.ErrorCode), slog.String("description", st.Description))
+		c.g.initsRejected.Add(1)
+		c.g.noisy.log(c.logger(), slog.LevelInfo, "gateway: init rejected", slog.Int("code", st.ErrorCode), slog.String("description", st.Description))
 		c.reply(id, *st)
 		return nil
 	}

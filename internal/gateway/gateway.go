@@ -122,6 +122,7 @@ type Stats struct {
 	ResyncRetries      uint64 // gap fills and Resync passes run again after a store error
 	Resyncs            uint64 // Resync passes completed
 	Refused            uint64 // connections refused by MaxConns or MaxUnauthenticatedPerAddr
+	InitsRejected      uint64 // init requests refused (a bad, expired or revoked token)
 }
 
 // Gateway is the Twilsock V3.0 endpoint. Mount it at /v3/wsconnect.
@@ -156,6 +157,9 @@ type Gateway struct {
 	refused            atomic.Uint64
 
 	lastRefusalLog atomic.Int64 // unix ns
+	initsRejected  atomic.Uint64
+	// noisy bounds the log lines clients can cause at will (noisylog.go).
+	noisy *noisyLog
 
 	// Resync's single flight: a pass is wanted, a loop runs it.
 	resyncWanted, resyncRunning atomic.Bool
@@ -228,7 +232,7 @@ func New(cfg Config) *Gateway {
 	if cfg.MaxInitBytes <= 0 {
 		cfg.MaxInitBytes = DefaultMaxInitBytes
 	}
-	g := &Gateway{cfg: cfg, log: cfg.Logger, conns: make(map[*conn]struct{}), unauth: make(map[string]int)}
+	g := &Gateway{cfg: cfg, log: cfg.Logger, conns: make(map[*conn]struct{}), unauth: make(map[string]int), noisy: newNoisyLog()}
 	if cfg.Verifier != nil && cfg.Verifier.Keys != nil && !cfg.SharedStore {
 		v := *cfg.Verifier
 		g.keys = newKeyCache(v.Keys)
@@ -355,5 +359,6 @@ func (g *Gateway) Stats() Stats {
 		ResyncRetries:      g.hub.resyncRetries.Load(),
 		Resyncs:            g.hub.resyncs.Load(),
 		Refused:            g.refused.Load(),
+		InitsRejected:      g.initsRejected.Load(),
 	}
 }

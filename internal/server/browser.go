@@ -90,8 +90,16 @@ func (s *Server) crossSite(r *http.Request) bool {
 // equal to any other Host (rebind.evil.example, pointed at this server)
 // proves nothing.
 func (s *Server) ownHost(hostport string) bool {
+	return net.ParseIP(hostOnly(hostport)) != nil || s.namedHost(hostport)
+}
+
+// namedHost reports whether a Host header is a loopback name or address,
+// the public URL's host or the listen address's host: ownHost without the
+// other IP literals, which a loopback peer sends only through a forwarder
+// (socat, ssh -L, a proxy that adds no X-Forwarded-For) from elsewhere.
+func (s *Server) namedHost(hostport string) bool {
 	h := hostOnly(hostport)
-	if loopbackHost(hostport) || net.ParseIP(h) != nil {
+	if loopbackHost(hostport) {
 		return true
 	}
 	if pub := publicHost(s.cfg.PublicURL); pub != "" && sameHost(hostport, pub) {

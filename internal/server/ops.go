@@ -51,21 +51,23 @@ func (s *Server) notReady(dep string, err error) {
 // errMetricsPrivate refuses /metrics to a peer that is not local, or to a
 // request for a Host that is not one of this server's names.
 var errMetricsPrivate = chorus.Errorf(chorus.ErrForbiddenRequest,
-	"/metrics is served to loopback clients only, addressed to localhost, an IP address or this server's --public-url or --listen host: "+
+	"/metrics is served to loopback clients only, addressed to localhost, a loopback address or this server's --public-url or --listen host: "+
 		"start chorus with --metrics-public (or CHORUS_METRICS_PUBLIC=1) to open it")
 
 // metricsAllowed reports whether r may read /metrics: with MetricsPublic
 // anyone; else only a loopback TCP peer whose request no proxy forwarded
 // (a reverse proxy on the same host is a loopback peer too) and whose Host
-// names this server (ownHost: a loopback name, an IP address, the public
+// names this server (namedHost: a loopback name or address, the public
 // URL's or the listen address's host). The Host check defeats DNS
 // rebinding as on /token: a page of evil.example whose name now resolves
-// to 127.0.0.1 is a loopback peer but still sends Host: evil.example.
+// to 127.0.0.1 is a loopback peer but still sends Host: evil.example. Any
+// other address in Host comes through a forwarder that adds no header
+// (socat, ssh -L) from another machine.
 func (s *Server) metricsAllowed(r *http.Request) bool {
 	if s.cfg.MetricsPublic {
 		return true
 	}
-	if proxied(r) || !s.ownHost(r.Host) {
+	if proxied(r) || !s.namedHost(r.Host) {
 		return false
 	}
 	ip := net.ParseIP(hostOf(r.RemoteAddr))
@@ -100,6 +102,7 @@ func (s *Server) serveMetrics(w http.ResponseWriter, r *http.Request) {
 	metric("chorus_slow_consumers_total", "counter", "Sessions closed for falling behind.", gs.SlowConsumers)
 	metric("chorus_malformed_total", "counter", "Sessions closed for protocol violations.", gs.Malformed)
 	metric("chorus_ws_refused_total", "counter", "Websocket connections refused by --ws-max-conns or --ws-max-unauth-per-ip.", gs.Refused)
+	metric("chorus_ws_inits_rejected_total", "counter", "Websocket init requests refused: a bad, expired or revoked token.", gs.InitsRejected)
 	metric("chorus_gap_fills_total", "counter", "Delivery gaps filled from the event log.", gs.GapFills)
 	metric("chorus_gap_skips_total", "counter", "Delivery gaps the event log could not fill.", gs.GapSkips)
 	metric("chorus_resyncs_total", "counter", "Resync passes completed: every subscribed object re-read from the event log after the bus may have lost events.", gs.Resyncs)

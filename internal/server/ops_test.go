@@ -9,7 +9,7 @@ import (
 )
 
 // TestMetricsDNSRebinding: on a real loopback listener, /metrics answers a
-// request whose Host is this machine (an IP address, localhost) or the
+// request whose Host is this machine (a loopback address, localhost) or the
 // public URL's host, and refuses one for another name: a page of
 // evil.example whose name was rebound to 127.0.0.1 is a loopback peer that
 // sends Host: evil.example. --metrics-public serves every Host.
@@ -46,6 +46,11 @@ func TestMetricsDNSRebinding(t *testing.T) {
 		{"127.0.0.1.evil.example:" + port, 403},
 		{"localhost.evil.example:" + port, 403},
 		{"sync.example.com.evil.example", 403},
+		// Another address: a loopback peer sends it only through a
+		// forwarder from another machine (socat, ssh -L, kubectl port-forward).
+		{"10.0.0.5", 403},
+		{"203.0.113.7:" + port, 403},
+		{"[2001:db8::1]:" + port, 403},
 	} {
 		code, body := get(addr, tt.host)
 		if code != tt.want {

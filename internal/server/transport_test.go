@@ -27,6 +27,7 @@ import (
 	natsserver "github.com/nats-io/nats-server/v2/server"
 
 	natsbus "github.com/chorus-sync/chorus/internal/bus/nats"
+	"github.com/chorus-sync/chorus/token"
 )
 
 // run serves s on a loopback port until the test ends and returns the
@@ -152,6 +153,30 @@ func TestBodyLimit(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusRequestEntityTooLarge && resp.StatusCode != http.StatusBadRequest {
 		t.Errorf("POST 4 KiB with a 1 KiB limit = %d, want 413 or 400", resp.StatusCode)
+	}
+}
+
+// TestHeaderLimit: headers past MaxHeaderBytes are refused (431) before a
+// handler runs; the largest access token there is still fits.
+func TestHeaderLimit(t *testing.T) {
+	s := newServer(t, Config{})
+	addr := run(t, s)
+	get := func(name string, size int) int {
+		t.Helper()
+		req, _ := http.NewRequest("GET", "http://"+addr+"/v3/Services/"+s.Credentials().ServiceSID, nil)
+		req.Header.Set(name, strings.Repeat("x", size))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if code := get("X-Twilio-Token", token.MaxTokenBytes); code == http.StatusRequestHeaderFieldsTooLarge {
+		t.Errorf("a %d-byte token header = %d, want it read (and refused as a token)", token.MaxTokenBytes, code)
+	}
+	if code := get("X-Padding", MaxHeaderBytes+8<<10); code != http.StatusRequestHeaderFieldsTooLarge {
+		t.Errorf("headers of %d bytes = %d, want 431", MaxHeaderBytes+8<<10, code)
 	}
 }
 
