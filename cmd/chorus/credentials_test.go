@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"database/sql"
+	"fmt"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -33,6 +35,25 @@ func TestReadingCredentialsNeverWrites(t *testing.T) {
 		t.Fatal(err)
 	}
 	st.Close()
+	// A database of the previous schema (a server of the previous version
+	// may run on it): reading must not upgrade it.
+	db, err := sql.Open("sqlite", "file:"+path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	schema := func() (v int) {
+		t.Helper()
+		if err := db.QueryRow(`PRAGMA user_version`).Scan(&v); err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	current := schema()
+	for _, q := range []string{`DROP TABLE operator_credentials`, fmt.Sprintf(`PRAGMA user_version = %d`, current-1)} {
+		if _, err := db.Exec(q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
 	for _, args := range [][]string{
 		{"admin", "credentials", "--data-dir", dataDir},
 		{"admin", "credentials", "--data-dir", dataDir},
@@ -43,6 +64,10 @@ func TestReadingCredentialsNeverWrites(t *testing.T) {
 			t.Errorf("chorus %v: exit %d, stdout %q, stderr %q; want exit %d, no credentials", args, code, out, errOut, exitError)
 		}
 	}
+	if v := schema(); v != current-1 {
+		t.Errorf("the reads upgraded the schema to version %d (was %d)", v, current-1)
+	}
+	db.Close()
 	st, err = sqlite.Open(ctx, path, nil)
 	if err != nil {
 		t.Fatal(err)

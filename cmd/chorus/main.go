@@ -474,7 +474,19 @@ func storedCredentials(ctx context.Context, dataDir string) (engine.Credentials,
 		return engine.Credentials{}, err
 	}
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
-	st, err := sqlite.Open(ctx, path, logger)
+	behind, err := sqlite.SchemaBehind(ctx, path)
+	if err != nil {
+		return engine.Credentials{}, fmt.Errorf("open store: %w", err)
+	}
+	var st chorus.Store
+	if behind > 0 {
+		// Opening it would upgrade its schema, after which the server of
+		// the previous version that may be running on it could not start
+		// again: read an upgraded snapshot instead, as a dry run does.
+		st, err = openSnapshot(ctx, dataDir, path, logger)
+	} else {
+		st, err = sqlite.Open(ctx, path, logger)
+	}
 	if err != nil {
 		return engine.Credentials{}, fmt.Errorf("open store: %w", err)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"slices"
@@ -1028,5 +1029,56 @@ func TestOperatorCredentialsGuessed(t *testing.T) {
 		return err
 	}); err != nil {
 		t.Errorf("the start recorded nothing: %v", err)
+	}
+}
+
+// TestOperatorKeyRevoked: the operator revokes the key a start generated
+// (after a leak). The next start gives the same account a new main key:
+// same account, same service, the data with them, never a second
+// operator account. Until then StoredCredentials says the key is gone.
+func TestOperatorKeyRevoked(t *testing.T) {
+	ctx := context.Background()
+	st := openSQLite(t)
+	eng := engine.New(engine.Config{Store: st, Bus: mem.New()})
+	first, _, err := eng.Bootstrap(ctx, engine.Credentials{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	standard := &chorus.APIKey{SID: chorus.NewSID("SK"), AccountSID: first.AccountSID, Secret: "backend", DateCreated: time.Now(), DateUpdated: time.Now()}
+	if err := st.Update(ctx, func(tx chorus.Tx) error {
+		if err := tx.PutAPIKey(ctx, standard); err != nil {
+			return err
+		}
+		return tx.DeleteAPIKey(ctx, first.APIKeySID)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := eng.StoredCredentials(ctx); !errors.Is(err, chorus.ErrNotFound) {
+		t.Errorf("StoredCredentials with the key revoked = %v, want not found", err)
+	}
+	again, created, err := eng.Bootstrap(ctx, engine.Credentials{})
+	if err != nil || !created {
+		t.Fatalf("start after the revocation: %v, created %v", err, created)
+	}
+	if again.AccountSID != first.AccountSID || again.AuthToken != first.AuthToken || again.ServiceSID != first.ServiceSID {
+		t.Errorf("start after the revocation: %+v; want the account %s and service %s kept", again, first.AccountSID, first.ServiceSID)
+	}
+	if again.APIKeySID == first.APIKeySID || again.APIKeySID == standard.SID {
+		t.Errorf("key %s after the revocation; want a new main key", again.APIKeySID)
+	}
+	if acct, err := eng.Authenticate(ctx, again.APIKeySID, again.APISecret); err != nil || acct != first.AccountSID {
+		t.Errorf("the new key authenticates as %q, %v", acct, err)
+	}
+	if got, created, err := eng.Bootstrap(ctx, engine.Credentials{}); err != nil || created || got != again {
+		t.Errorf("next start: %+v, created %v, %v; want %+v", got, created, err, again)
+	}
+	if err := st.View(ctx, func(tx chorus.ReadTx) error {
+		accts, err := tx.Accounts(ctx)
+		if err == nil && len(accts) != 1 {
+			t.Errorf("%d accounts, want the operator's alone", len(accts))
+		}
+		return err
+	}); err != nil {
+		t.Fatal(err)
 	}
 }

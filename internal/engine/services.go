@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/chorus-sync/chorus"
@@ -21,6 +22,12 @@ func (e *Engine) Bootstrap(ctx context.Context, want Credentials) (got Credentia
 			// The stored ones, recorded below if the store only had them
 			// guessed (a store from before they were recorded).
 			want = got
+		case errors.Is(err, errOperatorKeyGone):
+			// Revoked (after a leak, say): a new main key for the same
+			// account, never a new account beside the one with the data.
+			want = got
+			want.APIKeySID, want.APISecret = chorus.NewSID(chorus.PrefixAPIKey), chorus.NewSecret(32)
+			e.log.Warn("the operator's API key was revoked: generated a new main key for the account", "account_sid", want.AccountSID, "api_key_sid", want.APIKeySID)
 		case !isNotFound(err):
 			return Credentials{}, false, fmt.Errorf("engine: bootstrap: %w", err)
 		default:
@@ -142,15 +149,23 @@ func validCredentials(c Credentials) error {
 	return nil
 }
 
+// errOperatorKeyGone: the operator's account is there, but its recorded
+// key was revoked and it has no other main key. Bootstrap gives it a new
+// one; it is never a reason to make another operator account.
+var errOperatorKeyGone = fmt.Errorf("the operator's API key was revoked (restart chorus serve to generate a new one): %w", chorus.ErrNotFound)
+
 // storedCredentials returns the operator's credentials as the store
-// records them (Bootstrap), with their secrets, and the recorded service,
-// or the account's oldest if that one is gone. A store from before they
-// were recorded names none: then they are the oldest account with a main
-// key and that key (an imported account without a main key is a
-// tenant's, never the operator's). ErrNotFound when there are none, or
-// the recorded account or key is gone.
+// records them (Bootstrap), with their secrets: the recorded key, or the
+// account's oldest main key if that one was revoked (errOperatorKeyGone,
+// with the rest filled in, if it has none); the recorded service, or the
+// account's oldest if that one is gone. A store from before they were
+// recorded names none: then they are the oldest account with a main key
+// and that key (an imported account without a main key is a tenant's,
+// never the operator's). ErrNotFound when there are none, or the account
+// was revoked.
 func (e *Engine) storedCredentials(ctx context.Context) (Credentials, error) {
 	var c Credentials
+	var keyGone bool
 	err := e.view(ctx, func(tx chorus.ReadTx) error {
 		op, err := tx.OperatorCredentials(ctx)
 		switch {
@@ -165,34 +180,70 @@ func (e *Engine) storedCredentials(ctx context.Context) (Credentials, error) {
 		if err != nil {
 			return err
 		}
-		key, err := tx.APIKey(ctx, op.APIKeySID)
-		if err != nil {
-			return err
-		}
-		if acct.AuthToken == "" || key.AccountSID != acct.SID {
+		if acct.AuthToken == "" {
 			return chorus.ErrNotFound
 		}
-		c = Credentials{AccountSID: acct.SID, AuthToken: acct.AuthToken, APIKeySID: key.SID, APISecret: key.Secret, ServiceSID: op.ServiceSID}
-		if c.ServiceSID != "" {
-			switch svc, err := tx.Service(ctx, c.ServiceSID); {
-			case err == nil && svc.AccountSID == acct.SID:
-				return nil
-			case err != nil && !isNotFound(err):
-				return err
-			}
-		}
-		// The service is gone (or none was named): the account's oldest.
-		svcs, err := tx.Services(ctx, acct.SID, chorus.ObjectQuery{Limit: 1})
-		if err != nil {
+		c = Credentials{AccountSID: acct.SID, AuthToken: acct.AuthToken}
+		key, err := operatorKey(ctx, tx, acct.SID, op.APIKeySID)
+		switch {
+		case err != nil:
 			return err
+		case key == nil:
+			keyGone = true
+		default:
+			c.APIKeySID, c.APISecret = key.SID, key.Secret
 		}
-		c.ServiceSID = ""
-		if len(svcs) > 0 {
-			c.ServiceSID = svcs[0].SID
-		}
-		return nil
+		c.ServiceSID, err = operatorService(ctx, tx, acct.SID, op.ServiceSID)
+		return err
 	})
+	if err == nil && keyGone {
+		err = errOperatorKeyGone
+	}
 	return c, err
+}
+
+// operatorKey is the account's key sid, or, if it was revoked, the
+// account's oldest main key; nil if it has none.
+func operatorKey(ctx context.Context, tx chorus.ReadTx, account, sid string) (*chorus.APIKey, error) {
+	switch key, err := tx.APIKey(ctx, sid); {
+	case err == nil && key.AccountSID == account:
+		return key, nil
+	case err != nil && !isNotFound(err):
+		return nil, err
+	}
+	return oldestMainKey(ctx, tx, account)
+}
+
+// oldestMainKey is the account's oldest main key; nil if it has none.
+func oldestMainKey(ctx context.Context, tx chorus.ReadTx, account string) (*chorus.APIKey, error) {
+	keys, err := tx.APIKeys(ctx, account)
+	if err != nil {
+		return nil, err
+	}
+	for _, k := range keys {
+		if k.Main {
+			return k, nil
+		}
+	}
+	return nil, nil
+}
+
+// operatorService is the account's service sid, or, if that one is gone
+// (or sid is ""), the account's oldest service; "" if it has none.
+func operatorService(ctx context.Context, tx chorus.ReadTx, account, sid string) (string, error) {
+	if sid != "" {
+		switch svc, err := tx.Service(ctx, sid); {
+		case err == nil && svc.AccountSID == account:
+			return sid, nil
+		case err != nil && !isNotFound(err):
+			return "", err
+		}
+	}
+	svcs, err := tx.Services(ctx, account, chorus.ObjectQuery{Limit: 1})
+	if err != nil || len(svcs) == 0 {
+		return "", err
+	}
+	return svcs[0].SID, nil
 }
 
 // guessOperator finds the operator's credentials in a store that does not
@@ -207,14 +258,10 @@ func guessOperator(ctx context.Context, tx chorus.ReadTx) (*chorus.OperatorCrede
 		if a.AuthToken == "" {
 			continue
 		}
-		keys, err := tx.APIKeys(ctx, a.SID)
-		if err != nil {
+		switch k, err := oldestMainKey(ctx, tx, a.SID); {
+		case err != nil:
 			return nil, err
-		}
-		for _, k := range keys {
-			if !k.Main {
-				continue
-			}
+		case k != nil:
 			return &chorus.OperatorCredentials{AccountSID: a.SID, APIKeySID: k.SID}, nil
 		}
 	}

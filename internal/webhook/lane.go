@@ -442,7 +442,7 @@ func (d *Dispatcher) attempt(ctx context.Context, svc *chorus.Service, acct *cho
 		password, _ := u.Password()
 		req.SetBasicAuth(u.Username(), password)
 	}
-	req.Header.Set("X-Twilio-Signature", Signature(acct.AuthToken, requestedURL(req.URL), params))
+	req.Header.Set("X-Twilio-Signature", Signature(acct.AuthToken, requestedURL(target, req.URL), params))
 	resp, err := d.cfg.Client.Do(req)
 	if err != nil {
 		d.Failed.Add(1)
@@ -480,16 +480,38 @@ const LoopHeader = "X-Chorus-Webhook"
 // is what a validator (twilio's validateRequest) signs again: without its
 // fragment (never sent), with "/" for an empty path (what goes on the
 // wire), percent-encoded as on the wire. For an ordinary URL it is the URL
-// as configured. It keeps user:password@, as Twilio signs the URL set in
-// it (twilio-node's validateRequest keeps them when it tries the URL with
-// and without its port).
-func requestedURL(u *url.URL) string {
+// as configured. It keeps user:password@ exactly as configured (raw, the
+// URL u was parsed from): Twilio signs the URL set in it, and twilio-node's
+// validateRequest keeps them as given when it tries the URL with and
+// without its port, where u.String() would re-encode them ("pa!ss" as
+// "pa%21ss").
+func requestedURL(raw string, u *url.URL) string {
 	c := *u
 	c.Fragment, c.RawFragment = "", ""
 	if c.Path == "" {
 		c.Path, c.RawPath = "/", ""
 	}
-	return c.String()
+	if c.User == nil {
+		return c.String()
+	}
+	c.User = nil
+	s := c.String()
+	prefix := c.Scheme + "://"
+	return prefix + rawUserinfo(raw) + "@" + strings.TrimPrefix(s, prefix)
+}
+
+// rawUserinfo is the user:password of an absolute URL as written: the
+// authority (after "//", up to the first "/", "?" or "#") up to its last
+// "@", as url.Parse splits it.
+func rawUserinfo(raw string) string {
+	_, rest, _ := strings.Cut(raw, "//")
+	if i := strings.IndexAny(rest, "/?#"); i >= 0 {
+		rest = rest[:i]
+	}
+	if i := strings.LastIndex(rest, "@"); i >= 0 {
+		return rest[:i]
+	}
+	return ""
 }
 
 // idempotencyToken names an outbox entry's event for its receiver's

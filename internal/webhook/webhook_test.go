@@ -529,6 +529,19 @@ func TestSignatureOverTheRequestedURL(t *testing.T) {
 // credentials included, as Twilio signs it: twilio-go's validator accepts
 // it given that URL. Percent-encoded credentials are decoded for Basic.
 func TestBasicAuthWebhookURL(t *testing.T) {
+	for _, tc := range []struct{ userinfo, user, password string }{
+		{"hook-user:p%40ss%3Aw0rd", "hook-user", "p@ss:w0rd"},
+		// Characters a URL may hold raw that Go's URL.String escapes: the
+		// signature is over them as configured, not re-encoded.
+		{"hook-user:pa!ss*(x)'y", "hook-user", "pa!ss*(x)'y"},
+		{"us%65r:p%2fw", "user", "p/w"},
+		{"token-only", "token-only", ""},
+	} {
+		t.Run(tc.userinfo, func(t *testing.T) { testBasicAuthWebhookURL(t, tc.userinfo, tc.user, tc.password) })
+	}
+}
+
+func testBasicAuthWebhookURL(t *testing.T, userinfo, wantUser, wantPassword string) {
 	ctx := context.Background()
 	type seen struct {
 		user, password string
@@ -548,15 +561,15 @@ func TestBasicAuthWebhookURL(t *testing.T) {
 		got <- seen{user, password, ok, v.Validate(configured, flat, r.Header.Get("X-Twilio-Signature"))}
 	}))
 	defer srv.Close()
-	configured = strings.Replace(srv.URL, "http://", "http://hook-user:p%40ss%3Aw0rd@", 1) + "/hook?tenant=acme"
+	configured = strings.Replace(srv.URL, "http://", "http://"+userinfo+"@", 1) + "/hook?tenant=acme"
 	svc := e.service(t, configured)
 	if _, err := e.eng.CreateObject(ctx, engine.SystemActor(), svc, chorus.KindDocument, engine.CreateObject{}); err != nil {
 		t.Fatal(err)
 	}
 	select {
 	case s := <-got:
-		if !s.ok || s.user != "hook-user" || s.password != "p@ss:w0rd" {
-			t.Errorf("Basic authentication: %v %q %q; want hook-user and p@ss:w0rd", s.ok, s.user, s.password)
+		if !s.ok || s.user != wantUser || s.password != wantPassword {
+			t.Errorf("Basic authentication: %v %q %q; want %q and %q", s.ok, s.user, s.password, wantUser, wantPassword)
 		}
 		if !s.valid {
 			t.Errorf("twilio-go's validator refuses the signature given the configured URL %s", configured)
