@@ -36,6 +36,9 @@ type Params struct {
 	ServiceSID string // data_sync.service_sid; "" omits it
 	EndpointID string // data_sync.endpoint_id; "" omits it
 	Region     string // the twr header; "" omits it
+	// IDSuffix is appended to the jti (APIKeySID-iat, as twilio-node
+	// writes it): an issuer's mark on the tokens it minted.
+	IDSuffix string
 
 	TTL       time.Duration    // 0 = DefaultTTL; at most MaxTTL; whole seconds
 	NotBefore time.Time        // zero = no nbf claim
@@ -94,7 +97,7 @@ func Mint(p Params) (string, error) {
 	}
 	iat := now().Unix()
 	c := mintClaims{
-		ID:       fmt.Sprintf("%s-%d", p.APIKeySID, iat),
+		ID:       fmt.Sprintf("%s-%d%s", p.APIKeySID, iat, p.IDSuffix),
 		Grants:   mintGrants{Identity: p.Identity, DataSync: SyncGrant{ServiceSID: p.ServiceSID, EndpointID: p.EndpointID}},
 		IssuedAt: iat,
 		Expires:  iat + int64(ttl/time.Second),

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"math"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -306,10 +307,20 @@ type tokenJSON struct {
 	TTL        int    `json:"ttl"`
 }
 
+// tokenParams are the parameters POST /admin/v1/Tokens takes. Any other
+// is refused rather than ignored: "identity" in lower case would mint a
+// token for the default identity and answer 201.
+var tokenParams = []string{"Identity", "Ttl", "ServiceSid"}
+
 func (h *handler) mintToken(w http.ResponseWriter, r *http.Request, c *caller) error {
 	form, err := twiliohttp.ReadForm(w, r, maxBodyBytes)
 	if err != nil {
 		return err
+	}
+	for name := range form {
+		if !slices.Contains(tokenParams, name) {
+			return chorus.Errorf(chorus.ErrInvalidParameter, "Unknown parameter %q: /admin/v1/Tokens takes %s", name, strings.Join(tokenParams, ", "))
+		}
 	}
 	identity := form.Get("Identity")
 	if identity == "" {

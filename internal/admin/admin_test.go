@@ -351,6 +351,11 @@ func TestTokens(t *testing.T) {
 			http.StatusBadRequest, 54060, "", "", 0, ""},
 		{"identity too long", f.creds.APIKeySID, f.creds.APISecret, url.Values{"Identity": {strings.Repeat("x", 257)}},
 			http.StatusBadRequest, 54351, "", "", 0, ""},
+		// Refused, not minted for the default identity with a 201.
+		{"identity in lower case", f.creds.APIKeySID, f.creds.APISecret, url.Values{"identity": {"alice"}},
+			http.StatusBadRequest, 54060, "", "", 0, ""},
+		{"unknown parameter", f.creds.APIKeySID, f.creds.APISecret, url.Values{"Identity": {"alice"}, "TTL": {"60"}},
+			http.StatusBadRequest, 54060, "", "", 0, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

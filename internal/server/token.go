@@ -204,18 +204,28 @@ func (s *Server) tokenIdentity(w http.ResponseWriter, r *http.Request) (string, 
 		return "", chorus.Errorf(chorus.ErrTokenGrants, "Invalid Access Token grants: not a token of this server's quickstart service")
 	}
 	// Renew only what this endpoint minted: signed with the key it signs
-	// with and, for the built-in random identities, of their form. A token
-	// another key signed (a standard key's, with a short TTL of its own
-	// choosing) must not become a fresh operator-signed one here, nor
-	// outlive the deletion of its key.
+	// with, with its mark on the jti, and, for the built-in random
+	// identities, of their form. A token another key signed (a standard
+	// key's, with a short TTL of its own choosing) must not become a fresh
+	// operator-signed one here, nor outlive the deletion of its key; nor
+	// may one the console minted with the same key for an identity of its
+	// choosing outlive its TTL and the console session.
+	ownToken := chorus.Errorf(chorus.ErrTokenIssuer, "Invalid Access Token issuer: /token renews only the tokens it minted")
 	if c.Issuer != s.creds.APIKeySID {
-		return "", chorus.Errorf(chorus.ErrTokenIssuer, "Invalid Access Token issuer: /token renews only the tokens it minted")
+		return "", ownToken
 	}
 	if _, random := s.cfg.Identities.(RandomIdentity); random && !randomIdentityRE.MatchString(c.Identity) {
 		return "", chorus.Errorf(chorus.ErrTokenGrants, "Invalid Access Token grants: /token renews only the random identities it hands out")
 	}
+	if !strings.HasSuffix(c.ID, devTokenMark) {
+		return "", ownToken
+	}
 	return c.Identity, nil
 }
+
+// devTokenMark ends the jti of the tokens /token mints: the tokens it
+// renews.
+const devTokenMark = "-quickstart"
 
 // mintDevToken signs with the server's own API key, looked up afresh so
 // that a key revoked meanwhile signs nothing.
@@ -234,6 +244,7 @@ func (s *Server) mintDevToken(ctx context.Context, identity string) (string, err
 		Identity:   identity,
 		ServiceSID: s.creds.ServiceSID,
 		TTL:        s.cfg.TokenTTL,
+		IDSuffix:   devTokenMark,
 	})
 }
 

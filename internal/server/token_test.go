@@ -256,9 +256,31 @@ func TestTokenRenewalOnlyOwnTokens(t *testing.T) {
 	if got, code, ecode := getToken(t, s, bearer("POST", short)); code != 401 || ecode != chorus.ErrTokenIssuer.Code {
 		t.Errorf("renew a standard key's token = %d %d %q, want 401 20103", code, ecode, got.Identity)
 	}
-	// The endpoint's own token still renews.
-	if got, code, _ := getToken(t, s, bearer("POST", first.Token)); code != 200 || got.Identity != first.Identity {
+	// The console (a session opened with the auth token) mints with the
+	// operator's key, for an identity of its choosing and 60 s: /token
+	// must not make it last longer than that.
+	rec = httptest.NewRecorder()
+	req = httptest.NewRequest("POST", "/admin/v1/Tokens", strings.NewReader(url.Values{"Identity": {first.Identity}, "Ttl": {"60"}}.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.SetBasicAuth(c.AccountSID, c.AuthToken)
+	s.Handler().ServeHTTP(rec, req)
+	var console struct{ Token string }
+	if err := json.Unmarshal(rec.Body.Bytes(), &console); rec.Code != http.StatusCreated || err != nil || console.Token == "" {
+		t.Fatalf("POST /admin/v1/Tokens = %d %s", rec.Code, rec.Body)
+	}
+	if cl, err := s.Verifier().Verify(ctx, console.Token); err != nil || cl.Issuer != c.APIKeySID {
+		t.Fatalf("the console's token: %+v, %v; want it signed by the operator key %s", cl, err, c.APIKeySID)
+	}
+	if got, code, ecode := getToken(t, s, bearer("POST", console.Token)); code != 401 || ecode != chorus.ErrTokenIssuer.Code {
+		t.Errorf("renew a console token = %d %d %q, want 401 20103", code, ecode, got.Identity)
+	}
+	// The endpoint's own token still renews, and so does the renewed one.
+	got, code, _ := getToken(t, s, bearer("POST", first.Token))
+	if code != 200 || got.Identity != first.Identity {
 		t.Errorf("renew own token = %d %q", code, got.Identity)
+	}
+	if again, code, _ := getToken(t, s, bearer("POST", got.Token)); code != 200 || again.Identity != first.Identity {
+		t.Errorf("renew the renewed token = %d %q", code, again.Identity)
 	}
 }
 
