@@ -93,7 +93,7 @@ func cmdRestore(ctx context.Context, args []string, stdout io.Writer) error {
 	dataDir := fs.String("data-dir", defaultDataDir(), "the data directory to restore into (must be empty or missing)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			return err
+			return helpError{fs}
 		}
 		return usagef("%v", err)
 	}

@@ -131,6 +131,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return exitOK
 	case errors.Is(err, flag.ErrHelp):
 		fmt.Fprint(stdout, usage)
+		if he := (helpError{}); errors.As(err, &he) {
+			fmt.Fprintf(stdout, "\nchorus %s flags:\n", cmd)
+			he.fs.SetOutput(stdout)
+			he.fs.PrintDefaults()
+		}
 		return exitOK
 	}
 	prefix := "chorus: "
@@ -160,10 +165,17 @@ func newFlags(name string) *flag.FlagSet {
 	return fs
 }
 
+// helpError is -h or --help given to a command: run prints the usage and
+// the command's flags.
+type helpError struct{ fs *flag.FlagSet }
+
+func (helpError) Error() string { return flag.ErrHelp.Error() }
+func (helpError) Unwrap() error { return flag.ErrHelp }
+
 func parse(fs *flag.FlagSet, args []string) error {
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			return err
+			return helpError{fs}
 		}
 		return usagef("%v", err)
 	}

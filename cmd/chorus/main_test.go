@@ -438,3 +438,24 @@ func TestCoalesceSetting(t *testing.T) {
 		t.Errorf("coalesceSetting(50ms) = %v", got)
 	}
 }
+
+// TestCommandHelp: `chorus CMD -h` prints the usage and every flag of CMD
+// with its default, exit 0: the flags the usage lines leave out (most of
+// serve's) are found there.
+func TestCommandHelp(t *testing.T) {
+	for cmd, want := range map[string][]string{
+		"serve":   {"-webhooks-allow-private", "-start-wait", "-metrics-public", "-pprof-listen", `(default "127.0.0.1:3000")`},
+		"migrate": {"-after-restore", "-from-data-dir"},
+		"restore": {"-data-dir"},
+	} {
+		out, errOut, code := chorusCmd(t, cleanEnv(), cmd, "-h")
+		if code != 0 || errOut != "" || !strings.HasPrefix(out, "usage:") || !strings.Contains(out, "chorus "+cmd+" flags:") {
+			t.Errorf("chorus %s -h: exit %d, stderr %q, stdout %.80q…; want the usage and its flags", cmd, code, errOut, out)
+		}
+		for _, w := range want {
+			if !strings.Contains(out, w) {
+				t.Errorf("chorus %s -h does not show %s", cmd, w)
+			}
+		}
+	}
+}
