@@ -245,12 +245,13 @@ func contains(ss []string, s string) bool {
 }
 
 // writeError renders err as a Twilio error (logging unexpected ones once).
-// A missing resource is Twilio REST's 404 20404, whatever the Sync code
-// (54100 Document not found, 54201 Map Item not found…, which the SDK's
-// CDS API answers): apps branch on it ("update, on 20404 create").
+// A missing resource is Twilio REST's 404 20404 naming the path, whatever
+// the Sync code (54100 Document not found, 54201 Map Item not found…,
+// which the SDK's CDS API answers) or message: apps branch on it
+// ("update, on 20404 create").
 func (a *api) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	w.Header().Del("ETag")
-	if e := chorus.AsError(err); e.Status == http.StatusNotFound && e.Code != chorus.ErrNotFound.Code {
+	if chorus.AsError(err).Status == http.StatusNotFound {
 		err = notFound(r)
 	}
 	twiliohttp.WriteError(w, r, a.log, err, logRequestID, w.Header().Get("Twilio-Request-Id"))
