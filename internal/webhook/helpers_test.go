@@ -6,6 +6,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -119,6 +120,11 @@ type hit struct {
 	form   url.Values
 	valid  bool // X-Twilio-Signature checks out with twilio-go
 	status int  // what the receiver answered
+	// basic is the request's HTTP Basic authentication, if any.
+	basic struct {
+		user, password string
+		ok             bool
+	}
 }
 
 // receiver is an HTTP receiver on a free loopback port that checks
@@ -131,6 +137,8 @@ type receiver struct {
 	answer func(r *http.Request, n int) int // status to answer the n-th request (1-based)
 	mu     sync.Mutex
 	n      int
+	// userinfo, under mu, is the user:password@ of URL (setUserinfo).
+	userinfo string
 }
 
 func newReceiver(t testing.TB, authToken string, answer func(r *http.Request, n int) int) *receiver {
@@ -153,7 +161,9 @@ func newReceiver(t testing.TB, authToken string, answer func(r *http.Request, n 
 		if rc.answer != nil {
 			status = rc.answer(r, n)
 		}
-		rc.hits <- hit{at: time.Now(), form: r.PostForm, valid: ok, status: status}
+		h := hit{at: time.Now(), form: r.PostForm, valid: ok, status: status}
+		h.basic.user, h.basic.password, h.basic.ok = r.BasicAuth()
+		rc.hits <- h
 		if status >= 300 && status < 400 {
 			w.Header().Set("Location", rc.Server.URL+"/elsewhere")
 		}
@@ -163,8 +173,25 @@ func newReceiver(t testing.TB, authToken string, answer func(r *http.Request, n 
 	return rc
 }
 
-// URL is the webhook URL of the receiver.
-func (rc *receiver) URL() string { return rc.Server.URL + rc.path }
+// URL is the webhook URL of the receiver, the one its signatures are
+// checked against.
+func (rc *receiver) URL() string {
+	rc.mu.Lock()
+	userinfo := rc.userinfo
+	rc.mu.Unlock()
+	if userinfo == "" {
+		return rc.Server.URL + rc.path
+	}
+	return strings.Replace(rc.Server.URL, "http://", "http://"+userinfo+"@", 1) + rc.path
+}
+
+// setUserinfo puts user:password@ (as written, percent-encoding and all)
+// into URL.
+func (rc *receiver) setUserinfo(userinfo string) {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	rc.userinfo = userinfo
+}
 
 // next waits for the next request.
 func (rc *receiver) next(t testing.TB, within time.Duration) hit {

@@ -437,8 +437,8 @@ func (d *Dispatcher) attempt(ctx context.Context, svc *chorus.Service, acct *cho
 	req.Header.Set("I-Twilio-Idempotency-Token", idempotencyToken(e))
 	if u := req.URL.User; u != nil {
 		// Twilio's user:password@ in a webhook URL: HTTP Basic
-		// authentication. Twilio sends it once the receiver asks (401);
-		// every receiver that asks accepts it sent at once.
+		// authentication, sent with the first request (Twilio sends it
+		// after the receiver's 401 asks for it).
 		password, _ := u.Password()
 		req.SetBasicAuth(u.Username(), password)
 	}
