@@ -16,12 +16,14 @@ import (
 	"testing"
 	"time"
 
+	_ "modernc.org/sqlite" // the "sqlite" driver, to watch the target from outside
+
 	"github.com/chorus-sync/chorus"
+	"github.com/chorus-sync/chorus/internal/logtest"
 	"github.com/chorus-sync/chorus/internal/server"
 	"github.com/chorus-sync/chorus/internal/servertest"
 	"github.com/chorus-sync/chorus/internal/store/postgres"
 	"github.com/chorus-sync/chorus/internal/store/sqlite"
-	_ "modernc.org/sqlite" // the "sqlite" driver, to watch the target from outside
 )
 
 // TestImportCommand runs `chorus import` against a running `chorus serve`:
@@ -259,7 +261,7 @@ func TestImportKilledAndRerun(t *testing.T) {
 	env := cleanEnv(envAccountSID+"="+creds[envAccountSID], envAPIKey+"="+creds[envAPIKey], envAPISecret+"="+creds[envAPISecret])
 	cmd := exec.Command(binary, "import", "--from", src.base, "--data-dir", dst, "--concurrency", "1")
 	cmd.Env = env
-	var errb lockedBuffer
+	var errb logtest.Buffer
 	cmd.Stderr = &errb
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -13,12 +13,12 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/chorus-sync/chorus"
+	"github.com/chorus-sync/chorus/internal/logtest"
 	"github.com/chorus-sync/chorus/token"
 )
 
@@ -78,27 +78,9 @@ func chorusCmd(tb testing.TB, env []string, args ...string) (stdout, stderr stri
 	return out.String(), errb.String(), code
 }
 
-// lockedBuffer collects a process's stderr while the test reads it.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 type serveProc struct {
 	cmd    *exec.Cmd
-	stderr *lockedBuffer
+	stderr *logtest.Buffer
 	base   string // http://127.0.0.1:port
 	done   chan struct{}
 }
@@ -118,7 +100,7 @@ func startServeWith(tb testing.TB, dataDir string, env []string, args ...string)
 	tb.Helper()
 	cmd := exec.Command(binary, append([]string{"serve", "--listen", "127.0.0.1:0", "--data-dir", dataDir, "--log-level", "info"}, args...)...)
 	cmd.Env = cleanEnv(env...)
-	p := &serveProc{cmd: cmd, stderr: &lockedBuffer{}, done: make(chan struct{})}
+	p := &serveProc{cmd: cmd, stderr: &logtest.Buffer{}, done: make(chan struct{})}
 	cmd.Stderr = p.stderr
 	if err := cmd.Start(); err != nil {
 		tb.Fatal(err)

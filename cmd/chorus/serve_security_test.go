@@ -17,6 +17,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/chorus-sync/chorus/internal/logtest"
 )
 
 // selfSigned writes a self-signed certificate for 127.0.0.1 with serial.
@@ -51,7 +53,7 @@ func TestServeTLS(t *testing.T) {
 	cmd := exec.Command(binary, "serve", "--listen", "127.0.0.1:0", "--data-dir", filepath.Join(dir, "data"),
 		"--tls-cert", certFile, "--tls-key", keyFile)
 	cmd.Env = cleanEnv()
-	p := &serveProc{cmd: cmd, stderr: &lockedBuffer{}, done: make(chan struct{})}
+	p := &serveProc{cmd: cmd, stderr: &logtest.Buffer{}, done: make(chan struct{})}
 	cmd.Stderr = p.stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -1,41 +1,22 @@
 package gateway
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/coder/websocket"
+
+	"github.com/chorus-sync/chorus/internal/logtest"
 )
-
-// lockedBuffer is a bytes.Buffer for a logger written from many
-// goroutines.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // TestRejectedInitsLogBounded: one socket can send init after init with a
 // bad token, each refused; the log takes a burst of them, then 10 a
 // second, and says how many it left out. Every refusal is counted.
 func TestRejectedInitsLogBounded(t *testing.T) {
-	logs := &lockedBuffer{}
+	logs := &logtest.Buffer{}
 	e := newEnv(t, withConfig(func(c *Config) { c.Logger = slog.New(slog.NewTextHandler(logs, nil)) }))
 	ctx := context.Background()
 	const n = 300 // maxPreInitRequests a connection, then a new one, as a flood would

@@ -20,6 +20,7 @@ import (
 
 	"github.com/chorus-sync/chorus"
 	"github.com/chorus-sync/chorus/internal/engine"
+	"github.com/chorus-sync/chorus/internal/logtest"
 	"github.com/chorus-sync/chorus/token"
 )
 
@@ -262,7 +263,7 @@ func TestOperatorCredentialsRevokeOthers(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	var logs syncBuffer
+	var logs logtest.Buffer
 	op := operatorCreds()
 	s := newServer(t, Config{DataDir: dir, Creds: op, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	srv := httptest.NewServer(s.Handler())
@@ -320,7 +321,7 @@ func TestRotationSurvivesRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	var logs syncBuffer
+	var logs logtest.Buffer
 	next := op
 	next.AuthToken = "a-new-auth-token-of-32-characters-or-more"
 	s = newServer(t, Config{DataDir: dir, Creds: next, Logger: slog.New(slog.NewTextHandler(&logs, nil))})

@@ -6,6 +6,3 @@ var (
 	CheckReady = checkReady
 	NewRefused = newRefused
 )
-
-// SyncBuffer is a bytes.Buffer safe for concurrent writes (logs).
-type SyncBuffer = syncBuffer

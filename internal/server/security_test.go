@@ -6,8 +6,9 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
+
+	"github.com/chorus-sync/chorus/internal/logtest"
 )
 
 // TestOptionsSaysNothingAndIsThrottled: OPTIONS (and any other method a
@@ -104,7 +105,7 @@ func TestMetricsLoopbackOnly(t *testing.T) {
 // small bucket. A peer sending X-Forwarded-For that is not a trusted
 // proxy is warned about once.
 func TestKnownGoodPairOwnBucket(t *testing.T) {
-	var logs lockedLog
+	var logs logtest.Buffer
 	s := newServer(t, Config{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	c := s.Credentials()
 	const shared = "198.51.100.7"
@@ -137,24 +138,6 @@ func TestKnownGoodPairOwnBucket(t *testing.T) {
 	if n := strings.Count(logs.String(), "--trusted-proxies does not name sent X-Forwarded-For"); n != 1 {
 		t.Errorf("X-Forwarded-For warning logged %d times, want once: %s", n, logs.String())
 	}
-}
-
-// lockedLog is a log sink safe for concurrent writes.
-type lockedLog struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedLog) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // TestMetricsStoreWrites: /metrics reports the embedded store's write path

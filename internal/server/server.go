@@ -231,13 +231,14 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 		}
 		s.store, leader, s.unlockDir = opened.store, opened.leader, opened.unlock
 	}
-	if pg, ok := s.store.(*postgres.Store); ok {
+	pg, onPostgres := s.store.(*postgres.Store)
+	if onPostgres {
 		if err := s.adoptCopy(ctx, pg); err != nil {
 			return nil, err
 		}
 	}
 	if s.bus == nil {
-		if pg, ok := s.store.(*postgres.Store); ok && cfg.BusURL != "" {
+		if onPostgres && cfg.BusURL != "" {
 			id, _, err := pg.ClusterIdentity(ctx)
 			if err != nil {
 				return nil, fmt.Errorf("server: %w", err)

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chorus-sync/chorus/internal/logtest"
 	"github.com/chorus-sync/chorus/internal/server"
 	"github.com/chorus-sync/chorus/internal/servertest"
 	"github.com/chorus-sync/chorus/internal/testrelay"
@@ -72,7 +73,7 @@ func TestNodeAdoptsRestoredCopy(t *testing.T) {
 	if _, err := c.Exec(ctx, `INSERT INTO presence_nodes (node, heartbeat) VALUES ('original', (extract(epoch FROM clock_timestamp()) * 1e9)::bigint)`); err != nil {
 		t.Fatal(err)
 	}
-	var logs server.SyncBuffer
+	var logs logtest.Buffer
 	s, err := server.New(ctx, server.Config{StoreURL: db, Creds: creds, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	if err != nil {
 		t.Fatal(err)

@@ -12,6 +12,7 @@ import (
 
 	natsserver "github.com/nats-io/nats-server/v2/server"
 
+	"github.com/chorus-sync/chorus/internal/logtest"
 	"github.com/chorus-sync/chorus/internal/testrelay"
 )
 
@@ -20,7 +21,7 @@ import (
 // dependency up and returns New's result.
 func newWhenUp(t *testing.T, cfg Config, what string, up func()) (*Server, error) {
 	t.Helper()
-	var logs syncBuffer
+	var logs logtest.Buffer
 	cfg.Logger = slog.New(slog.NewTextHandler(&logs, nil))
 	if cfg.DataDir == "" {
 		cfg.DataDir = t.TempDir()
@@ -118,7 +119,7 @@ func TestStartWaitRefusals(t *testing.T) {
 // although cfg.StartWait is set.
 func newRefused(t *testing.T, cfg Config) {
 	t.Helper()
-	var logs syncBuffer
+	var logs logtest.Buffer
 	cfg.DataDir, cfg.StartWait, cfg.Logger = t.TempDir(), time.Minute, slog.New(slog.NewTextHandler(&logs, nil))
 	start := time.Now()
 	s, err := New(context.Background(), cfg)

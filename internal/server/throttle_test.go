@@ -1,7 +1,6 @@
 package server
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"log/slog"
@@ -12,24 +11,9 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/chorus-sync/chorus/internal/logtest"
 )
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
 
 // restAs sends GET /v1/Services from addr with Basic user:pass through the
 // whole handler.
@@ -55,7 +39,7 @@ func wantThrottled(t *testing.T, what string, rec *httptest.ResponseRecorder) {
 }
 
 func TestLoginThrottlePerAddress(t *testing.T) {
-	var logs syncBuffer
+	var logs logtest.Buffer
 	s := newServer(t, Config{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	c := s.Credentials()
 	const secret = "wrong-password-xyzzy"

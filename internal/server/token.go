@@ -210,15 +210,14 @@ func (s *Server) tokenIdentity(w http.ResponseWriter, r *http.Request) (string, 
 	// operator-signed one here, nor outlive the deletion of its key; nor
 	// may one the console minted with the same key for an identity of its
 	// choosing outlive its TTL and the console session.
-	ownToken := chorus.Errorf(chorus.ErrTokenIssuer, "Invalid Access Token issuer: /token renews only the tokens it minted")
 	if c.Issuer != s.creds.APIKeySID {
-		return "", ownToken
+		return "", errNotOwnToken
 	}
 	if _, random := s.cfg.Identities.(RandomIdentity); random && !randomIdentityRE.MatchString(c.Identity) {
 		return "", chorus.Errorf(chorus.ErrTokenGrants, "Invalid Access Token grants: /token renews only the random identities it hands out")
 	}
 	if !strings.HasSuffix(c.ID, devTokenMark) {
-		return "", ownToken
+		return "", errNotOwnToken
 	}
 	return c.Identity, nil
 }
@@ -226,6 +225,9 @@ func (s *Server) tokenIdentity(w http.ResponseWriter, r *http.Request) (string, 
 // devTokenMark ends the jti of the tokens /token mints: the tokens it
 // renews.
 const devTokenMark = "-quickstart"
+
+// errNotOwnToken refuses to renew a token /token did not mint.
+var errNotOwnToken = chorus.Errorf(chorus.ErrTokenIssuer, "Invalid Access Token issuer: /token renews only the tokens it minted")
 
 // mintDevToken signs with the server's own API key, looked up afresh so
 // that a key revoked meanwhile signs nothing.

@@ -27,6 +27,7 @@ import (
 	natsserver "github.com/nats-io/nats-server/v2/server"
 
 	natsbus "github.com/chorus-sync/chorus/internal/bus/nats"
+	"github.com/chorus-sync/chorus/internal/logtest"
 	"github.com/chorus-sync/chorus/token"
 )
 
@@ -367,7 +368,7 @@ func TestTransportConfigErrors(t *testing.T) {
 func TestReadyzHidesAddresses(t *testing.T) {
 	ns := startNATS(t, &natsserver.Options{})
 	addr := ns.Addr().String()
-	var logs syncBuffer
+	var logs logtest.Buffer
 	s := newServer(t, Config{BusURL: "nats://" + addr, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	ready := func() (int, string) {
 		rec := httptest.NewRecorder()

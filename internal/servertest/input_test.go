@@ -1,7 +1,6 @@
 package servertest_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/json"
@@ -10,32 +9,15 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/chorus-sync/chorus"
 	"github.com/chorus-sync/chorus/internal/engine"
+	"github.com/chorus-sync/chorus/internal/logtest"
 	"github.com/chorus-sync/chorus/internal/server"
 	"github.com/chorus-sync/chorus/internal/servertest"
 )
-
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // TestBadText: NUL and invalid UTF-8 in names, keys, identities, friendly
 // names, JSON data, paths and query parameters are 400 with a Twilio code
@@ -48,7 +30,7 @@ func TestBadText(t *testing.T) {
 	}
 	for name, cfgFor := range stores {
 		t.Run(name, func(t *testing.T) {
-			var logs logBuffer
+			var logs logtest.Buffer
 			cfg := cfgFor(t)
 			cfg.Logger = slog.New(slog.NewTextHandler(&logs, nil))
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

@@ -1,7 +1,6 @@
 package servertest
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -24,6 +23,7 @@ import (
 	"github.com/chorus-sync/chorus"
 	natsbus "github.com/chorus-sync/chorus/internal/bus/nats"
 	"github.com/chorus-sync/chorus/internal/engine"
+	"github.com/chorus-sync/chorus/internal/logtest"
 	"github.com/chorus-sync/chorus/internal/server"
 	"github.com/chorus-sync/chorus/internal/store/postgres"
 	"github.com/chorus-sync/chorus/internal/webhook"
@@ -254,7 +254,7 @@ type Cluster struct {
 	t      testing.TB
 	cfg    Config
 	logger *slog.Logger
-	logs   *syncBuffer
+	logs   *logtest.Buffer
 }
 
 // Node is one running node.
@@ -289,7 +289,7 @@ func NewCluster(t testing.TB, cfg Config) *Cluster {
 		Creds:  cfg.Creds,
 		t:      t,
 		cfg:    cfg,
-		logs:   &syncBuffer{},
+		logs:   &logtest.Buffer{},
 	}
 	var w io.Writer = c.logs
 	if os.Getenv(EnvLog) != "" {
@@ -479,24 +479,6 @@ func (n *Node) REST(ctx context.Context, method, path string, form url.Values) (
 
 // Logs returns the nodes' combined log output so far.
 func (c *Cluster) Logs() string { return c.logs.String() }
-
-// syncBuffer is a bytes.Buffer safe for concurrent writers.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 // redact drops the password from a URL for messages.
 func redact(raw string) string {

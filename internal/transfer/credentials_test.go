@@ -48,6 +48,32 @@ func changeService(t *testing.T, st chorus.Store, sid string, fn func(*chorus.Se
 	}
 }
 
+// bootstrapped opens a SQLite store with the credentials and default
+// service of a first start, and the engine that made them.
+func bootstrapped(t *testing.T) (chorus.Store, *engine.Engine, engine.Credentials) {
+	t.Helper()
+	st, _ := openSQLite(t)
+	eng := engine.New(engine.Config{Store: st, Logger: quiet})
+	creds, _, err := eng.Bootstrap(context.Background(), engine.Credentials{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st, eng, creds
+}
+
+// serviceIn reads service sid from st.
+func serviceIn(t *testing.T, st chorus.Store, sid string) *chorus.Service {
+	t.Helper()
+	var svc *chorus.Service
+	if err := st.View(context.Background(), func(tx chorus.ReadTx) (err error) {
+		svc, err = tx.Service(context.Background(), sid)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return svc
+}
+
 // conflictsOf lists a report's conflicts as "kind SID".
 func conflictsOf(rep *transfer.Report) []string {
 	var out []string
@@ -70,12 +96,7 @@ func conflictsOf(rep *transfer.Report) []string {
 // name and dates the target changed (its nodes' bootstrap) is the same key.
 func TestMigrateCarriesRevocations(t *testing.T) {
 	ctx := context.Background()
-	src, _ := openSQLite(t)
-	eng := engine.New(engine.Config{Store: src, Logger: quiet})
-	creds, _, err := eng.Bootstrap(ctx, engine.Credentials{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	src, eng, creds := bootstrapped(t)
 	main := engine.Credential{AccountSID: creds.AccountSID, SID: creds.APIKeySID, Main: true}
 	var made []*chorus.APIKey
 	for _, name := range []string{"backend", "worker"} {
@@ -226,12 +247,7 @@ func TestMigrateCarriesRevocations(t *testing.T) {
 // notes it instead.
 func TestMigrateKeepsRevokedKeysOut(t *testing.T) {
 	ctx := context.Background()
-	src, _ := openSQLite(t)
-	eng := engine.New(engine.Config{Store: src, Logger: quiet})
-	creds, _, err := eng.Bootstrap(ctx, engine.Credentials{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	src, eng, creds := bootstrapped(t)
 	main := engine.Credential{AccountSID: creds.AccountSID, SID: creds.APIKeySID, Main: true}
 	leaked, err := eng.CreateAPIKey(ctx, main, "leaked")
 	if err != nil {
@@ -358,12 +374,7 @@ func TestImportTakesRotatedToken(t *testing.T) {
 // it is (Chorus calls it with Basic authentication, as Twilio does).
 func TestImportWebhookURLChorusRefuses(t *testing.T) {
 	ctx := context.Background()
-	src, _ := openSQLite(t)
-	eng := engine.New(engine.Config{Store: src, Logger: quiet})
-	creds, _, err := eng.Bootstrap(ctx, engine.Credentials{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	src, _, creds := bootstrapped(t)
 	changeService(t, src, creds.ServiceSID, func(svc *chorus.Service) {
 		svc.WebhookURL, svc.WebhooksFromRestEnabled = "https://hooks.example.com/sync?secret=HookSecret77 x", true
 	})
@@ -377,14 +388,8 @@ func TestImportWebhookURLChorusRefuses(t *testing.T) {
 			t.Errorf("the report shows the URL's password: %s", rep.Conflicts[0].Reason)
 		}
 	}
-	if err := dst.View(ctx, func(tx chorus.ReadTx) error {
-		svc, err := tx.Service(ctx, creds.ServiceSID)
-		if err == nil && (svc.WebhookURL != "" || !svc.WebhooksFromRestEnabled) {
-			t.Errorf("target service: webhook URL %q, from REST %v; want none, the rest copied", svc.WebhookURL, svc.WebhooksFromRestEnabled)
-		}
-		return err
-	}); err != nil {
-		t.Fatal(err)
+	if svc := serviceIn(t, dst, creds.ServiceSID); svc.WebhookURL != "" || !svc.WebhooksFromRestEnabled {
+		t.Errorf("target service: webhook URL %q, from REST %v; want none, the rest copied", svc.WebhookURL, svc.WebhooksFromRestEnabled)
 	}
 	// The operator sets one on the target, as told: later runs keep it,
 	// with --overwrite too, and have nothing more to say.
@@ -396,14 +401,8 @@ func TestImportWebhookURLChorusRefuses(t *testing.T) {
 			t.Fatalf("run after the fix (overwrite %v): %v, conflicts %v; want none", overwrite, err, conflictsOf(rep))
 		}
 	}
-	if err := dst.View(ctx, func(tx chorus.ReadTx) error {
-		svc, err := tx.Service(ctx, creds.ServiceSID)
-		if err == nil && svc.WebhookURL != fixed {
-			t.Errorf("target webhook URL %q after later runs, want the one set on the target", svc.WebhookURL)
-		}
-		return err
-	}); err != nil {
-		t.Fatal(err)
+	if got := serviceIn(t, dst, creds.ServiceSID).WebhookURL; got != fixed {
+		t.Errorf("target webhook URL %q after later runs, want the one set on the target", got)
 	}
 }
 
@@ -411,12 +410,7 @@ func TestImportWebhookURLChorusRefuses(t *testing.T) {
 // copied as it is, without a conflict: Chorus calls it as Twilio does.
 func TestImportBasicAuthWebhookURL(t *testing.T) {
 	ctx := context.Background()
-	src, _ := openSQLite(t)
-	eng := engine.New(engine.Config{Store: src, Logger: quiet})
-	creds, _, err := eng.Bootstrap(ctx, engine.Credentials{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	src, _, creds := bootstrapped(t)
 	const hook = "https://hook-user:HookSecret77@hooks.example.com/sync"
 	changeService(t, src, creds.ServiceSID, func(svc *chorus.Service) { svc.WebhookURL = hook })
 	dst, _ := openSQLite(t)
@@ -424,14 +418,8 @@ func TestImportBasicAuthWebhookURL(t *testing.T) {
 	if err != nil || len(rep.Conflicts) != 0 {
 		t.Fatalf("import: %v, conflicts %v; want none", err, conflictsOf(rep))
 	}
-	if err := dst.View(ctx, func(tx chorus.ReadTx) error {
-		svc, err := tx.Service(ctx, creds.ServiceSID)
-		if err == nil && svc.WebhookURL != hook {
-			t.Errorf("target webhook URL %q, want %q", svc.WebhookURL, hook)
-		}
-		return err
-	}); err != nil {
-		t.Fatal(err)
+	if got := serviceIn(t, dst, creds.ServiceSID).WebhookURL; got != hook {
+		t.Errorf("target webhook URL %q, want %q", got, hook)
 	}
 }
 
