@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/chorus-sync/chorus"
+	"github.com/chorus-sync/chorus/internal/ratelog"
 )
 
 // Config configures an Engine.
@@ -84,10 +85,9 @@ type Engine struct {
 	// unposted: a committed change could not be published since the last
 	// announcement (AnnounceResync): the Bus was down.
 	unposted atomic.Bool
-	// unpublished counts the changes the bus refused since the last
-	// warning, logged at unpublishedWarned (unix ns) (warnUnpublished).
-	unpublished       atomic.Uint64
-	unpublishedWarned atomic.Int64
+	// unpublishedGate spaces the warnings about changes the bus refused
+	// (warnUnpublished).
+	unpublishedGate *ratelog.Gate
 
 	lastCreated atomic.Int64 // unix ms of the newest creation time given (createdAt)
 
@@ -122,7 +122,7 @@ func New(cfg Config) *Engine {
 	if cfg.SweepInterval == 0 {
 		cfg.SweepInterval = 5 * time.Second
 	}
-	e := &Engine{cfg: cfg, log: cfg.Logger, start: cfg.Now()}
+	e := &Engine{cfg: cfg, log: cfg.Logger, start: cfg.Now(), unpublishedGate: ratelog.New(publishWarnEvery, 1)}
 	e.subscribeControl()
 	if cfg.SharedStore {
 		e.creds.off, e.services.off = true, true
@@ -260,14 +260,12 @@ const publishWarnEvery = 10 * time.Second
 // at most every publishWarnEvery, with how many changes it refused since
 // the last warning (this one's included).
 func (e *Engine) warnUnpublished(err error) {
-	e.unpublished.Add(1)
-	now := time.Now().UnixNano()
-	last := e.unpublishedWarned.Load()
-	if now-last < int64(publishWarnEvery) || !e.unpublishedWarned.CompareAndSwap(last, now) {
+	held, ok := e.unpublishedGate.Allow()
+	if !ok {
 		return
 	}
 	e.log.Warn("publish events: the bus did not take committed changes; subscribers get them from the log once it is back",
-		"err", err, "changes", e.unpublished.Swap(0))
+		"err", err, "changes", held+1)
 }
 
 // AnnounceResync tells every node, this one included, to read again what

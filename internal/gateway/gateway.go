@@ -14,6 +14,7 @@ import (
 
 	"github.com/chorus-sync/chorus"
 	"github.com/chorus-sync/chorus/internal/engine"
+	"github.com/chorus-sync/chorus/internal/ratelog"
 	"github.com/chorus-sync/chorus/token"
 )
 
@@ -156,8 +157,8 @@ type Gateway struct {
 	malformed          atomic.Uint64
 	refused            atomic.Uint64
 
-	lastRefusalLog atomic.Int64 // unix ns
-	initsRejected  atomic.Uint64
+	refusalLog    *ratelog.Gate // spaces the refused connections' warnings
+	initsRejected atomic.Uint64
 	// noisy bounds the log lines clients can cause at will (noisylog.go).
 	noisy *noisyLog
 
@@ -232,7 +233,8 @@ func New(cfg Config) *Gateway {
 	if cfg.MaxInitBytes <= 0 {
 		cfg.MaxInitBytes = DefaultMaxInitBytes
 	}
-	g := &Gateway{cfg: cfg, log: cfg.Logger, conns: make(map[*conn]struct{}), unauth: make(map[string]int), noisy: newNoisyLog()}
+	g := &Gateway{cfg: cfg, log: cfg.Logger, conns: make(map[*conn]struct{}), unauth: make(map[string]int), noisy: newNoisyLog(),
+		refusalLog: ratelog.New(refusalLogEvery, 1)}
 	if cfg.Verifier != nil && cfg.Verifier.Keys != nil && !cfg.SharedStore {
 		v := *cfg.Verifier
 		g.keys = newKeyCache(v.Keys)

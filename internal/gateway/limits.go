@@ -93,10 +93,9 @@ func (g *Gateway) admit(w http.ResponseWriter, addr string) bool {
 	g.mu.Unlock()
 	if !closing {
 		g.refused.Add(1)
-		if now := time.Now().UnixNano(); now-g.lastRefusalLog.Load() > int64(refusalLogEvery) {
-			g.lastRefusalLog.Store(now)
+		if held, ok := g.refusalLog.Allow(); ok {
 			g.log.Warn("gateway: refusing websocket connection", slog.String("addr", addr),
-				slog.Int("status", refuse.Status), slog.String("reason", refuse.Message))
+				slog.Int("status", refuse.Status), slog.String("reason", refuse.Message), slog.Uint64("suppressed", held))
 		}
 	}
 	if refuse.Status == http.StatusServiceUnavailable || refuse.Status == http.StatusTooManyRequests {

@@ -41,11 +41,15 @@ func (s *Server) serveReady(w http.ResponseWriter, r *http.Request) {
 const readyLogEvery = 10 * time.Second
 
 func (s *Server) notReady(dep string, err error) {
-	now := time.Now().UnixNano()
-	if last := s.readyLogged.Load(); now-last < int64(readyLogEvery) || !s.readyLogged.CompareAndSwap(last, now) {
+	held, ok := s.readyLog.Allow()
+	if !ok {
 		return
 	}
-	s.log.Warn("readyz: dependency unreachable", "dependency", dep, logErr, err)
+	args := []any{"dependency", dep, logErr, err}
+	if held > 0 {
+		args = append(args, "suppressed", held)
+	}
+	s.log.Warn("readyz: dependency unreachable", args...)
 }
 
 // errMetricsPrivate refuses /metrics to a peer that is not local, or to a

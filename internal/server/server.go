@@ -26,6 +26,7 @@ import (
 	"github.com/chorus-sync/chorus/internal/engine"
 	"github.com/chorus-sync/chorus/internal/gateway"
 	"github.com/chorus-sync/chorus/internal/httpapi"
+	"github.com/chorus-sync/chorus/internal/ratelog"
 	"github.com/chorus-sync/chorus/internal/store/postgres"
 	"github.com/chorus-sync/chorus/internal/store/sqlite"
 	"github.com/chorus-sync/chorus/internal/twiliohttp"
@@ -158,8 +159,8 @@ type Server struct {
 	throttle *throttle
 
 	connsRefused  atomic.Uint64
-	warnedForward atomic.Bool  // warnUntrustedForward logged
-	readyLogged   atomic.Int64 // unix ns of the last readyz warning
+	warnedForward atomic.Bool   // warnUntrustedForward logged
+	readyLog      *ratelog.Gate // spaces the readyz warnings (notReady)
 	// devTokens: /token is served (DevTokens).
 	devTokens bool
 
@@ -195,7 +196,8 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 		return nil, err
 	}
 	cfg.Transport.setDefaults()
-	s := &Server{cfg: cfg, log: cfg.Logger, store: cfg.Store, bus: cfg.Bus, throttle: newThrottle(), devTokens: devTokens}
+	s := &Server{cfg: cfg, log: cfg.Logger, store: cfg.Store, bus: cfg.Bus, throttle: newThrottle(), devTokens: devTokens,
+		readyLog: ratelog.New(readyLogEvery, 1)}
 	if t := cfg.Transport; t.TLSCert != "" {
 		s.cert = &certificate{certFile: t.TLSCert, keyFile: t.TLSKey}
 		if err := s.cert.load(); err != nil {

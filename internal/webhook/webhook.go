@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/chorus-sync/chorus"
+	"github.com/chorus-sync/chorus/internal/ratelog"
 )
 
 // Defaults: the delivery schedule and limits (README "Webhooks").
@@ -117,7 +118,8 @@ type Dispatcher struct {
 	// before any heartbeat succeeded).
 	skew      atomic.Int64
 	skewKnown atomic.Bool
-	lastLog   atomic.Int64
+	// warnGate spaces the warnings of failing deliveries (warnRateLimited).
+	warnGate *ratelog.Gate
 
 	mu       sync.Mutex
 	services map[string]cachedService // by SID
@@ -185,6 +187,7 @@ func New(cfg Config) *Dispatcher {
 		services: make(map[string]cachedService), lanes: make(map[string]*lane), health: make(map[string]*health),
 		unrecorded: make(map[int64]unrecordedRetry),
 		undeleted:  make(map[int64]struct{}),
+		warnGate:   ratelog.New(time.Second, 1),
 	}
 	d.presence.init(d)
 	return d
@@ -348,12 +351,17 @@ func (d *Dispatcher) service(ctx context.Context, sid string) (*chorus.Service, 
 	return svc, err
 }
 
-// warnRateLimited logs at most once a second.
+// warnRateLimited logs at most once a second, with how many warnings it
+// held back since the last.
 func (d *Dispatcher) warnRateLimited(msg string, args ...any) {
-	now := time.Now().Unix()
-	if last := d.lastLog.Load(); last != now && d.lastLog.CompareAndSwap(last, now) {
-		d.log.Warn(msg, args...)
+	held, ok := d.warnGate.Allow()
+	if !ok {
+		return
 	}
+	if held > 0 {
+		args = append(args, "suppressed", held)
+	}
+	d.log.Warn(msg, args...)
 }
 
 // poke wakes the run loop.

@@ -17,6 +17,7 @@ import (
 	natsgo "github.com/nats-io/nats.go"
 
 	"github.com/chorus-sync/chorus"
+	"github.com/chorus-sync/chorus/internal/ratelog"
 )
 
 var _ chorus.Bus = (*Bus)(nil)
@@ -145,8 +146,8 @@ type Bus struct {
 	topics map[string]*topic
 	closed bool
 
-	warnMu   sync.Mutex
-	warnLast map[string]time.Time // rate limit of repeated warnings
+	warnMu    sync.Mutex
+	warnGates map[string]*ratelog.Gate // per message: one warning every warnEvery
 
 	published, received, faultDropped, decodeErrors, forged, foreign atomic.Uint64
 }
@@ -192,13 +193,13 @@ func Open(ctx context.Context, url string, logger *slog.Logger, opts ...Option) 
 		return nil, fmt.Errorf("nats: open: prefix %q: %w", o.prefix, err)
 	}
 	b := &Bus{
-		opts:     o,
-		url:      redact(url),
-		evpre:    o.prefix + ".ev.",
-		seed:     maphash.MakeSeed(),
-		done:     make(chan struct{}),
-		topics:   make(map[string]*topic),
-		warnLast: make(map[string]time.Time),
+		opts:      o,
+		url:       redact(url),
+		evpre:     o.prefix + ".ev.",
+		seed:      maphash.MakeSeed(),
+		done:      make(chan struct{}),
+		topics:    make(map[string]*topic),
+		warnGates: make(map[string]*ratelog.Gate),
 	}
 	b.log = logger.With(slog.String(logNode, o.name), slog.String(logURL, b.url))
 	b.bufs.New = func() any { p := make([]byte, 0, 2048); return &p }
@@ -600,17 +601,26 @@ func (b *Bus) Close() error {
 	return nil
 }
 
-// warn logs at most one warning per message every 10 seconds.
+// warnEvery spaces the warnings of one message (warn).
+const warnEvery = 10 * time.Second
+
+// warn logs at most one warning per message every warnEvery, with how
+// many it held back since the last.
 func (b *Bus) warn(msg string, attrs ...any) {
-	now := time.Now()
 	b.warnMu.Lock()
-	last, ok := b.warnLast[msg]
-	if ok && now.Sub(last) < 10*time.Second {
-		b.warnMu.Unlock()
+	g := b.warnGates[msg]
+	if g == nil {
+		g = ratelog.New(warnEvery, 1)
+		b.warnGates[msg] = g
+	}
+	b.warnMu.Unlock()
+	held, ok := g.Allow()
+	if !ok {
 		return
 	}
-	b.warnLast[msg] = now
-	b.warnMu.Unlock()
+	if held > 0 {
+		attrs = append(attrs, slog.Uint64("suppressed", held))
+	}
 	b.log.Warn(msg, attrs...)
 }
 
