@@ -3,8 +3,11 @@ package engine
 import (
 	"bytes"
 	"encoding/json"
+	"math"
 	"net/url"
+	"strconv"
 	"strings"
+	"unicode/utf16"
 	"unicode/utf8"
 
 	"github.com/chorus-sync/chorus"
@@ -29,10 +32,159 @@ func validData(raw json.RawMessage, max int, nullErr *chorus.Error) (json.RawMes
 	if trimmed[0] != '{' {
 		return nil, chorus.Errorf(chorus.ErrInvalidJSON, "Invalid JSON: data must be a JSON object")
 	}
-	if len(compacted) > max {
-		return nil, chorus.Errorf(chorus.ErrTooLarge, "Request entity too large: data is %d bytes, the limit is %d", len(compacted), max)
+	canonical, err := canonicalJSON(compacted)
+	if err != nil {
+		return nil, err
 	}
-	return compacted, nil
+	if len(canonical) > max {
+		return nil, chorus.Errorf(chorus.ErrTooLarge, "Request entity too large: data is %d bytes, the limit is %d", len(canonical), max)
+	}
+	return canonical, nil
+}
+
+// MaxDataDepth is how deeply data may nest objects and arrays. Every
+// client parses data recursively: twilio-python's json.loads fails at
+// about 1,000 levels, in the middle of a page of otherwise good objects.
+const MaxDataDepth = 256
+
+// canonicalJSON returns valid, compacted JSON b as it is stored: with
+// \uXXXX escapes of characters that need none written as UTF-8, so that
+// the size limit and the stored bytes are the same whichever library
+// encoded the data (twilio-python's json.dumps escapes every non-ASCII
+// character, six bytes for a CJK character's three, twelve for an emoji's
+// four). It refuses what the clients could not read back: nesting deeper
+// than MaxDataDepth, and numbers beyond a double's range (1e400 is
+// Infinity in JavaScript and an error in Go). Escapes that JSON requires
+// (quote, backslash, control characters) and lone surrogates are kept. b
+// is returned as it is, without a copy, when it has nothing to rewrite.
+func canonicalJSON(b []byte) ([]byte, error) {
+	var out []byte // nil until the first rewrite
+	depth := 0
+	for i := 0; i < len(b); {
+		switch c := b[i]; {
+		case c == '{' || c == '[':
+			if depth++; depth > MaxDataDepth {
+				return nil, chorus.Errorf(chorus.ErrInvalidJSON, "Invalid JSON: data is nested deeper than %d levels", MaxDataDepth)
+			}
+		case c == '}' || c == ']':
+			depth--
+		case c == '-' || ('0' <= c && c <= '9'):
+			j := i
+			for j < len(b) && numberByte[b[j]] {
+				j++
+			}
+			if num := b[i:j]; bytes.ContainsAny(num, "eE") || len(num) > 300 {
+				if f, err := strconv.ParseFloat(string(num), 64); err != nil && math.IsInf(f, 0) {
+					return nil, chorus.Errorf(chorus.ErrInvalidJSON, "Invalid JSON: the number %.40s is beyond the range of a double", num)
+				}
+			}
+			if out != nil {
+				out = append(out, b[i:j]...)
+			}
+			i = j
+			continue
+		case c == '"':
+			i = canonicalString(b, i, &out)
+			continue
+		}
+		if out != nil {
+			out = append(out, b[i])
+		}
+		i++
+	}
+	if out == nil {
+		return b, nil
+	}
+	return out, nil
+}
+
+// numberByte marks the bytes a JSON number is made of.
+var numberByte = func() (t [256]bool) {
+	for _, c := range "+-.eE0123456789" {
+		t[c] = true
+	}
+	return t
+}()
+
+// canonicalString copies the string that starts at b[i] (a quote) to *out,
+// decoding the escapes it need not keep; *out is started (with b[:i]) at
+// the first such escape. It returns the index after the closing quote.
+func canonicalString(b []byte, i int, out *[]byte) int {
+	emit := func(p []byte) {
+		if *out != nil {
+			*out = append(*out, p...)
+		}
+	}
+	emit(b[i : i+1])
+	i++
+	for b[i] != '"' {
+		if b[i] != '\\' {
+			j := i
+			for b[j] != '"' && b[j] != '\\' {
+				j++
+			}
+			emit(b[i:j])
+			i = j
+			continue
+		}
+		if b[i+1] != 'u' {
+			emit(b[i : i+2])
+			i += 2
+			continue
+		}
+		r, n := decodeEscape(b[i:])
+		if r < 0 {
+			emit(b[i : i+6]) // kept: required, or a lone surrogate
+			i += 6
+			continue
+		}
+		if *out == nil {
+			*out = append(make([]byte, 0, len(b)), b[:i]...)
+		}
+		*out = utf8.AppendRune(*out, r)
+		i += n
+	}
+	emit(b[i : i+1])
+	return i + 1
+}
+
+// decodeEscape decodes the \uXXXX escape (or surrogate pair of them) at
+// the start of e into the character and the bytes it spans, or returns
+// r < 0 for one that must stay: a quote, a backslash, a control character,
+// a lone surrogate.
+func decodeEscape(e []byte) (r rune, n int) {
+	r = hex4(e[2:6])
+	switch {
+	case r < 0x20 || r == '"' || r == '\\':
+		return -1, 6
+	case utf16.IsSurrogate(r):
+		if r >= 0xdc00 || len(e) < 12 || e[6] != '\\' || e[7] != 'u' {
+			return -1, 6
+		}
+		lo := hex4(e[8:12])
+		if pair := utf16.DecodeRune(r, lo); pair != utf8.RuneError {
+			return pair, 12
+		}
+		return -1, 6
+	}
+	return r, 6
+}
+
+// hex4 decodes four hex digits (valid JSON guarantees them).
+func hex4(h []byte) rune {
+	var r rune
+	for _, c := range h[:4] {
+		r <<= 4
+		switch {
+		case c <= '9':
+			r |= rune(c - '0')
+		case c >= 'a':
+			r |= rune(c - 'a' + 10)
+		default:
+			r |= rune(c - 'A' + 10)
+		}
+	}
+	return r
 }
 
 // validText reports a string that every store can hold in a text column:
