@@ -112,13 +112,25 @@ func TestRoutes(t *testing.T) {
 		{"PUT", "/token", 405, `"code":20004`},
 		{"GET", "/v1/Services", 401, ""},  // REST v1 is mounted and wants Basic auth
 		{"GET", "/v3/wsconnect", 426, ""}, // the gateway is mounted and wants a WebSocket
+		// Paths ServeMux would redirect (307 or 301, an HTML body) are
+		// Twilio's JSON 404s, before authentication; a map key's "//" and
+		// ".." are the key's, not redirected.
+		{"GET", "/v1", 404, `"code":20404`},
+		{"GET", "/2010-04-01", 404, `"code":20404`},
+		{"GET", "/admin", 404, `"code":20404`},
+		{"POST", "/v1/Services//Documents", 404, `"code":20404`},
+		{"GET", "/v1/Services/default/Documents/d/../../Lists/l", 404, `"code":20404`},
+		{"GET", "/v1/./Services", 404, `"code":20404`},
+		{"GET", "/2010-04-01/Accounts//Keys.json", 404, `"code":20404`},
+		{"GET", "/v1/Services/default/Maps/m/Items/a//b", 401, `"code":20003`},
+		{"GET", "/v1/Services/default/Maps/m/Items/..", 401, `"code":20003`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.method+" "+tt.path, func(t *testing.T) {
 			rec := httptest.NewRecorder()
 			s.Handler().ServeHTTP(rec, httptest.NewRequest(tt.method, tt.path, nil))
-			if rec.Code != tt.code || !strings.Contains(rec.Body.String(), tt.body) {
-				t.Errorf("%s %s = %d %q, want %d containing %q", tt.method, tt.path, rec.Code, rec.Body, tt.code, tt.body)
+			if rec.Code != tt.code || !strings.Contains(rec.Body.String(), tt.body) || rec.Header().Get("Location") != "" {
+				t.Errorf("%s %s = %d %q (Location %q), want %d containing %q", tt.method, tt.path, rec.Code, rec.Body, rec.Header().Get("Location"), tt.code, tt.body)
 			}
 		})
 	}

@@ -9,13 +9,16 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"path"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
 
+	"github.com/chorus-sync/chorus"
 	"github.com/chorus-sync/chorus/internal/httpapi"
+	"github.com/chorus-sync/chorus/internal/twiliohttp"
 )
 
 // Transport defaults. The timeouts bound what one client can hold: an idle
@@ -308,12 +311,54 @@ func (s *Server) edge(mux http.Handler) http.Handler {
 	}))
 	return s.browserGuard(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		httpapi.KeepKeyPath(r) // before the mux, which would clean a key's "//" and ".."
+		if redirectedAPIPath(r) {
+			twiliohttp.WriteError(w, r, s.log, chorus.Errorf(chorus.ErrNotFound, "The requested resource %s was not found", twiliohttp.Clip(r.URL.Path)))
+			return
+		}
 		if r.URL.Path == "/v3/wsconnect" {
 			mux.ServeHTTP(w, r)
 			return
 		}
 		limited.ServeHTTP(w, r)
 	}))
+}
+
+// restMounts are the REST APIs' subtrees in routes.
+var restMounts = []string{"/v1/", "/v1/AuthTokens/", "/2010-04-01/", "/admin/"}
+
+// redirectedAPIPath reports a REST request that ServeMux would answer
+// with a redirect and an HTML body: a path under an API that is not clean
+// ("//", ".", ".." segments; a map key's are escaped by then,
+// httpapi.KeepKeyPath), or an API's bare name ("/v1"). Twilio answers
+// those 404 in JSON, and twilio-go, which does not follow redirects, took
+// the 307 for a success with an undecodable body (an unset SID in a path
+// makes "//"). Slashes before the API's name ("//v1/…", a base URL that
+// ends in "/") are still redirected, as clients that follow redirects
+// have always been. The CDS paths (/v3/) are the SDK's, and left alone.
+func redirectedAPIPath(r *http.Request) bool {
+	p := r.URL.EscapedPath()
+	for _, m := range restMounts {
+		if p+"/" == m || (strings.HasPrefix(p, m) && cleanPath(p) != p) {
+			return true
+		}
+	}
+	return false
+}
+
+// cleanPath is ServeMux's canonical form of a path (net/http's
+// cleanPath): path.Clean, keeping a trailing slash.
+func cleanPath(p string) string {
+	if p == "" {
+		return "/"
+	}
+	if p[0] != '/' {
+		p = "/" + p
+	}
+	np := path.Clean(p)
+	if p[len(p)-1] == '/' && np != "/" {
+		np += "/"
+	}
+	return np
 }
 
 // clientAddr is the client address of r as the login throttle counts it
