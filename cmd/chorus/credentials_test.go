@@ -9,8 +9,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/chorus-sync/chorus"
+	"github.com/chorus-sync/chorus/internal/bus/mem"
+	"github.com/chorus-sync/chorus/internal/engine"
 	"github.com/chorus-sync/chorus/internal/server"
+	"github.com/chorus-sync/chorus/internal/servertest"
+	"github.com/chorus-sync/chorus/internal/store/postgres"
 	"github.com/chorus-sync/chorus/internal/store/sqlite"
 )
 
@@ -81,5 +87,52 @@ func TestReadingCredentialsNeverWrites(t *testing.T) {
 		return err
 	}); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestCredentialsFromPostgres: a node on PostgreSQL without TWILIO_*
+// generates its credentials there, and logged a hint (`chorus admin
+// credentials`) that could only read a data directory, so the generated
+// auth token and API secret were out of reach. --store (or
+// CHORUS_STORE_URL) reads them, without creating or upgrading a schema.
+func TestCredentialsFromPostgres(t *testing.T) {
+	ctx := context.Background()
+	dsn := servertest.NewDatabase(t)
+	if _, errOut, code := chorusCmd(t, cleanEnv(), "admin", "credentials", "--store", dsn); code != exitError || !strings.Contains(errOut, "holds no Chorus store") {
+		t.Errorf("admin credentials on an empty database: exit %d, stderr %q; want a refusal", code, errOut)
+	}
+	db, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close(ctx)
+	var created bool
+	if err := db.QueryRow(ctx, "SELECT to_regclass('schema_migrations') IS NOT NULL").Scan(&created); err != nil || created {
+		t.Errorf("admin credentials created the schema (%v, %v)", created, err)
+	}
+
+	st, err := postgres.Open(ctx, dsn, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	creds, _, err := engine.New(engine.Config{Store: st, Bus: mem.New()}).Bootstrap(ctx, engine.Credentials{})
+	st.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := fmt.Sprintf("TWILIO_ACCOUNT_SID=%s\nTWILIO_AUTH_TOKEN=%s\nTWILIO_API_KEY=%s\nTWILIO_API_SECRET=%s\nTWILIO_SYNC_SERVICE_SID=%s\n",
+		creds.AccountSID, creds.AuthToken, creds.APIKeySID, creds.APISecret, creds.ServiceSID)
+	for name, run := range map[string]func() (string, string, int){
+		"--store": func() (string, string, int) { return chorusCmd(t, cleanEnv(), "admin", "credentials", "--store", dsn) },
+		"CHORUS_STORE_URL": func() (string, string, int) {
+			return chorusCmd(t, cleanEnv("CHORUS_STORE_URL="+dsn), "admin", "credentials")
+		},
+	} {
+		if out, errOut, code := run(); code != 0 || out != want {
+			t.Errorf("admin credentials with %s: exit %d, stdout %q, stderr %q; want the generated credentials", name, code, out, errOut)
+		}
+	}
+	if _, errOut, code := chorusCmd(t, cleanEnv(), "admin", "credentials", "--store", dsn, "--data-dir", t.TempDir()); code != exitUsage {
+		t.Errorf("--store with --data-dir: exit %d, stderr %q; want a usage error", code, errOut)
 	}
 }

@@ -384,13 +384,22 @@ func cmdToken(ctx context.Context, args []string, stdout io.Writer) error {
 func cmdCredentials(ctx context.Context, args []string, stdout io.Writer) error {
 	fs := newFlags("admin credentials")
 	dataDir := fs.String("data-dir", defaultDataDir(), "data directory")
+	storeURL := fs.String("store", getenv("CHORUS_STORE_URL"), "postgres://… to read the credentials a node generated there (default: CHORUS_STORE_URL, unless --data-dir is named)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	if err := embeddedStoreMeant(fs); err != nil {
-		return err
+	var (
+		c   engine.Credentials
+		err error
+	)
+	switch {
+	case flagSet(fs, "store") && flagSet(fs, "data-dir"):
+		return usagef("admin credentials: --store and --data-dir do not go together")
+	case *storeURL != "" && !flagSet(fs, "data-dir"):
+		c, err = postgresCredentials(ctx, *storeURL)
+	default:
+		c, err = storedCredentials(ctx, *dataDir)
 	}
-	c, err := storedCredentials(ctx, *dataDir)
 	if err != nil {
 		return err
 	}
@@ -476,6 +485,32 @@ func keys(m map[string]string, order []string) []string {
 // dataDir. It never writes: it refuses a directory without a database
 // rather than create one, and a database without credentials rather than
 // generate them (which is `chorus serve`'s job).
+// postgresCredentials reads the operator's credentials from the
+// PostgreSQL store at storeURL, without creating or upgrading its schema
+// (nodes of an earlier version may be running on it).
+func postgresCredentials(ctx context.Context, storeURL string) (engine.Credentials, error) {
+	if !strings.HasPrefix(storeURL, "postgres://") && !strings.HasPrefix(storeURL, "postgresql://") {
+		return engine.Credentials{}, usagef("admin credentials: --store wants postgres://…")
+	}
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	st, err := postgres.OpenConfig(ctx, storeURL, postgres.Config{ReadOnly: true, NoBatch: true}, logger)
+	if err != nil {
+		return engine.Credentials{}, fmt.Errorf("open store: %w", err)
+	}
+	defer st.Close()
+	bus := mem.New()
+	defer bus.Close()
+	c, err := engine.New(engine.Config{Store: st, Bus: bus, Logger: logger}).StoredCredentials(ctx)
+	switch {
+	case errors.Is(err, chorus.ErrNotFound):
+		return engine.Credentials{}, fmt.Errorf("no credentials in the PostgreSQL store (start a node on it once, or set %s, %s and %s)",
+			envAccountSID, envAPIKey, envAPISecret)
+	case err != nil:
+		return engine.Credentials{}, fmt.Errorf("read credentials: %w", err)
+	}
+	return c, nil
+}
+
 func storedCredentials(ctx context.Context, dataDir string) (engine.Credentials, error) {
 	path := filepath.Join(dataDir, server.DBFile)
 	if _, err := os.Stat(path); err != nil {

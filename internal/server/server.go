@@ -301,7 +301,11 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	case created:
 		// Never the secrets: logs are shipped and kept where the data
 		// directory's 0600 files are not.
-		s.log.Info("generated credentials; run `chorus admin credentials` to print the auth token and API secret",
+		how := "run `chorus admin credentials` (with this node's --data-dir)"
+		if cfg.StoreURL != "" {
+			how = "run `chorus admin credentials` with this node's --store or CHORUS_STORE_URL"
+		}
+		s.log.Info("generated credentials; "+how+" to print the auth token and API secret",
 			logAccount, creds.AccountSID, logAPIKey, creds.APIKeySID, logService, creds.ServiceSID)
 	}
 	s.verifier = &token.Verifier{Keys: s.eng.APIKey, RequireSync: true}

@@ -76,6 +76,11 @@ type Config struct {
 	// ConnectTimeout bounds connecting to the server when the DSN sets no
 	// connect_timeout. Default 5s.
 	ConnectTimeout time.Duration
+	// ReadOnly opens the store for reading: its schema is never created
+	// or upgraded (Open fails on a schema other than this binary's), so a
+	// command that only reads (chorus admin credentials) cannot leave
+	// nodes of an earlier version unable to start. Writes are not meant.
+	ReadOnly bool
 
 	tracer pgx.QueryTracer // tests: sees every statement of every connection
 }
@@ -290,6 +295,9 @@ func (s *Store) init(ctx context.Context) error {
 	}
 	if sc != "on" {
 		return fmt.Errorf("synchronous_commit is %q, want on", sc)
+	}
+	if s.cfg.ReadOnly {
+		return checkSchema(ctx, c.Conn(), s.schema)
 	}
 	if err := migrate(ctx, c.Conn()); err != nil {
 		return fmt.Errorf("migrate: %w", err)

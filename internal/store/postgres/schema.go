@@ -313,6 +313,30 @@ func migrate(ctx context.Context, c *pgx.Conn) (err error) {
 	return nil
 }
 
+// checkSchema refuses a database whose schema is not this binary's
+// version, without changing it (Config.ReadOnly).
+func checkSchema(ctx context.Context, c *pgx.Conn, schema string) error {
+	var exists bool
+	if err := c.QueryRow(ctx, "SELECT to_regclass('schema_migrations') IS NOT NULL").Scan(&exists); err != nil {
+		return fmt.Errorf("find schema_migrations: %w", err)
+	}
+	version := 0
+	if exists {
+		if err := c.QueryRow(ctx, "SELECT COALESCE(MAX(version), 0) FROM schema_migrations").Scan(&version); err != nil {
+			return fmt.Errorf("read schema version: %w", err)
+		}
+	}
+	switch {
+	case version == 0:
+		return fmt.Errorf("database schema %s holds no Chorus store (start a node on it first)", schema)
+	case version < len(migrations):
+		return fmt.Errorf("database schema %s is at version %d, older than this binary's %d (a node of this version upgrades it when it starts)", schema, version, len(migrations))
+	case version > len(migrations):
+		return fmt.Errorf("database schema %s is at version %d, newer than this binary's %d", schema, version, len(migrations))
+	}
+	return nil
+}
+
 func migrateStep(ctx context.Context, c *pgx.Conn, i int) error {
 	tx, err := c.Begin(ctx)
 	if err != nil {
