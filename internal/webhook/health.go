@@ -15,6 +15,7 @@ import (
 type health struct {
 	sent, failed, retried, abandoned, capped uint64
 
+	url         string    // the webhook URL the lane last sent to
 	consecutive int       // failed attempts since the last success
 	pausedUntil time.Time // a failing receiver is left alone until then
 	lastSuccess time.Time
@@ -52,6 +53,24 @@ func (h *health) pause(mu *sync.Mutex) time.Time {
 	mu.Lock()
 	defer mu.Unlock()
 	return h.pausedUntil
+}
+
+// newURL notes the service's webhook URL and reports whether it changed
+// since the lane last looked (not the first look): a new receiver starts
+// without the old one's failures and pause, so that the fix of a broken
+// URL takes effect at once rather than when the pause ends.
+func (h *health) newURL(mu *sync.Mutex, url string) bool {
+	mu.Lock()
+	defer mu.Unlock()
+	if h.url == url {
+		return false
+	}
+	changed := h.url != ""
+	h.url = url
+	if changed {
+		h.consecutive, h.pausedUntil = 0, time.Time{}
+	}
+	return changed
 }
 
 // record notes an attempt's outcome. A receiver failing failingAfter

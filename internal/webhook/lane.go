@@ -141,6 +141,13 @@ func sleep(ctx context.Context, l *lane, d time.Duration) bool {
 func (d *Dispatcher) round(ctx context.Context, l *lane, page []*chorus.OutboxEntry) (next time.Time) {
 	h := d.healthOf(l.svc)
 	now := d.Now()
+	svc, err := d.service(ctx, l.svc)
+	if err == nil && h.newURL(&d.mu, svc.WebhookURL) {
+		// Another receiver: the old one's pause and backoff are not its.
+		for _, e := range page {
+			e.NextAttempt = now
+		}
+	}
 	if until := h.pause(&d.mu); until.After(now) {
 		return until
 	}
@@ -151,7 +158,6 @@ func (d *Dispatcher) round(ctx context.Context, l *lane, page []*chorus.OutboxEn
 	if len(page) == 0 {
 		return time.Time{} // progress: read on
 	}
-	svc, err := d.service(ctx, l.svc)
 	var acct *chorus.Account
 	if err == nil {
 		err = d.cfg.Store.View(ctx, func(tx chorus.ReadTx) (err error) {

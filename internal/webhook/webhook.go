@@ -316,6 +316,7 @@ func (d *Dispatcher) ServiceChanged(sid string) {
 	d.mu.Lock()
 	delete(d.services, sid)
 	d.mu.Unlock()
+	d.kick(sid) // a new webhook URL ends a pause at once (round)
 }
 
 func (d *Dispatcher) remember(svc *chorus.Service) {

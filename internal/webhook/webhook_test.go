@@ -853,3 +853,45 @@ func TestDayOldWebhookNotSent(t *testing.T) {
 	waitFor(t, 10*time.Second, "the day-old webhook given up on", func() bool { return e.d.Abandoned.Load() == 1 })
 	rc.none(t, 300*time.Millisecond)
 }
+
+// A new webhook URL is a new receiver: the old one's pause and backoff do
+// not hold it back. Fixing a broken URL at 3 a.m. took effect only when
+// the pause ended (up to 5 minutes), and every pending webhook waited for
+// its backoff after that.
+func TestNewWebhookURLEndsPause(t *testing.T) {
+	ctx := context.Background()
+	broken := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusServiceUnavailable)
+	}))
+	defer broken.Close()
+	e := newEnv(t, webhook.Config{RetryBase: time.Minute, Poll: 50 * time.Millisecond})
+	svc := e.service(t, broken.URL+"/hook")
+	for range 6 {
+		if _, err := e.eng.CreateObject(ctx, engine.SystemActor(), svc, chorus.KindDocument, engine.CreateObject{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, 20*time.Second, "the receiver paused", func() bool {
+		hs, err := e.d.Health(ctx, []*chorus.Service{svc})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return hs[0].PausedUntil != nil && time.Until(*hs[0].PausedUntil) > 30*time.Second
+	})
+
+	rc := newReceiver(t, e.creds.AuthToken, nil)
+	u := rc.URL()
+	if _, err := e.eng.UpdateService(ctx, e.creds.AccountSID, svc.SID, engine.ServiceParams{WebhookURL: &u}); err != nil {
+		t.Fatal(err)
+	}
+	for range 6 {
+		rc.next(t, 10*time.Second)
+	}
+	hs, err := e.d.Health(ctx, []*chorus.Service{svc})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h := hs[0]; h.PausedUntil != nil || h.ConsecutiveFailing != 0 {
+		t.Errorf("after the new URL delivered: paused until %v, %d consecutive failures; want neither", h.PausedUntil, h.ConsecutiveFailing)
+	}
+}
