@@ -20,7 +20,9 @@
 //     attempts or MaxAge after the event; 3xx (redirects are not followed),
 //     other 4xx and refused addresses are not retried.
 //   - Isolation. Each service with pending webhooks has its own lane (a
-//     goroutine with at most Concurrency requests in flight); a receiver
+//     goroutine that starts a sender per object with a webhook due, at
+//     most Concurrency at once, and the next as soon as one ends, so a
+//     slow object holds back only its own); a receiver
 //     failing failingAfter times in a row is paused, longer each time. A
 //     service's outbox is capped at MaxPending entries: past it, the
 //     oldest are abandoned (counted and logged).
@@ -33,5 +35,7 @@
 // Disconnected (the gateway's Presence) only queue. Run does the delivery
 // until Close. Health, Backlog and the exported counters may be read at any
 // time. The Dispatcher's mutex guards its service cache, lanes and health;
-// it is never held across I/O.
+// a lane's mutex, which its senders share, guards the objects in flight.
+// Neither is held across I/O, and a lane's is never taken with the
+// Dispatcher's held.
 package webhook

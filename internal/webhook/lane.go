@@ -24,8 +24,28 @@ import (
 // its own webhooks.
 type lane struct {
 	svc    string
-	wake   chan struct{}
+	wake   chan struct{} // kicked: new webhooks, a service change, a sender done
 	cancel context.CancelFunc
+
+	senders sync.WaitGroup
+	mu      sync.Mutex      // guards the fields below
+	sending map[string]bool // the objects (OrderKey) a sender is working on
+	// ended are the objects whose sender ended since the lane last read
+	// the outbox: the page read then may still hold what they delivered.
+	ended map[string]bool
+	busy  int // senders running: at most Concurrency
+	// What the senders saw since the lane last looked: an entry delivered
+	// or given up on (progress), the earliest retry due (next).
+	progress bool
+	next     time.Time
+}
+
+// poke wakes the lane if it sleeps.
+func (l *lane) poke() {
+	select {
+	case l.wake <- struct{}{}:
+	default:
+	}
 }
 
 // kick makes sure the lane of service sid runs (while this node leads)
@@ -37,14 +57,11 @@ func (d *Dispatcher) kick(sid string) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if l := d.lanes[sid]; l != nil {
-		select {
-		case l.wake <- struct{}{}:
-		default:
-		}
+		l.poke()
 		return
 	}
 	ctx, cancel := context.WithCancel(d.ctx)
-	l := &lane{svc: sid, wake: make(chan struct{}, 1), cancel: cancel}
+	l := &lane{svc: sid, wake: make(chan struct{}, 1), cancel: cancel, sending: map[string]bool{}, ended: map[string]bool{}}
 	d.lanes[sid] = l
 	d.wg.Add(1)
 	go func() {
@@ -90,7 +107,11 @@ const (
 )
 
 func (d *Dispatcher) runLane(ctx context.Context, l *lane) {
+	defer l.senders.Wait()
 	for ctx.Err() == nil {
+		l.mu.Lock()
+		clear(l.ended) // what the page read next shows of them is current
+		l.mu.Unlock()
 		var page []*chorus.OutboxEntry
 		err := d.cfg.Store.View(ctx, func(tx chorus.ReadTx) (err error) {
 			page, err = tx.Outbox(ctx, l.svc, perKey, pageSize)
@@ -134,19 +155,20 @@ func sleep(ctx context.Context, l *lane, d time.Duration) bool {
 	return true
 }
 
-// round attempts what is due of a page of one service's outbox: the
-// entries of each object (OrderKey) in order, up to its first failure,
-// objects side by side up to Concurrency. It returns when the next entry
-// is due, or zero when it made progress.
+// round starts a sender (send) for each object (OrderKey) of a page of one
+// service's outbox that has an entry due and none at work, up to
+// Concurrency senders at once, and returns without waiting for them: an
+// object whose receiver is slow holds back its own later webhooks only,
+// and a sender's end wakes the lane to start the next. It returns when
+// the next entry is due, or zero when senders made progress since the
+// last round (read the outbox again).
 func (d *Dispatcher) round(ctx context.Context, l *lane, page []*chorus.OutboxEntry) (next time.Time) {
 	h := d.healthOf(l.svc)
 	now := d.Now()
 	svc, err := d.service(ctx, l.svc)
 	if err == nil && h.newURL(&d.mu, svc.WebhookURL) {
 		// Another receiver: the old one's pause and backoff are not its.
-		for _, e := range page {
-			e.NextAttempt = now
-		}
+		d.dueNow(ctx, l, page, now)
 	}
 	if until := h.pause(&d.mu); until.After(now) {
 		return until
@@ -170,7 +192,9 @@ func (d *Dispatcher) round(ctx context.Context, l *lane, page []*chorus.OutboxEn
 		// The service or its webhook went away: nothing to send to.
 		done := &doneSet{}
 		for _, e := range page {
-			d.finish(ctx, h, e, attemptResult{res: abandon, why: "the service has no webhook URL any more"}, done)
+			if !l.isSending(e.OrderKey) { // a sender finds out for itself
+				d.finish(ctx, h, e, attemptResult{res: abandon, why: "the service has no webhook URL any more"}, done)
+			}
 		}
 		if !d.remove(ctx, done) {
 			return now.Add(d.cfg.Poll)
@@ -192,24 +216,10 @@ func (d *Dispatcher) round(ctx context.Context, l *lane, page []*chorus.OutboxEn
 		}
 		byKey[e.OrderKey] = append(byKey[e.OrderKey], e)
 	}
-	var (
-		mu       sync.Mutex
-		progress bool
-		wg       sync.WaitGroup
-		sem      = make(chan struct{}, d.cfg.Concurrency)
-		done     = &doneSet{} // delivered or abandoned: deleted at the end of the round
-	)
-	defer func() {
-		if !d.remove(ctx, done) {
-			next = d.Now().Add(d.cfg.Poll) // no progress: the next round deletes them first
-		}
-	}()
 	note := func(t time.Time) {
-		mu.Lock()
 		if next.IsZero() || t.Before(next) {
 			next = t
 		}
-		mu.Unlock()
 	}
 	for _, key := range order {
 		entries := byKey[key]
@@ -217,69 +227,151 @@ func (d *Dispatcher) round(ctx context.Context, l *lane, page []*chorus.OutboxEn
 			note(entries[0].NextAttempt)
 			continue
 		}
-		select {
-		case sem <- struct{}{}:
-		case <-ctx.Done():
-			wg.Wait()
-			return now
+		if !l.startSending(key, d.cfg.Concurrency) {
+			continue // being sent, or no sender free: a sender's end wakes the lane
 		}
-		wg.Add(1)
+		l.senders.Add(1)
 		go func() {
-			defer wg.Done()
-			defer func() { <-sem }()
-			for _, e := range entries {
-				if ctx.Err() != nil {
-					return
-				}
-				if until := h.pause(&d.mu); until.After(d.Now()) {
-					note(until)
-					return
-				}
-				// Too old, but only once attempted: a webhook whose
-				// event committed is sent at least once, even after the
-				// server was down for longer than MaxAge, unless it is
-				// older than maxUnattemptedAge (a backlog of days is not
-				// news to any receiver).
-				if age := d.Now().Sub(e.DateCreated); age >= d.cfg.MaxAge && (e.Attempts > 0 || age >= maxUnattemptedAge) {
-					d.finish(ctx, h, e, attemptResult{res: abandon, status: e.LastStatus, why: "gave up: older than " + d.cfg.MaxAge.String(), unattempted: true}, done)
-					mu.Lock()
-					progress = true
-					mu.Unlock()
-					continue
-				}
-				if e.NextAttempt.After(d.Now()) {
-					note(e.NextAttempt)
-					return
-				}
-				r := d.attempt(ctx, svc, acct, e)
-				if ctx.Err() != nil {
-					return // shutting down: the entry stays for later
-				}
-				if r.res == retry && e.Attempts+1 >= d.cfg.Attempts {
-					r.res, r.why = abandon, fmt.Sprintf("gave up after %d attempts: %s", e.Attempts+1, r.why)
-				}
-				if !d.finish(ctx, h, e, r, done) {
-					note(d.Now().Add(d.cfg.Poll))
-					return
-				}
-				if r.res == retry {
-					note(e.NextAttempt)
-					return
-				}
-				mu.Lock()
-				progress = true
-				mu.Unlock()
-			}
+			defer l.senders.Done()
+			progress, retryAt := d.send(ctx, h, svc, acct, entries)
+			l.doneSending(key, progress, retryAt)
 		}()
 	}
-	wg.Wait()
+	progress, retryAt := l.takeNews()
 	if progress {
 		return time.Time{}
 	}
+	if !retryAt.IsZero() {
+		note(retryAt)
+	}
 	if next.IsZero() {
-		next = now.Add(d.cfg.Poll)
+		next = now.Add(d.cfg.Poll) // senders at work wake the lane when they end
 	}
 	return next
+}
+
+// dueNow makes the entries of page that wait for a retry due at now, in
+// the outbox too (senders may take them only in later rounds), but for
+// the objects a sender works on, which record their own. A store that
+// fails to record it leaves them to their backoff.
+func (d *Dispatcher) dueNow(ctx context.Context, l *lane, page []*chorus.OutboxEntry, now time.Time) {
+	var waiting []*chorus.OutboxEntry
+	for _, e := range page {
+		if e.NextAttempt.After(now) && !l.isSending(e.OrderKey) {
+			e.NextAttempt = now
+			waiting = append(waiting, e)
+		}
+	}
+	if len(waiting) == 0 {
+		return
+	}
+	err := d.cfg.Store.Update(ctx, func(tx chorus.Tx) error {
+		for _, e := range waiting {
+			if err := tx.UpdateOutbox(ctx, e); err != nil && !errors.Is(err, chorus.ErrNotFound) {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		d.warnRateLimited("webhook: retry at the new webhook URL", "service", page[0].ServiceSID, "err", err)
+	}
+}
+
+// isSending reports whether a sender works on object key, or ended since
+// the page was read.
+func (l *lane) isSending(key string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.sending[key] || l.ended[key]
+}
+
+// startSending claims object key for a new sender, unless one works on it,
+// one ended since the page was read (the page may hold what it delivered:
+// the next read tells), or max are running.
+func (l *lane) startSending(key string, max int) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.sending[key] || l.ended[key] || l.busy >= max {
+		return false
+	}
+	l.sending[key] = true
+	l.busy++
+	return true
+}
+
+// doneSending releases object key, notes what its sender saw, and wakes
+// the lane, which starts the next object right away.
+func (l *lane) doneSending(key string, progress bool, retryAt time.Time) {
+	l.mu.Lock()
+	delete(l.sending, key)
+	l.ended[key] = true
+	l.busy--
+	l.progress = l.progress || progress
+	if !retryAt.IsZero() && (l.next.IsZero() || retryAt.Before(l.next)) {
+		l.next = retryAt
+	}
+	l.mu.Unlock()
+	l.poke()
+}
+
+// takeNews returns and clears what the senders saw.
+func (l *lane) takeNews() (progress bool, next time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	progress, next = l.progress, l.next
+	l.progress, l.next = false, time.Time{}
+	return progress, next
+}
+
+// send attempts the entries of one object in order, up to the first that
+// is not due or fails, and deletes those delivered or given up on before
+// it returns (so that the lane, which may start another sender for the
+// object then, never sees them again). It reports whether any left the
+// outbox and when the next one is due (zero: none known).
+func (d *Dispatcher) send(ctx context.Context, h *health, svc *chorus.Service, acct *chorus.Account, entries []*chorus.OutboxEntry) (progress bool, next time.Time) {
+	done := &doneSet{}
+	defer func() {
+		if !d.remove(ctx, done) {
+			progress, next = false, d.Now().Add(d.cfg.Poll) // the next round deletes them first
+		}
+	}()
+	for _, e := range entries {
+		if ctx.Err() != nil {
+			return progress, time.Time{}
+		}
+		if until := h.pause(&d.mu); until.After(d.Now()) {
+			return progress, until
+		}
+		// Too old, but only once attempted: a webhook whose event
+		// committed is sent at least once, even after the server was
+		// down for longer than MaxAge, unless it is older than
+		// maxUnattemptedAge (a backlog of days is not news to any
+		// receiver).
+		if age := d.Now().Sub(e.DateCreated); age >= d.cfg.MaxAge && (e.Attempts > 0 || age >= maxUnattemptedAge) {
+			d.finish(ctx, h, e, attemptResult{res: abandon, status: e.LastStatus, why: "gave up: older than " + d.cfg.MaxAge.String(), unattempted: true}, done)
+			progress = true
+			continue
+		}
+		if e.NextAttempt.After(d.Now()) {
+			return progress, e.NextAttempt
+		}
+		r := d.attempt(ctx, svc, acct, e)
+		if ctx.Err() != nil {
+			return progress, time.Time{} // shutting down: the entry stays for later
+		}
+		if r.res == retry && e.Attempts+1 >= d.cfg.Attempts {
+			r.res, r.why = abandon, fmt.Sprintf("gave up after %d attempts: %s", e.Attempts+1, r.why)
+		}
+		if !d.finish(ctx, h, e, r, done) {
+			return progress, d.Now().Add(d.cfg.Poll)
+		}
+		if r.res == retry {
+			return progress, e.NextAttempt
+		}
+		progress = true
+	}
+	return progress, time.Time{}
 }
 
 // doneSet collects the entries of a round that leave the outbox: one

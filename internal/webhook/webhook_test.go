@@ -895,3 +895,46 @@ func TestNewWebhookURLEndsPause(t *testing.T) {
 		t.Errorf("after the new URL delivered: paused until %v, %d consecutive failures; want neither", h.PausedUntil, h.ConsecutiveFailing)
 	}
 }
+
+// Within a service, an object whose receiver is slow holds back its own
+// later webhooks only: the others go out on the free requests at once.
+// The lane used to wait for every request of a round before it started
+// the next, so one 8 s answer held back every other object's webhook.
+func TestSlowObjectDoesNotHoldOthers(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t, webhook.Config{Timeout: 20 * time.Second, Poll: 50 * time.Millisecond})
+	release := make(chan struct{})
+	defer close(release)
+	var slowSID atomic.Value
+	slowSID.Store("")
+	rc := newReceiver(t, e.creds.AuthToken, func(r *http.Request, n int) int {
+		if r.PostForm.Get("DocumentSid") == slowSID.Load() {
+			select {
+			case <-release:
+			case <-r.Context().Done():
+			}
+		}
+		return http.StatusOK
+	})
+	svc := e.service(t, rc.URL())
+	slow, err := e.eng.CreateObject(ctx, engine.SystemActor(), svc, chorus.KindDocument, engine.CreateObject{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	slowSID.Store(slow.SID)
+	time.Sleep(300 * time.Millisecond) // its request is in flight, and hangs
+	for i := range 5 {
+		start := time.Now()
+		doc, err := e.eng.CreateObject(ctx, engine.SystemActor(), svc, chorus.KindDocument, engine.CreateObject{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		h := rc.next(t, 10*time.Second)
+		if got := h.form.Get("DocumentSid"); got != doc.SID {
+			t.Fatalf("webhook %d for %s, want the new document %s", i, got, doc.SID)
+		}
+		if took := time.Since(start); took > 2*time.Second {
+			t.Errorf("webhook %d took %v while another object's request hangs", i, took)
+		}
+	}
+}
