@@ -70,6 +70,16 @@ func (p Policy) checkURL(raw string, newURL bool) error {
 	if newURL && strings.IndexFunc(u.RawQuery, func(r rune) bool { return r <= ' ' || r >= 0x7f }) >= 0 {
 		return bad("a space or non-ASCII character in the query: percent-encode it")
 	}
+	// What is signed is the URL as requested; validators are given the
+	// URL as set. A fragment is never sent, and a space or control
+	// character in the path is sent percent-encoded: the two would differ,
+	// and every signature would fail to validate.
+	if newURL && strings.Contains(raw, "#") {
+		return bad("a #fragment is never sent: remove it")
+	}
+	if newURL && strings.IndexFunc(rawPath(raw), func(r rune) bool { return r <= ' ' || r == 0x7f }) >= 0 {
+		return bad("a space or control character in the path: percent-encode it")
+	}
 	host := strings.ToLower(u.Hostname())
 	if host == "" {
 		return bad("expected a host")
@@ -164,6 +174,21 @@ func isNumberish(s string) bool {
 	return true
 }
 
+// rawPath is the path of absolute URL raw as written (no query, no
+// fragment).
+func rawPath(raw string) string {
+	_, rest, _ := strings.Cut(raw, "//")
+	i := strings.IndexByte(rest, '/')
+	if i < 0 {
+		return ""
+	}
+	rest = rest[i:]
+	if j := strings.IndexAny(rest, "?#"); j >= 0 {
+		rest = rest[:j]
+	}
+	return rest
+}
+
 var (
 	sharedNet  = netip.MustParsePrefix("100.64.0.0/10")
 	thisNet    = netip.MustParsePrefix("0.0.0.0/8")
@@ -175,6 +200,14 @@ var (
 	sixToFour  = netip.MustParsePrefix("2002::/16")
 	teredo     = netip.MustParsePrefix("2001::/32")
 	discard6   = netip.MustParsePrefix("100::/64")
+	// Documentation (RFC 5737, 3849, 9637) and deprecated site-local
+	// (RFC 3879) ranges: nothing a webhook should reach.
+	doc4a      = netip.MustParsePrefix("192.0.2.0/24")
+	doc4b      = netip.MustParsePrefix("198.51.100.0/24")
+	doc4c      = netip.MustParsePrefix("203.0.113.0/24")
+	doc6       = netip.MustParsePrefix("2001:db8::/32")
+	doc6new    = netip.MustParsePrefix("3fff::/20")
+	siteLocal6 = netip.MustParsePrefix("fec0::/10")
 	compat4    = netip.MustParsePrefix("::/96") // IPv4-compatible (deprecated)
 	// IPv4-translated (RFC 2765, SIIT): ::ffff:0:a.b.c.d, which a
 	// translator turns into a.b.c.d.
@@ -193,9 +226,10 @@ func (p Policy) checkAddr(a netip.Addr) error {
 		return errors.New("multicast addresses are not allowed")
 	case a.IsLinkLocalUnicast():
 		return errors.New("link-local addresses are not allowed")
-	case a.Is4() && (reserved4.Contains(a) || ietf4.Contains(a) || bench4.Contains(a)):
+	case a.Is4() && (reserved4.Contains(a) || ietf4.Contains(a) || bench4.Contains(a) || doc4a.Contains(a) || doc4b.Contains(a) || doc4c.Contains(a)),
+		a.Is6() && (discard6.Contains(a) || doc6.Contains(a) || doc6new.Contains(a) || siteLocal6.Contains(a)):
 		return errors.New("reserved addresses are not allowed")
-	case a.Is6() && (nat64.Contains(a) || nat64Local.Contains(a) || sixToFour.Contains(a) || teredo.Contains(a) || discard6.Contains(a) || translated4.Contains(a) || (compat4.Contains(a) && !a.IsLoopback())):
+	case a.Is6() && (nat64.Contains(a) || nat64Local.Contains(a) || sixToFour.Contains(a) || teredo.Contains(a) || translated4.Contains(a) || (compat4.Contains(a) && !a.IsLoopback())):
 		// Translation prefixes embed IPv4 addresses that could be anything.
 		return errors.New("IPv4-translating addresses are not allowed")
 	case p.AllowPrivate:

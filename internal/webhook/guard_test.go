@@ -57,6 +57,11 @@ func TestCheckURL(t *testing.T) {
 		"http://08.1.1.1/",
 		"http://hooks.example.com:99999/",
 		"http://" + strings.Repeat("a", 2050) + ".com/",
+		// Documentation, deprecated site-local and discard-only ranges.
+		"http://192.0.2.1/", "http://198.51.100.7/", "http://203.0.113.9/",
+		"http://[2001:db8::1]/", "http://[3fff::1]/", "http://[fec0::1]/", "http://[100::1]/",
+		// Signed as requested, validated as set: they would differ.
+		"http://hooks.example.com/h#frag", "http://hooks.example.com/x ", "http://hooks.example.com/a b",
 	}
 	for _, u := range refused {
 		err := strict.CheckURL(u)
