@@ -118,6 +118,9 @@ func cmdRestore(ctx context.Context, args []string, stdout io.Writer) error {
 		if name := e.Name(); !e.IsDir() && (name == server.ServeLockFile || name == importLockFile) {
 			continue // what a server or import that ran there left: no data
 		}
+		if e.IsDir() && e.Name() == "lost+found" {
+			continue // a new ext4 volume's, mounted as the data directory
+		}
 		return fmt.Errorf("%s is not empty; restore only into an empty or new data directory", *dataDir)
 	}
 	f, err := os.Open(file)

@@ -204,17 +204,20 @@ func TestBackupUnderWrites(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The lock files a server or an import left (the database itself
-	// removed) are no data.
+	// removed) are no data, nor is a new ext4 volume's lost+found.
 	for _, name := range []string{server.ServeLockFile, importLockFile} {
 		if err := os.WriteFile(filepath.Join(empty, name), nil, 0o600); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if _, errOut, code := chorusCmd(t, cleanEnv(), "restore", "--data-dir", empty, backup); code != 0 {
-		t.Errorf("restore over a killed restore's staging directory and lock files: exit %d, stderr %q", code, errOut)
+	if err := os.Mkdir(filepath.Join(empty, "lost+found"), 0o700); err != nil {
+		t.Fatal(err)
 	}
-	if ents, _ := os.ReadDir(empty); len(ents) != 3 {
-		t.Errorf("after the restore the data directory holds %v, want the database and the lock files", ents)
+	if _, errOut, code := chorusCmd(t, cleanEnv(), "restore", "--data-dir", empty, backup); code != 0 {
+		t.Errorf("restore over a killed restore's staging directory, lock files and lost+found: exit %d, stderr %q", code, errOut)
+	}
+	if ents, _ := os.ReadDir(empty); len(ents) != 4 {
+		t.Errorf("after the restore the data directory holds %v, want the database, the lock files and lost+found", ents)
 	} else if _, err := os.Stat(filepath.Join(empty, server.DBFile)); err != nil {
 		t.Errorf("after the restore: %v", err)
 	}

@@ -490,7 +490,8 @@ func (d *Dispatcher) finish(ctx context.Context, h *health, e *chorus.OutboxEntr
 		d.Retried.Add(1)
 	case abandon:
 		d.Abandoned.Add(1)
-		d.warnRateLimited("webhook: abandoned", "service", e.ServiceSID, "event", e.Event.Type, "status", status, "reason", why)
+		d.warnRateLimited("webhook: abandoned", "service", e.ServiceSID, "event", e.Event.Type, "object", e.Event.ObjectSID,
+			"token", idempotencyToken(e), "status", status, "reason", why)
 	}
 	if paused := h.record(&d.mu, d.Now(), e, attempt, !r.unattempted, res, status, why, d.cfg.RetryBase); paused > 0 {
 		d.log.Warn("webhook: receiver failing: paused", "service", e.ServiceSID, "status", status,
