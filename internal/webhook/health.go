@@ -20,6 +20,38 @@ type health struct {
 	pausedUntil time.Time // a failing receiver is left alone until then
 	lastSuccess time.Time
 	failures    []Failure // the newest last, at most recentFailures
+	// The last attempt of a webhook past MaxAge to a failing receiver
+	// (lastChance): one at a time, one per pause.
+	probing   bool
+	probed1   bool      // a probe was made ...
+	probedFor time.Time // ... after the pause that ended then (pausedUntil)
+}
+
+// lastChance decides the fate of an attempted webhook past MaxAge: a last
+// attempt (last) when the receiver's latest attempt succeeded, or as the
+// probe of a failing one if none was made since its pause ended (probe;
+// call probed after it); wait while another sender's probe is out; else
+// give it up.
+func (h *health) lastChance(mu *sync.Mutex) (last, probe, wait bool) {
+	mu.Lock()
+	defer mu.Unlock()
+	switch {
+	case h.consecutive == 0:
+		return true, false, false
+	case h.probing:
+		return false, false, true
+	case !h.probed1 || h.probedFor.Before(h.pausedUntil):
+		h.probing, h.probed1, h.probedFor = true, true, h.pausedUntil
+		return true, true, false
+	}
+	return false, false, false
+}
+
+// probed ends the probe lastChance started.
+func (h *health) probed(mu *sync.Mutex) {
+	mu.Lock()
+	h.probing = false
+	mu.Unlock()
 }
 
 // Failure is one failed delivery attempt, for the console.

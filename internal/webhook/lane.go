@@ -347,23 +347,46 @@ func (d *Dispatcher) send(ctx context.Context, h *health, svc *chorus.Service, a
 		// committed is sent at least once, even after the server was
 		// down for longer than MaxAge, unless it is older than
 		// maxUnattemptedAge (a backlog of days is not news to any
-		// receiver).
+		// receiver). Past MaxAge, an attempted one gets a last attempt
+		// when its receiver looks healthy, or as the probe of a failing
+		// one (one per pause): the pause of a receiver that came back
+		// must not use up the webhooks' time unsent.
+		last, probe := false, false
 		if age := d.Now().Sub(e.DateCreated); age >= d.cfg.MaxAge && (e.Attempts > 0 || age >= maxUnattemptedAge) {
-			d.finish(ctx, h, e, attemptResult{res: abandon, status: e.LastStatus, why: "gave up: older than " + d.cfg.MaxAge.String(), unattempted: true}, done)
-			progress = true
-			continue
+			var wait bool
+			if age < maxUnattemptedAge {
+				last, probe, wait = h.lastChance(&d.mu)
+			}
+			if wait {
+				return progress, d.Now().Add(d.cfg.Poll) // another sender's probe tells
+			}
+			if !last {
+				d.finish(ctx, h, e, attemptResult{res: abandon, status: e.LastStatus, why: "gave up: older than " + d.cfg.MaxAge.String(), unattempted: true}, done)
+				progress = true
+				continue
+			}
 		}
-		if e.NextAttempt.After(d.Now()) {
+		if !last && e.NextAttempt.After(d.Now()) {
 			return progress, e.NextAttempt
 		}
 		r := d.attempt(ctx, svc, acct, e)
 		if ctx.Err() != nil {
+			if probe {
+				h.probed(&d.mu)
+			}
 			return progress, time.Time{} // shutting down: the entry stays for later
 		}
-		if r.res == retry && e.Attempts+1 >= d.cfg.Attempts {
+		switch {
+		case r.res == retry && last:
+			r.res, r.why = abandon, fmt.Sprintf("gave up: older than %s, and its last attempt failed: %s", d.cfg.MaxAge, r.why)
+		case r.res == retry && e.Attempts+1 >= d.cfg.Attempts:
 			r.res, r.why = abandon, fmt.Sprintf("gave up after %d attempts: %s", e.Attempts+1, r.why)
 		}
-		if !d.finish(ctx, h, e, r, done) {
+		recorded := d.finish(ctx, h, e, r, done)
+		if probe {
+			h.probed(&d.mu) // after finish: its outcome is the receiver's health now
+		}
+		if !recorded {
 			return progress, d.Now().Add(d.cfg.Poll)
 		}
 		if r.res == retry {

@@ -938,3 +938,61 @@ func TestSlowObjectDoesNotHoldOthers(t *testing.T) {
 		}
 	}
 }
+
+// A receiver that comes back while it is paused gets the webhooks that
+// grew older than MaxAge during the pause: the first is its probe, and
+// once it succeeds the others follow. They used to be given up on unsent
+// when the pause ended (a 5-minute pause used a third of the 15 minutes),
+// and the receiver got later updates of a document whose creation it
+// never saw.
+func TestPausedReceiverBackGetsOldWebhooks(t *testing.T) {
+	ctx := context.Background()
+	var failing atomic.Bool
+	failing.Store(true)
+	// Three webhooks fail together: paused for a second (RetryBase), while
+	// they pass MaxAge.
+	e := newEnv(t, webhook.Config{MaxAge: 500 * time.Millisecond, RetryBase: time.Second, Poll: 50 * time.Millisecond})
+	rc := newReceiver(t, e.creds.AuthToken, func(r *http.Request, n int) int {
+		if failing.Load() {
+			return http.StatusInternalServerError
+		}
+		return http.StatusOK
+	})
+	svc := e.service(t, rc.URL())
+	created := time.Now()
+	var docs []string
+	for range 3 {
+		doc, err := e.eng.CreateObject(ctx, engine.SystemActor(), svc, chorus.KindDocument, engine.CreateObject{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		docs = append(docs, doc.SID)
+	}
+	waitFor(t, 20*time.Second, "a pause that ends after MaxAge", func() bool {
+		hs, err := e.d.Health(ctx, []*chorus.Service{svc})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return hs[0].PausedUntil != nil && hs[0].PausedUntil.Sub(created) > 700*time.Millisecond
+	})
+	failing.Store(false) // back, while paused
+	got := map[string]bool{}
+	deadline := time.Now().Add(15 * time.Second)
+	for len(got) < len(docs) && time.Now().Before(deadline) {
+		select {
+		case h := <-rc.hits:
+			if h.status == http.StatusOK {
+				got[h.form.Get("DocumentSid")] = true
+			}
+		case <-time.After(time.Until(deadline)):
+		}
+	}
+	for _, sid := range docs {
+		if !got[sid] {
+			t.Errorf("document %s: its webhook never reached the receiver that came back", sid)
+		}
+	}
+	if n := e.d.Abandoned.Load(); n != 0 {
+		t.Errorf("%d webhooks abandoned", n)
+	}
+}
