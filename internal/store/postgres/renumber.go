@@ -78,11 +78,11 @@ func renumber(ctx context.Context, tx pgx.Tx, now time.Time, onlyCopied bool) (i
 			return 0, ErrNodesRunning
 		}
 	}
-	var minID, maxID int64
-	if err := tx.QueryRow(ctx, sqlrow.RenumberQuery).Scan(&minID, &maxID); err != nil {
+	var maxID int64
+	if err := tx.QueryRow(ctx, sqlrow.RenumberQuery).Scan(&maxID); err != nil {
 		return 0, err
 	}
-	shift := sqlrow.RenumberShift(now, minID, maxID)
+	shift := sqlrow.RenumberShift(now)
 	if err := sqlrow.RenumberCheck(maxID, shift); err != nil {
 		return 0, err
 	}

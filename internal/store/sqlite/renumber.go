@@ -28,11 +28,11 @@ func renumberEvents(ctx context.Context, path string, now time.Time) (shift int6
 		return 0, err
 	}
 	defer tx.Rollback() //nolint:errcheck // a no-op after Commit
-	var minID, maxID int64
-	if err := tx.QueryRowContext(ctx, sqlrow.RenumberQuery).Scan(&minID, &maxID); err != nil {
+	var maxID int64
+	if err := tx.QueryRowContext(ctx, sqlrow.RenumberQuery).Scan(&maxID); err != nil {
 		return 0, fmt.Errorf("renumber events: %w", err)
 	}
-	shift = sqlrow.RenumberShift(now, minID, maxID)
+	shift = sqlrow.RenumberShift(now)
 	if err := sqlrow.RenumberCheck(maxID, shift); err != nil {
 		return 0, err
 	}

@@ -18,16 +18,11 @@ import (
 // current state (engine.Replay), as after an import. The event log keeps
 // its ids: they stay below the objects', which is a gap replay handles.
 
-// RenumberQuery reads the lowest event id of the objects and items (0
-// if none) and the highest event id the store holds, the log included.
-const RenumberQuery = `SELECT
-	(SELECT COALESCE(MIN(m), 0) FROM (
-		SELECT MIN(last_event_id) AS m FROM objects WHERE last_event_id > 0
-		UNION ALL SELECT MIN(last_event_id) FROM items WHERE last_event_id > 0) AS lows),
-	(SELECT MAX(m) FROM (
-		SELECT COALESCE(MAX(last_event_id), 0) AS m FROM objects
-		UNION ALL SELECT COALESCE(MAX(last_event_id), 0) FROM items
-		UNION ALL SELECT COALESCE(MAX(id), 0) FROM events) AS highs)`
+// RenumberQuery reads the highest event id the store holds.
+const RenumberQuery = `SELECT MAX(m) FROM (
+	SELECT COALESCE(MAX(last_event_id), 0) AS m FROM objects
+	UNION ALL SELECT COALESCE(MAX(last_event_id), 0) FROM items
+	UNION ALL SELECT COALESCE(MAX(id), 0) FROM events) AS ids`
 
 // RenumberStatements shift the ids by their one parameter, written param
 // (the backend's placeholder: ? or $1).
@@ -38,30 +33,17 @@ func RenumberStatements(param string) []string {
 	}
 }
 
-// RenumberPerMilli is how many ids a millisecond of time is worth in a
-// restore's ids (RenumberShift).
-const RenumberPerMilli = 1000
-
-// RenumberShift is how far a restore at now moves the event ids of a
-// store whose objects' and items' ids span minID to maxID (the log's
-// included in maxID): the lowest id becomes RenumberPerMilli times the
-// time in milliseconds (1.8 × 10¹⁵ in 2026), and every id lands above
-// every id the store held. Ids count one per write to an object, so the
-// history a restore loses cannot reach that: a store that was never
-// restored holds ids far below it (fewer writes to one object than a
-// thousand per millisecond of the clock since 1970, or an import's base,
-// its time in milliseconds), and one restored earlier, at t, holds
-// 1,000·t plus the writes since. Restoring an older backup seconds after
-// a newer one is covered too: the newer's objects may be ahead by up to a
-// thousand writes per millisecond between the two restores (a factor of 2
-// was 9,400 writes short after 4.6 s, and the SDK ignored the restored
-// store). The shift sets the base rather than adding to the ids, so
-// restores do not add up: ids stay near 1,000 times the clock, below what
-// the SDKs read exactly (2⁵³, 9 × 10¹⁵) until the year 2255; RenumberCheck
-// refuses a shift that would pass it.
-func RenumberShift(now time.Time, minID, maxID int64) int64 {
-	base := RenumberPerMilli*now.UnixMilli() - minID
-	return max(base, maxID-minID+1, 1)
+// RenumberShift is how far a restore at now moves the event ids: twice the
+// time in milliseconds. The lost history went on from the backup one id
+// per write, from an import's base (its time in milliseconds, before now),
+// or from an earlier restore's shift (twice an earlier time): fewer than
+// now-in-milliseconds writes to one object (1.8 × 10¹² in 2026) cannot
+// reach the shifted ids. The shift does not depend on the ids held, so
+// restores add up rather than compound: ids stay exact in JavaScript's
+// numbers (below 2⁵³, 9 × 10¹⁵) for some two thousand restores, and
+// RenumberCheck refuses a shift that would pass that.
+func RenumberShift(now time.Time) int64 {
+	return 2*now.UnixMilli() + 1
 }
 
 // MaxEventID is the highest event id the SDKs read exactly (2⁵³ − 1: they
