@@ -226,14 +226,16 @@ func (p Policy) checkAddr(a netip.Addr) error {
 		return errors.New("multicast addresses are not allowed")
 	case a.IsLinkLocalUnicast():
 		return errors.New("link-local addresses are not allowed")
-	case a.Is4() && (reserved4.Contains(a) || ietf4.Contains(a) || bench4.Contains(a) || doc4a.Contains(a) || doc4b.Contains(a) || doc4c.Contains(a)),
-		a.Is6() && (discard6.Contains(a) || doc6.Contains(a) || doc6new.Contains(a) || siteLocal6.Contains(a)):
+	case a.Is4() && (reserved4.Contains(a) || ietf4.Contains(a) || bench4.Contains(a)), a.Is6() && discard6.Contains(a):
 		return errors.New("reserved addresses are not allowed")
 	case a.Is6() && (nat64.Contains(a) || nat64Local.Contains(a) || sixToFour.Contains(a) || teredo.Contains(a) || translated4.Contains(a) || (compat4.Contains(a) && !a.IsLoopback())):
 		// Translation prefixes embed IPv4 addresses that could be anything.
 		return errors.New("IPv4-translating addresses are not allowed")
 	case p.AllowPrivate:
-		return nil
+		return nil // development and test set-ups use documentation ranges too
+	case a.Is4() && (doc4a.Contains(a) || doc4b.Contains(a) || doc4c.Contains(a)),
+		a.Is6() && (doc6.Contains(a) || doc6new.Contains(a) || siteLocal6.Contains(a)):
+		return errors.New("reserved addresses are not allowed")
 	case a.IsLoopback():
 		return errors.New("loopback addresses are not allowed")
 	case a.IsPrivate() || sharedNet.Contains(a):

@@ -29,14 +29,14 @@ type health struct {
 
 // lastChance decides the fate of an attempted webhook past MaxAge: a last
 // attempt (last) when the receiver's latest attempt succeeded, or as the
-// probe of a failing one if none was made since its pause ended (probe;
-// call probed after it); wait while another sender's probe is out; else
-// give it up.
+// probe of a receiver failing or not yet heard from (after a restart, a
+// new URL) if none was made since its pause ended (probe; call probed
+// after it); wait while another sender's probe is out; else give it up.
 func (h *health) lastChance(mu *sync.Mutex) (last, probe, wait bool) {
 	mu.Lock()
 	defer mu.Unlock()
 	switch {
-	case h.consecutive == 0:
+	case h.consecutive == 0 && !h.lastSuccess.IsZero():
 		return true, false, false
 	case h.probing:
 		return false, false, true
@@ -100,9 +100,18 @@ func (h *health) newURL(mu *sync.Mutex, url string) bool {
 	changed := h.url != ""
 	h.url = url
 	if changed {
-		h.consecutive, h.pausedUntil = 0, time.Time{}
+		// Nothing is known of the new receiver yet.
+		h.consecutive, h.pausedUntil, h.lastSuccess = 0, time.Time{}, time.Time{}
+		h.probing, h.probed1 = false, false
 	}
 	return changed
+}
+
+// sendsTo reports whether url is the webhook URL the lane sends to now.
+func (h *health) sendsTo(mu *sync.Mutex, url string) bool {
+	mu.Lock()
+	defer mu.Unlock()
+	return h.url == url
 }
 
 // record notes an attempt's outcome. A receiver failing failingAfter
@@ -113,7 +122,7 @@ func (h *health) newURL(mu *sync.Mutex, url string) bool {
 // minutes within a second). Neither does an entry given up on without an
 // attempt (attempted false: too old). It returns how long the receiver
 // is paused when this attempt paused it. now is Dispatcher.Now.
-func (h *health) record(mu *sync.Mutex, now time.Time, e *chorus.OutboxEntry, attempt int, attempted bool, res outcome, status int, why string, base time.Duration) (paused time.Duration) {
+func (h *health) record(mu *sync.Mutex, now time.Time, e *chorus.OutboxEntry, attempt int, attempted bool, res outcome, transient bool, status int, why string, base time.Duration) (paused time.Duration) {
 	mu.Lock()
 	defer mu.Unlock()
 	switch res {
@@ -132,7 +141,7 @@ func (h *health) record(mu *sync.Mutex, now time.Time, e *chorus.OutboxEntry, at
 		return 0
 	}
 	h.failed++
-	if attempted && (res == retry || status >= 500 || status == 429) && !now.Before(h.pausedUntil) {
+	if attempted && (res == retry || transient || status >= 500 || status == 429) && !now.Before(h.pausedUntil) {
 		h.consecutive++
 		if n := h.consecutive - failingAfter + 1; n > 0 {
 			paused = min(backoff(base, min(n, 8)), maxPause)

@@ -32,8 +32,9 @@ type lane struct {
 	sending map[string]bool // the objects (OrderKey) a sender is working on
 	// ended are the objects whose sender ended since the lane last read
 	// the outbox: the page read then may still hold what they delivered.
-	ended map[string]bool
-	busy  int // senders running: at most Concurrency
+	ended   map[string]bool
+	waiting []dueObject // due in the last page read, for the next free sender
+	busy    int         // senders running: at most Concurrency
 	// What the senders saw since the lane last looked: an entry delivered
 	// or given up on (progress), the earliest retry due (next).
 	progress bool
@@ -221,20 +222,26 @@ func (d *Dispatcher) round(ctx context.Context, l *lane, page []*chorus.OutboxEn
 			next = t
 		}
 	}
+	var due []dueObject
 	for _, key := range order {
 		entries := byKey[key]
 		if age := now.Sub(entries[0].DateCreated); entries[0].NextAttempt.After(now) && (age < d.cfg.MaxAge || entries[0].Attempts == 0 && age < maxUnattemptedAge) {
 			note(entries[0].NextAttempt)
 			continue
 		}
-		if !l.startSending(key, d.cfg.Concurrency) {
-			continue // being sent, or no sender free: a sender's end wakes the lane
-		}
+		due = append(due, dueObject{key, entries})
+	}
+	// Senders take the due objects in page order, each the next as it
+	// ends, so the outbox is read again only when they ran out.
+	for _, o := range l.queue(due, d.cfg.Concurrency) {
 		l.senders.Add(1)
 		go func() {
 			defer l.senders.Done()
-			progress, retryAt := d.send(ctx, h, svc, acct, entries)
-			l.doneSending(key, progress, retryAt)
+			for ok := true; ok; o, ok = l.nextDue(o.key, svc.WebhookURL, h, &d.mu) {
+				progress, retryAt := d.send(ctx, h, svc, acct, o.entries)
+				l.noteSent(progress, retryAt)
+			}
+			l.poke()
 		}()
 	}
 	progress, retryAt := l.takeNews()
@@ -278,6 +285,12 @@ func (d *Dispatcher) dueNow(ctx context.Context, l *lane, page []*chorus.OutboxE
 	}
 }
 
+// dueObject is an object of the page with an entry due, and its entries.
+type dueObject struct {
+	key     string
+	entries []*chorus.OutboxEntry
+}
+
 // isSending reports whether a sender works on object key, or ended since
 // the page was read.
 func (l *lane) isSending(key string) bool {
@@ -286,33 +299,58 @@ func (l *lane) isSending(key string) bool {
 	return l.sending[key] || l.ended[key]
 }
 
-// startSending claims object key for a new sender, unless one works on it,
-// one ended since the page was read (the page may hold what it delivered:
-// the next read tells), or max are running.
-func (l *lane) startSending(key string, max int) bool {
+// queue replaces the objects waiting for a sender with due (a page read
+// just now), less those a sender works on or ended since the read (the
+// page may still hold what it delivered), and returns those to start
+// senders for at once: up to max senders in all.
+func (l *lane) queue(due []dueObject, max int) []dueObject {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.sending[key] || l.ended[key] || l.busy >= max {
-		return false
+	l.waiting = l.waiting[:0]
+	for _, o := range due {
+		if !l.sending[o.key] && !l.ended[o.key] {
+			l.waiting = append(l.waiting, o)
+		}
 	}
-	l.sending[key] = true
-	l.busy++
-	return true
+	var start []dueObject
+	for l.busy < max && len(l.waiting) > 0 {
+		o := l.waiting[0]
+		l.waiting = l.waiting[1:]
+		l.sending[o.key] = true
+		l.busy++
+		start = append(start, o)
+	}
+	return start
 }
 
-// doneSending releases object key, notes what its sender saw, and wakes
-// the lane, which starts the next object right away.
-func (l *lane) doneSending(key string, progress bool, retryAt time.Time) {
+// nextDue releases object done and hands its sender the next waiting
+// object, unless none waits or the service's webhook URL is no longer url
+// (the next round starts senders for the new one); then the sender ends.
+func (l *lane) nextDue(done, url string, h *health, hmu *sync.Mutex) (dueObject, bool) {
+	same := h.sendsTo(hmu, url) // the Dispatcher's mutex, never inside the lane's
 	l.mu.Lock()
-	delete(l.sending, key)
-	l.ended[key] = true
+	defer l.mu.Unlock()
+	delete(l.sending, done)
+	l.ended[done] = true
+	if same && len(l.waiting) > 0 {
+		o := l.waiting[0]
+		l.waiting = l.waiting[1:]
+		l.sending[o.key] = true
+		return o, true
+	}
 	l.busy--
+	return dueObject{}, false
+}
+
+// noteSent notes what a sender saw: an entry delivered or given up on
+// (progress), when its object's next entry is due.
+func (l *lane) noteSent(progress bool, retryAt time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
 	l.progress = l.progress || progress
 	if !retryAt.IsZero() && (l.next.IsZero() || retryAt.Before(l.next)) {
 		l.next = retryAt
 	}
-	l.mu.Unlock()
-	l.poke()
 }
 
 // takeNews returns and clears what the senders saw.
@@ -337,8 +375,8 @@ func (d *Dispatcher) send(ctx context.Context, h *health, svc *chorus.Service, a
 		}
 	}()
 	for _, e := range entries {
-		if ctx.Err() != nil {
-			return progress, time.Time{}
+		if ctx.Err() != nil || !h.sendsTo(&d.mu, svc.WebhookURL) {
+			return progress, time.Time{} // shutting down, or the lane sends elsewhere now
 		}
 		if until := h.pause(&d.mu); until.After(d.Now()) {
 			return progress, until
@@ -378,9 +416,9 @@ func (d *Dispatcher) send(ctx context.Context, h *health, svc *chorus.Service, a
 		}
 		switch {
 		case r.res == retry && last:
-			r.res, r.why = abandon, fmt.Sprintf("gave up: older than %s, and its last attempt failed: %s", d.cfg.MaxAge, r.why)
+			r.res, r.transient, r.why = abandon, true, fmt.Sprintf("gave up: older than %s, and its last attempt failed: %s", d.cfg.MaxAge, r.why)
 		case r.res == retry && e.Attempts+1 >= d.cfg.Attempts:
-			r.res, r.why = abandon, fmt.Sprintf("gave up after %d attempts: %s", e.Attempts+1, r.why)
+			r.res, r.transient, r.why = abandon, true, fmt.Sprintf("gave up after %d attempts: %s", e.Attempts+1, r.why)
 		}
 		recorded := d.finish(ctx, h, e, r, done)
 		if probe {
@@ -516,7 +554,10 @@ func (d *Dispatcher) finish(ctx context.Context, h *health, e *chorus.OutboxEntr
 		d.warnRateLimited("webhook: abandoned", "service", e.ServiceSID, "event", e.Event.Type, "object", e.Event.ObjectSID,
 			"token", idempotencyToken(e), "status", status, "reason", why)
 	}
-	if paused := h.record(&d.mu, d.Now(), e, attempt, !r.unattempted, res, status, why, d.cfg.RetryBase); paused > 0 {
+	if r.url != "" && !h.sendsTo(&d.mu, r.url) {
+		return true // to a URL the service no longer has: says nothing of its receiver now
+	}
+	if paused := h.record(&d.mu, d.Now(), e, attempt, !r.unattempted, res, r.transient, status, why, d.cfg.RetryBase); paused > 0 {
 		d.log.Warn("webhook: receiver failing: paused", "service", e.ServiceSID, "status", status,
 			"reason", why, "paused", paused.Round(time.Millisecond))
 	}
@@ -536,22 +577,33 @@ type attemptResult struct {
 	// unattempted: given up on without a request (too old), which says
 	// nothing of the receiver.
 	unattempted bool
+	// transient: the request failed as a retry would (no answer, 429,
+	// 5xx), though the webhook is given up on (its last attempt).
+	transient bool
+	url       string // the webhook URL the request went to ("" if none)
 }
 
 // attempt posts one outbox entry. It never logs the URL's secrets
 // (user:password@, a token in the query): errors are redacted and the URL
 // is never part of a reason.
 func (d *Dispatcher) attempt(ctx context.Context, svc *chorus.Service, acct *chorus.Account, e *chorus.OutboxEntry) attemptResult {
+	r := d.post(ctx, svc, acct, e)
+	r.url = svc.WebhookURL
+	return r
+}
+
+// post makes the request of one attempt.
+func (d *Dispatcher) post(ctx context.Context, svc *chorus.Service, acct *chorus.Account, e *chorus.OutboxEntry) attemptResult {
 	target := svc.WebhookURL
 	if err := d.cfg.Policy.checkURL(target, false); err != nil {
 		d.Failed.Add(1)
-		return attemptResult{abandon, 0, chorus.AsError(err).Message, 0, false}
+		return attemptResult{res: abandon, why: chorus.AsError(err).Message}
 	}
 	params := Params(e.Event)
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, target, strings.NewReader(params.Encode()))
 	if err != nil {
 		d.Failed.Add(1)
-		return attemptResult{abandon, 0, "invalid webhook URL", 0, false}
+		return attemptResult{res: abandon, why: "invalid webhook URL"}
 	}
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	req.Header.Set("User-Agent", "Chorus-Sync-Webhooks/1")
@@ -569,28 +621,28 @@ func (d *Dispatcher) attempt(ctx context.Context, svc *chorus.Service, acct *cho
 	if err != nil {
 		d.Failed.Add(1)
 		if errors.Is(err, ErrRefusedAddress) {
-			return attemptResult{abandon, 0, redactErr(err), 0, false}
+			return attemptResult{res: abandon, why: redactErr(err)}
 		}
-		return attemptResult{retry, 0, redactErr(err), 0, false}
+		return attemptResult{res: retry, why: redactErr(err)}
 	}
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 	resp.Body.Close()
 	code := resp.StatusCode
 	switch {
 	case code >= 200 && code < 300:
-		return attemptResult{delivered, code, "", 0, false}
+		return attemptResult{res: delivered, status: code, why: ""}
 	case code == http.StatusLoopDetected:
 		d.Failed.Add(1)
-		return attemptResult{abandon, code, "the webhook URL points at a Chorus server (loop refused)", 0, false}
+		return attemptResult{res: abandon, status: code, why: "the webhook URL points at a Chorus server (loop refused)"}
 	case code == http.StatusTooManyRequests || code >= 500:
 		d.Failed.Add(1)
-		return attemptResult{retry, code, "answered " + resp.Status, retryAfter(resp.Header.Get("Retry-After")), false}
+		return attemptResult{res: retry, status: code, why: "answered " + resp.Status, retryAfter: retryAfter(resp.Header.Get("Retry-After"))}
 	case code >= 300 && code < 400:
 		d.Failed.Add(1)
-		return attemptResult{abandon, code, "answered " + resp.Status + " (redirects are not followed)", 0, false}
+		return attemptResult{res: abandon, status: code, why: "answered " + resp.Status + " (redirects are not followed)"}
 	default:
 		d.Failed.Add(1)
-		return attemptResult{abandon, code, "answered " + resp.Status, 0, false}
+		return attemptResult{res: abandon, status: code, why: "answered " + resp.Status}
 	}
 }
 

@@ -2,6 +2,7 @@ package webhook
 
 import (
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -32,4 +33,48 @@ func TestIdempotencyTokenNamesTheEvent(t *testing.T) {
 			t.Errorf("%s: token %q, want another", name, b)
 		}
 	}
+}
+
+// lastChance, for webhooks past MaxAge: a last attempt each while the
+// receiver's latest attempt succeeded; otherwise one probe per pause, the
+// others waiting for it, and given up on once it failed. A receiver not
+// heard from (a restart, a new URL) is probed first: a dead one used to get
+// a request per old webhook, since a failed last attempt (given up on) did
+// not count as a failure either.
+func TestLastChance(t *testing.T) {
+	var mu sync.Mutex
+	now := time.Date(2026, 12, 6, 16, 0, 0, 0, time.UTC)
+	e := &chorus.OutboxEntry{Event: &chorus.Event{Type: chorus.EventDocumentUpdated}}
+	h := &health{}
+	check := func(name string, wantLast, wantProbe, wantWait bool) {
+		t.Helper()
+		if last, probe, wait := h.lastChance(&mu); last != wantLast || probe != wantProbe || wait != wantWait {
+			t.Errorf("%s: lastChance = %v, %v, %v; want %v, %v, %v", name, last, probe, wait, wantLast, wantProbe, wantWait)
+		}
+	}
+	check("not heard from: probe", true, true, false)
+	check("while the probe is out: wait", false, false, true)
+	// The probe, a last attempt, fails without an answer: given up on,
+	// and counted as the receiver's failure.
+	h.record(&mu, now, e, 3, true, abandon, true, 0, "connection refused", time.Second)
+	h.probed(&mu)
+	if h.consecutive != 1 {
+		t.Errorf("a failed last attempt: %d consecutive failures, want 1", h.consecutive)
+	}
+	check("probe failed, no pause since: give up", false, false, false)
+	// Two more failures pause the receiver; after that pause, one probe.
+	h.record(&mu, now, e, 1, true, retry, false, 503, "answered 503", time.Second)
+	h.record(&mu, now, e, 1, true, retry, false, 503, "answered 503", time.Second)
+	if h.pausedUntil.IsZero() {
+		t.Fatal("three failures did not pause the receiver")
+	}
+	check("a pause later: probe", true, true, false)
+	h.record(&mu, h.pausedUntil, e, 4, true, delivered, false, 200, "", time.Second)
+	h.probed(&mu)
+	check("the probe delivered: last attempts", true, false, false)
+	check("... for each", true, false, false)
+	// A new URL: nothing known of its receiver.
+	h.url = "https://a.example.com/"
+	h.newURL(&mu, "https://b.example.com/")
+	check("new URL: probe", true, true, false)
 }
