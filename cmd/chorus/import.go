@@ -59,7 +59,7 @@ func cmdImport(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return nil
 	})
 	dataDir := fs.String("data-dir", defaultDataDir(), "target data directory (embedded store)")
-	storeURL := fs.String("store", getenv("CHORUS_STORE_URL"), "target postgres://… (default: CHORUS_STORE_URL, else SQLite in --data-dir)")
+	storeURL := storeFlag(fs, "target postgres://… (default: CHORUS_STORE_URL, else SQLite in --data-dir)")
 	dryRun := fs.Bool("dry-run", false, "report what would be copied; write nothing")
 	overwrite := fs.Bool("overwrite", false, "replace target objects that hold a source object's SID or unique name")
 	overwriteCreds := fs.Bool("overwrite-credentials", false, "add the auth token the source accepted as the target's secondary when the target lacks it")

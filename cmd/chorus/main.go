@@ -206,7 +206,7 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer) error {
 	publicURL := fs.String("public-url", getenv("CHORUS_PUBLIC_URL"), "externally visible base URL (default: CHORUS_PUBLIC_URL, else from each request)")
 	ttl := fs.Duration("token-ttl", time.Hour, "lifetime of tokens from GET /token (max 24h)")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
-	storeURL := fs.String("store", getenv("CHORUS_STORE_URL"), "postgres://… to use PostgreSQL (default: CHORUS_STORE_URL, else SQLite in --data-dir)")
+	storeURL := storeFlag(fs, "postgres://… to use PostgreSQL (default: CHORUS_STORE_URL, else SQLite in --data-dir)")
 	busURL := fs.String("bus", getenv("CHORUS_BUS_URL"), "nats://… to fan out through NATS (default: CHORUS_BUS_URL, else in-process)")
 	busPrefix := fs.String("bus-prefix", getenv("CHORUS_BUS_PREFIX"), "the NATS subject prefix, the same on every node of a cluster; clusters sharing a NATS server each need their own (default: CHORUS_BUS_PREFIX, else chorus)")
 	node := fs.String("node", getenv("CHORUS_NODE_NAME"), "this node's name in logs and to NATS (default: CHORUS_NODE_NAME, else the host name)")
@@ -384,7 +384,7 @@ func cmdToken(ctx context.Context, args []string, stdout io.Writer) error {
 func cmdCredentials(ctx context.Context, args []string, stdout io.Writer) error {
 	fs := newFlags("admin credentials")
 	dataDir := fs.String("data-dir", defaultDataDir(), "data directory")
-	storeURL := fs.String("store", getenv("CHORUS_STORE_URL"), "postgres://… to read the credentials a node generated there (default: CHORUS_STORE_URL, unless --data-dir is named)")
+	storeURL := storeFlag(fs, "postgres://… to read the credentials a node generated there (default: CHORUS_STORE_URL, unless --data-dir is named)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -481,10 +481,6 @@ func keys(m map[string]string, order []string) []string {
 	return out
 }
 
-// storedCredentials reads the credentials that `chorus serve` stored in
-// dataDir. It never writes: it refuses a directory without a database
-// rather than create one, and a database without credentials rather than
-// generate them (which is `chorus serve`'s job).
 // postgresCredentials reads the operator's credentials from the
 // PostgreSQL store at storeURL, without creating or upgrading its schema
 // (nodes of an earlier version may be running on it).
@@ -511,6 +507,10 @@ func postgresCredentials(ctx context.Context, storeURL string) (engine.Credentia
 	return c, nil
 }
 
+// storedCredentials reads the credentials that `chorus serve` stored in
+// dataDir. It never writes: it refuses a directory without a database
+// rather than create one, and a database without credentials rather than
+// generate them (which is `chorus serve`'s job).
 func storedCredentials(ctx context.Context, dataDir string) (engine.Credentials, error) {
 	path := filepath.Join(dataDir, server.DBFile)
 	if _, err := os.Stat(path); err != nil {
@@ -557,7 +557,7 @@ func storedCredentials(ctx context.Context, dataDir string) (engine.Credentials,
 // copies an embedded store into it (migrate_copy.go).
 func cmdMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("migrate")
-	storeURL := fs.String("store", getenv("CHORUS_STORE_URL"), "postgres://… (default: CHORUS_STORE_URL)")
+	storeURL := storeFlag(fs, "postgres://… (default: CHORUS_STORE_URL)")
 	from := addCopyFlags(fs)
 	afterRestore := fs.Bool("after-restore", false, "the database was just restored from a dump: move its event ids up so that clients that saw later events catch up (run before starting the nodes)")
 	if err := parse(fs, args); err != nil {
@@ -585,6 +585,21 @@ func cmdMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	}
 	return nil
 }
+
+// storeFlag defines --store, whose default is CHORUS_STORE_URL: a DSN
+// that may hold a password, which -h must never print (a plain string
+// flag shows its default).
+func storeFlag(fs *flag.FlagSet, usage string) *string {
+	s := &secretString{v: getenv("CHORUS_STORE_URL")}
+	fs.Var(s, "store", usage)
+	return &s.v
+}
+
+// secretString is a string flag that help shows no value of.
+type secretString struct{ v string }
+
+func (s *secretString) String() string     { return "" }
+func (s *secretString) Set(v string) error { s.v = v; return nil }
 
 // flagSet reports whether the flag name was given on the command line.
 func flagSet(fs *flag.FlagSet, name string) bool {
