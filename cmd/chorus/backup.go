@@ -151,8 +151,8 @@ func cmdRestore(ctx context.Context, args []string, stdout io.Writer) error {
 		return fmt.Errorf("restore into %s: %w", *dataDir, err)
 	}
 	_, err = fmt.Fprintf(stdout, "restored %s into %s: schema version %d, taken %s, checksum and integrity check ok; "+
-		"event ids moved up by %d, so that clients that saw later events catch up\n",
-		file, *dataDir, info.SchemaVersion, info.Created.Format("2006-01-02T15:04:05Z"), info.EventIDShift)
+		"event ids moved up to %d and above, so that clients that saw later events catch up\n",
+		file, *dataDir, info.SchemaVersion, info.Created.Format("2006-01-02T15:04:05Z"), info.EventIDBase)
 	return err
 }
 

@@ -401,7 +401,7 @@ func TestImportOneAtATime(t *testing.T) {
 func TestMigrateAfterRestore(t *testing.T) {
 	dsn := servertest.NewDatabase(t)
 	out, errOut, code := chorusCmd(t, cleanEnv(), "migrate", "--store", dsn, "--after-restore")
-	if code != 0 || !regexp.MustCompile(`event ids moved up by [1-9][0-9]{12,}`).MatchString(out) {
+	if code != 0 || !regexp.MustCompile(`event ids moved up to [1-9][0-9]{15,} and above`).MatchString(out) {
 		t.Errorf("migrate --after-restore: exit %d, stdout %q, stderr %q", code, out, errOut)
 	}
 }

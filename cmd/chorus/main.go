@@ -574,11 +574,11 @@ func cmdMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	}
 	fmt.Fprintln(stdout, "schema up to date")
 	if *afterRestore {
-		shift, err := postgres.RenumberEvents(ctx, *storeURL, time.Now())
+		base, err := postgres.RenumberEvents(ctx, *storeURL, time.Now())
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(stdout, "event ids moved up by %d, so that clients that saw later events catch up\n", shift)
+		fmt.Fprintf(stdout, "event ids moved up to %d and above, so that clients that saw later events catch up\n", base)
 	}
 	if from.dataDir != "" {
 		return copyStore(ctx, from, *storeURL, stdout, stderr)

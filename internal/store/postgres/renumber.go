@@ -24,7 +24,7 @@ const nodeQuiet = 15 * time.Second
 // (pg_restore), before the nodes start, so that clients that saw events
 // after the dump was taken catch up instead of ignoring new events, and
 // the copy's nodes and the original's never take each other's bus
-// messages. It refuses while a node heartbeats, and returns the shift.
+// messages. It refuses while a node heartbeats, and returns the base (every object's lowest id now).
 func RenumberEvents(ctx context.Context, dsn string, now time.Time) (int64, error) {
 	cfg, err := parseConfig(dsn, Config{})
 	if err != nil {
@@ -78,16 +78,22 @@ func renumber(ctx context.Context, tx pgx.Tx, now time.Time, onlyCopied bool) (i
 			return 0, ErrNodesRunning
 		}
 	}
-	var maxID int64
-	if err := tx.QueryRow(ctx, sqlrow.RenumberQuery).Scan(&maxID); err != nil {
-		return 0, err
-	}
-	shift := sqlrow.RenumberShift(now)
-	if err := sqlrow.RenumberCheck(maxID, shift); err != nil {
-		return 0, err
-	}
-	for _, q := range sqlrow.RenumberStatements("$1") {
-		if _, err := tx.Exec(ctx, q, shift); err != nil {
+	base := sqlrow.RenumberBase(now)
+	for i, q := range sqlrow.RenumberStatements("$1", "GREATEST") {
+		if i == 2 { // the shifts are known: check where they lead
+			var maxID int64
+			if err := tx.QueryRow(ctx, sqlrow.RenumberMaxQuery).Scan(&maxID); err != nil {
+				return 0, err
+			}
+			if err := sqlrow.RenumberCheck(maxID); err != nil {
+				return 0, err
+			}
+		}
+		var args []any
+		if i == 1 {
+			args = append(args, base)
+		}
+		if _, err := tx.Exec(ctx, q, args...); err != nil {
 			return 0, err
 		}
 	}
@@ -96,14 +102,14 @@ func renumber(ctx context.Context, tx pgx.Tx, now time.Time, onlyCopied bool) (i
 	if _, err := tx.Exec(ctx, newClusterID); err != nil {
 		return 0, err
 	}
-	return shift, nil
+	return base, nil
 }
 
 // AdoptCopy does what RenumberEvents does when the database looks restored
 // from a dump or copied (ClusterIdentity): a node starting on a copy whose
 // operator did not run migrate --after-restore. The heartbeats in a copy
 // are the original's nodes' (a dump taken while they ran), so they do not
-// stop it. It returns the shift (0: nothing to do). Of nodes starting
+// stop it. It returns the base (0: nothing to do). Of nodes starting
 // together on one copy, one adopts it and the others wait for it.
 func (s *Store) AdoptCopy(ctx context.Context, now time.Time) (int64, error) {
 	// Read first, without a row lock: a node must start on a server that

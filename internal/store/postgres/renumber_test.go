@@ -10,10 +10,11 @@ import (
 	"github.com/chorus-sync/chorus"
 	"github.com/chorus-sync/chorus/internal/bus/mem"
 	"github.com/chorus-sync/chorus/internal/engine"
+	"github.com/chorus-sync/chorus/internal/store/sqlrow"
 )
 
-// TestRenumberEvents: after a restore from a dump, every object's and
-// item's event id moves up past twice the time in milliseconds (where no
+// TestRenumberEvents: after a restore from a dump, every object's event
+// ids (its items' too) are rebased at 1,000 times the time in ms (where no
 // lost write can have taken them), keeping their order; the log keeps its
 // ids, and writes go on from the new ones. It refuses while a node runs.
 func TestRenumberEvents(t *testing.T) {
@@ -64,27 +65,30 @@ func TestRenumberEvents(t *testing.T) {
 	}
 	beat("1 minute") // killed a while ago
 	now := time.Now()
-	shift, err := RenumberEvents(ctx, dsn, now)
+	base, err := RenumberEvents(ctx, dsn, now)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if shift <= 2*now.UnixMilli() {
-		t.Errorf("shift %d, want more than twice the time in ms (%d)", shift, 2*now.UnixMilli())
+	if base != sqlrow.RenumberBase(now) {
+		t.Errorf("base %d, want 1,000 times the time in ms (%d)", base, sqlrow.RenumberBase(now))
 	}
 	eng2 := engine.New(engine.Config{Store: openDSN(t, dsn, Config{}), Bus: mem.New()}) // a fresh node: no cache
+	// Each object on its own: a document's lowest id is its last; a map's
+	// is its oldest item's, and the others keep their distance from it.
 	got, err := eng2.Object(ctx, sys, svc, chorus.KindDocument, doc.SID)
-	if err != nil || got.LastEventID != doc.LastEventID+shift {
-		t.Fatalf("document's last event id = %v (%v), want %d", got.LastEventID, err, doc.LastEventID+shift)
+	if err != nil || got.LastEventID != base {
+		t.Fatalf("document's last event id = %v (%v), want %d", got.LastEventID, err, base)
 	}
+	mapShift := base - items[0].LastEventID
 	for _, want := range items {
 		it, err := eng2.Item(ctx, sys, svc, chorus.KindMap, m.SID, chorus.ItemRef{Key: want.Key})
-		if err != nil || it.LastEventID != want.LastEventID+shift {
-			t.Errorf("item %s: last event id %v (%v), want %d", want.Key, it.LastEventID, err, want.LastEventID+shift)
+		if err != nil || it.LastEventID != want.LastEventID+mapShift {
+			t.Errorf("item %s: last event id %v (%v), want %d", want.Key, it.LastEventID, err, want.LastEventID+mapShift)
 		}
 	}
 	next, err := eng2.UpdateObject(ctx, sys, svc, chorus.KindDocument, doc.SID, engine.UpdateObject{Data: json.RawMessage(`{"v":9}`)})
-	if err != nil || next.LastEventID != doc.LastEventID+shift+1 {
-		t.Errorf("a write after: event id %v (%v), want %d", next.LastEventID, err, doc.LastEventID+shift+1)
+	if err != nil || next.LastEventID != base+1 {
+		t.Errorf("a write after: event id %v (%v), want %d", next.LastEventID, err, base+1)
 	}
 }
 

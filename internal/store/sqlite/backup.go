@@ -38,9 +38,9 @@ type BackupInfo struct {
 	SchemaVersion int       `json:"schema_version"`
 	Size          int64     `json:"size"`
 	SHA256        string    `json:"sha256"`
-	// EventIDShift is how far Restore moved the restored store's event
-	// ids (sqlrow.RenumberShift); not in a backup's header.
-	EventIDShift int64 `json:"-"`
+	// EventIDBase is every object's lowest event id after Restore
+	// rebased them (sqlrow.RenumberStatements); not in a backup's header.
+	EventIDBase int64 `json:"-"`
 }
 
 // ErrNotBackup is returned (wrapped) by Restore for a file that is not a
@@ -198,7 +198,7 @@ func Restore(ctx context.Context, r io.Reader, dbPath string) (BackupInfo, error
 	}
 	// Clients that saw events after the backup was taken must not take the
 	// restored store's events for ones they have (sqlrow.RenumberShift).
-	if info.EventIDShift, err = renumberEvents(ctx, tmp, time.Now()); err != nil {
+	if info.EventIDBase, err = renumberEvents(ctx, tmp, time.Now()); err != nil {
 		return BackupInfo{}, fmt.Errorf("sqlite: restore: %w", err)
 	}
 	if err := os.Rename(tmp, dbPath); err != nil {

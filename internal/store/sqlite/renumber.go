@@ -9,10 +9,11 @@ import (
 	"github.com/chorus-sync/chorus/internal/store/sqlrow"
 )
 
-// renumberEvents moves every event id of the database at path up, as a
-// restore must (sqlrow.RenumberShift), in one transaction, and leaves the
-// database in one file (its WAL checkpointed). It returns the shift.
-func renumberEvents(ctx context.Context, path string, now time.Time) (shift int64, err error) {
+// renumberEvents rebases every object's event ids of the database at
+// path, as a restore must (sqlrow.RenumberStatements), in one
+// transaction, and leaves the database in one file (its WAL
+// checkpointed). It returns the base: every object's lowest id now.
+func renumberEvents(ctx context.Context, path string, now time.Time) (base int64, err error) {
 	db, err := sql.Open("sqlite", fileDSN(path, "_pragma=busy_timeout(10000)"))
 	if err != nil {
 		return 0, err
@@ -28,16 +29,23 @@ func renumberEvents(ctx context.Context, path string, now time.Time) (shift int6
 		return 0, err
 	}
 	defer tx.Rollback() //nolint:errcheck // a no-op after Commit
-	var maxID int64
-	if err := tx.QueryRowContext(ctx, sqlrow.RenumberQuery).Scan(&maxID); err != nil {
-		return 0, fmt.Errorf("renumber events: %w", err)
-	}
-	shift = sqlrow.RenumberShift(now)
-	if err := sqlrow.RenumberCheck(maxID, shift); err != nil {
-		return 0, err
-	}
-	for _, q := range sqlrow.RenumberStatements("?") {
-		if _, err := tx.ExecContext(ctx, q, shift); err != nil {
+	base = sqlrow.RenumberBase(now)
+	stmts := sqlrow.RenumberStatements("?", "MAX")
+	for i, q := range stmts {
+		if i == 2 { // the shifts are known: check where they lead
+			var maxID int64
+			if err := tx.QueryRowContext(ctx, sqlrow.RenumberMaxQuery).Scan(&maxID); err != nil {
+				return 0, fmt.Errorf("renumber events: %w", err)
+			}
+			if err := sqlrow.RenumberCheck(maxID); err != nil {
+				return 0, err
+			}
+		}
+		var args []any
+		if i == 1 {
+			args = append(args, base)
+		}
+		if _, err := tx.ExecContext(ctx, q, args...); err != nil {
 			return 0, fmt.Errorf("renumber events: %w", err)
 		}
 	}
@@ -47,5 +55,5 @@ func renumberEvents(ctx context.Context, path string, now time.Time) (shift int6
 	if _, err := db.ExecContext(ctx, "PRAGMA wal_checkpoint(TRUNCATE)"); err != nil {
 		return 0, fmt.Errorf("renumber events: checkpoint: %w", err)
 	}
-	return shift, nil
+	return base, nil
 }

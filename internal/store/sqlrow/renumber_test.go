@@ -5,25 +5,20 @@ import (
 	"time"
 )
 
-// The shift is twice the time in ms whatever the ids held (restores add
-// up), and a shift past what the SDKs read exactly (2^53) is refused.
-func TestRenumberShiftAndCheck(t *testing.T) {
+// The base is 1,000 times the time in ms, below 2^53 until the year
+// 2255; a rebase past 2^53 is refused.
+func TestRenumberBaseAndCheck(t *testing.T) {
 	now := time.Date(2026, 12, 6, 12, 0, 0, 0, time.UTC)
-	shift := RenumberShift(now)
-	if shift != 2*now.UnixMilli()+1 {
-		t.Errorf("RenumberShift = %d, want 2·ms+1", shift)
+	if got, want := RenumberBase(now), 1000*now.UnixMilli(); got != want {
+		t.Errorf("RenumberBase = %d, want %d", got, want)
 	}
-	if err := RenumberCheck(5, shift); err != nil {
-		t.Errorf("RenumberCheck(5) = %v", err)
+	if y := time.UnixMilli(MaxEventID / RenumberPerMilli).UTC().Year(); y < 2250 {
+		t.Errorf("bases pass 2^53 in %d", y)
 	}
-	if err := RenumberCheck(MaxEventID-shift, shift); err != nil {
+	if err := RenumberCheck(MaxEventID); err != nil {
 		t.Errorf("RenumberCheck at the limit = %v, want nil", err)
 	}
-	if err := RenumberCheck(MaxEventID-shift+1, shift); err == nil {
+	if err := RenumberCheck(MaxEventID + 1); err == nil {
 		t.Error("RenumberCheck past 2^53 = nil, want an error")
-	}
-	// ~2,500 restores fit below 2^53 at today's time.
-	if n := MaxEventID / shift; n < 2000 {
-		t.Errorf("%d restores fit below 2^53, the README says about two thousand", n)
 	}
 }
