@@ -15,13 +15,10 @@ import (
 )
 
 // renumberFixture is a store file with a document written docWrites
-// times and a map with two items, closed, and what it read of them.
+// times and a map with two items, closed.
 type renumberFixture struct {
 	path     string
 	doc, m   string
-	docID    int64
-	mapID    int64
-	itemIDs  []int64
 	svc, acc string
 }
 
