@@ -79,23 +79,11 @@ func renumber(ctx context.Context, tx pgx.Tx, now time.Time, onlyCopied bool) (i
 		}
 	}
 	base := sqlrow.RenumberBase(now)
-	for i, q := range sqlrow.RenumberStatements("$1", "GREATEST") {
-		if i == 2 { // the shifts are known: check where they lead
-			var maxID int64
-			if err := tx.QueryRow(ctx, sqlrow.RenumberMaxQuery).Scan(&maxID); err != nil {
-				return 0, err
-			}
-			if err := sqlrow.RenumberCheck(maxID); err != nil {
-				return 0, err
-			}
-		}
-		var args []any
-		if i == 1 {
-			args = append(args, base)
-		}
-		if _, err := tx.Exec(ctx, q, args...); err != nil {
-			return 0, err
-		}
+	err := sqlrow.Renumber(base, "$1", "GREATEST",
+		func(q string, args ...any) error { _, err := tx.Exec(ctx, q, args...); return err },
+		func(q string) (n int64, err error) { err = tx.QueryRow(ctx, q).Scan(&n); return n, err })
+	if err != nil {
+		return 0, err
 	}
 	// A restored copy is another cluster than the one it was dumped from,
 	// which may share its NATS.

@@ -30,24 +30,11 @@ func renumberEvents(ctx context.Context, path string, now time.Time) (base int64
 	}
 	defer tx.Rollback() //nolint:errcheck // a no-op after Commit
 	base = sqlrow.RenumberBase(now)
-	stmts := sqlrow.RenumberStatements("?", "MAX")
-	for i, q := range stmts {
-		if i == 2 { // the shifts are known: check where they lead
-			var maxID int64
-			if err := tx.QueryRowContext(ctx, sqlrow.RenumberMaxQuery).Scan(&maxID); err != nil {
-				return 0, fmt.Errorf("renumber events: %w", err)
-			}
-			if err := sqlrow.RenumberCheck(maxID); err != nil {
-				return 0, err
-			}
-		}
-		var args []any
-		if i == 1 {
-			args = append(args, base)
-		}
-		if _, err := tx.ExecContext(ctx, q, args...); err != nil {
-			return 0, fmt.Errorf("renumber events: %w", err)
-		}
+	err = sqlrow.Renumber(base, "?", "MAX",
+		func(q string, args ...any) error { _, err := tx.ExecContext(ctx, q, args...); return err },
+		func(q string) (n int64, err error) { err = tx.QueryRowContext(ctx, q).Scan(&n); return n, err })
+	if err != nil {
+		return 0, fmt.Errorf("renumber events: %w", err)
 	}
 	if err := tx.Commit(); err != nil {
 		return 0, fmt.Errorf("renumber events: %w", err)

@@ -62,6 +62,32 @@ func RenumberStatements(param, greatest string) []string {
 	}
 }
 
+// Renumber rebases every object's event ids at base in a backend's
+// transaction: exec runs a statement, queryInt reads a number. param and
+// greatest are RenumberStatements'. It refuses (before any update) a
+// rebase past MaxEventID.
+func Renumber(base int64, param, greatest string, exec func(q string, args ...any) error, queryInt func(q string) (int64, error)) error {
+	for i, q := range RenumberStatements(param, greatest) {
+		if i == 2 { // the shifts are known: check where they lead
+			maxID, err := queryInt(RenumberMaxQuery)
+			if err != nil {
+				return err
+			}
+			if err := RenumberCheck(maxID); err != nil {
+				return err
+			}
+		}
+		var args []any
+		if i == 1 {
+			args = append(args, base)
+		}
+		if err := exec(q, args...); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // RenumberMaxQuery reads the highest id the rebase gives (0 for a store
 // without objects); run it after RenumberStatements' first two.
 const RenumberMaxQuery = `SELECT COALESCE(MAX(o.last_event_id + s.shift), 0)
@@ -75,7 +101,7 @@ const MaxEventID = 1<<53 - 1
 // MaxEventID.
 func RenumberCheck(maxID int64) error {
 	if maxID > MaxEventID {
-		return fmt.Errorf("renumber events: the highest event id would be %d, past 2^53, beyond what the SDKs read exactly", maxID)
+		return fmt.Errorf("the highest event id would be %d, past 2^53, beyond what the SDKs read exactly", maxID)
 	}
 	return nil
 }
