@@ -35,6 +35,8 @@ type lane struct {
 	ended   map[string]bool
 	waiting []dueObject // due in the last page read, for the next free sender
 	busy    int         // senders running: at most Concurrency
+	sends   context.Context
+	callOff context.CancelFunc // cancels sends (sendCtx)
 	// What the senders saw since the lane last looked: an entry delivered
 	// or given up on (progress), the earliest retry due (next).
 	progress bool
@@ -168,7 +170,9 @@ func (d *Dispatcher) round(ctx context.Context, l *lane, page []*chorus.OutboxEn
 	now := d.Now()
 	svc, err := d.service(ctx, l.svc)
 	if err == nil && h.newURL(&d.mu, svc.WebhookURL) {
-		// Another receiver: the old one's pause and backoff are not its.
+		// Another receiver: the old one's pause and backoff are not its,
+		// and the requests still out to it are called off (send).
+		l.callOffSends()
 		d.dueNow(ctx, l, page, now)
 	}
 	if until := h.pause(&d.mu); until.After(now) {
@@ -233,12 +237,13 @@ func (d *Dispatcher) round(ctx context.Context, l *lane, page []*chorus.OutboxEn
 	}
 	// Senders take the due objects in page order, each the next as it
 	// ends, so the outbox is read again only when they ran out.
+	sctx := l.sendCtx(ctx)
 	for _, o := range l.queue(due, d.cfg.Concurrency) {
 		l.senders.Add(1)
 		go func() {
 			defer l.senders.Done()
 			for ok := true; ok; o, ok = l.nextDue(o.key, svc.WebhookURL, h, &d.mu) {
-				progress, retryAt := d.send(ctx, h, svc, acct, o.entries)
+				progress, retryAt := d.send(ctx, sctx, h, svc, acct, o.entries)
 				l.noteSent(progress, retryAt)
 			}
 			l.poke()
@@ -259,12 +264,13 @@ func (d *Dispatcher) round(ctx context.Context, l *lane, page []*chorus.OutboxEn
 
 // dueNow makes the entries of page that wait for a retry due at now, in
 // the outbox too (senders may take them only in later rounds), but for
-// the objects a sender works on, which record their own. A store that
-// fails to record it leaves them to their backoff.
+// the objects a sender works on, which record their own. l nil: the
+// caller is that sender, and its entries are due now whatever they were.
+// A store that fails to record it leaves them to their backoff.
 func (d *Dispatcher) dueNow(ctx context.Context, l *lane, page []*chorus.OutboxEntry, now time.Time) {
 	var waiting []*chorus.OutboxEntry
 	for _, e := range page {
-		if e.NextAttempt.After(now) && !l.isSending(e.OrderKey) {
+		if (e.NextAttempt.After(now) || l == nil) && (l == nil || !l.isSending(e.OrderKey)) {
 			e.NextAttempt = now
 			waiting = append(waiting, e)
 		}
@@ -282,6 +288,26 @@ func (d *Dispatcher) dueNow(ctx context.Context, l *lane, page []*chorus.OutboxE
 	})
 	if err != nil {
 		d.warnRateLimited("webhook: retry at the new webhook URL", "service", page[0].ServiceSID, "err", err)
+	}
+}
+
+// sendCtx is the context of the senders a round starts: ctx's, called off
+// (callOffSends) when the service's webhook URL changes.
+func (l *lane) sendCtx(ctx context.Context) context.Context {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.sends == nil || l.sends.Err() != nil {
+		l.sends, l.callOff = context.WithCancel(ctx)
+	}
+	return l.sends
+}
+
+// callOffSends cancels the requests of the senders at work.
+func (l *lane) callOffSends() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.callOff != nil {
+		l.callOff()
 	}
 }
 
@@ -367,7 +393,7 @@ func (l *lane) takeNews() (progress bool, next time.Time) {
 // it returns (so that the lane, which may start another sender for the
 // object then, never sees them again). It reports whether any left the
 // outbox and when the next one is due (zero: none known).
-func (d *Dispatcher) send(ctx context.Context, h *health, svc *chorus.Service, acct *chorus.Account, entries []*chorus.OutboxEntry) (progress bool, next time.Time) {
+func (d *Dispatcher) send(ctx, sctx context.Context, h *health, svc *chorus.Service, acct *chorus.Account, entries []*chorus.OutboxEntry) (progress bool, next time.Time) {
 	done := &doneSet{}
 	defer func() {
 		if !d.remove(ctx, done) {
@@ -407,12 +433,22 @@ func (d *Dispatcher) send(ctx context.Context, h *health, svc *chorus.Service, a
 		if !last && e.NextAttempt.After(d.Now()) {
 			return progress, e.NextAttempt
 		}
-		r := d.attempt(ctx, svc, acct, e)
+		r := d.attempt(sctx, svc, acct, e)
 		if ctx.Err() != nil {
 			if probe {
 				h.probed(&d.mu)
 			}
 			return progress, time.Time{} // shutting down: the entry stays for later
+		}
+		if r.res != delivered && !h.sendsTo(&d.mu, r.url) {
+			// The URL changed while the request was out (and called it
+			// off): it was the old receiver's; the webhook is the new
+			// one's, due at once, its attempts untouched.
+			if probe {
+				h.probed(&d.mu)
+			}
+			d.dueNow(ctx, nil, []*chorus.OutboxEntry{e}, d.Now())
+			return progress, e.NextAttempt
 		}
 		switch {
 		case r.res == retry && last:

@@ -1041,3 +1041,46 @@ func TestBacklogReadsOutboxPerPage(t *testing.T) {
 		t.Errorf("%d store reads to deliver %d webhooks, want a few rounds per page of 200", reads, n)
 	}
 }
+
+// A webhook whose request is out to the old URL when the URL changes is
+// the new receiver's: the request is called off, and the webhook goes to
+// the new URL at once, its attempts untouched. It used to wait for the
+// old receiver's timeout and count as a failed attempt: with its last
+// attempt out, it was given up on and never reached the new URL.
+func TestURLChangeCallsOffRequestsToTheOldOne(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t, webhook.Config{Attempts: 1, Timeout: 20 * time.Second, Poll: 50 * time.Millisecond})
+	release := make(chan struct{})
+	defer close(release)
+	var out atomic.Int32
+	old := newReceiver(t, e.creds.AuthToken, func(r *http.Request, n int) int {
+		out.Add(1)
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+		return http.StatusServiceUnavailable
+	})
+	svc := e.service(t, old.URL())
+	doc, err := e.eng.CreateObject(ctx, engine.SystemActor(), svc, chorus.KindDocument, engine.CreateObject{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "the request out to the old URL", func() bool { return out.Load() > 0 })
+	rc := newReceiver(t, e.creds.AuthToken, nil)
+	u := rc.URL()
+	start := time.Now()
+	if _, err := e.eng.UpdateService(ctx, e.creds.AccountSID, svc.SID, engine.ServiceParams{WebhookURL: &u}); err != nil {
+		t.Fatal(err)
+	}
+	h := rc.next(t, 10*time.Second)
+	if got := h.form.Get("DocumentSid"); got != doc.SID {
+		t.Errorf("the new receiver got %q, want %s's webhook", got, doc.SID)
+	}
+	if took := time.Since(start); took > 5*time.Second {
+		t.Errorf("the new receiver got it %v after the change, want at once", took)
+	}
+	if n := e.d.Abandoned.Load(); n != 0 {
+		t.Errorf("%d webhooks abandoned", n)
+	}
+}
