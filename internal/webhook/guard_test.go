@@ -85,7 +85,8 @@ func TestCheckURL(t *testing.T) {
 	// The development switch allows loopback and private targets, never
 	// link-local (cloud metadata), unspecified or multicast, with or
 	// without credentials.
-	for _, u := range []string{"http://127.0.0.1:8080/", "http://localhost:3000/", "http://[::1]:5432/", "http://10.0.0.1/", "http://0x7f000001/"} {
+	for _, u := range []string{"http://127.0.0.1:8080/", "http://localhost:3000/", "http://[::1]:5432/", "http://10.0.0.1/", "http://0x7f000001/",
+		"http://192.0.2.1/", "http://[2001:db8::1]/"} { // test set-ups use documentation ranges too
 		if err := dev.CheckURL(u); err != nil {
 			t.Errorf("AllowPrivate: CheckURL(%q) = %v, want nil", u, err)
 		}

@@ -262,24 +262,30 @@ func (d *Dispatcher) round(ctx context.Context, l *lane, page []*chorus.OutboxEn
 	return next
 }
 
-// dueNow makes the entries of page that wait for a retry due at now, in
-// the outbox too (senders may take them only in later rounds), but for
-// the objects a sender works on, which record their own. l nil: the
-// caller is that sender, and its entries are due now whatever they were.
-// A store that fails to record it leaves them to their backoff.
+// dueNow makes the entries of page that wait for a retry due at now, but
+// for the objects a sender works on, which record their own.
 func (d *Dispatcher) dueNow(ctx context.Context, l *lane, page []*chorus.OutboxEntry, now time.Time) {
 	var waiting []*chorus.OutboxEntry
 	for _, e := range page {
-		if (e.NextAttempt.After(now) || l == nil) && (l == nil || !l.isSending(e.OrderKey)) {
-			e.NextAttempt = now
+		if e.NextAttempt.After(now) && !l.isSending(e.OrderKey) {
 			waiting = append(waiting, e)
 		}
 	}
-	if len(waiting) == 0 {
+	d.recordDue(ctx, waiting, now)
+}
+
+// recordDue makes entries due at now, in the outbox too (senders may take
+// them only in later rounds). A store that fails to record it leaves them
+// to their backoff.
+func (d *Dispatcher) recordDue(ctx context.Context, entries []*chorus.OutboxEntry, now time.Time) {
+	if len(entries) == 0 {
 		return
 	}
+	for _, e := range entries {
+		e.NextAttempt = now
+	}
 	err := d.cfg.Store.Update(ctx, func(tx chorus.Tx) error {
-		for _, e := range waiting {
+		for _, e := range entries {
 			if err := tx.UpdateOutbox(ctx, e); err != nil && !errors.Is(err, chorus.ErrNotFound) {
 				return err
 			}
@@ -287,7 +293,7 @@ func (d *Dispatcher) dueNow(ctx context.Context, l *lane, page []*chorus.OutboxE
 		return nil
 	})
 	if err != nil {
-		d.warnRateLimited("webhook: retry at the new webhook URL", "service", page[0].ServiceSID, "err", err)
+		d.warnRateLimited("webhook: retry at the new webhook URL", "service", entries[0].ServiceSID, "err", err)
 	}
 }
 
@@ -447,7 +453,7 @@ func (d *Dispatcher) send(ctx, sctx context.Context, h *health, svc *chorus.Serv
 			if probe {
 				h.probed(&d.mu)
 			}
-			d.dueNow(ctx, nil, []*chorus.OutboxEntry{e}, d.Now())
+			d.recordDue(ctx, []*chorus.OutboxEntry{e}, d.Now())
 			return progress, e.NextAttempt
 		}
 		switch {
