@@ -22,8 +22,10 @@
 //   - Isolation. Each service with pending webhooks has its own lane (a
 //     goroutine that starts a sender per object with a webhook due, at
 //     most Concurrency at once, and the next as soon as one ends, so a
-//     slow object holds back only its own); a receiver
-//     failing failingAfter times in a row is paused, longer each time. A
+//     slow object holds back only its own; retries take at most
+//     Concurrency-1, so objects that hang leave one for new webhooks); a
+//     receiver failing failingAfter times in a row (not counting requests
+//     that failed while another succeeded) is paused, longer each time. A
 //     service's outbox is capped at MaxPending entries: past it, the
 //     oldest are abandoned (counted and logged).
 //   - No SSRF. Policy.CheckURL vets URLs at configuration time and the

@@ -114,18 +114,22 @@ func (h *health) sendsTo(mu *sync.Mutex, url string) bool {
 	return h.url == url
 }
 
-// record notes an attempt's outcome. A receiver failing failingAfter
-// times in a row is paused, longer with every further failure. A failure
-// while it is paused was an attempt that began before the pause (up to
-// MaxInFlight run at once): it tells nothing new, and does not lengthen
-// the pause (four requests failing together once paused a receiver for 5
-// minutes within a second). Neither does an entry given up on without an
-// attempt (attempted false: too old). It returns how long the receiver
-// is paused when this attempt paused it. now is Dispatcher.Now.
-func (h *health) record(mu *sync.Mutex, now time.Time, e *chorus.OutboxEntry, attempt int, attempted bool, res outcome, transient bool, status int, why string, base time.Duration) (paused time.Duration) {
+// record notes the outcome r of an entry's attempt (its attempt-th). A
+// receiver failing failingAfter times in a row is paused, longer with every
+// further failure. Not every failure counts: one while the receiver is
+// paused was an attempt that began before the pause (up to Concurrency run
+// at once): it tells nothing new, and does not lengthen the pause (four
+// requests failing together once paused a receiver for 5 minutes within a
+// second). One whose request was out while another request to the
+// receiver succeeded is its object's, not the receiver's: the receiver
+// answers (a few objects whose requests hang used to pause the healthy
+// rest for minutes). Neither does an entry given up on without an attempt
+// (too old). It returns how long the receiver is paused when this attempt
+// paused it. now is Dispatcher.Now.
+func (h *health) record(mu *sync.Mutex, now time.Time, e *chorus.OutboxEntry, attempt int, r attemptResult, base time.Duration) (paused time.Duration) {
 	mu.Lock()
 	defer mu.Unlock()
-	switch res {
+	switch r.res {
 	case delivered:
 		h.sent++
 		h.consecutive = 0
@@ -137,11 +141,12 @@ func (h *health) record(mu *sync.Mutex, now time.Time, e *chorus.OutboxEntry, at
 	case abandon:
 		h.abandoned++
 	}
-	if status == 0 && why == "" {
+	if r.status == 0 && r.why == "" {
 		return 0
 	}
 	h.failed++
-	if attempted && (res == retry || transient || status >= 500 || status == 429) && !now.Before(h.pausedUntil) {
+	receivers := r.res == retry || r.transient || r.status >= 500 || r.status == 429
+	if !r.unattempted && receivers && !now.Before(h.pausedUntil) && !h.lastSuccess.After(r.started) {
 		h.consecutive++
 		if n := h.consecutive - failingAfter + 1; n > 0 {
 			paused = min(backoff(base, min(n, 8)), maxPause)
@@ -149,11 +154,11 @@ func (h *health) record(mu *sync.Mutex, now time.Time, e *chorus.OutboxEntry, at
 		}
 	}
 	out := "retry"
-	if res == abandon {
+	if r.res == abandon {
 		out = "abandoned"
 	}
 	h.failures = append(h.failures, Failure{
-		Time: now, EventType: e.Event.Type, ObjectSID: e.Event.ObjectSID, Status: status, Error: why,
+		Time: now, EventType: e.Event.Type, ObjectSID: e.Event.ObjectSID, Status: r.status, Error: r.why,
 		Attempt: attempt, Outcome: out,
 	})
 	if len(h.failures) > recentFailures {

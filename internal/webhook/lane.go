@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -27,9 +28,14 @@ type lane struct {
 	wake   chan struct{} // kicked: new webhooks, a service change, a sender done
 	cancel context.CancelFunc
 
+	max     int // senders at most: Config.Concurrency
 	senders sync.WaitGroup
 	mu      sync.Mutex      // guards the fields below
 	sending map[string]bool // the objects (OrderKey) a sender is working on
+	// retrying are those of sending whose first entry is a retry: at most
+	// max-1, so that one sender at least is left for new webhooks while
+	// several objects' requests hang (take).
+	retrying map[string]bool
 	// ended are the objects whose sender ended since the lane last read
 	// the outbox: the page read then may still hold what they delivered.
 	ended   map[string]bool
@@ -64,7 +70,8 @@ func (d *Dispatcher) kick(sid string) {
 		return
 	}
 	ctx, cancel := context.WithCancel(d.ctx)
-	l := &lane{svc: sid, wake: make(chan struct{}, 1), cancel: cancel, sending: map[string]bool{}, ended: map[string]bool{}}
+	l := &lane{svc: sid, max: d.cfg.Concurrency, wake: make(chan struct{}, 1), cancel: cancel,
+		sending: map[string]bool{}, retrying: map[string]bool{}, ended: map[string]bool{}}
 	d.lanes[sid] = l
 	d.wg.Add(1)
 	go func() {
@@ -238,7 +245,7 @@ func (d *Dispatcher) round(ctx context.Context, l *lane, page []*chorus.OutboxEn
 	// Senders take the due objects in page order, each the next as it
 	// ends, so the outbox is read again only when they ran out.
 	sctx := l.sendCtx(ctx)
-	for _, o := range l.queue(due, d.cfg.Concurrency) {
+	for _, o := range l.queue(due) {
 		l.senders.Add(1)
 		go func() {
 			defer l.senders.Done()
@@ -335,7 +342,7 @@ func (l *lane) isSending(key string) bool {
 // just now), less those a sender works on or ended since the read (the
 // page may still hold what it delivered), and returns those to start
 // senders for at once: up to max senders in all.
-func (l *lane) queue(due []dueObject, max int) []dueObject {
+func (l *lane) queue(due []dueObject) []dueObject {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.waiting = l.waiting[:0]
@@ -345,30 +352,53 @@ func (l *lane) queue(due []dueObject, max int) []dueObject {
 		}
 	}
 	var start []dueObject
-	for l.busy < max && len(l.waiting) > 0 {
-		o := l.waiting[0]
-		l.waiting = l.waiting[1:]
-		l.sending[o.key] = true
+	for l.busy < l.max {
+		o, ok := l.take()
+		if !ok {
+			break
+		}
 		l.busy++
 		start = append(start, o)
 	}
 	return start
 }
 
+// take hands out the first waiting object a sender may work on: one whose
+// first entry is a retry only while fewer than max-1 senders work on
+// retries. A receiver that hangs for some objects would otherwise have
+// their retries hold every request, and every other object wait for their
+// timeouts. l.mu must be held.
+func (l *lane) take() (dueObject, bool) {
+	for i, o := range l.waiting {
+		retry := o.entries[0].Attempts > 0
+		if retry && l.max > 1 && len(l.retrying) >= l.max-1 {
+			continue
+		}
+		l.waiting = slices.Delete(l.waiting, i, i+1)
+		l.sending[o.key] = true
+		if retry {
+			l.retrying[o.key] = true
+		}
+		return o, true
+	}
+	return dueObject{}, false
+}
+
 // nextDue releases object done and hands its sender the next waiting
-// object, unless none waits or the service's webhook URL is no longer url
-// (the next round starts senders for the new one); then the sender ends.
+// object it may take, unless there is none or the service's webhook URL is
+// no longer url (the next round starts senders for the new one); then the
+// sender ends.
 func (l *lane) nextDue(done, url string, h *health, hmu *sync.Mutex) (dueObject, bool) {
 	same := h.sendsTo(hmu, url) // the Dispatcher's mutex, never inside the lane's
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	delete(l.sending, done)
+	delete(l.retrying, done)
 	l.ended[done] = true
-	if same && len(l.waiting) > 0 {
-		o := l.waiting[0]
-		l.waiting = l.waiting[1:]
-		l.sending[o.key] = true
-		return o, true
+	if same {
+		if o, ok := l.take(); ok {
+			return o, true
+		}
 	}
 	l.busy--
 	return dueObject{}, false
@@ -563,7 +593,8 @@ func (d *Dispatcher) deleteUndeleted(ctx context.Context, page []*chorus.OutboxE
 // abandoned entries go to done.
 func (d *Dispatcher) finish(ctx context.Context, h *health, e *chorus.OutboxEntry, r attemptResult, done *doneSet) bool {
 	ctx = context.WithoutCancel(ctx) // the attempt happened: record it
-	res, status, why := r.res, r.status, reasonText(r.why)
+	r.why = reasonText(r.why)
+	res, status, why := r.res, r.status, r.why
 	attempt := e.Attempts + 1
 	var err error
 	switch res {
@@ -599,7 +630,7 @@ func (d *Dispatcher) finish(ctx context.Context, h *health, e *chorus.OutboxEntr
 	if r.url != "" && !h.sendsTo(&d.mu, r.url) {
 		return true // to a URL the service no longer has: says nothing of its receiver now
 	}
-	if paused := h.record(&d.mu, d.Now(), e, attempt, !r.unattempted, res, r.transient, status, why, d.cfg.RetryBase); paused > 0 {
+	if paused := h.record(&d.mu, d.Now(), e, attempt, r, d.cfg.RetryBase); paused > 0 {
 		d.log.Warn("webhook: receiver failing: paused", "service", e.ServiceSID, "status", status,
 			"reason", why, "paused", paused.Round(time.Millisecond))
 	}
@@ -622,15 +653,17 @@ type attemptResult struct {
 	// transient: the request failed as a retry would (no answer, 429,
 	// 5xx), though the webhook is given up on (its last attempt).
 	transient bool
-	url       string // the webhook URL the request went to ("" if none)
+	url       string    // the webhook URL the request went to ("" if none)
+	started   time.Time // when the request began (Dispatcher.Now)
 }
 
 // attempt posts one outbox entry. It never logs the URL's secrets
 // (user:password@, a token in the query): errors are redacted and the URL
 // is never part of a reason.
 func (d *Dispatcher) attempt(ctx context.Context, svc *chorus.Service, acct *chorus.Account, e *chorus.OutboxEntry) attemptResult {
+	started := d.Now()
 	r := d.post(ctx, svc, acct, e)
-	r.url = svc.WebhookURL
+	r.url, r.started = svc.WebhookURL, started
 	return r
 }
 

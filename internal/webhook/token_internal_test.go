@@ -56,20 +56,20 @@ func TestLastChance(t *testing.T) {
 	check("while the probe is out: wait", false, false, true)
 	// The probe, a last attempt, fails without an answer: given up on,
 	// and counted as the receiver's failure.
-	h.record(&mu, now, e, 3, true, abandon, true, 0, "connection refused", time.Second)
+	h.record(&mu, now, e, 3, attemptResult{res: abandon, transient: true, why: "connection refused"}, time.Second)
 	h.probed(&mu)
 	if h.consecutive != 1 {
 		t.Errorf("a failed last attempt: %d consecutive failures, want 1", h.consecutive)
 	}
 	check("probe failed, no pause since: give up", false, false, false)
 	// Two more failures pause the receiver; after that pause, one probe.
-	h.record(&mu, now, e, 1, true, retry, false, 503, "answered 503", time.Second)
-	h.record(&mu, now, e, 1, true, retry, false, 503, "answered 503", time.Second)
+	h.record(&mu, now, e, 1, attemptResult{res: retry, status: 503, why: "answered 503"}, time.Second)
+	h.record(&mu, now, e, 1, attemptResult{res: retry, status: 503, why: "answered 503"}, time.Second)
 	if h.pausedUntil.IsZero() {
 		t.Fatal("three failures did not pause the receiver")
 	}
 	check("a pause later: probe", true, true, false)
-	h.record(&mu, h.pausedUntil, e, 4, true, delivered, false, 200, "", time.Second)
+	h.record(&mu, h.pausedUntil, e, 4, attemptResult{res: delivered, status: 200}, time.Second)
 	h.probed(&mu)
 	check("the probe delivered: last attempts", true, false, false)
 	check("... for each", true, false, false)
@@ -77,4 +77,34 @@ func TestLastChance(t *testing.T) {
 	h.url = "https://a.example.com/"
 	h.newURL(&mu, "https://b.example.com/")
 	check("new URL: probe", true, true, false)
+}
+
+// A failed request that was out while another request to the receiver
+// succeeded is its object's failure, not the receiver's: it does not count
+// toward a pause. Three objects whose requests hung (timed out together)
+// used to pause a receiver that answered every other object at once.
+func TestFailureWhileReceiverAnswers(t *testing.T) {
+	var mu sync.Mutex
+	t0 := time.Date(2026, 12, 6, 18, 0, 0, 0, time.UTC)
+	e := &chorus.OutboxEntry{Event: &chorus.Event{Type: chorus.EventDocumentUpdated}}
+	h := &health{}
+	timeout := attemptResult{res: retry, why: "timeout", started: t0}
+	h.record(&mu, t0.Add(time.Second), e, 1, attemptResult{res: delivered, status: 200, started: t0.Add(time.Second)}, time.Second)
+	for range 3 { // out since t0, across the success at t0+1s
+		h.record(&mu, t0.Add(10*time.Second), e, 1, timeout, time.Second)
+	}
+	if h.consecutive != 0 || !h.pausedUntil.IsZero() {
+		t.Errorf("hung requests that spanned a success: %d consecutive failures, paused until %v; want 0, none", h.consecutive, h.pausedUntil)
+	}
+	if h.failed != 3 || len(h.failures) != 3 {
+		t.Errorf("failed %d, %d recent failures; want 3 (the console still shows them)", h.failed, len(h.failures))
+	}
+	// Requests that began after the last success and failed: the receiver's.
+	later := attemptResult{res: retry, status: 503, why: "answered 503", started: t0.Add(11 * time.Second)}
+	for range 3 {
+		h.record(&mu, t0.Add(12*time.Second), e, 1, later, time.Second)
+	}
+	if h.consecutive != 3 || h.pausedUntil.IsZero() {
+		t.Errorf("three failures after the last success: %d consecutive, paused until %v; want 3, paused", h.consecutive, h.pausedUntil)
+	}
 }

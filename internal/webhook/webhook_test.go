@@ -939,6 +939,83 @@ func TestSlowObjectDoesNotHoldOthers(t *testing.T) {
 	}
 }
 
+// Objects whose requests hang on every retry (a receiver stuck on some
+// documents) take at most all senders but one: new webhooks of other
+// objects go out at once. Eight such objects used to hold all four
+// requests, and every other webhook waited for one of their timeouts.
+func TestHangingRetriesLeaveASender(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t, webhook.Config{Timeout: time.Second, RetryBase: time.Millisecond, Attempts: 1000, Poll: 50 * time.Millisecond})
+	release := make(chan struct{})
+	defer close(release)
+	var mu sync.Mutex
+	attempts := map[string]int{} // of the stuck documents
+	rc := newReceiver(t, e.creds.AuthToken, func(r *http.Request, n int) int {
+		mu.Lock()
+		k, stuck := attempts[r.PostForm.Get("DocumentSid")]
+		if stuck {
+			attempts[r.PostForm.Get("DocumentSid")] = k + 1
+		}
+		mu.Unlock()
+		switch {
+		case !stuck:
+			return http.StatusOK
+		case k == 0:
+			return http.StatusInternalServerError // a retry from now on
+		}
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+		return http.StatusServiceUnavailable
+	})
+	svc := e.service(t, rc.URL())
+	mu.Lock() // the stuck documents are known before their first webhook
+	for range 8 {
+		doc, err := e.eng.CreateObject(ctx, engine.SystemActor(), svc, chorus.KindDocument, engine.CreateObject{})
+		if err != nil {
+			mu.Unlock()
+			t.Fatal(err)
+		}
+		attempts[doc.SID] = 0
+	}
+	mu.Unlock()
+	waitFor(t, 20*time.Second, "every stuck document's retry out", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, k := range attempts {
+			if k < 2 {
+				return false
+			}
+		}
+		return true
+	})
+	waitFor(t, 20*time.Second, "the pause of the first failures over", func() bool {
+		hs, err := e.d.Health(ctx, []*chorus.Service{svc})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return hs[0].PausedUntil == nil
+	})
+	for i := range 8 {
+		start := time.Now()
+		doc, err := e.eng.CreateObject(ctx, engine.SystemActor(), svc, chorus.KindDocument, engine.CreateObject{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for {
+			h := rc.next(t, 10*time.Second)
+			if h.form.Get("DocumentSid") == doc.SID {
+				break
+			}
+		}
+		if took := time.Since(start); took > 600*time.Millisecond {
+			t.Errorf("webhook %d took %v while 8 objects' retries hang", i, took)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
 // A receiver that comes back while it is paused gets the webhooks that
 // grew older than MaxAge during the pause: the first is its probe, and
 // once it succeeds the others follow. They used to be given up on unsent
@@ -1034,10 +1111,12 @@ func TestBacklogReadsOutboxPerPage(t *testing.T) {
 		rc.next(t, 20*time.Second)
 	}
 	// A round reads the outbox, the service and its account; a few rounds
-	// per page of 200 as senders run out. One per object would be ~1,200.
+	// per page of 200 as senders run out (48–82 reads, up to 110 under
+	// -race on a busy machine). One per object would be ~1,200; reading
+	// after every sender, 411.
 	reads := counted.views.Load() - before
 	t.Logf("%d store reads to deliver %d webhooks", reads, n)
-	if reads > 100 {
+	if reads > 200 {
 		t.Errorf("%d store reads to deliver %d webhooks, want a few rounds per page of 200", reads, n)
 	}
 }
