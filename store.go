@@ -44,6 +44,11 @@ type ReadTx interface {
 	// the store remembers revoked SIDs, so that a copy from another store
 	// (chorus migrate, import) never brings a revoked key back.
 	APIKeyRevoked(ctx context.Context, sid string) (bool, error)
+	// SecretRetired reports whether secret was an auth token or API key
+	// secret that an update replaced or dropped since (Tx.PutAccount,
+	// Tx.PutAPIKey): a node started with the environment of before a
+	// rotation must not bring it back.
+	SecretRetired(ctx context.Context, secret string) (bool, error)
 	// OperatorCredentials returns what Tx.PutOperatorCredentials recorded
 	// last; ErrNotFound in a store that has none (a new one, or one from
 	// before they were recorded). Copies between stores never carry them.
@@ -113,7 +118,11 @@ type ReadTx interface {
 type Tx interface {
 	ReadTx
 
+	// PutAccount inserts or replaces an account, and records the auth
+	// tokens it replaces or drops as retired (ReadTx.SecretRetired).
 	PutAccount(ctx context.Context, a *Account) error
+	// PutAPIKey inserts or replaces a key, and records the secret it
+	// replaces as retired.
 	PutAPIKey(ctx context.Context, k *APIKey) error
 	// DeleteAPIKey deletes key sid and records it as revoked.
 	DeleteAPIKey(ctx context.Context, sid string) error

@@ -121,7 +121,7 @@ func TestImportCommand(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, q := range []string{
-		`DROP TABLE operator_credentials`,
+		`DROP TABLE retired_secrets`, // the latest migration's
 		fmt.Sprintf(`PRAGMA user_version = %d`, current-1),
 	} {
 		if _, err := old.Exec(q); err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/chorus-sync/chorus"
 )
@@ -15,7 +16,8 @@ import (
 // ones afterwards (StoredCredentials). created reports whether anything
 // was generated or changed.
 func (e *Engine) Bootstrap(ctx context.Context, want Credentials) (got Credentials, created bool, err error) {
-	if want == (Credentials{}) {
+	given := want != (Credentials{})
+	if !given {
 		got, err = e.storedCredentials(ctx)
 		switch {
 		case err == nil:
@@ -53,6 +55,11 @@ func (e *Engine) Bootstrap(ctx context.Context, want Credentials) (got Credentia
 			acct = &chorus.Account{SID: want.AccountSID, FriendlyName: "Chorus account", DateCreated: now}
 		case err != nil:
 			return err
+		}
+		if given {
+			if err := checkNotReplaced(ctx, tx, acct, want); err != nil {
+				return err
+			}
 		}
 		credsChanged := acct.AuthToken != want.AuthToken
 		acct.AuthToken = want.AuthToken
@@ -133,6 +140,61 @@ func (e *Engine) Bootstrap(ctx context.Context, want Credentials) (got Credentia
 		e.log.Info("the secondary auth token is the primary now: TWILIO_AUTH_TOKEN names it", "account_sid", want.AccountSID)
 	}
 	return want, created, nil
+}
+
+// StaleCredentialsError is Bootstrap's refusal of given credentials that
+// were replaced since they were in use: an auth token or API key secret
+// replaced or dropped (a rotation through the API, or another node started
+// with newer ones), or a revoked key. Applying them would undo the
+// rotation for the whole cluster: bring back a retired, perhaps leaked,
+// secret and revoke the new ones.
+type StaleCredentialsError struct {
+	Replaced []string // which: "TWILIO_AUTH_TOKEN", "TWILIO_API_KEY", "TWILIO_API_SECRET"
+}
+
+func (e *StaleCredentialsError) Error() string {
+	return fmt.Sprintf("the credentials given (%s) were replaced since: a rotation happened after they were set", strings.Join(e.Replaced, ", "))
+}
+
+// checkNotReplaced refuses want when its secrets or key were replaced
+// since (StaleCredentialsError). acct is want's account as stored; a
+// secret it holds now is current, whatever its past.
+func checkNotReplaced(ctx context.Context, tx chorus.Tx, acct *chorus.Account, want Credentials) error {
+	var replaced []string
+	if want.AuthToken != acct.AuthToken && want.AuthToken != acct.SecondaryAuthToken {
+		retired, err := tx.SecretRetired(ctx, want.AuthToken)
+		if err != nil {
+			return err
+		}
+		if retired {
+			replaced = append(replaced, "TWILIO_AUTH_TOKEN")
+		}
+	}
+	key, err := tx.APIKey(ctx, want.APIKeySID)
+	switch {
+	case isNotFound(err):
+		revoked, err := tx.APIKeyRevoked(ctx, want.APIKeySID)
+		if err != nil {
+			return err
+		}
+		if revoked {
+			replaced = append(replaced, "TWILIO_API_KEY")
+		}
+	case err != nil:
+		return err
+	case key.Secret != want.APISecret:
+		retired, err := tx.SecretRetired(ctx, want.APISecret)
+		if err != nil {
+			return err
+		}
+		if retired {
+			replaced = append(replaced, "TWILIO_API_SECRET")
+		}
+	}
+	if len(replaced) > 0 {
+		return &StaleCredentialsError{Replaced: replaced}
+	}
+	return nil
 }
 
 func validCredentials(c Credentials) error {

@@ -334,3 +334,92 @@ func TestRotationSurvivesRestart(t *testing.T) {
 		t.Errorf("log of the revoked secondary: %s", out)
 	}
 }
+
+// A node restarted with the environment of before a rotation (a
+// supervisor restarting it after a crash, its TWILIO_* not updated yet)
+// serves with the stored credentials instead of applying its own: it used
+// to bring the retired, perhaps leaked, auth token back and lock out the
+// new one on every node of the cluster, and to revoke the new key and
+// reinstate the old.
+func TestStaleEnvironmentDoesNotUndoRotation(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	op := operatorCreds()
+	start := func(creds engine.Credentials) (*Server, *httptest.Server, *logtest.Buffer) {
+		t.Helper()
+		var logs logtest.Buffer
+		s := newServer(t, Config{DataDir: dir, Creds: creds, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+		srv := httptest.NewServer(s.Handler())
+		return s, srv, &logs
+	}
+	stop := func(s *Server, srv *httptest.Server) {
+		t.Helper()
+		srv.Close()
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	checkLog := func(logs *logtest.Buffer, what string, secrets ...string) {
+		t.Helper()
+		out := logs.String()
+		if !strings.Contains(out, "were replaced since") || !strings.Contains(out, what) {
+			t.Errorf("no warning naming %s: %s", what, out)
+		}
+		for _, secret := range secrets {
+			if strings.Contains(out, secret) {
+				t.Errorf("the log shows a secret: %s", out)
+			}
+		}
+	}
+
+	// The auth token rotated through the API.
+	s, srv := newServer(t, Config{DataDir: dir, Creds: op}), (*httptest.Server)(nil)
+	main := engine.Credential{AccountSID: op.AccountSID, SID: op.AccountSID, Main: true}
+	if _, err := s.Engine().CreateSecondaryAuthToken(ctx, main); err != nil {
+		t.Fatal(err)
+	}
+	a, err := s.Engine().PromoteSecondaryAuthToken(ctx, main)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s, srv, logs := start(op)
+	if old, now := restStatus(t, srv, op.AccountSID, op.AuthToken), restStatus(t, srv, op.AccountSID, a.AuthToken); old != 401 || now != 200 {
+		t.Errorf("after a restart with the token the API replaced: REST with it %d, with the promoted one %d; want 401, 200", old, now)
+	}
+	checkLog(logs, "TWILIO_AUTH_TOKEN", op.AuthToken, op.APISecret, a.AuthToken)
+	stop(s, srv)
+
+	// A new key given to one node, which revokes the old one; then a
+	// node with the old key restarts.
+	current := op
+	current.AuthToken = a.AuthToken
+	next := current
+	next.APIKeySID, next.APISecret = chorus.NewSID(chorus.PrefixAPIKey), chorus.NewSecret(32)
+	s, srv, _ = start(next)
+	stop(s, srv)
+	s, srv, logs = start(current)
+	if old, now := restStatus(t, srv, op.APIKeySID, op.APISecret), restStatus(t, srv, next.APIKeySID, next.APISecret); old != 401 || now != 200 {
+		t.Errorf("after a restart with the revoked key: REST with it %d, with the new one %d; want 401, 200", old, now)
+	}
+	checkLog(logs, "TWILIO_API_KEY", op.APISecret, next.APISecret)
+	if got := s.Credentials(); got.APIKeySID != next.APIKeySID {
+		t.Errorf("the node serves with key %s, want the stored %s", got.APIKeySID, next.APIKeySID)
+	}
+	stop(s, srv)
+
+	// The operator's own next rotation through the environment still
+	// takes effect.
+	newer := next
+	newer.AuthToken = chorus.NewSecret(32)
+	s, srv, logs = start(newer)
+	if old, now := restStatus(t, srv, op.AccountSID, a.AuthToken), restStatus(t, srv, op.AccountSID, newer.AuthToken); old != 401 || now != 200 {
+		t.Errorf("after a new TWILIO_AUTH_TOKEN: REST with the one before %d, with the new one %d; want 401, 200", old, now)
+	}
+	if strings.Contains(logs.String(), "were replaced since") {
+		t.Errorf("a new token was taken for a stale one: %s", logs.String())
+	}
+	stop(s, srv)
+}

@@ -290,6 +290,17 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	})
 
 	creds, created, err := s.eng.Bootstrap(ctx, cfg.Creds)
+	var stale *engine.StaleCredentialsError
+	if errors.As(err, &stale) {
+		// A node that missed a rotation (restarted by its supervisor
+		// with the old environment) serves with the store's credentials
+		// and says so; applying its own would undo the rotation on every
+		// node.
+		s.log.Warn("this node's TWILIO_* credentials were replaced since (a rotation it missed): not applied, serving with the stored ones; give this node the current credentials",
+			"replaced", stale.Replaced, logAccount, cfg.Creds.AccountSID, logAPIKey, cfg.Creds.APIKeySID)
+		cfg.Creds = engine.Credentials{}
+		creds, created, err = s.eng.Bootstrap(ctx, cfg.Creds)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("server: bootstrap credentials: %w", err)
 	}

@@ -205,6 +205,15 @@ CREATE TABLE operator_credentials (
 	service_sid TEXT NOT NULL
 );
 `,
+	// 7: retired secrets (Tx.PutAccount, Tx.PutAPIKey, ReadTx.SecretRetired),
+	// by digest: a node restarted with the environment of before a
+	// rotation must not bring an old auth token or key secret back.
+	`
+CREATE TABLE retired_secrets (
+	digest       TEXT PRIMARY KEY,
+	date_retired INTEGER NOT NULL
+) WITHOUT ROWID;
+`,
 }
 
 // migrate applies the migrations not yet recorded in user_version. It is

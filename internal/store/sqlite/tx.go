@@ -214,12 +214,25 @@ func (t *tx) Accounts(ctx context.Context) ([]*chorus.Account, error) {
 }
 
 func (t *tx) PutAccount(ctx context.Context, a *chorus.Account) error {
-	_, err := t.exec(ctx, `INSERT INTO accounts (`+sqlrow.AccountCols+`) VALUES (?, ?, ?, ?, ?, ?)
+	was, err := queryOne(ctx, t, func(r sqlrow.Scanner) (*[2]string, error) {
+		var tokens [2]string
+		return &tokens, r.Scan(&tokens[0], &tokens[1])
+	}, `SELECT auth_token, secondary_auth_token FROM accounts WHERE sid = ?`, a.SID)
+	if errors.Is(err, chorus.ErrNotFound) {
+		was, err = &[2]string{}, nil
+	}
+	if err != nil {
+		return fmt.Errorf("sqlite: put account %s: %w", a.SID, err)
+	}
+	_, err = t.exec(ctx, `INSERT INTO accounts (`+sqlrow.AccountCols+`) VALUES (?, ?, ?, ?, ?, ?)
 		ON CONFLICT (sid) DO UPDATE SET auth_token = excluded.auth_token,
 			friendly_name = excluded.friendly_name, date_created = excluded.date_created,
 			secondary_auth_token = excluded.secondary_auth_token, secondary_date_created = excluded.secondary_date_created`,
 		sqlrow.AccountArgs(a)...)
 	if err != nil {
+		return fmt.Errorf("sqlite: put account %s: %w", a.SID, err)
+	}
+	if err := t.retire(ctx, sqlrow.Retired(was[:], []string{a.AuthToken, a.SecondaryAuthToken})); err != nil {
 		return fmt.Errorf("sqlite: put account %s: %w", a.SID, err)
 	}
 	return nil
@@ -244,12 +257,25 @@ func (t *tx) APIKeys(ctx context.Context, accountSID string) ([]*chorus.APIKey, 
 }
 
 func (t *tx) PutAPIKey(ctx context.Context, k *chorus.APIKey) error {
-	_, err := t.exec(ctx, `INSERT INTO api_keys (`+sqlrow.APIKeyCols+`) VALUES (?, ?, ?, ?, ?, ?, ?)
+	was, err := queryOne(ctx, t, func(r sqlrow.Scanner) (*string, error) {
+		var secret string
+		return &secret, r.Scan(&secret)
+	}, `SELECT secret FROM api_keys WHERE sid = ?`, k.SID)
+	if errors.Is(err, chorus.ErrNotFound) {
+		was, err = new(string), nil
+	}
+	if err != nil {
+		return fmt.Errorf("sqlite: put api key %s: %w", k.SID, err)
+	}
+	_, err = t.exec(ctx, `INSERT INTO api_keys (`+sqlrow.APIKeyCols+`) VALUES (?, ?, ?, ?, ?, ?, ?)
 		ON CONFLICT (sid) DO UPDATE SET account_sid = excluded.account_sid, secret = excluded.secret,
 			friendly_name = excluded.friendly_name, date_created = excluded.date_created,
 			main = excluded.main, date_updated = excluded.date_updated`,
 		sqlrow.APIKeyArgs(k)...)
 	if err != nil {
+		return fmt.Errorf("sqlite: put api key %s: %w", k.SID, err)
+	}
+	if err := t.retire(ctx, sqlrow.Retired([]string{*was}, []string{k.Secret})); err != nil {
 		return fmt.Errorf("sqlite: put api key %s: %w", k.SID, err)
 	}
 	return nil
@@ -272,6 +298,28 @@ func (t *tx) APIKeyRevoked(ctx context.Context, sid string) (bool, error) {
 		return false, nil
 	case err != nil:
 		return false, fmt.Errorf("sqlite: api key %s revoked: %w", sid, err)
+	}
+	return true, nil
+}
+
+// retire records secrets as retired (ReadTx.SecretRetired).
+func (t *tx) retire(ctx context.Context, secrets []string) error {
+	for _, secret := range secrets {
+		if _, err := t.exec(ctx, `INSERT INTO retired_secrets (digest, date_retired) VALUES (?, ?) ON CONFLICT (digest) DO NOTHING`,
+			sqlrow.SecretDigest(secret), sqlrow.Nanos(time.Now())); err != nil {
+			return fmt.Errorf("record a retired secret: %w", err)
+		}
+	}
+	return nil
+}
+
+func (t *tx) SecretRetired(ctx context.Context, secret string) (bool, error) {
+	_, err := queryOne(ctx, t, sqlrow.ScanTime, `SELECT date_retired FROM retired_secrets WHERE digest = ?`, sqlrow.SecretDigest(secret))
+	switch {
+	case errors.Is(err, chorus.ErrNotFound):
+		return false, nil
+	case err != nil:
+		return false, fmt.Errorf("sqlite: secret retired: %w", err)
 	}
 	return true, nil
 }

@@ -305,3 +305,62 @@ func testServicesPaging(t *testing.T, s chorus.Store) {
 		})
 	}
 }
+
+// testRetiredSecrets: the auth tokens and key secrets that an update
+// replaces or drops are remembered as retired; current ones, and secrets
+// never stored, are not.
+func testRetiredSecrets(t *testing.T, s chorus.Store) {
+	retired := func(secret string) bool {
+		t.Helper()
+		return mustGet(t, s, "SecretRetired", func(ctx context.Context, tx chorus.ReadTx) (bool, error) {
+			return tx.SecretRetired(ctx, secret)
+		})
+	}
+	put := func(a *chorus.Account) {
+		t.Helper()
+		update(t, s, func(tx chorus.Tx) error { return tx.PutAccount(context.Background(), a) })
+	}
+	a := newAccount(1)
+	first := a.AuthToken
+	put(a)
+	if retired(first) || retired(chorus.NewSecret(32)) {
+		t.Errorf("SecretRetired = true for a current token or one never stored")
+	}
+	// A secondary, then promoted: the first primary is retired, the
+	// promoted one is not.
+	second := chorus.NewSecret(32)
+	a.SecondaryAuthToken, a.SecondaryDateCreated = second, at(time.Minute)
+	put(a)
+	if retired(first) || retired(second) {
+		t.Errorf("SecretRetired(primary, secondary) = %v, %v after adding a secondary; want false, false", retired(first), retired(second))
+	}
+	a.AuthToken, a.SecondaryAuthToken, a.SecondaryDateCreated = second, "", time.Time{}
+	put(a)
+	if !retired(first) || retired(second) {
+		t.Errorf("SecretRetired(old primary, promoted) = %v, %v; want true, false", retired(first), retired(second))
+	}
+	// A secondary deleted, and a token cleared, are retired too.
+	third := chorus.NewSecret(32)
+	a.SecondaryAuthToken, a.SecondaryDateCreated = third, at(2*time.Minute)
+	put(a)
+	a.AuthToken, a.SecondaryAuthToken, a.SecondaryDateCreated = "", "", time.Time{}
+	put(a)
+	if !retired(second) || !retired(third) || retired("") {
+		t.Errorf("SecretRetired(cleared, deleted secondary, empty) = %v, %v, %v; want true, true, false", retired(second), retired(third), retired(""))
+	}
+
+	k := &chorus.APIKey{SID: chorus.NewSID(chorus.PrefixAPIKey), AccountSID: a.SID, Secret: chorus.NewSecret(32),
+		FriendlyName: "k", Main: true, DateCreated: at(0), DateUpdated: at(0)}
+	old := k.Secret
+	update(t, s, func(tx chorus.Tx) error { return tx.PutAPIKey(context.Background(), k) })
+	k.FriendlyName = "renamed" // the same secret: nothing retired
+	update(t, s, func(tx chorus.Tx) error { return tx.PutAPIKey(context.Background(), k) })
+	if retired(old) {
+		t.Errorf("SecretRetired = true for a key's current secret")
+	}
+	k.Secret = chorus.NewSecret(32)
+	update(t, s, func(tx chorus.Tx) error { return tx.PutAPIKey(context.Background(), k) })
+	if !retired(old) || retired(k.Secret) {
+		t.Errorf("SecretRetired(old key secret, new) = %v, %v; want true, false", retired(old), retired(k.Secret))
+	}
+}

@@ -23,6 +23,7 @@ func Run(t *testing.T, open func(t testing.TB) chorus.Store) {
 		{"Accounts", testAccounts},
 		{"APIKeys", testAPIKeys},
 		{"OperatorCredentials", testOperatorCredentials},
+		{"RetiredSecrets", testRetiredSecrets},
 		{"Services", testServices},
 		{"ServicesPaging", testServicesPaging},
 		{"ObjectRoundTrip", testObjectRoundTrip},
