@@ -6,8 +6,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -305,5 +307,62 @@ func TestFailedReadRetriesBatch(t *testing.T) {
 		return err
 	}); err != nil {
 		t.Error(err)
+	}
+}
+
+// A WAL that grew while a reader held an old snapshot (so no checkpoint
+// could restart it) shrinks back to walSizeLimit once the reader is gone
+// and the writer restarts it: it used to keep its size until a restart.
+func TestWALShrinksAfterLongReader(t *testing.T) {
+	ctx := context.Background()
+	s, path := openFile(t)
+	doc := seedDoc(t, s)
+	reader, err := sql.Open("sqlite", "file:"+path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reader.Close()
+	rtx, err := reader.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n int
+	if err := rtx.QueryRowContext(ctx, `SELECT count(*) FROM objects`).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	write := func(count int) {
+		t.Helper()
+		for i := range count {
+			// Different bytes each time: SQLite writes only the pages
+			// of a same-size overwrite that changed.
+			big := `"` + strings.Repeat(string(rune('a'+i%26)), 14_000) + `"`
+			if err := s.Update(ctx, setData(ctx, doc, big)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	walSize := func() int64 {
+		t.Helper()
+		fi, err := os.Stat(path + "-wal")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fi.Size()
+	}
+	write(5_000) // ~17 KB of WAL each, none of it checkpointed past the reader's snapshot
+	grown := walSize()
+	if grown < 2*walSizeLimit {
+		t.Fatalf("the WAL grew to %d bytes only, want over %d for the test to mean anything", grown, 2*walSizeLimit)
+	}
+	if err := rtx.Rollback(); err != nil {
+		t.Fatal(err)
+	}
+	// The checkpoints catch up and the writer restarts the WAL.
+	deadline := time.Now().Add(20 * time.Second)
+	for walSize() > walSizeLimit && time.Now().Before(deadline) {
+		write(50)
+	}
+	if got := walSize(); got > walSizeLimit {
+		t.Errorf("the WAL is %d bytes after the reader ended (it had grown to %d), want at most %d", got, grown, walSizeLimit)
 	}
 }

@@ -33,6 +33,13 @@ const (
 	// requests and keeps what is left to copy inline small.
 	autoCheckpointPages = 4096
 	ckptEveryWrites     = 512
+	// walSizeLimit is the writer's journal_size_limit: the WAL file is
+	// truncated to it when the writer restarts the WAL. A reader holding an
+	// old snapshot (a long backup, an operator's sqlite3 shell) keeps
+	// checkpoints from restarting it, and a flood meanwhile grew it to
+	// 251 MB that stayed until a restart. Above the 4096 pages of the
+	// steady state (~17 MB), so that the usual restart truncates nothing.
+	walSizeLimit = 32 << 20
 	// dataVersionPoll is how often the writer looks for another process's
 	// writes to the file when it runs no batch (writeLoop).
 	dataVersionPoll = time.Second
@@ -200,7 +207,7 @@ func (s *Store) open(ctx context.Context) error {
 	// checkpoint still syncs the WAL before copying it into the database
 	// and the database before the WAL may be reset. Never OFF: see doc.go.
 	sync := "NORMAL"
-	var pragmas []string
+	pragmas := []string{fmt.Sprintf("journal_size_limit(%d)", walSizeLimit)}
 	if s.legacy {
 		sync = "FULL"
 	} else {
