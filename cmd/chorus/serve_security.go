@@ -50,7 +50,7 @@ func addSecurityFlags(fs *flag.FlagSet) *securityFlags {
 	return &securityFlags{
 		tlsCert:        fs.String("tls-cert", getenv(envTLSCert), "PEM certificate (chain): serve HTTPS and WSS; SIGHUP reloads it (default: "+envTLSCert+")"),
 		tlsKey:         fs.String("tls-key", getenv(envTLSKey), "PEM private key of --tls-cert (default: "+envTLSKey+")"),
-		maxConns:       fs.String("max-conns", getenv(envMaxConns), "cap on open connections, 0 for none (default: "+envMaxConns+", else 0)"),
+		maxConns:       fs.String("max-conns", getenv(envMaxConns), "cap on open connections, 0 for none (default: "+envMaxConns+", else 90% of the open-files limit)"),
 		maxConnsPerIP:  fs.String("max-conns-per-ip", getenv(envMaxConnsPerIP), "cap on open connections per client address, 0 for none; not behind a proxy (default: "+envMaxConnsPerIP+", else 0)"),
 		trustedProxies: fs.String("trusted-proxies", getenv(envTrusted), "comma-separated addresses or CIDRs of reverse proxies whose X-Forwarded-For names the client, for the login throttle (default: "+envTrusted+")"),
 		metricsPublic:  fs.Bool("metrics-public", false, "serve /metrics to every client, not only unforwarded loopback ones (default: "+envMetricsPublic+")"),
@@ -72,6 +72,9 @@ func (f *securityFlags) apply(cfg *server.Config) error {
 	var err error
 	if cfg.Transport.MaxConns, err = count("--max-conns", *f.maxConns); err != nil {
 		return err
+	}
+	if *f.maxConns == "" {
+		cfg.Transport.MaxConns = defaultMaxConns(openFilesLimit())
 	}
 	if cfg.Transport.MaxConnsPerIP, err = count("--max-conns-per-ip", *f.maxConnsPerIP); err != nil {
 		return err
@@ -137,4 +140,18 @@ func reloadOnHUP(ctx context.Context, srv *server.Server) {
 			}
 		}
 	}()
+}
+
+// defaultMaxConns is --max-conns when none is given: 90% of the limit on
+// open files, so that connections (one client can open them all; each
+// costs a descriptor) never take the ones the store, the bus and webhooks
+// need. Without it, a client holding every descriptor made the node refuse
+// everyone, itself included ("accept4: too many open files"). 0 (no cap)
+// when the limit is unknown or too small to leave a margin.
+func defaultMaxConns(openFiles uint64) int {
+	const margin = 256 // at least: the store's files, its connections, webhooks
+	if openFiles < 2*margin || openFiles > 1<<31 {
+		return 0
+	}
+	return int(min(openFiles*9/10, openFiles-margin))
 }

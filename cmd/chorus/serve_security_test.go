@@ -8,6 +8,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"flag"
 	"math/big"
 	"net"
 	"os"
@@ -19,6 +20,7 @@ import (
 	"time"
 
 	"github.com/chorus-sync/chorus/internal/logtest"
+	"github.com/chorus-sync/chorus/internal/server"
 )
 
 // selfSigned writes a self-signed certificate for 127.0.0.1 with serial.
@@ -119,5 +121,48 @@ func TestServeSecurityUsage(t *testing.T) {
 	_, errOut, code = chorusCmd(t, cleanEnv(envMetricsPublic+"=maybe"), "serve", "--listen", "127.0.0.1:0")
 	if code != exitUsage || !strings.Contains(errOut, envMetricsPublic) {
 		t.Errorf("chorus serve with %s=maybe = exit %d (%s), want %d", envMetricsPublic, code, errOut, exitUsage)
+	}
+}
+
+// Without --max-conns the node caps its connections below its limit on
+// open files: one client holding every descriptor made it refuse everyone
+// ("accept4: too many open files"), the store and webhooks included.
+func TestDefaultMaxConns(t *testing.T) {
+	for _, tt := range []struct {
+		openFiles uint64
+		want      int
+	}{
+		{20_000, 18_000},
+		{1_048_576, 943_718},
+		{1_024, 768}, // at least 256 left
+		{300, 0},     // too small to leave a margin: no cap
+		{0, 0},       // unknown
+	} {
+		if got := defaultMaxConns(tt.openFiles); got != tt.want {
+			t.Errorf("defaultMaxConns(%d) = %d, want %d", tt.openFiles, got, tt.want)
+		}
+	}
+	apply := func(args ...string) server.Config {
+		t.Helper()
+		fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+		f := addSecurityFlags(fs)
+		if err := fs.Parse(args); err != nil {
+			t.Fatal(err)
+		}
+		var cfg server.Config
+		if err := f.apply(&cfg); err != nil {
+			t.Fatal(err)
+		}
+		return cfg
+	}
+	limit := openFilesLimit()
+	if got := apply().Transport.MaxConns; got <= 0 || uint64(got) >= limit {
+		t.Errorf("no --max-conns: cap %d, want one below the open-files limit %d", got, limit)
+	}
+	if got := apply("--max-conns", "0").Transport.MaxConns; got != 0 {
+		t.Errorf("--max-conns 0: cap %d, want none", got)
+	}
+	if got := apply("--max-conns", "50").Transport.MaxConns; got != 50 {
+		t.Errorf("--max-conns 50: cap %d, want 50", got)
 	}
 }

@@ -208,6 +208,7 @@ type capListener struct {
 
 	refused  atomic.Uint64
 	lastWarn atomic.Int64 // unix ns
+	lastShed atomic.Int64 // unix ns, shedIdle
 }
 
 func (l *capListener) Accept() (net.Conn, error) {
@@ -217,10 +218,14 @@ func (l *capListener) Accept() (net.Conn, error) {
 			return nil, err
 		}
 		ip := addrKey(c.RemoteAddr().String())
-		if l.acquire(ip) {
+		ok, full := l.acquire(ip)
+		if ok {
 			return &capConn{Conn: c, l: l, ip: ip}, nil
 		}
 		_ = c.Close()
+		if full {
+			l.shedIdle()
+		}
 		l.refused.Add(1)
 		l.srv.connsRefused.Add(1)
 		if now := time.Now().UnixNano(); now-l.lastWarn.Load() > int64(10*time.Second) {
@@ -231,15 +236,38 @@ func (l *capListener) Accept() (net.Conn, error) {
 	}
 }
 
-func (l *capListener) acquire(ip string) bool {
+// acquire takes a slot for a connection from ip; full reports a refusal
+// for the cap on all connections.
+func (l *capListener) acquire(ip string) (ok, full bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if (l.max > 0 && l.total >= l.max) || (l.perIP > 0 && l.byIP[ip] >= l.perIP) {
-		return false
+	if l.max > 0 && l.total >= l.max {
+		return false, true
+	}
+	if l.perIP > 0 && l.byIP[ip] >= l.perIP {
+		return false, false
 	}
 	l.total++
 	l.byIP[ip]++
-	return true
+	return true, false
+}
+
+// shedIdle closes the idle keep-alive connections when the node is at its
+// connection cap, at most once a second: clients that made a request and
+// hold their connection open without another (one client can hold them
+// all, 120 s each) must not keep every other client out. Their clients
+// reconnect when they have something to send; connections with a request
+// in flight, and websockets, are not touched.
+func (l *capListener) shedIdle() {
+	now := time.Now().UnixNano()
+	last := l.lastShed.Load()
+	if now-last < int64(time.Second) || !l.lastShed.CompareAndSwap(last, now) {
+		return
+	}
+	if hs := l.srv.hs.Load(); hs != nil {
+		hs.SetKeepAlivesEnabled(false) // closes the idle ones
+		hs.SetKeepAlivesEnabled(true)
+	}
 }
 
 func (l *capListener) release(ip string) {

@@ -223,10 +223,34 @@ func TestConnectionCaps(t *testing.T) {
 	t.Run("total", func(t *testing.T) {
 		s := newServer(t, Config{Transport: Transport{MaxConns: 3}})
 		addr := run(t, s)
+		var idle []net.Conn
 		for range 3 {
-			get(t, dial(t, addr), "/healthz")
+			c := dial(t, addr)
+			get(t, c, "/healthz")
+			idle = append(idle, c)
 		}
 		closedWithin(t, dial(t, addr), 20*time.Second)
+		// At the cap, the idle keep-alive connections are shed: one
+		// client holding them open (120 s each) used to keep every
+		// other out; the next connection is served.
+		for _, c := range idle {
+			closedWithin(t, c, 5*time.Second)
+		}
+		waitFor(t, "a connection served after the idle ones were shed", func() bool {
+			c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+			if err != nil {
+				return false
+			}
+			defer c.Close()
+			io.WriteString(c, "GET /healthz HTTP/1.1\r\nHost: chorus\r\n\r\n")
+			c.SetReadDeadline(time.Now().Add(5 * time.Second))
+			resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+			if err != nil {
+				return false
+			}
+			resp.Body.Close()
+			return resp.StatusCode == 200
+		})
 	})
 }
 
