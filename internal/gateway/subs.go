@@ -94,11 +94,19 @@ func (c *conn) handleSubscriptions(ctx context.Context, id string, r *request) {
 
 	budget := c.newReplayBudget(ctx)
 	defer budget.close()
+	objects := 0 // the entries left that may replay
+	for _, e := range req.Requests {
+		if e.ObjectType != liveQueryType {
+			objects++
+		}
+	}
 	for _, e := range req.Requests {
 		if e.ObjectType == liveQueryType {
 			c.establishLiveQuery(ctx, corr, e.ObjectSID, e.IndexName, e.QueryString)
 			continue
 		}
+		share := budget.share(objects, c.g.cfg.ReplayBatch)
+		objects--
 		var last *int64
 		if len(e.LastEventID) > 0 && string(e.LastEventID) != "null" {
 			n, err := strconv.ParseInt(string(e.LastEventID), 10, 64)
@@ -120,7 +128,9 @@ func (c *conn) handleSubscriptions(ctx context.Context, id string, r *request) {
 			c.failed(corr, e.ObjectSID, k.NotFound())
 			continue
 		}
-		if err := c.establish(ctx, corr, k, e.ObjectSID, last, budget); err != nil {
+		err := c.establish(ctx, corr, k, e.ObjectSID, last, share)
+		budget.settle(share)
+		if err != nil {
 			if ctx.Err() != nil {
 				return
 			}
@@ -211,9 +221,10 @@ func (c *conn) establish(ctx context.Context, corr json.Number, k chorus.Kind, s
 // bounded time. What it leaves is answered "interrupted", and the client
 // asks again.
 type replayBudget struct {
-	events int
-	until  time.Time
-	parent context.Context
+	events  int
+	granted int // what share gave (settle)
+	until   time.Time
+	parent  context.Context
 	// wait ends at until, or with the session. Made by the first replay
 	// that waits for its client: most requests (a connect's first
 	// subscription) replay nothing, and need no timer.
@@ -226,6 +237,36 @@ func (c *conn) newReplayBudget(ctx context.Context) *replayBudget {
 }
 
 func (b *replayBudget) spent() bool { return b.events <= 0 || !time.Now().Before(b.until) }
+
+// share is the budget of the next of n objects of the request: an equal
+// share of what is left (at least a batch, or what is left), so that one
+// object far behind leaves room for the others. It used to spend a
+// request's whole budget, and the objects after it, a few events behind,
+// were answered "interrupted" with nothing, round after round, their live
+// events held until it had caught up (26 s behind 25,000 list items). What
+// an object leaves goes to the next; settle charges b with what it spent.
+func (b *replayBudget) share(n, batch int) *replayBudget {
+	now := time.Now()
+	s := &replayBudget{events: b.events, until: b.until, parent: b.parent, granted: b.events}
+	if n > 1 && b.events > 0 {
+		s.events = max(b.events/n, min(b.events, batch))
+		s.granted = s.events
+	}
+	if left := b.until.Sub(now); n > 1 && left > 0 {
+		s.until = now.Add(max(left/time.Duration(n), min(left, minReplayShareTime)))
+	}
+	return s
+}
+
+// settle charges b with what share s spent, and ends s.
+func (b *replayBudget) settle(s *replayBudget) {
+	b.events -= s.granted - s.events
+	s.close()
+}
+
+// minReplayShareTime is the least time share gives an object, unless
+// less is left.
+const minReplayShareTime = 500 * time.Millisecond
 
 // waitCtx is the context a replay waits for its client under.
 func (b *replayBudget) waitCtx() context.Context {
