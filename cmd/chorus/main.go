@@ -329,8 +329,8 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	if cfg.Transport.TLSCert != "" {
 		where = append(where, "tls", true)
-		reloadOnHUP(ctx, srv)
 	}
+	reloadOnHUP(ctx, srv, logger)
 	logger.Info("listening", where...)
 	err = srv.Run(ctx, ln)
 	logger.Info("stopped")

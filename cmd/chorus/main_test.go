@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -455,4 +456,52 @@ func TestHelpHidesStoreURL(t *testing.T) {
 			t.Errorf("chorus %v does not list --store", args)
 		}
 	}
+}
+
+// The profiling endpoints answer only requests whose Host is a loopback
+// name: a DNS-rebinding page reaches the loopback listener with its own
+// name as Host, and could read the command line (a --store URL with its
+// password) and goroutine dumps.
+func TestPprofRefusesForeignHost(t *testing.T) {
+	h := loopbackHostOnly(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusOK) }))
+	for host, want := range map[string]int{
+		"127.0.0.1:6060": 200, "localhost:6060": 200, "[::1]:6060": 200, "LOCALHOST": 200, "127.8.0.1": 200,
+		"evil.example:6060": 403, "evil.example": 403, "10.0.0.1:6060": 403, "": 403, "localhost.evil.example:6060": 403,
+	} {
+		req := httptest.NewRequest("GET", "/debug/pprof/cmdline", nil)
+		req.Host = host
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		if rec.Code != want {
+			t.Errorf("Host %q: %d, want %d", host, rec.Code, want)
+		}
+	}
+}
+
+// SIGHUP without TLS: nothing to reload, and the server goes on serving.
+// Its default action used to kill the server at once (exit 129), without a
+// graceful shutdown, when logrotate or a closed terminal sent it.
+func TestSIGHUPWithoutTLSKeepsServing(t *testing.T) {
+	p := startServe(t, t.TempDir())
+	if err := p.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(p.stderr.String(), "SIGHUP: nothing to reload") {
+		select {
+		case <-p.done:
+			t.Fatalf("chorus serve exited on SIGHUP: %s", p.stderr.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no log of the SIGHUP: %s", p.stderr.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	resp, err := http.Get(p.base + "/healthz")
+	if err != nil {
+		t.Fatalf("after SIGHUP: %v", err)
+	}
+	resp.Body.Close()
+	p.stop(t)
 }

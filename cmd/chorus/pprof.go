@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"strings"
 	"time"
 )
 
@@ -29,7 +30,7 @@ func servePprof(ctx context.Context, addr string, logger *slog.Logger) (func(), 
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, BaseContext: func(net.Listener) context.Context { return ctx }}
+	srv := &http.Server{Handler: loopbackHostOnly(mux), ReadHeaderTimeout: 10 * time.Second, BaseContext: func(net.Listener) context.Context { return ctx }}
 	go func() {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			logger.Error("pprof server stopped", "err", err)
@@ -53,4 +54,25 @@ func loopbackAddr(addr string) error {
 		return nil
 	}
 	return usagef("invalid --pprof-listen %q: want a loopback address such as 127.0.0.1:6060", addr)
+}
+
+// loopbackHostOnly answers 403 to requests whose Host is not a loopback
+// address or "localhost": a web page on a DNS-rebinding name (its name
+// resolved to 127.0.0.1 after the page loaded) reaches the loopback
+// listener from the browser, with its own name as Host. It could read
+// /debug/pprof/cmdline, which may hold a --store URL with its password,
+// and goroutine dumps with request details.
+func loopbackHostOnly(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		host := r.Host
+		if h, _, err := net.SplitHostPort(host); err == nil {
+			host = h
+		}
+		ip := net.ParseIP(host)
+		if !strings.EqualFold(host, "localhost") && (ip == nil || !ip.IsLoopback()) {
+			http.Error(w, "profiling endpoints answer loopback Host names only", http.StatusForbidden)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
 }

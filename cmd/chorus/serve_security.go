@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"flag"
+	"log/slog"
 	"net/netip"
 	"os"
 	"os/signal"
@@ -126,7 +127,11 @@ func count(name, v string) (int, error) {
 }
 
 // reloadOnHUP reloads the TLS certificate on SIGHUP until ctx is done.
-func reloadOnHUP(ctx context.Context, srv *server.Server) {
+// Without TLS there is nothing to reload, but the signal is taken all the
+// same: its default action killed the server at once, without a graceful
+// shutdown, when logrotate, a systemd ExecReload or a closed terminal
+// sent it.
+func reloadOnHUP(ctx context.Context, srv *server.Server, logger *slog.Logger) {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	go func() {
@@ -136,6 +141,10 @@ func reloadOnHUP(ctx context.Context, srv *server.Server) {
 			case <-ctx.Done():
 				return
 			case <-hup:
+				if !srv.HasTLS() {
+					logger.Info("SIGHUP: nothing to reload (no --tls-cert); SIGTERM stops the server")
+					continue
+				}
 				_ = srv.ReloadTLS() // logs the outcome
 			}
 		}

@@ -148,6 +148,9 @@ func (s *Server) limits(next http.Handler) http.Handler {
 	})
 }
 
+// HasTLS reports whether the server serves HTTPS (Transport.TLSCert).
+func (s *Server) HasTLS() bool { return s.cert != nil }
+
 // ReloadTLS reads the certificate and key files again (on SIGHUP); the
 // next handshake uses them. On error the old certificate stays. Without
 // TLS it does nothing.
