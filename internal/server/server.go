@@ -498,16 +498,24 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.ShutdownTimeout)
 	defer cancel()
 	drained := true // every request that could write ended
+	// The websocket sessions close at once, beside the HTTP drain: a
+	// client trickling a request body must not hold them open for the
+	// whole timeout (their clients reconnect, to another node or to this
+	// one restarted, and resume from the log).
+	gwClosed := make(chan error, 1)
+	if s.gw != nil {
+		go func() { gwClosed <- s.gw.Close(sctx) }()
+	} else {
+		gwClosed <- nil
+	}
 	if err := hs.Shutdown(sctx); err != nil {
 		errs = append(errs, fmt.Errorf("server: shutdown http: %w", err))
 		_ = hs.Close()
 		drained = false
 	}
-	if s.gw != nil {
-		if err := s.gw.Close(sctx); err != nil {
-			errs = append(errs, fmt.Errorf("server: close gateway: %w", err))
-			drained = false
-		}
+	if err := <-gwClosed; err != nil {
+		errs = append(errs, fmt.Errorf("server: close gateway: %w", err))
+		drained = false
 	}
 	cancelBase()
 	if err := s.hooks.Close(sctx); err != nil {

@@ -461,3 +461,47 @@ func startNATS(t *testing.T, opts *natsserver.Options) *natsserver.Server {
 	t.Cleanup(ns.Shutdown)
 	return ns
 }
+
+// On shutdown the websocket sessions are closed at once, while HTTP
+// requests still drain: a client trickling a request body used to hold the
+// websockets open for the whole ShutdownTimeout, since the gateway was
+// closed only after the HTTP server had drained.
+func TestShutdownClosesWebsocketsWhileHTTPDrains(t *testing.T) {
+	s := newServer(t, Config{ShutdownTimeout: 6 * time.Second})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	runCtx, stop := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(runCtx, ln) }()
+	defer func() {
+		stop()
+		<-done
+	}()
+
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	ws, _, err := websocket.Dial(ctx, "ws://"+addr+"/v3/wsconnect", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.CloseNow()
+	closed := ws.CloseRead(ctx)
+	slow := dial(t, addr) // a request whose body never completes
+	io.WriteString(slow, "POST /v1/Services HTTP/1.1\r\nHost: chorus\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\nFriendlyName=")
+	time.Sleep(200 * time.Millisecond)
+
+	start := time.Now()
+	stop()
+	select {
+	case <-closed.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("the websocket was still open 5 s after shutdown began")
+	}
+	if took := time.Since(start); took > 2*time.Second {
+		t.Errorf("the websocket was closed %v after shutdown began, want at once", took)
+	}
+	slow.Close() // the drain can end
+}
