@@ -125,6 +125,7 @@ func (s *Server) serveMetrics(w http.ResponseWriter, r *http.Request) {
 		metric("chorus_store_wal_syncs_total", "counter", "fdatasync calls that made committed batches durable before they were answered.", ws.Syncs)
 		metric("chorus_store_wal_sync_seconds_total", "counter", "Time spent in those syncs; divided by the syncs, the storage's sync latency.", ws.SyncTime.Seconds())
 		metric("chorus_store_batch_retries_total", "counter", "Batches run again with a savepoint per write after one failed half-way.", ws.Retries)
+		metric("chorus_store_writes_failed_total", "counter", "Writes answered 503 (20503) because the store could not write: a full disk, I/O errors, another process holding the database.", ws.Failed)
 	}
 	metric("chorus_auth_throttled_total", "counter", "API requests refused with 429 after too many failed authentications.", s.throttle.refused.Load())
 	metric("chorus_webhooks_sent_total", "counter", "Webhooks delivered (by this node).", s.hooks.Sent.Load())

@@ -9,8 +9,10 @@ import (
 	"net/url"
 	"strconv"
 	"sync"
+	"time"
 
 	"github.com/chorus-sync/chorus"
+	"github.com/chorus-sync/chorus/internal/ratelog"
 )
 
 // StaticHeader is a response header with the same value on every response.
@@ -119,6 +121,11 @@ type ParsedForm struct {
 // Close does nothing: the body is in memory.
 func (*ParsedForm) Close() error { return nil }
 
+// failedLog paces WriteError's log lines: when the store cannot write (a
+// full disk), every request fails, thousands a second, and each logged
+// two lines.
+var failedLog = ratelog.New(time.Second/10, 20)
+
 // WriteError renders err as a Twilio error. Errors that are not a
 // *chorus.Error, and 5xx ones, are logged here, once, with attrs; their
 // cause never reaches the client.
@@ -127,8 +134,11 @@ func WriteError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err er
 	isChorus := errors.As(err, &ce)
 	e := chorus.AsError(err)
 	if !isChorus || e.Status >= 500 {
-		attrs = append(attrs, "method", r.Method, "path", r.URL.Path, "status", e.Status, "code", e.Code, "err", err)
-		log.ErrorContext(r.Context(), "request failed", attrs...)
+		if held, ok := failedLog.Allow(); ok {
+			attrs = append(attrs, "method", r.Method, "path", r.URL.Path, "status", e.Status, "code", e.Code, "err", err,
+				"failed_before_not_logged", held)
+			log.ErrorContext(r.Context(), "request failed", attrs...)
+		}
 	}
 	WriteJSON(w, e.Status, Body(e))
 }

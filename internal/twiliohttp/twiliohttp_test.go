@@ -111,3 +111,22 @@ func TestStaticHeaderIsNotShared(t *testing.T) {
 		}
 	}
 }
+
+// A flood of failed requests (a full disk fails every write) logs a
+// bounded number of lines, each saying how many it held back; every
+// request still gets its error.
+func TestWriteErrorLogIsPaced(t *testing.T) {
+	var logs bytes.Buffer
+	log := slog.New(slog.NewTextHandler(&logs, nil))
+	for range 1_000 {
+		rec := httptest.NewRecorder()
+		twiliohttp.WriteError(rec, httptest.NewRequest("POST", "/v1/Services", nil), log, errors.New("disk I/O error"))
+		if rec.Code != http.StatusInternalServerError {
+			t.Fatalf("status %d, want 500", rec.Code)
+		}
+	}
+	lines := strings.Count(logs.String(), "request failed")
+	if lines < 1 || lines > 40 {
+		t.Errorf("%d log lines for 1,000 failed requests, want a few (at most 40)", lines)
+	}
+}

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/chorus-sync/chorus"
+	"github.com/chorus-sync/chorus/internal/ratelog"
 	"github.com/chorus-sync/chorus/internal/store/groupcommit"
 	msqlite "modernc.org/sqlite" // also registers the "sqlite" database/sql driver
 )
@@ -97,6 +98,10 @@ type Store struct {
 
 	// Writer statistics (WriteStats).
 	statBatches, statRequests, statCommitNanos, statSyncs, statSyncNanos, statRetries atomic.Int64
+	statFailed                                                                        atomic.Int64
+	// failLog paces the log of failed batches: a full disk fails every
+	// write, thousands a second.
+	failLog *ratelog.Gate
 
 	queue *groupcommit.Queue
 	done  chan struct{} // closed when the writer and syncer goroutines exit
@@ -112,6 +117,7 @@ type WriteStats struct {
 	Syncs      int64         // fdatasyncs of the WAL that made batches durable
 	SyncTime   time.Duration // spent in them
 	Retries    int64         // batches run again with a savepoint per request
+	Failed     int64         // writes answered 20503: the store could not write (a full disk, I/O errors, another process's lock)
 }
 
 // WriteStats returns the write path totals. It is safe to call at any
@@ -124,6 +130,7 @@ func (s *Store) WriteStats() WriteStats {
 		Syncs:      s.statSyncs.Load(),
 		SyncTime:   time.Duration(s.statSyncNanos.Load()),
 		Retries:    s.statRetries.Load(),
+		Failed:     s.statFailed.Load(),
 	}
 }
 
@@ -156,6 +163,7 @@ func open(ctx context.Context, path string, logger *slog.Logger, legacy bool) (*
 	s := &Store{
 		path:    path,
 		logger:  logger.With(logKeyPath, path),
+		failLog: ratelog.New(time.Second, 5),
 		legacy:  legacy,
 		syncq:   make(chan *batchDone, queueLen),
 		ckptq:   make(chan struct{}, 1),
@@ -477,8 +485,11 @@ func (s *Store) Update(ctx context.Context, fn func(chorus.Tx) error) error {
 		if s.writeFailing.Load() != nil { // no shared write on the hot path
 			s.writeFailing.Store(nil)
 		}
-	case chorus.ErrorCode(err) == chorus.ErrUnavailable.Code && !errors.Is(err, ErrClosed) && !contended(err):
-		s.writeFailing.Store(&err) // the disk full, say: Ping reports it
+	case chorus.ErrorCode(err) == chorus.ErrUnavailable.Code && !errors.Is(err, ErrClosed):
+		s.statFailed.Add(1)
+		if !contended(err) {
+			s.writeFailing.Store(&err) // the disk full, say: Ping reports it
+		}
 	}
 	return err
 }
@@ -680,7 +691,9 @@ func (s *Store) execBatch(run []*groupcommit.Request, savepoints bool) (seq uint
 	ctx := context.Background() // never interrupt a statement of a shared transaction
 	w := s.writer
 	failAll := func(err error) {
-		s.logger.Error("sqlite: write batch failed", logKeyBatch, len(run), logKeyErr, err)
+		if held, ok := s.failLog.Allow(); ok {
+			s.logger.Error("sqlite: write batch failed", logKeyBatch, len(run), logKeyErr, err, "failed_before_not_logged", held)
+		}
 		for _, r := range run {
 			if r.Err == nil && r.Panic == nil {
 				r.Err = err

@@ -78,6 +78,9 @@ func TestFullDatabaseFailsWritesAndPing(t *testing.T) {
 	if chorus.ErrorCode(err) != chorus.ErrUnavailable.Code {
 		t.Fatalf("a write into a full database = %v, want 20503", err)
 	}
+	if n := s.WriteStats().Failed; n != 1 {
+		t.Errorf("WriteStats().Failed = %d after one write refused for a full database, want 1 (chorus_store_writes_failed_total)", n)
+	}
 	if err := s.Ping(ctx); chorus.ErrorCode(err) != chorus.ErrUnavailable.Code || !strings.Contains(err.Error(), "full") {
 		t.Errorf("Ping after the failed write = %v, want 20503 saying the database is full", err)
 	}
