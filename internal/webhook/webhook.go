@@ -489,7 +489,8 @@ func (d *Dispatcher) heartbeat(ctx context.Context) error {
 	}
 	if dead > 0 {
 		d.DeadNodes.Add(uint64(dead))
-		d.log.Warn("webhook: nodes presumed dead, silent since "+deadBefore.Format(time.RFC3339), "nodes", dead)
+		d.log.Warn("cluster: nodes presumed dead: no heartbeat in the last "+d.cfg.NodeTimeout.String()+" (since before "+deadBefore.Format(time.RFC3339)+"): every node reads again what its sessions may have missed",
+			"nodes", dead)
 		if fn := d.cfg.NodesDead; fn != nil {
 			fn(dead)
 		}

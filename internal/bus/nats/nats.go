@@ -26,7 +26,6 @@ var _ chorus.Bus = (*Bus)(nil)
 const (
 	logURL    = "url"
 	logError  = "err"
-	logNode   = "node"
 	logObject = "object"
 )
 
@@ -201,7 +200,7 @@ func Open(ctx context.Context, url string, logger *slog.Logger, opts ...Option) 
 		topics:    make(map[string]*topic),
 		warnGates: make(map[string]*ratelog.Gate),
 	}
-	b.log = logger.With(slog.String(logNode, o.name), slog.String(logURL, b.url))
+	b.log = logger.With(slog.String(logURL, b.url)) // the caller's logger names the node (server.New)
 	b.bufs.New = func() any { p := make([]byte, 0, 2048); return &p }
 
 	nopts := []natsgo.Option{
