@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/url"
+	"path/filepath"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -41,6 +42,9 @@ const (
 	// 251 MB that stayed until a restart. Above the 4096 pages of the
 	// steady state (~17 MB), so that the usual restart truncates nothing.
 	walSizeLimit = 32 << 20
+	// lowDiskBytes is the free space below which a failure to open says
+	// the disk is (nearly) full.
+	lowDiskBytes = 1 << 20
 	// dataVersionPoll is how often the writer looks for another process's
 	// writes to the file when it runs no batch (writeLoop).
 	dataVersionPoll = time.Second
@@ -48,6 +52,9 @@ const (
 	// another process (in-process writes never contend: one writer).
 	busyTimeoutMS = 10000
 )
+
+// diskFree is freeBytes; tests replace it.
+var diskFree = freeBytes
 
 // Log attribute keys.
 const (
@@ -147,7 +154,16 @@ type batchDone struct {
 // parent directory, and brings its schema up to date. A nil logger means
 // slog.Default().
 func Open(ctx context.Context, path string, logger *slog.Logger) (*Store, error) {
-	return open(ctx, path, logger, false)
+	s, err := open(ctx, path, logger, false)
+	if err != nil {
+		if free, ok := diskFree(filepath.Dir(path)); ok && free < lowDiskBytes {
+			// SQLite says "disk I/O error" when it cannot size its
+			// shared-memory file on a full disk.
+			return nil, fmt.Errorf("%w (the file system holding it has %d bytes free: free some space)", err, free)
+		}
+		return nil, err
+	}
+	return s, nil
 }
 
 func open(ctx context.Context, path string, logger *slog.Logger, legacy bool) (*Store, error) {

@@ -3,6 +3,7 @@ package sqlite
 import (
 	"context"
 	"database/sql"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -89,5 +90,29 @@ func TestFullDatabaseFailsWritesAndPing(t *testing.T) {
 	}
 	if err := s.Ping(ctx); err != nil {
 		t.Errorf("Ping after a write succeeded again = %v", err)
+	}
+}
+
+// A store that cannot open on a (nearly) full disk says so: SQLite's own
+// error there is "disk I/O error" (it cannot size its shared-memory file),
+// which sent an operator looking for a broken disk.
+func TestOpenOnFullDiskSaysSo(t *testing.T) {
+	if free, ok := freeBytes(t.TempDir()); !ok || free == 0 {
+		t.Fatalf("freeBytes(a temporary directory) = %d, %v; want the space left", free, ok)
+	}
+	defer func(f func(string) (uint64, bool)) { diskFree = f }(diskFree)
+	diskFree = func(string) (uint64, bool) { return 4096, true }
+	dir := t.TempDir()
+	path := filepath.Join(dir, "chorus.db")
+	if err := os.Mkdir(path, 0o700); err != nil { // a database that cannot open
+		t.Fatal(err)
+	}
+	_, err := Open(context.Background(), path, nil)
+	if err == nil || !strings.Contains(err.Error(), "4096 bytes free") {
+		t.Errorf("Open with 4096 bytes free = %v, want an error saying so", err)
+	}
+	diskFree = func(string) (uint64, bool) { return 1 << 30, true }
+	if _, err := Open(context.Background(), path, nil); err == nil || strings.Contains(err.Error(), "bytes free") {
+		t.Errorf("Open with room = %v, want an error without the hint", err)
 	}
 }
