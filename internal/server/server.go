@@ -299,8 +299,13 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 		// node.
 		s.log.Warn("this node's TWILIO_* credentials were replaced since (a rotation it missed): not applied, serving with the stored ones; give this node the current credentials",
 			"replaced", stale.Replaced, logAccount, cfg.Creds.AccountSID, logAPIKey, cfg.Creds.APIKeySID)
-		cfg.Creds = engine.Credentials{}
-		creds, created, err = s.eng.Bootstrap(ctx, cfg.Creds)
+		// Read only: this node changes nothing of the credentials (not
+		// even a new main key, were the recorded one revoked).
+		creds, created = cfg.Creds, false
+		if stored, serr := s.eng.StoredCredentials(ctx); serr == nil {
+			creds = stored
+		}
+		cfg.Creds, err = engine.Credentials{}, nil
 	}
 	if err != nil {
 		return nil, fmt.Errorf("server: bootstrap credentials: %w", err)
