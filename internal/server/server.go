@@ -159,9 +159,9 @@ type Server struct {
 	throttle *throttle
 
 	connsRefused  atomic.Uint64
-	hs            atomic.Pointer[http.Server] // the running one (Run), for capListener.shedIdle
-	warnedForward atomic.Bool                 // warnUntrustedForward logged
-	readyLog      *ratelog.Gate               // spaces the readyz warnings (notReady)
+	idle          idleConns     // keep-alive connections between requests, for capListener.shedIdle
+	warnedForward atomic.Bool   // warnUntrustedForward logged
+	readyLog      *ratelog.Gate // spaces the readyz warnings (notReady)
 	// devTokens: /token is served (DevTokens).
 	devTokens bool
 
@@ -481,7 +481,6 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 	}()
 
 	hs := s.httpServer(base)
-	s.hs.Store(hs)
 	ln = s.listener(ln)
 	hooksDone := make(chan struct{})
 	go func() {

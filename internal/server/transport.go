@@ -31,6 +31,7 @@ const (
 	DefaultReadTimeout       = 30 * time.Second  // headers and body of one request
 	DefaultWriteTimeout      = 60 * time.Second  // from the end of the headers to the end of the response
 	DefaultIdleTimeout       = 120 * time.Second // a keep-alive connection between requests
+	DefaultShedIdleAfter     = 5 * time.Second   // at the connection cap, idle keep-alives this old are closed
 	DefaultHandlerTimeout    = 30 * time.Second  // the context of one HTTP handler (not websockets)
 	// DefaultMaxBodyBytes bounds every request body; REST and the admin API
 	// have tighter limits of their own.
@@ -60,6 +61,10 @@ type Transport struct {
 	// proxy's address: leave MaxConnsPerIP at 0 there.
 	MaxConns      int
 	MaxConnsPerIP int
+	// ShedIdleAfter: at the MaxConns cap, keep-alive connections idle at
+	// least this long are closed (capListener.shedIdle); default
+	// DefaultShedIdleAfter.
+	ShedIdleAfter time.Duration
 
 	// TrustedProxies are the addresses of reverse proxies (nginx, a load
 	// balancer) whose X-Forwarded-For names the client. The login throttle
@@ -80,6 +85,7 @@ func (t *Transport) setDefaults() {
 			*d = v
 		}
 	}
+	def(&t.ShedIdleAfter, DefaultShedIdleAfter)
 	def(&t.ReadHeaderTimeout, DefaultReadHeaderTimeout)
 	def(&t.ReadTimeout, DefaultReadTimeout)
 	def(&t.WriteTimeout, DefaultWriteTimeout)
@@ -111,6 +117,7 @@ func (s *Server) httpServer(base context.Context) *http.Server {
 		ReadTimeout:       t.ReadTimeout,
 		WriteTimeout:      t.WriteTimeout,
 		IdleTimeout:       t.IdleTimeout,
+		ConnState:         s.idle.state,
 		MaxHeaderBytes:    MaxHeaderBytes,
 		BaseContext:       func(net.Listener) context.Context { return base },
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
@@ -255,21 +262,60 @@ func (l *capListener) acquire(ip string) (ok, full bool) {
 	return true, false
 }
 
-// shedIdle closes the idle keep-alive connections when the node is at its
-// connection cap, at most once a second: clients that made a request and
-// hold their connection open without another (one client can hold them
-// all, 120 s each) must not keep every other client out. Their clients
-// reconnect when they have something to send; connections with a request
-// in flight, and websockets, are not touched.
+// shedIdle closes the keep-alive connections idle for at least
+// Transport.ShedIdleAfter when the node is at its connection cap, at most
+// once a second: a client that made a request on each of many connections
+// and holds them open without another (120 s each) must not keep every
+// other client out. Their clients reconnect when they have something to
+// send. Connections idle for less, requests in flight and websockets are
+// not touched, so a client that fills the cap with websockets or busy
+// requests and dials once a second does not evict the others' fresh
+// keep-alives.
 func (l *capListener) shedIdle() {
 	now := time.Now().UnixNano()
 	last := l.lastShed.Load()
 	if now-last < int64(time.Second) || !l.lastShed.CompareAndSwap(last, now) {
 		return
 	}
-	if hs := l.srv.hs.Load(); hs != nil {
-		hs.SetKeepAlivesEnabled(false) // closes the idle ones
-		hs.SetKeepAlivesEnabled(true)
+	l.srv.idle.closeOlder(l.srv.cfg.Transport.ShedIdleAfter)
+}
+
+// idleConns tracks the HTTP connections waiting for their next request
+// (http.Server.ConnState), and since when.
+type idleConns struct {
+	mu    sync.Mutex
+	since map[net.Conn]time.Time
+}
+
+func (t *idleConns) state(c net.Conn, st http.ConnState) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if st == http.StateIdle {
+		if t.since == nil {
+			t.since = map[net.Conn]time.Time{}
+		}
+		t.since[c] = time.Now()
+		return
+	}
+	delete(t.since, c)
+}
+
+// closeOlder closes the connections idle for at least d. One whose
+// client sends a request just then loses it, as with any server closing an
+// idle keep-alive (clients retry idempotent requests on a new one).
+func (t *idleConns) closeOlder(d time.Duration) {
+	cut := time.Now().Add(-d)
+	var old []net.Conn
+	t.mu.Lock()
+	for c, at := range t.since {
+		if at.Before(cut) {
+			old = append(old, c)
+			delete(t.since, c)
+		}
+	}
+	t.mu.Unlock()
+	for _, c := range old {
+		_ = c.Close()
 	}
 }
 

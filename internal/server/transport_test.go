@@ -221,21 +221,27 @@ func TestConnectionCaps(t *testing.T) {
 		}
 	})
 	t.Run("total", func(t *testing.T) {
-		s := newServer(t, Config{Transport: Transport{MaxConns: 3}})
+		s := newServer(t, Config{Transport: Transport{MaxConns: 3, ShedIdleAfter: 300 * time.Millisecond}})
 		addr := run(t, s)
-		var idle []net.Conn
-		for range 3 {
+		var old []net.Conn
+		for range 2 {
 			c := dial(t, addr)
 			get(t, c, "/healthz")
-			idle = append(idle, c)
+			old = append(old, c)
 		}
-		closedWithin(t, dial(t, addr), 20*time.Second)
-		// At the cap, the idle keep-alive connections are shed: one
-		// client holding them open (120 s each) used to keep every
-		// other out; the next connection is served.
-		for _, c := range idle {
+		time.Sleep(500 * time.Millisecond) // idle past ShedIdleAfter
+		fresh := dial(t, addr)
+		get(t, fresh, "/healthz")
+		time.Sleep(50 * time.Millisecond) // marked idle (ConnState) after its response
+		closedWithin(t, dial(t, addr), 20*time.Second) // over the cap
+		// At the cap, the keep-alive connections idle past ShedIdleAfter
+		// are shed: one client holding them open (120 s each) used to keep
+		// every other out. One idle for less is not: a client filling the
+		// cap and dialing once a second must not evict fresh keep-alives.
+		for _, c := range old {
 			closedWithin(t, c, 5*time.Second)
 		}
+		get(t, fresh, "/healthz")
 		waitFor(t, "a connection served after the idle ones were shed", func() bool {
 			c, err := net.DialTimeout("tcp", addr, 5*time.Second)
 			if err != nil {
