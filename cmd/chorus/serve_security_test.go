@@ -155,9 +155,10 @@ func TestDefaultMaxConns(t *testing.T) {
 		}
 		return cfg
 	}
+	t.Setenv(envMaxConns, "") // the flag's default reads it
 	limit := openFilesLimit()
-	if got := apply().Transport.MaxConns; got <= 0 || uint64(got) >= limit {
-		t.Errorf("no --max-conns: cap %d, want one below the open-files limit %d", got, limit)
+	if got, want := apply().Transport.MaxConns, defaultMaxConns(limit); got != want || (limit >= 512 && (got <= 0 || uint64(got) >= limit)) {
+		t.Errorf("no --max-conns: cap %d, want %d, below the open-files limit %d", got, want, limit)
 	}
 	if got := apply("--max-conns", "0").Transport.MaxConns; got != 0 {
 		t.Errorf("--max-conns 0: cap %d, want none", got)

@@ -121,10 +121,19 @@ type ParsedForm struct {
 // Close does nothing: the body is in memory.
 func (*ParsedForm) Close() error { return nil }
 
-// failedLog paces WriteError's log lines: when the store cannot write (a
-// full disk), every request fails, thousands a second, and each logged
-// two lines.
-var failedLog = ratelog.New(time.Second/10, 20)
+// failedLogs pace WriteError's log lines, one gate per error code: when
+// the store cannot write (a full disk), every request fails, thousands a
+// second, and each logged two lines; a flood of one code must not hide
+// another (an unexpected 500 beside a storm of 503s).
+var failedLogs sync.Map // code → *ratelog.Gate
+
+func failedLog(code int) *ratelog.Gate {
+	if g, ok := failedLogs.Load(code); ok {
+		return g.(*ratelog.Gate)
+	}
+	g, _ := failedLogs.LoadOrStore(code, ratelog.New(time.Second/10, 20))
+	return g.(*ratelog.Gate)
+}
 
 // WriteError renders err as a Twilio error. Errors that are not a
 // *chorus.Error, and 5xx ones, are logged here, once, with attrs; their
@@ -134,7 +143,7 @@ func WriteError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err er
 	isChorus := errors.As(err, &ce)
 	e := chorus.AsError(err)
 	if !isChorus || e.Status >= 500 {
-		if held, ok := failedLog.Allow(); ok {
+		if held, ok := failedLog(e.Code).Allow(); ok {
 			attrs = append(attrs, "method", r.Method, "path", r.URL.Path, "status", e.Status, "code", e.Code, "err", err,
 				"failed_before_not_logged", held)
 			log.ErrorContext(r.Context(), "request failed", attrs...)

@@ -129,4 +129,11 @@ func TestWriteErrorLogIsPaced(t *testing.T) {
 	if lines < 1 || lines > 40 {
 		t.Errorf("%d log lines for 1,000 failed requests, want a few (at most 40)", lines)
 	}
+	// Another code in the flood is logged all the same.
+	logs.Reset()
+	rec := httptest.NewRecorder()
+	twiliohttp.WriteError(rec, httptest.NewRequest("GET", "/v1/Services", nil), log, chorus.ErrUnavailable)
+	if !strings.Contains(logs.String(), "code=20503") {
+		t.Errorf("a 503 during a flood of 500s was not logged: %q", logs.String())
+	}
 }
