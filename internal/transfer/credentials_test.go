@@ -492,3 +492,52 @@ func TestStoreCopyRestoresMilliseconds(t *testing.T) {
 		t.Errorf("a second store copy: %v, objects %+v, items %+v; want all unchanged", err, rep.Objects, rep.Items)
 	}
 }
+
+// TestMigrateKeepsRetiredSecretsOut: a key secret the target replaced
+// (retired) is not brought back by the next run with
+// --overwrite-credentials while the source still has it: the run notes it
+// and the target keeps its own.
+func TestMigrateKeepsRetiredSecretsOut(t *testing.T) {
+	ctx := context.Background()
+	src, eng, creds := bootstrapped(t)
+	main := engine.Credential{AccountSID: creds.AccountSID, SID: creds.APIKeySID, Main: true}
+	key, err := eng.CreateAPIKey(ctx, main, "backend")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dst, _ := openSQLite(t)
+	from := &transfer.StoreReader{Store: src}
+	if _, err := transfer.Import(ctx, from, dst, transfer.Options{Logger: quiet}); err != nil {
+		t.Fatal(err)
+	}
+	rotated := chorus.NewSecret(32)
+	if err := dst.Update(ctx, func(tx chorus.Tx) error {
+		k, err := tx.APIKey(ctx, key.SID)
+		if err != nil {
+			return err
+		}
+		k.Secret = rotated // its old secret is retired
+		return tx.PutAPIKey(ctx, k)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := transfer.Import(ctx, from, dst, transfer.Options{Logger: quiet, OverwriteCredentials: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Notes) != 1 || rep.Notes[0].SID != key.SID || !strings.Contains(rep.Notes[0].Reason, "retired in the target") {
+		t.Errorf("notes %+v, want one saying %s's secret was retired in the target", rep.Notes, key.SID)
+	}
+	if err := dst.View(ctx, func(tx chorus.ReadTx) error {
+		k, err := tx.APIKey(ctx, key.SID)
+		if err != nil {
+			return err
+		}
+		if k.Secret != rotated {
+			t.Errorf("the target's key %s has the retired secret back", key.SID)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+}

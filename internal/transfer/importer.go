@@ -550,6 +550,13 @@ func (cc *credentialCopy) account(ctx context.Context, tx chorus.Tx, a *chorus.A
 	case cc.overwrite && old.SecondaryAuthToken == "" && a.SecondaryAuthToken != "" && a.SecondaryAuthToken != old.AuthToken:
 		// Additive: the source's secondary (a rotation in progress there)
 		// beside the target's primary, which stays.
+		if retired, err := tx.SecretRetired(ctx, a.SecondaryAuthToken); err != nil {
+			return err
+		} else if retired {
+			cc.notes = append(cc.notes, Conflict{Kind: "account", SID: a.SID, Reason: "the source's secondary auth token " +
+				"was retired in the target (a rotation there), which never takes a retired secret back: not added"})
+			return nil
+		}
 		old.SecondaryAuthToken, old.SecondaryDateCreated = a.SecondaryAuthToken, a.SecondaryDateCreated
 		if err := tx.PutAccount(ctx, old); err != nil {
 			return err
@@ -593,6 +600,13 @@ func (cc *credentialCopy) keys(ctx context.Context, tx chorus.Tx, account string
 				"takes a revoked key back: revoke it at the source too"})
 			continue
 		}
+		if retired, err := tx.SecretRetired(ctx, k.Secret); err != nil {
+			return err
+		} else if retired {
+			cc.notes = append(cc.notes, Conflict{Kind: "api key", SID: k.SID, Reason: "its secret was retired in the target " +
+				"(a rotation there), which never takes a retired secret back: not added"})
+			continue
+		}
 		if k.Main && ownMain {
 			cc.notes = append(cc.notes, Conflict{Kind: "api key", SID: k.SID, Reason: "a main key of the source, not added: the " +
 				"target's account has main keys of its own (its nodes' TWILIO_API_KEY); tokens minted with it fail there"})
@@ -629,6 +643,13 @@ func (cc *credentialCopy) targetKey(ctx context.Context, tx chorus.Tx, k, src *c
 	case !cc.overwrite:
 		cc.refused = append(cc.refused, Conflict{Kind: "api key", SID: k.SID, Reason: why})
 	case src != nil:
+		if retired, err := tx.SecretRetired(ctx, src.Secret); err != nil {
+			return err
+		} else if retired && src.Secret != k.Secret {
+			cc.notes = append(cc.notes, Conflict{Kind: "api key", SID: k.SID, Reason: "the source's secret of this key was " +
+				"retired in the target (a rotation there), which never takes a retired secret back: kept the target's"})
+			return nil
+		}
 		if err := tx.PutAPIKey(ctx, src); err != nil {
 			return err
 		}
