@@ -112,12 +112,22 @@ test('auth token rotation: secondary, both valid, promote, the old one refused',
   assert.equal(svc.sid, srv.creds.serviceSid);
 });
 
-test('a restart with the TWILIO_* credentials revokes what the rotation left behind', async () => {
-  // The promoted token from the previous test is not in the environment: after a restart exactly
-  // the configured credentials are valid again.
+test('a restart with the TWILIO_* of before the rotation keeps the promoted token; the updated ones take over', async () => {
+  // The promoted token from the previous test is not in the environment. A node restarted with the
+  // old TWILIO_AUTH_TOKEN (its supervisor, before the environment was updated) must not bring the
+  // retired, perhaps leaked, token back, nor lock out the promoted one: it serves with the stored
+  // credentials and says so.
   assert.ok(promotedToken, 'the rotation test ran');
+  const retired = srv.creds.authToken;
   await srv.restart();
-  assert.equal(await restWorks(srv.creds.accountSid, srv.creds.authToken), 200);
-  assert.equal(await restWorks(srv.creds.accountSid, promotedToken), 401);
+  assert.equal(await restWorks(srv.creds.accountSid, promotedToken), 200, 'the promoted token still works');
+  assert.equal(await restWorks(srv.creds.accountSid, retired), 401, 'the retired token stays refused');
   assert.equal(await restWorks(srv.creds.apiKey, srv.creds.apiSecret), 200);
+  assert.match(srv.logs(), /were replaced since/);
+  assert.doesNotMatch(srv.logs(), new RegExp(retired));
+  // The environment updated: applied as usual.
+  srv.creds.authToken = promotedToken;
+  await srv.restart();
+  assert.equal(await restWorks(srv.creds.accountSid, promotedToken), 200);
+  assert.equal(await restWorks(srv.creds.accountSid, retired), 401);
 });
