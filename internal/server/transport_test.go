@@ -232,7 +232,7 @@ func TestConnectionCaps(t *testing.T) {
 		time.Sleep(500 * time.Millisecond) // idle past ShedIdleAfter
 		fresh := dial(t, addr)
 		get(t, fresh, "/healthz")
-		time.Sleep(50 * time.Millisecond) // marked idle (ConnState) after its response
+		time.Sleep(50 * time.Millisecond)              // marked idle (ConnState) after its response
 		closedWithin(t, dial(t, addr), 20*time.Second) // over the cap
 		// At the cap, the keep-alive connections idle past ShedIdleAfter
 		// are shed: one client holding them open (120 s each) used to keep
