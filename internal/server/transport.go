@@ -102,7 +102,7 @@ func (t *Transport) check() error {
 		return errors.New("server: TLS needs both a certificate and a key file")
 	case t.MaxConns < 0 || t.MaxConnsPerIP < 0:
 		return errors.New("server: connection caps must not be negative")
-	case t.ReadHeaderTimeout < 0 || t.ReadTimeout < 0 || t.WriteTimeout < 0 || t.IdleTimeout < 0 || t.HandlerTimeout < 0 || t.MaxBodyBytes < 0:
+	case t.ReadHeaderTimeout < 0 || t.ReadTimeout < 0 || t.WriteTimeout < 0 || t.IdleTimeout < 0 || t.HandlerTimeout < 0 || t.MaxBodyBytes < 0 || t.ShedIdleAfter < 0:
 		return errors.New("server: timeouts and limits must not be negative")
 	}
 	return nil

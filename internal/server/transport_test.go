@@ -386,7 +386,7 @@ func TestTLS(t *testing.T) {
 }
 
 func TestTransportConfigErrors(t *testing.T) {
-	for _, tr := range []Transport{{TLSCert: "x"}, {MaxConns: -1}, {ReadTimeout: -1}, {TLSCert: "/nonexistent", TLSKey: "/nonexistent"}} {
+	for _, tr := range []Transport{{TLSCert: "x"}, {MaxConns: -1}, {ReadTimeout: -1}, {ShedIdleAfter: -1}, {TLSCert: "/nonexistent", TLSKey: "/nonexistent"}} {
 		if _, err := New(context.Background(), Config{DataDir: t.TempDir(), Transport: tr}); err == nil {
 			t.Errorf("New(%+v) = nil error, want an error", tr)
 		}
