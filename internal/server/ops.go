@@ -133,7 +133,23 @@ func (s *Server) serveMetrics(w http.ResponseWriter, r *http.Request) {
 	metric("chorus_webhooks_retried_total", "counter", "Webhooks rescheduled after a failed attempt (by this node).", s.hooks.Retried.Load())
 	metric("chorus_cluster_nodes_presumed_dead_total", "counter", "Nodes this node presumed dead as the leader: silent for the node timeout without having left (a node leaves on shutdown once its bus confirmed its publishes). In a cluster each makes every node read again what its sessions may have missed.", s.hooks.DeadNodes.Load())
 	metric("chorus_webhooks_abandoned_total", "counter", "Webhooks given up on: retries exhausted, too old, refused, or over the outbox cap (by this node).", s.hooks.Abandoned.Load())
+	serverErrorMetrics(w)
 	s.webhookBacklogMetrics(r.Context(), w)
+}
+
+// serverErrorMetrics writes the 5xx answers of the HTTP APIs per Twilio
+// error code (20503: the store or bus could not serve; 20500: a bug).
+func serverErrorMetrics(w http.ResponseWriter) {
+	counts := twiliohttp.ServerErrors()
+	codes := make([]int, 0, len(counts))
+	for c := range counts {
+		codes = append(codes, c)
+	}
+	sort.Ints(codes)
+	fmt.Fprintf(w, "# HELP chorus_http_server_errors_total HTTP API answers with a 5xx status, per Twilio error code (this process).\n# TYPE chorus_http_server_errors_total counter\n")
+	for _, c := range codes {
+		fmt.Fprintf(w, "chorus_http_server_errors_total{code=\"%d\"} %d\n", c, counts[c])
+	}
 }
 
 // webhookBacklogMetrics writes the cluster-wide outbox backlog per

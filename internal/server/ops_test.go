@@ -2,10 +2,15 @@ package server
 
 import (
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
+
+	"github.com/chorus-sync/chorus"
+	"github.com/chorus-sync/chorus/internal/twiliohttp"
 )
 
 // TestMetricsDNSRebinding: on a real loopback listener, /metrics answers a
@@ -68,5 +73,20 @@ func TestMetricsDNSRebinding(t *testing.T) {
 	open := run(t, newServer(t, Config{MetricsPublic: true}))
 	if code, _ := get(open, "evil.example"); code != 200 {
 		t.Errorf("GET /metrics with --metrics-public and Host evil.example = %d, want 200", code)
+	}
+}
+
+// /metrics shows the 5xx answers per error code.
+func TestMetricsServerErrors(t *testing.T) {
+	twiliohttp.WriteError(httptest.NewRecorder(), httptest.NewRequest("GET", "/v1/Services", nil), slog.New(slog.NewTextHandler(io.Discard, nil)), chorus.ErrUnavailable)
+	addr := run(t, newServer(t, Config{}))
+	res, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	if !strings.Contains(string(b), `chorus_http_server_errors_total{code="20503"} `) {
+		t.Errorf("no chorus_http_server_errors_total line for 20503 in /metrics")
 	}
 }

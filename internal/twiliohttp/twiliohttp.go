@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/chorus-sync/chorus"
@@ -135,6 +136,29 @@ func failedLog(code int) *ratelog.Gate {
 	return g.(*ratelog.Gate)
 }
 
+// serverErrors counts the 5xx answers WriteError wrote, per error code
+// (ServerErrors): their logs are paced, the counts are not.
+var serverErrors sync.Map // code → *atomic.Uint64
+
+func countServerError(code int) {
+	c, ok := serverErrors.Load(code)
+	if !ok {
+		c, _ = serverErrors.LoadOrStore(code, new(atomic.Uint64))
+	}
+	c.(*atomic.Uint64).Add(1)
+}
+
+// ServerErrors returns how many 5xx answers WriteError wrote in this
+// process, per Twilio error code.
+func ServerErrors() map[int]uint64 {
+	out := map[int]uint64{}
+	serverErrors.Range(func(k, v any) bool {
+		out[k.(int)] = v.(*atomic.Uint64).Load()
+		return true
+	})
+	return out
+}
+
 // WriteError renders err as a Twilio error. Errors that are not a
 // *chorus.Error, and 5xx ones, are logged here, once, with attrs; their
 // cause never reaches the client.
@@ -142,6 +166,9 @@ func WriteError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err er
 	var ce *chorus.Error
 	isChorus := errors.As(err, &ce)
 	e := chorus.AsError(err)
+	if e.Status >= 500 {
+		countServerError(e.Code)
+	}
 	if !isChorus || e.Status >= 500 {
 		if held, ok := failedLog(e.Code).Allow(); ok {
 			attrs = append(attrs, "method", r.Method, "path", r.URL.Path, "status", e.Status, "code", e.Code, "err", err,

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -135,5 +136,23 @@ func TestWriteErrorLogIsPaced(t *testing.T) {
 	twiliohttp.WriteError(rec, httptest.NewRequest("GET", "/v1/Services", nil), log, chorus.ErrUnavailable)
 	if !strings.Contains(logs.String(), "code=20503") {
 		t.Errorf("a 503 during a flood of 500s was not logged: %q", logs.String())
+	}
+}
+
+// Every 5xx answer is counted per error code (chorus_http_server_errors_total),
+// paced log or not; 4xx answers are not.
+func TestServerErrorsCounted(t *testing.T) {
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	before := twiliohttp.ServerErrors()
+	for range 3 {
+		twiliohttp.WriteError(httptest.NewRecorder(), httptest.NewRequest("GET", "/v1/Services", nil), log, chorus.ErrUnavailable)
+	}
+	twiliohttp.WriteError(httptest.NewRecorder(), httptest.NewRequest("GET", "/v1/Services", nil), log, chorus.ErrNotFound)
+	after := twiliohttp.ServerErrors()
+	if got := after[chorus.ErrUnavailable.Code] - before[chorus.ErrUnavailable.Code]; got != 3 {
+		t.Errorf("%d 503s counted, want 3", got)
+	}
+	if got := after[chorus.ErrNotFound.Code] - before[chorus.ErrNotFound.Code]; got != 0 {
+		t.Errorf("a 404 counted as a server error (%d)", got)
 	}
 }
