@@ -312,9 +312,22 @@ func TestReplayLimitPerRequest(t *testing.T) {
 		sids = append(sids, doc.SID)
 	}
 	wantStatus(t, "establish", b.subscribe("establish", 7, subs...), 200, 0)
-	replayed := map[string]int{}
-	status := map[string]string{}
-	for len(status) < 3 {
+	replayed, status := replaysOf(b, 3)
+	got := []string{}
+	for _, sid := range sids {
+		got = append(got, strconv.Itoa(replayed[sid])+" "+status[sid])
+	}
+	if want := "8 completed, 2 interrupted, 0 interrupted"; strings.Join(got, ", ") != want {
+		t.Fatalf("replays %s, want %s", strings.Join(got, ", "), want)
+	}
+}
+
+// replaysOf reads b's frames until n documents' subscriptions are
+// established, and returns the events replayed per document and each one's
+// replay_status.
+func replaysOf(b *tclient, n int) (replayed map[string]int, status map[string]string) {
+	replayed, status = map[string]int{}, map[string]string{}
+	for len(status) < n {
 		nt := b.next(10 * time.Second)
 		if nt.EventType == "subscription_established" {
 			var evs []map[string]any
@@ -326,13 +339,7 @@ func TestReplayLimitPerRequest(t *testing.T) {
 		}
 		replayed[nt.event()["document_sid"].(string)]++
 	}
-	got := []string{}
-	for _, sid := range sids {
-		got = append(got, strconv.Itoa(replayed[sid])+" "+status[sid])
-	}
-	if want := "8 completed, 2 interrupted, 0 interrupted"; strings.Join(got, ", ") != want {
-		t.Fatalf("replays %s, want %s", strings.Join(got, ", "), want)
-	}
+	return replayed, status
 }
 
 // An empty queue always has room, whatever its bounds.
@@ -414,20 +421,7 @@ func TestReplayBudgetShared(t *testing.T) {
 		e.write(near.SID, i)
 	}
 	wantStatus(t, "establish", b.subscribe("establish", 7, docSub(far.SID, far.LastEventID), docSub(near.SID, near.LastEventID)), 200, 0)
-	replayed := map[string]int{}
-	status := map[string]string{}
-	for len(status) < 2 {
-		nt := b.next(10 * time.Second)
-		if nt.EventType == "subscription_established" {
-			var evs []map[string]any
-			json.Unmarshal(nt.Events, &evs)
-			for _, ev := range evs {
-				status[ev["object_sid"].(string)] = ev["replay_status"].(string)
-			}
-			continue
-		}
-		replayed[nt.event()["document_sid"].(string)]++
-	}
+	replayed, status := replaysOf(b, 2)
 	got := fmt.Sprintf("%d %s, %d %s", replayed[far.SID], status[far.SID], replayed[near.SID], status[near.SID])
 	if want := "5 interrupted, 3 completed"; got != want {
 		t.Fatalf("replays %s, want %s", got, want)

@@ -88,7 +88,7 @@ func TestListenError(t *testing.T) {
 // gateway's writer pool needs, and that its Close still frees the slot.
 func TestCapConnExposesSocket(t *testing.T) {
 	s := newServer(t, Config{})
-	ln := &capListener{Listener: listenLoopback(t), max: 1, byIP: map[string]int{}, srv: s}
+	ln := s.capped(listenLoopback(t), 1, 0)
 	client, c := acceptOne(t, ln)
 	sc, ok := c.(syscall.Conn)
 	if !ok {

@@ -159,7 +159,6 @@ type Server struct {
 	throttle *throttle
 
 	connsRefused  atomic.Uint64
-	idle          idleConns     // keep-alive connections between requests, for capListener.shedIdle
 	warnedForward atomic.Bool   // warnUntrustedForward logged
 	readyLog      *ratelog.Gate // spaces the readyz warnings (notReady)
 	// devTokens: /token is served (DevTokens).

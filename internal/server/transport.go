@@ -117,7 +117,7 @@ func (s *Server) httpServer(base context.Context) *http.Server {
 		ReadTimeout:       t.ReadTimeout,
 		WriteTimeout:      t.WriteTimeout,
 		IdleTimeout:       t.IdleTimeout,
-		ConnState:         s.idle.state,
+		ConnState:         connState,
 		MaxHeaderBytes:    MaxHeaderBytes,
 		BaseContext:       func(net.Listener) context.Context { return base },
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
@@ -128,7 +128,7 @@ func (s *Server) httpServer(base context.Context) *http.Server {
 func (s *Server) listener(ln net.Listener) net.Listener {
 	t := s.cfg.Transport
 	if t.MaxConns > 0 || t.MaxConnsPerIP > 0 {
-		ln = &capListener{Listener: ln, max: t.MaxConns, perIP: t.MaxConnsPerIP, byIP: map[string]int{}, srv: s}
+		ln = s.capped(ln, t.MaxConns, t.MaxConnsPerIP)
 	}
 	if s.cert != nil {
 		ln = tls.NewListener(ln, &tls.Config{
@@ -215,10 +215,16 @@ type capListener struct {
 	mu    sync.Mutex
 	total int
 	byIP  map[string]int
+	conns map[*capConn]struct{} // open ones, for shedIdle
 
 	refused  atomic.Uint64
 	lastWarn atomic.Int64 // unix ns
 	lastShed atomic.Int64 // unix ns, shedIdle
+}
+
+// capped wraps ln with the connection caps max and perIP (0: none).
+func (s *Server) capped(ln net.Listener, max, perIP int) *capListener {
+	return &capListener{Listener: ln, max: max, perIP: perIP, byIP: map[string]int{}, conns: map[*capConn]struct{}{}, srv: s}
 }
 
 func (l *capListener) Accept() (net.Conn, error) {
@@ -228,9 +234,10 @@ func (l *capListener) Accept() (net.Conn, error) {
 			return nil, err
 		}
 		ip := addrKey(c.RemoteAddr().String())
-		ok, full := l.acquire(ip)
+		cc := &capConn{Conn: c, l: l, ip: ip}
+		ok, full := l.acquire(cc)
 		if ok {
-			return &capConn{Conn: c, l: l, ip: ip}, nil
+			return cc, nil
 		}
 		_ = c.Close()
 		if full {
@@ -246,19 +253,20 @@ func (l *capListener) Accept() (net.Conn, error) {
 	}
 }
 
-// acquire takes a slot for a connection from ip; full reports a refusal
-// for the cap on all connections.
-func (l *capListener) acquire(ip string) (ok, full bool) {
+// acquire takes a slot for c; full reports a refusal for the cap on all
+// connections.
+func (l *capListener) acquire(c *capConn) (ok, full bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.max > 0 && l.total >= l.max {
 		return false, true
 	}
-	if l.perIP > 0 && l.byIP[ip] >= l.perIP {
+	if l.perIP > 0 && l.byIP[c.ip] >= l.perIP {
 		return false, false
 	}
 	l.total++
-	l.byIP[ip]++
+	l.byIP[c.ip]++
+	l.conns[c] = struct{}{}
 	return true, false
 }
 
@@ -277,68 +285,63 @@ func (l *capListener) shedIdle() {
 	if now-last < int64(time.Second) || !l.lastShed.CompareAndSwap(last, now) {
 		return
 	}
-	l.srv.idle.closeOlder(l.srv.cfg.Transport.ShedIdleAfter)
-}
-
-// idleConns tracks the HTTP connections waiting for their next request
-// (http.Server.ConnState), and since when.
-type idleConns struct {
-	mu    sync.Mutex
-	since map[net.Conn]time.Time
-}
-
-func (t *idleConns) state(c net.Conn, st http.ConnState) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if st == http.StateIdle {
-		if t.since == nil {
-			t.since = map[net.Conn]time.Time{}
-		}
-		t.since[c] = time.Now()
-		return
-	}
-	delete(t.since, c)
-}
-
-// closeOlder closes the connections idle for at least d. One whose
-// client sends a request just then loses it, as with any server closing an
-// idle keep-alive (clients retry idempotent requests on a new one).
-func (t *idleConns) closeOlder(d time.Duration) {
-	cut := time.Now().Add(-d)
-	var old []net.Conn
-	t.mu.Lock()
-	for c, at := range t.since {
-		if at.Before(cut) {
+	cut := now - int64(l.srv.cfg.Transport.ShedIdleAfter)
+	var old []*capConn
+	l.mu.Lock()
+	for c := range l.conns {
+		if at := c.idleSince.Load(); at != 0 && at < cut {
 			old = append(old, c)
-			delete(t.since, c)
 		}
 	}
-	t.mu.Unlock()
+	l.mu.Unlock()
+	// One whose client sends a request just now loses it, as with any
+	// server closing an idle keep-alive (clients retry idempotent requests
+	// on a new connection).
 	for _, c := range old {
 		_ = c.Close()
 	}
 }
 
-func (l *capListener) release(ip string) {
+// connState marks a capped connection idle from when it waits for its next
+// request (http.Server.ConnState): one atomic store per request, read only
+// by shedIdle.
+func connState(c net.Conn, st http.ConnState) {
+	if tc, ok := c.(*tls.Conn); ok {
+		c = tc.NetConn()
+	}
+	cc, ok := c.(*capConn)
+	if !ok {
+		return
+	}
+	if st == http.StateIdle {
+		cc.idleSince.Store(time.Now().UnixNano())
+	} else {
+		cc.idleSince.Store(0)
+	}
+}
+
+func (l *capListener) release(c *capConn) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.total--
-	if l.byIP[ip]--; l.byIP[ip] <= 0 {
-		delete(l.byIP, ip)
+	if l.byIP[c.ip]--; l.byIP[c.ip] <= 0 {
+		delete(l.byIP, c.ip)
 	}
+	delete(l.conns, c)
 }
 
 // capConn gives its slot back on the first Close.
 type capConn struct {
 	net.Conn
-	l    *capListener
-	ip   string
-	once sync.Once
+	l         *capListener
+	ip        string
+	once      sync.Once
+	idleSince atomic.Int64 // unix ns since it waits for its next request; 0: not idle (connState)
 }
 
 func (c *capConn) Close() error {
 	err := c.Conn.Close()
-	c.once.Do(func() { c.l.release(c.ip) })
+	c.once.Do(func() { c.l.release(c) })
 	return err
 }
 

@@ -85,6 +85,24 @@ func get(t *testing.T, c net.Conn, path string) {
 	}
 }
 
+// served reports whether a new connection to addr gets GET /healthz
+// answered 200.
+func served(addr string) bool {
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		return false
+	}
+	defer c.Close()
+	io.WriteString(c, "GET /healthz HTTP/1.1\r\nHost: chorus\r\n\r\n")
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		return false
+	}
+	resp.Body.Close()
+	return resp.StatusCode == 200
+}
+
 func dial(t *testing.T, addr string) net.Conn {
 	t.Helper()
 	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
@@ -201,21 +219,7 @@ func TestConnectionCaps(t *testing.T) {
 
 		// A freed slot is usable again.
 		a.Close()
-		waitFor(t, "slot freed", func() bool {
-			c, err := net.DialTimeout("tcp", addr, 5*time.Second)
-			if err != nil {
-				return false
-			}
-			defer c.Close()
-			io.WriteString(c, "GET /healthz HTTP/1.1\r\nHost: chorus\r\n\r\n")
-			c.SetReadDeadline(time.Now().Add(5 * time.Second))
-			resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-			if err != nil {
-				return false
-			}
-			resp.Body.Close()
-			return resp.StatusCode == 200
-		})
+		waitFor(t, "slot freed", func() bool { return served(addr) })
 		if n := s.connsRefused.Load(); n == 0 {
 			t.Errorf("connsRefused = 0, want > 0")
 		}
@@ -242,21 +246,7 @@ func TestConnectionCaps(t *testing.T) {
 			closedWithin(t, c, 5*time.Second)
 		}
 		get(t, fresh, "/healthz")
-		waitFor(t, "a connection served after the idle ones were shed", func() bool {
-			c, err := net.DialTimeout("tcp", addr, 5*time.Second)
-			if err != nil {
-				return false
-			}
-			defer c.Close()
-			io.WriteString(c, "GET /healthz HTTP/1.1\r\nHost: chorus\r\n\r\n")
-			c.SetReadDeadline(time.Now().Add(5 * time.Second))
-			resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-			if err != nil {
-				return false
-			}
-			resp.Body.Close()
-			return resp.StatusCode == 200
-		})
+		waitFor(t, "a connection served after the idle ones were shed", func() bool { return served(addr) })
 	})
 }
 
