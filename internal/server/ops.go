@@ -126,6 +126,15 @@ func (s *Server) serveMetrics(w http.ResponseWriter, r *http.Request) {
 		metric("chorus_store_wal_sync_seconds_total", "counter", "Time spent in those syncs; divided by the syncs, the storage's sync latency.", ws.SyncTime.Seconds())
 		metric("chorus_store_batch_retries_total", "counter", "Batches run again with a savepoint per write after one failed half-way.", ws.Retries)
 		metric("chorus_store_writes_failed_total", "counter", "Writes answered 503 (20503) because the store could not write: a full disk, I/O errors, another process holding the database.", ws.Failed)
+		if du, err := st.DiskUsage(); err != nil {
+			s.log.Warn("metrics: store disk usage", logErr, err)
+		} else {
+			metric("chorus_store_database_bytes", "gauge", "Size of the embedded store's database file.", du.DatabaseBytes)
+			metric("chorus_store_wal_bytes", "gauge", "Size of its write-ahead log (kept under 32 MiB after checkpoints; larger while a long read holds it).", du.WALBytes)
+			if du.FreeKnown {
+				metric("chorus_store_disk_free_bytes", "gauge", "Space left for the store on its file system; at 0, writes fail with 20503.", du.FreeBytes)
+			}
+		}
 	}
 	metric("chorus_auth_throttled_total", "counter", "API requests refused with 429 after too many failed authentications.", s.throttle.refused.Load())
 	metric("chorus_webhooks_sent_total", "counter", "Webhooks delivered (by this node).", s.hooks.Sent.Load())

@@ -201,4 +201,10 @@ func TestMetricsStoreWrites(t *testing.T) {
 			t.Errorf("%s = %v after a write, was %v", m.name, after[m.name], before[m.name])
 		}
 	}
+	// Disk gauges: what the files take and what the file system has left.
+	for _, g := range []string{"chorus_store_database_bytes", "chorus_store_wal_bytes", "chorus_store_disk_free_bytes"} {
+		if after[g] <= 0 {
+			t.Errorf("/metrics %s = %v, want the size in bytes", g, after[g])
+		}
+	}
 }

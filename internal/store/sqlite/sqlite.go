@@ -5,8 +5,10 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net/url"
+	"os"
 	"path/filepath"
 	"runtime"
 	"sync"
@@ -139,6 +141,33 @@ func (s *Store) WriteStats() WriteStats {
 		Retries:    s.statRetries.Load(),
 		Failed:     s.statFailed.Load(),
 	}
+}
+
+// DiskUsage is what the store takes on disk and what its file system has
+// left: the figures an operator alerts on before writes fail with 20503.
+type DiskUsage struct {
+	DatabaseBytes int64  // the database file
+	WALBytes      int64  // its -wal file (0 when there is none)
+	FreeBytes     uint64 // space an unprivileged process may still use there
+	FreeKnown     bool   // false where the free space cannot be read
+}
+
+// DiskUsage reads the sizes of the database and WAL files and the free
+// space of their directory. It is safe to call at any time; each figure is
+// read separately, so they need not be from one instant.
+func (s *Store) DiskUsage() (DiskUsage, error) {
+	db, err := os.Stat(s.path)
+	if err != nil {
+		return DiskUsage{}, fmt.Errorf("sqlite: disk usage: %w", err)
+	}
+	u := DiskUsage{DatabaseBytes: db.Size()}
+	if wal, err := os.Stat(s.path + "-wal"); err == nil {
+		u.WALBytes = wal.Size()
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return DiskUsage{}, fmt.Errorf("sqlite: disk usage: %w", err)
+	}
+	u.FreeBytes, u.FreeKnown = diskFree(filepath.Dir(s.path))
+	return u, nil
 }
 
 // batchDone is a batch whose transaction ended: its requests are answered

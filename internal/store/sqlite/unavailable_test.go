@@ -116,3 +116,46 @@ func TestOpenOnFullDiskSaysSo(t *testing.T) {
 		t.Errorf("Open with room = %v, want an error without the hint", err)
 	}
 }
+
+// TestDiskUsage: the sizes /metrics reports for the database and its WAL
+// are the files' own, the WAL's grows with a write, and the free space is
+// the file system's.
+func TestDiskUsage(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "chorus.db")
+	s, err := Open(ctx, path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	before, err := s.DiskUsage()
+	if err != nil {
+		t.Fatal(err)
+	}
+	big := &chorus.Account{SID: chorus.NewSID(chorus.PrefixAccount), AuthToken: strings.Repeat("x", 200_000)}
+	if err := s.Update(ctx, func(tx chorus.Tx) error { return tx.PutAccount(ctx, big) }); err != nil {
+		t.Fatal(err)
+	}
+	after, err := s.DiskUsage()
+	if err != nil {
+		t.Fatal(err)
+	}
+	db, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wal, err := os.Stat(path + "-wal")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after.DatabaseBytes != db.Size() || after.WALBytes != wal.Size() {
+		t.Errorf("DiskUsage() = %d database, %d WAL bytes; the files hold %d and %d", after.DatabaseBytes, after.WALBytes, db.Size(), wal.Size())
+	}
+	if after.WALBytes < before.WALBytes+200_000 && after.DatabaseBytes < before.DatabaseBytes+200_000 {
+		t.Errorf("DiskUsage() after a 200 KB write = %+v, before %+v: neither file grew by it", after, before)
+	}
+	free, ok := freeBytes(filepath.Dir(path))
+	if !after.FreeKnown || !ok || after.FreeBytes == 0 || after.FreeBytes > free+(64<<20) || after.FreeBytes+(64<<20) < free {
+		t.Errorf("DiskUsage().FreeBytes = %d (known %v), the file system has %d", after.FreeBytes, after.FreeKnown, free)
+	}
+}
