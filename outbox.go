@@ -74,6 +74,9 @@ type OutboxReader interface {
 	// OfflineIdentities returns identities that have no endpoint left on
 	// any node and went offline at or before before, at most limit.
 	OfflineIdentities(ctx context.Context, before time.Time, limit int) ([]*OfflineIdentity, error)
+	// LiveNodes returns the nodes whose last heartbeat (NodeHeartbeat) is
+	// at or after since, in name order.
+	LiveNodes(ctx context.Context, since time.Time) ([]string, error)
 }
 
 // OutboxWriter writes the webhook outbox and the reachability state.

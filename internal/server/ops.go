@@ -116,6 +116,7 @@ func (s *Server) serveMetrics(w http.ResponseWriter, r *http.Request) {
 	if nb, ok := s.bus.(*natsbus.Bus); ok {
 		metric("chorus_bus_forged_total", "counter", "Bus events dropped for a missing or wrong cluster signature.", nb.Stats().Forged)
 		metric("chorus_bus_foreign_total", "counter", "Bus events of another cluster on the same NATS server and prefix, dropped.", nb.Stats().Foreign)
+		metric("chorus_cluster_nodes_unheard", "gauge", "Nodes that heartbeat in this node's database but are not heard on its bus: another --bus-prefix, NATS server or cluster secret.", s.busUnheard.Load())
 	}
 	if st, ok := s.store.(*sqlite.Store); ok {
 		ws := st.WriteStats()

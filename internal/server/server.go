@@ -159,6 +159,8 @@ type Server struct {
 	throttle *throttle
 
 	connsRefused  atomic.Uint64
+	nodeID        string        // this node in the store's heartbeats (webhook.Config.Node)
+	busUnheard    atomic.Int64  // nodes of the store not heard on the bus (watchBusPeers)
 	warnedForward atomic.Bool   // warnUntrustedForward logged
 	readyLog      *ratelog.Gate // spaces the readyz warnings (notReady)
 	// devTokens: /token is served (DevTokens).
@@ -259,6 +261,7 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	hooks := cfg.Webhooks
 	hooks.Store, hooks.Logger, hooks.Policy, hooks.Leader = s.store, cfg.Logger, policy, leader
 	hooks.Node = cfg.NodeName + "-" + chorus.NewSID("")[:8]
+	s.nodeID = hooks.Node
 	_, oneNode := s.bus.(*mem.Bus) // an in-process bus: no other node shares the store
 	s.ann = &announcer{every: announceEvery, log: s.log, send: func(ctx context.Context) error {
 		return s.eng.AnnounceResync(ctx)
@@ -488,6 +491,9 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 			s.log.Error("webhooks stopped", logErr, err)
 		}
 	}()
+	if nb, ok := s.bus.(*natsbus.Bus); ok {
+		go s.watchBusPeers(base, nb)
+	}
 	served := make(chan error, 1)
 	go func() { served <- hs.Serve(ln) }()
 

@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/chorus-sync/chorus"
 	natsbus "github.com/chorus-sync/chorus/internal/bus/nats"
+	"github.com/chorus-sync/chorus/internal/webhook"
 )
 
 // sidOf decodes the sid of a REST or CDS object body.
@@ -371,4 +373,59 @@ func TestBackgroundWorkOncePerCluster(t *testing.T) {
 		t.Fatalf("leader after stopping %s is still %s", old.Name, next.Name)
 	}
 	t.Logf("leader %s stopped; %s took over the sweeping", old.Name, next.Name)
+}
+
+// TestWrongBusPrefixIsReported: a node started with another --bus-prefix
+// shares the database but not the events. Every node reports it, as an
+// error naming the nodes it does not hear and in
+// chorus_cluster_nodes_unheard, while the nodes that share the bus count
+// each other as heard; once the odd node stops, nothing is unheard.
+func TestWrongBusPrefixIsReported(t *testing.T) {
+	other := "chorus_st_" + randomHex(6)
+	c := NewCluster(t, Config{
+		Nodes: 3,
+		BusOptions: func(i int) []natsbus.Option {
+			opts := []natsbus.Option{natsbus.WithHelloInterval(100 * time.Millisecond)}
+			if i == 2 {
+				opts = append(opts, natsbus.WithPrefix(other))
+			}
+			return opts
+		},
+		Webhooks: webhook.Config{Heartbeat: 200 * time.Millisecond},
+	})
+	want := []uint64{1, 1, 2} // n0 and n1 miss n2; n2 misses both
+	nodes := c.Nodes
+	unheard := func() []uint64 {
+		got := make([]uint64, len(nodes))
+		for i, n := range nodes {
+			got[i] = metric(t, n, "chorus_cluster_nodes_unheard")
+		}
+		return got
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for got := unheard(); !slices.Equal(got, want); got = unheard() {
+		if time.Now().After(deadline) {
+			t.Fatalf("chorus_cluster_nodes_unheard of n0, n1, n2 = %v, want %v", got, want)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if n := strings.Count(c.Logs(), "is not heard on its bus"); n != 4 {
+		t.Errorf("%d reports of an unheard node, want 4 (n0 and n1 of n2, n2 of each):\n%s", n, c.Logs())
+	}
+	// They stay at that: nothing flaps while the nodes run.
+	time.Sleep(time.Second)
+	if got := unheard(); !slices.Equal(got, want) {
+		t.Errorf("a second later: unheard = %v, want %v", got, want)
+	}
+	if err := c.Nodes[2].Stop(); err != nil {
+		t.Fatal(err)
+	}
+	nodes = c.Nodes[:2]
+	deadline = time.Now().Add(20 * time.Second)
+	for got := unheard(); !slices.Equal(got, []uint64{0, 0}); got = unheard() {
+		if time.Now().After(deadline) {
+			t.Fatalf("after the odd node stopped: unheard of n0, n1 = %v, want 0, 0", got)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }

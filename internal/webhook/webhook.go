@@ -260,6 +260,9 @@ func (d *Dispatcher) learnSkew(ctx context.Context, tx chorus.ReadTx) (time.Time
 	return now, nil
 }
 
+// HeartbeatEvery is the period of this node's heartbeats (Config.Heartbeat).
+func (d *Dispatcher) HeartbeatEvery() time.Duration { return d.cfg.Heartbeat }
+
 // Now is the time on the store's clock, as far as this node knows it:
 // Config.Clock corrected by the difference between the two that the last
 // heartbeat read (chorus.OutboxReader.Now). Every time the dispatcher

@@ -54,6 +54,7 @@ type options struct {
 	delay       func(*chorus.Event) time.Duration
 	auth        Auth
 	secret      []byte
+	hello       time.Duration // WithHelloInterval's
 	clusterID   string        // WithCluster's
 	cluster     natsgo.Header // carrying clusterID, on every published message
 }
@@ -149,6 +150,11 @@ type Bus struct {
 	warnGates map[string]*ratelog.Gate // per message: one warning every warnEvery
 
 	published, received, faultDropped, decodeErrors, forged, foreign atomic.Uint64
+
+	// connectedAt is the unix ns of the last (re)connection (ConnectedSince).
+	connectedAt atomic.Int64
+	peersMu     sync.Mutex
+	peers       map[string]time.Time // node → last hello (SayHello, Heard)
 }
 
 // topic is the NATS subscription of one object, shared by its local
@@ -184,7 +190,7 @@ func Open(ctx context.Context, url string, logger *slog.Logger, opts ...Option) 
 	if logger == nil {
 		logger = slog.Default()
 	}
-	o := options{prefix: DefaultPrefix, name: "chorus", reconnBuf: DefaultReconnectBuffer, pingEvery: 10 * time.Second}
+	o := options{prefix: DefaultPrefix, name: "chorus", reconnBuf: DefaultReconnectBuffer, pingEvery: 10 * time.Second, hello: HelloInterval}
 	for _, opt := range opts {
 		opt(&o)
 	}
@@ -220,6 +226,7 @@ func Open(ctx context.Context, url string, logger *slog.Logger, opts ...Option) 
 			b.log.Warn("nats: disconnected", slog.Any(logError, err))
 		}),
 		natsgo.ReconnectHandler(func(nc *natsgo.Conn) {
+			b.connectedAt.Store(time.Now().UnixNano())
 			b.log.Info("nats: reconnected", slog.String("server", nc.ConnectedUrlRedacted()))
 			fn := b.opts.onReconnect
 			if fn == nil {
@@ -282,6 +289,7 @@ func Open(ctx context.Context, url string, logger *slog.Logger, opts ...Option) 
 		return nil, fmt.Errorf("nats: connect %s: %w", b.url, err)
 	}
 	b.nc = r.nc
+	b.connectedAt.Store(time.Now().UnixNano())
 	if b.opts.cluster != nil && !b.nc.HeadersSupported() {
 		// A server before 2.2, or one with no_header_support, refuses
 		// every message with a header: publish without the identity.

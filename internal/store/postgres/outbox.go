@@ -172,6 +172,18 @@ func (t *tx) GoneOffline(ctx context.Context, serviceSID, identity string, befor
 	return res.RowsAffected() == 1, nil
 }
 
+func (t *tx) LiveNodes(ctx context.Context, since time.Time) ([]string, error) {
+	ns, err := queryAll(ctx, t, sqlrow.ScanString, `SELECT node FROM presence_nodes WHERE heartbeat >= $1 ORDER BY node`, sqlrow.Nanos(since))
+	if err != nil {
+		return nil, fmt.Errorf("postgres: live nodes: %w", err)
+	}
+	nodes := make([]string, len(ns))
+	for i, n := range ns {
+		nodes[i] = *n
+	}
+	return nodes, nil
+}
+
 func (t *tx) NodeHeartbeat(ctx context.Context, node string, now, deadBefore time.Time) (bool, int, error) {
 	fail := func(err error) error { return fmt.Errorf("postgres: heartbeat of node %s: %w", node, err) }
 	res, err := t.exec(ctx, `UPDATE presence_nodes SET heartbeat = $1 WHERE node = $2`, sqlrow.Nanos(now), node)

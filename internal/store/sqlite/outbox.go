@@ -188,6 +188,18 @@ func (t *tx) GoneOffline(ctx context.Context, serviceSID, identity string, befor
 	return n == 1, nil
 }
 
+func (t *tx) LiveNodes(ctx context.Context, since time.Time) ([]string, error) {
+	ns, err := queryAll(ctx, t, sqlrow.ScanString, `SELECT node FROM presence_nodes WHERE heartbeat >= ? ORDER BY node`, sqlrow.Nanos(since))
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: live nodes: %w", err)
+	}
+	nodes := make([]string, len(ns))
+	for i, n := range ns {
+		nodes[i] = *n
+	}
+	return nodes, nil
+}
+
 func (t *tx) NodeHeartbeat(ctx context.Context, node string, now, deadBefore time.Time) (bool, int, error) {
 	fail := func(err error) error { return fmt.Errorf("sqlite: heartbeat of node %s: %w", node, err) }
 	res, err := t.exec(ctx, `UPDATE presence_nodes SET heartbeat = ? WHERE node = ?`, sqlrow.Nanos(now), node)

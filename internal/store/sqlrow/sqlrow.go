@@ -259,6 +259,15 @@ func ScanTime(sc Scanner) (*time.Time, error) {
 	return &t, nil
 }
 
+// ScanString scans a row of one text column.
+func ScanString(sc Scanner) (*string, error) {
+	var v string
+	if err := sc.Scan(&v); err != nil {
+		return nil, err
+	}
+	return &v, nil
+}
+
 // ScanEvent scans a row of EventCols.
 func ScanEvent(sc Scanner) (*chorus.Event, error) {
 	var body string

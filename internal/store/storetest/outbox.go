@@ -3,6 +3,7 @@ package storetest
 import (
 	"context"
 	"encoding/json"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -239,6 +240,29 @@ func testPresence(t *testing.T, s chorus.Store) {
 	}
 	if beat("n4", at(2*time.Minute), time.Time{}) {
 		t.Error("heartbeat of n4 after it left: known = true")
+	}
+	// LiveNodes: those whose last heartbeat is at or after since, by name.
+	// n2 and n4 beat at 2 min, n5 at 90 s; n1 and n3 were presumed dead.
+	beat("n5", at(90*time.Second), time.Time{})
+	live := func(since time.Time) []string {
+		t.Helper()
+		var nodes []string
+		if err := s.View(ctx, func(tx chorus.ReadTx) (err error) {
+			nodes, err = tx.LiveNodes(ctx, since)
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		return nodes
+	}
+	if got := live(at(90 * time.Second)); !slices.Equal(got, []string{"n2", "n4", "n5"}) {
+		t.Errorf("LiveNodes(90 s) = %q, want n2, n4, n5", got)
+	}
+	if got := live(at(91 * time.Second)); !slices.Equal(got, []string{"n2", "n4"}) {
+		t.Errorf("LiveNodes(91 s) = %q, want n2, n4", got)
+	}
+	if got := live(at(3 * time.Minute)); len(got) != 0 {
+		t.Errorf("LiveNodes(3 min) = %q, want none", got)
 	}
 }
 

@@ -1,0 +1,53 @@
+package nats_test
+
+import (
+	"maps"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/chorus-sync/chorus/internal/bus/nats"
+)
+
+// TestHello: a node hears the hellos of the nodes of its cluster on its
+// prefix, and only those: not its own, not another prefix's, not another
+// cluster's, and with a cluster secret not those signed with another
+// secret or none.
+func TestHello(t *testing.T) {
+	u := testURL(t)
+	prefix := uniquePrefix(t)
+	secret := []byte("0123456789abcdef0123456789abcdef-cluster")
+	fast := nats.WithHelloInterval(20 * time.Millisecond)
+	mine := []nats.Option{nats.WithPrefix(prefix), nats.WithCluster("c1"), nats.WithSecret(secret), fast}
+	buses := map[string]*nats.Bus{
+		"self":          open(t, u, mine...),
+		"peer":          open(t, u, mine...),
+		"other-prefix":  open(t, u, nats.WithPrefix(uniquePrefix(t)), nats.WithCluster("c1"), nats.WithSecret(secret), fast),
+		"other-cluster": open(t, u, nats.WithPrefix(prefix), nats.WithCluster("c2"), nats.WithSecret(secret), fast),
+		"other-secret":  open(t, u, nats.WithPrefix(prefix), nats.WithCluster("c1"), nats.WithSecret([]byte("another secret of at least 32 bytes")), fast),
+		"no-secret":     open(t, u, nats.WithPrefix(prefix), nats.WithCluster("c1"), fast),
+	}
+	for name, b := range buses {
+		if err := b.SayHello(name); err != nil {
+			t.Fatalf("SayHello(%s): %v", name, err)
+		}
+	}
+	self := buses["self"]
+	deadline := time.Now().Add(5 * time.Second)
+	for len(self.Heard()) == 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	time.Sleep(200 * time.Millisecond) // ten hellos of every node
+	if got := slices.Sorted(maps.Keys(self.Heard())); !slices.Equal(got, []string{"peer"}) {
+		t.Errorf("self heard %q, want only its peer", got)
+	}
+	if at := self.Heard()["peer"]; time.Since(at) > time.Second {
+		t.Errorf("peer last heard %v ago", time.Since(at))
+	}
+	if got := slices.Sorted(maps.Keys(buses["peer"].Heard())); !slices.Equal(got, []string{"self"}) {
+		t.Errorf("peer heard %q, want only self", got)
+	}
+	if up := self.ConnectedSince(); up.IsZero() || time.Since(up) > time.Minute {
+		t.Errorf("ConnectedSince = %v", up)
+	}
+}
