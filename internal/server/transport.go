@@ -235,7 +235,15 @@ func (l *capListener) Accept() (net.Conn, error) {
 		}
 		ip := addrKey(c.RemoteAddr().String())
 		cc := &capConn{Conn: c, l: l, ip: ip}
+		cc.unused.Store(true)
+		cc.idleSince.Store(time.Now().UnixNano())
 		ok, full := l.acquire(cc)
+		if !ok && full {
+			if v := l.victim(); v != nil {
+				_ = v.Close() // gives its slot back
+				ok, full = l.acquire(cc)
+			}
+		}
 		if ok {
 			return cc, nil
 		}
@@ -270,8 +278,59 @@ func (l *capListener) acquire(c *capConn) (ok, full bool) {
 	return true, false
 }
 
-// shedIdle closes the keep-alive connections idle for at least
-// Transport.ShedIdleAfter when the node is at its connection cap, at most
+// Eviction at the cap (capListener.victim).
+const (
+	// unusedGrace is how long a connection may go without sending its
+	// first request before a newcomer at the cap may take its place: an
+	// honest client sends it at once (after its TLS handshake).
+	unusedGrace = time.Second
+	// victimSample bounds the connections victim looks at per accept.
+	victimSample = 64
+)
+
+// victim picks a connection to close so that a newcomer at the MaxConns
+// cap gets its place: among up to victimSample open connections, the one
+// waiting longest that never sent a request for unusedGrace or more, or
+// that has waited as a keep-alive for ShedIdleAfter or more; nil if none
+// of them is. Without it, one client holding the cap full with
+// connections that send nothing (each closed after ReadHeaderTimeout, and
+// dialed again at once) kept every other client out. Requests in flight,
+// websockets and connections younger than that keep their places, so an
+// honest client, which sends its request at once, is not evicted by a
+// flood of dials; the map's random iteration order makes the sample
+// random.
+func (l *capListener) victim() *capConn {
+	now := time.Now().UnixNano()
+	keepAlive := int64(l.srv.cfg.Transport.ShedIdleAfter)
+	var (
+		pick   *capConn
+		oldest int64
+		seen   int
+	)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for c := range l.conns {
+		if seen++; seen > victimSample {
+			break
+		}
+		at := c.idleSince.Load()
+		if at == 0 {
+			continue
+		}
+		wait := keepAlive
+		if c.unused.Load() {
+			wait = int64(unusedGrace)
+		}
+		if now-at >= wait && (pick == nil || at < oldest) {
+			pick, oldest = c, at
+		}
+	}
+	return pick
+}
+
+// shedIdle closes the connections idle for at least
+// Transport.ShedIdleAfter (keep-alives between requests, and connections
+// that never sent one) when the node is at its connection cap, at most
 // once a second: a client that made a request on each of many connections
 // and holds them open without another (120 s each) must not keep every
 // other client out. Their clients reconnect when they have something to
@@ -303,8 +362,10 @@ func (l *capListener) shedIdle() {
 }
 
 // connState marks a capped connection idle from when it waits for its next
-// request (http.Server.ConnState): one atomic store per request, read only
-// by shedIdle.
+// request (http.Server.ConnState), and busy while it serves one or was
+// hijacked (a websocket): one atomic store per request, read only by
+// shedIdle and victim. A new connection is idle, and unused, from its
+// accept.
 func connState(c net.Conn, st http.ConnState) {
 	if tc, ok := c.(*tls.Conn); ok {
 		c = tc.NetConn()
@@ -313,10 +374,15 @@ func connState(c net.Conn, st http.ConnState) {
 	if !ok {
 		return
 	}
-	if st == http.StateIdle {
+	switch st {
+	case http.StateNew:
+	case http.StateIdle:
 		cc.idleSince.Store(time.Now().UnixNano())
-	} else {
+	default:
 		cc.idleSince.Store(0)
+		if cc.unused.Load() {
+			cc.unused.Store(false)
+		}
 	}
 }
 
@@ -336,7 +402,8 @@ type capConn struct {
 	l         *capListener
 	ip        string
 	once      sync.Once
-	idleSince atomic.Int64 // unix ns since it waits for its next request; 0: not idle (connState)
+	idleSince atomic.Int64 // unix ns since it waits for its next (or first) request; 0: busy (connState)
+	unused    atomic.Bool  // no request yet
 }
 
 func (c *capConn) Close() error {

@@ -225,7 +225,8 @@ func TestConnectionCaps(t *testing.T) {
 		}
 	})
 	t.Run("total", func(t *testing.T) {
-		s := newServer(t, Config{Transport: Transport{MaxConns: 3, ShedIdleAfter: 300 * time.Millisecond}})
+		const shed = time.Second
+		s := newServer(t, Config{Transport: Transport{MaxConns: 3, ShedIdleAfter: shed}})
 		addr := run(t, s)
 		var old []net.Conn
 		for range 2 {
@@ -233,21 +234,59 @@ func TestConnectionCaps(t *testing.T) {
 			get(t, c, "/healthz")
 			old = append(old, c)
 		}
-		time.Sleep(500 * time.Millisecond) // idle past ShedIdleAfter
+		time.Sleep(shed + 200*time.Millisecond) // idle past ShedIdleAfter
 		fresh := dial(t, addr)
 		get(t, fresh, "/healthz")
-		time.Sleep(50 * time.Millisecond)              // marked idle (ConnState) after its response
-		closedWithin(t, dial(t, addr), 20*time.Second) // over the cap
-		// At the cap, the keep-alive connections idle past ShedIdleAfter
-		// are shed: one client holding them open (120 s each) used to keep
-		// every other out. One idle for less is not: a client filling the
-		// cap and dialing once a second must not evict fresh keep-alives.
+		// At the cap, a newcomer takes the place of the keep-alive idle
+		// longest past ShedIdleAfter: one client holding them open (120 s
+		// each) used to keep every other out.
 		for _, c := range old {
+			get(t, dial(t, addr), "/healthz")
 			closedWithin(t, c, 5*time.Second)
 		}
+		// One idle for less keeps its place: a client filling the cap and
+		// dialing once a second must not evict fresh keep-alives.
 		get(t, fresh, "/healthz")
-		waitFor(t, "a connection served after the idle ones were shed", func() bool { return served(addr) })
+		closedWithin(t, dial(t, addr), 5*time.Second) // nothing evictable: over the cap
+		waitFor(t, "a connection served once the others idled past ShedIdleAfter", func() bool { return served(addr) })
 	})
+	t.Run("unused", func(t *testing.T) {
+		// Connections that never send a request: without a place for
+		// newcomers, one client dialing them again as each is closed
+		// (ReadHeaderTimeout) held the cap, and every other client out.
+		s := newServer(t, Config{Transport: Transport{MaxConns: 3, ShedIdleAfter: time.Minute}})
+		addr := run(t, s)
+		unused := []net.Conn{dial(t, addr), dial(t, addr), dial(t, addr)}
+		time.Sleep(100 * time.Millisecond) // accepted
+		if n := s.connsRefused.Load(); n != 0 {
+			t.Fatalf("%d of 3 connections refused under a cap of 3", n)
+		}
+		// Younger than a second, they keep their places.
+		closedWithin(t, dial(t, addr), 20*time.Second)
+		time.Sleep(unusedGrace + 100*time.Millisecond)
+		for i := 1; i <= 2; i++ {
+			c := dial(t, addr)
+			get(t, c, "/healthz")
+			if n := closedCount(unused); n != i {
+				t.Errorf("after %d newcomers, %d of the unused connections were closed, want %d", i, n, i)
+			}
+		}
+	})
+}
+
+// closedCount is how many of cs the server closed.
+func closedCount(cs []net.Conn) int {
+	n := 0
+	for _, c := range cs {
+		c.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+		var b [1]byte
+		_, err := c.Read(b[:])
+		var ne net.Error
+		if !(errors.As(err, &ne) && ne.Timeout()) {
+			n++
+		}
+	}
+	return n
 }
 
 func waitFor(t *testing.T, what string, cond func() bool) {
