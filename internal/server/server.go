@@ -751,6 +751,9 @@ func openBus(ctx context.Context, cfg Config, resync func(publishesLost bool)) (
 		}
 		if cfg.ClusterSecret != "" {
 			opts = append(opts, natsbus.WithSecret([]byte(cfg.ClusterSecret)))
+		} else {
+			cfg.Logger.Warn("nats: no cluster secret: anything NATS lets publish on this cluster's subjects can put " +
+				"events into its clients' subscriptions; set CHORUS_CLUSTER_SECRET (the same on every node) and NATS authentication")
 		}
 		b, err := natsbus.Open(ctx, cfg.BusURL, cfg.Logger, opts...)
 		if err != nil {

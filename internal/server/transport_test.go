@@ -470,6 +470,17 @@ func TestBusAuth(t *testing.T) {
 		ClusterSecret: "short", Logger: slog.New(slog.DiscardHandler)}); err == nil {
 		t.Errorf("New with a 5-byte cluster secret = nil error, want an error")
 	}
+	// Without a secret, anything NATS lets publish can inject events: the
+	// node says so at start.
+	for _, secret := range []string{"", strings.Repeat("k", 32)} {
+		var logs logtest.Buffer
+		s := newServer(t, Config{BusURL: u, BusAuth: natsbus.Auth{Token: "cluster-token-123"}, ClusterSecret: secret,
+			Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+		s.Close()
+		if warned := strings.Contains(logs.String(), "no cluster secret"); warned != (secret == "") {
+			t.Errorf("cluster secret %q: warned of none = %v: %s", secret, warned, logs.String())
+		}
+	}
 	s = newServer(t, Config{BusURL: u, BusAuth: natsbus.Auth{Token: "cluster-token-123"}, ClusterSecret: strings.Repeat("k", 32)})
 	rec = httptest.NewRecorder()
 	mreq := httptest.NewRequest("GET", "/metrics", nil)
