@@ -766,11 +766,22 @@ func openBus(ctx context.Context, cfg Config, resync func(publishesLost bool)) (
 	return mem.New(), nil
 }
 
-// redact drops the password from a URL for error messages.
+// redact returns a URL for error messages: without its password and query
+// values (libpq takes ?password=), and not at all when it is no
+// scheme://host URL (a key=value DSN, "user:secret@host"), whose
+// password this cannot find.
 func redact(raw string) string {
 	u, err := url.Parse(raw)
-	if err != nil {
-		return "(unparsable URL)"
+	if err != nil || u.Host == "" {
+		return "(not shown: not a scheme://host URL)"
 	}
+	if u.RawQuery != "" {
+		q := u.Query()
+		for k := range q {
+			q[k] = []string{"REDACTED"}
+		}
+		u.RawQuery = q.Encode()
+	}
+	u.Fragment, u.RawFragment = "", ""
 	return u.Redacted()
 }

@@ -551,3 +551,28 @@ func TestShutdownClosesWebsocketsWhileHTTPDrains(t *testing.T) {
 	}
 	slow.Close() // the drain can end
 }
+
+// TestRedact: what error messages show of a store or bus URL holds no
+// password, in any form an operator may give it.
+func TestRedact(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{"postgres://chorus:pw-SECRET@db:5432/chorus?sslmode=require", "postgres://chorus:xxxxx@db:5432/chorus?sslmode=REDACTED"},
+		{"postgres://db/chorus?password=pw-SECRET", "postgres://db/chorus?password=REDACTED"},
+		{"host=127.0.0.1 port=5432 password=pw-SECRET", "(not shown: not a scheme://host URL)"},
+		{"u:pw-SECRET@127.0.0.1:4222", "(not shown: not a scheme://host URL)"},
+		{"mysql://db/x#pw-SECRET", "mysql://db/x"},
+	} {
+		if got := redact(tc.in); got != tc.want || strings.Contains(got, "SECRET") {
+			t.Errorf("redact(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+	for _, cfg := range []Config{
+		{DataDir: t.TempDir(), StoreURL: "host=127.0.0.1 password=pw-SECRET"},
+		{DataDir: t.TempDir(), BusURL: "u:pw-SECRET@127.0.0.1:4222"},
+	} {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+		if _, err := New(context.Background(), cfg); err == nil || strings.Contains(err.Error(), "SECRET") {
+			t.Errorf("New(%+v) = %v, want an error without the password", cfg, err)
+		}
+	}
+}

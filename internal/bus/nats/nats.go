@@ -672,6 +672,11 @@ func scrub(err error, urls string) error {
 			msg = strings.ReplaceAll(msg, user, "REDACTED")
 		}
 	}
+	for p := range strings.SplitSeq(urls, ",") {
+		if q := strings.IndexAny(p, "?#"); q >= 0 && strings.Contains(msg, p[q+1:]) && len(p) > q+1 {
+			msg = strings.ReplaceAll(msg, p[q+1:], "REDACTED")
+		}
+	}
 	if msg == err.Error() {
 		return err
 	}
@@ -684,9 +689,12 @@ func redact(urls string) string {
 	for i, p := range parts {
 		p = strings.TrimSpace(p)
 		u, err := url.Parse(p)
+		if q := strings.IndexAny(p, "?#"); q >= 0 {
+			p = p[:q] // NATS URLs take no query: whatever is there is not shown
+		}
 		switch {
 		case err == nil && u.Host != "":
-			u.User = nil
+			u.User, u.RawQuery, u.Fragment, u.RawFragment = nil, "", "", ""
 			parts[i] = u.String()
 		case strings.Contains(p, "@"):
 			parts[i] = p[strings.LastIndex(p, "@")+1:]

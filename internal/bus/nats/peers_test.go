@@ -1,8 +1,10 @@
 package nats_test
 
 import (
+	"context"
 	"maps"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -49,5 +51,22 @@ func TestHello(t *testing.T) {
 	}
 	if up := self.ConnectedSince(); up.IsZero() || time.Since(up) > time.Minute {
 		t.Errorf("ConnectedSince = %v", up)
+	}
+}
+
+// TestOpenErrorHidesSecrets: a failed connection's error names the server
+// without any password, whether in the user information or in a query.
+func TestOpenErrorHidesSecrets(t *testing.T) {
+	for _, u := range []string{
+		"nats://127.0.0.1:1?password=pw-SECRET",
+		"nats://user:pw-SECRET@127.0.0.1:1",
+		"user:pw-SECRET@127.0.0.1:1",
+	} {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		_, err := nats.Open(ctx, u, nil)
+		cancel()
+		if err == nil || strings.Contains(err.Error(), "SECRET") {
+			t.Errorf("Open(%q) = %v, want an error without the password", u, err)
+		}
 	}
 }
