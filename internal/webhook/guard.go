@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/net/idna"
+
 	"github.com/chorus-sync/chorus"
 )
 
@@ -83,6 +85,16 @@ func (p Policy) checkURL(raw string, newURL bool) error {
 	host := strings.ToLower(u.Hostname())
 	if host == "" {
 		return bad("expected a host")
+	}
+	if strings.IndexFunc(host, func(r rune) bool { return r >= 0x80 }) >= 0 {
+		// Checked as the HTTP client will dial it: net/http maps a
+		// non-ASCII host with IDNA's lookup profile, which turns
+		// full-width digits into ASCII ones ("１２７.0.0.1" is 127.0.0.1).
+		a, err := idna.Lookup.ToASCII(host)
+		if err != nil {
+			return bad("invalid international host name")
+		}
+		host = strings.ToLower(a)
 	}
 	if port := u.Port(); port != "" {
 		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {

@@ -48,6 +48,9 @@ func TestCheckURL(t *testing.T) {
 		"http://[::7f00:1]/",
 		"http://[fe80::1%25eth0]/",
 		"http://127.0.0.1./",
+		"http://\uff11\uff12\uff17.0.0.1:23999/hook", // full-width digits: net/http dials 127.0.0.1
+		"http://\uff4c\uff4f\uff43\uff41\uff4c\uff48\uff4f\uff53\uff54/", // full-width "localhost"
+		"http://10\u30020.0.1/", // an ideographic full stop between labels
 		"http://localhost/",
 		"http://LOCALHOST:3000/",
 		"http://api.localhost/",
