@@ -5,6 +5,8 @@ import (
 	"log/slog"
 	"net/http/httptest"
 	"net/url"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -85,6 +87,54 @@ func TestNodeAdoptsRestoredCopy(t *testing.T) {
 	}
 	if after == before || !strings.Contains(logs.String(), "was restored from a dump") {
 		t.Errorf("a node on a restored copy: identity %q (was %q); log:\n%s", after, before, logs.String())
+	}
+}
+
+// TestNodeAdoptsCleanRestore: a dump restored with pg_restore --clean into
+// the very database it was taken from (same database OID; its tables made
+// anew) is noticed too: a node starting on it adopts it, so that clients
+// that saw events after the dump are caught up rather than ignoring the
+// restored store's new events as ones they have.
+func TestNodeAdoptsCleanRestore(t *testing.T) {
+	ctx := context.Background()
+	db := servedDatabase(t)
+	c := servertest.Connect(t, db, nil)
+	var before string
+	if err := c.QueryRow(ctx, `SELECT id FROM cluster_identity`).Scan(&before); err != nil {
+		t.Fatal(err)
+	}
+	dump := filepath.Join(t.TempDir(), "chorus.dump")
+	if out, err := exec.Command("pg_dump", "--format=custom", "--no-owner", "--file", dump, "--dbname", db).CombinedOutput(); err != nil {
+		t.Fatalf("pg_dump: %v\n%s", err, out)
+	}
+	if out, err := exec.Command("pg_restore", "--clean", "--if-exists", "--no-owner", "--exit-on-error", "--dbname", db, dump).CombinedOutput(); err != nil {
+		t.Fatalf("pg_restore --clean: %v\n%s", err, out)
+	}
+	var logs logtest.Buffer
+	s, err := server.New(ctx, server.Config{StoreURL: db, Creds: creds, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	var after string
+	if err := c.QueryRow(ctx, `SELECT id FROM cluster_identity`).Scan(&after); err != nil {
+		t.Fatal(err)
+	}
+	if after == before || !strings.Contains(logs.String(), "was restored from a dump") {
+		t.Errorf("a node on a database restored into itself: identity %q (was %q); log:\n%s", after, before, logs.String())
+	}
+	// Adopted once: the next node finds nothing to do.
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	var again logtest.Buffer
+	s2, err := server.New(ctx, server.Config{StoreURL: db, Creds: creds, Logger: slog.New(slog.NewTextHandler(&again, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s2.Close() })
+	if strings.Contains(again.String(), "was restored from a dump") {
+		t.Errorf("the next node adopted the database again:\n%s", again.String())
 	}
 }
 

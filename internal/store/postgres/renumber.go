@@ -59,7 +59,7 @@ func renumber(ctx context.Context, tx pgx.Tx, now time.Time, onlyCopied bool) (i
 		return 0, err
 	}
 	var copied bool
-	if err := tx.QueryRow(ctx, `SELECT db_oid <> `+thisDatabase+` FROM cluster_identity FOR UPDATE`).Scan(&copied); err != nil {
+	if err := tx.QueryRow(ctx, `SELECT `+isCopy+` FROM cluster_identity FOR UPDATE`).Scan(&copied); err != nil {
 		return 0, err
 	}
 	if onlyCopied && !copied {
@@ -119,7 +119,7 @@ func (s *Store) AdoptCopy(ctx context.Context, now time.Time) (int64, error) {
 
 // newClusterID is the statement that gives the cluster a new identity in
 // the database it is in now (ClusterIdentity).
-const newClusterID = `UPDATE cluster_identity SET id = ` + newIdentity + `, db_oid = ` + thisDatabase
+const newClusterID = `UPDATE cluster_identity SET id = ` + newIdentity + `, db_oid = ` + thisDatabase + `, table_oid = ` + thisTable
 
 // newIdentity is SQL for a new random cluster identity (as schema
 // migration 5 makes the first, in text of its own: migrations do not
@@ -127,6 +127,13 @@ const newClusterID = `UPDATE cluster_identity SET id = ` + newIdentity + `, db_o
 const (
 	newIdentity  = `md5(random()::text || clock_timestamp()::text || pg_backend_pid()::text)`
 	thisDatabase = `(SELECT oid::bigint FROM pg_database WHERE datname = current_database())`
+	// thisTable is the OID of the identity's own table, which a restore
+	// makes anew (pg_restore --clean into the same database): a copy the
+	// database OID alone does not show.
+	thisTable = `'cluster_identity'::regclass::oid::bigint`
+	// isCopy is true when the identity was made in another database or
+	// another incarnation of its table.
+	isCopy = `(db_oid <> ` + thisDatabase + ` OR table_oid IS DISTINCT FROM ` + thisTable + `)`
 )
 
 // ClusterIdentity returns the cluster's identity, which its nodes put on
@@ -136,7 +143,7 @@ const (
 func (s *Store) ClusterIdentity(ctx context.Context) (id string, copied bool, err error) {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.TxTimeout)
 	defer cancel()
-	err = s.pool.QueryRow(ctx, `SELECT id, db_oid <> `+thisDatabase+` FROM cluster_identity`).Scan(&id, &copied)
+	err = s.pool.QueryRow(ctx, `SELECT id, `+isCopy+` FROM cluster_identity`).Scan(&id, &copied)
 	if err != nil {
 		return "", false, fmt.Errorf("postgres: cluster identity %s: %w", s.addr, unavailable(err))
 	}

@@ -211,6 +211,13 @@ CREATE TABLE retired_secrets (
 	date_retired BIGINT NOT NULL
 );
 `,
+	// 8: the identity also remembers its own table's OID, so that a dump
+	// restored with --clean into the database it was taken from (same
+	// database OID, tables made anew) is noticed as restored too.
+	`
+ALTER TABLE cluster_identity ADD COLUMN table_oid BIGINT;
+UPDATE cluster_identity SET table_oid = 'cluster_identity'::regclass::oid::bigint;
+`,
 }
 
 // lockKey derives an advisory lock key from a purpose and the schema the
