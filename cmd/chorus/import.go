@@ -234,21 +234,39 @@ func (s snapshotStore) Close() error {
 // directory inside dataDir (the filesystem that holds the database has
 // room for it; /tmp may not).
 func openSnapshot(ctx context.Context, dataDir, path string, logger *slog.Logger) (chorus.Store, error) {
-	dir, err := os.MkdirTemp(dataDir, ".chorus-dry-run-")
+	dir, err := os.MkdirTemp(dataDir, ".chorus-snapshot-")
 	if err != nil {
-		return nil, fmt.Errorf("dry run: %w", err)
+		return nil, fmt.Errorf("snapshot: %w", err)
 	}
 	snap := filepath.Join(dir, server.DBFile)
 	if err := sqlite.Snapshot(ctx, path, snap); err != nil {
 		os.RemoveAll(dir)
-		return nil, fmt.Errorf("dry run: %w", err)
+		return nil, fmt.Errorf("snapshot: %w", err)
 	}
 	st, err := sqlite.Open(ctx, snap, logger)
 	if err != nil {
 		os.RemoveAll(dir)
-		return nil, fmt.Errorf("dry run: open snapshot: %w", err)
+		return nil, fmt.Errorf("open snapshot: %w", err)
 	}
 	return snapshotStore{Store: st, dir: dir}, nil
+}
+
+// openForReading opens the embedded store at path, in dataDir, to read it
+// without changing it: when its schema is older than this binary's,
+// opening it would upgrade it, after which the server of the previous
+// version that may still run on it could not start again, so an upgraded
+// snapshot is read instead (the original is not changed).
+func openForReading(ctx context.Context, dataDir, path string, logger *slog.Logger) (chorus.Store, error) {
+	behind, err := sqlite.SchemaBehind(ctx, path)
+	if err != nil {
+		return nil, err
+	}
+	if behind > 0 {
+		logger.Info("the store's schema is older than this binary's; reading an upgraded snapshot of it (the original is not changed)",
+			"path", path, "migrations", behind)
+		return openSnapshot(ctx, dataDir, path, logger)
+	}
+	return sqlite.Open(ctx, path, logger)
 }
 
 func copied(r *transfer.Report) string {

@@ -116,19 +116,23 @@ func TestImportCommand(t *testing.T) {
 		return v
 	}
 	current := schemaVersion()
-	old, err := sql.Open("sqlite", "file:"+dbPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, q := range []string{
-		`DROP TABLE retired_secrets`, // the latest migration's
-		fmt.Sprintf(`PRAGMA user_version = %d`, current-1),
-	} {
-		if _, err := old.Exec(q); err != nil {
-			t.Fatalf("%s: %v", q, err)
+	downgrade := func() {
+		t.Helper()
+		old, err := sql.Open("sqlite", "file:"+dbPath)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer old.Close()
+		for _, q := range []string{
+			`DROP TABLE retired_secrets`, // the latest migration's
+			fmt.Sprintf(`PRAGMA user_version = %d`, current-1),
+		} {
+			if _, err := old.Exec(q); err != nil {
+				t.Fatalf("%s: %v", q, err)
+			}
 		}
 	}
-	old.Close()
+	downgrade()
 	out, errOut, code = chorusCmd(t, env, "import", "--from", src.base, "--data-dir", dst, "--dry-run")
 	if code != 0 || !strings.Contains(out, "dry run") || !strings.Contains(out, "20 unchanged") {
 		t.Errorf("dry run into an older schema: exit %d, stdout %q, stderr %q", code, out, errOut)
@@ -136,7 +140,7 @@ func TestImportCommand(t *testing.T) {
 	if v := schemaVersion(); v != current-1 {
 		t.Errorf("the dry run upgraded the target's schema to version %d (was %d)", v, current-1)
 	}
-	if left, _ := filepath.Glob(filepath.Join(dst, ".chorus-dry-run-*")); len(left) != 0 {
+	if left, _ := filepath.Glob(filepath.Join(dst, ".chorus-snapshot-*")); len(left) != 0 {
 		t.Errorf("the dry run left %v", left)
 	}
 
@@ -158,7 +162,10 @@ func TestImportCommand(t *testing.T) {
 	}
 
 	// Grow into PostgreSQL: copy the imported directory, then again (nothing to do).
+	// The directory is of the previous schema (its server, of the previous
+	// version, may still serve it): the copy reads it without upgrading it.
 	dstSrv.stop(t)
+	downgrade()
 	dsn := servertest.NewDatabase(t)
 	for i, want := range []int{20, 0} {
 		out, errOut, code := chorusCmd(t, cleanEnv(), "migrate", "--store", dsn, "--from-data-dir", dst, "--json")
@@ -169,6 +176,12 @@ func TestImportCommand(t *testing.T) {
 		if strings.Contains(errOut, "webhooks") {
 			t.Errorf("migrate --from-data-dir run %d warned of webhooks with none pending: %q", i+1, errOut)
 		}
+	}
+	if v := schemaVersion(); v != current-1 {
+		t.Errorf("migrate --from-data-dir upgraded the source's schema to version %d (was %d)", v, current-1)
+	}
+	if left, _ := filepath.Glob(filepath.Join(dst, ".chorus-snapshot-*")); len(left) != 0 {
+		t.Errorf("migrate --from-data-dir left %v", left)
 	}
 	// A webhook the old node never delivered is not copied: the copy says so.
 	st, err := sqlite.Open(context.Background(), filepath.Join(dst, server.DBFile), nil)

@@ -23,7 +23,6 @@ import (
 	"github.com/chorus-sync/chorus/internal/gateway"
 	"github.com/chorus-sync/chorus/internal/server"
 	"github.com/chorus-sync/chorus/internal/store/postgres"
-	"github.com/chorus-sync/chorus/internal/store/sqlite"
 	"github.com/chorus-sync/chorus/token"
 )
 
@@ -521,19 +520,7 @@ func storedCredentials(ctx context.Context, dataDir string) (engine.Credentials,
 		return engine.Credentials{}, err
 	}
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
-	behind, err := sqlite.SchemaBehind(ctx, path)
-	if err != nil {
-		return engine.Credentials{}, fmt.Errorf("open store: %w", err)
-	}
-	var st chorus.Store
-	if behind > 0 {
-		// Opening it would upgrade its schema, after which the server of
-		// the previous version that may be running on it could not start
-		// again: read an upgraded snapshot instead, as a dry run does.
-		st, err = openSnapshot(ctx, dataDir, path, logger)
-	} else {
-		st, err = sqlite.Open(ctx, path, logger)
-	}
+	st, err := openForReading(ctx, dataDir, path, logger)
 	if err != nil {
 		return engine.Credentials{}, fmt.Errorf("open store: %w", err)
 	}

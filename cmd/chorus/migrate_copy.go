@@ -13,7 +13,6 @@ import (
 	"github.com/chorus-sync/chorus"
 	"github.com/chorus-sync/chorus/internal/server"
 	"github.com/chorus-sync/chorus/internal/store/postgres"
-	"github.com/chorus-sync/chorus/internal/store/sqlite"
 	"github.com/chorus-sync/chorus/internal/transfer"
 )
 
@@ -27,7 +26,7 @@ type copyFlags struct {
 
 func addCopyFlags(fs *flag.FlagSet) *copyFlags {
 	c := &copyFlags{}
-	fs.StringVar(&c.dataDir, "from-data-dir", "", "copy the embedded store of this data directory into --store (stop its server first)")
+	fs.StringVar(&c.dataDir, "from-data-dir", "", "copy the embedded store of this data directory into --store (repeatable: once while its server runs, once after stopping it)")
 	fs.BoolVar(&c.overwrite, "overwrite", false, "with --from-data-dir: replace target objects that hold a copied object's SID or unique name")
 	fs.BoolVar(&c.overwriteCreds, "overwrite-credentials", false, "with --from-data-dir: make the target's API keys of the copied accounts the source's (keys the source no longer has removed; the target's auth tokens and main keys kept)")
 	fs.BoolVar(&c.asJSON, "json", false, "with --from-data-dir: print the summary as JSON")
@@ -44,7 +43,7 @@ func copyStore(ctx context.Context, c *copyFlags, storeURL string, stdout, stder
 		return fmt.Errorf("no embedded store to copy: %w", err)
 	}
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	src, err := sqlite.Open(ctx, path, logger)
+	src, err := openForReading(ctx, c.dataDir, path, logger)
 	if err != nil {
 		return fmt.Errorf("open %s: %w", path, err)
 	}
