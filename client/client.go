@@ -317,12 +317,47 @@ func (c *Client) dropSession() {
 	c.ready = make(chan struct{})
 }
 
-func (c *Client) giveUp(err error) {
+// giveUp ends the Client for good with err: calls fail with it, and every
+// open handle gets EventSubscriptionFailed with it (its Events channels
+// are closed after that event and its Err reports it), so that a program
+// ranging over Events learns that nothing more will come.
+func (c *Client) giveUp(err *chorus.Error) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	c.terminal = err
 	c.sess = nil
 	close(c.ready)
+	live := make([]*entity, 0, len(c.objects))
+	for _, e := range c.objects {
+		live = append(live, e)
+	}
+	c.mu.Unlock()
+	for _, e := range live {
+		e.failed(0, err)
+	}
+}
+
+// tokenAttempts bounds the TokenProvider calls made, with backoff, to
+// replace an expired token before the Client gives up: a token backend
+// that is down for a while (a deploy, a restart) must not end it.
+const tokenAttempts = 8
+
+// renewWithRetry asks the TokenProvider for a new token up to
+// tokenAttempts times, with the reconnect backoff between attempts (32 s
+// in all with the default MinBackoff and MaxBackoff), and reports whether
+// one came.
+func (c *Client) renewWithRetry() bool {
+	if c.opts.TokenProvider == nil {
+		return false
+	}
+	for i := range tokenAttempts {
+		if i > 0 && !c.sleep(c.backoff(i-1, 0)) {
+			return false
+		}
+		if _, ok := c.refreshToken(); ok {
+			return true
+		}
+	}
+	return false
 }
 
 // initRejected is a non-2xx init reply.
@@ -356,11 +391,9 @@ func (c *Client) supervise() {
 			if errors.As(err, &rej) {
 				switch code := rej.st.Code; {
 				case code == 401 || code == 403:
-					if rej.st.ErrorCode == chorus.ErrTokenExpired.Code && c.opts.TokenProvider != nil && failures < 5 {
-						if _, ok := c.refreshToken(); ok {
-							failures++
-							continue
-						}
+					if rej.st.ErrorCode == chorus.ErrTokenExpired.Code && failures < 5 && c.renewWithRetry() {
+						failures++
+						continue
 					}
 					c.log.Warn("client: token rejected", slog.Any("err", err))
 					c.giveUp(statusError(&rej.st))
@@ -391,7 +424,7 @@ func (c *Client) supervise() {
 			case 308:
 				floor = time.Duration(ce.backoffMS) * time.Millisecond
 			case 401, 410:
-				if _, ok := c.refreshToken(); !ok {
+				if !c.renewWithRetry() {
 					e := statusError(&ce.st)
 					if ce.st.Code == 410 { // token expired while connected: 401/20104 like init
 						e.Status, e.Code = chorus.ErrTokenExpired.Status, chorus.ErrTokenExpired.Code

@@ -557,6 +557,7 @@ func TestTokenRenewal(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		events := d.Events()
 		deadline := time.Now().Add(10 * time.Second)
 		for {
 			err = d.Set(ctx, map[string]int{"n": 2})
@@ -575,6 +576,55 @@ func TestTokenRenewal(t *testing.T) {
 		// UpdateToken says so.
 		if err := c.UpdateToken(ctx, n.token(t, "alice", time.Hour)); !errors.Is(err, chorus.ErrTokenExpired) {
 			t.Errorf("UpdateToken after giving up = %v, want 20104", err)
+		}
+		// A program ranging over the handle's events learns it too: the
+		// last is EventSubscriptionFailed with the error, then the channel
+		// closes (it stayed open, silent, forever).
+		var last client.Event
+		timeout := time.After(10 * time.Second)
+	drain:
+		for {
+			select {
+			case ev, ok := <-events:
+				if !ok {
+					break drain
+				}
+				last = ev
+			case <-timeout:
+				t.Fatalf("the handle's Events channel still open 10 s after the client gave up (last event %s)", last.Type)
+			}
+		}
+		if last.Type != client.EventSubscriptionFailed || !errors.Is(last.Err, chorus.ErrTokenExpired) || !errors.Is(d.Err(), chorus.ErrTokenExpired) {
+			t.Errorf("after giving up: last event %s (%v), Err %v; want subscription_failed with 20104", last.Type, last.Err, d.Err())
+		}
+	})
+	t.Run("provider down for a while", func(t *testing.T) {
+		// The first provider calls fail (a token backend restarting): the
+		// client asks again with backoff instead of giving up at the
+		// first failure.
+		var calls atomic.Int32
+		flaky := func(context.Context) (string, error) {
+			if calls.Add(1) <= 3 {
+				return "", errors.New("token backend unavailable")
+			}
+			return n.token(t, "alice", time.Hour), nil
+		}
+		c, err := client.New(ctx, n.token(t, "alice", 3*time.Second), client.Options{URL: n.url(), TokenProvider: flaky,
+			MinBackoff: 50 * time.Millisecond, Logger: quietLogger()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		d, err := c.Document(ctx, "tok", client.OpenOrCreate)
+		if err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(4 * time.Second) // past the first token's expiry
+		if err := d.Set(ctx, map[string]int{"n": 3}); err != nil {
+			t.Errorf("Set after the provider came back: %v (provider called %d times)", err, calls.Load())
+		}
+		if n := calls.Load(); n < 4 {
+			t.Errorf("provider called %d times, want at least 4 (3 failures, then a token)", n)
 		}
 	})
 }

@@ -41,8 +41,12 @@
 // came from a renewal (or UpdateToken) is renewed no sooner than half-way
 // through the lifetime it had left when it arrived, so a provider of
 // tokens shorter than the server's 3-minute warning is not called in a
-// loop. Without a provider an expired session ends and calls fail with
-// the server's error.
+// loop. A provider that fails is asked again with the reconnect backoff,
+// 8 times (32 s with the default backoff) before the client gives up.
+// Without a provider an expired session ends. A client that gives up
+// (an expired or refused token) fails every call with the server's error,
+// and every open handle gets EventSubscriptionFailed with it, after which
+// its Events channels are closed.
 //
 // Errors from the server arrive as *chorus.Error with the HTTP status and
 // the Twilio code of the response body (e.g. 404/54100, 412/54103,
