@@ -97,6 +97,9 @@ func cmdRestore(ctx context.Context, args []string, stdout io.Writer) error {
 		}
 		return usagef("%v", err)
 	}
+	if err := embeddedStoreMeant(fs); err != nil {
+		return err
+	}
 	if fs.NArg() != 1 {
 		return usagef("restore: expected one backup FILE")
 	}
@@ -108,9 +111,16 @@ func cmdRestore(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	for _, e := range entries {
 		// A restore killed while staging (SIGKILL, power loss) left its
-		// staging directory: nothing of it was ever named chorus.db.
+		// staging directory: nothing of it was ever named chorus.db. One
+		// modified lately is a running restore's (it touches its own every
+		// minute): it is left alone, and this one refused.
 		if e.IsDir() && strings.HasPrefix(e.Name(), restoreStagePrefix) {
-			if err := os.RemoveAll(filepath.Join(*dataDir, e.Name())); err != nil {
+			stage := filepath.Join(*dataDir, e.Name())
+			if fi, err := e.Info(); err == nil && time.Since(fi.ModTime()) < restoreRunningWithin {
+				return fmt.Errorf("another restore into %s is running (its staging directory %s was modified %s ago): wait for it to finish; "+
+					"if none runs, remove that directory", *dataDir, stage, time.Since(fi.ModTime()).Round(time.Second))
+			}
+			if err := os.RemoveAll(stage); err != nil {
 				return err
 			}
 			continue
@@ -166,6 +176,11 @@ func stagingPrefix(prefix string) string { return prefix + strconv.Itoa(os.Getpi
 // its files all along; a process ID would not tell (another PID namespace,
 // another host sharing the directory, every container's PID 1).
 const abandonedAfter = time.Hour
+
+// restoreRunningWithin: a restore's staging directory modified this
+// recently is a running restore's (sqlite.KeepFresh touches it every
+// minute); an older one is a killed restore's, which the next removes.
+const restoreRunningWithin = 3 * time.Minute
 
 // backupTmpMarker is in the name of a backup's output while it is written
 // (.NAME.chorus-tmp-PID-RANDOM beside NAME).
@@ -268,5 +283,5 @@ func embeddedStoreMeant(fs *flag.FlagSet) error {
 	if named {
 		return nil
 	}
-	return fmt.Errorf("CHORUS_STORE_URL is set: the state is in PostgreSQL (back it up with pg_dump, see README; the credentials are the TWILIO_* variables); name --data-dir to use an embedded store anyway")
+	return fmt.Errorf("CHORUS_STORE_URL is set: the state is in PostgreSQL (back it up and restore it with pg_dump and pg_restore, see README; the credentials are the TWILIO_* variables); name --data-dir to use an embedded store anyway")
 }

@@ -203,6 +203,19 @@ func TestBackupUnderWrites(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(stale, server.DBFile), raw[:100], 0o600); err != nil {
 		t.Fatal(err)
 	}
+	// Modified lately, it is a running restore's (they touch theirs every
+	// minute): a second restore into the directory is refused and leaves
+	// it alone (it removed it, and the first failed blaming its file).
+	if _, errOut, code := chorusCmd(t, cleanEnv(), "restore", "--data-dir", empty, backup); code != exitError || !strings.Contains(errOut, "another restore into") {
+		t.Errorf("restore beside a running restore's staging directory: exit %d, stderr %q; want a refusal", code, errOut)
+	}
+	if _, err := os.Stat(filepath.Join(stale, server.DBFile)); err != nil {
+		t.Errorf("the refused restore touched the running one's staging directory: %v", err)
+	}
+	longAgo := time.Now().Add(-10 * time.Minute)
+	if err := os.Chtimes(stale, longAgo, longAgo); err != nil {
+		t.Fatal(err)
+	}
 	// The lock files a server or an import left (the database itself
 	// removed) are no data, nor is a new ext4 volume's lost+found.
 	for _, name := range []string{server.ServeLockFile, importLockFile} {
@@ -272,6 +285,10 @@ func TestEmbeddedCommandsUnderPostgres(t *testing.T) {
 	out := filepath.Join(t.TempDir(), "b.backup")
 	if _, errOut, code := chorusCmd(t, pg, "backup", "--out", out); code != exitError || !strings.Contains(errOut, "CHORUS_STORE_URL is set") {
 		t.Errorf("chorus backup with CHORUS_STORE_URL: exit %d, stderr %q; want a refusal naming it", code, errOut)
+	}
+	// Nor does restore write ./chorus-data, which no node would serve.
+	if _, errOut, code := chorusCmd(t, pg, "restore", out); code != exitError || !strings.Contains(errOut, "CHORUS_STORE_URL is set") {
+		t.Errorf("chorus restore with CHORUS_STORE_URL: exit %d, stderr %q; want a refusal naming it", code, errOut)
 	}
 	// admin credentials reads the PostgreSQL store (TestCredentialsFromPostgres).
 	if _, errOut, code := chorusCmd(t, pg, "admin", "credentials"); code != exitError || !strings.Contains(errOut, "open store") {

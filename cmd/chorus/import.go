@@ -70,6 +70,14 @@ func cmdImport(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err := parse(fs, args); err != nil {
 		return err
 	}
+	// A target named on the command line wins over CHORUS_STORE_URL:
+	// --data-dir alone means the embedded store there.
+	switch dataNamed, storeNamed := flagSet(fs, "data-dir"), flagSet(fs, "store"); {
+	case dataNamed && storeNamed && *storeURL != "":
+		return usagef("--data-dir and --store name two targets: give one")
+	case dataNamed && !storeNamed:
+		*storeURL = ""
+	}
 	base, err := url.Parse(strings.TrimRight(*from, "/"))
 	if err != nil || (base.Scheme != "http" && base.Scheme != "https") || base.Host == "" || base.Path != "" || base.RawQuery != "" || base.User != nil {
 		return usagef("invalid --from %q: want http(s)://host[:port], credentials in --account-sid and --auth-token or --api-key and --api-secret", redactURL(*from))
@@ -162,7 +170,7 @@ func cmdImport(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			err = werr
 		}
 	} else {
-		writeSummary(stdout, rep)
+		writeSummary(stdout, rep, targetName(*storeURL, *dataDir))
 	}
 	if err != nil {
 		if rep.Services.Created+rep.Services.Updated+rep.Services.Unchanged+rep.Objects.Created+rep.Objects.Updated+rep.Objects.Unchanged == 0 {
@@ -277,12 +285,24 @@ func copied(r *transfer.Report) string {
 		r.Permissions.Created+r.Permissions.Updated+r.Permissions.Unchanged)
 }
 
-func writeSummary(w io.Writer, r *transfer.Report) {
+// targetName names the store an import or copy writes into, for its
+// summary: PostgreSQL by host and database, or the embedded store's file.
+func targetName(storeURL, dataDir string) string {
+	if storeURL != "" {
+		if u, err := url.Parse(storeURL); err == nil && u.Host != "" {
+			return "PostgreSQL " + u.Host + u.Path
+		}
+		return "PostgreSQL"
+	}
+	return "SQLite " + filepath.Join(dataDir, server.DBFile)
+}
+
+func writeSummary(w io.Writer, r *transfer.Report, target string) {
 	verb := "import"
 	if r.DryRun {
 		verb = "dry run (nothing written)"
 	}
-	fmt.Fprintf(w, "%s of account %s in %.1fs:\n", verb, r.AccountSID, r.Elapsed.Seconds())
+	fmt.Fprintf(w, "%s of account %s into %s in %.1fs:\n", verb, r.AccountSID, target, r.Elapsed.Seconds())
 	line := func(name string, c transfer.Counts) {
 		fmt.Fprintf(w, "  %-12s %7d new  %7d updated  %7d unchanged  %7d deleted  %5d refused\n",
 			name, c.Created, c.Updated, c.Unchanged, c.Deleted, c.Refused)

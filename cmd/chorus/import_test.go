@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -95,6 +96,17 @@ func TestImportCommand(t *testing.T) {
 	out, _, code = chorusCmd(t, env, "import", "--from", src.base, "--data-dir", dst, "--json")
 	if code != 0 || json.Unmarshal([]byte(out), &rep) != nil || rep.Objects.Created != 0 || rep.Objects.Unchanged != 20 {
 		t.Errorf("second import: exit %d, stdout %q", code, out)
+	}
+	// --data-dir on the command line wins over CHORUS_STORE_URL in the
+	// environment (it wrote into PostgreSQL, and the summary did not say
+	// where); --store and --data-dir together name two targets.
+	withPG := append(slices.Clone(env), "CHORUS_STORE_URL=postgres://127.0.0.1:1/none")
+	out, errOut, code = chorusCmd(t, withPG, "import", "--from", src.base, "--data-dir", dst)
+	if code != 0 || !strings.Contains(out, "into SQLite "+filepath.Join(dst, server.DBFile)) || !strings.Contains(out, "20 unchanged") {
+		t.Errorf("import --data-dir with CHORUS_STORE_URL set: exit %d, stdout %q, stderr %q; want the data directory", code, out, errOut)
+	}
+	if _, errOut, code = chorusCmd(t, withPG, "import", "--from", src.base, "--data-dir", dst, "--store", "postgres://127.0.0.1:1/none"); code != exitUsage || !strings.Contains(errOut, "two targets") {
+		t.Errorf("import --data-dir --store: exit %d, stderr %q; want a usage error", code, errOut)
 	}
 
 	// A dry run into a database of an older schema leaves it as it was:

@@ -72,7 +72,7 @@ func copyStore(ctx context.Context, c *copyFlags, storeURL string, stdout, stder
 		enc.SetIndent("", "  ")
 		_ = enc.Encode(rep)
 	} else {
-		writeSummary(stdout, rep)
+		writeSummary(stdout, rep, targetName(storeURL, ""))
 	}
 	if err != nil {
 		return fmt.Errorf("%w (copied before the failure: %s; run the same command again to continue)", err, copied(rep))

@@ -194,6 +194,9 @@ func Restore(ctx context.Context, r io.Reader, dbPath string) (BackupInfo, error
 		return BackupInfo{}, fmt.Errorf("sqlite: restore: %w", err)
 	}
 	if _, err := checkDatabase(ctx, tmp); err != nil {
+		if ctx.Err() != nil { // interrupted, not a bad file
+			return BackupInfo{}, fmt.Errorf("sqlite: restore: integrity check interrupted: %w", ctx.Err())
+		}
 		return BackupInfo{}, fmt.Errorf("sqlite: restore: %w: %w", ErrNotBackup, err)
 	}
 	// Clients that saw events after the backup was taken must not take the

@@ -1,7 +1,9 @@
 package sqlite
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"testing"
@@ -84,5 +86,30 @@ func TestBackupKeepsStagingFresh(t *testing.T) {
 	}
 	if age > time.Minute {
 		t.Errorf("the staging directory was last modified %v before the check ended: not kept fresh", age)
+	}
+}
+
+// TestRestoreInterruptedIsNotABadBackup: a restore interrupted during its
+// integrity check (Ctrl-C) says so; it blamed the file ("not a complete
+// Chorus backup"), and an operator would have thrown a good backup away.
+func TestRestoreInterruptedIsNotABadBackup(t *testing.T) {
+	db := filepath.Join(t.TempDir(), "chorus.db")
+	st, err := Open(context.Background(), db, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	var b bytes.Buffer
+	if _, err := Backup(context.Background(), db, t.TempDir(), &b); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	_, err = Restore(ctx, bytes.NewReader(b.Bytes()), filepath.Join(t.TempDir(), "chorus.db"))
+	if err == nil || errors.Is(err, ErrNotBackup) || !errors.Is(err, context.Canceled) {
+		t.Errorf("Restore interrupted = %v, want context.Canceled and not ErrNotBackup", err)
+	}
+	if _, err := Restore(context.Background(), bytes.NewReader(b.Bytes()), filepath.Join(t.TempDir(), "chorus.db")); err != nil {
+		t.Errorf("Restore of the same backup = %v", err)
 	}
 }
