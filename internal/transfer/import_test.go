@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -15,6 +16,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -669,6 +671,16 @@ func TestImport(t *testing.T) {
 		rep, err = transfer.Import(ctx, src.source(), st, transfer.Options{Account: account(src), Overwrite: true})
 		if err != nil || len(rep.Conflicts) != 0 || rep.Objects.Created != 2 {
 			t.Fatalf("Import --overwrite = %v, report %+v, want the 2 objects created", err, rep)
+		}
+		// What it deleted to do so is reported (it said "0 deleted").
+		deleted := map[string]string{}
+		for _, n := range rep.Notes {
+			if strings.HasPrefix(n.Reason, "deleted by --overwrite") {
+				deleted[n.SID] = n.UniqueName
+			}
+		}
+		if rep.Objects.Deleted != 2 || len(deleted) != 2 || deleted[moved.SID] != "moved" || !slices.Contains(slices.Collect(maps.Values(deleted)), name) {
+			t.Errorf("--overwrite: %d deleted, notes %+v; want the target's document %q and map %s", rep.Objects.Deleted, rep.Notes, name, moved.SID)
 		}
 		dst := startNode(t, server.Config{Store: st, Creds: creds})
 		for _, c := range []struct{ svc, kind, sid string }{{ds.services[0], "Documents", victim.SID}, {ds.services[2], "Maps", moved.SID}} {

@@ -880,7 +880,8 @@ func (im *importer) importObject(ctx context.Context, obj *chorus.Object) (int, 
 		return 0, fmt.Errorf("read target: %w", err)
 	}
 	now := im.now()
-	var drop []string // target objects to delete first (Overwrite)
+	var drop []string       // target objects to delete first (Overwrite)
+	var replaced []Conflict // the live ones among them, for the report's notes
 	if old := t.bySID; old != nil && (old.ServiceSID != obj.ServiceSID || old.AccountSID != obj.AccountSID || !sameTime(old.DateCreated, obj.DateCreated)) {
 		reason := fmt.Sprintf("the target holds a different %s with this SID (service %s, created %s)", obj.Kind, old.ServiceSID, old.DateCreated.UTC().Format(time.RFC3339))
 		if !im.opt.Overwrite || old.AccountSID != obj.AccountSID {
@@ -890,6 +891,8 @@ func (im *importer) importObject(ctx context.Context, obj *chorus.Object) (int, 
 			return 0, im.refuse(obj, reason)
 		}
 		drop = append(drop, old.SID)
+		replaced = append(replaced, Conflict{Kind: string(old.Kind), SID: old.SID, ServiceSID: old.ServiceSID, UniqueName: old.UniqueName,
+			Reason: "deleted by --overwrite: " + reason + "; replaced by the source's"})
 		t.bySID, t.perms = nil, nil // its items are not compared either: old is nil
 	}
 	if o := t.byName; o != nil && o.SID != obj.SID {
@@ -897,6 +900,10 @@ func (im *importer) importObject(ctx context.Context, obj *chorus.Object) (int, 
 			return 0, im.refuse(obj, fmt.Sprintf("the target's %s %s already has the unique name", obj.Kind, o.SID))
 		}
 		drop = append(drop, o.SID)
+		if !o.Expired(now) {
+			replaced = append(replaced, Conflict{Kind: string(o.Kind), SID: o.SID, ServiceSID: o.ServiceSID, UniqueName: o.UniqueName,
+				Reason: fmt.Sprintf("deleted by --overwrite: it had the unique name of the source's %s %s", obj.Kind, obj.SID)})
+		}
 	}
 
 	old := t.bySID
@@ -1001,6 +1008,8 @@ func (im *importer) importObject(ctx context.Context, obj *chorus.Object) (int, 
 		}
 	}
 	im.count(func(r *Report) {
+		r.Objects.Deleted += len(replaced)
+		r.Notes = append(r.Notes, replaced...)
 		if old == nil {
 			r.Objects.Created++
 		} else if objChanged {
