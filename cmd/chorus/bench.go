@@ -5,11 +5,13 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/url"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -17,10 +19,15 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/chorus-sync/chorus"
 	"github.com/chorus-sync/chorus/client"
 	"github.com/chorus-sync/chorus/internal/engine"
 	"github.com/chorus-sync/chorus/token"
 )
+
+// benchDocTTL is the expiry of a run's documents, which it removes when it
+// ends: a run killed before that leaves them for a day at most.
+const benchDocTTL = 24 * time.Hour
 
 // Bounds of `chorus bench`: it only ever talks to the URLs it is given.
 const (
@@ -239,10 +246,27 @@ func runBench(ctx context.Context, cfg benchConfig, progress io.Writer) (*benchR
 	defer setup.Close()
 	docSIDs := make([]string, cfg.docs)
 	startIDs := make([]int64, cfg.docs)
+	docs := make([]*client.Document, 0, cfg.docs)
+	// The run's documents go when it ends; should it be killed, their
+	// TTL removes them a day later: a benchmark of a production service
+	// leaves nothing behind.
+	defer func() {
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		defer cancel()
+		for _, doc := range docs {
+			if err := doc.Remove(rctx); err != nil && !errors.Is(err, chorus.ErrDocumentNotFound) {
+				fmt.Fprintf(os.Stderr, "bench: remove document %s: %v\n", doc.SID(), err)
+			}
+		}
+	}()
 	for d := range cfg.docs {
 		doc, err := setup.Document(cctx, fmt.Sprintf("bench-%s-%d", runID, d), client.OpenOrCreate)
 		if err != nil {
 			return nil, err
+		}
+		docs = append(docs, doc)
+		if err := doc.SetTTL(cctx, benchDocTTL); err != nil {
+			return nil, fmt.Errorf("document TTL: %w", err)
 		}
 		docSIDs[d], startIDs[d] = doc.SID(), doc.LastEventID()
 	}

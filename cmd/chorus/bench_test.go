@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http/httptest"
 	"regexp"
 	"strconv"
 	"strings"
@@ -18,6 +19,12 @@ import (
 // benchNode runs an in-process server on 127.0.0.1 and returns its URL and
 // data directory.
 func benchNode(tb testing.TB) (string, string) {
+	url, dir, _ := benchServer(tb)
+	return url, dir
+}
+
+// benchServer is benchNode, with its server.
+func benchServer(tb testing.TB) (string, string, *server.Server) {
 	tb.Helper()
 	dir := tb.TempDir()
 	ctx, cancel := context.WithCancel(context.Background())
@@ -41,7 +48,7 @@ func benchNode(tb testing.TB) (string, string) {
 			tb.Errorf("server.Run: %v", err)
 		}
 	})
-	return "http://" + ln.Addr().String(), dir
+	return "http://" + ln.Addr().String(), dir, srv
 }
 
 var (
@@ -52,7 +59,18 @@ var (
 )
 
 func TestBench(t *testing.T) {
-	url, dir := benchNode(t)
+	url, dir, srv := benchServer(t)
+	// A run leaves no documents behind in the service it measured.
+	t.Cleanup(func() {
+		c := srv.Credentials()
+		req := httptest.NewRequest("GET", "/v1/Services/"+c.ServiceSID+"/Documents?PageSize=100", nil)
+		req.SetBasicAuth(c.AccountSID, c.AuthToken)
+		rec := httptest.NewRecorder()
+		srv.Handler().ServeHTTP(rec, req)
+		if rec.Code != 200 || strings.Contains(rec.Body.String(), `"unique_name":"bench-`) {
+			t.Errorf("after the runs, the service's documents: %d %s; want none of the runs'", rec.Code, rec.Body)
+		}
+	})
 	for _, tc := range []struct {
 		name  string
 		conns int
