@@ -44,11 +44,28 @@ type ErrorBody struct {
 	Message  string `json:"message"`
 	MoreInfo string `json:"more_info"`
 	Status   int    `json:"status"`
+	// The fields of Twilio's API Standards V1.0 error, for a request that
+	// asks for it (BodyFor).
+	HTTPStatusCode int   `json:"httpStatusCode,omitempty"`
+	UserError      *bool `json:"userError,omitempty"`
 }
 
 // Body is the JSON error body of e.
 func Body(e *chorus.Error) ErrorBody {
 	return ErrorBody{Code: e.Code, Message: e.Message, MoreInfo: e.MoreInfo(), Status: e.Status}
+}
+
+// BodyFor is Body for r: a request that says X-Twilio-ApiVersion: v1.0
+// (twilio-go 1.30.1 and 1.30.2 send it with every request, and then decode
+// every error as a RestErrorV1) also gets that format's httpStatusCode and
+// userError, beside the legacy fields other clients read.
+func BodyFor(r *http.Request, e *chorus.Error) ErrorBody {
+	b := Body(e)
+	if r != nil && r.Header.Get("X-Twilio-ApiVersion") == "v1.0" {
+		user := e.Status < 500
+		b.HTTPStatusCode, b.UserError = e.Status, &user
+	}
+	return b
 }
 
 // Appender is a response body that writes its own JSON: WriteJSON
@@ -176,5 +193,5 @@ func WriteError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err er
 			log.ErrorContext(r.Context(), "request failed", attrs...)
 		}
 	}
-	WriteJSON(w, e.Status, Body(e))
+	WriteJSON(w, e.Status, BodyFor(r, e))
 }

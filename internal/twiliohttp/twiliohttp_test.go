@@ -13,6 +13,8 @@ import (
 	"strings"
 	"testing"
 
+	twilioclient "github.com/twilio/twilio-go/client"
+
 	"github.com/chorus-sync/chorus"
 	"github.com/chorus-sync/chorus/internal/twiliohttp"
 )
@@ -154,5 +156,37 @@ func TestServerErrorsCounted(t *testing.T) {
 	}
 	if got := after[chorus.ErrNotFound.Code] - before[chorus.ErrNotFound.Code]; got != 0 {
 		t.Errorf("a 404 counted as a server error (%d)", got)
+	}
+}
+
+// TestWriteErrorAPIStandardV1: a request that asks for Twilio's API
+// Standards V1.0 (X-Twilio-ApiVersion: v1.0; twilio-go 1.30.1 and 1.30.2
+// send it with every request) gets an error twilio-go's RestErrorV1 reads
+// whole, status included (it read 0), with the legacy fields kept; other
+// requests get the legacy body alone.
+func TestWriteErrorAPIStandardV1(t *testing.T) {
+	write := func(v1 bool) *httptest.ResponseRecorder {
+		req := httptest.NewRequest("GET", "/v1/Services/IS0/Documents/x", nil)
+		if v1 {
+			req.Header.Set("X-Twilio-ApiVersion", "v1.0")
+		}
+		rec := httptest.NewRecorder()
+		twiliohttp.WriteError(rec, req, slog.New(slog.DiscardHandler), chorus.Errorf(chorus.ErrNotFound, "The requested resource was not found"))
+		return rec
+	}
+	rec := write(true)
+	var v1 twilioclient.RestErrorV1
+	if err := json.Unmarshal(rec.Body.Bytes(), &v1); err != nil {
+		t.Fatal(err)
+	}
+	if v1.GetHttpStatusCode() != 404 || v1.GetCode() != 20404 || !v1.GetUserError() || v1.GetMessage() == "" {
+		t.Errorf("RestErrorV1 read %+v from %s, want status 404, code 20404, a user error", v1, rec.Body)
+	}
+	var legacy twilioclient.TwilioRestError
+	if err := json.Unmarshal(rec.Body.Bytes(), &legacy); err != nil || legacy.Status != 404 || legacy.Code != 20404 || legacy.MoreInfo == "" {
+		t.Errorf("TwilioRestError read %+v (%v) from %s", legacy, err, rec.Body)
+	}
+	if body := write(false).Body.String(); strings.Contains(body, "httpStatusCode") || strings.Contains(body, "userError") {
+		t.Errorf("a request without the header got the V1.0 fields: %s", body)
 	}
 }
