@@ -194,6 +194,10 @@ func TestVerifyRejects(t *testing.T) {
 		{"non-string identity", sign(t, goodHeader(), with(goodPayload(), "grants", grants("identity", 42)), hs, testSecret), Verifier{}, 20106},
 		{"identity > 256 chars", sign(t, goodHeader(), with(goodPayload(), "grants", grants("identity", long)), hs, testSecret), Verifier{}, 20106},
 		{"identity with NUL", sign(t, goodHeader(), with(goodPayload(), "grants", grants("identity", "a\x00b")), hs, testSecret), Verifier{}, 20106},
+		// REST's identity in created_by and webhooks: a token for it
+		// would make an SDK change pass for a backend's.
+		{"identity system", sign(t, goodHeader(), with(goodPayload(), "grants", grants("identity", "system")), hs, testSecret), Verifier{}, 20106},
+		{"identity SYSTEM", sign(t, goodHeader(), with(goodPayload(), "grants", grants("identity", "SYSTEM")), hs, testSecret), Verifier{}, 20106},
 		{"malformed service SID", sign(t, goodHeader(), with(goodPayload(), "grants", grants("data_sync", map[string]any{"service_sid": "IS123"})), hs, testSecret), Verifier{}, 20106},
 		{"upper-case service SID", sign(t, goodHeader(), with(goodPayload(), "grants", grants("data_sync", map[string]any{"service_sid": "IS" + strings.Repeat("A", 32)})), hs, testSecret), Verifier{}, 20106},
 		{"service SID not a string", sign(t, goodHeader(), with(goodPayload(), "grants", grants("data_sync", map[string]any{"service_sid": 1})), hs, testSecret), Verifier{}, 20106},

@@ -233,6 +233,10 @@ func (v *Verifier) checkGrants(g any, c *Claims) error {
 	if !chorus.ValidIdentity(id) {
 		return chorus.Errorf(chorus.ErrTokenGrants, "Invalid Access Token grants: identity must be 1-%d characters of valid UTF-8 without NUL", chorus.MaxIdentityLen)
 	}
+	if chorus.ReservedIdentity(id) {
+		// Its changes would pass for REST's (created_by, webhooks' Identity).
+		return chorus.Errorf(chorus.ErrTokenGrants, "Invalid Access Token grants: identity %q is reserved for changes made through the REST API", id)
+	}
 	c.Identity = id
 
 	ds, present := grants["data_sync"]
