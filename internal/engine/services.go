@@ -409,7 +409,8 @@ func applyServiceParams(s *chorus.Service, p ServiceParams) {
 }
 
 // Service returns the account's service by SID, or by the alias "default"
-// (the account's oldest service). Another account's service is 54056 (403);
+// (the operator's configured service in the operator's account; another
+// account's oldest service). Another account's service is 54056 (403);
 // a missing one 54050.
 //
 // Services named by SID come from the engine's cache (cache.go), which
@@ -444,6 +445,22 @@ func (e *Engine) ForgetServices() { e.services.drop() }
 
 func serviceIn(ctx context.Context, tx chorus.ReadTx, accountSID, sid string) (*chorus.Service, error) {
 	if sid == "default" {
+		// The operator's account: the service it was configured with
+		// (TWILIO_SYNC_SERVICE_SID, or the one generated), and no other.
+		// Once it is deleted, "default" names nothing until a node starts
+		// again (and makes it anew): tokens minted without a service
+		// moved to whichever service of the account was the oldest then,
+		// which the operator never meant them to reach.
+		switch op, err := tx.OperatorCredentials(ctx); {
+		case err == nil && op.AccountSID == accountSID && op.ServiceSID != "":
+			s, err := tx.Service(ctx, op.ServiceSID)
+			if err != nil {
+				return nil, notFoundAs(err, chorus.ErrServiceNotFound)
+			}
+			return s, nil
+		case err != nil && !isNotFound(err):
+			return nil, err
+		}
 		svcs, err := tx.Services(ctx, accountSID, chorus.ObjectQuery{Limit: 1})
 		if err != nil {
 			return nil, err

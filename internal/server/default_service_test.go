@@ -1,0 +1,77 @@
+package server
+
+import (
+	"encoding/json"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"testing"
+
+	"github.com/chorus-sync/chorus/token"
+)
+
+// TestDefaultServiceDoesNotMove: "default" (REST's alias, and the service
+// of access tokens minted without one) is the operator's configured
+// service. Deleted, it names nothing: tokens minted for "default" reached
+// the account's next-oldest service, with data their holders were never
+// meant to see.
+func TestDefaultServiceDoesNotMove(t *testing.T) {
+	s := newServer(t, Config{})
+	c := s.Credentials()
+	rest := func(method, path string, form url.Values) (int, map[string]any) {
+		t.Helper()
+		var body *strings.Reader
+		if form != nil {
+			body = strings.NewReader(form.Encode())
+		} else {
+			body = strings.NewReader("")
+		}
+		req := httptest.NewRequest(method, path, body)
+		if form != nil {
+			req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		}
+		req.SetBasicAuth(c.AccountSID, c.AuthToken)
+		req.RemoteAddr = "127.0.0.1:40003"
+		rec := httptest.NewRecorder()
+		s.Handler().ServeHTTP(rec, req)
+		var m map[string]any
+		_ = json.Unmarshal(rec.Body.Bytes(), &m)
+		return rec.Code, m
+	}
+	// A second service, older than none but holding other data.
+	code, other := rest("POST", "/v1/Services", url.Values{"FriendlyName": {"payroll"}})
+	if code != 201 {
+		t.Fatalf("create service = %d %v", code, other)
+	}
+	otherSID := other["sid"].(string)
+	if code, m := rest("POST", "/v1/Services/"+otherSID+"/Documents", url.Values{"UniqueName": {"payroll"}, "Data": {`{"salary":1}`}}); code != 201 {
+		t.Fatalf("create document = %d %v", code, m)
+	}
+	if code, m := rest("GET", "/v1/Services/default", nil); code != 200 || m["sid"] != c.ServiceSID {
+		t.Fatalf("GET /v1/Services/default = %d %v, want %s", code, m, c.ServiceSID)
+	}
+	tok, err := token.Mint(token.Params{AccountSID: c.AccountSID, APIKeySID: c.APIKeySID, APISecret: c.APISecret, Identity: "alice"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fetch := func() int {
+		req := httptest.NewRequest("GET", "/v3/Documents/payroll", nil)
+		req.Header.Set("X-Twilio-Token", tok)
+		req.RemoteAddr = "127.0.0.1:40004"
+		rec := httptest.NewRecorder()
+		s.Handler().ServeHTTP(rec, req)
+		return rec.Code
+	}
+	if code := fetch(); code != 404 {
+		t.Fatalf("the payroll document through a token for the default service = %d, want 404", code)
+	}
+	if code, m := rest("DELETE", "/v1/Services/"+c.ServiceSID, nil); code != 204 {
+		t.Fatalf("delete the default service = %d %v", code, m)
+	}
+	if code, m := rest("GET", "/v1/Services/default", nil); code != 404 {
+		t.Errorf("GET /v1/Services/default after its deletion = %d %v, want 404", code, m)
+	}
+	if code := fetch(); code == 200 {
+		t.Errorf("a token for the deleted default service reads another service's document (%d)", code)
+	}
+}
