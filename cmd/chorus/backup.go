@@ -79,6 +79,11 @@ func cmdBackup(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	os.Remove(tmp.Name())
 	done = true
+	// The new name is durable once its directory is: a power cut after
+	// "written" must not take the backup back.
+	if err := sqlite.SyncDir(outDir); err != nil {
+		return fmt.Errorf("write %s: sync its directory: %w", *out, err)
+	}
 	_, err = fmt.Fprintf(stdout, "backup of %s written to %s: %d bytes, schema version %d, sha256 %s, integrity check ok\n",
 		*dataDir, *out, info.Size, info.SchemaVersion, info.SHA256)
 	return err
