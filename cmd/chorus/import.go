@@ -169,14 +169,18 @@ func cmdImport(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		if werr := enc.Encode(out); werr != nil && err == nil {
 			err = werr
 		}
-	} else {
+	} else if err == nil || rep.AccountSID != "" { // a run that failed before it began has nothing to sum up
 		writeSummary(stdout, rep, targetName(*storeURL, *dataDir))
 	}
 	if err != nil {
 		if rep.Services.Created+rep.Services.Updated+rep.Services.Unchanged+rep.Objects.Created+rep.Objects.Updated+rep.Objects.Unchanged == 0 {
 			return err // nothing was copied: nothing to continue
 		}
-		return fmt.Errorf("%w (copied before the failure: %s; run the same command again to continue)", err, copied(rep))
+		again := "run the same command again to continue"
+		if chorus.ErrorCode(err) == chorus.ErrUnavailable.Code {
+			again = "once the target can write again (a full disk: free space), " + again
+		}
+		return fmt.Errorf("%w (copied before the failure: %s; %s)", err, copied(rep), again)
 	}
 	if n := len(rep.Conflicts); n > 0 {
 		return &codeError{exitRefused, fmt.Errorf("refused %d conflicting records (listed above); --overwrite replaces objects, --overwrite-credentials credentials", n)}

@@ -108,6 +108,12 @@ func TestImportCommand(t *testing.T) {
 	if _, errOut, code = chorusCmd(t, withPG, "import", "--from", src.base, "--data-dir", dst, "--store", "postgres://127.0.0.1:1/none"); code != exitUsage || !strings.Contains(errOut, "two targets") {
 		t.Errorf("import --data-dir --store: exit %d, stderr %q; want a usage error", code, errOut)
 	}
+	// A run that fails before it begins (no such service) prints no
+	// summary of nothing ("import of account  in 0.0s").
+	out, errOut, code = chorusCmd(t, env, "import", "--from", src.base, "--data-dir", dst, "--service", "nosuch")
+	if code == 0 || strings.Contains(out, "import of account") || errOut == "" {
+		t.Errorf("import --service nosuch: exit %d, stdout %q, stderr %q; want an error and no summary", code, out, errOut)
+	}
 
 	// A dry run into a database of an older schema leaves it as it was:
 	// opening it would upgrade it, so the dry run reads an upgraded
