@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -162,6 +163,10 @@ func TestBackupUnderWrites(t *testing.T) {
 	if err := os.WriteFile(truncated, raw[:len(raw)/2], 0o600); err != nil {
 		t.Fatal(err)
 	}
+	appended := filepath.Join(dir, "appended.backup")
+	if err := os.WriteFile(appended, append(slices.Clone(raw), "more"...), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	live, err := os.ReadFile(filepath.Join(dataDir, server.DBFile)) // a SQLite file, but no backup
 	if err != nil {
 		t.Fatal(err)
@@ -176,6 +181,7 @@ func TestBackupUnderWrites(t *testing.T) {
 	for _, tc := range []struct{ file, into, want string }{
 		{truncated, filepath.Join(dir, "new"), "truncated"},
 		{truncated, empty, "truncated"},
+		{appended, empty, "something appended"},
 		{foreign, empty, "no Chorus backup header"},
 		{backup, restored, "not empty"},
 	} {
@@ -190,7 +196,7 @@ func TestBackupUnderWrites(t *testing.T) {
 	if ents, _ := os.ReadDir(empty); len(ents) != 0 {
 		t.Errorf("a refused restore left %d entries in the empty data directory", len(ents))
 	}
-	if ents, _ := os.ReadDir(dir); len(ents) != 3 {
+	if ents, _ := os.ReadDir(dir); len(ents) != 4 {
 		t.Errorf("refused restores left files behind next to the data directory: %v", ents)
 	}
 

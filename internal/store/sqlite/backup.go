@@ -181,8 +181,11 @@ func Restore(ctx context.Context, r io.Reader, dbPath string) (BackupInfo, error
 	if err != nil {
 		return BackupInfo{}, fmt.Errorf("sqlite: restore: %w", err)
 	}
-	if n != info.Size {
+	if n < info.Size {
 		return BackupInfo{}, fmt.Errorf("sqlite: restore: %w: %d bytes of database, header says %d (truncated?)", ErrNotBackup, n, info.Size)
+	}
+	if n > info.Size {
+		return BackupInfo{}, fmt.Errorf("sqlite: restore: %w: more than the %d bytes of database its header says (something appended to the file?)", ErrNotBackup, info.Size)
 	}
 	if hex.EncodeToString(h.Sum(nil)) != info.SHA256 {
 		return BackupInfo{}, fmt.Errorf("sqlite: restore: %w: checksum mismatch", ErrNotBackup)
