@@ -16,14 +16,8 @@ import (
 	"github.com/chorus-sync/chorus/internal/server"
 )
 
-// benchNode runs an in-process server on 127.0.0.1 and returns its URL and
-// data directory.
-func benchNode(tb testing.TB) (string, string) {
-	url, dir, _ := benchServer(tb)
-	return url, dir
-}
-
-// benchServer is benchNode, with its server.
+// benchServer runs an in-process server on 127.0.0.1 and returns its URL,
+// data directory and the server.
 func benchServer(tb testing.TB) (string, string, *server.Server) {
 	tb.Helper()
 	dir := tb.TempDir()
