@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -112,12 +113,13 @@ func (t *Transport) check() error {
 func (s *Server) httpServer(base context.Context) *http.Server {
 	t := s.cfg.Transport
 	return &http.Server{
-		Handler:           s.handler,
+		Handler:           connBusy(s.handler),
 		ReadHeaderTimeout: t.ReadHeaderTimeout,
 		ReadTimeout:       t.ReadTimeout,
 		WriteTimeout:      t.WriteTimeout,
 		IdleTimeout:       t.IdleTimeout,
 		ConnState:         connState,
+		ConnContext:       withConn,
 		MaxHeaderBytes:    MaxHeaderBytes,
 		BaseContext:       func(net.Listener) context.Context { return base },
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
@@ -235,8 +237,7 @@ func (l *capListener) Accept() (net.Conn, error) {
 		}
 		ip := addrKey(c.RemoteAddr().String())
 		cc := &capConn{Conn: c, l: l, ip: ip}
-		cc.unused.Store(true)
-		cc.idleSince.Store(time.Now().UnixNano())
+		cc.waitForClient(clientGrace) // until its first request starts
 		ok, full := l.acquire(cc)
 		if !ok && full {
 			if v := l.victim(); v != nil {
@@ -266,11 +267,13 @@ func (l *capListener) Accept() (net.Conn, error) {
 func (l *capListener) acquire(c *capConn) (ok, full bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.max > 0 && l.total >= l.max {
-		return false, true
-	}
+	// The per-address cap first: a client at its own cap must not make a
+	// full node evict someone else (victim) only to be refused anyway.
 	if l.perIP > 0 && l.byIP[c.ip] >= l.perIP {
 		return false, false
+	}
+	if l.max > 0 && l.total >= l.max {
+		return false, true
 	}
 	l.total++
 	l.byIP[c.ip]++
@@ -280,28 +283,28 @@ func (l *capListener) acquire(c *capConn) (ok, full bool) {
 
 // Eviction at the cap (capListener.victim).
 const (
-	// unusedGrace is how long a connection may go without sending its
-	// first request before a newcomer at the cap may take its place: an
-	// honest client sends it at once (after its TLS handshake).
-	unusedGrace = time.Second
+	// clientGrace is how long the server may wait on a client's bytes (a
+	// first request after the accept, the rest of a request's header, a
+	// request body) before a newcomer at the cap may take the
+	// connection's place: an honest client sends them at once.
+	clientGrace = time.Second
 	// victimSample bounds the connections victim looks at per accept.
 	victimSample = 64
 )
 
 // victim picks a connection to close so that a newcomer at the MaxConns
 // cap gets its place: among up to victimSample open connections, the one
-// waiting longest that never sent a request for unusedGrace or more, or
-// that has waited as a keep-alive for ShedIdleAfter or more; nil if none
+// evictable longest (capConn.evictableAt): waiting on its client for
+// clientGrace (nothing sent since the accept, a header or a body
+// trickling in) or idle between requests for ShedIdleAfter; nil if none
 // of them is. Without it, one client holding the cap full with
-// connections that send nothing (each closed after ReadHeaderTimeout, and
-// dialed again at once) kept every other client out. Requests in flight,
-// websockets and connections younger than that keep their places, so an
-// honest client, which sends its request at once, is not evicted by a
-// flood of dials; the map's random iteration order makes the sample
-// random.
+// connections that send nothing, or send a request slowly, kept every
+// other client out. Requests the server works on, websockets and
+// connections that have waited less keep their places, so an honest
+// client, which sends its request at once, is not evicted by a flood of
+// dials; the map's random iteration order makes the sample random.
 func (l *capListener) victim() *capConn {
 	now := time.Now().UnixNano()
-	keepAlive := int64(l.srv.cfg.Transport.ShedIdleAfter)
 	var (
 		pick   *capConn
 		oldest int64
@@ -313,25 +316,17 @@ func (l *capListener) victim() *capConn {
 		if seen++; seen > victimSample {
 			break
 		}
-		at := c.idleSince.Load()
-		if at == 0 {
-			continue
-		}
-		wait := keepAlive
-		if c.unused.Load() {
-			wait = int64(unusedGrace)
-		}
-		if now-at >= wait && (pick == nil || at < oldest) {
+		if at := c.evictableAt.Load(); at != 0 && at <= now && (pick == nil || at < oldest) {
 			pick, oldest = c, at
 		}
 	}
 	return pick
 }
 
-// shedIdle closes the connections idle for at least
-// Transport.ShedIdleAfter (keep-alives between requests, and connections
-// that never sent one) when the node is at its connection cap, at most
-// once a second: a client that made a request on each of many connections
+// shedIdle closes the evictable connections (victim: keep-alives idle for
+// Transport.ShedIdleAfter, connections the server has waited on for
+// clientGrace) when the node is at its connection cap, at most once a
+// second: a client that made a request on each of many connections
 // and holds them open without another (120 s each) must not keep every
 // other client out. Their clients reconnect when they have something to
 // send. Connections idle for less, requests in flight and websockets are
@@ -344,11 +339,10 @@ func (l *capListener) shedIdle() {
 	if now-last < int64(time.Second) || !l.lastShed.CompareAndSwap(last, now) {
 		return
 	}
-	cut := now - int64(l.srv.cfg.Transport.ShedIdleAfter)
 	var old []*capConn
 	l.mu.Lock()
 	for c := range l.conns {
-		if at := c.idleSince.Load(); at != 0 && at < cut {
+		if at := c.evictableAt.Load(); at != 0 && at <= now {
 			old = append(old, c)
 		}
 	}
@@ -361,29 +355,79 @@ func (l *capListener) shedIdle() {
 	}
 }
 
-// connState marks a capped connection idle from when it waits for its next
-// request (http.Server.ConnState), and busy while it serves one or was
-// hijacked (a websocket): one atomic store per request, read only by
-// shedIdle and victim. A new connection is idle, and unused, from its
-// accept.
+// connState keeps a capped connection's evictableAt
+// (http.Server.ConnState): the server waits on the client from when a
+// request's first bytes arrive (the rest of its header), and between
+// requests (a keep-alive, ShedIdleAfter); a hijacked connection (a
+// websocket) is never evicted. One atomic store per state change; the
+// handler (connBusy) and the body (waitedBody) do the rest.
 func connState(c net.Conn, st http.ConnState) {
-	if tc, ok := c.(*tls.Conn); ok {
-		c = tc.NetConn()
-	}
-	cc, ok := c.(*capConn)
-	if !ok {
+	cc := capConnOf(c)
+	if cc == nil {
 		return
 	}
 	switch st {
-	case http.StateNew:
+	case http.StateNew: // waited on since the accept
+	case http.StateActive:
+		cc.waitForClient(clientGrace)
 	case http.StateIdle:
-		cc.idleSince.Store(time.Now().UnixNano())
+		cc.waitForClient(cc.l.srv.cfg.Transport.ShedIdleAfter)
 	default:
-		cc.idleSince.Store(0)
-		if cc.unused.Load() {
-			cc.unused.Store(false)
-		}
+		cc.evictableAt.Store(0)
 	}
+}
+
+// capConnOf is the capped connection under c (TLS unwrapped), or nil.
+func capConnOf(c net.Conn) *capConn {
+	if tc, ok := c.(*tls.Conn); ok {
+		c = tc.NetConn()
+	}
+	cc, _ := c.(*capConn)
+	return cc
+}
+
+// connKey is the request context's key of its capped connection
+// (http.Server.ConnContext).
+type connKey struct{}
+
+// withConn is http.Server.ConnContext: requests on a capped connection
+// carry it, for connBusy and waitedBody.
+func withConn(ctx context.Context, c net.Conn) context.Context {
+	if cc := capConnOf(c); cc != nil {
+		return context.WithValue(ctx, connKey{}, cc)
+	}
+	return ctx
+}
+
+// connBusy marks the request's connection busy while the server works on
+// it (its header has arrived): not evictable, but while the handler waits
+// on the body (waitedBody).
+func connBusy(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if cc, ok := r.Context().Value(connKey{}).(*capConn); ok {
+			cc.evictableAt.Store(0)
+			if r.Body != nil && r.Body != http.NoBody {
+				r.Body = &waitedBody{ReadCloser: r.Body, cc: cc}
+			}
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// waitedBody marks its connection as waiting on the client while a read
+// of the request body blocks: a body that trickles in (one byte of a
+// declared 100,000, say) lets a newcomer at the cap take its place after
+// clientGrace, as a header that trickles in does.
+type waitedBody struct {
+	io.ReadCloser
+	cc *capConn
+}
+
+func (b *waitedBody) Read(p []byte) (int, error) {
+	b.cc.waitForClient(clientGrace)
+	n, err := b.ReadCloser.Read(p)
+	b.cc.evictableAt.Store(0)
+	return n, err
 }
 
 func (l *capListener) release(c *capConn) {
@@ -399,11 +443,20 @@ func (l *capListener) release(c *capConn) {
 // capConn gives its slot back on the first Close.
 type capConn struct {
 	net.Conn
-	l         *capListener
-	ip        string
-	once      sync.Once
-	idleSince atomic.Int64 // unix ns since it waits for its next (or first) request; 0: busy (connState)
-	unused    atomic.Bool  // no request yet
+	l    *capListener
+	ip   string
+	once sync.Once
+	// evictableAt is the unix ns from which a newcomer at the cap may take
+	// its place (victim, shedIdle): the server has waited on the client
+	// long enough; 0 while the server works on a request or after a
+	// hijack (connState, connBusy, waitedBody).
+	evictableAt atomic.Int64
+}
+
+// waitForClient marks c as waiting on its client from now: evictable
+// after grace.
+func (c *capConn) waitForClient(grace time.Duration) {
+	c.evictableAt.Store(time.Now().Add(grace).UnixNano())
 }
 
 func (c *capConn) Close() error {

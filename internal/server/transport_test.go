@@ -240,9 +240,11 @@ func TestConnectionCaps(t *testing.T) {
 		// At the cap, a newcomer takes the place of the keep-alive idle
 		// longest past ShedIdleAfter: one client holding them open (120 s
 		// each) used to keep every other out.
-		for _, c := range old {
+		for range old {
 			get(t, dial(t, addr), "/healthz")
-			closedWithin(t, c, 5*time.Second)
+		}
+		if n := closedCount(old); n != 2 {
+			t.Errorf("after two newcomers, %d of the two old keep-alives were closed, want both", n)
 		}
 		// One idle for less keeps its place: a client filling the cap and
 		// dialing once a second must not evict fresh keep-alives.
@@ -263,13 +265,60 @@ func TestConnectionCaps(t *testing.T) {
 		}
 		// Younger than a second, they keep their places.
 		closedWithin(t, dial(t, addr), 20*time.Second)
-		time.Sleep(unusedGrace + 100*time.Millisecond)
+		time.Sleep(clientGrace + 100*time.Millisecond)
 		for i := 1; i <= 2; i++ {
 			c := dial(t, addr)
 			get(t, c, "/healthz")
 			if n := closedCount(unused); n != i {
 				t.Errorf("after %d newcomers, %d of the unused connections were closed, want %d", i, n, i)
 			}
+		}
+	})
+}
+
+// TestConnectionCapsSlowClients: at the cap, a newcomer also takes the
+// place of a connection whose request trickles in (a header without its
+// end, a body one byte of its declared length): those held the cap as
+// requests in flight, up to ReadTimeout, where silent connections no
+// longer could. A client at its own per-address cap evicts no one.
+func TestConnectionCapsSlowClients(t *testing.T) {
+	t.Run("trickling requests", func(t *testing.T) {
+		s := newServer(t, Config{Transport: Transport{MaxConns: 2, ShedIdleAfter: time.Minute}})
+		addr := run(t, s)
+		header, body := dial(t, addr), dial(t, addr)
+		if _, err := io.WriteString(header, "GET /healthz HTTP/1.1\r\nHost: chorus\r\n"); err != nil { // no blank line
+			t.Fatal(err)
+		}
+		if _, err := io.WriteString(body, "POST /v1/Services HTTP/1.1\r\nHost: chorus\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 100000\r\n\r\nF"); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(100 * time.Millisecond)
+		closedWithin(t, dial(t, addr), 5*time.Second) // under a second: they keep their places
+		time.Sleep(clientGrace + 100*time.Millisecond)
+		for i := 1; i <= 2; i++ {
+			get(t, dial(t, addr), "/healthz")
+			if n := closedCount([]net.Conn{header, body}); n != i {
+				t.Errorf("after %d newcomers, %d of the trickling requests were closed, want %d", i, n, i)
+			}
+		}
+	})
+	t.Run("per address first", func(t *testing.T) {
+		s := newServer(t, Config{Transport: Transport{MaxConns: 2, MaxConnsPerIP: 1, ShedIdleAfter: 100 * time.Millisecond}})
+		addr := run(t, s)
+		mine := dial(t, addr)
+		get(t, mine, "/healthz")
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 2)}, Timeout: 5 * time.Second}
+		other, err := d.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer other.Close()
+		get(t, other, "/healthz")
+		time.Sleep(300 * time.Millisecond) // both idle past ShedIdleAfter: evictable
+		// 127.0.0.1 is at its own cap: refused, and no one evicted for it.
+		closedWithin(t, dial(t, addr), 5*time.Second)
+		if n := closedCount([]net.Conn{other}); n != 0 {
+			t.Errorf("a newcomer refused by its own address's cap evicted another address's connection")
 		}
 	})
 }
