@@ -290,14 +290,18 @@ func oldestMainKey(ctx context.Context, tx chorus.ReadTx, account string) (*chor
 	return nil, nil
 }
 
-// operatorService is the account's service sid, or, if that one is gone
-// (or sid is ""), the account's oldest service; "" if it has none.
+// operatorService is the operator's service: sid, the one recorded, also
+// when it was deleted (Bootstrap makes it anew: "default" never moves to
+// another of the account's services, which tokens minted without a service
+// were never meant to reach), unless another account holds it; with none
+// recorded (a store from before they were), the account's oldest
+// service; "" if it has none.
 func operatorService(ctx context.Context, tx chorus.ReadTx, account, sid string) (string, error) {
 	if sid != "" {
 		switch svc, err := tx.Service(ctx, sid); {
-		case err == nil && svc.AccountSID == account:
+		case err == nil && svc.AccountSID == account, isNotFound(err):
 			return sid, nil
-		case err != nil && !isNotFound(err):
+		case err != nil:
 			return "", err
 		}
 	}

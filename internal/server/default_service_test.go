@@ -16,7 +16,8 @@ import (
 // the account's next-oldest service, with data their holders were never
 // meant to see.
 func TestDefaultServiceDoesNotMove(t *testing.T) {
-	s := newServer(t, Config{})
+	dir := t.TempDir()
+	s := newServer(t, Config{DataDir: dir})
 	c := s.Credentials()
 	rest := func(method, path string, form url.Values) (int, map[string]any) {
 		t.Helper()
@@ -55,6 +56,7 @@ func TestDefaultServiceDoesNotMove(t *testing.T) {
 		t.Fatal(err)
 	}
 	fetch := func() int {
+		t.Helper()
 		req := httptest.NewRequest("GET", "/v3/Documents/payroll", nil)
 		req.Header.Set("X-Twilio-Token", tok)
 		req.RemoteAddr = "127.0.0.1:40004"
@@ -73,5 +75,21 @@ func TestDefaultServiceDoesNotMove(t *testing.T) {
 	}
 	if code := fetch(); code == 200 {
 		t.Errorf("a token for the deleted default service reads another service's document (%d)", code)
+	}
+	// A restart (credentials generated, none given) makes the configured
+	// service anew, empty, under its SID: it took the account's oldest
+	// service for the operator's then, payroll's.
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = newServer(t, Config{DataDir: dir})
+	if got := s.Credentials().ServiceSID; got != c.ServiceSID {
+		t.Errorf("after a restart the operator's service is %s, want %s made anew", got, c.ServiceSID)
+	}
+	if code, m := rest("GET", "/v1/Services/default", nil); code != 200 || m["sid"] != c.ServiceSID {
+		t.Errorf("GET /v1/Services/default after a restart = %d %v, want the configured service %s", code, m, c.ServiceSID)
+	}
+	if code := fetch(); code != 404 {
+		t.Errorf("after a restart, a token minted without a service reads payroll's document (%d), want 404", code)
 	}
 }
