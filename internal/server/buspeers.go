@@ -33,7 +33,7 @@ func (s *Server) watchBusPeers(ctx context.Context, nb *natsbus.Bus) {
 		s.log.Warn("nats: cannot say hello: nodes with another --bus-prefix or NATS server will go unnoticed", logErr, err)
 		return
 	}
-	w := busPeerWatch{firstLive: map[string]time.Time{}, unheard: map[string]bool{}}
+	w := busPeerWatch{peers: map[string]*peerSeen{}, unheard: map[string]bool{}}
 	t := time.NewTicker(nb.HelloEvery())
 	defer t.Stop()
 	for {
@@ -48,9 +48,15 @@ func (s *Server) watchBusPeers(ctx context.Context, nb *natsbus.Bus) {
 
 // busPeerWatch is watchBusPeers' state; one goroutine owns it.
 type busPeerWatch struct {
-	firstLive map[string]time.Time // node → when this node first saw it live in the store
-	unheard   map[string]bool      // nodes reported unheard
+	peers   map[string]*peerSeen // nodes seen live in the store lately
+	unheard map[string]bool      // nodes reported unheard
 }
+
+// peerSeen is when a node was first and last seen live in the store. A
+// node missing from one check (a late heartbeat) is forgotten only once it
+// has been missing for grace, so that its report neither ends nor repeats
+// for a blip.
+type peerSeen struct{ first, last time.Time }
 
 // checkBusPeers compares the store's live nodes with those heard on the
 // bus, logs what changed, and sets busUnheard.
@@ -70,17 +76,17 @@ func (s *Server) checkBusPeers(ctx context.Context, nb *natsbus.Bus, w *busPeerW
 		return
 	}
 	heard := nb.Heard()
-	alive := make(map[string]bool, len(nodes))
 	for _, n := range nodes {
 		if n == s.nodeID {
 			continue
 		}
-		alive[n] = true
-		first, ok := w.firstLive[n]
-		if !ok {
-			w.firstLive[n] = now
+		p := w.peers[n]
+		if p == nil {
+			w.peers[n] = &peerSeen{first: now, last: now}
 			continue
 		}
+		p.last = now
+		first := p.first
 		if last, ok := heard[n]; ok && now.Sub(last) < grace {
 			if w.unheard[n] {
 				delete(w.unheard, n)
@@ -96,9 +102,9 @@ func (s *Server) checkBusPeers(ctx context.Context, nb *natsbus.Bus, w *busPeerW
 				slog.String("peer", n), slog.Duration("unheard_for", now.Sub(latest(first, heard[n]))))
 		}
 	}
-	for n := range w.firstLive {
-		if !alive[n] {
-			delete(w.firstLive, n)
+	for n, p := range w.peers {
+		if now.Sub(p.last) > grace { // gone (left, died) for a while
+			delete(w.peers, n)
 			delete(w.unheard, n)
 		}
 	}

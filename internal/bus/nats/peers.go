@@ -78,15 +78,28 @@ func (b *Bus) heard(m *natsgo.Msg, self string) {
 		}
 		data = payload
 	}
+	if len(data) == 0 || len(data) > maxPeerName {
+		return // no node's: the store's node names are far shorter
+	}
 	node := string(data)
-	if node == self || node == "" {
+	if node == self {
 		return
 	}
 	now := time.Now()
 	b.peersMu.Lock()
+	defer b.peersMu.Unlock()
+	if _, known := b.peers[node]; !known && len(b.peers) >= maxPeers {
+		return // a flood of made-up names (no cluster secret): memory stays bounded
+	}
 	b.peers[node] = now
-	b.peersMu.Unlock()
 }
+
+// Bounds of Heard's memory against hellos that anything NATS lets publish
+// may send when the cluster has no secret.
+const (
+	maxPeerName = 256
+	maxPeers    = 1024
+)
 
 // Heard returns when each other node was last heard saying hello (none
 // before SayHello), for the nodes heard in the last forgetPeersAfter.

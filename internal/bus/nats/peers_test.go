@@ -2,11 +2,14 @@ package nats_test
 
 import (
 	"context"
+	"fmt"
 	"maps"
 	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	natsgo "github.com/nats-io/nats.go"
 
 	"github.com/chorus-sync/chorus/internal/bus/nats"
 )
@@ -68,5 +71,45 @@ func TestOpenErrorHidesSecrets(t *testing.T) {
 		if err == nil || strings.Contains(err.Error(), "SECRET") {
 			t.Errorf("Open(%q) = %v, want an error without the password", u, err)
 		}
+	}
+}
+
+// TestHelloBounded: without a cluster secret anything NATS lets publish
+// can send hellos; made-up names neither grow Heard past its bound nor
+// count when longer than a node name can be.
+func TestHelloBounded(t *testing.T) {
+	u := testURL(t)
+	prefix := uniquePrefix(t)
+	b := open(t, u, nats.WithPrefix(prefix))
+	if err := b.SayHello("self"); err != nil {
+		t.Fatal(err)
+	}
+	nc, err := natsgo.Connect(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	if err := nc.Publish(prefix+".hello", []byte(strings.Repeat("x", 300))); err != nil { // first: room left
+		t.Fatal(err)
+	}
+	for i := range 3000 {
+		if err := nc.Publish(prefix+".hello", []byte(fmt.Sprintf("forged-%d", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for len(b.Heard()) < 1024 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	time.Sleep(100 * time.Millisecond) // the rest arrive
+	heard := b.Heard()
+	if len(heard) != 1024 {
+		t.Errorf("Heard holds %d names after 3,000 made-up hellos, want the bound, 1024", len(heard))
+	}
+	if _, ok := heard[strings.Repeat("x", 300)]; ok {
+		t.Error("a 300-byte name was taken for a node's")
 	}
 }
