@@ -139,7 +139,7 @@ func (s *Server) browserGuard(next http.Handler) http.Handler {
 		api := isAPI(r)
 		securityHeaders(w.Header(), api)
 		if api && s.crossSite(r) {
-			twiliohttp.WriteJSON(w, http.StatusForbidden, twiliohttp.Body(errCrossSite))
+			twiliohttp.WriteJSON(w, http.StatusForbidden, twiliohttp.BodyFor(r, errCrossSite))
 			return
 		}
 		next.ServeHTTP(w, r)

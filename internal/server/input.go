@@ -44,13 +44,13 @@ func valuesOK(v url.Values) bool {
 func (s *Server) checkText(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if !textOK(r.URL.Path) {
-			twiliohttp.WriteJSON(w, http.StatusBadRequest, twiliohttp.Body(errBadText))
+			twiliohttp.WriteJSON(w, http.StatusBadRequest, twiliohttp.BodyFor(r, errBadText))
 			return
 		}
 		// ParseQuery returns every pair it could decode, with or without
 		// an error: check them all.
 		if q, _ := url.ParseQuery(r.URL.RawQuery); !valuesOK(q) {
-			twiliohttp.WriteJSON(w, http.StatusBadRequest, twiliohttp.Body(errBadText))
+			twiliohttp.WriteJSON(w, http.StatusBadRequest, twiliohttp.BodyFor(r, errBadText))
 			return
 		}
 		// ParseMediaType names the type even when a parameter is broken
@@ -59,22 +59,22 @@ func (s *Server) checkText(next http.Handler) http.Handler {
 		ct, _, mediaErr := mime.ParseMediaType(r.Header.Get("Content-Type"))
 		if ct == "application/x-www-form-urlencoded" && r.Body != nil && r.Body != http.NoBody {
 			if err := twiliohttp.CheckContentEncoding(r); err != nil {
-				twiliohttp.WriteJSON(w, http.StatusUnsupportedMediaType, twiliohttp.Body(chorus.AsError(err)))
+				twiliohttp.WriteJSON(w, http.StatusUnsupportedMediaType, twiliohttp.BodyFor(r, chorus.AsError(err)))
 				return
 			}
 			b, err := io.ReadAll(r.Body)
 			if err != nil {
 				var mbe *http.MaxBytesError
 				if errors.As(err, &mbe) {
-					twiliohttp.WriteJSON(w, http.StatusRequestEntityTooLarge, twiliohttp.Body(chorus.ErrTooLarge))
+					twiliohttp.WriteJSON(w, http.StatusRequestEntityTooLarge, twiliohttp.BodyFor(r, chorus.ErrTooLarge))
 					return
 				}
-				twiliohttp.WriteJSON(w, http.StatusBadRequest, twiliohttp.Body(chorus.Errorf(chorus.ErrInvalidParameter, "Invalid request body: could not read it")))
+				twiliohttp.WriteJSON(w, http.StatusBadRequest, twiliohttp.BodyFor(r, chorus.Errorf(chorus.ErrInvalidParameter, "Invalid request body: could not read it")))
 				return
 			}
 			v, err := url.ParseQuery(string(b))
 			if !valuesOK(v) {
-				twiliohttp.WriteJSON(w, http.StatusBadRequest, twiliohttp.Body(errBadText))
+				twiliohttp.WriteJSON(w, http.StatusBadRequest, twiliohttp.BodyFor(r, errBadText))
 				return
 			}
 			if err == nil && mediaErr == nil {

@@ -315,7 +315,7 @@ func (s *Server) loginThrottle(next http.Handler) http.Handler {
 			s.throttle.refused.Add(1)
 			secs := int(math.Ceil(d.Seconds()))
 			w.Header().Set("Retry-After", strconv.Itoa(secs))
-			twiliohttp.WriteJSON(w, http.StatusTooManyRequests, twiliohttp.Body(chorus.Errorf(chorus.ErrTooManyRequests,
+			twiliohttp.WriteJSON(w, http.StatusTooManyRequests, twiliohttp.BodyFor(r, chorus.Errorf(chorus.ErrTooManyRequests,
 				"Too many failed authentication attempts: retry in %d seconds", secs)))
 			return
 		}

@@ -9,6 +9,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"io"
@@ -623,5 +624,26 @@ func TestRedact(t *testing.T) {
 		if _, err := New(context.Background(), cfg); err == nil || strings.Contains(err.Error(), "SECRET") {
 			t.Errorf("New(%+v) = %v, want an error without the password", cfg, err)
 		}
+	}
+}
+
+// TestEdgeErrorsAPIStandardV1: the edge's own refusals (a NUL in the
+// query, here) carry the V1.0 fields to a request that asks for them, as
+// the APIs' errors do (twilio-go 1.30.1-1.30.2 read the status from them).
+func TestEdgeErrorsAPIStandardV1(t *testing.T) {
+	s := newServer(t, Config{})
+	c := s.Credentials()
+	req := httptest.NewRequest("GET", "/v1/Services?PageSize=%00", nil)
+	req.Header.Set("X-Twilio-ApiVersion", "v1.0")
+	req.SetBasicAuth(c.AccountSID, c.AuthToken)
+	rec := httptest.NewRecorder()
+	s.Handler().ServeHTTP(rec, req)
+	var body struct {
+		Code           int `json:"code"`
+		Status         int `json:"status"`
+		HTTPStatusCode int `json:"httpStatusCode"`
+	}
+	if err := json.Unmarshal(rec.Body.Bytes(), &body); err != nil || rec.Code != 400 || body.Code != 54060 || body.HTTPStatusCode != 400 {
+		t.Errorf("a NUL in the query with X-Twilio-ApiVersion: v1.0 = %d %s (%v), want 400/54060 with httpStatusCode 400", rec.Code, rec.Body, err)
 	}
 }
