@@ -395,6 +395,9 @@ func (c *Client) supervise() {
 						failures++
 						continue
 					}
+					if c.ctx.Err() != nil {
+						return // closed while renewing: closed, not given up
+					}
 					c.log.Warn("client: token rejected", slog.Any("err", err))
 					c.giveUp(statusError(&rej.st))
 					return
@@ -425,6 +428,9 @@ func (c *Client) supervise() {
 				floor = time.Duration(ce.backoffMS) * time.Millisecond
 			case 401, 410:
 				if !c.renewWithRetry() {
+					if c.ctx.Err() != nil {
+						return // closed while renewing: closed, not given up
+					}
 					e := statusError(&ce.st)
 					if ce.st.Code == 410 { // token expired while connected: 401/20104 like init
 						e.Status, e.Code = chorus.ErrTokenExpired.Status, chorus.ErrTokenExpired.Code

@@ -598,6 +598,22 @@ func TestTokenRenewal(t *testing.T) {
 			t.Errorf("after giving up: last event %s (%v), Err %v; want subscription_failed with 20104", last.Type, last.Err, d.Err())
 		}
 	})
+	t.Run("closed while renewing", func(t *testing.T) {
+		// Close during the provider's retries is a close: calls fail
+		// with ErrClosed, not with a token error the client never gave
+		// up with.
+		down := func(context.Context) (string, error) { return "", errors.New("token backend unavailable") }
+		c, err := client.New(ctx, n.token(t, "alice", 3*time.Second), client.Options{URL: n.url(), TokenProvider: down,
+			MinBackoff: time.Second, Logger: quietLogger()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(4 * time.Second) // expired; the provider is being retried
+		c.Close()
+		if err := c.UpdateToken(ctx, n.token(t, "alice", time.Hour)); !errors.Is(err, client.ErrClosed) {
+			t.Errorf("UpdateToken after Close during renewal = %v, want ErrClosed", err)
+		}
+	})
 	t.Run("provider down for a while", func(t *testing.T) {
 		// The first provider calls fail (a token backend restarting): the
 		// client asks again with backoff instead of giving up at the
