@@ -231,10 +231,12 @@ func openTarget(ctx context.Context, storeURL, dataDir string, dryRun bool, logg
 // removed on Close.
 type snapshotStore struct {
 	chorus.Store
-	dir string
+	dir       string
+	stopFresh func()
 }
 
 func (s snapshotStore) Close() error {
+	s.stopFresh()
 	err := s.Store.Close()
 	if rerr := os.RemoveAll(s.dir); err == nil {
 		err = rerr
@@ -242,11 +244,18 @@ func (s snapshotStore) Close() error {
 	return err
 }
 
+// snapshotPrefix names a snapshot's directory in the data directory.
+const snapshotPrefix = ".chorus-snapshot-"
+
 // openSnapshot opens a snapshot of the database at path, made in a new
 // directory inside dataDir (the filesystem that holds the database has
 // room for it; /tmp may not).
 func openSnapshot(ctx context.Context, dataDir, path string, logger *slog.Logger) (chorus.Store, error) {
-	dir, err := os.MkdirTemp(dataDir, ".chorus-snapshot-")
+	// A run killed while reading one left a whole copy of the database in
+	// the node's data directory: gone once untouched for an hour (a
+	// running one touches its own every minute).
+	removeAbandoned(dataDir, func(name string) bool { return strings.HasPrefix(name, snapshotPrefix) })
+	dir, err := os.MkdirTemp(dataDir, snapshotPrefix)
 	if err != nil {
 		return nil, fmt.Errorf("snapshot: %w", err)
 	}
@@ -260,7 +269,7 @@ func openSnapshot(ctx context.Context, dataDir, path string, logger *slog.Logger
 		os.RemoveAll(dir)
 		return nil, fmt.Errorf("open snapshot: %w", err)
 	}
-	return snapshotStore{Store: st, dir: dir}, nil
+	return snapshotStore{Store: st, dir: dir, stopFresh: sqlite.KeepFresh(dir)}, nil
 }
 
 // openForReading opens the embedded store at path, in dataDir, to read it

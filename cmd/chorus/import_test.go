@@ -184,6 +184,18 @@ func TestImportCommand(t *testing.T) {
 	// version, may still serve it): the copy reads it without upgrading it.
 	dstSrv.stop(t)
 	downgrade()
+	// A run killed while reading a snapshot left it, a whole copy of the
+	// database, in the node's data directory: the next run removes it once
+	// untouched for an hour, and leaves a recent one (a run going on) alone.
+	killed, running := filepath.Join(dst, ".chorus-snapshot-killed"), filepath.Join(dst, ".chorus-snapshot-running")
+	for _, d := range []string{killed, running} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if long := time.Now().Add(-2 * time.Hour); os.Chtimes(killed, long, long) != nil {
+		t.Fatal("chtimes")
+	}
 	dsn := servertest.NewDatabase(t)
 	for i, want := range []int{20, 0} {
 		out, errOut, code := chorusCmd(t, cleanEnv(), "migrate", "--store", dsn, "--from-data-dir", dst, "--json")
@@ -198,9 +210,10 @@ func TestImportCommand(t *testing.T) {
 	if v := schemaVersion(); v != current-1 {
 		t.Errorf("migrate --from-data-dir upgraded the source's schema to version %d (was %d)", v, current-1)
 	}
-	if left, _ := filepath.Glob(filepath.Join(dst, ".chorus-snapshot-*")); len(left) != 0 {
-		t.Errorf("migrate --from-data-dir left %v", left)
+	if left, _ := filepath.Glob(filepath.Join(dst, ".chorus-snapshot-*")); len(left) != 1 || left[0] != running {
+		t.Errorf("after migrate --from-data-dir: %v, want only the running run's snapshot", left)
 	}
+	os.RemoveAll(running)
 	// A webhook the old node never delivered is not copied: the copy says so.
 	st, err := sqlite.Open(context.Background(), filepath.Join(dst, server.DBFile), nil)
 	if err != nil {
