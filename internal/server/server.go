@@ -768,11 +768,11 @@ func openBus(ctx context.Context, cfg Config, resync func(publishesLost bool)) (
 
 // redact returns a URL for error messages: without its password and query
 // values (libpq takes ?password=), and not at all when it is no
-// scheme://host URL (a key=value DSN, "user:secret@host"), whose
-// password this cannot find.
+// scheme:// URL (a key=value DSN, "user:secret@host"), whose password
+// this cannot find.
 func redact(raw string) string {
 	u, err := url.Parse(raw)
-	if err != nil || u.Host == "" {
+	if err != nil || u.Scheme == "" || u.Opaque != "" { // postgres:///db?host=/run/postgresql is one
 		return "(not shown: not a scheme://host URL)"
 	}
 	if u.RawQuery != "" {

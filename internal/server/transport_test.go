@@ -611,6 +611,7 @@ func TestRedact(t *testing.T) {
 		{"host=127.0.0.1 port=5432 password=pw-SECRET", "(not shown: not a scheme://host URL)"},
 		{"u:pw-SECRET@127.0.0.1:4222", "(not shown: not a scheme://host URL)"},
 		{"mysql://db/x#pw-SECRET", "mysql://db/x"},
+		{"postgres:///chorus?host=/run/postgresql&password=pw-SECRET", "postgres:///chorus?host=REDACTED&password=REDACTED"},
 	} {
 		if got := redact(tc.in); got != tc.want || strings.Contains(got, "SECRET") {
 			t.Errorf("redact(%q) = %q, want %q", tc.in, got, tc.want)

@@ -1,6 +1,7 @@
 package nats
 
 import (
+	"errors"
 	"log/slog"
 	"maps"
 	"time"
@@ -33,6 +34,13 @@ func (b *Bus) SayHello(node string) error {
 	b.peersMu.Lock()
 	b.peers = make(map[string]time.Time)
 	b.peersMu.Unlock()
+	// Under b.mu, so that Close, which sets closed under it before it
+	// waits for b.wg, never waits while the ticker below is added.
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return errors.New("nats: say hello: bus closed")
+	}
 	if _, err := b.nc.Subscribe(subject, func(m *natsgo.Msg) { b.heard(m, node) }); err != nil {
 		return err
 	}
