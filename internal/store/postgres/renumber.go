@@ -90,6 +90,15 @@ func renumber(ctx context.Context, tx pgx.Tx, now time.Time, onlyCopied bool) (i
 	if _, err := tx.Exec(ctx, newClusterID); err != nil {
 		return 0, err
 	}
+	if copied {
+		// Its heartbeats are the original's nodes' (a dump of a live
+		// cluster): none of them serves the copy, whose own nodes start
+		// only once it is adopted. Kept, they made a second --after-restore
+		// wait 15 s for them to age, as for nodes serving it.
+		if _, err := tx.Exec(ctx, `DELETE FROM presence_nodes`); err != nil {
+			return 0, err
+		}
+	}
 	return base, nil
 }
 
