@@ -2,11 +2,13 @@ package server
 
 import (
 	"encoding/json"
+	"log/slog"
 	"net/http/httptest"
 	"net/url"
 	"strings"
 	"testing"
 
+	"github.com/chorus-sync/chorus/internal/logtest"
 	"github.com/chorus-sync/chorus/token"
 )
 
@@ -82,7 +84,13 @@ func TestDefaultServiceDoesNotMove(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	s = newServer(t, Config{DataDir: dir})
+	var logs logtest.Buffer
+	s = newServer(t, Config{DataDir: dir, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	// The account's oldest service is payroll's now: the start says that
+	// "default" names the configured one, not it (it did before).
+	if !strings.Contains(logs.String(), "oldest_service="+otherSID) {
+		t.Errorf("the start did not say that default names the configured service, not the oldest: %s", logs.String())
+	}
 	if got := s.Credentials().ServiceSID; got != c.ServiceSID {
 		t.Errorf("after a restart the operator's service is %s, want %s made anew", got, c.ServiceSID)
 	}

@@ -327,6 +327,7 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 		s.log.Info("generated credentials; "+how+" to print the auth token and API secret",
 			logAccount, creds.AccountSID, logAPIKey, creds.APIKeySID, logService, creds.ServiceSID)
 	}
+	s.logDefaultService(ctx, creds)
 	s.verifier = &token.Verifier{Keys: s.eng.APIKey, RequireSync: true}
 
 	s.gw = gateway.New(gateway.Config{
@@ -784,4 +785,26 @@ func redact(raw string) string {
 	}
 	u.Fragment, u.RawFragment = "", ""
 	return u.Redacted()
+}
+
+// logDefaultService says so when the service alias "default" (REST's, and
+// that of tokens minted without a service) names the configured service
+// while the account has an older one, which it named before this version
+// (engine.Service): an upgrade changes what such tokens reach there.
+func (s *Server) logDefaultService(ctx context.Context, creds engine.Credentials) {
+	if creds.ServiceSID == "" {
+		return
+	}
+	var oldest string
+	err := s.store.View(ctx, func(tx chorus.ReadTx) error {
+		svcs, err := tx.Services(ctx, creds.AccountSID, chorus.ObjectQuery{Limit: 1})
+		if err == nil && len(svcs) > 0 {
+			oldest = svcs[0].SID
+		}
+		return err
+	})
+	if err == nil && oldest != "" && oldest != creds.ServiceSID {
+		s.log.Info("the service alias default (of tokens minted without a service) names the configured service, "+
+			"not the account's oldest, which it named before version 2026-12-06", logService, creds.ServiceSID, "oldest_service", oldest)
+	}
 }
