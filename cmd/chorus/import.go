@@ -203,19 +203,17 @@ func openTarget(ctx context.Context, storeURL, dataDir string, dryRun bool, logg
 	}
 	path := filepath.Join(dataDir, server.DBFile)
 	if dryRun {
-		behind, err := sqlite.SchemaBehind(ctx, path)
+		// A dry run writes nothing, its schema upgrade included
+		// (openForReading reads an upgraded snapshot), and has no
+		// target without a database.
+		st, err := openForReading(ctx, dataDir, path, logger)
 		switch {
 		case errors.Is(err, os.ErrNotExist):
 			return nil, nil
 		case err != nil:
 			return nil, fmt.Errorf("open target: %w", err)
-		case behind > 0:
-			// Opening it would upgrade its schema, which a dry run must
-			// not do: it reads an upgraded snapshot instead.
-			logger.Info("dry run: the target's schema is older than this binary's; reading an upgraded snapshot of it (the original is not changed)",
-				"migrations", behind)
-			return openSnapshot(ctx, dataDir, path, logger)
 		}
+		return st, nil
 	}
 	if err := os.MkdirAll(dataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create data directory: %w", err)

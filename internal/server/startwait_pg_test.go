@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/chorus-sync/chorus/internal/logtest"
 	"github.com/chorus-sync/chorus/internal/server"
 	"github.com/chorus-sync/chorus/internal/servertest"
@@ -59,6 +61,30 @@ func servedDatabase(t *testing.T) string {
 	return db
 }
 
+// startOn starts a node on the PostgreSQL database db and returns it with
+// its log; it is closed when the test ends.
+func startOn(t *testing.T, db string) (*server.Server, *logtest.Buffer) {
+	t.Helper()
+	logs := &logtest.Buffer{}
+	s, err := server.New(context.Background(), server.Config{StoreURL: db, Creds: creds, Logger: slog.New(slog.NewTextHandler(logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	return s, logs
+}
+
+// adoptedCopy reports whether a node that started on a restored copy made it
+// its own: the cluster identity changed from before, and the log says so.
+func adoptedCopy(t *testing.T, c *pgx.Conn, before string, logs *logtest.Buffer) bool {
+	t.Helper()
+	var after string
+	if err := c.QueryRow(context.Background(), `SELECT id FROM cluster_identity`).Scan(&after); err != nil {
+		t.Fatal(err)
+	}
+	return after != before && strings.Contains(logs.String(), "was restored from a dump")
+}
+
 // TestNodeAdoptsRestoredCopy: a node starting on a PostgreSQL database
 // restored from a dump without migrate --after-restore (its identity was
 // made in another database) does what that command does, and says so.
@@ -75,18 +101,8 @@ func TestNodeAdoptsRestoredCopy(t *testing.T) {
 	if _, err := c.Exec(ctx, `INSERT INTO presence_nodes (node, heartbeat) VALUES ('original', (extract(epoch FROM clock_timestamp()) * 1e9)::bigint)`); err != nil {
 		t.Fatal(err)
 	}
-	var logs logtest.Buffer
-	s, err := server.New(ctx, server.Config{StoreURL: db, Creds: creds, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = s.Close() })
-	var after string
-	if err := c.QueryRow(ctx, `SELECT id FROM cluster_identity`).Scan(&after); err != nil {
-		t.Fatal(err)
-	}
-	if after == before || !strings.Contains(logs.String(), "was restored from a dump") {
-		t.Errorf("a node on a restored copy: identity %q (was %q); log:\n%s", after, before, logs.String())
+	if _, logs := startOn(t, db); !adoptedCopy(t, c, before, logs) {
+		t.Errorf("a node on a restored copy did not adopt it (identity was %q); log:\n%s", before, logs.String())
 	}
 }
 
@@ -110,30 +126,15 @@ func TestNodeAdoptsCleanRestore(t *testing.T) {
 	if out, err := exec.Command("pg_restore", "--clean", "--if-exists", "--no-owner", "--exit-on-error", "--dbname", db, dump).CombinedOutput(); err != nil {
 		t.Fatalf("pg_restore --clean: %v\n%s", err, out)
 	}
-	var logs logtest.Buffer
-	s, err := server.New(ctx, server.Config{StoreURL: db, Creds: creds, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = s.Close() })
-	var after string
-	if err := c.QueryRow(ctx, `SELECT id FROM cluster_identity`).Scan(&after); err != nil {
-		t.Fatal(err)
-	}
-	if after == before || !strings.Contains(logs.String(), "was restored from a dump") {
-		t.Errorf("a node on a database restored into itself: identity %q (was %q); log:\n%s", after, before, logs.String())
+	s, logs := startOn(t, db)
+	if !adoptedCopy(t, c, before, logs) {
+		t.Errorf("a node on a database restored into itself did not adopt it (identity was %q); log:\n%s", before, logs.String())
 	}
 	// Adopted once: the next node finds nothing to do.
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	var again logtest.Buffer
-	s2, err := server.New(ctx, server.Config{StoreURL: db, Creds: creds, Logger: slog.New(slog.NewTextHandler(&again, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = s2.Close() })
-	if strings.Contains(again.String(), "was restored from a dump") {
+	if _, again := startOn(t, db); strings.Contains(again.String(), "was restored from a dump") {
 		t.Errorf("the next node adopted the database again:\n%s", again.String())
 	}
 }

@@ -104,6 +104,18 @@ func served(addr string) bool {
 	return resp.StatusCode == 200
 }
 
+// dialFrom is dial from another loopback address (another client).
+func dialFrom(t *testing.T, ip net.IP, addr string) net.Conn {
+	t.Helper()
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: ip}, Timeout: 5 * time.Second}
+	c, err := d.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
 func dial(t *testing.T, addr string) net.Conn {
 	t.Helper()
 	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
@@ -210,12 +222,7 @@ func TestConnectionCaps(t *testing.T) {
 		closedWithin(t, dial(t, addr), 20*time.Second) // the third from 127.0.0.1
 
 		// Another loopback address is not affected.
-		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 2)}, Timeout: 5 * time.Second}
-		other, err := d.Dial("tcp", addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer other.Close()
+		other := dialFrom(t, net.IPv4(127, 0, 0, 2), addr)
 		get(t, other, "/healthz")
 
 		// A freed slot is usable again.
@@ -308,12 +315,7 @@ func TestConnectionCapsSlowClients(t *testing.T) {
 		addr := run(t, s)
 		mine := dial(t, addr)
 		get(t, mine, "/healthz")
-		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 2)}, Timeout: 5 * time.Second}
-		other, err := d.Dial("tcp", addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer other.Close()
+		other := dialFrom(t, net.IPv4(127, 0, 0, 2), addr)
 		get(t, other, "/healthz")
 		time.Sleep(300 * time.Millisecond) // both idle past ShedIdleAfter: evictable
 		// 127.0.0.1 is at its own cap: refused, and no one evicted for it.
