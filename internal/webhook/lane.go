@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode"
 	"unicode/utf8"
@@ -28,7 +29,11 @@ type lane struct {
 	wake   chan struct{} // kicked: new webhooks, a service change, a sender done
 	cancel context.CancelFunc
 
-	max     int // senders at most: Config.Concurrency
+	max int // senders at most: Config.Concurrency
+	// dueOnce: the webhook URL changed and no sender is at work; the
+	// next round makes every entry of its page due (the lane's own
+	// goroutine only).
+	dueOnce bool
 	senders sync.WaitGroup
 	mu      sync.Mutex      // guards the fields below
 	sending map[string]bool // the objects (OrderKey) a sender is working on
@@ -177,9 +182,20 @@ func (d *Dispatcher) round(ctx context.Context, l *lane, page []*chorus.OutboxEn
 	now := d.Now()
 	svc, err := d.service(ctx, l.svc)
 	if err == nil && h.newURL(&d.mu, svc.WebhookURL) {
-		// Another receiver: the old one's pause and backoff are not its,
-		// and the requests still out to it are called off (send).
+		// Another receiver: the old one's pause and backoff are not its.
+		// The requests still out to it are called off, and their senders
+		// end before the outbox is read again: a sender that recorded a
+		// retry just before the change (its backoff the old receiver's)
+		// was skipped by a dueNow on the page read before, and its entry
+		// waited out that backoff (TestNewWebhookURLEndsPause failed so
+		// under load). The next round makes the fresh page due.
 		l.callOffSends()
+		l.senders.Wait() // only round adds senders: no Add races this
+		l.dueOnce = true
+		return time.Time{}
+	}
+	if l.dueOnce {
+		l.dueOnce = false
 		d.dueNow(ctx, l, page, now)
 	}
 	if until := h.pause(&d.mu); until.After(now) {
@@ -493,6 +509,9 @@ func (d *Dispatcher) send(ctx, sctx context.Context, h *health, svc *chorus.Serv
 			r.res, r.transient, r.why = abandon, true, fmt.Sprintf("gave up after %d attempts: %s", e.Attempts+1, r.why)
 		}
 		recorded := d.finish(ctx, h, e, r, done)
+		if f := afterRecord.Load(); f != nil {
+			(*f)()
+		}
 		if probe {
 			h.probed(&d.mu) // after finish: its outcome is the receiver's health now
 		}
@@ -506,6 +525,11 @@ func (d *Dispatcher) send(ctx, sctx context.Context, h *health, svc *chorus.Serv
 	}
 	return progress, time.Time{}
 }
+
+// afterRecord, set by tests only, runs after a sender recorded an
+// attempt: it widens the window in which the webhook URL can change under
+// a sender that is about to end.
+var afterRecord atomic.Pointer[func()]
 
 // doneSet collects the entries of a round that leave the outbox: one
 // transaction deletes them when the round ends (a crash before that sends
