@@ -26,6 +26,15 @@ type OutboxEntry struct {
 	DateCreated time.Time
 }
 
+// AbandonedWebhook is an outbox entry given up on (attempts used up, too
+// old, or over the outbox's cap), kept for a while so that an operator can
+// look at it and send it again (ReplayAbandoned). Seq is the Seq it had in
+// the outbox; LastStatus and LastError say why it was given up on.
+type AbandonedWebhook struct {
+	OutboxEntry
+	DateAbandoned time.Time
+}
+
 // OutboxBacklog is a service's pending webhooks.
 type OutboxBacklog struct {
 	ServiceSID string
@@ -77,6 +86,12 @@ type OutboxReader interface {
 	// LiveNodes returns the nodes whose last heartbeat (NodeHeartbeat) is
 	// at or after since, in name order.
 	LiveNodes(ctx context.Context, since time.Time) ([]string, error)
+	// AbandonedWebhooks returns a service's abandoned webhooks with a Seq
+	// below beforeSeq (0: from the newest), newest first, at most limit.
+	AbandonedWebhooks(ctx context.Context, serviceSID string, beforeSeq int64, limit int) ([]*AbandonedWebhook, error)
+	// AbandonedCounts returns how many abandoned webhooks each service
+	// with any has kept.
+	AbandonedCounts(ctx context.Context) (map[string]int, error)
 }
 
 // OutboxWriter writes the webhook outbox and the reachability state.
@@ -91,9 +106,26 @@ type OutboxWriter interface {
 	UpdateOutbox(ctx context.Context, e *OutboxEntry) error
 	// DeleteOutbox removes an entry; a missing one is not an error.
 	DeleteOutbox(ctx context.Context, seq int64) error
-	// TrimOutbox deletes a service's oldest entries beyond the newest
-	// keep and returns how many it deleted.
-	TrimOutbox(ctx context.Context, serviceSID string, keep int) (int, error)
+	// AbandonOutbox moves entry e.Seq from the outbox to the abandoned
+	// webhooks, given up on at at, with e's Attempts, LastStatus and
+	// LastError (why); a missing entry is not an error.
+	AbandonOutbox(ctx context.Context, e *OutboxEntry, at time.Time) error
+	// TrimOutbox moves a service's oldest entries beyond the newest keep
+	// to the abandoned webhooks (at, reason, as AbandonOutbox does) and
+	// returns how many it moved.
+	TrimOutbox(ctx context.Context, serviceSID string, keep int, at time.Time, reason string) (int, error)
+	// ReplayAbandoned moves up to limit of a service's abandoned webhooks,
+	// oldest first, back to the outbox as new entries (new Seqs, in their
+	// old order) that are due at now, created at now and not yet
+	// attempted; it returns how many it moved.
+	ReplayAbandoned(ctx context.Context, serviceSID string, now time.Time, limit int) (int, error)
+	// PurgeAbandoned deletes the abandoned webhooks of serviceSID (""
+	// every service's) given up on before before (zero: all of them) and
+	// returns how many it deleted.
+	PurgeAbandoned(ctx context.Context, serviceSID string, before time.Time) (int, error)
+	// TrimAbandoned deletes a service's oldest abandoned webhooks beyond
+	// the newest keep and returns how many it deleted.
+	TrimAbandoned(ctx context.Context, serviceSID string, keep int) (int, error)
 
 	// ConnectEndpoint records that e connected and reports whether its
 	// identity was offline before (no endpoint on any node, and no

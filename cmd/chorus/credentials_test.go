@@ -55,10 +55,10 @@ func TestReadingCredentialsNeverWrites(t *testing.T) {
 		return v
 	}
 	current := schema()
-	// Version 6 recorded the operator's credentials (7 is retired secrets):
-	// back to 5.
-	before := current - 2
-	for _, q := range []string{`DROP TABLE retired_secrets`, `DROP TABLE operator_credentials`, fmt.Sprintf(`PRAGMA user_version = %d`, before)} {
+	// Version 6 recorded the operator's credentials (7 is retired secrets,
+	// 8 abandoned webhooks): back to 5.
+	before := current - 3
+	for _, q := range []string{`DROP TABLE webhooks_abandoned`, `DROP TABLE retired_secrets`, `DROP TABLE operator_credentials`, fmt.Sprintf(`PRAGMA user_version = %d`, before)} {
 		if _, err := db.Exec(q); err != nil {
 			t.Fatalf("%s: %v", q, err)
 		}

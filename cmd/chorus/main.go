@@ -23,6 +23,7 @@ import (
 	"github.com/chorus-sync/chorus/internal/gateway"
 	"github.com/chorus-sync/chorus/internal/server"
 	"github.com/chorus-sync/chorus/internal/store/postgres"
+	"github.com/chorus-sync/chorus/internal/webhook"
 	"github.com/chorus-sync/chorus/token"
 )
 
@@ -198,6 +199,15 @@ func defaultListen() string {
 	return "127.0.0.1:3000"
 }
 
+// keepAbandonedSetting is webhook.Config.KeepAbandoned for the flag's
+// value: 0 (keep none) is negative there, where 0 means the default.
+func keepAbandonedSetting(d time.Duration) time.Duration {
+	if d == 0 {
+		return -1
+	}
+	return d
+}
+
 func cmdServe(ctx context.Context, args []string, stderr io.Writer) error {
 	fs := newFlags("serve")
 	listen := fs.String("listen", defaultListen(), "address to listen on")
@@ -210,6 +220,7 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer) error {
 	busPrefix := fs.String("bus-prefix", getenv("CHORUS_BUS_PREFIX"), "the NATS subject prefix, the same on every node of a cluster; clusters sharing a NATS server each need their own (default: CHORUS_BUS_PREFIX, else chorus)")
 	node := fs.String("node", getenv("CHORUS_NODE_NAME"), "this node's name in logs and to NATS (default: CHORUS_NODE_NAME, else the host name)")
 	allowPrivate := fs.Bool("webhooks-allow-private", false, "let webhooks reach loopback and private addresses, for development and tests (default: CHORUS_WEBHOOKS_ALLOW_PRIVATE)")
+	keepAbandoned := fs.Duration("webhooks-keep-abandoned", webhook.DefaultKeepAbandoned, "how long webhooks given up on are kept, to be listed and replayed in the console (0 = not kept)")
 	wsMaxConns := fs.Int("ws-max-conns", 0, "cap on this node's websocket connections, refused with 503 beyond (0 = no cap)")
 	wsMaxUnauth := fs.Int("ws-max-unauth-per-ip", defaultWSMaxUnauthPerIP, "cap on websocket connections per client IP that have not completed init, refused with 429 beyond (0 = no cap; behind a proxy it counts the proxy: raise it or set 0)")
 	wsCoalesce := fs.Duration("ws-coalesce", gateway.DefaultCoalesceInterval, "while the websocket writer pool is behind, write live events to a session at most this often, merged (0 = write each as soon as possible)")
@@ -248,6 +259,9 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer) error {
 	if *startWait < 0 {
 		return usagef("invalid --start-wait %v: want 0 or more", *startWait)
 	}
+	if *keepAbandoned < 0 || *keepAbandoned > 90*24*time.Hour {
+		return usagef("invalid --webhooks-keep-abandoned %v: want 0 to 2160h (90 days)", *keepAbandoned)
+	}
 	if *wsReplayLimit < 1 {
 		return usagef("invalid --ws-replay-limit %d: want 1 or more", *wsReplayLimit)
 	}
@@ -279,6 +293,7 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer) error {
 		BusPrefix:            *busPrefix,
 		NodeName:             *node,
 		WebhooksAllowPrivate: *allowPrivate,
+		Webhooks:             webhook.Config{KeepAbandoned: keepAbandonedSetting(*keepAbandoned)},
 		WSMaxConns:           *wsMaxConns,
 		WSMaxUnauthPerAddr:   *wsMaxUnauth,
 		WSCoalesce:           coalesceSetting(*wsCoalesce),

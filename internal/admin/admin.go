@@ -79,12 +79,16 @@ func newHandler(cfg Config, now func() time.Time) *handler {
 	h.mux.HandleFunc("GET /admin/v1/Stats", h.wrap(h.stats))
 	h.mux.HandleFunc("POST /admin/v1/Tokens", h.wrap(h.mintToken))
 	h.mux.HandleFunc("GET /admin/v1/Webhooks", h.wrap(h.webhooks))
+	h.mux.HandleFunc("GET /admin/v1/Webhooks/{service}/Abandoned", h.wrap(h.abandoned))
+	h.mux.HandleFunc("DELETE /admin/v1/Webhooks/{service}/Abandoned", h.wrap(h.purgeAbandoned))
+	h.mux.HandleFunc("POST /admin/v1/Webhooks/{service}/Abandoned/Replay", h.wrap(h.replayAbandoned))
 	// Known paths with another method (OPTIONS too): 405 (20004) before
 	// and whatever the credentials, so that the answer says nothing
 	// about them.
 	for path, allow := range map[string]string{
 		"/admin/v1/Session": "POST", "/admin/v1/Account": "GET, HEAD", "/admin/v1/Stats": "GET, HEAD",
 		"/admin/v1/Tokens": "POST", "/admin/v1/Webhooks": "GET, HEAD",
+		"/admin/v1/Webhooks/{service}/Abandoned": "GET, HEAD, DELETE", "/admin/v1/Webhooks/{service}/Abandoned/Replay": "POST",
 	} {
 		h.mux.HandleFunc(path, func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Allow", allow)

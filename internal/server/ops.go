@@ -3,9 +3,11 @@ package server
 import (
 	"context"
 	"fmt"
+	"maps"
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"sort"
 	"time"
 
@@ -186,6 +188,16 @@ func (s *Server) webhookBacklogMetrics(ctx context.Context, w http.ResponseWrite
 		fmt.Fprintf(w, "chorus_webhooks_oldest_pending_seconds{service=%q} %.3f\n", b.ServiceSID, age)
 	}
 	fmt.Fprintf(w, "# HELP chorus_webhooks_oldest_pending_age_seconds Age of the oldest pending webhook of any service.\n# TYPE chorus_webhooks_oldest_pending_age_seconds gauge\nchorus_webhooks_oldest_pending_age_seconds %.3f\n", oldest)
+	kept, err := s.hooks.AbandonedCounts(ctx)
+	if err != nil {
+		s.log.Warn("metrics: abandoned webhooks", logErr, err)
+		return
+	}
+	sids := slices.Sorted(maps.Keys(kept))
+	fmt.Fprintf(w, "# HELP chorus_webhooks_abandoned_kept Webhooks given up on and kept to be replayed, per service.\n# TYPE chorus_webhooks_abandoned_kept gauge\n")
+	for _, sid := range sids {
+		fmt.Fprintf(w, "chorus_webhooks_abandoned_kept{service=%q} %d\n", sid, kept[sid])
+	}
 }
 
 // refuseWebhooks answers 508 to requests that carry the webhook header: a

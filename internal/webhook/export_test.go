@@ -1,8 +1,14 @@
 package webhook
 
+import "context"
+
 // SetAfterRecord makes every sender call f after it recorded an attempt,
 // until the returned function restores the default (none).
 func SetAfterRecord(f func()) (restore func()) {
 	afterRecord.Store(&f)
 	return func() { afterRecord.Store(nil) }
 }
+
+// SweepAbandoned runs the delivering node's sweep of abandoned webhooks
+// now.
+func (d *Dispatcher) SweepAbandoned(ctx context.Context) error { return d.sweepAbandoned(ctx) }

@@ -174,13 +174,16 @@ type ServiceHealth struct {
 	WebhookURL string `json:"webhook_url"` // without query and credentials
 	// State is "idle" (nothing pending), "healthy", "retrying" (some
 	// attempts failed) or "failing" (paused after failing repeatedly).
-	State              string     `json:"state"`
-	Pending            int        `json:"pending"`
-	OldestPendingAge   float64    `json:"oldest_pending_age_seconds"`
-	Sent               uint64     `json:"sent"`
-	Failed             uint64     `json:"failed"`
-	Retried            uint64     `json:"retried"`
-	Abandoned          uint64     `json:"abandoned"`
+	State            string  `json:"state"`
+	Pending          int     `json:"pending"`
+	OldestPendingAge float64 `json:"oldest_pending_age_seconds"`
+	Sent             uint64  `json:"sent"`
+	Failed           uint64  `json:"failed"`
+	Retried          uint64  `json:"retried"`
+	Abandoned        uint64  `json:"abandoned"`
+	// AbandonedKept is how many abandoned webhooks the service keeps to
+	// be replayed (cluster-wide).
+	AbandonedKept      int        `json:"abandoned_kept"`
 	ConsecutiveFailing int        `json:"consecutive_failures"`
 	PausedUntil        *time.Time `json:"paused_until"`
 	LastSuccess        *time.Time `json:"last_success"`
@@ -198,10 +201,15 @@ func (d *Dispatcher) Health(ctx context.Context, services []*chorus.Service) ([]
 	for _, b := range backlog {
 		pending[b.ServiceSID] = b
 	}
+	kept, err := d.AbandonedCounts(ctx)
+	if err != nil {
+		return nil, err
+	}
 	now := d.Now()
 	out := make([]ServiceHealth, 0, len(services))
 	for _, svc := range services {
-		sh := ServiceHealth{ServiceSID: svc.SID, WebhookURL: displayURL(svc.WebhookURL), State: "idle", RecentFailures: []Failure{}}
+		sh := ServiceHealth{ServiceSID: svc.SID, WebhookURL: displayURL(svc.WebhookURL), State: "idle", RecentFailures: []Failure{},
+			AbandonedKept: kept[svc.SID]}
 		if b := pending[svc.SID]; b != nil {
 			sh.Pending, sh.State = b.Pending, "healthy"
 			sh.OldestPendingAge = max(0, now.Sub(b.Oldest).Seconds())

@@ -118,8 +118,9 @@ func (e *env) pending(t testing.TB) int {
 type hit struct {
 	at     time.Time
 	form   url.Values
-	valid  bool // X-Twilio-Signature checks out with twilio-go
-	status int  // what the receiver answered
+	valid  bool   // X-Twilio-Signature checks out with twilio-go
+	status int    // what the receiver answered
+	token  string // I-Twilio-Idempotency-Token
 	// basic is the request's HTTP Basic authentication, if any.
 	basic struct {
 		user, password string
@@ -161,7 +162,7 @@ func newReceiver(t testing.TB, authToken string, answer func(r *http.Request, n 
 		if rc.answer != nil {
 			status = rc.answer(r, n)
 		}
-		h := hit{at: time.Now(), form: r.PostForm, valid: ok, status: status}
+		h := hit{at: time.Now(), form: r.PostForm, valid: ok, status: status, token: r.Header.Get("I-Twilio-Idempotency-Token")}
 		h.basic.user, h.basic.password, h.basic.ok = r.BasicAuth()
 		rc.hits <- h
 		if status >= 300 && status < 400 {

@@ -221,7 +221,7 @@ func (d *Dispatcher) round(ctx context.Context, l *lane, page []*chorus.OutboxEn
 		done := &doneSet{}
 		for _, e := range page {
 			if !l.isSending(e.OrderKey) { // a sender finds out for itself
-				d.finish(ctx, h, e, attemptResult{res: abandon, why: "the service has no webhook URL any more"}, done)
+				d.finish(ctx, h, e, attemptResult{res: abandon, why: "the service has no webhook URL any more", drop: true}, done)
 			}
 		}
 		if !d.remove(ctx, done) {
@@ -533,15 +533,36 @@ var afterRecord atomic.Pointer[func()]
 
 // doneSet collects the entries of a round that leave the outbox: one
 // transaction deletes them when the round ends (a crash before that sends
-// them again: at least once).
+// them again: at least once), and moves those given up on to the
+// abandoned webhooks.
 type doneSet struct {
-	mu   sync.Mutex
-	seqs []int64
+	mu     sync.Mutex
+	seqs   []int64
+	gaveUp map[int64]*givenUp // of seqs, those kept as abandoned
+}
+
+// givenUp is an entry given up on, to be kept among the abandoned
+// webhooks (chorus.Tx.AbandonOutbox): Seq, Attempts (made in all),
+// LastStatus and LastError (why), and when.
+type givenUp struct {
+	entry chorus.OutboxEntry // without Event
+	at    time.Time
 }
 
 func (s *doneSet) add(seq int64) {
 	s.mu.Lock()
 	s.seqs = append(s.seqs, seq)
+	s.mu.Unlock()
+}
+
+// abandon adds an entry that is kept as abandoned, for g.
+func (s *doneSet) abandon(seq int64, g *givenUp) {
+	s.mu.Lock()
+	s.seqs = append(s.seqs, seq)
+	if s.gaveUp == nil {
+		s.gaveUp = map[int64]*givenUp{}
+	}
+	s.gaveUp[seq] = g
 	s.mu.Unlock()
 }
 
@@ -552,12 +573,12 @@ func (d *Dispatcher) remove(ctx context.Context, done *doneSet) bool {
 	if len(done.seqs) == 0 {
 		return true
 	}
-	if err := d.deleteOutbox(ctx, done.seqs); err != nil {
+	if err := d.deleteOutbox(ctx, done.seqs, done.gaveUp); err != nil {
 		d.warnRateLimited("webhook: delete delivered webhooks (deleted again before anything is sent)", "err", err)
 		d.mu.Lock()
 		for _, seq := range done.seqs {
 			if len(d.undeleted) < maxUnrecorded {
-				d.undeleted[seq] = struct{}{} // past the bound: sent again, at least once
+				d.undeleted[seq] = done.gaveUp[seq] // past the bound: sent again, at least once
 			}
 		}
 		d.mu.Unlock()
@@ -566,11 +587,19 @@ func (d *Dispatcher) remove(ctx context.Context, done *doneSet) bool {
 	return true
 }
 
-func (d *Dispatcher) deleteOutbox(ctx context.Context, seqs []int64) error {
+// deleteOutbox deletes entries seqs from the outbox; those in gaveUp are
+// kept as abandoned webhooks (unless Config.KeepAbandoned is negative).
+func (d *Dispatcher) deleteOutbox(ctx context.Context, seqs []int64, gaveUp map[int64]*givenUp) error {
 	ctx = context.WithoutCancel(ctx) // they were sent: record it
 	return d.cfg.Store.Update(ctx, func(tx chorus.Tx) error {
 		for _, seq := range seqs {
-			if err := tx.DeleteOutbox(ctx, seq); err != nil {
+			var err error
+			if g := gaveUp[seq]; g != nil && d.keepsAbandoned() {
+				err = tx.AbandonOutbox(ctx, &g.entry, g.at)
+			} else {
+				err = tx.DeleteOutbox(ctx, seq)
+			}
+			if err != nil {
 				return err
 			}
 		}
@@ -588,10 +617,14 @@ func (d *Dispatcher) deleteUndeleted(ctx context.Context, page []*chorus.OutboxE
 		return page, true
 	}
 	var seqs []int64
+	gaveUp := map[int64]*givenUp{}
 	rest := page[:0:0]
 	for _, e := range page {
-		if _, ok := d.undeleted[e.Seq]; ok {
+		if g, ok := d.undeleted[e.Seq]; ok {
 			seqs = append(seqs, e.Seq)
+			if g != nil {
+				gaveUp[e.Seq] = g
+			}
 		} else {
 			rest = append(rest, e)
 		}
@@ -600,7 +633,7 @@ func (d *Dispatcher) deleteUndeleted(ctx context.Context, page []*chorus.OutboxE
 	if len(seqs) == 0 {
 		return page, true
 	}
-	if err := d.deleteOutbox(ctx, seqs); err != nil {
+	if err := d.deleteOutbox(ctx, seqs, gaveUp); err != nil {
 		d.warnRateLimited("webhook: delete delivered webhooks (deleted again before anything is sent)", "err", err)
 		return nil, false
 	}
@@ -621,10 +654,17 @@ func (d *Dispatcher) finish(ctx context.Context, h *health, e *chorus.OutboxEntr
 	res, status, why := r.res, r.status, r.why
 	attempt := e.Attempts + 1
 	var err error
-	switch res {
-	case delivered, abandon:
+	switch {
+	case res == delivered, res == abandon && r.drop:
 		done.add(e.Seq)
-	case retry:
+	case res == abandon:
+		attempts := e.Attempts
+		if !r.unattempted {
+			attempts++
+		}
+		done.abandon(e.Seq, &givenUp{at: d.Now(), entry: chorus.OutboxEntry{
+			Seq: e.Seq, Attempts: attempts, LastStatus: status, LastError: why}})
+	case res == retry:
 		e.Attempts++
 		// A Retry-After is the least the receiver asks for: a short one
 		// must not use up the attempts faster than the backoff would.
@@ -649,7 +689,7 @@ func (d *Dispatcher) finish(ctx context.Context, h *health, e *chorus.OutboxEntr
 	case abandon:
 		d.Abandoned.Add(1)
 		d.warnRateLimited("webhook: abandoned", "service", e.ServiceSID, "event", e.Event.Type, "object", e.Event.ObjectSID,
-			"token", idempotencyToken(e), "status", status, "reason", why)
+			"token", IdempotencyToken(e), "status", status, "reason", why)
 	}
 	if r.url != "" && !h.sendsTo(&d.mu, r.url) {
 		return true // to a URL the service no longer has: says nothing of its receiver now
@@ -674,6 +714,10 @@ type attemptResult struct {
 	// unattempted: given up on without a request (too old), which says
 	// nothing of the receiver.
 	unattempted bool
+	// drop: given up on for want of a receiver (the service or its
+	// webhook URL is gone): not kept among the abandoned webhooks, as
+	// there is nowhere to send them again.
+	drop bool
 	// transient: the request failed as a retry would (no answer, 429,
 	// 5xx), though the webhook is given up on (its last attempt).
 	transient bool
@@ -707,7 +751,7 @@ func (d *Dispatcher) post(ctx context.Context, svc *chorus.Service, acct *chorus
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	req.Header.Set("User-Agent", "Chorus-Sync-Webhooks/1")
 	req.Header.Set(LoopHeader, "1")
-	req.Header.Set("I-Twilio-Idempotency-Token", idempotencyToken(e))
+	req.Header.Set("I-Twilio-Idempotency-Token", IdempotencyToken(e))
 	if u := req.URL.User; u != nil {
 		// Twilio's user:password@ in a webhook URL: HTTP Basic
 		// authentication, sent with the first request (Twilio sends it
@@ -787,12 +831,13 @@ func rawUserinfo(raw string) string {
 	return ""
 }
 
-// idempotencyToken names an outbox entry's event for its receiver's
-// deduplication: the same for every attempt, different for every event.
-// It is derived from the event, not from the outbox's Seq, which starts
-// again at 1 in a store the data was migrated or restored into and would
-// then name new events like ones already delivered.
-func idempotencyToken(e *chorus.OutboxEntry) string {
+// IdempotencyToken (I-Twilio-Idempotency-Token) names an outbox entry's
+// event for its receiver's deduplication: the same for every attempt and
+// for a replay of an abandoned webhook, different for every event. It is
+// derived from the event, not from the outbox's Seq, which starts again
+// at 1 in a store the data was migrated or restored into (and changes on
+// a replay) and would then name new events like ones already delivered.
+func IdempotencyToken(e *chorus.OutboxEntry) string {
 	ev := e.Event
 	h := sha256.New()
 	for _, s := range []string{e.ServiceSID, e.OrderKey, string(ev.Type), ev.ObjectSID, ev.Identity, ev.EndpointID,

@@ -18,18 +18,18 @@ func TestIdempotencyTokenNamesTheEvent(t *testing.T) {
 		return &chorus.OutboxEntry{Seq: seq, ServiceSID: "IS1", OrderKey: "ET1",
 			Event: &chorus.Event{Type: chorus.EventDocumentUpdated, ID: id, ObjectSID: "ET1", DateCreated: when}}
 	}
-	a := idempotencyToken(entry(1, 7, at))
-	if !strings.HasPrefix(a, "IS1-") || a != idempotencyToken(entry(1, 7, at)) {
+	a := IdempotencyToken(entry(1, 7, at))
+	if !strings.HasPrefix(a, "IS1-") || a != IdempotencyToken(entry(1, 7, at)) {
 		t.Fatalf("token %q: want IS1-… and the same for every attempt", a)
 	}
-	if b := idempotencyToken(entry(42, 7, at)); b != a {
+	if b := IdempotencyToken(entry(42, 7, at)); b != a {
 		t.Errorf("the same event in another store's outbox row: %q, want %q", b, a)
 	}
 	for name, other := range map[string]*chorus.OutboxEntry{
 		"the same outbox row, another event id":      entry(1, 8, at),
 		"the same id after a restore, another event": entry(1, 7, at.Add(time.Millisecond)),
 	} {
-		if b := idempotencyToken(other); b == a {
+		if b := IdempotencyToken(other); b == a {
 			t.Errorf("%s: token %q, want another", name, b)
 		}
 	}

@@ -80,6 +80,10 @@ type Config struct {
 	Poll        time.Duration // default DefaultPoll
 	Heartbeat   time.Duration // default DefaultHeartbeat
 	NodeTimeout time.Duration // default DefaultNodeTimeout
+	// KeepAbandoned is how long webhooks given up on are kept to be
+	// replayed (Replay); default DefaultKeepAbandoned, negative: none are.
+	KeepAbandoned time.Duration
+	MaxAbandoned  int // kept per service at most; default DefaultMaxAbandoned
 	// NodesDead, when set, is called (on the run loop; it must not block)
 	// when the leader presumed nodes dead that had not left (Leave): they
 	// may have died between committing changes and publishing them, so
@@ -133,7 +137,8 @@ type Dispatcher struct {
 	// to delete, by Seq: rounds delete them again instead of sending them
 	// again (a store that reads but cannot write would otherwise have each
 	// round post the same page once more, without pause).
-	undeleted map[int64]struct{}
+	// A given-up entry's value says why: it is kept as abandoned.
+	undeleted map[int64]*givenUp
 
 	presence presenceQueue
 
@@ -171,6 +176,10 @@ func New(cfg Config) *Dispatcher {
 	def(&cfg.Poll, DefaultPoll)
 	def(&cfg.Heartbeat, DefaultHeartbeat)
 	def(&cfg.NodeTimeout, DefaultNodeTimeout)
+	if cfg.KeepAbandoned == 0 {
+		cfg.KeepAbandoned = DefaultKeepAbandoned
+	}
+	defi(&cfg.MaxAbandoned, DefaultMaxAbandoned)
 	if cfg.Clock == nil {
 		cfg.Clock = time.Now
 	}
@@ -186,7 +195,7 @@ func New(cfg Config) *Dispatcher {
 		ctx: ctx, cancel: cancel, wake: make(chan struct{}, 1),
 		services: make(map[string]cachedService), lanes: make(map[string]*lane), health: make(map[string]*health),
 		unrecorded: make(map[int64]unrecordedRetry),
-		undeleted:  make(map[int64]struct{}),
+		undeleted:  make(map[int64]*givenUp),
 		warnGate:   ratelog.New(time.Second, 1),
 	}
 	d.presence.init(d)
@@ -392,7 +401,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 
 	tick := time.NewTicker(d.cfg.Poll)
 	defer tick.Stop()
-	var lastBeat, lastLead time.Time
+	var lastBeat, lastLead, lastAbandonedSweep time.Time
 	due := time.NewTimer(time.Hour)
 	defer due.Stop()
 	for {
@@ -424,6 +433,12 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 			}
 			if err := d.sweepBacklog(ctx); err != nil && ctx.Err() == nil {
 				d.warnRateLimited("webhook: outbox", "err", err)
+			}
+			if now.Sub(lastAbandonedSweep) >= d.sweepEvery() {
+				lastAbandonedSweep = now
+				if err := d.sweepAbandoned(ctx); err != nil && ctx.Err() == nil {
+					d.warnRateLimited("webhook: abandoned webhooks", "err", err)
+				}
 			}
 			if !next.IsZero() {
 				due.Reset(max(next.Sub(d.Now()), time.Millisecond))
@@ -537,7 +552,11 @@ func (d *Dispatcher) sweepBacklog(ctx context.Context) error {
 		if b.Pending > d.cfg.MaxPending {
 			var n int
 			err := d.cfg.Store.Update(ctx, func(tx chorus.Tx) (err error) {
-				n, err = tx.TrimOutbox(ctx, b.ServiceSID, d.cfg.MaxPending)
+				reason := fmt.Sprintf("gave up: over the outbox's cap of %d pending webhooks", d.cfg.MaxPending)
+				if n, err = tx.TrimOutbox(ctx, b.ServiceSID, d.cfg.MaxPending, d.Now(), reason); err != nil || d.keepsAbandoned() {
+					return err
+				}
+				_, err = tx.PurgeAbandoned(ctx, b.ServiceSID, time.Time{}) // none are kept
 				return err
 			})
 			if err != nil {

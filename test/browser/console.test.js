@@ -247,11 +247,17 @@ test('stream tail shows messages published through the SDK', async () => {
   await screenshot(page, 'console-stream');
 });
 
-test('the webhooks panel shows each service\'s webhook health and recent failures', async () => {
+test('the webhooks panel shows each service\'s webhook health and recent failures, and replays what was given up on', async () => {
   const http = require('node:http');
+  let answer = 404;
+  const got = [];
   const receiver = http.createServer((req, res) => {
-    req.resume();
-    req.on('end', () => res.writeHead(404).end());
+    let body = '';
+    req.on('data', (c) => (body += c));
+    req.on('end', () => {
+      got.push({ status: answer, form: new URLSearchParams(body), token: req.headers['i-twilio-idempotency-token'] });
+      res.writeHead(answer).end();
+    });
   });
   await new Promise((resolve) => receiver.listen(0, '127.0.0.1', resolve));
   const client = srv.restClient();
@@ -270,10 +276,44 @@ test('the webhooks panel shows each service\'s webhook health and recent failure
       const text = await page.textContent(`#webhooks-table tr[data-sid="${svc.sid}"]`);
       return /HTTP 404/.test(text) && /1 abandoned/.test(text);
     }, 15000);
-    const text = await page.textContent(`#webhooks-table tr[data-sid="${svc.sid}"]`);
+    const row = `#webhooks-table tr[data-sid="${svc.sid}"]`;
+    const text = await page.textContent(row);
     assert.ok(!text.includes('do-not-show'), 'the webhook URL\'s query is not shown');
     assert.match(text, new RegExp(`http://127\\.0\\.0\\.1:${receiver.address().port}/hook`));
+
+    // The webhook given up on is kept: shown with why, and replayed once
+    // the receiver is fixed, with the same idempotency token.
+    await page.waitForSelector(`${row} [data-kept="1"]`);
+    await page.click(`${row} [data-action="show-abandoned"]`);
+    await page.waitForSelector(`${row} .abandoned-list li`);
+    assert.match(await page.textContent(`${row} .abandoned-list`), /HTTP 404.*document_created/s);
     await screenshot(page, 'console-webhooks');
+    assert.equal(got.length, 1);
+    answer = 200;
+    await page.click(`${row} [data-action="replay-abandoned"]`);
+    await page.waitForFunction((sel) => /1 sent again/.test(document.querySelector(sel).textContent), row);
+    await eventually(async () => got.length === 2, 10000);
+    assert.equal(got[1].status, 200);
+    assert.equal(got[1].form.get('EventType'), 'document_created');
+    assert.equal(got[1].token, got[0].token, 'a replay keeps the idempotency token');
+    await eventually(async () => {
+      await page.click('#webhooks-refresh');
+      await sleep(200);
+      return /none/.test(await page.textContent(`${row} .abandoned-cell`));
+    }, 10000);
+
+    // Purge asks twice.
+    answer = 404;
+    await client.sync.v1.services(svc.sid).documents.create({ data: { a: 2 } });
+    await eventually(async () => {
+      await page.click('#webhooks-refresh');
+      await sleep(200);
+      return (await page.$(`${row} [data-kept="1"]`)) !== null;
+    }, 15000);
+    await page.click(`${row} [data-action="purge-abandoned"]`);
+    assert.match(await page.textContent(`${row} [data-action="purge-abandoned"]`), /sure/);
+    await page.click(`${row} [data-action="purge-abandoned"]`);
+    await page.waitForFunction((sel) => /1 deleted/.test(document.querySelector(sel).textContent), row);
     await page.close();
   } finally {
     await client.sync.v1.services(svc.sid).remove();

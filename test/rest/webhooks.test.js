@@ -125,10 +125,12 @@ test('a webhook pointed at Chorus is refused (508) and reported', async () => {
   assert.equal(report.recent_failures[0].outcome, 'abandoned');
   assert.equal(report.abandoned, 1);
   assert.equal(report.pending, 0);
+  assert.equal(report.abandoned_kept, 1, 'the webhook given up on is kept to be replayed');
   // Nothing was created by the webhook's POST.
   assert.equal((await client.sync.v1.services(svc.sid).documents.list()).length, 1);
   const metrics = await (await fetch(`${srv.baseUrl}/metrics`)).text();
   assert.match(metrics, /^chorus_webhooks_abandoned_total [1-9]/m);
+  assert.match(metrics, new RegExp(`^chorus_webhooks_abandoned_kept\\{service="${svc.sid}"\\} 1$`, 'm'));
   assert.match(metrics, /^chorus_webhooks_sent_total [1-9]/m);
   await client.sync.v1.services(svc.sid).remove();
 });

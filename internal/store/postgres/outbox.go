@@ -3,6 +3,7 @@ package postgres
 import (
 	"context"
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/chorus-sync/chorus"
@@ -90,13 +91,117 @@ func (t *tx) DeleteOutbox(ctx context.Context, seq int64) error {
 	return nil
 }
 
-func (t *tx) TrimOutbox(ctx context.Context, serviceSID string, keep int) (int, error) {
-	res, err := t.exec(ctx, `DELETE FROM outbox WHERE service_sid = $1 AND seq <= (
-		SELECT seq FROM outbox WHERE service_sid = $1 ORDER BY seq DESC LIMIT 1 OFFSET $2)`, serviceSID, keep)
+// abandonCols are the columns an entry keeps when it moves between the
+// outbox and webhooks_abandoned.
+const abandonCols = `seq, service_sid, order_key, created_at, next_attempt, attempts, last_status, last_error, body, data, item_data`
+
+// maxSeq stands for "no bound" in the seq comparisons below.
+const maxSeq = int64(math.MaxInt64)
+
+func (t *tx) AbandonOutbox(ctx context.Context, e *chorus.OutboxEntry, at time.Time) error {
+	if _, err := t.exec(ctx, `INSERT INTO webhooks_abandoned (`+abandonCols+`, abandoned_at)
+		SELECT seq, service_sid, order_key, created_at, next_attempt, CAST($2 AS BIGINT), CAST($3 AS BIGINT),
+			CAST($4 AS TEXT), body, data, item_data, CAST($5 AS BIGINT)
+		FROM outbox WHERE seq = $1`, e.Seq, e.Attempts, e.LastStatus, e.LastError, sqlrow.Nanos(at)); err != nil {
+		return fmt.Errorf("postgres: abandon outbox %d: %w", e.Seq, err)
+	}
+	if _, err := t.exec(ctx, `DELETE FROM outbox WHERE seq = $1`, e.Seq); err != nil {
+		return fmt.Errorf("postgres: abandon outbox %d: %w", e.Seq, err)
+	}
+	return nil
+}
+
+func (t *tx) TrimOutbox(ctx context.Context, serviceSID string, keep int, at time.Time, reason string) (int, error) {
+	fail := func(err error) (int, error) { return 0, fmt.Errorf("postgres: trim outbox of %s: %w", serviceSID, err) }
+	// The entries beyond the newest keep: seq up to the keep+1-th newest's.
+	const beyond = `service_sid = $1 AND seq <= (
+		SELECT seq FROM outbox WHERE service_sid = $1 ORDER BY seq DESC LIMIT 1 OFFSET $2)`
+	if _, err := t.exec(ctx, `INSERT INTO webhooks_abandoned (`+abandonCols+`, abandoned_at)
+		SELECT seq, service_sid, order_key, created_at, next_attempt, attempts, last_status, CAST($3 AS TEXT), body, data, item_data,
+			CAST($4 AS BIGINT)
+		FROM outbox WHERE `+beyond, serviceSID, keep, reason, sqlrow.Nanos(at)); err != nil {
+		return fail(err)
+	}
+	res, err := t.exec(ctx, `DELETE FROM outbox WHERE `+beyond, serviceSID, keep)
 	if err != nil {
-		return 0, fmt.Errorf("postgres: trim outbox of %s: %w", serviceSID, err)
+		return fail(err)
 	}
 	return int(res.RowsAffected()), nil
+}
+
+func (t *tx) ReplayAbandoned(ctx context.Context, serviceSID string, now time.Time, limit int) (int, error) {
+	fail := func(err error) (int, error) {
+		return 0, fmt.Errorf("postgres: replay abandoned webhooks of %s: %w", serviceSID, err)
+	}
+	if limit <= 0 {
+		limit = math.MaxInt32
+	}
+	// The oldest limit: seq up to the limit-th oldest's (every one when
+	// there are fewer).
+	const oldest = `service_sid = $1 AND seq <= COALESCE((
+		SELECT seq FROM webhooks_abandoned WHERE service_sid = $1 ORDER BY seq LIMIT 1 OFFSET $2), CAST($3 AS BIGINT))`
+	if _, err := t.exec(ctx, `INSERT INTO outbox (service_sid, order_key, created_at, next_attempt, attempts,
+			last_status, last_error, body, data, item_data)
+		SELECT service_sid, order_key, CAST($4 AS BIGINT), CAST($4 AS BIGINT), 0, 0, '', body, data, item_data
+		FROM webhooks_abandoned WHERE `+oldest+` ORDER BY seq`, serviceSID, limit-1, maxSeq, sqlrow.Nanos(now)); err != nil {
+		return fail(err)
+	}
+	res, err := t.exec(ctx, `DELETE FROM webhooks_abandoned WHERE `+oldest, serviceSID, limit-1, maxSeq)
+	if err != nil {
+		return fail(err)
+	}
+	return int(res.RowsAffected()), nil
+}
+
+func (t *tx) PurgeAbandoned(ctx context.Context, serviceSID string, before time.Time) (int, error) {
+	fail := func(err error) (int, error) { return 0, fmt.Errorf("postgres: purge abandoned webhooks: %w", err) }
+	cut := maxSeq
+	if !before.IsZero() {
+		cut = sqlrow.Nanos(before)
+	}
+	res, err := t.exec(ctx, `DELETE FROM webhooks_abandoned WHERE (CAST($1 AS TEXT) = '' OR service_sid = $1) AND abandoned_at < $2`,
+		serviceSID, cut)
+	if err != nil {
+		return fail(err)
+	}
+	return int(res.RowsAffected()), nil
+}
+
+func (t *tx) TrimAbandoned(ctx context.Context, serviceSID string, keep int) (int, error) {
+	fail := func(err error) (int, error) {
+		return 0, fmt.Errorf("postgres: trim abandoned webhooks of %s: %w", serviceSID, err)
+	}
+	res, err := t.exec(ctx, `DELETE FROM webhooks_abandoned WHERE service_sid = $1 AND seq <= (
+		SELECT seq FROM webhooks_abandoned WHERE service_sid = $1 ORDER BY seq DESC LIMIT 1 OFFSET $2)`, serviceSID, keep)
+	if err != nil {
+		return fail(err)
+	}
+	return int(res.RowsAffected()), nil
+}
+
+func (t *tx) AbandonedWebhooks(ctx context.Context, serviceSID string, beforeSeq int64, limit int) ([]*chorus.AbandonedWebhook, error) {
+	if beforeSeq <= 0 {
+		beforeSeq = maxSeq
+	}
+	as, err := queryAll(ctx, t, sqlrow.ScanAbandoned, `SELECT `+sqlrow.AbandonedCols+` FROM webhooks_abandoned
+		WHERE service_sid = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3`, serviceSID, beforeSeq, limitArg(limit))
+	if err != nil {
+		return nil, fmt.Errorf("postgres: list abandoned webhooks of %s: %w", serviceSID, err)
+	}
+	return as, nil
+}
+
+func (t *tx) AbandonedCounts(ctx context.Context) (map[string]int, error) {
+	rows, err := queryAll(ctx, t, sqlrow.BacklogRow, `SELECT service_sid, COUNT(*), MIN(abandoned_at)
+		FROM webhooks_abandoned GROUP BY service_sid`)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: count abandoned webhooks: %w", err)
+	}
+	out := make(map[string]int, len(rows))
+	for _, r := range rows {
+		out[r.ServiceSID] = r.Pending
+	}
+	return out, nil
 }
 
 func (t *tx) ConnectEndpoint(ctx context.Context, e chorus.Endpoint, now time.Time) (bool, error) {

@@ -218,6 +218,27 @@ CREATE TABLE retired_secrets (
 ALTER TABLE cluster_identity ADD COLUMN table_oid BIGINT;
 UPDATE cluster_identity SET table_oid = 'cluster_identity'::regclass::oid::bigint;
 `,
+	// 9: webhooks given up on, kept for a while to be looked at and sent
+	// again (Tx.AbandonOutbox, Tx.ReplayAbandoned): the outbox's columns,
+	// its seq, and when.
+	`
+CREATE TABLE webhooks_abandoned (
+	seq          BIGINT PRIMARY KEY,
+	service_sid  TEXT COLLATE "C" NOT NULL,
+	order_key    TEXT COLLATE "C" NOT NULL,
+	created_at   BIGINT NOT NULL,
+	next_attempt BIGINT NOT NULL,
+	attempts     BIGINT NOT NULL,
+	last_status  BIGINT NOT NULL,
+	last_error   TEXT NOT NULL,
+	body         TEXT NOT NULL,
+	data         BYTEA,
+	item_data    BYTEA,
+	abandoned_at BIGINT NOT NULL
+);
+CREATE INDEX webhooks_abandoned_service ON webhooks_abandoned (service_sid, seq);
+CREATE INDEX webhooks_abandoned_at ON webhooks_abandoned (abandoned_at);
+`,
 }
 
 // lockKey derives an advisory lock key from a purpose and the schema the

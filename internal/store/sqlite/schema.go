@@ -214,6 +214,27 @@ CREATE TABLE retired_secrets (
 	date_retired INTEGER NOT NULL
 ) WITHOUT ROWID;
 `,
+	// 8: webhooks given up on, kept for a while to be looked at and sent
+	// again (Tx.AbandonOutbox, Tx.ReplayAbandoned): the outbox's columns,
+	// its seq, and when.
+	`
+CREATE TABLE webhooks_abandoned (
+	seq          INTEGER PRIMARY KEY,
+	service_sid  TEXT NOT NULL,
+	order_key    TEXT NOT NULL,
+	created_at   INTEGER NOT NULL,
+	next_attempt INTEGER NOT NULL,
+	attempts     INTEGER NOT NULL,
+	last_status  INTEGER NOT NULL,
+	last_error   TEXT NOT NULL,
+	body         TEXT NOT NULL,
+	data         BLOB,
+	item_data    BLOB,
+	abandoned_at INTEGER NOT NULL
+);
+CREATE INDEX webhooks_abandoned_service ON webhooks_abandoned (service_sid, seq);
+CREATE INDEX webhooks_abandoned_at ON webhooks_abandoned (abandoned_at);
+`,
 }
 
 // migrate applies the migrations not yet recorded in user_version. It is

@@ -28,6 +28,31 @@ func ScanOutbox(sc Scanner) (*chorus.OutboxEntry, error) {
 	return &e, nil
 }
 
+// AbandonedCols are the webhooks_abandoned columns ScanAbandoned reads,
+// in order: the outbox's, then when the entry was given up on.
+const AbandonedCols = OutboxCols + `, abandoned_at`
+
+// ScanAbandoned scans a row of AbandonedCols.
+func ScanAbandoned(sc Scanner) (*chorus.AbandonedWebhook, error) {
+	var a chorus.AbandonedWebhook
+	var created, next, attempts, status, abandoned int64
+	var body string
+	var data, itemData []byte
+	e := &a.OutboxEntry
+	if err := sc.Scan(&e.Seq, &e.ServiceSID, &e.OrderKey, &created, &next, &attempts, &status, &e.LastError,
+		&body, &data, &itemData, &abandoned); err != nil {
+		return nil, err
+	}
+	ev, err := DecodeEvent(body, data, itemData)
+	if err != nil {
+		return nil, err
+	}
+	e.Event, e.DateCreated, e.NextAttempt = ev, Time(created), Time(next)
+	e.Attempts, e.LastStatus = int(attempts), int(status)
+	a.DateAbandoned = Time(abandoned)
+	return &a, nil
+}
+
 // OfflineCols are the presence_identities columns ScanOffline reads.
 const OfflineCols = `service_sid, account_sid, identity, last_endpoint, offline_since`
 

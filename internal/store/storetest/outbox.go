@@ -3,6 +3,7 @@ package storetest
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -71,7 +72,7 @@ func testOutbox(t *testing.T, s chorus.Store) {
 	}
 	var n int
 	update(t, s, func(tx chorus.Tx) (err error) {
-		n, err = tx.TrimOutbox(ctx, f.svc.SID, 1)
+		n, err = tx.TrimOutbox(ctx, f.svc.SID, 1, at(time.Hour), "over the cap")
 		return err
 	})
 	if n != 1 {
@@ -82,6 +83,13 @@ func testOutbox(t *testing.T, s chorus.Store) {
 	})
 	if len(got) != 1 || got[0].Seq != a2.Seq {
 		t.Errorf("after trim: %d entries, want the newest", len(got))
+	}
+	trimmed := mustGet(t, s, "AbandonedWebhooks", func(ctx context.Context, tx chorus.ReadTx) ([]*chorus.AbandonedWebhook, error) {
+		return tx.AbandonedWebhooks(ctx, f.svc.SID, 0, 10)
+	})
+	if len(trimmed) != 1 || trimmed[0].Seq != a1.Seq || trimmed[0].LastError != "over the cap" || trimmed[0].LastStatus != 503 ||
+		trimmed[0].Attempts != 2 || !trimmed[0].DateAbandoned.Equal(at(time.Hour)) || string(trimmed[0].Event.Data) != ` {"n" : 1} ` {
+		t.Errorf("the trimmed entry among the abandoned: %+v", trimmed)
 	}
 	update(t, s, func(tx chorus.Tx) error {
 		if err := tx.DeleteOutbox(ctx, a2.Seq); err != nil {
@@ -312,4 +320,138 @@ func testNow(t *testing.T, s chorus.Store) {
 		}
 		return nil
 	})
+}
+
+// testAbandoned checks the abandoned webhooks: entries given up on move
+// out of the outbox with why, are listed newest first, go back to the
+// outbox (oldest first, due and created at the replay, unattempted, in
+// their old order) and are purged and trimmed.
+func testAbandoned(t *testing.T, s chorus.Store) {
+	ctx := context.Background()
+	f := setup(t, s)
+	other := "IS" + "ffffffffffffffffffffffffffffffff"
+	var es []*chorus.OutboxEntry
+	for i, svc := range []string{f.svc.SID, f.svc.SID, other, f.svc.SID, f.svc.SID} {
+		es = append(es, &chorus.OutboxEntry{
+			ServiceSID: svc, OrderKey: "ET1", DateCreated: at(time.Duration(i) * time.Second), NextAttempt: at(0),
+			Event: &chorus.Event{Type: chorus.EventDocumentUpdated, ServiceSID: svc, ObjectSID: "ET1", ID: int64(i + 1),
+				Kind: chorus.KindDocument, Data: json.RawMessage(fmt.Sprintf(`{"i":%d}`, i)), DateCreated: at(0)},
+		})
+	}
+	update(t, s, func(tx chorus.Tx) error {
+		for _, e := range es {
+			if err := tx.AppendOutbox(ctx, e); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	outbox := func(svc string) []*chorus.OutboxEntry {
+		return mustGet(t, s, "Outbox", func(ctx context.Context, tx chorus.ReadTx) ([]*chorus.OutboxEntry, error) {
+			return tx.Outbox(ctx, svc, 10, 10)
+		})
+	}
+	got := append(outbox(f.svc.SID), outbox(other)...)
+	slices.SortFunc(got, func(a, b *chorus.OutboxEntry) int { return int(a.Seq - b.Seq) })
+	for i := range es {
+		es[i].Seq = got[i].Seq
+	}
+	// 0, 1, 2 (the other service's) and 3 are given up on, at 10 s, 20 s,
+	// 30 s and 40 s; 4 stays.
+	for i, e := range es[:4] {
+		e.Attempts, e.LastStatus, e.LastError = 5, 500+i, fmt.Sprintf("gave up %d", i)
+		update(t, s, func(tx chorus.Tx) error { return tx.AbandonOutbox(ctx, e, at(time.Duration(i+1)*10*time.Second)) })
+	}
+	update(t, s, func(tx chorus.Tx) error { return tx.AbandonOutbox(ctx, es[0], at(time.Hour)) }) // gone: no error
+	if left := outbox(f.svc.SID); len(left) != 1 || left[0].Seq != es[4].Seq {
+		t.Fatalf("outbox after abandoning 0, 1 and 3: %d entries, want 4 only", len(left))
+	}
+	list := func(svc string, before int64, limit int) []*chorus.AbandonedWebhook {
+		return mustGet(t, s, "AbandonedWebhooks", func(ctx context.Context, tx chorus.ReadTx) ([]*chorus.AbandonedWebhook, error) {
+			return tx.AbandonedWebhooks(ctx, svc, before, limit)
+		})
+	}
+	all := list(f.svc.SID, 0, 0)
+	if len(all) != 3 || all[0].Seq != es[3].Seq || all[1].Seq != es[1].Seq || all[2].Seq != es[0].Seq {
+		t.Fatalf("AbandonedWebhooks = %d, want 3, 1, 0 (newest first)", len(all))
+	}
+	if a := all[1]; a.Attempts != 5 || a.LastStatus != 501 || a.LastError != "gave up 1" || !a.DateAbandoned.Equal(at(20*time.Second)) ||
+		!a.DateCreated.Equal(at(time.Second)) || a.Event.ID != 2 || string(a.Event.Data) != `{"i":1}` || a.OrderKey != "ET1" {
+		t.Errorf("abandoned 1 = %+v (event %+v): does not keep the entry and why", a, a.Event)
+	}
+	if p := list(f.svc.SID, es[3].Seq, 1); len(p) != 1 || p[0].Seq != es[1].Seq {
+		t.Errorf("AbandonedWebhooks(before 3, limit 1) = %d, want 1", len(p))
+	}
+	counts := mustGet(t, s, "AbandonedCounts", func(ctx context.Context, tx chorus.ReadTx) (map[string]int, error) {
+		return tx.AbandonedCounts(ctx)
+	})
+	if len(counts) != 2 || counts[f.svc.SID] != 3 || counts[other] != 1 {
+		t.Errorf("AbandonedCounts = %v", counts)
+	}
+
+	// Replay the 2 oldest: back in the outbox after 4, in their order.
+	var n int
+	update(t, s, func(tx chorus.Tx) (err error) {
+		n, err = tx.ReplayAbandoned(ctx, f.svc.SID, at(time.Hour), 2)
+		return err
+	})
+	if n != 2 {
+		t.Errorf("ReplayAbandoned(limit 2) = %d", n)
+	}
+	back := outbox(f.svc.SID)
+	if len(back) != 3 || back[0].Seq != es[4].Seq || back[1].Event.ID != 1 || back[2].Event.ID != 2 || back[1].Seq <= es[4].Seq || back[2].Seq <= back[1].Seq {
+		t.Fatalf("outbox after the replay: %d entries, want 4, then 0 and 1 with new seqs", len(back))
+	}
+	if r := back[1]; r.Attempts != 0 || r.LastStatus != 0 || r.LastError != "" || !r.DateCreated.Equal(at(time.Hour)) ||
+		!r.NextAttempt.Equal(at(time.Hour)) || string(r.Event.Data) != `{"i":0}` || !r.Event.DateCreated.Equal(at(0)) {
+		t.Errorf("replayed entry = %+v: want unattempted, due and created at the replay, its event as it was", r)
+	}
+	if rest := list(f.svc.SID, 0, 0); len(rest) != 1 || rest[0].Seq != es[3].Seq {
+		t.Errorf("abandoned after replaying 2: %d, want 3 only", len(rest))
+	}
+	update(t, s, func(tx chorus.Tx) (err error) {
+		n, err = tx.ReplayAbandoned(ctx, f.svc.SID, at(time.Hour), 0) // no limit
+		return err
+	})
+	if n != 1 || len(list(f.svc.SID, 0, 0)) != 0 || len(outbox(f.svc.SID)) != 4 {
+		t.Errorf("ReplayAbandoned(no limit) = %d", n)
+	}
+
+	// Purge by age and service, trim by count.
+	for _, e := range outbox(f.svc.SID) {
+		update(t, s, func(tx chorus.Tx) error { return tx.AbandonOutbox(ctx, e, at(time.Duration(e.Seq)*time.Minute)) })
+	}
+	purge := func(svc string, before time.Time) int {
+		var n int
+		update(t, s, func(tx chorus.Tx) (err error) {
+			n, err = tx.PurgeAbandoned(ctx, svc, before)
+			return err
+		})
+		return n
+	}
+	seqs := func() (out []int64) {
+		for _, a := range list(f.svc.SID, 0, 0) {
+			out = append(out, a.Seq)
+		}
+		return out
+	}
+	kept := seqs()
+	if len(kept) != 4 {
+		t.Fatalf("abandoned again: %v", kept)
+	}
+	oldest := kept[3]
+	if n := purge(f.svc.SID, at(time.Duration(oldest)*time.Minute+time.Second)); n != 1 || slices.Contains(seqs(), oldest) {
+		t.Errorf("PurgeAbandoned(before the second oldest) = %d, kept %v", n, seqs())
+	}
+	var trimmedN int
+	update(t, s, func(tx chorus.Tx) (err error) {
+		trimmedN, err = tx.TrimAbandoned(ctx, f.svc.SID, 1)
+		return err
+	})
+	if trimmedN != 2 || !slices.Equal(seqs(), kept[:1]) {
+		t.Errorf("TrimAbandoned(keep 1) = %d, kept %v, want %v", trimmedN, seqs(), kept[:1])
+	}
+	if n := purge("", time.Time{}); n != 2 || len(list(other, 0, 0)) != 0 || len(seqs()) != 0 {
+		t.Errorf("PurgeAbandoned(every service, all) = %d, want 2", n)
+	}
 }

@@ -52,6 +52,7 @@ func Run(t *testing.T, open func(t testing.TB) chorus.Store) {
 		{"ViewSnapshot", testViewSnapshot},
 		{"CanceledContext", testCanceledContext},
 		{"Outbox", testOutbox},
+		{"Abandoned", testAbandoned},
 		{"Presence", testPresence},
 		{"Now", testNow},
 	}

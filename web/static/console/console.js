@@ -485,11 +485,67 @@
         h('td', {}, chip(s.state), s.paused_until ? h('div', { class: 'small muted' }, `paused until ${fmtDate(s.paused_until)}`) : null),
         h('td', { class: 'num' }, String(s.pending), s.pending ? h('div', { class: 'small muted' }, `oldest ${fmtDuration(s.oldest_pending_age_seconds)}`) : null),
         h('td', { class: 'small nowrap' }, `${s.sent} sent · ${s.failed} failed · ${s.retried} retried · ${s.abandoned} abandoned`),
-        h('td', {}, failures.length ? h('ul', { class: 'failures' }, failures) : h('span', { class: 'muted' }, 'none')));
+        h('td', {}, failures.length ? h('ul', { class: 'failures' }, failures) : h('span', { class: 'muted' }, 'none')),
+        h('td', { class: 'abandoned-cell' }, abandonedCell(s)));
     });
     return h('div', { class: 'table-wrap' }, h('table', { class: 'table', id: 'webhooks-table' },
-      h('thead', {}, h('tr', {}, h('th', {}, 'Service'), h('th', {}, 'Health'), h('th', {}, 'Pending'), h('th', {}, 'This node'), h('th', {}, 'Recent failures'))),
+      h('thead', {}, h('tr', {}, h('th', {}, 'Service'), h('th', {}, 'Health'), h('th', {}, 'Pending'), h('th', {}, 'This node'),
+        h('th', {}, 'Recent failures'), h('th', {}, 'Given up on, kept'))),
       h('tbody', {}, rows)));
+  }
+
+  // The webhooks given up on that the service keeps: how many, the newest
+  // of them on demand, and Replay (send them again, once the receiver is
+  // back) and Purge (asks twice) buttons.
+  function abandonedCell(s) {
+    const n = s.abandoned_kept || 0;
+    if (!n) return h('span', { class: 'muted' }, 'none');
+    const base = `/admin/v1/Webhooks/${encodeURIComponent(s.service_sid)}/Abandoned`;
+    const out = h('div', { class: 'small', 'aria-live': 'polite' });
+    const show = h('button', { class: 'btn small', type: 'button', dataset: { action: 'show-abandoned' } }, 'Show');
+    const replay = h('button', { class: 'btn small', type: 'button', dataset: { action: 'replay-abandoned' } }, 'Replay');
+    const purge = h('button', { class: 'btn small', type: 'button', dataset: { action: 'purge-abandoned' } }, 'Purge');
+    const busy = (on) => [show, replay, purge].forEach((b) => (b.disabled = on));
+    const run = async (fn) => {
+      busy(true);
+      try {
+        await fn();
+      } catch (e) {
+        if (e.status !== 401) out.replaceChildren(notice('error', errText(e)));
+      } finally {
+        busy(false);
+      }
+    };
+    show.addEventListener('click', () => run(async () => {
+      const page = await api('GET', `${base}?PageSize=20`);
+      const items = page.abandoned.map((a) => h('li', { class: 'small' },
+        h('span', { class: 'mono' }, a.last_status ? `HTTP ${a.last_status}` : 'no answer'), ' ',
+        h('span', { class: 'muted' }, `${fmtDate(a.date_abandoned)} · ${a.event_type} · ${a.object_sid || a.identity || ''} · ${a.attempts} attempts`), ' ',
+        a.reason));
+      out.replaceChildren(h('ul', { class: 'failures abandoned-list' }, items),
+        n > items.length ? h('div', { class: 'muted' }, `the newest ${items.length} of ${n}`) : null);
+    }));
+    replay.addEventListener('click', () => run(async () => {
+      const r = await api('POST', `${base}/Replay`);
+      out.replaceChildren(notice('info', `${r.replayed} sent again${r.left ? `, ${r.left} left (the outbox is full)` : ''}.`));
+    }));
+    let armed = false;
+    purge.addEventListener('click', () => {
+      if (!armed) {
+        armed = true;
+        purge.textContent = `Purge ${n}: sure?`;
+        setTimeout(() => { armed = false; purge.textContent = 'Purge'; }, 5000);
+        return;
+      }
+      armed = false;
+      purge.textContent = 'Purge';
+      run(async () => {
+        const r = await api('DELETE', base);
+        out.replaceChildren(notice('info', `${r.purged} deleted.`));
+      });
+    });
+    return h('div', {}, h('div', { class: 'num', dataset: { kept: String(n) } }, String(n)),
+      h('div', { class: 'btn-row' }, show, replay, purge), out);
   }
 
   // Paging follows meta.next_page_url / previous_page_url. Where the server

@@ -1,0 +1,183 @@
+package webhook
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/chorus-sync/chorus"
+)
+
+// Abandoned webhooks: those given up on (attempts used up, too old, over
+// the outbox's cap) are kept for Config.KeepAbandoned, at most
+// Config.MaxAbandoned per service, so that an operator whose receiver was
+// down can look at them and send them again (Replay) once it is back.
+
+const (
+	// DefaultKeepAbandoned is how long abandoned webhooks are kept.
+	DefaultKeepAbandoned = 7 * 24 * time.Hour
+	// DefaultMaxAbandoned is how many abandoned webhooks a service keeps
+	// at most (the newest).
+	DefaultMaxAbandoned = 10_000
+	// abandonedSweep is how often at most the delivering node deletes
+	// abandoned webhooks past their keeping (sweepEvery).
+	abandonedSweep = time.Minute
+)
+
+// sweepEvery is how often abandoned webhooks are swept: every minute,
+// or twice per KeepAbandoned when that is shorter.
+func (d *Dispatcher) sweepEvery() time.Duration {
+	if d.keepsAbandoned() {
+		return min(abandonedSweep, d.cfg.KeepAbandoned/2)
+	}
+	return abandonedSweep
+}
+
+// keepsAbandoned reports whether webhooks given up on are kept.
+func (d *Dispatcher) keepsAbandoned() bool { return d.cfg.KeepAbandoned > 0 }
+
+// sweepAbandoned deletes the abandoned webhooks kept longer than
+// KeepAbandoned (all of them when none are kept) and each service's
+// oldest beyond MaxAbandoned.
+func (d *Dispatcher) sweepAbandoned(ctx context.Context) error {
+	var before time.Time // zero: all
+	if d.keepsAbandoned() {
+		before = d.Now().Add(-d.cfg.KeepAbandoned)
+	}
+	var counts map[string]int
+	err := d.cfg.Store.Update(ctx, func(tx chorus.Tx) error {
+		if _, err := tx.PurgeAbandoned(ctx, "", before); err != nil {
+			return err
+		}
+		var err error
+		counts, err = tx.AbandonedCounts(ctx)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("webhook: delete old abandoned webhooks: %w", err)
+	}
+	for svc, n := range counts {
+		if n <= d.cfg.MaxAbandoned {
+			continue
+		}
+		err := d.cfg.Store.Update(ctx, func(tx chorus.Tx) error {
+			_, err := tx.TrimAbandoned(ctx, svc, d.cfg.MaxAbandoned)
+			return err
+		})
+		if err != nil {
+			return fmt.Errorf("webhook: trim abandoned webhooks of %s: %w", svc, err)
+		}
+	}
+	return nil
+}
+
+// AbandonedPage is a page of a service's abandoned webhooks, newest
+// first.
+type AbandonedPage struct {
+	Webhooks []*chorus.AbandonedWebhook
+	// Next is the beforeSeq of the next page; 0: none.
+	Next int64
+}
+
+// AbandonedWebhooks returns up to limit of service sid's abandoned webhooks kept
+// with a Seq below beforeSeq (0: the newest), newest first.
+func (d *Dispatcher) AbandonedWebhooks(ctx context.Context, sid string, beforeSeq int64, limit int) (*AbandonedPage, error) {
+	var ws []*chorus.AbandonedWebhook
+	err := d.cfg.Store.View(ctx, func(tx chorus.ReadTx) (err error) {
+		ws, err = tx.AbandonedWebhooks(ctx, sid, beforeSeq, limit+1)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("webhook: abandoned webhooks of %s: %w", sid, err)
+	}
+	page := &AbandonedPage{Webhooks: ws}
+	if len(ws) > limit {
+		page.Webhooks = ws[:limit]
+		page.Next = ws[limit-1].Seq
+	}
+	return page, nil
+}
+
+// Replay puts service sid's abandoned webhooks back in its outbox, oldest
+// first, as many as its outbox has room for (MaxPending): they are sent
+// again from now on, with their attempts and age anew, after the
+// webhooks already pending for their objects. It returns how many it put
+// back and how many are left. The delivering node sends them: at once if
+// it is this one, whose pause of a failing receiver ends; another within
+// Poll, after its pause of the receiver, if any, ran out.
+func (d *Dispatcher) Replay(ctx context.Context, sid string) (replayed, left int, err error) {
+	err = d.cfg.Store.Update(ctx, func(tx chorus.Tx) error {
+		pending := 0
+		backlog, err := tx.OutboxBacklog(ctx)
+		if err != nil {
+			return err
+		}
+		for _, b := range backlog {
+			if b.ServiceSID == sid {
+				pending = b.Pending
+			}
+		}
+		room := d.cfg.MaxPending - pending
+		counts, err := tx.AbandonedCounts(ctx)
+		if err != nil {
+			return err
+		}
+		if counts[sid] == 0 {
+			return nil
+		}
+		if room <= 0 {
+			return chorus.Errorf(chorus.ErrTooManyRequests,
+				"The service's outbox is full (%d webhooks pending): let it drain before replaying", pending)
+		}
+		if replayed, err = tx.ReplayAbandoned(ctx, sid, d.Now(), room); err != nil {
+			return err
+		}
+		left = counts[sid] - replayed
+		return nil
+	})
+	if err != nil {
+		return 0, 0, fmt.Errorf("webhook: replay abandoned webhooks of %s: %w", sid, err)
+	}
+	if replayed > 0 {
+		d.log.Info("webhook: abandoned webhooks replayed", "service", sid, "replayed", replayed, "left", left)
+		// The operator says the receiver is back: its pause on this node
+		// ends (on the delivering node, if it is another, the pause runs
+		// out first: at most maxPause).
+		h := d.healthOf(sid)
+		d.mu.Lock()
+		h.consecutive, h.pausedUntil = 0, time.Time{}
+		d.mu.Unlock()
+		d.kick(sid)
+	}
+	return replayed, left, nil
+}
+
+// AbandonedCounts returns how many abandoned webhooks each service keeps,
+// cluster-wide.
+func (d *Dispatcher) AbandonedCounts(ctx context.Context) (map[string]int, error) {
+	var counts map[string]int
+	err := d.cfg.Store.View(ctx, func(tx chorus.ReadTx) (err error) {
+		counts, err = tx.AbandonedCounts(ctx)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("webhook: count abandoned webhooks: %w", err)
+	}
+	return counts, nil
+}
+
+// Purge deletes service sid's abandoned webhooks and returns how many.
+func (d *Dispatcher) Purge(ctx context.Context, sid string) (int, error) {
+	var n int
+	err := d.cfg.Store.Update(ctx, func(tx chorus.Tx) (err error) {
+		n, err = tx.PurgeAbandoned(ctx, sid, time.Time{})
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("webhook: purge abandoned webhooks of %s: %w", sid, err)
+	}
+	if n > 0 {
+		d.log.Info("webhook: abandoned webhooks purged", "service", sid, "purged", n)
+	}
+	return n, nil
+}
