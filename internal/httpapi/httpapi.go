@@ -1,7 +1,6 @@
 package httpapi
 
 import (
-	"context"
 	"log/slog"
 	"net/http"
 	"net/url"
@@ -70,8 +69,6 @@ type api struct {
 	mux    *http.ServeMux
 }
 
-type ctxKey struct{}
-
 // call is the per-request state handed to handlers.
 type call struct {
 	account string          // authenticated account SID
@@ -97,14 +94,11 @@ func (a *api) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusNoContent)
 		return
 	}
-	account, err := a.authenticate(r)
-	if err != nil {
-		a.writeError(w, r, err)
-		return
-	}
-	c := &call{account: account, base: a.baseURL(r)}
+	// The route first, then the credentials (wrap): a method a path
+	// does not take is 405 before they are looked at (and so is not a
+	// failed login), as on the other APIs.
 	KeepKeyPath(r)
-	a.mux.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), ctxKey{}, c)))
+	a.mux.ServeHTTP(w, r)
 }
 
 // KeepKeyPath lets a map item's key or a permission's identity, the last
@@ -179,14 +173,16 @@ func (a *api) route(allowed map[string][]string, pattern string, h handler) {
 	a.mux.Handle(pattern, a.wrap(h))
 }
 
-// wrap parses the request, resolves the service and renders errors.
+// wrap authenticates the request, parses it, resolves the service and
+// renders errors.
 func (a *api) wrap(h handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		c, _ := r.Context().Value(ctxKey{}).(*call)
-		if c == nil { // not reached through ServeHTTP
-			a.writeError(w, r, chorus.ErrAuthenticate)
+		account, err := a.authenticate(r)
+		if err != nil {
+			a.writeError(w, r, err)
 			return
 		}
+		c := &call{account: account, base: a.baseURL(r)}
 		if err := a.parseForm(w, r, c); err != nil {
 			a.writeError(w, r, err)
 			return
@@ -231,6 +227,11 @@ func (a *api) fallbacks(allowed map[string][]string) {
 		}))
 	}
 	a.mux.Handle("/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// Unknown to anyone else than a signed-in caller: 401 first.
+		if _, err := a.authenticate(r); err != nil {
+			a.writeError(w, r, err)
+			return
+		}
 		a.writeError(w, r, notFound(r))
 	}))
 }

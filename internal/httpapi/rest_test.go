@@ -789,6 +789,10 @@ func TestProtocol(t *testing.T) {
 		{"wrong method", http.MethodPut, "/v1/Services", true, 405, 20004},
 		{"wrong method item", http.MethodPatch, "/v1/Services/default/Maps/m/Items/k", true, 405, 20004},
 		{"unauthenticated 404", http.MethodGet, "/v1/Nope", false, 401, 20003},
+		// A wrong method is 405 before the credentials are looked at.
+		{"unauthenticated wrong method", http.MethodPut, "/v1/Services/default/Documents", false, 405, 20004},
+		{"unauthenticated DELETE of a collection", http.MethodDelete, "/v1/Services/default/Documents", false, 405, 20004},
+		{"unauthenticated right method", http.MethodGet, "/v1/Services/default/Documents", false, 401, 20003},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
