@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"net/http"
@@ -32,22 +34,43 @@ func cmdKeys(ctx context.Context, args []string, stdout io.Writer) error {
 	base := fs.String("url", defaultURL(), "the server's base URL (default: CHORUS_URL, else http://127.0.0.1:$PORT or :3000)")
 	dataDir := fs.String("data-dir", defaultDataDir(), "data directory holding the stored credentials (without TWILIO_*)")
 	name := ""
-	if sub == "create" {
+	switch sub {
+	case "create":
 		fs.StringVar(&name, "name", "", "the key's friendly name")
+	case "list", "revoke":
+	case "-h", "-help", "--help", "help":
+		fs.StringVar(&name, "name", "", "create: the key's friendly name")
+		return helpError{fs}
+	default:
+		return usagef("admin keys: unknown subcommand %q (want list, create or revoke)", sub)
 	}
+	// revoke's SID may come before or after the flags.
 	var sid string
 	rest := args[1:]
+	if sub == "revoke" && len(rest) > 0 && !strings.HasPrefix(rest[0], "-") {
+		sid, rest = rest[0], rest[1:]
+	}
+	if err := fs.Parse(rest); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return helpError{fs}
+		}
+		return usagef("%v", err)
+	}
+	if sub == "revoke" && sid == "" && fs.NArg() > 0 {
+		sid = fs.Arg(0)
+		if err := parse(fs, fs.Args()[1:]); err != nil {
+			return err
+		}
+	} else if fs.NArg() > 0 {
+		return usagef("unexpected argument %q", fs.Arg(0))
+	}
 	if sub == "revoke" {
-		if len(rest) == 0 || strings.HasPrefix(rest[0], "-") {
+		if sid == "" {
 			return usagef("admin keys revoke: expected an API key SID (SK…)")
 		}
-		sid, rest = rest[0], rest[1:]
 		if !chorus.IsSID(chorus.PrefixAPIKey, sid) {
 			return usagef("admin keys revoke: %q is not an API key SID (SK followed by 32 hex digits)", sid)
 		}
-	}
-	if err := parse(fs, rest); err != nil {
-		return err
 	}
 	u, err := url.Parse(*base)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
@@ -76,7 +99,7 @@ func cmdKeys(ctx context.Context, args []string, stdout io.Writer) error {
 		_, err := fmt.Fprintf(stdout, "revoked %s\n", sid)
 		return err
 	}
-	return usagef("admin keys: unknown subcommand %q (want list, create or revoke)", sub)
+	return nil // not reached: sub was checked above
 }
 
 func defaultURL() string {
@@ -101,7 +124,7 @@ func keysCredentials(ctx context.Context, dataDir string) (account, user, pass s
 		return "", "", "", usagef("set %s with %s (or with a main key's %s and %s)", envAccountSID, envAuthToken, envAPIKey, envAPISecret)
 	}
 	c, err := storedCredentials(ctx, dataDir)
-	if err != nil {
+	if err != nil && !errors.Is(err, errKeyRevoked) { // keys are managed with the auth token
 		return "", "", "", err
 	}
 	return c.AccountSID, c.AccountSID, c.AuthToken, nil

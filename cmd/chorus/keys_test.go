@@ -96,3 +96,29 @@ func TestDevTokensSwitch(t *testing.T) {
 		t.Errorf("GET /token with operator credentials and --dev-tokens = %d, want 200", code)
 	}
 }
+
+// After the README's leak procedure (revoke the main key while the server
+// runs), the data directory's account and auth token still work: `admin
+// credentials` prints them and says why the key is missing, `admin keys`
+// goes on with them, and `token`, which needs a key, says to restart.
+// All three said "no credentials" before.
+func TestMainKeyRevoked(t *testing.T) {
+	dataDir := filepath.Join(t.TempDir(), "data")
+	p := startServe(t, dataDir)
+	creds := credentials(t, dataDir)
+	key := creds[envAPIKey]
+	if out, errOut, code := chorusCmd(t, cleanEnv(), "admin", "keys", "revoke", key, "--url", p.base, "--data-dir", dataDir); code != 0 {
+		t.Fatalf("revoke the main key = %d %q %q", code, out, errOut)
+	}
+	out, errOut, code := chorusCmd(t, cleanEnv(), "admin", "credentials", "--data-dir", dataDir)
+	if code != 0 || !strings.Contains(out, envAuthToken+"="+creds[envAuthToken]) || strings.Contains(out, key) ||
+		!strings.Contains(errOut, "was revoked") || !strings.Contains(errOut, "restart") {
+		t.Errorf("admin credentials = %d, stdout %q, stderr %q; want the account and auth token, and why the key is missing", code, out, errOut)
+	}
+	if out, errOut, code := chorusCmd(t, cleanEnv(), "admin", "keys", "list", "--url", p.base, "--data-dir", dataDir); code != 0 || strings.Contains(out, key) {
+		t.Errorf("admin keys list = %d %q %q", code, out, errOut)
+	}
+	if _, errOut, code := chorusCmd(t, cleanEnv(), "token", "--identity", "alice", "--data-dir", dataDir); code != 1 || !strings.Contains(errOut, "was revoked") {
+		t.Errorf("token = %d %q; want 1 and that the key was revoked", code, errOut)
+	}
+}

@@ -100,10 +100,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		switch {
 		case len(args) >= 2 && args[1] == "credentials":
 			cmd = "admin credentials"
-			err = cmdCredentials(ctx, args[2:], stdout)
+			err = cmdCredentials(ctx, args[2:], stdout, stderr)
 		case len(args) >= 2 && args[1] == "keys":
 			cmd = "admin keys"
 			err = cmdKeys(ctx, args[2:], stdout)
+		case len(args) >= 2 && (args[1] == "-h" || args[1] == "-help" || args[1] == "--help" || args[1] == "help"):
+			err = flag.ErrHelp
 		default:
 			err = usagef("admin: expected subcommand \"credentials\" or \"keys\"")
 		}
@@ -364,6 +366,14 @@ func cmdToken(ctx context.Context, args []string, stdout io.Writer) error {
 	if *identity == "" {
 		return usagef("--identity is required")
 	}
+	if !chorus.ValidIdentity(*identity) {
+		return usagef("invalid --identity: want 1 to %d characters of valid UTF-8 without NUL", chorus.MaxIdentityLen)
+	}
+	if chorus.ReservedIdentity(*identity) {
+		// Chorus refuses such a token everywhere (20106): its changes
+		// would pass for the REST API's.
+		return usagef("invalid --identity %q: reserved for changes made through the REST API", *identity)
+	}
 	if *ttl < time.Second || *ttl > token.MaxTTL {
 		return usagef("invalid --ttl %v: want 1s to 24h", *ttl)
 	}
@@ -395,7 +405,7 @@ func cmdToken(ctx context.Context, args []string, stdout io.Writer) error {
 	return err
 }
 
-func cmdCredentials(ctx context.Context, args []string, stdout io.Writer) error {
+func cmdCredentials(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("admin credentials")
 	dataDir := fs.String("data-dir", defaultDataDir(), "data directory")
 	storeURL := storeFlag(fs, "postgres://… to read the credentials a node generated there (default: CHORUS_STORE_URL, unless --data-dir is named)")
@@ -413,6 +423,13 @@ func cmdCredentials(ctx context.Context, args []string, stdout io.Writer) error 
 		c, err = postgresCredentials(ctx, *storeURL)
 	default:
 		c, err = storedCredentials(ctx, *dataDir)
+	}
+	if errors.Is(err, errKeyRevoked) {
+		// The rest is good: print it, and say why the key is missing.
+		fmt.Fprintf(stderr, "chorus admin credentials: %v\n", oneLine(err.Error()))
+		_, err = fmt.Fprintf(stdout, "%s=%s\n%s=%s\n%s=%s\n",
+			envAccountSID, c.AccountSID, envAuthToken, c.AuthToken, envServiceSID, c.ServiceSID)
+		return err
 	}
 	if err != nil {
 		return err
@@ -512,6 +529,8 @@ func postgresCredentials(ctx context.Context, storeURL string) (engine.Credentia
 	defer bus.Close()
 	c, err := engine.New(engine.Config{Store: st, Bus: bus, Logger: logger}).StoredCredentials(ctx)
 	switch {
+	case errors.Is(err, engine.ErrOperatorKeyGone):
+		return c, keyRevoked("the PostgreSQL store")
 	case errors.Is(err, chorus.ErrNotFound):
 		return engine.Credentials{}, fmt.Errorf("no credentials in the PostgreSQL store (start a node on it once, or set %s, %s and %s)",
 			envAccountSID, envAPIKey, envAPISecret)
@@ -519,6 +538,17 @@ func postgresCredentials(ctx context.Context, storeURL string) (engine.Credentia
 		return engine.Credentials{}, fmt.Errorf("read credentials: %w", err)
 	}
 	return c, nil
+}
+
+// errKeyRevoked: the stored credentials' API key was revoked (after a
+// leak, say) and no node has made a new one yet. The account SID and auth
+// token (and service) are still returned with it: what needs only those
+// goes on.
+var errKeyRevoked = errors.New("the stored API key was revoked")
+
+func keyRevoked(where string) error {
+	return fmt.Errorf("%w: the API key stored in %s was revoked; restart `chorus serve` to generate a new one (it logs its SID, and `chorus admin credentials` prints it), or set %s, %s and %s",
+		errKeyRevoked, where, envAccountSID, envAPIKey, envAPISecret)
 }
 
 // storedCredentials reads the credentials that `chorus serve` stored in
@@ -545,6 +575,8 @@ func storedCredentials(ctx context.Context, dataDir string) (engine.Credentials,
 	eng := engine.New(engine.Config{Store: st, Bus: bus, Logger: logger})
 	c, err := eng.StoredCredentials(ctx)
 	switch {
+	case errors.Is(err, engine.ErrOperatorKeyGone):
+		return c, keyRevoked(path)
 	case errors.Is(err, chorus.ErrNotFound):
 		return engine.Credentials{}, fmt.Errorf("no credentials in %s (run `chorus serve --data-dir %s` once, or set %s, %s and %s)",
 			path, dataDir, envAccountSID, envAPIKey, envAPISecret)

@@ -363,6 +363,11 @@ func TestErrors(t *testing.T) {
 		{"admin keys revoke bad SID", nil, []string{"admin", "keys", "revoke", "SKnope"}, 2, "not an API key SID"},
 		{"admin keys bad url", nil, []string{"admin", "keys", "list", "--url", "ftp://x"}, 2, "--url"},
 		{"admin without subcommand", nil, []string{"admin"}, 2, "credentials"},
+		{"admin keys unknown subcommand, no data", nil, []string{"admin", "keys", "bogus", "--data-dir", filepath.Join(dir, "empty")}, 2, "unknown subcommand"},
+		{"admin keys revoke SID after flags, bad", nil, []string{"admin", "keys", "revoke", "--url", "http://127.0.0.1:1", "SKnope"}, 2, "not an API key SID"},
+		{"admin keys revoke SID after flags", nil, []string{"admin", "keys", "revoke", "--url", "http://127.0.0.1:1", "SK0123456789abcdef0123456789abcdef", "--data-dir", filepath.Join(dir, "empty")}, 1, "no credentials"},
+		{"admin keys revoke two SIDs", nil, []string{"admin", "keys", "revoke", "--url", "http://127.0.0.1:1", "SK0123456789abcdef0123456789abcdef", "SK0123456789abcdef0123456789abcdef"}, 2, "unexpected argument"},
+		{"token for the reserved identity", nil, []string{"token", "--identity", "System", "--data-dir", filepath.Join(dir, "empty")}, 2, "reserved"},
 		{"admin credentials without data", nil, []string{"admin", "credentials", "--data-dir", filepath.Join(dir, "empty")}, 1, "no credentials"},
 	}
 	for _, tt := range tests {
@@ -426,8 +431,14 @@ func TestCoalesceSetting(t *testing.T) {
 // with its default, exit 0: the flags the usage lines leave out (most of
 // serve's) are found there.
 func TestCommandHelp(t *testing.T) {
+	for _, args := range [][]string{{"admin", "-h"}, {"admin", "keys", "-h"}, {"admin", "keys", "revoke", "-h"}} {
+		out, errOut, code := chorusCmd(t, cleanEnv(), args...)
+		if code != 0 || errOut != "" || !strings.HasPrefix(out, "usage:") || (len(args) > 2 && !strings.Contains(out, "-url")) {
+			t.Errorf("chorus %v: exit %d, stderr %q, stdout %.80q…; want the usage (and the flags)", args, code, errOut, out)
+		}
+	}
 	for cmd, want := range map[string][]string{
-		"serve":   {"-webhooks-allow-private", "-start-wait", "-metrics-public", "-pprof-listen", `(default "127.0.0.1:3000")`},
+		"serve":   {"-webhooks-allow-private", "-webhooks-keep-abandoned", "-start-wait", "-metrics-public", "-pprof-listen", `(default "127.0.0.1:3000")`},
 		"migrate": {"-after-restore", "-from-data-dir"},
 		"restore": {"-data-dir"},
 	} {

@@ -24,7 +24,7 @@ func (e *Engine) Bootstrap(ctx context.Context, want Credentials) (got Credentia
 			// The stored ones, recorded below if the store only had them
 			// guessed (a store from before they were recorded).
 			want = got
-		case errors.Is(err, errOperatorKeyGone):
+		case errors.Is(err, ErrOperatorKeyGone):
 			// Revoked (after a leak, say): a new main key for the same
 			// account, never a new account beside the one with the data.
 			want = got
@@ -211,14 +211,15 @@ func validCredentials(c Credentials) error {
 	return nil
 }
 
-// errOperatorKeyGone: the operator's account is there, but its recorded
+// ErrOperatorKeyGone: the operator's account is there, but its recorded
 // key was revoked and it has no other main key. Bootstrap gives it a new
 // one; it is never a reason to make another operator account.
-var errOperatorKeyGone = fmt.Errorf("the operator's API key was revoked (restart chorus serve to generate a new one): %w", chorus.ErrNotFound)
+// StoredCredentials returns it with the rest of the credentials.
+var ErrOperatorKeyGone = fmt.Errorf("the operator's API key was revoked (restart chorus serve to generate a new one): %w", chorus.ErrNotFound)
 
 // storedCredentials returns the operator's credentials as the store
 // records them (Bootstrap), with their secrets: the recorded key, or the
-// account's oldest main key if that one was revoked (errOperatorKeyGone,
+// account's oldest main key if that one was revoked (ErrOperatorKeyGone,
 // with the rest filled in, if it has none); the recorded service, or the
 // account's oldest if that one is gone. A store from before they were
 // recorded names none: then they are the oldest account with a main key
@@ -259,7 +260,7 @@ func (e *Engine) storedCredentials(ctx context.Context) (Credentials, error) {
 		return err
 	})
 	if err == nil && keyGone {
-		err = errOperatorKeyGone
+		err = ErrOperatorKeyGone
 	}
 	return c, err
 }
