@@ -141,6 +141,12 @@ test('lists an object created through REST v1, with paging and search, and shows
   await page.waitForSelector('#editor-message .notice.ok');
   const after = await docs()(created.sid).fetch();
   assert.deepEqual(after.data, { greeting: 'saved from the console', n: 3 });
+  // The live event of the console's own write is no conflict (it warned of
+  // one after every save when the event came before the answer).
+  await page.waitForFunction((rev) => document.getElementById('object-revision').textContent === rev, after.revision, { timeout: 10000 });
+  await sleep(300);
+  assert.doesNotMatch(await page.textContent('#editor-message'), /Heads-up|conflict/i);
+  assert.equal(await page.textContent('#editor-message'), `Saved — now at revision ${after.revision}.`);
   await eventually(() => doc.data.greeting === 'saved from the console', 10000);
 });
 

@@ -781,6 +781,8 @@
   function jsonEditor(opts) {
     let basis = opts.revision();
     let dirty = false;
+    let saving = false; // a save is out
+    let seenWhileSaving = null; // the newest revision a live event brought meanwhile
     const ta = h('textarea', {
       id: opts.id, class: 'code', rows: '14', spellcheck: 'false', autocomplete: 'off', 'aria-label': `${opts.title} (JSON)`,
       'aria-describedby': `${opts.id}-hint`,
@@ -834,6 +836,8 @@
       }
       save.disabled = true;
       save.textContent = 'Saving…';
+      saving = true;
+      seenWhileSaving = null;
       try {
         const rev = await opts.save(value, basis);
         basis = rev;
@@ -841,6 +845,9 @@
         ta.value = pretty(value);
         dirty = false;
         msg.append(notice('ok', `Saved — now at revision ${rev}.`));
+        // The live event of this very write often comes before the answer:
+        // it is no news. Another writer's, after ours, refreshes the editor.
+        if (seenWhileSaving !== null && seenWhileSaving !== String(rev)) refill();
       } catch (e) {
         if (e.status === 412) {
           const reload = h('button', { class: 'btn small', type: 'button', id: `${opts.id}-reload` }, 'Reload latest');
@@ -861,6 +868,8 @@
           msg.append(notice('error', h('strong', {}, 'Not saved. '), errText(e)));
         }
       } finally {
+        saving = false;
+        seenWhileSaving = null;
         save.disabled = false;
         save.textContent = 'Save';
       }
@@ -875,8 +884,14 @@
       h('div', { class: 'btn-row' }, save, reset, format));
     return {
       el,
-      // Another writer changed the value: refresh a pristine editor, warn a dirty one.
+      // Another writer changed the value: refresh a pristine editor, warn a
+      // dirty one. While a save is out, the event may be that save's own:
+      // the save decides when it is answered.
       external(newRevision) {
+        if (saving) {
+          seenWhileSaving = String(newRevision);
+          return;
+        }
         if (!dirty) {
           refill();
           return;
