@@ -94,6 +94,32 @@ test('/token never mints an identity because a caller names it', async () => {
   assert.equal(status, 403);
 });
 
+test('tokens shorter than the SDK\'s 3-minute warning are renewed too, keeping the identity', async () => {
+  // The SDK warned once per token; with 1-minute tokens the page renewed
+  // once, then waited for tokenExpired and joined again as someone new.
+  const short = await startServer({ name: 'browser-token-short', args: ['--token-ttl', '6s', '--dev-tokens'] });
+  try {
+    const page = await chrome.newPage();
+    await page.goto(short.baseUrl + '/');
+    await page.waitForFunction(() => window.chorusGame && window.chorusGame.ready && window.chorusGame.state === 'connected',
+      null, { timeout: 20000 });
+    const identity = await page.evaluate(() => window.chorusGame.identity);
+    try {
+      await page.waitForFunction(() => window.chorusGame.tokenRenewals >= 3, null, { timeout: 20000 });
+    } catch (e) {
+      const log = await page.evaluate(() => window.chorusGame.log.map((l) => `${l.at} ${l.text}`));
+      throw new Error(`fewer than 3 renewals of 6 s tokens within 20 s: ${e.message}\napp log:\n${log.join('\n')}`);
+    }
+    assert.equal(await page.evaluate(() => window.chorusGame.identity), identity, 'the identity is kept');
+    const log = await page.evaluate(() => window.chorusGame.log.map((l) => l.text));
+    assert.ok(!log.some((t) => /expired/i.test(t)), `no token expired: ${log.join(' | ')}`);
+    assert.equal(await page.evaluate(() => window.chorusGame.state), 'connected');
+    await page.close();
+  } finally {
+    await short.stop();
+  }
+});
+
 test('without --dev-tokens, /token is off and the quickstart says how to turn it on', async () => {
   const off = await startServer({ name: 'browser-token-off' });
   try {

@@ -206,6 +206,7 @@
         }
         await app.client.updateToken(token);
         app.token = token;
+        scheduleRenewal(token);
         app.tokenRenewals++;
         log(`Token renewed (${reason})`, 'ok');
         render();
@@ -216,6 +217,26 @@
       }
     })();
     return renewing;
+  }
+
+  // The SDK warns 3 minutes before a token expires, once per token it was
+  // given; a token that lives 3 minutes or less is inside that window from
+  // the start, and after one renewal the warning never came again: the
+  // page waited for tokenExpired and joined again as someone new. Such a
+  // token is renewed here, at two thirds of its life.
+  let renewTimer = null;
+  function scheduleRenewal(token) {
+    clearTimeout(renewTimer);
+    let claims;
+    try {
+      claims = JSON.parse(atob(token.split('.')[1].replace(/-/g, '+').replace(/_/g, '/')));
+    } catch {
+      return; // not ours to read: the SDK's events renew it
+    }
+    const life = (claims.exp - (claims.iat || claims.exp)) * 1000;
+    if (!(life > 0) || life > 3 * 60 * 1000) return;
+    const left = claims.exp * 1000 - Date.now();
+    renewTimer = setTimeout(() => renewToken('scheduled'), Math.max(1000, left * 2 / 3));
   }
 
   async function move(row, col) {
@@ -301,6 +322,7 @@
     }
     app.identity = identity;
     app.token = token;
+    scheduleRenewal(token);
     $('identity').textContent = identity;
     $('identity').title = identity;
 
