@@ -346,7 +346,7 @@ func (t *tx) RemoveNode(ctx context.Context, node string) error {
 
 // deleteServiceWebhooks deletes a service's outbox and reachability rows.
 func (t *tx) deleteServiceWebhooks(ctx context.Context, sid string) error {
-	for _, table := range []string{"outbox", "presence_endpoints", "presence_identities"} {
+	for _, table := range []string{"outbox", "webhooks_abandoned", "presence_endpoints", "presence_identities"} {
 		if _, err := t.exec(ctx, `DELETE FROM `+table+` WHERE service_sid = $1`, sid); err != nil {
 			return fmt.Errorf("postgres: delete service %s: %s: %w", sid, table, err)
 		}

@@ -140,6 +140,12 @@ func testOutbox(t *testing.T, s chorus.Store) {
 	if len(got) != 0 {
 		t.Errorf("DeleteService left %d outbox entries", len(got))
 	}
+	// The trimmed entry was kept as abandoned: it goes with the service.
+	if left := mustGet(t, s, "AbandonedWebhooks", func(ctx context.Context, tx chorus.ReadTx) ([]*chorus.AbandonedWebhook, error) {
+		return tx.AbandonedWebhooks(ctx, f.svc.SID, 0, 10)
+	}); len(left) != 0 {
+		t.Errorf("DeleteService left %d abandoned webhooks", len(left))
+	}
 }
 
 func testPresence(t *testing.T, s chorus.Store) {
