@@ -25,9 +25,11 @@
 //     slow object holds back only its own; retries take at most
 //     Concurrency-1, so objects that hang leave one for new webhooks); a
 //     receiver failing failingAfter times in a row (not counting requests
-//     that failed while another succeeded) is paused, longer each time. A
+//     that failed while another succeeded) is paused, longer each time;
+//     after a pause, the newest object not yet tried goes first. A
 //     service's outbox is capped at MaxPending entries: past it, the
-//     oldest are abandoned (counted and logged).
+//     oldest are abandoned (counted and logged). What is given up on is
+//     kept for KeepAbandoned to be replayed (abandoned.go).
 //   - No SSRF. Policy.CheckURL vets URLs at configuration time and the
 //     client's dialer checks every address after name resolution.
 //   - Reachability is cluster-wide (see reachability.go).

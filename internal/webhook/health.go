@@ -80,6 +80,15 @@ func (d *Dispatcher) healthOf(sid string) *health {
 	return h
 }
 
+// failing reports whether the receiver failed failingAfter times in a
+// row (it was paused) and answered nothing since: once the pause ends,
+// the newest object not yet tried goes first (round).
+func (h *health) failing(mu *sync.Mutex) bool {
+	mu.Lock()
+	defer mu.Unlock()
+	return h.consecutive >= failingAfter
+}
+
 // pause returns until when the receiver is paused.
 func (h *health) pause(mu *sync.Mutex) time.Time {
 	mu.Lock()

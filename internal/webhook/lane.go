@@ -258,6 +258,16 @@ func (d *Dispatcher) round(ctx context.Context, l *lane, page []*chorus.OutboxEn
 		}
 		due = append(due, dueObject{key, entries})
 	}
+	if len(due) > 1 && h.failing(&d.mu) {
+		// The pause of a failing receiver ended: the first request is
+		// for the newest object not yet tried. The oldest due are likely
+		// those that failed (a receiver that fails on some payloads
+		// only), and sending only them again kept the receiver paused,
+		// ever longer, while the other objects waited behind them (11
+		// minutes for a tester's, behind 20 failing documents); one
+		// success ends the run of failures.
+		due = probeFirst(due)
+	}
 	// Senders take the due objects in page order, each the next as it
 	// ends, so the outbox is read again only when they ran out.
 	sctx := l.sendCtx(ctx)
@@ -283,6 +293,24 @@ func (d *Dispatcher) round(ctx context.Context, l *lane, page []*chorus.OutboxEn
 		next = now.Add(d.cfg.Poll) // senders at work wake the lane when they end
 	}
 	return next
+}
+
+// probeFirst moves to the front of due the newest object whose first
+// entry was never attempted, if any; the others keep their order.
+func probeFirst(due []dueObject) []dueObject {
+	best := -1
+	for i, o := range due {
+		if e := o.entries[0]; e.Attempts == 0 && (best < 0 || !e.DateCreated.Before(due[best].entries[0].DateCreated)) {
+			best = i
+		}
+	}
+	if best <= 0 {
+		return due
+	}
+	o := due[best]
+	copy(due[1:best+1], due[:best])
+	due[0] = o
+	return due
 }
 
 // dueNow makes the entries of page that wait for a retry due at now, but

@@ -1173,3 +1173,53 @@ func TestURLChangeCallsOffRequestsToTheOldOne(t *testing.T) {
 		t.Errorf("%d webhooks abandoned", n)
 	}
 }
+
+// A receiver that fails for some objects only (their payloads crash it)
+// must not stall the rest of the service: once a pause ends, its probe is
+// the newest object not yet tried, whose success resumes delivery. The
+// pause used to end with the oldest due objects (the failing ones) sent
+// again, the pause grew to minutes, and a tester's healthy webhooks waited
+// 11 minutes behind 20 failing documents.
+func TestPoisonObjectsDoNotStallTheService(t *testing.T) {
+	ctx := context.Background()
+	var poison sync.Map // document SIDs the receiver fails on
+	rc := newReceiver(t, "", func(r *http.Request, n int) int {
+		if _, bad := poison.Load(r.PostForm.Get("DocumentSid")); bad {
+			return http.StatusInternalServerError
+		}
+		return http.StatusOK
+	})
+	e := newEnv(t, webhook.Config{RetryBase: 100 * time.Millisecond, Poll: 50 * time.Millisecond})
+	rc.token = e.creds.AuthToken
+	svc := e.service(t, rc.URL())
+	for range 20 {
+		doc, err := e.eng.CreateObject(ctx, engine.SystemActor(), svc, chorus.KindDocument, engine.CreateObject{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		poison.Store(doc.SID, true)
+	}
+	start := time.Now()
+	stop := time.After(4 * time.Second)
+	var firstOK time.Duration
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+loop:
+	for {
+		select {
+		case <-tick.C:
+			if _, err := e.eng.CreateObject(ctx, engine.SystemActor(), svc, chorus.KindDocument, engine.CreateObject{}); err != nil {
+				t.Fatal(err)
+			}
+		case h := <-rc.hits:
+			if h.status == http.StatusOK && firstOK == 0 {
+				firstOK = time.Since(start)
+			}
+		case <-stop:
+			break loop
+		}
+	}
+	if firstOK == 0 || firstOK > 1500*time.Millisecond {
+		t.Errorf("the first healthy webhook came %v after 20 failing ones began (0: none in 4 s); want within 1.5 s", firstOK)
+	}
+}
