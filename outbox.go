@@ -89,9 +89,10 @@ type OutboxReader interface {
 	// AbandonedWebhooks returns a service's abandoned webhooks with a Seq
 	// below beforeSeq (0: from the newest), newest first, at most limit.
 	AbandonedWebhooks(ctx context.Context, serviceSID string, beforeSeq int64, limit int) ([]*AbandonedWebhook, error)
-	// AbandonedCounts returns how many abandoned webhooks each service
-	// with any has kept.
-	AbandonedCounts(ctx context.Context) (map[string]int, error)
+	// AbandonedCounts returns how many abandoned webhooks each of the
+	// services serviceSIDs (nil: every service) keeps, those with none
+	// left out.
+	AbandonedCounts(ctx context.Context, serviceSIDs []string) (map[string]int, error)
 }
 
 // OutboxWriter writes the webhook outbox and the reachability state.

@@ -78,8 +78,14 @@ func TestAbandonedWebhooksAPI(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// The counter goes up before the move to the abandoned ones commits:
+	// wait for the outbox too.
+	drained := func() bool {
+		b, err := f.d.Backlog(ctx)
+		return err == nil && len(b) == 0
+	}
 	deadline := time.Now().Add(10 * time.Second)
-	for f.d.Abandoned.Load() < 3 {
+	for f.d.Abandoned.Load() < 3 || !drained() {
 		if time.Now().After(deadline) {
 			t.Fatalf("%d of 3 webhooks given up on", f.d.Abandoned.Load())
 		}
@@ -171,7 +177,7 @@ func TestAbandonedWebhooksAPI(t *testing.T) {
 		t.Fatalf("replay: %d %v", res.status, res.body)
 	}
 	deadline = time.Now().Add(10 * time.Second)
-	for f.d.Abandoned.Load() < 6 {
+	for f.d.Abandoned.Load() < 6 || !drained() {
 		if time.Now().After(deadline) {
 			t.Fatalf("the replayed webhooks were not attempted: %d given up on in all", f.d.Abandoned.Load())
 		}

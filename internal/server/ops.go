@@ -188,7 +188,7 @@ func (s *Server) webhookBacklogMetrics(ctx context.Context, w http.ResponseWrite
 		fmt.Fprintf(w, "chorus_webhooks_oldest_pending_seconds{service=%q} %.3f\n", b.ServiceSID, age)
 	}
 	fmt.Fprintf(w, "# HELP chorus_webhooks_oldest_pending_age_seconds Age of the oldest pending webhook of any service.\n# TYPE chorus_webhooks_oldest_pending_age_seconds gauge\nchorus_webhooks_oldest_pending_age_seconds %.3f\n", oldest)
-	kept, err := s.hooks.AbandonedCounts(ctx)
+	kept, err := s.hooks.AbandonedCounts(ctx, nil)
 	if err != nil {
 		s.log.Warn("metrics: abandoned webhooks", logErr, err)
 		return

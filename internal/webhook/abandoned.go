@@ -50,7 +50,7 @@ func (d *Dispatcher) sweepAbandoned(ctx context.Context) error {
 			return err
 		}
 		var err error
-		counts, err = tx.AbandonedCounts(ctx)
+		counts, err = tx.AbandonedCounts(ctx, nil)
 		return err
 	})
 	if err != nil {
@@ -82,6 +82,9 @@ type AbandonedPage struct {
 // AbandonedWebhooks returns up to limit of service sid's abandoned webhooks kept
 // with a Seq below beforeSeq (0: the newest), newest first.
 func (d *Dispatcher) AbandonedWebhooks(ctx context.Context, sid string, beforeSeq int64, limit int) (*AbandonedPage, error) {
+	if limit <= 0 {
+		return nil, fmt.Errorf("webhook: abandoned webhooks of %s: limit %d: want 1 or more", sid, limit)
+	}
 	var ws []*chorus.AbandonedWebhook
 	err := d.cfg.Store.View(ctx, func(tx chorus.ReadTx) (err error) {
 		ws, err = tx.AbandonedWebhooks(ctx, sid, beforeSeq, limit+1)
@@ -118,7 +121,7 @@ func (d *Dispatcher) Replay(ctx context.Context, sid string) (replayed, left int
 			}
 		}
 		room := d.cfg.MaxPending - pending
-		counts, err := tx.AbandonedCounts(ctx)
+		counts, err := tx.AbandonedCounts(ctx, []string{sid})
 		if err != nil {
 			return err
 		}
@@ -152,12 +155,12 @@ func (d *Dispatcher) Replay(ctx context.Context, sid string) (replayed, left int
 	return replayed, left, nil
 }
 
-// AbandonedCounts returns how many abandoned webhooks each service keeps,
-// cluster-wide.
-func (d *Dispatcher) AbandonedCounts(ctx context.Context) (map[string]int, error) {
+// AbandonedCounts returns how many abandoned webhooks each of the services
+// sids (nil: every service) keeps, cluster-wide.
+func (d *Dispatcher) AbandonedCounts(ctx context.Context, sids []string) (map[string]int, error) {
 	var counts map[string]int
 	err := d.cfg.Store.View(ctx, func(tx chorus.ReadTx) (err error) {
-		counts, err = tx.AbandonedCounts(ctx)
+		counts, err = tx.AbandonedCounts(ctx, sids)
 		return err
 	})
 	if err != nil {

@@ -210,7 +210,11 @@ func (d *Dispatcher) Health(ctx context.Context, services []*chorus.Service) ([]
 	for _, b := range backlog {
 		pending[b.ServiceSID] = b
 	}
-	kept, err := d.AbandonedCounts(ctx)
+	sids := make([]string, len(services))
+	for i, svc := range services {
+		sids[i] = svc.SID
+	}
+	kept, err := d.AbandonedCounts(ctx, sids)
 	if err != nil {
 		return nil, err
 	}

@@ -233,10 +233,11 @@
     } catch {
       return; // not ours to read: the SDK's events renew it
     }
+    // From the token's own lifetime, not this machine's clock (which may
+    // be off by more than the lifetime): it was minted just now.
     const life = (claims.exp - (claims.iat || claims.exp)) * 1000;
     if (!(life > 0) || life > 3 * 60 * 1000) return;
-    const left = claims.exp * 1000 - Date.now();
-    renewTimer = setTimeout(() => renewToken('scheduled'), Math.max(1000, left * 2 / 3));
+    renewTimer = setTimeout(() => renewToken('scheduled'), Math.max(1000, life * 2 / 3));
   }
 
   async function move(row, col) {

@@ -99,58 +99,54 @@ const abandonCols = `seq, service_sid, order_key, created_at, next_attempt, atte
 const maxSeq = int64(math.MaxInt64)
 
 func (t *tx) AbandonOutbox(ctx context.Context, e *chorus.OutboxEntry, at time.Time) error {
-	if _, err := t.exec(ctx, `INSERT INTO webhooks_abandoned (`+abandonCols+`, abandoned_at)
+	// One statement: a row that a concurrent trim moved first is not
+	// found by the DELETE (it waits for the trim's lock, then sees the
+	// row gone), so nothing is moved twice.
+	if _, err := t.exec(ctx, `WITH moved AS (DELETE FROM outbox WHERE seq = $1 RETURNING *)
+		INSERT INTO webhooks_abandoned (`+abandonCols+`, abandoned_at)
 		SELECT seq, service_sid, order_key, created_at, next_attempt, CAST($2 AS BIGINT), CAST($3 AS BIGINT),
 			CAST($4 AS TEXT), body, data, item_data, CAST($5 AS BIGINT)
-		FROM outbox WHERE seq = $1`, e.Seq, e.Attempts, e.LastStatus, e.LastError, sqlrow.Nanos(at)); err != nil {
-		return fmt.Errorf("postgres: abandon outbox %d: %w", e.Seq, err)
-	}
-	if _, err := t.exec(ctx, `DELETE FROM outbox WHERE seq = $1`, e.Seq); err != nil {
+		FROM moved`, e.Seq, e.Attempts, e.LastStatus, e.LastError, sqlrow.Nanos(at)); err != nil {
 		return fmt.Errorf("postgres: abandon outbox %d: %w", e.Seq, err)
 	}
 	return nil
 }
 
 func (t *tx) TrimOutbox(ctx context.Context, serviceSID string, keep int, at time.Time, reason string) (int, error) {
-	fail := func(err error) (int, error) { return 0, fmt.Errorf("postgres: trim outbox of %s: %w", serviceSID, err) }
-	// The entries beyond the newest keep: seq up to the keep+1-th newest's.
-	const beyond = `service_sid = $1 AND seq <= (
-		SELECT seq FROM outbox WHERE service_sid = $1 ORDER BY seq DESC LIMIT 1 OFFSET $2)`
-	if _, err := t.exec(ctx, `INSERT INTO webhooks_abandoned (`+abandonCols+`, abandoned_at)
-		SELECT seq, service_sid, order_key, created_at, next_attempt, attempts, last_status, CAST($3 AS TEXT), body, data, item_data,
-			CAST($4 AS BIGINT)
-		FROM outbox WHERE `+beyond, serviceSID, keep, reason, sqlrow.Nanos(at)); err != nil {
-		return fail(err)
-	}
-	res, err := t.exec(ctx, `DELETE FROM outbox WHERE `+beyond, serviceSID, keep)
+	// One statement, so that what is deleted is what is kept as
+	// abandoned: the cut-off is read once, and rows appended meanwhile
+	// (past it anyway) or moved by others (the DELETE skips them once
+	// their lock is released) are neither lost nor copied twice. Two
+	// statements recomputed the cut-off and deleted rows appended between
+	// them without keeping them.
+	tag, err := t.exec(ctx, `WITH moved AS (DELETE FROM outbox WHERE service_sid = $1 AND seq <= (
+			SELECT seq FROM outbox WHERE service_sid = $1 ORDER BY seq DESC LIMIT 1 OFFSET $2) RETURNING *)
+		INSERT INTO webhooks_abandoned (`+abandonCols+`, abandoned_at)
+		SELECT seq, service_sid, order_key, created_at, next_attempt, attempts, last_status, CAST($3 AS TEXT),
+			body, data, item_data, CAST($4 AS BIGINT)
+		FROM moved`, serviceSID, keep, reason, sqlrow.Nanos(at))
 	if err != nil {
-		return fail(err)
+		return 0, fmt.Errorf("postgres: trim outbox of %s: %w", serviceSID, err)
 	}
-	return int(res.RowsAffected()), nil
+	return int(tag.RowsAffected()), nil
 }
 
 func (t *tx) ReplayAbandoned(ctx context.Context, serviceSID string, now time.Time, limit int) (int, error) {
-	fail := func(err error) (int, error) {
+	// One statement, the rows locked as they are chosen (SKIP LOCKED): two
+	// replays at once move disjoint rows, and a webhook abandoned while
+	// one runs is either moved or left, never deleted unmoved. (Two
+	// statements copied the same rows twice, and deleted rows abandoned
+	// between them without copying them.)
+	tag, err := t.exec(ctx, `WITH moved AS (DELETE FROM webhooks_abandoned WHERE seq IN (
+			SELECT seq FROM webhooks_abandoned WHERE service_sid = $1 ORDER BY seq LIMIT $2 FOR UPDATE SKIP LOCKED)
+			RETURNING seq, service_sid, order_key, body, data, item_data)
+		INSERT INTO outbox (service_sid, order_key, created_at, next_attempt, attempts, last_status, last_error, body, data, item_data)
+		SELECT service_sid, order_key, CAST($3 AS BIGINT), CAST($3 AS BIGINT), 0, 0, '', body, data, item_data
+		FROM moved ORDER BY seq`, serviceSID, limitArg(limit), sqlrow.Nanos(now))
+	if err != nil {
 		return 0, fmt.Errorf("postgres: replay abandoned webhooks of %s: %w", serviceSID, err)
 	}
-	if limit <= 0 {
-		limit = math.MaxInt32
-	}
-	// The oldest limit: seq up to the limit-th oldest's (every one when
-	// there are fewer).
-	const oldest = `service_sid = $1 AND seq <= COALESCE((
-		SELECT seq FROM webhooks_abandoned WHERE service_sid = $1 ORDER BY seq LIMIT 1 OFFSET $2), CAST($3 AS BIGINT))`
-	if _, err := t.exec(ctx, `INSERT INTO outbox (service_sid, order_key, created_at, next_attempt, attempts,
-			last_status, last_error, body, data, item_data)
-		SELECT service_sid, order_key, CAST($4 AS BIGINT), CAST($4 AS BIGINT), 0, 0, '', body, data, item_data
-		FROM webhooks_abandoned WHERE `+oldest+` ORDER BY seq`, serviceSID, limit-1, maxSeq, sqlrow.Nanos(now)); err != nil {
-		return fail(err)
-	}
-	res, err := t.exec(ctx, `DELETE FROM webhooks_abandoned WHERE `+oldest, serviceSID, limit-1, maxSeq)
-	if err != nil {
-		return fail(err)
-	}
-	return int(res.RowsAffected()), nil
+	return int(tag.RowsAffected()), nil
 }
 
 func (t *tx) PurgeAbandoned(ctx context.Context, serviceSID string, before time.Time) (int, error) {
@@ -191,9 +187,15 @@ func (t *tx) AbandonedWebhooks(ctx context.Context, serviceSID string, beforeSeq
 	return as, nil
 }
 
-func (t *tx) AbandonedCounts(ctx context.Context) (map[string]int, error) {
-	rows, err := queryAll(ctx, t, sqlrow.BacklogRow, `SELECT service_sid, COUNT(*), MIN(abandoned_at)
-		FROM webhooks_abandoned GROUP BY service_sid`)
+func (t *tx) AbandonedCounts(ctx context.Context, serviceSIDs []string) (map[string]int, error) {
+	// An index-only count of the services asked about: the console asks
+	// for one account's, which must not scan every tenant's rows.
+	query, args := `SELECT service_sid, COUNT(*), 0 FROM webhooks_abandoned GROUP BY service_sid`, []any(nil)
+	if serviceSIDs != nil {
+		query = `SELECT service_sid, COUNT(*), 0 FROM webhooks_abandoned ` + `WHERE service_sid = ANY($1)` + ` GROUP BY service_sid`
+		args = []any{serviceSIDs}
+	}
+	rows, err := queryAll(ctx, t, sqlrow.BacklogRow, query, args...)
 	if err != nil {
 		return nil, fmt.Errorf("postgres: count abandoned webhooks: %w", err)
 	}

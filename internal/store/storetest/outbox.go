@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -389,7 +390,7 @@ func testAbandoned(t *testing.T, s chorus.Store) {
 		t.Errorf("AbandonedWebhooks(before 3, limit 1) = %d, want 1", len(p))
 	}
 	counts := mustGet(t, s, "AbandonedCounts", func(ctx context.Context, tx chorus.ReadTx) (map[string]int, error) {
-		return tx.AbandonedCounts(ctx)
+		return tx.AbandonedCounts(ctx, nil)
 	})
 	if len(counts) != 2 || counts[f.svc.SID] != 3 || counts[other] != 1 {
 		t.Errorf("AbandonedCounts = %v", counts)
@@ -459,5 +460,85 @@ func testAbandoned(t *testing.T, s chorus.Store) {
 	}
 	if n := purge("", time.Time{}); n != 2 || len(list(other, 0, 0)) != 0 || len(seqs()) != 0 {
 		t.Errorf("PurgeAbandoned(every service, all) = %d, want 2", n)
+	}
+}
+
+// testAbandonedConcurrent runs what moves webhooks between the outbox and
+// the abandoned ones at the same time as other writers: nothing may be
+// lost or copied twice. On PostgreSQL two statements per move copied rows
+// twice (two replays at once) and deleted rows appended between them (a
+// trim while writers appended), found by a reviewer.
+func testAbandonedConcurrent(t *testing.T, s chorus.Store) {
+	ctx := context.Background()
+	f := setup(t, s)
+	entry := func(i int) *chorus.OutboxEntry {
+		return &chorus.OutboxEntry{ServiceSID: f.svc.SID, OrderKey: fmt.Sprintf("ET%d", i%7), DateCreated: at(0), NextAttempt: at(0),
+			Event: &chorus.Event{Type: chorus.EventDocumentUpdated, ServiceSID: f.svc.SID, ObjectSID: fmt.Sprintf("ET%d", i%7),
+				Kind: chorus.KindDocument, ID: int64(i + 1), DateCreated: at(0)}}
+	}
+	counts := func() (pending, kept int) {
+		backlog := mustGet(t, s, "OutboxBacklog", func(ctx context.Context, tx chorus.ReadTx) ([]*chorus.OutboxBacklog, error) {
+			return tx.OutboxBacklog(ctx)
+		})
+		for _, b := range backlog {
+			pending += b.Pending
+		}
+		n := mustGet(t, s, "AbandonedCounts", func(ctx context.Context, tx chorus.ReadTx) (map[string]int, error) {
+			return tx.AbandonedCounts(ctx, nil)
+		})
+		return pending, n[f.svc.SID]
+	}
+	// A trim while 4 writers append: every entry is either pending or
+	// kept, once.
+	var wg sync.WaitGroup
+	const writers, each = 4, 60
+	for w := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range each {
+				if err := s.Update(ctx, func(tx chorus.Tx) error { return tx.AppendOutbox(ctx, entry(w*each+i)) }); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	trimmed := 0
+	for range 20 {
+		update(t, s, func(tx chorus.Tx) error {
+			n, err := tx.TrimOutbox(ctx, f.svc.SID, 10, at(time.Hour), "over the cap")
+			trimmed += n
+			return err
+		})
+	}
+	wg.Wait()
+	pending, kept := counts()
+	if pending+kept != writers*each || kept != trimmed {
+		t.Fatalf("after trims among appends: %d pending + %d kept, want %d in all; trims reported %d", pending, kept, writers*each, trimmed)
+	}
+	// Everything abandoned, then two replays at once: each entry back
+	// once, and the two counts add up.
+	update(t, s, func(tx chorus.Tx) error {
+		_, err := tx.TrimOutbox(ctx, f.svc.SID, 0, at(time.Hour), "over the cap")
+		return err
+	})
+	var replayed [2]int
+	for i := range replayed {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := s.Update(ctx, func(tx chorus.Tx) (err error) {
+				replayed[i], err = tx.ReplayAbandoned(ctx, f.svc.SID, at(2*time.Hour), 0)
+				return err
+			}); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	pending, kept = counts()
+	if pending != writers*each || kept != 0 || replayed[0]+replayed[1] != writers*each {
+		t.Errorf("after two replays at once: %d pending, %d kept, replays reported %v; want %d, 0", pending, kept, replayed, writers*each)
 	}
 }

@@ -53,6 +53,7 @@ func Run(t *testing.T, open func(t testing.TB) chorus.Store) {
 		{"CanceledContext", testCanceledContext},
 		{"Outbox", testOutbox},
 		{"Abandoned", testAbandoned},
+		{"AbandonedConcurrent", testAbandonedConcurrent},
 		{"Presence", testPresence},
 		{"Now", testNow},
 	}

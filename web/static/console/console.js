@@ -838,18 +838,22 @@
       save.textContent = 'Saving…';
       saving = true;
       seenWhileSaving = null;
+      let saved = false;
+      let conflict = false;
       try {
         const rev = await opts.save(value, basis);
         basis = rev;
         basisEl.textContent = rev;
         ta.value = pretty(value);
         dirty = false;
+        saved = true;
         msg.append(notice('ok', `Saved — now at revision ${rev}.`));
         // The live event of this very write often comes before the answer:
         // it is no news. Another writer's, after ours, refreshes the editor.
         if (seenWhileSaving !== null && seenWhileSaving !== String(rev)) refill();
       } catch (e) {
         if (e.status === 412) {
+          conflict = true;
           const reload = h('button', { class: 'btn small', type: 'button', id: `${opts.id}-reload` }, 'Reload latest');
           reload.addEventListener('click', async () => {
             try {
@@ -868,8 +872,14 @@
           msg.append(notice('error', h('strong', {}, 'Not saved. '), errText(e)));
         }
       } finally {
+        const seen = seenWhileSaving;
         saving = false;
         seenWhileSaving = null;
+        // Not saved (other than a conflict, which says so): another
+        // writer's change that came meanwhile still deserves its warning.
+        if (!saved && !conflict && seen !== null && dirty && seen !== String(basis)) {
+          msg.append(notice('info', `Heads-up: the value changed to revision ${seen} while you were editing. Saving will report a conflict.`));
+        }
         save.disabled = false;
         save.textContent = 'Save';
       }
