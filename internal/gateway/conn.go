@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"strconv"
 	"sync"
@@ -120,10 +121,14 @@ type conn struct {
 		svc      *chorus.Service
 		identity string
 	} // the session Presence heard of at init
-	subs      map[string]*subscription
-	queries   map[string]*liveQuery // by query_id (insights.go)
-	account   string                // the token's account (sub)
-	keySID    string                // the API key that signed the token (iss)
+	subs    map[string]*subscription
+	queries map[string]*liveQuery // by query_id (insights.go)
+	account string                // the token's account (sub)
+	keySID  string                // the API key that signed the token (iss)
+	// key is that API key as the last verification read it: a renewal
+	// signed with it is verified against it while the store is out of
+	// reach (authenticate).
+	key       *chorus.APIKey
 	tokenGen  uint64
 	warnTimer *time.Timer
 	expTimer  *time.Timer
@@ -725,22 +730,60 @@ var (
 	statusForbidden = func(e *chorus.Error) protocol.Status {
 		return protocol.Status{Code: 403, Status: "FORBIDDEN", ErrorCode: e.Code, Description: e.Message}
 	}
-	statusInternal = protocol.Status{Code: 500, Status: "INTERNAL_SERVER_ERROR", ErrorCode: chorus.ErrInternal.Code, Description: chorus.ErrInternal.Message}
+	statusInternal    = protocol.Status{Code: 500, Status: "INTERNAL_SERVER_ERROR", ErrorCode: chorus.ErrInternal.Code, Description: chorus.ErrInternal.Message}
+	statusUnavailable = protocol.Status{Code: 503, Status: "SERVICE_UNAVAILABLE", ErrorCode: chorus.ErrUnavailable.Code, Description: chorus.ErrUnavailable.Message}
 )
 
+// serverStatus is the status of a server-side error: 503 (20503) when the
+// store is out of reach, which is the client's to retry, else 500.
+func serverStatus(e *chorus.Error) *protocol.Status {
+	if e.Status == http.StatusServiceUnavailable {
+		return &statusUnavailable
+	}
+	return &statusInternal
+}
+
 // authenticate verifies a token and resolves its service. A non-nil status
-// is the rejection to send.
-func (c *conn) authenticate(ctx context.Context, raw string) (*token.Claims, *chorus.Service, *protocol.Status) {
-	claims, err := c.g.cfg.Verifier.Verify(ctx, raw)
+// is the rejection to send. renew is set for a token update of this
+// session: while the store is out of reach, a token signed with the
+// session's own key is verified against that key as last read, and its
+// service is the session's if it names it as the session's token did.
+// The renewal then grants nothing the live session does not hold already,
+// and the session, which stays open through a store outage, is not
+// dropped because its token's time came during one.
+func (c *conn) authenticate(ctx context.Context, raw string, renew bool) (*token.Claims, *chorus.Service, *protocol.Status) {
+	var verifiedKey *chorus.APIKey
+	v := *c.g.cfg.Verifier
+	keys := v.Keys
+	stale := false
+	v.Keys = func(ctx context.Context, sid string) (*chorus.APIKey, error) {
+		k, err := keys(ctx, sid)
+		if err != nil && renew && chorus.AsError(err).Status == http.StatusServiceUnavailable {
+			c.mu.Lock()
+			last := c.key
+			c.mu.Unlock()
+			if last != nil && last.SID == sid {
+				k, err, stale = last, nil, true
+			}
+		}
+		if err == nil {
+			verifiedKey = k
+		}
+		return k, err
+	}
+	claims, err := v.Verify(ctx, raw)
 	if err != nil {
 		e := chorus.AsError(err)
 		if e.Status >= 500 {
 			c.logger().Error("gateway: verify token", slog.Any(logError, err))
-			return nil, nil, &statusInternal
+			return nil, nil, serverStatus(e)
 		}
 		st := statusUnauthorized(e)
 		return nil, nil, &st
 	}
+	c.mu.Lock()
+	c.key = verifiedKey
+	c.mu.Unlock()
 	if claims.Sync == nil {
 		st := statusForbidden(chorus.Errorf(chorus.ErrServiceNotFound, "Access Token has no data_sync grant"))
 		return nil, nil, &st
@@ -752,14 +795,31 @@ func (c *conn) authenticate(ctx context.Context, raw string) (*token.Claims, *ch
 	svc, err := c.g.cfg.Engine.Service(ctx, claims.Subject, sid)
 	if err != nil {
 		e := chorus.AsError(err)
-		if e.Status >= 500 {
-			c.logger().Error("gateway: resolve service", slog.Any(logError, err))
-			return nil, nil, &statusInternal
+		if renew && e.Status == http.StatusServiceUnavailable && c.claims.Sync != nil && grantService(c.claims) == sid {
+			svc, err = c.svcLatest.Load(), nil
 		}
-		st := statusForbidden(e)
-		return nil, nil, &st
+		if err != nil && e.Status >= 500 {
+			c.logger().Error("gateway: resolve service", slog.Any(logError, err))
+			return nil, nil, serverStatus(e)
+		}
+		if err != nil {
+			st := statusForbidden(e)
+			return nil, nil, &st
+		}
+	}
+	if stale {
+		c.logger().Warn("gateway: token renewed against the session's key as last read: the store is out of reach")
 	}
 	return claims, svc, nil
+}
+
+// grantService is the service a token's data_sync grant names ("default"
+// when it names none).
+func grantService(claims *token.Claims) string {
+	if claims.Sync.ServiceSID == "" {
+		return "default"
+	}
+	return claims.Sync.ServiceSID
 }
 
 func (c *conn) reply(id string, st protocol.Status) {
@@ -778,7 +838,7 @@ func (c *conn) handleInit(ctx context.Context, f *protocol.Frame) error {
 		return nil
 	}
 	epoch := c.g.controlEpoch.Load()
-	claims, svc, st := c.authenticate(ctx, in.Token)
+	claims, svc, st := c.authenticate(ctx, in.Token, false)
 	if st != nil {
 		c.g.initsRejected.Add(1)
 		c.g.noisy.log(c.logger(), slog.LevelInfo, "gateway: init rejected", slog.Int("code", st.ErrorCode), slog.String("description", st.Description))
@@ -824,7 +884,7 @@ func (c *conn) handleUpdate(ctx context.Context, f *protocol.Frame) error {
 		return nil
 	}
 	epoch := c.g.controlEpoch.Load()
-	claims, svc, st := c.authenticate(ctx, up.Token)
+	claims, svc, st := c.authenticate(ctx, up.Token, true)
 	if st != nil {
 		if st.Code == 403 { // the SDK maps only "UNAUTHORIZED" to its 51130
 			st.Code, st.Status = 401, "UNAUTHORIZED"

@@ -114,6 +114,9 @@ func (g *Gateway) edgeError(err error) *chorus.Error {
 	e := chorus.AsError(err)
 	if e.Status >= 500 {
 		g.log.Error("gateway: verify token", slog.Any(logError, err))
+		if e.Status == http.StatusServiceUnavailable {
+			return chorus.ErrUnavailable // the store is out of reach: the client's to retry
+		}
 		return chorus.ErrInternal
 	}
 	return e

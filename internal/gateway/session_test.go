@@ -1,15 +1,22 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/coder/websocket"
 
 	"github.com/chorus-sync/chorus"
+	"github.com/chorus-sync/chorus/internal/engine"
 	"github.com/chorus-sync/chorus/protocol"
+	"github.com/chorus-sync/chorus/token"
 )
 
 func TestInit(t *testing.T) {
@@ -85,6 +92,59 @@ func TestUpdate(t *testing.T) {
 				t.Errorf("update status text = %q, want UNAUTHORIZED", st.Status)
 			}
 		})
+	}
+}
+
+// A session whose token's time comes while the store is out of reach
+// stays: a renewal signed with the session's own key is verified against
+// that key as last read, and names the session's service as its token did.
+// It was answered 500 and the SDK dropped the connection, which the README
+// says stays open through a store outage. Nothing else gets through: a new
+// session is 503 (20503, not 500: the client's to retry), another identity
+// or a forged signature is 401.
+func TestUpdateWhileStoreAway(t *testing.T) {
+	var away atomic.Bool
+	e := newEnv(t, func(e *env, c *Config) {
+		eng := engine.New(engine.Config{Store: awayStore{e.st, &away}, Bus: e.bus})
+		c.Engine, c.Verifier = eng, &token.Verifier{Keys: eng.APIKey}
+	})
+	ctx := context.Background()
+	c := e.dial(ctx)
+	c.mustInit(e.token("alice", time.Hour))
+	away.Store(true)
+	e.gw.cfg.Engine.ForgetServices() // the service is read from the store too
+	update := func(tok string) *protocol.Status {
+		return c.call(map[string]any{"method": "update", "token": tok}, nil).Header.Status
+	}
+	if st := update(e.token("alice", 2*time.Hour)); st == nil || st.Code != 200 {
+		t.Fatalf("renewal with the store away = %+v, want 200", st)
+	}
+	if st := update(e.token("mallory", time.Hour)); st == nil || st.Code != 401 {
+		t.Errorf("another identity with the store away = %+v, want 401", st)
+	}
+	forged := e.tokenAt("alice", time.Hour, time.Now(), e.creds.ServiceSID, strings.Repeat("x", 32))
+	if st := update(forged); st == nil || st.Code != 401 {
+		t.Errorf("a forged signature with the store away = %+v, want 401", st)
+	}
+	other := e.dial(ctx)
+	if st := other.init(e.token("bob", time.Hour)).Header.Status; st == nil || st.Code != 503 || st.ErrorCode != 20503 {
+		t.Errorf("a new session with the store away = %+v, want 503 20503", st)
+	}
+	// The EMS exchange of twilio-sync 0.5-0.7 too.
+	ems := httptest.NewServer(http.HandlerFunc(e.gw.ServeEMSToken))
+	defer ems.Close()
+	body, _ := json.Marshal(map[string]any{"fpa_token": e.token("bob", time.Hour)})
+	res, err := http.Post(ems.URL+"/v1/token", "application/json", bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != 503 {
+		t.Errorf("the EMS exchange with the store away = %d, want 503", res.StatusCode)
+	}
+	away.Store(false)
+	if st := update(e.token("alice", time.Hour)); st == nil || st.Code != 200 {
+		t.Errorf("renewal with the store back = %+v, want 200", st)
 	}
 }
 
