@@ -24,8 +24,9 @@ func busPeerWindows(nb *natsbus.Bus, heartbeat time.Duration) (live, grace time.
 // watchBusPeers says hello on the bus and, every HelloEvery, checks
 // that every node heartbeating in the store is heard there too. A node
 // with another --bus-prefix, NATS server or cluster secret shares the
-// database but not the events: each side's subscribers see the other's
-// writes only through gap fills, late. Both sides log it once when it
+// database but not the events: each side's subscribers miss the other's
+// writes (a gap fill, if a later event of the object arrives, is the only
+// way they would see them). Both sides log it once when it
 // starts and when it ends, and chorus_cluster_nodes_unheard counts such
 // nodes. It runs until ctx ends.
 func (s *Server) watchBusPeers(ctx context.Context, nb *natsbus.Bus) {
@@ -97,7 +98,7 @@ func (s *Server) checkBusPeers(ctx context.Context, nb *natsbus.Bus, w *busPeerW
 		if now.Sub(first) >= grace && !w.unheard[n] {
 			w.unheard[n] = true
 			s.log.Error("bus peers: a node heartbeats in this node's database but is not heard on its bus: "+
-				"the two see each other's writes late, through gap fills; give every node the same --bus-prefix, "+
+				"their subscribers miss each other's writes; give every node the same --bus-prefix, "+
 				"NATS server and cluster secret, and check that it reaches NATS (nodes of an earlier version say no hello)",
 				slog.String("peer", n), slog.Duration("unheard_for", now.Sub(latest(first, heard[n]))))
 		}
