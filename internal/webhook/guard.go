@@ -82,6 +82,11 @@ func (p Policy) checkURL(raw string, newURL bool) error {
 	if newURL && strings.IndexFunc(rawPath(raw), func(r rune) bool { return r <= ' ' || r == 0x7f }) >= 0 {
 		return bad("a space or control character in the path: percent-encode it")
 	}
+	if newURL && strings.ContainsAny(rawPath(raw), "\"<>\\^`{|}") {
+		// Sent (and signed) percent-encoded too: Twilio's validators,
+		// given the URL as set, fail every signature.
+		return bad("a character that is sent percent-encoded (\" < > \\ ^ ` { | }) in the path: percent-encode it")
+	}
 	host := strings.ToLower(u.Hostname())
 	if host == "" {
 		return bad("expected a host")
@@ -110,6 +115,12 @@ func (p Policy) checkURL(raw string, newURL bool) error {
 		}
 		if err := p.checkAddr(addr); err != nil {
 			return bad(err.Error())
+		}
+		if _, err := netip.ParseAddr(strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")); newURL && err != nil {
+			// 0x7f000001, 127.1, 0177.0.0.1…: the HTTP client looks such a
+			// host up as a name (in DNS, off this machine) and never
+			// reaches it, so every webhook would fail.
+			return bad("write the address as " + addr.String() + ": the form given is looked up as a host name when connecting")
 		}
 		return nil
 	}

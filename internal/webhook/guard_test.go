@@ -65,6 +65,10 @@ func TestCheckURL(t *testing.T) {
 		"http://[2001:db8::1]/", "http://[3fff::1]/", "http://[fec0::1]/", "http://[100::1]/",
 		// Signed as requested, validated as set: they would differ.
 		"http://hooks.example.com/h#frag", "http://hooks.example.com/x ", "http://hooks.example.com/a b",
+		"http://hooks.example.com/a{b}", "http://hooks.example.com/a|c", "http://hooks.example.com/a^b",
+		"http://hooks.example.com/a\\b", "http://hooks.example.com/a`b", "http://hooks.example.com/a<b>", "http://hooks.example.com/a\"b",
+		// Looked up as names when connecting, never reached.
+		"http://134744072/", "http://8.8.2056/", "http://0x08.8.8.8/",
 	}
 	for _, u := range refused {
 		err := strict.CheckURL(u)
@@ -88,13 +92,17 @@ func TestCheckURL(t *testing.T) {
 	// The development switch allows loopback and private targets, never
 	// link-local (cloud metadata), unspecified or multicast, with or
 	// without credentials.
-	for _, u := range []string{"http://127.0.0.1:8080/", "http://localhost:3000/", "http://[::1]:5432/", "http://10.0.0.1/", "http://0x7f000001/",
+	for _, u := range []string{"http://127.0.0.1:8080/", "http://localhost:3000/", "http://[::1]:5432/", "http://10.0.0.1/",
 		"http://192.0.2.1/", "http://[2001:db8::1]/"} { // test set-ups use documentation ranges too
 		if err := dev.CheckURL(u); err != nil {
 			t.Errorf("AllowPrivate: CheckURL(%q) = %v, want nil", u, err)
 		}
 	}
-	for _, u := range []string{"http://169.254.169.254/", "http://0.0.0.0/", "http://224.0.0.1/", "http://u:s3cr3t@169.254.169.254/"} {
+	// Shorthand forms of loopback are refused even then: the client would
+	// look them up in DNS (a tester saw 'lookup 0x7f000001 on
+	// 10.255.255.53:53') and every webhook would fail.
+	for _, u := range []string{"http://169.254.169.254/", "http://0.0.0.0/", "http://224.0.0.1/", "http://u:s3cr3t@169.254.169.254/",
+		"http://0x7f000001/", "http://127.1:8080/short", "http://2130706433/"} {
 		if err := dev.CheckURL(u); chorus.ErrorCode(err) != 54051 {
 			t.Errorf("AllowPrivate: CheckURL(%q) = %v, want 54051", u, err)
 		}
