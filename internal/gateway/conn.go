@@ -339,6 +339,25 @@ func (c *conn) forget(s *subscription) bool {
 	return true
 }
 
+// refuseDraining answers a request that arrived after the gateway began
+// to shut down: 503, as the request was not served.
+func (c *conn) refuseDraining(f *protocol.Frame) {
+	if f.Header.Method == protocol.MethodInit {
+		c.reply(f.Header.ID, statusUnavailable)
+		return
+	}
+	c.sendHTTP(f.Header.ID, errorResponse(errDraining))
+}
+
+// errDraining is what requests get while the server shuts down.
+var errDraining = chorus.Errorf(chorus.ErrUnavailable, "Service unavailable: this server is shutting down; retry")
+
+// idle reports whether the session has no request in flight or queued and
+// nothing left to write.
+func (c *conn) idle() bool {
+	return !c.working.Load() && len(c.work) == 0 && c.q.len() == 0 && !c.writing.Load()
+}
+
 // fail ends the session with cause (the first cause wins). A write in
 // flight is cut short.
 func (c *conn) fail(cause error) {
@@ -551,6 +570,12 @@ func (c *conn) dispatch(op ws.OpCode, msg []byte, borrowed bool) error {
 		c.fail(errClientClosed)
 	case protocol.MethodInit, protocol.MethodUpdate, protocol.MethodMessage,
 		"put_notification_ctx", "delete_notification_ctx":
+		if c.g.draining.Load() && (f.Header.Method == protocol.MethodMessage || f.Header.Method == protocol.MethodInit) {
+			// The server is shutting down: the request is not served,
+			// and the client is told so (it retries on another node).
+			c.refuseDraining(f)
+			return nil
+		}
 		if !authed {
 			if c.preInit++; c.preInit > maxPreInitRequests {
 				return &closeError{ws.StatusPolicyViolation, fmt.Errorf("gateway: more than %d requests before init", maxPreInitRequests)}

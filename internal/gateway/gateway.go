@@ -139,6 +139,10 @@ type Gateway struct {
 	// Verifier.
 	keys *keyCache
 
+	// draining is set when Close begins: requests are refused (503)
+	// while those in flight end.
+	draining atomic.Bool
+
 	ctx    context.Context
 	cancel context.CancelFunc
 
@@ -310,7 +314,12 @@ func (g *Gateway) remove(c *conn) {
 	g.wg.Done()
 }
 
-// Close ends every session and waits for them to finish, or for ctx.
+// drainTimeout bounds how long Close waits for requests in flight.
+const drainTimeout = 3 * time.Second
+
+// Close ends every session and waits for them to finish, or for ctx. It
+// first lets the requests in flight end and their replies go out (at most
+// drainTimeout), refusing new ones with 503.
 func (g *Gateway) Close(ctx context.Context) error {
 	g.mu.Lock()
 	g.closed = true
@@ -319,6 +328,22 @@ func (g *Gateway) Close(ctx context.Context) error {
 		conns = append(conns, c)
 	}
 	g.mu.Unlock()
+	// Drain: new requests are refused (503), and those in flight end and
+	// their replies go out before the sessions close, for at most
+	// drainTimeout. A write that committed used to be cut off from its
+	// answer, so a client told it failed retried it (a duplicate list
+	// item in a tester's rolling restart).
+	g.draining.Store(true)
+	dctx, dcancel := context.WithTimeout(ctx, drainTimeout)
+	for _, c := range conns {
+		for !c.idle() && dctx.Err() == nil {
+			select {
+			case <-dctx.Done():
+			case <-time.After(5 * time.Millisecond):
+			}
+		}
+	}
+	dcancel()
 	g.cancel()
 	if g.controlCancel != nil {
 		g.controlCancel()

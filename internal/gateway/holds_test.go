@@ -333,3 +333,53 @@ func TestCDSStoreAwayIs503(t *testing.T) {
 	away.Store(false)
 	wantStatus(t, "write with the store back", c.do("POST", doc, nil, map[string]any{"data": map[string]any{"n": 2}}), 200, 0)
 }
+
+// slowStore holds every Update for delay while slow is set, after
+// signaling entered.
+type slowStore struct {
+	chorus.Store
+	slow    *atomic.Bool
+	entered chan struct{}
+	delay   time.Duration
+}
+
+func (s slowStore) Update(ctx context.Context, fn func(chorus.Tx) error) error {
+	if s.slow.Load() {
+		select {
+		case s.entered <- struct{}{}:
+		default:
+		}
+		time.Sleep(s.delay)
+	}
+	return s.Store.Update(ctx, fn)
+}
+
+// A shutdown lets a request in flight end and its reply go out before the
+// session closes. A write that committed was cut off from its answer, so
+// its client was told it failed and retried it (a duplicate list item in
+// a tester's rolling restart).
+func TestCloseDrainsRequestsInFlight(t *testing.T) {
+	var slow atomic.Bool
+	entered := make(chan struct{}, 1)
+	e := newEnv(t, func(e *env, c *Config) {
+		c.Engine = engine.New(engine.Config{Store: slowStore{e.st, &slow, entered, 500 * time.Millisecond}, Bus: e.bus})
+	})
+	c := e.session("alice")
+	slow.Store(true)
+	closed := make(chan error, 1)
+	go func() {
+		<-entered
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		closed <- e.gw.Close(ctx)
+	}()
+	wantStatus(t, "a write in flight at shutdown", c.do("POST", "/v3/Documents", nil, map[string]any{"unique_name": "drained", "data": map[string]any{}}), 201, 0)
+	if err := <-closed; err != nil {
+		t.Fatalf("Close = %v", err)
+	}
+	select {
+	case <-c.done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the session did not close after the drain")
+	}
+}
