@@ -3,7 +3,6 @@ package engine
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"net/http"
 	"slices"
 	"strconv"
@@ -479,9 +478,13 @@ func (e *Engine) PublishMessage(ctx context.Context, a Actor, svc *chorus.Servic
 		e.posted.Add(uint64(len(c.events)))
 	}
 	if o := e.cfg.Outbox; o != nil && o.Wants(ev) {
-		// The message itself is not stored, but its webhook is.
-		if err := e.cfg.Store.Update(ctx, func(tx chorus.Tx) error { return o.Append(ctx, tx, c.events) }); err != nil {
-			return nil, fmt.Errorf("engine: publish message: webhook: %w", err)
+		// The message itself is not stored, but its webhook is. The
+		// subscribers have the message now: a failure here must not make
+		// its publisher send it again (to them twice), so it is logged
+		// and the publish answered as done.
+		wctx := context.WithoutCancel(ctx)
+		if err := e.cfg.Store.Update(wctx, func(tx chorus.Tx) error { return o.Append(wctx, tx, c.events) }); err != nil {
+			e.log.Warn("publish message: delivered, but its webhook could not be recorded", "stream", obj.SID, "message", msg.SID, "err", err)
 		}
 	}
 	if e.cfg.Observe != nil {

@@ -59,6 +59,7 @@ type conn struct {
 
 	work     chan *protocol.Frame
 	working  atomic.Bool    // a worker goroutine is running
+	inflight atomic.Int32   // request frames taken from the socket and not yet served (idle)
 	workers  sync.WaitGroup // the worker goroutines
 	readDone chan struct{}  // closed when the reader returns
 	lastRead atomic.Int64   // unix nanos of the last inbound message
@@ -125,10 +126,12 @@ type conn struct {
 	queries map[string]*liveQuery // by query_id (insights.go)
 	account string                // the token's account (sub)
 	keySID  string                // the API key that signed the token (iss)
-	// key is that API key as the last verification read it: a renewal
-	// signed with it is verified against it while the store is out of
-	// reach (authenticate).
+	// key is that API key as its verification read it, keyGen the key
+	// cache's generation then: a renewal signed with it is verified
+	// against it while the store is out of reach, unless keys changed
+	// since (authenticate).
 	key       *chorus.APIKey
+	keyGen    uint64
 	tokenGen  uint64
 	warnTimer *time.Timer
 	expTimer  *time.Timer
@@ -353,9 +356,10 @@ func (c *conn) refuseDraining(f *protocol.Frame) {
 var errDraining = chorus.Errorf(chorus.ErrUnavailable, "Service unavailable: this server is shutting down; retry")
 
 // idle reports whether the session has no request in flight or queued and
-// nothing left to write.
+// nothing left to write: none queued, none taken for a write (writing, or
+// sched in pool mode, are set before the queue is drained).
 func (c *conn) idle() bool {
-	return !c.working.Load() && len(c.work) == 0 && c.q.len() == 0 && !c.writing.Load()
+	return c.inflight.Load() == 0 && c.q.len() == 0 && !c.writing.Load() && !c.sched.Load()
 }
 
 // fail ends the session with cause (the first cause wins). A write in
@@ -570,10 +574,14 @@ func (c *conn) dispatch(op ws.OpCode, msg []byte, borrowed bool) error {
 		c.fail(errClientClosed)
 	case protocol.MethodInit, protocol.MethodUpdate, protocol.MethodMessage,
 		"put_notification_ctx", "delete_notification_ctx":
+		// Counted before the check, so that Close, which sets draining
+		// and then waits for inflight to reach 0, never misses it.
+		c.inflight.Add(1)
 		if c.g.draining.Load() && (f.Header.Method == protocol.MethodMessage || f.Header.Method == protocol.MethodInit) {
 			// The server is shutting down: the request is not served,
 			// and the client is told so (it retries on another node).
 			c.refuseDraining(f)
+			c.inflight.Add(-1)
 			return nil
 		}
 		if !authed {
@@ -587,6 +595,7 @@ func (c *conn) dispatch(op ws.OpCode, msg []byte, borrowed bool) error {
 		select {
 		case c.work <- f:
 		case <-c.ctx.Done():
+			c.inflight.Add(-1)
 			return nil
 		}
 		if c.working.CompareAndSwap(false, true) {
@@ -611,6 +620,7 @@ func (c *conn) writeLoop() {
 			return
 		}
 		var overflow bool
+		c.writing.Store(true) // before the drain: idle must not see an empty queue while its frames are unwritten
 		batch, overflow = c.q.drain(batch)
 		if overflow {
 			c.slow()
@@ -618,6 +628,7 @@ func (c *conn) writeLoop() {
 		}
 		pong := c.pong.Swap(nil)
 		if len(batch) == 0 && pong == nil {
+			c.writing.Store(false)
 			continue
 		}
 		if err := c.writeBatch(pong, batch); err != nil {
@@ -714,36 +725,42 @@ func (c *conn) workLoop() {
 			}
 			continue
 		}
-		if ctx.Err() != nil {
-			continue // the session is ending: drop it
+		c.serve(ctx, f)
+		c.inflight.Add(-1) // its reply, if any, is queued
+	}
+}
+
+// serve handles one request frame of the session.
+func (c *conn) serve(ctx context.Context, f *protocol.Frame) {
+	if ctx.Err() != nil {
+		return // the session is ending: drop it
+	}
+	if f.Header.Method == protocol.MethodMessage && c.serviceStale() { // false before init
+		// Changed since the session read it (its ACL switch among
+		// others): read it again before the request is served.
+		if err := c.loadService(ctx); err != nil {
+			c.sendHTTP(f.Header.ID, errorResponse(chorus.AsError(err)))
+			return
 		}
-		if f.Header.Method == protocol.MethodMessage && c.serviceStale() { // false before init
-			// Changed since the session read it (its ACL switch among
-			// others): read it again before the request is served.
-			if err := c.loadService(ctx); err != nil {
-				c.sendHTTP(f.Header.ID, errorResponse(chorus.AsError(err)))
-				continue
-			}
+	}
+	c.refreshService()
+	var err error
+	switch f.Header.Method {
+	case protocol.MethodInit:
+		err = c.handleInit(ctx, f)
+	case protocol.MethodUpdate:
+		err = c.handleUpdate(ctx, f)
+	case protocol.MethodMessage:
+		err = c.handleMessage(ctx, f)
+	default: // push notification registrations: not used by Sync
+		if !c.isInitialized() {
+			err = errNotInitialized
+			break
 		}
-		c.refreshService()
-		var err error
-		switch f.Header.Method {
-		case protocol.MethodInit:
-			err = c.handleInit(ctx, f)
-		case protocol.MethodUpdate:
-			err = c.handleUpdate(ctx, f)
-		case protocol.MethodMessage:
-			err = c.handleMessage(ctx, f)
-		default: // push notification registrations: not used by Sync
-			if !c.isInitialized() {
-				err = errNotInitialized
-				break
-			}
-			c.send(protocol.Encode(nil, protocol.NewReply(f.Header.ID, protocol.StatusOK), nil))
-		}
-		if err != nil {
-			c.fail(err)
-		}
+		c.send(protocol.Encode(nil, protocol.NewReply(f.Header.ID, protocol.StatusOK), nil))
+	}
+	if err != nil {
+		c.fail(err)
 	}
 }
 
@@ -768,31 +785,54 @@ func serverStatus(e *chorus.Error) *protocol.Status {
 	return &statusInternal
 }
 
+// verified is what a token's verification found: its claims, its
+// service, and the API key that signed it, as read then (keyGen: the key
+// cache's generation before the read).
+type verified struct {
+	claims *token.Claims
+	svc    *chorus.Service
+	key    *chorus.APIKey
+	keyGen uint64
+}
+
+// keyGen is the key cache's generation (0 without one).
+func (g *Gateway) keyGen() uint64 {
+	if g.keys == nil {
+		return 0
+	}
+	return g.keys.generation()
+}
+
 // authenticate verifies a token and resolves its service. A non-nil status
 // is the rejection to send. renew is set for a token update of this
-// session: while the store is out of reach, a token signed with the
-// session's own key is verified against that key as last read, and its
-// service is the session's if it names it as the session's token did.
-// The renewal then grants nothing the live session does not hold already,
-// and the session, which stays open through a store outage, is not
-// dropped because its token's time came during one.
-func (c *conn) authenticate(ctx context.Context, raw string, renew bool) (*token.Claims, *chorus.Service, *protocol.Status) {
-	var verifiedKey *chorus.APIKey
+// session: while the store is out of reach, a token signed with the key
+// that signed the session's current token is verified against that key
+// as last read (unless a revocation or another change of keys was heard
+// since: the key cache's generation moved), and its service is the
+// session's if it is of the session's account and names the service as
+// the session's token did. The renewal then grants nothing the live
+// session does not hold already, and the session, which stays open
+// through a store outage, is not dropped because its token's time came
+// during one. The caller records the key (adopt) once it accepts the
+// token.
+func (c *conn) authenticate(ctx context.Context, raw string, renew bool) (verified, *protocol.Status) {
+	var out verified
 	v := *c.g.cfg.Verifier
 	keys := v.Keys
 	stale := false
 	v.Keys = func(ctx context.Context, sid string) (*chorus.APIKey, error) {
+		gen := c.g.keyGen()
 		k, err := keys(ctx, sid)
 		if err != nil && renew && chorus.AsError(err).Status == http.StatusServiceUnavailable {
 			c.mu.Lock()
-			last := c.key
+			last, lastGen, current := c.key, c.keyGen, c.keySID
 			c.mu.Unlock()
-			if last != nil && last.SID == sid {
+			if last != nil && last.SID == sid && current == sid && lastGen == gen && c.g.keys != nil {
 				k, err, stale = last, nil, true
 			}
 		}
 		if err == nil {
-			verifiedKey = k
+			out.key, out.keyGen = k, gen
 		}
 		return k, err
 	}
@@ -801,17 +841,14 @@ func (c *conn) authenticate(ctx context.Context, raw string, renew bool) (*token
 		e := chorus.AsError(err)
 		if e.Status >= 500 {
 			c.logger().Error("gateway: verify token", slog.Any(logError, err))
-			return nil, nil, serverStatus(e)
+			return verified{}, serverStatus(e)
 		}
 		st := statusUnauthorized(e)
-		return nil, nil, &st
+		return verified{}, &st
 	}
-	c.mu.Lock()
-	c.key = verifiedKey
-	c.mu.Unlock()
 	if claims.Sync == nil {
 		st := statusForbidden(chorus.Errorf(chorus.ErrServiceNotFound, "Access Token has no data_sync grant"))
-		return nil, nil, &st
+		return verified{}, &st
 	}
 	sid := claims.Sync.ServiceSID
 	if sid == "" {
@@ -820,22 +857,29 @@ func (c *conn) authenticate(ctx context.Context, raw string, renew bool) (*token
 	svc, err := c.g.cfg.Engine.Service(ctx, claims.Subject, sid)
 	if err != nil {
 		e := chorus.AsError(err)
-		if renew && e.Status == http.StatusServiceUnavailable && c.claims.Sync != nil && grantService(c.claims) == sid {
-			svc, err = c.svcLatest.Load(), nil
+		if renew && e.Status == http.StatusServiceUnavailable {
+			c.mu.Lock()
+			account := c.account
+			c.mu.Unlock()
+			if cur := c.svcLatest.Load(); cur != nil && claims.Subject == account && cur.AccountSID == account &&
+				c.claims.Sync != nil && grantService(c.claims) == sid {
+				svc, err = cur, nil
+			}
 		}
 		if err != nil && e.Status >= 500 {
 			c.logger().Error("gateway: resolve service", slog.Any(logError, err))
-			return nil, nil, serverStatus(e)
+			return verified{}, serverStatus(e)
 		}
 		if err != nil {
 			st := statusForbidden(e)
-			return nil, nil, &st
+			return verified{}, &st
 		}
 	}
 	if stale {
 		c.logger().Warn("gateway: token renewed against the session's key as last read: the store is out of reach")
 	}
-	return claims, svc, nil
+	out.claims, out.svc = claims, svc
+	return out, nil
 }
 
 // grantService is the service a token's data_sync grant names ("default"
@@ -863,7 +907,8 @@ func (c *conn) handleInit(ctx context.Context, f *protocol.Frame) error {
 		return nil
 	}
 	epoch := c.g.controlEpoch.Load()
-	claims, svc, st := c.authenticate(ctx, in.Token, false)
+	auth, st := c.authenticate(ctx, in.Token, false)
+	claims, svc := auth.claims, auth.svc
 	if st != nil {
 		c.g.initsRejected.Add(1)
 		c.g.noisy.log(c.logger(), slog.LevelInfo, "gateway: init rejected", slog.Int("code", st.ErrorCode), slog.String("description", st.Description))
@@ -880,6 +925,7 @@ func (c *conn) handleInit(ctx context.Context, f *protocol.Frame) error {
 	c.svcGen.Store(ctr)
 	c.mu.Lock()
 	c.account, c.keySID = claims.Subject, claims.Issuer
+	c.key, c.keyGen = auth.key, auth.keyGen
 	c.initialized = true
 	c.online.svc, c.online.identity = svc, claims.Identity
 	if c.initTimer != nil {
@@ -909,7 +955,8 @@ func (c *conn) handleUpdate(ctx context.Context, f *protocol.Frame) error {
 		return nil
 	}
 	epoch := c.g.controlEpoch.Load()
-	claims, svc, st := c.authenticate(ctx, up.Token, true)
+	auth, st := c.authenticate(ctx, up.Token, true)
+	claims, svc := auth.claims, auth.svc
 	if st != nil {
 		if st.Code == 403 { // the SDK maps only "UNAUTHORIZED" to its 51130
 			st.Code, st.Status = 401, "UNAUTHORIZED"
@@ -924,6 +971,7 @@ func (c *conn) handleUpdate(ctx context.Context, f *protocol.Frame) error {
 	c.claims = claims
 	c.mu.Lock()
 	c.account, c.keySID = claims.Subject, claims.Issuer
+	c.key, c.keyGen = auth.key, auth.keyGen
 	c.mu.Unlock()
 	c.closing.CompareAndSwap(closingExpired, closingNone) // revived in its grace
 	c.reply(id, protocol.StatusOK)

@@ -109,15 +109,51 @@ func TestUpdateWhileStoreAway(t *testing.T) {
 		c.Engine, c.Verifier = eng, &token.Verifier{Keys: eng.APIKey}
 	})
 	ctx := context.Background()
+	// Another account with a key and a service: its tokens must not renew
+	// alice's session (a reviewer's attack on the first version).
+	other := &chorus.Account{SID: chorus.NewSID(chorus.PrefixAccount), AuthToken: chorus.NewSecret(32), DateCreated: time.Now()}
+	otherKey := &chorus.APIKey{SID: chorus.NewSID(chorus.PrefixAPIKey), AccountSID: other.SID, Secret: chorus.NewSecret(32), Main: true, DateCreated: time.Now()}
+	if err := e.st.Update(ctx, func(tx chorus.Tx) error {
+		if err := tx.PutAccount(ctx, other); err != nil {
+			return err
+		}
+		return tx.PutAPIKey(ctx, otherKey)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	foreign := func(identity string) string {
+		tok, err := token.Mint(token.Params{AccountSID: other.SID, APIKeySID: otherKey.SID, APISecret: otherKey.Secret,
+			Identity: identity, ServiceSID: e.creds.ServiceSID, TTL: time.Hour})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tok
+	}
 	c := e.dial(ctx)
 	c.mustInit(e.token("alice", time.Hour))
-	away.Store(true)
-	e.gw.cfg.Engine.ForgetServices() // the service is read from the store too
 	update := func(tok string) *protocol.Status {
 		return c.call(map[string]any{"method": "update", "token": tok}, nil).Header.Status
 	}
+	// Refused with the store up (its service is another account's): it
+	// must not become the key the session falls back on.
+	if st := update(foreign("mallory")); st == nil || st.Code != 401 {
+		t.Fatalf("another account's token with the store up = %+v, want 401", st)
+	}
+	away.Store(true)
+	e.gw.cfg.Engine.ForgetServices() // the service is read from the store too
+	// The other key is still in the gateway's key cache: verified, but
+	// its account's token does not get the session's service.
+	if st := update(foreign("alice")); st == nil || st.Code == 200 {
+		t.Errorf("another account's cached key, store away = %+v, want a refusal", st)
+	}
+	e.gw.keys.mu.Lock()
+	clear(e.gw.keys.keys) // the key too (a cache miss, not a change of keys)
+	e.gw.keys.mu.Unlock()
 	if st := update(e.token("alice", 2*time.Hour)); st == nil || st.Code != 200 {
 		t.Fatalf("renewal with the store away = %+v, want 200", st)
+	}
+	if st := update(foreign("alice")); st == nil || st.Code == 200 {
+		t.Errorf("another account's token naming the session's service, store away = %+v, want a refusal", st)
 	}
 	if st := update(e.token("mallory", time.Hour)); st == nil || st.Code != 401 {
 		t.Errorf("another identity with the store away = %+v, want 401", st)
@@ -126,8 +162,8 @@ func TestUpdateWhileStoreAway(t *testing.T) {
 	if st := update(forged); st == nil || st.Code != 401 {
 		t.Errorf("a forged signature with the store away = %+v, want 401", st)
 	}
-	other := e.dial(ctx)
-	if st := other.init(e.token("bob", time.Hour)).Header.Status; st == nil || st.Code != 503 || st.ErrorCode != 20503 {
+	bob := e.dial(ctx)
+	if st := bob.init(e.token("bob", time.Hour)).Header.Status; st == nil || st.Code != 503 || st.ErrorCode != 20503 {
 		t.Errorf("a new session with the store away = %+v, want 503 20503", st)
 	}
 	// The EMS exchange of twilio-sync 0.5-0.7 too.
@@ -141,6 +177,12 @@ func TestUpdateWhileStoreAway(t *testing.T) {
 	res.Body.Close()
 	if res.StatusCode != 503 {
 		t.Errorf("the EMS exchange with the store away = %d, want 503", res.StatusCode)
+	}
+	// Once keys changed (a revocation heard, say), the key as last read
+	// is not trusted any more.
+	e.gw.keys.invalidate()
+	if st := update(e.token("alice", time.Hour)); st == nil || st.Code != 503 {
+		t.Errorf("renewal with the store away after keys changed = %+v, want 503", st)
 	}
 	away.Store(false)
 	if st := update(e.token("alice", time.Hour)); st == nil || st.Code != 200 {

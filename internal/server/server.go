@@ -508,7 +508,8 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.ShutdownTimeout)
 	defer cancel()
 	drained := true // every request that could write ended
-	// The websocket sessions close at once, beside the HTTP drain: a
+	// The websocket sessions close beside the HTTP drain, once their
+	// requests in flight are answered (at most 3 s, gateway.Close): a
 	// client trickling a request body must not hold them open for the
 	// whole timeout (their clients reconnect, to another node or to this
 	// one restarted, and resume from the log).
