@@ -95,8 +95,8 @@ func (t *tx) DeleteOutbox(ctx context.Context, seq int64) error {
 // outbox and webhooks_abandoned.
 const abandonCols = `seq, service_sid, order_key, created_at, next_attempt, attempts, last_status, last_error, body, data, item_data`
 
-// maxSeq stands for "no bound" in the seq comparisons below.
-const maxSeq = int64(math.MaxInt64)
+// noBound stands for "no bound" in the seq and time comparisons below.
+const noBound = int64(math.MaxInt64)
 
 func (t *tx) AbandonOutbox(ctx context.Context, e *chorus.OutboxEntry, at time.Time) error {
 	// One statement: a row that a concurrent trim moved first is not
@@ -151,7 +151,7 @@ func (t *tx) ReplayAbandoned(ctx context.Context, serviceSID string, now time.Ti
 
 func (t *tx) PurgeAbandoned(ctx context.Context, serviceSID string, before time.Time) (int, error) {
 	fail := func(err error) (int, error) { return 0, fmt.Errorf("postgres: purge abandoned webhooks: %w", err) }
-	cut := maxSeq
+	cut := noBound
 	if !before.IsZero() {
 		cut = sqlrow.Nanos(before)
 	}
@@ -177,7 +177,7 @@ func (t *tx) TrimAbandoned(ctx context.Context, serviceSID string, keep int) (in
 
 func (t *tx) AbandonedWebhooks(ctx context.Context, serviceSID string, beforeSeq int64, limit int) ([]*chorus.AbandonedWebhook, error) {
 	if beforeSeq <= 0 {
-		beforeSeq = maxSeq
+		beforeSeq = noBound
 	}
 	as, err := queryAll(ctx, t, sqlrow.ScanAbandoned, `SELECT `+sqlrow.AbandonedCols+` FROM webhooks_abandoned
 		WHERE service_sid = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3`, serviceSID, beforeSeq, limitArg(limit))
@@ -192,7 +192,7 @@ func (t *tx) AbandonedCounts(ctx context.Context, serviceSIDs []string) (map[str
 	// for one account's, which must not scan every tenant's rows.
 	query, args := `SELECT service_sid, COUNT(*), 0 FROM webhooks_abandoned GROUP BY service_sid`, []any(nil)
 	if serviceSIDs != nil {
-		query = `SELECT service_sid, COUNT(*), 0 FROM webhooks_abandoned ` + `WHERE service_sid = ANY($1)` + ` GROUP BY service_sid`
+		query = `SELECT service_sid, COUNT(*), 0 FROM webhooks_abandoned WHERE service_sid = ANY($1) GROUP BY service_sid`
 		args = []any{serviceSIDs}
 	}
 	rows, err := queryAll(ctx, t, sqlrow.BacklogRow, query, args...)

@@ -100,8 +100,8 @@ func (t *tx) DeleteOutbox(ctx context.Context, seq int64) error {
 // outbox and webhooks_abandoned.
 const abandonCols = `seq, service_sid, order_key, created_at, next_attempt, attempts, last_status, last_error, body, data, item_data`
 
-// maxSeq stands for "no bound" in the seq comparisons below.
-const maxSeq = int64(math.MaxInt64)
+// noBound stands for "no bound" in the seq and time comparisons below.
+const noBound = int64(math.MaxInt64)
 
 func (t *tx) AbandonOutbox(ctx context.Context, e *chorus.OutboxEntry, at time.Time) error {
 	if _, err := t.exec(ctx, `INSERT INTO webhooks_abandoned (`+abandonCols+`, abandoned_at)
@@ -152,10 +152,10 @@ func (t *tx) ReplayAbandoned(ctx context.Context, serviceSID string, now time.Ti
 	if _, err := t.exec(ctx, `INSERT INTO outbox (service_sid, order_key, created_at, next_attempt, attempts,
 			last_status, last_error, body, data, item_data)
 		SELECT service_sid, order_key, CAST(?4 AS BIGINT), CAST(?4 AS BIGINT), 0, 0, '', body, data, item_data
-		FROM webhooks_abandoned WHERE `+oldest+` ORDER BY seq`, serviceSID, limit-1, maxSeq, sqlrow.Nanos(now)); err != nil {
+		FROM webhooks_abandoned WHERE `+oldest+` ORDER BY seq`, serviceSID, limit-1, noBound, sqlrow.Nanos(now)); err != nil {
 		return fail(err)
 	}
-	res, err := t.exec(ctx, `DELETE FROM webhooks_abandoned WHERE `+oldest, serviceSID, limit-1, maxSeq)
+	res, err := t.exec(ctx, `DELETE FROM webhooks_abandoned WHERE `+oldest, serviceSID, limit-1, noBound)
 	if err != nil {
 		return fail(err)
 	}
@@ -168,7 +168,7 @@ func (t *tx) ReplayAbandoned(ctx context.Context, serviceSID string, now time.Ti
 
 func (t *tx) PurgeAbandoned(ctx context.Context, serviceSID string, before time.Time) (int, error) {
 	fail := func(err error) (int, error) { return 0, fmt.Errorf("sqlite: purge abandoned webhooks: %w", err) }
-	cut := maxSeq
+	cut := noBound
 	if !before.IsZero() {
 		cut = sqlrow.Nanos(before)
 	}
@@ -202,7 +202,7 @@ func (t *tx) TrimAbandoned(ctx context.Context, serviceSID string, keep int) (in
 
 func (t *tx) AbandonedWebhooks(ctx context.Context, serviceSID string, beforeSeq int64, limit int) ([]*chorus.AbandonedWebhook, error) {
 	if beforeSeq <= 0 {
-		beforeSeq = maxSeq
+		beforeSeq = noBound
 	}
 	as, err := queryAll(ctx, t, sqlrow.ScanAbandoned, `SELECT `+sqlrow.AbandonedCols+` FROM webhooks_abandoned
 		WHERE service_sid = ?1 AND seq < ?2 ORDER BY seq DESC LIMIT ?3`, serviceSID, beforeSeq, limitArg(limit))
@@ -221,7 +221,7 @@ func (t *tx) AbandonedCounts(ctx context.Context, serviceSIDs []string) (map[str
 		if err != nil {
 			return nil, fmt.Errorf("sqlite: count abandoned webhooks: %w", err)
 		}
-		query = `SELECT service_sid, COUNT(*), 0 FROM webhooks_abandoned ` + `WHERE service_sid IN (SELECT value FROM json_each(?))` + ` GROUP BY service_sid`
+		query = `SELECT service_sid, COUNT(*), 0 FROM webhooks_abandoned WHERE service_sid IN (SELECT value FROM json_each(?)) GROUP BY service_sid`
 		args = []any{string(list)}
 	}
 	rows, err := queryAll(ctx, t, sqlrow.BacklogRow, query, args...)
