@@ -335,14 +335,16 @@ func (g *Gateway) Close(ctx context.Context) error {
 	// item in a tester's rolling restart).
 	g.draining.Store(true)
 	dctx, dcancel := context.WithTimeout(ctx, drainTimeout)
+	tick := time.NewTicker(5 * time.Millisecond)
 	for _, c := range conns {
 		for !c.idle() && dctx.Err() == nil {
 			select {
 			case <-dctx.Done():
-			case <-time.After(5 * time.Millisecond):
+			case <-tick.C:
 			}
 		}
 	}
+	tick.Stop()
 	dcancel()
 	g.cancel()
 	if g.controlCancel != nil {

@@ -142,7 +142,6 @@ func (d *Dispatcher) Replay(ctx context.Context, sid string) (replayed, left int
 		return 0, 0, fmt.Errorf("webhook: replay abandoned webhooks of %s: %w", sid, err)
 	}
 	if replayed > 0 {
-		d.log.Info("webhook: abandoned webhooks replayed", "service", sid, "replayed", replayed, "left", left)
 		// The operator says the receiver is back: its pause on this node
 		// ends (on the delivering node, if it is another, the pause runs
 		// out first: at most maxPause).
@@ -170,6 +169,7 @@ func (d *Dispatcher) AbandonedCounts(ctx context.Context, sids []string) (map[st
 }
 
 // Purge deletes service sid's abandoned webhooks and returns how many.
+// Its caller logs who asked (as Replay's does).
 func (d *Dispatcher) Purge(ctx context.Context, sid string) (int, error) {
 	var n int
 	err := d.cfg.Store.Update(ctx, func(tx chorus.Tx) (err error) {
@@ -178,9 +178,6 @@ func (d *Dispatcher) Purge(ctx context.Context, sid string) (int, error) {
 	})
 	if err != nil {
 		return 0, fmt.Errorf("webhook: purge abandoned webhooks of %s: %w", sid, err)
-	}
-	if n > 0 {
-		d.log.Info("webhook: abandoned webhooks purged", "service", sid, "purged", n)
 	}
 	return n, nil
 }

@@ -117,87 +117,60 @@ func (t *tx) AbandonOutbox(ctx context.Context, e *chorus.OutboxEntry, at time.T
 }
 
 func (t *tx) TrimOutbox(ctx context.Context, serviceSID string, keep int, at time.Time, reason string) (int, error) {
-	fail := func(err error) (int, error) { return 0, fmt.Errorf("sqlite: trim outbox of %s: %w", serviceSID, err) }
 	// The entries beyond the newest keep: seq up to the keep+1-th newest's.
+	// (One writer: the two statements see the same rows.)
 	const beyond = `service_sid = ?1 AND seq <= (
 		SELECT seq FROM outbox WHERE service_sid = ?1 ORDER BY seq DESC LIMIT 1 OFFSET ?2)`
-	if _, err := t.exec(ctx, `INSERT INTO webhooks_abandoned (`+abandonCols+`, abandoned_at)
+	_, err := t.exec(ctx, `INSERT INTO webhooks_abandoned (`+abandonCols+`, abandoned_at)
 		SELECT seq, service_sid, order_key, created_at, next_attempt, attempts, last_status, CAST(?3 AS TEXT), body, data, item_data,
 			CAST(?4 AS BIGINT)
-		FROM outbox WHERE `+beyond, serviceSID, keep, reason, sqlrow.Nanos(at)); err != nil {
-		return fail(err)
+		FROM outbox WHERE `+beyond, serviceSID, keep, reason, sqlrow.Nanos(at))
+	n := 0
+	if err == nil {
+		n, err = t.execCount(ctx, `DELETE FROM outbox WHERE `+beyond, serviceSID, keep)
 	}
-	res, err := t.exec(ctx, `DELETE FROM outbox WHERE `+beyond, serviceSID, keep)
 	if err != nil {
-		return fail(err)
+		return 0, fmt.Errorf("sqlite: trim outbox of %s: %w", serviceSID, err)
 	}
-	n, err := res.RowsAffected()
-	if err != nil {
-		return fail(err)
-	}
-	return int(n), nil
+	return n, nil
 }
 
 func (t *tx) ReplayAbandoned(ctx context.Context, serviceSID string, now time.Time, limit int) (int, error) {
-	fail := func(err error) (int, error) {
+	const oldest = `seq IN (SELECT seq FROM webhooks_abandoned WHERE service_sid = ?1 ORDER BY seq LIMIT ?2)`
+	_, err := t.exec(ctx, `INSERT INTO outbox (service_sid, order_key, created_at, next_attempt, attempts,
+			last_status, last_error, body, data, item_data)
+		SELECT service_sid, order_key, CAST(?3 AS BIGINT), CAST(?3 AS BIGINT), 0, 0, '', body, data, item_data
+		FROM webhooks_abandoned WHERE `+oldest+` ORDER BY seq`, serviceSID, limitArg(limit), sqlrow.Nanos(now))
+	n := 0
+	if err == nil {
+		n, err = t.execCount(ctx, `DELETE FROM webhooks_abandoned WHERE `+oldest, serviceSID, limitArg(limit))
+	}
+	if err != nil {
 		return 0, fmt.Errorf("sqlite: replay abandoned webhooks of %s: %w", serviceSID, err)
 	}
-	if limit <= 0 {
-		limit = math.MaxInt32
-	}
-	// The oldest limit: seq up to the limit-th oldest's (every one when
-	// there are fewer).
-	const oldest = `service_sid = ?1 AND seq <= COALESCE((
-		SELECT seq FROM webhooks_abandoned WHERE service_sid = ?1 ORDER BY seq LIMIT 1 OFFSET ?2), CAST(?3 AS BIGINT))`
-	if _, err := t.exec(ctx, `INSERT INTO outbox (service_sid, order_key, created_at, next_attempt, attempts,
-			last_status, last_error, body, data, item_data)
-		SELECT service_sid, order_key, CAST(?4 AS BIGINT), CAST(?4 AS BIGINT), 0, 0, '', body, data, item_data
-		FROM webhooks_abandoned WHERE `+oldest+` ORDER BY seq`, serviceSID, limit-1, noBound, sqlrow.Nanos(now)); err != nil {
-		return fail(err)
-	}
-	res, err := t.exec(ctx, `DELETE FROM webhooks_abandoned WHERE `+oldest, serviceSID, limit-1, noBound)
-	if err != nil {
-		return fail(err)
-	}
-	n, err := res.RowsAffected()
-	if err != nil {
-		return fail(err)
-	}
-	return int(n), nil
+	return n, nil
 }
 
 func (t *tx) PurgeAbandoned(ctx context.Context, serviceSID string, before time.Time) (int, error) {
-	fail := func(err error) (int, error) { return 0, fmt.Errorf("sqlite: purge abandoned webhooks: %w", err) }
 	cut := noBound
 	if !before.IsZero() {
 		cut = sqlrow.Nanos(before)
 	}
-	res, err := t.exec(ctx, `DELETE FROM webhooks_abandoned WHERE (CAST(?1 AS TEXT) = '' OR service_sid = ?1) AND abandoned_at < ?2`,
+	n, err := t.execCount(ctx, `DELETE FROM webhooks_abandoned WHERE (CAST(?1 AS TEXT) = '' OR service_sid = ?1) AND abandoned_at < ?2`,
 		serviceSID, cut)
 	if err != nil {
-		return fail(err)
+		return 0, fmt.Errorf("sqlite: purge abandoned webhooks: %w", err)
 	}
-	n, err := res.RowsAffected()
-	if err != nil {
-		return fail(err)
-	}
-	return int(n), nil
+	return n, nil
 }
 
 func (t *tx) TrimAbandoned(ctx context.Context, serviceSID string, keep int) (int, error) {
-	fail := func(err error) (int, error) {
-		return 0, fmt.Errorf("sqlite: trim abandoned webhooks of %s: %w", serviceSID, err)
-	}
-	res, err := t.exec(ctx, `DELETE FROM webhooks_abandoned WHERE service_sid = ?1 AND seq <= (
+	n, err := t.execCount(ctx, `DELETE FROM webhooks_abandoned WHERE service_sid = ?1 AND seq <= (
 		SELECT seq FROM webhooks_abandoned WHERE service_sid = ?1 ORDER BY seq DESC LIMIT 1 OFFSET ?2)`, serviceSID, keep)
 	if err != nil {
-		return fail(err)
+		return 0, fmt.Errorf("sqlite: trim abandoned webhooks of %s: %w", serviceSID, err)
 	}
-	n, err := res.RowsAffected()
-	if err != nil {
-		return fail(err)
-	}
-	return int(n), nil
+	return n, nil
 }
 
 func (t *tx) AbandonedWebhooks(ctx context.Context, serviceSID string, beforeSeq int64, limit int) ([]*chorus.AbandonedWebhook, error) {

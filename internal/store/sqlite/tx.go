@@ -69,6 +69,16 @@ func (t *tx) exec(ctx context.Context, query string, args ...any) (sql.Result, e
 	return t.c.exec(ctx, query, args...)
 }
 
+// execCount runs a statement and returns how many rows it changed.
+func (t *tx) execCount(ctx context.Context, query string, args ...any) (int, error) {
+	res, err := t.exec(ctx, query, args...)
+	if err != nil {
+		return 0, err
+	}
+	n, err := res.RowsAffected()
+	return int(n), err
+}
+
 // execOne runs a statement that must change a row, else ErrNotFound.
 func (t *tx) execOne(ctx context.Context, query string, args ...any) error {
 	res, err := t.exec(ctx, query, args...)

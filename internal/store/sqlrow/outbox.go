@@ -12,19 +12,9 @@ const OutboxCols = `seq, service_sid, order_key, created_at, next_attempt, attem
 // ScanOutbox scans a row of OutboxCols.
 func ScanOutbox(sc Scanner) (*chorus.OutboxEntry, error) {
 	var e chorus.OutboxEntry
-	var created, next, attempts, status int64
-	var body string
-	var data, itemData []byte
-	if err := sc.Scan(&e.Seq, &e.ServiceSID, &e.OrderKey, &created, &next, &attempts, &status, &e.LastError,
-		&body, &data, &itemData); err != nil {
+	if err := scanOutbox(sc, &e); err != nil {
 		return nil, err
 	}
-	ev, err := DecodeEvent(body, data, itemData)
-	if err != nil {
-		return nil, err
-	}
-	e.Event, e.DateCreated, e.NextAttempt = ev, Time(created), Time(next)
-	e.Attempts, e.LastStatus = int(attempts), int(status)
 	return &e, nil
 }
 
@@ -35,22 +25,32 @@ const AbandonedCols = OutboxCols + `, abandoned_at`
 // ScanAbandoned scans a row of AbandonedCols.
 func ScanAbandoned(sc Scanner) (*chorus.AbandonedWebhook, error) {
 	var a chorus.AbandonedWebhook
-	var created, next, attempts, status, abandoned int64
+	var abandoned int64
+	if err := scanOutbox(sc, &a.OutboxEntry, &abandoned); err != nil {
+		return nil, err
+	}
+	a.DateAbandoned = Time(abandoned)
+	return &a, nil
+}
+
+// scanOutbox scans OutboxCols into e, and the columns after them into
+// more.
+func scanOutbox(sc Scanner, e *chorus.OutboxEntry, more ...any) error {
+	var created, next, attempts, status int64
 	var body string
 	var data, itemData []byte
-	e := &a.OutboxEntry
-	if err := sc.Scan(&e.Seq, &e.ServiceSID, &e.OrderKey, &created, &next, &attempts, &status, &e.LastError,
-		&body, &data, &itemData, &abandoned); err != nil {
-		return nil, err
+	dest := append([]any{&e.Seq, &e.ServiceSID, &e.OrderKey, &created, &next, &attempts, &status, &e.LastError,
+		&body, &data, &itemData}, more...)
+	if err := sc.Scan(dest...); err != nil {
+		return err
 	}
 	ev, err := DecodeEvent(body, data, itemData)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	e.Event, e.DateCreated, e.NextAttempt = ev, Time(created), Time(next)
 	e.Attempts, e.LastStatus = int(attempts), int(status)
-	a.DateAbandoned = Time(abandoned)
-	return &a, nil
+	return nil
 }
 
 // OfflineCols are the presence_identities columns ScanOffline reads.
