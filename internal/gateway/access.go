@@ -629,8 +629,10 @@ func (g *Gateway) RevokeKeys(ctx context.Context, accountSID string, keySIDs ...
 	return nil
 }
 
-// forgetKeys empties the API key cache (keys.go).
+// forgetKeys records that keys may have changed (keyGen) and empties the
+// API key cache (keys.go).
 func (g *Gateway) forgetKeys() {
+	g.keysHeard.Add(1)
 	if g.keys != nil {
 		g.keys.invalidate()
 	}

@@ -134,7 +134,7 @@ func (c *conn) handleMessage(ctx context.Context, f *protocol.Frame) error {
 		r.body = f.Payload
 	}
 	if isEMSToken(r.segs) { // twilio-sync 0.5–0.7, see ems.go
-		c.sendHTTP(id, c.g.emsToken(ctx, r.method, f.Payload))
+		c.sendHTTP(id, c.g.emsToken(ctx, r.method, f.Payload, c))
 		return nil
 	}
 	if len(r.segs) == 2 && r.segs[0] == "v4" && r.segs[1] == "Subscriptions" {

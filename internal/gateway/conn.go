@@ -786,8 +786,8 @@ func serverStatus(e *chorus.Error) *protocol.Status {
 }
 
 // verified is what a token's verification found: its claims, its
-// service, and the API key that signed it, as read then (keyGen: the key
-// cache's generation before the read).
+// service, and the API key that signed it, as read then (keyGen: the
+// gateway's key generation before the read).
 type verified struct {
 	claims *token.Claims
 	svc    *chorus.Service
@@ -795,12 +795,10 @@ type verified struct {
 	keyGen uint64
 }
 
-// keyGen is the key cache's generation (0 without one).
+// keyGen is the number of changes of keys this node has heard of
+// (forgetKeys), with or without a key cache.
 func (g *Gateway) keyGen() uint64 {
-	if g.keys == nil {
-		return 0
-	}
-	return g.keys.generation()
+	return g.keysHeard.Load()
 }
 
 // authenticate verifies a token and resolves its service. A non-nil status
@@ -808,7 +806,7 @@ func (g *Gateway) keyGen() uint64 {
 // session: while the store is out of reach, a token signed with the key
 // that signed the session's current token is verified against that key
 // as last read (unless a revocation or another change of keys was heard
-// since: the key cache's generation moved), and its service is the
+// since: keyGen moved), and its service is the
 // session's if it is of the session's account and names the service as
 // the session's token did. The renewal then grants nothing the live
 // session does not hold already, and the session, which stays open
@@ -827,7 +825,7 @@ func (c *conn) authenticate(ctx context.Context, raw string, renew bool) (verifi
 			c.mu.Lock()
 			last, lastGen, current := c.key, c.keyGen, c.keySID
 			c.mu.Unlock()
-			if last != nil && last.SID == sid && current == sid && lastGen == gen && c.g.keys != nil {
+			if last != nil && last.SID == sid && current == sid && lastGen == gen {
 				k, err, stale = last, nil, true
 			}
 		}

@@ -51,8 +51,16 @@ func isEMSToken(segs []string) bool {
 	return len(segs) == 2 && segs[0] == "v1" && segs[1] == "token"
 }
 
-// emsToken answers one token exchange.
-func (g *Gateway) emsToken(ctx context.Context, method string, body []byte) response {
+// emsToken answers one token exchange; sess is the session it came
+// through (nil over plain HTTP). Through a session, the token must be of
+// the session's identity and service, as an update's must (handleUpdate):
+// twilio-sync 0.5–0.7 exchange a renewed token first and send the
+// socket's update only once the exchange succeeded, and an exchange that
+// accepted what the update then refused had them re-register their
+// notifications on a socket being closed, which crashed the process with
+// an unhandled rejection. Refused here (401), updateToken rejects and the
+// session goes on with its token.
+func (g *Gateway) emsToken(ctx context.Context, method string, body []byte, sess *conn) response {
 	if method != http.MethodPost {
 		return errorResponse(chorus.ErrMethod)
 	}
@@ -66,6 +74,9 @@ func (g *Gateway) emsToken(ctx context.Context, method string, body []byte) resp
 	claims, svc, e := g.verify(ctx, req.FPAToken)
 	if e != nil {
 		return errorResponse(e)
+	}
+	if sess != nil && (claims.Identity != sess.claims.Identity || svc.SID != sess.svc.SID) {
+		return errorResponse(chorus.Errorf(chorus.ErrTokenInvalid, "Invalid Access Token: identity or service differs from the session's"))
 	}
 	status := "NEW"
 	if req.ContinuationToken != "" {
@@ -141,7 +152,7 @@ func (g *Gateway) ServeEMSToken(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		resp = errorResponse(chorus.Errorf(chorus.ErrTooLarge, "Request entity too large"))
 	} else {
-		resp = g.emsToken(r.Context(), r.Method, body)
+		resp = g.emsToken(r.Context(), r.Method, body, nil)
 	}
 	h.Set("Content-Type", "application/json")
 	w.WriteHeader(resp.status)

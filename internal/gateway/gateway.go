@@ -183,6 +183,7 @@ type Gateway struct {
 	controlCancel func()        // the control topic's Bus subscription
 	svcMu         sync.Mutex    // orders service re-reads with their stores (access.go)
 	controlEpoch  atomic.Uint64 // control events handled (access.go)
+	keysHeard     atomic.Uint64 // changes of keys heard of (keyGen)
 }
 
 var _ http.Handler = (*Gateway)(nil)

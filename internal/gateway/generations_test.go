@@ -198,6 +198,15 @@ func TestEMSTokenExchange(t *testing.T) {
 		r := c.do("POST", "https://ems.us1.twilio.com/v1/token", nil, json.RawMessage(req))
 		check(t, r.Status, r.Body)
 		wantStatus(t, "bad token", c.do("POST", "/v1/token", nil, map[string]any{"fpa_token": "x.y.z"}), 401, 0)
+		// Through a session, a token of another identity is refused, as
+		// the socket's update would refuse it: accepted here, it had
+		// twilio-sync 0.5 and 0.7 crash (see emsToken).
+		other, _ := json.Marshal(map[string]any{"fpa_token": e.token("mallory", time.Hour), "continuation_token": "ct_1"})
+		wantStatus(t, "another identity's token", c.do("POST", "/v1/token", nil, json.RawMessage(other)), 401, 20101)
+		renewed, _ := json.Marshal(map[string]any{"fpa_token": e.token("alice", 2*time.Hour), "continuation_token": "ct_1"})
+		if r := c.do("POST", "/v1/token", nil, json.RawMessage(renewed)); r.Status != 200 || !strings.Contains(string(r.Body), `"UPDATED"`) {
+			t.Errorf("a renewal of the session's identity = %d %s, want 200 UPDATED", r.Status, r.Body)
+		}
 	})
 	t.Run("http", func(t *testing.T) {
 		srv := httptest.NewServer(http.HandlerFunc(e.gw.ServeEMSToken))

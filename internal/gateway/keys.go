@@ -64,13 +64,6 @@ func (k *keyCache) get(ctx context.Context, sid string) (*chorus.APIKey, error) 
 	return key, nil
 }
 
-// generation is the number of invalidations so far.
-func (k *keyCache) generation() uint64 {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	return k.gen
-}
-
 // invalidate forgets every key.
 func (k *keyCache) invalidate() {
 	k.mu.Lock()

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -102,12 +103,25 @@ func TestUpdate(t *testing.T) {
 // says stays open through a store outage. Nothing else gets through: a new
 // session is 503 (20503, not 500: the client's to retry), another identity
 // or a forged signature is 401.
+// TestUpdateWhileStoreAway runs with this node's API key cache (one node)
+// and without it (a cluster's shared store, where the cache is off): the
+// fallback must hold in both, and refuse the same tokens in both.
 func TestUpdateWhileStoreAway(t *testing.T) {
+	for _, shared := range []bool{false, true} {
+		t.Run(fmt.Sprintf("shared=%v", shared), func(t *testing.T) { testUpdateWhileStoreAway(t, shared) })
+	}
+}
+
+func testUpdateWhileStoreAway(t *testing.T, shared bool) {
 	var away atomic.Bool
 	e := newEnv(t, func(e *env, c *Config) {
 		eng := engine.New(engine.Config{Store: awayStore{e.st, &away}, Bus: e.bus})
 		c.Engine, c.Verifier = eng, &token.Verifier{Keys: eng.APIKey}
+		c.SharedStore = shared
 	})
+	if (e.gw.keys == nil) != shared {
+		t.Fatalf("key cache = %v with SharedStore %v", e.gw.keys != nil, shared)
+	}
 	ctx := context.Background()
 	// Another account with a key and a service: its tokens must not renew
 	// alice's session (a reviewer's attack on the first version).
@@ -146,9 +160,11 @@ func TestUpdateWhileStoreAway(t *testing.T) {
 	if st := update(foreign("alice")); st == nil || st.Code == 200 {
 		t.Errorf("another account's cached key, store away = %+v, want a refusal", st)
 	}
-	e.gw.keys.mu.Lock()
-	clear(e.gw.keys.keys) // the key too (a cache miss, not a change of keys)
-	e.gw.keys.mu.Unlock()
+	if e.gw.keys != nil {
+		e.gw.keys.mu.Lock()
+		clear(e.gw.keys.keys) // the key too (a cache miss, not a change of keys)
+		e.gw.keys.mu.Unlock()
+	}
 	if st := update(e.token("alice", 2*time.Hour)); st == nil || st.Code != 200 {
 		t.Fatalf("renewal with the store away = %+v, want 200", st)
 	}
@@ -180,7 +196,7 @@ func TestUpdateWhileStoreAway(t *testing.T) {
 	}
 	// Once keys changed (a revocation heard, say), the key as last read
 	// is not trusted any more.
-	e.gw.keys.invalidate()
+	e.gw.forgetKeys()
 	if st := update(e.token("alice", time.Hour)); st == nil || st.Code != 503 {
 		t.Errorf("renewal with the store away after keys changed = %+v, want 503", st)
 	}

@@ -258,6 +258,26 @@ async function main() {
           `states of both clients since: ${states.slice(seen).join(',') || 'none'}`);
       }
     }
+    // A token of another identity is refused, and the app survives it. 0.5 and 0.7 resolved
+    // updateToken (the EMS exchange accepted the token), then re-registered their notifications on a
+    // socket the refused update was closing, and Node exited on the SDK's unhandled rejection
+    // "Twilsock disconnected" (a tester's finding). On its own client: a refused update stops it.
+    const z = newClient(`${unique}-z`);
+    try {
+      await ready(z);
+      let err = null;
+      try {
+        await withTimeout(z.updateToken(mint(`${unique}-other`)), 10000, "updateToken with another identity's token");
+      } catch (e) {
+        err = e;
+      }
+      if (!err) throw new Error("updateToken with another identity's token resolved");
+      if (/^timeout after/.test(err.message)) throw err;
+      await sleep(1000); // a late rejection would come now
+      if (crashes.length) throw new Error(crashes[0]);
+    } finally {
+      await withTimeout(z.shutdown(), 3000, 'shutdown').catch(() => {});
+    }
   });
 
   await feature('resume', async () => {
