@@ -87,7 +87,9 @@ type OutboxReader interface {
 	// at or after since, in name order.
 	LiveNodes(ctx context.Context, since time.Time) ([]string, error)
 	// AbandonedWebhooks returns a service's abandoned webhooks with a Seq
-	// below beforeSeq (0: from the newest), newest first, at most limit.
+	// below beforeSeq (0: from the newest), newest first, at most limit,
+	// without their events' Data and ItemData (nil): ReplayAbandoned
+	// keeps those, and Outbox returns them.
 	AbandonedWebhooks(ctx context.Context, serviceSID string, beforeSeq int64, limit int) ([]*AbandonedWebhook, error)
 	// AbandonedCounts returns how many abandoned webhooks each of the
 	// services serviceSIDs (nil: every service) keeps, those with none

@@ -183,6 +183,16 @@ func TestAbandonedWebhooksAPI(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+	// Back among the abandoned, they are not replayed again at once: an
+	// account calling Replay in a loop would have this host send as many
+	// webhooks as it liked (a reviewer's finding).
+	res = do(t, h, "POST", base+"/Replay", user, pass, nil)
+	if res.status != http.StatusTooManyRequests || res.body["code"] != float64(20429) {
+		t.Fatalf("a second replay at once: %d %v, want 429 with code 20429", res.status, res.body)
+	}
+	if page, err := f.d.AbandonedWebhooks(ctx, f.svc.SID, 0, 10); err != nil || len(page.Webhooks) != 3 {
+		t.Fatalf("after the refused replay: %d kept, %v; want 3", len(page.Webhooks), err)
+	}
 	res = do(t, h, "DELETE", base, f.creds.APIKeySID, f.creds.APISecret, nil)
 	if res.status != http.StatusOK || res.body["purged"] != float64(3) {
 		t.Fatalf("purge: %d %v", res.status, res.body)

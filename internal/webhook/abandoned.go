@@ -19,6 +19,9 @@ const (
 	// DefaultMaxAbandoned is how many abandoned webhooks a service keeps
 	// at most (the newest).
 	DefaultMaxAbandoned = 10_000
+	// DefaultReplayInterval is the least time between two replays of a
+	// service's abandoned webhooks on one node.
+	DefaultReplayInterval = time.Minute
 	// abandonedSweep is how often at most the delivering node deletes
 	// abandoned webhooks past their keeping (sweepEvery).
 	abandonedSweep = time.Minute
@@ -108,7 +111,22 @@ func (d *Dispatcher) AbandonedWebhooks(ctx context.Context, sid string, beforeSe
 // back and how many are left. The delivering node sends them: at once if
 // it is this one, whose pause of a failing receiver ends; another within
 // Poll, after its pause of the receiver, if any, ran out.
+//
+// A service's webhooks are replayed at most once per ReplayInterval on
+// this node (ErrTooManyRequests until then): one request puts back up to
+// MaxPending webhooks and ends the receiver's pause, and a receiver that
+// refuses them (4xx) has them abandoned again at once, so an account
+// calling Replay in a loop would otherwise have this host send as many
+// requests as it liked to any URL (a reviewer had 5 calls send 10,015).
 func (d *Dispatcher) Replay(ctx context.Context, sid string) (replayed, left int, err error) {
+	d.mu.Lock()
+	last, seen := d.replayedAt[sid]
+	d.mu.Unlock()
+	if wait := d.cfg.ReplayInterval - time.Since(last); seen && wait > 0 {
+		return 0, 0, chorus.Errorf(chorus.ErrTooManyRequests,
+			"This service's abandoned webhooks were replayed less than %s ago: try again in %s",
+			d.cfg.ReplayInterval, wait.Truncate(time.Second)+time.Second)
+	}
 	err = d.cfg.Store.Update(ctx, func(tx chorus.Tx) error {
 		pending := 0
 		backlog, err := tx.OutboxBacklog(ctx)
@@ -148,10 +166,30 @@ func (d *Dispatcher) Replay(ctx context.Context, sid string) (replayed, left int
 		h := d.healthOf(sid)
 		d.mu.Lock()
 		h.consecutive, h.pausedUntil = 0, time.Time{}
+		if d.cfg.ReplayInterval > 0 {
+			if len(d.replayedAt) >= maxReplayedAt {
+				d.forgetReplaysLocked()
+			}
+			d.replayedAt[sid] = time.Now()
+		}
 		d.mu.Unlock()
 		d.kick(sid)
 	}
 	return replayed, left, nil
+}
+
+// maxReplayedAt bounds Dispatcher.replayedAt: past it, replays older than
+// ReplayInterval are forgotten.
+const maxReplayedAt = 10_000
+
+// forgetReplaysLocked deletes the replay times that no longer hold a
+// replay back. d.mu is held.
+func (d *Dispatcher) forgetReplaysLocked() {
+	for sid, at := range d.replayedAt {
+		if time.Since(at) >= d.cfg.ReplayInterval {
+			delete(d.replayedAt, sid)
+		}
+	}
 }
 
 // AbandonedCounts returns how many abandoned webhooks each of the services

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/chorus-sync/chorus"
+	"github.com/chorus-sync/chorus/internal/engine"
 	"github.com/chorus-sync/chorus/internal/webhook"
 )
 
@@ -166,6 +167,43 @@ func TestDialTimeCheck(t *testing.T) {
 		t.Fatalf("AllowPrivate: %v", err)
 	}
 	resp.Body.Close()
+}
+
+// A webhook refused at dial time is kept with a reason that does not say
+// what the name resolved to: the reason is shown to the service's
+// account, and would tell it how this host resolves internal names. The
+// address goes to the operator's log.
+func TestRefusedAddressReasonHidesTheAddress(t *testing.T) {
+	ctx := context.Background()
+	var conns atomic.Int32
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	srv.Config.ConnState = func(net.Conn, http.ConnState) { conns.Add(1) }
+	srv.Start()
+	defer srv.Close()
+	_, port, _ := net.SplitHostPort(srv.Listener.Addr().String())
+	rebind := &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, address string) (net.Conn, error) {
+		return fakeDNS(t, "127.0.0.1")
+	}}
+	e := newEnv(t, webhook.Config{Client: webhook.NewClient(webhook.Policy{}, 2*time.Second, rebind), Poll: 50 * time.Millisecond})
+	svc := e.service(t, "http://db.internal.example:"+port+"/hook")
+	if _, err := e.eng.CreateObject(ctx, engine.SystemActor(), svc, chorus.KindDocument, engine.CreateObject{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "the webhook given up on", func() bool { return e.d.Abandoned.Load() == 1 && e.pending(t) == 0 })
+	page, err := e.d.AbandonedWebhooks(ctx, svc.SID, 0, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(page.Webhooks) != 1 {
+		t.Fatalf("%d abandoned, want 1", len(page.Webhooks))
+	}
+	why := page.Webhooks[0].LastError
+	if !strings.Contains(why, "address not allowed") || strings.Contains(why, "127.0.0.1") {
+		t.Errorf("reason %q: want 'address not allowed' without the address", why)
+	}
+	if n := conns.Load(); n != 0 {
+		t.Errorf("the loopback receiver saw %d connections", n)
+	}
 }
 
 // fakeDNS returns one end of an in-memory connection whose other end

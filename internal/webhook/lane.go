@@ -792,7 +792,11 @@ func (d *Dispatcher) post(ctx context.Context, svc *chorus.Service, acct *chorus
 	if err != nil {
 		d.Failed.Add(1)
 		if errors.Is(err, ErrRefusedAddress) {
-			return attemptResult{res: abandon, why: redactErr(err)}
+			// The address goes to the operator's log only: the reason is
+			// shown to the service's account, which could otherwise learn
+			// what this host's resolver makes of internal names.
+			d.warnRateLimited("webhook: address refused", "service", e.ServiceSID, "err", redactErr(err))
+			return attemptResult{res: abandon, why: refusedAddressWhy}
 		}
 		return attemptResult{res: retry, why: redactErr(err)}
 	}
@@ -956,6 +960,10 @@ func reasonText(why string) string {
 
 // redactErr describes a delivery error without the URL's query (which may
 // carry a receiver's secret).
+// refusedAddressWhy is the reason recorded for a webhook whose URL's
+// host resolved to an address the policy refuses (Policy.checkAddr).
+const refusedAddressWhy = "webhook: address not allowed: the URL's host resolves to a loopback, private or reserved address"
+
 func redactErr(err error) string {
 	var ue *url.Error
 	if errors.As(err, &ue) {

@@ -84,6 +84,10 @@ type Config struct {
 	// replayed (Replay); default DefaultKeepAbandoned, negative: none are.
 	KeepAbandoned time.Duration
 	MaxAbandoned  int // kept per service at most; default DefaultMaxAbandoned
+	// ReplayInterval is the least time between two replays of a service's
+	// webhooks on this node (Replay); default DefaultReplayInterval,
+	// negative: none.
+	ReplayInterval time.Duration
 	// NodesDead, when set, is called (on the run loop; it must not block)
 	// when the leader presumed nodes dead that had not left (Leave): they
 	// may have died between committing changes and publishing them, so
@@ -139,6 +143,9 @@ type Dispatcher struct {
 	// round post the same page once more, without pause).
 	// A given-up entry's value says why: it is kept as abandoned.
 	undeleted map[int64]*givenUp
+	// replayedAt is when each service's webhooks were last replayed on
+	// this node (Replay), at most maxReplayedAt.
+	replayedAt map[string]time.Time
 
 	presence presenceQueue
 
@@ -180,6 +187,9 @@ func New(cfg Config) *Dispatcher {
 		cfg.KeepAbandoned = DefaultKeepAbandoned
 	}
 	defi(&cfg.MaxAbandoned, DefaultMaxAbandoned)
+	if cfg.ReplayInterval == 0 {
+		cfg.ReplayInterval = DefaultReplayInterval
+	}
 	if cfg.Clock == nil {
 		cfg.Clock = time.Now
 	}
@@ -196,6 +206,7 @@ func New(cfg Config) *Dispatcher {
 		services: make(map[string]cachedService), lanes: make(map[string]*lane), health: make(map[string]*health),
 		unrecorded: make(map[int64]unrecordedRetry),
 		undeleted:  make(map[int64]*givenUp),
+		replayedAt: make(map[string]time.Time),
 		warnGate:   ratelog.New(time.Second, 1),
 	}
 	d.presence.init(d)

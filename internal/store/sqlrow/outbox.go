@@ -19,8 +19,12 @@ func ScanOutbox(sc Scanner) (*chorus.OutboxEntry, error) {
 }
 
 // AbandonedCols are the webhooks_abandoned columns ScanAbandoned reads,
-// in order: the outbox's, then when the entry was given up on.
-const AbandonedCols = OutboxCols + `, abandoned_at`
+// in order: the outbox's, but NULL for the event's data and item data,
+// then when the entry was given up on. A listing shows what was given up
+// on and why, not the payloads: a page of 1,000 would otherwise read and
+// decode up to 32 MB of them (a reviewer's finding). A replay moves them
+// in SQL, and the outbox's reads return them.
+const AbandonedCols = `seq, service_sid, order_key, created_at, next_attempt, attempts, last_status, last_error, body, NULL, NULL, abandoned_at`
 
 // ScanAbandoned scans a row of AbandonedCols.
 func ScanAbandoned(sc Scanner) (*chorus.AbandonedWebhook, error) {
