@@ -159,8 +159,14 @@ func cmdRestore(ctx context.Context, args []string, stdout io.Writer) error {
 	defer os.RemoveAll(stage)
 	defer sqlite.KeepFresh(stage)()
 	info, err := sqlite.Restore(ctx, f, filepath.Join(stage, server.DBFile))
-	if err != nil {
+	switch {
+	case err == nil:
+	case ctx.Err() != nil:
+		return fmt.Errorf("restore of %s interrupted, %s left untouched: %w", file, *dataDir, err)
+	case errors.Is(err, sqlite.ErrNotBackup):
 		return fmt.Errorf("%s refused, %s left untouched: %w", file, *dataDir, err)
+	default: // the disk, the file's reading, a newer schema: not a bad file
+		return fmt.Errorf("restore of %s into %s failed, %s left untouched: %w", file, *dataDir, *dataDir, err)
 	}
 	if err := installRestored(stage, *dataDir, exists); err != nil {
 		return fmt.Errorf("restore into %s: %w", *dataDir, err)

@@ -376,3 +376,80 @@ func TestBackupRemovesAbandonedStaging(t *testing.T) {
 		}
 	}
 }
+
+// TestRestoreInterruptedSaysSo: a restore stopped by Ctrl-C says it was
+// interrupted, not that the backup was refused (an operator would throw a
+// good backup away), and leaves the data directory as it was.
+func TestRestoreInterruptedSaysSo(t *testing.T) {
+	ctx := context.Background()
+	db := filepath.Join(t.TempDir(), server.DBFile)
+	st, err := sqlite.Open(ctx, db, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	backup := filepath.Join(t.TempDir(), "chorus.backup")
+	f, err := os.Create(backup)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sqlite.Backup(ctx, db, t.TempDir(), f); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	into := filepath.Join(t.TempDir(), "data")
+	stopped, cancel := context.WithCancel(ctx)
+	cancel()
+	err = cmdRestore(stopped, []string{"--data-dir", into, backup}, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "interrupted") || strings.Contains(err.Error(), "refused") {
+		t.Errorf("an interrupted restore = %v, want it said interrupted, not refused", err)
+	}
+	if _, err := os.Stat(into); !os.IsNotExist(err) {
+		t.Errorf("the interrupted restore made the data directory: %v", err)
+	}
+	if err := cmdRestore(ctx, []string{"--data-dir", into, backup}, io.Discard); err != nil {
+		t.Errorf("the same backup, not interrupted: %v", err)
+	}
+}
+
+// TestCopyWarnsOfWebhooksLeftBehind: migrate --from-data-dir carries no
+// webhooks; it says how many pending and how many abandoned ones (kept to
+// be replayed) stay behind. It said nothing of the abandoned ones, which
+// vanished from the console after the move (a tester's finding).
+func TestCopyWarnsOfWebhooksLeftBehind(t *testing.T) {
+	ctx := context.Background()
+	st, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), server.DBFile), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	var none strings.Builder
+	warnPendingWebhooks(ctx, st, &none)
+	if none.Len() != 0 {
+		t.Errorf("warnings with no webhooks: %q", none.String())
+	}
+	now := time.Now()
+	entry := func(obj string) *chorus.OutboxEntry {
+		return &chorus.OutboxEntry{ServiceSID: "IS1", OrderKey: obj, DateCreated: now, NextAttempt: now,
+			Event: &chorus.Event{Type: chorus.EventDocumentUpdated, ServiceSID: "IS1", ObjectSID: obj, Kind: chorus.KindDocument, DateCreated: now}}
+	}
+	pending, given := entry("ET1"), entry("ET2")
+	if err := st.Update(ctx, func(tx chorus.Tx) error {
+		for _, e := range []*chorus.OutboxEntry{pending, given} {
+			if err := tx.AppendOutbox(ctx, e); err != nil {
+				return err
+			}
+		}
+		return tx.AbandonOutbox(ctx, given, now)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	var out strings.Builder
+	warnPendingWebhooks(ctx, st, &out)
+	if !strings.Contains(out.String(), "1 webhooks of 1 services were still waiting") ||
+		!strings.Contains(out.String(), "1 abandoned webhooks of 1 services") {
+		t.Errorf("warnings %q: want the pending one and the abandoned one", out.String())
+	}
+}

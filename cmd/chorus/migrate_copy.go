@@ -84,9 +84,10 @@ func copyStore(ctx context.Context, c *copyFlags, storeURL string, stdout, stder
 }
 
 // warnPendingWebhooks says so when the embedded store still holds
-// webhooks that were never delivered. The copy does not carry them: the
-// PostgreSQL nodes would deliver them again at every run of the copy,
-// which is meant to be repeated. Let the old node deliver them first.
+// webhooks that were never delivered, or abandoned ones kept to be
+// replayed. The copy does not carry them: the PostgreSQL nodes would
+// deliver them again at every run of the copy, which is meant to be
+// repeated. Let the old node deliver (or replay) them first.
 func warnPendingWebhooks(ctx context.Context, src chorus.Store, stderr io.Writer) {
 	var backlog []*chorus.OutboxBacklog
 	err := src.View(ctx, func(tx chorus.ReadTx) (err error) {
@@ -104,5 +105,22 @@ func warnPendingWebhooks(ctx context.Context, src chorus.Store, stderr io.Writer
 	if n > 0 {
 		fmt.Fprintf(stderr, "warning: %d webhooks of %d services were still waiting for delivery in %s and are not copied; "+
 			"run its server until chorus_webhooks_pending is 0 (/metrics), then copy again, or they are lost\n", n, len(backlog), "the embedded store")
+	}
+	var kept map[string]int
+	err = src.View(ctx, func(tx chorus.ReadTx) (err error) {
+		kept, err = tx.AbandonedCounts(ctx, nil)
+		return err
+	})
+	if err != nil {
+		fmt.Fprintf(stderr, "warning: could not count the embedded store's abandoned webhooks: %v\n", err)
+		return
+	}
+	n = 0
+	for _, k := range kept {
+		n += k
+	}
+	if n > 0 {
+		fmt.Fprintf(stderr, "warning: %d abandoned webhooks of %d services, kept in the embedded store to be replayed, are not copied; "+
+			"replay them from its server first (console, or POST /admin/v1/Webhooks/{ServiceSid}/Abandoned/Replay), or they are lost\n", n, len(kept))
 	}
 }

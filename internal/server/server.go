@@ -638,6 +638,12 @@ func (s *Server) Close() error {
 // without migrate --after-restore what that command makes it
 // (postgres.Store.AdoptCopy), and says so.
 func (s *Server) adoptCopy(ctx context.Context, pg *postgres.Store) error {
+	// Said before the work, which reads every object and takes a while on
+	// a large database: a node silent for it looked hung to a tester.
+	if _, copied, err := pg.ClusterIdentity(ctx); err == nil && copied {
+		s.log.Warn("server: this database was restored from a dump or copied from another: moving its event ids up " +
+			"before listening, as chorus migrate --after-restore does (this reads every object)")
+	}
 	shift, err := pg.AdoptCopy(ctx, time.Now())
 	if err != nil {
 		return fmt.Errorf("server: %w", err)

@@ -103,6 +103,11 @@ func Backup(ctx context.Context, dbPath, tmpDir string, w io.Writer) (BackupInfo
 	defer KeepFresh(tmp)() // the checks below write nothing for a while
 	snap := filepath.Join(tmp, "snapshot.db")
 
+	// The snapshot's read transaction begins after this: every write
+	// acknowledged before it is in the backup, which is what its time
+	// tells an operator. The time after the copy and its checks would
+	// claim writes of the seconds they took.
+	taken := time.Now().UTC()
 	if err := vacuumInto(ctx, dbPath, snap); err != nil {
 		return BackupInfo{}, fmt.Errorf("sqlite: backup: %w", err)
 	}
@@ -119,11 +124,11 @@ func Backup(ctx context.Context, dbPath, tmpDir string, w io.Writer) (BackupInfo
 	}
 	defer f.Close()
 	h := sha256.New()
-	n, err := io.Copy(h, f)
+	n, err := io.Copy(h, ctxReader{ctx, f})
 	if err != nil {
 		return BackupInfo{}, fmt.Errorf("sqlite: backup: %w", err)
 	}
-	info := BackupInfo{Created: time.Now().UTC(), SchemaVersion: version, Size: n, SHA256: hex.EncodeToString(h.Sum(nil))}
+	info := BackupInfo{Created: taken, SchemaVersion: version, Size: n, SHA256: hex.EncodeToString(h.Sum(nil))}
 	hdr, err := json.Marshal(info)
 	if err != nil {
 		return BackupInfo{}, err
@@ -134,7 +139,7 @@ func Backup(ctx context.Context, dbPath, tmpDir string, w io.Writer) (BackupInfo
 	if _, err := io.WriteString(w, backupMagic+string(hdr)+"\n"); err != nil {
 		return BackupInfo{}, fmt.Errorf("sqlite: backup: write: %w", err)
 	}
-	if m, err := io.Copy(w, f); err != nil || m != n {
+	if m, err := io.Copy(w, ctxReader{ctx, f}); err != nil || m != n {
 		return BackupInfo{}, fmt.Errorf("sqlite: backup: write: %d of %d bytes: %w", m, n, err)
 	}
 	return info, nil
@@ -177,7 +182,7 @@ func Restore(ctx context.Context, r io.Reader, dbPath string) (BackupInfo, error
 		}
 	}()
 	h := sha256.New()
-	n, err := io.Copy(io.MultiWriter(f, h), io.LimitReader(br, info.Size+1))
+	n, err := io.Copy(io.MultiWriter(f, h), ctxReader{ctx, io.LimitReader(br, info.Size+1)})
 	if err != nil {
 		return BackupInfo{}, fmt.Errorf("sqlite: restore: %w", err)
 	}
@@ -196,11 +201,18 @@ func Restore(ctx context.Context, r io.Reader, dbPath string) (BackupInfo, error
 	if err := f.Close(); err != nil {
 		return BackupInfo{}, fmt.Errorf("sqlite: restore: %w", err)
 	}
-	if _, err := checkDatabase(ctx, tmp); err != nil {
+	version, err := checkDatabase(ctx, tmp)
+	if err != nil {
 		if ctx.Err() != nil { // interrupted, not a bad file
 			return BackupInfo{}, fmt.Errorf("sqlite: restore: integrity check interrupted: %w", ctx.Err())
 		}
 		return BackupInfo{}, fmt.Errorf("sqlite: restore: %w: %w", ErrNotBackup, err)
+	}
+	// The header is outside the checksum: what it says must agree with
+	// the database it describes.
+	if version != info.SchemaVersion {
+		return BackupInfo{}, fmt.Errorf("sqlite: restore: %w: the header says schema version %d, the database is at %d (header edited?)",
+			ErrNotBackup, info.SchemaVersion, version)
 	}
 	// Clients that saw events after the backup was taken must not take the
 	// restored store's events for ones they have (sqlrow.RenumberShift).
@@ -215,6 +227,20 @@ func Restore(ctx context.Context, r io.Reader, dbPath string) (BackupInfo, error
 		return info, fmt.Errorf("sqlite: restore: %w", err)
 	}
 	return info, nil
+}
+
+// ctxReader is r, which fails with ctx's error once ctx is done: a copy of
+// a large file stops at an interrupt instead of running to its end.
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
 }
 
 // Check runs SQLite's integrity check on the database at path and checks

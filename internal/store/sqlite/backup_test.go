@@ -1,0 +1,73 @@
+package sqlite
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestBackupTimeIsTheSnapshots: a backup's time is when its snapshot was
+// taken, not when its checks ended: every write acknowledged before it is
+// in the backup. A tester found the time 2.3 s late on a 118 MB database,
+// with 412 writes acknowledged before it missing.
+func TestBackupTimeIsTheSnapshots(t *testing.T) {
+	defer func() { backupChecking = nil }()
+	var snapped time.Time
+	backupChecking = func(string) {
+		snapped = time.Now()
+		time.Sleep(1100 * time.Millisecond) // a long integrity check
+	}
+	db := filepath.Join(t.TempDir(), "chorus.db")
+	st, err := Open(context.Background(), db, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	start := time.Now()
+	var b bytes.Buffer
+	info, err := Backup(context.Background(), db, t.TempDir(), &b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Created.Before(start.Add(-time.Millisecond)) || !info.Created.Before(snapped) {
+		t.Errorf("backup time %v: want from its start (%v) to the snapshot's end (%v)", info.Created, start, snapped)
+	}
+	restored, err := Restore(context.Background(), bytes.NewReader(b.Bytes()), filepath.Join(t.TempDir(), "chorus.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !restored.Created.Equal(info.Created) {
+		t.Errorf("restore reads the time %v, the backup wrote %v", restored.Created, info.Created)
+	}
+}
+
+// TestRestoreChecksTheHeaderAgainstTheDatabase: the header is outside the
+// checksum, so what it says of the database is checked against it: an
+// edited schema version was reported as the restored one.
+func TestRestoreChecksTheHeaderAgainstTheDatabase(t *testing.T) {
+	db := filepath.Join(t.TempDir(), "chorus.db")
+	st, err := Open(context.Background(), db, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	var b bytes.Buffer
+	info, err := Backup(context.Background(), db, t.TempDir(), &b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	was := `"schema_version":` + strconv.Itoa(info.SchemaVersion)
+	edited := strings.Replace(b.String(), was, `"schema_version":`+strconv.Itoa(info.SchemaVersion-1), 1)
+	if edited == b.String() {
+		t.Fatalf("no %s in the header", was)
+	}
+	_, err = Restore(context.Background(), strings.NewReader(edited), filepath.Join(t.TempDir(), "chorus.db"))
+	if !errors.Is(err, ErrNotBackup) || !strings.Contains(err.Error(), "header says schema version") {
+		t.Errorf("Restore with an edited schema version = %v, want ErrNotBackup naming the mismatch", err)
+	}
+}
