@@ -89,6 +89,11 @@ func (g *Gateway) onControl(e *chorus.Event) {
 		g.serviceChangedMerged(e.AccountSID, e.ServiceSID)
 	case chorus.EventResync:
 		g.Resync() // a node could not publish for a while
+	case chorus.EventCredentialsChanged:
+		// An API key's secret may have changed in place (a node started
+		// with a new TWILIO_API_SECRET): the key as last read, cached or
+		// kept by a session for renewals, is not to be trusted any more.
+		g.forgetKeys()
 	case chorus.EventKeysRevoked:
 		g.forgetKeys() // whatever the event says
 		var keys []string

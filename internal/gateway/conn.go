@@ -126,8 +126,8 @@ type conn struct {
 	queries map[string]*liveQuery // by query_id (insights.go)
 	account string                // the token's account (sub)
 	keySID  string                // the API key that signed the token (iss)
-	// key is that API key as its verification read it, keyGen the key
-	// cache's generation then: a renewal signed with it is verified
+	// key is that API key as its verification read it, keyGen the
+	// gateway's key generation then: a renewal signed with it is verified
 	// against it while the store is out of reach, unless keys changed
 	// since (authenticate).
 	key       *chorus.APIKey
@@ -801,6 +801,19 @@ func (g *Gateway) keyGen() uint64 {
 	return g.keysHeard.Load()
 }
 
+// heardAllKeyChanges reports whether a change of keys made now on another
+// node would reach this one: always without other nodes; in a cluster
+// only while the Bus answers. A revocation published while the Bus was
+// away is heard of at its reconnect (Resync moves keyGen), but until then
+// it is not, and a partition often takes the store with the bus.
+func (g *Gateway) heardAllKeyChanges(ctx context.Context) bool {
+	if !g.cfg.SharedStore {
+		return true
+	}
+	b := g.cfg.Engine.Bus()
+	return b != nil && b.Ping(ctx) == nil
+}
+
 // authenticate verifies a token and resolves its service. A non-nil status
 // is the rejection to send. renew is set for a token update of this
 // session: while the store is out of reach, a token signed with the key
@@ -825,7 +838,7 @@ func (c *conn) authenticate(ctx context.Context, raw string, renew bool) (verifi
 			c.mu.Lock()
 			last, lastGen, current := c.key, c.keyGen, c.keySID
 			c.mu.Unlock()
-			if last != nil && last.SID == sid && current == sid && lastGen == gen {
+			if last != nil && last.SID == sid && current == sid && lastGen == gen && c.g.heardAllKeyChanges(ctx) {
 				k, err, stale = last, nil, true
 			}
 		}

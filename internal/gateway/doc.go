@@ -79,10 +79,14 @@
 // a node that could not publish has every node Resync once it can
 // (chorus.EventResync).
 //
-// Token verification reads API keys through a per-gateway cache (keys.go):
-// RevokeKeys, every keys_revoked control event and Resync empty it before
-// anything else, so a revoked key stops verifying at once on every node
-// that hears of it; an entry lives at most 10 s otherwise.
+// Token verification on one node reads API keys through a per-gateway
+// cache (keys.go; off in a cluster): RevokeKeys, every keys_revoked and
+// credentials_changed control event and Resync empty it before anything
+// else (forgetKeys), so a revoked key stops verifying at once; an entry
+// lives at most 10 s otherwise. forgetKeys also counts the changes of
+// keys heard (keysHeard): a renewal while the store is out of reach is
+// verified against the session's key as last read only if none was heard
+// since, and in a cluster only while the Bus answers (authenticate).
 //
 // The hub keeps one topic per subscribed object with one Bus subscription.
 // A topic orders events by ID (buffering briefly across gaps and filling

@@ -52,8 +52,11 @@ func isEMSToken(segs []string) bool {
 }
 
 // emsToken answers one token exchange; sess is the session it came
-// through (nil over plain HTTP). Through a session, the token must be of
-// the session's identity and service, as an update's must (handleUpdate):
+// through (nil over plain HTTP). Through a session, the token is verified
+// as the session's update would verify it (authenticate, also against the
+// session's key while the store is out of reach: the SDK sends the update
+// only once the exchange succeeded), and must be of the session's
+// identity and service, as an update's must (handleUpdate):
 // twilio-sync 0.5–0.7 exchange a renewed token first and send the
 // socket's update only once the exchange succeeded, and an exchange that
 // accepted what the update then refused had them re-register their
@@ -71,12 +74,22 @@ func (g *Gateway) emsToken(ctx context.Context, method string, body []byte, sess
 	if req.FPAToken == "" {
 		return errorResponse(chorus.Errorf(chorus.ErrTokenInvalid, "Invalid Access Token: fpa_token is required"))
 	}
-	claims, svc, e := g.verify(ctx, req.FPAToken)
-	if e != nil {
-		return errorResponse(e)
-	}
-	if sess != nil && (claims.Identity != sess.claims.Identity || svc.SID != sess.svc.SID) {
-		return errorResponse(chorus.Errorf(chorus.ErrTokenInvalid, "Invalid Access Token: identity or service differs from the session's"))
+	var claims *token.Claims
+	var svc *chorus.Service
+	if sess != nil {
+		auth, st := sess.authenticate(ctx, req.FPAToken, true)
+		if st != nil {
+			return errorResponse(&chorus.Error{Status: st.Code, Code: st.ErrorCode, Message: st.Description})
+		}
+		if auth.claims.Identity != sess.claims.Identity || auth.svc.SID != sess.svc.SID {
+			return errorResponse(chorus.Errorf(chorus.ErrTokenInvalid, "Invalid Access Token: identity or service differs from the session's"))
+		}
+		claims, svc = auth.claims, auth.svc
+	} else {
+		var e *chorus.Error
+		if claims, svc, e = g.verify(ctx, req.FPAToken); e != nil {
+			return errorResponse(e)
+		}
 	}
 	status := "NEW"
 	if req.ContinuationToken != "" {

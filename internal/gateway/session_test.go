@@ -113,9 +113,9 @@ func TestUpdateWhileStoreAway(t *testing.T) {
 }
 
 func testUpdateWhileStoreAway(t *testing.T, shared bool) {
-	var away atomic.Bool
+	var away, busDown atomic.Bool
 	e := newEnv(t, func(e *env, c *Config) {
-		eng := engine.New(engine.Config{Store: awayStore{e.st, &away}, Bus: e.bus})
+		eng := engine.New(engine.Config{Store: awayStore{e.st, &away}, Bus: pingDown{e.bus, &busDown}, SharedStore: shared})
 		c.Engine, c.Verifier = eng, &token.Verifier{Keys: eng.APIKey}
 		c.SharedStore = shared
 	})
@@ -168,6 +168,18 @@ func testUpdateWhileStoreAway(t *testing.T, shared bool) {
 	if st := update(e.token("alice", 2*time.Hour)); st == nil || st.Code != 200 {
 		t.Fatalf("renewal with the store away = %+v, want 200", st)
 	}
+	// twilio-sync 0.5-0.7 exchange the renewed token through the socket
+	// first, and send the update only if that succeeded.
+	exchange := func(tok string) int {
+		body, _ := json.Marshal(map[string]any{"fpa_token": tok, "continuation_token": "ct_1"})
+		return c.do("POST", "/v1/token", nil, json.RawMessage(body)).Status
+	}
+	if st := exchange(e.token("alice", 2*time.Hour)); st != 200 {
+		t.Errorf("the EMS exchange of a renewal with the store away = %d, want 200", st)
+	}
+	if st := exchange(e.token("mallory", 2*time.Hour)); st != 401 {
+		t.Errorf("the EMS exchange of another identity's token with the store away = %d, want 401", st)
+	}
 	if st := update(foreign("alice")); st == nil || st.Code == 200 {
 		t.Errorf("another account's token naming the session's service, store away = %+v, want a refusal", st)
 	}
@@ -194,9 +206,22 @@ func testUpdateWhileStoreAway(t *testing.T, shared bool) {
 	if res.StatusCode != 503 {
 		t.Errorf("the EMS exchange with the store away = %d, want 503", res.StatusCode)
 	}
-	// Once keys changed (a revocation heard, say), the key as last read
-	// is not trusted any more.
-	e.gw.forgetKeys()
+	// In a cluster, a change of keys on another node is heard through
+	// the Bus: while it does not answer, one may have gone unheard.
+	if shared {
+		busDown.Store(true)
+		if st := update(e.token("alice", time.Hour)); st == nil || st.Code != 503 {
+			t.Errorf("renewal with the store and the Bus away = %+v, want 503", st)
+		}
+		busDown.Store(false)
+	}
+	// Once keys changed (a secret changed in place, announced by another
+	// node), the key as last read is not trusted any more.
+	heard := e.gw.keysHeard.Load()
+	if err := e.bus.Publish(ctx, &chorus.Event{Type: chorus.EventCredentialsChanged, ObjectSID: chorus.ControlTopic, DateCreated: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { return e.gw.keysHeard.Load() > heard }) // credentials_changed heard
 	if st := update(e.token("alice", time.Hour)); st == nil || st.Code != 503 {
 		t.Errorf("renewal with the store away after keys changed = %+v, want 503", st)
 	}
@@ -204,6 +229,19 @@ func testUpdateWhileStoreAway(t *testing.T, shared bool) {
 	if st := update(e.token("alice", time.Hour)); st == nil || st.Code != 200 {
 		t.Errorf("renewal with the store back = %+v, want 200", st)
 	}
+}
+
+// pingDown is a Bus whose Ping fails while down is set.
+type pingDown struct {
+	chorus.Bus
+	down *atomic.Bool
+}
+
+func (b pingDown) Ping(ctx context.Context) error {
+	if b.down.Load() {
+		return chorus.ErrUnavailable
+	}
+	return b.Bus.Ping(ctx)
 }
 
 // shifted returns a clock running offset ahead of the real one.

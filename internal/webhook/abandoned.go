@@ -119,14 +119,11 @@ func (d *Dispatcher) AbandonedWebhooks(ctx context.Context, sid string, beforeSe
 // calling Replay in a loop would otherwise have this host send as many
 // requests as it liked to any URL (a reviewer had 5 calls send 10,015).
 func (d *Dispatcher) Replay(ctx context.Context, sid string) (replayed, left int, err error) {
-	d.mu.Lock()
-	last, seen := d.replayedAt[sid]
-	d.mu.Unlock()
-	if wait := d.cfg.ReplayInterval - time.Since(last); seen && wait > 0 {
-		return 0, 0, chorus.Errorf(chorus.ErrTooManyRequests,
-			"This service's abandoned webhooks were replayed less than %s ago: try again in %s",
-			d.cfg.ReplayInterval, wait.Truncate(time.Second)+time.Second)
+	release, err := d.reserveReplay(sid)
+	if err != nil {
+		return 0, 0, err
 	}
+	defer func() { release(replayed > 0) }()
 	err = d.cfg.Store.Update(ctx, func(tx chorus.Tx) error {
 		pending := 0
 		backlog, err := tx.OutboxBacklog(ctx)
@@ -166,12 +163,6 @@ func (d *Dispatcher) Replay(ctx context.Context, sid string) (replayed, left int
 		h := d.healthOf(sid)
 		d.mu.Lock()
 		h.consecutive, h.pausedUntil = 0, time.Time{}
-		if d.cfg.ReplayInterval > 0 {
-			if len(d.replayedAt) >= maxReplayedAt {
-				d.forgetReplaysLocked()
-			}
-			d.replayedAt[sid] = time.Now()
-		}
 		d.mu.Unlock()
 		d.kick(sid)
 	}
@@ -181,6 +172,44 @@ func (d *Dispatcher) Replay(ctx context.Context, sid string) (replayed, left int
 // maxReplayedAt bounds Dispatcher.replayedAt: past it, replays older than
 // ReplayInterval are forgotten.
 const maxReplayedAt = 10_000
+
+// reserveReplay takes service sid's replay slot on this node, or refuses
+// with ErrTooManyRequests when it was taken less than ReplayInterval ago:
+// taken before the replay runs, so that concurrent calls do not all pass.
+// release(kept) keeps the slot when the replay put webhooks back, and
+// gives it back otherwise.
+func (d *Dispatcher) reserveReplay(sid string) (release func(kept bool), err error) {
+	if d.cfg.ReplayInterval <= 0 {
+		return func(bool) {}, nil
+	}
+	now := time.Now()
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	last, seen := d.replayedAt[sid]
+	if wait := d.cfg.ReplayInterval - now.Sub(last); seen && wait > 0 {
+		return nil, chorus.Errorf(chorus.ErrTooManyRequests,
+			"This service's abandoned webhooks were replayed less than %s ago: try again in %s",
+			d.cfg.ReplayInterval, wait.Truncate(time.Second)+time.Second)
+	}
+	if len(d.replayedAt) >= maxReplayedAt {
+		d.forgetReplaysLocked()
+	}
+	d.replayedAt[sid] = now
+	return func(kept bool) {
+		if kept {
+			return
+		}
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		if at, ok := d.replayedAt[sid]; ok && at.Equal(now) {
+			if seen {
+				d.replayedAt[sid] = last
+			} else {
+				delete(d.replayedAt, sid)
+			}
+		}
+	}, nil
+}
 
 // forgetReplaysLocked deletes the replay times that no longer hold a
 // replay back. d.mu is held.

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"slices"
@@ -958,16 +959,21 @@ func reasonText(why string) string {
 	return why[:cut]
 }
 
-// redactErr describes a delivery error without the URL's query (which may
-// carry a receiver's secret).
 // refusedAddressWhy is the reason recorded for a webhook whose URL's
 // host resolved to an address the policy refuses (Policy.checkAddr).
 const refusedAddressWhy = "webhook: address not allowed: the URL's host resolves to a loopback, private or reserved address"
 
+// redactErr describes a delivery error without the URL's query (which may
+// carry a receiver's secret), and a failed name lookup without the
+// resolver's address (an internal one, shown to the service's account).
 func redactErr(err error) string {
 	var ue *url.Error
 	if errors.As(err, &ue) {
 		err = ue.Err
+	}
+	var de *net.DNSError
+	if errors.As(err, &de) {
+		return "lookup " + de.Name + ": " + de.Err
 	}
 	s := err.Error()
 	if len(s) > 200 {

@@ -17,6 +17,8 @@ import (
 	"strconv"
 	"sync"
 	"time"
+
+	sqlite3 "modernc.org/sqlite/lib"
 )
 
 // A backup file is a header followed by a plain SQLite database:
@@ -202,11 +204,14 @@ func Restore(ctx context.Context, r io.Reader, dbPath string) (BackupInfo, error
 		return BackupInfo{}, fmt.Errorf("sqlite: restore: %w", err)
 	}
 	version, err := checkDatabase(ctx, tmp)
-	if err != nil {
-		if ctx.Err() != nil { // interrupted, not a bad file
-			return BackupInfo{}, fmt.Errorf("sqlite: restore: integrity check interrupted: %w", ctx.Err())
-		}
+	switch {
+	case err == nil:
+	case ctx.Err() != nil: // interrupted, not a bad file
+		return BackupInfo{}, fmt.Errorf("sqlite: restore: integrity check interrupted: %w", ctx.Err())
+	case errors.Is(err, errBadDatabase):
 		return BackupInfo{}, fmt.Errorf("sqlite: restore: %w: %w", ErrNotBackup, err)
+	default: // the disk, memory: not the file's fault
+		return BackupInfo{}, fmt.Errorf("sqlite: restore: check the database: %w", err)
 	}
 	// The header is outside the checksum: what it says must agree with
 	// the database it describes.
@@ -250,8 +255,22 @@ func Check(ctx context.Context, path string) error {
 	return err
 }
 
+// errBadDatabase marks checkDatabase's errors that blame the database
+// itself (corrupt, or not a Chorus database), not the disk or the process.
+var errBadDatabase = errors.New("bad database")
+
+// badDatabase wraps errBadDatabase around err when err is SQLite's report
+// of a corrupt file or of one that is no database.
+func badDatabase(err error) error {
+	if c := primaryCode(err); c == sqlite3.SQLITE_CORRUPT || c == sqlite3.SQLITE_NOTADB {
+		return fmt.Errorf("%w: %w", errBadDatabase, err)
+	}
+	return err
+}
+
 // checkDatabase opens path read-only (without creating it) and returns its
-// schema version after PRAGMA integrity_check passed.
+// schema version after PRAGMA integrity_check passed. Its errors that
+// blame the file wrap errBadDatabase.
 func checkDatabase(ctx context.Context, path string) (int, error) {
 	if _, err := os.Stat(path); err != nil {
 		return 0, err
@@ -264,14 +283,14 @@ func checkDatabase(ctx context.Context, path string) (int, error) {
 	db.SetMaxOpenConns(1)
 	rows, err := db.QueryContext(ctx, `PRAGMA integrity_check`)
 	if err != nil {
-		return 0, fmt.Errorf("integrity check: %w", err)
+		return 0, fmt.Errorf("integrity check: %w", badDatabase(err))
 	}
 	var problems []string
 	for rows.Next() {
 		var s string
 		if err := rows.Scan(&s); err != nil {
 			rows.Close()
-			return 0, fmt.Errorf("integrity check: %w", err)
+			return 0, fmt.Errorf("integrity check: %w", badDatabase(err))
 		}
 		if s != "ok" {
 			problems = append(problems, s)
@@ -279,25 +298,25 @@ func checkDatabase(ctx context.Context, path string) (int, error) {
 	}
 	if err := rows.Err(); err != nil {
 		rows.Close()
-		return 0, fmt.Errorf("integrity check: %w", err)
+		return 0, fmt.Errorf("integrity check: %w", badDatabase(err))
 	}
 	rows.Close()
 	if len(problems) > 0 {
 		if len(problems) > 3 {
 			problems = append(problems[:3], "…")
 		}
-		return 0, fmt.Errorf("integrity check failed: %v", problems)
+		return 0, fmt.Errorf("%w: integrity check failed: %v", errBadDatabase, problems)
 	}
 	var version, tables int
 	if err := db.QueryRowContext(ctx, `PRAGMA user_version`).Scan(&version); err != nil {
-		return 0, err
+		return 0, badDatabase(err)
 	}
 	if err := db.QueryRowContext(ctx, `SELECT count(*) FROM sqlite_schema WHERE type = 'table'
 		AND name IN ('accounts', 'api_keys', 'services', 'objects', 'items', 'permissions', 'events')`).Scan(&tables); err != nil {
-		return 0, err
+		return 0, badDatabase(err)
 	}
 	if version < 1 || version > len(migrations) || tables != 7 {
-		return 0, fmt.Errorf("not a Chorus database (schema version %d, %d of 7 tables)", version, tables)
+		return 0, fmt.Errorf("%w: not a Chorus database (schema version %d, %d of 7 tables)", errBadDatabase, version, tables)
 	}
 	return version, nil
 }

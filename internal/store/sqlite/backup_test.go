@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -69,5 +70,51 @@ func TestRestoreChecksTheHeaderAgainstTheDatabase(t *testing.T) {
 	_, err = Restore(context.Background(), strings.NewReader(edited), filepath.Join(t.TempDir(), "chorus.db"))
 	if !errors.Is(err, ErrNotBackup) || !strings.Contains(err.Error(), "header says schema version") {
 		t.Errorf("Restore with an edited schema version = %v, want ErrNotBackup naming the mismatch", err)
+	}
+}
+
+// cancelAfter reads r and calls cancel once more than after bytes were
+// read: an interrupt (Ctrl-C) in the middle of a copy.
+type cancelAfter struct {
+	r      io.Reader
+	after  int
+	cancel func()
+	read   int
+}
+
+func (c *cancelAfter) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	if c.read += n; c.read > c.after {
+		c.cancel()
+	}
+	return n, err
+}
+
+// TestRestoreStopsCopyingAtAnInterrupt: an interrupt stops a restore's
+// copy where it is; the copy used to run to the end of the file first,
+// minutes for a large one.
+func TestRestoreStopsCopyingAtAnInterrupt(t *testing.T) {
+	db := filepath.Join(t.TempDir(), "chorus.db")
+	st, err := Open(context.Background(), db, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	var b bytes.Buffer
+	if _, err := Backup(context.Background(), db, t.TempDir(), &b); err != nil {
+		t.Fatal(err)
+	}
+	if b.Len() < 128<<10 {
+		t.Fatalf("the backup is %d bytes: too small to see a copy stop", b.Len())
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	r := &cancelAfter{r: bytes.NewReader(b.Bytes()), after: 8 << 10, cancel: cancel}
+	_, err = Restore(ctx, r, filepath.Join(t.TempDir(), "chorus.db"))
+	if !errors.Is(err, context.Canceled) || errors.Is(err, ErrNotBackup) {
+		t.Errorf("Restore interrupted while copying = %v, want context.Canceled and not ErrNotBackup", err)
+	}
+	if r.read > b.Len()/2 {
+		t.Errorf("read %d of the backup's %d bytes after an interrupt at 8 KiB", r.read, b.Len())
 	}
 }
