@@ -343,6 +343,21 @@ func (e *Engine) UpdateObject(ctx context.Context, a Actor, svc *chorus.Service,
 // DeleteObject deletes an object and returns it as it was, with
 // LastEventID set to the removal event's id.
 func (e *Engine) DeleteObject(ctx context.Context, a Actor, svc *chorus.Service, k chorus.Kind, id string) (*chorus.Object, error) {
+	return e.DeleteObjectIf(ctx, a, svc, k, id, "")
+}
+
+// DeleteObjectIf is DeleteObject when the object's revision is ifMatch (a
+// revision string; "" for any): else 412 54103, and nothing is deleted.
+// twilio-node 3.x sends If-Match on a document's removal.
+func (e *Engine) DeleteObjectIf(ctx context.Context, a Actor, svc *chorus.Service, k chorus.Kind, id, ifMatch string) (*chorus.Object, error) {
+	var rev int64 = -1
+	if ifMatch != "" {
+		r, err := chorus.ParseRevision(ifMatch)
+		if err != nil {
+			return nil, err
+		}
+		rev = r
+	}
 	var obj *chorus.Object
 	err := e.update(ctx, a, func(tx chorus.Tx, c *change) (err error) {
 		obj, err = e.lookup(ctx, tx, svc, k, id)
@@ -351,6 +366,9 @@ func (e *Engine) DeleteObject(ctx context.Context, a Actor, svc *chorus.Service,
 		}
 		if err := authorize(ctx, tx, a, svc, obj, accessManage); err != nil {
 			return err
+		}
+		if rev >= 0 && rev != obj.Revision {
+			return chorus.ErrDocumentRevision
 		}
 		return e.removeObject(ctx, tx, c, obj)
 	})

@@ -121,7 +121,7 @@ func TestErrors(t *testing.T) {
 
 		// Paging and item queries.
 		{"PageSize 0", "GET", svc + "/Documents", url.Values{"PageSize": {"0"}}, nil, nil, 400, 54454},
-		{"PageSize 1001", "GET", svc + "/Lists", url.Values{"PageSize": {"1001"}}, nil, nil, 400, 54454},
+		{"PageSize -1", "GET", svc + "/Lists", url.Values{"PageSize": {"-1"}}, nil, nil, 400, 54454},
 		{"PageSize x", "GET", "/v1/Services", url.Values{"PageSize": {"x"}}, nil, nil, 400, 54454},
 		{"PageToken garbage", "GET", svc + "/Documents", url.Values{"PageToken": {"PTnot-a-token"}}, nil, nil, 400, 54453},
 		{"PageToken garbage items", "GET", svc + "/Maps/m1/Items", url.Values{"PageToken": {"garbage"}}, nil, nil, 400, 54453},
@@ -165,6 +165,21 @@ func TestErrors(t *testing.T) {
 
 		// If-Match.
 		{"doc stale If-Match", "POST", svc + "/Documents/d1", url.Values{"Data": {`{"v":9}`}}, map[string]string{"If-Match": stale}, nil, 412, 54103},
+		{"doc delete stale If-Match", "DELETE", svc + "/Documents/d1", nil, map[string]string{"If-Match": stale}, nil, 412, 54103},
+		{"list update If-Match", "POST", svc + "/Lists/l1", url.Values{"Ttl": {"0"}}, map[string]string{"If-Match": "0"}, nil, 400, 54060},
+		{"map delete If-Match", "DELETE", svc + "/Maps/m1", nil, map[string]string{"If-Match": "0"}, nil, 400, 54060},
+
+		// Parameters the operation does not take are refused, not ignored.
+		{"create lowercase uniqueName", "POST", svc + "/Documents", url.Values{"uniqueName": {"typo"}, "Data": {`{"a":1}`}}, nil, nil, 400, 54060},
+		{"create Tttl", "POST", svc + "/Lists", url.Values{"UniqueName": {"tl"}, "Tttl": {"5"}}, nil, nil, 400, 54060},
+		{"update renames", "POST", svc + "/Documents/d1", url.Values{"Data": {`{}`}, "UniqueName": {"renamed"}}, nil, nil, 400, 54060},
+		{"update Bogus", "POST", svc + "/Documents/d1", url.Values{"Data": {`{}`}, "Bogus": {"1"}}, nil, nil, 400, 54060},
+		{"Data twice", "POST", svc + "/Documents/d1", url.Values{"Data": {`{"v":1}`, `{"v":2}`}}, nil, nil, 400, 54060},
+		{"service UniqueName", "POST", svc, url.Values{"UniqueName": {"svc"}}, nil, nil, 400, 54060},
+		{"list lowercase order", "GET", svc + "/Lists/l1/Items", url.Values{"order": {"desc"}}, nil, nil, 400, 54060},
+		{"documents Order", "GET", svc + "/Documents", url.Values{"Order": {"desc"}}, nil, nil, 400, 54060},
+		{"delete with a parameter", "DELETE", svc + "/Documents/d1", url.Values{"Force": {"true"}}, nil, nil, 400, 54060},
+		{"map item update Key", "POST", svc + "/Maps/m1/Items/k", url.Values{"Data": {`{}`}, "Key": {"other"}}, nil, nil, 400, 54060},
 		{"list item stale If-Match", "POST", svc + "/Lists/l1/Items/" + index, url.Values{"Data": {`{"v":9}`}}, map[string]string{"If-Match": stale}, nil, 412, 54155},
 		{"list item delete stale If-Match", "DELETE", svc + "/Lists/l1/Items/" + index, nil, map[string]string{"If-Match": `"` + stale + `"`}, nil, 412, 54155},
 		{"map item stale If-Match", "POST", svc + "/Maps/m1/Items/k", url.Values{"Data": {`{"v":9}`}}, map[string]string{"If-Match": stale}, nil, 412, 54205},
@@ -272,4 +287,31 @@ func spacedJSON(compact int) string {
 		panic("spacedJSON: not longer than its compacted form's limit")
 	}
 	return b.String()
+}
+
+// A document's removal honours If-Match, as twilio-node 3.x sends it: the
+// current revision removes it, a stale one (TestErrors) does not.
+func TestDeleteDocumentIfMatch(t *testing.T) {
+	f := newFixture(t)
+	doc := "/v1/Services/" + f.svc + "/Documents/cond"
+	if resp, b := f.do(http.MethodPost, "/v1/Services/"+f.svc+"/Documents", url.Values{"UniqueName": {"cond"}, "Data": {`{"v":1}`}}, nil); resp.StatusCode != 201 {
+		t.Fatalf("create = %d %s", resp.StatusCode, b)
+	}
+	resp, b := f.do(http.MethodPost, doc, url.Values{"Data": {`{"v":2}`}}, nil)
+	if resp.StatusCode != 200 {
+		t.Fatalf("update = %d %s", resp.StatusCode, b)
+	}
+	rev := resp.Header.Get("ETag")
+	if rev == "" {
+		t.Fatal("no ETag")
+	}
+	if resp, b := f.do(http.MethodDelete, doc, nil, map[string]string{"If-Match": "0"}); resp.StatusCode != 412 {
+		t.Fatalf("delete with a stale If-Match = %d %s, want 412", resp.StatusCode, b)
+	}
+	if resp, b := f.do(http.MethodDelete, doc, nil, map[string]string{"If-Match": rev}); resp.StatusCode != 204 {
+		t.Fatalf("delete with the current revision %s = %d %s, want 204", rev, resp.StatusCode, b)
+	}
+	if resp, _ := f.do(http.MethodGet, doc, nil, nil); resp.StatusCode != 404 {
+		t.Errorf("after the delete: %d, want 404", resp.StatusCode)
+	}
 }

@@ -183,11 +183,17 @@ func TestFormBodies(t *testing.T) {
 		t.Errorf("urlencoded with charset: %v", d)
 	}
 
-	// Query parameters on a POST count, after the body's.
-	d = f.rawJSON(http.MethodPost, svc+"/Documents?UniqueName=fromquery&Data=%7B%22q%22%3A1%7D", "application/x-www-form-urlencoded",
+	// Query parameters on a POST count; one given in both is given twice,
+	// refused rather than one of them ignored.
+	d = f.rawJSON(http.MethodPost, svc+"/Documents?Data=%7B%22q%22%3A1%7D", "application/x-www-form-urlencoded",
 		url.Values{"UniqueName": {"frombody"}}.Encode(), 201)
 	if d["unique_name"] != "frombody" || jsonText(t, d["data"]) != `{"q":1}` {
 		t.Errorf("query + body: %v", d)
+	}
+	resp, b := f.raw(http.MethodPost, svc+"/Documents?UniqueName=fromquery", "application/x-www-form-urlencoded",
+		url.Values{"UniqueName": {"frombody2"}}.Encode())
+	if resp.StatusCode != 400 || !strings.Contains(string(b), "54060") {
+		t.Errorf("UniqueName in the query and the body = %d %s, want 400 54060", resp.StatusCode, b)
 	}
 
 	// A POST without a body (curl -X POST) has no Content-Type.

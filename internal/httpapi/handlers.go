@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"net/http"
+	"strings"
 
 	"github.com/chorus-sync/chorus"
 	"github.com/chorus-sync/chorus/internal/engine"
@@ -17,46 +18,47 @@ import (
 // or "x/.." into another item's path).
 func (a *api) routes() {
 	allowed := map[string][]string{}
-	r := func(pattern string, h handler) { a.route(allowed, pattern, h) }
+	// r registers an operation and the parameters it takes (params.go).
+	r := func(pattern string, h handler, params ...string) { a.route(allowed, pattern, h, params) }
 
-	r("GET /v1/Services", a.listServices)
-	r("POST /v1/Services", a.createService)
+	r("GET /v1/Services", a.listServices, pagingParams...)
+	r("POST /v1/Services", a.createService, serviceParamNames...)
 	r("GET /v1/Services/{Sid}", a.fetchService)
-	r("POST /v1/Services/{Sid}", a.updateService)
+	r("POST /v1/Services/{Sid}", a.updateService, serviceParamNames...)
 	r("DELETE /v1/Services/{Sid}", a.deleteService)
 
 	for _, k := range chorus.Kinds {
 		coll := "/v1/Services/{ServiceSid}/" + k.Collection()
-		r("GET "+coll, a.listObjects(k))
-		r("POST "+coll, a.createObject(k))
+		r("GET "+coll, a.listObjects(k), pagingParams...)
+		r("POST "+coll, a.createObject(k), objectParams(k, true)...)
 		r("GET "+coll+"/{Sid}", a.fetchObject(k))
-		r("POST "+coll+"/{Sid}", a.updateObject(k))
+		r("POST "+coll+"/{Sid}", a.updateObject(k), objectParams(k, false)...)
 		r("DELETE "+coll+"/{Sid}", a.deleteObject(k))
 	}
 
 	lists := "/v1/Services/{ServiceSid}/Lists/{ListSid}/Items"
-	r("GET "+lists, a.listItems(chorus.KindList))
-	r("POST "+lists, a.createListItem)
+	r("GET "+lists, a.listItems(chorus.KindList), itemPageParam...)
+	r("POST "+lists, a.createListItem, itemWriteParams...)
 	r("GET "+lists+"/{Index}", a.fetchItem(chorus.KindList))
-	r("POST "+lists+"/{Index}", a.updateItem(chorus.KindList))
+	r("POST "+lists+"/{Index}", a.updateItem(chorus.KindList), itemWriteParams...)
 	r("DELETE "+lists+"/{Index}", a.deleteItem(chorus.KindList))
 
 	maps := "/v1/Services/{ServiceSid}/Maps/{MapSid}/Items"
-	r("GET "+maps, a.listItems(chorus.KindMap))
-	r("POST "+maps, a.createMapItem)
+	r("GET "+maps, a.listItems(chorus.KindMap), itemPageParam...)
+	r("POST "+maps, a.createMapItem, append([]string{"Key"}, itemWriteParams...)...)
 	r("GET "+maps+"/{Key...}", a.fetchItem(chorus.KindMap))
-	r("POST "+maps+"/{Key...}", a.updateItem(chorus.KindMap))
+	r("POST "+maps+"/{Key...}", a.updateItem(chorus.KindMap), itemWriteParams...)
 	r("DELETE "+maps+"/{Key...}", a.deleteItem(chorus.KindMap))
 
 	for _, k := range []chorus.Kind{chorus.KindDocument, chorus.KindList, chorus.KindMap} {
 		perms := "/v1/Services/{ServiceSid}/" + k.Collection() + "/{" + objectParam(k) + "}/Permissions"
-		r("GET "+perms, a.listPermissions(k))
+		r("GET "+perms, a.listPermissions(k), pagingParams...)
 		r("GET "+perms+"/{Identity...}", a.fetchPermission(k))
-		r("POST "+perms+"/{Identity...}", a.updatePermission(k))
+		r("POST "+perms+"/{Identity...}", a.updatePermission(k), permParams...)
 		r("DELETE "+perms+"/{Identity...}", a.deletePermission(k))
 	}
 
-	r("POST /v1/Services/{ServiceSid}/Streams/{StreamSid}/Messages", a.createStreamMessage)
+	r("POST /v1/Services/{ServiceSid}/Streams/{StreamSid}/Messages", a.createStreamMessage, "Data")
 
 	a.fallbacks(allowed)
 }
@@ -233,9 +235,9 @@ func (a *api) updateObject(k chorus.Kind) handler {
 			if p.Data, err = optData(c.form, chorus.MaxDataBytes); err != nil {
 				return err
 			}
-			if p.IfMatch, err = ifMatch(r.Header.Get("If-Match")); err != nil {
-				return err
-			}
+		}
+		if p.IfMatch, err = objectIfMatch(r, k); err != nil {
+			return err
 		}
 		if p.TTL, err = objectTTL(c, k); err != nil {
 			return err
@@ -251,12 +253,27 @@ func (a *api) updateObject(k chorus.Kind) handler {
 
 func (a *api) deleteObject(k chorus.Kind) handler {
 	return func(w http.ResponseWriter, r *http.Request, c *call) error {
-		if _, err := a.eng.DeleteObject(r.Context(), engine.SystemActor(), c.svc, k, r.PathValue("Sid")); err != nil {
+		im, err := objectIfMatch(r, k)
+		if err != nil {
+			return err
+		}
+		if _, err := a.eng.DeleteObjectIf(r.Context(), engine.SystemActor(), c.svc, k, r.PathValue("Sid"), im); err != nil {
 			return err
 		}
 		writeNoContent(w)
 		return nil
 	}
+}
+
+// objectIfMatch reads the If-Match header of an object's update or
+// removal: a document's revision, which the write must match. Lists, maps
+// and streams take none on Twilio: one sent is refused, not ignored.
+func objectIfMatch(r *http.Request, k chorus.Kind) (string, error) {
+	h := r.Header.Get("If-Match")
+	if k != chorus.KindDocument && strings.TrimSpace(h) != "" {
+		return "", chorus.Errorf(chorus.ErrInvalidParameter, "If-Match applies to Documents and to list and map items, not to a %s", k)
+	}
+	return ifMatch(h)
 }
 
 func (a *api) writeObject(w http.ResponseWriter, status int, c *call, o *chorus.Object) {

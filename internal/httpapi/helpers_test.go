@@ -183,7 +183,11 @@ func TestParsePage(t *testing.T) {
 		{form("PageSize", "1"), pageParams{size: 1}, 0},
 		{form("PageSize", "1000", "Page", "3", "PageToken", "PTabc"), pageParams{size: 1000, page: 3, token: "PTabc"}, 0},
 		{form("PageSize", "0"), pageParams{}, 54454},
-		{form("PageSize", "1001"), pageParams{}, 54454},
+		// Above 1000 pages by 1000: the helper libraries send a list's
+		// limit as its page size.
+		{form("PageSize", "1001"), pageParams{size: 1000}, 0},
+		{form("PageSize", "5000"), pageParams{size: 1000}, 0},
+		{form("PageSize", "-3"), pageParams{}, 54454},
 		{form("PageSize", "ten"), pageParams{}, 54454},
 		{form("PageSize", ""), pageParams{}, 54454},
 		{form("Page", "-1"), pageParams{}, 54060},

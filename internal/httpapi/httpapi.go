@@ -166,16 +166,18 @@ func (a *api) baseURL(r *http.Request) string {
 	return scheme + "://" + r.Host
 }
 
-// route registers pattern "METHOD /path" and remembers the method for 405s.
-func (a *api) route(allowed map[string][]string, pattern string, h handler) {
+// route registers pattern "METHOD /path", whose operation takes the
+// parameters params, and remembers the method for 405s.
+func (a *api) route(allowed map[string][]string, pattern string, h handler, params []string) {
 	method, path, _ := strings.Cut(pattern, " ")
 	allowed[path] = append(allowed[path], method)
-	a.mux.Handle(pattern, a.wrap(h))
+	a.mux.Handle(pattern, a.wrap(h, params))
 }
 
-// wrap authenticates the request, parses it, resolves the service and
-// renders errors.
-func (a *api) wrap(h handler) http.Handler {
+// wrap authenticates the request, parses it, checks that it sends only
+// params, each once (checkParams), resolves the service and renders
+// errors.
+func (a *api) wrap(h handler, params []string) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		account, err := a.authenticate(r)
 		if err != nil {
@@ -184,6 +186,10 @@ func (a *api) wrap(h handler) http.Handler {
 		}
 		c := &call{account: account, base: a.baseURL(r)}
 		if err := a.parseForm(w, r, c); err != nil {
+			a.writeError(w, r, err)
+			return
+		}
+		if err := checkParams(c.form, params); err != nil {
 			a.writeError(w, r, err)
 			return
 		}

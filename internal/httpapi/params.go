@@ -3,12 +3,70 @@ package httpapi
 import (
 	"encoding/json"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 
 	"github.com/chorus-sync/chorus"
 	"github.com/chorus-sync/chorus/internal/twiliohttp"
 )
+
+// The parameters of REST v1's operations, as the helper libraries send
+// them (twilio-node 3.x to 6.x, twilio-python, twilio-go; their
+// lib/rest/sync/v1 sources). Names are case-sensitive, as on Twilio.
+var (
+	pagingParams      = []string{"PageSize", "Page", "PageToken"}
+	itemPageParam     = append([]string{"Order", "From", "Bounds"}, pagingParams...)
+	serviceParamNames = []string{"FriendlyName", "WebhookUrl", "ReachabilityWebhooksEnabled", "AclEnabled",
+		"ReachabilityDebouncingEnabled", "ReachabilityDebouncingWindow", "WebhooksFromRestEnabled"}
+	itemWriteParams = []string{"Data", "Ttl", "ItemTtl", "CollectionTtl"}
+	permParams      = []string{"Read", "Write", "Manage"}
+)
+
+// objectParams are the parameters of creating (create) or updating an
+// object of kind k: no update renames one.
+func objectParams(k chorus.Kind, create bool) []string {
+	var ps []string
+	if create {
+		ps = append(ps, "UniqueName")
+	}
+	switch k {
+	case chorus.KindDocument:
+		ps = append(ps, "Data", "Ttl")
+	case chorus.KindList, chorus.KindMap:
+		ps = append(ps, "Ttl", "CollectionTtl")
+	default:
+		ps = append(ps, "Ttl")
+	}
+	return ps
+}
+
+// checkParams refuses a request with a parameter its operation does not
+// take (params), or with one given more than once: either would otherwise
+// be ignored, and the request answered as a success after ignoring what
+// it asked for (uniqueName=… for UniqueName created a document without
+// its name, UniqueName on an update renamed nothing, Data=a&Data=b stored
+// a).
+func checkParams(f url.Values, params []string) error {
+	var unknown []string
+	for name, vs := range f {
+		switch {
+		case !slices.Contains(params, name):
+			unknown = append(unknown, name)
+		case len(vs) > 1:
+			return chorus.Errorf(chorus.ErrInvalidParameter, "Parameter %s is given %d times: give it once", twiliohttp.Clip(name), len(vs))
+		}
+	}
+	if len(unknown) == 0 {
+		return nil
+	}
+	slices.Sort(unknown)
+	if len(params) == 0 {
+		return chorus.Errorf(chorus.ErrInvalidParameter, "Unknown parameter %s: this request takes none", twiliohttp.Clip(unknown[0]))
+	}
+	return chorus.Errorf(chorus.ErrInvalidParameter, "Unknown parameter %s: this request takes %s (names are case-sensitive)",
+		twiliohttp.Clip(unknown[0]), strings.Join(params, ", "))
+}
 
 // value returns the first value of a form field and whether it was sent.
 func value(f url.Values, name string) (string, bool) {
@@ -163,16 +221,19 @@ type pageParams struct {
 
 type kv struct{ k, v string }
 
-// parsePage parses PageSize (1..1000, else 54454), Page (>= 0) and
-// PageToken.
+// parsePage parses PageSize (a positive integer, else 54454; above 1000
+// it pages by 1000, as meta.page_size says), Page (>= 0) and PageToken.
+// The helper libraries send a list's limit as its PageSize when no page
+// size is given (twilio-node's Version.readLimits, twilio-python's
+// read_limits): list({limit: 5000}) must page, not fail.
 func parsePage(f url.Values) (pageParams, error) {
 	var p pageParams
 	if v, ok := value(f, "PageSize"); ok {
 		n, err := strconv.Atoi(strings.TrimSpace(v))
-		if err != nil || n < 1 || n > chorus.MaxPageSize {
-			return p, chorus.Errorf(chorus.ErrInvalidPageSize, "Invalid PageSize %q: expected an integer from 1 to %d", twiliohttp.Clip(v), chorus.MaxPageSize)
+		if err != nil || n < 1 {
+			return p, chorus.Errorf(chorus.ErrInvalidPageSize, "Invalid PageSize %q: expected a positive integer (pages hold at most %d)", twiliohttp.Clip(v), chorus.MaxPageSize)
 		}
-		p.size = n
+		p.size = min(n, chorus.MaxPageSize)
 	}
 	if v, ok := value(f, "Page"); ok && v != "" {
 		n, err := strconv.Atoi(strings.TrimSpace(v))

@@ -35,9 +35,14 @@ func TestFormThroughEdge(t *testing.T) {
 	}
 	const form = "application/x-www-form-urlencoded"
 
-	code, doc := post(docs+"?UniqueName=from-query", form, "UniqueName=from-body&Data=%7B%22a%22%3A1%7D")
-	if code != 201 || doc["unique_name"] != "from-body" {
-		t.Fatalf("create = %d %v, want 201 with the body's UniqueName", code, doc)
+	// A parameter in the query and the body is given twice: refused, not
+	// one of them ignored. Query parameters count with the body's.
+	if code, body := post(docs+"?UniqueName=from-query", form, "UniqueName=from-body&Data=%7B%22a%22%3A1%7D"); code != 400 || body["code"] != 54060.0 {
+		t.Fatalf("UniqueName in the query and the body = %d %v, want 400 54060", code, body)
+	}
+	code, doc := post(docs+"?Data=%7B%22a%22%3A1%7D", form, "UniqueName=from-body")
+	if data, _ := doc["data"].(map[string]any); code != 201 || doc["unique_name"] != "from-body" || data["a"] != 1.0 {
+		t.Fatalf("create = %d %v, want 201 with the body's UniqueName and the query's Data", code, doc)
 	}
 	code, doc = post(docs+"/from-body", form+"; charset=utf-8", "Data=%7B%22a%22%3A2%7D")
 	if data, _ := doc["data"].(map[string]any); code != 200 || data["a"] != 2.0 {
