@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/url"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -270,8 +271,10 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer) error {
 	if *wsCoalesce < 0 || *wsCoalesce > time.Second {
 		return usagef("invalid --ws-coalesce %v: want 0 to 1s", *wsCoalesce)
 	}
-	if *publicURL != "" && !strings.HasPrefix(*publicURL, "http://") && !strings.HasPrefix(*publicURL, "https://") {
-		return usagef("invalid --public-url %q: want http:// or https://", *publicURL)
+	if *publicURL != "" {
+		if err := checkPublicURL(*publicURL); err != nil {
+			return usagef("invalid --public-url %q: %v", *publicURL, err)
+		}
 	}
 	creds, err := envCredentials(true)
 	if err != nil {
@@ -649,4 +652,34 @@ func coalesceSetting(d time.Duration) time.Duration {
 		return -1
 	}
 	return d
+}
+
+// checkPublicURL accepts an http(s) base URL: a scheme, a host and an
+// optional port, and at most "/" for a path. Every resource URL Chorus
+// renders starts with it, so anything more (a path, a query, a fragment,
+// credentials, a space in the host) would be repeated, broken, in each.
+func checkPublicURL(raw string) error {
+	u, err := url.Parse(raw)
+	switch {
+	case err != nil:
+		return errors.New("not a URL")
+	case u.Scheme != "http" && u.Scheme != "https":
+		return errors.New("want http:// or https://")
+	case u.Opaque != "" || u.Host == "" || u.Hostname() == "":
+		return errors.New("want http(s)://host[:port]")
+	case u.User != nil:
+		return errors.New("credentials do not belong in it")
+	case u.RawQuery != "" || u.ForceQuery || u.Fragment != "" || strings.Contains(raw, "#"):
+		return errors.New("no query or fragment")
+	case u.Path != "" && u.Path != "/":
+		return errors.New("no path: Chorus serves from the host's root")
+	case strings.ContainsAny(u.Hostname(), " \t%"):
+		return errors.New("invalid host")
+	}
+	if p := u.Port(); p != "" {
+		if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
+			return errors.New("invalid port")
+		}
+	}
+	return nil
 }

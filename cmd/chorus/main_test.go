@@ -344,6 +344,13 @@ func TestErrors(t *testing.T) {
 		{"ws-coalesce too long", nil, []string{"serve", "--ws-coalesce", "2s"}, 2, "ws-coalesce"},
 		{"ws-replay-limit 0", nil, []string{"serve", "--ws-replay-limit", "0"}, 2, "ws-replay-limit"},
 		{"bad public url", nil, []string{"serve", "--public-url", "example.com"}, 2, "public-url"},
+		// Every resource URL starts with it: what it repeats broken was
+		// accepted (a tester's http:// gave "http:/v1/Services/…").
+		{"public url without host", nil, []string{"serve", "--public-url", "http://"}, 2, "public-url"},
+		{"public url with a path and query", nil, []string{"serve", "--public-url", "http://h/path?q=1#frag"}, 2, "public-url"},
+		{"public url with credentials", nil, []string{"serve", "--public-url", "http://user:pw@h"}, 2, "credentials"},
+		{"public url with a space", nil, []string{"serve", "--public-url", "https://exa mple.com"}, 2, "public-url"},
+		{"public url port", nil, []string{"serve", "--public-url", "http://host:99999"}, 2, "public-url"},
 		{"extra argument", nil, []string{"serve", "now"}, 2, "now"},
 		{"partial env", []string{"TWILIO_ACCOUNT_SID=AC0123456789abcdef0123456789abcdef"}, []string{"serve", "--data-dir", filepath.Join(dir, "d1")}, 2, "TWILIO_API_KEY"},
 		{"malformed env SID", []string{"TWILIO_ACCOUNT_SID=ACnope", "TWILIO_AUTH_TOKEN=t", "TWILIO_API_KEY=SK0123456789abcdef0123456789abcdef", "TWILIO_API_SECRET=s"}, []string{"serve", "--data-dir", filepath.Join(dir, "d2")}, 2, "TWILIO_ACCOUNT_SID"},
