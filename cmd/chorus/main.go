@@ -272,9 +272,11 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer) error {
 		return usagef("invalid --ws-coalesce %v: want 0 to 1s", *wsCoalesce)
 	}
 	if *publicURL != "" {
-		if err := checkPublicURL(*publicURL); err != nil {
+		u, err := checkPublicURL(*publicURL)
+		if err != nil {
 			return usagef("invalid --public-url %q: %v", *publicURL, err)
 		}
+		*publicURL = u
 	}
 	creds, err := envCredentials(true)
 	if err != nil {
@@ -654,32 +656,32 @@ func coalesceSetting(d time.Duration) time.Duration {
 	return d
 }
 
-// checkPublicURL accepts an http(s) base URL: a scheme, a host and an
-// optional port, and at most "/" for a path. Every resource URL Chorus
-// renders starts with it, so anything more (a path, a query, a fragment,
-// credentials, a space in the host) would be repeated, broken, in each.
-func checkPublicURL(raw string) error {
+// checkPublicURL checks an http(s) base URL (a scheme, a host, an
+// optional port and path prefix) and returns it as the server renders it:
+// the scheme in lower case, no trailing "/". Every resource URL Chorus
+// renders starts with it, so anything else (a query, a fragment,
+// credentials, a space in the host, an empty port) would be repeated,
+// broken, in each.
+func checkPublicURL(raw string) (string, error) {
 	u, err := url.Parse(raw)
 	switch {
 	case err != nil:
-		return errors.New("not a URL")
+		return "", errors.New("not a URL")
 	case u.Scheme != "http" && u.Scheme != "https":
-		return errors.New("want http:// or https://")
+		return "", errors.New("want http:// or https://")
 	case u.Opaque != "" || u.Host == "" || u.Hostname() == "":
-		return errors.New("want http(s)://host[:port]")
+		return "", errors.New("want http(s)://host[:port][/path]")
 	case u.User != nil:
-		return errors.New("credentials do not belong in it")
+		return "", errors.New("credentials do not belong in it")
 	case u.RawQuery != "" || u.ForceQuery || u.Fragment != "" || strings.Contains(raw, "#"):
-		return errors.New("no query or fragment")
-	case u.Path != "" && u.Path != "/":
-		return errors.New("no path: Chorus serves from the host's root")
-	case strings.ContainsAny(u.Hostname(), " \t%"):
-		return errors.New("invalid host")
+		return "", errors.New("no query or fragment")
+	case strings.ContainsAny(u.Hostname(), " \t%") || strings.HasSuffix(u.Host, ":"):
+		return "", errors.New("invalid host")
 	}
 	if p := u.Port(); p != "" {
 		if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
-			return errors.New("invalid port")
+			return "", errors.New("invalid port")
 		}
 	}
-	return nil
+	return u.Scheme + "://" + u.Host + strings.TrimSuffix(u.EscapedPath(), "/"), nil
 }

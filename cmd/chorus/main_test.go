@@ -523,3 +523,25 @@ func TestSIGHUPWithoutTLSKeepsServing(t *testing.T) {
 	resp.Body.Close()
 	p.stop(t)
 }
+
+// checkPublicURL keeps what resource URLs can start with, as they render
+// it, and refuses what would repeat broken in each of them.
+func TestCheckPublicURL(t *testing.T) {
+	for raw, want := range map[string]string{
+		"https://sync.example.com/":       "https://sync.example.com",
+		"HTTPS://Sync.Example.com":        "https://Sync.Example.com",
+		"http://[::1]:3000":               "http://[::1]:3000",
+		"https://example.test:8443/sync/": "https://example.test:8443/sync",
+		"http://localhost:3000":           "http://localhost:3000",
+	} {
+		if got, err := checkPublicURL(raw); err != nil || got != want {
+			t.Errorf("checkPublicURL(%q) = %q, %v; want %q", raw, got, err, want)
+		}
+	}
+	for _, raw := range []string{"http://", "http://h/p?q=1", "http://h/#f", "http://u:p@h", "https://exa mple.com",
+		"http://host:99999", "http://example.com:", "ftp://x", "example.com"} {
+		if got, err := checkPublicURL(raw); err == nil {
+			t.Errorf("checkPublicURL(%q) = %q, want an error", raw, got)
+		}
+	}
+}

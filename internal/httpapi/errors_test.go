@@ -314,4 +314,11 @@ func TestDeleteDocumentIfMatch(t *testing.T) {
 	if resp, _ := f.do(http.MethodGet, doc, nil, nil); resp.StatusCode != 404 {
 		t.Errorf("after the delete: %d, want 404", resp.StatusCode)
 	}
+	// A list has no revision to match; "*" (any version) is not refused.
+	if resp, b := f.do(http.MethodPost, "/v1/Services/"+f.svc+"/Lists", url.Values{"UniqueName": {"anyl"}}, nil); resp.StatusCode != 201 {
+		t.Fatalf("create list = %d %s", resp.StatusCode, b)
+	}
+	if resp, b := f.do(http.MethodDelete, "/v1/Services/"+f.svc+"/Lists/anyl", nil, map[string]string{"If-Match": "*"}); resp.StatusCode != 204 {
+		t.Errorf("delete a list with If-Match: * = %d %s, want 204", resp.StatusCode, b)
+	}
 }

@@ -270,7 +270,7 @@ func (a *api) deleteObject(k chorus.Kind) handler {
 // and streams take none on Twilio: one sent is refused, not ignored.
 func objectIfMatch(r *http.Request, k chorus.Kind) (string, error) {
 	h := r.Header.Get("If-Match")
-	if k != chorus.KindDocument && strings.TrimSpace(h) != "" {
+	if h := strings.TrimSpace(h); k != chorus.KindDocument && h != "" && h != "*" { // "*": any version
 		return "", chorus.Errorf(chorus.ErrInvalidParameter, "If-Match applies to Documents and to list and map items, not to a %s", k)
 	}
 	return ifMatch(h)

@@ -374,24 +374,37 @@ func TestWALShrinksAfterLongReader(t *testing.T) {
 // restart reads. A tester's 5 acknowledged writes after an rm were lost,
 // and /readyz stayed ready.
 func TestRemovedDatabaseStopsWrites(t *testing.T) {
-	s := openInternal(t)
 	ctx := context.Background()
-	put := func() error {
+	put := func(s *Store) error {
 		return s.Update(ctx, func(tx chorus.Tx) error {
 			return tx.PutAccount(ctx, &chorus.Account{SID: chorus.NewSID(chorus.PrefixAccount)})
 		})
 	}
-	if err := put(); err != nil {
-		t.Fatal(err)
+	removed := func(t *testing.T) *Store {
+		s := openInternal(t)
+		if err := put(s); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Remove(s.path); err != nil {
+			t.Fatal(err)
+		}
+		return s
 	}
-	if err := os.Remove(s.path); err != nil {
-		t.Fatal(err)
-	}
-	time.Sleep(fileCheckEvery + 100*time.Millisecond)
-	if err := put(); chorus.ErrorCode(err) != chorus.ErrUnavailable.Code {
-		t.Fatalf("Update after the database file was removed = %v, want 20503", err)
-	}
-	if err := s.Ping(ctx); err == nil || !strings.Contains(err.Error(), "removed") {
-		t.Errorf("Ping after the database file was removed = %v, want it said", err)
-	}
+	t.Run("writer", func(t *testing.T) {
+		s := removed(t)
+		time.Sleep(fileCheckEvery + 100*time.Millisecond)
+		if err := put(s); chorus.ErrorCode(err) != chorus.ErrUnavailable.Code {
+			t.Fatalf("Update after the database file was removed = %v, want 20503", err)
+		}
+	})
+	t.Run("readyz", func(t *testing.T) {
+		// /readyz notices at once, without waiting for a write.
+		s := removed(t)
+		if err := s.Ping(ctx); err == nil || !strings.Contains(err.Error(), "removed") {
+			t.Errorf("Ping after the database file was removed = %v, want it said", err)
+		}
+		if err := put(s); chorus.ErrorCode(err) != chorus.ErrUnavailable.Code {
+			t.Errorf("Update after = %v, want 20503", err)
+		}
+	})
 }

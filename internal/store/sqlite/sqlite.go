@@ -396,6 +396,7 @@ func (s *Store) Close() error {
 // did not fail for want of the database (the disk full, an I/O error, a
 // read-only file), which a successful write clears.
 func (s *Store) Ping(ctx context.Context) error {
+	s.checkFileNow()
 	if p := s.syncErr.Load(); p != nil {
 		return fmt.Errorf("sqlite: store failed, restart needed: %w", *p)
 	}
@@ -523,6 +524,15 @@ func (s *Store) waitDurable(ctx context.Context, seq uint64) error {
 func (s *Store) setDurable(seq uint64) {
 	s.durMu.Lock()
 	s.durable.Store(seq)
+	close(s.durCh)
+	s.durCh = make(chan struct{})
+	s.durMu.Unlock()
+}
+
+// wakeDurable wakes the durable-waiters without moving durable (which only
+// the syncer advances), so that they see syncErr.
+func (s *Store) wakeDurable() {
+	s.durMu.Lock()
 	close(s.durCh)
 	s.durCh = make(chan struct{})
 	s.durMu.Unlock()
@@ -957,7 +967,7 @@ func (s *Store) abort(ctx context.Context, undo bool) {
 func (s *Store) checkpointLoop() {
 	for range s.ckptq {
 		if _, err := s.ckpt.exec(context.Background(), "PRAGMA wal_checkpoint(PASSIVE)"); err != nil {
-			if primaryCode(err) == sqlite3.SQLITE_IOERR {
+			if lostWrite(err) {
 				// A sync of the WAL or the database file failed (or a read
 				// or write of them): the kernel may report that once, to
 				// this connection alone, and the syncer's own sync of the
@@ -965,12 +975,27 @@ func (s *Store) checkpointLoop() {
 				// (a tester lost an acknowledged write so). The files'
 				// state is unknown: refuse writes, as after a failed sync.
 				s.fail(fmt.Errorf("sqlite: background checkpoint: %w", err), "checkpoint")
-				s.setDurable(s.durable.Load()) // wake waiters to see it
 				continue
 			}
 			s.logger.Warn("sqlite: background checkpoint", logKeyErr, err)
 		}
 	}
+}
+
+// lostWrite reports whether err is SQLite's report of a sync or a write of
+// the database's files that failed: what reached the disk is unknown. A
+// lock, shared-memory or allocation failure (IOERR_LOCK, _SHMMAP, _NOMEM)
+// is transient and says nothing of that.
+func lostWrite(err error) bool {
+	var e *msqlite.Error
+	if !errors.As(err, &e) {
+		return false
+	}
+	switch e.Code() {
+	case sqlite3.SQLITE_IOERR_FSYNC, sqlite3.SQLITE_IOERR_DIR_FSYNC, sqlite3.SQLITE_IOERR_WRITE, sqlite3.SQLITE_IOERR_TRUNCATE:
+		return true
+	}
+	return false
 }
 
 // fileCheckEvery is how often at most the writer checks that the database
@@ -984,10 +1009,19 @@ const fileCheckEvery = time.Second
 // credentials). It runs on the writer, at most every fileCheckEvery.
 func (s *Store) checkFile() {
 	now := time.Now()
-	if s.dbFile == nil || now.Sub(s.fileChecked) < fileCheckEvery {
+	if now.Sub(s.fileChecked) < fileCheckEvery {
 		return
 	}
 	s.fileChecked = now
+	s.checkFileNow()
+}
+
+// checkFileNow is checkFile's check, unpaced; any goroutine may call it
+// (Ping does, so that /readyz fails without waiting for a write).
+func (s *Store) checkFileNow() {
+	if s.dbFile == nil {
+		return
+	}
 	fi, err := os.Stat(s.path)
 	switch {
 	case err == nil && os.SameFile(fi, s.dbFile):
@@ -1008,6 +1042,7 @@ func (s *Store) fail(cause error, what string) error {
 	err := error(chorus.Wrap(chorus.ErrUnavailable, cause))
 	if s.syncErr.CompareAndSwap(nil, &err) {
 		s.logger.Error("sqlite: "+what+" failed; the store refuses writes until the server is restarted (with the disk fixed)", logKeyErr, cause)
+		s.wakeDurable() // durable-waiters see it
 	}
 	return *s.syncErr.Load()
 }
