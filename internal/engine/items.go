@@ -382,16 +382,12 @@ func (e *Engine) DeleteItem(ctx context.Context, a Actor, svc *chorus.Service, k
 	if k == chorus.KindMap && !validText(ref.Key) {
 		return nil, chorus.ErrMapItemKey
 	}
-	var rev int64 = -1
-	if ifMatch != "" {
-		r, err := chorus.ParseRevision(ifMatch)
-		if err != nil {
-			return nil, err
-		}
-		rev = r
+	rev, err := ifMatchRevision(ifMatch)
+	if err != nil {
+		return nil, err
 	}
 	var it *chorus.Item
-	err := e.update(ctx, a, func(tx chorus.Tx, c *change) error {
+	err = e.update(ctx, a, func(tx chorus.Tx, c *change) error {
 		obj, err := e.lookup(ctx, tx, svc, k, objectID)
 		if err != nil {
 			return err

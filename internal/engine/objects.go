@@ -288,16 +288,12 @@ func (e *Engine) UpdateObject(ctx context.Context, a Actor, svc *chorus.Service,
 		}
 		data = d
 	}
-	var rev int64 = -1
-	if p.IfMatch != "" {
-		r, err := chorus.ParseRevision(p.IfMatch)
-		if err != nil {
-			return nil, err
-		}
-		rev = r
+	rev, err := ifMatchRevision(p.IfMatch)
+	if err != nil {
+		return nil, err
 	}
 	var obj *chorus.Object
-	err := e.update(ctx, a, func(tx chorus.Tx, c *change) (err error) {
+	err = e.update(ctx, a, func(tx chorus.Tx, c *change) (err error) {
 		obj, err = e.lookup(ctx, tx, svc, k, id)
 		if err != nil {
 			return err
@@ -350,16 +346,12 @@ func (e *Engine) DeleteObject(ctx context.Context, a Actor, svc *chorus.Service,
 // revision string; "" for any): else 412 54103, and nothing is deleted.
 // twilio-node 3.x sends If-Match on a document's removal.
 func (e *Engine) DeleteObjectIf(ctx context.Context, a Actor, svc *chorus.Service, k chorus.Kind, id, ifMatch string) (*chorus.Object, error) {
-	var rev int64 = -1
-	if ifMatch != "" {
-		r, err := chorus.ParseRevision(ifMatch)
-		if err != nil {
-			return nil, err
-		}
-		rev = r
+	rev, err := ifMatchRevision(ifMatch)
+	if err != nil {
+		return nil, err
 	}
 	var obj *chorus.Object
-	err := e.update(ctx, a, func(tx chorus.Tx, c *change) (err error) {
+	err = e.update(ctx, a, func(tx chorus.Tx, c *change) (err error) {
 		obj, err = e.lookup(ctx, tx, svc, k, id)
 		if err != nil {
 			return err
@@ -385,6 +377,14 @@ func (e *Engine) removeObject(ctx context.Context, tx chorus.Tx, c *change, obj 
 		return err
 	}
 	return tx.DeleteObject(ctx, obj.SID)
+}
+
+// ifMatchRevision parses an If-Match revision string: -1 for "" (any).
+func ifMatchRevision(ifMatch string) (int64, error) {
+	if ifMatch == "" {
+		return -1, nil
+	}
+	return chorus.ParseRevision(ifMatch)
 }
 
 func deref(p *int) int {

@@ -12,6 +12,23 @@ import (
 	"time"
 )
 
+// newBackup backs up a new, empty store into a buffer.
+func newBackup(t *testing.T) (*bytes.Buffer, BackupInfo) {
+	t.Helper()
+	db := filepath.Join(t.TempDir(), "chorus.db")
+	st, err := Open(context.Background(), db, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	var b bytes.Buffer
+	info, err := Backup(context.Background(), db, t.TempDir(), &b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &b, info
+}
+
 // TestBackupTimeIsTheSnapshots: a backup's time is when its snapshot was
 // taken, not when its checks ended: every write acknowledged before it is
 // in the backup. A tester found the time 2.3 s late on a 118 MB database,
@@ -23,18 +40,8 @@ func TestBackupTimeIsTheSnapshots(t *testing.T) {
 		snapped = time.Now()
 		time.Sleep(1100 * time.Millisecond) // a long integrity check
 	}
-	db := filepath.Join(t.TempDir(), "chorus.db")
-	st, err := Open(context.Background(), db, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
 	start := time.Now()
-	var b bytes.Buffer
-	info, err := Backup(context.Background(), db, t.TempDir(), &b)
-	if err != nil {
-		t.Fatal(err)
-	}
+	b, info := newBackup(t)
 	if info.Created.Before(start.Add(-time.Millisecond)) || !info.Created.Before(snapped) {
 		t.Errorf("backup time %v: want from its start (%v) to the snapshot's end (%v)", info.Created, start, snapped)
 	}
@@ -51,23 +58,13 @@ func TestBackupTimeIsTheSnapshots(t *testing.T) {
 // checksum, so what it says of the database is checked against it: an
 // edited schema version was reported as the restored one.
 func TestRestoreChecksTheHeaderAgainstTheDatabase(t *testing.T) {
-	db := filepath.Join(t.TempDir(), "chorus.db")
-	st, err := Open(context.Background(), db, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	var b bytes.Buffer
-	info, err := Backup(context.Background(), db, t.TempDir(), &b)
-	if err != nil {
-		t.Fatal(err)
-	}
+	b, info := newBackup(t)
 	was := `"schema_version":` + strconv.Itoa(info.SchemaVersion)
 	edited := strings.Replace(b.String(), was, `"schema_version":`+strconv.Itoa(info.SchemaVersion-1), 1)
 	if edited == b.String() {
 		t.Fatalf("no %s in the header", was)
 	}
-	_, err = Restore(context.Background(), strings.NewReader(edited), filepath.Join(t.TempDir(), "chorus.db"))
+	_, err := Restore(context.Background(), strings.NewReader(edited), filepath.Join(t.TempDir(), "chorus.db"))
 	if !errors.Is(err, ErrNotBackup) || !strings.Contains(err.Error(), "header says schema version") {
 		t.Errorf("Restore with an edited schema version = %v, want ErrNotBackup naming the mismatch", err)
 	}
@@ -94,23 +91,14 @@ func (c *cancelAfter) Read(p []byte) (int, error) {
 // copy where it is; the copy used to run to the end of the file first,
 // minutes for a large one.
 func TestRestoreStopsCopyingAtAnInterrupt(t *testing.T) {
-	db := filepath.Join(t.TempDir(), "chorus.db")
-	st, err := Open(context.Background(), db, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	var b bytes.Buffer
-	if _, err := Backup(context.Background(), db, t.TempDir(), &b); err != nil {
-		t.Fatal(err)
-	}
+	b, _ := newBackup(t)
 	if b.Len() < 128<<10 {
 		t.Fatalf("the backup is %d bytes: too small to see a copy stop", b.Len())
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	r := &cancelAfter{r: bytes.NewReader(b.Bytes()), after: 8 << 10, cancel: cancel}
-	_, err = Restore(ctx, r, filepath.Join(t.TempDir(), "chorus.db"))
+	_, err := Restore(ctx, r, filepath.Join(t.TempDir(), "chorus.db"))
 	if !errors.Is(err, context.Canceled) || errors.Is(err, ErrNotBackup) {
 		t.Errorf("Restore interrupted while copying = %v, want context.Canceled and not ErrNotBackup", err)
 	}

@@ -93,19 +93,10 @@ func TestBackupKeepsStagingFresh(t *testing.T) {
 // integrity check (Ctrl-C) says so; it blamed the file ("not a complete
 // Chorus backup"), and an operator would have thrown a good backup away.
 func TestRestoreInterruptedIsNotABadBackup(t *testing.T) {
-	db := filepath.Join(t.TempDir(), "chorus.db")
-	st, err := Open(context.Background(), db, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	var b bytes.Buffer
-	if _, err := Backup(context.Background(), db, t.TempDir(), &b); err != nil {
-		t.Fatal(err)
-	}
+	b, _ := newBackup(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	_, err = Restore(ctx, bytes.NewReader(b.Bytes()), filepath.Join(t.TempDir(), "chorus.db"))
+	_, err := Restore(ctx, bytes.NewReader(b.Bytes()), filepath.Join(t.TempDir(), "chorus.db"))
 	if err == nil || errors.Is(err, ErrNotBackup) || !errors.Is(err, context.Canceled) {
 		t.Errorf("Restore interrupted = %v, want context.Canceled and not ErrNotBackup", err)
 	}
