@@ -12,3 +12,6 @@ func SetAfterRecord(f func()) (restore func()) {
 // SweepAbandoned runs the delivering node's sweep of abandoned webhooks
 // now.
 func (d *Dispatcher) SweepAbandoned(ctx context.Context) error { return d.sweepAbandoned(ctx) }
+
+// FlushPresence waits until the queued presence changes are recorded.
+func (d *Dispatcher) FlushPresence(ctx context.Context) error { return d.presence.flush(ctx) }

@@ -94,6 +94,13 @@ func (q *presenceQueue) enqueueLocked(op presenceOp) {
 	}
 }
 
+// tracking reports whether this node has live endpoints.
+func (q *presenceQueue) tracking() bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return len(q.tracked) > 0
+}
+
 // reconnectAll records every session this node has again: after the
 // store presumed the node dead and dropped its endpoints.
 func (q *presenceQueue) reconnectAll() {

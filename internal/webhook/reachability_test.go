@@ -161,3 +161,45 @@ func TestPresenceSurvivesStoreOutage(t *testing.T) {
 		t.Errorf("after a 4 s store outage: webhook %q, want endpoint_disconnected", got)
 	}
 }
+
+// An endpoint recorded before the node's first heartbeat, and dropped by a
+// leader that presumed the node dead, is recorded again at that first
+// heartbeat: recording an endpoint records the node, so the store not
+// knowing the node means it was dropped. Only later beats counted, and
+// TestPresumedDeadNodeRecovers saw alice announced gone and never back
+// when its first beat came after the drop (a busy machine).
+func TestFirstHeartbeatAfterADropRecordsAgain(t *testing.T) {
+	ctx := context.Background()
+	e, start := newStoppedEnv(t, webhook.Config{Poll: 50 * time.Millisecond, Heartbeat: 50 * time.Millisecond})
+	rc := newReceiver(t, e.creds.AuthToken, nil)
+	hook, on := rc.URL(), true
+	svc, err := e.eng.UpdateService(ctx, e.creds.AccountSID, e.creds.ServiceSID, engine.ServiceParams{WebhookURL: &hook, ReachabilityWebhooksEnabled: &on})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.d.Connected(svc, "alice", "ep1")
+	if err := e.d.FlushPresence(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.st.Update(ctx, func(tx chorus.Tx) error {
+		_, _, err := tx.NodeHeartbeat(ctx, "other", time.Now().UTC(), time.Now().UTC().Add(time.Second))
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	start() // the first heartbeat comes now, after the drop
+	var last string
+	for quiet := time.After(3 * time.Second); ; {
+		select {
+		case h := <-rc.hits:
+			last = h.form.Get("EventType") + " " + h.form.Get("Identity")
+			quiet = time.After(3 * time.Second)
+			continue
+		case <-quiet:
+		}
+		break
+	}
+	if last != "endpoint_connected alice" {
+		t.Errorf("last reachability webhook %q, want endpoint_connected alice (she is connected)", last)
+	}
+}

@@ -512,7 +512,12 @@ func (d *Dispatcher) heartbeat(ctx context.Context) error {
 	}
 	d.beatingSince.Store(int64(since))
 	d.lastBeat.Store(int64(start))
-	if !known && d.beats.Add(1) > 1 {
+	// The store does not know this node: it never beat (its first beat),
+	// or it was presumed dead, which dropped its endpoints. Recording an
+	// endpoint also records the node, so a node that has endpoints was
+	// presumed dead even at its first beat (a leader may presume so before
+	// it: a test saw alice announced gone and never back).
+	if !known && (d.beats.Add(1) > 1 || d.presence.tracking()) {
 		d.log.Warn("webhook: this node was presumed dead; recording its endpoints again")
 		d.presence.reconnectAll()
 	}
