@@ -52,17 +52,15 @@ func isEMSToken(segs []string) bool {
 }
 
 // emsToken answers one token exchange; sess is the session it came
-// through (nil over plain HTTP). Through a session, the token is verified
-// as the session's update would verify it (authenticate, also against the
-// session's key while the store is out of reach: the SDK sends the update
-// only once the exchange succeeded), and must be of the session's
-// identity and service, as an update's must (handleUpdate):
-// twilio-sync 0.5–0.7 exchange a renewed token first and send the
-// socket's update only once the exchange succeeded, and an exchange that
-// accepted what the update then refused had them re-register their
-// notifications on a socket being closed, which crashed the process with
-// an unhandled rejection. Refused here (401), updateToken rejects and the
-// session goes on with its token.
+// through (nil over plain HTTP). twilio-sync 0.5–0.7 exchange a renewed
+// token first and send the socket's update only once the exchange
+// succeeded, so through a session the token is verified as the update
+// would verify it (authenticate, against the session's key while the
+// store is out of reach) and must be of the session's identity and
+// service (handleUpdate). An exchange that accepted what the update then
+// refused had the SDK re-register its notifications on a socket being
+// closed, which crashed the process with an unhandled rejection; refused
+// here (401), updateToken rejects and the session goes on with its token.
 func (g *Gateway) emsToken(ctx context.Context, method string, body []byte, sess *conn) response {
 	if method != http.MethodPost {
 		return errorResponse(chorus.ErrMethod)
