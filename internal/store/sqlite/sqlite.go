@@ -968,8 +968,8 @@ func (s *Store) checkpointLoop() {
 	for range s.ckptq {
 		if _, err := s.ckpt.exec(context.Background(), "PRAGMA wal_checkpoint(PASSIVE)"); err != nil {
 			if lostWrite(err) {
-				// A sync of the WAL or the database file failed (or a read
-				// or write of them): the kernel may report that once, to
+				// A sync (or a write) of the WAL or the database file
+				// failed (lostWrite): the kernel may report that once, to
 				// this connection alone, and the syncer's own sync of the
 				// WAL then succeed over frames that never reached the disk
 				// (a tester lost an acknowledged write so). The files'
