@@ -110,16 +110,24 @@ func TestCheckURL(t *testing.T) {
 	}
 }
 
+// countingReceiver starts a loopback HTTP server that answers 200 and
+// counts the connections made to it; it returns its port.
+func countingReceiver(t *testing.T) (port string, conns *atomic.Int32) {
+	t.Helper()
+	conns = new(atomic.Int32)
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	srv.Config.ConnState = func(net.Conn, http.ConnState) { conns.Add(1) }
+	srv.Start()
+	t.Cleanup(srv.Close)
+	_, port, _ = net.SplitHostPort(srv.Listener.Addr().String())
+	return port, conns
+}
+
 // The dial-time check refuses what a name resolves to, before any packet
 // is sent: localhost resolves to loopback, and the receiver listening
 // there never sees a connection.
 func TestDialTimeCheck(t *testing.T) {
-	var conns atomic.Int32
-	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
-	srv.Config.ConnState = func(net.Conn, http.ConnState) { conns.Add(1) }
-	srv.Start()
-	defer srv.Close()
-	_, port, _ := net.SplitHostPort(srv.Listener.Addr().String())
+	port, conns := countingReceiver(t)
 	c := webhook.NewClient(webhook.Policy{}, 2*time.Second, nil)
 	ctx := context.Background()
 	for _, target := range []string{
@@ -175,12 +183,7 @@ func TestDialTimeCheck(t *testing.T) {
 // address goes to the operator's log.
 func TestRefusedAddressReasonHidesTheAddress(t *testing.T) {
 	ctx := context.Background()
-	var conns atomic.Int32
-	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
-	srv.Config.ConnState = func(net.Conn, http.ConnState) { conns.Add(1) }
-	srv.Start()
-	defer srv.Close()
-	_, port, _ := net.SplitHostPort(srv.Listener.Addr().String())
+	port, conns := countingReceiver(t)
 	rebind := &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, address string) (net.Conn, error) {
 		return fakeDNS(t, "127.0.0.1")
 	}}
