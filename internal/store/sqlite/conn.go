@@ -46,6 +46,16 @@ func (c *conn) query(ctx context.Context, query string, args ...any) (*sql.Rows,
 	return st.QueryContext(ctx, args...)
 }
 
+// scanRow runs query, which takes no arguments, and scans its one row into
+// dest.
+func (c *conn) scanRow(ctx context.Context, query string, dest ...any) error {
+	st, err := c.stmt(ctx, query)
+	if err != nil {
+		return err
+	}
+	return st.QueryRowContext(ctx).Scan(dest...)
+}
+
 func (c *conn) close() error {
 	var errs []error
 	for _, st := range c.stmts {

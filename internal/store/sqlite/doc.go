@@ -63,7 +63,7 @@
 //   - Checkpoints copy WAL frames into the database file. Under
 //     synchronous=NORMAL (and FULL) a checkpoint fsyncs the WAL before
 //     copying and the database file after, whichever connection runs it (the
-//     writer's auto-checkpoint or the background checkpointer, both NORMAL;
+//     writer's own or the background checkpointer's, both NORMAL;
 //     never OFF, which would skip those syncs and break this argument).
 //   - A WAL reset (the next write transaction after a checkpoint copied
 //     every frame) rewrites the WAL from its start, overwriting old frames.
@@ -86,13 +86,23 @@
 //
 // # Checkpoints
 //
-// The writer's wal_autocheckpoint is autoCheckpointPages; every
-// ckptEveryWrites requests the writer wakes a checkpointer goroutine that
-// runs a PASSIVE checkpoint on its own connection, so most copying and its
-// two fsyncs happen off the writer. The writer's own auto-checkpoint then
-// finds little left to copy, and, running between its transactions, is
-// what lets the next one reset the WAL (a concurrent checkpoint alone rarely
-// catches up with a busy writer).
+// Every ckptEveryWrites requests the writer wakes a checkpointer goroutine
+// that runs a PASSIVE checkpoint on its own connection, so most copying and
+// its two fsyncs happen off the writer. When it finds the WAL longer than
+// autoCheckpointPages frames, the writer runs one itself between two
+// batches: it finds little left to copy, and, running between the writer's
+// transactions, is what lets the next one reset the WAL (a concurrent
+// checkpoint alone rarely catches up with a busy writer). SQLite's own
+// auto-checkpoint is off: it runs inside COMMIT and drops its error.
+//
+// A checkpoint syncs the WAL and the database file. If such a sync fails,
+// the kernel may report it to that descriptor alone, and the syncer's next
+// fdatasync succeed over frames that never reached the disk. A lost write in
+// a checkpoint (lostWrite) therefore fails the store, and every checkpoint
+// and every answering sync hold ioMu: a batch is answered only by a sync
+// that ran after any checkpoint that could have failed on its frames, and
+// that sync sees the failure first. Checkpoints and syncs contend for the
+// same disk anyway.
 //
 // # WAL writes
 //

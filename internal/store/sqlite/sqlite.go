@@ -31,11 +31,11 @@ const (
 	maxLinger = 500 * time.Microsecond
 	// queueLen is the capacity of the writer's request queue.
 	queueLen = 1024
-	// autoCheckpointPages is the writer's wal_autocheckpoint: a COMMIT
-	// that leaves at least this many frames in the WAL checkpoints inline
-	// (with two fsyncs), which lets the next transaction restart the WAL.
-	// The background checkpointer runs after every ckptEveryWrites
-	// requests and keeps what is left to copy inline small.
+	// autoCheckpointPages is the WAL's size, in frames, from which the
+	// writer checkpoints between two batches (restartCheckpoint), which
+	// lets the next transaction restart the WAL. The background
+	// checkpointer runs after every ckptEveryWrites requests, reports the
+	// size and keeps what is left to copy then small.
 	autoCheckpointPages = 4096
 	ckptEveryWrites     = 512
 	// walSizeLimit is the writer's journal_size_limit: the WAL file is
@@ -109,6 +109,14 @@ type Store struct {
 	// failed it (unavailable), nil after one that succeeded: Ping reports it.
 	writeFailing atomic.Pointer[error]
 	syncing      atomic.Int64 // batches queued to or held by the syncer
+	// ioMu is held by each WAL sync that answers batches and by each
+	// checkpoint, so that no batch is answered while a checkpoint that
+	// may fail on its frames runs (doc.go, "Checkpoints").
+	ioMu sync.Mutex
+	// restartWanted is set by the checkpointer when the WAL has grown
+	// past autoCheckpointPages; the writer then checkpoints itself.
+	restartWanted atomic.Bool
+	checkpointing atomic.Bool // a checkpoint holds ioMu
 
 	// Writer statistics (WriteStats).
 	statBatches, statRequests, statCommitNanos, statSyncs, statSyncNanos, statRetries atomic.Int64
@@ -127,7 +135,7 @@ type Store struct {
 type WriteStats struct {
 	Batches    int64         // write transactions the writer ran
 	Writes     int64         // Update requests they ran
-	CommitTime time.Duration // spent in COMMIT (WAL appends, auto-checkpoints)
+	CommitTime time.Duration // spent in COMMIT (WAL appends)
 	Syncs      int64         // fdatasyncs of the WAL that made batches durable
 	SyncTime   time.Duration // spent in them
 	Retries    int64         // batches run again with a savepoint per request
@@ -269,7 +277,11 @@ func (s *Store) open(ctx context.Context) error {
 	if s.legacy {
 		sync = "FULL"
 	} else {
-		pragmas = append(pragmas, fmt.Sprintf("wal_autocheckpoint(%d)", autoCheckpointPages))
+		// No auto-checkpoint: SQLite runs it inside COMMIT and drops its
+		// error, so a failed sync in it went unseen and the syncer then
+		// answered frames that may not be on the disk. The writer runs
+		// the same checkpoint itself (restartCheckpoint).
+		pragmas = append(pragmas, "wal_autocheckpoint(0)")
 	}
 	if s.wdb, err = sql.Open("sqlite", dsn(s.path, false, sync, pragmas...)); err != nil {
 		return err
@@ -653,6 +665,9 @@ func (s *Store) writeLoop() {
 		start := time.Now()
 		s.runBatch(batch)
 		lastCommit = time.Since(start)
+		if s.restartWanted.CompareAndSwap(true, false) {
+			s.restartCheckpoint()
+		}
 		if nwrites += len(batch); nwrites >= ckptEveryWrites && !s.legacy {
 			nwrites = 0
 			select {
@@ -730,10 +745,11 @@ func (s *Store) runBatch(batch []*groupcommit.Request) {
 		return
 	}
 	b := &batchDone{seq: seq, wrote: wrote, reqs: run}
-	if s.syncing.Load() == 0 && s.queue.Len() == 0 {
+	if s.syncing.Load() == 0 && s.queue.Len() == 0 && !s.checkpointing.Load() {
 		// Nothing to overlap the sync with, and no batch before this one
 		// unanswered (only the writer adds to syncing): sync and answer
-		// here, saving the hand-off to the syncer.
+		// here, saving the hand-off to the syncer. Not while a checkpoint
+		// runs: the sync waits for it (ioMu), and the writer would too.
 		s.finish([]*batchDone{b})
 		return
 	}
@@ -880,6 +896,9 @@ func (s *Store) finish(pend []*batchDone) {
 		wrote = wrote || b.wrote
 	}
 	var err error
+	// Under ioMu: a checkpoint that failed on these frames has failed the
+	// store by now, and none runs during the sync (doc.go, "Checkpoints").
+	s.ioMu.Lock()
 	if perr := s.syncErr.Load(); perr != nil {
 		err = *perr
 	} else if wrote {
@@ -893,6 +912,7 @@ func (s *Store) finish(pend []*batchDone) {
 			err = s.fail(fmt.Errorf("sqlite: update: %w", err), "WAL sync")
 		}
 	}
+	s.ioMu.Unlock()
 	if err == nil {
 		s.setDurable(seq)
 	} else {
@@ -930,23 +950,15 @@ func (s *Store) checkDataVersion(ctx context.Context) error {
 	if s.objs == nil {
 		return nil
 	}
-	rows, err := s.writer.query(ctx, "PRAGMA data_version")
-	if err != nil {
-		return fmt.Errorf("data_version: %w", err)
-	}
-	defer rows.Close()
 	var v int64
-	if !rows.Next() {
-		return fmt.Errorf("data_version: no row: %w", rows.Err())
-	}
-	if err := rows.Scan(&v); err != nil {
+	if err := s.writer.scanRow(ctx, "PRAGMA data_version", &v); err != nil {
 		return fmt.Errorf("data_version: %w", err)
 	}
 	if v != s.dataVer {
 		s.objs.clear()
 		s.dataVer = v
 	}
-	return rows.Close()
+	return nil
 }
 
 // abort rolls the writer's transaction back, if one is open. undo says
@@ -962,24 +974,56 @@ func (s *Store) abort(ctx context.Context, undo bool) {
 
 // checkpointLoop is the background checkpointer: woken by the writer, it
 // copies the WAL into the database (PASSIVE: it never blocks the writer or
-// readers) on its own connection, so that the writer's inline
-// auto-checkpoint finds little left to copy.
+// readers) on its own connection, so that the writer's own checkpoint
+// (restartCheckpoint) finds little left to copy. It asks for that one when
+// the WAL has grown past autoCheckpointPages.
 func (s *Store) checkpointLoop() {
 	for range s.ckptq {
-		if _, err := s.ckpt.exec(context.Background(), "PRAGMA wal_checkpoint(PASSIVE)"); err != nil {
-			if lostWrite(err) {
-				// A sync (or a write) of the WAL or the database file
-				// failed (lostWrite): the kernel may report that once, to
-				// this connection alone, and the syncer's own sync of the
-				// WAL then succeed over frames that never reached the disk
-				// (a tester lost an acknowledged write so). The files'
-				// state is unknown: refuse writes, as after a failed sync.
-				s.fail(fmt.Errorf("sqlite: background checkpoint: %w", err), "checkpoint")
-				continue
-			}
-			s.logger.Warn("sqlite: background checkpoint", logKeyErr, err)
+		if frames, ok := s.checkpoint(s.ckpt, "background checkpoint"); ok && frames >= autoCheckpointPages {
+			s.restartWanted.Store(true)
 		}
 	}
+}
+
+// restartCheckpoint runs a PASSIVE checkpoint on the writer, between two of
+// its transactions: with no frame added meanwhile it copies the whole WAL
+// (unless a reader holds an old snapshot), so that the next transaction
+// restarts the WAL from its beginning instead of growing it. This is what
+// SQLite's auto-checkpoint did inside COMMIT, minus dropping the error.
+func (s *Store) restartCheckpoint() {
+	s.checkpoint(s.writer, "checkpoint")
+}
+
+// checkpoint runs PRAGMA wal_checkpoint(PASSIVE) on c under ioMu and
+// returns the WAL's size in frames (ok: it ran). A lost write in it fails
+// the store: a sync (or a write) of the WAL or the database file failed,
+// and the kernel may report that once, to this connection alone, and the
+// syncer's own sync of the WAL then succeed over frames that never reached
+// the disk (a tester lost an acknowledged write so). The files' state is
+// unknown: the store refuses writes, as after a failed WAL sync. Holding
+// ioMu, the checkpoint fails the store before any batch whose frames it
+// synced is answered. what names it in logs.
+func (s *Store) checkpoint(c *conn, what string) (walFrames int64, ok bool) {
+	s.ioMu.Lock()
+	s.checkpointing.Store(true)
+	defer func() {
+		s.checkpointing.Store(false)
+		s.ioMu.Unlock()
+	}()
+	if s.syncErr.Load() != nil {
+		return 0, false // failed already: the files are left as they are
+	}
+	var busy, checkpointed int64
+	err := c.scanRow(context.Background(), "PRAGMA wal_checkpoint(PASSIVE)", &busy, &walFrames, &checkpointed)
+	if err == nil {
+		return walFrames, true
+	}
+	if lostWrite(err) {
+		s.fail(fmt.Errorf("sqlite: %s: %w", what, err), what)
+	} else {
+		s.logger.Warn("sqlite: "+what, logKeyErr, err)
+	}
+	return 0, false
 }
 
 // lostWrite reports whether err is SQLite's report of a sync or a write of

@@ -274,9 +274,18 @@ func flushWAL(tls *libc.TLS, fd int32, b *walBuffer) bool {
 // follows. Only the bytes pending must be contiguous and go first; the end
 // is a guess of where the next append lands, and a wrong guess costs only
 // a write that is not gathered.
+// writeFault, when set (tests only), makes pwrite(2) fail with EIO on the
+// descriptors it reports, other than -wal and -shm files': a disk that
+// fails under a checkpoint.
+var writeFault atomic.Pointer[func(fd int32) bool]
+
 func walPwrite(tls *libc.TLS, fd int32, buf uintptr, n uint64, off int64) int64 {
 	b := walFD(fd)
 	if b == nil {
+		if f := writeFault.Load(); f != nil && (*f)(fd) {
+			*(*int32)(cmem(libc.X__errno_location(tls))) = int32(syscall.EIO)
+			return -1
+		}
 		return walWrites.pwrite(tls, fd, buf, n, off)
 	}
 	appending := off == b.end
