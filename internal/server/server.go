@@ -680,12 +680,9 @@ func openStore(ctx context.Context, cfg Config) (openedStore, error) {
 	// without hearing the first one's events (its subscribers would miss
 	// every write made through the other), and both would sweep and send
 	// webhooks.
-	unlock, err := sqlite.LockFile(filepath.Join(cfg.DataDir, ServeLockFile))
-	if errors.Is(err, sqlite.ErrLocked) {
-		return openedStore{}, fmt.Errorf("server: %s: %w", cfg.DataDir, ErrDataDirInUse)
-	}
+	unlock, err := lockDataDir(cfg.DataDir)
 	if err != nil {
-		return openedStore{}, fmt.Errorf("server: %w", err)
+		return openedStore{}, err
 	}
 	st, err := sqlite.Open(ctx, filepath.Join(cfg.DataDir, DBFile), cfg.Logger)
 	if err != nil {
@@ -693,6 +690,25 @@ func openStore(ctx context.Context, cfg Config) (openedStore, error) {
 		return openedStore{}, fmt.Errorf("server: open store: %w", err)
 	}
 	return openedStore{store: st, unlock: unlock}, nil
+}
+
+// lockDataDir takes the serve lock on dir: its lock file, which older
+// versions take too, and the directory itself, which stays locked when an
+// operator deletes the lock file (a tester's second server then took a new
+// one and served the same database).
+func lockDataDir(dir string) (unlock func(), err error) {
+	unlockFile, err := sqlite.LockFile(filepath.Join(dir, ServeLockFile))
+	if err == nil {
+		var unlockDir func()
+		if unlockDir, err = sqlite.LockDir(dir); err == nil {
+			return func() { unlockDir(); unlockFile() }, nil
+		}
+		unlockFile()
+	}
+	if errors.Is(err, sqlite.ErrLocked) {
+		return nil, fmt.Errorf("server: %s: %w", dir, ErrDataDirInUse)
+	}
+	return nil, fmt.Errorf("server: %w", err)
 }
 
 // ServeLockFile is the file in the data directory that a server on the

@@ -6,6 +6,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -142,6 +144,15 @@ func TestOneServerPerDataDir(t *testing.T) {
 	_, err := New(context.Background(), Config{DataDir: dir, Logger: slog.New(slog.DiscardHandler)})
 	if !errors.Is(err, ErrDataDirInUse) || !strings.Contains(err.Error(), dir) {
 		t.Fatalf("a second New on %s = %v, want ErrDataDirInUse naming the directory", dir, err)
+	}
+	// Deleting the lock file does not let a second server in: it would
+	// lock a new file of the same name (a tester's did).
+	if err := os.Remove(filepath.Join(dir, ServeLockFile)); err != nil {
+		t.Fatal(err)
+	}
+	_, err = New(context.Background(), Config{DataDir: dir, Logger: slog.New(slog.DiscardHandler)})
+	if !errors.Is(err, ErrDataDirInUse) {
+		t.Fatalf("a second New on %s after its lock file was deleted = %v, want ErrDataDirInUse", dir, err)
 	}
 	if err := first.Close(); err != nil {
 		t.Fatal(err)

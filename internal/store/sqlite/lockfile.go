@@ -26,3 +26,19 @@ func LockFile(path string) (unlock func(), err error) {
 	}
 	return func() { f.Close() }, nil
 }
+
+// LockDir takes an exclusive lock on the directory dir itself without
+// waiting, where the system allows it (Unix), for a process that must be
+// the only one of its kind on the directory: unlike a lock file, which an
+// operator may delete (and the next process then lock a new file of the
+// same name), the directory cannot go while it holds a database. Where
+// open files cannot be deleted (Windows) a lock file suffices, and LockDir
+// does nothing. An error wraps ErrLocked when another process holds the
+// lock.
+func LockDir(dir string) (unlock func(), err error) {
+	unlock, err = lockDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: lock directory %s: %w", dir, err)
+	}
+	return unlock, nil
+}
