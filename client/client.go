@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
@@ -109,8 +110,9 @@ type Client struct {
 
 // New connects to the server with token and returns once the server
 // accepted it. Transient failures (connection refused, 5xx, 429) are
-// retried with backoff until ctx is done; a rejected token fails at once
-// with its *chorus.Error (e.g. 401/20104 for an expired token). ctx bounds
+// retried with backoff until ctx is done; a rejected token, and another
+// 4xx answer to the websocket upgrade (a wrong URL), fail at once with the
+// server's *chorus.Error (e.g. 401/20104 for an expired token). ctx bounds
 // only the connection attempt, not the Client's life.
 func New(ctx context.Context, token string, opts Options) (*Client, error) {
 	wsURL, base, host, err := parseURL(opts.URL)
@@ -370,11 +372,34 @@ func (e *initRejected) Error() string {
 	return fmt.Sprintf("client: init rejected: %d %s (%d %s)", e.st.Code, e.st.Status, e.st.ErrorCode, e.st.Description)
 }
 
+// dialRefused is an HTTP answer other than the websocket upgrade: the
+// server's error, and the websocket library's.
+type dialRefused struct {
+	url    string
+	twilio *chorus.Error
+	err    error
+}
+
+func (e *dialRefused) Error() string {
+	return fmt.Sprintf("client: dial %s: %v (%v)", e.url, e.twilio, e.err)
+}
+
+func (e *dialRefused) Unwrap() []error { return []error{e.twilio, e.err} }
+
+// final reports whether retrying cannot help: a 4xx other than 408 and
+// 429 (a wrong URL or path, a refused origin). 5xx, 408 and 429 are
+// transient.
+func (e *dialRefused) final() bool {
+	st := e.twilio.Status
+	return st >= 400 && st < 500 && st != http.StatusRequestTimeout && st != http.StatusTooManyRequests
+}
+
 // supervise connects, runs sessions and reconnects until Close.
 func (c *Client) supervise() {
 	defer close(c.done)
 	failures := 0
 	floor := time.Duration(0)
+	connected := false // a session was established
 	for c.ctx.Err() == nil {
 		c.mu.Lock()
 		tok, cont := c.token, c.continuation
@@ -387,6 +412,13 @@ func (c *Client) supervise() {
 			c.mu.Lock()
 			c.lastErr = err
 			c.mu.Unlock()
+			// Before the first session only: later, a 4xx is more likely
+			// a proxy's during a deploy than a wrong URL.
+			if refused := (*dialRefused)(nil); !connected && errors.As(err, &refused) && refused.final() {
+				c.log.Warn("client: websocket refused", slog.Any("err", err))
+				c.giveUp(refused.twilio)
+				return
+			}
 			var rej *initRejected
 			if errors.As(err, &rej) {
 				switch code := rej.st.Code; {
@@ -412,7 +444,7 @@ func (c *Client) supervise() {
 			failures++
 			continue
 		}
-		failures, floor = 0, 0
+		failures, floor, connected = 0, 0, true
 		c.setSession(s)
 		go c.resubscribe(s)
 		cause := s.wait()
@@ -593,10 +625,20 @@ func (c *Client) connect(tok, continuation string) (*session, error) {
 		CompressionMode: websocket.CompressionDisabled,
 	})
 	dcancel()
+	var refusal *chorus.Error
 	if resp != nil && resp.Body != nil {
+		if err != nil && resp.StatusCode != http.StatusSwitchingProtocols {
+			// The server's answer instead of the upgrade (a Twilio error
+			// body, of which the websocket library keeps 1 KB).
+			body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<10))
+			refusal = decodeError(resp.StatusCode, body)
+		}
 		resp.Body.Close()
 	}
 	if err != nil {
+		if refusal != nil {
+			return nil, &dialRefused{url: c.wsURL, twilio: refusal, err: err}
+		}
 		return nil, fmt.Errorf("client: dial %s: %w", c.wsURL, err)
 	}
 	ws.SetReadLimit(c.opts.MaxFrameBytes)

@@ -644,3 +644,66 @@ func TestTokenRenewal(t *testing.T) {
 		}
 	})
 }
+
+// A PageToken continues its page's size when the query sets none: the
+// client used to send its default of 50 with every token, so a query by
+// 3 went on by 50.
+func TestPageTokenKeepsItsSize(t *testing.T) {
+	n := startNode(t, "", "")
+	ctx := ctxT(t)
+	c := n.connect(t, "alice", client.Options{})
+	l, err := c.List(ctx, "ten", client.OpenOrCreate)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 10 {
+		if _, err := l.Push(ctx, map[string]int{"n": i}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p, err := l.Items(ctx, client.ItemQuery{PageSize: 3})
+	if err != nil || fmt.Sprint(indexes(p.Items)) != "[0 1 2]" {
+		t.Fatalf("first page = %v, %v; want [0 1 2]", indexes(p.Items), err)
+	}
+	p, err = l.Items(ctx, client.ItemQuery{PageToken: p.NextPageToken})
+	if err != nil || fmt.Sprint(indexes(p.Items)) != "[3 4 5]" {
+		t.Fatalf("next page by its token = %v, %v; want [3 4 5]", indexes(p.Items), err)
+	}
+	p, err = l.Items(ctx, client.ItemQuery{PageToken: p.PrevPageToken})
+	if err != nil || fmt.Sprint(indexes(p.Items)) != "[0 1 2]" {
+		t.Errorf("previous page by its token = %v, %v; want [0 1 2]", indexes(p.Items), err)
+	}
+	p, err = l.Items(ctx, client.ItemQuery{PageToken: p.NextPageToken, PageSize: 5})
+	if err != nil || fmt.Sprint(indexes(p.Items)) != "[3 4 5 6 7]" {
+		t.Errorf("next page by its token, 5 a page = %v, %v; want [3 4 5 6 7]", indexes(p.Items), err)
+	}
+}
+
+// Values the server would take differently from what the caller meant
+// are refused, not turned into something else: a negative TTL used to
+// remove the expiry, a negative page size to ask for 50.
+func TestRefusedArguments(t *testing.T) {
+	n := startNode(t, "", "")
+	ctx := ctxT(t)
+	c := n.connect(t, "alice", client.Options{})
+	d, err := c.Document(ctx, "doc", client.OpenOrCreate)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.SetTTL(ctx, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.SetTTL(ctx, -time.Second); !errors.Is(err, chorus.ErrInvalidTTL) {
+		t.Errorf("SetTTL(-1s) = %v, want 54011", err)
+	}
+	if d.DateExpires() == nil {
+		t.Error("a refused SetTTL(-1s) removed the expiry")
+	}
+	l, err := c.List(ctx, "list", client.OpenOrCreate)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.Items(ctx, client.ItemQuery{PageSize: -5}); !errors.Is(err, chorus.ErrInvalidPageSize) {
+		t.Errorf("Items(PageSize: -5) = %v, want 54454", err)
+	}
+}

@@ -186,3 +186,22 @@ func TestConnectErrorWrapsLastError(t *testing.T) {
 		t.Errorf("New = %v, want an error that is both context.DeadlineExceeded and ECONNREFUSED", err)
 	}
 }
+
+// A 4xx answer to the websocket upgrade (here a wrong path: 404) fails New
+// at once with the server's error; it used to be retried until ctx ended
+// (forever with context.Background()).
+func TestWrongURLFailsAtOnce(t *testing.T) {
+	n := startNode(t, "", "")
+	tok := n.token(t, "alice", time.Hour)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	start := time.Now()
+	_, err := client.New(ctx, tok, client.Options{URL: n.url() + "/not-chorus", MinBackoff: 20 * time.Millisecond, Logger: quietLogger()})
+	var ce *chorus.Error
+	if !errors.As(err, &ce) || ce.Status != http.StatusNotFound {
+		t.Fatalf("New on a wrong path = %v, want the server's 404", err)
+	}
+	if errors.Is(err, context.DeadlineExceeded) || time.Since(start) > 5*time.Second {
+		t.Errorf("New on a wrong path took %v (%v), want a failure at once", time.Since(start), err)
+	}
+}

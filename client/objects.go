@@ -31,8 +31,9 @@ type Item struct {
 
 // ItemQuery selects a page of items. From is an index (lists) or key
 // (maps), inclusive; "" starts at the first item in Order ("asc" by
-// default, or "desc"). PageSize defaults to 50. PageToken, from a previous
-// Page, continues that page's query and overrides the other fields.
+// default, or "desc"). PageSize defaults to 50; a negative one is refused
+// (54454). PageToken, from a previous Page, continues that page's query
+// (its page size too, unless PageSize is set) and overrides From and Order.
 type ItemQuery struct {
 	From      string
 	PageSize  int
@@ -106,7 +107,8 @@ func (d *Document) DateExpires() *time.Time {
 // the removal); see OnEvent.
 func (d *Document) OnUpdate(fn func(Event)) (remove func()) { return d.OnEvent(fn) }
 
-// Set replaces the document's data unconditionally.
+// Set replaces the document's data unconditionally. data is encoded as
+// JSON and must encode to an object; nil sets the empty object {}.
 func (d *Document) Set(ctx context.Context, data any) error {
 	b, err := marshalData(data)
 	if err != nil {
@@ -189,7 +191,8 @@ func (d *Document) refresh(ctx context.Context) error {
 	return nil
 }
 
-// SetTTL makes the document expire ttl from now; 0 removes the expiry.
+// SetTTL makes the document expire ttl from now, rounded up to a second; 0
+// removes the expiry, and a negative ttl is refused (54011).
 func (d *Document) SetTTL(ctx context.Context, ttl time.Duration) error {
 	exp, err := setTTL(ctx, d.entity, d.url, ttl)
 	if err != nil {
@@ -210,7 +213,11 @@ func (d *Document) Remove(ctx context.Context) error {
 }
 
 func setTTL(ctx context.Context, e *entity, u string, ttl time.Duration) (*time.Time, error) {
-	body, _ := json.Marshal(map[string]int64{"ttl": ttlSeconds(ttl)})
+	secs, err := ttlSeconds(ttl)
+	if err != nil {
+		return nil, err
+	}
+	body, _ := json.Marshal(map[string]int64{"ttl": secs})
 	r, err := e.c.do(ctx, &upstream{method: http.MethodPost, url: u, body: body, local: e})
 	if err != nil {
 		return nil, err
@@ -283,11 +290,15 @@ func (o collectionOps) items(ctx context.Context, q ItemQuery, from string) (Pag
 			params["Order"] = encodeURIComponent(q.Order)
 		}
 	}
-	size := q.PageSize
-	if size <= 0 {
-		size = 50
+	switch {
+	case q.PageSize < 0:
+		return Page{}, chorus.Errorf(chorus.ErrInvalidPageSize, "Invalid PageSize: %d (0 for the default of 50)", q.PageSize)
+	case q.PageSize > 0:
+		params["PageSize"] = strconv.Itoa(q.PageSize)
+	case q.PageToken == "":
+		params["PageSize"] = "50"
+		// With a token and no size, the token's own size continues.
 	}
-	params["PageSize"] = strconv.Itoa(size)
 	r, err := o.c.do(ctx, &upstream{method: http.MethodGet, url: o.itemsURL, params: params})
 	if err != nil {
 		return Page{}, err

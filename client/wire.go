@@ -225,10 +225,10 @@ func marshalData(data any) (json.RawMessage, error) {
 	return b, nil
 }
 
-// ttlSeconds converts a TTL; 0 = never expires.
-func ttlSeconds(d time.Duration) int64 {
-	if d <= 0 {
-		return 0
+// ttlSeconds converts a TTL, rounded up to a second; 0 = never expires.
+func ttlSeconds(d time.Duration) (int64, error) {
+	if d < 0 {
+		return 0, chorus.Errorf(chorus.ErrInvalidTTL, "Invalid TTL: %v is negative (0 removes the expiry)", d)
 	}
-	return int64((d + time.Second - 1) / time.Second)
+	return int64((d + time.Second - 1) / time.Second), nil
 }
