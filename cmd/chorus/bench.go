@@ -34,6 +34,7 @@ const (
 	benchMaxConns    = 20000
 	benchMaxDocs     = 1000
 	benchMaxWriters  = 256
+	benchMinRate     = 0.01  // writes/s, all writers together
 	benchMaxRate     = 20000 // writes/s, all writers together
 	benchMaxDuration = 10 * time.Minute
 )
@@ -62,10 +63,12 @@ type benchResult struct {
 	writes      int64
 	writeErrors int64
 	deliveries  int64
-	missed      int64
+	missed      int64 // events never delivered, trailing included
+	trailing    int64 // of missed, those after a subscriber's last delivery: still in flight when --settle ended, or lost
 	duplicates  int64
 	outOfOrder  int64
 	latencies   []time.Duration // sorted
+	interrupted bool            // the run was stopped (Ctrl-C) before its end
 }
 
 func (r *benchResult) percentile(p float64) time.Duration {
@@ -151,8 +154,8 @@ func cmdBench(ctx context.Context, args []string, stdout io.Writer) error {
 		cfg.urls = append(cfg.urls, u)
 	}
 	r, err := strconv.ParseFloat(strings.TrimSuffix(*rate, "/s"), 64)
-	if err != nil || r <= 0 || r > benchMaxRate {
-		return usagef("invalid --rate %q: want N/s with 0 < N <= %d", *rate, benchMaxRate)
+	if err != nil || !(r >= benchMinRate && r <= benchMaxRate) { // NaN fails both
+		return usagef("invalid --rate %q: want N/s with %g <= N <= %d", *rate, benchMinRate, benchMaxRate)
 	}
 	cfg.rate = r
 	switch {
@@ -185,8 +188,12 @@ func cmdBench(ctx context.Context, args []string, stdout io.Writer) error {
 		return err
 	}
 	printBench(stdout, cfg, res)
+	if res.interrupted {
+		return fmt.Errorf("interrupted after %v of writing: the numbers above are partial", res.elapsed.Round(time.Millisecond))
+	}
 	if res.missed+res.duplicates+res.outOfOrder > 0 {
-		return fmt.Errorf("delivery errors: %d missed, %d duplicated, %d out of order", res.missed, res.duplicates, res.outOfOrder)
+		return fmt.Errorf("delivery errors: %d missed (%d of them not delivered within --settle %v), %d duplicated, %d out of order",
+			res.missed, res.trailing, cfg.settle, res.duplicates, res.outOfOrder)
 	}
 	return nil
 }
@@ -200,6 +207,12 @@ func printBench(w io.Writer, cfg benchConfig, r *benchResult) {
 	fmt.Fprintf(w, "latency: p50 %v p90 %v p99 %v max %v\n", fmtDur(r.percentile(0.50)), fmtDur(r.percentile(0.90)),
 		fmtDur(r.percentile(0.99)), fmtDur(r.percentile(1)))
 	fmt.Fprintf(w, "missed: %d duplicated: %d out-of-order: %d\n", r.missed, r.duplicates, r.outOfOrder)
+	if r.trailing > 0 {
+		fmt.Fprintf(w, "of the missed, %d were not delivered within --settle %v (still in flight, or lost)\n", r.trailing, cfg.settle)
+	}
+	if r.interrupted {
+		fmt.Fprintf(w, "interrupted after %v of the %v of writing\n", r.elapsed.Round(time.Millisecond), cfg.duration)
+	}
 }
 
 func fmtDur(d time.Duration) string {
@@ -348,6 +361,7 @@ func runBench(ctx context.Context, cfg benchConfig, progress io.Writer) (*benchR
 	}
 	wg.Wait()
 	res.elapsed = time.Since(wstart)
+	res.interrupted = ctx.Err() != nil
 	res.writes, res.writeErrors = writes.Load(), writeErrors.Load()
 
 	// Wait until every subscriber has every acknowledged write.
@@ -380,6 +394,7 @@ func runBench(ctx context.Context, cfg benchConfig, progress io.Writer) (*benchR
 			// Events the subscriber never got at the end.
 			if want := startIDs[d] + okWrites[d].Load(); s.last[d] < want {
 				res.missed += want - s.last[d]
+				res.trailing += want - s.last[d]
 			}
 		}
 		lat = append(lat, s.latencies...)

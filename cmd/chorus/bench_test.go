@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chorus-sync/chorus/internal/logtest"
 	"github.com/chorus-sync/chorus/internal/server"
 )
 
@@ -113,6 +114,11 @@ func TestBenchUsage(t *testing.T) {
 		want string
 	}{
 		{"bad rate", []string{"--rate", "fast"}, "invalid --rate"},
+		// NaN passed the range check and a tiny rate overflowed the
+		// writers' interval: both panicked in time.NewTicker.
+		{"NaN rate", []string{"--rate", "NaN"}, "invalid --rate"},
+		{"tiny rate", []string{"--rate", "1e-300/s"}, "invalid --rate"},
+		{"infinite rate", []string{"--rate", "Inf"}, "invalid --rate"},
 		{"zero conns", []string{"--conns", "0"}, "invalid --conns"},
 		{"too many conns", []string{"--conns", "1000000"}, "invalid --conns"},
 		{"bad url", []string{"--url", "ftp://x"}, "invalid --url"},
@@ -126,5 +132,31 @@ func TestBenchUsage(t *testing.T) {
 				t.Errorf("run(bench %q) = %d, %q; want %d and %q", tc.args, code, stderr.String(), exitUsage, tc.want)
 			}
 		})
+	}
+}
+
+// A run stopped by Ctrl-C says so and fails: it used to print a
+// normal-looking result and exit 0.
+func TestBenchInterrupted(t *testing.T) {
+	url, dir, _ := benchServer(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var stdout, stderr logtest.Buffer // read while run writes
+	args := []string{"bench", "--url", url, "--data-dir", dir, "--conns", "5", "--writers", "1", "--rate", "20/s",
+		"--duration", "1m", "--settle", "2s"}
+	go func() {
+		for !strings.Contains(stdout.String(), "writing for") {
+			time.Sleep(10 * time.Millisecond)
+		}
+		time.Sleep(500 * time.Millisecond)
+		cancel() // as the signal handler does
+	}()
+	start := time.Now()
+	code := run(ctx, args, &stdout, &stderr)
+	if code == exitOK || !strings.Contains(stderr.String(), "interrupted") || !strings.Contains(stdout.String(), "interrupted after") {
+		t.Errorf("an interrupted run = %d; stderr %q; stdout %q; want a failure that says it was interrupted", code, stderr.String(), stdout.String())
+	}
+	if took := time.Since(start); took > 30*time.Second {
+		t.Errorf("the interrupted run took %v", took)
 	}
 }
