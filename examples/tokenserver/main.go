@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/chorus-sync/chorus"
 	"github.com/chorus-sync/chorus/token"
 )
 
@@ -38,6 +39,7 @@ func newHandler(cfg config) http.Handler {
 			Identity: identity, ServiceSID: cfg.ServiceSID, TTL: cfg.TTL,
 		})
 		if err != nil {
+			slog.Error("mint a token", "identity", identity, "err", err)
 			http.Error(w, "cannot mint a token", http.StatusInternalServerError)
 			return
 		}
@@ -48,13 +50,28 @@ func newHandler(cfg config) http.Handler {
 	return mux
 }
 
-// basicUsers authenticates HTTP Basic against "user:password,…".
+// check mints a token with cfg, so that a bad SID, secret or TTL stops
+// the server at start instead of failing every request.
+func (cfg config) check() error {
+	_, err := token.Mint(token.Params{
+		AccountSID: cfg.AccountSID, APIKeySID: cfg.APIKeySID, APISecret: cfg.APISecret,
+		Identity: "tokenserver-check", ServiceSID: cfg.ServiceSID, TTL: cfg.TTL,
+	})
+	return err
+}
+
+// basicUsers authenticates HTTP Basic against "user:password,…". A user
+// name is the identity of the user's tokens: one Chorus refuses (system,
+// or not a valid identity) is refused here.
 func basicUsers(spec string) (func(r *http.Request) (string, bool), error) {
 	users := map[string]string{}
 	for _, pair := range strings.Split(spec, ",") {
 		user, pass, ok := strings.Cut(strings.TrimSpace(pair), ":")
 		if !ok || user == "" || pass == "" {
 			return nil, errors.New("TOKENSERVER_USERS: want user:password,user:password")
+		}
+		if chorus.ReservedIdentity(user) || !chorus.ValidIdentity(user) {
+			return nil, fmt.Errorf("TOKENSERVER_USERS: %q cannot be an identity (Chorus refuses tokens for it)", user)
 		}
 		users[user] = pass
 	}
@@ -84,6 +101,10 @@ func main() {
 	}
 	if cfg.AccountSID == "" || cfg.APIKeySID == "" || cfg.APISecret == "" || cfg.ServiceSID == "" {
 		fmt.Fprintln(os.Stderr, "tokenserver: set TWILIO_ACCOUNT_SID, TWILIO_API_KEY, TWILIO_API_SECRET and TWILIO_SYNC_SERVICE_SID")
+		os.Exit(2)
+	}
+	if err := cfg.check(); err != nil {
+		fmt.Fprintln(os.Stderr, "tokenserver:", err)
 		os.Exit(2)
 	}
 	slog.Info("token server listening", "addr", *listen)

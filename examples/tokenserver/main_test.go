@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
@@ -67,5 +68,30 @@ func TestTokenServer(t *testing.T) {
 	}
 	if _, err := basicUsers("nobody"); err == nil {
 		t.Error("basicUsers(\"nobody\") accepted a malformed spec")
+	}
+	// Chorus refuses tokens for "system" (20106): no user may be it.
+	if _, err := basicUsers("alice:a,System:b"); err == nil {
+		t.Error("basicUsers accepted a user named System")
+	}
+}
+
+// A configuration that cannot mint stops the server at start; it used to
+// listen and fail every request with a 500 and no log line.
+func TestConfigCheck(t *testing.T) {
+	good := config{AccountSID: "AC" + strings.Repeat("a", 32), APIKeySID: "SK" + strings.Repeat("b", 32),
+		APISecret: "secret", ServiceSID: "IS" + strings.Repeat("c", 32), TTL: time.Hour}
+	if err := good.check(); err != nil {
+		t.Fatalf("check() of a good config = %v", err)
+	}
+	for name, mod := range map[string]func(*config){
+		"ttl 48h":         func(c *config) { c.TTL = 48 * time.Hour },
+		"negative ttl":    func(c *config) { c.TTL = -5 * time.Second },
+		"bad account SID": func(c *config) { c.AccountSID = "garbage" },
+	} {
+		c := good
+		mod(&c)
+		if err := c.check(); err == nil {
+			t.Errorf("%s: check() = nil, want an error", name)
+		}
 	}
 }
