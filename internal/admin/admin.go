@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"math"
 	"net/http"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -311,9 +310,9 @@ type tokenJSON struct {
 	TTL        int    `json:"ttl"`
 }
 
-// tokenParams are the parameters POST /admin/v1/Tokens takes. Any other
-// is refused rather than ignored: "identity" in lower case would mint a
-// token for the default identity and answer 201.
+// tokenParams are the parameters POST /admin/v1/Tokens takes. Any other,
+// or one given twice, is refused rather than ignored: "identity" in lower
+// case would mint a token for the default identity and answer 201.
 var tokenParams = []string{"Identity", "Ttl", "ServiceSid"}
 
 func (h *handler) mintToken(w http.ResponseWriter, r *http.Request, c *caller) error {
@@ -321,10 +320,8 @@ func (h *handler) mintToken(w http.ResponseWriter, r *http.Request, c *caller) e
 	if err != nil {
 		return err
 	}
-	for name := range form {
-		if !slices.Contains(tokenParams, name) {
-			return chorus.Errorf(chorus.ErrInvalidParameter, "Unknown parameter %q: /admin/v1/Tokens takes %s", name, strings.Join(tokenParams, ", "))
-		}
+	if err := twiliohttp.CheckParams(form, tokenParams); err != nil {
+		return err
 	}
 	identity := form.Get("Identity")
 	if identity == "" {

@@ -356,6 +356,9 @@ func TestTokens(t *testing.T) {
 			http.StatusBadRequest, 54060, "", "", 0, ""},
 		{"unknown parameter", f.creds.APIKeySID, f.creds.APISecret, url.Values{"Identity": {"alice"}, "TTL": {"60"}},
 			http.StatusBadRequest, 54060, "", "", 0, ""},
+		// Refused, not minted for the first of them.
+		{"parameter twice", f.creds.APIKeySID, f.creds.APISecret, url.Values{"Identity": {"a", "b"}, "Ttl": {"60", "70"}},
+			http.StatusBadRequest, 54060, "", "", 0, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

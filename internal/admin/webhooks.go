@@ -3,9 +3,7 @@ package admin
 import (
 	"context"
 	"net/http"
-	"slices"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/chorus-sync/chorus"
@@ -108,10 +106,8 @@ var abandonedParams = []string{"PageSize", "PageToken"}
 
 func (h *handler) abandoned(w http.ResponseWriter, r *http.Request, c *caller) error {
 	q := r.URL.Query()
-	for name := range q {
-		if !slices.Contains(abandonedParams, name) {
-			return chorus.Errorf(chorus.ErrInvalidParameter, "Unknown parameter %q: this list takes %s", name, strings.Join(abandonedParams, ", "))
-		}
+	if err := twiliohttp.CheckParams(q, abandonedParams); err != nil {
+		return err
 	}
 	size := defaultAbandonedPage
 	if v := q.Get("PageSize"); v != "" {

@@ -175,7 +175,7 @@ func (a *api) route(allowed map[string][]string, pattern string, h handler, para
 }
 
 // wrap authenticates the request, parses it, checks that it sends only
-// params, each once (checkParams), resolves the service and renders
+// params, each once (twiliohttp.CheckParams), resolves the service and renders
 // errors.
 func (a *api) wrap(h handler, params []string) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -189,7 +189,7 @@ func (a *api) wrap(h handler, params []string) http.Handler {
 			a.writeError(w, r, err)
 			return
 		}
-		if err := checkParams(c.form, params); err != nil {
+		if err := twiliohttp.CheckParams(c.form, params); err != nil {
 			a.writeError(w, r, err)
 			return
 		}

@@ -3,7 +3,6 @@ package httpapi
 import (
 	"encoding/json"
 	"net/url"
-	"slices"
 	"strconv"
 	"strings"
 
@@ -39,33 +38,6 @@ func objectParams(k chorus.Kind, create bool) []string {
 		ps = append(ps, "Ttl")
 	}
 	return ps
-}
-
-// checkParams refuses a request with a parameter its operation does not
-// take (params), or with one given more than once: either would otherwise
-// be ignored, and the request answered as a success after ignoring what
-// it asked for (uniqueName=… for UniqueName created a document without
-// its name, UniqueName on an update renamed nothing, Data=a&Data=b stored
-// a).
-func checkParams(f url.Values, params []string) error {
-	var unknown []string
-	for name, vs := range f {
-		switch {
-		case !slices.Contains(params, name):
-			unknown = append(unknown, name)
-		case len(vs) > 1:
-			return chorus.Errorf(chorus.ErrInvalidParameter, "Parameter %s is given %d times: give it once", twiliohttp.Clip(name), len(vs))
-		}
-	}
-	if len(unknown) == 0 {
-		return nil
-	}
-	slices.Sort(unknown)
-	if len(params) == 0 {
-		return chorus.Errorf(chorus.ErrInvalidParameter, "Unknown parameter %s: this request takes none", twiliohttp.Clip(unknown[0]))
-	}
-	return chorus.Errorf(chorus.ErrInvalidParameter, "Unknown parameter %s: this request takes %s (names are case-sensitive)",
-		twiliohttp.Clip(unknown[0]), strings.Join(params, ", "))
 }
 
 // value returns the first value of a form field and whether it was sent.

@@ -167,6 +167,10 @@ func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) {
 	twiliohttp.WriteJSON(w, http.StatusOK, tokenResponse{Identity: identity, Token: tok})
 }
 
+// tokenFormParams are the parameters /token takes: a token to renew, in a
+// POST body (or Authorization: Bearer).
+var tokenFormParams = []string{"token"}
+
 func (s *Server) tokenIdentity(w http.ResponseWriter, r *http.Request) (string, error) {
 	var presented string
 	// Other schemes (Basic credentials a browser cached for the origin) are
@@ -176,22 +180,30 @@ func (s *Server) tokenIdentity(w http.ResponseWriter, r *http.Request) (string, 
 			return "", chorus.Errorf(chorus.ErrTokenInvalid, "Invalid Access Token: empty Bearer token")
 		}
 	}
-	if r.Method == http.MethodPost {
-		r.Body = http.MaxBytesReader(w, r.Body, maxTokenForm)
-		if err := r.ParseForm(); err != nil {
-			var mbe *http.MaxBytesError
-			if errors.As(err, &mbe) {
-				return "", chorus.Wrap(chorus.ErrTooLarge, err)
-			}
-			return "", chorus.Wrap(chorus.Errorf(chorus.ErrInvalidParameter, "Invalid request body: expected application/x-www-form-urlencoded"), err)
-		}
-		if t := r.PostForm.Get("token"); t != "" && presented == "" {
-			presented = t
-		}
+	// Nothing is ignored: a renewal that named its token another way (a
+	// JSON body, Identity=…) would get a new random identity instead.
+	form, err := twiliohttp.ReadForm(w, r, maxTokenForm)
+	if err != nil {
+		return "", err
 	}
-	if r.URL.Query().Has("identity") || (r.PostForm != nil && r.PostForm.Has("identity")) {
+	switch {
+	case form.Has("identity") || form.Has("Identity"):
 		return "", chorus.Errorf(chorus.ErrInvalidParameter,
 			"/token does not take an identity: present your still-valid token (Authorization: Bearer) to keep yours")
+	case r.URL.Query().Has("token"):
+		return "", chorus.Errorf(chorus.ErrInvalidParameter,
+			"/token takes a token as Authorization: Bearer or in a POST form body, never in the URL (URLs are logged)")
+	}
+	if err := twiliohttp.CheckParams(form, tokenFormParams); err != nil {
+		return "", err
+	}
+	if t := form.Get("token"); form.Has("token") {
+		if presented != "" {
+			return "", chorus.Errorf(chorus.ErrInvalidParameter, "/token got a token twice (Authorization: Bearer and the form): give it once")
+		}
+		if presented = strings.TrimSpace(t); presented == "" {
+			return "", chorus.Errorf(chorus.ErrTokenInvalid, "Invalid Access Token: empty token")
+		}
 	}
 	if presented == "" {
 		return s.cfg.Identities.Identity(r)

@@ -133,6 +133,13 @@ func tokenRequest(method, target string, body io.Reader) *http.Request {
 	return r
 }
 
+// postForm is a POST /token with form as its urlencoded body.
+func postForm(form url.Values) *http.Request {
+	r := tokenRequest("POST", "/token", strings.NewReader(form.Encode()))
+	r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	return r
+}
+
 func TestTokenRenewal(t *testing.T) {
 	s := newServer(t, Config{Listen: "127.0.0.1:0", TokenTTL: time.Hour})
 	ctx := context.Background()
@@ -199,6 +206,23 @@ func TestTokenRenewal(t *testing.T) {
 		{"token of another service", bearer("POST", mint(otherSvc)), 401, chorus.ErrTokenGrants.Code},
 		{"reserved identity", bearer("POST", mint(system)), 401, chorus.ErrTokenGrants.Code},
 		{"PUT", tokenRequest("PUT", "/token", nil), 405, 0},
+		// Nothing is ignored: each of these used to get a new random
+		// identity, which a renewal sent so would silently lose.
+		{"Identity, capitalised", postForm(url.Values{"Identity": {"alice"}}), 400, 54060},
+		{"unknown parameter", tokenRequest("GET", "/token?foo=1", nil), 400, 54060},
+		{"ttl", tokenRequest("GET", "/token?ttl=999999", nil), 400, 54060},
+		{"token in the URL", tokenRequest("GET", "/token?token="+url.QueryEscape(first.Token), nil), 400, 54060},
+		{"token twice", postForm(url.Values{"token": {first.Token, "abc"}}), 400, 54060},
+		{"token as Bearer and in the form", func() *http.Request {
+			r := postForm(url.Values{"token": {first.Token}})
+			r.Header.Set("Authorization", "Bearer "+first.Token)
+			return r
+		}(), 400, 54060},
+		{"JSON body", func() *http.Request {
+			r := tokenRequest("POST", "/token", strings.NewReader(`{"token":"`+first.Token+`"}`))
+			r.Header.Set("Content-Type", "application/json")
+			return r
+		}(), 415, 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

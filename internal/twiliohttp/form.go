@@ -9,6 +9,7 @@ import (
 	"mime/multipart"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 
 	"github.com/chorus-sync/chorus"
@@ -222,4 +223,31 @@ func Clip(s string) string {
 		return s
 	}
 	return s[:max] + "…"
+}
+
+// CheckParams refuses a request with a parameter its operation does not
+// take (params), or with one given more than once: either would otherwise
+// be ignored, and the request answered as a success after ignoring what
+// it asked for (uniqueName=… for UniqueName created a document without
+// its name, UniqueName on an update renamed nothing, Data=a&Data=b stored
+// a).
+func CheckParams(f url.Values, params []string) error {
+	var unknown []string
+	for name, vs := range f {
+		switch {
+		case !slices.Contains(params, name):
+			unknown = append(unknown, name)
+		case len(vs) > 1:
+			return chorus.Errorf(chorus.ErrInvalidParameter, "Parameter %s is given %d times: give it once", Clip(name), len(vs))
+		}
+	}
+	if len(unknown) == 0 {
+		return nil
+	}
+	slices.Sort(unknown)
+	if len(params) == 0 {
+		return chorus.Errorf(chorus.ErrInvalidParameter, "Unknown parameter %s: this request takes none", Clip(unknown[0]))
+	}
+	return chorus.Errorf(chorus.ErrInvalidParameter, "Unknown parameter %s: this request takes %s (names are case-sensitive)",
+		Clip(unknown[0]), strings.Join(params, ", "))
 }
