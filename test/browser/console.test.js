@@ -389,3 +389,126 @@ test('a link with broken percent-encoding shows the not-found page, not a blank 
   await page.waitForSelector(`#services-table tr[data-sid="${srv.creds.serviceSid}"]`);
   await page.close();
 });
+
+// Numbers JavaScript cannot hold exactly (above 2^53, or with more digits
+// than a double keeps) must survive an edit in the console byte for byte:
+// REST stores the text, and the console must write back that text, never a
+// rounded double. Read back as raw text: JSON.parse here would round too.
+const BIG_DATA = '{"id":12345678901234567891,"ratio":0.1,"nested":{"big":-98765432109876543210,'
+  + '"odd":9007199254740993,"fine":1.0000000000000000001,"list":[18446744073709551615,2,100000000000000000000]},"n":1}';
+const BIG_NUMBERS = ['12345678901234567891', '-98765432109876543210', '9007199254740993', '1.0000000000000000001', '18446744073709551615',
+  '100000000000000000000'];
+
+async function restRaw(method, path, form) {
+  const res = await fetch(srv.baseUrl + path, {
+    method,
+    headers: { Authorization: basic(srv.creds.apiKey, srv.creds.apiSecret), 'Content-Type': 'application/x-www-form-urlencoded' },
+    body: form ? new URLSearchParams(form).toString() : undefined,
+  });
+  const text = await res.text();
+  assert.ok(res.ok, `${method} ${path}: HTTP ${res.status} ${text}`);
+  return text;
+}
+
+function assertExact(raw, what) {
+  for (const n of BIG_NUMBERS) assert.ok(raw.includes(n), `${what}: ${n} kept exactly, got ${raw}`);
+  assert.ok(!/12345678901234567000|-98765432109876540000|9007199254740992\b/.test(raw), `${what}: no rounded value in ${raw}`);
+  assert.match(raw, /"ratio":\s*0\.1\b/, `${what}: 0.1 kept`);
+}
+
+async function editN(page, id, from, to) {
+  const text = await page.inputValue(`#${id}`);
+  const edited = text.replace(`"n": ${from}`, `"n": ${to}`);
+  assert.notEqual(edited, text, `the editor shows "n": ${from}: ${text}`);
+  await page.fill(`#${id}`, edited);
+  await page.click(`#${id}-save`);
+}
+
+test('numbers beyond what JavaScript holds exactly survive a console edit of a document and a map item', async () => {
+  const svcPath = `/v1/Services/${srv.creds.serviceSid}`;
+  const doc = JSON.parse(await restRaw('POST', `${svcPath}/Documents`, { UniqueName: 'console-bigint-' + Date.now(), Data: BIG_DATA }));
+  assertExact(await restRaw('GET', `${svcPath}/Documents/${doc.sid}`), 'REST itself');
+
+  const page = await signedIn('big numbers');
+  await openObject(page, 'documents', doc.sid);
+  await editN(page, 'editor', 1, 2);
+  await page.waitForSelector('#editor-message .notice');
+  const rawDoc = await restRaw('GET', `${svcPath}/Documents/${doc.sid}`);
+  assertExact(rawDoc, 'document after the console saved it');
+  assert.match(rawDoc, /"n":\s*2\b/, 'the edit itself was saved');
+  assert.match(await page.textContent('#editor-message'), /Saved — now at revision/);
+  assert.equal(await page.evaluate(() => window.chorusConsole.exactJSON), true, 'Chromium has JSON source text access');
+  assert.equal(await page.$('#object-data-warning'), null, 'shown exactly: no warning');
+  // What the console shows is the stored text too.
+  for (const n of BIG_NUMBERS) {
+    assert.ok((await page.textContent('#object-data')).includes(n), `data view shows ${n}`);
+    assert.ok((await page.inputValue('#editor')).includes(n), `editor shows ${n}`);
+  }
+  // A change from elsewhere (the SDK's event rounds: the console refetches).
+  await restRaw('POST', `${svcPath}/Documents/${doc.sid}`, { Data: BIG_DATA.replace('"n":1', '"n":3') });
+  await page.waitForFunction(() => /"n": 3/.test(document.getElementById('editor').value), null, { timeout: 10000 });
+  for (const n of BIG_NUMBERS) assert.ok((await page.inputValue('#editor')).includes(n), `editor after a live update shows ${n}`);
+  await editN(page, 'editor', 3, 4);
+  await page.waitForSelector('#editor-message .notice.ok');
+  assertExact(await restRaw('GET', `${svcPath}/Documents/${doc.sid}`), 'document saved after a live update');
+  await screenshot(page, 'console-big-numbers');
+
+  // A map item: the table and the item editor.
+  const map = JSON.parse(await restRaw('POST', `${svcPath}/Maps`, { UniqueName: 'console-bigint-map-' + Date.now() }));
+  await restRaw('POST', `${svcPath}/Maps/${map.sid}/Items`, { Key: 'big', Data: BIG_DATA });
+  await openObject(page, 'maps', map.sid);
+  await page.waitForSelector('#items-table tr[data-ref="big"]');
+  assert.ok((await page.textContent('#items-table tr[data-ref="big"]')).includes('12345678901234567891'), 'the table shows the exact number');
+  await page.click('#items-table tr[data-ref="big"] button');
+  await editN(page, 'item-editor', 1, 2);
+  await page.waitForSelector('#item-editor-message .notice');
+  const rawItem = await restRaw('GET', `${svcPath}/Maps/${map.sid}/Items/big`);
+  assertExact(rawItem, 'map item after the console saved it');
+  assert.match(rawItem, /"n":\s*2\b/);
+
+  // A stream message published from the console goes out with the text typed.
+  const stream = JSON.parse(await restRaw('POST', `${svcPath}/Streams`, { UniqueName: 'console-bigint-stream-' + Date.now() }));
+  await openObject(page, 'streams', stream.sid);
+  const sent = [];
+  page.on('request', (r) => {
+    if (r.method() === 'POST' && r.url().endsWith(`/Streams/${stream.sid}/Messages`)) sent.push(new URLSearchParams(r.postData()).get('Data'));
+  });
+  await page.fill('#publish-data', BIG_DATA);
+  await page.click('#publish');
+  await eventually(() => sent.length === 1, 5000);
+  assertExact(sent[0], 'published stream message');
+  await page.close();
+});
+
+test('without JSON source text access the console refuses to save numbers it cannot hold exactly', async () => {
+  const svcPath = `/v1/Services/${srv.creds.serviceSid}`;
+  const doc = JSON.parse(await restRaw('POST', `${svcPath}/Documents`, { UniqueName: 'console-bigint-old-' + Date.now(), Data: BIG_DATA }));
+  const plain = JSON.parse(await restRaw('POST', `${svcPath}/Documents`, { Data: '{"ratio":0.1,"n":1}' }));
+  const page = await chrome.newPage();
+  // An older browser: no JSON.rawJSON, no reviver context.
+  await page.addInitScript(() => {
+    delete JSON.rawJSON;
+    delete JSON.isRawJSON;
+  });
+  await signIn(page, srv.creds.apiKey, srv.creds.apiSecret);
+  await page.waitForSelector('#services-table');
+  assert.equal(await page.evaluate(() => window.chorusConsole.exactJSON), false, 'the fallback is in use');
+  await openObject(page, 'documents', doc.sid);
+  await page.waitForSelector('#object-data-warning');
+  assert.match(await page.textContent('#object-data-warning'), /cannot represent exactly/);
+  await editN(page, 'editor', 1, 2);
+  await page.waitForSelector('#editor-message .notice.error');
+  assert.match(await page.textContent('#editor-message'), /numbers the browser cannot represent exactly; edit it through the REST API/);
+  const raw = await restRaw('GET', `${svcPath}/Documents/${doc.sid}`);
+  assertExact(raw, 'document the console refused to save');
+  assert.equal(JSON.parse(raw).revision, doc.revision, 'nothing written');
+
+  // Safe numbers still save.
+  await openObject(page, 'documents', plain.sid);
+  assert.equal(await page.$('#object-data-warning'), null, 'no warning for safe numbers');
+  await editN(page, 'editor', 1, 2);
+  await page.waitForSelector('#editor-message .notice.ok');
+  assert.match(await restRaw('GET', `${svcPath}/Documents/${plain.sid}`), /"data":\s*\{"ratio":\s*0\.1,\s*"n":\s*2\}/);
+  assert.deepEqual(page.__logs.filter((l) => l.startsWith('[pageerror]')), [], 'no uncaught error');
+  await page.close();
+});

@@ -81,6 +81,99 @@
     return left > 0 ? `Expires in ${fmtDuration(left)}` : 'Expired';
   }
 
+  // ------------------------------------------------------------ exact JSON
+
+  // Sync data is JSON, and REST keeps its numbers as written:
+  // 12345678901234567891 or 1.0000000000000000001 are stored exactly, while a
+  // JavaScript number rounds them (to 12345678901234567000 and 1). The
+  // console must never write back a value it rounded. Where JSON.parse hands
+  // its reviver the source text (context.source) and JSON.rawJSON exists
+  // (Chromium 114+), every number whose text String(number) would not give
+  // back (by value: 1.0 is 1), and every integer beyond 2^53, is kept as
+  // JSON.rawJSON(text): JSON.stringify, and so pretty() and every write,
+  // emits that text unchanged. Elsewhere such numbers are only
+  // found: they are shown with a warning, and a save holding them refused.
+  const EXACT_JSON = (() => {
+    try {
+      if (typeof JSON.rawJSON !== 'function' || typeof JSON.isRawJSON !== 'function') return false;
+      let seen = null;
+      JSON.parse('[1.0]', (k, v, ctx) => {
+        if (k === '0') seen = ctx && ctx.source;
+        return v;
+      });
+      return seen === '1.0' && JSON.stringify([JSON.rawJSON('1.0')]) === '[1.0]';
+    } catch {
+      return false;
+    }
+  })();
+  consoleState.exactJSON = EXACT_JSON;
+  const INEXACT_TEXT = 'This value holds numbers the browser cannot represent exactly; edit it through the REST API.';
+
+  const isRaw = (v) => EXACT_JSON && JSON.isRawJSON(v);
+
+  function keepSource(key, value, context) {
+    if (typeof value !== 'number' || !context || typeof context.source !== 'string') return value;
+    const src = context.source;
+    // 1.0 or 1e-07 are still what they say; 9007199254740993 is not, and
+    // 1e20, exact, keeps its text so that it never passes for rounded.
+    if ((Number.isInteger(value) && !Number.isSafeInteger(value)) || numKey(src) !== numKey(String(value))) return JSON.rawJSON(src);
+    return value;
+  }
+
+  // A JSON number's value as sign, digits and exponent ("1.50e1" and "15"
+  // give the same), or null for text that is no JSON number ("Infinity").
+  function numKey(s) {
+    const m = /^(-?)(\d+)(?:\.(\d+))?(?:[eE]([+-]?\d+))?$/.exec(s);
+    if (!m) return null;
+    const frac = m[3] || '';
+    let digits = (m[2] + frac).replace(/^0+/, '');
+    if (!digits) return '0';
+    let exp = Number(m[4] || 0) - frac.length;
+    const zeros = digits.length - digits.replace(/0+$/, '').length;
+    digits = digits.slice(0, digits.length - zeros);
+    exp += zeros;
+    return `${m[1]}${digits}e${exp}`;
+  }
+
+  // The values JSON.parse gives to the numbers of a JSON text that it
+  // cannot hold exactly. The text must be valid JSON: strings are skipped
+  // whole, so every other match is a number.
+  function inexactNumbers(text) {
+    const out = [];
+    for (const [tok] of text.matchAll(/"(?:[^"\\]|\\.)*"|-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?/g)) {
+      if (tok[0] === '"') continue;
+      const n = Number(tok);
+      const k = numKey(tok);
+      if (k === null || k !== numKey(String(n))) out.push(n);
+    }
+    return out;
+  }
+
+  // Without source text access: the objects and arrays of parsed responses
+  // that hold a number the response had to round.
+  const rounded = new WeakSet();
+
+  // Parses JSON text, keeping every number exactly where the browser can;
+  // elsewhere marking what was rounded (see mayBeRounded).
+  function parseJSON(text) {
+    if (EXACT_JSON) return JSON.parse(text, keepSource);
+    const inexact = new Set(inexactNumbers(text));
+    if (!inexact.size) return JSON.parse(text);
+    return JSON.parse(text, function (key, value) {
+      if ((typeof value === 'number' && inexact.has(value)) || (value !== null && typeof value === 'object' && rounded.has(value))) rounded.add(this);
+      return value;
+    });
+  }
+
+  // Whether v may not be the value the server holds: it has an integer
+  // beyond 2^53 (as the SDK's own JSON.parse gives them), or, without source
+  // text access, a number its response had to round.
+  function mayBeRounded(v) {
+    if (typeof v === 'number') return Number.isInteger(v) && !Number.isSafeInteger(v);
+    if (v === null || typeof v !== 'object' || isRaw(v)) return false;
+    return rounded.has(v) || Object.values(v).some(mayBeRounded);
+  }
+
   // Pretty JSON that keeps short arrays and objects on one line, so that a
   // tic-tac-toe board reads as three rows rather than fifteen lines.
   function oneLine(v) {
@@ -91,7 +184,7 @@
   }
   function pretty(v, indent = '', top = true) {
     const flat = oneLine(v);
-    if (v === null || typeof v !== 'object' || (!top && flat.length + indent.length <= 72) || flat.length <= 2) return flat;
+    if (v === null || typeof v !== 'object' || isRaw(v) || (!top && flat.length + indent.length <= 72) || flat.length <= 2) return flat;
     const inner = indent + '  ';
     if (Array.isArray(v)) return '[\n' + v.map((x) => inner + pretty(x, inner, false)).join(',\n') + '\n' + indent + ']';
     return '{\n' + Object.entries(v).map(([k, x]) => inner + JSON.stringify(k) + ': ' + pretty(x, inner, false)).join(',\n') + '\n' + indent + '}';
@@ -165,7 +258,7 @@
     let data = null;
     if (res.status !== 204) {
       try {
-        data = await res.json();
+        data = parseJSON(await res.text());
       } catch {
         data = null;
       }
@@ -720,11 +813,25 @@
 
   // ---- documents
 
+  // Whether revision a is b or later. Chorus revisions are hexadecimal
+  // counters; any other form counts as later.
+  function revisionAtLeast(a, b) {
+    try {
+      return BigInt('0x' + a) >= BigInt('0x' + b);
+    } catch {
+      return true;
+    }
+  }
+
   async function documentView(state, body, badge, renderMeta) {
     let alive = true;
     const dataPre = h('pre', { class: 'json', id: 'object-data', tabindex: '0', 'aria-label': 'Document data' });
+    const dataNotes = h('div', { id: 'object-data-notes' });
     const showData = () => {
       dataPre.textContent = pretty(state.obj.data);
+      dataNotes.replaceChildren(...(mayBeRounded(state.obj.data)
+        ? [Object.assign(notice('warn', h('strong', {}, 'Shown rounded. '), INEXACT_TEXT), { id: 'object-data-warning' })]
+        : []));
     };
     showData();
     const editor = jsonEditor({
@@ -752,18 +859,49 @@
     body.append(h('div', { class: 'grid2' },
       h('section', { class: 'card', 'aria-labelledby': 'data-h' },
         h('div', { class: 'card-head' }, h('h3', { id: 'data-h' }, 'Data'), h('span', { class: 'muted small', id: 'live-note' }, 'Updates appear here as they happen.')),
-        dataPre),
+        dataPre, dataNotes),
       editor.el));
 
     const live = await openLive(state, badge, () => alive);
     if (live) {
-      live.entity.on('updated', (e) => {
+      // The SDK parses the event's data with JSON.parse, which rounds big
+      // numbers: what is shown and edited is fetched over REST instead, one
+      // fetch at a time, never replacing a newer revision (our own save's).
+      let fetching = false;
+      let again = false;
+      const refetch = async () => {
+        if (fetching) {
+          again = true;
+          return;
+        }
+        fetching = true;
+        try {
+          do {
+            again = false;
+            let o;
+            try {
+              o = await api('GET', objPath(state.svc, 'documents', state.obj.sid));
+            } catch (err) {
+              if (alive && err.status !== 401) {
+                dataNotes.replaceChildren(notice('error', h('strong', {}, 'Changed, but could not load the latest version. '), errText(err)));
+              }
+              return;
+            }
+            if (!alive) return;
+            if (!revisionAtLeast(o.revision, state.obj.revision)) continue;
+            state.obj = o;
+            renderMeta();
+            showData();
+            flash(dataPre);
+            editor.external(o.revision);
+          } while (again);
+        } finally {
+          fetching = false;
+        }
+      };
+      live.entity.on('updated', () => {
         consoleState.liveEvents++;
-        state.obj = { ...state.obj, data: e.data, revision: live.entity.revision, date_updated: live.entity.dateUpdated ? new Date(live.entity.dateUpdated).toISOString() : state.obj.date_updated };
-        renderMeta();
-        showData();
-        flash(dataPre);
-        editor.external(state.obj.revision);
+        refetch();
       });
       live.entity.on('removed', () => {
         badge.set('error', 'Document was removed');
@@ -790,8 +928,15 @@
     const fit = () => {
       ta.rows = Math.min(18, Math.max(6, ta.value.split('\n').length + 1));
     };
+    const warn = h('div', { id: `${opts.id}-warning` });
+    // A value the browser could only read rounded is shown with a warning
+    // (and never saved: see the save button).
+    const warnIfRounded = () => {
+      warn.replaceChildren(...(mayBeRounded(opts.initial()) ? [notice('warn', h('strong', {}, 'Shown rounded. '), INEXACT_TEXT)] : []));
+    };
     ta.value = pretty(opts.initial());
     fit();
+    warnIfRounded();
     const msg = h('div', { id: `${opts.id}-message`, class: 'editor-message', 'aria-live': 'polite' });
     const basisEl = h('span', { class: 'mono' }, basis);
     const save = h('button', { class: 'btn primary', type: 'button', id: `${opts.id}-save` }, 'Save');
@@ -804,7 +949,13 @@
     });
     format.addEventListener('click', () => {
       try {
-        ta.value = pretty(JSON.parse(ta.value));
+        const value = parseJSON(ta.value);
+        // Without source text access, formatting would round the numbers.
+        if (mayBeRounded(value)) {
+          msg.replaceChildren(notice('error', h('strong', {}, 'Not formatted. '), INEXACT_TEXT));
+          return;
+        }
+        ta.value = pretty(value);
       } catch (e) {
         msg.replaceChildren(notice('error', h('strong', {}, 'Invalid JSON: '), e.message));
       }
@@ -814,6 +965,7 @@
       basisEl.textContent = basis;
       ta.value = pretty(opts.initial());
       fit();
+      warnIfRounded();
       dirty = false;
     };
     reset.addEventListener('click', () => {
@@ -824,14 +976,21 @@
       msg.replaceChildren();
       let value;
       try {
-        value = JSON.parse(ta.value);
+        value = parseJSON(ta.value);
       } catch (e) {
         msg.append(notice('error', h('strong', {}, 'Invalid JSON — nothing was written. '), e.message));
         ta.focus();
         return;
       }
-      if (opts.requireObject && (value === null || typeof value !== 'object' || Array.isArray(value))) {
+      if (opts.requireObject && (value === null || typeof value !== 'object' || Array.isArray(value) || isRaw(value))) {
         msg.append(notice('error', h('strong', {}, 'Not saved. '), 'Sync data must be a JSON object, e.g. {"key": "value"}.'));
+        return;
+      }
+      // Never write back a number the browser rounded: neither one typed
+      // here nor one of the value loaded (a 1.0000000000000000001 shown as
+      // 1 looks like any other 1 in the text).
+      if (mayBeRounded(value) || mayBeRounded(opts.initial())) {
+        msg.append(notice('error', h('strong', {}, 'Not saved. '), INEXACT_TEXT));
         return;
       }
       save.disabled = true;
@@ -888,6 +1047,7 @@
     const el = h('section', { class: 'card editor', 'aria-labelledby': `${opts.id}-h` },
       h('div', { class: 'card-head' }, h('h3', { id: `${opts.id}-h` }, opts.title),
         h('span', { class: 'muted small' }, 'If-Match: ', basisEl)),
+      warn,
       ta,
       h('p', { class: 'help', id: `${opts.id}-hint` }, 'Saving sends the revision you loaded as If-Match, so a concurrent change is never overwritten.'),
       msg,
@@ -969,7 +1129,8 @@
         edit.addEventListener('click', () => openEditor(it));
         return h('tr', { class: 'item-row', dataset: { ref: refOf(it) } },
           h('td', { class: 'mono' }, isList ? it.index : it.key),
-          h('td', {}, h('code', { class: 'inline-json', title: oneLine(it.data) }, oneLine(it.data))),
+          h('td', {}, h('code', { class: 'inline-json', title: oneLine(it.data) }, oneLine(it.data)),
+            mayBeRounded(it.data) ? h('span', { class: 'chip warn rounded', title: INEXACT_TEXT }, 'rounded') : null),
           h('td', { class: 'mono' }, it.revision),
           h('td', { class: 'nowrap' }, it.date_expires ? h('span', { class: 'chip warn', title: it.date_expires }, ttlText(it.date_expires)) : h('span', { class: 'muted' }, 'never')),
           h('td', { class: 'nowrap' }, fmtDate(it.date_updated)),
@@ -1024,7 +1185,9 @@
       n++;
       count.textContent = `${n} message${n === 1 ? '' : 's'}`;
       tail.prepend(h('li', { class: 'tail-item flash', dataset: { sid: msg.sid || '' } },
-        h('div', { class: 'tail-meta' }, h('time', {}, fmtDate(new Date().toISOString())), h('span', { class: 'mono small muted' }, msg.sid || ''), isLocal ? h('span', { class: 'chip' }, 'sent here') : null),
+        h('div', { class: 'tail-meta' }, h('time', {}, fmtDate(new Date().toISOString())), h('span', { class: 'mono small muted' }, msg.sid || ''), isLocal ? h('span', { class: 'chip' }, 'sent here') : null,
+          // The SDK parses messages with JSON.parse: big integers arrive rounded.
+          mayBeRounded(msg.data) ? h('span', { class: 'chip warn rounded', title: 'This message holds numbers the browser cannot represent exactly: shown rounded.' }, 'rounded') : null),
         h('pre', { class: 'json small' }, pretty(msg.data))));
       while (tail.children.length > 200) tail.lastChild.remove();
     };
@@ -1037,9 +1200,13 @@
       msg.replaceChildren();
       let value;
       try {
-        value = JSON.parse(ta.value);
+        value = parseJSON(ta.value);
       } catch (e) {
         msg.append(notice('error', h('strong', {}, 'Invalid JSON — nothing was published. '), e.message));
+        return;
+      }
+      if (mayBeRounded(value)) {
+        msg.append(notice('error', h('strong', {}, 'Not published. '), 'This message holds numbers the browser cannot represent exactly; publish it through the REST API.'));
         return;
       }
       try {
