@@ -319,21 +319,24 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer) error {
 			return err
 		}
 	}
-	srv, err := server.New(ctx, cfg)
+	// The ports first: a port in use fails here, before New creates the
+	// data directory and its credentials (or waits for the store). What
+	// connects meanwhile waits in the listen backlog.
+	ln, err := server.Listen(ctx, *listen)
 	if err != nil {
 		return err
 	}
 	if *pprofListen != "" {
 		stop, err := servePprof(ctx, *pprofListen, logger)
 		if err != nil {
-			_ = srv.Close()
+			_ = ln.Close()
 			return err
 		}
 		defer stop()
 	}
-	ln, err := server.Listen(ctx, *listen)
+	srv, err := server.New(ctx, cfg)
 	if err != nil {
-		_ = srv.Close()
+		_ = ln.Close()
 		return err
 	}
 	where := []any{"addr", ln.Addr().String(), "account_sid", srv.Credentials().AccountSID}

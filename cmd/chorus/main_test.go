@@ -5,8 +5,10 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -396,6 +398,25 @@ func TestErrors(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dir, "empty")); err == nil {
 		t.Errorf("chorus token created the data directory it only reads")
+	}
+}
+
+// A port in use stops serve before it creates the data directory and its
+// credentials: an operator who fixes the port must not find a second set
+// of credentials made by the failed start.
+func TestServePortInUse(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	dataDir := filepath.Join(t.TempDir(), "data")
+	_, errOut, code := chorusCmd(t, cleanEnv(), "serve", "--listen", ln.Addr().String(), "--data-dir", dataDir)
+	if code != 1 || !strings.Contains(errOut, "address already in use") {
+		t.Errorf("serve on a port in use = %d %q, want 1 and the listen error", code, errOut)
+	}
+	if _, err := os.Stat(dataDir); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("serve on a port in use created its data directory (%v)", err)
 	}
 }
 
