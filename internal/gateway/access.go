@@ -92,8 +92,10 @@ func (g *Gateway) onControl(e *chorus.Event) {
 	case chorus.EventCredentialsChanged:
 		// An API key's secret may have changed in place (a node started
 		// with a new TWILIO_API_SECRET): the key as last read, cached or
-		// kept by a session for renewals, is not to be trusted any more.
+		// kept by a session for renewals, is not to be trusted any more,
+		// and a session whose token the old secret signed ends.
 		g.forgetKeys()
+		g.recheckSecrets()
 	case chorus.EventKeysRevoked:
 		g.forgetKeys() // whatever the event says
 		var keys []string
@@ -668,17 +670,76 @@ func (g *Gateway) revokeChecked(accountSID string, keys []string) {
 	}
 }
 
+// recheckSecrets closes this node's sessions whose token was verified
+// with a key the store no longer has as it was: deleted, moved to another
+// account, or with another secret (changed in place by a node started
+// with a new TWILIO_API_SECRET). Their tokens no longer verify, and the
+// sessions lived on until their tokens expired. A key the store cannot
+// read now is left alone: Resync and a later change re-check it.
+func (g *Gateway) recheckSecrets() {
+	g.controlEpoch.Add(1) // before the snapshot: see checkNewSession
+	conns := g.sessions(func(*conn) bool { return true })
+	current := make(map[string]*chorus.APIKey) // nil: gone
+	unknown := make(map[string]bool)           // the store failed
+	for _, c := range conns {
+		c.mu.Lock()
+		sid, had, account := c.keySID, c.key, c.account
+		c.mu.Unlock()
+		if unknown[sid] {
+			continue
+		}
+		k, seen := current[sid]
+		if !seen {
+			var err error
+			if k, err = g.currentKey(g.ctx, sid); err != nil {
+				g.log.Warn("gateway: re-check API keys", slog.Any(logError, err))
+				unknown[sid] = true
+				continue
+			}
+			current[sid] = k
+		}
+		c.checkKey(k, account, had)
+	}
+}
+
+// checkKey ends the session if k, its token's key as the store has it now
+// (nil: gone), is not the key that verified the token (had, nil if
+// unknown) in the session's account. It reports whether it did.
+func (c *conn) checkKey(k *chorus.APIKey, account string, had *chorus.APIKey) bool {
+	switch {
+	case k == nil || k.AccountSID != account:
+		c.revoke()
+	case had != nil && k.Secret != had.Secret:
+		c.closeUnauthorized("API key secret changed", chorus.ErrTokenSignature.Code, errSecretChanged)
+	default:
+		return false
+	}
+	return true
+}
+
+var errSecretChanged = errors.New("gateway: API key secret changed")
+
+// currentKey reads key sid from the store: nil if it is gone, an error if
+// the store failed.
+func (g *Gateway) currentKey(ctx context.Context, sid string) (*chorus.APIKey, error) {
+	ctx, cancel := context.WithTimeout(ctx, recheckTimeout)
+	defer cancel()
+	k, err := g.cfg.Engine.APIKey(ctx, sid)
+	if err != nil {
+		if chorus.AsError(err).Status >= 500 {
+			return nil, err
+		}
+		return nil, nil
+	}
+	return k, nil
+}
+
 // keyValid reports whether the store still has key, in account. A store
 // error counts as valid, and is returned: a later re-check decides.
 func (g *Gateway) keyValid(ctx context.Context, account, key string) (bool, error) {
-	ctx, cancel := context.WithTimeout(ctx, recheckTimeout)
-	defer cancel()
-	k, err := g.cfg.Engine.APIKey(ctx, key)
+	k, err := g.currentKey(ctx, key)
 	if err != nil {
-		if chorus.AsError(err).Status >= 500 {
-			return true, err
-		}
-		return false, nil
+		return true, err
 	}
 	return k != nil && k.AccountSID == account, nil
 }
@@ -821,8 +882,9 @@ func (g *Gateway) recheckAccess() error {
 
 // checkNewSession closes the window between a session's authentication
 // and the moment control handlers can see it (initialized): if a service
-// change or key revocation was handled since epoch (read before the
-// token was verified), the key and service are read again. Worker only,
+// change, key revocation or change of credentials was handled since epoch
+// (read before the token was verified), the key and service are read
+// again. Worker only,
 // after init or an update took effect.
 func (c *conn) checkNewSession(ctx context.Context, epoch uint64) {
 	g := c.g
@@ -830,10 +892,10 @@ func (c *conn) checkNewSession(ctx context.Context, epoch uint64) {
 		return
 	}
 	c.mu.Lock()
-	account, key, svcSID := c.account, c.keySID, c.online.svc.SID
+	account, keySID, had, svcSID := c.account, c.keySID, c.key, c.online.svc.SID
 	c.mu.Unlock()
-	if ok, _ := g.keyValid(ctx, account, key); !ok { // a store error: Resync decides
-		c.revoke()
+	// A store error: Resync decides.
+	if k, err := g.currentKey(ctx, keySID); err == nil && c.checkKey(k, account, had) {
 		return
 	}
 	gen := g.serviceCounter(svcSID).Load()

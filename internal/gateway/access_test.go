@@ -265,6 +265,56 @@ func TestKeysRevokedEventChecksTheStore(t *testing.T) {
 	}
 }
 
+// TestSecretChangedInPlace: a credentials_changed event (another node
+// started with a new TWILIO_API_SECRET for the same key) ends the sessions
+// whose token the old secret signed; they lived on until their tokens
+// expired. Sessions of other keys, and an event that changed nothing,
+// close nothing.
+func TestSecretChangedInPlace(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	other := &chorus.APIKey{SID: chorus.NewSID("SK"), AccountSID: e.creds.AccountSID, Secret: "other-secret-0123456789abcdef0123", DateCreated: time.Now()}
+	if err := e.eng.Store().Update(ctx, func(tx chorus.Tx) error { return tx.PutAPIKey(ctx, other) }); err != nil {
+		t.Fatal(err)
+	}
+	alice := e.session("alice")
+	bob := e.dial(ctx)
+	tok, err := tokenWithKey(e, other, "bob")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bob.mustInit(tok)
+	changed := &chorus.Event{Type: chorus.EventCredentialsChanged, ObjectSID: chorus.ControlTopic, DateCreated: time.Now()}
+	if err := e.bus.Publish(ctx, changed); err != nil {
+		t.Fatal(err)
+	}
+	if err := alice.closed(500 * time.Millisecond); err == nil {
+		t.Fatal("a credentials_changed event that changed no secret closed the session")
+	}
+	var main *chorus.APIKey
+	if err := e.eng.Store().View(ctx, func(tx chorus.ReadTx) error {
+		var err error
+		main, err = tx.APIKey(ctx, e.creds.APIKeySID)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	main.Secret = "new-secret-after-a-restart-0123456"
+	if err := e.eng.Store().Update(ctx, func(tx chorus.Tx) error { return tx.PutAPIKey(ctx, main) }); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.bus.Publish(ctx, changed); err != nil {
+		t.Fatal(err)
+	}
+	f := alice.nextControl(10 * time.Second)
+	if f.Header.Method != protocol.MethodClose || f.Header.Status == nil || f.Header.Status.Code != 401 || f.Header.Status.ErrorCode != chorus.ErrTokenSignature.Code {
+		t.Fatalf("frame after the secret changed = %s %+v, want close 401 20107", f.Header.Method, f.Header.Status)
+	}
+	if r := bob.do("GET", "/v3/Documents/nope", nil, nil); r.Status != 404 {
+		t.Errorf("session of another key: GET = %d, want 404 (alive)", r.Status)
+	}
+}
+
 // TestCheckNewSession: a session that authenticated while a control
 // event was being handled re-reads its service and key.
 func TestCheckNewSession(t *testing.T) {
