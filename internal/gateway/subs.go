@@ -341,10 +341,8 @@ func (c *conn) catchUp(ctx context.Context, corr json.Number, s *subscription, o
 	if s.kind == chorus.KindStream {
 		t.mu.Lock()
 		s.live = true
+		c.sendEstablished(corr, s, "completed", nil) // under t.mu: see below
 		t.mu.Unlock()
-		sendSync(c, "subscription_established", corr, []map[string]any{{
-			"object_sid": s.sid, "object_type": string(s.kind), "replay_status": "completed", "last_event_id": nil,
-		}})
 		return nil
 	}
 
@@ -419,9 +417,13 @@ func (c *conn) catchUp(ctx context.Context, corr json.Number, s *subscription, o
 		if !held && (t.last <= pos || (round > 0 && !progressed && !budget.spent())) {
 			s.delivered = max(s.delivered, pos)
 			s.live = true
-			pos = s.delivered
+			// Queued under t.mu: the topic delivers to s from here on,
+			// and a live event queued before subscription_established
+			// reached the client ahead of a position that did not
+			// include it (TestSubscribeDuringWrites, 1 run in 20).
+			c.sendEstablished(corr, s, status, s.delivered)
 			t.mu.Unlock()
-			break
+			return nil
 		}
 		if held || budget.spent() {
 			// Not live: the client's next establish replays from pos.
@@ -433,10 +435,17 @@ func (c *conn) catchUp(ctx context.Context, corr json.Number, s *subscription, o
 		}
 		t.mu.Unlock()
 	}
+	c.sendEstablished(corr, s, status, pos)
+	return nil
+}
+
+// sendEstablished queues s's subscription_established at position pos (nil:
+// none, a stream's). A subscription made live is established under its
+// topic's lock, so that the topic's live events follow it.
+func (c *conn) sendEstablished(corr json.Number, s *subscription, status string, pos any) {
 	sendSync(c, "subscription_established", corr, []map[string]any{{
 		"object_sid": s.sid, "object_type": string(s.kind), "replay_status": status, "last_event_id": pos,
 	}})
-	return nil
 }
 
 // batchEnd is how replayEvents ended.
