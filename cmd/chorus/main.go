@@ -319,24 +319,28 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer) error {
 			return err
 		}
 	}
-	// The ports first: a port in use fails here, before New creates the
-	// data directory and its credentials (or waits for the store). What
-	// connects meanwhile waits in the listen backlog.
-	ln, err := server.Listen(ctx, *listen)
-	if err != nil {
+	// A port in use fails here, before New creates the data directory and
+	// its credentials. The port is listened on for good only once New
+	// returns: until then a connection is refused, which a proxy's health
+	// check and retry understand, rather than left in the listen backlog
+	// for as long as the store takes to answer (--start-wait).
+	if err := checkPortFree(ctx, *listen); err != nil {
 		return err
 	}
 	if *pprofListen != "" {
 		stop, err := servePprof(ctx, *pprofListen, logger)
 		if err != nil {
-			_ = ln.Close()
 			return err
 		}
 		defer stop()
 	}
 	srv, err := server.New(ctx, cfg)
 	if err != nil {
-		_ = ln.Close()
+		return err
+	}
+	ln, err := server.Listen(ctx, *listen)
+	if err != nil {
+		_ = srv.Close()
 		return err
 	}
 	where := []any{"addr", ln.Addr().String(), "account_sid", srv.Credentials().AccountSID}
@@ -592,6 +596,16 @@ func storedCredentials(ctx context.Context, dataDir string) (engine.Credentials,
 		return engine.Credentials{}, fmt.Errorf("read credentials: %w", err)
 	}
 	return c, nil
+}
+
+// checkPortFree listens on addr and closes it at once: it fails as serve
+// would on a port in use, without holding the port.
+func checkPortFree(ctx context.Context, addr string) error {
+	ln, err := server.Listen(ctx, addr)
+	if err != nil {
+		return err
+	}
+	return ln.Close()
 }
 
 // cmdMigrate brings a PostgreSQL schema up to date (nodes also migrate on

@@ -420,6 +420,40 @@ func TestServePortInUse(t *testing.T) {
 	}
 }
 
+// While the store is not ready (here PostgreSQL does not answer, and
+// --start-wait waits for it), the port refuses connections: a proxy
+// marks the node down and sends the request elsewhere, where a listener
+// would have held it unanswered in its backlog.
+func TestServeRefusesWhileStarting(t *testing.T) {
+	dead, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadAddr := dead.Addr().String()
+	dead.Close() // nothing listens there now: a store that does not answer
+	port, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := port.Addr().String()
+	port.Close()
+	cmd := exec.Command(binary, "serve", "--listen", addr, "--store", "postgres://chorus@"+deadAddr+"/x", "--start-wait", "20s")
+	cmd.Env = cleanEnv()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	time.Sleep(2 * time.Second) // serve has checked the port and waits for the store
+	c, err := net.DialTimeout("tcp", addr, time.Second)
+	if err == nil {
+		c.Close()
+		t.Fatalf("%s accepted a connection while serve waited for its store", addr)
+	}
+	if !errors.Is(err, syscall.ECONNREFUSED) {
+		t.Errorf("dial while starting = %v, want connection refused", err)
+	}
+}
+
 func TestVersion(t *testing.T) {
 	out, errOut, code := chorusCmd(t, cleanEnv(), "version")
 	if code != 0 || !strings.HasPrefix(out, "chorus ") || errOut != "" {
