@@ -680,7 +680,7 @@ func openStore(ctx context.Context, cfg Config) (openedStore, error) {
 	// without hearing the first one's events (its subscribers would miss
 	// every write made through the other), and both would sweep and send
 	// webhooks.
-	unlock, err := lockDataDir(cfg.DataDir)
+	unlock, err := lockDataDir(cfg.DataDir, cfg.Logger)
 	if err != nil {
 		return openedStore{}, err
 	}
@@ -695,15 +695,22 @@ func openStore(ctx context.Context, cfg Config) (openedStore, error) {
 // lockDataDir takes the serve lock on dir: its lock file, which older
 // versions take too, and the directory itself, which stays locked when an
 // operator deletes the lock file (a tester's second server then took a new
-// one and served the same database).
-func lockDataDir(dir string) (unlock func(), err error) {
+// one and served the same database). A file system that cannot lock a
+// directory (NFS emulates flock with write locks, which a directory
+// cannot take) leaves the lock file alone, with a warning.
+func lockDataDir(dir string, logger *slog.Logger) (unlock func(), err error) {
 	unlockFile, err := sqlite.LockFile(filepath.Join(dir, ServeLockFile))
 	if err == nil {
-		var unlockDir func()
-		if unlockDir, err = sqlite.LockDir(dir); err == nil {
+		unlockDir, derr := sqlite.LockDir(dir)
+		switch {
+		case derr == nil:
 			return func() { unlockDir(); unlockFile() }, nil
+		case !errors.Is(derr, sqlite.ErrLocked):
+			logger.Warn("cannot lock the data directory; its lock file alone keeps a second server out", "err", derr)
+			return unlockFile, nil
 		}
 		unlockFile()
+		err = derr
 	}
 	if errors.Is(err, sqlite.ErrLocked) {
 		return nil, fmt.Errorf("server: %s: %w", dir, ErrDataDirInUse)

@@ -4,6 +4,7 @@ package sqlite
 
 import (
 	"context"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -158,32 +159,38 @@ func TestNoWriteAnsweredDuringACheckpoint(t *testing.T) {
 }
 
 // With SQLite's auto-checkpoint off, the writer's own checkpoint is what
-// restarts the WAL: steady writes keep it near autoCheckpointPages frames
-// instead of growing it (the background checkpointer alone rarely copies
-// every frame before the writer appends more).
-func TestWALStaysBoundedUnderSteadyWrites(t *testing.T) {
-	s, path := openFile(t)
+// restarts the WAL after a transaction that made it long: here one that
+// writes ~6,000 frames (a Map removed with its items is one such), then a
+// few small writes. The background checkpointer, woken every
+// ckptEveryWrites requests, would leave it long until 512 more writes.
+func TestWALRestartsAfterALargeTransaction(t *testing.T) {
+	s := openInternal(t)
 	doc := seedDoc(t, s)
 	ctx := context.Background()
-	// ~4 pages of WAL per write: 3,000 writes are ~3 times the restart size.
-	for i := range 3000 {
-		big := `"` + strings.Repeat(string(rune('a'+i%26)), 14_000) + `"`
-		if err := s.Update(ctx, setData(ctx, doc, big)); err != nil {
+	now := time.Unix(1_700_000_000, 0).UTC()
+	pad := json.RawMessage(`{"pad":"` + strings.Repeat("x", 3000) + `"}`)
+	if err := s.Update(ctx, func(tx chorus.Tx) error {
+		for range 6000 {
+			o := &chorus.Object{Kind: chorus.KindDocument, SID: chorus.NewSID(chorus.PrefixDocument), AccountSID: "AC1",
+				ServiceSID: "IS1", Data: pad, CreatedBy: "t", DateCreated: now, DateUpdated: now}
+			if err := tx.InsertObject(ctx, o); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	big, ok := s.walFrames()
+	if !ok || big < autoCheckpointPages {
+		t.Fatalf("after the large transaction the WAL has %d frames (%v), want at least %d for the test to mean anything", big, ok, autoCheckpointPages)
+	}
+	for i := range 5 {
+		if err := s.Update(ctx, setData(ctx, doc, strconv.Itoa(i))); err != nil {
 			t.Fatal(err)
 		}
 	}
-	fi, err := os.Stat(path + "-wal")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var pageSize int64
-	if err := s.writer.scanRow(ctx, "PRAGMA page_size", &pageSize); err != nil {
-		t.Fatal(err)
-	}
-	// Restarted at autoCheckpointPages, found by a checkpoint that runs
-	// every ckptEveryWrites requests: at most that many writes later.
-	limit := (autoCheckpointPages + 5*ckptEveryWrites) * (pageSize + 24)
-	if fi.Size() > limit {
-		t.Errorf("the WAL is %d bytes after 3,000 writes of ~14 KB, want at most %d (restarted)", fi.Size(), limit)
+	if n, _ := s.walFrames(); n >= autoCheckpointPages {
+		t.Errorf("the WAL still has %d frames 5 writes after a transaction of %d, want it restarted", n, big)
 	}
 }

@@ -88,12 +88,14 @@
 //
 // Every ckptEveryWrites requests the writer wakes a checkpointer goroutine
 // that runs a PASSIVE checkpoint on its own connection, so most copying and
-// its two fsyncs happen off the writer. When it finds the WAL longer than
-// autoCheckpointPages frames, the writer runs one itself between two
-// batches: it finds little left to copy, and, running between the writer's
-// transactions, is what lets the next one reset the WAL (a concurrent
-// checkpoint alone rarely catches up with a busy writer). SQLite's own
-// auto-checkpoint is off: it runs inside COMMIT and drops its error.
+// its two fsyncs happen off the writer. When the WAL is autoCheckpointPages
+// frames long or more after a batch (its length read from the WAL index in
+// the -shm file), the writer runs one itself: it finds little left to copy,
+// and, running between the writer's transactions, is what lets the next one
+// reset the WAL (a concurrent checkpoint alone rarely catches up with a
+// busy writer). SQLite's own auto-checkpoint, which made the same test
+// after each COMMIT, is off: it runs inside COMMIT and drops its error
+// (legacy mode, for benchmarks only, keeps it).
 //
 // A checkpoint syncs the WAL and the database file. If such a sync fails,
 // the kernel may report it to that descriptor alone, and the syncer's next

@@ -31,7 +31,8 @@ func LockFile(path string) (unlock func(), err error) {
 // waiting, where the system allows it (Unix), for a process that must be
 // the only one of its kind on the directory: unlike a lock file, which an
 // operator may delete (and the next process then lock a new file of the
-// same name), the directory cannot go while it holds a database. Where
+// same name), the directory cannot be deleted while it holds a database
+// (moved, it takes its lock along). Where
 // open files cannot be deleted (Windows) a lock file suffices, and LockDir
 // does nothing. An error wraps ErrLocked when another process holds the
 // lock.

@@ -3,6 +3,7 @@ package sqlite
 import (
 	"context"
 	"database/sql"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -31,11 +32,11 @@ const (
 	maxLinger = 500 * time.Microsecond
 	// queueLen is the capacity of the writer's request queue.
 	queueLen = 1024
-	// autoCheckpointPages is the WAL's size, in frames, from which the
-	// writer checkpoints between two batches (restartCheckpoint), which
-	// lets the next transaction restart the WAL. The background
-	// checkpointer runs after every ckptEveryWrites requests, reports the
-	// size and keeps what is left to copy then small.
+	// autoCheckpointPages is the WAL's length, in frames, from which the
+	// writer checkpoints after a batch (restartCheckpoint, as SQLite's
+	// auto-checkpoint did after a COMMIT), which lets the next transaction
+	// restart the WAL. The background checkpointer runs after every
+	// ckptEveryWrites requests and keeps what is left to copy then small.
 	autoCheckpointPages = 4096
 	ckptEveryWrites     = 512
 	// walSizeLimit is the writer's journal_size_limit: the WAL file is
@@ -92,7 +93,11 @@ type Store struct {
 	// synchronous=NORMAL (no fsync), sets pending, and hands the batch to
 	// the syncer, which fdatasyncs the WAL and only then answers it and
 	// advances durable. Batch sequence numbers start at 1.
-	wal     *walFile
+	wal *walFile
+	// shm is the -shm file (the WAL index), read for the WAL's length
+	// (walFrames); nil in legacy mode or when it cannot be opened. Never
+	// closed before every connection is (closeDBs).
+	shm     *os.File
 	objs    *objectCache // writer's; nil in legacy mode
 	dataVer int64        // PRAGMA data_version at the last batch (writer's)
 	syncq   chan *batchDone
@@ -309,6 +314,14 @@ func (s *Store) open(ctx context.Context) error {
 	if s.wal, err = openWAL(s.path); err != nil {
 		return err
 	}
+	if !s.legacy {
+		// Written by the writer's first WAL access above. Missing, the
+		// checkpointer's reports alone trigger the writer's checkpoint.
+		if s.shm, err = os.Open(s.path + "-shm"); err != nil {
+			s.logger.Warn("sqlite: cannot read the WAL index; the WAL is checkpointed by the request count alone", logKeyErr, err)
+			s.shm = nil
+		}
+	}
 	if s.dbFile, err = os.Stat(s.path); err != nil {
 		return err
 	}
@@ -377,6 +390,11 @@ func (s *Store) closeDBs() error {
 		errs = append(errs, s.wdb.Close())
 	}
 	errs = append(errs, s.wal.close())
+	if s.shm != nil {
+		// Last: closing a descriptor of the -shm file drops every lock this
+		// process holds on it, SQLite's included.
+		errs = append(errs, s.shm.Close())
+	}
 	return errors.Join(errs...)
 }
 
@@ -665,7 +683,7 @@ func (s *Store) writeLoop() {
 		start := time.Now()
 		s.runBatch(batch)
 		lastCommit = time.Since(start)
-		if s.restartWanted.CompareAndSwap(true, false) {
+		if !s.legacy && (s.restartWanted.CompareAndSwap(true, false) || s.walLong()) {
 			s.restartCheckpoint()
 		}
 		if nwrites += len(batch); nwrites >= ckptEveryWrites && !s.legacy {
@@ -983,6 +1001,27 @@ func (s *Store) checkpointLoop() {
 			s.restartWanted.Store(true)
 		}
 	}
+}
+
+// walLong reports whether the WAL holds autoCheckpointPages frames or
+// more: SQLite's auto-checkpoint's test, made after every batch.
+func (s *Store) walLong() bool {
+	n, ok := s.walFrames()
+	return ok && n >= autoCheckpointPages
+}
+
+// walFrames is the WAL's length in frames: mxFrame in the WAL index
+// header's first copy, at offset 16 of the -shm file, in native byte
+// order (https://sqlite.org/walformat.html). Only the writer changes it.
+func (s *Store) walFrames() (int64, bool) {
+	if s.shm == nil {
+		return 0, false
+	}
+	var b [4]byte
+	if _, err := s.shm.ReadAt(b[:], 16); err != nil {
+		return 0, false
+	}
+	return int64(binary.NativeEndian.Uint32(b[:])), true
 }
 
 // restartCheckpoint runs a PASSIVE checkpoint on the writer, between two of

@@ -264,6 +264,11 @@ func flushWAL(tls *libc.TLS, fd int32, b *walBuffer) bool {
 	return true
 }
 
+// writeFault, when set (tests only), makes pwrite(2) fail with EIO on the
+// descriptors it reports, other than -wal and -shm files': a disk that
+// fails under a checkpoint.
+var writeFault atomic.Pointer[func(fd int32) bool]
+
 // walPwrite gathers the frames SQLite appends to a WAL (a 24-byte header
 // at the end of what was written, then its page) and writes them once the
 // commit frame's page arrives. Every other write goes to the file at once,
@@ -274,11 +279,6 @@ func flushWAL(tls *libc.TLS, fd int32, b *walBuffer) bool {
 // follows. Only the bytes pending must be contiguous and go first; the end
 // is a guess of where the next append lands, and a wrong guess costs only
 // a write that is not gathered.
-// writeFault, when set (tests only), makes pwrite(2) fail with EIO on the
-// descriptors it reports, other than -wal and -shm files': a disk that
-// fails under a checkpoint.
-var writeFault atomic.Pointer[func(fd int32) bool]
-
 func walPwrite(tls *libc.TLS, fd int32, buf uintptr, n uint64, off int64) int64 {
 	b := walFD(fd)
 	if b == nil {
