@@ -15,3 +15,10 @@ func (d *Dispatcher) SweepAbandoned(ctx context.Context) error { return d.sweepA
 
 // FlushPresence waits until the queued presence changes are recorded.
 func (d *Dispatcher) FlushPresence(ctx context.Context) error { return d.presence.flush(ctx) }
+
+// SetBeforePresenceRecord makes the presence queue call f before it
+// records each change, until the returned function restores the default.
+func SetBeforePresenceRecord(f func()) (restore func()) {
+	beforeRecord.Store(&f)
+	return func() { beforeRecord.Store(nil) }
+}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/chorus-sync/chorus"
@@ -32,7 +33,14 @@ type presenceQueue struct {
 	running bool                     // a drain goroutine runs
 	idle    chan struct{}            // closed when the queue drains; nil while running
 	tracked map[endpointKey]*tracked // sessions this node recorded, per endpoint
+	// connected is set once a connection was recorded in the store, which
+	// records this node too (heartbeat).
+	connected atomic.Bool
 }
+
+// beforeRecord, when set (tests), is called before each presence change
+// is recorded.
+var beforeRecord atomic.Pointer[func()]
 
 type tracked struct {
 	ep       chorus.Endpoint
@@ -94,18 +102,16 @@ func (q *presenceQueue) enqueueLocked(op presenceOp) {
 	}
 }
 
-// tracking reports whether this node has live endpoints.
-func (q *presenceQueue) tracking() bool {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	return len(q.tracked) > 0
-}
-
 // reconnectAll records every session this node has again: after the
-// store presumed the node dead and dropped its endpoints.
+// store presumed the node dead and dropped its endpoints. The changes
+// still queued are dropped: tracked holds their effect already, and
+// recording both counted a session twice (its identity then never went
+// offline). One being recorded now may still count twice, if it commits
+// after the drop.
 func (q *presenceQueue) reconnectAll() {
 	q.mu.Lock()
 	defer q.mu.Unlock()
+	q.ops = q.ops[:0]
 	for _, tr := range q.tracked {
 		for range tr.sessions {
 			q.enqueueLocked(presenceOp{ep: tr.ep, connect: true})
@@ -126,6 +132,9 @@ func (q *presenceQueue) drain() {
 		op := q.ops[0]
 		q.ops = q.ops[1:]
 		q.mu.Unlock()
+		if f := beforeRecord.Load(); f != nil {
+			(*f)()
+		}
 		q.d.record(op)
 	}
 }
@@ -188,6 +197,7 @@ func (d *Dispatcher) record(op presenceOp) {
 		}
 	}
 	if op.connect {
+		d.presence.connected.Store(true)
 		d.kick(op.ep.ServiceSID)
 	} else {
 		d.poke()

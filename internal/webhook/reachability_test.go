@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"path/filepath"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -201,5 +202,51 @@ func TestFirstHeartbeatAfterADropRecordsAgain(t *testing.T) {
 	}
 	if last != "endpoint_connected alice" {
 		t.Errorf("last reachability webhook %q, want endpoint_connected alice (she is connected)", last)
+	}
+}
+
+// A connection tracked but not yet recorded when the node's first
+// heartbeat finds the store without the node is not a sign of a drop:
+// recording it again counted its session twice, and the identity never
+// went offline (TestReachabilityWithDebouncing failed so 1 run in 12).
+func TestFirstHeartbeatBeforeAConnectionIsRecorded(t *testing.T) {
+	ctx := context.Background()
+	e, _ := newStoppedEnv(t, webhook.Config{Poll: 50 * time.Millisecond, Heartbeat: time.Hour})
+	on, hook := true, "https://example.com/hook" // never sent: the dispatcher is not started
+	svc, err := e.eng.UpdateService(ctx, e.creds.AccountSID, e.creds.ServiceSID, engine.ServiceParams{WebhookURL: &hook, ReachabilityWebhooksEnabled: &on})
+	if err != nil {
+		t.Fatal(err)
+	}
+	held, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	restore := webhook.SetBeforePresenceRecord(func() {
+		once.Do(func() {
+			close(held)
+			<-release
+		})
+	})
+	defer restore()
+	e.d.Connected(svc, "alice", "ep1")
+	<-held // alice's connection is tracked, not recorded
+	if err := e.d.Heartbeat(ctx); err != nil {
+		t.Fatal(err)
+	}
+	close(release)
+	if err := e.d.FlushPresence(ctx); err != nil {
+		t.Fatal(err)
+	}
+	e.d.Disconnected(svc, "alice", "ep1")
+	if err := e.d.FlushPresence(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var offline []*chorus.OfflineIdentity
+	if err := e.st.View(ctx, func(tx chorus.ReadTx) (err error) {
+		offline, err = tx.OfflineIdentities(ctx, time.Now().Add(time.Hour), 10)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if len(offline) != 1 || offline[0].Identity != "alice" {
+		t.Errorf("offline identities after alice's only session ended = %v, want alice", offline)
 	}
 }

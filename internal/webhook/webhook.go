@@ -513,11 +513,14 @@ func (d *Dispatcher) heartbeat(ctx context.Context) error {
 	d.beatingSince.Store(int64(since))
 	d.lastBeat.Store(int64(start))
 	// The store does not know this node: it never beat (its first beat),
-	// or it was presumed dead, which dropped its endpoints. Recording an
-	// endpoint also records the node, so a node that has endpoints was
+	// or it was presumed dead, which dropped its endpoints. Recording a
+	// connection also records the node, so a node that recorded one was
 	// presumed dead even at its first beat (a leader may presume so before
-	// it: a test saw alice announced gone and never back).
-	if !known && (d.beats.Add(1) > 1 || d.presence.tracking()) {
+	// it: a test saw alice announced gone and never back). Connections
+	// tracked but not yet recorded are not evidence: recording them again
+	// counted their sessions twice, and their identities never went
+	// offline (1 run in 12 of TestReachabilityWithDebouncing).
+	if !known && (d.beats.Add(1) > 1 || d.presence.connected.Load()) {
 		d.log.Warn("webhook: this node was presumed dead; recording its endpoints again")
 		d.presence.reconnectAll()
 	}
