@@ -95,7 +95,7 @@ func (g *Gateway) onControl(e *chorus.Event) {
 		// kept by a session for renewals, is not to be trusted any more,
 		// and a session whose token the old secret signed ends.
 		g.forgetKeys()
-		g.recheckSecrets()
+		g.recheckSecretsMerged()
 	case chorus.EventKeysRevoked:
 		g.forgetKeys() // whatever the event says
 		var keys []string
@@ -670,42 +670,80 @@ func (g *Gateway) revokeChecked(accountSID string, keys []string) {
 	}
 }
 
-// recheckSecrets closes this node's sessions whose token was verified
-// with a key the store no longer has as it was: deleted, moved to another
-// account, or with another secret (changed in place by a node started
-// with a new TWILIO_API_SECRET). Their tokens no longer verify, and the
-// sessions lived on until their tokens expired. A key the store cannot
-// read now is left alone: Resync and a later change re-check it.
-func (g *Gateway) recheckSecrets() {
-	g.controlEpoch.Add(1) // before the snapshot: see checkNewSession
-	conns := g.sessions(func(*conn) bool { return true })
+// recheckSecretsMerged runs recheckKeys for a credentials_changed event,
+// one pass at a time: events that arrive during a pass (a tenant creating
+// keys in a loop) make one more pass, not one each.
+func (g *Gateway) recheckSecretsMerged() {
+	g.keyPassMu.Lock()
+	if g.keyPassRunning {
+		g.keyPassAgain = true
+		g.keyPassMu.Unlock()
+		return
+	}
+	g.keyPassRunning = true
+	g.keyPassMu.Unlock()
+	for {
+		if _, err := g.recheckKeys(g.ctx); err != nil {
+			g.log.Warn("gateway: re-check API keys; a later change or Resync checks again", slog.Any(logError, err))
+		}
+		g.keyPassMu.Lock()
+		if !g.keyPassAgain {
+			g.keyPassRunning = false
+			g.keyPassMu.Unlock()
+			return
+		}
+		g.keyPassAgain = false
+		g.keyPassMu.Unlock()
+	}
+}
+
+// recheckKeys ends this node's sessions whose token was verified with a
+// key the store no longer has as it was (checkKey: deleted, moved to
+// another account, or with another secret, changed in place by a node
+// started with a new TWILIO_API_SECRET) and returns the others. Each key
+// is read once. A key the store cannot read leaves its sessions alone, and
+// the first such error is returned.
+func (g *Gateway) recheckKeys(ctx context.Context) (live []*conn, err error) {
+	// Before the snapshot: see checkNewSession.
+	g.controlEpoch.Add(1)
 	current := make(map[string]*chorus.APIKey) // nil: gone
-	unknown := make(map[string]bool)           // the store failed
-	for _, c := range conns {
+	failed := make(map[string]bool)
+	for _, c := range g.sessions(func(*conn) bool { return true }) {
+		if ctx.Err() != nil {
+			return live, ctx.Err()
+		}
 		c.mu.Lock()
 		sid, had, account := c.keySID, c.key, c.account
 		c.mu.Unlock()
-		if unknown[sid] {
-			continue
-		}
 		k, seen := current[sid]
-		if !seen {
-			var err error
-			if k, err = g.currentKey(g.ctx, sid); err != nil {
-				g.log.Warn("gateway: re-check API keys", slog.Any(logError, err))
-				unknown[sid] = true
-				continue
+		if !seen && !failed[sid] {
+			var kerr error
+			if k, kerr = g.currentKey(ctx, sid); kerr != nil {
+				failed[sid] = true
+				if err == nil {
+					err = fmt.Errorf("gateway: re-check key %s: %w", sid, kerr)
+				}
+			} else {
+				current[sid] = k
 			}
-			current[sid] = k
 		}
-		c.checkKey(k, account, had)
+		if failed[sid] || !c.checkKey(k, account, had) {
+			live = append(live, c)
+		}
 	}
+	return live, err
 }
 
 // checkKey ends the session if k, its token's key as the store has it now
 // (nil: gone), is not the key that verified the token (had, nil if
 // unknown) in the session's account. It reports whether it did.
 func (c *conn) checkKey(k *chorus.APIKey, account string, had *chorus.APIKey) bool {
+	c.mu.Lock()
+	renewed := c.key != had // since had was read: the renewal read the store after k, or k after it
+	c.mu.Unlock()
+	if renewed {
+		return false
+	}
 	switch {
 	case k == nil || k.AccountSID != account:
 		c.revoke()
@@ -794,33 +832,12 @@ func (c *conn) closeUnauthorized(description string, code int, cause error) {
 // error that left a key or service unchecked: Resync then runs it again.
 func (g *Gateway) recheckAccess() error {
 	g.cfg.Engine.Resync() // the engine's caches may have missed changes too
-	g.controlEpoch.Add(1)
 	ctx := g.ctx
-	var storeErr error
-	type keyRef struct{ account, key string }
-	keys := make(map[keyRef]bool)
-	var live []*conn
-	for _, c := range g.sessions(func(*conn) bool { return true }) {
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		c.mu.Lock()
-		kr := keyRef{c.account, c.keySID}
-		c.mu.Unlock()
-		ok, seen := keys[kr]
-		if !seen {
-			var err error
-			ok, err = g.keyValid(ctx, kr.account, kr.key)
-			if err != nil && storeErr == nil {
-				storeErr = fmt.Errorf("gateway: re-check key %s: %w", kr.key, err)
-			}
-			keys[kr] = ok
-		}
-		if ok {
-			live = append(live, c)
-		} else {
-			c.revoke()
-		}
+	// Keys: a revocation or a secret changed in place may be among the
+	// lost events.
+	live, storeErr := g.recheckKeys(ctx)
+	if ctx.Err() != nil {
+		return ctx.Err()
 	}
 
 	// Services: each read once and stored to its sessions, all under

@@ -315,6 +315,36 @@ func TestSecretChangedInPlace(t *testing.T) {
 	}
 }
 
+// TestResyncFindsSecretChanged: a secret changed in place while the
+// credentials_changed event was lost (NATS away during a rolling restart)
+// is found by the Resync that follows the Bus's return: it used to check
+// only that the key still existed.
+func TestResyncFindsSecretChanged(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	alice := e.session("alice")
+	var main *chorus.APIKey
+	if err := e.eng.Store().View(ctx, func(tx chorus.ReadTx) error {
+		var err error
+		main, err = tx.APIKey(ctx, e.creds.APIKeySID)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	main.Secret = "new-secret-while-the-bus-was-away-0"
+	if err := e.eng.Store().Update(ctx, func(tx chorus.Tx) error { return tx.PutAPIKey(ctx, main) }); err != nil {
+		t.Fatal(err)
+	}
+	if err := alice.closed(300 * time.Millisecond); err == nil {
+		t.Fatal("the session closed with no event and no Resync")
+	}
+	e.gw.Resync()
+	f := alice.nextControl(10 * time.Second)
+	if f.Header.Method != protocol.MethodClose || f.Header.Status == nil || f.Header.Status.ErrorCode != chorus.ErrTokenSignature.Code {
+		t.Fatalf("frame after Resync = %s %+v, want close 401 20107", f.Header.Method, f.Header.Status)
+	}
+}
+
 // TestCheckNewSession: a session that authenticated while a control
 // event was being handled re-reads its service and key.
 func TestCheckNewSession(t *testing.T) {

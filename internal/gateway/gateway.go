@@ -177,6 +177,9 @@ type Gateway struct {
 	svcPassMu sync.Mutex
 	svcPass   map[string]bool
 	svcPasses atomic.Uint64 // serviceChanged passes run (tests)
+	// recheckSecretsMerged's pass: running, and asked for again meanwhile.
+	keyPassMu                    sync.Mutex
+	keyPassRunning, keyPassAgain bool
 	// controlDelay (ns) delays the control handlers: tests show that
 	// access changes do not wait for them.
 	controlDelay  atomic.Int64
