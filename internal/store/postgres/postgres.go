@@ -454,6 +454,10 @@ const (
 	codeOutOfMemory = "53200" // out_of_memory
 )
 
+// codeForeignKeyViolation is foreign_key_violation: a row refers to one
+// that a concurrent transaction deleted.
+const codeForeignKeyViolation = "23503"
+
 // codeLockNotAvailable is lock_not_available: a NOWAIT lock found the row
 // busy, or a lock wait ran out of lock_timeout.
 const codeLockNotAvailable = "55P03"

@@ -105,9 +105,15 @@ func (t *tx) note(err error) error {
 		if t.failed == nil {
 			t.failed = err
 		}
-		if pe.Code == codeDiskFull || pe.Code == codeOutOfMemory {
+		switch pe.Code {
+		case codeDiskFull, codeOutOfMemory:
 			// Not a bug of the request; the client may retry.
 			return chorus.Wrap(chorus.ErrUnavailable, err)
+		case codeForeignKeyViolation:
+			// What the row refers to was deleted meanwhile (an object
+			// created while its service is deleted on another node):
+			// not found, as it would be a moment later, not a 500.
+			return chorus.Wrap(chorus.ErrNotFound, err)
 		}
 	case errors.As(err, &pe), t.c.IsClosed(), pgconn.Timeout(err),
 		errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):

@@ -66,7 +66,14 @@ func (t *tx) exec(ctx context.Context, query string, args ...any) (sql.Result, e
 		return nil, err
 	}
 	t.dirty = true
-	return t.c.exec(ctx, query, args...)
+	res, err := t.c.exec(ctx, query, args...)
+	var e *msqlite.Error
+	if errors.As(err, &e) && e.Code() == sqlite3.SQLITE_CONSTRAINT_FOREIGNKEY {
+		// What the row refers to is gone (deleted by another process, or
+		// earlier in the batch): not found, not an internal error.
+		return res, chorus.Wrap(chorus.ErrNotFound, err)
+	}
+	return res, err
 }
 
 // execCount runs a statement and returns how many rows it changed.

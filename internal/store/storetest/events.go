@@ -410,6 +410,13 @@ func testDeleteService(t *testing.T, s chorus.Store) {
 		return tx.Service(ctx, f.svc.SID)
 	})
 	wantNotFound(t, "Service(deleted)", err)
+	// An object inserted into the deleted service (a create racing the
+	// deletion on another node) is not found, not an internal error (a
+	// cluster tester saw 500s from PostgreSQL's foreign key violation).
+	err = s.Update(context.Background(), func(tx chorus.Tx) error {
+		return tx.InsertObject(context.Background(), f.newObject(chorus.KindDocument, at(1)))
+	})
+	wantNotFound(t, "InsertObject(into the deleted service)", err)
 	check := func(w world, alive bool) {
 		t.Helper()
 		for _, o := range w.objs {
