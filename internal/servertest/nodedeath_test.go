@@ -1,10 +1,14 @@
 package servertest
 
 import (
+	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -220,4 +224,68 @@ func TestStoreOutagePresumesNoNodeDead(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestStreamMessageDuringACutIsRefused: a stream message is kept nowhere,
+// so its publisher must not be told 201 when the bus never got it. Node
+// n1's relay to NATS is cut, unnoticed (the connection looks up); a
+// message published through n1 used to be answered 201 and reach no
+// subscriber (a cluster tester lost 859 acknowledged messages during a
+// NATS stall). The publish now waits for the bus to confirm it: 503.
+func TestStreamMessageDuringACutIsRefused(t *testing.T) {
+	c, relays := relayedCluster(t, webhook.DefaultNodeTimeout)
+	a, b := c.Nodes[0], c.StartNode(t)
+	stream := sidOf(t, mustREST(t, a, "POST", "/Streams", nil, http.StatusCreated))
+	mustREST(t, b, "POST", "/Streams/"+stream+"/Messages", url.Values{"Data": {`{"n":0}`}}, http.StatusCreated)
+	relays[1].Freeze()
+	start := time.Now()
+	mustREST(t, b, "POST", "/Streams/"+stream+"/Messages", url.Values{"Data": {`{"n":1}`}}, http.StatusServiceUnavailable)
+	if took := time.Since(start); took > 10*time.Second {
+		t.Errorf("the refused publish took %v", took)
+	}
+}
+
+// TestWritesDuringABusStall: a hung NATS server (SIGSTOP) stops reading;
+// once the socket buffers are full, a node's publish blocks in its write.
+// Writes commit in the store before they publish, so they must still be
+// answered, and soon: they used to wait for nats.go's one-minute flusher
+// timeout, and a client past its own timeout saw the connection dropped
+// for writes that were in the store (a cluster tester's 3 of 356).
+func TestWritesDuringABusStall(t *testing.T) {
+	c, relays := relayedCluster(t, webhook.DefaultNodeTimeout)
+	a, b := c.Nodes[0], c.StartNode(t)
+	doc := sidOf(t, mustREST(t, b, "POST", "/Documents", url.Values{"Data": {`{"n":0}`}}, http.StatusCreated))
+	sub := dial(t, a.WSURL, c.Token(t, "watcher"))
+	sub.establish(chorus.KindDocument, doc)
+	relays[1].Stall()
+	big := strings.Repeat("x", 14_000)
+	var wg sync.WaitGroup
+	var slowest, writes atomic.Int64
+	deadline := time.Now().Add(4 * time.Second) // enough to fill the buffers
+	for w := range 8 {
+		wg.Go(func() {
+			for i := 0; time.Now().Before(deadline); i++ {
+				start := time.Now()
+				data := fmt.Sprintf(`{"w":%d,"i":%d,"pad":%q}`, w, i, big)
+				res, err := b.REST(context.Background(), "POST", "/Documents/"+doc, url.Values{"Data": {data}})
+				took := time.Since(start)
+				for old := slowest.Load(); took > time.Duration(old) && !slowest.CompareAndSwap(old, int64(took)); old = slowest.Load() {
+				}
+				if err != nil || res.Status != http.StatusOK {
+					t.Errorf("write during the stall: %v %d", err, res.Status)
+					return
+				}
+				writes.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	relays[1].Resume()
+	if s := time.Duration(slowest.Load()); s > 15*time.Second {
+		t.Errorf("the slowest write during the stall took %v, want well under nats.go's default one-minute flusher timeout", s)
+	}
+	// Every write reaches the other node's subscriber, in order, once the
+	// bus is back (announced as lost, read again from the store).
+	checkSequence(t, "subscriber on "+a.Name, sub.collect(int(writes.Load()), 30*time.Second), "document_updated", 1)
+	sub.quiet(300 * time.Millisecond)
 }

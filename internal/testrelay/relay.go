@@ -5,6 +5,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 )
 
 // Relay is a TCP relay on loopback in front of a test server that can
@@ -14,9 +15,10 @@ import (
 type Relay struct {
 	Addr string // where clients connect: 127.0.0.1:port
 
-	t      testing.TB
-	target string
-	frozen atomic.Bool
+	t       testing.TB
+	target  string
+	frozen  atomic.Bool
+	stalled atomic.Bool
 
 	mu    sync.Mutex
 	ln    net.Listener
@@ -72,12 +74,16 @@ func (p *Relay) handle(c net.Conn) {
 	wg.Wait()
 }
 
-// pipe copies src to dst, dropping what it reads while frozen.
+// pipe copies src to dst, dropping what it reads while frozen and
+// reading nothing while stalled.
 func (p *Relay) pipe(dst, src net.Conn) {
 	defer dst.Close()
 	defer src.Close()
 	buf := make([]byte, 32<<10)
 	for {
+		for p.stalled.Load() {
+			time.Sleep(5 * time.Millisecond)
+		}
 		n, err := src.Read(buf)
 		if n > 0 && !p.frozen.Load() {
 			if _, werr := dst.Write(buf[:n]); werr != nil {
@@ -104,10 +110,11 @@ func (p *Relay) Kill() {
 	p.conns = nil
 }
 
-// Restart listens again on the same address, unfrozen.
+// Restart listens again on the same address, unfrozen and not stalled.
 func (p *Relay) Restart() {
 	p.t.Helper()
 	p.frozen.Store(false)
+	p.stalled.Store(false)
 	ln, err := net.Listen("tcp", p.Addr)
 	if err != nil {
 		p.t.Fatalf("relay: listen again on %s: %v", p.Addr, err)
@@ -118,3 +125,11 @@ func (p *Relay) Restart() {
 // Freeze makes the relay drop every byte from now on, both ways, until
 // Restart.
 func (p *Relay) Freeze() { p.frozen.Store(true) }
+
+// Stall makes the relay read nothing from now on, both ways, until Resume
+// or Restart: a hung server (SIGSTOP), whose socket buffers fill until the
+// peers' writes block.
+func (p *Relay) Stall() { p.stalled.Store(true) }
+
+// Resume ends a Stall.
+func (p *Relay) Resume() { p.stalled.Store(false) }

@@ -37,8 +37,17 @@ const (
 	dispatchQueue          = 16384   // messages queued per dispatcher
 	pingTimeout            = 2 * time.Second
 	subscribeFlushTimeout  = time.Second
-	reconnectMin           = 50 * time.Millisecond
-	reconnectMax           = 2 * time.Second
+	// writeTimeout bounds a write to the server's socket (nats.go's
+	// flusher timeout, one minute by default). A hung server stops
+	// reading; once the socket buffers are full, a publish blocks in its
+	// write, holding the connection's lock, and every write of the node
+	// waited for the minute: a request past its client's patience was
+	// dropped although its write had committed. Past it the connection is
+	// dropped and redialed; the events lost meanwhile are announced at the
+	// reconnect (Resync).
+	writeTimeout = 5 * time.Second
+	reconnectMin = 50 * time.Millisecond
+	reconnectMax = 2 * time.Second
 )
 
 // Option configures Open.
@@ -215,6 +224,7 @@ func Open(ctx context.Context, url string, logger *slog.Logger, opts ...Option) 
 		natsgo.CustomReconnectDelay(backoff),
 		natsgo.ReconnectBufSize(o.reconnBuf),
 		natsgo.PingInterval(o.pingEvery),
+		natsgo.FlusherTimeout(writeTimeout),
 		natsgo.MaxPingsOutstanding(2),
 		natsgo.NoCallbacksAfterClientClose(),
 		natsgo.DisconnectErrHandler(func(_ *natsgo.Conn, err error) {
