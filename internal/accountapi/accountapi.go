@@ -51,19 +51,19 @@ func New(cfg Config) http.Handler {
 	}
 	h := &handler{cfg: cfg, log: cfg.Logger.With("component", "accountapi"), mux: http.NewServeMux()}
 	const acct = "/2010-04-01/Accounts/{AccountSid}"
-	h.mux.HandleFunc("GET "+acct+"/Keys.json", h.wrap(h.listKeys))
-	h.mux.HandleFunc("POST "+acct+"/Keys.json", h.wrap(h.createKey))
-	h.mux.HandleFunc("GET "+acct+"/Keys/{Sid}", h.wrap(h.fetchKey))
-	h.mux.HandleFunc("POST "+acct+"/Keys/{Sid}", h.wrap(h.updateKey))
-	h.mux.HandleFunc("DELETE "+acct+"/Keys/{Sid}", h.wrap(h.deleteKey))
+	h.mux.HandleFunc("GET "+acct+"/Keys.json", h.wrap(pagingParams, h.listKeys))
+	h.mux.HandleFunc("POST "+acct+"/Keys.json", h.wrap(keyParams, h.createKey))
+	h.mux.HandleFunc("GET "+acct+"/Keys/{Sid}", h.wrap(nil, h.fetchKey))
+	h.mux.HandleFunc("POST "+acct+"/Keys/{Sid}", h.wrap(keyParams, h.updateKey))
+	h.mux.HandleFunc("DELETE "+acct+"/Keys/{Sid}", h.wrap(nil, h.deleteKey))
 	for _, prefix := range []string{acct + "/AuthTokens", "/v1/AuthTokens"} {
 		ext := ""
 		if strings.HasPrefix(prefix, "/2010") {
 			ext = ".json"
 		}
-		h.mux.HandleFunc("POST "+prefix+"/Secondary"+ext, h.wrap(h.createSecondary))
-		h.mux.HandleFunc("DELETE "+prefix+"/Secondary"+ext, h.wrap(h.deleteSecondary))
-		h.mux.HandleFunc("POST "+prefix+"/Promote"+ext, h.wrap(h.promote))
+		h.mux.HandleFunc("POST "+prefix+"/Secondary"+ext, h.wrap(nil, h.createSecondary))
+		h.mux.HandleFunc("DELETE "+prefix+"/Secondary"+ext, h.wrap(nil, h.deleteSecondary))
+		h.mux.HandleFunc("POST "+prefix+"/Promote"+ext, h.wrap(nil, h.promote))
 	}
 	// Known paths with another method (OPTIONS too): 405 (20004) with the
 	// Allow header, before and whatever the credentials, so that the
@@ -82,7 +82,7 @@ func New(cfg Config) http.Handler {
 	for _, p := range []string{acct + "/AuthTokens/Promote.json", "/v1/AuthTokens/Promote"} {
 		h.mux.HandleFunc(p, methodNotAllowed("POST"))
 	}
-	h.mux.HandleFunc("/", h.wrap(func(http.ResponseWriter, *http.Request, *call) error { return chorus.ErrNotFound }))
+	h.mux.HandleFunc("/", h.wrap(nil, func(http.ResponseWriter, *http.Request, *call) error { return chorus.ErrNotFound }))
 	return h
 }
 
@@ -105,9 +105,17 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.mux.ServeHTTP(w, r)
 }
 
-func (h *handler) wrap(fn func(http.ResponseWriter, *http.Request, *call) error) http.HandlerFunc {
+// The parameters each operation takes: any other, or one given twice, is
+// refused (400, 54060) rather than ignored, as REST v1 does (a key created
+// with Bogus=1 was answered 201).
+var (
+	pagingParams = []string{"PageSize", "Page", "PageToken"}
+	keyParams    = []string{"FriendlyName"}
+)
+
+func (h *handler) wrap(params []string, fn func(http.ResponseWriter, *http.Request, *call) error) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		err := h.serve(w, r, fn)
+		err := h.serve(w, r, params, fn)
 		if err != nil {
 			twiliohttp.WriteError(w, r, h.log, err)
 		}
@@ -122,7 +130,7 @@ var errBearer = chorus.Errorf(chorus.ErrPermissionDenied,
 	"Permission Denied: keys and auth tokens are managed with HTTP Basic authentication (the account SID and auth token, "+
 		"or a main API key SID and secret), never with a console session or another Bearer token")
 
-func (h *handler) serve(w http.ResponseWriter, r *http.Request, fn func(http.ResponseWriter, *http.Request, *call) error) error {
+func (h *handler) serve(w http.ResponseWriter, r *http.Request, params []string, fn func(http.ResponseWriter, *http.Request, *call) error) error {
 	authorization := r.Header.Get("Authorization")
 	if scheme, _, _ := strings.Cut(authorization, " "); strings.EqualFold(scheme, "Bearer") {
 		return errBearer
@@ -140,6 +148,9 @@ func (h *handler) serve(w http.ResponseWriter, r *http.Request, fn func(http.Res
 	// urlencoded or multipart (twilio-node up to 3.40), as the REST API
 	form, err := twiliohttp.ReadForm(w, r, maxBodyBytes)
 	if err != nil {
+		return err
+	}
+	if err := twiliohttp.CheckParams(form, params); err != nil {
 		return err
 	}
 	return fn(w, r, &call{cred: cred, base: h.baseURL(r), form: form})

@@ -192,3 +192,33 @@ func TestKeyBodies(t *testing.T) {
 		t.Errorf("after the refused updates: %v, want still renamed", k)
 	}
 }
+
+// TestUnknownParametersRefused: a parameter an operation does not take,
+// or one given twice, is refused (54060), as REST v1 refuses it, rather
+// than ignored: a key created with Bogus=1 was answered 201.
+func TestUnknownParametersRefused(t *testing.T) {
+	h, creds, _ := setup(t)
+	keys := "/2010-04-01/Accounts/" + creds.AccountSID + "/Keys.json"
+	for _, tt := range []struct {
+		method, path string
+		form         url.Values
+	}{
+		{"POST", keys, url.Values{"FriendlyName": {"k"}, "Bogus": {"1"}}},
+		{"POST", keys, url.Values{"FriendlyName": {"a", "b"}}},
+		{"GET", keys + "?Foo=1", nil},
+		{"POST", "/v1/AuthTokens/Secondary", url.Values{"Foo": {"1"}}},
+		{"POST", "/v1/AuthTokens/Promote", url.Values{"Foo": {"1"}}},
+	} {
+		code, body := send(t, h, tt.method, tt.path, creds.AccountSID, creds.AuthToken, tt.form)
+		if code != http.StatusBadRequest || body["code"] != float64(54060) {
+			t.Errorf("%s %s %v = %d %v, want 400 54060", tt.method, tt.path, tt.form, code, body)
+		}
+	}
+	// What the helper libraries send still works.
+	if code, body := send(t, h, "POST", keys, creds.AccountSID, creds.AuthToken, url.Values{"FriendlyName": {"k"}}); code != http.StatusCreated {
+		t.Errorf("create a key = %d %v", code, body)
+	}
+	if code, body := send(t, h, "GET", keys+"?PageSize=20&Page=0", creds.AccountSID, creds.AuthToken, nil); code != http.StatusOK {
+		t.Errorf("list keys = %d %v", code, body)
+	}
+}
