@@ -734,6 +734,45 @@ func (g *Gateway) recheckKeys(ctx context.Context) (live []*conn, err error) {
 	return live, err
 }
 
+// deaf reports whether this node may be missing the control events of
+// other nodes now: in a cluster, while the Bus is disconnected and until
+// the Resync after its reconnect has run. A revocation or a service change
+// made on another node meanwhile reaches this node's sessions only through
+// the store (checkDeaf): a cluster tester's session wrote with a revoked
+// key into a service whose ACLs were on, for as long as NATS was away.
+func (g *Gateway) deaf() bool {
+	if !g.cfg.SharedStore {
+		return false
+	}
+	if g.resyncRunning.Load() {
+		return true
+	}
+	b, ok := g.cfg.Engine.Bus().(interface{ Connected() bool })
+	return ok && !b.Connected()
+}
+
+// errKeyChanged answers a request of a session that checkDeaf ended.
+var errKeyChanged = chorus.Errorf(chorus.ErrTokenIssuer, "Invalid Access Token issuer: the API key was revoked or changed")
+
+// checkDeaf reads the session's key and service from the store before a
+// request is served while the node is deaf: the session ends if its key
+// is gone or changed (checkKey), and takes the service as it is now (its
+// ACL switch among others; a deleted service ends it). A store error
+// fails the request (503), as it would fail the request itself.
+func (c *conn) checkDeaf(ctx context.Context) error {
+	c.mu.Lock()
+	account, keySID, had := c.account, c.keySID, c.key
+	c.mu.Unlock()
+	k, err := c.g.currentKey(ctx, keySID)
+	if err != nil {
+		return err
+	}
+	if c.checkKey(k, account, had) {
+		return errKeyChanged
+	}
+	return c.loadService(ctx)
+}
+
 // checkKey ends the session if k, its token's key as the store has it now
 // (nil: gone), is not the key that verified the token (had, nil if
 // unknown) in the session's account. It reports whether it did.

@@ -735,7 +735,14 @@ func (c *conn) serve(ctx context.Context, f *protocol.Frame) {
 	if ctx.Err() != nil {
 		return // the session is ending: drop it
 	}
-	if f.Header.Method == protocol.MethodMessage && c.serviceStale() { // false before init
+	if f.Header.Method == protocol.MethodMessage && c.isInitialized() && c.g.deaf() {
+		// The control events that would end or change the session may be
+		// lost: check its key and service in the store first.
+		if err := c.checkDeaf(ctx); err != nil {
+			c.sendHTTP(f.Header.ID, errorResponse(chorus.AsError(err)))
+			return
+		}
+	} else if f.Header.Method == protocol.MethodMessage && c.serviceStale() { // false before init
 		// Changed since the session read it (its ACL switch among
 		// others): read it again before the request is served.
 		if err := c.loadService(ctx); err != nil {

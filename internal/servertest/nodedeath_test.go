@@ -289,3 +289,46 @@ func TestWritesDuringABusStall(t *testing.T) {
 	checkSequence(t, "subscriber on "+a.Name, sub.collect(int(writes.Load()), 30*time.Second), "document_updated", 1)
 	sub.quiet(300 * time.Millisecond)
 }
+
+// TestAccessChangesReachADeafNode: node n1 is cut off from NATS (the relay
+// killed: it knows), so it hears no control event. An ACL switched on and
+// a key revoked on n0 must still stop n1's sessions at their next request:
+// a cluster tester's session wrote with a revoked key into a service with
+// ACLs on for as long as NATS was away. While deaf, n1 reads a session's
+// key and service from the store before each request.
+func TestAccessChangesReachADeafNode(t *testing.T) {
+	c, relays := relayedCluster(t, webhook.DefaultNodeTimeout)
+	a, b := c.Nodes[0], c.StartNode(t)
+	doc := sidOf(t, mustREST(t, a, "POST", "/Documents", url.Values{"Data": {`{"n":0}`}}, http.StatusCreated))
+	carol := dial(t, b.WSURL, c.Token(t, "carol"))
+	if status, body := carol.do("POST", "/v3/Documents/"+doc, map[string]any{"data": map[string]any{"n": 1}}); status != http.StatusOK {
+		t.Fatalf("write before the cut = %d %s", status, body)
+	}
+	relays[1].Kill()
+	bus := b.Server.Engine().Bus().(interface{ Connected() bool })
+	for deadline := time.Now().Add(10 * time.Second); bus.Connected(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("n1 never noticed that NATS was gone")
+		}
+	}
+	mustREST(t, a, "POST", "", url.Values{"AclEnabled": {"true"}}, http.StatusOK)
+	if status, body := carol.do("POST", "/v3/Documents/"+doc, map[string]any{"data": map[string]any{"n": 2}}); status != http.StatusForbidden {
+		t.Errorf("write without permission after ACLs went on = %d %s, want 403", status, body)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := a.Server.Engine().Store().Update(ctx, func(tx chorus.Tx) error {
+		return tx.DeleteAPIKey(ctx, c.Creds.APIKeySID)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	_ = a.Server.Gateway().RevokeKeys(ctx, c.Creds.AccountSID, c.Creds.APIKeySID) // n1 does not hear it
+	if status, body := carol.do("GET", "/v3/Documents/"+doc, nil); status != http.StatusUnauthorized {
+		t.Errorf("request after the key was revoked = %d %s, want 401", status, body)
+	}
+	select {
+	case <-carol.done:
+	case <-time.After(10 * time.Second):
+		t.Error("the session of the revoked key is still open on the deaf node")
+	}
+}

@@ -141,7 +141,11 @@ type Bus struct {
 	wg     sync.WaitGroup
 	bufs   sync.Pool
 
-	lastResync atomic.Int64 // unix ns of the last lostEvents call
+	// disconnected is set from a disconnection until the reconnect
+	// (Connected): read without the connection's lock, which a write to a
+	// hung server holds.
+	disconnected atomic.Bool
+	lastResync   atomic.Int64 // unix ns of the last lostEvents call
 	// lastPublish is the unix ns of the last Publish that wrote to the
 	// connection; suspect says the connection last found dead may have
 	// taken some of them (set on disconnect, read on reconnect).
@@ -228,6 +232,7 @@ func Open(ctx context.Context, url string, logger *slog.Logger, opts ...Option) 
 		natsgo.MaxPingsOutstanding(2),
 		natsgo.NoCallbacksAfterClientClose(),
 		natsgo.DisconnectErrHandler(func(_ *natsgo.Conn, err error) {
+			b.disconnected.Store(true)
 			b.disconnects.Add(1)
 			// A dead connection is found at most MaxPingsOutstanding+1
 			// ping intervals after it died.
@@ -236,6 +241,7 @@ func Open(ctx context.Context, url string, logger *slog.Logger, opts ...Option) 
 			b.log.Warn("nats: disconnected", slog.Any(logError, err))
 		}),
 		natsgo.ReconnectHandler(func(nc *natsgo.Conn) {
+			b.disconnected.Store(false)
 			b.connectedAt.Store(time.Now().UnixNano())
 			b.log.Info("nats: reconnected", slog.String("server", nc.ConnectedUrlRedacted()))
 			fn := b.opts.onReconnect
@@ -573,6 +579,17 @@ func (b *Bus) lostEvents() {
 
 // Ping fails unless the connection is up and the server answers a ping
 // within ctx's deadline or 2s, whichever is sooner.
+// Connected reports whether the connection to the server is up, as far
+// as this client knows: false from a disconnection (or Close) until the
+// reconnect. A hung server goes unnoticed until a write times out or pings
+// go unanswered. It never blocks.
+func (b *Bus) Connected() bool {
+	b.mu.RLock()
+	closed := b.closed
+	b.mu.RUnlock()
+	return !closed && !b.disconnected.Load()
+}
+
 func (b *Bus) Ping(ctx context.Context) error {
 	if err := b.usable("ping"); err != nil {
 		return err
