@@ -191,6 +191,9 @@ func TestParsePage(t *testing.T) {
 		{form("PageSize", "ten"), pageParams{}, 54454},
 		{form("PageSize", ""), pageParams{}, 54454},
 		{form("Page", "-1"), pageParams{}, 54060},
+		{form("Page", "0"), pageParams{}, 0},
+		// A page number without its token answered page 0 as page 5.
+		{form("Page", "5", "PageSize", "2"), pageParams{}, 54060},
 	}
 	for _, tt := range tests {
 		t.Run(tt.in.Encode(), func(t *testing.T) {

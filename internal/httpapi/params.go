@@ -194,7 +194,8 @@ type pageParams struct {
 type kv struct{ k, v string }
 
 // parsePage parses PageSize (a positive integer, else 54454; above 1000
-// it pages by 1000, as meta.page_size says), Page (>= 0) and PageToken.
+// it pages by 1000, as meta.page_size says), Page (>= 0; above 0 only with
+// a PageToken) and PageToken.
 // The helper libraries send a list's limit as its PageSize when no page
 // size is given (twilio-node's Version.readLimits, twilio-python's
 // read_limits): list({limit: 5000}) must page, not fail.
@@ -215,6 +216,11 @@ func parsePage(f url.Values) (pageParams, error) {
 		p.page = n
 	}
 	p.token, _ = value(f, "PageToken")
+	if p.page > 0 && p.token == "" {
+		// Pages are reached by their tokens (meta.next_page_url): the first
+		// page answered as page N ignored what was asked for.
+		return p, chorus.Errorf(chorus.ErrInvalidParameter, "Page %d needs the PageToken of that page: follow meta.next_page_url", p.page)
+	}
 	return p, nil
 }
 
