@@ -361,7 +361,6 @@ func runBench(ctx context.Context, cfg benchConfig, progress io.Writer) (*benchR
 	}
 	wg.Wait()
 	res.elapsed = time.Since(wstart)
-	res.interrupted = ctx.Err() != nil
 	res.writes, res.writeErrors = writes.Load(), writeErrors.Load()
 
 	// Wait until every subscriber has every acknowledged write.
@@ -381,6 +380,9 @@ func runBench(ctx context.Context, cfg benchConfig, progress io.Writer) (*benchR
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+	// Stopped while writing or while waiting for the deliveries: the
+	// counts are partial either way.
+	res.interrupted = ctx.Err() != nil
 	for _, s := range subs {
 		s.c.Close() // stops its dispatcher: the fields below are ours now
 	}
