@@ -174,20 +174,46 @@ func TestAccessChangeDuringEstablish(t *testing.T) {
 	}
 }
 
-func TestRevokeKeys(t *testing.T) {
-	e := newEnv(t)
+// otherKeySession stores another API key of the account and opens a
+// session of identity with a token it signed.
+func otherKeySession(t *testing.T, e *env, identity string) *tclient {
+	t.Helper()
 	ctx := context.Background()
 	other := &chorus.APIKey{SID: chorus.NewSID("SK"), AccountSID: e.creds.AccountSID, Secret: "other-secret-0123456789abcdef0123", DateCreated: time.Now()}
 	if err := e.eng.Store().Update(ctx, func(tx chorus.Tx) error { return tx.PutAPIKey(ctx, other) }); err != nil {
 		t.Fatal(err)
 	}
-	revoked := e.session("alice")
-	c2 := e.dial(ctx)
-	tok, err := tokenWithKey(e, other, "bob")
+	c := e.dial(ctx)
+	tok, err := tokenWithKey(e, other, identity)
 	if err != nil {
 		t.Fatal(err)
 	}
-	c2.mustInit(tok)
+	c.mustInit(tok)
+	return c
+}
+
+// changeSecret gives the main API key another secret in the store, as a
+// node started with a new TWILIO_API_SECRET does.
+func changeSecret(t *testing.T, e *env, secret string) {
+	t.Helper()
+	ctx := context.Background()
+	if err := e.eng.Store().Update(ctx, func(tx chorus.Tx) error {
+		k, err := tx.APIKey(ctx, e.creds.APIKeySID)
+		if err != nil {
+			return err
+		}
+		k.Secret = secret
+		return tx.PutAPIKey(ctx, k)
+	}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestRevokeKeys(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	revoked := e.session("alice")
+	c2 := otherKeySession(t, e, "bob")
 
 	if err := e.gw.RevokeKeys(ctx, e.creds.AccountSID, e.creds.APIKeySID); err != nil {
 		t.Fatalf("RevokeKeys: %v", err)
@@ -273,17 +299,8 @@ func TestKeysRevokedEventChecksTheStore(t *testing.T) {
 func TestSecretChangedInPlace(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
-	other := &chorus.APIKey{SID: chorus.NewSID("SK"), AccountSID: e.creds.AccountSID, Secret: "other-secret-0123456789abcdef0123", DateCreated: time.Now()}
-	if err := e.eng.Store().Update(ctx, func(tx chorus.Tx) error { return tx.PutAPIKey(ctx, other) }); err != nil {
-		t.Fatal(err)
-	}
 	alice := e.session("alice")
-	bob := e.dial(ctx)
-	tok, err := tokenWithKey(e, other, "bob")
-	if err != nil {
-		t.Fatal(err)
-	}
-	bob.mustInit(tok)
+	bob := otherKeySession(t, e, "bob")
 	changed := &chorus.Event{Type: chorus.EventCredentialsChanged, ObjectSID: chorus.ControlTopic, DateCreated: time.Now()}
 	if err := e.bus.Publish(ctx, changed); err != nil {
 		t.Fatal(err)
@@ -291,18 +308,7 @@ func TestSecretChangedInPlace(t *testing.T) {
 	if err := alice.closed(500 * time.Millisecond); err == nil {
 		t.Fatal("a credentials_changed event that changed no secret closed the session")
 	}
-	var main *chorus.APIKey
-	if err := e.eng.Store().View(ctx, func(tx chorus.ReadTx) error {
-		var err error
-		main, err = tx.APIKey(ctx, e.creds.APIKeySID)
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	main.Secret = "new-secret-after-a-restart-0123456"
-	if err := e.eng.Store().Update(ctx, func(tx chorus.Tx) error { return tx.PutAPIKey(ctx, main) }); err != nil {
-		t.Fatal(err)
-	}
+	changeSecret(t, e, "new-secret-after-a-restart-0123456")
 	if err := e.bus.Publish(ctx, changed); err != nil {
 		t.Fatal(err)
 	}
@@ -321,20 +327,8 @@ func TestSecretChangedInPlace(t *testing.T) {
 // only that the key still existed.
 func TestResyncFindsSecretChanged(t *testing.T) {
 	e := newEnv(t)
-	ctx := context.Background()
 	alice := e.session("alice")
-	var main *chorus.APIKey
-	if err := e.eng.Store().View(ctx, func(tx chorus.ReadTx) error {
-		var err error
-		main, err = tx.APIKey(ctx, e.creds.APIKeySID)
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	main.Secret = "new-secret-while-the-bus-was-away-0"
-	if err := e.eng.Store().Update(ctx, func(tx chorus.Tx) error { return tx.PutAPIKey(ctx, main) }); err != nil {
-		t.Fatal(err)
-	}
+	changeSecret(t, e, "new-secret-while-the-bus-was-away-0")
 	if err := alice.closed(300 * time.Millisecond); err == nil {
 		t.Fatal("the session closed with no event and no Resync")
 	}
