@@ -72,7 +72,9 @@ func TestCheckpointFailureStopsWrites(t *testing.T) {
 		trigger func(t *testing.T, s *Store, doc *chorus.Object)
 	}{
 		{"writer", func(t *testing.T, s *Store, doc *chorus.Object) {
-			s.restartWanted.Store(true) // as the checkpointer does for a long WAL
+			// A WAL past autoCheckpointPages after a batch: the writer's
+			// (the store may fail during it, checked below).
+			_ = writeLongWAL(s)
 		}},
 		{"background", func(t *testing.T, s *Store, doc *chorus.Object) {
 			// The writer wakes the checkpointer every ckptEveryWrites
@@ -97,13 +99,14 @@ func TestCheckpointFailureStopsWrites(t *testing.T) {
 			}
 			failWritesTo(t, path)
 			tt.trigger(t, s, doc)
-			deadline := time.Now().Add(10 * time.Second)
+			// Fewer writes than wake the background checkpointer
+			// (ckptEveryWrites), so that each subtest sees its own kind.
 			var err error
-			for time.Now().Before(deadline) {
+			for range 200 {
 				if err = s.Update(ctx, setData(ctx, doc, "1")); err != nil {
 					break
 				}
-				time.Sleep(5 * time.Millisecond)
+				time.Sleep(10 * time.Millisecond)
 			}
 			if chorus.ErrorCode(err) != chorus.ErrUnavailable.Code {
 				t.Fatalf("Update after a failed checkpoint = %v, want 20503", err)
@@ -167,18 +170,7 @@ func TestWALRestartsAfterALargeTransaction(t *testing.T) {
 	s := openInternal(t)
 	doc := seedDoc(t, s)
 	ctx := context.Background()
-	now := time.Unix(1_700_000_000, 0).UTC()
-	pad := json.RawMessage(`{"pad":"` + strings.Repeat("x", 3000) + `"}`)
-	if err := s.Update(ctx, func(tx chorus.Tx) error {
-		for range 6000 {
-			o := &chorus.Object{Kind: chorus.KindDocument, SID: chorus.NewSID(chorus.PrefixDocument), AccountSID: "AC1",
-				ServiceSID: "IS1", Data: pad, CreatedBy: "t", DateCreated: now, DateUpdated: now}
-			if err := tx.InsertObject(ctx, o); err != nil {
-				return err
-			}
-		}
-		return nil
-	}); err != nil {
+	if err := writeLongWAL(s); err != nil {
 		t.Fatal(err)
 	}
 	big, ok := s.walFrames()
@@ -193,4 +185,22 @@ func TestWALRestartsAfterALargeTransaction(t *testing.T) {
 	if n, _ := s.walFrames(); n >= autoCheckpointPages {
 		t.Errorf("the WAL still has %d frames 5 writes after a transaction of %d, want it restarted", n, big)
 	}
+}
+
+// writeLongWAL commits one transaction of ~6,300 WAL frames (6,000
+// documents of 3 KB), past autoCheckpointPages.
+func writeLongWAL(s *Store) error {
+	ctx := context.Background()
+	now := time.Unix(1_700_000_000, 0).UTC()
+	pad := json.RawMessage(`{"pad":"` + strings.Repeat("x", 3000) + `"}`)
+	return s.Update(ctx, func(tx chorus.Tx) error {
+		for range 6000 {
+			o := &chorus.Object{Kind: chorus.KindDocument, SID: chorus.NewSID(chorus.PrefixDocument), AccountSID: "AC1",
+				ServiceSID: "IS1", Data: pad, CreatedBy: "t", DateCreated: now, DateUpdated: now}
+			if err := tx.InsertObject(ctx, o); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 }

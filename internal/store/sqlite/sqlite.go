@@ -95,8 +95,8 @@ type Store struct {
 	// advances durable. Batch sequence numbers start at 1.
 	wal *walFile
 	// shm is the -shm file (the WAL index), read for the WAL's length
-	// (walFrames); nil in legacy mode or when it cannot be opened. Never
-	// closed before every connection is (closeDBs).
+	// (walFrames); nil in legacy mode. Never closed before every
+	// connection is (closeDBs).
 	shm     *os.File
 	objs    *objectCache // writer's; nil in legacy mode
 	dataVer int64        // PRAGMA data_version at the last batch (writer's)
@@ -117,10 +117,7 @@ type Store struct {
 	// ioMu is held by each WAL sync that answers batches and by each
 	// checkpoint, so that no batch is answered while a checkpoint that
 	// may fail on its frames runs (doc.go, "Checkpoints").
-	ioMu sync.Mutex
-	// restartWanted is set by the checkpointer when the WAL has grown
-	// past autoCheckpointPages; the writer then checkpoints itself.
-	restartWanted atomic.Bool
+	ioMu          sync.Mutex
 	checkpointing atomic.Bool // a checkpoint holds ioMu
 
 	// Writer statistics (WriteStats).
@@ -315,11 +312,9 @@ func (s *Store) open(ctx context.Context) error {
 		return err
 	}
 	if !s.legacy {
-		// Written by the writer's first WAL access above. Missing, the
-		// checkpointer's reports alone trigger the writer's checkpoint.
+		// Made by the writer's first WAL access above; walFrames reads it.
 		if s.shm, err = os.Open(s.path + "-shm"); err != nil {
-			s.logger.Warn("sqlite: cannot read the WAL index; the WAL is checkpointed by the request count alone", logKeyErr, err)
-			s.shm = nil
+			return fmt.Errorf("open the WAL index: %w", err)
 		}
 	}
 	if s.dbFile, err = os.Stat(s.path); err != nil {
@@ -683,7 +678,7 @@ func (s *Store) writeLoop() {
 		start := time.Now()
 		s.runBatch(batch)
 		lastCommit = time.Since(start)
-		if !s.legacy && (s.restartWanted.CompareAndSwap(true, false) || s.walLong()) {
+		if !s.legacy && s.walLong() {
 			s.restartCheckpoint()
 		}
 		if nwrites += len(batch); nwrites >= ckptEveryWrites && !s.legacy {
@@ -993,13 +988,10 @@ func (s *Store) abort(ctx context.Context, undo bool) {
 // checkpointLoop is the background checkpointer: woken by the writer, it
 // copies the WAL into the database (PASSIVE: it never blocks the writer or
 // readers) on its own connection, so that the writer's own checkpoint
-// (restartCheckpoint) finds little left to copy. It asks for that one when
-// the WAL has grown past autoCheckpointPages.
+// (restartCheckpoint) finds little left to copy.
 func (s *Store) checkpointLoop() {
 	for range s.ckptq {
-		if frames, ok := s.checkpoint(s.ckpt, "background checkpoint"); ok && frames >= autoCheckpointPages {
-			s.restartWanted.Store(true)
-		}
+		s.checkpoint(s.ckpt, "background checkpoint")
 	}
 }
 
@@ -1013,10 +1005,8 @@ func (s *Store) walLong() bool {
 // walFrames is the WAL's length in frames: mxFrame in the WAL index
 // header's first copy, at offset 16 of the -shm file, in native byte
 // order (https://sqlite.org/walformat.html). Only the writer changes it.
+// One pread per batch.
 func (s *Store) walFrames() (int64, bool) {
-	if s.shm == nil {
-		return 0, false
-	}
 	var b [4]byte
 	if _, err := s.shm.ReadAt(b[:], 16); err != nil {
 		return 0, false
@@ -1033,16 +1023,15 @@ func (s *Store) restartCheckpoint() {
 	s.checkpoint(s.writer, "checkpoint")
 }
 
-// checkpoint runs PRAGMA wal_checkpoint(PASSIVE) on c under ioMu and
-// returns the WAL's size in frames (ok: it ran). A lost write in it fails
-// the store: a sync (or a write) of the WAL or the database file failed,
-// and the kernel may report that once, to this connection alone, and the
-// syncer's own sync of the WAL then succeed over frames that never reached
-// the disk (a tester lost an acknowledged write so). The files' state is
-// unknown: the store refuses writes, as after a failed WAL sync. Holding
-// ioMu, the checkpoint fails the store before any batch whose frames it
-// synced is answered. what names it in logs.
-func (s *Store) checkpoint(c *conn, what string) (walFrames int64, ok bool) {
+// checkpoint runs PRAGMA wal_checkpoint(PASSIVE) on c under ioMu. A lost
+// write in it fails the store: a sync (or a write) of the WAL or the
+// database file failed, and the kernel may report that once, to this
+// connection alone, and the syncer's own sync of the WAL then succeed over
+// frames that never reached the disk (a tester lost an acknowledged write
+// so). The files' state is unknown: the store refuses writes, as after a
+// failed WAL sync. Holding ioMu, the checkpoint fails the store before any
+// batch whose frames it synced is answered. what names it in logs.
+func (s *Store) checkpoint(c *conn, what string) {
 	s.ioMu.Lock()
 	s.checkpointing.Store(true)
 	defer func() {
@@ -1050,19 +1039,17 @@ func (s *Store) checkpoint(c *conn, what string) (walFrames int64, ok bool) {
 		s.ioMu.Unlock()
 	}()
 	if s.syncErr.Load() != nil {
-		return 0, false // failed already: the files are left as they are
+		return // failed already: the files are left as they are
 	}
-	var busy, checkpointed int64
-	err := c.scanRow(context.Background(), "PRAGMA wal_checkpoint(PASSIVE)", &busy, &walFrames, &checkpointed)
-	if err == nil {
-		return walFrames, true
-	}
-	if lostWrite(err) {
+	var busy, frames, checkpointed int64
+	err := c.scanRow(context.Background(), "PRAGMA wal_checkpoint(PASSIVE)", &busy, &frames, &checkpointed)
+	switch {
+	case err == nil:
+	case lostWrite(err):
 		s.fail(fmt.Errorf("sqlite: %s: %w", what, err), what)
-	} else {
+	default:
 		s.logger.Warn("sqlite: "+what, logKeyErr, err)
 	}
-	return 0, false
 }
 
 // lostWrite reports whether err is SQLite's report of a sync or a write of
