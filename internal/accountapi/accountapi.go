@@ -51,7 +51,7 @@ func New(cfg Config) http.Handler {
 	}
 	h := &handler{cfg: cfg, log: cfg.Logger.With("component", "accountapi"), mux: http.NewServeMux()}
 	const acct = "/2010-04-01/Accounts/{AccountSid}"
-	h.mux.HandleFunc("GET "+acct+"/Keys.json", h.wrap(pagingParams, h.listKeys))
+	h.mux.HandleFunc("GET "+acct+"/Keys.json", h.wrap(twiliohttp.PagingParams, h.listKeys))
 	h.mux.HandleFunc("POST "+acct+"/Keys.json", h.wrap(keyParams, h.createKey))
 	h.mux.HandleFunc("GET "+acct+"/Keys/{Sid}", h.wrap(nil, h.fetchKey))
 	h.mux.HandleFunc("POST "+acct+"/Keys/{Sid}", h.wrap(keyParams, h.updateKey))
@@ -105,13 +105,11 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.mux.ServeHTTP(w, r)
 }
 
-// The parameters each operation takes: any other, or one given twice, is
-// refused (400, 54060) rather than ignored, as REST v1 does (a key created
-// with Bogus=1 was answered 201).
-var (
-	pagingParams = []string{"PageSize", "Page", "PageToken"}
-	keyParams    = []string{"FriendlyName"}
-)
+// keyParams are what creating or updating a key takes. Each route names
+// its parameters (wrap); any other, or one given twice, is refused (400,
+// 54060) rather than ignored, as REST v1 does (a key created with Bogus=1
+// was answered 201).
+var keyParams = []string{"FriendlyName"}
 
 func (h *handler) wrap(params []string, fn func(http.ResponseWriter, *http.Request, *call) error) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {

@@ -14,7 +14,7 @@ import (
 // them (twilio-node 3.x to 6.x, twilio-python, twilio-go; their
 // lib/rest/sync/v1 sources). Names are case-sensitive, as on Twilio.
 var (
-	pagingParams      = []string{"PageSize", "Page", "PageToken"}
+	pagingParams      = twiliohttp.PagingParams
 	itemPageParam     = append([]string{"Order", "From", "Bounds"}, pagingParams...)
 	serviceParamNames = []string{"FriendlyName", "WebhookUrl", "ReachabilityWebhooksEnabled", "AclEnabled",
 		"ReachabilityDebouncingEnabled", "ReachabilityDebouncingWindow", "WebhooksFromRestEnabled"}

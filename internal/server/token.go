@@ -197,11 +197,11 @@ func (s *Server) tokenIdentity(w http.ResponseWriter, r *http.Request) (string, 
 	if err := twiliohttp.CheckParams(form, tokenFormParams); err != nil {
 		return "", err
 	}
-	if t := form.Get("token"); form.Has("token") {
+	if form.Has("token") {
 		if presented != "" {
 			return "", chorus.Errorf(chorus.ErrInvalidParameter, "/token got a token twice (Authorization: Bearer and the form): give it once")
 		}
-		if presented = strings.TrimSpace(t); presented == "" {
+		if presented = strings.TrimSpace(form.Get("token")); presented == "" {
 			return "", chorus.Errorf(chorus.ErrTokenInvalid, "Invalid Access Token: empty token")
 		}
 	}

@@ -225,6 +225,11 @@ func Clip(s string) string {
 	return s[:max] + "…"
 }
 
+// PagingParams are the paging parameters of a Twilio list operation, as
+// the helper libraries send them (PageToken and Page when they follow
+// next_page_url).
+var PagingParams = []string{"PageSize", "Page", "PageToken"}
+
 // CheckParams refuses a request with a parameter its operation does not
 // take (params), or with one given more than once: either would otherwise
 // be ignored, and the request answered as a success after ignoring what
