@@ -756,9 +756,9 @@ var errKeyChanged = chorus.Errorf(chorus.ErrTokenIssuer, "Invalid Access Token i
 
 // checkDeaf reads the session's key and service from the store before a
 // request is served while the node is deaf: the session ends if its key
-// is gone or changed (checkKey), and takes the service as it is now (its
-// ACL switch among others; a deleted service ends it). A store error
-// fails the request (503), as it would fail the request itself.
+// is gone or changed (checkKey), and takes the service as it is now if it
+// changed (its ACL switch among others; a deleted service ends it). A
+// store error fails the request (503), as it would fail the request.
 func (c *conn) checkDeaf(ctx context.Context) error {
 	c.mu.Lock()
 	account, keySID, had := c.account, c.keySID, c.key
@@ -770,7 +770,7 @@ func (c *conn) checkDeaf(ctx context.Context) error {
 	if c.checkKey(k, account, had) {
 		return errKeyChanged
 	}
-	return c.loadService(ctx)
+	return c.readService(ctx, true)
 }
 
 // checkKey ends the session if k, its token's key as the store has it now

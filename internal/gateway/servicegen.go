@@ -98,7 +98,12 @@ func (c *conn) serviceStale() bool {
 // loadService reads the session's service again, makes it the session's
 // and releases what was held meanwhile. A deleted service ends the
 // session. Safe off the worker.
-func (c *conn) loadService(ctx context.Context) error {
+func (c *conn) loadService(ctx context.Context) error { return c.readService(ctx, false) }
+
+// readService is loadService; ifChanged leaves the session as it is when
+// the service read equals the session's (checkDeaf's per-request read,
+// which must not re-check every subscription each time).
+func (c *conn) readService(ctx context.Context, ifChanged bool) error {
 	g := c.g
 	old := c.svcLatest.Load()
 	gen := c.svcGen.Load().Load() // before the read: a later change makes it stale again
@@ -110,6 +115,9 @@ func (c *conn) loadService(ctx context.Context) error {
 			c.endService()
 		}
 		return err
+	}
+	if ifChanged && *svc == *old {
+		return nil
 	}
 	c.adoptService(svc, gen)
 	go c.afterServiceRead(g.ctx, c.svcLatest.Load()) // reads the store: not on the worker
