@@ -61,11 +61,21 @@ func (l *sessionLock) dropLocked() {
 	l.conn, l.held = nil, false
 }
 
-// close releases the lock for good.
+// close releases the lock for good. A held lock is unlocked explicitly
+// first: closing the connection alone releases it only when the server's
+// backend has noticed the end of the session, which is after Close
+// returns, so a Store opened right after this one closed could still find
+// the lock taken.
 func (l *sessionLock) close() {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.closed = true
+	if l.held && l.conn != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		// An error leaves the release to the end of the session.
+		_, _ = l.conn.Exec(ctx, "SELECT pg_advisory_unlock($1)", l.key)
+		cancel()
+	}
 	l.dropLocked()
 }
 
