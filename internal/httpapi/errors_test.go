@@ -187,6 +187,8 @@ func TestErrors(t *testing.T) {
 		{"doc malformed If-Match", "POST", svc + "/Documents/d1", url.Values{"Data": {`{"v":9}`}}, map[string]string{"If-Match": "zz"}, nil, 400, 54003},
 		{"list item malformed If-Match", "DELETE", svc + "/Lists/l1/Items/" + index, nil, map[string]string{"If-Match": "-1"}, nil, 400, 54003},
 		{"map item malformed If-Match", "POST", svc + "/Maps/m1/Items/k", url.Values{"Data": {`{}`}}, map[string]string{"If-Match": "r1"}, nil, 400, 54003},
+		{"doc empty If-Match", "POST", svc + "/Documents/d1", url.Values{"Data": {`{"v":9}`}}, map[string]string{"If-Match": ""}, nil, 400, 54003},
+		{"map item empty If-Match", "DELETE", svc + "/Maps/m1/Items/k", nil, map[string]string{"If-Match": " "}, nil, 400, 54003},
 
 		// Booleans.
 		{"permission Read yes", "POST", svc + "/Documents/d1/Permissions/bob", url.Values{"Read": {"yes"}, "Write": {"true"}, "Manage": {"false"}}, nil, nil, 400, 54060},

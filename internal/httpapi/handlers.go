@@ -269,8 +269,8 @@ func (a *api) deleteObject(k chorus.Kind) handler {
 // removal: a document's revision, which the write must match. Lists, maps
 // and streams take none on Twilio: one sent is refused, not ignored.
 func objectIfMatch(r *http.Request, k chorus.Kind) (string, error) {
-	h := r.Header.Get("If-Match")
-	if h := strings.TrimSpace(h); k != chorus.KindDocument && h != "" && h != "*" { // "*": any version
+	h := r.Header.Values("If-Match")
+	if k != chorus.KindDocument && len(h) > 0 && (len(h) > 1 || strings.TrimSpace(h[0]) != "*") { // "*": any version
 		return "", chorus.Errorf(chorus.ErrInvalidParameter, "If-Match applies to Documents and to list and map items, not to a %s", k)
 	}
 	return ifMatch(h)
@@ -399,7 +399,7 @@ func (a *api) updateItem(k chorus.Kind) handler {
 			// or ttl is updated in the same request".
 			return chorus.Errorf(chorus.ErrNoParameters, "CollectionTtl can only be used with Data or Ttl in the same request")
 		}
-		if iw.IfMatch, err = ifMatch(r.Header.Get("If-Match")); err != nil {
+		if iw.IfMatch, err = ifMatch(r.Header.Values("If-Match")); err != nil {
 			return err
 		}
 		it, _, err := a.eng.WriteItem(r.Context(), engine.SystemActor(), c.svc, k, r.PathValue(objectParam(k)), ref, iw)
@@ -417,7 +417,7 @@ func (a *api) deleteItem(k chorus.Kind) handler {
 		if err != nil {
 			return err
 		}
-		im, err := ifMatch(r.Header.Get("If-Match"))
+		im, err := ifMatch(r.Header.Values("If-Match"))
 		if err != nil {
 			return err
 		}

@@ -152,8 +152,9 @@ func TestIfMatch(t *testing.T) {
 		in, want string
 		code     int
 	}{
-		{"", "", 0},
 		{"*", "", 0},
+		{"", "", 54003},
+		{" ", "", 54003},
 		{"0", "0", 0},
 		{"1e", "1e", 0},
 		{`"1e"`, "1e", 0},
@@ -165,11 +166,17 @@ func TestIfMatch(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.in, func(t *testing.T) {
-			got, err := ifMatch(tt.in)
+			got, err := ifMatch([]string{tt.in})
 			if code(err) != tt.code || got != tt.want {
 				t.Errorf("ifMatch(%q) = %q, code %d, want %q, code %d", tt.in, got, code(err), tt.want, tt.code)
 			}
 		})
+	}
+	if got, err := ifMatch(nil); got != "" || err != nil {
+		t.Errorf("ifMatch(absent) = %q, %v, want unconditional", got, err)
+	}
+	if _, err := ifMatch([]string{"1", "2"}); code(err) != 54003 {
+		t.Errorf("ifMatch(twice) code %d, want 54003", code(err))
 	}
 }
 
@@ -470,7 +477,7 @@ func FuzzParams(f *testing.F) {
 		_, _ = optTTL(fm, "Ttl")
 		_, _ = optBool(fm, "Order")
 		_, _ = optData(fm, chorus.MaxDataBytes)
-		_, _ = ifMatch(token)
+		_, _ = ifMatch([]string{token})
 		_, _ = parseIndex(size)
 		p, err := parseItemPage(fm)
 		if err != nil {

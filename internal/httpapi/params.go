@@ -168,12 +168,25 @@ func reqData(f url.Values, limit int, missing *chorus.Error) (json.RawMessage, e
 	return d, nil
 }
 
-// ifMatch validates the If-Match header. It returns "" when absent or "*"
-// (unconditional), else the revision in canonical form; a malformed value
-// is 54003.
-func ifMatch(h string) (string, error) {
-	h = strings.TrimSpace(h)
-	if h == "" || h == "*" {
+// ifMatch validates the If-Match header, given as its values
+// (r.Header.Values). It returns "" when absent or "*" (unconditional),
+// else the revision in canonical form. A malformed value is 54003, and so
+// are an empty header and a repeated one: a condition the caller sent is
+// never dropped (an empty ifMatch from a helper library is a bug in the
+// caller, not a request to write unconditionally).
+func ifMatch(values []string) (string, error) {
+	switch len(values) {
+	case 0:
+		return "", nil
+	case 1:
+	default:
+		return "", chorus.Errorf(chorus.ErrInvalidIfMatch, "Invalid If-Match header: sent %d times, expected one revision", len(values))
+	}
+	h := strings.TrimSpace(values[0])
+	switch h {
+	case "":
+		return "", chorus.Errorf(chorus.ErrInvalidIfMatch, "Invalid If-Match header: empty, expected a revision (or no If-Match header)")
+	case "*":
 		return "", nil
 	}
 	r, err := chorus.ParseRevision(h)
