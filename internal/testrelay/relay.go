@@ -97,9 +97,12 @@ func (p *Relay) pipe(dst, src net.Conn) {
 }
 
 // Kill closes the listener and every connection: the server is gone.
+// It ends a Stall, so that the relay's copies notice the closed
+// connections and return.
 func (p *Relay) Kill() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	p.stalled.Store(false)
 	if p.ln != nil {
 		p.ln.Close()
 		p.ln = nil

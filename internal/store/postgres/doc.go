@@ -61,7 +61,10 @@
 //
 // Leader reports whether this Store holds the cluster-wide session advisory
 // lock of its schema, on a dedicated connection: background work such as
-// TTL sweeping runs on one node at a time and moves when that node dies.
+// TTL sweeping runs on one node at a time and moves when that node dies,
+// or when it freezes: the lock's session has an idle_session_timeout of
+// Config.LeaderLease, which a goroutine of the Store keeps from running
+// out by pinging it (keepLeadership).
 // LockSingleNode takes another such lock, held until Close, for a node
 // that runs without a bus and so must be the schema's only node.
 //

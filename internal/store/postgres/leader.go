@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // sessionLock is a session-level advisory lock held on a connection of its
@@ -16,14 +17,16 @@ import (
 // when the lock is closed, when the process dies (the kernel closes its
 // socket), or when the host vanishes (the keepalives of parseConfig).
 type sessionLock struct {
-	key int64
-	app string // application_name of the lock's connection
+	key   int64
+	app   string        // application_name of the lock's connection
+	lease time.Duration // idle_session_timeout of the lock's session; 0: none
 
-	mu     sync.Mutex // guards the fields below and serializes their users
-	conn   *pgx.Conn
-	held   bool
-	closed bool
-	warned time.Time // last connection warning, for rate limiting
+	mu      sync.Mutex // guards the fields below and serializes their users
+	conn    *pgx.Conn
+	held    bool
+	closed  bool
+	noLease bool      // the server has no idle_session_timeout (warned once)
+	warned  time.Time // last connection warning, for rate limiting
 }
 
 // connectLocked opens the lock's connection, with the pool's session
@@ -34,6 +37,23 @@ func (l *sessionLock) connectLocked(ctx context.Context, s *Store) error {
 	c, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
 		return err
+	}
+	if l.lease > 0 {
+		// Set after connecting: a server without the setting would refuse
+		// it as a startup parameter, and the connection with it.
+		_, err := c.Exec(ctx, "SELECT set_config('idle_session_timeout', $1, false)", millis(l.lease))
+		var pe *pgconn.PgError
+		switch {
+		case errors.As(err, &pe) && pe.Code == codeUndefinedObject: // before PostgreSQL 14
+			if !l.noLease {
+				l.noLease = true
+				s.logger.Warn("postgres: this server has no idle_session_timeout (PostgreSQL 14): " +
+					"a leader that freezes (SIGSTOP, a paused VM) keeps leadership until it resumes or dies")
+			}
+		case err != nil:
+			c.Close(context.WithoutCancel(ctx))
+			return err
+		}
 	}
 	l.conn = c
 	return nil
@@ -132,6 +152,44 @@ func (s *Store) Leader(ctx context.Context) bool {
 		s.logger.Info("postgres: became cluster leader")
 	}
 	return ok
+}
+
+// keepLeadership pings the leader lock's session every LeaderLease/3
+// until Close, so that a live leader's session is never idle for its
+// lease (Config.LeaderLease), whoever calls Leader and how often. A frozen
+// process pings nothing: the server ends its session, and another Store's
+// next Leader call takes the lock over. Once the process resumes, the
+// ping finds the session gone and leadership lost.
+func (s *Store) keepLeadership() {
+	t := time.NewTicker(s.cfg.LeaderLease / 3)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.base.Done():
+			return
+		case <-t.C:
+		}
+		s.pingLeader()
+	}
+}
+
+// pingLeader pings the leader lock's session, if it has one, and drops it
+// when the ping fails.
+func (s *Store) pingLeader() {
+	l := &s.leader
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed || l.conn == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(s.base, s.cfg.ConnectTimeout)
+	defer cancel()
+	if err := l.conn.Ping(ctx); err != nil {
+		if l.held {
+			s.logger.Warn("postgres: lost cluster leadership: connection failed", logKeyErr, err)
+		}
+		l.dropLocked()
+	}
 }
 
 // ErrSingleNodeInUse is the error of LockSingleNode when another Store

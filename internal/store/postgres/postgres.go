@@ -28,6 +28,7 @@ const (
 	DefaultMaxBatch       = 64
 	DefaultTxTimeout      = 10 * time.Second
 	DefaultConnectTimeout = 5 * time.Second
+	DefaultLeaderLease    = 15 * time.Second
 
 	// maxBatchLimit caps MaxBatch: each request of a batch runs in a
 	// subtransaction, and PostgreSQL caches only 64 subtransaction ids per
@@ -81,6 +82,15 @@ type Config struct {
 	// command that only reads (chorus admin credentials) cannot leave
 	// nodes of an earlier version unable to start. Writes are not meant.
 	ReadOnly bool
+	// LeaderLease is how long a leader that stops answering (a process
+	// stopped with SIGSTOP, a paused VM) keeps the cluster's leadership:
+	// its lock's session sets idle_session_timeout to it, so that the
+	// server ends the session, and with it the lock, once the leader has
+	// not pinged it for that long; a live leader pings it every
+	// LeaderLease/3. Default 15s. PostgreSQL before 14 has no
+	// idle_session_timeout: there a frozen leader keeps leadership until
+	// it resumes or dies (a warning says so at the first election).
+	LeaderLease time.Duration
 
 	tracer pgx.QueryTracer // tests: sees every statement of every connection
 }
@@ -111,6 +121,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.ConnectTimeout <= 0 {
 		c.ConnectTimeout = DefaultConnectTimeout
+	}
+	if c.LeaderLease <= 0 {
+		c.LeaderLease = DefaultLeaderLease
 	}
 	return c
 }
@@ -267,6 +280,8 @@ func OpenConfig(ctx context.Context, dsn string, cfg Config, logger *slog.Logger
 	}
 	s.base, s.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	s.leader.key, s.leader.app = lockKey("leader", s.schema), "chorus-leader"
+	s.leader.lease = cfg.LeaderLease
+	go s.keepLeadership()
 	s.single.key, s.single.app = lockKey("single-node", s.schema), "chorus-single-node"
 	s.imports.key, s.imports.app = lockKey("import", s.schema), "chorus-import"
 	if !cfg.NoBatch {
@@ -461,6 +476,10 @@ const codeForeignKeyViolation = "23503"
 // codeLockNotAvailable is lock_not_available: a NOWAIT lock found the row
 // busy, or a lock wait ran out of lock_timeout.
 const codeLockNotAvailable = "55P03"
+
+// codeUndefinedObject is undefined_object: among others, a setting this
+// server does not have.
+const codeUndefinedObject = "42704"
 
 // isConflict reports whether err is a lock conflict, deadlock or
 // serialization failure, after which the transaction is worth re-running.

@@ -3,11 +3,13 @@ package postgres
 import (
 	"context"
 	"errors"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/chorus-sync/chorus"
+	"github.com/chorus-sync/chorus/internal/testrelay"
 	"github.com/jackc/pgx/v5"
 )
 
@@ -285,5 +287,50 @@ func TestSingleNodeLock(t *testing.T) {
 			t.Fatalf("LockSingleNode 10s after the holder's session died = %v", err)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestFrozenLeaderIsReplaced: a leader whose process stops (here its
+// connections stall: nothing it sends reaches the server, as under
+// SIGSTOP) loses its lock within about its lease, and another Store takes
+// over; a live leader keeps it however rarely Leader is called, and a
+// resumed one finds it lost.
+func TestFrozenLeaderIsReplaced(t *testing.T) {
+	ctx := context.Background()
+	dsn := newSchema(t)
+	u, err := url.Parse(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	relay := testrelay.New(t, u.Host)
+	cfg := Config{LeaderLease: time.Second, ConnectTimeout: time.Second}
+	a := openDSN(t, viaProxy(t, dsn, relay.Addr), cfg)
+	b := openDSN(t, dsn, cfg)
+	if !a.Leader(ctx) {
+		t.Fatal("the first store to ask is not the leader")
+	}
+	// Alive, a keeps its lock for three leases without calling Leader.
+	for end := time.Now().Add(3 * cfg.LeaderLease); time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
+		if b.Leader(ctx) {
+			t.Fatal("another store took the lead from a live leader")
+		}
+	}
+
+	relay.Stall()
+	frozen := time.Now()
+	for !b.Leader(ctx) {
+		if time.Since(frozen) > 10*cfg.LeaderLease {
+			t.Fatalf("no other leader %v after the leader froze, with a lease of %v", time.Since(frozen), cfg.LeaderLease)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Logf("another store leads %v after the leader froze", time.Since(frozen).Round(time.Millisecond))
+
+	relay.Resume()
+	if a.Leader(ctx) {
+		t.Error("the resumed leader still leads, beside the one that took over")
+	}
+	if !b.Leader(ctx) {
+		t.Error("the store that took over no longer leads")
 	}
 }
