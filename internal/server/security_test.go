@@ -65,7 +65,7 @@ func TestMetricsLoopbackOnly(t *testing.T) {
 				req.Proto, req.ProtoMajor, req.ProtoMinor = hdr[i+1], 1, 0
 				continue
 			}
-			req.Header.Set(hdr[i], hdr[i+1])
+			req.Header.Add(hdr[i], hdr[i+1])
 		}
 		rec := httptest.NewRecorder()
 		s.Handler().ServeHTTP(rec, req)
@@ -86,6 +86,8 @@ func TestMetricsLoopbackOnly(t *testing.T) {
 		{"through a local proxy", s, "127.0.0.1:40000", []string{"X-Forwarded-For", "203.0.113.1"}, 403},
 		{"through a local proxy, Forwarded", s, "127.0.0.1:40000", []string{"Forwarded", "for=203.0.113.1"}, 403},
 		{"through a local proxy, Via", s, "127.0.0.1:40000", []string{"Via", "1.1 proxy"}, 403},
+		{"through a local proxy that adds its line after an empty one", s, "127.0.0.1:40000", []string{"X-Forwarded-For", "", "X-Forwarded-For", "203.0.113.1"}, 403},
+		{"through a local proxy, an empty Forwarded first", s, "127.0.0.1:40000", []string{"Forwarded", "", "Forwarded", "for=203.0.113.1"}, 403},
 		{"through a default nginx (HTTP/1.0, no forwarding header)", s, "127.0.0.1:40000", []string{"proto", "HTTP/1.0"}, 403},
 		{"remote with MetricsPublic", open, "192.0.2.1:40000", nil, 200},
 		{"loopback, Host localhost", s, "127.0.0.1:40000", []string{"Host", "localhost:3000"}, 200},

@@ -268,10 +268,12 @@ func (s *Server) mintDevToken(ctx context.Context, identity string) (string, err
 // (proxy_http_version), with Host: 127.0.0.1:3000 ($proxy_host) and no
 // forwarding header: from a loopback peer, with a loopback Host, it would
 // otherwise look like this machine's own browser. Browsers, curl, Node
-// and Prometheus speak HTTP/1.1 or later.
+// and Prometheus speak HTTP/1.1 or later. A forwarding header counts when
+// it is present at all, empty or not: a client's empty line would
+// otherwise hide the line a proxy such as HAProxy adds after it.
 func proxied(r *http.Request) bool {
 	for _, h := range [...]string{"X-Forwarded-For", "Forwarded", "X-Real-Ip", "Via"} {
-		if r.Header.Get(h) != "" {
+		if _, ok := r.Header[h]; ok {
 			return true
 		}
 	}

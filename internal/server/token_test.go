@@ -347,6 +347,18 @@ func TestTokenHost(t *testing.T) {
 		{"Forwarded", local, req("localhost:3000", "Forwarded", "for=203.0.113.9"), 403},
 		{"X-Real-IP", local, req("localhost:3000", "X-Real-IP", "203.0.113.9"), 403},
 		{"Via", local, req("localhost:3000", "Via", "1.1 proxy"), 403},
+		// HAProxy's forwardfor adds its line after the client's.
+		{"an empty X-Forwarded-For before the proxy's", local, func() *http.Request {
+			r := req("localhost:3000")
+			r.Header.Add("X-Forwarded-For", "")
+			r.Header.Add("X-Forwarded-For", "203.0.113.9")
+			return r
+		}(), 403},
+		{"an empty Via", local, func() *http.Request {
+			r := req("localhost:3000")
+			r.Header["Via"] = []string{""}
+			return r
+		}(), 403},
 		// A default nginx proxy_pass: HTTP/1.0, Host 127.0.0.1:3000, no
 		// forwarding header.
 		{"HTTP/1.0 from a default nginx", local, func() *http.Request {
