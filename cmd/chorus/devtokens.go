@@ -21,6 +21,12 @@ const (
 // still waiting for it are a flood, not a busy client.
 const defaultWSMaxUnauthPerIP = 64
 
+// defaultWSMaxPerIdentity is --ws-max-per-identity's default: more
+// sessions than one person's devices and tabs ever hold, far fewer than a
+// node's connections, so that one token (one signed-in user, or anyone
+// who took one) cannot lock everyone else out.
+const defaultWSMaxPerIdentity = 1000
+
 // applyDevTokensPublic sets cfg.DevTokensPublic from --dev-tokens-public
 // (or its environment variable). It only widens an endpoint switched on
 // explicitly, for a host named by --public-url.

@@ -226,6 +226,7 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer) error {
 	keepAbandoned := fs.Duration("webhooks-keep-abandoned", webhook.DefaultKeepAbandoned, "how long webhooks given up on are kept, to be listed and replayed in the console (0 = not kept)")
 	wsMaxConns := fs.Int("ws-max-conns", 0, "cap on this node's websocket connections, refused with 503 beyond (0 = no cap)")
 	wsMaxUnauth := fs.Int("ws-max-unauth-per-ip", defaultWSMaxUnauthPerIP, "cap on websocket connections per client IP that have not completed init, refused with 429 beyond (0 = no cap; behind a proxy it counts the proxy: raise it or set 0)")
+	wsMaxPerIdentity := fs.Int("ws-max-per-identity", defaultWSMaxPerIdentity, "cap on one identity's websocket sessions on this node, so that one token cannot take every connection; an init beyond is refused with 429, which the SDK retries (0 = no cap)")
 	wsCoalesce := fs.Duration("ws-coalesce", gateway.DefaultCoalesceInterval, "while the websocket writer pool is behind, write live events to a session at most this often, merged (0 = write each as soon as possible)")
 	wsReplayLimit := fs.Int("ws-replay-limit", gateway.DefaultReplayLimit, "events one subscription request replays at most; past it the client is told the replay was interrupted and subscribes again from where it got to")
 	startWait := fs.Duration("start-wait", time.Minute, "how long to keep trying to reach a PostgreSQL store or NATS bus that does not answer at start (0 = give up at once)")
@@ -256,8 +257,8 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer) error {
 	if *ttl < time.Second || *ttl > token.MaxTTL {
 		return usagef("invalid --token-ttl %v: want 1s to 24h", *ttl)
 	}
-	if *wsMaxConns < 0 || *wsMaxUnauth < 0 {
-		return usagef("invalid --ws-max-conns or --ws-max-unauth-per-ip: want 0 or more")
+	if *wsMaxConns < 0 || *wsMaxUnauth < 0 || *wsMaxPerIdentity < 0 {
+		return usagef("invalid --ws-max-conns, --ws-max-unauth-per-ip or --ws-max-per-identity: want 0 or more")
 	}
 	if *startWait < 0 {
 		return usagef("invalid --start-wait %v: want 0 or more", *startWait)
@@ -303,6 +304,7 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer) error {
 		Webhooks:             webhook.Config{KeepAbandoned: keepAbandonedSetting(*keepAbandoned)},
 		WSMaxConns:           *wsMaxConns,
 		WSMaxUnauthPerAddr:   *wsMaxUnauth,
+		WSMaxPerIdentity:     *wsMaxPerIdentity,
 		WSCoalesce:           coalesceSetting(*wsCoalesce),
 		WSReplayLimit:        *wsReplayLimit,
 		DevTokens:            devTokens.mode,

@@ -51,8 +51,10 @@ type conn struct {
 	q    *sendQueue
 	addr string // client IP, for MaxUnauthenticatedPerAddr
 
-	// unauth: counted in Gateway.unauth (guarded by Gateway.mu).
-	unauth bool
+	// unauth: counted in Gateway.unauth; session: counted in
+	// Gateway.sessions under that key (both guarded by Gateway.mu).
+	unauth  bool
+	session *identityKey
 
 	ctx    context.Context // canceled, with the reason, when the session ends
 	cancel context.CancelCauseFunc
@@ -931,6 +933,15 @@ func (c *conn) handleInit(ctx context.Context, f *protocol.Frame) error {
 		c.g.initsRejected.Add(1)
 		c.g.noisy.log(c.logger(), slog.LevelInfo, "gateway: init rejected", slog.Int("code", st.ErrorCode), slog.String("description", st.Description))
 		c.reply(id, *st)
+		return nil
+	}
+	if !c.g.countSession(c, identityKey{svc.SID, claims.Identity}) {
+		c.g.identityRefused.Add(1)
+		e := chorus.Errorf(chorus.ErrTooManyRequests, "Too many connections for this identity: the limit is %d on this server", c.g.cfg.MaxSessionsPerIdentity)
+		c.g.noisy.log(c.logger(), slog.LevelWarn, "gateway: init refused: too many sessions for the identity", slog.String(logIdentity, claims.Identity), slog.String(logService, svc.SID))
+		h := protocol.NewReply(id, protocol.Status{Code: 429, Status: "TOO_MANY_REQUESTS", ErrorCode: e.Code, Description: e.Message})
+		h.PayloadType = protocol.ContentTypeJSON
+		c.send(protocol.Encode(nil, h, identityBackoff))
 		return nil
 	}
 	c.claims, c.svc = claims, svc

@@ -91,6 +91,12 @@ type Config struct {
 	// (an IPv6 /64) whose init has not succeeded yet; more are refused
 	// with 429 before the upgrade. 0 = no cap.
 	MaxUnauthenticatedPerAddr int
+	// MaxSessionsPerIdentity caps the sessions (successful inits) of one
+	// identity of one service on this gateway: one holder of a token
+	// cannot take every connection of the node. An init beyond it is
+	// answered 429 (20429), which the SDK retries with backoff, so a
+	// session gets in once another of the identity's ended. 0 = no cap.
+	MaxSessionsPerIdentity int
 
 	// Presence, when set, hears of every session that starts (a successful
 	// init) and ends: the reachability webhooks. Its methods must not block.
@@ -124,6 +130,7 @@ type Stats struct {
 	Resyncs            uint64 // Resync passes completed
 	Refused            uint64 // connections refused by MaxConns or MaxUnauthenticatedPerAddr
 	InitsRejected      uint64 // init requests refused (a bad, expired or revoked token)
+	IdentityRefused    uint64 // inits refused by MaxSessionsPerIdentity
 }
 
 // Gateway is the Twilsock V3.0 endpoint. Mount it at /v3/wsconnect.
@@ -146,12 +153,13 @@ type Gateway struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 
-	mu        sync.Mutex
-	conns     map[*conn]struct{}
-	upgrading int            // admitted connections not yet in conns
-	unauth    map[string]int // connections without a successful init, by client IP
-	closed    bool
-	wg        sync.WaitGroup
+	mu          sync.Mutex
+	conns       map[*conn]struct{}
+	upgrading   int                 // admitted connections not yet in conns
+	unauth      map[string]int      // connections without a successful init, by client IP
+	perIdentity map[identityKey]int // sessions by identity (MaxSessionsPerIdentity)
+	closed      bool
+	wg          sync.WaitGroup
 
 	replayed           atomic.Uint64
 	replaysInterrupted atomic.Uint64
@@ -160,6 +168,7 @@ type Gateway struct {
 	slowConsumers      atomic.Uint64
 	malformed          atomic.Uint64
 	refused            atomic.Uint64
+	identityRefused    atomic.Uint64
 
 	refusalLog    *ratelog.Gate // spaces the refused connections' warnings
 	initsRejected atomic.Uint64
@@ -241,7 +250,7 @@ func New(cfg Config) *Gateway {
 	if cfg.MaxInitBytes <= 0 {
 		cfg.MaxInitBytes = DefaultMaxInitBytes
 	}
-	g := &Gateway{cfg: cfg, log: cfg.Logger, conns: make(map[*conn]struct{}), unauth: make(map[string]int), noisy: newNoisyLog(),
+	g := &Gateway{cfg: cfg, log: cfg.Logger, conns: make(map[*conn]struct{}), unauth: make(map[string]int), perIdentity: make(map[identityKey]int), noisy: newNoisyLog(),
 		refusalLog: ratelog.New(refusalLogEvery, 1)}
 	if cfg.Verifier != nil && cfg.Verifier.Keys != nil && !cfg.SharedStore {
 		v := *cfg.Verifier
@@ -314,6 +323,7 @@ func (g *Gateway) remove(c *conn) {
 		c.unauth = false
 		g.dropUnauthLocked(c.addr)
 	}
+	g.uncountSessionLocked(c)
 	g.mu.Unlock()
 	g.wg.Done()
 }
@@ -392,6 +402,7 @@ func (g *Gateway) Stats() Stats {
 		ResyncRetries:      g.hub.resyncRetries.Load(),
 		Resyncs:            g.hub.resyncs.Load(),
 		Refused:            g.refused.Load(),
+		IdentityRefused:    g.identityRefused.Load(),
 		InitsRejected:      g.initsRejected.Load(),
 	}
 }

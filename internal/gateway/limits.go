@@ -130,3 +130,38 @@ func (g *Gateway) authenticated(c *conn) {
 	}
 	g.mu.Unlock()
 }
+
+// identityBackoff is the body of the 429 to an init over
+// MaxSessionsPerIdentity: twilsock waits at least reconnect_min_ms before
+// its next attempt (TwilsockClient.modifyBackoff).
+var identityBackoff = []byte(`{"backoff_policy":{"reconnect_min_ms":5000}}`)
+
+// identityKey names an identity of a service (service SIDs are unique
+// across accounts).
+type identityKey struct{ service, identity string }
+
+// countSession counts c's session against its identity, or reports false
+// when the identity has MaxSessionsPerIdentity sessions already.
+func (g *Gateway) countSession(c *conn, k identityKey) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if n := g.perIdentity[k]; g.cfg.MaxSessionsPerIdentity > 0 && n >= g.cfg.MaxSessionsPerIdentity {
+		return false
+	}
+	g.perIdentity[k]++
+	c.session = &k
+	return true
+}
+
+// uncountSessionLocked gives back c's place among its identity's sessions.
+func (g *Gateway) uncountSessionLocked(c *conn) {
+	if c.session == nil {
+		return
+	}
+	if n := g.perIdentity[*c.session] - 1; n > 0 {
+		g.perIdentity[*c.session] = n
+	} else {
+		delete(g.perIdentity, *c.session)
+	}
+	c.session = nil
+}

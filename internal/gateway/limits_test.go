@@ -13,6 +13,7 @@ import (
 
 	"github.com/gobwas/ws"
 
+	"github.com/chorus-sync/chorus/internal/engine"
 	"github.com/chorus-sync/chorus/protocol"
 )
 
@@ -205,6 +206,47 @@ func TestConnectionCaps(t *testing.T) {
 		e.rawDial()
 		if got := e.gw.Stats().Refused; got != 2 {
 			t.Errorf("Stats.Refused = %d, want 2", got)
+		}
+	})
+	t.Run("sessions per identity", func(t *testing.T) {
+		e := newEnv(t, withConfig(func(c *Config) { c.MaxSessionsPerIdentity = 2 }))
+		ctx := context.Background()
+		alice := e.token("alice", time.Hour)
+		a := e.dial(ctx)
+		a.mustInit(alice)
+		e.dial(ctx).mustInit(alice)
+		over := e.dial(ctx)
+		f := over.init(alice)
+		if st := f.Header.Status; st == nil || st.Code != 429 || st.ErrorCode != 20429 {
+			t.Fatalf("third session of one identity: init status %+v, want 429 20429", st)
+		}
+		var body struct {
+			Backoff struct {
+				Min int `json:"reconnect_min_ms"`
+			} `json:"backoff_policy"`
+		}
+		if err := json.Unmarshal(f.Payload, &body); err != nil || body.Backoff.Min < 1000 {
+			t.Errorf("the 429's body %q: want a backoff_policy of at least 1 s (%v)", f.Payload, err)
+		}
+		// Another identity, and the same name in another service, are
+		// not affected.
+		e.dial(ctx).mustInit(e.token("bob", time.Hour))
+		other, err := e.eng.CreateService(ctx, e.creds.AccountSID, engine.ServiceParams{})
+		if err != nil {
+			t.Fatalf("CreateService: %v", err)
+		}
+		e.dial(ctx).mustInit(e.tokenAt("alice", time.Hour, time.Now(), other.SID, e.creds.APISecret))
+		// A session that ended gives its place back: the refused one's
+		// retry (the SDK retries a 429 with backoff) gets in.
+		a.ws.CloseNow()
+		waitFor(t, func() bool {
+			e.gw.mu.Lock()
+			defer e.gw.mu.Unlock()
+			return e.gw.perIdentity[identityKey{e.svc.SID, "alice"}] == 1
+		})
+		over.mustInit(alice)
+		if got := e.gw.Stats().IdentityRefused; got != 1 {
+			t.Errorf("Stats.IdentityRefused = %d, want 1", got)
 		}
 	})
 	t.Run("total", func(t *testing.T) {

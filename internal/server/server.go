@@ -111,6 +111,9 @@ type Config struct {
 	// completed init (429 beyond). 0 = no cap.
 	WSMaxConns         int
 	WSMaxUnauthPerAddr int
+	// WSMaxPerIdentity caps the sessions of one identity of a service on
+	// this node (429 to an init beyond, which the SDK retries). 0 = no cap.
+	WSMaxPerIdentity int
 	// WSCoalesce is gateway.Config.CoalesceInterval: 0 = its default,
 	// negative = off.
 	WSCoalesce time.Duration
@@ -333,10 +336,11 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	s.gw = gateway.New(gateway.Config{
 		Engine: s.eng, Verifier: s.verifier, PublicURL: cfg.PublicURL, Logger: cfg.Logger, Presence: s.hooks,
 		MaxConns: cfg.WSMaxConns, MaxUnauthenticatedPerAddr: cfg.WSMaxUnauthPerAddr,
-		CoalesceInterval: cfg.WSCoalesce,
-		ReplayLimit:      cfg.WSReplayLimit,
-		SharedStore:      !oneNode,
-		WriterPool:       true,
+		MaxSessionsPerIdentity: cfg.WSMaxPerIdentity,
+		CoalesceInterval:       cfg.WSCoalesce,
+		ReplayLimit:            cfg.WSReplayLimit,
+		SharedStore:            !oneNode,
+		WriterPool:             true,
 	})
 	if cfg.Creds != (engine.Credentials{}) {
 		if err := s.revokeOthers(ctx, creds); err != nil {
