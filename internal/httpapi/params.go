@@ -147,7 +147,7 @@ func optData(f url.Values, limit int) (json.RawMessage, error) {
 	if !ok {
 		return nil, nil
 	}
-	if len(v) > 4*limit {
+	if len(v) > maxDataEscape*limit {
 		return nil, chorus.Errorf(chorus.ErrTooLarge, "Request entity too large: Data is %d bytes, the limit is %d", len(v), limit)
 	}
 	if !json.Valid([]byte(v)) {

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chorus-sync/chorus"
 	openapi "github.com/twilio/twilio-go/rest/sync/v1"
 )
 
@@ -865,5 +866,51 @@ func TestPublicURL(t *testing.T) {
 	}
 	if u := str(items[0].Url); !strings.HasPrefix(u, "https://sync.example.test/v1/Services/"+f.svc+"/Maps/MP") {
 		t.Errorf("item url = %s, want the public URL", u)
+	}
+}
+
+// TestEscapedDataAtTheLimit: 16 KiB of data is stored however a helper
+// library escapes it on the wire, and one byte more is refused: twilio-go
+// writes '<' as \u003c (8 bytes per byte once percent-encoded),
+// twilio-python every non-ASCII character (é as \u00e9).
+func TestEscapedDataAtTheLimit(t *testing.T) {
+	f := newFixture(t)
+	docs := "/v1/Services/" + f.svc + "/Documents"
+	stored := func(sid string) string {
+		t.Helper()
+		resp, b := f.do(http.MethodGet, docs+"/"+sid, nil, nil)
+		var d struct {
+			Data struct{ S string } `json:"data"`
+		}
+		if resp.StatusCode != http.StatusOK || json.Unmarshal(b, &d) != nil {
+			t.Fatalf("GET document %s = %d %s", sid, resp.StatusCode, b)
+		}
+		return d.Data.S
+	}
+	// {"s":"…"} is 8 bytes around the string.
+	lt := strings.Repeat("<", chorus.MaxDataBytes-8)
+	d, err := f.sync.CreateDocument(f.svc, (&openapi.CreateDocumentParams{}).SetData(map[string]any{"s": lt}).SetTtl(3600))
+	if err != nil {
+		t.Fatalf("twilio-go CreateDocument(16 KiB of '<'): %v", err)
+	}
+	if got := stored(*d.Sid); got != lt {
+		t.Errorf("stored %d bytes of data, want the %d sent", len(got), len(lt))
+	}
+	_, err = f.sync.CreateDocument(f.svc, (&openapi.CreateDocumentParams{}).SetData(map[string]any{"s": lt + "<"}))
+	wantTwilioErr(t, "twilio-go CreateDocument(16 KiB + 1 of '<')", err, 413, 54006)
+
+	const e = `\u00e9` // é: 2 bytes stored
+	n := (chorus.MaxDataBytes - 8) / 2
+	resp, b := f.do(http.MethodPost, docs, url.Values{"Data": {`{"s":"` + strings.Repeat(e, n) + `"}`}, "Ttl": {"3600"}, "UniqueName": {strings.Repeat("n", 300)}}, nil)
+	if resp.StatusCode != http.StatusCreated {
+		t.Fatalf("16 KiB of escaped é with a TTL and a unique name = %d %s, want 201", resp.StatusCode, b)
+	}
+	var created struct{ Sid string }
+	_ = json.Unmarshal(b, &created)
+	if got, want := stored(created.Sid), strings.Repeat("é", n); got != want {
+		t.Errorf("stored %d bytes of data, want %d", len(got), len(want))
+	}
+	if resp, b := f.do(http.MethodPost, docs, url.Values{"Data": {`{"s":"` + strings.Repeat(e, n+1) + `"}`}}, nil); resp.StatusCode != http.StatusRequestEntityTooLarge {
+		t.Errorf("16 KiB + 2 of escaped é = %d %s, want 413", resp.StatusCode, b)
 	}
 }

@@ -36,7 +36,7 @@ const (
 	DefaultHandlerTimeout    = 30 * time.Second  // the context of one HTTP handler (not websockets)
 	// DefaultMaxBodyBytes bounds every request body; REST and the admin API
 	// have tighter limits of their own.
-	DefaultMaxBodyBytes = 128 << 10
+	DefaultMaxBodyBytes = 160 << 10
 	// MaxHeaderBytes bounds a request's headers before anything else is
 	// read: an access token (at most token.MaxTokenBytes, 64 KiB, in
 	// X-Twilio-Token) with room to spare. net/http's default, 1 MiB, let
