@@ -541,3 +541,72 @@ func TestMigrateKeepsRetiredSecretsOut(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestImportNeverRevivesCredentials: over REST the import stores only
+// credentials the source accepted, and never one the target revoked or
+// retired: an auth token given beside the API key the run authenticated
+// with is not stored; a key revoked in the target is not created again
+// by the next run; and --overwrite-credentials does not add back an auth
+// token the target retired. Each is noted.
+func TestImportNeverRevivesCredentials(t *testing.T) {
+	ctx := context.Background()
+	creds := servertest.NewCredentials()
+	src := startNode(t, server.Config{DataDir: t.TempDir(), Creds: creds})
+	dst, _ := openSQLite(t)
+	account := func() *chorus.Account {
+		var a *chorus.Account
+		if err := dst.View(ctx, func(tx chorus.ReadTx) (err error) {
+			a, err = tx.Account(ctx, creds.AccountSID)
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		return a
+	}
+	keyIn := func() bool {
+		var err error
+		_ = dst.View(ctx, func(tx chorus.ReadTx) error { _, err = tx.APIKey(ctx, creds.APIKeySID); return nil })
+		return err == nil
+	}
+
+	// Authenticated with the key; the token beside it is stale.
+	stale := transfer.Account{SID: creds.AccountSID, AuthToken: "stale-stale-stale-stale-stale-stale", APIKeySID: creds.APIKeySID, APISecret: creds.APISecret}
+	rep, err := transfer.Import(ctx, src.source(), dst, transfer.Options{Account: stale, Logger: quiet})
+	if err != nil || !rep.AccountCreated || rep.Credentials.KeysCreated != 1 || len(rep.Notes) != 1 {
+		t.Fatalf("first run: %v, account created %v, credentials %+v, notes %v; want the account and key created, one note",
+			err, rep.AccountCreated, rep.Credentials, rep.Notes)
+	}
+	if tok := account().AuthToken; tok == stale.AuthToken || tok == "" {
+		t.Errorf("the account was created with the unchecked token %q, want a new random one", tok)
+	}
+
+	// Revoked in the target: the next run leaves it out, and says so.
+	if err := dst.Update(ctx, func(tx chorus.Tx) error { return tx.DeleteAPIKey(ctx, creds.APIKeySID) }); err != nil {
+		t.Fatal(err)
+	}
+	rep, err = transfer.Import(ctx, src.source(), dst, transfer.Options{Account: stale, Logger: quiet, OverwriteCredentials: true})
+	if err != nil || keyIn() || rep.Credentials.KeysCreated != 0 || len(rep.Notes) != 1 || rep.Notes[0].Kind != "api key" {
+		t.Fatalf("a run after the key's revocation: %v, key back %v, credentials %+v, notes %v; want it left out and noted",
+			err, keyIn(), rep.Credentials, rep.Notes)
+	}
+
+	// The source's auth token, retired in the target by a rotation there,
+	// is not added back as the secondary, even with --overwrite-credentials.
+	changeAccount(t, dst, creds.AccountSID, func(a *chorus.Account) { a.AuthToken = creds.AuthToken })
+	eng := engine.New(engine.Config{Store: dst, Logger: quiet})
+	owner := engine.Credential{AccountSID: creds.AccountSID, SID: creds.AccountSID, Main: true}
+	if _, err := eng.CreateSecondaryAuthToken(ctx, owner); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := eng.PromoteSecondaryAuthToken(ctx, owner); err != nil {
+		t.Fatal(err)
+	}
+	byToken := src.source()
+	byToken.Username, byToken.Password = creds.AccountSID, creds.AuthToken
+	rep, err = transfer.Import(ctx, byToken, dst, transfer.Options{Account: transfer.Account{SID: creds.AccountSID, AuthToken: creds.AuthToken}, Logger: quiet, OverwriteCredentials: true})
+	a := account()
+	if err != nil || a.AuthToken == creds.AuthToken || a.SecondaryAuthToken == creds.AuthToken || rep.Credentials.AccountsUpdated != 0 || len(rep.Notes) != 1 {
+		t.Errorf("--overwrite-credentials with a token the target retired: %v, secondary is it %v, credentials %+v, notes %v; want it left out and noted",
+			err, a.SecondaryAuthToken == creds.AuthToken, rep.Credentials, rep.Notes)
+	}
+}

@@ -401,21 +401,37 @@ func (im *importer) conflict(c Conflict) {
 // the target's primary keeps working.
 func (im *importer) ensureAccount(ctx context.Context, sid string) error {
 	a := im.opt.Account
-	verified := false // the source accepted a.AuthToken: the run authenticated with it
+	// verified: the source accepted a.AuthToken (the run authenticated
+	// with it); keyVerified: the same of the API key. Only what the source
+	// accepted is stored: a token given beside a key, or a key beside a
+	// token, may be stale.
+	verified, keyVerified := false, true
 	if src, ok := im.src.(*Source); ok {
 		verified = a.AuthToken != "" && src.Username == sid && src.Password == a.AuthToken
+		keyVerified = a.APIKeySID != "" && src.Username == a.APIKeySID && src.Password == a.APISecret
 	}
-	created, updated := false, false
-	var refused, note *Conflict
+	created, updated, keyCreated := false, false, false
+	var refused *Conflict
+	var notes []Conflict
+	noteAcct := func(why string) { notes = append(notes, Conflict{Kind: "account", SID: sid, Reason: why}) }
 	err := im.st.Update(ctx, func(tx chorus.Tx) error {
-		created, updated, refused, note = false, false, nil, nil
+		created, updated, keyCreated, refused, notes = false, false, false, nil, nil
 		now := im.now().UTC().Truncate(time.Millisecond)
 		old, err := tx.Account(ctx, sid)
+		retired := false // the source's auth token was retired in the target
+		if err == nil && verified && old.AuthToken != a.AuthToken && old.SecondaryAuthToken != a.AuthToken {
+			if retired, err = tx.SecretRetired(ctx, a.AuthToken); err != nil {
+				return err
+			}
+		}
 		switch {
+		case retired:
+			noteAcct("the auth token the source accepted for this import was retired in the target (a rotation there), " +
+				"which never takes a retired secret back: not added; apps using it get 401 from the target")
 		case err == nil && verified && old.AuthToken != a.AuthToken && old.SecondaryAuthToken == a.AuthToken:
-			note = &Conflict{Kind: "account", SID: sid, Reason: "the target has the auth token the source accepted for this import " +
+			noteAcct("the target has the auth token the source accepted for this import " +
 				"only as its secondary: its primary may be one the source revoked; promote the secondary (POST /v1/AuthTokens/Promote) " +
-				"or start the nodes with the source's token"}
+				"or start the nodes with the source's token")
 		case err == nil && verified && old.AuthToken != a.AuthToken && old.SecondaryAuthToken != "":
 			refused = &Conflict{Kind: "account", SID: sid, Reason: "the target does not have the auth token the source accepted for " +
 				"this import, and has a secondary auth token already: delete or promote it (/v1/AuthTokens), then run with " +
@@ -437,6 +453,12 @@ func (im *importer) ensureAccount(ctx context.Context, sid string) error {
 			updated = true
 		case errors.Is(err, chorus.ErrNotFound):
 			tok := a.AuthToken
+			if _, isSource := im.src.(*Source); isSource && !verified && tok != "" {
+				noteAcct("the auth token given was not checked by the source (the run authenticated with an API key): " +
+					"the account was created with a new random auth token; rotate it to the source's with /v1/AuthTokens, " +
+					"or run once with the account SID and auth token")
+				tok = ""
+			}
 			if tok == "" || a.SID != sid {
 				tok = chorus.NewSecret(32)
 			}
@@ -447,17 +469,35 @@ func (im *importer) ensureAccount(ctx context.Context, sid string) error {
 		case err != nil:
 			return err
 		}
-		if a.APIKeySID == "" || a.APISecret == "" || a.SID != sid {
+		if a.APIKeySID == "" || a.APISecret == "" || a.SID != sid || !keyVerified {
 			return nil
 		}
-		_, err = tx.APIKey(ctx, a.APIKeySID)
+		noteKey := func(why string) { notes = append(notes, Conflict{Kind: "api key", SID: a.APIKeySID, Reason: why}) }
+		k, err := tx.APIKey(ctx, a.APIKeySID)
 		switch {
-		case errors.Is(err, chorus.ErrNotFound):
-			return tx.PutAPIKey(ctx, &chorus.APIKey{SID: a.APIKeySID, AccountSID: sid, Secret: a.APISecret, FriendlyName: "Imported key", DateCreated: now})
-		case err != nil:
+		case err == nil:
+			if k.Secret != a.APISecret {
+				noteKey("the target has this key with another secret (rotated there, or its nodes' TWILIO_API_SECRET differs): " +
+					"apps signing with the source's secret get 401 from the target")
+			}
+			return nil
+		case !errors.Is(err, chorus.ErrNotFound):
 			return err
 		}
-		return nil
+		if revoked, err := tx.APIKeyRevoked(ctx, a.APIKeySID); err != nil {
+			return err
+		} else if revoked {
+			noteKey("revoked in the target, which never takes a revoked key back: not added; revoke it at the source too")
+			return nil
+		}
+		if retired, err := tx.SecretRetired(ctx, a.APISecret); err != nil {
+			return err
+		} else if retired {
+			noteKey("its secret was retired in the target (a rotation there), which never takes a retired secret back: not added")
+			return nil
+		}
+		keyCreated = true
+		return tx.PutAPIKey(ctx, &chorus.APIKey{SID: a.APIKeySID, AccountSID: sid, Secret: a.APISecret, FriendlyName: "Imported key", DateCreated: now})
 	})
 	if err != nil {
 		return fmt.Errorf("transfer: create account %s: %w", sid, err)
@@ -466,11 +506,14 @@ func (im *importer) ensureAccount(ctx context.Context, sid string) error {
 	if updated {
 		im.rep.Credentials.AccountsUpdated++
 	}
+	if keyCreated {
+		im.rep.Credentials.KeysCreated++
+	}
 	if refused != nil {
 		im.conflict(*refused)
 	}
-	if note != nil {
-		im.count(func(r *Report) { r.Notes = append(r.Notes, *note) })
+	if len(notes) > 0 {
+		im.count(func(r *Report) { r.Notes = append(r.Notes, notes...) })
 	}
 	return nil
 }
