@@ -630,7 +630,11 @@ func cmdMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err := postgres.Migrate(ctx, *storeURL); err != nil {
 		return err
 	}
-	fmt.Fprintln(stdout, "schema up to date")
+	progress := stdout
+	if from.asJSON {
+		progress = stderr // stdout holds the JSON summary alone
+	}
+	fmt.Fprintln(progress, "schema up to date")
 	if *afterRestore {
 		base, err := postgres.RenumberEvents(ctx, *storeURL, time.Now())
 		if err != nil {
