@@ -610,3 +610,24 @@ func TestImportNeverRevivesCredentials(t *testing.T) {
 			err, a.SecondaryAuthToken == creds.AuthToken, rep.Credentials, rep.Notes)
 	}
 }
+
+// TestImportNotesPrivateWebhookURL: a webhook URL on a loopback or private
+// address is copied as it is (nodes run with --webhooks-allow-private
+// take it), and the run notes that other nodes refuse it.
+func TestImportNotesPrivateWebhookURL(t *testing.T) {
+	ctx := context.Background()
+	src, _, creds := bootstrapped(t)
+	const private = "http://hook:PassW0rd9@127.0.0.1:9/sync"
+	changeService(t, src, creds.ServiceSID, func(svc *chorus.Service) { svc.WebhookURL = private })
+	dst, _ := openSQLite(t)
+	rep, err := transfer.Import(ctx, &transfer.StoreReader{Store: src}, dst, transfer.Options{Logger: quiet})
+	if err != nil || len(rep.Conflicts) != 0 || len(rep.Notes) != 1 || rep.Notes[0].SID != creds.ServiceSID {
+		t.Fatalf("import: %v, conflicts %v, notes %v; want one note about the service", err, conflictsOf(rep), rep.Notes)
+	}
+	if r := rep.Notes[0].Reason; !strings.Contains(r, "--webhooks-allow-private") || strings.Contains(r, "PassW0rd9") {
+		t.Errorf("note %q: want it to name --webhooks-allow-private, and no password", r)
+	}
+	if got := serviceIn(t, dst, creds.ServiceSID).WebhookURL; got != private {
+		t.Errorf("target webhook URL %q, want %q copied", got, private)
+	}
+}

@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/chorus-sync/chorus"
+	"github.com/chorus-sync/chorus/internal/webhook"
 )
 
 // Account is the account the import writes into: the source's account
@@ -789,6 +790,14 @@ func (im *importer) importService(ctx context.Context, svc *chorus.Service) (boo
 			im.conflict(Conflict{Kind: "service", SID: svc.SID, UniqueName: svc.UniqueName, Reason: "its webhook URL is one Chorus refuses (" +
 				chorus.AsError(err).Message + "): the service is copied without it; set one on the target"})
 		}
+	} else if err := (webhook.Policy{}).CheckURL(svc.WebhookURL); err != nil && svc.WebhookURL != "" {
+		// A loopback or private address: what the target's nodes do with
+		// it depends on --webhooks-allow-private, which the import
+		// cannot see. Copied as it is, and said so.
+		note := Conflict{Kind: "service", SID: svc.SID, UniqueName: svc.UniqueName, Reason: "its webhook URL (" +
+			chorus.AsError(err).Message + ") is refused by nodes that run without --webhooks-allow-private: " +
+			"they give up on every webhook of the service unsent; set a public URL on the target, or run the nodes with that flag"}
+		im.count(func(r *Report) { r.Notes = append(r.Notes, note) })
 	}
 	var reason string
 	switch {
