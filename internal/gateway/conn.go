@@ -52,7 +52,7 @@ type conn struct {
 	addr string // client IP, for MaxUnauthenticatedPerAddr
 
 	// unauth: counted in Gateway.unauth; session: counted in
-	// Gateway.sessions under that key (both guarded by Gateway.mu).
+	// Gateway.perIdentity under that key (both guarded by Gateway.mu).
 	unauth  bool
 	session *identityKey
 

@@ -47,7 +47,7 @@ func (l *sessionLock) connectLocked(ctx context.Context, s *Store) error {
 		case errors.As(err, &pe) && pe.Code == codeUndefinedObject: // before PostgreSQL 14
 			if !l.noLease {
 				l.noLease = true
-				s.logger.Warn("postgres: this server has no idle_session_timeout (PostgreSQL 14): " +
+				s.logger.Warn("postgres: this server has no idle_session_timeout (new in PostgreSQL 14): " +
 					"a leader that freezes (SIGSTOP, a paused VM) keeps leadership until it resumes or dies")
 			}
 		case err != nil:
