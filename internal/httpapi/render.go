@@ -363,8 +363,10 @@ func pageMeta(collURL, key string, p pageParams, pageSize int, next, prev string
 		s := pageURL(collURL, p, pageSize, p.page+1, next)
 		m.NextPageURL = &s
 	}
-	if prev != "" {
-		s := pageURL(collURL, p, pageSize, max(p.page-1, 0), prev)
+	// Page 0 is the first page (first_page_url): an item listing's From
+	// starts the listing, and what lies before it is not a page of it.
+	if prev != "" && p.page > 0 {
+		s := pageURL(collURL, p, pageSize, p.page-1, prev)
 		m.PreviousPageURL = &s
 	}
 	return m

@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -912,5 +913,52 @@ func TestEscapedDataAtTheLimit(t *testing.T) {
 	}
 	if resp, b := f.do(http.MethodPost, docs, url.Values{"Data": {`{"s":"` + strings.Repeat(e, n+1) + `"}`}}, nil); resp.StatusCode != http.StatusRequestEntityTooLarge {
 		t.Errorf("16 KiB + 2 of escaped é = %d %s, want 413", resp.StatusCode, b)
+	}
+}
+
+// TestFromStartsTheListing: an item listing's From is where its first
+// page starts: page 0 has no previous page (nothing before From belongs
+// to the listing, Bounds=exclusive excludes From itself), and going back
+// from page 1 reaches page 0 again.
+func TestFromStartsTheListing(t *testing.T) {
+	f := newFixture(t)
+	items := "/v1/Services/" + f.svc + "/Maps/m/Items"
+	if resp, b := f.do(http.MethodPost, "/v1/Services/"+f.svc+"/Maps", url.Values{"UniqueName": {"m"}}, nil); resp.StatusCode != http.StatusCreated {
+		t.Fatalf("create map = %d %s", resp.StatusCode, b)
+	}
+	for i := range 6 {
+		if resp, b := f.do(http.MethodPost, items, url.Values{"Key": {fmt.Sprintf("k%d", i)}, "Data": {"{}"}}, nil); resp.StatusCode != http.StatusCreated {
+			t.Fatalf("create item = %d %s", resp.StatusCode, b)
+		}
+	}
+	type page struct {
+		Items []struct{ Key string } `json:"items"`
+		Meta  struct {
+			Page     int     `json:"page"`
+			Next     *string `json:"next_page_url"`
+			Previous *string `json:"previous_page_url"`
+		} `json:"meta"`
+	}
+	get := func(u string) page {
+		t.Helper()
+		u = strings.TrimPrefix(u, f.srv.URL)
+		resp, b := f.do(http.MethodGet, u, nil, nil)
+		var p page
+		if resp.StatusCode != http.StatusOK || json.Unmarshal(b, &p) != nil || len(p.Items) != 1 {
+			t.Fatalf("GET %s = %d %s", u, resp.StatusCode, b)
+		}
+		return p
+	}
+	first := get(items + "?From=k2&Bounds=exclusive&PageSize=1")
+	if first.Items[0].Key != "k3" || first.Meta.Page != 0 || first.Meta.Previous != nil || first.Meta.Next == nil {
+		t.Fatalf("first page: %+v, want k3 on page 0 with a next page and no previous one", first)
+	}
+	second := get(*first.Meta.Next)
+	if second.Items[0].Key != "k4" || second.Meta.Page != 1 || second.Meta.Previous == nil {
+		t.Fatalf("second page: %+v, want k4 on page 1 with a previous page", second)
+	}
+	back := get(*second.Meta.Previous)
+	if back.Items[0].Key != "k3" || back.Meta.Page != 0 || back.Meta.Previous != nil {
+		t.Errorf("back from page 1: %+v, want k3 on page 0 and no previous page", back)
 	}
 }
