@@ -611,9 +611,9 @@ func (c *conn) recheckIfChanged(ctx context.Context, s *subscription, before acc
 // deleted from the store: this node closes its sessions at once, while
 // the other nodes, told through the Bus, close only those whose key the
 // store no longer has (a Bus event names what to check, it is not
-// trusted). Each session gets the twilsock close the SDK treats as a
-// rejected token (401, 20103): it stops, and its reconnect's init is
-// refused because the key no longer verifies. An error means the other
+// trusted). Each session gets the twilsock close of an expired token
+// (410, 20103): the SDK stops and emits tokenExpired, and an init with the
+// same token is refused because the key no longer verifies. An error means the other
 // nodes could not be told (the Bus is down: they re-check keys when it
 // is back, see Resync).
 func (g *Gateway) RevokeKeys(ctx context.Context, accountSID string, keySIDs ...string) error {
@@ -787,7 +787,7 @@ func (c *conn) checkKey(k *chorus.APIKey, account string, had *chorus.APIKey) bo
 	case k == nil || k.AccountSID != account:
 		c.revoke()
 	case had != nil && k.Secret != had.Secret:
-		c.closeUnauthorized("API key secret changed", chorus.ErrTokenSignature.Code, errSecretChanged)
+		c.closeUnauthorized(closeRenew, "API key secret changed", chorus.ErrTokenSignature.Code, errSecretChanged)
 	default:
 		return false
 	}
@@ -834,22 +834,32 @@ func (g *Gateway) revokeLocal(accountSID string, keys []string) {
 
 // revoke ends the session because its token's key was revoked.
 func (c *conn) revoke() {
-	c.closeUnauthorized("API key revoked", chorus.ErrTokenIssuer.Code, errRevoked)
+	c.closeUnauthorized(closeRenew, "API key revoked", chorus.ErrTokenIssuer.Code, errRevoked)
 }
 
 // endService ends the session because its token's service was deleted.
 // Its reconnect's init is refused: the token names no service (403,
 // 54050).
 func (c *conn) endService() {
-	c.closeUnauthorized("Service deleted", chorus.ErrServiceNotFound.Code, errServiceDeleted)
+	c.closeUnauthorized(closeStop, "Service deleted", chorus.ErrServiceNotFound.Code, errServiceDeleted)
 }
 
 var errServiceDeleted = errors.New("gateway: service deleted")
 
-// closeUnauthorized ends the session, once, with the twilsock close that
-// the SDK treats as a rejected token (401): it stops instead of
-// reconnecting at once. The connection closes after revokeGrace.
-func (c *conn) closeUnauthorized(description string, code int, cause error) {
+// The twilsock closes of closeUnauthorized. On either the SDK stops
+// instead of reconnecting at once; on closeRenew (410, as at the token's
+// expiry) it also emits tokenExpired, so that an app renews its token as
+// it does at expiry and goes on with one a valid key signed. closeStop
+// (401) gives the app no event: for a session no new token can revive.
+var (
+	closeRenew = protocol.Status{Code: 410, Status: "TOKEN_REVOKED"}
+	closeStop  = protocol.Status{Code: 401, Status: "UNAUTHORIZED"}
+)
+
+// closeUnauthorized ends the session, once, with the twilsock close st
+// (closeRenew or closeStop) carrying code and description. Requests sent
+// meanwhile get 401 with them; the connection closes after revokeGrace.
+func (c *conn) closeUnauthorized(st protocol.Status, description string, code int, cause error) {
 	c.revokeOnce.Do(func() {
 		c.logger().Info("gateway: closing session", slog.String("reason", description))
 		c.closeReason.Store(&chorus.Error{Status: 401, Code: code, Message: description})
@@ -857,9 +867,8 @@ func (c *conn) closeUnauthorized(description string, code int, cause error) {
 		c.mu.Lock()
 		c.tokenGen++ // no more token notices
 		c.mu.Unlock()
-		c.send(protocol.Encode(nil, protocol.NewClose(protocol.NewID(), protocol.Status{
-			Code: 401, Status: "UNAUTHORIZED", ErrorCode: code, Description: description,
-		}), nil))
+		st.ErrorCode, st.Description = code, description
+		c.send(protocol.Encode(nil, protocol.NewClose(protocol.NewID(), st), nil))
 		time.AfterFunc(revokeGrace, func() { c.fail(cause) })
 	})
 }

@@ -219,8 +219,8 @@ func TestRevokeKeys(t *testing.T) {
 		t.Fatalf("RevokeKeys: %v", err)
 	}
 	f := revoked.nextControl(5 * time.Second)
-	if f.Header.Method != protocol.MethodClose || f.Header.Status == nil || f.Header.Status.Code != 401 || f.Header.Status.ErrorCode != 20103 {
-		t.Fatalf("frame after revocation = %s %+v, want close 401 20103", f.Header.Method, f.Header.Status)
+	if f.Header.Method != protocol.MethodClose || f.Header.Status == nil || f.Header.Status.Code != 410 || f.Header.Status.ErrorCode != 20103 {
+		t.Fatalf("frame after revocation = %s %+v, want close 410 20103 (the SDK's tokenExpired)", f.Header.Method, f.Header.Status)
 	}
 	if err := revoked.closed(10 * time.Second); err != nil {
 		t.Fatalf("revoked session: %v", err)
@@ -313,8 +313,8 @@ func TestSecretChangedInPlace(t *testing.T) {
 		t.Fatal(err)
 	}
 	f := alice.nextControl(10 * time.Second)
-	if f.Header.Method != protocol.MethodClose || f.Header.Status == nil || f.Header.Status.Code != 401 || f.Header.Status.ErrorCode != chorus.ErrTokenSignature.Code {
-		t.Fatalf("frame after the secret changed = %s %+v, want close 401 20107", f.Header.Method, f.Header.Status)
+	if f.Header.Method != protocol.MethodClose || f.Header.Status == nil || f.Header.Status.Code != 410 || f.Header.Status.ErrorCode != chorus.ErrTokenSignature.Code {
+		t.Fatalf("frame after the secret changed = %s %+v, want close 410 20107", f.Header.Method, f.Header.Status)
 	}
 	if r := bob.do("GET", "/v3/Documents/nope", nil, nil); r.Status != 404 {
 		t.Errorf("session of another key: GET = %d, want 404 (alive)", r.Status)
@@ -334,8 +334,8 @@ func TestResyncFindsSecretChanged(t *testing.T) {
 	}
 	e.gw.Resync()
 	f := alice.nextControl(10 * time.Second)
-	if f.Header.Method != protocol.MethodClose || f.Header.Status == nil || f.Header.Status.ErrorCode != chorus.ErrTokenSignature.Code {
-		t.Fatalf("frame after Resync = %s %+v, want close 401 20107", f.Header.Method, f.Header.Status)
+	if f.Header.Method != protocol.MethodClose || f.Header.Status == nil || f.Header.Status.Code != 410 || f.Header.Status.ErrorCode != chorus.ErrTokenSignature.Code {
+		t.Fatalf("frame after Resync = %s %+v, want close 410 20107", f.Header.Method, f.Header.Status)
 	}
 }
 

@@ -6,7 +6,7 @@
 const { test } = require('node:test');
 const assert = require('node:assert/strict');
 const { useServer, waitFor, waitForState, sleep, twilio } = require('../lib/harness');
-const { uniq, tap, connect, record } = require('./util');
+const { uniq, tap, connect, record, until } = require('./util');
 
 tap.install();
 const srv = useServer({ name: 'sdk-revoke' });
@@ -42,6 +42,7 @@ test('deleting a key closes the SDK sessions it signed and refuses their token; 
   await Promise.all([keptSees, victimSees]);
 
   const states = record(cv, 'connectionStateChanged');
+  const expired = record(cv, 'tokenExpired');
   const t0 = Date.now();
   const gone = waitFor(cv, 'connectionStateChanged', (s) => ['disconnected', 'denied', 'error'].includes(s), REVOKE_MS);
   assert.equal(await acct.api.v2010.accounts(srv.creds.accountSid).keys(doomed.sid).remove(), true);
@@ -49,11 +50,14 @@ test('deleting a key closes the SDK sessions it signed and refuses their token; 
   const took = Date.now() - t0;
   assert.ok(took < REVOKE_MS, `closed after ${took} ms`);
 
-  // The server ended the session with the close the SDK treats as a rejected token.
+  // The server ended the session with the close of an expired token: the SDK stops and tells the app,
+  // whose renewal (as at expiry) is how it goes on.
   const closes = tap.socketsFor(victimToken).flatMap((s) => s.in.filter((f) => f.header.method === 'close'));
   assert.equal(closes.length, 1, 'one twilsock close');
-  assert.equal(closes[0].header.status.code, 401);
+  assert.equal(closes[0].header.status.code, 410);
   assert.equal(closes[0].header.status.errorCode ?? closes[0].header.status.error_code, 20103);
+  await until(() => expired.events.length > 0, REVOKE_MS, 'tokenExpired on the revoked client');
+  expired.stop();
 
   // Nothing reaches the revoked client any more, and it never gets connected again with its token.
   const after = record(dv, 'updated');
@@ -80,6 +84,13 @@ test('deleting a key closes the SDK sessions it signed and refuses their token; 
   assert.equal(ck.connectionState, 'connected');
   const doc = await acct.sync.v1.services(srv.creds.serviceSid).documents(name).fetch();
   assert.deepEqual(doc.data, { n: 3 });
+
+  // The app's renewal, with a token the kept key signed, brings the revoked client back, with what it missed.
+  const back = waitFor(dv, 'updated', (e) => e.data.n === 4, REVOKE_MS);
+  await cv.updateToken(sign(kept, victim));
+  await waitForState(cv, 'connected', REVOKE_MS);
+  await acct.sync.v1.services(srv.creds.serviceSid).documents(name).update({ data: { n: 4 } });
+  await back;
 
   await acct.api.v2010.accounts(srv.creds.accountSid).keys(kept.sid).remove();
 });
