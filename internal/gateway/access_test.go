@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -565,4 +566,35 @@ func TestServiceChangesMerged(t *testing.T) {
 		t.Errorf("%d passes over the sessions for %d updates of the service, want them merged", n, updates)
 	}
 	wantStatus(t, "read after the burst", alice.do("GET", "/v3/Documents/nope", nil, nil), 404, 0)
+}
+
+// TestServiceCountersOnlyForSessions: a node keeps a change counter only
+// for services that had a session on it, not for every service whose
+// change it hears of (in a cluster, every service's).
+func TestServiceCountersOnlyForSessions(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	other, err := e.eng.CreateService(ctx, e.creds.AccountSID, engine.ServiceParams{})
+	if err != nil {
+		t.Fatalf("CreateService: %v", err)
+	}
+	c := e.dial(ctx)
+	c.mustInit(e.token("alice", time.Hour))
+	name := "renamed"
+	for _, sid := range []string{other.SID, e.svc.SID} {
+		if _, err := e.eng.UpdateService(ctx, e.creds.AccountSID, sid, engine.ServiceParams{FriendlyName: &name}); err != nil {
+			t.Fatalf("UpdateService: %v", err)
+		}
+	}
+	counter := func(sid string) *atomic.Uint64 {
+		v, ok := e.gw.svcGens.Load(sid)
+		if !ok {
+			return nil
+		}
+		return v.(*atomic.Uint64)
+	}
+	waitFor(t, func() bool { ctr := counter(e.svc.SID); return ctr != nil && ctr.Load() >= 1 })
+	if counter(other.SID) != nil {
+		t.Errorf("a counter for service %s, which no session used", other.SID)
+	}
 }

@@ -34,8 +34,9 @@ import (
 // generation, which never reaches it).
 const heldForService = math.MaxUint64
 
-// serviceCounter is the change counter of service sid, made on first use.
-// Counters are never dropped: one per service this node has seen.
+// serviceCounter is the change counter of service sid, made on first use
+// (a session's init). Counters are never dropped: one per service that
+// had a session on this node.
 func (g *Gateway) serviceCounter(sid string) *atomic.Uint64 {
 	if v, ok := g.svcGens.Load(sid); ok {
 		return v.(*atomic.Uint64)
@@ -44,10 +45,16 @@ func (g *Gateway) serviceCounter(sid string) *atomic.Uint64 {
 	return v.(*atomic.Uint64)
 }
 
-// noteServiceChange records a change of service sid. Called in the Bus
-// callback: it must not block.
+// noteServiceChange records a change of service sid. A service without
+// a counter has had no session here: nothing to mark stale, and a session
+// that starts later reads the service after the change (a change during
+// its init is checkNewSession's), so no counter is made for it; a node of
+// a cluster hears of every service's changes. Called in the Bus callback:
+// it must not block.
 func (g *Gateway) noteServiceChange(sid string) {
-	g.serviceCounter(sid).Add(1)
+	if v, ok := g.svcGens.Load(sid); ok {
+		v.(*atomic.Uint64).Add(1)
+	}
 }
 
 // markServiceRead records that the session's service was read after its
