@@ -284,6 +284,7 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	warnSecretAlphabet(logger, creds)
 	raiseProcs(logger)
 	if gc := tuneGC(logger); gc != nil {
 		defer gc.stop()
@@ -514,6 +515,22 @@ func envCredentials(serve bool) (engine.Credentials, error) {
 			envAPISecret, len(c.APISecret), engine.MinSecretLen)
 	}
 	return c, nil
+}
+
+// warnSecretAlphabet warns about an auth token or API secret with
+// characters other than ASCII letters and digits: twilio-go (every version
+// to 1.31 at least) refuses such credentials before sending a request
+// (errors 21222 and 21224). Twilio's, and those Chorus makes, are letters
+// and digits.
+func warnSecretAlphabet(logger *slog.Logger, c engine.Credentials) {
+	for _, v := range []struct{ name, value string }{{envAuthToken, c.AuthToken}, {envAPISecret, c.APISecret}} {
+		if strings.IndexFunc(v.value, func(r rune) bool {
+			return !('a' <= r && r <= 'z' || 'A' <= r && r <= 'Z' || '0' <= r && r <= '9')
+		}) >= 0 {
+			logger.Warn(v.name + " has characters other than letters and digits: the twilio-go helper library refuses " +
+				"such credentials before sending anything (error 21224); use letters and digits only (`openssl rand -hex 16`)")
+		}
+	}
 }
 
 func keys(m map[string]string, order []string) []string {

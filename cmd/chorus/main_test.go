@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -21,6 +22,7 @@ import (
 	"time"
 
 	"github.com/chorus-sync/chorus"
+	"github.com/chorus-sync/chorus/internal/engine"
 	"github.com/chorus-sync/chorus/internal/logtest"
 	"github.com/chorus-sync/chorus/token"
 )
@@ -598,5 +600,18 @@ func TestCheckPublicURL(t *testing.T) {
 		if got, err := checkPublicURL(raw); err == nil {
 			t.Errorf("checkPublicURL(%q) = %q, want an error", raw, got)
 		}
+	}
+}
+
+func TestWarnSecretAlphabet(t *testing.T) {
+	var b strings.Builder
+	logger := slog.New(slog.NewTextHandler(&b, nil))
+	warnSecretAlphabet(logger, engine.Credentials{AuthToken: "feedfacefeedfacefeedfacefeedface", APISecret: "abcDEF0123456789abcdef0123456789"})
+	if b.Len() != 0 {
+		t.Errorf("warned about letters and digits: %s", b.String())
+	}
+	warnSecretAlphabet(logger, engine.Credentials{AuthToken: "feedfacefeedfacefeedfacefeedface", APISecret: "s3cr3t-s3cr3t-s3cr3t-s3cr3t-0001"})
+	if out := b.String(); !strings.Contains(out, "TWILIO_API_SECRET") || strings.Contains(out, "TWILIO_AUTH_TOKEN") || strings.Contains(out, "s3cr3t") {
+		t.Errorf("warning %q: want TWILIO_API_SECRET named, and never the secret", out)
 	}
 }

@@ -1,0 +1,1 @@
+../_compat_test.go
