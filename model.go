@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 	"unicode/utf8"
 )
 
@@ -39,12 +40,19 @@ func CompactJSON(b []byte) (json.RawMessage, bool) {
 // SystemIdentity is the created_by and webhook Identity of REST changes.
 const SystemIdentity = "system"
 
-// ReservedIdentity reports whether no access token minted by Chorus (the
-// /token endpoint, the admin API) may carry id: an empty identity, or
-// SystemIdentity in any case, which would pass for REST in created_by and
-// webhooks.
+// ReservedIdentity reports whether no access token may carry id: an
+// empty identity, or SystemIdentity in any case, which would pass for
+// REST in created_by and webhooks. Spaces and invisible format characters
+// (a zero-width space) are left out of the comparison: "system " and
+// "sys\u200btem" look the same as REST's in a console or a log.
 func ReservedIdentity(id string) bool {
-	return id == "" || strings.EqualFold(id, SystemIdentity)
+	bare := strings.Map(func(r rune) rune {
+		if unicode.IsSpace(r) || unicode.Is(unicode.Cf, r) {
+			return -1
+		}
+		return r
+	}, id)
+	return bare == "" || strings.EqualFold(bare, SystemIdentity)
 }
 
 // ValidIdentity reports whether id can be an identity: 1 to

@@ -198,6 +198,9 @@ func TestVerifyRejects(t *testing.T) {
 		// would make an SDK change pass for a backend's.
 		{"identity system", sign(t, goodHeader(), with(goodPayload(), "grants", grants("identity", "system")), hs, testSecret), Verifier{}, 20106},
 		{"identity SYSTEM", sign(t, goodHeader(), with(goodPayload(), "grants", grants("identity", "SYSTEM")), hs, testSecret), Verifier{}, 20106},
+		{"identity system with a trailing space", sign(t, goodHeader(), with(goodPayload(), "grants", grants("identity", "system ")), hs, testSecret), Verifier{}, 20106},
+		{"identity sys<ZWSP>tem", sign(t, goodHeader(), with(goodPayload(), "grants", grants("identity", "sys\u200btem")), hs, testSecret), Verifier{}, 20106},
+		{"identity of spaces", sign(t, goodHeader(), with(goodPayload(), "grants", grants("identity", " \u00a0")), hs, testSecret), Verifier{}, 20106},
 		{"malformed service SID", sign(t, goodHeader(), with(goodPayload(), "grants", grants("data_sync", map[string]any{"service_sid": "IS123"})), hs, testSecret), Verifier{}, 20106},
 		{"upper-case service SID", sign(t, goodHeader(), with(goodPayload(), "grants", grants("data_sync", map[string]any{"service_sid": "IS" + strings.Repeat("A", 32)})), hs, testSecret), Verifier{}, 20106},
 		{"service SID not a string", sign(t, goodHeader(), with(goodPayload(), "grants", grants("data_sync", map[string]any{"service_sid": 1})), hs, testSecret), Verifier{}, 20106},
