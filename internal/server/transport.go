@@ -112,17 +112,66 @@ func (t *Transport) check() error {
 // httpServer is the net/http server for the handler, with the timeouts.
 func (s *Server) httpServer(base context.Context) *http.Server {
 	t := s.cfg.Transport
-	return &http.Server{
+	unused := &unusedConns{conns: map[net.Conn]struct{}{}}
+	hs := &http.Server{
 		Handler:           connBusy(s.handler),
 		ReadHeaderTimeout: t.ReadHeaderTimeout,
 		ReadTimeout:       t.ReadTimeout,
 		WriteTimeout:      t.WriteTimeout,
 		IdleTimeout:       t.IdleTimeout,
-		ConnState:         connState,
-		ConnContext:       withConn,
-		MaxHeaderBytes:    MaxHeaderBytes,
-		BaseContext:       func(net.Listener) context.Context { return base },
-		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+		ConnState: func(c net.Conn, st http.ConnState) {
+			unused.track(c, st)
+			connState(c, st)
+		},
+		ConnContext:    withConn,
+		MaxHeaderBytes: MaxHeaderBytes,
+		BaseContext:    func(net.Listener) context.Context { return base },
+		ErrorLog:       slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+	}
+	hs.RegisterOnShutdown(unused.closeAll)
+	return hs
+}
+
+// unusedConns are the connections on which no request has begun
+// (http.StateNew). Shutdown closes the idle keep-alives at once but waits
+// for these as for requests, up to 5 s (net/http counts one as idle only
+// then), and clients make them: an HTTP client dials a connection for a
+// request, and leaves it unused in its pool when another connection freed
+// first. A node stopping gracefully waited out its shutdown timeout on
+// them and left as if it had crashed ("requests were cut short"). On
+// Shutdown, after the listeners closed, they are closed: no request is
+// lost, and a client that sends one on such a connection just then
+// retries it elsewhere, as after any closed keep-alive.
+type unusedConns struct {
+	mu    sync.Mutex
+	conns map[net.Conn]struct{}
+}
+
+// track is the http.Server.ConnState hook.
+func (u *unusedConns) track(c net.Conn, st http.ConnState) {
+	u.mu.Lock()
+	if st == http.StateNew {
+		u.conns[c] = struct{}{}
+	} else {
+		delete(u.conns, c)
+	}
+	u.mu.Unlock()
+}
+
+// closeAll closes the unused connections, now and once more shortly
+// after: one accepted just before the listener closed may reach
+// StateNew a moment later.
+func (u *unusedConns) closeAll() {
+	for pass := range 2 {
+		if pass > 0 {
+			time.Sleep(100 * time.Millisecond)
+		}
+		u.mu.Lock()
+		for c := range u.conns {
+			_ = c.Close()
+			delete(u.conns, c)
+		}
+		u.mu.Unlock()
 	}
 }
 

@@ -604,6 +604,45 @@ func TestShutdownClosesWebsocketsWhileHTTPDrains(t *testing.T) {
 	slow.Close() // the drain can end
 }
 
+// TestShutdownDoesNotWaitOnUnusedConnections: a connection on which no
+// request began (an HTTP client's spare, dialed for a request that another
+// connection took) does not hold up a graceful stop, while a request in
+// flight is still answered.
+func TestShutdownDoesNotWaitOnUnusedConnections(t *testing.T) {
+	s := newServer(t, Config{ShutdownTimeout: 4 * time.Second})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	runCtx, stop := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(runCtx, ln) }()
+	spare := dial(t, addr) // sends nothing
+	defer spare.Close()
+	if resp, err := http.Get("http://" + addr + "/healthz"); err != nil {
+		t.Fatal(err)
+	} else {
+		resp.Body.Close()
+	}
+	time.Sleep(100 * time.Millisecond) // the spare is past its accept
+
+	start := time.Now()
+	stop()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("Run = %v, want a clean stop", err)
+		}
+		if took := time.Since(start); took > 2*time.Second {
+			t.Errorf("the stop took %v with an unused connection open, want well under the 4 s timeout", took)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run did not return")
+	}
+	closedWithin(t, spare, time.Second)
+}
+
 // TestRedact: what error messages show of a store or bus URL holds no
 // password, in any form an operator may give it.
 func TestRedact(t *testing.T) {
