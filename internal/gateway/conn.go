@@ -101,7 +101,7 @@ type conn struct {
 	svcLatest  atomic.Pointer[chorus.Service] // the service as last read (access.go)
 	accessGen  atomic.Uint64                  // bumped when svcLatest changes
 	revokeOnce sync.Once
-	// closing is set when the session's close (401 revoked, 410 expired)
+	// closing is set when the session's close (revoked or expired)
 	// is sent: from then on requests are refused, though the socket lives
 	// a grace period longer. A revoked session also gets no more events;
 	// an expired one still does, because an update in its grace (sent
