@@ -40,7 +40,12 @@ func valuesOK(v url.Values) bool {
 // query or form body holds NUL or invalid UTF-8, before any handler or
 // store sees it, so every route and every store behaves the same. (The
 // engine checks names, keys and identities itself too, for the websocket
-// path.) A form body is read here, within the body bound, and handed on.
+// path.) A form body is read here, within the body bound, and handed on,
+// but only for a request whose Authorization header authenticates: every
+// API authenticates by that header, so any other request gets its 401
+// without its body read, and a client without credentials cannot make the
+// server hold a body (up to the bound, 160 KiB) for each connection it
+// opens.
 func (s *Server) checkText(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if !textOK(r.URL.Path) {
@@ -57,7 +62,14 @@ func (s *Server) checkText(next http.Handler) http.Handler {
 		// (mediaErr): the body is checked all the same, but only a clean
 		// header is handed on parsed, as httpapi would refuse the other.
 		ct, _, mediaErr := mime.ParseMediaType(r.Header.Get("Content-Type"))
-		if ct == "application/x-www-form-urlencoded" && r.Body != nil && r.Body != http.NoBody {
+		hasBody := r.Body != nil && r.Body != http.NoBody
+		if hasBody && !s.authenticates(r) {
+			// Answered 401 unread; without this net/http would read and
+			// discard up to 256 KiB of it first, waiting on the client.
+			w.Header().Set("Connection", "close")
+			hasBody = false
+		}
+		if ct == "application/x-www-form-urlencoded" && hasBody {
 			if err := twiliohttp.CheckContentEncoding(r); err != nil {
 				twiliohttp.WriteJSON(w, http.StatusUnsupportedMediaType, twiliohttp.BodyFor(r, chorus.AsError(err)))
 				return
@@ -86,4 +98,16 @@ func (s *Server) checkText(next http.Handler) http.Handler {
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// authenticates reports whether r's Authorization header names valid
+// credentials (Basic, or a console session's Bearer token). A store
+// error counts as yes: the API then answers as it can.
+func (s *Server) authenticates(r *http.Request) bool {
+	h := r.Header.Get("Authorization")
+	if h == "" {
+		return false
+	}
+	_, err := s.eng.AuthenticateHeader(r.Context(), h)
+	return err == nil || chorus.ErrorCode(err) != chorus.ErrAuthenticate.Code
 }

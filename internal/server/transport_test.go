@@ -9,6 +9,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
@@ -297,7 +298,10 @@ func TestConnectionCapsSlowClients(t *testing.T) {
 		if _, err := io.WriteString(header, "GET /healthz HTTP/1.1\r\nHost: chorus\r\n"); err != nil { // no blank line
 			t.Fatal(err)
 		}
-		if _, err := io.WriteString(body, "POST /v1/Services HTTP/1.1\r\nHost: chorus\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 100000\r\n\r\nF"); err != nil {
+		// Authenticated: a body without credentials is not read at all.
+		c := s.Credentials()
+		auth := base64.StdEncoding.EncodeToString([]byte(c.AccountSID + ":" + c.AuthToken))
+		if _, err := io.WriteString(body, "POST /v1/Services HTTP/1.1\r\nHost: chorus\r\nAuthorization: Basic "+auth+"\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 100000\r\n\r\nF"); err != nil {
 			t.Fatal(err)
 		}
 		time.Sleep(100 * time.Millisecond)
@@ -641,6 +645,29 @@ func TestShutdownDoesNotWaitOnUnusedConnections(t *testing.T) {
 		t.Fatal("Run did not return")
 	}
 	closedWithin(t, spare, time.Second)
+}
+
+// TestBodyUnreadWithoutCredentials: a form body is read at the edge only
+// for a request whose credentials authenticate; any other is answered 401
+// while its body is still on its way, so that no client without
+// credentials can make the server hold bodies.
+func TestBodyUnreadWithoutCredentials(t *testing.T) {
+	s := newServer(t, Config{})
+	addr := run(t, s)
+	for _, auth := range []string{"", "Authorization: Basic " + base64.StdEncoding.EncodeToString([]byte(s.Credentials().AccountSID+":wrong-wrong-wrong-wrong-wrong-wrong")) + "\r\n"} {
+		c := dial(t, addr)
+		io.WriteString(c, "POST /v1/Services HTTP/1.1\r\nHost: chorus\r\n"+auth+"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 150000\r\n\r\nFriendlyName=")
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatalf("no answer with the body unsent (auth %q): %v", auth, err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusUnauthorized {
+			t.Errorf("answer with the body unsent (auth %q) = %d, want 401", auth, resp.StatusCode)
+		}
+		c.Close()
+	}
 }
 
 // TestRedact: what error messages show of a store or bus URL holds no
