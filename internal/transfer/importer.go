@@ -456,8 +456,8 @@ func (im *importer) ensureAccount(ctx context.Context, sid string) error {
 			tok := a.AuthToken
 			if _, isSource := im.src.(*Source); isSource && !verified && tok != "" {
 				noteAcct("the auth token given was not checked by the source (the run authenticated with an API key): " +
-					"the account was created with a new random auth token; rotate it to the source's with /v1/AuthTokens, " +
-					"or run once with the account SID and auth token")
+					"the account was created with a new random auth token; start the target's nodes with the source's " +
+					"TWILIO_AUTH_TOKEN, which makes it the account's")
 				tok = ""
 			}
 			if tok == "" || a.SID != sid {
@@ -504,6 +504,9 @@ func (im *importer) ensureAccount(ctx context.Context, sid string) error {
 		return fmt.Errorf("transfer: create account %s: %w", sid, err)
 	}
 	im.rep.AccountCreated = im.rep.AccountCreated || created
+	if created {
+		im.rep.Credentials.AccountsCreated++
+	}
 	if updated {
 		im.rep.Credentials.AccountsUpdated++
 	}

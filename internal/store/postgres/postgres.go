@@ -361,10 +361,13 @@ func (s *Store) Close() error {
 		return ErrClosed
 	}
 	s.wg.Wait()
-	s.cancel()
+	// The locks first: a leader ping under way (keepLeadership) ends
+	// before its context is canceled, which would drop the connection
+	// without the explicit unlock.
 	s.leader.close()
 	s.single.close()
 	s.imports.close()
+	s.cancel()
 	s.pool.Close()
 	return nil
 }
