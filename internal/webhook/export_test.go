@@ -1,6 +1,9 @@
 package webhook
 
-import "context"
+import (
+	"context"
+	"time"
+)
 
 // SetAfterRecord makes every sender call f after it recorded an attempt,
 // until the returned function restores the default (none).
@@ -22,3 +25,7 @@ func SetBeforePresenceRecord(f func()) (restore func()) {
 	beforeRecord.Store(&f)
 	return func() { beforeRecord.Store(nil) }
 }
+
+// AgeLeadership makes the last leadership answer older by by, as a
+// process stopped for that long finds it when it resumes.
+func (d *Dispatcher) AgeLeadership(by time.Duration) { d.leaderAt.Add(-int64(by)) }

@@ -514,6 +514,12 @@ func (d *Dispatcher) send(ctx, sctx context.Context, h *health, svc *chorus.Serv
 		if !last && e.NextAttempt.After(d.Now()) {
 			return progress, e.NextAttempt
 		}
+		if !d.stillLeading(ctx) {
+			if probe {
+				h.probed(&d.mu)
+			}
+			return progress, time.Time{} // the entry stays for the leader
+		}
 		r := d.attempt(sctx, svc, acct, e)
 		if ctx.Err() != nil {
 			if probe {
@@ -980,4 +986,29 @@ func redactErr(err error) string {
 		s = s[:200]
 	}
 	return s
+}
+
+// leaderFresh is how long a leadership answer holds for senders: the run
+// loop asks every Poll, so a live leader's answer is never older than
+// that for long. A node that froze (SIGSTOP) for longer than the store's
+// lease wakes with senders mid-round and an answer older than this, on
+// the monotonic clock, which runs on while a process is stopped.
+func (d *Dispatcher) leaderFresh() time.Duration { return min(2*d.cfg.Poll, 5*time.Second) }
+
+// stillLeading reports whether this node may send now: its last
+// leadership answer is fresh, or Config.Leader says yes again. On no, it
+// stops the lanes at once rather than at the run loop's next check: a
+// node that resumed after losing leadership must not send what the new
+// leader has sent since, out of order.
+func (d *Dispatcher) stillLeading(ctx context.Context) bool {
+	if d.cfg.Leader == nil || d.sinceStart()-time.Duration(d.leaderAt.Load()) < d.leaderFresh() {
+		return true
+	}
+	if d.cfg.Leader(ctx) {
+		d.leaderAt.Store(int64(d.sinceStart()))
+		return true
+	}
+	d.log.Info("webhook: leadership lost while delivering; stopping")
+	d.stopLanes()
+	return false
 }

@@ -111,8 +111,12 @@ type Dispatcher struct {
 	wg     sync.WaitGroup
 	runs   atomic.Bool
 
-	leading atomic.Bool  // this node delivers
-	beats   atomic.Int64 // heartbeats the store did not know this node at
+	leading atomic.Bool // this node delivers
+	// leaderAt is when (sinceStart) Config.Leader last said this node
+	// leads; senders ask again before an attempt once it is older than
+	// leaderFresh (stillLeading).
+	leaderAt atomic.Int64 // time.Duration
+	beats    atomic.Int64 // heartbeats the store did not know this node at
 	// beatingSince is when (sinceStart) the first of this node's
 	// unbroken run of heartbeats started (none failed, none missed for
 	// NodeTimeout), lastBeat the last one; 0 before any and after a
@@ -428,6 +432,9 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 			// Not before the store's clock is known: the lanes compare it
 			// with the times the outbox holds.
 			lead := d.skewKnown.Load() && (d.cfg.Leader == nil || d.cfg.Leader(ctx))
+			if lead {
+				d.leaderAt.Store(int64(d.sinceStart()))
+			}
 			if d.leading.Swap(lead) != lead {
 				if lead {
 					d.log.Info("webhook: delivering the cluster's webhooks")
