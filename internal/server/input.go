@@ -36,16 +36,11 @@ func valuesOK(v url.Values) bool {
 	return true
 }
 
-// checkText answers 400 (54060) to an API request whose decoded path,
-// query or form body holds NUL or invalid UTF-8, before any handler or
-// store sees it, so every route and every store behaves the same. (The
-// engine checks names, keys and identities itself too, for the websocket
-// path.) A form body is read here, within the body bound, and handed on,
-// but only for a request whose Authorization header authenticates: every
-// API authenticates by that header, so any other request gets its 401
-// without its body read, and a client without credentials cannot make the
-// server hold a body (up to the bound, 160 KiB) for each connection it
-// opens.
+// checkText answers 400 (54060) to an API request whose decoded path or
+// query holds NUL or invalid UTF-8, before any handler or store sees it, so
+// every route and every store behaves the same. (The engine checks names,
+// keys and identities itself too, for the websocket path.) The form body
+// is checkBody's, after the login throttle.
 func (s *Server) checkText(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if !textOK(r.URL.Path) {
@@ -58,18 +53,37 @@ func (s *Server) checkText(next http.Handler) http.Handler {
 			twiliohttp.WriteJSON(w, http.StatusBadRequest, twiliohttp.BodyFor(r, errBadText))
 			return
 		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// checkBody reads an API request's form body, within the body bound,
+// answers 400 (54060) when it holds NUL or invalid UTF-8, and hands it on
+// parsed. It reads only the body of a request whose Authorization header
+// authenticates: every API authenticates by that header, so any other
+// request gets its 401 with its body unread, and a client without
+// credentials cannot make the server hold a body (up to the bound, 160
+// KiB) for each connection it opens. It runs inside the login throttle,
+// so a flood of bad credentials is refused before the check reads the
+// store for each.
+func (s *Server) checkBody(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Body == nil || r.Body == http.NoBody {
+			next.ServeHTTP(w, r)
+			return
+		}
+		if !s.authenticates(r) {
+			// Answered 401 unread; without this net/http would read and
+			// discard up to 256 KiB of it first, waiting on the client.
+			w.Header().Set("Connection", "close")
+			next.ServeHTTP(w, r)
+			return
+		}
 		// ParseMediaType names the type even when a parameter is broken
 		// (mediaErr): the body is checked all the same, but only a clean
 		// header is handed on parsed, as httpapi would refuse the other.
 		ct, _, mediaErr := mime.ParseMediaType(r.Header.Get("Content-Type"))
-		hasBody := r.Body != nil && r.Body != http.NoBody
-		if hasBody && !s.authenticates(r) {
-			// Answered 401 unread; without this net/http would read and
-			// discard up to 256 KiB of it first, waiting on the client.
-			w.Header().Set("Connection", "close")
-			hasBody = false
-		}
-		if ct == "application/x-www-form-urlencoded" && hasBody {
+		if ct == "application/x-www-form-urlencoded" {
 			if err := twiliohttp.CheckContentEncoding(r); err != nil {
 				twiliohttp.WriteJSON(w, http.StatusUnsupportedMediaType, twiliohttp.BodyFor(r, chorus.AsError(err)))
 				return

@@ -550,7 +550,8 @@ func addrKey(remote string) string {
 // bound, then for the APIs the text check and the login throttle.
 func (s *Server) edge(mux http.Handler) http.Handler {
 	// checkText before the throttle: its 400s must not count as logins.
-	apis := s.checkText(s.loginThrottle(mux))
+	// checkBody inside it: it reads the store to authenticate.
+	apis := s.checkText(s.loginThrottle(s.checkBody(mux)))
 	limited := s.limits(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if isAPI(r) {
 			apis.ServeHTTP(w, r)
