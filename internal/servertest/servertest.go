@@ -314,8 +314,20 @@ func NewCluster(t testing.TB, cfg Config) *Cluster {
 	if err := postgres.Migrate(ctx, c.DSN); err != nil {
 		t.Fatalf("servertest: migrate: %v", err)
 	}
-	for range cfg.Nodes {
-		c.StartNode(t)
+	for i := range cfg.Nodes {
+		n := c.StartNode(t)
+		if i == 0 {
+			// The first node leads, as tests expect: it takes the lock
+			// before the others start (its own first check may come
+			// after theirs).
+			deadline := time.Now().Add(15 * time.Second)
+			for !n.Leader(ctx) {
+				if time.Now().After(deadline) {
+					t.Fatalf("servertest: %s did not become the leader", n.Name)
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+		}
 	}
 	return c
 }
