@@ -55,6 +55,20 @@ func run(t *testing.T, s *Server) string {
 	return ln.Addr().String()
 }
 
+// serveUntilStopped serves s on a loopback port until stop is called, and
+// returns the address and Run's result channel.
+func serveUntilStopped(t *testing.T, s *Server) (addr string, stop context.CancelFunc, done <-chan error) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	result := make(chan error, 1)
+	go func() { result <- s.Run(ctx, ln) }()
+	return ln.Addr().String(), stop, result
+}
+
 // closedWithin waits until the server closes c and returns how long that
 // took; it fails the test if c is still open after limit. Bytes the
 // server sends first (an error response) are skipped.
@@ -570,14 +584,7 @@ func startNATS(t *testing.T, opts *natsserver.Options) *natsserver.Server {
 // closed only after the HTTP server had drained.
 func TestShutdownClosesWebsocketsWhileHTTPDrains(t *testing.T) {
 	s := newServer(t, Config{ShutdownTimeout: 6 * time.Second})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	runCtx, stop := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Run(runCtx, ln) }()
+	addr, stop, done := serveUntilStopped(t, s)
 	defer func() {
 		stop()
 		<-done
@@ -610,18 +617,10 @@ func TestShutdownClosesWebsocketsWhileHTTPDrains(t *testing.T) {
 
 // TestShutdownDoesNotWaitOnUnusedConnections: a connection on which no
 // request began (an HTTP client's spare, dialed for a request that another
-// connection took) does not hold up a graceful stop, while a request in
-// flight is still answered.
+// connection took) does not hold up a graceful stop, and is closed.
 func TestShutdownDoesNotWaitOnUnusedConnections(t *testing.T) {
 	s := newServer(t, Config{ShutdownTimeout: 4 * time.Second})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	runCtx, stop := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Run(runCtx, ln) }()
+	addr, stop, done := serveUntilStopped(t, s)
 	spare := dial(t, addr) // sends nothing
 	defer spare.Close()
 	if resp, err := http.Get("http://" + addr + "/healthz"); err != nil {
