@@ -51,7 +51,7 @@ func New(cfg Config) http.Handler {
 	}
 	h := &handler{cfg: cfg, log: cfg.Logger.With("component", "accountapi"), mux: http.NewServeMux()}
 	const acct = "/2010-04-01/Accounts/{AccountSid}"
-	h.mux.HandleFunc("GET "+acct+"/Keys.json", h.wrap(twiliohttp.PagingParams, h.listKeys))
+	h.mux.HandleFunc("GET "+acct+"/Keys.json", h.wrap(keyPagingParams, h.listKeys))
 	h.mux.HandleFunc("POST "+acct+"/Keys.json", h.wrap(keyParams, h.createKey))
 	h.mux.HandleFunc("GET "+acct+"/Keys/{Sid}", h.wrap(nil, h.fetchKey))
 	h.mux.HandleFunc("POST "+acct+"/Keys/{Sid}", h.wrap(keyParams, h.updateKey))
@@ -110,6 +110,11 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // 54060) rather than ignored, as REST v1 does (a key created with Bogus=1
 // was answered 201).
 var keyParams = []string{"FriendlyName"}
+
+// keyPagingParams are the paging parameters of the Keys listing: its pages
+// are numbered (next_page_uri has Page=), and a PageToken, which it has
+// no use for, is refused rather than ignored.
+var keyPagingParams = []string{"PageSize", "Page"}
 
 func (h *handler) wrap(params []string, fn func(http.ResponseWriter, *http.Request, *call) error) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {

@@ -206,6 +206,7 @@ func TestUnknownParametersRefused(t *testing.T) {
 		{"POST", keys, url.Values{"FriendlyName": {"k"}, "Bogus": {"1"}}},
 		{"POST", keys, url.Values{"FriendlyName": {"a", "b"}}},
 		{"GET", keys + "?Foo=1", nil},
+		{"GET", keys + "?PageToken=garbage", nil},
 		{"POST", "/v1/AuthTokens/Secondary", url.Values{"Foo": {"1"}}},
 		{"POST", "/v1/AuthTokens/Promote", url.Values{"Foo": {"1"}}},
 	} {

@@ -209,7 +209,10 @@ type accountJSON struct {
 	AuthMethod    string `json:"auth_method"` // "auth_token" or "api_key"
 }
 
-func (h *handler) account(w http.ResponseWriter, _ *http.Request, c *caller) error {
+func (h *handler) account(w http.ResponseWriter, r *http.Request, c *caller) error {
+	if err := emptyBody(w, r); err != nil {
+		return err
+	}
 	twiliohttp.WriteJSON(w, http.StatusOK, accountJSON{AccountSID: c.account, CredentialSID: c.username, AuthMethod: authMethod(c.username)})
 	return nil
 }
@@ -233,6 +236,9 @@ type statsJSON struct {
 }
 
 func (h *handler) stats(w http.ResponseWriter, r *http.Request, c *caller) error {
+	if err := emptyBody(w, r); err != nil {
+		return err
+	}
 	es := h.eng.Stats()
 	now := h.now()
 	var svcs []*chorus.Service

@@ -460,3 +460,23 @@ func TestTokenBodies(t *testing.T) {
 		}
 	}
 }
+
+// TestReadsTakeNoParameters: the console's reads of the account, stats and
+// webhooks take no parameters; one sent, in the query or in a body, is
+// refused (54060) rather than ignored.
+func TestReadsTakeNoParameters(t *testing.T) {
+	f := newHookFixture(t)
+	h := New(Config{Engine: f.eng, Webhooks: f.d, Gateway: fakeGateway{}, Logger: quietLogger()})
+	user, pass := f.creds.AccountSID, f.creds.AuthToken
+	for _, path := range []string{"/admin/v1/Account", "/admin/v1/Stats", "/admin/v1/Webhooks", "/admin/v1/Webhooks/" + f.svc.SID + "/Abandoned"} {
+		if res := do(t, h, http.MethodGet, path, user, pass, nil); res.status != http.StatusOK {
+			t.Errorf("GET %s = %d %v, want 200", path, res.status, res.body)
+		}
+		if res := do(t, h, http.MethodGet, path+"?Bogus=1", user, pass, nil); res.status != http.StatusBadRequest || res.body["code"] != float64(54060) {
+			t.Errorf("GET %s?Bogus=1 = %d %v, want 400 54060", path, res.status, res.body)
+		}
+		if res := do(t, h, http.MethodGet, path, user, pass, url.Values{"Bogus": {"1"}}); res.status != http.StatusBadRequest || res.body["code"] != float64(54060) {
+			t.Errorf("GET %s with Bogus=1 in its body = %d %v, want 400 54060", path, res.status, res.body)
+		}
+	}
+}

@@ -35,6 +35,9 @@ type webhooksJSON struct {
 }
 
 func (h *handler) webhooks(w http.ResponseWriter, r *http.Request, c *caller) error {
+	if err := emptyBody(w, r); err != nil {
+		return err
+	}
 	if h.hooks == nil {
 		return chorus.ErrNotFound
 	}
@@ -105,7 +108,10 @@ func (h *handler) serviceOf(r *http.Request, c *caller) (*chorus.Service, error)
 var abandonedParams = []string{"PageSize", "PageToken"}
 
 func (h *handler) abandoned(w http.ResponseWriter, r *http.Request, c *caller) error {
-	q := r.URL.Query()
+	q, err := twiliohttp.ReadForm(w, r, maxBodyBytes)
+	if err != nil {
+		return err
+	}
 	if err := twiliohttp.CheckParams(q, abandonedParams); err != nil {
 		return err
 	}
@@ -152,8 +158,9 @@ func (h *handler) abandoned(w http.ResponseWriter, r *http.Request, c *caller) e
 	return nil
 }
 
-// emptyBody refuses a request that carries parameters: Replay and the
-// deletion take none, and one sent must not be ignored.
+// emptyBody refuses a request that carries parameters: the console's
+// reads of the account, stats and webhooks, Replay and the deletion take
+// none, and one sent must not be ignored.
 func emptyBody(w http.ResponseWriter, r *http.Request) error {
 	if len(r.URL.RawQuery) > 0 {
 		return chorus.Errorf(chorus.ErrInvalidParameter, "This request takes no parameters")

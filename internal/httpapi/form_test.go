@@ -202,9 +202,22 @@ func TestFormBodies(t *testing.T) {
 	}
 
 	// twilio-go sends the form Content-Type on GET and DELETE with an empty
-	// body; their parameters are in the query, and a body is not read.
+	// body; their parameters are in the query. A body that is not empty
+	// is refused, not ignored: a DELETE with one deletes nothing.
 	f.rawJSON(http.MethodGet, svc+"/Documents?PageSize=1", "application/x-www-form-urlencoded", "", 200)
-	f.rawJSON(http.MethodGet, svc+"/Documents?PageSize=1", "application/json", `{"PageSize":5}`, 200)
+	for _, tc := range []struct{ method, path, ct, body string }{
+		{http.MethodGet, svc + "/Documents?PageSize=1", "application/json", `{"PageSize":5}`},
+		{http.MethodGet, "/v1/Services", "application/x-www-form-urlencoded", "PageSize=1"},
+		{http.MethodDelete, svc + "/Documents/u1", "application/x-www-form-urlencoded", "Bogus=1"},
+		{http.MethodDelete, svc, "application/x-www-form-urlencoded", "Bogus=1"},
+	} {
+		resp, b := f.raw(tc.method, tc.path, tc.ct, tc.body)
+		if resp.StatusCode != 400 || !strings.Contains(string(b), `"code":54060`) {
+			t.Errorf("%s %s with body %q = %d %s, want 400 54060", tc.method, tc.path, tc.body, resp.StatusCode, b)
+		}
+	}
+	f.rawJSON(http.MethodGet, svc+"/Documents/u1", "", "", 200)
+	f.rawJSON(http.MethodGet, svc, "", "", 200)
 	f.rawJSON(http.MethodDelete, svc+"/Documents/u1", "application/x-www-form-urlencoded", "", 204)
 }
 

@@ -18,8 +18,10 @@ import (
 // or "x/.." into another item's path).
 func (a *api) routes() {
 	allowed := map[string][]string{}
-	// r registers an operation and the parameters it takes (params.go).
-	r := func(pattern string, h handler, params ...string) { a.route(allowed, pattern, h, params) }
+	// r registers an operation and the parameters it takes (params.go);
+	// rc one that also takes an If-Match header (the others refuse one).
+	r := func(pattern string, h handler, params ...string) { a.route(allowed, pattern, h, params, false) }
+	rc := func(pattern string, h handler, params ...string) { a.route(allowed, pattern, h, params, true) }
 
 	r("GET /v1/Services", a.listServices, pagingParams...)
 	r("POST /v1/Services", a.createService, serviceParamNames...)
@@ -32,23 +34,23 @@ func (a *api) routes() {
 		r("GET "+coll, a.listObjects(k), pagingParams...)
 		r("POST "+coll, a.createObject(k), objectParams(k, true)...)
 		r("GET "+coll+"/{Sid}", a.fetchObject(k))
-		r("POST "+coll+"/{Sid}", a.updateObject(k), objectParams(k, false)...)
-		r("DELETE "+coll+"/{Sid}", a.deleteObject(k))
+		rc("POST "+coll+"/{Sid}", a.updateObject(k), objectParams(k, false)...)
+		rc("DELETE "+coll+"/{Sid}", a.deleteObject(k))
 	}
 
 	lists := "/v1/Services/{ServiceSid}/Lists/{ListSid}/Items"
 	r("GET "+lists, a.listItems(chorus.KindList), itemPageParam...)
 	r("POST "+lists, a.createListItem, itemWriteParams...)
 	r("GET "+lists+"/{Index}", a.fetchItem(chorus.KindList))
-	r("POST "+lists+"/{Index}", a.updateItem(chorus.KindList), itemWriteParams...)
-	r("DELETE "+lists+"/{Index}", a.deleteItem(chorus.KindList))
+	rc("POST "+lists+"/{Index}", a.updateItem(chorus.KindList), itemWriteParams...)
+	rc("DELETE "+lists+"/{Index}", a.deleteItem(chorus.KindList))
 
 	maps := "/v1/Services/{ServiceSid}/Maps/{MapSid}/Items"
 	r("GET "+maps, a.listItems(chorus.KindMap), itemPageParam...)
 	r("POST "+maps, a.createMapItem, append([]string{"Key"}, itemWriteParams...)...)
 	r("GET "+maps+"/{Key...}", a.fetchItem(chorus.KindMap))
-	r("POST "+maps+"/{Key...}", a.updateItem(chorus.KindMap), itemWriteParams...)
-	r("DELETE "+maps+"/{Key...}", a.deleteItem(chorus.KindMap))
+	rc("POST "+maps+"/{Key...}", a.updateItem(chorus.KindMap), itemWriteParams...)
+	rc("DELETE "+maps+"/{Key...}", a.deleteItem(chorus.KindMap))
 
 	for _, k := range []chorus.Kind{chorus.KindDocument, chorus.KindList, chorus.KindMap} {
 		perms := "/v1/Services/{ServiceSid}/" + k.Collection() + "/{" + objectParam(k) + "}/Permissions"
@@ -149,6 +151,13 @@ func (a *api) updateService(w http.ResponseWriter, r *http.Request, c *call) err
 	p, err := serviceParams(c)
 	if err != nil {
 		return err
+	}
+	if p == (engine.ServiceParams{}) {
+		// As for the objects' updates: answering 200 would hide that
+		// nothing changed (twilio-node 3.28 drops the parameters it does
+		// not know, such as WebhooksFromRestEnabled, and sends none).
+		return chorus.Errorf(chorus.ErrNoParameters, "No parameters specified: an update of a Service takes at least one of %s",
+			strings.Join(serviceParamNames, ", "))
 	}
 	s, err := a.eng.UpdateService(r.Context(), c.account, r.PathValue("Sid"), p)
 	if err != nil {

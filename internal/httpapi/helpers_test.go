@@ -43,7 +43,8 @@ func TestOptTTL(t *testing.T) {
 		code int
 	}{
 		{form(), nil, 0},
-		{form("Ttl", ""), nil, 0},
+		{form("Ttl", ""), ptr(0), 0}, // empty: never expires, as 0
+		{form("Ttl", " "), ptr(0), 0},
 		{form("Ttl", "0"), ptr(0), 0},
 		{form("Ttl", "3600"), ptr(3600), 0},
 		{form("Ttl", "31536000"), ptr(31536000), 0},

@@ -175,17 +175,18 @@ func (a *api) baseURL(r *http.Request) string {
 }
 
 // route registers pattern "METHOD /path", whose operation takes the
-// parameters params, and remembers the method for 405s.
-func (a *api) route(allowed map[string][]string, pattern string, h handler, params []string) {
+// parameters params and, when conditional, an If-Match header, and
+// remembers the method for 405s.
+func (a *api) route(allowed map[string][]string, pattern string, h handler, params []string, conditional bool) {
 	method, path, _ := strings.Cut(pattern, " ")
 	allowed[path] = append(allowed[path], method)
-	a.mux.Handle(pattern, a.wrap(h, params))
+	a.mux.Handle(pattern, a.wrap(h, params, conditional))
 }
 
 // wrap authenticates the request, parses it, checks that it sends only
-// params, each once (twiliohttp.CheckParams), resolves the service and renders
-// errors.
-func (a *api) wrap(h handler, params []string) http.Handler {
+// params, each once (twiliohttp.CheckParams), and If-Match only when
+// conditional, resolves the service and renders errors.
+func (a *api) wrap(h handler, params []string, conditional bool) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		account, err := a.authenticate(r)
 		if err != nil {
@@ -199,6 +200,13 @@ func (a *api) wrap(h handler, params []string) http.Handler {
 		}
 		if err := twiliohttp.CheckParams(c.form, params); err != nil {
 			a.writeError(w, r, err)
+			return
+		}
+		if _, sent := r.Header["If-Match"]; sent && !conditional {
+			// Ignoring it would answer a conditional request as if it had
+			// been met (a create "if revision 3" created).
+			a.writeError(w, r, chorus.Errorf(chorus.ErrInvalidParameter,
+				"If-Match applies to updates and removals of Documents and of list and map items; this request takes none"))
 			return
 		}
 		if sid := r.PathValue("ServiceSid"); sid != "" {

@@ -101,12 +101,18 @@ func optInt(f url.Values, name string) (*int, error) {
 	return &n, nil
 }
 
-// optTTL parses a TTL field: absent or empty is nil; otherwise an integer
-// from 0 to chorus.MaxTTL, else 54011.
+// optTTL parses a TTL field: absent is nil; empty is 0, never expires (a
+// TTL is "empty or an integer from 0 to 31,536,000": twilio-node sends
+// ttl: null as Ttl=, which must clear an expiry, not be ignored);
+// otherwise an integer from 0 to chorus.MaxTTL, else 54011.
 func optTTL(f url.Values, name string) (*int, error) {
 	v, ok := value(f, name)
-	if !ok || strings.TrimSpace(v) == "" {
+	if !ok {
 		return nil, nil
+	}
+	if strings.TrimSpace(v) == "" {
+		never := 0
+		return &never, nil
 	}
 	n, err := strconv.Atoi(strings.TrimSpace(v))
 	if err != nil || n < 0 || n > chorus.MaxTTL {

@@ -43,9 +43,9 @@ const (
 // ReadForm returns the parameters of r, as every Twilio-style API of the
 // server reads them: for a POST, the form body followed by the query
 // string (body values first, as net/http's Request.Form); for other
-// methods the query string alone, the body unread. The body is bounded to
-// maxBody bytes (413, 54006, beyond). A body the server's edge parsed
-// already (ParsedForm) is not parsed again.
+// methods the query string alone, and a body that is not empty is refused
+// (54060). The body is bounded to maxBody bytes (413, 54006, beyond). A
+// body the server's edge parsed already (ParsedForm) is not parsed again.
 func ReadForm(w http.ResponseWriter, r *http.Request, maxBody int64) (url.Values, error) {
 	if pf, ok := r.Body.(*ParsedForm); ok && int64(pf.Size) <= maxBody && r.Method == http.MethodPost {
 		// readBody would parse the same bytes the same way.
@@ -63,8 +63,11 @@ func ReadForm(w http.ResponseWriter, r *http.Request, maxBody int64) (url.Values
 // readForm is ReadForm on a body already bounded.
 func readForm(r *http.Request) (url.Values, error) {
 	query, err := readQuery(r)
-	if err != nil || r.Method != http.MethodPost {
-		return query, err
+	if err != nil {
+		return nil, err
+	}
+	if r.Method != http.MethodPost {
+		return query, refuseBody(r)
 	}
 	body, err := readBody(r)
 	if err != nil {
@@ -98,6 +101,25 @@ func appendValues(form, more url.Values) url.Values {
 		form[k] = append(form[k], vs...)
 	}
 	return form
+}
+
+// refuseBody refuses the body of a request other than a POST: reads and
+// removals take their parameters in the query string, and one sent in a
+// body would be ignored (DELETE with Bogus=1 in its body deleted). An
+// empty body passes, with or without a Content-Type (twilio-go sends one).
+func refuseBody(r *http.Request) error {
+	if r.Body == nil || r.Body == http.NoBody {
+		return nil
+	}
+	n, err := io.Copy(io.Discard, io.LimitReader(r.Body, 1))
+	if err != nil {
+		return bodyErr(err, "")
+	}
+	if n > 0 {
+		return chorus.Errorf(chorus.ErrInvalidParameter,
+			"Invalid request body: a %s takes its parameters in the query string, not in a body", Clip(r.Method))
+	}
+	return nil
 }
 
 // readBody parses the form body of a POST by its Content-Type. A body

@@ -83,3 +83,35 @@ func TestContentEncodingRefused(t *testing.T) {
 		}
 	}
 }
+
+// TestBodyOfReadOrRemovalRefused: a GET or DELETE takes its parameters in
+// the query string; one sent in a body is refused (54060), not ignored,
+// while an empty body passes with or without a Content-Type (twilio-go
+// sends an empty form body with one).
+func TestBodyOfReadOrRemovalRefused(t *testing.T) {
+	for _, method := range []string{http.MethodGet, http.MethodDelete, http.MethodHead} {
+		for _, tc := range []struct {
+			ct, body string
+			want     int
+		}{
+			{"application/x-www-form-urlencoded", "PageSize=1", 54060},
+			{"application/json", `{"PageSize":1}`, 54060},
+			{"", "x", 54060},
+			{"application/x-www-form-urlencoded", "", 0},
+			{"", "", 0},
+		} {
+			r := httptest.NewRequest(method, "/v1/Services?PageSize=5", strings.NewReader(tc.body))
+			if tc.ct != "" {
+				r.Header.Set("Content-Type", tc.ct)
+			}
+			form, err := ReadForm(httptest.NewRecorder(), r, maxBodyBytes)
+			if got := chorus.ErrorCode(err); got != tc.want {
+				t.Errorf("%s with body %q (%s): error %v (code %d), want code %d", method, tc.body, tc.ct, err, got, tc.want)
+				continue
+			}
+			if tc.want == 0 && form.Get("PageSize") != "5" {
+				t.Errorf("%s with an empty body: form %v, want the query's PageSize=5", method, form)
+			}
+		}
+	}
+}

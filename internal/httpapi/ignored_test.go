@@ -1,0 +1,90 @@
+package httpapi
+
+import (
+	"encoding/json"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+)
+
+// TestNothingIgnored: a request is refused rather than answered as a
+// success after ignoring what it asked for.
+func TestNothingIgnored(t *testing.T) {
+	f := newFixture(t)
+	svc := "/v1/Services/" + f.svc
+	form := "application/x-www-form-urlencoded"
+	want54 := func(what string, resp *http.Response, b []byte, code string) {
+		t.Helper()
+		if resp.StatusCode != 400 || !strings.Contains(string(b), `"code":`+code) {
+			t.Errorf("%s = %d %s, want 400 %s", what, resp.StatusCode, b, code)
+		}
+	}
+
+	// A Service update without parameters changed nothing and said 200;
+	// twilio-node 3.28 sends none when given only parameters it predates.
+	resp, b := f.raw(http.MethodPost, svc, form, "")
+	want54("a Service update without parameters", resp, b, "54010")
+	resp, b = f.raw(http.MethodPost, svc, "multipart/form-data; boundary=X", "")
+	want54("a Service update with an empty multipart body", resp, b, "54010")
+	if d := f.rawJSON(http.MethodPost, svc, form, "FriendlyName=renamed", 200); d["friendly_name"] != "renamed" {
+		t.Errorf("a Service update with FriendlyName = %v", d)
+	}
+
+	// If-Match where there is no revision to match (a create, a stream
+	// message, a permission, a Service, a read) is refused, not ignored.
+	d := f.rawJSON(http.MethodPost, svc+"/Lists", form, "UniqueName=l", 201)
+	list := d["sid"].(string)
+	f.rawJSON(http.MethodPost, svc+"/Streams", form, "UniqueName=s", 201)
+	for _, tc := range []struct{ method, path, body string }{
+		{http.MethodPost, svc + "/Documents", "UniqueName=d"},
+		{http.MethodPost, svc + "/Lists/" + list + "/Items", `Data={"a":1}`},
+		{http.MethodPost, svc + "/Streams/s/Messages", `Data={"a":1}`},
+		{http.MethodPost, svc + "/Lists/" + list + "/Permissions/alice", "Read=true&Write=false&Manage=false"},
+		{http.MethodPost, svc, "FriendlyName=x"},
+		{http.MethodGet, svc + "/Lists/" + list, ""},
+		{http.MethodGet, svc + "/Documents", ""},
+	} {
+		req, err := http.NewRequest(tc.method, f.srv.URL+tc.path, strings.NewReader(tc.body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.SetBasicAuth(f.creds.AccountSID, f.creds.AuthToken)
+		if tc.body != "" {
+			req.Header.Set("Content-Type", form)
+		}
+		req.Header.Set("If-Match", "999")
+		resp, err := f.srv.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var e struct{ Code int }
+		_ = json.NewDecoder(resp.Body).Decode(&e)
+		resp.Body.Close()
+		if resp.StatusCode != 400 || e.Code != 54060 {
+			t.Errorf("%s %s with If-Match = %d %d, want 400 54060", tc.method, tc.path, resp.StatusCode, e.Code)
+		}
+	}
+	if _, b := f.do(http.MethodGet, svc+"/Documents/d", nil, nil); !strings.Contains(string(b), "20404") {
+		t.Errorf("the refused create with If-Match created the document: %s", b)
+	}
+
+	// An empty TTL is 0, never expires: twilio-node sends ttl: null as
+	// Ttl=, which kept the old expiry when sent with Data, and said "no
+	// parameters" when sent alone.
+	doc := f.rawJSON(http.MethodPost, svc+"/Documents", form, "UniqueName=ttl&Ttl=3600", 201)
+	if doc["date_expires"] == nil {
+		t.Fatalf("a document with Ttl=3600 has no date_expires: %v", doc)
+	}
+	d = f.rawJSON(http.MethodPost, svc+"/Documents/ttl", form, url.Values{"Data": {`{"v":1}`}, "Ttl": {""}}.Encode(), 200)
+	if d["date_expires"] != nil {
+		t.Errorf("Data with Ttl= kept the expiry: %v", d["date_expires"])
+	}
+	f.rawJSON(http.MethodPost, svc+"/Documents/ttl", form, "Ttl=60", 200)
+	if d = f.rawJSON(http.MethodPost, svc+"/Documents/ttl", form, "Ttl=", 200); d["date_expires"] != nil {
+		t.Errorf("Ttl= alone kept the expiry: %v", d["date_expires"])
+	}
+	if d = f.rawJSON(http.MethodPost, svc+"/Lists", form, "CollectionTtl=", 201); d["date_expires"] != nil {
+		t.Errorf("a list created with CollectionTtl= expires: %v", d["date_expires"])
+	}
+}
