@@ -291,6 +291,8 @@ func (e *Engine) Items(ctx context.Context, a Actor, svc *chorus.Service, k chor
 		return page, chorus.ErrInvalidBounds
 	}
 	from, before := p.From, false
+	request := p.Order + "|" + p.Bounds + "|" + p.From // as next_page_url repeats them
+	var scope string                                   // the object's SID a token names, if any
 	if p.Token != "" {
 		var t itemToken
 		if err := decodeToken(p.Token, &t); err != nil {
@@ -299,7 +301,11 @@ func (e *Engine) Items(ctx context.Context, a Actor, svc *chorus.Service, k chor
 		if t.O != "asc" && t.O != "desc" {
 			return page, chorus.ErrInvalidPageToken
 		}
-		from, order, inclusive, before = t.F, t.O, t.I, t.B
+		if t.K != "" && t.R != request {
+			return page, chorus.Errorf(chorus.ErrInvalidPageToken,
+				"Invalid PageToken: it pages with another Order, From or Bounds than this request's")
+		}
+		from, order, inclusive, before, scope = t.F, t.O, t.I, t.B, t.K
 	}
 	q := chorus.ItemQuery{Kind: k, Desc: order == "desc", Limit: size + 1, Now: e.cfg.Now()}
 	if from != "" || p.Token != "" {
@@ -319,6 +325,13 @@ func (e *Engine) Items(ctx context.Context, a Actor, svc *chorus.Service, k chor
 		if err := authorize(ctx, tx, a, svc, obj, accessRead); err != nil {
 			return err
 		}
+		if !inScope(scope, obj.SID) {
+			return chorus.Errorf(chorus.ErrInvalidPageToken, "Invalid PageToken: it pages another listing")
+		}
+		tok := func(t itemToken) string {
+			t.O, t.K, t.R = order, obj.SID, request
+			return encodeToken(t)
+		}
 		rows, err := tx.Items(ctx, obj.SID, q)
 		if err != nil {
 			return err
@@ -331,24 +344,24 @@ func (e *Engine) Items(ctx context.Context, a Actor, svc *chorus.Service, k chor
 			slices.Reverse(rows)
 			page.Items = rows
 			if len(rows) > 0 {
-				page.NextToken = encodeToken(itemToken{F: itemPos(rows[len(rows)-1]), O: order})
+				page.NextToken = tok(itemToken{F: itemPos(rows[len(rows)-1])})
 				if more {
-					page.PrevToken = encodeToken(itemToken{F: itemPos(rows[0]), O: order, B: true})
+					page.PrevToken = tok(itemToken{F: itemPos(rows[0]), B: true})
 				}
 			}
 			return nil
 		}
 		page.Items = rows
 		if more {
-			page.NextToken = encodeToken(itemToken{F: itemPos(rows[len(rows)-1]), O: order})
+			page.NextToken = tok(itemToken{F: itemPos(rows[len(rows)-1])})
 		}
-		return e.setPrevToken(ctx, tx, obj.SID, q, &page, order)
+		return e.setPrevToken(ctx, tx, obj.SID, q, &page, tok)
 	})
 	return page, err
 }
 
 // setPrevToken sets PrevToken when an item precedes the page in its order.
-func (e *Engine) setPrevToken(ctx context.Context, tx chorus.ReadTx, objectSID string, q chorus.ItemQuery, page *Page[*chorus.Item], order string) error {
+func (e *Engine) setPrevToken(ctx context.Context, tx chorus.ReadTx, objectSID string, q chorus.ItemQuery, page *Page[*chorus.Item], tok func(itemToken) string) error {
 	probe := q
 	probe.Desc, probe.Limit = !q.Desc, 1
 	switch {
@@ -368,10 +381,10 @@ func (e *Engine) setPrevToken(ctx context.Context, tx chorus.ReadTx, objectSID s
 	}
 	if len(page.Items) == 0 {
 		// Page backwards from the nearest preceding item, included.
-		page.PrevToken = encodeToken(itemToken{F: itemPos(rows[0]), O: order, B: true, I: true})
+		page.PrevToken = tok(itemToken{F: itemPos(rows[0]), B: true, I: true})
 		return nil
 	}
-	page.PrevToken = encodeToken(itemToken{F: itemPos(page.Items[0]), O: order, B: true})
+	page.PrevToken = tok(itemToken{F: itemPos(page.Items[0]), B: true})
 	return nil
 }
 

@@ -215,7 +215,8 @@ func (e *Engine) FetchObject(ctx context.Context, a Actor, svc *chorus.Service, 
 // only the objects it may read; its pages are filled past the objects it
 // may not.
 func (e *Engine) Objects(ctx context.Context, a Actor, svc *chorus.Service, k chorus.Kind, p PageRequest) (Page[*chorus.Object], error) {
-	size, after, backward, err := pageStart(p)
+	scope := k.Prefix() + svc.SID
+	size, after, backward, err := pageStart(p, scope)
 	if err != nil {
 		return Page[*chorus.Object]{}, err
 	}
@@ -227,7 +228,7 @@ func (e *Engine) Objects(ctx context.Context, a Actor, svc *chorus.Service, k ch
 				return visibleObjects(ctx, tx, a, svc, k, chorus.ObjectQuery{After: after, Backward: backward, Limit: limit, Now: now})
 			},
 			key:   objectCursor,
-			token: encodeCursor,
+			token: cursorTokens(scope),
 		}
 		page, err = ks.page(size, after, backward, p.Token != "")
 		return err

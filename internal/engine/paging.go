@@ -47,6 +47,14 @@ func pageSize(n int) (int, error) {
 	return n, nil
 }
 
+// Every token names the listing it pages (K, its scope: "services", a
+// kind's prefix and the service SID, an object SID…), and a token shown
+// to another listing is refused (54453) rather than read as a position in
+// it. Tokens written before K existed have none and are taken anywhere.
+
+// inScope reports whether a token of scope k may page the listing scope.
+func inScope(k, scope string) bool { return k == "" || k == scope }
+
 // cursorToken is a position in a (DateCreated, SID) ordering: the rows
 // after it, or, when B, the rows before it ("the page before the page that
 // starts here"). With B and S "" it is the end: the last rows. Tokens
@@ -55,11 +63,12 @@ type cursorToken struct {
 	T int64  `json:"t"`
 	S string `json:"s"`
 	B bool   `json:"b,omitempty"`
+	K string `json:"k,omitempty"`
 }
 
-// pageStart decodes a (DateCreated, SID) page request: the page size, the
-// position and whether the page lies before it.
-func pageStart(p PageRequest) (size int, after chorus.Cursor, backward bool, err error) {
+// pageStart decodes a (DateCreated, SID) page request of the listing
+// scope: the page size, the position and whether the page lies before it.
+func pageStart(p PageRequest, scope string) (size int, after chorus.Cursor, backward bool, err error) {
 	size, err = pageSize(p.PageSize)
 	if err != nil || p.Token == "" {
 		return size, chorus.Cursor{}, false, err
@@ -69,6 +78,8 @@ func pageStart(p PageRequest) (size int, after chorus.Cursor, backward bool, err
 		return 0, chorus.Cursor{}, false, err
 	}
 	switch {
+	case !inScope(t.K, scope):
+		return 0, chorus.Cursor{}, false, chorus.Errorf(chorus.ErrInvalidPageToken, "Invalid PageToken: it pages another listing")
 	case t.S != "":
 		after = chorus.Cursor{DateCreated: time.Unix(0, t.T).UTC(), SID: t.S}
 	case !t.B || t.T != 0:
@@ -77,11 +88,14 @@ func pageStart(p PageRequest) (size int, after chorus.Cursor, backward bool, err
 	return size, after, t.B, nil
 }
 
-func encodeCursor(c chorus.Cursor, backward bool) string {
-	if c == (chorus.Cursor{}) {
-		return encodeToken(cursorToken{B: backward})
+// cursorTokens returns the token encoder of the listing scope.
+func cursorTokens(scope string) func(c chorus.Cursor, backward bool) string {
+	return func(c chorus.Cursor, backward bool) string {
+		if c == (chorus.Cursor{}) {
+			return encodeToken(cursorToken{B: backward, K: scope})
+		}
+		return encodeToken(cursorToken{T: c.DateCreated.UnixNano(), S: c.SID, B: backward, K: scope})
 	}
-	return encodeToken(cursorToken{T: c.DateCreated.UnixNano(), S: c.SID, B: backward})
 }
 
 // identityToken pages permissions by identity: the identities after I, or,
@@ -89,10 +103,14 @@ func encodeCursor(c chorus.Cursor, backward bool) string {
 type identityToken struct {
 	I string `json:"i"`
 	B bool   `json:"b,omitempty"`
+	K string `json:"k,omitempty"`
 }
 
-func encodeIdentity(identity string, backward bool) string {
-	return encodeToken(identityToken{I: identity, B: backward})
+// identityTokens returns the token encoder of the permissions of an object.
+func identityTokens(objectSID string) func(identity string, backward bool) string {
+	return func(identity string, backward bool) string {
+		return encodeToken(identityToken{I: identity, B: backward, K: objectSID})
+	}
 }
 
 // keyset reads one page of a keyset ordering (ascending by K) whose zero K
@@ -174,10 +192,15 @@ func (ks keyset[T, K]) any(k K, backward bool) (bool, error) {
 }
 
 // itemToken is a position in a list or map: the items after F in order O,
-// or, when B, the items before F; F itself only when I.
+// or, when B, the items before F; F itself only when I. K is the object's
+// SID, and R the Order, From and Bounds of the request that started the
+// paging, which next_page_url repeats beside the token: a token sent with
+// others is refused, not followed in its own order.
 type itemToken struct {
 	F string `json:"f"`
 	O string `json:"o"`
 	B bool   `json:"b,omitempty"`
 	I bool   `json:"i,omitempty"`
+	K string `json:"k,omitempty"`
+	R string `json:"r,omitempty"`
 }

@@ -50,12 +50,15 @@ func (e *Engine) Permissions(ctx context.Context, svc *chorus.Service, k chorus.
 		if err != nil {
 			return err
 		}
+		if !inScope(at.K, obj.SID) {
+			return chorus.Errorf(chorus.ErrInvalidPageToken, "Invalid PageToken: it pages another listing")
+		}
 		ks := keyset[*chorus.Permission, string]{
 			fetch: func(after string, backward bool, limit int) ([]*chorus.Permission, error) {
 				return tx.Permissions(ctx, obj.SID, chorus.PermissionQuery{After: after, Backward: backward, Limit: limit})
 			},
 			key:   func(p *chorus.Permission) string { return p.Identity },
-			token: encodeIdentity,
+			token: identityTokens(obj.SID),
 		}
 		page, err = ks.page(size, at.I, at.B, p.Token != "")
 		return err

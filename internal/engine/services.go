@@ -490,7 +490,7 @@ func serviceIn(ctx context.Context, tx chorus.ReadTx, accountSID, sid string) (*
 
 // Services pages the account's services.
 func (e *Engine) Services(ctx context.Context, accountSID string, p PageRequest) (Page[*chorus.Service], error) {
-	size, after, backward, err := pageStart(p)
+	size, after, backward, err := pageStart(p, "services")
 	if err != nil {
 		return Page[*chorus.Service]{}, err
 	}
@@ -503,7 +503,7 @@ func (e *Engine) Services(ctx context.Context, accountSID string, p PageRequest)
 			key: func(s *chorus.Service) chorus.Cursor {
 				return chorus.Cursor{DateCreated: s.DateCreated, SID: s.SID}
 			},
-			token: encodeCursor,
+			token: cursorTokens("services"),
 		}
 		page, err = ks.page(size, after, backward, p.Token != "")
 		return err

@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/url"
 	"strings"
@@ -86,5 +87,59 @@ func TestNothingIgnored(t *testing.T) {
 	}
 	if d = f.rawJSON(http.MethodPost, svc+"/Lists", form, "CollectionTtl=", 201); d["date_expires"] != nil {
 		t.Errorf("a list created with CollectionTtl= expires: %v", d["date_expires"])
+	}
+}
+
+// TestPageTokenNamesItsListing: a PageToken pages the listing that issued
+// it, with the Order, From and Bounds it was issued with (next_page_url
+// repeats them); shown to another listing, or with other filters, it is
+// refused (54453) rather than read as a position there.
+func TestPageTokenNamesItsListing(t *testing.T) {
+	f := newFixture(t)
+	svc := "/v1/Services/" + f.svc
+	form := "application/x-www-form-urlencoded"
+	other := f.rawJSON(http.MethodPost, "/v1/Services", form, "FriendlyName=other", 201)["sid"].(string)
+	for range 3 {
+		f.rawJSON(http.MethodPost, svc+"/Documents", form, "", 201)
+		f.rawJSON(http.MethodPost, "/v1/Services/"+other+"/Documents", form, "", 201)
+	}
+	l1 := f.rawJSON(http.MethodPost, svc+"/Lists", form, "", 201)["sid"].(string)
+	l2 := f.rawJSON(http.MethodPost, svc+"/Lists", form, "", 201)["sid"].(string)
+	for i := range 4 {
+		f.rawJSON(http.MethodPost, svc+"/Lists/"+l1+"/Items", form, url.Values{"Data": {fmt.Sprintf(`{"i":%d}`, i)}}.Encode(), 201)
+		f.rawJSON(http.MethodPost, svc+"/Lists/"+l2+"/Items", form, url.Values{"Data": {fmt.Sprintf(`{"i":%d}`, i)}}.Encode(), 201)
+	}
+	for _, id := range []string{"alice", "bob", "carol"} {
+		f.rawJSON(http.MethodPost, svc+"/Lists/"+l1+"/Permissions/"+id, form, "Read=true&Write=true&Manage=false", 200)
+		f.rawJSON(http.MethodPost, svc+"/Lists/"+l2+"/Permissions/"+id, form, "Read=true&Write=true&Manage=false", 200)
+	}
+	next := func(path string) string {
+		t.Helper()
+		d := f.rawJSON(http.MethodGet, path, "", "", 200)
+		u, err := url.Parse(d["meta"].(map[string]any)["next_page_url"].(string))
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Its own listing takes it.
+		f.rawJSON(http.MethodGet, u.RequestURI(), "", "", 200)
+		return u.Query().Get("PageToken")
+	}
+	docs := next(svc + "/Documents?PageSize=1")
+	items := next(svc + "/Lists/" + l1 + "/Items?PageSize=1&Order=desc")
+	perms := next(svc + "/Lists/" + l1 + "/Permissions?PageSize=1")
+	for _, path := range []string{
+		"/v1/Services?PageToken=" + docs,
+		"/v1/Services/" + other + "/Documents?PageToken=" + docs,
+		svc + "/Lists?PageToken=" + docs,
+		svc + "/Lists/" + l2 + "/Items?Order=desc&PageToken=" + items,
+		svc + "/Lists/" + l1 + "/Items?Order=asc&PageToken=" + items,
+		svc + "/Lists/" + l1 + "/Items?Order=desc&From=2&PageToken=" + items,
+		svc + "/Lists/" + l1 + "/Items?Order=desc&Bounds=exclusive&PageToken=" + items,
+		svc + "/Lists/" + l2 + "/Permissions?PageToken=" + perms,
+	} {
+		resp, b := f.raw(http.MethodGet, path+"&PageSize=1", "", "")
+		if resp.StatusCode != 400 || !strings.Contains(string(b), `"code":54453`) {
+			t.Errorf("GET %s = %d %s, want 400 54453", path, resp.StatusCode, b)
+		}
 	}
 }
