@@ -44,6 +44,11 @@ var (
 	corsMaxAge        = twiliohttp.NewStaticHeader("Access-Control-Max-Age", "600")
 )
 
+// noStore keeps responses out of caches: they can hold secrets (a
+// Service's webhook_url with its credentials) and data an ACL guards, as
+// the admin and Keys APIs already say.
+var noStore = twiliohttp.NewStaticHeader("Cache-Control", "no-store")
+
 // Config configures the REST handler.
 type Config struct {
 	Engine *engine.Engine
@@ -97,6 +102,7 @@ func (a *api) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	corsAllowMethods.Set(h)
 	corsAllowHeaders.Set(h)
 	corsExposeHeaders.Set(h)
+	noStore.Set(h)
 	if r.Method == http.MethodOptions {
 		corsMaxAge.Set(h)
 		w.WriteHeader(http.StatusNoContent)

@@ -143,3 +143,16 @@ func TestPageTokenNamesItsListing(t *testing.T) {
 		}
 	}
 }
+
+// TestResponsesNotStored: REST responses can hold secrets (a webhook URL's
+// credentials) and ACL-guarded data; caches are told not to keep them,
+// errors included.
+func TestResponsesNotStored(t *testing.T) {
+	f := newFixture(t)
+	for _, path := range []string{"/v1/Services/" + f.svc, "/v1/Services/" + f.svc + "/Documents/nope"} {
+		resp, _ := f.do(http.MethodGet, path, nil, nil)
+		if got := resp.Header.Get("Cache-Control"); got != "no-store" {
+			t.Errorf("GET %s: Cache-Control %q, want no-store", path, got)
+		}
+	}
+}

@@ -316,7 +316,7 @@ func (s *Server) loginThrottle(next http.Handler) http.Handler {
 			secs := int(math.Ceil(d.Seconds()))
 			w.Header().Set("Retry-After", strconv.Itoa(secs))
 			twiliohttp.WriteJSON(w, http.StatusTooManyRequests, twiliohttp.BodyFor(r, chorus.Errorf(chorus.ErrTooManyRequests,
-				"Too many failed authentication attempts: retry in %d seconds", secs)))
+				"Too many failed authentication attempts: retry in %s", plural(secs, "second"))))
 			return
 		}
 		sw := &statusWriter{ResponseWriter: w}
@@ -415,3 +415,11 @@ func (w *statusWriter) Write(p []byte) (int, error) {
 }
 
 func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// plural writes n and unit, with an s unless n is 1: "1 second", "5 seconds".
+func plural(n int, unit string) string {
+	if n == 1 {
+		return "1 " + unit
+	}
+	return strconv.Itoa(n) + " " + unit + "s"
+}

@@ -383,3 +383,12 @@ func TestLoginThrottleConcurrent(t *testing.T) {
 		}
 	}
 }
+
+// TestPlural: the throttle's message says "retry in 1 second", not "1 seconds".
+func TestPlural(t *testing.T) {
+	for n, want := range map[int]string{0: "0 seconds", 1: "1 second", 2: "2 seconds"} {
+		if got := plural(n, "second"); got != want {
+			t.Errorf("plural(%d) = %q, want %q", n, got, want)
+		}
+	}
+}

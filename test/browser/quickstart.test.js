@@ -136,3 +136,21 @@ test('server restart: the page reconnects by itself and the board is intact', as
   await waitBoard(page, '.X..O...X', 'after reload');
   await screenshot(page, 'quickstart-after-restart');
 });
+
+test('data of another shape written by any player does not stop the page rendering', async () => {
+  const page = await openGame('odd');
+  const errors = [];
+  page.on('pageerror', (e) => errors.push(e.message));
+  const rest = srv.restClient();
+  const doc = rest.sync.v1.services(srv.creds.serviceSid).documents('SyncGame');
+  // Fields of the wrong type, one an object whose toString is not a function.
+  await doc.update({ data: { board: 'nope', lastMove: { by: { toString: 1 }, mark: { valueOf: 2 }, row: 'x', col: [], at: 5 } } });
+  await page.waitForFunction(() => document.getElementById('revision').textContent !== '–' &&
+    window.chorusGame.doc && window.chorusGame.data && window.chorusGame.data.board === 'nope', null, { timeout: 10000 });
+  await waitBoard(page, '.........', 'odd data shows an empty board');
+  // The next valid update renders.
+  await doc.update({ data: { board: [['X', '', ''], ['', '', ''], ['', '', '']], lastMove: { by: 'rest', mark: 'X', row: 0, col: 0 } } });
+  await waitBoard(page, 'X........', 'a valid board after the odd one');
+  assert.match(await page.textContent('#last-move'), /X on A1 by rest/);
+  assert.deepEqual(errors, [], 'no page error');
+});

@@ -113,6 +113,9 @@ test('tokens shorter than the SDK\'s 3-minute warning are renewed too, keeping t
     assert.equal(await page.evaluate(() => window.chorusGame.identity), identity, 'the identity is kept');
     const log = await page.evaluate(() => window.chorusGame.log.map((l) => l.text));
     assert.ok(!log.some((t) => /expired/i.test(t)), `no token expired: ${log.join(' | ')}`);
+    // Each renewal runs once: the SDK's warnings for a token renewed on
+    // schedule are left alone (they doubled the renewals).
+    assert.ok(!log.some((t) => /renewed \(about to expire\)/.test(t)), `only scheduled renewals: ${log.join(' | ')}`);
     assert.equal(await page.evaluate(() => window.chorusGame.state), 'connected');
     await page.close();
   } finally {

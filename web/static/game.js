@@ -16,6 +16,7 @@
     connected: 'Connected',
     disconnecting: 'Disconnecting…',
     disconnected: 'Offline — reconnecting…',
+    retrying: 'Offline — retrying…',
     denied: 'Access denied',
     error: 'Connection error',
     unknown: 'Unknown',
@@ -65,9 +66,27 @@
     const xs = filled.filter((v) => v === 'X').length;
     g.moves = filled.length;
     g.next = data.next === 'X' || data.next === 'O' ? data.next : xs > filled.length - xs ? 'O' : 'X';
-    g.lastMove = data.lastMove && typeof data.lastMove === 'object' ? data.lastMove : null;
+    g.lastMove = normalMove(data.lastMove);
     g.winner = outcome(g.board);
     return g;
+  }
+
+  // A lastMove as this page writes it, from whatever any player wrote:
+  // fields of another type are dropped, never shown (an object there would
+  // throw in a template string and stop the page rendering).
+  function normalMove(lm) {
+    if (!lm || typeof lm !== 'object') return null;
+    const cell = (n) => (Number.isInteger(n) && n >= 0 && n < 3 ? n : null);
+    const mark = lm.mark === 'X' || lm.mark === 'O' ? lm.mark : null;
+    const row = cell(lm.row);
+    const col = cell(lm.col);
+    return {
+      by: typeof lm.by === 'string' && lm.by ? lm.by : null,
+      mark: mark && row !== null && col !== null ? mark : null,
+      row,
+      col,
+      at: typeof lm.at === 'string' ? lm.at : null,
+    };
   }
 
   // 'X' / 'O' with the winning line, 'draw', or null while the game goes on.
@@ -219,14 +238,20 @@
     return renewing;
   }
 
-  // The SDK warns 3 minutes before a token expires, once per token it was
-  // given; a token that lives 3 minutes or less is inside that window from
-  // the start, and after one renewal the warning never came again: the
-  // page waited for tokenExpired and joined again as someone new. Such a
-  // token is renewed here, at two thirds of its life.
+  // The SDK warns 3 minutes before a token expires; a token that lives 3
+  // minutes or less is inside that window from the start, where the
+  // warning is not to be relied on (the page once waited for tokenExpired
+  // and joined again as someone new). Such a token is renewed here, at two
+  // thirds of its life, and the SDK's warnings for it are left alone: each
+  // renewal would otherwise run twice.
   let renewTimer = null;
+  function aboutToExpire() {
+    if (renewTimer) return; // a short token: its renewal is scheduled
+    renewToken('about to expire');
+  }
   function scheduleRenewal(token) {
     clearTimeout(renewTimer);
+    renewTimer = null;
     let claims;
     try {
       claims = JSON.parse(atob(token.split('.')[1].replace(/-/g, '+').replace(/_/g, '/')));
@@ -237,7 +262,10 @@
     // be off by more than the lifetime): it was minted just now.
     const life = (claims.exp - (claims.iat || claims.exp)) * 1000;
     if (!(life > 0) || life > 3 * 60 * 1000) return;
-    renewTimer = setTimeout(() => renewToken('scheduled'), Math.max(1000, life * 2 / 3));
+    renewTimer = setTimeout(() => {
+      renewTimer = null;
+      renewToken('scheduled');
+    }, Math.max(1000, life * 2 / 3));
   }
 
   async function move(row, col) {
@@ -274,7 +302,7 @@
   }
 
   function describeRemote(data) {
-    const lm = data && data.lastMove;
+    const lm = normalMove(data && data.lastMove);
     if (!lm || !lm.by) return 'The board changed';
     if (!lm.mark) return `${lm.by} started a new game`;
     return `${lm.by} played ${lm.mark} on ${cellName(lm.row, lm.col)}`;
@@ -341,7 +369,7 @@
       if (state !== app.state) log(`Connection: ${STATE_TEXT[state] || state}`, state === 'connected' ? 'ok' : 'warn');
       setState(state);
     });
-    client.on('tokenAboutToExpire', () => renewToken('about to expire'));
+    client.on('tokenAboutToExpire', aboutToExpire);
     client.on('tokenExpired', () => renewToken('expired'));
     setState(client.connectionState || 'connecting');
 

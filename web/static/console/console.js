@@ -615,8 +615,9 @@
         h('span', { class: 'mono' }, a.last_status ? `HTTP ${a.last_status}` : 'no answer'), ' ',
         h('span', { class: 'muted' }, `${fmtDate(a.date_abandoned)} · ${a.event_type} · ${a.object_sid || a.identity || ''} · ${a.attempts} attempts`), ' ',
         a.reason));
-      out.replaceChildren(h('ul', { class: 'failures abandoned-list' }, items),
-        n > items.length ? h('div', { class: 'muted' }, `the newest ${items.length} of ${n}`) : null);
+      const list = h('ul', { class: 'failures abandoned-list' }, items);
+      if (n > items.length) out.replaceChildren(list, h('div', { class: 'muted' }, `the newest ${items.length} of ${n}`));
+      else out.replaceChildren(list);
     }));
     replay.addEventListener('click', () => run(async () => {
       const r = await api('POST', `${base}/Replay`);
@@ -625,9 +626,15 @@
     let armed = false;
     purge.addEventListener('click', () => {
       if (!armed) {
-        armed = true;
-        purge.textContent = `Purge ${n}: sure?`;
-        setTimeout(() => { armed = false; purge.textContent = 'Purge'; }, 5000);
+        // Ask with the count as it is now, not as this panel last loaded
+        // it: the purge deletes every webhook the service keeps.
+        run(async () => {
+          const all = await api('GET', '/admin/v1/Webhooks');
+          const now = ((all.services || []).find((x) => x.service_sid === s.service_sid) || {}).abandoned_kept || 0;
+          armed = true;
+          purge.textContent = `Purge ${now}: sure?`;
+          setTimeout(() => { armed = false; purge.textContent = 'Purge'; }, 5000);
+        });
         return;
       }
       armed = false;
@@ -787,7 +794,7 @@
     try {
       const client = await syncClient(state.obj.service_sid || state.svc);
       if (!alive()) return null;
-      const label = { connected: 'Live', connecting: 'Connecting…', disconnected: 'Reconnecting…', denied: 'Live view denied', error: 'Live view error' };
+      const label = { connected: 'Live', connecting: 'Connecting…', disconnected: 'Reconnecting…', retrying: 'Reconnecting…', denied: 'Live view denied', error: 'Live view error' };
       const onState = (s) => badge.set(s, label[s] || s);
       client.on('connectionStateChanged', onState);
       cleanup.push(() => client.removeListener('connectionStateChanged', onState));
@@ -800,7 +807,14 @@
       consoleState.live = { kind: state.kind, sid: state.obj.sid };
       return { client, entity };
     } catch (e) {
-      badge.set('error', `Live view unavailable: ${e.message || e}`);
+      let why = `Live view unavailable: ${e.message || e}`;
+      if (e.code === 54007 || e.status === 403) {
+        // The console watches through the SDK as the identity "console".
+        why += state.kind === 'streams'
+          ? ' (this service has ACLs on, and streams have no permissions: no SDK client can watch a stream here)'
+          : ' (this service has ACLs on: give the identity "console" read permission on this object to watch it live)';
+      }
+      badge.set('error', why);
       return null;
     }
   }
