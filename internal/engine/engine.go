@@ -38,6 +38,10 @@ type Config struct {
 	// instant); default 10,000.
 	TrimChunk     int
 	SweepInterval time.Duration // TTL sweeper / log trimmer period; default 5s
+	// MessageConfirmWait is how long a stream message's publish waits for
+	// the bus to confirm it (a stalled NATS server) before 503; default
+	// DefaultMessageConfirmWait.
+	MessageConfirmWait time.Duration
 
 	// Observe, when set, receives every batch of committed events after
 	// they were published (webhooks). It must not block.
@@ -118,6 +122,9 @@ func New(cfg Config) *Engine {
 	}
 	if cfg.TrimChunk <= 0 {
 		cfg.TrimChunk = 10_000
+	}
+	if cfg.MessageConfirmWait == 0 {
+		cfg.MessageConfirmWait = DefaultMessageConfirmWait
 	}
 	if cfg.SweepInterval == 0 {
 		cfg.SweepInterval = 5 * time.Second

@@ -3,9 +3,11 @@ package engine
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"slices"
 	"strconv"
+	"time"
 
 	"github.com/chorus-sync/chorus"
 )
@@ -445,6 +447,48 @@ func (e *Engine) removeItem(ctx context.Context, tx chorus.Tx, c *change, obj *c
 	return tx.UpdateObject(ctx, obj)
 }
 
+// DefaultMessageConfirmWait is how long a stream message's publish waits
+// for the bus to confirm it: within twilsock's 20 s request timeout, and
+// longer than the stalls that gave duplicates (a 12 s NATS freeze: the SDK
+// retried its 503s, and the first copy arrived as well, 3 in all).
+const DefaultMessageConfirmWait = 15 * time.Second
+
+// disconnectCounter is a Bus that counts the connections it lost (nats):
+// what was published before a loss may have gone with the connection.
+type disconnectCounter interface{ Disconnects() uint64 }
+
+func busDisconnects(b chorus.Bus) uint64 {
+	if d, ok := b.(disconnectCounter); ok {
+		return d.Disconnects()
+	}
+	return 0
+}
+
+// confirmPublished waits until the bus has everything published before
+// the call (Ping) on the connection it was published on (gen, from
+// busDisconnects), for at most MessageConfirmWait. Publish only buffers a
+// message: a bus cut off unnoticed (a NATS stall, a network cut) took 859
+// messages a tester published, and they reached nobody. A stalled server
+// that answers within the wait has the message once, and its publisher a
+// 201 rather than a 503 it would retry. After a lost connection, or past
+// the wait, the outcome is unknown.
+func (e *Engine) confirmPublished(ctx context.Context, gen uint64) error {
+	deadline := time.Now().Add(e.cfg.MessageConfirmWait)
+	for {
+		err := e.cfg.Bus.Ping(ctx)
+		if busDisconnects(e.cfg.Bus) != gen {
+			return chorus.Wrap(chorus.ErrUnavailable, errors.New("the bus lost its connection before confirming the message"))
+		}
+		if err == nil {
+			return nil
+		}
+		if !time.Now().Before(deadline) {
+			return err
+		}
+		time.Sleep(min(100*time.Millisecond, time.Until(deadline))) // a Ping that failed at once
+	}
+}
+
 // PublishMessage publishes a message to a stream.
 func (e *Engine) PublishMessage(ctx context.Context, a Actor, svc *chorus.Service, streamID string, data json.RawMessage) (*chorus.StreamMessage, error) {
 	if data == nil {
@@ -479,21 +523,17 @@ func (e *Engine) PublishMessage(ctx context.Context, a Actor, svc *chorus.Servic
 	// the publisher is told so (503) rather than answered as if it had
 	// been published, and no webhook says it was. A tester's publishers
 	// had 459 messages acknowledged and lost during a NATS outage.
-	// Publish only buffers the message: a bus cut off unnoticed (a NATS
-	// stall, a network cut) took 859 messages a tester published, and
-	// they reached nobody. Ping waits until the bus has everything
-	// published before it, so a message is answered 201 only once the bus
-	// has it (a refused one may have reached the bus: 503 says the
-	// outcome is unknown, which a publisher may retry).
 	if e.cfg.Bus != nil {
 		bctx := context.WithoutCancel(ctx)
-		err := e.cfg.Bus.Publish(bctx, c.events...)
-		if err == nil {
-			err = e.cfg.Bus.Ping(bctx)
-		}
-		if err != nil {
+		gen := busDisconnects(e.cfg.Bus)
+		if err := e.cfg.Bus.Publish(bctx, c.events...); err != nil {
 			e.warnUnpublished(err)
 			return nil, chorus.Errorf(chorus.ErrUnavailable, "Service unavailable: the message was not published (the cluster's message bus is out of reach)")
+		}
+		if err := e.confirmPublished(bctx, gen); err != nil {
+			e.warnUnpublished(err)
+			return nil, chorus.Errorf(chorus.ErrUnavailable,
+				"Service unavailable: the cluster's message bus did not confirm the message; it may still reach subscribers")
 		}
 		e.posted.Add(uint64(len(c.events)))
 	}

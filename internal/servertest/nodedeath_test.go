@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/chorus-sync/chorus"
+	"github.com/chorus-sync/chorus/internal/engine"
 	"github.com/chorus-sync/chorus/internal/testrelay"
 	"github.com/chorus-sync/chorus/internal/webhook"
 )
@@ -231,16 +232,37 @@ func TestStoreOutagePresumesNoNodeDead(t *testing.T) {
 // n1's relay to NATS is cut, unnoticed (the connection looks up); a
 // message published through n1 used to be answered 201 and reach no
 // subscriber (a cluster tester lost 859 acknowledged messages during a
-// NATS stall). The publish now waits for the bus to confirm it: 503.
+// NATS stall). The publish now waits for the bus to confirm it, for
+// engine.DefaultMessageConfirmWait: 503, which says the message may
+// still reach subscribers. A stall that ends within the wait (a NATS
+// server stopped, then resumed) is answered 201: a 503 there had the SDK
+// publish again while the first copy was on its way.
 func TestStreamMessageDuringACutIsRefused(t *testing.T) {
 	c, relays := relayedCluster(t, webhook.DefaultNodeTimeout)
 	a, b := c.Nodes[0], c.StartNode(t)
 	stream := sidOf(t, mustREST(t, a, "POST", "/Streams", nil, http.StatusCreated))
 	mustREST(t, b, "POST", "/Streams/"+stream+"/Messages", url.Values{"Data": {`{"n":0}`}}, http.StatusCreated)
-	relays[1].Freeze()
+
+	relays[1].Stall()
+	time.AfterFunc(2*time.Second, relays[1].Resume)
 	start := time.Now()
-	mustREST(t, b, "POST", "/Streams/"+stream+"/Messages", url.Values{"Data": {`{"n":1}`}}, http.StatusServiceUnavailable)
-	if took := time.Since(start); took > 10*time.Second {
+	mustREST(t, b, "POST", "/Streams/"+stream+"/Messages", url.Values{"Data": {`{"n":1}`}}, http.StatusCreated)
+	if took := time.Since(start); took < time.Second {
+		t.Errorf("a publish during a 2 s stall was answered after %v: not confirmed by the bus", took)
+	}
+
+	relays[1].Freeze()
+	start = time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), engine.DefaultMessageConfirmWait+10*time.Second)
+	defer cancel()
+	res, err := b.REST(ctx, "POST", "/Streams/"+stream+"/Messages", url.Values{"Data": {`{"n":2}`}})
+	if err != nil {
+		t.Fatalf("a publish during a cut: %v after %v", err, time.Since(start))
+	}
+	if res.Status != http.StatusServiceUnavailable || !strings.Contains(string(res.Body), "may still reach subscribers") {
+		t.Errorf("a publish during a cut = %d %s; want 503 saying the message may still reach subscribers", res.Status, res.Body)
+	}
+	if took := time.Since(start); took > engine.DefaultMessageConfirmWait+5*time.Second {
 		t.Errorf("the refused publish took %v", took)
 	}
 }

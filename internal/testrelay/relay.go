@@ -85,6 +85,9 @@ func (p *Relay) pipe(dst, src net.Conn) {
 			time.Sleep(5 * time.Millisecond)
 		}
 		n, err := src.Read(buf)
+		for n > 0 && p.stalled.Load() { // read before the Stall: held, not passed on
+			time.Sleep(5 * time.Millisecond)
+		}
 		if n > 0 && !p.frozen.Load() {
 			if _, werr := dst.Write(buf[:n]); werr != nil {
 				return

@@ -577,6 +577,11 @@ func (b *Bus) lostEvents() {
 	go fn(false)
 }
 
+// Disconnects counts the connections to the server the Bus lost: a
+// publish buffered before one may have been lost with it, even if a Ping
+// after the reconnect succeeds.
+func (b *Bus) Disconnects() uint64 { return uint64(b.disconnects.Load()) }
+
 // Ping fails unless the connection is up and the server answers a ping
 // within ctx's deadline or 2s, whichever is sooner.
 // Connected reports whether the connection to the server is up, as far

@@ -1,0 +1,90 @@
+package engine_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/chorus-sync/chorus"
+	"github.com/chorus-sync/chorus/internal/bus/mem"
+	"github.com/chorus-sync/chorus/internal/engine"
+)
+
+// stalledBus is an in-process bus whose Ping fails until stalls runs out,
+// as a NATS server stopped for a while answers no ping; a bus that loses
+// its connection (lose) counts one at the first failed Ping.
+type stalledBus struct {
+	*mem.Bus
+	stalls      atomic.Int32
+	lose        bool
+	disconnects atomic.Uint64
+}
+
+func (b *stalledBus) Ping(ctx context.Context) error {
+	if b.stalls.Add(-1) >= 0 {
+		if b.lose {
+			b.disconnects.Store(1)
+		}
+		return chorus.Wrap(chorus.ErrUnavailable, errors.New("no pong"))
+	}
+	return b.Bus.Ping(ctx)
+}
+
+func (b *stalledBus) Disconnects() uint64 { return b.disconnects.Load() }
+
+// TestStreamMessageConfirmedAfterStall: a message whose bus stalls is
+// answered once the bus confirms it, within MessageConfirmWait, and so is
+// published once (a 503 made the SDK publish it again while the first copy
+// was on its way: 3 copies for one publish). Past the wait, or after the
+// bus lost its connection, the answer is 503 and says the outcome is
+// unknown.
+func TestStreamMessageConfirmedAfterStall(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name   string
+		stalls int32
+		lose   bool
+		wait   time.Duration
+		ok     bool
+	}{
+		{"a stall shorter than the wait", 5, false, 10 * time.Second, true},
+		{"a stall longer than the wait", 1000, false, 300 * time.Millisecond, false},
+		{"a lost connection", 1, true, 10 * time.Second, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			bus := &stalledBus{Bus: mem.New(), lose: tc.lose}
+			t.Cleanup(func() { bus.Close() })
+			bus.stalls.Store(tc.stalls)
+			eng := engine.New(engine.Config{Store: f.eng.Store(), Bus: bus, Now: f.clock.Now, MessageConfirmWait: tc.wait})
+			stream, err := eng.CreateObject(ctx, engine.SystemActor(), f.svc, chorus.KindStream, engine.CreateObject{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got atomic.Int32
+			cancel, err := bus.Subscribe(stream.SID, func(*chorus.Event) { got.Add(1) })
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer cancel()
+			start := time.Now()
+			_, err = eng.PublishMessage(ctx, engine.SystemActor(), f.svc, stream.SID, []byte(`{"n":1}`))
+			took := time.Since(start)
+			if tc.ok {
+				if err != nil || got.Load() != 1 {
+					t.Fatalf("publish = %v after %v, %d delivered; want success, 1", err, took, got.Load())
+				}
+				return
+			}
+			if chorus.ErrorCode(err) != chorus.ErrUnavailable.Code || !strings.Contains(err.Error(), "may still reach") {
+				t.Fatalf("publish = %v, want 503 saying the message may still reach subscribers", err)
+			}
+			if tc.lose && took > 2*time.Second {
+				t.Errorf("after a lost connection the publish waited %v, want an answer at once", took)
+			}
+		})
+	}
+}
