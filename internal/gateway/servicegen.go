@@ -71,12 +71,33 @@ func (c *conn) adoptService(svc *chorus.Service, gen uint64) {
 	if gen < c.svcGenSeen.Load() {
 		return // older than what the session has: it stays as it is
 	}
-	if old := c.svcLatest.Load(); svc.ACLEnabled && (old == nil || !old.ACLEnabled) {
+	old := c.svcLatest.Load()
+	if svc.ACLEnabled && (old == nil || !old.ACLEnabled) {
 		c.holdForService()
 		c.aclTurnedOn.Store(true) // afterServiceRead re-checks what holds do not cover
 	}
+	if svc.ReachabilityWebhooksEnabled && (old == nil || !old.ReachabilityWebhooksEnabled || old.WebhookURL == "") {
+		c.tellPresence(svc)
+	}
 	c.setService(svc)
 	c.markServiceRead(gen)
+}
+
+// tellPresence tells Presence of the open session again, after svc turned
+// reachability webhooks on: Presence tracks only the sessions of services
+// that have them, and one opened before would end unheard (no
+// endpoint_disconnected). Under mu, so that it comes before teardown's
+// Disconnected, never after it.
+func (c *conn) tellPresence(svc *chorus.Service) {
+	p := c.g.cfg.Presence
+	if p == nil {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.initialized && !c.offline {
+		p.Connected(svc, c.online.identity, c.id)
+	}
 }
 
 // holdForService holds every subscription of the session but streams'

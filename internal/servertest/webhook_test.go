@@ -211,6 +211,39 @@ func TestReachabilityAcrossNodes(t *testing.T) {
 	}
 }
 
+// TestReachabilityTurnedOnWhileConnected: a session opened before its
+// service turned reachability webhooks on is heard when it ends (an
+// identity online then left only an endpoint_connected, never its
+// endpoint_disconnected), on the node the change was made on and on
+// another; and its identity is told online once, not counted twice.
+func TestReachabilityTurnedOnWhileConnected(t *testing.T) {
+	c := NewCluster(t, Config{Nodes: 2, Webhooks: fastHooks})
+	rc := newHookReceiver(t, c.Creds.AuthToken)
+	mustREST(t, c.Nodes[0], "POST", "", url.Values{"WebhookUrl": {rc.URL + "/hook"}}, http.StatusOK)
+	a := dial(t, c.Nodes[0].WSURL, c.Token(t, "alice"))
+	b := dial(t, c.Nodes[1].WSURL, c.Token(t, "bob"))
+	mustREST(t, c.Nodes[0], "POST", "", url.Values{"ReachabilityWebhooksEnabled": {"true"}}, http.StatusOK)
+	got := map[string]int{}
+	for range 2 {
+		h := rc.next(t, 15*time.Second)
+		got[h.form.Get("EventType")+" "+h.form.Get("Identity")]++
+	}
+	if got["endpoint_connected alice"] != 1 || got["endpoint_connected bob"] != 1 {
+		t.Fatalf("webhooks when reachability turned on: %v, want alice's and bob's endpoint_connected", got)
+	}
+	a.ws.Close(websocket.StatusNormalClosure, "")
+	b.ws.Close(websocket.StatusNormalClosure, "")
+	got = map[string]int{}
+	for range 2 {
+		h := rc.next(t, 15*time.Second)
+		got[h.form.Get("EventType")+" "+h.form.Get("Identity")]++
+	}
+	if got["endpoint_disconnected alice"] != 1 || got["endpoint_disconnected bob"] != 1 {
+		t.Fatalf("webhooks when the sessions ended: %v, want alice's and bob's endpoint_disconnected", got)
+	}
+	rc.none(t, time.Second)
+}
+
 // TestSkewedNodeClocks: nodes whose clocks are off (the leader's 20
 // minutes ahead, another's 16 minutes behind, a third's a minute ahead;
 // webhooks older than 15 minutes are given up on) are not presumed dead,

@@ -56,7 +56,9 @@ func (q *presenceQueue) init(d *Dispatcher) {
 
 // Connected records that a client endpoint of identity opened a session on
 // svc (the gateway's Presence). Services without reachability webhooks
-// are not tracked.
+// are not tracked. An endpoint already tracked is not counted again: the
+// gateway also calls it for its open sessions when a service turns
+// reachability webhooks on, so that their ends are heard.
 func (d *Dispatcher) Connected(svc *chorus.Service, identity, endpointID string) {
 	if !svc.ReachabilityWebhooksEnabled || svc.WebhookURL == "" {
 		return
@@ -82,7 +84,7 @@ func (q *presenceQueue) push(op presenceOp) {
 	case op.connect && tr == nil:
 		q.tracked[k] = &tracked{ep: op.ep, sessions: 1}
 	case op.connect:
-		tr.sessions++
+		return // the endpoint (a session's own id) is tracked already
 	case tr == nil:
 		return // never recorded
 	default:
