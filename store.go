@@ -2,8 +2,14 @@ package chorus
 
 import (
 	"context"
+	"errors"
 	"time"
 )
+
+// ErrCommitUnknown is wrapped by an Update's error when the transaction's
+// outcome is unknown: its COMMIT was sent, and the connection failed before
+// the answer came (a database killed or restarted then).
+var ErrCommitUnknown = errors.New("the commit's outcome is unknown")
 
 // Store is durable state: credentials, services, objects, items,
 // permissions and the per-object event log. Backends live under
@@ -17,7 +23,9 @@ type Store interface {
 
 	// Update runs fn in a read-write transaction and returns once the
 	// transaction is durably committed (fsynced), or with fn's error after
-	// rolling back everything fn wrote. Backends may run several concurrent
+	// rolling back everything fn wrote. When the connection failed during
+	// the commit, so that the transaction may or may not have committed,
+	// the error wraps ErrCommitUnknown. Backends may run several concurrent
 	// Updates in one database transaction (group commit); each fn's writes
 	// still commit or roll back as a unit, and fns that touch the same rows
 	// see each other's writes in order. fn may run more than once if the

@@ -231,12 +231,60 @@ func (e *Engine) update(ctx context.Context, a Actor, fn func(tx chorus.Tx, c *c
 		c.events = c.events[:0]
 		return fn(tx, c)
 	})
+	if err != nil && errors.Is(err, chorus.ErrCommitUnknown) {
+		err = e.resolveCommit(ctx, c.events, err)
+	}
 	if err != nil {
 		return err
 	}
 	e.writes.Add(1)
 	e.publish(ctx, c.events)
 	return nil
+}
+
+// resolveWait bounds how long a write whose commit's outcome is unknown
+// waits for the store to tell (a restarted PostgreSQL recovers in seconds).
+var resolveWait = 5 * time.Second
+
+// resolveCommit finds out whether a change whose COMMIT lost its answer
+// (err wraps chorus.ErrCommitUnknown) committed: its first event is in the
+// log, with this change's time, or it is not. Committed, it is answered
+// and published like any other (nil); not committed, the write is refused
+// as unavailable and may be retried. A cluster tester's writes answered
+// 503 had been stored, and their subscribers never saw them; the SDK's own
+// retry of such a list push stored it twice. When the store cannot tell
+// within resolveWait, the answer says the write may have been stored, and
+// every node is told to re-read what its sessions may have missed.
+func (e *Engine) resolveCommit(ctx context.Context, events []*chorus.Event, err error) error {
+	if len(events) == 0 {
+		return err // nothing that subscribers wait for; the outcome stays unknown
+	}
+	first := events[0]
+	deadline := time.Now().Add(resolveWait)
+	for {
+		var stored []*chorus.Event
+		verr := e.view(ctx, func(tx chorus.ReadTx) (err error) {
+			stored, err = tx.Events(ctx, first.ObjectSID, first.ID-1, 1)
+			return err
+		})
+		if verr == nil {
+			if len(stored) == 1 && stored[0].ID == first.ID && stored[0].DateCreated.Equal(first.DateCreated) && stored[0].Type == first.Type {
+				e.log.Warn("a write's commit lost its answer, and it committed: answered as made", "object", first.ObjectSID, "event", first.ID, "err", err)
+				return nil
+			}
+			return err // not committed: a retry makes it once
+		}
+		if ctx.Err() != nil || !time.Now().Before(deadline) {
+			break
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+	e.markUnposted()
+	return chorus.Wrap(chorus.Errorf(chorus.ErrUnavailable,
+		"Service unavailable: the database connection was lost while committing; the write may have been made"), err)
 }
 
 func (e *Engine) publish(ctx context.Context, events []*chorus.Event) {

@@ -205,10 +205,79 @@ var ErrSingleNodeInUse = errors.New("another Chorus node without a bus is using 
 // returns an error wrapping ErrSingleNodeInUse when another Store holds
 // it. Nodes that share the database through a bus must not call it.
 //
-// The lock is taken once: if its connection is lost later (a database
-// restart), it is not taken again.
+// Until Close, the lock's session is checked every singleNodeCheck, and
+// the lock taken again when its connection was lost (a database restart
+// or a terminated backend releases it): otherwise a second node without a
+// bus could start on the database and serve beside this one, neither
+// hearing of the other's writes. If another node took it meanwhile, that
+// is logged as an error until one of them stops.
 func (s *Store) LockSingleNode(ctx context.Context) error {
-	return s.claim(ctx, &s.single, "single-node lock", ErrSingleNodeInUse)
+	if err := s.claim(ctx, &s.single, "single-node lock", ErrSingleNodeInUse); err != nil {
+		return err
+	}
+	s.keeping.Do(func() { go s.keepSingleNode() })
+	return nil
+}
+
+// singleNodeCheck is how often a node without a bus checks its
+// single-node lock.
+var singleNodeCheck = 5 * time.Second
+
+// keepSingleNode checks the single-node lock until Close (LockSingleNode).
+func (s *Store) keepSingleNode() {
+	t := time.NewTicker(singleNodeCheck)
+	defer t.Stop()
+	var warned time.Time
+	for {
+		select {
+		case <-s.base.Done():
+			return
+		case <-t.C:
+		}
+		err := s.recheckSingleNode()
+		switch {
+		case err == nil:
+		case errors.Is(err, ErrSingleNodeInUse):
+			if time.Since(warned) > leaderWarnEvery {
+				warned = time.Now()
+				s.logger.Error("postgres: another node without a bus took this database's single-node lock while this node's "+
+					"connection was down; the two do not hear of each other's writes: stop one of them", logKeyErr, err)
+			}
+		case time.Since(warned) > leaderWarnEvery:
+			warned = time.Now()
+			s.logger.Warn("postgres: single-node lock: cannot take it again yet", logKeyErr, err)
+		}
+	}
+}
+
+// recheckSingleNode pings the single-node lock's session and takes the
+// lock again when it was lost.
+func (s *Store) recheckSingleNode() error {
+	l := &s.single
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return nil
+	}
+	if l.conn != nil {
+		ctx, cancel := context.WithTimeout(s.base, s.cfg.ConnectTimeout)
+		err := l.conn.Ping(ctx)
+		cancel()
+		if err == nil && l.held {
+			l.mu.Unlock()
+			return nil
+		}
+		if err != nil {
+			s.logger.Warn("postgres: single-node lock lost with its connection; taking it again", logKeyErr, err)
+			l.dropLocked()
+		}
+	}
+	l.mu.Unlock()
+	if err := s.claim(s.base, l, "single-node lock", ErrSingleNodeInUse); err != nil {
+		return err
+	}
+	s.logger.Info("postgres: single-node lock taken again")
+	return nil
 }
 
 // ErrImportRunning is the error of LockImport when another Store holds the

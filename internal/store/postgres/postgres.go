@@ -2,6 +2,8 @@ package postgres
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -146,6 +148,7 @@ type Store struct {
 
 	leader  sessionLock // cluster leadership (Leader)
 	single  sessionLock // the database's only node without a bus (LockSingleNode)
+	keeping sync.Once   // starts keepSingleNode
 	imports sessionLock // one copy into the database at a time (LockImport)
 
 	warnMu         sync.Mutex
@@ -276,6 +279,10 @@ func OpenConfig(ctx context.Context, dsn string, cfg Config, logger *slog.Logger
 	}
 	if err := s.init(ctx); err != nil {
 		pool.Close()
+		if tlsRefused(err) {
+			// The server answered: waiting for it (ErrUnavailable) cannot help.
+			return nil, fmt.Errorf("postgres: open %s: TLS as the URL's sslmode asks failed: %v", a, err)
+		}
 		return nil, fmt.Errorf("postgres: open %s: %w", a, err)
 	}
 	s.base, s.cancel = context.WithCancel(context.WithoutCancel(ctx))
@@ -449,6 +456,20 @@ func unavailable(err error) error {
 	return chorus.Wrap(chorus.ErrUnavailable, err)
 }
 
+// tlsRefused reports whether err is a server's refusal of TLS (sslmode
+// require or verify-* against a server without it) or a certificate that
+// fails verification: a server that answered, which no retry changes.
+func tlsRefused(err error) bool {
+	var (
+		verify   *tls.CertificateVerificationError
+		unknown  x509.UnknownAuthorityError
+		hostname x509.HostnameError
+		invalid  x509.CertificateInvalidError
+	)
+	return strings.Contains(err.Error(), "server refused TLS connection") ||
+		errors.As(err, &verify) || errors.As(err, &unknown) || errors.As(err, &hostname) || errors.As(err, &invalid)
+}
+
 // isConnError reports whether err comes from a lost, unreachable or
 // unusable connection rather than from a statement the server rejected.
 func isConnError(err error) bool {
@@ -589,7 +610,7 @@ func (s *Store) updateOnce(ctx context.Context, fn func(chorus.Tx) error) (confl
 		if isConflict(err) {
 			return err, nil
 		}
-		return nil, s.connError(ctx, "update: commit", err)
+		return nil, s.connError(ctx, "update: commit", commitUnknown(err))
 	}
 	return nil, nil
 }
@@ -813,8 +834,9 @@ func (s *Store) runBatch(batch, carry []*groupcommit.Request, spared map[*groupc
 	run = done
 	if began {
 		if err := commit(ctx, c.Conn()); err != nil {
-			// A failed COMMIT rolled everything back.
-			failAll("commit", err)
+			// A COMMIT the server refused rolled everything back; one
+			// whose answer was lost may have committed.
+			failAll("commit", commitUnknown(err))
 			return carry
 		}
 	}
@@ -840,6 +862,18 @@ func (s *Store) runFn(ctx context.Context, c *pgx.Conn, r *groupcommit.Request, 
 // errCommitRolledBack is the error of a COMMIT that rolled back: the
 // transaction had failed.
 var errCommitRolledBack = errors.New("transaction was aborted: COMMIT rolled back")
+
+// commitUnknown marks the error of a COMMIT whose outcome is unknown (it
+// was sent, and the connection failed before the server answered) with
+// chorus.ErrCommitUnknown. A COMMIT the server answered (a PgError, a
+// rollback) or never got (pgconn.SafeToRetry) did not commit.
+func commitUnknown(err error) error {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) || errors.Is(err, errCommitRolledBack) || pgconn.SafeToRetry(err) {
+		return err
+	}
+	return errors.Join(err, chorus.ErrCommitUnknown)
+}
 
 // commit commits the transaction open on c.
 func commit(ctx context.Context, c *pgx.Conn) error {

@@ -3,6 +3,7 @@ package postgres
 import (
 	"context"
 	"errors"
+	"io"
 	"net/url"
 	"strings"
 	"testing"
@@ -11,6 +12,7 @@ import (
 	"github.com/chorus-sync/chorus"
 	"github.com/chorus-sync/chorus/internal/testrelay"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // holdRowLock locks doc's row from a session of its own inside a
@@ -332,5 +334,63 @@ func TestFrozenLeaderIsReplaced(t *testing.T) {
 	}
 	if !b.Leader(ctx) {
 		t.Error("the store that took over no longer leads")
+	}
+}
+
+// TestCommitUnknown: a COMMIT's error says its outcome is unknown only when
+// the COMMIT may have reached the server and its answer was lost: not when
+// the server answered it (an error, a rollback) or never got it.
+func TestCommitUnknown(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		err  error
+		want bool
+	}{
+		{"connection lost", io.ErrUnexpectedEOF, true},
+		{"server error", &pgconn.PgError{Code: "40001"}, false},
+		{"rolled back", errCommitRolledBack, false},
+	} {
+		if got := errors.Is(commitUnknown(tc.err), chorus.ErrCommitUnknown); got != tc.want {
+			t.Errorf("%s: unknown = %t, want %t", tc.name, got, tc.want)
+		}
+	}
+}
+
+// TestSingleNodeLockTakenAgain: a node without a bus whose lock session is
+// lost (a database restart, a terminated backend) takes the lock again, so
+// that a second such node is still refused; an operator's restart of
+// PostgreSQL let a second node start and serve beside the first.
+func TestSingleNodeLockTakenAgain(t *testing.T) {
+	old := singleNodeCheck
+	singleNodeCheck = 50 * time.Millisecond
+	t.Cleanup(func() { singleNodeCheck = old })
+	ctx := context.Background()
+	dsn := newSchema(t)
+	a, b := openDSN(t, dsn, Config{}), openDSN(t, dsn, Config{})
+	if err := a.LockSingleNode(ctx); err != nil {
+		t.Fatalf("LockSingleNode = %v, want nil", err)
+	}
+	a.single.mu.Lock()
+	pid := a.single.conn.PgConn().PID()
+	a.single.mu.Unlock()
+	var killed bool
+	if err := adminConn(t).QueryRow(ctx, "SELECT pg_terminate_backend($1)", pid).Scan(&killed); err != nil || !killed {
+		t.Fatalf("pg_terminate_backend = %v, %v", killed, err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		a.single.mu.Lock()
+		again := a.single.held && a.single.conn != nil && a.single.conn.PgConn().PID() != pid
+		a.single.mu.Unlock()
+		if again {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the single-node lock was not taken again 10 s after its session ended")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err := b.LockSingleNode(ctx); !errors.Is(err, ErrSingleNodeInUse) {
+		t.Fatalf("LockSingleNode of a second store after the first's session was lost = %v, want ErrSingleNodeInUse", err)
 	}
 }

@@ -194,3 +194,41 @@ func TestReadOnlyServerIsUnavailable(t *testing.T) {
 		}
 	}
 }
+
+// TestOpenTLSRefused: a server that answers an sslmode=require connection
+// with "no TLS" is not unavailable, to be waited for: it answered, and
+// `chorus serve` stops at once (it waited its whole --start-wait, saying
+// the server was unreachable).
+func TestOpenTLSRefused(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				buf := make([]byte, 8) // SSLRequest
+				if _, err := io.ReadFull(c, buf); err == nil {
+					_, _ = c.Write([]byte{'N'})
+				}
+				time.Sleep(100 * time.Millisecond)
+			}()
+		}
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	s, err := OpenConfig(ctx, "postgres://postgres:s3cretpw@"+ln.Addr().String()+"/test?sslmode=require", Config{ConnectTimeout: 2 * time.Second}, nil)
+	if err == nil {
+		s.Close()
+		t.Fatal("Open(a server without TLS, sslmode=require) = nil error, want one")
+	}
+	if errors.Is(err, chorus.ErrUnavailable) || !strings.Contains(err.Error(), "TLS") || strings.Contains(err.Error(), "s3cretpw") {
+		t.Errorf("Open(a server without TLS, sslmode=require) = %v; want an error about TLS, not unavailable, without the password", err)
+	}
+}
