@@ -105,6 +105,19 @@ func TestCommitWithLostAnswer(t *testing.T) {
 			}
 		})
 	}
+
+	// A creation's event is not logged, so its outcome stays unknown:
+	// made or not, the answer says it may have been (a reviewer's
+	// creations, permissions and Service changes were answered "not made"
+	// though they were).
+	for _, commit := range []bool{true, false} {
+		st := &lostCommitStore{Store: f.eng.Store(), commit: commit}
+		eng := engine.New(engine.Config{Store: st, Bus: mem.New(), Now: f.clock.Now})
+		_, err := eng.CreateObject(ctx, engine.SystemActor(), f.svc, chorus.KindList, engine.CreateObject{})
+		if chorus.ErrorCode(err) != chorus.ErrUnavailable.Code || !strings.Contains(err.Error(), "may have been made") || !eng.Unposted() {
+			t.Errorf("a creation whose commit (made: %t) lost its answer = %v, Unposted %t; want 503 saying it may have been made, Unposted", commit, err, eng.Unposted())
+		}
+	}
 }
 
 func docData(t *testing.T, f *fixture, sid string) string {

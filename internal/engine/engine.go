@@ -89,6 +89,9 @@ type Engine struct {
 	// unposted: a committed change could not be published since the last
 	// announcement (AnnounceResync): the Bus was down.
 	unposted atomic.Bool
+	// busStalled: a stream message's publish was not confirmed, and no
+	// ping since answered (confirmPublished).
+	busStalled atomic.Bool
 	// unpublishedGate spaces the warnings about changes the bus refused
 	// (warnUnpublished).
 	unpublishedGate *ratelog.Gate
@@ -256,10 +259,16 @@ var resolveWait = 5 * time.Second
 // within resolveWait, the answer says the write may have been stored, and
 // every node is told to re-read what its sessions may have missed.
 func (e *Engine) resolveCommit(ctx context.Context, events []*chorus.Event, err error) error {
-	if len(events) == 0 {
-		return err // nothing that subscribers wait for; the outcome stays unknown
+	var first *chorus.Event // the first event the log keeps (creations and access changes are not logged)
+	for _, ev := range events {
+		if ev.ID > 0 {
+			first = ev
+			break
+		}
 	}
-	first := events[0]
+	if first == nil {
+		return e.commitUnknown(err)
+	}
 	deadline := time.Now().Add(resolveWait)
 	for {
 		var stored []*chorus.Event
@@ -268,7 +277,7 @@ func (e *Engine) resolveCommit(ctx context.Context, events []*chorus.Event, err 
 			return err
 		})
 		if verr == nil {
-			if len(stored) == 1 && stored[0].ID == first.ID && stored[0].DateCreated.Equal(first.DateCreated) && stored[0].Type == first.Type {
+			if len(stored) == 1 && sameEvent(stored[0], first) {
 				e.log.Warn("a write's commit lost its answer, and it committed: answered as made", "object", first.ObjectSID, "event", first.ID, "err", err)
 				return nil
 			}
@@ -282,9 +291,24 @@ func (e *Engine) resolveCommit(ctx context.Context, events []*chorus.Event, err 
 		case <-time.After(250 * time.Millisecond):
 		}
 	}
+	return e.commitUnknown(err)
+}
+
+// commitUnknown answers a write whose commit's outcome stays unknown, and
+// has every node re-read what its sessions may have missed: it may have
+// been made, with events no one published.
+func (e *Engine) commitUnknown(err error) error {
 	e.markUnposted()
 	return chorus.Wrap(chorus.Errorf(chorus.ErrUnavailable,
 		"Service unavailable: the database connection was lost while committing; the write may have been made"), err)
+}
+
+// sameEvent reports whether the logged event a is b: another write may
+// have taken b's id after b's commit failed, at another time or with other
+// data.
+func sameEvent(a, b *chorus.Event) bool {
+	return a.ID == b.ID && a.Type == b.Type && a.DateCreated.Equal(b.DateCreated) &&
+		string(a.Data) == string(b.Data) && string(a.ItemData) == string(b.ItemData) && a.ItemKey == b.ItemKey && a.ItemIndex == b.ItemIndex
 }
 
 func (e *Engine) publish(ctx context.Context, events []*chorus.Event) {

@@ -448,10 +448,14 @@ func (e *Engine) removeItem(ctx context.Context, tx chorus.Tx, c *change, obj *c
 }
 
 // DefaultMessageConfirmWait is how long a stream message's publish waits
-// for the bus to confirm it: within twilsock's 20 s request timeout, and
-// longer than the stalls that gave duplicates (a 12 s NATS freeze: the SDK
-// retried its 503s, and the first copy arrived as well, 3 in all).
-const DefaultMessageConfirmWait = 15 * time.Second
+// for the bus to confirm it. A stall shorter than that delivers the
+// message once and answers 201 (a 2 s wait answered 503 during a 12 s NATS
+// freeze, the SDK published again, and the first copy arrived as well: 3
+// in all). It is short enough that a session's requests queued behind the
+// publish (an SDK session's are served one at a time) stay within
+// twilsock's 20 s request timeout: later publishes do not wait again while
+// the bus is known to be stalled (confirmPublished).
+const DefaultMessageConfirmWait = 10 * time.Second
 
 // disconnectCounter is a Bus that counts the connections it lost (nats):
 // what was published before a loss may have gone with the connection.
@@ -480,9 +484,11 @@ func (e *Engine) confirmPublished(ctx context.Context, gen uint64) error {
 			return chorus.Wrap(chorus.ErrUnavailable, errors.New("the bus lost its connection before confirming the message"))
 		}
 		if err == nil {
+			e.busStalled.Store(false)
 			return nil
 		}
 		if !time.Now().Before(deadline) {
+			e.busStalled.Store(true)
 			return err
 		}
 		time.Sleep(min(100*time.Millisecond, time.Until(deadline))) // a Ping that failed at once
@@ -526,6 +532,16 @@ func (e *Engine) PublishMessage(ctx context.Context, a Actor, svc *chorus.Servic
 	if e.cfg.Bus != nil {
 		bctx := context.WithoutCancel(ctx)
 		gen := busDisconnects(e.cfg.Bus)
+		if e.busStalled.Load() {
+			// An earlier message waited its whole wait: this one is not
+			// given to the bus (its copy would arrive beside the
+			// publisher's retry once the bus is back) unless it answers.
+			if err := e.cfg.Bus.Ping(bctx); err != nil {
+				e.warnUnpublished(err)
+				return nil, chorus.Errorf(chorus.ErrUnavailable, "Service unavailable: the message was not published (the cluster's message bus is not answering)")
+			}
+			e.busStalled.Store(false)
+		}
 		if err := e.cfg.Bus.Publish(bctx, c.events...); err != nil {
 			e.warnUnpublished(err)
 			return nil, chorus.Errorf(chorus.ErrUnavailable, "Service unavailable: the message was not published (the cluster's message bus is out of reach)")

@@ -105,17 +105,20 @@ func appendValues(form, more url.Values) url.Values {
 
 // refuseBody refuses the body of a request other than a POST: reads and
 // removals take their parameters in the query string, and one sent in a
-// body would be ignored (DELETE with Bogus=1 in its body deleted). An
-// empty body passes, with or without a Content-Type (twilio-go sends one).
+// body would be ignored (DELETE with Bogus=1 in its body deleted). A body
+// without parameters passes, with or without a Content-Type: empty
+// (twilio-go sends one), blank, or an empty JSON object (generic HTTP
+// wrappers send "{}").
 func refuseBody(r *http.Request) error {
 	if r.Body == nil || r.Body == http.NoBody {
 		return nil
 	}
-	n, err := io.Copy(io.Discard, io.LimitReader(r.Body, 1))
+	const most = 64 // more is not a body without parameters
+	b, err := io.ReadAll(io.LimitReader(r.Body, most+1))
 	if err != nil {
 		return bodyErr(err, "")
 	}
-	if n > 0 {
+	if t := strings.TrimSpace(string(b)); len(b) > most || t != "" && strings.Join(strings.Fields(t), "") != "{}" {
 		return chorus.Errorf(chorus.ErrInvalidParameter,
 			"Invalid request body: a %s takes its parameters in the query string, not in a body", Clip(r.Method))
 	}

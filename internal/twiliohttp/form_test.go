@@ -86,8 +86,8 @@ func TestContentEncodingRefused(t *testing.T) {
 
 // TestBodyOfReadOrRemovalRefused: a GET or DELETE takes its parameters in
 // the query string; one sent in a body is refused (54060), not ignored,
-// while an empty body passes with or without a Content-Type (twilio-go
-// sends an empty form body with one).
+// while a body without parameters passes with or without a Content-Type:
+// empty (twilio-go sends an empty form body with one), blank, or "{}".
 func TestBodyOfReadOrRemovalRefused(t *testing.T) {
 	for _, method := range []string{http.MethodGet, http.MethodDelete, http.MethodHead} {
 		for _, tc := range []struct {
@@ -99,6 +99,10 @@ func TestBodyOfReadOrRemovalRefused(t *testing.T) {
 			{"", "x", 54060},
 			{"application/x-www-form-urlencoded", "", 0},
 			{"", "", 0},
+			{"application/json", "\n", 0},
+			{"application/json", " { } ", 0},
+			{"application/json", "{}x", 54060},
+			{"application/json", `{"a":1}`, 54060},
 		} {
 			r := httptest.NewRequest(method, "/v1/Services?PageSize=5", strings.NewReader(tc.body))
 			if tc.ct != "" {

@@ -631,6 +631,10 @@
         run(async () => {
           const all = await api('GET', '/admin/v1/Webhooks');
           const now = ((all.services || []).find((x) => x.service_sid === s.service_sid) || {}).abandoned_kept || 0;
+          if (!now) {
+            out.replaceChildren(notice('info', 'Nothing to purge: none is kept any more.'));
+            return;
+          }
           armed = true;
           purge.textContent = `Purge ${now}: sure?`;
           setTimeout(() => { armed = false; purge.textContent = 'Purge'; }, 5000);
