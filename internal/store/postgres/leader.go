@@ -205,7 +205,7 @@ var ErrSingleNodeInUse = errors.New("another Chorus node without a bus is using 
 // returns an error wrapping ErrSingleNodeInUse when another Store holds
 // it. Nodes that share the database through a bus must not call it.
 //
-// Until Close, the lock's session is checked every singleNodeCheck, and
+// Until Close, the lock's session is checked every Config.SingleNodeCheck, and
 // the lock taken again when its connection was lost (a database restart
 // or a terminated backend releases it): otherwise a second node without a
 // bus could start on the database and serve beside this one, neither
@@ -219,13 +219,9 @@ func (s *Store) LockSingleNode(ctx context.Context) error {
 	return nil
 }
 
-// singleNodeCheck is how often a node without a bus checks its
-// single-node lock.
-var singleNodeCheck = 5 * time.Second
-
 // keepSingleNode checks the single-node lock until Close (LockSingleNode).
 func (s *Store) keepSingleNode() {
-	t := time.NewTicker(singleNodeCheck)
+	t := time.NewTicker(s.cfg.SingleNodeCheck)
 	defer t.Stop()
 	var warned time.Time
 	for {

@@ -93,6 +93,9 @@ type Config struct {
 	// idle_session_timeout: there a frozen leader keeps leadership until
 	// it resumes or dies (a warning says so at the first election).
 	LeaderLease time.Duration
+	// SingleNodeCheck is how often a node without a bus checks its
+	// single-node lock (LockSingleNode). Default 5s.
+	SingleNodeCheck time.Duration
 
 	tracer pgx.QueryTracer // tests: sees every statement of every connection
 }
@@ -126,6 +129,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.LeaderLease <= 0 {
 		c.LeaderLease = DefaultLeaderLease
+	}
+	if c.SingleNodeCheck <= 0 {
+		c.SingleNodeCheck = 5 * time.Second
 	}
 	return c
 }

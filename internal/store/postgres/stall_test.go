@@ -361,12 +361,9 @@ func TestCommitUnknown(t *testing.T) {
 // that a second such node is still refused; an operator's restart of
 // PostgreSQL let a second node start and serve beside the first.
 func TestSingleNodeLockTakenAgain(t *testing.T) {
-	old := singleNodeCheck
-	singleNodeCheck = 50 * time.Millisecond
-	t.Cleanup(func() { singleNodeCheck = old })
 	ctx := context.Background()
 	dsn := newSchema(t)
-	a, b := openDSN(t, dsn, Config{}), openDSN(t, dsn, Config{})
+	a, b := openDSN(t, dsn, Config{SingleNodeCheck: 50 * time.Millisecond}), openDSN(t, dsn, Config{})
 	if err := a.LockSingleNode(ctx); err != nil {
 		t.Fatalf("LockSingleNode = %v, want nil", err)
 	}
