@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/chorus-sync/chorus"
@@ -303,7 +304,7 @@ func (e *Engine) Items(ctx context.Context, a Actor, svc *chorus.Service, k chor
 		if t.O != "asc" && t.O != "desc" {
 			return page, chorus.ErrInvalidPageToken
 		}
-		if t.K != "" && t.R != request {
+		if t.K != "" && !sameFilters(t.R, p) {
 			return page, chorus.Errorf(chorus.ErrInvalidPageToken,
 				"Invalid PageToken: it pages with another Order, From or Bounds than this request's")
 		}
@@ -360,6 +361,23 @@ func (e *Engine) Items(ctx context.Context, a Actor, svc *chorus.Service, k chor
 		return e.setPrevToken(ctx, tx, obj.SID, q, &page, tok)
 	})
 	return page, err
+}
+
+// sameFilters reports whether the Order, Bounds and From a request sends
+// beside a token agree with those the token was issued for (r, as
+// "order|bounds|from"): each that is sent must be the same; one left out
+// is the token's (a client that sends the token alone).
+func sameFilters(r string, p ItemPageRequest) bool {
+	parts := strings.SplitN(r, "|", 3) // order and bounds hold no "|"; from may
+	if len(parts) != 3 {
+		return false
+	}
+	for i, v := range []string{p.Order, p.Bounds, p.From} {
+		if v != "" && v != parts[i] {
+			return false
+		}
+	}
+	return true
 }
 
 // setPrevToken sets PrevToken when an item precedes the page in its order.

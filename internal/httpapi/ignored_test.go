@@ -126,6 +126,11 @@ func TestPageTokenNamesItsListing(t *testing.T) {
 	}
 	docs := next(svc + "/Documents?PageSize=1")
 	items := next(svc + "/Lists/" + l1 + "/Items?PageSize=1&Order=desc")
+	// A client that sends the token alone pages in the token's order.
+	d := f.rawJSON(http.MethodGet, svc+"/Lists/"+l1+"/Items?PageSize=1&PageToken="+items, "", "", 200)
+	if got := d["items"].([]any)[0].(map[string]any)["index"]; got != float64(2) {
+		t.Errorf("the second page of a descending listing, token alone: index %v, want 2", got)
+	}
 	perms := next(svc + "/Lists/" + l1 + "/Permissions?PageSize=1")
 	for _, path := range []string{
 		"/v1/Services?PageToken=" + docs,
