@@ -11,6 +11,15 @@ import (
 // the answer came (a database killed or restarted then).
 var ErrCommitUnknown = errors.New("the commit's outcome is unknown")
 
+// CommitSettler is implemented by an Update's error wrapping
+// ErrCommitUnknown when the store can wait for the lost COMMIT to finish
+// (the server may still be running it: a slow sync, a replica's
+// confirmation): Settle reports whether it has, so that a read after it
+// sees the transaction's outcome.
+type CommitSettler interface {
+	Settle(ctx context.Context) bool
+}
+
 // Store is durable state: credentials, services, objects, items,
 // permissions and the per-object event log. Backends live under
 // internal/store and all pass internal/store/storetest.

@@ -92,6 +92,7 @@ type Engine struct {
 	// busStalled: a stream message's publish was not confirmed, and no
 	// ping since answered (confirmPublished).
 	busStalled atomic.Bool
+	probing    atomic.Bool // a ping of a stalled bus runs (probeBus)
 	// unpublishedGate spaces the warnings about changes the bus refused
 	// (warnUnpublished).
 	unpublishedGate *ratelog.Gate
@@ -270,6 +271,17 @@ func (e *Engine) resolveCommit(ctx context.Context, events []*chorus.Event, err 
 		return e.commitUnknown(err)
 	}
 	deadline := time.Now().Add(resolveWait)
+	var settler chorus.CommitSettler
+	if errors.As(err, &settler) {
+		// Until the COMMIT has ended on the server, a read would not see a
+		// transaction about to commit, and call it not made.
+		sctx, cancel := context.WithDeadline(context.WithoutCancel(ctx), deadline)
+		settled := settler.Settle(sctx)
+		cancel()
+		if !settled {
+			return e.commitUnknown(err)
+		}
+	}
 	for {
 		var stored []*chorus.Event
 		verr := e.view(ctx, func(tx chorus.ReadTx) (err error) {

@@ -513,6 +513,20 @@ func (e *Engine) confirmPublished(ctx context.Context, gen uint64) error {
 	}
 }
 
+// probeBus pings a stalled bus in the background, one ping at a time, and
+// clears busStalled when it answers.
+func (e *Engine) probeBus() {
+	if !e.probing.CompareAndSwap(false, true) {
+		return
+	}
+	go func() {
+		defer e.probing.Store(false)
+		if e.cfg.Bus.Ping(context.Background()) == nil {
+			e.busStalled.Store(false)
+		}
+	}()
+}
+
 // PublishMessage publishes a message to a stream.
 func (e *Engine) PublishMessage(ctx context.Context, a Actor, svc *chorus.Service, streamID string, data json.RawMessage) (*chorus.StreamMessage, error) {
 	if data == nil {
@@ -553,12 +567,13 @@ func (e *Engine) PublishMessage(ctx context.Context, a Actor, svc *chorus.Servic
 		if e.busStalled.Load() {
 			// An earlier message waited its whole wait: this one is not
 			// given to the bus (its copy would arrive beside the
-			// publisher's retry once the bus is back) unless it answers.
-			if err := e.cfg.Bus.Ping(bctx); err != nil {
-				e.warnUnpublished(err)
-				return nil, chorus.Errorf(chorus.ErrUnavailable, "Service unavailable: the message was not published (the cluster's message bus is not answering)")
-			}
-			e.busStalled.Store(false)
+			// publisher's retry once the bus is back), and is answered at
+			// once, while a ping in the background asks whether the bus
+			// answers again (a ping here took 2 s per message, and an SDK
+			// session's queued requests waited behind them).
+			e.probeBus()
+			e.warnUnpublished(errors.New("the bus did not confirm an earlier message and has not answered since"))
+			return nil, chorus.Errorf(chorus.ErrUnavailable, "Service unavailable: the message was not published (the cluster's message bus is not answering)")
 		}
 		if err := e.cfg.Bus.Publish(bctx, c.events...); err != nil {
 			e.warnUnpublished(err)

@@ -616,7 +616,7 @@ func (s *Store) updateOnce(ctx context.Context, fn func(chorus.Tx) error) (confl
 		if isConflict(err) {
 			return err, nil
 		}
-		return nil, s.connError(ctx, "update: commit", commitUnknown(err))
+		return nil, s.connError(ctx, "update: commit", s.commitUnknown(err, c.Conn()))
 	}
 	return nil, nil
 }
@@ -842,7 +842,7 @@ func (s *Store) runBatch(batch, carry []*groupcommit.Request, spared map[*groupc
 		if err := commit(ctx, c.Conn()); err != nil {
 			// A COMMIT the server refused rolled everything back; one
 			// whose answer was lost may have committed.
-			failAll("commit", commitUnknown(err))
+			failAll("commit", s.commitUnknown(err, c.Conn()))
 			return carry
 		}
 	}
@@ -871,14 +871,56 @@ var errCommitRolledBack = errors.New("transaction was aborted: COMMIT rolled bac
 
 // commitUnknown marks the error of a COMMIT whose outcome is unknown (it
 // was sent, and the connection failed before the server answered) with
-// chorus.ErrCommitUnknown. A COMMIT the server answered (a PgError, a
+// chorus.ErrCommitUnknown, and makes it a chorus.CommitSettler for the
+// backend of c that ran it. A COMMIT the server answered (a PgError, a
 // rollback) or never got (pgconn.SafeToRetry) did not commit.
-func commitUnknown(err error) error {
+func (s *Store) commitUnknown(err error, c *pgx.Conn) error {
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) || errors.Is(err, errCommitRolledBack) || pgconn.SafeToRetry(err) {
 		return err
 	}
-	return errors.Join(err, chorus.ErrCommitUnknown)
+	lc := &lostCommit{err: err, s: s}
+	if c != nil && c.PgConn() != nil {
+		lc.pid = c.PgConn().PID()
+	}
+	return lc
+}
+
+// lostCommit is the error of a COMMIT whose answer was lost.
+type lostCommit struct {
+	err error
+	s   *Store
+	pid uint32 // the backend that ran it
+}
+
+func (e *lostCommit) Error() string   { return e.err.Error() + ": " + chorus.ErrCommitUnknown.Error() }
+func (e *lostCommit) Unwrap() []error { return []error{e.err, chorus.ErrCommitUnknown} }
+
+// Settle waits until the backend that ran the COMMIT has ended, asking the
+// server to end it: the server may still be running that COMMIT after the
+// connection failed (a slow sync, a replica's confirmation), and a read
+// before it ends would not see a transaction about to commit. A backend
+// ends only after its COMMIT has: then a read sees the outcome. It reports
+// false when the server cannot tell before ctx ends.
+func (e *lostCommit) Settle(ctx context.Context) bool {
+	if e.pid == 0 {
+		return false
+	}
+	for {
+		var alive bool
+		err := e.s.pool.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = $1)", int64(e.pid)).Scan(&alive)
+		if err == nil && !alive {
+			return true
+		}
+		if err == nil {
+			_, _ = e.s.pool.Exec(ctx, "SELECT pg_terminate_backend($1)", int64(e.pid))
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }
 
 // commit commits the transaction open on c.

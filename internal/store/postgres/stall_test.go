@@ -350,7 +350,7 @@ func TestCommitUnknown(t *testing.T) {
 		{"server error", &pgconn.PgError{Code: "40001"}, false},
 		{"rolled back", errCommitRolledBack, false},
 	} {
-		if got := errors.Is(commitUnknown(tc.err), chorus.ErrCommitUnknown); got != tc.want {
+		if got := errors.Is((&Store{}).commitUnknown(tc.err, nil), chorus.ErrCommitUnknown); got != tc.want {
 			t.Errorf("%s: unknown = %t, want %t", tc.name, got, tc.want)
 		}
 	}
@@ -389,5 +389,41 @@ func TestSingleNodeLockTakenAgain(t *testing.T) {
 	}
 	if err := b.LockSingleNode(ctx); !errors.Is(err, ErrSingleNodeInUse) {
 		t.Fatalf("LockSingleNode of a second store after the first's session was lost = %v, want ErrSingleNodeInUse", err)
+	}
+}
+
+// TestLostCommitSettles: Settle waits until the backend that ran a COMMIT
+// whose answer was lost has ended (it asks the server to end it), so that
+// a read after it sees whether the transaction committed; a reviewer's
+// slow COMMIT committed 3 s after a read had called it not made.
+func TestLostCommitSettles(t *testing.T) {
+	ctx := context.Background()
+	s := open(t, Config{})
+	c, err := s.pool.Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Release()
+	if _, err := c.Exec(ctx, "BEGIN"); err != nil {
+		t.Fatal(err)
+	}
+	lost := s.commitUnknown(io.ErrUnexpectedEOF, c.Conn())
+	var settler chorus.CommitSettler
+	if !errors.As(lost, &settler) || !errors.Is(lost, chorus.ErrCommitUnknown) {
+		t.Fatalf("commitUnknown = %v, want a chorus.CommitSettler wrapping ErrCommitUnknown", lost)
+	}
+	sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if !settler.Settle(sctx) {
+		t.Fatal("Settle = false while the server answers")
+	}
+	var one int
+	if err := c.QueryRow(ctx, "SELECT 1").Scan(&one); err == nil {
+		t.Error("the backend that ran the COMMIT still answers after Settle")
+	}
+	down, cancel2 := context.WithTimeout(ctx, 300*time.Millisecond)
+	defer cancel2()
+	if (&lostCommit{s: s}).Settle(down) {
+		t.Error("Settle without a backend to wait for = true, want false (unknown)")
 	}
 }
