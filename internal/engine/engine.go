@@ -270,40 +270,35 @@ func (e *Engine) resolveCommit(ctx context.Context, events []*chorus.Event, err 
 	if first == nil {
 		return e.commitUnknown(err)
 	}
-	deadline := time.Now().Add(resolveWait)
+	// Not the caller's context: a write made must be published even if
+	// its client went away meanwhile.
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), resolveWait)
+	defer cancel()
+	// Until the COMMIT has ended on the server, a read would not see a
+	// transaction about to commit, and call it not made.
 	var settler chorus.CommitSettler
-	if errors.As(err, &settler) {
-		// Until the COMMIT has ended on the server, a read would not see a
-		// transaction about to commit, and call it not made.
-		sctx, cancel := context.WithDeadline(context.WithoutCancel(ctx), deadline)
-		settled := settler.Settle(sctx)
-		cancel()
-		if !settled {
-			return e.commitUnknown(err)
-		}
+	if errors.As(err, &settler) && !settler.Settle(rctx) {
+		return e.commitUnknown(err)
 	}
 	for {
 		var stored []*chorus.Event
-		verr := e.view(ctx, func(tx chorus.ReadTx) (err error) {
-			stored, err = tx.Events(ctx, first.ObjectSID, first.ID-1, 1)
+		verr := e.view(rctx, func(tx chorus.ReadTx) (err error) {
+			stored, err = tx.Events(rctx, first.ObjectSID, first.ID-1, 1)
 			return err
 		})
-		if verr == nil {
-			if len(stored) == 1 && sameEvent(stored[0], first) {
-				e.log.Warn("a write's commit lost its answer, and it committed: answered as made", "object", first.ObjectSID, "event", first.ID, "err", err)
-				return nil
-			}
+		switch {
+		case verr == nil && len(stored) == 1 && sameEvent(stored[0], first):
+			e.log.Warn("a write's commit lost its answer, and it committed: answered as made", "object", first.ObjectSID, "event", first.ID, "err", err)
+			return nil
+		case verr == nil:
 			return err // not committed: a retry makes it once
 		}
-		if ctx.Err() != nil || !time.Now().Before(deadline) {
-			break
-		}
 		select {
-		case <-ctx.Done():
+		case <-rctx.Done():
+			return e.commitUnknown(err)
 		case <-time.After(250 * time.Millisecond):
 		}
 	}
-	return e.commitUnknown(err)
 }
 
 // commitUnknown answers a write whose commit's outcome stays unknown, and

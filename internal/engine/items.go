@@ -472,7 +472,7 @@ func (e *Engine) removeItem(ctx context.Context, tx chorus.Tx, c *change, obj *c
 // in all). It is short enough that a session's requests queued behind the
 // publish (an SDK session's are served one at a time) stay within
 // twilsock's 20 s request timeout: later publishes do not wait again while
-// the bus is known to be stalled (confirmPublished).
+// the bus is known to be stalled (postMessage).
 const DefaultMessageConfirmWait = 10 * time.Second
 
 // disconnectCounter is a Bus that counts the connections it lost (nats):
@@ -527,6 +527,37 @@ func (e *Engine) probeBus() {
 	}()
 }
 
+// postMessage hands a stream message's events to the bus and waits for it
+// to confirm them (confirmPublished); the error is the publisher's 503.
+// After a message waited its whole wait, the next are not given to the
+// bus (each copy would arrive beside its publisher's retry once the bus is
+// back) and are refused at once, while a ping in the background asks
+// whether the bus answers again (a ping here took 2 s per message, and an
+// SDK session's queued requests waited behind them).
+func (e *Engine) postMessage(ctx context.Context, events []*chorus.Event) error {
+	if e.cfg.Bus == nil {
+		return nil
+	}
+	if e.busStalled.Load() {
+		e.probeBus()
+		e.warnUnpublished(errors.New("the bus did not confirm an earlier message and has not answered since"))
+		return chorus.Errorf(chorus.ErrUnavailable, "Service unavailable: the message was not published (the cluster's message bus is not answering)")
+	}
+	bctx := context.WithoutCancel(ctx)
+	gen := busDisconnects(e.cfg.Bus)
+	if err := e.cfg.Bus.Publish(bctx, events...); err != nil {
+		e.warnUnpublished(err)
+		return chorus.Errorf(chorus.ErrUnavailable, "Service unavailable: the message was not published (the cluster's message bus is out of reach)")
+	}
+	if err := e.confirmPublished(bctx, gen); err != nil {
+		e.warnUnpublished(err)
+		return chorus.Errorf(chorus.ErrUnavailable,
+			"Service unavailable: the cluster's message bus did not confirm the message; it may still reach subscribers")
+	}
+	e.posted.Add(uint64(len(events)))
+	return nil
+}
+
 // PublishMessage publishes a message to a stream.
 func (e *Engine) PublishMessage(ctx context.Context, a Actor, svc *chorus.Service, streamID string, data json.RawMessage) (*chorus.StreamMessage, error) {
 	if data == nil {
@@ -561,30 +592,8 @@ func (e *Engine) PublishMessage(ctx context.Context, a Actor, svc *chorus.Servic
 	// the publisher is told so (503) rather than answered as if it had
 	// been published, and no webhook says it was. A tester's publishers
 	// had 459 messages acknowledged and lost during a NATS outage.
-	if e.cfg.Bus != nil {
-		bctx := context.WithoutCancel(ctx)
-		gen := busDisconnects(e.cfg.Bus)
-		if e.busStalled.Load() {
-			// An earlier message waited its whole wait: this one is not
-			// given to the bus (its copy would arrive beside the
-			// publisher's retry once the bus is back), and is answered at
-			// once, while a ping in the background asks whether the bus
-			// answers again (a ping here took 2 s per message, and an SDK
-			// session's queued requests waited behind them).
-			e.probeBus()
-			e.warnUnpublished(errors.New("the bus did not confirm an earlier message and has not answered since"))
-			return nil, chorus.Errorf(chorus.ErrUnavailable, "Service unavailable: the message was not published (the cluster's message bus is not answering)")
-		}
-		if err := e.cfg.Bus.Publish(bctx, c.events...); err != nil {
-			e.warnUnpublished(err)
-			return nil, chorus.Errorf(chorus.ErrUnavailable, "Service unavailable: the message was not published (the cluster's message bus is out of reach)")
-		}
-		if err := e.confirmPublished(bctx, gen); err != nil {
-			e.warnUnpublished(err)
-			return nil, chorus.Errorf(chorus.ErrUnavailable,
-				"Service unavailable: the cluster's message bus did not confirm the message; it may still reach subscribers")
-		}
-		e.posted.Add(uint64(len(c.events)))
+	if err := e.postMessage(ctx, c.events); err != nil {
+		return nil, err
 	}
 	if o := e.cfg.Outbox; o != nil && o.Wants(ev) {
 		// The message itself is not stored, but its webhook is. The

@@ -147,8 +147,13 @@ type unusedConns struct {
 	conns map[net.Conn]struct{}
 }
 
-// track is the http.Server.ConnState hook.
+// track is the http.Server.ConnState hook. A connection turns idle only
+// after a request (StateActive), so it is no longer tracked then: no lock
+// for it, once per request.
 func (u *unusedConns) track(c net.Conn, st http.ConnState) {
+	if st == http.StateIdle {
+		return
+	}
 	u.mu.Lock()
 	if st == http.StateNew {
 		u.conns[c] = struct{}{}

@@ -43,8 +43,8 @@ const (
 // ReadForm returns the parameters of r, as every Twilio-style API of the
 // server reads them: for a POST, the form body followed by the query
 // string (body values first, as net/http's Request.Form); for other
-// methods the query string alone, and a body that is not empty is refused
-// (54060). The body is bounded to maxBody bytes (413, 54006, beyond). A
+// methods the query string alone, and a body with anything but blanks or
+// "{}" in it is refused (54060). The body is bounded to maxBody bytes (413, 54006, beyond). A
 // body the server's edge parsed already (ParsedForm) is not parsed again.
 func ReadForm(w http.ResponseWriter, r *http.Request, maxBody int64) (url.Values, error) {
 	if pf, ok := r.Body.(*ParsedForm); ok && int64(pf.Size) <= maxBody && r.Method == http.MethodPost {
@@ -118,7 +118,7 @@ func refuseBody(r *http.Request) error {
 	if err != nil {
 		return bodyErr(err, "")
 	}
-	if t := strings.TrimSpace(string(b)); len(b) > most || t != "" && strings.Join(strings.Fields(t), "") != "{}" {
+	if bare := strings.Join(strings.Fields(string(b)), ""); len(b) > most || bare != "" && bare != "{}" {
 		return chorus.Errorf(chorus.ErrInvalidParameter,
 			"Invalid request body: a %s takes its parameters in the query string, not in a body", Clip(r.Method))
 	}

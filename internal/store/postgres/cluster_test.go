@@ -128,13 +128,8 @@ func TestLeaderReacquire(t *testing.T) {
 	if !s.Leader(ctx) {
 		t.Fatalf("Leader() = false, want true")
 	}
-	pid := s.leader.conn.PgConn().PID()
 	// Kill the leader's session, as a server restart or network cut would.
-	admin := adminConn(t)
-	var killed bool
-	if err := admin.QueryRow(ctx, "SELECT pg_terminate_backend($1)", pid).Scan(&killed); err != nil || !killed {
-		t.Fatalf("pg_terminate_backend(%d) = %v, %v", pid, killed, err)
-	}
+	pid := endLockSession(t, &s.leader)
 	deadline := time.Now().Add(10 * time.Second)
 	for !s.Leader(ctx) {
 		if time.Now().After(deadline) {
@@ -142,7 +137,10 @@ func TestLeaderReacquire(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	if got := s.leader.conn.PgConn().PID(); got == pid {
+	s.leader.mu.Lock()
+	got := s.leader.conn.PgConn().PID()
+	s.leader.mu.Unlock()
+	if got == pid {
 		t.Errorf("leader session pid = %d after it was killed, want a new session", got)
 	}
 }

@@ -176,20 +176,28 @@ func (s *Store) keepLeadership() {
 // pingLeader pings the leader lock's session, if it has one, and drops it
 // when the ping fails.
 func (s *Store) pingLeader() {
-	l := &s.leader
+	s.pingLock(&s.leader, "postgres: lost cluster leadership: connection failed")
+}
+
+// pingLock pings l's session, if it has one, and drops it when the ping
+// fails, logging lost if l was held (the lock went with the session). It
+// reports whether l needs nothing: closed, or held on a live session.
+func (s *Store) pingLock(l *sessionLock, lost string) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.closed || l.conn == nil {
-		return
+		return l.closed
 	}
 	ctx, cancel := context.WithTimeout(s.base, s.cfg.ConnectTimeout)
 	defer cancel()
 	if err := l.conn.Ping(ctx); err != nil {
 		if l.held {
-			s.logger.Warn("postgres: lost cluster leadership: connection failed", logKeyErr, err)
+			s.logger.Warn(lost, logKeyErr, err)
 		}
 		l.dropLocked()
+		return false
 	}
+	return l.held
 }
 
 // ErrSingleNodeInUse is the error of LockSingleNode when another Store
@@ -249,27 +257,10 @@ func (s *Store) keepSingleNode() {
 // recheckSingleNode pings the single-node lock's session and takes the
 // lock again when it was lost.
 func (s *Store) recheckSingleNode() error {
-	l := &s.single
-	l.mu.Lock()
-	if l.closed {
-		l.mu.Unlock()
+	if s.pingLock(&s.single, "postgres: single-node lock lost with its connection; taking it again") {
 		return nil
 	}
-	if l.conn != nil {
-		ctx, cancel := context.WithTimeout(s.base, s.cfg.ConnectTimeout)
-		err := l.conn.Ping(ctx)
-		cancel()
-		if err == nil && l.held {
-			l.mu.Unlock()
-			return nil
-		}
-		if err != nil {
-			s.logger.Warn("postgres: single-node lock lost with its connection; taking it again", logKeyErr, err)
-			l.dropLocked()
-		}
-	}
-	l.mu.Unlock()
-	if err := s.claim(s.base, l, "single-node lock", ErrSingleNodeInUse); err != nil {
+	if err := s.claim(s.base, &s.single, "single-node lock", ErrSingleNodeInUse); err != nil {
 		return err
 	}
 	s.logger.Info("postgres: single-node lock taken again")

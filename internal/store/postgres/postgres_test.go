@@ -47,6 +47,20 @@ func adminConn(t testing.TB) *pgx.Conn {
 	return c
 }
 
+// endLockSession terminates the server session of lock l, as a database
+// restart or a network cut would, and returns its backend's pid.
+func endLockSession(t testing.TB, l *sessionLock) uint32 {
+	t.Helper()
+	l.mu.Lock() // the Store's keepers use l too
+	pid := l.conn.PgConn().PID()
+	l.mu.Unlock()
+	var killed bool
+	if err := adminConn(t).QueryRow(context.Background(), "SELECT pg_terminate_backend($1)", pid).Scan(&killed); err != nil || !killed {
+		t.Fatalf("pg_terminate_backend(%d) = %v, %v", pid, killed, err)
+	}
+	return pid
+}
+
 // newSchema creates an empty schema chorus_test_<random>, dropped when the
 // test ends, and returns the test DSN with it as search_path.
 func newSchema(t testing.TB) string {

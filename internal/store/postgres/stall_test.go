@@ -275,10 +275,7 @@ func TestSingleNodeLock(t *testing.T) {
 	if err := c.LockSingleNode(ctx); !errors.Is(err, ErrSingleNodeInUse) {
 		t.Fatalf("LockSingleNode of a third store = %v, want ErrSingleNodeInUse", err)
 	}
-	var killed bool
-	if err := adminConn(t).QueryRow(ctx, "SELECT pg_terminate_backend($1)", b.single.conn.PgConn().PID()).Scan(&killed); err != nil || !killed {
-		t.Fatalf("pg_terminate_backend = %v, %v", killed, err)
-	}
+	endLockSession(t, &b.single)
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		err := c.LockSingleNode(ctx)
@@ -367,13 +364,7 @@ func TestSingleNodeLockTakenAgain(t *testing.T) {
 	if err := a.LockSingleNode(ctx); err != nil {
 		t.Fatalf("LockSingleNode = %v, want nil", err)
 	}
-	a.single.mu.Lock()
-	pid := a.single.conn.PgConn().PID()
-	a.single.mu.Unlock()
-	var killed bool
-	if err := adminConn(t).QueryRow(ctx, "SELECT pg_terminate_backend($1)", pid).Scan(&killed); err != nil || !killed {
-		t.Fatalf("pg_terminate_backend = %v, %v", killed, err)
-	}
+	pid := endLockSession(t, &a.single)
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		a.single.mu.Lock()
