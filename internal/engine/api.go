@@ -106,7 +106,15 @@ type Page[T any] struct {
 	PageSize  int
 	NextToken string
 	PrevToken string
+	// Filters are the Order, From and Bounds an item listing pages by, as
+	// the request or, when it sent a PageToken alone, the token's issuer
+	// sent them: the paging URLs repeat them. Other listings leave it zero.
+	Filters ItemFilters
 }
+
+// ItemFilters are an item listing's filters as a client sent them ("" for
+// one it left out).
+type ItemFilters struct{ Order, From, Bounds string }
 
 // Credentials are the account, API key and default service that `chorus
 // serve` bootstraps.

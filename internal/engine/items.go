@@ -294,8 +294,8 @@ func (e *Engine) Items(ctx context.Context, a Actor, svc *chorus.Service, k chor
 		return page, chorus.ErrInvalidBounds
 	}
 	from, before := p.From, false
-	request := p.Order + "|" + p.Bounds + "|" + p.From // as next_page_url repeats them
-	var scope string                                   // the object's SID a token names, if any
+	page.Filters = ItemFilters{Order: p.Order, From: p.From, Bounds: p.Bounds}
+	var scope string // the object's SID a token names, if any
 	if p.Token != "" {
 		var t itemToken
 		if err := decodeToken(p.Token, &t); err != nil {
@@ -304,12 +304,18 @@ func (e *Engine) Items(ctx context.Context, a Actor, svc *chorus.Service, k chor
 		if t.O != "asc" && t.O != "desc" {
 			return page, chorus.ErrInvalidPageToken
 		}
-		if t.K != "" && !sameFilters(t.R, p) {
-			return page, chorus.Errorf(chorus.ErrInvalidPageToken,
-				"Invalid PageToken: it pages with another Order, From or Bounds than this request's")
+		if t.K != "" {
+			issued, ok := tokenFilters(t.R)
+			if !ok || !sameFilters(issued, page.Filters) {
+				return page, chorus.Errorf(chorus.ErrInvalidPageToken,
+					"Invalid PageToken: it pages with another Order, From or Bounds than this request's")
+			}
+			// A token sent alone pages, and issues tokens, with its own.
+			page.Filters = issued
 		}
 		from, order, inclusive, before, scope = t.F, t.O, t.I, t.B, t.K
 	}
+	request := page.Filters.Order + "|" + page.Filters.Bounds + "|" + page.Filters.From // as next_page_url repeats them
 	q := chorus.ItemQuery{Kind: k, Desc: order == "desc", Limit: size + 1, Now: e.cfg.Now()}
 	if from != "" || p.Token != "" {
 		if err := setFrom(&q, k, from, inclusive); err != nil {
@@ -363,21 +369,26 @@ func (e *Engine) Items(ctx context.Context, a Actor, svc *chorus.Service, k chor
 	return page, err
 }
 
-// sameFilters reports whether the Order, Bounds and From a request sends
-// beside a token agree with those the token was issued for (r, as
-// "order|bounds|from"): each that is sent must be the same; one left out
-// is the token's (a client that sends the token alone).
-func sameFilters(r string, p ItemPageRequest) bool {
+// tokenFilters reads the filters an item token was issued with (its R:
+// "order|bounds|from").
+func tokenFilters(r string) (ItemFilters, bool) {
 	parts := strings.SplitN(r, "|", 3) // order and bounds hold no "|"; from may
 	if len(parts) != 3 {
-		return false
+		return ItemFilters{}, false
 	}
-	for i, v := range []string{p.Order, p.Bounds, p.From} {
-		if v != "" && v != parts[i] {
-			return false
-		}
+	return ItemFilters{Order: parts[0], Bounds: parts[1], From: parts[2]}, true
+}
+
+// sameFilters reports whether the filters a request sends beside a token
+// agree with those the token was issued with: each that is sent must be
+// the same; one left out is the token's (a client that sends the token
+// alone).
+func sameFilters(issued, sent ItemFilters) bool {
+	agree := func(issued, sent, def string) bool {
+		return sent == "" || sent == issued || (sent == def && issued == "")
 	}
-	return true
+	return agree(issued.Order, sent.Order, "asc") && agree(issued.From, sent.From, "") &&
+		agree(issued.Bounds, sent.Bounds, "inclusive")
 }
 
 // setPrevToken sets PrevToken when an item precedes the page in its order.

@@ -330,6 +330,7 @@ func (a *api) listItems(k chorus.Kind) handler {
 		if err != nil {
 			return err
 		}
+		p.setFilters(pg.Filters)
 		twiliohttp.WriteJSON(w, http.StatusOK, renderPage(collURL(r, c), "items", p, pg, func(it *chorus.Item) any {
 			return renderItem(c.base, c.svc, it)
 		}))

@@ -131,6 +131,30 @@ func TestPageTokenNamesItsListing(t *testing.T) {
 	if got := d["items"].([]any)[0].(map[string]any)["index"]; got != float64(2) {
 		t.Errorf("the second page of a descending listing, token alone: index %v, want 2", got)
 	}
+	// Its paging URLs, and the token it issues, page as the first page did.
+	meta := d["meta"].(map[string]any)
+	for _, name := range []string{"first_page_url", "url", "next_page_url"} {
+		u, err := url.Parse(meta[name].(string))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := u.Query().Get("Order"); got != "desc" {
+			t.Errorf("%s of a page read with a descending token alone: Order %q, want desc (%s)", name, got, u)
+		}
+	}
+	u, _ := url.Parse(meta["next_page_url"].(string))
+	d = f.rawJSON(http.MethodGet, u.RequestURI(), "", "", 200)
+	if got := d["items"].([]any)[0].(map[string]any)["index"]; got != float64(1) {
+		t.Errorf("the third page of a descending listing: index %v, want 1", got)
+	}
+	u, _ = url.Parse(meta["first_page_url"].(string))
+	d = f.rawJSON(http.MethodGet, u.RequestURI(), "", "", 200)
+	if got := d["items"].([]any)[0].(map[string]any)["index"]; got != float64(3) {
+		t.Errorf("first_page_url of a descending listing: index %v, want 3", got)
+	}
+	// Order's default, sent beside a token issued without one, agrees.
+	asc := next(svc + "/Lists/" + l1 + "/Items?PageSize=1")
+	f.rawJSON(http.MethodGet, svc+"/Lists/"+l1+"/Items?PageSize=1&Order=asc&Bounds=inclusive&PageToken="+asc, "", "", 200)
 	perms := next(svc + "/Lists/" + l1 + "/Permissions?PageSize=1")
 	for _, path := range []string{
 		"/v1/Services?PageToken=" + docs,

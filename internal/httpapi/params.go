@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/chorus-sync/chorus"
+	"github.com/chorus-sync/chorus/internal/engine"
 	"github.com/chorus-sync/chorus/internal/twiliohttp"
 )
 
@@ -256,6 +257,18 @@ func parseItemPage(f url.Values) (pageParams, error) {
 		}
 	}
 	return p, nil
+}
+
+// setFilters makes the paging URLs repeat the filters the listing pages by
+// (engine.Page.Filters): those the request sent, or those of the token it
+// sent alone.
+func (p *pageParams) setFilters(by engine.ItemFilters) {
+	p.filters = p.filters[:0]
+	for _, f := range []kv{{"From", by.From}, {"Bounds", by.Bounds}, {"Order", by.Order}} {
+		if f.v != "" {
+			p.filters = append(p.filters, f)
+		}
+	}
 }
 
 func (p pageParams) filter(name string) string {
