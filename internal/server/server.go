@@ -169,6 +169,10 @@ type Server struct {
 	// devTokens: /token is served (DevTokens).
 	devTokens bool
 
+	// storeTaken receives an error when the store was taken by another
+	// node: this one stops serving (nil: never).
+	storeTaken <-chan error
+
 	ran       atomic.Bool
 	closeOnce sync.Once
 	closeErr  error
@@ -281,6 +285,7 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 		if err := pg.LockSingleNode(ctx); err != nil {
 			return nil, fmt.Errorf("server: %w", err)
 		}
+		s.storeTaken = pg.SingleNodeTaken()
 	}
 	unposted := func() {
 		// A publish that failed just as the bus came back, after
@@ -465,7 +470,9 @@ func (s *Server) Verifier() *token.Verifier { return s.verifier }
 // Run serves on ln until ctx is done, then shuts down gracefully: HTTP
 // (bounded by ShutdownTimeout), the gateway, the engine's background work,
 // the bus and the store. It returns nil after a clean shutdown. Run may be
-// called once; the Server is closed when it returns.
+// called once; the Server is closed when it returns. A node without a bus
+// on PostgreSQL also stops, with an error, when another such node took the
+// database's single-node lock while its own connection was down.
 func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 	if !s.ran.CompareAndSwap(false, true) {
 		return errors.New("server: Run called twice")
@@ -507,6 +514,8 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 	case <-ctx.Done():
 	case err := <-served:
 		errs = append(errs, fmt.Errorf("server: serve: %w", err))
+	case err := <-s.storeTaken:
+		errs = append(errs, fmt.Errorf("server: stopped: %w", err))
 	}
 
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.ShutdownTimeout)

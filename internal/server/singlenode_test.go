@@ -3,8 +3,10 @@ package server_test
 import (
 	"context"
 	"log/slog"
+	"net"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/chorus-sync/chorus/internal/server"
 	"github.com/chorus-sync/chorus/internal/servertest"
@@ -57,6 +59,56 @@ func TestSingleNodeOnPostgres(t *testing.T) {
 	}
 	if n := lockSessions(t, db); n != 0 {
 		t.Errorf("%d single-node lock sessions among nodes with a bus, want 0", n)
+	}
+}
+
+// TestSingleNodeStopsWhenItsLockIsTaken: a node without a bus whose lock
+// session ended (a database restart) and whose lock another node took
+// meanwhile stops serving, with an error that says why, instead of
+// serving beside that node, neither hearing of the other's writes.
+func TestSingleNodeStopsWhenItsLockIsTaken(t *testing.T) {
+	ctx := context.Background()
+	db := servertest.NewDatabase(t)
+	s, err := server.New(ctx, server.Config{StoreURL: db, Logger: slog.New(slog.DiscardHandler), Creds: creds})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	runCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	done := make(chan error, 1)
+	go func() { done <- s.Run(runCtx, ln) }()
+
+	// The other node: end the lock's session and take the lock at once,
+	// before the node's next check (every 5 s) takes it again.
+	other := servertest.Connect(t, db, nil)
+	var key int64
+	if err := other.QueryRow(ctx, `SELECT (l.classid::bigint << 32) | l.objid::bigint FROM pg_locks l
+		JOIN pg_stat_activity a USING (pid)
+		WHERE l.locktype = 'advisory' AND l.granted AND a.datname = current_database()
+			AND a.application_name = 'chorus-single-node'`).Scan(&key); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := other.Exec(ctx, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+		WHERE datname = current_database() AND application_name = 'chorus-single-node'`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := other.Exec(ctx, `SELECT pg_advisory_lock($1)`, key); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		const want = "the single-node lock was taken by another node"
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Fatalf("Run = %v, want an error saying %q", err, want)
+		}
+		t.Logf("Run: %v", err)
+	case <-time.After(15 * time.Second):
+		t.Fatal("the node still serves 15 s after another node took its single-node lock")
 	}
 }
 

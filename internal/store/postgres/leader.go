@@ -217,8 +217,8 @@ var ErrSingleNodeInUse = errors.New("another Chorus node without a bus is using 
 // the lock taken again when its connection was lost (a database restart
 // or a terminated backend releases it): otherwise a second node without a
 // bus could start on the database and serve beside this one, neither
-// hearing of the other's writes. If another node took it meanwhile, that
-// is logged as an error until one of them stops.
+// hearing of the other's writes. If another node took it meanwhile,
+// SingleNodeTaken says so: the node must stop serving.
 func (s *Store) LockSingleNode(ctx context.Context) error {
 	if err := s.claim(ctx, &s.single, "single-node lock", ErrSingleNodeInUse); err != nil {
 		return err
@@ -227,7 +227,8 @@ func (s *Store) LockSingleNode(ctx context.Context) error {
 	return nil
 }
 
-// keepSingleNode checks the single-node lock until Close (LockSingleNode).
+// keepSingleNode checks the single-node lock until Close (LockSingleNode),
+// or until another node took it.
 func (s *Store) keepSingleNode() {
 	t := time.NewTicker(s.cfg.SingleNodeCheck)
 	defer t.Stop()
@@ -242,17 +243,22 @@ func (s *Store) keepSingleNode() {
 		switch {
 		case err == nil:
 		case errors.Is(err, ErrSingleNodeInUse):
-			if time.Since(warned) > leaderWarnEvery {
-				warned = time.Now()
-				s.logger.Error("postgres: another node without a bus took this database's single-node lock while this node's "+
-					"connection was down; the two do not hear of each other's writes: stop one of them", logKeyErr, err)
-			}
+			s.logger.Error("postgres: another node without a bus took this database's single-node lock while this node's "+
+				"connection was down; the two would not hear of each other's writes: this node stops", logKeyErr, err)
+			s.singleTaken <- fmt.Errorf("postgres: the single-node lock was taken by another node: %w", err)
+			return
 		case time.Since(warned) > leaderWarnEvery:
 			warned = time.Now()
 			s.logger.Warn("postgres: single-node lock: cannot take it again yet", logKeyErr, err)
 		}
 	}
 }
+
+// SingleNodeTaken receives an error, once, when another node without a
+// bus took the single-node lock this Store held (LockSingleNode) after its
+// session was lost: two such nodes on one database each serve their own
+// caches and never hear of the other's writes, so this one must stop.
+func (s *Store) SingleNodeTaken() <-chan error { return s.singleTaken }
 
 // recheckSingleNode pings the single-node lock's session and takes the
 // lock again when it was lost.

@@ -155,7 +155,10 @@ type Store struct {
 	leader  sessionLock // cluster leadership (Leader)
 	single  sessionLock // the database's only node without a bus (LockSingleNode)
 	keeping sync.Once   // starts keepSingleNode
-	imports sessionLock // one copy into the database at a time (LockImport)
+	// singleTaken receives one error when another node took the
+	// single-node lock this Store had held (SingleNodeTaken).
+	singleTaken chan error
+	imports     sessionLock // one copy into the database at a time (LockImport)
 
 	warnMu         sync.Mutex
 	warnLast       time.Time
@@ -296,6 +299,7 @@ func OpenConfig(ctx context.Context, dsn string, cfg Config, logger *slog.Logger
 	s.leader.lease = cfg.LeaderLease
 	go s.keepLeadership()
 	s.single.key, s.single.app = lockKey("single-node", s.schema), "chorus-single-node"
+	s.singleTaken = make(chan error, 1)
 	s.imports.key, s.imports.app = lockKey("import", s.schema), "chorus-import"
 	if !cfg.NoBatch {
 		for range cfg.Writers {
