@@ -19,6 +19,7 @@ import (
 
 	"github.com/chorus-sync/chorus"
 	"github.com/chorus-sync/chorus/internal/httpapi"
+	"github.com/chorus-sync/chorus/internal/ratelog"
 	"github.com/chorus-sync/chorus/internal/twiliohttp"
 )
 
@@ -126,10 +127,45 @@ func (s *Server) httpServer(base context.Context) *http.Server {
 		ConnContext:    withConn,
 		MaxHeaderBytes: MaxHeaderBytes,
 		BaseContext:    func(net.Listener) context.Context { return base },
-		ErrorLog:       slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+		ErrorLog:       slog.NewLogLogger(pacedHandler{s.log.Handler(), ratelog.New(time.Second/httpErrorRate, httpErrorBurst)}, slog.LevelWarn),
 	}
 	hs.RegisterOnShutdown(unused.closeAll)
 	return hs
+}
+
+// net/http's error log (failed TLS handshakes, panics in handlers, accept
+// errors) writes a line per connection, before any authentication: a
+// client made 2,300 lines from 2,300 plain-HTTP requests to the TLS port.
+// It gets httpErrorBurst lines, then httpErrorRate a second.
+const (
+	httpErrorRate  = 10
+	httpErrorBurst = 20
+)
+
+// pacedHandler lets through what gate allows, and says how many records
+// it left out on the next it lets through. Safe for concurrent use.
+type pacedHandler struct {
+	slog.Handler
+	gate *ratelog.Gate
+}
+
+func (h pacedHandler) Handle(ctx context.Context, r slog.Record) error {
+	held, ok := h.gate.Allow()
+	if !ok {
+		return nil
+	}
+	if held > 0 {
+		r.AddAttrs(slog.Uint64("suppressed", held))
+	}
+	return h.Handler.Handle(ctx, r)
+}
+
+func (h pacedHandler) WithAttrs(attrs []slog.Attr) slog.Handler {
+	return pacedHandler{h.Handler.WithAttrs(attrs), h.gate}
+}
+
+func (h pacedHandler) WithGroup(name string) slog.Handler {
+	return pacedHandler{h.Handler.WithGroup(name), h.gate}
 }
 
 // unusedConns are the connections on which no request has begun

@@ -410,6 +410,33 @@ func writeCert(t *testing.T, certFile, keyFile string, serial int64) *x509.Certi
 	return c
 }
 
+// TestHandshakeErrorsPaced: net/http logs every failed TLS handshake,
+// before any authentication; a client that sends garbage to the TLS port
+// must not write a line per connection.
+func TestHandshakeErrorsPaced(t *testing.T) {
+	dir := t.TempDir()
+	certFile, keyFile := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	writeCert(t, certFile, keyFile, 1)
+	var logs logtest.Buffer
+	s := newServer(t, Config{Transport: Transport{TLSCert: certFile, TLSKey: keyFile},
+		Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	addr := run(t, s)
+	const conns = 200
+	for range conns {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = c.Write([]byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n"))
+		_, _ = io.Copy(io.Discard, c) // until the server closes it
+		c.Close()
+	}
+	lines := strings.Count(logs.String(), "TLS handshake error")
+	if lines == 0 || lines > httpErrorBurst+5 {
+		t.Errorf("%d connections that failed their handshake logged %d lines, want 1 to %d", conns, lines, httpErrorBurst+5)
+	}
+}
+
 func TestTLS(t *testing.T) {
 	dir := t.TempDir()
 	certFile, keyFile := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
