@@ -229,6 +229,17 @@ func (c *change) emit(ctx context.Context, tx chorus.Tx, obj *chorus.Object, ev 
 // update runs fn in a store transaction and, once it committed, publishes
 // the events fn emitted.
 func (e *Engine) update(ctx context.Context, a Actor, fn func(tx chorus.Tx, c *change) error) error {
+	return e.write(ctx, a, false, fn)
+}
+
+// upkeep is update for the engine's own upkeep (TTL sweeps, log trims),
+// as the system: it counts as a write (Stats.Writes) only when it made
+// events, an expiry's removals; an idle node's sweeps every 5 s counted.
+func (e *Engine) upkeep(ctx context.Context, fn func(tx chorus.Tx, c *change) error) error {
+	return e.write(ctx, SystemActor(), true, fn)
+}
+
+func (e *Engine) write(ctx context.Context, a Actor, upkeep bool, fn func(tx chorus.Tx, c *change) error) error {
 	c := &change{actor: a, outbox: e.cfg.Outbox}
 	err := e.cfg.Store.Update(ctx, func(tx chorus.Tx) error {
 		c.now = e.now()
@@ -241,7 +252,9 @@ func (e *Engine) update(ctx context.Context, a Actor, fn func(tx chorus.Tx, c *c
 	if err != nil {
 		return err
 	}
-	e.writes.Add(1)
+	if !upkeep || len(c.events) > 0 {
+		e.writes.Add(1)
+	}
 	e.publish(ctx, c.events)
 	return nil
 }

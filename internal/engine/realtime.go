@@ -328,14 +328,14 @@ func (e *Engine) trimWhole(ctx context.Context, p chorus.EventTrim) error {
 
 // trim runs one trim transaction.
 func (e *Engine) trim(ctx context.Context, p chorus.EventTrim) error {
-	return e.update(ctx, SystemActor(), func(tx chorus.Tx, _ *change) error {
+	return e.upkeep(ctx, func(tx chorus.Tx, _ *change) error {
 		_, err := tx.TrimEvents(ctx, p)
 		return err
 	})
 }
 
 func (e *Engine) sweepObjects(ctx context.Context) (listed, removed int, err error) {
-	err = e.update(ctx, SystemActor(), func(tx chorus.Tx, c *change) error {
+	err = e.upkeep(ctx, func(tx chorus.Tx, c *change) error {
 		objs, err := tx.ExpiredObjects(ctx, c.now, sweepBatch)
 		if err != nil {
 			return err
@@ -366,7 +366,7 @@ func (e *Engine) sweepObjects(ctx context.Context) (listed, removed int, err err
 }
 
 func (e *Engine) sweepItems(ctx context.Context) (listed, removed int, err error) {
-	err = e.update(ctx, SystemActor(), func(tx chorus.Tx, c *change) error {
+	err = e.upkeep(ctx, func(tx chorus.Tx, c *change) error {
 		items, err := tx.ExpiredItems(ctx, c.now, sweepBatch)
 		if err != nil {
 			return err
