@@ -81,8 +81,9 @@ func (c mintClaims) GetAudience() (jwt.ClaimStrings, error) { return nil, nil }
 // Mint returns a signed HS256 Access Token carrying a Sync grant.
 //
 // It fails when a SID has the wrong shape, the secret or identity is empty,
-// the identity is longer than 256 characters, or the TTL is negative, shorter
-// than a second or longer than MaxTTL.
+// the identity is longer than 256 characters, the TTL is negative, shorter
+// than a second or longer than MaxTTL, or the token would be longer than
+// MaxTokenBytes (which Verify refuses).
 func Mint(p Params) (string, error) {
 	if err := p.validate(); err != nil {
 		return "", fmt.Errorf("token: mint: %w", err)
@@ -116,6 +117,10 @@ func Mint(p Params) (string, error) {
 	s, err := t.SignedString([]byte(p.APISecret))
 	if err != nil {
 		return "", fmt.Errorf("token: mint: %w", err)
+	}
+	if len(s) > MaxTokenBytes {
+		// Verify refuses it: handing it out would only fail later.
+		return "", fmt.Errorf("token: mint: the token would be %d bytes, more than the %d Chorus accepts (a long endpoint ID?)", len(s), MaxTokenBytes)
 	}
 	return s, nil
 }

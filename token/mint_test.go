@@ -95,6 +95,25 @@ func TestMintEmptySyncGrant(t *testing.T) {
 	}
 }
 
+// TestMintRefusesWhatVerifyRefuses: a token over MaxTokenBytes (a 60,000
+// character endpoint ID made one of 80 KB) is refused at mint: Verify
+// would refuse it at every use.
+func TestMintRefusesWhatVerifyRefuses(t *testing.T) {
+	p := vector1Params()
+	p.EndpointID = strings.Repeat("e", 60000)
+	if tok, err := Mint(p); err == nil {
+		t.Errorf("Mint with a 60,000-character endpoint ID = a %d-byte token, want an error", len(tok))
+	}
+	p.EndpointID = strings.Repeat("e", 40000) // still under the limit once encoded
+	tok, err := Mint(p)
+	if err != nil {
+		t.Fatalf("Mint with a 40,000-character endpoint ID: %v", err)
+	}
+	if len(tok) > MaxTokenBytes {
+		t.Fatalf("minted %d bytes, over MaxTokenBytes", len(tok))
+	}
+}
+
 func TestMintTTL(t *testing.T) {
 	tests := []struct {
 		ttl  time.Duration
