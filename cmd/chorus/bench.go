@@ -141,6 +141,7 @@ func cmdBench(ctx context.Context, args []string, stdout io.Writer) error {
 	settle := fs.Duration("settle", 10*time.Second, "how long to wait for deliveries after the last write")
 	via := fs.String("via", "client", "how writers write: client (Twilsock) or rest (REST v1)")
 	dataDir := fs.String("data-dir", defaultDataDir(), "data directory with the server's credentials (if TWILIO_* is not set)")
+	storeURL := storeFlag(fs, "postgres://… with the server's credentials, if TWILIO_* is not set (default: CHORUS_STORE_URL, unless --data-dir is named)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -177,7 +178,7 @@ func cmdBench(ctx context.Context, args []string, stdout io.Writer) error {
 		return err
 	}
 	if creds.APIKeySID == "" {
-		if creds, err = storedCredentials(ctx, *dataDir); err != nil {
+		if creds, err = deploymentCredentials(ctx, fs, *storeURL, *dataDir); err != nil {
 			return err
 		}
 	}

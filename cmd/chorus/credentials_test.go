@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"database/sql"
+	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	"path/filepath"
 	"strings"
@@ -138,4 +140,50 @@ func TestCredentialsFromPostgres(t *testing.T) {
 	if _, errOut, code := chorusCmd(t, cleanEnv(), "admin", "credentials", "--store", dsn, "--data-dir", t.TempDir()); code != exitUsage {
 		t.Errorf("--store with --data-dir: exit %d, stderr %q; want a usage error", code, errOut)
 	}
+
+	// chorus token beside a node on PostgreSQL signs with that node's key,
+	// not with a leftover embedded store's (which the node refuses).
+	leftover := t.TempDir()
+	old, _, err := func() (engine.Credentials, bool, error) {
+		st, err := sqlite.Open(ctx, filepath.Join(leftover, server.DBFile), nil)
+		if err != nil {
+			return engine.Credentials{}, false, err
+		}
+		defer st.Close()
+		return engine.New(engine.Config{Store: st, Bus: mem.New()}).Bootstrap(ctx, engine.Credentials{})
+	}()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, errOut, code := chorusCmd(t, cleanEnv("CHORUS_STORE_URL="+dsn, "CHORUS_DATA_DIR="+leftover), "token", "--identity", "alice")
+	if claims := jwtClaims(t, strings.TrimSpace(out)); code != 0 || claims["iss"] != creds.APIKeySID || claims["sub"] != creds.AccountSID {
+		t.Errorf("token with CHORUS_STORE_URL and a leftover data dir (key %s): exit %d, iss %v, sub %v, stderr %q; want the PostgreSQL node's key %s",
+			old.APIKeySID, code, claims["iss"], claims["sub"], errOut, creds.APIKeySID)
+	}
+	out, errOut, code = chorusCmd(t, cleanEnv(), "token", "--identity", "alice", "--store", dsn)
+	if claims := jwtClaims(t, strings.TrimSpace(out)); code != 0 || claims["iss"] != creds.APIKeySID {
+		t.Errorf("token --store: exit %d, iss %v, stderr %q; want %s", code, claims["iss"], errOut, creds.APIKeySID)
+	}
+	if _, errOut, code := chorusCmd(t, cleanEnv(), "token", "--identity", "alice", "--store", dsn, "--data-dir", leftover); code != exitUsage {
+		t.Errorf("token --store with --data-dir: exit %d, stderr %q; want a usage error", code, errOut)
+	}
+}
+
+// jwtClaims decodes a JWT's claims without verifying it (nil if it is not
+// one).
+func jwtClaims(t *testing.T, tok string) map[string]any {
+	t.Helper()
+	parts := strings.Split(tok, ".")
+	if len(parts) != 3 {
+		return nil
+	}
+	b, err := base64.RawURLEncoding.DecodeString(parts[1])
+	if err != nil {
+		return nil
+	}
+	var m map[string]any
+	if err := json.Unmarshal(b, &m); err != nil {
+		return nil
+	}
+	return m
 }

@@ -375,6 +375,7 @@ func cmdToken(ctx context.Context, args []string, stdout io.Writer) error {
 	service := fs.String("service", "", "Sync service SID (default: TWILIO_SYNC_SERVICE_SID or the default service)")
 	endpoint := fs.String("endpoint-id", "", "data_sync endpoint_id (optional)")
 	dataDir := fs.String("data-dir", defaultDataDir(), "data directory holding the stored credentials")
+	storeURL := storeFlag(fs, "postgres://… holding the stored credentials (default: CHORUS_STORE_URL, unless --data-dir is named)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -397,7 +398,7 @@ func cmdToken(ctx context.Context, args []string, stdout io.Writer) error {
 		return err
 	}
 	if creds.APIKeySID == "" {
-		if creds, err = storedCredentials(ctx, *dataDir); err != nil {
+		if creds, err = deploymentCredentials(ctx, fs, *storeURL, *dataDir); err != nil {
 			return err
 		}
 	}
@@ -427,18 +428,7 @@ func cmdCredentials(ctx context.Context, args []string, stdout, stderr io.Writer
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	var (
-		c   engine.Credentials
-		err error
-	)
-	switch {
-	case flagSet(fs, "store") && flagSet(fs, "data-dir"):
-		return usagef("admin credentials: --store and --data-dir do not go together")
-	case *storeURL != "" && !flagSet(fs, "data-dir"):
-		c, err = postgresCredentials(ctx, *storeURL)
-	default:
-		c, err = storedCredentials(ctx, *dataDir)
-	}
+	c, err := deploymentCredentials(ctx, fs, *storeURL, *dataDir)
 	if errors.Is(err, errKeyRevoked) {
 		// The rest is good: print it, and say why the key is missing.
 		fmt.Fprintf(stderr, "chorus admin credentials: %v\n", oneLine(err.Error()))
@@ -543,12 +533,27 @@ func keys(m map[string]string, order []string) []string {
 	return out
 }
 
+// deploymentCredentials reads the credentials a node stored where the
+// command's flags point: the PostgreSQL store of --store (which defaults
+// to CHORUS_STORE_URL) unless --data-dir is named, else the embedded store
+// in dataDir. A command run beside a node on PostgreSQL used to sign with
+// the credentials of a leftover ./chorus-data, which that node refuses.
+func deploymentCredentials(ctx context.Context, fs *flag.FlagSet, storeURL, dataDir string) (engine.Credentials, error) {
+	switch {
+	case flagSet(fs, "store") && flagSet(fs, "data-dir"):
+		return engine.Credentials{}, usagef("%s: --store and --data-dir do not go together", fs.Name())
+	case storeURL != "" && !flagSet(fs, "data-dir"):
+		return postgresCredentials(ctx, fs.Name(), storeURL)
+	}
+	return storedCredentials(ctx, dataDir)
+}
+
 // postgresCredentials reads the operator's credentials from the
 // PostgreSQL store at storeURL, without creating or upgrading its schema
 // (nodes of an earlier version may be running on it).
-func postgresCredentials(ctx context.Context, storeURL string) (engine.Credentials, error) {
+func postgresCredentials(ctx context.Context, cmd, storeURL string) (engine.Credentials, error) {
 	if !strings.HasPrefix(storeURL, "postgres://") && !strings.HasPrefix(storeURL, "postgresql://") {
-		return engine.Credentials{}, usagef("admin credentials: --store wants postgres://…")
+		return engine.Credentials{}, usagef("%s: --store wants postgres://…", cmd)
 	}
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
 	st, err := postgres.OpenConfig(ctx, storeURL, postgres.Config{ReadOnly: true, NoBatch: true}, logger)
