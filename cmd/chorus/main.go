@@ -71,6 +71,13 @@ var getenv = os.Getenv
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	go func() {
+		// The first signal starts a graceful stop; the signals' default
+		// action is back for the next, which ends the process at once
+		// (what was acknowledged is durable: it survives kill -9 too).
+		<-ctx.Done()
+		stop()
+	}()
 	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
 	os.Exit(code)
@@ -363,7 +370,17 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	reloadOnHUP(ctx, srv, logger)
 	logger.Info("listening", where...)
+	ran := make(chan struct{})
+	go func() {
+		select {
+		case <-ctx.Done():
+			logger.Info("shutting down: answering the requests in flight; a second signal stops at once",
+				"timeout", server.DefaultShutdownTimeout)
+		case <-ran:
+		}
+	}()
 	err = srv.Run(ctx, ln)
+	close(ran)
 	logger.Info("stopped")
 	return err
 }

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -613,5 +614,46 @@ func TestWarnSecretAlphabet(t *testing.T) {
 	warnSecretAlphabet(logger, engine.Credentials{AuthToken: "feedfacefeedfacefeedfacefeedface", APISecret: "s3cr3t-s3cr3t-s3cr3t-s3cr3t-0001"})
 	if out := b.String(); !strings.Contains(out, "TWILIO_API_SECRET") || strings.Contains(out, "TWILIO_AUTH_TOKEN") || strings.Contains(out, "s3cr3t") {
 		t.Errorf("warning %q: want TWILIO_API_SECRET named, and never the secret", out)
+	}
+}
+
+// TestSecondSignalStopsAtOnce: the first SIGTERM starts a graceful stop,
+// which waits up to its timeout for requests in flight (here a client
+// trickling its body); a second one ends the process at once. The second
+// signal used to be ignored until the timeout ran out.
+func TestSecondSignalStopsAtOnce(t *testing.T) {
+	const account, token = "AC0123456789abcdef0123456789abcdef", "feedfacefeedfacefeedfacefeedface"
+	p := startServeWith(t, t.TempDir(), []string{envAccountSID + "=" + account, envAuthToken + "=" + token,
+		envAPIKey + "=SK0123456789abcdef0123456789abcdef", envAPISecret + "=envsecretenvsecretenvsecret00000"})
+	c, err := net.Dial("tcp", strings.TrimPrefix(p.base, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	fmt.Fprintf(c, "POST /v1/Services HTTP/1.1\r\nHost: chorus\r\nAuthorization: Basic %s\r\n"+
+		"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\nFriendlyName=",
+		base64.StdEncoding.EncodeToString([]byte(account+":"+token)))
+	time.Sleep(200 * time.Millisecond)
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.Contains(p.stderr.String(), "shutting down") {
+		if time.Now().After(deadline) {
+			t.Fatalf("no log of the shutdown 5 s after SIGTERM: %s", p.stderr.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	start := time.Now()
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-p.done:
+		if took := time.Since(start); took > 2*time.Second {
+			t.Errorf("the process ended %v after the second SIGTERM, want at once", took)
+		}
+	case <-time.After(8 * time.Second):
+		t.Fatalf("the process still runs 8 s after a second SIGTERM (the graceful stop waits up to 10 s): %s", p.stderr.String())
 	}
 }

@@ -521,6 +521,16 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.ShutdownTimeout)
 	defer cancel()
 	drained := true // every request that could write ended
+	cutShort := func(what string, err error) {
+		drained = false
+		if errors.Is(err, context.DeadlineExceeded) {
+			// What the timeout is for: stragglers (a client trickling
+			// its body) are cut; the stop itself went as planned.
+			s.log.Warn("shutdown: "+what+" still running after the shutdown timeout were cut short", "timeout", s.cfg.ShutdownTimeout)
+			return
+		}
+		errs = append(errs, fmt.Errorf("server: %s: %w", what, err))
+	}
 	// The websocket sessions close beside the HTTP drain, once their
 	// requests in flight are answered (at most 3 s, gateway.Close): a
 	// client trickling a request body must not hold them open for the
@@ -533,25 +543,26 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 		gwClosed <- nil
 	}
 	if err := hs.Shutdown(sctx); err != nil {
-		errs = append(errs, fmt.Errorf("server: shutdown http: %w", err))
+		cutShort("HTTP requests", err)
 		_ = hs.Close()
-		drained = false
 	}
 	if err := <-gwClosed; err != nil {
-		errs = append(errs, fmt.Errorf("server: close gateway: %w", err))
-		drained = false
+		cutShort("websocket requests", err)
 	}
 	cancelBase()
-	if err := s.hooks.Close(sctx); err != nil {
+	// Their own time: the drain may have used up sctx.
+	stopCtx, stopCancel := context.WithTimeout(context.WithoutCancel(ctx), stopTimeout)
+	defer stopCancel()
+	if err := s.hooks.Close(stopCtx); err != nil {
 		errs = append(errs, fmt.Errorf("server: stop webhooks: %w", err))
 	}
 	select {
 	case <-hooksDone:
-	case <-sctx.Done():
+	case <-stopCtx.Done():
 	}
 	select {
 	case <-engDone:
-	case <-sctx.Done():
+	case <-stopCtx.Done():
 		errs = append(errs, errors.New("server: engine did not stop in time"))
 		drained = false
 	}
@@ -584,6 +595,10 @@ func (s *Server) BusLost(publishesLost bool) {
 // leaveTimeout bounds leave: a bus ping and one store transaction.
 const leaveTimeout = 5 * time.Second
 
+// stopTimeout bounds the stop of the webhook senders and the engine's
+// background work, after the requests' drain (ShutdownTimeout).
+const stopTimeout = 5 * time.Second
+
 // leave forgets this node in the store, so that the other nodes do not
 // presume it dead and read again what their sessions may have missed
 // (webhook.Config.NodesDead), if and only if everything it committed
@@ -593,6 +608,8 @@ const leaveTimeout = 5 * time.Second
 func (s *Server) leave(ctx context.Context, drained bool) {
 	why := ""
 	switch {
+	case s.alone():
+		// No other node to read anything again.
 	case !drained:
 		why = "requests were cut short"
 	case s.eng.Unposted():
@@ -614,6 +631,13 @@ func (s *Server) leave(ctx context.Context, drained bool) {
 	if err := s.hooks.Leave(ctx); err != nil {
 		s.log.Warn("leaving: the other nodes will presume this node dead", logErr, err)
 	}
+}
+
+// alone reports a node that shares its store with no other: its bus is
+// in-process.
+func (s *Server) alone() bool {
+	_, ok := s.bus.(*mem.Bus)
+	return ok
 }
 
 // Close closes the bus and the store without serving; Run does it itself.

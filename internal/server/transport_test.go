@@ -642,6 +642,39 @@ func TestShutdownClosesWebsocketsWhileHTTPDrains(t *testing.T) {
 	slow.Close() // the drain can end
 }
 
+// TestShutdownCutsStragglersCleanly: a request still running when the
+// shutdown timeout ends (a client trickling its body) is cut, as the
+// timeout is for, and the stop is still clean: the webhook senders and
+// the engine get their own time, and a node alone does not warn of nodes
+// that would presume it dead. Such a stop exited 1 with three errors.
+func TestShutdownCutsStragglersCleanly(t *testing.T) {
+	var logs logtest.Buffer
+	s := newServer(t, Config{ShutdownTimeout: time.Second, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	addr, stop, done := serveUntilStopped(t, s)
+	c := s.Credentials()
+	slow := dial(t, addr)
+	defer slow.Close()
+	io.WriteString(slow, "POST /v1/Services HTTP/1.1\r\nHost: chorus\r\nAuthorization: Basic "+
+		base64.StdEncoding.EncodeToString([]byte(c.AccountSID+":"+c.AuthToken))+
+		"\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\nFriendlyName=")
+	time.Sleep(200 * time.Millisecond)
+	stop()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("Run = %v, want a clean stop with the straggler cut", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("Run did not return")
+	}
+	if !strings.Contains(logs.String(), "cut short") {
+		t.Errorf("no warning of the request cut short:\n%s", logs.String())
+	}
+	if strings.Contains(logs.String(), "presume") {
+		t.Errorf("a node alone warned of other nodes:\n%s", logs.String())
+	}
+}
+
 // TestShutdownDoesNotWaitOnUnusedConnections: a connection on which no
 // request began (an HTTP client's spare, dialed for a request that another
 // connection took) does not hold up a graceful stop, and is closed.

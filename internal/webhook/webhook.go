@@ -88,11 +88,12 @@ type Config struct {
 	// webhooks on this node (Replay); default DefaultReplayInterval,
 	// negative: none.
 	ReplayInterval time.Duration
-	// NodesDead, when set, is called (on the run loop; it must not block)
-	// when the leader presumed nodes dead that had not left (Leave): they
-	// may have died between committing changes and publishing them, so
-	// the other nodes must read again what their sessions may have
-	// missed.
+	// NodesDead, set on a node of a cluster, is called (on the run loop;
+	// it must not block) when the leader presumed nodes dead that had not
+	// left (Leave): they may have died between committing changes and
+	// publishing them, so the other nodes must read again what their
+	// sessions may have missed. Unset, the node is alone, and the dead
+	// are its own earlier runs.
 	NodesDead func(n int)
 	// Clock is this node's wall clock; nil means time.Now. Tests set one
 	// that is off, as a node's clock may be. The dispatcher does not stamp
@@ -533,10 +534,14 @@ func (d *Dispatcher) heartbeat(ctx context.Context) error {
 	}
 	if dead > 0 {
 		d.DeadNodes.Add(uint64(dead))
-		d.log.Warn("cluster: nodes presumed dead: no heartbeat in the last "+d.cfg.NodeTimeout.String()+" (since before "+deadBefore.Format(time.RFC3339)+"): every node reads again what its sessions may have missed",
-			"nodes", dead)
 		if fn := d.cfg.NodesDead; fn != nil {
+			d.log.Warn("cluster: nodes presumed dead: no heartbeat in the last "+d.cfg.NodeTimeout.String()+" (since before "+deadBefore.Format(time.RFC3339)+"): every node reads again what its sessions may have missed",
+				"nodes", dead)
 			fn(dead)
+		} else {
+			// A node alone: the records are its own earlier runs'.
+			d.log.Info("webhook: forgot earlier runs of this node that stopped without leaving (killed, or cut short); their sessions' endpoints are disconnected",
+				"runs", dead)
 		}
 	}
 	return nil
