@@ -40,9 +40,9 @@ func cmdImport(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	fs := newFlags("import")
 	from := fs.String("from", transfer.DefaultSource, "the source's base URL (Twilio, or another Chorus)")
 	accountSID := fs.String("account-sid", getenv(envAccountSID), "the source account SID (default: TWILIO_ACCOUNT_SID)")
-	authToken := fs.String("auth-token", getenv(envAuthToken), "the source auth token (default: TWILIO_AUTH_TOKEN)")
+	authToken := secretFlag(fs, "auth-token", getenv(envAuthToken), "the source auth token (default: TWILIO_AUTH_TOKEN, which unlike the flag does not show in ps)")
 	apiKey := fs.String("api-key", getenv(envAPIKey), "a source API key SID, used instead of the auth token (default: TWILIO_API_KEY)")
-	apiSecret := fs.String("api-secret", getenv(envAPISecret), "the API key's secret (default: TWILIO_API_SECRET)")
+	apiSecret := secretFlag(fs, "api-secret", getenv(envAPISecret), "the API key's secret (default: TWILIO_API_SECRET, which unlike the flag does not show in ps)")
 	var services []string
 	fs.Func("service", "copy only this service (SID or unique name; repeat or comma-separate); default all", func(v string) error {
 		n := len(services)
@@ -112,6 +112,11 @@ func cmdImport(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	src.Logger = logger
+	for _, name := range []string{"auth-token", "api-secret"} {
+		if flagSet(fs, name) {
+			logger.Warn("--" + name + " on the command line shows in the process list (ps) while the import runs: prefer the TWILIO_* variables")
+		}
+	}
 
 	// The credentials first: a refusal must leave the target untouched.
 	if err := src.Check(ctx); err != nil {

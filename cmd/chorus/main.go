@@ -54,8 +54,8 @@ const usage = `usage:
                [--store postgres://...] [--bus nats://...] [--node NAME] [--dev-tokens[=false]]
                [--tls-cert FILE --tls-key FILE] [--max-conns N] [--max-conns-per-ip N] [--trusted-proxies CIDR,...]
                [--bus-creds FILE | --bus-nkey FILE] [--bus-tls-ca FILE] [--bus-tls-cert FILE --bus-tls-key FILE]
-  chorus token --identity NAME [--ttl 1h] [--service IS...] [--data-dir DIR]
-  chorus admin credentials [--data-dir DIR]
+  chorus token --identity NAME [--ttl 1h] [--service IS...] [--data-dir DIR | --store postgres://...]
+  chorus admin credentials [--data-dir DIR | --store postgres://...]
   chorus admin keys list|create [--name NAME]|revoke SK... [--url http://127.0.0.1:3000] [--data-dir DIR]
   chorus migrate --store postgres://... [--from-data-dir DIR [--overwrite] [--overwrite-credentials] [--json]]
   chorus import [--from https://sync.twilio.com] [--service IS...|NAME] [--data-dir DIR | --store postgres://...]
@@ -226,7 +226,7 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer) error {
 	ttl := fs.Duration("token-ttl", time.Hour, "lifetime of tokens from GET /token (max 24h)")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	storeURL := storeFlag(fs, "postgres://… to use PostgreSQL (default: CHORUS_STORE_URL, else SQLite in --data-dir)")
-	busURL := fs.String("bus", getenv("CHORUS_BUS_URL"), "nats://… to fan out through NATS (default: CHORUS_BUS_URL, else in-process)")
+	busURL := secretFlag(fs, "bus", getenv("CHORUS_BUS_URL"), "nats://… to fan out through NATS (default: CHORUS_BUS_URL, else in-process)")
 	busPrefix := fs.String("bus-prefix", getenv("CHORUS_BUS_PREFIX"), "the NATS subject prefix, the same on every node of a cluster; clusters sharing a NATS server each need their own (default: CHORUS_BUS_PREFIX, else chorus)")
 	node := fs.String("node", getenv("CHORUS_NODE_NAME"), "this node's name in logs and to NATS (default: CHORUS_NODE_NAME, else the host name)")
 	allowPrivate := fs.Bool("webhooks-allow-private", false, "let webhooks reach loopback and private addresses, for development and tests (default: CHORUS_WEBHOOKS_ALLOW_PRIVATE)")
@@ -691,8 +691,14 @@ func cmdMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) er
 // that may hold a password, which -h must never print (a plain string
 // flag shows its default).
 func storeFlag(fs *flag.FlagSet, usage string) *string {
-	s := &secretString{v: getenv("CHORUS_STORE_URL")}
-	fs.Var(s, "store", usage)
+	return secretFlag(fs, "store", getenv("CHORUS_STORE_URL"), usage)
+}
+
+// secretFlag defines a string flag whose default (from the environment)
+// may be or hold a secret, which -h must never print.
+func secretFlag(fs *flag.FlagSet, name, value, usage string) *string {
+	s := &secretString{v: value}
+	fs.Var(s, name, usage)
 	return &s.v
 }
 

@@ -522,11 +522,15 @@ func TestCommandHelp(t *testing.T) {
 // -h never prints CHORUS_STORE_URL, the default of --store: a DSN that may
 // hold a password (a plain string flag shows its default).
 func TestHelpHidesStoreURL(t *testing.T) {
-	env := cleanEnv("CHORUS_STORE_URL=postgres://chorus:s3cr3t-pw@127.0.0.1:1/db?password=s3cr3t-q")
-	for _, args := range [][]string{{"serve", "-h"}, {"migrate", "-h"}, {"import", "-h"}, {"admin", "credentials", "-h"}} {
+	// Secrets in the environment that flags default to: -h printed the
+	// bus URL's and import's (the auth token, the API secret) as defaults.
+	env := cleanEnv("CHORUS_STORE_URL=postgres://chorus:s3cr3t-pw@127.0.0.1:1/db?password=s3cr3t-q",
+		"CHORUS_BUS_URL=nats://chorus:s3cr3t-bus@127.0.0.1:1", envAuthToken+"=s3cr3t-token", envAPISecret+"=s3cr3t-api")
+	for _, args := range [][]string{{"serve", "-h"}, {"migrate", "-h"}, {"import", "-h"}, {"admin", "credentials", "-h"},
+		{"token", "-h"}, {"bench", "-h"}} {
 		out, errOut, _ := chorusCmd(t, env, args...)
 		if strings.Contains(out+errOut, "s3cr3t") {
-			t.Errorf("chorus %v prints the store URL's password", args)
+			t.Errorf("chorus %v prints a secret of the environment", args)
 		}
 		if !strings.Contains(out+errOut, "-store") {
 			t.Errorf("chorus %v does not list --store", args)
