@@ -29,6 +29,15 @@ import (
 // ends: a run killed before that leaves them for a day at most.
 const benchDocTTL = 24 * time.Hour
 
+// benchSetupWait bounds the setup client's connect and the documents'
+// creation, and their removal at the end; benchWriteGrace is how long
+// after the writing phase a write still in flight may take. Variables for
+// the tests, which shorten them.
+var (
+	benchSetupWait  = 15 * time.Second
+	benchWriteGrace = 10 * time.Second
+)
+
 // Bounds of `chorus bench`: it only ever talks to the URLs it is given.
 const (
 	benchMaxConns    = 20000
@@ -192,6 +201,9 @@ func cmdBench(ctx context.Context, args []string, stdout io.Writer) error {
 	if res.interrupted {
 		return fmt.Errorf("interrupted after %v of writing: the numbers above are partial", res.elapsed.Round(time.Millisecond))
 	}
+	if res.writeErrors > 0 {
+		return fmt.Errorf("%d writes failed (the server went away, or refused them): the numbers above are partial", res.writeErrors)
+	}
 	if res.missed+res.duplicates+res.outOfOrder > 0 {
 		return fmt.Errorf("delivery errors: %d missed (%d of them not delivered within --settle %v), %d duplicated, %d out of order",
 			res.missed, res.trailing, cfg.settle, res.duplicates, res.outOfOrder)
@@ -250,12 +262,13 @@ func runBench(ctx context.Context, cfg benchConfig, progress io.Writer) (*benchR
 	rand.Read(run[:])
 	runID := hex.EncodeToString(run[:])
 
-	// The setup client creates the documents.
-	cctx, cancel := context.WithTimeout(ctx, time.Minute)
+	// The setup client creates the documents. It meets an idle server:
+	// what does not answer in benchSetupWait is not there.
+	cctx, cancel := context.WithTimeout(ctx, benchSetupWait)
 	defer cancel()
 	setup, err := newClient(cctx, 0, "bench-setup")
 	if err != nil {
-		return nil, fmt.Errorf("connect: %w", err)
+		return nil, fmt.Errorf("connect to %s: %w", cfg.urls[0], err)
 	}
 	defer setup.Close()
 	docSIDs := make([]string, cfg.docs)
@@ -265,7 +278,7 @@ func runBench(ctx context.Context, cfg benchConfig, progress io.Writer) (*benchR
 	// TTL removes them a day later: a benchmark of a production service
 	// leaves nothing behind.
 	defer func() {
-		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), benchSetupWait)
 		defer cancel()
 		for _, doc := range docs {
 			if err := doc.Remove(rctx); err != nil && !errors.Is(err, chorus.ErrDocumentNotFound) {
@@ -344,7 +357,9 @@ func runBench(ctx context.Context, cfg benchConfig, progress io.Writer) (*benchR
 				}
 				d := int((int64(w) + seq) % int64(cfg.docs))
 				p := benchPayload{Writer: w, Seq: seq, Nanos: time.Now().UnixNano()}
-				rctx, rcancel := context.WithTimeout(ctx, 30*time.Second)
+				// A write may end after the phase, never long after: a
+				// server gone away holds no run for the client's retries.
+				rctx, rcancel := context.WithDeadline(ctx, wstart.Add(cfg.duration+benchWriteGrace))
 				err := writeOne(rctx, w, d, p)
 				rcancel()
 				if err != nil {

@@ -160,3 +160,72 @@ func TestBenchInterrupted(t *testing.T) {
 		t.Errorf("the interrupted run took %v", took)
 	}
 }
+
+// TestBenchServerGone: a server that goes away during the writing phase
+// ends the run soon after the phase, with its writes counted as errors;
+// a run went on for minutes while the client retried.
+func TestBenchServerGone(t *testing.T) {
+	shortBenchWaits(t)
+	dir := t.TempDir()
+	srv, err := server.New(context.Background(), server.Config{DataDir: dir, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), WSMaxUnauthPerAddr: defaultWSMaxUnauthPerIP})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sctx, stopServer := context.WithCancel(context.Background())
+	defer stopServer()
+	served := make(chan error, 1)
+	go func() { served <- srv.Run(sctx, ln) }()
+
+	var stdout, stderr logtest.Buffer
+	args := []string{"bench", "--url", "http://" + ln.Addr().String(), "--data-dir", dir, "--conns", "3", "--writers", "2",
+		"--rate", "50/s", "--duration", "3s", "--settle", "1s"}
+	go func() {
+		for !strings.Contains(stdout.String(), "writing for") {
+			time.Sleep(10 * time.Millisecond)
+		}
+		time.Sleep(500 * time.Millisecond)
+		stopServer()
+	}()
+	start := time.Now()
+	code := run(context.Background(), args, &stdout, &stderr)
+	took := time.Since(start)
+	<-served
+	if took > 3*time.Second+benchWriteGrace+benchSetupWait+5*time.Second {
+		t.Errorf("a run whose server went away took %v", took)
+	}
+	m := benchWritesRE.FindStringSubmatch(stdout.String())
+	if code == exitOK || m == nil || m[2] == "0" || !strings.Contains(stderr.String(), "writes failed") {
+		t.Errorf("a run whose server went away = %d; stdout %q stderr %q; want a failure with its write errors", code, stdout.String(), stderr.String())
+	}
+}
+
+// TestBenchNoServer: nothing listens at --url: the run fails within the
+// setup's wait, saying where it could not connect.
+func TestBenchNoServer(t *testing.T) {
+	shortBenchWaits(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	url := "http://" + ln.Addr().String()
+	ln.Close()
+	_, dir, _ := benchServer(t) // for its stored credentials
+	var stdout, stderr logtest.Buffer
+	start := time.Now()
+	code := run(context.Background(), []string{"bench", "--url", url, "--data-dir", dir, "--duration", "1s"}, &stdout, &stderr)
+	if took := time.Since(start); code == exitOK || took > benchSetupWait+5*time.Second || !strings.Contains(stderr.String(), url) {
+		t.Errorf("bench against a closed port: exit %d after %v, stderr %q; want a failure naming %s within %v", code, took, stderr.String(), url, benchSetupWait)
+	}
+}
+
+// shortBenchWaits shortens benchSetupWait and benchWriteGrace until the
+// test ends.
+func shortBenchWaits(t *testing.T) {
+	setup, grace := benchSetupWait, benchWriteGrace
+	benchSetupWait, benchWriteGrace = 3*time.Second, 2*time.Second
+	t.Cleanup(func() { benchSetupWait, benchWriteGrace = setup, grace })
+}
