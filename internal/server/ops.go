@@ -1,6 +1,7 @@
 package server
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"maps"
@@ -9,6 +10,7 @@ import (
 	"net/url"
 	"slices"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/chorus-sync/chorus"
@@ -176,30 +178,60 @@ func (s *Server) webhookBacklogMetrics(ctx context.Context, w http.ResponseWrite
 		return
 	}
 	now := s.hooks.Now() // the store's clock, which dates the entries
-	sort.Slice(backlog, func(i, j int) bool { return backlog[i].ServiceSID < backlog[j].ServiceSID })
-	fmt.Fprintf(w, "# HELP chorus_webhooks_pending Webhooks waiting in the outbox, per service.\n# TYPE chorus_webhooks_pending gauge\n")
+	var oldest float64
+	var pending int64
+	for _, b := range backlog {
+		oldest = max(oldest, now.Sub(b.Oldest).Seconds())
+		pending += int64(b.Pending)
+	}
+	backlog = mostPending(backlog, metricsMaxServices)
+	fmt.Fprintf(w, "# HELP chorus_webhooks_pending Webhooks waiting in the outbox, per service (the %d services with the most).\n# TYPE chorus_webhooks_pending gauge\n", metricsMaxServices)
 	for _, b := range backlog {
 		fmt.Fprintf(w, "chorus_webhooks_pending{service=%q} %d\n", b.ServiceSID, b.Pending)
 	}
-	fmt.Fprintf(w, "# HELP chorus_webhooks_oldest_pending_seconds Age of the oldest pending webhook, per service.\n# TYPE chorus_webhooks_oldest_pending_seconds gauge\n")
-	var oldest float64
+	fmt.Fprintf(w, "# HELP chorus_webhooks_oldest_pending_seconds Age of the oldest pending webhook, per service (those of chorus_webhooks_pending).\n# TYPE chorus_webhooks_oldest_pending_seconds gauge\n")
 	for _, b := range backlog {
-		age := max(0, now.Sub(b.Oldest).Seconds())
-		oldest = max(oldest, age)
-		fmt.Fprintf(w, "chorus_webhooks_oldest_pending_seconds{service=%q} %.3f\n", b.ServiceSID, age)
+		fmt.Fprintf(w, "chorus_webhooks_oldest_pending_seconds{service=%q} %.3f\n", b.ServiceSID, max(0, now.Sub(b.Oldest).Seconds()))
 	}
-	fmt.Fprintf(w, "# HELP chorus_webhooks_oldest_pending_age_seconds Age of the oldest pending webhook of any service.\n# TYPE chorus_webhooks_oldest_pending_age_seconds gauge\nchorus_webhooks_oldest_pending_age_seconds %.3f\n", oldest)
+	fmt.Fprintf(w, "# HELP chorus_webhooks_pending_all Webhooks waiting in the outbox, all services together.\n# TYPE chorus_webhooks_pending_all gauge\nchorus_webhooks_pending_all %d\n", pending)
+	fmt.Fprintf(w, "# HELP chorus_webhooks_oldest_pending_age_seconds Age of the oldest pending webhook of any service.\n# TYPE chorus_webhooks_oldest_pending_age_seconds gauge\nchorus_webhooks_oldest_pending_age_seconds %.3f\n", max(0, oldest))
 	kept, err := s.hooks.AbandonedCounts(ctx, nil)
 	if err != nil {
 		s.log.Warn("metrics: abandoned webhooks", logErr, err)
 		return
 	}
-	sids := slices.Sorted(maps.Keys(kept))
-	fmt.Fprintf(w, "# HELP chorus_webhooks_abandoned_kept Webhooks given up on and kept to be replayed, per service.\n# TYPE chorus_webhooks_abandoned_kept gauge\n")
+	sids := mostKept(kept, metricsMaxServices)
+	fmt.Fprintf(w, "# HELP chorus_webhooks_abandoned_kept Webhooks given up on and kept to be replayed, per service (the %d services with the most).\n# TYPE chorus_webhooks_abandoned_kept gauge\n", metricsMaxServices)
 	for _, sid := range sids {
 		fmt.Fprintf(w, "chorus_webhooks_abandoned_kept{service=%q} %d\n", sid, kept[sid])
 	}
 }
+
+// mostPending returns the n services of backlog with the most pending (by
+// SID among equals), in SID order. It reorders backlog.
+func mostPending(backlog []*chorus.OutboxBacklog, n int) []*chorus.OutboxBacklog {
+	slices.SortFunc(backlog, func(a, b *chorus.OutboxBacklog) int {
+		return cmp.Or(cmp.Compare(b.Pending, a.Pending), strings.Compare(a.ServiceSID, b.ServiceSID))
+	})
+	backlog = backlog[:min(len(backlog), n)]
+	slices.SortFunc(backlog, func(a, b *chorus.OutboxBacklog) int { return strings.Compare(a.ServiceSID, b.ServiceSID) })
+	return backlog
+}
+
+// mostKept returns the n service SIDs of kept with the largest counts (by
+// SID among equals), in SID order.
+func mostKept(kept map[string]int, n int) []string {
+	sids := slices.SortedFunc(maps.Keys(kept), func(a, b string) int { return cmp.Or(cmp.Compare(kept[b], kept[a]), strings.Compare(a, b)) })
+	sids = sids[:min(len(sids), n)]
+	slices.Sort(sids)
+	return sids
+}
+
+// metricsMaxServices bounds the series of a per-service metric: a tenant
+// decides how many services there are, and 300 services with a webhook
+// failing made 600 series (56 KB a scrape). Those with the most to show
+// are kept; the totals beside them count every service.
+const metricsMaxServices = 100
 
 // refuseWebhooks answers 508 to requests that carry the webhook header: a
 // webhook pointed at a Chorus server (this one or another) must not loop.

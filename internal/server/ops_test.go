@@ -1,11 +1,13 @@
 package server
 
 import (
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 
@@ -88,5 +90,53 @@ func TestMetricsServerErrors(t *testing.T) {
 	b, _ := io.ReadAll(res.Body)
 	if !strings.Contains(string(b), `chorus_http_server_errors_total{code="20503"} `) {
 		t.Errorf("no chorus_http_server_errors_total line for 20503 in /metrics")
+	}
+}
+
+// TestPerServiceMetricsBounded: a per-service metric shows the services
+// with the most to show, at most metricsMaxServices of them: a tenant
+// decides how many services there are (300 with a failing webhook made
+// 600 series).
+func TestPerServiceMetricsBounded(t *testing.T) {
+	var backlog []*chorus.OutboxBacklog
+	kept := map[string]int{}
+	for i := range 3 * metricsMaxServices {
+		sid := fmt.Sprintf("IS%032d", i)
+		backlog = append(backlog, &chorus.OutboxBacklog{ServiceSID: sid, Pending: i % 7})
+		kept[sid] = i % 5
+	}
+	big := fmt.Sprintf("IS%032d", 2*metricsMaxServices+1)
+	backlog[2*metricsMaxServices+1].Pending, kept[big] = 1000, 1000
+	top := mostPending(backlog, metricsMaxServices)
+	if len(top) != metricsMaxServices {
+		t.Fatalf("mostPending gave %d services, want %d", len(top), metricsMaxServices)
+	}
+	least, in := 1<<30, map[string]bool{}
+	for i, b := range top {
+		least, in[b.ServiceSID] = min(least, b.Pending), true
+		if i > 0 && top[i-1].ServiceSID >= b.ServiceSID {
+			t.Errorf("mostPending not in SID order at %d", i)
+		}
+	}
+	if !in[big] {
+		t.Errorf("mostPending left out the service with the most pending")
+	}
+	for i := range 3 * metricsMaxServices {
+		if sid := fmt.Sprintf("IS%032d", i); !in[sid] && i%7 > least {
+			t.Errorf("mostPending left out %s with %d pending, and kept one with %d", sid, i%7, least)
+		}
+	}
+	sids := mostKept(kept, metricsMaxServices)
+	if len(sids) != metricsMaxServices || !slices.Contains(sids, big) || !slices.IsSorted(sids) {
+		t.Errorf("mostKept = %d SIDs (with %s: %v, sorted: %v), want the %d with the most, sorted", len(sids), big, slices.Contains(sids, big), slices.IsSorted(sids), metricsMaxServices)
+	}
+	leastKept := 1 << 30
+	for _, sid := range sids {
+		leastKept = min(leastKept, kept[sid])
+	}
+	for sid, n := range kept {
+		if !slices.Contains(sids, sid) && n > leastKept {
+			t.Errorf("mostKept left out %s with %d, and kept one with %d", sid, n, leastKept)
+		}
 	}
 }
