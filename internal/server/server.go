@@ -12,6 +12,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -713,6 +714,7 @@ func openStore(ctx context.Context, cfg Config) (openedStore, error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return openedStore{}, fmt.Errorf("server: create data directory: %w", err)
 	}
+	warnOpenDataDir(cfg.DataDir, cfg.Logger)
 	// A second server on the directory would serve the same database
 	// without hearing the first one's events (its subscribers would miss
 	// every write made through the other), and both would sweep and send
@@ -727,6 +729,20 @@ func openStore(ctx context.Context, cfg Config) (openedStore, error) {
 		return openedStore{}, fmt.Errorf("server: open store: %w", err)
 	}
 	return openedStore{store: st, unlock: unlock}, nil
+}
+
+// warnOpenDataDir warns when dir, which Chorus creates 0700, was made
+// earlier with access for others: its files are 0600, but whoever may
+// write the directory may replace them (the database, its WAL, the lock).
+func warnOpenDataDir(dir string, logger *slog.Logger) {
+	fi, err := os.Stat(dir)
+	if err != nil || runtime.GOOS == "windows" {
+		return
+	}
+	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
+		logger.Warn("the data directory is open to other users: it holds the credentials and every object; chmod 700 it",
+			"dir", dir, "mode", fmt.Sprintf("%#o", perm))
+	}
 }
 
 // lockDataDir takes the serve lock on dir: its lock file, which older

@@ -9,12 +9,15 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/chorus-sync/chorus"
 	"github.com/chorus-sync/chorus/internal/engine"
+	"github.com/chorus-sync/chorus/internal/logtest"
 	"github.com/chorus-sync/chorus/token"
 )
 
@@ -178,5 +181,25 @@ func TestRunShutdown(t *testing.T) {
 	}
 	if err := s.Run(context.Background(), ln); err == nil || errors.Is(err, context.Canceled) {
 		t.Errorf("second Run = %v, want an error", err)
+	}
+}
+
+// TestWarnsOfOpenDataDir: a data directory made earlier with access for
+// other users (0777) is used, with a warning: whoever may write it may
+// replace the database. One Chorus made (0700) gets none.
+func TestWarnsOfOpenDataDir(t *testing.T) {
+	for _, mode := range []os.FileMode{0o777, 0o700} {
+		dir := filepath.Join(t.TempDir(), "data")
+		if err := os.Mkdir(dir, mode); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(dir, mode); err != nil { // past the umask
+			t.Fatal(err)
+		}
+		var logs logtest.Buffer
+		newServer(t, Config{DataDir: dir, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+		if warned := strings.Contains(logs.String(), "open to other users"); warned != (mode != 0o700) {
+			t.Errorf("data directory %#o: warned %v; log:\n%s", mode, warned, logs.String())
+		}
 	}
 }
