@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -78,6 +79,13 @@ type Config struct {
 	// ReplayTime bounds one subscription request's replays likewise, the
 	// time spent waiting for the client to read included; default 5s.
 	ReplayTime time.Duration
+	// ReplaySlots bounds the replays that run at once on this gateway,
+	// each holding a batch of events and filling its session's send
+	// queue: a reconnect storm of clients far behind took 480 MB with 20
+	// of them. A replay that waits for a slot past its ReplayTime is
+	// interrupted, and its client subscribes again. Default 4 per CPU,
+	// at least 8.
+	ReplaySlots int
 	// InitTimeout closes connections that send no init; default 30s.
 	InitTimeout time.Duration
 	// MaxInitBytes is the largest WebSocket message accepted before init
@@ -161,6 +169,8 @@ type Gateway struct {
 	closed      bool
 	wg          sync.WaitGroup
 
+	// replaySlots holds a token per replay step running (ReplaySlots).
+	replaySlots        chan struct{}
 	replayed           atomic.Uint64
 	replaysInterrupted atomic.Uint64
 	merged             atomic.Uint64
@@ -244,6 +254,9 @@ func New(cfg Config) *Gateway {
 	if cfg.ReplayBatch <= 0 {
 		cfg.ReplayBatch = 500
 	}
+	if cfg.ReplaySlots <= 0 {
+		cfg.ReplaySlots = max(8, 4*runtime.GOMAXPROCS(0))
+	}
 	if cfg.InitTimeout <= 0 {
 		cfg.InitTimeout = 30 * time.Second
 	}
@@ -251,7 +264,7 @@ func New(cfg Config) *Gateway {
 		cfg.MaxInitBytes = DefaultMaxInitBytes
 	}
 	g := &Gateway{cfg: cfg, log: cfg.Logger, conns: make(map[*conn]struct{}), unauth: make(map[string]int), perIdentity: make(map[identityKey]int), noisy: newNoisyLog(),
-		refusalLog: ratelog.New(refusalLogEvery, 1)}
+		refusalLog: ratelog.New(refusalLogEvery, 1), replaySlots: make(chan struct{}, cfg.ReplaySlots)}
 	if cfg.Verifier != nil && cfg.Verifier.Keys != nil && !cfg.SharedStore {
 		v := *cfg.Verifier
 		g.keys = newKeyCache(v.Keys)

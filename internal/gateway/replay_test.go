@@ -427,3 +427,44 @@ func TestReplayBudgetShared(t *testing.T) {
 		t.Fatalf("replays %s, want %s", got, want)
 	}
 }
+
+// Replays run in the gateway's ReplaySlots at most: clients far behind
+// that reconnect together each held a batch of events and a full send
+// queue (480 MB with 20 of them). One that waits for a slot past its
+// ReplayTime is interrupted where it was, and its next subscription
+// replays everything, in order; one with nothing to replay needs no slot.
+func TestReplayWaitsForASlot(t *testing.T) {
+	e := newEnv(t, withConfig(func(c *Config) { c.ReplaySlots, c.ReplayTime = 1, 300*time.Millisecond }))
+	a, b := e.session("alice"), e.session("bob")
+	doc := wantStatus(t, "create", a.do("POST", "/v3/Documents", nil, map[string]any{"data": map[string]any{}}), 201, 0)
+	sid, url := doc["sid"].(string), doc["url"].(string)
+	start := num(doc["last_event_id"])
+	var last int64
+	for i := range 5 {
+		up := wantStatus(t, "update", a.do("POST", url, nil, map[string]any{"data": map[string]any{"i": i}}), 200, 0)
+		last = num(up["last_event_id"])
+	}
+
+	e.gw.replaySlots <- struct{}{} // another replay holds the only slot
+	wantStatus(t, "establish", b.subscribe("establish", 7, docSub(sid, last)), 200, 0)
+	if got, status, at := replayedUntilEstablished(t, b, last); got != last || status != "completed" || at != last {
+		t.Fatalf("with nothing to replay: up to %d, then %s at %d; want completed at %d without a slot", got, status, at, last)
+	}
+	c := e.session("carol")
+	began := time.Now()
+	wantStatus(t, "establish", c.subscribe("establish", 8, docSub(sid, start)), 200, 0)
+	if got, status, at := replayedUntilEstablished(t, c, start); got != start || status != "interrupted" || at != start {
+		t.Fatalf("waiting for a slot: replayed up to %d, then %s at %d; want interrupted at %d with nothing sent", got, status, at, start)
+	}
+	if waited := time.Since(began); waited < 250*time.Millisecond {
+		t.Errorf("interrupted after %v, before its ReplayTime", waited)
+	}
+	<-e.gw.replaySlots // the other replay ended
+	wantStatus(t, "establish", c.subscribe("establish", 9, docSub(sid, start)), 200, 0)
+	if got, status, at := replayedUntilEstablished(t, c, start); got != last || status != "completed" || at != last {
+		t.Fatalf("with the slot free: replayed up to %d, then %s at %d; want every event up to %d, completed", got, status, at, last)
+	}
+	if n := len(e.gw.replaySlots); n != 0 {
+		t.Errorf("%d replay slots still taken after the replays ended", n)
+	}
+}

@@ -367,6 +367,7 @@ func (c *conn) catchUp(ctx context.Context, corr json.Number, s *subscription, o
 	chase := false // removed meanwhile: read on to the removal, budget or not
 	for round := 0; ; round++ {
 		var events []*chorus.Event
+		release := func() {}
 		if round == 0 || chase || !budget.spent() {
 			// Every round may synthesize catch-up events from current
 			// state when the log no longer reaches back to pos (a trimmed
@@ -380,16 +381,35 @@ func (c *conn) catchUp(ctx context.Context, corr json.Number, s *subscription, o
 				cp.LastEventID = math.MaxInt64
 				snap = &cp
 			}
+			if pos < snap.LastEventID {
+				// Something to replay: in one of the gateway's slots.
+				var ok bool
+				if release, ok = c.g.replaySlot(c.replayWait(budget, chase)); !ok {
+					if c.ctx.Err() != nil {
+						return c.ctx.Err()
+					}
+					// The budget ran out waiting.
+					switch c.interruptReplay(corr, s, pos) {
+					case replayRemoved:
+						chase = true // the client must get the removal
+						continue
+					default:
+						return nil
+					}
+				}
+			}
 			limit := c.g.cfg.ReplayBatch
 			if !chase {
 				limit = max(1, min(limit, budget.events))
 			}
 			var err error
 			if events, _, err = eng.Replay(ctx, snap, pos, limit); err != nil {
+				release()
 				return err
 			}
 		}
 		end, progressed := c.replayEvents(s, events, &pos, corr, budget, chase)
+		release()
 		switch end {
 		case batchStop:
 			return ctx.Err()
@@ -439,6 +459,58 @@ func (c *conn) catchUp(ctx context.Context, corr json.Number, s *subscription, o
 	return nil
 }
 
+// replaySlot waits under ctx for one of the gateway's replay slots
+// (Config.ReplaySlots); release gives it back. False when ctx ended first.
+func (g *Gateway) replaySlot(ctx context.Context) (release func(), ok bool) {
+	select {
+	case g.replaySlots <- struct{}{}:
+		return func() { <-g.replaySlots }, true
+	case <-ctx.Done():
+		return func() {}, false
+	}
+}
+
+// replayWait is the context a replay step waits under, for a slot or for
+// its client: the budget's, or the session's when it chases a removal.
+func (c *conn) replayWait(budget *replayBudget, chase bool) context.Context {
+	if chase {
+		return c.ctx
+	}
+	return budget.waitCtx() // waiting counts against the budget
+}
+
+// interruptReplay ends s's replay at pos with replay_status "interrupted",
+// off the live stream, and the client subscribes again from pos; unless
+// the subscription ended meanwhile (replayGone: nothing is sent), or its
+// object was removed (replayRemoved: the caller replays on to the
+// removal, as catchUp does).
+func (c *conn) interruptReplay(corr json.Number, s *subscription, pos int64) replayOutcome {
+	t := s.t
+	t.mu.Lock()
+	switch {
+	case s.gone && t.removed:
+		t.mu.Unlock()
+		return replayRemoved
+	case s.gone:
+		t.mu.Unlock()
+		return replayGone
+	}
+	s.delivered = pos
+	t.mu.Unlock()
+	c.g.replaysInterrupted.Add(1)
+	c.sendEstablished(corr, s, "interrupted", pos)
+	return replayInterrupted
+}
+
+// replayOutcome is what interruptReplay did.
+type replayOutcome int
+
+const (
+	replayInterrupted replayOutcome = iota
+	replayGone
+	replayRemoved
+)
+
 // sendEstablished queues s's subscription_established at position pos (nil:
 // none, a stream's). A subscription made live is established under its
 // topic's lock, so that the topic's live events follow it.
@@ -464,12 +536,7 @@ const (
 // *pos past every event it sends and every one that is not sent to
 // clients (an access change, a creation), and reports whether it did.
 func (c *conn) replayEvents(s *subscription, events []*chorus.Event, pos *int64, corr json.Number, budget *replayBudget, chase bool) (end batchEnd, progressed bool) {
-	wait := func() context.Context {
-		if chase {
-			return c.ctx
-		}
-		return budget.waitCtx() // waiting for the client counts against the budget
-	}
+	wait := func() context.Context { return c.replayWait(budget, chase) }
 	for _, e := range events {
 		if e.ID <= *pos {
 			continue
