@@ -835,13 +835,15 @@ func openBus(ctx context.Context, cfg Config, resync func(publishesLost bool)) (
 		}
 		if cfg.ClusterSecret != "" {
 			opts = append(opts, natsbus.WithSecret([]byte(cfg.ClusterSecret)))
-		} else {
-			cfg.Logger.Warn("nats: no cluster secret: anything NATS lets publish on this cluster's subjects can put " +
-				"events into its clients' subscriptions; set CHORUS_CLUSTER_SECRET (the same on every node) and NATS authentication")
 		}
 		b, err := natsbus.Open(ctx, cfg.BusURL, cfg.Logger, opts...)
 		if err != nil {
 			return nil, fmt.Errorf("server: connect to NATS: %w", err)
+		}
+		if cfg.ClusterSecret == "" {
+			// Once connected: not at each retry of --start-wait.
+			cfg.Logger.Warn("nats: no cluster secret: anything NATS lets publish on this cluster's subjects can put " +
+				"events into its clients' subscriptions; set CHORUS_CLUSTER_SECRET (the same on every node) and NATS authentication")
 		}
 		return b, nil
 	case cfg.BusURL != "":

@@ -54,6 +54,10 @@ func newWhenUp(t *testing.T, cfg Config, what string, up func()) (*Server, error
 		if strings.Contains(logs.String(), "password=") {
 			t.Errorf("the log holds a password: %s", logs.String())
 		}
+		// Warnings about the configuration come once, not at each retry.
+		if n := strings.Count(logs.String(), "no cluster secret"); n > 1 {
+			t.Errorf("the missing cluster secret was warned of %d times while waiting for %s", n, what)
+		}
 		return r.s, r.err
 	case <-time.After(30 * time.Second):
 		t.Fatalf("New did not return within 30s of %s coming up; log:\n%s", what, logs.String())
