@@ -282,7 +282,7 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer) error {
 	if *publicURL != "" {
 		u, err := checkPublicURL(*publicURL)
 		if err != nil {
-			return usagef("invalid --public-url %q: %v", *publicURL, err)
+			return usagef("invalid %s %q: %v", source(fs, "public-url", "CHORUS_PUBLIC_URL"), *publicURL, err)
 		}
 		*publicURL = u
 	}

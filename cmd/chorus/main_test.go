@@ -370,6 +370,11 @@ func TestErrors(t *testing.T) {
 		{"after-restore with a copy", nil, []string{"migrate", "--store", "postgres://127.0.0.1:1/x", "--after-restore", "--from-data-dir", dir}, 2, "--after-restore"},
 		{"dev-tokens-public alone", nil, []string{"serve", "--dev-tokens-public"}, 2, "--dev-tokens-public needs --dev-tokens"},
 		{"bad CHORUS_DEV_TOKENS", []string{"CHORUS_DEV_TOKENS=maybe"}, []string{"serve"}, 2, "CHORUS_DEV_TOKENS"},
+		// A value from the environment is named as it was given.
+		{"bad CHORUS_MAX_CONNS", []string{"CHORUS_MAX_CONNS=-1"}, []string{"serve"}, 2, `invalid CHORUS_MAX_CONNS "-1"`},
+		{"bad --max-conns over the environment", []string{"CHORUS_MAX_CONNS=5"}, []string{"serve", "--max-conns", "-1"}, 2, `invalid --max-conns "-1"`},
+		{"bad CHORUS_PUBLIC_URL", []string{"CHORUS_PUBLIC_URL=notaurl"}, []string{"serve"}, 2, "invalid CHORUS_PUBLIC_URL"},
+		{"bad CHORUS_TRUSTED_PROXIES", []string{"CHORUS_TRUSTED_PROXIES=nope"}, []string{"serve"}, 2, "invalid CHORUS_TRUSTED_PROXIES entry"},
 		{"admin keys without subcommand", nil, []string{"admin", "keys"}, 2, "list, create or revoke"},
 		{"admin keys revoke without SID", nil, []string{"admin", "keys", "revoke"}, 2, "API key SID"},
 		{"admin keys revoke bad SID", nil, []string{"admin", "keys", "revoke", "SKnope"}, 2, "not an API key SID"},

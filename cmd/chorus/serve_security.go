@@ -71,13 +71,13 @@ func (f *securityFlags) apply(cfg *server.Config) error {
 	}
 	cfg.Transport.TLSCert, cfg.Transport.TLSKey = *f.tlsCert, *f.tlsKey
 	var err error
-	if cfg.Transport.MaxConns, err = count("--max-conns", *f.maxConns); err != nil {
+	if cfg.Transport.MaxConns, err = count(source(f.fs, "max-conns", envMaxConns), *f.maxConns); err != nil {
 		return err
 	}
 	if *f.maxConns == "" {
 		cfg.Transport.MaxConns = defaultMaxConns(openFilesLimit())
 	}
-	if cfg.Transport.MaxConnsPerIP, err = count("--max-conns-per-ip", *f.maxConnsPerIP); err != nil {
+	if cfg.Transport.MaxConnsPerIP, err = count(source(f.fs, "max-conns-per-ip", envMaxConnsPerIP), *f.maxConnsPerIP); err != nil {
 		return err
 	}
 	cfg.MetricsPublic = *f.metricsPublic
@@ -94,7 +94,7 @@ func (f *securityFlags) apply(cfg *server.Config) error {
 		if err != nil {
 			a, aerr := netip.ParseAddr(p)
 			if aerr != nil {
-				return usagef("invalid --trusted-proxies entry %q: want an address or CIDR", p)
+				return usagef("invalid %s entry %q: want an address or CIDR", source(f.fs, "trusted-proxies", envTrusted), p)
 			}
 			pfx = netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen())
 		}
@@ -113,6 +113,15 @@ func (f *securityFlags) apply(cfg *server.Config) error {
 		return usagef("%s is shorter than %d characters", envClusterKey, natsbus.MinSecretLen)
 	}
 	return nil
+}
+
+// source names where flag name's value came from, for an error about it:
+// the command line, or the environment variable env it defaults to.
+func source(fs *flag.FlagSet, name, env string) string {
+	if !flagSet(fs, name) && getenv(env) != "" {
+		return env
+	}
+	return "--" + name
 }
 
 func count(name, v string) (int, error) {
