@@ -20,6 +20,7 @@ import (
 
 	"github.com/chorus-sync/chorus"
 	"github.com/chorus-sync/chorus/internal/bus/mem"
+	natsbus "github.com/chorus-sync/chorus/internal/bus/nats"
 	"github.com/chorus-sync/chorus/internal/engine"
 	"github.com/chorus-sync/chorus/internal/gateway"
 	"github.com/chorus-sync/chorus/internal/server"
@@ -285,6 +286,15 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer) error {
 			return usagef("invalid %s %q: %v", source(fs, "public-url", "CHORUS_PUBLIC_URL"), *publicURL, err)
 		}
 		*publicURL = u
+	}
+	if *busPrefix != "" {
+		// Checked before the store opens, as every setting is.
+		if *busURL == "" {
+			return usagef("%s without --bus: only nodes on NATS use it", source(fs, "bus-prefix", "CHORUS_BUS_PREFIX"))
+		}
+		if err := natsbus.CheckPrefix(*busPrefix); err != nil {
+			return usagef("invalid %s: %v", source(fs, "bus-prefix", "CHORUS_BUS_PREFIX"), err)
+		}
 	}
 	creds, err := envCredentials(true)
 	if err != nil {
@@ -665,6 +675,11 @@ func cmdMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	}
 	if *afterRestore && from.dataDir != "" {
 		return usagef("migrate: --after-restore and --from-data-dir do not go together")
+	}
+	for _, name := range []string{"overwrite", "overwrite-credentials", "json"} {
+		if flagSet(fs, name) && from.dataDir == "" {
+			return usagef("migrate: --%s applies to a copy: it needs --from-data-dir", name)
+		}
 	}
 	if err := postgres.Migrate(ctx, *storeURL); err != nil {
 		return err

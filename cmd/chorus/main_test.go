@@ -368,6 +368,11 @@ func TestErrors(t *testing.T) {
 		{"bad dev-tokens", nil, []string{"serve", "--dev-tokens=maybe"}, 2, "dev-tokens"},
 		{"negative start wait", nil, []string{"serve", "--start-wait=-1s"}, 2, "--start-wait"},
 		{"after-restore with a copy", nil, []string{"migrate", "--store", "postgres://127.0.0.1:1/x", "--after-restore", "--from-data-dir", dir}, 2, "--after-restore"},
+		{"migrate --json without a copy", nil, []string{"migrate", "--store", "postgres://127.0.0.1:1/x", "--json"}, 2, "--json applies to a copy"},
+		{"migrate --overwrite without a copy", nil, []string{"migrate", "--store", "postgres://127.0.0.1:1/x", "--overwrite"}, 2, "--overwrite applies to a copy"},
+		{"bus-prefix without a bus", nil, []string{"serve", "--bus-prefix", "x"}, 2, "--bus-prefix without --bus"},
+		{"CHORUS_BUS_PREFIX without a bus", []string{"CHORUS_BUS_PREFIX=x"}, []string{"serve"}, 2, "CHORUS_BUS_PREFIX without --bus"},
+		{"bad bus-prefix", nil, []string{"serve", "--bus", "nats://127.0.0.1:1", "--bus-prefix", "a b"}, 2, "invalid --bus-prefix"},
 		{"dev-tokens-public alone", nil, []string{"serve", "--dev-tokens-public"}, 2, "--dev-tokens-public needs --dev-tokens"},
 		{"bad CHORUS_DEV_TOKENS", []string{"CHORUS_DEV_TOKENS=maybe"}, []string{"serve"}, 2, "CHORUS_DEV_TOKENS"},
 		// A value from the environment is named as it was given.

@@ -676,6 +676,15 @@ func checkToken(s string) error {
 
 // checkSubject reports whether s is a literal subject of one or more
 // tokens.
+// CheckPrefix reports whether prefix can be WithPrefix's: NATS subject
+// tokens joined by dots.
+func CheckPrefix(prefix string) error {
+	if err := checkSubject(prefix); err != nil {
+		return fmt.Errorf("nats: prefix %q: %w", prefix, err)
+	}
+	return nil
+}
+
 func checkSubject(s string) error {
 	for tok := range strings.SplitSeq(s, ".") {
 		if err := checkToken(tok); err != nil {
