@@ -100,6 +100,9 @@ type Config struct {
 
 	// ShutdownTimeout bounds the graceful shutdown; default 10s.
 	ShutdownTimeout time.Duration
+	// Postgres tunes the PostgreSQL store of StoreURL; the zero value has
+	// its defaults.
+	Postgres postgres.Config
 
 	// WebhooksAllowPrivate lets webhooks reach loopback and private
 	// addresses (development, tests); see webhook.Policy.
@@ -700,7 +703,7 @@ func (s *Server) adoptCopy(ctx context.Context, pg *postgres.Store) error {
 func openStore(ctx context.Context, cfg Config) (openedStore, error) {
 	switch {
 	case strings.HasPrefix(cfg.StoreURL, "postgres://") || strings.HasPrefix(cfg.StoreURL, "postgresql://"):
-		st, err := postgres.Open(ctx, cfg.StoreURL, cfg.Logger)
+		st, err := postgres.OpenConfig(ctx, cfg.StoreURL, cfg.Postgres, cfg.Logger)
 		if err != nil {
 			return openedStore{}, fmt.Errorf("server: open PostgreSQL store: %w", err)
 		}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/chorus-sync/chorus/internal/server"
 	"github.com/chorus-sync/chorus/internal/servertest"
+	"github.com/chorus-sync/chorus/internal/store/postgres"
 )
 
 // TestSingleNodeOnPostgres: a node on PostgreSQL without a bus runs alone
@@ -64,12 +65,14 @@ func TestSingleNodeOnPostgres(t *testing.T) {
 
 // TestSingleNodeStopsWhenItsLockIsTaken: a node without a bus whose lock
 // session ended (a database restart) and whose lock another node took
-// meanwhile stops serving, with an error that says why, instead of
-// serving beside that node, neither hearing of the other's writes.
+// meanwhile, and still holds after the grace (Postgres.SingleNodeGrace),
+// stops serving, with an error that says why, instead of serving beside
+// that node, neither hearing of the other's writes.
 func TestSingleNodeStopsWhenItsLockIsTaken(t *testing.T) {
 	ctx := context.Background()
 	db := servertest.NewDatabase(t)
-	s, err := server.New(ctx, server.Config{StoreURL: db, Logger: slog.New(slog.DiscardHandler), Creds: creds})
+	s, err := server.New(ctx, server.Config{StoreURL: db, Logger: slog.New(slog.DiscardHandler), Creds: creds,
+		Postgres: postgres.Config{SingleNodeCheck: 500 * time.Millisecond, SingleNodeGrace: time.Second}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -84,7 +87,7 @@ func TestSingleNodeStopsWhenItsLockIsTaken(t *testing.T) {
 	go func() { done <- s.Run(runCtx, ln) }()
 
 	// The other node: end the lock's session and take the lock at once,
-	// before the node's next check (every 5 s) takes it again.
+	// before the node's next check takes it again.
 	other := servertest.Connect(t, db, nil)
 	var key int64
 	if err := other.QueryRow(ctx, `SELECT (l.classid::bigint << 32) | l.objid::bigint FROM pg_locks l

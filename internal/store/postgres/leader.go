@@ -24,6 +24,7 @@ type sessionLock struct {
 	mu      sync.Mutex // guards the fields below and serializes their users
 	conn    *pgx.Conn
 	held    bool
+	heldBy  uint32 // the backend PID of the session that took the lock last
 	closed  bool
 	noLease bool      // the server has no idle_session_timeout (warned once)
 	warned  time.Time // last connection warning, for rate limiting
@@ -68,6 +69,9 @@ func (l *sessionLock) takeLocked(ctx context.Context) (bool, error) {
 		return false, err
 	}
 	l.held = ok
+	if ok {
+		l.heldBy = l.conn.PgConn().PID()
+	}
 	return ok, nil
 }
 
@@ -229,10 +233,18 @@ func (s *Store) LockSingleNode(ctx context.Context) error {
 
 // keepSingleNode checks the single-node lock until Close (LockSingleNode),
 // or until another node took it.
+//
+// Finding the lock held is not yet proof of another node: after a network
+// blip this node's old session may live on in the server (until it sees
+// the connection close, or its keepalives give up), holding the lock. A
+// holder that is that session is ended (pg_terminate_backend), and the
+// lock taken at the next check. Any other holder must still hold it after
+// Config.SingleNodeGrace, longer than the keepalives' (10 s + 3 × 5 s),
+// before this node stops.
 func (s *Store) keepSingleNode() {
 	t := time.NewTicker(s.cfg.SingleNodeCheck)
 	defer t.Stop()
-	var warned time.Time
+	var warned, conflictSince time.Time
 	for {
 		select {
 		case <-s.base.Done():
@@ -242,7 +254,19 @@ func (s *Store) keepSingleNode() {
 		err := s.recheckSingleNode()
 		switch {
 		case err == nil:
+			conflictSince = time.Time{}
 		case errors.Is(err, ErrSingleNodeInUse):
+			if s.endOwnStaleLock() {
+				s.logger.Warn("postgres: single-node lock held by this node's own earlier session, lost in a network failure: ended it; taking the lock again")
+				continue
+			}
+			if conflictSince.IsZero() {
+				conflictSince = time.Now()
+				s.logger.Warn("postgres: single-node lock held by another session; this node stops if it still is in "+s.cfg.SingleNodeGrace.String(), logKeyErr, err)
+			}
+			if time.Since(conflictSince) < s.cfg.SingleNodeGrace {
+				continue
+			}
 			s.logger.Error("postgres: another node without a bus took this database's single-node lock while this node's "+
 				"connection was down; the two would not hear of each other's writes: this node stops", logKeyErr, err)
 			s.singleTaken <- fmt.Errorf("postgres: the single-node lock was taken by another node: %w", err)
@@ -252,6 +276,28 @@ func (s *Store) keepSingleNode() {
 			s.logger.Warn("postgres: single-node lock: cannot take it again yet", logKeyErr, err)
 		}
 	}
+}
+
+// endOwnStaleLock ends the server session that holds the single-node lock
+// if it is the one this Store took it on (its backend PID), and reports
+// whether it did.
+func (s *Store) endOwnStaleLock() bool {
+	l := &s.single
+	l.mu.Lock()
+	own := l.heldBy
+	l.mu.Unlock()
+	if own == 0 {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(s.base, s.cfg.ConnectTimeout)
+	defer cancel()
+	k := uint64(l.key)
+	var ended bool
+	err := s.pool.QueryRow(ctx, `SELECT pg_terminate_backend(pid) FROM pg_locks
+		WHERE locktype = 'advisory' AND granted AND objsubid = 1 AND classid = $1::bigint::oid AND objid = $2::bigint::oid
+			AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) AND pid = $3`,
+		int64(k>>32), int64(k&0xffffffff), int64(own)).Scan(&ended)
+	return err == nil && ended
 }
 
 // SingleNodeTaken receives an error, once, when another node without a

@@ -96,6 +96,11 @@ type Config struct {
 	// SingleNodeCheck is how often a node without a bus checks its
 	// single-node lock (LockSingleNode). Default 5s.
 	SingleNodeCheck time.Duration
+	// SingleNodeGrace is how long another session must hold the
+	// single-node lock, after this node lost it, before this node stops
+	// (Store.SingleNodeTaken); default 30 s, past the keepalives that end
+	// this node's own stale session (10 s + 3 × 5 s).
+	SingleNodeGrace time.Duration
 
 	tracer pgx.QueryTracer // tests: sees every statement of every connection
 }
@@ -129,6 +134,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.LeaderLease <= 0 {
 		c.LeaderLease = DefaultLeaderLease
+	}
+	if c.SingleNodeGrace <= 0 {
+		c.SingleNodeGrace = 30 * time.Second
 	}
 	if c.SingleNodeCheck <= 0 {
 		c.SingleNodeCheck = 5 * time.Second

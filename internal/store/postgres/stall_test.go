@@ -418,3 +418,87 @@ func TestLostCommitSettles(t *testing.T) {
 		t.Error("Settle without a backend to wait for = true, want false (unknown)")
 	}
 }
+
+// TestSingleNodeEndsItsOwnStaleLock: after a network failure the server
+// may keep this node's old lock session (it has not seen the connection
+// close) while the node reconnects: the lock is held, by the node itself.
+// The node ends that session and takes the lock again, rather than stop
+// for "another node" (a reviewer's 13 s network cut stopped a lone node).
+func TestSingleNodeEndsItsOwnStaleLock(t *testing.T) {
+	ctx := context.Background()
+	dsn := newSchema(t)
+	a := openDSN(t, dsn, Config{SingleNodeCheck: 50 * time.Millisecond, SingleNodeGrace: time.Minute})
+	if err := a.LockSingleNode(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// The node loses its lock connection; the server keeps the session.
+	a.single.mu.Lock()
+	stale := a.single.conn
+	stalePID := stale.PgConn().PID()
+	a.single.conn, a.single.held = nil, false
+	a.single.mu.Unlock()
+	defer stale.Close(context.Background())
+
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		a.single.mu.Lock()
+		again := a.single.held && a.single.conn != nil && a.single.conn.PgConn().PID() != stalePID
+		a.single.mu.Unlock()
+		if again {
+			break
+		}
+		select {
+		case err := <-a.SingleNodeTaken():
+			t.Fatalf("the node stopped for its own stale session: %v", err)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the lock was not taken again 10 s after the node's old session was left holding it")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err := stale.Ping(ctx); err == nil {
+		t.Error("the stale session still answers: it was not ended")
+	}
+}
+
+// TestSingleNodeStopsAfterGrace: another session that holds the lock the
+// node lost stops the node only once it has held it for SingleNodeGrace.
+func TestSingleNodeStopsAfterGrace(t *testing.T) {
+	ctx := context.Background()
+	dsn := newSchema(t)
+	const grace = time.Second
+	// Checks far enough apart for the other to take the lock between two.
+	a := openDSN(t, dsn, Config{SingleNodeCheck: 500 * time.Millisecond, SingleNodeGrace: grace})
+	if err := a.LockSingleNode(ctx); err != nil {
+		t.Fatal(err)
+	}
+	a.single.mu.Lock()
+	own := a.single.conn
+	a.single.conn, a.single.held = nil, false // lost, as after a restart
+	a.single.mu.Unlock()
+	own.Close(ctx) // the server ends the session: the lock is free
+	b := openDSN(t, dsn, Config{})
+	var err error
+	for range 20 { // the server ends the session at once; a checks again in 500 ms
+		if err = b.LockSingleNode(ctx); err == nil {
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if err != nil {
+		t.Fatalf("the other store could not take the lock the node lost: %v", err)
+	}
+	start := time.Now()
+	select {
+	case err := <-a.SingleNodeTaken():
+		if took := time.Since(start); took < grace-100*time.Millisecond {
+			t.Errorf("stopped %v after the other took the lock, before the %v grace", took, grace)
+		}
+		if !errors.Is(err, ErrSingleNodeInUse) {
+			t.Errorf("SingleNodeTaken = %v, want ErrSingleNodeInUse", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the node did not report its lock taken 10 s after another node took it")
+	}
+}
