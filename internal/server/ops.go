@@ -184,13 +184,12 @@ func (s *Server) webhookBacklogMetrics(ctx context.Context, w http.ResponseWrite
 		oldest = max(oldest, now.Sub(b.Oldest).Seconds())
 		pending += int64(b.Pending)
 	}
-	backlog = mostPending(backlog, metricsMaxServices)
 	fmt.Fprintf(w, "# HELP chorus_webhooks_pending Webhooks waiting in the outbox, per service (the %d services with the most).\n# TYPE chorus_webhooks_pending gauge\n", metricsMaxServices)
-	for _, b := range backlog {
+	for _, b := range topServices(backlog, metricsMaxServices, func(a, b *chorus.OutboxBacklog) int { return cmp.Compare(b.Pending, a.Pending) }) {
 		fmt.Fprintf(w, "chorus_webhooks_pending{service=%q} %d\n", b.ServiceSID, b.Pending)
 	}
-	fmt.Fprintf(w, "# HELP chorus_webhooks_oldest_pending_seconds Age of the oldest pending webhook, per service (those of chorus_webhooks_pending).\n# TYPE chorus_webhooks_oldest_pending_seconds gauge\n")
-	for _, b := range backlog {
+	fmt.Fprintf(w, "# HELP chorus_webhooks_oldest_pending_seconds Age of the oldest pending webhook, per service (the %d services with the oldest).\n# TYPE chorus_webhooks_oldest_pending_seconds gauge\n", metricsMaxServices)
+	for _, b := range topServices(backlog, metricsMaxServices, func(a, b *chorus.OutboxBacklog) int { return a.Oldest.Compare(b.Oldest) }) {
 		fmt.Fprintf(w, "chorus_webhooks_oldest_pending_seconds{service=%q} %.3f\n", b.ServiceSID, max(0, now.Sub(b.Oldest).Seconds()))
 	}
 	fmt.Fprintf(w, "# HELP chorus_webhooks_pending_all Webhooks waiting in the outbox, all services together.\n# TYPE chorus_webhooks_pending_all gauge\nchorus_webhooks_pending_all %d\n", pending)
@@ -207,15 +206,16 @@ func (s *Server) webhookBacklogMetrics(ctx context.Context, w http.ResponseWrite
 	}
 }
 
-// mostPending returns the n services of backlog with the most pending (by
-// SID among equals), in SID order. It reorders backlog.
-func mostPending(backlog []*chorus.OutboxBacklog, n int) []*chorus.OutboxBacklog {
-	slices.SortFunc(backlog, func(a, b *chorus.OutboxBacklog) int {
-		return cmp.Or(cmp.Compare(b.Pending, a.Pending), strings.Compare(a.ServiceSID, b.ServiceSID))
+// topServices returns the first n services of backlog in the order of
+// first (by SID among equals), in SID order, in a new slice.
+func topServices(backlog []*chorus.OutboxBacklog, n int, first func(a, b *chorus.OutboxBacklog) int) []*chorus.OutboxBacklog {
+	top := slices.Clone(backlog)
+	slices.SortFunc(top, func(a, b *chorus.OutboxBacklog) int {
+		return cmp.Or(first(a, b), strings.Compare(a.ServiceSID, b.ServiceSID))
 	})
-	backlog = backlog[:min(len(backlog), n)]
-	slices.SortFunc(backlog, func(a, b *chorus.OutboxBacklog) int { return strings.Compare(a.ServiceSID, b.ServiceSID) })
-	return backlog
+	top = top[:min(len(top), n)]
+	slices.SortFunc(top, func(a, b *chorus.OutboxBacklog) int { return strings.Compare(a.ServiceSID, b.ServiceSID) })
+	return top
 }
 
 // mostKept returns the n service SIDs of kept with the largest counts (by

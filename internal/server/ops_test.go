@@ -1,6 +1,7 @@
 package server
 
 import (
+	"cmp"
 	"fmt"
 	"io"
 	"log/slog"
@@ -8,8 +9,10 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/chorus-sync/chorus"
 	"github.com/chorus-sync/chorus/internal/twiliohttp"
@@ -107,23 +110,35 @@ func TestPerServiceMetricsBounded(t *testing.T) {
 	}
 	big := fmt.Sprintf("IS%032d", 2*metricsMaxServices+1)
 	backlog[2*metricsMaxServices+1].Pending, kept[big] = 1000, 1000
-	top := mostPending(backlog, metricsMaxServices)
+	top := topServices(backlog, metricsMaxServices, func(a, b *chorus.OutboxBacklog) int { return cmp.Compare(b.Pending, a.Pending) })
 	if len(top) != metricsMaxServices {
-		t.Fatalf("mostPending gave %d services, want %d", len(top), metricsMaxServices)
+		t.Fatalf("topServices by pending gave %d services, want %d", len(top), metricsMaxServices)
 	}
 	least, in := 1<<30, map[string]bool{}
 	for i, b := range top {
 		least, in[b.ServiceSID] = min(least, b.Pending), true
 		if i > 0 && top[i-1].ServiceSID >= b.ServiceSID {
-			t.Errorf("mostPending not in SID order at %d", i)
+			t.Errorf("topServices by pending not in SID order at %d", i)
 		}
 	}
 	if !in[big] {
-		t.Errorf("mostPending left out the service with the most pending")
+		t.Errorf("topServices by pending left out the service with the most pending")
 	}
 	for i := range 3 * metricsMaxServices {
 		if sid := fmt.Sprintf("IS%032d", i); !in[sid] && i%7 > least {
-			t.Errorf("mostPending left out %s with %d pending, and kept one with %d", sid, i%7, least)
+			t.Errorf("topServices by pending left out %s with %d pending, and kept one with %d", sid, i%7, least)
+		}
+	}
+	// By age: the oldest are kept, whatever their count.
+	now := time.Now()
+	for i, b := range backlog {
+		b.Oldest = now.Add(-time.Duration(i) * time.Second) // the last SIDs are the oldest
+	}
+	oldest := topServices(backlog, metricsMaxServices, func(a, b *chorus.OutboxBacklog) int { return a.Oldest.Compare(b.Oldest) })
+	for _, b := range oldest {
+		if n, _ := strconv.Atoi(b.ServiceSID[2:]); n < 2*metricsMaxServices {
+			t.Errorf("topServices by age kept %s, not among the %d oldest", b.ServiceSID, metricsMaxServices)
+			break
 		}
 	}
 	sids := mostKept(kept, metricsMaxServices)

@@ -735,15 +735,16 @@ func openStore(ctx context.Context, cfg Config) (openedStore, error) {
 }
 
 // warnOpenDataDir warns when dir, which Chorus creates 0700, was made
-// earlier with access for others: its files are 0600, but whoever may
-// write the directory may replace them (the database, its WAL, the lock).
+// earlier writable by others: its files are 0600, but whoever may write
+// the directory may replace them (the database, its WAL, the lock). Read
+// and search access (0755, systemd's StateDirectoryMode) shows only names.
 func warnOpenDataDir(dir string, logger *slog.Logger) {
 	fi, err := os.Stat(dir)
 	if err != nil || runtime.GOOS == "windows" {
 		return
 	}
-	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
-		logger.Warn("the data directory is open to other users: it holds the credentials and every object; chmod 700 it",
+	if perm := fi.Mode().Perm(); perm&0o022 != 0 {
+		logger.Warn("the data directory is writable by other users, who may replace the database (credentials and every object) in it; chmod go-w it",
 			"dir", dir, "mode", fmt.Sprintf("%#o", perm))
 	}
 }

@@ -184,11 +184,12 @@ func TestRunShutdown(t *testing.T) {
 	}
 }
 
-// TestWarnsOfOpenDataDir: a data directory made earlier with access for
-// other users (0777) is used, with a warning: whoever may write it may
-// replace the database. One Chorus made (0700) gets none.
+// TestWarnsOfOpenDataDir: a data directory made earlier writable by other
+// users (0777, 0770) is used, with a warning: whoever may write it may
+// replace the database. One Chorus made (0700), or only readable by others
+// (0755, as systemd makes state directories), gets none.
 func TestWarnsOfOpenDataDir(t *testing.T) {
-	for _, mode := range []os.FileMode{0o777, 0o700} {
+	for _, mode := range []os.FileMode{0o777, 0o770, 0o755, 0o700} {
 		dir := filepath.Join(t.TempDir(), "data")
 		if err := os.Mkdir(dir, mode); err != nil {
 			t.Fatal(err)
@@ -198,7 +199,7 @@ func TestWarnsOfOpenDataDir(t *testing.T) {
 		}
 		var logs logtest.Buffer
 		newServer(t, Config{DataDir: dir, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
-		if warned := strings.Contains(logs.String(), "open to other users"); warned != (mode != 0o700) {
+		if warned := strings.Contains(logs.String(), "writable by other users"); warned != (mode&0o022 != 0) {
 			t.Errorf("data directory %#o: warned %v; log:\n%s", mode, warned, logs.String())
 		}
 	}

@@ -127,7 +127,7 @@ func (s *Server) httpServer(base context.Context) *http.Server {
 		ConnContext:    withConn,
 		MaxHeaderBytes: MaxHeaderBytes,
 		BaseContext:    func(net.Listener) context.Context { return base },
-		ErrorLog:       slog.NewLogLogger(pacedHandler{s.log.Handler(), ratelog.New(time.Second/httpErrorRate, httpErrorBurst)}, slog.LevelWarn),
+		ErrorLog:       slog.NewLogLogger(newPacedHandler(s.log.Handler()), slog.LevelWarn),
 	}
 	hs.RegisterOnShutdown(unused.closeAll)
 	return hs
@@ -142,15 +142,26 @@ const (
 	httpErrorBurst = 20
 )
 
-// pacedHandler lets through what gate allows, and says how many records
-// it left out on the next it lets through. Safe for concurrent use.
+// pacedHandler lets through what its gates allow, and says how many
+// records it left out on the next it lets through. Failed handshakes,
+// which any client can cause, have a gate of their own, so that a flood of
+// them does not hide the server's own errors ("too many open files").
+// Safe for concurrent use.
 type pacedHandler struct {
 	slog.Handler
-	gate *ratelog.Gate
+	handshakes, others *ratelog.Gate
+}
+
+func newPacedHandler(h slog.Handler) pacedHandler {
+	return pacedHandler{h, ratelog.New(time.Second/httpErrorRate, httpErrorBurst), ratelog.New(time.Second/httpErrorRate, httpErrorBurst)}
 }
 
 func (h pacedHandler) Handle(ctx context.Context, r slog.Record) error {
-	held, ok := h.gate.Allow()
+	gate := h.others
+	if strings.HasPrefix(r.Message, "http: TLS handshake error") {
+		gate = h.handshakes
+	}
+	held, ok := gate.Allow()
 	if !ok {
 		return nil
 	}
@@ -161,11 +172,11 @@ func (h pacedHandler) Handle(ctx context.Context, r slog.Record) error {
 }
 
 func (h pacedHandler) WithAttrs(attrs []slog.Attr) slog.Handler {
-	return pacedHandler{h.Handler.WithAttrs(attrs), h.gate}
+	return pacedHandler{h.Handler.WithAttrs(attrs), h.handshakes, h.others}
 }
 
 func (h pacedHandler) WithGroup(name string) slog.Handler {
-	return pacedHandler{h.Handler.WithGroup(name), h.gate}
+	return pacedHandler{h.Handler.WithGroup(name), h.handshakes, h.others}
 }
 
 // unusedConns are the connections on which no request has begun

@@ -775,3 +775,20 @@ func TestEdgeErrorsAPIStandardV1(t *testing.T) {
 		t.Errorf("a NUL in the query with X-Twilio-ApiVersion: v1.0 = %d %s (%v), want 400/54060 with httpStatusCode 400", rec.Code, rec.Body, err)
 	}
 }
+
+// TestPacedHandlerKeepsOtherErrors: a flood of failed handshakes does not
+// hide net/http's other errors, which have a gate of their own.
+func TestPacedHandlerKeepsOtherErrors(t *testing.T) {
+	var logs logtest.Buffer
+	l := slog.NewLogLogger(newPacedHandler(slog.NewTextHandler(&logs, nil)), slog.LevelWarn)
+	for i := range 500 {
+		l.Printf("http: TLS handshake error from 127.0.0.1:%d: EOF", 1000+i)
+	}
+	l.Printf("http: Accept error: accept tcp 127.0.0.1:3000: accept4: too many open files; retrying in 5ms")
+	if n := strings.Count(logs.String(), "TLS handshake error"); n > httpErrorBurst {
+		t.Errorf("%d handshake lines of 500, want at most %d", n, httpErrorBurst)
+	}
+	if !strings.Contains(logs.String(), "too many open files") {
+		t.Errorf("the accept error was left out behind the handshake flood:\n%s", logs.String())
+	}
+}
