@@ -29,9 +29,9 @@ import (
 // ends: a run killed before that leaves them for a day at most.
 const benchDocTTL = 24 * time.Hour
 
-// benchSetupWait bounds the setup client's connect and the documents'
-// creation, and their removal at the end; benchWriteGrace is how long
-// after the writing phase a write still in flight may take. Variables for
+// benchSetupWait bounds the setup client's connect, and each document's
+// creation and removal; benchWriteGrace is how long after the writing
+// phase a write still in flight may take. Variables for
 // the tests, which shorten them.
 var (
 	benchSetupWait  = 15 * time.Second
@@ -278,21 +278,29 @@ func runBench(ctx context.Context, cfg benchConfig, progress io.Writer) (*benchR
 	// TTL removes them a day later: a benchmark of a production service
 	// leaves nothing behind.
 	defer func() {
-		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), benchSetupWait)
-		defer cancel()
-		for _, doc := range docs {
-			if err := doc.Remove(rctx); err != nil && !errors.Is(err, chorus.ErrDocumentNotFound) {
-				fmt.Fprintf(os.Stderr, "bench: remove document %s: %v\n", doc.SID(), err)
+		for i, doc := range docs {
+			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), benchSetupWait)
+			err := doc.Remove(rctx)
+			cancel()
+			if err != nil && !errors.Is(err, chorus.ErrDocumentNotFound) {
+				// The server is likely gone: the rest expire with their TTL.
+				fmt.Fprintf(os.Stderr, "bench: remove document %s: %v (%d left to expire in %v)\n", doc.SID(), err, len(docs)-i-1, benchDocTTL)
+				return
 			}
 		}
 	}()
 	for d := range cfg.docs {
-		doc, err := setup.Document(cctx, fmt.Sprintf("bench-%s-%d", runID, d), client.OpenOrCreate)
+		// Each document its own wait: many over a slow link take long.
+		dctx, dcancel := context.WithTimeout(ctx, benchSetupWait)
+		doc, err := setup.Document(dctx, fmt.Sprintf("bench-%s-%d", runID, d), client.OpenOrCreate)
 		if err != nil {
-			return nil, err
+			dcancel()
+			return nil, fmt.Errorf("create document %d of %d: %w", d+1, cfg.docs, err)
 		}
 		docs = append(docs, doc)
-		if err := doc.SetTTL(cctx, benchDocTTL); err != nil {
+		err = doc.SetTTL(dctx, benchDocTTL)
+		dcancel()
+		if err != nil {
 			return nil, fmt.Errorf("document TTL: %w", err)
 		}
 		docSIDs[d], startIDs[d] = doc.SID(), doc.LastEventID()
@@ -357,10 +365,13 @@ func runBench(ctx context.Context, cfg benchConfig, progress io.Writer) (*benchR
 				}
 				d := int((int64(w) + seq) % int64(cfg.docs))
 				p := benchPayload{Writer: w, Seq: seq, Nanos: time.Now().UnixNano()}
-				// A write may end after the phase, never long after: a
-				// server gone away holds no run for the client's retries.
-				rctx, rcancel := context.WithDeadline(ctx, wstart.Add(cfg.duration+benchWriteGrace))
+				// A write may take 30 s, and end after the phase, never
+				// long after: a server gone away holds no run for the
+				// client's retries.
+				rctx, rcancel := context.WithTimeout(ctx, 30*time.Second)
+				rctx, rcancel2 := context.WithDeadline(rctx, wstart.Add(cfg.duration+benchWriteGrace))
 				err := writeOne(rctx, w, d, p)
+				rcancel2()
 				rcancel()
 				if err != nil {
 					if ctx.Err() != nil {

@@ -167,6 +167,13 @@ func TestCredentialsFromPostgres(t *testing.T) {
 	if _, errOut, code := chorusCmd(t, cleanEnv(), "token", "--identity", "alice", "--store", dsn, "--data-dir", leftover); code != exitUsage {
 		t.Errorf("token --store with --data-dir: exit %d, stderr %q; want a usage error", code, errOut)
 	}
+
+	// admin keys signs in to a node on PostgreSQL with its credentials.
+	p := startServeWith(t, t.TempDir(), nil, "--store", dsn)
+	out, errOut, code = chorusCmd(t, cleanEnv("CHORUS_STORE_URL="+dsn, "CHORUS_DATA_DIR="+leftover), "admin", "keys", "list", "--url", p.base)
+	if code != 0 || !strings.Contains(out, creds.APIKeySID) {
+		t.Errorf("admin keys list with CHORUS_STORE_URL and a leftover data dir: exit %d, stdout %q, stderr %q; want the node's keys", code, out, errOut)
+	}
 }
 
 // jwtClaims decodes a JWT's claims without verifying it (nil if it is not

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/chorus-sync/chorus"
+	"github.com/chorus-sync/chorus/internal/engine"
 )
 
 // envURL is the base URL `chorus admin keys` talks to.
@@ -24,7 +25,7 @@ const envURL = "CHORUS_URL"
 // key's live sessions are closed too. It signs in with TWILIO_ACCOUNT_SID
 // and TWILIO_AUTH_TOKEN (or a main key: TWILIO_API_KEY and
 // TWILIO_API_SECRET) from the environment, else with the credentials
-// stored in --data-dir.
+// stored in --store's PostgreSQL (CHORUS_STORE_URL) or --data-dir.
 func cmdKeys(ctx context.Context, args []string, stdout io.Writer) error {
 	if len(args) == 0 {
 		return usagef("admin keys: expected list, create or revoke")
@@ -33,6 +34,7 @@ func cmdKeys(ctx context.Context, args []string, stdout io.Writer) error {
 	fs := newFlags("admin keys " + sub)
 	base := fs.String("url", defaultURL(), "the server's base URL (default: CHORUS_URL, else http://127.0.0.1:$PORT or :3000)")
 	dataDir := fs.String("data-dir", defaultDataDir(), "data directory holding the stored credentials (without TWILIO_*)")
+	storeURL := storeFlag(fs, "postgres://… holding the stored credentials, without TWILIO_* (default: CHORUS_STORE_URL, unless --data-dir is named)")
 	name := ""
 	switch sub {
 	case "create":
@@ -76,7 +78,9 @@ func cmdKeys(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return usagef("invalid --url %q: want http://host:port or https://host", *base)
 	}
-	account, user, pass, err := keysCredentials(ctx, *dataDir)
+	account, user, pass, err := keysCredentials(func() (engine.Credentials, error) {
+		return deploymentCredentials(ctx, fs, *storeURL, *dataDir)
+	})
 	if err != nil {
 		return err
 	}
@@ -113,7 +117,7 @@ func defaultURL() string {
 }
 
 // keysCredentials picks the credentials that manage keys.
-func keysCredentials(ctx context.Context, dataDir string) (account, user, pass string, err error) {
+func keysCredentials(stored func() (engine.Credentials, error)) (account, user, pass string, err error) {
 	account = getenv(envAccountSID)
 	switch {
 	case account != "" && getenv(envAuthToken) != "":
@@ -123,7 +127,7 @@ func keysCredentials(ctx context.Context, dataDir string) (account, user, pass s
 	case account != "" || getenv(envAPIKey) != "":
 		return "", "", "", usagef("set %s with %s (or with a main key's %s and %s)", envAccountSID, envAuthToken, envAPIKey, envAPISecret)
 	}
-	c, err := storedCredentials(ctx, dataDir)
+	c, err := stored()
 	if err != nil && !errors.Is(err, errKeyRevoked) { // keys are managed with the auth token
 		return "", "", "", err
 	}

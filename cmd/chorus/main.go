@@ -385,7 +385,7 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer) error {
 		select {
 		case <-ctx.Done():
 			logger.Info("shutting down: answering the requests in flight; a second signal stops at once",
-				"timeout", server.DefaultShutdownTimeout)
+				"drain_timeout", server.DefaultShutdownTimeout)
 		case <-ran:
 		}
 	}()
@@ -568,9 +568,9 @@ func keys(m map[string]string, order []string) []string {
 func deploymentCredentials(ctx context.Context, fs *flag.FlagSet, storeURL, dataDir string) (engine.Credentials, error) {
 	switch {
 	case flagSet(fs, "store") && flagSet(fs, "data-dir"):
-		return engine.Credentials{}, usagef("%s: --store and --data-dir do not go together", fs.Name())
+		return engine.Credentials{}, usagef("--store and --data-dir do not go together")
 	case storeURL != "" && !flagSet(fs, "data-dir"):
-		return postgresCredentials(ctx, fs.Name(), storeURL)
+		return postgresCredentials(ctx, source(fs, "store", "CHORUS_STORE_URL"), storeURL)
 	}
 	return storedCredentials(ctx, dataDir)
 }
@@ -578,9 +578,9 @@ func deploymentCredentials(ctx context.Context, fs *flag.FlagSet, storeURL, data
 // postgresCredentials reads the operator's credentials from the
 // PostgreSQL store at storeURL, without creating or upgrading its schema
 // (nodes of an earlier version may be running on it).
-func postgresCredentials(ctx context.Context, cmd, storeURL string) (engine.Credentials, error) {
+func postgresCredentials(ctx context.Context, from, storeURL string) (engine.Credentials, error) {
 	if !strings.HasPrefix(storeURL, "postgres://") && !strings.HasPrefix(storeURL, "postgresql://") {
-		return engine.Credentials{}, usagef("%s: --store wants postgres://…", cmd)
+		return engine.Credentials{}, usagef("%s wants postgres://…", from)
 	}
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
 	st, err := postgres.OpenConfig(ctx, storeURL, postgres.Config{ReadOnly: true, NoBatch: true}, logger)

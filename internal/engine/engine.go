@@ -235,6 +235,7 @@ func (e *Engine) update(ctx context.Context, a Actor, fn func(tx chorus.Tx, c *c
 // upkeep is update for the engine's own upkeep (TTL sweeps, log trims),
 // as the system: it counts as a write (Stats.Writes) only when it made
 // events, an expiry's removals; an idle node's sweeps every 5 s counted.
+// A log trim never counts: it removes history, no object or item.
 func (e *Engine) upkeep(ctx context.Context, fn func(tx chorus.Tx, c *change) error) error {
 	return e.write(ctx, SystemActor(), true, fn)
 }
