@@ -93,11 +93,11 @@ func TestSingleNodeStopsWhenItsLockIsTaken(t *testing.T) {
 	if err := other.QueryRow(ctx, `SELECT (l.classid::bigint << 32) | l.objid::bigint FROM pg_locks l
 		JOIN pg_stat_activity a USING (pid)
 		WHERE l.locktype = 'advisory' AND l.granted AND a.datname = current_database()
-			AND a.application_name = 'chorus-single-node'`).Scan(&key); err != nil {
+			AND a.application_name LIKE 'chorus-single-node%'`).Scan(&key); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := other.Exec(ctx, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-		WHERE datname = current_database() AND application_name = 'chorus-single-node'`); err != nil {
+		WHERE datname = current_database() AND application_name LIKE 'chorus-single-node%'`); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := other.Exec(ctx, `SELECT pg_advisory_lock($1)`, key); err != nil {
@@ -123,7 +123,7 @@ func lockSessions(t *testing.T, db string) int {
 	if err := servertest.Connect(t, db, nil).QueryRow(context.Background(), `SELECT count(*) FROM pg_locks l
 		JOIN pg_stat_activity a USING (pid)
 		WHERE l.locktype = 'advisory' AND l.granted AND a.datname = current_database()
-			AND a.application_name = 'chorus-single-node'`).Scan(&n); err != nil {
+			AND a.application_name LIKE 'chorus-single-node%'`).Scan(&n); err != nil {
 		t.Fatal(err)
 	}
 	return n

@@ -24,7 +24,6 @@ type sessionLock struct {
 	mu      sync.Mutex // guards the fields below and serializes their users
 	conn    *pgx.Conn
 	held    bool
-	heldBy  uint32 // the backend PID of the session that took the lock last
 	closed  bool
 	noLease bool      // the server has no idle_session_timeout (warned once)
 	warned  time.Time // last connection warning, for rate limiting
@@ -69,9 +68,6 @@ func (l *sessionLock) takeLocked(ctx context.Context) (bool, error) {
 		return false, err
 	}
 	l.held = ok
-	if ok {
-		l.heldBy = l.conn.PgConn().PID()
-	}
 	return ok, nil
 }
 
@@ -237,8 +233,8 @@ func (s *Store) LockSingleNode(ctx context.Context) error {
 // Finding the lock held is not yet proof of another node: after a network
 // blip this node's old session may live on in the server (until it sees
 // the connection close, or its keepalives give up), holding the lock. A
-// holder that is that session is ended (pg_terminate_backend), and the
-// lock taken at the next check. Any other holder must still hold it after
+// holder that is such a session (its application_name is this Store's) is
+// ended (pg_terminate_backend), and the lock taken again at once. Any other holder must still hold it after
 // Config.SingleNodeGrace, longer than the keepalives' (10 s + 3 × 5 s),
 // before this node stops.
 func (s *Store) keepSingleNode() {
@@ -252,14 +248,14 @@ func (s *Store) keepSingleNode() {
 		case <-t.C:
 		}
 		err := s.recheckSingleNode()
+		if errors.Is(err, ErrSingleNodeInUse) && s.endOwnStaleLock() {
+			s.logger.Warn("postgres: single-node lock held by this node's own earlier session, lost in a network failure: ended it; taking the lock again")
+			err = s.retakeSingleNode()
+		}
 		switch {
 		case err == nil:
 			conflictSince = time.Time{}
 		case errors.Is(err, ErrSingleNodeInUse):
-			if s.endOwnStaleLock() {
-				s.logger.Warn("postgres: single-node lock held by this node's own earlier session, lost in a network failure: ended it; taking the lock again")
-				continue
-			}
 			if conflictSince.IsZero() {
 				conflictSince = time.Now()
 				s.logger.Warn("postgres: single-node lock held by another session; this node stops if it still is in "+s.cfg.SingleNodeGrace.String(), logKeyErr, err)
@@ -271,33 +267,63 @@ func (s *Store) keepSingleNode() {
 				"connection was down; the two would not hear of each other's writes: this node stops", logKeyErr, err)
 			s.singleTaken <- fmt.Errorf("postgres: the single-node lock was taken by another node: %w", err)
 			return
-		case time.Since(warned) > leaderWarnEvery:
-			warned = time.Now()
-			s.logger.Warn("postgres: single-node lock: cannot take it again yet", logKeyErr, err)
+		default:
+			// Whose the lock is cannot be told now: a conflict seen
+			// after this starts its grace again.
+			conflictSince = time.Time{}
+			if time.Since(warned) > leaderWarnEvery {
+				warned = time.Now()
+				s.logger.Warn("postgres: single-node lock: cannot take it again yet", logKeyErr, err)
+			}
 		}
 	}
 }
 
-// endOwnStaleLock ends the server session that holds the single-node lock
-// if it is the one this Store took it on (its backend PID), and reports
-// whether it did.
+// retakeSingleNode takes the single-node lock again once the session that
+// held it was ended: at once, not at the next check, when another node
+// could take it first. The lock goes when the ended backend exits, a few
+// milliseconds after pg_terminate_backend returns.
+func (s *Store) retakeSingleNode() error {
+	var err error
+	for range 20 {
+		if err = s.recheckSingleNode(); !errors.Is(err, ErrSingleNodeInUse) {
+			return err
+		}
+		select {
+		case <-s.base.Done():
+			return err
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	return err
+}
+
+// endOwnStaleLock ends the server sessions of this Store's single-node
+// lock connections (their application_name is this Store's own) that hold
+// the lock, and reports whether there was one. Any of them may: one whose
+// connection was lost after the server granted the lock, before its answer
+// arrived, holds it too.
 func (s *Store) endOwnStaleLock() bool {
 	l := &s.single
-	l.mu.Lock()
-	own := l.heldBy
-	l.mu.Unlock()
-	if own == 0 {
-		return false
-	}
 	ctx, cancel := context.WithTimeout(s.base, s.cfg.ConnectTimeout)
 	defer cancel()
 	k := uint64(l.key)
-	var ended bool
-	err := s.pool.QueryRow(ctx, `SELECT pg_terminate_backend(pid) FROM pg_locks
-		WHERE locktype = 'advisory' AND granted AND objsubid = 1 AND classid = $1::bigint::oid AND objid = $2::bigint::oid
-			AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) AND pid = $3`,
-		int64(k>>32), int64(k&0xffffffff), int64(own)).Scan(&ended)
-	return err == nil && ended
+	rows, err := s.pool.Query(ctx, `SELECT pg_terminate_backend(l.pid) FROM pg_locks l JOIN pg_stat_activity a USING (pid)
+		WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 AND l.classid = $1::bigint::oid AND l.objid = $2::bigint::oid
+			AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) AND a.application_name = $3`,
+		int64(k>>32), int64(k&0xffffffff), l.app)
+	if err != nil {
+		return false
+	}
+	ended := false
+	for rows.Next() {
+		var ok bool
+		if rows.Scan(&ok) == nil && ok {
+			ended = true
+		}
+	}
+	rows.Close()
+	return ended && rows.Err() == nil
 }
 
 // SingleNodeTaken receives an error, once, when another node without a

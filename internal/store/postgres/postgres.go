@@ -306,7 +306,9 @@ func OpenConfig(ctx context.Context, dsn string, cfg Config, logger *slog.Logger
 	s.leader.key, s.leader.app = lockKey("leader", s.schema), "chorus-leader"
 	s.leader.lease = cfg.LeaderLease
 	go s.keepLeadership()
-	s.single.key, s.single.app = lockKey("single-node", s.schema), "chorus-single-node"
+	// Named for this Store alone: a session of its own that outlived its
+	// connection is told from another node's by the name (endOwnStaleLock).
+	s.single.key, s.single.app = lockKey("single-node", s.schema), "chorus-single-node-"+chorus.NewSID("")[:16]
 	s.singleTaken = make(chan error, 1)
 	s.imports.key, s.imports.app = lockKey("import", s.schema), "chorus-import"
 	if !cfg.NoBatch {

@@ -439,10 +439,46 @@ func TestSingleNodeEndsItsOwnStaleLock(t *testing.T) {
 	a.single.mu.Unlock()
 	defer stale.Close(context.Background())
 
+	waitRetaken(t, a, stalePID)
+	if err := stale.Ping(ctx); err == nil {
+		t.Error("the stale session still answers: it was not ended")
+	}
+
+	// The lock is taken again on a new connection, and the answer lost:
+	// the server has granted it to a session the node never heard from.
+	a.single.mu.Lock()
+	own := a.single.conn
+	a.single.conn, a.single.held = nil, false
+	a.single.mu.Unlock()
+	own.Close(ctx)
+	cfg, err := pgx.ParseConfig(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.RuntimeParams["application_name"] = a.single.app
+	lost, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lost.Close(context.Background())
+	var got bool
+	if err := lost.QueryRow(ctx, "SELECT pg_advisory_lock($1) IS NOT NULL", a.single.key).Scan(&got); err != nil {
+		t.Fatal(err)
+	}
+	waitRetaken(t, a, lost.PgConn().PID())
+	if err := lost.Ping(ctx); err == nil {
+		t.Error("the session whose grant was lost still answers: it was not ended")
+	}
+}
+
+// waitRetaken waits until a holds its single-node lock again on a session
+// other than pid's, failing if a reports the lock taken by another node.
+func waitRetaken(t *testing.T, a *Store, pid uint32) {
+	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		a.single.mu.Lock()
-		again := a.single.held && a.single.conn != nil && a.single.conn.PgConn().PID() != stalePID
+		again := a.single.held && a.single.conn != nil && a.single.conn.PgConn().PID() != pid
 		a.single.mu.Unlock()
 		if again {
 			break
@@ -456,9 +492,6 @@ func TestSingleNodeEndsItsOwnStaleLock(t *testing.T) {
 			t.Fatal("the lock was not taken again 10 s after the node's old session was left holding it")
 		}
 		time.Sleep(20 * time.Millisecond)
-	}
-	if err := stale.Ping(ctx); err == nil {
-		t.Error("the stale session still answers: it was not ended")
 	}
 }
 
@@ -500,5 +533,12 @@ func TestSingleNodeStopsAfterGrace(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("the node did not report its lock taken 10 s after another node took it")
+	}
+	// The other node's session was left alone.
+	b.single.mu.Lock()
+	held := b.single.held && b.single.conn != nil && b.single.conn.Ping(ctx) == nil
+	b.single.mu.Unlock()
+	if !held {
+		t.Error("the other node's lock session was ended")
 	}
 }
