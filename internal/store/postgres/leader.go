@@ -234,9 +234,9 @@ func (s *Store) LockSingleNode(ctx context.Context) error {
 // blip this node's old session may live on in the server (until it sees
 // the connection close, or its keepalives give up), holding the lock. A
 // holder that is such a session (its application_name is this Store's) is
-// ended (pg_terminate_backend), and the lock taken again at once. Any other holder must still hold it after
-// Config.SingleNodeGrace, longer than the keepalives' (10 s + 3 × 5 s),
-// before this node stops.
+// ended (pg_terminate_backend), and the lock taken again at once. Any other
+// holder must still hold it after Config.SingleNodeGrace, longer than the
+// keepalives' (10 s + 3 × 5 s), before this node stops.
 func (s *Store) keepSingleNode() {
 	t := time.NewTicker(s.cfg.SingleNodeCheck)
 	defer t.Stop()
