@@ -57,7 +57,7 @@ const usage = `usage:
                [--bus-creds FILE | --bus-nkey FILE] [--bus-tls-ca FILE] [--bus-tls-cert FILE --bus-tls-key FILE]
   chorus token --identity NAME [--ttl 1h] [--service IS...] [--data-dir DIR | --store postgres://...]
   chorus admin credentials [--data-dir DIR | --store postgres://...]
-  chorus admin keys list|create [--name NAME]|revoke SK... [--url http://127.0.0.1:3000] [--data-dir DIR]
+  chorus admin keys list|create [--name NAME]|revoke SK... [--url http://127.0.0.1:3000] [--data-dir DIR | --store postgres://...]
   chorus migrate --store postgres://... [--from-data-dir DIR [--overwrite] [--overwrite-credentials] [--json]]
   chorus import [--from https://sync.twilio.com] [--service IS...|NAME] [--data-dir DIR | --store postgres://...]
                 [--dry-run] [--overwrite] [--overwrite-credentials] [--verify] [--json] [--concurrency 4]   (source credentials: TWILIO_*)

@@ -335,7 +335,9 @@ func (c *conn) sendReplayed(s *subscription, f *liveEvent) replayStep {
 // live stream: every SDK generation (0.5 to 4.x, and the Go client) then
 // subscribes again from the last event it received, so a client far behind
 // is caught up in steps, with its other requests served between them, and
-// never skips an event.
+// never skips an event. Each step that reads the store runs in one of the
+// gateway's replay slots (Config.ReplaySlots), which bounds the memory of
+// many replays at once; waiting for one counts against the budget.
 func (c *conn) catchUp(ctx context.Context, corr json.Number, s *subscription, obj *chorus.Object, last *int64, budget *replayBudget) error {
 	t := s.t
 	if s.kind == chorus.KindStream {
