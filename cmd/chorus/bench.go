@@ -368,10 +368,8 @@ func runBench(ctx context.Context, cfg benchConfig, progress io.Writer) (*benchR
 				// A write may take 30 s, and end after the phase, never
 				// long after: a server gone away holds no run for the
 				// client's retries.
-				rctx, rcancel := context.WithTimeout(ctx, 30*time.Second)
-				rctx, rcancel2 := context.WithDeadline(rctx, wstart.Add(cfg.duration+benchWriteGrace))
+				rctx, rcancel := context.WithTimeout(ctx, min(30*time.Second, time.Until(wstart.Add(cfg.duration+benchWriteGrace))))
 				err := writeOne(rctx, w, d, p)
-				rcancel2()
 				rcancel()
 				if err != nil {
 					if ctx.Err() != nil {

@@ -168,13 +168,8 @@ func TestRunShutdown(t *testing.T) {
 	}
 
 	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Errorf("Run after cancel = %v, want nil", err)
-		}
-	case <-time.After(15 * time.Second):
-		t.Fatal("Run did not return after cancel")
+	if err := runResult(t, done, 15*time.Second); err != nil {
+		t.Errorf("Run after cancel = %v, want nil", err)
 	}
 	if _, err := http.Get("http://" + ln.Addr().String() + "/healthz"); err == nil {
 		t.Errorf("server still answers after Run returned")

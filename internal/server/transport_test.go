@@ -69,6 +69,19 @@ func serveUntilStopped(t *testing.T, s *Server) (addr string, stop context.Cance
 	return ln.Addr().String(), stop, result
 }
 
+// runResult waits up to limit for Run's result on done, failing the test
+// if it has not returned by then.
+func runResult(t *testing.T, done <-chan error, limit time.Duration) error {
+	t.Helper()
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(limit):
+		t.Fatalf("Run did not return within %v", limit)
+		return nil
+	}
+}
+
 // closedWithin waits until the server closes c and returns how long that
 // took; it fails the test if c is still open after limit. Bytes the
 // server sends first (an error response) are skipped.
@@ -659,13 +672,8 @@ func TestShutdownCutsStragglersCleanly(t *testing.T) {
 		"\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\nFriendlyName=")
 	time.Sleep(200 * time.Millisecond)
 	stop()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Errorf("Run = %v, want a clean stop with the straggler cut", err)
-		}
-	case <-time.After(15 * time.Second):
-		t.Fatal("Run did not return")
+	if err := runResult(t, done, 15*time.Second); err != nil {
+		t.Errorf("Run = %v, want a clean stop with the straggler cut", err)
 	}
 	if !strings.Contains(logs.String(), "cut short") {
 		t.Errorf("no warning of the request cut short:\n%s", logs.String())
@@ -692,16 +700,11 @@ func TestShutdownDoesNotWaitOnUnusedConnections(t *testing.T) {
 
 	start := time.Now()
 	stop()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Errorf("Run = %v, want a clean stop", err)
-		}
-		if took := time.Since(start); took > 2*time.Second {
-			t.Errorf("the stop took %v with an unused connection open, want well under the 4 s timeout", took)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("Run did not return")
+	if err := runResult(t, done, 10*time.Second); err != nil {
+		t.Errorf("Run = %v, want a clean stop", err)
+	}
+	if took := time.Since(start); took > 2*time.Second {
+		t.Errorf("the stop took %v with an unused connection open, want well under the 4 s timeout", took)
 	}
 	closedWithin(t, spare, time.Second)
 }

@@ -364,20 +364,7 @@ func TestSingleNodeLockTakenAgain(t *testing.T) {
 	if err := a.LockSingleNode(ctx); err != nil {
 		t.Fatalf("LockSingleNode = %v, want nil", err)
 	}
-	pid := endLockSession(t, &a.single)
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		a.single.mu.Lock()
-		again := a.single.held && a.single.conn != nil && a.single.conn.PgConn().PID() != pid
-		a.single.mu.Unlock()
-		if again {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the single-node lock was not taken again 10 s after its session ended")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitRetaken(t, a, endLockSession(t, &a.single))
 	if err := b.LockSingleNode(ctx); !errors.Is(err, ErrSingleNodeInUse) {
 		t.Fatalf("LockSingleNode of a second store after the first's session was lost = %v, want ErrSingleNodeInUse", err)
 	}
@@ -432,11 +419,8 @@ func TestSingleNodeEndsItsOwnStaleLock(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The node loses its lock connection; the server keeps the session.
-	a.single.mu.Lock()
-	stale := a.single.conn
+	stale := detachLockConn(a)
 	stalePID := stale.PgConn().PID()
-	a.single.conn, a.single.held = nil, false
-	a.single.mu.Unlock()
 	defer stale.Close(context.Background())
 
 	waitRetaken(t, a, stalePID)
@@ -446,11 +430,6 @@ func TestSingleNodeEndsItsOwnStaleLock(t *testing.T) {
 
 	// The lock is taken again on a new connection, and the answer lost:
 	// the server has granted it to a session the node never heard from.
-	a.single.mu.Lock()
-	own := a.single.conn
-	a.single.conn, a.single.held = nil, false
-	a.single.mu.Unlock()
-	own.Close(ctx)
 	cfg, err := pgx.ParseConfig(dsn)
 	if err != nil {
 		t.Fatal(err)
@@ -461,14 +440,35 @@ func TestSingleNodeEndsItsOwnStaleLock(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer lost.Close(context.Background())
+	// Under a's lock mutex, so that its checks cannot take the lock back
+	// between the close and the grant.
+	a.single.mu.Lock()
+	own := a.single.conn
+	a.single.conn, a.single.held = nil, false
+	own.Close(ctx)
+	lctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	var got bool
-	if err := lost.QueryRow(ctx, "SELECT pg_advisory_lock($1) IS NOT NULL", a.single.key).Scan(&got); err != nil {
+	err = lost.QueryRow(lctx, "SELECT pg_advisory_lock($1) IS NOT NULL", a.single.key).Scan(&got)
+	cancel()
+	a.single.mu.Unlock()
+	if err != nil {
 		t.Fatal(err)
 	}
 	waitRetaken(t, a, lost.PgConn().PID())
 	if err := lost.Ping(ctx); err == nil {
 		t.Error("the session whose grant was lost still answers: it was not ended")
 	}
+}
+
+// detachLockConn takes a's single-node lock connection away from it, as a
+// lost connection would, and returns it: the caller decides whether the
+// server's session lives on (kept open) or ends (closed).
+func detachLockConn(a *Store) *pgx.Conn {
+	a.single.mu.Lock()
+	defer a.single.mu.Unlock()
+	c := a.single.conn
+	a.single.conn, a.single.held = nil, false
+	return c
 }
 
 // waitRetaken waits until a holds its single-node lock again on a session
@@ -489,7 +489,7 @@ func waitRetaken(t *testing.T, a *Store, pid uint32) {
 		default:
 		}
 		if time.Now().After(deadline) {
-			t.Fatal("the lock was not taken again 10 s after the node's old session was left holding it")
+			t.Fatal("the single-node lock was not taken again within 10 s")
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -506,11 +506,7 @@ func TestSingleNodeStopsAfterGrace(t *testing.T) {
 	if err := a.LockSingleNode(ctx); err != nil {
 		t.Fatal(err)
 	}
-	a.single.mu.Lock()
-	own := a.single.conn
-	a.single.conn, a.single.held = nil, false // lost, as after a restart
-	a.single.mu.Unlock()
-	own.Close(ctx) // the server ends the session: the lock is free
+	detachLockConn(a).Close(ctx) // lost, as after a restart: the server ends the session, the lock is free
 	b := openDSN(t, dsn, Config{})
 	var err error
 	for range 20 { // the server ends the session at once; a checks again in 500 ms
