@@ -55,6 +55,7 @@ func cmdBackup(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
+	defer scratch.add(tmp.Name())()
 	defer sqlite.KeepFresh(tmp.Name())() // written only once the snapshot is checked
 	done := false
 	defer func() {
@@ -63,7 +64,15 @@ func cmdBackup(ctx context.Context, args []string, stdout io.Writer) error {
 			os.Remove(tmp.Name())
 		}
 	}()
-	info, err := sqlite.Backup(ctx, db, filepath.Dir(*out), tmp)
+	// The snapshot is staged in a directory of this command's own, so that
+	// a second signal can remove it.
+	stage, err := os.MkdirTemp(outDir, stagingPrefix(sqlite.BackupStagePrefix))
+	if err != nil {
+		return err
+	}
+	defer scratch.add(stage)()
+	defer os.RemoveAll(stage)
+	info, err := sqlite.Backup(ctx, db, stage, tmp)
 	if err != nil {
 		return err
 	}
@@ -156,6 +165,7 @@ func cmdRestore(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
+	defer scratch.add(stage)()
 	defer os.RemoveAll(stage)
 	defer sqlite.KeepFresh(stage)()
 	info, err := sqlite.Restore(ctx, f, filepath.Join(stage, server.DBFile))
@@ -253,8 +263,10 @@ const restoreStagePrefix = ".restore-"
 // done survives a power loss.
 func installRestored(stage, dataDir string, exists bool) error {
 	if !exists {
-		// rename(2) onto a directory fails unless it is empty.
-		if err := os.Rename(stage, dataDir); err != nil {
+		// rename(2) onto a directory fails unless it is empty. The
+		// staging directory becomes the data directory: a second signal
+		// must not remove it half-way through.
+		if err := scratch.settle(stage, func() error { return os.Rename(stage, dataDir) }); err != nil {
 			return err
 		}
 		return sqlite.SyncDir(filepath.Dir(filepath.Clean(dataDir)))

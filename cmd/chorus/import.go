@@ -236,6 +236,7 @@ type snapshotStore struct {
 	chorus.Store
 	dir       string
 	stopFresh func()
+	forget    func() // scratch.add(dir)'s
 }
 
 func (s snapshotStore) Close() error {
@@ -244,6 +245,7 @@ func (s snapshotStore) Close() error {
 	if rerr := os.RemoveAll(s.dir); err == nil {
 		err = rerr
 	}
+	s.forget()
 	return err
 }
 
@@ -262,17 +264,20 @@ func openSnapshot(ctx context.Context, dataDir, path string, logger *slog.Logger
 	if err != nil {
 		return nil, fmt.Errorf("snapshot: %w", err)
 	}
+	forget := scratch.add(dir)
 	snap := filepath.Join(dir, server.DBFile)
 	if err := sqlite.Snapshot(ctx, path, snap); err != nil {
 		os.RemoveAll(dir)
+		forget()
 		return nil, fmt.Errorf("snapshot: %w", err)
 	}
 	st, err := sqlite.Open(ctx, snap, logger)
 	if err != nil {
 		os.RemoveAll(dir)
+		forget()
 		return nil, fmt.Errorf("open snapshot: %w", err)
 	}
-	return snapshotStore{Store: st, dir: dir, stopFresh: sqlite.KeepFresh(dir)}, nil
+	return snapshotStore{Store: st, dir: dir, stopFresh: sqlite.KeepFresh(dir), forget: forget}, nil
 }
 
 // openForReading opens the embedded store at path, in dataDir, to read it

@@ -73,11 +73,13 @@ var getenv = os.Getenv
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	go func() {
-		// The first signal starts a graceful stop; the signals' default
-		// action is back for the next, which ends the process at once
-		// (what was acknowledged is durable: it survives kill -9 too).
+		// The first signal starts a graceful stop; the next ends the
+		// process at once, once the scratch copies are removed.
 		<-ctx.Done()
+		again := make(chan os.Signal, 1)
+		signal.Notify(again, os.Interrupt, syscall.SIGTERM)
 		stop()
+		forcedExit(again)
 	}()
 	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
