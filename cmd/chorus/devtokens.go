@@ -31,12 +31,8 @@ const defaultWSMaxPerIdentity = 1000
 // (or its environment variable). It only widens an endpoint switched on
 // explicitly, for a host named by --public-url.
 func applyDevTokensPublic(fs *flag.FlagSet, cfg *server.Config, on bool) error {
-	if v := getenv(envDevTokensPublic); v != "" && !flagSet(fs, "dev-tokens-public") {
-		b, err := strconv.ParseBool(v)
-		if err != nil {
-			return usagef("invalid %s %q: want true or false", envDevTokensPublic, v)
-		}
-		on = b
+	if err := envSwitch(fs, "dev-tokens-public", envDevTokensPublic, &on); err != nil {
+		return err
 	}
 	if !on {
 		return nil
@@ -70,16 +66,9 @@ func (f *devTokensFlag) Set(s string) error {
 		f.mode = server.DevTokensAuto
 		return nil
 	}
-	on, err := strconv.ParseBool(strings.ToLower(s))
+	on, err := parseSwitch(s)
 	if err != nil {
-		switch strings.ToLower(s) {
-		case "on", "yes":
-			on, err = true, nil
-		case "off", "no":
-			on, err = false, nil
-		default:
-			return fmt.Errorf("want true, false or auto, got %q", s)
-		}
+		return fmt.Errorf("want true, false or auto, got %q", s)
 	}
 	f.mode = server.DevTokensOff
 	if on {
@@ -90,3 +79,31 @@ func (f *devTokensFlag) Set(s string) error {
 
 // IsBoolFlag lets "--dev-tokens" alone mean true.
 func (f *devTokensFlag) IsBoolFlag() bool { return true }
+
+// parseSwitch reads an on/off setting the way people write one in an
+// environment file: true, false, 1, 0, yes, no, on, off, t, f, in any
+// letter case.
+func parseSwitch(s string) (bool, error) {
+	switch strings.ToLower(strings.TrimSpace(s)) {
+	case "on", "yes":
+		return true, nil
+	case "off", "no":
+		return false, nil
+	}
+	return strconv.ParseBool(strings.ToLower(strings.TrimSpace(s)))
+}
+
+// envSwitch sets *dst from the environment variable env, unless the flag
+// named flagName was given on the command line (which wins).
+func envSwitch(fs *flag.FlagSet, flagName, env string, dst *bool) error {
+	v := getenv(env)
+	if v == "" || flagSet(fs, flagName) {
+		return nil
+	}
+	b, err := parseSwitch(v)
+	if err != nil {
+		return usagef("invalid %s %q: want true or false (or yes, no, on, off, 1, 0)", env, v)
+	}
+	*dst = b
+	return nil
+}

@@ -253,12 +253,8 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer) error {
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	if v := getenv("CHORUS_WEBHOOKS_ALLOW_PRIVATE"); v != "" && !flagSet(fs, "webhooks-allow-private") {
-		b, err := strconv.ParseBool(v)
-		if err != nil {
-			return usagef("invalid CHORUS_WEBHOOKS_ALLOW_PRIVATE %q: want true or false", v)
-		}
-		*allowPrivate = b
+	if err := envSwitch(fs, "webhooks-allow-private", "CHORUS_WEBHOOKS_ALLOW_PRIVATE", allowPrivate); err != nil {
+		return err
 	}
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {

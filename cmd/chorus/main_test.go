@@ -375,6 +375,12 @@ func TestErrors(t *testing.T) {
 		{"bad bus-prefix", nil, []string{"serve", "--bus", "nats://127.0.0.1:1", "--bus-prefix", "a b"}, 2, "invalid --bus-prefix"},
 		{"dev-tokens-public alone", nil, []string{"serve", "--dev-tokens-public"}, 2, "--dev-tokens-public needs --dev-tokens"},
 		{"bad CHORUS_DEV_TOKENS", []string{"CHORUS_DEV_TOKENS=maybe"}, []string{"serve"}, 2, "CHORUS_DEV_TOKENS"},
+		// Every on/off variable takes what CHORUS_DEV_TOKENS takes: yes
+		// used to be refused by some and taken by others.
+		{"CHORUS_DEV_TOKENS_PUBLIC=yes alone", []string{"CHORUS_DEV_TOKENS_PUBLIC=yes"}, []string{"serve"}, 2, "--dev-tokens-public needs --dev-tokens"},
+		{"bad CHORUS_DEV_TOKENS_PUBLIC", []string{"CHORUS_DEV_TOKENS_PUBLIC=maybe"}, []string{"serve"}, 2, `invalid CHORUS_DEV_TOKENS_PUBLIC "maybe"`},
+		{"bad CHORUS_WEBHOOKS_ALLOW_PRIVATE", []string{"CHORUS_WEBHOOKS_ALLOW_PRIVATE=maybe"}, []string{"serve"}, 2, `invalid CHORUS_WEBHOOKS_ALLOW_PRIVATE "maybe"`},
+		{"bad CHORUS_METRICS_PUBLIC", []string{"CHORUS_METRICS_PUBLIC=maybe"}, []string{"serve"}, 2, `invalid CHORUS_METRICS_PUBLIC "maybe"`},
 		// A value from the environment is named as it was given.
 		{"bad CHORUS_MAX_CONNS", []string{"CHORUS_MAX_CONNS=-1"}, []string{"serve"}, 2, `invalid CHORUS_MAX_CONNS "-1"`},
 		{"bad --max-conns over the environment", []string{"CHORUS_MAX_CONNS=5"}, []string{"serve", "--max-conns", "-1"}, 2, `invalid --max-conns "-1"`},
@@ -669,5 +675,21 @@ func TestSecondSignalStopsAtOnce(t *testing.T) {
 		}
 	case <-time.After(8 * time.Second):
 		t.Fatalf("the process still runs 8 s after a second SIGTERM (the graceful stop waits up to 10 s): %s", p.stderr.String())
+	}
+}
+
+// TestParseSwitch: the on/off words of environment files, in any case;
+// anything else is refused, never taken as off.
+func TestParseSwitch(t *testing.T) {
+	for in, want := range map[string]bool{"true": true, "TRUE": true, "1": true, "yes": true, "Yes": true, "on": true, " ON ": true, "t": true,
+		"false": false, "0": false, "no": false, "NO": false, "off": false, "Off": false, "f": false} {
+		if got, err := parseSwitch(in); err != nil || got != want {
+			t.Errorf("parseSwitch(%q) = %v, %v; want %v", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"", "maybe", "y", "n", "2", "enabled", "yes please"} {
+		if got, err := parseSwitch(in); err == nil {
+			t.Errorf("parseSwitch(%q) = %v, want an error", in, got)
+		}
 	}
 }

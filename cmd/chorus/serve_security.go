@@ -81,10 +81,8 @@ func (f *securityFlags) apply(cfg *server.Config) error {
 		return err
 	}
 	cfg.MetricsPublic = *f.metricsPublic
-	if v := getenv(envMetricsPublic); v != "" && !flagSet(f.fs, "metrics-public") {
-		if cfg.MetricsPublic, err = strconv.ParseBool(v); err != nil {
-			return usagef("invalid %s %q: want true or false", envMetricsPublic, v)
-		}
+	if err := envSwitch(f.fs, "metrics-public", envMetricsPublic, &cfg.MetricsPublic); err != nil {
+		return err
 	}
 	for _, p := range strings.Split(*f.trustedProxies, ",") {
 		if p = strings.TrimSpace(p); p == "" {
