@@ -423,8 +423,12 @@ func cmdToken(ctx context.Context, args []string, stdout io.Writer) error {
 		return err
 	}
 	if creds.APIKeySID == "" {
+		envService := creds.ServiceSID // TWILIO_SYNC_SERVICE_SID alone
 		if creds, err = deploymentCredentials(ctx, fs, *storeURL, *dataDir); err != nil {
 			return err
+		}
+		if envService != "" {
+			creds.ServiceSID = envService
 		}
 	}
 	if *service != "" {

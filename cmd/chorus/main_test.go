@@ -323,6 +323,26 @@ func TestTokenFromEnv(t *testing.T) {
 	verifyAs(t, v, out, "envuser", "default")
 }
 
+// TestTokenServiceFromEnvAlone: TWILIO_SYNC_SERVICE_SID set without the
+// other credentials picks the service of a token signed with the stored
+// credentials, as -h says. It was dropped when they were read.
+func TestTokenServiceFromEnvAlone(t *testing.T) {
+	dataDir := t.TempDir()
+	startServe(t, dataDir).stop(t)
+	creds := credentials(t, dataDir)
+	const other = "IS00000000000000000000000000000001"
+	out, errOut, code := chorusCmd(t, cleanEnv(envServiceSID+"="+other), "token", "--identity", "alice", "--data-dir", dataDir)
+	if code != 0 {
+		t.Fatalf("chorus token = %d %q", code, errOut)
+	}
+	verifyAs(t, verifierFor(creds), out, "alice", other)
+	out, errOut, code = chorusCmd(t, cleanEnv(envServiceSID+"="+other), "token", "--identity", "alice", "--data-dir", dataDir, "--service", "default")
+	if code != 0 {
+		t.Fatalf("chorus token --service default = %d %q", code, errOut)
+	}
+	verifyAs(t, verifierFor(creds), out, "alice", "default")
+}
+
 // secret32 is a well-formed operator secret.
 const secret32 = "0123456789abcdef0123456789abcdef"
 
