@@ -55,6 +55,9 @@ type conn struct {
 	// Gateway.perIdentity under that key (both guarded by Gateway.mu).
 	unauth  bool
 	session *identityKey
+	// initDone is Config.AwaitInit's, called when unauth is cleared
+	// (guarded by Gateway.mu).
+	initDone func()
 
 	ctx    context.Context // canceled, with the reason, when the session ends
 	cancel context.CancelCauseFunc

@@ -109,6 +109,15 @@ type Config struct {
 	// Presence, when set, hears of every session that starts (a successful
 	// init) and ends: the reachability webhooks. Its methods must not block.
 	Presence Presence
+
+	// AwaitInit, when set, is called with the upgrade request once the
+	// connection is a websocket whose init has not succeeded; the function
+	// it returns is called once, when init succeeded or the session ended.
+	// The server uses it to let a newcomer at its connection cap take the
+	// place of a websocket that has not authenticated (an honest client
+	// sends init at once), as it does for a connection still sending its
+	// request. It must not block.
+	AwaitInit func(r *http.Request) (done func())
 }
 
 // Presence is told when client endpoints come and go.
@@ -314,10 +323,14 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	_ = nc.SetDeadline(time.Time{})
 	c := newConn(g, nc, rw.Reader)
 	c.addr, c.unauth = addr, true
+	if g.cfg.AwaitInit != nil {
+		c.initDone = g.cfg.AwaitInit(r)
+	}
 	g.mu.Lock()
 	g.upgrading--
 	if g.closed {
 		g.dropUnauthLocked(addr)
+		c.endAwaitInitLocked()
 		g.mu.Unlock()
 		nc.Close()
 		return
@@ -335,6 +348,7 @@ func (g *Gateway) remove(c *conn) {
 	if c.unauth {
 		c.unauth = false
 		g.dropUnauthLocked(c.addr)
+		c.endAwaitInitLocked()
 	}
 	g.uncountSessionLocked(c)
 	g.mu.Unlock()

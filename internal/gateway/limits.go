@@ -127,8 +127,18 @@ func (g *Gateway) authenticated(c *conn) {
 	if c.unauth {
 		c.unauth = false
 		g.dropUnauthLocked(c.addr)
+		c.endAwaitInitLocked()
 	}
 	g.mu.Unlock()
+}
+
+// endAwaitInitLocked tells Config.AwaitInit's caller that c no longer
+// waits for its init. Under g.mu, with c.unauth just cleared, so once.
+func (c *conn) endAwaitInitLocked() {
+	if c.initDone != nil {
+		c.initDone()
+		c.initDone = nil
+	}
 }
 
 // identityBackoff is the body of the 429 to an init over

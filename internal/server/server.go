@@ -350,6 +350,7 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 		ReplayLimit:            cfg.WSReplayLimit,
 		SharedStore:            !oneNode,
 		WriterPool:             true,
+		AwaitInit:              awaitInit,
 	})
 	if cfg.Creds != (engine.Credentials{}) {
 		if err := s.revokeOthers(ctx, creds); err != nil {

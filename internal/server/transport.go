@@ -515,6 +515,22 @@ func connBusy(next http.Handler) http.Handler {
 	})
 }
 
+// awaitInit is gateway.Config.AwaitInit: a websocket whose init has not
+// succeeded is waited on like a request still arriving, so a newcomer at
+// the cap may take its place after clientGrace (an honest client sends
+// init at once). Without it, websockets that never sent init held their
+// places for the gateway's whole init timeout (30 s), and clients from a
+// few hundred addresses (64 each) kept everyone else out. done makes the
+// connection a session the cap never evicts.
+func awaitInit(r *http.Request) (done func()) {
+	cc, ok := r.Context().Value(connKey{}).(*capConn)
+	if !ok {
+		return func() {}
+	}
+	cc.waitForClient(clientGrace)
+	return func() { cc.evictableAt.Store(0) }
+}
+
 // waitedBody marks its connection as waiting on the client while a read
 // of the request body blocks: a body that trickles in (one byte of a
 // declared 100,000, say) lets a newcomer at the cap take its place after

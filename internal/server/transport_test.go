@@ -30,6 +30,7 @@ import (
 
 	natsbus "github.com/chorus-sync/chorus/internal/bus/nats"
 	"github.com/chorus-sync/chorus/internal/logtest"
+	"github.com/chorus-sync/chorus/protocol"
 	"github.com/chorus-sync/chorus/token"
 )
 
@@ -793,5 +794,73 @@ func TestPacedHandlerKeepsOtherErrors(t *testing.T) {
 	}
 	if !strings.Contains(logs.String(), "too many open files") {
 		t.Errorf("the accept error was left out behind the handshake flood:\n%s", logs.String())
+	}
+}
+
+// TestConnectionCapsUninitializedWebsockets: at the cap, a newcomer takes
+// the place of a websocket that has not sent a successful init for
+// clientGrace, as it does for a request still arriving; a session that
+// initialized keeps its place. Websockets that never sent init held their
+// places for the gateway's 30 s init timeout: clients from a few hundred
+// addresses (64 each) kept everyone else out, /healthz included.
+func TestConnectionCapsUninitializedWebsockets(t *testing.T) {
+	s := newServer(t, Config{Transport: Transport{MaxConns: 3, ShedIdleAfter: time.Minute}})
+	addr := run(t, s)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	dialWS := func() *websocket.Conn {
+		t.Helper()
+		ws, _, err := websocket.Dial(ctx, "ws://"+addr+"/v3/wsconnect", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { ws.CloseNow() })
+		return ws
+	}
+	c := s.Credentials()
+	tok, err := token.Mint(token.Params{AccountSID: c.AccountSID, APIKeySID: c.APIKeySID, APISecret: c.APISecret, Identity: "alice"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, _ := protocol.HeaderOf(map[string]any{"method": "init", "id": "TMinit", "token": tok,
+		"metadata": map[string]any{"ver": "1.0.2"}, "capabilities": []string{"client_update"}})
+	session := dialWS()
+	if err := session.Write(ctx, websocket.MessageBinary, protocol.Encode(nil, h, nil)); err != nil {
+		t.Fatal(err)
+	}
+	_, reply, err := session.Read(ctx)
+	if err != nil || !strings.Contains(string(reply), `"code":200`) {
+		t.Fatalf("init reply %q, %v; want 200", reply, err)
+	}
+	silent := []*websocket.Conn{dialWS(), dialWS()}
+	alive := func(ws *websocket.Conn) bool {
+		pctx, pcancel := context.WithTimeout(ctx, 2*time.Second)
+		defer pcancel()
+		return ws.Ping(pctx) == nil
+	}
+	for _, ws := range silent {
+		ws.CloseRead(ctx) // answers pings; never sends init
+	}
+	session.CloseRead(ctx)
+	// Younger than clientGrace, they keep their places.
+	closedWithin(t, dial(t, addr), 5*time.Second)
+	time.Sleep(clientGrace + 100*time.Millisecond)
+	for range 2 {
+		get(t, dial(t, addr), "/healthz")
+	}
+	for i, ws := range silent {
+		if alive(ws) {
+			t.Errorf("websocket %d without init still open after two newcomers at the cap", i)
+		}
+	}
+	if !alive(session) {
+		t.Fatal("the initialized session was evicted")
+	}
+	// Nothing evictable is left: the next newcomer is refused, and the
+	// session stays.
+	time.Sleep(clientGrace + 100*time.Millisecond)
+	closedWithin(t, dial(t, addr), 5*time.Second)
+	if !alive(session) {
+		t.Error("the initialized session was evicted by later newcomers")
 	}
 }
