@@ -654,7 +654,7 @@ func (c *conn) itemsPage(ctx context.Context, r *request, k chorus.Kind, id stri
 		if err != nil || n < 1 {
 			return errorResponse(chorus.ErrInvalidPageSize)
 		}
-		pageSize = min(n, chorus.MaxPageSize-1)
+		pageSize = min(n, cdsMaxPageItems)
 	}
 	from, bounds, back := q.Get("From"), "inclusive", false
 	if b := q.Get("Bounds"); b != "" {
@@ -671,7 +671,7 @@ func (c *conn) itemsPage(ctx context.Context, r *request, k chorus.Kind, id stri
 			bounds = "inclusive"
 		}
 		if pt.Size > 0 && !q.Has("PageSize") {
-			pageSize = min(pt.Size, chorus.MaxPageSize-1)
+			pageSize = min(pt.Size, cdsMaxPageItems)
 		}
 	}
 	// A previous page is read backwards from From and shown in order.
@@ -915,6 +915,13 @@ func appendItem(dst []byte, it *chorus.Item, base, service string, withData bool
 	dst = appendTimePtr(dst, it.DateExpires)
 	return append(dst, '}')
 }
+
+// cdsMaxPageItems is the most items a page of list or map items holds
+// over CDS, whatever PageSize asks for, as Twilio does: "The max page size
+// is 1000. Note: PageSize between 100 and 1000 returns at most 100 items"
+// (twilio-sync 4.x, SyncList.getItems and SyncMap.getItems). The SDK reads
+// on with the page's next token. REST v1 pages hold up to 1,000.
+const cdsMaxPageItems = 100
 
 func appendItemsPage(dst []byte, items []*chorus.Item, base, service string, pageSize int, prev, next string) []byte {
 	dst = append(dst, `{"items":[`...)

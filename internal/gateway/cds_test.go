@@ -291,3 +291,43 @@ func TestCDSTextAsSent(t *testing.T) {
 		t.Errorf("pair key: %v", it["key"])
 	}
 }
+
+// TestItemPagesHoldAtMost100: a PageSize over 100 gives pages of 100 items
+// over CDS, as Twilio's do (twilio-sync 4.x's getItems: "PageSize between
+// 100 and 1000 returns at most 100 items"); the next token reads on, and
+// meta.page_size says what the page holds at most. Chorus gave 999.
+func TestItemPagesHoldAtMost100(t *testing.T) {
+	e := newEnv(t)
+	c := e.session("alice")
+	m := wantStatus(t, "create", c.do("POST", "/v3/Maps", nil, map[string]any{"unique_name": "m150"}), 201, 0)
+	items := m["links"].(map[string]any)["items"].(string)
+	for i := range 150 {
+		wantStatus(t, "put", c.do("POST", items, nil, map[string]any{"key": fmt.Sprintf("k%03d", i), "data": map[string]any{"i": i}}), 201, 0)
+	}
+	var keys []string
+	url := items + "?HideExpired=true&PageSize=500"
+	for pages := 0; url != ""; pages++ {
+		if pages == 3 {
+			t.Fatal("more than 2 pages for 150 items")
+		}
+		p := wantStatus(t, "page", c.do("GET", url, nil, nil), 200, 0)
+		got := p["items"].([]any)
+		if len(got) > 100 {
+			t.Fatalf("a page of %d items, want at most 100", len(got))
+		}
+		meta := p["meta"].(map[string]any)
+		if ps := num(meta["page_size"]); ps != 100 {
+			t.Errorf("meta.page_size = %d, want 100", ps)
+		}
+		for _, it := range got {
+			keys = append(keys, it.(map[string]any)["key"].(string))
+		}
+		url = ""
+		if tok, ok := meta["next_token"].(string); ok && tok != "" {
+			url = items + "?HideExpired=true&PageToken=" + tok + "&PageSize=500"
+		}
+	}
+	if len(keys) != 150 || keys[0] != "k000" || keys[149] != "k149" {
+		t.Errorf("read %d keys (%v … %v), want k000 … k149 once each", len(keys), keys[:1], keys[len(keys)-1:])
+	}
+}
