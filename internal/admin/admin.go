@@ -125,6 +125,10 @@ type caller struct {
 	// sessionEnd is, for a console session, when it ends for good (its
 	// sign-in plus engine.ConsoleSessionMaxAge); zero for Basic auth.
 	sessionEnd time.Time
+	// tokenSuffix ends the jti of the access tokens it mints: for a
+	// console session opened with an auth token, the mark that makes them
+	// die with that auth token (engine.Credential.TokenSuffix).
+	tokenSuffix string
 }
 
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -154,7 +158,7 @@ func (h *handler) authenticate(r *http.Request) (*caller, error) {
 		}
 		return nil, err
 	}
-	return &caller{account: cred.AccountSID, username: cred.SID, sessionEnd: cred.SessionEnd}, nil
+	return &caller{account: cred.AccountSID, username: cred.SID, sessionEnd: cred.SessionEnd, tokenSuffix: cred.TokenSuffix}, nil
 }
 
 // sessionJSON is the body of POST /admin/v1/Session.
@@ -351,7 +355,9 @@ func (h *handler) mintToken(w http.ResponseWriter, r *http.Request, c *caller) e
 	}
 	// A token minted with a console session does not outlive the session:
 	// a captured session dies ConsoleSessionMaxAge after its sign-in, and
-	// so do the tokens it minted. Basic callers hold the credential itself.
+	// so do the tokens it minted; one opened with an auth token dies with
+	// it, and so do they (tokenSuffix). Basic callers hold the credential
+	// itself.
 	if !c.sessionEnd.IsZero() {
 		left := c.sessionEnd.Sub(h.now()).Truncate(time.Second)
 		if left < time.Second {
@@ -378,6 +384,7 @@ func (h *handler) mintToken(w http.ResponseWriter, r *http.Request, c *caller) e
 		Identity:   identity,
 		ServiceSID: svc.SID,
 		TTL:        ttl,
+		IDSuffix:   c.tokenSuffix,
 		Now:        h.now,
 	})
 	if err != nil {

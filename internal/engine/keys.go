@@ -30,6 +30,10 @@ type Credential struct {
 	// SessionEnd is, for a console session, when it ends whatever its
 	// renewals (its sign-in plus ConsoleSessionMaxAge); zero otherwise.
 	SessionEnd time.Time
+	// TokenSuffix is, for a console session opened with an auth token,
+	// what the access tokens it mints carry at the end of their jti
+	// (ConsoleTokenValid); "" otherwise.
+	TokenSuffix string
 }
 
 // AuthenticateCredential checks REST Basic credentials: account SID with

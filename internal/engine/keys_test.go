@@ -299,3 +299,74 @@ func TestBootstrapNewCredentialsDropSecondary(t *testing.T) {
 		})
 	}
 }
+
+// TestConsoleTokenValid: an access token minted by a console session
+// opened with an auth token (its jti ends with the session's
+// TokenSuffix) is valid while the account has that auth token, primary or
+// secondary, and not after; a jti without the mark is never refused, nor
+// one whose mark is malformed (not ours); a session opened with an API
+// key marks nothing (its key signs the tokens).
+func TestConsoleTokenValid(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	acct := f.creds.AccountSID
+	c := engine.Credential{AccountSID: acct, SID: acct, Main: true}
+	suffixOf := func(user, pass string) string {
+		t.Helper()
+		sess, _, _, err := f.eng.NewConsoleSession(ctx, user, pass)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cred, err := f.eng.AuthenticateSession(ctx, sess)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return cred.TokenSuffix
+	}
+	if s := suffixOf(f.creds.APIKeySID, f.creds.APISecret); s != "" {
+		t.Errorf("a session opened with an API key marks its tokens %q, want nothing", s)
+	}
+	byPrimary := f.creds.APIKeySID + "-1700000000" + suffixOf(acct, f.creds.AuthToken)
+	valid := func(jti string) bool {
+		t.Helper()
+		cached, err1 := f.eng.ConsoleTokenValid(ctx, acct, jti, false)
+		fresh, err2 := f.eng.ConsoleTokenValid(ctx, acct, jti, true)
+		if err1 != nil || err2 != nil || cached != fresh {
+			t.Fatalf("ConsoleTokenValid(%q) = %v, %v (cached), %v, %v (fresh)", jti, cached, err1, fresh, err2)
+		}
+		return cached
+	}
+	if !strings.Contains(byPrimary, "-console-") || !valid(byPrimary) {
+		t.Fatalf("a token of the primary's session (%q) is not valid", byPrimary)
+	}
+	for _, jti := range []string{f.creds.APIKeySID + "-1700000000", f.creds.APIKeySID + "-1-console-", f.creds.APIKeySID + "-1-console-zz3456789abcdef0",
+		f.creds.APIKeySID + "-1-console-0123456789abcdef0", "-console-0123456789abcdef-quickstart"} {
+		if !valid(jti) {
+			t.Errorf("jti %q refused: only well-formed marks are checked", jti)
+		}
+	}
+	if valid(f.creds.APIKeySID + "-1-console-0123456789abcdef") {
+		t.Error("a mark of no auth token of the account is valid")
+	}
+	if ok, err := f.eng.ConsoleTokenValid(ctx, "AC00000000000000000000000000000000", byPrimary, true); ok || err != nil {
+		t.Errorf("a mark of another (unknown) account = %v, %v; want refused", ok, err)
+	}
+
+	sec, err := f.eng.CreateSecondaryAuthToken(ctx, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bySecondary := f.creds.APIKeySID + "-1" + suffixOf(acct, sec.SecondaryAuthToken)
+	if !valid(bySecondary) || !valid(byPrimary) {
+		t.Fatal("tokens of both auth tokens' sessions must be valid during a rotation")
+	}
+	if _, err := f.eng.PromoteSecondaryAuthToken(ctx, c); err != nil {
+		t.Fatal(err)
+	}
+	if valid(byPrimary) {
+		t.Error("a token of the old primary's session is valid after the promotion")
+	}
+	if !valid(bySecondary) {
+		t.Error("a token of the promoted token's session is refused")
+	}
+}

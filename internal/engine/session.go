@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"strings"
@@ -109,9 +110,12 @@ func (e *Engine) signSession(c Credential, secret string, signedIn int64) (strin
 
 // AuthenticateSession checks a console session token.
 func (e *Engine) AuthenticateSession(ctx context.Context, tok string) (Credential, error) {
-	c, _, sc, err := e.verifySession(ctx, tok)
+	c, secret, sc, err := e.verifySession(ctx, tok)
 	if err != nil {
 		return c, err
+	}
+	if chorus.IsSID(chorus.PrefixAccount, c.SID) {
+		c.TokenSuffix = consoleTokenMark + consoleBinding(secret)
 	}
 	c.SessionEnd = time.Unix(sc.Expires, 0) // a session of a version without the sign-in time
 	if sc.SignedIn != 0 {
@@ -194,4 +198,83 @@ func (e *Engine) AuthenticateHeader(ctx context.Context, authorization string) (
 		return e.AuthenticateSession(ctx, cred)
 	}
 	return Credential{}, chorus.ErrAuthenticate
+}
+
+// Access tokens minted by a console session opened with an auth token are
+// signed by one of the account's API keys (an access token names a key),
+// so revoking that key ends them, but rotating the auth token would not,
+// although it ends the session. They carry a mark of the auth token at the
+// end of their jti, "-console-" and 16 hex digits of an HMAC keyed with it,
+// and are refused once neither of the account's auth tokens gives that
+// mark (ConsoleTokenValid): at init, at updateToken, on plain-HTTP CDS
+// requests, and, through the gateway's pass after every change of
+// credentials, in live sessions.
+const (
+	consoleTokenMark    = "-console-"
+	consoleBindingHex   = 16
+	consoleBindingLabel = "chorus console token v1"
+)
+
+func consoleBinding(authToken string) string {
+	m := hmac.New(sha256.New, []byte(authToken))
+	m.Write([]byte(consoleBindingLabel))
+	return hex.EncodeToString(m.Sum(nil))[:consoleBindingHex]
+}
+
+// consoleMark returns the auth token mark at the end of an access token's
+// jti, or "" when it has none.
+func consoleMark(jti string) string {
+	i := strings.LastIndex(jti, consoleTokenMark)
+	if i < 0 || len(jti)-i-len(consoleTokenMark) != consoleBindingHex {
+		return ""
+	}
+	mark := jti[i+len(consoleTokenMark):]
+	if _, err := hex.DecodeString(mark); err != nil {
+		return ""
+	}
+	return mark
+}
+
+// ConsoleTokenValid reports whether an access token of accountSID with
+// the jti id may still be used: true unless a console session opened with
+// an auth token minted it and neither of the account's auth tokens is
+// that one any more. With fresh, the account is read from the store, not
+// the credential cache (a pass after another node's change, which may run
+// before this node's cache hears of it). Errors are the store's.
+func (e *Engine) ConsoleTokenValid(ctx context.Context, accountSID, jti string, fresh bool) (bool, error) {
+	mark := consoleMark(jti)
+	if mark == "" {
+		return true, nil
+	}
+	var tokens [2]string
+	if fresh {
+		err := e.view(ctx, func(tx chorus.ReadTx) error {
+			a, err := tx.Account(ctx, accountSID)
+			if err == nil {
+				tokens = [2]string{a.AuthToken, a.SecondaryAuthToken}
+			}
+			return err
+		})
+		if isNotFound(err) {
+			return false, nil
+		}
+		if err != nil {
+			return false, fmt.Errorf("engine: console token: %w", err)
+		}
+	} else {
+		cs, err := e.credentialSecrets(ctx, accountSID)
+		if isNotFound(err) {
+			return false, nil
+		}
+		if err != nil {
+			return false, fmt.Errorf("engine: console token: %w", err)
+		}
+		tokens = cs.secrets
+	}
+	for _, t := range tokens {
+		if t != "" && hmac.Equal([]byte(consoleBinding(t)), []byte(mark)) {
+			return true, nil
+		}
+	}
+	return false, nil
 }

@@ -731,7 +731,36 @@ func (g *Gateway) recheckKeys(ctx context.Context) (live []*conn, err error) {
 			live = append(live, c)
 		}
 	}
+	live = g.recheckConsoleTokens(ctx, live)
 	return live, err
+}
+
+// recheckConsoleTokens ends the sessions of conns whose access token a
+// console session minted with an auth token that its account no longer
+// has (engine.ConsoleTokenValid, read from the store), and returns the
+// others. A store error leaves the session alone: a later pass decides.
+func (g *Gateway) recheckConsoleTokens(ctx context.Context, conns []*conn) (live []*conn) {
+	type tokenOf struct{ account, id string }
+	valid := make(map[tokenOf]bool)
+	for _, c := range conns {
+		c.mu.Lock()
+		t := tokenOf{c.account, c.tokenID}
+		c.mu.Unlock()
+		ok, seen := valid[t]
+		if !seen {
+			var err error
+			if ok, err = g.cfg.Engine.ConsoleTokenValid(ctx, t.account, t.id, true); err != nil {
+				ok = true
+			}
+			valid[t] = ok
+		}
+		if !ok {
+			c.revoke()
+			continue
+		}
+		live = append(live, c)
+	}
+	return live
 }
 
 // deaf reports whether this node may be missing the control events of
@@ -750,6 +779,12 @@ func (g *Gateway) deaf() bool {
 	b, ok := g.cfg.Engine.Bus().(interface{ Connected() bool })
 	return ok && !b.Connected()
 }
+
+// errConsoleTokenEnded refuses an access token minted by a console
+// session opened with an auth token the account no longer has
+// (engine.ConsoleTokenValid).
+var errConsoleTokenEnded = chorus.Errorf(chorus.ErrTokenIssuer,
+	"Invalid Access Token issuer: the console session that minted it ended (its auth token was rotated)")
 
 // errKeyChanged answers a request of a session that checkDeaf ended.
 var errKeyChanged = chorus.Errorf(chorus.ErrTokenIssuer, "Invalid Access Token issuer: the API key was revoked or changed")

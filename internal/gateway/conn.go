@@ -131,6 +131,7 @@ type conn struct {
 	queries map[string]*liveQuery // by query_id (insights.go)
 	account string                // the token's account (sub)
 	keySID  string                // the API key that signed the token (iss)
+	tokenID string                // the token's jti (engine.ConsoleTokenValid)
 	// key is that API key as its verification read it, keyGen the
 	// gateway's key generation then: a renewal signed with it is verified
 	// against it while the store is out of reach, unless keys changed
@@ -873,6 +874,13 @@ func (c *conn) authenticate(ctx context.Context, raw string, renew bool) (verifi
 		st := statusForbidden(chorus.Errorf(chorus.ErrServiceNotFound, "Access Token has no data_sync grant"))
 		return verified{}, &st
 	}
+	if ok, err := c.g.cfg.Engine.ConsoleTokenValid(ctx, claims.Subject, claims.ID, false); err != nil {
+		c.logger().Error("gateway: verify token", slog.Any(logError, err))
+		return verified{}, serverStatus(chorus.AsError(err))
+	} else if !ok {
+		st := statusUnauthorized(errConsoleTokenEnded)
+		return verified{}, &st
+	}
 	sid := claims.Sync.ServiceSID
 	if sid == "" {
 		sid = "default"
@@ -956,7 +964,7 @@ func (c *conn) handleInit(ctx context.Context, f *protocol.Frame) error {
 	c.markServiceRead(ctr.Load())
 	c.svcGen.Store(ctr)
 	c.mu.Lock()
-	c.account, c.keySID = claims.Subject, claims.Issuer
+	c.account, c.keySID, c.tokenID = claims.Subject, claims.Issuer, claims.ID
 	c.key, c.keyGen = auth.key, auth.keyGen
 	c.initialized = true
 	c.online.svc, c.online.identity = svc, claims.Identity
@@ -1002,7 +1010,7 @@ func (c *conn) handleUpdate(ctx context.Context, f *protocol.Frame) error {
 	}
 	c.claims = claims
 	c.mu.Lock()
-	c.account, c.keySID = claims.Subject, claims.Issuer
+	c.account, c.keySID, c.tokenID = claims.Subject, claims.Issuer, claims.ID
 	c.key, c.keyGen = auth.key, auth.keyGen
 	c.mu.Unlock()
 	c.closing.CompareAndSwap(closingExpired, closingNone) // revived in its grace

@@ -117,6 +117,11 @@ func (g *Gateway) verify(ctx context.Context, raw string) (*token.Claims, *choru
 	if claims.Sync == nil {
 		return nil, nil, chorus.Errorf(chorus.ErrForbidden, "Access Token has no data_sync grant")
 	}
+	if ok, err := g.cfg.Engine.ConsoleTokenValid(ctx, claims.Subject, claims.ID, false); err != nil {
+		return nil, nil, g.edgeError(err)
+	} else if !ok {
+		return nil, nil, errConsoleTokenEnded
+	}
 	sid := claims.Sync.ServiceSID
 	if sid == "" {
 		sid = "default"

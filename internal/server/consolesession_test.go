@@ -1,13 +1,18 @@
 package server
 
 import (
+	"context"
 	"encoding/json"
 	"net/http"
 	"net/url"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/coder/websocket"
 
 	"github.com/chorus-sync/chorus/internal/engine"
+	"github.com/chorus-sync/chorus/protocol"
 )
 
 // TestConsoleSessionCannotMintCredentials: on a real server, a console
@@ -86,5 +91,135 @@ func TestConsoleSessionCannotMintCredentials(t *testing.T) {
 	}
 	if code, body := do("POST", "/admin/v1/Tokens", basic, day); code != 201 || body["ttl"] != float64(86400) {
 		t.Errorf("POST /admin/v1/Tokens Ttl=86400 with Basic = %d %v, want ttl 86400", code, body)
+	}
+}
+
+// TestConsoleTokensEndWithTheAuthToken: access tokens minted by a console
+// session opened with the auth token are signed by the account's main API
+// key, yet rotating the auth token ends them as it ends the session: a
+// live websocket session is closed, a new init and a plain-HTTP CDS
+// request are refused. They survived the rotation (a reviewer's finding:
+// a copied session minted 12-hour tokens that outlived the remedy the
+// README gives). Tokens of a session opened with an API key, and those
+// minted with Basic auth, are not touched.
+func TestConsoleTokensEndWithTheAuthToken(t *testing.T) {
+	s := newServer(t, Config{})
+	c := s.Credentials()
+	addr := run(t, s)
+	base := "http://" + addr
+	do := func(method, path, auth string, form url.Values) (int, map[string]any) {
+		t.Helper()
+		req, err := http.NewRequest(method, base+path, strings.NewReader(form.Encode()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		req.Header.Set("Authorization", auth)
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatalf("%s %s: %v", method, path, err)
+		}
+		defer res.Body.Close()
+		var body map[string]any
+		_ = json.NewDecoder(res.Body).Decode(&body)
+		return res.StatusCode, body
+	}
+	basicOf := func(user, pass string) string {
+		r, _ := http.NewRequest("GET", base, nil)
+		r.SetBasicAuth(user, pass)
+		return r.Header.Get("Authorization")
+	}
+	mint := func(auth string) string {
+		t.Helper()
+		if strings.HasPrefix(auth, "Basic") {
+			_, sess := do("POST", "/admin/v1/Session", auth, nil)
+			auth = "Bearer " + sess["token"].(string)
+		}
+		code, body := do("POST", "/admin/v1/Tokens", auth, url.Values{"Identity": {"mallory"}, "Ttl": {"43200"}})
+		if code != 201 {
+			t.Fatalf("POST /admin/v1/Tokens = %d %v", code, body)
+		}
+		return body["token"].(string)
+	}
+	if code, body := do("POST", "/v1/Services/"+c.ServiceSID+"/Documents", basicOf(c.AccountSID, c.AuthToken), url.Values{"UniqueName": {"d1"}}); code != 201 {
+		t.Fatalf("create d1 = %d %v", code, body)
+	}
+	byAuthToken := mint(basicOf(c.AccountSID, c.AuthToken))
+	byKey := mint(basicOf(c.APIKeySID, c.APISecret))
+	_, basicMinted := do("POST", "/admin/v1/Tokens", basicOf(c.AccountSID, c.AuthToken), url.Values{"Identity": {"bob"}})
+
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	initWS := func(tok string) (*websocket.Conn, string) {
+		t.Helper()
+		ws, _, err := websocket.Dial(ctx, "ws://"+addr+"/v3/wsconnect", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { ws.CloseNow() })
+		h, _ := protocol.HeaderOf(map[string]any{"method": "init", "id": "TMinit", "token": tok,
+			"metadata": map[string]any{"ver": "1.0.2"}, "capabilities": []string{"client_update"}})
+		if err := ws.Write(ctx, websocket.MessageBinary, protocol.Encode(nil, h, nil)); err != nil {
+			t.Fatal(err)
+		}
+		_, reply, err := ws.Read(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ws, string(reply)
+	}
+	cds := func(tok string) int {
+		req, _ := http.NewRequest("GET", base+"/v3/Documents/d1", nil)
+		req.Header.Set("X-Twilio-Token", tok)
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		return res.StatusCode
+	}
+	live, reply := initWS(byAuthToken)
+	if !strings.Contains(reply, `"code":200`) {
+		t.Fatalf("init with the session's token before the rotation: %s", reply)
+	}
+	if code := cds(byAuthToken); code != 200 {
+		t.Fatalf("plain-HTTP CDS with the session's token before the rotation = %d", code)
+	}
+
+	// Rotate the auth token, as the README says to end every session.
+	code, sec := do("POST", "/v1/AuthTokens/Secondary", basicOf(c.AccountSID, c.AuthToken), nil)
+	if code != 201 {
+		t.Fatalf("POST Secondary = %d %v", code, sec)
+	}
+	if code, body := do("POST", "/v1/AuthTokens/Promote", basicOf(c.AccountSID, c.AuthToken), nil); code != 200 {
+		t.Fatalf("POST Promote = %d %v", code, body)
+	}
+
+	// The live session is closed with the close of a revoked token.
+	closed := false
+	rctx, rcancel := context.WithTimeout(ctx, 5*time.Second)
+	defer rcancel()
+	for !closed {
+		_, msg, err := live.Read(rctx)
+		if err != nil {
+			closed = rctx.Err() == nil // the server closed it, not our wait
+			break
+		}
+		closed = strings.Contains(string(msg), `"method":"close"`)
+	}
+	if !closed {
+		t.Error("the live session with the session's token stayed open after the rotation")
+	}
+	if _, reply := initWS(byAuthToken); !strings.Contains(reply, `"code":401`) || !strings.Contains(reply, "console session") {
+		t.Errorf("init with the session's token after the rotation: %s, want 401 naming the console session", reply)
+	}
+	if code := cds(byAuthToken); code != 401 {
+		t.Errorf("plain-HTTP CDS with the session's token after the rotation = %d, want 401", code)
+	}
+	// The others are the API key's, which the rotation left.
+	for name, tok := range map[string]string{"a session opened with the API key": byKey, "Basic auth": basicMinted["token"].(string)} {
+		if _, reply := initWS(tok); !strings.Contains(reply, `"code":200`) {
+			t.Errorf("init with a token minted by %s after the rotation: %s, want 200", name, reply)
+		}
 	}
 }
