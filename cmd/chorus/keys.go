@@ -78,6 +78,10 @@ func cmdKeys(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return usagef("invalid --url %q: want http://host:port or https://host", *base)
 	}
+	if u.Scheme == "http" && !loopbackHost(u.Hostname()) {
+		// The auth token goes in every request's Authorization header.
+		return usagef("invalid --url %q: http:// only to a loopback address, since the credentials would cross the network in clear text; use https://", *base)
+	}
 	account, user, pass, err := keysCredentials(func() (engine.Credentials, error) {
 		return deploymentCredentials(ctx, fs, *storeURL, *dataDir)
 	})

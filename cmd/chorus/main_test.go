@@ -410,6 +410,10 @@ func TestErrors(t *testing.T) {
 		{"admin keys revoke without SID", nil, []string{"admin", "keys", "revoke"}, 2, "API key SID"},
 		{"admin keys revoke bad SID", nil, []string{"admin", "keys", "revoke", "SKnope"}, 2, "not an API key SID"},
 		{"admin keys bad url", nil, []string{"admin", "keys", "list", "--url", "ftp://x"}, 2, "--url"},
+		// Refused before the credentials are read (here there are none,
+		// so without the check it would stop at those, connecting nowhere).
+		{"admin keys cleartext url", nil, []string{"admin", "keys", "list", "--url", "http://192.0.2.1:3000", "--data-dir", filepath.Join(dir, "empty")}, 2, "http:// only to a loopback address"},
+		{"admin keys CHORUS_URL cleartext", []string{"CHORUS_URL=http://sync.example.com"}, []string{"admin", "keys", "list", "--data-dir", filepath.Join(dir, "empty")}, 2, "http:// only to a loopback address"},
 		{"admin without subcommand", nil, []string{"admin"}, 2, "credentials"},
 		{"admin keys unknown subcommand, no data", nil, []string{"admin", "keys", "bogus", "--data-dir", filepath.Join(dir, "empty")}, 2, "unknown subcommand"},
 		{"admin keys revoke SID after flags, bad", nil, []string{"admin", "keys", "revoke", "--url", "http://127.0.0.1:1", "SKnope"}, 2, "not an API key SID"},

@@ -47,13 +47,20 @@ func loopbackAddr(addr string) error {
 	if err != nil {
 		return usagef("invalid --pprof-listen %q: %v", addr, err)
 	}
-	if host == "localhost" {
-		return nil
-	}
-	if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() {
+	if loopbackHost(host) {
 		return nil
 	}
 	return usagef("invalid --pprof-listen %q: want a loopback address such as 127.0.0.1:6060", addr)
+}
+
+// loopbackHost reports whether host (a name or an IP address, without a
+// port) is "localhost" or a loopback address.
+func loopbackHost(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // loopbackHostOnly answers 403 to requests whose Host is not a loopback
