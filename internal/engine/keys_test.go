@@ -4,12 +4,15 @@ import (
 	"context"
 	"encoding/base64"
 	"errors"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/chorus-sync/chorus"
+	"github.com/chorus-sync/chorus/internal/bus/mem"
 	"github.com/chorus-sync/chorus/internal/engine"
+	"github.com/chorus-sync/chorus/internal/logtest"
 )
 
 func TestAPIKeys(t *testing.T) {
@@ -368,5 +371,51 @@ func TestConsoleTokenValid(t *testing.T) {
 	}
 	if !valid(bySecondary) {
 		t.Error("a token of the promoted token's session is refused")
+	}
+}
+
+// TestBootstrapNamesStandardKeysAfterRotation: new operator credentials
+// (the answer to a leak) leave the standard keys created through the Keys
+// API valid, as documented; the start now names them in a warning, which
+// it did not, so that an operator does not keep a key whoever held the old
+// credentials made. The same credentials at a restart warn of nothing, nor
+// does a first start; secrets are never logged.
+func TestBootstrapNamesStandardKeysAfterRotation(t *testing.T) {
+	var logs logtest.Buffer
+	eng := engine.New(engine.Config{Store: openSQLite(t), Bus: mem.New(), Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	ctx := context.Background()
+	op := engine.Credentials{
+		AccountSID: chorus.NewSID(chorus.PrefixAccount), AuthToken: chorus.NewSecret(32),
+		APIKeySID: chorus.NewSID(chorus.PrefixAPIKey), APISecret: chorus.NewSecret(32), ServiceSID: chorus.NewSID(chorus.PrefixService),
+	}
+	if _, _, err := eng.Bootstrap(ctx, op); err != nil {
+		t.Fatal(err)
+	}
+	k, err := eng.CreateAPIKey(ctx, engine.Credential{AccountSID: op.AccountSID, SID: op.AccountSID, Main: true}, "backdoor")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := eng.Bootstrap(ctx, op); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(logs.String(), k.SID) {
+		t.Errorf("a restart with the same credentials named the standard key: %s", logs.String())
+	}
+	next := op
+	next.AuthToken = chorus.NewSecret(32)
+	if _, _, err := eng.Bootstrap(ctx, next); err != nil {
+		t.Fatal(err)
+	}
+	out := logs.String()
+	if !strings.Contains(out, "level=WARN") || !strings.Contains(out, k.SID) || !strings.Contains(out, "backdoor") {
+		t.Errorf("after new credentials, the log does not name standard key %s: %s", k.SID, out)
+	}
+	for _, secret := range []string{k.Secret, op.AuthToken, next.AuthToken, op.APISecret} {
+		if strings.Contains(out, secret) {
+			t.Error("a secret is in the log")
+		}
+	}
+	if _, err := eng.AuthenticateCredential(ctx, k.SID, k.Secret); err != nil {
+		t.Errorf("the standard key no longer authenticates (documented to stay): %v", err)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/chorus-sync/chorus"
 )
@@ -46,10 +47,11 @@ func (e *Engine) Bootstrap(ctx context.Context, want Credentials) (got Credentia
 		return Credentials{}, false, err
 	}
 	now := e.now()
-	var droppedSecondary, promoted bool
+	var droppedSecondary, promoted, rotated bool
 	err = e.update(ctx, SystemActor(), func(tx chorus.Tx, c *change) error {
-		created, droppedSecondary, promoted = false, false, false
+		created, droppedSecondary, promoted, rotated = false, false, false, false
 		acct, err := tx.Account(ctx, want.AccountSID)
+		existed := err == nil
 		switch {
 		case isNotFound(err):
 			acct = &chorus.Account{SID: want.AccountSID, FriendlyName: "Chorus account", DateCreated: now}
@@ -71,6 +73,7 @@ func (e *Engine) Bootstrap(ctx context.Context, want Credentials) (got Credentia
 			return err
 		}
 		keyChanged := key.Secret != want.APISecret || key.AccountSID != want.AccountSID || !key.Main
+		rotated = existed && (credsChanged || keyChanged)
 		// New operator credentials (a rotation, or the answer to a leak)
 		// also end a secondary auth token, which whoever held the old
 		// ones may have created. The same credentials at a restart keep
@@ -139,7 +142,39 @@ func (e *Engine) Bootstrap(ctx context.Context, want Credentials) (got Credentia
 	case promoted:
 		e.log.Info("the secondary auth token is the primary now: TWILIO_AUTH_TOKEN names it", "account_sid", want.AccountSID)
 	}
+	if rotated {
+		e.warnStandardKeys(ctx, want.AccountSID)
+	}
 	return want, created, nil
+}
+
+// warnStandardKeys names, after the operator's credentials changed (a
+// rotation, perhaps the answer to a leak), the standard API keys of the
+// account, which stay valid: whoever held the old credentials may have
+// created some through the Keys API. SIDs, names and dates only.
+func (e *Engine) warnStandardKeys(ctx context.Context, accountSID string) {
+	var keys []*chorus.APIKey
+	if err := e.view(ctx, func(tx chorus.ReadTx) error {
+		var err error
+		keys, err = tx.APIKeys(ctx, accountSID)
+		return err
+	}); err != nil {
+		e.log.Warn("the operator's credentials changed; could not list the standard API keys, which stay valid", "account_sid", accountSID, "err", err)
+		return
+	}
+	var sids, names, created []string
+	for _, k := range keys {
+		if !k.Main {
+			sids, names = append(sids, k.SID), append(names, k.FriendlyName)
+			created = append(created, k.DateCreated.UTC().Format(time.RFC3339))
+		}
+	}
+	if len(sids) == 0 {
+		return
+	}
+	e.log.Warn("the operator's credentials changed; the standard API keys created through the Keys API stay valid: "+
+		"if the old credentials leaked, revoke those you do not know (chorus admin keys revoke SK…)",
+		"account_sid", accountSID, "api_key_sids", sids, "friendly_names", names, "date_created", created)
 }
 
 // StaleCredentialsError is Bootstrap's refusal of given credentials that
