@@ -268,7 +268,7 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 		}
 		s.bus = b
 	}
-	policy := webhook.Policy{AllowPrivate: cfg.WebhooksAllowPrivate, Self: publicHost(cfg.PublicURL)}
+	policy := webhook.Policy{AllowPrivate: cfg.WebhooksAllowPrivate, Self: cfg.PublicURL}
 	hooks := cfg.Webhooks
 	hooks.Store, hooks.Logger, hooks.Policy, hooks.Leader = s.store, cfg.Logger, policy, leader
 	hooks.Node = cfg.NodeName + "-" + chorus.NewSID("")[:8]

@@ -29,3 +29,6 @@ func SetBeforePresenceRecord(f func()) (restore func()) {
 // AgeLeadership makes the last leadership answer older by by, as a
 // process stopped for that long finds it when it resumes.
 func (d *Dispatcher) AgeLeadership(by time.Duration) { d.leaderAt.Add(-int64(by)) }
+
+// CheckURLAsSet is the check of a URL set before (at delivery).
+func (p Policy) CheckURLAsSet(raw string) error { return p.checkURL(raw, false) }

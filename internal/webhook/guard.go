@@ -32,9 +32,44 @@ type Policy struct {
 	// development and tests. Link-local (cloud metadata), unspecified,
 	// multicast, broadcast and reserved addresses stay refused.
 	AllowPrivate bool
-	// Self names this server's own public host (host or host:port, from
-	// its public URL): refused so that a webhook never calls Chorus.
+	// Self is this server's public URL (--public-url), "" if none. A new
+	// webhook URL that addresses it (the same host and port, a scheme's
+	// default port when none is given, and a path under its path) is
+	// refused at configuration time, since it would call this server. An
+	// app beside it on the same host (another port, or another path behind
+	// the same proxy) is not, and URLs set before keep their webhooks:
+	// every Chorus node answers a webhook request 508 (LoopHeader), so none
+	// loops.
 	Self string
+}
+
+// addressesSelf reports whether u (its host lowered, as the dialer sees
+// it) addresses the public URL p.Self.
+func (p Policy) addressesSelf(u *url.URL, host string) bool {
+	self, err := url.Parse(p.Self)
+	if p.Self == "" || err != nil || self.Host == "" {
+		return false
+	}
+	if !strings.EqualFold(self.Hostname(), host) && !strings.EqualFold(self.Hostname(), u.Hostname()) {
+		return false
+	}
+	if effectivePort(self) != effectivePort(u) {
+		return false
+	}
+	prefix := strings.TrimSuffix(self.EscapedPath(), "/")
+	path := u.EscapedPath()
+	return prefix == "" || path == prefix || strings.HasPrefix(path, prefix+"/")
+}
+
+// effectivePort is u's port, or its scheme's default.
+func effectivePort(u *url.URL) string {
+	if p := u.Port(); p != "" {
+		return strings.TrimLeft(p, "0")
+	}
+	if strings.EqualFold(u.Scheme, "https") {
+		return "443"
+	}
+	return "80"
 }
 
 // CheckURL checks a webhook URL at configuration time: an absolute http(s)
@@ -106,8 +141,8 @@ func (p Policy) checkURL(raw string, newURL bool) error {
 			return bad("invalid port")
 		}
 	}
-	if p.Self != "" && (strings.EqualFold(u.Host, p.Self) || strings.EqualFold(host, p.Self)) {
-		return bad("the webhook may not call this server")
+	if newURL && p.addressesSelf(u, host) {
+		return bad("the webhook may not call this server (its public URL)")
 	}
 	if addr, numeric, ok := parseHostAddr(host); numeric {
 		if !ok {

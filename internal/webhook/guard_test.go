@@ -18,7 +18,7 @@ import (
 
 // Every SSRF form is refused at configuration time with 54051.
 func TestCheckURL(t *testing.T) {
-	strict := webhook.Policy{Self: "sync.example.com"}
+	strict := webhook.Policy{Self: "http://sync.example.com"}
 	dev := webhook.Policy{AllowPrivate: true}
 	refused := []string{
 		"http://127.0.0.1:8080/hook",
@@ -106,6 +106,46 @@ func TestCheckURL(t *testing.T) {
 		"http://0x7f000001/", "http://127.1:8080/short", "http://2130706433/"} {
 		if err := dev.CheckURL(u); chorus.ErrorCode(err) != 54051 {
 			t.Errorf("AllowPrivate: CheckURL(%q) = %v, want 54051", u, err)
+		}
+	}
+}
+
+// TestCheckURLSelf: a new webhook URL that addresses this server's public
+// URL (host, port with the scheme's default, a path under its path) is
+// refused; an app beside it on the same host, on another port or another
+// path behind the same proxy, is not; a URL set before is still delivered
+// (each node answers webhook requests 508, so none loops). The host alone
+// used to be compared, at delivery too: --public-url http://127.0.0.1/chorus
+// refused every port of 127.0.0.1 and abandoned the webhooks already set.
+func TestCheckURLSelf(t *testing.T) {
+	for _, tt := range []struct {
+		self     string
+		refused  []string
+		accepted []string
+	}{
+		{"https://sync.example.com",
+			[]string{"https://sync.example.com/hook", "https://SYNC.example.com:443/", "https://sync.example.com"},
+			[]string{"http://sync.example.com/hook", "https://sync.example.com:8443/hook", "https://hooks.example.com/"}},
+		{"https://example.com/sync",
+			[]string{"https://example.com/sync", "https://example.com/sync/", "https://example.com/sync/v1/x"},
+			[]string{"https://example.com/api/hook", "https://example.com/", "https://example.com/syncer", "https://example.com:444/sync"}},
+		{"http://example.com:8080/",
+			[]string{"http://example.com:8080/hook", "http://example.com:08080/hook"},
+			[]string{"http://example.com/hook", "http://example.com:8081/hook"}},
+	} {
+		p := webhook.Policy{Self: tt.self}
+		for _, u := range tt.refused {
+			if err := p.CheckURL(u); chorus.ErrorCode(err) != 54051 {
+				t.Errorf("public URL %s: CheckURL(%q) = %v, want 54051", tt.self, u, err)
+			}
+			if err := p.CheckURLAsSet(u); err != nil {
+				t.Errorf("public URL %s: a URL set before, %q, = %v at delivery, want it sent (508 stops loops)", tt.self, u, err)
+			}
+		}
+		for _, u := range tt.accepted {
+			if err := p.CheckURL(u); err != nil {
+				t.Errorf("public URL %s: CheckURL(%q) = %v, want nil", tt.self, u, err)
+			}
 		}
 	}
 }
