@@ -23,7 +23,7 @@ var scratch scratchPaths
 type scratchPaths struct {
 	mu    sync.Mutex
 	paths map[string]struct{}
-	ended bool // forcedExit ran: nothing more is added
+	ended bool // forcedExit ran: a path added now is removed at once
 }
 
 // add registers path and returns the function that forgets it, to be
@@ -31,6 +31,10 @@ type scratchPaths struct {
 func (s *scratchPaths) add(path string) (forget func()) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.ended { // the process is ending: no copy is left behind
+		_ = os.RemoveAll(path)
+		return func() {}
+	}
 	if s.paths == nil {
 		s.paths = make(map[string]struct{})
 	}

@@ -125,10 +125,11 @@ type caller struct {
 	// sessionEnd is, for a console session, when it ends for good (its
 	// sign-in plus engine.ConsoleSessionMaxAge); zero for Basic auth.
 	sessionEnd time.Time
-	// tokenSuffix ends the jti of the access tokens it mints: for a
-	// console session opened with an auth token, the mark that makes them
-	// die with that auth token (engine.Credential.TokenSuffix).
-	tokenSuffix string
+	// authToken is, for a caller that authenticated with an auth token
+	// (Basic, or a console session opened with it), that auth token: the
+	// access tokens it mints carry its mark, which makes them die with it
+	// (engine.AuthTokenSuffix).
+	authToken string
 }
 
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -158,7 +159,14 @@ func (h *handler) authenticate(r *http.Request) (*caller, error) {
 		}
 		return nil, err
 	}
-	return &caller{account: cred.AccountSID, username: cred.SID, sessionEnd: cred.SessionEnd, tokenSuffix: cred.TokenSuffix}, nil
+	c := &caller{account: cred.AccountSID, username: cred.SID, sessionEnd: cred.SessionEnd, authToken: cred.AuthToken()}
+	if c.sessionEnd.IsZero() && chorus.IsSID(chorus.PrefixAccount, cred.SID) {
+		// Basic with the auth token: its tokens die with it too.
+		if _, pass, ok := engine.ParseBasic(r.Header.Get("Authorization")); ok {
+			c.authToken = pass
+		}
+	}
+	return c, nil
 }
 
 // sessionJSON is the body of POST /admin/v1/Session.
@@ -355,9 +363,8 @@ func (h *handler) mintToken(w http.ResponseWriter, r *http.Request, c *caller) e
 	}
 	// A token minted with a console session does not outlive the session:
 	// a captured session dies ConsoleSessionMaxAge after its sign-in, and
-	// so do the tokens it minted; one opened with an auth token dies with
-	// it, and so do they (tokenSuffix). Basic callers hold the credential
-	// itself.
+	// so do the tokens it minted. Tokens minted with the auth token die
+	// with it (authToken), however the caller authenticated.
 	if !c.sessionEnd.IsZero() {
 		left := c.sessionEnd.Sub(h.now()).Truncate(time.Second)
 		if left < time.Second {
@@ -377,6 +384,10 @@ func (h *handler) mintToken(w http.ResponseWriter, r *http.Request, c *caller) e
 	if err != nil {
 		return err
 	}
+	suffix := ""
+	if c.authToken != "" {
+		suffix = engine.AuthTokenSuffix(c.authToken, secret)
+	}
 	tok, err := token.Mint(token.Params{
 		AccountSID: c.account,
 		APIKeySID:  keySID,
@@ -384,7 +395,7 @@ func (h *handler) mintToken(w http.ResponseWriter, r *http.Request, c *caller) e
 		Identity:   identity,
 		ServiceSID: svc.SID,
 		TTL:        ttl,
-		IDSuffix:   c.tokenSuffix,
+		IDSuffix:   suffix,
 		Now:        h.now,
 	})
 	if err != nil {

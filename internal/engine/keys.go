@@ -30,11 +30,15 @@ type Credential struct {
 	// SessionEnd is, for a console session, when it ends whatever its
 	// renewals (its sign-in plus ConsoleSessionMaxAge); zero otherwise.
 	SessionEnd time.Time
-	// TokenSuffix is, for a console session opened with an auth token,
-	// what the access tokens it mints carry at the end of their jti
-	// (ConsoleTokenValid); "" otherwise.
-	TokenSuffix string
+	// authToken is, for a console session opened with an auth token,
+	// that auth token (AuthToken); "" otherwise.
+	authToken string
 }
+
+// AuthToken is, for a console session opened with an auth token, that
+// auth token, which marks the access tokens it mints (AuthTokenSuffix);
+// "" otherwise.
+func (c Credential) AuthToken() string { return c.authToken }
 
 // AuthenticateCredential checks REST Basic credentials: account SID with
 // its auth token (primary or secondary) or API key SID with its secret.

@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"log/slog"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -303,17 +304,18 @@ func TestBootstrapNewCredentialsDropSecondary(t *testing.T) {
 	}
 }
 
-// TestConsoleTokenValid: an access token minted by a console session
-// opened with an auth token (its jti ends with the session's
-// TokenSuffix) is valid while the account has that auth token, primary or
-// secondary, and not after; a jti without the mark is never refused, nor
-// one whose mark is malformed (not ours); a session opened with an API
-// key marks nothing (its key signs the tokens).
-func TestConsoleTokenValid(t *testing.T) {
+// TestAuthTokenMark: an access token minted through the admin API with
+// the auth token (by a console session opened with it: its TokenSuffix)
+// carries its mark, valid while the account has that auth token, primary
+// or secondary, and not after. Only the exact minted form counts: a jti of
+// a backend's own choosing is never taken for one; a session opened with
+// an API key marks nothing (its key signs the tokens).
+func TestAuthTokenMark(t *testing.T) {
 	f := newFixture(t)
 	ctx := context.Background()
 	acct := f.creds.AccountSID
 	c := engine.Credential{AccountSID: acct, SID: acct, Main: true}
+	secret := f.creds.APISecret // of the key that signs the tokens
 	suffixOf := func(user, pass string) string {
 		t.Helper()
 		sess, _, _, err := f.eng.NewConsoleSession(ctx, user, pass)
@@ -324,34 +326,47 @@ func TestConsoleTokenValid(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		return cred.TokenSuffix
+		if cred.AuthToken() == "" {
+			return ""
+		}
+		return engine.AuthTokenSuffix(cred.AuthToken(), secret)
 	}
 	if s := suffixOf(f.creds.APIKeySID, f.creds.APISecret); s != "" {
 		t.Errorf("a session opened with an API key marks its tokens %q, want nothing", s)
 	}
-	byPrimary := f.creds.APIKeySID + "-1700000000" + suffixOf(acct, f.creds.AuthToken)
-	valid := func(jti string) bool {
+	iat := time.Unix(1700000000, 0)
+	key := f.creds.APIKeySID
+	minted := func(suffix string) string { return key + "-1700000000" + suffix }
+	byPrimary := engine.AuthTokenMark(minted(suffixOf(acct, f.creds.AuthToken)), key, iat)
+	if byPrimary == "" || suffixOf(acct, f.creds.AuthToken) != engine.AuthTokenSuffix(f.creds.AuthToken, secret) {
+		t.Fatalf("no mark in a token of the primary's session")
+	}
+	if engine.AuthTokenSuffix(f.creds.AuthToken, "another key's secret") == engine.AuthTokenSuffix(f.creds.AuthToken, secret) {
+		t.Error("the mark does not depend on the signing key's secret: a token's holder could test guesses of the auth token")
+	}
+	valid := func(mark string) bool {
 		t.Helper()
-		cached, err1 := f.eng.ConsoleTokenValid(ctx, acct, jti, false)
-		fresh, err2 := f.eng.ConsoleTokenValid(ctx, acct, jti, true)
-		if err1 != nil || err2 != nil || cached != fresh {
-			t.Fatalf("ConsoleTokenValid(%q) = %v, %v (cached), %v, %v (fresh)", jti, cached, err1, fresh, err2)
+		cached, err := f.eng.AuthTokenMarkValid(ctx, acct, mark, secret)
+		marks, err2 := f.eng.AuthTokenMarks(ctx, acct, secret)
+		if err != nil || err2 != nil || (mark != "" && cached != slices.Contains(marks, mark)) {
+			t.Fatalf("AuthTokenMarkValid(%q) = %v, %v; AuthTokenMarks = %v, %v", mark, cached, err, marks, err2)
 		}
 		return cached
 	}
-	if !strings.Contains(byPrimary, "-console-") || !valid(byPrimary) {
-		t.Fatalf("a token of the primary's session (%q) is not valid", byPrimary)
+	if !valid(byPrimary) || !valid("") {
+		t.Fatal("a token of the primary's session, or an unmarked one, is not valid")
 	}
-	for _, jti := range []string{f.creds.APIKeySID + "-1700000000", f.creds.APIKeySID + "-1-console-", f.creds.APIKeySID + "-1-console-zz3456789abcdef0",
-		f.creds.APIKeySID + "-1-console-0123456789abcdef0", "-console-0123456789abcdef-quickstart"} {
-		if !valid(jti) {
-			t.Errorf("jti %q refused: only well-formed marks are checked", jti)
+	for _, jti := range []string{key + "-1700000000", key + "-1700000000-console-", key + "-1700000000-console-zz3456789abcdef0",
+		key + "-1700000000-console-0123456789abcdef0", "myapp-console-0123456789abcdef", key + "-1700000001-console-0123456789abcdef",
+		"SK00000000000000000000000000000000-1700000000-console-0123456789abcdef", key + "-1700000000-console-0123456789abcdef-quickstart"} {
+		if m := engine.AuthTokenMark(jti, key, iat); m != "" {
+			t.Errorf("jti %q signed by %s at %d has the mark %q: only the minted form counts", jti, key, iat.Unix(), m)
 		}
 	}
-	if valid(f.creds.APIKeySID + "-1-console-0123456789abcdef") {
+	if valid("0123456789abcdef") {
 		t.Error("a mark of no auth token of the account is valid")
 	}
-	if ok, err := f.eng.ConsoleTokenValid(ctx, "AC00000000000000000000000000000000", byPrimary, true); ok || err != nil {
+	if ok, err := f.eng.AuthTokenMarkValid(ctx, "AC00000000000000000000000000000000", byPrimary, secret); ok || err != nil {
 		t.Errorf("a mark of another (unknown) account = %v, %v; want refused", ok, err)
 	}
 
@@ -359,7 +374,7 @@ func TestConsoleTokenValid(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	bySecondary := f.creds.APIKeySID + "-1" + suffixOf(acct, sec.SecondaryAuthToken)
+	bySecondary := engine.AuthTokenMark(minted(suffixOf(acct, sec.SecondaryAuthToken)), key, iat)
 	if !valid(bySecondary) || !valid(byPrimary) {
 		t.Fatal("tokens of both auth tokens' sessions must be valid during a rotation")
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"time"
 
@@ -162,19 +163,19 @@ func (e *Engine) warnStandardKeys(ctx context.Context, accountSID string) {
 		e.log.Warn("the operator's credentials changed; could not list the standard API keys, which stay valid", "account_sid", accountSID, "err", err)
 		return
 	}
-	var sids, names, created []string
+	// One group per key, named by its SID: a friendly name (which whoever
+	// made the key chose) stays with its key.
+	attrs := []any{"account_sid", accountSID}
 	for _, k := range keys {
 		if !k.Main {
-			sids, names = append(sids, k.SID), append(names, k.FriendlyName)
-			created = append(created, k.DateCreated.UTC().Format(time.RFC3339))
+			attrs = append(attrs, slog.Group(k.SID, "friendly_name", k.FriendlyName, "date_created", k.DateCreated.UTC().Format(time.RFC3339)))
 		}
 	}
-	if len(sids) == 0 {
+	if len(attrs) == 2 {
 		return
 	}
 	e.log.Warn("the operator's credentials changed; the standard API keys created through the Keys API stay valid: "+
-		"if the old credentials leaked, revoke those you do not know (chorus admin keys revoke SK…)",
-		"account_sid", accountSID, "api_key_sids", sids, "friendly_names", names, "date_created", created)
+		"if the old credentials leaked, revoke those you do not know (chorus admin keys revoke SK…)", attrs...)
 }
 
 // StaleCredentialsError is Bootstrap's refusal of given credentials that

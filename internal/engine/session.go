@@ -9,6 +9,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -115,7 +116,7 @@ func (e *Engine) AuthenticateSession(ctx context.Context, tok string) (Credentia
 		return c, err
 	}
 	if chorus.IsSID(chorus.PrefixAccount, c.SID) {
-		c.TokenSuffix = consoleTokenMark + consoleBinding(secret)
+		c.authToken = secret
 	}
 	c.SessionEnd = time.Unix(sc.Expires, 0) // a session of a version without the sign-in time
 	if sc.SignedIn != 0 {
@@ -200,81 +201,103 @@ func (e *Engine) AuthenticateHeader(ctx context.Context, authorization string) (
 	return Credential{}, chorus.ErrAuthenticate
 }
 
-// Access tokens minted by a console session opened with an auth token are
-// signed by one of the account's API keys (an access token names a key),
-// so revoking that key ends them, but rotating the auth token would not,
-// although it ends the session. They carry a mark of the auth token at the
-// end of their jti, "-console-" and 16 hex digits of an HMAC keyed with it,
-// and are refused once neither of the account's auth tokens gives that
-// mark (ConsoleTokenValid): at init, at updateToken, on plain-HTTP CDS
-// requests, and, through the gateway's pass after every change of
-// credentials, in live sessions.
+// Access tokens minted through the admin API with the auth token (by a
+// console session opened with it, or with Basic auth) are signed by one of
+// the account's API keys (an access token names a key), so revoking that
+// key ends them, but rotating the auth token would not, although it ends
+// the session. Their jti is the minted form "<iss>-<iat>" followed by
+// "-console-" and 16 hex digits of an HMAC keyed with the auth token over
+// the signing key's secret (its mark), and they are refused once neither
+// of the account's auth tokens gives that mark: at init, at updateToken,
+// on plain-HTTP CDS requests and the EMS exchange, and, through the
+// gateway's pass after every change of credentials, in live sessions. The
+// key's secret in the HMAC means a token's holder cannot test guesses of
+// the auth token against its mark (an operator's TWILIO_AUTH_TOKEN need not
+// be random) without that secret, with which they could mint tokens anyway.
 const (
 	consoleTokenMark    = "-console-"
 	consoleBindingHex   = 16
-	consoleBindingLabel = "chorus console token v1"
+	consoleBindingLabel = "chorus console token v2"
 )
 
-func consoleBinding(authToken string) string {
+func consoleBinding(authToken, keySecret string) string {
 	m := hmac.New(sha256.New, []byte(authToken))
 	m.Write([]byte(consoleBindingLabel))
+	m.Write([]byte{0})
+	m.Write([]byte(keySecret))
 	return hex.EncodeToString(m.Sum(nil))[:consoleBindingHex]
 }
 
-// consoleMark returns the auth token mark at the end of an access token's
-// jti, or "" when it has none.
-func consoleMark(jti string) string {
-	i := strings.LastIndex(jti, consoleTokenMark)
-	if i < 0 || len(jti)-i-len(consoleTokenMark) != consoleBindingHex {
-		return ""
-	}
-	mark := jti[i+len(consoleTokenMark):]
-	if _, err := hex.DecodeString(mark); err != nil {
-		return ""
-	}
-	return mark
+// AuthTokenSuffix is what an access token minted with the auth token
+// authToken and signed with an API key of secret keySecret carries at the
+// end of its jti (token.Params.IDSuffix).
+func AuthTokenSuffix(authToken, keySecret string) string {
+	return consoleTokenMark + consoleBinding(authToken, keySecret)
 }
 
-// ConsoleTokenValid reports whether an access token of accountSID with
-// the jti id may still be used: true unless a console session opened with
-// an auth token minted it and neither of the account's auth tokens is
-// that one any more. With fresh, the account is read from the store, not
-// the credential cache (a pass after another node's change, which may run
-// before this node's cache hears of it). Errors are the store's.
-func (e *Engine) ConsoleTokenValid(ctx context.Context, accountSID, jti string, fresh bool) (bool, error) {
-	mark := consoleMark(jti)
+// AuthTokenMark returns the auth token mark of an access token with the
+// jti id, signed by key issuer at issuedAt, or "" when it has none: only
+// the exact form the admin API mints counts, so a token a backend minted
+// with a jti of its own is never taken for one.
+func AuthTokenMark(id, issuer string, issuedAt time.Time) string {
+	rest, ok := strings.CutPrefix(id, issuer+"-"+strconv.FormatInt(issuedAt.Unix(), 10)+consoleTokenMark)
+	if !ok || issuer == "" || issuedAt.IsZero() || len(rest) != consoleBindingHex {
+		return ""
+	}
+	if _, err := hex.DecodeString(rest); err != nil {
+		return ""
+	}
+	return rest
+}
+
+// AuthTokenMarkValid reports whether an access token of accountSID with
+// the auth token mark (AuthTokenMark; "" is always valid), signed with an
+// API key of secret keySecret, may still be used: whether the account has
+// that auth token, primary or secondary. It reads the engine's credential
+// cache, which every change of credentials drops.
+func (e *Engine) AuthTokenMarkValid(ctx context.Context, accountSID, mark, keySecret string) (bool, error) {
 	if mark == "" {
 		return true, nil
 	}
-	var tokens [2]string
-	if fresh {
-		err := e.view(ctx, func(tx chorus.ReadTx) error {
-			a, err := tx.Account(ctx, accountSID)
-			if err == nil {
-				tokens = [2]string{a.AuthToken, a.SecondaryAuthToken}
-			}
-			return err
-		})
-		if isNotFound(err) {
-			return false, nil
-		}
-		if err != nil {
-			return false, fmt.Errorf("engine: console token: %w", err)
-		}
-	} else {
-		cs, err := e.credentialSecrets(ctx, accountSID)
-		if isNotFound(err) {
-			return false, nil
-		}
-		if err != nil {
-			return false, fmt.Errorf("engine: console token: %w", err)
-		}
-		tokens = cs.secrets
+	cs, err := e.credentialSecrets(ctx, accountSID)
+	if isNotFound(err) {
+		return false, nil
 	}
-	for _, t := range tokens {
-		if t != "" && hmac.Equal([]byte(consoleBinding(t)), []byte(mark)) {
+	if err != nil {
+		return false, fmt.Errorf("engine: auth token mark: %w", err)
+	}
+	for _, t := range cs.secrets {
+		if t != "" && hmac.Equal([]byte(consoleBinding(t, keySecret)), []byte(mark)) {
 			return true, nil
 		}
 	}
 	return false, nil
+}
+
+// AuthTokenMarks returns the marks of the account's auth tokens, for
+// tokens signed with an API key of secret keySecret, as the store has them
+// now (not the cache: a pass after another node's change may run before
+// this node's cache hears of it); none for an account that is gone.
+func (e *Engine) AuthTokenMarks(ctx context.Context, accountSID, keySecret string) ([]string, error) {
+	var tokens [2]string
+	err := e.view(ctx, func(tx chorus.ReadTx) error {
+		a, err := tx.Account(ctx, accountSID)
+		if err == nil {
+			tokens = [2]string{a.AuthToken, a.SecondaryAuthToken}
+		}
+		return err
+	})
+	if isNotFound(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("engine: auth token marks: %w", err)
+	}
+	var marks []string
+	for _, t := range tokens {
+		if t != "" {
+			marks = append(marks, consoleBinding(t, keySecret))
+		}
+	}
+	return marks, nil
 }

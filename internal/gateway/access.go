@@ -735,27 +735,36 @@ func (g *Gateway) recheckKeys(ctx context.Context) (live []*conn, err error) {
 	return live, err
 }
 
-// recheckConsoleTokens ends the sessions of conns whose access token a
-// console session minted with an auth token that its account no longer
-// has (engine.ConsoleTokenValid, read from the store), and returns the
-// others. A store error leaves the session alone: a later pass decides.
+// recheckConsoleTokens ends the sessions of conns whose access token was
+// minted with an auth token that its account no longer has
+// (engine.AuthTokenMark; the account read from the store once per pass),
+// and returns the others. A store error leaves the session alone: a later
+// pass decides.
 func (g *Gateway) recheckConsoleTokens(ctx context.Context, conns []*conn) (live []*conn) {
-	type tokenOf struct{ account, id string }
-	valid := make(map[tokenOf]bool)
+	type signer struct{ account, keySecret string }
+	marks := make(map[signer][]string) // the account's auth tokens' marks for tokens the key signed
+	failed := make(map[signer]bool)
 	for _, c := range conns {
 		c.mu.Lock()
-		t := tokenOf{c.account, c.tokenID}
+		account, mark, key := c.account, c.tokenMark, c.key
 		c.mu.Unlock()
-		ok, seen := valid[t]
+		s := signer{account, keySecret(key)}
+		if mark == "" || key == nil || failed[s] {
+			live = append(live, c)
+			continue
+		}
+		current, seen := marks[s]
 		if !seen {
 			var err error
-			if ok, err = g.cfg.Engine.ConsoleTokenValid(ctx, t.account, t.id, true); err != nil {
-				ok = true
+			if current, err = g.cfg.Engine.AuthTokenMarks(ctx, account, key.Secret); err != nil {
+				failed[s] = true
+				live = append(live, c)
+				continue
 			}
-			valid[t] = ok
+			marks[s] = current
 		}
-		if !ok {
-			c.revoke()
+		if !slices.Contains(current, mark) {
+			c.endRotated()
 			continue
 		}
 		live = append(live, c)
@@ -780,11 +789,18 @@ func (g *Gateway) deaf() bool {
 	return ok && !b.Connected()
 }
 
-// errConsoleTokenEnded refuses an access token minted by a console
-// session opened with an auth token the account no longer has
-// (engine.ConsoleTokenValid).
-var errConsoleTokenEnded = chorus.Errorf(chorus.ErrTokenIssuer,
-	"Invalid Access Token issuer: the console session that minted it ended (its auth token was rotated)")
+// keySecret is k's secret, "" for nil.
+func keySecret(k *chorus.APIKey) string {
+	if k == nil {
+		return ""
+	}
+	return k.Secret
+}
+
+// errAuthTokenRotated refuses an access token minted through the admin
+// API with an auth token the account no longer has (engine.AuthTokenMark).
+var errAuthTokenRotated = chorus.Errorf(chorus.ErrTokenIssuer,
+	"Invalid Access Token issuer: it was minted with an auth token that was rotated since")
 
 // errKeyChanged answers a request of a session that checkDeaf ended.
 var errKeyChanged = chorus.Errorf(chorus.ErrTokenIssuer, "Invalid Access Token issuer: the API key was revoked or changed")
@@ -871,6 +887,15 @@ func (g *Gateway) revokeLocal(accountSID string, keys []string) {
 func (c *conn) revoke() {
 	c.closeUnauthorized(closeRenew, "API key revoked", chorus.ErrTokenIssuer.Code, errRevoked)
 }
+
+// endRotated ends the session because its token was minted with an auth
+// token the account no longer has (engine.AuthTokenMark): as revoke does,
+// so that the app renews its token.
+func (c *conn) endRotated() {
+	c.closeUnauthorized(closeRenew, "auth token rotated", chorus.ErrTokenIssuer.Code, errRotated)
+}
+
+var errRotated = errors.New("gateway: the auth token that minted the access token was rotated")
 
 // endService ends the session because its token's service was deleted.
 // Its reconnect's init is refused: the token names no service (403,
@@ -992,11 +1017,22 @@ func (c *conn) checkNewSession(ctx context.Context, epoch uint64) {
 		return
 	}
 	c.mu.Lock()
-	account, keySID, had, svcSID := c.account, c.keySID, c.key, c.online.svc.SID
+	account, keySID, had, svcSID, mark := c.account, c.keySID, c.key, c.online.svc.SID, c.tokenMark
 	c.mu.Unlock()
 	// A store error: Resync decides.
 	if k, err := g.currentKey(ctx, keySID); err == nil && c.checkKey(k, account, had) {
 		return
+	}
+	if mark != "" && had != nil {
+		// The auth token that minted the token may have been rotated
+		// meanwhile: the key is still valid then.
+		rctx, cancel := context.WithTimeout(ctx, recheckTimeout)
+		marks, err := g.cfg.Engine.AuthTokenMarks(rctx, account, had.Secret)
+		cancel()
+		if err == nil && !slices.Contains(marks, mark) {
+			c.endRotated()
+			return
+		}
 	}
 	gen := g.serviceCounter(svcSID).Load()
 	g.svcMu.Lock()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -376,6 +377,56 @@ func TestCheckNewSession(t *testing.T) {
 	c.checkNewSession(ctx, epoch-1)
 	if err := alice.closed(15 * time.Second); err != nil {
 		t.Fatalf("after checkNewSession found the key gone: %v", err)
+	}
+}
+
+// TestCheckNewSessionAuthTokenRotated: a session whose token was minted
+// with the auth token (its jti carries the auth token's mark) and that
+// authenticated while a rotation of that auth token was being handled is
+// ended by checkNewSession: the rotation's own pass did not see it yet,
+// and its key is still valid (a reviewer's repro: an init held on a slow
+// store while the rotation ran on another node kept a session open).
+func TestCheckNewSessionAuthTokenRotated(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	var acct *chorus.Account
+	if err := e.eng.Store().View(ctx, func(tx chorus.ReadTx) (err error) {
+		acct, err = tx.Account(ctx, e.creds.AccountSID)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	tok, err := token.Mint(token.Params{
+		AccountSID: e.creds.AccountSID, APIKeySID: e.creds.APIKeySID, APISecret: e.creds.APISecret,
+		Identity: "mallory", ServiceSID: e.creds.ServiceSID, TTL: time.Hour, IDSuffix: engine.AuthTokenSuffix(acct.AuthToken, e.creds.APISecret),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mallory := e.dial(ctx)
+	mallory.mustInit(tok)
+	var c *conn
+	waitFor(t, func() bool {
+		e.gw.mu.Lock()
+		defer e.gw.mu.Unlock()
+		for cc := range e.gw.conns {
+			c = cc
+		}
+		return c != nil && c.isInitialized()
+	})
+	epoch := e.gw.controlEpoch.Load()
+	// The auth token changes behind the gateway's back (no event).
+	acct.AuthToken = strings.Repeat("f", 32)
+	if err := e.eng.Store().Update(ctx, func(tx chorus.Tx) error { return tx.PutAccount(ctx, acct) }); err != nil {
+		t.Fatal(err)
+	}
+	c.checkNewSession(ctx, epoch)
+	if err := mallory.closed(300 * time.Millisecond); err == nil {
+		t.Fatal("checkNewSession with no control event since ended the session")
+	}
+	c.checkNewSession(ctx, epoch-1)
+	if err := mallory.closed(15 * time.Second); err != nil {
+		t.Fatalf("after checkNewSession found the auth token rotated: %v", err)
 	}
 }
 

@@ -55,9 +55,9 @@ type conn struct {
 	// Gateway.perIdentity under that key (both guarded by Gateway.mu).
 	unauth  bool
 	session *identityKey
-	// initDone is Config.AwaitInit's, called when unauth is cleared
-	// (guarded by Gateway.mu).
-	initDone func()
+	// initMark is Config.AwaitInit's, called while unauth and once more
+	// when it is cleared (guarded by Gateway.mu).
+	initMark func(waiting bool)
 
 	ctx    context.Context // canceled, with the reason, when the session ends
 	cancel context.CancelCauseFunc
@@ -131,7 +131,9 @@ type conn struct {
 	queries map[string]*liveQuery // by query_id (insights.go)
 	account string                // the token's account (sub)
 	keySID  string                // the API key that signed the token (iss)
-	tokenID string                // the token's jti (engine.ConsoleTokenValid)
+	// tokenMark is the token's auth token mark (engine.AuthTokenMark):
+	// "" but for tokens minted through the admin API with the auth token.
+	tokenMark string
 	// key is that API key as its verification read it, keyGen the
 	// gateway's key generation then: a renewal signed with it is verified
 	// against it while the store is out of reach, unless keys changed
@@ -806,6 +808,7 @@ type verified struct {
 	svc    *chorus.Service
 	key    *chorus.APIKey
 	keyGen uint64
+	mark   string // engine.AuthTokenMark of the token
 }
 
 // keyGen is the number of changes of keys this node has heard of
@@ -874,11 +877,12 @@ func (c *conn) authenticate(ctx context.Context, raw string, renew bool) (verifi
 		st := statusForbidden(chorus.Errorf(chorus.ErrServiceNotFound, "Access Token has no data_sync grant"))
 		return verified{}, &st
 	}
-	if ok, err := c.g.cfg.Engine.ConsoleTokenValid(ctx, claims.Subject, claims.ID, false); err != nil {
+	out.mark = engine.AuthTokenMark(claims.ID, claims.Issuer, claims.IssuedAt)
+	if ok, err := c.g.cfg.Engine.AuthTokenMarkValid(ctx, claims.Subject, out.mark, keySecret(out.key)); err != nil {
 		c.logger().Error("gateway: verify token", slog.Any(logError, err))
 		return verified{}, serverStatus(chorus.AsError(err))
 	} else if !ok {
-		st := statusUnauthorized(errConsoleTokenEnded)
+		st := statusUnauthorized(errAuthTokenRotated)
 		return verified{}, &st
 	}
 	sid := claims.Sync.ServiceSID
@@ -932,6 +936,10 @@ func (c *conn) handleInit(ctx context.Context, f *protocol.Frame) error {
 		c.reply(id, protocol.Status{Code: 400, Status: "BAD_REQUEST", Description: "session already initialized"})
 		return nil
 	}
+	// The server works on it from here: the time its checks take (a slow
+	// store) is not the client's. Refused, it waits on the client again.
+	c.awaitingInit(false)
+	defer c.awaitingInit(true)
 	in, err := protocol.ParseInit(&f.Header)
 	if err != nil {
 		c.reply(id, statusUnauthorized(chorus.Errorf(chorus.ErrTokenInvalid, "Invalid Access Token: %v", err)))
@@ -964,7 +972,7 @@ func (c *conn) handleInit(ctx context.Context, f *protocol.Frame) error {
 	c.markServiceRead(ctr.Load())
 	c.svcGen.Store(ctr)
 	c.mu.Lock()
-	c.account, c.keySID, c.tokenID = claims.Subject, claims.Issuer, claims.ID
+	c.account, c.keySID, c.tokenMark = claims.Subject, claims.Issuer, auth.mark
 	c.key, c.keyGen = auth.key, auth.keyGen
 	c.initialized = true
 	c.online.svc, c.online.identity = svc, claims.Identity
@@ -1010,7 +1018,7 @@ func (c *conn) handleUpdate(ctx context.Context, f *protocol.Frame) error {
 	}
 	c.claims = claims
 	c.mu.Lock()
-	c.account, c.keySID, c.tokenID = claims.Subject, claims.Issuer, claims.ID
+	c.account, c.keySID, c.tokenMark = claims.Subject, claims.Issuer, auth.mark
 	c.key, c.keyGen = auth.key, auth.keyGen
 	c.mu.Unlock()
 	c.closing.CompareAndSwap(closingExpired, closingNone) // revived in its grace

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/chorus-sync/chorus"
+	"github.com/chorus-sync/chorus/internal/engine"
 	"github.com/chorus-sync/chorus/protocol"
 	"github.com/chorus-sync/chorus/token"
 )
@@ -110,17 +111,28 @@ func (g *Gateway) emsToken(ctx context.Context, method string, body []byte, sess
 // 401 for the token and 403 for the grant or service (the EMS client gives
 // up on those two and retries anything else), or 500.
 func (g *Gateway) verify(ctx context.Context, raw string) (*token.Claims, *chorus.Service, *chorus.Error) {
-	claims, err := g.cfg.Verifier.Verify(ctx, raw)
+	v := *g.cfg.Verifier
+	var key *chorus.APIKey // the key that verified the token
+	keys := v.Keys
+	v.Keys = func(ctx context.Context, sid string) (*chorus.APIKey, error) {
+		k, err := keys(ctx, sid)
+		if err == nil {
+			key = k
+		}
+		return k, err
+	}
+	claims, err := v.Verify(ctx, raw)
 	if err != nil {
 		return nil, nil, g.edgeError(err)
 	}
 	if claims.Sync == nil {
 		return nil, nil, chorus.Errorf(chorus.ErrForbidden, "Access Token has no data_sync grant")
 	}
-	if ok, err := g.cfg.Engine.ConsoleTokenValid(ctx, claims.Subject, claims.ID, false); err != nil {
+	mark := engine.AuthTokenMark(claims.ID, claims.Issuer, claims.IssuedAt)
+	if ok, err := g.cfg.Engine.AuthTokenMarkValid(ctx, claims.Subject, mark, keySecret(key)); err != nil {
 		return nil, nil, g.edgeError(err)
 	} else if !ok {
-		return nil, nil, errConsoleTokenEnded
+		return nil, nil, errAuthTokenRotated
 	}
 	sid := claims.Sync.ServiceSID
 	if sid == "" {

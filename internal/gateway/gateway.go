@@ -111,13 +111,15 @@ type Config struct {
 	Presence Presence
 
 	// AwaitInit, when set, is called with the upgrade request once the
-	// connection is a websocket whose init has not succeeded; the function
-	// it returns is called once, when init succeeded or the session ended.
-	// The server uses it to let a newcomer at its connection cap take the
-	// place of a websocket that has not authenticated (an honest client
-	// sends init at once), as it does for a connection still sending its
-	// request. It must not block.
-	AwaitInit func(r *http.Request) (done func())
+	// connection is a websocket whose init has not succeeded: it waits on
+	// its client. The gateway calls the mark it returns with false while
+	// it works on an init and for good once one succeeded or the session
+	// ended, and with true when an init was refused and it waits on the
+	// client again. The server uses it to let a newcomer at its connection
+	// cap take the place of a websocket that has not authenticated (an
+	// honest client sends init at once), as it does for a connection
+	// still sending its request. mark must not block.
+	AwaitInit func(r *http.Request) (mark func(waiting bool))
 }
 
 // Presence is told when client endpoints come and go.
@@ -324,7 +326,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	c := newConn(g, nc, rw.Reader)
 	c.addr, c.unauth = addr, true
 	if g.cfg.AwaitInit != nil {
-		c.initDone = g.cfg.AwaitInit(r)
+		c.initMark = g.cfg.AwaitInit(r)
 	}
 	g.mu.Lock()
 	g.upgrading--

@@ -132,12 +132,23 @@ func (g *Gateway) authenticated(c *conn) {
 	g.mu.Unlock()
 }
 
+// awaitingInit tells Config.AwaitInit's caller whether c, not
+// authenticated yet, waits on its client for an init (true) or the
+// gateway works on one (false); nothing once it authenticated.
+func (c *conn) awaitingInit(waiting bool) {
+	c.g.mu.Lock()
+	defer c.g.mu.Unlock()
+	if c.unauth && c.initMark != nil {
+		c.initMark(waiting)
+	}
+}
+
 // endAwaitInitLocked tells Config.AwaitInit's caller that c no longer
 // waits for its init. Under g.mu, with c.unauth just cleared, so once.
 func (c *conn) endAwaitInitLocked() {
-	if c.initDone != nil {
-		c.initDone()
-		c.initDone = nil
+	if c.initMark != nil {
+		c.initMark(false)
+		c.initMark = nil
 	}
 }
 

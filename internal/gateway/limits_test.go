@@ -7,7 +7,9 @@ import (
 	"io"
 	"math"
 	"net/http"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -293,4 +295,51 @@ func (g *Gateway) unauthFrom(addr string) int {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	return g.unauth[addr]
+}
+
+// TestAwaitInitMarks: the gateway tells the server (Config.AwaitInit)
+// that a new websocket waits on its client, that it works on an init
+// (not the client's time: its checks may wait on a slow store, and the
+// server must not evict the connection meanwhile), that a refused init
+// waits on the client again, and, once an init succeeded, never that it
+// waits again. Before, the mark was "waiting" from the upgrade until init
+// succeeded, the server's own checks included.
+func TestAwaitInitMarks(t *testing.T) {
+	var (
+		mu    sync.Mutex
+		marks []bool
+	)
+	e := newEnv(t, withConfig(func(c *Config) {
+		c.AwaitInit = func(*http.Request) func(bool) {
+			return func(waiting bool) {
+				mu.Lock()
+				defer mu.Unlock()
+				marks = append(marks, waiting)
+			}
+		}
+	}))
+	got := func() []bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Clone(marks)
+	}
+	c := e.dial(context.Background())
+	if f := c.init("not-a-token"); f.Header.Status == nil || f.Header.Status.Code != 401 {
+		t.Fatalf("init with a bad token = %+v, want 401", f.Header.Status)
+	}
+	waitFor(t, func() bool { return len(got()) >= 2 })
+	if m := got(); !slices.Equal(m, []bool{false, true}) {
+		t.Fatalf("marks after a refused init = %v, want [false true]: working, then waiting again", m)
+	}
+	c.mustInit(e.token("alice", time.Hour))
+	waitFor(t, func() bool { return len(got()) >= 4 })
+	time.Sleep(50 * time.Millisecond) // a late mark would show
+	if m := got(); !slices.Equal(m, []bool{false, true, false, false}) {
+		t.Fatalf("marks after a successful init = %v, want [false true false false]: working, then done, never waiting", m)
+	}
+	c.ws.CloseNow()
+	time.Sleep(100 * time.Millisecond)
+	if m := got(); len(m) != 4 {
+		t.Errorf("marks after the session ended = %v, want none more", m)
+	}
 }

@@ -397,10 +397,12 @@ const (
 // cap gets its place: among up to victimSample open connections, the one
 // evictable longest (capConn.evictableAt): waiting on its client for
 // clientGrace (nothing sent since the accept, a header or a body
-// trickling in) or idle between requests for ShedIdleAfter; nil if none
+// trickling in, a websocket without init) or idle between requests for
+// ShedIdleAfter; nil if none
 // of them is. Without it, one client holding the cap full with
 // connections that send nothing, or send a request slowly, kept every
-// other client out. Requests the server works on, websockets and
+// other client out. Requests the server works on, websocket sessions
+// (authenticated, or whose init the server is checking) and
 // connections that have waited less keep their places, so an honest
 // client, which sends its request at once, is not evicted by a flood of
 // dials; the map's random iteration order makes the sample random.
@@ -430,8 +432,8 @@ func (l *capListener) victim() *capConn {
 // second: a client that made a request on each of many connections
 // and holds them open without another (120 s each) must not keep every
 // other client out. Their clients reconnect when they have something to
-// send. Connections idle for less, requests in flight and websockets are
-// not touched, so a client that fills the cap with websockets or busy
+// send. Connections idle for less, requests in flight and websocket
+// sessions are not touched, so a client that fills the cap with sessions or busy
 // requests and dials once a second does not evict the others' fresh
 // keep-alives.
 func (l *capListener) shedIdle() {
@@ -460,8 +462,9 @@ func (l *capListener) shedIdle() {
 // (http.Server.ConnState): the server waits on the client from when a
 // request's first bytes arrive (the rest of its header), and between
 // requests (a keep-alive, ShedIdleAfter); a hijacked connection (a
-// websocket) is never evicted. One atomic store per state change; the
-// handler (connBusy) and the body (waitedBody) do the rest.
+// websocket) is not evictable until the gateway says it waits on its
+// client's init (awaitInit). One atomic store per state change; the
+// handler (connBusy), the body (waitedBody) and awaitInit do the rest.
 func connState(c net.Conn, st http.ConnState) {
 	cc := capConnOf(c)
 	if cc == nil {
@@ -520,15 +523,23 @@ func connBusy(next http.Handler) http.Handler {
 // the cap may take its place after clientGrace (an honest client sends
 // init at once). Without it, websockets that never sent init held their
 // places for the gateway's whole init timeout (30 s), and clients from a
-// few hundred addresses (64 each) kept everyone else out. done makes the
-// connection a session the cap never evicts.
-func awaitInit(r *http.Request) (done func()) {
+// few hundred addresses (64 each) kept everyone else out. While the
+// gateway works on an init (mark(false): its token's checks may wait on a
+// slow store) and once one succeeded, the connection is not evictable; a
+// refused init makes it wait on its client again (mark(true)).
+func awaitInit(r *http.Request) (mark func(waiting bool)) {
 	cc, ok := r.Context().Value(connKey{}).(*capConn)
 	if !ok {
-		return func() {}
+		return func(bool) {}
 	}
 	cc.waitForClient(clientGrace)
-	return func() { cc.evictableAt.Store(0) }
+	return func(waiting bool) {
+		if waiting {
+			cc.waitForClient(clientGrace)
+			return
+		}
+		cc.evictableAt.Store(0)
+	}
 }
 
 // waitedBody marks its connection as waiting on the client while a read
@@ -565,8 +576,9 @@ type capConn struct {
 	once sync.Once
 	// evictableAt is the unix ns from which a newcomer at the cap may take
 	// its place (victim, shedIdle): the server has waited on the client
-	// long enough; 0 while the server works on a request or after a
-	// hijack (connState, connBusy, waitedBody).
+	// long enough; 0 while the server works on a request, and for a
+	// websocket once its init is being checked or has succeeded
+	// (connState, connBusy, waitedBody, awaitInit).
 	evictableAt atomic.Int64
 }
 
