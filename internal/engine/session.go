@@ -240,6 +240,9 @@ func AuthTokenSuffix(authToken, keySecret string) string {
 // the exact form the admin API mints counts, so a token a backend minted
 // with a jti of its own is never taken for one.
 func AuthTokenMark(id, issuer string, issuedAt time.Time) string {
+	if !strings.Contains(id, consoleTokenMark) {
+		return "" // most tokens: no allocation on init's path
+	}
 	rest, ok := strings.CutPrefix(id, issuer+"-"+strconv.FormatInt(issuedAt.Unix(), 10)+consoleTokenMark)
 	if !ok || issuer == "" || issuedAt.IsZero() || len(rest) != consoleBindingHex {
 		return ""

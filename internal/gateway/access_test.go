@@ -347,15 +347,7 @@ func TestCheckNewSession(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
 	alice := e.session("alice")
-	var c *conn
-	waitFor(t, func() bool {
-		e.gw.mu.Lock()
-		defer e.gw.mu.Unlock()
-		for cc := range e.gw.conns {
-			c = cc
-		}
-		return c != nil && c.isInitialized()
-	})
+	c := onlySession(t, e)
 	// The service changes behind the gateway's back (no event).
 	svc := e.service()
 	svc.ACLEnabled = true
@@ -405,15 +397,7 @@ func TestCheckNewSessionAuthTokenRotated(t *testing.T) {
 	}
 	mallory := e.dial(ctx)
 	mallory.mustInit(tok)
-	var c *conn
-	waitFor(t, func() bool {
-		e.gw.mu.Lock()
-		defer e.gw.mu.Unlock()
-		for cc := range e.gw.conns {
-			c = cc
-		}
-		return c != nil && c.isInitialized()
-	})
+	c := onlySession(t, e)
 	epoch := e.gw.controlEpoch.Load()
 	// The auth token changes behind the gateway's back (no event).
 	acct.AuthToken = strings.Repeat("f", 32)
@@ -428,6 +412,22 @@ func TestCheckNewSessionAuthTokenRotated(t *testing.T) {
 	if err := mallory.closed(15 * time.Second); err != nil {
 		t.Fatalf("after checkNewSession found the auth token rotated: %v", err)
 	}
+}
+
+// onlySession waits for the gateway's one connection to be an initialized
+// session and returns it.
+func onlySession(t *testing.T, e *env) *conn {
+	t.Helper()
+	var c *conn
+	waitFor(t, func() bool {
+		e.gw.mu.Lock()
+		defer e.gw.mu.Unlock()
+		for cc := range e.gw.conns {
+			c = cc
+		}
+		return c != nil && c.isInitialized()
+	})
+	return c
 }
 
 // TestNoEventAfterPermissionWithdrawn: a write made after the permission's

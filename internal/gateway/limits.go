@@ -136,6 +136,9 @@ func (g *Gateway) authenticated(c *conn) {
 // authenticated yet, waits on its client for an init (true) or the
 // gateway works on one (false); nothing once it authenticated.
 func (c *conn) awaitingInit(waiting bool) {
+	if c.g.cfg.AwaitInit == nil {
+		return
+	}
 	c.g.mu.Lock()
 	defer c.g.mu.Unlock()
 	if c.unauth && c.initMark != nil {

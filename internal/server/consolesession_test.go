@@ -26,23 +26,7 @@ func TestConsoleSessionCannotMintCredentials(t *testing.T) {
 	s := newServer(t, Config{})
 	c := s.Credentials()
 	base := "http://" + run(t, s)
-	do := func(method, path, auth string, form url.Values) (int, map[string]any) {
-		t.Helper()
-		req, err := http.NewRequest(method, base+path, strings.NewReader(form.Encode()))
-		if err != nil {
-			t.Fatal(err)
-		}
-		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-		req.Header.Set("Authorization", auth)
-		res, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatalf("%s %s: %v", method, path, err)
-		}
-		defer res.Body.Close()
-		var body map[string]any
-		_ = json.NewDecoder(res.Body).Decode(&body)
-		return res.StatusCode, body
-	}
+	do := formCaller(t, base)
 	basicReq, _ := http.NewRequest("GET", base, nil)
 	basicReq.SetBasicAuth(c.AccountSID, c.AuthToken)
 	basic := basicReq.Header.Get("Authorization")
@@ -110,23 +94,7 @@ func TestConsoleTokensEndWithTheAuthToken(t *testing.T) {
 	c := s.Credentials()
 	addr := run(t, s)
 	base := "http://" + addr
-	do := func(method, path, auth string, form url.Values) (int, map[string]any) {
-		t.Helper()
-		req, err := http.NewRequest(method, base+path, strings.NewReader(form.Encode()))
-		if err != nil {
-			t.Fatal(err)
-		}
-		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-		req.Header.Set("Authorization", auth)
-		res, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatalf("%s %s: %v", method, path, err)
-		}
-		defer res.Body.Close()
-		var body map[string]any
-		_ = json.NewDecoder(res.Body).Decode(&body)
-		return res.StatusCode, body
-	}
+	do := formCaller(t, base)
 	basicOf := func(user, pass string) string {
 		r, _ := http.NewRequest("GET", base, nil)
 		r.SetBasicAuth(user, pass)
@@ -233,5 +201,27 @@ func TestConsoleTokensEndWithTheAuthToken(t *testing.T) {
 		if _, reply := initWS(tok); !strings.Contains(reply, `"code":200`) {
 			t.Errorf("init with a token minted by %s after the rotation: %s, want 200", name, reply)
 		}
+	}
+}
+
+// formCaller returns a function that sends a form to base+path with the
+// Authorization header auth and returns the status and the JSON body.
+func formCaller(t *testing.T, base string) func(method, path, auth string, form url.Values) (int, map[string]any) {
+	return func(method, path, auth string, form url.Values) (int, map[string]any) {
+		t.Helper()
+		req, err := http.NewRequest(method, base+path, strings.NewReader(form.Encode()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		req.Header.Set("Authorization", auth)
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatalf("%s %s: %v", method, path, err)
+		}
+		defer res.Body.Close()
+		var body map[string]any
+		_ = json.NewDecoder(res.Body).Decode(&body)
+		return res.StatusCode, body
 	}
 }
