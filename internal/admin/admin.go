@@ -409,8 +409,9 @@ func (h *handler) mintToken(w http.ResponseWriter, r *http.Request, c *caller) e
 var errNoAPIKey = chorus.Errorf(chorus.ErrInvalidParameter, "The account has no API key to sign access tokens with")
 
 // signingKey picks the API key that signs console tokens: the caller's own
-// key when it signed in with one, else the account's oldest key. The secret
-// is read from the store, so a key revoked meanwhile signs nothing.
+// key when it signed in with one, else the account's oldest main key (its
+// oldest key if it has none). The secret is read from the store, so a key
+// revoked meanwhile signs nothing.
 func (h *handler) signingKey(r *http.Request, c *caller) (sid, secret string, err error) {
 	var keys []*chorus.APIKey
 	err = h.eng.Store().View(r.Context(), func(tx chorus.ReadTx) error {
@@ -433,6 +434,14 @@ func (h *handler) signingKey(r *http.Request, c *caller) (sid, secret string, er
 	}
 	if len(keys) == 0 {
 		return "", "", errNoAPIKey
+	}
+	// With the auth token, the oldest main key: a standard key's holder
+	// (a backend) must not get tokens marked with the auth token under its
+	// own key's secret, with which it could test guesses of the auth token.
+	for _, k := range keys {
+		if k.Main {
+			return k.SID, k.Secret, nil
+		}
 	}
 	return keys[0].SID, keys[0].Secret, nil
 }

@@ -480,3 +480,42 @@ func TestReadsTakeNoParameters(t *testing.T) {
 		}
 	}
 }
+
+// TestTokensWithAuthTokenSignedByMainKey: with the auth token, tokens are
+// signed by the account's oldest main key, not by an older standard key
+// (after the operator's key was rotated, the oldest key is often a
+// backend's): the holder of a standard key must not get tokens marked
+// with the auth token under its own key's secret, with which it could
+// test guesses of the auth token offline (a reviewer's finding).
+func TestTokensWithAuthTokenSignedByMainKey(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	acct := engine.Credential{AccountSID: f.creds.AccountSID, SID: f.creds.AccountSID, Main: true}
+	std, err := f.eng.CreateAPIKey(ctx, acct, "backend")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rotated := f.creds
+	rotated.APIKeySID, rotated.APISecret = chorus.NewSID(chorus.PrefixAPIKey), chorus.NewSecret(32)
+	if _, _, err := f.eng.Bootstrap(ctx, rotated); err != nil { // the operator's key rotated: std is now the oldest
+		t.Fatal(err)
+	}
+	if _, err := f.eng.RevokeOthers(ctx, rotated); err != nil { // as serve does at start: the old main key goes
+		t.Fatal(err)
+	}
+	h := New(Config{Engine: f.eng, Logger: quietLogger()})
+	res := do(t, h, http.MethodPost, "/admin/v1/Tokens", f.creds.AccountSID, f.creds.AuthToken, url.Values{})
+	if res.status != http.StatusCreated {
+		t.Fatalf("POST Tokens = %d %v", res.status, res.body)
+	}
+	c, err := (&token.Verifier{Keys: f.eng.APIKey, RequireSync: true}).Verify(ctx, res.body["token"].(string))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Issuer != rotated.APIKeySID || c.Issuer == std.SID {
+		t.Errorf("token signed by %s, want the main key %s (not the older standard key %s)", c.Issuer, rotated.APIKeySID, std.SID)
+	}
+	if engine.AuthTokenMark(c.ID, c.Issuer, c.IssuedAt) == "" {
+		t.Errorf("jti %q carries no auth token mark", c.ID)
+	}
+}

@@ -731,16 +731,19 @@ func (g *Gateway) recheckKeys(ctx context.Context) (live []*conn, err error) {
 			live = append(live, c)
 		}
 	}
-	live = g.recheckConsoleTokens(ctx, live)
+	live, merr := g.recheckConsoleTokens(ctx, live)
+	if err == nil {
+		err = merr
+	}
 	return live, err
 }
 
 // recheckConsoleTokens ends the sessions of conns whose access token was
 // minted with an auth token that its account no longer has
 // (engine.AuthTokenMark; the account read from the store once per pass),
-// and returns the others. A store error leaves the session alone: a later
-// pass decides.
-func (g *Gateway) recheckConsoleTokens(ctx context.Context, conns []*conn) (live []*conn) {
+// and returns the others. A store error leaves the session alone and is
+// returned (the first), so that Resync tries again.
+func (g *Gateway) recheckConsoleTokens(ctx context.Context, conns []*conn) (live []*conn, err error) {
 	type signer struct{ account, keySecret string }
 	marks := make(map[signer][]string) // the account's auth tokens' marks for tokens the key signed
 	failed := make(map[signer]bool)
@@ -755,9 +758,12 @@ func (g *Gateway) recheckConsoleTokens(ctx context.Context, conns []*conn) (live
 		}
 		current, seen := marks[s]
 		if !seen {
-			var err error
-			if current, err = g.cfg.Engine.AuthTokenMarks(ctx, account, key.Secret); err != nil {
+			var rerr error
+			if current, rerr = g.cfg.Engine.AuthTokenMarks(ctx, account, key.Secret); rerr != nil {
 				failed[s] = true
+				if err == nil {
+					err = fmt.Errorf("gateway: re-check auth token of account %s: %w", account, rerr)
+				}
 				live = append(live, c)
 				continue
 			}
@@ -769,7 +775,7 @@ func (g *Gateway) recheckConsoleTokens(ctx context.Context, conns []*conn) (live
 		}
 		live = append(live, c)
 	}
-	return live
+	return live, err
 }
 
 // deaf reports whether this node may be missing the control events of

@@ -879,8 +879,14 @@ func (c *conn) authenticate(ctx context.Context, raw string, renew bool) (verifi
 	}
 	out.mark = engine.AuthTokenMark(claims.ID, claims.Issuer, claims.IssuedAt)
 	if ok, err := c.g.cfg.Engine.AuthTokenMarkValid(ctx, claims.Subject, out.mark, keySecret(out.key)); err != nil {
-		c.logger().Error("gateway: verify token", slog.Any(logError, err))
-		return verified{}, serverStatus(chorus.AsError(err))
+		// A renewal while the store is out of reach keeps the session's
+		// mark as last checked, as it keeps its key: it grants nothing
+		// the session does not hold.
+		if !renew || chorus.AsError(err).Status != http.StatusServiceUnavailable || !c.sameMark(claims, out.mark) {
+			c.logger().Error("gateway: verify token", slog.Any(logError, err))
+			return verified{}, serverStatus(chorus.AsError(err))
+		}
+		stale = true
 	} else if !ok {
 		st := statusUnauthorized(errAuthTokenRotated)
 		return verified{}, &st
@@ -919,6 +925,14 @@ func (c *conn) authenticate(ctx context.Context, raw string, renew bool) (verifi
 
 // grantService is the service a token's data_sync grant names ("default"
 // when it names none).
+// sameMark reports whether a renewal's token, of mark, has the session's
+// account, key and auth-token mark.
+func (c *conn) sameMark(claims *token.Claims, mark string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return claims.Subject == c.account && claims.Issuer == c.keySID && mark == c.tokenMark
+}
+
 func grantService(claims *token.Claims) string {
 	if claims.Sync.ServiceSID == "" {
 		return "default"

@@ -415,3 +415,57 @@ func oversizeFrame(n int) []byte {
 	payload := append([]byte(`{"data":{"x":"`), strings.Repeat("x", n)...)
 	return protocol.Encode(nil, h, append(payload, `"}}`...))
 }
+
+// TestMarkedRenewalWhileStoreAway: a session whose token was minted with
+// the auth token (marked, engine.AuthTokenMark) renews through a store
+// outage as an unmarked one does, with a token of the same mark; one of
+// another mark is not taken on trust (503). The mark's check read the
+// account and answered 503, so such sessions ended at their token's
+// expiry during any outage (a reviewer's finding).
+func TestMarkedRenewalWhileStoreAway(t *testing.T) {
+	for _, shared := range []bool{false, true} {
+		t.Run(fmt.Sprintf("shared=%v", shared), func(t *testing.T) {
+			var away, busDown atomic.Bool
+			e := newEnv(t, func(e *env, c *Config) {
+				eng := engine.New(engine.Config{Store: awayStore{e.st, &away}, Bus: pingDown{e.bus, &busDown}, SharedStore: shared})
+				c.Engine, c.Verifier = eng, &token.Verifier{Keys: eng.APIKey}
+				c.SharedStore = shared
+			})
+			ctx := context.Background()
+			var acct *chorus.Account
+			if err := e.st.View(ctx, func(tx chorus.ReadTx) (err error) {
+				acct, err = tx.Account(ctx, e.creds.AccountSID)
+				return err
+			}); err != nil {
+				t.Fatal(err)
+			}
+			marked := func(authToken string, at time.Time) string {
+				tok, err := token.Mint(token.Params{AccountSID: e.creds.AccountSID, APIKeySID: e.creds.APIKeySID, APISecret: e.creds.APISecret,
+					Identity: "alice", ServiceSID: e.creds.ServiceSID, TTL: time.Hour, Now: func() time.Time { return at },
+					IDSuffix: engine.AuthTokenSuffix(authToken, e.creds.APISecret)})
+				if err != nil {
+					t.Fatal(err)
+				}
+				return tok
+			}
+			c := e.dial(ctx)
+			c.mustInit(marked(acct.AuthToken, time.Now()))
+			update := func(tok string) *protocol.Status {
+				return c.call(map[string]any{"method": "update", "token": tok}, nil).Header.Status
+			}
+			away.Store(true)
+			e.gw.cfg.Engine.Resync() // nothing cached: the account is read from the store
+			if e.gw.keys != nil {
+				e.gw.keys.mu.Lock()
+				clear(e.gw.keys.keys)
+				e.gw.keys.mu.Unlock()
+			}
+			if st := update(marked(acct.AuthToken, time.Now().Add(time.Second))); st == nil || st.Code != 200 {
+				t.Fatalf("renewal with the session's mark, store away = %+v, want 200", st)
+			}
+			if st := update(marked(strings.Repeat("a", 32), time.Now().Add(2*time.Second))); st == nil || st.Code == 200 {
+				t.Errorf("renewal with another auth token's mark, store away = %+v, want a refusal", st)
+			}
+		})
+	}
+}

@@ -526,16 +526,20 @@ func connBusy(next http.Handler) http.Handler {
 // few hundred addresses (64 each) kept everyone else out. While the
 // gateway works on an init (mark(false): its token's checks may wait on a
 // slow store) and once one succeeded, the connection is not evictable; a
-// refused init makes it wait on its client again (mark(true)).
+// refused init makes it wait on its client again (mark(true)), within the
+// grace that began at the upgrade.
 func awaitInit(r *http.Request) (mark func(waiting bool)) {
 	cc, ok := r.Context().Value(connKey{}).(*capConn)
 	if !ok {
 		return func(bool) {}
 	}
-	cc.waitForClient(clientGrace)
+	// The grace runs from the upgrade: a refused init does not renew it,
+	// or garbage inits, refused at once, would keep a socket out of reach.
+	deadline := time.Now().Add(clientGrace).UnixNano()
+	cc.evictableAt.Store(deadline)
 	return func(waiting bool) {
 		if waiting {
-			cc.waitForClient(clientGrace)
+			cc.evictableAt.Store(deadline)
 			return
 		}
 		cc.evictableAt.Store(0)

@@ -864,3 +864,32 @@ func TestConnectionCapsUninitializedWebsockets(t *testing.T) {
 		t.Error("the initialized session was evicted by later newcomers")
 	}
 }
+
+// TestAwaitInitKeepsItsGrace: a refused init makes the websocket wait on
+// its client again within the grace that began at the upgrade, not a new
+// one: garbage inits, refused at once, kept a socket out of the cap's
+// reach about four times longer (a reviewer's finding). While the gateway
+// works on an init, and once one succeeded, it is not evictable.
+func TestAwaitInitKeepsItsGrace(t *testing.T) {
+	cc := &capConn{}
+	r := httptest.NewRequest("GET", "/v3/wsconnect", nil)
+	r = r.WithContext(context.WithValue(r.Context(), connKey{}, cc))
+	mark := awaitInit(r)
+	deadline := cc.evictableAt.Load()
+	if until := time.Until(time.Unix(0, deadline)); until <= 0 || until > clientGrace {
+		t.Fatalf("after the upgrade evictable in %v, want within %v", until, clientGrace)
+	}
+	mark(false)
+	if at := cc.evictableAt.Load(); at != 0 {
+		t.Fatalf("while an init is checked evictableAt = %d, want 0", at)
+	}
+	time.Sleep(10 * time.Millisecond)
+	mark(true)
+	if at := cc.evictableAt.Load(); at != deadline {
+		t.Fatalf("after a refused init evictable at %v, want the upgrade's deadline %v", time.Unix(0, at), time.Unix(0, deadline))
+	}
+	mark(false) // the next init succeeded
+	if at := cc.evictableAt.Load(); at != 0 {
+		t.Fatalf("after a successful init evictableAt = %d, want 0", at)
+	}
+}
