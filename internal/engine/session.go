@@ -213,7 +213,8 @@ func (e *Engine) AuthenticateHeader(ctx context.Context, authorization string) (
 // gateway's pass after every change of credentials, in live sessions. The
 // key's secret in the HMAC means a token's holder cannot test guesses of
 // the auth token against its mark (an operator's TWILIO_AUTH_TOKEN need not
-// be random) without that secret, with which they could mint tokens anyway.
+// be random) without that secret, a main key's (the admin API signs such
+// tokens with one), whose holder may manage credentials anyway.
 const (
 	consoleTokenMark    = "-console-"
 	consoleBindingHex   = 16

@@ -731,19 +731,19 @@ func (g *Gateway) recheckKeys(ctx context.Context) (live []*conn, err error) {
 			live = append(live, c)
 		}
 	}
-	live, merr := g.recheckConsoleTokens(ctx, live)
+	live, merr := g.recheckAuthTokenMarks(ctx, live)
 	if err == nil {
 		err = merr
 	}
 	return live, err
 }
 
-// recheckConsoleTokens ends the sessions of conns whose access token was
+// recheckAuthTokenMarks ends the sessions of conns whose access token was
 // minted with an auth token that its account no longer has
 // (engine.AuthTokenMark; the account read from the store once per pass),
 // and returns the others. A store error leaves the session alone and is
 // returned (the first), so that Resync tries again.
-func (g *Gateway) recheckConsoleTokens(ctx context.Context, conns []*conn) (live []*conn, err error) {
+func (g *Gateway) recheckAuthTokenMarks(ctx context.Context, conns []*conn) (live []*conn, err error) {
 	type signer struct{ account, keySecret string }
 	marks := make(map[signer][]string) // the account's auth tokens' marks for tokens the key signed
 	failed := make(map[signer]bool)

@@ -923,8 +923,6 @@ func (c *conn) authenticate(ctx context.Context, raw string, renew bool) (verifi
 	return out, nil
 }
 
-// grantService is the service a token's data_sync grant names ("default"
-// when it names none).
 // sameMark reports whether a renewal's token, of mark, has the session's
 // account, key and auth-token mark.
 func (c *conn) sameMark(claims *token.Claims, mark string) bool {
@@ -933,6 +931,8 @@ func (c *conn) sameMark(claims *token.Claims, mark string) bool {
 	return claims.Subject == c.account && claims.Issuer == c.keySID && mark == c.tokenMark
 }
 
+// grantService is the service a token's data_sync grant names ("default"
+// when it names none).
 func grantService(claims *token.Claims) string {
 	if claims.Sync.ServiceSID == "" {
 		return "default"
