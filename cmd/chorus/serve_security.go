@@ -13,6 +13,7 @@ import (
 
 	natsbus "github.com/chorus-sync/chorus/internal/bus/nats"
 	"github.com/chorus-sync/chorus/internal/server"
+	"github.com/chorus-sync/chorus/internal/webhook"
 )
 
 // Environment variables of serve's transport and cluster security.
@@ -77,6 +78,7 @@ func (f *securityFlags) apply(cfg *server.Config) error {
 	if *f.maxConns == "" {
 		cfg.Transport.MaxConns = defaultMaxConns(openFilesLimit())
 	}
+	cfg.Webhooks.MaxInFlight = webhookMaxInFlight(openFilesLimit(), cfg.Transport.MaxConns)
 	if cfg.Transport.MaxConnsPerIP, err = count(source(f.fs, "max-conns-per-ip", envMaxConnsPerIP), *f.maxConnsPerIP); err != nil {
 		return err
 	}
@@ -156,6 +158,18 @@ func reloadOnHUP(ctx context.Context, srv *server.Server, logger *slog.Logger) {
 			}
 		}
 	}()
+}
+
+// webhookMaxInFlight bounds the webhook requests in flight (each holds a
+// descriptor) to half of what the connection cap leaves of the limit on
+// open files, between 16 and webhook.DefaultMaxInFlight: services whose
+// receivers hang must not take the descriptors of the store, the bus and
+// the listener. 0 (the default) when the limit or the cap is unknown.
+func webhookMaxInFlight(openFiles uint64, maxConns int) int {
+	if openFiles == 0 || openFiles > 1<<31 || maxConns <= 0 || uint64(maxConns) >= openFiles {
+		return 0
+	}
+	return int(min(max((openFiles-uint64(maxConns))/2, 16), webhook.DefaultMaxInFlight))
 }
 
 // defaultMaxConns is --max-conns when none is given: 90% of the limit on

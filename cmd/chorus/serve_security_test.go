@@ -127,6 +127,28 @@ func TestServeSecurityUsage(t *testing.T) {
 // Without --max-conns the node caps its connections below its limit on
 // open files: one client holding every descriptor made it refuse everyone
 // ("accept4: too many open files"), the store and webhooks included.
+// TestWebhookMaxInFlight: webhook requests in flight get half of what the
+// connection cap leaves of the open-files limit, between 16 and the
+// package's default; the default when the limit or the cap is unknown.
+func TestWebhookMaxInFlight(t *testing.T) {
+	for _, tt := range []struct {
+		openFiles uint64
+		maxConns  int
+		want      int
+	}{
+		{600, 344, 128},       // a tester's ulimit -n 600: the 256 left are shared
+		{20_000, 18_000, 512}, // 1,000, capped at the default
+		{1_024, 1_000, 16},    // at least 16
+		{20_000, 0, 0},        // no cap: the package's default
+		{0, 344, 0},           // limit unknown
+		{1_000, 5_000, 0},     // a cap above the limit: the default
+	} {
+		if got := webhookMaxInFlight(tt.openFiles, tt.maxConns); got != tt.want {
+			t.Errorf("webhookMaxInFlight(%d, %d) = %d, want %d", tt.openFiles, tt.maxConns, got, tt.want)
+		}
+	}
+}
+
 func TestDefaultMaxConns(t *testing.T) {
 	for _, tt := range []struct {
 		openFiles uint64

@@ -514,13 +514,18 @@ func (d *Dispatcher) send(ctx, sctx context.Context, h *health, svc *chorus.Serv
 		if !last && e.NextAttempt.After(d.Now()) {
 			return progress, e.NextAttempt
 		}
-		if !d.stillLeading(ctx) {
+		// A place among the node's requests in flight: waiting for one
+		// is not the receiver's time, and counts as no attempt.
+		release, ok := d.requestSlot(ctx)
+		if !ok || !d.stillLeading(ctx) {
+			release()
 			if probe {
 				h.probed(&d.mu)
 			}
-			return progress, time.Time{} // the entry stays for the leader
+			return progress, time.Time{} // shutting down, or the entry stays for the leader
 		}
 		r := d.attempt(sctx, svc, acct, e)
+		release()
 		if ctx.Err() != nil {
 			if probe {
 				h.probed(&d.mu)
@@ -758,6 +763,18 @@ type attemptResult struct {
 	transient bool
 	url       string    // the webhook URL the request went to ("" if none)
 	started   time.Time // when the request began (Dispatcher.Now)
+}
+
+// requestSlot waits under ctx for a place among the node's requests in
+// flight (Config.MaxInFlight); release gives it back. False when ctx ended
+// first.
+func (d *Dispatcher) requestSlot(ctx context.Context) (release func(), ok bool) {
+	select {
+	case d.inFlight <- struct{}{}:
+		return func() { <-d.inFlight }, true
+	case <-ctx.Done():
+		return func() {}, false
+	}
 }
 
 // attempt posts one outbox entry. It never logs the URL's secrets

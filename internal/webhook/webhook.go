@@ -30,6 +30,7 @@ const (
 	DefaultTimeout     = 10 * time.Second // per attempt
 	DefaultMaxPending  = 10_000           // outbox cap per service
 	DefaultConcurrency = 4                // requests in flight per service
+	DefaultMaxInFlight = 512              // requests in flight on the node, all services together
 	DefaultPoll        = time.Second      // outbox scan period of the delivering node
 	DefaultHeartbeat   = 2 * time.Second  // node heartbeat period
 	DefaultNodeTimeout = 15 * time.Second // a node silent this long is dead
@@ -77,6 +78,12 @@ type Config struct {
 	Timeout     time.Duration // default DefaultTimeout
 	MaxPending  int           // default DefaultMaxPending
 	Concurrency int           // default DefaultConcurrency
+	// MaxInFlight bounds the requests in flight at once, all services
+	// together; default DefaultMaxInFlight. Each holds a connection, a
+	// file descriptor: services whose receivers hang (4 requests each)
+	// must not take the descriptors the node's store, bus and listener
+	// need. A request waits for its place outside its timeout.
+	MaxInFlight int
 	Poll        time.Duration // default DefaultPoll
 	Heartbeat   time.Duration // default DefaultHeartbeat
 	NodeTimeout time.Duration // default DefaultNodeTimeout
@@ -109,8 +116,10 @@ type Dispatcher struct {
 	ctx    context.Context // canceled by Close
 	cancel context.CancelFunc
 	wake   chan struct{} // the run loop: something to look at
-	wg     sync.WaitGroup
-	runs   atomic.Bool
+	// inFlight holds a token per request in flight (Config.MaxInFlight).
+	inFlight chan struct{}
+	wg       sync.WaitGroup
+	runs     atomic.Bool
 
 	leading atomic.Bool // this node delivers
 	// leaderAt is when (sinceStart) Config.Leader last said this node
@@ -185,6 +194,7 @@ func New(cfg Config) *Dispatcher {
 	def(&cfg.Timeout, DefaultTimeout)
 	defi(&cfg.MaxPending, DefaultMaxPending)
 	defi(&cfg.Concurrency, DefaultConcurrency)
+	defi(&cfg.MaxInFlight, DefaultMaxInFlight)
 	def(&cfg.Poll, DefaultPoll)
 	def(&cfg.Heartbeat, DefaultHeartbeat)
 	def(&cfg.NodeTimeout, DefaultNodeTimeout)
@@ -207,7 +217,7 @@ func New(cfg Config) *Dispatcher {
 	ctx, cancel := context.WithCancel(context.Background())
 	d := &Dispatcher{
 		cfg: cfg, log: cfg.Logger.With("component", "webhook"), started: time.Now(),
-		ctx: ctx, cancel: cancel, wake: make(chan struct{}, 1),
+		ctx: ctx, cancel: cancel, wake: make(chan struct{}, 1), inFlight: make(chan struct{}, cfg.MaxInFlight),
 		services: make(map[string]cachedService), lanes: make(map[string]*lane), health: make(map[string]*health),
 		unrecorded: make(map[int64]unrecordedRetry),
 		undeleted:  make(map[int64]*givenUp),

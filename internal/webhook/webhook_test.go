@@ -1223,3 +1223,60 @@ loop:
 		t.Errorf("the first healthy webhook came %v after 20 failing ones began (0: none in 4 s); want within 1.5 s", firstOK)
 	}
 }
+
+// TestMaxInFlight: the node sends at most MaxInFlight webhook requests at
+// once, all services together (each holds a descriptor); requests waiting
+// for a place are neither attempts nor failures, and all are delivered
+// once the receivers answer. Without the bound, services whose receivers
+// hung took 4 connections each, and enough of them used up the node's
+// descriptors ("accept: too many open files", a tester's finding).
+func TestMaxInFlight(t *testing.T) {
+	ctx := context.Background()
+	const maxInFlight = 3
+	e := newEnv(t, webhook.Config{MaxInFlight: maxInFlight, Timeout: 20 * time.Second})
+	var inFlight, most atomic.Int32
+	release := make(chan struct{})
+	hang := func(r *http.Request, _ int) int {
+		n := inFlight.Add(1)
+		defer inFlight.Add(-1)
+		for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
+		}
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+		return http.StatusOK
+	}
+	const services, docs = 3, 4
+	var rcs []*receiver
+	for range services {
+		rc := newReceiver(t, e.creds.AuthToken, hang)
+		rcs = append(rcs, rc)
+		svc := e.service(t, rc.URL())
+		for range docs {
+			if _, err := e.eng.CreateObject(ctx, engine.SystemActor(), svc, chorus.KindDocument, engine.CreateObject{}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	waitFor(t, 10*time.Second, "the node's requests in flight to reach the bound", func() bool { return inFlight.Load() == maxInFlight })
+	time.Sleep(300 * time.Millisecond) // a request beyond the bound would show
+	if m := most.Load(); m != maxInFlight {
+		t.Errorf("%d requests in flight at once, want at most %d", m, maxInFlight)
+	}
+	close(release)
+	got := 0
+	for _, rc := range rcs {
+		for range docs {
+			rc.next(t, 10*time.Second)
+			got++
+		}
+	}
+	if m := most.Load(); m > maxInFlight {
+		t.Errorf("%d requests in flight at once, want at most %d", m, maxInFlight)
+	}
+	if f := e.d.Failed.Load(); f != 0 {
+		t.Errorf("Failed = %d: waiting for a place counted as a failure", f)
+	}
+	t.Logf("%d webhooks delivered through %d places", got, maxInFlight)
+}
