@@ -80,8 +80,8 @@ func (s *scratchPaths) removeAll() {
 // acknowledged is durable: it survives kill -9 too.
 func forcedExit(again <-chan os.Signal) {
 	sig := <-again
+	signal.Reset() // a third signal ends the process even during the removal
 	scratch.removeAll()
-	signal.Reset()
 	if self, err := os.FindProcess(os.Getpid()); err == nil && self.Signal(sig) == nil {
 		time.Sleep(time.Second) // the signal is delivered to some thread meanwhile
 	}
