@@ -1280,3 +1280,47 @@ func TestMaxInFlight(t *testing.T) {
 	}
 	t.Logf("%d webhooks delivered through %d places", got, maxInFlight)
 }
+
+// TestMaxInFlightWaiterFollowsNewURL: a webhook waiting for a place among
+// the node's requests in flight goes to the service's URL as it is when it
+// gets one, not as it was when it began to wait.
+func TestMaxInFlightWaiterFollowsNewURL(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t, webhook.Config{MaxInFlight: 1, Timeout: 20 * time.Second})
+	release := make(chan struct{})
+	hang := newReceiver(t, e.creds.AuthToken, func(r *http.Request, _ int) int {
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+		return http.StatusOK
+	})
+	a := e.service(t, hang.URL())
+	if _, err := e.eng.CreateObject(ctx, engine.SystemActor(), a, chorus.KindDocument, engine.CreateObject{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "service A's request to take the node's one place", func() bool {
+		hang.mu.Lock()
+		defer hang.mu.Unlock()
+		return hang.n == 1
+	})
+	old := newReceiver(t, e.creds.AuthToken, nil)
+	moved := newReceiver(t, e.creds.AuthToken, nil)
+	b := e.service(t, old.URL())
+	if _, err := e.eng.CreateObject(ctx, engine.SystemActor(), b, chorus.KindDocument, engine.CreateObject{}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond) // B's webhook waits for the place
+	u := moved.URL()
+	if _, err := e.eng.UpdateService(ctx, e.creds.AccountSID, b.SID, engine.ServiceParams{WebhookURL: &u}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	close(release)
+	moved.next(t, 10*time.Second)
+	select {
+	case h := <-old.hits:
+		t.Errorf("B's webhook went to the URL it had when it began to wait (%v)", h.form.Get("EventType"))
+	case <-time.After(500 * time.Millisecond):
+	}
+}
