@@ -84,13 +84,13 @@ func (f *devTokensFlag) IsBoolFlag() bool { return true }
 // environment file: true, false, 1, 0, yes, no, on, off, t, f, in any
 // letter case.
 func parseSwitch(s string) (bool, error) {
-	switch strings.ToLower(strings.TrimSpace(s)) {
+	switch s = strings.ToLower(strings.TrimSpace(s)); s {
 	case "on", "yes":
 		return true, nil
 	case "off", "no":
 		return false, nil
 	}
-	return strconv.ParseBool(strings.ToLower(strings.TrimSpace(s)))
+	return strconv.ParseBool(s)
 }
 
 // envSwitch sets *dst from the environment variable env, unless the flag

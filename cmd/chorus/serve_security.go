@@ -75,10 +75,11 @@ func (f *securityFlags) apply(cfg *server.Config) error {
 	if cfg.Transport.MaxConns, err = count(source(f.fs, "max-conns", envMaxConns), *f.maxConns); err != nil {
 		return err
 	}
+	openFiles := openFilesLimit()
 	if *f.maxConns == "" {
-		cfg.Transport.MaxConns = defaultMaxConns(openFilesLimit())
+		cfg.Transport.MaxConns = defaultMaxConns(openFiles)
 	}
-	cfg.Webhooks.MaxInFlight = webhookMaxInFlight(openFilesLimit(), cfg.Transport.MaxConns)
+	cfg.Webhooks.MaxInFlight = webhookMaxInFlight(openFiles, cfg.Transport.MaxConns)
 	if cfg.Transport.MaxConnsPerIP, err = count(source(f.fs, "max-conns-per-ip", envMaxConnsPerIP), *f.maxConnsPerIP); err != nil {
 		return err
 	}

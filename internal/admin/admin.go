@@ -159,14 +159,7 @@ func (h *handler) authenticate(r *http.Request) (*caller, error) {
 		}
 		return nil, err
 	}
-	c := &caller{account: cred.AccountSID, username: cred.SID, sessionEnd: cred.SessionEnd, authToken: cred.AuthToken()}
-	if c.sessionEnd.IsZero() && chorus.IsSID(chorus.PrefixAccount, cred.SID) {
-		// Basic with the auth token: its tokens die with it too.
-		if _, pass, ok := engine.ParseBasic(r.Header.Get("Authorization")); ok {
-			c.authToken = pass
-		}
-	}
-	return c, nil
+	return &caller{account: cred.AccountSID, username: cred.SID, sessionEnd: cred.SessionEnd, authToken: cred.AuthToken()}, nil
 }
 
 // sessionJSON is the body of POST /admin/v1/Session.

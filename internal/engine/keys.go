@@ -30,14 +30,14 @@ type Credential struct {
 	// SessionEnd is, for a console session, when it ends whatever its
 	// renewals (its sign-in plus ConsoleSessionMaxAge); zero otherwise.
 	SessionEnd time.Time
-	// authToken is, for a console session opened with an auth token,
-	// that auth token (AuthToken); "" otherwise.
+	// authToken is the auth token the caller authenticated with (Basic,
+	// or a console session opened with it); "" for an API key.
 	authToken string
 }
 
-// AuthToken is, for a console session opened with an auth token, that
-// auth token, which marks the access tokens it mints (AuthTokenSuffix);
-// "" otherwise.
+// AuthToken is the auth token the caller authenticated with (Basic, or a
+// console session opened with it), which marks the access tokens minted
+// for it (AuthTokenSuffix); "" for an API key.
 func (c Credential) AuthToken() string { return c.authToken }
 
 // AuthenticateCredential checks REST Basic credentials: account SID with
@@ -66,7 +66,11 @@ func (e *Engine) AuthenticateCredential(ctx context.Context, username, password 
 	if ok != 1 {
 		return Credential{}, chorus.ErrAuthenticate
 	}
-	return cs.cred, nil
+	c := cs.cred
+	if c.SID == c.AccountSID {
+		c.authToken = password
+	}
+	return c, nil
 }
 
 // canManage refuses standard keys.

@@ -115,7 +115,7 @@ func (e *Engine) AuthenticateSession(ctx context.Context, tok string) (Credentia
 	if err != nil {
 		return c, err
 	}
-	if chorus.IsSID(chorus.PrefixAccount, c.SID) {
+	if c.SID == c.AccountSID {
 		c.authToken = secret
 	}
 	c.SessionEnd = time.Unix(sc.Expires, 0) // a session of a version without the sign-in time
