@@ -125,8 +125,11 @@ func TestStreamMessagesWhileBusStalled(t *testing.T) {
 	}
 	before := bus.published.Load()
 	took, err := publish()
-	if !strings.Contains(fmt.Sprint(err), "was not published") || bus.published.Load() != before || took > 50*time.Millisecond {
-		t.Fatalf("second publish during the stall = %v after %v, %d more given to the bus; want 503 \"not published\" at once, none",
+	// At once: not after another MessageConfirmWait (a bound well above
+	// the few milliseconds it takes, so that a loaded machine does not
+	// fail it).
+	if !strings.Contains(fmt.Sprint(err), "was not published") || bus.published.Load() != before || took >= 300*time.Millisecond {
+		t.Fatalf("second publish during the stall = %v after %v, %d more given to the bus; want 503 \"not published\" without waiting again, none",
 			err, took, bus.published.Load()-before)
 	}
 	bus.stalls.Store(0)
