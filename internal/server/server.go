@@ -282,7 +282,16 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 		// other nodes' sessions without those events.
 		hooks.NodesDead = func(int) { go s.ann.request() }
 	}
+	nb, _ := s.bus.(*natsbus.Bus)
+	if nb != nil {
+		hooks.Nudge = nb.NudgeWebhooks // the leader sends this node's webhooks at once
+	}
 	s.hooks = webhook.New(hooks)
+	if nb != nil {
+		if err := nb.OnWebhookNudge(s.hooks.Nudged); err != nil {
+			return nil, fmt.Errorf("server: %w", err)
+		}
+	}
 	if pg, ok := s.store.(*postgres.Store); ok && oneNode {
 		// Make sure of it: a second node without a bus on the database
 		// would serve stale credentials and miss this node's events.

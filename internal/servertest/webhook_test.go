@@ -161,6 +161,29 @@ func TestWebhookFailover(t *testing.T) {
 	t.Logf("%s took the delivery over", next.Name)
 }
 
+// TestWebhooksOfOtherNodesAtOnce: the leader delivers the webhooks of a
+// change committed on another node at once, because that node nudges it
+// over NATS, not at its next poll of the outbox, a minute away here (a
+// second by default).
+func TestWebhooksOfOtherNodesAtOnce(t *testing.T) {
+	hooks := fastHooks
+	hooks.Poll = time.Minute
+	c := NewCluster(t, Config{Nodes: 2, Webhooks: hooks})
+	if !c.Nodes[0].Leader(context.Background()) {
+		t.Fatal("node 0 does not lead")
+	}
+	rc := newHookReceiver(t, c.Creds.AuthToken)
+	mustREST(t, c.Nodes[0], "POST", "", url.Values{"WebhookUrl": {rc.URL + "/hook"}, "WebhooksFromRestEnabled": {"true"}}, http.StatusOK)
+	time.Sleep(1100 * time.Millisecond) // nodes cache service settings for a second
+	for i := range 3 {
+		sid := sidOf(t, mustREST(t, c.Nodes[1], "POST", "/Documents", url.Values{"Data": {fmt.Sprintf(`{"n":%d}`, i)}}, http.StatusCreated))
+		h := rc.next(t, 10*time.Second)
+		if got := h.form.Get("DocumentSid"); got != sid || h.form.Get("EventType") != "document_created" {
+			t.Fatalf("webhook %s for %s, want document_created for %s", h.form.Get("EventType"), got, sid)
+		}
+	}
+}
+
 // TestReachabilityAcrossNodes: an identity with endpoints on two nodes
 // is online while either is connected: one endpoint_connected, and one
 // endpoint_disconnected after the last left and the debouncing window

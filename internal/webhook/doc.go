@@ -11,7 +11,9 @@
 //   - One deliverer. Only the node for which Config.Leader answers true
 //     (the PostgreSQL advisory-lock leader, as for the TTL sweeper; always
 //     for SQLite) delivers; when it goes, the next leader carries on from
-//     the outbox.
+//     the outbox. The other nodes nudge it about their changes
+//     (Config.Nudge, Nudged; nudge.go) so that it need not wait for its
+//     next poll.
 //   - Order. The entries of one object (OrderKey) are sent one at a time in
 //     Seq order: a later event waits until the earlier one was delivered or
 //     given up on.

@@ -102,6 +102,13 @@ type Config struct {
 	// sessions may have missed. Unset, the node is alone, and the dead
 	// are its own earlier runs.
 	NodesDead func(n int)
+	// Nudge, set on a node of a cluster, tells the node that delivers
+	// the cluster's webhooks (the leader) which services have new ones in
+	// changes committed on this node, so that they go out at once rather
+	// than at the leader's next Poll; the leader passes what it hears to
+	// Nudged. It is called from one goroutine and must not block. See
+	// nudge.go.
+	Nudge func(services []string)
 	// Clock is this node's wall clock; nil means time.Now. Tests set one
 	// that is off, as a node's clock may be. The dispatcher does not stamp
 	// or compare times with it directly: see Dispatcher.Now.
@@ -162,6 +169,7 @@ type Dispatcher struct {
 	replayedAt map[string]time.Time
 
 	presence presenceQueue
+	nudges   nudges
 
 	Sent, Failed, Retried, Abandoned atomic.Uint64
 	// DeadNodes counts the nodes this node presumed dead as the leader.
@@ -223,6 +231,7 @@ func New(cfg Config) *Dispatcher {
 		undeleted:  make(map[int64]*givenUp),
 		replayedAt: make(map[string]time.Time),
 		warnGate:   ratelog.New(time.Second, 1),
+		nudges:     nudges{pending: make(map[string]struct{}), wake: make(chan struct{}, 1)},
 	}
 	d.presence.init(d)
 	return d
@@ -322,7 +331,11 @@ func (d *Dispatcher) Observe(events []*chorus.Event) {
 		if svc, fresh := d.cached(e.ServiceSID); fresh && !wants(svc, e) {
 			continue
 		}
-		d.kick(e.ServiceSID)
+		if d.leading.Load() {
+			d.kick(e.ServiceSID)
+		} else {
+			d.nudge(e.ServiceSID) // the leader delivers them
+		}
 	}
 }
 
@@ -424,6 +437,12 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	stop := context.AfterFunc(d.ctx, cancel)
 	defer stop()
 	defer d.stopLanes()
+	if d.cfg.Nudge != nil {
+		var nudging sync.WaitGroup
+		defer nudging.Wait()
+		defer cancel() // before the Wait
+		nudging.Go(func() { d.sendNudges(ctx) })
+	}
 
 	tick := time.NewTicker(d.cfg.Poll)
 	defer tick.Stop()

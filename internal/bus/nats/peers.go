@@ -73,20 +73,8 @@ func (b *Bus) SayHello(node string) error {
 // heard records the sender of a hello, unless it is self or not of this
 // cluster.
 func (b *Bus) heard(m *natsgo.Msg, self string) {
-	if b.opts.cluster != nil {
-		if id := m.Header.Get(ClusterHeader); id != "" && id != b.opts.clusterID {
-			return // another cluster on this server and prefix: receive logs those events
-		}
-	}
-	data := m.Data
-	if b.opts.secret != nil {
-		payload, ok := verifyMAC(b.opts.secret, m.Subject, data)
-		if !ok {
-			return
-		}
-		data = payload
-	}
-	if len(data) == 0 || len(data) > maxPeerName {
+	data, ok := b.ours(m) // another cluster's are dropped: receive logs its events
+	if !ok || len(data) == 0 || len(data) > maxPeerName {
 		return // no node's: the store's node names are far shorter
 	}
 	node := string(data)

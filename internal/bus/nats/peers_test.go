@@ -113,3 +113,56 @@ func TestHelloBounded(t *testing.T) {
 		t.Error("a 300-byte name was taken for a node's")
 	}
 }
+
+// TestWebhookNudges: a nudge reaches the nodes of its cluster with every
+// service it names, however many (it is split into messages of at most
+// 256), and only those nodes: not another prefix's, another cluster's, or,
+// with a cluster secret, those of nodes signing with another secret or
+// none.
+func TestWebhookNudges(t *testing.T) {
+	u := testURL(t)
+	prefix := uniquePrefix(t)
+	secret := []byte("0123456789abcdef0123456789abcdef-cluster")
+	mine := []nats.Option{nats.WithPrefix(prefix), nats.WithCluster("c1"), nats.WithSecret(secret)}
+	leader, peer := open(t, u, mine...), open(t, u, mine...)
+	heard := make(chan []string, 100)
+	if err := leader.OnWebhookNudge(func(services []string) { heard <- services }); err != nil {
+		t.Fatal(err)
+	}
+	for _, b := range []*nats.Bus{
+		open(t, u, nats.WithPrefix(uniquePrefix(t)), nats.WithCluster("c1"), nats.WithSecret(secret)),
+		open(t, u, nats.WithPrefix(prefix), nats.WithCluster("c2"), nats.WithSecret(secret)),
+		open(t, u, nats.WithPrefix(prefix), nats.WithCluster("c1"), nats.WithSecret([]byte("another secret of at least 32 bytes"))),
+		open(t, u, nats.WithPrefix(prefix), nats.WithCluster("c1")),
+	} {
+		b.NudgeWebhooks([]string{"ISforeign"})
+		if err := b.Close(); err != nil { // flushes
+			t.Fatal(err)
+		}
+	}
+	var want []string
+	for i := range 600 {
+		want = append(want, fmt.Sprintf("IS%032x", i))
+	}
+	peer.NudgeWebhooks(want)
+	var got []string
+	for len(got) < len(want) {
+		select {
+		case s := <-heard:
+			if len(s) > 256 {
+				t.Errorf("one nudge named %d services, want at most 256", len(s))
+			}
+			got = append(got, s...)
+		case <-time.After(5 * time.Second):
+			t.Fatalf("heard %d of %d services", len(got), len(want))
+		}
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("heard %d services, want the %d sent, in order", len(got), len(want))
+	}
+	select {
+	case s := <-heard:
+		t.Errorf("heard %q besides, from a node of another prefix, cluster or secret", s)
+	case <-time.After(200 * time.Millisecond):
+	}
+}
