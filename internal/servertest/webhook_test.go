@@ -164,7 +164,8 @@ func TestWebhookFailover(t *testing.T) {
 // TestWebhooksOfOtherNodesAtOnce: the leader delivers the webhooks of a
 // change committed on another node at once, because that node nudges it
 // over NATS, not at its next poll of the outbox, a minute away here (a
-// second by default).
+// second by default): REST writes, and an identity's first connection
+// (endpoint_connected).
 func TestWebhooksOfOtherNodesAtOnce(t *testing.T) {
 	hooks := fastHooks
 	hooks.Poll = time.Minute
@@ -173,7 +174,9 @@ func TestWebhooksOfOtherNodesAtOnce(t *testing.T) {
 		t.Fatal("node 0 does not lead")
 	}
 	rc := newHookReceiver(t, c.Creds.AuthToken)
-	mustREST(t, c.Nodes[0], "POST", "", url.Values{"WebhookUrl": {rc.URL + "/hook"}, "WebhooksFromRestEnabled": {"true"}}, http.StatusOK)
+	mustREST(t, c.Nodes[0], "POST", "", url.Values{
+		"WebhookUrl": {rc.URL + "/hook"}, "WebhooksFromRestEnabled": {"true"}, "ReachabilityWebhooksEnabled": {"true"},
+	}, http.StatusOK)
 	time.Sleep(1100 * time.Millisecond) // nodes cache service settings for a second
 	for i := range 3 {
 		sid := sidOf(t, mustREST(t, c.Nodes[1], "POST", "/Documents", url.Values{"Data": {fmt.Sprintf(`{"n":%d}`, i)}}, http.StatusCreated))
@@ -181,6 +184,11 @@ func TestWebhooksOfOtherNodesAtOnce(t *testing.T) {
 		if got := h.form.Get("DocumentSid"); got != sid || h.form.Get("EventType") != "document_created" {
 			t.Fatalf("webhook %s for %s, want document_created for %s", h.form.Get("EventType"), got, sid)
 		}
+	}
+	dial(t, c.Nodes[1].WSURL, c.Token(t, "alice"))
+	h := rc.next(t, 10*time.Second)
+	if got := h.form.Get("EventType") + " " + h.form.Get("Identity"); got != "endpoint_connected alice" {
+		t.Fatalf("webhook %q, want endpoint_connected of alice", got)
 	}
 }
 

@@ -164,7 +164,7 @@ func (d *Dispatcher) Replay(ctx context.Context, sid string) (replayed, left int
 		d.mu.Lock()
 		h.consecutive, h.pausedUntil = 0, time.Time{}
 		d.mu.Unlock()
-		d.kick(sid)
+		d.deliverSoon(sid)
 	}
 	return replayed, left, nil
 }

@@ -30,6 +30,17 @@ type nudges struct {
 	wake    chan struct{} // capacity 1
 }
 
+// deliverSoon has the new webhooks of service sid, committed on this
+// node, looked at now: by this node's lane when it leads, else by the
+// leader, nudged.
+func (d *Dispatcher) deliverSoon(sid string) {
+	if d.leading.Load() {
+		d.kick(sid)
+	} else {
+		d.nudge(sid)
+	}
+}
+
 // nudge notes that service sid has new webhooks for the leader.
 func (d *Dispatcher) nudge(sid string) {
 	if d.cfg.Nudge == nil {

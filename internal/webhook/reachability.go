@@ -200,7 +200,7 @@ func (d *Dispatcher) record(op presenceOp) {
 	}
 	if op.connect {
 		d.presence.connected.Store(true)
-		d.kick(op.ep.ServiceSID)
+		d.deliverSoon(op.ep.ServiceSID) // endpoint_connected, if it was the first
 	} else {
 		d.poke()
 	}

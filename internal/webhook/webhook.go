@@ -331,11 +331,7 @@ func (d *Dispatcher) Observe(events []*chorus.Event) {
 		if svc, fresh := d.cached(e.ServiceSID); fresh && !wants(svc, e) {
 			continue
 		}
-		if d.leading.Load() {
-			d.kick(e.ServiceSID)
-		} else {
-			d.nudge(e.ServiceSID) // the leader delivers them
-		}
+		d.deliverSoon(e.ServiceSID)
 	}
 }
 
