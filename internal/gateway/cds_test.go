@@ -331,3 +331,34 @@ func TestItemPagesHoldAtMost100(t *testing.T) {
 		t.Errorf("read %d keys (%v … %v), want k000 … k149 once each", len(keys), keys[:1], keys[len(keys)-1:])
 	}
 }
+
+// TestIncludeItemsFitsTheSendQueue: a map descriptor with Include=items
+// carries as many items as fit in a quarter of the session's send queue
+// (and 1 MiB), each whole, and the session carries on; the SDK reads the
+// others in pages. Before, it carried up to 1,000 items, and a reply
+// bigger than the send queue closed the session as a slow consumer: 1,000
+// items of 16 KiB, with the default 8 MiB queue, made twilio-sync 4.0.1's
+// map({includeItems: true}) fail with "disconnected".
+func TestIncludeItemsFitsTheSendQueue(t *testing.T) {
+	e := newEnv(t, withConfig(func(c *Config) { c.SendQueueBytes = 1 << 20 }))
+	c := e.session("alice")
+	wantStatus(t, "create", c.do("POST", "/v3/Maps", nil, map[string]any{"unique_name": "big"}), 201, 0)
+	value := strings.Repeat("a", 15<<10)
+	const n = 100 // 1.5 MiB of data
+	for i := range n {
+		wantStatus(t, "put", c.do("PUT", fmt.Sprintf("/v3/Maps/big/Items/k%03d", i), nil, map[string]any{"data": map[string]any{"s": value}}), 201, 0)
+	}
+	open := wantStatus(t, "open Include=items", c.do("GET", "/v3/Maps/big?Include=items", nil, nil), 200, 0)
+	items, _ := open["items"].([]any)
+	if len(items) == 0 || len(items) >= n {
+		t.Fatalf("Include=items carried %d of %d items, want some, within a quarter of the 1 MiB send queue", len(items), n)
+	}
+	for i, it := range items {
+		m := it.(map[string]any)
+		if m["key"] != fmt.Sprintf("k%03d", i) || m["data"].(map[string]any)["s"] != value {
+			t.Fatalf("included item %d = %v…, want k%03d whole", i, m["key"], i)
+		}
+	}
+	t.Logf("Include=items carried %d of %d items of 15 KiB", len(items), n)
+	wantStatus(t, "a request after it", c.do("GET", "/v3/Maps/big/Items/k099", nil, nil), 200, 0)
+}
