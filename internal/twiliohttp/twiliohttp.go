@@ -2,6 +2,7 @@ package twiliohttp
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"log/slog"
@@ -179,7 +180,19 @@ func ServerErrors() map[int]uint64 {
 // WriteError renders err as a Twilio error. Errors that are not a
 // *chorus.Error, and 5xx ones, are logged here, once, with attrs; their
 // cause never reaches the client.
+//
+// A request whose client went away before its answer (its context
+// canceled) failed because of it: "context canceled", or SQLite's
+// "interrupted". That is no failure of the server: it is logged at debug
+// level and not counted, so that clients that hang up can neither fill
+// the error log nor raise chorus_http_server_errors_total, whose 20500s
+// mean a bug.
 func WriteError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err error, attrs ...any) {
+	if errors.Is(r.Context().Err(), context.Canceled) {
+		log.DebugContext(r.Context(), "request abandoned by its client", append(attrs, "method", r.Method, "path", r.URL.Path)...)
+		WriteJSON(w, chorus.ErrInternal.Status, BodyFor(r, chorus.ErrInternal)) // to no one
+		return
+	}
 	var ce *chorus.Error
 	isChorus := errors.As(err, &ce)
 	e := chorus.AsError(err)

@@ -2,6 +2,7 @@ package twiliohttp_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -18,6 +19,33 @@ import (
 	"github.com/chorus-sync/chorus"
 	"github.com/chorus-sync/chorus/internal/twiliohttp"
 )
+
+// TestWriteErrorClientGone: a request whose client went away (its context
+// canceled) and that failed because of it is no failure of the server: it
+// is neither logged as an error nor counted in ServerErrors, which
+// chorus_http_server_errors_total reports and whose 20500s mean a bug. A
+// post-authentication tester raised them at will by hanging up.
+func TestWriteErrorClientGone(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	before := twiliohttp.ServerErrors()[20500]
+	var logs bytes.Buffer
+	log := slog.New(slog.NewTextHandler(&logs, nil))
+	for _, err := range []error{context.Canceled, fmt.Errorf("store: read: %w", context.Canceled), errors.New("interrupted (9)")} {
+		twiliohttp.WriteError(httptest.NewRecorder(), httptest.NewRequest("GET", "/v1/x", nil).WithContext(ctx), log, err)
+	}
+	if logs.Len() > 0 {
+		t.Errorf("logged %q for requests whose client went away", logs.String())
+	}
+	if n := twiliohttp.ServerErrors()[20500] - before; n != 0 {
+		t.Errorf("%d requests whose client went away counted as server errors", n)
+	}
+	// The same failure with the client still there is the server's.
+	twiliohttp.WriteError(httptest.NewRecorder(), httptest.NewRequest("GET", "/v1/x", nil), log, errors.New("interrupted (9)"))
+	if logs.Len() == 0 || twiliohttp.ServerErrors()[20500]-before != 1 {
+		t.Errorf("a failure with the client there: logged %q, counted %d; want logged and counted once", logs.String(), twiliohttp.ServerErrors()[20500]-before)
+	}
+}
 
 func TestWriteError(t *testing.T) {
 	tests := []struct {
