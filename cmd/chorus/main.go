@@ -237,6 +237,7 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer) error {
 	wsMaxConns := fs.Int("ws-max-conns", 0, "cap on this node's websocket connections, refused with 503 beyond (0 = no cap)")
 	wsMaxUnauth := fs.Int("ws-max-unauth-per-ip", defaultWSMaxUnauthPerIP, "cap on websocket connections per client IP that have not completed init, refused with 429 beyond (0 = no cap; behind a proxy it counts the proxy: raise it or set 0)")
 	wsMaxPerIdentity := fs.Int("ws-max-per-identity", defaultWSMaxPerIdentity, "cap on one identity's websocket sessions on this node, so that one token cannot take every connection; an init beyond is refused with 429, which the SDK retries (0 = no cap)")
+	wsQueueBudget := fs.Int("ws-queue-budget", gateway.DefaultSendQueueBudget>>20, "MiB that all websocket sessions' send queues may hold together; past it a session holding more than 64 KiB that falls further behind is closed as a slow consumer (0 = only each session's 8 MiB)")
 	wsCoalesce := fs.Duration("ws-coalesce", gateway.DefaultCoalesceInterval, "while the websocket writer pool is behind, write live events to a session at most this often, merged (0 = write each as soon as possible)")
 	wsReplayLimit := fs.Int("ws-replay-limit", gateway.DefaultReplayLimit, "events one subscription request replays at most; past it the client is told the replay was interrupted and subscribes again from where it got to")
 	startWait := fs.Duration("start-wait", time.Minute, "how long to keep trying to reach a PostgreSQL store or NATS bus that does not answer at start (0 = give up at once)")
@@ -263,8 +264,8 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer) error {
 	if *ttl < time.Second || *ttl > token.MaxTTL {
 		return usagef("invalid --token-ttl %v: want 1s to 24h", *ttl)
 	}
-	if *wsMaxConns < 0 || *wsMaxUnauth < 0 || *wsMaxPerIdentity < 0 {
-		return usagef("invalid --ws-max-conns, --ws-max-unauth-per-ip or --ws-max-per-identity: want 0 or more")
+	if *wsMaxConns < 0 || *wsMaxUnauth < 0 || *wsMaxPerIdentity < 0 || *wsQueueBudget < 0 {
+		return usagef("invalid --ws-max-conns, --ws-max-unauth-per-ip, --ws-max-per-identity or --ws-queue-budget: want 0 or more")
 	}
 	if *startWait < 0 {
 		return usagef("invalid --start-wait %v: want 0 or more", *startWait)
@@ -321,6 +322,7 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer) error {
 		WSMaxConns:           *wsMaxConns,
 		WSMaxUnauthPerAddr:   *wsMaxUnauth,
 		WSMaxPerIdentity:     *wsMaxPerIdentity,
+		WSQueueBudget:        queueBudgetSetting(*wsQueueBudget),
 		WSCoalesce:           coalesceSetting(*wsCoalesce),
 		WSReplayLimit:        *wsReplayLimit,
 		DevTokens:            devTokens.mode,
@@ -730,6 +732,15 @@ func flagSet(fs *flag.FlagSet, name string) bool {
 	set := false
 	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
 	return set
+}
+
+// queueBudgetSetting turns --ws-queue-budget (MiB, 0 = none) into
+// server.Config.WSQueueBudget (bytes, negative = none).
+func queueBudgetSetting(mib int) int64 {
+	if mib == 0 {
+		return -1
+	}
+	return int64(mib) << 20
 }
 
 // coalesceSetting maps --ws-coalesce to gateway.Config.CoalesceInterval,

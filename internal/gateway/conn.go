@@ -197,6 +197,9 @@ func newConn(g *Gateway, nc net.Conn, buffered *bufio.Reader) *conn {
 		subs:     make(map[string]*subscription),
 		queries:  make(map[string]*liveQuery),
 	}
+	if g.cfg.SendQueueBudget > 0 {
+		c.q.budget = &g.queued
+	}
 	if g.cfg.WriterPool {
 		if c.raw = rawConn(nc); c.raw != nil {
 			c.q.notify = c.kick
@@ -274,6 +277,7 @@ func (c *conn) finish() {
 	<-c.readDone
 	c.workers.Wait()
 	c.teardown()
+	c.q.discard() // its bytes go back to the node's budget
 	if errors.Is(err, errSlowConsumer) {
 		// Logged when detected.
 	} else {

@@ -52,6 +52,11 @@ type Config struct {
 	MaxFrameBytes   int           // largest accepted client frame; default 256 KiB
 	SendQueueFrames int           // per-connection send queue bound; default 1024
 	SendQueueBytes  int           // per-connection send queue bound; default 8 MiB
+	// SendQueueBudget bounds the bytes queued by all sessions together;
+	// past it, a session holding more than 64 KiB that queues more is
+	// closed as a slow consumer. Default DefaultSendQueueBudget; negative:
+	// no bound but each session's.
+	SendQueueBudget int64
 	WriteTimeout    time.Duration // a write batch gets WriteTimeout/2 to WriteTimeout; default 10s
 	// CoalesceInterval is the shortest time between two writes of live
 	// events alone to one session that has fallen behind them, while the
@@ -142,6 +147,7 @@ type Stats struct {
 	// to.
 	ReplaysInterrupted uint64
 	SlowConsumers      uint64 // connections closed for falling behind
+	QueuedBytes        int64  // bytes in the sessions' send queues (SendQueueBudget)
 	Malformed          uint64 // connections closed for protocol violations
 	GapFills           uint64 // out-of-order gaps filled from the store
 	GapSkips           uint64 // gaps that could not be filled
@@ -157,6 +163,9 @@ type Gateway struct {
 	cfg Config
 	log *slog.Logger
 	hub *hub
+	// queued counts the bytes in every session's send queue, bounded by
+	// Config.SendQueueBudget.
+	queued queueBudget
 	// writers write the queues of sessions on plain sockets (writer.go).
 	writers *writers
 	// tasks runs the sessions' request workers (taskpool.go).
@@ -238,6 +247,9 @@ func New(cfg Config) *Gateway {
 	if cfg.SendQueueBytes <= 0 {
 		cfg.SendQueueBytes = 8 << 20
 	}
+	if cfg.SendQueueBudget == 0 {
+		cfg.SendQueueBudget = DefaultSendQueueBudget
+	}
 	if cfg.WriteTimeout <= 0 {
 		cfg.WriteTimeout = 10 * time.Second
 	}
@@ -282,6 +294,7 @@ func New(cfg Config) *Gateway {
 		v.Keys = g.keys.get
 		g.cfg.Verifier = &v
 	}
+	g.queued.max = cfg.SendQueueBudget
 	g.ctx, g.cancel = context.WithCancel(context.Background())
 	g.hub = newHub(g)
 	g.writers = newWriters()
@@ -425,6 +438,7 @@ func (g *Gateway) Stats() Stats {
 		Merged:             g.merged.Load(),
 		HeldWrites:         g.heldWrites.Load(),
 		SlowConsumers:      g.slowConsumers.Load(),
+		QueuedBytes:        g.queued.used.Load(),
 		Malformed:          g.malformed.Load(),
 		GapFills:           g.hub.gapFills.Load(),
 		GapSkips:           g.hub.gapSkips.Load(),

@@ -253,6 +253,67 @@ func TestSlowConsumer(t *testing.T) {
 	t.Logf("slow consumer closed after %d events of %d bytes", id-start, len(data))
 }
 
+// TestSendQueueBudget: the sessions of a node together hold at most
+// about SendQueueBudget: past it, a session holding more than 64 KiB that
+// falls further behind is closed as a slow consumer, long before its own
+// 8 MiB; one that keeps up goes on, and what the closed sessions held is
+// counted back. Before, each of up to 1,000 sessions of one identity could
+// hold its 8 MiB (a tester's 300 sessions that never read took 4 GB).
+func TestSendQueueBudget(t *testing.T) {
+	const budget, slowOnes = 512 << 10, 4
+	e := newEnv(t, withConfig(func(c *Config) {
+		c.SendQueueBytes = 8 << 20
+		c.SendQueueBudget = budget
+		c.WriteTimeout = 2 * time.Second
+	}))
+	ctx := context.Background()
+	a := e.session("alice")
+	doc := wantStatus(t, "create", a.do("POST", "/v3/Documents", nil, map[string]any{"data": map[string]any{}}), 201, 0)
+	sid := doc["sid"].(string)
+	start := num(doc["last_event_id"])
+	fast := e.session("fast")
+	fast.establish(1, docSub(sid, start))
+	fast.mu.Lock()
+	fast.keep = false
+	fast.mu.Unlock()
+	for i := range slowOnes {
+		slow := e.dialWith(ctx, dialOptions{smallReadBuffer: true})
+		slow.noAck = true
+		slow.mustInit(e.token(fmt.Sprint("slow", i), time.Hour))
+		slow.establish(2, docSub(sid, start))
+		stopReading(slow)
+	}
+	data := json.RawMessage(`{"pad":"` + strings.Repeat("x", 15000) + `"}`)
+	id := start
+	base := fast.count.Load()
+	var most int64
+	for e.gw.Stats().SlowConsumers < slowOnes && id < start+2000 {
+		for range 2 { // a burst the fast subscriber holds well under 64 KiB of
+			id++
+			e.bus.Publish(ctx, &chorus.Event{Type: chorus.EventDocumentUpdated, ID: id, ObjectSID: sid, ServiceSID: e.svc.SID,
+				Kind: chorus.KindDocument, Revision: "1", Data: data, DateCreated: time.Now()})
+		}
+		most = max(most, e.gw.Stats().QueuedBytes)
+		want := base + id - start
+		for deadline := time.Now().Add(5 * time.Second); fast.count.Load() < want; time.Sleep(time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("fast subscriber has %d notifications, want %d; stats %+v", fast.count.Load(), want, e.gw.Stats())
+			}
+		}
+	}
+	st := e.gw.Stats()
+	if st.SlowConsumers != slowOnes {
+		t.Fatalf("slow consumers = %d after %d events of 15 KB, want the %d that never read", st.SlowConsumers, id-start, slowOnes)
+	}
+	// The budget, and what each session may hold past it with one frame.
+	if limit := int64(budget + (slowOnes+1)*(64<<10+16<<10)); most > limit {
+		t.Errorf("the sessions held %d bytes at most, want at most %d", most, limit)
+	}
+	waitFor(t, func() bool { return e.gw.Stats().Connections == 2 })
+	waitFor(t, func() bool { return e.gw.Stats().QueuedBytes < 64<<10 })
+	t.Logf("%d sessions that never read closed after %d events; %d bytes queued at most", slowOnes, id-start, most)
+}
+
 // stopReading makes c stop reading from its socket: its read loop blocks
 // on a full notes channel.
 func stopReading(c *tclient) {

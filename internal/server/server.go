@@ -118,6 +118,9 @@ type Config struct {
 	// WSMaxPerIdentity caps the sessions of one identity of a service on
 	// this node (429 to an init beyond, which the SDK retries). 0 = no cap.
 	WSMaxPerIdentity int
+	// WSQueueBudget is gateway.Config.SendQueueBudget, in bytes: 0 = its
+	// default, negative = none.
+	WSQueueBudget int64
 	// WSCoalesce is gateway.Config.CoalesceInterval: 0 = its default,
 	// negative = off.
 	WSCoalesce time.Duration
@@ -356,6 +359,7 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 		MaxConns: cfg.WSMaxConns, MaxUnauthenticatedPerAddr: cfg.WSMaxUnauthPerAddr,
 		MaxSessionsPerIdentity: cfg.WSMaxPerIdentity,
 		CoalesceInterval:       cfg.WSCoalesce,
+		SendQueueBudget:        cfg.WSQueueBudget,
 		ReplayLimit:            cfg.WSReplayLimit,
 		SharedStore:            !oneNode,
 		WriterPool:             true,
