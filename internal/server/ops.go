@@ -162,6 +162,7 @@ func serverErrorMetrics(w http.ResponseWriter) {
 		codes = append(codes, c)
 	}
 	sort.Ints(codes)
+	fmt.Fprintf(w, "# HELP chorus_http_answers_refused_total Large REST answers refused 503 because others being written held the node's budget for them.\n# TYPE chorus_http_answers_refused_total counter\nchorus_http_answers_refused_total %d\n", twiliohttp.AnswersRefused())
 	fmt.Fprintf(w, "# HELP chorus_http_server_errors_total HTTP API answers with a 5xx status, per Twilio error code (this process).\n# TYPE chorus_http_server_errors_total counter\n")
 	for _, c := range codes {
 		fmt.Fprintf(w, "chorus_http_server_errors_total{code=\"%d\"} %d\n", c, counts[c])

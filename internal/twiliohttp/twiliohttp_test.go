@@ -218,3 +218,61 @@ func TestWriteErrorAPIStandardV1(t *testing.T) {
 		t.Errorf("a request without the header got the V1.0 fields: %s", body)
 	}
 }
+
+// blockingWriter is a ResponseWriter whose Write waits for release: a
+// client that does not read its answer.
+type blockingWriter struct {
+	*httptest.ResponseRecorder
+	writing chan struct{}
+	release chan struct{}
+}
+
+func (w *blockingWriter) Write(b []byte) (int, error) {
+	close(w.writing)
+	<-w.release
+	return w.ResponseRecorder.Write(b)
+}
+
+// TestLargeAnswersShareABudget: large answers being written hold at most
+// the node's budget together. One that does not fit is answered 503 at
+// once with Retry-After, and counted; small answers never wait for it,
+// and once the first answer is read a large one goes out again. Before, a
+// client that asked for 1,000-item pages and never read them held 24 MB
+// per connection until the write timeout: 200 connections took 4.85 GB.
+func TestLargeAnswersShareABudget(t *testing.T) {
+	twiliohttp.SetAnswerBudget(1 << 20)
+	t.Cleanup(func() { twiliohttp.SetAnswerBudget(twiliohttp.DefaultAnswerBudget) })
+	big := map[string]string{"data": strings.Repeat("x", 700<<10)}
+	slow := &blockingWriter{ResponseRecorder: httptest.NewRecorder(), writing: make(chan struct{}), release: make(chan struct{})}
+	done := make(chan struct{})
+	go func() { defer close(done); twiliohttp.WriteJSON(slow, http.StatusOK, big) }()
+	<-slow.writing
+
+	refused := twiliohttp.AnswersRefused()
+	rec := httptest.NewRecorder()
+	twiliohttp.WriteJSON(rec, http.StatusOK, big)
+	var body twiliohttp.ErrorBody
+	if err := json.Unmarshal(rec.Body.Bytes(), &body); err != nil || rec.Code != 503 || body.Code != 20503 || rec.Header().Get("Retry-After") != "1" {
+		t.Errorf("a second large answer while the first is unread = %d %s (Retry-After %q), want 503 20503 with Retry-After 1",
+			rec.Code, rec.Body.String()[:min(rec.Body.Len(), 200)], rec.Header().Get("Retry-After"))
+	}
+	if n := twiliohttp.AnswersRefused() - refused; n != 1 {
+		t.Errorf("%d answers counted as refused, want 1", n)
+	}
+	small := httptest.NewRecorder()
+	twiliohttp.WriteJSON(small, http.StatusOK, map[string]string{"data": strings.Repeat("x", 10<<10)})
+	if small.Code != http.StatusOK {
+		t.Errorf("a small answer = %d, want 200 whatever the large ones hold", small.Code)
+	}
+
+	close(slow.release)
+	<-done
+	if slow.Code != http.StatusOK || slow.Body.Len() < 700<<10 {
+		t.Errorf("the first large answer = %d, %d bytes", slow.Code, slow.Body.Len())
+	}
+	again := httptest.NewRecorder()
+	twiliohttp.WriteJSON(again, http.StatusOK, big)
+	if again.Code != http.StatusOK || again.Body.Len() < 700<<10 {
+		t.Errorf("a large answer once the first was read = %d, %d bytes; want 200 whole", again.Code, again.Body.Len())
+	}
+}
