@@ -53,8 +53,8 @@ type Config struct {
 	SendQueueFrames int           // per-connection send queue bound; default 1024
 	SendQueueBytes  int           // per-connection send queue bound; default 8 MiB
 	// SendQueueBudget bounds the bytes queued by all sessions together;
-	// past it, a session holding more than 64 KiB that queues more is
-	// closed as a slow consumer. Default DefaultSendQueueBudget; negative:
+	// past it, a session that holds something and would hold more than
+	// 64 KiB is closed as a slow consumer (queueBudget). Default DefaultSendQueueBudget; negative:
 	// no bound but each session's.
 	SendQueueBudget int64
 	WriteTimeout    time.Duration // a write batch gets WriteTimeout/2 to WriteTimeout; default 10s

@@ -40,9 +40,16 @@ type sendQueue struct {
 // (Config.SendQueueBudget). Each session's queue is bounded (8 MiB), but
 // one identity may hold 1,000 sessions: a tester's 300 sessions that sent
 // requests for a 16 KiB document and never read their replies took 4 GB
-// in 10 s. Past the budget, a session that holds more than budgetShare is
-// closed as a slow consumer when it queues more; sessions that keep up
-// hold far less and are never refused for it.
+// in 10 s. Past the budget, a session that would hold more than
+// budgetShare is closed as a slow consumer when it queues more, unless
+// its queue is empty: a session that keeps up gets any one frame, however
+// large (a page of 100 items of 16 KiB, a Map with its items), so that
+// another's slowness never closes it. A session that does not read holds
+// at most one frame or budgetShare past the budget.
+//
+// The bytes of a batch the writer has taken from the queue (drain) are no
+// longer counted while it writes them (up to one batch per stalled
+// session, for up to the write timeout).
 type queueBudget struct {
 	max  int64
 	used atomic.Int64
@@ -76,7 +83,7 @@ func (q *sendQueue) pushLocked(f outFrame, notification bool) bool {
 		return false
 	}
 	if b := q.budget; b != nil {
-		if b.used.Add(int64(n)) > b.max && q.bytes+n > budgetShare {
+		if b.used.Add(int64(n)) > b.max && q.bytes > 0 && q.bytes+n > budgetShare {
 			b.used.Add(-int64(n))
 			q.overflow = true
 			return false

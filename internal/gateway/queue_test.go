@@ -41,3 +41,37 @@ func TestDenialAfterParkedEvents(t *testing.T) {
 		t.Fatalf("with no write in flight: %d frames queued, signals %v; want 1 frame and one urgent signal", len(frames), urgent)
 	}
 }
+
+// TestBudgetAdmitsAnEmptyQueue: past the node's budget, a queue that
+// holds nothing still takes a frame of any size (a session that keeps up
+// asking for a Map with its items, or a page of large items), and one
+// that holds a frame is refused the next large one. Before, the empty
+// queue was refused any frame over 64 KiB, and a session that kept up
+// was closed because others filled the budget (a reviewer's finding).
+func TestBudgetAdmitsAnEmptyQueue(t *testing.T) {
+	b := &queueBudget{max: 1 << 20}
+	b.used.Store(b.max + 1) // others filled it
+	q := newSendQueue(100, 8<<20)
+	q.budget = b
+	big := make([]byte, 150<<10)
+	if !q.push(big) {
+		t.Fatal("an empty queue was refused a 150 KiB frame past the budget")
+	}
+	if q.push(big) {
+		t.Fatal("a queue holding 150 KiB took 150 KiB more past the budget")
+	}
+	small := newSendQueue(100, 8<<20)
+	small.budget = b
+	for i := range 4 {
+		if !small.push(make([]byte, 10<<10)) {
+			t.Fatalf("frame %d of 10 KiB refused to a queue under 64 KiB", i)
+		}
+	}
+	var dst []outFrame
+	dst, _ = small.drain(dst)
+	q.discard()
+	if got, want := b.used.Load(), b.max+1; got != want {
+		t.Errorf("budget used = %d after draining and discarding, want %d (what others hold)", got, want)
+	}
+	_ = dst
+}
