@@ -91,6 +91,10 @@ type Config struct {
 	// interrupted, and its client subscribes again. Default 4 per CPU,
 	// at least 8.
 	ReplaySlots int
+	// QueryScans bounds the Map scans of queries (instant and live) that
+	// run at once on this gateway, so that queries leave the store's
+	// readers to everyone else; default DefaultQueryScans.
+	QueryScans int
 	// InitTimeout closes connections that send no init; default 30s.
 	InitTimeout time.Duration
 	// MaxInitBytes is the largest WebSocket message accepted before init
@@ -190,7 +194,9 @@ type Gateway struct {
 	wg          sync.WaitGroup
 
 	// replaySlots holds a token per replay step running (ReplaySlots).
-	replaySlots        chan struct{}
+	replaySlots chan struct{}
+	// scanSlots holds a token per query scan running (QueryScans).
+	scanSlots          chan struct{}
 	replayed           atomic.Uint64
 	replaysInterrupted atomic.Uint64
 	merged             atomic.Uint64
@@ -277,6 +283,9 @@ func New(cfg Config) *Gateway {
 	if cfg.ReplayBatch <= 0 {
 		cfg.ReplayBatch = 500
 	}
+	if cfg.QueryScans <= 0 {
+		cfg.QueryScans = DefaultQueryScans
+	}
 	if cfg.ReplaySlots <= 0 {
 		cfg.ReplaySlots = max(8, 4*runtime.GOMAXPROCS(0))
 	}
@@ -287,7 +296,8 @@ func New(cfg Config) *Gateway {
 		cfg.MaxInitBytes = DefaultMaxInitBytes
 	}
 	g := &Gateway{cfg: cfg, log: cfg.Logger, conns: make(map[*conn]struct{}), unauth: make(map[string]int), perIdentity: make(map[identityKey]int), noisy: newNoisyLog(),
-		refusalLog: ratelog.New(refusalLogEvery, 1), replaySlots: make(chan struct{}, cfg.ReplaySlots)}
+		refusalLog: ratelog.New(refusalLogEvery, 1), replaySlots: make(chan struct{}, cfg.ReplaySlots),
+		scanSlots: make(chan struct{}, cfg.QueryScans)}
 	if cfg.Verifier != nil && cfg.Verifier.Keys != nil && !cfg.SharedStore {
 		v := *cfg.Verifier
 		g.keys = newKeyCache(v.Keys)
