@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -233,25 +234,36 @@ func ServerErrors() map[int]uint64 {
 	return out
 }
 
+// abandoned reports whether the request failed with err because its
+// client went away: its context was canceled (net/http does so when the
+// connection ends, or when the client half-closes it) and err is that
+// cancellation, or SQLite's interruption by it. Any other error is the
+// server's, whatever the client did.
+func abandoned(r *http.Request, err error) bool {
+	if !errors.Is(r.Context().Err(), context.Canceled) {
+		return false
+	}
+	return errors.Is(err, context.Canceled) || strings.Contains(err.Error(), "interrupted")
+}
+
 // WriteError renders err as a Twilio error. Errors that are not a
 // *chorus.Error, and 5xx ones, are logged here, once, with attrs; their
 // cause never reaches the client.
 //
-// A request whose client went away before its answer (its context
-// canceled) failed because of it: "context canceled", or SQLite's
-// "interrupted". That is no failure of the server: it is logged at debug
-// level and not counted, so that clients that hang up can neither fill
-// the error log nor raise chorus_http_server_errors_total, whose 20500s
-// mean a bug.
+// A request that failed because its client went away before its answer
+// (abandoned) is no failure of the server: it is answered as any other,
+// but logged at debug level and not counted, so that clients that hang up
+// can neither fill the error log nor raise chorus_http_server_errors_total,
+// whose 20500s mean a bug.
 func WriteError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err error, attrs ...any) {
-	if errors.Is(r.Context().Err(), context.Canceled) {
-		log.DebugContext(r.Context(), "request abandoned by its client", append(attrs, "method", r.Method, "path", r.URL.Path)...)
-		WriteJSON(w, chorus.ErrInternal.Status, BodyFor(r, chorus.ErrInternal)) // to no one
-		return
-	}
 	var ce *chorus.Error
 	isChorus := errors.As(err, &ce)
 	e := chorus.AsError(err)
+	if abandoned(r, err) {
+		log.DebugContext(r.Context(), "request abandoned by its client", append(attrs, "method", r.Method, "path", r.URL.Path, "err", err)...)
+		WriteJSON(w, e.Status, BodyFor(r, e)) // likely to no one
+		return
+	}
 	if e.Status >= 500 {
 		countServerError(e.Code)
 	}

@@ -40,6 +40,20 @@ func TestWriteErrorClientGone(t *testing.T) {
 	if n := twiliohttp.ServerErrors()[20500] - before; n != 0 {
 		t.Errorf("%d requests whose client went away counted as server errors", n)
 	}
+	// A canceled request whose handler answered its own error (a client
+	// that half-closed after sending still reads): that error, not a 500.
+	rec := httptest.NewRecorder()
+	twiliohttp.WriteError(rec, httptest.NewRequest("POST", "/v1/x", nil).WithContext(ctx), log, chorus.ErrUniqueNameExists)
+	if rec.Code != http.StatusConflict {
+		t.Errorf("a 409 of a request whose context was canceled was answered %d", rec.Code)
+	}
+	// Another failure of a canceled request is the server's.
+	twiliohttp.WriteError(httptest.NewRecorder(), httptest.NewRequest("GET", "/v1/x", nil).WithContext(ctx), log, errors.New("disk on fire"))
+	if n := twiliohttp.ServerErrors()[20500] - before; logs.Len() == 0 || n != 1 {
+		t.Errorf("another failure of a canceled request: logged %q, counted %d; want logged and counted", logs.String(), n)
+	}
+	before = twiliohttp.ServerErrors()[20500]
+	logs.Reset()
 	// The same failure with the client still there is the server's.
 	twiliohttp.WriteError(httptest.NewRecorder(), httptest.NewRequest("GET", "/v1/x", nil), log, errors.New("interrupted (9)"))
 	if logs.Len() == 0 || twiliohttp.ServerErrors()[20500]-before != 1 {
