@@ -170,6 +170,8 @@ type Dispatcher struct {
 
 	presence presenceQueue
 	nudges   nudges
+	// nudgeSweep is when (sinceStart) Nudged last asked for a sweep.
+	nudgeSweep atomic.Int64 // time.Duration
 
 	Sent, Failed, Retried, Abandoned atomic.Uint64
 	// DeadNodes counts the nodes this node presumed dead as the leader.

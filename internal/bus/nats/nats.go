@@ -261,7 +261,7 @@ func Open(ctx context.Context, url string, logger *slog.Logger, opts ...Option) 
 				subj = sub.Subject
 			}
 			b.warn("nats: async error", slog.String("subject", subj), slog.Any(logError, err))
-			if errors.Is(err, natsgo.ErrSlowConsumer) {
+			if errors.Is(err, natsgo.ErrSlowConsumer) && !b.control(subj) {
 				b.lostEvents()
 			}
 		}),

@@ -69,6 +69,14 @@ func (b *Bus) OnWebhookNudge(fn func(services []string)) error {
 	return err
 }
 
+// control reports whether subject is one of the cluster's control
+// subjects (hellos, nudges): messages dropped there lose no event, so a
+// flood of them that overflows their subscription must not make the node
+// read again what its sessions may have missed (lostEvents).
+func (b *Bus) control(subject string) bool {
+	return subject == b.opts.prefix+".hello" || subject == b.nudgeSubject()
+}
+
 // ours returns the payload of a message of this cluster on a control
 // subject (hello, nudges), or false when it carries another cluster's
 // identity or, with a secret set, no valid signature. Events go through
