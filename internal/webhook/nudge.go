@@ -110,11 +110,28 @@ func (d *Dispatcher) Nudged(services []string) {
 		}
 	}
 	if unknown {
-		now := d.sinceStart()
-		if last := time.Duration(d.nudgeSweep.Load()); last == 0 || now-last >= nudgeSweepEvery {
-			d.nudgeSweep.Store(int64(now))
-			d.poke() // the run loop sweeps the backlog
-		}
+		d.sweepSoon()
+	}
+}
+
+// sweepSoon has the run loop sweep the backlog (poke) now, or, within
+// nudgeSweepEvery of the last such sweep, once that much time has passed
+// (one sweep waits at a time), so that a nudge about a service this node
+// does not know yet is never left to the next poll.
+func (d *Dispatcher) sweepSoon() {
+	now := d.sinceStart()
+	last := time.Duration(d.nudgeSweep.Load())
+	if last == 0 || now-last >= nudgeSweepEvery {
+		d.nudgeSweep.Store(int64(now))
+		d.poke()
+		return
+	}
+	if d.sweepWaits.CompareAndSwap(false, true) {
+		time.AfterFunc(nudgeSweepEvery-(now-last), func() {
+			d.nudgeSweep.Store(int64(d.sinceStart()))
+			d.sweepWaits.Store(false)
+			d.poke()
+		})
 	}
 }
 

@@ -141,6 +141,10 @@ func TestNudgeFloodIsCheap(t *testing.T) {
 	if n := runtime.NumGoroutine() - before; n > 100 {
 		t.Errorf("%d more goroutines after nudges about 10,240 made-up services, want next to none", n)
 	}
-	time.Sleep(100 * time.Millisecond) // past the sweep's spacing
-	p.write(t, "a real service's write after the flood")
+	// A nudge about a real service the leader does not know, within 50 ms
+	// of the sweep another unknown one asked for, gets its own sweep once
+	// the 50 ms have passed: it is not left to the poll, a minute away.
+	time.Sleep(100 * time.Millisecond)
+	p.leader.Nudged([]string{chorus.NewSID("IS")}) // a sweep now
+	p.write(t, "a real service's write right after a sweep")
 }

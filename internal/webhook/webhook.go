@@ -170,8 +170,10 @@ type Dispatcher struct {
 
 	presence presenceQueue
 	nudges   nudges
-	// nudgeSweep is when (sinceStart) Nudged last asked for a sweep.
+	// nudgeSweep is when (sinceStart) Nudged last asked for a sweep;
+	// sweepWaits while one more waits for its turn (sweepSoon).
 	nudgeSweep atomic.Int64 // time.Duration
+	sweepWaits atomic.Bool
 
 	Sent, Failed, Retried, Abandoned atomic.Uint64
 	// DeadNodes counts the nodes this node presumed dead as the leader.
