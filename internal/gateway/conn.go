@@ -643,7 +643,9 @@ func (c *conn) writeLoop() {
 			c.writing.Store(false)
 			continue
 		}
-		if err := c.writeBatch(pong, batch); err != nil {
+		err := c.writeBatch(pong, batch)
+		c.q.wrote()
+		if err != nil {
 			switch {
 			case c.ctx.Err() != nil: // cut short by fail
 			case errors.Is(err, os.ErrDeadlineExceeded):

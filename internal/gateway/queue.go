@@ -34,22 +34,24 @@ type sendQueue struct {
 	// discarded once the session ended (discard): frames pushed later
 	// are dropped.
 	discarded bool
+	// writing is the bytes drained and not yet written (wrote): a writer
+	// blocked on a client that does not read still holds them, and they
+	// stay in the budget.
+	writing int
 }
 
 // queueBudget bounds the bytes queued by all the sessions of a node
 // (Config.SendQueueBudget). Each session's queue is bounded (8 MiB), but
 // one identity may hold 1,000 sessions: a tester's 300 sessions that sent
 // requests for a 16 KiB document and never read their replies took 4 GB
-// in 10 s. Past the budget, a session that would hold more than
-// budgetShare is closed as a slow consumer when it queues more, unless
-// its queue is empty: a session that keeps up gets any one frame, however
+// in 10 s. A session's bytes count from the moment they are queued until
+// they are written (wrote), a batch the writer took included. Past the
+// budget, a session that would hold more than budgetShare is closed as a
+// slow consumer when it queues more, unless it holds nothing, queued or
+// being written: a session that keeps up gets any one frame, however
 // large (a page of 100 items of 16 KiB, a Map with its items), so that
 // another's slowness never closes it. A session that does not read holds
 // at most one frame or budgetShare past the budget.
-//
-// The bytes of a batch the writer has taken from the queue (drain) are no
-// longer counted while it writes them (up to one batch per stalled
-// session, for up to the write timeout).
 type queueBudget struct {
 	max  int64
 	used atomic.Int64
@@ -83,7 +85,7 @@ func (q *sendQueue) pushLocked(f outFrame, notification bool) bool {
 		return false
 	}
 	if b := q.budget; b != nil {
-		if b.used.Add(int64(n)) > b.max && q.bytes > 0 && q.bytes+n > budgetShare {
+		if held := q.bytes + q.writing; b.used.Add(int64(n)) > b.max && held > 0 && held+n > budgetShare {
 			b.used.Add(-int64(n))
 			q.overflow = true
 			return false
@@ -183,9 +185,7 @@ func (q *sendQueue) drain(dst []outFrame) ([]outFrame, bool) {
 		drained += len(f.b)
 	}
 	q.bytes -= drained
-	if q.budget != nil {
-		q.budget.used.Add(-int64(drained))
-	}
+	q.writing += drained // still in the budget until wrote
 	if q.roomc != nil && len(dst) > 0 {
 		close(q.roomc)
 		q.roomc = nil
@@ -244,15 +244,26 @@ func (q *sendQueue) holdable() bool {
 	return true
 }
 
+// wrote reports that the frames drained so far are written (or failed
+// to be): their bytes leave the budget.
+func (q *sendQueue) wrote() {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.budget != nil {
+		q.budget.used.Add(-int64(q.writing))
+	}
+	q.writing = 0
+}
+
 // discard drops what the queue holds when its session has ended, giving
 // its bytes back to the budget; later pushes are dropped.
 func (q *sendQueue) discard() {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if q.budget != nil {
-		q.budget.used.Add(-int64(q.bytes))
+		q.budget.used.Add(-int64(q.bytes + q.writing))
 	}
-	q.bytes, q.discarded = 0, true
+	q.bytes, q.writing, q.discarded = 0, 0, true
 	clear(q.frames)
 	clear(q.held)
 	q.frames, q.held = nil, nil

@@ -43,14 +43,16 @@ func TestDenialAfterParkedEvents(t *testing.T) {
 }
 
 // TestBudgetAdmitsAnEmptyQueue: past the node's budget, a queue that
-// holds nothing still takes a frame of any size (a session that keeps up
-// asking for a Map with its items, or a page of large items), and one
-// that holds a frame is refused the next large one. Before, the empty
-// queue was refused any frame over 64 KiB, and a session that kept up
-// was closed because others filled the budget (a reviewer's finding).
+// holds nothing, queued or being written, still takes a frame of any size
+// (a session that keeps up asking for a Map with its items, or a page of
+// large items), and one that holds a frame is refused the next large one.
+// A batch the writer took counts until it is written: a session whose
+// writer is blocked on a client that does not read was let in a second
+// large frame, and another after every drain (a reviewer's finding).
 func TestBudgetAdmitsAnEmptyQueue(t *testing.T) {
 	b := &queueBudget{max: 1 << 20}
-	b.used.Store(b.max + 1) // others filled it
+	others := b.max + 1
+	b.used.Store(others) // others filled it
 	q := newSendQueue(100, 8<<20)
 	q.budget = b
 	big := make([]byte, 150<<10)
@@ -60,6 +62,25 @@ func TestBudgetAdmitsAnEmptyQueue(t *testing.T) {
 	if q.push(big) {
 		t.Fatal("a queue holding 150 KiB took 150 KiB more past the budget")
 	}
+	w := newSendQueue(100, 8<<20)
+	w.budget = b
+	if !w.push(big) {
+		t.Fatal("an empty queue was refused a 150 KiB frame past the budget")
+	}
+	var dst []outFrame
+	dst, _ = w.drain(dst) // the writer takes it and blocks on the client
+	if w.push(big) {
+		t.Fatal("a queue whose writer holds 150 KiB took 150 KiB more past the budget")
+	}
+	done := newSendQueue(100, 8<<20)
+	done.budget = b
+	done.push(big)
+	dst, _ = done.drain(dst)
+	done.wrote() // the writer got through
+	if !done.push(big) {
+		t.Fatal("a queue whose batch was written was refused a frame past the budget")
+	}
+	done.discard()
 	small := newSendQueue(100, 8<<20)
 	small.budget = b
 	for i := range 4 {
@@ -67,11 +88,12 @@ func TestBudgetAdmitsAnEmptyQueue(t *testing.T) {
 			t.Fatalf("frame %d of 10 KiB refused to a queue under 64 KiB", i)
 		}
 	}
-	var dst []outFrame
 	dst, _ = small.drain(dst)
+	small.wrote()
 	q.discard()
-	if got, want := b.used.Load(), b.max+1; got != want {
-		t.Errorf("budget used = %d after draining and discarding, want %d (what others hold)", got, want)
+	w.discard()
+	if got := b.used.Load(); got != others {
+		t.Errorf("budget used = %d after writing and discarding, want %d (what others hold)", got, others)
 	}
 	_ = dst
 }

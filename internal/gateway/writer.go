@@ -242,8 +242,9 @@ func (c *conn) flush(buf []byte, batch []outFrame) ([]byte, []outFrame) {
 		go c.finish()
 	case n < len(buf):
 		c.g.writers.rests.Add(1)
-		go c.writeRest(bytes.Clone(buf[n:]))
+		go c.writeRest(bytes.Clone(buf[n:])) // it reports the batch written
 	default:
+		c.q.wrote()
 		c.unsched()
 	}
 	if cap(buf) > maxPoolBuffer {
@@ -295,6 +296,7 @@ func (c *conn) writeRest(p []byte) {
 	if c.ctx.Err() == nil {
 		_, err = c.nc.Write(p)
 	}
+	c.q.wrote()
 	c.writing.Store(false)
 	switch {
 	case c.ctx.Err() != nil: // ended meanwhile, or cut short by fail
