@@ -93,8 +93,11 @@ type Config struct {
 	ReplaySlots int
 	// QueryScans bounds the Map scans of queries (instant and live) that
 	// run at once on this gateway, so that queries leave the store's
-	// readers to everyone else; default DefaultQueryScans.
-	QueryScans int
+	// readers to everyone else; default DefaultQueryScans. A query waits
+	// for a scan at most QueryScanWait (default DefaultQueryScanWait),
+	// then is answered 503, which the SDK retries.
+	QueryScans    int
+	QueryScanWait time.Duration
 	// InitTimeout closes connections that send no init; default 30s.
 	InitTimeout time.Duration
 	// MaxInitBytes is the largest WebSocket message accepted before init
@@ -285,6 +288,9 @@ func New(cfg Config) *Gateway {
 	}
 	if cfg.QueryScans <= 0 {
 		cfg.QueryScans = DefaultQueryScans
+	}
+	if cfg.QueryScanWait <= 0 {
+		cfg.QueryScanWait = DefaultQueryScanWait
 	}
 	if cfg.ReplaySlots <= 0 {
 		cfg.ReplaySlots = max(8, 4*runtime.GOMAXPROCS(0))

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"strconv"
 	"sync/atomic"
+	"time"
 
 	"github.com/chorus-sync/chorus"
 	"github.com/chorus-sync/chorus/internal/engine"
@@ -168,15 +169,26 @@ func (c *conn) queryMap(ctx context.Context, index string) (*chorus.Object, erro
 // kept every reader busy, and other users' reads waited p99 376 ms.
 const DefaultQueryScans = 2
 
+// DefaultQueryScanWait is Config.QueryScanWait's default: a query that
+// waited that long for a scan is answered 503, which the SDK retries
+// (after 4 s or more), rather than hold its session's other requests,
+// which run one at a time, for as long as others keep the scans busy.
+const DefaultQueryScanWait = 5 * time.Second
+
 // scanMap reads the Map's items and returns those that match q. With
 // floor > 0 it also returns the revisions of the items it read that changed
 // after event floor. It waits for one of the gateway's scan slots
-// (Config.QueryScans) first.
+// (Config.QueryScans) first, for at most Config.QueryScanWait.
 func (c *conn) scanMap(ctx context.Context, mapSID string, q *livequery.Query, floor int64) ([]*chorus.Item, map[string]int64, error) {
+	wait := time.NewTimer(c.g.cfg.QueryScanWait)
 	select {
 	case c.g.scanSlots <- struct{}{}:
+		wait.Stop()
 		defer func() { <-c.g.scanSlots }()
+	case <-wait.C:
+		return nil, nil, chorus.Errorf(chorus.ErrUnavailable, "Service unavailable: the server is busy with other queries; retry")
 	case <-ctx.Done():
+		wait.Stop()
 		return nil, nil, context.Cause(ctx)
 	}
 	var (
