@@ -154,7 +154,7 @@ type Stats struct {
 	// to.
 	ReplaysInterrupted uint64
 	SlowConsumers      uint64 // connections closed for falling behind
-	QueuedBytes        int64  // bytes in the sessions' send queues (SendQueueBudget)
+	QueuedBytes        int64  // bytes queued for or being written to sessions (SendQueueBudget)
 	Malformed          uint64 // connections closed for protocol violations
 	GapFills           uint64 // out-of-order gaps filled from the store
 	GapSkips           uint64 // gaps that could not be filled

@@ -108,7 +108,7 @@ func (s *Server) serveMetrics(w http.ResponseWriter, r *http.Request) {
 	metric("chorus_replayed_total", "counter", "Replayed event frames.", gs.Replayed)
 	metric("chorus_replays_interrupted_total", "counter", "Replays answered \"interrupted\" at a subscription request's replay limit (events or time); the client resubscribes from where they got to.", gs.ReplaysInterrupted)
 	metric("chorus_slow_consumers_total", "counter", "Sessions closed for falling behind.", gs.SlowConsumers)
-	metric("chorus_ws_queued_bytes", "gauge", "Bytes waiting in the websocket sessions' send queues, bounded by --ws-queue-budget.", gs.QueuedBytes)
+	metric("chorus_ws_queued_bytes", "gauge", "Bytes queued for or being written to websocket sessions, bounded by --ws-queue-budget.", gs.QueuedBytes)
 	metric("chorus_malformed_total", "counter", "Sessions closed for protocol violations.", gs.Malformed)
 	metric("chorus_ws_refused_total", "counter", "Websocket connections refused by --ws-max-conns or --ws-max-unauth-per-ip.", gs.Refused)
 	metric("chorus_ws_inits_rejected_total", "counter", "Websocket init requests refused: a bad, expired or revoked token.", gs.InitsRejected)
