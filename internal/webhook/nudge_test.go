@@ -66,18 +66,8 @@ func newNudgePair(t *testing.T) *nudgePair {
 
 // run starts both dispatchers until the test ends.
 func (p *nudgePair) run(t *testing.T) {
-	for _, d := range []*webhook.Dispatcher{p.leader, p.follower} {
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan struct{})
-		go func() { defer close(done); _ = d.Run(ctx) }()
-		t.Cleanup(func() {
-			cctx, ccancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer ccancel()
-			_ = d.Close(cctx)
-			cancel()
-			<-done
-		})
-	}
+	runDispatcher(t, p.leader)
+	runDispatcher(t, p.follower)
 }
 
 // write creates a document with the follower's engine and waits for its
