@@ -53,7 +53,7 @@ type Config struct {
 	SendQueueFrames int           // per-connection send queue bound; default 1024
 	SendQueueBytes  int           // per-connection send queue bound; default 8 MiB
 	// SendQueueBudget bounds the bytes queued by all sessions together;
-	// past it, a session that holds something and would hold more than
+	// past it, a session that holds something and would queue more than
 	// 64 KiB is closed as a slow consumer (queueBudget). Default DefaultSendQueueBudget; negative:
 	// no bound but each session's.
 	SendQueueBudget int64

@@ -46,12 +46,14 @@ type sendQueue struct {
 // requests for a 16 KiB document and never read their replies took 4 GB
 // in 10 s. A session's bytes count from the moment they are queued until
 // they are written (wrote), a batch the writer took included. Past the
-// budget, a session that would hold more than budgetShare is closed as a
-// slow consumer when it queues more, unless it holds nothing, queued or
-// being written: a session that keeps up gets any one frame, however
-// large (a page of 100 items of 16 KiB, a Map with its items), so that
-// another's slowness never closes it. A session that does not read holds
-// at most one frame or budgetShare past the budget.
+// budget, a session that holds something, queued or being written, is
+// closed as a slow consumer when its queue would hold more than
+// budgetShare: a session that holds nothing gets any one frame, however
+// large (a page of 100 items of 16 KiB, a Map with its items), and one
+// whose writer sends a large frame to a client that reads still queues
+// what follows, up to budgetShare, so that another's slowness never
+// closes it. A session that does not read holds at most one frame being
+// written and budgetShare queued past the budget.
 type queueBudget struct {
 	max  int64
 	used atomic.Int64
@@ -85,7 +87,7 @@ func (q *sendQueue) pushLocked(f outFrame, notification bool) bool {
 		return false
 	}
 	if b := q.budget; b != nil {
-		if held := q.bytes + q.writing; b.used.Add(int64(n)) > b.max && held > 0 && held+n > budgetShare {
+		if b.used.Add(int64(n)) > b.max && q.bytes+q.writing > 0 && q.bytes+n > budgetShare {
 			b.used.Add(-int64(n))
 			q.overflow = true
 			return false

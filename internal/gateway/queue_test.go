@@ -69,6 +69,9 @@ func TestBudgetAdmitsAnEmptyQueue(t *testing.T) {
 	}
 	var dst []outFrame
 	dst, _ = w.drain(dst) // the writer takes it and blocks on the client
+	if !w.pushNotification(outFrame{b: make([]byte, 1<<10), fanout: true}) {
+		t.Fatal("a 1 KiB event was refused while the writer sends a large frame")
+	}
 	if w.push(big) {
 		t.Fatal("a queue whose writer holds 150 KiB took 150 KiB more past the budget")
 	}
