@@ -199,66 +199,83 @@ func TestOrderingUnderConcurrency(t *testing.T) {
 	t.Logf("stats: %+v", e.gw.Stats())
 }
 
+// slowFixture is a document with one subscriber that keeps up (fast) and
+// some that never read, whose events are published straight on the bus
+// (the fan-out path without the store) in bursts of 15 KB events.
+type slowFixture struct {
+	e         *env
+	sid       string
+	fast      *tclient
+	start, id int64 // the document's first event; the last published
+	base      int64 // fast's notifications before the first burst
+	data      json.RawMessage
+}
+
+func newSlowFixture(t *testing.T, e *env, slowOnes int) *slowFixture {
+	t.Helper()
+	a := e.session("alice")
+	doc := wantStatus(t, "create", a.do("POST", "/v3/Documents", nil, map[string]any{"data": map[string]any{}}), 201, 0)
+	f := &slowFixture{e: e, sid: doc["sid"].(string), start: num(doc["last_event_id"])}
+	f.id = f.start
+	f.fast = e.session("fast")
+	f.fast.establish(1, docSub(f.sid, f.start))
+	f.fast.mu.Lock()
+	f.fast.keep = false
+	f.fast.mu.Unlock()
+	for i := range slowOnes {
+		slow := e.dialWith(context.Background(), dialOptions{smallReadBuffer: true})
+		slow.noAck = true
+		slow.mustInit(e.token(fmt.Sprint("slow", i), time.Hour))
+		slow.establish(2, docSub(f.sid, f.start))
+		stopReading(slow)
+	}
+	f.base = f.fast.count.Load()
+	f.data = json.RawMessage(`{"pad":"` + strings.Repeat("x", 15000) + `"}`)
+	return f
+}
+
+// burst publishes n events and waits for the fast subscriber to have them
+// all.
+func (f *slowFixture) burst(t *testing.T, n int) {
+	t.Helper()
+	for range n {
+		f.id++
+		f.e.bus.Publish(context.Background(), &chorus.Event{Type: chorus.EventDocumentUpdated, ID: f.id, ObjectSID: f.sid, ServiceSID: f.e.svc.SID,
+			Kind: chorus.KindDocument, Revision: "1", Data: f.data, DateCreated: time.Now()})
+	}
+	want := f.base + f.id - f.start
+	for deadline := time.Now().Add(5 * time.Second); f.fast.count.Load() < want; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("fast subscriber has %d notifications, want %d; stats %+v", f.fast.count.Load(), want, f.e.gw.Stats())
+		}
+	}
+}
+
 func TestSlowConsumer(t *testing.T) {
 	e := newEnv(t, withConfig(func(c *Config) {
 		c.SendQueueFrames = 64
 		c.SendQueueBytes = 1 << 20
 		c.WriteTimeout = 2 * time.Second
 	}))
-	ctx := context.Background()
-	a := e.session("alice")
-	doc := wantStatus(t, "create", a.do("POST", "/v3/Documents", nil, map[string]any{"data": map[string]any{}}), 201, 0)
-	sid := doc["sid"].(string)
-	start := num(doc["last_event_id"])
-	fast := e.session("fast")
-	fast.establish(1, docSub(sid, start))
-	fast.mu.Lock()
-	fast.keep = false
-	fast.mu.Unlock()
-
-	slow := e.dialWith(ctx, dialOptions{smallReadBuffer: true})
-	slow.noAck = true
-	slow.mustInit(e.token("slow", time.Hour))
-	slow.establish(2, docSub(sid, start))
-	stopReading(slow)
-
-	// Publish straight on the bus (the fan-out path without the store),
-	// in bursts the fast subscriber can absorb.
-	data := json.RawMessage(`{"pad":"` + strings.Repeat("x", 15000) + `"}`)
-	id := start
-	base := fast.count.Load()
-	for e.gw.Stats().SlowConsumers == 0 && id < start+5000 {
-		for i := 0; i < 16; i++ {
-			id++
-			e.bus.Publish(ctx, &chorus.Event{Type: chorus.EventDocumentUpdated, ID: id, ObjectSID: sid, ServiceSID: e.svc.SID,
-				Kind: chorus.KindDocument, Revision: "1", Data: data, DateCreated: time.Now()})
-		}
-		want := base + id - start
-		for deadline := time.Now().Add(5 * time.Second); fast.count.Load() < want; time.Sleep(5 * time.Millisecond) {
-			if time.Now().After(deadline) {
-				t.Fatalf("fast subscriber has %d notifications, want %d; stats %+v", fast.count.Load(), want, e.gw.Stats())
-			}
-		}
+	f := newSlowFixture(t, e, 1)
+	for e.gw.Stats().SlowConsumers == 0 && f.id < f.start+5000 {
+		f.burst(t, 16) // bursts the fast subscriber can absorb
 	}
 	if st := e.gw.Stats(); st.SlowConsumers != 1 {
-		t.Fatalf("slow consumers = %d after %d events, want 1", st.SlowConsumers, id-start)
+		t.Fatalf("slow consumers = %d after %d events, want 1", st.SlowConsumers, f.id-f.start)
 	}
-	// The fast subscriber keeps receiving.
-	id++
-	e.bus.Publish(ctx, &chorus.Event{Type: chorus.EventDocumentUpdated, ID: id, ObjectSID: sid, ServiceSID: e.svc.SID,
-		Kind: chorus.KindDocument, Revision: "1", Data: data, DateCreated: time.Now()})
-	want := base + id - start
-	waitFor(t, func() bool { return fast.count.Load() >= want })
+	f.burst(t, 1) // the fast subscriber keeps receiving
 	waitFor(t, func() bool { return e.gw.Stats().Connections == 2 })
-	t.Logf("slow consumer closed after %d events of %d bytes", id-start, len(data))
+	t.Logf("slow consumer closed after %d events of %d bytes", f.id-f.start, len(f.data))
 }
 
 // TestSendQueueBudget: the sessions of a node together hold at most
-// about SendQueueBudget: past it, a session holding more than 64 KiB that
-// falls further behind is closed as a slow consumer, long before its own
-// 8 MiB; one that keeps up goes on, and what the closed sessions held is
-// counted back. Before, each of up to 1,000 sessions of one identity could
-// hold its 8 MiB (a tester's 300 sessions that never read took 4 GB).
+// about SendQueueBudget: past it, a session that holds something and
+// would queue more than 64 KiB is closed as a slow consumer, long before
+// its own 8 MiB; one that keeps up goes on, and what the closed sessions
+// held is counted back. Before, each of up to 1,000 sessions of one
+// identity could hold its 8 MiB (a tester's 300 sessions that never read
+// took 4 GB).
 func TestSendQueueBudget(t *testing.T) {
 	for _, pool := range []bool{false, true} {
 		t.Run(fmt.Sprintf("pool=%v", pool), func(t *testing.T) { testSendQueueBudget(t, pool) })
@@ -275,44 +292,15 @@ func testSendQueueBudget(t *testing.T, pool bool) {
 		c.WriteTimeout = 2 * time.Second
 		c.WriterPool = pool
 	}))
-	ctx := context.Background()
-	a := e.session("alice")
-	doc := wantStatus(t, "create", a.do("POST", "/v3/Documents", nil, map[string]any{"data": map[string]any{}}), 201, 0)
-	sid := doc["sid"].(string)
-	start := num(doc["last_event_id"])
-	fast := e.session("fast")
-	fast.establish(1, docSub(sid, start))
-	fast.mu.Lock()
-	fast.keep = false
-	fast.mu.Unlock()
-	for i := range slowOnes {
-		slow := e.dialWith(ctx, dialOptions{smallReadBuffer: true})
-		slow.noAck = true
-		slow.mustInit(e.token(fmt.Sprint("slow", i), time.Hour))
-		slow.establish(2, docSub(sid, start))
-		stopReading(slow)
-	}
-	data := json.RawMessage(`{"pad":"` + strings.Repeat("x", 15000) + `"}`)
-	id := start
-	base := fast.count.Load()
+	f := newSlowFixture(t, e, slowOnes)
 	var most int64
-	for e.gw.Stats().SlowConsumers < slowOnes && id < start+2000 {
-		for range 2 { // a burst the fast subscriber holds well under 64 KiB of
-			id++
-			e.bus.Publish(ctx, &chorus.Event{Type: chorus.EventDocumentUpdated, ID: id, ObjectSID: sid, ServiceSID: e.svc.SID,
-				Kind: chorus.KindDocument, Revision: "1", Data: data, DateCreated: time.Now()})
-		}
+	for e.gw.Stats().SlowConsumers < slowOnes && f.id < f.start+2000 {
+		f.burst(t, 2) // a burst the fast subscriber holds well under 64 KiB of
 		most = max(most, e.gw.Stats().QueuedBytes)
-		want := base + id - start
-		for deadline := time.Now().Add(5 * time.Second); fast.count.Load() < want; time.Sleep(time.Millisecond) {
-			if time.Now().After(deadline) {
-				t.Fatalf("fast subscriber has %d notifications, want %d; stats %+v", fast.count.Load(), want, e.gw.Stats())
-			}
-		}
 	}
 	st := e.gw.Stats()
 	if st.SlowConsumers != slowOnes {
-		t.Fatalf("slow consumers = %d after %d events of 15 KB, want the %d that never read", st.SlowConsumers, id-start, slowOnes)
+		t.Fatalf("slow consumers = %d after %d events of 15 KB, want the %d that never read", st.SlowConsumers, f.id-f.start, slowOnes)
 	}
 	// The budget, and what each session may hold past it with one frame.
 	if limit := int64(budget + (slowOnes+1)*(64<<10+16<<10)); most > limit {
@@ -320,7 +308,7 @@ func testSendQueueBudget(t *testing.T, pool bool) {
 	}
 	waitFor(t, func() bool { return e.gw.Stats().Connections == 2 })
 	waitFor(t, func() bool { return e.gw.Stats().QueuedBytes == 0 }) // all written, or given back
-	t.Logf("%d sessions that never read closed after %d events; %d bytes queued at most", slowOnes, id-start, most)
+	t.Logf("%d sessions that never read closed after %d events; %d bytes queued at most", slowOnes, f.id-f.start, most)
 }
 
 // stopReading makes c stop reading from its socket: its read loop blocks
