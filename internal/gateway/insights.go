@@ -163,6 +163,27 @@ func (c *conn) queryMap(ctx context.Context, index string) (*chorus.Object, erro
 	return obj, err
 }
 
+// takeScanSlot takes one of the gateway's scan slots (give it back with
+// <-g.scanSlots), at once when one is free, else waiting for at most
+// Config.QueryScanWait: then it fails with 503, which the SDK retries.
+func (g *Gateway) takeScanSlot(ctx context.Context) error {
+	select {
+	case g.scanSlots <- struct{}{}:
+		return nil
+	default:
+	}
+	wait := time.NewTimer(g.cfg.QueryScanWait)
+	defer wait.Stop()
+	select {
+	case g.scanSlots <- struct{}{}:
+		return nil
+	case <-wait.C:
+		return chorus.Errorf(chorus.ErrUnavailable, "Service unavailable: the server is busy with other queries; retry")
+	case <-ctx.Done():
+		return context.Cause(ctx)
+	}
+}
+
 // DefaultQueryScans is Config.QueryScans's default: half of the SQLite
 // store's 4 readers. A scan reads up to MaxQueryScan items, a page of 1,000
 // at a time; 20 sessions querying a Map of 5,000 items of 16 KiB at once
@@ -180,17 +201,10 @@ const DefaultQueryScanWait = 5 * time.Second
 // after event floor. It waits for one of the gateway's scan slots
 // (Config.QueryScans) first, for at most Config.QueryScanWait.
 func (c *conn) scanMap(ctx context.Context, mapSID string, q *livequery.Query, floor int64) ([]*chorus.Item, map[string]int64, error) {
-	wait := time.NewTimer(c.g.cfg.QueryScanWait)
-	select {
-	case c.g.scanSlots <- struct{}{}:
-		wait.Stop()
-		defer func() { <-c.g.scanSlots }()
-	case <-wait.C:
-		return nil, nil, chorus.Errorf(chorus.ErrUnavailable, "Service unavailable: the server is busy with other queries; retry")
-	case <-ctx.Done():
-		wait.Stop()
-		return nil, nil, context.Cause(ctx)
+	if err := c.g.takeScanSlot(ctx); err != nil {
+		return nil, nil, err
 	}
+	defer func() { <-c.g.scanSlots }()
 	var (
 		out     []*chorus.Item
 		window  map[string]int64
