@@ -237,7 +237,8 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer) error {
 	wsMaxConns := fs.Int("ws-max-conns", 0, "cap on this node's websocket connections, refused with 503 beyond (0 = no cap)")
 	wsMaxUnauth := fs.Int("ws-max-unauth-per-ip", defaultWSMaxUnauthPerIP, "cap on websocket connections per client IP that have not completed init, refused with 429 beyond (0 = no cap; behind a proxy it counts the proxy: raise it or set 0)")
 	wsMaxPerIdentity := fs.Int("ws-max-per-identity", defaultWSMaxPerIdentity, "cap on one identity's websocket sessions on this node, so that one token cannot take every connection; an init beyond is refused with 429, which the SDK retries (0 = no cap)")
-	wsQueueBudget := fs.Int("ws-queue-budget", gateway.DefaultSendQueueBudget>>20, "MiB that all websocket sessions' send queues may hold together; past it a session that holds something and would queue more than 64 KiB is closed as a slow consumer (0 = only each session's 8 MiB)")
+	wsMaxQueries := fs.Int("ws-max-queries-per-identity", defaultWSMaxQueriesPerIdentity, "cap on the live queries of one identity's websocket sessions on this node (each session holds at most 20), so that one user cannot make every write to a Map cost seconds of matching; a query beyond is refused with 400 54419 (0 = no cap)")
+	wsQueueBudget := fs.Int("ws-queue-budget", gateway.DefaultSendQueueBudget>>20, "MiB that all websocket sessions' send queues may hold together, and an eighth of it those of one identity; past either, a session that holds something and would queue more than 64 KiB is closed as a slow consumer (0 = only each session's 8 MiB)")
 	wsCoalesce := fs.Duration("ws-coalesce", gateway.DefaultCoalesceInterval, "while the websocket writer pool is behind, write live events to a session at most this often, merged (0 = write each as soon as possible)")
 	wsReplayLimit := fs.Int("ws-replay-limit", gateway.DefaultReplayLimit, "events one subscription request replays at most; past it the client is told the replay was interrupted and subscribes again from where it got to")
 	startWait := fs.Duration("start-wait", time.Minute, "how long to keep trying to reach a PostgreSQL store or NATS bus that does not answer at start (0 = give up at once)")
@@ -264,8 +265,8 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer) error {
 	if *ttl < time.Second || *ttl > token.MaxTTL {
 		return usagef("invalid --token-ttl %v: want 1s to 24h", *ttl)
 	}
-	if *wsMaxConns < 0 || *wsMaxUnauth < 0 || *wsMaxPerIdentity < 0 || *wsQueueBudget < 0 {
-		return usagef("invalid --ws-max-conns, --ws-max-unauth-per-ip, --ws-max-per-identity or --ws-queue-budget: want 0 or more")
+	if *wsMaxConns < 0 || *wsMaxUnauth < 0 || *wsMaxPerIdentity < 0 || *wsMaxQueries < 0 || *wsQueueBudget < 0 {
+		return usagef("invalid --ws-max-conns, --ws-max-unauth-per-ip, --ws-max-per-identity, --ws-max-queries-per-identity or --ws-queue-budget: want 0 or more")
 	}
 	if *startWait < 0 {
 		return usagef("invalid --start-wait %v: want 0 or more", *startWait)
@@ -307,26 +308,27 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 
 	cfg := server.Config{
-		Listen:               *listen,
-		DataDir:              *dataDir,
-		PublicURL:            *publicURL,
-		TokenTTL:             *ttl,
-		Creds:                creds,
-		Logger:               logger,
-		StoreURL:             *storeURL,
-		BusURL:               *busURL,
-		BusPrefix:            *busPrefix,
-		NodeName:             *node,
-		WebhooksAllowPrivate: *allowPrivate,
-		Webhooks:             webhook.Config{KeepAbandoned: keepAbandonedSetting(*keepAbandoned)},
-		WSMaxConns:           *wsMaxConns,
-		WSMaxUnauthPerAddr:   *wsMaxUnauth,
-		WSMaxPerIdentity:     *wsMaxPerIdentity,
-		WSQueueBudget:        queueBudgetSetting(*wsQueueBudget),
-		WSCoalesce:           coalesceSetting(*wsCoalesce),
-		WSReplayLimit:        *wsReplayLimit,
-		DevTokens:            devTokens.mode,
-		StartWait:            *startWait,
+		Listen:                  *listen,
+		DataDir:                 *dataDir,
+		PublicURL:               *publicURL,
+		TokenTTL:                *ttl,
+		Creds:                   creds,
+		Logger:                  logger,
+		StoreURL:                *storeURL,
+		BusURL:                  *busURL,
+		BusPrefix:               *busPrefix,
+		NodeName:                *node,
+		WebhooksAllowPrivate:    *allowPrivate,
+		Webhooks:                webhook.Config{KeepAbandoned: keepAbandonedSetting(*keepAbandoned)},
+		WSMaxConns:              *wsMaxConns,
+		WSMaxUnauthPerAddr:      *wsMaxUnauth,
+		WSMaxPerIdentity:        *wsMaxPerIdentity,
+		WSMaxQueriesPerIdentity: *wsMaxQueries,
+		WSQueueBudget:           queueBudgetSetting(*wsQueueBudget),
+		WSCoalesce:              coalesceSetting(*wsCoalesce),
+		WSReplayLimit:           *wsReplayLimit,
+		DevTokens:               devTokens.mode,
+		StartWait:               *startWait,
 	}
 	if err := applyDevTokensPublic(fs, &cfg, *devTokensPublic); err != nil {
 		return err

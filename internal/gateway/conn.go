@@ -55,6 +55,9 @@ type conn struct {
 	// Gateway.perIdentity under that key (both guarded by Gateway.mu).
 	unauth  bool
 	session *identityKey
+	// use is what the identity's sessions hold (set with session, kept
+	// after it: live queries released at teardown count down on it).
+	use *identityUse
 	// initMark is Config.AwaitInit's, called while unauth and once more
 	// when it is cleared (guarded by Gateway.mu).
 	initMark func(waiting bool)

@@ -52,10 +52,11 @@ type Config struct {
 	MaxFrameBytes   int           // largest accepted client frame; default 256 KiB
 	SendQueueFrames int           // per-connection send queue bound; default 1024
 	SendQueueBytes  int           // per-connection send queue bound; default 8 MiB
-	// SendQueueBudget bounds the bytes queued by all sessions together;
-	// past it, a session that holds something and would queue more than
-	// 64 KiB is closed as a slow consumer (queueBudget). Default DefaultSendQueueBudget; negative:
-	// no bound but each session's.
+	// SendQueueBudget bounds the bytes queued by all sessions together,
+	// and an eighth of it those of one identity; past either, a session
+	// that holds something and would queue more than 64 KiB is closed as
+	// a slow consumer (queueBudget). Default DefaultSendQueueBudget;
+	// negative: no bound but each session's.
 	SendQueueBudget int64
 	WriteTimeout    time.Duration // a write batch gets WriteTimeout/2 to WriteTimeout; default 10s
 	// CoalesceInterval is the shortest time between two writes of live
@@ -117,6 +118,13 @@ type Config struct {
 	// answered 429 (20429), which the SDK retries with backoff, so a
 	// session gets in once another of the identity's ended. 0 = no cap.
 	MaxSessionsPerIdentity int
+	// MaxLiveQueriesPerIdentity caps the live queries that the sessions
+	// of one identity of one service hold together on this gateway (each
+	// session holds at most MaxLiveQueriesPerConn): every item change of a
+	// Map re-evaluates each of its live queries, so one end user's
+	// sessions could make every write to a Map cost seconds of matching.
+	// A query beyond it is answered 400 54419. 0 = no cap.
+	MaxLiveQueriesPerIdentity int
 
 	// Presence, when set, hears of every session that starts (a successful
 	// init) and ends: the reachability webhooks. Its methods must not block.
@@ -163,6 +171,7 @@ type Stats struct {
 	Refused            uint64 // connections refused by MaxConns or MaxUnauthenticatedPerAddr
 	InitsRejected      uint64 // init requests refused (a bad, expired or revoked token)
 	IdentityRefused    uint64 // inits refused by MaxSessionsPerIdentity
+	QueriesRefused     uint64 // live queries refused by MaxLiveQueriesPerIdentity
 }
 
 // Gateway is the Twilsock V3.0 endpoint. Mount it at /v3/wsconnect.
@@ -190,9 +199,9 @@ type Gateway struct {
 
 	mu          sync.Mutex
 	conns       map[*conn]struct{}
-	upgrading   int                 // admitted connections not yet in conns
-	unauth      map[string]int      // connections without a successful init, by client IP
-	perIdentity map[identityKey]int // sessions by identity (MaxSessionsPerIdentity)
+	upgrading   int                          // admitted connections not yet in conns
+	unauth      map[string]int               // connections without a successful init, by client IP
+	perIdentity map[identityKey]*identityUse // sessions and queued bytes by identity
 	closed      bool
 	wg          sync.WaitGroup
 
@@ -208,6 +217,7 @@ type Gateway struct {
 	malformed          atomic.Uint64
 	refused            atomic.Uint64
 	identityRefused    atomic.Uint64
+	queriesRefused     atomic.Uint64
 
 	refusalLog    *ratelog.Gate // spaces the refused connections' warnings
 	initsRejected atomic.Uint64
@@ -301,7 +311,7 @@ func New(cfg Config) *Gateway {
 	if cfg.MaxInitBytes <= 0 {
 		cfg.MaxInitBytes = DefaultMaxInitBytes
 	}
-	g := &Gateway{cfg: cfg, log: cfg.Logger, conns: make(map[*conn]struct{}), unauth: make(map[string]int), perIdentity: make(map[identityKey]int), noisy: newNoisyLog(),
+	g := &Gateway{cfg: cfg, log: cfg.Logger, conns: make(map[*conn]struct{}), unauth: make(map[string]int), perIdentity: make(map[identityKey]*identityUse), noisy: newNoisyLog(),
 		refusalLog: ratelog.New(refusalLogEvery, 1), replaySlots: make(chan struct{}, cfg.ReplaySlots),
 		scanSlots: make(chan struct{}, cfg.QueryScans)}
 	if cfg.Verifier != nil && cfg.Verifier.Keys != nil && !cfg.SharedStore {
@@ -311,6 +321,7 @@ func New(cfg Config) *Gateway {
 		g.cfg.Verifier = &v
 	}
 	g.queued.max = cfg.SendQueueBudget
+	g.queued.perIdentity = identityShareOf(cfg.SendQueueBudget)
 	g.ctx, g.cancel = context.WithCancel(context.Background())
 	g.hub = newHub(g)
 	g.writers = newWriters()
@@ -462,6 +473,7 @@ func (g *Gateway) Stats() Stats {
 		Resyncs:            g.hub.resyncs.Load(),
 		Refused:            g.refused.Load(),
 		IdentityRefused:    g.identityRefused.Load(),
+		QueriesRefused:     g.queriesRefused.Load(),
 		InitsRejected:      g.initsRejected.Load(),
 	}
 }

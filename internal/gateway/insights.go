@@ -76,6 +76,7 @@ type liveQuery struct {
 
 	state        lqState
 	gone         bool
+	use          *identityUse     // counts the query (countQuery) until it is gone
 	keys         map[string]int64 // the keys in the result → revision (event id)
 	buf          []*chorus.Event  // lqScanning: events in arrival order
 	pending      [][]byte         // lqPending: frames for the SDK
@@ -301,11 +302,20 @@ func (c *conn) openLiveQuery(ctx context.Context, r *request, index string, q *l
 // Map and leaves the query pending with what changed meanwhile.
 func (c *conn) startLiveQuery(ctx context.Context, id, mapSID string, q *livequery.Query) (*liveQuery, []*chorus.Item, int64, error) {
 	h := c.g.hub
+	if !c.g.countQuery(c.use) {
+		// 400, as over MaxLiveQueriesPerConn: it does not pass with time.
+		e := chorus.Errorf(chorus.ErrTooManySubscriptions, "Too many live queries for this identity on this server: the limit is %d", c.g.cfg.MaxLiveQueriesPerIdentity)
+		e.Status = http.StatusBadRequest
+		return nil, nil, 0, e
+	}
 	t, err := h.acquire(mapSID, chorus.KindMap)
 	if err != nil {
+		if c.use != nil {
+			c.use.queries.Add(-1)
+		}
 		return nil, nil, 0, chorus.Wrap(chorus.ErrUnavailable, err)
 	}
-	lq := &liveQuery{c: c, t: t, id: id, mapSID: mapSID, q: q, state: lqScanning}
+	lq := &liveQuery{c: c, t: t, id: id, mapSID: mapSID, q: q, state: lqScanning, use: c.use}
 	t.mu.Lock()
 	if t.queries == nil {
 		t.queries = make(map[*liveQuery]struct{})
@@ -716,6 +726,10 @@ func (c *conn) dropLiveQueries() {
 func (h *hub) releaseQuery(lq *liveQuery) {
 	t := lq.t
 	t.mu.Lock()
+	if lq.use != nil {
+		lq.use.queries.Add(-1)
+		lq.use = nil // counted down once, however often released
+	}
 	lq.gone = true
 	delete(t.queries, lq)
 	t.mu.Unlock()

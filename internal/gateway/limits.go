@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/netip"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"github.com/chorus-sync/chorus"
@@ -164,16 +165,35 @@ var identityBackoff = []byte(`{"backoff_policy":{"reconnect_min_ms":5000}}`)
 // across accounts).
 type identityKey struct{ service, identity string }
 
-// countSession counts c's session against its identity, or reports false
-// when the identity has MaxSessionsPerIdentity sessions already.
+// identityUse is what the sessions of one identity of a service hold on
+// this node.
+type identityUse struct {
+	sessions int          // guarded by Gateway.mu (MaxSessionsPerIdentity)
+	queued   atomic.Int64 // bytes their send queues hold past 64 KiB each (queueBudget)
+	queries  atomic.Int64 // live queries they hold (MaxLiveQueriesPerIdentity)
+}
+
+// countSession counts c's session against its identity, and from then on
+// its send queue's bytes, or reports false when the identity has
+// MaxSessionsPerIdentity sessions already.
 func (g *Gateway) countSession(c *conn, k identityKey) bool {
 	g.mu.Lock()
-	defer g.mu.Unlock()
-	if n := g.perIdentity[k]; g.cfg.MaxSessionsPerIdentity > 0 && n >= g.cfg.MaxSessionsPerIdentity {
+	u := g.perIdentity[k]
+	if u != nil && g.cfg.MaxSessionsPerIdentity > 0 && u.sessions >= g.cfg.MaxSessionsPerIdentity {
+		g.mu.Unlock()
 		return false
 	}
-	g.perIdentity[k]++
-	c.session = &k
+	if u == nil {
+		u = &identityUse{}
+		g.perIdentity[k] = u
+	}
+	u.sessions++
+	c.session, c.use = &k, u
+	g.mu.Unlock()
+	// The entry lives while c is counted: it is removed (remove) only
+	// after c's queue was discarded, so no byte is charged to an entry
+	// that a later session of the identity does not share.
+	c.q.chargeIdentity(&u.queued)
 	return true
 }
 
@@ -182,10 +202,25 @@ func (g *Gateway) uncountSessionLocked(c *conn) {
 	if c.session == nil {
 		return
 	}
-	if n := g.perIdentity[*c.session] - 1; n > 0 {
-		g.perIdentity[*c.session] = n
+	if u := g.perIdentity[*c.session]; u.sessions > 1 {
+		u.sessions--
 	} else {
 		delete(g.perIdentity, *c.session)
 	}
 	c.session = nil
+}
+
+// countQuery counts a new live query of u's identity, or reports false
+// when it holds MaxLiveQueriesPerIdentity already. Without an identity
+// (no init yet) there is nothing to count against.
+func (g *Gateway) countQuery(u *identityUse) bool {
+	if u == nil {
+		return true
+	}
+	if n := u.queries.Add(1); g.cfg.MaxLiveQueriesPerIdentity > 0 && n > int64(g.cfg.MaxLiveQueriesPerIdentity) {
+		u.queries.Add(-1)
+		g.queriesRefused.Add(1)
+		return false
+	}
+	return true
 }

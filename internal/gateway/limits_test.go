@@ -244,7 +244,8 @@ func TestConnectionCaps(t *testing.T) {
 		waitFor(t, func() bool {
 			e.gw.mu.Lock()
 			defer e.gw.mu.Unlock()
-			return e.gw.perIdentity[identityKey{e.svc.SID, "alice"}] == 1
+			u := e.gw.perIdentity[identityKey{e.svc.SID, "alice"}]
+			return u != nil && u.sessions == 1
 		})
 		over.mustInit(alice)
 		if got := e.gw.Stats().IdentityRefused; got != 1 {

@@ -38,6 +38,10 @@ type sendQueue struct {
 	// blocked on a client that does not read still holds them, and they
 	// stay in the budget.
 	writing int
+	// identity counts what the sessions of this session's identity hold
+	// past budgetShare each (chargeIdentity); nil until init, or without
+	// a budget.
+	identity *atomic.Int64
 }
 
 // queueBudget bounds the bytes queued by all the sessions of a node
@@ -54,10 +58,27 @@ type sendQueue struct {
 // what follows, up to budgetShare, so that another's slowness never
 // closes it. A session that does not read holds at most one frame being
 // written and budgetShare queued past the budget.
+//
+// The sessions of one identity of a service are held the same way once
+// what they hold past budgetShare each adds up to perIdentity (an eighth
+// of the budget): without it, one end user's sessions that never read
+// filled the node's budget, and then every other user's session that fell
+// 64 KiB behind was closed too. Only the part past budgetShare counts, so
+// that the many sessions of a shared identity (kiosks, one "guest") that
+// keep up are not held for their number.
 type queueBudget struct {
-	max  int64
-	used atomic.Int64
+	max         int64
+	perIdentity int64
+	used        atomic.Int64
 }
+
+// identityShareOf is the part of a node's budget that the sessions of one
+// identity may hold past budgetShare each before they are held to it.
+func identityShareOf(budget int64) int64 { return budget / 8 }
+
+// pastShare is the part of held bytes that counts against an identity's
+// share.
+func pastShare(held int) int64 { return int64(max(held-budgetShare, 0)) }
 
 // budgetShare is what a session may hold however full the budget is.
 const budgetShare = 64 << 10
@@ -87,8 +108,19 @@ func (q *sendQueue) pushLocked(f outFrame, notification bool) bool {
 		return false
 	}
 	if b := q.budget; b != nil {
-		if b.used.Add(int64(n)) > b.max && q.bytes+q.writing > 0 && q.bytes+n > budgetShare {
+		held := q.bytes + q.writing
+		over := b.used.Add(int64(n)) > b.max
+		var past int64 // what the identity's count grows by
+		if q.identity != nil {
+			if past = pastShare(held+n) - pastShare(held); past > 0 && q.identity.Add(past) > b.perIdentity {
+				over = true
+			}
+		}
+		if over && held > 0 && q.bytes+n > budgetShare {
 			b.used.Add(-int64(n))
+			if past > 0 {
+				q.identity.Add(-past)
+			}
 			q.overflow = true
 			return false
 		}
@@ -251,9 +283,7 @@ func (q *sendQueue) holdable() bool {
 func (q *sendQueue) wrote() {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	if q.budget != nil {
-		q.budget.used.Add(-int64(q.writing))
-	}
+	q.giveBackLocked(q.bytes+q.writing, q.bytes)
 	q.writing = 0
 }
 
@@ -262,13 +292,36 @@ func (q *sendQueue) wrote() {
 func (q *sendQueue) discard() {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	if q.budget != nil {
-		q.budget.used.Add(-int64(q.bytes + q.writing))
-	}
+	q.giveBackLocked(q.bytes+q.writing, 0)
 	q.bytes, q.writing, q.discarded = 0, 0, true
 	clear(q.frames)
 	clear(q.held)
 	q.frames, q.held = nil, nil
+}
+
+// giveBackLocked gives the budget and the identity's count what the queue
+// no longer holds: it held before, and holds after.
+func (q *sendQueue) giveBackLocked(before, after int) {
+	if q.budget == nil {
+		return
+	}
+	q.budget.used.Add(-int64(before - after))
+	if q.identity != nil {
+		q.identity.Add(pastShare(after) - pastShare(before))
+	}
+}
+
+// chargeIdentity counts what the queue holds past budgetShare, from now
+// on, in queued too: what the sessions of its identity hold past it
+// (init). Without a budget, or once the session ended, it does nothing.
+func (q *sendQueue) chargeIdentity(queued *atomic.Int64) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.budget == nil || q.discarded || q.identity != nil {
+		return
+	}
+	queued.Add(pastShare(q.bytes + q.writing))
+	q.identity = queued
 }
 
 // len returns the number of queued frames (tests, stats).

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -309,6 +310,109 @@ func testSendQueueBudget(t *testing.T, pool bool) {
 	waitFor(t, func() bool { return e.gw.Stats().Connections == 2 })
 	waitFor(t, func() bool { return e.gw.Stats().QueuedBytes == 0 }) // all written, or given back
 	t.Logf("%d sessions that never read closed after %d events; %d bytes queued at most", slowOnes, f.id-f.start, most)
+}
+
+// TestIdentityShareOfTheBudget: the sessions of one identity that never
+// read are closed once what they hold past 64 KiB each adds up to an
+// eighth of the node's send-queue budget, long before they fill the
+// budget (then every other user's session that falls 64 KiB behind would
+// be closed with them: TestIdentityShareProtectsOthers). Before, only the
+// node's budget held them.
+func TestIdentityShareOfTheBudget(t *testing.T) {
+	const budget, mallorys = 32 << 20, 8 // mallory's share: 4 MiB past 64 KiB each
+	e := newEnv(t, withConfig(func(c *Config) {
+		c.SendQueueBytes = 8 << 20
+		c.SendQueueBudget = budget
+		c.WriteTimeout = time.Minute // sessions are closed by the budget alone
+		c.WriterPool = true
+	}))
+	f := newSlowFixture(t, e, 0)
+	mallory := e.token("mallory", time.Hour)
+	for range mallorys {
+		m := e.dialWith(context.Background(), dialOptions{smallReadBuffer: true})
+		m.noAck = true
+		m.mustInit(mallory)
+		m.establish(2, docSub(f.sid, f.start))
+		stopReading(m)
+	}
+	var most, node int64
+	for e.gw.Stats().SlowConsumers < mallorys-1 && f.id < f.start+2000 {
+		f.burst(t, 1)
+		most = max(most, heldBy(e.gw, "mallory"))
+		node = max(node, e.gw.Stats().QueuedBytes)
+	}
+	if st := e.gw.Stats(); st.SlowConsumers < mallorys-1 {
+		t.Fatalf("slow consumers = %d after %d events of 15 KB, want at least %d of mallory's %d", st.SlowConsumers, f.id-f.start, mallorys-1, mallorys)
+	}
+	// Her share, and what each session may hold past it: 64 KiB and the
+	// frame that took it over.
+	if limit := int64(identityShareOf(budget) + mallorys*(budgetShare+16<<10)); most > limit {
+		t.Errorf("mallory's sessions held %d bytes at most, want at most %d (the node held %d of its %d)", most, limit, node, budget)
+	}
+	t.Logf("%d of mallory's sessions closed after %d events; she held %d bytes at most, the node %d", e.gw.Stats().SlowConsumers, f.id-f.start, most, node)
+}
+
+// TestIdentityShareProtectsOthers: with the node's budget nearly full of
+// one identity's bytes, that identity's queues are refused past its share
+// while another identity's queue still takes what it is sent, far past
+// 64 KiB. Before, the first filled the budget and the second, one user
+// falling a little behind, was closed once it held 64 KiB.
+func TestIdentityShareProtectsOthers(t *testing.T) {
+	b := &queueBudget{max: 8 << 20, perIdentity: identityShareOf(8 << 20)}
+	var mallory, bob atomic.Int64
+	frame := make([]byte, 15<<10)
+	var hers []*sendQueue
+	for range 8 {
+		q := newSendQueue(1<<20, 8<<20)
+		q.budget = b
+		q.chargeIdentity(&mallory)
+		hers = append(hers, q)
+	}
+	var held int64
+	for refused := 0; refused < len(hers); {
+		refused = 0
+		for _, q := range hers {
+			if q.overflow {
+				refused++
+			} else if q.push(frame) {
+				held += int64(len(frame))
+			}
+		}
+	}
+	if limit := b.perIdentity + 8*(budgetShare+int64(len(frame))); held > limit {
+		t.Errorf("mallory's queues took %d bytes, want at most %d: her share and what each may hold past it", held, limit)
+	}
+	q := newSendQueue(1<<20, 8<<20)
+	q.budget = b
+	q.chargeIdentity(&bob)
+	for i := range 60 { // 900 KiB: under bob's own share
+		if !q.push(frame) {
+			t.Fatalf("bob's queue was refused its frame %d (%d bytes held) with mallory holding %d of the node's %d",
+				i, i*len(frame), held, b.max)
+		}
+	}
+	for _, q := range append(hers, q) {
+		q.discard()
+	}
+	if b.used.Load() != 0 || mallory.Load() != 0 || bob.Load() != 0 {
+		t.Errorf("after every queue was discarded: node %d, mallory %d, bob %d; want 0", b.used.Load(), mallory.Load(), bob.Load())
+	}
+}
+
+// heldBy returns the bytes that the sessions of identity hold in their
+// send queues, queued or being written.
+func heldBy(g *Gateway, identity string) int64 {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	var n int64
+	for c := range g.conns {
+		if c.session != nil && c.session.identity == identity {
+			c.q.mu.Lock()
+			n += int64(c.q.bytes + c.q.writing)
+			c.q.mu.Unlock()
+		}
+	}
+	return n
 }
 
 // stopReading makes c stop reading from its socket: its read loop blocks

@@ -118,6 +118,9 @@ type Config struct {
 	// WSMaxPerIdentity caps the sessions of one identity of a service on
 	// this node (429 to an init beyond, which the SDK retries). 0 = no cap.
 	WSMaxPerIdentity int
+	// WSMaxQueriesPerIdentity caps the live queries of one identity of a
+	// service on this node (400 54419 beyond). 0 = no cap.
+	WSMaxQueriesPerIdentity int
 	// WSQueueBudget is gateway.Config.SendQueueBudget, in bytes: 0 = its
 	// default, negative = none.
 	WSQueueBudget int64
@@ -357,13 +360,14 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	s.gw = gateway.New(gateway.Config{
 		Engine: s.eng, Verifier: s.verifier, PublicURL: cfg.PublicURL, Logger: cfg.Logger, Presence: s.hooks,
 		MaxConns: cfg.WSMaxConns, MaxUnauthenticatedPerAddr: cfg.WSMaxUnauthPerAddr,
-		MaxSessionsPerIdentity: cfg.WSMaxPerIdentity,
-		CoalesceInterval:       cfg.WSCoalesce,
-		SendQueueBudget:        cfg.WSQueueBudget,
-		ReplayLimit:            cfg.WSReplayLimit,
-		SharedStore:            !oneNode,
-		WriterPool:             true,
-		AwaitInit:              awaitInit,
+		MaxSessionsPerIdentity:    cfg.WSMaxPerIdentity,
+		MaxLiveQueriesPerIdentity: cfg.WSMaxQueriesPerIdentity,
+		CoalesceInterval:          cfg.WSCoalesce,
+		SendQueueBudget:           cfg.WSQueueBudget,
+		ReplayLimit:               cfg.WSReplayLimit,
+		SharedStore:               !oneNode,
+		WriterPool:                true,
+		AwaitInit:                 awaitInit,
 	})
 	if cfg.Creds != (engine.Credentials{}) {
 		if err := s.revokeOthers(ctx, creds); err != nil {
