@@ -2,6 +2,7 @@ package nats
 
 import (
 	"errors"
+	"fmt"
 	"log/slog"
 	"strings"
 
@@ -59,14 +60,34 @@ func (b *Bus) OnWebhookNudge(fn func(services []string)) error {
 	if b.closed {
 		return errors.New("nats: webhook nudges: bus closed")
 	}
-	_, err := b.nc.Subscribe(b.nudgeSubject(), func(m *natsgo.Msg) {
+	sub, err := b.nc.Subscribe(b.nudgeSubject(), func(m *natsgo.Msg) {
 		data, ok := b.ours(m)
 		if !ok || len(data) == 0 || len(data) > maxNudgeBytes {
 			return
 		}
 		fn(strings.Split(string(data), ","))
 	})
-	return err
+	if err != nil {
+		return err
+	}
+	return boundControl(sub)
+}
+
+// Control subscriptions (hellos, nudges) hold at most this many messages,
+// and bytes, not yet handled; past it NATS drops what arrives (a slow
+// consumer), which loses no event: a node is heard at its next hello, a
+// service's webhooks are found by the leader's poll. NATS's default, 512 Ki
+// messages and 64 MiB per subscription, would let a flood pin 64 MiB.
+const (
+	controlPendingMsgs  = 4096
+	controlPendingBytes = 8 << 20
+)
+
+func boundControl(sub *natsgo.Subscription) error {
+	if err := sub.SetPendingLimits(controlPendingMsgs, controlPendingBytes); err != nil {
+		return fmt.Errorf("nats: bound control subscription %s: %w", sub.Subject, err)
+	}
+	return nil
 }
 
 // control reports whether subject is one of the cluster's control

@@ -41,7 +41,11 @@ func (b *Bus) SayHello(node string) error {
 	if b.closed {
 		return errors.New("nats: say hello: bus closed")
 	}
-	if _, err := b.nc.Subscribe(subject, func(m *natsgo.Msg) { b.heard(m, node) }); err != nil {
+	sub, err := b.nc.Subscribe(subject, func(m *natsgo.Msg) { b.heard(m, node) })
+	if err != nil {
+		return err
+	}
+	if err := boundControl(sub); err != nil {
 		return err
 	}
 	payload := []byte(node)

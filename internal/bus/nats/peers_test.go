@@ -6,6 +6,7 @@ import (
 	"maps"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -165,4 +166,46 @@ func TestWebhookNudges(t *testing.T) {
 		t.Errorf("heard %q besides, from a node of another prefix, cluster or secret", s)
 	case <-time.After(200 * time.Millisecond):
 	}
+}
+
+// TestNudgeFloodLosesNoEvents: a flood of nudges that overflows the
+// leader's nudge subscription is dropped, and that is all: it is not taken
+// for lost events, which would make the node read again what every
+// session may have missed. The handler is held while the flood arrives,
+// so that NATS drops part of it.
+func TestNudgeFloodLosesNoEvents(t *testing.T) {
+	u := testURL(t)
+	prefix := uniquePrefix(t)
+	var resyncs atomic.Int64
+	leader := open(t, u, nats.WithPrefix(prefix), nats.WithReconnectHandler(func(bool) { resyncs.Add(1) }))
+	flooder := open(t, u, nats.WithPrefix(prefix))
+	release := make(chan struct{})
+	var heard atomic.Int64
+	if err := leader.OnWebhookNudge(func([]string) {
+		<-release
+		heard.Add(1)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	const sent = 20000 // past the subscription's 4,096 pending messages
+	for i := range sent {
+		flooder.NudgeWebhooks([]string{fmt.Sprintf("IS%032x", i)})
+	}
+	if err := flooder.Close(); err != nil { // flushes
+		t.Fatal(err)
+	}
+	time.Sleep(500 * time.Millisecond) // the server delivers what it was sent
+	close(release)
+	deadline := time.Now().Add(5 * time.Second)
+	for last := int64(-1); heard.Load() != last && time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+		last = heard.Load()
+	}
+	if n := heard.Load(); n >= sent {
+		t.Fatalf("the leader handled all %d nudges: none was dropped, so this proves nothing", n)
+	}
+	time.Sleep(1500 * time.Millisecond) // lostEvents would have run fn by now
+	if n := resyncs.Load(); n != 0 {
+		t.Errorf("dropped nudges made the node resync %d times; they lose no event", n)
+	}
+	t.Logf("%d of %d nudges handled, the rest dropped", heard.Load(), sent)
 }
