@@ -52,11 +52,12 @@ type Config struct {
 	MaxFrameBytes   int           // largest accepted client frame; default 256 KiB
 	SendQueueFrames int           // per-connection send queue bound; default 1024
 	SendQueueBytes  int           // per-connection send queue bound; default 8 MiB
-	// SendQueueBudget bounds the bytes queued by all sessions together,
-	// and an eighth of it those of one identity; past either, a session
-	// that holds something and would queue more than 64 KiB is closed as
-	// a slow consumer (queueBudget). Default DefaultSendQueueBudget;
-	// negative: no bound but each session's.
+	// SendQueueBudget bounds the bytes queued by all sessions together;
+	// past it, or past half of it for an identity whose sessions hold an
+	// eighth of it beyond 64 KiB each, a session that holds something and
+	// would queue more than 64 KiB is closed as a slow consumer
+	// (queueBudget). Default DefaultSendQueueBudget; negative: no bound
+	// but each session's.
 	SendQueueBudget int64
 	WriteTimeout    time.Duration // a write batch gets WriteTimeout/2 to WriteTimeout; default 10s
 	// CoalesceInterval is the shortest time between two writes of live
@@ -123,7 +124,8 @@ type Config struct {
 	// session holds at most MaxLiveQueriesPerConn): every item change of a
 	// Map re-evaluates each of its live queries, so one end user's
 	// sessions could make every write to a Map cost seconds of matching.
-	// A query beyond it is answered 400 54419. 0 = no cap.
+	// A query request beyond it is answered 400 54419; a subscription to
+	// a live query is left pending, for the SDK to ask again. 0 = no cap.
 	MaxLiveQueriesPerIdentity int
 
 	// Presence, when set, hears of every session that starts (a successful

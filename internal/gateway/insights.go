@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"strconv"
@@ -30,6 +31,9 @@ import (
 // offers each item event to the live queries of that Map only, which
 // re-evaluate the one item and push live_query_item_updated or
 // live_query_item_removed when it enters, changes in or leaves the result.
+
+// errQueryCap marks a live query refused by MaxLiveQueriesPerIdentity.
+var errQueryCap = errors.New("gateway: the identity holds its live queries' limit")
 
 // Limits of live and instant queries.
 const (
@@ -303,10 +307,12 @@ func (c *conn) openLiveQuery(ctx context.Context, r *request, index string, q *l
 func (c *conn) startLiveQuery(ctx context.Context, id, mapSID string, q *livequery.Query) (*liveQuery, []*chorus.Item, int64, error) {
 	h := c.g.hub
 	if !c.g.countQuery(c.use) {
-		// 400, as over MaxLiveQueriesPerConn: it does not pass with time.
+		// 400 to a liveQuery request, as over MaxLiveQueriesPerConn (a 429
+		// the SDK would retry for 90 s); a subscription is left pending
+		// (establishLiveQuery).
 		e := chorus.Errorf(chorus.ErrTooManySubscriptions, "Too many live queries for this identity on this server: the limit is %d", c.g.cfg.MaxLiveQueriesPerIdentity)
 		e.Status = http.StatusBadRequest
-		return nil, nil, 0, e
+		return nil, nil, 0, fmt.Errorf("%w: %w", errQueryCap, e)
 	}
 	t, err := h.acquire(mapSID, chorus.KindMap)
 	if err != nil {
@@ -622,6 +628,15 @@ func (c *conn) establishLiveQuery(ctx context.Context, corr json.Number, id, ind
 			return
 		}
 		lq, items, _, err = c.startLiveQuery(ctx, id, obj.SID, q)
+		if errors.Is(err, errQueryCap) {
+			// Left pending: the SDK asks again 5 s later, and gets in once
+			// the identity's old sessions have let go of theirs (a session
+			// cut by a network drop is ended only when its pings go
+			// unanswered, up to 90 s). A subscription_failed would end
+			// the query in the SDK for good.
+			c.logger().Debug("gateway: live query left pending: the identity holds its limit", slog.String(logObject, id))
+			return
+		}
 		if err != nil {
 			fail(err)
 			return
