@@ -119,7 +119,7 @@ func (a *api) listServices(w http.ResponseWriter, r *http.Request, c *call) erro
 	if err != nil {
 		return err
 	}
-	twiliohttp.WriteJSON(w, http.StatusOK, renderPage(collURL(r, c), "services", p, pg, func(s *chorus.Service) any {
+	twiliohttp.WriteJSONFor(w, r, http.StatusOK, renderPage(collURL(r, c), "services", p, pg, func(s *chorus.Service) any {
 		return renderService(c.base, s)
 	}))
 	return nil
@@ -196,7 +196,7 @@ func (a *api) listObjects(k chorus.Kind) handler {
 		if err != nil {
 			return err
 		}
-		twiliohttp.WriteJSON(w, http.StatusOK, renderPage(collURL(r, c), pageKey(k), p, pg, func(o *chorus.Object) any {
+		twiliohttp.WriteJSONFor(w, r, http.StatusOK, renderPage(collURL(r, c), pageKey(k), p, pg, func(o *chorus.Object) any {
 			return renderObject(c.base, c.svc, o)
 		}))
 		return nil
@@ -331,7 +331,7 @@ func (a *api) listItems(k chorus.Kind) handler {
 			return err
 		}
 		p.setFilters(pg.Filters)
-		twiliohttp.WriteJSON(w, http.StatusOK, renderPage(collURL(r, c), "items", p, pg, func(it *chorus.Item) any {
+		twiliohttp.WriteJSONFor(w, r, http.StatusOK, renderPage(collURL(r, c), "items", p, pg, func(it *chorus.Item) any {
 			return renderItem(c.base, c.svc, it)
 		}))
 		return nil
@@ -456,7 +456,7 @@ func (a *api) listPermissions(k chorus.Kind) handler {
 		if err != nil {
 			return err
 		}
-		twiliohttp.WriteJSON(w, http.StatusOK, renderPage(collURL(r, c), "permissions", p, pg, func(pm *chorus.Permission) any {
+		twiliohttp.WriteJSONFor(w, r, http.StatusOK, renderPage(collURL(r, c), "permissions", p, pg, func(pm *chorus.Permission) any {
 			return renderPermission(c.base, c.svc, k, pm)
 		}))
 		return nil

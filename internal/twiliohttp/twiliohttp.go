@@ -98,7 +98,12 @@ var jsonWriters = sync.Pool{New: func() any {
 }}
 
 // WriteJSON writes v with status. HTML characters are not escaped.
-func WriteJSON(w http.ResponseWriter, status int, v any) {
+func WriteJSON(w http.ResponseWriter, status int, v any) { WriteJSONFor(w, nil, status, v) }
+
+// WriteJSONFor is WriteJSON for an answer that may be large (a page): when
+// it is refused for want of the large answers' budget, the error is
+// rendered for r (BodyFor), as WriteError renders every other.
+func WriteJSONFor(w http.ResponseWriter, r *http.Request, status int, v any) {
 	jw := jsonWriters.Get().(*jsonWriter)
 	defer func() {
 		if jw.buf.Cap() <= maxPooledJSON {
@@ -128,7 +133,7 @@ func WriteJSON(w http.ResponseWriter, status int, v any) {
 		if !b.sem.TryAcquire(n) {
 			buf.Reset()
 			e := chorus.Errorf(chorus.ErrUnavailable, "Service unavailable: the server is busy sending other large answers; retry, or ask for smaller pages")
-			_ = json.NewEncoder(buf).Encode(Body(e))
+			_ = json.NewEncoder(buf).Encode(BodyFor(r, e))
 			status = e.Status
 			w.Header().Set("Retry-After", "1")
 			answersRefused.Add(1)

@@ -270,8 +270,18 @@ func TestLargeAnswersShareABudget(t *testing.T) {
 		t.Errorf("a second large answer while the first is unread = %d %s (Retry-After %q), want 503 20503 with Retry-After 1",
 			rec.Code, rec.Body.String()[:min(rec.Body.Len(), 200)], rec.Header().Get("Retry-After"))
 	}
-	if n := twiliohttp.AnswersRefused() - refused; n != 1 {
-		t.Errorf("%d answers counted as refused, want 1", n)
+	// A page for a request that asks for API Standards V1.0 errors (twilio-go
+	// 1.30.1 and 1.30.2) is refused in that format, as its other errors are.
+	v1 := httptest.NewRequest("GET", "/v1/Services/IS0/Maps/m/Items", nil)
+	v1.Header.Set("X-Twilio-ApiVersion", "v1.0")
+	rec = httptest.NewRecorder()
+	twiliohttp.WriteJSONFor(rec, v1, http.StatusOK, big)
+	body = twiliohttp.ErrorBody{}
+	if err := json.Unmarshal(rec.Body.Bytes(), &body); err != nil || rec.Code != 503 || body.HTTPStatusCode != 503 || body.UserError == nil || *body.UserError {
+		t.Errorf("a large answer refused to a V1.0 request = %d %s, want 503 with httpStatusCode 503 and userError false", rec.Code, rec.Body.String()[:min(rec.Body.Len(), 200)])
+	}
+	if n := twiliohttp.AnswersRefused() - refused; n != 2 {
+		t.Errorf("%d answers counted as refused, want 2", n)
 	}
 	small := httptest.NewRecorder()
 	twiliohttp.WriteJSON(small, http.StatusOK, map[string]string{"data": strings.Repeat("x", 10<<10)})
