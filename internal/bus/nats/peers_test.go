@@ -194,7 +194,15 @@ func TestNudgeFloodLosesNoEvents(t *testing.T) {
 	if err := flooder.Close(); err != nil { // flushes
 		t.Fatal(err)
 	}
-	time.Sleep(500 * time.Millisecond) // the server delivers what it was sent
+	// Past the 4,096 the subscription may hold (one more being handled),
+	// NATS drops what arrives: wait for well past that before letting the
+	// handler go on.
+	const overflowed = 2 * 4096
+	for deadline := time.Now().Add(10 * time.Second); nats.ReceivedMsgs(leader) < overflowed; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the leader's connection read %d of the %d nudges in 10 s", nats.ReceivedMsgs(leader), sent)
+		}
+	}
 	close(release)
 	deadline := time.Now().Add(5 * time.Second)
 	for last := int64(-1); heard.Load() != last && time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
