@@ -52,12 +52,12 @@ type Config struct {
 	MaxFrameBytes   int           // largest accepted client frame; default 256 KiB
 	SendQueueFrames int           // per-connection send queue bound; default 1024
 	SendQueueBytes  int           // per-connection send queue bound; default 8 MiB
-	// SendQueueBudget bounds the bytes queued by all sessions together;
-	// past it, or past half of it for an identity whose sessions hold an
-	// eighth of it beyond 64 KiB each, a session that holds something and
-	// would queue more than 64 KiB is closed as a slow consumer
-	// (queueBudget). Default DefaultSendQueueBudget; negative: no bound
-	// but each session's.
+	// SendQueueBudget bounds the bytes queued by all sessions together:
+	// past it, a session that holds something and would queue more than
+	// 64 KiB is closed as a slow consumer if its identity's sessions hold
+	// an eighth of it beyond 64 KiB each, and any such session past a
+	// quarter more (queueBudget). Default DefaultSendQueueBudget;
+	// negative: no bound but each session's.
 	SendQueueBudget int64
 	WriteTimeout    time.Duration // a write batch gets WriteTimeout/2 to WriteTimeout; default 10s
 	// CoalesceInterval is the shortest time between two writes of live

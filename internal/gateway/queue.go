@@ -57,20 +57,21 @@ type sendQueue struct {
 // whose writer sends a large frame to a client that reads still queues
 // what follows, up to budgetShare, so that another's slowness never
 // closes it. A session that does not read holds at most one frame being
-// written and budgetShare queued past the budget.
+// written and budgetShare queued past the backstop.
 //
-// While the node holds more than half its budget, the sessions of one
-// identity of a service are held the same way once what they hold past
-// budgetShare each adds up to perIdentity (an eighth of the budget):
-// without it, one end user's sessions that never read filled the node's
-// budget, and then every other user's session that fell 64 KiB behind was
-// closed too; with it, one identity fills at most half the budget and its
-// share before it is held, and the other half is left to the others. Only
-// under that pressure: a burst to the many sessions of a shared identity
+// Between the budget and the backstop (a quarter more), that closes only
+// the sessions of an identity whose sessions hold more than perIdentity
+// (an eighth of the budget) past budgetShare each: the identity that
+// fills the budget. The others still queue; past the backstop every
+// session is held to budgetShare. Without that, one end
+// user's sessions that never read filled the budget, and then every other
+// user's session that fell 64 KiB behind was closed too. Under the budget
+// nothing is held: a burst to the many sessions of a shared identity
 // (kiosks, one "guest") puts each of them past budgetShare for as long as
-// the writers take to get round to it, and a reviewer's 1,000 such
-// sessions that all read, sent 10 events of 15 KB at once, held 133 MB
-// and would have been closed (994 of them) at a share always enforced.
+// the writers take to get round to it (a reviewer's 1,000 such sessions
+// that all read, sent 10 events of 15 KB at once, held 133 MB), and an
+// earlier rule that held identities from half the budget on closed honest
+// ones that happened to burst there.
 type queueBudget struct {
 	max         int64
 	perIdentity int64
@@ -78,9 +79,12 @@ type queueBudget struct {
 }
 
 // identityShareOf is the part of a node's budget that the sessions of one
-// identity may hold past budgetShare each, once the node holds more than
-// half the budget, before they are held to it.
+// identity may hold past budgetShare each and still queue past the budget.
 func identityShareOf(budget int64) int64 { return budget / 8 }
+
+// backstop is what the node's sessions may hold before every session is
+// held to budgetShare, whatever its identity holds.
+func (b *queueBudget) backstop() int64 { return b.max + b.max/4 }
 
 // pastShare is the part of held bytes that counts against an identity's
 // share.
@@ -116,14 +120,16 @@ func (q *sendQueue) pushLocked(f outFrame, notification bool) bool {
 	if b := q.budget; b != nil {
 		held := q.bytes + q.writing
 		used := b.used.Add(int64(n))
-		over := used > b.max
 		var past int64 // what the identity's count grows by
+		heavy := true  // its identity holds more than its share, or it has none yet
 		if q.identity != nil {
-			if past = pastShare(held+n) - pastShare(held); past > 0 && q.identity.Add(past) > b.perIdentity && used > b.max/2 {
-				over = true
+			if past = pastShare(held+n) - pastShare(held); past != 0 {
+				heavy = q.identity.Add(past) > b.perIdentity
+			} else {
+				heavy = q.identity.Load() > b.perIdentity
 			}
 		}
-		if over && held > 0 && q.bytes+n > budgetShare {
+		if held > 0 && q.bytes+n > budgetShare && (used > b.backstop() || used > b.max && heavy) {
 			b.used.Add(-int64(n))
 			if past > 0 {
 				q.identity.Add(-past)

@@ -313,13 +313,15 @@ func testSendQueueBudget(t *testing.T, pool bool) {
 }
 
 // TestIdentityShareOfTheBudget: the sessions of one identity that never
-// read are closed once the node holds half its send-queue budget and what
-// they hold past 64 KiB each adds up to an eighth of it, long before they
-// fill the budget (then every other user's session that falls 64 KiB
-// behind would be closed with them: TestIdentityShareProtectsOthers).
-// Before, only the node's budget held them.
+// read, and fill the node's send-queue budget, are closed once past it:
+// their identity holds more than its share (an eighth of the budget past
+// 64 KiB each), so they get none of the room between the budget and its
+// backstop that other identities still have
+// (TestIdentityShareProtectsOthers). An identity's bytes are counted from
+// its sessions' init on; counted nowhere, they would be let in up to the
+// backstop.
 func TestIdentityShareOfTheBudget(t *testing.T) {
-	const budget, mallorys = 32 << 20, 8 // mallory's share: 4 MiB past 64 KiB each, past 16 MiB in all
+	const budget, mallorys = 16 << 20, 8 // mallory's share: 2 MiB past 64 KiB each
 	e := newEnv(t, withConfig(func(c *Config) {
 		c.SendQueueBytes = 8 << 20
 		c.SendQueueBudget = budget
@@ -344,19 +346,21 @@ func TestIdentityShareOfTheBudget(t *testing.T) {
 	if st := e.gw.Stats(); st.SlowConsumers < mallorys-1 {
 		t.Fatalf("slow consumers = %d after %d events of 15 KB, want at least %d of mallory's %d", st.SlowConsumers, f.id-f.start, mallorys-1, mallorys)
 	}
-	// Half the budget, and what each session may hold past it: 64 KiB
-	// and the frame that took it over.
-	if limit := int64(budget/2 + mallorys*(budgetShare+16<<10)); most > limit {
+	// The budget, and what each session may hold past it: 64 KiB and the
+	// frame that took it over.
+	if limit := int64(budget + mallorys*(budgetShare+16<<10)); most > limit {
 		t.Errorf("mallory's sessions held %d bytes at most, want at most %d (the node held %d of its %d)", most, limit, node, budget)
 	}
 	t.Logf("%d of mallory's sessions closed after %d events; she held %d bytes at most, the node %d", e.gw.Stats().SlowConsumers, f.id-f.start, most, node)
 }
 
-// TestIdentityShareProtectsOthers: one identity's queues are refused once
-// the node holds half its budget and they hold their share, while another
-// identity's queue still takes what it is sent, far past 64 KiB. Before,
-// the first filled the budget and the second, one user falling a little
-// behind, was closed once it held 64 KiB.
+// TestIdentityShareProtectsOthers: with the node's budget full of one
+// identity's bytes, that identity's queues are refused past 64 KiB while
+// another identity's queue still takes what it is sent, far past 64 KiB;
+// only past the backstop, a quarter more than the budget, is every queue
+// held to 64 KiB again. Before, the first filled the budget and the
+// second, one user falling a little behind, was closed once it held
+// 64 KiB.
 func TestIdentityShareProtectsOthers(t *testing.T) {
 	b := &queueBudget{max: 8 << 20, perIdentity: identityShareOf(8 << 20)}
 	var mallory, bob atomic.Int64
@@ -379,8 +383,8 @@ func TestIdentityShareProtectsOthers(t *testing.T) {
 			}
 		}
 	}
-	if limit := b.max/2 + 8*(budgetShare+int64(len(frame))); held > limit {
-		t.Errorf("mallory's queues took %d bytes, want at most %d: half the budget and what each may hold past it", held, limit)
+	if limit := b.max + 8*(budgetShare+int64(len(frame))); held > limit {
+		t.Errorf("mallory's queues took %d bytes, want at most %d: the budget and what each may hold past it", held, limit)
 	}
 	q := newSendQueue(1<<20, 8<<20)
 	q.budget = b
@@ -391,7 +395,33 @@ func TestIdentityShareProtectsOthers(t *testing.T) {
 				i, i*len(frame), held, b.max)
 		}
 	}
-	for _, q := range append(hers, q) {
+	// Others, each under their share, fill the room up to the backstop:
+	// past it, every queue is held to 64 KiB.
+	var others []*sendQueue
+	for i := 0; ; i++ {
+		o := newSendQueue(1<<20, 8<<20)
+		o.budget = b
+		o.chargeIdentity(new(atomic.Int64))
+		others = append(others, o)
+		for o.push(frame) {
+		}
+		if used := b.used.Load(); used > b.backstop() {
+			break
+		}
+		if i > 100 {
+			t.Fatalf("the node holds %d bytes, its backstop %d: nothing is refused", b.used.Load(), b.backstop())
+		}
+	}
+	if !q.push(make([]byte, 1)) && q.overflow {
+		// bob holds 900 KiB past the backstop: refused, as everyone.
+	} else {
+		t.Errorf("bob's queue took more with the node at %d bytes, past its backstop %d", b.used.Load(), b.backstop())
+	}
+	// The last queue crossed it: it may hold 64 KiB and a frame past it.
+	if limit := b.backstop() + budgetShare + int64(len(frame)); b.used.Load() > limit {
+		t.Errorf("the node holds %d bytes, want at most %d: the backstop and what the last queue may hold past it", b.used.Load(), limit)
+	}
+	for _, q := range append(append(hers, q), others...) {
 		q.discard()
 	}
 	if b.used.Load() != 0 || mallory.Load() != 0 || bob.Load() != 0 {
@@ -401,10 +431,10 @@ func TestIdentityShareProtectsOthers(t *testing.T) {
 
 // TestSharedIdentityBurst: a burst of events to the many sessions of one
 // identity that all read closes none of them, though each holds more than
-// 64 KiB until the writers get round to it: the identity's share applies
-// only while the node holds more than half its budget. A reviewer found
-// that with the share always enforced, 300 such sessions sent 8 events of
-// 60 KB at once were all closed, the node holding 87 MB of its 512 MiB.
+// 64 KiB until the writers get round to it: under the budget no identity
+// is held. A reviewer found that with the share always enforced, 300 such
+// sessions sent 8 events of 60 KB at once were all closed, the node
+// holding 87 MB of its 512 MiB.
 func TestSharedIdentityBurst(t *testing.T) {
 	const sessions, events = 300, 8
 	e := newEnv(t, withConfig(func(c *Config) {

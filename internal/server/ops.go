@@ -113,7 +113,7 @@ func (s *Server) serveMetrics(w http.ResponseWriter, r *http.Request) {
 	metric("chorus_ws_refused_total", "counter", "Websocket connections refused by --ws-max-conns or --ws-max-unauth-per-ip.", gs.Refused)
 	metric("chorus_ws_inits_rejected_total", "counter", "Websocket init requests refused: a bad, expired or revoked token.", gs.InitsRejected)
 	metric("chorus_ws_inits_refused_per_identity_total", "counter", "Websocket init requests refused by --ws-max-per-identity (the SDK retries them).", gs.IdentityRefused)
-	metric("chorus_ws_queries_refused_per_identity_total", "counter", "Live queries refused by --ws-max-queries-per-identity.", gs.QueriesRefused)
+	metric("chorus_ws_queries_refused_per_identity_total", "counter", "Live queries refused by --ws-max-queries-per-identity, each re-subscription the SDK asks for again included.", gs.QueriesRefused)
 	metric("chorus_gap_fills_total", "counter", "Delivery gaps filled from the event log.", gs.GapFills)
 	metric("chorus_gap_skips_total", "counter", "Delivery gaps the event log could not fill.", gs.GapSkips)
 	metric("chorus_resyncs_total", "counter", "Resync passes completed: every subscribed object re-read from the event log after the bus may have lost events.", gs.Resyncs)
