@@ -55,8 +55,8 @@ type Config struct {
 	// SendQueueBudget bounds the bytes queued by all sessions together:
 	// past it, a session that holds something and would queue more than
 	// 64 KiB is closed as a slow consumer if its identity's sessions hold
-	// an eighth of it beyond 64 KiB each, and any such session past a
-	// quarter more (queueBudget). Default DefaultSendQueueBudget;
+	// more than an eighth of it beyond 64 KiB each, and any such session
+	// past a quarter more (queueBudget). Default DefaultSendQueueBudget;
 	// negative: no bound but each session's.
 	SendQueueBudget int64
 	WriteTimeout    time.Duration // a write batch gets WriteTimeout/2 to WriteTimeout; default 10s

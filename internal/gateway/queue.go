@@ -61,17 +61,21 @@ type sendQueue struct {
 //
 // Between the budget and the backstop (a quarter more), that closes only
 // the sessions of an identity whose sessions hold more than perIdentity
-// (an eighth of the budget) past budgetShare each: the identity that
-// fills the budget. The others still queue; past the backstop every
-// session is held to budgetShare. Without that, one end
-// user's sessions that never read filled the budget, and then every other
-// user's session that fell 64 KiB behind was closed too. Under the budget
-// nothing is held: a burst to the many sessions of a shared identity
-// (kiosks, one "guest") puts each of them past budgetShare for as long as
-// the writers take to get round to it (a reviewer's 1,000 such sessions
-// that all read, sent 10 events of 15 KB at once, held 133 MB), and an
-// earlier rule that held identities from half the budget on closed honest
-// ones that happened to burst there.
+// (an eighth of the budget) past budgetShare each, or of none yet (before
+// init). The others still queue; past the backstop every session is held
+// to budgetShare. It is not a fair share: an identity is refused when it
+// pushes past the budget while heavy, not for having filled it, and the
+// first budgetShare of each session never counts, so an identity with
+// many sessions can reach the backstop alone (reviewers' findings; the
+// fair rule would close the largest holder's sessions instead). Without that, one end user's sessions
+// that never read filled the budget, and then every other user's session
+// that fell 64 KiB behind was closed too. Under the budget nothing is
+// held: a burst to the many sessions of a shared identity (kiosks, one
+// "guest") puts each of them past budgetShare for as long as the writers
+// take to get round to it (a reviewer's 1,000 such sessions that all
+// read, sent 10 events of 15 KB at once, held 133 MB), and an earlier
+// rule that held identities from half the budget on closed honest ones
+// that happened to burst there.
 type queueBudget struct {
 	max         int64
 	perIdentity int64
