@@ -429,6 +429,93 @@ func TestIdentityShareProtectsOthers(t *testing.T) {
 	}
 }
 
+// TestIdentityShareKeepsOthersPastTheBudget: with real sessions. Mallory's
+// sessions that never read hold nearly the whole send-queue budget; bob,
+// who pauses reading, then takes the node past the budget with his own
+// backlog of several hundred KB, and is not closed: his identity holds
+// less than its share. He reads on and gets every event in order. Under
+// the rule before, any session past 64 KiB was closed once the node was
+// past its budget.
+func TestIdentityShareKeepsOthersPastTheBudget(t *testing.T) {
+	const budget, mallorys = 8 << 20, 8
+	e := newEnv(t, withConfig(func(c *Config) {
+		c.SendQueueBytes = 8 << 20
+		c.SendQueueBudget = budget
+		c.WriteTimeout = time.Minute // sessions are closed by the budget alone
+		c.WriterPool = true
+	}))
+	a := e.session("alice")
+	newDoc := func() (string, int64) {
+		doc := wantStatus(t, "create", a.do("POST", "/v3/Documents", nil, map[string]any{"data": map[string]any{}}), 201, 0)
+		return doc["sid"].(string), num(doc["last_event_id"])
+	}
+	hers, herStart := newDoc()
+	his, hisStart := newDoc()
+	mallory := e.token("mallory", time.Hour)
+	for range mallorys {
+		m := e.dialWith(context.Background(), dialOptions{smallReadBuffer: true})
+		m.noAck = true
+		m.mustInit(mallory)
+		m.establish(2, docSub(hers, herStart))
+		stopReading(m)
+		defer m.ws.CloseNow() // her writers are blocked for a minute otherwise
+	}
+	// Bob's socket buffers are the system's: a 4 KiB window would take
+	// minutes to read his backlog through.
+	bob := e.dialWith(context.Background(), dialOptions{notes: 16})
+	bob.mustInit(e.token("bob", time.Hour))
+	bob.establish(3, docSub(his, hisStart))
+	stopReading(bob) // bob pauses; he reads on below
+	pad := json.RawMessage(`{"pad":"` + strings.Repeat("x", 15000) + `"}`)
+	publish := func(sid string, id int64) {
+		e.bus.Publish(context.Background(), &chorus.Event{Type: chorus.EventDocumentUpdated, ID: id, ObjectSID: sid, ServiceSID: e.svc.SID,
+			Kind: chorus.KindDocument, Revision: "1", Data: pad, DateCreated: time.Now()})
+	}
+	// Mallory fills 96 % of the budget (her sessions' socket buffers
+	// first), one event of 8 × 15 KB at a time, without crossing it.
+	herID := herStart
+	for e.gw.Stats().QueuedBytes < budget*96/100 {
+		if herID-herStart > 3000 {
+			t.Fatalf("mallory's sessions hold %d bytes after %d events", e.gw.Stats().QueuedBytes, herID-herStart)
+		}
+		herID++
+		publish(hers, herID)
+		time.Sleep(time.Millisecond)
+	}
+	if n := e.gw.Stats().SlowConsumers; n != 0 {
+		t.Fatalf("%d sessions closed while mallory filled the budget's first 96 %%", n)
+	}
+	// Bob's backlog takes the node past the budget.
+	hisID := hisStart
+	var node, bobs int64
+	for bobs < 600<<10 && hisID-hisStart < 3000 && e.gw.Stats().SlowConsumers == 0 {
+		hisID++
+		publish(his, hisID)
+		time.Sleep(time.Millisecond)
+		node, bobs = max(node, e.gw.Stats().QueuedBytes), max(bobs, heldBy(e.gw, "bob"))
+	}
+	if n := e.gw.Stats().SlowConsumers; n != 0 {
+		t.Fatalf("%d sessions closed as slow consumers when bob held %d bytes and the node %d of its %d: bob's identity holds less than its share", n, bobs, node, budget)
+	}
+	if node <= budget || bobs <= budgetShare {
+		t.Fatalf("the node held %d bytes at most and bob %d: not past the budget and 64 KiB, so this proves nothing", node, bobs)
+	}
+	for range cap(bob.notes) {
+		<-bob.notes // the placeholders: bob reads on
+	}
+	for want := hisStart + 1; want <= hisID; {
+		n := bob.next(20 * time.Second)
+		if n.EventType != "document_updated" {
+			continue
+		}
+		if n.id() != want {
+			t.Fatalf("bob got event %d, want %d", n.id(), want)
+		}
+		want++
+	}
+	t.Logf("bob held %d bytes with the node at %d of its %d budget, and got his %d events", bobs, node, budget, hisID-hisStart)
+}
+
 // TestSharedIdentityBurst: a burst of events to the many sessions of one
 // identity that all read closes none of them, though each holds more than
 // 64 KiB until the writers get round to it: under the budget no identity
