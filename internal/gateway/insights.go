@@ -316,9 +316,7 @@ func (c *conn) startLiveQuery(ctx context.Context, id, mapSID string, q *liveque
 	}
 	t, err := h.acquire(mapSID, chorus.KindMap)
 	if err != nil {
-		if c.use != nil {
-			c.use.queries.Add(-1)
-		}
+		c.use.uncountQuery()
 		return nil, nil, 0, chorus.Wrap(chorus.ErrUnavailable, err)
 	}
 	lq := &liveQuery{c: c, t: t, id: id, mapSID: mapSID, q: q, state: lqScanning, use: c.use}
@@ -741,10 +739,8 @@ func (c *conn) dropLiveQueries() {
 func (h *hub) releaseQuery(lq *liveQuery) {
 	t := lq.t
 	t.mu.Lock()
-	if lq.use != nil {
-		lq.use.queries.Add(-1)
-		lq.use = nil // counted down once, however often released
-	}
+	lq.use.uncountQuery()
+	lq.use = nil // counted down once, however often released
 	lq.gone = true
 	delete(t.queries, lq)
 	t.mu.Unlock()

@@ -210,6 +210,14 @@ func (g *Gateway) uncountSessionLocked(c *conn) {
 	c.session = nil
 }
 
+// uncountQuery gives back the place of a live query of u's identity
+// (countQuery); without an identity there is none.
+func (u *identityUse) uncountQuery() {
+	if u != nil {
+		u.queries.Add(-1)
+	}
+}
+
 // countQuery counts a new live query of u's identity, or reports false
 // when it holds MaxLiveQueriesPerIdentity already. Without an identity
 // (no init yet) there is nothing to count against.

@@ -124,16 +124,13 @@ func (q *sendQueue) pushLocked(f outFrame, notification bool) bool {
 	if b := q.budget; b != nil {
 		held := q.bytes + q.writing
 		used := b.used.Add(int64(n))
-		var past int64 // what the identity's count grows by
-		heavy := true  // its identity holds more than its share, or it has none yet
+		var past, mine int64 // what the identity's count grows by, and comes to
 		if q.identity != nil {
 			if past = pastShare(held+n) - pastShare(held); past != 0 {
-				heavy = q.identity.Add(past) > b.perIdentity
-			} else {
-				heavy = q.identity.Load() > b.perIdentity
+				mine = q.identity.Add(past)
 			}
 		}
-		if held > 0 && q.bytes+n > budgetShare && (used > b.backstop() || used > b.max && heavy) {
+		if held > 0 && q.bytes+n > budgetShare && used > b.max && (used > b.backstop() || q.heavy(past, mine)) {
 			b.used.Add(-int64(n))
 			if past > 0 {
 				q.identity.Add(-past)
@@ -314,6 +311,20 @@ func (q *sendQueue) discard() {
 	clear(q.frames)
 	clear(q.held)
 	q.frames, q.held = nil, nil
+}
+
+// heavy reports, with q.mu held, whether the identity of q holds more than its share
+// (or q has none yet, before init), given what a push just added to its
+// count and the count it came to. Asked only past the budget, so that a
+// push under it reads no counter shared by the identity's sessions.
+func (q *sendQueue) heavy(past, mine int64) bool {
+	switch {
+	case q.identity == nil:
+		return true
+	case past == 0:
+		mine = q.identity.Load()
+	}
+	return mine > q.budget.perIdentity
 }
 
 // giveBackLocked gives the budget and the identity's count what the queue

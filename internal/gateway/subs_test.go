@@ -224,11 +224,7 @@ func newSlowFixture(t *testing.T, e *env, slowOnes int) *slowFixture {
 	f.fast.keep = false
 	f.fast.mu.Unlock()
 	for i := range slowOnes {
-		slow := e.dialWith(context.Background(), dialOptions{smallReadBuffer: true})
-		slow.noAck = true
-		slow.mustInit(e.token(fmt.Sprint("slow", i), time.Hour))
-		slow.establish(2, docSub(f.sid, f.start))
-		stopReading(slow)
+		neverReading(e, e.token(fmt.Sprint("slow", i), time.Hour), f.sid, f.start)
 	}
 	f.base = f.fast.count.Load()
 	f.data = json.RawMessage(`{"pad":"` + strings.Repeat("x", 15000) + `"}`)
@@ -331,11 +327,7 @@ func TestIdentityShareOfTheBudget(t *testing.T) {
 	f := newSlowFixture(t, e, 0)
 	mallory := e.token("mallory", time.Hour)
 	for range mallorys {
-		m := e.dialWith(context.Background(), dialOptions{smallReadBuffer: true})
-		m.noAck = true
-		m.mustInit(mallory)
-		m.establish(2, docSub(f.sid, f.start))
-		stopReading(m)
+		neverReading(e, mallory, f.sid, f.start)
 	}
 	var most, node int64
 	for e.gw.Stats().SlowConsumers < mallorys-1 && f.id < f.start+2000 {
@@ -453,11 +445,7 @@ func TestIdentityShareKeepsOthersPastTheBudget(t *testing.T) {
 	his, hisStart := newDoc()
 	mallory := e.token("mallory", time.Hour)
 	for range mallorys {
-		m := e.dialWith(context.Background(), dialOptions{smallReadBuffer: true})
-		m.noAck = true
-		m.mustInit(mallory)
-		m.establish(2, docSub(hers, herStart))
-		stopReading(m)
+		m := neverReading(e, mallory, hers, herStart)
 		defer m.ws.CloseNow() // her writers are blocked for a minute otherwise
 	}
 	// Bob's socket buffers are the system's: a 4 KiB window would take
@@ -583,6 +571,19 @@ func heldBy(g *Gateway, identity string) int64 {
 		}
 	}
 	return n
+}
+
+// neverReading opens a session with token, subscribed to the document
+// sid from event start, that reads nothing after the subscription is
+// established and acknowledges nothing: its socket buffers are small, so
+// the server's queue for it fills soon.
+func neverReading(e *env, token, sid string, start int64) *tclient {
+	c := e.dialWith(context.Background(), dialOptions{smallReadBuffer: true})
+	c.noAck = true
+	c.mustInit(token)
+	c.establish(2, docSub(sid, start))
+	stopReading(c)
+	return c
 }
 
 // stopReading makes c stop reading from its socket: its read loop blocks
