@@ -40,6 +40,26 @@ type env struct {
 	wsURL string
 
 	hideRaw bool // serve through a listener whose conns hide their socket
+	// smallSendBuffers: the server's sockets get 4 KiB send buffers, so
+	// that what a client does not read stays in its session's queue.
+	smallSendBuffers bool
+}
+
+// withSmallSendBuffers serves through sockets with 4 KiB send buffers.
+func withSmallSendBuffers() envOption { return func(e *env, _ *Config) { e.smallSendBuffers = true } }
+
+// smallSendListener's connections have 4 KiB send buffers; they are still
+// *net.TCPConn, so sessions are written by the writer pool.
+type smallSendListener struct{ net.Listener }
+
+func (l smallSendListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if tc, ok := c.(*net.TCPConn); ok {
+		if err := tc.SetWriteBuffer(4096); err != nil {
+			return nil, err
+		}
+	}
+	return c, err
 }
 
 type envOption func(*env, *Config)
@@ -74,6 +94,9 @@ func newEnv(t testing.TB, opts ...envOption) *env {
 	mux := http.NewServeMux()
 	mux.Handle("/v3/wsconnect", e.gw)
 	e.srv = httptest.NewUnstartedServer(mux)
+	if e.smallSendBuffers {
+		e.srv.Listener = smallSendListener{e.srv.Listener}
+	}
 	if e.hideRaw {
 		e.srv.Listener = hideRawListener{e.srv.Listener}
 	}

@@ -53,11 +53,12 @@ type Config struct {
 	SendQueueFrames int           // per-connection send queue bound; default 1024
 	SendQueueBytes  int           // per-connection send queue bound; default 8 MiB
 	// SendQueueBudget bounds the bytes queued by all sessions together:
-	// past it, a session that holds something and would queue more than
-	// 64 KiB is closed as a slow consumer if its identity's sessions hold
-	// more than an eighth of it beyond 64 KiB each, and any such session
-	// past a quarter more (queueBudget). Default DefaultSendQueueBudget;
-	// negative: no bound but each session's.
+	// past it, the stuck sessions of the identity whose stuck sessions
+	// hold the most, over an eighth of it, are closed as slow consumers
+	// until the node is under it again, and past a quarter more any
+	// session that holds something and would queue more than 64 KiB
+	// (queueBudget, evict.go). Default DefaultSendQueueBudget; negative:
+	// no bound but each session's.
 	SendQueueBudget int64
 	WriteTimeout    time.Duration // a write batch gets WriteTimeout/2 to WriteTimeout; default 10s
 	// CoalesceInterval is the shortest time between two writes of live
@@ -164,6 +165,7 @@ type Stats struct {
 	// to.
 	ReplaysInterrupted uint64
 	SlowConsumers      uint64 // connections closed for falling behind
+	BudgetClosed       uint64 // of those, closed by the send-queue budget's watcher as its largest stale holders
 	QueuedBytes        int64  // bytes queued for or being written to sessions (SendQueueBudget)
 	Malformed          uint64 // connections closed for protocol violations
 	GapFills           uint64 // out-of-order gaps filled from the store
@@ -216,6 +218,7 @@ type Gateway struct {
 	merged             atomic.Uint64
 	heldWrites         atomic.Uint64
 	slowConsumers      atomic.Uint64
+	budgetClosed       atomic.Uint64 // by the budget's watcher (evict.go)
 	malformed          atomic.Uint64
 	refused            atomic.Uint64
 	identityRefused    atomic.Uint64
@@ -325,6 +328,10 @@ func New(cfg Config) *Gateway {
 	g.queued.max = cfg.SendQueueBudget
 	g.queued.perIdentity = identityShareOf(cfg.SendQueueBudget)
 	g.ctx, g.cancel = context.WithCancel(context.Background())
+	if cfg.SendQueueBudget > 0 {
+		g.queued.watch = make(chan struct{}, 1)
+		go g.watchLoop()
+	}
 	g.hub = newHub(g)
 	g.writers = newWriters()
 	g.tasks = newTaskPool(taskPoolIdle, taskPoolIdleTimeout)
@@ -467,6 +474,7 @@ func (g *Gateway) Stats() Stats {
 		Merged:             g.merged.Load(),
 		HeldWrites:         g.heldWrites.Load(),
 		SlowConsumers:      g.slowConsumers.Load(),
+		BudgetClosed:       g.budgetClosed.Load(),
 		QueuedBytes:        g.queued.used.Load(),
 		Malformed:          g.malformed.Load(),
 		GapFills:           g.hub.gapFills.Load(),

@@ -4,6 +4,7 @@ import (
 	"context"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // sendQueue is a connection's bounded outbound queue. push never blocks:
@@ -42,6 +43,11 @@ type sendQueue struct {
 	// past budgetShare each (chargeIdentity); nil until init, or without
 	// a budget.
 	identity *atomic.Int64
+	// since is when the budget's watcher (evict.go) first saw the queue
+	// hold bytes without progress since (monoNow); 0 once it makes any:
+	// a drain, a write, a push to an empty queue. The hot paths only
+	// clear it.
+	since int64
 }
 
 // queueBudget bounds the bytes queued by all the sessions of a node
@@ -49,38 +55,53 @@ type sendQueue struct {
 // one identity may hold 1,000 sessions: a tester's 300 sessions that sent
 // requests for a 16 KiB document and never read their replies took 4 GB
 // in 10 s. A session's bytes count from the moment they are queued until
-// they are written (wrote), a batch the writer took included. Past the
-// budget, a session that holds something, queued or being written, is
-// closed as a slow consumer when its queue would hold more than
-// budgetShare: a session that holds nothing gets any one frame, however
-// large (a page of 100 items of 16 KiB, a Map with its items), and one
-// whose writer sends a large frame to a client that reads still queues
-// what follows, up to budgetShare, so that another's slowness never
-// closes it. A session that does not read holds at most one frame being
-// written and budgetShare queued past the backstop.
+// they are written (wrote), a batch the writer took included.
 //
-// Between the budget and the backstop (a quarter more), that closes only
-// the sessions of an identity whose sessions hold more than perIdentity
-// (an eighth of the budget) past budgetShare each, or of none yet (before
-// init). The others still queue; past the backstop every session is held
-// to budgetShare. It is not a fair share: an identity is refused when it
-// pushes past the budget while heavy, not for having filled it, and the
-// first budgetShare of each session never counts, so an identity with
-// many sessions can reach the backstop alone (reviewers' findings; the
-// fair rule would close the largest holder's sessions instead). Without that, one end user's sessions
-// that never read filled the budget, and then every other user's session
-// that fell 64 KiB behind was closed too. Under the budget nothing is
-// held: a burst to the many sessions of a shared identity (kiosks, one
-// "guest") puts each of them past budgetShare for as long as the writers
-// take to get round to it (a reviewer's 1,000 such sessions that all
-// read, sent 10 events of 15 KB at once, held 133 MB), and an earlier
-// rule that held identities from half the budget on closed honest ones
-// that happened to burst there.
+// Under the budget nothing is held: a burst to the many sessions of a
+// shared identity (kiosks, one "guest") puts each of them past
+// budgetShare for as long as the writers take to get round to it (a
+// reviewer's 1,000 such sessions that all read, sent 10 events of 15 KB
+// at once, held 133 MB).
+//
+// Past the budget, the bytes that are stuck go first, and the largest
+// holder's first (evict.go): a watcher closes the stale sessions (holding
+// more than budgetShare with no progress for staleAfter) of the identity
+// whose stale sessions hold the most, if that is more than perIdentity
+// (an eighth of the budget) past budgetShare each, largest first, until
+// the node is back under the budget. A push past budgetShare to a session
+// that holds something is refused (the session closed as a slow
+// consumer) when the session is stale and its identity holds more than
+// perIdentity, or before init. Anyone else still queues, up to the
+// backstop (a quarter more than the budget); past it every such push is
+// refused. A session that holds nothing gets any one frame, however large
+// (a page of 100 items of 16 KiB, a Map with its items), and one whose
+// writer sends a large frame to a client that reads still queues what
+// follows, so that another's slowness never closes it.
+//
+// Before, past the budget the session that pushed was refused if its
+// identity was heavy, whoever had filled the budget: another identity's
+// idle sessions holding 95 % of it got a shared identity's 25 reading
+// sessions closed when a burst crossed it (a reviewer's finding). An
+// identity whose sessions each hold less than budgetShare is never
+// closed by the watcher; such sessions are held by the backstop alone.
 type queueBudget struct {
 	max         int64
 	perIdentity int64
 	used        atomic.Int64
+	// watch, when set, is signaled (without blocking) by a push that
+	// leaves the node past half the budget: the watcher (evict.go) stamps
+	// the queues that make no progress, and past the budget closes the
+	// largest stale holder's sessions.
+	watch chan struct{}
 }
+
+// staleAfter is how long a session may hold bytes without progress (no
+// write done, no batch taken) before it counts as stuck for the budget:
+// as long as a 256 KB batch takes to a client that reads at 256 KB/s,
+// far shorter than WriteTimeout. The watcher stamps a queue when it
+// first sees it so, from half the budget on: a session stuck from before
+// is stale a second after that.
+const staleAfter = int64(time.Second)
 
 // identityShareOf is the part of a node's budget that the sessions of one
 // identity may hold past budgetShare each and still queue past the budget.
@@ -123,6 +144,9 @@ func (q *sendQueue) pushLocked(f outFrame, notification bool) bool {
 	}
 	if b := q.budget; b != nil {
 		held := q.bytes + q.writing
+		if held == 0 {
+			q.since = 0 // a fresh backlog, not a stuck one
+		}
 		used := b.used.Add(int64(n))
 		var past, mine int64 // what the identity's count grows by, and comes to
 		if q.identity != nil {
@@ -130,7 +154,13 @@ func (q *sendQueue) pushLocked(f outFrame, notification bool) bool {
 				mine = q.identity.Add(past)
 			}
 		}
-		if held > 0 && q.bytes+n > budgetShare && used > b.max && (used > b.backstop() || q.heavy(past, mine)) {
+		if used > b.max/2 && b.watch != nil {
+			select {
+			case b.watch <- struct{}{}:
+			default:
+			}
+		}
+		if held > 0 && q.bytes+n > budgetShare && used > b.max && (used > b.backstop() || q.stuckAndHeavy(past, mine)) {
 			b.used.Add(-int64(n))
 			if past > 0 {
 				q.identity.Add(-past)
@@ -234,6 +264,9 @@ func (q *sendQueue) drain(dst []outFrame) ([]outFrame, bool) {
 	}
 	q.bytes -= drained
 	q.writing += drained // still in the budget until wrote
+	if drained > 0 {
+		q.since = 0
+	}
 	if q.roomc != nil && len(dst) > 0 {
 		close(q.roomc)
 		q.roomc = nil
@@ -299,6 +332,7 @@ func (q *sendQueue) wrote() {
 	defer q.mu.Unlock()
 	q.giveBackLocked(q.bytes+q.writing, q.bytes)
 	q.writing = 0
+	q.since = 0
 }
 
 // discard drops what the queue holds when its session has ended, giving
@@ -313,18 +347,45 @@ func (q *sendQueue) discard() {
 	q.frames, q.held = nil, nil
 }
 
-// heavy reports, with q.mu held, whether the identity of q holds more than its share
-// (or q has none yet, before init), given what a push just added to its
-// count and the count it came to. Asked only past the budget, so that a
-// push under it reads no counter shared by the identity's sessions.
-func (q *sendQueue) heavy(past, mine int64) bool {
+// stuckAndHeavy reports, with q.mu held, whether q has held bytes
+// without progress for staleAfter and the identity of q holds more than
+// its share, or q has none yet (before init), given what a push just
+// added to its count and the count it came to. Asked only past the
+// budget, so that a push under it reads no clock and no counter shared by
+// the identity's sessions.
+func (q *sendQueue) stuckAndHeavy(past, mine int64) bool {
 	switch {
 	case q.identity == nil:
 		return true
+	case !q.staleLocked(monoNow()):
+		return false
 	case past == 0:
 		mine = q.identity.Load()
 	}
 	return mine > q.budget.perIdentity
+}
+
+// staleLocked reports whether the watcher saw q hold bytes at least
+// staleAfter before now with no progress since.
+func (q *sendQueue) staleLocked(now int64) bool {
+	return q.since != 0 && now-q.since >= staleAfter
+}
+
+// look is the watcher's look at q (evict.go): it stamps a queue that
+// holds bytes and was not seen since its last progress, and returns what
+// q holds, queued or being written, and whether it is stale.
+func (q *sendQueue) look(now int64) (held int, stale bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	held = q.bytes + q.writing
+	switch {
+	case held == 0 || q.discarded:
+		q.since = 0
+		return held, false
+	case q.since == 0:
+		q.since = now
+	}
+	return held, q.staleLocked(now)
 }
 
 // giveBackLocked gives the budget and the identity's count what the queue

@@ -108,6 +108,7 @@ func (s *Server) serveMetrics(w http.ResponseWriter, r *http.Request) {
 	metric("chorus_replayed_total", "counter", "Replayed event frames.", gs.Replayed)
 	metric("chorus_replays_interrupted_total", "counter", "Replays answered \"interrupted\" at a subscription request's replay limit (events or time); the client resubscribes from where they got to.", gs.ReplaysInterrupted)
 	metric("chorus_slow_consumers_total", "counter", "Sessions closed for falling behind.", gs.SlowConsumers)
+	metric("chorus_ws_budget_closed_total", "counter", "Sessions closed because the send-queue budget (--ws-queue-budget) was full: the stale sessions of its largest holder (also counted in chorus_slow_consumers_total).", gs.BudgetClosed)
 	metric("chorus_ws_queued_bytes", "gauge", "Bytes queued for or being written to websocket sessions, bounded by --ws-queue-budget.", gs.QueuedBytes)
 	metric("chorus_malformed_total", "counter", "Sessions closed for protocol violations.", gs.Malformed)
 	metric("chorus_ws_refused_total", "counter", "Websocket connections refused by --ws-max-conns or --ws-max-unauth-per-ip.", gs.Refused)
