@@ -66,6 +66,10 @@ type ReadTx interface {
 	// Tx.PutAPIKey): a node started with the environment of before a
 	// rotation must not bring it back.
 	SecretRetired(ctx context.Context, secret string) (bool, error)
+	// ConsoleSignedOut reports whether the console sign-in signIn (an id
+	// its session tokens carry) of credential (an account or API key SID)
+	// was signed out (Tx.SignOutConsole).
+	ConsoleSignedOut(ctx context.Context, credential, signIn string) (bool, error)
 	// OperatorCredentials returns what Tx.PutOperatorCredentials recorded
 	// last; ErrNotFound in a store that has none (a new one, or one from
 	// before they were recorded). Copies between stores never carry them.
@@ -146,6 +150,11 @@ type Tx interface {
 	// PutOperatorCredentials records the operator's credentials,
 	// replacing the previous ones.
 	PutOperatorCredentials(ctx context.Context, c *OperatorCredentials) error
+	// SignOutConsole records that the console sign-in signIn of
+	// credential is over, every renewed or copied token of it included,
+	// until until (when they expire anyway), and forgets the sign-outs
+	// whose until is past.
+	SignOutConsole(ctx context.Context, credential, signIn string, until time.Time) error
 
 	// PutService inserts or replaces a service.
 	PutService(ctx context.Context, s *Service) error

@@ -74,6 +74,7 @@ func newHandler(cfg Config, now func() time.Time) *handler {
 		mux:      http.NewServeMux(),
 	}
 	h.mux.HandleFunc("POST /admin/v1/Session", h.session)
+	h.mux.HandleFunc("DELETE /admin/v1/Session", h.signOut)
 	h.mux.HandleFunc("GET /admin/v1/Account", h.wrap(h.account))
 	h.mux.HandleFunc("GET /admin/v1/Stats", h.wrap(h.stats))
 	h.mux.HandleFunc("POST /admin/v1/Tokens", h.wrap(h.mintToken))
@@ -85,7 +86,7 @@ func newHandler(cfg Config, now func() time.Time) *handler {
 	// and whatever the credentials, so that the answer says nothing
 	// about them.
 	for path, allow := range map[string]string{
-		"/admin/v1/Session": "POST", "/admin/v1/Account": "GET, HEAD", "/admin/v1/Stats": "GET, HEAD",
+		"/admin/v1/Session": "POST, DELETE", "/admin/v1/Account": "GET, HEAD", "/admin/v1/Stats": "GET, HEAD",
 		"/admin/v1/Tokens": "POST", "/admin/v1/Webhooks": "GET, HEAD",
 		"/admin/v1/Webhooks/{service}/Abandoned": "GET, HEAD, DELETE", "/admin/v1/Webhooks/{service}/Abandoned/Replay": "POST",
 	} {
@@ -198,6 +199,24 @@ func (h *handler) session(w http.ResponseWriter, r *http.Request) {
 		Token: tok, ExpiresIn: int(time.Until(exp) / time.Second), AccountSID: cred.AccountSID,
 		CredentialSID: cred.SID, AuthMethod: authMethod(cred.SID),
 	})
+}
+
+// signOut ends the console session of the request's bearer token, on
+// every node, the tokens renewed from its sign-in and any copy of them
+// included (engine.SignOutConsoleSession): 204.
+func (h *handler) signOut(w http.ResponseWriter, r *http.Request) {
+	var err error = chorus.ErrAuthenticate
+	if scheme, bearer, _ := strings.Cut(r.Header.Get("Authorization"), " "); strings.EqualFold(scheme, "Bearer") {
+		err = h.eng.SignOutConsoleSession(r.Context(), strings.TrimSpace(bearer))
+	}
+	if err != nil {
+		if chorus.ErrorCode(err) == chorus.ErrAuthenticate.Code {
+			err = chorus.ErrAuthenticate
+		}
+		h.writeError(w, r, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
 }
 
 func authMethod(sid string) string {

@@ -26,6 +26,8 @@ import (
 // credentials.
 type fixture struct {
 	eng   *engine.Engine
+	st    chorus.Store
+	bus   *mem.Bus
 	creds engine.Credentials
 }
 
@@ -46,7 +48,7 @@ func newFixture(tb testing.TB) *fixture {
 	if err != nil {
 		tb.Fatalf("Bootstrap() = %v", err)
 	}
-	return &fixture{eng: eng, creds: creds}
+	return &fixture{eng: eng, st: st, bus: bus, creds: creds}
 }
 
 func quietLogger() *slog.Logger {

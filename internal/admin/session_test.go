@@ -112,3 +112,67 @@ func serve(tb testing.TB, h http.Handler, req *http.Request) response {
 	}
 	return res
 }
+
+// TestConsoleSignOut: DELETE /admin/v1/Session ends the sign-in of its
+// token on every node sharing the store: that token, the one renewed from
+// it, and a copy of either taken before are refused, and cannot be
+// renewed; another sign-in of the same credential goes on. Before, signing
+// out only forgot the token in the browser, and a copy stayed valid for up
+// to 12 hours of renewals.
+func TestConsoleSignOut(t *testing.T) {
+	f := newFixture(t)
+	h := New(Config{Engine: f.eng, OperatorAccount: f.creds.AccountSID, Logger: quietLogger()})
+	// Another node: its own engine (and caches) on the same store.
+	other := New(Config{Engine: engine.New(engine.Config{Store: f.st, Bus: f.bus, Logger: quietLogger()}),
+		OperatorAccount: f.creds.AccountSID, Logger: quietLogger()})
+	signIn := func() string {
+		t.Helper()
+		res := do(t, h, http.MethodPost, "/admin/v1/Session", f.creds.AccountSID, f.creds.AuthToken, nil)
+		if res.status != http.StatusCreated {
+			t.Fatalf("POST Session = %d %v", res.status, res.body)
+		}
+		return res.body["token"].(string)
+	}
+	captured := signIn()
+	renewed := doBearer(t, h, http.MethodPost, "/admin/v1/Session", captured).body["token"].(string)
+	kept := signIn()
+	for _, tok := range []string{captured, renewed, kept} {
+		if res := doBearer(t, other, http.MethodGet, "/admin/v1/Account", tok); res.status != 200 {
+			t.Fatalf("GET Account on the other node before the sign-out = %d %v", res.status, res.body)
+		}
+	}
+
+	req := httptest.NewRequest(http.MethodDelete, "/admin/v1/Session", nil)
+	req.Header.Set("Authorization", "Bearer "+renewed)
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	if rec.Code != http.StatusNoContent || rec.Body.Len() != 0 {
+		t.Fatalf("DELETE Session = %d %q, want 204 and no body", rec.Code, rec.Body.String())
+	}
+	for name, tok := range map[string]string{"the signed-out token": renewed, "the copy taken before its renewal": captured} {
+		for node, hh := range map[string]http.Handler{"this node": h, "the other node": other} {
+			if res := doBearer(t, hh, http.MethodGet, "/admin/v1/Account", tok); res.status != 401 || res.body["code"] != float64(20003) {
+				t.Errorf("GET Account with %s on %s = %d %v, want 401 20003", name, node, res.status, res.body)
+			}
+			if res := doBearer(t, hh, http.MethodPost, "/admin/v1/Session", tok); res.status != 401 {
+				t.Errorf("renewing %s on %s = %d %v, want 401", name, node, res.status, res.body)
+			}
+		}
+	}
+	if res := doBearer(t, other, http.MethodGet, "/admin/v1/Account", kept); res.status != 200 {
+		t.Errorf("GET Account with another sign-in of the same credential = %d %v, want 200", res.status, res.body)
+	}
+	// Signed out already, Basic credentials, or garbage: 401, nothing ended.
+	for _, res := range []response{
+		doBearer(t, h, http.MethodDelete, "/admin/v1/Session", renewed),
+		do(t, h, http.MethodDelete, "/admin/v1/Session", f.creds.AccountSID, f.creds.AuthToken, nil),
+		doBearer(t, h, http.MethodDelete, "/admin/v1/Session", "chorus-session.e30.AAAA"),
+	} {
+		if res.status != 401 || res.body["code"] != float64(20003) {
+			t.Errorf("DELETE Session = %d %v, want 401 20003", res.status, res.body)
+		}
+	}
+	if res := doBearer(t, h, http.MethodGet, "/admin/v1/Account", kept); res.status != 200 {
+		t.Errorf("GET Account with the other sign-in after the refused sign-outs = %d %v, want 200", res.status, res.body)
+	}
+}

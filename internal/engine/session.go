@@ -24,12 +24,14 @@ import (
 //
 // A session token is stateless, so any node of a cluster accepts it:
 //
-//	chorus-session.<base64url(JSON {a, c, e, s, n})>.<base64url(HMAC-SHA256)>
+//	chorus-session.<base64url(JSON {a, c, e, s, i, n})>.<base64url(HMAC-SHA256)>
 //
 // a is the account, c the credential that signed in (AC… or SK…), e the
-// expiry and s the sign-in time (unix seconds), n a random nonce. Renewal
-// carries s over and never sets e beyond s + ConsoleSessionMaxAge, so a
-// captured session dies within that even if its holder keeps renewing it.
+// expiry and s the sign-in time (unix seconds), i a random id of the
+// sign-in, n a random nonce. Renewal carries s and i over and never sets
+// e beyond s + ConsoleSessionMaxAge, so a captured session dies within
+// that even if its holder keeps renewing it; signing out
+// (SignOutConsoleSession) ends the sign-in i on every node at once.
 // The MAC key is derived from that credential's secret, so deleting the
 // key, or promoting a secondary auth token over the primary that signed
 // in, ends the session at once.
@@ -51,7 +53,25 @@ type sessionClaims struct {
 	Credential string `json:"c"`
 	Expires    int64  `json:"e"`
 	SignedIn   int64  `json:"s"`
+	SignIn     string `json:"i,omitempty"` // none in tokens of versions before sign-out
 	Nonce      string `json:"n"`
+}
+
+// signInID names the sign-in of a session for SignOutConsoleSession: its
+// id, or for a token of a version without one its sign-in time, which
+// every token renewed from it carries too.
+func (sc sessionClaims) signInID() string {
+	if sc.SignIn != "" {
+		return sc.SignIn
+	}
+	return "s" + strconv.FormatInt(sc.SignedIn, 10)
+}
+
+// newRandomID returns 16 random bytes in base64url.
+func newRandomID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return base64.RawURLEncoding.EncodeToString(b[:])
 }
 
 func sessionMAC(secret, payload string) []byte {
@@ -70,7 +90,7 @@ func (e *Engine) NewConsoleSession(ctx context.Context, username, password strin
 	if err != nil {
 		return "", Credential{}, time.Time{}, err
 	}
-	return e.signSession(c, password, e.cfg.Now().Unix())
+	return e.signSession(c, password, sessionClaims{SignedIn: e.cfg.Now().Unix(), SignIn: newRandomID()})
 }
 
 // RenewConsoleSession returns a fresh session token for the credential of
@@ -85,10 +105,13 @@ func (e *Engine) RenewConsoleSession(ctx context.Context, tok string) (string, C
 		// A session of a version without the sign-in time: sign in again.
 		return "", Credential{}, time.Time{}, chorus.Errorf(chorus.ErrAuthenticate, "Authenticate: sign in again")
 	}
-	return e.signSession(c, secret, sc.SignedIn)
+	return e.signSession(c, secret, sc)
 }
 
-func (e *Engine) signSession(c Credential, secret string, signedIn int64) (string, Credential, time.Time, error) {
+// signSession signs a session token for c that expires after
+// ConsoleSessionTTL, with the sign-in of from (its time and id).
+func (e *Engine) signSession(c Credential, secret string, from sessionClaims) (string, Credential, time.Time, error) {
+	signedIn := from.SignedIn
 	exp := e.cfg.Now().Add(ConsoleSessionTTL).Truncate(time.Second)
 	if limit := time.Unix(signedIn, 0).Add(ConsoleSessionMaxAge); exp.After(limit) {
 		exp = limit
@@ -100,7 +123,7 @@ func (e *Engine) signSession(c Credential, secret string, signedIn int64) (strin
 	var nonce [12]byte
 	_, _ = rand.Read(nonce[:])
 	body, err := json.Marshal(sessionClaims{Account: c.AccountSID, Credential: c.SID, Expires: exp.Unix(), SignedIn: signedIn,
-		Nonce: base64.RawURLEncoding.EncodeToString(nonce[:])})
+		SignIn: from.SignIn, Nonce: base64.RawURLEncoding.EncodeToString(nonce[:])})
 	if err != nil {
 		return "", Credential{}, time.Time{}, fmt.Errorf("engine: console session: %w", err)
 	}
@@ -125,8 +148,33 @@ func (e *Engine) AuthenticateSession(ctx context.Context, tok string) (Credentia
 	return c, nil
 }
 
+// SignOutConsoleSession ends the sign-in of a still-valid session token on
+// every node: that token, the tokens renewed from it, and any copy of them
+// are refused from then on (Tx.SignOutConsole), until they would have
+// expired anyway. Other sign-ins of the same credential go on.
+func (e *Engine) SignOutConsoleSession(ctx context.Context, tok string) error {
+	c, _, sc, err := e.verifySession(ctx, tok)
+	if err != nil {
+		return err
+	}
+	if sc.SignedIn == 0 {
+		// A session of a version without the sign-in time: its token
+		// cannot be renewed (RenewConsoleSession) and ends at its expiry.
+		return chorus.Errorf(chorus.ErrAuthenticate, "Authenticate: this console session cannot be signed out; it ends at its expiry")
+	}
+	end := time.Unix(sc.SignedIn, 0).Add(ConsoleSessionMaxAge)
+	err = e.cfg.Store.Update(ctx, func(tx chorus.Tx) error {
+		return tx.SignOutConsole(ctx, c.SID, sc.signInID(), end)
+	})
+	if err != nil {
+		return fmt.Errorf("engine: console sign-out: %w", err)
+	}
+	return nil
+}
+
 // verifySession returns the session's credential, the secret that signed
-// it and its claims; anything wrong is ErrAuthenticate.
+// it and its claims; anything wrong is ErrAuthenticate, a session signed
+// out (SignOutConsoleSession) included.
 func (e *Engine) verifySession(ctx context.Context, tok string) (Credential, string, sessionClaims, error) {
 	rest, ok := strings.CutPrefix(tok, sessionPrefix)
 	if !ok || len(tok) > maxSessionLen {
@@ -155,10 +203,34 @@ func (e *Engine) verifySession(ctx context.Context, tok string) (Credential, str
 	}
 	for _, s := range cs.secrets {
 		if s != "" && hmac.Equal(mac, sessionMAC(s, payload)) {
+			if err := e.checkSignedOut(ctx, cs.cred.SID, sc); err != nil {
+				return Credential{}, "", sessionClaims{}, err
+			}
 			return cs.cred, s, sc, nil
 		}
 	}
 	return Credential{}, "", sessionClaims{}, chorus.ErrAuthenticate
+}
+
+// checkSignedOut refuses a session whose sign-in was signed out. It reads
+// the store each time, uncached, so that a sign-out on one node holds on
+// every node at once; the console's requests are few.
+func (e *Engine) checkSignedOut(ctx context.Context, credential string, sc sessionClaims) error {
+	if sc.SignedIn == 0 {
+		return nil // of a version without sign-in times: cannot be renewed, nor signed out
+	}
+	var out bool
+	err := e.view(ctx, func(tx chorus.ReadTx) (err error) {
+		out, err = tx.ConsoleSignedOut(ctx, credential, sc.signInID())
+		return err
+	})
+	switch {
+	case err != nil:
+		return fmt.Errorf("engine: console session: %w", err)
+	case out:
+		return chorus.Errorf(chorus.ErrAuthenticate, "Authenticate: the console session was signed out")
+	}
+	return nil
 }
 
 // ParseBasic parses an Authorization header value of the Basic scheme

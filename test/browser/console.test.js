@@ -386,6 +386,47 @@ test('the console keeps only a short-lived session, in memory: nothing for other
   await screenshot(page, 'console-session-gone');
 });
 
+test('signing out, or leaving the console, ends its session on the server: a copy of the token is refused', async () => {
+  const page = await chrome.newPage();
+  let token = '';
+  page.on('request', (r) => {
+    const auth = r.headers().authorization || '';
+    if (auth.startsWith('Bearer chorus-session.')) token = auth.slice('Bearer '.length);
+  });
+  const refusedSoon = async (tok, what) => {
+    let status = 0;
+    for (let i = 0; i < 50 && status !== 401; i++) {
+      if (i) await new Promise((r) => setTimeout(r, 100));
+      status = (await fetch(`${srv.baseUrl}/v1/Services/${srv.creds.serviceSid}`, { headers: { Authorization: 'Bearer ' + tok } })).status;
+    }
+    assert.equal(status, 401, `${what}: the copied token is still accepted`);
+    const renew = await fetch(`${srv.baseUrl}/admin/v1/Session`, { method: 'POST', headers: { Authorization: 'Bearer ' + tok } });
+    assert.equal(renew.status, 401, `${what}: the copied token can still be renewed`);
+  };
+
+  await signIn(page, srv.creds.apiKey, srv.creds.apiSecret);
+  await page.waitForSelector(`#services-table tr[data-sid="${srv.creds.serviceSid}"]`);
+  const copied = token;
+  assert.match(copied, /^chorus-session\./);
+  let res = await fetch(`${srv.baseUrl}/v1/Services/${srv.creds.serviceSid}`, { headers: { Authorization: 'Bearer ' + copied } });
+  assert.equal(res.status, 200, 'the copy works while signed in');
+  await page.click('#sign-out');
+  await page.waitForSelector('#login-form');
+  await refusedSoon(copied, 'after Sign out');
+
+  // Reloading the console (as closing its tab) ends the session too.
+  await signIn(page, srv.creds.apiKey, srv.creds.apiSecret);
+  await page.waitForSelector(`#services-table tr[data-sid="${srv.creds.serviceSid}"]`);
+  const second = token;
+  assert.notEqual(second, copied);
+  res = await fetch(`${srv.baseUrl}/v1/Services/${srv.creds.serviceSid}`, { headers: { Authorization: 'Bearer ' + second } });
+  assert.equal(res.status, 200, 'a new sign-in works');
+  await page.reload();
+  await page.waitForSelector('#login-form');
+  await refusedSoon(second, 'after a reload');
+  await page.close();
+});
+
 test('a link with broken percent-encoding shows the not-found page, not a blank one', async () => {
   const page = await signedIn('bad link');
   for (const hash of ['#/services/%', `#/services/${srv.creds.serviceSid}/documents/%E0%A4%A`]) {

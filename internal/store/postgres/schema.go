@@ -239,6 +239,17 @@ CREATE TABLE webhooks_abandoned (
 CREATE INDEX webhooks_abandoned_service ON webhooks_abandoned (service_sid, seq);
 CREATE INDEX webhooks_abandoned_at ON webhooks_abandoned (abandoned_at);
 `,
+	// 10: console sign-outs (Tx.SignOutConsole): every token of one
+	// sign-in (credential, sign-in id) is refused until it would have
+	// expired.
+	`
+CREATE TABLE console_signouts (
+	credential TEXT COLLATE "C" NOT NULL,
+	sign_in    TEXT COLLATE "C" NOT NULL,
+	ends_at    BIGINT NOT NULL,
+	PRIMARY KEY (credential, sign_in)
+);
+`,
 }
 
 // lockKey derives an advisory lock key from a purpose and the schema the

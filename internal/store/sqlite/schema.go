@@ -235,6 +235,16 @@ CREATE TABLE webhooks_abandoned (
 CREATE INDEX webhooks_abandoned_service ON webhooks_abandoned (service_sid, seq);
 CREATE INDEX webhooks_abandoned_at ON webhooks_abandoned (abandoned_at);
 `,
+	// 9: console sign-outs (Tx.SignOutConsole): every token of one sign-in
+	// (credential, sign-in id) is refused until it would have expired.
+	`
+CREATE TABLE console_signouts (
+	credential TEXT NOT NULL,
+	sign_in    TEXT NOT NULL,
+	ends_at    INTEGER NOT NULL,
+	PRIMARY KEY (credential, sign_in)
+) WITHOUT ROWID;
+`,
 }
 
 // migrate applies the migrations not yet recorded in user_version. It is

@@ -341,6 +341,30 @@ func (t *tx) SecretRetired(ctx context.Context, secret string) (bool, error) {
 	return true, nil
 }
 
+func (t *tx) SignOutConsole(ctx context.Context, credential, signIn string, until time.Time) error {
+	if _, err := t.exec(ctx, `DELETE FROM console_signouts WHERE ends_at < ?`, sqlrow.Nanos(time.Now())); err != nil {
+		return fmt.Errorf("sqlite: sign out console: forget past sign-outs: %w", err)
+	}
+	if _, err := t.exec(ctx, `INSERT INTO console_signouts (credential, sign_in, ends_at) VALUES (?, ?, ?)
+		ON CONFLICT (credential, sign_in) DO UPDATE SET ends_at = excluded.ends_at`,
+		credential, signIn, sqlrow.Nanos(until)); err != nil {
+		return fmt.Errorf("sqlite: sign out console: %w", err)
+	}
+	return nil
+}
+
+func (t *tx) ConsoleSignedOut(ctx context.Context, credential, signIn string) (bool, error) {
+	_, err := queryOne(ctx, t, sqlrow.ScanTime, `SELECT ends_at FROM console_signouts WHERE credential = ? AND sign_in = ?`,
+		credential, signIn)
+	switch {
+	case errors.Is(err, chorus.ErrNotFound):
+		return false, nil
+	case err != nil:
+		return false, fmt.Errorf("sqlite: console signed out: %w", err)
+	}
+	return true, nil
+}
+
 func (t *tx) OperatorCredentials(ctx context.Context) (*chorus.OperatorCredentials, error) {
 	c, err := queryOne(ctx, t, func(r sqlrow.Scanner) (*chorus.OperatorCredentials, error) {
 		var c chorus.OperatorCredentials

@@ -364,3 +364,44 @@ func testRetiredSecrets(t *testing.T, s chorus.Store) {
 		t.Errorf("SecretRetired(old key secret, new) = %v, %v; want true, false", retired(old), retired(k.Secret))
 	}
 }
+
+// testConsoleSignOuts: a sign-out ends one sign-in of one credential
+// (every token renewed from it), not another sign-in of the same
+// credential nor the same sign-in id of another; signing out twice is no
+// conflict; sign-outs whose end is past are forgotten by the next.
+func testConsoleSignOuts(t *testing.T, s chorus.Store) {
+	out := func(credential, signIn string) bool {
+		t.Helper()
+		return mustGet(t, s, "ConsoleSignedOut", func(ctx context.Context, tx chorus.ReadTx) (bool, error) {
+			return tx.ConsoleSignedOut(ctx, credential, signIn)
+		})
+	}
+	signOut := func(credential, signIn string, until time.Time) {
+		t.Helper()
+		update(t, s, func(tx chorus.Tx) error { return tx.SignOutConsole(context.Background(), credential, signIn, until) })
+	}
+	key, account := chorus.NewSID(chorus.PrefixAPIKey), chorus.NewSID(chorus.PrefixAccount)
+	later := time.Now().Add(12 * time.Hour)
+	if out(key, "a") {
+		t.Fatalf("ConsoleSignedOut = true before any sign-out")
+	}
+	signOut(key, "a", later)
+	if !out(key, "a") {
+		t.Errorf("ConsoleSignedOut(key, its sign-in) = false after SignOutConsole")
+	}
+	if out(key, "b") || out(account, "a") || out(key, "A") {
+		t.Errorf("ConsoleSignedOut(another sign-in of the key, the same sign-in of another credential, another case) = %v, %v, %v; want false",
+			out(key, "b"), out(account, "a"), out(key, "A"))
+	}
+	signOut(key, "a", later) // twice: no conflict
+	// A sign-out whose end is past is forgotten by the next one.
+	signOut(account, "old", time.Now().Add(-time.Hour))
+	if !out(account, "old") {
+		t.Fatalf("ConsoleSignedOut(account, its sign-in) = false after SignOutConsole")
+	}
+	signOut(account, "new", later)
+	if out(account, "old") || !out(account, "new") || !out(key, "a") {
+		t.Errorf("after a later sign-out: ConsoleSignedOut(ended an hour ago, account now, key now) = %v, %v, %v; want false, true, true",
+			out(account, "old"), out(account, "new"), out(key, "a"))
+	}
+}

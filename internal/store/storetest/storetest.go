@@ -24,6 +24,7 @@ func Run(t *testing.T, open func(t testing.TB) chorus.Store) {
 		{"APIKeys", testAPIKeys},
 		{"OperatorCredentials", testOperatorCredentials},
 		{"RetiredSecrets", testRetiredSecrets},
+		{"ConsoleSignOuts", testConsoleSignOuts},
 		{"Services", testServices},
 		{"ServicesPaging", testServicesPaging},
 		{"ObjectRoundTrip", testObjectRoundTrip},

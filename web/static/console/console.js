@@ -446,7 +446,21 @@
     }
   }
 
+  // Ends the session on the server too (DELETE /admin/v1/Session): a copy
+  // of its token taken earlier is refused from then on, on every node, and
+  // cannot be renewed. Best effort: a session the server cannot hear about
+  // ends at its expiry, within 15 minutes, as nothing renews it any more.
+  function endSession() {
+    const ending = session;
+    if (!ending || Date.now() >= ending.expiresAt) return;
+    fetch('/admin/v1/Session', {
+      method: 'DELETE', headers: { Authorization: 'Bearer ' + ending.token },
+      credentials: 'omit', cache: 'no-store', keepalive: true,
+    }).catch(() => {});
+  }
+
   function signOut(message) {
+    endSession();
     session = null;
     clearTimeout(renewTimer);
     shutdownClients();
@@ -1283,6 +1297,11 @@
   // ------------------------------------------------------------- start
 
   $('sign-out').addEventListener('click', () => signOut());
+  // Leaving the console (closing the tab, reloading) ends its session,
+  // unless the browser keeps the page to come back to (back/forward cache).
+  window.addEventListener('pagehide', (e) => {
+    if (!e.persisted) endSession();
+  });
   window.addEventListener('hashchange', route);
   route();
 })();
