@@ -387,13 +387,16 @@ func (c *conn) fail(cause error) {
 	}
 }
 
-// slow ends the session as a slow consumer, once.
-func (c *conn) slow() {
+// slow ends the session as a slow consumer, once; it reports whether this
+// call did.
+func (c *conn) slow() (closed bool) {
 	c.slowOnce.Do(func() {
 		c.g.slowConsumers.Add(1)
 		c.logger().Warn("gateway: closing slow consumer", slog.Int("queued", c.q.len()))
 		c.fail(errSlowConsumer)
+		closed = true
 	})
+	return closed
 }
 
 // send queues a reply or control frame.

@@ -51,11 +51,14 @@
 // MaxConns (503) and MaxUnauthenticatedPerAddr (429, by the TCP peer's IP)
 // refuse connections before the upgrade, with a Twilio error body. The
 // send queues of all sessions share Config.SendQueueBudget (queueBudget):
-// a push only counts and compares atomics; one watcher goroutine per
-// gateway (evict.go) looks at the queues while they hold more than half
-// the budget, every 100 ms, and past the budget closes the stuck sessions
-// of the largest holder. It holds Gateway.mu only to copy the session
-// list, and each queue's lock only to look at it.
+// a push counts and compares atomics, and past half the budget also
+// signals the watcher (a non-blocking channel send) and, on an empty
+// queue, reads the clock; past the budget it may read the clock too. One
+// watcher goroutine per gateway (evict.go) looks at the queues while they
+// hold more than half the budget, every 100 ms, and past the budget
+// closes the stuck sessions of the largest holder. It holds Gateway.mu
+// only to copy the session list, and each queue's lock only to look at
+// it.
 //
 // # Live authorization
 //

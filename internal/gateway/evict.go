@@ -4,16 +4,19 @@ import (
 	"cmp"
 	"log/slog"
 	"slices"
+	"sync/atomic"
 	"time"
 )
 
-// The budget's watcher: past the send-queue budget, the bytes that are
-// stuck go first, and the largest holder's first (queueBudget). One
-// goroutine per gateway (watchLoop) runs a pass every watchEvery while
-// the node holds more than half the budget. A pass reads the
-// session table under Gateway.mu and each queue under its own lock, never
-// both at once, and closes sessions with conn.slow, which gives their
-// bytes back when their writer lets go of them.
+// The budget's watcher: past the send-queue budget, the largest holder's
+// bytes that are stuck go first (queueBudget). One goroutine per gateway
+// (watchLoop) runs a pass every watchEvery while the node holds more than
+// half the budget. A pass copies the session list under Gateway.mu, then
+// looks at each queue under its own lock, never both at once, and closes
+// sessions with conn.slow, which gives their bytes back when their writer
+// lets go of them. Its scratch storage (Gateway.watch) belongs to the
+// watcher goroutine alone (and to tests that run passes by hand with the
+// gateway's context canceled).
 
 // watchEvery is the shortest time between two of the watcher's passes.
 const watchEvery = 100 * time.Millisecond
@@ -33,6 +36,9 @@ func (g *Gateway) watchLoop() {
 			case <-b.watch:
 			}
 		}
+		if g.ctx.Err() != nil {
+			return // both were ready: no pass after Close
+		}
 		g.watchPass(monoNow())
 		t.Reset(watchEvery)
 		select {
@@ -43,66 +49,105 @@ func (g *Gateway) watchLoop() {
 	}
 }
 
+// watchScratch is a pass's storage, kept from pass to pass.
+type watchScratch struct {
+	conns   []*conn
+	holders map[*atomic.Int64]*holder // by identity's count
+	ranked  []*holder
+	spare   []*holder // for the next pass's holders
+}
+
+// holder is an identity as a pass sees it: what its sessions hold past
+// budgetShare each (its count), and its stuck sessions.
+type holder struct {
+	count int64
+	stuck []heldQueue
+}
+
 // heldQueue is a session and what its send queue holds.
 type heldQueue struct {
 	c    *conn
 	held int64
 }
 
-// watchPass stamps the queues that hold bytes without progress (look),
-// and when the node is past its budget closes stale sessions until it
-// would be back under it: those of the identity whose stale sessions hold
-// the most past budgetShare each first, largest first, then the next
-// such identity, as long as it holds more than perIdentity. It returns
-// the sessions it closed.
+// watchPass stamps the queues that hold bytes without a clock running
+// (look), and when the node is past its budget closes stuck sessions
+// until it would be back under it: the identities over perIdentity in
+// the order of what they hold, each one's stuck sessions largest first;
+// it stops at an identity without stuck sessions (the largest holder is
+// moving: the next pass sees). Sessions already ending count as given
+// back. It returns the sessions it closed.
 func (g *Gateway) watchPass(now int64) int {
-	b := &g.queued
+	b, w := &g.queued, &g.watch
 	g.mu.Lock()
-	conns := make([]heldQueue, 0, len(g.conns))
-	uses := make([]*identityUse, 0, len(g.conns))
+	w.conns = w.conns[:0]
 	for c := range g.conns {
-		conns = append(conns, heldQueue{c: c})
-		uses = append(uses, c.use)
+		w.conns = append(w.conns, c)
 	}
 	g.mu.Unlock()
+	if w.holders == nil {
+		w.holders = make(map[*atomic.Int64]*holder)
+	}
+	defer func() {
+		clear(w.conns)
+		for _, h := range w.holders {
+			clear(h.stuck)
+			h.stuck = h.stuck[:0]
+			w.spare = append(w.spare, h)
+		}
+		clear(w.holders)
+		clear(w.ranked)
+		w.ranked = w.ranked[:0]
+	}()
 
 	var closing int64 // held by sessions that are ending: given back soon
-	stale := make(map[*identityUse][]heldQueue)
-	weight := make(map[*identityUse]int64) // stale bytes past budgetShare each
-	for i, hq := range conns {
-		held, isStale := hq.c.q.look(now)
-		hq.held = int64(held)
+	for _, c := range w.conns {
+		held, stale, identity := c.q.look(now)
 		switch {
-		case hq.c.ctx.Err() != nil:
-			closing += hq.held
-		case isStale && uses[i] != nil && held > budgetShare:
-			stale[uses[i]] = append(stale[uses[i]], hq)
-			weight[uses[i]] += pastShare(held)
+		case c.ctx.Err() != nil:
+			closing += int64(held)
+		case identity == nil || held <= budgetShare:
+		default:
+			h := w.holders[identity]
+			if h == nil {
+				if n := len(w.spare); n > 0 {
+					h, w.spare = w.spare[n-1], w.spare[:n-1]
+				} else {
+					h = &holder{}
+				}
+				h.count = identity.Load()
+				w.holders[identity] = h
+			}
+			if stale {
+				h.stuck = append(h.stuck, heldQueue{c, int64(held)})
+			}
 		}
 	}
 	excess := b.used.Load() - b.max - closing
 	if excess <= 0 {
 		return 0
 	}
-	holders := make([]*identityUse, 0, len(weight))
-	for u, w := range weight {
-		if w > b.perIdentity {
-			holders = append(holders, u)
+	for _, h := range w.holders {
+		if h.count > b.perIdentity {
+			w.ranked = append(w.ranked, h)
 		}
 	}
-	slices.SortFunc(holders, func(x, y *identityUse) int { return cmp.Compare(weight[y], weight[x]) })
+	slices.SortFunc(w.ranked, func(x, y *holder) int { return cmp.Compare(y.count, x.count) })
 	closed, freed := 0, int64(0)
-	for _, u := range holders {
-		sessions := stale[u]
-		slices.SortFunc(sessions, func(x, y heldQueue) int { return cmp.Compare(y.held, x.held) })
-		for _, hq := range sessions {
+	for _, h := range w.ranked {
+		if len(h.stuck) == 0 || excess <= 0 {
+			break
+		}
+		slices.SortFunc(h.stuck, func(x, y heldQueue) int { return cmp.Compare(y.held, x.held) })
+		for _, hq := range h.stuck {
 			if excess <= 0 {
 				break
 			}
-			hq.c.slow()
 			excess -= hq.held
-			freed += hq.held
-			closed++
+			if hq.c.slow() {
+				freed += hq.held
+				closed++
+			}
 		}
 	}
 	if closed > 0 {

@@ -53,12 +53,12 @@ type Config struct {
 	SendQueueFrames int           // per-connection send queue bound; default 1024
 	SendQueueBytes  int           // per-connection send queue bound; default 8 MiB
 	// SendQueueBudget bounds the bytes queued by all sessions together:
-	// past it, the stuck sessions of the identity whose stuck sessions
-	// hold the most, over an eighth of it, are closed as slow consumers
-	// until the node is under it again, and past a quarter more any
-	// session that holds something and would queue more than 64 KiB
-	// (queueBudget, evict.go). Default DefaultSendQueueBudget; negative:
-	// no bound but each session's.
+	// past it, the stuck sessions of the identity that holds the most,
+	// over an eighth of it, are closed as slow consumers until the node is
+	// under it again; such an identity may not push more past an eighth
+	// more, nor anyone past a quarter more (queueBudget, evict.go).
+	// Default DefaultSendQueueBudget; negative: no bound but each
+	// session's.
 	SendQueueBudget int64
 	WriteTimeout    time.Duration // a write batch gets WriteTimeout/2 to WriteTimeout; default 10s
 	// CoalesceInterval is the shortest time between two writes of live
@@ -186,6 +186,8 @@ type Gateway struct {
 	// queued counts the bytes in every session's send queue, bounded by
 	// Config.SendQueueBudget.
 	queued queueBudget
+	// watch is the budget watcher's scratch storage (evict.go).
+	watch watchScratch
 	// writers write the queues of sessions on plain sockets (writer.go).
 	writers *writers
 	// tasks runs the sessions' request workers (taskpool.go).

@@ -43,10 +43,12 @@ type sendQueue struct {
 	// past budgetShare each (chargeIdentity); nil until init, or without
 	// a budget.
 	identity *atomic.Int64
-	// since is when the budget's watcher (evict.go) first saw the queue
-	// hold bytes without progress since (monoNow); 0 once it makes any:
-	// a drain, a write, a push to an empty queue. The hot paths only
-	// clear it.
+	// since is when the queue began to hold bytes without progress
+	// (monoNow): stamped by a push to an empty queue once the node is
+	// past half its budget, or else by the budget's watcher (evict.go)
+	// when it first sees them; 0 once it makes any progress (a drain, a
+	// write), and while notifications are parked (hold): the server, not
+	// the client, holds those.
 	since int64
 }
 
@@ -63,27 +65,31 @@ type sendQueue struct {
 // reviewer's 1,000 such sessions that all read, sent 10 events of 15 KB
 // at once, held 133 MB).
 //
-// Past the budget, the bytes that are stuck go first, and the largest
-// holder's first (evict.go): a watcher closes the stale sessions (holding
-// more than budgetShare with no progress for staleAfter) of the identity
-// whose stale sessions hold the most, if that is more than perIdentity
-// (an eighth of the budget) past budgetShare each, largest first, until
-// the node is back under the budget. A push past budgetShare to a session
-// that holds something is refused (the session closed as a slow
-// consumer) when the session is stale and its identity holds more than
-// perIdentity, or before init. Anyone else still queues, up to the
-// backstop (a quarter more than the budget); past it every such push is
-// refused. A session that holds nothing gets any one frame, however large
-// (a page of 100 items of 16 KiB, a Map with its items), and one whose
-// writer sends a large frame to a client that reads still queues what
-// follows, so that another's slowness never closes it.
+// Past the budget, the largest holder's bytes that are stuck go first
+// (evict.go): a watcher closes the stuck sessions (holding more than
+// budgetShare with no progress for staleAfter) of the identity whose
+// sessions hold the most past budgetShare each, if that is more than
+// perIdentity (an eighth of the budget), largest first, until the node
+// is back under the budget; while that identity has no stuck session, it
+// waits. A push past budgetShare to a session that holds something is
+// refused (the session closed as a slow consumer) when its identity holds
+// more than perIdentity and the session is stuck, or the node is past an
+// eighth more than the budget (so that one identity, fresh or not, never
+// takes the whole headroom; events parked behind the session's own write
+// in flight excepted), or before init. Anyone else still queues, up
+// to the backstop (a quarter more than the budget); past it every such
+// push is refused. A session that holds nothing gets any one frame,
+// however large (a page of 100 items of 16 KiB, a Map with its items),
+// and one whose writer sends a large frame to a client that reads still
+// queues what follows, so that another's slowness never closes it.
 //
 // Before, past the budget the session that pushed was refused if its
 // identity was heavy, whoever had filled the budget: another identity's
 // idle sessions holding 95 % of it got a shared identity's 25 reading
-// sessions closed when a burst crossed it (a reviewer's finding). An
-// identity whose sessions each hold less than budgetShare is never
-// closed by the watcher; such sessions are held by the backstop alone.
+// sessions closed when a burst crossed it (a reviewer's finding). Neither
+// rule closes an identity whose sessions each hold less than budgetShare,
+// nor identities each under perIdentity: only the backstop holds those
+// (and not below budgetShare each).
 type queueBudget struct {
 	max         int64
 	perIdentity int64
@@ -97,11 +103,17 @@ type queueBudget struct {
 
 // staleAfter is how long a session may hold bytes without progress (no
 // write done, no batch taken) before it counts as stuck for the budget:
-// as long as a 256 KB batch takes to a client that reads at 256 KB/s,
-// far shorter than WriteTimeout. The watcher stamps a queue when it
-// first sees it so, from half the budget on: a session stuck from before
-// is stale a second after that.
-const staleAfter = int64(time.Second)
+// longer than the longest --ws-coalesce hold (1 s) and than a 256 KB
+// batch takes to a client that reads at 128 KB/s, far shorter than
+// WriteTimeout. From half the budget on, a queue's clock starts when its
+// bytes arrive; a session that held bytes from before is stamped by the
+// watcher's next look.
+const staleAfter = int64(2 * time.Second)
+
+// heavyHeadroom is how far past the budget an identity over its share
+// may push, stuck or not: half the room to the backstop, so that the
+// other half stays for the others.
+func (b *queueBudget) heavyHeadroom() int64 { return b.max + b.max/8 }
 
 // identityShareOf is the part of a node's budget that the sessions of one
 // identity may hold past budgetShare each and still queue past the budget.
@@ -148,6 +160,9 @@ func (q *sendQueue) pushLocked(f outFrame, notification bool) bool {
 			q.since = 0 // a fresh backlog, not a stuck one
 		}
 		used := b.used.Add(int64(n))
+		if held == 0 && used > b.max/2 {
+			q.since = monoNow() // the clock of these bytes starts now
+		}
 		var past, mine int64 // what the identity's count grows by, and comes to
 		if q.identity != nil {
 			if past = pastShare(held+n) - pastShare(held); past != 0 {
@@ -160,7 +175,7 @@ func (q *sendQueue) pushLocked(f outFrame, notification bool) bool {
 			default:
 			}
 		}
-		if held > 0 && q.bytes+n > budgetShare && used > b.max && (used > b.backstop() || q.stuckAndHeavy(past, mine)) {
+		if held > 0 && q.bytes+n > budgetShare && used > b.max && (used > b.backstop() || q.refusedPastBudget(used, past, mine)) {
 			b.used.Add(-int64(n))
 			if past > 0 {
 				q.identity.Add(-past)
@@ -347,45 +362,52 @@ func (q *sendQueue) discard() {
 	q.frames, q.held = nil, nil
 }
 
-// stuckAndHeavy reports, with q.mu held, whether q has held bytes
-// without progress for staleAfter and the identity of q holds more than
-// its share, or q has none yet (before init), given what a push just
-// added to its count and the count it came to. Asked only past the
-// budget, so that a push under it reads no clock and no counter shared by
-// the identity's sessions.
-func (q *sendQueue) stuckAndHeavy(past, mine int64) bool {
+// refusedPastBudget reports, with q.mu held and the node at used past
+// its budget, whether a push past budgetShare is refused: before init
+// (no identity yet); or when the identity of q holds more than its share,
+// given what the push just added to its count and the count it came to,
+// and q is stuck or the node is past heavyHeadroom. A session whose
+// notifications are parked behind its own write in flight is not
+// refused (but at the backstop): the server holds those, however long
+// the store takes. Asked only past the budget, so that a push under it
+// reads no clock and no counter shared by the identity's sessions.
+func (q *sendQueue) refusedPastBudget(used, past, mine int64) bool {
 	switch {
 	case q.identity == nil:
 		return true
-	case !q.staleLocked(monoNow()):
+	case q.holding > 0:
 		return false
 	case past == 0:
 		mine = q.identity.Load()
 	}
-	return mine > q.budget.perIdentity
+	if mine <= q.budget.perIdentity {
+		return false
+	}
+	return used > q.budget.heavyHeadroom() || q.staleLocked(monoNow())
 }
 
-// staleLocked reports whether the watcher saw q hold bytes at least
-// staleAfter before now with no progress since.
+// staleLocked reports whether q has held bytes since at least staleAfter
+// before now with no progress, and none of them is parked.
 func (q *sendQueue) staleLocked(now int64) bool {
-	return q.since != 0 && now-q.since >= staleAfter
+	return q.since != 0 && q.holding == 0 && now-q.since >= staleAfter
 }
 
 // look is the watcher's look at q (evict.go): it stamps a queue that
-// holds bytes and was not seen since its last progress, and returns what
-// q holds, queued or being written, and whether it is stale.
-func (q *sendQueue) look(now int64) (held int, stale bool) {
+// holds bytes and has no clock running yet, and returns what q holds,
+// queued or being written, whether it is stale, and its identity's count
+// (nil before init). Parked notifications stop the clock.
+func (q *sendQueue) look(now int64) (held int, stale bool, identity *atomic.Int64) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	held = q.bytes + q.writing
+	held, identity = q.bytes+q.writing, q.identity
 	switch {
-	case held == 0 || q.discarded:
+	case held == 0 || q.discarded || q.holding > 0:
 		q.since = 0
-		return held, false
+		return held, false, identity
 	case q.since == 0:
 		q.since = now
 	}
-	return held, q.staleLocked(now)
+	return held, q.staleLocked(now), identity
 }
 
 // giveBackLocked gives the budget and the identity's count what the queue

@@ -309,12 +309,10 @@ func testSendQueueBudget(t *testing.T, pool bool) {
 }
 
 // TestIdentityShareOfTheBudget: the sessions of one identity that never
-// read, and fill the node's send-queue budget alone, are closed by the
-// backstop (a quarter more than the budget) at the latest, long before
-// their own 8 MiB each, and the node is back under its budget once they
-// are gone. She is not refused at the budget itself: her sessions count
-// as stuck only a second after the budget's watcher first saw them hold
-// bytes, from half the budget on, and her pushes outrun that here.
+// read, and fill the node's send-queue budget alone, are closed an eighth
+// past it at the latest (heavyHeadroom), long before their own 8 MiB
+// each, and the node is back under its budget once they are gone: her
+// sessions are refused there whether they count as stuck yet or not.
 func TestIdentityShareOfTheBudget(t *testing.T) {
 	const budget, mallorys = 16 << 20, 8 // mallory's share: 2 MiB past 64 KiB each
 	e := newEnv(t, withConfig(func(c *Config) {
@@ -337,9 +335,9 @@ func TestIdentityShareOfTheBudget(t *testing.T) {
 	if st := e.gw.Stats(); st.SlowConsumers < mallorys-1 {
 		t.Fatalf("slow consumers = %d after %d events of 15 KB, want at least %d of mallory's %d", st.SlowConsumers, f.id-f.start, mallorys-1, mallorys)
 	}
-	// The backstop, and what each session may hold past it: 64 KiB and
-	// the frame that took it over.
-	if limit := int64(budget + budget/4 + mallorys*(budgetShare+16<<10)); most > limit {
+	// An eighth past the budget, and what each session may hold past it:
+	// 64 KiB and the frame that took it over.
+	if limit := int64(budget + budget/8 + mallorys*(budgetShare+16<<10)); most > limit {
 		t.Errorf("mallory's sessions held %d bytes at most, want at most %d (the node held %d of its %d)", most, limit, node, budget)
 	}
 	waitFor(t, func() bool { return e.gw.Stats().QueuedBytes <= budget })
@@ -524,14 +522,14 @@ func TestIdentityShareKeepsOthersPastTheBudget(t *testing.T) {
 }
 
 // TestBurstPastTheBudgetKeepsReaders: an idle identity's sessions that
-// never read hold 85 % of the budget when a burst of 8 events of 60 KB
+// never read hold 78 % of the budget when a burst of 8 events of 60 KB
 // reaches the 20 sessions of a shared identity, which pause reading for
 // a moment: it then holds far more than its share (an eighth of the
-// budget) past the budget, and none of its sessions is closed, for none
-// is stuck. They read on and get every event. A reviewer found that under
-// the rule before, such a burst past the budget closed all of them
-// (TestIdentityShareKeepsOthersPastTheBudget has the watcher close the
-// idle sessions when the node stays past the budget).
+// budget) past the budget, and none of its sessions is closed: none is
+// stuck, and the node stays under an eighth past the budget. A reviewer
+// found that under the rule before, such a burst past the budget closed
+// all of them (TestIdentityShareKeepsOthersPastTheBudget has the watcher
+// close the idle sessions when the node stays past the budget).
 func TestBurstPastTheBudgetKeepsReaders(t *testing.T) {
 	const budget, mallorys, guests, events = 32 << 20, 8, 20, 8
 	e := newEnv(t, withConfig(func(c *Config) {
@@ -567,7 +565,7 @@ func TestBurstPastTheBudgetKeepsReaders(t *testing.T) {
 			Kind: chorus.KindDocument, Revision: "1", Data: data, DateCreated: time.Now()})
 	}
 	pad := json.RawMessage(`{"pad":"` + strings.Repeat("x", 15000) + `"}`)
-	for start := herID; e.gw.Stats().QueuedBytes < budget*85/100; time.Sleep(time.Millisecond) {
+	for start := herID; e.gw.Stats().QueuedBytes < budget*78/100; time.Sleep(time.Millisecond) {
 		if herID-start > 5000 {
 			t.Fatalf("mallory's sessions hold %d bytes after %d events", e.gw.Stats().QueuedBytes, herID-start)
 		}
