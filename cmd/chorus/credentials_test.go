@@ -58,9 +58,9 @@ func TestReadingCredentialsNeverWrites(t *testing.T) {
 	}
 	current := schema()
 	// Version 6 recorded the operator's credentials (7 is retired secrets,
-	// 8 abandoned webhooks): back to 5.
-	before := current - 3
-	for _, q := range []string{`DROP TABLE webhooks_abandoned`, `DROP TABLE retired_secrets`, `DROP TABLE operator_credentials`, fmt.Sprintf(`PRAGMA user_version = %d`, before)} {
+	// 8 abandoned webhooks, 9 console sign-outs): back to 5.
+	before := current - 4
+	for _, q := range []string{`DROP TABLE console_signouts`, `DROP TABLE webhooks_abandoned`, `DROP TABLE retired_secrets`, `DROP TABLE operator_credentials`, fmt.Sprintf(`PRAGMA user_version = %d`, before)} {
 		if _, err := db.Exec(q); err != nil {
 			t.Fatalf("%s: %v", q, err)
 		}

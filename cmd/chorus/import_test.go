@@ -142,7 +142,7 @@ func TestImportCommand(t *testing.T) {
 		}
 		defer old.Close()
 		for _, q := range []string{
-			`DROP TABLE webhooks_abandoned`, // the latest migration's
+			`DROP TABLE console_signouts`, // the latest migration's
 			fmt.Sprintf(`PRAGMA user_version = %d`, current-1),
 		} {
 			if _, err := old.Exec(q); err != nil {

@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"sync/atomic"
 	"testing"
-	"time"
 )
 
 // The budget watcher's passes, run by hand on sessions that are only
@@ -101,42 +100,6 @@ func TestWatcherWaitsForTheLargestHolder(t *testing.T) {
 		if c.ctx.Err() != nil {
 			t.Errorf("one of trudy's sessions was closed; mallory holds more")
 		}
-	}
-}
-
-// TestParkedIsNotStuck: notifications parked behind a write in flight are
-// the server's doing: a session that reads is not stuck while they wait,
-// however long the write takes, and its clock starts again once they are
-// released.
-func TestParkedIsNotStuck(t *testing.T) {
-	b := &queueBudget{max: 8 << 20, perIdentity: identityShareOf(8 << 20)}
-	q := newSendQueue(1024, 8<<20)
-	q.budget = b
-	q.chargeIdentity(new(atomic.Int64))
-	b.used.Store(5 << 20) // past half the budget: the clock starts with the first push
-	q.hold()
-	for range 10 {
-		q.pushNotification(outFrame{b: make([]byte, 15<<10), fanout: true})
-	}
-	now := monoNow()
-	q.mu.Lock()
-	stuck := q.staleLocked(now + staleAfter) // as a push would ask
-	q.mu.Unlock()
-	if stuck {
-		t.Fatalf("a push to a session whose events are parked takes it for stuck")
-	}
-	q.look(now)
-	q.drain(nil) // the writer finds nothing to write: it is all parked
-	if _, stale, _ := q.look(now + int64(1500*time.Millisecond) + staleAfter); stale {
-		t.Fatalf("a session whose events are parked behind a long write counts as stuck")
-	}
-	q.release(nil)
-	later := now + 2*staleAfter
-	if _, stale, _ := q.look(later); stale {
-		t.Fatalf("a session counts as stuck at once when its parked events are released: its clock ran while they were parked")
-	}
-	if _, stale, _ := q.look(later + staleAfter); !stale {
-		t.Errorf("a session that holds its released events for staleAfter without a write is not stuck")
 	}
 }
 
@@ -239,32 +202,5 @@ func BenchmarkWatchPass(b *testing.B) {
 				g.watchPass(now)
 			}
 		})
-	}
-}
-
-// TestParkedPushesPastTheHeadroom: past an eighth more than the budget, a
-// heavy identity's session whose events are parked behind its own write
-// still takes them (the server holds them, however long the store
-// takes), up to the backstop; once they are released, it is refused like
-// any other of its sessions. A reviewer's 16 kiosk sessions that read,
-// with their writes held 1.5 s by the store, were all closed without it.
-func TestParkedPushesPastTheHeadroom(t *testing.T) {
-	b := &queueBudget{max: 8 << 20, perIdentity: identityShareOf(8 << 20)}
-	var kiosk atomic.Int64
-	kiosk.Store(2 << 20) // over its share of 1 MiB
-	b.used.Store(b.heavyHeadroom() + 1)
-	q := newSendQueue(1024, 8<<20)
-	q.budget = b
-	q.chargeIdentity(&kiosk)
-	frame := outFrame{b: make([]byte, 15<<10), fanout: true}
-	q.hold()
-	for i := range 10 { // 150 KB: past 64 KiB
-		if !q.pushNotification(frame) {
-			t.Fatalf("parked event %d refused with the node at %d, past %d", i, b.used.Load(), b.heavyHeadroom())
-		}
-	}
-	q.release(nil)
-	if q.pushNotification(frame) {
-		t.Errorf("after the release, a heavy identity's push past 64 KiB was taken with the node past %d", b.heavyHeadroom())
 	}
 }

@@ -75,8 +75,10 @@ type sendQueue struct {
 // refused (the session closed as a slow consumer) when its identity holds
 // more than perIdentity and the session is stuck, or the node is past an
 // eighth more than the budget (so that one identity, fresh or not, never
-// takes the whole headroom; events parked behind the session's own write
-// in flight excepted), or before init. Anyone else still queues, up
+// takes the whole headroom), or before init. Events parked behind the
+// session's own write in flight count like any others: a client that
+// never reads but keeps a write in flight would otherwise never be stuck
+// (a reviewer's finding). Anyone else still queues, up
 // to the backstop (a quarter more than the budget); past it every such
 // push is refused. A session that holds nothing gets any one frame,
 // however large (a page of 100 items of 16 KiB, a Map with its items),
@@ -366,17 +368,12 @@ func (q *sendQueue) discard() {
 // its budget, whether a push past budgetShare is refused: before init
 // (no identity yet); or when the identity of q holds more than its share,
 // given what the push just added to its count and the count it came to,
-// and q is stuck or the node is past heavyHeadroom. A session whose
-// notifications are parked behind its own write in flight is not
-// refused (but at the backstop): the server holds those, however long
-// the store takes. Asked only past the budget, so that a push under it
+// and q is stuck or the node is past heavyHeadroom. Asked only past the budget, so that a push under it
 // reads no clock and no counter shared by the identity's sessions.
 func (q *sendQueue) refusedPastBudget(used, past, mine int64) bool {
 	switch {
 	case q.identity == nil:
 		return true
-	case q.holding > 0:
-		return false
 	case past == 0:
 		mine = q.identity.Load()
 	}
@@ -387,21 +384,21 @@ func (q *sendQueue) refusedPastBudget(used, past, mine int64) bool {
 }
 
 // staleLocked reports whether q has held bytes since at least staleAfter
-// before now with no progress, and none of them is parked.
+// before now with no progress.
 func (q *sendQueue) staleLocked(now int64) bool {
-	return q.since != 0 && q.holding == 0 && now-q.since >= staleAfter
+	return q.since != 0 && now-q.since >= staleAfter
 }
 
 // look is the watcher's look at q (evict.go): it stamps a queue that
 // holds bytes and has no clock running yet, and returns what q holds,
 // queued or being written, whether it is stale, and its identity's count
-// (nil before init). Parked notifications stop the clock.
+// (nil before init).
 func (q *sendQueue) look(now int64) (held int, stale bool, identity *atomic.Int64) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	held, identity = q.bytes+q.writing, q.identity
 	switch {
-	case held == 0 || q.discarded || q.holding > 0:
+	case held == 0 || q.discarded:
 		q.since = 0
 		return held, false, identity
 	case q.since == 0:
